@@ -1,0 +1,249 @@
+"""The tensor monitor: records the ATen ops of one real run into an op graph.
+
+The program runs for real under a TorchDispatchMode. Every ATen op it runs is
+recorded with its arguments normalized to the op's schema; tensors that did
+not come out of a recorded op are graph inputs (the call's arguments first,
+then "constants": parameters and other tensors the program reached).
+
+In-place ops on plain tensors are recorded as their functional form (add_ as
+add) and the tensor is rebound to the new value; if the tensor existed before
+the run, the final value is copied back after a replay. What cannot be replayed
+faithfully (tensor data escaping into Python, in-place updates through views,
+out= variants, autograd) makes the capture unsupported, with a reason, and the
+caller runs the function eagerly.
+"""
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+_DTYPES = {
+    torch.bool: "b8",
+    torch.int32: "i32",
+    torch.int64: "i64",
+    torch.float16: "f16",
+    torch.bfloat16: "bf16",
+    torch.float32: "f32",
+    torch.float64: "f64",
+}
+_MEMORY_FORMATS = {
+    torch.contiguous_format: 0,
+    torch.preserve_format: 1,
+    torch.channels_last: 2,
+    torch.channels_last_3d: 3,
+}
+# Ops whose result hands tensor data to Python.
+_DATA_ESCAPES = {"aten::_local_scalar_dense", "aten::item", "aten::equal", "aten::is_nonzero"}
+
+
+class Unsupported(Exception):
+    """The run did something a replay could not reproduce."""
+
+
+def _dtype_name(dtype):
+    name = _DTYPES.get(dtype)
+    if name is None:
+        raise Unsupported(f"dtype {dtype} is not supported")
+    return name
+
+
+def _device_name(device):
+    device = torch.device(device)
+    if device.type == "cpu":
+        return "cpu"
+    if device.type == "cuda":
+        return f"cuda:{device.index if device.index is not None else torch.cuda.current_device()}"
+    raise Unsupported(f"device {device} is not supported")
+
+
+def _quote(text):
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _format_float(value):
+    return "f:" + float(value).hex()
+
+
+class Recorder(TorchDispatchMode):
+    """Records one run. Use as a context manager, then call finish()."""
+
+    def __init__(self, arguments):
+        super().__init__()
+        self.value_lines = []
+        self.node_lines = []
+        self.input_values = []  # graph inputs: arguments, then constants
+        self.constants = []     # tensors behind the constant inputs
+        self._value_of = {}     # id(tensor) -> current value id
+        self._keep = []         # keeps recorded tensors alive so ids stay unique
+        self._input_of = {}     # id(tensor) -> its graph input value id
+        self._viewed = set()    # value ids that are views or have views
+        self._mutations = {}    # input value id -> final value id
+        self.unsupported = None
+        self.num_arguments = len(arguments)
+        for t in arguments:
+            v = self._new_value(t)
+            self.input_values.append(v)
+            self._input_of.setdefault(id(t), v)
+
+    # -- values -------------------------------------------------------------
+    def _new_value(self, t):
+        if t.layout != torch.strided or t.is_quantized or t.is_nested:
+            raise Unsupported("only strided dense tensors are supported")
+        v = len(self.value_lines)
+        sizes = ",".join(str(s) for s in t.shape)
+        strides = ",".join(str(s) for s in t.stride())
+        aligned = 1 if t.data_ptr() % 16 == 0 else 0
+        self.value_lines.append(
+            f"value %{v} {_dtype_name(t.dtype)} sizes={sizes} strides={strides} "
+            f"device={_device_name(t.device)} aligned={aligned}")
+        self._value_of[id(t)] = v
+        self._keep.append(t)
+        return v
+
+    def value_of(self, t):
+        """The value id of a tensor; unknown tensors become constant inputs."""
+        v = self._value_of.get(id(t))
+        if v is None:
+            v = self._new_value(t)
+            self.input_values.append(v)
+            self.constants.append(t)
+            self._input_of[id(t)] = v
+        return v
+
+    # -- arguments ----------------------------------------------------------
+    def _encode(self, arg_type, value):
+        if value is None:
+            return "none"
+        if isinstance(value, torch.Tensor):
+            return f"%{self.value_of(value)}"
+        if "[]" in arg_type and "Tensor" in arg_type:
+            if any(x is None for x in value):
+                raise Unsupported("optional tensors in a list")
+            return "tl:[" + ",".join(f"%{self.value_of(x)}" for x in value) + "]"
+        if "[" in arg_type and "int" in arg_type.lower():
+            values = [value] if isinstance(value, int) else list(value)
+            return "il:[" + ",".join(str(int(x)) for x in values) + "]"
+        if isinstance(value, bool):
+            return f"b:{int(value)}"
+        if isinstance(value, int):
+            return f"i:{value}"
+        if isinstance(value, float):
+            return _format_float(value)
+        if isinstance(value, str):
+            return "s:" + _quote(value)
+        if isinstance(value, torch.dtype):
+            return "dt:" + _dtype_name(value)
+        if isinstance(value, torch.device):
+            return "dev:" + _quote(_device_name(value))
+        if isinstance(value, torch.layout):
+            if value != torch.strided:
+                raise Unsupported(f"layout {value}")
+            return "layout:0"
+        if isinstance(value, torch.memory_format):
+            return f"mf:{_MEMORY_FORMATS[value]}"
+        raise Unsupported(f"argument of type {type(value).__name__} ({arg_type})")
+
+    def _normalize(self, schema, args, kwargs):
+        """Arguments in the schema's positional order, defaults filled in."""
+        out = []
+        for i, a in enumerate(schema.arguments):
+            if i < len(args) and not a.kwarg_only:
+                out.append((a, args[i]))
+            elif a.name in kwargs:
+                out.append((a, kwargs[a.name]))
+            elif a.has_default_value():
+                out.append((a, a.default_value))
+            else:
+                raise Unsupported(f"missing argument {a.name}")
+        return out
+
+    # -- recording ------------------------------------------------------------
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if self.unsupported is None:
+            try:
+                self._record(func, args, kwargs, out)
+            except Unsupported as e:
+                self.unsupported = f"{func}: {e}"
+            except Exception as e:  # never break the user's program over a recording problem
+                self.unsupported = f"{func}: recording failed: {type(e).__name__}: {e}"
+        return out
+
+    def _record(self, func, args, kwargs, out):
+        schema = func._schema
+        name = schema.name
+        if name in _DATA_ESCAPES:
+            raise Unsupported("tensor data escapes into Python (.item(), bool(), int(), float() or .tolist())")
+        op = f"{name}.{func._overloadname}"
+        written = [a for a in schema.arguments if a.alias_info is not None and a.alias_info.is_write]
+        if written:
+            self._record_in_place(func, schema, written, args, kwargs, out)
+            return
+        bound = self._normalize(schema, args, kwargs)
+        encoded = [self._encode(str(a.type), v) for a, v in bound]
+        outputs = [t for t in _flatten(out) if isinstance(t, torch.Tensor)]
+        out_values = [self._new_value(t) for t in outputs]
+        if any(r.alias_info is not None for r in schema.returns):  # a view: aliasing matters for mutation
+            self._viewed.update(out_values)
+            for _, v in bound:
+                if isinstance(v, torch.Tensor):
+                    self._viewed.add(self._value_of[id(v)])
+        self._add_node(op, encoded, out_values)
+
+    def _record_in_place(self, func, schema, written, args, kwargs, out):
+        base = schema.name.split("::")[1]
+        if len(written) != 1 or schema.arguments[0] is not written[0] or not base.endswith("_"):
+            raise Unsupported("in-place op with out= arguments or several written arguments")
+        packet = getattr(torch.ops.aten, base[:-1], None)
+        functional = getattr(packet, func._overloadname, None) if packet is not None else None
+        if functional is None:
+            raise Unsupported(f"in-place op without a functional form ({base[:-1]}.{func._overloadname})")
+        target = args[0]
+        old = self.value_of(target)
+        if old in self._viewed:
+            raise Unsupported("in-place update of a view or of a tensor that has views")
+        bound = self._normalize(functional._schema, args, kwargs)
+        encoded = [self._encode(str(a.type), v) for a, v in bound]
+        del self._value_of[id(target)]
+        new = self._new_value(target)  # the tensor now holds the new value
+        self._add_node(f"{functional._schema.name}.{functional._overloadname}", encoded, [new])
+        if id(target) in self._input_of:
+            self._mutations[self._input_of[id(target)]] = new
+
+    def _add_node(self, op, encoded, out_values):
+        outs = " ".join(f"%{v}" for v in out_values)
+        self.node_lines.append(f"node {op} {' '.join(encoded)} -> {outs}".replace("  ", " "))
+
+    # -- result -----------------------------------------------------------------
+    def finish(self, result, arguments):
+        """The graph text and how to rebuild `result` from the graph outputs.
+
+        Returns (text, spec, leaves): leaves are ("arg", i) for a call argument
+        returned as is, ("out", k) for graph output k, ("const", obj) otherwise.
+        """
+        leaves, spec = torch.utils._pytree.tree_flatten(result)
+        arg_position = {id(t): i for i, t in enumerate(arguments)}
+        output_values, rebuilt = [], []
+        for leaf in leaves:
+            if isinstance(leaf, torch.Tensor):
+                if id(leaf) in arg_position:
+                    rebuilt.append(("arg", arg_position[id(leaf)]))
+                    continue
+                output_values.append(self.value_of(leaf))
+                rebuilt.append(("out", len(output_values) - 1))
+            else:
+                rebuilt.append(("const", leaf))
+        lines = ["deepvisor-graph 1", *self.value_lines]
+        lines += [f"input %{v}" for v in self.input_values]
+        lines += self.node_lines
+        lines.append("output" + "".join(f" %{v}" for v in output_values))
+        lines += [f"mutation %{i} %{v}" for i, v in self._mutations.items()]
+        return "\n".join(lines) + "\n", spec, rebuilt
+
+
+def _flatten(out):
+    if isinstance(out, (list, tuple)):
+        for x in out:
+            yield from _flatten(x)
+    else:
+        yield out

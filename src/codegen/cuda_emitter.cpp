@@ -1,0 +1,1480 @@
+// CUDA C emission for loop-IR kernels: Triton-style block programs written as
+// CUDA C.
+//
+// Kernel strategies
+// -----------------
+// Every SSA value is either a *scalar* (one value per thread: constants, and in
+// row kernels the x-level values of the thread's row) or a *lane array*
+// `T vN[N]` holding the thread's share of the lane variable (x in pointwise
+// kernels, r in row kernels). Lane arrays are laid out as `chunks` of W
+// contiguous lane values: element k = c*W + v stands for lane value
+// l0(c) + v, where l0(c) is a multiple of W. Every instruction becomes a fully
+// unrolled loop over its array (compile-time indices only, so arrays stay in
+// registers), in instruction order: all loads of a segment are issued before
+// their first use.
+//
+// Loads and Stores are classified per index with classify_lane_access (lane 0
+// of a chunk is a multiple of W): Contiguous -> one W-wide vector access
+// (16 bytes for the widest type, through an aligned struct), Uniform -> one
+// scalar access broadcast to the W lanes, Other -> W scalar accesses.
+//
+// Pointwise kernels (rnumel <= 1). W = 16 bytes / widest accessed element,
+// G = min(4, 16/W) chunks per thread (several 16-byte loads in flight), blocks
+// of 64-256 threads; a block covers TILE = threads*W*G consecutive x. Full
+// tiles run without masks; when xnumel is not a multiple of TILE, the last
+// block runs the same body one element per thread (W = 1) in a strided loop.
+// Chunk c of thread t in block b starts at x = b*TILE + (c*threads + t)*W, so
+// each chunk is a fully coalesced 16-byte-per-thread access across the block.
+//
+// Row kernels (rnumel > 1). TPR threads (a power of two) share a row, RPB rows
+// per block; thread t of a row covers r = (j*TPR + t)*W + v. W = 16 bytes /
+// widest r-level element, halved until it divides rnumel (so only whole chunks
+// are ever masked). TPR is chosen for about 8 chunks (32 elements) per thread,
+// then raised while the grid would hold fewer threads than the GPU.
+//   - Persistent ("row in registers"), when the thread's share fits the
+//     register budget: straight-line code in instruction order, each r-level
+//     value computed once for the whole row.
+//   - Looped otherwise: the body is split into passes at Reduce boundaries (an
+//     r-level instruction belongs to the pass after the last Reduce it depends
+//     on); each pass loops over the row U chunks at a time and recomputes
+//     (reloads) the r-level values it needs.
+// Rows past xnumel (last block) are clamped to the last row for loads and
+// compute, and never store; every thread reaches every barrier and shuffle.
+// Chunks past rnumel load nothing, contribute the identity to reductions and
+// do not store.
+// A Reduce: per-lane partial accumulators over the thread's chunks, combined
+// in the thread, then across the row's lanes with __shfl_xor_sync (the
+// butterfly leaves the result in every lane), then, when a row spans several
+// warps, through a per-Reduce __shared__ array (one slot per warp): lane 0 of
+// each warp writes, and the first use of the value runs one __syncthreads()
+// and has every thread combine its row's slots. Reductions pending at the
+// same time share one barrier; each Reduce owns its slots, so no barrier is
+// needed against reuse. x-level Stores are done by thread 0 of the row.
+//
+// Index arithmetic is 32-bit when every index (and sub-expression) and every
+// size stays below 2^31 with a margin, else 64-bit. Floor division and modulo
+// of possibly negative index values use helpers with floor semantics.
+//
+// Numerics follow docs/loop-ir-semantics.md: f16/bf16 are computed in f32
+// (f16 through cvt instructions, bf16 by shifts; rounding to nearest even, NaN
+// kept), integer arithmetic wraps (done in unsigned), integer division by zero
+// gives 0, Max/Min propagate NaN.
+#include "codegen/cuda_emitter.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <functional>
+#include <limits>
+#include <optional>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace dv::codegen {
+
+using ir::DType;
+using ir::IndexExpr;
+using ir::Instr;
+using ir::Kernel;
+using ir::PrimOp;
+using ir::ReduceOp;
+using ir::ValueId;
+
+namespace {
+
+// ---------------------------------------------------------------------------
+// Small utilities
+
+template <typename... A>
+std::string cat(const A&... parts) {
+  std::ostringstream os;
+  (os << ... << parts);
+  return os.str();
+}
+
+std::int64_t gcd64(std::int64_t a, std::int64_t b) {
+  if (a < 0) a = -a;
+  if (b < 0) b = -b;
+  while (b != 0) {
+    const std::int64_t t = a % b;
+    a = b;
+    b = t;
+  }
+  return a;
+}
+
+std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; }
+
+// Smallest power of two >= v (v >= 1), capped at 2^30.
+std::int64_t next_pow2(std::int64_t v) {
+  std::int64_t p = 1;
+  while (p < v && p < (std::int64_t{1} << 30)) p *= 2;
+  return p;
+}
+
+[[noreturn]] void fail(const std::string& what) { throw std::invalid_argument("emit_cuda: " + what); }
+
+// A C identifier made of `s` (letters, digits, underscores).
+std::string c_identifier(const std::string& s) {
+  std::string out;
+  for (char ch : s) {
+    const bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_';
+    out += ok ? ch : '_';
+  }
+  if (out.empty() || (out[0] >= '0' && out[0] <= '9')) out = "k_" + out;
+  return out;
+}
+
+// Indented source text.
+class Writer {
+ public:
+  void line(const std::string& s) {
+    if (s.empty()) {
+      out_ << '\n';
+      return;
+    }
+    out_ << std::string(static_cast<std::size_t>(indent_) * 2, ' ') << s << '\n';
+  }
+  void open(const std::string& s) {  // "s {" (or a bare "{") and indent
+    line(s.empty() ? "{" : s + " {");
+    ++indent_;
+  }
+  void otherwise() {  // "} else {"
+    --indent_;
+    line("} else {");
+    ++indent_;
+  }
+  void close(const std::string& tail = "") {
+    --indent_;
+    line("}" + tail);
+  }
+  // A fully unrolled counted loop: "#pragma unroll" + "for (int var = from; var < to; ++var) {".
+  void open_unrolled(const std::string& var, std::int64_t from, std::int64_t to) {
+    line("#pragma unroll");
+    open(cat("for (int ", var, " = ", from, "; ", var, " < ", to, "; ++", var, ")"));
+  }
+  std::string str() const { return out_.str(); }
+
+ private:
+  std::ostringstream out_;
+  int indent_ = 0;
+};
+
+// ---------------------------------------------------------------------------
+// Types and literals
+
+bool is_float(DType t) { return t == DType::Float32 || t == DType::Float64; }
+bool is_half(DType t) { return t == DType::Float16 || t == DType::BFloat16; }
+int compute_size(DType t) { return (t == DType::Int64 || t == DType::Float64) ? 8 : 4; }
+
+// C type of a compute dtype.
+std::string ctype(DType t) {
+  switch (t) {
+    case DType::Bool: return "bool";
+    case DType::Int32: return "int";
+    case DType::Int64: return "long long";
+    case DType::Float32: return "float";
+    case DType::Float64: return "double";
+    default: fail(cat("not a compute dtype: ", ir::dtype_name(t)));
+  }
+}
+
+std::string stype(DType t) { return std::string(ir::cuda_storage_type(t)); }
+
+std::string float_literal(double v, DType t) {
+  const bool f32 = t == DType::Float32;
+  if (std::isnan(v)) return f32 ? "__int_as_float(0x7fc00000)" : "__longlong_as_double(0x7ff8000000000000LL)";
+  if (std::isinf(v)) {
+    const std::string inf = f32 ? "__int_as_float(0x7f800000)" : "__longlong_as_double(0x7ff0000000000000LL)";
+    return v < 0 ? "(-" + inf + ")" : inf;
+  }
+  char buf[64];
+  if (f32) {
+    std::snprintf(buf, sizeof buf, "%.9g", static_cast<double>(static_cast<float>(v)));
+  } else {
+    std::snprintf(buf, sizeof buf, "%.17g", v);
+  }
+  std::string s = buf;
+  if (s.find_first_of(".e") == std::string::npos) s += ".0";
+  if (f32) s += "f";
+  return s[0] == '-' ? "(" + s + ")" : s;
+}
+
+std::string int_literal(std::int64_t v, DType t) {
+  if (t == DType::Bool) return v != 0 ? "true" : "false";
+  if (t == DType::Int32) {
+    const auto i = static_cast<std::int32_t>(v);
+    if (i == std::numeric_limits<std::int32_t>::min()) return "(-2147483647 - 1)";
+    return i < 0 ? cat("(", i, ")") : cat(i);
+  }
+  if (v == std::numeric_limits<std::int64_t>::min()) return "(-9223372036854775807LL - 1)";
+  return v < 0 ? cat("(", v, "LL)") : cat(v, "LL");
+}
+
+std::string zero_of(DType t) { return is_float(t) ? float_literal(0, t) : int_literal(0, t); }
+
+// ---------------------------------------------------------------------------
+// Reductions
+
+std::string reduce_identity(ReduceOp op, DType t) {
+  if (t == DType::Bool) return (op == ReduceOp::Sum || op == ReduceOp::Max) ? "false" : "true";
+  switch (op) {
+    case ReduceOp::Sum: return zero_of(t);
+    case ReduceOp::Prod: return is_float(t) ? float_literal(1, t) : int_literal(1, t);
+    case ReduceOp::Max:
+      if (is_float(t)) return float_literal(-INFINITY, t);
+      return int_literal(t == DType::Int32 ? std::numeric_limits<std::int32_t>::min()
+                                           : std::numeric_limits<std::int64_t>::min(),
+                         t);
+    case ReduceOp::Min:
+      if (is_float(t)) return float_literal(INFINITY, t);
+      return int_literal(t == DType::Int32 ? std::numeric_limits<std::int32_t>::max()
+                                           : std::numeric_limits<std::int64_t>::max(),
+                         t);
+  }
+  fail("unknown reduce op");
+}
+
+std::string reduce_combine(ReduceOp op, DType t, const std::string& a, const std::string& b) {
+  if (t == DType::Bool) {
+    const bool any = op == ReduceOp::Sum || op == ReduceOp::Max;
+    return cat("(", a, any ? " || " : " && ", b, ")");
+  }
+  switch (op) {
+    case ReduceOp::Sum: return is_float(t) ? cat("(", a, " + ", b, ")") : cat("dv_add(", a, ", ", b, ")");
+    case ReduceOp::Prod: return is_float(t) ? cat("(", a, " * ", b, ")") : cat("dv_mul(", a, ", ", b, ")");
+    case ReduceOp::Max: return cat("dv_max(", a, ", ", b, ")");
+    case ReduceOp::Min: return cat("dv_min(", a, ", ", b, ")");
+  }
+  fail("unknown reduce op");
+}
+
+// ---------------------------------------------------------------------------
+// Lane analysis of index expressions.
+//
+// With the lane variable L = L0 + v (L0 a multiple of W, 0 <= v < W) and the
+// other variables fixed, an expression e that has a LaneForm satisfies
+//   e(L0 + v) = e(L0) + stride*v   for every 0 <= v < W, and
+//   e(L0) is a multiple of div     (div 0: e(L0) is always 0).
+// The rules hold for floor division and modulo of any sign.
+
+struct LaneForm {
+  std::int64_t stride = 0;
+  std::int64_t div = 0;
+};
+
+struct LaneContext {
+  std::string lane;  // the lane variable
+  std::int64_t width = 1;
+};
+
+constexpr std::int64_t kFormLimit = std::int64_t{1} << 40;  // beyond this, drop divisibility facts
+
+std::int64_t mul_div(std::int64_t a, std::int64_t b) {
+  // Divisibility of a product: a*b, saturated to "unknown" (1) on overflow.
+  if (a == 0 || b == 0) return 0;
+  if (std::abs(a) > kFormLimit / std::max<std::int64_t>(1, std::abs(b))) return 1;
+  return std::abs(a * b);
+}
+
+std::optional<LaneForm> lane_form(const IndexExpr& e, const LaneContext& ctx) {
+  using K = IndexExpr::Kind;
+  switch (e.kind()) {
+    case K::Const: return LaneForm{0, std::abs(e.value())};
+    case K::Var:
+      if (e.name() == ctx.lane) return LaneForm{1, ctx.width};
+      return LaneForm{0, 1};
+    case K::Add: {
+      LaneForm f{0, 0};
+      for (const IndexExpr& op : e.operands()) {
+        const auto g = lane_form(op, ctx);
+        if (!g) return std::nullopt;
+        f.stride += g->stride;
+        f.div = gcd64(f.div, g->div);
+        if (std::abs(f.stride) > kFormLimit) return std::nullopt;
+      }
+      return f;
+    }
+    case K::Mul: {
+      std::int64_t c = 1;
+      std::vector<LaneForm> parts;
+      for (const IndexExpr& op : e.operands()) {
+        if (op.is_const()) {
+          c *= op.value();
+          continue;
+        }
+        const auto g = lane_form(op, ctx);
+        if (!g) return std::nullopt;
+        parts.push_back(*g);
+      }
+      if (std::abs(c) > kFormLimit) return std::nullopt;
+      if (parts.empty()) return LaneForm{0, std::abs(c)};
+      if (parts.size() == 1) {
+        if (std::abs(parts[0].stride) > kFormLimit / std::max<std::int64_t>(1, std::abs(c))) return std::nullopt;
+        return LaneForm{c * parts[0].stride, mul_div(c, parts[0].div)};
+      }
+      // A product of several non-constant factors: only lane-uniform ones.
+      std::int64_t d = std::abs(c);
+      for (const LaneForm& p : parts) {
+        if (p.stride != 0) return std::nullopt;
+        d = mul_div(d, p.div);
+      }
+      return LaneForm{0, d};
+    }
+    case K::FloorDiv: {
+      const auto f = lane_form(e.operands()[0], ctx);
+      const std::int64_t c = e.operands()[1].value();
+      if (!f || c <= 0) return std::nullopt;
+      const std::int64_t g = f->div == 0 ? c : gcd64(f->div, c);
+      const std::int64_t div = f->div % c == 0 ? f->div / c : 1;
+      // e(L0) mod c is a multiple of g, at most c - g: lanes stay in one bucket
+      // of c when stride*(W-1) < g.
+      if (f->stride == 0 || (f->stride > 0 && f->stride * (ctx.width - 1) < g)) return LaneForm{0, div};
+      if (f->stride % c == 0) return LaneForm{f->stride / c, div};
+      return std::nullopt;
+    }
+    case K::Mod: {
+      const auto f = lane_form(e.operands()[0], ctx);
+      const std::int64_t c = e.operands()[1].value();
+      if (!f || c <= 0) return std::nullopt;
+      const std::int64_t g = f->div == 0 ? c : gcd64(f->div, c);
+      const std::int64_t div = f->div == 0 ? 0 : g;
+      if (f->stride % c == 0) return LaneForm{0, div};
+      if (f->stride > 0 && f->stride * (ctx.width - 1) < g) return LaneForm{f->stride, div};
+      return std::nullopt;
+    }
+  }
+  return std::nullopt;
+}
+
+LaneAccess classify(const IndexExpr& e, const LaneContext& ctx) {
+  const auto f = lane_form(e, ctx);
+  if (!f) return LaneAccess::Other;
+  if (f->stride == 0) return LaneAccess::Uniform;
+  if (f->stride == 1 && f->div % ctx.width == 0) return LaneAccess::Contiguous;
+  return LaneAccess::Other;
+}
+
+// ---------------------------------------------------------------------------
+// Index expressions as C
+
+using VarMap = std::function<std::string(const std::string& name)>;
+
+std::string idx_literal(std::int64_t v) {
+  const bool big = v > std::numeric_limits<std::int32_t>::max() || v < std::numeric_limits<std::int32_t>::min();
+  const std::string s = big ? cat(v, "LL") : cat(v);
+  return v < 0 ? "(" + s + ")" : s;
+}
+
+std::string index_c(const IndexExpr& e, const VarMap& vars);
+
+// A product; its constant factor (first operand, if any) multiplied by `sign`.
+std::string product_c(const IndexExpr& e, std::int64_t sign, const VarMap& vars) {
+  std::string s;
+  std::int64_t c = sign;
+  for (const IndexExpr& op : e.operands()) {
+    if (op.is_const()) {
+      c *= op.value();
+      continue;
+    }
+    if (!s.empty()) s += " * ";
+    s += index_c(op, vars);
+  }
+  if (c != 1) s += " * " + idx_literal(c);
+  return s;
+}
+
+std::string index_c(const IndexExpr& e, const VarMap& vars) {
+  using K = IndexExpr::Kind;
+  switch (e.kind()) {
+    case K::Const: return idx_literal(e.value());
+    case K::Var: return vars(e.name());
+    case K::Mul: return "(" + product_c(e, 1, vars) + ")";
+    case K::Add: {
+      std::string s;
+      for (const IndexExpr& op : e.operands()) {
+        bool negative = false;
+        std::string term;
+        if (op.is_const()) {
+          negative = op.value() < 0;
+          term = idx_literal(negative ? -op.value() : op.value());
+        } else if (op.kind() == K::Mul && op.operands()[0].is_const() && op.operands()[0].value() < 0) {
+          negative = true;
+          term = product_c(op, -1, vars);
+        } else if (op.kind() == K::Mul) {
+          term = product_c(op, 1, vars);
+        } else {
+          term = index_c(op, vars);
+        }
+        if (s.empty()) {
+          s = negative ? "-" + term : term;
+        } else {
+          s += (negative ? " - " : " + ") + term;
+        }
+      }
+      return "(" + s + ")";
+    }
+    case K::FloorDiv:
+    case K::Mod: {
+      const IndexExpr& n = e.operands()[0];
+      const std::int64_t c = e.operands()[1].value();
+      const bool div = e.kind() == K::FloorDiv;
+      if (n.min_value() >= 0) return cat("(", index_c(n, vars), div ? " / " : " % ", idx_literal(c), ")");
+      return cat(div ? "dv_floordiv(" : "dv_mod(", index_c(n, vars), ", (idx_t)", idx_literal(c), ")");
+    }
+  }
+  fail("unknown index expression kind");
+}
+
+// Visits e and all of its sub-expressions.
+void for_each_subexpr(const IndexExpr& e, const std::function<void(const IndexExpr&)>& f) {
+  f(e);
+  using K = IndexExpr::Kind;
+  if (e.kind() == K::Add || e.kind() == K::Mul || e.kind() == K::FloorDiv || e.kind() == K::Mod)
+    for (const IndexExpr& op : e.operands()) for_each_subexpr(op, f);
+}
+
+// ---------------------------------------------------------------------------
+// The helper functions every generated source starts with.
+
+const char* const kPrelude = R"(// ---- helpers (no include files: NVRTC compiles this source as is) ----
+#pragma nv_diag_suppress 177  // unused shape constants are fine
+template <typename T, int N> struct alignas(sizeof(T) * N) dv_vec { T e[N]; };
+
+// f16 / bf16 are stored as unsigned short and computed in float.
+__device__ __forceinline__ float dv_f16_to_f32(unsigned short h) {
+  float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f;
+}
+__device__ __forceinline__ unsigned short dv_f32_to_f16(float f) {
+  unsigned short h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f)); return h;
+}
+__device__ __forceinline__ unsigned short dv_f64_to_f16(double d) {
+  unsigned short h; asm("cvt.rn.f16.f64 %0, %1;" : "=h"(h) : "d"(d)); return h;
+}
+__device__ __forceinline__ float dv_bf16_to_f32(unsigned short b) { return __uint_as_float(((unsigned)b) << 16); }
+__device__ __forceinline__ unsigned short dv_bits_to_bf16(unsigned u) {
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (unsigned short)((u >> 16) | 0x40u);  // NaN: stays (quiet) NaN
+  u += 0x7fffu + ((u >> 16) & 1u);                                                  // round to nearest even
+  return (unsigned short)(u >> 16);
+}
+__device__ __forceinline__ unsigned short dv_f32_to_bf16(float f) { return dv_bits_to_bf16(__float_as_uint(f)); }
+__device__ __forceinline__ unsigned short dv_f64_to_bf16(double d) {
+  // Round to odd into float, then to nearest even: one correct rounding.
+  float f; asm("cvt.rz.f32.f64 %0, %1;" : "=f"(f) : "d"(d));
+  unsigned u = __float_as_uint(f);
+  if ((double)f != d && d == d) u |= 1u;
+  return dv_bits_to_bf16(u);
+}
+
+// Integer arithmetic wraps around (two's complement); division by zero gives 0.
+__device__ __forceinline__ int dv_neg(int a) { return (int)(0u - (unsigned)a); }
+__device__ __forceinline__ long long dv_neg(long long a) { return (long long)(0ull - (unsigned long long)a); }
+__device__ __forceinline__ int dv_add(int a, int b) { return (int)((unsigned)a + (unsigned)b); }
+__device__ __forceinline__ long long dv_add(long long a, long long b) { return (long long)((unsigned long long)a + (unsigned long long)b); }
+__device__ __forceinline__ int dv_sub(int a, int b) { return (int)((unsigned)a - (unsigned)b); }
+__device__ __forceinline__ long long dv_sub(long long a, long long b) { return (long long)((unsigned long long)a - (unsigned long long)b); }
+__device__ __forceinline__ int dv_mul(int a, int b) { return (int)((unsigned)a * (unsigned)b); }
+__device__ __forceinline__ long long dv_mul(long long a, long long b) { return (long long)((unsigned long long)a * (unsigned long long)b); }
+template <typename T> __device__ __forceinline__ T dv_abs(T a) { return a < 0 ? dv_neg(a) : a; }
+template <typename T> __device__ __forceinline__ T dv_div(T a, T b) {
+  if (b == 0) return 0;
+  if (b == -1) return dv_neg(a);
+  return a / b;
+}
+template <typename T> __device__ __forceinline__ T dv_floordiv(T a, T b) {
+  if (b == 0) return 0;
+  if (b == -1) return dv_neg(a);
+  T q = a / b;
+  if (a % b != 0 && ((a < 0) != (b < 0))) --q;
+  return q;
+}
+template <typename T> __device__ __forceinline__ T dv_mod(T a, T b) {
+  if (b == 0 || b == -1) return 0;
+  T r = a % b;
+  if (r != 0 && ((r < 0) != (b < 0))) r += b;
+  return r;
+}
+template <typename T> __device__ __forceinline__ T dv_ipow(T a, T b) {
+  if (b < 0) return a == 1 ? (T)1 : a == -1 ? ((b & 1) ? (T)-1 : (T)1) : (T)0;
+  T r = 1;
+  while (b != 0) {
+    if (b & 1) r = dv_mul(r, a);
+    b >>= 1;
+    if (b != 0) a = dv_mul(a, a);
+  }
+  return r;
+}
+
+// Python remainder for floats: the result takes the sign of b.
+__device__ __forceinline__ float dv_fmod(float a, float b) {
+  float r = fmodf(a, b);
+  if (r != 0.0f && ((r < 0.0f) != (b < 0.0f))) r += b;
+  return r;
+}
+__device__ __forceinline__ double dv_fmod(double a, double b) {
+  double r = fmod(a, b);
+  if (r != 0.0 && ((r < 0.0) != (b < 0.0))) r += b;
+  return r;
+}
+
+// Maximum / minimum; NaN wins for floats.
+__device__ __forceinline__ float dv_max(float a, float b) { return (a > b || a != a) ? a : b; }
+__device__ __forceinline__ float dv_min(float a, float b) { return (a < b || a != a) ? a : b; }
+__device__ __forceinline__ double dv_max(double a, double b) { return (a > b || a != a) ? a : b; }
+__device__ __forceinline__ double dv_min(double a, double b) { return (a < b || a != a) ? a : b; }
+__device__ __forceinline__ int dv_max(int a, int b) { return a > b ? a : b; }
+__device__ __forceinline__ int dv_min(int a, int b) { return a < b ? a : b; }
+__device__ __forceinline__ long long dv_max(long long a, long long b) { return a > b ? a : b; }
+__device__ __forceinline__ long long dv_min(long long a, long long b) { return a < b ? a : b; }
+
+// Butterfly exchange within a warp (all 32 lanes take part).
+__device__ __forceinline__ float dv_shfl_xor(float v, int m) { return __shfl_xor_sync(0xffffffffu, v, m); }
+__device__ __forceinline__ double dv_shfl_xor(double v, int m) { return __shfl_xor_sync(0xffffffffu, v, m); }
+__device__ __forceinline__ int dv_shfl_xor(int v, int m) { return __shfl_xor_sync(0xffffffffu, v, m); }
+__device__ __forceinline__ long long dv_shfl_xor(long long v, int m) { return __shfl_xor_sync(0xffffffffu, v, m); }
+__device__ __forceinline__ bool dv_shfl_xor(bool v, int m) { return __shfl_xor_sync(0xffffffffu, (int)v, m) != 0; }
+)";
+
+// ---------------------------------------------------------------------------
+// A segment: the code region over which lane arrays are defined.
+
+struct Segment {
+  enum class Mask { None, LastChunk, Every };
+  int nchunk = 1;                 // chunks in each lane array
+  int width = 1;                  // W: lanes per chunk
+  std::string base;               // C variable: the lane variable at chunk 0, lane 0
+  std::int64_t chunk_stride = 0;  // lane-variable distance between consecutive chunks
+  Mask mask = Mask::None;         // which chunks may lie past `limit`
+  std::string limit;              // lanes >= limit are outside the iteration space
+  std::string store_guard;        // extra condition for stores (e.g. "row_ok"), or ""
+  std::string lane_var;           // "x" (pointwise) or "r" (row kernels)
+  int size() const { return nchunk * width; }
+};
+
+// ---------------------------------------------------------------------------
+// The emitter
+
+class Emitter {
+ public:
+  Emitter(const Kernel& k, const DeviceSpec& d) : k_(k), dev_(d) {}
+  CudaKernel run();
+
+ private:
+  // Analysis.
+  void validate() const;
+  void analyze();
+  bool needs_64bit() const;
+  int max_lane_access_bytes() const;
+  bool has_lane_values(int bytes) const;
+  std::vector<int> pass_of_values(int* num_passes, int* max_carried) const;
+
+  // Emission of values.
+  std::string name(ValueId id) const;
+  std::string ref(ValueId id, const std::string& k) const;  // operand reference at array element k
+  DType arg_type(const Instr& in, int i) const { return k_.body[in.args[i]].dtype; }
+  std::string op_expr(const Instr& in, const std::vector<std::string>& a) const;
+  std::string cast_expr(DType from, DType to, const std::string& a) const;
+  std::string load_conv(DType storage, const std::string& e) const;
+  std::string store_conv(DType value, DType storage, const std::string& e) const;
+  std::string buf(int b) const { return cat("b", b, "_", c_identifier(k_.buffers[b].name)); }
+  std::string scalar_index(const IndexExpr& e) const;
+  std::string lane_index(const IndexExpr& e, const Segment& s, const std::string& lane_value) const;
+  LaneAccess access_kind(const Instr& in, const Segment& s) const;
+  std::string chunk_valid(const Segment& s) const;
+  void begin_chunk_loop(const Segment& s, bool need_l0 = true);
+
+  void use_operands(const Instr& in);  // flushes pending reductions the instruction reads
+  void emit_scalar(ValueId id, const std::string& store_guard);
+  void emit_lanes(ValueId id, const Segment& s);
+  void emit_lane_list(const std::vector<ValueId>& ids, const Segment& s);
+  void emit_elementwise_run(const std::vector<ValueId>& ids, const Segment& s);
+  void emit_lane_load(ValueId id, const Segment& s);
+  void emit_lane_store(ValueId id, const Segment& s);
+  void emit_lane_index(ValueId id, const Segment& s);
+  void emit_reduce_init(ValueId id, const std::string& acc, int width);
+  void emit_reduce_accumulate(ValueId id, const Segment& s, const std::string& acc);
+  void emit_reduce_finish(ValueId id, const std::string& acc, int width);
+  void flush_reductions();
+
+  // Kernels.
+  void emit_prelude_and_constants(const std::string& strategy);
+  std::string signature(int threads) const;
+  void emit_empty();
+  void emit_pointwise();
+  void emit_rows();
+  void emit_rows_persistent(const Segment& s, const std::vector<int>& pass);
+  void emit_rows_looped(Segment s, std::int64_t outer, const std::vector<int>& pass, int num_passes);
+
+  const Kernel& k_;
+  const DeviceSpec& dev_;
+  Writer w_;
+  std::string entry_;
+  LaunchConfig launch_;
+  bool idx64_ = false;
+
+  std::vector<char> live_;   // contributes to a Store
+  std::vector<char> lanes_;  // a lane array (else a scalar)
+  std::vector<ValueId> alias_;  // a value that is another one (Reduce with rnumel == 1), or -1
+  bool rows_ = false;           // row kernel (rnumel > 1)
+
+  // Row-kernel layout.
+  int tpr_ = 1, rpb_ = 1, threads_ = 32;
+  std::vector<ValueId> pending_;  // reductions written to shared memory, not yet read back
+};
+
+// ---- analysis --------------------------------------------------------------
+
+void Emitter::validate() const {
+  if (k_.xnumel < 0 || k_.rnumel < 0) fail("negative iteration space");
+  for (std::size_t i = 0; i < k_.body.size(); ++i) {
+    const Instr& in = k_.body[i];
+    for (ValueId a : in.args)
+      if (a < 0 || static_cast<std::size_t>(a) >= i) fail(cat("instruction %", i, " uses %", a, " before it is defined"));
+    if (static_cast<int>(in.args.size()) != ir::prim_op_arity(in.op))
+      fail(cat("instruction %", i, " has ", in.args.size(), " operands"));
+    if ((in.op == PrimOp::Load || in.op == PrimOp::Store) &&
+        (in.buffer < 0 || static_cast<std::size_t>(in.buffer) >= k_.buffers.size()))
+      fail(cat("instruction %", i, " names buffer ", in.buffer));
+    if (in.op != PrimOp::Store) ctype(in.dtype);  // throws for storage-only dtypes
+  }
+}
+
+void Emitter::analyze() {
+  const std::size_t n = k_.body.size();
+  rows_ = k_.rnumel > 1;
+  alias_.assign(n, -1);
+  live_.assign(n, 0);
+  lanes_.assign(n, 0);
+  // Liveness: backwards from the Stores. With rnumel == 0 a Reduce is its
+  // identity and does not need its operand.
+  for (std::size_t i = n; i-- > 0;) {
+    const Instr& in = k_.body[i];
+    if (in.op == PrimOp::Store) live_[i] = 1;
+    if (!live_[i]) continue;
+    if (in.op == PrimOp::Reduce && k_.rnumel == 0) continue;
+    for (ValueId a : in.args) live_[a] = 1;
+  }
+  // Lane arrays: values that vary with the lane variable.
+  const std::string lane = rows_ ? "r" : "x";
+  for (std::size_t i = 0; i < n; ++i) {
+    const Instr& in = k_.body[i];
+    if (in.op == PrimOp::Reduce) {
+      if (!rows_ && k_.rnumel == 1) {
+        alias_[i] = in.args[0];  // a reduction over one element is that element
+        lanes_[i] = lanes_[in.args[0]];
+      }
+      continue;  // a row reduction is x-level; with rnumel == 0 it is a constant
+    }
+    bool varies = (in.op == PrimOp::Index || in.op == PrimOp::Load || in.op == PrimOp::Store) && in.index.uses_var(lane);
+    for (ValueId a : in.args) varies = varies || lanes_[a];
+    lanes_[i] = varies;
+  }
+}
+
+bool Emitter::needs_64bit() const {
+  // A margin for the lanes of masked chunks and rows, which compute (but never
+  // use) indices a little past the iteration space.
+  constexpr std::int64_t kLimit = (std::int64_t{1} << 31) - (std::int64_t{1} << 22);
+  const std::int64_t r = std::max<std::int64_t>(1, k_.rnumel);
+  if (k_.xnumel >= kLimit || r >= kLimit || k_.xnumel * r >= kLimit) return true;
+  for (const auto& b : k_.buffers)
+    if (b.numel >= kLimit) return true;
+  bool big = false;
+  for (std::size_t i = 0; i < k_.body.size(); ++i) {
+    const Instr& in = k_.body[i];
+    if (!live_[i] || !(in.op == PrimOp::Index || in.op == PrimOp::Load || in.op == PrimOp::Store)) continue;
+    for_each_subexpr(in.index, [&](const IndexExpr& e) {
+      if (e.max_value() >= kLimit || e.min_value() <= -kLimit) big = true;
+    });
+  }
+  return big;
+}
+
+// The widest storage element among the buffers accessed by lane-varying Loads and Stores.
+int Emitter::max_lane_access_bytes() const {
+  int bytes = 0;
+  for (std::size_t i = 0; i < k_.body.size(); ++i) {
+    const Instr& in = k_.body[i];
+    if (!live_[i] || !lanes_[i] || !(in.op == PrimOp::Load || in.op == PrimOp::Store)) continue;
+    bytes = std::max(bytes, ir::dtype_size(k_.buffers[in.buffer].dtype));
+  }
+  return bytes;
+}
+
+bool Emitter::has_lane_values(int bytes) const {
+  for (std::size_t i = 0; i < k_.body.size(); ++i)
+    if (live_[i] && lanes_[i] && k_.body[i].op != PrimOp::Store && compute_size(k_.body[i].dtype) == bytes) return true;
+  return false;
+}
+
+// Pass numbers for row kernels. For a lane value: the pass that computes it;
+// for a scalar: the pass from whose start on it is available (a Reduce of a
+// value computed in pass p is available from pass p+1). Also counts the most
+// lane arrays that live across one pass boundary.
+std::vector<int> Emitter::pass_of_values(int* num_passes, int* max_carried) const {
+  const std::size_t n = k_.body.size();
+  std::vector<int> pass(n, 0), last_use(n, -1);
+  int passes = 1;
+  for (std::size_t i = 0; i < n; ++i) {
+    if (!live_[i]) continue;
+    const Instr& in = k_.body[i];
+    int p = 0;
+    for (ValueId a : in.args) p = std::max(p, pass[a]);
+    if (in.op == PrimOp::Reduce) {
+      passes = std::max(passes, p + 1);
+      pass[i] = p + 1;
+    } else {
+      pass[i] = p;
+      if (lanes_[i]) passes = std::max(passes, p + 1);
+    }
+    if (lanes_[i] || in.op == PrimOp::Reduce)
+      for (ValueId a : in.args)
+        if (lanes_[a]) last_use[a] = std::max(last_use[a], pass[i] - (in.op == PrimOp::Reduce ? 1 : 0));
+  }
+  int carried = 0;
+  for (int b = 0; b + 1 < passes; ++b) {
+    int c = 0;
+    for (std::size_t i = 0; i < n; ++i)
+      if (live_[i] && lanes_[i] && pass[i] <= b && last_use[i] > b) ++c;
+    carried = std::max(carried, c);
+  }
+  *num_passes = passes;
+  *max_carried = carried;
+  return pass;
+}
+
+// ---- values ------------------------------------------------------------------
+
+std::string Emitter::name(ValueId id) const {
+  while (alias_[id] >= 0) id = alias_[id];
+  return cat("v", id);
+}
+
+std::string Emitter::ref(ValueId id, const std::string& k) const {
+  while (alias_[id] >= 0) id = alias_[id];
+  return lanes_[id] ? cat("v", id, "[", k, "]") : cat("v", id);
+}
+
+std::string Emitter::cast_expr(DType from, DType to, const std::string& a) const {
+  if (from == to) return a;
+  if (to == DType::Bool) return cat("(", a, " != ", zero_of(from), ")");
+  return cat("((", ctype(to), ")", a, ")");
+}
+
+std::string Emitter::load_conv(DType storage, const std::string& e) const {
+  if (storage == DType::Float16) return "dv_f16_to_f32(" + e + ")";
+  if (storage == DType::BFloat16) return "dv_bf16_to_f32(" + e + ")";
+  return e;
+}
+
+std::string Emitter::store_conv(DType value, DType storage, const std::string& e) const {
+  if (is_half(storage)) {
+    const std::string to = storage == DType::Float16 ? "f16" : "bf16";
+    if (value == DType::Float64) return cat("dv_f64_to_", to, "(", e, ")");
+    return cat("dv_f32_to_", to, "(", cast_expr(value, DType::Float32, e), ")");
+  }
+  return cast_expr(value, storage, e);
+}
+
+std::string Emitter::op_expr(const Instr& in, const std::vector<std::string>& a) const {
+  const DType t = in.args.empty() ? in.dtype : arg_type(in, in.op == PrimOp::Where ? 1 : 0);
+  const bool f = is_float(t), f32 = t == DType::Float32, b = t == DType::Bool;
+  auto fn = [&](const char* name32, const char* name64) -> std::string {
+    if (!f) fail(cat(ir::prim_op_name(in.op), " on ", ir::dtype_name(t)));
+    return cat(f32 ? name32 : name64, "(", a[0], ")");
+  };
+  auto bin = [&](const char* c_op) { return cat("(", a[0], " ", c_op, " ", a[1], ")"); };
+  switch (in.op) {
+    case PrimOp::Neg: return f ? "(-" + a[0] + ")" : b ? a[0] : "dv_neg(" + a[0] + ")";
+    case PrimOp::Abs: return f ? fn("fabsf", "fabs") : b ? a[0] : "dv_abs(" + a[0] + ")";
+    case PrimOp::Exp: return fn("expf", "exp");
+    case PrimOp::Exp2: return fn("exp2f", "exp2");
+    case PrimOp::Log: return fn("logf", "log");
+    case PrimOp::Log1p: return fn("log1pf", "log1p");
+    case PrimOp::Sqrt: return fn("sqrtf", "sqrt");
+    case PrimOp::Rsqrt: return cat("(", float_literal(1, t), " / ", fn("sqrtf", "sqrt"), ")");
+    case PrimOp::Sin: return fn("sinf", "sin");
+    case PrimOp::Cos: return fn("cosf", "cos");
+    case PrimOp::Tanh: return fn("tanhf", "tanh");
+    case PrimOp::Erf: return fn("erff", "erf");
+    case PrimOp::Floor: return f ? fn("floorf", "floor") : a[0];
+    case PrimOp::Ceil: return f ? fn("ceilf", "ceil") : a[0];
+    case PrimOp::Round: return f ? fn("rintf", "rint") : a[0];
+    case PrimOp::Trunc: return f ? fn("truncf", "trunc") : a[0];
+    case PrimOp::LogicalNot: return b ? "(!" + a[0] + ")" : cat("(", a[0], " == ", zero_of(t), ")");
+    case PrimOp::IsNan: return f ? cat("(", a[0], " != ", a[0], ")") : "false";
+    case PrimOp::Cast: return cast_expr(t, in.dtype, a[0]);
+    case PrimOp::Add:
+      if (b) return bin("||");
+      return f ? bin("+") : cat("dv_add(", a[0], ", ", a[1], ")");
+    case PrimOp::Sub:
+      if (b) return bin("!=");
+      return f ? bin("-") : cat("dv_sub(", a[0], ", ", a[1], ")");
+    case PrimOp::Mul:
+      if (b) return bin("&&");
+      return f ? bin("*") : cat("dv_mul(", a[0], ", ", a[1], ")");
+    case PrimOp::Div:
+      if (b) fail("div on b8");
+      return f ? bin("/") : cat("dv_div(", a[0], ", ", a[1], ")");
+    case PrimOp::FloorDiv:
+      if (b) fail("floordiv on b8");
+      return f ? cat(f32 ? "floorf(" : "floor(", a[0], " / ", a[1], ")") : cat("dv_floordiv(", a[0], ", ", a[1], ")");
+    case PrimOp::Mod:
+      if (b) fail("mod on b8");
+      return f ? cat("dv_fmod(", a[0], ", ", a[1], ")") : cat("dv_mod(", a[0], ", ", a[1], ")");
+    case PrimOp::Pow:
+      if (b) fail("pow on b8");
+      return f ? cat(f32 ? "powf(" : "pow(", a[0], ", ", a[1], ")") : cat("dv_ipow(", a[0], ", ", a[1], ")");
+    case PrimOp::Maximum: return b ? bin("||") : cat("dv_max(", a[0], ", ", a[1], ")");
+    case PrimOp::Minimum: return b ? bin("&&") : cat("dv_min(", a[0], ", ", a[1], ")");
+    case PrimOp::Eq: return bin("==");
+    case PrimOp::Ne: return bin("!=");
+    case PrimOp::Lt: return bin("<");
+    case PrimOp::Le: return bin("<=");
+    case PrimOp::Gt: return bin(">");
+    case PrimOp::Ge: return bin(">=");
+    case PrimOp::LogicalAnd:
+    case PrimOp::LogicalOr:
+    case PrimOp::LogicalXor: {
+      const std::string x = cast_expr(t, DType::Bool, a[0]), y = cast_expr(t, DType::Bool, a[1]);
+      const char* c_op = in.op == PrimOp::LogicalAnd ? " && " : in.op == PrimOp::LogicalOr ? " || " : " != ";
+      return cat("(", x, c_op, y, ")");
+    }
+    case PrimOp::Where: return cat("(", a[0], " ? ", a[1], " : ", a[2], ")");
+    default: break;
+  }
+  fail(cat("op_expr: unexpected ", ir::prim_op_name(in.op)));
+}
+
+// ---- indices -------------------------------------------------------------------
+
+// An index where every variable is a thread-uniform scalar (x is the variable
+// "x"; r only occurs in row kernels' lane code).
+std::string Emitter::scalar_index(const IndexExpr& e) const {
+  return index_c(e, [](const std::string& v) { return v; });
+}
+
+// An index in lane code: the lane variable is `lane_value`, x (in row kernels) is "x".
+std::string Emitter::lane_index(const IndexExpr& e, const Segment& s, const std::string& lane_value) const {
+  return index_c(e, [&](const std::string& v) { return v == s.lane_var ? lane_value : v; });
+}
+
+LaneAccess Emitter::access_kind(const Instr& in, const Segment& s) const {
+  const auto& b = k_.buffers[in.buffer];
+  const int bytes = ir::dtype_size(b.dtype) * s.width;
+  const LaneAccess a = classify(in.index, LaneContext{s.lane_var, s.width});
+  if (s.width == 1) return LaneAccess::Uniform;  // one lane: a plain scalar access
+  // Vector accesses need an aligned buffer and a power-of-two width of at most 16 bytes.
+  if (a == LaneAccess::Contiguous && !(b.aligned16 && bytes <= 16 && (bytes & (bytes - 1)) == 0))
+    return LaneAccess::Other;
+  if (a == LaneAccess::Uniform && in.op == PrimOp::Store) return LaneAccess::Other;  // keep lane order
+  return a;
+}
+
+std::string Emitter::chunk_valid(const Segment& s) const {
+  switch (s.mask) {
+    case Segment::Mask::None: return "";
+    case Segment::Mask::LastChunk: return cat("c < ", s.nchunk - 1, " || l0 < ", s.limit);
+    case Segment::Mask::Every: return "l0 < " + s.limit;
+  }
+  return "";
+}
+
+void Emitter::begin_chunk_loop(const Segment& s, bool need_l0) {
+  w_.open_unrolled("c", 0, s.nchunk);
+  if (!need_l0) return;
+  if (s.nchunk == 1) {
+    w_.line("const idx_t l0 = " + s.base + ";");
+  } else {
+    w_.line(cat("const idx_t l0 = ", s.base, " + c * ", idx_literal(s.chunk_stride), ";"));
+  }
+}
+
+// ---- instructions --------------------------------------------------------------
+
+void Emitter::use_operands(const Instr& in) {
+  for (ValueId a : in.args)
+    if (std::find(pending_.begin(), pending_.end(), a) != pending_.end()) {
+      flush_reductions();
+      return;
+    }
+}
+
+void Emitter::emit_scalar(ValueId id, const std::string& store_guard) {
+  const Instr& in = k_.body[id];
+  use_operands(in);
+  const std::string v = name(id);
+  const std::string T = in.op == PrimOp::Store ? "" : ctype(in.dtype);
+  switch (in.op) {
+    case PrimOp::Constant:
+      w_.line(cat("const ", T, " ", v, " = ",
+                  is_float(in.dtype) ? float_literal(in.fvalue, in.dtype) : int_literal(in.ivalue, in.dtype), ";"));
+      return;
+    case PrimOp::Index:
+      w_.line(cat("const ", T, " ", v, " = (", T, ")", scalar_index(in.index), ";"));
+      return;
+    case PrimOp::Load: {
+      const auto& b = k_.buffers[in.buffer];
+      if (b.numel == 0) {  // nothing to read (only in empty iteration spaces)
+        w_.line(cat("const ", T, " ", v, " = ", zero_of(in.dtype), ";"));
+        return;
+      }
+      w_.line(cat("const ", T, " ", v, " = ", load_conv(b.dtype, buf(in.buffer) + "[" + scalar_index(in.index) + "]"),
+                  ";"));
+      return;
+    }
+    case PrimOp::Store: {
+      const auto& b = k_.buffers[in.buffer];
+      const std::string st = cat(buf(in.buffer), "[", scalar_index(in.index), "] = ",
+                                 store_conv(in.dtype, b.dtype, ref(in.args[0], "0")), ";");
+      w_.line(store_guard.empty() ? st : cat("if (", store_guard, ") ", st));
+      return;
+    }
+    case PrimOp::Reduce:
+      if (alias_[id] >= 0) return;
+      // rnumel == 0: the reduction of no elements.
+      w_.line(cat("const ", T, " ", v, " = ", reduce_identity(in.reduce, in.dtype), ";"));
+      return;
+    default: {
+      std::vector<std::string> a;
+      for (ValueId x : in.args) a.push_back(ref(x, "0"));
+      w_.line(cat("const ", T, " ", v, " = ", op_expr(in, a), ";"));
+      return;
+    }
+  }
+}
+
+bool is_elementwise(PrimOp op) {
+  return op != PrimOp::Load && op != PrimOp::Store && op != PrimOp::Index && op != PrimOp::Reduce;
+}
+
+void Emitter::emit_lanes(ValueId id, const Segment& s) {
+  const Instr& in = k_.body[id];
+  use_operands(in);
+  switch (in.op) {
+    case PrimOp::Load: emit_lane_load(id, s); return;
+    case PrimOp::Store: emit_lane_store(id, s); return;
+    case PrimOp::Index: emit_lane_index(id, s); return;
+    case PrimOp::Reduce: return;  // an alias (rnumel == 1)
+    default: emit_elementwise_run({id}, s); return;
+  }
+}
+
+// Lane instructions in order; consecutive elementwise ones share one loop.
+void Emitter::emit_lane_list(const std::vector<ValueId>& ids, const Segment& s) {
+  std::vector<ValueId> run;
+  for (ValueId id : ids) {
+    if (is_elementwise(k_.body[id].op)) {
+      run.push_back(id);
+      continue;
+    }
+    if (!run.empty()) emit_elementwise_run(run, s);
+    run.clear();
+    emit_lanes(id, s);
+  }
+  if (!run.empty()) emit_elementwise_run(run, s);
+}
+
+void Emitter::emit_elementwise_run(const std::vector<ValueId>& ids, const Segment& s) {
+  for (ValueId id : ids) use_operands(k_.body[id]);
+  // Declarations, one line per dtype.
+  for (DType t : {DType::Bool, DType::Int32, DType::Int64, DType::Float32, DType::Float64}) {
+    std::string decl;
+    for (ValueId id : ids)
+      if (k_.body[id].dtype == t) decl += cat(decl.empty() ? "" : ", ", name(id), "[", s.size(), "]");
+    if (!decl.empty()) w_.line(ctype(t) + " " + decl + ";");
+  }
+  w_.open_unrolled("k", 0, s.size());
+  for (ValueId id : ids) {
+    const Instr& in = k_.body[id];
+    std::vector<std::string> a;
+    for (ValueId x : in.args) a.push_back(ref(x, "k"));
+    w_.line(cat(name(id), "[k] = ", op_expr(in, a), ";"));
+  }
+  w_.close();
+}
+
+void Emitter::emit_lane_load(ValueId id, const Segment& s) {
+  const Instr& in = k_.body[id];
+  const auto& b = k_.buffers[in.buffer];
+  const std::string v = name(id), T = ctype(in.dtype), ST = stype(b.dtype), p = buf(in.buffer);
+  const LaneAccess kind = access_kind(in, s);
+  const std::string valid = chunk_valid(s);
+  w_.line(cat(T, " ", v, "[", s.size(), "];"));
+  begin_chunk_loop(s);
+  if (!valid.empty()) w_.open("if (" + valid + ")");
+  switch (kind) {
+    case LaneAccess::Contiguous:
+      w_.line(cat("const dv_vec<", ST, ", ", s.width, "> w = *reinterpret_cast<const dv_vec<", ST, ", ", s.width,
+                  ">*>(", p, " + ", lane_index(in.index, s, "l0"), ");"));
+      w_.open_unrolled("v", 0, s.width);
+      w_.line(cat(v, "[c * ", s.width, " + v] = ", load_conv(b.dtype, "w.e[v]"), ";"));
+      w_.close();
+      break;
+    case LaneAccess::Uniform:
+      if (s.width == 1) {
+        w_.line(cat(v, "[c] = ", load_conv(b.dtype, p + "[" + lane_index(in.index, s, "l0") + "]"), ";"));
+        break;
+      }
+      w_.line(cat("const ", T, " u = ", load_conv(b.dtype, p + "[" + lane_index(in.index, s, "l0") + "]"), ";"));
+      w_.open_unrolled("v", 0, s.width);
+      w_.line(cat(v, "[c * ", s.width, " + v] = u;"));
+      w_.close();
+      break;
+    case LaneAccess::Other:
+      w_.open_unrolled("v", 0, s.width);
+      w_.line(cat(v, "[c * ", s.width, " + v] = ",
+                  load_conv(b.dtype, p + "[" + lane_index(in.index, s, "(l0 + v)") + "]"), ";"));
+      w_.close();
+      break;
+  }
+  if (!valid.empty()) {
+    w_.otherwise();
+    w_.line("// past the end of the row: defined but never used");
+    w_.open_unrolled("v", 0, s.width);
+    w_.line(cat(v, "[c * ", s.width, " + v] = ", zero_of(in.dtype), ";"));
+    w_.close();
+    w_.close();
+  }
+  w_.close();
+}
+
+void Emitter::emit_lane_store(ValueId id, const Segment& s) {
+  const Instr& in = k_.body[id];
+  const auto& b = k_.buffers[in.buffer];
+  const std::string ST = stype(b.dtype), p = buf(in.buffer);
+  const LaneAccess kind = access_kind(in, s);
+  std::string guard = chunk_valid(s);
+  if (!s.store_guard.empty()) guard = guard.empty() ? s.store_guard : s.store_guard + " && (" + guard + ")";
+  auto value = [&](const std::string& k) { return store_conv(in.dtype, b.dtype, ref(in.args[0], k)); };
+  begin_chunk_loop(s);
+  if (!guard.empty()) w_.open("if (" + guard + ")");
+  const std::string k = cat("c * ", s.width, " + v");
+  switch (kind) {
+    case LaneAccess::Contiguous:
+      w_.line(cat("dv_vec<", ST, ", ", s.width, "> w;"));
+      w_.open_unrolled("v", 0, s.width);
+      w_.line(cat("w.e[v] = ", value(k), ";"));
+      w_.close();
+      w_.line(cat("*reinterpret_cast<dv_vec<", ST, ", ", s.width, ">*>(", p, " + ", lane_index(in.index, s, "l0"),
+                  ") = w;"));
+      break;
+    case LaneAccess::Uniform:  // width 1 only (see access_kind)
+      w_.line(cat(p, "[", lane_index(in.index, s, "l0"), "] = ", value("c"), ";"));
+      break;
+    case LaneAccess::Other:
+      w_.open_unrolled("v", 0, s.width);
+      w_.line(cat(p, "[", lane_index(in.index, s, "(l0 + v)"), "] = ", value(k), ";"));
+      w_.close();
+      break;
+  }
+  if (!guard.empty()) w_.close();
+  w_.close();
+}
+
+void Emitter::emit_lane_index(ValueId id, const Segment& s) {
+  const Instr& in = k_.body[id];
+  const std::string v = name(id), T = ctype(in.dtype);
+  w_.line(cat(T, " ", v, "[", s.size(), "];"));
+  begin_chunk_loop(s);
+  w_.open_unrolled("v", 0, s.width);
+  w_.line(cat(v, "[c * ", s.width, " + v] = (", T, ")", lane_index(in.index, s, "(l0 + v)"), ";"));
+  w_.close();
+  w_.close();
+}
+
+// ---- reductions ----------------------------------------------------------------
+
+void Emitter::emit_reduce_init(ValueId id, const std::string& acc, int width) {
+  const Instr& in = k_.body[id];
+  w_.line(cat(ctype(in.dtype), " ", acc, "[", width, "];"));
+  w_.open_unrolled("v", 0, width);
+  w_.line(cat(acc, "[v] = ", reduce_identity(in.reduce, in.dtype), ";"));
+  w_.close();
+}
+
+// Folds the segment's elements of the operand into per-lane accumulators;
+// chunks outside the row contribute nothing.
+void Emitter::emit_reduce_accumulate(ValueId id, const Segment& s, const std::string& acc) {
+  const Instr& in = k_.body[id];
+  const std::string valid = chunk_valid(s);
+  begin_chunk_loop(s, !valid.empty());
+  if (!valid.empty()) w_.open("if (" + valid + ")");
+  w_.open_unrolled("v", 0, s.width);
+  w_.line(cat(acc, "[v] = ", reduce_combine(in.reduce, in.dtype, acc + "[v]", ref(in.args[0], cat("c * ", s.width, " + v"))),
+              ";"));
+  w_.close();
+  if (!valid.empty()) w_.close();
+  w_.close();
+}
+
+// Combines the thread's accumulators, then the row's threads. Leaves the
+// result in vN, or (rows spanning several warps) in shared memory, pending.
+void Emitter::emit_reduce_finish(ValueId id, const std::string& acc, int width) {
+  const Instr& in = k_.body[id];
+  const std::string v = name(id);
+  w_.line(cat(ctype(in.dtype), " a = ", acc, "[0];"));
+  if (width > 1) {
+    w_.open_unrolled("v", 1, width);
+    w_.line("a = " + reduce_combine(in.reduce, in.dtype, "a", acc + "[v]") + ";");
+    w_.close();
+  }
+  for (int off = std::min(tpr_, 32) / 2; off >= 1; off /= 2)
+    w_.line(cat("a = ", reduce_combine(in.reduce, in.dtype, "a", cat("dv_shfl_xor(a, ", off, ")")), ";"));
+  if (tpr_ > 32) {
+    w_.line(cat("if (lane == 0) red_", v, "[row * ", tpr_ / 32, " + warp] = a;"));
+    pending_.push_back(id);
+  } else {
+    w_.line(v + " = a;");
+  }
+}
+
+// One barrier, then every thread combines its row's per-warp partial results
+// of each pending reduction.
+void Emitter::flush_reductions() {
+  if (pending_.empty()) return;
+  const int wpr = tpr_ / 32;
+  w_.line("__syncthreads();  // the per-warp partial results of the reductions above are in shared memory");
+  for (ValueId id : pending_) {
+    const Instr& in = k_.body[id];
+    const std::string v = name(id), red = "red_" + v;
+    w_.line(cat(v, " = ", red, "[row * ", wpr, "];"));
+    w_.open_unrolled("i", 1, wpr);
+    w_.line(cat(v, " = ", reduce_combine(in.reduce, in.dtype, v, cat(red, "[row * ", wpr, " + i]")), ";"));
+    w_.close();
+  }
+  pending_.clear();
+}
+
+// ---- kernels -------------------------------------------------------------------
+
+void Emitter::emit_prelude_and_constants(const std::string& strategy) {
+  w_.line("// deepvisor generated kernel " + entry_);
+  w_.line(cat("// iteration space: xnumel=", k_.xnumel, ", rnumel=", k_.rnumel));
+  std::istringstream st(strategy);
+  for (std::string l; std::getline(st, l);) w_.line("// " + l);
+  w_.line("//");
+  std::istringstream ir_text(ir::to_string(k_));
+  for (std::string l; std::getline(ir_text, l);) w_.line("// " + l);
+  w_.line("");
+  w_.line(kPrelude);
+  w_.line(idx64_ ? "typedef long long idx_t;  // 64-bit index arithmetic" : "typedef int idx_t;  // 32-bit index arithmetic (every index < 2^31)");
+  w_.line(cat("constexpr idx_t kXnumel = ", idx_literal(k_.xnumel), ";"));
+  w_.line(cat("constexpr idx_t kRnumel = ", idx_literal(k_.rnumel), ";"));
+}
+
+std::string Emitter::signature(int threads) const {
+  std::string s = cat("extern \"C\" __global__ void __launch_bounds__(", threads, ") ", entry_, "(");
+  for (std::size_t i = 0; i < k_.buffers.size(); ++i) {
+    const auto& b = k_.buffers[i];
+    if (i) s += ", ";
+    s += cat(b.written ? "" : "const ", stype(b.dtype), "* __restrict__ ", buf(static_cast<int>(i)));
+  }
+  return s + ")";
+}
+
+void Emitter::emit_empty() {
+  emit_prelude_and_constants("strategy: empty iteration space (nothing to do)");
+  w_.line("");
+  w_.open(signature(32));
+  w_.close();
+  launch_.block[0] = 32;
+}
+
+void Emitter::emit_pointwise() {
+  // Vector width and unrolling from the widest accessed element.
+  const int bytes = std::max(1, max_lane_access_bytes());
+  const int vec = std::max(1, 16 / bytes);
+  int groups = static_cast<int>(std::clamp<std::int64_t>(16 / vec, 1, 4));
+  int threads = 256;
+  auto tile = [&] { return static_cast<std::int64_t>(threads) * vec * groups; };
+  const std::int64_t enough_blocks = 2LL * dev_.sm_count;
+  while (groups > 1 && ceil_div(k_.xnumel, tile()) < enough_blocks) groups /= 2;
+  while (threads > 64 && ceil_div(k_.xnumel, tile()) < enough_blocks) threads /= 2;
+  const std::int64_t full_tiles = k_.xnumel / tile();
+  const bool tail = k_.xnumel % tile() != 0;
+  const std::int64_t blocks = ceil_div(k_.xnumel, tile());
+  if (blocks > std::numeric_limits<std::int32_t>::max()) fail("grid too large");
+
+  emit_prelude_and_constants(cat("strategy: pointwise; ", threads, " threads x ", groups, " chunks x ", vec,
+                                 " lanes per block (tile ", tile(), ")",
+                                 tail ? "; the last block runs the tail one element per thread" : "; no tail"));
+  w_.line(cat("constexpr int kThreads = ", threads, ";"));
+  w_.line(cat("constexpr idx_t kTile = ", tile(), ";"));
+  w_.line(cat("constexpr idx_t kFullTiles = ", idx_literal(full_tiles), ";"));
+  w_.line("");
+  w_.open(signature(threads));
+  // Scalars (values that do not depend on x) once, before the tile code.
+  for (std::size_t i = 0; i < k_.body.size(); ++i)
+    if (live_[i] && !lanes_[i]) emit_scalar(static_cast<ValueId>(i), "");
+
+  std::vector<ValueId> lane_ids;
+  for (std::size_t i = 0; i < k_.body.size(); ++i)
+    if (live_[i] && lanes_[i]) lane_ids.push_back(static_cast<ValueId>(i));
+  auto body = [&](const Segment& s) { emit_lane_list(lane_ids, s); };
+  Segment fast;
+  fast.nchunk = groups;
+  fast.width = vec;
+  fast.base = "xbase";
+  fast.chunk_stride = static_cast<std::int64_t>(threads) * vec;
+  fast.lane_var = "x";
+  Segment slow;
+  slow.base = "x";
+  slow.lane_var = "x";
+
+  if (full_tiles > 0) {
+    if (tail) w_.open("if ((idx_t)blockIdx.x < kFullTiles)");
+    else w_.open("");
+    w_.line("// a full tile: chunk c of this thread covers x = xbase + c*kThreads*W + [0, W)");
+    w_.line(cat("const idx_t xbase = (idx_t)blockIdx.x * kTile + (idx_t)threadIdx.x * ", vec, ";"));
+    body(fast);
+    if (tail) {
+      w_.otherwise();
+      w_.line("// the tail: one element per thread");
+      w_.open("for (idx_t x = kFullTiles * kTile + (idx_t)threadIdx.x; x < kXnumel; x += kThreads)");
+      body(slow);
+      w_.close();
+    }
+    w_.close();
+  } else {
+    w_.line("// the whole space is one partial tile: one element per thread");
+    w_.open("for (idx_t x = (idx_t)threadIdx.x; x < kXnumel; x += kThreads)");
+    body(slow);
+    w_.close();
+  }
+  w_.close();
+  launch_.grid[0] = static_cast<unsigned>(blocks);
+  launch_.block[0] = static_cast<unsigned>(threads);
+}
+
+void Emitter::emit_rows() {
+  // Vector width: 16 bytes of the widest r-level access, dividing rnumel.
+  int vec = std::max(1, 16 / std::max(1, max_lane_access_bytes()));
+  while (vec > 1 && k_.rnumel % vec != 0) vec /= 2;
+  const std::int64_t chunks = k_.rnumel / vec;  // per row
+  int num_passes = 1, carried = 0;
+  const std::vector<int> pass = pass_of_values(&num_passes, &carried);
+  const int regs_per_elem = has_lane_values(8) ? 2 : 1;
+
+  const int target_chunks = std::max(1, std::min(8, 32 / vec));
+  const std::int64_t max_tpr = std::min<std::int64_t>({1024, dev_.max_threads_per_block, next_pow2(chunks)});
+  const std::int64_t fill_threads = static_cast<std::int64_t>(dev_.sm_count) * 2048;
+  auto block_threads = [&](std::int64_t tpr) {
+    if (tpr >= 256) return tpr;
+    return std::max<std::int64_t>(32, std::min<std::int64_t>(256, tpr * next_pow2(k_.xnumel)));
+  };
+  auto choose_tpr = [&](int per_thread) {
+    std::int64_t tpr = std::min(max_tpr, next_pow2(ceil_div(chunks, per_thread)));
+    while (tpr < max_tpr && k_.xnumel * tpr < fill_threads) tpr *= 2;
+    return tpr;
+  };
+  // Persistent if some thread count up to 1024 keeps the row's share within
+  // the register budget: (live arrays) x (elements per thread) plus slack.
+  std::int64_t tpr = choose_tpr(target_chunks);
+  bool persistent = false;
+  for (; tpr <= max_tpr; tpr *= 2) {
+    const std::int64_t elems = ceil_div(chunks, tpr) * vec;
+    const std::int64_t budget = std::min<std::int64_t>(255, 65536 / block_threads(tpr));
+    if (ceil_div(chunks, tpr) <= 16 && elems * regs_per_elem * (carried + 2) + 40 <= budget) {
+      persistent = true;
+      break;
+    }
+  }
+  if (!persistent) tpr = choose_tpr(target_chunks);
+  tpr_ = static_cast<int>(tpr);
+  threads_ = static_cast<int>(block_threads(tpr));
+  rpb_ = threads_ / tpr_;
+  const std::int64_t blocks = ceil_div(k_.xnumel, rpb_);
+  if (blocks > std::numeric_limits<std::int32_t>::max()) fail("grid too large");
+  const bool row_mask = k_.xnumel % rpb_ != 0;
+
+  Segment s;
+  s.width = vec;
+  s.base = "rbase";
+  s.chunk_stride = tpr * vec;
+  s.lane_var = "r";
+  s.limit = "kRnumel";
+  s.store_guard = row_mask ? "row_ok" : "";
+  std::int64_t outer = 1;
+  if (persistent) {
+    s.nchunk = static_cast<int>(ceil_div(chunks, tpr));
+    s.mask = chunks % tpr != 0 ? Segment::Mask::LastChunk : Segment::Mask::None;
+  } else {
+    s.nchunk = target_chunks;
+    outer = ceil_div(chunks, tpr * target_chunks);
+    s.mask = chunks % (tpr * target_chunks) != 0 ? Segment::Mask::Every : Segment::Mask::None;
+  }
+
+  std::string strategy =
+      cat("strategy: row kernel, ", persistent ? "persistent (the row stays in registers)" : "looped", "; ", tpr_,
+          " threads per row, ", rpb_, " rows per block of ", threads_, " threads; each thread holds ", s.nchunk,
+          " chunks x ", vec, " lanes", persistent ? "" : cat(" per iteration, ", outer, " iterations per pass, ", num_passes, " passes"));
+  emit_prelude_and_constants(strategy);
+  w_.line(cat("constexpr int kTpr = ", tpr_, ";  // threads per row"));
+  w_.line(cat("constexpr int kRpb = ", rpb_, ";  // rows per block"));
+  w_.line("");
+  w_.open(signature(threads_));
+  // Shared memory: one slot per warp of each row for every reduction.
+  if (tpr_ > 32)
+    for (std::size_t i = 0; i < k_.body.size(); ++i)
+      if (live_[i] && k_.body[i].op == PrimOp::Reduce)
+        w_.line(cat("__shared__ ", ctype(k_.body[i].dtype), " red_", name(static_cast<ValueId>(i)), "[", rpb_ * (tpr_ / 32),
+                    "];"));
+  w_.line("const int tid = threadIdx.x;");
+  w_.line(rpb_ == 1 ? "const int t = tid;  // thread within its row" : "const int t = tid % kTpr;  // thread within its row");
+  w_.line(rpb_ == 1 ? "const int row = 0;  // row within the block" : "const int row = tid / kTpr;  // row within the block");
+  if (tpr_ > 32) {
+    w_.line("const int lane = tid % 32;");
+    w_.line("const int warp = t / 32;  // warp within its row");
+  }
+  if (row_mask) {
+    w_.line("const idx_t xr = (idx_t)blockIdx.x * kRpb + row;");
+    w_.line("const bool row_ok = xr < kXnumel;");
+    w_.line("const idx_t x = row_ok ? xr : kXnumel - 1;  // rows past the end compute on the last row, never store");
+  } else {
+    w_.line("const idx_t x = (idx_t)blockIdx.x * kRpb + row;");
+  }
+  if (persistent) {
+    w_.line(cat("const idx_t rbase = (idx_t)t * ", vec, ";  // chunk c covers r = rbase + c*kTpr*W + [0, W)"));
+    emit_rows_persistent(s, pass);
+  } else {
+    emit_rows_looped(s, outer, pass, num_passes);
+  }
+  flush_reductions();  // (unused values: nothing pending remains in practice)
+  w_.close();
+  launch_.grid[0] = static_cast<unsigned>(blocks);
+  launch_.block[0] = static_cast<unsigned>(threads_);
+}
+
+std::string store_guard_x(bool row_mask, int tpr) {
+  std::string g = tpr > 1 ? "t == 0" : "";
+  if (row_mask) g = g.empty() ? "row_ok" : g + " && row_ok";
+  return g;
+}
+
+// Straight-line code. Instructions are ordered by pass (stably; a Reduce with
+// the pass that accumulates it, a scalar with the pass it is available from),
+// which respects dependencies and lets reductions of one pass share a barrier.
+void Emitter::emit_rows_persistent(const Segment& s, const std::vector<int>& pass) {
+  const std::string xguard = store_guard_x(!s.store_guard.empty(), tpr_);
+  std::vector<std::size_t> order;
+  for (std::size_t i = 0; i < k_.body.size(); ++i)
+    if (live_[i]) order.push_back(i);
+  auto key = [&](std::size_t i) { return k_.body[i].op == PrimOp::Reduce ? pass[i] - 1 : pass[i]; };
+  std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return key(a) < key(b); });
+  std::vector<ValueId> run;  // consecutive lane instructions
+  auto flush_run = [&] {
+    emit_lane_list(run, s);
+    run.clear();
+  };
+  for (std::size_t i : order) {
+    const auto id = static_cast<ValueId>(i);
+    const Instr& in = k_.body[i];
+    if (lanes_[i] && in.op != PrimOp::Reduce) {
+      run.push_back(id);
+      continue;
+    }
+    flush_run();
+    if (in.op == PrimOp::Reduce) {
+      use_operands(in);
+      w_.line(cat("// %", i, " = reduce.", ir::reduce_op_name(in.reduce), " %", in.args[0]));
+      w_.line(cat(ctype(in.dtype), " ", name(id), ";"));
+      w_.open("");
+      emit_reduce_init(id, "acc", s.width);
+      emit_reduce_accumulate(id, s, "acc");
+      emit_reduce_finish(id, "acc", s.width);
+      w_.close();
+    } else {
+      emit_scalar(id, xguard);
+    }
+  }
+  flush_run();
+}
+
+void Emitter::emit_rows_looped(Segment s, std::int64_t outer, const std::vector<int>& pass, int num_passes) {
+  const std::string xguard = store_guard_x(!s.store_guard.empty(), tpr_);
+  const std::size_t n = k_.body.size();
+  std::vector<char> emitted(n, 0);
+  for (int p = 0; p <= num_passes; ++p) {
+    // Scalars available from this pass on.
+    for (std::size_t i = 0; i < n; ++i) {
+      if (!live_[i] || lanes_[i] || emitted[i] || k_.body[i].op == PrimOp::Reduce || pass[i] > p) continue;
+      emit_scalar(static_cast<ValueId>(i), xguard);
+      emitted[i] = 1;
+    }
+    if (p == num_passes) break;
+    // The lane values this pass needs: its Stores and the operands of its
+    // Reductions, with everything they depend on (recomputed from the loads).
+    std::vector<char> need(n, 0);
+    std::vector<ValueId> reduces;
+    for (std::size_t i = n; i-- > 0;) {
+      const Instr& in = k_.body[i];
+      if (!live_[i]) continue;
+      const bool root = (in.op == PrimOp::Store && lanes_[i] && pass[i] == p) ||
+                        (in.op == PrimOp::Reduce && pass[i] == p + 1);
+      if (root) {
+        need[i] = 1;
+        if (in.op == PrimOp::Reduce) reduces.push_back(static_cast<ValueId>(i));
+      }
+      if (!need[i]) continue;
+      for (ValueId a : in.args)
+        if (lanes_[a]) need[a] = 1;
+    }
+    std::reverse(reduces.begin(), reduces.end());
+    if (std::none_of(need.begin(), need.end(), [](char c) { return c != 0; })) continue;
+    flush_reductions();
+    w_.line(cat("// ---- pass ", p, ": over the row in ", outer, " iterations of ", s.nchunk, " chunks"));
+    for (ValueId r : reduces) {
+      w_.line(cat(ctype(k_.body[r].dtype), " ", name(r), ";  // reduce.", ir::reduce_op_name(k_.body[r].reduce), " %",
+                  k_.body[r].args[0]));
+      emit_reduce_init(r, "acc_" + name(r), s.width);
+    }
+    w_.line("#pragma unroll 1");
+    w_.open(cat("for (int it = 0; it < ", outer, "; ++it)"));
+    w_.line(cat("const idx_t rbase = (idx_t)it * ", idx_literal(static_cast<std::int64_t>(s.nchunk) * tpr_ * s.width),
+                " + (idx_t)t * ", s.width, ";"));
+    std::vector<ValueId> lane_ids;
+    for (std::size_t i = 0; i < n; ++i)
+      if (need[i] && k_.body[i].op != PrimOp::Reduce) lane_ids.push_back(static_cast<ValueId>(i));
+    emit_lane_list(lane_ids, s);
+    for (ValueId r : reduces) emit_reduce_accumulate(r, s, "acc_" + name(r));
+    w_.close();
+    for (ValueId r : reduces) {
+      w_.open("");
+      emit_reduce_finish(r, "acc_" + name(r), s.width);
+      w_.close();
+    }
+  }
+}
+
+CudaKernel Emitter::run() {
+  validate();
+  entry_ = c_identifier(k_.name.empty() ? "kernel" : k_.name);
+  analyze();
+  idx64_ = needs_64bit();
+  if (k_.xnumel == 0) {
+    emit_empty();
+  } else if (rows_) {
+    emit_rows();
+  } else {
+    emit_pointwise();
+  }
+  CudaKernel out;
+  out.name = entry_;
+  out.source = w_.str();
+  out.launch = launch_;
+  return out;
+}
+
+}  // namespace
+
+LaneAccess classify_lane_access(const ir::IndexExpr& index, const std::string& lane_var, int vec) {
+  return classify(index, LaneContext{lane_var, std::max(1, vec)});
+}
+
+CudaKernel emit_cuda(const ir::Kernel& kernel, const DeviceSpec& device) { return Emitter(kernel, device).run(); }
+
+}  // namespace dv::codegen

@@ -1,0 +1,56 @@
+// CUDA C code generation for loop-IR kernels.
+//
+// emit_cuda turns one ir::Kernel into a self-contained CUDA C translation unit
+// (no #include: NVRTC compiles it as is) with one extern "C" entry point, plus
+// the launch configuration it was written for. Shapes are compile-time
+// constants of the source; the same Kernel and DeviceSpec always give the same
+// text, so the source can serve as a cache key. The strategies are described
+// at the top of cuda_emitter.cpp.
+//
+// Pure C++: no CUDA, LibTorch or Python header.
+#pragma once
+
+#include <string>
+
+#include "ir/loop_ir.h"
+
+namespace dv::codegen {
+
+// What the emitter needs to know about the target GPU.
+struct DeviceSpec {
+  int arch = 90;  // compute capability major*10 + minor
+  int sm_count = 132;
+  int max_threads_per_block = 1024;
+  int max_shared_per_block = 48 * 1024;  // bytes of static shared memory
+};
+
+struct LaunchConfig {
+  unsigned grid[3] = {1, 1, 1};
+  unsigned block[3] = {1, 1, 1};
+  unsigned shared_bytes = 0;  // dynamic shared memory (the emitter uses static shared memory only)
+};
+
+struct CudaKernel {
+  std::string name;    // the extern "C" entry point
+  std::string source;  // CUDA C, compiled without include files
+  LaunchConfig launch;
+};
+
+// Parameters of the entry, in order: one pointer per kernel.buffers[i], of its
+// storage type (bool, int, long long, unsigned short for f16/bf16, float,
+// double), const for buffers the kernel does not write, all __restrict__.
+// Throws std::invalid_argument for a kernel it cannot emit (malformed IR, an
+// operation on a dtype the semantics do not define).
+CudaKernel emit_cuda(const ir::Kernel& kernel, const DeviceSpec& device);
+
+// How an index varies over `vec` consecutive values of the variable `lane_var`
+// (the first of which is a multiple of `vec`), all other variables fixed:
+//   Contiguous: lane i reads lane 0's element + i, and lane 0's element is a
+//               multiple of vec (so a vec-wide vector access is aligned);
+//   Uniform:    every lane reads the same element;
+//   Other:      anything else (per-lane scalar accesses).
+// Exposed for tests; emit_cuda uses it for every Load and Store.
+enum class LaneAccess { Contiguous, Uniform, Other };
+LaneAccess classify_lane_access(const ir::IndexExpr& index, const std::string& lane_var, int vec);
+
+}  // namespace dv::codegen

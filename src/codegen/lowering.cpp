@@ -1,0 +1,851 @@
+// Lowering of ATen operators into tensor definitions.
+//
+// Each ATen op's meaning is written here once, as loop-IR instructions; the
+// CPU interpreter and the CUDA emitter both consume the result. Type
+// promotion follows PyTorch; the result dtype of every node is taken from the
+// capture run and checked against what the lowering produces.
+#include <cmath>
+#include <numeric>
+#include <stdexcept>
+#include <unordered_map>
+
+#include "codegen/tensor_def.h"
+
+namespace dv::codegen {
+
+namespace {
+
+using ir::Arg;
+using ir::DType;
+using ir::IndexExpr;
+using ir::KernelBuilder;
+using ir::Node;
+using ir::PrimOp;
+using ir::ReduceOp;
+using ir::ValueId;
+
+struct Unsupported : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// Coordinates into a tensor of `sizes` broadcast to coordinates `out`
+// (numpy rules: align right, size-1 dims read index 0).
+Coords broadcast_coords(const std::vector<std::int64_t>& sizes, const Coords& out) {
+  if (sizes.size() > out.size()) throw std::logic_error("broadcast: operand has higher rank than the result");
+  Coords c(sizes.size());
+  std::size_t lead = out.size() - sizes.size();
+  for (std::size_t i = 0; i < sizes.size(); ++i) c[i] = sizes[i] == 1 ? IndexExpr(0) : out[lead + i];
+  return c;
+}
+
+// Coordinates of the same element in a reshaped tensor (row-major order).
+Coords reshape_coords(const std::vector<std::int64_t>& in_sizes, const std::vector<std::int64_t>& out_sizes,
+                      const Coords& out) {
+  IndexExpr flat = ir::linear_index(out, ir::contiguous_strides(out_sizes));
+  return ir::unflatten_index(flat, in_sizes);
+}
+
+std::int64_t wrap_dim(std::int64_t dim, std::size_t rank) {
+  std::int64_t r = static_cast<std::int64_t>(rank == 0 ? 1 : rank);
+  if (dim < -r || dim >= r) throw Unsupported("dimension out of range");
+  return dim < 0 ? dim + r : dim;
+}
+
+// A pointwise operand: a tensor def or a scalar.
+struct Operand {
+  int def = -1;
+  std::vector<std::int64_t> sizes;  // tensor operands
+  double value = 0;                 // scalar operands
+  bool is_scalar() const { return def < 0; }
+};
+
+ValueId scalar_constant(KernelBuilder& kb, double v, DType compute) {
+  if (ir::is_floating(compute)) return kb.constant(v, compute);
+  return kb.int_constant(static_cast<std::int64_t>(v), compute);
+}
+
+ValueId read_operand(BodyContext& ctx, const Operand& o, const Coords& out, DType compute) {
+  if (o.is_scalar()) return scalar_constant(ctx.kb(), o.value, compute);
+  return ctx.kb().cast(ctx.read(o.def, broadcast_coords(o.sizes, out)), compute);
+}
+
+using Fn1 = std::function<ValueId(KernelBuilder&, ValueId)>;
+using FnN = std::function<ValueId(KernelBuilder&, const std::vector<ValueId>&)>;
+
+ValueId bin(KernelBuilder& kb, PrimOp op, ValueId a, ValueId b) { return kb.binary(op, a, b); }
+ValueId cst(KernelBuilder& kb, double v, ValueId like) { return scalar_constant(kb, v, kb.dtype(like)); }
+
+class Lowerer {
+ public:
+  explicit Lowerer(const ir::Graph& g) : g_(g) { out_.value_def.assign(g.values.size(), -1); }
+
+  LoweredGraph run();
+
+  // --- access to the node being lowered ---
+  const Node& node() const { return *node_; }
+  const ir::TensorMeta& out_meta(std::size_t i = 0) const { return g_.meta(node_->outputs.at(i)); }
+  const Arg& arg(std::size_t i) const {
+    static const Arg kNone;
+    return i < node_->args.size() ? node_->args[i] : kNone;
+  }
+  int tensor_def(std::size_t i) const {
+    const Arg& a = arg(i);
+    if (a.kind != Arg::Kind::Tensor) throw Unsupported("argument " + std::to_string(i) + " is not a tensor");
+    int d = out_.value_def.at(a.tensor);
+    if (d < 0) throw Unsupported("input value has no definition");
+    return d;
+  }
+  const TensorDef& def(int d) const { return out_.defs.at(d); }
+  Operand operand(std::size_t i) const {
+    const Arg& a = arg(i);
+    if (a.kind == Arg::Kind::Tensor) {
+      int d = tensor_def(i);
+      return Operand{d, def(d).sizes, 0};
+    }
+    if (a.is_number()) return Operand{-1, {}, a.number()};
+    throw Unsupported("argument " + std::to_string(i) + " is neither a tensor nor a number");
+  }
+  const ir::TensorMeta& arg_meta(std::size_t i) const { return g_.meta(arg(i).tensor); }
+  std::size_t rank_of(std::size_t i) const { return def(tensor_def(i)).sizes.size(); }
+
+  // PyTorch's result_type over the given argument positions (tensors and scalars).
+  DType result_type(std::initializer_list<std::size_t> positions) const;
+
+  // --- building defs ---
+  int add_def(TensorDef d) {
+    d.node = node_index_;
+    out_.defs.push_back(std::move(d));
+    return static_cast<int>(out_.defs.size()) - 1;
+  }
+  int pointwise(std::vector<std::int64_t> sizes, DType dtype, std::vector<int> deps, Body body, std::string label);
+  // An elementwise op over operands broadcast to the output's sizes.
+  int elementwise(std::vector<Operand> ops, DType compute, FnN f, DType out_dtype, std::vector<std::int64_t> sizes);
+  int elementwise(std::vector<Operand> ops, DType compute, FnN f) {
+    return elementwise(std::move(ops), compute, std::move(f), out_meta().dtype, out_meta().sizes);
+  }
+  int unary(Fn1 f) {
+    return elementwise({operand(0)}, ir::compute_dtype(out_meta().dtype),
+                       [f](KernelBuilder& kb, const std::vector<ValueId>& v) { return f(kb, v[0]); });
+  }
+  // A reduction of `input` over `dims` (sorted, unique), keepdim-shaped, with
+  // `pre` applied to each element (in the compute dtype) before reducing.
+  int reduction(int input, const std::vector<std::int64_t>& dims, ReduceOp op, DType dtype, Fn1 pre,
+                std::vector<int> extra_deps = {});
+  // Removes the reduced (size-1) dims of a keepdim-shaped def.
+  int squeeze_dims(int d, const std::vector<std::int64_t>& dims);
+  // A view: the element at out coords is `input` at map(out coords).
+  int view(int input, std::vector<std::int64_t> sizes, std::function<Coords(const Coords&)> map);
+
+  void bind(std::size_t output, int d);
+  const std::string& op_name() const { return node_->op; }
+
+ private:
+  void lower_node(int index);
+  void fallback(int index, const std::string& reason);
+
+  const ir::Graph& g_;
+  LoweredGraph out_;
+  const Node* node_ = nullptr;
+  int node_index_ = -1;
+};
+
+using LowerFn = std::function<void(Lowerer&)>;
+const std::unordered_map<std::string, LowerFn>& lowerings();
+
+// ---------------------------------------------------------------------------
+
+DType Lowerer::result_type(std::initializer_list<std::size_t> positions) const {
+  // Three priority classes, as in PyTorch: tensors with dims, zero-dim tensors,
+  // then Python scalars; a lower class only matters if its category is higher.
+  std::optional<DType> dim_t, zero_t, scalar_t;
+  auto merge = [](std::optional<DType>& acc, DType t) { acc = acc ? ir::promote_types(*acc, t) : t; };
+  for (std::size_t p : positions) {
+    const Arg& a = arg(p);
+    if (a.kind == Arg::Kind::Tensor) {
+      const TensorDef& d = def(tensor_def(p));
+      merge(d.sizes.empty() ? zero_t : dim_t, d.dtype);
+    } else if (a.kind == Arg::Kind::Double) {
+      merge(scalar_t, DType::Float32);  // the default dtype
+    } else if (a.kind == Arg::Kind::Int) {
+      merge(scalar_t, DType::Int64);
+    } else if (a.kind == Arg::Kind::Bool) {
+      merge(scalar_t, DType::Bool);
+    }
+  }
+  auto category = [](DType t) { return t == DType::Bool ? 0 : ir::is_integral(t) ? 1 : 2; };
+  std::optional<DType> result = dim_t;
+  for (auto lower : {zero_t, scalar_t}) {
+    if (lower && (!result || category(*lower) > category(*result))) result = lower;
+  }
+  if (!result) throw Unsupported("cannot determine the result type");
+  return *result;
+}
+
+int Lowerer::pointwise(std::vector<std::int64_t> sizes, DType dtype, std::vector<int> deps, Body body,
+                       std::string label) {
+  TensorDef d;
+  d.kind = TensorDef::Kind::Pointwise;
+  d.dtype = dtype;
+  d.sizes = std::move(sizes);
+  d.deps = std::move(deps);
+  d.body = [body = std::move(body), dtype](BodyContext& ctx, const Coords& c) {
+    return ctx.kb().cast(body(ctx, c), dtype);
+  };
+  d.label = std::move(label);
+  return add_def(std::move(d));
+}
+
+int Lowerer::elementwise(std::vector<Operand> ops, DType compute, FnN f, DType out_dtype,
+                         std::vector<std::int64_t> sizes) {
+  compute = ir::compute_dtype(compute);
+  std::vector<int> deps;
+  for (const auto& o : ops)
+    if (!o.is_scalar()) deps.push_back(o.def);
+  Body body = [ops, compute, f](BodyContext& ctx, const Coords& c) {
+    std::vector<ValueId> vals;
+    for (const auto& o : ops) vals.push_back(read_operand(ctx, o, c, compute));
+    return f(ctx.kb(), vals);
+  };
+  return pointwise(std::move(sizes), out_dtype, std::move(deps), std::move(body), op_name());
+}
+
+int Lowerer::reduction(int input, const std::vector<std::int64_t>& dims, ReduceOp op, DType dtype, Fn1 pre,
+                       std::vector<int> extra_deps) {
+  const TensorDef& in = def(input);
+  TensorDef d;
+  d.kind = TensorDef::Kind::Reduction;
+  d.dtype = dtype;
+  d.reduce_op = op;
+  d.input_sizes = in.sizes;
+  d.reduced.assign(in.sizes.size(), false);
+  for (auto dim : dims) d.reduced[dim] = true;
+  d.sizes = in.sizes;
+  for (auto dim : dims) d.sizes[dim] = 1;
+  d.deps = {input};
+  d.deps.insert(d.deps.end(), extra_deps.begin(), extra_deps.end());
+  DType compute = ir::compute_dtype(dtype);
+  d.body = [input, compute, pre](BodyContext& ctx, const Coords& c) {
+    ValueId v = ctx.kb().cast(ctx.read(input, c), compute);
+    return pre ? pre(ctx.kb(), v) : v;
+  };
+  d.label = op_name();
+  return add_def(std::move(d));
+}
+
+int Lowerer::squeeze_dims(int d, const std::vector<std::int64_t>& dims) {
+  std::vector<std::int64_t> sizes;
+  const auto& in = def(d).sizes;
+  for (std::size_t i = 0; i < in.size(); ++i)
+    if (std::find(dims.begin(), dims.end(), static_cast<std::int64_t>(i)) == dims.end()) sizes.push_back(in[i]);
+  auto in_sizes = in;
+  return view(d, sizes, [in_sizes, sizes](const Coords& c) { return reshape_coords(in_sizes, sizes, c); });
+}
+
+int Lowerer::view(int input, std::vector<std::int64_t> sizes, std::function<Coords(const Coords&)> map) {
+  Body body = [input, map](BodyContext& ctx, const Coords& c) { return ctx.read(input, map(c)); };
+  return pointwise(std::move(sizes), def(input).dtype, {input}, std::move(body), op_name());
+}
+
+void Lowerer::bind(std::size_t output, int d) {
+  const auto& m = out_meta(output);
+  const TensorDef& td = def(d);
+  if (td.dtype != m.dtype || td.sizes != m.sizes) {
+    throw Unsupported("lowering produced " + std::string(ir::dtype_name(td.dtype)) + " of rank " +
+                      std::to_string(td.sizes.size()) + " but the op returned " + std::string(ir::dtype_name(m.dtype)) +
+                      " of rank " + std::to_string(m.sizes.size()));
+  }
+  out_.value_def[node_->outputs.at(output)] = d;
+}
+
+void Lowerer::fallback(int index, const std::string& reason) {
+  const Node& n = g_.nodes[index];
+  out_.fallback_nodes.push_back(index);
+  out_.notes.push_back(n.op + ": " + reason);
+  for (int v : n.outputs) {
+    const auto& m = g_.meta(v);
+    TensorDef d;
+    d.kind = TensorDef::Kind::Buffer;
+    d.dtype = m.dtype;
+    d.sizes = m.sizes;
+    d.strides = m.strides;
+    d.fallback_node = index;
+    d.value = v;
+    d.label = n.op + " (fallback)";
+    out_.value_def[v] = add_def(std::move(d));
+  }
+}
+
+void Lowerer::lower_node(int index) {
+  node_ = &g_.nodes[index];
+  node_index_ = index;
+  const auto& table = lowerings();
+  auto it = table.find(node_->op);
+  if (it == table.end()) {
+    fallback(index, "no lowering");
+    return;
+  }
+  std::size_t defs_before = out_.defs.size();
+  try {
+    for (int v : node_->outputs) {
+      if (g_.meta(v).device != g_.meta(node_->outputs[0]).device) throw Unsupported("outputs on several devices");
+    }
+    it->second(*this);
+    for (int v : node_->outputs)
+      if (out_.value_def[v] < 0) throw Unsupported("lowering left an output undefined");
+  } catch (const Unsupported& e) {
+    out_.defs.resize(defs_before);
+    for (int v : node_->outputs) out_.value_def[v] = -1;
+    fallback(index, e.what());
+  }
+}
+
+LoweredGraph Lowerer::run() {
+  for (std::size_t i = 0; i < g_.inputs.size(); ++i) {
+    int v = g_.inputs[i];
+    const auto& m = g_.meta(v);
+    TensorDef d;
+    d.kind = TensorDef::Kind::Buffer;
+    d.dtype = m.dtype;
+    d.sizes = m.sizes;
+    d.strides = m.strides;
+    d.graph_input = static_cast<int>(i);
+    d.value = v;
+    d.label = "input" + std::to_string(i);
+    out_.defs.push_back(std::move(d));
+    out_.value_def[v] = static_cast<int>(out_.defs.size()) - 1;
+  }
+  for (std::size_t i = 0; i < g_.nodes.size(); ++i) lower_node(static_cast<int>(i));
+  return std::move(out_);
+}
+
+// --- op families ------------------------------------------------------------
+
+// Reduction dims from an optional int-list argument (None or [] = all dims).
+std::vector<std::int64_t> reduction_dims(const Arg& a, std::size_t rank) {
+  std::vector<std::int64_t> dims;
+  if (a.kind == Arg::Kind::Int) dims.push_back(wrap_dim(a.i, rank));
+  else if (a.kind == Arg::Kind::IntList)
+    for (auto d : a.ints) dims.push_back(wrap_dim(d, rank));
+  if (dims.empty())
+    for (std::size_t i = 0; i < rank; ++i) dims.push_back(static_cast<std::int64_t>(i));
+  std::sort(dims.begin(), dims.end());
+  dims.erase(std::unique(dims.begin(), dims.end()), dims.end());
+  return dims;
+}
+
+std::int64_t reduced_count(const std::vector<std::int64_t>& sizes, const std::vector<std::int64_t>& dims) {
+  std::int64_t n = 1;
+  for (auto d : dims) n *= sizes[d];
+  return n;
+}
+
+// Binds the result of a keepdim-shaped def to output `out`, squeezing if needed.
+void bind_reduced(Lowerer& L, std::size_t out, int keep, const std::vector<std::int64_t>& dims, bool keepdim) {
+  L.bind(out, keepdim ? keep : L.squeeze_dims(keep, dims));
+}
+
+// sum / prod / amax / amin.
+void lower_reduce(Lowerer& L, ReduceOp op, const Arg& dim_arg, bool keepdim) {
+  int in = L.tensor_def(0);
+  auto dims = reduction_dims(dim_arg, L.def(in).sizes.size());
+  DType dtype = L.out_meta().dtype;
+  int r = L.reduction(in, dims, op, dtype, nullptr);
+  bind_reduced(L, 0, r, dims, keepdim);
+}
+
+// mean, var and std share these steps: a sum, then a pointwise divide.
+int mean_def(Lowerer& L, int in, const std::vector<std::int64_t>& dims, DType dtype) {
+  double count = static_cast<double>(reduced_count(L.def(in).sizes, dims));
+  int s = L.reduction(in, dims, ReduceOp::Sum, dtype, nullptr);
+  return L.elementwise({Operand{s, L.def(s).sizes, 0}}, dtype,
+                       [count](KernelBuilder& kb, const std::vector<ValueId>& v) {
+                         return bin(kb, PrimOp::Div, v[0], cst(kb, count, v[0]));
+                       },
+                       dtype, L.def(s).sizes);
+}
+
+// Two-pass variance: sum((x - mean)^2) / (n - correction), keepdim-shaped,
+// given the keepdim-shaped mean.
+int variance_def(Lowerer& L, int in, int mean, const std::vector<std::int64_t>& dims, double correction, DType dtype) {
+  auto mean_sizes = L.def(mean).sizes;
+  DType compute = ir::compute_dtype(dtype);
+  double count = static_cast<double>(reduced_count(L.def(in).sizes, dims));
+  // Reduce (x - mean)^2; the body reads the mean at the row's coordinates.
+  int sq = L.reduction(in, dims, ReduceOp::Sum, dtype, nullptr, {mean});
+  TensorDef& d = const_cast<TensorDef&>(L.def(sq));
+  d.body = [in, mean, mean_sizes, compute](BodyContext& ctx, const Coords& c) {
+    auto& kb = ctx.kb();
+    ValueId x = kb.cast(ctx.read(in, c), compute);
+    ValueId m = kb.cast(ctx.read(mean, broadcast_coords(mean_sizes, c)), compute);
+    ValueId diff = kb.binary(PrimOp::Sub, x, m);
+    return kb.binary(PrimOp::Mul, diff, diff);
+  };
+  double denom = std::max(0.0, count - correction);
+  return L.elementwise({Operand{sq, L.def(sq).sizes, 0}}, dtype,
+                       [denom](KernelBuilder& kb, const std::vector<ValueId>& v) {
+                         return bin(kb, PrimOp::Div, v[0], cst(kb, denom, v[0]));
+                       },
+                       dtype, L.def(sq).sizes);
+}
+
+double correction_arg(const Arg& a) { return a.is_none() ? 1.0 : a.number(); }
+
+void lower_var_std(Lowerer& L, bool take_sqrt) {
+  int in = L.tensor_def(0);
+  auto dims = reduction_dims(L.arg(1), L.def(in).sizes.size());
+  DType dtype = L.out_meta().dtype;
+  int var = variance_def(L, in, mean_def(L, in, dims, dtype), dims, correction_arg(L.arg(2)), dtype);
+  if (take_sqrt) {
+    var = L.elementwise({Operand{var, L.def(var).sizes, 0}}, dtype,
+                        [](KernelBuilder& kb, const std::vector<ValueId>& v) { return kb.unary(PrimOp::Sqrt, v[0]); },
+                        dtype, L.def(var).sizes);
+  }
+  bind_reduced(L, 0, var, dims, L.arg(3).kind == Arg::Kind::Bool && L.arg(3).i);
+}
+
+// softmax and log_softmax: max, exp(x - max), sum, then divide (or subtract the log).
+void lower_softmax(Lowerer& L, bool log) {
+  int in = L.tensor_def(0);
+  const auto sizes = L.def(in).sizes;
+  std::vector<std::int64_t> dims{wrap_dim(L.arg(1).i, sizes.size())};
+  if (sizes.empty()) dims.clear();
+  DType out = L.out_meta().dtype;
+  DType acc = ir::compute_dtype(out) == DType::Float64 ? DType::Float64 : DType::Float32;
+  int mx = L.reduction(in, dims, ReduceOp::Max, acc, nullptr);
+  auto red_sizes = L.def(mx).sizes;
+  auto shifted = [in, mx, red_sizes, acc](BodyContext& ctx, const Coords& c) {
+    auto& kb = ctx.kb();
+    ValueId x = kb.cast(ctx.read(in, c), acc);
+    ValueId m = ctx.read(mx, broadcast_coords(red_sizes, c));
+    return kb.binary(PrimOp::Sub, x, m);
+  };
+  int sum = L.reduction(in, dims, ReduceOp::Sum, acc, nullptr, {mx});
+  const_cast<TensorDef&>(L.def(sum)).body = [shifted](BodyContext& ctx, const Coords& c) {
+    return ctx.kb().unary(PrimOp::Exp, shifted(ctx, c));
+  };
+  Body body = [shifted, sum, red_sizes, log](BodyContext& ctx, const Coords& c) {
+    auto& kb = ctx.kb();
+    ValueId z = shifted(ctx, c);
+    ValueId s = ctx.read(sum, broadcast_coords(red_sizes, c));
+    if (log) return kb.binary(PrimOp::Sub, z, kb.unary(PrimOp::Log, s));
+    return kb.binary(PrimOp::Div, kb.unary(PrimOp::Exp, z), s);
+  };
+  L.bind(0, L.pointwise(sizes, out, {in, mx, sum}, std::move(body), L.op_name()));
+}
+
+// native_layer_norm(input, normalized_shape, weight?, bias?, eps) -> (out, mean, rstd).
+void lower_layer_norm(Lowerer& L) {
+  int in = L.tensor_def(0);
+  const auto sizes = L.def(in).sizes;
+  std::size_t norm_rank = L.arg(1).ints.size();
+  if (norm_rank > sizes.size()) throw Unsupported("normalized_shape longer than the input");
+  std::vector<std::int64_t> dims;
+  for (std::size_t i = sizes.size() - norm_rank; i < sizes.size(); ++i) dims.push_back(static_cast<std::int64_t>(i));
+  DType out = L.out_meta(0).dtype;
+  DType stat = L.out_meta(1).dtype;
+  DType acc = ir::compute_dtype(out) == DType::Float64 ? DType::Float64 : DType::Float32;
+  double eps = L.arg(4).number();
+  int mean = mean_def(L, in, dims, acc);
+  int var = variance_def(L, in, mean, dims, 0.0, acc);
+  auto red_sizes = L.def(var).sizes;
+  int rstd = L.elementwise({Operand{var, red_sizes, 0}}, acc,
+                           [eps](KernelBuilder& kb, const std::vector<ValueId>& v) {
+                             return kb.unary(PrimOp::Rsqrt, bin(kb, PrimOp::Add, v[0], cst(kb, eps, v[0])));
+                           },
+                           acc, red_sizes);
+  std::optional<Operand> weight, bias;
+  if (!L.arg(2).is_none()) weight = L.operand(2);
+  if (!L.arg(3).is_none()) bias = L.operand(3);
+  std::vector<int> deps{in, mean, rstd};
+  if (weight) deps.push_back(weight->def);
+  if (bias) deps.push_back(bias->def);
+  Body body = [in, mean, rstd, red_sizes, weight, bias, acc](BodyContext& ctx, const Coords& c) {
+    auto& kb = ctx.kb();
+    Coords row = broadcast_coords(red_sizes, c);
+    ValueId x = kb.cast(ctx.read(in, c), acc);
+    ValueId y = kb.binary(PrimOp::Mul, kb.binary(PrimOp::Sub, x, ctx.read(mean, row)), ctx.read(rstd, row));
+    if (weight) y = kb.binary(PrimOp::Mul, y, read_operand(ctx, *weight, c, acc));
+    if (bias) y = kb.binary(PrimOp::Add, y, read_operand(ctx, *bias, c, acc));
+    return y;
+  };
+  L.bind(0, L.pointwise(sizes, out, deps, std::move(body), L.op_name()));
+  // mean and rstd outputs: keepdim-shaped with the statistics' dtype.
+  auto as_stat = [&](int d) {
+    return L.elementwise({Operand{d, red_sizes, 0}}, acc,
+                         [](KernelBuilder&, const std::vector<ValueId>& v) { return v[0]; }, stat, red_sizes);
+  };
+  L.bind(1, as_stat(mean));
+  L.bind(2, as_stat(rstd));
+}
+
+// --- pointwise op helpers ---------------------------------------------------
+
+ValueId sigmoid(KernelBuilder& kb, ValueId x) {
+  ValueId one = cst(kb, 1.0, x);
+  return bin(kb, PrimOp::Div, one, bin(kb, PrimOp::Add, one, kb.unary(PrimOp::Exp, kb.unary(PrimOp::Neg, x))));
+}
+
+ValueId gelu(KernelBuilder& kb, ValueId x, bool tanh_approx) {
+  ValueId half_x = bin(kb, PrimOp::Mul, x, cst(kb, 0.5, x));
+  ValueId inner;
+  if (tanh_approx) {
+    ValueId x3 = bin(kb, PrimOp::Mul, bin(kb, PrimOp::Mul, x, x), x);
+    ValueId poly = bin(kb, PrimOp::Add, x, bin(kb, PrimOp::Mul, x3, cst(kb, 0.044715, x)));
+    inner = kb.unary(PrimOp::Tanh, bin(kb, PrimOp::Mul, poly, cst(kb, std::sqrt(2.0 / M_PI), x)));
+  } else {
+    inner = kb.unary(PrimOp::Erf, bin(kb, PrimOp::Mul, x, cst(kb, M_SQRT1_2, x)));
+  }
+  return bin(kb, PrimOp::Mul, half_x, bin(kb, PrimOp::Add, cst(kb, 1.0, x), inner));
+}
+
+ValueId sign(KernelBuilder& kb, ValueId x) {
+  ValueId zero = cst(kb, 0, x);
+  ValueId pos = kb.cast(bin(kb, PrimOp::Gt, x, zero), kb.dtype(x));
+  ValueId neg = kb.cast(bin(kb, PrimOp::Lt, x, zero), kb.dtype(x));
+  return bin(kb, PrimOp::Sub, pos, neg);
+}
+
+// x + alpha * y (add, sub and rsub with alpha).
+FnN add_with_alpha(PrimOp op, double alpha, bool reversed) {
+  return [op, alpha, reversed](KernelBuilder& kb, const std::vector<ValueId>& v) {
+    ValueId a = reversed ? v[1] : v[0];
+    ValueId b = reversed ? v[0] : v[1];
+    if (alpha != 1.0) b = bin(kb, PrimOp::Mul, b, cst(kb, alpha, b));
+    return bin(kb, op, a, b);
+  };
+}
+
+FnN binary_fn(PrimOp op) {
+  return [op](KernelBuilder& kb, const std::vector<ValueId>& v) { return bin(kb, op, v[0], v[1]); };
+}
+
+// pow with a constant exponent becomes multiplications where that is exact enough.
+ValueId pow_scalar_exponent(KernelBuilder& kb, ValueId x, double e) {
+  if (e == 1.0) return x;
+  if (e == 2.0) return bin(kb, PrimOp::Mul, x, x);
+  if (e == 3.0) return bin(kb, PrimOp::Mul, bin(kb, PrimOp::Mul, x, x), x);
+  if (ir::is_floating(kb.dtype(x))) {
+    if (e == 0.5) return kb.unary(PrimOp::Sqrt, x);
+    if (e == -0.5) return kb.unary(PrimOp::Rsqrt, x);
+    if (e == -1.0) return bin(kb, PrimOp::Div, cst(kb, 1.0, x), x);
+  }
+  return bin(kb, PrimOp::Pow, x, cst(kb, e, x));
+}
+
+void lower_where(Lowerer& L) {
+  Operand cond = L.operand(0);
+  DType compute = ir::compute_dtype(L.out_meta().dtype);
+  std::vector<Operand> ops{L.operand(1), L.operand(2)};
+  std::vector<int> deps;
+  for (const auto& o : {cond, ops[0], ops[1]})
+    if (!o.is_scalar()) deps.push_back(o.def);
+  Body body = [cond, ops, compute](BodyContext& ctx, const Coords& c) {
+    ValueId cv = read_operand(ctx, cond, c, DType::Bool);
+    return ctx.kb().where(cv, read_operand(ctx, ops[0], c, compute), read_operand(ctx, ops[1], c, compute));
+  };
+  L.bind(0, L.pointwise(L.out_meta().sizes, L.out_meta().dtype, deps, std::move(body), L.op_name()));
+}
+
+void lower_clamp(Lowerer& L) {
+  std::vector<Operand> ops{L.operand(0)};
+  bool has_min = !L.arg(1).is_none(), has_max = !L.arg(2).is_none();
+  if (has_min) ops.push_back(L.operand(1));
+  if (has_max) ops.push_back(L.operand(2));
+  L.bind(0, L.elementwise(ops, L.out_meta().dtype, [has_min, has_max](KernelBuilder& kb, const std::vector<ValueId>& v) {
+    ValueId y = v[0];
+    std::size_t i = 1;
+    if (has_min) y = bin(kb, PrimOp::Maximum, y, v[i++]);
+    if (has_max) y = bin(kb, PrimOp::Minimum, y, v[i++]);
+    return y;
+  }));
+}
+
+void lower_copy_like(Lowerer& L) {
+  if (L.out_meta().device != L.arg_meta(0).device) throw Unsupported("copy to another device");
+  L.bind(0, L.elementwise({L.operand(0)}, L.out_meta().dtype,
+                          [](KernelBuilder&, const std::vector<ValueId>& v) { return v[0]; }));
+}
+
+// A tensor filled with one value; sizes and dtype come from the capture.
+void lower_fill(Lowerer& L, double value) {
+  DType dtype = L.out_meta().dtype;
+  DType compute = ir::compute_dtype(dtype);
+  Body body = [value, compute](BodyContext& ctx, const Coords&) { return scalar_constant(ctx.kb(), value, compute); };
+  L.bind(0, L.pointwise(L.out_meta().sizes, dtype, {}, std::move(body), L.op_name()));
+}
+
+void lower_arange(Lowerer& L, double start, double step) {
+  DType dtype = L.out_meta().dtype;
+  DType compute = ir::compute_dtype(dtype);
+  Body body = [start, step, compute](BodyContext& ctx, const Coords& c) {
+    auto& kb = ctx.kb();
+    ValueId i = kb.cast(kb.index_value(c.at(0)), compute);
+    return bin(kb, PrimOp::Add, cst(kb, start, i), bin(kb, PrimOp::Mul, i, cst(kb, step, i)));
+  };
+  L.bind(0, L.pointwise(L.out_meta().sizes, dtype, {}, std::move(body), L.op_name()));
+}
+
+// --- the table -------------------------------------------------------------
+
+void add_unary(std::unordered_map<std::string, LowerFn>& t, const std::string& name, Fn1 f) {
+  t["aten::" + name + ".default"] = [f](Lowerer& L) { L.bind(0, L.unary(f)); };
+}
+
+void add_unary_prim(std::unordered_map<std::string, LowerFn>& t, const std::string& name, PrimOp op) {
+  add_unary(t, name, [op](KernelBuilder& kb, ValueId x) { return kb.unary(op, x); });
+}
+
+void add_binary(std::unordered_map<std::string, LowerFn>& t, const std::string& name, PrimOp op) {
+  for (const char* ov : {".Tensor", ".Scalar", ".default"}) {
+    t["aten::" + name + ov] = [op](Lowerer& L) {
+      L.bind(0, L.elementwise({L.operand(0), L.operand(1)}, L.out_meta().dtype, binary_fn(op)));
+    };
+  }
+}
+
+void add_comparison(std::unordered_map<std::string, LowerFn>& t, const std::string& name, PrimOp op) {
+  for (const char* ov : {".Tensor", ".Scalar", ".default"}) {
+    t["aten::" + name + ov] = [op](Lowerer& L) {
+      DType compute = L.result_type({0, 1});
+      L.bind(0, L.elementwise({L.operand(0), L.operand(1)}, compute, binary_fn(op)));
+    };
+  }
+}
+
+std::unordered_map<std::string, LowerFn> make_lowerings() {
+  std::unordered_map<std::string, LowerFn> t;
+  // Unary math.
+  add_unary_prim(t, "neg", PrimOp::Neg);
+  add_unary_prim(t, "abs", PrimOp::Abs);
+  add_unary_prim(t, "exp", PrimOp::Exp);
+  add_unary_prim(t, "exp2", PrimOp::Exp2);
+  add_unary_prim(t, "log", PrimOp::Log);
+  add_unary_prim(t, "log1p", PrimOp::Log1p);
+  add_unary_prim(t, "sqrt", PrimOp::Sqrt);
+  add_unary_prim(t, "rsqrt", PrimOp::Rsqrt);
+  add_unary_prim(t, "sin", PrimOp::Sin);
+  add_unary_prim(t, "cos", PrimOp::Cos);
+  add_unary_prim(t, "tanh", PrimOp::Tanh);
+  add_unary_prim(t, "erf", PrimOp::Erf);
+  add_unary_prim(t, "floor", PrimOp::Floor);
+  add_unary_prim(t, "ceil", PrimOp::Ceil);
+  add_unary_prim(t, "round", PrimOp::Round);
+  add_unary_prim(t, "trunc", PrimOp::Trunc);
+  add_unary(t, "reciprocal", [](KernelBuilder& kb, ValueId x) { return bin(kb, PrimOp::Div, cst(kb, 1, x), x); });
+  add_unary(t, "sigmoid", sigmoid);
+  add_unary(t, "silu", [](KernelBuilder& kb, ValueId x) { return bin(kb, PrimOp::Mul, x, sigmoid(kb, x)); });
+  add_unary(t, "relu", [](KernelBuilder& kb, ValueId x) { return bin(kb, PrimOp::Maximum, x, cst(kb, 0, x)); });
+  add_unary(t, "sign", sign);
+  t["aten::gelu.default"] = [](Lowerer& L) {
+    bool tanh_approx = L.arg(1).kind == Arg::Kind::String && L.arg(1).s == "tanh";
+    L.bind(0, L.unary([tanh_approx](KernelBuilder& kb, ValueId x) { return gelu(kb, x, tanh_approx); }));
+  };
+  t["aten::round.decimals"] = [](Lowerer& L) {
+    double scale = std::pow(10.0, static_cast<double>(L.arg(1).i));
+    L.bind(0, L.unary([scale](KernelBuilder& kb, ValueId x) {
+      ValueId s = cst(kb, scale, x);
+      return bin(kb, PrimOp::Div, kb.unary(PrimOp::Round, bin(kb, PrimOp::Mul, x, s)), s);
+    }));
+  };
+  for (const char* name : {"aten::logical_not.default", "aten::bitwise_not.default"}) {
+    t[name] = [name = std::string(name)](Lowerer& L) {
+      int in = L.tensor_def(0);
+      if (name == "aten::bitwise_not.default" && L.def(in).dtype != DType::Bool) throw Unsupported("bitwise_not on integers");
+      L.bind(0, L.elementwise({L.operand(0)}, L.def(in).dtype, [](KernelBuilder& kb, const std::vector<ValueId>& v) {
+        return kb.unary(PrimOp::LogicalNot, v[0]);
+      }));
+    };
+  }
+  t["aten::isnan.default"] = [](Lowerer& L) {
+    L.bind(0, L.elementwise({L.operand(0)}, L.def(L.tensor_def(0)).dtype,
+                            [](KernelBuilder& kb, const std::vector<ValueId>& v) { return kb.unary(PrimOp::IsNan, v[0]); }));
+  };
+
+  // Binary arithmetic.
+  for (const char* ov : {".Tensor", ".Scalar"}) {
+    for (auto [name, op, rev] : {std::tuple{"add", PrimOp::Add, false}, std::tuple{"sub", PrimOp::Sub, false},
+                                 std::tuple{"rsub", PrimOp::Sub, true}}) {
+      t[std::string("aten::") + name + ov] = [op, rev](Lowerer& L) {
+        double alpha = L.arg(2).is_none() ? 1.0 : L.arg(2).number();
+        L.bind(0, L.elementwise({L.operand(0), L.operand(1)}, L.out_meta().dtype, add_with_alpha(op, alpha, rev)));
+      };
+    }
+  }
+  add_binary(t, "mul", PrimOp::Mul);
+  add_binary(t, "maximum", PrimOp::Maximum);
+  add_binary(t, "minimum", PrimOp::Minimum);
+  add_binary(t, "remainder", PrimOp::Mod);
+  for (const char* ov : {".Tensor", ".Scalar"}) {
+    t[std::string("aten::div") + ov] = [](Lowerer& L) {
+      L.bind(0, L.elementwise({L.operand(0), L.operand(1)}, L.out_meta().dtype, binary_fn(PrimOp::Div)));
+    };
+    t[std::string("aten::div") + ov + "_mode"] = [](Lowerer& L) {
+      const Arg& mode = L.arg(2);
+      DType compute = L.out_meta().dtype;
+      FnN f = binary_fn(PrimOp::Div);
+      if (mode.kind == Arg::Kind::String && mode.s == "floor") {
+        f = binary_fn(PrimOp::FloorDiv);
+      } else if (mode.kind == Arg::Kind::String && mode.s == "trunc" && ir::is_floating(compute)) {
+        f = [](KernelBuilder& kb, const std::vector<ValueId>& v) {
+          return kb.unary(PrimOp::Trunc, bin(kb, PrimOp::Div, v[0], v[1]));
+        };
+      }
+      L.bind(0, L.elementwise({L.operand(0), L.operand(1)}, compute, f));
+    };
+  }
+  t["aten::pow.Tensor_Scalar"] = [](Lowerer& L) {
+    double e = L.arg(1).number();
+    L.bind(0, L.unary([e](KernelBuilder& kb, ValueId x) { return pow_scalar_exponent(kb, x, e); }));
+  };
+  t["aten::pow.Tensor_Tensor"] = [](Lowerer& L) {
+    L.bind(0, L.elementwise({L.operand(0), L.operand(1)}, L.out_meta().dtype, binary_fn(PrimOp::Pow)));
+  };
+  t["aten::pow.Scalar"] = t["aten::pow.Tensor_Tensor"];
+
+  // Comparisons and logic.
+  add_comparison(t, "eq", PrimOp::Eq);
+  add_comparison(t, "ne", PrimOp::Ne);
+  add_comparison(t, "lt", PrimOp::Lt);
+  add_comparison(t, "le", PrimOp::Le);
+  add_comparison(t, "gt", PrimOp::Gt);
+  add_comparison(t, "ge", PrimOp::Ge);
+  add_comparison(t, "logical_and", PrimOp::LogicalAnd);
+  add_comparison(t, "logical_or", PrimOp::LogicalOr);
+  add_comparison(t, "logical_xor", PrimOp::LogicalXor);
+  for (const char* ov : {"self", "ScalarSelf", "ScalarOther", "Scalar"}) t[std::string("aten::where.") + ov] = lower_where;
+  for (const char* name : {"aten::clamp.default", "aten::clamp.Tensor"}) t[name] = lower_clamp;
+  for (const char* ov : {".default", ".Tensor"}) {
+    t[std::string("aten::clamp_min") + ov] = [](Lowerer& L) {
+      L.bind(0, L.elementwise({L.operand(0), L.operand(1)}, L.out_meta().dtype, binary_fn(PrimOp::Maximum)));
+    };
+    t[std::string("aten::clamp_max") + ov] = [](Lowerer& L) {
+      L.bind(0, L.elementwise({L.operand(0), L.operand(1)}, L.out_meta().dtype, binary_fn(PrimOp::Minimum)));
+    };
+  }
+
+  // Copies and casts.
+  for (const char* name : {"aten::clone.default", "aten::_to_copy.default", "aten::alias.default",
+                           "aten::detach.default", "aten::lift_fresh.default", "aten::lift_fresh_copy.default",
+                           "aten::_unsafe_view_copy.default", "aten::contiguous.default"}) {
+    t[name] = lower_copy_like;
+  }
+
+  // Factories.
+  t["aten::full.default"] = [](Lowerer& L) { lower_fill(L, L.arg(1).number()); };
+  t["aten::full_like.default"] = [](Lowerer& L) { lower_fill(L, L.arg(1).number()); };
+  t["aten::scalar_tensor.default"] = [](Lowerer& L) { lower_fill(L, L.arg(0).number()); };
+  for (const char* name : {"aten::zeros.default", "aten::zeros_like.default"}) t[name] = [](Lowerer& L) { lower_fill(L, 0); };
+  for (const char* name : {"aten::ones.default", "aten::ones_like.default"}) t[name] = [](Lowerer& L) { lower_fill(L, 1); };
+  t["aten::arange.default"] = [](Lowerer& L) { lower_arange(L, 0, 1); };
+  t["aten::arange.start"] = [](Lowerer& L) { lower_arange(L, L.arg(0).number(), 1); };
+  t["aten::arange.start_step"] = [](Lowerer& L) { lower_arange(L, L.arg(0).number(), L.arg(2).number()); };
+
+  // Reductions.
+  t["aten::sum.dim_IntList"] = [](Lowerer& L) { lower_reduce(L, ReduceOp::Sum, L.arg(1), L.arg(2).i); };
+  t["aten::sum.default"] = [](Lowerer& L) { lower_reduce(L, ReduceOp::Sum, Arg::none(), false); };
+  t["aten::prod.dim_int"] = [](Lowerer& L) { lower_reduce(L, ReduceOp::Prod, L.arg(1), L.arg(2).i); };
+  t["aten::prod.default"] = [](Lowerer& L) { lower_reduce(L, ReduceOp::Prod, Arg::none(), false); };
+  t["aten::amax.default"] = [](Lowerer& L) { lower_reduce(L, ReduceOp::Max, L.arg(1), L.arg(2).i); };
+  t["aten::amin.default"] = [](Lowerer& L) { lower_reduce(L, ReduceOp::Min, L.arg(1), L.arg(2).i); };
+  t["aten::max.default"] = [](Lowerer& L) { lower_reduce(L, ReduceOp::Max, Arg::none(), false); };
+  t["aten::min.default"] = [](Lowerer& L) { lower_reduce(L, ReduceOp::Min, Arg::none(), false); };
+  auto mean = [](Lowerer& L, const Arg& dim_arg, bool keepdim) {
+    int in = L.tensor_def(0);
+    auto dims = reduction_dims(dim_arg, L.def(in).sizes.size());
+    bind_reduced(L, 0, mean_def(L, in, dims, L.out_meta().dtype), dims, keepdim);
+  };
+  t["aten::mean.dim"] = [mean](Lowerer& L) { mean(L, L.arg(1), L.arg(2).i); };
+  t["aten::mean.default"] = [mean](Lowerer& L) { mean(L, Arg::none(), false); };
+  t["aten::var.correction"] = [](Lowerer& L) { lower_var_std(L, false); };
+  t["aten::std.correction"] = [](Lowerer& L) { lower_var_std(L, true); };
+  t["aten::_softmax.default"] = [](Lowerer& L) { lower_softmax(L, false); };
+  t["aten::_log_softmax.default"] = [](Lowerer& L) { lower_softmax(L, true); };
+  t["aten::native_layer_norm.default"] = lower_layer_norm;
+
+  // Views: index remapping, no copy.
+  auto reshape_like = [](Lowerer& L) {
+    int in = L.tensor_def(0);
+    auto in_sizes = L.def(in).sizes;
+    auto out_sizes = L.out_meta().sizes;
+    L.bind(0, L.view(in, out_sizes, [in_sizes, out_sizes](const Coords& c) {
+      return reshape_coords(in_sizes, out_sizes, c);
+    }));
+  };
+  for (const char* name : {"aten::view.default", "aten::_unsafe_view.default", "aten::reshape.default",
+                           "aten::unsqueeze.default", "aten::squeeze.dim", "aten::squeeze.dims", "aten::squeeze.default",
+                           "aten::flatten.using_ints", "aten::view_copy.default"}) {
+    t[name] = reshape_like;
+  }
+  auto permute = [](Lowerer& L, std::vector<std::int64_t> perm) {
+    int in = L.tensor_def(0);
+    L.bind(0, L.view(in, L.out_meta().sizes, [perm](const Coords& c) {
+      Coords r(perm.size());
+      for (std::size_t i = 0; i < perm.size(); ++i) r[perm[i]] = c[i];
+      return r;
+    }));
+  };
+  t["aten::permute.default"] = [permute](Lowerer& L) {
+    std::size_t rank = L.rank_of(0);
+    std::vector<std::int64_t> perm;
+    for (auto d : L.arg(1).ints) perm.push_back(wrap_dim(d, rank));
+    permute(L, perm);
+  };
+  t["aten::transpose.int"] = [permute](Lowerer& L) {
+    std::size_t rank = L.rank_of(0);
+    std::vector<std::int64_t> perm(rank);
+    std::iota(perm.begin(), perm.end(), 0);
+    if (rank > 0) std::swap(perm[wrap_dim(L.arg(1).i, rank)], perm[wrap_dim(L.arg(2).i, rank)]);
+    permute(L, perm);
+  };
+  t["aten::t.default"] = [permute](Lowerer& L) {
+    std::size_t rank = L.rank_of(0);
+    permute(L, rank == 2 ? std::vector<std::int64_t>{1, 0} : std::vector<std::int64_t>{0});
+  };
+  t["aten::expand.default"] = [](Lowerer& L) {
+    int in = L.tensor_def(0);
+    auto in_sizes = L.def(in).sizes;
+    L.bind(0, L.view(in, L.out_meta().sizes, [in_sizes](const Coords& c) { return broadcast_coords(in_sizes, c); }));
+  };
+  t["aten::slice.Tensor"] = [](Lowerer& L) {
+    int in = L.tensor_def(0);
+    auto in_sizes = L.def(in).sizes;
+    std::int64_t dim = wrap_dim(L.arg(1).i, in_sizes.size());
+    std::int64_t size = in_sizes[dim];
+    std::int64_t start = L.arg(2).is_none() ? 0 : L.arg(2).i;
+    if (start < 0) start += size;
+    start = std::clamp<std::int64_t>(start, 0, size);
+    std::int64_t step = L.arg(4).is_none() ? 1 : L.arg(4).i;
+    if (step <= 0) throw Unsupported("slice step must be positive");
+    L.bind(0, L.view(in, L.out_meta().sizes, [dim, start, step](const Coords& c) {
+      Coords r = c;
+      r[dim] = start + c[dim] * step;
+      return r;
+    }));
+  };
+  t["aten::select.int"] = [](Lowerer& L) {
+    int in = L.tensor_def(0);
+    auto in_sizes = L.def(in).sizes;
+    std::int64_t dim = wrap_dim(L.arg(1).i, in_sizes.size());
+    std::int64_t index = L.arg(2).i;
+    if (index < 0) index += in_sizes[dim];
+    L.bind(0, L.view(in, L.out_meta().sizes, [dim, index](const Coords& c) {
+      Coords r = c;
+      r.insert(r.begin() + dim, IndexExpr(index));
+      return r;
+    }));
+  };
+  return t;
+}
+
+const std::unordered_map<std::string, LowerFn>& lowerings() {
+  static const auto table = make_lowerings();
+  return table;
+}
+
+}  // namespace
+
+LoweredGraph lower_graph(const ir::Graph& graph) { return Lowerer(graph).run(); }
+
+bool has_lowering(const std::string& op) { return lowerings().count(op) > 0; }
+
+}  // namespace dv::codegen

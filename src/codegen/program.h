@@ -1,0 +1,69 @@
+// The compiled form of an op graph: kernels and the steps that run them.
+//
+// A Program is device-independent: the runtime runs each kernel either through
+// the CPU interpreter or as CUDA C compiled by NVRTC. Tensors live in slots:
+// graph inputs, and buffers the steps produce.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "ir/loop_ir.h"
+#include "ir/op_graph.h"
+
+namespace dv::codegen {
+
+struct Slot {
+  enum class Origin : std::uint8_t { GraphInput, Kernel, Fallback };
+  Origin origin = Origin::Kernel;
+  int graph_input = -1;  // GraphInput: position in Graph::inputs
+  int value = -1;        // graph value id it holds, or -1 for an internal buffer
+  ir::DType dtype = ir::DType::Float32;
+  std::vector<std::int64_t> sizes;
+  std::vector<std::int64_t> strides;
+};
+
+struct Step {
+  enum class Kind : std::uint8_t { Kernel, Fallback };
+  Kind kind = Kind::Kernel;
+  int kernel = -1;                // Kernel: index into Program::kernels
+  std::vector<int> buffer_slots;  // Kernel: slot of each kernel buffer, in order
+  int node = -1;                  // Fallback: index into Graph::nodes
+  std::vector<int> value_slots;   // Fallback: slot of each graph value the node reads
+                                  //   (indexed like `fallback_values`), then its outputs
+  std::vector<int> fallback_values;  // Fallback: graph value ids, inputs then outputs
+  int num_fallback_inputs = 0;
+  std::vector<int> frees;         // slots whose last use is this step
+};
+
+// One fusion group: which graph nodes' work ended up in which kernel.
+struct FusionGroup {
+  int kernel = -1;
+  std::vector<std::string> members;  // readable: "sum(%3)", "mul(%1, %2)"
+};
+
+struct Program {
+  ir::Graph graph;
+  std::vector<ir::Kernel> kernels;
+  std::vector<Step> steps;
+  std::vector<Slot> slots;
+  std::vector<int> output_slots;      // one per Graph::outputs
+  std::vector<std::pair<int, int>> mutation_slots;  // (input slot, final value slot)
+  std::vector<FusionGroup> groups;
+  std::vector<std::string> fallback_ops;  // op name of each fallback step
+  std::vector<std::string> notes;         // why things fell back, etc.
+};
+
+struct CompileOptions {
+  // Fuse pointwise work into reductions and reductions with their consumers.
+  bool fuse = true;
+};
+
+// Lowers, schedules and fuses a graph. Throws std::runtime_error only for a
+// malformed graph; unsupported ops become fallback steps.
+Program compile_graph(const ir::Graph& graph, const CompileOptions& options = {});
+
+std::string describe(const Program& p);  // slots, steps, groups: for dumps
+
+}  // namespace dv::codegen

@@ -1,0 +1,487 @@
+// Scheduling: which tensor definitions are realized, how they group into
+// kernels, and the steps of the Program.
+//
+// Fusion is decided from indices alone. A fusion group has a layout: an
+// iteration shape split into kept dims (enumerated by the kernel's x) and
+// reduced dims (enumerated by r). Every member is evaluated at "its point" of
+// that space; a member may read another member only at exactly that point,
+// which is checked by comparing the simplified flat indices. If a read lands
+// elsewhere, the candidate is not fusable and starts a group of its own.
+#include <algorithm>
+#include <map>
+#include <set>
+#include <sstream>
+#include <stdexcept>
+#include <unordered_map>
+
+#include "codegen/program.h"
+#include "codegen/tensor_def.h"
+
+namespace dv::codegen {
+
+namespace {
+
+using ir::IndexExpr;
+using ir::ValueId;
+
+struct NotFusable : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+constexpr std::size_t kMaxGroupMembers = 64;
+
+std::int64_t product(const std::vector<std::int64_t>& v) {
+  std::int64_t n = 1;
+  for (auto s : v) n *= s;
+  return n;
+}
+
+struct Layout {
+  std::vector<std::int64_t> iter_sizes;
+  std::vector<bool> reduced;  // per iteration dim
+  std::int64_t xnumel = 1;
+  std::int64_t rnumel = 1;
+
+  static Layout pointwise(const std::vector<std::int64_t>& sizes) {
+    Layout l;
+    l.iter_sizes = sizes;
+    l.reduced.assign(sizes.size(), false);
+    l.xnumel = product(sizes);
+    return l;
+  }
+  static Layout of_reduction(const TensorDef& d) {
+    Layout l;
+    l.iter_sizes = d.input_sizes;
+    l.reduced = d.reduced;
+    l.xnumel = l.rnumel = 1;
+    for (std::size_t i = 0; i < d.input_sizes.size(); ++i) (d.reduced[i] ? l.rnumel : l.xnumel) *= d.input_sizes[i];
+    return l;
+  }
+  // Coordinates of the iteration shape at the point (x, r).
+  Coords coords(const IndexExpr& x, const IndexExpr& r) const {
+    std::vector<std::int64_t> kept, red;
+    for (std::size_t i = 0; i < iter_sizes.size(); ++i) (reduced[i] ? red : kept).push_back(iter_sizes[i]);
+    Coords kc = ir::unflatten_index(x, kept), rc = ir::unflatten_index(r, red);
+    Coords c;
+    std::size_t ki = 0, ri = 0;
+    for (std::size_t i = 0; i < iter_sizes.size(); ++i) c.push_back(reduced[i] ? rc[ri++] : kc[ki++]);
+    return c;
+  }
+};
+
+std::string buffer_name(int def) { return "d" + std::to_string(def); }
+
+// Emits the members of one fusion group into a kernel.
+class GroupEmitter : public BodyContext {
+ public:
+  GroupEmitter(const LoweredGraph& lg, const std::vector<int>& group_of, int group, const Layout& layout,
+               const std::string& name, const std::vector<ir::TensorMeta>& values)
+      : lg_(lg), group_of_(group_of), group_(group), layout_(layout), values_(values),
+        kb_(name, layout.xnumel, layout.rnumel) {}
+
+  ir::KernelBuilder& kb() override { return kb_; }
+
+  ValueId read(int d, const Coords& c) override {
+    const TensorDef& td = lg_.defs[d];
+    if (auto it = computed_.find(d); it != computed_.end()) {
+      if (ir::linear_index(c, ir::contiguous_strides(td.sizes)) != it->second.first)
+        throw NotFusable(td.label + " is read at another point than where this kernel computes it");
+      return it->second.second;
+    }
+    bool in_memory = td.kind == TensorDef::Kind::Buffer || (group_of_[d] >= 0 && group_of_[d] != group_);
+    if (in_memory) return load(d, c);
+    if (td.kind != TensorDef::Kind::Pointwise) throw std::logic_error("scheduler: unrealized reduction " + td.label);
+    auto key = std::make_pair(d, c);
+    if (auto it = inlined_.find(key); it != inlined_.end()) return it->second;
+    ValueId v = td.body(*this, c);
+    inlined_.emplace(std::move(key), v);
+    return v;
+  }
+
+  // Evaluates member `d` at its point; stores it if `store`.
+  void emit_member(int d, bool store) {
+    const TensorDef& td = lg_.defs[d];
+    IndexExpr x = kb_.x(), r = kb_.r();
+    Coords coords;
+    ValueId value;
+    IndexExpr point;
+    if (td.kind == TensorDef::Kind::Reduction) {
+      if (td.input_sizes != layout_.iter_sizes || td.reduced != layout_.reduced)
+        throw NotFusable(td.label + " reduces another iteration space");
+      coords = layout_.coords(x, r);
+      value = td.body(*this, coords);
+      if (layout_.rnumel != 1) value = kb_.reduce(td.reduce_op, value);
+      Coords out = coords;
+      for (std::size_t i = 0; i < out.size(); ++i)
+        if (td.reduced[i]) out[i] = 0;
+      point = ir::linear_index(out, ir::contiguous_strides(td.sizes));
+    } else {
+      if (layout_.rnumel > 1 && td.sizes == layout_.iter_sizes) coords = layout_.coords(x, r);
+      else if (td.numel() == layout_.xnumel) coords = ir::unflatten_index(x, td.sizes);
+      else throw NotFusable(td.label + " does not map onto the group's iteration space");
+      value = td.body(*this, coords);
+      point = ir::linear_index(coords, ir::contiguous_strides(td.sizes));
+    }
+    computed_[d] = {point, value};
+    if (store) {
+      int b = buffer_for(d, td.dtype, td.numel(), true);
+      kb_.store(b, point, value);
+    }
+  }
+
+  const std::set<int>& loaded_defs() const { return loaded_; }
+  const std::vector<int>& buffer_defs() const { return buffer_defs_; }
+  ir::Kernel finish() && { return std::move(kb_).finish(); }
+
+ private:
+  ValueId load(int d, const Coords& c) {
+    const TensorDef& td = lg_.defs[d];
+    std::vector<std::int64_t> strides = td.kind == TensorDef::Kind::Buffer ? td.strides : ir::contiguous_strides(td.sizes);
+    std::int64_t extent = td.numel();
+    bool aligned = true;
+    if (td.kind == TensorDef::Kind::Buffer) {
+      const auto& meta = values_.at(td.value);
+      extent = meta.storage_extent();
+      aligned = meta.aligned16;
+    } else {
+      loaded_.insert(d);
+    }
+    int b = buffer_for(d, td.dtype, extent, aligned);
+    return kb_.load(b, ir::linear_index(c, strides));
+  }
+
+  int buffer_for(int d, ir::DType dtype, std::int64_t numel, bool aligned) {
+    int b = kb_.buffer(buffer_name(d), dtype, numel, aligned);
+    if (static_cast<std::size_t>(b) == buffer_defs_.size()) buffer_defs_.push_back(d);
+    return b;
+  }
+
+  const LoweredGraph& lg_;
+  const std::vector<int>& group_of_;
+  int group_;
+  const Layout& layout_;
+  const std::vector<ir::TensorMeta>& values_;
+  ir::KernelBuilder kb_;
+  std::unordered_map<int, std::pair<IndexExpr, ValueId>> computed_;
+  std::map<std::pair<int, Coords>, ValueId> inlined_;
+  std::set<int> loaded_;
+  std::vector<int> buffer_defs_;
+};
+
+struct Group {
+  Layout layout;
+  std::vector<int> members;
+  std::set<int> reads;  // realized defs and buffers its members read
+  int position = 0;     // in the step sequence
+};
+
+struct SequenceEntry {
+  int group = -1;          // a fusion group, or
+  int fallback_node = -1;  // a fallback call
+};
+
+class Scheduler {
+ public:
+  Scheduler(const ir::Graph& g, LoweredGraph lg, const CompileOptions& options)
+      : g_(g), lg_(std::move(lg)), options_(options) {}
+
+  Program run();
+
+ private:
+  void find_realized();
+  std::set<int> realized_deps(int d) const;
+  int position_of(int d) const;
+  void assign(int d);
+  bool try_join(Group& group, int group_id, int d, const std::set<int>& deps);
+  struct Built {
+    ir::Kernel kernel;
+    std::vector<int> buffer_defs;
+    std::set<int> loaded;
+  };
+  Built build(int group_id, const Layout& layout, const std::vector<int>& members, const std::set<int>& stores) const;
+  Program assemble();
+
+  const ir::Graph& g_;
+  LoweredGraph lg_;
+  CompileOptions options_;
+  std::vector<bool> realized_;
+  std::set<int> roots_;
+  std::vector<int> group_of_;
+  std::vector<Group> groups_;
+  std::vector<SequenceEntry> sequence_;
+  std::unordered_map<int, int> fallback_position_;  // node -> position
+};
+
+void Scheduler::find_realized() {
+  auto def_of = [&](int v) { return lg_.value_def.at(v); };
+  for (int v : g_.outputs) roots_.insert(def_of(v));
+  for (const auto& m : g_.mutations) roots_.insert(def_of(m.value));
+  for (int n : lg_.fallback_nodes) {
+    for (const auto& a : g_.nodes[n].args) {
+      if (a.kind == ir::Arg::Kind::Tensor) roots_.insert(def_of(a.tensor));
+      if (a.kind == ir::Arg::Kind::TensorList)
+        for (auto v : a.ints) roots_.insert(def_of(static_cast<int>(v)));
+    }
+  }
+  std::vector<bool> live(lg_.defs.size(), false);
+  for (int r : roots_) live[r] = true;
+  for (std::size_t d = lg_.defs.size(); d-- > 0;) {
+    if (!live[d]) continue;
+    for (int dep : lg_.defs[d].deps) live[dep] = true;
+  }
+  realized_.assign(lg_.defs.size(), false);
+  for (std::size_t d = 0; d < lg_.defs.size(); ++d) {
+    const TensorDef& td = lg_.defs[d];
+    if (!live[d] || td.kind == TensorDef::Kind::Buffer) continue;
+    realized_[d] = td.kind == TensorDef::Kind::Reduction || roots_.count(static_cast<int>(d));
+  }
+}
+
+// Realized defs and buffers that `d` reads, looking through inlined pointwise defs.
+std::set<int> Scheduler::realized_deps(int d) const {
+  std::set<int> out, seen;
+  std::vector<int> stack(lg_.defs[d].deps.begin(), lg_.defs[d].deps.end());
+  while (!stack.empty()) {
+    int x = stack.back();
+    stack.pop_back();
+    if (!seen.insert(x).second) continue;
+    const TensorDef& td = lg_.defs[x];
+    if (realized_[x] || td.kind == TensorDef::Kind::Buffer) out.insert(x);
+    else stack.insert(stack.end(), td.deps.begin(), td.deps.end());
+  }
+  return out;
+}
+
+// The step position at which def `d` becomes available (-1: before any step).
+int Scheduler::position_of(int d) const {
+  const TensorDef& td = lg_.defs[d];
+  if (td.kind == TensorDef::Kind::Buffer) {
+    if (td.fallback_node < 0) return -1;
+    return fallback_position_.at(td.fallback_node);
+  }
+  return groups_.at(group_of_.at(d)).position;
+}
+
+Scheduler::Built Scheduler::build(int group_id, const Layout& layout, const std::vector<int>& members,
+                                  const std::set<int>& stores) const {
+  GroupEmitter e(lg_, group_of_, group_id, layout, "k" + std::to_string(group_id), g_.values);
+  for (int m : members) e.emit_member(m, stores.count(m) > 0);
+  Built b{{}, e.buffer_defs(), e.loaded_defs()};
+  b.kernel = std::move(e).finish();
+  return b;
+}
+
+bool Scheduler::try_join(Group& group, int group_id, int d, const std::set<int>& deps) {
+  if (group.members.size() >= kMaxGroupMembers) return false;
+  for (int dep : deps) {  // everything read from outside must be ready before the group runs
+    bool inside = !(lg_.defs[dep].kind == TensorDef::Kind::Buffer) && group_of_[dep] == group_id;
+    if (!inside && position_of(dep) >= group.position) return false;
+  }
+  std::vector<Layout> layouts{group.layout};
+  if (lg_.defs[d].kind == TensorDef::Kind::Reduction && group.layout.rnumel == 1)
+    layouts.push_back(Layout::of_reduction(lg_.defs[d]));  // a pointwise group becomes the reduction's prologue
+  std::vector<int> members = group.members;
+  members.push_back(d);
+  for (const Layout& layout : layouts) {
+    try {
+      build(group_id, layout, members, {});
+      group.layout = layout;
+      group.members = members;
+      group.reads.insert(deps.begin(), deps.end());
+      group_of_[d] = group_id;
+      return true;
+    } catch (const NotFusable&) {
+    }
+  }
+  return false;
+}
+
+void Scheduler::assign(int d) {
+  std::set<int> deps = realized_deps(d);
+  if (options_.fuse) {
+    // Groups that compute what d reads (vertical fusion) or read what d reads
+    // (horizontal fusion: the shared inputs are loaded once).
+    std::vector<int> candidates;
+    for (int dep : deps)
+      if (lg_.defs[dep].kind != TensorDef::Kind::Buffer) candidates.push_back(group_of_[dep]);
+    for (std::size_t gid = 0; gid < groups_.size(); ++gid) {
+      for (int dep : deps) {
+        if (groups_[gid].reads.count(dep)) {
+          candidates.push_back(static_cast<int>(gid));
+          break;
+        }
+      }
+    }
+    std::sort(candidates.begin(), candidates.end(),
+              [&](int a, int b) { return groups_[a].position > groups_[b].position; });
+    candidates.erase(std::unique(candidates.begin(), candidates.end()), candidates.end());
+    for (int gid : candidates)
+      if (try_join(groups_[gid], gid, d, deps)) return;
+  }
+  const TensorDef& td = lg_.defs[d];
+  Group g;
+  g.layout = td.kind == TensorDef::Kind::Reduction ? Layout::of_reduction(td) : Layout::pointwise(td.sizes);
+  g.members = {d};
+  g.reads = deps;
+  g.position = static_cast<int>(sequence_.size());
+  group_of_[d] = static_cast<int>(groups_.size());
+  sequence_.push_back({static_cast<int>(groups_.size()), -1});
+  groups_.push_back(std::move(g));
+}
+
+Program Scheduler::run() {
+  find_realized();
+  group_of_.assign(lg_.defs.size(), -1);
+  for (std::size_t d = 0; d < lg_.defs.size(); ++d) {
+    const TensorDef& td = lg_.defs[d];
+    if (td.kind == TensorDef::Kind::Buffer && td.fallback_node >= 0 && !fallback_position_.count(td.fallback_node)) {
+      fallback_position_[td.fallback_node] = static_cast<int>(sequence_.size());
+      sequence_.push_back({-1, td.fallback_node});
+    }
+    if (realized_[d]) assign(static_cast<int>(d));
+  }
+  // Fallback nodes without tensor outputs still run, at their place.
+  for (int n : lg_.fallback_nodes) {
+    if (!fallback_position_.count(n)) {
+      fallback_position_[n] = static_cast<int>(sequence_.size());
+      sequence_.push_back({-1, n});
+    }
+  }
+  return assemble();
+}
+
+Program Scheduler::assemble() {
+  Program p;
+  p.graph = g_;
+  // Which realized defs must reach memory: roots, and whatever another kernel loads.
+  std::set<int> stores = roots_;
+  for (std::size_t gid = 0; gid < groups_.size(); ++gid) {
+    auto b = build(static_cast<int>(gid), groups_[gid].layout, groups_[gid].members, {});
+    stores.insert(b.loaded.begin(), b.loaded.end());
+  }
+  // Slots: graph inputs, fallback outputs, stored kernel results.
+  std::unordered_map<int, int> def_slot;
+  auto add_slot = [&](Slot s, int d) {
+    p.slots.push_back(std::move(s));
+    def_slot[d] = static_cast<int>(p.slots.size()) - 1;
+  };
+  for (std::size_t d = 0; d < lg_.defs.size(); ++d) {
+    const TensorDef& td = lg_.defs[d];
+    Slot s;
+    s.dtype = td.dtype;
+    s.sizes = td.sizes;
+    s.value = td.value;
+    if (td.kind == TensorDef::Kind::Buffer) {
+      s.origin = td.graph_input >= 0 ? Slot::Origin::GraphInput : Slot::Origin::Fallback;
+      s.graph_input = td.graph_input;
+      s.strides = td.strides;
+      add_slot(std::move(s), static_cast<int>(d));
+    } else if (realized_[d] && stores.count(static_cast<int>(d))) {
+      s.origin = Slot::Origin::Kernel;
+      s.strides = ir::contiguous_strides(td.sizes);
+      add_slot(std::move(s), static_cast<int>(d));
+    }
+  }
+  for (std::size_t v = 0; v < lg_.value_def.size(); ++v) {  // name slots by the graph values they hold
+    int d = lg_.value_def[v];
+    if (d >= 0 && def_slot.count(d) && p.slots[def_slot[d]].value < 0) p.slots[def_slot[d]].value = static_cast<int>(v);
+  }
+  for (const auto& entry : sequence_) {
+    Step step;
+    if (entry.group >= 0) {
+      const Group& grp = groups_[entry.group];
+      auto b = build(entry.group, grp.layout, grp.members, stores);
+      step.kind = Step::Kind::Kernel;
+      step.kernel = static_cast<int>(p.kernels.size());
+      for (int d : b.buffer_defs) step.buffer_slots.push_back(def_slot.at(d));
+      FusionGroup fg;
+      fg.kernel = step.kernel;
+      for (int m : grp.members) fg.members.push_back("def" + std::to_string(m) + " " + lg_.defs[m].label);
+      p.groups.push_back(std::move(fg));
+      p.kernels.push_back(std::move(b.kernel));
+    } else {
+      const ir::Node& n = g_.nodes[entry.fallback_node];
+      step.kind = Step::Kind::Fallback;
+      step.node = entry.fallback_node;
+      for (const auto& a : n.args) {
+        if (a.kind == ir::Arg::Kind::Tensor) step.fallback_values.push_back(a.tensor);
+        if (a.kind == ir::Arg::Kind::TensorList)
+          for (auto v : a.ints) step.fallback_values.push_back(static_cast<int>(v));
+      }
+      step.num_fallback_inputs = static_cast<int>(step.fallback_values.size());
+      step.fallback_values.insert(step.fallback_values.end(), n.outputs.begin(), n.outputs.end());
+      for (int v : step.fallback_values) step.value_slots.push_back(def_slot.at(lg_.value_def.at(v)));
+      p.fallback_ops.push_back(n.op);
+    }
+    p.steps.push_back(std::move(step));
+  }
+  for (int v : g_.outputs) p.output_slots.push_back(def_slot.at(lg_.value_def.at(v)));
+  for (const auto& m : g_.mutations)
+    p.mutation_slots.emplace_back(def_slot.at(lg_.value_def.at(m.input)), def_slot.at(lg_.value_def.at(m.value)));
+  // Free each intermediate after its last use.
+  std::set<int> kept(p.output_slots.begin(), p.output_slots.end());
+  for (auto [in, val] : p.mutation_slots) kept.insert(val);
+  std::vector<int> last_use(p.slots.size(), -1);
+  for (std::size_t i = 0; i < p.steps.size(); ++i) {
+    const Step& s = p.steps[i];
+    for (int sl : s.kind == Step::Kind::Kernel ? s.buffer_slots : s.value_slots) last_use[sl] = static_cast<int>(i);
+  }
+  for (std::size_t sl = 0; sl < p.slots.size(); ++sl) {
+    if (p.slots[sl].origin == Slot::Origin::GraphInput || kept.count(static_cast<int>(sl)) || last_use[sl] < 0) continue;
+    p.steps[last_use[sl]].frees.push_back(static_cast<int>(sl));
+  }
+  p.notes = lg_.notes;
+  return p;
+}
+
+}  // namespace
+
+Program compile_graph(const ir::Graph& graph, const CompileOptions& options) {
+  return Scheduler(graph, lower_graph(graph), options).run();
+}
+
+std::string describe(const Program& p) {
+  std::ostringstream os;
+  os << "slots:\n";
+  for (std::size_t i = 0; i < p.slots.size(); ++i) {
+    const Slot& s = p.slots[i];
+    const char* origin = s.origin == Slot::Origin::GraphInput ? "input" : s.origin == Slot::Origin::Fallback ? "fallback" : "kernel";
+    os << "  s" << i << ": " << origin << " " << ir::dtype_name(s.dtype) << "[";
+    for (std::size_t k = 0; k < s.sizes.size(); ++k) os << (k ? "," : "") << s.sizes[k];
+    os << "]";
+    if (s.value >= 0) os << " %" << s.value;
+    os << "\n";
+  }
+  os << "steps:\n";
+  for (std::size_t i = 0; i < p.steps.size(); ++i) {
+    const Step& s = p.steps[i];
+    if (s.kind == Step::Kind::Kernel) {
+      os << "  " << i << ": kernel " << p.kernels[s.kernel].name << " (";
+      for (std::size_t k = 0; k < s.buffer_slots.size(); ++k) os << (k ? ", " : "") << "s" << s.buffer_slots[k];
+      os << ")";
+    } else {
+      os << "  " << i << ": fallback " << p.graph.nodes[s.node].op << " (";
+      for (std::size_t k = 0; k < s.value_slots.size(); ++k)
+        os << (k ? ", " : "") << (static_cast<int>(k) == s.num_fallback_inputs ? "-> " : "") << "s" << s.value_slots[k];
+      os << ")";
+    }
+    if (!s.frees.empty()) {
+      os << " free";
+      for (int f : s.frees) os << " s" << f;
+    }
+    os << "\n";
+  }
+  os << "fusion groups:\n";
+  for (const auto& g : p.groups) {
+    os << "  " << p.kernels[g.kernel].name << ":";
+    for (const auto& m : g.members) os << " [" << m << "]";
+    os << "\n";
+  }
+  os << "outputs:";
+  for (int s : p.output_slots) os << " s" << s;
+  os << "\n";
+  for (const auto& n : p.notes) os << "fallback: " << n << "\n";
+  return os.str();
+}
+
+}  // namespace dv::codegen

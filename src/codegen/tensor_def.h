@@ -1,0 +1,80 @@
+// Tensor definitions: what lowering turns each graph value into.
+//
+// A TensorDef says how to compute a tensor's element at given coordinates
+// (define-by-run, as a body that emits loop-IR instructions), without saying
+// where or whether it is materialized. The scheduler decides that: a
+// pointwise def is inlined into whatever reads it unless it must be realized;
+// reductions are always realized, as members of a fusion group's kernel.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "ir/loop_ir.h"
+#include "ir/op_graph.h"
+
+namespace dv::codegen {
+
+using Coords = std::vector<ir::IndexExpr>;
+
+// What a def's body may do while it is being emitted into a kernel.
+class BodyContext {
+ public:
+  virtual ~BodyContext() = default;
+  virtual ir::KernelBuilder& kb() = 0;
+  // The element of def `def` at `coords`, as a value of its compute dtype.
+  virtual ir::ValueId read(int def, const Coords& coords) = 0;
+};
+
+using Body = std::function<ir::ValueId(BodyContext&, const Coords&)>;
+
+struct TensorDef {
+  enum class Kind : std::uint8_t {
+    Buffer,     // a tensor that exists in memory: graph input or fallback output
+    Pointwise,  // element at coords = body(coords)
+    Reduction,  // element = reduce over the reduced dims of body(input coords)
+  };
+  Kind kind = Kind::Pointwise;
+  ir::DType dtype = ir::DType::Float32;  // storage dtype of the tensor
+  std::vector<std::int64_t> sizes;       // Reduction: keepdim sizes (1 at reduced dims)
+  std::vector<std::int64_t> strides;     // Buffer only
+  std::vector<int> deps;                 // defs the body reads
+  Body body;                             // Pointwise, Reduction
+
+  // Reduction only. The body yields values in compute_dtype(dtype); the
+  // reduction runs in that type.
+  ir::ReduceOp reduce_op = ir::ReduceOp::Sum;
+  std::vector<std::int64_t> input_sizes;
+  std::vector<bool> reduced;  // per input dim
+
+  // Provenance.
+  int value = -1;          // Buffer: the graph value it holds
+  int graph_input = -1;    // Buffer: position in Graph::inputs
+  int fallback_node = -1;  // Buffer: the node whose fallback call produces it
+  int node = -1;           // the graph node this def was lowered from
+  std::string label;       // readable, e.g. "sum(%3)"
+
+  std::int64_t numel() const {
+    std::int64_t n = 1;
+    for (auto s : sizes) n *= s;
+    return n;
+  }
+};
+
+struct LoweredGraph {
+  std::vector<TensorDef> defs;   // in dependency order
+  std::vector<int> value_def;    // graph value id -> def id (-1: never produced)
+  std::vector<int> fallback_nodes;  // graph nodes run through the ATen dispatcher
+  std::vector<std::string> notes;   // one per fallback: op and reason
+};
+
+// Lowers every node; a node without a lowering (or whose lowering rejects its
+// arguments) becomes a fallback node whose outputs are Buffer defs.
+LoweredGraph lower_graph(const ir::Graph& graph);
+
+// True if `op` ("aten::name.overload") has a lowering.
+bool has_lowering(const std::string& op);
+
+}  // namespace dv::codegen

@@ -1,0 +1,300 @@
+#include "ir/loop_ir.h"
+
+#include <array>
+#include <cstring>
+#include <sstream>
+#include <stdexcept>
+#include <unordered_map>
+
+namespace dv::ir {
+
+namespace {
+
+struct PrimOpInfo {
+  PrimOp op;
+  std::string_view name;
+  int arity;
+};
+
+constexpr std::array kPrimOps{
+    PrimOpInfo{PrimOp::Constant, "const", 0},     PrimOpInfo{PrimOp::Index, "index", 0},
+    PrimOpInfo{PrimOp::Load, "load", 0},          PrimOpInfo{PrimOp::Neg, "neg", 1},
+    PrimOpInfo{PrimOp::Abs, "abs", 1},            PrimOpInfo{PrimOp::Exp, "exp", 1},
+    PrimOpInfo{PrimOp::Exp2, "exp2", 1},          PrimOpInfo{PrimOp::Log, "log", 1},
+    PrimOpInfo{PrimOp::Log1p, "log1p", 1},        PrimOpInfo{PrimOp::Sqrt, "sqrt", 1},
+    PrimOpInfo{PrimOp::Rsqrt, "rsqrt", 1},        PrimOpInfo{PrimOp::Sin, "sin", 1},
+    PrimOpInfo{PrimOp::Cos, "cos", 1},            PrimOpInfo{PrimOp::Tanh, "tanh", 1},
+    PrimOpInfo{PrimOp::Erf, "erf", 1},            PrimOpInfo{PrimOp::Floor, "floor", 1},
+    PrimOpInfo{PrimOp::Ceil, "ceil", 1},          PrimOpInfo{PrimOp::Round, "round", 1},
+    PrimOpInfo{PrimOp::Trunc, "trunc", 1},        PrimOpInfo{PrimOp::LogicalNot, "not", 1},
+    PrimOpInfo{PrimOp::IsNan, "isnan", 1},        PrimOpInfo{PrimOp::Cast, "cast", 1},
+    PrimOpInfo{PrimOp::Add, "add", 2},            PrimOpInfo{PrimOp::Sub, "sub", 2},
+    PrimOpInfo{PrimOp::Mul, "mul", 2},            PrimOpInfo{PrimOp::Div, "div", 2},
+    PrimOpInfo{PrimOp::FloorDiv, "floordiv", 2},  PrimOpInfo{PrimOp::Mod, "mod", 2},
+    PrimOpInfo{PrimOp::Pow, "pow", 2},            PrimOpInfo{PrimOp::Maximum, "max", 2},
+    PrimOpInfo{PrimOp::Minimum, "min", 2},        PrimOpInfo{PrimOp::Eq, "eq", 2},
+    PrimOpInfo{PrimOp::Ne, "ne", 2},              PrimOpInfo{PrimOp::Lt, "lt", 2},
+    PrimOpInfo{PrimOp::Le, "le", 2},              PrimOpInfo{PrimOp::Gt, "gt", 2},
+    PrimOpInfo{PrimOp::Ge, "ge", 2},              PrimOpInfo{PrimOp::LogicalAnd, "and", 2},
+    PrimOpInfo{PrimOp::LogicalOr, "or", 2},       PrimOpInfo{PrimOp::LogicalXor, "xor", 2},
+    PrimOpInfo{PrimOp::Where, "where", 3},        PrimOpInfo{PrimOp::Reduce, "reduce", 1},
+    PrimOpInfo{PrimOp::Store, "store", 1},
+};
+
+const PrimOpInfo& info(PrimOp op) {
+  const auto& i = kPrimOps[static_cast<int>(op)];
+  if (i.op != op) throw std::logic_error("kPrimOps is out of order with PrimOp");
+  return i;
+}
+
+bool is_bool_result(PrimOp op) {
+  return is_comparison(op) || op == PrimOp::LogicalNot || op == PrimOp::IsNan ||
+         op == PrimOp::LogicalAnd || op == PrimOp::LogicalOr || op == PrimOp::LogicalXor;
+}
+
+bool is_pure(PrimOp op) { return op != PrimOp::Store; }
+
+// Key for value numbering of pure instructions.
+struct InstrKey {
+  PrimOp op;
+  DType dtype;
+  std::vector<ValueId> args;
+  std::uint64_t fbits;
+  std::int64_t ivalue;
+  int buffer;
+  IndexExpr index;
+  ReduceOp reduce;  // else reduce(Sum, v) and reduce(Max, v) would be numbered alike
+  bool operator==(const InstrKey& o) const {
+    return op == o.op && dtype == o.dtype && args == o.args && fbits == o.fbits &&
+           ivalue == o.ivalue && buffer == o.buffer && index == o.index && reduce == o.reduce;
+  }
+};
+
+struct InstrKeyHash {
+  std::size_t operator()(const InstrKey& k) const {
+    std::size_t h = static_cast<std::size_t>(k.op) * 131 + static_cast<std::size_t>(k.dtype);
+    for (ValueId a : k.args) h = h * 1000003u ^ static_cast<std::size_t>(a);
+    h = h * 1000003u ^ std::hash<std::uint64_t>()(k.fbits);
+    h = h * 1000003u ^ std::hash<std::int64_t>()(k.ivalue);
+    h = h * 1000003u ^ static_cast<std::size_t>(k.buffer + 1);
+    h = h * 1000003u ^ static_cast<std::size_t>(k.reduce);
+    return h * 1000003u ^ k.index.hash();
+  }
+};
+
+std::string format_double(double v) {
+  std::ostringstream os;
+  os.precision(9);
+  os << v;
+  return os.str();
+}
+
+}  // namespace
+
+std::string_view prim_op_name(PrimOp op) { return info(op).name; }
+int prim_op_arity(PrimOp op) { return info(op).arity; }
+
+std::string_view reduce_op_name(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::Sum: return "sum";
+    case ReduceOp::Prod: return "prod";
+    case ReduceOp::Max: return "max";
+    case ReduceOp::Min: return "min";
+  }
+  return "?";
+}
+
+bool is_comparison(PrimOp op) {
+  return op == PrimOp::Eq || op == PrimOp::Ne || op == PrimOp::Lt || op == PrimOp::Le ||
+         op == PrimOp::Gt || op == PrimOp::Ge;
+}
+
+bool Kernel::has_reduce() const {
+  for (const auto& i : body)
+    if (i.op == PrimOp::Reduce) return true;
+  return false;
+}
+
+std::string to_string(const Kernel& k) {
+  std::ostringstream os;
+  os << "kernel " << k.name << " (xnumel=" << k.xnumel << ", rnumel=" << k.rnumel << ")\n";
+  for (const auto& b : k.buffers) {
+    os << "  buffer " << b.name << ": " << dtype_name(b.dtype) << "[" << b.numel << "]"
+       << (b.read ? " read" : "") << (b.written ? " written" : "") << (b.aligned16 ? "" : " unaligned")
+       << "\n";
+  }
+  for (std::size_t v = 0; v < k.body.size(); ++v) {
+    const Instr& i = k.body[v];
+    os << "  ";
+    if (i.op != PrimOp::Store) os << "%" << v << " = ";
+    switch (i.op) {
+      case PrimOp::Constant:
+        os << "const " << (is_floating(i.dtype) ? format_double(i.fvalue) : std::to_string(i.ivalue));
+        break;
+      case PrimOp::Index: os << "index " << i.index.str(); break;
+      case PrimOp::Load: os << "load " << k.buffers[i.buffer].name << "[" << i.index.str() << "]"; break;
+      case PrimOp::Store:
+        os << "store " << k.buffers[i.buffer].name << "[" << i.index.str() << "] = %" << i.args[0];
+        break;
+      case PrimOp::Reduce: os << "reduce." << reduce_op_name(i.reduce) << " %" << i.args[0]; break;
+      default:
+        os << prim_op_name(i.op);
+        for (ValueId a : i.args) os << " %" << a;
+    }
+    os << " : " << dtype_name(i.dtype) << (i.r_level ? "  (r)" : "") << "\n";
+  }
+  return os.str();
+}
+
+struct KernelBuilder::Impl {
+  std::unordered_map<InstrKey, ValueId, InstrKeyHash> numbering;
+};
+
+KernelBuilder::KernelBuilder(std::string name, std::int64_t xnumel, std::int64_t rnumel)
+    : impl_(std::make_shared<Impl>()) {
+  kernel_.name = std::move(name);
+  kernel_.xnumel = xnumel;
+  kernel_.rnumel = rnumel;
+}
+
+int KernelBuilder::buffer(const std::string& name, DType dtype, std::int64_t numel, bool aligned16) {
+  for (std::size_t i = 0; i < kernel_.buffers.size(); ++i) {
+    if (kernel_.buffers[i].name == name) return static_cast<int>(i);
+  }
+  KernelBuffer b;
+  b.name = name;
+  b.dtype = dtype;
+  b.numel = numel;
+  b.aligned16 = aligned16;
+  kernel_.buffers.push_back(b);
+  return static_cast<int>(kernel_.buffers.size()) - 1;
+}
+
+ValueId KernelBuilder::add(Instr instr) {
+  bool r_level = instr.index.uses_var("r") && kernel_.rnumel > 1;
+  for (ValueId a : instr.args) r_level = r_level || kernel_.body.at(a).r_level;
+  if (instr.op == PrimOp::Reduce) r_level = false;
+  instr.r_level = r_level;
+
+  if (is_pure(instr.op)) {
+    std::uint64_t fbits = 0;
+    std::memcpy(&fbits, &instr.fvalue, sizeof fbits);
+    InstrKey key{instr.op, instr.dtype, instr.args, fbits, instr.ivalue, instr.buffer, instr.index, instr.reduce};
+    auto [it, inserted] = impl_->numbering.try_emplace(key, static_cast<ValueId>(kernel_.body.size()));
+    if (!inserted) return it->second;
+  }
+  if (instr.op == PrimOp::Load) kernel_.buffers.at(instr.buffer).read = true;
+  if (instr.op == PrimOp::Store) kernel_.buffers.at(instr.buffer).written = true;
+  kernel_.body.push_back(std::move(instr));
+  return static_cast<ValueId>(kernel_.body.size()) - 1;
+}
+
+ValueId KernelBuilder::constant(double value, DType dtype) {
+  dtype = compute_dtype(dtype);
+  if (!is_floating(dtype)) return int_constant(static_cast<std::int64_t>(value), dtype);
+  Instr i;
+  i.op = PrimOp::Constant;
+  i.dtype = dtype;
+  i.fvalue = value;
+  return add(std::move(i));
+}
+
+ValueId KernelBuilder::int_constant(std::int64_t value, DType dtype) {
+  dtype = compute_dtype(dtype);
+  if (is_floating(dtype)) return constant(static_cast<double>(value), dtype);
+  Instr i;
+  i.op = PrimOp::Constant;
+  i.dtype = dtype;
+  i.ivalue = dtype == DType::Bool ? (value != 0) : value;
+  return add(std::move(i));
+}
+
+ValueId KernelBuilder::index_value(const IndexExpr& index, DType dtype) {
+  Instr i;
+  i.op = PrimOp::Index;
+  i.dtype = dtype;
+  i.index = index;
+  return add(std::move(i));
+}
+
+ValueId KernelBuilder::load(int buffer, const IndexExpr& index) {
+  Instr i;
+  i.op = PrimOp::Load;
+  i.dtype = compute_dtype(kernel_.buffers.at(buffer).dtype);
+  i.buffer = buffer;
+  i.index = index;
+  return add(std::move(i));
+}
+
+ValueId KernelBuilder::unary(PrimOp op, ValueId a) {
+  if (prim_op_arity(op) != 1 || op == PrimOp::Reduce || op == PrimOp::Store || op == PrimOp::Cast)
+    throw std::logic_error("KernelBuilder::unary: not a unary op: " + std::string(prim_op_name(op)));
+  Instr i;
+  i.op = op;
+  i.dtype = is_bool_result(op) ? DType::Bool : dtype(a);
+  i.args = {a};
+  return add(std::move(i));
+}
+
+ValueId KernelBuilder::cast(ValueId a, DType to) {
+  to = compute_dtype(to);
+  if (dtype(a) == to) return a;
+  const Instr& src = instr(a);
+  if (src.op == PrimOp::Constant) {  // fold casts of constants
+    if (is_floating(to)) return constant(is_floating(src.dtype) ? src.fvalue : double(src.ivalue), to);
+    if (to == DType::Bool) return int_constant(is_floating(src.dtype) ? src.fvalue != 0 : src.ivalue != 0, to);
+    return int_constant(is_floating(src.dtype) ? static_cast<std::int64_t>(src.fvalue) : src.ivalue, to);
+  }
+  Instr i;
+  i.op = PrimOp::Cast;
+  i.dtype = to;
+  i.args = {a};
+  return add(std::move(i));
+}
+
+ValueId KernelBuilder::binary(PrimOp op, ValueId a, ValueId b) {
+  if (prim_op_arity(op) != 2)
+    throw std::logic_error("KernelBuilder::binary: not a binary op: " + std::string(prim_op_name(op)));
+  if (dtype(a) != dtype(b))
+    throw std::logic_error("KernelBuilder::binary: operand dtypes differ for " + std::string(prim_op_name(op)) +
+                           ": " + std::string(dtype_name(dtype(a))) + " vs " + std::string(dtype_name(dtype(b))));
+  Instr i;
+  i.op = op;
+  i.dtype = is_bool_result(op) ? DType::Bool : dtype(a);
+  i.args = {a, b};
+  return add(std::move(i));
+}
+
+ValueId KernelBuilder::where(ValueId cond, ValueId a, ValueId b) {
+  if (dtype(cond) != DType::Bool) throw std::logic_error("KernelBuilder::where: condition must be Bool");
+  if (dtype(a) != dtype(b)) throw std::logic_error("KernelBuilder::where: branch dtypes differ");
+  if (a == b) return a;
+  Instr i;
+  i.op = PrimOp::Where;
+  i.dtype = dtype(a);
+  i.args = {cond, a, b};
+  return add(std::move(i));
+}
+
+ValueId KernelBuilder::reduce(ReduceOp op, ValueId a) {
+  Instr i;
+  i.op = PrimOp::Reduce;
+  i.dtype = dtype(a);
+  i.args = {a};
+  i.reduce = op;
+  return add(std::move(i));
+}
+
+void KernelBuilder::store(int buffer, const IndexExpr& index, ValueId value) {
+  Instr i;
+  i.op = PrimOp::Store;
+  i.dtype = dtype(value);
+  i.args = {value};
+  i.buffer = buffer;
+  i.index = index;
+  add(std::move(i));
+}
+
+Kernel KernelBuilder::finish() && { return std::move(kernel_); }
+
+}  // namespace dv::ir

@@ -1,0 +1,57 @@
+// Runs a compiled Program on real tensors.
+//
+// Kernels run as CUDA C compiled by NVRTC (CUDA tensors) or through the CPU
+// interpreter (CPU tensors); fallback steps call the ATen op through the
+// dispatcher. Intermediates come from PyTorch's allocator and are released
+// after their last use.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "codegen/program.h"
+
+namespace dv::runtime {
+
+struct ExecutorStats {
+  std::int64_t kernels = 0;          // kernels in the program
+  std::int64_t nvrtc_compiles = 0;   // kernels this executor compiled with NVRTC
+  std::int64_t disk_cache_hits = 0;  // kernels it loaded from the disk cache
+  std::map<std::string, std::int64_t> fallback_ops;  // op -> fallback steps in the program
+};
+
+class Executor {
+ public:
+  explicit Executor(codegen::Program program);
+  ~Executor();
+
+  // inputs: the graph inputs, in order. Returns the graph outputs.
+  std::vector<at::Tensor> run(const std::vector<at::Tensor>& inputs);
+
+  // Emits every kernel as CUDA C and compiles it with NVRTC for sm_<arch>,
+  // without a GPU. Throws on the first kernel NVRTC rejects.
+  void validate_cuda(int arch);
+
+  // The CUDA C of every kernel (for dumps), for the given architecture.
+  std::vector<std::string> cuda_sources(int arch) const;
+
+  const codegen::Program& program() const { return program_; }
+  ExecutorStats stats() const;
+
+ private:
+  struct CudaKernels;
+  void run_kernel(const codegen::Step& step, std::vector<at::Tensor>& slots, const at::Device& device);
+  void run_fallback(const codegen::Step& step, std::vector<at::Tensor>& slots);
+  void prepare_cuda(int device_index);
+
+  codegen::Program program_;
+  std::unique_ptr<CudaKernels> cuda_;
+  ExecutorStats stats_;
+};
+
+}  // namespace dv::runtime

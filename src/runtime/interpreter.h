@@ -1,0 +1,36 @@
+// The CPU interpreter of the loop IR.
+//
+// It gives every instruction the meaning written in docs/loop-ir-semantics.md,
+// the same document the CUDA emitter follows, so that one differential test
+// against PyTorch eager covers both back ends. The body is evaluated over
+// blocks of points at once (Eigen arrays), one dispatch per instruction and
+// block. No LibTorch, CUDA or Python here.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "ir/loop_ir.h"
+
+namespace dv::runtime {
+
+// Runs `kernel` over its whole iteration space. buffers[i] points to element 0
+// of kernel.buffers[i] in its storage dtype (b8 = 1 byte 0/1, i32, i64, f16 and
+// bf16 as uint16 bit patterns, f32, f64). A buffer that the kernel neither
+// reads nor writes may be null.
+//
+// Throws std::invalid_argument for a malformed kernel (wrong buffer count, an
+// operand defined later, an op on a dtype it is not defined for) and
+// std::out_of_range when an index leaves [0, numel) of its buffer; buffers
+// may then be partly written. Thread-safe: no state outlives the call.
+void interpret(const ir::Kernel& kernel, const std::vector<void*>& buffers);
+
+// Exact conversions between float32 and the 16-bit storage types.
+// f32 -> f16 / bf16 round to nearest even, keep infinities and keep NaN a
+// (quiet) NaN of the same sign; f16 -> f32 and bf16 -> f32 are exact.
+std::uint16_t f32_to_f16_bits(float value);
+float f16_bits_to_f32(std::uint16_t bits);
+std::uint16_t f32_to_bf16_bits(float value);
+float bf16_bits_to_f32(std::uint16_t bits);
+
+}  // namespace dv::runtime

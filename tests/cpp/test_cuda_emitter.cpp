@@ -1,0 +1,539 @@
+// Tests of the CUDA C emitter: lane analysis, structure of the generated
+// source, and NVRTC compilation (sm_90) of a catalog of kernels covering
+// pointwise chains in every dtype, broadcasts, transposes, tails, row
+// reductions of every op and size, softmax and layer_norm.
+//
+// emitter_test_kernels() is also the input of the GPU differential check
+// (compare with the CPU interpreter on random data), so every kernel here must
+// be valid IR with in-range indices.
+#include <algorithm>
+#include <cstdint>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "catch.h"
+#include "codegen/cuda_emitter.h"
+#include "ir/loop_ir.h"
+#include "runtime/nvrtc.h"
+
+namespace emitter_test {
+
+using dv::codegen::CudaKernel;
+using dv::codegen::DeviceSpec;
+using dv::codegen::emit_cuda;
+using dv::codegen::LaneAccess;
+using dv::ir::DType;
+using dv::ir::IndexExpr;
+using dv::ir::Kernel;
+using dv::ir::KernelBuilder;
+using dv::ir::PrimOp;
+using dv::ir::ReduceOp;
+using dv::ir::ValueId;
+
+struct TestKernel {
+  Kernel kernel;
+  double lo = -2, hi = 2;  // range of random float inputs for the GPU check
+  bool gpu = true;         // small enough to check against the interpreter on a GPU
+};
+
+inline ValueId f32c(KernelBuilder& b, double v) { return b.constant(v, DType::Float32); }
+
+// gelu(1.5x + 0.3) * sigmoid(x), the pointwise benchmark; in/out of dtype dt.
+inline Kernel gelu_chain(const std::string& name, DType dt, std::int64_t n) {
+  KernelBuilder b(name, n, 1);
+  const int in = b.buffer("in", dt, n), out = b.buffer("out", dt, n);
+  const ValueId x = b.load(in, b.x());
+  const ValueId y = b.binary(PrimOp::Add, b.binary(PrimOp::Mul, x, f32c(b, 1.5)), f32c(b, 0.3));
+  const ValueId erf = b.unary(PrimOp::Erf, b.binary(PrimOp::Mul, y, f32c(b, 0.7071067811865476)));
+  const ValueId gelu = b.binary(PrimOp::Mul, b.binary(PrimOp::Mul, y, f32c(b, 0.5)),
+                                b.binary(PrimOp::Add, f32c(b, 1), erf));
+  const ValueId one = f32c(b, 1);
+  const ValueId sig = b.binary(PrimOp::Div, one, b.binary(PrimOp::Add, one, b.unary(PrimOp::Exp, b.unary(PrimOp::Neg, x))));
+  b.store(out, b.x(), b.binary(PrimOp::Mul, gelu, sig));
+  return std::move(b).finish();
+}
+
+// out[i, j] = in[i, j] * scale[i] + bias[j] over rows x cols (bias broadcast
+// along rows: contiguous; scale along columns: uniform within a vector).
+inline Kernel bias_broadcast(const std::string& name, std::int64_t rows, std::int64_t cols) {
+  KernelBuilder b(name, rows * cols, 1);
+  const int in = b.buffer("in", DType::Float32, rows * cols), bias = b.buffer("bias", DType::Float32, cols),
+            scale = b.buffer("scale", DType::Float32, rows), out = b.buffer("out", DType::Float32, rows * cols);
+  const IndexExpr x = b.x();
+  const ValueId v = b.binary(PrimOp::Mul, b.load(in, x), b.load(scale, dv::ir::floordiv(x, cols)));
+  b.store(out, x, b.binary(PrimOp::Add, v, b.load(bias, dv::ir::mod(x, cols))));
+  return std::move(b).finish();
+}
+
+// out = in^T + 1: in is [m, n], out is [n, m]; the load is strided.
+inline Kernel transpose_add(const std::string& name, std::int64_t m, std::int64_t n) {
+  KernelBuilder b(name, m * n, 1);
+  const int in = b.buffer("in", DType::Float32, m * n), out = b.buffer("out", DType::Float32, m * n);
+  const IndexExpr x = b.x();  // x = i*m + j over out[i, j], i < n, j < m
+  const IndexExpr src = dv::ir::mod(x, m) * n + dv::ir::floordiv(x, m);
+  b.store(out, x, b.binary(PrimOp::Add, b.load(in, src), f32c(b, 1)));
+  return std::move(b).finish();
+}
+
+// A half-precision chain: out = round_to(dt)(tanh(a * 2 + b)).
+inline Kernel half_chain(const std::string& name, DType dt, std::int64_t n) {
+  KernelBuilder b(name, n, 1);
+  const int a = b.buffer("a", dt, n), c = b.buffer("b", dt, n), out = b.buffer("out", dt, n);
+  const ValueId v = b.binary(PrimOp::Add, b.binary(PrimOp::Mul, b.load(a, b.x()), f32c(b, 2)), b.load(c, b.x()));
+  b.store(out, b.x(), b.unary(PrimOp::Tanh, v));
+  return std::move(b).finish();
+}
+
+// Mixed storage types: f16 and f32 in, bf16 and f32 out.
+inline Kernel mixed_types(const std::string& name, std::int64_t n) {
+  KernelBuilder b(name, n, 1);
+  const int h = b.buffer("h", DType::Float16, n), f = b.buffer("f", DType::Float32, n),
+            ob = b.buffer("out_bf16", DType::BFloat16, n), of = b.buffer("out_f32", DType::Float32, n);
+  const ValueId s = b.binary(PrimOp::Sub, b.load(h, b.x()), b.load(f, b.x()));
+  b.store(ob, b.x(), s);
+  b.store(of, b.x(), b.binary(PrimOp::Maximum, s, f32c(b, 0)));
+  return std::move(b).finish();
+}
+
+// Integer arithmetic in dt (Int32 or Int64): division, modulo, powers, wrap-around.
+inline Kernel int_chain(const std::string& name, DType dt, std::int64_t n) {
+  KernelBuilder b(name, n, 1);
+  const int a = b.buffer("a", dt, n), c = b.buffer("b", dt, n);
+  const int q = b.buffer("quot", dt, n), r = b.buffer("rem", dt, n), p = b.buffer("misc", dt, n);
+  const ValueId x = b.load(a, b.x()), y = b.load(c, b.x());
+  b.store(q, b.x(), b.binary(PrimOp::Add, b.binary(PrimOp::FloorDiv, x, y), b.binary(PrimOp::Div, x, y)));
+  b.store(r, b.x(), b.binary(PrimOp::Mod, x, y));
+  const ValueId pw = b.binary(PrimOp::Pow, x, b.binary(PrimOp::Mod, y, b.int_constant(4, dt)));
+  const ValueId mx = b.binary(PrimOp::Maximum, b.unary(PrimOp::Abs, x), b.unary(PrimOp::Neg, y));
+  const ValueId big = b.binary(PrimOp::Mul, x, b.int_constant(dt == DType::Int32 ? 1000003 : 4000000000007LL, dt));
+  b.store(p, b.x(), b.binary(PrimOp::Sub, b.binary(PrimOp::Add, pw, mx), b.binary(PrimOp::Minimum, big, y)));
+  return std::move(b).finish();
+}
+
+// iota: out_i64[x] = x*3 - 7, out_f32[x] = float((x*3 - 7) % 5).
+inline Kernel iota(const std::string& name, std::int64_t n) {
+  KernelBuilder b(name, n, 1);
+  const int oi = b.buffer("out_i64", DType::Int64, n), of = b.buffer("out_f32", DType::Float32, n);
+  const ValueId i = b.binary(PrimOp::Sub, b.binary(PrimOp::Mul, b.index_value(b.x()), b.int_constant(3, DType::Int64)),
+                             b.int_constant(7, DType::Int64));
+  b.store(oi, b.x(), i);
+  b.store(of, b.x(), b.cast(b.binary(PrimOp::Mod, i, b.int_constant(5, DType::Int64)), DType::Float32));
+  return std::move(b).finish();
+}
+
+// Booleans: mask loads, logic, where, bool stores.
+inline Kernel bool_chain(const std::string& name, std::int64_t n) {
+  KernelBuilder b(name, n, 1);
+  const int a = b.buffer("a", DType::Float32, n), m = b.buffer("mask", DType::Bool, n),
+            ob = b.buffer("out_mask", DType::Bool, n), of = b.buffer("out", DType::Float32, n);
+  const ValueId x = b.load(a, b.x()), mask = b.load(m, b.x());
+  const ValueId pos = b.binary(PrimOp::Gt, x, f32c(b, 0));
+  const ValueId keep = b.binary(PrimOp::LogicalXor, b.binary(PrimOp::LogicalAnd, pos, mask),
+                                b.unary(PrimOp::IsNan, x));
+  b.store(ob, b.x(), b.binary(PrimOp::LogicalOr, keep, b.unary(PrimOp::LogicalNot, mask)));
+  b.store(of, b.x(), b.where(keep, x, b.unary(PrimOp::Neg, x)));
+  return std::move(b).finish();
+}
+
+// Doubles: exp and rounding in f64, stored as f64, f32, f16 and bf16.
+inline Kernel f64_chain(const std::string& name, std::int64_t n) {
+  KernelBuilder b(name, n, 1);
+  const int a = b.buffer("a", DType::Float64, n), o = b.buffer("out", DType::Float64, n),
+            o32 = b.buffer("out_f32", DType::Float32, n), oh = b.buffer("out_f16", DType::Float16, n),
+            ob = b.buffer("out_bf16", DType::BFloat16, n);
+  const ValueId x = b.load(a, b.x());
+  const ValueId e = b.binary(PrimOp::Add, b.unary(PrimOp::Exp, x), b.unary(PrimOp::Round, b.binary(PrimOp::Mul, x, b.constant(3.3, DType::Float64))));
+  b.store(o, b.x(), e);
+  b.store(o32, b.x(), e);
+  b.store(oh, b.x(), e);
+  b.store(ob, b.x(), e);
+  return std::move(b).finish();
+}
+
+// Conversions on store: f32 -> i32 (truncation), i64 -> i32 (wrap), f32 -> b8.
+inline Kernel cast_store(const std::string& name, std::int64_t n) {
+  KernelBuilder b(name, n, 1);
+  const int a = b.buffer("a", DType::Float32, n), oi = b.buffer("out_i32", DType::Int32, n),
+            ow = b.buffer("out_wrap", DType::Int32, n), ob = b.buffer("out_b8", DType::Bool, n);
+  const ValueId x = b.binary(PrimOp::Mul, b.load(a, b.x()), f32c(b, 100));
+  b.store(oi, b.x(), x);
+  b.store(ow, b.x(), b.binary(PrimOp::Mul, b.cast(x, DType::Int64), b.int_constant(100000000, DType::Int64)));
+  b.store(ob, b.x(), b.unary(PrimOp::Trunc, b.binary(PrimOp::Div, x, f32c(b, 100))));
+  return std::move(b).finish();
+}
+
+// out[x] = in[x + shift] * s[0]: misaligned (scalar) loads and a one-element broadcast.
+inline Kernel shifted(const std::string& name, std::int64_t n, std::int64_t shift, bool aligned) {
+  KernelBuilder b(name, n, 1);
+  const int in = b.buffer("in", DType::Float32, n + shift, aligned), s = b.buffer("s", DType::Float32, 1),
+            out = b.buffer("out", DType::Float32, n, aligned);
+  b.store(out, b.x(), b.binary(PrimOp::Mul, b.load(in, b.x() + shift), b.load(s, IndexExpr(0))));
+  return std::move(b).finish();
+}
+
+// out[x] = reduce_r in[x*R + r] (in dt; result stored in dt).
+inline Kernel row_reduce(const std::string& name, ReduceOp op, DType dt, std::int64_t rows, std::int64_t r) {
+  KernelBuilder b(name, rows, r);
+  const int in = b.buffer("in", dt, rows * r), out = b.buffer("out", dt, rows);
+  b.store(out, b.x(), b.reduce(op, b.load(in, b.x() * r + b.r())));
+  return std::move(b).finish();
+}
+
+// Softmax over rows: max, exp, sum, divide.
+inline Kernel softmax(const std::string& name, DType dt, std::int64_t rows, std::int64_t r) {
+  KernelBuilder b(name, rows, r);
+  const int in = b.buffer("in", dt, rows * r), out = b.buffer("out", dt, rows * r);
+  const IndexExpr i = b.x() * r + b.r();
+  const ValueId v = b.load(in, i);
+  const ValueId m = b.reduce(ReduceOp::Max, v);
+  const ValueId e = b.unary(PrimOp::Exp, b.binary(PrimOp::Sub, v, m));
+  const ValueId s = b.reduce(ReduceOp::Sum, e);
+  b.store(out, i, b.binary(PrimOp::Div, e, s));
+  return std::move(b).finish();
+}
+
+// native_layer_norm: y = (x - mean) * rstd * w[r] + b[r], plus mean[x] and rstd[x].
+inline Kernel layer_norm(const std::string& name, DType dt, std::int64_t rows, std::int64_t r) {
+  KernelBuilder b(name, rows, r);
+  const int in = b.buffer("in", dt, rows * r), w = b.buffer("weight", dt, r), bias = b.buffer("bias", dt, r),
+            out = b.buffer("out", dt, rows * r), om = b.buffer("mean", DType::Float32, rows),
+            orstd = b.buffer("rstd", DType::Float32, rows);
+  const IndexExpr i = b.x() * r + b.r();
+  const ValueId v = b.load(in, i);
+  const ValueId n = f32c(b, static_cast<double>(r));
+  const ValueId mean = b.binary(PrimOp::Div, b.reduce(ReduceOp::Sum, v), n);
+  const ValueId d = b.binary(PrimOp::Sub, v, mean);
+  const ValueId var = b.binary(PrimOp::Div, b.reduce(ReduceOp::Sum, b.binary(PrimOp::Mul, d, d)), n);
+  const ValueId rstd = b.unary(PrimOp::Rsqrt, b.binary(PrimOp::Add, var, f32c(b, 1e-5)));
+  const ValueId y = b.binary(PrimOp::Add, b.binary(PrimOp::Mul, b.binary(PrimOp::Mul, d, rstd), b.load(w, b.r())),
+                             b.load(bias, b.r()));
+  b.store(out, i, y);
+  b.store(om, b.x(), mean);
+  b.store(orstd, b.x(), rstd);
+  return std::move(b).finish();
+}
+
+// Two independent reductions in one pass (sum and sum of squares), a per-row
+// scale loaded at x level, an r-level store of the centered row and x-level stores.
+inline Kernel moments(const std::string& name, std::int64_t rows, std::int64_t r) {
+  KernelBuilder b(name, rows, r);
+  const int in = b.buffer("in", DType::Float32, rows * r), sc = b.buffer("scale", DType::Float32, rows),
+            ovar = b.buffer("var", DType::Float32, rows), oc = b.buffer("centered", DType::Float32, rows * r);
+  const IndexExpr i = b.x() * r + b.r();
+  const ValueId v = b.binary(PrimOp::Mul, b.load(in, i), b.load(sc, b.x()));
+  const ValueId n = f32c(b, static_cast<double>(r));
+  const ValueId mean = b.binary(PrimOp::Div, b.reduce(ReduceOp::Sum, v), n);
+  const ValueId msq = b.binary(PrimOp::Div, b.reduce(ReduceOp::Sum, b.binary(PrimOp::Mul, v, v)), n);
+  b.store(ovar, b.x(), b.binary(PrimOp::Sub, msq, b.binary(PrimOp::Mul, mean, mean)));
+  b.store(oc, i, b.binary(PrimOp::Sub, v, mean));
+  return std::move(b).finish();
+}
+
+// out[x] = sum_r in[r*X + x]: a reduction over the outer dimension.
+inline Kernel column_sum(const std::string& name, std::int64_t cols, std::int64_t r) {
+  KernelBuilder b(name, cols, r);
+  const int in = b.buffer("in", DType::Float32, cols * r), out = b.buffer("out", DType::Float32, cols);
+  b.store(out, b.x(), b.reduce(ReduceOp::Sum, b.load(in, b.r() * cols + b.x())));
+  return std::move(b).finish();
+}
+
+// A 2-D pointwise kernel written over (x, r) with no reduction: out = in * w[r].
+inline Kernel scale_rows(const std::string& name, std::int64_t rows, std::int64_t r) {
+  KernelBuilder b(name, rows, r);
+  const int in = b.buffer("in", DType::Float32, rows * r), w = b.buffer("w", DType::Float32, r),
+            out = b.buffer("out", DType::Float32, rows * r);
+  const IndexExpr i = b.x() * r + b.r();
+  b.store(out, i, b.binary(PrimOp::Mul, b.load(in, i), b.load(w, b.r())));
+  return std::move(b).finish();
+}
+
+// Reductions of booleans and of an iota: any(in > 0), all(in > 0), max over r of (r * 7) % 5.
+inline Kernel bool_reduce(const std::string& name, std::int64_t rows, std::int64_t r) {
+  KernelBuilder b(name, rows, r);
+  const int in = b.buffer("in", DType::Float32, rows * r), oany = b.buffer("any", DType::Bool, rows),
+            oall = b.buffer("all", DType::Bool, rows), oi = b.buffer("imax", DType::Int64, rows);
+  const ValueId pos = b.binary(PrimOp::Gt, b.load(in, b.x() * r + b.r()), f32c(b, 0));
+  b.store(oany, b.x(), b.reduce(ReduceOp::Max, pos));
+  b.store(oall, b.x(), b.reduce(ReduceOp::Min, pos));
+  b.store(oi, b.x(), b.reduce(ReduceOp::Max, b.index_value(dv::ir::mod(b.r() * 7 + b.x(), 5))));
+  return std::move(b).finish();
+}
+
+// rnumel 0 or 1: out[x] = reduce(in[x*R + r]) + bias[x]; R == 0 gives the identity.
+inline Kernel degenerate_reduce(const std::string& name, ReduceOp op, std::int64_t rows, std::int64_t r) {
+  KernelBuilder b(name, rows, r);
+  const int in = b.buffer("in", DType::Float32, rows * r), bias = b.buffer("bias", DType::Float32, rows),
+            out = b.buffer("out", DType::Float32, rows);
+  const ValueId red = b.reduce(op, b.load(in, b.x() * r + b.r()));
+  b.store(out, b.x(), b.binary(PrimOp::Add, red, b.load(bias, b.x())));
+  return std::move(b).finish();
+}
+
+inline std::vector<TestKernel> emitter_test_kernels() {
+  std::vector<TestKernel> ks;
+  auto add = [&](Kernel k, double lo = -2, double hi = 2, bool gpu = true) {
+    ks.push_back(TestKernel{std::move(k), lo, hi, gpu});
+  };
+  // Pointwise.
+  add(gelu_chain("pw_gelu_f32", DType::Float32, 1 << 20));
+  add(gelu_chain("pw_gelu_f32_tail", DType::Float32, 1000003));
+  add(gelu_chain("pw_gelu_f32_tiny", DType::Float32, 7));
+  add(gelu_chain("pw_gelu_bf16", DType::BFloat16, (1 << 20) + 8));
+  add(bias_broadcast("pw_bias_broadcast", 1000, 768));
+  add(bias_broadcast("pw_bias_broadcast_odd", 333, 77));
+  add(transpose_add("pw_transpose", 96, 80));
+  add(transpose_add("pw_transpose_odd", 37, 53));
+  add(half_chain("pw_bf16_chain", DType::BFloat16, 100003));
+  add(half_chain("pw_f16_chain", DType::Float16, 65536));
+  add(mixed_types("pw_mixed_types", 50001));
+  add(int_chain("pw_i32_chain", DType::Int32, 40000), -50, 50);
+  add(int_chain("pw_i64_chain", DType::Int64, 40001), -50, 50);
+  add(iota("pw_iota", 12345));
+  add(bool_chain("pw_bool", 70001));
+  add(f64_chain("pw_f64", 30001), -3, 3);
+  add(cast_store("pw_cast_store", 20000), -30, 30);
+  add(shifted("pw_shifted", 100000, 3, true));
+  add(shifted("pw_unaligned", 4099, 0, false));
+  // Row reductions of each op and size.
+  const std::pair<std::int64_t, std::int64_t> shapes[] = {{1000, 7}, {300, 1000}, {64, 8192}, {8, 65536}};
+  for (auto [rows, r] : shapes) {
+    for (ReduceOp op : {ReduceOp::Sum, ReduceOp::Prod, ReduceOp::Max, ReduceOp::Min}) {
+      const std::string name = "red_" + std::string(dv::ir::reduce_op_name(op)) + "_f32_" + std::to_string(r);
+      // Products of many factors need factors near 1 to stay finite.
+      const double lo = op == ReduceOp::Prod ? 1.0 - 2.0 / static_cast<double>(r) : op == ReduceOp::Sum ? 0 : -2;
+      const double hi = op == ReduceOp::Prod ? 1.0 + 2.0 / static_cast<double>(r) : 2;
+      add(row_reduce(name, op, DType::Float32, rows, r), lo, hi);
+    }
+  }
+  add(row_reduce("red_sum_i32_1000", ReduceOp::Sum, DType::Int32, 300, 1000), -1000, 1000);
+  add(row_reduce("red_max_i32_1000", ReduceOp::Max, DType::Int32, 300, 1000), -1000, 1000);
+  add(row_reduce("red_min_i64_333", ReduceOp::Min, DType::Int64, 301, 333), -1000, 1000);
+  add(row_reduce("red_prod_i64_9", ReduceOp::Prod, DType::Int64, 301, 9), -5, 5);
+  add(row_reduce("red_sum_f64_8192", ReduceOp::Sum, DType::Float64, 33, 8192), 0, 1);
+  add(row_reduce("red_max_bf16_4096", ReduceOp::Max, DType::BFloat16, 100, 4096));
+  add(row_reduce("red_sum_bf16_4096", ReduceOp::Sum, DType::BFloat16, 100, 4096), 0, 1);
+  add(bool_reduce("red_bool_1000", 200, 1000));
+  add(bool_reduce("red_bool_5", 200, 5));
+  // Normalizations.
+  add(softmax("softmax_f32_8192", DType::Float32, 8192, 8192), -4, 4);
+  add(softmax("softmax_f32_1000", DType::Float32, 333, 1000), -4, 4);
+  add(softmax("softmax_f32_7", DType::Float32, 1001, 7), -4, 4);
+  add(softmax("softmax_f32_65536", DType::Float32, 8, 65536), -4, 4);
+  add(softmax("softmax_bf16_4096", DType::BFloat16, 512, 4096), -4, 4);
+  add(layer_norm("layer_norm_f32_4096", DType::Float32, 16384, 4096));
+  add(layer_norm("layer_norm_bf16_4096", DType::BFloat16, 16384, 4096));
+  add(layer_norm("layer_norm_f32_768", DType::Float32, 100, 768));
+  add(layer_norm("layer_norm_f32_100000", DType::Float32, 3, 100000));
+  add(moments("moments_512", 129, 512));
+  add(moments("moments_20000", 5, 20000));
+  add(column_sum("column_sum", 1000, 512), 0, 1);
+  add(scale_rows("scale_rows_1000", 37, 1000));
+  add(degenerate_reduce("reduce_r1", ReduceOp::Sum, 1000, 1));
+  add(degenerate_reduce("reduce_r0", ReduceOp::Max, 1000, 0));
+  add(row_reduce("empty_x", ReduceOp::Sum, DType::Float32, 0, 100));
+  // 64-bit indexing (emitted and compiled, too large to run in the check).
+  add(gelu_chain("pw_gelu_64bit", DType::Float32, (std::int64_t{1} << 31) + 16), -2, 2, false);
+  add(row_reduce("red_sum_64bit", ReduceOp::Sum, DType::Float32, 70000, 40000), 0, 1, false);
+  return ks;
+}
+
+}  // namespace emitter_test
+
+#ifndef DV_EMITTER_CATALOG_ONLY
+
+using namespace emitter_test;
+
+namespace {
+
+const DeviceSpec kH100{};
+
+CudaKernel emit(const Kernel& k) { return emit_cuda(k, kH100); }
+
+bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+std::size_t count(const std::string& s, const std::string& part) {
+  std::size_t n = 0;
+  for (std::size_t at = s.find(part); at != std::string::npos; at = s.find(part, at + 1)) ++n;
+  return n;
+}
+
+// The source from the entry point on (the header comment repeats the IR).
+std::string body_of(const CudaKernel& k) { return k.source.substr(k.source.find("extern \"C\"")); }
+
+}  // namespace
+
+TEST_CASE("lane access classification", "[cuda_emitter]") {
+  using dv::codegen::classify_lane_access;
+  const IndexExpr x = IndexExpr::var("x", 1 << 20);
+  const IndexExpr r = IndexExpr::var("r", 8192);
+  CHECK(classify_lane_access(x, "x", 4) == LaneAccess::Contiguous);
+  CHECK(classify_lane_access(dv::ir::mod(x, 1024), "x", 4) == LaneAccess::Contiguous);
+  CHECK(classify_lane_access(dv::ir::floordiv(x, 1024) * 7, "x", 4) == LaneAccess::Uniform);
+  CHECK(classify_lane_access(x * 2, "x", 4) == LaneAccess::Other);
+  CHECK(classify_lane_access(x + 3, "x", 4) == LaneAccess::Other);
+  CHECK(classify_lane_access(x + 4, "x", 4) == LaneAccess::Contiguous);
+  CHECK(classify_lane_access(dv::ir::mod(x, 77), "x", 4) == LaneAccess::Other);
+  CHECK(classify_lane_access(dv::ir::floordiv(x, 77), "x", 4) == LaneAccess::Other);
+  CHECK(classify_lane_access(dv::ir::floordiv(x, 2), "x", 4) == LaneAccess::Other);
+  CHECK(classify_lane_access(dv::ir::floordiv(x, 2), "x", 2) == LaneAccess::Uniform);
+  CHECK(classify_lane_access(dv::ir::floordiv(x, 4), "x", 4) == LaneAccess::Uniform);
+  CHECK(classify_lane_access(dv::ir::floordiv(x * 8, 2), "x", 4) == LaneAccess::Other);
+  CHECK(classify_lane_access(dv::ir::floordiv(x * 8, 8), "x", 4) == LaneAccess::Contiguous);
+  // Row kernels: r is the lane variable, x is fixed.
+  CHECK(classify_lane_access(x * 8192 + r, "r", 4) == LaneAccess::Contiguous);
+  CHECK(classify_lane_access(x * 1000 + r, "r", 8) == LaneAccess::Contiguous);
+  CHECK(classify_lane_access(x * 1001 + r, "r", 4) == LaneAccess::Other);
+  CHECK(classify_lane_access(x * 7, "r", 4) == LaneAccess::Uniform);
+  CHECK(classify_lane_access(r * 1000 + x, "r", 4) == LaneAccess::Other);
+  // (r // 64) * (C*64) + x*64 + r % 64: an NCHW channel reduction.
+  const IndexExpr nchw = dv::ir::floordiv(r, 64) * (32 * 64) + x * 64 + dv::ir::mod(r, 64);
+  CHECK(classify_lane_access(nchw, "r", 4) == LaneAccess::Contiguous);
+  CHECK(classify_lane_access(IndexExpr(5), "x", 4) == LaneAccess::Uniform);
+  CHECK(classify_lane_access(x * 3, "x", 1) == LaneAccess::Other);  // only stride 1 is contiguous
+}
+
+TEST_CASE("emitted sources are deterministic and well formed", "[cuda_emitter]") {
+  std::set<std::string> names;
+  for (const TestKernel& t : emitter_test_kernels()) {
+    INFO("kernel " << t.kernel.name);
+    const CudaKernel a = emit(t.kernel);
+    const CudaKernel b = emit(t.kernel);
+    CHECK(a.source == b.source);
+    CHECK(a.name == t.kernel.name);
+    CHECK(names.insert(a.name).second);
+    CHECK(contains(a.source, "extern \"C\" __global__ void __launch_bounds__(" + std::to_string(a.launch.block[0]) +
+                                 ") " + a.name + "("));
+    CHECK(!contains(a.source, "#include"));
+    CHECK(a.launch.grid[0] >= 1);
+    CHECK(a.launch.block[0] >= 32);
+    CHECK(a.launch.block[0] <= 1024);
+    CHECK(a.launch.block[0] % 32 == 0);
+    CHECK(a.launch.shared_bytes == 0);
+  }
+}
+
+TEST_CASE("pointwise kernels use 16-byte accesses where the index allows", "[cuda_emitter]") {
+  SECTION("contiguous f32: float4 loads and stores, 4 chunks in flight, no tail") {
+    const CudaKernel k = emit(gelu_chain("g", DType::Float32, 64 << 20));
+    const std::string body = body_of(k);
+    CHECK(count(body, "reinterpret_cast<const dv_vec<float, 4>*>") == 1);
+    CHECK(count(body, "reinterpret_cast<dv_vec<float, 4>*>") == 1);
+    CHECK(contains(body, "for (int c = 0; c < 4; ++c)"));
+    CHECK(!contains(body, "kFullTiles)"));  // no tail branch
+    CHECK(contains(k.source, "typedef int idx_t;"));
+    CHECK(k.launch.block[0] == 256);
+    CHECK(k.launch.grid[0] == (64u << 20) / (256 * 16));
+  }
+  SECTION("a tail runs one element per thread in the last block") {
+    const CudaKernel k = emit(gelu_chain("g", DType::Float32, 1000003));
+    CHECK(contains(body_of(k), "if ((idx_t)blockIdx.x < kFullTiles)"));
+    CHECK(contains(body_of(k), "x < kXnumel; x += kThreads"));
+  }
+  SECTION("bf16 only: 8 lanes of 16 bytes, computed in float") {
+    const std::string body = body_of(emit(gelu_chain("g", DType::BFloat16, 1 << 22)));
+    CHECK(contains(body, "reinterpret_cast<const dv_vec<unsigned short, 8>*>"));
+    CHECK(contains(body, "dv_bf16_to_f32(w.e[v])"));
+    CHECK(contains(body, "dv_f32_to_bf16("));
+  }
+  SECTION("mixed f16/f32: 4 lanes, f16 through 8-byte vectors") {
+    const std::string body = body_of(emit(mixed_types("m", 1 << 20)));
+    CHECK(contains(body, "dv_vec<unsigned short, 4>"));
+    CHECK(contains(body, "dv_vec<float, 4>"));
+  }
+  SECTION("broadcast: bias[x % C] is a vector load, scale[x // C] one scalar load per chunk") {
+    const std::string body = body_of(emit(bias_broadcast("b", 1000, 768)));
+    CHECK(contains(body, "reinterpret_cast<const dv_vec<float, 4>*>(b1_bias + (l0 % 768))"));
+    CHECK(contains(body, "const float u = b2_scale[(l0 / 768)];"));
+  }
+  SECTION("odd broadcast period and transposes fall back to per-lane loads") {
+    const std::string odd = body_of(emit(bias_broadcast("b", 333, 77)));
+    CHECK(contains(odd, "b1_bias[((l0 + v) % 77)]"));
+    const std::string tr = body_of(emit(transpose_add("t", 96, 80)));
+    CHECK(count(tr, "reinterpret_cast<const dv_vec") == 0);
+    CHECK(count(tr, "reinterpret_cast<dv_vec<float, 4>*>") == 1);  // the store stays contiguous
+  }
+  SECTION("misaligned or unaligned buffers use scalar accesses") {
+    CHECK(count(body_of(emit(shifted("s", 100000, 3, true))), "reinterpret_cast<const dv_vec") == 0);
+    CHECK(count(body_of(emit(shifted("s", 4096, 0, false))), "dv_vec<") == 0);
+  }
+  SECTION("wide types: 2 lanes of doubles") {
+    CHECK(contains(body_of(emit(f64_chain("d", 1 << 20))), "dv_vec<double, 2>"));
+  }
+  SECTION("64-bit indexing past 2^31 elements") {
+    const CudaKernel k = emit(gelu_chain("g", DType::Float32, (std::int64_t{1} << 31) + 16));
+    CHECK(contains(k.source, "typedef long long idx_t;"));
+  }
+}
+
+TEST_CASE("row kernels: layout, persistence and reductions", "[cuda_emitter]") {
+  SECTION("softmax 8192 f32: persistent, a block per row, one barrier per reduction") {
+    const CudaKernel k = emit(softmax("s", DType::Float32, 8192, 8192));
+    const std::string body = body_of(k);
+    CHECK(contains(k.source, "persistent"));
+    CHECK(k.launch.grid[0] == 8192);
+    CHECK(k.launch.block[0] == 256);
+    CHECK(count(body, "__syncthreads()") == 2);
+    CHECK(count(body, "reinterpret_cast<const dv_vec<float, 4>*>") == 1);  // loaded once
+    CHECK(count(body, "reinterpret_cast<dv_vec<float, 4>*>") == 1);
+    CHECK(contains(body, "dv_shfl_xor(a, 16)"));
+    CHECK(!contains(body, "kRnumel"));  // no masks: 8192 = 256 threads x 8 chunks x 4
+  }
+  SECTION("layer_norm bf16: 8 lanes, weight and bias vector loads, x-level stores by thread 0") {
+    const std::string body = body_of(emit(layer_norm("ln", DType::BFloat16, 16384, 4096)));
+    CHECK(count(body, "reinterpret_cast<const dv_vec<unsigned short, 8>*>") == 3);
+    CHECK(contains(body, "if (t == 0) b4_mean["));
+  }
+  SECTION("independent reductions share one barrier") {
+    const std::string body = body_of(emit(moments("m", 4096, 4096)));
+    CHECK(count(body, "__syncthreads()") == 1);
+  }
+  SECTION("small rows: a warp or less per row, shuffles only, row mask on the last block") {
+    const CudaKernel k = emit(softmax("s", DType::Float32, 1001, 7));
+    const std::string body = body_of(k);
+    CHECK(count(body, "__syncthreads()") == 0);
+    CHECK(contains(body, "row_ok"));
+    CHECK(k.launch.block[0] % 32 == 0);
+    const CudaKernel k1000 = emit(row_reduce("r", ReduceOp::Sum, DType::Float32, 300, 1000));
+    CHECK(contains(body_of(k1000), "l0 < kRnumel"));  // the last chunk is partial
+  }
+  SECTION("very long rows with few of them: looped passes") {
+    const CudaKernel k = emit(softmax("s", DType::Float32, 8, 65536));
+    CHECK(contains(k.source, "looped"));
+    CHECK(count(body_of(k), "// ---- pass") == 3);
+    CHECK(k.launch.block[0] == 1024);
+  }
+  SECTION("reduce identities and NaN-propagating max") {
+    CHECK(contains(body_of(emit(row_reduce("r", ReduceOp::Max, DType::Float32, 64, 1000))), "(-__int_as_float(0x7f800000))"));
+    CHECK(contains(body_of(emit(row_reduce("r", ReduceOp::Min, DType::Int32, 64, 1000))), "2147483647"));
+    CHECK(contains(body_of(emit(row_reduce("r", ReduceOp::Prod, DType::Float32, 64, 1000))), "acc[v] = 1.0f"));
+  }
+  SECTION("degenerate rnumel") {
+    const std::string r1 = body_of(emit(degenerate_reduce("r", ReduceOp::Sum, 100, 1)));
+    CHECK(!contains(r1, "shfl"));
+    const std::string r0 = body_of(emit(degenerate_reduce("r", ReduceOp::Max, 100, 0)));
+    CHECK(contains(r0, "(-__int_as_float(0x7f800000))"));
+    CHECK(!contains(r0, "b0_in["));
+  }
+}
+
+TEST_CASE("every catalog kernel compiles with NVRTC for sm_90", "[cuda_emitter][nvrtc]") {
+  auto& nvrtc = dv::runtime::Nvrtc::instance();
+  if (!nvrtc.available()) {
+    WARN("NVRTC unavailable, compile checks skipped: " << nvrtc.unavailable_reason());
+    return;
+  }
+  for (const TestKernel& t : emitter_test_kernels()) {
+    INFO("kernel " << t.kernel.name);
+    const CudaKernel k = emit(t.kernel);
+    std::string cubin;
+    try {
+      cubin = nvrtc.compile_cubin(k.source, k.name, 90);
+    } catch (const dv::runtime::CompileError& e) {
+      FAIL(e.what() << "\n" << e.log());
+    }
+    CHECK(cubin.size() > 0);
+  }
+}
+
+#endif  // DV_EMITTER_CATALOG_ONLY

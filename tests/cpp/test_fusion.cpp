@@ -1,0 +1,201 @@
+// Fusion decisions of the scheduler, on hand-built op graphs.
+#include "catch.h"
+#include "codegen/program.h"
+#include "graph_builder.h"
+
+using namespace dv;
+using namespace dv::test;
+using ir::DType;
+using ir::PrimOp;
+
+namespace {
+
+int count_ops(const ir::Kernel& k, PrimOp op) {
+  int n = 0;
+  for (const auto& i : k.body) n += i.op == op;
+  return n;
+}
+
+int count_kernel_steps(const codegen::Program& p) {
+  int n = 0;
+  for (const auto& s : p.steps) n += s.kind == codegen::Step::Kind::Kernel;
+  return n;
+}
+
+}  // namespace
+
+TEST_CASE("a pointwise chain is one kernel reading its input once", "[fusion]") {
+  GraphBuilder b;
+  std::vector<std::int64_t> s{37, 129};
+  int x = b.input(DType::Float32, s);
+  int a = b.op("aten::mul.Tensor", {T(x), F(1.5)}, DType::Float32, s);
+  int c = b.op("aten::add.Tensor", {T(a), F(0.3), I(1)}, DType::Float32, s);
+  int g = b.op("aten::gelu.default", {T(c), ir::Arg::of_string("none")}, DType::Float32, s);
+  int sg = b.op("aten::sigmoid.default", {T(x)}, DType::Float32, s);
+  int y = b.op("aten::mul.Tensor", {T(g), T(sg)}, DType::Float32, s);
+  b.output(y);
+  auto p = codegen::compile_graph(b.g);
+  REQUIRE(p.kernels.size() == 1);
+  const auto& k = p.kernels[0];
+  REQUIRE(k.rnumel == 1);
+  REQUIRE(k.xnumel == 37 * 129);
+  REQUIRE(count_ops(k, PrimOp::Load) == 1);
+  REQUIRE(count_ops(k, PrimOp::Store) == 1);
+  for (const auto& i : k.body)
+    if (i.op == PrimOp::Load || i.op == PrimOp::Store) REQUIRE(i.index.str() == "x");
+}
+
+TEST_CASE("broadcast operands index by the flat position", "[fusion]") {
+  GraphBuilder b;
+  int x = b.input(DType::Float32, {5, 7});
+  int bias = b.input(DType::Float32, {7});
+  int y = b.op("aten::add.Tensor", {T(x), T(bias), I(1)}, DType::Float32, {5, 7});
+  b.output(y);
+  auto p = codegen::compile_graph(b.g);
+  REQUIRE(p.kernels.size() == 1);
+  bool saw_bias = false;
+  for (const auto& i : p.kernels[0].body) {
+    if (i.op == PrimOp::Load && i.index.str() != "x") {
+      saw_bias = true;
+      REQUIRE(i.index == ir::mod(p.kernels[0].x_var(), 7));
+    }
+  }
+  REQUIRE(saw_bias);
+}
+
+TEST_CASE("softmax is one kernel with two reductions", "[fusion]") {
+  GraphBuilder b;
+  int x = b.input(DType::Float32, {6, 33});
+  int y = b.op("aten::_softmax.default", {T(x), I(-1), B(false)}, DType::Float32, {6, 33});
+  b.output(y);
+  auto p = codegen::compile_graph(b.g);
+  REQUIRE(p.kernels.size() == 1);
+  const auto& k = p.kernels[0];
+  REQUIRE(k.xnumel == 6);
+  REQUIRE(k.rnumel == 33);
+  REQUIRE(count_ops(k, PrimOp::Reduce) == 2);
+  REQUIRE(count_ops(k, PrimOp::Load) == 1);
+  REQUIRE(count_ops(k, PrimOp::Store) == 1);
+}
+
+TEST_CASE("a softmax written out of primitive ops fuses the same way", "[fusion]") {
+  GraphBuilder b;
+  std::vector<std::int64_t> s{3, 4, 50}, r{3, 4, 1};
+  int x = b.input(DType::Float32, s);
+  int m = b.op("aten::amax.default", {T(x), L({-1}), B(true)}, DType::Float32, r);
+  int d = b.op("aten::sub.Tensor", {T(x), T(m), I(1)}, DType::Float32, s);
+  int e = b.op("aten::exp.default", {T(d)}, DType::Float32, s);
+  int sum = b.op("aten::sum.dim_IntList", {T(e), L({-1}), B(true), ir::Arg::none()}, DType::Float32, r);
+  int y = b.op("aten::div.Tensor", {T(e), T(sum)}, DType::Float32, s);
+  b.output(y);
+  auto p = codegen::compile_graph(b.g);
+  REQUIRE(p.kernels.size() == 1);
+  REQUIRE(p.kernels[0].rnumel == 50);
+  REQUIRE(count_ops(p.kernels[0], PrimOp::Reduce) == 2);
+}
+
+TEST_CASE("layer_norm is one kernel, statistics included", "[fusion]") {
+  GraphBuilder b;
+  int x = b.input(DType::BFloat16, {9, 4, 96});
+  int w = b.input(DType::BFloat16, {4, 96});
+  int bias = b.input(DType::BFloat16, {4, 96});
+  auto outs = b.op_multi("aten::native_layer_norm.default", {T(x), L({4, 96}), T(w), T(bias), F(1e-5)},
+                         {meta(DType::BFloat16, {9, 4, 96}), meta(DType::BFloat16, {9, 1, 1}), meta(DType::BFloat16, {9, 1, 1})});
+  for (int o : outs) b.output(o);
+  auto p = codegen::compile_graph(b.g);
+  REQUIRE(p.kernels.size() == 1);
+  const auto& k = p.kernels[0];
+  REQUIRE(k.xnumel == 9);
+  REQUIRE(k.rnumel == 4 * 96);
+  REQUIRE(count_ops(k, PrimOp::Store) == 3);
+  REQUIRE(count_ops(k, PrimOp::Reduce) == 2);
+}
+
+TEST_CASE("a reduction over a leading dim fuses with its broadcast consumer", "[fusion]") {
+  GraphBuilder b;
+  int x = b.input(DType::Float32, {10, 3});
+  int s = b.op("aten::sum.dim_IntList", {T(x), L({0}), B(true), ir::Arg::none()}, DType::Float32, {1, 3});
+  int y = b.op("aten::sub.Tensor", {T(x), T(s), I(1)}, DType::Float32, {10, 3});
+  b.output(y);
+  auto p = codegen::compile_graph(b.g);
+  REQUIRE(p.kernels.size() == 1);
+  REQUIRE(p.kernels[0].xnumel == 3);
+  REQUIRE(p.kernels[0].rnumel == 10);
+}
+
+TEST_CASE("a realized value read transposed starts a new kernel", "[fusion]") {
+  GraphBuilder b;
+  int x = b.input(DType::Float32, {8, 16});
+  int y = b.op("aten::mul.Tensor", {T(x), F(2.0)}, DType::Float32, {8, 16});
+  int t = b.op("aten::t.default", {T(y)}, DType::Float32, {16, 8});
+  int z = b.op("aten::add.Tensor", {T(t), F(1.0), I(1)}, DType::Float32, {16, 8});
+  b.output(y);
+  b.output(z);
+  auto p = codegen::compile_graph(b.g);
+  REQUIRE(p.kernels.size() == 2);
+  // The second kernel loads the first one's output.
+  REQUIRE(count_ops(p.kernels[1], PrimOp::Load) == 1);
+}
+
+TEST_CASE("pointwise producers fuse into the reduction that reads them", "[fusion]") {
+  GraphBuilder b;
+  int x = b.input(DType::Float32, {12, 40});
+  int y = b.op("aten::mul.Tensor", {T(x), T(x)}, DType::Float32, {12, 40});
+  int s = b.op("aten::sum.dim_IntList", {T(y), L({1}), B(false), ir::Arg::none()}, DType::Float32, {12});
+  b.output(y);  // y is an output too, so it is realized
+  b.output(s);
+  auto p = codegen::compile_graph(b.g);
+  REQUIRE(p.kernels.size() == 1);
+  REQUIRE(p.kernels[0].rnumel == 40);
+  REQUIRE(count_ops(p.kernels[0], PrimOp::Store) == 2);
+}
+
+TEST_CASE("without fusion every realized value is its own kernel", "[fusion]") {
+  GraphBuilder b;
+  int x = b.input(DType::Float32, {6, 33});
+  int y = b.op("aten::_softmax.default", {T(x), I(-1), B(false)}, DType::Float32, {6, 33});
+  b.output(y);
+  codegen::CompileOptions o;
+  o.fuse = false;
+  auto p = codegen::compile_graph(b.g, o);
+  REQUIRE(p.kernels.size() == 3);
+}
+
+TEST_CASE("an op without a lowering becomes a fallback step with realized inputs", "[fusion]") {
+  GraphBuilder b;
+  int x = b.input(DType::Float32, {4, 4});
+  int y = b.op("aten::exp.default", {T(x)}, DType::Float32, {4, 4});
+  int z = b.op("aten::mystery_op.default", {T(y), I(3)}, DType::Float32, {4, 4});
+  int w = b.op("aten::neg.default", {T(z)}, DType::Float32, {4, 4});
+  b.output(w);
+  auto p = codegen::compile_graph(b.g);
+  REQUIRE(p.steps.size() == 3);
+  REQUIRE(p.steps[1].kind == codegen::Step::Kind::Fallback);
+  REQUIRE(p.fallback_ops == std::vector<std::string>{"aten::mystery_op.default"});
+  REQUIRE(count_kernel_steps(p) == 2);
+}
+
+TEST_CASE("views are index remapping, not copies", "[fusion]") {
+  GraphBuilder b;
+  int x = b.input(DType::Float32, {4, 6, 5});
+  int p1 = b.op("aten::permute.default", {T(x), L({2, 0, 1})}, DType::Float32, {5, 4, 6});
+  int v = b.op("aten::view.default", {T(p1), L({5, 24})}, DType::Float32, {5, 24});
+  int sl = b.op("aten::slice.Tensor", {T(v), I(1), I(2), I(20), I(3)}, DType::Float32, {5, 6});
+  int y = b.op("aten::neg.default", {T(sl)}, DType::Float32, {5, 6});
+  b.output(y);
+  auto p = codegen::compile_graph(b.g);
+  REQUIRE(p.kernels.size() == 1);
+  const auto& k = p.kernels[0];
+  REQUIRE(count_ops(k, PrimOp::Load) == 1);
+  // Check the load index against a direct computation for every output element.
+  for (const auto& i : k.body) {
+    if (i.op != PrimOp::Load) continue;
+    for (std::int64_t xi = 0; xi < 30; ++xi) {
+      std::int64_t row = xi / 6, col = xi % 6;      // y[row, col]
+      std::int64_t f = 2 + col * 3;                   // v[row, f]
+      std::int64_t a = f / 6, bb = f % 6;             // p1[row, a, bb] = x[a, bb, row]
+      std::int64_t expected = a * 30 + bb * 5 + row;
+      REQUIRE(i.index.eval([&](const std::string&) { return xi; }) == expected);
+    }
+  }
+}

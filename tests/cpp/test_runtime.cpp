@@ -1,0 +1,546 @@
+// Tests of the runtime plumbing: SHA-256, the disk cache, NVRTC, the kernel
+// compiler and the CUDA driver loader. NVRTC tests skip (with a warning) where
+// libnvrtc is missing; driver tests check both the no-GPU and the GPU case.
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "catch.h"
+#include "runtime/cuda_driver.h"
+#include "runtime/disk_cache.h"
+#include "runtime/kernel_compiler.h"
+#include "runtime/nvrtc.h"
+#include "runtime/sha256.h"
+
+namespace fs = std::filesystem;
+using namespace dv::runtime;
+
+namespace {
+
+// A fresh directory under the system temp dir, removed with its contents.
+class TempDir {
+ public:
+  TempDir() {
+    std::string pattern = (fs::temp_directory_path() / "dv_runtime_test_XXXXXX").string();
+    char* made = ::mkdtemp(pattern.data());
+    REQUIRE(made != nullptr);
+    path_ = made;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+};
+
+std::string read_file(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+void write_file(const fs::path& p, const std::string& data) {
+  std::ofstream out(p, std::ios::binary | std::ios::trunc);
+  out << data;
+}
+
+// Bytes 0..255 repeated: exercises NULs and high bytes.
+std::string binary_blob(std::size_t n, int salt = 0) {
+  std::string s(n, '\0');
+  for (std::size_t i = 0; i < n; ++i) s[i] = static_cast<char>((i * 131 + salt) & 0xff);
+  return s;
+}
+
+std::size_t count_files(const fs::path& dir) {
+  std::size_t n = 0;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    (void)entry;
+    ++n;
+  }
+  return n;
+}
+
+bool nvrtc_or_warn() {
+  if (Nvrtc::instance().available()) return true;
+  WARN("NVRTC unavailable, skipping: " << Nvrtc::instance().unavailable_reason());
+  return false;
+}
+
+const char* const kAddOne = R"(
+extern "C" __global__ void add_one(float* x, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) x[i] += 1.0f;
+}
+)";
+
+}  // namespace
+
+// ---------------------------------------------------------------- SHA-256
+
+TEST_CASE("sha256 matches the FIPS 180-4 vectors", "[runtime][sha256]") {
+  CHECK(sha256_hex("") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  CHECK(sha256_hex("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  CHECK(sha256_hex("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq") ==
+        "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+  CHECK(sha256_hex(std::string(1000000, 'a')) ==
+        "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+}
+
+TEST_CASE("sha256 gives the same digest fed in pieces", "[runtime][sha256]") {
+  const std::string text = binary_blob(1000);
+  for (std::size_t step : {1, 7, 63, 64, 65, 999}) {
+    Sha256 h;
+    for (std::size_t at = 0; at < text.size(); at += step) {
+      h.update(std::string_view(text).substr(at, step));
+    }
+    const Sha256::Digest d = h.digest();
+    CHECK(to_hex(d.data(), d.size()) == sha256_hex(text));
+  }
+  // Lengths around the padding boundary (55, 56, 64 bytes) differ from each other.
+  CHECK(sha256_hex(std::string(55, 'x')) != sha256_hex(std::string(56, 'x')));
+}
+
+TEST_CASE("content_key length-prefixes its parts", "[runtime][sha256]") {
+  const std::string k = content_key({"ab", "c"});
+  CHECK(k.size() == 64);
+  CHECK(DiskCache::valid_key(k));
+  CHECK(k == content_key({"ab", "c"}));
+  CHECK(k != content_key({"a", "bc"}));
+  CHECK(k != content_key({"abc"}));
+  CHECK(content_key({"a"}) != content_key({"a", ""}));
+}
+
+// ---------------------------------------------------------------- DiskCache
+
+TEST_CASE("disk cache round trip", "[runtime][disk_cache]") {
+  TempDir tmp;
+  DiskCache cache(tmp.path() / "not" / "yet" / "made");
+  const std::string key = content_key({"round trip"});
+  CHECK_FALSE(cache.load(key).has_value());
+
+  const std::string data = binary_blob(100000);
+  cache.store(key, data);
+  CHECK(fs::exists(cache.path_for(key)));
+  CHECK(cache.path_for(key).filename() == key + ".cubin");
+  CHECK(cache.load(key) == std::optional<std::string>(data));
+
+  // Overwrite, and an empty payload.
+  cache.store(key, "new");
+  CHECK(cache.load(key) == std::optional<std::string>("new"));
+  const std::string empty_key = content_key({"empty"});
+  cache.store(empty_key, "");
+  CHECK(cache.load(empty_key) == std::optional<std::string>(""));
+
+  // Only the two entries remain: no temp files left behind.
+  CHECK(count_files(cache.dir()) == 2);
+}
+
+TEST_CASE("disk cache refuses keys that are not hex", "[runtime][disk_cache]") {
+  TempDir tmp;
+  DiskCache cache(tmp.path());
+  for (const std::string& bad :
+       std::vector<std::string>{"", "../escape", "abc/def", "xyz", std::string(200, 'a')}) {
+    cache.store(bad, "data");
+    CHECK_FALSE(cache.load(bad).has_value());
+  }
+  CHECK(count_files(tmp.path()) == 0);
+}
+
+TEST_CASE("disk cache detects damaged entries", "[runtime][disk_cache]") {
+  TempDir tmp;
+  DiskCache cache(tmp.path());
+  const std::string key = content_key({"damage"});
+  const std::string data = binary_blob(4096);
+  const fs::path file = cache.path_for(key);
+
+  auto damaged_then_restored = [&](const std::string& bad_bytes) {
+    write_file(file, bad_bytes);
+    CHECK_FALSE(cache.load(key).has_value());
+    CHECK_FALSE(fs::exists(file));  // the bad entry is deleted
+    cache.store(key, data);
+    CHECK(cache.load(key) == std::optional<std::string>(data));
+  };
+
+  cache.store(key, data);
+  const std::string good = read_file(file);
+  REQUIRE(good.size() > data.size());
+
+  SECTION("a flipped payload byte") {
+    std::string bad = good;
+    bad[bad.size() - 100] ^= 0x01;
+    damaged_then_restored(bad);
+  }
+  SECTION("a flipped magic byte") {
+    std::string bad = good;
+    bad[0] = 'X';
+    damaged_then_restored(bad);
+  }
+  SECTION("a truncated file") { damaged_then_restored(good.substr(0, good.size() - 1)); }
+  SECTION("a file cut inside the header") { damaged_then_restored(good.substr(0, 10)); }
+  SECTION("an empty file") { damaged_then_restored(""); }
+  SECTION("trailing garbage") { damaged_then_restored(good + "junk"); }
+  SECTION("the entry of another key under this name") {
+    const std::string other = content_key({"other"});
+    cache.store(other, data);
+    damaged_then_restored(read_file(cache.path_for(other)));
+  }
+}
+
+TEST_CASE("disk cache under concurrent writers and readers", "[runtime][disk_cache]") {
+  TempDir tmp;
+  DiskCache cache(tmp.path());
+  const std::string key = content_key({"concurrent"});
+  const std::string data = binary_blob(256 * 1024, 7);
+
+  std::atomic<bool> stored_once{false};
+  std::atomic<int> bad_loads{0}, misses_after_store{0}, hits{0};
+  std::vector<std::thread> threads;
+  for (int w = 0; w < 4; ++w) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < 50; ++i) {
+        cache.store(key, data);
+        stored_once = true;
+      }
+    });
+  }
+  for (int r = 0; r < 4; ++r) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < 200; ++i) {
+        const bool after_store = stored_once.load();
+        const std::optional<std::string> got = cache.load(key);
+        if (!got) {
+          // Once an entry exists, rename() only ever replaces it whole.
+          if (after_store) ++misses_after_store;
+        } else if (*got != data) {
+          ++bad_loads;
+        } else {
+          ++hits;
+        }
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  CHECK(bad_loads == 0);
+  CHECK(misses_after_store == 0);
+  CHECK(hits > 0);
+  CHECK(cache.load(key) == std::optional<std::string>(data));
+  CHECK(count_files(tmp.path()) == 1);  // no temp files left
+}
+
+TEST_CASE("disk cache works across processes", "[runtime][disk_cache]") {
+  TempDir tmp;
+  DiskCache cache(tmp.path());
+  const std::string key = content_key({"processes"});
+  const std::string data = binary_blob(64 * 1024, 3);
+  std::vector<pid_t> children;
+  for (int c = 0; c < 4; ++c) {
+    const pid_t pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+      // Child: store and load repeatedly; exit status 1 on a wrong payload.
+      int status = 0;
+      for (int i = 0; i < 50; ++i) {
+        cache.store(key, data);
+        const std::optional<std::string> got = cache.load(key);
+        if (!got || *got != data) status = 1;
+      }
+      ::_exit(status);
+    }
+    children.push_back(pid);
+  }
+  for (const pid_t pid : children) {
+    int status = -1;
+    REQUIRE(::waitpid(pid, &status, 0) == pid);
+    CHECK(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0);
+  }
+  CHECK(cache.load(key) == std::optional<std::string>(data));
+  CHECK(count_files(tmp.path()) == 1);
+}
+
+TEST_CASE("disk cache default directory follows the environment", "[runtime][disk_cache]") {
+  const char* saved = std::getenv("DEEPVISOR_CACHE_DIR");
+  const std::optional<std::string> restore =
+      saved ? std::optional<std::string>(saved) : std::nullopt;
+  ::setenv("DEEPVISOR_CACHE_DIR", "/some/where", 1);
+  CHECK(DiskCache::default_dir() == fs::path("/some/where/kernels"));
+  ::unsetenv("DEEPVISOR_CACHE_DIR");
+  CHECK(DiskCache::default_dir().filename() == "kernels");
+  CHECK(DiskCache::default_dir().parent_path().filename() == "deepvisor");
+  if (restore) ::setenv("DEEPVISOR_CACHE_DIR", restore->c_str(), 1);
+}
+
+// ---------------------------------------------------------------- Nvrtc
+
+TEST_CASE("nvrtc reports a missing library", "[runtime][nvrtc]") {
+  Nvrtc missing({"/nonexistent/libnvrtc.so"});
+  CHECK_FALSE(missing.available());
+  CHECK(missing.unavailable_reason().find("/nonexistent/libnvrtc.so") != std::string::npos);
+  CHECK(missing.version() == std::make_pair(0, 0));
+  CHECK_THROWS_AS(missing.compile_cubin(kAddOne, "add_one", 90, {}), std::runtime_error);
+}
+
+TEST_CASE("nvrtc compiles a kernel to a cubin", "[runtime][nvrtc]") {
+  if (!nvrtc_or_warn()) return;
+  const Nvrtc& nvrtc = Nvrtc::instance();
+  CHECK(nvrtc.version().first >= 12);
+  CHECK_FALSE(nvrtc.library_path().empty());
+  const std::string cubin = nvrtc.compile_cubin(kAddOne, "add_one", 90, {});
+  REQUIRE(cubin.size() > 4);
+  CHECK(cubin.substr(0, 4) == std::string("\x7f"
+                                          "ELF"));
+}
+
+TEST_CASE("nvrtc compiles half and bfloat16 code with the toolkit headers", "[runtime][nvrtc]") {
+  if (!nvrtc_or_warn()) return;
+  const Nvrtc& nvrtc = Nvrtc::instance();
+  if (nvrtc.cuda_include_dir().empty()) {
+    WARN("no CUDA include directory with cuda_fp16.h found, skipping");
+    return;
+  }
+  const std::string source = R"(
+#include <cuda_fp16.h>
+#include <cuda_bf16.h>
+extern "C" __global__ void to_half(const float* x, __half* h, __nv_bfloat16* b) {
+    h[threadIdx.x] = __float2half(x[threadIdx.x]);
+    b[threadIdx.x] = __float2bfloat16(x[threadIdx.x]);
+}
+)";
+  const std::string cubin =
+      nvrtc.compile_cubin(source, "to_half", 90, {"--include-path=" + nvrtc.cuda_include_dir()});
+  CHECK(cubin.substr(0, 4) == std::string("\x7f"
+                                          "ELF"));
+}
+
+TEST_CASE("nvrtc reports a syntax error with its log and the source", "[runtime][nvrtc]") {
+  if (!nvrtc_or_warn()) return;
+  const std::string source =
+      "extern \"C\" __global__ void broken(float* x) {\n"
+      "    x[0] = undeclared_name;\n"
+      "}\n";
+  try {
+    Nvrtc::instance().compile_cubin(source, "broken_kernel", 90, {});
+    FAIL("expected a CompileError");
+  } catch (const CompileError& e) {
+    const std::string what = e.what();
+    CHECK(what.find("broken_kernel") != std::string::npos);
+    CHECK(what.find("undeclared_name") != std::string::npos);                     // from the log
+    CHECK(what.find("   2 |     x[0] = undeclared_name;") != std::string::npos);  // source
+    CHECK(e.log().find("error") != std::string::npos);
+  }
+}
+
+TEST_CASE("numbered_source_excerpt stops after max_lines", "[runtime][nvrtc]") {
+  std::string source;
+  for (int i = 1; i <= 50; ++i) source += "line " + std::to_string(i) + "\n";
+  const std::string excerpt = numbered_source_excerpt(source, 40);
+  CHECK(excerpt.find("  40 | line 40") != std::string::npos);
+  CHECK(excerpt.find("line 41") == std::string::npos);
+  CHECK(excerpt.find("...") != std::string::npos);
+}
+
+// ---------------------------------------------------------------- KernelCompiler
+
+TEST_CASE("kernel compiler: memory, then disk, then nvrtc", "[runtime][kernel_compiler]") {
+  if (!nvrtc_or_warn()) return;
+  TempDir tmp;
+  std::string first;
+  {
+    KernelCompiler compiler(tmp.path());
+    first = compiler.get_cubin(kAddOne, "add_one", 90);
+    const std::string second = compiler.get_cubin(kAddOne, "add_one", 90);
+    CHECK(first == second);
+    const KernelCompiler::CompileStats s = compiler.stats();
+    CHECK(s.nvrtc_compiles == 1);
+    CHECK(s.disk_cache_hits == 0);
+    CHECK(s.memory_cache_hits == 1);
+    CHECK(fs::exists(DiskCache(tmp.path()).path_for(compiler.cache_key(kAddOne, 90))));
+  }
+  {
+    KernelCompiler fresh(tmp.path());
+    CHECK(fresh.get_cubin(kAddOne, "add_one", 90) == first);
+    const KernelCompiler::CompileStats s = fresh.stats();
+    CHECK(s.nvrtc_compiles == 0);
+    CHECK(s.disk_cache_hits == 1);
+    CHECK(s.memory_cache_hits == 0);
+
+    // Another architecture is another key.
+    CHECK(fresh.cache_key(kAddOne, 80) != fresh.cache_key(kAddOne, 90));
+    fresh.get_cubin(kAddOne, "add_one", 80);
+    CHECK(fresh.stats().nvrtc_compiles == 1);
+  }
+}
+
+TEST_CASE("kernel compiler recompiles a damaged disk entry", "[runtime][kernel_compiler]") {
+  if (!nvrtc_or_warn()) return;
+  TempDir tmp;
+  KernelCompiler writer(tmp.path());
+  const std::string cubin = writer.get_cubin(kAddOne, "add_one", 90);
+  const fs::path file = DiskCache(tmp.path()).path_for(writer.cache_key(kAddOne, 90));
+  std::string bytes = read_file(file);
+  bytes[bytes.size() / 2] ^= 0x40;
+  write_file(file, bytes);
+
+  KernelCompiler reader(tmp.path());
+  CHECK(reader.get_cubin(kAddOne, "add_one", 90) == cubin);
+  CHECK(reader.stats().nvrtc_compiles == 1);
+  CHECK(reader.stats().disk_cache_hits == 0);
+  CHECK(DiskCache(tmp.path()).load(reader.cache_key(kAddOne, 90)) ==
+        std::optional<std::string>(cubin));
+}
+
+TEST_CASE("kernel compiler does not cache failures", "[runtime][kernel_compiler]") {
+  if (!nvrtc_or_warn()) return;
+  TempDir tmp;
+  KernelCompiler compiler(tmp.path());
+  const std::string bad = "extern \"C\" __global__ void k() { nope; }\n";
+  CHECK_THROWS_AS(compiler.get_cubin(bad, "k", 90), CompileError);
+  CHECK_THROWS_AS(compiler.get_cubin(bad, "k", 90), CompileError);
+  CHECK(compiler.stats().nvrtc_compiles == 0);
+  CHECK(compiler.stats().memory_cache_hits == 0);
+  CHECK(count_files(tmp.path()) == 0);
+}
+
+TEST_CASE("kernel compiler compiles a key once under concurrency", "[runtime][kernel_compiler]") {
+  if (!nvrtc_or_warn()) return;
+  TempDir tmp;
+  KernelCompiler compiler(tmp.path());
+  constexpr int kThreads = 8;
+  std::vector<std::string> results(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] { results[t] = compiler.get_cubin(kAddOne, "add_one", 90); });
+  }
+  for (std::thread& t : threads) t.join();
+  for (const std::string& r : results) CHECK(r == results[0]);
+  const KernelCompiler::CompileStats s = compiler.stats();
+  CHECK(s.nvrtc_compiles == 1);
+  CHECK(s.memory_cache_hits == kThreads - 1);
+}
+
+TEST_CASE("kernel compiler without a disk tier", "[runtime][kernel_compiler]") {
+  if (!nvrtc_or_warn()) return;
+  KernelCompiler compiler(std::nullopt);
+  compiler.get_cubin(kAddOne, "add_one", 90);
+  compiler.get_cubin(kAddOne, "add_one", 90);
+  CHECK(compiler.stats().nvrtc_compiles == 1);
+  CHECK(compiler.stats().memory_cache_hits == 1);
+}
+
+// ---------------------------------------------------------------- CudaDriver
+
+TEST_CASE("cuda driver reports a missing library", "[runtime][cuda_driver]") {
+  CudaDriver missing({"/nonexistent/libcuda.so.1"});
+  CHECK_FALSE(missing.available());
+  CHECK(missing.unavailable_reason().find("/nonexistent/libcuda.so.1") != std::string::npos);
+  CHECK_THROWS_AS(missing.ensure_context(0), CudaError);
+  CHECK_THROWS_AS(missing.device_info(0), CudaError);
+  CHECK_THROWS_AS(missing.load_function("x", "k"), CudaError);
+  try {
+    missing.ensure_context(0);
+  } catch (const CudaError& e) {
+    CHECK(std::string(e.what()).find("unavailable") != std::string::npos);
+  }
+}
+
+TEST_CASE("cuda driver: unavailable with a reason, or a sane device", "[runtime][cuda_driver]") {
+  CudaDriver& driver = CudaDriver::instance();
+  if (!driver.available()) {
+    CHECK_FALSE(driver.unavailable_reason().empty());
+    WARN("CUDA driver unavailable (expected without a GPU): " << driver.unavailable_reason());
+    CHECK_THROWS_AS(driver.ensure_context(0), CudaError);
+    return;
+  }
+  CHECK(driver.device_count() > 0);
+  CHECK(driver.driver_version() > 0);
+  CHECK_THROWS_AS(driver.ensure_context(driver.device_count()), CudaError);
+  driver.ensure_context(0);
+  const CudaDriver::DeviceInfo info = driver.device_info(0);
+  CHECK(info.arch >= 50);
+  CHECK(info.arch < 200);
+  CHECK(info.sm_count > 0);
+  CHECK(info.max_threads_per_block >= 512);
+  CHECK(info.max_shared_per_block_optin >= 48 * 1024);
+  CHECK(info.l2_bytes > 0);
+}
+
+TEST_CASE("cuda driver runs a compiled kernel", "[runtime][cuda_driver][gpu]") {
+  CudaDriver& driver = CudaDriver::instance();
+  if (!driver.available() || !nvrtc_or_warn()) {
+    WARN("no GPU: skipping the kernel launch test");
+    return;
+  }
+  driver.ensure_context(0);
+  const int arch = driver.device_info(0).arch;
+  TempDir tmp;
+  KernelCompiler compiler(tmp.path());
+  const CUfunction add_one =
+      driver.load_function(compiler.get_cubin(kAddOne, "add_one", arch), "add_one");
+
+  constexpr int n = 1000;
+  std::vector<float> host(n);
+  for (int i = 0; i < n; ++i) host[i] = static_cast<float>(i);
+  const std::uint64_t buffer = driver.mem_alloc(n * sizeof(float));
+  driver.copy_to_device(buffer, host.data(), n * sizeof(float));
+  std::uint64_t ptr = buffer;
+  int count = n;
+  void* args[] = {&ptr, &count};
+  driver.launch(add_one, (n + 255) / 256, 1, 1, 256, 1, 1, 0, nullptr, args);
+  driver.synchronize();
+  driver.copy_to_host(host.data(), buffer, n * sizeof(float));
+  for (int i = 0; i < n; ++i) REQUIRE(host[i] == static_cast<float>(i) + 1.0f);
+
+  SECTION("more than 48 KiB of dynamic shared memory") {
+    const std::string source = R"(
+extern "C" __global__ void smem_sum(float* out, int n) {
+    extern __shared__ float s[];
+    for (int i = threadIdx.x; i < n; i += blockDim.x) s[i] = 1.0f;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        float acc = 0.0f;
+        for (int i = 0; i < n; ++i) acc += s[i];
+        out[0] = acc;
+    }
+}
+)";
+    const CUfunction smem_sum =
+        driver.load_function(compiler.get_cubin(source, "smem_sum", arch), "smem_sum");
+    const int floats = 64 * 1024 / 4;
+    int m = floats;
+    void* smem_args[] = {&ptr, &m};
+    for (int repeat = 0; repeat < 2; ++repeat) {  // the second reuses the raised limit
+      driver.launch(smem_sum, 1, 1, 1, 128, 1, 1, floats * 4, nullptr, smem_args);
+    }
+    driver.synchronize();
+    float result = 0.0f;
+    driver.copy_to_host(&result, buffer, sizeof(float));
+    CHECK(result == static_cast<float>(floats));
+  }
+  SECTION("a bad launch names the kernel") {
+    try {
+      driver.launch(add_one, 1, 1, 1, 4096, 1, 1, 0, nullptr, args);  // too many threads
+      FAIL("expected a CudaError");
+    } catch (const CudaError& e) {
+      const std::string what = e.what();
+      CHECK(what.find("cuLaunchKernel") != std::string::npos);
+      CHECK(what.find("add_one") != std::string::npos);
+      CHECK(what.find("CUDA_ERROR_") != std::string::npos);
+    }
+  }
+  SECTION("a missing kernel name") {
+    CHECK_THROWS_AS(driver.load_function(compiler.get_cubin(kAddOne, "add_one", arch), "nope"),
+                    CudaError);
+  }
+  driver.mem_free(buffer);
+}

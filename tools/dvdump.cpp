@@ -1,0 +1,96 @@
+// dvdump: prints the stages of compiling a dumped graph.
+//
+//   dvdump FILE [--stage graph|plan|loop|groups|cuda|all] [--arch N] [--no-fuse]
+//
+// FILE is a graph in deepvisor's text format, as written by
+// deepvisor.compile(fn, dump_dir=DIR) or DEEPVISOR_DUMP_DIR.
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <string>
+
+#include "codegen/cuda_emitter.h"
+#include "codegen/program.h"
+#include "ir/op_graph.h"
+
+namespace {
+
+int usage(const char* why) {
+  std::cerr << "dvdump: " << why << "\n"
+            << "usage: dvdump FILE [--stage graph|plan|loop|groups|cuda|all] [--arch N] [--no-fuse]\n";
+  return 2;
+}
+
+void section(const std::string& title) { std::cout << "==== " << title << " ====\n"; }
+
+void print_groups(const dv::codegen::Program& p) {
+  for (const auto& g : p.groups) {
+    const auto& k = p.kernels[g.kernel];
+    std::cout << k.name << " (xnumel=" << k.xnumel << ", rnumel=" << k.rnumel << "):\n";
+    for (const auto& m : g.members) std::cout << "  " << m << "\n";
+  }
+  for (const auto& n : p.notes) std::cout << "fallback: " << n << "\n";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string file, stage = "all";
+  int arch = 90;
+  bool fuse = true;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--stage" && i + 1 < argc) stage = argv[++i];
+    else if (a == "--arch" && i + 1 < argc) arch = std::stoi(argv[++i]);
+    else if (a == "--no-fuse") fuse = false;
+    else if (a == "-h" || a == "--help") return usage("prints the op graph, plan, loop IR, fusion groups and CUDA C");
+    else if (!a.empty() && a[0] == '-') return usage(("unknown option " + a).c_str());
+    else file = a;
+  }
+  if (file.empty()) return usage("no graph file given");
+  const bool all = stage == "all";
+  if (!all && stage != "graph" && stage != "plan" && stage != "loop" && stage != "groups" && stage != "cuda")
+    return usage(("unknown stage " + stage).c_str());
+  std::ifstream in(file);
+  if (!in) return usage(("cannot read " + file).c_str());
+  std::stringstream text;
+  text << in.rdbuf();
+  try {
+    auto graph = dv::ir::parse_graph(text.str());
+    if (all || stage == "graph") {
+      section("op graph");
+      std::cout << dv::ir::to_text(graph);
+    }
+    dv::codegen::CompileOptions options;
+    options.fuse = fuse;
+    auto program = dv::codegen::compile_graph(graph, options);
+    if (all || stage == "plan") {
+      section("plan");
+      std::cout << dv::codegen::describe(program);
+    }
+    if (all || stage == "groups") {
+      section("fusion groups");
+      print_groups(program);
+    }
+    if (all || stage == "loop") {
+      section("loop IR");
+      for (const auto& k : program.kernels) std::cout << dv::ir::to_string(k) << "\n";
+    }
+    if (all || stage == "cuda") {
+      section("CUDA C (sm_" + std::to_string(arch) + ")");
+      dv::codegen::DeviceSpec spec;
+      spec.arch = arch;
+      for (const auto& k : program.kernels) {
+        auto c = dv::codegen::emit_cuda(k, spec);
+        std::cout << "// launch: grid (" << c.launch.grid[0] << "," << c.launch.grid[1] << "," << c.launch.grid[2]
+                  << ") block (" << c.launch.block[0] << "," << c.launch.block[1] << "," << c.launch.block[2]
+                  << ") shared " << c.launch.shared_bytes << "\n"
+                  << c.source << "\n";
+      }
+    }
+  } catch (const std::exception& e) {
+    std::cerr << "dvdump: " << file << ": " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,34 @@
+"""Makes `import deepvisor` work from any directory with this Python.
+
+Links the built extension into python/deepvisor/ and puts python/ on the
+interpreter's path with a .pth file (what an editable install does).
+"""
+import os
+import site
+import sys
+import sysconfig
+
+root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+build = sys.argv[1] if len(sys.argv) > 1 else os.path.join(root, "build")
+suffix = sysconfig.get_config_var("EXT_SUFFIX")
+built = os.path.join(os.path.abspath(build), "python", "deepvisor", "_C" + suffix)
+if not os.path.exists(built):
+    sys.exit(f"link-package: {built} was not built")
+link = os.path.join(root, "python", "deepvisor", "_C" + suffix)
+if os.path.islink(link) or os.path.exists(link):
+    os.remove(link)
+os.symlink(built, link)
+
+pkg_dir = os.path.join(root, "python")
+candidates = site.getsitepackages() + [site.getusersitepackages()]
+for d in candidates:
+    try:
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, "deepvisor-dev.pth"), "w") as f:
+            f.write(pkg_dir + "\n")
+        print(f"link-package: deepvisor importable via {d}/deepvisor-dev.pth -> {pkg_dir}")
+        break
+    except OSError:
+        continue
+else:
+    print(f"link-package: could not write a .pth file; use PYTHONPATH={pkg_dir}")
