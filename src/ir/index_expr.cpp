@@ -699,9 +699,13 @@ IndexExpr substitute_node(const IndexExpr& e, const std::function<IndexExpr(cons
         changed |= &Node::of(subs.back()) != &Node::of(op);
       }
       if (!changed) return e;
+      if (e.kind() == Kind::Add) {  // one normalization for the whole sum
+        Linear l;
+        for (const auto& s : subs) accumulate(l, s, 1);
+        return build_sum(std::move(l));
+      }
       IndexExpr r = subs[0];
-      for (std::size_t i = 1; i < subs.size(); ++i)
-        r = e.kind() == Kind::Add ? r + subs[i] : r * subs[i];
+      for (std::size_t i = 1; i < subs.size(); ++i) r = r * subs[i];
       return r;
     }
   }

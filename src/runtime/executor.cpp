@@ -3,9 +3,12 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_strided.h>
+#include <ATen/ops/fill.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include <cstdlib>
+#include <limits>
 #include <optional>
 #include <stdexcept>
 
@@ -101,6 +104,22 @@ at::Tensor with_layout(const at::Tensor& t, const Slot& slot) {
 
 bool aligned16(const at::Tensor& t) { return reinterpret_cast<std::uintptr_t>(t.data_ptr()) % 16 == 0; }
 
+// DEEPVISOR_POISON=1: kernel outputs start as NaN (floats) or a sentinel, so
+// an element a kernel forgets to write shows up in tests.
+bool poison_outputs() {
+  static const bool on = [] {
+    const char* v = std::getenv("DEEPVISOR_POISON");
+    return v != nullptr && std::string(v) != "" && std::string(v) != "0";
+  }();
+  return on;
+}
+
+void poison(at::Tensor& t) {
+  if (at::isFloatingType(t.scalar_type())) t.fill_(std::numeric_limits<double>::quiet_NaN());
+  else if (t.scalar_type() == at::kBool) t.fill_(true);
+  else t.fill_(-123456789);
+}
+
 }  // namespace
 
 Executor::Executor(codegen::Program program) : program_(std::move(program)), cuda_(std::make_unique<CudaKernels>()) {
@@ -193,6 +212,7 @@ void Executor::run_kernel(const Step& step, std::vector<at::Tensor>& slots, cons
     const Slot& slot = program_.slots[s];
     if (!t.defined()) {
       t = at::empty(slot.sizes, at::TensorOptions().dtype(to_scalar_type(slot.dtype)).device(device));
+      if (poison_outputs()) poison(t);
     } else if (k.buffers[b].aligned16 && !aligned16(t)) {
       // Only a fallback's output can be misaligned; give the kernel an aligned copy.
       t = at::empty_strided(slot.sizes, slot.strides, t.options()).copy_(t);

@@ -13,6 +13,12 @@
 // reduces each column.
 //
 // Pointwise kernels (rnumel == 1) are the same thing with one point per row.
+//
+// Memory. Index expressions are evaluated over the block into int64 arrays,
+// and loads and stores gather / scatter through them; an index that is affine
+// with unit stride over the block (x + c, or x * rnumel + r + c) is recognized
+// before running and copied as one contiguous span instead. Bounds are checked
+// per block unless the index's static bounds already lie inside the buffer.
 #include "runtime/interpreter.h"
 
 #include <algorithm>

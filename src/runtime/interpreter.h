@@ -16,13 +16,24 @@ namespace dv::runtime {
 
 // Runs `kernel` over its whole iteration space. buffers[i] points to element 0
 // of kernel.buffers[i] in its storage dtype (b8 = 1 byte 0/1, i32, i64, f16 and
-// bf16 as uint16 bit patterns, f32, f64). A buffer that the kernel neither
-// reads nor writes may be null.
+// bf16 as uint16 bit patterns, f32, f64). A pointer may be null if the kernel
+// never touches an element of that buffer (empty tensors).
 //
 // Throws std::invalid_argument for a malformed kernel (wrong buffer count, an
-// operand defined later, an op on a dtype it is not defined for) and
-// std::out_of_range when an index leaves [0, numel) of its buffer; buffers
-// may then be partly written. Thread-safe: no state outlives the call.
+// operand defined later, an op on a dtype it is not defined for, a null
+// pointer that is dereferenced) and std::out_of_range when an index leaves
+// [0, numel) of its buffer; buffers may then be partly written. Indices whose
+// static bounds (IndexExpr::min_value/max_value) lie inside the buffer are not
+// checked point by point.
+//
+// Semantics that docs/loop-ir-semantics.md leaves open, fixed here:
+//   - Cast float -> int of NaN gives 0 and out-of-range values saturate (as
+//     CUDA's cvt.rzi does);
+//   - with rnumel == 0, a Load or Store on a buffer of numel 0 counts as
+//     r-level (it runs at no point): IndexExpr::var folds an extent-0 r to
+//     the constant 0, so the index alone no longer says that it depends on r.
+//
+// Thread-safe: no state outlives the call.
 void interpret(const ir::Kernel& kernel, const std::vector<void*>& buffers);
 
 // Exact conversions between float32 and the 16-bit storage types.

@@ -334,12 +334,34 @@ TEST_CASE("index_expr: row/reduction split", "[index_expr]") {
   REQUIRE(linear_index(coords, contiguous_strides({8, 8, 8192})) == x * 8192 + r);
 }
 
+TEST_CASE("index_expr: reshaped row/reduction views", "[index_expr]") {
+  // Rows x over A*B, reduction r over C1*C2; the flat offset x*C + r viewed as
+  // [A, B, C1, C2] separates into row and reduction coordinates and folds back.
+  for (i64 a : {1, 2, 3})
+    for (i64 b : {1, 4, 5})
+      for (i64 c1 : {1, 2, 3})
+        for (i64 c2 : {1, 2, 7}) {
+          INFO("A=" << a << " B=" << b << " C1=" << c1 << " C2=" << c2);
+          const IndexExpr x = IndexExpr::var("x", a * b), r = IndexExpr::var("r", c1 * c2);
+          const IndexExpr flat = x * (c1 * c2) + r;
+          const auto coords = unflatten_index(flat, {a, b, c1, c2});
+          REQUIRE_FALSE(coords[0].uses_var("r"));
+          REQUIRE_FALSE(coords[1].uses_var("r"));
+          REQUIRE_FALSE(coords[2].uses_var("x"));
+          REQUIRE_FALSE(coords[3].uses_var("x"));
+          REQUIRE(linear_index(coords, contiguous_strides({a, b, c1, c2})) == flat);
+          // Viewed as [A*B*C1, C2] as well.
+          REQUIRE(linear_index(unflatten_index(flat, {a * b * c1, c2}), {c2, 1}) == flat);
+        }
+}
+
 TEST_CASE("index_expr: unflatten coordinates", "[index_expr]") {
   const IndexExpr x = IndexExpr::var("x", 3 * 5 * 7);
   const auto c = unflatten_index(x, {3, 5, 7});
   REQUIRE(c[0] == floordiv(x, 35));  // no "% 3": x // 35 < 3 already
   REQUIRE(c[1] == mod(floordiv(x, 7), 5));
   REQUIRE(c[2] == mod(x, 7));
+  REQUIRE(c[1].str() == "(x // 7) % 5");
   // A flat index larger than the shape keeps the outer mod.
   const IndexExpr big = IndexExpr::var("x", 1000);
   REQUIRE(unflatten_index(big, {3, 5, 7})[0] == mod(floordiv(big, 35), 3));

@@ -15,6 +15,9 @@
 #include <vector>
 
 #include "catch.h"
+#if __has_include(<catch2/catch_template_test_macros.hpp>)
+#include <catch2/catch_template_test_macros.hpp>  // Catch2 v3: TEMPLATE_TEST_CASE
+#endif
 #include "ir/loop_ir.h"
 #include "runtime/interpreter.h"
 

@@ -1,0 +1,21 @@
+"""Test settings, applied before deepvisor is imported.
+
+DEEPVISOR_POISON=1: kernel outputs start as NaN or a sentinel, so an element
+a kernel forgets to write fails the comparison with eager.
+DEEPVISOR_CACHE_DIR: a fresh kernel disk cache for the session (unless set),
+so the suites neither read nor fill the user's cache.
+"""
+
+import atexit
+import os
+import shutil
+import sys
+import tempfile
+
+os.environ.setdefault("DEEPVISOR_POISON", "1")
+if not os.environ.get("DEEPVISOR_CACHE_DIR"):
+    _cache_dir = tempfile.mkdtemp(prefix="deepvisor-test-cache-")
+    os.environ["DEEPVISOR_CACHE_DIR"] = _cache_dir
+    atexit.register(shutil.rmtree, _cache_dir, True)
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # op_cases

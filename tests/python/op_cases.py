@@ -1,0 +1,658 @@
+"""The operator test catalogue shared by the CPU suite (test_ops.py) and the GPU
+suite (tests/gpu/test_ops_gpu.py).
+
+An OpCase is a function of tensors, an input builder and the dtypes it runs
+in. Inputs come from a seeded CPU generator in float32 (or integers) and are
+then moved to the device and dtype, so both suites see the same values. Each
+op family is run over several shapes: an odd size, a broadcasting case and
+non-contiguous inputs (transposed, sliced with a step -- which also leaves the
+data pointer unaligned -- and expanded with a zero stride).
+
+Tolerances: see DEFAULT_TOLERANCE; a case loosens them only where eager itself
+computes differently (its `why` says how).
+"""
+
+import dataclasses
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+F32, BF16, F16, F64 = torch.float32, torch.bfloat16, torch.float16, torch.float64
+I32, I64, B8 = torch.int32, torch.int64, torch.bool
+
+FLOATS = (F32, BF16)
+FLOATS_F16 = (F32, BF16, F16)
+INTS = (I32, I64)
+NUMERIC = FLOATS + INTS
+NUMERIC_F16 = FLOATS_F16 + INTS
+ALL = NUMERIC + (B8,)
+
+SHORT = {F32: "f32", BF16: "bf16", F16: "f16", F64: "f64", I32: "i32", I64: "i64", B8: "b8"}
+
+# (rtol, atol) per device kind and dtype.
+#  - float32 on CPU: the interpreter computes in float32 like eager.
+#  - float32 on GPU: CUDA's math functions and reduction orders differ from
+#    eager's by a few ulps.
+#  - bfloat16 / float16: deepvisor computes a fused chain in float32 and rounds
+#    once at the end; eager may round in between, so one or two ulps of the
+#    16-bit type (bf16: 2^-8 = 0.4%) apart are expected.
+#  - integers and bools: exact.
+DEFAULT_TOLERANCE = {
+    "cpu": {F32: (1e-5, 1e-6), F64: (1e-7, 1e-9), BF16: (1.6e-2, 1.6e-2), F16: (2e-3, 1e-3)},
+    "cuda": {F32: (1e-4, 1e-5), F64: (1e-7, 1e-9), BF16: (1.6e-2, 1.6e-2), F16: (2e-3, 1e-3)},
+}
+
+
+# ---------------------------------------------------------------------------
+# Inputs
+
+
+class Inputs:
+    """Seeded random tensors for one case on one device, in one dtype."""
+
+    def __init__(self, device, dtype, seed=0):
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.gen = torch.Generator().manual_seed(20240 + seed)
+
+    def tensor(self, shape, kind="normal", layout="contiguous", dtype=None, scale=1.0):
+        """A tensor of `shape` and `dtype` (default: the case's dtype).
+
+        kind: normal (randn * scale; ints in [-5, 5]), positive (> 0), nonzero,
+              small_int (integers in [-3, 3] in any dtype: ties for
+              comparisons, zeros for logical ops), exponent (ints in [0, 3]),
+              near_one (1 + 0.05 randn; ints +-1 or +-2), bool.
+        layout: contiguous, transposed (last two dims), sliced (every other
+              element of the last dim from offset 1: a non-unit stride and an
+              unaligned data pointer), expanded (stride 0 along dim 0).
+        """
+        dtype = dtype or self.dtype
+        shape = tuple(shape)
+        base = _base_shape(shape, layout)
+        values = self._values(base, kind, dtype, scale)
+        return _with_layout(values.to(self.device, dtype), shape, layout)
+
+    def scalar_tensor(self, value, dtype):
+        return torch.tensor(value, dtype=dtype, device=self.device)
+
+    def _randn(self, shape):
+        return torch.randn(shape, generator=self.gen)
+
+    def _randint(self, low, high, shape):
+        return torch.randint(low, high, shape, generator=self.gen)
+
+    def _sign(self, shape):
+        return self._randint(0, 2, shape) * 2 - 1
+
+    def _values(self, shape, kind, dtype, scale):
+        floating = dtype.is_floating_point
+        if dtype == B8 or kind == "bool":
+            if kind in ("positive", "nonzero"):
+                return torch.ones(shape)
+            return self._randint(0, 2, shape).bool()
+        if kind == "normal":
+            return self._randn(shape) * scale if floating else self._randint(-5, 6, shape)
+        if kind == "positive":
+            return self._randn(shape).abs() * scale + 0.1 if floating else self._randint(1, 6, shape)
+        if kind == "nonzero":
+            if floating:
+                return (self._randn(shape).abs() * scale + 0.25) * self._sign(shape)
+            return self._randint(1, 6, shape) * self._sign(shape)
+        if kind == "small_int":
+            return self._randint(-3, 4, shape)
+        if kind == "exponent":
+            return self._randn(shape) if floating else self._randint(0, 4, shape)
+        if kind == "near_one":
+            if floating:
+                return 1 + 0.05 * self._randn(shape)
+            return self._randint(1, 3, shape) * self._sign(shape)
+        raise ValueError(f"unknown value kind {kind}")
+
+
+def _base_shape(shape, layout):
+    if layout == "contiguous":
+        return shape
+    if layout == "transposed":
+        return shape[:-2] + (shape[-1], shape[-2])
+    if layout == "sliced":
+        return shape[:-1] + (2 * shape[-1] + 1,)
+    if layout == "expanded":
+        return (1,) + shape[1:]
+    raise ValueError(f"unknown layout {layout}")
+
+
+def _with_layout(t, shape, layout):
+    if layout == "transposed":
+        t = t.transpose(-1, -2)
+    elif layout == "sliced":
+        t = t[..., 1::2]
+    elif layout == "expanded":
+        t = t.expand(shape)
+    assert tuple(t.shape) == shape, (t.shape, shape)
+    return t
+
+
+# ---------------------------------------------------------------------------
+# Cases
+
+
+@dataclasses.dataclass
+class OpCase:
+    name: str
+    fn: Callable
+    build: Callable          # Inputs -> tuple of arguments
+    dtypes: tuple
+    tolerance: dict = dataclasses.field(default_factory=dict)  # dtype -> (rtol, atol), loosens the default
+    why: str = ""            # why the tolerance is loosened
+    allowed_fallbacks: frozenset = frozenset()  # ops that may run through ATen
+    min_kernels: int = 1     # the compiled plan runs at least this many kernels
+
+    def args(self, device, dtype, seed=0):
+        """The case's arguments: an input builder (device, dtype) -> args."""
+        return tuple(self.build(Inputs(device, dtype, seed)))
+
+    def tolerances(self, dtype, device="cpu"):
+        kind = torch.device(device).type
+        if dtype in (B8, I32, I64):
+            return 0.0, 0.0
+        rtol, atol = DEFAULT_TOLERANCE[kind][dtype]
+        if dtype in self.tolerance:
+            rtol = max(rtol, self.tolerance[dtype][0])
+            atol = max(atol, self.tolerance[dtype][1])
+        return rtol, atol
+
+
+CASES = []
+
+
+def case(name, fn, build, dtypes, **kw):
+    c = OpCase(name, fn, build, tuple(dtypes), **kw)
+    assert all(c.name != other.name for other in CASES), name
+    CASES.append(c)
+    return c
+
+
+def one(shape, kind="normal", layout="contiguous", scale=1.0):
+    return lambda inp: (inp.tensor(shape, kind, layout, scale=scale),)
+
+
+def two(shape_a, shape_b, kind_a="normal", kind_b="normal", layout_a="contiguous", layout_b="contiguous",
+        dtype_b=None):
+    return lambda inp: (inp.tensor(shape_a, kind_a, layout_a),
+                        inp.tensor(shape_b, kind_b, layout_b, dtype=dtype_b))
+
+
+ODD = (37, 129)
+SMALL3 = (3, 5, 7)
+
+# Unary shapes: an odd size, a rank-3 tensor read through a step (unaligned),
+# a transposed view and a broadcast (expanded, stride-0) input.
+UNARY_SHAPES = (
+    ("odd", ODD, "contiguous"),
+    ("sliced3d", SMALL3, "sliced"),
+    ("transposed", ODD, "transposed"),
+    ("expanded", ODD, "expanded"),
+)
+
+# Transcendental ops: eager uses SLEEF's vectorized functions (<= 1 ulp) and
+# the interpreter the C library's; CUDA's differ by up to 2 ulps. Both are far
+# inside the default float32 tolerance except near a zero of the result,
+# which the absolute tolerance covers.
+UNARY = [
+    # name, fn, value kind, scale, dtypes
+    ("neg", torch.neg, "normal", 1, NUMERIC_F16),
+    ("abs", torch.abs, "normal", 1, NUMERIC_F16),
+    ("exp", torch.exp, "normal", 2, FLOATS_F16 + (I32,)),
+    ("exp2", torch.exp2, "normal", 2, FLOATS),
+    ("log", torch.log, "positive", 2, FLOATS + (I64,)),
+    ("log1p", torch.log1p, "positive", 2, FLOATS),
+    ("sqrt", torch.sqrt, "positive", 2, FLOATS_F16 + (I32,)),
+    ("rsqrt", torch.rsqrt, "positive", 2, FLOATS),
+    ("sin", torch.sin, "normal", 3, FLOATS),
+    ("cos", torch.cos, "normal", 3, FLOATS),
+    ("tanh", torch.tanh, "normal", 2, FLOATS_F16),
+    ("sigmoid", torch.sigmoid, "normal", 3, FLOATS_F16 + (I32,)),
+    ("relu", torch.relu, "normal", 1, NUMERIC_F16),
+    ("gelu", F.gelu, "normal", 2, FLOATS_F16),
+    ("gelu_tanh", lambda x: F.gelu(x, approximate="tanh"), "normal", 2, FLOATS_F16),
+    ("silu", F.silu, "normal", 3, FLOATS),
+    ("erf", torch.erf, "normal", 1, FLOATS),
+    ("reciprocal", torch.reciprocal, "nonzero", 1, FLOATS + (I32,)),
+    ("floor", torch.floor, "normal", 4, NUMERIC),
+    ("ceil", torch.ceil, "normal", 4, NUMERIC),
+    ("round", torch.round, "normal", 4, NUMERIC),
+    ("round_decimals2", lambda x: torch.round(x, decimals=2), "normal", 4, FLOATS),
+    ("round_decimals_neg1", lambda x: torch.round(x, decimals=-1), "normal", 100, FLOATS),
+    ("sign", torch.sign, "small_int", 1, NUMERIC),
+    ("trunc", torch.trunc, "normal", 4, FLOATS),
+]
+
+for _name, _fn, _kind, _scale, _dtypes in UNARY:
+    for _variant, _shape, _layout in UNARY_SHAPES:
+        case(f"{_name}[{_variant}]", _fn, one(_shape, _kind, _layout, _scale), _dtypes)
+
+# round() on exact halves: half to even, like eager.
+case("round[halves]", torch.round,
+     lambda inp: (inp.tensor(ODD, "small_int").to(inp.dtype) + 0.5,), FLOATS)
+# A pointwise chain: deepvisor keeps float32 between the ops.
+case("chain[exp_tanh_mul]", lambda x: torch.tanh(torch.exp(x) * 0.5) - x.abs(),
+     one(ODD, "normal", "transposed"), FLOATS_F16)
+
+# -- binary arithmetic ---------------------------------------------------------
+
+BINARY_SHAPES = (
+    ("same", ODD, ODD, "contiguous", "contiguous"),
+    ("outer", (37, 1), (1, 129), "contiguous", "contiguous"),
+    ("bias", ODD, (129,), "contiguous", "contiguous"),
+    ("strided", ODD, ODD, "transposed", "sliced"),
+    ("rank3", SMALL3, (5, 1), "sliced", "contiguous"),
+)
+
+BINARY = [
+    # name, fn, kind of a, kind of b, dtypes
+    ("add", torch.add, "normal", "normal", ALL),
+    ("add_alpha", lambda a, b: torch.add(a, b, alpha=2), "normal", "normal", NUMERIC),
+    ("sub", torch.sub, "normal", "normal", NUMERIC_F16),
+    ("sub_alpha", lambda a, b: torch.sub(a, b, alpha=3), "normal", "normal", NUMERIC),
+    ("sub_alpha_frac", lambda a, b: torch.sub(a, b, alpha=0.25), "normal", "normal", FLOATS),
+    ("mul", torch.mul, "normal", "normal", ALL + (F16,)),
+    ("div", torch.div, "normal", "nonzero", NUMERIC_F16),
+    ("div_trunc", lambda a, b: torch.div(a, b, rounding_mode="trunc"), "normal", "nonzero", NUMERIC),
+    ("div_floor", lambda a, b: torch.div(a, b, rounding_mode="floor"), "normal", "nonzero", NUMERIC),
+    ("pow", torch.pow, "positive", "exponent", NUMERIC),
+    ("maximum", torch.maximum, "normal", "normal", ALL + (F16,)),
+    ("minimum", torch.minimum, "normal", "normal", ALL),
+    ("remainder", torch.remainder, "normal", "nonzero", NUMERIC),
+]
+
+for _name, _fn, _ka, _kb, _dtypes in BINARY:
+    for _variant, _sa, _sb, _la, _lb in BINARY_SHAPES:
+        case(f"{_name}[{_variant}]", _fn, two(_sa, _sb, _ka, _kb, _la, _lb), _dtypes)
+
+# The floor division of floats rounds like Python's // (1.0 // 0.1 == 9), not
+# like floor(1.0 / 0.1) == 10; remainder is fmod-based.
+_DIVIDENDS = [1.0, -1.0, 0.3, -0.3, 7.0, -7.0, 0.7, 5.5, 0.0, -0.0, 1e-3, 3.0]
+_DIVISORS = [0.1, 0.1, 0.1, 0.1, 0.7, 0.7, -0.1, -1.1, 0.3, -0.3, -0.1, 0.3]
+
+
+def _division_edges(inp):
+    a = torch.tensor(_DIVIDENDS, dtype=inp.dtype, device=inp.device)
+    b = torch.tensor(_DIVISORS, dtype=inp.dtype, device=inp.device)
+    return a, b
+
+
+case("div_floor[edges]", lambda a, b: torch.div(a, b, rounding_mode="floor"), _division_edges, FLOATS)
+case("floor_divide[edges]", lambda a, b: a // b, _division_edges, FLOATS)
+case("div_trunc[edges]", lambda a, b: torch.div(a, b, rounding_mode="trunc"), _division_edges, FLOATS)
+case("remainder[edges]", torch.remainder, _division_edges, FLOATS)
+
+# Tensor op Python scalar: a float scalar promotes integer tensors to float32,
+# an int scalar keeps the tensor's dtype.
+SCALAR_BINARY = [
+    ("add_scalar_float", lambda x: x + 2.5, "normal", NUMERIC),
+    ("add_scalar_int", lambda x: x + 3, "normal", NUMERIC),
+    ("add_scalar_alpha", lambda x: torch.add(x, 3, alpha=2), "normal", NUMERIC),
+    ("rsub_scalar", lambda x: 1.5 - x, "normal", NUMERIC),
+    ("sub_scalar_int", lambda x: x - 2, "normal", NUMERIC),
+    ("mul_scalar_float", lambda x: x * 1.5, "normal", ALL),
+    ("mul_scalar_int", lambda x: x * 3, "normal", NUMERIC),
+    ("div_scalar", lambda x: x / 3, "normal", NUMERIC),
+    ("div_scalar_floor", lambda x: torch.div(x, -3, rounding_mode="floor"), "normal", NUMERIC),
+    ("div_scalar_trunc", lambda x: torch.div(x, 3, rounding_mode="trunc"), "normal", NUMERIC),
+    ("remainder_scalar", lambda x: torch.remainder(x, 3), "normal", NUMERIC),
+    ("remainder_scalar_neg", lambda x: torch.remainder(x, -2.5), "normal", NUMERIC),
+    ("pow_scalar2", lambda x: torch.pow(x, 2), "normal", NUMERIC_F16),
+    ("pow_scalar3", lambda x: x ** 3, "normal", NUMERIC),
+    ("pow_scalar_half", lambda x: torch.pow(x, 0.5), "positive", NUMERIC),
+    ("pow_scalar_minus1", lambda x: torch.pow(x, -1), "nonzero", FLOATS),
+    ("pow_scalar_minus_half", lambda x: torch.pow(x, -0.5), "positive", FLOATS),
+    ("pow_scalar_1_7", lambda x: torch.pow(x, 1.7), "positive", NUMERIC),
+    ("pow_scalar_0", lambda x: torch.pow(x, 0), "normal", NUMERIC),
+    ("pow_scalar_base", lambda x: torch.pow(2.0, x), "normal", NUMERIC),
+    ("pow_scalar_base_rpow", lambda x: 3 ** x, "exponent", NUMERIC),
+    ("maximum_scalar_clamp_min", lambda x: x.clamp_min(0.25), "normal", FLOATS),
+    ("minimum_scalar_clamp_max", lambda x: x.clamp_max(-1), "normal", NUMERIC),
+]
+
+for _name, _fn, _kind, _dtypes in SCALAR_BINARY:
+    for _variant, _shape, _layout in UNARY_SHAPES[:3]:
+        case(f"{_name}[{_variant}]", _fn, one(_shape, _kind, _layout), _dtypes)
+
+# PyTorch's type promotion: the second operand has a fixed dtype.
+PROMOTION_OPS = [
+    ("add", torch.add),
+    ("mul", torch.mul),
+    ("div", torch.div),
+    ("maximum", torch.maximum),
+    ("lt", torch.lt),
+]
+for _name, _fn in PROMOTION_OPS:
+    for _other in (F32, I64, B8, F16):
+        case(f"{_name}[promote_{SHORT[_other]}]", _fn,
+             two(ODD, (129,), "normal", "nonzero", dtype_b=_other), ALL)
+    # A zero-dim float64 tensor does not promote a dimensioned tensor of the
+    # same category; it does promote integer tensors (to the default float32).
+    case(f"{_name}[promote_0d_f64]", _fn,
+         lambda inp: (inp.tensor(ODD, "normal"), inp.scalar_tensor(1.75, F64)), NUMERIC)
+
+# -- comparisons and logic ----------------------------------------------------------
+
+COMPARISON_SHAPES = (
+    ("same", ODD, ODD, "contiguous", "contiguous"),
+    ("outer", (37, 1), (1, 129), "contiguous", "contiguous"),
+    ("strided", ODD, (129,), "transposed", "sliced"),
+)
+for _name in ("eq", "ne", "lt", "le", "gt", "ge"):
+    _fn = getattr(torch, _name)
+    for _variant, _sa, _sb, _la, _lb in COMPARISON_SHAPES:
+        case(f"{_name}[{_variant}]", _fn, two(_sa, _sb, "small_int", "small_int", _la, _lb), ALL)
+    case(f"{_name}[scalar_int]", lambda x, fn=_fn: fn(x, 1), one(ODD, "small_int", "sliced"), ALL)
+    case(f"{_name}[scalar_float]", lambda x, fn=_fn: fn(x, 0.5), one(ODD, "small_int", "transposed"), NUMERIC)
+    case(f"{_name}[operator]", lambda a, b, name=_name: getattr(a, f"__{name}__")(b),
+         two(ODD, ODD, "small_int", "small_int"), NUMERIC)
+
+for _name in ("logical_and", "logical_or", "logical_xor"):
+    _fn = getattr(torch, _name)
+    for _variant, _sa, _sb, _la, _lb in COMPARISON_SHAPES:
+        case(f"{_name}[{_variant}]", _fn, two(_sa, _sb, "small_int", "small_int", _la, _lb), ALL)
+    case(f"{_name}[mixed_bool]", _fn, two(ODD, (129,), "small_int", "bool", dtype_b=B8), NUMERIC)
+for _variant, _shape, _layout in UNARY_SHAPES:
+    case(f"logical_not[{_variant}]", torch.logical_not, one(_shape, "small_int", _layout), ALL)
+case("bitwise_not_bool[odd]", lambda x: ~x, one(ODD, "bool"), (B8,))
+case("isnan[odd]", lambda x: torch.isnan(torch.log(x)), one(ODD, "normal"), FLOATS)
+
+# -- where and clamp ----------------------------------------------------------------
+
+
+def _where_inputs(inp):
+    return (inp.tensor((37, 1), "bool", dtype=B8), inp.tensor((1, 129), "normal"),
+            inp.tensor((129,), "normal", "sliced"))
+
+
+case("where[tensors]", lambda x, y: torch.where(x > 0, x, y), two(ODD, ODD), ALL)
+case("where[broadcast]", torch.where, _where_inputs, ALL)
+case("where[strided]", lambda x, y: torch.where(x > y, x, y), two(ODD, ODD, layout_a="transposed",
+                                                                  layout_b="sliced"), ALL)
+case("where[scalar_other]", lambda x: torch.where(x > 0, x, 0.0), one(ODD), NUMERIC)
+case("where[scalar_other_int]", lambda x: torch.where(x > 0, x, 2), one(ODD), NUMERIC)
+case("where[scalar_self]", lambda x: torch.where(x < 0, -1.5, x), one(ODD, layout="transposed"), NUMERIC)
+case("where[scalars]", lambda x: torch.where(x, 2.0, -1.0), one(ODD, "bool"), (B8,))
+case("where[scalars_cond_from_tensor]", lambda x: torch.where(x > 1, 1, 0), one(SMALL3, layout="sliced"),
+     NUMERIC)
+# Not in the list of lowered ops: runs as a fallback inside the plan.
+case("masked_fill", lambda x: x.masked_fill(x < 0, 0.5), one(ODD), FLOATS,
+     allowed_fallbacks=frozenset({"aten::masked_fill.Scalar"}))
+
+CLAMP = [
+    ("clamp_min", lambda x: torch.clamp(x, min=-1)),
+    ("clamp_max", lambda x: torch.clamp(x, max=2)),
+    ("clamp_both", lambda x: torch.clamp(x, -1, 2)),
+    ("clamp_inverted", lambda x: torch.clamp(x, 2, -1)),  # min > max: everything becomes max
+    ("clamp_float_bounds", lambda x: torch.clamp(x, -0.5, 1.5)),
+]
+for _name, _fn in CLAMP:
+    for _variant, _shape, _layout in UNARY_SHAPES:
+        case(f"{_name}[{_variant}]", _fn, one(_shape, "normal", _layout, scale=2), NUMERIC)
+
+
+def _clamp_tensor_inputs(inp):
+    return (inp.tensor(ODD, "normal", "transposed", scale=2), inp.tensor((129,), "normal") - 1,
+            inp.tensor((37, 1), "normal") + 1)
+
+
+case("clamp_tensor[both]", torch.clamp, _clamp_tensor_inputs, NUMERIC)
+case("clamp_tensor[min]", lambda x, lo: torch.clamp(x, min=lo), two(ODD, (129,)), NUMERIC)
+case("clamp_tensor[max]", lambda x, hi: torch.clamp(x, max=hi), two(ODD, (37, 1)), NUMERIC)
+case("clamp_tensor[clamp_min_tensor]", lambda x, lo: x.clamp_min(lo), two(ODD, (129,)), NUMERIC)
+
+# -- casts (the _to_copy lowering) ----------------------------------------------------
+
+CAST_TARGETS = [
+    ("float", F32, lambda x: x.float()),
+    ("half", F16, lambda x: x.half()),
+    ("bfloat16", BF16, lambda x: x.bfloat16()),
+    ("int", I32, lambda x: x.int()),
+    ("long", I64, lambda x: x.long()),
+    ("bool", B8, lambda x: x.bool()),
+]
+CAST_SOURCES = (F32, BF16, F16, I32, I64, B8)
+
+
+def _cast_inputs(shape, layout):
+    # Floats with fractions (truncation toward zero) and exact zeros (bool).
+    def build(inp):
+        x = inp.tensor(shape, "normal", layout, scale=6)
+        if x.dtype == B8:
+            return (x,)
+        return (torch.where(x.abs() < 1, torch.zeros_like(x), x),)
+    return build
+
+
+for _name, _target, _method in CAST_TARGETS:
+    _sources = tuple(d for d in CAST_SOURCES if d != _target)  # a cast to the same dtype is no op
+    case(f"cast_{_name}[method]", _method, _cast_inputs(ODD, "contiguous"), _sources)
+    case(f"cast_{_name}[to_transposed]", lambda x, t=_target: x.to(t), _cast_inputs(ODD, "transposed"),
+         _sources)
+    case(f"cast_{_name}[to_dtype_kwarg_sliced]", lambda x, t=_target: x.to(dtype=t),
+         _cast_inputs(SMALL3, "sliced"), _sources)
+    case(f"cast_{_name}[then_sum]", lambda x, t=_target: x.to(t).sum(-1), _cast_inputs(ODD, "contiguous"),
+         _sources)
+case("cast[int64_wraps_to_int32]", lambda x: (x * 1000000007).int(), one(ODD, "normal"), (I64,))
+case("cast[float_chain_roundtrip]", lambda x: x.to(BF16).float() * 3, one(ODD), (F32,))
+
+# -- reductions -------------------------------------------------------------------------
+
+# (variant, shape, layout, kwargs); dim None means the op's all-dims form.
+REDUCTION_SHAPES = (
+    ("dim1", ODD, "contiguous", dict(dim=1)),
+    ("dim0_keepdim", ODD, "contiguous", dict(dim=0, keepdim=True)),
+    ("neg_dim", SMALL3, "contiguous", dict(dim=-1)),
+    ("dims02", SMALL3, "contiguous", dict(dim=(0, 2))),
+    ("neg_dims_keepdim", SMALL3, "sliced", dict(dim=(-1, -2), keepdim=True)),
+    ("transposed", ODD, "transposed", dict(dim=1)),
+    ("all_dims", ODD, "contiguous", None),
+    ("all_dims_list", SMALL3, "contiguous", dict(dim=(0, 1, 2))),
+)
+
+# Sums over long rows are rounded in a different order by eager (vectorized,
+# cascaded) and by deepvisor (tree order): the error of a float32 sum of n
+# terms grows like sqrt(n) * 2^-24 * sum|x|, so for the all-dims forms (4773
+# elements of magnitude ~1) the absolute difference reaches ~1e-5.
+REDUCTIONS = [
+    # name, fn(x, **kw), fn(x) for all dims, value kind, dtypes, tolerance
+    ("sum", torch.sum, torch.sum, "normal", ALL + (F16,), {F32: (1e-5, 2e-5)}),
+    ("mean", torch.mean, torch.mean, "normal", FLOATS_F16, {F32: (1e-5, 2e-6)}),
+    ("amax", torch.amax, torch.amax, "normal", NUMERIC_F16, {}),
+    ("amin", torch.amin, torch.amin, "normal", NUMERIC, {}),
+    ("prod", torch.prod, torch.prod, "near_one", NUMERIC, {F32: (2e-5, 1e-6)}),
+]
+_WHY_SUM = "float32 sums of thousands of terms: eager and deepvisor add in different orders"
+_WHY_PROD = "float32 products of ~129 terms: each rounding is 2^-24 relative, the orders differ"
+
+
+def _reduction_fn(fn, fn_all, kwargs):
+    if kwargs is None:
+        return fn_all
+    return lambda x: fn(x, **kwargs)
+
+
+for _name, _fn, _fn_all, _kind, _dtypes, _tol in REDUCTIONS:
+    for _variant, _shape, _layout, _kw in REDUCTION_SHAPES:
+        if _name == "prod" and _kw is not None and not isinstance(_kw["dim"], int):
+            continue  # prod reduces one dim at a time
+        case(f"{_name}[{_variant}]", _reduction_fn(_fn, _fn_all, _kw), one(_shape, _kind, _layout), _dtypes,
+             tolerance=_tol, why=_WHY_PROD if _name == "prod" else _WHY_SUM)
+case("prod[neg_dim_keepdim_sliced]", lambda x: torch.prod(x, -1, keepdim=True), one(SMALL3, "near_one", "sliced"),
+     NUMERIC)
+case("sum[dtype_float32]", lambda x: x.sum(-1, dtype=torch.float32), one(ODD), FLOATS_F16 + INTS)
+case("sum[long_rows]", lambda x: x.sum(-1), one((4, 5000), "normal"), FLOATS, tolerance={F32: (1e-5, 3e-5)},
+     why=_WHY_SUM)
+case("amax[nan]", lambda x: torch.amax(torch.log(x), dim=1), one(ODD, "normal"), FLOATS)  # NaN propagates
+case("amin[nan_all]", lambda x: torch.amin(torch.sqrt(x)), one(ODD, "normal"), FLOATS)
+case("max[all]", torch.max, one(ODD, "normal", "transposed"), NUMERIC)
+case("min[all]", torch.min, one(SMALL3, "normal", "sliced"), NUMERIC)
+case("sum[of_product_chain]", lambda x, y: (x * y + 1).sum(dim=(0, 1)), two(SMALL3, (5, 1)), FLOATS,
+     tolerance={F32: (1e-5, 1e-5)}, why=_WHY_SUM)
+
+# var / std: eager uses Welford's algorithm, deepvisor two passes; both are
+# accurate to a few ulps of the result.
+for _name in ("var", "std"):
+    _fn = getattr(torch, _name)
+    for _corr in (0, 1, 2):
+        for _variant, _shape, _layout, _kw in REDUCTION_SHAPES:
+            _kwargs = dict(_kw or {}, correction=_corr)
+            case(f"{_name}[{_variant}_corr{_corr}]", lambda x, fn=_fn, kw=_kwargs: fn(x, **kw),
+                 one(_shape, "normal", _layout, scale=3), FLOATS, tolerance={F32: (2e-5, 1e-5)},
+                 why="Welford (eager) against two passes (deepvisor): different rounding")
+    case(f"{_name}[unbiased_false]", lambda x, fn=_fn: fn(x, 1, unbiased=False), one(ODD), FLOATS)
+    case(f"{_name}[default]", lambda x, fn=_fn: fn(x), one(ODD, layout="transposed"), FLOATS,
+         tolerance={F32: (2e-5, 1e-5)}, why="Welford (eager) against two passes (deepvisor)")
+
+# -- softmax, log_softmax, layer_norm -----------------------------------------------------
+
+SOFTMAX_SHAPES = (
+    ("last", ODD, "contiguous", -1),
+    ("dim0", ODD, "contiguous", 0),
+    ("rank3_dim1", SMALL3, "contiguous", 1),
+    ("rank3_sliced", SMALL3, "sliced", -1),
+    ("transposed", ODD, "transposed", -1),
+    ("single_column", (37, 1), "contiguous", -1),
+)
+for _name, _fn in (("softmax", torch.softmax), ("log_softmax", torch.log_softmax)):
+    for _variant, _shape, _layout, _dim in SOFTMAX_SHAPES:
+        case(f"{_name}[{_variant}]", lambda x, fn=_fn, d=_dim: fn(x, d), one(_shape, "normal", _layout, scale=4),
+             FLOATS_F16, tolerance={F32: (1e-5, 2e-6)},
+             why="exp of shifted values, summed in a different order")
+    case(f"{_name}[dtype_float32]", lambda x, fn=_fn: fn(x, -1, dtype=torch.float32), one(ODD, scale=4),
+         FLOATS_F16)
+case("softmax[functional_large]", lambda x: F.softmax(x * 30, dim=-1), one(ODD), FLOATS)
+
+# layer_norm: eager computes the moments with a vectorized Welford pass;
+# deepvisor with two passes. rstd is accurate to a few ulps either way, and
+# the output's absolute error scales with |x - mean| * rstd ~ 3.
+_WHY_LN = "mean/variance by Welford (eager) against two passes (deepvisor)"
+_LN_TOL = {F32: (1e-5, 1e-5)}
+
+
+def _layer_norm_inputs(shape, norm_shape, layout, weight, bias):
+    def build(inp):
+        args = [inp.tensor(shape, "normal", layout, scale=2) + 0.5]
+        if weight:
+            args.append(inp.tensor(norm_shape, "normal"))
+        if bias:
+            args.append(inp.tensor(norm_shape, "normal"))
+        return tuple(args)
+    return build
+
+
+LAYER_NORM = [
+    ("affine", ODD, (129,), "contiguous", True, True),
+    ("weight_only", ODD, (129,), "contiguous", True, False),
+    ("no_affine", ODD, (129,), "transposed", False, False),
+    ("two_dims", SMALL3, (5, 7), "contiguous", True, True),
+    ("two_dims_sliced", SMALL3, (5, 7), "sliced", True, True),
+    ("no_affine_two_dims", (4, 37, 33), (37, 33), "contiguous", False, False),
+]
+for _variant, _shape, _norm, _layout, _w, _b in LAYER_NORM:
+    if _w and _b:
+        fn = lambda x, w, b, n=_norm: F.layer_norm(x, n, w, b)
+    elif _w:
+        fn = lambda x, w, n=_norm: F.layer_norm(x, n, w)
+    else:
+        fn = lambda x, n=_norm: F.layer_norm(x, n)
+    case(f"layer_norm[{_variant}]", fn, _layer_norm_inputs(_shape, _norm, _layout, _w, _b), FLOATS_F16,
+         tolerance=_LN_TOL, why=_WHY_LN)
+case("layer_norm[eps]", lambda x: F.layer_norm(x, (129,), eps=0.5), one(ODD), FLOATS, tolerance=_LN_TOL,
+     why=_WHY_LN)
+
+
+def _native_layer_norm(x, w, b):
+    return torch.ops.aten.native_layer_norm(x, [129], w, b, 1e-5)  # (out, mean, rstd)
+
+
+case("native_layer_norm[stats]", _native_layer_norm, _layer_norm_inputs(ODD, (129,), "contiguous", True, True),
+     FLOATS, tolerance=_LN_TOL, why=_WHY_LN)
+
+# -- views --------------------------------------------------------------------------------
+
+# (name, fn(view input) -> view, shape, layout); every view is returned as is
+# and also composed with a pointwise op so a kernel reads through it.
+VIEWS = [
+    ("view", lambda x: x.view(111, 43), ODD, "contiguous"),
+    ("view_flat", lambda x: x.view(-1), SMALL3, "contiguous"),
+    ("reshape", lambda x: x.reshape(7, 15), SMALL3, "contiguous"),
+    ("reshape_transposed", lambda x: x.reshape(-1, 37), ODD, "transposed"),  # copies
+    ("flatten", lambda x: x.flatten(1), SMALL3, "contiguous"),
+    ("permute", lambda x: x.permute(2, 0, 1), SMALL3, "contiguous"),
+    ("permute_sliced", lambda x: x.permute(1, 2, 0), SMALL3, "sliced"),
+    ("transpose", lambda x: x.transpose(0, 1), ODD, "contiguous"),
+    ("t", lambda x: x.t(), ODD, "sliced"),
+    ("expand", lambda x: x.expand(3, 37, 129), (37, 1), "contiguous"),
+    ("expand_minus1", lambda x: x.unsqueeze(0).expand(4, -1, -1), ODD, "transposed"),
+    ("unsqueeze", lambda x: x.unsqueeze(1), ODD, "contiguous"),
+    ("unsqueeze_neg", lambda x: x.unsqueeze(-1), SMALL3, "sliced"),
+    ("squeeze_dim", lambda x: x.squeeze(1), (37, 1, 5), "contiguous"),
+    ("squeeze_all", lambda x: x.squeeze(), (1, 37, 1), "contiguous"),
+    ("slice_step", lambda x: x[:, 1::3], ODD, "contiguous"),
+    ("slice_negative_start", lambda x: x[-5:, ::2], ODD, "contiguous"),
+    ("slice_both_ends", lambda x: x[2:-3, -10:], ODD, "transposed"),
+    ("slice_rank3", lambda x: x[1:, ::2, 3:7:2], SMALL3, "contiguous"),
+    ("narrow", lambda x: x.narrow(1, 5, 20), ODD, "sliced"),
+    ("select", lambda x: x[3], ODD, "contiguous"),
+    ("select_negative", lambda x: x[:, -2], ODD, "transposed"),
+    ("select_last_dim", lambda x: x[..., 0], SMALL3, "sliced"),
+    ("chain", lambda x: x.t()[1:, :5].reshape(-1), ODD, "contiguous"),
+    ("unbind", lambda x: x.unbind(0)[1], SMALL3, "contiguous"),
+]
+for _name, _view, _shape, _layout in VIEWS:
+    case(f"{_name}[returned]", _view, one(_shape, "normal", _layout), ALL)
+    case(f"{_name}[pointwise]", lambda x, v=_view: v(x) * 2 + 1, one(_shape, "normal", _layout), NUMERIC)
+case("view[of_reduction]", lambda x: x.sum(-1).view(3, 5) * 2, one(SMALL3), FLOATS,
+     tolerance={F32: (1e-5, 2e-6)}, why=_WHY_SUM)
+case("view[pointwise_then_view]", lambda x: torch.exp(x).view(-1)[::7] + 1, one(ODD), FLOATS)
+
+
+def params(device, filter_dtype=None):
+    """(case, dtype) pairs for pytest.mark.parametrize, with readable ids."""
+    import pytest
+
+    out = []
+    for c in CASES:
+        for dt in c.dtypes:
+            if filter_dtype is None or filter_dtype(dt):
+                out.append(pytest.param(c, dt, id=f"{c.name}-{SHORT[dt]}"))
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Comparison
+
+
+def assert_matches(actual, expected, rtol, atol, what="output"):
+    """Same structure, and tensors of the same dtype, shape and values (NaN
+    at the same places)."""
+    if isinstance(expected, torch.Tensor):
+        assert isinstance(actual, torch.Tensor), f"{what}: expected a tensor, got {type(actual).__name__}"
+        assert actual.dtype == expected.dtype, f"{what}: dtype {actual.dtype} != {expected.dtype}"
+        assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+        assert actual.device == expected.device, f"{what}: device {actual.device} != {expected.device}"
+        if expected.dtype.is_floating_point:
+            nan_a, nan_e = torch.isnan(actual), torch.isnan(expected)
+            if not torch.equal(nan_a, nan_e):
+                where = (nan_a != nan_e).nonzero()[:5].tolist()
+                raise AssertionError(f"{what}: NaN positions differ, e.g. at {where}")
+        torch.testing.assert_close(actual, expected, rtol=rtol, atol=atol, equal_nan=True, check_stride=False,
+                                   msg=lambda m: f"{what}: {m}")
+    elif isinstance(expected, (tuple, list)):
+        assert type(actual) is type(expected) and len(actual) == len(expected), f"{what}: {actual!r}"
+        for i, (a, e) in enumerate(zip(actual, expected)):
+            assert_matches(a, e, rtol, atol, f"{what}[{i}]")
+    elif isinstance(expected, dict):
+        assert isinstance(actual, dict) and actual.keys() == expected.keys(), f"{what}: keys differ"
+        for k in expected:
+            assert_matches(actual[k], expected[k], rtol, atol, f"{what}[{k!r}]")
+    else:
+        assert actual == expected or (isinstance(expected, float) and math.isnan(expected) and math.isnan(actual)), \
+            f"{what}: {actual!r} != {expected!r}"
