@@ -32,22 +32,28 @@
 // are ever masked). TPR is chosen for about 8 chunks (32 elements) per thread,
 // then raised while the grid would hold fewer threads than the GPU.
 //   - Persistent ("row in registers"), when the thread's share fits the
-//     register budget: straight-line code in instruction order, each r-level
-//     value computed once for the whole row.
+//     register budget: straight-line code, each r-level value computed once
+//     for the whole row, instructions ordered by pass (below) so that the
+//     reductions of one pass share one barrier.
 //   - Looped otherwise: the body is split into passes at Reduce boundaries (an
 //     r-level instruction belongs to the pass after the last Reduce it depends
 //     on); each pass loops over the row U chunks at a time and recomputes
 //     (reloads) the r-level values it needs.
+//   - Column-major threads when the r-level accesses are contiguous along x
+//     and none along r (a reduction over an outer dimension): a warp covers 32
+//     consecutive rows (coalesced), up to 32 threads split each row's r range
+//     (W = 1) and combine through shared memory (no shuffles).
 // Rows past xnumel (last block) are clamped to the last row for loads and
 // compute, and never store; every thread reaches every barrier and shuffle.
 // Chunks past rnumel load nothing, contribute the identity to reductions and
 // do not store.
 // A Reduce: per-lane partial accumulators over the thread's chunks, combined
 // in the thread, then across the row's lanes with __shfl_xor_sync (the
-// butterfly leaves the result in every lane), then, when a row spans several
-// warps, through a per-Reduce __shared__ array (one slot per warp): lane 0 of
-// each warp writes, and the first use of the value runs one __syncthreads()
-// and has every thread combine its row's slots. Reductions pending at the
+// butterfly leaves the result in every lane; every lane executes every
+// shuffle), then, when a row spans several warps, through a per-Reduce
+// __shared__ array (one slot per warp): lane 0 of each warp writes, and the
+// first use of the value runs one __syncthreads() and has every thread
+// combine its row's slots. Reductions pending at the
 // same time share one barrier; each Reduce owns its slots, so no barrier is
 // needed against reuse. x-level Stores are done by thread 0 of the row.
 //
@@ -239,9 +245,9 @@ std::string reduce_identity(ReduceOp op, DType t) {
 }
 
 std::string reduce_combine(ReduceOp op, DType t, const std::string& a, const std::string& b) {
-  if (t == DType::Bool) {
+  if (t == DType::Bool) {  // any / all, without short-circuit evaluation
     const bool any = op == ReduceOp::Sum || op == ReduceOp::Max;
-    return cat("(", a, any ? " || " : " && ", b, ")");
+    return cat("((", a, any ? " | " : " & ", b, ") != 0)");
   }
   switch (op) {
     case ReduceOp::Sum: return is_float(t) ? cat("(", a, " + ", b, ")") : cat("dv_add(", a, ", ", b, ")");
@@ -557,6 +563,8 @@ struct Segment {
 // ---------------------------------------------------------------------------
 // The emitter
 
+struct RowLayout;  // how a row kernel's threads cover its rows (see emit_rows)
+
 class Emitter {
  public:
   Emitter(const Kernel& k, const DeviceSpec& d) : k_(k), dev_(d) {}
@@ -605,6 +613,8 @@ class Emitter {
   void emit_empty();
   void emit_pointwise();
   void emit_rows();
+  bool prefers_col_major() const;
+  void emit_rows_kernel(const RowLayout& L, Segment s, const std::vector<int>& pass, int num_passes);
   void emit_rows_persistent(const Segment& s, const std::vector<int>& pass);
   void emit_rows_looped(Segment s, std::int64_t outer, const std::vector<int>& pass, int num_passes);
 
@@ -622,6 +632,7 @@ class Emitter {
 
   // Row-kernel layout.
   int tpr_ = 1, rpb_ = 1, threads_ = 32;
+  bool col_major_ = false;
   std::vector<ValueId> pending_;  // reductions written to shared memory, not yet read back
 };
 
@@ -1122,8 +1133,21 @@ void Emitter::emit_reduce_finish(ValueId id, const std::string& acc, int width) 
     w_.line("a = " + reduce_combine(in.reduce, in.dtype, "a", acc + "[v]") + ";");
     w_.close();
   }
-  for (int off = std::min(tpr_, 32) / 2; off >= 1; off /= 2)
-    w_.line(cat("a = ", reduce_combine(in.reduce, in.dtype, "a", cat("dv_shfl_xor(a, ", off, ")")), ";"));
+  if (col_major_) {  // a row's threads are in different warps: shared memory only
+    if (tpr_ > 1) {
+      w_.line(cat("red_", v, "[t * ", rpb_, " + row] = a;"));
+      pending_.push_back(id);
+    } else {
+      w_.line(v + " = a;");
+    }
+    return;
+  }
+  // Every lane must execute every shuffle: exchange into a temporary first,
+  // then combine (a combine must never decide whether a shuffle runs).
+  for (int off = std::min(tpr_, 32) / 2; off >= 1; off /= 2) {
+    w_.line(cat("{ const ", ctype(in.dtype), " o = dv_shfl_xor(a, ", off, "); a = ",
+                reduce_combine(in.reduce, in.dtype, "a", "o"), "; }"));
+  }
   if (tpr_ > 32) {
     w_.line(cat("if (lane == 0) red_", v, "[row * ", tpr_ / 32, " + warp] = a;"));
     pending_.push_back(id);
@@ -1136,14 +1160,19 @@ void Emitter::emit_reduce_finish(ValueId id, const std::string& acc, int width) 
 // of each pending reduction.
 void Emitter::flush_reductions() {
   if (pending_.empty()) return;
-  const int wpr = tpr_ / 32;
-  w_.line("__syncthreads();  // the per-warp partial results of the reductions above are in shared memory");
+  // Row major: slot row*wpr + warp; column major: slot t*rpb + row.
+  const int parts = col_major_ ? tpr_ : tpr_ / 32;
+  auto slot = [&](const std::string& i) {
+    return col_major_ ? cat(i == "0" ? "" : i + " * " + std::to_string(rpb_) + " + ", "row")
+                      : cat("row * ", parts, i == "0" ? "" : " + " + i);
+  };
+  w_.line("__syncthreads();  // the partial results of the reductions above are in shared memory");
   for (ValueId id : pending_) {
     const Instr& in = k_.body[id];
     const std::string v = name(id), red = "red_" + v;
-    w_.line(cat(v, " = ", red, "[row * ", wpr, "];"));
-    w_.open_unrolled("i", 1, wpr);
-    w_.line(cat(v, " = ", reduce_combine(in.reduce, in.dtype, v, cat(red, "[row * ", wpr, " + i]")), ";"));
+    w_.line(cat(v, " = ", red, "[", slot("0"), "];"));
+    w_.open_unrolled("i", 1, parts);
+    w_.line(cat(v, " = ", reduce_combine(in.reduce, in.dtype, v, cat(red, "[", slot("i"), "]")), ";"));
     w_.close();
   }
   pending_.clear();
@@ -1250,85 +1279,146 @@ void Emitter::emit_pointwise() {
   launch_.block[0] = static_cast<unsigned>(threads);
 }
 
+// Which threads share a row, and how much of it each holds.
+struct RowLayout {
+  bool col_major = false;  // consecutive threads take consecutive rows (else a row's threads are consecutive)
+  int vec = 1;             // W
+  std::int64_t tpr = 1, rpb = 1, threads = 32;
+  bool persistent = true;
+  int nchunk = 1;          // chunks per thread (persistent) or per iteration (looped)
+  std::int64_t outer = 1;  // iterations per pass (looped)
+};
+
+// True when the r-level accesses are contiguous along x and none along r (a
+// reduction over an outer dimension): then threads should follow x.
+bool Emitter::prefers_col_major() const {
+  bool along_x = false;
+  for (std::size_t i = 0; i < k_.body.size(); ++i) {
+    const Instr& in = k_.body[i];
+    if (!live_[i] || !lanes_[i] || !(in.op == PrimOp::Load || in.op == PrimOp::Store)) continue;
+    const auto fr = lane_form(in.index, LaneContext{"r", 1});
+    if (fr && fr->stride == 1) return false;
+    const auto fx = lane_form(in.index, LaneContext{"x", 1});
+    along_x = along_x || (fx && fx->stride == 1);
+  }
+  return along_x;
+}
+
 void Emitter::emit_rows() {
-  // Vector width: 16 bytes of the widest r-level access, dividing rnumel.
-  int vec = std::max(1, 16 / std::max(1, max_lane_access_bytes()));
-  while (vec > 1 && k_.rnumel % vec != 0) vec /= 2;
-  const std::int64_t chunks = k_.rnumel / vec;  // per row
   int num_passes = 1, carried = 0;
   const std::vector<int> pass = pass_of_values(&num_passes, &carried);
   const int regs_per_elem = has_lane_values(8) ? 2 : 1;
-
-  const int target_chunks = std::max(1, std::min(8, 32 / vec));
-  const std::int64_t max_tpr = std::min<std::int64_t>({1024, dev_.max_threads_per_block, next_pow2(chunks)});
   const std::int64_t fill_threads = static_cast<std::int64_t>(dev_.sm_count) * 2048;
-  auto block_threads = [&](std::int64_t tpr) {
-    if (tpr >= 256) return tpr;
-    return std::max<std::int64_t>(32, std::min<std::int64_t>(256, tpr * next_pow2(k_.xnumel)));
+  const std::int64_t max_block = std::min(1024, dev_.max_threads_per_block);
+  // Persistent when the thread's share of the row, times the arrays live
+  // across a reduction, fits the register budget with some slack.
+  auto fits = [&](std::int64_t nchunk, int vec, std::int64_t threads) {
+    const std::int64_t budget = std::min<std::int64_t>(255, 65536 / threads);
+    return nchunk <= 16 && nchunk * vec * regs_per_elem * (carried + 2) + 40 <= budget;
   };
-  auto choose_tpr = [&](int per_thread) {
-    std::int64_t tpr = std::min(max_tpr, next_pow2(ceil_div(chunks, per_thread)));
-    while (tpr < max_tpr && k_.xnumel * tpr < fill_threads) tpr *= 2;
-    return tpr;
-  };
-  // Persistent if some thread count up to 1024 keeps the row's share within
-  // the register budget: (live arrays) x (elements per thread) plus slack.
-  std::int64_t tpr = choose_tpr(target_chunks);
-  bool persistent = false;
-  for (; tpr <= max_tpr; tpr *= 2) {
-    const std::int64_t elems = ceil_div(chunks, tpr) * vec;
-    const std::int64_t budget = std::min<std::int64_t>(255, 65536 / block_threads(tpr));
-    if (ceil_div(chunks, tpr) <= 16 && elems * regs_per_elem * (carried + 2) + 40 <= budget) {
-      persistent = true;
-      break;
-    }
+
+  RowLayout L;
+  if (prefers_col_major()) {
+    // Warps cover 32 consecutive rows (coalesced along x); up to 32 threads
+    // split each row's r range, combined through shared memory.
+    L.col_major = true;
+    L.vec = 1;
+    L.rpb = 32;
+    L.tpr = 1;
+    while (L.tpr < 32 && L.tpr < k_.rnumel && L.rpb * L.tpr * 2 <= max_block &&
+           (k_.xnumel * L.tpr < fill_threads || L.rpb * L.tpr < 128))
+      L.tpr *= 2;
+    L.threads = L.rpb * L.tpr;
+    L.persistent = fits(ceil_div(k_.rnumel, L.tpr), 1, L.threads);
+  } else {
+    // Vector width: 16 bytes of the widest r-level access, dividing rnumel.
+    L.vec = std::max(1, 16 / std::max(1, max_lane_access_bytes()));
+    while (L.vec > 1 && k_.rnumel % L.vec != 0) L.vec /= 2;
+    const std::int64_t chunks = k_.rnumel / L.vec;  // per row
+    const int target_chunks = std::max(1, std::min(8, 32 / L.vec));
+    const std::int64_t max_tpr = std::min<std::int64_t>(max_block, next_pow2(chunks));
+    auto block_threads = [&](std::int64_t tpr) {
+      if (tpr >= 256) return tpr;
+      return std::max<std::int64_t>(32, std::min<std::int64_t>(256, tpr * next_pow2(k_.xnumel)));
+    };
+    // About target_chunks chunks per thread, more threads while the grid would not fill the GPU.
+    auto choose_tpr = [&] {
+      std::int64_t tpr = std::min(max_tpr, next_pow2(ceil_div(chunks, target_chunks)));
+      while (tpr < max_tpr && k_.xnumel * tpr < fill_threads) tpr *= 2;
+      return tpr;
+    };
+    L.persistent = false;
+    for (L.tpr = choose_tpr(); L.tpr <= max_tpr; L.tpr *= 2)
+      if (fits(ceil_div(chunks, L.tpr), L.vec, block_threads(L.tpr))) {
+        L.persistent = true;
+        break;
+      }
+    if (!L.persistent) L.tpr = choose_tpr();
+    L.threads = block_threads(L.tpr);
+    L.rpb = L.threads / L.tpr;
   }
-  if (!persistent) tpr = choose_tpr(target_chunks);
-  tpr_ = static_cast<int>(tpr);
-  threads_ = static_cast<int>(block_threads(tpr));
-  rpb_ = threads_ / tpr_;
+  const std::int64_t chunks = k_.rnumel / L.vec;
+  Segment s;
+  s.width = L.vec;
+  s.base = "rbase";
+  s.chunk_stride = L.tpr * L.vec;
+  s.lane_var = "r";
+  s.limit = "kRnumel";
+  if (L.persistent) {
+    L.nchunk = static_cast<int>(ceil_div(chunks, L.tpr));
+    s.mask = chunks % L.tpr != 0 ? Segment::Mask::LastChunk : Segment::Mask::None;
+  } else {
+    L.nchunk = std::max(1, std::min(8, 32 / L.vec));
+    L.outer = ceil_div(chunks, L.tpr * L.nchunk);
+    s.mask = chunks % (L.tpr * L.nchunk) != 0 ? Segment::Mask::Every : Segment::Mask::None;
+  }
+  s.nchunk = L.nchunk;
+  emit_rows_kernel(L, s, pass, num_passes);
+}
+
+void Emitter::emit_rows_kernel(const RowLayout& L, Segment s, const std::vector<int>& pass, int num_passes) {
+  tpr_ = static_cast<int>(L.tpr);
+  rpb_ = static_cast<int>(L.rpb);
+  threads_ = static_cast<int>(L.threads);
+  col_major_ = L.col_major;
   const std::int64_t blocks = ceil_div(k_.xnumel, rpb_);
   if (blocks > std::numeric_limits<std::int32_t>::max()) fail("grid too large");
   const bool row_mask = k_.xnumel % rpb_ != 0;
-
-  Segment s;
-  s.width = vec;
-  s.base = "rbase";
-  s.chunk_stride = tpr * vec;
-  s.lane_var = "r";
-  s.limit = "kRnumel";
   s.store_guard = row_mask ? "row_ok" : "";
-  std::int64_t outer = 1;
-  if (persistent) {
-    s.nchunk = static_cast<int>(ceil_div(chunks, tpr));
-    s.mask = chunks % tpr != 0 ? Segment::Mask::LastChunk : Segment::Mask::None;
-  } else {
-    s.nchunk = target_chunks;
-    outer = ceil_div(chunks, tpr * target_chunks);
-    s.mask = chunks % (tpr * target_chunks) != 0 ? Segment::Mask::Every : Segment::Mask::None;
-  }
 
-  std::string strategy =
-      cat("strategy: row kernel, ", persistent ? "persistent (the row stays in registers)" : "looped", "; ", tpr_,
-          " threads per row, ", rpb_, " rows per block of ", threads_, " threads; each thread holds ", s.nchunk,
-          " chunks x ", vec, " lanes", persistent ? "" : cat(" per iteration, ", outer, " iterations per pass, ", num_passes, " passes"));
+  const std::string strategy = cat(
+      "strategy: row kernel, ", L.persistent ? "persistent (the row stays in registers)" : "looped", "; ",
+      L.col_major ? "column-major threads (a warp covers 32 consecutive rows); " : "", tpr_, " threads per row, ", rpb_,
+      " rows per block of ", threads_, " threads; each thread holds ", s.nchunk, " chunks x ", s.width, " lanes",
+      L.persistent ? "" : cat(" per iteration, ", L.outer, " iterations per pass, ", num_passes, " passes"));
   emit_prelude_and_constants(strategy);
   w_.line(cat("constexpr int kTpr = ", tpr_, ";  // threads per row"));
   w_.line(cat("constexpr int kRpb = ", rpb_, ";  // rows per block"));
   w_.line("");
   w_.open(signature(threads_));
-  // Shared memory: one slot per warp of each row for every reduction.
-  if (tpr_ > 32)
+  // Shared memory for every reduction: one slot per warp of each row (row
+  // major), or one per thread (column major).
+  const int slots = col_major_ ? (tpr_ > 1 ? rpb_ * tpr_ : 0) : (tpr_ > 32 ? rpb_ * (tpr_ / 32) : 0);
+  std::int64_t shared_bytes = 0;
+  for (std::size_t i = 0; i < k_.body.size(); ++i)
+    if (live_[i] && k_.body[i].op == PrimOp::Reduce) shared_bytes += std::int64_t{slots} * compute_size(k_.body[i].dtype);
+  if (shared_bytes > dev_.max_shared_per_block)
+    fail(cat("kernel ", entry_, " needs ", shared_bytes, " bytes of shared memory for its reductions"));
+  if (slots > 0)
     for (std::size_t i = 0; i < k_.body.size(); ++i)
       if (live_[i] && k_.body[i].op == PrimOp::Reduce)
-        w_.line(cat("__shared__ ", ctype(k_.body[i].dtype), " red_", name(static_cast<ValueId>(i)), "[", rpb_ * (tpr_ / 32),
-                    "];"));
+        w_.line(cat("__shared__ ", ctype(k_.body[i].dtype), " red_", name(static_cast<ValueId>(i)), "[", slots, "];"));
   w_.line("const int tid = threadIdx.x;");
-  w_.line(rpb_ == 1 ? "const int t = tid;  // thread within its row" : "const int t = tid % kTpr;  // thread within its row");
-  w_.line(rpb_ == 1 ? "const int row = 0;  // row within the block" : "const int row = tid / kTpr;  // row within the block");
-  if (tpr_ > 32) {
-    w_.line("const int lane = tid % 32;");
-    w_.line("const int warp = t / 32;  // warp within its row");
+  if (col_major_) {
+    w_.line(rpb_ == threads_ ? "const int t = 0;  // thread within its row" : "const int t = tid / kRpb;  // thread within its row");
+    w_.line("const int row = tid % kRpb;  // row within the block");
+  } else {
+    w_.line(rpb_ == 1 ? "const int t = tid;  // thread within its row" : "const int t = tid % kTpr;  // thread within its row");
+    w_.line(rpb_ == 1 ? "const int row = 0;  // row within the block" : "const int row = tid / kTpr;  // row within the block");
+    if (tpr_ > 32) {
+      w_.line("const int lane = tid % 32;");
+      w_.line("const int warp = t / 32;  // warp within its row");
+    }
   }
   if (row_mask) {
     w_.line("const idx_t xr = (idx_t)blockIdx.x * kRpb + row;");
@@ -1337,11 +1427,11 @@ void Emitter::emit_rows() {
   } else {
     w_.line("const idx_t x = (idx_t)blockIdx.x * kRpb + row;");
   }
-  if (persistent) {
-    w_.line(cat("const idx_t rbase = (idx_t)t * ", vec, ";  // chunk c covers r = rbase + c*kTpr*W + [0, W)"));
+  if (L.persistent) {
+    w_.line(cat("const idx_t rbase = (idx_t)t * ", s.width, ";  // chunk c covers r = rbase + c*kTpr*W + [0, W)"));
     emit_rows_persistent(s, pass);
   } else {
-    emit_rows_looped(s, outer, pass, num_passes);
+    emit_rows_looped(s, L.outer, pass, num_passes);
   }
   flush_reductions();  // (unused values: nothing pending remains in practice)
   w_.close();

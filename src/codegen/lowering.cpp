@@ -106,6 +106,20 @@ class Lowerer {
     throw Unsupported("argument " + std::to_string(i) + " is neither a tensor nor a number");
   }
   const ir::TensorMeta& arg_meta(std::size_t i) const { return g_.meta(arg(i).tensor); }
+  // Scalar arguments of the expected kind; anything else makes the node a
+  // fallback instead of being read as 0.
+  std::int64_t int_arg(std::size_t i) const {
+    const Arg& a = arg(i);
+    if (a.kind != Arg::Kind::Int && a.kind != Arg::Kind::Bool)
+      throw Unsupported("argument " + std::to_string(i) + " is not an int: " + ir::to_string(a));
+    return a.i;
+  }
+  std::int64_t int_arg_or(std::size_t i, std::int64_t if_none) const { return arg(i).is_none() ? if_none : int_arg(i); }
+  double number_arg(std::size_t i) const {
+    if (!arg(i).is_number()) throw Unsupported("argument " + std::to_string(i) + " is not a number: " + ir::to_string(arg(i)));
+    return arg(i).number();
+  }
+  bool bool_arg(std::size_t i) const { return int_arg(i) != 0; }
   std::size_t rank_of(std::size_t i) const { return def(tensor_def(i)).sizes.size(); }
 
   // PyTorch's result_type over the given argument positions (tensors and scalars).
@@ -137,6 +151,11 @@ class Lowerer {
   int view(int input, std::vector<std::int64_t> sizes, std::function<Coords(const Coords&)> map);
 
   void bind(std::size_t output, int d);
+  // Readers of `d` see it rounded to its storage dtype if that is f16/bf16
+  // (see TensorDef::rounded).
+  void mark_rounded(int d) {
+    if (out_.defs.at(d).dtype == DType::Float16 || out_.defs.at(d).dtype == DType::BFloat16) out_.defs.at(d).rounded = true;
+  }
   const std::string& op_name() const { return node_->op; }
 
  private:
@@ -209,9 +228,31 @@ int Lowerer::elementwise(std::vector<Operand> ops, DType compute, FnN f, DType o
   return pointwise(std::move(sizes), out_dtype, std::move(deps), std::move(body), op_name());
 }
 
+// The value a reduction over no elements yields.
+double reduce_identity(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::Sum: return 0.0;
+    case ReduceOp::Prod: return 1.0;
+    case ReduceOp::Max: return -INFINITY;
+    case ReduceOp::Min: return INFINITY;
+  }
+  return 0.0;
+}
+
 int Lowerer::reduction(int input, const std::vector<std::int64_t>& dims, ReduceOp op, DType dtype, Fn1 pre,
                        std::vector<int> extra_deps) {
   const TensorDef& in = def(input);
+  std::int64_t count = 1;
+  for (auto dim : dims) count *= in.sizes[dim];
+  if (count == 0) {  // nothing to reduce: every element is the identity (no kernel has rnumel 0)
+    auto sizes = in.sizes;
+    for (auto dim : dims) sizes[dim] = 1;
+    DType compute = ir::compute_dtype(dtype);
+    double identity = reduce_identity(op);
+    return pointwise(sizes, dtype, {}, [identity, compute](BodyContext& ctx, const Coords&) {
+      return scalar_constant(ctx.kb(), identity, compute);
+    }, op_name());
+  }
   TensorDef d;
   d.kind = TensorDef::Kind::Reduction;
   d.dtype = dtype;
@@ -388,26 +429,26 @@ int variance_def(Lowerer& L, int in, int mean, const std::vector<std::int64_t>& 
                        dtype, L.def(sq).sizes);
 }
 
-double correction_arg(const Arg& a) { return a.is_none() ? 1.0 : a.number(); }
+double correction_arg(const Lowerer& L, std::size_t i) { return L.arg(i).is_none() ? 1.0 : L.number_arg(i); }
 
 void lower_var_std(Lowerer& L, bool take_sqrt) {
   int in = L.tensor_def(0);
   auto dims = reduction_dims(L.arg(1), L.def(in).sizes.size());
   DType dtype = L.out_meta().dtype;
-  int var = variance_def(L, in, mean_def(L, in, dims, dtype), dims, correction_arg(L.arg(2)), dtype);
+  int var = variance_def(L, in, mean_def(L, in, dims, dtype), dims, correction_arg(L, 2), dtype);
   if (take_sqrt) {
     var = L.elementwise({Operand{var, L.def(var).sizes, 0}}, dtype,
                         [](KernelBuilder& kb, const std::vector<ValueId>& v) { return kb.unary(PrimOp::Sqrt, v[0]); },
                         dtype, L.def(var).sizes);
   }
-  bind_reduced(L, 0, var, dims, L.arg(3).kind == Arg::Kind::Bool && L.arg(3).i);
+  bind_reduced(L, 0, var, dims, !L.arg(3).is_none() && L.bool_arg(3));
 }
 
 // softmax and log_softmax: max, exp(x - max), sum, then divide (or subtract the log).
 void lower_softmax(Lowerer& L, bool log) {
   int in = L.tensor_def(0);
   const auto sizes = L.def(in).sizes;
-  std::vector<std::int64_t> dims{wrap_dim(L.arg(1).i, sizes.size())};
+  std::vector<std::int64_t> dims{wrap_dim(L.int_arg(1), sizes.size())};
   if (sizes.empty()) dims.clear();
   DType out = L.out_meta().dtype;
   DType acc = ir::compute_dtype(out) == DType::Float64 ? DType::Float64 : DType::Float32;
@@ -444,7 +485,7 @@ void lower_layer_norm(Lowerer& L) {
   DType out = L.out_meta(0).dtype;
   DType stat = L.out_meta(1).dtype;
   DType acc = ir::compute_dtype(out) == DType::Float64 ? DType::Float64 : DType::Float32;
-  double eps = L.arg(4).number();
+  double eps = L.number_arg(4);
   int mean = mean_def(L, in, dims, acc);
   int var = variance_def(L, in, mean, dims, 0.0, acc);
   auto red_sizes = L.def(var).sizes;
@@ -519,6 +560,31 @@ FnN binary_fn(PrimOp op) {
   return [op](KernelBuilder& kb, const std::vector<ValueId>& v) { return bin(kb, op, v[0], v[1]); };
 }
 
+// The loop IR has no arithmetic on Bool: bools add and multiply as integers
+// (torch: add is or, mul is and), and the result is cast back (x != 0).
+DType arithmetic_dtype(DType t) { return t == DType::Bool ? DType::Int32 : t; }
+
+// Python's a // b. For floats as eager computes it (c10::div_floor_floating):
+// from fmod(a, b), so that 1.0 // 0.1 == 9 although 1.0 / 0.1 rounds to 10.
+ValueId floor_divide(KernelBuilder& kb, ValueId a, ValueId b) {
+  if (!ir::is_floating(kb.dtype(a))) return bin(kb, PrimOp::FloorDiv, a, b);
+  ValueId zero = cst(kb, 0, a), one = cst(kb, 1, a);
+  // fmod(a, b) = sign(a) * remainder(|a|, |b|), exactly.
+  ValueId abs_mod = bin(kb, PrimOp::Mod, kb.unary(PrimOp::Abs, a), kb.unary(PrimOp::Abs, b));
+  ValueId mod = kb.where(bin(kb, PrimOp::Lt, a, zero), kb.unary(PrimOp::Neg, abs_mod), abs_mod);
+  ValueId div = bin(kb, PrimOp::Div, bin(kb, PrimOp::Sub, a, mod), b);
+  ValueId signs_differ = bin(kb, PrimOp::LogicalXor, bin(kb, PrimOp::Lt, b, zero), bin(kb, PrimOp::Lt, mod, zero));
+  ValueId adjust = bin(kb, PrimOp::LogicalAnd, bin(kb, PrimOp::Ne, mod, zero), signs_differ);
+  div = kb.where(adjust, bin(kb, PrimOp::Sub, div, one), div);
+  ValueId floored = kb.unary(PrimOp::Floor, div);
+  ValueId round_up = bin(kb, PrimOp::Gt, bin(kb, PrimOp::Sub, div, floored), cst(kb, 0.5, a));
+  floored = kb.where(round_up, bin(kb, PrimOp::Add, floored, one), floored);
+  ValueId quotient = bin(kb, PrimOp::Div, a, b);
+  ValueId signed_zero = bin(kb, PrimOp::Mul, quotient, zero);  // copysign(0, a / b)
+  ValueId result = kb.where(bin(kb, PrimOp::Eq, div, zero), signed_zero, floored);
+  return kb.where(bin(kb, PrimOp::Eq, b, zero), quotient, result);
+}
+
 // pow with a constant exponent becomes multiplications where that is exact enough.
 ValueId pow_scalar_exponent(KernelBuilder& kb, ValueId x, double e) {
   if (e == 1.0) return x;
@@ -562,8 +628,11 @@ void lower_clamp(Lowerer& L) {
 
 void lower_copy_like(Lowerer& L) {
   if (L.out_meta().device != L.arg_meta(0).device) throw Unsupported("copy to another device");
-  L.bind(0, L.elementwise({L.operand(0)}, L.out_meta().dtype,
-                          [](KernelBuilder&, const std::vector<ValueId>& v) { return v[0]; }));
+  int d = L.elementwise({L.operand(0)}, L.out_meta().dtype,
+                        [](KernelBuilder&, const std::vector<ValueId>& v) { return v[0]; });
+  DType from = L.arg_meta(0).dtype;
+  if (from != L.out_meta().dtype && from != DType::Bool) L.mark_rounded(d);  // an explicit cast to f16/bf16 rounds
+  L.bind(0, d);
 }
 
 // A tensor filled with one value; sizes and dtype come from the capture.
@@ -598,7 +667,7 @@ void add_unary_prim(std::unordered_map<std::string, LowerFn>& t, const std::stri
 void add_binary(std::unordered_map<std::string, LowerFn>& t, const std::string& name, PrimOp op) {
   for (const char* ov : {".Tensor", ".Scalar", ".default"}) {
     t["aten::" + name + ov] = [op](Lowerer& L) {
-      L.bind(0, L.elementwise({L.operand(0), L.operand(1)}, L.out_meta().dtype, binary_fn(op)));
+      L.bind(0, L.elementwise({L.operand(0), L.operand(1)}, arithmetic_dtype(L.out_meta().dtype), binary_fn(op)));
     };
   }
 }
@@ -641,7 +710,7 @@ std::unordered_map<std::string, LowerFn> make_lowerings() {
     L.bind(0, L.unary([tanh_approx](KernelBuilder& kb, ValueId x) { return gelu(kb, x, tanh_approx); }));
   };
   t["aten::round.decimals"] = [](Lowerer& L) {
-    double scale = std::pow(10.0, static_cast<double>(L.arg(1).i));
+    double scale = std::pow(10.0, static_cast<double>(L.int_arg(1)));
     L.bind(0, L.unary([scale](KernelBuilder& kb, ValueId x) {
       ValueId s = cst(kb, scale, x);
       return bin(kb, PrimOp::Div, kb.unary(PrimOp::Round, bin(kb, PrimOp::Mul, x, s)), s);
@@ -666,8 +735,9 @@ std::unordered_map<std::string, LowerFn> make_lowerings() {
     for (auto [name, op, rev] : {std::tuple{"add", PrimOp::Add, false}, std::tuple{"sub", PrimOp::Sub, false},
                                  std::tuple{"rsub", PrimOp::Sub, true}}) {
       t[std::string("aten::") + name + ov] = [op, rev](Lowerer& L) {
-        double alpha = L.arg(2).is_none() ? 1.0 : L.arg(2).number();
-        L.bind(0, L.elementwise({L.operand(0), L.operand(1)}, L.out_meta().dtype, add_with_alpha(op, alpha, rev)));
+        double alpha = L.arg(2).is_none() ? 1.0 : L.number_arg(2);
+        L.bind(0, L.elementwise({L.operand(0), L.operand(1)}, arithmetic_dtype(L.out_meta().dtype),
+                                add_with_alpha(op, alpha, rev)));
       };
     }
   }
@@ -681,20 +751,32 @@ std::unordered_map<std::string, LowerFn> make_lowerings() {
     };
     t[std::string("aten::div") + ov + "_mode"] = [](Lowerer& L) {
       const Arg& mode = L.arg(2);
-      DType compute = L.out_meta().dtype;
-      FnN f = binary_fn(PrimOp::Div);
+      DType out = L.out_meta().dtype;
       if (mode.kind == Arg::Kind::String && mode.s == "floor") {
-        f = binary_fn(PrimOp::FloorDiv);
-      } else if (mode.kind == Arg::Kind::String && mode.s == "trunc" && ir::is_floating(compute)) {
-        f = [](KernelBuilder& kb, const std::vector<ValueId>& v) {
-          return kb.unary(PrimOp::Trunc, bin(kb, PrimOp::Div, v[0], v[1]));
-        };
+        L.bind(0, L.elementwise({L.operand(0), L.operand(1)}, out, [](KernelBuilder& kb, const std::vector<ValueId>& v) {
+          return floor_divide(kb, v[0], v[1]);
+        }));
+      } else if (mode.kind == Arg::Kind::String && mode.s == "trunc" && ir::is_floating(out)) {
+        // Eager truncates the quotient after rounding it to the tensor's
+        // dtype: for f16/bf16, 9.99 rounds to 10 first.
+        int quotient = L.elementwise({L.operand(0), L.operand(1)}, out, binary_fn(PrimOp::Div));
+        L.mark_rounded(quotient);
+        L.bind(0, L.elementwise({Operand{quotient, L.out_meta().sizes, 0}}, out,
+                                [](KernelBuilder& kb, const std::vector<ValueId>& v) { return kb.unary(PrimOp::Trunc, v[0]); }));
+      } else if (mode.kind == Arg::Kind::None || mode.kind == Arg::Kind::String) {
+        L.bind(0, L.elementwise({L.operand(0), L.operand(1)}, out, binary_fn(PrimOp::Div)));  // ints: truncating
+      } else {
+        throw Unsupported("unknown rounding mode");
       }
-      L.bind(0, L.elementwise({L.operand(0), L.operand(1)}, compute, f));
     };
   }
+  t["aten::floor_divide.default"] = [](Lowerer& L) {
+    L.bind(0, L.elementwise({L.operand(0), L.operand(1)}, L.out_meta().dtype, [](KernelBuilder& kb, const std::vector<ValueId>& v) {
+      return floor_divide(kb, v[0], v[1]);
+    }));
+  };
   t["aten::pow.Tensor_Scalar"] = [](Lowerer& L) {
-    double e = L.arg(1).number();
+    double e = L.number_arg(1);
     L.bind(0, L.unary([e](KernelBuilder& kb, ValueId x) { return pow_scalar_exponent(kb, x, e); }));
   };
   t["aten::pow.Tensor_Tensor"] = [](Lowerer& L) {
@@ -731,22 +813,22 @@ std::unordered_map<std::string, LowerFn> make_lowerings() {
   }
 
   // Factories.
-  t["aten::full.default"] = [](Lowerer& L) { lower_fill(L, L.arg(1).number()); };
-  t["aten::full_like.default"] = [](Lowerer& L) { lower_fill(L, L.arg(1).number()); };
-  t["aten::scalar_tensor.default"] = [](Lowerer& L) { lower_fill(L, L.arg(0).number()); };
+  t["aten::full.default"] = [](Lowerer& L) { lower_fill(L, L.number_arg(1)); };
+  t["aten::full_like.default"] = [](Lowerer& L) { lower_fill(L, L.number_arg(1)); };
+  t["aten::scalar_tensor.default"] = [](Lowerer& L) { lower_fill(L, L.number_arg(0)); };
   for (const char* name : {"aten::zeros.default", "aten::zeros_like.default"}) t[name] = [](Lowerer& L) { lower_fill(L, 0); };
   for (const char* name : {"aten::ones.default", "aten::ones_like.default"}) t[name] = [](Lowerer& L) { lower_fill(L, 1); };
   t["aten::arange.default"] = [](Lowerer& L) { lower_arange(L, 0, 1); };
-  t["aten::arange.start"] = [](Lowerer& L) { lower_arange(L, L.arg(0).number(), 1); };
-  t["aten::arange.start_step"] = [](Lowerer& L) { lower_arange(L, L.arg(0).number(), L.arg(2).number()); };
+  t["aten::arange.start"] = [](Lowerer& L) { lower_arange(L, L.number_arg(0), 1); };
+  t["aten::arange.start_step"] = [](Lowerer& L) { lower_arange(L, L.number_arg(0), L.number_arg(2)); };
 
   // Reductions.
-  t["aten::sum.dim_IntList"] = [](Lowerer& L) { lower_reduce(L, ReduceOp::Sum, L.arg(1), L.arg(2).i); };
+  t["aten::sum.dim_IntList"] = [](Lowerer& L) { lower_reduce(L, ReduceOp::Sum, L.arg(1), L.bool_arg(2)); };
   t["aten::sum.default"] = [](Lowerer& L) { lower_reduce(L, ReduceOp::Sum, Arg::none(), false); };
-  t["aten::prod.dim_int"] = [](Lowerer& L) { lower_reduce(L, ReduceOp::Prod, L.arg(1), L.arg(2).i); };
+  t["aten::prod.dim_int"] = [](Lowerer& L) { lower_reduce(L, ReduceOp::Prod, L.arg(1), L.bool_arg(2)); };
   t["aten::prod.default"] = [](Lowerer& L) { lower_reduce(L, ReduceOp::Prod, Arg::none(), false); };
-  t["aten::amax.default"] = [](Lowerer& L) { lower_reduce(L, ReduceOp::Max, L.arg(1), L.arg(2).i); };
-  t["aten::amin.default"] = [](Lowerer& L) { lower_reduce(L, ReduceOp::Min, L.arg(1), L.arg(2).i); };
+  t["aten::amax.default"] = [](Lowerer& L) { lower_reduce(L, ReduceOp::Max, L.arg(1), L.bool_arg(2)); };
+  t["aten::amin.default"] = [](Lowerer& L) { lower_reduce(L, ReduceOp::Min, L.arg(1), L.bool_arg(2)); };
   t["aten::max.default"] = [](Lowerer& L) { lower_reduce(L, ReduceOp::Max, Arg::none(), false); };
   t["aten::min.default"] = [](Lowerer& L) { lower_reduce(L, ReduceOp::Min, Arg::none(), false); };
   auto mean = [](Lowerer& L, const Arg& dim_arg, bool keepdim) {
@@ -754,7 +836,7 @@ std::unordered_map<std::string, LowerFn> make_lowerings() {
     auto dims = reduction_dims(dim_arg, L.def(in).sizes.size());
     bind_reduced(L, 0, mean_def(L, in, dims, L.out_meta().dtype), dims, keepdim);
   };
-  t["aten::mean.dim"] = [mean](Lowerer& L) { mean(L, L.arg(1), L.arg(2).i); };
+  t["aten::mean.dim"] = [mean](Lowerer& L) { mean(L, L.arg(1), L.bool_arg(2)); };
   t["aten::mean.default"] = [mean](Lowerer& L) { mean(L, Arg::none(), false); };
   t["aten::var.correction"] = [](Lowerer& L) { lower_var_std(L, false); };
   t["aten::std.correction"] = [](Lowerer& L) { lower_var_std(L, true); };
@@ -794,7 +876,7 @@ std::unordered_map<std::string, LowerFn> make_lowerings() {
     std::size_t rank = L.rank_of(0);
     std::vector<std::int64_t> perm(rank);
     std::iota(perm.begin(), perm.end(), 0);
-    if (rank > 0) std::swap(perm[wrap_dim(L.arg(1).i, rank)], perm[wrap_dim(L.arg(2).i, rank)]);
+    if (rank > 0) std::swap(perm[wrap_dim(L.int_arg(1), rank)], perm[wrap_dim(L.int_arg(2), rank)]);
     permute(L, perm);
   };
   t["aten::t.default"] = [permute](Lowerer& L) {
@@ -809,12 +891,12 @@ std::unordered_map<std::string, LowerFn> make_lowerings() {
   t["aten::slice.Tensor"] = [](Lowerer& L) {
     int in = L.tensor_def(0);
     auto in_sizes = L.def(in).sizes;
-    std::int64_t dim = wrap_dim(L.arg(1).i, in_sizes.size());
+    std::int64_t dim = wrap_dim(L.int_arg(1), in_sizes.size());
     std::int64_t size = in_sizes[dim];
-    std::int64_t start = L.arg(2).is_none() ? 0 : L.arg(2).i;
+    std::int64_t start = L.int_arg_or(2, 0);
     if (start < 0) start += size;
     start = std::clamp<std::int64_t>(start, 0, size);
-    std::int64_t step = L.arg(4).is_none() ? 1 : L.arg(4).i;
+    std::int64_t step = L.int_arg_or(4, 1);
     if (step <= 0) throw Unsupported("slice step must be positive");
     L.bind(0, L.view(in, L.out_meta().sizes, [dim, start, step](const Coords& c) {
       Coords r = c;
@@ -825,8 +907,8 @@ std::unordered_map<std::string, LowerFn> make_lowerings() {
   t["aten::select.int"] = [](Lowerer& L) {
     int in = L.tensor_def(0);
     auto in_sizes = L.def(in).sizes;
-    std::int64_t dim = wrap_dim(L.arg(1).i, in_sizes.size());
-    std::int64_t index = L.arg(2).i;
+    std::int64_t dim = wrap_dim(L.int_arg(1), in_sizes.size());
+    std::int64_t index = L.int_arg(2);
     if (index < 0) index += in_sizes[dim];
     L.bind(0, L.view(in, L.out_meta().sizes, [dim, index](const Coords& c) {
       Coords r = c;

@@ -84,6 +84,7 @@ class GroupEmitter : public BodyContext {
   ValueId read(int d, const Coords& c) override {
     const TensorDef& td = lg_.defs[d];
     if (auto it = computed_.find(d); it != computed_.end()) {
+      if (td.rounded) throw NotFusable(td.label + " must be read rounded to " + std::string(ir::dtype_name(td.dtype)));
       if (ir::linear_index(c, ir::contiguous_strides(td.sizes)) != it->second.first)
         throw NotFusable(td.label + " is read at another point than where this kernel computes it");
       return it->second.second;
@@ -233,7 +234,7 @@ void Scheduler::find_realized() {
   for (std::size_t d = 0; d < lg_.defs.size(); ++d) {
     const TensorDef& td = lg_.defs[d];
     if (!live[d] || td.kind == TensorDef::Kind::Buffer) continue;
-    realized_[d] = td.kind == TensorDef::Kind::Reduction || roots_.count(static_cast<int>(d));
+    realized_[d] = td.kind == TensorDef::Kind::Reduction || td.rounded || roots_.count(static_cast<int>(d));
   }
 }
 

@@ -42,6 +42,12 @@ struct TensorDef {
   std::vector<std::int64_t> strides;     // Buffer only
   std::vector<int> deps;                 // defs the body reads
   Body body;                             // Pointwise, Reduction
+  // Pointwise only: readers must see the value rounded to its 16-bit float
+  // storage dtype, as eager does (an explicit cast, or an intermediate that
+  // eager rounds). Fused chains otherwise stay in float32, and the loop IR
+  // has no in-register rounding to f16/bf16: the scheduler realizes such a
+  // def and its readers load the rounded value from memory.
+  bool rounded = false;
 
   // Reduction only. The body yields values in compute_dtype(dtype); the
   // reduction runs in that type.

@@ -328,6 +328,8 @@ inline std::vector<TestKernel> emitter_test_kernels() {
   add(moments("moments_512", 129, 512));
   add(moments("moments_20000", 5, 20000));
   add(column_sum("column_sum", 1000, 512), 0, 1);
+  add(column_sum("column_sum_small", 40, 5000), 0, 1);
+  add(column_sum("column_sum_wide", 5000, 64), 0, 1);
   add(scale_rows("scale_rows_1000", 37, 1000));
   add(degenerate_reduce("reduce_r1", ReduceOp::Sum, 1000, 1));
   add(degenerate_reduce("reduce_r0", ReduceOp::Max, 1000, 0));
@@ -476,7 +478,7 @@ TEST_CASE("row kernels: layout, persistence and reductions", "[cuda_emitter]") {
     CHECK(count(body, "__syncthreads()") == 2);
     CHECK(count(body, "reinterpret_cast<const dv_vec<float, 4>*>") == 1);  // loaded once
     CHECK(count(body, "reinterpret_cast<dv_vec<float, 4>*>") == 1);
-    CHECK(contains(body, "dv_shfl_xor(a, 16)"));
+    CHECK(contains(body, "const float o = dv_shfl_xor(a, 16); a = dv_max(a, o);"));
     CHECK(!contains(body, "kRnumel"));  // no masks: 8192 = 256 threads x 8 chunks x 4
   }
   SECTION("layer_norm bf16: 8 lanes, weight and bias vector loads, x-level stores by thread 0") {
@@ -503,10 +505,26 @@ TEST_CASE("row kernels: layout, persistence and reductions", "[cuda_emitter]") {
     CHECK(count(body_of(k), "// ---- pass") == 3);
     CHECK(k.launch.block[0] == 1024);
   }
+  SECTION("reductions over an outer dimension: column-major threads, shared memory, no shuffles") {
+    const CudaKernel k = emit(column_sum("c", 1000, 512));
+    const std::string body = body_of(k);
+    CHECK(contains(k.source, "column-major"));
+    CHECK(contains(body, "const int row = tid % kRpb;"));
+    CHECK(contains(body, "b0_in[(l0 * 1000 + x)]"));
+    CHECK(!contains(body, "shfl"));
+    CHECK(count(body, "__syncthreads()") == 1);
+  }
   SECTION("reduce identities and NaN-propagating max") {
     CHECK(contains(body_of(emit(row_reduce("r", ReduceOp::Max, DType::Float32, 64, 1000))), "(-__int_as_float(0x7f800000))"));
     CHECK(contains(body_of(emit(row_reduce("r", ReduceOp::Min, DType::Int32, 64, 1000))), "2147483647"));
     CHECK(contains(body_of(emit(row_reduce("r", ReduceOp::Prod, DType::Float32, 64, 1000))), "acc[v] = 1.0f"));
+  }
+  SECTION("every lane executes every shuffle, also for bool any/all") {
+    const std::string body = body_of(emit(bool_reduce("b", 200, 1000)));
+    CHECK(contains(body, "const bool o = dv_shfl_xor(a, 16); a = ((a | o) != 0);"));
+    CHECK(contains(body, "const bool o = dv_shfl_xor(a, 16); a = ((a & o) != 0);"));
+    CHECK(!contains(body, "|| dv_shfl_xor"));
+    CHECK(!contains(body, "&& dv_shfl_xor"));
   }
   SECTION("degenerate rnumel") {
     const std::string r1 = body_of(emit(degenerate_reduce("r", ReduceOp::Sum, 100, 1)));

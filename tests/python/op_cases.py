@@ -105,6 +105,10 @@ class Inputs:
         if kind == "exponent":
             return self._randn(shape) if floating else self._randint(0, 4, shape)
         if kind == "near_one":
+            if dtype in (BF16, F16):
+                # Powers of two: eager multiplies 16-bit floats in their own
+                # precision (prod of bf16 rounds at every step); these stay exact.
+                return 2.0 ** self._randint(-1, 2, shape) * self._sign(shape)
             if floating:
                 return 1 + 0.05 * self._randn(shape)
             return self._randint(1, 3, shape) * self._sign(shape)
@@ -154,6 +158,7 @@ class OpCase:
         return tuple(self.build(Inputs(device, dtype, seed)))
 
     def tolerances(self, dtype, device="cpu"):
+        """(rtol, atol) for an output of `dtype` (integer ops may return floats)."""
         kind = torch.device(device).type
         if dtype in (B8, I32, I64):
             return 0.0, 0.0
@@ -215,7 +220,7 @@ UNARY = [
     ("tanh", torch.tanh, "normal", 2, FLOATS_F16),
     ("sigmoid", torch.sigmoid, "normal", 3, FLOATS_F16 + (I32,)),
     ("relu", torch.relu, "normal", 1, NUMERIC_F16),
-    ("gelu", F.gelu, "normal", 2, FLOATS_F16),
+    ("gelu", F.gelu, "normal", 2, FLOATS_F16),  # see GELU_TOLERANCE
     ("gelu_tanh", lambda x: F.gelu(x, approximate="tanh"), "normal", 2, FLOATS_F16),
     ("silu", F.silu, "normal", 3, FLOATS),
     ("erf", torch.erf, "normal", 1, FLOATS),
@@ -229,9 +234,14 @@ UNARY = [
     ("trunc", torch.trunc, "normal", 4, FLOATS),
 ]
 
+# gelu(x) = x/2 (1 + erf(x / sqrt 2)) cancels for x < -2: eager's vectorized
+# erf (a polynomial, ~1e-7 absolute error) is then off by ~1e-6 absolute.
+GELU_TOLERANCE = {F32: (1e-5, 5e-6)}
 for _name, _fn, _kind, _scale, _dtypes in UNARY:
     for _variant, _shape, _layout in UNARY_SHAPES:
-        case(f"{_name}[{_variant}]", _fn, one(_shape, _kind, _layout, _scale), _dtypes)
+        case(f"{_name}[{_variant}]", _fn, one(_shape, _kind, _layout, _scale), _dtypes,
+             tolerance=GELU_TOLERANCE if _name == "gelu" else {},
+             why="1 + erf(x/sqrt 2) cancels; eager's erf is a polynomial" if _name == "gelu" else "")
 
 # round() on exact halves: half to even, like eager.
 case("round[halves]", torch.round,
@@ -527,7 +537,7 @@ for _name, _fn in (("softmax", torch.softmax), ("log_softmax", torch.log_softmax
              why="exp of shifted values, summed in a different order")
     case(f"{_name}[dtype_float32]", lambda x, fn=_fn: fn(x, -1, dtype=torch.float32), one(ODD, scale=4),
          FLOATS_F16)
-case("softmax[functional_large]", lambda x: F.softmax(x * 30, dim=-1), one(ODD), FLOATS)
+case("softmax[functional_large]", lambda x: F.softmax(x, dim=-1), one(ODD, scale=30), FLOATS)
 
 # layer_norm: eager computes the moments with a vectorized Welford pass;
 # deepvisor with two passes. rstd is accurate to a few ulps either way, and
@@ -604,11 +614,15 @@ VIEWS = [
     ("select_negative", lambda x: x[:, -2], ODD, "transposed"),
     ("select_last_dim", lambda x: x[..., 0], SMALL3, "sliced"),
     ("chain", lambda x: x.t()[1:, :5].reshape(-1), ODD, "contiguous"),
-    ("unbind", lambda x: x.unbind(0)[1], SMALL3, "contiguous"),
 ]
 for _name, _view, _shape, _layout in VIEWS:
     case(f"{_name}[returned]", _view, one(_shape, "normal", _layout), ALL)
     case(f"{_name}[pointwise]", lambda x, v=_view: v(x) * 2 + 1, one(_shape, "normal", _layout), NUMERIC)
+# unbind is not lowered: a fallback whose outputs are views.
+_UNBIND = frozenset({"aten::unbind.int"})
+case("unbind[returned]", lambda x: x.unbind(0)[1], one(SMALL3), ALL, allowed_fallbacks=_UNBIND, min_kernels=0)
+case("unbind[pointwise]", lambda x: x.unbind(1)[2] * 2 + 1, one(SMALL3, layout="sliced"), NUMERIC,
+     allowed_fallbacks=_UNBIND)
 case("view[of_reduction]", lambda x: x.sum(-1).view(3, 5) * 2, one(SMALL3), FLOATS,
      tolerance={F32: (1e-5, 2e-6)}, why=_WHY_SUM)
 case("view[pointwise_then_view]", lambda x: torch.exp(x).view(-1)[::7] + 1, one(ODD), FLOATS)
@@ -630,10 +644,11 @@ def params(device, filter_dtype=None):
 # Comparison
 
 
-def assert_matches(actual, expected, rtol, atol, what="output"):
+def assert_matches(actual, expected, tolerances, what="output"):
     """Same structure, and tensors of the same dtype, shape and values (NaN
-    at the same places)."""
+    at the same places). tolerances: dtype -> (rtol, atol)."""
     if isinstance(expected, torch.Tensor):
+        rtol, atol = tolerances(expected.dtype)
         assert isinstance(actual, torch.Tensor), f"{what}: expected a tensor, got {type(actual).__name__}"
         assert actual.dtype == expected.dtype, f"{what}: dtype {actual.dtype} != {expected.dtype}"
         assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
@@ -648,11 +663,11 @@ def assert_matches(actual, expected, rtol, atol, what="output"):
     elif isinstance(expected, (tuple, list)):
         assert type(actual) is type(expected) and len(actual) == len(expected), f"{what}: {actual!r}"
         for i, (a, e) in enumerate(zip(actual, expected)):
-            assert_matches(a, e, rtol, atol, f"{what}[{i}]")
+            assert_matches(a, e, tolerances, f"{what}[{i}]")
     elif isinstance(expected, dict):
         assert isinstance(actual, dict) and actual.keys() == expected.keys(), f"{what}: keys differ"
         for k in expected:
-            assert_matches(actual[k], expected[k], rtol, atol, f"{what}[{k!r}]")
+            assert_matches(actual[k], expected[k], tolerances, f"{what}[{k!r}]")
     else:
         assert actual == expected or (isinstance(expected, float) and math.isnan(expected) and math.isnan(actual)), \
             f"{what}: {actual!r} != {expected!r}"

@@ -1,0 +1,176 @@
+"""Regression tests for fixes in the lowering and the scheduler, at the plan
+level (how many kernels, what falls back) as well as by value. The value
+cases also live in the catalogue (op_cases.py): div_floor[edges],
+floor_divide[edges], div_trunc[edges] in bf16, add/mul on bools, cast_*[then_sum],
+cast[float_chain_roundtrip]."""
+
+import pytest
+import torch
+
+import deepvisor
+from deepvisor import _C
+from op_cases import assert_matches
+
+BF16 = torch.bfloat16
+
+
+def compiled_run(fn, *args):
+    g = deepvisor.compile(fn)
+    g(*args)
+    out, stats = g(*args), deepvisor.stats(g)
+    assert stats["captures"] == 1 and stats["cache_hits"] == 1 and stats["eager_calls"] == 0, stats
+    return out, stats
+
+
+def exact(dtype):
+    return 0.0, 0.0
+
+
+def slice_graph(start_arg):
+    return "\n".join([
+        "deepvisor-graph 1",
+        "value %0 f32 sizes=6,4 strides=4,1 device=cpu aligned=1",
+        "value %1 f32 sizes=4,4 strides=4,1 device=cpu aligned=1",
+        "input %0",
+        f"node aten::slice.Tensor %0 i:0 {start_arg} i:6 i:1 -> %1",
+        "output %1",
+    ]) + "\n"
+
+
+def test_int_argument_of_another_kind_falls_back_instead_of_reading_zero():
+    # An int argument given as a list used to be read as 0 (slice from the start).
+    good = _C.compile_graph_text(slice_graph("i:2"))
+    assert good.stats()["fallback_ops"] == {}
+    x = torch.arange(24.0).view(6, 4)
+    assert torch.equal(good.run([x])[0], x[2:])
+    odd = _C.compile_graph_text(slice_graph("il:[2]"))
+    assert odd.stats()["fallback_ops"] == {"aten::slice.Tensor": 1}
+    assert any("not an int" in note for note in odd.stats()["fallback_reasons"])
+
+
+def test_number_argument_of_another_kind_falls_back():
+    text = "\n".join([
+        "deepvisor-graph 1",
+        "value %0 f32 sizes=3 strides=1 device=cpu aligned=1",
+        "value %1 f32 sizes=3 strides=1 device=cpu aligned=1",
+        "input %0",
+        'node aten::pow.Tensor_Scalar %0 s:"two" -> %1',
+        "output %1",
+    ]) + "\n"
+    e = _C.compile_graph_text(text)  # used to throw out of the lowering
+    assert e.stats()["fallback_ops"] == {"aten::pow.Tensor_Scalar": 1}
+
+
+@pytest.mark.parametrize("op", [torch.add, torch.mul, torch.maximum, torch.minimum])
+def test_arithmetic_on_bools(op):
+    a = torch.tensor([[False, True, False, True]] * 3)
+    b = torch.tensor([[False, False, True, True]] * 3)
+
+    def fn(x, y):
+        return op(x, y), op(x, y).sum(-1)
+
+    out, stats = compiled_run(fn, a, b)
+    assert_matches(out, fn(a, b), exact)
+    assert stats["fallback_ops"] == {}
+
+
+def test_float_floor_division_rounds_like_python():
+    a = torch.tensor([1.0, -1.0, 0.3, 5.5, -0.0, 0.0, 2.0, -2.0, float("inf"), 1.0, -1.0])
+    b = torch.tensor([0.1, 0.1, 0.1, -1.1, 0.3, -0.3, 0.0, 0.0, 2.0, float("inf"), float("inf")])
+
+    def fn(x, y):
+        return torch.div(x, y, rounding_mode="floor"), x // y
+
+    out, stats = compiled_run(fn, a, b)
+    assert_matches(out, fn(a, b), exact)
+    assert stats["fallback_ops"] == {}
+    assert out[0][0].item() == 9.0  # 1.0 / 0.1 rounds to 10, the floor division is 9
+    assert torch.equal(torch.signbit(out[0]), torch.signbit(fn(a, b)[0]))  # signed zeros too
+
+
+def test_bf16_trunc_division_rounds_the_quotient_first():
+    a = torch.tensor([1.0, -1.0, 3.0, 0.3, 7.0], dtype=BF16)
+    b = torch.tensor([0.1, 0.1, 0.3, 0.1, 0.7], dtype=BF16)
+
+    def fn(x, y):
+        return torch.div(x, y, rounding_mode="trunc")
+
+    out, _ = compiled_run(fn, a, b)
+    assert_matches(out, fn(a, b), exact)
+
+
+# The cast tests build their graphs by hand, so they do not depend on how the
+# recorder encodes _to_copy's dtype argument.
+_SHORT = {torch.float32: "f32", torch.bfloat16: "bf16", torch.float16: "f16"}
+
+
+def graph_text(values, nodes, outputs):
+    """values: {id: (dtype, sizes)} (contiguous, value 0 is the input);
+    nodes: lines like "aten::exp.default %0 -> %1"."""
+    lines = ["deepvisor-graph 1"]
+    for v, (dtype, sizes) in values.items():
+        strides = [1] * len(sizes)
+        for i in range(len(sizes) - 2, -1, -1):
+            strides[i] = strides[i + 1] * sizes[i + 1]
+        lines.append(f"value %{v} {_SHORT[dtype]} sizes={','.join(map(str, sizes))} "
+                     f"strides={','.join(map(str, strides))} device=cpu aligned=1")
+    lines.append("input %0")
+    lines += [f"node {n}" for n in nodes]
+    lines.append("output " + " ".join(f"%{v}" for v in outputs))
+    return "\n".join(lines) + "\n"
+
+
+def run_graph(text, *inputs):
+    executor = _C.compile_graph_text(text)
+    executor.validate_cuda(90)
+    return executor.run(list(inputs)), executor.stats()
+
+
+def test_explicit_cast_to_bf16_rounds_inside_a_fused_chain():
+    x = torch.randn(16, 33, generator=torch.Generator().manual_seed(0))
+    text = graph_text({0: (torch.float32, [16, 33]), 1: (BF16, [16, 33]), 2: (torch.float32, [16, 33]),
+                       3: (torch.float32, [16, 33])},
+                      ["aten::_to_copy.default %0 -> %1", "aten::_to_copy.default %1 -> %2",
+                       "aten::mul.Tensor %2 f:0x1.8p+1 -> %3"], [3])
+    (out,), stats = run_graph(text, x)
+    assert_matches(out, x.to(BF16).float() * 3, lambda dt: (1e-6, 1e-6))
+    assert stats["kernels"] == 2  # the rounded value goes through memory
+
+
+@pytest.mark.parametrize("target", [torch.float16, torch.bfloat16])
+def test_cast_then_reduce_sums_rounded_values(target):
+    x = torch.randn(8, 300, generator=torch.Generator().manual_seed(1)) * 3
+    text = graph_text({0: (torch.float32, [8, 300]), 1: (target, [8, 300]), 2: (target, [8])},
+                      ["aten::_to_copy.default %0 -> %1", "aten::sum.dim_IntList %1 il:[-1] b:0 none -> %2"], [2])
+    (out,), stats = run_graph(text, x)
+    assert_matches(out, x.to(target).sum(-1), lambda dt: (2e-3, 2e-3) if dt == torch.float16 else (8e-3, 8e-3))
+    assert stats["kernels"] == 2
+
+
+def test_upcast_still_fuses():
+    x = torch.randn(8, 64, generator=torch.Generator().manual_seed(2)).to(BF16)
+    text = graph_text({0: (BF16, [8, 64]), 1: (torch.float32, [8, 64]), 2: (torch.float32, [8, 64])},
+                      ["aten::_to_copy.default %0 -> %1", "aten::_softmax.default %1 i:-1 b:0 -> %2"], [2])
+    (out,), stats = run_graph(text, x)
+    assert_matches(out, torch.softmax(x.float(), -1), lambda dt: (1e-6, 1e-6))
+    assert stats["kernels"] == 1, stats
+
+
+def test_downcast_as_the_final_output_stays_fused():
+    x = torch.randn(8, 64, generator=torch.Generator().manual_seed(3))
+    text = graph_text({0: (torch.float32, [8, 64]), 1: (torch.float32, [8, 64]), 2: (BF16, [8, 64])},
+                      ["aten::_softmax.default %0 i:-1 b:0 -> %1", "aten::_to_copy.default %1 -> %2"], [2])
+    (out,), stats = run_graph(text, x)
+    assert_matches(out, torch.softmax(x, -1).to(BF16), lambda dt: (0.0, 0.0))
+    assert stats["kernels"] == 1, stats
+
+
+def test_plain_bf16_chain_is_one_kernel():
+    x = torch.randn(8, 64, generator=torch.Generator().manual_seed(4)).to(BF16)
+
+    def fn(t):
+        return torch.exp(t) * 2 + t
+
+    out, stats = compiled_run(fn, x)
+    assert_matches(out, fn(x), lambda dt: (1.6e-2, 1.6e-2))
+    assert stats["kernels"] == 1, stats
