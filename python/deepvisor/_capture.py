@@ -111,25 +111,20 @@ class Recorder(TorchDispatchMode):
 
     # -- arguments ----------------------------------------------------------
     def _encode(self, arg_type, value):
+        """One argument in the graph format. Dispatches on the value's type; the
+        schema type (a TorchScript type string such as "List[int]" or
+        "Optional[int]", which is also how ScalarType and Layout read) only
+        decides whether a lone int stands for an int list."""
         if value is None:
             return "none"
         if isinstance(value, torch.Tensor):
             return f"%{self.value_of(value)}"
-        if "[]" in arg_type and "Tensor" in arg_type:
-            if any(x is None for x in value):
-                raise Unsupported("optional tensors in a list")
-            return "tl:[" + ",".join(f"%{self.value_of(x)}" for x in value) + "]"
-        if "[" in arg_type and "int" in arg_type.lower():
-            values = [value] if isinstance(value, int) else list(value)
-            return "il:[" + ",".join(str(int(x)) for x in values) + "]"
-        if isinstance(value, bool):
-            return f"b:{int(value)}"
-        if isinstance(value, int):
-            return f"i:{value}"
-        if isinstance(value, float):
-            return _format_float(value)
-        if isinstance(value, str):
-            return "s:" + _quote(value)
+        if isinstance(value, (list, tuple)):
+            if all(isinstance(x, torch.Tensor) for x in value) and "Tensor" in arg_type:
+                return "tl:[" + ",".join(f"%{self.value_of(x)}" for x in value) + "]"
+            if all(isinstance(x, int) and not isinstance(x, bool) for x in value):
+                return "il:[" + ",".join(str(x) for x in value) + "]"
+            raise Unsupported(f"list argument of type {arg_type}")
         if isinstance(value, torch.dtype):
             return "dt:" + _dtype_name(value)
         if isinstance(value, torch.device):
@@ -140,6 +135,14 @@ class Recorder(TorchDispatchMode):
             return "layout:0"
         if isinstance(value, torch.memory_format):
             return f"mf:{_MEMORY_FORMATS[value]}"
+        if isinstance(value, bool):
+            return f"b:{int(value)}"
+        if isinstance(value, int):
+            return f"il:[{value}]" if "List[int]" in arg_type else f"i:{value}"
+        if isinstance(value, float):
+            return _format_float(value)
+        if isinstance(value, str):
+            return "s:" + _quote(value)
         raise Unsupported(f"argument of type {type(value).__name__} ({arg_type})")
 
     def _normalize(self, schema, args, kwargs):

@@ -29,6 +29,13 @@ def _guard_key(value):
     return ("id", id(value))
 
 
+def _alias_pattern(tensors):
+    """Which tensor arguments are the same object: a plan captured with f(x, x)
+    reads one value for both and is valid only for calls that alias alike."""
+    first = {}
+    return tuple(first.setdefault(id(t), i) for i, t in enumerate(tensors))
+
+
 class _Entry:
     """How to rebuild the outputs of one cached plan."""
 
@@ -51,6 +58,7 @@ class _Signature:
         self.cache = _C.GraphCache()
         self.entries = []
         self.eager_reason = None  # set when this signature always runs eagerly
+        self.constants_require_grad = False  # plans read parameters that require grad
         self.pinned = pinned      # objects guarded by identity, kept alive
 
 
@@ -69,14 +77,15 @@ class CompiledFunction:
         leaves, spec = tree_flatten((args, kwargs))
         tensors = [x for x in leaves if isinstance(x, torch.Tensor)]
         others = [x for x in leaves if not isinstance(x, torch.Tensor)]
-        key = (spec, tuple(_guard_key(x) for x in others))
+        key = (spec, tuple(_guard_key(x) for x in others), _alias_pattern(tensors))
         signature = self._signatures.get(key)
         if signature is None:
             signature = self._signatures[key] = _Signature(others)
         if signature.eager_reason is not None:
             return self._eager(signature.eager_reason, args, kwargs)
-        if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-            return self._eager("autograd: inputs require grad (compile under torch.no_grad())", args, kwargs)
+        if torch.is_grad_enabled() and (signature.constants_require_grad or any(t.requires_grad for t in tensors)):
+            return self._eager("autograd: inputs or parameters require grad (compile under torch.no_grad())",
+                               args, kwargs)
         if len(signature.entries):
             try:
                 hit = signature.cache.run(tensors)
@@ -115,6 +124,7 @@ class CompiledFunction:
             self._note_eager(signature.eager_reason)
             return result
         signature.entries.append(_Entry(spec, leaves, executor))
+        signature.constants_require_grad |= any(t.requires_grad for t in recorder.constants)
         self._stats["captures"] += 1
         for op, reason in _fallback_notes(executor):
             log.info("deepvisor: %s: %s runs as a fallback (%s)", self._name(), op, reason)

@@ -584,6 +584,7 @@ class Emitter {
   std::string ref(ValueId id, const std::string& k) const;  // operand reference at array element k
   DType arg_type(const Instr& in, int i) const { return k_.body[in.args[i]].dtype; }
   std::string op_expr(const Instr& in, const std::vector<std::string>& a) const;
+  bool is_constant_one(ValueId v) const;
   std::string cast_expr(DType from, DType to, const std::string& a) const;
   std::string load_conv(DType storage, const std::string& e) const;
   std::string store_conv(DType value, DType storage, const std::string& e) const;
@@ -790,6 +791,11 @@ std::string Emitter::store_conv(DType value, DType storage, const std::string& e
   return cast_expr(value, storage, e);
 }
 
+bool Emitter::is_constant_one(ValueId v) const {
+  const Instr& c = k_.body[v];
+  return c.op == PrimOp::Constant && is_float(c.dtype) && c.fvalue == 1.0;
+}
+
 std::string Emitter::op_expr(const Instr& in, const std::vector<std::string>& a) const {
   const DType t = in.args.empty() ? in.dtype : arg_type(in, in.op == PrimOp::Where ? 1 : 0);
   const bool f = is_float(t), f32 = t == DType::Float32, b = t == DType::Bool;
@@ -806,7 +812,7 @@ std::string Emitter::op_expr(const Instr& in, const std::vector<std::string>& a)
     case PrimOp::Log: return fn("logf", "log");
     case PrimOp::Log1p: return fn("log1pf", "log1p");
     case PrimOp::Sqrt: return fn("sqrtf", "sqrt");
-    case PrimOp::Rsqrt: return cat("(", float_literal(1, t), " / ", fn("sqrtf", "sqrt"), ")");
+    case PrimOp::Rsqrt: return cat(f32 ? "__frcp_rn(" : "__drcp_rn(", fn("sqrtf", "sqrt"), ")");
     case PrimOp::Sin: return fn("sinf", "sin");
     case PrimOp::Cos: return fn("cosf", "cos");
     case PrimOp::Tanh: return fn("tanhf", "tanh");
@@ -829,6 +835,9 @@ std::string Emitter::op_expr(const Instr& in, const std::vector<std::string>& a)
       return f ? bin("*") : cat("dv_mul(", a[0], ", ", a[1], ")");
     case PrimOp::Div:
       if (b) fail("div on b8");
+      // 1/x as a correctly rounded reciprocal: the same value as IEEE division,
+      // in fewer instructions (sigmoid, reciprocal).
+      if (f && is_constant_one(in.args[0])) return cat(f32 ? "__frcp_rn(" : "__drcp_rn(", a[1], ")");
       return f ? bin("/") : cat("dv_div(", a[0], ", ", a[1], ")");
     case PrimOp::FloorDiv:
       if (b) fail("floordiv on b8");

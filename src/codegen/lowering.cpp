@@ -710,10 +710,14 @@ std::unordered_map<std::string, LowerFn> make_lowerings() {
     L.bind(0, L.unary([tanh_approx](KernelBuilder& kb, ValueId x) { return gelu(kb, x, tanh_approx); }));
   };
   t["aten::round.decimals"] = [](Lowerer& L) {
-    double scale = std::pow(10.0, static_cast<double>(L.int_arg(1)));
-    L.bind(0, L.unary([scale](KernelBuilder& kb, ValueId x) {
+    // As eager: round(x * 10^d) / 10^d, and for d < 0 round(x / 10^-d) * 10^-d
+    // (multiplying by 0.1 instead of dividing by 10 rounds differently).
+    std::int64_t decimals = L.int_arg(1);
+    double scale = std::pow(10.0, static_cast<double>(decimals < 0 ? -decimals : decimals));
+    PrimOp scale_in = decimals < 0 ? PrimOp::Div : PrimOp::Mul, scale_out = decimals < 0 ? PrimOp::Mul : PrimOp::Div;
+    L.bind(0, L.unary([scale, scale_in, scale_out](KernelBuilder& kb, ValueId x) {
       ValueId s = cst(kb, scale, x);
-      return bin(kb, PrimOp::Div, kb.unary(PrimOp::Round, bin(kb, PrimOp::Mul, x, s)), s);
+      return bin(kb, scale_out, kb.unary(PrimOp::Round, bin(kb, scale_in, x, s)), s);
     }));
   };
   for (const char* name : {"aten::logical_not.default", "aten::bitwise_not.default"}) {

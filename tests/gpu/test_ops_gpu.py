@@ -1,0 +1,196 @@
+"""The operator catalogue (tests/python/op_cases.py) on CUDA tensors, against
+eager on the same device; the benchmark-shaped workloads at smaller sizes;
+unaligned inputs; the current stream. Skipped without a GPU."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import deepvisor
+from op_cases import assert_matches, params
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+BF16 = torch.bfloat16
+
+
+def check_compiled(case, dtype):
+    def tolerances(out_dtype):
+        return case.tolerances(out_dtype, "cuda")
+
+    args = case.args("cuda", dtype)
+    expected = case.fn(*args)
+    g = deepvisor.compile(case.fn)
+    assert_matches(g(*args), expected, tolerances, "capture run")
+    assert_matches(g(*args), expected, tolerances, "replay")
+    stats = deepvisor.stats(g)
+    assert stats["eager_calls"] == 0, stats["eager_reasons"]
+    assert stats["captures"] == 1 and stats["cache_hits"] == 1, stats
+    unexpected = set(stats["fallback_ops"]) - case.allowed_fallbacks
+    assert not unexpected, f"ops fell back to ATen: {unexpected}"
+    assert stats["kernels"] >= case.min_kernels, stats
+    fresh = case.args("cuda", dtype, seed=1)
+    assert_matches(g(*fresh), case.fn(*fresh), tolerances, "replay on new inputs")
+    assert deepvisor.stats(g)["cache_hits"] == 2
+
+
+@pytest.mark.parametrize("case,dtype", params("cuda"))
+def test_op_gpu(case, dtype):
+    check_compiled(case, dtype)
+
+
+# -- benchmark-shaped workloads ---------------------------------------------------------------
+
+
+def gelu_chain(x):
+    return F.gelu(x * 1.5 + 0.3) * torch.sigmoid(x)
+
+
+def softmax_rows(x):
+    return torch.softmax(x, dim=-1)
+
+
+def layer_norm_rows(x, w, b):
+    return F.layer_norm(x, (x.shape[-1],), w, b)
+
+
+def cuda_randn(*shape, seed=0, dtype=torch.float32, scale=1.0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(shape, generator=g) * scale).to("cuda", dtype)
+
+
+# float32: 1e-4 relative (CUDA's math functions and reduction order); bf16: as on CPU.
+def gpu_tolerance(dtype):
+    return {torch.float32: (1e-4, 1e-5), BF16: (1.6e-2, 1.6e-2)}.get(dtype, (0.0, 0.0))
+
+
+WORKLOADS = [
+    ("gelu_chain", gelu_chain, lambda dt, s: (cuda_randn(1024, 4096, seed=s, dtype=dt),)),
+    ("softmax_8192", softmax_rows, lambda dt, s: (cuda_randn(256, 8192, seed=s, dtype=dt, scale=3),)),
+    ("softmax_8192_few_rows", softmax_rows, lambda dt, s: (cuda_randn(3, 8192, seed=s, dtype=dt, scale=3),)),
+    ("layer_norm_4096", layer_norm_rows,
+     lambda dt, s: (cuda_randn(512, 4096, seed=s, dtype=dt), cuda_randn(4096, seed=s + 1, dtype=dt),
+                    cuda_randn(4096, seed=s + 2, dtype=dt))),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, BF16], ids=["f32", "bf16"])
+@pytest.mark.parametrize("name,fn,make", WORKLOADS, ids=[w[0] for w in WORKLOADS])
+def test_workload(name, fn, make, dtype):
+    args = make(dtype, 0)
+    g = deepvisor.compile(fn)
+    g(*args)
+    assert_matches(g(*args), fn(*args), gpu_tolerance)
+    fresh = make(dtype, 10)
+    assert_matches(g(*fresh), fn(*fresh), gpu_tolerance)
+    stats = deepvisor.stats(g)
+    assert stats["kernels"] == 1 and stats["fallback_ops"] == {} and stats["eager_calls"] == 0, stats
+    assert stats["cache_hits"] == 2
+
+
+def test_issue_example_on_gpu():
+    def f(x, w, b):
+        y = F.gelu(x * 1.5 + 0.3) * torch.sigmoid(x)
+        y = torch.softmax(y, dim=-1)
+        return F.layer_norm(y, (y.shape[-1],), w, b)
+
+    x, w, b = cuda_randn(64, 1000), cuda_randn(1000, seed=1), cuda_randn(1000, seed=2)
+    g = deepvisor.compile(f)
+    g(x, w, b)
+    assert_matches(g(x, w, b), f(x, w, b), lambda dt: (1e-4, 1e-4))
+    assert deepvisor.stats(g)["kernels"] == 1
+
+
+# -- alignment ------------------------------------------------------------------------------------
+
+
+def unaligned(shape, dtype, seed=0, offset=1):
+    """A tensor of `shape` whose data pointer is `offset` elements past a
+    16-byte boundary (contiguous rows, each row unaligned too when the row
+    length is odd)."""
+    n = 1
+    for s in shape:
+        n *= s
+    flat = cuda_randn(n + offset, seed=seed, dtype=dtype)
+    t = flat[offset:].view(shape)
+    assert t.data_ptr() % 16 != 0
+    return t
+
+
+ALIGNMENT_CASES = [
+    ("pointwise_flat", lambda x: torch.exp(x) * 2 - x, (4097,)),
+    ("pointwise_rows", lambda x: F.gelu(x) + 1, (33, 1024)),
+    ("softmax", lambda x: torch.softmax(x, -1), (17, 1024)),
+    ("sum_rows", lambda x: x.sum(-1), (9, 4096)),
+    ("layer_norm", lambda x: F.layer_norm(x, (512,)), (15, 512)),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, BF16, torch.float16], ids=["f32", "bf16", "f16"])
+@pytest.mark.parametrize("name,fn,shape", ALIGNMENT_CASES, ids=[c[0] for c in ALIGNMENT_CASES])
+def test_unaligned_input(name, fn, shape, dtype):
+    def tol(dt):
+        return {torch.float32: (1e-4, 1e-5), BF16: (1.6e-2, 1.6e-2), torch.float16: (2e-3, 1e-3)}[dt]
+
+    for offset in (1, 3):
+        x = unaligned(shape, dtype, offset=offset)
+        g = deepvisor.compile(fn)
+        g(x)
+        assert_matches(g(x), fn(x), tol)
+        x2 = unaligned(shape, dtype, seed=1, offset=offset)
+        assert_matches(g(x2), fn(x2), tol)
+        assert deepvisor.stats(g)["cache_hits"] == 2
+
+
+def test_unaligned_after_aligned_captures_again():
+    fn = ALIGNMENT_CASES[0][1]
+    g = deepvisor.compile(fn)
+    aligned = cuda_randn(4097)
+    assert aligned.data_ptr() % 16 == 0
+    g(aligned)
+    g(aligned)
+    x = unaligned((4097,), torch.float32)
+    assert_matches(g(x), fn(x), gpu_tolerance)  # the aligned plan must not run on it
+    assert_matches(g(x), fn(x), gpu_tolerance)
+    stats = deepvisor.stats(g)
+    assert stats["captures"] == 2 and stats["cache_hits"] == 2, stats
+
+
+def test_sliced_column_input_unaligned_and_strided():
+    def fn(x):
+        return torch.softmax(x * 2, dim=-1)
+
+    base = cuda_randn(64, 1027)
+    x = base[:, 3:1027]  # each row starts 12 bytes past the row's start
+    g = deepvisor.compile(fn)
+    g(x)
+    assert_matches(g(x), fn(x), gpu_tolerance)
+
+
+# -- streams and devices -----------------------------------------------------------------------------
+
+
+def test_runs_on_the_current_stream():
+    fn = gelu_chain
+    x = cuda_randn(2048, 1024)
+    g = deepvisor.compile(fn)
+    g(x)
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        y = x * 3  # produced on the side stream: the kernel must be ordered after it
+        out = g(y)
+        expected = fn(y)
+    stream.synchronize()
+    assert_matches(out, expected, gpu_tolerance)
+
+
+def test_cpu_and_gpu_inputs_get_separate_plans():
+    fn = gelu_chain
+    g = deepvisor.compile(fn)
+    x_cpu = torch.randn(16, 100, generator=torch.Generator().manual_seed(0))
+    x_gpu = x_cpu.cuda()
+    for _ in range(2):
+        assert_matches(g(x_cpu), fn(x_cpu), lambda dt: (1e-5, 1e-6))
+        assert_matches(g(x_gpu), fn(x_gpu), gpu_tolerance)
+    assert deepvisor.stats(g)["captures"] == 2
