@@ -29,7 +29,7 @@ if [[ $what == *build* || $what == all ]]; then
 fi
 if [[ $what == *tests* || $what == all ]]; then
   step cpp-tests $MESON test -C $BUILD --print-errorlogs
-  step gpu-tests env DEEPVISOR_STRICT=1 DEEPVISOR_POISON=1 python3 -m pytest -q -x tests/gpu
+  step gpu-tests env DEEPVISOR_STRICT=1 DEEPVISOR_POISON=1 python3 -m pytest -q tests/gpu
   step disk-cache python3 bench/disk_cache_check.py
 fi
 if [[ $what == *bench* || $what == all ]]; then
