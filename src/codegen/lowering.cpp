@@ -161,6 +161,17 @@ class Lowerer {
  private:
   void lower_node(int index);
   void fallback(int index, const std::string& reason);
+  // A tensor that exists in memory with the layout the capture saw.
+  TensorDef buffer_def(int value) const {
+    const auto& m = g_.meta(value);
+    TensorDef d;
+    d.kind = TensorDef::Kind::Buffer;
+    d.dtype = m.dtype;
+    d.sizes = m.sizes;
+    d.strides = m.strides;
+    d.value = value;
+    return d;
+  }
 
   const ir::Graph& g_;
   LoweredGraph out_;
@@ -303,14 +314,8 @@ void Lowerer::fallback(int index, const std::string& reason) {
   out_.fallback_nodes.push_back(index);
   out_.notes.push_back(n.op + ": " + reason);
   for (int v : n.outputs) {
-    const auto& m = g_.meta(v);
-    TensorDef d;
-    d.kind = TensorDef::Kind::Buffer;
-    d.dtype = m.dtype;
-    d.sizes = m.sizes;
-    d.strides = m.strides;
+    TensorDef d = buffer_def(v);
     d.fallback_node = index;
-    d.value = v;
     d.label = n.op + " (fallback)";
     out_.value_def[v] = add_def(std::move(d));
   }
@@ -343,14 +348,8 @@ void Lowerer::lower_node(int index) {
 LoweredGraph Lowerer::run() {
   for (std::size_t i = 0; i < g_.inputs.size(); ++i) {
     int v = g_.inputs[i];
-    const auto& m = g_.meta(v);
-    TensorDef d;
-    d.kind = TensorDef::Kind::Buffer;
-    d.dtype = m.dtype;
-    d.sizes = m.sizes;
-    d.strides = m.strides;
+    TensorDef d = buffer_def(v);
     d.graph_input = static_cast<int>(i);
-    d.value = v;
     d.label = "input" + std::to_string(i);
     out_.defs.push_back(std::move(d));
     out_.value_def[v] = static_cast<int>(out_.defs.size()) - 1;
