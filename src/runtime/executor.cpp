@@ -122,7 +122,17 @@ void poison(at::Tensor& t) {
 
 }  // namespace
 
-Executor::Executor(codegen::Program program) : program_(std::move(program)), cuda_(std::make_unique<CudaKernels>()) {
+namespace {
+// The device the program runs on: CUDA if any value lives there, else the CPU.
+at::Device program_device(const ir::Graph& graph) {
+  for (const auto& v : graph.values)
+    if (v.device != "cpu") return at::Device(v.device);
+  return at::Device(at::kCPU);
+}
+}  // namespace
+
+Executor::Executor(codegen::Program program)
+    : program_(std::move(program)), device_(program_device(program_.graph)), cuda_(std::make_unique<CudaKernels>()) {
   stats_.kernels = static_cast<std::int64_t>(program_.kernels.size());
   for (const auto& op : program_.fallback_ops) stats_.fallback_ops[op]++;
   cuda_->fallback_ops.resize(program_.steps.size());
@@ -177,13 +187,7 @@ std::vector<at::Tensor> Executor::run(const std::vector<at::Tensor>& inputs) {
     const Slot& s = program_.slots[i];
     if (s.origin == Slot::Origin::GraphInput) slots[i] = inputs.at(s.graph_input);
   }
-  at::Device device(at::kCPU);
-  for (const auto& v : program_.graph.values) {
-    if (v.device != "cpu") {
-      device = at::Device(v.device);
-      break;
-    }
-  }
+  const at::Device device = device_;
   std::optional<c10::cuda::CUDAGuard> guard;
   if (device.is_cuda()) {
     guard.emplace(device.index());

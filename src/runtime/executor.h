@@ -50,6 +50,7 @@ class Executor {
   void prepare_cuda(int device_index);
 
   codegen::Program program_;
+  at::Device device_;
   std::unique_ptr<CudaKernels> cuda_;
   ExecutorStats stats_;
 };
