@@ -89,8 +89,8 @@ class CompiledFunction:
         if len(signature.entries):
             try:
                 hit = signature.cache.run(tensors)
-            except Exception as e:  # an internal failure: this call runs eagerly
-                return self._internal_failure(e, args, kwargs)
+            except Exception as e:  # an internal failure: this and later calls run eagerly
+                return self._internal_failure(signature, e, args, kwargs)
             if hit is not None:
                 index, outputs = hit
                 self._stats["cache_hits"] += 1
@@ -142,10 +142,13 @@ class CompiledFunction:
             log.warning("deepvisor: %s runs eagerly: %s", self._name(), reason)
         self._eager_reasons[reason] = self._eager_reasons.get(reason, 0) + 1
 
-    def _internal_failure(self, error, args, kwargs):
+    def _internal_failure(self, signature, error, args, kwargs):
         if _flag("DEEPVISOR_STRICT"):
             raise error
-        return self._eager(f"internal failure: {type(error).__name__}: {error}", args, kwargs)
+        # A plan that failed once (a kernel NVRTC rejects, no CUDA driver) would
+        # fail again: stop trying it for this signature.
+        signature.eager_reason = f"internal failure: {type(error).__name__}: {error}"
+        return self._eager(signature.eager_reason, args, kwargs)
 
     # -- introspection --------------------------------------------------------------
     def executors(self):

@@ -400,3 +400,31 @@ def test_dvdump_rejects_a_bad_file(tmp_path):
     bad.write_text("not a graph\n")
     result = subprocess.run([str(DVDUMP), str(bad)], capture_output=True, text=True, timeout=60)
     assert result.returncode != 0 and "dvdump" in result.stderr
+
+
+def test_internal_failure_runs_eagerly_and_is_not_retried(monkeypatch):
+    """A plan that fails at run time sends this call and later ones to eager,
+    with the reason recorded, instead of failing the user's program."""
+    monkeypatch.delenv("DEEPVISOR_STRICT", raising=False)
+
+    def fn(x):
+        return x * 2 + 1
+
+    x = randn(5, 7)
+    g = deepvisor.compile(fn)
+    g(x)
+    signature = next(iter(g._signatures.values()))
+
+    class Broken:
+        def run(self, tensors):
+            raise RuntimeError("simulated kernel failure")
+
+        def executors(self):
+            return []
+
+    signature.cache = Broken()
+    for _ in range(2):
+        torch.testing.assert_close(g(x), fn(x))
+    stats = deepvisor.stats(g)
+    assert stats["eager_calls"] == 2
+    assert any("simulated kernel failure" in r for r in stats["eager_reasons"])
