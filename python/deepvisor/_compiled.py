@@ -43,8 +43,16 @@ class _Entry:
         self.spec = spec
         self.leaves = leaves
         self.executor = executor
+        # Shortcuts for a lone tensor or a plain tuple of graph outputs, in order.
+        in_order = [("out", k) for k in range(len(leaves))] == list(leaves)
+        self.lone_output = in_order and spec.is_leaf()
+        self.tuple_of_outputs = in_order and spec.type is tuple and all(c.is_leaf() for c in spec.children())
 
     def rebuild(self, outputs, arguments):
+        if self.lone_output:
+            return outputs[0]
+        if self.tuple_of_outputs:
+            return tuple(outputs)
         values = []
         for kind, x in self.leaves:
             values.append(arguments[x] if kind == "arg" else outputs[x] if kind == "out" else x)
@@ -74,10 +82,15 @@ class CompiledFunction:
 
     # -- calling ----------------------------------------------------------------
     def __call__(self, *args, **kwargs):
-        leaves, spec = tree_flatten((args, kwargs))
-        tensors = [x for x in leaves if isinstance(x, torch.Tensor)]
-        others = [x for x in leaves if not isinstance(x, torch.Tensor)]
-        key = (spec, tuple(_guard_key(x) for x in others), _alias_pattern(tensors))
+        if not kwargs and all(type(a) is torch.Tensor for a in args):
+            # The common case, without pytree work: positional tensors only.
+            tensors, others = list(args), ()
+            key = (len(args), _alias_pattern(tensors))
+        else:
+            leaves, spec = tree_flatten((args, kwargs))
+            tensors = [x for x in leaves if isinstance(x, torch.Tensor)]
+            others = [x for x in leaves if not isinstance(x, torch.Tensor)]
+            key = (spec, tuple(_guard_key(x) for x in others), _alias_pattern(tensors))
         signature = self._signatures.get(key)
         if signature is None:
             signature = self._signatures[key] = _Signature(others)
