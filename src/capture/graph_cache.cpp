@@ -24,12 +24,9 @@ void GraphCache::add(std::shared_ptr<runtime::Executor> executor, const std::vec
 std::optional<std::pair<int, std::vector<at::Tensor>>> GraphCache::run(const std::vector<at::Tensor>& arguments) {
   for (std::size_t i = 0; i < entries_.size(); ++i) {
     Entry& e = entries_[i];
-    if (e.constants.empty()) {
-      if (e.guards.check(arguments)) return std::make_pair(static_cast<int>(i), e.executor->run(arguments));
-      continue;
-    }
-    auto inputs = with_constants(arguments, e.constants);
-    if (e.guards.check(inputs)) return std::make_pair(static_cast<int>(i), e.executor->run(inputs));
+    if (!e.guards.check(arguments, e.constants)) continue;
+    auto outputs = e.constants.empty() ? e.executor->run(arguments) : e.executor->run(with_constants(arguments, e.constants));
+    return std::make_pair(static_cast<int>(i), std::move(outputs));
   }
   return std::nullopt;
 }

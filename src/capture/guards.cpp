@@ -36,11 +36,11 @@ GuardSet GuardSet::from_tensors(const std::vector<at::Tensor>& tensors) {
   return s;
 }
 
-bool GuardSet::check(const std::vector<at::Tensor>& tensors) const {
-  if (tensors.size() != guards_.size()) return false;
+bool GuardSet::check(const std::vector<at::Tensor>& first, const std::vector<at::Tensor>& second) const {
+  if (first.size() + second.size() != guards_.size()) return false;
   for (std::size_t i = 0; i < guards_.size(); ++i) {
     const TensorGuard& g = guards_[i];
-    const at::Tensor& t = tensors[i];
+    const at::Tensor& t = i < first.size() ? first[i] : second[i - first.size()];
     if (!t.defined() || t.scalar_type() != g.dtype || t.device() != g.device ||
         t.sizes() != c10::IntArrayRef(g.sizes) || t.strides() != c10::IntArrayRef(g.strides) ||
         (g.aligned16 && !is_aligned16(t)) || t.requires_grad() != g.requires_grad)

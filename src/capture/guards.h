@@ -24,7 +24,9 @@ struct TensorGuard {
 class GuardSet {
  public:
   static GuardSet from_tensors(const std::vector<at::Tensor>& tensors);
-  bool check(const std::vector<at::Tensor>& tensors) const;
+  bool check(const std::vector<at::Tensor>& tensors) const { return check(tensors, {}); }
+  // The guards over `first` followed by `second`, without joining them.
+  bool check(const std::vector<at::Tensor>& first, const std::vector<at::Tensor>& second) const;
   // Why check() fails for these tensors, or "" if it passes.
   std::string explain_failure(const std::vector<at::Tensor>& tensors) const;
   std::size_t size() const { return guards_.size(); }

@@ -141,9 +141,10 @@ class Lowerer {
     return elementwise({operand(0)}, ir::compute_dtype(out_meta().dtype),
                        [f](KernelBuilder& kb, const std::vector<ValueId>& v) { return f(kb, v[0]); });
   }
-  // A reduction of `input` over `dims` (sorted, unique), keepdim-shaped, with
-  // `pre` applied to each element (in the compute dtype) before reducing.
-  int reduction(int input, const std::vector<std::int64_t>& dims, ReduceOp op, DType dtype, Fn1 pre,
+  // A reduction over `dims` (sorted, unique) of `input`'s shape, keepdim-shaped.
+  // It reduces `element` at each input coordinate (default: `input` itself),
+  // in the compute dtype; `extra_deps` are the other defs `element` reads.
+  int reduction(int input, const std::vector<std::int64_t>& dims, ReduceOp op, DType dtype, Body element = {},
                 std::vector<int> extra_deps = {});
   // Removes the reduced (size-1) dims of a keepdim-shaped def.
   int squeeze_dims(int d, const std::vector<std::int64_t>& dims);
@@ -250,7 +251,7 @@ double reduce_identity(ReduceOp op) {
   return 0.0;
 }
 
-int Lowerer::reduction(int input, const std::vector<std::int64_t>& dims, ReduceOp op, DType dtype, Fn1 pre,
+int Lowerer::reduction(int input, const std::vector<std::int64_t>& dims, ReduceOp op, DType dtype, Body element,
                        std::vector<int> extra_deps) {
   const TensorDef& in = def(input);
   std::int64_t count = 1;
@@ -276,9 +277,9 @@ int Lowerer::reduction(int input, const std::vector<std::int64_t>& dims, ReduceO
   d.deps = {input};
   d.deps.insert(d.deps.end(), extra_deps.begin(), extra_deps.end());
   DType compute = ir::compute_dtype(dtype);
-  d.body = [input, compute, pre](BodyContext& ctx, const Coords& c) {
-    ValueId v = ctx.kb().cast(ctx.read(input, c), compute);
-    return pre ? pre(ctx.kb(), v) : v;
+  if (!element) element = [input](BodyContext& ctx, const Coords& c) { return ctx.read(input, c); };
+  d.body = [element = std::move(element), compute](BodyContext& ctx, const Coords& c) {
+    return ctx.kb().cast(element(ctx, c), compute);
   };
   d.label = op_name();
   return add_def(std::move(d));
@@ -389,14 +390,14 @@ void lower_reduce(Lowerer& L, ReduceOp op, const Arg& dim_arg, bool keepdim) {
   int in = L.tensor_def(0);
   auto dims = reduction_dims(dim_arg, L.def(in).sizes.size());
   DType dtype = L.out_meta().dtype;
-  int r = L.reduction(in, dims, op, dtype, nullptr);
+  int r = L.reduction(in, dims, op, dtype);
   bind_reduced(L, 0, r, dims, keepdim);
 }
 
 // mean, var and std share these steps: a sum, then a pointwise divide.
 int mean_def(Lowerer& L, int in, const std::vector<std::int64_t>& dims, DType dtype) {
   double count = static_cast<double>(reduced_count(L.def(in).sizes, dims));
-  int s = L.reduction(in, dims, ReduceOp::Sum, dtype, nullptr);
+  int s = L.reduction(in, dims, ReduceOp::Sum, dtype);
   return L.elementwise({Operand{s, L.def(s).sizes, 0}}, dtype,
                        [count](KernelBuilder& kb, const std::vector<ValueId>& v) {
                          return bin(kb, PrimOp::Div, v[0], cst(kb, count, v[0]));
@@ -410,16 +411,15 @@ int variance_def(Lowerer& L, int in, int mean, const std::vector<std::int64_t>& 
   auto mean_sizes = L.def(mean).sizes;
   DType compute = ir::compute_dtype(dtype);
   double count = static_cast<double>(reduced_count(L.def(in).sizes, dims));
-  // Reduce (x - mean)^2; the body reads the mean at the row's coordinates.
-  int sq = L.reduction(in, dims, ReduceOp::Sum, dtype, nullptr, {mean});
-  TensorDef& d = const_cast<TensorDef&>(L.def(sq));
-  d.body = [in, mean, mean_sizes, compute](BodyContext& ctx, const Coords& c) {
+  // Reduce (x - mean)^2; the element reads the mean at the row's coordinates.
+  Body squared_deviation = [in, mean, mean_sizes, compute](BodyContext& ctx, const Coords& c) {
     auto& kb = ctx.kb();
     ValueId x = kb.cast(ctx.read(in, c), compute);
     ValueId m = kb.cast(ctx.read(mean, broadcast_coords(mean_sizes, c)), compute);
     ValueId diff = kb.binary(PrimOp::Sub, x, m);
     return kb.binary(PrimOp::Mul, diff, diff);
   };
+  int sq = L.reduction(in, dims, ReduceOp::Sum, dtype, std::move(squared_deviation), {mean});
   double denom = std::max(0.0, count - correction);
   return L.elementwise({Operand{sq, L.def(sq).sizes, 0}}, dtype,
                        [denom](KernelBuilder& kb, const std::vector<ValueId>& v) {
@@ -451,7 +451,7 @@ void lower_softmax(Lowerer& L, bool log) {
   if (sizes.empty()) dims.clear();
   DType out = L.out_meta().dtype;
   DType acc = ir::compute_dtype(out) == DType::Float64 ? DType::Float64 : DType::Float32;
-  int mx = L.reduction(in, dims, ReduceOp::Max, acc, nullptr);
+  int mx = L.reduction(in, dims, ReduceOp::Max, acc);
   auto red_sizes = L.def(mx).sizes;
   auto shifted = [in, mx, red_sizes, acc](BodyContext& ctx, const Coords& c) {
     auto& kb = ctx.kb();
@@ -459,10 +459,9 @@ void lower_softmax(Lowerer& L, bool log) {
     ValueId m = ctx.read(mx, broadcast_coords(red_sizes, c));
     return kb.binary(PrimOp::Sub, x, m);
   };
-  int sum = L.reduction(in, dims, ReduceOp::Sum, acc, nullptr, {mx});
-  const_cast<TensorDef&>(L.def(sum)).body = [shifted](BodyContext& ctx, const Coords& c) {
+  int sum = L.reduction(in, dims, ReduceOp::Sum, acc, [shifted](BodyContext& ctx, const Coords& c) {
     return ctx.kb().unary(PrimOp::Exp, shifted(ctx, c));
-  };
+  }, {mx});
   Body body = [shifted, sum, red_sizes, log](BodyContext& ctx, const Coords& c) {
     auto& kb = ctx.kb();
     ValueId z = shifted(ctx, c);

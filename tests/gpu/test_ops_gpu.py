@@ -7,36 +7,16 @@ import torch
 import torch.nn.functional as F
 
 import deepvisor
-from op_cases import assert_matches, params
+from op_cases import assert_matches, check_compiled, params
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 BF16 = torch.bfloat16
 
 
-def check_compiled(case, dtype):
-    def tolerances(out_dtype):
-        return case.tolerances(out_dtype, "cuda")
-
-    args = case.args("cuda", dtype)
-    expected = case.fn(*args)
-    g = deepvisor.compile(case.fn)
-    assert_matches(g(*args), expected, tolerances, "capture run")
-    assert_matches(g(*args), expected, tolerances, "replay")
-    stats = deepvisor.stats(g)
-    assert stats["eager_calls"] == 0, stats["eager_reasons"]
-    assert stats["captures"] == 1 and stats["cache_hits"] == 1, stats
-    unexpected = set(stats["fallback_ops"]) - case.allowed_fallbacks
-    assert not unexpected, f"ops fell back to ATen: {unexpected}"
-    assert stats["kernels"] >= case.min_kernels, stats
-    fresh = case.args("cuda", dtype, seed=1)
-    assert_matches(g(*fresh), case.fn(*fresh), tolerances, "replay on new inputs")
-    assert deepvisor.stats(g)["cache_hits"] == 2
-
-
 @pytest.mark.parametrize("case,dtype", params("cuda"))
 def test_op_gpu(case, dtype):
-    check_compiled(case, dtype)
+    check_compiled(case, dtype, "cuda")
 
 
 # -- benchmark-shaped workloads ---------------------------------------------------------------

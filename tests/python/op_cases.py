@@ -19,6 +19,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+import deepvisor
+
 F32, BF16, F16, F64 = torch.float32, torch.bfloat16, torch.float16, torch.float64
 I32, I64, B8 = torch.int32, torch.int64, torch.bool
 
@@ -755,3 +757,33 @@ def assert_matches(actual, expected, tolerances, what="output"):
     else:
         assert actual == expected or (isinstance(expected, float) and math.isnan(expected) and math.isnan(actual)), \
             f"{what}: {actual!r} != {expected!r}"
+
+
+# -- the check both suites run ---------------------------------------------------------------
+
+
+def check_compiled(case, dtype, device):
+
+    def tolerances(out_dtype):
+        return case.tolerances(out_dtype, device)
+
+    args = case.args(device, dtype)
+    expected = case.fn(*args)
+    g = deepvisor.compile(case.fn)
+    captured = g(*args)
+    assert_matches(captured, expected, tolerances, "capture run")
+    replayed = g(*args)
+    assert_matches(replayed, expected, tolerances, "replay")
+
+    stats = deepvisor.stats(g)
+    assert stats["eager_calls"] == 0, stats["eager_reasons"]
+    assert stats["captures"] == 1 and stats["cache_hits"] == 1, stats
+    unexpected = set(stats["fallback_ops"]) - case.allowed_fallbacks
+    assert not unexpected, f"ops fell back to ATen: {unexpected}"
+    assert stats["kernels"] >= case.min_kernels, stats
+
+    # New values, same shapes: the replay must read them, not the capture's.
+    fresh = case.args(device, dtype, seed=1)
+    assert_matches(g(*fresh), case.fn(*fresh), tolerances, "replay on new inputs")
+    stats = deepvisor.stats(g)
+    assert stats["captures"] == 1 and stats["cache_hits"] == 2, stats
