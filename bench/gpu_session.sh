@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One call on the GPU machine: build, C++ tests, GPU tests, the disk-cache
-# check and the micro benchmarks. Logs go to $OUT (or ./gpu-out); a short
-# table is printed last. Needs .carry/range-v3/include where range-v3 is missing.
+# check, the micro benchmarks and the per-call overhead. Logs go to $OUT (or
+# ./gpu-out); a short table is printed last. Needs .carry/range-v3/include where range-v3 is missing.
 #   bench/gpu_session.sh [build|tests|bench|all]...
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -34,7 +34,8 @@ if [[ $what == *tests* || $what == all ]]; then
 fi
 if [[ $what == *bench* || $what == all ]]; then
   step bench python3 bench/micro.py --json "$OUT/bench.json"
-  grep '^|' "$OUT/bench.log"
+  step overhead python3 bench/overhead.py
+  grep -h '^|' "$OUT/bench.log" "$OUT/overhead.log"
 fi
 echo
 cat "$OUT/gpu.txt"

@@ -19,8 +19,8 @@
 // scalar access broadcast to the W lanes, Other -> W scalar accesses.
 //
 // Pointwise kernels (rnumel <= 1). W = 16 bytes / widest accessed element,
-// G = min(4, 16/W) chunks per thread (several 16-byte loads in flight), blocks
-// of 64-256 threads; a block covers TILE = threads*W*G consecutive x. Full
+// one chunk per thread (G = 1), blocks of 128 threads (64 when the grid would
+// be small); a block covers TILE = threads*W*G consecutive x. Full
 // tiles run without masks; when xnumel is not a multiple of TILE, the last
 // block runs the same body one element per thread (W = 1) in a strided loop.
 // Chunk c of thread t in block b starts at x = b*TILE + (c*threads + t)*W, so
@@ -29,8 +29,9 @@
 // Row kernels (rnumel > 1). TPR threads (a power of two) share a row, RPB rows
 // per block; thread t of a row covers r = (j*TPR + t)*W + v. W = 16 bytes /
 // widest r-level element, halved until it divides rnumel (so only whole chunks
-// are ever masked). TPR is chosen for about 8 chunks (32 elements) per thread,
-// then raised while the grid would hold fewer threads than the GPU.
+// are ever masked). TPR is chosen for 2 chunks per thread, up to 512 threads
+// (longer rows give each thread more chunks), then raised while the grid would
+// hold fewer threads than the GPU.
 //   - Persistent ("row in registers"), when the thread's share fits the
 //     register budget: straight-line code, each r-level value computed once
 //     for the whole row, instructions ordered by pass (below) so that the
@@ -466,7 +467,29 @@ __device__ __forceinline__ unsigned short dv_bits_to_bf16(unsigned u) {
   u += 0x7fffu + ((u >> 16) & 1u);                                                  // round to nearest even
   return (unsigned short)(u >> 16);
 }
-__device__ __forceinline__ unsigned short dv_f32_to_bf16(float f) { return dv_bits_to_bf16(__float_as_uint(f)); }
+__device__ __forceinline__ unsigned short dv_f32_to_bf16(float f) {
+#if __CUDA_ARCH__ >= 800
+  unsigned short h; asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(f)); return h;
+#else
+  return dv_bits_to_bf16(__float_as_uint(f));
+#endif
+}
+// Two floats to a packed f16 / bf16 pair (lo at the lower address), one
+// instruction on sm_80+: a 16-byte store of 8 halves takes 4 conversions.
+__device__ __forceinline__ unsigned dv_f32x2_to_bf16x2(float lo, float hi) {
+#if __CUDA_ARCH__ >= 800
+  unsigned r; asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo)); return r;
+#else
+  return (unsigned)dv_f32_to_bf16(lo) | ((unsigned)dv_f32_to_bf16(hi) << 16);
+#endif
+}
+__device__ __forceinline__ unsigned dv_f32x2_to_f16x2(float lo, float hi) {
+#if __CUDA_ARCH__ >= 800
+  unsigned r; asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo)); return r;
+#else
+  return (unsigned)dv_f32_to_f16(lo) | ((unsigned)dv_f32_to_f16(hi) << 16);
+#endif
+}
 __device__ __forceinline__ unsigned short dv_f64_to_bf16(double d) {
   // Round to odd into float, then to nearest even: one correct rounding.
   float f; asm("cvt.rz.f32.f64 %0, %1;" : "=f"(f) : "d"(d));
@@ -602,6 +625,8 @@ class Emitter {
   void emit_elementwise_run(const std::vector<ValueId>& ids, const Segment& s);
   void emit_lane_load(ValueId id, const Segment& s);
   void emit_lane_store(ValueId id, const Segment& s);
+  bool packs_halves(DType value, DType storage, int width) const;
+  void emit_packed_half_store(const Instr& in, const Segment& s);
   void emit_lane_index(ValueId id, const Segment& s);
   void emit_reduce_init(ValueId id, const std::string& acc, int width);
   void emit_reduce_accumulate(ValueId id, const Segment& s, const std::string& acc);
@@ -1075,6 +1100,10 @@ void Emitter::emit_lane_store(ValueId id, const Segment& s) {
   const std::string k = cat("c * ", s.width, " + v");
   switch (kind) {
     case LaneAccess::Contiguous:
+      if (packs_halves(in.dtype, b.dtype, s.width)) {
+        emit_packed_half_store(in, s);
+        break;
+      }
       w_.line(cat("dv_vec<", ST, ", ", s.width, "> w;"));
       w_.open_unrolled("v", 0, s.width);
       w_.line(cat("w.e[v] = ", value(k), ";"));
@@ -1093,6 +1122,24 @@ void Emitter::emit_lane_store(ValueId id, const Segment& s) {
   }
   if (!guard.empty()) w_.close();
   w_.close();
+}
+
+// A vector store of f32 values into f16/bf16 storage converts them in pairs.
+bool Emitter::packs_halves(DType value, DType storage, int width) const {
+  return is_half(storage) && value != DType::Float64 && width % 2 == 0;
+}
+
+void Emitter::emit_packed_half_store(const Instr& in, const Segment& s) {
+  const std::string p = buf(in.buffer);
+  const std::string pack = k_.buffers[in.buffer].dtype == DType::Float16 ? "dv_f32x2_to_f16x2" : "dv_f32x2_to_bf16x2";
+  auto f32 = [&](const std::string& k) { return cast_expr(in.dtype, DType::Float32, ref(in.args[0], k)); };
+  const int pairs = s.width / 2;
+  w_.line(cat("dv_vec<unsigned, ", pairs, "> w;"));
+  w_.open_unrolled("v", 0, pairs);
+  w_.line(cat("w.e[v] = ", pack, "(", f32(cat("c * ", s.width, " + 2 * v")), ", ", f32(cat("c * ", s.width, " + 2 * v + 1")),
+              ");"));
+  w_.close();
+  w_.line(cat("*reinterpret_cast<dv_vec<unsigned, ", pairs, ">*>(", p, " + ", lane_index(in.index, s, "l0"), ") = w;"));
 }
 
 void Emitter::emit_lane_index(ValueId id, const Segment& s) {
@@ -1223,14 +1270,16 @@ void Emitter::emit_empty() {
 }
 
 void Emitter::emit_pointwise() {
-  // Vector width and unrolling from the widest accessed element.
+  // Vector width from the widest accessed element; one 16-byte chunk per
+  // thread in blocks of 128 threads. Measured on the H100 (bench/NOTES.md,
+  // 2026-11-25): fewer, larger tiles (4 chunks a thread, or 256-1024 threads)
+  // ran 1-5% slower on a 64M-element chain; the copy floor behaves the same.
   const int bytes = std::max(1, max_lane_access_bytes());
   const int vec = std::max(1, 16 / bytes);
-  int groups = static_cast<int>(std::clamp<std::int64_t>(16 / vec, 1, 4));
-  int threads = 256;
+  const int groups = 1;
+  int threads = 128;
   auto tile = [&] { return static_cast<std::int64_t>(threads) * vec * groups; };
   const std::int64_t enough_blocks = 2LL * dev_.sm_count;
-  while (groups > 1 && ceil_div(k_.xnumel, tile()) < enough_blocks) groups /= 2;
   while (threads > 64 && ceil_div(k_.xnumel, tile()) < enough_blocks) threads /= 2;
   const std::int64_t full_tiles = k_.xnumel / tile();
   const bool tail = k_.xnumel % tile() != 0;
@@ -1344,7 +1393,12 @@ void Emitter::emit_rows() {
     L.vec = std::max(1, 16 / std::max(1, max_lane_access_bytes()));
     while (L.vec > 1 && k_.rnumel % L.vec != 0) L.vec /= 2;
     const std::int64_t chunks = k_.rnumel / L.vec;  // per row
-    const int target_chunks = std::max(1, std::min(8, 32 / L.vec));
+    // Two chunks a thread, with at most 512 threads a row while the row fits
+    // that way. Measured on the H100 (bench/NOTES.md, 2026-11-25): layer_norm
+    // of 4096 ran fastest with 2 chunks (f32: 512 threads; bf16: 256) against
+    // 1, 4 or 8; more chunks raise registers and cut the rows in flight.
+    const int target_chunks = 2;
+    const std::int64_t preferred_tpr = 512;
     const std::int64_t max_tpr = std::min<std::int64_t>(max_block, next_pow2(chunks));
     auto block_threads = [&](std::int64_t tpr) {
       if (tpr >= 256) return tpr;
@@ -1352,7 +1406,7 @@ void Emitter::emit_rows() {
     };
     // About target_chunks chunks per thread, more threads while the grid would not fill the GPU.
     auto choose_tpr = [&] {
-      std::int64_t tpr = std::min(max_tpr, next_pow2(ceil_div(chunks, target_chunks)));
+      std::int64_t tpr = std::min({max_tpr, preferred_tpr, next_pow2(ceil_div(chunks, target_chunks))});
       while (tpr < max_tpr && k_.xnumel * tpr < fill_threads) tpr *= 2;
       return tpr;
     };

@@ -416,27 +416,29 @@ TEST_CASE("emitted sources are deterministic and well formed", "[cuda_emitter]")
 }
 
 TEST_CASE("pointwise kernels use 16-byte accesses where the index allows", "[cuda_emitter]") {
-  SECTION("contiguous f32: float4 loads and stores, 4 chunks in flight, no tail") {
+  SECTION("contiguous f32: float4 loads and stores, one chunk a thread, 128 threads, no tail") {
     const CudaKernel k = emit(gelu_chain("g", DType::Float32, 64 << 20));
     const std::string body = body_of(k);
     CHECK(count(body, "reinterpret_cast<const dv_vec<float, 4>*>") == 1);
     CHECK(count(body, "reinterpret_cast<dv_vec<float, 4>*>") == 1);
-    CHECK(contains(body, "for (int c = 0; c < 4; ++c)"));
+    CHECK(contains(body, "for (int c = 0; c < 1; ++c)"));
     CHECK(!contains(body, "kFullTiles)"));  // no tail branch
     CHECK(contains(k.source, "typedef int idx_t;"));
-    CHECK(k.launch.block[0] == 256);
-    CHECK(k.launch.grid[0] == (64u << 20) / (256 * 16));
+    CHECK(k.launch.block[0] == 128);
+    CHECK(k.launch.grid[0] == (64u << 20) / (128 * 4));
   }
   SECTION("a tail runs one element per thread in the last block") {
     const CudaKernel k = emit(gelu_chain("g", DType::Float32, 1000003));
     CHECK(contains(body_of(k), "if ((idx_t)blockIdx.x < kFullTiles)"));
     CHECK(contains(body_of(k), "x < kXnumel; x += kThreads"));
   }
-  SECTION("bf16 only: 8 lanes of 16 bytes, computed in float") {
+  SECTION("bf16 only: 8 lanes of 16 bytes, computed in float, stored as 4 converted pairs") {
     const std::string body = body_of(emit(gelu_chain("g", DType::BFloat16, 1 << 22)));
     CHECK(contains(body, "reinterpret_cast<const dv_vec<unsigned short, 8>*>"));
     CHECK(contains(body, "dv_bf16_to_f32(w.e[v])"));
-    CHECK(contains(body, "dv_f32_to_bf16("));
+    CHECK(contains(body, "w.e[v] = dv_f32x2_to_bf16x2("));
+    CHECK(contains(body, "reinterpret_cast<dv_vec<unsigned, 4>*>"));
+    CHECK(!contains(body, "dv_f32_to_bf16("));
   }
   SECTION("mixed f16/f32: 4 lanes, f16 through 8-byte vectors") {
     const std::string body = body_of(emit(mixed_types("m", 1 << 20)));
@@ -474,16 +476,17 @@ TEST_CASE("row kernels: layout, persistence and reductions", "[cuda_emitter]") {
     const std::string body = body_of(k);
     CHECK(contains(k.source, "persistent"));
     CHECK(k.launch.grid[0] == 8192);
-    CHECK(k.launch.block[0] == 256);
+    CHECK(k.launch.block[0] == 512);
     CHECK(count(body, "__syncthreads()") == 2);
     CHECK(count(body, "reinterpret_cast<const dv_vec<float, 4>*>") == 1);  // loaded once
     CHECK(count(body, "reinterpret_cast<dv_vec<float, 4>*>") == 1);
     CHECK(contains(body, "const float o = dv_shfl_xor(a, 16); a = dv_max(a, o);"));
-    CHECK(!contains(body, "kRnumel"));  // no masks: 8192 = 256 threads x 8 chunks x 4
+    CHECK(!contains(body, "kRnumel"));  // no masks: 8192 = 512 threads x 4 chunks x 4
   }
   SECTION("layer_norm bf16: 8 lanes, weight and bias vector loads, x-level stores by thread 0") {
     const std::string body = body_of(emit(layer_norm("ln", DType::BFloat16, 16384, 4096)));
     CHECK(count(body, "reinterpret_cast<const dv_vec<unsigned short, 8>*>") == 3);
+    CHECK(count(body, "reinterpret_cast<dv_vec<unsigned, 4>*>") == 1);  // the output, as bf16 pairs
     CHECK(contains(body, "if (t == 0) b4_mean["));
   }
   SECTION("independent reductions share one barrier") {
