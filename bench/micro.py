@@ -1,12 +1,15 @@
 """Micro benchmarks: eager vs torch.compile vs deepvisor, in one run on one card.
 
-    python3 bench/micro.py [--only NAME] [--json FILE]
+    python3 bench/micro.py [--only NAME] [--json FILE] [--rounds N]
 
 Workloads (issue 3): (a) gelu(1.5x+0.3)*sigmoid(x) on 64M float32, (b) softmax
 of 8192x8192 float32 over the last dim, (c) layer_norm of 16384x4096 float32 and
-bfloat16. Times are medians of triton.testing.do_bench (warm-up 50 ms, repeat
-300 ms) when triton is importable, else of CUDA-event timings. Effective
-bandwidth counts one read of each input and one write of each output.
+bfloat16. Each workload is timed in N rounds (default 5); a round times eager,
+torch.compile and deepvisor, in an order that rotates from round to round, each
+with triton.testing.do_bench (warm-up 25 ms, repeat 100 ms, median) when triton
+is importable, else with CUDA events. The table shows the median over rounds,
+then each round's numbers. Effective bandwidth counts one read of each input
+and one write of each output.
 """
 
 import argparse
@@ -50,7 +53,7 @@ def bytes_moved(args, out):
 def median_us(fn):
     try:
         from triton.testing import do_bench
-        return do_bench(fn, warmup=50, rep=300, return_mode="median") * 1e3
+        return do_bench(fn, warmup=25, rep=100, return_mode="median") * 1e3
     except ImportError:
         times = []
         for _ in range(10):
@@ -72,7 +75,10 @@ def check(name, got, want, dtype):
         raise SystemExit(f"{name}: deepvisor differs from eager (max abs error {err})")
 
 
-def run_one(name, fn, make_args):
+def run_one(name, fn, make_args, rounds):
+    """Times eager, torch.compile and deepvisor in `rounds` interleaved rounds
+    (the order rotates each round, so drift in the card's clocks during a run
+    favours none of them) and keeps the median of each one's round medians."""
     args = make_args()
     compiled_dv = deepvisor.compile(fn)
     compiled_ind = torch.compile(fn)
@@ -81,15 +87,19 @@ def run_one(name, fn, make_args):
         compiled_dv(*args)                # capture
         check(name, compiled_dv(*args), want, args[0].dtype)
         compiled_ind(*args)
-        t_eager = median_us(lambda: fn(*args))
-        t_ind = median_us(lambda: compiled_ind(*args))
-        t_dv = median_us(lambda: compiled_dv(*args))
+        variants = [("eager", lambda: fn(*args)), ("inductor", lambda: compiled_ind(*args)),
+                    ("deepvisor", lambda: compiled_dv(*args))]
+        times = {key: [] for key, _ in variants}
+        for r in range(rounds):
+            for key, run in variants[r % 3:] + variants[:r % 3]:
+                times[key].append(median_us(run))
     stats = deepvisor.stats(compiled_dv)
     moved = bytes_moved(args, want)
+    t_eager, t_ind, t_dv = (statistics.median(times[k]) for k in ("eager", "inductor", "deepvisor"))
     return {
         "workload": name, "eager_us": t_eager, "inductor_us": t_ind, "deepvisor_us": t_dv,
         "deepvisor_tbps": moved / (t_dv * 1e-6) / 1e12, "inductor_tbps": moved / (t_ind * 1e-6) / 1e12,
-        "kernels": stats["kernels"], "eager_calls": stats["eager_calls"],
+        "kernels": stats["kernels"], "eager_calls": stats["eager_calls"], "rounds": times,
     }
 
 
@@ -97,6 +107,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", help="run workloads whose name contains this")
     parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (default 5)")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         sys.exit("bench/micro.py needs a CUDA GPU")
@@ -106,7 +117,7 @@ def main():
     for name, fn, make_args in workloads(device):
         if args.only and args.only not in name:
             continue
-        results.append(run_one(name, fn, make_args))
+        results.append(run_one(name, fn, make_args, args.rounds))
         torch.cuda.empty_cache()
     if args.json:
         with open(args.json, "w") as f:
@@ -116,7 +127,12 @@ def main():
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for r in results:
         print(f"| {r['workload']} | {r['eager_us']:.1f} | {r['inductor_us']:.1f} | {r['deepvisor_us']:.1f} | "
-              f"{r['deepvisor_tbps']:.2f} | {r['inductor_us'] / r['deepvisor_us']:.2f}x | {r['kernels']} |")
+              f"{r['deepvisor_tbps']:.2f} | {r['inductor_us'] / r['deepvisor_us']:.3f}x | {r['kernels']} |")
+    print()
+    print("Each round's medians (us), torch.compile / deepvisor:")
+    for r in results:
+        pairs = ", ".join(f"{a:.1f}/{b:.1f}" for a, b in zip(r["rounds"]["inductor"], r["rounds"]["deepvisor"]))
+        print(f"  {r['workload']}: {pairs}")
 
 
 if __name__ == "__main__":

@@ -632,6 +632,13 @@ class Emitter {
   void emit_reduce_accumulate(ValueId id, const Segment& s, const std::string& acc);
   void emit_reduce_finish(ValueId id, const std::string& acc, int width);
   void flush_reductions();
+  ValueId resolve(ValueId id) const;
+  ValueId squared_deviation_source(ValueId sq_sum) const;
+  void find_moment_pairs(const Segment& s, bool persistent);
+  void emit_moments(ValueId sum, ValueId sq_sum, const Segment& s);
+  void emit_moments_flush(ValueId sq_sum, int parts, const std::function<std::string(const std::string&)>& slot);
+  bool has_row_start_value(ValueId id, int budget) const;
+  std::string row_start_value(ValueId id);
 
   // Kernels.
   void emit_prelude_and_constants(const std::string& strategy);
@@ -660,6 +667,11 @@ class Emitter {
   int tpr_ = 1, rpb_ = 1, threads_ = 32;
   bool col_major_ = false;
   std::vector<ValueId> pending_;  // reductions written to shared memory, not yet read back
+  // One-pass variance (persistent rows): for a sum R1, the R2 =
+  // sum((x - R1/N)^2) computed with it, or -1; for such an R2, its R1, or -1.
+  std::vector<ValueId> sq_sum_of_, sum_of_sq_;
+  int moments_per_thread_ = 0;  // K: elements each thread holds (all valid)
+  std::vector<std::string> row_start_;  // row_start_value's memo: emitted scalar names
 };
 
 // ---- analysis --------------------------------------------------------------
@@ -1230,8 +1242,174 @@ void Emitter::flush_reductions() {
     w_.open_unrolled("i", 1, parts);
     w_.line(cat(v, " = ", reduce_combine(in.reduce, in.dtype, v, cat(red, "[", slot("i"), "]")), ";"));
     w_.close();
+    if (!col_major_ && sum_of_sq_[id] >= 0) emit_moments_flush(id, parts, slot);
   }
   pending_.clear();
+}
+
+// ---- one-pass variance ------------------------------------------------------------
+//
+// Lowering writes a variance as two sums over the row: R1 = sum(x), then
+// R2 = sum((x - R1/N)^2) with N = rnumel, a second reduction (and barrier)
+// after the first. When every thread of a persistent row holds the same
+// number K of the row's elements, R2 is computed alongside R1, from partial
+// results of equal-sized groups: a group of P parts with sums s_i and
+// squared-deviation sums q_i (each around its own mean, n elements a part) has
+//   sum((x - mean)^2) = sum_i q_i + sum_i (s_i - S/P)^2 / n,   S = sum_i s_i.
+// Applied within the thread (its K elements), across the lanes of a warp (a
+// butterfly for S, then one for the q) and across the row's warps (after the
+// barrier R1 needs anyway). The partial sums are taken of x - pivot, with the
+// pivot the row's first element, so that they do not cancel when the mean is
+// large against the spread (measured in float32: relative error ~1e-8 at a mean
+// of 1000, like the two-pass form; without the pivot, ~1e-6). R1 itself is
+// computed exactly as before.
+
+ValueId Emitter::resolve(ValueId id) const {
+  while (alias_[id] >= 0) id = alias_[id];
+  return id;
+}
+
+// R1 if `sq_sum` is reduce.sum((x - R1 / N) * (x - R1 / N)) with R1 = reduce.sum(x)
+// and N = rnumel, all in one float type; else -1.
+ValueId Emitter::squared_deviation_source(ValueId sq_sum) const {
+  const Instr& q = k_.body[sq_sum];
+  if (q.op != PrimOp::Reduce || q.reduce != ReduceOp::Sum || !is_float(q.dtype)) return -1;
+  const Instr& square = k_.body[resolve(q.args[0])];
+  if (square.op != PrimOp::Mul || square.dtype != q.dtype || resolve(square.args[0]) != resolve(square.args[1])) return -1;
+  const Instr& dev = k_.body[resolve(square.args[0])];
+  if (dev.op != PrimOp::Sub || dev.dtype != q.dtype) return -1;
+  const ValueId x = resolve(dev.args[0]);
+  const Instr& mean = k_.body[resolve(dev.args[1])];
+  if (!lanes_[x] || k_.body[x].dtype != q.dtype || mean.op != PrimOp::Div || mean.dtype != q.dtype) return -1;
+  const Instr& count = k_.body[resolve(mean.args[1])];
+  if (count.op != PrimOp::Constant || count.fvalue != static_cast<double>(k_.rnumel)) return -1;
+  const ValueId sum = resolve(mean.args[0]);
+  const Instr& s = k_.body[sum];
+  if (s.op != PrimOp::Reduce || s.reduce != ReduceOp::Sum || s.dtype != q.dtype || resolve(s.args[0]) != x) return -1;
+  return sum;
+}
+
+// Pairs each eligible R2 with its R1: only for row-major persistent rows
+// whose threads all hold K valid elements (no masked chunks), and where x at
+// the row's first element can be written as a short scalar expression.
+void Emitter::find_moment_pairs(const Segment& s, bool persistent) {
+  sq_sum_of_.assign(k_.body.size(), -1);
+  sum_of_sq_.assign(k_.body.size(), -1);
+  row_start_.assign(k_.body.size(), "");
+  moments_per_thread_ = s.size();
+  if (!persistent || col_major_ || s.mask != Segment::Mask::None) return;
+  for (std::size_t i = 0; i < k_.body.size(); ++i) {
+    if (!live_[i]) continue;
+    const ValueId sum = squared_deviation_source(static_cast<ValueId>(i));
+    if (sum < 0 || !live_[sum] || sq_sum_of_[sum] >= 0 || !has_row_start_value(k_.body[sum].args[0], 16)) continue;
+    sq_sum_of_[sum] = static_cast<ValueId>(i);
+    sum_of_sq_[i] = sum;
+  }
+}
+
+// True when lane value `id` at r = 0 can be computed as scalars (loads,
+// index values and element-wise operations) in at most `budget` steps deep.
+bool Emitter::has_row_start_value(ValueId id, int budget) const {
+  id = resolve(id);
+  if (!lanes_[id]) return true;
+  const Instr& in = k_.body[id];
+  if (budget <= 0 || in.op == PrimOp::Store || in.op == PrimOp::Reduce) return false;
+  for (ValueId a : in.args)
+    if (!has_row_start_value(a, budget - 1)) return false;
+  return true;
+}
+
+// A scalar holding lane value `id` at r = 0, emitted (once) where it is first
+// asked for; has_row_start_value(id) must hold.
+std::string Emitter::row_start_value(ValueId id) {
+  id = resolve(id);
+  if (!lanes_[id]) return name(id);
+  if (!row_start_[id].empty()) return row_start_[id];
+  const Instr& in = k_.body[id];
+  auto at_row_start = [](const IndexExpr& e) {
+    return e.substitute([](const IndexExpr& v) { return v.name() == "r" ? IndexExpr(0) : v; });
+  };
+  const std::string T = ctype(in.dtype), p = cat("p", id);
+  if (in.op == PrimOp::Load) {
+    const auto& b = k_.buffers[in.buffer];
+    w_.line(cat("const ", T, " ", p, " = ",
+                load_conv(b.dtype, cat(buf(in.buffer), "[", scalar_index(at_row_start(in.index)), "]")), ";"));
+  } else if (in.op == PrimOp::Index) {
+    w_.line(cat("const ", T, " ", p, " = (", T, ")", scalar_index(at_row_start(in.index)), ";"));
+  } else {
+    std::vector<std::string> a;
+    for (ValueId x : in.args) a.push_back(row_start_value(x));
+    w_.line(cat("const ", T, " ", p, " = ", op_expr(in, a), ";"));
+  }
+  return row_start_[id] = p;
+}
+
+void Emitter::emit_moments(ValueId sum, ValueId sq_sum, const Segment& s) {
+  const Instr& in = k_.body[sum];
+  const DType t = in.dtype;
+  const std::string T = ctype(t), v1 = name(sum), v2 = name(sq_sum);
+  const ValueId x = resolve(in.args[0]);
+  const int group = std::min(tpr_, 32);  // lanes of a row that shuffle together
+  const std::string K = float_literal(moments_per_thread_, t);
+  auto add = [&](const std::string& a, const std::string& b) { return reduce_combine(ReduceOp::Sum, t, a, b); };
+  w_.line(cat("// %", sum, " = reduce.sum %", in.args[0], ", and with it %", sq_sum, " = sum((%", in.args[0], " - %", sum,
+              "/", k_.rnumel, ")^2) in one pass"));
+  w_.line(cat(T, " ", v1, ", ", v2, ";"));
+  w_.open("");
+  emit_reduce_init(sum, "acc", s.width);
+  emit_reduce_accumulate(sum, s, "acc");
+  w_.line(cat(T, " a = acc[0];"));
+  w_.open_unrolled("v", 1, s.width);
+  w_.line("a = " + add("a", "acc[v]") + ";");
+  w_.close();
+  w_.line(cat("const ", T, " pivot = ", row_start_value(x), ";  // x at the row's first element"));
+  w_.line(cat(T, " b = ", zero_of(t), ";  // the thread's sum of x - pivot"));
+  w_.open_unrolled("k", 0, s.size());
+  w_.line("b = " + add("b", cat("(", ref(x, "k"), " - pivot)")) + ";");
+  w_.close();
+  w_.line(cat("const ", T, " own = b, own_mean = b / ", K, ";"));
+  w_.line(cat(T, " q = ", zero_of(t), ";"));
+  w_.open_unrolled("k", 0, s.size());
+  w_.line(cat("const ", T, " d = (", ref(x, "k"), " - pivot) - own_mean;"));
+  w_.line("q = " + add("q", "d * d") + ";");
+  w_.close();
+  for (int off = group / 2; off >= 1; off /= 2) {
+    w_.line(cat("{ const ", T, " o = dv_shfl_xor(a, ", off, "); a = ", add("a", "o"), "; }"));
+    w_.line(cat("{ const ", T, " o = dv_shfl_xor(b, ", off, "); b = ", add("b", "o"), "; }"));
+  }
+  w_.line(cat("{ const ", T, " e = own - b * ", float_literal(1.0 / group, t), "; q = ", add("q", cat("e * e / ", K)), "; }"));
+  for (int off = group / 2; off >= 1; off /= 2)
+    w_.line(cat("{ const ", T, " o = dv_shfl_xor(q, ", off, "); q = ", add("q", "o"), "; }"));
+  if (tpr_ > 32) {
+    const std::string slot = cat("[row * ", tpr_ / 32, " + warp]");
+    w_.line(cat("if (lane == 0) { red_", v1, slot, " = a; red_", v2, slot, " = q; red_", v2, "_pivoted", slot, " = b; }"));
+    pending_.push_back(sum);
+    pending_.push_back(sq_sum);
+  } else {
+    w_.line(cat(v1, " = a;"));
+    w_.line(cat(v2, " = q;"));
+  }
+  w_.close();
+}
+
+// After the barrier R2 sums the warps' parts; it gains the spread of the
+// warps' sums of x - pivot around their mean.
+void Emitter::emit_moments_flush(ValueId sq_sum, int parts, const std::function<std::string(const std::string&)>& slot) {
+  const DType t = k_.body[sq_sum].dtype;
+  const std::string T = ctype(t), v2 = name(sq_sum), pivoted = "red_" + v2 + "_pivoted";
+  auto add = [&](const std::string& a, const std::string& b) { return reduce_combine(ReduceOp::Sum, t, a, b); };
+  w_.open("");
+  w_.line(cat(T, " total = ", pivoted, "[", slot("0"), "];"));
+  w_.open_unrolled("i", 1, parts);
+  w_.line("total = " + add("total", cat(pivoted, "[", slot("i"), "]")) + ";");
+  w_.close();
+  w_.line(cat(T, " spread = ", zero_of(t), ";"));
+  w_.open_unrolled("i", 0, parts);
+  w_.line(cat("const ", T, " e = ", pivoted, "[", slot("i"), "] - total * ", float_literal(1.0 / parts, t), ";"));
+  w_.line("spread = " + add("spread", "e * e") + ";");
+  w_.close();
+  w_.line(cat(v2, " = ", add(v2, cat("spread / ", float_literal(32.0 * moments_per_thread_, t))), ";"));
+  w_.close();
 }
 
 // ---- kernels -------------------------------------------------------------------
@@ -1459,18 +1637,23 @@ void Emitter::emit_rows_kernel(const RowLayout& L, Segment s, const std::vector<
   w_.line(cat("constexpr int kRpb = ", rpb_, ";  // rows per block"));
   w_.line("");
   w_.open(signature(threads_));
+  find_moment_pairs(s, L.persistent);
   // Shared memory for every reduction: one slot per warp of each row (row
   // major), or one per thread (column major).
   const int slots = col_major_ ? (tpr_ > 1 ? rpb_ * tpr_ : 0) : (tpr_ > 32 ? rpb_ * (tpr_ / 32) : 0);
   std::int64_t shared_bytes = 0;
   for (std::size_t i = 0; i < k_.body.size(); ++i)
-    if (live_[i] && k_.body[i].op == PrimOp::Reduce) shared_bytes += std::int64_t{slots} * compute_size(k_.body[i].dtype);
+    if (live_[i] && k_.body[i].op == PrimOp::Reduce)
+      shared_bytes += std::int64_t{slots} * compute_size(k_.body[i].dtype) * (sum_of_sq_[i] >= 0 ? 2 : 1);
   if (shared_bytes > dev_.max_shared_per_block)
     fail(cat("kernel ", entry_, " needs ", shared_bytes, " bytes of shared memory for its reductions"));
   if (slots > 0)
     for (std::size_t i = 0; i < k_.body.size(); ++i)
-      if (live_[i] && k_.body[i].op == PrimOp::Reduce)
+      if (live_[i] && k_.body[i].op == PrimOp::Reduce) {
         w_.line(cat("__shared__ ", ctype(k_.body[i].dtype), " red_", name(static_cast<ValueId>(i)), "[", slots, "];"));
+        if (sum_of_sq_[i] >= 0)  // the warps' sums of x - pivot
+          w_.line(cat("__shared__ ", ctype(k_.body[i].dtype), " red_", name(static_cast<ValueId>(i)), "_pivoted[", slots, "];"));
+      }
   w_.line("const int tid = threadIdx.x;");
   if (col_major_) {
     w_.line(rpb_ == threads_ ? "const int t = 0;  // thread within its row" : "const int t = tid / kRpb;  // thread within its row");
@@ -1531,7 +1714,11 @@ void Emitter::emit_rows_persistent(const Segment& s, const std::vector<int>& pas
       continue;
     }
     flush_run();
-    if (in.op == PrimOp::Reduce) {
+    if (in.op == PrimOp::Reduce && sum_of_sq_[i] >= 0) continue;  // emitted with its sum
+    if (in.op == PrimOp::Reduce && sq_sum_of_[i] >= 0) {
+      use_operands(in);
+      emit_moments(id, sq_sum_of_[i], s);
+    } else if (in.op == PrimOp::Reduce) {
       use_operands(in);
       w_.line(cat("// %", i, " = reduce.", ir::reduce_op_name(in.reduce), " %", in.args[0]));
       w_.line(cat(ctype(in.dtype), " ", name(id), ";"));

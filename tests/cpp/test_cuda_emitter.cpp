@@ -489,6 +489,30 @@ TEST_CASE("row kernels: layout, persistence and reductions", "[cuda_emitter]") {
     CHECK(count(body, "reinterpret_cast<dv_vec<unsigned, 4>*>") == 1);  // the output, as bf16 pairs
     CHECK(contains(body, "if (t == 0) b4_mean["));
   }
+  SECTION("layer_norm f32 4096: the variance is computed with the mean, one barrier in all") {
+    const CudaKernel k = emit(layer_norm("ln", DType::Float32, 16384, 4096));
+    const std::string body = body_of(k);
+    CHECK(k.launch.block[0] == 512);
+    CHECK(count(body, "__syncthreads()") == 1);
+    CHECK(contains(body, "in one pass"));
+    CHECK(contains(body, "const float p0 = b0_in[(x * 4096)];"));  // the pivot: the row's first element
+    CHECK(count(body, "_pivoted[") == 5);  // declared, written, read back three times
+    CHECK(contains(body, "q = (q + e * e / 8.0f)"));                 // 8 elements a thread
+  }
+  SECTION("rows within a warp: one-pass variance with shuffles only") {
+    const std::string body = body_of(emit(layer_norm("ln", DType::Float32, 1000, 64)));
+    CHECK(count(body, "__syncthreads()") == 0);
+    CHECK(contains(body, "in one pass"));
+    CHECK(!contains(body, "_pivoted"));
+  }
+  SECTION("masked chunks (threads hold different counts): the two-pass form stays") {
+    const std::string body = body_of(emit(layer_norm("ln", DType::Float32, 300, 1000)));
+    CHECK(!contains(body, "in one pass"));
+    CHECK(count(body, "__syncthreads()") == 2);
+  }
+  SECTION("a sum of squares that is not around the mean is not a variance") {
+    CHECK(!contains(body_of(emit(moments("m", 4096, 4096))), "in one pass"));
+  }
   SECTION("independent reductions share one barrier") {
     const std::string body = body_of(emit(moments("m", 4096, 4096)));
     CHECK(count(body, "__syncthreads()") == 1);

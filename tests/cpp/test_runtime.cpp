@@ -204,7 +204,7 @@ TEST_CASE("disk cache under concurrent writers and readers", "[runtime][disk_cac
   const std::string data = binary_blob(256 * 1024, 7);
 
   std::atomic<bool> stored_once{false};
-  std::atomic<int> bad_loads{0}, misses_after_store{0}, hits{0};
+  std::atomic<int> bad_loads{0}, misses_after_store{0}, hits{0}, writers_left{4};
   std::vector<std::thread> threads;
   for (int w = 0; w < 4; ++w) {
     threads.emplace_back([&] {
@@ -212,11 +212,15 @@ TEST_CASE("disk cache under concurrent writers and readers", "[runtime][disk_cac
         cache.store(key, data);
         stored_once = true;
       }
+      --writers_left;
     });
   }
   for (int r = 0; r < 4; ++r) {
     threads.emplace_back([&] {
-      for (int i = 0; i < 200; ++i) {
+      // Read while the writers run, and at least 20 times after they are
+      // done (those must hit), however the threads are scheduled.
+      for (int after_writers = 0; after_writers < 20;) {
+        if (writers_left.load() == 0) ++after_writers;
         const bool after_store = stored_once.load();
         const std::optional<std::string> got = cache.load(key);
         if (!got) {

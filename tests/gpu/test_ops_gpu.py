@@ -174,3 +174,42 @@ def test_cpu_and_gpu_inputs_get_separate_plans():
         assert_matches(g(x_cpu), fn(x_cpu), lambda dt: (1e-5, 1e-6))
         assert_matches(g(x_gpu), fn(x_gpu), gpu_tolerance)
     assert deepvisor.stats(g)["captures"] == 2
+
+
+# -- variance computed in one pass (with the mean) -------------------------------------------
+
+# Rows that take the one-pass form (every thread holds the same number of
+# elements: 8 or 16, one warp or several) and one that keeps the two-pass form
+# (3072 f32: the last chunk is masked), in float32, bfloat16 and float64.
+VARIANCE_SHAPES = [(64, 4096, torch.float32), (300, 64, torch.float32), (50, 1024, torch.float32),
+                   (33, 2048, BF16), (20, 4096, torch.float64), (17, 3072, torch.float32)]
+
+
+@pytest.mark.parametrize("offset", [0.0, 1000.0], ids=["centered", "offset1000"])
+@pytest.mark.parametrize("rows,cols,dtype", VARIANCE_SHAPES,
+                         ids=[f"{r}x{c}-{str(d).split('.')[-1]}" for r, c, d in VARIANCE_SHAPES])
+def test_variance_accuracy(rows, cols, dtype, offset):
+    """var and std against a float64 reference: a large mean must not cost
+    precision (the partial sums are taken around the row's first element)."""
+    x = (cuda_randn(rows, cols, seed=3) + offset).to(dtype)
+    ref = x.double().var(dim=-1)
+    g = deepvisor.compile(lambda t: (torch.var(t, dim=-1), torch.std(t, dim=-1, correction=0)))
+    var, std = g(x)
+    assert deepvisor.stats(g)["kernels"] == 1
+    # float32: the two-pass form and the pivoted one-pass form land near 1e-8 at
+    # either offset; partial sums of x itself (no pivot) would reach ~2e-6.
+    tol = {torch.float64: 1e-12, torch.float32: 5e-7, BF16: 8e-3}[dtype]  # bf16: the result is rounded to bf16
+    torch.testing.assert_close(var.double(), ref, rtol=tol, atol=0)
+    torch.testing.assert_close(std.double(), (ref * (cols - 1) / cols).sqrt(), rtol=tol, atol=0)
+
+
+@pytest.mark.parametrize("offset", [0.0, 1000.0], ids=["centered", "offset1000"])
+@pytest.mark.parametrize("cols", [4096, 1024, 64])
+def test_layer_norm_large_mean(cols, offset):
+    x = cuda_randn(40, cols, seed=4) + offset
+    w, b = cuda_randn(cols, seed=5), cuda_randn(cols, seed=6)
+    g = deepvisor.compile(layer_norm_rows)
+    got = g(x, w, b)
+    want = layer_norm_rows(x.double(), w.double(), b.double())
+    # The float32 mean of values near 1000 is off by ~1e-4 (as eager's is).
+    torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-5 + offset * 1e-6)
