@@ -661,6 +661,10 @@ class Emitter {
   std::vector<char> live_;   // contributes to a Store
   std::vector<char> lanes_;  // a lane array (else a scalar)
   std::vector<ValueId> alias_;  // a value that is another one (Reduce with rnumel == 1), or -1
+  // Lane arrays of f16/bf16 loads kept as loaded (two to a register) and
+  // converted where used: bf16 layer_norm needed 64 registers a thread with
+  // its row, weight and bias converted on load, 48 this way.
+  std::vector<char> raw_half_;
   bool rows_ = false;           // row kernel (rnumel > 1)
 
   // Row-kernel layout.
@@ -695,6 +699,7 @@ void Emitter::analyze() {
   const std::size_t n = k_.body.size();
   rows_ = k_.rnumel > 1;
   alias_.assign(n, -1);
+  raw_half_.assign(n, 0);
   live_.assign(n, 0);
   lanes_.assign(n, 0);
   // Liveness: backwards from the Stores. With rnumel == 0 a Reduce is its
@@ -804,7 +809,9 @@ std::string Emitter::name(ValueId id) const {
 
 std::string Emitter::ref(ValueId id, const std::string& k) const {
   while (alias_[id] >= 0) id = alias_[id];
-  return lanes_[id] ? cat("v", id, "[", k, "]") : cat("v", id);
+  if (!lanes_[id]) return cat("v", id);
+  if (raw_half_[id]) return load_conv(k_.buffers[k_.body[id].buffer].dtype, cat("v", id, "[", k, "]"));
+  return cat("v", id, "[", k, "]");
 }
 
 std::string Emitter::cast_expr(DType from, DType to, const std::string& a) const {
@@ -1060,7 +1067,9 @@ void Emitter::emit_lane_load(ValueId id, const Segment& s) {
   const std::string v = name(id), T = ctype(in.dtype), ST = stype(b.dtype), p = buf(in.buffer);
   const LaneAccess kind = access_kind(in, s);
   const std::string valid = chunk_valid(s);
-  w_.line(cat(T, " ", v, "[", s.size(), "];"));
+  const bool raw = kind == LaneAccess::Contiguous && is_half(b.dtype) && in.dtype == DType::Float32;
+  raw_half_[id] = raw;
+  w_.line(cat(raw ? ST : T, " ", v, "[", s.size(), "];", raw ? "  // as stored; converted where used" : ""));
   begin_chunk_loop(s);
   if (!valid.empty()) w_.open("if (" + valid + ")");
   switch (kind) {
@@ -1068,7 +1077,7 @@ void Emitter::emit_lane_load(ValueId id, const Segment& s) {
       w_.line(cat("const dv_vec<", ST, ", ", s.width, "> w = *reinterpret_cast<const dv_vec<", ST, ", ", s.width,
                   ">*>(", p, " + ", lane_index(in.index, s, "l0"), ");"));
       w_.open_unrolled("v", 0, s.width);
-      w_.line(cat(v, "[c * ", s.width, " + v] = ", load_conv(b.dtype, "w.e[v]"), ";"));
+      w_.line(cat(v, "[c * ", s.width, " + v] = ", raw ? "w.e[v]" : load_conv(b.dtype, "w.e[v]"), ";"));
       w_.close();
       break;
     case LaneAccess::Uniform:
@@ -1092,7 +1101,7 @@ void Emitter::emit_lane_load(ValueId id, const Segment& s) {
     w_.otherwise();
     w_.line("// past the end of the row: defined but never used");
     w_.open_unrolled("v", 0, s.width);
-    w_.line(cat(v, "[c * ", s.width, " + v] = ", zero_of(in.dtype), ";"));
+    w_.line(cat(v, "[c * ", s.width, " + v] = ", raw ? "0" : zero_of(in.dtype), ";"));
     w_.close();
     w_.close();
   }
@@ -1367,10 +1376,13 @@ void Emitter::emit_moments(ValueId sum, ValueId sq_sum, const Segment& s) {
   w_.open_unrolled("k", 0, s.size());
   w_.line("b = " + add("b", cat("(", ref(x, "k"), " - pivot)")) + ";");
   w_.close();
-  w_.line(cat("const ", T, " own = b, own_mean = b / ", K, ";"));
+  // Deviations from pivot + own_mean (rounded): the thread's q then exceeds
+  // its sum around own_mean by K * (that rounding)^2 only, and x - pivot need
+  // not stay live (registers).
+  w_.line(cat("const ", T, " own = b, center = pivot + b / ", K, ";"));
   w_.line(cat(T, " q = ", zero_of(t), ";"));
   w_.open_unrolled("k", 0, s.size());
-  w_.line(cat("const ", T, " d = (", ref(x, "k"), " - pivot) - own_mean;"));
+  w_.line(cat("const ", T, " d = ", ref(x, "k"), " - center;"));
   w_.line("q = " + add("q", "d * d") + ";");
   w_.close();
   for (int off = group / 2; off >= 1; off /= 2) {

@@ -435,7 +435,8 @@ TEST_CASE("pointwise kernels use 16-byte accesses where the index allows", "[cud
   SECTION("bf16 only: 8 lanes of 16 bytes, computed in float, stored as 4 converted pairs") {
     const std::string body = body_of(emit(gelu_chain("g", DType::BFloat16, 1 << 22)));
     CHECK(contains(body, "reinterpret_cast<const dv_vec<unsigned short, 8>*>"));
-    CHECK(contains(body, "dv_bf16_to_f32(w.e[v])"));
+    CHECK(contains(body, "unsigned short v0[8];  // as stored; converted where used"));
+    CHECK(contains(body, "dv_bf16_to_f32(v0[k])"));
     CHECK(contains(body, "w.e[v] = dv_f32x2_to_bf16x2("));
     CHECK(contains(body, "reinterpret_cast<dv_vec<unsigned, 4>*>"));
     CHECK(!contains(body, "dv_f32_to_bf16("));

@@ -194,11 +194,15 @@ def test_variance_accuracy(rows, cols, dtype, offset):
     x = (cuda_randn(rows, cols, seed=3) + offset).to(dtype)
     ref = x.double().var(dim=-1)
     g = deepvisor.compile(lambda t: (torch.var(t, dim=-1), torch.std(t, dim=-1, correction=0)))
+    g(x)  # the capture runs eager (whose float32 Welford is off by ~1e-5 at offset 1000)
     var, std = g(x)
-    assert deepvisor.stats(g)["kernels"] == 1
-    # float32: the two-pass form and the pivoted one-pass form land near 1e-8 at
-    # either offset; partial sums of x itself (no pivot) would reach ~2e-6.
-    tol = {torch.float64: 1e-12, torch.float32: 5e-7, BF16: 8e-3}[dtype]  # bf16: the result is rounded to bf16
+    stats = deepvisor.stats(g)
+    assert stats["kernels"] == 1 and stats["cache_hits"] == 1, stats
+    # float32: the pivoted one-pass form lands near 1e-7 at either offset;
+    # partial sums of x itself (no pivot) would reach ~2e-6, and the two-pass
+    # form (3072: masked chunks) inherits the float32 mean's error (~1e-5).
+    tol = {torch.float64: 1e-12, torch.float32: 5e-7 if cols != 3072 else 3e-5,
+           BF16: 8e-3}[dtype]  # bf16: the result is rounded to bf16
     torch.testing.assert_close(var.double(), ref, rtol=tol, atol=0)
     torch.testing.assert_close(std.double(), (ref * (cols - 1) / cols).sqrt(), rtol=tol, atol=0)
 
@@ -209,7 +213,9 @@ def test_layer_norm_large_mean(cols, offset):
     x = cuda_randn(40, cols, seed=4) + offset
     w, b = cuda_randn(cols, seed=5), cuda_randn(cols, seed=6)
     g = deepvisor.compile(layer_norm_rows)
+    g(x, w, b)  # the capture runs eager
     got = g(x, w, b)
+    assert deepvisor.stats(g)["cache_hits"] == 1
     want = layer_norm_rows(x.double(), w.double(), b.double())
     # The float32 mean of values near 1000 is off by ~1e-4 (as eager's is).
     torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-5 + offset * 1e-6)
