@@ -11,7 +11,16 @@ before it is timed. The lab decides what the emitter should write; it is not a
 test and the product never runs this code.
 
 --ncu launches each variant once after a warm-up, for `ncu -k regex:lab_`.
+
+    python3 bench/kernel_lab.py --cu FILE.cu... [--rounds N]
+
+times kernels the emitter wrote (`dvdump FILE --stage cuda` output, entry k0,
+launch taken from its `// launch:` line) against torch.compile and the lab's
+own layer_norm variants, in N interleaved rounds. The file name says the
+workload: lnf32__*.cu or lnbf16__*.cu (16384x4096 layer_norm; buffers x, w, b, out).
 """
+
+import re
 
 import argparse
 import statistics
@@ -342,11 +351,58 @@ def layer_norm(x, w, b):
     return torch.nn.functional.layer_norm(x, x.shape[-1:], w, b)
 
 
+def run_emitted(paths, rounds, sms):
+    """Interleaved rounds over emitted kernels, torch.compile and two lab variants."""
+    rows = {}
+    for dtype, tag in ((torch.float32, "lnf32"), (torch.bfloat16, "lnbf16")):
+        mine = [p for p in paths if p.split("/")[-1].startswith(tag + "__")]
+        if not mine:
+            continue
+        x = torch.randn(LN_ROWS, LN_COLS, device="cuda", dtype=dtype)
+        w = torch.randn(LN_COLS, device="cuda", dtype=dtype)
+        b = torch.randn(LN_COLS, device="cuda", dtype=dtype)
+        want = layer_norm(x, w, b)
+        for path in mine:
+            source = open(path).read()
+            grid, block = (int(v) for v in re.search(r"// launch: grid \((\d+),1,1\) block \((\d+),1,1\)", source).groups())
+            kernel = compile_kernel(source, "k0")
+            out = torch.full_like(x, float("nan"))
+            launch = lambda kernel=kernel, grid=grid, block=block, out=out: kernel((grid, 1, 1), (block, 1, 1), [x, w, b, out])
+            launch()
+            torch.cuda.synchronize()
+            torch.testing.assert_close(out.float(), want.float(), rtol=1e-2 if tag == "lnbf16" else 1e-4, atol=1e-2 if tag == "lnbf16" else 1e-4)
+            rows[path.split("/")[-1]] = (launch, x)
+        ind = torch.compile(layer_norm)
+        ind(x, w, b)
+        rows[f"{tag} torch.compile"] = (lambda ind=ind, x=x, w=w, b=b: ind(x, w, b), x)
+        for name in (("lnf32_tpr512_rpb1_chan", "lnf32_tpr512_rpb1_twopass") if tag == "lnf32"
+                     else ("ln_tpr256_rpb1_chan_ptx", "ln_tpr256_rpb1_twopass_ptx")):
+            spec = ln_variants()[name]
+            rows[name] = (run_ln(name, spec, sms, x, w, b, want)[0], x)
+    times = {name: [] for name in rows}
+    names = list(rows)
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            times[name].append(median_us(rows[name][0]))
+    print("| kernel | median over rounds, us | TB/s | rounds |")
+    print("| --- | --- | --- | --- |")
+    for name in names:
+        x = rows[name][1]
+        med = statistics.median(times[name])
+        print(f"| {name} | {med:.1f} | {2 * x.numel() * x.element_size() / med / 1e6:.2f} | "
+              f"{', '.join(f'{t:.1f}' for t in times[name])} |")
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", default="")
     parser.add_argument("--ncu", action="store_true")
+    parser.add_argument("--cu", nargs="+", default=[])
+    parser.add_argument("--rounds", type=int, default=5)
     opts = parser.parse_args()
+    if opts.cu:
+        run_emitted(opts.cu, opts.rounds, torch.cuda.get_device_properties(0).multi_processor_count)
+        return
     torch.manual_seed(0)
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     rows = []
