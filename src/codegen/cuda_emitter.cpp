@@ -40,6 +40,9 @@
 //     r-level instruction belongs to the pass after the last Reduce it depends
 //     on); each pass loops over the row U chunks at a time and recomputes
 //     (reloads) the r-level values it needs.
+//   - In persistent rows whose threads hold equal shares, a variance (a sum of
+//     squared deviations from the row's mean) is computed in the same pass as
+//     the mean (see "one-pass variance" below): one barrier instead of two.
 //   - Column-major threads when the r-level accesses are contiguous along x
 //     and none along r (a reduction over an outer dimension): a warp covers 32
 //     consecutive rows (coalesced), up to 32 threads split each row's r range
@@ -63,9 +66,10 @@
 // of possibly negative index values use helpers with floor semantics.
 //
 // Numerics follow docs/loop-ir-semantics.md: f16/bf16 are computed in f32
-// (f16 through cvt instructions, bf16 by shifts; rounding to nearest even, NaN
-// kept), integer arithmetic wraps (done in unsigned), integer division by zero
-// gives 0, Max/Min propagate NaN.
+// (loaded lane arrays stay 16-bit until used; widened by cvt for f16, by a
+// shift for bf16; rounded to nearest even by cvt, in pairs for vector stores,
+// NaN stays NaN), integer arithmetic wraps (done in unsigned), integer
+// division by zero gives 0, Max/Min propagate NaN.
 #include "codegen/cuda_emitter.h"
 
 #include <algorithm>
