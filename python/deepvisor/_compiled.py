@@ -1,6 +1,7 @@
 """deepvisor.compile: capture on a miss, replay compiled plans on a hit."""
 
 import functools
+import itertools
 import logging
 import os
 import re
@@ -187,9 +188,16 @@ class CompiledFunction:
         os.makedirs(self.dump_dir, exist_ok=True)
         base = re.sub(r"[^A-Za-z0-9_.-]", "_", self._name())
         n = sum(1 for _ in self.executors())
-        path = os.path.join(self.dump_dir, f"{base}-{n}.dvg")
-        with open(path, "w") as f:
-            f.write(executor.graph_text())
+        # Never overwrite: two functions with one name (lambdas, methods of
+        # two instances) or two processes may dump into the same directory.
+        for k in itertools.count(1):
+            path = os.path.join(self.dump_dir, f"{base}-{n}.dvg" if k == 1 else f"{base}-{n}.{k}.dvg")
+            try:
+                with open(path, "x") as f:
+                    f.write(executor.graph_text())
+                break
+            except FileExistsError:
+                continue
         log.info("deepvisor: wrote %s", path)
 
 

@@ -393,6 +393,16 @@ def test_dump_dir_and_dvdump(tmp_path):
     assert "__global__" in out and "kernel k0" in out
 
 
+def test_dumps_of_same_named_functions_do_not_overwrite(tmp_path):
+    first = deepvisor.compile(lambda t: t * 2, dump_dir=str(tmp_path))
+    second = deepvisor.compile(lambda t: t + 1, dump_dir=str(tmp_path))
+    first(randn(4))
+    second(randn(4))
+    texts = sorted(p.read_text() for p in tmp_path.glob("*.dvg"))
+    assert len(texts) == 2, list(tmp_path.iterdir())
+    assert any("aten::mul" in t for t in texts) and any("aten::add" in t for t in texts)
+
+
 def test_dvdump_rejects_a_bad_file(tmp_path):
     if not DVDUMP.exists():
         pytest.skip(f"{DVDUMP} is not built")
