@@ -635,6 +635,10 @@ class Emitter {
   void emit_reduce_init(ValueId id, const std::string& acc, int width);
   void emit_reduce_accumulate(ValueId id, const Segment& s, const std::string& acc);
   void emit_reduce_finish(ValueId id, const std::string& acc, int width);
+  void emit_fold_lanes(ReduceOp op, DType t, const std::string& acc, int width);
+  void emit_butterfly(ReduceOp op, DType t, const std::vector<std::string>& vars, int group);
+  void emit_slot_combine(ReduceOp op, DType t, const std::string& var, bool declare, const std::string& array, int parts,
+                         const std::function<std::string(const std::string&)>& slot);
   void flush_reductions();
   ValueId resolve(ValueId id) const;
   ValueId squared_deviation_source(ValueId sq_sum) const;
@@ -806,13 +810,16 @@ std::vector<int> Emitter::pass_of_values(int* num_passes, int* max_carried) cons
 
 // ---- values ------------------------------------------------------------------
 
-std::string Emitter::name(ValueId id) const {
+// The value an alias stands for (itself if none).
+ValueId Emitter::resolve(ValueId id) const {
   while (alias_[id] >= 0) id = alias_[id];
-  return cat("v", id);
+  return id;
 }
 
+std::string Emitter::name(ValueId id) const { return cat("v", resolve(id)); }
+
 std::string Emitter::ref(ValueId id, const std::string& k) const {
-  while (alias_[id] >= 0) id = alias_[id];
+  id = resolve(id);
   if (!lanes_[id]) return cat("v", id);
   if (raw_half_[id]) return load_conv(k_.buffers[k_.body[id].buffer].dtype, cat("v", id, "[", k, "]"));
   return cat("v", id, "[", k, "]");
@@ -1208,12 +1215,7 @@ void Emitter::emit_reduce_accumulate(ValueId id, const Segment& s, const std::st
 void Emitter::emit_reduce_finish(ValueId id, const std::string& acc, int width) {
   const Instr& in = k_.body[id];
   const std::string v = name(id);
-  w_.line(cat(ctype(in.dtype), " a = ", acc, "[0];"));
-  if (width > 1) {
-    w_.open_unrolled("v", 1, width);
-    w_.line("a = " + reduce_combine(in.reduce, in.dtype, "a", acc + "[v]") + ";");
-    w_.close();
-  }
+  emit_fold_lanes(in.reduce, in.dtype, acc, width);
   if (col_major_) {  // a row's threads are in different warps: shared memory only
     if (tpr_ > 1) {
       w_.line(cat("red_", v, "[t * ", rpb_, " + row] = a;"));
@@ -1223,18 +1225,45 @@ void Emitter::emit_reduce_finish(ValueId id, const std::string& acc, int width) 
     }
     return;
   }
-  // Every lane must execute every shuffle: exchange into a temporary first,
-  // then combine (a combine must never decide whether a shuffle runs).
-  for (int off = std::min(tpr_, 32) / 2; off >= 1; off /= 2) {
-    w_.line(cat("{ const ", ctype(in.dtype), " o = dv_shfl_xor(a, ", off, "); a = ",
-                reduce_combine(in.reduce, in.dtype, "a", "o"), "; }"));
-  }
+  emit_butterfly(in.reduce, in.dtype, {"a"}, std::min(tpr_, 32));
   if (tpr_ > 32) {
     w_.line(cat("if (lane == 0) red_", v, "[row * ", tpr_ / 32, " + warp] = a;"));
     pending_.push_back(id);
   } else {
     w_.line(v + " = a;");
   }
+}
+
+// `T a` = the thread's per-lane accumulators acc[0..width) combined.
+void Emitter::emit_fold_lanes(ReduceOp op, DType t, const std::string& acc, int width) {
+  w_.line(cat(ctype(t), " a = ", acc, "[0];"));
+  if (width > 1) {
+    w_.open_unrolled("v", 1, width);
+    w_.line("a = " + reduce_combine(op, t, "a", acc + "[v]") + ";");
+    w_.close();
+  }
+}
+
+// Combines each of `vars` across the `group` lanes of a row (a power of two,
+// at most 32), leaving the result in every lane; the variables' exchanges are
+// interleaved offset by offset. Every lane must execute every shuffle:
+// exchange into a temporary first, then combine (a combine must never decide
+// whether a shuffle runs).
+void Emitter::emit_butterfly(ReduceOp op, DType t, const std::vector<std::string>& vars, int group) {
+  for (int off = group / 2; off >= 1; off /= 2)
+    for (const std::string& a : vars)
+      w_.line(cat("{ const ", ctype(t), " o = dv_shfl_xor(", a, ", ", off, "); ", a, " = ", reduce_combine(op, t, a, "o"),
+                  "; }"));
+}
+
+// `var` (declared here if `declare`) = the combination of array[slot(0)] ..
+// array[slot(parts - 1)].
+void Emitter::emit_slot_combine(ReduceOp op, DType t, const std::string& var, bool declare, const std::string& array,
+                                int parts, const std::function<std::string(const std::string&)>& slot) {
+  w_.line(cat(declare ? ctype(t) + " " : "", var, " = ", array, "[", slot("0"), "];"));
+  w_.open_unrolled("i", 1, parts);
+  w_.line(cat(var, " = ", reduce_combine(op, t, var, cat(array, "[", slot("i"), "]")), ";"));
+  w_.close();
 }
 
 // One barrier, then every thread combines its row's per-warp partial results
@@ -1250,11 +1279,7 @@ void Emitter::flush_reductions() {
   w_.line("__syncthreads();  // the partial results of the reductions above are in shared memory");
   for (ValueId id : pending_) {
     const Instr& in = k_.body[id];
-    const std::string v = name(id), red = "red_" + v;
-    w_.line(cat(v, " = ", red, "[", slot("0"), "];"));
-    w_.open_unrolled("i", 1, parts);
-    w_.line(cat(v, " = ", reduce_combine(in.reduce, in.dtype, v, cat(red, "[", slot("i"), "]")), ";"));
-    w_.close();
+    emit_slot_combine(in.reduce, in.dtype, name(id), false, "red_" + name(id), parts, slot);
     if (!col_major_ && sum_of_sq_[id] >= 0) emit_moments_flush(id, parts, slot);
   }
   pending_.clear();
@@ -1277,11 +1302,6 @@ void Emitter::flush_reductions() {
 // the variance stays within 5e-7 of float64, where the two-pass form inherits
 // the float32 mean's error (~1e-5, like eager's Welford); unpivoted partial
 // sums would give ~2e-6. R1 itself is computed exactly as before.
-
-ValueId Emitter::resolve(ValueId id) const {
-  while (alias_[id] >= 0) id = alias_[id];
-  return id;
-}
 
 // R1 if `sq_sum` is reduce.sum((x - R1 / N) * (x - R1 / N)) with R1 = reduce.sum(x)
 // and N = rnumel, all in one float type; else -1.
@@ -1372,10 +1392,7 @@ void Emitter::emit_moments(ValueId sum, ValueId sq_sum, const Segment& s) {
   w_.open("");
   emit_reduce_init(sum, "acc", s.width);
   emit_reduce_accumulate(sum, s, "acc");
-  w_.line(cat(T, " a = acc[0];"));
-  w_.open_unrolled("v", 1, s.width);
-  w_.line("a = " + add("a", "acc[v]") + ";");
-  w_.close();
+  emit_fold_lanes(ReduceOp::Sum, t, "acc", s.width);
   w_.line(cat("const ", T, " pivot = ", row_start_value(x), ";  // x at the row's first element"));
   w_.line(cat(T, " b = ", zero_of(t), ";  // the thread's sum of x - pivot"));
   w_.open_unrolled("k", 0, s.size());
@@ -1387,13 +1404,9 @@ void Emitter::emit_moments(ValueId sum, ValueId sq_sum, const Segment& s) {
   w_.line(cat("const ", T, " d = (", ref(x, "k"), " - pivot) - own_mean;"));
   w_.line("q = " + add("q", "d * d") + ";");
   w_.close();
-  for (int off = group / 2; off >= 1; off /= 2) {
-    w_.line(cat("{ const ", T, " o = dv_shfl_xor(a, ", off, "); a = ", add("a", "o"), "; }"));
-    w_.line(cat("{ const ", T, " o = dv_shfl_xor(b, ", off, "); b = ", add("b", "o"), "; }"));
-  }
+  emit_butterfly(ReduceOp::Sum, t, {"a", "b"}, group);
   w_.line(cat("{ const ", T, " e = own - b * ", float_literal(1.0 / group, t), "; q = ", add("q", cat("e * e / ", K)), "; }"));
-  for (int off = group / 2; off >= 1; off /= 2)
-    w_.line(cat("{ const ", T, " o = dv_shfl_xor(q, ", off, "); q = ", add("q", "o"), "; }"));
+  emit_butterfly(ReduceOp::Sum, t, {"q"}, group);
   if (tpr_ > 32) {
     const std::string slot = cat("[row * ", tpr_ / 32, " + warp]");
     w_.line(cat("if (lane == 0) { red_", v1, slot, " = a; red_", v2, slot, " = q; red_", v2, "_pivoted", slot, " = b; }"));
@@ -1413,10 +1426,7 @@ void Emitter::emit_moments_flush(ValueId sq_sum, int parts, const std::function<
   const std::string T = ctype(t), v2 = name(sq_sum), pivoted = "red_" + v2 + "_pivoted";
   auto add = [&](const std::string& a, const std::string& b) { return reduce_combine(ReduceOp::Sum, t, a, b); };
   w_.open("");
-  w_.line(cat(T, " total = ", pivoted, "[", slot("0"), "];"));
-  w_.open_unrolled("i", 1, parts);
-  w_.line("total = " + add("total", cat(pivoted, "[", slot("i"), "]")) + ";");
-  w_.close();
+  emit_slot_combine(ReduceOp::Sum, t, "total", true, pivoted, parts, slot);
   w_.line(cat(T, " spread = ", zero_of(t), ";"));
   w_.open_unrolled("i", 0, parts);
   w_.line(cat("const ", T, " e = ", pivoted, "[", slot("i"), "] - total * ", float_literal(1.0 / parts, t), ";"));
