@@ -12,12 +12,15 @@ test and the product never runs this code.
 
 --ncu launches each variant once after a warm-up, for `ncu -k regex:lab_`.
 
-    python3 bench/kernel_lab.py --cu FILE.cu... [--rounds N]
+    python3 bench/kernel_lab.py --cu FILE.cu... [--rounds N] [--methods flush,loop,graph] [--ncu]
 
 times kernels the emitter wrote (`dvdump FILE --stage cuda` output, entry k0,
-launch taken from its `// launch:` line) against torch.compile and the lab's
-own layer_norm variants, in N interleaved rounds. The file name says the
-workload: lnf32__*.cu or lnbf16__*.cu (16384x4096 layer_norm; buffers x, w, b, out).
+launch taken from its `// launch:` line; `dvdump --row-chunks/--row-threads`
+writes other row tiles) against deepvisor, torch.compile, a copy and the
+lab's own layer_norm variants, in N interleaved rounds, by each timing method
+(flush: do_bench; loop: back-to-back calls; graph: a CUDA graph of calls).
+The file name says the workload: lnf32__*.cu or lnbf16__*.cu (16384x4096
+layer_norm; buffers x, w, b, out), softmax__*.cu (8192x8192 f32; x, out).
 """
 
 import re
@@ -351,46 +354,129 @@ def layer_norm(x, w, b):
     return torch.nn.functional.layer_norm(x, x.shape[-1:], w, b)
 
 
-def run_emitted(paths, rounds, sms):
-    """Interleaved rounds over emitted kernels, torch.compile and two lab variants."""
+def softmax(x):
+    return torch.softmax(x, -1)
+
+
+def emitted_workloads():
+    """File-name prefix of emitted kernels -> (dtype, eager function, argument
+    shapes, the lab's own variants to time beside them)."""
+    return {
+        "lnf32": (torch.float32, layer_norm, ((LN_ROWS, LN_COLS), (LN_COLS,), (LN_COLS,)),
+                  ("lnf32_tpr512_rpb1_chan", "lnf32_tpr512_rpb1_twopass")),
+        "lnbf16": (torch.bfloat16, layer_norm, ((LN_ROWS, LN_COLS), (LN_COLS,), (LN_COLS,)),
+                   ("ln_tpr256_rpb1_chan_ptx", "ln_tpr256_rpb1_twopass_ptx")),
+        "softmax": (torch.float32, softmax, ((8192, 8192),), ()),
+    }
+
+
+def loop_us(fn, calls=20, reps=25):
+    """Back-to-back calls between two events, no cache flush: us a call (median over reps)."""
+    fn()
+    times = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(calls):
+            fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end) * 1e3 / calls)
+    return statistics.median(times)
+
+
+def graph_timer(fn, calls=20):
+    """A CUDA graph of `calls` back-to-back calls (None when fn cannot be captured)."""
+    try:
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            fn()
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            for _ in range(calls):
+                fn()
+        torch.cuda.synchronize()
+    except Exception as e:  # noqa: BLE001 - a lab: report and go on
+        print(f"  (no CUDA graph: {type(e).__name__}: {str(e)[:100]})", file=sys.stderr)
+        return None
+    return lambda: loop_us(graph.replay, calls=1) / calls
+
+
+METHODS = {
+    "flush": "triton do_bench: L2 flushed (256 MB write) before every call, median",
+    "loop": "20 calls back to back between two events, no flush, median of 25",
+    "graph": "a CUDA graph of 20 calls, replayed between two events, median of 25",
+}
+
+
+def run_emitted(paths, rounds, sms, methods, ncu):
+    """Interleaved rounds over emitted kernels, deepvisor, torch.compile and
+    the lab's variants, by each timing method."""
     rows = {}
-    for dtype, tag in ((torch.float32, "lnf32"), (torch.bfloat16, "lnbf16")):
+    for tag, (dtype, fn, shapes, lab_names) in emitted_workloads().items():
         mine = [p for p in paths if p.split("/")[-1].startswith(tag + "__")]
         if not mine:
             continue
-        x = torch.randn(LN_ROWS, LN_COLS, device="cuda", dtype=dtype)
-        w = torch.randn(LN_COLS, device="cuda", dtype=dtype)
-        b = torch.randn(LN_COLS, device="cuda", dtype=dtype)
-        want = layer_norm(x, w, b)
+        args = [torch.randn(*shape, device="cuda", dtype=dtype) for shape in shapes]
+        want = fn(*args)
+        tol = 1e-2 if dtype == torch.bfloat16 else 1e-4
         for path in mine:
             source = open(path).read()
             grid, block = (int(v) for v in re.search(r"// launch: grid \((\d+),1,1\) block \((\d+),1,1\)", source).groups())
             kernel = compile_kernel(source, "k0")
-            out = torch.full_like(x, float("nan"))
-            launch = lambda kernel=kernel, grid=grid, block=block, out=out: kernel((grid, 1, 1), (block, 1, 1), [x, w, b, out])
+            out = torch.full_like(want, float("nan"))
+            launch = lambda kernel=kernel, grid=grid, block=block, out=out, args=args: kernel((grid, 1, 1), (block, 1, 1), [*args, out])
             launch()
             torch.cuda.synchronize()
-            torch.testing.assert_close(out.float(), want.float(), rtol=1e-2 if tag == "lnbf16" else 1e-4, atol=1e-2 if tag == "lnbf16" else 1e-4)
-            rows[path.split("/")[-1]] = (launch, x)
-        ind = torch.compile(layer_norm)
-        ind(x, w, b)
-        rows[f"{tag} torch.compile"] = (lambda ind=ind, x=x, w=w, b=b: ind(x, w, b), x)
-        for name in (("lnf32_tpr512_rpb1_chan", "lnf32_tpr512_rpb1_twopass") if tag == "lnf32"
-                     else ("ln_tpr256_rpb1_chan_ptx", "ln_tpr256_rpb1_twopass_ptx")):
-            spec = ln_variants()[name]
-            rows[name] = (run_ln(name, spec, sms, x, w, b, want)[0], x)
-    times = {name: [] for name in rows}
+            torch.testing.assert_close(out.float(), want.float(), rtol=tol, atol=tol)
+            rows[path.split("/")[-1]] = (launch, want)
+        try:
+            import deepvisor
+            dv = deepvisor.compile(fn)
+            dv(*args)
+            torch.testing.assert_close(dv(*args).float(), want.float(), rtol=tol, atol=tol)
+            rows[f"{tag} deepvisor"] = (lambda dv=dv, args=args: dv(*args), want)
+        except ImportError:
+            pass
+        ind = torch.compile(fn)
+        ind(*args)
+        rows[f"{tag} torch.compile"] = (lambda ind=ind, args=args: ind(*args), want)
+        for name in lab_names:
+            rows[name] = (run_ln(name, ln_variants()[name], sms, *args, want)[0], want)
+        rows[f"{tag} copy"] = (lambda out=torch.empty_like(args[0]), x=args[0]: out.copy_(x), want)
+    if ncu:  # one launch each inside an NVTX range, for `ncu --nvtx --nvtx-include measure/`
+        for name, (launch, _) in rows.items():
+            launch()
+        torch.cuda.synchronize()
+        torch.cuda.nvtx.range_push("measure")
+        for i, (name, (launch, _)) in enumerate(rows.items()):
+            print(f"ncu launch {i}: {name}", flush=True)
+            launch()
+        torch.cuda.synchronize()
+        torch.cuda.nvtx.range_pop()
+        return
     names = list(rows)
-    for r in range(rounds):
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            times[name].append(median_us(rows[name][0]))
-    print("| kernel | median over rounds, us | TB/s | rounds |")
-    print("| --- | --- | --- | --- |")
-    for name in names:
-        x = rows[name][1]
-        med = statistics.median(times[name])
-        print(f"| {name} | {med:.1f} | {2 * x.numel() * x.element_size() / med / 1e6:.2f} | "
-              f"{', '.join(f'{t:.1f}' for t in times[name])} |")
+    for method in methods:
+        timers = {}
+        for name in names:
+            launch = rows[name][0]
+            timers[name] = (lambda launch=launch: median_us(launch)) if method == "flush" else (
+                (lambda launch=launch: loop_us(launch)) if method == "loop" else graph_timer(launch))
+        times = {name: [] for name in names if timers[name] is not None}
+        order = list(times)
+        for r in range(rounds):
+            for name in order[r % len(order):] + order[:r % len(order)]:
+                times[name].append(timers[name]())
+        print(f"\n{method}: {METHODS[method]}")
+        print("| kernel | median over rounds, us | TB/s | rounds |")
+        print("| --- | --- | --- | --- |")
+        for name in order:
+            want = rows[name][1]
+            med = statistics.median(times[name])
+            print(f"| {name} | {med:.1f} | {2 * want.numel() * want.element_size() / med / 1e6:.2f} | "
+                  f"{', '.join(f'{t:.1f}' for t in times[name])} |", flush=True)
 
 
 def main():
@@ -399,9 +485,11 @@ def main():
     parser.add_argument("--ncu", action="store_true")
     parser.add_argument("--cu", nargs="+", default=[])
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--methods", default="flush", help="with --cu: comma-separated, of " + ", ".join(METHODS))
     opts = parser.parse_args()
     if opts.cu:
-        run_emitted(opts.cu, opts.rounds, torch.cuda.get_device_properties(0).multi_processor_count)
+        run_emitted(opts.cu, opts.rounds, torch.cuda.get_device_properties(0).multi_processor_count,
+                    opts.methods.split(","), opts.ncu)
         return
     torch.manual_seed(0)
     sms = torch.cuda.get_device_properties(0).multi_processor_count

@@ -1,6 +1,7 @@
 // dvdump: prints the stages of compiling a dumped graph.
 //
 //   dvdump FILE [--stage graph|plan|loop|groups|cuda|all] [--arch N] [--no-fuse]
+//          [--row-chunks N] [--row-threads N]
 //
 // FILE is a graph in deepvisor's text format, as written by
 // deepvisor.compile(fn, dump_dir=DIR) or DEEPVISOR_DUMP_DIR.
@@ -17,7 +18,8 @@ namespace {
 
 int usage(const char* why) {
   std::cerr << "dvdump: " << why << "\n"
-            << "usage: dvdump FILE [--stage graph|plan|loop|groups|cuda|all] [--arch N] [--no-fuse]\n";
+            << "usage: dvdump FILE [--stage graph|plan|loop|groups|cuda|all] [--arch N] [--no-fuse]\n"
+            << "              [--row-chunks N] [--row-threads N]   (row-kernel tile, for experiments)\n";
   return 2;
 }
 
@@ -36,12 +38,14 @@ void print_groups(const dv::codegen::Program& p) {
 
 int main(int argc, char** argv) {
   std::string file, stage = "all";
-  int arch = 90;
+  dv::codegen::DeviceSpec spec;
   bool fuse = true;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--stage" && i + 1 < argc) stage = argv[++i];
-    else if (a == "--arch" && i + 1 < argc) arch = std::stoi(argv[++i]);
+    else if (a == "--arch" && i + 1 < argc) spec.arch = std::stoi(argv[++i]);
+    else if (a == "--row-chunks" && i + 1 < argc) spec.row_chunks_per_thread = std::stoi(argv[++i]);
+    else if (a == "--row-threads" && i + 1 < argc) spec.row_max_threads = std::stoi(argv[++i]);
     else if (a == "--no-fuse") fuse = false;
     else if (a == "-h" || a == "--help") return usage("prints the op graph, plan, loop IR, fusion groups and CUDA C");
     else if (!a.empty() && a[0] == '-') return usage(("unknown option " + a).c_str());
@@ -77,9 +81,7 @@ int main(int argc, char** argv) {
       for (const auto& k : program.kernels) std::cout << dv::ir::to_string(k) << "\n";
     }
     if (all || stage == "cuda") {
-      section("CUDA C (sm_" + std::to_string(arch) + ")");
-      dv::codegen::DeviceSpec spec;
-      spec.arch = arch;
+      section("CUDA C (sm_" + std::to_string(spec.arch) + ")");
       for (const auto& k : program.kernels) {
         auto c = dv::codegen::emit_cuda(k, spec);
         std::cout << "// launch: grid (" << c.launch.grid[0] << "," << c.launch.grid[1] << "," << c.launch.grid[2]

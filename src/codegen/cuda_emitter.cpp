@@ -1599,8 +1599,8 @@ void Emitter::emit_rows() {
     // that way. Measured on the H100 (bench/NOTES.md, 2026-11-25): layer_norm
     // of 4096 ran fastest with 2 chunks (f32: 512 threads; bf16: 256) against
     // 1, 4 or 8; more chunks raise registers and cut the rows in flight.
-    const int target_chunks = 2;
-    const std::int64_t preferred_tpr = 512;
+    const int target_chunks = std::max(1, dev_.row_chunks_per_thread);
+    const std::int64_t preferred_tpr = std::max(32, dev_.row_max_threads);
     const std::int64_t max_tpr = std::min<std::int64_t>(max_block, next_pow2(chunks));
     auto block_threads = [&](std::int64_t tpr) {
       if (tpr >= 256) return tpr;

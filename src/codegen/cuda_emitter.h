@@ -22,6 +22,12 @@ struct DeviceSpec {
   int sm_count = 132;
   int max_threads_per_block = 1024;
   int max_shared_per_block = 48 * 1024;  // bytes of static shared memory
+  // Row-kernel tile: about this many 16-byte chunks a thread, at most this
+  // many threads a row (while the row fits that way). The defaults are what
+  // measured fastest on the H100 (bench/NOTES.md); dvdump can override them
+  // to write variants for bench/kernel_lab.py.
+  int row_chunks_per_thread = 2;
+  int row_max_threads = 512;
 };
 
 struct LaunchConfig {
