@@ -3,13 +3,14 @@
 # torch.compile: the card's clocks, the emitted variants in bench/lab_sources/study
 # timed three ways (kernel_lab.py --cu), ncu metrics of each kernel alone,
 # and Inductor's generated code and PTX. Logs in $OUT (or ./gpu-out).
-#   bench/row_study.sh [ROUNDS]
+#   bench/row_study.sh [ROUNDS] [METHODS]   (METHODS: default flush,loop,graph; NCU_CACHE="all none")
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 DEEPVISOR_CACHE_DIR=${DEEPVISOR_CACHE_DIR:-/tmp/dv-cache}
 rounds=${1:-5}
+methods=${2:-flush,loop,graph}
 sources=(bench/lab_sources/study/*.cu)
 smi="clocks.sm,clocks.max.sm,clocks.mem,clocks.max.mem,power.draw,power.limit,temperature.gpu,clocks_event_reasons.active"
 
@@ -20,10 +21,10 @@ if ! python3 -c 'import deepvisor' 2>/dev/null; then
 fi
 nvidia-smi --query-gpu=$smi --format=csv -lms 500 >"$OUT/clocks-during.csv" 2>&1 &
 sampler=$!
-DEEPVISOR_STRICT=1 timeout 260 python3 bench/kernel_lab.py --cu "${sources[@]}" --rounds "$rounds" --methods flush,loop,graph >"$OUT/lab.log" 2>&1
+DEEPVISOR_STRICT=1 timeout 260 python3 bench/kernel_lab.py --cu "${sources[@]}" --rounds "$rounds" --methods "$methods" >"$OUT/lab.log" 2>&1
 kill $sampler
 metrics=gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,dram__bytes_read.sum,dram__bytes_write.sum,sm__cycles_elapsed.avg.per_second,dram__cycles_elapsed.avg.per_second,smsp__inst_executed.sum,launch__registers_per_thread,launch__grid_size,launch__block_size,sm__warps_active.avg.pct_of_peak_sustained_active
-for cache in all none; do
+for cache in ${NCU_CACHE:-all none}; do
   timeout 110 ncu --clock-control none --cache-control $cache --nvtx --nvtx-include "measure/" --metrics $metrics --csv \
     python3 bench/kernel_lab.py --cu "${sources[@]}" --ncu >"$OUT/ncu-cache-$cache.csv" 2>"$OUT/ncu-cache-$cache.err"
 done

@@ -151,17 +151,7 @@ constexpr idx_t kRnumel = 4096;
 constexpr int kTpr = 512;  // threads per row
 constexpr int kRpb = 1;  // rows per block
 
-__device__ __forceinline__ dv_vec<float, 4> ld_hint_el(const float* p) {
-  dv_vec<float, 4> r;
-  asm("ld.global.L1::evict_last.v4.f32 {%0, %1, %2, %3}, [%4];" : "=f"(r.e[0]), "=f"(r.e[1]), "=f"(r.e[2]), "=f"(r.e[3]) : "l"(p));
-  return r;
-}
-__device__ __forceinline__ dv_vec<float, 4> ld_hint_na(const float* p) {
-  dv_vec<float, 4> r;
-  asm("ld.global.L1::no_allocate.v4.f32 {%0, %1, %2, %3}, [%4];" : "=f"(r.e[0]), "=f"(r.e[1]), "=f"(r.e[2]), "=f"(r.e[3]) : "l"(p));
-  return r;
-}
-extern "C" __global__ void __launch_bounds__(512, 3) k0(const float* __restrict__ b0_d0, const float* __restrict__ b1_d1, const float* __restrict__ b2_d2, float* __restrict__ b3_d8) {
+extern "C" __global__ void __launch_bounds__(512) k0(const float* __restrict__ b0_d0, const float* __restrict__ b1_d1, const float* __restrict__ b2_d2, float* __restrict__ b3_d8) {
   __shared__ float red_v1[16];
   __shared__ float red_v6[16];
   __shared__ float red_v6_pivoted[16];
@@ -176,7 +166,7 @@ extern "C" __global__ void __launch_bounds__(512, 3) k0(const float* __restrict_
   #pragma unroll
   for (int c = 0; c < 2; ++c) {
     const idx_t l0 = rbase + c * 2048;
-    const dv_vec<float, 4> w = ld_hint_na(b0_d0 + (l0 + x * 4096));
+    const dv_vec<float, 4> w = *reinterpret_cast<const dv_vec<float, 4>*>(b0_d0 + (l0 + x * 4096));
     #pragma unroll
     for (int v = 0; v < 4; ++v) {
       v0[c * 4 + v] = w.e[v];
@@ -236,26 +226,6 @@ extern "C" __global__ void __launch_bounds__(512, 3) k0(const float* __restrict_
   }
   const float v2 = 4096.0f;
   const float v8 = 9.99999975e-06f;
-  float v12[8];
-  #pragma unroll
-  for (int c = 0; c < 2; ++c) {
-    const idx_t l0 = rbase + c * 2048;
-    const dv_vec<float, 4> w = ld_hint_el(b1_d1 + l0);
-    #pragma unroll
-    for (int v = 0; v < 4; ++v) {
-      v12[c * 4 + v] = w.e[v];
-    }
-  }
-  float v14[8];
-  #pragma unroll
-  for (int c = 0; c < 2; ++c) {
-    const idx_t l0 = rbase + c * 2048;
-    const dv_vec<float, 4> w = ld_hint_el(b2_d2 + l0);
-    #pragma unroll
-    for (int v = 0; v < 4; ++v) {
-      v14[c * 4 + v] = w.e[v];
-    }
-  }
   __syncthreads();  // the partial results of the reductions above are in shared memory
   v1 = red_v1[row * 16];
   #pragma unroll
@@ -291,6 +261,26 @@ extern "C" __global__ void __launch_bounds__(512, 3) k0(const float* __restrict_
   const float v7 = (v6 / v2);
   const float v9 = (v7 + v8);
   const float v10 = __frcp_rn(sqrtf(v9));
+  float v12[8];
+  #pragma unroll
+  for (int c = 0; c < 2; ++c) {
+    const idx_t l0 = rbase + c * 2048;
+    const dv_vec<float, 4> w = *reinterpret_cast<const dv_vec<float, 4>*>(b1_d1 + l0);
+    #pragma unroll
+    for (int v = 0; v < 4; ++v) {
+      v12[c * 4 + v] = w.e[v];
+    }
+  }
+  float v14[8];
+  #pragma unroll
+  for (int c = 0; c < 2; ++c) {
+    const idx_t l0 = rbase + c * 2048;
+    const dv_vec<float, 4> w = *reinterpret_cast<const dv_vec<float, 4>*>(b2_d2 + l0);
+    #pragma unroll
+    for (int v = 0; v < 4; ++v) {
+      v14[c * 4 + v] = w.e[v];
+    }
+  }
   float v11[8], v13[8], v15[8];
   #pragma unroll
   for (int k = 0; k < 8; ++k) {

@@ -1,7 +1,7 @@
-// launch: grid (16384,1,1) block (1024,1,1) shared 0
+// launch: grid (16384,1,1) block (512,1,1) shared 0
 // deepvisor generated kernel k0
 // iteration space: xnumel=16384, rnumel=4096
-// strategy: row kernel, persistent (the row stays in registers); 1024 threads per row, 1 rows per block of 1024 threads; each thread holds 1 chunks x 4 lanes
+// strategy: row kernel, persistent (the row stays in registers); 512 threads per row, 1 rows per block of 512 threads; each thread holds 2 chunks x 4 lanes
 //
 // kernel k0 (xnumel=16384, rnumel=4096)
 //   buffer d0: f32[67108864] read
@@ -148,13 +148,13 @@ __device__ __forceinline__ bool dv_shfl_xor(bool v, int m) { return __shfl_xor_s
 typedef int idx_t;  // 32-bit index arithmetic (every index < 2^31)
 constexpr idx_t kXnumel = 16384;
 constexpr idx_t kRnumel = 4096;
-constexpr int kTpr = 1024;  // threads per row
+constexpr int kTpr = 512;  // threads per row
 constexpr int kRpb = 1;  // rows per block
 
-extern "C" __global__ void __launch_bounds__(1024) k0(const float* __restrict__ b0_d0, const float* __restrict__ b1_d1, const float* __restrict__ b2_d2, float* __restrict__ b3_d8) {
-  __shared__ float red_v1[32];
-  __shared__ float red_v6[32];
-  __shared__ float red_v6_pivoted[32];
+extern "C" __global__ void __launch_bounds__(512, 4) k0(const float* __restrict__ b0_d0, const float* __restrict__ b1_d1, const float* __restrict__ b2_d2, float* __restrict__ b3_d8) {
+  __shared__ float red_v1[16];
+  __shared__ float red_v6[16];
+  __shared__ float red_v6_pivoted[16];
   const int tid = threadIdx.x;
   const int t = tid;  // thread within its row
   const int row = 0;  // row within the block
@@ -162,10 +162,10 @@ extern "C" __global__ void __launch_bounds__(1024) k0(const float* __restrict__ 
   const int warp = t / 32;  // warp within its row
   const idx_t x = (idx_t)blockIdx.x * kRpb + row;
   const idx_t rbase = (idx_t)t * 4;  // chunk c covers r = rbase + c*kTpr*W + [0, W)
-  float v0[4];
+  float v0[8];
   #pragma unroll
-  for (int c = 0; c < 1; ++c) {
-    const idx_t l0 = rbase;
+  for (int c = 0; c < 2; ++c) {
+    const idx_t l0 = rbase + c * 2048;
     const dv_vec<float, 4> w = *reinterpret_cast<const dv_vec<float, 4>*>(b0_d0 + (l0 + x * 4096));
     #pragma unroll
     for (int v = 0; v < 4; ++v) {
@@ -181,7 +181,7 @@ extern "C" __global__ void __launch_bounds__(1024) k0(const float* __restrict__ 
       acc[v] = 0.0f;
     }
     #pragma unroll
-    for (int c = 0; c < 1; ++c) {
+    for (int c = 0; c < 2; ++c) {
       #pragma unroll
       for (int v = 0; v < 4; ++v) {
         acc[v] = (acc[v] + v0[c * 4 + v]);
@@ -196,13 +196,13 @@ extern "C" __global__ void __launch_bounds__(1024) k0(const float* __restrict__ 
     const float pivot = p0;  // x at the row's first element
     float b = 0.0f;  // the thread's sum of x - pivot
     #pragma unroll
-    for (int k = 0; k < 4; ++k) {
+    for (int k = 0; k < 8; ++k) {
       b = (b + (v0[k] - pivot));
     }
-    const float own = b, own_mean = b / 4.0f;
+    const float own = b, own_mean = b / 8.0f;
     float q = 0.0f;
     #pragma unroll
-    for (int k = 0; k < 4; ++k) {
+    for (int k = 0; k < 8; ++k) {
       const float d = (v0[k] - pivot) - own_mean;
       q = (q + d * d);
     }
@@ -216,81 +216,81 @@ extern "C" __global__ void __launch_bounds__(1024) k0(const float* __restrict__ 
     { const float o = dv_shfl_xor(b, 2); b = (b + o); }
     { const float o = dv_shfl_xor(a, 1); a = (a + o); }
     { const float o = dv_shfl_xor(b, 1); b = (b + o); }
-    { const float e = own - b * 0.03125f; q = (q + e * e / 4.0f); }
+    { const float e = own - b * 0.03125f; q = (q + e * e / 8.0f); }
     { const float o = dv_shfl_xor(q, 16); q = (q + o); }
     { const float o = dv_shfl_xor(q, 8); q = (q + o); }
     { const float o = dv_shfl_xor(q, 4); q = (q + o); }
     { const float o = dv_shfl_xor(q, 2); q = (q + o); }
     { const float o = dv_shfl_xor(q, 1); q = (q + o); }
-    if (lane == 0) { red_v1[row * 32 + warp] = a; red_v6[row * 32 + warp] = q; red_v6_pivoted[row * 32 + warp] = b; }
+    if (lane == 0) { red_v1[row * 16 + warp] = a; red_v6[row * 16 + warp] = q; red_v6_pivoted[row * 16 + warp] = b; }
   }
   const float v2 = 4096.0f;
   const float v8 = 9.99999975e-06f;
-  float v12[4];
-  #pragma unroll
-  for (int c = 0; c < 1; ++c) {
-    const idx_t l0 = rbase;
-    const dv_vec<float, 4> w = *reinterpret_cast<const dv_vec<float, 4>*>(b1_d1 + l0);
-    #pragma unroll
-    for (int v = 0; v < 4; ++v) {
-      v12[c * 4 + v] = w.e[v];
-    }
-  }
-  float v14[4];
-  #pragma unroll
-  for (int c = 0; c < 1; ++c) {
-    const idx_t l0 = rbase;
-    const dv_vec<float, 4> w = *reinterpret_cast<const dv_vec<float, 4>*>(b2_d2 + l0);
-    #pragma unroll
-    for (int v = 0; v < 4; ++v) {
-      v14[c * 4 + v] = w.e[v];
-    }
-  }
   __syncthreads();  // the partial results of the reductions above are in shared memory
-  v1 = red_v1[row * 32];
+  v1 = red_v1[row * 16];
   #pragma unroll
-  for (int i = 1; i < 32; ++i) {
-    v1 = (v1 + red_v1[row * 32 + i]);
+  for (int i = 1; i < 16; ++i) {
+    v1 = (v1 + red_v1[row * 16 + i]);
   }
-  v6 = red_v6[row * 32];
+  v6 = red_v6[row * 16];
   #pragma unroll
-  for (int i = 1; i < 32; ++i) {
-    v6 = (v6 + red_v6[row * 32 + i]);
+  for (int i = 1; i < 16; ++i) {
+    v6 = (v6 + red_v6[row * 16 + i]);
   }
   {
-    float total = red_v6_pivoted[row * 32];
+    float total = red_v6_pivoted[row * 16];
     #pragma unroll
-    for (int i = 1; i < 32; ++i) {
-      total = (total + red_v6_pivoted[row * 32 + i]);
+    for (int i = 1; i < 16; ++i) {
+      total = (total + red_v6_pivoted[row * 16 + i]);
     }
     float spread = 0.0f;
     #pragma unroll
-    for (int i = 0; i < 32; ++i) {
-      const float e = red_v6_pivoted[row * 32 + i] - total * 0.03125f;
+    for (int i = 0; i < 16; ++i) {
+      const float e = red_v6_pivoted[row * 16 + i] - total * 0.0625f;
       spread = (spread + e * e);
     }
-    v6 = (v6 + spread / 128.0f);
+    v6 = (v6 + spread / 256.0f);
   }
   const float v3 = (v1 / v2);
-  float v4[4], v5[4];
+  float v4[8], v5[8];
   #pragma unroll
-  for (int k = 0; k < 4; ++k) {
+  for (int k = 0; k < 8; ++k) {
     v4[k] = (v0[k] - v3);
     v5[k] = (v4[k] * v4[k]);
   }
   const float v7 = (v6 / v2);
   const float v9 = (v7 + v8);
   const float v10 = __frcp_rn(sqrtf(v9));
-  float v11[4], v13[4], v15[4];
+  float v12[8];
   #pragma unroll
-  for (int k = 0; k < 4; ++k) {
+  for (int c = 0; c < 2; ++c) {
+    const idx_t l0 = rbase + c * 2048;
+    const dv_vec<float, 4> w = *reinterpret_cast<const dv_vec<float, 4>*>(b1_d1 + l0);
+    #pragma unroll
+    for (int v = 0; v < 4; ++v) {
+      v12[c * 4 + v] = w.e[v];
+    }
+  }
+  float v14[8];
+  #pragma unroll
+  for (int c = 0; c < 2; ++c) {
+    const idx_t l0 = rbase + c * 2048;
+    const dv_vec<float, 4> w = *reinterpret_cast<const dv_vec<float, 4>*>(b2_d2 + l0);
+    #pragma unroll
+    for (int v = 0; v < 4; ++v) {
+      v14[c * 4 + v] = w.e[v];
+    }
+  }
+  float v11[8], v13[8], v15[8];
+  #pragma unroll
+  for (int k = 0; k < 8; ++k) {
     v11[k] = (v4[k] * v10);
     v13[k] = (v11[k] * v12[k]);
     v15[k] = (v13[k] + v14[k]);
   }
   #pragma unroll
-  for (int c = 0; c < 1; ++c) {
-    const idx_t l0 = rbase;
+  for (int c = 0; c < 2; ++c) {
+    const idx_t l0 = rbase + c * 2048;
     dv_vec<float, 4> w;
     #pragma unroll
     for (int v = 0; v < 4; ++v) {

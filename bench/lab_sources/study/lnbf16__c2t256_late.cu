@@ -1,13 +1,13 @@
 // launch: grid (16384,1,1) block (256,1,1) shared 0
 // deepvisor generated kernel k0
 // iteration space: xnumel=16384, rnumel=4096
-// strategy: row kernel, persistent (the row stays in registers); 256 threads per row, 1 rows per block of 256 threads; each thread holds 4 chunks x 4 lanes
+// strategy: row kernel, persistent (the row stays in registers); 256 threads per row, 1 rows per block of 256 threads; each thread holds 2 chunks x 8 lanes
 //
 // kernel k0 (xnumel=16384, rnumel=4096)
-//   buffer d0: f32[67108864] read
-//   buffer d1: f32[4096] read
-//   buffer d2: f32[4096] read
-//   buffer d8: f32[67108864] written
+//   buffer d0: bf16[67108864] read
+//   buffer d1: bf16[4096] read
+//   buffer d2: bf16[4096] read
+//   buffer d8: bf16[67108864] written
 //   %0 = load d0[x*4096 + r] : f32  (r)
 //   %1 = reduce.sum %0 : f32
 //   %2 = const 4096 : f32
@@ -151,7 +151,7 @@ constexpr idx_t kRnumel = 4096;
 constexpr int kTpr = 256;  // threads per row
 constexpr int kRpb = 1;  // rows per block
 
-extern "C" __global__ void __launch_bounds__(256) k0(const float* __restrict__ b0_d0, const float* __restrict__ b1_d1, const float* __restrict__ b2_d2, float* __restrict__ b3_d8) {
+extern "C" __global__ void __launch_bounds__(256) k0(const unsigned short* __restrict__ b0_d0, const unsigned short* __restrict__ b1_d1, const unsigned short* __restrict__ b2_d2, unsigned short* __restrict__ b3_d8) {
   __shared__ float red_v1[8];
   __shared__ float red_v6[8];
   __shared__ float red_v6_pivoted[8];
@@ -161,49 +161,49 @@ extern "C" __global__ void __launch_bounds__(256) k0(const float* __restrict__ b
   const int lane = tid % 32;
   const int warp = t / 32;  // warp within its row
   const idx_t x = (idx_t)blockIdx.x * kRpb + row;
-  const idx_t rbase = (idx_t)t * 4;  // chunk c covers r = rbase + c*kTpr*W + [0, W)
-  float v0[16];
+  const idx_t rbase = (idx_t)t * 8;  // chunk c covers r = rbase + c*kTpr*W + [0, W)
+  unsigned short v0[16];  // as stored; converted where used
   #pragma unroll
-  for (int c = 0; c < 4; ++c) {
-    const idx_t l0 = rbase + c * 1024;
-    const dv_vec<float, 4> w = *reinterpret_cast<const dv_vec<float, 4>*>(b0_d0 + (l0 + x * 4096));
+  for (int c = 0; c < 2; ++c) {
+    const idx_t l0 = rbase + c * 2048;
+    const dv_vec<unsigned short, 8> w = *reinterpret_cast<const dv_vec<unsigned short, 8>*>(b0_d0 + (l0 + x * 4096));
     #pragma unroll
-    for (int v = 0; v < 4; ++v) {
-      v0[c * 4 + v] = w.e[v];
+    for (int v = 0; v < 8; ++v) {
+      v0[c * 8 + v] = w.e[v];
     }
   }
   // %1 = reduce.sum %0, and with it %6 = sum((%0 - %1/4096)^2) in one pass
   float v1, v6;
   {
-    float acc[4];
+    float acc[8];
     #pragma unroll
-    for (int v = 0; v < 4; ++v) {
+    for (int v = 0; v < 8; ++v) {
       acc[v] = 0.0f;
     }
     #pragma unroll
-    for (int c = 0; c < 4; ++c) {
+    for (int c = 0; c < 2; ++c) {
       #pragma unroll
-      for (int v = 0; v < 4; ++v) {
-        acc[v] = (acc[v] + v0[c * 4 + v]);
+      for (int v = 0; v < 8; ++v) {
+        acc[v] = (acc[v] + dv_bf16_to_f32(v0[c * 8 + v]));
       }
     }
     float a = acc[0];
     #pragma unroll
-    for (int v = 1; v < 4; ++v) {
+    for (int v = 1; v < 8; ++v) {
       a = (a + acc[v]);
     }
-    const float p0 = b0_d0[(x * 4096)];
+    const float p0 = dv_bf16_to_f32(b0_d0[(x * 4096)]);
     const float pivot = p0;  // x at the row's first element
     float b = 0.0f;  // the thread's sum of x - pivot
     #pragma unroll
     for (int k = 0; k < 16; ++k) {
-      b = (b + (v0[k] - pivot));
+      b = (b + (dv_bf16_to_f32(v0[k]) - pivot));
     }
     const float own = b, own_mean = b / 16.0f;
     float q = 0.0f;
     #pragma unroll
     for (int k = 0; k < 16; ++k) {
-      const float d = (v0[k] - pivot) - own_mean;
+      const float d = (dv_bf16_to_f32(v0[k]) - pivot) - own_mean;
       q = (q + d * d);
     }
     { const float o = dv_shfl_xor(a, 16); a = (a + o); }
@@ -226,26 +226,6 @@ extern "C" __global__ void __launch_bounds__(256) k0(const float* __restrict__ b
   }
   const float v2 = 4096.0f;
   const float v8 = 9.99999975e-06f;
-  float v12[16];
-  #pragma unroll
-  for (int c = 0; c < 4; ++c) {
-    const idx_t l0 = rbase + c * 1024;
-    const dv_vec<float, 4> w = *reinterpret_cast<const dv_vec<float, 4>*>(b1_d1 + l0);
-    #pragma unroll
-    for (int v = 0; v < 4; ++v) {
-      v12[c * 4 + v] = w.e[v];
-    }
-  }
-  float v14[16];
-  #pragma unroll
-  for (int c = 0; c < 4; ++c) {
-    const idx_t l0 = rbase + c * 1024;
-    const dv_vec<float, 4> w = *reinterpret_cast<const dv_vec<float, 4>*>(b2_d2 + l0);
-    #pragma unroll
-    for (int v = 0; v < 4; ++v) {
-      v14[c * 4 + v] = w.e[v];
-    }
-  }
   __syncthreads();  // the partial results of the reductions above are in shared memory
   v1 = red_v1[row * 8];
   #pragma unroll
@@ -275,28 +255,48 @@ extern "C" __global__ void __launch_bounds__(256) k0(const float* __restrict__ b
   float v4[16], v5[16];
   #pragma unroll
   for (int k = 0; k < 16; ++k) {
-    v4[k] = (v0[k] - v3);
+    v4[k] = (dv_bf16_to_f32(v0[k]) - v3);
     v5[k] = (v4[k] * v4[k]);
   }
   const float v7 = (v6 / v2);
   const float v9 = (v7 + v8);
   const float v10 = __frcp_rn(sqrtf(v9));
+  unsigned short v12[16];  // as stored; converted where used
+  #pragma unroll
+  for (int c = 0; c < 2; ++c) {
+    const idx_t l0 = rbase + c * 2048;
+    const dv_vec<unsigned short, 8> w = *reinterpret_cast<const dv_vec<unsigned short, 8>*>(b1_d1 + l0);
+    #pragma unroll
+    for (int v = 0; v < 8; ++v) {
+      v12[c * 8 + v] = w.e[v];
+    }
+  }
+  unsigned short v14[16];  // as stored; converted where used
+  #pragma unroll
+  for (int c = 0; c < 2; ++c) {
+    const idx_t l0 = rbase + c * 2048;
+    const dv_vec<unsigned short, 8> w = *reinterpret_cast<const dv_vec<unsigned short, 8>*>(b2_d2 + l0);
+    #pragma unroll
+    for (int v = 0; v < 8; ++v) {
+      v14[c * 8 + v] = w.e[v];
+    }
+  }
   float v11[16], v13[16], v15[16];
   #pragma unroll
   for (int k = 0; k < 16; ++k) {
     v11[k] = (v4[k] * v10);
-    v13[k] = (v11[k] * v12[k]);
-    v15[k] = (v13[k] + v14[k]);
+    v13[k] = (v11[k] * dv_bf16_to_f32(v12[k]));
+    v15[k] = (v13[k] + dv_bf16_to_f32(v14[k]));
   }
   #pragma unroll
-  for (int c = 0; c < 4; ++c) {
-    const idx_t l0 = rbase + c * 1024;
-    dv_vec<float, 4> w;
+  for (int c = 0; c < 2; ++c) {
+    const idx_t l0 = rbase + c * 2048;
+    dv_vec<unsigned, 4> w;
     #pragma unroll
     for (int v = 0; v < 4; ++v) {
-      w.e[v] = v15[c * 4 + v];
+      w.e[v] = dv_f32x2_to_bf16x2(v15[c * 8 + 2 * v], v15[c * 8 + 2 * v + 1]);
     }
-    *reinterpret_cast<dv_vec<float, 4>*>(b3_d8 + (l0 + x * 4096)) = w;
+    *reinterpret_cast<dv_vec<unsigned, 4>*>(b3_d8 + (l0 + x * 4096)) = w;
   }
 }
 

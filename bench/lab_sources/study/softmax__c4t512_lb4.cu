@@ -139,7 +139,7 @@ constexpr idx_t kRnumel = 8192;
 constexpr int kTpr = 512;  // threads per row
 constexpr int kRpb = 1;  // rows per block
 
-extern "C" __global__ void __launch_bounds__(512) k0(const float* __restrict__ b0_d0, float* __restrict__ b1_d3) {
+extern "C" __global__ void __launch_bounds__(512, 4) k0(const float* __restrict__ b0_d0, float* __restrict__ b1_d3) {
   __shared__ float red_v1[16];
   __shared__ float red_v4[16];
   const int tid = threadIdx.x;
@@ -196,7 +196,7 @@ extern "C" __global__ void __launch_bounds__(512) k0(const float* __restrict__ b
   #pragma unroll
   for (int k = 0; k < 16; ++k) {
     v2[k] = (v0[k] - v1);
-    v3[k] = __expf(v2[k]);
+    v3[k] = expf(v2[k]);
   }
   // %4 = reduce.sum %3
   float v4;
