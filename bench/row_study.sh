@@ -3,7 +3,8 @@
 # torch.compile: the card's clocks, the emitted variants in bench/lab_sources/study
 # timed three ways (kernel_lab.py --cu), ncu metrics of each kernel alone,
 # and Inductor's generated code and PTX. Logs in $OUT (or ./gpu-out).
-#   bench/row_study.sh [ROUNDS] [METHODS]   (METHODS: default flush,loop,graph; NCU_CACHE="all none")
+#   bench/row_study.sh [ROUNDS] [METHODS]   (METHODS: default flush,loop,graph; NCU_CACHE="all none";
+#   INDUCTOR_CODE=0 skips dumping Inductor's code)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu-out}
@@ -28,13 +29,13 @@ for cache in ${NCU_CACHE:-all none}; do
   timeout 110 ncu --clock-control none --cache-control $cache --nvtx --nvtx-include "measure/" --metrics $metrics --csv \
     python3 bench/kernel_lab.py --cu "${sources[@]}" --ncu >"$OUT/ncu-cache-$cache.csv" 2>"$OUT/ncu-cache-$cache.err"
 done
-TORCHINDUCTOR_CACHE_DIR=/tmp/ind-cache TORCH_LOGS=output_code timeout 80 python3 - >"$OUT/inductor-code.log" 2>&1 <<'PY'
+[[ ${INDUCTOR_CODE:-1} == 1 ]] && TORCHINDUCTOR_CACHE_DIR=/tmp/ind-cache TORCH_LOGS=output_code timeout 80 python3 - >"$OUT/inductor-code.log" 2>&1 <<'PY'
 import torch
 x = torch.randn(8192, 8192, device="cuda")
 torch.compile(lambda x: torch.softmax(x, -1))(x)
 y, w, b = torch.randn(16384, 4096, device="cuda"), torch.randn(4096, device="cuda"), torch.randn(4096, device="cuda")
 torch.compile(lambda x, w, b: torch.nn.functional.layer_norm(x, x.shape[-1:], w, b))(y, w, b)
 PY
-mkdir -p "$OUT/ptx" && find /tmp/ind-cache -name '*.ptx' -exec cp {} "$OUT/ptx/" \;
+[[ ${INDUCTOR_CODE:-1} == 1 ]] && mkdir -p "$OUT/ptx" && find /tmp/ind-cache -name '*.ptx' -exec cp {} "$OUT/ptx/" \;
 grep -h '^|\|^flush\|^loop\|^graph' "$OUT/lab.log"
 cat "$OUT/smi.csv"
