@@ -1613,7 +1613,7 @@ void Emitter::emit_rows() {
       return tpr;
     };
     L.persistent = false;
-    for (L.tpr = choose_tpr(); L.tpr <= max_tpr; L.tpr *= 2)
+    for (L.tpr = choose_tpr(); L.tpr <= max_tpr && !dev_.row_force_looped; L.tpr *= 2)
       if (fits(ceil_div(chunks, L.tpr), L.vec, block_threads(L.tpr))) {
         L.persistent = true;
         break;
@@ -1633,7 +1633,7 @@ void Emitter::emit_rows() {
     L.nchunk = static_cast<int>(ceil_div(chunks, L.tpr));
     s.mask = chunks % L.tpr != 0 ? Segment::Mask::LastChunk : Segment::Mask::None;
   } else {
-    L.nchunk = std::max(1, std::min(8, 32 / L.vec));
+    L.nchunk = dev_.row_force_looped ? std::max(1, dev_.row_chunks_per_thread) : std::max(1, std::min(8, 32 / L.vec));
     L.outer = ceil_div(chunks, L.tpr * L.nchunk);
     s.mask = chunks % (L.tpr * L.nchunk) != 0 ? Segment::Mask::Every : Segment::Mask::None;
   }

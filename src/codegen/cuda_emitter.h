@@ -28,6 +28,7 @@ struct DeviceSpec {
   // to write variants for bench/kernel_lab.py.
   int row_chunks_per_thread = 2;
   int row_max_threads = 512;
+  bool row_force_looped = false;  // never hold the row in registers (row_chunks_per_thread a step)
 };
 
 struct LaunchConfig {

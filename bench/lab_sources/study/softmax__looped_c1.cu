@@ -1,7 +1,7 @@
 // launch: grid (8192,1,1) block (512,1,1) shared 0
 // deepvisor generated kernel k0
 // iteration space: xnumel=8192, rnumel=8192
-// strategy: row kernel, persistent (the row stays in registers); 512 threads per row, 1 rows per block of 512 threads; each thread holds 4 chunks x 4 lanes
+// strategy: row kernel, looped; 512 threads per row, 1 rows per block of 512 threads; each thread holds 1 chunks x 4 lanes per iteration, 4 iterations per pass, 3 passes
 //
 // kernel k0 (xnumel=8192, rnumel=8192)
 //   buffer d0: f32[67108864] read
@@ -148,36 +148,39 @@ extern "C" __global__ void __launch_bounds__(512) k0(const float* __restrict__ b
   const int lane = tid % 32;
   const int warp = t / 32;  // warp within its row
   const idx_t x = (idx_t)blockIdx.x * kRpb + row;
-  const idx_t rbase = (idx_t)t * 4;  // chunk c covers r = rbase + c*kTpr*W + [0, W)
-  float v0[16];
+  // ---- pass 0: over the row in 4 iterations of 1 chunks
+  float v1;  // reduce.max %0
+  float acc_v1[4];
   #pragma unroll
-  for (int c = 0; c < 4; ++c) {
-    const idx_t l0 = rbase + c * 2048;
-    const dv_vec<float, 4> w = *reinterpret_cast<const dv_vec<float, 4>*>(b0_d0 + (l0 + x * 8192));
-    #pragma unroll
-    for (int v = 0; v < 4; ++v) {
-      v0[c * 4 + v] = w.e[v];
-    }
+  for (int v = 0; v < 4; ++v) {
+    acc_v1[v] = (-__int_as_float(0x7f800000));
   }
-  // %1 = reduce.max %0
-  float v1;
-  {
-    float acc[4];
+  #pragma unroll 1
+  for (int it = 0; it < 4; ++it) {
+    const idx_t rbase = (idx_t)it * 2048 + (idx_t)t * 4;
+    float v0[4];
     #pragma unroll
-    for (int v = 0; v < 4; ++v) {
-      acc[v] = (-__int_as_float(0x7f800000));
-    }
-    #pragma unroll
-    for (int c = 0; c < 4; ++c) {
+    for (int c = 0; c < 1; ++c) {
+      const idx_t l0 = rbase;
+      const dv_vec<float, 4> w = *reinterpret_cast<const dv_vec<float, 4>*>(b0_d0 + (l0 + x * 8192));
       #pragma unroll
       for (int v = 0; v < 4; ++v) {
-        acc[v] = dv_max(acc[v], v0[c * 4 + v]);
+        v0[c * 4 + v] = w.e[v];
       }
     }
-    float a = acc[0];
+    #pragma unroll
+    for (int c = 0; c < 1; ++c) {
+      #pragma unroll
+      for (int v = 0; v < 4; ++v) {
+        acc_v1[v] = dv_max(acc_v1[v], v0[c * 4 + v]);
+      }
+    }
+  }
+  {
+    float a = acc_v1[0];
     #pragma unroll
     for (int v = 1; v < 4; ++v) {
-      a = dv_max(a, acc[v]);
+      a = dv_max(a, acc_v1[v]);
     }
     { const float o = dv_shfl_xor(a, 16); a = dv_max(a, o); }
     { const float o = dv_shfl_xor(a, 8); a = dv_max(a, o); }
@@ -192,31 +195,45 @@ extern "C" __global__ void __launch_bounds__(512) k0(const float* __restrict__ b
   for (int i = 1; i < 16; ++i) {
     v1 = dv_max(v1, red_v1[row * 16 + i]);
   }
-  float v2[16], v3[16];
+  // ---- pass 1: over the row in 4 iterations of 1 chunks
+  float v4;  // reduce.sum %3
+  float acc_v4[4];
   #pragma unroll
-  for (int k = 0; k < 16; ++k) {
-    v2[k] = (v0[k] - v1);
-    v3[k] = expf(v2[k]);
+  for (int v = 0; v < 4; ++v) {
+    acc_v4[v] = 0.0f;
   }
-  // %4 = reduce.sum %3
-  float v4;
-  {
-    float acc[4];
+  #pragma unroll 1
+  for (int it = 0; it < 4; ++it) {
+    const idx_t rbase = (idx_t)it * 2048 + (idx_t)t * 4;
+    float v0[4];
     #pragma unroll
-    for (int v = 0; v < 4; ++v) {
-      acc[v] = 0.0f;
-    }
-    #pragma unroll
-    for (int c = 0; c < 4; ++c) {
+    for (int c = 0; c < 1; ++c) {
+      const idx_t l0 = rbase;
+      const dv_vec<float, 4> w = *reinterpret_cast<const dv_vec<float, 4>*>(b0_d0 + (l0 + x * 8192));
       #pragma unroll
       for (int v = 0; v < 4; ++v) {
-        acc[v] = (acc[v] + v3[c * 4 + v]);
+        v0[c * 4 + v] = w.e[v];
       }
     }
-    float a = acc[0];
+    float v2[4], v3[4];
+    #pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      v2[k] = (v0[k] - v1);
+      v3[k] = expf(v2[k]);
+    }
+    #pragma unroll
+    for (int c = 0; c < 1; ++c) {
+      #pragma unroll
+      for (int v = 0; v < 4; ++v) {
+        acc_v4[v] = (acc_v4[v] + v3[c * 4 + v]);
+      }
+    }
+  }
+  {
+    float a = acc_v4[0];
     #pragma unroll
     for (int v = 1; v < 4; ++v) {
-      a = (a + acc[v]);
+      a = (a + acc_v4[v]);
     }
     { const float o = dv_shfl_xor(a, 16); a = (a + o); }
     { const float o = dv_shfl_xor(a, 8); a = (a + o); }
@@ -231,21 +248,37 @@ extern "C" __global__ void __launch_bounds__(512) k0(const float* __restrict__ b
   for (int i = 1; i < 16; ++i) {
     v4 = (v4 + red_v4[row * 16 + i]);
   }
-  const float inv = __frcp_rn(v4);
-  float v5[16];
-  #pragma unroll
-  for (int k = 0; k < 16; ++k) {
-    v5[k] = (v3[k] * inv);
-  }
-  #pragma unroll
-  for (int c = 0; c < 4; ++c) {
-    const idx_t l0 = rbase + c * 2048;
-    dv_vec<float, 4> w;
+  // ---- pass 2: over the row in 4 iterations of 1 chunks
+  #pragma unroll 1
+  for (int it = 0; it < 4; ++it) {
+    const idx_t rbase = (idx_t)it * 2048 + (idx_t)t * 4;
+    float v0[4];
     #pragma unroll
-    for (int v = 0; v < 4; ++v) {
-      w.e[v] = v5[c * 4 + v];
+    for (int c = 0; c < 1; ++c) {
+      const idx_t l0 = rbase;
+      const dv_vec<float, 4> w = *reinterpret_cast<const dv_vec<float, 4>*>(b0_d0 + (l0 + x * 8192));
+      #pragma unroll
+      for (int v = 0; v < 4; ++v) {
+        v0[c * 4 + v] = w.e[v];
+      }
     }
-    *reinterpret_cast<dv_vec<float, 4>*>(b1_d3 + (l0 + x * 8192)) = w;
+    float v2[4], v3[4], v5[4];
+    #pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      v2[k] = (v0[k] - v1);
+      v3[k] = expf(v2[k]);
+      v5[k] = (v3[k] / v4);
+    }
+    #pragma unroll
+    for (int c = 0; c < 1; ++c) {
+      const idx_t l0 = rbase;
+      dv_vec<float, 4> w;
+      #pragma unroll
+      for (int v = 0; v < 4; ++v) {
+        w.e[v] = v5[c * 4 + v];
+      }
+      *reinterpret_cast<dv_vec<float, 4>*>(b1_d3 + (l0 + x * 8192)) = w;
+    }
   }
 }
 
