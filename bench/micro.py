@@ -1,6 +1,6 @@
 """Micro benchmarks: eager vs torch.compile vs deepvisor, in one run on one card.
 
-    python3 bench/micro.py [--only NAME] [--json FILE] [--rounds N]
+    python3 bench/micro.py [--only NAME] [--json FILE] [--rounds N] [--extra]
 
 Workloads (issue 3): (a) gelu(1.5x+0.3)*sigmoid(x) on 64M float32, (b) softmax
 of 8192x8192 float32 over the last dim, (c) layer_norm of 16384x4096 float32 and
@@ -9,7 +9,8 @@ torch.compile and deepvisor, in an order that rotates from round to round, each
 with triton.testing.do_bench (warm-up 25 ms, repeat 100 ms, median) when triton
 is importable, else with CUDA events. The table shows the median over rounds,
 then each round's numbers. Effective bandwidth counts one read of each input
-and one write of each output.
+and one write of each output. --extra times other shapes instead (rows of
+512 to 3072, odd sizes, a row sum and a column mean).
 """
 
 import argparse
@@ -43,6 +44,34 @@ def workloads(device):
     for dtype, tag in ((torch.float32, "f32"), (torch.bfloat16, "bf16")):
         yield (f"layer_norm 16384x4096 {tag}", layer_norm,
                lambda dtype=dtype: (randn(16384, 4096, dtype=dtype), randn(4096, dtype=dtype), randn(4096, dtype=dtype)))
+
+
+def extra_workloads(device):
+    """Shapes a transformer or a classifier meets (rows of 512-3072, odd sizes,
+    reductions over either end), to check we are no slower than torch.compile
+    beyond the four issue-3 workloads."""
+    def randn(*shape, dtype=torch.float32):
+        return torch.randn(*shape, device=device, dtype=dtype)
+
+    for rows, cols, dtype, tag in ((32768, 768, torch.float32, "f32"), (32768, 768, torch.bfloat16, "bf16"),
+                                   (16384, 3072, torch.float32, "f32"), (16384, 1024, torch.bfloat16, "bf16")):
+        yield (f"layer_norm {rows}x{cols} {tag}", layer_norm,
+               lambda rows=rows, cols=cols, dtype=dtype: (randn(rows, cols, dtype=dtype), randn(cols, dtype=dtype),
+                                                          randn(cols, dtype=dtype)))
+    yield "softmax 16x12x512x512 f32", softmax, lambda: (randn(16, 12, 512, 512),)
+    yield "softmax 32768x1000 f32", softmax, lambda: (randn(32768, 1000),)
+    yield "softmax 16x12x512x512 bf16", softmax, lambda: (randn(16, 12, 512, 512, dtype=torch.bfloat16),)
+    yield "gelu_chain 50000017 f32", gelu_chain, lambda: (randn(50000017),)
+    yield "sum(-1) 16384x4096 f32", row_sum, lambda: (randn(16384, 4096),)
+    yield "mean(0) 4096x16384 f32", col_mean, lambda: (randn(4096, 16384),)
+
+
+def row_sum(x):
+    return x.sum(-1)
+
+
+def col_mean(x):
+    return x.mean(0)
 
 
 def bytes_moved(args, out):
@@ -108,13 +137,14 @@ def main():
     parser.add_argument("--only", help="run workloads whose name contains this")
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (default 5)")
+    parser.add_argument("--extra", action="store_true", help="time the extra shapes instead of the issue-3 four")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         sys.exit("bench/micro.py needs a CUDA GPU")
     device = torch.device("cuda")
     print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}")
     results = []
-    for name, fn, make_args in workloads(device):
+    for name, fn, make_args in (extra_workloads if args.extra else workloads)(device):
         if args.only and args.only not in name:
             continue
         results.append(run_one(name, fn, make_args, args.rounds))
