@@ -20,7 +20,9 @@ writes other row tiles) against deepvisor, torch.compile, a copy and the
 lab's own layer_norm variants, in N interleaved rounds, by each timing method
 (flush: do_bench; loop: back-to-back calls; graph: a CUDA graph of calls).
 The file name says the workload: lnf32__*.cu or lnbf16__*.cu (16384x4096
-layer_norm; buffers x, w, b, out), softmax__*.cu (8192x8192 f32; x, out).
+layer_norm; buffers x, w, b, out), softmax__*.cu (8192x8192 f32; x, out),
+ln768f32__ / ln768bf16__ (32768x768 layer_norm), sm512f32__ (16x12x512x512
+softmax), rowsum__ (16384x4096 f32 sum over the last dim; x, out).
 """
 
 import re
@@ -358,15 +360,22 @@ def softmax(x):
     return torch.softmax(x, -1)
 
 
+def row_sum(x):
+    return x.sum(-1)
+
+
 def emitted_workloads():
     """File-name prefix of emitted kernels -> (dtype, eager function, argument
     shapes, the lab's own variants to time beside them)."""
+    ln = lambda rows, cols: ((rows, cols), (cols,), (cols,))
     return {
-        "lnf32": (torch.float32, layer_norm, ((LN_ROWS, LN_COLS), (LN_COLS,), (LN_COLS,)),
-                  ("lnf32_tpr512_rpb1_chan", "lnf32_tpr512_rpb1_twopass")),
-        "lnbf16": (torch.bfloat16, layer_norm, ((LN_ROWS, LN_COLS), (LN_COLS,), (LN_COLS,)),
-                   ("ln_tpr256_rpb1_chan_ptx", "ln_tpr256_rpb1_twopass_ptx")),
+        "lnf32": (torch.float32, layer_norm, ln(LN_ROWS, LN_COLS), ("lnf32_tpr512_rpb1_chan", "lnf32_tpr512_rpb1_twopass")),
+        "lnbf16": (torch.bfloat16, layer_norm, ln(LN_ROWS, LN_COLS), ("ln_tpr256_rpb1_chan_ptx", "ln_tpr256_rpb1_twopass_ptx")),
         "softmax": (torch.float32, softmax, ((8192, 8192),), ()),
+        "ln768f32": (torch.float32, layer_norm, ln(32768, 768), ()),
+        "ln768bf16": (torch.bfloat16, layer_norm, ln(32768, 768), ()),
+        "sm512f32": (torch.float32, softmax, ((16, 12, 512, 512),), ()),
+        "rowsum": (torch.float32, row_sum, ((16384, 4096),), ()),
     }
 
 
@@ -421,6 +430,7 @@ def run_emitted(paths, rounds, sms, methods, ncu):
             continue
         args = [torch.randn(*shape, device="cuda", dtype=dtype) for shape in shapes]
         want = fn(*args)
+        moved = sum(t.numel() * t.element_size() for t in (*args, want))
         tol = 1e-2 if dtype == torch.bfloat16 else 1e-4
         for path in mine:
             source = open(path).read()
@@ -431,21 +441,22 @@ def run_emitted(paths, rounds, sms, methods, ncu):
             launch()
             torch.cuda.synchronize()
             torch.testing.assert_close(out.float(), want.float(), rtol=tol, atol=tol)
-            rows[path.split("/")[-1]] = (launch, want)
+            rows[path.split("/")[-1]] = (launch, moved)
         try:
             import deepvisor
             dv = deepvisor.compile(fn)
             dv(*args)
             torch.testing.assert_close(dv(*args).float(), want.float(), rtol=tol, atol=tol)
-            rows[f"{tag} deepvisor"] = (lambda dv=dv, args=args: dv(*args), want)
+            rows[f"{tag} deepvisor"] = (lambda dv=dv, args=args: dv(*args), moved)
         except ImportError:
             pass
         ind = torch.compile(fn)
         ind(*args)
-        rows[f"{tag} torch.compile"] = (lambda ind=ind, args=args: ind(*args), want)
+        rows[f"{tag} torch.compile"] = (lambda ind=ind, args=args: ind(*args), moved)
         for name in lab_names:
-            rows[name] = (run_ln(name, ln_variants()[name], sms, *args, want)[0], want)
-        rows[f"{tag} copy"] = (lambda out=torch.empty_like(args[0]), x=args[0]: out.copy_(x), want)
+            rows[name] = (run_ln(name, ln_variants()[name], sms, *args, want)[0], moved)
+        x = args[0]
+        rows[f"{tag} copy"] = (lambda out=torch.empty_like(x), x=x: out.copy_(x), 2 * x.numel() * x.element_size())
     if ncu:  # one launch each inside an NVTX range, for `ncu --nvtx --nvtx-include measure/`
         for name, (launch, _) in rows.items():
             launch()
@@ -473,9 +484,8 @@ def run_emitted(paths, rounds, sms, methods, ncu):
         print("| kernel | median over rounds, us | TB/s | rounds |")
         print("| --- | --- | --- | --- |")
         for name in order:
-            want = rows[name][1]
             med = statistics.median(times[name])
-            print(f"| {name} | {med:.1f} | {2 * want.numel() * want.element_size() / med / 1e6:.2f} | "
+            print(f"| {name} | {med:.1f} | {rows[name][1] / med / 1e6:.2f} | "
                   f"{', '.join(f'{t:.1f}' for t in times[name])} |", flush=True)
 
 
