@@ -21,7 +21,7 @@ lab's own layer_norm variants, in N interleaved rounds, by each timing method
 (flush: do_bench; loop: back-to-back calls; graph: a CUDA graph of calls).
 The file name says the workload: lnf32__*.cu or lnbf16__*.cu (16384x4096
 layer_norm; buffers x, w, b, out), softmax__*.cu (8192x8192 f32; x, out),
-ln768f32__ / ln768bf16__ (32768x768 layer_norm), sm512f32__ (16x12x512x512
+ln768f32__ / ln768bf16__ (32768x768 layer_norm), ln3072f32__ (16384x3072), sm512f32__ (16x12x512x512
 softmax), rowsum__ (16384x4096 f32 sum over the last dim; x, out).
 """
 
@@ -374,6 +374,7 @@ def emitted_workloads():
         "softmax": (torch.float32, softmax, ((8192, 8192),), ()),
         "ln768f32": (torch.float32, layer_norm, ln(32768, 768), ()),
         "ln768bf16": (torch.bfloat16, layer_norm, ln(32768, 768), ()),
+        "ln3072f32": (torch.float32, layer_norm, ln(16384, 3072), ()),
         "sm512f32": (torch.float32, softmax, ((16, 12, 512, 512),), ()),
         "rowsum": (torch.float32, row_sum, ((16384, 4096),), ()),
     }

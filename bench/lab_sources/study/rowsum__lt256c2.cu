@@ -1,7 +1,7 @@
-// launch: grid (8192,1,1) block (256,1,1) shared 0
+// launch: grid (16384,1,1) block (256,1,1) shared 0
 // deepvisor generated kernel k0
 // iteration space: xnumel=16384, rnumel=4096
-// strategy: row kernel, persistent (the row stays in registers); 128 threads per row, 2 rows per block of 256 threads; each thread holds 8 chunks x 4 lanes
+// strategy: row kernel, looped; 256 threads per row, 1 rows per block of 256 threads; each thread holds 2 chunks x 4 lanes per iteration, 2 iterations per pass, 1 passes
 //
 // kernel k0 (xnumel=16384, rnumel=4096)
 //   buffer d0: f32[67108864] read
@@ -132,60 +132,63 @@ __device__ __forceinline__ bool dv_shfl_xor(bool v, int m) { return __shfl_xor_s
 typedef int idx_t;  // 32-bit index arithmetic (every index < 2^31)
 constexpr idx_t kXnumel = 16384;
 constexpr idx_t kRnumel = 4096;
-constexpr int kTpr = 128;  // threads per row
-constexpr int kRpb = 2;  // rows per block
+constexpr int kTpr = 256;  // threads per row
+constexpr int kRpb = 1;  // rows per block
 
 extern "C" __global__ void __launch_bounds__(256) k0(const float* __restrict__ b0_d0, float* __restrict__ b1_d2) {
   __shared__ float red_v1[8];
   const int tid = threadIdx.x;
-  const int t = tid % kTpr;  // thread within its row
-  const int row = tid / kTpr;  // row within the block
+  const int t = tid;  // thread within its row
+  const int row = 0;  // row within the block
   const int lane = tid % 32;
   const int warp = t / 32;  // warp within its row
   const idx_t x = (idx_t)blockIdx.x * kRpb + row;
-  const idx_t rbase = (idx_t)t * 4;  // chunk c covers r = rbase + c*kTpr*W + [0, W)
-  float v0[32];
+  // ---- pass 0: over the row in 2 iterations of 2 chunks
+  float v1;  // reduce.sum %0
+  float acc_v1[4];
   #pragma unroll
-  for (int c = 0; c < 8; ++c) {
-    const idx_t l0 = rbase + c * 512;
-    const dv_vec<float, 4> w = *reinterpret_cast<const dv_vec<float, 4>*>(b0_d0 + (l0 + x * 4096));
-    #pragma unroll
-    for (int v = 0; v < 4; ++v) {
-      v0[c * 4 + v] = w.e[v];
-    }
+  for (int v = 0; v < 4; ++v) {
+    acc_v1[v] = 0.0f;
   }
-  // %1 = reduce.sum %0
-  float v1;
-  {
-    float acc[4];
+  #pragma unroll 1
+  for (int it = 0; it < 2; ++it) {
+    const idx_t rbase = (idx_t)it * 2048 + (idx_t)t * 4;
+    float v0[8];
     #pragma unroll
-    for (int v = 0; v < 4; ++v) {
-      acc[v] = 0.0f;
-    }
-    #pragma unroll
-    for (int c = 0; c < 8; ++c) {
+    for (int c = 0; c < 2; ++c) {
+      const idx_t l0 = rbase + c * 1024;
+      const dv_vec<float, 4> w = *reinterpret_cast<const dv_vec<float, 4>*>(b0_d0 + (l0 + x * 4096));
       #pragma unroll
       for (int v = 0; v < 4; ++v) {
-        acc[v] = (acc[v] + v0[c * 4 + v]);
+        v0[c * 4 + v] = w.e[v];
       }
     }
-    float a = acc[0];
+    #pragma unroll
+    for (int c = 0; c < 2; ++c) {
+      #pragma unroll
+      for (int v = 0; v < 4; ++v) {
+        acc_v1[v] = (acc_v1[v] + v0[c * 4 + v]);
+      }
+    }
+  }
+  {
+    float a = acc_v1[0];
     #pragma unroll
     for (int v = 1; v < 4; ++v) {
-      a = (a + acc[v]);
+      a = (a + acc_v1[v]);
     }
     { const float o = dv_shfl_xor(a, 16); a = (a + o); }
     { const float o = dv_shfl_xor(a, 8); a = (a + o); }
     { const float o = dv_shfl_xor(a, 4); a = (a + o); }
     { const float o = dv_shfl_xor(a, 2); a = (a + o); }
     { const float o = dv_shfl_xor(a, 1); a = (a + o); }
-    if (lane == 0) red_v1[row * 4 + warp] = a;
+    if (lane == 0) red_v1[row * 8 + warp] = a;
   }
   __syncthreads();  // the partial results of the reductions above are in shared memory
-  v1 = red_v1[row * 4];
+  v1 = red_v1[row * 8];
   #pragma unroll
-  for (int i = 1; i < 4; ++i) {
-    v1 = (v1 + red_v1[row * 4 + i]);
+  for (int i = 1; i < 8; ++i) {
+    v1 = (v1 + red_v1[row * 8 + i]);
   }
   if (t == 0) b1_d2[x] = v1;
 }

@@ -1,30 +1,14 @@
-// launch: grid (8192,1,1) block (256,1,1) shared 0
+// launch: grid (16384,1,1) block (1024,1,1) shared 0
 // deepvisor generated kernel k0
-// iteration space: xnumel=32768, rnumel=768
-// strategy: row kernel, persistent (the row stays in registers); 64 threads per row, 4 rows per block of 256 threads; each thread holds 2 chunks x 8 lanes
+// iteration space: xnumel=16384, rnumel=4096
+// strategy: row kernel, persistent (the row stays in registers); 1024 threads per row, 1 rows per block of 1024 threads; each thread holds 1 chunks x 4 lanes
 //
-// kernel k0 (xnumel=32768, rnumel=768)
-//   buffer d0: bf16[25165824] read
-//   buffer d1: bf16[768] read
-//   buffer d2: bf16[768] read
-//   buffer d8: bf16[25165824] written
-//   %0 = load d0[x*768 + r] : f32  (r)
+// kernel k0 (xnumel=16384, rnumel=4096)
+//   buffer d0: f32[67108864] read
+//   buffer d2: f32[16384] written
+//   %0 = load d0[x*4096 + r] : f32  (r)
 //   %1 = reduce.sum %0 : f32
-//   %2 = const 768 : f32
-//   %3 = div %1 %2 : f32
-//   %4 = sub %0 %3 : f32  (r)
-//   %5 = mul %4 %4 : f32  (r)
-//   %6 = reduce.sum %5 : f32
-//   %7 = div %6 %2 : f32
-//   %8 = const 1e-05 : f32
-//   %9 = add %7 %8 : f32
-//   %10 = rsqrt %9 : f32
-//   %11 = mul %4 %10 : f32  (r)
-//   %12 = load d1[r] : f32  (r)
-//   %13 = mul %11 %12 : f32  (r)
-//   %14 = load d2[r] : f32  (r)
-//   %15 = add %13 %14 : f32  (r)
-//   store d8[x*768 + r] = %15 : f32  (r)
+//   store d2[x] = %1 : f32
 
 // ---- helpers (no include files: NVRTC compiles this source as is) ----
 #pragma nv_diag_suppress 177  // unused shape constants are fine
@@ -146,177 +130,63 @@ __device__ __forceinline__ long long dv_shfl_xor(long long v, int m) { return __
 __device__ __forceinline__ bool dv_shfl_xor(bool v, int m) { return __shfl_xor_sync(0xffffffffu, (int)v, m) != 0; }
 
 typedef int idx_t;  // 32-bit index arithmetic (every index < 2^31)
-constexpr idx_t kXnumel = 32768;
-constexpr idx_t kRnumel = 768;
-constexpr int kTpr = 64;  // threads per row
-constexpr int kRpb = 4;  // rows per block
+constexpr idx_t kXnumel = 16384;
+constexpr idx_t kRnumel = 4096;
+constexpr int kTpr = 1024;  // threads per row
+constexpr int kRpb = 1;  // rows per block
 
-extern "C" __global__ void __launch_bounds__(256) k0(const unsigned short* __restrict__ b0_d0, const unsigned short* __restrict__ b1_d1, const unsigned short* __restrict__ b2_d2, unsigned short* __restrict__ b3_d8) {
-  __shared__ float red_v1[8];
-  __shared__ float red_v6[8];
+extern "C" __global__ void __launch_bounds__(1024) k0(const float* __restrict__ b0_d0, float* __restrict__ b1_d2) {
+  __shared__ float red_v1[32];
   const int tid = threadIdx.x;
-  const int t = tid % kTpr;  // thread within its row
-  const int row = tid / kTpr;  // row within the block
+  const int t = tid;  // thread within its row
+  const int row = 0;  // row within the block
   const int lane = tid % 32;
   const int warp = t / 32;  // warp within its row
   const idx_t x = (idx_t)blockIdx.x * kRpb + row;
-  const idx_t rbase = (idx_t)t * 8;  // chunk c covers r = rbase + c*kTpr*W + [0, W)
-  unsigned short v0[16];  // as stored; converted where used
+  const idx_t rbase = (idx_t)t * 4;  // chunk c covers r = rbase + c*kTpr*W + [0, W)
+  float v0[4];
   #pragma unroll
-  for (int c = 0; c < 2; ++c) {
-    const idx_t l0 = rbase + c * 512;
-    if (c < 1 || l0 < kRnumel) {
-      const dv_vec<unsigned short, 8> w = *reinterpret_cast<const dv_vec<unsigned short, 8>*>(b0_d0 + (l0 + x * 768));
-      #pragma unroll
-      for (int v = 0; v < 8; ++v) {
-        v0[c * 8 + v] = w.e[v];
-      }
-    } else {
-      // past the end of the row: defined but never used
-      #pragma unroll
-      for (int v = 0; v < 8; ++v) {
-        v0[c * 8 + v] = 0;
-      }
+  for (int c = 0; c < 1; ++c) {
+    const idx_t l0 = rbase;
+    const dv_vec<float, 4> w = *reinterpret_cast<const dv_vec<float, 4>*>(b0_d0 + (l0 + x * 4096));
+    #pragma unroll
+    for (int v = 0; v < 4; ++v) {
+      v0[c * 4 + v] = w.e[v];
     }
   }
   // %1 = reduce.sum %0
   float v1;
   {
-    float acc[8];
+    float acc[4];
     #pragma unroll
-    for (int v = 0; v < 8; ++v) {
+    for (int v = 0; v < 4; ++v) {
       acc[v] = 0.0f;
     }
     #pragma unroll
-    for (int c = 0; c < 2; ++c) {
-      const idx_t l0 = rbase + c * 512;
-      if (c < 1 || l0 < kRnumel) {
-        #pragma unroll
-        for (int v = 0; v < 8; ++v) {
-          acc[v] = (acc[v] + dv_bf16_to_f32(v0[c * 8 + v]));
-        }
-      }
-    }
-    float a = acc[0];
-    #pragma unroll
-    for (int v = 1; v < 8; ++v) {
-      a = (a + acc[v]);
-    }
-    { const float o = dv_shfl_xor(a, 16); a = (a + o); }
-    { const float o = dv_shfl_xor(a, 8); a = (a + o); }
-    { const float o = dv_shfl_xor(a, 4); a = (a + o); }
-    { const float o = dv_shfl_xor(a, 2); a = (a + o); }
-    { const float o = dv_shfl_xor(a, 1); a = (a + o); }
-    if (lane == 0) red_v1[row * 2 + warp] = a;
-  }
-  const float v2 = 768.0f;
-  const float v8 = 9.99999975e-06f;
-  unsigned short v12[16];  // as stored; converted where used
-  #pragma unroll
-  for (int c = 0; c < 2; ++c) {
-    const idx_t l0 = rbase + c * 512;
-    if (c < 1 || l0 < kRnumel) {
-      const dv_vec<unsigned short, 8> w = *reinterpret_cast<const dv_vec<unsigned short, 8>*>(b1_d1 + l0);
-      #pragma unroll
-      for (int v = 0; v < 8; ++v) {
-        v12[c * 8 + v] = w.e[v];
-      }
-    } else {
-      // past the end of the row: defined but never used
-      #pragma unroll
-      for (int v = 0; v < 8; ++v) {
-        v12[c * 8 + v] = 0;
-      }
-    }
-  }
-  unsigned short v14[16];  // as stored; converted where used
-  #pragma unroll
-  for (int c = 0; c < 2; ++c) {
-    const idx_t l0 = rbase + c * 512;
-    if (c < 1 || l0 < kRnumel) {
-      const dv_vec<unsigned short, 8> w = *reinterpret_cast<const dv_vec<unsigned short, 8>*>(b2_d2 + l0);
-      #pragma unroll
-      for (int v = 0; v < 8; ++v) {
-        v14[c * 8 + v] = w.e[v];
-      }
-    } else {
-      // past the end of the row: defined but never used
-      #pragma unroll
-      for (int v = 0; v < 8; ++v) {
-        v14[c * 8 + v] = 0;
-      }
-    }
-  }
-  __syncthreads();  // the partial results of the reductions above are in shared memory
-  v1 = red_v1[row * 2];
-  #pragma unroll
-  for (int i = 1; i < 2; ++i) {
-    v1 = (v1 + red_v1[row * 2 + i]);
-  }
-  const float v3 = (v1 / v2);
-  float v4[16], v5[16];
-  #pragma unroll
-  for (int k = 0; k < 16; ++k) {
-    v4[k] = (dv_bf16_to_f32(v0[k]) - v3);
-    v5[k] = (v4[k] * v4[k]);
-  }
-  // %6 = reduce.sum %5
-  float v6;
-  {
-    float acc[8];
-    #pragma unroll
-    for (int v = 0; v < 8; ++v) {
-      acc[v] = 0.0f;
-    }
-    #pragma unroll
-    for (int c = 0; c < 2; ++c) {
-      const idx_t l0 = rbase + c * 512;
-      if (c < 1 || l0 < kRnumel) {
-        #pragma unroll
-        for (int v = 0; v < 8; ++v) {
-          acc[v] = (acc[v] + v5[c * 8 + v]);
-        }
-      }
-    }
-    float a = acc[0];
-    #pragma unroll
-    for (int v = 1; v < 8; ++v) {
-      a = (a + acc[v]);
-    }
-    { const float o = dv_shfl_xor(a, 16); a = (a + o); }
-    { const float o = dv_shfl_xor(a, 8); a = (a + o); }
-    { const float o = dv_shfl_xor(a, 4); a = (a + o); }
-    { const float o = dv_shfl_xor(a, 2); a = (a + o); }
-    { const float o = dv_shfl_xor(a, 1); a = (a + o); }
-    if (lane == 0) red_v6[row * 2 + warp] = a;
-  }
-  __syncthreads();  // the partial results of the reductions above are in shared memory
-  v6 = red_v6[row * 2];
-  #pragma unroll
-  for (int i = 1; i < 2; ++i) {
-    v6 = (v6 + red_v6[row * 2 + i]);
-  }
-  const float v7 = (v6 / v2);
-  const float v9 = (v7 + v8);
-  const float v10 = __frcp_rn(sqrtf(v9));
-  float v11[16], v13[16], v15[16];
-  #pragma unroll
-  for (int k = 0; k < 16; ++k) {
-    v11[k] = (v4[k] * v10);
-    v13[k] = (v11[k] * dv_bf16_to_f32(v12[k]));
-    v15[k] = (v13[k] + dv_bf16_to_f32(v14[k]));
-  }
-  #pragma unroll
-  for (int c = 0; c < 2; ++c) {
-    const idx_t l0 = rbase + c * 512;
-    if (c < 1 || l0 < kRnumel) {
-      dv_vec<unsigned, 4> w;
+    for (int c = 0; c < 1; ++c) {
       #pragma unroll
       for (int v = 0; v < 4; ++v) {
-        w.e[v] = dv_f32x2_to_bf16x2(v15[c * 8 + 2 * v], v15[c * 8 + 2 * v + 1]);
+        acc[v] = (acc[v] + v0[c * 4 + v]);
       }
-      *reinterpret_cast<dv_vec<unsigned, 4>*>(b3_d8 + (l0 + x * 768)) = w;
     }
+    float a = acc[0];
+    #pragma unroll
+    for (int v = 1; v < 4; ++v) {
+      a = (a + acc[v]);
+    }
+    { const float o = dv_shfl_xor(a, 16); a = (a + o); }
+    { const float o = dv_shfl_xor(a, 8); a = (a + o); }
+    { const float o = dv_shfl_xor(a, 4); a = (a + o); }
+    { const float o = dv_shfl_xor(a, 2); a = (a + o); }
+    { const float o = dv_shfl_xor(a, 1); a = (a + o); }
+    if (lane == 0) red_v1[row * 32 + warp] = a;
   }
+  __syncthreads();  // the partial results of the reductions above are in shared memory
+  v1 = red_v1[row * 32];
+  #pragma unroll
+  for (int i = 1; i < 32; ++i) {
+    v1 = (v1 + red_v1[row * 32 + i]);
+  }
+  if (t == 0) b1_d2[x] = v1;
 }
 

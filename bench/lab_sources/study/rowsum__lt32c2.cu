@@ -1,7 +1,7 @@
-// launch: grid (4096,1,1) block (256,1,1) shared 0
+// launch: grid (2048,1,1) block (256,1,1) shared 0
 // deepvisor generated kernel k0
 // iteration space: xnumel=16384, rnumel=4096
-// strategy: row kernel, persistent (the row stays in registers); 64 threads per row, 4 rows per block of 256 threads; each thread holds 16 chunks x 4 lanes
+// strategy: row kernel, looped; 32 threads per row, 8 rows per block of 256 threads; each thread holds 2 chunks x 4 lanes per iteration, 16 iterations per pass, 1 passes
 //
 // kernel k0 (xnumel=16384, rnumel=4096)
 //   buffer d0: f32[67108864] read
@@ -132,60 +132,54 @@ __device__ __forceinline__ bool dv_shfl_xor(bool v, int m) { return __shfl_xor_s
 typedef int idx_t;  // 32-bit index arithmetic (every index < 2^31)
 constexpr idx_t kXnumel = 16384;
 constexpr idx_t kRnumel = 4096;
-constexpr int kTpr = 64;  // threads per row
-constexpr int kRpb = 4;  // rows per block
+constexpr int kTpr = 32;  // threads per row
+constexpr int kRpb = 8;  // rows per block
 
 extern "C" __global__ void __launch_bounds__(256) k0(const float* __restrict__ b0_d0, float* __restrict__ b1_d2) {
-  __shared__ float red_v1[8];
   const int tid = threadIdx.x;
   const int t = tid % kTpr;  // thread within its row
   const int row = tid / kTpr;  // row within the block
-  const int lane = tid % 32;
-  const int warp = t / 32;  // warp within its row
   const idx_t x = (idx_t)blockIdx.x * kRpb + row;
-  const idx_t rbase = (idx_t)t * 4;  // chunk c covers r = rbase + c*kTpr*W + [0, W)
-  float v0[64];
+  // ---- pass 0: over the row in 16 iterations of 2 chunks
+  float v1;  // reduce.sum %0
+  float acc_v1[4];
   #pragma unroll
-  for (int c = 0; c < 16; ++c) {
-    const idx_t l0 = rbase + c * 256;
-    const dv_vec<float, 4> w = *reinterpret_cast<const dv_vec<float, 4>*>(b0_d0 + (l0 + x * 4096));
-    #pragma unroll
-    for (int v = 0; v < 4; ++v) {
-      v0[c * 4 + v] = w.e[v];
-    }
+  for (int v = 0; v < 4; ++v) {
+    acc_v1[v] = 0.0f;
   }
-  // %1 = reduce.sum %0
-  float v1;
-  {
-    float acc[4];
+  #pragma unroll 1
+  for (int it = 0; it < 16; ++it) {
+    const idx_t rbase = (idx_t)it * 256 + (idx_t)t * 4;
+    float v0[8];
     #pragma unroll
-    for (int v = 0; v < 4; ++v) {
-      acc[v] = 0.0f;
-    }
-    #pragma unroll
-    for (int c = 0; c < 16; ++c) {
+    for (int c = 0; c < 2; ++c) {
+      const idx_t l0 = rbase + c * 128;
+      const dv_vec<float, 4> w = *reinterpret_cast<const dv_vec<float, 4>*>(b0_d0 + (l0 + x * 4096));
       #pragma unroll
       for (int v = 0; v < 4; ++v) {
-        acc[v] = (acc[v] + v0[c * 4 + v]);
+        v0[c * 4 + v] = w.e[v];
       }
     }
-    float a = acc[0];
+    #pragma unroll
+    for (int c = 0; c < 2; ++c) {
+      #pragma unroll
+      for (int v = 0; v < 4; ++v) {
+        acc_v1[v] = (acc_v1[v] + v0[c * 4 + v]);
+      }
+    }
+  }
+  {
+    float a = acc_v1[0];
     #pragma unroll
     for (int v = 1; v < 4; ++v) {
-      a = (a + acc[v]);
+      a = (a + acc_v1[v]);
     }
     { const float o = dv_shfl_xor(a, 16); a = (a + o); }
     { const float o = dv_shfl_xor(a, 8); a = (a + o); }
     { const float o = dv_shfl_xor(a, 4); a = (a + o); }
     { const float o = dv_shfl_xor(a, 2); a = (a + o); }
     { const float o = dv_shfl_xor(a, 1); a = (a + o); }
-    if (lane == 0) red_v1[row * 2 + warp] = a;
-  }
-  __syncthreads();  // the partial results of the reductions above are in shared memory
-  v1 = red_v1[row * 2];
-  #pragma unroll
-  for (int i = 1; i < 2; ++i) {
-    v1 = (v1 + red_v1[row * 2 + i]);
+    v1 = a;
   }
   if (t == 0) b1_d2[x] = v1;
 }
