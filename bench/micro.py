@@ -109,6 +109,10 @@ def run_one(name, fn, make_args, rounds):
     (the order rotates each round, so drift in the card's clocks during a run
     favours none of them) and keeps the median of each one's round medians."""
     args = make_args()
+    # A fresh Dynamo cache for each workload: several workloads share a
+    # function (layer_norm, softmax), and a second shape would otherwise make
+    # torch.compile recompile it with dynamic shapes (slower kernels).
+    torch._dynamo.reset()
     compiled_dv = deepvisor.compile(fn)
     compiled_ind = torch.compile(fn)
     with torch.no_grad():
