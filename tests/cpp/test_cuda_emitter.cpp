@@ -511,6 +511,18 @@ TEST_CASE("row kernels: layout, persistence and reductions", "[cuda_emitter]") {
     CHECK(!contains(body, "in one pass"));
     CHECK(count(body, "__syncthreads()") == 2);
   }
+  SECTION("chunks that divide evenly among fewer threads: equal shares, no masks, one pass") {
+    const CudaKernel f32 = emit(layer_norm("ln", DType::Float32, 32768, 768));  // 192 chunks
+    CHECK(contains(f32.source, "64 threads per row, 4 rows per block of 256 threads; each thread holds 3 chunks"));
+    CHECK(contains(body_of(f32), "in one pass"));
+    CHECK(!contains(body_of(f32), "kRnumel"));
+    const CudaKernel bf16 = emit(layer_norm("ln", DType::BFloat16, 32768, 768));  // 96 chunks
+    CHECK(contains(bf16.source, "32 threads per row, 8 rows per block of 256 threads; each thread holds 3 chunks"));
+    CHECK(count(body_of(bf16), "__syncthreads()") == 0);  // a warp a row
+    const CudaKernel wide = emit(layer_norm("ln", DType::Float32, 16384, 3072));  // 768 chunks
+    CHECK(wide.launch.block[0] == 256);
+    CHECK(contains(body_of(wide), "in one pass"));
+  }
   SECTION("a sum of squares that is not around the mean is not a variance") {
     CHECK(!contains(body_of(emit(moments("m", 4096, 4096))), "in one pass"));
   }
