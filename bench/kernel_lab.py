@@ -443,6 +443,10 @@ def run_emitted(paths, rounds, sms, methods, ncu):
             torch.cuda.synchronize()
             torch.testing.assert_close(out.float(), want.float(), rtol=tol, atol=tol)
             rows[path.split("/")[-1]] = (launch, moved)
+            # The same launch with its output allocated at each call, as a compiled function does.
+            fresh = lambda kernel=kernel, grid=grid, block=block, args=args, like=want: kernel(
+                (grid, 1, 1), (block, 1, 1), [*args, torch.empty_like(like)])
+            rows[path.split("/")[-1] + " (output allocated each call)"] = (fresh, moved)
         try:
             import deepvisor
             dv = deepvisor.compile(fn)

@@ -1,30 +1,18 @@
-// launch: grid (16384,1,1) block (256,1,1) shared 0
+// launch: grid (8192,1,1) block (512,1,1) shared 0
 // deepvisor generated kernel k0
-// iteration space: xnumel=16384, rnumel=3072
-// strategy: row kernel, persistent (the row stays in registers); 256 threads per row, 1 rows per block of 256 threads; each thread holds 3 chunks x 4 lanes
+// iteration space: xnumel=8192, rnumel=8192
+// strategy: row kernel, persistent (the row stays in registers); 512 threads per row, 1 rows per block of 512 threads; each thread holds 4 chunks x 4 lanes
 //
-// kernel k0 (xnumel=16384, rnumel=3072)
-//   buffer d0: f32[50331648] read
-//   buffer d1: f32[3072] read
-//   buffer d2: f32[3072] read
-//   buffer d8: f32[50331648] written
-//   %0 = load d0[x*3072 + r] : f32  (r)
-//   %1 = reduce.sum %0 : f32
-//   %2 = const 3072 : f32
-//   %3 = div %1 %2 : f32
-//   %4 = sub %0 %3 : f32  (r)
-//   %5 = mul %4 %4 : f32  (r)
-//   %6 = reduce.sum %5 : f32
-//   %7 = div %6 %2 : f32
-//   %8 = const 1e-05 : f32
-//   %9 = add %7 %8 : f32
-//   %10 = rsqrt %9 : f32
-//   %11 = mul %4 %10 : f32  (r)
-//   %12 = load d1[r] : f32  (r)
-//   %13 = mul %11 %12 : f32  (r)
-//   %14 = load d2[r] : f32  (r)
-//   %15 = add %13 %14 : f32  (r)
-//   store d8[x*3072 + r] = %15 : f32  (r)
+// kernel k0 (xnumel=8192, rnumel=8192)
+//   buffer d0: f32[67108864] read
+//   buffer d3: f32[67108864] written
+//   %0 = load d0[x*8192 + r] : f32  (r)
+//   %1 = reduce.max %0 : f32
+//   %2 = sub %0 %1 : f32  (r)
+//   %3 = exp %2 : f32  (r)
+//   %4 = reduce.sum %3 : f32
+//   %5 = div %3 %4 : f32  (r)
+//   store d3[x*8192 + r] = %5 : f32  (r)
 
 // ---- helpers (no include files: NVRTC compiles this source as is) ----
 #pragma nv_diag_suppress 177  // unused shape constants are fine
@@ -146,15 +134,14 @@ __device__ __forceinline__ long long dv_shfl_xor(long long v, int m) { return __
 __device__ __forceinline__ bool dv_shfl_xor(bool v, int m) { return __shfl_xor_sync(0xffffffffu, (int)v, m) != 0; }
 
 typedef int idx_t;  // 32-bit index arithmetic (every index < 2^31)
-constexpr idx_t kXnumel = 16384;
-constexpr idx_t kRnumel = 3072;
-constexpr int kTpr = 256;  // threads per row
+constexpr idx_t kXnumel = 8192;
+constexpr idx_t kRnumel = 8192;
+constexpr int kTpr = 512;  // threads per row
 constexpr int kRpb = 1;  // rows per block
 
-extern "C" __global__ void __launch_bounds__(256) k0(const float* __restrict__ b0_d0, const float* __restrict__ b1_d1, const float* __restrict__ b2_d2, float* __restrict__ b3_d8) {
-  __shared__ float red_v1[8];
-  __shared__ float red_v6[8];
-  __shared__ float red_v6_pivoted[8];
+extern "C" __global__ void __launch_bounds__(512) k0(const float* __restrict__ b0_d0, float* __restrict__ b1_d3) {
+  __shared__ float red_v1[16];
+  __shared__ float red_v4[16];
   const int tid = threadIdx.x;
   const int t = tid;  // thread within its row
   const int row = 0;  // row within the block
@@ -162,18 +149,57 @@ extern "C" __global__ void __launch_bounds__(256) k0(const float* __restrict__ b
   const int warp = t / 32;  // warp within its row
   const idx_t x = (idx_t)blockIdx.x * kRpb + row;
   const idx_t rbase = (idx_t)t * 4;  // chunk c covers r = rbase + c*kTpr*W + [0, W)
-  float v0[12];
+  float v0[16];
   #pragma unroll
-  for (int c = 0; c < 3; ++c) {
-    const idx_t l0 = rbase + c * 1024;
-    const dv_vec<float, 4> w = *reinterpret_cast<const dv_vec<float, 4>*>(b0_d0 + (l0 + x * 3072));
+  for (int c = 0; c < 4; ++c) {
+    const idx_t l0 = rbase + c * 2048;
+    const dv_vec<float, 4> w = *reinterpret_cast<const dv_vec<float, 4>*>(b0_d0 + (l0 + x * 8192));
     #pragma unroll
     for (int v = 0; v < 4; ++v) {
       v0[c * 4 + v] = w.e[v];
     }
   }
-  // %1 = reduce.sum %0, and with it %6 = sum((%0 - %1/3072)^2) in one pass
-  float v1, v6;
+  // %1 = reduce.max %0
+  float v1;
+  {
+    float acc[4];
+    #pragma unroll
+    for (int v = 0; v < 4; ++v) {
+      acc[v] = (-__int_as_float(0x7f800000));
+    }
+    #pragma unroll
+    for (int c = 0; c < 4; ++c) {
+      #pragma unroll
+      for (int v = 0; v < 4; ++v) {
+        acc[v] = dv_max(acc[v], v0[c * 4 + v]);
+      }
+    }
+    float a = acc[0];
+    #pragma unroll
+    for (int v = 1; v < 4; ++v) {
+      a = dv_max(a, acc[v]);
+    }
+    { const float o = dv_shfl_xor(a, 16); a = dv_max(a, o); }
+    { const float o = dv_shfl_xor(a, 8); a = dv_max(a, o); }
+    { const float o = dv_shfl_xor(a, 4); a = dv_max(a, o); }
+    { const float o = dv_shfl_xor(a, 2); a = dv_max(a, o); }
+    { const float o = dv_shfl_xor(a, 1); a = dv_max(a, o); }
+    if (lane == 0) red_v1[row * 16 + warp] = a;
+  }
+  __syncthreads();  // the partial results of the reductions above are in shared memory
+  v1 = red_v1[row * 16];
+  #pragma unroll
+  for (int i = 1; i < 16; ++i) {
+    v1 = dv_max(v1, red_v1[row * 16 + i]);
+  }
+  float v2[16], v3[16];
+  #pragma unroll
+  for (int k = 0; k < 16; ++k) {
+    v2[k] = (v0[k] - v1);
+    v3[k] = expf(v2[k]);
+  }
+  // %4 = reduce.sum %3
+  float v4;
   {
     float acc[4];
     #pragma unroll
@@ -181,10 +207,10 @@ extern "C" __global__ void __launch_bounds__(256) k0(const float* __restrict__ b
       acc[v] = 0.0f;
     }
     #pragma unroll
-    for (int c = 0; c < 3; ++c) {
+    for (int c = 0; c < 4; ++c) {
       #pragma unroll
       for (int v = 0; v < 4; ++v) {
-        acc[v] = (acc[v] + v0[c * 4 + v]);
+        acc[v] = (acc[v] + v3[c * 4 + v]);
       }
     }
     float a = acc[0];
@@ -192,111 +218,33 @@ extern "C" __global__ void __launch_bounds__(256) k0(const float* __restrict__ b
     for (int v = 1; v < 4; ++v) {
       a = (a + acc[v]);
     }
-    const float p0 = b0_d0[(x * 3072)];
-    const float pivot = p0;  // x at the row's first element
-    float b = 0.0f;  // the thread's sum of x - pivot
-    #pragma unroll
-    for (int k = 0; k < 12; ++k) {
-      b = (b + (v0[k] - pivot));
-    }
-    const float own = b, own_mean = b / 12.0f;
-    float q = 0.0f;
-    #pragma unroll
-    for (int k = 0; k < 12; ++k) {
-      const float d = (v0[k] - pivot) - own_mean;
-      q = (q + d * d);
-    }
     { const float o = dv_shfl_xor(a, 16); a = (a + o); }
-    { const float o = dv_shfl_xor(b, 16); b = (b + o); }
     { const float o = dv_shfl_xor(a, 8); a = (a + o); }
-    { const float o = dv_shfl_xor(b, 8); b = (b + o); }
     { const float o = dv_shfl_xor(a, 4); a = (a + o); }
-    { const float o = dv_shfl_xor(b, 4); b = (b + o); }
     { const float o = dv_shfl_xor(a, 2); a = (a + o); }
-    { const float o = dv_shfl_xor(b, 2); b = (b + o); }
     { const float o = dv_shfl_xor(a, 1); a = (a + o); }
-    { const float o = dv_shfl_xor(b, 1); b = (b + o); }
-    { const float e = own - b * 0.03125f; q = (q + e * e / 12.0f); }
-    { const float o = dv_shfl_xor(q, 16); q = (q + o); }
-    { const float o = dv_shfl_xor(q, 8); q = (q + o); }
-    { const float o = dv_shfl_xor(q, 4); q = (q + o); }
-    { const float o = dv_shfl_xor(q, 2); q = (q + o); }
-    { const float o = dv_shfl_xor(q, 1); q = (q + o); }
-    if (lane == 0) { red_v1[row * 8 + warp] = a; red_v6[row * 8 + warp] = q; red_v6_pivoted[row * 8 + warp] = b; }
-  }
-  const float v2 = 3072.0f;
-  const float v8 = 9.99999975e-06f;
-  float v12[12];
-  #pragma unroll
-  for (int c = 0; c < 3; ++c) {
-    const idx_t l0 = rbase + c * 1024;
-    const dv_vec<float, 4> w = *reinterpret_cast<const dv_vec<float, 4>*>(b1_d1 + l0);
-    #pragma unroll
-    for (int v = 0; v < 4; ++v) {
-      v12[c * 4 + v] = w.e[v];
-    }
-  }
-  float v14[12];
-  #pragma unroll
-  for (int c = 0; c < 3; ++c) {
-    const idx_t l0 = rbase + c * 1024;
-    const dv_vec<float, 4> w = *reinterpret_cast<const dv_vec<float, 4>*>(b2_d2 + l0);
-    #pragma unroll
-    for (int v = 0; v < 4; ++v) {
-      v14[c * 4 + v] = w.e[v];
-    }
+    if (lane == 0) red_v4[row * 16 + warp] = a;
   }
   __syncthreads();  // the partial results of the reductions above are in shared memory
-  v1 = red_v1[row * 8];
+  v4 = red_v4[row * 16];
   #pragma unroll
-  for (int i = 1; i < 8; ++i) {
-    v1 = (v1 + red_v1[row * 8 + i]);
+  for (int i = 1; i < 16; ++i) {
+    v4 = (v4 + red_v4[row * 16 + i]);
   }
-  v6 = red_v6[row * 8];
+  float v5[16];
   #pragma unroll
-  for (int i = 1; i < 8; ++i) {
-    v6 = (v6 + red_v6[row * 8 + i]);
-  }
-  {
-    float total = red_v6_pivoted[row * 8];
-    #pragma unroll
-    for (int i = 1; i < 8; ++i) {
-      total = (total + red_v6_pivoted[row * 8 + i]);
-    }
-    float spread = 0.0f;
-    #pragma unroll
-    for (int i = 0; i < 8; ++i) {
-      const float e = red_v6_pivoted[row * 8 + i] - total * 0.125f;
-      spread = (spread + e * e);
-    }
-    v6 = (v6 + spread / 384.0f);
-  }
-  const float v3 = (v1 / v2);
-  float v4[12], v5[12];
-  #pragma unroll
-  for (int k = 0; k < 12; ++k) {
-    v4[k] = (v0[k] - v3);
-    v5[k] = (v4[k] * v4[k]);
-  }
-  const float v7 = (v6 / v2);
-  const float v9 = (v7 + v8);
-  const float v10 = __frcp_rn(sqrtf(v9));
-  float v11[12], v13[12], v15[12];
-  #pragma unroll
-  for (int k = 0; k < 12; ++k) {
-    v11[k] = (v4[k] * v10);
-    v13[k] = (v11[k] * v12[k]);
-    v15[k] = (v13[k] + v14[k]);
+  for (int k = 0; k < 16; ++k) {
+    v5[k] = (v3[k] / v4);
   }
   #pragma unroll
-  for (int c = 0; c < 3; ++c) {
-    const idx_t l0 = rbase + c * 1024;
+  for (int c = 0; c < 4; ++c) {
+    const idx_t l0 = rbase + c * 2048;
     dv_vec<float, 4> w;
     #pragma unroll
     for (int v = 0; v < 4; ++v) {
-      w.e[v] = v15[c * 4 + v];
+      w.e[v] = v5[c * 4 + v];
     }
-    *reinterpret_cast<dv_vec<float, 4>*>(b3_d8 + (l0 + x * 3072)) = w;
+    *reinterpret_cast<dv_vec<float, 4>*>(b1_d3 + (l0 + x * 8192)) = w;
   }
 }
 
