@@ -1598,7 +1598,7 @@ void Emitter::emit_rows() {
     // split each row's r range, combined through shared memory.
     L.col_major = true;
     L.vec = 1;
-    L.rpb = 32;
+    L.rpb = std::max(32, dev_.col_rows_per_block);
     L.tpr = 1;
     while (L.tpr < 32 && L.tpr < k_.rnumel && L.rpb * L.tpr * 2 <= max_block &&
            (k_.xnumel * L.tpr < fill_threads || L.rpb * L.tpr < 128))
