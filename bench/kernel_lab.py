@@ -23,7 +23,7 @@ The file name says the workload: lnf32__*.cu or lnbf16__*.cu (16384x4096
 layer_norm; buffers x, w, b, out), softmax__*.cu (8192x8192 f32; x, out),
 ln768f32__ / ln768bf16__ (32768x768 layer_norm), ln3072f32__ (16384x3072), sm512f32__ (16x12x512x512
 softmax), rowsum__ (16384x4096 f32 sum over the last dim; x, out), colmean__
-(4096x16384 f32 mean over the first dim).
+(4096x16384 f32 mean over the first dim), gelu__ (the 64M gelu chain).
 """
 
 import re
@@ -382,6 +382,7 @@ def emitted_workloads():
         "ln3072f32": (torch.float32, layer_norm, ln(16384, 3072), ()),
         "sm512f32": (torch.float32, softmax, ((16, 12, 512, 512),), ()),
         "rowsum": (torch.float32, row_sum, ((16384, 4096),), ()),
+        "gelu": (torch.float32, gelu_chain, ((GELU_N,),), ()),
         "colmean": (torch.float32, col_mean, ((4096, 16384),), ()),
     }
 
@@ -427,7 +428,7 @@ METHODS = {
 }
 
 
-def run_emitted(paths, rounds, sms, methods, ncu):
+def run_emitted(paths, rounds, sms, methods, ncu, fresh_outputs):
     """Interleaved rounds over emitted kernels, deepvisor, torch.compile and
     the lab's variants, by each timing method."""
     rows = {}
@@ -449,6 +450,8 @@ def run_emitted(paths, rounds, sms, methods, ncu):
             torch.cuda.synchronize()
             torch.testing.assert_close(out.float(), want.float(), rtol=tol, atol=tol)
             rows[path.split("/")[-1]] = (launch, moved)
+            if not fresh_outputs:
+                continue
             # The same launch with its output allocated at each call, as a compiled function does.
             fresh = lambda kernel=kernel, grid=grid, block=block, args=args, like=want: kernel(
                 (grid, 1, 1), (block, 1, 1), [*args, torch.empty_like(like)])
@@ -506,11 +509,12 @@ def main():
     parser.add_argument("--ncu", action="store_true")
     parser.add_argument("--cu", nargs="+", default=[])
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--fresh", action="store_true", help="with --cu: also time each kernel with its output allocated per call")
     parser.add_argument("--methods", default="flush", help="with --cu: comma-separated, of " + ", ".join(METHODS))
     opts = parser.parse_args()
     if opts.cu:
         run_emitted(opts.cu, opts.rounds, torch.cuda.get_device_properties(0).multi_processor_count,
-                    opts.methods.split(","), opts.ncu)
+                    opts.methods.split(","), opts.ncu, opts.fresh)
         return
     torch.manual_seed(0)
     sms = torch.cuda.get_device_properties(0).multi_processor_count

@@ -1,14 +1,30 @@
-// launch: grid (16384,1,1) block (512,1,1) shared 0
+// launch: grid (131072,1,1) block (128,1,1) shared 0
 // deepvisor generated kernel k0
-// iteration space: xnumel=16384, rnumel=4096
-// strategy: row kernel, persistent (the row stays in registers); 512 threads per row, 1 rows per block of 512 threads; each thread holds 2 chunks x 4 lanes
+// iteration space: xnumel=67108864, rnumel=1
+// strategy: pointwise; 128 threads x 1 chunks x 4 lanes per block (tile 512); no tail
 //
-// kernel k0 (xnumel=16384, rnumel=4096)
+// kernel k0 (xnumel=67108864, rnumel=1)
 //   buffer d0: f32[67108864] read
-//   buffer d2: f32[16384] written
-//   %0 = load d0[x*4096 + r] : f32  (r)
-//   %1 = reduce.sum %0 : f32
-//   store d2[x] = %1 : f32
+//   buffer d5: f32[67108864] written
+//   %0 = load d0[x] : f32
+//   %1 = const 1.5 : f32
+//   %2 = mul %0 %1 : f32
+//   %3 = const 0.3 : f32
+//   %4 = add %2 %3 : f32
+//   %5 = const 0.5 : f32
+//   %6 = mul %4 %5 : f32
+//   %7 = const 0.707106781 : f32
+//   %8 = mul %4 %7 : f32
+//   %9 = erf %8 : f32
+//   %10 = const 1 : f32
+//   %11 = add %10 %9 : f32
+//   %12 = mul %6 %11 : f32
+//   %13 = neg %0 : f32
+//   %14 = exp %13 : f32
+//   %15 = add %10 %14 : f32
+//   %16 = div %10 %15 : f32
+//   %17 = mul %12 %16 : f32
+//   store d5[x] = %17 : f32
 
 // ---- helpers (no include files: NVRTC compiles this source as is) ----
 #pragma nv_diag_suppress 177  // unused shape constants are fine
@@ -130,63 +146,65 @@ __device__ __forceinline__ long long dv_shfl_xor(long long v, int m) { return __
 __device__ __forceinline__ bool dv_shfl_xor(bool v, int m) { return __shfl_xor_sync(0xffffffffu, (int)v, m) != 0; }
 
 typedef int idx_t;  // 32-bit index arithmetic (every index < 2^31)
-constexpr idx_t kXnumel = 16384;
-constexpr idx_t kRnumel = 4096;
-constexpr int kTpr = 512;  // threads per row
-constexpr int kRpb = 1;  // rows per block
+constexpr idx_t kXnumel = 67108864;
+constexpr idx_t kRnumel = 1;
+constexpr int kThreads = 128;
+constexpr idx_t kTile = 512;
+constexpr idx_t kFullTiles = 131072;
 
-extern "C" __global__ void __launch_bounds__(512) k0(const float* __restrict__ b0_d0, float* __restrict__ b1_d2) {
-  __shared__ float red_v1[16];
-  const int tid = threadIdx.x;
-  const int t = tid;  // thread within its row
-  const int row = 0;  // row within the block
-  const int lane = tid % 32;
-  const int warp = t / 32;  // warp within its row
-  const idx_t x = (idx_t)blockIdx.x * kRpb + row;
-  const idx_t rbase = (idx_t)t * 4;  // chunk c covers r = rbase + c*kTpr*W + [0, W)
-  float v0[8];
-  #pragma unroll
-  for (int c = 0; c < 2; ++c) {
-    const idx_t l0 = rbase + c * 2048;
-    const dv_vec<float, 4> w = *reinterpret_cast<const dv_vec<float, 4>*>(b0_d0 + (l0 + x * 4096));
-    #pragma unroll
-    for (int v = 0; v < 4; ++v) {
-      v0[c * 4 + v] = w.e[v];
-    }
-  }
-  // %1 = reduce.sum %0
-  float v1;
+// A 16-byte load with an L1 policy (lab variant).
+template <typename V> __device__ __forceinline__ V dv_ld_hint(const V* p) {
+  unsigned u[4];
+  asm("ld.global.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(u[0]), "=r"(u[1]), "=r"(u[2]), "=r"(u[3]) : "l"(p));
+  V v;
+  memcpy(&v, u, 16);
+  return v;
+}
+extern "C" __global__ void __launch_bounds__(128) k0(const float* __restrict__ b0_d0, float* __restrict__ b1_d5) {
+  const float v1 = 1.5f;
+  const float v3 = 0.300000012f;
+  const float v5 = 0.5f;
+  const float v7 = 0.707106769f;
+  const float v10 = 1.0f;
   {
-    float acc[4];
+    // a full tile: chunk c of this thread covers x = xbase + c*kThreads*W + [0, W)
+    const idx_t xbase = (idx_t)blockIdx.x * kTile + (idx_t)threadIdx.x * 4;
+    float v0[4];
     #pragma unroll
-    for (int v = 0; v < 4; ++v) {
-      acc[v] = 0.0f;
-    }
-    #pragma unroll
-    for (int c = 0; c < 2; ++c) {
+    for (int c = 0; c < 1; ++c) {
+      const idx_t l0 = xbase;
+      const dv_vec<float, 4> w = dv_ld_hint(reinterpret_cast<const dv_vec<float, 4>*>(b0_d0 + l0));
       #pragma unroll
       for (int v = 0; v < 4; ++v) {
-        acc[v] = (acc[v] + v0[c * 4 + v]);
+        v0[c * 4 + v] = w.e[v];
       }
     }
-    float a = acc[0];
+    float v2[4], v4[4], v6[4], v8[4], v9[4], v11[4], v12[4], v13[4], v14[4], v15[4], v16[4], v17[4];
     #pragma unroll
-    for (int v = 1; v < 4; ++v) {
-      a = (a + acc[v]);
+    for (int k = 0; k < 4; ++k) {
+      v2[k] = (v0[k] * v1);
+      v4[k] = (v2[k] + v3);
+      v6[k] = (v4[k] * v5);
+      v8[k] = (v4[k] * v7);
+      v9[k] = erff(v8[k]);
+      v11[k] = (v10 + v9[k]);
+      v12[k] = (v6[k] * v11[k]);
+      v13[k] = (-v0[k]);
+      v14[k] = expf(v13[k]);
+      v15[k] = (v10 + v14[k]);
+      v16[k] = __frcp_rn(v15[k]);
+      v17[k] = (v12[k] * v16[k]);
     }
-    { const float o = dv_shfl_xor(a, 16); a = (a + o); }
-    { const float o = dv_shfl_xor(a, 8); a = (a + o); }
-    { const float o = dv_shfl_xor(a, 4); a = (a + o); }
-    { const float o = dv_shfl_xor(a, 2); a = (a + o); }
-    { const float o = dv_shfl_xor(a, 1); a = (a + o); }
-    if (lane == 0) red_v1[row * 16 + warp] = a;
+    #pragma unroll
+    for (int c = 0; c < 1; ++c) {
+      const idx_t l0 = xbase;
+      dv_vec<float, 4> w;
+      #pragma unroll
+      for (int v = 0; v < 4; ++v) {
+        w.e[v] = v17[c * 4 + v];
+      }
+      *reinterpret_cast<dv_vec<float, 4>*>(b1_d5 + l0) = w;
+    }
   }
-  __syncthreads();  // the partial results of the reductions above are in shared memory
-  v1 = red_v1[row * 16];
-  #pragma unroll
-  for (int i = 1; i < 16; ++i) {
-    v1 = (v1 + red_v1[row * 16 + i]);
-  }
-  if (t == 0) b1_d2[x] = v1;
 }
 
