@@ -455,6 +455,19 @@ void for_each_subexpr(const IndexExpr& e, const std::function<void(const IndexEx
 const char* const kPrelude = R"(// ---- helpers (no include files: NVRTC compiles this source as is) ----
 #pragma nv_diag_suppress 177  // unused shape constants are fine
 template <typename T, int N> struct alignas(sizeof(T) * N) dv_vec { T e[N]; };
+// A 16-byte load of data only a reduction reads (no row is written): kept out
+// of L1. Measured on the H100 (bench/NOTES.md, 2026-11-25): a row sum of
+// 16384x4096 f32 97.1 -> 94.7 us; the same hint on kernels that also write
+// their rows (softmax, layer_norm, pointwise) cost 1-3 us, so they keep plain loads.
+template <typename V> __device__ __forceinline__ V dv_load_once(const V* p) {
+  static_assert(sizeof(V) == 16, "16-byte vectors only");
+  unsigned u[4];
+  asm("ld.global.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+      : "=r"(u[0]), "=r"(u[1]), "=r"(u[2]), "=r"(u[3]) : "l"(p));
+  V v;
+  memcpy(&v, u, 16);
+  return v;
+}
 
 // f16 / bf16 are stored as unsigned short and computed in float.
 __device__ __forceinline__ float dv_f16_to_f32(unsigned short h) {
@@ -656,6 +669,7 @@ class Emitter {
   void emit_pointwise();
   void emit_rows();
   bool prefers_col_major() const;
+  bool writes_rows() const;  // some live r-level Store
   void emit_rows_kernel(const RowLayout& L, Segment s, const std::vector<int>& pass, int num_passes);
   void emit_rows_persistent(const Segment& s, const std::vector<int>& pass);
   void emit_rows_looped(Segment s, std::int64_t outer, const std::vector<int>& pass, int num_passes);
@@ -679,6 +693,7 @@ class Emitter {
   // Row-kernel layout.
   int tpr_ = 1, rpb_ = 1, threads_ = 32;
   bool col_major_ = false;
+  bool loads_once_ = false;  // a row kernel that writes no row: its rows' 16-byte loads skip L1
   std::vector<ValueId> pending_;  // reductions written to shared memory, not yet read back
   // One-pass variance (persistent rows): for a sum R1, the R2 =
   // sum((x - R1/N)^2) computed with it, or -1; for such an R2, its R1, or -1.
@@ -1085,13 +1100,16 @@ void Emitter::emit_lane_load(ValueId id, const Segment& s) {
   begin_chunk_loop(s);
   if (!valid.empty()) w_.open("if (" + valid + ")");
   switch (kind) {
-    case LaneAccess::Contiguous:
-      w_.line(cat("const dv_vec<", ST, ", ", s.width, "> w = *reinterpret_cast<const dv_vec<", ST, ", ", s.width,
-                  ">*>(", p, " + ", lane_index(in.index, s, "l0"), ");"));
+    case LaneAccess::Contiguous: {
+      const std::string vec = cat("dv_vec<", ST, ", ", s.width, ">");
+      const std::string ptr = cat("reinterpret_cast<const ", vec, "*>(", p, " + ", lane_index(in.index, s, "l0"), ")");
+      const bool once = loads_once_ && in.index.uses_var("x") && ir::dtype_size(b.dtype) * s.width == 16;
+      w_.line(cat("const ", vec, " w = ", once ? "dv_load_once(" + ptr + ")" : "*" + ptr, ";"));
       w_.open_unrolled("v", 0, s.width);
       w_.line(cat(v, "[c * ", s.width, " + v] = ", raw ? "w.e[v]" : load_conv(b.dtype, "w.e[v]"), ";"));
       w_.close();
       break;
+    }
     case LaneAccess::Uniform:
       if (s.width == 1) {
         w_.line(cat(v, "[c] = ", load_conv(b.dtype, p + "[" + lane_index(in.index, s, "l0") + "]"), ";"));
@@ -1552,6 +1570,12 @@ struct RowLayout {
 
 // True when the r-level accesses are contiguous along x and none along r (a
 // reduction over an outer dimension): then threads should follow x.
+bool Emitter::writes_rows() const {
+  for (std::size_t i = 0; i < k_.body.size(); ++i)
+    if (live_[i] && lanes_[i] && k_.body[i].op == PrimOp::Store) return true;
+  return false;
+}
+
 bool Emitter::prefers_col_major() const {
   bool along_x = false;
   for (std::size_t i = 0; i < k_.body.size(); ++i) {
@@ -1598,7 +1622,10 @@ void Emitter::emit_rows() {
     // split each row's r range, combined through shared memory.
     L.col_major = true;
     L.vec = 1;
-    L.rpb = std::max(32, dev_.col_rows_per_block);
+    // 64 rows (256 contiguous bytes of f32 per r) once there are enough for a
+    // block an SM: mean(0) of 4096x16384 f32 103.9 -> 101.2 us against 32.
+    const std::int64_t wide = std::max(32, dev_.col_rows_per_block);
+    L.rpb = k_.xnumel >= wide * dev_.sm_count ? wide : 32;
     L.tpr = 1;
     while (L.tpr < 32 && L.tpr < k_.rnumel && L.rpb * L.tpr * 2 <= max_block &&
            (k_.xnumel * L.tpr < fill_threads || L.rpb * L.tpr < 128))
@@ -1664,6 +1691,7 @@ void Emitter::emit_rows_kernel(const RowLayout& L, Segment s, const std::vector<
   rpb_ = static_cast<int>(L.rpb);
   threads_ = static_cast<int>(L.threads);
   col_major_ = L.col_major;
+  loads_once_ = !col_major_ && !writes_rows();
   const std::int64_t blocks = ceil_div(k_.xnumel, rpb_);
   if (blocks > std::numeric_limits<std::int32_t>::max()) fail("grid too large");
   const bool row_mask = k_.xnumel % rpb_ != 0;

@@ -554,6 +554,18 @@ TEST_CASE("row kernels: layout, persistence and reductions", "[cuda_emitter]") {
     CHECK(!contains(body, "shfl"));
     CHECK(count(body, "__syncthreads()") == 1);
   }
+  SECTION("wide outer-dimension reductions: 64 columns a block once every SM gets one") {
+    const CudaKernel narrow = emit(column_sum("c", 1000, 512));
+    CHECK(contains(narrow.source, "32 rows per block"));
+    const CudaKernel wide = emit(column_sum("c", 9000, 300));  // 9000 columns >= 64 x 132
+    CHECK(contains(wide.source, "64 rows per block"));
+    CHECK(contains(body_of(wide), "row_ok"));  // 9000 = 140 x 64 + 40
+  }
+  SECTION("loads skip L1 only where the kernel writes no row") {
+    CHECK(contains(body_of(emit(row_reduce("r", ReduceOp::Sum, DType::Float32, 300, 4096))), "dv_load_once("));
+    CHECK(!contains(body_of(emit(softmax("s", DType::Float32, 300, 4096))), "dv_load_once("));
+    CHECK(!contains(body_of(emit(layer_norm("ln", DType::Float32, 300, 4096))), "dv_load_once("));
+  }
   SECTION("reduce identities and NaN-propagating max") {
     CHECK(contains(body_of(emit(row_reduce("r", ReduceOp::Max, DType::Float32, 64, 1000))), "(-__int_as_float(0x7f800000))"));
     CHECK(contains(body_of(emit(row_reduce("r", ReduceOp::Min, DType::Int32, 64, 1000))), "2147483647"));
