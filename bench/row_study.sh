@@ -3,6 +3,8 @@
 # torch.compile: the card's clocks, the emitted variants in bench/lab_sources/study
 # timed three ways (kernel_lab.py --cu), ncu metrics of each kernel alone,
 # and Inductor's generated code and PTX. Logs in $OUT (or ./gpu-out).
+# study/ holds the variants behind the last emitter decisions (row-sum loads,
+# column-block width); the earlier sets are in git history (bench/NOTES.md).
 #   bench/row_study.sh [ROUNDS] [METHODS]   (METHODS: default flush,loop,graph; NCU_CACHE="all none";
 #   INDUCTOR_CODE=0 skips dumping Inductor's code)
 set -uo pipefail

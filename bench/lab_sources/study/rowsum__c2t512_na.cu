@@ -5,26 +5,10 @@
 //
 // kernel k0 (xnumel=16384, rnumel=4096)
 //   buffer d0: f32[67108864] read
-//   buffer d1: f32[4096] read
-//   buffer d2: f32[4096] read
-//   buffer d8: f32[67108864] written
+//   buffer d2: f32[16384] written
 //   %0 = load d0[x*4096 + r] : f32  (r)
 //   %1 = reduce.sum %0 : f32
-//   %2 = const 4096 : f32
-//   %3 = div %1 %2 : f32
-//   %4 = sub %0 %3 : f32  (r)
-//   %5 = mul %4 %4 : f32  (r)
-//   %6 = reduce.sum %5 : f32
-//   %7 = div %6 %2 : f32
-//   %8 = const 1e-05 : f32
-//   %9 = add %7 %8 : f32
-//   %10 = rsqrt %9 : f32
-//   %11 = mul %4 %10 : f32  (r)
-//   %12 = load d1[r] : f32  (r)
-//   %13 = mul %11 %12 : f32  (r)
-//   %14 = load d2[r] : f32  (r)
-//   %15 = add %13 %14 : f32  (r)
-//   store d8[x*4096 + r] = %15 : f32  (r)
+//   store d2[x] = %1 : f32
 
 // ---- helpers (no include files: NVRTC compiles this source as is) ----
 #pragma nv_diag_suppress 177  // unused shape constants are fine
@@ -151,10 +135,13 @@ constexpr idx_t kRnumel = 4096;
 constexpr int kTpr = 512;  // threads per row
 constexpr int kRpb = 1;  // rows per block
 
-extern "C" __global__ void __launch_bounds__(512) k0(const float* __restrict__ b0_d0, const float* __restrict__ b1_d1, const float* __restrict__ b2_d2, float* __restrict__ b3_d8) {
+__device__ __forceinline__ dv_vec<float, 4> ld_na(const float* p) {
+  dv_vec<float, 4> r;
+  asm("ld.global.L1::no_allocate.v4.f32 {%0, %1, %2, %3}, [%4];" : "=f"(r.e[0]), "=f"(r.e[1]), "=f"(r.e[2]), "=f"(r.e[3]) : "l"(p));
+  return r;
+}
+extern "C" __global__ void __launch_bounds__(512) k0(const float* __restrict__ b0_d0, float* __restrict__ b1_d2) {
   __shared__ float red_v1[16];
-  __shared__ float red_v6[16];
-  __shared__ float red_v6_pivoted[16];
   const int tid = threadIdx.x;
   const int t = tid;  // thread within its row
   const int row = 0;  // row within the block
@@ -166,14 +153,14 @@ extern "C" __global__ void __launch_bounds__(512) k0(const float* __restrict__ b
   #pragma unroll
   for (int c = 0; c < 2; ++c) {
     const idx_t l0 = rbase + c * 2048;
-    const dv_vec<float, 4> w = *reinterpret_cast<const dv_vec<float, 4>*>(b0_d0 + (l0 + x * 4096));
+    const dv_vec<float, 4> w = ld_na(b0_d0 + (l0 + x * 4096));
     #pragma unroll
     for (int v = 0; v < 4; ++v) {
       v0[c * 4 + v] = w.e[v];
     }
   }
-  // %1 = reduce.sum %0, and with it %6 = sum((%0 - %1/4096)^2) in one pass
-  float v1, v6;
+  // %1 = reduce.sum %0
+  float v1;
   {
     float acc[4];
     #pragma unroll
@@ -192,59 +179,12 @@ extern "C" __global__ void __launch_bounds__(512) k0(const float* __restrict__ b
     for (int v = 1; v < 4; ++v) {
       a = (a + acc[v]);
     }
-    const float p0 = b0_d0[(x * 4096)];
-    const float pivot = p0;  // x at the row's first element
-    float b = 0.0f;  // the thread's sum of x - pivot
-    #pragma unroll
-    for (int k = 0; k < 8; ++k) {
-      b = (b + (v0[k] - pivot));
-    }
-    const float own = b, own_mean = b / 8.0f;
-    float q = 0.0f;
-    #pragma unroll
-    for (int k = 0; k < 8; ++k) {
-      const float d = (v0[k] - pivot) - own_mean;
-      q = (q + d * d);
-    }
     { const float o = dv_shfl_xor(a, 16); a = (a + o); }
-    { const float o = dv_shfl_xor(b, 16); b = (b + o); }
     { const float o = dv_shfl_xor(a, 8); a = (a + o); }
-    { const float o = dv_shfl_xor(b, 8); b = (b + o); }
     { const float o = dv_shfl_xor(a, 4); a = (a + o); }
-    { const float o = dv_shfl_xor(b, 4); b = (b + o); }
     { const float o = dv_shfl_xor(a, 2); a = (a + o); }
-    { const float o = dv_shfl_xor(b, 2); b = (b + o); }
     { const float o = dv_shfl_xor(a, 1); a = (a + o); }
-    { const float o = dv_shfl_xor(b, 1); b = (b + o); }
-    { const float e = own - b * 0.03125f; q = (q + e * e / 8.0f); }
-    { const float o = dv_shfl_xor(q, 16); q = (q + o); }
-    { const float o = dv_shfl_xor(q, 8); q = (q + o); }
-    { const float o = dv_shfl_xor(q, 4); q = (q + o); }
-    { const float o = dv_shfl_xor(q, 2); q = (q + o); }
-    { const float o = dv_shfl_xor(q, 1); q = (q + o); }
-    if (lane == 0) { red_v1[row * 16 + warp] = a; red_v6[row * 16 + warp] = q; red_v6_pivoted[row * 16 + warp] = b; }
-  }
-  const float v2 = 4096.0f;
-  const float v8 = 9.99999975e-06f;
-  float v12[8];
-  #pragma unroll
-  for (int c = 0; c < 2; ++c) {
-    const idx_t l0 = rbase + c * 2048;
-    const dv_vec<float, 4> w = *reinterpret_cast<const dv_vec<float, 4>*>(b1_d1 + l0);
-    #pragma unroll
-    for (int v = 0; v < 4; ++v) {
-      v12[c * 4 + v] = w.e[v];
-    }
-  }
-  float v14[8];
-  #pragma unroll
-  for (int c = 0; c < 2; ++c) {
-    const idx_t l0 = rbase + c * 2048;
-    const dv_vec<float, 4> w = *reinterpret_cast<const dv_vec<float, 4>*>(b2_d2 + l0);
-    #pragma unroll
-    for (int v = 0; v < 4; ++v) {
-      v14[c * 4 + v] = w.e[v];
-    }
+    if (lane == 0) red_v1[row * 16 + warp] = a;
   }
   __syncthreads();  // the partial results of the reductions above are in shared memory
   v1 = red_v1[row * 16];
@@ -252,51 +192,6 @@ extern "C" __global__ void __launch_bounds__(512) k0(const float* __restrict__ b
   for (int i = 1; i < 16; ++i) {
     v1 = (v1 + red_v1[row * 16 + i]);
   }
-  v6 = red_v6[row * 16];
-  #pragma unroll
-  for (int i = 1; i < 16; ++i) {
-    v6 = (v6 + red_v6[row * 16 + i]);
-  }
-  {
-    float total = red_v6_pivoted[row * 16];
-    #pragma unroll
-    for (int i = 1; i < 16; ++i) {
-      total = (total + red_v6_pivoted[row * 16 + i]);
-    }
-    float spread = 0.0f;
-    #pragma unroll
-    for (int i = 0; i < 16; ++i) {
-      const float e = red_v6_pivoted[row * 16 + i] - total * 0.0625f;
-      spread = (spread + e * e);
-    }
-    v6 = (v6 + spread / 256.0f);
-  }
-  const float v3 = (v1 / v2);
-  float v4[8], v5[8];
-  #pragma unroll
-  for (int k = 0; k < 8; ++k) {
-    v4[k] = (v0[k] - v3);
-    v5[k] = (v4[k] * v4[k]);
-  }
-  const float v7 = (v6 / v2);
-  const float v9 = (v7 + v8);
-  const float v10 = __frcp_rn(sqrtf(v9));
-  float v11[8], v13[8], v15[8];
-  #pragma unroll
-  for (int k = 0; k < 8; ++k) {
-    v11[k] = (v4[k] * v10);
-    v13[k] = (v11[k] * v12[k]);
-    v15[k] = (v13[k] + v14[k]);
-  }
-  #pragma unroll
-  for (int c = 0; c < 2; ++c) {
-    const idx_t l0 = rbase + c * 2048;
-    dv_vec<float, 4> w;
-    #pragma unroll
-    for (int v = 0; v < 4; ++v) {
-      w.e[v] = v15[c * 4 + v];
-    }
-    *reinterpret_cast<dv_vec<float, 4>*>(b3_d8 + (l0 + x * 4096)) = w;
-  }
+  if (t == 0) b1_d2[x] = v1;
 }
 

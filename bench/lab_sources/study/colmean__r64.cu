@@ -1,30 +1,16 @@
-// launch: grid (16384,1,1) block (512,1,1) shared 0
+// launch: grid (256,1,1) block (1024,1,1) shared 0
 // deepvisor generated kernel k0
 // iteration space: xnumel=16384, rnumel=4096
-// strategy: row kernel, persistent (the row stays in registers); 512 threads per row, 1 rows per block of 512 threads; each thread holds 2 chunks x 4 lanes
+// strategy: row kernel, looped; column-major threads (a warp covers 32 consecutive rows); 16 threads per row, 64 rows per block of 1024 threads; each thread holds 8 chunks x 1 lanes per iteration, 32 iterations per pass, 1 passes
 //
 // kernel k0 (xnumel=16384, rnumel=4096)
 //   buffer d0: f32[67108864] read
-//   buffer d1: f32[4096] read
-//   buffer d2: f32[4096] read
-//   buffer d8: f32[67108864] written
-//   %0 = load d0[x*4096 + r] : f32  (r)
+//   buffer d3: f32[16384] written
+//   %0 = load d0[r*16384 + x] : f32  (r)
 //   %1 = reduce.sum %0 : f32
 //   %2 = const 4096 : f32
 //   %3 = div %1 %2 : f32
-//   %4 = sub %0 %3 : f32  (r)
-//   %5 = mul %4 %4 : f32  (r)
-//   %6 = reduce.sum %5 : f32
-//   %7 = div %6 %2 : f32
-//   %8 = const 1e-05 : f32
-//   %9 = add %7 %8 : f32
-//   %10 = rsqrt %9 : f32
-//   %11 = mul %4 %10 : f32  (r)
-//   %12 = load d1[r] : f32  (r)
-//   %13 = mul %11 %12 : f32  (r)
-//   %14 = load d2[r] : f32  (r)
-//   %15 = add %13 %14 : f32  (r)
-//   store d8[x*4096 + r] = %15 : f32  (r)
+//   store d3[x] = %3 : f32
 
 // ---- helpers (no include files: NVRTC compiles this source as is) ----
 #pragma nv_diag_suppress 177  // unused shape constants are fine
@@ -148,163 +134,51 @@ __device__ __forceinline__ bool dv_shfl_xor(bool v, int m) { return __shfl_xor_s
 typedef int idx_t;  // 32-bit index arithmetic (every index < 2^31)
 constexpr idx_t kXnumel = 16384;
 constexpr idx_t kRnumel = 4096;
-constexpr int kTpr = 512;  // threads per row
-constexpr int kRpb = 1;  // rows per block
+constexpr int kTpr = 16;  // threads per row
+constexpr int kRpb = 64;  // rows per block
 
-// A 16-byte load with an L1 policy (lab variant).
-template <typename V> __device__ __forceinline__ V dv_ld_hint(const V* p) {
-  unsigned u[4];
-  asm("ld.global.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(u[0]), "=r"(u[1]), "=r"(u[2]), "=r"(u[3]) : "l"(p));
-  V v;
-  memcpy(&v, u, 16);
-  return v;
-}
-extern "C" __global__ void __launch_bounds__(512) k0(const float* __restrict__ b0_d0, const float* __restrict__ b1_d1, const float* __restrict__ b2_d2, float* __restrict__ b3_d8) {
-  __shared__ float red_v1[16];
-  __shared__ float red_v6[16];
-  __shared__ float red_v6_pivoted[16];
+extern "C" __global__ void __launch_bounds__(1024) k0(const float* __restrict__ b0_d0, float* __restrict__ b1_d3) {
+  __shared__ float red_v1[1024];
   const int tid = threadIdx.x;
-  const int t = tid;  // thread within its row
-  const int row = 0;  // row within the block
-  const int lane = tid % 32;
-  const int warp = t / 32;  // warp within its row
+  const int t = tid / kRpb;  // thread within its row
+  const int row = tid % kRpb;  // row within the block
   const idx_t x = (idx_t)blockIdx.x * kRpb + row;
-  const idx_t rbase = (idx_t)t * 4;  // chunk c covers r = rbase + c*kTpr*W + [0, W)
-  float v0[8];
+  const float v2 = 4096.0f;
+  // ---- pass 0: over the row in 32 iterations of 8 chunks
+  float v1;  // reduce.sum %0
+  float acc_v1[1];
   #pragma unroll
-  for (int c = 0; c < 2; ++c) {
-    const idx_t l0 = rbase + c * 2048;
-    const dv_vec<float, 4> w = dv_ld_hint(reinterpret_cast<const dv_vec<float, 4>*>(b0_d0 + (l0 + x * 4096)));
-    #pragma unroll
-    for (int v = 0; v < 4; ++v) {
-      v0[c * 4 + v] = w.e[v];
-    }
+  for (int v = 0; v < 1; ++v) {
+    acc_v1[v] = 0.0f;
   }
-  // %1 = reduce.sum %0, and with it %6 = sum((%0 - %1/4096)^2) in one pass
-  float v1, v6;
-  {
-    float acc[4];
+  #pragma unroll 1
+  for (int it = 0; it < 32; ++it) {
+    const idx_t rbase = (idx_t)it * 128 + (idx_t)t * 1;
+    float v0[8];
     #pragma unroll
-    for (int v = 0; v < 4; ++v) {
-      acc[v] = 0.0f;
+    for (int c = 0; c < 8; ++c) {
+      const idx_t l0 = rbase + c * 16;
+      v0[c] = b0_d0[(l0 * 16384 + x)];
     }
     #pragma unroll
-    for (int c = 0; c < 2; ++c) {
+    for (int c = 0; c < 8; ++c) {
       #pragma unroll
-      for (int v = 0; v < 4; ++v) {
-        acc[v] = (acc[v] + v0[c * 4 + v]);
+      for (int v = 0; v < 1; ++v) {
+        acc_v1[v] = (acc_v1[v] + v0[c * 1 + v]);
       }
     }
-    float a = acc[0];
-    #pragma unroll
-    for (int v = 1; v < 4; ++v) {
-      a = (a + acc[v]);
-    }
-    const float p0 = b0_d0[(x * 4096)];
-    const float pivot = p0;  // x at the row's first element
-    float b = 0.0f;  // the thread's sum of x - pivot
-    #pragma unroll
-    for (int k = 0; k < 8; ++k) {
-      b = (b + (v0[k] - pivot));
-    }
-    const float own = b, own_mean = b / 8.0f;
-    float q = 0.0f;
-    #pragma unroll
-    for (int k = 0; k < 8; ++k) {
-      const float d = (v0[k] - pivot) - own_mean;
-      q = (q + d * d);
-    }
-    { const float o = dv_shfl_xor(a, 16); a = (a + o); }
-    { const float o = dv_shfl_xor(b, 16); b = (b + o); }
-    { const float o = dv_shfl_xor(a, 8); a = (a + o); }
-    { const float o = dv_shfl_xor(b, 8); b = (b + o); }
-    { const float o = dv_shfl_xor(a, 4); a = (a + o); }
-    { const float o = dv_shfl_xor(b, 4); b = (b + o); }
-    { const float o = dv_shfl_xor(a, 2); a = (a + o); }
-    { const float o = dv_shfl_xor(b, 2); b = (b + o); }
-    { const float o = dv_shfl_xor(a, 1); a = (a + o); }
-    { const float o = dv_shfl_xor(b, 1); b = (b + o); }
-    { const float e = own - b * 0.03125f; q = (q + e * e / 8.0f); }
-    { const float o = dv_shfl_xor(q, 16); q = (q + o); }
-    { const float o = dv_shfl_xor(q, 8); q = (q + o); }
-    { const float o = dv_shfl_xor(q, 4); q = (q + o); }
-    { const float o = dv_shfl_xor(q, 2); q = (q + o); }
-    { const float o = dv_shfl_xor(q, 1); q = (q + o); }
-    if (lane == 0) { red_v1[row * 16 + warp] = a; red_v6[row * 16 + warp] = q; red_v6_pivoted[row * 16 + warp] = b; }
-  }
-  const float v2 = 4096.0f;
-  const float v8 = 9.99999975e-06f;
-  float v12[8];
-  #pragma unroll
-  for (int c = 0; c < 2; ++c) {
-    const idx_t l0 = rbase + c * 2048;
-    const dv_vec<float, 4> w = *reinterpret_cast<const dv_vec<float, 4>*>(b1_d1 + l0);
-    #pragma unroll
-    for (int v = 0; v < 4; ++v) {
-      v12[c * 4 + v] = w.e[v];
-    }
-  }
-  float v14[8];
-  #pragma unroll
-  for (int c = 0; c < 2; ++c) {
-    const idx_t l0 = rbase + c * 2048;
-    const dv_vec<float, 4> w = *reinterpret_cast<const dv_vec<float, 4>*>(b2_d2 + l0);
-    #pragma unroll
-    for (int v = 0; v < 4; ++v) {
-      v14[c * 4 + v] = w.e[v];
-    }
-  }
-  __syncthreads();  // the partial results of the reductions above are in shared memory
-  v1 = red_v1[row * 16];
-  #pragma unroll
-  for (int i = 1; i < 16; ++i) {
-    v1 = (v1 + red_v1[row * 16 + i]);
-  }
-  v6 = red_v6[row * 16];
-  #pragma unroll
-  for (int i = 1; i < 16; ++i) {
-    v6 = (v6 + red_v6[row * 16 + i]);
   }
   {
-    float total = red_v6_pivoted[row * 16];
-    #pragma unroll
-    for (int i = 1; i < 16; ++i) {
-      total = (total + red_v6_pivoted[row * 16 + i]);
-    }
-    float spread = 0.0f;
-    #pragma unroll
-    for (int i = 0; i < 16; ++i) {
-      const float e = red_v6_pivoted[row * 16 + i] - total * 0.0625f;
-      spread = (spread + e * e);
-    }
-    v6 = (v6 + spread / 256.0f);
+    float a = acc_v1[0];
+    red_v1[t * 64 + row] = a;
+  }
+  __syncthreads();  // the partial results of the reductions above are in shared memory
+  v1 = red_v1[row];
+  #pragma unroll
+  for (int i = 1; i < 16; ++i) {
+    v1 = (v1 + red_v1[i * 64 + row]);
   }
   const float v3 = (v1 / v2);
-  float v4[8], v5[8];
-  #pragma unroll
-  for (int k = 0; k < 8; ++k) {
-    v4[k] = (v0[k] - v3);
-    v5[k] = (v4[k] * v4[k]);
-  }
-  const float v7 = (v6 / v2);
-  const float v9 = (v7 + v8);
-  const float v10 = __frcp_rn(sqrtf(v9));
-  float v11[8], v13[8], v15[8];
-  #pragma unroll
-  for (int k = 0; k < 8; ++k) {
-    v11[k] = (v4[k] * v10);
-    v13[k] = (v11[k] * v12[k]);
-    v15[k] = (v13[k] + v14[k]);
-  }
-  #pragma unroll
-  for (int c = 0; c < 2; ++c) {
-    const idx_t l0 = rbase + c * 2048;
-    dv_vec<float, 4> w;
-    #pragma unroll
-    for (int v = 0; v < 4; ++v) {
-      w.e[v] = v15[c * 4 + v];
-    }
-    *reinterpret_cast<dv_vec<float, 4>*>(b3_d8 + (l0 + x * 4096)) = w;
-  }
+  if (t == 0) b1_d3[x] = v3;
 }
 

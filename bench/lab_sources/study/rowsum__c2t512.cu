@@ -1,18 +1,14 @@
-// launch: grid (8192,1,1) block (512,1,1) shared 0
+// launch: grid (16384,1,1) block (512,1,1) shared 0
 // deepvisor generated kernel k0
-// iteration space: xnumel=8192, rnumel=8192
-// strategy: row kernel, persistent (the row stays in registers); 512 threads per row, 1 rows per block of 512 threads; each thread holds 4 chunks x 4 lanes
+// iteration space: xnumel=16384, rnumel=4096
+// strategy: row kernel, persistent (the row stays in registers); 512 threads per row, 1 rows per block of 512 threads; each thread holds 2 chunks x 4 lanes
 //
-// kernel k0 (xnumel=8192, rnumel=8192)
+// kernel k0 (xnumel=16384, rnumel=4096)
 //   buffer d0: f32[67108864] read
-//   buffer d3: f32[67108864] written
-//   %0 = load d0[x*8192 + r] : f32  (r)
-//   %1 = reduce.max %0 : f32
-//   %2 = sub %0 %1 : f32  (r)
-//   %3 = exp %2 : f32  (r)
-//   %4 = reduce.sum %3 : f32
-//   %5 = div %3 %4 : f32  (r)
-//   store d3[x*8192 + r] = %5 : f32  (r)
+//   buffer d2: f32[16384] written
+//   %0 = load d0[x*4096 + r] : f32  (r)
+//   %1 = reduce.sum %0 : f32
+//   store d2[x] = %1 : f32
 
 // ---- helpers (no include files: NVRTC compiles this source as is) ----
 #pragma nv_diag_suppress 177  // unused shape constants are fine
@@ -134,22 +130,13 @@ __device__ __forceinline__ long long dv_shfl_xor(long long v, int m) { return __
 __device__ __forceinline__ bool dv_shfl_xor(bool v, int m) { return __shfl_xor_sync(0xffffffffu, (int)v, m) != 0; }
 
 typedef int idx_t;  // 32-bit index arithmetic (every index < 2^31)
-constexpr idx_t kXnumel = 8192;
-constexpr idx_t kRnumel = 8192;
+constexpr idx_t kXnumel = 16384;
+constexpr idx_t kRnumel = 4096;
 constexpr int kTpr = 512;  // threads per row
 constexpr int kRpb = 1;  // rows per block
 
-// A 16-byte load with an L1 policy (lab variant).
-template <typename V> __device__ __forceinline__ V dv_ld_hint(const V* p) {
-  unsigned u[4];
-  asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(u[0]), "=r"(u[1]), "=r"(u[2]), "=r"(u[3]) : "l"(p));
-  V v;
-  memcpy(&v, u, 16);
-  return v;
-}
-extern "C" __global__ void __launch_bounds__(512) k0(const float* __restrict__ b0_d0, float* __restrict__ b1_d3) {
+extern "C" __global__ void __launch_bounds__(512) k0(const float* __restrict__ b0_d0, float* __restrict__ b1_d2) {
   __shared__ float red_v1[16];
-  __shared__ float red_v4[16];
   const int tid = threadIdx.x;
   const int t = tid;  // thread within its row
   const int row = 0;  // row within the block
@@ -157,57 +144,18 @@ extern "C" __global__ void __launch_bounds__(512) k0(const float* __restrict__ b
   const int warp = t / 32;  // warp within its row
   const idx_t x = (idx_t)blockIdx.x * kRpb + row;
   const idx_t rbase = (idx_t)t * 4;  // chunk c covers r = rbase + c*kTpr*W + [0, W)
-  float v0[16];
+  float v0[8];
   #pragma unroll
-  for (int c = 0; c < 4; ++c) {
+  for (int c = 0; c < 2; ++c) {
     const idx_t l0 = rbase + c * 2048;
-    const dv_vec<float, 4> w = dv_ld_hint(reinterpret_cast<const dv_vec<float, 4>*>(b0_d0 + (l0 + x * 8192)));
+    const dv_vec<float, 4> w = *reinterpret_cast<const dv_vec<float, 4>*>(b0_d0 + (l0 + x * 4096));
     #pragma unroll
     for (int v = 0; v < 4; ++v) {
       v0[c * 4 + v] = w.e[v];
     }
   }
-  // %1 = reduce.max %0
+  // %1 = reduce.sum %0
   float v1;
-  {
-    float acc[4];
-    #pragma unroll
-    for (int v = 0; v < 4; ++v) {
-      acc[v] = (-__int_as_float(0x7f800000));
-    }
-    #pragma unroll
-    for (int c = 0; c < 4; ++c) {
-      #pragma unroll
-      for (int v = 0; v < 4; ++v) {
-        acc[v] = dv_max(acc[v], v0[c * 4 + v]);
-      }
-    }
-    float a = acc[0];
-    #pragma unroll
-    for (int v = 1; v < 4; ++v) {
-      a = dv_max(a, acc[v]);
-    }
-    { const float o = dv_shfl_xor(a, 16); a = dv_max(a, o); }
-    { const float o = dv_shfl_xor(a, 8); a = dv_max(a, o); }
-    { const float o = dv_shfl_xor(a, 4); a = dv_max(a, o); }
-    { const float o = dv_shfl_xor(a, 2); a = dv_max(a, o); }
-    { const float o = dv_shfl_xor(a, 1); a = dv_max(a, o); }
-    if (lane == 0) red_v1[row * 16 + warp] = a;
-  }
-  __syncthreads();  // the partial results of the reductions above are in shared memory
-  v1 = red_v1[row * 16];
-  #pragma unroll
-  for (int i = 1; i < 16; ++i) {
-    v1 = dv_max(v1, red_v1[row * 16 + i]);
-  }
-  float v2[16], v3[16];
-  #pragma unroll
-  for (int k = 0; k < 16; ++k) {
-    v2[k] = (v0[k] - v1);
-    v3[k] = expf(v2[k]);
-  }
-  // %4 = reduce.sum %3
-  float v4;
   {
     float acc[4];
     #pragma unroll
@@ -215,10 +163,10 @@ extern "C" __global__ void __launch_bounds__(512) k0(const float* __restrict__ b
       acc[v] = 0.0f;
     }
     #pragma unroll
-    for (int c = 0; c < 4; ++c) {
+    for (int c = 0; c < 2; ++c) {
       #pragma unroll
       for (int v = 0; v < 4; ++v) {
-        acc[v] = (acc[v] + v3[c * 4 + v]);
+        acc[v] = (acc[v] + v0[c * 4 + v]);
       }
     }
     float a = acc[0];
@@ -231,28 +179,14 @@ extern "C" __global__ void __launch_bounds__(512) k0(const float* __restrict__ b
     { const float o = dv_shfl_xor(a, 4); a = (a + o); }
     { const float o = dv_shfl_xor(a, 2); a = (a + o); }
     { const float o = dv_shfl_xor(a, 1); a = (a + o); }
-    if (lane == 0) red_v4[row * 16 + warp] = a;
+    if (lane == 0) red_v1[row * 16 + warp] = a;
   }
   __syncthreads();  // the partial results of the reductions above are in shared memory
-  v4 = red_v4[row * 16];
+  v1 = red_v1[row * 16];
   #pragma unroll
   for (int i = 1; i < 16; ++i) {
-    v4 = (v4 + red_v4[row * 16 + i]);
+    v1 = (v1 + red_v1[row * 16 + i]);
   }
-  float v5[16];
-  #pragma unroll
-  for (int k = 0; k < 16; ++k) {
-    v5[k] = (v3[k] / v4);
-  }
-  #pragma unroll
-  for (int c = 0; c < 4; ++c) {
-    const idx_t l0 = rbase + c * 2048;
-    dv_vec<float, 4> w;
-    #pragma unroll
-    for (int v = 0; v < 4; ++v) {
-      w.e[v] = v5[c * 4 + v];
-    }
-    *reinterpret_cast<dv_vec<float, 4>*>(b1_d3 + (l0 + x * 8192)) = w;
-  }
+  if (t == 0) b1_d2[x] = v1;
 }
 
