@@ -48,6 +48,10 @@
 //     and none along r (a reduction over an outer dimension): a warp covers 32
 //     consecutive rows (coalesced), up to 32 threads split each row's r range
 //     (W = 1) and combine through shared memory (no shuffles).
+//     A block takes 64 rows (256 bytes of f32 along x) when every SM gets such
+//     a block, else 32.
+//   - A row kernel that stores no r-level value (a plain reduction) loads its
+//     rows' 16-byte chunks with L1::no_allocate (dv_load_once).
 // Rows past xnumel (last block) are clamped to the last row for loads and
 // compute, and never store; every thread reaches every barrier and shuffle.
 // Chunks past rnumel load nothing, contribute the identity to reductions and
@@ -1570,12 +1574,6 @@ struct RowLayout {
 
 // True when the r-level accesses are contiguous along x and none along r (a
 // reduction over an outer dimension): then threads should follow x.
-bool Emitter::writes_rows() const {
-  for (std::size_t i = 0; i < k_.body.size(); ++i)
-    if (live_[i] && lanes_[i] && k_.body[i].op == PrimOp::Store) return true;
-  return false;
-}
-
 bool Emitter::prefers_col_major() const {
   bool along_x = false;
   for (std::size_t i = 0; i < k_.body.size(); ++i) {
@@ -1587,6 +1585,12 @@ bool Emitter::prefers_col_major() const {
     along_x = along_x || (fx && fx->stride == 1);
   }
   return along_x;
+}
+
+bool Emitter::writes_rows() const {
+  for (std::size_t i = 0; i < k_.body.size(); ++i)
+    if (live_[i] && lanes_[i] && k_.body[i].op == PrimOp::Store) return true;
+  return false;
 }
 
 // When `tpr` threads would hold unequal shares of a row's chunks (the last
@@ -1624,7 +1628,7 @@ void Emitter::emit_rows() {
     L.vec = 1;
     // 64 rows (256 contiguous bytes of f32 per r) once there are enough for a
     // block an SM: mean(0) of 4096x16384 f32 103.9 -> 101.2 us against 32.
-    const std::int64_t wide = std::max(32, dev_.col_rows_per_block);
+    const std::int64_t wide = std::clamp<std::int64_t>(dev_.col_rows_per_block / 32 * 32, 32, max_block);
     L.rpb = k_.xnumel >= wide * dev_.sm_count ? wide : 32;
     L.tpr = 1;
     while (L.tpr < 32 && L.tpr < k_.rnumel && L.rpb * L.tpr * 2 <= max_block &&
