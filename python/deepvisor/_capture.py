@@ -222,7 +222,9 @@ class Recorder(TorchDispatchMode):
         """The graph text and how to rebuild `result` from the graph outputs.
 
         Returns (text, spec, leaves): leaves are ("arg", i) for a call argument
-        returned as is, ("out", k) for graph output k, ("const", obj) otherwise.
+        returned as is, ("view", (i, sizes, strides, offset)) for a view of
+        argument i (rebuilt with as_strided, so that it aliases the argument as
+        in eager), ("out", k) for graph output k, ("const", obj) otherwise.
         """
         leaves, spec = torch.utils._pytree.tree_flatten(result)
         arg_position = {id(t): i for i, t in enumerate(arguments)}
@@ -231,6 +233,10 @@ class Recorder(TorchDispatchMode):
             if isinstance(leaf, torch.Tensor):
                 if id(leaf) in arg_position:
                     rebuilt.append(("arg", arg_position[id(leaf)]))
+                    continue
+                view = _view_of_argument(leaf, arguments)
+                if view is not None:
+                    rebuilt.append(("view", view))
                     continue
                 output_values.append(self.value_of(leaf))
                 rebuilt.append(("out", len(output_values) - 1))
@@ -242,6 +248,34 @@ class Recorder(TorchDispatchMode):
         lines.append("output" + "".join(f" %{v}" for v in output_values))
         lines += [f"mutation %{i} %{v}" for i, v in self._mutations.items()]
         return "\n".join(lines) + "\n", spec, rebuilt
+
+
+def _span(t):
+    """The lowest and highest storage offsets `t` reaches."""
+    lo = hi = t.storage_offset()
+    for size, stride in zip(t.shape, t.stride()):
+        lo += min(0, (size - 1) * stride)
+        hi += max(0, (size - 1) * stride)
+    return lo, hi
+
+
+def _view_of_argument(leaf, arguments):
+    """(i, sizes, strides, offset from argument i's) when `leaf` is a view of
+    argument i: the same storage and dtype, within the argument's span. Guards
+    pin the arguments' sizes and strides, so the same view of a later call's
+    argument i is that argument's as_strided with these numbers."""
+    if leaf.numel() == 0:
+        return None
+    storage = leaf.untyped_storage().data_ptr()
+    for i, arg in enumerate(arguments):
+        if arg.numel() == 0 or arg.dtype != leaf.dtype or arg.device != leaf.device:
+            continue
+        if arg.untyped_storage().data_ptr() != storage:
+            continue
+        (lo, hi), (arg_lo, arg_hi) = _span(leaf), _span(arg)
+        if arg_lo <= lo and hi <= arg_hi:
+            return i, tuple(leaf.shape), tuple(leaf.stride()), leaf.storage_offset() - arg.storage_offset()
+    return None
 
 
 def _flatten(out):

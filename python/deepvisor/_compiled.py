@@ -56,7 +56,11 @@ class _Entry:
             return tuple(outputs)
         values = []
         for kind, x in self.leaves:
-            values.append(arguments[x] if kind == "arg" else outputs[x] if kind == "out" else x)
+            if kind == "view":
+                i, sizes, strides, offset = x
+                values.append(arguments[i].as_strided(sizes, strides, arguments[i].storage_offset() + offset))
+            else:
+                values.append(arguments[x] if kind == "arg" else outputs[x] if kind == "out" else x)
         return tree_unflatten(values, self.spec)
 
 

@@ -202,6 +202,63 @@ def test_in_place_update_and_a_new_output():
     assert deepvisor.stats(g)["cache_hits"] == 1
 
 
+# -- returned views ------------------------------------------------------------------------------
+
+
+def views_and_a_result(x):
+    return x.t(), x[1:3], x.reshape(-1), x[:, ::2].unsqueeze(0), x * 2
+
+
+def test_returned_views_alias_their_argument_as_in_eager():
+    g = deepvisor.compile(views_and_a_result)
+    g(randn(4, 6))
+    x = randn(4, 6, seed=1)
+    got, want = g(x), views_and_a_result(x)
+    for o, r in zip(got[:4], want[:4]):
+        assert o.shape == r.shape and o.stride() == r.stride() and torch.equal(o, r)
+        assert o.untyped_storage().data_ptr() == x.untyped_storage().data_ptr()
+        assert o.storage_offset() == r.storage_offset()
+    assert_matches(got[4], want[4], f32_tolerance)
+    got[1][0, 0] = 123.0  # written through a returned view, as in eager
+    assert x[1, 0] == 123.0
+    assert deepvisor.stats(g)["kernels"] == 1  # the views cost no kernel
+
+
+def test_view_of_an_offset_argument_follows_the_new_argument():
+    def fn(x):
+        return x[1:].t()
+
+    g = deepvisor.compile(fn)
+    g(randn(6, 9)[1:, 2:])
+    x = randn(6, 9, seed=3)[1:, 2:]
+    got = g(x)
+    assert torch.equal(got, fn(x)) and got.data_ptr() == fn(x).data_ptr()
+    assert deepvisor.stats(g)["kernels"] == 0
+
+
+def test_view_after_an_in_place_update_sees_the_update():
+    def fn(x):
+        x.add_(1)
+        return x[0]
+
+    g = deepvisor.compile(fn)
+    g(randn(3, 5))
+    x = randn(3, 5, seed=4)
+    expected = x[0] + 1
+    got = g(x)
+    assert_matches(got, expected, f32_tolerance)
+    assert got.data_ptr() == x.data_ptr()
+
+
+def test_reinterpreting_view_comes_back_as_a_copy_with_equal_values():
+    def fn(x):
+        return x.view(torch.int32)
+
+    _, got = run_twice(fn, randn(4, 4))
+    x = randn(4, 4)
+    assert torch.equal(got, fn(x))
+
+
 # -- modules and autograd ----------------------------------------------------------------------
 
 
