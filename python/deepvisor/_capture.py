@@ -267,15 +267,20 @@ def _view_of_argument(leaf, arguments):
     if leaf.numel() == 0:
         return None
     storage = leaf.untyped_storage().data_ptr()
-    for i, arg in enumerate(arguments):
-        if arg.numel() == 0 or arg.dtype != leaf.dtype or arg.device != leaf.device:
-            continue
-        if arg.untyped_storage().data_ptr() != storage:
-            continue
-        (lo, hi), (arg_lo, arg_hi) = _span(leaf), _span(arg)
-        if arg_lo <= lo and hi <= arg_hi:
-            return i, tuple(leaf.shape), tuple(leaf.stride()), leaf.storage_offset() - arg.storage_offset()
-    return None
+    sharing = [i for i, arg in enumerate(arguments) if arg.untyped_storage().data_ptr() == storage]
+    if len(sharing) != 1:
+        # None: a result of its own. Several: arguments that share storage (x
+        # and x[1:]) cannot tell which one the view came from; a copy is right
+        # for later calls that pass unrelated tensors.
+        return None
+    i = sharing[0]
+    arg = arguments[i]
+    if arg.numel() == 0 or arg.dtype != leaf.dtype or arg.device != leaf.device:
+        return None
+    (lo, hi), (arg_lo, arg_hi) = _span(leaf), _span(arg)
+    if not (arg_lo <= lo and hi <= arg_hi):
+        return None
+    return i, tuple(leaf.shape), tuple(leaf.stride()), leaf.storage_offset() - arg.storage_offset()
 
 
 def _flatten(out):
