@@ -275,7 +275,7 @@ def _view_of_argument(leaf, arguments):
         return None
     i = sharing[0]
     arg = arguments[i]
-    if arg.numel() == 0 or arg.dtype != leaf.dtype or arg.device != leaf.device:
+    if arg.numel() == 0 or arg.dtype != leaf.dtype:
         return None
     (lo, hi), (arg_lo, arg_hi) = _span(leaf), _span(arg)
     if not (arg_lo <= lo and hi <= arg_hi):

@@ -1664,10 +1664,12 @@ void Emitter::emit_rows() {
         L.persistent = true;
         break;
       }
-    if (!L.persistent) L.tpr = choose_tpr();
-    if (L.persistent) L.tpr = equal_share_tpr(L.tpr, chunks, [&](std::int64_t tpr) {
-      return k_.xnumel * tpr >= fill_threads && fits(chunks / tpr, L.vec, block_threads(tpr));
-    });
+    if (L.persistent)
+      L.tpr = equal_share_tpr(L.tpr, chunks, [&](std::int64_t tpr) {
+        return k_.xnumel * tpr >= fill_threads && fits(chunks / tpr, L.vec, block_threads(tpr));
+      });
+    else
+      L.tpr = choose_tpr();
     L.threads = block_threads(L.tpr);
     L.rpb = L.threads / L.tpr;
   }
