@@ -8,7 +8,7 @@ torch.compile both do) than with one preallocated output, while torch.compile's
 kernel did not pay it. This script prints, for deepvisor and torch.compile,
 the output addresses they get under triton's do_bench (and the address of
 do_bench's L2-flush buffer), then times the emitted kernel writing into outputs
-at several fixed addresses, so that an address effect shows as a spread
+at several fixed addresses (separate allocations, and offsets inside one buffer), so that an address effect shows as a spread
 between them. It decides nothing by itself; read it beside NOTES.
 """
 
@@ -71,6 +71,12 @@ def main():
     for i, out in enumerate(outs):
         launches[f"preallocated #{i} at {out.data_ptr():#x}"] = (
             lambda out=out: kernel((ROWS, 1, 1), (512, 1, 1), [x, w, b, out]))
+    # Outputs at chosen offsets inside one larger buffer: the address alone varies.
+    pool = torch.empty(want.numel() + (8 << 20) // 4, device="cuda")
+    for offset in (0, 4 << 10, 64 << 10, 1 << 20, (2 << 20) + (4 << 10), 4 << 20):
+        view = pool[offset // 4: offset // 4 + want.numel()].view_as(want)
+        launches[f"offset {offset:#x} in one buffer at {pool.data_ptr():#x}"] = (
+            lambda out=view: kernel((ROWS, 1, 1), (512, 1, 1), [x, w, b, out]))
     launches["allocated each call"] = lambda: kernel((ROWS, 1, 1), (512, 1, 1), [x, w, b, torch.empty_like(want)])
     launches["deepvisor"] = lambda: dv(x, w, b)
     launches["torch.compile"] = lambda: tc(x, w, b)
