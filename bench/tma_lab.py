@@ -219,7 +219,7 @@ def variants(x, w, b, sms):
     found = {}
     out = torch.full_like(x, float("nan"))
     k = kernel_lab.compile_kernel(copy_ldg_source("copy_ldg512", 512), "copy_ldg512")
-    found["copy LDG, 512 thr x 2 float4, a row a block"] = (lambda o=out: k((ROWS, 1, 1), (512, 1, 1), [x, o, ROWS]), out, "x")
+    found["copy LDG, 512 thr x 2 float4, a row a block"] = (lambda k=k, o=out: k((ROWS, 1, 1), (512, 1, 1), [x, o, ROWS]), out, "x")
     for stages, per_sm in ((2, 4), (4, 4), (4, 8), (8, 4)):
         name = f"copy_tma_s{stages}"
         smem = stages * COLS * 4
