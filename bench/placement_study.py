@@ -51,10 +51,14 @@ def placement_kernels(x, w, b):
     import tma_lab
     emitted = kernel_lab.compile_kernel(SOURCE.read_text(), "k0")
     looped = kernel_lab.compile_kernel(tma_lab.ln_looped_source("looped", 512, 1, "l1l2"), "looped")
+    looped3 = kernel_lab.compile_kernel(tma_lab.ln_looped_source("looped3", 512, 1, "l1l2", passes=3), "looped3")
+    looped3_plain = kernel_lab.compile_kernel(tma_lab.ln_looped_source("looped3p", 512, 1, "none", passes=3), "looped3p")
     into = torch.compile(lambda x, w, b, out: out.copy_(kernel_lab.layer_norm(x, w, b)))
     return {
         "emitted": lambda out: emitted((ROWS, 1, 1), (512, 1, 1), [x, w, b, out]),
         "Inductor-like looped, L1+L2 hints": lambda out: looped((ROWS, 1, 1), (512, 1, 1), [x, w, b, out, ROWS]),
+        "looped, 3 passes, L1+L2 hints": lambda out: looped3((ROWS, 1, 1), (512, 1, 1), [x, w, b, out, ROWS]),
+        "looped, 3 passes, no hints": lambda out: looped3_plain((ROWS, 1, 1), (512, 1, 1), [x, w, b, out, ROWS]),
         "torch.compile into out": lambda out: into(x, w, b, out),
     }
 

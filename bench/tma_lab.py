@@ -199,12 +199,13 @@ extern "C" __global__ void __launch_bounds__({threads}) {name}(const float* __re
 """
 
 
-def ln_looped_source(name, threads, step_chunks, hint):
+def ln_looped_source(name, threads, step_chunks, hint, passes=2):
     """layer_norm as Inductor writes it for f32 rows of 4096: a loop over the
     row for the statistics (sums shifted by the row's first element), then a
     second loop that reads the row again (from L2) and writes it. `hint`: none,
     l2 (an L2 evict_last policy on the first read, evict_first on the second)
-    or l1l2 (the same plus the L1 eviction priorities)."""
+    or l1l2 (the same plus the L1 eviction priorities). passes=3: a first
+    pass for the mean alone (the shift), as deepvisor's looped form does."""
     step = threads * 4 * step_chunks
     steps = COLS // step
     if hint == "none":
@@ -212,6 +213,27 @@ def ln_looped_source(name, threads, step_chunks, hint):
     else:
         load = "ldg_hint"
     l1_last, l1_first = ("L1::evict_last.", "L1::evict_first.") if hint == "l1l2" else ("", "")
+    if passes == 2:
+        shift = "  const float shift = xr[0];"
+    else:
+        shift = f"""  float shift = 0.0f;
+  #pragma unroll
+  for (int k = 0; k < {steps}; ++k) {{
+    #pragma unroll
+    for (int c = 0; c < {step_chunks}; ++c) {{
+      const float4 v = {load}(xr + k * {step} + (c * {threads} + t) * 4, keep, true);
+      shift += (v.x + v.y) + (v.z + v.w);
+    }}
+  }}
+  #pragma unroll
+  for (int m = 16; m > 0; m >>= 1) shift += __shfl_xor_sync(0xffffffffu, shift, m);
+  if ((t & 31) == 0) red[0][t >> 5] = shift;
+  __syncthreads();
+  shift = 0.0f;
+  #pragma unroll
+  for (int k = 0; k < {threads // 32}; ++k) shift += red[0][k];
+  shift *= 1.0f / COLS;
+  __syncthreads();  // red[0] is reused below"""
     return f"""
 #define COLS {COLS}
 __device__ __forceinline__ float4 ldg_plain(const float* p, unsigned long long, bool) {{ return *reinterpret_cast<const float4*>(p); }}
@@ -232,7 +254,7 @@ extern "C" __global__ void __launch_bounds__({threads}) {name}(const float* __re
   unsigned long long keep = 0, drop = 0;
   asm("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;" : "=l"(keep));
   asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(drop));
-  const float shift = xr[0];
+{shift}
   float s = 0.0f, ss = 0.0f;
   #pragma unroll
   for (int k = 0; k < {steps}; ++k) {{

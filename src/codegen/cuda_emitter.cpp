@@ -473,6 +473,35 @@ template <typename V> __device__ __forceinline__ V dv_load_once(const V* p) {
   return v;
 }
 
+// Looped rows read a row once per pass. A pass that a later pass follows
+// over the same row loads it with evict_last (L1 and L2), so that the re-read
+// hits; the last pass loads it with evict_first. Measured on the H100
+// (bench/NOTES.md, 2026-11-25, third session): f32 layer_norm 16384x4096 in
+// three looped passes, 183.7-182.8 us without the hints against 181.6-182.2
+// with them, over four output addresses (torch.compile 182.2-182.4).
+template <typename V> __device__ __forceinline__ V dv_load_keep(const V* p) {
+  static_assert(sizeof(V) == 16, "16-byte vectors only");
+  unsigned long long policy;
+  asm("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;" : "=l"(policy));
+  unsigned u[4];
+  asm("ld.global.L1::evict_last.L2::cache_hint.v4.u32 {%0, %1, %2, %3}, [%4], %5;"
+      : "=r"(u[0]), "=r"(u[1]), "=r"(u[2]), "=r"(u[3]) : "l"(p), "l"(policy));
+  V v;
+  memcpy(&v, u, 16);
+  return v;
+}
+template <typename V> __device__ __forceinline__ V dv_load_last(const V* p) {
+  static_assert(sizeof(V) == 16, "16-byte vectors only");
+  unsigned long long policy;
+  asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
+  unsigned u[4];
+  asm("ld.global.L1::evict_first.L2::cache_hint.v4.u32 {%0, %1, %2, %3}, [%4], %5;"
+      : "=r"(u[0]), "=r"(u[1]), "=r"(u[2]), "=r"(u[3]) : "l"(p), "l"(policy));
+  V v;
+  memcpy(&v, u, 16);
+  return v;
+}
+
 // f16 / bf16 are stored as unsigned short and computed in float.
 __device__ __forceinline__ float dv_f16_to_f32(unsigned short h) {
   float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f;
@@ -644,6 +673,7 @@ class Emitter {
   void emit_scalar(ValueId id, const std::string& store_guard);
   void emit_lanes(ValueId id, const Segment& s);
   void emit_lane_list(const std::vector<ValueId>& ids, const Segment& s);
+  std::string row_load_call(ValueId id, const Instr& in, const Segment& s, const std::string& ptr) const;
   void emit_elementwise_run(const std::vector<ValueId>& ids, const Segment& s);
   void emit_lane_load(ValueId id, const Segment& s);
   void emit_lane_store(ValueId id, const Segment& s);
@@ -677,6 +707,8 @@ class Emitter {
   void emit_rows_kernel(const RowLayout& L, Segment s, const std::vector<int>& pass, int num_passes);
   void emit_rows_persistent(const Segment& s, const std::vector<int>& pass);
   void emit_rows_looped(Segment s, std::int64_t outer, const std::vector<int>& pass, int num_passes);
+  std::vector<char> lanes_needed_by_pass(const std::vector<int>& pass, int p) const;
+  void set_row_load_hints(const std::vector<std::vector<char>>& needs, int p);
 
   const Kernel& k_;
   const DeviceSpec& dev_;
@@ -698,6 +730,9 @@ class Emitter {
   int tpr_ = 1, rpb_ = 1, threads_ = 32;
   bool col_major_ = false;
   bool loads_once_ = false;  // a row kernel that writes no row: its rows' 16-byte loads skip L1
+  // Looped rows: per Load, the cache hint of its 16-byte row loads in the pass being written.
+  enum class RowLoadHint { None, Keep, Last };
+  std::vector<RowLoadHint> row_load_hint_;
   std::vector<ValueId> pending_;  // reductions written to shared memory, not yet read back
   // One-pass variance (persistent rows): for a sum R1, the R2 =
   // sum((x - R1/N)^2) computed with it, or -1; for such an R2, its R1, or -1.
@@ -1092,6 +1127,17 @@ void Emitter::emit_elementwise_run(const std::vector<ValueId>& ids, const Segmen
   w_.close();
 }
 
+// A contiguous lane load through ptr, with the cache policy its row reads call for.
+std::string Emitter::row_load_call(ValueId id, const Instr& in, const Segment& s, const std::string& ptr) const {
+  const bool row_chunk = in.index.uses_var("x") && ir::dtype_size(k_.buffers[in.buffer].dtype) * s.width == 16;
+  if (!row_chunk) return "*" + ptr;
+  const RowLoadHint hint = row_load_hint_.empty() ? RowLoadHint::None : row_load_hint_[id];
+  if (hint == RowLoadHint::Keep) return "dv_load_keep(" + ptr + ")";
+  if (hint == RowLoadHint::Last) return "dv_load_last(" + ptr + ")";
+  if (loads_once_) return "dv_load_once(" + ptr + ")";
+  return "*" + ptr;
+}
+
 void Emitter::emit_lane_load(ValueId id, const Segment& s) {
   const Instr& in = k_.body[id];
   const auto& b = k_.buffers[in.buffer];
@@ -1107,8 +1153,7 @@ void Emitter::emit_lane_load(ValueId id, const Segment& s) {
     case LaneAccess::Contiguous: {
       const std::string vec = cat("dv_vec<", ST, ", ", s.width, ">");
       const std::string ptr = cat("reinterpret_cast<const ", vec, "*>(", p, " + ", lane_index(in.index, s, "l0"), ")");
-      const bool once = loads_once_ && in.index.uses_var("x") && ir::dtype_size(b.dtype) * s.width == 16;
-      w_.line(cat("const ", vec, " w = ", once ? "dv_load_once(" + ptr + ")" : "*" + ptr, ";"));
+      w_.line(cat("const ", vec, " w = ", row_load_call(id, in, s, ptr), ";"));
       w_.open_unrolled("v", 0, s.width);
       w_.line(cat(v, "[c * ", s.width, " + v] = ", raw ? "w.e[v]" : load_conv(b.dtype, "w.e[v]"), ";"));
       w_.close();
@@ -1810,9 +1855,28 @@ void Emitter::emit_rows_persistent(const Segment& s, const std::vector<int>& pas
   flush_run();
 }
 
+// The lane values pass p needs: its Stores and the operands of its
+// Reductions, with everything they depend on (recomputed from the loads).
+std::vector<char> Emitter::lanes_needed_by_pass(const std::vector<int>& pass, int p) const {
+  const std::size_t n = k_.body.size();
+  std::vector<char> need(n, 0);
+  for (std::size_t i = n; i-- > 0;) {
+    const Instr& in = k_.body[i];
+    if (!live_[i]) continue;
+    if ((in.op == PrimOp::Store && lanes_[i] && pass[i] == p) || (in.op == PrimOp::Reduce && pass[i] == p + 1))
+      need[i] = 1;
+    if (!need[i]) continue;
+    for (ValueId a : in.args)
+      if (lanes_[a]) need[a] = 1;
+  }
+  return need;
+}
+
 void Emitter::emit_rows_looped(Segment s, std::int64_t outer, const std::vector<int>& pass, int num_passes) {
   const std::string xguard = store_guard_x(!s.store_guard.empty(), tpr_);
   const std::size_t n = k_.body.size();
+  std::vector<std::vector<char>> needs;
+  for (int p = 0; p < num_passes; ++p) needs.push_back(lanes_needed_by_pass(pass, p));
   std::vector<char> emitted(n, 0);
   for (int p = 0; p <= num_passes; ++p) {
     // Scalars available from this pass on.
@@ -1822,25 +1886,12 @@ void Emitter::emit_rows_looped(Segment s, std::int64_t outer, const std::vector<
       emitted[i] = 1;
     }
     if (p == num_passes) break;
-    // The lane values this pass needs: its Stores and the operands of its
-    // Reductions, with everything they depend on (recomputed from the loads).
-    std::vector<char> need(n, 0);
-    std::vector<ValueId> reduces;
-    for (std::size_t i = n; i-- > 0;) {
-      const Instr& in = k_.body[i];
-      if (!live_[i]) continue;
-      const bool root = (in.op == PrimOp::Store && lanes_[i] && pass[i] == p) ||
-                        (in.op == PrimOp::Reduce && pass[i] == p + 1);
-      if (root) {
-        need[i] = 1;
-        if (in.op == PrimOp::Reduce) reduces.push_back(static_cast<ValueId>(i));
-      }
-      if (!need[i]) continue;
-      for (ValueId a : in.args)
-        if (lanes_[a]) need[a] = 1;
-    }
-    std::reverse(reduces.begin(), reduces.end());
+    const std::vector<char>& need = needs[p];
     if (std::none_of(need.begin(), need.end(), [](char c) { return c != 0; })) continue;
+    std::vector<ValueId> reduces;
+    for (std::size_t i = 0; i < n; ++i)
+      if (need[i] && k_.body[i].op == PrimOp::Reduce) reduces.push_back(static_cast<ValueId>(i));
+    set_row_load_hints(needs, p);
     flush_reductions();
     w_.line(cat("// ---- pass ", p, ": over the row in ", outer, " iterations of ", s.nchunk, " chunks"));
     for (ValueId r : reduces) {
@@ -1863,6 +1914,24 @@ void Emitter::emit_rows_looped(Segment s, std::int64_t outer, const std::vector<
       emit_reduce_finish(r, "acc_" + name(r), s.width);
       w_.close();
     }
+  }
+  row_load_hint_.clear();
+}
+
+// A Load that a later pass loads again is kept in cache (Keep); in the last
+// of several passes that load it, it goes first (Last); loaded by one pass
+// only, it takes no hint.
+void Emitter::set_row_load_hints(const std::vector<std::vector<char>>& needs, int p) {
+  row_load_hint_.assign(k_.body.size(), RowLoadHint::None);
+  if (!dev_.row_loop_hints) return;
+  for (std::size_t i = 0; i < k_.body.size(); ++i) {
+    if (!needs[p][i] || k_.body[i].op != PrimOp::Load) continue;
+    bool before = false, after = false;
+    for (int q = 0; q < static_cast<int>(needs.size()); ++q) {
+      before = before || (q < p && needs[q][i]);
+      after = after || (q > p && needs[q][i]);
+    }
+    row_load_hint_[i] = after ? RowLoadHint::Keep : before ? RowLoadHint::Last : RowLoadHint::None;
   }
 }
 

@@ -29,6 +29,7 @@ struct DeviceSpec {
   int row_chunks_per_thread = 2;
   int row_max_threads = 512;
   bool row_force_looped = false;  // never hold the row in registers (row_chunks_per_thread a step)
+  bool row_loop_hints = true;     // looped rows: evict_last loads in passes a later pass re-reads, evict_first in the last
   int col_rows_per_block = 64;    // reductions over an outer dimension: rows (x) a block, when that leaves a block an SM
 };
 
