@@ -46,5 +46,5 @@ for tag in $tags; do
   done
   grep -h "^// strategy" "$src/${tag}"__*.cu | sed "s/^/$tag: /" >>"$OUT/strategies.txt"
 done
-timeout 500 python3 bench/kernel_lab.py --cu "$src"/*.cu --rounds "$rounds" --fresh >"$OUT/loop-lab.log" 2>&1
+timeout 430 python3 bench/kernel_lab.py --cu "$src"/*.cu --rounds "$rounds" --fresh >"$OUT/loop-lab.log" 2>&1
 grep '^|' "$OUT/loop-lab.log"
