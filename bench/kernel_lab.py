@@ -429,6 +429,15 @@ METHODS = {
 }
 
 
+def own_code(fn, tag):
+    """fn with a code object of its own. Dynamo keeps its compiled frames per
+    code object: workloads that share a function at other shapes would make
+    it recompile with dynamic shapes (slower kernels), as micro.py once saw."""
+    import types
+    code = fn.__code__.replace(co_name=f"{fn.__name__}_{tag}")
+    return types.FunctionType(code, fn.__globals__, code.co_name, fn.__defaults__, fn.__closure__)
+
+
 def run_emitted(paths, rounds, sms, methods, ncu, fresh_outputs):
     """Interleaved rounds over emitted kernels, deepvisor, torch.compile and
     the lab's variants, by each timing method."""
@@ -465,7 +474,7 @@ def run_emitted(paths, rounds, sms, methods, ncu, fresh_outputs):
             rows[f"{tag} deepvisor"] = (lambda dv=dv, args=args: dv(*args), moved)
         except ImportError:
             pass
-        ind = torch.compile(fn)
+        ind = torch.compile(own_code(fn, tag))
         ind(*args)
         rows[f"{tag} torch.compile"] = (lambda ind=ind, args=args: ind(*args), moved)
         for name in lab_names:

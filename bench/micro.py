@@ -48,7 +48,7 @@ def workloads(device):
 
 def extra_workloads(device):
     """Shapes a transformer or a classifier meets (rows of 512-3072, odd sizes,
-    reductions over either end), to check we are no slower than torch.compile
+    rows of 32768, reductions over either end), to check we are no slower than torch.compile
     beyond the four issue-3 workloads."""
     def randn(*shape, dtype=torch.float32):
         return torch.randn(*shape, device=device, dtype=dtype)
@@ -61,6 +61,10 @@ def extra_workloads(device):
     yield "softmax 16x12x512x512 f32", softmax, lambda: (randn(16, 12, 512, 512),)
     yield "softmax 32768x1000 f32", softmax, lambda: (randn(32768, 1000),)
     yield "softmax 16x12x512x512 bf16", softmax, lambda: (randn(16, 12, 512, 512, dtype=torch.bfloat16),)
+    # Rows too long for registers (the looped form).
+    yield "softmax 2048x32768 f32", softmax, lambda: (randn(2048, 32768),)
+    yield ("layer_norm 2048x32768 f32", layer_norm,
+           lambda: (randn(2048, 32768), randn(32768), randn(32768)))
     yield "gelu_chain 50000017 f32", gelu_chain, lambda: (randn(50000017),)
     yield "sum(-1) 16384x4096 f32", row_sum, lambda: (randn(16384, 4096),)
     yield "mean(0) 4096x16384 f32", col_mean, lambda: (randn(4096, 16384),)

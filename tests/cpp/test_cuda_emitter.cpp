@@ -545,6 +545,23 @@ TEST_CASE("row kernels: layout, persistence and reductions", "[cuda_emitter]") {
     CHECK(count(body_of(k), "// ---- pass") == 3);
     CHECK(k.launch.block[0] == 1024);
   }
+  SECTION("looped rows: passes that a later pass follows keep the row in cache, the last lets it go") {
+    const Kernel sm = softmax("s", DType::Float32, 8, 65536);
+    const std::string body = body_of(emit(sm));
+    CHECK(count(body, "dv_load_keep(") == 2);  // the max and the sum of exponentials
+    CHECK(count(body, "dv_load_last(") == 1);  // the normalised write
+    DeviceSpec plain = kH100;
+    plain.row_loop_hints = false;
+    const std::string unhinted = body_of(emit_cuda(sm, plain));
+    CHECK(!contains(unhinted, "dv_load_keep("));
+    CHECK(!contains(unhinted, "dv_load_last("));
+    // One pass over the row: nothing to keep; it only skips L1.
+    const CudaKernel row_sum = emit(row_reduce("r", ReduceOp::Sum, DType::Float32, 8, 65536));
+    CHECK(contains(row_sum.source, "looped"));
+    const std::string sum = body_of(row_sum);
+    CHECK(!contains(sum, "dv_load_keep("));
+    CHECK(contains(sum, "dv_load_once("));
+  }
   SECTION("reductions over an outer dimension: column-major threads, shared memory, no shuffles") {
     const CudaKernel k = emit(column_sum("c", 1000, 512));
     const std::string body = body_of(k);
