@@ -46,11 +46,25 @@ class CompileCounter {
   KernelCompiler::CompileStats before_;
 };
 
+// DEEPVISOR_ROW_LOOPED_CHUNKS=N (experiments, bench/NOTES.md): every row
+// kernel takes the looped form, N chunks a thread a step, as dvdump
+// --row-looped --row-chunks N writes it. Kernels are cached by their source,
+// so the variants never mix.
+void apply_row_experiment(codegen::DeviceSpec& spec) {
+  const char* v = std::getenv("DEEPVISOR_ROW_LOOPED_CHUNKS");
+  if (v == nullptr || v[0] == '\0') return;
+  const int chunks = std::atoi(v);
+  if (chunks < 1 || chunks > 16) throw std::invalid_argument("DEEPVISOR_ROW_LOOPED_CHUNKS must be 1 to 16");
+  spec.row_force_looped = true;
+  spec.row_chunks_per_thread = chunks;
+}
+
 codegen::DeviceSpec spec_for(const CudaDriver::DeviceInfo& info) {
   codegen::DeviceSpec spec;
   spec.arch = info.arch;
   spec.sm_count = info.sm_count;
   spec.max_threads_per_block = info.max_threads_per_block;
+  apply_row_experiment(spec);
   return spec;
 }
 
