@@ -22,7 +22,7 @@ lab's own layer_norm variants, in N interleaved rounds, by each timing method
 The file name says the workload: lnf32__*.cu or lnbf16__*.cu (16384x4096
 layer_norm; buffers x, w, b, out), softmax__*.cu (8192x8192 f32; x, out),
 ln768f32__ / ln768bf16__ (32768x768 layer_norm), ln3072f32__ (16384x3072), sm512f32__ (16x12x512x512
-softmax), rowsum__ (16384x4096 f32 sum over the last dim; x, out), sm32k__ (2048x32768 f32 softmax, rows too long for registers), colmean__
+softmax), rowsum__ (16384x4096 f32 sum over the last dim; x, out), sm32k__ (2048x32768 f32 softmax, rows too long for registers), ln32k__ (2048x32768 f32 layer_norm), colmean__
 (4096x16384 f32 mean over the first dim), gelu__ (the 64M gelu chain).
 """
 
@@ -383,6 +383,7 @@ def emitted_workloads():
         "sm512f32": (torch.float32, softmax, ((16, 12, 512, 512),), ()),
         "rowsum": (torch.float32, row_sum, ((16384, 4096),), ()),
         "sm32k": (torch.float32, softmax, ((2048, 32768),), ()),
+        "ln32k": (torch.float32, layer_norm, ln(2048, 32768), ()),
         "gelu": (torch.float32, gelu_chain, ((GELU_N,),), ()),
         "colmean": (torch.float32, col_mean, ((4096, 16384),), ()),
     }

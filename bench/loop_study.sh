@@ -2,8 +2,8 @@
 # One GPU call: are looped rows with cache hints (evict_last on the passes a
 # later pass re-reads, evict_first on the last) better than rows held in
 # registers, and where? Dumps each kernel_lab workload's graph (on CPU), writes
-# variants of its kernel with dvdump (default; looped with 1 or 2 chunks a
-# step, with and without the hints) and times them with kernel_lab.py --cu
+# variants of its kernel with dvdump (default; looped with 2 chunks a step;
+# the hints in L1 and L2, in one of them, or none) and times them with kernel_lab.py --cu
 # (outputs preallocated and allocated at each call), beside deepvisor,
 # torch.compile and a copy. Logs in $OUT (or ./gpu-out).
 #   bench/loop_study.sh [ROUNDS] [TAGS...]   (TAGS: kernel_lab.py --cu workload prefixes)
@@ -14,7 +14,7 @@ mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 DEEPVISOR_CACHE_DIR=${DEEPVISOR_CACHE_DIR:-/tmp/dv-cache}
 rounds=${1:-3}
 shift || true
-tags=${*:-lnf32 lnbf16 softmax ln768f32 ln768bf16 ln3072f32 sm512f32 sm32k}
+tags=${*:-lnf32 lnbf16 softmax ln768f32 ln768bf16 ln3072f32 sm512f32 sm32k ln32k}
 if ! python3 -c 'import deepvisor' 2>/dev/null; then
   make build BUILD=build-gpu MESON="python3 -m mesonbuild.mesonmain" >"$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
 fi
@@ -38,11 +38,11 @@ emit() {  # emit OUTFILE DVDUMP-ARGS...: the kernel source alone (dvdump's stage
 for tag in $tags; do
   graph=$(ls "$src/$tag"/*.dvg | head -1)
   emit "$src/${tag}__default.cu" "$graph"
-  grep -q "^// strategy: row kernel, looped" "$src/${tag}__default.cu" &&
-    emit "$src/${tag}__default_plain.cu" "$graph" --no-loop-hints
-  for chunks in 1 2; do
-    emit "$src/${tag}__looped_c${chunks}_hints.cu" "$graph" --row-looped --row-chunks $chunks
-    emit "$src/${tag}__looped_c${chunks}_plain.cu" "$graph" --row-looped --row-chunks $chunks --no-loop-hints
+  if grep -q "^// strategy: row kernel, looped" "$src/${tag}__default.cu"; then
+    for h in 0 1 2; do emit "$src/${tag}__default_h$h.cu" "$graph" --loop-hints $h; done
+  fi
+  for h in 0 1 2 3; do  # hints: none, L1 only, L2 only, both
+    emit "$src/${tag}__looped_c2_h$h.cu" "$graph" --row-looped --row-chunks 2 --loop-hints $h
   done
   grep -h "^// strategy" "$src/${tag}"__*.cu | sed "s/^/$tag: /" >>"$OUT/strategies.txt"
 done

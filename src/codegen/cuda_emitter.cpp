@@ -479,24 +479,34 @@ template <typename V> __device__ __forceinline__ V dv_load_once(const V* p) {
 // hits; the last pass loads it with evict_first. Measured on the H100
 // (bench/NOTES.md, 2026-11-25, third session): softmax 2048x32768 f32 (three
 // looped passes over 128 KB rows) 301.8 -> 202.0 us (torch.compile 240).
-template <typename V> __device__ __forceinline__ V dv_load_keep(const V* p) {
-  static_assert(sizeof(V) == 16, "16-byte vectors only");
-  unsigned long long policy;
-  asm("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;" : "=l"(policy));
+#define DV_HINTED_LOAD(fn, l2_policy, qualifiers)                                      \
+  template <typename V> __device__ __forceinline__ V fn(const V* p) {                  \
+    static_assert(sizeof(V) == 16, "16-byte vectors only");                             \
+    unsigned long long policy;                                                          \
+    asm("createpolicy.fractional." l2_policy ".b64 %0, 1.0;" : "=l"(policy));          \
+    unsigned u[4];                                                                      \
+    asm("ld.global" qualifiers ".L2::cache_hint.v4.u32 {%0, %1, %2, %3}, [%4], %5;"     \
+        : "=r"(u[0]), "=r"(u[1]), "=r"(u[2]), "=r"(u[3]) : "l"(p), "l"(policy));         \
+    V v;                                                                                \
+    memcpy(&v, u, 16);                                                                  \
+    return v;                                                                           \
+  }
+DV_HINTED_LOAD(dv_load_keep, "L2::evict_last", ".L1::evict_last")
+DV_HINTED_LOAD(dv_load_last, "L2::evict_first", ".L1::evict_first")
+DV_HINTED_LOAD(dv_load_keep_l2, "L2::evict_last", "")
+DV_HINTED_LOAD(dv_load_last_l2, "L2::evict_first", "")
+#undef DV_HINTED_LOAD
+// The L1 part alone (experiments: DeviceSpec::row_loop_hints = 1).
+template <typename V> __device__ __forceinline__ V dv_load_keep_l1(const V* p) {
   unsigned u[4];
-  asm("ld.global.L1::evict_last.L2::cache_hint.v4.u32 {%0, %1, %2, %3}, [%4], %5;"
-      : "=r"(u[0]), "=r"(u[1]), "=r"(u[2]), "=r"(u[3]) : "l"(p), "l"(policy));
+  asm("ld.global.L1::evict_last.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(u[0]), "=r"(u[1]), "=r"(u[2]), "=r"(u[3]) : "l"(p));
   V v;
   memcpy(&v, u, 16);
   return v;
 }
-template <typename V> __device__ __forceinline__ V dv_load_last(const V* p) {
-  static_assert(sizeof(V) == 16, "16-byte vectors only");
-  unsigned long long policy;
-  asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
+template <typename V> __device__ __forceinline__ V dv_load_last_l1(const V* p) {
   unsigned u[4];
-  asm("ld.global.L1::evict_first.L2::cache_hint.v4.u32 {%0, %1, %2, %3}, [%4], %5;"
-      : "=r"(u[0]), "=r"(u[1]), "=r"(u[2]), "=r"(u[3]) : "l"(p), "l"(policy));
+  asm("ld.global.L1::evict_first.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(u[0]), "=r"(u[1]), "=r"(u[2]), "=r"(u[3]) : "l"(p));
   V v;
   memcpy(&v, u, 16);
   return v;
@@ -1132,8 +1142,10 @@ std::string Emitter::row_load_call(ValueId id, const Instr& in, const Segment& s
   const bool row_chunk = in.index.uses_var("x") && ir::dtype_size(k_.buffers[in.buffer].dtype) * s.width == 16;
   if (!row_chunk) return "*" + ptr;
   const RowLoadHint hint = row_load_hint_.empty() ? RowLoadHint::None : row_load_hint_[id];
-  if (hint == RowLoadHint::Keep) return "dv_load_keep(" + ptr + ")";
-  if (hint == RowLoadHint::Last) return "dv_load_last(" + ptr + ")";
+  if (hint != RowLoadHint::None) {
+    const char* suffix = dev_.row_loop_hints == 2 ? "_l2" : dev_.row_loop_hints == 1 ? "_l1" : "";
+    return cat(hint == RowLoadHint::Keep ? "dv_load_keep" : "dv_load_last", suffix, "(", ptr, ")");
+  }
   if (loads_once_) return "dv_load_once(" + ptr + ")";
   return "*" + ptr;
 }
@@ -1923,7 +1935,7 @@ void Emitter::emit_rows_looped(Segment s, std::int64_t outer, const std::vector<
 // only, it takes no hint.
 void Emitter::set_row_load_hints(const std::vector<std::vector<char>>& needs, int p) {
   row_load_hint_.assign(k_.body.size(), RowLoadHint::None);
-  if (!dev_.row_loop_hints) return;
+  if (dev_.row_loop_hints == 0) return;
   for (std::size_t i = 0; i < k_.body.size(); ++i) {
     if (!needs[p][i] || k_.body[i].op != PrimOp::Load) continue;
     bool before = false, after = false;

@@ -29,7 +29,9 @@ struct DeviceSpec {
   int row_chunks_per_thread = 2;
   int row_max_threads = 512;
   bool row_force_looped = false;  // never hold the row in registers (row_chunks_per_thread a step)
-  bool row_loop_hints = true;     // looped rows: evict_last loads in passes a later pass re-reads, evict_first in the last
+  // Looped rows: evict_last loads in passes that a later pass re-reads,
+  // evict_first in the last; in L1 and L2 (3), L2 only (2), L1 only (1) or not (0).
+  int row_loop_hints = 3;
   int col_rows_per_block = 64;    // reductions over an outer dimension: rows (x) a block, when that leaves a block an SM
 };
 

@@ -551,7 +551,7 @@ TEST_CASE("row kernels: layout, persistence and reductions", "[cuda_emitter]") {
     CHECK(count(body, "dv_load_keep(") == 2);  // the max and the sum of exponentials
     CHECK(count(body, "dv_load_last(") == 1);  // the normalised write
     DeviceSpec plain = kH100;
-    plain.row_loop_hints = false;
+    plain.row_loop_hints = 0;
     const std::string unhinted = body_of(emit_cuda(sm, plain));
     CHECK(!contains(unhinted, "dv_load_keep("));
     CHECK(!contains(unhinted, "dv_load_last("));
