@@ -702,6 +702,10 @@ class Emitter {
   ValueId squared_deviation_source(ValueId sq_sum) const;
   void find_moment_pairs(const Segment& s, bool persistent);
   void emit_moments(ValueId sum, ValueId sq_sum, const Segment& s);
+  void emit_moments_combine(ValueId sum, ValueId sq_sum);
+  void emit_looped_moments_start(ValueId sum);
+  void emit_looped_moments_step(ValueId sum, const Segment& s);
+  void emit_looped_moments_finish(ValueId sum, int width);
   void emit_moments_flush(ValueId sq_sum, int parts, const std::function<std::string(const std::string&)>& slot);
   bool has_row_start_value(ValueId id, int budget) const;
   std::string row_start_value(ValueId id);
@@ -747,7 +751,8 @@ class Emitter {
   // One-pass variance (persistent rows): for a sum R1, the R2 =
   // sum((x - R1/N)^2) computed with it, or -1; for such an R2, its R1, or -1.
   std::vector<ValueId> sq_sum_of_, sum_of_sq_;
-  int moments_per_thread_ = 0;  // K: elements each thread holds (all valid)
+  int moments_per_thread_ = 0;  // K: elements each thread holds or steps over (all valid)
+  std::int64_t looped_outer_ = 1;  // looped rows: iterations a pass
   std::vector<std::string> row_start_;  // row_start_value's memo: emitted scalar names
 };
 
@@ -1403,15 +1408,16 @@ ValueId Emitter::squared_deviation_source(ValueId sq_sum) const {
   return sum;
 }
 
-// Pairs each eligible R2 with its R1: only for row-major persistent rows
-// whose threads all hold K valid elements (no masked chunks), and where x at
+// Pairs each eligible R2 with its R1: only for row-major rows whose threads
+// all hold (persistent) or step over (looped) K valid elements (no masked
+// chunks), and where x at
 // the row's first element can be written as a short scalar expression.
 void Emitter::find_moment_pairs(const Segment& s, bool persistent) {
   sq_sum_of_.assign(k_.body.size(), -1);
   sum_of_sq_.assign(k_.body.size(), -1);
   row_start_.assign(k_.body.size(), "");
-  moments_per_thread_ = s.size();
-  if (!persistent || col_major_ || s.mask != Segment::Mask::None) return;
+  moments_per_thread_ = s.size() * (persistent ? 1 : looped_outer_);
+  if (col_major_ || s.mask != Segment::Mask::None) return;
   for (std::size_t i = 0; i < k_.body.size(); ++i) {
     if (!live_[i]) continue;
     const ValueId sum = squared_deviation_source(static_cast<ValueId>(i));
@@ -1463,7 +1469,6 @@ void Emitter::emit_moments(ValueId sum, ValueId sq_sum, const Segment& s) {
   const DType t = in.dtype;
   const std::string T = ctype(t), v1 = name(sum), v2 = name(sq_sum);
   const ValueId x = resolve(in.args[0]);
-  const int group = std::min(tpr_, 32);  // lanes of a row that shuffle together
   const std::string K = float_literal(moments_per_thread_, t);
   auto add = [&](const std::string& a, const std::string& b) { return reduce_combine(ReduceOp::Sum, t, a, b); };
   w_.line(cat("// %", sum, " = reduce.sum %", in.args[0], ", and with it %", sq_sum, " = sum((%", in.args[0], " - %", sum,
@@ -1484,6 +1489,19 @@ void Emitter::emit_moments(ValueId sum, ValueId sq_sum, const Segment& s) {
   w_.line(cat("const ", T, " d = (", ref(x, "k"), " - pivot) - own_mean;"));
   w_.line("q = " + add("q", "d * d") + ";");
   w_.close();
+  emit_moments_combine(sum, sq_sum);
+  w_.close();
+}
+
+// With the thread's `a` (its sum of x), `b` and `own` (its sum of x - pivot)
+// and `q` (its squared deviations around its own mean) in scope: combines the
+// row's threads into R1 and R2 (or their warps' parts in shared memory).
+void Emitter::emit_moments_combine(ValueId sum, ValueId sq_sum) {
+  const DType t = k_.body[sum].dtype;
+  const std::string T = ctype(t), v1 = name(sum), v2 = name(sq_sum);
+  const int group = std::min(tpr_, 32);  // lanes of a row that shuffle together
+  const std::string K = float_literal(moments_per_thread_, t);
+  auto add = [&](const std::string& a, const std::string& b) { return reduce_combine(ReduceOp::Sum, t, a, b); };
   emit_butterfly(ReduceOp::Sum, t, {"a", "b"}, group);
   w_.line(cat("{ const ", T, " e = own - b * ", float_literal(1.0 / group, t), "; q = ", add("q", cat("e * e / ", K)), "; }"));
   emit_butterfly(ReduceOp::Sum, t, {"q"}, group);
@@ -1496,7 +1514,57 @@ void Emitter::emit_moments(ValueId sum, ValueId sq_sum, const Segment& s) {
     w_.line(cat(v1, " = a;"));
     w_.line(cat(v2, " = q;"));
   }
+}
+
+// Looped rows: each thread keeps its sum of x - pivot (mb) and its squared
+// deviations around its own mean (mq) over the steps, merging each step's m
+// elements in (after `it` steps of m: q += cq + (cs*it - mb)^2 / (it*(it+1)*m),
+// the same identity with unequal parts), then combines as persistent rows do.
+void Emitter::emit_looped_moments_start(ValueId sum) {
+  const ValueId sq = sq_sum_of_[sum];
+  const std::string T = ctype(k_.body[sum].dtype), v2 = name(sq), zero = zero_of(k_.body[sum].dtype);
+  w_.line(cat(T, " ", v2, ";  // reduce.sum of squared deviations from %", sum, "'s mean, computed with it"));
+  w_.line(cat("const ", T, " pivot_", v2, " = ", row_start_value(resolve(k_.body[sum].args[0])),
+              ";  // x at the row's first element"));
+  w_.line(cat(T, " mb_", v2, " = ", zero, ", mq_", v2, " = ", zero, ";  // the thread's sum of x - pivot; its squared deviations"));
+}
+
+void Emitter::emit_looped_moments_step(ValueId sum, const Segment& s) {
+  const DType t = k_.body[sum].dtype;
+  const std::string T = ctype(t), v2 = name(sq_sum_of_[sum]), m = float_literal(s.size(), t);
+  const ValueId x = resolve(k_.body[sum].args[0]);
+  auto add = [&](const std::string& a, const std::string& b) { return reduce_combine(ReduceOp::Sum, t, a, b); };
+  w_.open("");
+  w_.line(cat(T, " cs = ", zero_of(t), ";"));
+  w_.open_unrolled("k", 0, s.size());
+  w_.line("cs = " + add("cs", cat("(", ref(x, "k"), " - pivot_", v2, ")")) + ";");
   w_.close();
+  w_.line(cat("const ", T, " cm = cs / ", m, ";"));
+  w_.line(cat(T, " cq = ", zero_of(t), ";"));
+  w_.open_unrolled("k", 0, s.size());
+  w_.line(cat("const ", T, " d = (", ref(x, "k"), " - pivot_", v2, ") - cm;"));
+  w_.line("cq = " + add("cq", "d * d") + ";");
+  w_.close();
+  w_.open("if (it == 0)");
+  w_.line(cat("mb_", v2, " = cs;"));
+  w_.line(cat("mq_", v2, " = cq;"));
+  w_.close();
+  w_.open("else");
+  w_.line(cat("const ", T, " n = (", T, ")it, e = cs * n - mb_", v2, ";"));
+  w_.line(cat("mq_", v2, " = ", add("mq_" + v2, add("cq", cat("e * e / (n * (n + 1) * ", m, ")"))), ";"));
+  w_.line(cat("mb_", v2, " = ", add("mb_" + v2, "cs"), ";"));
+  w_.close();
+  w_.close();
+}
+
+void Emitter::emit_looped_moments_finish(ValueId sum, int width) {
+  const DType t = k_.body[sum].dtype;
+  const std::string T = ctype(t), v2 = name(sq_sum_of_[sum]);
+  emit_fold_lanes(ReduceOp::Sum, t, "acc_" + name(sum), width);
+  w_.line(cat(T, " b = mb_", v2, ";"));
+  w_.line(cat("const ", T, " own = b;"));
+  w_.line(cat(T, " q = mq_", v2, ";"));
+  emit_moments_combine(sum, sq_sum_of_[sum]);
 }
 
 // After the barrier R2 sums the warps' parts; it gains the spread of the
@@ -1760,17 +1828,23 @@ void Emitter::emit_rows_kernel(const RowLayout& L, Segment s, const std::vector<
   const bool row_mask = k_.xnumel % rpb_ != 0;
   s.store_guard = row_mask ? "row_ok" : "";
 
+  looped_outer_ = L.persistent ? 1 : L.outer;
+  find_moment_pairs(s, L.persistent);
+  int loops = 0;  // passes over the row that load something (a paired variance adds none)
+  for (int p = 0; p < num_passes && !L.persistent; ++p) {
+    const std::vector<char> need = lanes_needed_by_pass(pass, p);
+    loops += std::any_of(need.begin(), need.end(), [](char c) { return c != 0; }) ? 1 : 0;
+  }
   const std::string strategy = cat(
       "strategy: row kernel, ", L.persistent ? "persistent (the row stays in registers)" : "looped", "; ",
       L.col_major ? "column-major threads (a warp covers 32 consecutive rows); " : "", tpr_, " threads per row, ", rpb_,
       " rows per block of ", threads_, " threads; each thread holds ", s.nchunk, " chunks x ", s.width, " lanes",
-      L.persistent ? "" : cat(" per iteration, ", L.outer, " iterations per pass, ", num_passes, " passes"));
+      L.persistent ? "" : cat(" per iteration, ", L.outer, " iterations per pass, ", loops, " passes"));
   emit_prelude_and_constants(strategy);
   w_.line(cat("constexpr int kTpr = ", tpr_, ";  // threads per row"));
   w_.line(cat("constexpr int kRpb = ", rpb_, ";  // rows per block"));
   w_.line("");
   w_.open(signature(threads_));
-  find_moment_pairs(s, L.persistent);
   // Shared memory for every reduction: one slot per warp of each row (row
   // major), or one per thread (column major).
   const int slots = col_major_ ? (tpr_ > 1 ? rpb_ * tpr_ : 0) : (tpr_ > 32 ? rpb_ * (tpr_ / 32) : 0);
@@ -1875,8 +1949,9 @@ std::vector<char> Emitter::lanes_needed_by_pass(const std::vector<int>& pass, in
   for (std::size_t i = n; i-- > 0;) {
     const Instr& in = k_.body[i];
     if (!live_[i]) continue;
-    if ((in.op == PrimOp::Store && lanes_[i] && pass[i] == p) || (in.op == PrimOp::Reduce && pass[i] == p + 1))
-      need[i] = 1;
+    // (An R2 paired with its R1 is computed in R1's pass, from R1's operand.)
+    const bool reduce_root = in.op == PrimOp::Reduce && pass[i] == p + 1 && sum_of_sq_[i] < 0;
+    if ((in.op == PrimOp::Store && lanes_[i] && pass[i] == p) || reduce_root) need[i] = 1;
     if (!need[i]) continue;
     for (ValueId a : in.args)
       if (lanes_[a]) need[a] = 1;
@@ -1910,6 +1985,7 @@ void Emitter::emit_rows_looped(Segment s, std::int64_t outer, const std::vector<
       w_.line(cat(ctype(k_.body[r].dtype), " ", name(r), ";  // reduce.", ir::reduce_op_name(k_.body[r].reduce), " %",
                   k_.body[r].args[0]));
       emit_reduce_init(r, "acc_" + name(r), s.width);
+      if (sq_sum_of_[r] >= 0) emit_looped_moments_start(r);
     }
     w_.line("#pragma unroll 1");
     w_.open(cat("for (int it = 0; it < ", outer, "; ++it)"));
@@ -1919,11 +1995,17 @@ void Emitter::emit_rows_looped(Segment s, std::int64_t outer, const std::vector<
     for (std::size_t i = 0; i < n; ++i)
       if (need[i] && k_.body[i].op != PrimOp::Reduce) lane_ids.push_back(static_cast<ValueId>(i));
     emit_lane_list(lane_ids, s);
-    for (ValueId r : reduces) emit_reduce_accumulate(r, s, "acc_" + name(r));
+    for (ValueId r : reduces) {
+      emit_reduce_accumulate(r, s, "acc_" + name(r));
+      if (sq_sum_of_[r] >= 0) emit_looped_moments_step(r, s);
+    }
     w_.close();
     for (ValueId r : reduces) {
       w_.open("");
-      emit_reduce_finish(r, "acc_" + name(r), s.width);
+      if (sq_sum_of_[r] >= 0)
+        emit_looped_moments_finish(r, s.width);
+      else
+        emit_reduce_finish(r, "acc_" + name(r), s.width);
       w_.close();
     }
   }

@@ -562,6 +562,20 @@ TEST_CASE("row kernels: layout, persistence and reductions", "[cuda_emitter]") {
     CHECK(!contains(sum, "dv_load_keep("));
     CHECK(contains(sum, "dv_load_once("));
   }
+  SECTION("looped rows: a variance is computed with its mean, step by step, when no chunk is masked") {
+    const CudaKernel k = emit(layer_norm("ln", DType::Float32, 8, 65536));
+    const std::string body = body_of(k);
+    CHECK(contains(k.source, "looped"));
+    CHECK(contains(k.source, "2 passes"));
+    CHECK(count(body, "// ---- pass") == 2);  // the moments, then the normalised write
+    CHECK(contains(body, "mq_"));
+    CHECK(count(body, "dv_load_keep(") == 1);
+    CHECK(count(body, "dv_load_last(") == 1);
+    // 40000 columns: the last step's chunks are masked, so the two-pass form stays.
+    const CudaKernel masked = emit(layer_norm("ln", DType::Float32, 8, 40000));
+    CHECK(count(body_of(masked), "// ---- pass") == 3);
+    CHECK(!contains(body_of(masked), "mq_"));
+  }
   SECTION("reductions over an outer dimension: column-major threads, shared memory, no shuffles") {
     const CudaKernel k = emit(column_sum("c", 1000, 512));
     const std::string body = body_of(k);

@@ -61,6 +61,11 @@ WORKLOADS = [
     # A reduction that writes no row: its loads skip L1 (dv_load_once). A mean, not a sum:
     # a sum of 4096 terms near zero differs from eager's order by more than the f32 atol.
     ("row_mean_4096", lambda x: x.mean(-1), lambda dt, s: (cuda_randn(512, 4096, seed=s, dtype=dt),)),
+    # Rows too long for registers: looped passes, the variance computed with the mean.
+    ("layer_norm_32768", layer_norm_rows,
+     lambda dt, s: (cuda_randn(64, 32768, seed=s, dtype=dt), cuda_randn(32768, seed=s + 1, dtype=dt),
+                    cuda_randn(32768, seed=s + 2, dtype=dt))),
+    ("softmax_32768", softmax_rows, lambda dt, s: (cuda_randn(64, 32768, seed=s, dtype=dt, scale=3),)),
     # Enough columns for 64-wide column blocks, with a partial last block (9000 = 140 x 64 + 40).
     ("column_mean_9000", lambda x: x.mean(0), lambda dt, s: (cuda_randn(300, 9000, seed=s, dtype=dt),)),
 ]
@@ -194,7 +199,9 @@ def test_cpu_and_gpu_inputs_get_separate_plans():
 # elements: 8 or 16, one warp or several) and one that keeps the two-pass form
 # (3072 f32: the last chunk is masked), in float32, bfloat16 and float64.
 VARIANCE_SHAPES = [(64, 4096, torch.float32), (300, 64, torch.float32), (50, 1024, torch.float32),
-                   (33, 2048, BF16), (20, 4096, torch.float64), (17, 3072, torch.float32)]
+                   (33, 2048, BF16), (20, 4096, torch.float64), (17, 3072, torch.float32),
+                   # looped rows (2 and 4 steps a pass): the moments merged step by step
+                   (8, 65536, torch.float32), (4, 131072, torch.float32), (6, 65536, BF16), (4, 65536, torch.float64)]
 
 
 @pytest.mark.parametrize("offset", [0.0, 1000.0], ids=["centered", "offset1000"])
@@ -220,7 +227,7 @@ def test_variance_accuracy(rows, cols, dtype, offset):
 
 
 @pytest.mark.parametrize("offset", [0.0, 1000.0], ids=["centered", "offset1000"])
-@pytest.mark.parametrize("cols", [4096, 1024, 64])
+@pytest.mark.parametrize("cols", [65536, 4096, 1024, 64])
 def test_layer_norm_large_mean(cols, offset):
     x = cuda_randn(40, cols, seed=4) + offset
     w, b = cuda_randn(cols, seed=5), cuda_randn(cols, seed=6)
