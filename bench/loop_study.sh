@@ -3,10 +3,12 @@
 # later pass re-reads, evict_first on the last) better than rows held in
 # registers, and where? Dumps each kernel_lab workload's graph (on CPU), writes
 # variants of its kernel with dvdump (default; looped with 2 chunks a step;
-# the hints in L1 and L2, in one of them, or none) and times them with kernel_lab.py --cu
+# the hints in L1 and L2, in one of them, or none; the variance in its own
+# pass or with the mean) and times them with kernel_lab.py --cu
 # (outputs preallocated and allocated at each call), beside deepvisor,
 # torch.compile and a copy. Logs in $OUT (or ./gpu-out).
-#   bench/loop_study.sh [ROUNDS] [TAGS...]   (TAGS: kernel_lab.py --cu workload prefixes)
+#   bench/loop_study.sh [ROUNDS] [TAGS...]   (TAGS: kernel_lab.py --cu workload prefixes;
+#   env HINTS: hint levels besides 3, default "0 1 2"; CHUNKS: looped steps, default 2)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu-out}
@@ -39,10 +41,14 @@ for tag in $tags; do
   graph=$(ls "$src/$tag"/*.dvg | head -1)
   emit "$src/${tag}__default.cu" "$graph"
   if grep -q "^// strategy: row kernel, looped" "$src/${tag}__default.cu"; then
-    for h in 0 1 2; do emit "$src/${tag}__default_h$h.cu" "$graph" --loop-hints $h; done
+    for h in ${HINTS:-0 1 2}; do emit "$src/${tag}__default_h$h.cu" "$graph" --loop-hints $h; done
+    emit "$src/${tag}__default_nomoments.cu" "$graph" --no-loop-moments
   fi
-  for h in 0 1 2 3; do  # hints: none, L1 only, L2 only, both
-    emit "$src/${tag}__looped_c2_h$h.cu" "$graph" --row-looped --row-chunks 2 --loop-hints $h
+  for c in ${CHUNKS:-2}; do
+    for h in ${HINTS:-0 1 2} 3; do  # hints: none, L1 only, L2 only, both
+      emit "$src/${tag}__looped_c${c}_h$h.cu" "$graph" --row-looped --row-chunks $c --loop-hints $h
+    done
+    emit "$src/${tag}__looped_c${c}_nomoments.cu" "$graph" --row-looped --row-chunks $c --no-loop-moments
   done
   grep -h "^// strategy" "$src/${tag}"__*.cu | sed "s/^/$tag: /" >>"$OUT/strategies.txt"
 done

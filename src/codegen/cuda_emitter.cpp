@@ -1417,7 +1417,7 @@ void Emitter::find_moment_pairs(const Segment& s, bool persistent) {
   sum_of_sq_.assign(k_.body.size(), -1);
   row_start_.assign(k_.body.size(), "");
   moments_per_thread_ = s.size() * (persistent ? 1 : looped_outer_);
-  if (col_major_ || s.mask != Segment::Mask::None) return;
+  if (col_major_ || s.mask != Segment::Mask::None || (!persistent && !dev_.row_loop_moments)) return;
   for (std::size_t i = 0; i < k_.body.size(); ++i) {
     if (!live_[i]) continue;
     const ValueId sum = squared_deviation_source(static_cast<ValueId>(i));

@@ -32,6 +32,7 @@ struct DeviceSpec {
   // Looped rows: evict_last loads in passes that a later pass re-reads,
   // evict_first in the last; in L1 and L2 (3), L2 only (2), L1 only (1) or not (0).
   int row_loop_hints = 3;
+  bool row_loop_moments = true;  // looped rows: a variance computed with its mean (one pass fewer)
   int col_rows_per_block = 64;    // reductions over an outer dimension: rows (x) a block, when that leaves a block an SM
 };
 
