@@ -60,6 +60,7 @@ def extra_workloads(device):
                                                           randn(cols, dtype=dtype)))
     yield "softmax 16x12x512x512 f32", softmax, lambda: (randn(16, 12, 512, 512),)
     yield "softmax 32768x1000 f32", softmax, lambda: (randn(32768, 1000),)
+    yield "softmax 16384x4096 f32", softmax, lambda: (randn(16384, 4096),)
     yield "softmax 16x12x512x512 bf16", softmax, lambda: (randn(16, 12, 512, 512, dtype=torch.bfloat16),)
     # Rows too long for registers (the looped form).
     yield "softmax 2048x32768 f32", softmax, lambda: (randn(2048, 32768),)

@@ -1,7 +1,7 @@
 // dvdump: prints the stages of compiling a dumped graph.
 //
 //   dvdump FILE [--stage graph|plan|loop|groups|cuda|all] [--arch N] [--no-fuse]
-//          [--row-chunks N] [--row-threads N] [--row-looped] [--no-loop-hints] [--loop-hints 0-3] [--no-loop-moments] [--col-rows N]
+//          [--row-chunks N] [--row-threads N] [--row-looped] [--no-loop-hints] [--loop-hints 0-3] [--no-loop-moments] [--no-one-step-looped] [--col-rows N]
 //
 // FILE is a graph in deepvisor's text format, as written by
 // deepvisor.compile(fn, dump_dir=DIR) or DEEPVISOR_DUMP_DIR.
@@ -19,7 +19,7 @@ namespace {
 int usage(const char* why) {
   std::cerr << "dvdump: " << why << "\n"
             << "usage: dvdump FILE [--stage graph|plan|loop|groups|cuda|all] [--arch N] [--no-fuse]\n"
-            << "              [--row-chunks N] [--row-threads N] [--row-looped] [--no-loop-hints] [--loop-hints 0-3] [--no-loop-moments] [--col-rows N]   (row-kernel tiles, for experiments)\n";
+            << "              [--row-chunks N] [--row-threads N] [--row-looped] [--no-loop-hints] [--loop-hints 0-3] [--no-loop-moments] [--no-one-step-looped] [--col-rows N]   (row-kernel tiles, for experiments)\n";
   return 2;
 }
 
@@ -49,6 +49,7 @@ int main(int argc, char** argv) {
     else if (a == "--row-looped") spec.row_force_looped = true;
     else if (a == "--no-loop-hints") spec.row_loop_hints = 0;
     else if (a == "--no-loop-moments") spec.row_loop_moments = false;
+    else if (a == "--no-one-step-looped") spec.row_one_step_looped = false;
     else if (a == "--loop-hints" && i + 1 < argc) spec.row_loop_hints = std::stoi(argv[++i]);
     else if (a == "--col-rows" && i + 1 < argc) spec.col_rows_per_block = std::stoi(argv[++i]);
     else if (a == "--no-fuse") fuse = false;

@@ -718,6 +718,7 @@ class Emitter {
   void emit_rows();
   bool prefers_col_major() const;
   bool writes_rows() const;  // some live r-level Store
+  bool prefers_one_looped_step(std::int64_t chunks, int vec, std::int64_t widest_tpr) const;
   void emit_rows_kernel(const RowLayout& L, Segment s, const std::vector<int>& pass, int num_passes);
   void emit_rows_persistent(const Segment& s, const std::vector<int>& pass);
   void emit_rows_looped(Segment s, std::int64_t outer, const std::vector<int>& pass, int num_passes);
@@ -1409,7 +1410,7 @@ ValueId Emitter::squared_deviation_source(ValueId sq_sum) const {
 }
 
 // Pairs each eligible R2 with its R1: only for row-major rows whose threads
-// all hold (persistent) or step over (looped) K valid elements (no masked
+// all hold (persistent, or looped in one step) K valid elements (no masked
 // chunks), and where x at
 // the row's first element can be written as a short scalar expression.
 void Emitter::find_moment_pairs(const Segment& s, bool persistent) {
@@ -1417,7 +1418,11 @@ void Emitter::find_moment_pairs(const Segment& s, bool persistent) {
   sum_of_sq_.assign(k_.body.size(), -1);
   row_start_.assign(k_.body.size(), "");
   moments_per_thread_ = s.size() * (persistent ? 1 : looped_outer_);
-  if (col_major_ || s.mask != Segment::Mask::None || (!persistent && !dev_.row_loop_moments)) return;
+  // Looped rows pair them only in one step: with several, the moments'
+  // arithmetic between a thread's loads cost more than the pass it saves
+  // (layer_norm 2048x32768 f32: 224.2 us paired, 218.8 not; bench/NOTES.md).
+  if (col_major_ || s.mask != Segment::Mask::None) return;
+  if (!persistent && (!dev_.row_loop_moments || looped_outer_ != 1)) return;
   for (std::size_t i = 0; i < k_.body.size(); ++i) {
     if (!live_[i]) continue;
     const ValueId sum = squared_deviation_source(static_cast<ValueId>(i));
@@ -1523,7 +1528,7 @@ void Emitter::emit_moments_combine(ValueId sum, ValueId sq_sum) {
 void Emitter::emit_looped_moments_start(ValueId sum) {
   const ValueId sq = sq_sum_of_[sum];
   const std::string T = ctype(k_.body[sum].dtype), v2 = name(sq), zero = zero_of(k_.body[sum].dtype);
-  w_.line(cat(T, " ", v2, ";  // reduce.sum of squared deviations from %", sum, "'s mean, computed with it"));
+  w_.line(cat(T, " ", v2, ";  // reduce.sum of squared deviations from %", sum, "'s mean, with it in one pass"));
   w_.line(cat("const ", T, " pivot_", v2, " = ", row_start_value(resolve(k_.body[sum].args[0])),
               ";  // x at the row's first element"));
   w_.line(cat(T, " mb_", v2, " = ", zero, ", mq_", v2, " = ", zero, ";  // the thread's sum of x - pivot; its squared deviations"));
@@ -1718,6 +1723,20 @@ bool Emitter::writes_rows() const {
   return false;
 }
 
+// Rows of f32 lanes that write rows and take one step of 2 chunks a thread
+// at the widest row (more than 1, at most 2 chunks a thread) run faster
+// looped than in registers: the looped form needs 30-32 registers against
+// 40-62, the re-reads of the row hit L1 or L2 (dv_load_keep), and a variance
+// takes no extra pass. Measured on the H100 (bench/NOTES.md, 2026-11-25,
+// third session), same card: layer_norm 16384x4096 f32 180.7 us against 182.2
+// (torch.compile 181.7), 16384x3072 f32 136.9 against 139.4 (137.2). Rows of
+// bf16 (93.7 registers, 94.8 looped), of 768 f32 (72.2 / 81.0) or of two steps
+// (softmax 8192 f32, 183.1 / 184.9) stay in registers.
+bool Emitter::prefers_one_looped_step(std::int64_t chunks, int vec, std::int64_t widest_tpr) const {
+  return dev_.row_one_step_looped && writes_rows() && vec == 4 && max_lane_access_bytes() == 4 &&
+         dev_.row_chunks_per_thread == 2 && chunks > widest_tpr && chunks <= 2 * widest_tpr;
+}
+
 // When `tpr` threads would hold unequal shares of a row's chunks (the last
 // chunk masked), a half or a quarter as many threads that share them equally
 // is better: no masks, and the one-pass variance applies. Measured on the
@@ -1746,6 +1765,7 @@ void Emitter::emit_rows() {
   };
 
   RowLayout L;
+  bool one_step = false;  // looped in one step of row_chunks_per_thread chunks (prefers_one_looped_step)
   if (prefers_col_major()) {
     // Warps cover 32 consecutive rows (coalesced along x); up to 32 threads
     // split each row's r range, combined through shared memory.
@@ -1789,6 +1809,8 @@ void Emitter::emit_rows() {
         L.persistent = true;
         break;
       }
+    one_step = L.persistent && prefers_one_looped_step(chunks, L.vec, preferred_tpr);
+    if (one_step) L.persistent = false;
     if (L.persistent)
       L.tpr = equal_share_tpr(L.tpr, chunks, [&](std::int64_t tpr) {
         return k_.xnumel * tpr >= fill_threads && fits(chunks / tpr, L.vec, block_threads(tpr));
@@ -1809,7 +1831,8 @@ void Emitter::emit_rows() {
     L.nchunk = static_cast<int>(ceil_div(chunks, L.tpr));
     s.mask = chunks % L.tpr != 0 ? Segment::Mask::LastChunk : Segment::Mask::None;
   } else {
-    L.nchunk = dev_.row_force_looped ? std::max(1, dev_.row_chunks_per_thread) : std::max(1, std::min(8, 32 / L.vec));
+    L.nchunk = dev_.row_force_looped || one_step ? std::max(1, dev_.row_chunks_per_thread)
+                                                 : std::max(1, std::min(8, 32 / L.vec));
     L.outer = ceil_div(chunks, L.tpr * L.nchunk);
     s.mask = chunks % (L.tpr * L.nchunk) != 0 ? Segment::Mask::Every : Segment::Mask::None;
   }

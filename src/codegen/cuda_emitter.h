@@ -32,7 +32,8 @@ struct DeviceSpec {
   // Looped rows: evict_last loads in passes that a later pass re-reads,
   // evict_first in the last; in L1 and L2 (3), L2 only (2), L1 only (1) or not (0).
   int row_loop_hints = 3;
-  bool row_loop_moments = true;  // looped rows: a variance computed with its mean (one pass fewer)
+  bool row_loop_moments = true;  // looped rows of one step: a variance computed with its mean (one pass fewer)
+  bool row_one_step_looped = true;  // f32 rows of (1, 2] x row_max_threads chunks that write rows: looped, one step
   int col_rows_per_block = 64;    // reductions over an outer dimension: rows (x) a block, when that leaves a block an SM
 };
 

@@ -490,15 +490,34 @@ TEST_CASE("row kernels: layout, persistence and reductions", "[cuda_emitter]") {
     CHECK(count(body, "reinterpret_cast<dv_vec<unsigned, 4>*>") == 1);  // the output, as bf16 pairs
     CHECK(contains(body, "if (t == 0) b4_mean["));
   }
-  SECTION("layer_norm f32 4096: the variance is computed with the mean, one barrier in all") {
+  SECTION("layer_norm f32 4096: one looped step, the variance computed with the mean, one barrier in all") {
     const CudaKernel k = emit(layer_norm("ln", DType::Float32, 16384, 4096));
     const std::string body = body_of(k);
     CHECK(k.launch.block[0] == 512);
+    CHECK(contains(k.source, "looped; 512 threads per row"));
+    CHECK(contains(k.source, "2 chunks x 4 lanes per iteration, 1 iterations per pass, 2 passes"));
+    CHECK(count(body, "dv_load_keep(") == 1);  // the moments' read; the normalised write re-reads it
+    CHECK(count(body, "dv_load_last(") == 1);
     CHECK(count(body, "__syncthreads()") == 1);
     CHECK(contains(body, "in one pass"));
     CHECK(contains(body, "const float p0 = b0_in[(x * 4096)];"));  // the pivot: the row's first element
     CHECK(count(body, "_pivoted[") == 5);  // declared, written, read back three times
     CHECK(contains(body, "q = (q + e * e / 8.0f)"));                 // 8 elements a thread
+    // In registers (the choice before; dvdump --no-one-step-looped), the same one-pass variance.
+    DeviceSpec in_registers = kH100;
+    in_registers.row_one_step_looped = false;
+    const CudaKernel p = emit_cuda(layer_norm("ln", DType::Float32, 16384, 4096), in_registers);
+    CHECK(contains(p.source, "persistent"));
+    CHECK(count(body_of(p), "__syncthreads()") == 1);
+    CHECK(contains(body_of(p), "q = (q + e * e / 8.0f)"));
+  }
+  SECTION("one looped step: only rows of f32 lanes of more than 1 and at most 2 chunks a thread that write rows") {
+    CHECK(contains(emit(layer_norm("ln", DType::Float32, 16384, 3072)).source, "looped; 512 threads per row"));
+    CHECK(contains(emit(softmax("s", DType::Float32, 16384, 4096)).source, "looped; 512 threads per row"));
+    CHECK(contains(emit(layer_norm("ln", DType::BFloat16, 16384, 4096)).source, "persistent"));
+    CHECK(contains(emit(layer_norm("ln", DType::Float32, 16384, 2048)).source, "persistent"));  // 1 chunk a thread
+    CHECK(contains(emit(softmax("s", DType::Float32, 8192, 8192)).source, "persistent"));      // two steps
+    CHECK(contains(emit(row_reduce("r", ReduceOp::Sum, DType::Float32, 16384, 4096)).source, "persistent"));
   }
   SECTION("rows within a warp: one-pass variance with shuffles only") {
     const std::string body = body_of(emit(layer_norm("ln", DType::Float32, 1000, 64)));
@@ -519,7 +538,9 @@ TEST_CASE("row kernels: layout, persistence and reductions", "[cuda_emitter]") {
     const CudaKernel bf16 = emit(layer_norm("ln", DType::BFloat16, 32768, 768));  // 96 chunks
     CHECK(contains(bf16.source, "32 threads per row, 8 rows per block of 256 threads; each thread holds 3 chunks"));
     CHECK(count(body_of(bf16), "__syncthreads()") == 0);  // a warp a row
-    const CudaKernel wide = emit(layer_norm("ln", DType::Float32, 16384, 3072));  // 768 chunks
+    DeviceSpec in_registers = kH100;  // 3072 f32 otherwise takes one looped step
+    in_registers.row_one_step_looped = false;
+    const CudaKernel wide = emit_cuda(layer_norm("ln", DType::Float32, 16384, 3072), in_registers);  // 768 chunks
     CHECK(wide.launch.block[0] == 256);
     CHECK(contains(body_of(wide), "in one pass"));
   }
@@ -562,18 +583,22 @@ TEST_CASE("row kernels: layout, persistence and reductions", "[cuda_emitter]") {
     CHECK(!contains(sum, "dv_load_keep("));
     CHECK(contains(sum, "dv_load_once("));
   }
-  SECTION("looped rows: a variance is computed with its mean, step by step, when no chunk is masked") {
-    const CudaKernel k = emit(layer_norm("ln", DType::Float32, 8, 65536));
-    const std::string body = body_of(k);
-    CHECK(contains(k.source, "looped"));
-    CHECK(contains(k.source, "2 passes"));
-    CHECK(count(body, "// ---- pass") == 2);  // the moments, then the normalised write
-    CHECK(contains(body, "mq_"));
-    CHECK(count(body, "dv_load_keep(") == 1);
-    CHECK(count(body, "dv_load_last(") == 1);
-    // 40000 columns: the last step's chunks are masked, so the two-pass form stays.
-    const CudaKernel masked = emit(layer_norm("ln", DType::Float32, 8, 40000));
-    CHECK(count(body_of(masked), "// ---- pass") == 3);
+  SECTION("looped rows: the variance goes with its mean only in one unmasked step") {
+    const CudaKernel two_steps = emit(layer_norm("ln", DType::Float32, 8, 65536));
+    CHECK(contains(two_steps.source, "2 iterations per pass, 3 passes"));
+    CHECK(!contains(body_of(two_steps), "mq_"));
+    CHECK(count(body_of(two_steps), "dv_load_keep(") == 2);
+    DeviceSpec one_step = kH100;  // 8 chunks x 4 lanes x 1024 threads = 32768
+    one_step.row_force_looped = true;
+    one_step.row_chunks_per_thread = 8;
+    const CudaKernel k = emit_cuda(layer_norm("ln", DType::Float32, 8, 32768), one_step);
+    CHECK(contains(k.source, "1 iterations per pass, 2 passes"));
+    CHECK(count(body_of(k), "// ---- pass") == 2);  // the moments, then the normalised write
+    CHECK(contains(body_of(k), "mq_"));
+    // 1000 columns in one step of 2 chunks x 4 lanes x 128 threads: masked, so the two-pass form stays.
+    one_step.row_chunks_per_thread = 2;
+    const CudaKernel masked = emit_cuda(layer_norm("ln", DType::Float32, 8, 1000), one_step);
+    CHECK(contains(masked.source, "1 iterations per pass, 3 passes"));
     CHECK(!contains(body_of(masked), "mq_"));
   }
   SECTION("reductions over an outer dimension: column-major threads, shared memory, no shuffles") {
