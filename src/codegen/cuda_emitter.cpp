@@ -34,7 +34,9 @@
 // hold fewer threads than the GPU; a persistent row whose chunks would not
 // divide evenly takes a half or a quarter as many threads when they do.
 //   - Persistent ("row in registers"), when the thread's share fits the
-//     register budget: straight-line code, each r-level value computed once
+//     register budget (except rows of f32 lanes that write rows and take
+//     more than 1, at most 2 chunks a thread at 512 threads: one looped step
+//     of 2 chunks, see prefers_one_looped_step): straight-line code, each r-level value computed once
 //     for the whole row, instructions ordered by pass (below) so that the
 //     reductions of one pass share one barrier.
 //   - Looped otherwise: the body is split into passes at Reduce boundaries (an
@@ -42,9 +44,10 @@
 //     on); each pass loops over the row U chunks at a time and recomputes
 //     (reloads) the r-level values it needs. A row that a later pass reads
 //     again is loaded evict_last (L1 and L2), and evict_first by its last pass.
-//   - In persistent rows whose threads hold equal shares, a variance (a sum of
-//     squared deviations from the row's mean) is computed in the same pass as
-//     the mean (see "one-pass variance" below): one barrier instead of two.
+//   - In persistent rows whose threads hold equal shares, and in looped rows
+//     of one unmasked step, a variance (a sum of squared deviations from the
+//     row's mean) is computed in the same pass as the mean (see "one-pass
+//     variance" below): one barrier (and for looped rows one pass) fewer.
 //   - Column-major threads when the r-level accesses are contiguous along x
 //     and none along r (a reduction over an outer dimension): a warp covers 32
 //     consecutive rows (coalesced), up to 32 threads split each row's r range
