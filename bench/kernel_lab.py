@@ -307,12 +307,13 @@ def compile_kernel(source, name):
     return torch.cuda._compile_kernel(source, name)
 
 
-def resident_blocks(kernel, threads):
-    """Blocks of `threads` one SM holds at once (the driver's occupancy calculator)."""
+def resident_blocks(kernel, threads, shared_bytes=0):
+    """Blocks of `threads` one SM holds at once (the driver's occupancy calculator),
+    each with `shared_bytes` of dynamic shared memory."""
     import ctypes
     libcuda = torch.cuda._utils._get_gpu_runtime_library()
     n = ctypes.c_int(0)
-    rc = libcuda.cuOccupancyMaxActiveBlocksPerMultiprocessor(ctypes.byref(n), kernel.func, threads, 0)
+    rc = libcuda.cuOccupancyMaxActiveBlocksPerMultiprocessor(ctypes.byref(n), kernel.func, threads, shared_bytes)
     assert rc == 0, f"cuOccupancyMaxActiveBlocksPerMultiprocessor: {rc}"
     return n.value
 

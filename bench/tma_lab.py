@@ -311,19 +311,10 @@ def inductor_configs():
     return kept
 
 
-def build(name, source, threads, smem):
+def build(name, source, smem):
     kernel = kernel_lab.compile_kernel(source, name)
     kernel.set_shared_memory_config(smem)
     return kernel
-
-
-def resident(kernel, threads, smem):
-    import ctypes
-    libcuda = torch.cuda._utils._get_gpu_runtime_library()
-    n = ctypes.c_int(0)
-    rc = libcuda.cuOccupancyMaxActiveBlocksPerMultiprocessor(ctypes.byref(n), kernel.func, threads, smem)
-    assert rc == 0, f"cuOccupancyMaxActiveBlocksPerMultiprocessor: {rc}"
-    return n.value
 
 
 def variants(x, w, b, sms):
@@ -335,16 +326,16 @@ def variants(x, w, b, sms):
     for stages, per_sm in ((2, 4), (4, 4), (4, 8), (8, 4)):
         name = f"copy_tma_s{stages}"
         smem = stages * COLS * 4
-        k = build(name, copy_tma_source(name, stages), 32, smem)
-        grid = sms * min(per_sm, resident(k, 32, smem))
+        k = build(name, copy_tma_source(name, stages), smem)
+        grid = sms * min(per_sm, kernel_lab.resident_blocks(k, 32, smem))
         out = torch.full_like(x, float("nan"))
         found[f"copy TMA, {stages} rows in flight a block, grid {grid}"] = (
             lambda k=k, o=out, g=grid, smem=smem: k((g, 1, 1), (32, 1, 1), [x, o, ROWS], shared_mem=smem), out, "x")
     for threads, stages, bulk_out in ((512, 2, False), (512, 3, False), (256, 3, False), (512, 3, True), (256, 4, True)):
         name = f"ln_tma_t{threads}_s{stages}_{'bulk' if bulk_out else 'stg'}"
         smem = stages * COLS * 4
-        k = build(name, ln_tma_source(name, threads, stages, bulk_out), threads, smem)
-        occupancy = resident(k, threads, smem)
+        k = build(name, ln_tma_source(name, threads, stages, bulk_out), smem)
+        occupancy = kernel_lab.resident_blocks(k, threads, smem)
         for grid in sorted({sms * occupancy, ROWS}):
             out = torch.full_like(x, float("nan"))
             found[f"{name}, grid {grid} ({occupancy} a SM)"] = (

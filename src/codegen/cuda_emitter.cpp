@@ -467,15 +467,17 @@ template <typename T, int N> struct alignas(sizeof(T) * N) dv_vec { T e[N]; };
 // of L1. Measured on the H100 (bench/NOTES.md, 2026-11-25): a row sum of
 // 16384x4096 f32 97.1 -> 94.7 us; the same hint on kernels that also write
 // their rows (softmax, layer_norm, pointwise) cost 1-3 us, so they keep plain loads.
-template <typename V> __device__ __forceinline__ V dv_load_once(const V* p) {
-  static_assert(sizeof(V) == 16, "16-byte vectors only");
-  unsigned u[4];
-  asm("ld.global.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-      : "=r"(u[0]), "=r"(u[1]), "=r"(u[2]), "=r"(u[3]) : "l"(p));
-  V v;
-  memcpy(&v, u, 16);
-  return v;
-}
+#define DV_L1_LOAD(fn, qualifiers)                                                       \
+  template <typename V> __device__ __forceinline__ V fn(const V* p) {                  \
+    static_assert(sizeof(V) == 16, "16-byte vectors only");                             \
+    unsigned u[4];                                                                      \
+    asm("ld.global" qualifiers ".v4.u32 {%0, %1, %2, %3}, [%4];"                        \
+        : "=r"(u[0]), "=r"(u[1]), "=r"(u[2]), "=r"(u[3]) : "l"(p));                      \
+    V v;                                                                                \
+    memcpy(&v, u, 16);                                                                  \
+    return v;                                                                           \
+  }
+DV_L1_LOAD(dv_load_once, ".L1::no_allocate")
 
 // Looped rows read a row once per pass. A pass that a later pass follows
 // over the same row loads it with evict_last (L1 and L2), so that the re-read
@@ -500,20 +502,9 @@ DV_HINTED_LOAD(dv_load_keep_l2, "L2::evict_last", "")
 DV_HINTED_LOAD(dv_load_last_l2, "L2::evict_first", "")
 #undef DV_HINTED_LOAD
 // The L1 part alone (experiments: DeviceSpec::row_loop_hints = 1).
-template <typename V> __device__ __forceinline__ V dv_load_keep_l1(const V* p) {
-  unsigned u[4];
-  asm("ld.global.L1::evict_last.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(u[0]), "=r"(u[1]), "=r"(u[2]), "=r"(u[3]) : "l"(p));
-  V v;
-  memcpy(&v, u, 16);
-  return v;
-}
-template <typename V> __device__ __forceinline__ V dv_load_last_l1(const V* p) {
-  unsigned u[4];
-  asm("ld.global.L1::evict_first.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(u[0]), "=r"(u[1]), "=r"(u[2]), "=r"(u[3]) : "l"(p));
-  V v;
-  memcpy(&v, u, 16);
-  return v;
-}
+DV_L1_LOAD(dv_load_keep_l1, ".L1::evict_last")
+DV_L1_LOAD(dv_load_last_l1, ".L1::evict_first")
+#undef DV_L1_LOAD
 
 // f16 / bf16 are stored as unsigned short and computed in float.
 __device__ __forceinline__ float dv_f16_to_f32(unsigned short h) {
@@ -686,7 +677,7 @@ class Emitter {
   void emit_scalar(ValueId id, const std::string& store_guard);
   void emit_lanes(ValueId id, const Segment& s);
   void emit_lane_list(const std::vector<ValueId>& ids, const Segment& s);
-  std::string row_load_call(ValueId id, const Instr& in, const Segment& s, const std::string& ptr) const;
+  std::string row_load_call(ValueId id, const Segment& s, const std::string& ptr) const;
   void emit_elementwise_run(const std::vector<ValueId>& ids, const Segment& s);
   void emit_lane_load(ValueId id, const Segment& s);
   void emit_lane_store(ValueId id, const Segment& s);
@@ -703,8 +694,9 @@ class Emitter {
   void flush_reductions();
   ValueId resolve(ValueId id) const;
   ValueId squared_deviation_source(ValueId sq_sum) const;
-  void find_moment_pairs(const Segment& s, bool persistent);
+  void find_moment_pairs(const Segment& s, bool persistent, std::int64_t steps);
   void emit_moments(ValueId sum, ValueId sq_sum, const Segment& s);
+  void emit_thread_moments(ValueId x, const std::string& pivot, const Segment& s);
   void emit_moments_combine(ValueId sum, ValueId sq_sum);
   void emit_looped_moments_start(ValueId sum);
   void emit_looped_moments_step(ValueId sum, const Segment& s);
@@ -724,7 +716,8 @@ class Emitter {
   bool prefers_one_looped_step(std::int64_t chunks, int vec, std::int64_t widest_tpr) const;
   void emit_rows_kernel(const RowLayout& L, Segment s, const std::vector<int>& pass, int num_passes);
   void emit_rows_persistent(const Segment& s, const std::vector<int>& pass);
-  void emit_rows_looped(Segment s, std::int64_t outer, const std::vector<int>& pass, int num_passes);
+  void emit_rows_looped(Segment s, std::int64_t outer, const std::vector<int>& pass,
+                        const std::vector<std::vector<char>>& needs);
   std::vector<char> lanes_needed_by_pass(const std::vector<int>& pass, int p) const;
   void set_row_load_hints(const std::vector<std::vector<char>>& needs, int p);
 
@@ -752,11 +745,10 @@ class Emitter {
   enum class RowLoadHint { None, Keep, Last };
   std::vector<RowLoadHint> row_load_hint_;
   std::vector<ValueId> pending_;  // reductions written to shared memory, not yet read back
-  // One-pass variance (persistent rows): for a sum R1, the R2 =
+  // One-pass variance (persistent rows, looped rows of one step): for a sum R1, the R2 =
   // sum((x - R1/N)^2) computed with it, or -1; for such an R2, its R1, or -1.
   std::vector<ValueId> sq_sum_of_, sum_of_sq_;
-  int moments_per_thread_ = 0;  // K: elements each thread holds or steps over (all valid)
-  std::int64_t looped_outer_ = 1;  // looped rows: iterations a pass
+  int moments_per_thread_ = 0;  // K: elements each thread holds (all valid)
   std::vector<std::string> row_start_;  // row_start_value's memo: emitted scalar names
 };
 
@@ -1147,7 +1139,8 @@ void Emitter::emit_elementwise_run(const std::vector<ValueId>& ids, const Segmen
 }
 
 // A contiguous lane load through ptr, with the cache policy its row reads call for.
-std::string Emitter::row_load_call(ValueId id, const Instr& in, const Segment& s, const std::string& ptr) const {
+std::string Emitter::row_load_call(ValueId id, const Segment& s, const std::string& ptr) const {
+  const Instr& in = k_.body[id];
   const bool row_chunk = in.index.uses_var("x") && ir::dtype_size(k_.buffers[in.buffer].dtype) * s.width == 16;
   if (!row_chunk) return "*" + ptr;
   const RowLoadHint hint = row_load_hint_.empty() ? RowLoadHint::None : row_load_hint_[id];
@@ -1174,7 +1167,7 @@ void Emitter::emit_lane_load(ValueId id, const Segment& s) {
     case LaneAccess::Contiguous: {
       const std::string vec = cat("dv_vec<", ST, ", ", s.width, ">");
       const std::string ptr = cat("reinterpret_cast<const ", vec, "*>(", p, " + ", lane_index(in.index, s, "l0"), ")");
-      w_.line(cat("const ", vec, " w = ", row_load_call(id, in, s, ptr), ";"));
+      w_.line(cat("const ", vec, " w = ", row_load_call(id, s, ptr), ";"));
       w_.open_unrolled("v", 0, s.width);
       w_.line(cat(v, "[c * ", s.width, " + v] = ", raw ? "w.e[v]" : load_conv(b.dtype, "w.e[v]"), ";"));
       w_.close();
@@ -1378,8 +1371,9 @@ void Emitter::flush_reductions() {
 //
 // Lowering writes a variance as two sums over the row: R1 = sum(x), then
 // R2 = sum((x - R1/N)^2) with N = rnumel, a second reduction (and barrier)
-// after the first. When every thread of a persistent row holds the same
-// number K of the row's elements, R2 is computed alongside R1, from partial
+// after the first. When every thread of a persistent row (or of a looped row
+// of one step) holds the same number K of the row's elements, R2 is computed
+// alongside R1, from partial
 // results of equal-sized groups: a group of P parts with sums s_i and
 // squared-deviation sums q_i (each around its own mean, n elements a part) has
 //   sum((x - mean)^2) = sum_i q_i + sum_i (s_i - S/P)^2 / n,   S = sum_i s_i.
@@ -1416,16 +1410,16 @@ ValueId Emitter::squared_deviation_source(ValueId sq_sum) const {
 // all hold (persistent, or looped in one step) K valid elements (no masked
 // chunks), and where x at
 // the row's first element can be written as a short scalar expression.
-void Emitter::find_moment_pairs(const Segment& s, bool persistent) {
+void Emitter::find_moment_pairs(const Segment& s, bool persistent, std::int64_t steps) {
   sq_sum_of_.assign(k_.body.size(), -1);
   sum_of_sq_.assign(k_.body.size(), -1);
   row_start_.assign(k_.body.size(), "");
-  moments_per_thread_ = s.size() * (persistent ? 1 : looped_outer_);
+  moments_per_thread_ = s.size();
   // Looped rows pair them only in one step: with several, the moments'
   // arithmetic between a thread's loads cost more than the pass it saves
   // (layer_norm 2048x32768 f32: 224.2 us paired, 218.8 not; bench/NOTES.md).
   if (col_major_ || s.mask != Segment::Mask::None) return;
-  if (!persistent && (!dev_.row_loop_moments || looped_outer_ != 1)) return;
+  if (!persistent && (!dev_.row_loop_moments || steps != 1)) return;
   for (std::size_t i = 0; i < k_.body.size(); ++i) {
     if (!live_[i]) continue;
     const ValueId sum = squared_deviation_source(static_cast<ValueId>(i));
@@ -1477,8 +1471,6 @@ void Emitter::emit_moments(ValueId sum, ValueId sq_sum, const Segment& s) {
   const DType t = in.dtype;
   const std::string T = ctype(t), v1 = name(sum), v2 = name(sq_sum);
   const ValueId x = resolve(in.args[0]);
-  const std::string K = float_literal(moments_per_thread_, t);
-  auto add = [&](const std::string& a, const std::string& b) { return reduce_combine(ReduceOp::Sum, t, a, b); };
   w_.line(cat("// %", sum, " = reduce.sum %", in.args[0], ", and with it %", sq_sum, " = sum((%", in.args[0], " - %", sum,
               "/", k_.rnumel, ")^2) in one pass"));
   w_.line(cat(T, " ", v1, ", ", v2, ";"));
@@ -1487,17 +1479,26 @@ void Emitter::emit_moments(ValueId sum, ValueId sq_sum, const Segment& s) {
   emit_reduce_accumulate(sum, s, "acc");
   emit_fold_lanes(ReduceOp::Sum, t, "acc", s.width);
   w_.line(cat("const ", T, " pivot = ", row_start_value(x), ";  // x at the row's first element"));
+  emit_thread_moments(x, "pivot", s);
+  emit_moments_combine(sum, sq_sum);
+  w_.close();
+}
+
+// `T b` (the thread's sum of x - pivot), `own` (the same, kept) and `q` (its
+// squared deviations around its own mean) over the thread's K lane values.
+void Emitter::emit_thread_moments(ValueId x, const std::string& pivot, const Segment& s) {
+  const DType t = k_.body[x].dtype;
+  const std::string T = ctype(t), K = float_literal(moments_per_thread_, t);
+  auto add = [&](const std::string& a, const std::string& b) { return reduce_combine(ReduceOp::Sum, t, a, b); };
   w_.line(cat(T, " b = ", zero_of(t), ";  // the thread's sum of x - pivot"));
   w_.open_unrolled("k", 0, s.size());
-  w_.line("b = " + add("b", cat("(", ref(x, "k"), " - pivot)")) + ";");
+  w_.line("b = " + add("b", cat("(", ref(x, "k"), " - ", pivot, ")")) + ";");
   w_.close();
   w_.line(cat("const ", T, " own = b, own_mean = b / ", K, ";"));
   w_.line(cat(T, " q = ", zero_of(t), ";"));
   w_.open_unrolled("k", 0, s.size());
-  w_.line(cat("const ", T, " d = (", ref(x, "k"), " - pivot) - own_mean;"));
+  w_.line(cat("const ", T, " d = (", ref(x, "k"), " - ", pivot, ") - own_mean;"));
   w_.line("q = " + add("q", "d * d") + ";");
-  w_.close();
-  emit_moments_combine(sum, sq_sum);
   w_.close();
 }
 
@@ -1524,10 +1525,9 @@ void Emitter::emit_moments_combine(ValueId sum, ValueId sq_sum) {
   }
 }
 
-// Looped rows: each thread keeps its sum of x - pivot (mb) and its squared
-// deviations around its own mean (mq) over the steps, merging each step's m
-// elements in (after `it` steps of m: q += cq + (cs*it - mb)^2 / (it*(it+1)*m),
-// the same identity with unequal parts), then combines as persistent rows do.
+// Looped rows of one step (the only ones paired): the thread's moments are
+// taken inside the step, where its lane values live, and combined after it
+// as in persistent rows.
 void Emitter::emit_looped_moments_start(ValueId sum) {
   const ValueId sq = sq_sum_of_[sum];
   const std::string T = ctype(k_.body[sum].dtype), v2 = name(sq), zero = zero_of(k_.body[sum].dtype);
@@ -1538,30 +1538,11 @@ void Emitter::emit_looped_moments_start(ValueId sum) {
 }
 
 void Emitter::emit_looped_moments_step(ValueId sum, const Segment& s) {
-  const DType t = k_.body[sum].dtype;
-  const std::string T = ctype(t), v2 = name(sq_sum_of_[sum]), m = float_literal(s.size(), t);
-  const ValueId x = resolve(k_.body[sum].args[0]);
-  auto add = [&](const std::string& a, const std::string& b) { return reduce_combine(ReduceOp::Sum, t, a, b); };
+  const std::string v2 = name(sq_sum_of_[sum]);
   w_.open("");
-  w_.line(cat(T, " cs = ", zero_of(t), ";"));
-  w_.open_unrolled("k", 0, s.size());
-  w_.line("cs = " + add("cs", cat("(", ref(x, "k"), " - pivot_", v2, ")")) + ";");
-  w_.close();
-  w_.line(cat("const ", T, " cm = cs / ", m, ";"));
-  w_.line(cat(T, " cq = ", zero_of(t), ";"));
-  w_.open_unrolled("k", 0, s.size());
-  w_.line(cat("const ", T, " d = (", ref(x, "k"), " - pivot_", v2, ") - cm;"));
-  w_.line("cq = " + add("cq", "d * d") + ";");
-  w_.close();
-  w_.open("if (it == 0)");
-  w_.line(cat("mb_", v2, " = cs;"));
-  w_.line(cat("mq_", v2, " = cq;"));
-  w_.close();
-  w_.open("else");
-  w_.line(cat("const ", T, " n = (", T, ")it, e = cs * n - mb_", v2, ";"));
-  w_.line(cat("mq_", v2, " = ", add("mq_" + v2, add("cq", cat("e * e / (n * (n + 1) * ", m, ")"))), ";"));
-  w_.line(cat("mb_", v2, " = ", add("mb_" + v2, "cs"), ";"));
-  w_.close();
+  emit_thread_moments(resolve(k_.body[sum].args[0]), "pivot_" + v2, s);
+  w_.line(cat("mb_", v2, " = b;"));
+  w_.line(cat("mq_", v2, " = q;"));
   w_.close();
 }
 
@@ -1854,13 +1835,13 @@ void Emitter::emit_rows_kernel(const RowLayout& L, Segment s, const std::vector<
   const bool row_mask = k_.xnumel % rpb_ != 0;
   s.store_guard = row_mask ? "row_ok" : "";
 
-  looped_outer_ = L.persistent ? 1 : L.outer;
-  find_moment_pairs(s, L.persistent);
-  int loops = 0;  // passes over the row that load something (a paired variance adds none)
-  for (int p = 0; p < num_passes && !L.persistent; ++p) {
-    const std::vector<char> need = lanes_needed_by_pass(pass, p);
-    loops += std::any_of(need.begin(), need.end(), [](char c) { return c != 0; }) ? 1 : 0;
-  }
+  find_moment_pairs(s, L.persistent, L.outer);
+  // Looped rows: the lane values each pass needs; the passes that need none are skipped.
+  std::vector<std::vector<char>> needs;
+  for (int p = 0; p < num_passes && !L.persistent; ++p) needs.push_back(lanes_needed_by_pass(pass, p));
+  const auto loops = std::count_if(needs.begin(), needs.end(), [](const std::vector<char>& need) {
+    return std::any_of(need.begin(), need.end(), [](char c) { return c != 0; });
+  });
   const std::string strategy = cat(
       "strategy: row kernel, ", L.persistent ? "persistent (the row stays in registers)" : "looped", "; ",
       L.col_major ? "column-major threads (a warp covers 32 consecutive rows); " : "", tpr_, " threads per row, ", rpb_,
@@ -1910,7 +1891,7 @@ void Emitter::emit_rows_kernel(const RowLayout& L, Segment s, const std::vector<
     w_.line(cat("const idx_t rbase = (idx_t)t * ", s.width, ";  // chunk c covers r = rbase + c*kTpr*W + [0, W)"));
     emit_rows_persistent(s, pass);
   } else {
-    emit_rows_looped(s, L.outer, pass, num_passes);
+    emit_rows_looped(s, L.outer, pass, needs);
   }
   flush_reductions();  // (unused values: nothing pending remains in practice)
   w_.close();
@@ -1985,11 +1966,11 @@ std::vector<char> Emitter::lanes_needed_by_pass(const std::vector<int>& pass, in
   return need;
 }
 
-void Emitter::emit_rows_looped(Segment s, std::int64_t outer, const std::vector<int>& pass, int num_passes) {
+void Emitter::emit_rows_looped(Segment s, std::int64_t outer, const std::vector<int>& pass,
+                               const std::vector<std::vector<char>>& needs) {
   const std::string xguard = store_guard_x(!s.store_guard.empty(), tpr_);
   const std::size_t n = k_.body.size();
-  std::vector<std::vector<char>> needs;
-  for (int p = 0; p < num_passes; ++p) needs.push_back(lanes_needed_by_pass(pass, p));
+  const int num_passes = static_cast<int>(needs.size());
   std::vector<char> emitted(n, 0);
   for (int p = 0; p <= num_passes; ++p) {
     // Scalars available from this pass on.
