@@ -4,7 +4,9 @@
 #include <fstream>
 #include <sstream>
 
-#include "capture/graph_cache.h"
+#include "capture/guard_program.h"
+#include "capture/plan_cache.h"
+#include "capture/tracer.h"
 #include "codegen/program.h"
 #include "codegen/tensor_def.h"
 #include "ir/op_graph.h"
@@ -14,7 +16,11 @@
 #include "runtime/nvrtc.h"
 
 namespace py = pybind11;
-using dv::capture::GraphCache;
+using dv::capture::Accessor;
+using dv::capture::Expect;
+using dv::capture::GuardProgram;
+using dv::capture::PlanCache;
+using dv::capture::Tracer;
 using dv::runtime::Executor;
 
 namespace {
@@ -46,6 +52,86 @@ std::string loop_ir_text(const Executor& e) {
   return out;
 }
 
+py::object tensors_or_none(bool ok, std::vector<at::Tensor> inputs) {
+  if (!ok) return py::none();
+  return py::cast(inputs);
+}
+
+void bind_capture(py::module_& m) {
+  py::class_<Tracer>(m, "Tracer")
+      .def(py::init([](py::object monitor, py::object null_marker) {
+        return std::make_unique<Tracer>(monitor.ptr(), null_marker.ptr());
+      }))
+      .def("start", &Tracer::start)
+      .def("stop", &Tracer::stop)
+      .def("close", &Tracer::close)
+      .def("track", [](Tracer& t, py::handle o) { t.track(o.ptr()); })
+      .def("error", &Tracer::error)
+      .def("reported", &Tracer::instructions_reported);
+  m.attr("PYTHON_RAN") = static_cast<int>(dv::capture::kPythonRan);
+  m.attr("FAILED") = static_cast<int>(dv::capture::kFailed);
+  m.attr("EXHAUSTED") = static_cast<int>(dv::capture::kExhausted);
+  m.attr("BEFORE") = static_cast<int>(dv::capture::kBefore);
+
+  py::class_<GuardProgram, std::shared_ptr<GuardProgram>>(m, "GuardProgram")
+      .def(py::init<>())
+      .def("load_arg", &GuardProgram::load_arg)
+      .def("load_kwarg", [](GuardProgram& g, py::str name) { return g.load_kwarg(name.ptr()); })
+      .def("load_pinned", [](GuardProgram& g, py::object o) { return g.load_pinned(o.ptr()); })
+      .def("load_access", [](GuardProgram& g, int from, int accessor, py::object key) {
+        return g.load_access(from, static_cast<Accessor>(accessor), key.ptr());
+      })
+      .def("begin_group", &GuardProgram::begin_group)
+      .def("end_group", &GuardProgram::end_group)
+      .def("add_check", [](GuardProgram& g, int reg, int accessor, py::object key, int expect, py::object expected,
+                           int other, std::string description) {
+        g.add_check(reg, static_cast<Accessor>(accessor), key.ptr(), static_cast<Expect>(expect), expected.ptr(), other,
+                    std::move(description));
+      })
+      .def("add_tensor", [](GuardProgram& g, int reg, int input, const at::Tensor& t, std::string description) {
+        g.add_tensor(reg, input, dv::capture::TensorGuard::of(t), std::move(description));
+      })
+      .def("add_distinct_inputs", &GuardProgram::add_distinct_inputs)
+      .def("set_arguments", &GuardProgram::set_arguments)
+      .def("capture_global_state", [](GuardProgram& g) { g.set_global_state(dv::capture::GlobalState::now()); })
+      .def("check", [](GuardProgram& g, py::tuple args, py::dict kwargs) {
+        std::vector<at::Tensor> inputs;
+        bool ok = g.check(args.ptr(), kwargs.ptr(), inputs);
+        return tensors_or_none(ok, std::move(inputs));
+      })
+      .def("explain_failure", [](GuardProgram& g, py::tuple args, py::dict kwargs) {
+        return g.explain_failure(args.ptr(), kwargs.ptr());
+      })
+      .def("descriptions", &GuardProgram::descriptions)
+      .def("num_checks", &GuardProgram::num_checks)
+      .def("num_inputs", &GuardProgram::num_inputs);
+
+  py::class_<PlanCache>(m, "PlanCache")
+      .def(py::init<>())
+      .def("add", &PlanCache::add)
+      .def("make_eager", &PlanCache::make_eager)
+      .def("failed_index", &PlanCache::failed_index)
+      .def("run", [](PlanCache& c, py::tuple args, py::dict kwargs) -> py::object {
+        auto hit = c.run(args.ptr(), kwargs.ptr());
+        if (!hit) return py::none();
+        return py::make_tuple(hit->index, hit->outputs, hit->inputs);
+      })
+      .def("explain_miss", [](PlanCache& c, py::tuple args, py::dict kwargs) {
+        return c.explain_miss(args.ptr(), kwargs.ptr());
+      })
+      .def("__len__", &PlanCache::size)
+      .def("executors", [](const PlanCache& c) {
+        std::vector<std::shared_ptr<Executor>> out;
+        for (const auto& e : c.entries()) out.push_back(e.executor);
+        return out;
+      })
+      .def("guards", [](const PlanCache& c) {
+        std::vector<std::shared_ptr<GuardProgram>> out;
+        for (const auto& e : c.entries()) out.push_back(e.guards);
+        return out;
+      });
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -62,18 +148,7 @@ PYBIND11_MODULE(_C, m) {
       .def("loop_ir", &loop_ir_text)
       .def("graph_text", [](const Executor& e) { return dv::ir::to_text(e.program().graph); });
 
-  py::class_<GraphCache>(m, "GraphCache")
-      .def(py::init<>())
-      .def("add", &GraphCache::add, py::arg("executor"), py::arg("arguments"), py::arg("constants"))
-      .def("run", &GraphCache::run, py::call_guard<py::gil_scoped_release>(),
-           "Runs the first plan whose guards pass, or returns None.")
-      .def("explain_miss", &GraphCache::explain_miss)
-      .def("__len__", &GraphCache::size)
-      .def("executors", [](const GraphCache& c) {
-        std::vector<std::shared_ptr<Executor>> out;
-        for (const auto& e : c.entries()) out.push_back(e.executor);
-        return out;
-      });
+  bind_capture(m);
 
   m.def("compile_graph_text", &compile_graph_text, py::arg("text"), py::arg("fuse") = true,
         py::call_guard<py::gil_scoped_release>(), "Parses, lowers, fuses and plans a graph in the text format.");

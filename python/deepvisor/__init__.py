@@ -3,7 +3,9 @@
     g = deepvisor.compile(fn)      # fn: a function or an nn.Module
     g(*args)                       # first call: runs fn for real and captures it
     g(*args)                       # later calls: guards checked in C++, compiled plan replayed
-    deepvisor.stats(g)             # captures, cache hits, kernels, compiles, fallbacks
+    deepvisor.stats(g)             # captures, cache hits, plans, kernels, compiles, fallbacks
+    deepvisor.explain(g)           # each plan, its guards, fallback ops, eager reasons
+    torch.compile(m, backend="deepvisor")   # Dynamo's graphs through deepvisor
 
 On CUDA tensors the plan's kernels are CUDA C compiled by NVRTC; on CPU
 tensors the same loop IR runs in the CPU interpreter.
@@ -13,24 +15,43 @@ import torch  # noqa: F401  (loads LibTorch before the extension)
 
 from . import _C  # noqa: F401
 from ._compiled import CompiledFunction
+from ._explain import explain
 
-__all__ = ["compile", "stats", "CompiledFunction"]
+__all__ = ["compile", "stats", "explain", "reset", "CompiledFunction"]
 __version__ = "0.1.0"
 
+_compiled_functions = []  # weak references, for reset()
 
-def compile(fn, *, dump_dir=None, fuse=True):
+
+def compile(fn, *, dynamic=None, dump_dir=None, fuse=True):
     """Compiles `fn` (a callable or nn.Module) on its first call.
 
+    dynamic: reserved for symbolic shapes (None: static shapes).
     dump_dir: write each captured op graph there (also DEEPVISOR_DUMP_DIR);
     the `dvdump` tool prints its plan, loop IR, fusion groups and CUDA C.
     fuse: set False to give every realized value its own kernel.
     """
-    return CompiledFunction(fn, dump_dir=dump_dir, fuse=fuse)
+    import weakref
+    compiled = CompiledFunction(fn, dynamic=dynamic, dump_dir=dump_dir, fuse=fuse)
+    _compiled_functions.append(weakref.ref(compiled))
+    return compiled
 
 
 def stats(compiled):
-    """A dict: captures, cache_hits, guard_misses, eager_calls, kernels,
-    nvrtc_compiles, disk_cache_hits, fallback_ops {op: count}, eager_reasons."""
+    """A dict: captures, cache_hits, guard_misses, graphs (plans held),
+    versions (plans and eager versions held), eager_calls, eager_reasons,
+    fallback_ops {op: count}, extern_ops, kernels, nvrtc_compiles, disk_cache_hits."""
     if not isinstance(compiled, CompiledFunction):
         raise TypeError("deepvisor.stats expects the result of deepvisor.compile")
     return compiled.stats()
+
+
+def reset():
+    """Drops every compiled plan held in memory (the disk cache of kernels stays)."""
+    alive = []
+    for ref in _compiled_functions:
+        compiled = ref()
+        if compiled is not None:
+            compiled.reset()
+            alive.append(ref)
+    _compiled_functions[:] = alive

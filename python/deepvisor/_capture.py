@@ -66,6 +66,12 @@ def _format_float(value):
 class Recorder(TorchDispatchMode):
     """Records one run. Use as a context manager, then call finish()."""
 
+    @classmethod
+    def _should_skip_dynamo(cls):
+        # Not wrapped in torch._disable_dynamo: that wrapper is Python code the
+        # state monitor would step on every op.
+        return False
+
     def __init__(self, arguments):
         super().__init__()
         self.value_lines = []
@@ -218,6 +224,21 @@ class Recorder(TorchDispatchMode):
         self.node_lines.append(f"node {op} {' '.join(encoded)} -> {outs}".replace("  ", " "))
 
     # -- result -----------------------------------------------------------------
+    def knows(self, t):
+        """Whether `t` is a value of the graph (made by a recorded op or an input)."""
+        return id(t) in self._value_of
+
+    def graph_text(self, output_tensors):
+        """The graph in the text format, with these tensors as its outputs."""
+        output_values = [self.value_of(t) for t in output_tensors]
+        lines = ["deepvisor-graph 1", *self.value_lines]
+        lines += [f"input %{v}" for v in self.input_values]
+        lines += self.node_lines
+        lines.append("output" + "".join(f" %{v}" for v in output_values))
+        lines += [f"mutation %{i} %{v}" for i, v in self._mutations.items()]
+        return "\n".join(lines) + "\n"
+
+
     def finish(self, result, arguments):
         """The graph text and how to rebuild `result` from the graph outputs.
 

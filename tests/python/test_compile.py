@@ -492,16 +492,30 @@ def test_internal_failure_runs_eagerly_and_is_not_retried(monkeypatch):
     x = randn(5, 7)
     g = deepvisor.compile(fn)
     g(x)
-    signature = next(iter(g._signatures.values()))
+    real = g._plans
 
     class Broken:
-        def run(self, tensors):
-            raise RuntimeError("simulated kernel failure")
+        """The plan cache with plan 0's executor failing."""
 
-        def executors(self):
-            return []
+        def __init__(self):
+            self.failed = -1
 
-    signature.cache = Broken()
+        def run(self, args, kwargs):
+            if self.failed < 0:
+                self.failed = 0
+                raise RuntimeError("simulated kernel failure")
+            return real.run(args, kwargs)
+
+        def failed_index(self):
+            return 0
+
+        def make_eager(self, index):
+            real.make_eager(index)
+
+        def __len__(self):
+            return len(real)
+
+    g._plans = Broken()
     for _ in range(2):
         torch.testing.assert_close(g(x), fn(x))
     stats = deepvisor.stats(g)

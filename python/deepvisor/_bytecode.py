@@ -1,0 +1,122 @@
+"""Instruction tables for the tracer (src/capture/tracer.h).
+
+For each code object the tracer steps, a table says which instructions read or
+write Python state, how many values each takes from the stack before it runs
+and leaves after, and the stack depth at every instruction. What an opcode
+means differs between Python versions; that knowledge lives in one file per
+version (_opcodes_py311.py, _opcodes_py312.py), and this file is the same for
+both.
+"""
+
+import dis
+import struct
+import sys
+
+# Instruction kinds, as the monitor receives them.
+ATTR = 1          # obj.name                      operands (obj,)             results (value,)
+METHOD = 2        # obj.name for a call           (obj,)                      (method or NULL, self or value)
+ITEM = 3          # c[key]                        (c, key)                    (value,)
+SLICE = 4         # c[a:b]                        (c, a, b)                   (value,)
+GLOBAL = 5        # a global or builtin name      ()                          (value,)
+DEREF = 6         # a free variable's cell        (cell, function)            (value,)
+CONTAINS = 7      # key in c                      (key, c)                    (bool,)
+ITER = 8          # iter(x)                       (x,)                        (iterator,)
+NEXT = 9          # next(iterator) in a for loop  (iterator,)                 (value,) or exhausted
+UNPACK = 10       # a, b = x                      (x,)                        values, last first
+CALL = 11         # f(*args, **kw)                (NULL or f, f or self, *args) (result,); arg: kw names
+CALL_EX = 12      # f(*args, **kwargs)            (NULL, f, args[, kwargs])   (result,)
+TRUTH = 13        # if x / not x                  (x,)                        before
+STORE_ATTR = 14   # obj.name = v                  (v, obj)                    before
+DELETE_ATTR = 15  # del obj.name                  (obj,)                      before
+STORE_ITEM = 16   # c[key] = v                    (v, c, key)                 before
+DELETE_ITEM = 17  # del c[key]                    (c, key)                    before
+STORE_GLOBAL = 18 # global name = v               (v,)                        before
+DELETE_GLOBAL = 19
+STORE_DEREF = 20  # nonlocal name = v             (v, cell, function)         before
+USE = 21          # any other use of a value: operators, comparisons, f-strings, *x, **x
+STORE_SLICE = 22  # c[a:b] = v                    (v, c, a, b)                before
+SUPER_ATTR = 23   # super().name                  (super, class, self)        before
+
+KIND_NAMES = {v: k for k, v in globals().items() if k.isupper() and isinstance(v, int)}
+
+# Entry flags (tracer.h: InstructionFlags).
+ALWAYS = 1
+BEFORE = 2
+CELL_OPERAND = 4
+ITER_STEP = 8
+
+# The version-specific opcode knowledge (imported after the kinds it uses).
+if sys.version_info[:2] == (3, 11):
+    from . import _opcodes_py311 as _opcodes
+elif sys.version_info[:2] == (3, 12):
+    from . import _opcodes_py312 as _opcodes
+else:  # pragma: no cover
+    raise ImportError(f"deepvisor supports CPython 3.11 and 3.12, not {sys.version.split()[0]}")
+
+_TERMINAL = {"RETURN_VALUE", "RETURN_CONST", "RAISE_VARARGS", "RERAISE", "JUMP_FORWARD", "JUMP_BACKWARD",
+             "JUMP_BACKWARD_NO_INTERRUPT"}
+_JUMPS = set(dis.hasjrel) | set(dis.hasjabs)
+
+
+def stack_depths(code, instructions):
+    """The stack depth before each instruction, by offset, from the compiler's
+    own stack effects: a walk over the jumps and the exception table."""
+    index = {ins.offset: k for k, ins in enumerate(instructions)}
+    depths = {}
+    work = [(0, 0)]
+    for entry in dis._parse_exception_table(code):
+        work.append((entry.target, entry.depth + int(entry.lasti) + 1))
+    while work:
+        offset, depth = work.pop()
+        k = index.get(offset)
+        while k is not None and k < len(instructions):
+            ins = instructions[k]
+            if ins.offset in depths:
+                break
+            depths[ins.offset] = depth
+            arg = ins.arg if ins.opcode >= dis.HAVE_ARGUMENT else None
+            if ins.opcode in _JUMPS:
+                work.append((ins.argval, depth + dis.stack_effect(ins.opcode, arg, jump=True)))
+            if ins.opname in _TERMINAL:
+                break
+            depth += dis.stack_effect(ins.opcode, arg, jump=False)
+            k += 1
+    return depths
+
+
+def code_table(code):
+    """(depths, entries) for the tracer: depths is the static stack depth at
+    every code unit (int16, native order); entries are (unit, kind, n_in,
+    n_out, flags, aux, next_unit, arg) for the instructions that matter."""
+    instructions = list(dis.get_instructions(code))
+    depths = stack_depths(code, instructions)
+    units = len(code.co_code) // 2
+    depth_at = [0] * units
+    entries = []
+    prefix_start = None  # where a run of EXTENDED_ARG prefixes began: the event comes there
+    for k, ins in enumerate(instructions):
+        unit = ins.offset // 2
+        d = depths.get(ins.offset, 0)
+        depth_at[unit] = d
+        if ins.opname == "EXTENDED_ARG":
+            prefix_start = unit if prefix_start is None else prefix_start
+            continue
+        spec = _opcodes.describe(ins, instructions, k, code)
+        event_unit = prefix_start if (prefix_start is not None and _opcodes.EVENT_AT_PREFIX) else unit
+        if prefix_start is not None:
+            for u in range(prefix_start, unit):
+                depth_at[u] = d
+        prefix_start = None
+        if spec is None:
+            continue
+        kind, n_in, n_out, flags, aux, arg = spec
+        next_unit = instructions[k + 1].offset // 2 if k + 1 < len(instructions) else -1
+        entries.append((event_unit, kind, n_in, n_out, flags, aux, next_unit, arg))
+    return struct.pack(f"{units}h", *[max(-32768, min(32767, d)) for d in depth_at]), entries
+
+
+def set_opcode_events():
+    """Python 3.12 turns on per-instruction trace events only once some frame
+    asked for them through f_trace_opcodes (a flag of the interpreter); 3.11
+    needs nothing."""
+    _opcodes.enable_opcode_events()

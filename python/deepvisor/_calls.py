@@ -1,0 +1,242 @@
+"""What a call of a C function reads and writes, for the Python-state monitor.
+
+Python functions need nothing here: their frames are stepped, so their reads
+and writes are seen instruction by instruction. A C function can read or
+change the objects it is given without any instruction showing it, so each
+call with a tracked argument is classified:
+
+- readers that are modelled exactly (len, getattr, hasattr, isinstance,
+  dict.get, dict views...) check exactly what they read;
+- mutators of builtin containers (list.append, dict.update, setattr...) are
+  writes: the container's prior state is checked and the change is a side
+  effect;
+- calls with hidden state (random, time, print, input, open) cannot be
+  replayed: the capture is unsupported and the call runs eagerly;
+- any other C function is taken to be a pure function of its arguments, so
+  the builtin containers it is given are checked whole.
+"""
+
+import builtins
+import random
+import time
+import types
+
+import torch
+
+from ._monitor import NULL, Unsupported, is_value
+
+_MethodDescriptor = (types.MethodDescriptorType, types.WrapperDescriptorType, types.ClassMethodDescriptorType)
+_BoundBuiltin = (types.BuiltinMethodType, types.MethodWrapperType)
+
+_IMPURE_MODULES = ("random", "time", "secrets", "uuid", "numpy.random", "datetime", "os", "socket", "subprocess")
+_IMPURE_BUILTINS = {builtins.print, builtins.input, builtins.open, builtins.exec, builtins.eval, builtins.breakpoint}
+_TYPE_READERS = {builtins.isinstance, builtins.issubclass, builtins.type, builtins.callable, builtins.id}
+_CONTAINER_TYPES = (list, tuple, dict, set, frozenset)
+
+
+def _normalize(fn, args):
+    """(owner type or None, name, self or NULL, the other arguments) for a C callable."""
+    if isinstance(fn, _MethodDescriptor) and args:
+        return fn.__objclass__, fn.__name__, args[0], args[1:]
+    if isinstance(fn, _BoundBuiltin):
+        owner = getattr(fn, "__self__", None)
+        if owner is not None and not isinstance(owner, types.ModuleType):
+            return type(owner), fn.__name__, owner, args
+    return None, fn, NULL, args
+
+
+def _is_python(fn):
+    return isinstance(fn, (types.FunctionType, types.MethodType)) or (
+        not isinstance(fn, type) and isinstance(getattr(type(fn), "__call__", None), types.FunctionType))
+
+
+def watched_callables():
+    """Objects whose calls have hidden state: the tracer reports every call of
+    them (or of their methods), whatever the arguments."""
+    global _WATCHED
+    if _WATCHED is None:
+        watched = [*_IMPURE_BUILTINS, random._inst]
+        watched += [getattr(random, n) for n in dir(random) if isinstance(getattr(random, n), _BoundBuiltin)]
+        watched += [getattr(time, n) for n in dir(time) if isinstance(getattr(time, n), types.BuiltinFunctionType)]
+        try:
+            import numpy.random as npr
+            state = npr.mtrand._rand
+            watched.append(state)
+            watched += [getattr(npr, n) for n in dir(npr) if getattr(getattr(npr, n), "__self__", None) is state]
+        except Exception:  # numpy missing or laid out differently
+            pass
+        _WATCHED = watched
+    return _WATCHED
+
+
+_WATCHED = None
+
+
+def _impure_reason(fn):
+    if isinstance(fn, (types.BuiltinFunctionType, types.FunctionType)) and fn in _IMPURE_BUILTINS:
+        return f"calls {fn.__name__}(), which a replay would not repeat"
+    owner = getattr(fn, "__self__", None)
+    if isinstance(owner, random.Random):
+        return f"calls random.{fn.__name__}(): Python's random state"
+    module = getattr(fn, "__module__", None) or (owner.__name__ if isinstance(owner, types.ModuleType) else "")
+    if module and any(module == m or module.startswith(m + ".") for m in _IMPURE_MODULES):
+        if module.startswith("os") and getattr(fn, "__name__", "") in ("fspath", "getcwd", "sep"):
+            return None
+        return f"calls {module}.{getattr(fn, '__name__', fn)}(), which has hidden state"
+    if type(owner).__module__ == "numpy.random" or type(owner).__name__ in ("RandomState", "Generator"):
+        return f"calls numpy random state ({getattr(fn, '__name__', fn)})"
+    return None
+
+
+def on_call(m, fn, args, kwargs, results, status, frame):
+    if _is_python(fn):
+        return  # stepped
+    reason = _impure_reason(fn)
+    if reason is not None:
+        raise Unsupported(reason)
+    owner, name, self, rest = _normalize(fn, args)
+    failed = bool(status & _failed_bit())
+    if owner is not None:
+        node = m.subject(self) if self is not NULL else None
+        if node is not None:
+            _method_call(m, node, owner, name, rest, kwargs, results, failed)
+        _use_args(m, rest, kwargs)
+        return
+    handler = _FUNCTIONS.get(fn)
+    if handler is not None:
+        handler(m, args, kwargs, results, failed)
+        return
+    _use_args(m, args, kwargs)
+
+
+def _failed_bit():
+    from . import _C
+    return _C.FAILED
+
+
+def _use_args(m, args, kwargs):
+    for v in (*args, *kwargs.values()):
+        node = m.subject(v)
+        if node is None or isinstance(node.obj, torch.Tensor):
+            continue
+        if isinstance(node.obj, _CONTAINER_TYPES):
+            m.use_all(node, "argument of a C function")
+        else:
+            m.record_read(node, ("type",), type(node.obj))
+
+
+# -- methods of builtin types --------------------------------------------------------
+
+_DICT_MUTATORS = {"update", "pop", "popitem", "setdefault", "clear", "__setitem__", "__delitem__", "__ior__",
+                  "move_to_end"}
+_LIST_MUTATORS = {"append", "extend", "insert", "pop", "remove", "clear", "sort", "reverse", "__setitem__",
+                  "__delitem__", "__iadd__", "__imul__"}
+_SET_MUTATORS = {"add", "discard", "remove", "pop", "clear", "update", "difference_update",
+                 "intersection_update", "symmetric_difference_update", "__ior__", "__iand__", "__isub__"}
+
+
+def _method_call(m, node, owner, name, rest, kwargs, results, failed):
+    obj = node.obj
+    if isinstance(obj, torch.Tensor):
+        return
+    if isinstance(obj, dict):
+        _dict_method(m, node, name, rest, results, failed)
+    elif isinstance(obj, list):
+        if name in _LIST_MUTATORS:
+            m.mutated_by_c(node, f"list.{name}")
+        else:
+            m.use_all(node, f"list.{name}")
+    elif isinstance(obj, (set, frozenset)):
+        if name in _SET_MUTATORS:
+            m.mutated_by_c(node, f"set.{name}")
+        else:
+            m.use_all(node, f"set.{name}")
+    elif isinstance(obj, tuple):
+        m.use_all(node, f"tuple.{name}")
+    elif name in ("__setattr__", "__delattr__") and rest and is_value(rest[0]):
+        m.record_write(node, rest[0])
+    elif name == "__getattribute__" and rest and is_value(rest[0]):
+        _read_attr(m, node, rest[0], results, failed)
+    else:
+        m.record_read(node, ("type",), type(obj))
+
+
+def _dict_method(m, node, name, rest, results, failed):
+    if name in ("keys", "values", "items") and not failed:
+        m.add_view(results[0], name, node)
+    elif name in ("get", "__getitem__") and rest and is_value(rest[0]):
+        key = rest[0]
+        if key in node.obj or name == "__getitem__":
+            if failed:
+                m.record_read(node, ("item", key), None, failed=KeyError)
+            else:
+                m.record_read(node, ("item", key), results[0])
+        else:
+            m.record_read(node, ("contains", key), False)
+    elif name == "__contains__" and rest and is_value(rest[0]) and not failed:
+        m.record_read(node, ("contains", rest[0]), bool(results[0]))
+    elif name == "__setitem__" and rest and is_value(rest[0]):
+        m.record_write(node, rest[0])
+    elif name in _DICT_MUTATORS:
+        m.mutated_by_c(node, f"dict.{name}")
+    else:
+        m.use_all(node, f"dict.{name}")
+
+
+def _read_attr(m, node, name, results, failed):
+    if failed:
+        m.record_read(node, ("attr", name), None, failed=AttributeError)
+    else:
+        m.record_read(node, ("attr", name), results[0])
+
+
+# -- builtin functions ------------------------------------------------------------------
+
+def _getattr(m, args, kwargs, results, failed):
+    if len(args) < 2 or not isinstance(args[1], str):
+        return _use_args(m, args, kwargs)
+    node = m.subject(args[0])
+    if node is None or isinstance(node.obj, torch.Tensor):
+        return
+    if failed or (len(args) == 3 and results[0] is args[2] and not hasattr(node.obj, args[1])):
+        m.record_read(node, ("hasattr", args[1]), False)
+        return
+    m.record_read(node, ("attr", args[1]), results[0])
+
+
+def _hasattr(m, args, kwargs, results, failed):
+    if len(args) != 2 or not isinstance(args[1], str) or failed:
+        return _use_args(m, args, kwargs)
+    node = m.subject(args[0])
+    if node is not None and not isinstance(node.obj, torch.Tensor):
+        m.record_read(node, ("hasattr", args[1]), bool(results[0]))
+
+
+def _setattr(m, args, kwargs, results, failed):
+    node = m.subject(args[0]) if args else None
+    if node is not None and len(args) >= 2 and isinstance(args[1], str):
+        m.record_write(node, args[1])
+
+
+def _len(m, args, kwargs, results, failed):
+    node = m.subject(args[0]) if len(args) == 1 else None
+    if node is None or failed or isinstance(node.obj, torch.Tensor):
+        return
+    if isinstance(node.obj, _CONTAINER_TYPES):
+        m.record_read(node, ("len",), results[0])
+
+
+def _type_reader(m, args, kwargs, results, failed):
+    node = m.subject(args[0]) if args else None
+    if node is not None and not isinstance(node.obj, torch.Tensor):
+        m.record_read(node, ("type",), type(node.obj))
+    for v in args[1:]:
+        n = m.subject(v)
+        if n is not None and isinstance(n.obj, _CONTAINER_TYPES):
+            m.use_all(n, "isinstance")
+
+
+_FUNCTIONS = {builtins.getattr: _getattr, builtins.hasattr: _hasattr, builtins.setattr: _setattr,
+              builtins.delattr: _setattr, builtins.len: _len}
+for _f in _TYPE_READERS:
+    _FUNCTIONS[_f] = _type_reader

@@ -1,0 +1,30 @@
+"""deepvisor.explain: a readable report of what a compiled function holds."""
+
+
+def explain(compiled):
+    """Each plan (a graph, or an eager version with its reason), its guards as
+    readable expressions, its fallback ops; then the eager reasons so far."""
+    from ._compiled import CompiledFunction
+    if not isinstance(compiled, CompiledFunction):
+        raise TypeError("deepvisor.explain expects the result of deepvisor.compile")
+    s = compiled.stats()
+    lines = [f"deepvisor: {compiled._name()}: {s['graphs']} graph(s), {s['versions']} version(s), "
+             f"{s['captures']} capture(s), {s['cache_hits']} cache hit(s), {s['guard_misses']} guard miss(es), "
+             f"{s['eager_calls']} eager call(s)"]
+    for i, plan in enumerate(compiled.plans()):
+        if plan.eager_reason is not None:
+            lines.append(f"version {i}: runs eagerly: {plan.eager_reason}")
+        else:
+            es = plan.executor.stats()
+            lines.append(f"version {i}: graph with {es['kernels']} kernel(s), "
+                         f"{sum(es['fallback_ops'].values())} fallback op(s)")
+            for op, reason in plan.fallbacks:
+                lines.append(f"  fallback: {op} ({reason})")
+            if plan.side_effects:
+                lines.append(f"  side effects replayed: {len(plan.side_effects)}")
+        lines.append(f"  guards ({len(plan.descriptions)}):")
+        lines.extend(f"    {d}" for d in plan.descriptions)
+    if s["eager_reasons"]:
+        lines.append("eager reasons:")
+        lines.extend(f"  {n}x {r}" for r, n in s["eager_reasons"].items())
+    return "\n".join(lines)

@@ -1,0 +1,176 @@
+"""Compiles the monitor's nodes and checks into a C++ GuardProgram
+(src/capture/guard_program.h), with a readable expression for each check
+(what deepvisor.explain prints)."""
+
+import inspect
+import types
+
+import torch
+
+from . import _C
+from ._monitor import describe_value
+
+# Mirrors of the C++ enums (guard_program.h).
+_ACCESSORS = {"self": 0, "attr": 1, "item": 2, "cell": 3, "len": 4, "truth": 5, "contains": 6, "hasattr": 7,
+              "keys": 8, "content": 9, "type": 10}
+_EXPECTS = {"value": 0, "id": 1, "type": 2, "raises": 3, "method": 4, "ids": 5, "tensor": 6, "same": 7}
+
+
+def expression(name, accessor):
+    """The Python expression a check reads: self.scale, len(x), 'k' in d..."""
+    kind = accessor[0]
+    key = accessor[1] if len(accessor) > 1 else None
+    if kind == "self":
+        return name
+    if kind == "attr":
+        return f"{name}.{key}"
+    if kind == "item":
+        return f"{name}[{key!r}]"
+    if kind == "cell":
+        return name
+    if kind == "len":
+        return f"len({name})"
+    if kind == "truth":
+        return f"bool({name})"
+    if kind == "contains":
+        return f"{key!r} in {name}"
+    if kind == "hasattr":
+        return f"hasattr({name}, {key!r})"
+    if kind == "keys":
+        return f"tuple({name}.keys())"
+    if kind == "content":
+        return f"set({name})"
+    if kind == "type":
+        return f"type({name})"
+    return f"{name}.<{kind}>"
+
+
+def describe(name, accessor, expectation):
+    what = expression(name, accessor)
+    kind = expectation[0]
+    if kind == "value":
+        v = expectation[1]
+        if v is None or isinstance(v, bool):
+            return f"{what} is {v}"
+        return f"{what} == {describe_value(v)}"
+    if kind == "id":
+        o = expectation[1]
+        label = getattr(o, "__qualname__", None) or type(o).__name__
+        return f"id({what}) == {id(o):#x}  ({label})"
+    if kind == "type":
+        return f"type({what}) is {expectation[1].__qualname__}" if accessor[0] != "type" else \
+            f"{what} is {expectation[1].__qualname__}"
+    if kind == "raises":
+        return f"{what} raises {expectation[1].__name__}"
+    if kind == "method":
+        return f"{what} is a method of {getattr(expectation[1], '__qualname__', '?')}"
+    if kind == "ids":
+        return f"{what} holds the same {len(expectation[1])} objects"
+    if kind == "tensor":
+        return f"{what} is a tensor"
+    if kind == "same":
+        return f"{what} is {expectation[1].name}"
+    return f"{what}: {kind}"
+
+
+def _versioned(node):
+    """Whether every check on a pinned node reads state that the object's
+    type version and instance-dict version (or, for a dict, its own version)
+    cover, so that the group may be skipped while they are unchanged."""
+    obj = node.obj
+    if isinstance(obj, dict):
+        return type(obj) is dict or not any(a[0] == "keys" for a, _ in node.checks)
+    if isinstance(obj, type) or isinstance(obj, torch.Tensor):
+        return False
+    d = getattr(obj, "__dict__", None)
+    if type(d) is not dict:
+        return False
+    if not isinstance(obj, types.ModuleType) and type(obj).__getattribute__ is not object.__getattribute__:
+        return False
+    for accessor, _ in node.checks:
+        kind = accessor[0]
+        if kind in ("self", "type"):
+            continue
+        if kind not in ("attr", "hasattr"):
+            return False
+        name = accessor[1]
+        if name == "__dict__":
+            continue
+        static = inspect.getattr_static(type(obj), name, None)
+        if static is not None and (hasattr(type(static), "__set__") or hasattr(type(static), "__delete__")):
+            return False  # a data descriptor (slot, getset): its value lives outside the dict
+    return True
+
+
+def compile_guards(monitor, input_tensors):
+    """A GuardProgram for the nodes of `monitor`; input_tensors are the graph's
+    inputs in order. Returns (program, descriptions, input_sources) where
+    input_sources[k] is the node a graph input comes from (or None: pinned)."""
+    program = _C.GuardProgram()
+    program.capture_global_state()
+    program.set_arguments(monitor.num_args, list(monitor.kwarg_names))
+    regs = {}
+    descriptions = []
+
+    def reg_of(node):
+        return regs[id(node)]
+
+    def add(node, accessor, expectation, in_group):
+        kind = expectation[0]
+        expected = expectation[1] if len(expectation) > 1 else None
+        other = -1
+        if kind == "method":
+            expected = (expectation[1], expectation[2])
+        elif kind == "same":
+            other = reg_of(expectation[1])
+            expected = None
+        elif kind == "tensor":
+            expected = None
+        key = accessor[1] if len(accessor) > 1 else None
+        text = describe(node.name, accessor, expectation)
+        descriptions.append(text)
+        program.add_check(reg_of(node), _ACCESSORS[accessor[0]], key, _EXPECTS[kind], expected, other, text)
+
+    for node in monitor.order:
+        kind = node.source[0]
+        if kind in ("view", "iter"):
+            continue
+        if kind == "pinned":
+            regs[id(node)] = program.load_pinned(node.obj)
+            if node.checks:
+                program.begin_group(regs[id(node)], _versioned(node))
+                for accessor, expectation in node.checks:
+                    add(node, accessor, expectation, True)
+                program.end_group()
+            continue
+        if kind == "arg":
+            regs[id(node)] = program.load_arg(node.source[1])
+        elif kind == "kwarg":
+            regs[id(node)] = program.load_kwarg(node.source[1])
+        elif kind == "access":
+            parent, accessor = node.source[1], node.source[2]
+            regs[id(node)] = program.load_access(reg_of(parent), _ACCESSORS[accessor[0]],
+                                                 accessor[1] if len(accessor) > 1 else None)
+        for accessor, expectation in node.checks:
+            add(node, accessor, expectation, False)
+
+    sources = []
+    argument_inputs = []
+    for k, t in enumerate(input_tensors):
+        node = monitor.node_of(t)
+        if node is None or id(node) not in regs:
+            reg = program.load_pinned(t)
+            name = f"<tensor {tuple(t.shape)} {t.dtype}>"
+            sources.append(None)
+        else:
+            reg = regs[id(node)]
+            name = node.name
+            sources.append(node)
+            if not node.pinned:
+                argument_inputs.append(k)
+        text = f"{name}: {t.dtype} {tuple(t.shape)} strides {tuple(t.stride())} on {t.device}" + \
+               (" requires grad" if t.requires_grad else "")
+        descriptions.append(text)
+        program.add_tensor(reg, k, t, text)
+    program.add_distinct_inputs(argument_inputs)
+    return program, descriptions, sources

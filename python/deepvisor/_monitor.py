@@ -1,0 +1,749 @@
+"""The Python-state monitor: what one capture run read and wrote (the RefGraph).
+
+The tracer (src/capture/tracer.h) steps every frame of the capture run and
+reports the instructions that touch tracked objects. Each tracked object has a
+Node that says how a later call reaches it:
+
+- pinned: the same object as now. Pre-existing state the program reached
+  through guarded reads (the module, its submodules and parameters, globals,
+  closure cells, config objects) is pinned: once a guard has checked that a
+  read still gives this object, reads from it can be checked on it directly.
+- an argument (`args[i]`, `kwargs[k]`), or an access (attribute, item) on an
+  argument-derived node: re-read on every call.
+
+Every read of a tracked object adds a check to its node: the value read
+(numbers, strings, bools, None, dtypes by value; other objects by identity,
+or by type under an argument), or that it raised. Reads of fresh objects (made
+during the run) need no check. Writes to tracked objects are side effects:
+each mutable node keeps a shallow snapshot of its state from when the run first
+reached it, and at the end the differences are the side effects to replay.
+Reads of a key the run wrote before are not checked (their value came from the
+run).
+
+Python values the program reached without a guarded path (an opaque C call
+with hidden state) make the capture unsupported instead of trusted.
+"""
+
+import dataclasses
+import enum
+import os
+import sys
+import sysconfig
+import types
+
+import torch
+
+from . import _C
+from . import _bytecode as B
+
+NULL = type("NULL", (), {"__repr__": lambda self: "NULL"})()
+
+
+class Unsupported(Exception):
+    """The run did something a replay could not reproduce."""
+
+
+# -- values ---------------------------------------------------------------------
+
+_SCALAR_TYPES = (type(None), bool, int, float, complex, str, bytes, type(Ellipsis), type(NotImplemented),
+                 torch.dtype, torch.layout, torch.memory_format, torch.device, range)
+
+
+def is_value(x, depth=0):
+    """Immutable data compared by value: numbers, strings, None, dtypes,
+    devices, and tuples, slices and frozensets of those."""
+    t = type(x)
+    if t in _SCALAR_TYPES or isinstance(x, enum.Enum):
+        return True
+    if depth > 4:
+        return False
+    if t is tuple or t is torch.Size or t is frozenset:
+        return len(x) <= 64 and all(is_value(e, depth + 1) for e in x)
+    if t is slice:
+        return is_value(x.start, depth + 1) and is_value(x.stop, depth + 1) and is_value(x.step, depth + 1)
+    return False
+
+
+def describe_value(v):
+    if isinstance(v, float):
+        return repr(v)
+    if isinstance(v, torch.dtype):
+        return str(v)
+    return repr(v)
+
+
+# -- where code comes from --------------------------------------------------------
+
+def _library_dirs():
+    dirs = set()
+    paths = sysconfig.get_paths()
+    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
+        p = paths.get(key)
+        if p:
+            dirs.add(os.path.realpath(p) + os.sep)
+    for p in sys.path:
+        if p.endswith(("site-packages", "dist-packages")):
+            dirs.add(os.path.realpath(p) + os.sep)
+    return tuple(sorted(dirs))
+
+
+_LIBRARY_DIRS = _library_dirs()
+_OWN_DIR = os.path.dirname(os.path.realpath(__file__)) + os.sep
+# Code that is never stepped (nor anything it calls): deepvisor itself, the
+# dispatch-mode machinery that calls the tensor monitor, the import system (a
+# module body runs once, on first import), logging and warnings (their effects
+# are not part of the computation).
+_EXCLUDED_FILES = tuple(
+    os.path.realpath(p) for p in (
+        os.path.join(os.path.dirname(torch.__file__), "utils", "_python_dispatch.py"),
+        os.path.join(os.path.dirname(torch.__file__), "_ops.py"),
+        os.path.join(os.path.dirname(os.__file__), "logging"),
+        os.path.join(os.path.dirname(os.__file__), "warnings.py"),
+        os.path.join(os.path.dirname(os.__file__), "threading.py"),
+    ))
+_path_kinds = {}
+
+
+def code_kind(filename):
+    """'excluded', 'library' (stdlib, site-packages: its globals are trusted)
+    or 'user'."""
+    kind = _path_kinds.get(filename)
+    if kind is None:
+        real = os.path.realpath(filename) if not filename.startswith("<") else filename
+        if real.startswith(_OWN_DIR) or real.startswith(_EXCLUDED_FILES) or filename.startswith("<frozen importlib"):
+            kind = "excluded"
+        elif filename.startswith("<frozen") or real.startswith(_LIBRARY_DIRS):
+            kind = "library"
+        else:
+            kind = "user"
+        _path_kinds[filename] = kind
+    return kind
+
+
+def is_library_module(m):
+    f = getattr(m, "__file__", None)
+    return f is None or code_kind(f) == "library"
+
+
+# -- nodes ----------------------------------------------------------------------
+
+@dataclasses.dataclass(eq=False)
+class Node:
+    """A tracked object and how a later call reaches it."""
+    obj: object
+    name: str                    # a readable expression: self.layers[0], x, globals()['CFG']
+    source: tuple                # ("pinned",) | ("arg", i) | ("kwarg", k) | ("access", parent, accessor)
+    checks: list = dataclasses.field(default_factory=list)   # [(accessor, expectation)]
+    checked: set = dataclasses.field(default_factory=set)    # accessors already checked
+    snapshot: object = None      # shallow state when the run first reached it (mutable objects)
+    written: set = dataclasses.field(default_factory=set)    # keys the run wrote
+    view: object = None          # (kind, node) for a dict view: any use reads the whole dict
+    opaque_use: bool = False     # C code may have read all of it: everything is checked
+    written_all: bool = False    # C code changed it: later reads come from the run
+
+    @property
+    def pinned(self):
+        return self.source[0] == "pinned"
+
+
+def _snapshot(obj):
+    """The shallow state of a mutable object, or None for immutable ones."""
+    t = type(obj)
+    if isinstance(obj, dict):
+        return ("dict", list(dict.items(obj)))
+    if isinstance(obj, list):
+        return ("list", list.copy(obj))
+    if isinstance(obj, (set,)):
+        return ("set", set(obj))
+    if isinstance(obj, (types.FunctionType, type, types.ModuleType)):
+        return None
+    d = getattr(obj, "__dict__", None) if not isinstance(obj, torch.Tensor) else None
+    if type(d) is dict:
+        return ("attrs", list(d.items()))
+    if t is types.CellType:
+        try:
+            return ("cell", obj.cell_contents)
+        except ValueError:
+            return ("cell", NULL)
+    return None
+
+
+class StateMonitor:
+    """Monitors the Python state of one capture run. Use start()/stop()
+    around the call, then read nodes, side_effects() and unsupported."""
+
+    def __init__(self, fn, args, kwargs, arg_names=None):
+        self.nodes = {}          # id(obj) -> Node
+        self.order = []          # nodes in creation order (parents first)
+        self.unsupported = None
+        self.tracer = _C.Tracer(self, NULL)
+        self.num_args = len(args)
+        self.kwarg_names = tuple(kwargs)
+        self._pinned_root(fn, "fn" if not isinstance(fn, torch.nn.Module) else "self")
+        for i, a in enumerate(args):
+            name = arg_names[i] if arg_names and i < len(arg_names) else f"args[{i}]"
+            self._arg_root(a, ("arg", i), name)
+        for k, v in kwargs.items():
+            self._arg_root(v, ("kwarg", k), k)
+
+    # -- roots ----------------------------------------------------------------
+    def _pinned_root(self, obj, name):
+        node = self._add(obj, name, ("pinned",))
+        if isinstance(obj, types.FunctionType):
+            self._pin_function(node)
+        return node
+
+    def _arg_root(self, obj, source, name):
+        existing = self.nodes.get(id(obj))
+        node = Node(obj, name, source)
+        if existing is not None and not is_value(obj):
+            # The same object passed twice (f(x, x)), or an argument that is
+            # also pre-existing state: later calls must pass that object again.
+            node.checks.append((("self",), ("same", existing) if not existing.pinned else ("id", obj)))
+            self.order.append(node)
+            return
+        if is_value(obj):
+            node.checks.append((("self",), ("value", obj)))
+            self.order.append(node)
+            return
+        self._register(node)
+        if not isinstance(obj, torch.Tensor):
+            node.checks.append((("self",), ("type", type(obj))))
+
+    def _add(self, obj, name, source):
+        node = Node(obj, name, source)
+        self._register(node)
+        return node
+
+    def _register(self, node):
+        self.nodes[id(node.obj)] = node
+        self.order.append(node)
+        node.snapshot = _snapshot(node.obj)
+        if not isinstance(node.obj, torch.Tensor):
+            self.tracer.track(node.obj)
+
+    def _pin_function(self, node):
+        fn = node.obj
+        node.checks.append((("attr", "__code__"), ("id", fn.__code__)))
+        node.checks.append((("attr", "__defaults__"), self._expect_pinned(fn.__defaults__, node.name + ".__defaults__")))
+        node.checks.append((("attr", "__kwdefaults__"),
+                            self._expect_pinned(fn.__kwdefaults__, node.name + ".__kwdefaults__")))
+
+    # -- the tracer's interface -------------------------------------------------------
+    def start(self):
+        from ._calls import watched_callables
+        for obj in watched_callables():
+            self.tracer.track(obj)  # calls of these must be seen even with untracked arguments
+        B.set_opcode_events()
+        self.tracer.start()
+
+    def close(self):
+        """Breaks the reference cycle with the tracer (after stop())."""
+        self.tracer.close()
+
+    def stop(self):
+        self.tracer.stop()
+        if self.unsupported is None and self.tracer.error():
+            self.unsupported = f"internal error in the Python-state monitor: {self.tracer.error()}"
+
+    def code_table(self, code):
+        kind = code_kind(code.co_filename)
+        if kind == "excluded":
+            return None
+        table = _table_cache.get(code)
+        if table is None:
+            depths, entries = B.code_table(code)
+            library = kind == "library"
+            table = (depths, entries, library)
+            _table_cache[code] = table
+        return table
+
+    def on_instruction(self, kind, arg, frame, operands, results, status):
+        if self.unsupported is not None:
+            return
+        try:
+            handler = _HANDLERS[kind]
+            handler(self, arg, frame, operands, results, status)
+        except Unsupported as e:
+            self.unsupported = f"{e} ({_where(frame)})"
+        except Exception as e:  # never break the program over a monitoring problem
+            if os.environ.get("DEEPVISOR_DEBUG_MONITOR"):
+                import traceback
+                traceback.print_exc()
+                f = frame
+                while f is not None:
+                    print("   at", f.f_code.co_filename, f.f_lineno, f.f_code.co_name)
+                    f = f.f_back
+            self.unsupported = f"internal error in the Python-state monitor: {type(e).__name__}: {e} ({_where(frame)})"
+
+    # -- reads -------------------------------------------------------------------------
+    def node_of(self, obj):
+        return self.nodes.get(id(obj))
+
+    def subject(self, obj):
+        """The node an instruction reads from, or None. A dict view stands for
+        its whole dict: using it checks all of the dict."""
+        node = self.nodes.get(id(obj))
+        if node is not None and node.view is not None:
+            self.use_all(node, "view")
+            return None
+        return node
+
+    def rename(self, obj, name):
+        node = self.nodes.get(id(obj))
+        if node is not None and len(name) < len(node.name):
+            node.name = name
+
+    def add_view(self, view, kind, base):
+        node = Node(view, f"{base.name}.{kind}()", ("view",))
+        node.view = (kind, base)
+        self.nodes[id(view)] = node
+        self.order.append(node)
+        self.tracer.track(view)
+
+    def _expect_pinned(self, value, name):
+        """The expectation for a value read from pinned state; pins and tracks it."""
+        if is_value(value):
+            return ("value", value)
+        if isinstance(value, types.MethodType):
+            self._track_result(value.__self__, name + ".__self__", ("pinned",))
+            return ("method", value.__func__, value.__self__)
+        self._track_result(value, name, ("pinned",))
+        return ("id", value)
+
+    def _track_result(self, value, name, source):
+        if id(value) in self.nodes or is_value(value) or value is NULL:
+            return self.nodes.get(id(value))
+        if isinstance(value, types.ModuleType) and is_library_module(value):
+            return None
+        if isinstance(value, (types.BuiltinFunctionType, types.BuiltinMethodType)) and source[0] == "pinned":
+            return None
+        if isinstance(value, type) and source[0] == "pinned" and is_library_module(sys.modules.get(value.__module__)):
+            return None
+        node = Node(value, name, source)
+        self._register(node)
+        if isinstance(value, types.FunctionType) and source[0] == "pinned":
+            self._pin_function(node)
+        return node
+
+    def record_read(self, node, accessor, value, failed=None):
+        """node's accessor gave `value` (or raised `failed`): check it on later calls."""
+        mark = _hashable(accessor)
+        if mark in node.checked or node.written_all or _hashable(_key_of(accessor)) in node.written:
+            return
+        node.checked.add(mark)
+        name = _access_name(node.name, accessor)
+        if accessor[0] == "type":
+            node.checks.append((accessor, ("id", value)))
+            return
+        if failed is not None:
+            node.checks.append((accessor, ("raises", failed)))
+            return
+        if node.pinned:
+            node.checks.append((accessor, self._expect_pinned(value, name)))
+            return
+        # Under an argument: re-read on every call; check the kind of value, not its identity.
+        if is_value(value):
+            node.checks.append((accessor, ("value", value)))
+            return
+        existing = self.nodes.get(id(value))
+        if existing is not None and existing.pinned:
+            node.checks.append((accessor, ("id", value)))
+            return
+        child = self._track_result(value, name, ("access", node, accessor))
+        if child is None:
+            node.checks.append((accessor, ("id", value)))
+        elif not isinstance(value, torch.Tensor):
+            node.checks.append((accessor, ("type", type(value))))
+        else:
+            node.checks.append((accessor, ("tensor",)))
+
+    def use_all(self, node, why):
+        """C code may read the whole object: check all of its shallow state as
+        it was before the run changed it."""
+        if node.view is not None:
+            node = node.view[1]
+        if node.opaque_use or isinstance(node.obj, torch.Tensor):
+            return
+        node.opaque_use = True
+        obj = node.obj
+        state = node.snapshot[1] if node.snapshot is not None else None
+        if isinstance(obj, dict):
+            items = state if state is not None else list(dict.items(obj))
+            keys = tuple(k for k, _ in items)
+            node.checks.append((("keys",), ("value", keys) if all(is_value(k) for k in keys) else ("ids", keys)))
+            for k, v in items:
+                if is_value(k):
+                    self.record_read(node, ("item", k), v)
+        elif isinstance(obj, (list, tuple)):
+            items = state if state is not None else list(obj)
+            node.checks.append((("len",), ("value", len(items))))
+            for i, v in enumerate(items):
+                self.record_read(node, ("item", i), v)
+        elif isinstance(obj, (set, frozenset)):
+            items = state if state is not None else set(obj)
+            node.checks.append((("content",), ("value", frozenset(items)) if all(is_value(e) for e in items)
+                               else ("ids", tuple(items))))
+        # Other objects: C code reads their attributes only through getattr-like
+        # calls, which are modelled, or through Python methods, which are stepped.
+
+    def mutated_by_c(self, node, why):
+        """C code changed the object (list.append, dict.update...): its whole
+        prior state matters, and later reads come from the run."""
+        if node.view is not None:
+            node = node.view[1]
+        self.use_all(node, why)
+        node.written_all = True
+
+    def record_write(self, node, key):
+        node.written.add(_hashable(key))
+
+    # -- results -----------------------------------------------------------------------
+    def side_effects(self):
+        """[(node, kind, final state)] for the tracked mutable objects the run changed."""
+        out = []
+        for node in self.order:
+            if node.snapshot is None:
+                continue
+            now = _snapshot(node.obj)
+            if not _same_state(node.snapshot, now):
+                out.append((node, now))
+        return out
+
+
+_table_cache = {}
+
+
+def _hashable(x):
+    try:
+        hash(x)
+        return x
+    except TypeError:
+        return ("<unhashable>", repr(x))
+
+
+def _key_of(accessor):
+    kind = accessor[0]
+    if kind in ("attr", "item", "contains"):
+        return accessor[1]
+    if kind == "cell":
+        return "<cell>"
+    return accessor
+
+
+def _access_name(base, accessor):
+    kind = accessor[0]
+    if kind == "attr":
+        return f"{base}.{accessor[1]}"
+    if kind == "item":
+        return f"{base}[{accessor[1]!r}]"
+    if kind == "cell":
+        return f"{base}.cell_contents"
+    if kind == "len":
+        return f"len({base})"
+    if kind == "contains":
+        return f"({accessor[1]!r} in {base})"
+    if kind == "truth":
+        return f"bool({base})"
+    return f"{base}.<{kind}>"
+
+
+def _same_state(a, b):
+    if a is None or b is None or a[0] != b[0]:
+        return a is b
+    kind, x = a
+    y = b[1]
+    if kind == "set":
+        return x == y
+    if kind == "cell":
+        return x is y
+    if len(x) != len(y):
+        return False
+    if kind == "list":
+        return all(p is q for p, q in zip(x, y))
+    return all((k1 is k2 or k1 == k2) and v1 is v2 for (k1, v1), (k2, v2) in zip(x, y))
+
+
+def _where(frame):
+    try:
+        return f"{frame.f_code.co_filename}:{frame.f_lineno}"
+    except Exception:
+        return "?"
+
+
+# -- instruction handlers ---------------------------------------------------------
+
+def _on_attr(m, name, frame, operands, results, status):
+    node = m.subject(operands[0])
+    if node is None:
+        return
+    if status & _C.PYTHON_RAN:
+        # A Python __getattr__ or property ran: its reads were stepped. Name
+        # what it found after the attribute (self.lin, not self._modules['lin']).
+        if not status & _C.FAILED:
+            m.rename(results[0], f"{node.name}.{name}")
+        return
+    if isinstance(node.obj, torch.Tensor):
+        return  # tensor metadata is checked with the tensor
+    if status & _C.FAILED:
+        m.record_read(node, ("attr", name), None, failed=results if isinstance(results, type) else AttributeError)
+        return
+    m.record_read(node, ("attr", name), results[0])
+
+
+def _on_method(m, name, frame, operands, results, status):
+    node = m.subject(operands[0])
+    if node is None or status & _C.PYTHON_RAN or isinstance(node.obj, torch.Tensor):
+        return
+    if status & _C.FAILED:
+        m.record_read(node, ("attr", name), None, failed=AttributeError)
+        return
+    if results[0] is NULL:
+        m.record_read(node, ("attr", name), results[1])
+    else:
+        # A method found on the type: the node's type decides it.
+        m.record_read(node, ("type",), type(node.obj))
+
+
+def _item_key(key):
+    if is_value(key):
+        return key
+    return None
+
+
+def _on_item(m, arg, frame, operands, results, status):
+    container, key = operands
+    node = m.subject(container)
+    if node is None or status & _C.PYTHON_RAN or isinstance(node.obj, torch.Tensor):
+        return
+    if _item_key(key) is None:
+        if isinstance(key, torch.Tensor):
+            raise Unsupported(f"indexing {node.name} with a tensor")
+        m.use_all(node, "item with a non-constant key")
+        return
+    if status & _C.FAILED:
+        m.record_read(node, ("item", key), None, failed=results if isinstance(results, type) else LookupError)
+        return
+    m.record_read(node, ("item", key), results[0])
+
+
+def _on_slice(m, arg, frame, operands, results, status):
+    container, start, stop = operands
+    node = m.subject(container)
+    if node is None or status & _C.PYTHON_RAN or isinstance(node.obj, torch.Tensor):
+        return
+    key = slice(start, stop)
+    if not is_value(key):
+        m.use_all(node, "slice with non-constant bounds")
+        return
+    m.use_all(node, "slice")  # a slice reads a run of items (and the length)
+
+
+def _on_global(m, name, frame, operands, results, status):
+    if status & _C.FAILED:
+        return  # a NameError propagates; nothing is cached for a failing call
+    value = results[0]
+    if code_kind(frame.f_code.co_filename) == "library":
+        # A library's own globals (functions, modules, classes) are trusted;
+        # its mutable containers (hook registries) are state.
+        if isinstance(value, (dict, list, set)):
+            m._track_result(value, f"{frame.f_globals.get('__name__', '?')}.{name}", ("pinned",))
+        return
+    globals_dict = frame.f_globals
+    gnode = m.node_of(globals_dict)
+    if gnode is None:
+        gnode = m._add(globals_dict, f"{globals_dict.get('__name__', '?')}.__dict__", ("pinned",))
+    if name in globals_dict:
+        m.record_read(gnode, ("item", name), value)
+    else:
+        m.record_read(gnode, ("contains", name), False)
+        builtins = frame.f_builtins
+        bnode = m.node_of(builtins)
+        if bnode is None:
+            bnode = m._add(builtins, "builtins", ("pinned",))
+        m.record_read(bnode, ("item", name), value)
+
+
+def _on_deref(m, name, frame, operands, results, status):
+    cell, fn = operands[-2], operands[-1]
+    if cell is NULL or status & _C.FAILED:
+        return
+    node = m.node_of(cell)
+    if node is None:
+        owner = m.node_of(fn)
+        base = owner.name if owner is not None else getattr(fn, "__qualname__", "?")
+        node = m._add(cell, f"{base}.<closure {name}>", ("pinned",))
+    m.record_read(node, ("cell",), results[0])
+
+
+def _on_contains(m, invert, frame, operands, results, status):
+    key, container = operands
+    node = m.subject(container)
+    if node is None or status & (_C.PYTHON_RAN | _C.FAILED) or isinstance(node.obj, torch.Tensor):
+        return
+    if not is_value(key):
+        m.use_all(node, "membership of a non-constant key")
+        return
+    found = bool(results[0]) != bool(invert)
+    m.record_read(node, ("contains", key), found)
+
+
+def _on_iter(m, arg, frame, operands, results, status):
+    node = m.subject(operands[0])
+    if node is None or status & (_C.FAILED | _C.PYTHON_RAN) or isinstance(node.obj, torch.Tensor):
+        return  # a Python __iter__ is stepped
+    # Iterating a container reads all of it; its items are registered by
+    # use_all, so what the loop takes out keeps its provenance.
+    m.use_all(node, "iteration")
+
+
+def _on_unpack(m, n, frame, operands, results, status):
+    node = m.subject(operands[0])
+    if node is None or status & _C.FAILED or isinstance(node.obj, torch.Tensor):
+        return
+    if status & _C.PYTHON_RAN:
+        return
+    if isinstance(node.obj, (list, tuple)):
+        m.record_read(node, ("len",), len(node.obj))
+        values = list(reversed(results))
+        for i, v in enumerate(values):
+            m.record_read(node, ("item", i), v)
+    else:
+        m.use_all(node, "unpacking")
+
+
+def _on_truth(m, arg, frame, operands, results, status):
+    node = m.subject(operands[0])
+    if node is None or isinstance(node.obj, torch.Tensor):
+        return
+    if node.view is not None:
+        m.use_all(node, "truth")
+    elif not _has_python_truth(node.obj):  # a Python __bool__/__len__ is stepped
+        m.record_read(node, ("truth",), bool(node.obj))
+
+
+def _has_python_truth(obj):
+    t = type(obj)
+    for name in ("__bool__", "__len__"):
+        f = getattr(t, name, None)
+        if isinstance(f, types.FunctionType):
+            return True
+    return False
+
+
+def _on_store_attr(m, name, frame, operands, results, status):
+    value, obj = operands
+    node = m.node_of(obj)
+    if node is not None:
+        m.record_write(node, name)
+
+
+def _on_delete_attr(m, name, frame, operands, results, status):
+    node = m.node_of(operands[0])
+    if node is not None:
+        m.record_write(node, name)
+
+
+def _on_store_item(m, arg, frame, operands, results, status):
+    value, container, key = operands
+    node = m.node_of(container)
+    if node is None or isinstance(node.obj, torch.Tensor):
+        return
+    if is_value(key):
+        m.record_write(node, key)
+    else:
+        m.use_all(node, "store with a non-constant key")
+
+
+def _on_delete_item(m, arg, frame, operands, results, status):
+    container, key = operands
+    node = m.node_of(container)
+    if node is None or isinstance(node.obj, torch.Tensor):
+        return
+    if is_value(key):
+        m.record_write(node, key)
+    else:
+        m.use_all(node, "delete with a non-constant key")
+
+
+def _on_store_slice(m, arg, frame, operands, results, status):
+    node = m.node_of(operands[1])
+    if node is not None and not isinstance(node.obj, torch.Tensor):
+        m.use_all(node, "slice assignment")
+
+
+def _on_store_global(m, name, frame, operands, results, status):
+    if code_kind(frame.f_code.co_filename) == "library":
+        return
+    globals_dict = frame.f_globals
+    gnode = m.node_of(globals_dict)
+    if gnode is None:
+        gnode = m._add(globals_dict, f"{globals_dict.get('__name__', '?')}.__dict__", ("pinned",))
+    m.record_write(gnode, name)
+
+
+def _on_store_deref(m, name, frame, operands, results, status):
+    cell, fn = operands[-2], operands[-1]
+    if cell is NULL:
+        return
+    node = m.node_of(cell)
+    if node is None:
+        owner = m.node_of(fn)
+        if owner is None:
+            return  # a closure made during the run
+        node = m._add(cell, f"{owner.name}.<closure {name}>", ("pinned",))
+    m.record_write(node, "<cell>")
+
+
+def _on_use(m, opname, frame, operands, results, status):
+    for v in operands:
+        node = m.subject(v)
+        if node is None or isinstance(node.obj, torch.Tensor):
+            continue
+        if isinstance(node.obj, (list, tuple, dict, set, frozenset)):
+            m.use_all(node, opname)
+        else:
+            m.record_read(node, ("type",), type(node.obj))
+
+
+def _on_super_attr(m, name, frame, operands, results, status):
+    node = m.subject(operands[2])
+    if node is not None and not isinstance(node.obj, torch.Tensor):
+        m.record_read(node, ("type",), type(node.obj))
+
+
+def _on_call(m, kwnames, frame, operands, results, status):
+    from . import _calls
+    first, second, *rest = operands
+    if first is NULL:
+        fn, args = second, list(rest)
+    else:
+        fn, args = first, [second, *rest]
+    nkw = len(kwnames) if kwnames else 0
+    kwargs = dict(zip(kwnames, args[len(args) - nkw:])) if nkw else {}
+    if nkw:
+        args = args[:len(args) - nkw]
+    _calls.on_call(m, fn, args, kwargs, results, status, frame)
+
+
+def _on_call_ex(m, arg, frame, operands, results, status):
+    from . import _calls
+    fn = operands[1]
+    args = operands[2]
+    kwargs = operands[3] if len(operands) > 3 else {}
+    for container in (args, kwargs):
+        node = m.node_of(container)
+        if node is not None:
+            m.use_all(node, "*args")
+    _calls.on_call(m, fn, list(args) if isinstance(args, (tuple, list)) else [], dict(kwargs) if isinstance(kwargs, dict) else {},
+                   results, status, frame)
+
+
+_HANDLERS = {
+    B.ATTR: _on_attr, B.METHOD: _on_method, B.ITEM: _on_item, B.SLICE: _on_slice, B.GLOBAL: _on_global,
+    B.DEREF: _on_deref, B.CONTAINS: _on_contains, B.ITER: _on_iter, B.UNPACK: _on_unpack,
+    B.CALL: _on_call, B.CALL_EX: _on_call_ex, B.TRUTH: _on_truth, B.STORE_ATTR: _on_store_attr,
+    B.DELETE_ATTR: _on_delete_attr, B.STORE_ITEM: _on_store_item, B.DELETE_ITEM: _on_delete_item,
+    B.STORE_GLOBAL: _on_store_global, B.DELETE_GLOBAL: _on_store_global, B.STORE_DEREF: _on_store_deref,
+    B.USE: _on_use, B.STORE_SLICE: _on_store_slice, B.SUPER_ATTR: _on_super_attr,
+}

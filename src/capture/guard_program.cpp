@@ -1,0 +1,454 @@
+#include "capture/guard_program.h"
+
+#include <ATen/Context.h>
+#include <ATen/autocast_mode.h>
+#include <ATen/core/grad_mode.h>
+#include <c10/core/DefaultDtype.h>
+#include <c10/core/InferenceMode.h>
+#include <torch/csrc/autograd/python_variable.h>
+
+#include <cstring>
+
+namespace dv::capture {
+
+namespace {
+
+bool is_aligned16(const at::Tensor& t) { return reinterpret_cast<std::uintptr_t>(t.data_ptr()) % 16 == 0; }
+
+std::string shape_text(c10::IntArrayRef v) {
+  std::string s = "[";
+  for (std::size_t i = 0; i < v.size(); ++i) s += (i ? "," : "") + std::to_string(v[i]);
+  return s + "]";
+}
+
+// Equal values of exactly the same type; floats compared bit for bit (so NaN
+// equals NaN and -0.0 differs from 0.0), tuples item by item.
+bool values_equal(PyObject* a, PyObject* b) {
+  if (a == b) return true;
+  if (Py_TYPE(a) != Py_TYPE(b)) return false;
+  if (PyFloat_CheckExact(a)) {
+    double x = PyFloat_AS_DOUBLE(a), y = PyFloat_AS_DOUBLE(b);
+    return std::memcmp(&x, &y, sizeof x) == 0;
+  }
+  if (PyTuple_Check(a)) {
+    Py_ssize_t n = PyTuple_GET_SIZE(a);
+    if (n != PyTuple_GET_SIZE(b)) return false;
+    for (Py_ssize_t i = 0; i < n; ++i)
+      if (!values_equal(PyTuple_GET_ITEM(a, i), PyTuple_GET_ITEM(b, i))) return false;
+    return true;
+  }
+  int r = PyObject_RichCompareBool(a, b, Py_EQ);
+  if (r < 0) {
+    PyErr_Clear();
+    return false;
+  }
+  return r == 1;
+}
+
+PyObject* as_bool(int r) {
+  if (r < 0) return nullptr;
+  PyObject* b = r ? Py_True : Py_False;
+  Py_INCREF(b);
+  return b;
+}
+
+std::string current_error() {
+  PyObject *type, *value, *traceback;
+  PyErr_Fetch(&type, &value, &traceback);
+  std::string out = type ? reinterpret_cast<PyTypeObject*>(type)->tp_name : "error";
+  Py_XDECREF(type);
+  Py_XDECREF(value);
+  Py_XDECREF(traceback);
+  return out;
+}
+
+#if defined(__GNUC__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+#endif
+std::uint64_t dict_version(PyObject* dict) { return reinterpret_cast<PyDictObject*>(dict)->ma_version_tag; }
+#if defined(__GNUC__)
+#pragma GCC diagnostic pop
+#endif
+
+// A type's version tag, assigned first if it has none yet (a lookup through
+// the method cache assigns one). 0 if the type cannot have one.
+unsigned int type_version(PyTypeObject* type) {
+  if (type->tp_version_tag == 0) {
+    static PyObject* name = PyUnicode_InternFromString("__dv_version__");
+    _PyType_Lookup(type, name);
+  }
+  return type->tp_version_tag;
+}
+
+}  // namespace
+
+TensorGuard TensorGuard::of(const at::Tensor& t) {
+  return {t.scalar_type(), t.device(), t.sizes().vec(), t.strides().vec(), is_aligned16(t), t.requires_grad()};
+}
+
+bool TensorGuard::matches(const at::Tensor& t) const {
+  return t.defined() && t.scalar_type() == dtype && t.device() == device && t.sizes() == c10::IntArrayRef(sizes) &&
+         t.strides() == c10::IntArrayRef(strides) && (!aligned16 || is_aligned16(t)) &&
+         t.requires_grad() == requires_grad;
+}
+
+std::string TensorGuard::mismatch(const at::Tensor& t) const {
+  if (!t.defined()) return "undefined tensor";
+  if (t.scalar_type() != dtype) return std::string("dtype ") + c10::toString(t.scalar_type());
+  if (t.device() != device) return "device " + t.device().str();
+  if (t.sizes() != c10::IntArrayRef(sizes)) return "sizes " + shape_text(t.sizes()) + " vs " + shape_text(sizes);
+  if (t.strides() != c10::IntArrayRef(strides))
+    return "strides " + shape_text(t.strides()) + " vs " + shape_text(strides);
+  if (aligned16 && !is_aligned16(t)) return "data pointer not 16-byte aligned";
+  if (t.requires_grad() != requires_grad) return "requires_grad";
+  return "";
+}
+
+GlobalState GlobalState::now() {
+  GlobalState s;
+  s.grad_enabled = at::GradMode::is_enabled();
+  s.inference_mode = c10::InferenceMode::is_enabled();
+  s.default_dtype = c10::get_default_dtype_as_scalartype();
+  s.deterministic = at::globalContext().deterministicAlgorithms();
+  s.autocast_cpu = at::autocast::is_autocast_enabled(at::kCPU);
+  s.autocast_cuda = at::autocast::is_autocast_enabled(at::kCUDA);
+  s.autocast_cpu_dtype = at::autocast::get_autocast_dtype(at::kCPU);
+  s.autocast_cuda_dtype = at::autocast::get_autocast_dtype(at::kCUDA);
+  s.tf32_matmul = at::globalContext().allowTF32CuBLAS();
+  s.tf32_cudnn = at::globalContext().allowTF32CuDNN();
+  return s;
+}
+
+std::string GlobalState::difference(const GlobalState& o) const {
+  if (grad_enabled != o.grad_enabled) return "torch.is_grad_enabled()";
+  if (inference_mode != o.inference_mode) return "torch.is_inference_mode_enabled()";
+  if (default_dtype != o.default_dtype) return "torch.get_default_dtype()";
+  if (deterministic != o.deterministic) return "torch.are_deterministic_algorithms_enabled()";
+  if (autocast_cpu != o.autocast_cpu || autocast_cpu_dtype != o.autocast_cpu_dtype) return "autocast (cpu)";
+  if (autocast_cuda != o.autocast_cuda || autocast_cuda_dtype != o.autocast_cuda_dtype) return "autocast (cuda)";
+  if (tf32_matmul != o.tf32_matmul) return "torch.backends.cuda.matmul.allow_tf32";
+  if (tf32_cudnn != o.tf32_cudnn) return "torch.backends.cudnn.allow_tf32";
+  return "";
+}
+
+GuardProgram::GuardProgram() = default;
+
+GuardProgram::~GuardProgram() {
+  for (auto& l : loads_) Py_XDECREF(l.key);
+  for (auto& c : checks_) {
+    Py_XDECREF(c.key);
+    Py_XDECREF(c.expected);
+  }
+  for (PyObject* p : pinned_) Py_XDECREF(p);
+  for (PyObject* k : keywords_) Py_XDECREF(k);
+}
+
+void GuardProgram::set_arguments(int positional, std::vector<std::string> keywords) {
+  positional_ = positional;
+  for (PyObject* k : keywords_) Py_XDECREF(k);
+  keywords_.clear();
+  for (const auto& k : keywords) keywords_.push_back(PyUnicode_InternFromString(k.c_str()));
+}
+
+int GuardProgram::load_arg(int index) {
+  Load l{Load::Kind::Arg, index};
+  loads_.push_back(l);
+  load_register_.push_back(num_registers_);
+  pinned_.push_back(nullptr);
+  steps_.push_back({Step::Kind::Load, static_cast<int>(loads_.size()) - 1});
+  return num_registers_++;
+}
+
+int GuardProgram::load_kwarg(PyObject* name) {
+  Py_INCREF(name);
+  Load l{Load::Kind::Kwarg, 0, -1, Accessor::Self, name};
+  loads_.push_back(l);
+  load_register_.push_back(num_registers_);
+  pinned_.push_back(nullptr);
+  steps_.push_back({Step::Kind::Load, static_cast<int>(loads_.size()) - 1});
+  return num_registers_++;
+}
+
+int GuardProgram::load_pinned(PyObject* object) {
+  Py_INCREF(object);
+  pinned_.push_back(object);
+  return num_registers_++;
+}
+
+int GuardProgram::load_access(int from, Accessor accessor, PyObject* key) {
+  Py_XINCREF(key);
+  Load l{Load::Kind::Access, 0, from, accessor, key};
+  loads_.push_back(l);
+  load_register_.push_back(num_registers_);
+  pinned_.push_back(nullptr);
+  steps_.push_back({Step::Kind::Load, static_cast<int>(loads_.size()) - 1});
+  return num_registers_++;
+}
+
+void GuardProgram::begin_group(int reg, bool versioned) {
+  Group g;
+  g.reg = reg;
+  g.versioned = versioned;
+  g.first_check = g.end_check = static_cast<int>(checks_.size());
+  groups_.push_back(g);
+  open_group_ = static_cast<int>(groups_.size()) - 1;
+}
+
+void GuardProgram::end_group() {
+  if (open_group_ < 0) return;
+  groups_[open_group_].end_check = static_cast<int>(checks_.size());
+  open_group_ = -1;
+}
+
+void GuardProgram::add_check(int reg, Accessor accessor, PyObject* key, Expect expect, PyObject* expected, int other,
+                             std::string description) {
+  Py_XINCREF(key);
+  Py_XINCREF(expected);
+  checks_.push_back({reg, accessor, key, expect, expected, other, std::move(description)});
+  if (open_group_ < 0) steps_.push_back({Step::Kind::Check, static_cast<int>(checks_.size()) - 1});
+}
+
+void GuardProgram::add_tensor(int reg, int input, TensorGuard guard, std::string description) {
+  tensors_.push_back({reg, input, std::move(guard), std::move(description)});
+  steps_.push_back({Step::Kind::Tensor, static_cast<int>(tensors_.size()) - 1});
+  num_inputs_ = std::max(num_inputs_, input + 1);
+}
+
+void GuardProgram::add_distinct_inputs(std::vector<int> inputs) { distinct_ = std::move(inputs); }
+
+std::vector<std::string> GuardProgram::descriptions() const {
+  std::vector<std::string> out;
+  if (global_) out.push_back("global torch state (grad mode, default dtype, autocast, TF32, determinism)");
+  for (const auto& t : tensors_) out.push_back(t.description);
+  for (const auto& c : checks_) out.push_back(c.description);
+  return out;
+}
+
+bool GuardProgram::check(PyObject* args, PyObject* kwargs, std::vector<at::Tensor>& inputs) {
+  return run(args, kwargs, &inputs, nullptr);
+}
+
+std::string GuardProgram::explain_failure(PyObject* args, PyObject* kwargs) {
+  std::string why;
+  std::vector<at::Tensor> inputs;
+  if (run(args, kwargs, &inputs, &why)) return "";
+  return why.empty() ? "guard failed" : why;
+}
+
+bool GuardProgram::load(int index, PyObject* args, PyObject* kwargs, std::vector<PyObject*>& regs,
+                        std::vector<PyObject*>& owned) {
+  const Load& l = loads_[index];
+  PyObject* v = nullptr;
+  switch (l.kind) {
+    case Load::Kind::Arg:
+      if (args == nullptr || l.index >= PyTuple_GET_SIZE(args)) return false;
+      v = PyTuple_GET_ITEM(args, l.index);
+      break;
+    case Load::Kind::Kwarg:
+      if (kwargs == nullptr || kwargs == Py_None) return false;
+      v = PyDict_GetItemWithError(kwargs, l.key);
+      if (v == nullptr) {
+        PyErr_Clear();
+        return false;
+      }
+      break;
+    case Load::Kind::Pinned: return true;
+    case Load::Kind::Access: {
+      PyObject* from = regs[l.from];
+      if (from == nullptr) return false;
+      if (l.accessor == Accessor::Attr) v = PyObject_GetAttr(from, l.key);
+      else if (l.accessor == Accessor::Item) v = PyObject_GetItem(from, l.key);
+      else if (l.accessor == Accessor::Cell) {
+        v = PyCell_Check(from) ? PyCell_GET(from) : nullptr;
+        Py_XINCREF(v);
+      }
+      if (v == nullptr) {
+        PyErr_Clear();
+        return false;
+      }
+      owned.push_back(v);
+      break;
+    }
+  }
+  regs[load_register_[index]] = v;
+  return true;
+}
+
+bool GuardProgram::run_check(const Check& c, const std::vector<PyObject*>& regs, std::string* why) {
+  PyObject* v = regs[c.reg];
+  if (v == nullptr) return false;
+  PyObject* value = nullptr;  // new reference, or borrowed when owned == false
+  bool owned = true;
+  switch (c.accessor) {
+    case Accessor::Self: value = v; owned = false; break;
+    case Accessor::Type: value = reinterpret_cast<PyObject*>(Py_TYPE(v)); owned = false; break;
+    case Accessor::Attr: value = PyObject_GetAttr(v, c.key); break;
+    case Accessor::Item: value = PyObject_GetItem(v, c.key); break;
+    case Accessor::Cell:
+      value = PyCell_Check(v) ? PyCell_GET(v) : nullptr;
+      owned = false;
+      if (value == nullptr) PyErr_SetString(PyExc_ValueError, "empty cell");
+      break;
+    case Accessor::Len: {
+      Py_ssize_t n = PyObject_Size(v);
+      value = n < 0 ? nullptr : PyLong_FromSsize_t(n);
+      break;
+    }
+    case Accessor::Truth: value = as_bool(PyObject_IsTrue(v)); break;
+    case Accessor::Contains: value = as_bool(PySequence_Contains(v, c.key)); break;
+    case Accessor::HasAttr: value = as_bool(PyObject_HasAttr(v, c.key)); break;
+    case Accessor::Keys:
+      if (PyDict_Check(v)) {
+        PyObject* keys = PyDict_Keys(v);
+        value = keys ? PyList_AsTuple(keys) : nullptr;
+        Py_XDECREF(keys);
+      } else {
+        PyErr_SetString(PyExc_TypeError, "not a dict");
+      }
+      break;
+    case Accessor::Content: value = PyFrozenSet_New(v); break;
+  }
+  bool ok = false;
+  if (value == nullptr) {
+    ok = c.expect == Expect::Raises && PyErr_ExceptionMatches(c.expected);
+    std::string err = current_error();
+    if (!ok && why) *why = c.description + " (raised " + err + ")";
+    return ok;
+  }
+  switch (c.expect) {
+    case Expect::Value: ok = values_equal(value, c.expected); break;
+    case Expect::Id: ok = value == c.expected; break;
+    case Expect::Type: ok = reinterpret_cast<PyObject*>(Py_TYPE(value)) == c.expected; break;
+    case Expect::Raises: ok = false; break;
+    case Expect::Method:
+      ok = PyMethod_Check(value) && PyMethod_GET_FUNCTION(value) == PyTuple_GET_ITEM(c.expected, 0) &&
+           PyMethod_GET_SELF(value) == PyTuple_GET_ITEM(c.expected, 1);
+      break;
+    case Expect::Ids: {
+      PyObject* seq = PySequence_Fast(value, "");
+      if (seq == nullptr) {
+        PyErr_Clear();
+        break;
+      }
+      Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+      ok = n == PyTuple_GET_SIZE(c.expected);
+      if (ok && c.accessor == Accessor::Content) {
+        for (Py_ssize_t i = 0; ok && i < n; ++i) ok = PySet_Contains(value, PyTuple_GET_ITEM(c.expected, i)) == 1;
+      } else {
+        for (Py_ssize_t i = 0; ok && i < n; ++i)
+          ok = PySequence_Fast_GET_ITEM(seq, i) == PyTuple_GET_ITEM(c.expected, i);
+      }
+      PyErr_Clear();
+      Py_DECREF(seq);
+      break;
+    }
+    case Expect::Tensor: ok = THPVariable_Check(value); break;
+    case Expect::Same: ok = value == regs[c.other]; break;
+  }
+  if (owned) Py_DECREF(value);
+  if (!ok && why) *why = c.description;
+  return ok;
+}
+
+bool GuardProgram::group_unchanged(const Group& g, PyObject* object) const {
+  if (!g.versioned || !g.validated || Py_TYPE(object) != g.type) return false;
+  if (PyDict_Check(object)) return dict_version(object) == g.dict_version;
+  if (g.type_version == 0 || g.type->tp_version_tag != g.type_version || g.dict == nullptr) return false;
+  PyObject** dict = _PyObject_GetDictPtr(object);
+  return dict != nullptr && *dict == g.dict && dict_version(g.dict) == g.dict_version;
+}
+
+void GuardProgram::remember_versions(Group& g, PyObject* object) {
+  g.type = Py_TYPE(object);
+  g.dict = nullptr;
+  g.validated = true;
+  if (PyDict_Check(object)) {
+    g.dict_version = dict_version(object);
+    return;
+  }
+  g.type_version = type_version(g.type);
+  PyObject** dict = _PyObject_GetDictPtr(object);
+  if (dict != nullptr && *dict != nullptr && PyDict_CheckExact(*dict)) {
+    g.dict = *dict;
+    g.dict_version = dict_version(*dict);
+  }
+}
+
+bool GuardProgram::run(PyObject* args, PyObject* kwargs, std::vector<at::Tensor>* inputs, std::string* why) {
+  if (global_) {
+    GlobalState now = GlobalState::now();
+    if (!(now == *global_)) {
+      if (why) *why = now.difference(*global_) + " changed";
+      return false;
+    }
+  }
+  if (positional_ >= 0) {
+    Py_ssize_t nkw = (kwargs == nullptr || kwargs == Py_None) ? 0 : PyDict_GET_SIZE(kwargs);
+    bool same = args != nullptr && PyTuple_GET_SIZE(args) == positional_ &&
+                nkw == static_cast<Py_ssize_t>(keywords_.size());
+    for (std::size_t i = 0; same && i < keywords_.size(); ++i) same = PyDict_Contains(kwargs, keywords_[i]) == 1;
+    if (!same) {
+      PyErr_Clear();
+      if (why) *why = "the call passes other arguments or keywords";
+      return false;
+    }
+  }
+  std::vector<PyObject*> regs(num_registers_, nullptr);
+  for (int r = 0; r < num_registers_; ++r)
+    if (pinned_[r] != nullptr) regs[r] = pinned_[r];
+  std::vector<PyObject*> owned;
+  struct Release {
+    std::vector<PyObject*>& v;
+    ~Release() {
+      for (PyObject* p : v) Py_DECREF(p);
+    }
+  } release{owned};
+  inputs->assign(num_inputs_, at::Tensor());
+  std::vector<PyObject*> input_objects(num_inputs_, nullptr);
+  for (const Step& s : steps_) {
+    switch (s.kind) {
+      case Step::Kind::Load:
+        if (!load(s.index, args, kwargs, regs, owned)) {
+          if (why) *why = "an argument has a different structure";
+          return false;
+        }
+        break;
+      case Step::Kind::Check:
+        if (!run_check(checks_[s.index], regs, why)) return false;
+        break;
+      case Step::Kind::Tensor: {
+        const TensorCheck& t = tensors_[s.index];
+        PyObject* v = regs[t.reg];
+        if (v == nullptr || !THPVariable_Check(v)) {
+          if (why) *why = t.description + ": not a tensor";
+          return false;
+        }
+        const at::Tensor& tensor = THPVariable_Unpack(v);
+        if (!t.guard.matches(tensor)) {
+          if (why) *why = t.description + ": " + t.guard.mismatch(tensor);
+          return false;
+        }
+        (*inputs)[t.input] = tensor;
+        input_objects[t.input] = v;
+        break;
+      }
+    }
+  }
+  for (std::size_t i = 0; i < distinct_.size(); ++i)
+    for (std::size_t j = 0; j < i; ++j)
+      if (input_objects[distinct_[i]] != nullptr && input_objects[distinct_[i]] == input_objects[distinct_[j]]) {
+        if (why) *why = "the same tensor is passed where the capture had two";
+        return false;
+      }
+  for (Group& g : groups_) {
+    PyObject* object = pinned_[g.reg];
+    if (group_unchanged(g, object)) continue;
+    for (int c = g.first_check; c < g.end_check; ++c)
+      if (!run_check(checks_[c], regs, why)) return false;
+    if (why == nullptr) remember_versions(g, object);
+  }
+  return true;
+}
+
+}  // namespace dv::capture

@@ -1,0 +1,42 @@
+#include "capture/plan_cache.h"
+
+namespace dv::capture {
+
+void PlanCache::add(std::shared_ptr<GuardProgram> guards, std::shared_ptr<runtime::Executor> executor) {
+  entries_.push_back({std::move(guards), std::move(executor)});
+}
+
+void PlanCache::make_eager(int index) {
+  if (index >= 0 && index < static_cast<int>(entries_.size())) entries_[index].executor = nullptr;
+}
+
+std::optional<PlanCache::Hit> PlanCache::run(PyObject* args, PyObject* kwargs) {
+  failed_index_ = -1;
+  std::vector<at::Tensor> inputs;
+  for (std::size_t i = 0; i < entries_.size(); ++i) {
+    Entry& e = entries_[i];
+    if (!e.guards->check(args, kwargs, inputs)) continue;
+    std::shared_ptr<runtime::Executor> executor = e.executor;  // stays alive without the GIL
+    std::vector<at::Tensor> outputs;
+    if (executor == nullptr) return Hit{static_cast<int>(i), {}, std::move(inputs)};  // a version that runs eagerly
+    PyThreadState* saved = PyEval_SaveThread();
+    try {
+      outputs = executor->run(inputs);
+    } catch (...) {
+      PyEval_RestoreThread(saved);
+      failed_index_ = static_cast<int>(i);
+      throw;
+    }
+    PyEval_RestoreThread(saved);
+    return Hit{static_cast<int>(i), std::move(outputs), std::move(inputs)};
+  }
+  return std::nullopt;
+}
+
+std::vector<std::string> PlanCache::explain_miss(PyObject* args, PyObject* kwargs) {
+  std::vector<std::string> out;
+  for (const auto& e : entries_) out.push_back(e.guards->explain_failure(args, kwargs));
+  return out;
+}
+
+}  // namespace dv::capture

@@ -1,0 +1,315 @@
+#include "capture/tracer.h"
+
+#include <stdexcept>
+
+#include "capture/frame.h"
+
+namespace dv::capture {
+
+namespace {
+
+// Keeps the error indicator of the interrupted program across our callbacks.
+class SavedError {
+ public:
+  SavedError() { PyErr_Fetch(&type_, &value_, &traceback_); }
+  ~SavedError() { PyErr_Restore(type_, value_, traceback_); }
+
+ private:
+  PyObject* type_;
+  PyObject* value_;
+  PyObject* traceback_;
+};
+
+Tracer* from_capsule(PyObject* capsule) { return static_cast<Tracer*>(PyCapsule_GetPointer(capsule, "dv.Tracer")); }
+
+PyObject* new_tuple(const std::vector<PyObject*>& items) {
+  PyObject* t = PyTuple_New(static_cast<Py_ssize_t>(items.size()));
+  if (t == nullptr) return nullptr;
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    Py_INCREF(items[i]);
+    PyTuple_SET_ITEM(t, static_cast<Py_ssize_t>(i), items[i]);
+  }
+  return t;
+}
+
+long long as_long(PyObject* tuple, Py_ssize_t i) { return PyLong_AsLongLong(PyTuple_GET_ITEM(tuple, i)); }
+
+}  // namespace
+
+Tracer::Tracer(PyObject* monitor, PyObject* null_marker) : monitor_(monitor), null_marker_(null_marker) {
+  Py_INCREF(monitor_);
+  Py_INCREF(null_marker_);
+  on_instruction_ = PyObject_GetAttrString(monitor_, "on_instruction");
+  code_table_ = PyObject_GetAttrString(monitor_, "code_table");
+  capsule_ = PyCapsule_New(this, "dv.Tracer", nullptr);
+  if (on_instruction_ == nullptr || code_table_ == nullptr || capsule_ == nullptr)
+    throw std::runtime_error("Tracer: the monitor needs on_instruction and code_table");
+}
+
+Tracer::~Tracer() {
+  if (running_) stop();
+  for (auto& f : frames_) clear_pending(f);
+  for (auto& [code, info] : codes_) {
+    Py_XDECREF(info.code);
+    Py_XDECREF(info.table);
+  }
+  Py_XDECREF(on_instruction_);
+  Py_XDECREF(code_table_);
+  Py_XDECREF(capsule_);
+  Py_XDECREF(null_marker_);
+  Py_XDECREF(monitor_);
+}
+
+void Tracer::start() {
+  if (on_instruction_ == nullptr) throw std::runtime_error("Tracer: closed");
+  frames_.clear();
+  suspended_ = 0;
+  running_ = true;
+  PyEval_SetTrace(&Tracer::trace, capsule_);
+}
+
+void Tracer::stop() {
+  PyEval_SetTrace(nullptr, nullptr);
+  running_ = false;
+  for (auto& f : frames_) clear_pending(f);
+  frames_.clear();
+}
+
+void Tracer::close() {
+  if (running_) stop();
+  Py_CLEAR(on_instruction_);
+  Py_CLEAR(code_table_);
+  Py_CLEAR(monitor_);
+}
+
+int Tracer::trace(PyObject* self, PyFrameObject* frame, int what, PyObject* arg) {
+  Tracer* t = from_capsule(self);
+  if (t == nullptr) {
+    PyErr_Clear();
+    return 0;
+  }
+  switch (what) {
+    case PyTrace_OPCODE: t->on_opcode(frame); break;
+    case PyTrace_CALL: t->on_call(frame); break;
+    case PyTrace_RETURN: t->on_return(frame); break;
+    case PyTrace_EXCEPTION: t->on_exception(frame, arg); break;
+    default: break;  // lines and C calls: nothing to do
+  }
+  return 0;
+}
+
+Tracer::CodeInfo* Tracer::code_info(PyCodeObject* code) {
+  PyObject* key = reinterpret_cast<PyObject*>(code);
+  auto it = codes_.find(key);
+  if (it != codes_.end()) return &it->second;
+  CodeInfo info;
+  info.code = key;
+  Py_INCREF(key);
+  SavedError saved;
+  // code_table(code) -> None (excluded) or (depths: bytes of int16, entries:
+  // list of (unit, kind, n_in, n_out, flags, aux, next_unit, arg)).
+  PyObject* table = PyObject_CallOneArg(code_table_, key);
+  if (table == nullptr) {
+    keep_error();
+  } else if (table != Py_None) {
+    info.table = table;
+    info.traced = true;
+    PyObject* depths = PyTuple_GetItem(table, 0);
+    PyObject* entries = PyTuple_GetItem(table, 1);
+    if (depths == nullptr || entries == nullptr || !PyBytes_Check(depths) || !PyList_Check(entries)) {
+      PyErr_Clear();
+      error_ = error_.empty() ? "code_table returned a malformed table" : error_;
+      info.traced = false;
+    } else {
+      const auto* d = reinterpret_cast<const std::int16_t*>(PyBytes_AS_STRING(depths));
+      std::size_t units = static_cast<std::size_t>(PyBytes_GET_SIZE(depths)) / sizeof(std::int16_t);
+      info.depths.assign(d, d + units);
+      info.instrs.resize(units);
+      for (Py_ssize_t i = 0; i < PyList_GET_SIZE(entries); ++i) {
+        PyObject* e = PyList_GET_ITEM(entries, i);
+        auto unit = static_cast<std::size_t>(as_long(e, 0));
+        if (unit >= units) continue;
+        Instr& in = info.instrs[unit];
+        in.kind = static_cast<std::uint8_t>(as_long(e, 1));
+        in.n_in = static_cast<std::uint8_t>(as_long(e, 2));
+        in.n_out = static_cast<std::uint8_t>(as_long(e, 3));
+        in.flags = static_cast<std::uint8_t>(as_long(e, 4));
+        in.aux = static_cast<int>(as_long(e, 5));
+        in.next_unit = static_cast<int>(as_long(e, 6));
+        in.arg = PyTuple_GET_ITEM(e, 7);
+      }
+    }
+  } else {
+    Py_DECREF(table);
+  }
+  return &codes_.emplace(key, std::move(info)).first->second;
+}
+
+void Tracer::on_call(PyFrameObject* frame) {
+  FrameState state;
+  state.frame = frame;
+  if (suspended_ == 0) {
+    PyCodeObject* code = PyFrame_GetCode(frame);  // a new reference; the table keeps its own
+    CodeInfo* info = code_info(code);
+    Py_DECREF(code);
+    if (info->traced) {
+      state.code = info;
+      ++calls_;
+    }
+  }
+  if (state.code == nullptr) ++suspended_;  // excluded code: nothing it calls is stepped either
+  dv_frame_trace_instructions(frame, state.code != nullptr);
+  frames_.push_back(std::move(state));
+}
+
+void Tracer::on_return(PyFrameObject* frame) {
+  while (!frames_.empty()) {
+    FrameState& top = frames_.back();
+    bool match = top.frame == frame;
+    if (top.code == nullptr) --suspended_;
+    clear_pending(top);
+    frames_.pop_back();
+    if (match) break;
+  }
+}
+
+void Tracer::on_exception(PyFrameObject* frame, PyObject* arg) {
+  if (frames_.empty() || frames_.back().frame != frame) return;
+  FrameState& state = frames_.back();
+  if (!state.has_pending || state.pending.failed) return;
+  state.pending.failed = true;
+  if (arg != nullptr && PyTuple_Check(arg) && PyTuple_GET_SIZE(arg) > 0) {
+    state.pending.exception = PyTuple_GET_ITEM(arg, 0);
+    Py_INCREF(state.pending.exception);
+  }
+}
+
+void Tracer::on_opcode(PyFrameObject* frame) {
+  if (frames_.empty() || frames_.back().frame != frame) return;
+  FrameState& state = frames_.back();
+  if (state.code == nullptr) return;
+  int unit = PyFrame_GetLasti(frame) / static_cast<int>(sizeof(_Py_CODEUNIT));
+  if (unit < 0 || static_cast<std::size_t>(unit) >= state.code->instrs.size()) return;
+  if (state.has_pending) complete(state, unit);
+  const Instr& instr = state.code->instrs[static_cast<std::size_t>(unit)];
+  if (instr.kind != 0) begin(state, instr, unit);
+}
+
+void Tracer::begin(FrameState& state, const Instr& instr, int unit) {
+  PyFrameObject* frame = state.frame;
+  PyObject** slots = dv_frame_localsplus(frame);
+  PyCodeObject* code = reinterpret_cast<PyCodeObject*>(state.code->code);
+  int depth = dv_frame_stack_depth(frame, state.code->depths[static_cast<std::size_t>(unit)]);
+  if (depth < instr.n_in) return;  // should not happen; never read below the stack
+  PyObject** top = slots + code->co_nlocalsplus + depth;
+  std::vector<PyObject*> operands;
+  operands.reserve(instr.n_in + 1);
+  bool tracked = (instr.flags & kAlways) != 0;
+  for (int i = instr.n_in; i > 0; --i) {
+    PyObject* v = top[-i];
+    if (v == nullptr) v = null_marker_;
+    tracked = tracked || is_tracked(v);
+    operands.push_back(v);
+  }
+  if (instr.flags & kCellOperand) {
+    PyObject* cell = slots[instr.aux];
+    operands.push_back(cell != nullptr ? cell : null_marker_);
+    PyObject* fn = dv_frame_function(frame);
+    operands.push_back(fn != nullptr ? fn : null_marker_);
+  }
+  if (!tracked) return;
+  if (instr.flags & kReportBefore) {
+    PyObject* none = Py_None;
+    Py_INCREF(none);
+    report(instr, frame, operands, none, kBefore);
+    Py_DECREF(none);
+    return;
+  }
+  for (PyObject* v : operands) Py_INCREF(v);
+  state.pending.instr = &instr;
+  state.pending.operands = std::move(operands);
+  state.pending.calls_before = calls_;
+  state.pending.failed = false;
+  state.has_pending = true;
+}
+
+void Tracer::complete(FrameState& state, int unit) {
+  Pending& p = state.pending;
+  const Instr& instr = *p.instr;
+  int status = calls_ != p.calls_before ? kPythonRan : 0;
+  PyObject* results = nullptr;
+  if (p.failed) {
+    status |= kFailed;
+    results = p.exception != nullptr ? p.exception : Py_None;
+    Py_INCREF(results);
+  } else if ((instr.flags & kIterStep) && unit != instr.next_unit) {
+    status |= kExhausted;
+    results = PyTuple_New(0);
+  } else {
+    PyObject** slots = dv_frame_localsplus(state.frame);
+    PyCodeObject* code = reinterpret_cast<PyCodeObject*>(state.code->code);
+    int depth = dv_frame_stack_depth(state.frame, state.code->depths[static_cast<std::size_t>(unit)]);
+    int n = depth >= instr.n_out ? instr.n_out : 0;
+    std::vector<PyObject*> out;
+    PyObject** top = slots + code->co_nlocalsplus + depth;
+    for (int i = n; i > 0; --i) out.push_back(top[-i] != nullptr ? top[-i] : null_marker_);
+    results = new_tuple(out);
+  }
+  if (results != nullptr) {
+    report(instr, state.frame, p.operands, results, status);
+    Py_DECREF(results);
+  }
+  clear_pending(state);
+}
+
+void Tracer::report(const Instr& instr, PyFrameObject* frame, const std::vector<PyObject*>& operands,
+                    PyObject* results, int status) {
+  SavedError saved;
+  ++reported_;
+  PyObject* ops = new_tuple(operands);
+  PyObject* kind = PyLong_FromLong(instr.kind);
+  PyObject* st = PyLong_FromLong(status);
+  PyObject* arg = instr.arg != nullptr ? instr.arg : Py_None;
+  if (ops == nullptr || kind == nullptr || st == nullptr) {
+    keep_error();
+  } else {
+    PyObject* args[] = {kind, arg, reinterpret_cast<PyObject*>(frame), ops, results, st};
+    PyObject* r = PyObject_Vectorcall(on_instruction_, args, 6, nullptr);
+    if (r == nullptr) keep_error();
+    Py_XDECREF(r);
+  }
+  Py_XDECREF(ops);
+  Py_XDECREF(kind);
+  Py_XDECREF(st);
+}
+
+void Tracer::clear_pending(FrameState& state) {
+  if (!state.has_pending) return;
+  for (PyObject* v : state.pending.operands) Py_DECREF(v);
+  state.pending.operands.clear();
+  Py_CLEAR(state.pending.exception);
+  state.pending.failed = false;
+  state.has_pending = false;
+}
+
+void Tracer::keep_error() {
+  PyObject *type, *value, *traceback;
+  PyErr_Fetch(&type, &value, &traceback);
+  if (error_.empty()) {
+    error_ = "monitor error";
+    if (value != nullptr) {
+      PyObject* s = PyObject_Str(value);
+      if (s != nullptr) {
+        const char* c = PyUnicode_AsUTF8(s);
+        if (c != nullptr) error_ = std::string(type ? reinterpret_cast<PyTypeObject*>(type)->tp_name : "") + ": " + c;
+        Py_DECREF(s);
+      }
+    }
+  }
+  PyErr_Clear();
+  Py_XDECREF(type);
+  Py_XDECREF(value);
+  Py_XDECREF(traceback);
+}
+
+}  // namespace dv::capture

@@ -1,0 +1,127 @@
+// The instruction stepper of the Python-state monitor.
+//
+// During a capture run the Tracer is the thread's C-level trace function. It
+// steps every frame of the program (except excluded code: deepvisor's own
+// Python, logging...) instruction by instruction, and hands the instructions
+// that read or write Python state to a Python monitor object, with the values
+// they took from the stack before they ran and the values they left on it
+// after. Which instructions matter, how many stack values they read and leave,
+// and the stack depth at each instruction come from a per-code table that the
+// monitor builds (python/deepvisor/_bytecode.py).
+//
+// Only instructions with a tracked operand (an object the monitor registered
+// with track(): pre-existing state and the call's arguments) or marked
+// `always` reach Python, so a run over fresh objects costs one table lookup
+// an instruction.
+#pragma once
+
+#include <Python.h>
+#include <frameobject.h>
+
+#include <cstdint>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+namespace dv::capture {
+
+// Bits of the status passed to the monitor with each instruction.
+enum InstructionStatus : int {
+  kPythonRan = 1,  // Python frames ran while the instruction executed
+  kFailed = 2,     // it raised
+  kExhausted = 4,  // an iterator step found the iterator exhausted
+  kBefore = 8,     // reported before the instruction ran (no results)
+};
+
+// Bits of an instruction table entry's flags.
+enum InstructionFlags : int {
+  kAlways = 1,        // report even when no operand is tracked
+  kReportBefore = 2,  // report before it runs, not after
+  kCellOperand = 4,   // the operand is the cell in fast-locals slot `aux`
+  kIterStep = 8,      // results only when execution falls through to next_unit
+};
+
+class Tracer {
+ public:
+  // monitor: has code_table(code) and on_instruction(kind, arg, frame,
+  // operands, results, status); null_marker stands for a NULL stack slot.
+  Tracer(PyObject* monitor, PyObject* null_marker);
+  ~Tracer();
+  Tracer(const Tracer&) = delete;
+  Tracer& operator=(const Tracer&) = delete;
+
+  // Installs the trace function on the calling thread / removes it.
+  void start();
+  void stop();
+  // Drops the references to the monitor (they form a cycle with it).
+  void close();
+
+  void track(PyObject* object) { tracked_.insert(object); }
+  bool is_tracked(PyObject* object) const { return tracked_.count(object) != 0; }
+
+  // The first error the monitor raised (its callbacks must never break the
+  // program, so errors are kept here), or "".
+  const std::string& error() const { return error_; }
+  std::int64_t instructions_reported() const { return reported_; }
+
+ private:
+  struct Instr {
+    std::uint8_t kind = 0;   // 0: not interesting
+    std::uint8_t n_in = 0;   // stack values read before it runs (from the top)
+    std::uint8_t n_out = 0;  // stack values it leaves (from the top)
+    std::uint8_t flags = 0;
+    int aux = 0;             // fast-locals slot of a cell operand
+    int next_unit = -1;      // the code unit after it (fall-through)
+    PyObject* arg = nullptr; // passed to the monitor as is (borrowed from the table)
+  };
+  struct CodeInfo {
+    PyObject* code = nullptr;  // strong
+    PyObject* table = nullptr; // strong: keeps the args alive
+    bool traced = false;
+    std::vector<Instr> instrs;         // indexed by code unit
+    std::vector<std::int16_t> depths;  // static stack depth at each unit
+  };
+  struct Pending {
+    const Instr* instr = nullptr;
+    std::vector<PyObject*> operands;  // strong
+    std::int64_t calls_before = 0;
+    bool failed = false;
+    PyObject* exception = nullptr;  // strong, when failed
+  };
+  struct FrameState {
+    PyFrameObject* frame = nullptr;
+    CodeInfo* code = nullptr;  // nullptr: not traced
+    Pending pending;
+    bool has_pending = false;
+  };
+
+  static int trace(PyObject* self, PyFrameObject* frame, int what, PyObject* arg);
+  void on_call(PyFrameObject* frame);
+  void on_return(PyFrameObject* frame);
+  void on_exception(PyFrameObject* frame, PyObject* arg);
+  void on_opcode(PyFrameObject* frame);
+  CodeInfo* code_info(PyCodeObject* code);
+  void complete(FrameState& state, int unit);
+  void begin(FrameState& state, const Instr& instr, int unit);
+  void report(const Instr& instr, PyFrameObject* frame, const std::vector<PyObject*>& operands,
+              PyObject* results, int status);
+  void clear_pending(FrameState& state);
+  void keep_error();
+
+  PyObject* monitor_;      // strong
+  PyObject* on_instruction_ = nullptr;  // strong
+  PyObject* code_table_ = nullptr;      // strong
+  PyObject* null_marker_;  // strong
+  PyObject* capsule_;      // strong: the trace function's argument
+  std::unordered_map<PyObject*, CodeInfo> codes_;
+  std::unordered_set<PyObject*> tracked_;
+  std::vector<FrameState> frames_;
+  int suspended_ = 0;        // excluded frames on the stack
+  std::int64_t calls_ = 0;   // traced frames entered so far
+  std::int64_t reported_ = 0;
+  std::string error_;
+  bool running_ = false;
+};
+
+}  // namespace dv::capture

@@ -1,0 +1,567 @@
+"""The Python-state monitor: guards over what the program read, side effects
+replayed, results rebuilt, one graph through ordinary Python.
+
+Every test changes Python state between calls and compares with eager; the
+plan counts (captures, cache hits) show that the compiled path was taken.
+"""
+
+import collections
+import dataclasses
+import math
+import random
+import threading
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import deepvisor
+from op_cases import assert_matches
+
+
+def tol(dtype):
+    return (1e-5, 1e-5) if dtype != torch.float64 else (1e-7, 1e-7)
+
+
+def randn(*shape, seed=0, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=g, dtype=dtype)
+
+
+@pytest.fixture(autouse=True)
+def no_grad():
+    with torch.no_grad():
+        yield
+
+
+def same(g, fn, *args, **kwargs):
+    """g(*args) equals fn(*args); returns g's result."""
+    out = g(*args, **kwargs)
+    assert_matches(out, fn(*args, **kwargs), tol)
+    return out
+
+
+# -- the issue's example ------------------------------------------------------------
+
+class Issue(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(8, 8)
+        self.scale = 2.0
+        self.use_relu = True
+
+    def forward(self, x):
+        y = self.lin(x) * self.scale
+        return torch.relu(y) if self.use_relu else torch.tanh(y)
+
+
+def test_issue_example_sees_every_change():
+    m = Issue().eval()
+    x = randn(3, 8)
+    g = deepvisor.compile(m)
+    same(g, m, x)
+    same(g, m, x)
+    assert deepvisor.stats(g)["cache_hits"] == 1
+    m.scale = 3.0
+    same(g, m, x)
+    m.use_relu = False
+    same(g, m, x)
+    m.lin = nn.Linear(8, 8)
+    same(g, m, x)
+    m.lin.weight.mul_(2)  # in place: the plan reads the parameter itself
+    same(g, m, x)
+    s = deepvisor.stats(g)
+    assert s["captures"] == 4 and s["eager_calls"] == 0
+    # Back to an earlier state: that plan is still held.
+    m.scale, m.use_relu = 2.0, True
+    before = deepvisor.stats(g)["captures"]
+    same(g, m, x)
+    assert deepvisor.stats(g)["captures"] == before + 1  # m.lin was replaced: a new plan
+
+
+# -- behaviour 2: guards catch every change that matters --------------------------
+
+class Config:
+    def __init__(self):
+        self.eps = 1e-5
+        self.mode = "gelu"
+        self.depth = 2
+
+
+class Block(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = cfg
+        self.norm = nn.LayerNorm(6)
+        self.flag = True
+        self.power = 2
+
+    def forward(self, x):
+        h = F.layer_norm(x, (6,), self.norm.weight, self.norm.bias, self.cfg.eps)
+        for _ in range(self.cfg.depth):
+            h = F.gelu(h) if self.cfg.mode == "gelu" else torch.sigmoid(h)
+        if self.flag:
+            h = h ** self.power
+        return h
+
+
+class Outer(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.block = Block(Config())
+        self.offset = 0.5
+
+    def forward(self, x):
+        return self.block(x) + self.offset
+
+
+@pytest.mark.parametrize("change", [
+    lambda m: setattr(m, "offset", 1.5),                      # float attribute of the module
+    lambda m: setattr(m.block, "flag", False),                # bool attribute of a submodule
+    lambda m: setattr(m.block, "power", 3),                   # int attribute of a submodule
+    lambda m: setattr(m.block.cfg, "mode", "sigmoid"),        # str attribute of a config object
+    lambda m: setattr(m.block.cfg, "eps", 1e-1),              # float attribute of a config object
+    lambda m: setattr(m.block.cfg, "depth", 3),               # loop trip count
+    lambda m: setattr(m.block, "cfg", Config()) or setattr(m.block.cfg, "depth", 1),  # object replaced
+    lambda m: setattr(m.block, "norm", nn.LayerNorm(6)) or m.block.norm.bias.fill_(1.0),  # submodule replaced
+    lambda m: setattr(m.block.norm, "weight", nn.Parameter(torch.full((6,), 2.0))),       # parameter replaced
+    lambda m: m.block.norm.weight.mul_(3.0),                  # parameter updated in place
+])
+def test_a_change_of_module_state_is_seen(change):
+    m = Outer().eval()
+    x = randn(4, 6)
+    g = deepvisor.compile(m)
+    same(g, m, x)
+    same(g, m, x)
+    change(m)
+    same(g, m, x)
+    same(g, m, x)
+    s = deepvisor.stats(g)
+    assert s["eager_calls"] == 0 and s["cache_hits"] >= 2
+
+
+SCALE = 2.0
+
+
+def uses_global(x):
+    return x * SCALE
+
+
+def test_a_global_is_guarded():
+    global SCALE
+    x = randn(5)
+    g = deepvisor.compile(uses_global)
+    try:
+        same(g, uses_global, x)
+        SCALE = 4.0
+        same(g, uses_global, x)
+        same(g, uses_global, x)
+    finally:
+        SCALE = 2.0
+    assert deepvisor.stats(g)["captures"] == 2
+
+
+def test_a_closure_variable_is_guarded():
+    k = 3.0
+
+    def f(x):
+        return x * k
+
+    g = deepvisor.compile(f)
+    x = randn(5)
+    same(g, f, x)
+    k = 5.0  # noqa: F841 (read by f through its cell)
+    same(g, f, x)
+    assert deepvisor.stats(g)["captures"] == 2
+
+
+def test_scalar_and_list_arguments():
+    def f(x, n, items):
+        for t in items:
+            x = x + t * n
+        return x
+
+    g = deepvisor.compile(f)
+    x, a, b = randn(3), randn(3, seed=1), randn(3, seed=2)
+    same(g, f, x, 2, [a])
+    same(g, f, x, 3, [a])         # another int
+    same(g, f, x, 2.0, [a])       # a float, not an int
+    same(g, f, x, 2, [a, b])      # a longer list
+    same(g, f, x, 2, [b, a])      # other tensors in the list: no capture
+    s = deepvisor.stats(g)
+    assert s["captures"] == 4 and s["cache_hits"] == 1
+
+
+@pytest.mark.parametrize("other", [
+    lambda x: x.double(), lambda x: x.reshape(2, 6), lambda x: x.t().contiguous().t(), lambda x: x[None]])
+def test_input_dtype_rank_and_layout_are_guarded(other):
+    def f(x):
+        return torch.sin(x) * 2
+
+    g = deepvisor.compile(f)
+    x = randn(3, 4)
+    same(g, f, x)
+    same(g, f, other(x))
+    assert deepvisor.stats(g)["captures"] == 2
+
+
+def test_train_and_eval_are_guarded():
+    m = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5))
+    m.eval()
+    g = deepvisor.compile(m)
+    x = randn(8, 4)
+    same(g, m, x)
+    m.train()
+    torch.manual_seed(0)
+    out = g(x)
+    torch.manual_seed(0)
+    assert_matches(out, m(x), tol)
+    m.eval()
+    same(g, m, x)
+    assert deepvisor.stats(g)["versions"] == 2  # one plan per mode
+
+
+# -- behaviour 3: no needless recaptures ----------------------------------------
+
+def test_a_thousand_calls_with_new_values_capture_once():
+    m = Outer().eval()
+    g = deepvisor.compile(m)
+    for i in range(1000):
+        x = randn(4, 6, seed=i)
+        out = g(x)
+        if i % 250 == 0:
+            assert_matches(out, m(x), tol)
+    s = deepvisor.stats(g)
+    assert s["captures"] == 1 and s["cache_hits"] == 999
+
+
+# -- behaviour 1: complete graphs through ordinary Python ----------------------------
+
+Pair = collections.namedtuple("Pair", "a b")
+
+
+@dataclasses.dataclass
+class Batch:
+    x: torch.Tensor
+    scale: float
+
+
+class Helper:
+    def __init__(self, k):
+        self.k = k
+
+    def apply(self, t):
+        return t * self.k
+
+
+def python_features(x, *rest, pair, batch, weights=None, **options):
+    helper = Helper(options.get("k", 2.0))
+
+    def inner(t, depth):
+        return t if depth == 0 else inner(torch.tanh(t), depth - 1)
+
+    ys = [helper.apply(t) for t in (x, *rest)]
+    total = sum(y.sum(0) for y in ys)
+    parts = {name: t * i for i, (name, t) in enumerate(zip(["a", "b"], [pair.a, pair.b]))}
+    ordered = sorted(parts.items(), key=lambda kv: kv[0])
+    mapped = list(map(torch.relu, [v for _, v in ordered]))
+    n = int(np.prod(x.shape)) // x.shape[0]
+    scaled = x.reshape(-1, n) * batch.scale + (weights if isinstance(weights, torch.Tensor) else 0)
+    out = {"total": inner(total, 2), "mapped": tuple(mapped), "pair": Pair(scaled, getattr(batch, "x") * 2)}
+    return out, [len(ys), n]
+
+
+def test_python_features_give_one_graph():
+    x, y, a, b = randn(3, 4), randn(3, 4, seed=1), randn(4, seed=2), randn(4, seed=3)
+    batch = Batch(randn(2, 2, seed=4), 0.5)
+    kwargs = dict(pair=Pair(a, b), batch=batch, weights=randn(4, seed=5), k=3.0)
+    g = deepvisor.compile(python_features)
+    for _ in range(3):
+        out = same(g, python_features, x, y, **kwargs)
+    assert isinstance(out[0]["pair"], Pair) and isinstance(out[1], list)
+    s = deepvisor.stats(g)
+    assert s["captures"] == 1 and s["cache_hits"] == 2 and s["eager_calls"] == 0
+    # A new dataclass value and new tensors: no capture.
+    kwargs["batch"] = Batch(randn(2, 2, seed=7), 0.5)
+    same(g, python_features, x * 2, y, **kwargs)
+    assert deepvisor.stats(g)["captures"] == 1
+    kwargs["batch"] = Batch(randn(2, 2, seed=7), 0.25)  # a scale that the program read
+    same(g, python_features, x, y, **kwargs)
+    assert deepvisor.stats(g)["captures"] == 2
+
+
+class Stack(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layers = nn.ModuleList([nn.Linear(5, 5) for _ in range(3)])
+        self.heads = nn.ModuleDict({"a": nn.Linear(5, 2), "b": nn.Linear(5, 3)})
+        self.seq = nn.Sequential(nn.ReLU(), nn.Linear(5, 5), nn.Tanh())
+
+    def forward(self, x):
+        for i, layer in enumerate(self.layers):
+            x = layer(x) + i
+        x = self.seq(x)
+        for name, child in self.named_children():
+            if isinstance(child, nn.Sequential):
+                x = x + child[1].bias
+        outs = {k: head(x) for k, head in self.heads.items()}
+        return tuple(map(lambda l: l(x), self.layers[:2])), outs
+
+
+def test_module_containers_give_one_graph():
+    m = Stack().eval()
+    g = deepvisor.compile(m)
+    x = randn(2, 5)
+    for _ in range(3):
+        same(g, m, x)
+    assert deepvisor.stats(g)["captures"] == 1
+    m.layers.append(nn.Linear(5, 5))
+    same(g, m, x)
+    del m.heads["b"]
+    same(g, m, x)
+    assert deepvisor.stats(g)["captures"] == 3
+
+
+class Square(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x * x
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
+def test_autograd_function_and_interpolate():
+    def f(x):
+        y = Square.apply(x)
+        return F.interpolate(y, scale_factor=2.0, mode="nearest")
+
+    g = deepvisor.compile(f)
+    x = randn(1, 2, 3, 3)
+    for _ in range(2):
+        same(g, f, x)
+    assert deepvisor.stats(g)["captures"] == 1
+
+
+def fib_like(x, n):
+    return x if n <= 1 else fib_like(x * 0.5, n - 1) + fib_like(x, n - 2)
+
+
+def test_recursion_decided_by_an_int():
+    g = deepvisor.compile(fib_like)
+    x = randn(4)
+    for n in (4, 4, 5):
+        same(g, fib_like, x, n)
+    assert deepvisor.stats(g)["captures"] == 2
+
+
+def test_returned_python_objects_are_fresh_each_call():
+    def f(x):
+        return {x * 2}, enumerate([x + 1, x - 1]), x.size(), [x.shape[0]]
+
+    g = deepvisor.compile(f)
+    x = randn(3, 2)
+    g(x)
+    for i in range(2):
+        xs = randn(3, 2, seed=i + 1)
+        s, e, size, lst = g(xs)
+        assert isinstance(size, torch.Size) and size == xs.size()
+        (only,) = list(s)
+        assert_matches(only, xs * 2, tol)
+        items = list(e)
+        assert [k for k, _ in items] == [0, 1]
+        assert_matches(items[0][1], xs + 1, tol)
+        lst.append(7)  # a fresh list each call: mutating it changes nothing next time
+    assert g(x)[3] == [3]
+    assert deepvisor.stats(g)["captures"] == 1
+
+
+# -- behaviour 6: Python side effects ------------------------------------------------
+
+class Counter(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.last = None
+        self.calls = 0
+
+    def forward(self, x, log):
+        y = x * 2
+        self.last = y          # an attribute store on self
+        log.append(y.sum())    # an append to an argument list
+        return y
+
+
+def test_side_effects_are_replayed():
+    m = Counter()
+    g = deepvisor.compile(m)
+    for i in range(3):
+        x = randn(3, seed=i)
+        log = []
+        out = g(x, log)
+        assert_matches(out, x * 2, tol)
+        assert len(log) == 1 and torch.allclose(log[0], (x * 2).sum())
+        assert m.last is out or torch.equal(m.last, out)
+    assert deepvisor.stats(g)["cache_hits"] >= 1
+
+
+RESULTS = []
+LAST = None
+
+
+def assigns_a_global(x):
+    global LAST
+    LAST = x + 1
+    RESULTS.append(LAST)
+    return LAST * 2
+
+
+def test_a_global_assignment_is_replayed():
+    g = deepvisor.compile(assigns_a_global)
+    RESULTS.clear()
+    for i in range(3):
+        x = randn(2, seed=i)
+        out = g(x)
+        assert torch.allclose(LAST, x + 1) and torch.allclose(out, (x + 1) * 2)
+    assert len(RESULTS) == 3
+    s = deepvisor.stats(g)
+    assert s["eager_calls"] + s["captures"] + s["cache_hits"] == 3
+
+
+def test_a_counter_attribute_stays_correct():
+    class Steps(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.step = 0
+
+        def forward(self, x):
+            self.step += 1
+            return x * self.step
+
+    m = Steps()
+    g = deepvisor.compile(m)
+    x = randn(3)
+    for i in range(1, 25):
+        assert_matches(g(x), x * i, tol)
+    assert m.step == 24
+
+
+def test_guard_checks_do_not_touch_pythons_random_state():
+    m = Outer().eval()
+    g = deepvisor.compile(m)
+    x = randn(4, 6)
+    g(x)
+    random.seed(5)
+    state = random.getstate()
+    for _ in range(10):
+        g(x)
+    assert random.getstate() == state
+
+
+def test_python_random_makes_the_call_eager():
+    def f(x):
+        return x * random.random()
+
+    g = deepvisor.compile(f)
+    x = randn(3)
+    random.seed(1)
+    out = g(x)
+    random.seed(1)
+    assert_matches(out, f(x), tol)
+    random.seed(2)
+    out = g(x)
+    random.seed(2)
+    assert_matches(out, f(x), tol)
+    s = deepvisor.stats(g)
+    assert s["eager_calls"] >= 1 and any("random" in r for r in s["eager_reasons"])
+
+
+# -- behaviour 7: never break the program -------------------------------------------
+
+def test_user_exceptions_propagate_and_nothing_is_cached():
+    class Boom(Exception):
+        pass
+
+    def f(x, fail):
+        y = x + 1
+        if fail:
+            raise Boom("no")
+        return y
+
+    g = deepvisor.compile(f)
+    x = randn(3)
+    with pytest.raises(Boom):
+        g(x, True)
+    assert deepvisor.stats(g)["versions"] == 0
+    same(g, f, x, False)
+    with pytest.raises(Boom):
+        g(x, True)
+
+
+def test_rng_ops_give_fresh_numbers_on_every_replay():
+    def f(x):
+        return x + torch.rand_like(x)
+
+    g = deepvisor.compile(f)
+    x = torch.zeros(1000)
+    a, b, c = g(x), g(x), g(x)
+    assert not torch.equal(b, c) and not torch.equal(a, b)
+    assert deepvisor.stats(g)["cache_hits"] == 2
+
+
+def test_threads_get_eager_results_and_capture_each_version_once():
+    m = Outer().eval()
+    g = deepvisor.compile(m)
+    shapes = [(2, 6), (3, 6), (5, 6), (7, 6), (1, 6), (4, 6)]
+    errors = []
+
+    def work(seed):
+        try:
+            with torch.no_grad():
+                for i in range(30):
+                    x = randn(*shapes[(seed + i) % len(shapes)], seed=seed * 100 + i)
+                    assert_matches(g(x), m(x), tol)
+        except Exception as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
+    assert deepvisor.stats(g)["captures"] == len(shapes)
+
+
+# -- interface --------------------------------------------------------------------------
+
+def test_explain_lists_readable_guards():
+    m = Issue().eval()
+    g = deepvisor.compile(m)
+    g(randn(2, 8))
+    text = deepvisor.explain(g)
+    assert "self.use_relu is True" in text
+    assert "self.scale == 2.0" in text
+    assert "x: torch.float32 (2, 8)" in text
+
+
+def test_reset_drops_plans():
+    g = deepvisor.compile(lambda x: x * 3)
+    g(randn(2))
+    deepvisor.reset()
+    g(randn(2))
+    assert deepvisor.stats(g)["captures"] == 2
+
+
+def test_log_prints_recompiles(capsys, monkeypatch):
+    monkeypatch.setenv("DEEPVISOR_LOG", "recompiles,guards")
+    m = Issue().eval()
+    g = deepvisor.compile(m)
+    g(randn(2, 8))
+    m.scale = 5.0
+    g(randn(2, 8))
+    err = capsys.readouterr().err
+    assert "deepvisor[recompiles]" in err and "self.scale" in err
+    assert "deepvisor[guards]" in err
