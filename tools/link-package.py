@@ -20,12 +20,28 @@ if os.path.islink(link) or os.path.exists(link):
 os.symlink(built, link)
 
 pkg_dir = os.path.join(root, "python")
+
+
+def write_metadata(d):
+    """A dist-info folder, so that the package has a version and torch.compile
+    finds the backend by name (the torch_dynamo_backends entry point)."""
+    info = os.path.join(d, "deepvisor-0.1.0.dist-info")
+    os.makedirs(info, exist_ok=True)
+    with open(os.path.join(info, "METADATA"), "w") as f:
+        f.write("Metadata-Version: 2.1\nName: deepvisor\nVersion: 0.1.0\n")
+    with open(os.path.join(info, "entry_points.txt"), "w") as f:
+        f.write("[torch_dynamo_backends]\ndeepvisor = deepvisor._backend:deepvisor_backend\n")
+    with open(os.path.join(info, "RECORD"), "w") as f:
+        f.write("")
+
+
 candidates = site.getsitepackages() + [site.getusersitepackages()]
 for d in candidates:
     try:
         os.makedirs(d, exist_ok=True)
         with open(os.path.join(d, "deepvisor-dev.pth"), "w") as f:
             f.write(pkg_dir + "\n")
+        write_metadata(d)
         print(f"link-package: deepvisor importable via {d}/deepvisor-dev.pth -> {pkg_dir}")
         break
     except OSError:

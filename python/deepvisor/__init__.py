@@ -14,14 +14,12 @@ tensors the same loop IR runs in the CPU interpreter.
 import torch  # noqa: F401  (loads LibTorch before the extension)
 
 from . import _C  # noqa: F401
-from ._compiled import CompiledFunction
+from ._backend import deepvisor_backend, register_if_dynamo_is_loaded
+from ._compiled import CompiledFunction, compiled_functions
 from ._explain import explain
 
-__all__ = ["compile", "stats", "explain", "reset", "CompiledFunction"]
+__all__ = ["compile", "stats", "explain", "reset", "CompiledFunction", "compiled_functions", "deepvisor_backend"]
 __version__ = "0.1.0"
-
-_compiled_functions = []  # weak references, for reset()
-
 
 def compile(fn, *, dynamic=None, dump_dir=None, fuse=True):
     """Compiles `fn` (a callable or nn.Module) on its first call.
@@ -31,10 +29,7 @@ def compile(fn, *, dynamic=None, dump_dir=None, fuse=True):
     the `dvdump` tool prints its plan, loop IR, fusion groups and CUDA C.
     fuse: set False to give every realized value its own kernel.
     """
-    import weakref
-    compiled = CompiledFunction(fn, dynamic=dynamic, dump_dir=dump_dir, fuse=fuse)
-    _compiled_functions.append(weakref.ref(compiled))
-    return compiled
+    return CompiledFunction(fn, dynamic=dynamic, dump_dir=dump_dir, fuse=fuse)
 
 
 def stats(compiled):
@@ -48,10 +43,8 @@ def stats(compiled):
 
 def reset():
     """Drops every compiled plan held in memory (the disk cache of kernels stays)."""
-    alive = []
-    for ref in _compiled_functions:
-        compiled = ref()
-        if compiled is not None:
-            compiled.reset()
-            alive.append(ref)
-    _compiled_functions[:] = alive
+    for compiled in compiled_functions():
+        compiled.reset()
+
+
+register_if_dynamo_is_loaded()

@@ -36,6 +36,7 @@ STORE_DEREF = 20  # nonlocal name = v             (v, cell, function)         be
 USE = 21          # any other use of a value: operators, comparisons, f-strings, *x, **x
 STORE_SLICE = 22  # c[a:b] = v                    (v, c, a, b)                before
 SUPER_ATTR = 23   # super().name                  (super, class, self)        before
+NEW_CELL = 24     # a cell made for a local        ()                          (cell,)
 
 KIND_NAMES = {v: k for k, v in globals().items() if k.isupper() and isinstance(v, int)}
 
@@ -44,6 +45,7 @@ ALWAYS = 1
 BEFORE = 2
 CELL_OPERAND = 4
 ITER_STEP = 8
+CELL_RESULT = 16
 
 # The version-specific opcode knowledge (imported after the kinds it uses).
 if sys.version_info[:2] == (3, 11):

@@ -29,7 +29,7 @@ _MethodDescriptor = (types.MethodDescriptorType, types.WrapperDescriptorType, ty
 _BoundBuiltin = (types.BuiltinMethodType, types.MethodWrapperType)
 
 _IMPURE_MODULES = ("random", "time", "secrets", "uuid", "numpy.random", "datetime", "os", "socket", "subprocess")
-_IMPURE_BUILTINS = {builtins.print, builtins.input, builtins.open, builtins.exec, builtins.eval, builtins.breakpoint}
+_IMPURE_BUILTINS = {builtins.print, builtins.input, builtins.open, builtins.breakpoint}
 _TYPE_READERS = {builtins.isinstance, builtins.issubclass, builtins.type, builtins.callable, builtins.id}
 _CONTAINER_TYPES = (list, tuple, dict, set, frozenset)
 
@@ -50,12 +50,18 @@ def _is_python(fn):
         not isinstance(fn, type) and isinstance(getattr(type(fn), "__call__", None), types.FunctionType))
 
 
+# Tensor methods that hand tensor data to Python without an ATen op the
+# tensor monitor would see.
+_TENSOR_DATA_METHODS = ("tolist", "numpy", "data_ptr", "__array__", "__dlpack__", "untyped_storage", "storage")
+
+
 def watched_callables():
     """Objects whose calls have hidden state: the tracer reports every call of
     them (or of their methods), whatever the arguments."""
     global _WATCHED
     if _WATCHED is None:
         watched = [*_IMPURE_BUILTINS, random._inst]
+        watched += [getattr(torch._C.TensorBase, n) for n in _TENSOR_DATA_METHODS if hasattr(torch._C.TensorBase, n)]
         watched += [getattr(random, n) for n in dir(random) if isinstance(getattr(random, n), _BoundBuiltin)]
         watched += [getattr(time, n) for n in dir(time) if isinstance(getattr(time, n), types.BuiltinFunctionType)]
         try:
@@ -96,6 +102,9 @@ def on_call(m, fn, args, kwargs, results, status, frame):
         raise Unsupported(reason)
     owner, name, self, rest = _normalize(fn, args)
     failed = bool(status & _failed_bit())
+    if isinstance(self, torch.Tensor) and name in _TENSOR_DATA_METHODS:
+        _tensor_data(m, self, name, results, failed)
+        return
     if owner is not None:
         node = m.subject(self) if self is not NULL else None
         if node is not None:
@@ -107,6 +116,17 @@ def on_call(m, fn, args, kwargs, results, status, frame):
         handler(m, args, kwargs, results, failed)
         return
     _use_args(m, args, kwargs)
+
+
+def _tensor_data(m, tensor, name, results, failed):
+    """t.tolist() is a decision on t's data; the other ways of reaching the
+    data (numpy(), data_ptr()...) cannot be replayed."""
+    if failed:
+        return
+    if name == "tolist" and m.recorder is not None:
+        m.recorder.add_decision("tolist", [tensor], results[0])
+        return
+    raise Unsupported(f"tensor data reaches Python through Tensor.{name}(), which a replay cannot follow")
 
 
 def _failed_bit():

@@ -84,6 +84,7 @@ class Recorder(TorchDispatchMode):
         self._viewed = set()    # value ids that are views or have views
         self._mutations = {}    # input value id -> final value id
         self.unsupported = None
+        self.decisions = []     # where tensor data reached Python (_segments.Decision)
         self.num_arguments = len(arguments)
         for t in arguments:
             v = self._new_value(t)
@@ -182,7 +183,8 @@ class Recorder(TorchDispatchMode):
         schema = func._schema
         name = schema.name
         if name in _DATA_ESCAPES:
-            raise Unsupported("tensor data escapes into Python (.item(), bool(), int(), float() or .tolist())")
+            self.add_decision(name, [a for a in args if isinstance(a, torch.Tensor)], out)
+            return
         op = f"{name}.{func._overloadname}"
         written = [a for a in schema.arguments if a.alias_info is not None and a.alias_info.is_write]
         if written:
@@ -223,10 +225,27 @@ class Recorder(TorchDispatchMode):
         outs = " ".join(f"%{v}" for v in out_values)
         self.node_lines.append(f"node {op} {' '.join(encoded)} -> {outs}".replace("  ", " "))
 
+    # -- decisions ---------------------------------------------------------------
+    def add_decision(self, op, tensors, outcome):
+        """Tensor data reaches Python here: the graph is cut, and the value read
+        selects the version of what follows (see _segments.py)."""
+        from ._segments import Decision
+        values = [self.value_of(t) for t in tensors]
+        self.decisions.append(Decision(len(self.node_lines), op, values, outcome, _user_site()))
+
     # -- result -----------------------------------------------------------------
     def knows(self, t):
         """Whether `t` is a value of the graph (made by a recorded op or an input)."""
         return id(t) in self._value_of
+
+    def output_values(self, tensors):
+        """The value ids of these tensors, which become graph outputs."""
+        return [self.value_of(t) for t in tensors]
+
+    @property
+    def mutations(self):
+        """{graph input value id: the value id of its final contents}."""
+        return self._mutations
 
     def graph_text(self, output_tensors):
         """The graph in the text format, with these tensors as its outputs."""
@@ -269,6 +288,21 @@ class Recorder(TorchDispatchMode):
         lines.append("output" + "".join(f" %{v}" for v in output_values))
         lines += [f"mutation %{i} %{v}" for i, v in self._mutations.items()]
         return "\n".join(lines) + "\n", spec, rebuilt
+
+
+def _user_site():
+    """file:line of the innermost frame outside torch and deepvisor."""
+    import os
+    import sys
+    torch_dir = os.path.dirname(torch.__file__)
+    own_dir = os.path.dirname(__file__)
+    f = sys._getframe(1)
+    while f is not None:
+        name = f.f_code.co_filename
+        if not name.startswith((torch_dir, own_dir)):
+            return f"{name}:{f.f_lineno}"
+        f = f.f_back
+    return "?"
 
 
 def _span(t):

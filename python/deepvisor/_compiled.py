@@ -5,9 +5,16 @@ the pinned Python state the captures read). On a hit the plan runs, the side
 effects the capture saw are replayed, and the result is rebuilt. On a miss
 the function runs for real under the two monitors (the tensor monitor records
 the ATen ops, the Python-state monitor the state it reads and writes), and
-what they saw becomes a new plan with its guards. A capture that meets
-something a replay cannot reproduce becomes an eager version: calls that pass
-its guards run the function eagerly, with the reason logged and counted.
+what they saw becomes a new plan with its guards.
+
+A capture in which tensor data decided Python control flow is a path through
+a tree of versions (_segments.py): its graph is cut at each decision, and a
+replay reads each decision's value between segments to choose the branch. A
+new outcome captures again and grafts the new branch under that decision.
+
+A capture that meets something a replay cannot reproduce becomes an eager
+version: calls that pass its guards run the function eagerly, with the reason
+logged and counted.
 """
 
 import functools
@@ -16,6 +23,7 @@ import itertools
 import os
 import re
 import threading
+import weakref
 
 import torch
 
@@ -26,28 +34,33 @@ from ._guards import compile_guards
 from ._log import log, log_event
 from ._monitor import StateMonitor
 from ._monitor import Unsupported as StateUnsupported
-from ._rebuild import Context, RecipeBuilder, describe_side_effects
+from ._rebuild import Context, Output, RecipeBuilder, describe_side_effects
+from ._segments import outcome_key, split
 
-# Plans kept per compiled function; past this, calls that miss run eagerly
-# with a logged reason instead of capturing again.
+# Root plans kept per compiled function; past this, calls that miss run
+# eagerly with a logged reason instead of capturing again.
 MAX_PLANS = int(os.environ.get("DEEPVISOR_MAX_PLANS", "16"))
+# Outcomes captured per decision site; past this, new outcomes there run eagerly.
+MAX_VERSIONS = int(os.environ.get("DEEPVISOR_MAX_VERSIONS", "8"))
 
 
 def _flag(name):
     return os.environ.get(name, "") not in ("", "0")
 
 
-class _Plan:
-    """How to finish a call that passed a plan's guards."""
+class _Path:
+    """What one capture produced: the result and side effects to rebuild, the
+    guards' readable form, and its graph (whole, or cut at decisions)."""
 
-    def __init__(self, result, side_effects, executor, descriptions, eager_reason=None, fallbacks=()):
-        self.result = result              # a Recipe
-        self.side_effects = side_effects  # [SideEffect]
-        self.executor = executor
-        self.descriptions = descriptions  # readable guards
-        self.eager_reason = eager_reason  # set: calls that pass these guards run eagerly
+    def __init__(self, result, side_effects, descriptions, fallbacks, input_values, segments, program):
+        self.result = result
+        self.side_effects = side_effects
+        self.descriptions = descriptions
         self.fallbacks = fallbacks
-        self.lone_output = result is not None and type(result).__name__ == "Output" and result.k == 0
+        self.input_values = input_values  # value ids of the graph inputs, in the guards' order
+        self.segments = segments          # [Segment]; one without a decision when nothing was decided
+        self.program = program            # the GuardProgram of this capture
+        self.lone_output = isinstance(result, Output) and result.k == 0
 
     def finish(self, outputs, inputs, args, kwargs):
         if self.lone_output and not self.side_effects:
@@ -56,6 +69,59 @@ class _Plan:
         for effect in self.side_effects:
             effect.apply(ctx)
         return self.result.build(ctx)
+
+
+class _Node:
+    """A segment of a version tree, and the branches after its decision."""
+
+    def __init__(self, segment, executor, path, guards=None):
+        self.segment = segment
+        self.executor = executor
+        self.path = path            # the capture this segment came from (its leaf finishes the call)
+        self.guards = guards        # checked on entering this branch (grafted from another capture)
+        self.children = {}          # outcome key -> _Node
+
+    def nodes(self):
+        yield self
+        for child in self.children.values():
+            yield from child.nodes()
+
+
+class _Plan:
+    """One entry of the plan cache: a single graph, a tree of versions, or an
+    eager version."""
+
+    def __init__(self, path=None, executor=None, tree=None, eager_reason=None, descriptions=()):
+        self.path = path
+        self.executor = executor          # a whole-graph plan: the C++ cache runs it
+        self.tree = tree                  # a plan with decisions: segments run from Python
+        self.eager_reason = eager_reason  # set: calls that pass these guards run eagerly
+        self.descriptions = list(descriptions) if path is None else path.descriptions
+
+    @property
+    def fallbacks(self):
+        return self.path.fallbacks if self.path is not None else []
+
+    @property
+    def side_effects(self):
+        return self.path.side_effects if self.path is not None else []
+
+    def executors(self):
+        if self.executor is not None:
+            yield self.executor
+        if self.tree is not None:
+            for node in self.tree.nodes():
+                yield node.executor
+
+    def decisions(self):
+        if self.tree is None:
+            return []
+        return [n.segment.decision for n in self.tree.nodes() if n.segment.decision is not None]
+
+    def versions(self):
+        if self.tree is None:
+            return 1
+        return sum(1 for n in self.tree.nodes() if n.segment.decision is None)
 
 
 class CompiledFunction:
@@ -71,6 +137,7 @@ class CompiledFunction:
         self._eager_reasons = {}
         self._arg_names = _argument_names(fn)
         functools.update_wrapper(self, fn, updated=())
+        _registry.add(self)
 
     # -- calling ----------------------------------------------------------------
     def __call__(self, *args, **kwargs):
@@ -83,8 +150,14 @@ class CompiledFunction:
             plan = self._entries[index]
             if plan.eager_reason is not None:
                 return self._eager(plan.eager_reason, args, kwargs)
+            if plan.tree is not None:
+                return self._run_tree(plan, inputs, args, kwargs)
             self._stats["cache_hits"] += 1
-            return plan.finish(outputs, inputs, args, kwargs)
+            return plan.path.finish(outputs, inputs, args, kwargs)
+        if _under_tracing(args, kwargs):
+            # Fake tensors (torch.compile propagating metadata through this
+            # backend) or a tracing mode: run the function as is, cache nothing.
+            return self.fn(*args, **kwargs)
         with self._lock:
             # Another thread may have captured this version meanwhile.
             if len(self._plans) and self._plans.run(args, kwargs) is not None:
@@ -94,13 +167,94 @@ class CompiledFunction:
                 if len(self._entries) >= MAX_PLANS:
                     return self._eager(f"{len(self._entries)} plans already captured (DEEPVISOR_MAX_PLANS)", args,
                                        kwargs)
-                log_event("recompiles", f"{self._name()}: guard miss ({'; '.join(self._plans.explain_miss(args, kwargs))}), "
-                          "capturing again")
-            return self._capture(args, kwargs)
+                why = "; ".join(self._plans.explain_miss(args, kwargs))
+                log_event("recompiles", f"{self._name()}: guard miss ({why}), capturing again")
+            result, path, program, reason = self._capture(args, kwargs)
+            self._add_root(path, program, reason)
+            return result
 
+    def _run_tree(self, plan, inputs, args, kwargs):
+        env = dict(zip(plan.path.input_values, inputs))
+        node = plan.tree
+        depth = 0
+        while True:
+            segment = node.segment
+            outs = node.executor.run([env[v] for v in segment.inputs])
+            decision = segment.decision
+            if decision is None:
+                self._stats["cache_hits"] += 1
+                return node.path.finish(outs, inputs, args, kwargs)
+            env.update(zip(segment.outputs, outs))
+            value = decision.evaluate([env[v] for v in decision.values])
+            key = outcome_key(value)
+            child = node.children.get(key)
+            if child is not None and child.guards is not None:
+                branch_inputs = child.guards.check(args, kwargs)
+                if branch_inputs is None:
+                    child = None
+                else:
+                    env.update(zip(child.path.input_values, branch_inputs))
+                    inputs = branch_inputs
+            if child is None:
+                return self._new_outcome(plan, node, depth, value, args, kwargs)
+            node = child
+            depth += 1
+
+    def _new_outcome(self, plan, node, depth, value, args, kwargs):
+        """A decision took a value no version holds: capture that version
+        (the function runs again; the segments already run changed nothing
+        visible) and graft it under the decision."""
+        decision = node.segment.decision
+        log_event("decisions", f"{self._name()}: {decision.describe()} gave {value!r}: a new version")
+        with self._lock:
+            if len(node.children) >= MAX_VERSIONS:
+                return self._eager(f"the decision at {decision.site} took more than {MAX_VERSIONS} values "
+                                   "(DEEPVISOR_MAX_VERSIONS)", args, kwargs)
+            result, path, program, reason = self._capture(args, kwargs)
+            if reason is not None or not self._graft(plan, node, depth, outcome_key(value), path, program):
+                self._add_root(path, program, reason)
+            return result
+
+    def _graft(self, plan, node, depth, key, path, program):
+        """Hangs the new path's segments after `depth` under `node`'s decision,
+        keyed by the value the replay computed there (the compiled segments may
+        round a value differently from the eager capture run). False when the
+        new capture does not match the tree's segments up to there."""
+        segments = path.segments
+        if len(segments) <= depth + 1:
+            return False
+        mine, theirs = node.segment, segments[depth]
+        if (theirs.text != mine.text or theirs.inputs != mine.inputs or theirs.outputs != mine.outputs
+                or theirs.decision is None or theirs.decision.op != mine.decision.op
+                or theirs.decision.values != mine.decision.values):
+            return False
+        if key in node.children:
+            return False
+        node.children[key] = self._subtree(path, segments[depth + 1:], program)
+        self._stats["captures"] += 1
+        self._after_capture(path)
+        return True
+
+    def _subtree(self, path, segments, guards=None):
+        first = None
+        parent = None
+        for segment in segments:
+            executor = self._compile(segment.text)
+            node = _Node(segment, executor, path, guards if parent is None else None)
+            if parent is None:
+                first = node
+            else:
+                parent.children[outcome_key(parent.segment.decision.outcome)] = node
+            parent = node
+        return first
+
+    # -- capturing ---------------------------------------------------------------
     def _capture(self, args, kwargs):
+        """Runs the function under the monitors. Returns (its result, the
+        path or None, the guard program or None, the eager reason or None)."""
         monitor = StateMonitor(self.fn, args, kwargs, self._arg_names)
         recorder = Recorder([])
+        monitor.recorder = recorder
         try:
             with recorder:
                 monitor.start()
@@ -112,30 +266,24 @@ class CompiledFunction:
             monitor.close()
         # A user exception propagates from the call above: nothing is cached.
         try:
-            plan, program = self._build_plan(monitor, recorder, result)
+            path = self._build_path(monitor, recorder, result)
+            return result, path, path.program, None
         except (StateUnsupported, TensorUnsupported) as e:
-            plan, program = self._eager_plan(monitor, str(e))
+            reason = str(e)
         except Exception as e:
             if _flag("DEEPVISOR_STRICT"):
                 raise
-            plan, program = self._eager_plan(monitor, f"compilation failed: {type(e).__name__}: {e}")
-        if plan is None:
-            self._note_eager(f"internal failure while building guards: {program}")
-            return result
-        self._plans.add(program, plan.executor)
-        self._entries.append(plan)
-        if plan.eager_reason is not None:
-            self._note_eager(plan.eager_reason)
-        else:
-            self._stats["captures"] += 1
-            for op, reason in plan.fallbacks:
-                log_event("fallbacks", f"{self._name()}: {op} runs as a fallback ({reason})")
-            log_event("guards", f"{self._name()}: plan {len(self._entries) - 1} guards: " + "; ".join(plan.descriptions))
-            if self.dump_dir:
-                self._dump(plan.executor)
-        return result
+            reason = f"compilation failed: {type(e).__name__}: {e}"
+        try:
+            program, descriptions, _ = compile_guards(monitor, [])
+        except Exception as e:  # guards that cannot even be built: cache nothing
+            if _flag("DEEPVISOR_STRICT"):
+                raise
+            self._note_eager(f"{reason}; guards could not be built: {type(e).__name__}: {e}")
+            return result, None, None, None
+        return result, _Path(None, [], descriptions, [], [], [], program), program, reason
 
-    def _build_plan(self, monitor, recorder, result):
+    def _build_path(self, monitor, recorder, result):
         reason = monitor.unsupported or recorder.unsupported
         if reason is not None:
             raise StateUnsupported(reason)
@@ -146,23 +294,58 @@ class CompiledFunction:
         builder = RecipeBuilder(monitor, recorder, argument_tensors)
         result_recipe = builder.of(result)
         side_effects = describe_side_effects(builder, monitor)
-        text = recorder.graph_text(builder.output_tensors)
-        # The recipes may have asked for more graph inputs (none expected).
+        output_values = recorder.output_values(builder.output_tensors)
         inputs = list(recorder.constants)
+        program, descriptions, _ = compile_guards(monitor, inputs)
+        segments = split(recorder.value_lines, recorder.input_values, recorder.node_lines, recorder.decisions,
+                         output_values, list(recorder.mutations.items()))
+        return _Path(result_recipe, side_effects, descriptions, [], list(recorder.input_values), segments, program)
+
+    def _compile(self, text):
         executor = _C.compile_graph_text(text, self.fuse)
         if _flag("DEEPVISOR_VALIDATE_CUDA"):
             executor.validate_cuda(90)
-        program, descriptions, _ = compile_guards(monitor, inputs)
-        fallbacks = list(_fallback_notes(executor))
-        return _Plan(result_recipe, side_effects, executor, descriptions, fallbacks=fallbacks), program
+        return executor
 
-    def _eager_plan(self, monitor, reason):
-        try:
-            program, descriptions, _ = compile_guards(monitor, [])
-        except Exception as e:  # guards that cannot even be built: cache nothing
-            return None, f"{type(e).__name__}: {e}"
-        return _Plan(None, [], None, descriptions, eager_reason=reason), program
+    def _add_root(self, path, program, reason):
+        if path is None:
+            return
+        if reason is None:
+            try:
+                plan = self._plan_of(path)
+            except Exception as e:
+                if _flag("DEEPVISOR_STRICT"):
+                    raise
+                reason = f"compilation failed: {type(e).__name__}: {e}"
+        if reason is not None:
+            plan = _Plan(eager_reason=reason, descriptions=path.descriptions)
+            self._plans.add(program, None)
+            self._entries.append(plan)
+            self._note_eager(reason)
+            return
+        self._plans.add(program, plan.executor)
+        self._entries.append(plan)
+        self._stats["captures"] += 1
+        self._after_capture(path)
 
+    def _plan_of(self, path):
+        if len(path.segments) == 1:
+            executor = self._compile(path.segments[0].text)
+            path.fallbacks = list(_fallback_notes(executor))
+            return _Plan(path=path, executor=executor)
+        tree = self._subtree(path, path.segments)
+        path.fallbacks = [note for n in tree.nodes() for note in _fallback_notes(n.executor)]
+        return _Plan(path=path, tree=tree)
+
+    def _after_capture(self, path):
+        for op, reason in path.fallbacks:
+            log_event("fallbacks", f"{self._name()}: {op} runs as a fallback ({reason})")
+        log_event("guards", f"{self._name()}: new version, guards: " + "; ".join(path.descriptions))
+        if self.dump_dir:
+            for segment in path.segments:
+                self._dump(segment.text)
+
+    # -- eager calls ---------------------------------------------------------------
     def _eager(self, reason, args, kwargs):
         self._note_eager(reason)
         return self.fn(*args, **kwargs)
@@ -190,23 +373,23 @@ class CompiledFunction:
     # -- introspection --------------------------------------------------------------
     def executors(self):
         for plan in self._entries:
-            if plan.executor is not None:
-                yield plan.executor
+            yield from plan.executors()
 
     def plans(self):
         return list(self._entries)
 
     def stats(self):
         s = dict(self._stats)
-        s.update(kernels=0, nvrtc_compiles=0, disk_cache_hits=0, fallback_ops={})
+        s.update(kernels=0, nvrtc_compiles=0, disk_cache_hits=0, fallback_ops={}, extern_ops={})
         for executor in self.executors():
             es = executor.stats()
             for k in ("kernels", "nvrtc_compiles", "disk_cache_hits"):
                 s[k] += es[k]
-            for op, n in es["fallback_ops"].items():
-                s["fallback_ops"][op] = s["fallback_ops"].get(op, 0) + n
-        s["graphs"] = sum(1 for p in self._entries if p.executor is not None)
-        s["versions"] = len(self._entries)
+            for key in ("fallback_ops", "extern_ops"):
+                for op, n in es.get(key, {}).items():
+                    s[key][op] = s[key].get(op, 0) + n
+        s["graphs"] = sum(1 for p in self._entries if p.eager_reason is None)
+        s["versions"] = sum(p.versions() for p in self._entries)
         s["eager_reasons"] = dict(self._eager_reasons)
         return s
 
@@ -218,7 +401,7 @@ class CompiledFunction:
     def _name(self):
         return getattr(self.fn, "__qualname__", None) or type(self.fn).__name__
 
-    def _dump(self, executor):
+    def _dump(self, text):
         os.makedirs(self.dump_dir, exist_ok=True)
         base = re.sub(r"[^A-Za-z0-9_.-]", "_", self._name())
         n = sum(1 for _ in self.executors())
@@ -228,11 +411,27 @@ class CompiledFunction:
             path = os.path.join(self.dump_dir, f"{base}-{n}.dvg" if k == 1 else f"{base}-{n}.{k}.dvg")
             try:
                 with open(path, "x") as f:
-                    f.write(executor.graph_text())
+                    f.write(text)
                 break
             except FileExistsError:
                 continue
         log.info("deepvisor: wrote %s", path)
+
+
+_registry = weakref.WeakSet()
+
+
+def compiled_functions():
+    """The compiled functions alive now (deepvisor.compile's and the backend's)."""
+    return list(_registry)
+
+
+def _under_tracing(args, kwargs):
+    from torch._subclasses.fake_tensor import FakeTensor
+    from torch.utils._python_dispatch import _get_current_dispatch_mode
+    if _get_current_dispatch_mode() is not None:
+        return True
+    return any(isinstance(a, FakeTensor) for a in (*args, *kwargs.values()))
 
 
 def _is_argument(monitor, t):

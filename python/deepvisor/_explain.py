@@ -13,18 +13,40 @@ def explain(compiled):
              f"{s['eager_calls']} eager call(s)"]
     for i, plan in enumerate(compiled.plans()):
         if plan.eager_reason is not None:
-            lines.append(f"version {i}: runs eagerly: {plan.eager_reason}")
+            lines.append(f"plan {i}: runs eagerly: {plan.eager_reason}")
         else:
-            es = plan.executor.stats()
-            lines.append(f"version {i}: graph with {es['kernels']} kernel(s), "
-                         f"{sum(es['fallback_ops'].values())} fallback op(s)")
+            kernels = sum(e.stats()["kernels"] for e in plan.executors())
+            fallbacks = sum(sum(e.stats()["fallback_ops"].values()) for e in plan.executors())
+            lines.append(f"plan {i}: {plan.versions()} version(s), {kernels} kernel(s), {fallbacks} fallback op(s)")
             for op, reason in plan.fallbacks:
                 lines.append(f"  fallback: {op} ({reason})")
             if plan.side_effects:
                 lines.append(f"  side effects replayed: {len(plan.side_effects)}")
+            if plan.tree is not None:
+                lines.append("  decisions:")
+                _tree_lines(plan.tree, lines, "    ")
         lines.append(f"  guards ({len(plan.descriptions)}):")
         lines.extend(f"    {d}" for d in plan.descriptions)
     if s["eager_reasons"]:
         lines.append("eager reasons:")
         lines.extend(f"  {n}x {r}" for r, n in s["eager_reasons"].items())
     return "\n".join(lines)
+
+
+def _tree_lines(node, lines, indent):
+    decision = node.segment.decision
+    if decision is None:
+        return
+    for key, child in node.children.items():
+        outcome = child_outcome(node, key)
+        lines.append(f"{indent}{decision.describe()} == {outcome!r}")
+        _tree_lines(child, lines, indent + "  ")
+
+
+def child_outcome(node, key):
+    """The outcome value a child was captured for (its key holds it)."""
+    kind, value = key
+    if kind is float:
+        import struct
+        return struct.unpack("<d", value)[0]
+    return value

@@ -177,6 +177,8 @@ class StateMonitor:
         self.order = []          # nodes in creation order (parents first)
         self.unsupported = None
         self.tracer = _C.Tracer(self, NULL)
+        self.recorder = None     # the tensor monitor of the same run (for decisions it cannot see)
+        self.fresh_cells = {}    # id -> cell, for the closure cells made during the run
         self.num_args = len(args)
         self.kwarg_names = tuple(kwargs)
         self._pinned_root(fn, "fn" if not isinstance(fn, torch.nn.Module) else "self")
@@ -564,10 +566,14 @@ def _on_global(m, name, frame, operands, results, status):
         m.record_read(bnode, ("item", name), value)
 
 
+def _on_new_cell(m, arg, frame, operands, results, status):
+    m.fresh_cells[id(results[0])] = results[0]
+
+
 def _on_deref(m, name, frame, operands, results, status):
     cell, fn = operands[-2], operands[-1]
-    if cell is NULL or status & _C.FAILED:
-        return
+    if cell is NULL or status & _C.FAILED or id(cell) in m.fresh_cells:
+        return  # a cell made during the run: its contents come from the run
     node = m.node_of(cell)
     if node is None:
         owner = m.node_of(fn)
@@ -684,7 +690,7 @@ def _on_store_global(m, name, frame, operands, results, status):
 
 def _on_store_deref(m, name, frame, operands, results, status):
     cell, fn = operands[-2], operands[-1]
-    if cell is NULL:
+    if cell is NULL or id(cell) in m.fresh_cells:
         return
     node = m.node_of(cell)
     if node is None:
@@ -745,5 +751,5 @@ _HANDLERS = {
     B.CALL: _on_call, B.CALL_EX: _on_call_ex, B.TRUTH: _on_truth, B.STORE_ATTR: _on_store_attr,
     B.DELETE_ATTR: _on_delete_attr, B.STORE_ITEM: _on_store_item, B.DELETE_ITEM: _on_delete_item,
     B.STORE_GLOBAL: _on_store_global, B.DELETE_GLOBAL: _on_store_global, B.STORE_DEREF: _on_store_deref,
-    B.USE: _on_use, B.STORE_SLICE: _on_store_slice, B.SUPER_ATTR: _on_super_attr,
+    B.USE: _on_use, B.STORE_SLICE: _on_store_slice, B.SUPER_ATTR: _on_super_attr, B.NEW_CELL: _on_new_cell,
 }

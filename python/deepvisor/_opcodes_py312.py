@@ -39,6 +39,8 @@ def describe(ins, instructions, k, code):
         return (B.DEREF, 0, 1, B.ALWAYS | B.CELL_OPERAND, ins.arg, ins.argval)
     if op == "STORE_DEREF" and ins.argval in code.co_freevars:
         return (B.STORE_DEREF, 1, 0, B.ALWAYS | B.CELL_OPERAND | B.BEFORE, ins.arg, ins.argval)
+    if op == "MAKE_CELL":
+        return (B.NEW_CELL, 0, 0, B.ALWAYS | B.CELL_RESULT, ins.arg, None)
     if op == "BINARY_SUBSCR":
         return (B.ITEM, 2, 1, 0, 0, None)
     if op == "BINARY_SLICE":

@@ -16,8 +16,8 @@ A fresh object that appears twice is built once per replay (aliasing kept).
 """
 
 import collections
-import copyreg
 import dataclasses
+import sys
 import types
 
 import torch
@@ -241,11 +241,54 @@ class RecipeBuilder:
         if t in pytree.SUPPORTED_NODES:
             children, context = pytree.SUPPORTED_NODES[t].flatten_fn(value)
             return Pytree(t, context, [self.of(c) for c in children])
-        if isinstance(value, _OPAQUE_TYPES) or isinstance(value, torch.nn.Module):
-            if isinstance(value, (types.GeneratorType, types.CoroutineType)):
-                raise Unsupported("the call returns or stores a generator, which a replay cannot rebuild")
+        if isinstance(value, (types.GeneratorType, types.CoroutineType)):
+            raise Unsupported("the call returns or stores a generator, which a replay cannot rebuild")
+        if isinstance(value, _OPAQUE_TYPES) or isinstance(value, torch.nn.Module) or not self._made_by_run(value):
             return Const(value)
         return self._reduce(value)
+
+    def _made_by_run(self, value):
+        """Whether an object the monitor did not track must be rebuilt on each
+        replay: instances of the program's own classes and dataclasses (made
+        by the run, or changed by it), and any object holding a tensor the run
+        computed. Other objects (library state, caches) are handed back as the
+        same object."""
+        cls = type(value)
+        if dataclasses.is_dataclass(value) or _defined_in_user_code(cls):
+            return True
+        return self._holds_run_tensor(value)
+
+    def _holds_run_tensor(self, value, budget=256):
+        """Whether a tensor the run computed is reachable from `value` through
+        containers, instance dicts and the reductions of C iterators (a
+        bounded search)."""
+        stack, seen = [value], set()
+        while stack and budget > 0:
+            v = stack.pop()
+            budget -= 1
+            if id(v) in seen:
+                continue
+            seen.add(id(v))
+            if isinstance(v, torch.Tensor):
+                node = self.monitor.node_of(v)
+                if self.recorder.knows(v) and (node is None or not node.pinned):
+                    return True
+            elif isinstance(v, (list, tuple, set, frozenset)):
+                stack.extend(list(v)[:64])
+            elif isinstance(v, dict):
+                stack.extend(list(v.values())[:64])
+            elif isinstance(getattr(v, "__dict__", None), dict) and not isinstance(v, (type, types.ModuleType)):
+                stack.extend(list(v.__dict__.values())[:64])
+            elif type(v).__module__ in ("builtins", "itertools", "collections") and not is_value(v) \
+                    and not isinstance(v, (type, types.BuiltinFunctionType)):
+                # C iterators (enumerate, zip, map...): what their reduction holds.
+                try:
+                    reduced = v.__reduce_ex__(4)
+                except Exception:
+                    continue
+                if isinstance(reduced, tuple):
+                    stack.extend(x for x in reduced[1:3] if x is not None)
+        return False
 
     def _reduce(self, value):
         try:
@@ -283,6 +326,13 @@ class RecipeBuilder:
             k = self._output_index[id(t)] = len(self.output_tensors)
             self.output_tensors.append(t)
         return Output(k)
+
+
+def _defined_in_user_code(cls):
+    from ._monitor import code_kind
+    module = sys.modules.get(getattr(cls, "__module__", None))
+    path = getattr(module, "__file__", None)
+    return path is not None and code_kind(path) == "user"
 
 
 def _span(t):

@@ -242,6 +242,10 @@ void Tracer::complete(FrameState& state, int unit) {
     status |= kFailed;
     results = p.exception != nullptr ? p.exception : Py_None;
     Py_INCREF(results);
+  } else if (instr.flags & kCellResult) {
+    PyObject* cell = dv_frame_localsplus(state.frame)[instr.aux];
+    std::vector<PyObject*> out{cell != nullptr ? cell : null_marker_};
+    results = new_tuple(out);
   } else if ((instr.flags & kIterStep) && unit != instr.next_unit) {
     status |= kExhausted;
     results = PyTuple_New(0);

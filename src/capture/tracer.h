@@ -40,6 +40,7 @@ enum InstructionFlags : int {
   kReportBefore = 2,  // report before it runs, not after
   kCellOperand = 4,   // the operand is the cell in fast-locals slot `aux`
   kIterStep = 8,      // results only when execution falls through to next_unit
+  kCellResult = 16,   // the result is the fast-locals slot `aux` after it ran (MAKE_CELL)
 };
 
 class Tracer {

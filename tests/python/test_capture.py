@@ -565,3 +565,111 @@ def test_log_prints_recompiles(capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "deepvisor[recompiles]" in err and "self.scale" in err
     assert "deepvisor[guards]" in err
+
+
+class _Cfg:
+    pass
+
+
+WIDE_CFG = _Cfg()
+
+
+def _wide_function():
+    """A function whose attribute read needs an EXTENDED_ARG prefix (more than
+    256 names), so the tracer must find the instruction behind the prefix."""
+    names = [f"n{i}" for i in range(300)]
+    body = "\n    ".join(f"{n} = 1" for n in names)
+    # Globals named n0..n299 make co_names long; the attribute name comes last.
+    src = ("def wide(x):\n    " + "\n    ".join(f"_ = WIDE_CFG.{n}" for n in names) +
+           "\n    return x * WIDE_CFG.factor\n")
+    for n in names:
+        setattr(WIDE_CFG, n, 0)
+    WIDE_CFG.factor = 2.0
+    ns = {"WIDE_CFG": WIDE_CFG}
+    exec(compile(src, "<wide>", "exec"), ns)
+    del body
+    return ns["wide"]
+
+
+def test_instructions_behind_extended_args_are_seen():
+    wide = _wide_function()
+    import dis
+    assert any(i.opname == "EXTENDED_ARG" for i in dis.get_instructions(wide))
+    g = deepvisor.compile(wide)
+    x = randn(3)
+    same(g, wide, x)
+    WIDE_CFG.factor = 5.0
+    same(g, wide, x)
+    WIDE_CFG.n299 = 7  # read, though unused
+    same(g, wide, x)
+    assert deepvisor.stats(g)["captures"] == 3
+
+
+# -- behaviour 4: decisions on tensor data -------------------------------------------
+
+def branchy(x):
+    h = torch.sin(x) * 2
+    if h.sum() > 0:
+        return h + 1
+    return h - 1
+
+
+def test_a_data_decision_gives_two_versions_each_captured_once():
+    g = deepvisor.compile(branchy)
+    pos, neg = torch.full((5,), 0.5), torch.full((5,), -0.5)
+    same(g, branchy, pos)
+    same(g, branchy, neg)
+    for i in range(10):
+        same(g, branchy, (pos if i % 2 else neg) * (1 + i / 10))
+    s = deepvisor.stats(g)
+    assert s["captures"] == 2 and s["graphs"] == 1 and s["versions"] == 2 and s["eager_calls"] == 0
+    assert s["cache_hits"] == 10
+    assert "test_capture.py" in deepvisor.explain(g)  # the decision's site
+
+
+def mutate_then_decide(x):
+    x.add_(1)
+    if x.sum() > 0:
+        return x * 2
+    return x * 3
+
+
+def test_ops_before_a_decision_run_once():
+    g = deepvisor.compile(mutate_then_decide)
+    for start in (0.5, -5.0, 0.5, -5.0, 0.7):
+        a, b = torch.full((4,), start), torch.full((4,), start)
+        out = g(a)
+        assert_matches(out, mutate_then_decide(b), tol)
+        assert torch.equal(a, b)  # the input was incremented exactly once
+    assert deepvisor.stats(g)["captures"] == 2
+
+
+def test_tolist_and_equal_are_decisions():
+    def f(x, y):
+        n = x.argmax().tolist()
+        z = x * n
+        return z + 1 if torch.equal(x, y) else z - 1
+
+    g = deepvisor.compile(f)
+    x = torch.tensor([0.1, 0.9, 0.3])
+    same(g, f, x, x.clone())
+    same(g, f, x, x + 1)
+    same(g, f, torch.tensor([0.9, 0.1, 0.2]), x)
+    same(g, f, x * 2, x * 2)  # same outcomes as the first call: no capture
+    s = deepvisor.stats(g)
+    assert s["captures"] == 3 and s["cache_hits"] == 1 and s["eager_calls"] == 0
+
+
+def test_versions_per_decision_site_are_bounded(monkeypatch):
+    from deepvisor import _compiled
+    monkeypatch.setattr(_compiled, "MAX_VERSIONS", 3)
+
+    def f(x):
+        return x * int(x.sum())
+
+    g = deepvisor.compile(f)
+    for i in range(6):
+        same(g, f, torch.full((2,), float(i)))
+    s = deepvisor.stats(g)
+    assert s["captures"] == 3 and s["eager_calls"] == 3
+    assert any("took more than 3 values" in r for r in s["eager_reasons"])

@@ -156,14 +156,21 @@ def data_dependent(x):
     return x * total if total > 0 else x - 1
 
 
-def test_item_runs_eagerly_with_a_reason():
+def test_item_is_a_decision_not_an_eager_call():
+    """.item() cuts the graph: each value read is a version (here every seed
+    gives a new total), and a value seen before replays without a capture.
+    The compiled sum may round differently from eager's, so a value may be
+    captured once more under the bits the replay computes."""
     g = deepvisor.compile(data_dependent)
-    for seed in (0, 1, 2):
+    for seed in (0, 1, 2, 0, 0, 1):
         x = randn(6, 9, seed=seed)
         assert_matches(g(x), data_dependent(x), f32_tolerance)
     stats = deepvisor.stats(g)
-    assert stats["eager_calls"] == 3 and stats["captures"] == 0, stats
-    assert any("item" in reason for reason in stats["eager_reasons"]), stats["eager_reasons"]
+    assert stats["eager_calls"] == 0 and 3 <= stats["captures"] <= 5 and stats["cache_hits"] >= 1, stats
+    before = stats["captures"]
+    for seed in (0, 1, 2):
+        g(randn(6, 9, seed=seed))
+    assert deepvisor.stats(g)["captures"] <= before + 1
 
 
 # -- in-place updates -----------------------------------------------------------------------

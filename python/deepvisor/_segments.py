@@ -1,0 +1,127 @@
+"""Decisions: tensor data that decides Python control flow.
+
+When the capture run reads tensor data into Python (`bool(t)`, `t.item()`,
+`int(t)`, `float(t)`, `t.tolist()`, `torch.equal`), the recorded op graph is
+cut there: segment 0 runs the ops before the first decision, then the host
+reads the decision's value and picks the version captured for that outcome;
+the next segment continues from the values the earlier ones produced. A path
+through the tree is one capture; a new outcome captures again and the new
+path's later segments are grafted under the decision it took.
+
+Input mutations are copied back only by the last segment of a path, so a
+replay that stops at a new outcome has changed nothing the program can see.
+"""
+
+import re
+import struct
+
+import torch
+
+_REF = re.compile(r"%(\d+)")
+
+
+class Decision:
+    """One read of tensor data in the capture run."""
+
+    def __init__(self, position, op, values, outcome, site):
+        self.position = position  # how many recorded ops came before it
+        self.op = op              # "aten::_local_scalar_dense", "aten::equal", "tolist"
+        self.values = values      # value ids of the tensors it reads
+        self.outcome = outcome    # the Python value the capture run got
+        self.site = site          # "file:line" of the user code that read it
+
+    def evaluate(self, tensors):
+        if self.op == "aten::equal":
+            return torch.equal(*tensors)
+        if self.op == "tolist":
+            return tensors[0].tolist()
+        return tensors[0].item()
+
+    def describe(self):
+        what = {"aten::equal": "torch.equal", "tolist": ".tolist()"}.get(self.op, ".item()/bool()/int()/float()")
+        return f"{what} at {self.site}"
+
+
+def outcome_key(value):
+    """A hashable key that tells outcomes apart exactly: 1, 1.0 and True
+    differ; floats compare bit for bit."""
+    if isinstance(value, float):
+        return (float, struct.pack("<d", value))
+    if isinstance(value, (list, tuple)):
+        return (type(value), tuple(outcome_key(v) for v in value))
+    return (type(value), value)
+
+
+class Segment:
+    """The ops between two decisions, as a graph of their own."""
+
+    def __init__(self, text, inputs, outputs, decision):
+        self.text = text          # graph text (values renumbered densely)
+        self.inputs = inputs      # value ids (of the whole capture) fed in, in order
+        self.outputs = outputs    # value ids it hands on, in order
+        self.decision = decision  # the Decision that ends it, or None for the last
+
+
+def split(value_lines, input_values, node_lines, decisions, output_values, mutations):
+    """Segments of one capture: the ops cut at each decision. The last
+    segment returns output_values and copies the mutations back."""
+    bounds = [d.position for d in decisions] + [len(node_lines)]
+    parsed = [_parse(line) for line in node_lines]
+    n = len(bounds)
+    needs = [set() for _ in range(n)]  # values each segment (with its decision) reads
+    for k, (uses, _) in enumerate(parsed):
+        needs[_segment_of(k, bounds)].update(uses)
+    for i, d in enumerate(decisions):
+        needs[i].update(d.values)
+    needs[-1].update(output_values)
+    for inp, val in mutations:
+        needs[-1].update((inp, val))
+    segments = []
+    for i in range(n):
+        first = bounds[i - 1] if i else 0
+        lines = node_lines[first:bounds[i]]
+        defined = {v for (_, outs) in parsed[first:bounds[i]] for v in outs}
+        inputs = sorted(v for v in needs[i] if v not in defined)
+        later = set().union(*needs[i + 1:]) if i + 1 < n else set()
+        if i + 1 == n:
+            outputs = list(output_values)
+        else:  # what later segments read, and what this decision reads
+            outputs = sorted(v for v in defined if v in later or v in decisions[i].values)
+        segment_mutations = mutations if i + 1 == n else []
+        text = _text(value_lines, inputs, lines, outputs, segment_mutations)
+        segments.append(Segment(text, inputs, outputs, decisions[i] if i < len(decisions) else None))
+    return segments
+
+
+def _segment_of(k, bounds):
+    for i, b in enumerate(bounds):
+        if k < b:
+            return i
+    return len(bounds) - 1
+
+
+def _parse(line):
+    """(values used, values defined) by a node line."""
+    args, _, outs = line.partition(" -> ")
+    return [int(v) for v in _REF.findall(args)], [int(v) for v in _REF.findall(outs)]
+
+
+def _text(value_lines, inputs, node_lines, outputs, mutations):
+    used = set(inputs) | set(outputs)
+    for line in node_lines:
+        used.update(int(v) for v in _REF.findall(line))
+    for inp, val in mutations:
+        used.update((inp, val))
+    order = sorted(used)
+    new = {v: i for i, v in enumerate(order)}
+
+    def renumber(text):
+        return _REF.sub(lambda m: f"%{new[int(m.group(1))]}", text)
+
+    lines = ["deepvisor-graph 1"]
+    lines += [renumber(value_lines[v]) for v in order]
+    lines += [f"input %{new[v]}" for v in inputs]
+    lines += [renumber(line) for line in node_lines]
+    lines.append("output" + "".join(f" %{new[v]}" for v in outputs))
+    lines += [f"mutation %{new[i]} %{new[v]}" for i, v in mutations]
+    return "\n".join(lines) + "\n"
