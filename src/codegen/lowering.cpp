@@ -331,6 +331,31 @@ void Lowerer::lower_node(int index) {
     fallback(index, "no lowering");
     return;
   }
+  for (int v : node_->outputs) {
+    if (v < 0) {
+      fallback(index, "an output is undefined (None)");
+      return;
+    }
+  }
+  // The loop IR computes with kernel dtypes only: an op that reads or writes
+  // any other dtype (uint8, complex, float8...) runs through ATen.
+  auto kernel_dtype = [&](std::int64_t v) { return v < 0 || ir::is_kernel_dtype(g_.meta(static_cast<int>(v)).dtype); };
+  for (const auto& a : node_->args) {
+    std::vector<std::int64_t> tensors = a.kind == Arg::Kind::TensorList ? a.ints : std::vector<std::int64_t>{};
+    if (a.kind == Arg::Kind::Tensor) tensors.push_back(a.tensor);
+    for (auto v : tensors) {
+      if (!kernel_dtype(v)) {
+        fallback(index, "dtype " + std::string(ir::dtype_name(g_.meta(static_cast<int>(v)).dtype)) + " has no loop-IR support");
+        return;
+      }
+    }
+  }
+  for (int v : node_->outputs) {
+    if (!kernel_dtype(v)) {
+      fallback(index, "dtype " + std::string(ir::dtype_name(g_.meta(v).dtype)) + " has no loop-IR support");
+      return;
+    }
+  }
   std::size_t defs_before = out_.defs.size();
   try {
     for (int v : node_->outputs) {

@@ -199,3 +199,23 @@ TEST_CASE("views are index remapping, not copies", "[fusion]") {
     }
   }
 }
+
+TEST_CASE("an op on a dtype the loop IR cannot compute is a fallback, never a kernel", "[fusion][dtype]") {
+  GraphBuilder b;
+  int x = b.input(DType::UInt8, {4, 4});
+  int y = b.op("aten::add.Tensor", {T(x), I(1), I(1)}, DType::UInt8, {4, 4});       // u8 in and out
+  int z = b.op("aten::_to_copy.default", {T(y)}, DType::Float32, {4, 4});            // u8 in, f32 out
+  int w = b.op("aten::neg.default", {T(z)}, DType::Float32, {4, 4});                 // lowered
+  int c = b.op("aten::_to_copy.default", {T(w)}, DType::Complex64, {4, 4});          // c64 out
+  b.output(w);
+  b.output(c);
+  auto p = codegen::compile_graph(b.g);
+  REQUIRE(p.fallback_ops ==
+          std::vector<std::string>{"aten::add.Tensor", "aten::_to_copy.default", "aten::_to_copy.default"});
+  REQUIRE(p.kernels.size() == 1);
+  for (const auto& k : p.kernels)
+    for (const auto& buf : k.buffers) REQUIRE(ir::is_kernel_dtype(buf.dtype));
+  REQUIRE(p.notes[0].find("dtype u8 has no loop-IR support") != std::string::npos);
+  ir::KernelBuilder kb("k", 4, 1);
+  REQUIRE_THROWS(kb.buffer("b", DType::UInt8, 4));
+}

@@ -50,3 +50,38 @@ TEST_CASE("tensor meta helpers", "[graph]") {
   REQUIRE(meta(DType::Float32, {4, 3}, {0, 1}).storage_extent() == 3);
   REQUIRE(meta(DType::Float32, {0, 3}).storage_extent() == 0);
 }
+
+TEST_CASE("every dtype has a name that parses back", "[graph][dtype]") {
+  for (int i = 0; i < ir::kNumDTypes; ++i) {
+    auto t = static_cast<DType>(i);
+    auto back = ir::parse_dtype(ir::dtype_name(t));
+    REQUIRE(back.has_value());
+    REQUIRE(*back == t);
+    REQUIRE(ir::dtype_size(t) >= 1);
+  }
+  REQUIRE(ir::is_kernel_dtype(DType::BFloat16));
+  REQUIRE_FALSE(ir::is_kernel_dtype(DType::UInt8));
+  REQUIRE_FALSE(ir::is_kernel_dtype(DType::Complex64));
+  REQUIRE(ir::is_integral(DType::UInt8));
+  REQUIRE(ir::is_floating(DType::Float8_e4m3fn));
+  REQUIRE(ir::is_complex(DType::Complex32));
+  REQUIRE(ir::cuda_storage_type(DType::Float32) == "float");
+  REQUIRE_THROWS(ir::cuda_storage_type(DType::UInt8));
+}
+
+TEST_CASE("type promotion follows torch.promote_types", "[graph][dtype]") {
+  using ir::promote_types;
+  REQUIRE(promote_types(DType::UInt8, DType::Int8) == DType::Int16);
+  REQUIRE(promote_types(DType::UInt8, DType::Int32) == DType::Int32);
+  REQUIRE(promote_types(DType::Bool, DType::UInt8) == DType::UInt8);
+  REQUIRE(promote_types(DType::Int16, DType::Float16) == DType::Float16);
+  REQUIRE(promote_types(DType::Float16, DType::BFloat16) == DType::Float32);
+  REQUIRE(promote_types(DType::Complex32, DType::BFloat16) == DType::Complex64);
+  REQUIRE(promote_types(DType::Complex64, DType::Float64) == DType::Complex128);
+  REQUIRE(promote_types(DType::Int64, DType::Complex32) == DType::Complex32);
+  REQUIRE(promote_types(DType::UInt16, DType::Float32) == DType::Float32);
+  REQUIRE(promote_types(DType::Float8_e5m2, DType::Float8_e5m2) == DType::Float8_e5m2);
+  REQUIRE_THROWS(promote_types(DType::UInt16, DType::Int32));
+  REQUIRE_THROWS(promote_types(DType::Float8_e5m2, DType::Float32));
+  REQUIRE_THROWS(promote_types(DType::QInt8, DType::Int8));
+}
