@@ -315,6 +315,7 @@ void Lowerer::fallback(int index, const std::string& reason) {
   out_.fallback_nodes.push_back(index);
   out_.notes.push_back(n.op + ": " + reason);
   for (int v : n.outputs) {
+    if (v < 0) continue;  // an undefined output: nothing to define
     TensorDef d = buffer_def(v);
     d.fallback_node = index;
     d.label = n.op + " (fallback)";

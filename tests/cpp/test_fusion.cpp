@@ -219,3 +219,17 @@ TEST_CASE("an op on a dtype the loop IR cannot compute is a fallback, never a ke
   ir::KernelBuilder kb("k", 4, 1);
   REQUIRE_THROWS(kb.buffer("b", DType::UInt8, 4));
 }
+
+TEST_CASE("an undefined output makes a node a fallback whose step skips it", "[fusion]") {
+  GraphBuilder b;
+  int x = b.input(DType::Float32, {3});
+  auto outs = b.op_multi("aten::native_layer_norm.default", {T(x), L({3}), ir::Arg::none(), ir::Arg::none(), F(1e-5)},
+                         {meta(DType::Float32, {3}), meta(DType::Float32, {1})});
+  b.g.nodes.back().outputs.push_back(-1);
+  b.output(outs[0]);
+  auto p = codegen::compile_graph(b.g);
+  REQUIRE(p.fallback_ops == std::vector<std::string>{"aten::native_layer_norm.default"});
+  const auto& step = p.steps.at(0);
+  REQUIRE(step.value_slots.size() == 4);
+  REQUIRE(step.value_slots.back() == -1);
+}
