@@ -233,3 +233,25 @@ TEST_CASE("an undefined output makes a node a fallback whose step skips it", "[f
   REQUIRE(step.value_slots.size() == 4);
   REQUIRE(step.value_slots.back() == -1);
 }
+
+TEST_CASE("select_scatter and slice_scatter are kernels reading their source in bounds", "[fusion]") {
+  GraphBuilder b;
+  int x = b.input(DType::Float32, {5, 7});
+  int col = b.input(DType::Float32, {5});
+  int part = b.input(DType::Float32, {5, 2});
+  int y = b.op("aten::select_scatter.default", {T(x), T(col), I(1), I(-1)}, DType::Float32, {5, 7});
+  int z = b.op("aten::slice_scatter.default", {T(y), T(part), I(1), I(2), I(6), I(3)}, DType::Float32, {5, 7});
+  b.output(z);
+  auto p = codegen::compile_graph(b.g);
+  REQUIRE(p.fallback_ops.empty());
+  REQUIRE(p.kernels.size() == 1);
+  for (const auto& i : p.kernels[0].body) {
+    if (i.op != PrimOp::Load) continue;
+    const auto& buf = p.kernels[0].buffers[i.buffer];
+    for (std::int64_t xi = 0; xi < 35; ++xi) {
+      std::int64_t at = i.index.eval([&](const std::string&) { return xi; });
+      REQUIRE(at >= 0);
+      REQUIRE(at < buf.numel);
+    }
+  }
+}
