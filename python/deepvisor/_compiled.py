@@ -134,7 +134,8 @@ class CompiledFunction:
             executor = _C.compile_graph_text(text, self.fuse)
             if _flag("DEEPVISOR_VALIDATE_CUDA"):
                 executor.validate_cuda(90)
-            signature.cache.add(executor, tensors, recorder.constants)
+            with recorder.initial_layouts():  # guards: the layouts the call came with
+                signature.cache.add(executor, tensors, recorder.constants)
         except Exception as e:
             if _flag("DEEPVISOR_STRICT"):
                 raise
