@@ -654,8 +654,6 @@ class Recorder(TorchDispatchMode):
         raw = [x for _, x in f_bound]
         encoded = [self._encode(str(a.type), x) if i else f"%{value}" for i, (a, x) in enumerate(f_bound)]
         if view_op is torch.ops.aten.as_strided.default:
-            if raw[3] is None:
-                raise Unsupported("as_strided_ without a storage offset")
             chain, in_meta = self._root_as_strided(encoded, raw, 0, alias, t)
         op = f"{view_op._schema.name}.{view_op._overloadname}"
         meta = _Meta.of(t)

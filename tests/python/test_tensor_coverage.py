@@ -502,6 +502,15 @@ def test_metadata_changes_of_an_intermediate():
     check(fn, lambda s: (randn(gen(s), 3, 5),), fallbacks=())
 
 
+def test_global_average_pool_of_channels_last_restrides_its_mean():
+    """adaptive_avg_pool2d(x, 1) on channels-last memory takes a mean and
+    as_strided_s it (storage offset None) to channels-last strides (ConvNeXt)."""
+    def fn(x):
+        return F.adaptive_avg_pool2d(x * 2, 1).flatten(1) + 1
+
+    check(fn, lambda s: (randn(gen(s), 2, 5, 6, 7).permute(0, 3, 1, 2),))
+
+
 def test_resize_of_a_fresh_tensor():
     def fn(x):
         buf = torch.empty(0)
