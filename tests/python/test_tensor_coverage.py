@@ -83,9 +83,9 @@ def aliasing(result, args):
     return out
 
 
-def check(fn, make_args, seeds=(0, 1, 2), rng=False, fallbacks=None):
+def check(fn, make_args, seeds=(0, 1, 2), rng=False, fallbacks=None, tolerance=tolerance):
     """Compiles `fn` and calls it once per seed on make_args(seed), against
-    eager on a second make_args(seed). rng: reseed torch's generator before
+    eager on a second make_args(seed). rng: reseed torch's generators before
     both calls (random ops must draw the same numbers). Returns the compiled
     function."""
     g = deepvisor.compile(fn)
