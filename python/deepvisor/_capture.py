@@ -367,7 +367,7 @@ class Recorder(TorchDispatchMode):
         if isinstance(value, (list, tuple)):
             if "Tensor" in arg_type and all(isinstance(x, torch.Tensor) or x is None for x in value):
                 return "tl:[" + ",".join("none" if x is None else f"%{self.value_of(x)}" for x in value) + "]"
-            if all(isinstance(x, bool) for x in value) and value and "bool" in arg_type:
+            if all(isinstance(x, bool) for x in value) and "bool" in arg_type:
                 return "bl:[" + ",".join(str(int(x)) for x in value) + "]"
             if all(isinstance(x, int) and not isinstance(x, bool) for x in value) and "float" not in arg_type:
                 return "il:[" + ",".join(str(x) for x in value) + "]"
@@ -503,6 +503,9 @@ class Recorder(TorchDispatchMode):
         family = src_alias.family
         if family.base_offset != 0:
             raise Unsupported("as_strided of memory whose base does not start it (storage offsets are not guarded)")
+        if family.input is not None and family.base_value != family.input:
+            # Its new contents are a computed buffer, not the input's memory.
+            raise Unsupported("as_strided of an input written in place earlier in the run")
         if raw[3] is None:  # the source's own storage offset, made explicit
             encoded[3] = f"i:{source.storage_offset()}"
         encoded[self_pos] = f"%{family.base_value}"

@@ -607,6 +607,21 @@ def test_write_through_unfold_runs_eagerly():
     assert_eager_with_reason(fn, (torch.randn(6, 3),), ["no scatter form"])
 
 
+def test_sparse_argument_runs_eagerly_with_a_reason():
+    def fn(x):
+        return x.to_dense() * 2
+
+    assert_eager_with_reason(fn, (torch.randn(3, 4).to_sparse(),), ["sparse"])
+
+
+def test_as_strided_of_an_input_written_before_runs_eagerly():
+    def fn(x):
+        x.add_(1)
+        return x.as_strided((2, 2), (1, 2), 1) * 1
+
+    assert_eager_with_reason(fn, (torch.randn(3, 4),), ["as_strided of an input written"])
+
+
 def test_set_runs_eagerly():
     def fn(x, y):
         x.set_(y)
