@@ -770,16 +770,27 @@ class Recorder(TorchDispatchMode):
         lines += [f"input %{v}" for v in self.input_values]
         lines += self.node_lines
         lines.append("output" + "".join(f" %{v}" for v in output_values))
-        for family in self._input_families:
-            if family.base_value != family.input:
-                lines.append(f"mutation %{family.input} %{family.base_value}")
+        lines += [f"mutation %{i} %{v}" for i, v in self.mutations.items()]
+        lines += self.restride_lines()
+        for k, (sizes, strides, offset) in views:
+            lines.append(f"output_view {k} sizes={_ints(sizes)} strides={_ints(strides)} offset={offset}")
+        return "\n".join(lines) + "\n", spec, rebuilt
+
+    @property
+    def mutations(self):
+        """{graph input value id: value id of its final contents} for the inputs
+        the run wrote."""
+        return {f.input: f.base_value for f in self._input_families if f.base_value != f.input}
+
+    def restride_lines(self):
+        """`restride` lines for the inputs whose sizes, strides or storage
+        offset the run changed."""
+        lines = []
         for v, (t, sizes, strides, offset) in self._initial_layout.items():
             if (tuple(t.shape), tuple(t.stride()), t.storage_offset()) != (sizes, strides, offset):
                 lines.append(f"restride %{v} sizes={_ints(t.shape)} strides={_ints(t.stride())} "
                              f"offset={t.storage_offset() - offset}")
-        for k, (sizes, strides, offset) in views:
-            lines.append(f"output_view {k} sizes={_ints(sizes)} strides={_ints(strides)} offset={offset}")
-        return "\n".join(lines) + "\n", spec, rebuilt
+        return lines
 
     def _view_of_base(self, leaf, alias, returned):
         """(base value, (sizes, strides, offset)) when `leaf` should come back
