@@ -452,16 +452,17 @@ class Recorder(TorchDispatchMode):
         encoded = [self._encode(str(a.type), v) for a, v in bound]
         outputs = list(_outputs(info.schema, out))
         metas = [None if t is None else _Meta.of(t) for t in outputs]
-        out_values = [None if m is None else self._new_value(m) for m in metas]
-        self._add_node(info.op, encoded, out_values)
         source = bound[info.view_self][1] if info.is_view else None
         if isinstance(source, torch.Tensor):
-            # A view: its outputs join the family of the viewed tensor.
             src_alias = self._alias[id(source)]
             chain, in_meta = src_alias.chain, self._meta_of_alias(src_alias)
             raw = [v for _, v in bound]
-            if info.name == "aten::as_strided":
+            if info.name == "aten::as_strided":  # rewrites `encoded` to view the base
                 chain, in_meta = self._root_as_strided(encoded, raw, info.view_self, src_alias, source)
+        out_values = [None if m is None else self._new_value(m) for m in metas]
+        self._add_node(info.op, encoded, out_values)
+        if isinstance(source, torch.Tensor):
+            # A view: its outputs join the family of the viewed tensor.
             for j, (t, v) in enumerate(zip(outputs, out_values)):
                 if t is None:
                     continue

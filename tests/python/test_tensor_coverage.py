@@ -511,6 +511,14 @@ def test_global_average_pool_of_channels_last_restrides_its_mean():
     check(fn, lambda s: (randn(gen(s), 2, 5, 6, 7).permute(0, 3, 1, 2),))
 
 
+def test_as_strided_of_a_view_addresses_its_base_memory():
+    def fn(x):
+        y = (x * 2)[1:, 1:]
+        return y.as_strided((2, 3), (1, 4), 2) + 1, y.as_strided((3,), (5,)) * 1
+
+    check(fn, lambda s: (randn(gen(s), 4, 4),))
+
+
 def test_resize_of_a_fresh_tensor():
     def fn(x):
         buf = torch.empty(0)
