@@ -486,7 +486,7 @@ def test_metadata_changes_of_an_input(op):
         else:
             x.as_strided_((2, 3), (1, 2), x.storage_offset() + 1)
         x.mul_(2)
-        return x, x * 1
+        return x, x * 1, x[1:]
 
     check(fn, lambda s: (randn(gen(s), 4, 1 if op == "squeeze_" else 6),))
 
