@@ -3,28 +3,54 @@
 The program runs for real under a TorchDispatchMode. Every ATen op it runs is
 recorded with its arguments normalized to the op's schema; tensors that did
 not come out of a recorded op are graph inputs (the call's arguments first,
-then "constants": parameters and other tensors the program reached).
+then "constants": parameters and other tensors the program reached). Every
+dtype is a legal graph value (lowering turns ops on dtypes the loop IR cannot
+compute into fallbacks); quantized, sparse and nested tensors are not.
 
-In-place ops on plain tensors are recorded as their functional form (add_ as
-add) and the tensor is rebound to the new value; if the tensor existed before
-the run, the final value is copied back after a replay. What cannot be replayed
-faithfully (tensor data escaping into Python, in-place updates through views,
-out= variants, autograd) makes the capture unsupported, with a reason, and the
+Aliasing is modelled, so that the graph stays functional (SSA) while the
+program updates tensors in place:
+
+- Tensors that share memory form a *family*: a base (a graph input, or the
+  result of an op that made new memory) and views of it. A view remembers the
+  chain of view ops (slice, select, view, permute, unbind...) from the base.
+- A family's base has a current value; a write bumps the family's version.
+  A view whose value is older than its family is re-derived from the base's
+  current value by recording its view chain again, when it is next read.
+- An in-place op is recorded as its functional form (add_ as add) when ATen
+  has one, else as the op itself, which the runtime runs on copies of the
+  written arguments (out= variants, normal_, index_put_ with no functional
+  twin...). Either way the node yields the written tensor's new contents.
+  Writing a view writes its base: the new contents are scattered back through
+  the chain (select_scatter, slice_scatter, an inverse permute or reshape...).
+- Ops that change a tensor's sizes or strides in place (t_, transpose_,
+  squeeze_, unsqueeze_, as_strided_) extend its view chain; an input changed
+  so is restrided after a replay.
+- A graph input whose family was written gets a `mutation` line: its final
+  contents are copied back after a replay.
+
+What cannot be replayed faithfully (tensor data escaping into Python, a write
+through a view op without a scatter form, memory shared in ways the monitor
+did not see made) makes the capture unsupported, with a reason, and the
 caller runs the function eagerly.
 """
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-_DTYPES = {
-    torch.bool: "b8",
-    torch.int32: "i32",
-    torch.int64: "i64",
-    torch.float16: "f16",
-    torch.bfloat16: "bf16",
-    torch.float32: "f32",
-    torch.float64: "f64",
-}
+# Every dtype torch has, by its name in the graph format (src/ir/dtype.h).
+_DTYPE_NAMES = [
+    ("bool", "b8"), ("int32", "i32"), ("int64", "i64"), ("float16", "f16"), ("bfloat16", "bf16"),
+    ("float32", "f32"), ("float64", "f64"),
+    ("uint8", "u8"), ("int8", "i8"), ("int16", "i16"), ("uint16", "u16"), ("uint32", "u32"), ("uint64", "u64"),
+    ("complex32", "c32"), ("complex64", "c64"), ("complex128", "c128"),
+    ("float8_e5m2", "f8e5m2"), ("float8_e4m3fn", "f8e4m3fn"), ("float8_e5m2fnuz", "f8e5m2fnuz"),
+    ("float8_e4m3fnuz", "f8e4m3fnuz"), ("float8_e8m0fnu", "f8e8m0fnu"), ("float4_e2m1fn_x2", "f4e2m1fnx2"),
+    ("qint8", "qi8"), ("quint8", "qu8"), ("qint32", "qi32"), ("quint4x2", "qu4x2"), ("quint2x4", "qu2x4"),
+    ("bits1x8", "bits1x8"), ("bits2x4", "bits2x4"), ("bits4x2", "bits4x2"), ("bits8", "bits8"), ("bits16", "bits16"),
+    *((f"uint{n}", f"u{n}") for n in range(1, 8)),
+    *((f"int{n}", f"i{n}") for n in range(1, 8)),
+]
+_DTYPES = {getattr(torch, attr): name for attr, name in _DTYPE_NAMES if hasattr(torch, attr)}
 _MEMORY_FORMATS = {
     torch.contiguous_format: 0,
     torch.preserve_format: 1,
@@ -33,6 +59,34 @@ _MEMORY_FORMATS = {
 }
 # Ops whose result hands tensor data to Python.
 _DATA_ESCAPES = {"aten::_local_scalar_dense", "aten::item", "aten::equal", "aten::is_nonzero"}
+# Ops that return memory of their input although their schema does not say
+# so: ATen calls them on temporaries nothing else reads, and functionalization
+# treats them as copies; so do we.
+_UNSAFE_VIEWS = {"aten::_unsafe_view", "aten::unsafe_split", "aten::unsafe_split_with_sizes"}
+# Ops annotated as views that make a tensor of their own for the program:
+# lift_fresh marks a tensor made from Python data (torch.tensor(...)) during
+# the run; later runs make a fresh one, so writes to it must not reach the
+# captured constant.
+_FRESH = {"aten::lift_fresh", "aten::lift_fresh_copy"}
+# In-place ops that change sizes/strides rather than data: the view op each
+# one applies to the tensor.
+_METADATA_OPS = {
+    "aten::t_.default": torch.ops.aten.t.default,
+    "aten::transpose_.default": torch.ops.aten.transpose.int,
+    "aten::squeeze_.default": torch.ops.aten.squeeze.default,
+    "aten::squeeze_.dim": torch.ops.aten.squeeze.dim,
+    "aten::squeeze_.dims": torch.ops.aten.squeeze.dims,
+    "aten::unsqueeze_.default": torch.ops.aten.unsqueeze.default,
+    "aten::as_strided_.default": torch.ops.aten.as_strided.default,
+    "aten::swapdims_.default": torch.ops.aten.transpose.int,
+    "aten::swapaxes_.default": torch.ops.aten.transpose.int,
+}
+_NO_OPS = {"aten::detach_"}  # in-place, but no change a replay could see
+# View ops whose write-back is a reshape: they keep the row-major element order.
+_RESHAPES = {"aten::view.default", "aten::_reshape_alias.default",
+             "aten::unsqueeze.default", "aten::squeeze.default", "aten::squeeze.dim", "aten::squeeze.dims",
+             "aten::view_copy.default", "aten::reshape.default"}
+_IDENTITY_VIEWS = {"aten::alias.default", "aten::detach.default", "aten::alias_copy.default"}
 
 
 class Unsupported(Exception):
@@ -60,7 +114,154 @@ def _quote(text):
 
 
 def _format_float(value):
-    return "f:" + float(value).hex()
+    return float(value).hex()
+
+
+def _ints(values):
+    return ",".join(str(int(v)) for v in values)
+
+
+def _contiguous_strides(sizes):
+    strides, n = [], 1
+    for s in reversed(sizes):
+        strides.append(n)
+        n *= max(s, 1)
+    return tuple(reversed(strides))
+
+
+def _tensor_positions(type_str):
+    """How many tensors a schema type holds: "one" (Tensor, Tensor?), "list"
+    (Tensor[], Tensor?[]) or None."""
+    if type_str in ("Tensor", "Optional[Tensor]"):
+        return "one"
+    if type_str in ("List[Tensor]", "List[Optional[Tensor]]"):
+        return "list"
+    return None
+
+
+def _is_written(arg):
+    return arg.alias_info is not None and arg.alias_info.is_write
+
+
+class _Meta:
+    """What a value line says of a tensor."""
+
+    __slots__ = ("dtype", "sizes", "strides", "device", "aligned")
+
+    def __init__(self, dtype, sizes, strides, device, aligned):
+        self.dtype, self.sizes, self.strides, self.device, self.aligned = dtype, sizes, strides, device, aligned
+
+    @staticmethod
+    def of(t):
+        if t.is_quantized:
+            raise Unsupported("quantized tensors are not supported")
+        if t.is_nested:
+            raise Unsupported("nested tensors are not supported")
+        if t.layout != torch.strided:
+            raise Unsupported(f"{t.layout} tensors are not supported (only strided dense ones)")
+        return _Meta(_dtype_name(t.dtype), tuple(t.shape), tuple(t.stride()), _device_name(t.device),
+                     1 if t.data_ptr() % 16 == 0 else 0)
+
+    def line(self, v):
+        return (f"value %{v} {self.dtype} sizes={_ints(self.sizes)} strides={_ints(self.strides)} "
+                f"device={self.device} aligned={self.aligned}")
+
+
+class _Family:
+    """Tensors sharing one piece of memory: a base and views of it."""
+
+    __slots__ = ("base_value", "base_meta", "base_offset", "version", "input", "storage", "is_argument")
+
+    def __init__(self, base_value, base_meta, base_offset, storage, input=None, is_argument=False):
+        self.base_value = base_value    # value id of the base's current contents
+        self.base_meta = base_meta      # the base's layout as first seen
+        self.base_offset = base_offset  # its storage offset then
+        self.version = 0                # bumped by every write into the family
+        self.input = input              # graph input value id, if the base is an input
+        self.storage = storage          # data_ptr of the memory (None when empty)
+        self.is_argument = is_argument
+
+
+class _Step:
+    """One view op of a chain: re-recordable on a new value of its input."""
+
+    __slots__ = ("op", "args", "self_pos", "raw", "out_metas", "out_index", "in_meta")
+
+    def __init__(self, op, args, self_pos, raw, out_metas, out_index, in_meta):
+        self.op = op                # "aten::slice.Tensor"
+        self.args = args            # encoded arguments; args[self_pos] is replaced
+        self.self_pos = self_pos
+        self.raw = raw              # the Python values of the arguments
+        self.out_metas = out_metas  # meta of each tensor output (None: undefined)
+        self.out_index = out_index  # which output is this step's tensor
+        self.in_meta = in_meta      # meta of the viewed tensor
+
+    @property
+    def out_meta(self):
+        return self.out_metas[self.out_index]
+
+
+class _Alias:
+    """What the monitor knows of one tensor object."""
+
+    __slots__ = ("family", "chain", "value", "version")
+
+    def __init__(self, family, chain=(), value=None, version=0):
+        self.family = family
+        self.chain = chain      # view steps from the family's base; () for the base itself
+        self.value = value      # views: value id of the contents at `version`
+        self.version = version
+
+
+class _OpInfo:
+    """Per-op facts from the schema, computed once."""
+
+    def __init__(self, func):
+        schema = func._schema
+        self.schema = schema
+        self.name = schema.name
+        self.op = f"{schema.name}.{func._overloadname}"
+        self.written = [i for i, a in enumerate(schema.arguments) if _is_written(a)]
+        self.is_view = (not self.written and self.name not in _FRESH and
+                        any(r.alias_info is not None for r in schema.returns))
+        # Outputs that get memory of their own in a replay, whatever they share here.
+        self.private = self.name in _FRESH or self.name in _UNSAFE_VIEWS
+        self.view_self = 0
+        if self.is_view:
+            for i, a in enumerate(schema.arguments):
+                if a.alias_info is not None:
+                    self.view_self = i
+                    break
+
+
+_OP_INFO = {}
+
+
+def _op_info(func):
+    info = _OP_INFO.get(func)
+    if info is None:
+        info = _OP_INFO[func] = _OpInfo(func)
+    return info
+
+
+def _functional_form(func, info):
+    """The out-of-place twin of an in-place op (add_.Tensor -> add.Tensor): the
+    same arguments, one returned tensor. None if ATen has none."""
+    base = info.name.split("::")[1]
+    if info.written != [0] or not base.endswith("_"):
+        return None
+    packet = getattr(torch.ops.aten, base[:-1], None)
+    functional = getattr(packet, func._overloadname, None) if packet is not None else None
+    if functional is None:
+        return None
+    f_args, args = functional._schema.arguments, info.schema.arguments
+    if len(f_args) != len(args) or len(functional._schema.returns) != 1:
+        return None
+    if any(a.name != b.name or str(a.type) != str(b.type) for a, b in zip(f_args, args)):
+        return None
+    if str(functional._schema.returns[0].type) != "Tensor":
+        return None
+    return functional
 
 
 class Recorder(TorchDispatchMode):
@@ -72,65 +273,117 @@ class Recorder(TorchDispatchMode):
         # state monitor would step on every op.
         return False
 
-    def __init__(self, arguments):
+    def __init__(self, arguments, is_argument=None):
         super().__init__()
+        # is_argument(t): whether a tensor met during the run came from the
+        # call's arguments (the state monitor knows); they are guarded and
+        # re-read on every call, and their memory is the caller's.
+        self._is_argument = is_argument or (lambda t: False)
+        self.decisions = []     # where tensor data reached Python (_segments.Decision)
         self.value_lines = []
         self.node_lines = []
         self.input_values = []  # graph inputs: arguments, then constants
         self.constants = []     # tensors behind the constant inputs
-        self._value_of = {}     # id(tensor) -> current value id
-        self._keep = []         # keeps recorded tensors alive so ids stay unique
+        self._alias = {}        # id(tensor) -> _Alias
+        self._keep = []         # keeps recorded tensors alive so ids (and memory) stay unique
         self._input_of = {}     # id(tensor) -> its graph input value id
-        self._viewed = set()    # value ids that are views or have views
-        self._mutations = {}    # input value id -> final value id
+        self._initial_layout = {}  # graph input value id -> (tensor, sizes, strides, storage offset)
+        self._families_by_storage = {}  # data_ptr -> families on that memory
+        self._input_families = []       # families whose base is a graph input
+        self._argument_storages = set()
         self.unsupported = None
-        self.decisions = []     # where tensor data reached Python (_segments.Decision)
         self.num_arguments = len(arguments)
-        for t in arguments:
-            v = self._new_value(t)
-            self.input_values.append(v)
-            self._input_of.setdefault(id(t), v)
+        try:
+            for t in arguments:
+                self._add_input(t, is_argument=True)
+        except Unsupported as e:
+            self.unsupported = str(e)
 
     # -- values -------------------------------------------------------------
-    def _new_value(self, t):
-        if t.layout != torch.strided or t.is_quantized or t.is_nested:
-            raise Unsupported("only strided dense tensors are supported")
+    def _new_value(self, meta):
         v = len(self.value_lines)
-        sizes = ",".join(str(s) for s in t.shape)
-        strides = ",".join(str(s) for s in t.stride())
-        aligned = 1 if t.data_ptr() % 16 == 0 else 0
-        self.value_lines.append(
-            f"value %{v} {_dtype_name(t.dtype)} sizes={sizes} strides={strides} "
-            f"device={_device_name(t.device)} aligned={aligned}")
-        self._value_of[id(t)] = v
+        self.value_lines.append(meta.line(v))
+        return v
+
+    def _keep_alive(self, t):
         self._keep.append(t)
+
+    def _new_family(self, t, value, meta, input=None, is_argument=False, shared=True):
+        """A family whose base is `t`, holding `value`. shared=False: a replay
+        gives it memory of its own, whatever `t` shares in this run."""
+        storage = t.untyped_storage().data_ptr() if t.numel() > 0 and shared else None
+        family = _Family(value, meta, t.storage_offset(), storage or None, input, is_argument)
+        if family.storage is not None:
+            self._families_by_storage.setdefault(family.storage, []).append(family)
+        if input is not None:
+            self._input_families.append(family)
+        self._alias[id(t)] = _Alias(family)
+        self._keep_alive(t)
+        return family
+
+    def _add_input(self, t, is_argument):
+        if id(t) in self._input_of:  # the same tensor passed twice: one value
+            return self._input_of[id(t)]
+        meta = _Meta.of(t)
+        storage = t.untyped_storage().data_ptr() if t.numel() > 0 else None
+        if storage and storage in self._argument_storages and id(t) not in self._alias:
+            # A tensor on an argument's memory that no recorded op made (x.data,
+            # a view made before the call): a replay would read the capture's tensor.
+            if not is_argument:
+                raise Unsupported("a tensor shares memory with an argument but was not made from it by a recorded op "
+                                  "(x.data?)")
+        v = self._new_value(meta)
+        self.input_values.append(v)
+        self._input_of[id(t)] = v
+        self._initial_layout[v] = (t, tuple(t.shape), tuple(t.stride()), t.storage_offset())
+        if is_argument and storage:
+            self._argument_storages.add(storage)
+        self._new_family(t, v, meta, input=v, is_argument=is_argument)
         return v
 
     def value_of(self, t):
-        """The value id of a tensor; unknown tensors become constant inputs."""
-        v = self._value_of.get(id(t))
-        if v is None:
-            v = self._new_value(t)
-            self.input_values.append(v)
+        """The value id of a tensor's current contents; unknown tensors become constant inputs."""
+        alias = self._alias.get(id(t))
+        if alias is None:
+            v = self._add_input(t, is_argument=self._is_argument(t))
             self.constants.append(t)
-            self._input_of[id(t)] = v
-        return v
+            return v
+        family = alias.family
+        if not alias.chain:
+            return family.base_value
+        if alias.version != family.version:  # written since: view the base's new contents again
+            value = family.base_value
+            for step in alias.chain:
+                value = self._record_step(step, value)
+            alias.value, alias.version = value, family.version
+        return alias.value
+
+    def _record_step(self, step, value):
+        outs = [None if m is None else self._new_value(m) for m in step.out_metas]
+        args = list(step.args)
+        args[step.self_pos] = f"%{value}"
+        self._add_node(step.op, args, outs)
+        return outs[step.out_index]
 
     # -- arguments ----------------------------------------------------------
     def _encode(self, arg_type, value):
         """One argument in the graph format. Dispatches on the value's type; the
         schema type (a TorchScript type string such as "List[int]" or
-        "Optional[int]", which is also how ScalarType and Layout read) only
-        decides whether a lone int stands for an int list."""
+        "Optional[int]", which is also how ScalarType and Layout read) decides
+        whether a lone int stands for an int list and how lists read."""
         if value is None:
             return "none"
         if isinstance(value, torch.Tensor):
             return f"%{self.value_of(value)}"
         if isinstance(value, (list, tuple)):
-            if all(isinstance(x, torch.Tensor) for x in value) and "Tensor" in arg_type:
-                return "tl:[" + ",".join(f"%{self.value_of(x)}" for x in value) + "]"
-            if all(isinstance(x, int) and not isinstance(x, bool) for x in value):
+            if "Tensor" in arg_type and all(isinstance(x, torch.Tensor) or x is None for x in value):
+                return "tl:[" + ",".join("none" if x is None else f"%{self.value_of(x)}" for x in value) + "]"
+            if all(isinstance(x, bool) for x in value) and "bool" in arg_type:
+                return "bl:[" + ",".join(str(int(x)) for x in value) + "]"
+            if all(isinstance(x, int) and not isinstance(x, bool) for x in value) and "float" not in arg_type:
                 return "il:[" + ",".join(str(x) for x in value) + "]"
+            if all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in value):
+                return "fl:[" + ",".join(_format_float(x) for x in value) + "]"
             raise Unsupported(f"list argument of type {arg_type}")
         if isinstance(value, torch.dtype):
             return "dt:" + _dtype_name(value)
@@ -147,9 +400,13 @@ class Recorder(TorchDispatchMode):
         if isinstance(value, int):
             return f"il:[{value}]" if "List[int]" in arg_type else f"i:{value}"
         if isinstance(value, float):
-            return _format_float(value)
+            return "f:" + _format_float(value)
+        if isinstance(value, complex):
+            return f"c:{_format_float(value.real)},{_format_float(value.imag)}"
         if isinstance(value, str):
             return "s:" + _quote(value)
+        if isinstance(value, torch.Generator):
+            raise Unsupported("an explicit torch.Generator argument (the default generator is supported)")
         raise Unsupported(f"argument of type {type(value).__name__} ({arg_type})")
 
     def _normalize(self, schema, args, kwargs):
@@ -169,61 +426,318 @@ class Recorder(TorchDispatchMode):
     # -- recording ------------------------------------------------------------
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        before = None
+        if self.unsupported is None:
+            try:
+                info = _op_info(func)
+                if info.written:  # the written tensors' layouts before the op changes them
+                    before = self._layouts_of_written(info, args, kwargs)
+            except Exception as e:  # never break the user's program over a recording problem
+                self.unsupported = f"{func}: recording failed: {type(e).__name__}: {e}"
         out = func(*args, **kwargs)
         if self.unsupported is None:
             try:
-                self._record(func, args, kwargs, out)
+                self._record(func, args, kwargs, out, before)
             except Unsupported as e:
                 self.unsupported = f"{func}: {e}"
             except Exception as e:  # never break the user's program over a recording problem
                 self.unsupported = f"{func}: recording failed: {type(e).__name__}: {e}"
         return out
 
-    def _record(self, func, args, kwargs, out):
-        schema = func._schema
-        name = schema.name
-        if name in _DATA_ESCAPES:
-            self.add_decision(name, [a for a in args if isinstance(a, torch.Tensor)], out)
-            return
-        op = f"{name}.{func._overloadname}"
-        written = [a for a in schema.arguments if a.alias_info is not None and a.alias_info.is_write]
-        if written:
-            self._record_in_place(func, schema, written, args, kwargs, out)
-            return
-        bound = self._normalize(schema, args, kwargs)
-        encoded = [self._encode(str(a.type), v) for a, v in bound]
-        outputs = [t for t in _flatten(out) if isinstance(t, torch.Tensor)]
-        out_values = [self._new_value(t) for t in outputs]
-        if any(r.alias_info is not None for r in schema.returns):  # a view: aliasing matters for mutation
-            self._viewed.update(out_values)
-            for _, v in bound:
-                if isinstance(v, torch.Tensor):
-                    self._viewed.add(self._value_of[id(v)])
-        self._add_node(op, encoded, out_values)
+    def _layouts_of_written(self, info, args, kwargs):
+        bound = self._normalize(info.schema, args, kwargs)
+        layouts = []
+        for i in info.written:
+            for t in _tensors_in(bound[i][1]):
+                layouts.append((tuple(t.shape), tuple(t.stride()), t.storage_offset()))
+        return layouts
 
-    def _record_in_place(self, func, schema, written, args, kwargs, out):
-        base = schema.name.split("::")[1]
-        if len(written) != 1 or schema.arguments[0] is not written[0] or not base.endswith("_"):
-            raise Unsupported("in-place op with out= arguments or several written arguments")
-        packet = getattr(torch.ops.aten, base[:-1], None)
-        functional = getattr(packet, func._overloadname, None) if packet is not None else None
-        if functional is None:
-            raise Unsupported(f"in-place op without a functional form ({base[:-1]}.{func._overloadname})")
-        target = args[0]
-        old = self.value_of(target)
-        if old in self._viewed:
-            raise Unsupported("in-place update of a view or of a tensor that has views")
-        bound = self._normalize(functional._schema, args, kwargs)
+    def _record(self, func, args, kwargs, out, before):
+        info = _op_info(func)
+        if info.name in _DATA_ESCAPES:
+            self.add_decision(info.name, [a for a in args if isinstance(a, torch.Tensor)], out)
+            return
+        if info.written:
+            self._record_write(func, info, args, kwargs, out, before)
+            return
+        bound = self._normalize(info.schema, args, kwargs)
         encoded = [self._encode(str(a.type), v) for a, v in bound]
-        del self._value_of[id(target)]
-        new = self._new_value(target)  # the tensor now holds the new value
-        self._add_node(f"{functional._schema.name}.{functional._overloadname}", encoded, [new])
-        if id(target) in self._input_of:
-            self._mutations[self._input_of[id(target)]] = new
+        outputs = list(_outputs(info.schema, out))
+        metas = [None if t is None else _Meta.of(t) for t in outputs]
+        source = bound[info.view_self][1] if info.is_view else None
+        if isinstance(source, torch.Tensor):
+            src_alias = self._alias[id(source)]
+            chain, in_meta = src_alias.chain, self._meta_of_alias(src_alias)
+            raw = [v for _, v in bound]
+            if info.name == "aten::as_strided":  # rewrites `encoded` to view the base
+                chain, in_meta = self._root_as_strided(encoded, raw, info.view_self, src_alias, source)
+        out_values = [None if m is None else self._new_value(m) for m in metas]
+        self._add_node(info.op, encoded, out_values)
+        if isinstance(source, torch.Tensor):
+            # A view: its outputs join the family of the viewed tensor.
+            for j, (t, v) in enumerate(zip(outputs, out_values)):
+                if t is None:
+                    continue
+                step = _Step(info.op, encoded, info.view_self, raw, metas, j, in_meta)
+                family = src_alias.family
+                self._alias[id(t)] = _Alias(family, chain + (step,), v, family.version)
+                self._keep_alive(t)
+        else:
+            inputs = {id(x) for _, x in bound for x in _tensors_in(x)}
+            for t, v, m in zip(outputs, out_values, metas):
+                if t is None:
+                    continue
+                if id(t) in inputs and info.name not in _FRESH:
+                    continue  # an input handed back as is: it keeps its family
+                if id(t) in inputs:  # lift_fresh: this tensor is the program's own from now on
+                    self._detach_constant(t)
+                self._new_family(t, v, m, shared=not info.private)
+
+    def _detach_constant(self, t):
+        """`t`, a constant input, is from now on a tensor the program made
+        (lift_fresh of torch.tensor(...)): the graph reads its contents as they
+        are now, not as the run leaves them."""
+        old = self._alias[id(t)].family
+        if old.storage is not None and old in self._families_by_storage.get(old.storage, ()):
+            self._families_by_storage[old.storage].remove(old)
+        for i, c in enumerate(self.constants):
+            if c is t:
+                self.constants[i] = t.clone()
+                self._initial_layout[old.input] = (self.constants[i],) + self._initial_layout[old.input][1:]
+
+    def _meta_of_alias(self, alias):
+        return alias.chain[-1].out_meta if alias.chain else alias.family.base_meta
+
+    def _root_as_strided(self, encoded, raw, self_pos, src_alias, source):
+        """as_strided reads the memory, not the values, of its input: applied to
+        a view it addresses the base's memory. Rewrites the recorded arguments
+        (`encoded`, in place) to apply it to the family's base; returns the
+        chain it starts from (none) and the base's meta."""
+        family = src_alias.family
+        if family.base_offset != 0:
+            raise Unsupported("as_strided of memory whose base does not start it (storage offsets are not guarded)")
+        if family.input is not None and family.base_value != family.input:
+            # Its new contents are a computed buffer, not the input's memory.
+            raise Unsupported("as_strided of an input written in place earlier in the run")
+        if raw[3] is None:  # the source's own storage offset, made explicit
+            encoded[3] = f"i:{source.storage_offset()}"
+        encoded[self_pos] = f"%{family.base_value}"
+        return (), family.base_meta
+
+    def _record_write(self, func, info, args, kwargs, out, before):
+        bound = self._normalize(info.schema, args, kwargs)
+        if info.name in _NO_OPS:
+            return
+        if info.name == "aten::set_":
+            raise Unsupported("set_ swaps a tensor's memory")
+        # The written arguments' tensors, with None where the runtime sees an
+        # undefined one (a None Tensor? argument), as the node's outputs count them.
+        entries = []
+        for i in info.written:
+            value, positions = bound[i][1], _tensor_positions(str(info.schema.arguments[i].type))
+            if positions == "one":
+                entries.append(value if isinstance(value, torch.Tensor) else None)
+            elif positions == "list":
+                entries.extend(x if isinstance(x, torch.Tensor) else None for x in value)
+        targets = [t for t in entries if t is not None]
+        after = [(tuple(t.shape), tuple(t.stride()), t.storage_offset()) for t in targets]
+        view_op = _METADATA_OPS.get(info.op)
+        if view_op is not None:
+            self._record_restride(view_op, bound, targets[0])
+            return
+        if info.name == "aten::resize_":
+            self._record_resize(bound, targets[0], before[0], after[0])
+            return
+        functional = _functional_form(func, info)
+        if functional is not None:
+            f_bound = self._normalize(functional._schema, args, kwargs)
+            encoded = [self._encode(str(a.type), v) for a, v in f_bound]
+            op = f"{functional._schema.name}.{functional._overloadname}"
+            new_values = [self._new_value(_Meta.of(targets[0]))]
+            self._add_node(op, encoded, new_values)
+        else:
+            # The op itself, run on copies of the written arguments: its outputs
+            # are its own returned tensors, then the written tensors' contents.
+            encoded = [self._encode(str(a.type), v) for a, v in bound]
+            fresh = list(_outputs(info.schema, out, skip_written=True))
+            fresh_metas = [None if t is None else _Meta.of(t) for t in fresh]
+            fresh_values = [None if m is None else self._new_value(m) for m in fresh_metas]
+            entry_values = [None if t is None else self._new_value(_Meta.of(t)) for t in entries]
+            new_values = [v for v in entry_values if v is not None]
+            self._add_node(info.op, encoded, fresh_values + entry_values)
+            for t, v, m in zip(fresh, fresh_values, fresh_metas):
+                if t is not None:
+                    self._new_family(t, v, m)
+        for t, v, (b_sizes, b_strides, b_offset), a in zip(targets, new_values, before, after):
+            if (b_sizes, b_strides, b_offset) != a:
+                self._rebind_resized(t, v, b_sizes, a)
+            else:
+                self._write(t, v)
+
+    def _write(self, t, new_value):
+        """`t` now holds `new_value`: update its family's base (and mark its views stale)."""
+        alias = self._alias[id(t)]
+        family = alias.family
+        if family.storage is not None:
+            for other in self._families_by_storage.get(family.storage, ()):
+                if other is not family:
+                    raise Unsupported("an in-place update of memory that another tensor shares without the monitor "
+                                      "having seen it made from this one (aliasing arguments, x.data, set_...)")
+        if not alias.chain:
+            family.base_value = new_value
+        else:
+            # The chain's intermediate views of the current base, then the new
+            # contents scattered back level by level.
+            levels = [family.base_value]
+            for step in alias.chain[:-1]:
+                levels.append(self._record_step(step, levels[-1]))
+            value = new_value
+            for i in reversed(range(len(alias.chain))):
+                value = self._scatter(alias.chain[i], levels[i], value, i, family)
+            family.base_value = value
+        family.version += 1
+        alias.value, alias.version = new_value, family.version
+
+    def _scatter(self, step, base, src, level, family):
+        """The value of `base` (the input of view step `step`) with the step's
+        view replaced by `src`."""
+        name, raw = step.op, step.raw
+        meta = step.in_meta
+
+        def node(op, args):
+            v = self._new_value(meta)
+            self._add_node(op, [f"%{base}" if a == "BASE" else f"%{src}" if a == "SRC" else a for a in args], [v])
+            return v
+
+        a = step.args
+        if name in _IDENTITY_VIEWS:
+            return src
+        if name == "aten::expand.default":
+            if tuple(step.out_meta.sizes) == tuple(meta.sizes):
+                return src
+        elif name in _RESHAPES:
+            return node("aten::reshape.default", ["SRC", f"il:[{_ints(meta.sizes)}]"])
+        elif name == "aten::slice.Tensor":
+            return node("aten::slice_scatter.default", ["BASE", "SRC", a[1], a[2], a[3], a[4]])
+        elif name == "aten::select.int":
+            return node("aten::select_scatter.default", ["BASE", "SRC", a[1], a[2]])
+        elif name == "aten::diagonal.default":
+            return node("aten::diagonal_scatter.default", ["BASE", "SRC", a[1], a[2], a[3]])
+        elif name == "aten::unbind.int":
+            return node("aten::select_scatter.default", ["BASE", "SRC", a[1], f"i:{step.out_index}"])
+        elif name == "aten::narrow.default":
+            start, length = raw[2] % max(meta.sizes[raw[1]], 1), raw[3]
+            return node("aten::slice_scatter.default", ["BASE", "SRC", a[1], f"i:{start}", f"i:{start + length}", "i:1"])
+        elif name in ("aten::split.Tensor", "aten::split_with_sizes.default", "aten::split.sizes",
+                      "aten::split.default"):
+            dim = raw[2] % max(len(meta.sizes), 1)
+            lengths = [m.sizes[dim] for m in step.out_metas]
+            start = sum(lengths[:step.out_index])
+            return node("aten::slice_scatter.default",
+                        ["BASE", "SRC", f"i:{dim}", f"i:{start}", f"i:{start + lengths[step.out_index]}", "i:1"])
+        elif name == "aten::permute.default":
+            rank = len(meta.sizes)
+            dims = [d % rank for d in raw[1]] if rank else []
+            inverse = [0] * len(dims)
+            for i, d in enumerate(dims):
+                inverse[d] = i
+            return node("aten::permute.default", ["SRC", f"il:[{_ints(inverse)}]"])
+        elif name == "aten::transpose.int":
+            return node("aten::transpose.int", ["SRC", a[1], a[2]])
+        elif name == "aten::t.default":
+            return node("aten::t.default", ["SRC"])
+        elif name == "aten::view_as_real.default":
+            return node("aten::view_as_complex.default", ["SRC"])
+        elif name == "aten::view_as_complex.default":
+            return node("aten::view_as_real.default", ["SRC"])
+        elif name == "aten::as_strided.default":
+            # as_strided_scatter views a copy of its input with offset 0: the
+            # base must start its memory and keep its strides when copied.
+            contiguous = tuple(meta.strides) == _contiguous_strides(meta.sizes)
+            if level == 0 and family.base_offset == 0 and (family.input is None or contiguous):
+                return node("aten::as_strided_scatter.default", ["BASE", "SRC", a[1], a[2], a[3]])
+        raise Unsupported(f"an in-place update through a view made by {name}, which has no scatter form here")
+
+    def _record_restride(self, view_op, bound, t):
+        """t_, transpose_, squeeze_...: `t` is now a view of what it was."""
+        alias = self._alias.get(id(t))
+        if alias is None:
+            self.value_of(t)  # an unknown tensor: an input (its layout was taken before the op)
+            raise Unsupported("an in-place change of sizes or strides of a tensor first seen by that change")
+        value = self.value_of(t)
+        chain, in_meta = alias.chain, self._meta_of_alias(alias)
+        f_bound = self._normalize(view_op._schema, [x for _, x in bound], {})
+        raw = [x for _, x in f_bound]
+        encoded = [self._encode(str(a.type), x) if i else f"%{value}" for i, (a, x) in enumerate(f_bound)]
+        if view_op is torch.ops.aten.as_strided.default:
+            chain, in_meta = self._root_as_strided(encoded, raw, 0, alias, t)
+        op = f"{view_op._schema.name}.{view_op._overloadname}"
+        meta = _Meta.of(t)
+        v = self._new_value(meta)
+        self._add_node(op, encoded, [v])
+        step = _Step(op, encoded, 0, raw, [meta], 0, in_meta)
+        family = alias.family
+        self._alias[id(t)] = _Alias(family, chain + (step,), v, family.version)
+
+    def _record_resize(self, bound, t, before, after):
+        if before[0] == after[0]:
+            return  # same sizes: resize_ changes nothing
+        self._check_reallocated(t, before[0])
+        value = self.value_of(t)
+        meta = _Meta.of(t)
+        v = self._new_value(meta)
+        mf = bound[2][1]
+        self._add_node("aten::resize.default", [f"%{value}", f"il:[{_ints(after[0])}]",
+                                                "none" if mf is None else f"mf:{_MEMORY_FORMATS[mf]}"], [v])
+        self._new_family(t, v, meta)
+
+    def _rebind_resized(self, t, value, before_sizes, after):
+        """An out= op resized its output: the tensor holds new memory now."""
+        self._check_reallocated(t, before_sizes)
+        self._new_family(t, value, _Meta.of(t))
+
+    def _check_reallocated(self, t, before_sizes):
+        """`t` was resized from `before_sizes`: it must have been empty and be
+        on memory of its own now (not an input's, not its family's)."""
+        alias = self._alias[id(t)]
+        family = alias.family
+        numel = 1
+        for s in before_sizes:
+            numel *= s
+        if family.input is not None and not alias.chain:
+            raise Unsupported("an input was resized (it would need new memory)")
+        if numel != 0:
+            raise Unsupported("a tensor with elements was resized")
+        if family.storage is not None and t.untyped_storage().data_ptr() == family.storage:
+            raise Unsupported("an empty view was resized within memory it shares")
 
     def _add_node(self, op, encoded, out_values):
-        outs = " ".join(f"%{v}" for v in out_values)
+        outs = " ".join("none" if v is None else f"%{v}" for v in out_values)
         self.node_lines.append(f"node {op} {' '.join(encoded)} -> {outs}".replace("  ", " "))
+
+    def initial_layouts(self):
+        """A context in which the graph inputs have the sizes, strides and
+        storage offsets they had when the run began (guards are built from
+        them); the run's own layout changes (t_, ...) come back on exit."""
+        recorder = self
+
+        class _Context:
+            def __enter__(self):
+                self.final = []
+                for t, sizes, strides, offset in recorder._initial_layout.values():
+                    now = (tuple(t.shape), tuple(t.stride()), t.storage_offset())
+                    if now != (sizes, strides, offset):
+                        self.final.append((t, now))
+                        with torch.no_grad():
+                            t.as_strided_(sizes, strides, offset)
+
+            def __exit__(self, *exc):
+                with torch.no_grad():
+                    for t, (sizes, strides, offset) in self.final:
+                        t.as_strided_(sizes, strides, offset)
+                return False
+
+        return _Context()
 
     # -- decisions ---------------------------------------------------------------
     def add_decision(self, op, tensors, outcome):
@@ -234,29 +748,35 @@ class Recorder(TorchDispatchMode):
         self.decisions.append(Decision(len(self.node_lines), op, values, outcome, _user_site()))
 
     # -- result -----------------------------------------------------------------
+    def input_tensors(self):
+        """The tensors behind the graph inputs, in order."""
+        return [self._initial_layout[v][0] for v in self.input_values]
+
     def knows(self, t):
         """Whether `t` is a value of the graph (made by a recorded op or an input)."""
-        return id(t) in self._value_of
+        return id(t) in self._alias
 
     def output_values(self, tensors):
-        """The value ids of these tensors, which become graph outputs."""
-        return [self.value_of(t) for t in tensors]
-
-    @property
-    def mutations(self):
-        """{graph input value id: the value id of its final contents}."""
-        return self._mutations
-
-    def graph_text(self, output_tensors):
-        """The graph in the text format, with these tensors as its outputs."""
-        output_values = [self.value_of(t) for t in output_tensors]
-        lines = ["deepvisor-graph 1", *self.value_lines]
-        lines += [f"input %{v}" for v in self.input_values]
-        lines += self.node_lines
-        lines.append("output" + "".join(f" %{v}" for v in output_values))
-        lines += [f"mutation %{i} %{v}" for i, v in self._mutations.items()]
-        return "\n".join(lines) + "\n"
-
+        """(value ids, output_view lines) for these tensors as the graph's
+        outputs: several of them on one computed tensor's memory, or views of
+        a constant, come back from the runtime as views of one buffer."""
+        returned = {}
+        for t in tensors:
+            if id(t) in self._alias:
+                family = self._alias[id(t)].family
+                returned[id(family)] = returned.get(id(family), 0) + 1
+        values, view_lines = [], []
+        for t in tensors:
+            alias = self._alias.get(id(t))
+            base_view = self._view_of_base(t, alias, returned) if alias is not None else None
+            if base_view is None:
+                values.append(self.value_of(t))
+                continue
+            base_value, (sizes, strides, offset) = base_view
+            values.append(base_value)
+            view_lines.append(f"output_view {len(values) - 1} sizes={_ints(sizes)} strides={_ints(strides)} "
+                              f"offset={offset}")
+        return values, view_lines
 
     def finish(self, result, arguments):
         """The graph text and how to rebuild `result` from the graph outputs.
@@ -265,29 +785,84 @@ class Recorder(TorchDispatchMode):
         returned as is, ("view", (i, sizes, strides, offset)) for a view of
         argument i (rebuilt with as_strided, so that it aliases the argument as
         in eager), ("out", k) for graph output k, ("const", obj) otherwise.
+        Graph outputs that are views of a computed tensor or of a constant come
+        back from the runtime as views (output_view lines).
         """
         leaves, spec = torch.utils._pytree.tree_flatten(result)
         arg_position = {id(t): i for i, t in enumerate(arguments)}
-        output_values, rebuilt = [], []
+        # Families with several returned tensors: their aliasing must survive.
+        returned = {}
         for leaf in leaves:
-            if isinstance(leaf, torch.Tensor):
-                if id(leaf) in arg_position:
-                    rebuilt.append(("arg", arg_position[id(leaf)]))
-                    continue
-                view = _view_of_argument(leaf, arguments)
-                if view is not None:
-                    rebuilt.append(("view", view))
-                    continue
-                output_values.append(self.value_of(leaf))
-                rebuilt.append(("out", len(output_values) - 1))
-            else:
+            if isinstance(leaf, torch.Tensor) and id(leaf) in self._alias:
+                family = self._alias[id(leaf)].family
+                returned[id(family)] = returned.get(id(family), 0) + 1
+        output_values, rebuilt, views = [], [], []
+        for leaf in leaves:
+            if not isinstance(leaf, torch.Tensor):
                 rebuilt.append(("const", leaf))
+                continue
+            if id(leaf) in arg_position:
+                rebuilt.append(("arg", arg_position[id(leaf)]))
+                continue
+            view = _view_of_argument(leaf, arguments)
+            if view is not None:
+                rebuilt.append(("view", view))
+                continue
+            alias = self._alias.get(id(leaf))
+            base_view = self._view_of_base(leaf, alias, returned) if alias is not None else None
+            if base_view is not None:
+                base_value, layout = base_view
+                output_values.append(base_value)
+                views.append((len(output_values) - 1, layout))
+            else:
+                output_values.append(self.value_of(leaf))
+            rebuilt.append(("out", len(output_values) - 1))
         lines = ["deepvisor-graph 1", *self.value_lines]
         lines += [f"input %{v}" for v in self.input_values]
         lines += self.node_lines
         lines.append("output" + "".join(f" %{v}" for v in output_values))
-        lines += [f"mutation %{i} %{v}" for i, v in self._mutations.items()]
+        lines += [f"mutation %{i} %{v}" for i, v in self.mutations.items()]
+        lines += self.restride_lines()
+        for k, (sizes, strides, offset) in views:
+            lines.append(f"output_view {k} sizes={_ints(sizes)} strides={_ints(strides)} offset={offset}")
         return "\n".join(lines) + "\n", spec, rebuilt
+
+    @property
+    def mutations(self):
+        """{graph input value id: value id of its final contents} for the inputs
+        the run wrote."""
+        return {f.input: f.base_value for f in self._input_families if f.base_value != f.input}
+
+    def restride_lines(self):
+        """`restride` lines for the inputs whose sizes, strides or storage
+        offset the run changed."""
+        lines = []
+        for v, (t, sizes, strides, offset) in self._initial_layout.items():
+            if (tuple(t.shape), tuple(t.stride()), t.storage_offset()) != (sizes, strides, offset):
+                lines.append(f"restride %{v} sizes={_ints(t.shape)} strides={_ints(t.stride())} "
+                             f"offset={t.storage_offset() - offset}")
+        return lines
+
+    def _view_of_base(self, leaf, alias, returned):
+        """(base value, (sizes, strides, offset)) when `leaf` should come back
+        as a view of its family's base: it is a view of a constant, or several
+        returned tensors share its (computed) memory. None otherwise."""
+        family = alias.family
+        if family.is_argument or family.storage is None or leaf.numel() == 0:
+            return None
+        if family.input is None and (returned.get(id(family), 0) < 2 or family.base_offset != 0):
+            return None
+        if family.input is not None and not alias.chain:
+            return None  # the constant itself: an output of its own, as before
+        if leaf.untyped_storage().data_ptr() != family.storage or leaf.dtype != _dtype_of(family.base_meta):
+            return None
+        base_value = family.input if family.input is not None else family.base_value
+        meta = family.base_meta
+        lo, hi = _span_of(leaf.storage_offset(), leaf.shape, leaf.stride())
+        base_lo, base_hi = _span_of(family.base_offset, meta.sizes, meta.strides)
+        if not (base_lo <= lo and hi <= base_hi):
+            return None
+        return base_value, (tuple(leaf.shape), tuple(leaf.stride()), leaf.storage_offset() - family.base_offset)
 
 
 def _user_site():
@@ -305,13 +880,51 @@ def _user_site():
     return "?"
 
 
-def _span(t):
-    """The lowest and highest storage offsets `t` reaches."""
-    lo = hi = t.storage_offset()
-    for size, stride in zip(t.shape, t.stride()):
+def _dtype_of(meta):
+    for dtype, name in _DTYPES.items():
+        if name == meta.dtype:
+            return dtype
+    return None
+
+
+def _tensors_in(value):
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [x for x in value if isinstance(x, torch.Tensor)]
+    return []
+
+
+def _outputs(schema, out, skip_written=False):
+    """The op's tensor outputs in schema order, None where undefined: one per
+    Tensor/Tensor? return, one per element of a Tensor[] return. Other returns
+    (ints, bools...) are not graph values."""
+    returns = schema.returns
+    values = out if len(returns) != 1 else (out,)
+    if len(returns) == 0:
+        values = ()
+    for r, value in zip(returns, values):
+        if skip_written and _is_written(r):
+            continue
+        positions = _tensor_positions(str(r.type))
+        if positions == "one":
+            yield value if isinstance(value, torch.Tensor) else None
+        elif positions == "list":
+            for x in value:
+                yield x if isinstance(x, torch.Tensor) else None
+
+
+def _span_of(offset, sizes, strides):
+    lo = hi = offset
+    for size, stride in zip(sizes, strides):
         lo += min(0, (size - 1) * stride)
         hi += max(0, (size - 1) * stride)
     return lo, hi
+
+
+def _span(t):
+    """The lowest and highest storage offsets `t` reaches."""
+    return _span_of(t.storage_offset(), t.shape, t.stride())
 
 
 def _view_of_argument(leaf, arguments):
@@ -336,11 +949,3 @@ def _view_of_argument(leaf, arguments):
     if not (arg_lo <= lo and hi <= arg_hi):
         return None
     return i, tuple(leaf.shape), tuple(leaf.stride()), leaf.storage_offset() - arg.storage_offset()
-
-
-def _flatten(out):
-    if isinstance(out, (list, tuple)):
-        for x in out:
-            yield from _flatten(x)
-    else:
-        yield out

@@ -253,7 +253,10 @@ class CompiledFunction:
         """Runs the function under the monitors. Returns (its result, the
         path or None, the guard program or None, the eager reason or None)."""
         monitor = StateMonitor(self.fn, args, kwargs, self._arg_names)
-        recorder = Recorder([])
+        # Tensors passed directly are inputs from the start (an in-place change
+        # of their layout may be the first thing the run does with them).
+        direct = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
+        recorder = Recorder(direct, is_argument=lambda t: _is_argument(monitor, t))
         monitor.recorder = recorder
         try:
             with recorder:
@@ -287,18 +290,19 @@ class CompiledFunction:
         reason = monitor.unsupported or recorder.unsupported
         if reason is not None:
             raise StateUnsupported(reason)
-        inputs = list(recorder.constants)
+        inputs = recorder.input_tensors()
         if torch.is_grad_enabled() and any(t.requires_grad for t in inputs):
             raise StateUnsupported("autograd: inputs or parameters require grad (compile under torch.no_grad())")
         argument_tensors = [t for t in inputs if _is_argument(monitor, t)]
         builder = RecipeBuilder(monitor, recorder, argument_tensors)
         result_recipe = builder.of(result)
         side_effects = describe_side_effects(builder, monitor)
-        output_values = recorder.output_values(builder.output_tensors)
-        inputs = list(recorder.constants)
-        program, descriptions, _ = compile_guards(monitor, inputs)
+        output_values, view_lines = recorder.output_values(builder.output_tensors)
+        inputs = recorder.input_tensors()
+        with recorder.initial_layouts():  # guards: the layouts the call came with, not the run's (t_...)
+            program, descriptions, _ = compile_guards(monitor, inputs)
         segments = split(recorder.value_lines, recorder.input_values, recorder.node_lines, recorder.decisions,
-                         output_values, list(recorder.mutations.items()))
+                         output_values, list(recorder.mutations.items()), recorder.restride_lines() + view_lines)
         return _Path(result_recipe, side_effects, descriptions, [], list(recorder.input_values), segments, program)
 
     def _compile(self, text):

@@ -97,6 +97,9 @@ _EXCLUDED_FILES = tuple(
     os.path.realpath(p) for p in (
         os.path.join(os.path.dirname(torch.__file__), "utils", "_python_dispatch.py"),
         os.path.join(os.path.dirname(torch.__file__), "_ops.py"),
+        # Dynamo's bookkeeping (generation tags of new modules, weakref
+        # callbacks of its caches) runs inside the program once it is loaded.
+        os.path.join(os.path.dirname(torch.__file__), "_dynamo"),
         os.path.join(os.path.dirname(os.__file__), "logging"),
         os.path.join(os.path.dirname(os.__file__), "warnings.py"),
         os.path.join(os.path.dirname(os.__file__), "threading.py"),

@@ -62,9 +62,10 @@ class Segment:
         self.decision = decision  # the Decision that ends it, or None for the last
 
 
-def split(value_lines, input_values, node_lines, decisions, output_values, mutations):
+def split(value_lines, input_values, node_lines, decisions, output_values, mutations, tail_lines=()):
     """Segments of one capture: the ops cut at each decision. The last
-    segment returns output_values and copies the mutations back."""
+    segment returns output_values, copies the mutations back and carries
+    tail_lines (restride and output_view lines)."""
     bounds = [d.position for d in decisions] + [len(node_lines)]
     parsed = [_parse(line) for line in node_lines]
     n = len(bounds)
@@ -87,8 +88,14 @@ def split(value_lines, input_values, node_lines, decisions, output_values, mutat
             outputs = list(output_values)
         else:  # what later segments read, and what this decision reads
             outputs = sorted(v for v in defined if v in later or v in decisions[i].values)
-        segment_mutations = mutations if i + 1 == n else []
-        text = _text(value_lines, inputs, lines, outputs, segment_mutations)
+        last = i + 1 == n
+        if last:  # a restride line reads an input: the last segment takes it too
+            inputs = sorted(set(inputs) | {int(v) for line in tail_lines for v in _REF.findall(line)})
+        if n == 1:
+            # No decision: the plan runs from the C++ cache, which passes every
+            # graph input in the guards' order.
+            inputs = list(input_values)
+        text = _text(value_lines, inputs, lines, outputs, mutations if last else [], tail_lines if last else [])
         segments.append(Segment(text, inputs, outputs, decisions[i] if i < len(decisions) else None))
     return segments
 
@@ -106,7 +113,7 @@ def _parse(line):
     return [int(v) for v in _REF.findall(args)], [int(v) for v in _REF.findall(outs)]
 
 
-def _text(value_lines, inputs, node_lines, outputs, mutations):
+def _text(value_lines, inputs, node_lines, outputs, mutations, tail_lines):
     used = set(inputs) | set(outputs)
     for line in node_lines:
         used.update(int(v) for v in _REF.findall(line))
@@ -124,4 +131,5 @@ def _text(value_lines, inputs, node_lines, outputs, mutations):
     lines += [renumber(line) for line in node_lines]
     lines.append("output" + "".join(f" %{new[v]}" for v in outputs))
     lines += [f"mutation %{new[i]} %{new[v]}" for i, v in mutations]
+    lines += [renumber(line) for line in tail_lines]
     return "\n".join(lines) + "\n"

@@ -315,6 +315,7 @@ void Lowerer::fallback(int index, const std::string& reason) {
   out_.fallback_nodes.push_back(index);
   out_.notes.push_back(n.op + ": " + reason);
   for (int v : n.outputs) {
+    if (v < 0) continue;  // an undefined output: nothing to define
     TensorDef d = buffer_def(v);
     d.fallback_node = index;
     d.label = n.op + " (fallback)";
@@ -330,6 +331,31 @@ void Lowerer::lower_node(int index) {
   if (it == table.end()) {
     fallback(index, "no lowering");
     return;
+  }
+  for (int v : node_->outputs) {
+    if (v < 0) {
+      fallback(index, "an output is undefined (None)");
+      return;
+    }
+  }
+  // The loop IR computes with kernel dtypes only: an op that reads or writes
+  // any other dtype (uint8, complex, float8...) runs through ATen.
+  auto kernel_dtype = [&](std::int64_t v) { return v < 0 || ir::is_kernel_dtype(g_.meta(static_cast<int>(v)).dtype); };
+  for (const auto& a : node_->args) {
+    std::vector<std::int64_t> tensors = a.kind == Arg::Kind::TensorList ? a.ints : std::vector<std::int64_t>{};
+    if (a.kind == Arg::Kind::Tensor) tensors.push_back(a.tensor);
+    for (auto v : tensors) {
+      if (!kernel_dtype(v)) {
+        fallback(index, "dtype " + std::string(ir::dtype_name(g_.meta(static_cast<int>(v)).dtype)) + " has no loop-IR support");
+        return;
+      }
+    }
+  }
+  for (int v : node_->outputs) {
+    if (!kernel_dtype(v)) {
+      fallback(index, "dtype " + std::string(ir::dtype_name(g_.meta(v).dtype)) + " has no loop-IR support");
+      return;
+    }
   }
   std::size_t defs_before = out_.defs.size();
   try {
@@ -624,13 +650,85 @@ void lower_clamp(Lowerer& L) {
   }));
 }
 
-void lower_copy_like(Lowerer& L) {
-  if (L.out_meta().device != L.arg_meta(0).device) throw Unsupported("copy to another device");
-  int d = L.elementwise({L.operand(0)}, L.out_meta().dtype,
+// The output holds argument `src` (broadcast to the output's sizes), cast to
+// the output's dtype: clone, _to_copy, and copy(self, src) (copy_ functionalized).
+void lower_copy_from(Lowerer& L, std::size_t src) {
+  if (L.out_meta().device != L.arg_meta(src).device) throw Unsupported("copy to another device");
+  int d = L.elementwise({L.operand(src)}, L.out_meta().dtype,
                         [](KernelBuilder&, const std::vector<ValueId>& v) { return v[0]; });
-  DType from = L.arg_meta(0).dtype;
+  DType from = L.arg_meta(src).dtype;
   if (from != L.out_meta().dtype && from != DType::Bool) L.mark_rounded(d);  // an explicit cast to f16/bf16 rounds
   L.bind(0, d);
+}
+
+void lower_copy_like(Lowerer& L) { lower_copy_from(L, 0); }
+
+// select_scatter(self, src, dim, index): self with self.select(dim, index) replaced by src.
+void lower_select_scatter(Lowerer& L) {
+  int self = L.tensor_def(0), src = L.tensor_def(1);
+  const auto sizes = L.out_meta().sizes;
+  std::int64_t dim = wrap_dim(L.int_arg(2), sizes.size());
+  if (sizes.empty()) throw Unsupported("select_scatter of a zero-dim tensor");
+  std::int64_t index = L.int_arg(3);
+  if (index < 0) index += sizes[dim];
+  if (index < 0 || index >= sizes[dim]) throw Unsupported("select_scatter index out of range");
+  const auto src_sizes = L.def(src).sizes;
+  DType out = L.out_meta().dtype, compute = ir::compute_dtype(out);
+  Body body = [self, src, src_sizes, dim, index, compute](BodyContext& ctx, const Coords& c) {
+    auto& kb = ctx.kb();
+    Coords sc = c;
+    sc.erase(sc.begin() + dim);
+    ValueId from_src = kb.cast(ctx.read(src, broadcast_coords(src_sizes, sc)), compute);
+    ValueId from_self = kb.cast(ctx.read(self, c), compute);
+    ValueId at = kb.binary(PrimOp::Eq, kb.index_value(c[dim]), kb.int_constant(index, DType::Int64));
+    return kb.where(at, from_src, from_self);
+  };
+  L.bind(0, L.pointwise(sizes, out, {self, src}, std::move(body), L.op_name()));
+}
+
+// slice_scatter(self, src, dim, start, end, step): self with
+// self[start:end:step] along dim replaced by src.
+void lower_slice_scatter(Lowerer& L) {
+  int self = L.tensor_def(0), src = L.tensor_def(1);
+  const auto sizes = L.out_meta().sizes;
+  if (sizes.empty()) throw Unsupported("slice_scatter of a zero-dim tensor");
+  std::int64_t dim = wrap_dim(L.int_arg(2), sizes.size());
+  const auto src_sizes = L.def(src).sizes;
+  if (src_sizes.size() != sizes.size()) throw Unsupported("slice_scatter source of another rank");
+  std::int64_t size = sizes[dim], n = src_sizes[dim];
+  std::int64_t start = L.int_arg_or(3, 0);
+  if (start < 0) start += size;
+  start = std::clamp<std::int64_t>(start, 0, size);
+  std::int64_t step = L.int_arg_or(5, 1);
+  if (step <= 0) throw Unsupported("slice step must be positive");
+  DType out = L.out_meta().dtype, compute = ir::compute_dtype(out);
+  if (n == 0) {  // an empty slice: self unchanged
+    L.bind(0, L.elementwise({L.operand(0)}, out, [](KernelBuilder&, const std::vector<ValueId>& v) { return v[0]; }));
+    return;
+  }
+  // The source index (c - start) / step, made non-negative by adding a
+  // multiple of step * n that is at least `start`, then taken modulo n: it
+  // is exact inside the slice and in bounds everywhere (both sides of the
+  // `where` are read).
+  std::int64_t period = step * n;
+  std::int64_t lift = period * ((start + period - 1) / period) - start;
+  Body body = [self, src, dim, start, step, n, lift, compute](BodyContext& ctx, const Coords& c) {
+    auto& kb = ctx.kb();
+    IndexExpr shifted = c[dim] + IndexExpr(lift);
+    Coords sc = c;
+    sc[dim] = ir::mod(ir::floordiv(shifted, step), n);
+    ValueId from_src = kb.cast(ctx.read(src, sc), compute);
+    ValueId from_self = kb.cast(ctx.read(self, c), compute);
+    ValueId i = kb.index_value(c[dim]);
+    ValueId inside = kb.binary(PrimOp::LogicalAnd, kb.binary(PrimOp::Ge, i, kb.int_constant(start, DType::Int64)),
+                               kb.binary(PrimOp::Lt, i, kb.int_constant(start + n * step, DType::Int64)));
+    if (step > 1) {
+      ValueId on_step = kb.binary(PrimOp::Eq, kb.index_value(ir::mod(shifted, step)), kb.int_constant(0, DType::Int64));
+      inside = kb.binary(PrimOp::LogicalAnd, inside, on_step);
+    }
+    return kb.where(inside, from_src, from_self);
+  };
+  L.bind(0, L.pointwise(sizes, out, {self, src}, std::move(body), L.op_name()));
 }
 
 // A tensor filled with one value; sizes and dtype come from the capture.
@@ -813,6 +911,17 @@ std::unordered_map<std::string, LowerFn> make_lowerings() {
                            "aten::_unsafe_view_copy.default", "aten::contiguous.default"}) {
     t[name] = lower_copy_like;
   }
+
+  // copy_, fill_, zero_ and writes into views, functionalized (see python/deepvisor/_capture.py).
+  t["aten::copy.default"] = [](Lowerer& L) { lower_copy_from(L, 1); };
+  t["aten::fill.Scalar"] = [](Lowerer& L) { lower_fill(L, L.number_arg(1)); };
+  t["aten::fill.Tensor"] = [](Lowerer& L) {
+    if (L.rank_of(1) != 0) throw Unsupported("fill with a tensor of dims");
+    lower_copy_from(L, 1);
+  };
+  t["aten::zero.default"] = [](Lowerer& L) { lower_fill(L, 0); };
+  t["aten::select_scatter.default"] = lower_select_scatter;
+  t["aten::slice_scatter.default"] = lower_slice_scatter;
 
   // Factories.
   t["aten::full.default"] = [](Lowerer& L) { lower_fill(L, L.number_arg(1)); };

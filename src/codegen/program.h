@@ -32,7 +32,8 @@ struct Step {
   int node = -1;                  // Fallback: index into Graph::nodes
   std::vector<int> value_slots;   // Fallback: slot of each graph value the node reads
                                   //   (indexed like `fallback_values`), then its outputs
-  std::vector<int> fallback_values;  // Fallback: graph value ids, inputs then outputs
+                                  //   (-1 for an undefined output)
+  std::vector<int> fallback_values;  // Fallback: graph value ids, inputs then outputs (-1: undefined)
   int num_fallback_inputs = 0;
   std::vector<int> frees;         // slots whose last use is this step
 };
@@ -50,6 +51,7 @@ struct Program {
   std::vector<Slot> slots;
   std::vector<int> output_slots;      // one per Graph::outputs
   std::vector<std::pair<int, int>> mutation_slots;  // (input slot, final value slot)
+  std::vector<int> restride_slots;    // input slot of each Graph::restrides entry
   std::vector<FusionGroup> groups;
   std::vector<std::string> fallback_ops;  // op name of each fallback step
   std::vector<std::string> notes;         // why things fell back, etc.

@@ -221,7 +221,8 @@ void Scheduler::find_realized() {
     for (const auto& a : g_.nodes[n].args) {
       if (a.kind == ir::Arg::Kind::Tensor) roots_.insert(def_of(a.tensor));
       if (a.kind == ir::Arg::Kind::TensorList)
-        for (auto v : a.ints) roots_.insert(def_of(static_cast<int>(v)));
+        for (auto v : a.ints)
+          if (v >= 0) roots_.insert(def_of(static_cast<int>(v)));
     }
   }
   std::vector<bool> live(lg_.defs.size(), false);
@@ -407,11 +408,12 @@ Program Scheduler::assemble() {
       for (const auto& a : n.args) {
         if (a.kind == ir::Arg::Kind::Tensor) step.fallback_values.push_back(a.tensor);
         if (a.kind == ir::Arg::Kind::TensorList)
-          for (auto v : a.ints) step.fallback_values.push_back(static_cast<int>(v));
+          for (auto v : a.ints)
+            if (v >= 0) step.fallback_values.push_back(static_cast<int>(v));
       }
       step.num_fallback_inputs = static_cast<int>(step.fallback_values.size());
       step.fallback_values.insert(step.fallback_values.end(), n.outputs.begin(), n.outputs.end());
-      for (int v : step.fallback_values) step.value_slots.push_back(def_slot.at(lg_.value_def.at(v)));
+      for (int v : step.fallback_values) step.value_slots.push_back(v < 0 ? -1 : def_slot.at(lg_.value_def.at(v)));
       p.fallback_ops.push_back(n.op);
     }
     p.steps.push_back(std::move(step));
@@ -419,13 +421,19 @@ Program Scheduler::assemble() {
   for (int v : g_.outputs) p.output_slots.push_back(def_slot.at(lg_.value_def.at(v)));
   for (const auto& m : g_.mutations)
     p.mutation_slots.emplace_back(def_slot.at(lg_.value_def.at(m.input)), def_slot.at(lg_.value_def.at(m.value)));
+  for (const auto& r : g_.restrides) {
+    int slot = def_slot.at(lg_.value_def.at(r.input));
+    if (p.slots[slot].origin != Slot::Origin::GraphInput) throw std::runtime_error("restride of a value that is not an input");
+    p.restride_slots.push_back(slot);
+  }
   // Free each intermediate after its last use.
   std::set<int> kept(p.output_slots.begin(), p.output_slots.end());
   for (auto [in, val] : p.mutation_slots) kept.insert(val);
   std::vector<int> last_use(p.slots.size(), -1);
   for (std::size_t i = 0; i < p.steps.size(); ++i) {
     const Step& s = p.steps[i];
-    for (int sl : s.kind == Step::Kind::Kernel ? s.buffer_slots : s.value_slots) last_use[sl] = static_cast<int>(i);
+    for (int sl : s.kind == Step::Kind::Kernel ? s.buffer_slots : s.value_slots)
+      if (sl >= 0) last_use[sl] = static_cast<int>(i);
   }
   for (std::size_t sl = 0; sl < p.slots.size(); ++sl) {
     if (p.slots[sl].origin == Slot::Origin::GraphInput || kept.count(static_cast<int>(sl)) || last_use[sl] < 0) continue;
@@ -463,7 +471,8 @@ std::string describe(const Program& p) {
     } else {
       os << "  " << i << ": fallback " << p.graph.nodes[s.node].op << " (";
       for (std::size_t k = 0; k < s.value_slots.size(); ++k)
-        os << (k ? ", " : "") << (static_cast<int>(k) == s.num_fallback_inputs ? "-> " : "") << "s" << s.value_slots[k];
+        os << (k ? ", " : "") << (static_cast<int>(k) == s.num_fallback_inputs ? "-> " : "")
+           << (s.value_slots[k] < 0 ? std::string("none") : "s" + std::to_string(s.value_slots[k]));
       os << ")";
     }
     if (!s.frees.empty()) {

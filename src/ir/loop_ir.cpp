@@ -161,6 +161,8 @@ int KernelBuilder::buffer(const std::string& name, DType dtype, std::int64_t num
   for (std::size_t i = 0; i < kernel_.buffers.size(); ++i) {
     if (kernel_.buffers[i].name == name) return static_cast<int>(i);
   }
+  if (!is_kernel_dtype(dtype))  // lowering makes such ops fallbacks; a kernel never sees them
+    throw std::logic_error("KernelBuilder::buffer: " + std::string(dtype_name(dtype)) + " is not a kernel dtype");
   KernelBuffer b;
   b.name = name;
   b.dtype = dtype;

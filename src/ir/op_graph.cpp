@@ -36,6 +36,7 @@ Arg Arg::of_bool(bool v) { Arg a; a.kind = Kind::Bool; a.i = v; return a; }
 Arg Arg::of_ints(std::vector<std::int64_t> v) { Arg a; a.kind = Kind::IntList; a.ints = std::move(v); return a; }
 Arg Arg::of_string(std::string v) { Arg a; a.kind = Kind::String; a.s = std::move(v); return a; }
 Arg Arg::of_dtype(DType t) { Arg a; a.kind = Kind::ScalarType; a.dtype = t; return a; }
+Arg Arg::of_tensors(std::vector<std::int64_t> values) { Arg a; a.kind = Kind::TensorList; a.ints = std::move(values); return a; }
 
 double Arg::number() const {
   switch (kind) {
@@ -75,6 +76,13 @@ std::string quote(const std::string& s) {
 }
 
 std::string value_ref(int v) { return "%" + std::to_string(v); }
+std::string value_or_none(int v) { return v < 0 ? "none" : value_ref(v); }
+
+std::string join_doubles(const std::vector<double>& v) {
+  std::string s;
+  for (std::size_t i = 0; i < v.size(); ++i) s += (i ? "," : "") + hex_double(v[i]);
+  return s;
+}
 
 // Splits a line into tokens at spaces, keeping quoted strings whole.
 std::vector<std::string> tokenize(const std::string& line) {
@@ -117,6 +125,24 @@ int parse_value_ref(const std::string& tok) {
   return std::stoi(tok.substr(1));
 }
 
+int parse_value_or_none(const std::string& tok) { return tok == "none" ? -1 : parse_value_ref(tok); }
+
+std::vector<double> parse_doubles(const std::string& s) {
+  std::vector<double> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    if (!item.empty()) out.push_back(std::strtod(item.c_str(), nullptr));
+  }
+  return out;
+}
+
+// "[...]" -> "...".
+std::string list_body(const std::string& body) {
+  if (body.size() < 2 || body.front() != '[' || body.back() != ']') throw std::runtime_error("malformed list '" + body + "'");
+  return body.substr(1, body.size() - 2);
+}
+
 std::string after_prefix(const std::string& tok, const std::string& prefix) {
   if (tok.rfind(prefix, 0) != 0) throw std::runtime_error("expected '" + prefix + "...', got '" + tok + "'");
   return tok.substr(prefix.size());
@@ -138,7 +164,17 @@ Arg parse_arg(const std::string& tok) {
   if (tag == "i") return Arg::of_int(std::stoll(body));
   if (tag == "f") return Arg::of_double(std::strtod(body.c_str(), nullptr));
   if (tag == "b") return Arg::of_bool(body == "1");
-  if (tag == "il") return Arg::of_ints(parse_ints(body.substr(1, body.size() - 2)));
+  if (tag == "il") return Arg::of_ints(parse_ints(list_body(body)));
+  if (tag == "fl") { a.kind = Arg::Kind::DoubleList; a.doubles = parse_doubles(list_body(body)); return a; }
+  if (tag == "bl") { a.kind = Arg::Kind::BoolList; a.ints = parse_ints(list_body(body)); return a; }
+  if (tag == "c") {
+    auto comma = body.find(',');
+    if (comma == std::string::npos) throw std::runtime_error("malformed complex '" + tok + "'");
+    a.kind = Arg::Kind::Complex;
+    a.d = std::strtod(body.substr(0, comma).c_str(), nullptr);
+    a.imag = std::strtod(body.substr(comma + 1).c_str(), nullptr);
+    return a;
+  }
   if (tag == "s") return Arg::of_string(body.substr(1));  // drop the quote marker
   if (tag == "dt") return Arg::of_dtype(parse_dtype_or_throw(body));
   if (tag == "dev") { a.kind = Arg::Kind::Device; a.s = body.substr(1); return a; }
@@ -146,11 +182,10 @@ Arg parse_arg(const std::string& tok) {
   if (tag == "mf") { a.kind = Arg::Kind::MemoryFormat; a.i = std::stoll(body); return a; }
   if (tag == "tl") {
     a.kind = Arg::Kind::TensorList;
-    std::string inner = body.substr(1, body.size() - 2);
-    std::stringstream ss(inner);
+    std::stringstream ss(list_body(body));
     std::string item;
     while (std::getline(ss, item, ',')) {
-      if (!item.empty()) a.ints.push_back(parse_value_ref(item));
+      if (!item.empty()) a.ints.push_back(parse_value_or_none(item));
     }
     return a;
   }
@@ -174,9 +209,12 @@ std::string to_string(const Arg& a) {
     case Arg::Kind::MemoryFormat: return "mf:" + std::to_string(a.i);
     case Arg::Kind::TensorList: {
       std::string s = "tl:[";
-      for (std::size_t i = 0; i < a.ints.size(); ++i) s += (i ? "," : "") + value_ref(static_cast<int>(a.ints[i]));
+      for (std::size_t i = 0; i < a.ints.size(); ++i) s += (i ? "," : "") + value_or_none(static_cast<int>(a.ints[i]));
       return s + "]";
     }
+    case Arg::Kind::DoubleList: return "fl:[" + join_doubles(a.doubles) + "]";
+    case Arg::Kind::BoolList: return "bl:[" + join_ints(a.ints) + "]";
+    case Arg::Kind::Complex: return "c:" + hex_double(a.d) + "," + hex_double(a.imag);
   }
   return "?";
 }
@@ -195,13 +233,19 @@ std::string to_text(const Graph& g) {
     os << "node " << n.op;
     for (const auto& a : n.args) os << " " << to_string(a);
     os << " ->";
-    for (int o : n.outputs) os << " " << value_ref(o);
+    for (int o : n.outputs) os << " " << value_or_none(o);
     os << "\n";
   }
   os << "output";
   for (int v : g.outputs) os << " " << value_ref(v);
   os << "\n";
   for (const auto& m : g.mutations) os << "mutation " << value_ref(m.input) << " " << value_ref(m.value) << "\n";
+  for (const auto& r : g.restrides)
+    os << "restride " << value_ref(r.input) << " sizes=" << join_ints(r.sizes) << " strides=" << join_ints(r.strides)
+       << " offset=" << r.offset << "\n";
+  for (const auto& v : g.output_views)
+    os << "output_view " << v.output << " sizes=" << join_ints(v.sizes) << " strides=" << join_ints(v.strides)
+       << " offset=" << v.offset << "\n";
   return os.str();
 }
 
@@ -226,16 +270,29 @@ Node parse_node_line(const std::vector<std::string>& t, std::size_t num_values) 
   std::size_t i = 2;
   for (; i < t.size() && t[i] != "->"; ++i) n.args.push_back(parse_arg(t[i]));
   if (i == t.size()) throw std::runtime_error("node line lacks '->'");
-  for (++i; i < t.size(); ++i) n.outputs.push_back(parse_value_ref(t[i]));
+  for (++i; i < t.size(); ++i) n.outputs.push_back(parse_value_or_none(t[i]));
   auto check = [&](std::int64_t v) {
     if (v < 0 || static_cast<std::size_t>(v) >= num_values) throw std::runtime_error("value %" + std::to_string(v) + " is not declared");
   };
   for (const auto& a : n.args) {
     if (a.kind == Arg::Kind::Tensor) check(a.tensor);
-    if (a.kind == Arg::Kind::TensorList) for (auto v : a.ints) check(v);
+    if (a.kind == Arg::Kind::TensorList)
+      for (auto v : a.ints)
+        if (v != -1) check(v);
   }
-  for (int o : n.outputs) check(o);
+  for (int o : n.outputs)
+    if (o != -1) check(o);
   return n;
+}
+
+// "sizes=.. strides=.. offset=N" from tokens t[first..first+2].
+void parse_layout(const std::vector<std::string>& t, std::size_t first, std::vector<std::int64_t>& sizes,
+                  std::vector<std::int64_t>& strides, std::int64_t& offset) {
+  if (t.size() != first + 3) throw std::runtime_error("expected sizes=, strides= and offset=");
+  sizes = parse_ints(after_prefix(t[first], "sizes="));
+  strides = parse_ints(after_prefix(t[first + 1], "strides="));
+  offset = std::stoll(after_prefix(t[first + 2], "offset="));
+  if (sizes.size() != strides.size()) throw std::runtime_error("sizes and strides differ in rank");
 }
 
 }  // namespace
@@ -268,6 +325,18 @@ Graph parse_graph(const std::string& text) {
         for (std::size_t i = 1; i < t.size(); ++i) g.outputs.push_back(parse_value_ref(t[i]));
       } else if (kw == "mutation") {
         g.mutations.push_back({parse_value_ref(t.at(1)), parse_value_ref(t.at(2))});
+      } else if (kw == "restride") {
+        Restride r;
+        r.input = parse_value_ref(t.at(1));
+        parse_layout(t, 2, r.sizes, r.strides, r.offset);
+        g.restrides.push_back(std::move(r));
+      } else if (kw == "output_view") {
+        OutputView v;
+        v.output = std::stoi(t.at(1));
+        parse_layout(t, 2, v.sizes, v.strides, v.offset);
+        if (v.output < 0 || v.output >= static_cast<int>(g.outputs.size()))
+          throw std::runtime_error("output_view of output " + std::to_string(v.output) + ", which does not exist");
+        g.output_views.push_back(std::move(v));
       } else {
         throw std::runtime_error("unknown line kind '" + kw + "'");
       }

@@ -6,6 +6,14 @@
 // filled in). The graph's inputs are tensors that existed before the run (the
 // function's arguments, parameters, other reachable tensors), passed in order.
 //
+// A node's outputs are, in order, the tensors its schema returns (a Tensor[]
+// return flattened, element by element) that are not aliases of a written
+// argument, then, for an op that writes arguments in place (add_, out=
+// variants, index_put_...), the new contents of each written argument. The
+// runtime runs such an op on copies of the written arguments, so every node
+// is functional. An undefined tensor (None) in a Tensor or Tensor?[] position
+// is the output -1 ("none" in the text), so positions line up with the schema.
+//
 // The text format (to_text / parse_graph) is what dump files hold and what the
 // dump tool reads; it round-trips exactly.
 #pragma once
@@ -34,13 +42,18 @@ struct TensorMeta {
 };
 
 struct Arg {
-  enum class Kind : std::uint8_t { None, Tensor, Int, Double, Bool, IntList, String, ScalarType, Device, Layout, MemoryFormat, TensorList };
+  enum class Kind : std::uint8_t {
+    None, Tensor, Int, Double, Bool, IntList, String, ScalarType, Device, Layout, MemoryFormat, TensorList,
+    DoubleList, BoolList, Complex,
+  };
   Kind kind = Kind::None;
   std::int64_t i = 0;                 // Int, Bool (0/1), Layout, MemoryFormat
-  double d = 0;                       // Double
+  double d = 0;                       // Double; Complex: the real part
+  double imag = 0;                    // Complex: the imaginary part
   std::string s;                      // String, Device
   DType dtype = DType::Float32;       // ScalarType
-  std::vector<std::int64_t> ints;     // IntList; TensorList (value ids)
+  std::vector<std::int64_t> ints;     // IntList, BoolList (0/1); TensorList (value ids, -1 for None)
+  std::vector<double> doubles;        // DoubleList
   int tensor = -1;                    // Tensor: value id
 
   static Arg none() { return {}; }
@@ -51,6 +64,7 @@ struct Arg {
   static Arg of_ints(std::vector<std::int64_t> v);
   static Arg of_string(std::string v);
   static Arg of_dtype(DType t);
+  static Arg of_tensors(std::vector<std::int64_t> values);  // -1 for None
   bool is_none() const { return kind == Kind::None; }
   bool is_number() const { return kind == Kind::Int || kind == Kind::Double || kind == Kind::Bool; }
   double number() const;  // Int, Double or Bool as double
@@ -60,7 +74,7 @@ struct Arg {
 struct Node {
   std::string op;              // "aten::add.Tensor": name and overload
   std::vector<Arg> args;       // positional, per the schema
-  std::vector<int> outputs;    // value ids
+  std::vector<int> outputs;    // value ids; -1 for an undefined (None) output
   bool operator==(const Node& o) const = default;
 };
 
@@ -72,12 +86,38 @@ struct Mutation {
   bool operator==(const Mutation& o) const = default;
 };
 
+// A graph input whose sizes and strides the program changed in place (t_,
+// transpose_, squeeze_...): after the run (and its mutations) the input tensor
+// is restrided to these, its storage offset moved by `offset`.
+struct Restride {
+  int input = -1;  // value id of the graph input
+  std::vector<std::int64_t> sizes;
+  std::vector<std::int64_t> strides;
+  std::int64_t offset = 0;
+  bool operator==(const Restride& o) const = default;
+};
+
+// Graph output `output` is a view, as in eager: the tensor of the value listed
+// at that position (its base) viewed with these sizes and strides, the storage
+// offset moved by `offset`. The runtime gives the base the layout the capture
+// saw before viewing it, so views of one base alias each other (and the base,
+// where it is an output too) as they did in eager.
+struct OutputView {
+  int output = -1;  // position in Graph::outputs
+  std::vector<std::int64_t> sizes;
+  std::vector<std::int64_t> strides;
+  std::int64_t offset = 0;
+  bool operator==(const OutputView& o) const = default;
+};
+
 struct Graph {
   std::vector<TensorMeta> values;  // indexed by value id
   std::vector<int> inputs;         // value ids, in calling order
   std::vector<Node> nodes;         // in execution order
   std::vector<int> outputs;        // value ids (may repeat, may be inputs)
   std::vector<Mutation> mutations;
+  std::vector<Restride> restrides;
+  std::vector<OutputView> output_views;
 
   int add_value(TensorMeta meta);
   const TensorMeta& meta(int value) const { return values.at(value); }

@@ -3,6 +3,7 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_strided.h>
+#include <ATen/ScalarOps.h>
 #include <ATen/ops/fill.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -74,28 +75,125 @@ codegen::DeviceSpec default_spec(int arch) {
   return spec;
 }
 
-c10::IValue to_ivalue(const ir::Arg& a, const std::vector<at::Tensor>& tensors, std::size_t& next_tensor) {
+// What a schema type holds of tensors: one (Tensor, Tensor?), a list
+// (Tensor[], Tensor?[]) or none.
+enum class TensorPositions { None, One, List };
+
+bool is_tensor_or_optional_tensor(const c10::TypePtr& t) {
+  if (t->kind() == c10::TypeKind::TensorType) return true;
+  if (auto o = t->cast<c10::OptionalType>()) return o->getElementType()->kind() == c10::TypeKind::TensorType;
+  return false;
+}
+
+TensorPositions tensor_positions(const c10::TypePtr& t) {
+  if (is_tensor_or_optional_tensor(t)) return TensorPositions::One;
+  if (auto l = t->cast<c10::ListType>())
+    if (is_tensor_or_optional_tensor(l->getElementType())) return TensorPositions::List;
+  return TensorPositions::None;
+}
+
+bool is_written(const c10::Argument& a) { return a.alias_info() != nullptr && a.alias_info()->isWrite(); }
+
+// A Python number where the schema takes a Tensor (x + 1 dispatches
+// add.Tensor with other=1): a wrapped-number tensor, as Python's argument
+// parser makes, so that type promotion treats it as a scalar.
+at::Tensor wrapped_number(const c10::Scalar& s) {
+  at::Tensor t = c10::scalar_to_tensor(s);
+  t.unsafeGetTensorImpl()->set_wrapped_number(true);
+  return t;
+}
+
+c10::IValue to_ivalue(const ir::Arg& a, const c10::Argument& schema_arg, const std::vector<at::Tensor>& tensors,
+                      std::size_t& next_tensor) {
   using K = ir::Arg::Kind;
+  if (a.is_number() || a.kind == K::Complex) {
+    const c10::TypePtr& t = schema_arg.type();
+    if (t->kind() == c10::TypeKind::TensorType || (t->cast<c10::OptionalType>() && is_tensor_or_optional_tensor(t))) {
+      switch (a.kind) {
+        case K::Int: return wrapped_number(a.i);
+        case K::Double: return wrapped_number(a.d);
+        case K::Bool: return wrapped_number(static_cast<bool>(a.i));
+        default: return wrapped_number(c10::complex<double>(a.d, a.imag));
+      }
+    }
+  }
   switch (a.kind) {
     case K::None: return {};
     case K::Tensor: return tensors.at(next_tensor++);
     case K::Int: return a.i;
     case K::Double: return a.d;
+    case K::Complex: return c10::complex<double>(a.d, a.imag);
     case K::Bool: return static_cast<bool>(a.i);
     case K::IntList: return a.ints;
+    case K::DoubleList: return a.doubles;
+    case K::BoolList: {
+      c10::List<bool> list;
+      for (auto b : a.ints) list.push_back(b != 0);
+      return list;
+    }
     case K::String: return a.s;
     case K::ScalarType: return static_cast<std::int64_t>(to_scalar_type(a.dtype));
     case K::Device: return c10::Device(a.s);
     case K::Layout:
     case K::MemoryFormat: return a.i;
     case K::TensorList: {
+      auto list_type = schema_arg.type()->cast<c10::ListType>();
+      if (list_type && list_type->getElementType()->kind() == c10::TypeKind::OptionalType) {
+        c10::List<std::optional<at::Tensor>> list;
+        for (auto v : a.ints) {
+          if (v < 0) list.push_back(std::nullopt);
+          else list.push_back(tensors.at(next_tensor++));
+        }
+        return list;
+      }
       c10::List<at::Tensor> list;
-      for (std::size_t i = 0; i < a.ints.size(); ++i) list.push_back(tensors.at(next_tensor++));
+      for (auto v : a.ints) {
+        if (v < 0) throw std::runtime_error("a None in a tensor list of type " + schema_arg.type()->str());
+        list.push_back(tensors.at(next_tensor++));
+      }
       return list;
     }
   }
   throw std::logic_error("to_ivalue: unknown argument kind");
 }
+
+// A copy with the same sizes and strides, for an op to write into.
+at::Tensor copy_for_writing(const at::Tensor& t) {
+  if (!t.defined()) return t;
+  return at::empty_strided(t.sizes(), t.strides(), t.options()).copy_(t);
+}
+
+c10::IValue copies_for_writing(const c10::IValue& v) {
+  if (v.isTensor()) return copy_for_writing(v.toTensor());
+  if (v.isTensorList()) {
+    c10::List<at::Tensor> out;
+    for (const auto& t : v.toTensorList()) out.push_back(copy_for_writing(t));
+    return out;
+  }
+  if (v.isList()) {
+    c10::List<std::optional<at::Tensor>> out;
+    for (const auto& e : v.toListRef())
+      out.push_back(e.isTensor() ? std::optional<at::Tensor>(copy_for_writing(e.toTensor())) : std::nullopt);
+    return out;
+  }
+  return v;  // None
+}
+
+// The tensors in `v` for a position that holds `positions` of them; an
+// undefined tensor or None is nullopt.
+void collect_tensors(const c10::IValue& v, TensorPositions positions, std::vector<std::optional<at::Tensor>>& out) {
+  auto one = [&](const c10::IValue& e) {
+    if (e.isTensor() && e.toTensor().defined()) out.push_back(e.toTensor());
+    else out.push_back(std::nullopt);
+  };
+  if (positions == TensorPositions::One) one(v);
+  else if (positions == TensorPositions::List)
+    for (const auto& e : v.toListRef()) one(e);
+}
+
+// Ops whose meaning depends on the strides and storage offset of their input
+// (not only its values): they must see the layout the capture saw.
+bool layout_sensitive(const std::string& op) { return op.rfind("aten::as_strided", 0) == 0; }
 
 std::pair<std::string, std::string> split_op_name(const std::string& op) {
   auto dot = op.rfind('.');
@@ -214,9 +312,29 @@ std::vector<at::Tensor> Executor::run(const std::vector<at::Tensor>& inputs) {
     for (int f : step.frees) slots[f].reset();
   }
   for (auto [in, value] : program_.mutation_slots) slots[in].copy_(slots[value]);
+  const auto& graph = program_.graph;
+  for (std::size_t i = 0; i < graph.restrides.size(); ++i) {
+    const ir::Restride& r = graph.restrides[i];
+    at::Tensor& t = slots[program_.restride_slots[i]];
+    t.as_strided_(r.sizes, r.strides, t.storage_offset() + r.offset);
+  }
+  // The bases of returned views take the layout the capture saw (kernels
+  // write contiguous buffers) so that the views select the same elements.
+  for (const auto& v : graph.output_views) {
+    int s = program_.output_slots.at(v.output);
+    at::Tensor& base = slots[s];
+    const ir::TensorMeta& meta = graph.meta(graph.outputs[v.output]);
+    if (program_.slots[s].origin != Slot::Origin::GraphInput &&
+        (base.strides().vec() != meta.strides || base.storage_offset() != 0))
+      base = at::empty_strided(meta.sizes, meta.strides, base.options()).copy_(base);
+  }
   std::vector<at::Tensor> outputs;
   outputs.reserve(program_.output_slots.size());
   for (int s : program_.output_slots) outputs.push_back(slots[s]);
+  for (const auto& v : graph.output_views) {
+    at::Tensor& out = outputs.at(v.output);
+    out = out.as_strided(v.sizes, v.strides, out.storage_offset() + v.offset);
+  }
   return outputs;
 }
 
@@ -260,25 +378,55 @@ void Executor::run_fallback(const Step& step, std::vector<at::Tensor>& slots) {
     auto [name, overload] = split_op_name(node.op);
     handle = c10::Dispatcher::singleton().findSchemaOrThrow(name.c_str(), overload.c_str());
   }
+  const c10::FunctionSchema& schema = handle->schema();
+  if (node.args.size() != schema.arguments().size())
+    throw std::runtime_error("fallback " + node.op + " has " + std::to_string(node.args.size()) +
+                             " arguments, its schema " + std::to_string(schema.arguments().size()));
   std::vector<at::Tensor> inputs;
-  for (int i = 0; i < step.num_fallback_inputs; ++i) inputs.push_back(slots[step.value_slots[i]]);
+  const bool fix_layout = layout_sensitive(node.op);
+  for (int i = 0; i < step.num_fallback_inputs; ++i) {
+    int s = step.value_slots[i];
+    const at::Tensor& t = slots[s];
+    const ir::TensorMeta& meta = program_.graph.meta(step.fallback_values[i]);
+    if (fix_layout && program_.slots[s].origin != Slot::Origin::GraphInput &&
+        (t.strides().vec() != meta.strides || t.storage_offset() != 0)) {
+      inputs.push_back(at::empty_strided(meta.sizes, meta.strides, t.options()).copy_(t));
+    } else {
+      inputs.push_back(t);
+    }
+  }
   torch::jit::Stack stack;
   std::size_t next_tensor = 0;
-  for (const auto& a : node.args) stack.push_back(to_ivalue(a, inputs, next_tensor));
-  handle->callBoxed(&stack);
-  std::vector<at::Tensor> outputs;
-  for (const auto& v : stack) {
-    if (v.isTensor()) outputs.push_back(v.toTensor());
-    else if (v.isTensorList())
-      for (const auto& t : v.toTensorList()) outputs.push_back(t);
+  for (std::size_t i = 0; i < node.args.size(); ++i)
+    stack.push_back(to_ivalue(node.args[i], schema.arguments()[i], inputs, next_tensor));
+  // An op that writes arguments in place writes into copies: the node's
+  // outputs are their new contents, and the graph stays functional.
+  std::vector<c10::IValue> written;
+  for (std::size_t i = 0; i < schema.arguments().size(); ++i) {
+    if (!is_written(schema.arguments()[i])) continue;
+    stack[i] = copies_for_writing(stack[i]);
+    written.push_back(stack[i]);
   }
+  handle->callBoxed(&stack);
+  std::vector<std::optional<at::Tensor>> outputs;
+  for (std::size_t r = 0; r < schema.returns().size() && r < stack.size(); ++r) {
+    const c10::Argument& ret = schema.returns()[r];
+    if (!is_written(ret)) collect_tensors(stack[r], tensor_positions(ret.type()), outputs);
+  }
+  std::size_t w = 0;
+  for (const auto& arg : schema.arguments())
+    if (is_written(arg)) collect_tensors(written[w++], tensor_positions(arg.type()), outputs);
   std::size_t expected = step.value_slots.size() - step.num_fallback_inputs;
   if (outputs.size() != expected)
     throw std::runtime_error("fallback " + node.op + " returned " + std::to_string(outputs.size()) + " tensors, expected " +
                              std::to_string(expected));
   for (std::size_t j = 0; j < outputs.size(); ++j) {
     int s = step.value_slots[step.num_fallback_inputs + j];
-    slots[s] = with_layout(outputs[j], program_.slots[s]);
+    if (s < 0) continue;  // undefined at capture: nothing reads it
+    if (!outputs[j])
+      throw std::runtime_error("fallback " + node.op + " returned no tensor at output " + std::to_string(j) +
+                               ", where the capture saw one");
+    slots[s] = with_layout(*outputs[j], program_.slots[s]);
   }
 }
 

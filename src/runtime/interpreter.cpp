@@ -132,8 +132,7 @@ decltype(auto) with_compute_type(DType t, F&& f) {
     case DType::Int64: return f(Tag<std::int64_t>{});
     case DType::Float32: return f(Tag<float>{});
     case DType::Float64: return f(Tag<double>{});
-    case DType::Float16:
-    case DType::BFloat16: break;
+    default: break;  // f16/bf16 are storage only; other dtypes never reach a kernel
   }
   throw std::invalid_argument("interpret: " + std::string(ir::dtype_name(t)) + " is not a compute dtype");
 }
@@ -182,8 +181,9 @@ decltype(auto) with_storage_type(DType t, F&& f) {
     case DType::BFloat16: return f(Tag<BF16>{});
     case DType::Float32: return f(Tag<float>{});
     case DType::Float64: return f(Tag<double>{});
+    default: break;  // lowering makes ops on other dtypes fallbacks
   }
-  throw std::invalid_argument("interpret: unknown storage dtype");
+  throw std::invalid_argument("interpret: " + std::string(ir::dtype_name(t)) + " is not a kernel dtype");
 }
 
 template <class T>
@@ -697,6 +697,10 @@ void Evaluator::validate() const {
     throw std::invalid_argument("interpret: kernel " + kernel_.name + " has " +
                                 std::to_string(kernel_.buffers.size()) + " buffers, got " +
                                 std::to_string(buffers_.size()) + " pointers");
+  for (const auto& b : kernel_.buffers)
+    if (!ir::is_kernel_dtype(b.dtype))
+      throw std::invalid_argument("interpret: buffer " + b.name + " has dtype " + std::string(ir::dtype_name(b.dtype)) +
+                                  ", which is not a kernel dtype");
   const auto& body = kernel_.body;
   for (std::size_t i = 0; i < body.size(); ++i) {
     const auto v = static_cast<ValueId>(i);
@@ -705,7 +709,8 @@ void Evaluator::validate() const {
     if (static_cast<int>(in.args.size()) != ir::prim_op_arity(in.op)) fail("wrong operand count");
     for (ValueId a : in.args)
       if (a < 0 || a >= v) fail("operand %" + std::to_string(a) + " is not defined before use");
-    if (in.op != PrimOp::Store && in.dtype != ir::compute_dtype(in.dtype)) fail("result dtype is not a compute dtype");
+    if (in.op != PrimOp::Store && (!ir::is_kernel_dtype(in.dtype) || in.dtype != ir::compute_dtype(in.dtype)))
+      fail("result dtype is not a compute dtype");
     auto arg_dtype = [&](int k) { return body[in.args[k]].dtype; };
     if (in.op == PrimOp::Load || in.op == PrimOp::Store) {
       if (in.buffer < 0 || in.buffer >= static_cast<int>(buffers_.size())) fail("bad buffer number");

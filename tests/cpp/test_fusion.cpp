@@ -199,3 +199,59 @@ TEST_CASE("views are index remapping, not copies", "[fusion]") {
     }
   }
 }
+
+TEST_CASE("an op on a dtype the loop IR cannot compute is a fallback, never a kernel", "[fusion][dtype]") {
+  GraphBuilder b;
+  int x = b.input(DType::UInt8, {4, 4});
+  int y = b.op("aten::add.Tensor", {T(x), I(1), I(1)}, DType::UInt8, {4, 4});       // u8 in and out
+  int z = b.op("aten::_to_copy.default", {T(y)}, DType::Float32, {4, 4});            // u8 in, f32 out
+  int w = b.op("aten::neg.default", {T(z)}, DType::Float32, {4, 4});                 // lowered
+  int c = b.op("aten::_to_copy.default", {T(w)}, DType::Complex64, {4, 4});          // c64 out
+  b.output(w);
+  b.output(c);
+  auto p = codegen::compile_graph(b.g);
+  REQUIRE(p.fallback_ops ==
+          std::vector<std::string>{"aten::add.Tensor", "aten::_to_copy.default", "aten::_to_copy.default"});
+  REQUIRE(p.kernels.size() == 1);
+  for (const auto& k : p.kernels)
+    for (const auto& buf : k.buffers) REQUIRE(ir::is_kernel_dtype(buf.dtype));
+  REQUIRE(p.notes[0].find("dtype u8 has no loop-IR support") != std::string::npos);
+  ir::KernelBuilder kb("k", 4, 1);
+  REQUIRE_THROWS(kb.buffer("b", DType::UInt8, 4));
+}
+
+TEST_CASE("an undefined output makes a node a fallback whose step skips it", "[fusion]") {
+  GraphBuilder b;
+  int x = b.input(DType::Float32, {3});
+  auto outs = b.op_multi("aten::native_layer_norm.default", {T(x), L({3}), ir::Arg::none(), ir::Arg::none(), F(1e-5)},
+                         {meta(DType::Float32, {3}), meta(DType::Float32, {1})});
+  b.g.nodes.back().outputs.push_back(-1);
+  b.output(outs[0]);
+  auto p = codegen::compile_graph(b.g);
+  REQUIRE(p.fallback_ops == std::vector<std::string>{"aten::native_layer_norm.default"});
+  const auto& step = p.steps.at(0);
+  REQUIRE(step.value_slots.size() == 4);
+  REQUIRE(step.value_slots.back() == -1);
+}
+
+TEST_CASE("select_scatter and slice_scatter are kernels reading their source in bounds", "[fusion]") {
+  GraphBuilder b;
+  int x = b.input(DType::Float32, {5, 7});
+  int col = b.input(DType::Float32, {5});
+  int part = b.input(DType::Float32, {5, 2});
+  int y = b.op("aten::select_scatter.default", {T(x), T(col), I(1), I(-1)}, DType::Float32, {5, 7});
+  int z = b.op("aten::slice_scatter.default", {T(y), T(part), I(1), I(2), I(6), I(3)}, DType::Float32, {5, 7});
+  b.output(z);
+  auto p = codegen::compile_graph(b.g);
+  REQUIRE(p.fallback_ops.empty());
+  REQUIRE(p.kernels.size() == 1);
+  for (const auto& i : p.kernels[0].body) {
+    if (i.op != PrimOp::Load) continue;
+    const auto& buf = p.kernels[0].buffers[i.buffer];
+    for (std::int64_t xi = 0; xi < 35; ++xi) {
+      std::int64_t at = i.index.eval([&](const std::string&) { return xi; });
+      REQUIRE(at >= 0);
+      REQUIRE(at < buf.numel);
+    }
+  }
+}

@@ -676,6 +676,71 @@ case("view[of_reduction]", lambda x: x.sum(-1).view(3, 5) * 2, one(SMALL3), FLOA
 case("view[pointwise_then_view]", lambda x: torch.exp(x).view(-1)[::7] + 1, one(ODD), FLOATS)
 
 
+# -- in-place writes into views of computed tensors ---------------------------------------------
+
+# The monitor records each write as its functional form and scatters it back
+# into the base (select_scatter, slice_scatter, an inverse view): kernels, no
+# fallback. The written tensors are computed inside, so the arguments stay
+# untouched (tests/python/test_tensor_coverage.py writes into arguments).
+
+
+def _write_select(x):
+    y = x * 2
+    y[:, 3].fill_(0)
+    y[-1].add_(1)
+    return y
+
+
+def _write_slice_step(x):
+    y = x + 1
+    y[1::3, 2:-1:2] *= 2
+    return y
+
+
+def _write_relu_rows(x):
+    y = x - 1
+    y[1:, 2:].relu_()
+    return y, y.sum(-1)
+
+
+def _write_flat_view(x):
+    y = x * 1
+    y.view(-1)[::7].fill_(1)
+    return y
+
+
+def _write_transposed_chain(x):
+    y = x * 3
+    y.t()[2:5].neg_()
+    return y
+
+
+def _write_copy_from_another_view(x):
+    y = x * 1
+    y[:, :4] = x[:, -4:]
+    return y
+
+
+def _write_read_stale_view(x):
+    y = x + 2
+    row = y[3]
+    y.mul_(2)
+    return row + 1, y
+
+
+WRITES = [
+    ("select", _write_select, one(ODD)),
+    ("slice_step", _write_slice_step, one(ODD, layout="transposed")),
+    ("relu_rows", _write_relu_rows, one(SMALL3, layout="sliced")),
+    ("flat_view", _write_flat_view, one(SMALL3)),
+    ("transposed_chain", _write_transposed_chain, one(ODD)),
+    ("copy_from_another_view", _write_copy_from_another_view, one(ODD, layout="sliced")),
+    ("read_stale_view", _write_read_stale_view, one(ODD)),
+]
+for _name, _fn, _build in WRITES:
+    case(f"write[{_name}]", _fn, _build, NUMERIC)
+
+
 # -- fused patterns: reductions feeding pointwise work and each other -------------------------
 
 # float32: sums in a different order, then divided or normalized. bfloat16:

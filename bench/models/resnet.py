@@ -1,0 +1,65 @@
+"""ResNet-50: torchvision's when installed, else the same architecture here
+(bottleneck blocks 3-4-6-3, BatchNorm, ReLU, max pool, global average pool)."""
+
+import torch
+import torch.nn as nn
+
+
+class Bottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, cin, width, stride, downsample):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, width, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = nn.Conv2d(width, width * 4, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(width * 4)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + identity)
+
+
+class ResNet(nn.Module):
+    def __init__(self, blocks=(3, 4, 6, 3), widths=(64, 128, 256, 512), classes=1000):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        layers, cin = [], 64
+        for i, (n, width) in enumerate(zip(blocks, widths)):
+            stride = 1 if i == 0 else 2
+            downsample = nn.Sequential(nn.Conv2d(cin, width * 4, 1, stride, bias=False), nn.BatchNorm2d(width * 4))
+            stage = [Bottleneck(cin, width, stride, downsample)]
+            cin = width * 4
+            stage += [Bottleneck(cin, width, 1, None) for _ in range(n - 1)]
+            layers.append(nn.Sequential(*stage))
+        self.layer1, self.layer2, self.layer3, self.layer4 = layers
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(cin, classes)
+
+    def forward(self, x):
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+def resnet50(size="full", batch=1, device="cpu"):
+    try:
+        import torchvision
+        model = torchvision.models.resnet50(weights=None) if size == "full" else None
+    except ImportError:
+        model = None
+    if model is None:
+        model = ResNet() if size == "full" else ResNet(blocks=(1, 1, 1, 1), widths=(8, 16, 32, 64), classes=10)
+    model = model.eval().to(device)
+    side = 224 if size == "full" else 32
+    return model, (torch.randn(batch, 3, side, side, device=device),)
