@@ -37,6 +37,7 @@ USE = 21          # any other use of a value: operators, comparisons, f-strings,
 STORE_SLICE = 22  # c[a:b] = v                    (v, c, a, b)                before
 SUPER_ATTR = 23   # super().name                  (super, class, self)        before
 NEW_CELL = 24     # a cell made for a local        ()                          (cell,)
+ARITH = 25        # a binary operator             (a, b)                      (result,); arg: the operator
 
 KIND_NAMES = {v: k for k, v in globals().items() if k.isupper() and isinstance(v, int)}
 

@@ -60,7 +60,7 @@ def watched_callables():
     them (or of their methods), whatever the arguments."""
     global _WATCHED
     if _WATCHED is None:
-        watched = [*_IMPURE_BUILTINS, random._inst]
+        watched = [*_IMPURE_BUILTINS, random._inst, torch._C.TensorBase.item, builtins.float, builtins.int]
         watched += [getattr(torch._C.TensorBase, n) for n in _TENSOR_DATA_METHODS if hasattr(torch._C.TensorBase, n)]
         watched += [getattr(random, n) for n in dir(random) if isinstance(getattr(random, n), _BoundBuiltin)]
         watched += [getattr(time, n) for n in dir(time) if isinstance(getattr(time, n), types.BuiltinFunctionType)]
@@ -97,6 +97,9 @@ def _impure_reason(fn):
 def on_call(m, fn, args, kwargs, results, status, frame):
     if _is_python(fn):
         return  # stepped
+    if m.scalars is not None and not status & _failed_bit() and results and _reads_a_number(fn, args):
+        m.scalars.on_escape(results[0], m.tracer)
+        return
     reason = _impure_reason(fn)
     if reason is not None:
         raise Unsupported(reason)
@@ -127,6 +130,13 @@ def _tensor_data(m, tensor, name, results, failed):
         m.recorder.add_decision("tolist", [tensor], results[0])
         return
     raise Unsupported(f"tensor data reaches Python through Tensor.{name}(), which a replay cannot follow")
+
+
+def _reads_a_number(fn, args):
+    """t.item(), float(t), int(t): a tensor's value as a Python number."""
+    if fn is torch._C.TensorBase.item:
+        return bool(args) and isinstance(args[0], torch.Tensor)
+    return fn in (builtins.float, builtins.int) and len(args) == 1 and isinstance(args[0], torch.Tensor)
 
 
 def _failed_bit():

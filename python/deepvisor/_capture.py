@@ -280,6 +280,7 @@ class Recorder(TorchDispatchMode):
         # re-read on every call, and their memory is the caller's.
         self._is_argument = is_argument or (lambda t: False)
         self.decisions = []     # where tensor data reached Python (_segments.Decision)
+        self.scalar_subs = {}   # during a torch function given escaped numbers: bits -> [symbol, tensor, used]
         self.value_lines = []
         self.node_lines = []
         self.input_values = []  # graph inputs: arguments, then constants
@@ -375,6 +376,14 @@ class Recorder(TorchDispatchMode):
             return "none"
         if isinstance(value, torch.Tensor):
             return f"%{self.value_of(value)}"
+        if self.scalar_subs and isinstance(value, (int, float)) and not isinstance(value, bool):
+            encoded = self._escaped_number(arg_type, value)
+            if encoded is not None:
+                return encoded
+        if self.scalar_subs and isinstance(value, (list, tuple)):
+            for x in value:
+                if isinstance(x, (int, float)) and not isinstance(x, bool):
+                    self._escaped_number("List", x)
         if isinstance(value, (list, tuple)):
             if "Tensor" in arg_type and all(isinstance(x, torch.Tensor) or x is None for x in value):
                 return "tl:[" + ",".join("none" if x is None else f"%{self.value_of(x)}" for x in value) + "]"
@@ -745,7 +754,24 @@ class Recorder(TorchDispatchMode):
         selects the version of what follows (see _segments.py)."""
         from ._segments import Decision
         values = [self.value_of(t) for t in tensors]
-        self.decisions.append(Decision(len(self.node_lines), op, values, outcome, _user_site()))
+        decision = Decision(len(self.node_lines), op, values, outcome, _user_site())
+        decision.source = tensors[0] if len(tensors) == 1 else None
+        self.decisions.append(decision)
+
+    def _escaped_number(self, arg_type, value):
+        """An escaped number (_scalars.py) passed where the dispatcher takes a
+        tensor: the encoded symbol tensor. Elsewhere its value is used as a
+        constant, so it must stay a decision."""
+        from ._scalars import _root_of, bits
+        entry = self.scalar_subs.get(bits(value))
+        if entry is None:
+            return None
+        symbol, tensor, _ = entry
+        if "Tensor" in arg_type and "[]" not in arg_type and "List" not in arg_type:
+            entry[2] = True
+            return f"%{self.value_of(tensor)}"
+        _root_of(symbol).decided = True
+        return None
 
     # -- result -----------------------------------------------------------------
     def input_tensors(self):

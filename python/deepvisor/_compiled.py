@@ -35,6 +35,7 @@ from ._log import log, log_event
 from ._monitor import StateMonitor
 from ._monitor import Unsupported as StateUnsupported
 from ._rebuild import Context, Output, RecipeBuilder, describe_side_effects
+from ._scalars import Scalars
 from ._segments import outcome_key, split
 
 # Root plans kept per compiled function; past this, calls that miss run
@@ -258,6 +259,7 @@ class CompiledFunction:
         direct = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
         recorder = Recorder(direct, is_argument=lambda t: _is_argument(monitor, t))
         monitor.recorder = recorder
+        monitor.scalars = Scalars(recorder)
         try:
             with recorder:
                 monitor.start()
@@ -265,6 +267,7 @@ class CompiledFunction:
                     result = self.fn(*args, **kwargs)
                 finally:
                     monitor.stop()
+                    monitor.scalars.close()
         finally:
             monitor.close()
         # A user exception propagates from the call above: nothing is cached.
@@ -297,6 +300,7 @@ class CompiledFunction:
         builder = RecipeBuilder(monitor, recorder, argument_tensors)
         result_recipe = builder.of(result)
         side_effects = describe_side_effects(builder, monitor)
+        monitor.scalars.finish()
         output_values, view_lines = recorder.output_values(builder.output_tensors)
         inputs = recorder.input_tensors()
         with recorder.initial_layouts():  # guards: the layouts the call came with, not the run's (t_...)
@@ -389,9 +393,9 @@ class CompiledFunction:
             es = executor.stats()
             for k in ("kernels", "nvrtc_compiles", "disk_cache_hits"):
                 s[k] += es[k]
-            for key in ("fallback_ops", "extern_ops"):
-                for op, n in es.get(key, {}).items():
-                    s[key][op] = s[key].get(op, 0) + n
+            for op, n in es["fallback_ops"].items():
+                key = "extern_ops" if is_extern(op) else "fallback_ops"
+                s[key][op] = s[key].get(op, 0) + n
         s["graphs"] = sum(1 for p in self._entries if p.eager_reason is None)
         s["versions"] = sum(p.versions() for p in self._entries)
         s["eager_reasons"] = dict(self._eager_reasons)
@@ -452,7 +456,21 @@ def _argument_names(fn):
     return [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
 
 
+# Library calls by design (matmul, convolution, attention), not ops waiting
+# for a lowering: stats() counts them as extern_ops.
+_EXTERN_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::matmul", "aten::linear",
+               "aten::addmv", "aten::mv", "aten::dot", "aten::convolution", "aten::_convolution",
+               "aten::cudnn_convolution", "aten::mkldnn_convolution", "aten::_scaled_dot_product",
+               "aten::scaled_dot_product_attention", "aten::_native_multi_head_attention", "aten::_flash_attention",
+               "aten::_efficient_attention")
+
+
+def is_extern(op):
+    return op.startswith(_EXTERN_OPS)
+
+
 def _fallback_notes(executor):
     for note in executor.stats()["fallback_reasons"]:
         op, _, reason = note.partition(": ")
-        yield op, reason
+        if not is_extern(op):
+            yield op, reason

@@ -15,9 +15,13 @@ def explain(compiled):
         if plan.eager_reason is not None:
             lines.append(f"plan {i}: runs eagerly: {plan.eager_reason}")
         else:
+            from ._compiled import is_extern
             kernels = sum(e.stats()["kernels"] for e in plan.executors())
-            fallbacks = sum(sum(e.stats()["fallback_ops"].values()) for e in plan.executors())
-            lines.append(f"plan {i}: {plan.versions()} version(s), {kernels} kernel(s), {fallbacks} fallback op(s)")
+            ops = [(op, n) for e in plan.executors() for op, n in e.stats()["fallback_ops"].items()]
+            externs = sum(n for op, n in ops if is_extern(op))
+            fallbacks = sum(n for op, n in ops if not is_extern(op))
+            lines.append(f"plan {i}: {plan.versions()} version(s), {kernels} kernel(s), {externs} library call(s), "
+                         f"{fallbacks} fallback op(s)")
             for op, reason in plan.fallbacks:
                 lines.append(f"  fallback: {op} ({reason})")
             if plan.side_effects:

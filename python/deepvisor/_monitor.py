@@ -182,6 +182,7 @@ class StateMonitor:
         self.tracer = _C.Tracer(self, NULL)
         self.recorder = None     # the tensor monitor of the same run (for decisions it cannot see)
         self.fresh_cells = {}    # id -> cell, for the closure cells made during the run
+        self.scalars = None      # escaped numbers that may stay in the graph (_scalars.Scalars)
         self.num_args = len(args)
         self.kwarg_names = tuple(kwargs)
         self._pinned_root(fn, "fn" if not isinstance(fn, torch.nn.Module) else "self")
@@ -267,6 +268,8 @@ class StateMonitor:
         if self.unsupported is not None:
             return
         try:
+            if self.scalars is not None and self.scalars.symbols:
+                _symbol_uses(self, kind, arg, operands, results, status)
             handler = _HANDLERS[kind]
             handler(self, arg, frame, operands, results, status)
         except Unsupported as e:
@@ -715,6 +718,45 @@ def _on_use(m, opname, frame, operands, results, status):
             m.record_read(node, ("type",), type(node.obj))
 
 
+def _on_arith(m, op, frame, operands, results, status):
+    _on_use(m, "BINARY_OP", frame, operands, results, status)
+
+
+def _is_torch_callable(fn):
+    if isinstance(fn, (types.BuiltinFunctionType, types.BuiltinMethodType, types.MethodDescriptorType,
+                       types.WrapperDescriptorType, types.MethodWrapperType)):
+        owner = getattr(fn, "__self__", None)
+        if isinstance(owner, torch.Tensor) or getattr(fn, "__objclass__", None) in (torch._C.TensorBase,):
+            return True
+        module = getattr(fn, "__module__", None) or getattr(owner, "__name__", "") or ""
+        return module.startswith("torch")
+    module = getattr(fn, "__module__", None) or ""
+    return module.startswith("torch.") or module == "torch"
+
+
+def _symbol_uses(m, kind, arg, operands, results, status):
+    """How an instruction uses escaped numbers (_scalars.py): arithmetic keeps
+    them symbolic, a torch function takes their tensor, anything else decides."""
+    scalars = m.scalars
+    symbols = [v for v in operands if scalars.symbol(v) is not None]
+    if not symbols:
+        return
+    if kind == B.ARITH and not status & _C.FAILED:
+        a, b = operands
+        if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+            return  # a tensor operator: the torch function sees the number
+        scalars.arithmetic(arg, a, b, results[0], m.tracer)
+        return
+    if kind in (B.CALL, B.CALL_EX):
+        fn = operands[1] if operands[0] is NULL else operands[0]
+        if kind == B.CALL_EX:
+            fn = operands[1]
+        if _is_torch_callable(fn) or fn is float and all(type(v) is float for v in symbols):
+            return
+    for v in symbols:
+        scalars.decide(v)
+
+
 def _on_super_attr(m, name, frame, operands, results, status):
     node = m.subject(operands[2])
     if node is not None and not isinstance(node.obj, torch.Tensor):
@@ -755,4 +797,5 @@ _HANDLERS = {
     B.DELETE_ATTR: _on_delete_attr, B.STORE_ITEM: _on_store_item, B.DELETE_ITEM: _on_delete_item,
     B.STORE_GLOBAL: _on_store_global, B.DELETE_GLOBAL: _on_store_global, B.STORE_DEREF: _on_store_deref,
     B.USE: _on_use, B.STORE_SLICE: _on_store_slice, B.SUPER_ATTR: _on_super_attr, B.NEW_CELL: _on_new_cell,
+    B.ARITH: _on_arith,
 }

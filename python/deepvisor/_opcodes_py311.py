@@ -13,7 +13,7 @@ _TRUTH = {"POP_JUMP_FORWARD_IF_TRUE", "POP_JUMP_FORWARD_IF_FALSE", "POP_JUMP_BAC
           "POP_JUMP_BACKWARD_IF_FALSE", "JUMP_IF_TRUE_OR_POP", "JUMP_IF_FALSE_OR_POP", "UNARY_NOT"}
 _USE_ONE = {"LIST_EXTEND", "SET_UPDATE", "DICT_UPDATE", "DICT_MERGE", "BEFORE_WITH", "GET_LEN", "UNARY_NEGATIVE",
             "UNARY_INVERT", "UNARY_POSITIVE", "UNPACK_EX", "GET_AWAITABLE", "MATCH_MAPPING", "MATCH_SEQUENCE"}
-_USE_TWO = {"BINARY_OP", "COMPARE_OP"}
+_USE_TWO = {"COMPARE_OP"}
 
 
 def _kw_names(instructions, k, code):
@@ -67,6 +67,8 @@ def describe(ins, instructions, k, code):
         return (B.CALL, ins.arg + 2, 1, 0, 0, _kw_names(instructions, k, code))
     if op == "CALL_FUNCTION_EX":
         return (B.CALL_EX, 3 + (ins.arg & 1), 1, 0, 0, None)
+    if op == "BINARY_OP":
+        return (B.ARITH, 2, 1, 0, 0, ins.arg)
     if op in _TRUTH:
         return (B.TRUTH, 1, 0, B.BEFORE, 0, None)
     if op in _USE_TWO:

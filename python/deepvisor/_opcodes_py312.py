@@ -11,7 +11,7 @@ EVENT_AT_PREFIX = True
 _TRUTH = {"POP_JUMP_IF_TRUE", "POP_JUMP_IF_FALSE", "UNARY_NOT"}
 _USE_ONE = {"LIST_EXTEND", "SET_UPDATE", "DICT_UPDATE", "DICT_MERGE", "BEFORE_WITH", "GET_LEN", "UNARY_NEGATIVE",
             "UNARY_INVERT", "UNPACK_EX", "GET_AWAITABLE", "MATCH_MAPPING", "MATCH_SEQUENCE", "CALL_INTRINSIC_1"}
-_USE_TWO = {"BINARY_OP", "COMPARE_OP"}
+_USE_TWO = {"COMPARE_OP"}
 
 
 def _kw_names(instructions, k, code):
@@ -71,6 +71,8 @@ def describe(ins, instructions, k, code):
         return (B.CALL, ins.arg + 2, 1, 0, 0, _kw_names(instructions, k, code))
     if op == "CALL_FUNCTION_EX":
         return (B.CALL_EX, 3 + (ins.arg & 1), 1, 0, 0, None)
+    if op == "BINARY_OP":
+        return (B.ARITH, 2, 1, 0, 0, ins.arg)
     if op in _TRUTH:
         return (B.TRUTH, 1, 0, B.BEFORE, 0, None)
     if op in _USE_TWO:

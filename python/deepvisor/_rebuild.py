@@ -214,6 +214,9 @@ class RecipeBuilder:
         self._arguments_of_input = arguments_of_input  # [(input k, tensor)] for argument tensors
 
     def of(self, value):
+        scalars = self.monitor.scalars
+        if scalars is not None and scalars.symbol(value) is not None:
+            scalars.decide(value)  # the number itself leaves the function: its value is a version
         if is_value(value):
             return Const(value)
         key = id(value)

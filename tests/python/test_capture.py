@@ -673,3 +673,43 @@ def test_versions_per_decision_site_are_bounded(monkeypatch):
     s = deepvisor.stats(g)
     assert s["captures"] == 3 and s["eager_calls"] == 3
     assert any("took more than 3 values" in r for r in s["eager_reasons"])
+
+
+def scale_by_mean(x, y):
+    return x * float(y.mean())
+
+
+def item_plus_one(x):
+    return x * (x.sum().item() + 1) - x.max().item() / 2
+
+
+def test_escaped_numbers_that_only_feed_tensor_ops_need_no_versions():
+    for fn, make in ((scale_by_mean, lambda i: (randn(4, 3, seed=i), randn(5, seed=i + 50))),
+                     (item_plus_one, lambda i: (randn(6, seed=i),))):
+        g = deepvisor.compile(fn)
+        for i in range(6):
+            same(g, fn, *make(i))
+        s = deepvisor.stats(g)
+        assert s["captures"] == 1 and s["cache_hits"] == 5 and s["versions"] == 1, (fn.__name__, s)
+
+
+def test_an_escaped_number_that_decides_is_a_version():
+    def f(x):
+        s = float(x.sum())
+        return x * s if s > 0 else x - s  # the comparison needs the value
+
+    g = deepvisor.compile(f)
+    for v in (1.0, 1.0, -1.0, -1.0):
+        same(g, f, torch.full((3,), v))
+    s = deepvisor.stats(g)
+    assert s["captures"] == 2 and s["cache_hits"] == 2
+
+
+def test_max_of_a_tensor_and_a_number():
+    def f(x):
+        return x / max(x.abs().sum(), 1e-8)
+
+    g = deepvisor.compile(f)
+    for i in range(3):
+        same(g, f, randn(5, seed=i))
+    assert deepvisor.stats(g)["captures"] == 1
