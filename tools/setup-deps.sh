@@ -29,6 +29,7 @@ check mesonbuild "meson>=1.1"
 check ninja ninja
 check pytest pytest
 check numpy numpy
+check torchvision "torchvision==0.26.0"
 if [ ${#missing_pips[@]} -gt 0 ]; then
   echo "setup: pip installing ${missing_pips[*]}"
   "$PY" -m pip install -q "${missing_pips[@]}"

@@ -14,6 +14,10 @@ import sys
 
 def deepvisor_backend(gm, example_inputs, **options):
     from ._compiled import CompiledFunction
+    # A lazy GraphModule writes its forward on the first call, which would
+    # change the state the first capture read: write it now.
+    if hasattr(gm, "real_recompile"):
+        gm.real_recompile()
     return CompiledFunction(gm, **options)
 
 
