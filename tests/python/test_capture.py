@@ -21,19 +21,42 @@ import deepvisor
 from op_cases import assert_matches
 
 
+DEVICE = "cpu"  # set by the `device` fixture: every test runs on the CPU and, where there is one, on a GPU
+
+
 def tol(dtype):
+    if DEVICE == "cuda":
+        return (1e-4, 1e-4) if dtype != torch.float64 else (1e-7, 1e-7)
     return (1e-5, 1e-5) if dtype != torch.float64 else (1e-7, 1e-7)
 
 
 def randn(*shape, seed=0, dtype=torch.float32):
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(*shape, generator=g, dtype=dtype)
+    return torch.randn(*shape, generator=g, dtype=dtype).to(DEVICE)
 
 
-@pytest.fixture(autouse=True)
-def no_grad():
+def full(shape, value):
+    return torch.full(shape, value, device=DEVICE)
+
+
+def tensor(values):
+    return torch.tensor(values, device=DEVICE)
+
+
+def on(module):
+    """The module on the test's device, in eval mode."""
+    return module.to(DEVICE).eval()
+
+
+@pytest.fixture(autouse=True, params=["cpu", "cuda"])
+def device(request):
+    global DEVICE
+    if request.param == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no GPU")
+    DEVICE = request.param
     with torch.no_grad():
-        yield
+        yield request.param
+    DEVICE = "cpu"
 
 
 def same(g, fn, *args, **kwargs):
@@ -58,7 +81,7 @@ class Issue(nn.Module):
 
 
 def test_issue_example_sees_every_change():
-    m = Issue().eval()
+    m = on(Issue())
     x = randn(3, 8)
     g = deepvisor.compile(m)
     same(g, m, x)
@@ -68,7 +91,7 @@ def test_issue_example_sees_every_change():
     same(g, m, x)
     m.use_relu = False
     same(g, m, x)
-    m.lin = nn.Linear(8, 8)
+    m.lin = on(nn.Linear(8, 8))
     same(g, m, x)
     m.lin.weight.mul_(2)  # in place: the plan reads the parameter itself
     same(g, m, x)
@@ -125,12 +148,12 @@ class Outer(nn.Module):
     lambda m: setattr(m.block.cfg, "eps", 1e-1),              # float attribute of a config object
     lambda m: setattr(m.block.cfg, "depth", 3),               # loop trip count
     lambda m: setattr(m.block, "cfg", Config()) or setattr(m.block.cfg, "depth", 1),  # object replaced
-    lambda m: setattr(m.block, "norm", nn.LayerNorm(6)) or m.block.norm.bias.fill_(1.0),  # submodule replaced
-    lambda m: setattr(m.block.norm, "weight", nn.Parameter(torch.full((6,), 2.0))),       # parameter replaced
+    lambda m: setattr(m.block, "norm", on(nn.LayerNorm(6))) or m.block.norm.bias.fill_(1.0),  # submodule replaced
+    lambda m: setattr(m.block.norm, "weight", nn.Parameter(full((6,), 2.0))),               # parameter replaced
     lambda m: m.block.norm.weight.mul_(3.0),                  # parameter updated in place
 ])
 def test_a_change_of_module_state_is_seen(change):
-    m = Outer().eval()
+    m = on(Outer())
     x = randn(4, 6)
     g = deepvisor.compile(m)
     same(g, m, x)
@@ -208,8 +231,7 @@ def test_input_dtype_rank_and_layout_are_guarded(other):
 
 
 def test_train_and_eval_are_guarded():
-    m = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5))
-    m.eval()
+    m = on(nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5)))
     g = deepvisor.compile(m)
     x = randn(8, 4)
     same(g, m, x)
@@ -226,7 +248,7 @@ def test_train_and_eval_are_guarded():
 # -- behaviour 3: no needless recaptures ----------------------------------------
 
 def test_a_thousand_calls_with_new_values_capture_once():
-    m = Outer().eval()
+    m = on(Outer())
     g = deepvisor.compile(m)
     for i in range(1000):
         x = randn(4, 6, seed=i)
@@ -311,13 +333,13 @@ class Stack(nn.Module):
 
 
 def test_module_containers_give_one_graph():
-    m = Stack().eval()
+    m = on(Stack())
     g = deepvisor.compile(m)
     x = randn(2, 5)
     for _ in range(3):
         same(g, m, x)
     assert deepvisor.stats(g)["captures"] == 1
-    m.layers.append(nn.Linear(5, 5))
+    m.layers.append(on(nn.Linear(5, 5)))
     same(g, m, x)
     del m.heads["b"]
     same(g, m, x)
@@ -395,7 +417,7 @@ class Counter(nn.Module):
 
 
 def test_side_effects_are_replayed():
-    m = Counter()
+    m = on(Counter())
     g = deepvisor.compile(m)
     for i in range(3):
         x = randn(3, seed=i)
@@ -440,7 +462,7 @@ def test_a_counter_attribute_stays_correct():
             self.step += 1
             return x * self.step
 
-    m = Steps()
+    m = on(Steps())
     g = deepvisor.compile(m)
     x = randn(3)
     for i in range(1, 25):
@@ -449,7 +471,7 @@ def test_a_counter_attribute_stays_correct():
 
 
 def test_guard_checks_do_not_touch_pythons_random_state():
-    m = Outer().eval()
+    m = on(Outer())
     g = deepvisor.compile(m)
     x = randn(4, 6)
     g(x)
@@ -505,14 +527,14 @@ def test_rng_ops_give_fresh_numbers_on_every_replay():
         return x + torch.rand_like(x)
 
     g = deepvisor.compile(f)
-    x = torch.zeros(1000)
+    x = torch.zeros(1000, device=DEVICE)
     a, b, c = g(x), g(x), g(x)
     assert not torch.equal(b, c) and not torch.equal(a, b)
     assert deepvisor.stats(g)["cache_hits"] == 2
 
 
 def test_threads_get_eager_results_and_capture_each_version_once():
-    m = Outer().eval()
+    m = on(Outer())
     g = deepvisor.compile(m)
     shapes = [(2, 6), (3, 6), (5, 6), (7, 6), (1, 6), (4, 6)]
     errors = []
@@ -538,13 +560,13 @@ def test_threads_get_eager_results_and_capture_each_version_once():
 # -- interface --------------------------------------------------------------------------
 
 def test_explain_lists_readable_guards():
-    m = Issue().eval()
+    m = on(Issue())
     g = deepvisor.compile(m)
     g(randn(2, 8))
     text = deepvisor.explain(g)
     assert "self.use_relu is True" in text
     assert "self.scale == 2.0" in text
-    assert "x: torch.float32 (2, 8)" in text
+    assert "x: torch.float32 (2, 8)" in text and f"on {DEVICE}" in text
 
 
 def test_reset_drops_plans():
@@ -557,7 +579,7 @@ def test_reset_drops_plans():
 
 def test_log_prints_recompiles(capsys, monkeypatch):
     monkeypatch.setenv("DEEPVISOR_LOG", "recompiles,guards")
-    m = Issue().eval()
+    m = on(Issue())
     g = deepvisor.compile(m)
     g(randn(2, 8))
     m.scale = 5.0
@@ -616,7 +638,7 @@ def branchy(x):
 
 def test_a_data_decision_gives_two_versions_each_captured_once():
     g = deepvisor.compile(branchy)
-    pos, neg = torch.full((5,), 0.5), torch.full((5,), -0.5)
+    pos, neg = full((5,), 0.5), full((5,), -0.5)
     same(g, branchy, pos)
     same(g, branchy, neg)
     for i in range(10):
@@ -637,7 +659,7 @@ def mutate_then_decide(x):
 def test_ops_before_a_decision_run_once():
     g = deepvisor.compile(mutate_then_decide)
     for start in (0.5, -5.0, 0.5, -5.0, 0.7):
-        a, b = torch.full((4,), start), torch.full((4,), start)
+        a, b = full((4,), start), full((4,), start)
         out = g(a)
         assert_matches(out, mutate_then_decide(b), tol)
         assert torch.equal(a, b)  # the input was incremented exactly once
@@ -651,10 +673,10 @@ def test_tolist_and_equal_are_decisions():
         return z + 1 if torch.equal(x, y) else z - 1
 
     g = deepvisor.compile(f)
-    x = torch.tensor([0.1, 0.9, 0.3])
+    x = tensor([0.1, 0.9, 0.3])
     same(g, f, x, x.clone())
     same(g, f, x, x + 1)
-    same(g, f, torch.tensor([0.9, 0.1, 0.2]), x)
+    same(g, f, tensor([0.9, 0.1, 0.2]), x)
     same(g, f, x * 2, x * 2)  # same outcomes as the first call: no capture
     s = deepvisor.stats(g)
     assert s["captures"] == 3 and s["cache_hits"] == 1 and s["eager_calls"] == 0
@@ -669,7 +691,7 @@ def test_versions_per_decision_site_are_bounded(monkeypatch):
 
     g = deepvisor.compile(f)
     for i in range(6):
-        same(g, f, torch.full((2,), float(i)))
+        same(g, f, full((2,), float(i)))
     s = deepvisor.stats(g)
     assert s["captures"] == 3 and s["eager_calls"] == 3
     assert any("took more than 3 values" in r for r in s["eager_reasons"])
@@ -700,7 +722,7 @@ def test_an_escaped_number_that_decides_is_a_version():
 
     g = deepvisor.compile(f)
     for v in (1.0, 1.0, -1.0, -1.0):
-        same(g, f, torch.full((3,), v))
+        same(g, f, full((3,), v))
     s = deepvisor.stats(g)
     assert s["captures"] == 2 and s["cache_hits"] == 2
 

@@ -31,8 +31,21 @@ CLASSIFIERS = {
 }
 
 
+DEVICE = "cpu"
+
+
+@pytest.fixture(autouse=True, params=["cpu", "cuda"])
+def device(request):
+    global DEVICE
+    if request.param == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no GPU")
+    DEVICE = request.param
+    yield
+    DEVICE = "cpu"
+
+
 def tolerance(dtype):
-    return (1e-4, 1e-5)
+    return (1e-4, 1e-5) if DEVICE == "cpu" else (1e-3, 1e-4)
 
 
 def build(name):
@@ -41,7 +54,7 @@ def build(name):
     model = make().eval()
     if name == "vit_b_16":  # its head starts at zero: give the output something to compare
         torch.nn.init.normal_(model.heads.head.weight, std=0.02)
-    return model, torch.randn(1, 3, side, side)
+    return model.to(DEVICE), torch.randn(1, 3, side, side).to(DEVICE)
 
 
 @pytest.mark.parametrize("name", list(CLASSIFIERS))
@@ -57,6 +70,7 @@ def test_classifier_is_one_graph(name):
     assert s["eager_calls"] == 0, s["eager_reasons"]
     text = deepvisor.explain(g)
     assert "training is False" in text and f"x: torch.float32 (1, 3, {x.shape[2]}, {x.shape[3]})" in text
+    assert f"on {x.device}" in text
 
 
 @pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_small", "vit_b_16", "convnext_tiny"])
