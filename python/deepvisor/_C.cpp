@@ -99,12 +99,18 @@ void bind_capture(py::module_& m) {
         bool ok = g.check(args.ptr(), kwargs.ptr(), inputs);
         return tensors_or_none(ok, std::move(inputs));
       })
+      .def("passes", [](GuardProgram& g, py::tuple args, py::dict kwargs) {
+        static std::vector<at::Tensor> inputs;  // reused, as the plan cache does
+        return g.check(args.ptr(), kwargs.ptr(), inputs);
+      }, "Whether the guards pass, without handing the inputs back (for timing).")
       .def("explain_failure", [](GuardProgram& g, py::tuple args, py::dict kwargs) {
         return g.explain_failure(args.ptr(), kwargs.ptr());
       })
       .def("descriptions", &GuardProgram::descriptions)
       .def("num_checks", &GuardProgram::num_checks)
-      .def("num_inputs", &GuardProgram::num_inputs);
+      .def("num_inputs", &GuardProgram::num_inputs)
+      .def("num_groups", &GuardProgram::num_groups)
+      .def("groups_checked", &GuardProgram::groups_checked);
 
   py::class_<PlanCache>(m, "PlanCache")
       .def(py::init<>())
@@ -114,6 +120,10 @@ void bind_capture(py::module_& m) {
       .def("run", [](PlanCache& c, py::tuple args, py::dict kwargs) -> py::object {
         auto hit = c.run(args.ptr(), kwargs.ptr());
         if (!hit) return py::none();
+        // The inputs go back only to versions that run from Python (trees and
+        // eager versions); converting every parameter to a Python object would
+        // cost microseconds.
+        if (c.entries()[hit->index].executor != nullptr) return py::make_tuple(hit->index, hit->outputs, py::none());
         return py::make_tuple(hit->index, hit->outputs, hit->inputs);
       })
       .def("explain_miss", [](PlanCache& c, py::tuple args, py::dict kwargs) {

@@ -131,16 +131,35 @@ def compile_guards(monitor, input_tensors):
         descriptions.append(text)
         program.add_check(reg_of(node), _ACCESSORS[accessor[0]], key, _EXPECTS[kind], expected, other, text)
 
+    # A pinned object's instance dict, when the monitor tracked it too, is
+    # checked in the object's group: the group's versions cover the dict.
+    pinned = [n for n in monitor.order if n.source[0] == "pinned"]
+    for node in pinned:
+        regs[id(node)] = program.load_pinned(node.obj)
+    owner_of = {}
+    for node in pinned:
+        d = getattr(node.obj, "__dict__", None) if not isinstance(node.obj, (dict, type)) else None
+        if type(d) is dict and id(d) in monitor.nodes and _versioned(node):
+            owner_of[id(monitor.nodes[id(d)])] = node
+    merged = {}
+    for node in pinned:
+        owner = owner_of.get(id(node))
+        if owner is not None:
+            merged.setdefault(id(owner), []).append(node)
+
     for node in monitor.order:
         kind = node.source[0]
         if kind in ("view", "iter"):
             continue
         if kind == "pinned":
-            regs[id(node)] = program.load_pinned(node.obj)
-            if node.checks:
+            if id(node) in owner_of:
+                continue  # checked with its owner
+            parts = [node] + merged.get(id(node), [])
+            if any(n.checks for n in parts):
                 program.begin_group(regs[id(node)], _versioned(node))
-                for accessor, expectation in node.checks:
-                    add(node, accessor, expectation, True)
+                for part in parts:
+                    for accessor, expectation in part.checks:
+                        add(part, accessor, expectation, True)
                 program.end_group()
             continue
         if kind == "arg":

@@ -29,6 +29,15 @@ void dv_frame_trace_instructions(PyFrameObject* frame, int on);
 // The function object the frame runs (a borrowed reference), or NULL.
 PyObject* dv_frame_function(PyFrameObject* frame);
 
+// Watching dicts and types for changes (CPython 3.12's dict and type
+// watchers). `callback` runs (with the GIL) before a watched dict changes, or
+// when a watched type is modified; `watched` is the dict or type. Returns 0 on
+// success, -1 where the interpreter has no watchers (3.11): callers fall
+// back to comparing version tags.
+int dv_watch_init(void (*callback)(PyObject* watched));
+int dv_watch_dict(PyObject* dict);
+int dv_watch_type(PyObject* type);
+
 #ifdef __cplusplus
 }
 #endif

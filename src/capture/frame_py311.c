@@ -28,3 +28,17 @@ void dv_frame_trace_instructions(PyFrameObject* frame, int on) {
   frame->f_trace_lines = 0;
   frame->f_trace_opcodes = on ? 1 : 0;
 }
+
+// 3.11 has no dict or type watchers.
+int dv_watch_init(void (*callback)(PyObject* watched)) {
+  (void)callback;
+  return -1;
+}
+int dv_watch_dict(PyObject* dict) {
+  (void)dict;
+  return -1;
+}
+int dv_watch_type(PyObject* type) {
+  (void)type;
+  return -1;
+}

@@ -29,3 +29,47 @@ void dv_frame_trace_instructions(PyFrameObject* frame, int on) {
   frame->f_trace_lines = 0;
   frame->f_trace_opcodes = on ? 1 : 0;
 }
+
+static void (*watch_callback)(PyObject*) = NULL;
+static int dict_watcher = -1;
+static int type_watcher = -1;
+
+static int on_dict_event(PyDict_WatchEvent event, PyObject* dict, PyObject* key, PyObject* new_value) {
+  (void)event;
+  (void)key;
+  (void)new_value;
+  if (watch_callback != NULL) watch_callback(dict);
+  return 0;
+}
+
+static int on_type_event(PyTypeObject* type) {
+  if (watch_callback != NULL) watch_callback((PyObject*)type);
+  return 0;
+}
+
+int dv_watch_init(void (*callback)(PyObject* watched)) {
+  watch_callback = callback;
+  if (dict_watcher < 0) dict_watcher = PyDict_AddWatcher(on_dict_event);
+  if (type_watcher < 0) type_watcher = PyType_AddWatcher(on_type_event);
+  if (dict_watcher < 0 || type_watcher < 0) {
+    PyErr_Clear();
+    return -1;
+  }
+  return 0;
+}
+
+int dv_watch_dict(PyObject* dict) {
+  if (dict_watcher < 0 || PyDict_Watch(dict_watcher, dict) < 0) {
+    PyErr_Clear();
+    return -1;
+  }
+  return 0;
+}
+
+int dv_watch_type(PyObject* type) {
+  if (type_watcher < 0 || PyType_Watch(type_watcher, type) < 0) {
+    PyErr_Clear();
+    return -1;
+  }
+  return 0;
+}

@@ -14,7 +14,9 @@
 //   instance dict and dict version) is skipped: CPython gives every
 //   dict mutation a new version tag and every type change a new type
 //   version. Otherwise its checks run one by one and, if they pass, the
-//   versions are remembered again.
+//   versions are remembered again. Where the interpreter can watch dicts and
+//   types (CPython 3.12), a program whose watched objects have not changed
+//   since its last passing check skips its groups altogether.
 //
 // Global torch state (grad mode, default dtype, autocast...) is checked too.
 // Everything runs with the GIL held.
@@ -122,9 +124,16 @@ class GuardProgram {
   // Why check() fails for this call ("" if it passes). Does not update versions.
   std::string explain_failure(PyObject* args, PyObject* kwargs);
 
+  // Drops the argument tensors from `inputs` (kept for the next call, the
+  // parameters' slots must not hold the caller's tensors alive).
+  void release_arguments(std::vector<at::Tensor>& inputs) const;
+
   std::vector<std::string> descriptions() const;
   int num_checks() const { return static_cast<int>(checks_.size() + tensors_.size()); }
   int num_inputs() const { return num_inputs_; }
+  int num_groups() const { return static_cast<int>(groups_.size()); }
+  // Groups whose checks ran (not skipped by their versions) in the last check.
+  int groups_checked() const { return groups_checked_; }
 
  private:
   struct Load {
@@ -148,6 +157,7 @@ class GuardProgram {
     int input;
     TensorGuard guard;
     std::string description;
+    at::Tensor pinned;  // the tensor itself when the register is pinned (no Python object to go through)
   };
   // A step of the argument part: a load, its checks, its tensors.
   struct Step {
@@ -164,6 +174,7 @@ class GuardProgram {
     unsigned int type_version = 0;
     bool validated = false;
     bool versioned = true;
+    bool watched = false;  // its dict (and type) are watched: a change marks the program dirty
   };
 
   bool run(PyObject* args, PyObject* kwargs, std::vector<at::Tensor>* inputs, std::string* why);
@@ -181,9 +192,22 @@ class GuardProgram {
   std::vector<Step> steps_;
   std::vector<Group> groups_;
   std::vector<PyObject*> pinned_;  // register -> pinned object (strong), nullptr otherwise
+  std::vector<PyObject*> registers_;  // reused by check(): the pinned objects and this call's values
+  bool busy_ = false;
   int open_group_ = -1;
+  int groups_checked_ = 0;
+  bool dirty_ = true;  // a watched object may have changed since the last passing check
+  std::vector<PyObject*> watching_;  // objects this program is registered on
+
+ public:
+  // A watched dict or type is about to change (called by the interpreter's watchers).
+  static void on_change(PyObject* watched);
+
+ private:
+  void watch(Group& g, PyObject* object);
   int num_inputs_ = 0;
   std::vector<int> distinct_;
+  std::vector<int> argument_inputs_;  // inputs read from the arguments (not pinned)
   std::optional<GlobalState> global_;
   int positional_ = -1;
   std::vector<PyObject*> keywords_;  // strong (interned str)

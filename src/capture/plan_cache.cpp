@@ -12,23 +12,37 @@ void PlanCache::make_eager(int index) {
 
 std::optional<PlanCache::Hit> PlanCache::run(PyObject* args, PyObject* kwargs) {
   failed_index_ = -1;
-  std::vector<at::Tensor> inputs;
+  std::vector<at::Tensor> local;
   for (std::size_t i = 0; i < entries_.size(); ++i) {
     Entry& e = entries_[i];
+    // Another thread running this plan without the GIL holds its inputs.
+    std::shared_ptr<bool> busy = e.busy;
+    std::shared_ptr<std::vector<at::Tensor>> kept = e.inputs;
+    std::vector<at::Tensor>& inputs = *busy ? local : *kept;
     if (!e.guards->check(args, kwargs, inputs)) continue;
     std::shared_ptr<runtime::Executor> executor = e.executor;  // stays alive without the GIL
+    if (executor == nullptr) {  // a version that runs from Python (a tree) or eagerly
+      Hit hit{static_cast<int>(i), {}, inputs};
+      e.guards->release_arguments(inputs);
+      return hit;
+    }
+    const bool own = &inputs == kept.get();
+    if (own) *busy = true;
     std::vector<at::Tensor> outputs;
-    if (executor == nullptr) return Hit{static_cast<int>(i), {}, std::move(inputs)};  // a version that runs eagerly
     PyThreadState* saved = PyEval_SaveThread();
     try {
       outputs = executor->run(inputs);
     } catch (...) {
       PyEval_RestoreThread(saved);
+      e.guards->release_arguments(inputs);
+      if (own) *busy = false;
       failed_index_ = static_cast<int>(i);
       throw;
     }
     PyEval_RestoreThread(saved);
-    return Hit{static_cast<int>(i), std::move(outputs), std::move(inputs)};
+    e.guards->release_arguments(inputs);
+    if (own) *busy = false;
+    return Hit{static_cast<int>(i), std::move(outputs), {}};
   }
   return std::nullopt;
 }

@@ -22,6 +22,10 @@ class PlanCache {
   struct Entry {
     std::shared_ptr<GuardProgram> guards;
     std::shared_ptr<runtime::Executor> executor;  // null: calls that pass these guards run eagerly
+    // The inputs of the last call, reused by the next (most are parameters,
+    // the same tensors every call); `busy` while a run uses them without the GIL.
+    std::shared_ptr<std::vector<at::Tensor>> inputs = std::make_shared<std::vector<at::Tensor>>();
+    std::shared_ptr<bool> busy = std::make_shared<bool>(false);
   };
 
   void add(std::shared_ptr<GuardProgram> guards, std::shared_ptr<runtime::Executor> executor);

@@ -349,10 +349,17 @@ void Executor::run_kernel(const Step& step, std::vector<at::Tensor>& slots, cons
     if (!t.defined()) {
       t = at::empty(slot.sizes, at::TensorOptions().dtype(to_scalar_type(slot.dtype)).device(device));
       if (poison_outputs()) poison(t);
+    } else if (device.is_cuda() && !t.is_cuda() && t.dim() == 0) {
+      // A CPU scalar in a GPU program (ATen lets 0-d CPU tensors into CUDA
+      // ops; torch.compile passes Python floats so): the kernel reads a copy
+      // on the device.
+      t = t.to(device, /*non_blocking=*/true);
     } else if (k.buffers[b].aligned16 && !aligned16(t)) {
       // Only a fallback's output can be misaligned; give the kernel an aligned copy.
       t = at::empty_strided(slot.sizes, slot.strides, t.options()).copy_(t);
     }
+    if (device.is_cuda() && !t.is_cuda())
+      throw std::runtime_error("kernel " + k.name + " would read a " + t.device().str() + " tensor on the GPU");
     pointers.push_back(t.data_ptr());
   }
   if (k.xnumel == 0) return;
