@@ -20,7 +20,10 @@ std::optional<PlanCache::Hit> PlanCache::run(PyObject* args, PyObject* kwargs) {
     std::shared_ptr<std::vector<at::Tensor>> kept = e.inputs;
     std::vector<at::Tensor>& inputs = *busy ? local : *kept;
     if (!e.guards->check(args, kwargs, inputs)) continue;
-    std::shared_ptr<runtime::Executor> executor = e.executor;  // stays alive without the GIL
+    // What the run needs stays alive without the GIL, when another thread may
+    // add a plan (and move `entries_`) meanwhile: never touch `e` after.
+    std::shared_ptr<runtime::Executor> executor = e.executor;
+    std::shared_ptr<GuardProgram> guards = e.guards;
     if (executor == nullptr) {  // a version that runs from Python (a tree) or eagerly
       Hit hit{static_cast<int>(i), {}, inputs};
       e.guards->release_arguments(inputs);
@@ -34,13 +37,13 @@ std::optional<PlanCache::Hit> PlanCache::run(PyObject* args, PyObject* kwargs) {
       outputs = executor->run(inputs);
     } catch (...) {
       PyEval_RestoreThread(saved);
-      e.guards->release_arguments(inputs);
+      guards->release_arguments(inputs);
       if (own) *busy = false;
       failed_index_ = static_cast<int>(i);
       throw;
     }
     PyEval_RestoreThread(saved);
-    e.guards->release_arguments(inputs);
+    guards->release_arguments(inputs);
     if (own) *busy = false;
     return Hit{static_cast<int>(i), std::move(outputs), {}};
   }

@@ -248,6 +248,12 @@ Executor::Executor(codegen::Program program)
   stats_.kernels = static_cast<std::int64_t>(program_.kernels.size());
   for (const auto& op : program_.fallback_ops) stats_.fallback_ops[op]++;
   cuda_->fallback_ops.resize(program_.steps.size());
+  for (std::size_t i = 0; i < program_.steps.size(); ++i) {
+    const Step& step = program_.steps[i];
+    if (step.kind == Step::Kind::Kernel) continue;
+    auto [name, overload] = split_op_name(program_.graph.nodes[step.node].op);
+    cuda_->fallback_ops[i] = c10::Dispatcher::singleton().findSchemaOrThrow(name.c_str(), overload.c_str());
+  }
 }
 
 Executor::~Executor() = default;
@@ -271,8 +277,14 @@ void Executor::validate_cuda(int arch) {
 
 void Executor::prepare_cuda(int device_index) {
   CudaDriver& driver = CudaDriver::instance();
-  if (cuda_->device == device_index) {
+  if (ready_device_.load(std::memory_order_acquire) == device_index) {
     driver.ensure_context(device_index);  // cheap when current; the calling thread may be new
+    return;
+  }
+  std::lock_guard<std::mutex> lock(prepare_mutex_);
+  if (cuda_->device == device_index) {
+    driver.ensure_context(device_index);
+    ready_device_.store(device_index, std::memory_order_release);
     return;
   }
   if (!driver.available()) throw std::runtime_error("CUDA driver unavailable: " + driver.unavailable_reason());
@@ -291,6 +303,7 @@ void Executor::prepare_cuda(int device_index) {
   cuda_->emitted = std::move(emitted);
   cuda_->functions = std::move(functions);
   cuda_->device = device_index;
+  ready_device_.store(device_index, std::memory_order_release);
 }
 
 std::vector<at::Tensor> Executor::run(const std::vector<at::Tensor>& inputs) {
@@ -380,11 +393,7 @@ void Executor::run_kernel(const Step& step, std::vector<at::Tensor>& slots, cons
 void Executor::run_fallback(const Step& step, std::vector<at::Tensor>& slots) {
   const ir::Node& node = program_.graph.nodes[step.node];
   std::size_t step_index = &step - program_.steps.data();
-  auto& handle = cuda_->fallback_ops[step_index];
-  if (!handle) {
-    auto [name, overload] = split_op_name(node.op);
-    handle = c10::Dispatcher::singleton().findSchemaOrThrow(name.c_str(), overload.c_str());
-  }
+  auto& handle = cuda_->fallback_ops[step_index];  // resolved in the constructor (replays may run in parallel)
   const c10::FunctionSchema& schema = handle->schema();
   if (node.args.size() != schema.arguments().size())
     throw std::runtime_error("fallback " + node.op + " has " + std::to_string(node.args.size()) +

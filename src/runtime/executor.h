@@ -9,8 +9,10 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <atomic>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -51,6 +53,10 @@ class Executor {
 
   codegen::Program program_;
   at::Device device_;
+  // Several threads may replay one plan at once: the kernels are loaded once,
+  // under the mutex; `ready_device_` is the device they were loaded for.
+  std::mutex prepare_mutex_;
+  std::atomic<int> ready_device_{-1};
   std::unique_ptr<CudaKernels> cuda_;
   ExecutorStats stats_;
 };
