@@ -1,6 +1,9 @@
 // deepvisor._C: the bindings between the Python front and the C++ compiler.
 #include <torch/csrc/utils/pybind.h>
 
+#include <ATen/core/grad_mode.h>
+
+#include <chrono>
 #include <fstream>
 #include <sstream>
 
@@ -89,7 +92,9 @@ void bind_capture(py::module_& m) {
                     std::move(description));
       })
       .def("add_tensor", [](GuardProgram& g, int reg, int input, const at::Tensor& t, std::string description) {
-        g.add_tensor(reg, input, dv::capture::TensorGuard::of(t), std::move(description));
+        auto guard = dv::capture::TensorGuard::of(t);
+        guard.check_requires_grad = at::GradMode::is_enabled();  // the global state guard pins grad mode
+        g.add_tensor(reg, input, std::move(guard), std::move(description));
       })
       .def("add_distinct_inputs", &GuardProgram::add_distinct_inputs)
       .def("set_arguments", &GuardProgram::set_arguments)
@@ -99,6 +104,17 @@ void bind_capture(py::module_& m) {
         bool ok = g.check(args.ptr(), kwargs.ptr(), inputs);
         return tensors_or_none(ok, std::move(inputs));
       })
+      .def("time_checks", [](GuardProgram& g, py::tuple args, py::dict kwargs, int n) {
+        // Mean seconds of one check, timed in C++ (no Python call in the loop).
+        std::vector<at::Tensor> inputs;
+        g.check(args.ptr(), kwargs.ptr(), inputs);
+        auto t0 = std::chrono::steady_clock::now();
+        bool ok = true;
+        for (int i = 0; i < n; ++i) ok = g.check(args.ptr(), kwargs.ptr(), inputs) && ok;
+        auto t1 = std::chrono::steady_clock::now();
+        if (!ok) throw std::runtime_error("the guards failed while timing them");
+        return std::chrono::duration<double>(t1 - t0).count() / n;
+      }, py::arg("args"), py::arg("kwargs"), py::arg("n"))
       .def("passes", [](GuardProgram& g, py::tuple args, py::dict kwargs) {
         static std::vector<at::Tensor> inputs;  // reused, as the plan cache does
         return g.check(args.ptr(), kwargs.ptr(), inputs);

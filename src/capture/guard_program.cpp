@@ -127,16 +127,37 @@ void GuardProgram::watch(Group& g, PyObject* object) {
     watching_.push_back(t);
   }
   g.watched = true;
+  unwatched_valid_ = false;
 }
 
 TensorGuard TensorGuard::of(const at::Tensor& t) {
   return {t.scalar_type(), t.device(), t.sizes().vec(), t.strides().vec(), is_aligned16(t), t.requires_grad()};
 }
 
+namespace {
+// Small int arrays compared inline (memcmp through the PLT cost more than the
+// comparison for the 1-4 sizes of most tensors).
+inline bool same_ints(c10::IntArrayRef a, const std::vector<std::int64_t>& b) {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < b.size(); ++i)
+    if (a[i] != b[i]) return false;
+  return true;
+}
+}  // namespace
+
 bool TensorGuard::matches(const at::Tensor& t) const {
-  return t.defined() && t.scalar_type() == dtype && t.device() == device && t.sizes() == c10::IntArrayRef(sizes) &&
-         t.strides() == c10::IntArrayRef(strides) && (!aligned16 || is_aligned16(t)) &&
-         t.requires_grad() == requires_grad;
+  if (!t.defined()) return false;
+  const c10::TensorImpl* impl = t.unsafeGetTensorImpl();
+  if (impl->dtype() != c10::scalarTypeToTypeMeta(dtype) || impl->device() != device) return false;
+  if (!same_ints(impl->sizes(), sizes) || !same_ints(impl->strides(), strides)) return false;
+  if (aligned16) {
+    const c10::Storage& storage = impl->unsafe_storage();
+    if (!storage) return false;
+    auto address = reinterpret_cast<std::uintptr_t>(storage.unsafeGetStorageImpl()->data_ptr().get()) +
+                   static_cast<std::uintptr_t>(impl->storage_offset()) * impl->itemsize();
+    if (address % 16 != 0) return false;
+  }
+  return !check_requires_grad || impl->requires_grad() == requires_grad;
 }
 
 std::string TensorGuard::mismatch(const at::Tensor& t) const {
@@ -147,7 +168,7 @@ std::string TensorGuard::mismatch(const at::Tensor& t) const {
   if (t.strides() != c10::IntArrayRef(strides))
     return "strides " + shape_text(t.strides()) + " vs " + shape_text(strides);
   if (aligned16 && !is_aligned16(t)) return "data pointer not 16-byte aligned";
-  if (t.requires_grad() != requires_grad) return "requires_grad";
+  if (check_requires_grad && t.requires_grad() != requires_grad) return "requires_grad";
   return "";
 }
 
@@ -267,8 +288,12 @@ void GuardProgram::add_tensor(int reg, int input, TensorGuard guard, std::string
   if (pinned_[reg] == nullptr) argument_inputs_.push_back(input);
   at::Tensor pinned;
   if (pinned_[reg] != nullptr && THPVariable_Check(pinned_[reg])) pinned = THPVariable_Unpack(pinned_[reg]);
+  const bool is_pinned = pinned.defined();
   tensors_.push_back({reg, input, std::move(guard), std::move(description), std::move(pinned)});
-  steps_.push_back({Step::Kind::Tensor, static_cast<int>(tensors_.size()) - 1});
+  // Pinned tensors (parameters, buffers) are checked in a loop of their own,
+  // after the arguments; argument tensors where their load puts them.
+  if (is_pinned) pinned_tensors_.push_back(static_cast<int>(tensors_.size()) - 1);
+  else steps_.push_back({Step::Kind::Tensor, static_cast<int>(tensors_.size()) - 1});
   num_inputs_ = std::max(num_inputs_, input + 1);
 }
 
@@ -437,6 +462,32 @@ void GuardProgram::remember_versions(Group& g, PyObject* object) {
   }
 }
 
+bool GuardProgram::check_pinned_tensors(std::vector<at::Tensor>& inputs, std::string* why) {
+  const std::size_t n = pinned_tensors_.size();
+  for (std::size_t i = 0; i < n; ++i) {
+    // The tensors' metadata lie all over the heap: load ahead, the tensor
+    // eight checks on, and the storage (its data pointer) of the one four on.
+    if (i + 8 < n) {
+      const c10::TensorImpl* ahead = tensors_[pinned_tensors_[i + 8]].pinned.unsafeGetTensorImpl();
+      __builtin_prefetch(ahead);
+      __builtin_prefetch(reinterpret_cast<const char*>(ahead) + 64);
+      __builtin_prefetch(reinterpret_cast<const char*>(ahead) + 128);
+    }
+    if (i + 4 < n) {
+      const c10::Storage& storage = tensors_[pinned_tensors_[i + 4]].pinned.unsafeGetTensorImpl()->unsafe_storage();
+      if (storage) __builtin_prefetch(storage.unsafeGetStorageImpl());
+    }
+    const TensorCheck& t = tensors_[pinned_tensors_[i]];
+    if (!t.guard.matches(t.pinned)) {
+      if (why) *why = t.description + ": " + t.guard.mismatch(t.pinned);
+      return false;
+    }
+    at::Tensor& slot = inputs[t.input];
+    if (slot.unsafeGetTensorImpl() != t.pinned.unsafeGetTensorImpl()) slot = t.pinned;
+  }
+  return true;
+}
+
 bool GuardProgram::run(PyObject* args, PyObject* kwargs, std::vector<at::Tensor>* inputs, std::string* why) {
   if (global_) {
     GlobalState now = GlobalState::now();
@@ -511,6 +562,7 @@ bool GuardProgram::run(PyObject* args, PyObject* kwargs, std::vector<at::Tensor>
       }
     }
   }
+  if (!check_pinned_tensors(*inputs, why)) return false;
   for (std::size_t i = 0; i < distinct_.size(); ++i)
     for (std::size_t j = 0; j < i; ++j)
       if (input_objects[distinct_[i]] != nullptr && input_objects[distinct_[i]] == input_objects[distinct_[j]]) {
@@ -519,6 +571,19 @@ bool GuardProgram::run(PyObject* args, PyObject* kwargs, std::vector<at::Tensor>
       }
   groups_checked_ = 0;
   const bool clean = !dirty_ && why == nullptr;
+  if (clean && unwatched_valid_) {
+    // Nothing watched changed: only the groups no watcher covers.
+    for (int gi : unwatched_) {
+      Group& g = groups_[gi];
+      PyObject* object = pinned_[g.reg];
+      if (group_unchanged(g, object)) continue;
+      ++groups_checked_;
+      for (int c = g.first_check; c < g.end_check; ++c)
+        if (!run_check(checks_[c], regs, why)) return false;
+      remember_versions(g, object);
+    }
+    return true;
+  }
   const std::size_t n = groups_.size();
   for (std::size_t i = 0; i < n; ++i) {
     Group& g = groups_[i];
@@ -543,7 +608,15 @@ bool GuardProgram::run(PyObject* args, PyObject* kwargs, std::vector<at::Tensor>
       watch(g, object);
     }
   }
-  if (why == nullptr) dirty_ = false;
+  if (why == nullptr) {
+    dirty_ = false;
+    if (!unwatched_valid_) {
+      unwatched_.clear();
+      for (std::size_t i = 0; i < n; ++i)
+        if (!groups_[i].watched) unwatched_.push_back(static_cast<int>(i));
+      unwatched_valid_ = true;
+    }
+  }
   return true;
 }
 

@@ -40,6 +40,10 @@ struct TensorGuard {
   std::vector<std::int64_t> strides;
   bool aligned16;      // the plan assumes a 16-byte aligned data pointer
   bool requires_grad;
+  // Whether requires_grad matters: only when the plan was captured with grad
+  // mode on (the global state guard pins grad mode), so that under no_grad
+  // the check skips the autograd metadata (a cache line per parameter).
+  bool check_requires_grad = true;
   static TensorGuard of(const at::Tensor& t);
   // "" if `t` satisfies the guard, else the first difference.
   std::string mismatch(const at::Tensor& t) const;
@@ -182,6 +186,7 @@ class GuardProgram {
             std::vector<PyObject*>& owned);
   bool run_check(const Check& c, const std::vector<PyObject*>& regs, std::string* why);
   bool group_unchanged(const Group& g, PyObject* object) const;
+  bool check_pinned_tensors(std::vector<at::Tensor>& inputs, std::string* why);
   void remember_versions(Group& g, PyObject* object);
 
   std::vector<Load> loads_;
@@ -197,6 +202,9 @@ class GuardProgram {
   int open_group_ = -1;
   int groups_checked_ = 0;
   bool dirty_ = true;  // a watched object may have changed since the last passing check
+  std::vector<int> unwatched_;    // the groups no watcher covers (valid after a full pass)
+  bool unwatched_valid_ = false;
+  std::vector<int> pinned_tensors_;  // tensors_ indices of pinned tensors
   std::vector<PyObject*> watching_;  // objects this program is registered on
 
  public:
