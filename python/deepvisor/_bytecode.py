@@ -61,6 +61,54 @@ _TERMINAL = {"RETURN_VALUE", "RETURN_CONST", "RAISE_VARARGS", "RERAISE", "JUMP_F
 _JUMPS = set(dis.hasjrel) | set(dis.hasjabs)
 
 
+def describe_common(ins, code, kw_names, truth, use_one, use_two):
+    """(kind, n_in, n_out, flags, aux, arg) for the opcodes that take and leave
+    the same on both Python versions, or None. The version files pass what
+    differs: the CALL's keyword names, and the names of the conditional jumps
+    and other operators that use a value."""
+    op = ins.opname
+    if op == "LOAD_GLOBAL":
+        return (GLOBAL, 0, 1, ALWAYS, 0, ins.argval)
+    if op == "MAKE_CELL":
+        return (NEW_CELL, 0, 0, ALWAYS | CELL_RESULT, ins.arg, None)
+    if op in ("LOAD_DEREF", "LOAD_CLASSDEREF") and ins.argval in code.co_freevars:
+        return (DEREF, 0, 1, ALWAYS | CELL_OPERAND, ins.arg, ins.argval)
+    if op == "STORE_DEREF" and ins.argval in code.co_freevars:
+        return (STORE_DEREF, 1, 0, ALWAYS | CELL_OPERAND | BEFORE, ins.arg, ins.argval)
+    simple = {
+        "BINARY_SUBSCR": (ITEM, 2, 1, 0), "STORE_SUBSCR": (STORE_ITEM, 3, 0, BEFORE),
+        "DELETE_SUBSCR": (DELETE_ITEM, 2, 0, BEFORE), "GET_ITER": (ITER, 1, 1, 0),
+        "GET_YIELD_FROM_ITER": (ITER, 1, 1, 0), "FOR_ITER": (NEXT, 1, 1, ITER_STEP),
+    }
+    if op in simple:
+        kind, n_in, n_out, flags = simple[op]
+        return (kind, n_in, n_out, flags, 0, None)
+    named = {"STORE_ATTR": (STORE_ATTR, 2, BEFORE), "DELETE_ATTR": (DELETE_ATTR, 1, BEFORE),
+             "STORE_GLOBAL": (STORE_GLOBAL, 1, ALWAYS | BEFORE), "DELETE_GLOBAL": (DELETE_GLOBAL, 0, ALWAYS | BEFORE)}
+    if op in named:
+        kind, n_in, flags = named[op]
+        return (kind, n_in, 0, flags, 0, ins.argval)
+    if op == "CONTAINS_OP":
+        return (CONTAINS, 2, 1, 0, 0, ins.arg)
+    if op == "UNPACK_SEQUENCE":
+        return (UNPACK, 1, ins.arg, 0, 0, ins.arg)
+    if op == "CALL":
+        return (CALL, ins.arg + 2, 1, 0, 0, kw_names())
+    if op == "CALL_FUNCTION_EX":
+        return (CALL_EX, 3 + (ins.arg & 1), 1, 0, 0, None)
+    if op == "BINARY_OP":
+        return (ARITH, 2, 1, 0, 0, ins.arg)
+    if op in truth:
+        return (TRUTH, 1, 0, BEFORE, 0, None)
+    if op in use_two:
+        return (USE, 2, 0, BEFORE, 0, op)
+    if op in use_one:
+        return (USE, 1, 0, BEFORE, 0, op)
+    if op == "FORMAT_VALUE":
+        return (USE, 2 if (ins.arg & 0x04) else 1, 0, BEFORE, 0, op)
+    return None
+
+
 def stack_depths(code, instructions):
     """The stack depth before each instruction, by offset, from the compiler's
     own stack effects: a walk over the jumps and the exception table."""

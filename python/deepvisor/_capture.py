@@ -265,7 +265,9 @@ def _functional_form(func, info):
 
 
 class Recorder(TorchDispatchMode):
-    """Records one run. Use as a context manager, then call finish()."""
+    """Records one run. Use as a context manager; then read the parts of its
+    graph (value_lines, input_values, node_lines, output_values, mutations,
+    restride_lines, decisions): _segments.split assembles them."""
 
     @classmethod
     def _should_skip_dynamo(cls):
@@ -804,55 +806,6 @@ class Recorder(TorchDispatchMode):
                               f"offset={offset}")
         return values, view_lines
 
-    def finish(self, result, arguments):
-        """The graph text and how to rebuild `result` from the graph outputs.
-
-        Returns (text, spec, leaves): leaves are ("arg", i) for a call argument
-        returned as is, ("view", (i, sizes, strides, offset)) for a view of
-        argument i (rebuilt with as_strided, so that it aliases the argument as
-        in eager), ("out", k) for graph output k, ("const", obj) otherwise.
-        Graph outputs that are views of a computed tensor or of a constant come
-        back from the runtime as views (output_view lines).
-        """
-        leaves, spec = torch.utils._pytree.tree_flatten(result)
-        arg_position = {id(t): i for i, t in enumerate(arguments)}
-        # Families with several returned tensors: their aliasing must survive.
-        returned = {}
-        for leaf in leaves:
-            if isinstance(leaf, torch.Tensor) and id(leaf) in self._alias:
-                family = self._alias[id(leaf)].family
-                returned[id(family)] = returned.get(id(family), 0) + 1
-        output_values, rebuilt, views = [], [], []
-        for leaf in leaves:
-            if not isinstance(leaf, torch.Tensor):
-                rebuilt.append(("const", leaf))
-                continue
-            if id(leaf) in arg_position:
-                rebuilt.append(("arg", arg_position[id(leaf)]))
-                continue
-            view = _view_of_argument(leaf, arguments)
-            if view is not None:
-                rebuilt.append(("view", view))
-                continue
-            alias = self._alias.get(id(leaf))
-            base_view = self._view_of_base(leaf, alias, returned) if alias is not None else None
-            if base_view is not None:
-                base_value, layout = base_view
-                output_values.append(base_value)
-                views.append((len(output_values) - 1, layout))
-            else:
-                output_values.append(self.value_of(leaf))
-            rebuilt.append(("out", len(output_values) - 1))
-        lines = ["deepvisor-graph 1", *self.value_lines]
-        lines += [f"input %{v}" for v in self.input_values]
-        lines += self.node_lines
-        lines.append("output" + "".join(f" %{v}" for v in output_values))
-        lines += [f"mutation %{i} %{v}" for i, v in self.mutations.items()]
-        lines += self.restride_lines()
-        for k, (sizes, strides, offset) in views:
-            lines.append(f"output_view {k} sizes={_ints(sizes)} strides={_ints(strides)} offset={offset}")
-        return "\n".join(lines) + "\n", spec, rebuilt
-
     @property
     def mutations(self):
         """{graph input value id: value id of its final contents} for the inputs
@@ -948,12 +901,9 @@ def _span_of(offset, sizes, strides):
     return lo, hi
 
 
-def _span(t):
-    """The lowest and highest storage offsets `t` reaches."""
-    return _span_of(t.storage_offset(), t.shape, t.stride())
 
 
-def _view_of_argument(leaf, arguments):
+def view_of_argument(leaf, arguments):
     """(i, sizes, strides, offset from argument i's) when `leaf` is a view of
     argument i: the same storage and dtype, within the argument's span. Guards
     pin the arguments' sizes and strides, so the same view of a later call's
@@ -971,7 +921,8 @@ def _view_of_argument(leaf, arguments):
     arg = arguments[i]
     if arg.numel() == 0 or arg.dtype != leaf.dtype:
         return None
-    (lo, hi), (arg_lo, arg_hi) = _span(leaf), _span(arg)
+    lo, hi = _span_of(leaf.storage_offset(), leaf.shape, leaf.stride())
+    arg_lo, arg_hi = _span_of(arg.storage_offset(), arg.shape, arg.stride())
     if not (arg_lo <= lo and hi <= arg_hi):
         return None
     return i, tuple(leaf.shape), tuple(leaf.stride()), leaf.storage_offset() - arg.storage_offset()

@@ -16,33 +16,16 @@ _ACCESSORS = {"self": 0, "attr": 1, "item": 2, "cell": 3, "len": 4, "truth": 5, 
 _EXPECTS = {"value": 0, "id": 1, "type": 2, "raises": 3, "method": 4, "ids": 5, "tensor": 6, "same": 7}
 
 
+_EXPRESSIONS = {"self": "{n}", "attr": "{n}.{k}", "item": "{n}[{k!r}]", "cell": "{n}", "len": "len({n})",
+                "truth": "bool({n})", "contains": "{k!r} in {n}", "hasattr": "hasattr({n}, {k!r})",
+                "keys": "tuple({n}.keys())", "content": "set({n})", "type": "type({n})"}
+
+
 def expression(name, accessor):
     """The Python expression a check reads: self.scale, len(x), 'k' in d..."""
     kind = accessor[0]
     key = accessor[1] if len(accessor) > 1 else None
-    if kind == "self":
-        return name
-    if kind == "attr":
-        return f"{name}.{key}"
-    if kind == "item":
-        return f"{name}[{key!r}]"
-    if kind == "cell":
-        return name
-    if kind == "len":
-        return f"len({name})"
-    if kind == "truth":
-        return f"bool({name})"
-    if kind == "contains":
-        return f"{key!r} in {name}"
-    if kind == "hasattr":
-        return f"hasattr({name}, {key!r})"
-    if kind == "keys":
-        return f"tuple({name}.keys())"
-    if kind == "content":
-        return f"set({name})"
-    if kind == "type":
-        return f"type({name})"
-    return f"{name}.<{kind}>"
+    return _EXPRESSIONS.get(kind, "{n}.<" + kind + ">").format(n=name, k=key)
 
 
 def describe(name, accessor, expectation):

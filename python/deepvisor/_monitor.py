@@ -440,20 +440,8 @@ def _key_of(accessor):
 
 
 def _access_name(base, accessor):
-    kind = accessor[0]
-    if kind == "attr":
-        return f"{base}.{accessor[1]}"
-    if kind == "item":
-        return f"{base}[{accessor[1]!r}]"
-    if kind == "cell":
-        return f"{base}.cell_contents"
-    if kind == "len":
-        return f"len({base})"
-    if kind == "contains":
-        return f"({accessor[1]!r} in {base})"
-    if kind == "truth":
-        return f"bool({base})"
-    return f"{base}.<{kind}>"
+    from ._guards import expression
+    return expression(base, accessor)
 
 
 def _same_state(a, b):
@@ -657,25 +645,15 @@ def _on_delete_attr(m, name, frame, operands, results, status):
 
 
 def _on_store_item(m, arg, frame, operands, results, status):
-    value, container, key = operands
+    """c[key] = v (operands v, c, key) and del c[key] (operands c, key)."""
+    container, key = operands[-2], operands[-1]
     node = m.node_of(container)
     if node is None or isinstance(node.obj, torch.Tensor):
         return
     if is_value(key):
         m.record_write(node, key)
     else:
-        m.use_all(node, "store with a non-constant key")
-
-
-def _on_delete_item(m, arg, frame, operands, results, status):
-    container, key = operands
-    node = m.node_of(container)
-    if node is None or isinstance(node.obj, torch.Tensor):
-        return
-    if is_value(key):
-        m.record_write(node, key)
-    else:
-        m.use_all(node, "delete with a non-constant key")
+        m.use_all(node, "a write with a non-constant key")
 
 
 def _on_store_slice(m, arg, frame, operands, results, status):
@@ -794,7 +772,7 @@ _HANDLERS = {
     B.ATTR: _on_attr, B.METHOD: _on_method, B.ITEM: _on_item, B.SLICE: _on_slice, B.GLOBAL: _on_global,
     B.DEREF: _on_deref, B.CONTAINS: _on_contains, B.ITER: _on_iter, B.UNPACK: _on_unpack,
     B.CALL: _on_call, B.CALL_EX: _on_call_ex, B.TRUTH: _on_truth, B.STORE_ATTR: _on_store_attr,
-    B.DELETE_ATTR: _on_delete_attr, B.STORE_ITEM: _on_store_item, B.DELETE_ITEM: _on_delete_item,
+    B.DELETE_ATTR: _on_delete_attr, B.STORE_ITEM: _on_store_item, B.DELETE_ITEM: _on_store_item,
     B.STORE_GLOBAL: _on_store_global, B.DELETE_GLOBAL: _on_store_global, B.STORE_DEREF: _on_store_deref,
     B.USE: _on_use, B.STORE_SLICE: _on_store_slice, B.SUPER_ATTR: _on_super_attr, B.NEW_CELL: _on_new_cell,
     B.ARITH: _on_arith,

@@ -1,7 +1,6 @@
 """What the CPython 3.11 opcodes that touch Python state take and leave on the
-stack (see _bytecode.py for the kinds). The 3.12 twin is _opcodes_py312.py."""
-
-import sys
+stack (see _bytecode.py for the kinds and the opcodes both versions share).
+The 3.12 twin is _opcodes_py312.py."""
 
 from . import _bytecode as B
 
@@ -28,56 +27,11 @@ def _kw_names(instructions, k, code):
 
 def describe(ins, instructions, k, code):
     """(kind, n_in, n_out, flags, aux, arg) for an instruction that matters, else None."""
-    op = ins.opname
-    if op == "LOAD_ATTR":
+    if ins.opname == "LOAD_ATTR":
         return (B.ATTR, 1, 1, 0, 0, ins.argval)
-    if op == "LOAD_METHOD":
+    if ins.opname == "LOAD_METHOD":
         return (B.METHOD, 1, 2, 0, 0, ins.argval)
-    if op == "LOAD_GLOBAL":
-        return (B.GLOBAL, 0, 1, B.ALWAYS, 0, ins.argval)
-    if op in ("LOAD_DEREF", "LOAD_CLASSDEREF") and ins.argval in code.co_freevars:
-        return (B.DEREF, 0, 1, B.ALWAYS | B.CELL_OPERAND, ins.arg, ins.argval)
-    if op == "STORE_DEREF" and ins.argval in code.co_freevars:
-        return (B.STORE_DEREF, 1, 0, B.ALWAYS | B.CELL_OPERAND | B.BEFORE, ins.arg, ins.argval)
-    if op == "MAKE_CELL":
-        return (B.NEW_CELL, 0, 0, B.ALWAYS | B.CELL_RESULT, ins.arg, None)
-    if op == "BINARY_SUBSCR":
-        return (B.ITEM, 2, 1, 0, 0, None)
-    if op == "STORE_SUBSCR":
-        return (B.STORE_ITEM, 3, 0, B.BEFORE, 0, None)
-    if op == "DELETE_SUBSCR":
-        return (B.DELETE_ITEM, 2, 0, B.BEFORE, 0, None)
-    if op == "STORE_ATTR":
-        return (B.STORE_ATTR, 2, 0, B.BEFORE, 0, ins.argval)
-    if op == "DELETE_ATTR":
-        return (B.DELETE_ATTR, 1, 0, B.BEFORE, 0, ins.argval)
-    if op == "STORE_GLOBAL":
-        return (B.STORE_GLOBAL, 1, 0, B.ALWAYS | B.BEFORE, 0, ins.argval)
-    if op == "DELETE_GLOBAL":
-        return (B.DELETE_GLOBAL, 0, 0, B.ALWAYS | B.BEFORE, 0, ins.argval)
-    if op == "CONTAINS_OP":
-        return (B.CONTAINS, 2, 1, 0, 0, ins.arg)
-    if op in ("GET_ITER", "GET_YIELD_FROM_ITER"):
-        return (B.ITER, 1, 1, 0, 0, None)
-    if op == "FOR_ITER":
-        return (B.NEXT, 1, 1, B.ITER_STEP, 0, None)
-    if op == "UNPACK_SEQUENCE":
-        return (B.UNPACK, 1, ins.arg, 0, 0, ins.arg)
-    if op == "CALL":
-        return (B.CALL, ins.arg + 2, 1, 0, 0, _kw_names(instructions, k, code))
-    if op == "CALL_FUNCTION_EX":
-        return (B.CALL_EX, 3 + (ins.arg & 1), 1, 0, 0, None)
-    if op == "BINARY_OP":
-        return (B.ARITH, 2, 1, 0, 0, ins.arg)
-    if op in _TRUTH:
-        return (B.TRUTH, 1, 0, B.BEFORE, 0, None)
-    if op in _USE_TWO:
-        return (B.USE, 2, 0, B.BEFORE, 0, op)
-    if op in _USE_ONE:
-        return (B.USE, 1, 0, B.BEFORE, 0, op)
-    if op == "FORMAT_VALUE":
-        return (B.USE, 2 if (ins.arg & 0x04) else 1, 0, B.BEFORE, 0, op)
-    return None
+    return B.describe_common(ins, code, lambda: _kw_names(instructions, k, code), _TRUTH, _USE_ONE, _USE_TWO)
 
 
 def enable_opcode_events():

@@ -24,6 +24,7 @@ import torch
 from torch.utils import _pytree as pytree
 
 from ._monitor import Unsupported, is_value
+from ._capture import view_of_argument as _view_of_argument
 
 
 class Context:
@@ -318,8 +319,8 @@ class RecipeBuilder:
             return Fetch(node)
         base = _view_of_argument(t, self._arguments_of_input)
         if base is not None:
-            arg_tensor, sizes, strides, offset = base
-            return View(self.of(arg_tensor), sizes, strides, offset)
+            i, sizes, strides, offset = base
+            return View(self.of(self._arguments_of_input[i]), sizes, strides, offset)
         if node is not None and node.pinned:
             return Const(t)
         if not self.recorder.knows(t):
@@ -336,37 +337,6 @@ def _defined_in_user_code(cls):
     module = sys.modules.get(getattr(cls, "__module__", None))
     path = getattr(module, "__file__", None)
     return path is not None and code_kind(path) == "user"
-
-
-def _span(t):
-    lo = hi = t.storage_offset()
-    for size, stride in zip(t.shape, t.stride()):
-        lo += min(0, (size - 1) * stride)
-        hi += max(0, (size - 1) * stride)
-    return lo, hi
-
-
-def _view_of_argument(leaf, arguments):
-    """(argument tensor, sizes, strides, offset from its own) when `leaf` is a
-    view of exactly one argument tensor (same storage and dtype, within its
-    span). Guards pin the arguments' sizes and strides, so the same view of a
-    later call's argument is its as_strided with these numbers."""
-    if leaf.numel() == 0 or not arguments:
-        return None
-    storage = leaf.untyped_storage().data_ptr()
-    sharing = [a for a in arguments if a.untyped_storage().data_ptr() == storage]
-    if len(sharing) != 1:
-        # None: a result of its own. Several: arguments that share storage (x
-        # and x[1:]) cannot tell which one the view came from; a copy is right
-        # for later calls that pass unrelated tensors.
-        return None
-    arg = sharing[0]
-    if arg.numel() == 0 or arg.dtype != leaf.dtype:
-        return None
-    (lo, hi), (arg_lo, arg_hi) = _span(leaf), _span(arg)
-    if not (arg_lo <= lo and hi <= arg_hi):
-        return None
-    return arg, tuple(leaf.shape), tuple(leaf.stride()), leaf.storage_offset() - arg.storage_offset()
 
 
 # -- side effects ----------------------------------------------------------------------

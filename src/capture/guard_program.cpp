@@ -438,6 +438,51 @@ bool GuardProgram::run_check(const Check& c, const std::vector<PyObject*>& regs,
   return ok;
 }
 
+bool GuardProgram::versions_unchanged() const {
+  const std::size_t nd = fast_dicts_.size();
+  for (std::size_t i = 0; i < nd; ++i) {
+    if (i + 8 < nd) __builtin_prefetch(fast_dicts_[i + 8].dict);
+    if (dict_version(fast_dicts_[i].dict) != fast_dicts_[i].version) return false;
+  }
+  const std::size_t ni = fast_instances_.size();
+  for (std::size_t i = 0; i < ni; ++i) {
+    if (i + 8 < ni) {
+      __builtin_prefetch(fast_instances_[i + 8].object);
+      __builtin_prefetch(fast_instances_[i + 8].dict);
+    }
+    const InstanceVersion& f = fast_instances_[i];
+    if (Py_TYPE(f.object) != f.type || f.type->tp_version_tag != f.type_version || *f.dict_slot != f.dict ||
+        dict_version(f.dict) != f.version)
+      return false;
+  }
+  return true;
+}
+
+void GuardProgram::remember_fast_versions() {
+  fast_dicts_.clear();
+  fast_instances_.clear();
+  slow_groups_.clear();
+  for (std::size_t i = 0; i < groups_.size(); ++i) {
+    const Group& g = groups_[i];
+    PyObject* object = pinned_[g.reg];
+    if (!g.versioned || !g.validated) {
+      slow_groups_.push_back(static_cast<int>(i));
+    } else if (PyDict_Check(object)) {
+      fast_dicts_.push_back({object, g.dict_version});
+    } else if (g.dict != nullptr && g.type_version != 0) {
+      PyObject** slot = _PyObject_GetDictPtr(object);
+      if (slot == nullptr) {
+        slow_groups_.push_back(static_cast<int>(i));
+        continue;
+      }
+      fast_instances_.push_back({object, g.type, g.type_version, slot, g.dict, g.dict_version});
+    } else {
+      slow_groups_.push_back(static_cast<int>(i));
+    }
+  }
+  fast_valid_ = true;
+}
+
 bool GuardProgram::group_unchanged(const Group& g, PyObject* object) const {
   if (!g.versioned || !g.validated || Py_TYPE(object) != g.type) return false;
   if (PyDict_Check(object)) return dict_version(object) == g.dict_version;
@@ -584,6 +629,16 @@ bool GuardProgram::run(PyObject* args, PyObject* kwargs, std::vector<at::Tensor>
     }
     return true;
   }
+  if (!clean && fast_valid_ && why == nullptr && versions_unchanged()) {
+    for (int gi : slow_groups_) {
+      Group& g = groups_[gi];
+      ++groups_checked_;
+      for (int c = g.first_check; c < g.end_check; ++c)
+        if (!run_check(checks_[c], regs, why)) return false;
+    }
+    dirty_ = false;
+    return true;
+  }
   const std::size_t n = groups_.size();
   for (std::size_t i = 0; i < n; ++i) {
     Group& g = groups_[i];
@@ -610,6 +665,7 @@ bool GuardProgram::run(PyObject* args, PyObject* kwargs, std::vector<at::Tensor>
   }
   if (why == nullptr) {
     dirty_ = false;
+    if (!clean) remember_fast_versions();
     if (!unwatched_valid_) {
       unwatched_.clear();
       for (std::size_t i = 0; i < n; ++i)

@@ -205,6 +205,26 @@ class GuardProgram {
   std::vector<int> unwatched_;    // the groups no watcher covers (valid after a full pass)
   bool unwatched_valid_ = false;
   std::vector<int> pinned_tensors_;  // tensors_ indices of pinned tensors
+  // The versions every versioned group passed with, in flat arrays, so that
+  // an unchanged state is confirmed by one tight loop (without watchers).
+  struct DictVersion {
+    PyObject* dict;
+    std::uint64_t version;
+  };
+  struct InstanceVersion {
+    PyObject* object;
+    PyTypeObject* type;
+    unsigned int type_version;
+    PyObject** dict_slot;
+    PyObject* dict;
+    std::uint64_t version;
+  };
+  std::vector<DictVersion> fast_dicts_;
+  std::vector<InstanceVersion> fast_instances_;
+  std::vector<int> slow_groups_;  // groups no version covers
+  bool fast_valid_ = false;
+  bool versions_unchanged() const;
+  void remember_fast_versions();
   std::vector<PyObject*> watching_;  // objects this program is registered on
 
  public:
