@@ -23,6 +23,7 @@ import types
 
 import torch
 
+from . import _C
 from ._monitor import NULL, Unsupported, is_value
 
 _MethodDescriptor = (types.MethodDescriptorType, types.WrapperDescriptorType, types.ClassMethodDescriptorType)
@@ -97,14 +98,14 @@ def _impure_reason(fn):
 def on_call(m, fn, args, kwargs, results, status, frame):
     if _is_python(fn):
         return  # stepped
-    if m.scalars is not None and not status & _failed_bit() and results and _reads_a_number(fn, args):
+    if m.scalars is not None and not status & _C.FAILED and results and _reads_a_number(fn, args):
         m.scalars.on_escape(results[0], m.tracer)
         return
     reason = _impure_reason(fn)
     if reason is not None:
         raise Unsupported(reason)
     owner, name, self, rest = _normalize(fn, args)
-    failed = bool(status & _failed_bit())
+    failed = bool(status & _C.FAILED)
     if isinstance(self, torch.Tensor) and name in _TENSOR_DATA_METHODS:
         _tensor_data(m, self, name, results, failed)
         return
@@ -137,11 +138,6 @@ def _reads_a_number(fn, args):
     if fn is torch._C.TensorBase.item:
         return bool(args) and isinstance(args[0], torch.Tensor)
     return fn in (builtins.float, builtins.int) and len(args) == 1 and isinstance(args[0], torch.Tensor)
-
-
-def _failed_bit():
-    from . import _C
-    return _C.FAILED
 
 
 def _use_args(m, args, kwargs):

@@ -290,6 +290,8 @@ class CompiledFunction:
         return result, _Path(None, [], descriptions, [], [], [], program), program, reason
 
     def _build_path(self, monitor, recorder, result):
+        if monitor.internal_error is not None and _flag("DEEPVISOR_STRICT"):
+            raise monitor.internal_error
         reason = monitor.unsupported or recorder.unsupported
         if reason is not None:
             raise StateUnsupported(reason)

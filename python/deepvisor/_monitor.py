@@ -179,6 +179,7 @@ class StateMonitor:
         self.nodes = {}          # id(obj) -> Node
         self.order = []          # nodes in creation order (parents first)
         self.unsupported = None
+        self.internal_error = None  # an exception of the monitor itself (DEEPVISOR_STRICT raises it)
         self.tracer = _C.Tracer(self, NULL)
         self.recorder = None     # the tensor monitor of the same run (for decisions it cannot see)
         self.fresh_cells = {}    # id -> cell, for the closure cells made during the run
@@ -275,14 +276,8 @@ class StateMonitor:
         except Unsupported as e:
             self.unsupported = f"{e} ({_where(frame)})"
         except Exception as e:  # never break the program over a monitoring problem
-            if os.environ.get("DEEPVISOR_DEBUG_MONITOR"):
-                import traceback
-                traceback.print_exc()
-                f = frame
-                while f is not None:
-                    print("   at", f.f_code.co_filename, f.f_lineno, f.f_code.co_name)
-                    f = f.f_back
             self.unsupported = f"internal error in the Python-state monitor: {type(e).__name__}: {e} ({_where(frame)})"
+            self.internal_error = self.internal_error or e
 
     # -- reads -------------------------------------------------------------------------
     def node_of(self, obj):
