@@ -46,7 +46,6 @@ ALWAYS = 1
 BEFORE = 2
 CELL_OPERAND = 4
 ITER_STEP = 8
-CELL_RESULT = 16
 
 # The version-specific opcode knowledge (imported after the kinds it uses).
 if sys.version_info[:2] == (3, 11):
@@ -69,8 +68,6 @@ def describe_common(ins, code, kw_names, truth, use_one, use_two):
     op = ins.opname
     if op == "LOAD_GLOBAL":
         return (GLOBAL, 0, 1, ALWAYS, 0, ins.argval)
-    if op == "MAKE_CELL":
-        return (NEW_CELL, 0, 0, ALWAYS | CELL_RESULT, ins.arg, None)
     if op in ("LOAD_DEREF", "LOAD_CLASSDEREF") and ins.argval in code.co_freevars:
         return (DEREF, 0, 1, ALWAYS | CELL_OPERAND, ins.arg, ins.argval)
     if op == "STORE_DEREF" and ins.argval in code.co_freevars:
@@ -136,10 +133,15 @@ def stack_depths(code, instructions):
 
 
 def code_table(code):
-    """(depths, entries) for the tracer: depths is the static stack depth at
-    every code unit (int16, native order); entries are (unit, kind, n_in,
-    n_out, flags, aux, next_unit, arg) for the instructions that matter."""
+    """(depths, entries, cell_slots) for the tracer: depths is the static stack
+    depth at every code unit (int16, native order); entries are (unit, kind,
+    n_in, n_out, flags, aux, next_unit, arg) for the instructions that matter;
+    cell_slots are the fast-locals slots of the cells the frame makes for its
+    own variables (MAKE_CELL runs before the first traced instruction, so the
+    tracer reports these cells, as made by the run, at the frame's first
+    event)."""
     instructions = list(dis.get_instructions(code))
+    cell_slots = [ins.arg for ins in instructions if ins.opname == "MAKE_CELL"]
     depths = stack_depths(code, instructions)
     units = len(code.co_code) // 2
     depth_at = [0] * units
@@ -163,7 +165,8 @@ def code_table(code):
         kind, n_in, n_out, flags, aux, arg = spec
         next_unit = instructions[k + 1].offset // 2 if k + 1 < len(instructions) else -1
         entries.append((event_unit, kind, n_in, n_out, flags, aux, next_unit, arg))
-    return struct.pack(f"{units}h", *[max(-32768, min(32767, d)) for d in depth_at]), entries
+    depths_bytes = struct.pack(f"{units}h", *[max(-32768, min(32767, d)) for d in depth_at])
+    return depths_bytes, entries, cell_slots
 
 
 def set_opcode_events():

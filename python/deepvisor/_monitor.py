@@ -259,10 +259,7 @@ class StateMonitor:
             return None
         table = _table_cache.get(code)
         if table is None:
-            depths, entries = B.code_table(code)
-            library = kind == "library"
-            table = (depths, entries, library)
-            _table_cache[code] = table
+            table = _table_cache[code] = B.code_table(code)
         return table
 
     def on_instruction(self, kind, arg, frame, operands, results, status):

@@ -116,6 +116,10 @@ Tracer::CodeInfo* Tracer::code_info(PyCodeObject* code) {
     info.traced = true;
     PyObject* depths = PyTuple_GetItem(table, 0);
     PyObject* entries = PyTuple_GetItem(table, 1);
+    PyObject* cells = PyTuple_GetItem(table, 2);
+    if (cells != nullptr && PyList_Check(cells))
+      for (Py_ssize_t i = 0; i < PyList_GET_SIZE(cells); ++i)
+        info.cell_slots.push_back(static_cast<int>(PyLong_AsLong(PyList_GET_ITEM(cells, i))));
     if (depths == nullptr || entries == nullptr || !PyBytes_Check(depths) || !PyList_Check(entries)) {
       PyErr_Clear();
       error_ = error_.empty() ? "code_table returned a malformed table" : error_;
@@ -188,11 +192,33 @@ void Tracer::on_opcode(PyFrameObject* frame) {
   if (frames_.empty() || frames_.back().frame != frame) return;
   FrameState& state = frames_.back();
   if (state.code == nullptr) return;
+  if (!state.started) {
+    state.started = true;
+    if (!state.code->cell_slots.empty()) report_new_cells(state);
+  }
   int unit = PyFrame_GetLasti(frame) / static_cast<int>(sizeof(_Py_CODEUNIT));
   if (unit < 0 || static_cast<std::size_t>(unit) >= state.code->instrs.size()) return;
   if (state.has_pending) complete(state, unit);
   const Instr& instr = state.code->instrs[static_cast<std::size_t>(unit)];
   if (instr.kind != 0) begin(state, instr, unit);
+}
+
+void Tracer::report_new_cells(FrameState& state) {
+  Instr instr;
+  instr.kind = kNewCellKind;
+  PyObject** slots = dv_frame_localsplus(state.frame);
+  for (int slot : state.code->cell_slots) {
+    PyObject* cell = slots[slot];
+    if (cell == nullptr || !PyCell_Check(cell)) continue;
+    std::vector<PyObject*> one{cell};
+    PyObject* results = new_tuple(one);
+    if (results == nullptr) {
+      keep_error();
+      continue;
+    }
+    report(instr, state.frame, {}, results, 0);
+    Py_DECREF(results);
+  }
 }
 
 void Tracer::begin(FrameState& state, const Instr& instr, int unit) {
@@ -242,10 +268,6 @@ void Tracer::complete(FrameState& state, int unit) {
     status |= kFailed;
     results = p.exception != nullptr ? p.exception : Py_None;
     Py_INCREF(results);
-  } else if (instr.flags & kCellResult) {
-    PyObject* cell = dv_frame_localsplus(state.frame)[instr.aux];
-    std::vector<PyObject*> out{cell != nullptr ? cell : null_marker_};
-    results = new_tuple(out);
   } else if ((instr.flags & kIterStep) && unit != instr.next_unit) {
     status |= kExhausted;
     results = PyTuple_New(0);

@@ -40,8 +40,11 @@ enum InstructionFlags : int {
   kReportBefore = 2,  // report before it runs, not after
   kCellOperand = 4,   // the operand is the cell in fast-locals slot `aux`
   kIterStep = 8,      // results only when execution falls through to next_unit
-  kCellResult = 16,   // the result is the fast-locals slot `aux` after it ran (MAKE_CELL)
 };
+
+// The kind reported, at a frame's first instruction, for each cell the frame
+// made for its own variables (python/deepvisor/_bytecode.py: NEW_CELL).
+constexpr int kNewCellKind = 24;
 
 class Tracer {
  public:
@@ -82,6 +85,7 @@ class Tracer {
     bool traced = false;
     std::vector<Instr> instrs;         // indexed by code unit
     std::vector<std::int16_t> depths;  // static stack depth at each unit
+    std::vector<int> cell_slots;       // fast-locals slots of the cells the frame makes
   };
   struct Pending {
     const Instr* instr = nullptr;
@@ -95,6 +99,7 @@ class Tracer {
     CodeInfo* code = nullptr;  // nullptr: not traced
     Pending pending;
     bool has_pending = false;
+    bool started = false;  // its first instruction event came (its own cells exist)
   };
 
   static int trace(PyObject* self, PyFrameObject* frame, int what, PyObject* arg);
@@ -105,6 +110,7 @@ class Tracer {
   CodeInfo* code_info(PyCodeObject* code);
   void complete(FrameState& state, int unit);
   void begin(FrameState& state, const Instr& instr, int unit);
+  void report_new_cells(FrameState& state);
   void report(const Instr& instr, PyFrameObject* frame, const std::vector<PyObject*>& operands,
               PyObject* results, int status);
   void clear_pending(FrameState& state);

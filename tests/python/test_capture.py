@@ -735,3 +735,32 @@ def test_max_of_a_tensor_and_a_number():
     for i in range(3):
         same(g, f, randn(5, seed=i))
     assert deepvisor.stats(g)["captures"] == 1
+
+
+class OutputLike(collections.OrderedDict):
+    """Like transformers' ModelOutput: made in forward, and a generator
+    expression in its __init__ reads `self` through a closure cell."""
+
+    def __init__(self, **fields):
+        super().__init__(**fields)
+        self.complete = all(self[k] is not None for k in fields)
+
+
+def makes_an_output(x):
+    scale = x.abs().max()
+
+    def normalize(t):
+        return t / scale  # `scale` reaches this function through a cell made by the run
+
+    return OutputLike(hidden=normalize(x * 2), pooled=normalize(x).sum(0))
+
+
+def test_objects_reached_through_cells_made_by_the_run_are_fresh():
+    g = deepvisor.compile(makes_an_output)
+    for i in range(3):
+        x = randn(4, 3, seed=i)
+        out = g(x)
+        assert isinstance(out, OutputLike) and out.complete
+        assert_matches(dict(out), dict(makes_an_output(x)), tol)
+    s = deepvisor.stats(g)
+    assert s["captures"] == 1 and s["cache_hits"] == 2
