@@ -81,3 +81,49 @@ def test_data_decisions_and_python_features_through_the_backend():
     kwargs = dict(pair=Pair(a, b), batch=Batch(randn(2, 2, seed=4), 0.5), weights=randn(4, seed=5), k=3.0)
     c2 = torch.compile(python_features, backend="deepvisor")
     assert_matches(c2(x, y, **kwargs), python_features(x, y, **kwargs), tol)
+
+
+def test_side_effects_exceptions_and_random_ops_through_the_backend():
+    from test_capture import Counter
+
+    m = on(Counter())
+    c = torch.compile(m, backend="deepvisor")
+    for i in range(3):
+        x, log = randn(3, seed=i), []
+        out = c(x, log)
+        assert_matches(out, x * 2, tol)
+        assert len(log) == 1 and torch.allclose(log[0], (x * 2).sum())
+        assert torch.equal(m.last, out)
+
+    class Boom(Exception):
+        pass
+
+    def fails(x, flag):
+        y = torch.sin(x)
+        if flag:
+            raise Boom("no")
+        return y
+
+    cf = torch.compile(fails, backend="deepvisor")
+    with pytest.raises(Boom):
+        cf(randn(3), True)
+    assert_matches(cf(randn(3), False), torch.sin(randn(3)), tol)
+
+    noisy = torch.compile(lambda x: x + torch.rand_like(x), backend="deepvisor")
+    z = torch.zeros(1000, device=test_capture.DEVICE)
+    a, b, c2 = noisy(z), noisy(z), noisy(z)
+    assert not torch.equal(a, b) and not torch.equal(b, c2)
+
+
+def test_in_place_updates_of_inputs_through_the_backend():
+    def f(x, y):
+        x.add_(1)
+        y[:, 0] = 0
+        return x * y
+
+    c = torch.compile(f, backend="deepvisor")
+    for i in range(3):
+        x, y = randn(4, 3, seed=i), randn(4, 3, seed=i + 10)
+        x2, y2 = x.clone(), y.clone()
+        assert_matches(c(x, y), f(x2, y2), tol)
+        assert torch.equal(x, x2) and torch.equal(y, y2)
