@@ -516,13 +516,8 @@ def _on_item(m, arg, frame, operands, results, status):
 
 
 def _on_slice(m, arg, frame, operands, results, status):
-    container, start, stop = operands
-    node = m.subject(container)
+    node = m.subject(operands[0])
     if node is None or status & _C.PYTHON_RAN or isinstance(node.obj, torch.Tensor):
-        return
-    key = slice(start, stop)
-    if not is_value(key):
-        m.use_all(node, "slice with non-constant bounds")
         return
     m.use_all(node, "slice")  # a slice reads a run of items (and the length)
 
