@@ -73,7 +73,6 @@ void bind_capture(py::module_& m) {
       .def("reported", &Tracer::instructions_reported);
   m.attr("PYTHON_RAN") = static_cast<int>(dv::capture::kPythonRan);
   m.attr("FAILED") = static_cast<int>(dv::capture::kFailed);
-  m.attr("EXHAUSTED") = static_cast<int>(dv::capture::kExhausted);
   m.attr("BEFORE") = static_cast<int>(dv::capture::kBefore);
 
   py::class_<GuardProgram, std::shared_ptr<GuardProgram>>(m, "GuardProgram")
@@ -122,11 +121,9 @@ void bind_capture(py::module_& m) {
       .def("explain_failure", [](GuardProgram& g, py::tuple args, py::dict kwargs) {
         return g.explain_failure(args.ptr(), kwargs.ptr());
       })
-      .def("descriptions", &GuardProgram::descriptions)
       .def("num_checks", &GuardProgram::num_checks)
       .def("num_inputs", &GuardProgram::num_inputs)
-      .def("num_groups", &GuardProgram::num_groups)
-      .def("groups_checked", &GuardProgram::groups_checked);
+      .def("num_groups", &GuardProgram::num_groups);
 
   py::class_<PlanCache>(m, "PlanCache")
       .def(py::init<>())

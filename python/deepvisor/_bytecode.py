@@ -21,7 +21,6 @@ GLOBAL = 5        # a global or builtin name      ()                          (v
 DEREF = 6         # a free variable's cell        (cell, function)            (value,)
 CONTAINS = 7      # key in c                      (key, c)                    (bool,)
 ITER = 8          # iter(x)                       (x,)                        (iterator,)
-NEXT = 9          # next(iterator) in a for loop  (iterator,)                 (value,) or exhausted
 UNPACK = 10       # a, b = x                      (x,)                        values, last first
 CALL = 11         # f(*args, **kw)                (NULL or f, f or self, *args) (result,); arg: kw names
 CALL_EX = 12      # f(*args, **kwargs)            (NULL, f, args[, kwargs])   (result,)
@@ -45,7 +44,6 @@ KIND_NAMES = {v: k for k, v in globals().items() if k.isupper() and isinstance(v
 ALWAYS = 1
 BEFORE = 2
 CELL_OPERAND = 4
-ITER_STEP = 8
 
 # The version-specific opcode knowledge (imported after the kinds it uses).
 if sys.version_info[:2] == (3, 11):
@@ -75,7 +73,7 @@ def describe_common(ins, code, kw_names, truth, use_one, use_two):
     simple = {
         "BINARY_SUBSCR": (ITEM, 2, 1, 0), "STORE_SUBSCR": (STORE_ITEM, 3, 0, BEFORE),
         "DELETE_SUBSCR": (DELETE_ITEM, 2, 0, BEFORE), "GET_ITER": (ITER, 1, 1, 0),
-        "GET_YIELD_FROM_ITER": (ITER, 1, 1, 0), "FOR_ITER": (NEXT, 1, 1, ITER_STEP),
+        "GET_YIELD_FROM_ITER": (ITER, 1, 1, 0),
     }
     if op in simple:
         kind, n_in, n_out, flags = simple[op]
@@ -135,7 +133,7 @@ def stack_depths(code, instructions):
 def code_table(code):
     """(depths, entries, cell_slots) for the tracer: depths is the static stack
     depth at every code unit (int16, native order); entries are (unit, kind,
-    n_in, n_out, flags, aux, next_unit, arg) for the instructions that matter;
+    n_in, n_out, flags, aux, arg) for the instructions that matter;
     cell_slots are the fast-locals slots of the cells the frame makes for its
     own variables (MAKE_CELL runs before the first traced instruction, so the
     tracer reports these cells, as made by the run, at the frame's first
@@ -163,8 +161,7 @@ def code_table(code):
         if spec is None:
             continue
         kind, n_in, n_out, flags, aux, arg = spec
-        next_unit = instructions[k + 1].offset // 2 if k + 1 < len(instructions) else -1
-        entries.append((event_unit, kind, n_in, n_out, flags, aux, next_unit, arg))
+        entries.append((event_unit, kind, n_in, n_out, flags, aux, arg))
     depths_bytes = struct.pack(f"{units}h", *[max(-32768, min(32767, d)) for d in depth_at])
     return depths_bytes, entries, cell_slots
 

@@ -114,11 +114,6 @@ class _Plan:
             for node in self.tree.nodes():
                 yield node.executor
 
-    def decisions(self):
-        if self.tree is None:
-            return []
-        return [n.segment.decision for n in self.tree.nodes() if n.segment.decision is not None]
-
     def versions(self):
         if self.tree is None:
             return 1

@@ -132,7 +132,7 @@ def compile_guards(monitor, input_tensors):
 
     for node in monitor.order:
         kind = node.source[0]
-        if kind in ("view", "iter"):
+        if kind == "view":
             continue
         if kind == "pinned":
             if id(node) in owner_of:

@@ -473,10 +473,15 @@ def _on_attr(m, name, frame, operands, results, status):
         return
     if isinstance(node.obj, torch.Tensor):
         return  # tensor metadata is checked with the tensor
+    _read(m, node, ("attr", name), results, status, AttributeError)
+
+
+def _read(m, node, accessor, results, status, error):
+    """A read that gave results[0], or raised (results: the exception's type)."""
     if status & _C.FAILED:
-        m.record_read(node, ("attr", name), None, failed=results if isinstance(results, type) else AttributeError)
-        return
-    m.record_read(node, ("attr", name), results[0])
+        m.record_read(node, accessor, None, failed=results if isinstance(results, type) else error)
+    else:
+        m.record_read(node, accessor, results[0])
 
 
 def _on_method(m, name, frame, operands, results, status):
@@ -493,26 +498,17 @@ def _on_method(m, name, frame, operands, results, status):
         m.record_read(node, ("type",), type(node.obj))
 
 
-def _item_key(key):
-    if is_value(key):
-        return key
-    return None
-
-
 def _on_item(m, arg, frame, operands, results, status):
     container, key = operands
     node = m.subject(container)
     if node is None or status & _C.PYTHON_RAN or isinstance(node.obj, torch.Tensor):
         return
-    if _item_key(key) is None:
+    if not is_value(key):
         if isinstance(key, torch.Tensor):
             raise Unsupported(f"indexing {node.name} with a tensor")
         m.use_all(node, "item with a non-constant key")
         return
-    if status & _C.FAILED:
-        m.record_read(node, ("item", key), None, failed=results if isinstance(results, type) else LookupError)
-        return
-    m.record_read(node, ("item", key), results[0])
+    _read(m, node, ("item", key), results, status, LookupError)
 
 
 def _on_slice(m, arg, frame, operands, results, status):

@@ -226,24 +226,18 @@ void GuardProgram::set_arguments(int positional, std::vector<std::string> keywor
   for (const auto& k : keywords) keywords_.push_back(PyUnicode_InternFromString(k.c_str()));
 }
 
-int GuardProgram::load_arg(int index) {
-  Load l{Load::Kind::Arg, index};
-  loads_.push_back(l);
+int GuardProgram::add_load(Load load) {
+  Py_XINCREF(load.key);
+  loads_.push_back(load);
   load_register_.push_back(num_registers_);
   pinned_.push_back(nullptr);
   steps_.push_back({Step::Kind::Load, static_cast<int>(loads_.size()) - 1});
   return num_registers_++;
 }
 
-int GuardProgram::load_kwarg(PyObject* name) {
-  Py_INCREF(name);
-  Load l{Load::Kind::Kwarg, 0, -1, Accessor::Self, name};
-  loads_.push_back(l);
-  load_register_.push_back(num_registers_);
-  pinned_.push_back(nullptr);
-  steps_.push_back({Step::Kind::Load, static_cast<int>(loads_.size()) - 1});
-  return num_registers_++;
-}
+int GuardProgram::load_arg(int index) { return add_load({Load::Kind::Arg, index}); }
+
+int GuardProgram::load_kwarg(PyObject* name) { return add_load({Load::Kind::Kwarg, 0, -1, Accessor::Self, name}); }
 
 int GuardProgram::load_pinned(PyObject* object) {
   Py_INCREF(object);
@@ -252,13 +246,7 @@ int GuardProgram::load_pinned(PyObject* object) {
 }
 
 int GuardProgram::load_access(int from, Accessor accessor, PyObject* key) {
-  Py_XINCREF(key);
-  Load l{Load::Kind::Access, 0, from, accessor, key};
-  loads_.push_back(l);
-  load_register_.push_back(num_registers_);
-  pinned_.push_back(nullptr);
-  steps_.push_back({Step::Kind::Load, static_cast<int>(loads_.size()) - 1});
-  return num_registers_++;
+  return add_load({Load::Kind::Access, 0, from, accessor, key});
 }
 
 void GuardProgram::begin_group(int reg, bool versioned) {
@@ -303,14 +291,6 @@ void GuardProgram::release_arguments(std::vector<at::Tensor>& inputs) const {
 }
 
 void GuardProgram::add_distinct_inputs(std::vector<int> inputs) { distinct_ = std::move(inputs); }
-
-std::vector<std::string> GuardProgram::descriptions() const {
-  std::vector<std::string> out;
-  if (global_) out.push_back("global torch state (grad mode, default dtype, autocast, TF32, determinism)");
-  for (const auto& t : tensors_) out.push_back(t.description);
-  for (const auto& c : checks_) out.push_back(c.description);
-  return out;
-}
 
 bool GuardProgram::check(PyObject* args, PyObject* kwargs, std::vector<at::Tensor>& inputs) {
   return run(args, kwargs, &inputs, nullptr);
@@ -614,7 +594,6 @@ bool GuardProgram::run(PyObject* args, PyObject* kwargs, std::vector<at::Tensor>
         if (why) *why = "the same tensor is passed where the capture had two";
         return false;
       }
-  groups_checked_ = 0;
   const bool clean = !dirty_ && why == nullptr;
   if (clean && unwatched_valid_) {
     // Nothing watched changed: only the groups no watcher covers.
@@ -622,7 +601,6 @@ bool GuardProgram::run(PyObject* args, PyObject* kwargs, std::vector<at::Tensor>
       Group& g = groups_[gi];
       PyObject* object = pinned_[g.reg];
       if (group_unchanged(g, object)) continue;
-      ++groups_checked_;
       for (int c = g.first_check; c < g.end_check; ++c)
         if (!run_check(checks_[c], regs, why)) return false;
       remember_versions(g, object);
@@ -632,7 +610,6 @@ bool GuardProgram::run(PyObject* args, PyObject* kwargs, std::vector<at::Tensor>
   if (!clean && fast_valid_ && why == nullptr && versions_unchanged()) {
     for (int gi : slow_groups_) {
       Group& g = groups_[gi];
-      ++groups_checked_;
       for (int c = g.first_check; c < g.end_check; ++c)
         if (!run_check(checks_[c], regs, why)) return false;
     }
@@ -655,7 +632,6 @@ bool GuardProgram::run(PyObject* args, PyObject* kwargs, std::vector<at::Tensor>
         dict_version(object) == g.dict_version)
       continue;  // the common case of group_unchanged, inline
     if (group_unchanged(g, object)) continue;
-    ++groups_checked_;
     for (int c = g.first_check; c < g.end_check; ++c)
       if (!run_check(checks_[c], regs, why)) return false;
     if (why == nullptr) {

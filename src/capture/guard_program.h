@@ -132,12 +132,9 @@ class GuardProgram {
   // parameters' slots must not hold the caller's tensors alive).
   void release_arguments(std::vector<at::Tensor>& inputs) const;
 
-  std::vector<std::string> descriptions() const;
   int num_checks() const { return static_cast<int>(checks_.size() + tensors_.size()); }
   int num_inputs() const { return num_inputs_; }
   int num_groups() const { return static_cast<int>(groups_.size()); }
-  // Groups whose checks ran (not skipped by their versions) in the last check.
-  int groups_checked() const { return groups_checked_; }
 
  private:
   struct Load {
@@ -182,6 +179,7 @@ class GuardProgram {
   };
 
   bool run(PyObject* args, PyObject* kwargs, std::vector<at::Tensor>* inputs, std::string* why);
+  int add_load(Load load);
   bool load(int index, PyObject* args, PyObject* kwargs, std::vector<PyObject*>& regs,
             std::vector<PyObject*>& owned);
   bool run_check(const Check& c, const std::vector<PyObject*>& regs, std::string* why);
@@ -200,7 +198,6 @@ class GuardProgram {
   std::vector<PyObject*> registers_;  // reused by check(): the pinned objects and this call's values
   bool busy_ = false;
   int open_group_ = -1;
-  int groups_checked_ = 0;
   bool dirty_ = true;  // a watched object may have changed since the last passing check
   std::vector<int> unwatched_;    // the groups no watcher covers (valid after a full pass)
   bool unwatched_valid_ = false;

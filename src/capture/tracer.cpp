@@ -107,7 +107,7 @@ Tracer::CodeInfo* Tracer::code_info(PyCodeObject* code) {
   Py_INCREF(key);
   SavedError saved;
   // code_table(code) -> None (excluded) or (depths: bytes of int16, entries:
-  // list of (unit, kind, n_in, n_out, flags, aux, next_unit, arg)).
+  // list of (unit, kind, n_in, n_out, flags, aux, arg)).
   PyObject* table = PyObject_CallOneArg(code_table_, key);
   if (table == nullptr) {
     keep_error();
@@ -139,8 +139,7 @@ Tracer::CodeInfo* Tracer::code_info(PyCodeObject* code) {
         in.n_out = static_cast<std::uint8_t>(as_long(e, 3));
         in.flags = static_cast<std::uint8_t>(as_long(e, 4));
         in.aux = static_cast<int>(as_long(e, 5));
-        in.next_unit = static_cast<int>(as_long(e, 6));
-        in.arg = PyTuple_GET_ITEM(e, 7);
+        in.arg = PyTuple_GET_ITEM(e, 6);
       }
     }
   } else {
@@ -268,9 +267,6 @@ void Tracer::complete(FrameState& state, int unit) {
     status |= kFailed;
     results = p.exception != nullptr ? p.exception : Py_None;
     Py_INCREF(results);
-  } else if ((instr.flags & kIterStep) && unit != instr.next_unit) {
-    status |= kExhausted;
-    results = PyTuple_New(0);
   } else {
     PyObject** slots = dv_frame_localsplus(state.frame);
     PyCodeObject* code = reinterpret_cast<PyCodeObject*>(state.code->code);

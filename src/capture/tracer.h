@@ -30,7 +30,6 @@ namespace dv::capture {
 enum InstructionStatus : int {
   kPythonRan = 1,  // Python frames ran while the instruction executed
   kFailed = 2,     // it raised
-  kExhausted = 4,  // an iterator step found the iterator exhausted
   kBefore = 8,     // reported before the instruction ran (no results)
 };
 
@@ -39,7 +38,6 @@ enum InstructionFlags : int {
   kAlways = 1,        // report even when no operand is tracked
   kReportBefore = 2,  // report before it runs, not after
   kCellOperand = 4,   // the operand is the cell in fast-locals slot `aux`
-  kIterStep = 8,      // results only when execution falls through to next_unit
 };
 
 // The kind reported, at a frame's first instruction, for each cell the frame
@@ -76,7 +74,6 @@ class Tracer {
     std::uint8_t n_out = 0;  // stack values it leaves (from the top)
     std::uint8_t flags = 0;
     int aux = 0;             // fast-locals slot of a cell operand
-    int next_unit = -1;      // the code unit after it (fall-through)
     PyObject* arg = nullptr; // passed to the monitor as is (borrowed from the table)
   };
   struct CodeInfo {

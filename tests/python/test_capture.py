@@ -7,7 +7,6 @@ plan counts (captures, cache hits) show that the compiled path was taken.
 
 import collections
 import dataclasses
-import math
 import random
 import threading
 

@@ -31,21 +31,12 @@ CLASSIFIERS = {
 }
 
 
-DEVICE = "cpu"
-
-
-@pytest.fixture(autouse=True, params=["cpu", "cuda"])
-def device(request):
-    global DEVICE
-    if request.param == "cuda" and not torch.cuda.is_available():
-        pytest.skip("no GPU")
-    DEVICE = request.param
-    yield
-    DEVICE = "cpu"
+import test_capture
+from test_capture import device  # noqa: F401  (autouse: every test on the CPU and, where there is one, a GPU)
 
 
 def tolerance(dtype):
-    return (1e-4, 1e-5) if DEVICE == "cpu" else (1e-3, 1e-4)
+    return (1e-4, 1e-5) if test_capture.DEVICE == "cpu" else (1e-3, 1e-4)
 
 
 def build(name):
@@ -54,7 +45,7 @@ def build(name):
     model = make().eval()
     if name == "vit_b_16":  # its head starts at zero: give the output something to compare
         torch.nn.init.normal_(model.heads.head.weight, std=0.02)
-    return model.to(DEVICE), torch.randn(1, 3, side, side).to(DEVICE)
+    return model.to(test_capture.DEVICE), torch.randn(1, 3, side, side).to(test_capture.DEVICE)
 
 
 @pytest.mark.parametrize("name", list(CLASSIFIERS))
