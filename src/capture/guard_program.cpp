@@ -595,7 +595,7 @@ bool GuardProgram::run(PyObject* args, PyObject* kwargs, std::vector<at::Tensor>
         return false;
       }
   const bool clean = !dirty_ && why == nullptr;
-  if (clean && unwatched_valid_) {
+  if (clean && unwatched_valid_ && watching_available()) {
     // Nothing watched changed: only the groups no watcher covers.
     for (int gi : unwatched_) {
       Group& g = groups_[gi];
@@ -607,7 +607,9 @@ bool GuardProgram::run(PyObject* args, PyObject* kwargs, std::vector<at::Tensor>
     }
     return true;
   }
-  if (!clean && fast_valid_ && why == nullptr && versions_unchanged()) {
+  // Without watchers (CPython 3.11), or after a watched object changed: the
+  // versions of all groups, from flat arrays read ahead of use.
+  if (why == nullptr && fast_valid_ && versions_unchanged()) {
     for (int gi : slow_groups_) {
       Group& g = groups_[gi];
       for (int c = g.first_check; c < g.end_check; ++c)
@@ -641,7 +643,7 @@ bool GuardProgram::run(PyObject* args, PyObject* kwargs, std::vector<at::Tensor>
   }
   if (why == nullptr) {
     dirty_ = false;
-    if (!clean) remember_fast_versions();
+    remember_fast_versions();
     if (!unwatched_valid_) {
       unwatched_.clear();
       for (std::size_t i = 0; i < n; ++i)
