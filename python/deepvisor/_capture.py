@@ -295,6 +295,7 @@ class Recorder(TorchDispatchMode):
         self._input_families = []       # families whose base is a graph input
         self._argument_storages = set()
         self.unsupported = None
+        self._opaque_depth = 0  # > 0 while an op recorded as one node runs (record_opaque)
         self.num_arguments = len(arguments)
         try:
             for t in arguments:
@@ -437,6 +438,8 @@ class Recorder(TorchDispatchMode):
     # -- recording ------------------------------------------------------------
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if self._opaque_depth:  # inside an op recorded as one node
+            return func(*args, **kwargs)
         before = None
         if self.unsupported is None:
             try:
@@ -446,14 +449,30 @@ class Recorder(TorchDispatchMode):
             except Exception as e:  # never break the user's program over a recording problem
                 self.unsupported = f"{func}: recording failed: {type(e).__name__}: {e}"
         out = func(*args, **kwargs)
-        if self.unsupported is None:
-            try:
-                self._record(func, args, kwargs, out, before)
-            except Unsupported as e:
-                self.unsupported = f"{func}: {e}"
-            except Exception as e:  # never break the user's program over a recording problem
-                self.unsupported = f"{func}: recording failed: {type(e).__name__}: {e}"
+        self._record_guarded(func, args, kwargs, out, before)
         return out
+
+    def record_opaque(self, op, func, args, kwargs):
+        """Runs `func` (a composite torch function that writes none of its
+        arguments, _opaque.py) and records it as one node of ATen op `op`; the
+        ops it runs inside are not recorded."""
+        self._opaque_depth += 1
+        try:
+            out = func(*args, **kwargs)
+        finally:
+            self._opaque_depth -= 1
+        self._record_guarded(op, args, kwargs, out, None)
+        return out
+
+    def _record_guarded(self, func, args, kwargs, out, before):
+        if self.unsupported is not None:
+            return
+        try:
+            self._record(func, args, kwargs, out, before)
+        except Unsupported as e:
+            self.unsupported = f"{func}: {e}"
+        except Exception as e:  # never break the user's program over a recording problem
+            self.unsupported = f"{func}: recording failed: {type(e).__name__}: {e}"
 
     def _layouts_of_written(self, info, args, kwargs):
         bound = self._normalize(info.schema, args, kwargs)

@@ -34,6 +34,7 @@ from ._guards import compile_guards
 from ._log import log, log_event
 from ._monitor import StateMonitor
 from ._monitor import Unsupported as StateUnsupported
+from ._opaque import OpaqueMode
 from ._rebuild import Context, Output, RecipeBuilder, describe_side_effects
 from ._scalars import Scalars
 from ._segments import outcome_key, split
@@ -256,7 +257,7 @@ class CompiledFunction:
         monitor.recorder = recorder
         monitor.scalars = Scalars(recorder)
         try:
-            with recorder:
+            with recorder, OpaqueMode(recorder):
                 monitor.start()
                 try:
                     result = self.fn(*args, **kwargs)

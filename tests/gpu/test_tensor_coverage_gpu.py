@@ -54,8 +54,6 @@ def test_multi_head_attention_gpu(need_weights):
     check(fn, lambda s: cuda(randn(gen(s), 3, 7, 16)), tolerance=gpu_tolerance)
 
 
-@pytest.mark.xfail(strict=True, reason="cuDNN's RNN ops swap the weights' storage with set_ inside their "
-                   "decomposition, which a replay cannot follow: those calls run eagerly (logged)")
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
 def test_recurrent_layers_gpu(kind):
     torch.manual_seed(0)

@@ -292,7 +292,24 @@ def test_recurrent_layers(kind):
     torch.manual_seed(0)
     cls = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[kind]
     rnn = cls(6, 10, num_layers=2, batch_first=True, bidirectional=True).eval()
-    check(rnn, lambda s: (randn(gen(s), 3, 5, 6),))
+    g = check(rnn, lambda s: (randn(gen(s), 3, 5, 6),))
+    # One library call, whatever the device does inside (cuDNN's flat weights).
+    op = {"lstm": "aten::lstm.input", "gru": "aten::gru.input", "rnn": "aten::rnn_tanh.input"}[kind]
+    assert deepvisor.stats(g)["fallback_ops"] == {op: 1}
+
+
+def test_lstm_over_packed_sequences():
+    torch.manual_seed(0)
+    lstm = nn.LSTM(4, 5).eval()
+
+    def fn(x, lengths):
+        packed = nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False)
+        out, (h, c) = lstm(packed)
+        padded, _ = nn.utils.rnn.pad_packed_sequence(out)
+        return padded, h, c
+
+    g = check(fn, lambda s: (randn(gen(s), 4, 3, 4), torch.tensor([4, 2, 3])))
+    assert deepvisor.stats(g)["fallback_ops"]["aten::lstm.data"] == 1
 
 
 def test_lstm_with_initial_state():

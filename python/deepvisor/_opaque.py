@@ -1,0 +1,69 @@
+"""Torch functions recorded as one node instead of the ATen ops they run.
+
+The recurrent layers call torch.lstm/gru/rnn_tanh/rnn_relu, composite ops
+whose insides depend on the device: on CUDA they go to cuDNN, which views
+the weights through a flat buffer it makes with set_, something a replay of
+the inner ops could not follow. Recorded as one node, the op runs as a
+library call inside the plan (a fallback op) on every device; nothing of it
+is recorded twice, and its inner ops are not recorded at all.
+
+A TorchFunctionMode sees these calls with their Python arguments; it is on
+for the whole capture run and passes every other torch function straight on.
+"""
+
+import types
+
+import torch
+from torch.overrides import TorchFunctionMode
+
+# Torch function name -> the ATen op packet whose overload is recorded.
+_OPAQUE = {name: getattr(torch.ops.aten, name) for name in ("lstm", "gru", "rnn_tanh", "rnn_relu")}
+
+
+def _accepts(arg_type, value):
+    """Whether a Python value can bind to a schema type (enough to tell the
+    overloads of one op apart: Tensor against Tensor[] against scalars)."""
+    kind = str(arg_type)
+    if kind == "Tensor":
+        return isinstance(value, torch.Tensor)
+    if kind.startswith("List["):
+        return isinstance(value, (list, tuple))
+    if kind in ("bool", "int", "float"):
+        return isinstance(value, (bool, int, float)) and not isinstance(value, torch.Tensor)
+    return True
+
+
+def _overload(packet, args, kwargs):
+    """The overload of `packet` these arguments bind to, or None."""
+    for name in packet.overloads():
+        op = getattr(packet, name)
+        params = op._schema.arguments
+        if len(args) > len(params):
+            continue
+        if all(_accepts(p.type, v) for p, v in zip(params, args)) and \
+                all(any(p.name == k for p in params) for k in kwargs):
+            return op
+    return None
+
+
+def opaque_op(func, args, kwargs):
+    """The ATen overload to record `func(*args, **kwargs)` as, or None."""
+    if not isinstance(func, types.BuiltinFunctionType) or getattr(func, "__module__", None) != "torch":
+        return None
+    packet = _OPAQUE.get(func.__name__)
+    return _overload(packet, args, kwargs) if packet is not None else None
+
+
+class OpaqueMode(TorchFunctionMode):
+    """During a capture: records the functions of _OPAQUE as one node each."""
+
+    def __init__(self, recorder):
+        super().__init__()
+        self.recorder = recorder
+
+    def __torch_function__(self, func, types_, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        op = opaque_op(func, args, kwargs)
+        if op is None:
+            return func(*args, **kwargs)
+        return self.recorder.record_opaque(op, func, args, kwargs)
