@@ -6,6 +6,7 @@
 // capture run and checked against what the lowering produces.
 #include <cmath>
 #include <numeric>
+#include <set>
 #include <stdexcept>
 #include <unordered_map>
 
@@ -161,7 +162,8 @@ class Lowerer {
 
  private:
   void lower_node(int index);
-  void fallback(int index, const std::string& reason);
+  void fallback(int index, const std::string& reason, bool library_view = false);
+  std::vector<bool> find_library_views() const;
   // A tensor that exists in memory with the layout the capture saw.
   TensorDef buffer_def(int value) const {
     const auto& m = g_.meta(value);
@@ -176,6 +178,7 @@ class Lowerer {
 
   const ir::Graph& g_;
   LoweredGraph out_;
+  std::vector<bool> library_view_;  // per node: run as an ATen view (find_library_views)
   const Node* node_ = nullptr;
   int node_index_ = -1;
 };
@@ -310,22 +313,82 @@ void Lowerer::bind(std::size_t output, int d) {
   out_.value_def[node_->outputs.at(output)] = d;
 }
 
-void Lowerer::fallback(int index, const std::string& reason) {
+void Lowerer::fallback(int index, const std::string& reason, bool library_view) {
   const Node& n = g_.nodes[index];
   out_.fallback_nodes.push_back(index);
-  out_.notes.push_back(n.op + ": " + reason);
+  if (library_view) out_.view_nodes.push_back(index);
+  else out_.notes.push_back(n.op + ": " + reason);
   for (int v : n.outputs) {
     if (v < 0) continue;  // an undefined output: nothing to define
     TensorDef d = buffer_def(v);
     d.fallback_node = index;
-    d.label = n.op + " (fallback)";
+    d.label = n.op + (library_view ? " (view)" : " (fallback)");
     out_.value_def[v] = add_def(std::move(d));
   }
+}
+
+namespace {
+
+// ATen view ops that a step may run on a tensor in memory: the result
+// aliases its input, nothing is copied.
+bool is_view_op(const std::string& op) {
+  static const std::set<std::string> ops = {
+      "aten::view.default", "aten::_unsafe_view.default", "aten::_reshape_alias.default", "aten::t.default",
+      "aten::transpose.int", "aten::permute.default", "aten::expand.default", "aten::slice.Tensor",
+      "aten::select.int", "aten::unsqueeze.default", "aten::squeeze.dim", "aten::squeeze.dims",
+      "aten::squeeze.default", "aten::alias.default", "aten::detach.default"};
+  return ops.count(op) > 0;
+}
+
+}  // namespace
+
+// Views whose every reader is a library call (a node without a lowering: a
+// matmul, a convolution, attention, a fallback) or another such view, and
+// which leave the graph by no other way (outputs, mutations). They run as
+// ATen views on the tensor in memory, so that a library call reads a
+// transposed weight or a reshaped activation through its layout instead of
+// a copy a kernel made (and a producer read by several library calls through
+// views is written once).
+std::vector<bool> Lowerer::find_library_views() const {
+  const std::size_t n = g_.nodes.size();
+  std::vector<std::vector<int>> readers(g_.values.size());
+  for (std::size_t i = 0; i < n; ++i) {
+    for (const auto& a : g_.nodes[i].args) {
+      if (a.kind == Arg::Kind::Tensor) readers[a.tensor].push_back(static_cast<int>(i));
+      if (a.kind == Arg::Kind::TensorList)
+        for (auto v : a.ints)
+          if (v >= 0) readers[v].push_back(static_cast<int>(i));
+    }
+  }
+  std::vector<bool> escapes(g_.values.size(), false);
+  for (int v : g_.outputs) escapes[v] = true;
+  for (const auto& m : g_.mutations) escapes[m.value] = true;
+  std::vector<bool> library(n, false);
+  const auto& table = lowerings();
+  for (std::size_t i = n; i-- > 0;) {
+    const Node& node = g_.nodes[i];
+    if (!is_view_op(node.op) || node.args.empty() || node.args[0].kind != Arg::Kind::Tensor) continue;
+    bool all = !node.outputs.empty();
+    for (int v : node.outputs) {
+      if (v < 0 || escapes[v] || readers[v].empty()) {
+        all = false;
+        break;
+      }
+      for (int r : readers[v])
+        all = all && (library[r] || !table.count(g_.nodes[r].op));
+    }
+    library[i] = all;
+  }
+  return library;
 }
 
 void Lowerer::lower_node(int index) {
   node_ = &g_.nodes[index];
   node_index_ = index;
+  if (library_view_[index]) {
+    fallback(index, "", /*library_view=*/true);
+    return;
+  }
   const auto& table = lowerings();
   auto it = table.find(node_->op);
   if (it == table.end()) {
@@ -381,6 +444,7 @@ LoweredGraph Lowerer::run() {
     out_.defs.push_back(std::move(d));
     out_.value_def[v] = static_cast<int>(out_.defs.size()) - 1;
   }
+  library_view_ = find_library_views();
   for (std::size_t i = 0; i < g_.nodes.size(); ++i) lower_node(static_cast<int>(i));
   return std::move(out_);
 }

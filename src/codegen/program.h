@@ -25,11 +25,14 @@ struct Slot {
 };
 
 struct Step {
-  enum class Kind : std::uint8_t { Kernel, Fallback };
+  // Fallback: an ATen op through the dispatcher (a library call or an op
+  // without a lowering). View: an ATen view op on a tensor in memory, for
+  // library calls to read through (no copy).
+  enum class Kind : std::uint8_t { Kernel, Fallback, View };
   Kind kind = Kind::Kernel;
   int kernel = -1;                // Kernel: index into Program::kernels
   std::vector<int> buffer_slots;  // Kernel: slot of each kernel buffer, in order
-  int node = -1;                  // Fallback: index into Graph::nodes
+  int node = -1;                  // Fallback, View: index into Graph::nodes
   std::vector<int> value_slots;   // Fallback: slot of each graph value the node reads
                                   //   (indexed like `fallback_values`), then its outputs
                                   //   (-1 for an undefined output)

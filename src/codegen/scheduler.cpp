@@ -403,7 +403,8 @@ Program Scheduler::assemble() {
       p.kernels.push_back(std::move(b.kernel));
     } else {
       const ir::Node& n = g_.nodes[entry.fallback_node];
-      step.kind = Step::Kind::Fallback;
+      const bool view = std::find(lg_.view_nodes.begin(), lg_.view_nodes.end(), entry.fallback_node) != lg_.view_nodes.end();
+      step.kind = view ? Step::Kind::View : Step::Kind::Fallback;
       step.node = entry.fallback_node;
       for (const auto& a : n.args) {
         if (a.kind == ir::Arg::Kind::Tensor) step.fallback_values.push_back(a.tensor);
@@ -414,7 +415,7 @@ Program Scheduler::assemble() {
       step.num_fallback_inputs = static_cast<int>(step.fallback_values.size());
       step.fallback_values.insert(step.fallback_values.end(), n.outputs.begin(), n.outputs.end());
       for (int v : step.fallback_values) step.value_slots.push_back(v < 0 ? -1 : def_slot.at(lg_.value_def.at(v)));
-      p.fallback_ops.push_back(n.op);
+      if (!view) p.fallback_ops.push_back(n.op);
     }
     p.steps.push_back(std::move(step));
   }
@@ -469,7 +470,7 @@ std::string describe(const Program& p) {
       for (std::size_t k = 0; k < s.buffer_slots.size(); ++k) os << (k ? ", " : "") << "s" << s.buffer_slots[k];
       os << ")";
     } else {
-      os << "  " << i << ": fallback " << p.graph.nodes[s.node].op << " (";
+      os << "  " << i << ": " << (s.kind == Step::Kind::View ? "view " : "fallback ") << p.graph.nodes[s.node].op << " (";
       for (std::size_t k = 0; k < s.value_slots.size(); ++k)
         os << (k ? ", " : "") << (static_cast<int>(k) == s.num_fallback_inputs ? "-> " : "")
            << (s.value_slots[k] < 0 ? std::string("none") : "s" + std::to_string(s.value_slots[k]));

@@ -73,6 +73,7 @@ struct LoweredGraph {
   std::vector<TensorDef> defs;   // in dependency order
   std::vector<int> value_def;    // graph value id -> def id (-1: never produced)
   std::vector<int> fallback_nodes;  // graph nodes run through the ATen dispatcher
+  std::vector<int> view_nodes;      // those of them that are views read only by library calls
   std::vector<std::string> notes;   // one per fallback: op and reason
 };
 

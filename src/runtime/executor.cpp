@@ -399,7 +399,8 @@ void Executor::run_fallback(const Step& step, std::vector<at::Tensor>& slots) {
     throw std::runtime_error("fallback " + node.op + " has " + std::to_string(node.args.size()) +
                              " arguments, its schema " + std::to_string(schema.arguments().size()));
   std::vector<at::Tensor> inputs;
-  const bool fix_layout = layout_sensitive(node.op);
+  // A view op gives the capture's layout only from the capture's layout of its input.
+  const bool fix_layout = step.kind == Step::Kind::View || layout_sensitive(node.op);
   for (int i = 0; i < step.num_fallback_inputs; ++i) {
     int s = step.value_slots[i];
     const at::Tensor& t = slots[s];

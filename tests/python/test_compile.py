@@ -151,6 +151,37 @@ def test_fallback_output_feeds_a_reduction_kernel():
     assert deepvisor.stats(g)["fallback_ops"] == {"aten::cumsum.default": 1}
 
 
+def test_library_calls_read_views_of_their_operands_without_copies():
+    """nn.Linear's weight transpose and the reshapes around addmm are views
+    the library call reads through its layout: no kernel copies them, and a
+    layer norm read by two projections is written once (3 kernels: the norm,
+    the two epilogues). Also through a non-contiguous input and a 4-d bmm."""
+    torch.manual_seed(0)
+    lin, norm = nn.Linear(8, 16).eval(), nn.LayerNorm(8).eval()
+
+    def fn(x):
+        h = norm(x)
+        return torch.relu(lin(h)) + 1, lin(h) * 2
+
+    with torch.no_grad():
+        x = randn(2, 3, 8)
+        g, out = run_twice(fn, x)
+        assert_matches(out, fn(x), f32_tolerance)
+        stats = deepvisor.stats(g)
+        assert stats["kernels"] == 3 and stats["fallback_ops"] == {}, stats
+        assert stats["extern_ops"] == {"aten::addmm.default": 2}, stats
+
+        def attention_scores(q, k):
+            return torch.softmax(q.transpose(1, 2) @ k.transpose(1, 2).transpose(-1, -2), dim=-1)
+
+        q, k = randn(2, 5, 3, 4, seed=1), randn(2, 5, 3, 4, seed=2).transpose(0, 0)
+        g, out = run_twice(attention_scores, q, k)
+        assert_matches(out, attention_scores(q, k), f32_tolerance)
+        for seed in (3, 4):
+            q, k = randn(2, 5, 3, 4, seed=seed), randn(2, 5, 3, 4, seed=seed + 10)
+            assert_matches(g(q, k), attention_scores(q, k), f32_tolerance)
+
+
 def data_dependent(x):
     total = x.sum().item()
     return x * total if total > 0 else x - 1
