@@ -46,6 +46,7 @@ py::dict executor_stats(const Executor& e) {
   py::list notes;
   for (const auto& n : e.program().notes) notes.append(n);
   d["fallback_reasons"] = notes;
+  d["cuda_graph"] = s.cuda_graph;
   return d;
 }
 
@@ -166,6 +167,8 @@ PYBIND11_MODULE(_C, m) {
       .def("validate_cuda", &Executor::validate_cuda, py::arg("arch") = 90, py::call_guard<py::gil_scoped_release>(),
            "Compiles every kernel's CUDA C with NVRTC (no GPU needed).")
       .def("cuda_sources", &Executor::cuda_sources, py::arg("arch") = 90)
+      .def("enable_cuda_graph", &Executor::enable_cuda_graph, py::arg("constant_inputs"),
+           "Lets a GPU plan replay as one CUDA graph; constant_inputs[i]: input i is a constant of the plan.")
       .def("stats", &executor_stats)
       .def("describe", [](const Executor& e) { return dv::codegen::describe(e.program()); })
       .def("loop_ir", &loop_ir_text)

@@ -54,7 +54,8 @@ class _Path:
     """What one capture produced: the result and side effects to rebuild, the
     guards' readable form, and its graph (whole, or cut at decisions)."""
 
-    def __init__(self, result, side_effects, descriptions, fallbacks, input_values, segments, program):
+    def __init__(self, result, side_effects, descriptions, fallbacks, input_values, segments, program,
+                 constant_values=frozenset()):
         self.result = result
         self.side_effects = side_effects
         self.descriptions = descriptions
@@ -62,6 +63,7 @@ class _Path:
         self.input_values = input_values  # value ids of the graph inputs, in the guards' order
         self.segments = segments          # [Segment]; one without a decision when nothing was decided
         self.program = program            # the GuardProgram of this capture
+        self.constant_values = constant_values  # input value ids that are not from the arguments (parameters...)
         self.lone_output = isinstance(result, Output) and result.k == 0
 
     def finish(self, outputs, inputs, args, kwargs):
@@ -236,7 +238,7 @@ class CompiledFunction:
         first = None
         parent = None
         for segment in segments:
-            executor = self._compile(segment.text)
+            executor = self._compile(segment, path)
             node = _Node(segment, executor, path, guards if parent is None else None)
             if parent is None:
                 first = node
@@ -305,12 +307,15 @@ class CompiledFunction:
             program, descriptions, _ = compile_guards(monitor, inputs)
         segments = split(recorder.value_lines, recorder.input_values, recorder.node_lines, recorder.decisions,
                          output_values, list(recorder.mutations.items()), recorder.restride_lines() + view_lines)
-        return _Path(result_recipe, side_effects, descriptions, [], list(recorder.input_values), segments, program)
+        constant_values = frozenset(v for v, t in zip(recorder.input_values, inputs) if not _is_argument(monitor, t))
+        return _Path(result_recipe, side_effects, descriptions, [], list(recorder.input_values), segments, program,
+                     constant_values)
 
-    def _compile(self, text):
-        executor = _C.compile_graph_text(text, self.fuse)
+    def _compile(self, segment, path):
+        executor = _C.compile_graph_text(segment.text, self.fuse)
         if _flag("DEEPVISOR_VALIDATE_CUDA"):
             executor.validate_cuda(90)
+        executor.enable_cuda_graph([v in path.constant_values for v in segment.inputs])
         return executor
 
     def _add_root(self, path, program, reason):
@@ -336,7 +341,7 @@ class CompiledFunction:
 
     def _plan_of(self, path):
         if len(path.segments) == 1:
-            executor = self._compile(path.segments[0].text)
+            executor = self._compile(path.segments[0], path)
             path.fallbacks = list(_fallback_notes(executor))
             return _Plan(path=path, executor=executor)
         tree = self._subtree(path, path.segments)
@@ -394,6 +399,8 @@ class CompiledFunction:
             for op, n in es["fallback_ops"].items():
                 key = "extern_ops" if is_extern(op) else "fallback_ops"
                 s[key][op] = s[key].get(op, 0) + n
+        graph_states = [executor.stats()["cuda_graph"] for executor in self.executors()]
+        s["cuda_graphs"] = sum(1 for g in graph_states if g == "graphed")
         s["graphs"] = sum(1 for p in self._entries if p.eager_reason is None)
         s["versions"] = sum(p.versions() for p in self._entries)
         s["eager_reasons"] = dict(self._eager_reasons)

@@ -24,6 +24,9 @@ def explain(compiled):
                          f"{fallbacks} fallback op(s)")
             for op, reason in plan.fallbacks:
                 lines.append(f"  fallback: {op} ({reason})")
+            graphs = sorted({e.stats()["cuda_graph"] for e in plan.executors()} - {""})
+            if graphs:
+                lines.append("  CUDA graph: " + "; ".join(graphs))
             if plan.side_effects:
                 lines.append(f"  side effects replayed: {len(plan.side_effects)}")
             if plan.tree is not None:

@@ -35,7 +35,9 @@ namespace dv::runtime {
   X(cuMemAlloc)                \
   X(cuMemFree)                 \
   X(cuMemcpyHtoD)              \
-  X(cuMemcpyDtoH)
+  X(cuMemcpyDtoH)              \
+  X(cuStreamEndCapture)        \
+  X(cuGraphDestroy)
 
 struct CudaDriver::Api {
 #define DV_CU_FIELD(name) decltype(&::name) name = nullptr;
@@ -296,6 +298,13 @@ void CudaDriver::copy_to_device(std::uint64_t dst, const void* src, std::size_t 
 void CudaDriver::copy_to_host(void* dst, std::uint64_t src, std::size_t bytes) {
   check(api("copy_to_host").cuMemcpyDtoH(dst, static_cast<CUdeviceptr>(src), bytes), "cuMemcpyDtoH",
         "of " + std::to_string(bytes) + " bytes");
+}
+
+void CudaDriver::abort_capture(void* stream) {
+  const Api& a = api("abort_capture");
+  CUgraph graph = nullptr;
+  if (a.cuStreamEndCapture(static_cast<CUstream>(stream), &graph) == CUDA_SUCCESS && graph != nullptr)
+    a.cuGraphDestroy(graph);
 }
 
 void CudaDriver::synchronize() {

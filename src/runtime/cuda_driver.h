@@ -79,6 +79,10 @@ class CudaDriver {
   void copy_to_host(void* dst, std::uint64_t src, std::size_t bytes);
   void synchronize();  // cuCtxSynchronize: waits for the current context's work
 
+  // Ends a stream capture that failed halfway and drops what it captured.
+  // Errors are ignored: the capture is over either way.
+  void abort_capture(void* stream);
+
   // The dlsym'ed entry points (defined in cuda_driver.cpp; opaque elsewhere).
   struct Api;
 

@@ -15,6 +15,7 @@
 
 #include "codegen/cuda_emitter.h"
 #include "runtime/cuda_driver.h"
+#include "runtime/cuda_graph.h"
 #include "runtime/interpreter.h"
 #include "runtime/kernel_compiler.h"
 #include "runtime/scalar_type.h"
@@ -258,7 +259,6 @@ Executor::Executor(codegen::Program program)
 
 Executor::~Executor() = default;
 
-ExecutorStats Executor::stats() const { return stats_; }
 
 std::vector<std::string> Executor::cuda_sources(int arch) const {
   std::vector<std::string> out;
@@ -307,6 +307,42 @@ void Executor::prepare_cuda(int device_index) {
 }
 
 std::vector<at::Tensor> Executor::run(const std::vector<at::Tensor>& inputs) {
+  if (graph_) {
+    auto out = graph_->run(inputs, [this](const std::vector<at::Tensor>& in) { return run_steps(in); });
+    if (out) return std::move(*out);
+  }
+  return run_steps(inputs);
+}
+
+void Executor::enable_cuda_graph(std::vector<bool> constant_inputs) {
+  const char* env = std::getenv("DEEPVISOR_CUDA_GRAPHS");
+  if (!device_.is_cuda() || (env != nullptr && std::string(env) == "0")) return;
+  graph_ = std::make_unique<CudaGraphReplay>(std::move(constant_inputs), why_not_graphable());
+}
+
+// Plans a CUDA graph could not replay faithfully: the graph would not redo
+// CPU work, and writes into the caller's tensors would land in its copies.
+std::string Executor::why_not_graphable() const {
+  const auto& g = program_.graph;
+  if (!g.mutations.empty()) return "it writes its inputs in place";
+  if (!g.restrides.empty()) return "it changes an input's strides";
+  if (!g.output_views.empty()) return "it returns views of its results";
+  std::vector<bool> is_input(g.values.size(), false);
+  for (int v : g.inputs) is_input[v] = true;
+  for (std::size_t v = 0; v < g.values.size(); ++v) {
+    const auto& m = g.values[v];
+    if (m.device == "cpu" && !(is_input[v] && m.sizes.empty())) return "part of it computes on the CPU";
+  }
+  return "";
+}
+
+ExecutorStats Executor::stats() const {
+  ExecutorStats s = stats_;
+  if (graph_) s.cuda_graph = graph_->status();
+  return s;
+}
+
+std::vector<at::Tensor> Executor::run_steps(const std::vector<at::Tensor>& inputs) {
   std::vector<at::Tensor> slots(program_.slots.size());
   for (std::size_t i = 0; i < program_.slots.size(); ++i) {
     const Slot& s = program_.slots[i];

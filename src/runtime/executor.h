@@ -25,7 +25,10 @@ struct ExecutorStats {
   std::int64_t nvrtc_compiles = 0;   // kernels this executor compiled with NVRTC
   std::int64_t disk_cache_hits = 0;  // kernels it loaded from the disk cache
   std::map<std::string, std::int64_t> fallback_ops;  // op -> fallback steps in the program
+  std::string cuda_graph;  // "" (CPU, or not asked for), "graphed", "warming up", "not graphed: <why>"
 };
+
+class CudaGraphReplay;
 
 class Executor {
  public:
@@ -34,6 +37,12 @@ class Executor {
 
   // inputs: the graph inputs, in order. Returns the graph outputs.
   std::vector<at::Tensor> run(const std::vector<at::Tensor>& inputs);
+
+  // Says which graph inputs are constants of the plan (parameters, buffers:
+  // the same tensor at the same address on every call) and so lets a plan on
+  // the GPU replay as one CUDA graph (cuda_graph.h), unless
+  // DEEPVISOR_CUDA_GRAPHS=0.
+  void enable_cuda_graph(std::vector<bool> constant_inputs);
 
   // Emits every kernel as CUDA C and compiles it with NVRTC for sm_<arch>,
   // without a GPU. Throws on the first kernel NVRTC rejects.
@@ -50,6 +59,8 @@ class Executor {
   void run_kernel(const codegen::Step& step, std::vector<at::Tensor>& slots, const at::Device& device);
   void run_fallback(const codegen::Step& step, std::vector<at::Tensor>& slots);
   void prepare_cuda(int device_index);
+  std::vector<at::Tensor> run_steps(const std::vector<at::Tensor>& inputs);
+  std::string why_not_graphable() const;
 
   codegen::Program program_;
   at::Device device_;
@@ -58,6 +69,7 @@ class Executor {
   std::mutex prepare_mutex_;
   std::atomic<int> ready_device_{-1};
   std::unique_ptr<CudaKernels> cuda_;
+  std::unique_ptr<CudaGraphReplay> graph_;
   ExecutorStats stats_;
 };
 

@@ -1,0 +1,196 @@
+#include "runtime/cuda_graph.h"
+
+#include <ATen/cuda/CUDAEvent.h>
+#include <ATen/cuda/CUDAGraph.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_strided.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include <cstdlib>
+#include <iostream>
+
+#include "runtime/cuda_driver.h"
+
+namespace dv::runtime {
+
+namespace {
+
+// DEEPVISOR_LOG names "fallbacks" (or "all"): python/deepvisor/_log.py's
+// format, for the one line that says a plan is not graphed.
+bool log_fallbacks() {
+  const char* v = std::getenv("DEEPVISOR_LOG");
+  if (v == nullptr) return false;
+  std::string s = std::string(",") + v + ",";
+  return s.find(",fallbacks,") != std::string::npos || s.find(",all,") != std::string::npos;
+}
+
+// A copy the caller owns, with the same layout where the layout allows one.
+at::Tensor own_copy(const at::Tensor& t) {
+  if (!t.is_non_overlapping_and_dense()) return t.clone(at::MemoryFormat::Contiguous);
+  return at::empty_strided(t.sizes(), t.strides(), t.options()).copy_(t, /*non_blocking=*/true);
+}
+
+}  // namespace
+
+CudaGraphReplay::CudaGraphReplay(std::vector<bool> constant, std::string unsupported)
+    : constant_(std::move(constant)) {
+  if (!unsupported.empty()) disable(std::move(unsupported));
+}
+
+CudaGraphReplay::~CudaGraphReplay() = default;
+
+std::string CudaGraphReplay::status() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (!disabled_.empty()) return "not graphed: " + disabled_;
+  return graph_ ? "graphed" : "warming up";
+}
+
+bool CudaGraphReplay::graphed() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return graph_ != nullptr;
+}
+
+void CudaGraphReplay::disable(std::string why) {
+  disabled_ = std::move(why);
+  drop_graph();
+  if (log_fallbacks())
+    std::cerr << "deepvisor[fallbacks]: a plan replays step by step, not as a CUDA graph: " << disabled_ << std::endl;
+}
+
+void CudaGraphReplay::drop_graph() {
+  graph_.reset();
+  in_place_.clear();
+  copies_.clear();
+  static_outputs_.clear();
+}
+
+// Captures are bounded: inputs that keep moving make the plan step by step.
+constexpr int kMaxCaptures = 8;
+
+std::optional<std::vector<at::Tensor>> CudaGraphReplay::run(const std::vector<at::Tensor>& inputs, const Steps& steps) {
+  std::unique_lock<std::mutex> lock(mutex_, std::try_to_lock);
+  if (!lock.owns_lock() || !disabled_.empty()) return std::nullopt;
+  if (inputs.size() != constant_.size()) {
+    disable("the plan's inputs are not described");
+    return std::nullopt;
+  }
+  std::optional<std::vector<at::Tensor>> out;
+  // The first call loads kernels and makes library handles, and shows where the inputs lie.
+  if (calls_++ > 0 && (graph_ || capture(inputs, steps))) {
+    if (inputs_in_place(inputs)) out = replay(inputs);
+  }
+  last_ptrs_.resize(inputs.size());
+  for (std::size_t i = 0; i < inputs.size(); ++i) last_ptrs_[i] = inputs[i].defined() ? inputs[i].data_ptr() : nullptr;
+  return out;
+}
+
+// Whether the inputs the graph reads in place are where it reads them; if
+// not, the graph is dropped (captured again on the next call).
+bool CudaGraphReplay::inputs_in_place(const std::vector<at::Tensor>& inputs) {
+  for (std::size_t i = 0; i < inputs.size(); ++i) {
+    if (in_place_[i] == nullptr || inputs[i].data_ptr() == in_place_[i]) continue;
+    if (!constant_[i]) moved_[i] = true;
+    drop_graph();
+    if (captures_ >= kMaxCaptures) disable("inputs the graph reads in place keep moving");
+    return false;
+  }
+  return true;
+}
+
+bool CudaGraphReplay::capture(const std::vector<at::Tensor>& inputs, const Steps& steps) {
+  if (captures_++ >= kMaxCaptures) {
+    disable("inputs the graph reads in place keep moving");
+    return false;
+  }
+  std::optional<at::Device> device;
+  for (const auto& t : inputs)
+    if (t.defined() && t.is_cuda()) device = t.device();
+  if (!device) {
+    disable("no input on the GPU");
+    return false;
+  }
+  moved_.resize(inputs.size(), false);
+  in_place_.assign(inputs.size(), nullptr);
+  copies_.assign(inputs.size(), at::Tensor());
+  std::vector<at::Tensor> static_inputs(inputs.size());
+  for (std::size_t i = 0; i < inputs.size(); ++i) {
+    const at::Tensor& t = inputs[i];
+    if (!t.defined()) continue;
+    const bool stable = constant_[i] || (!moved_[i] && i < last_ptrs_.size() && t.data_ptr() == last_ptrs_[i]);
+    if (!t.is_cuda() && t.dim() != 0) {
+      disable("an input of the plan lives on the CPU");
+      return false;
+    }
+    if (t.is_cuda() && stable) {
+      static_inputs[i] = t;
+      in_place_[i] = t.data_ptr();
+    } else if (t.is_cuda() && !t.is_non_overlapping_and_dense() && t.numel() > 1) {
+      disable("an argument's elements overlap or leave gaps (an expanded or sliced view)");
+      return false;
+    } else {
+      // A CPU scalar becomes a scalar on the device: the graph cannot read host memory.
+      copies_[i] = at::empty_strided(t.sizes(), t.strides(), t.options().device(*device));
+      copies_[i].copy_(t);
+      static_inputs[i] = copies_[i];
+    }
+  }
+  c10::cuda::CUDAGuard guard(device->index());
+  auto current = c10::cuda::getCurrentCUDAStream(device->index());
+  auto side = c10::cuda::getStreamFromPool(false, device->index());
+  at::cuda::CUDAEvent ready;
+  ready.record(current);
+  ready.block(side);
+  graph_ = std::make_unique<at::cuda::CUDAGraph>();
+  std::string failure;
+  {
+    c10::cuda::CUDAStreamGuard on_side(side);
+    // Thread-local: CUDA work of other threads (an eager model, another plan) does not break the capture.
+    graph_->capture_begin({0, 0}, cudaStreamCaptureModeThreadLocal);
+    try {
+      static_outputs_ = steps(static_inputs);
+      graph_->capture_end();
+    } catch (const std::exception& e) {
+      failure = e.what();
+      try {
+        graph_->capture_end();
+      } catch (const std::exception&) {
+        CudaDriver::instance().abort_capture(side.stream());
+      }
+    }
+  }
+  at::cuda::CUDAEvent done;
+  done.record(side);
+  done.block(current);
+  if (!failure.empty()) {
+    disable("capturing it failed (a host synchronization or CPU work inside?): " +
+            failure.substr(0, failure.find('\n')));
+    return false;
+  }
+  output_input_.assign(static_outputs_.size(), -1);
+  output_same_.assign(static_outputs_.size(), -1);
+  for (std::size_t j = 0; j < static_outputs_.size(); ++j) {
+    const c10::TensorImpl* impl = static_outputs_[j].unsafeGetTensorImpl();
+    for (std::size_t i = 0; i < static_inputs.size() && output_input_[j] < 0; ++i)
+      if (static_inputs[i].defined() && static_inputs[i].unsafeGetTensorImpl() == impl) output_input_[j] = static_cast<int>(i);
+    for (std::size_t k = 0; k < j && output_same_[j] < 0; ++k)
+      if (static_outputs_[k].unsafeGetTensorImpl() == impl) output_same_[j] = static_cast<int>(k);
+    if (output_input_[j] >= 0) static_outputs_[j] = at::Tensor();  // hold no input alive
+  }
+  return true;
+}
+
+std::optional<std::vector<at::Tensor>> CudaGraphReplay::replay(const std::vector<at::Tensor>& inputs) {
+  for (std::size_t i = 0; i < inputs.size(); ++i)
+    if (copies_[i].defined() && inputs[i].data_ptr() != copies_[i].data_ptr()) copies_[i].copy_(inputs[i], /*non_blocking=*/true);
+  graph_->replay();
+  std::vector<at::Tensor> out(static_outputs_.size());
+  for (std::size_t j = 0; j < out.size(); ++j) {
+    if (output_input_[j] >= 0) out[j] = inputs[output_input_[j]];
+    else if (output_same_[j] >= 0) out[j] = out[output_same_[j]];
+    else if (static_outputs_[j].defined()) out[j] = own_copy(static_outputs_[j]);
+  }
+  return out;
+}
+
+}  // namespace dv::runtime

@@ -1,0 +1,80 @@
+// A compiled plan replayed as one CUDA graph.
+//
+// The executor runs a plan's steps one by one on its first call (kernels are
+// loaded, library handles made). On the next call the steps are captured
+// into a CUDA graph (at::cuda::CUDAGraph, with its own memory pool for the
+// intermediates) and from then on a call is: copy the arguments into the
+// graph's input buffers, launch the graph, hand out copies of its outputs
+// (the graph overwrites its buffers on the next launch).
+//
+// The graph reads an input where it lies when its address is stable: a
+// constant of the plan (a parameter, a buffer, a tensor the program made from
+// Python data), or an argument found at the same address on the two calls
+// before the capture (torch.compile's graphs take parameters as arguments).
+// Such an input found at another address on a later call drops the graph and
+// it is captured again, the argument then copied into a buffer the graph
+// owns, as every other argument is on every call.
+//
+// A plan the graph cannot replay (an op that synchronizes with the host or
+// reads CPU memory makes the capture fail; plans that write their inputs or
+// restride them are not tried) keeps running step by step, and status() says
+// why. Calls that find the graph busy (another thread replays it) run step by
+// step too.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace at::cuda {
+struct CUDAGraph;
+}
+
+namespace dv::runtime {
+
+class CudaGraphReplay {
+ public:
+  using Steps = std::function<std::vector<at::Tensor>(const std::vector<at::Tensor>&)>;
+
+  // constant[i]: graph input i is a constant of the plan. `unsupported`: why
+  // the plan cannot be graphed at all ("" if it may be).
+  CudaGraphReplay(std::vector<bool> constant, std::string unsupported);
+  ~CudaGraphReplay();
+
+  // This call's outputs through the graph; nullopt when the caller must run
+  // the steps itself (first call, not graphable, busy). `steps` runs the plan
+  // on given inputs (used once, to capture).
+  std::optional<std::vector<at::Tensor>> run(const std::vector<at::Tensor>& inputs, const Steps& steps);
+
+  // "graphed", "warming up", or "not graphed: <why>".
+  std::string status() const;
+  bool graphed() const;
+
+ private:
+  bool capture(const std::vector<at::Tensor>& inputs, const Steps& steps);
+  bool inputs_in_place(const std::vector<at::Tensor>& inputs);
+  std::optional<std::vector<at::Tensor>> replay(const std::vector<at::Tensor>& inputs);
+  void disable(std::string why);
+  void drop_graph();
+
+  std::vector<bool> constant_;
+  mutable std::mutex mutex_;
+  int calls_ = 0;
+  int captures_ = 0;
+  std::string disabled_;  // why it is not graphed ("" while it may be)
+  std::unique_ptr<at::cuda::CUDAGraph> graph_;
+  std::vector<const void*> last_ptrs_;  // each input's address on the last call
+  std::vector<bool> moved_;             // an argument read in place was once found elsewhere
+  std::vector<const void*> in_place_;   // the address the graph reads input i at (null: a copy)
+  std::vector<at::Tensor> copies_;      // the buffers arguments are copied into (undefined: read in place)
+  std::vector<at::Tensor> static_outputs_;  // what the graph writes
+  std::vector<int> output_input_;  // output j is input i as is (-1: no)
+  std::vector<int> output_same_;   // output j is the same tensor as an earlier output k (-1: no)
+};
+
+}  // namespace dv::runtime

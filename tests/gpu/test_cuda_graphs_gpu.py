@@ -1,0 +1,159 @@
+"""Plans replayed as CUDA graphs (src/runtime/cuda_graph.h): from the second
+replay on, a GPU plan is one graph launch. Checked against eager while its
+inputs move, stay in place and change in place, while parameters change,
+with random ops, from several threads; and plans that cannot be graphed keep
+running step by step. Skipped without a GPU."""
+
+import threading
+
+import pytest
+import torch
+import torch.nn as nn
+
+import deepvisor
+from op_cases import assert_matches
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+TOL = lambda dtype: (1e-4, 1e-5)  # noqa: E731
+
+
+def randn(*shape, seed=0):
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed)).cuda()
+
+
+class Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.norm = nn.LayerNorm(32)
+        self.up = nn.Linear(32, 64)
+        self.down = nn.Linear(64, 32)
+
+    def forward(self, x):
+        return x + self.down(torch.nn.functional.gelu(self.up(self.norm(x))))
+
+
+def block():
+    torch.manual_seed(0)
+    return Block().eval().cuda()
+
+
+@torch.no_grad()
+def test_new_inputs_every_call_replay_one_graph_with_fresh_outputs():
+    m = block()
+    g = deepvisor.compile(m)
+    outs, refs = [], []
+    for seed in range(6):
+        x = randn(3, 7, 32, seed=seed)
+        outs.append(g(x))
+        refs.append(m(x))
+    for out, ref in zip(outs, refs):  # earlier results are not overwritten by later replays
+        assert_matches(out, ref, TOL)
+    s = deepvisor.stats(g)
+    assert s["cuda_graphs"] == 1 and s["captures"] == 1, s
+
+
+@torch.no_grad()
+def test_an_input_changed_in_place_at_the_same_address():
+    m = block()
+    g = deepvisor.compile(m)
+    x = randn(2, 5, 32)
+    for step in range(5):
+        x.mul_(1.5).add_(0.25)
+        assert_matches(g(x), m(x), TOL)
+    assert deepvisor.stats(g)["cuda_graphs"] == 1
+
+
+@torch.no_grad()
+def test_parameters_updated_in_place_or_replaced_by_data():
+    m = block()
+    g = deepvisor.compile(m)
+    x = randn(4, 32)
+    for _ in range(3):
+        assert_matches(g(x), m(x), TOL)
+    m.up.weight.mul_(2)  # the graph reads the parameter where it lies
+    assert_matches(g(x), m(x), TOL)
+    m.down.weight.data = torch.randn_like(m.down.weight)  # a new address: captured again
+    for _ in range(3):
+        assert_matches(g(x), m(x), TOL)
+    assert deepvisor.stats(g)["cuda_graphs"] == 1
+
+
+@torch.no_grad()
+def test_returned_inputs_and_repeated_outputs_keep_their_identity():
+    def fn(x, y):
+        z = x * 2 + y
+        return x, z, z
+
+    g = deepvisor.compile(fn)
+    for seed in range(4):
+        x, y = randn(6, seed=seed), randn(6, seed=seed + 9)
+        a, b, c = g(x, y)
+        assert a is x and b is c
+        assert_matches(b, x * 2 + y, TOL)
+
+
+@torch.no_grad()
+def test_random_ops_draw_fresh_numbers_on_every_replay():
+    g = deepvisor.compile(lambda x: x + torch.rand_like(x))
+    z = torch.zeros(4096, device="cuda")
+    results = [g(z) for _ in range(5)]
+    for a, b in zip(results, results[1:]):
+        assert not torch.equal(a, b)
+    assert deepvisor.stats(g)["cuda_graphs"] == 1
+
+
+@torch.no_grad()
+def test_threads_replay_one_plan_at_once():
+    m = block()
+    g = deepvisor.compile(m)
+    g(randn(8, 32))
+    errors = []
+
+    def worker(k):
+        try:
+            for i in range(20):
+                x = randn(8, 32, seed=100 * k + i)
+                assert_matches(g(x), m(x), TOL)
+        except Exception as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
+
+
+@torch.no_grad()
+def test_plans_that_cannot_be_graphed_run_step_by_step():
+    def to_host(x):
+        return (x * 2).cpu() + 1
+
+    g = deepvisor.compile(to_host)
+    for seed in range(3):
+        x = randn(5, seed=seed)
+        assert_matches(g(x), to_host(x), TOL)
+    assert deepvisor.stats(g)["cuda_graphs"] == 0
+    assert "part of it computes on the CPU" in deepvisor.explain(g)
+
+    def syncs(x):
+        return torch.nonzero(x > 0).sum() + x.sum()
+
+    g = deepvisor.compile(syncs)
+    x = randn(64)
+    for _ in range(4):
+        assert_matches(g(x), syncs(x), TOL)
+    assert deepvisor.stats(g)["cuda_graphs"] == 0, deepvisor.explain(g)
+
+
+@torch.no_grad()
+def test_graphs_can_be_turned_off(monkeypatch):
+    monkeypatch.setenv("DEEPVISOR_CUDA_GRAPHS", "0")
+    m = block()
+    g = deepvisor.compile(m)
+    for seed in range(3):
+        x = randn(3, 32, seed=seed)
+        assert_matches(g(x), m(x), TOL)
+    assert deepvisor.stats(g)["cuda_graphs"] == 0
