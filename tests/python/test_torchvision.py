@@ -64,8 +64,10 @@ def test_classifier_is_one_graph(name):
     assert f"on {x.device}" in text
 
 
-@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_small", "vit_b_16", "convnext_tiny"])
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_small", "squeezenet1_0", "shufflenet_v2_x0_5", "vit_b_16",
+                                  "convnext_tiny"])
 def test_classifier_through_the_backend(name):
+    """Issue 9, behaviour 8: torch.compile(model, backend="deepvisor") equals eager, and replays."""
     import torch._dynamo
     torch._dynamo.reset()
     model, x = build(name)
