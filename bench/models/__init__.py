@@ -2,10 +2,13 @@
 
 Each builder takes a `size` ("small" for CI, "full" for the benchmarks) and
 returns (model, example inputs). torchvision and transformers are used where
-they are installed; otherwise an equivalent definition from this folder.
+they are installed; otherwise an equivalent definition from this folder, or
+(bert_base, gpt2, densenet121) an ImportError when the call is made.
 """
 
 from .bert import bert_like
-from .resnet import resnet50
+from .densenet import densenet121
+from .hf import bert_base, gpt2
+from .resnet import resnet50, resnet101
 
-__all__ = ["bert_like", "resnet50"]
+__all__ = ["bert_like", "bert_base", "gpt2", "resnet50", "resnet101", "densenet121"]

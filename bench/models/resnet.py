@@ -1,5 +1,6 @@
-"""ResNet-50: torchvision's when installed, else the same architecture here
-(bottleneck blocks 3-4-6-3, BatchNorm, ReLU, max pool, global average pool)."""
+"""ResNet-50 and ResNet-101: torchvision's when installed, else the same
+architecture here (bottleneck blocks 3-4-6-3 or 3-4-23-3, BatchNorm, ReLU, max
+pool, global average pool)."""
 
 import torch
 import torch.nn as nn
@@ -62,4 +63,19 @@ def resnet50(size="full", batch=1, device="cpu"):
         model = ResNet() if size == "full" else ResNet(blocks=(1, 1, 1, 1), widths=(8, 16, 32, 64), classes=10)
     model = model.eval().to(device)
     side = 224 if size == "full" else 32
+    return model, (torch.randn(batch, 3, side, side, device=device),)
+
+
+def resnet101(size="full", batch=1, device="cpu"):
+    """Small: bottleneck blocks 1-1-3-1 of narrow widths on 64x64 inputs."""
+    try:
+        import torchvision
+        model = torchvision.models.resnet101(weights=None) if size == "full" else None
+    except ImportError:
+        model = None
+    if model is None:
+        model = (ResNet(blocks=(3, 4, 23, 3)) if size == "full"
+                 else ResNet(blocks=(1, 1, 3, 1), widths=(8, 16, 32, 64), classes=10))
+    model = model.eval().to(device)
+    side = 224 if size == "full" else 64
     return model, (torch.randn(batch, 3, side, side, device=device),)

@@ -1,0 +1,252 @@
+"""Whole models: eager, torch.compile, torch.compile(mode="reduce-overhead") and deepvisor.
+
+    python3 bench/models.py [--device cuda|cpu] [--size full|small] [--batch 1 16]
+        [--models bert_base gpt2 resnet50 resnet101 densenet121]
+        [--modes eager compile reduce-overhead deepvisor] [--iters N] [--warmup N]
+        [--autocast bf16] [--out results.json]
+
+For each model and batch size, in one process, with the same weights and inputs
+(random, no downloads; bench/models/ builds them), each mode in turn:
+- first call: wall clock of the first two calls, synchronized (capture or
+  Dynamo tracing, compiling, the first replay or CUDA graph recording);
+- latency: after --warmup calls, the median over --iters calls of one call's
+  time, each call synchronized on its own (CUDA events around it on CUDA,
+  perf_counter on CPU), so host overhead counts as it does at batch 1;
+- max rel err: max |out - eager| / max |eager| over the compared output
+  (last_hidden_state for transformers, the logits for the vision models), from
+  the last timed call;
+- peak memory (CUDA): torch.cuda.max_memory_allocated() over the timed calls
+  after a reset of the peak, weights included, and its ratio to eager's;
+- deepvisor's stats: graphs, extern and fallback ops, kernels, eager calls and
+  their reasons, NVRTC compiles, CUDA graphs where the stats have them.
+Inference under torch.no_grad(), float32 with TF32 off (or --autocast bf16).
+Dynamo and deepvisor are reset after each mode. A mode that raises is recorded
+as its error (traceback on stderr) and the run goes on. At the end: a markdown
+table, the geometric mean of deepvisor's speed against the better torch.compile
+mode, and with --out every figure as JSON.
+
+On a CPU machine that other work keeps busy, run with OMP_NUM_THREADS=1: ATen's
+thread barriers wait on descheduled threads (a 2-core machine under a build
+measured 50-250x slower with 2 threads).
+"""
+
+import argparse
+import contextlib
+import gc
+import json
+import math
+import os
+import statistics
+import sys
+import time
+import traceback
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import deepvisor  # noqa: E402
+import models as builders  # noqa: E402  (the package bench/models/, not this file)
+
+MODELS = ["bert_base", "gpt2", "resnet50", "resnet101", "densenet121"]
+MODES = ["eager", "compile", "reduce-overhead", "deepvisor"]
+
+
+def sync(device):
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def output_tensor(out):
+    """The tensor compared against eager: last_hidden_state, or the first tensor."""
+    if hasattr(out, "last_hidden_state"):
+        return out.last_hidden_state
+    while isinstance(out, (tuple, list)):
+        out = out[0]
+    return out
+
+
+def make_fn(mode, model):
+    if mode == "eager":
+        return model
+    if mode == "compile":
+        return torch.compile(model)
+    if mode == "reduce-overhead":
+        return torch.compile(model, mode="reduce-overhead")
+    if mode == "deepvisor":
+        return deepvisor.compile(model)
+    raise ValueError(f"unknown mode {mode}")
+
+
+def time_calls(fn, args, iters, device):
+    """Per-call times in ms, each call synchronized; and the last call's output."""
+    times = []
+    for _ in range(iters):
+        if device == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            out = fn(*args)
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+        else:
+            t0 = time.perf_counter()
+            out = fn(*args)
+            times.append((time.perf_counter() - t0) * 1e3)
+    return times, out
+
+
+def run_mode(mode, model, args, ref, a):
+    fn = make_fn(mode, model)
+    r = {}
+    t0 = time.perf_counter()
+    for _ in range(2):
+        fn(*args)
+    sync(a.device)
+    r["first_call_s"] = time.perf_counter() - t0
+    for _ in range(a.warmup):
+        fn(*args)
+    sync(a.device)
+    if a.device == "cuda":
+        gc.collect()
+        torch.cuda.reset_peak_memory_stats()
+        r["mem_before_mb"] = torch.cuda.memory_allocated() / 2**20
+    times, out = time_calls(fn, args, a.iters, a.device)
+    r["ms"] = statistics.median(times)
+    r["ms_min"] = min(times)
+    if a.device == "cuda":
+        r["peak_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    got = output_tensor(out).detach().float()
+    r["max_rel_err"] = ((got - ref).abs().max() / ref.abs().max().clamp_min(1e-30)).item()
+    if mode == "deepvisor":
+        s = deepvisor.stats(fn)
+        r["stats"] = {k: s[k] for k in ("graphs", "versions", "kernels", "eager_calls", "eager_reasons",
+                                        "extern_ops", "fallback_ops", "nvrtc_compiles", "cuda_graphs") if k in s}
+    return r
+
+
+def reset_all(device):
+    torch._dynamo.reset()
+    deepvisor.reset()
+    gc.collect()
+    if device == "cuda":
+        torch.cuda.empty_cache()
+
+
+def run_model(name, batch, a):
+    model, args = getattr(builders, name)(a.size, batch, a.device)
+    with a.ctx():
+        ref = output_tensor(model(*args)).detach().float().clone()
+        sync(a.device)
+        row = {"model": name, "batch": batch, "modes": {}}
+        for mode in a.modes:
+            print(f"{name} batch {batch}: {mode}", file=sys.stderr, flush=True)
+            try:
+                row["modes"][mode] = run_mode(mode, model, args, ref, a)
+            except Exception as e:  # noqa: BLE001  (one mode's failure must not end the run)
+                traceback.print_exc()
+                row["modes"][mode] = {"error": f"{type(e).__name__}: {e}".splitlines()[0][:300]}
+            reset_all(a.device)
+    eager = row["modes"].get("eager", {})
+    for r in row["modes"].values():
+        if "peak_mem_mb" in r and "peak_mem_mb" in eager:
+            r["peak_mem_vs_eager"] = r["peak_mem_mb"] / eager["peak_mem_mb"]
+    torch_ms = [row["modes"][m]["ms"] for m in ("compile", "reduce-overhead") if "ms" in row["modes"].get(m, {})]
+    dv = row["modes"].get("deepvisor", {})
+    if torch_ms and "ms" in dv:
+        row["deepvisor_speedup_vs_best_compile"] = min(torch_ms) / dv["ms"]
+    return row
+
+
+def cell(r, key, fmt):
+    if r is None:
+        return "-"
+    if "error" in r:
+        return "error"
+    return fmt.format(r[key]) if r.get(key) is not None else "-"
+
+
+def table(rows, a):
+    dev = torch.cuda.get_device_name() if a.device == "cuda" else "cpu"
+    print(f"\n{dev}, {a.size} size, {'bf16 autocast' if a.autocast else 'fp32'}, torch {torch.__version__}, "
+          f"Python {sys.version.split()[0]}, median of {a.iters} calls\n")
+    print("| model | batch | eager ms | compile ms | reduce-overhead ms | deepvisor ms | dv vs best compile | "
+          "graphs | extern / fallback ops | max rel err | peak mem vs eager | first call s (compile / dv) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for row in rows:
+        if "skipped" in row:
+            print(f"| {row['model']} | {row['batch']} | skipped: {row['skipped']} |" + " |" * 9)
+            continue
+        m = row["modes"]
+        dv = m.get("deepvisor")
+        s = (dv or {}).get("stats")
+        graphs = ops = "-"
+        if s:
+            graphs = str(s["graphs"]) + (f" ({s['eager_calls']} eager)" if s["eager_calls"] else "")
+            ops = f"{sum(s['extern_ops'].values())} / {sum(s['fallback_ops'].values())}"
+        ratio = row.get("deepvisor_speedup_vs_best_compile")
+        print(f"| {row['model']} | {row['batch']} | {cell(m.get('eager'), 'ms', '{:.3f}')} | "
+              f"{cell(m.get('compile'), 'ms', '{:.3f}')} | {cell(m.get('reduce-overhead'), 'ms', '{:.3f}')} | "
+              f"{cell(dv, 'ms', '{:.3f}')} | {'-' if ratio is None else f'{ratio:.2f}x'} | {graphs} | {ops} | "
+              f"{cell(dv, 'max_rel_err', '{:.1e}')} | {cell(dv, 'peak_mem_vs_eager', '{:.2f}')} | "
+              f"{cell(m.get('compile'), 'first_call_s', '{:.1f}')} / {cell(dv, 'first_call_s', '{:.1f}')} |")
+    ratios = [r["deepvisor_speedup_vs_best_compile"] for r in rows if "deepvisor_speedup_vs_best_compile" in r]
+    if ratios:
+        geo = math.exp(sum(map(math.log, ratios)) / len(ratios))
+        print(f"\nGeometric mean of best torch.compile ms / deepvisor ms over {len(ratios)} rows: {geo:.2f}x "
+              "(>1: deepvisor faster)")
+    for row in rows:
+        for mode, r in row.get("modes", {}).items():
+            if "error" in r:
+                print(f"{row['model']} batch {row['batch']}, {mode}: {r['error']}")
+        s = row.get("modes", {}).get("deepvisor", {}).get("stats")
+        if s and (s["eager_reasons"] or s["fallback_ops"]):
+            print(f"{row['model']} batch {row['batch']}, deepvisor: eager reasons {s['eager_reasons']}, "
+                  f"fallback ops {s['fallback_ops']}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cuda", "cpu"])
+    ap.add_argument("--size", default="full", choices=["full", "small"])
+    ap.add_argument("--batch", type=int, nargs="+", default=[1, 16])
+    ap.add_argument("--models", nargs="+", default=MODELS, choices=MODELS)
+    ap.add_argument("--modes", nargs="+", default=MODES, choices=MODES)
+    ap.add_argument("--iters", type=int, default=100)
+    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--autocast", choices=["bf16"], default=None)
+    ap.add_argument("--out", default=None, help="write every figure here as JSON")
+    a = ap.parse_args()
+    a.modes = ["eager"] + [m for m in a.modes if m != "eager"]  # eager is the reference for errors and memory
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+
+    @contextlib.contextmanager
+    def ctx():
+        with torch.no_grad(), (torch.autocast(a.device, dtype=torch.bfloat16) if a.autocast
+                               else contextlib.nullcontext()):
+            yield
+    a.ctx = ctx
+
+    rows = []
+    for name in a.models:
+        for batch in a.batch:
+            try:
+                rows.append(run_model(name, batch, a))
+            except ImportError as e:
+                print(f"{name}: skipped ({e})", file=sys.stderr)
+                rows.append({"model": name, "batch": batch, "skipped": str(e)})
+            except Exception as e:  # noqa: BLE001  (building or the eager reference failed)
+                traceback.print_exc()
+                rows.append({"model": name, "batch": batch, "skipped": f"{type(e).__name__}: {e}"[:300]})
+            reset_all(a.device)
+    table(rows, a)
+    if a.out:
+        meta = {"device": torch.cuda.get_device_name() if a.device == "cuda" else "cpu", "size": a.size,
+                "autocast": a.autocast, "iters": a.iters, "warmup": a.warmup, "torch": torch.__version__,
+                "python": sys.version.split()[0]}
+        with open(a.out, "w") as f:
+            json.dump({"meta": meta, "rows": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
