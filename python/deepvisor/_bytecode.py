@@ -10,6 +10,7 @@ both.
 
 import dis
 import struct
+import threading
 import sys
 
 # Instruction kinds, as the monitor receives them.
@@ -166,8 +167,17 @@ def code_table(code):
     return depths_bytes, entries, cell_slots
 
 
+_opcode_events_lock = threading.Lock()
+_opcode_events_set = False
+
+
 def set_opcode_events():
     """Python 3.12 turns on per-instruction trace events only once some frame
     asked for them through f_trace_opcodes (a flag of the interpreter); 3.11
-    needs nothing."""
-    _opcodes.enable_opcode_events()
+    needs nothing. Asked once per process: asking again while another
+    thread's capture traces crashed CPython 3.12.3."""
+    global _opcode_events_set
+    with _opcode_events_lock:
+        if not _opcode_events_set:
+            _opcodes.enable_opcode_events()
+            _opcode_events_set = True

@@ -371,15 +371,21 @@ class CompiledFunction:
     def _internal_failure(self, error, args, kwargs):
         if _flag("DEEPVISOR_STRICT"):
             raise error
-        # A plan that failed once (a kernel NVRTC rejects, no CUDA driver) would
-        # fail again: that version runs eagerly from now on.
         reason = f"internal failure: {type(error).__name__}: {error}"
         with self._lock:
             index = self._plans.failed_index()
+        # The call runs eagerly. If the program fails there too, the error was
+        # the program's own on these inputs (an index out of range): it
+        # propagates and the plan stays. Else the plan failed where eager does
+        # not (a kernel NVRTC rejects, no CUDA driver) and would fail again:
+        # that version runs eagerly from now on.
+        self._note_eager(reason)
+        result = self.fn(*args, **kwargs)
+        with self._lock:
             if 0 <= index < len(self._entries):
                 self._plans.make_eager(index)
                 self._entries[index].eager_reason = reason
-        return self._eager(reason, args, kwargs)
+        return result
 
     # -- introspection --------------------------------------------------------------
     def executors(self):

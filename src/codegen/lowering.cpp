@@ -179,6 +179,7 @@ class Lowerer {
   const ir::Graph& g_;
   LoweredGraph out_;
   std::vector<bool> library_view_;  // per node: run as an ATen view (find_library_views)
+  std::string device_;              // where the kernels run: the GPU's if any value lives there
   const Node* node_ = nullptr;
   int node_index_ = -1;
 };
@@ -420,11 +421,16 @@ void Lowerer::lower_node(int index) {
       return;
     }
   }
+  // Kernels run on the plan's device: work on another one (a CUDA program
+  // that computes on a copy it moved to the CPU) runs through ATen.
+  for (int v : node_->outputs) {
+    if (g_.meta(v).device != device_) {
+      fallback(index, "computes on " + g_.meta(v).device + ", the plan's kernels on " + device_);
+      return;
+    }
+  }
   std::size_t defs_before = out_.defs.size();
   try {
-    for (int v : node_->outputs) {
-      if (g_.meta(v).device != g_.meta(node_->outputs[0]).device) throw Unsupported("outputs on several devices");
-    }
     it->second(*this);
     for (int v : node_->outputs)
       if (out_.value_def[v] < 0) throw Unsupported("lowering left an output undefined");
@@ -443,6 +449,13 @@ LoweredGraph Lowerer::run() {
     d.label = "input" + std::to_string(i);
     out_.defs.push_back(std::move(d));
     out_.value_def[v] = static_cast<int>(out_.defs.size()) - 1;
+  }
+  device_ = "cpu";
+  for (const auto& m : g_.values) {
+    if (m.device != "cpu") {
+      device_ = m.device;  // as the executor's program_device()
+      break;
+    }
   }
   library_view_ = find_library_views();
   for (std::size_t i = 0; i < g_.nodes.size(); ++i) lower_node(static_cast<int>(i));

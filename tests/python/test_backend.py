@@ -570,9 +570,6 @@ def test_behaviour_7_errors_inside_the_graph_propagate_unchanged():
     assert backend_stats()["captures"] >= 1
 
 
-@pytest.mark.xfail(strict=True, reason="an error raised by an op while a plan is replayed (IndexError of aten::index "
-                   "on an index out of range) is taken for an internal failure: the plan is made eager for good, "
-                   "so every later valid call runs eagerly (same with deepvisor.compile)")
 def test_behaviour_7_an_error_inside_the_graph_leaves_the_plan_compiled():
     """Behaviour 7 (and 3): after a call that raised inside the graph, valid calls replay the plan again."""
     if test_capture.DEVICE == "cuda":
