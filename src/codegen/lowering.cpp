@@ -85,6 +85,11 @@ class Lowerer {
   // --- access to the node being lowered ---
   const Node& node() const { return *node_; }
   const ir::TensorMeta& out_meta(std::size_t i = 0) const { return g_.meta(node_->outputs.at(i)); }
+  // Whether output i of the node is read by a later node or leaves the graph.
+  bool output_used(std::size_t i) const {
+    int v = node_->outputs.at(i);
+    return v >= 0 && value_used_[v];
+  }
   const Arg& arg(std::size_t i) const {
     static const Arg kNone;
     return i < node_->args.size() ? node_->args[i] : kNone;
@@ -164,6 +169,7 @@ class Lowerer {
   void lower_node(int index);
   void fallback(int index, const std::string& reason, bool library_view = false);
   std::vector<bool> find_library_views() const;
+  bool is_unread_allocation(int index) const;
   // A tensor that exists in memory with the layout the capture saw.
   TensorDef buffer_def(int value) const {
     const auto& m = g_.meta(value);
@@ -179,6 +185,7 @@ class Lowerer {
   const ir::Graph& g_;
   LoweredGraph out_;
   std::vector<bool> library_view_;  // per node: run as an ATen view (find_library_views)
+  std::vector<bool> value_used_;    // per value: read by a node, or an output or mutation of the graph
   std::string device_;              // where the kernels run: the GPU's if any value lives there
   const Node* node_ = nullptr;
   int node_index_ = -1;
@@ -330,6 +337,14 @@ void Lowerer::fallback(int index, const std::string& reason, bool library_view) 
 
 namespace {
 
+// Ops that only allocate: one whose result nothing reads need not run.
+bool is_allocation(const std::string& op) {
+  static const std::set<std::string> ops = {"aten::empty.memory_format", "aten::empty_strided.default",
+                                            "aten::empty_like.default", "aten::new_empty.default",
+                                            "aten::new_empty_strided.default"};
+  return ops.count(op) > 0;
+}
+
 // ATen view ops that a step may run on a tensor in memory: the result
 // aliases its input, nothing is copied.
 bool is_view_op(const std::string& op) {
@@ -342,6 +357,14 @@ bool is_view_op(const std::string& op) {
 }
 
 }  // namespace
+
+bool Lowerer::is_unread_allocation(int index) const {
+  const Node& n = g_.nodes[index];
+  if (!is_allocation(n.op)) return false;
+  for (int v : n.outputs)
+    if (v >= 0 && value_used_[v]) return false;
+  return true;
+}
 
 // Views whose every reader is a library call (a node without a lowering: a
 // matmul, a convolution, attention, a fallback) or another such view, and
@@ -390,6 +413,7 @@ void Lowerer::lower_node(int index) {
     fallback(index, "", /*library_view=*/true);
     return;
   }
+  if (is_unread_allocation(index)) return;  // ATen's scratch (batch norm's empty reserve): nothing to run
   const auto& table = lowerings();
   auto it = table.find(node_->op);
   if (it == table.end()) {
@@ -416,7 +440,7 @@ void Lowerer::lower_node(int index) {
     }
   }
   for (int v : node_->outputs) {
-    if (!kernel_dtype(v)) {
+    if (value_used_[v] && !kernel_dtype(v)) {  // an output nothing reads is never computed
       fallback(index, "dtype " + std::string(ir::dtype_name(g_.meta(v).dtype)) + " has no loop-IR support");
       return;
     }
@@ -457,6 +481,17 @@ LoweredGraph Lowerer::run() {
       break;
     }
   }
+  value_used_.assign(g_.values.size(), false);
+  for (const auto& n : g_.nodes) {
+    for (const auto& a : n.args) {
+      if (a.kind == Arg::Kind::Tensor) value_used_[a.tensor] = true;
+      if (a.kind == Arg::Kind::TensorList)
+        for (auto v : a.ints)
+          if (v >= 0) value_used_[v] = true;
+    }
+  }
+  for (int v : g_.outputs) value_used_[v] = true;
+  for (const auto& m : g_.mutations) value_used_[m.value] = true;
   library_view_ = find_library_views();
   for (std::size_t i = 0; i < g_.nodes.size(); ++i) lower_node(static_cast<int>(i));
   return std::move(out_);
@@ -573,6 +608,49 @@ void lower_softmax(Lowerer& L, bool log) {
     return kb.binary(PrimOp::Div, kb.unary(PrimOp::Exp, z), s);
   };
   L.bind(0, L.pointwise(sizes, out, {in, mx, sum}, std::move(body), L.op_name()));
+}
+
+// Batch norm in inference, per channel (dim 1):
+//   (x - running_mean) * rsqrt(running_var + eps) * weight + bias.
+// Argument positions differ by op: weight, bias, running mean and variance,
+// the training flag (-1: none, the op is for inference) and eps. The other
+// outputs (saved statistics, cuDNN's reserve) are empty in inference; a
+// program that reads them runs the op through ATen.
+void lower_batch_norm_inference(Lowerer& L, std::size_t weight, std::size_t bias, std::size_t mean, std::size_t var,
+                                int training, std::size_t eps_pos) {
+  if (training >= 0 && L.bool_arg(static_cast<std::size_t>(training))) throw Unsupported("batch norm in training");
+  if (L.arg(mean).is_none() || L.arg(var).is_none()) throw Unsupported("batch norm without running statistics");
+  int in = L.tensor_def(0);
+  const auto sizes = L.def(in).sizes;
+  if (sizes.size() < 2) throw Unsupported("batch norm of an input without a channel dimension");
+  const double eps = L.number_arg(eps_pos);
+  auto optional_def = [&L](std::size_t pos) { return L.arg(pos).is_none() ? -1 : L.tensor_def(pos); };
+  const int w = optional_def(weight), b = optional_def(bias), m = L.tensor_def(mean), v = L.tensor_def(var);
+  const DType out = L.out_meta(0).dtype;
+  const DType acc = ir::compute_dtype(out) == DType::Float64 ? DType::Float64 : DType::Float32;
+  Body body = [in, w, b, m, v, eps, acc](BodyContext& ctx, const Coords& c) {
+    auto& kb = ctx.kb();
+    const Coords channel{c[1]};
+    auto param = [&](int d) { return kb.cast(ctx.read(d, channel), acc); };
+    ValueId rstd = kb.unary(PrimOp::Rsqrt, kb.binary(PrimOp::Add, param(v), scalar_constant(kb, eps, acc)));
+    ValueId y = kb.binary(PrimOp::Mul, kb.binary(PrimOp::Sub, kb.cast(ctx.read(in, c), acc), param(m)), rstd);
+    if (w >= 0) y = kb.binary(PrimOp::Mul, y, param(w));
+    if (b >= 0) y = kb.binary(PrimOp::Add, y, param(b));
+    return y;
+  };
+  std::vector<int> deps{in, m, v};
+  for (int d : {w, b})
+    if (d >= 0) deps.push_back(d);
+  int d = L.pointwise(sizes, out, deps, std::move(body), L.op_name());
+  L.mark_rounded(d);
+  L.bind(0, d);
+  for (std::size_t i = 1; i < L.node().outputs.size(); ++i) {
+    if (L.output_used(i)) throw Unsupported("a program that reads batch norm's saved statistics");
+    const auto& meta = L.out_meta(i);
+    L.bind(i, L.pointwise(meta.sizes, meta.dtype, {}, [](BodyContext& ctx, const Coords&) {
+      return ctx.kb().constant(0.0, DType::Float32);
+    }, L.op_name()));
+  }
 }
 
 // native_layer_norm(input, normalized_shape, weight?, bias?, eps) -> (out, mean, rstd).
@@ -1031,6 +1109,14 @@ std::unordered_map<std::string, LowerFn> make_lowerings() {
   t["aten::_softmax.default"] = [](Lowerer& L) { lower_softmax(L, false); };
   t["aten::_log_softmax.default"] = [](Lowerer& L) { lower_softmax(L, true); };
   t["aten::native_layer_norm.default"] = lower_layer_norm;
+  // (input, weight?, bias?, running_mean?, running_var?, training, momentum, eps)
+  t["aten::native_batch_norm.default"] = [](Lowerer& L) { lower_batch_norm_inference(L, 1, 2, 3, 4, 5, 7); };
+  // (input, weight?, bias?, running_mean, running_var, momentum, eps)
+  t["aten::_native_batch_norm_legit_no_training.default"] = [](Lowerer& L) {
+    lower_batch_norm_inference(L, 1, 2, 3, 4, -1, 6);
+  };
+  // (input, weight, bias?, running_mean?, running_var?, training, exponential_average_factor, epsilon)
+  t["aten::cudnn_batch_norm.default"] = [](Lowerer& L) { lower_batch_norm_inference(L, 1, 2, 3, 4, 5, 7); };
 
   // Views: index remapping, no copy.
   auto reshape_like = [](Lowerer& L) {
