@@ -610,8 +610,9 @@ void lower_softmax(Lowerer& L, bool log) {
   L.bind(0, L.pointwise(sizes, out, {in, mx, sum}, std::move(body), L.op_name()));
 }
 
-// Batch norm in inference, per channel (dim 1):
-//   (x - running_mean) * rsqrt(running_var + eps) * weight + bias.
+// Batch norm in inference, per channel (dim 1), in ATen's form:
+//   x * alpha + beta, alpha = weight / sqrt(running_var + eps),
+//   beta = bias - running_mean * alpha.
 // Argument positions differ by op: weight, bias, running mean and variance,
 // the training flag (-1: none, the op is for inference) and eps. The other
 // outputs (saved statistics, cuDNN's reserve) are empty in inference; a
@@ -632,11 +633,11 @@ void lower_batch_norm_inference(Lowerer& L, std::size_t weight, std::size_t bias
     auto& kb = ctx.kb();
     const Coords channel{c[1]};
     auto param = [&](int d) { return kb.cast(ctx.read(d, channel), acc); };
-    ValueId rstd = kb.unary(PrimOp::Rsqrt, kb.binary(PrimOp::Add, param(v), scalar_constant(kb, eps, acc)));
-    ValueId y = kb.binary(PrimOp::Mul, kb.binary(PrimOp::Sub, kb.cast(ctx.read(in, c), acc), param(m)), rstd);
-    if (w >= 0) y = kb.binary(PrimOp::Mul, y, param(w));
-    if (b >= 0) y = kb.binary(PrimOp::Add, y, param(b));
-    return y;
+    ValueId std = kb.unary(PrimOp::Sqrt, kb.binary(PrimOp::Add, param(v), scalar_constant(kb, eps, acc)));
+    ValueId alpha = kb.binary(PrimOp::Div, w >= 0 ? param(w) : scalar_constant(kb, 1.0, acc), std);
+    ValueId beta = kb.binary(PrimOp::Mul, param(m), alpha);
+    beta = b >= 0 ? kb.binary(PrimOp::Sub, param(b), beta) : kb.unary(PrimOp::Neg, beta);
+    return kb.binary(PrimOp::Add, kb.binary(PrimOp::Mul, kb.cast(ctx.read(in, c), acc), alpha), beta);
   };
   std::vector<int> deps{in, m, v};
   for (int d : {w, b})

@@ -35,6 +35,17 @@ import test_capture
 from test_capture import device  # noqa: F401  (autouse: every test on the CPU and, where there is one, a GPU)
 
 
+@pytest.fixture(autouse=True)
+def exact_float32():
+    """cuDNN convolutions default to TF32, which turns any last-bit difference
+    upstream (a fused batch norm's rounding) into 1e-3 relative ones: compare
+    in full float32."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 def tolerance(dtype):
     return (1e-4, 1e-5) if test_capture.DEVICE == "cpu" else (1e-3, 1e-4)
 
