@@ -4,13 +4,7 @@
 # bench/models.py. Logs under $OUT; a short summary and the table last.
 # Needs .carry/range-v3/include where range-v3 is missing.
 #   bench/gpu_models.sh [models.py arguments...]
-set -uo pipefail
-cd "$(dirname "$0")/.."
-OUT=${OUT:-$PWD/gpu-out}
-mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 DEEPVISOR_CACHE_DIR=${DEEPVISOR_CACHE_DIR:-/tmp/dv-cache}
-bench/gpu_session.sh build || exit 1
-run() { local name=$1; shift; local t0=$SECONDS; "$@" >"$OUT/$name.log" 2>&1; echo "$name rc=$? $((SECONDS - t0))s: $(tail -1 "$OUT/$name.log" | cut -c1-150)"; }
+source "$(dirname "$0")/gpu_common.sh"
 run gpu-tests env DEEPVISOR_STRICT=1 DEEPVISOR_POISON=1 python3 -m pytest -q -n 8 tests/gpu
 run capture-cuda env DEEPVISOR_STRICT=1 DEEPVISOR_POISON=1 python3 -m pytest -q -n 4 -k cuda \
   tests/python/test_capture.py tests/python/test_backend.py tests/python/test_torchvision.py

@@ -53,29 +53,27 @@ class ResNet(nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
-def resnet50(size="full", batch=1, device="cpu"):
-    try:
-        import torchvision
-        model = torchvision.models.resnet50(weights=None) if size == "full" else None
-    except ImportError:
-        model = None
-    if model is None:
-        model = ResNet() if size == "full" else ResNet(blocks=(1, 1, 1, 1), widths=(8, 16, 32, 64), classes=10)
+def _resnet(name, full_blocks, small_blocks, small_side, size, batch, device):
+    """torchvision's `name` at full size where installed (else this file's
+    ResNet with `full_blocks`); small: narrow blocks `small_blocks`."""
+    model = None
+    if size == "full":
+        try:
+            import torchvision
+            model = getattr(torchvision.models, name)(weights=None)
+        except ImportError:
+            model = ResNet(blocks=full_blocks)
+    else:
+        model = ResNet(blocks=small_blocks, widths=(8, 16, 32, 64), classes=10)
     model = model.eval().to(device)
-    side = 224 if size == "full" else 32
+    side = 224 if size == "full" else small_side
     return model, (torch.randn(batch, 3, side, side, device=device),)
+
+
+def resnet50(size="full", batch=1, device="cpu"):
+    return _resnet("resnet50", (3, 4, 6, 3), (1, 1, 1, 1), 32, size, batch, device)
 
 
 def resnet101(size="full", batch=1, device="cpu"):
     """Small: bottleneck blocks 1-1-3-1 of narrow widths on 64x64 inputs."""
-    try:
-        import torchvision
-        model = torchvision.models.resnet101(weights=None) if size == "full" else None
-    except ImportError:
-        model = None
-    if model is None:
-        model = (ResNet(blocks=(3, 4, 23, 3)) if size == "full"
-                 else ResNet(blocks=(1, 1, 3, 1), widths=(8, 16, 32, 64), classes=10))
-    model = model.eval().to(device)
-    side = 224 if size == "full" else 64
-    return model, (torch.randn(batch, 3, side, side, device=device),)
+    return _resnet("resnet101", (3, 4, 23, 3), (1, 1, 3, 1), 64, size, batch, device)

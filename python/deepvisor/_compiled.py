@@ -398,6 +398,7 @@ class CompiledFunction:
     def stats(self):
         s = dict(self._stats)
         s.update(kernels=0, nvrtc_compiles=0, disk_cache_hits=0, fallback_ops={}, extern_ops={})
+        s["cuda_graphs"] = 0
         for executor in self.executors():
             es = executor.stats()
             for k in ("kernels", "nvrtc_compiles", "disk_cache_hits"):
@@ -405,8 +406,7 @@ class CompiledFunction:
             for op, n in es["fallback_ops"].items():
                 key = "extern_ops" if is_extern(op) else "fallback_ops"
                 s[key][op] = s[key].get(op, 0) + n
-        graph_states = [executor.stats()["cuda_graph"] for executor in self.executors()]
-        s["cuda_graphs"] = sum(1 for g in graph_states if g == "graphed")
+            s["cuda_graphs"] += es["cuda_graph"] == "graphed"
         s["graphs"] = sum(1 for p in self._entries if p.eager_reason is None)
         s["versions"] = sum(p.versions() for p in self._entries)
         s["eager_reasons"] = dict(self._eager_reasons)

@@ -88,7 +88,7 @@ class Lowerer {
   // Whether output i of the node is read by a later node or leaves the graph.
   bool output_used(std::size_t i) const {
     int v = node_->outputs.at(i);
-    return v >= 0 && value_used_[v];
+    return v >= 0 && value_used(v);
   }
   const Arg& arg(std::size_t i) const {
     static const Arg kNone;
@@ -185,7 +185,10 @@ class Lowerer {
   const ir::Graph& g_;
   LoweredGraph out_;
   std::vector<bool> library_view_;  // per node: run as an ATen view (find_library_views)
-  std::vector<bool> value_used_;    // per value: read by a node, or an output or mutation of the graph
+  std::vector<std::vector<int>> readers_;  // per value: the nodes that read it
+  std::vector<bool> escapes_;              // per value: an output or mutation of the graph
+  bool value_used(int v) const { return escapes_[v] || !readers_[v].empty(); }
+  void find_readers();
   std::string device_;              // where the kernels run: the GPU's if any value lives there
   const Node* node_ = nullptr;
   int node_index_ = -1;
@@ -362,8 +365,23 @@ bool Lowerer::is_unread_allocation(int index) const {
   const Node& n = g_.nodes[index];
   if (!is_allocation(n.op)) return false;
   for (int v : n.outputs)
-    if (v >= 0 && value_used_[v]) return false;
+    if (v >= 0 && value_used(v)) return false;
   return true;
+}
+
+void Lowerer::find_readers() {
+  readers_.assign(g_.values.size(), {});
+  for (std::size_t i = 0; i < g_.nodes.size(); ++i) {
+    for (const auto& a : g_.nodes[i].args) {
+      if (a.kind == Arg::Kind::Tensor) readers_[a.tensor].push_back(static_cast<int>(i));
+      if (a.kind == Arg::Kind::TensorList)
+        for (auto v : a.ints)
+          if (v >= 0) readers_[v].push_back(static_cast<int>(i));
+    }
+  }
+  escapes_.assign(g_.values.size(), false);
+  for (int v : g_.outputs) escapes_[v] = true;
+  for (const auto& m : g_.mutations) escapes_[m.value] = true;
 }
 
 // Views whose every reader is a library call (a node without a lowering: a
@@ -375,18 +393,6 @@ bool Lowerer::is_unread_allocation(int index) const {
 // views is written once).
 std::vector<bool> Lowerer::find_library_views() const {
   const std::size_t n = g_.nodes.size();
-  std::vector<std::vector<int>> readers(g_.values.size());
-  for (std::size_t i = 0; i < n; ++i) {
-    for (const auto& a : g_.nodes[i].args) {
-      if (a.kind == Arg::Kind::Tensor) readers[a.tensor].push_back(static_cast<int>(i));
-      if (a.kind == Arg::Kind::TensorList)
-        for (auto v : a.ints)
-          if (v >= 0) readers[v].push_back(static_cast<int>(i));
-    }
-  }
-  std::vector<bool> escapes(g_.values.size(), false);
-  for (int v : g_.outputs) escapes[v] = true;
-  for (const auto& m : g_.mutations) escapes[m.value] = true;
   std::vector<bool> library(n, false);
   const auto& table = lowerings();
   for (std::size_t i = n; i-- > 0;) {
@@ -394,11 +400,11 @@ std::vector<bool> Lowerer::find_library_views() const {
     if (!is_view_op(node.op) || node.args.empty() || node.args[0].kind != Arg::Kind::Tensor) continue;
     bool all = !node.outputs.empty();
     for (int v : node.outputs) {
-      if (v < 0 || escapes[v] || readers[v].empty()) {
+      if (v < 0 || escapes_[v] || readers_[v].empty()) {
         all = false;
         break;
       }
-      for (int r : readers[v])
+      for (int r : readers_[v])
         all = all && (library[r] || !table.count(g_.nodes[r].op));
     }
     library[i] = all;
@@ -440,7 +446,7 @@ void Lowerer::lower_node(int index) {
     }
   }
   for (int v : node_->outputs) {
-    if (value_used_[v] && !kernel_dtype(v)) {  // an output nothing reads is never computed
+    if (value_used(v) && !kernel_dtype(v)) {  // an output nothing reads is never computed
       fallback(index, "dtype " + std::string(ir::dtype_name(g_.meta(v).dtype)) + " has no loop-IR support");
       return;
     }
@@ -481,17 +487,7 @@ LoweredGraph Lowerer::run() {
       break;
     }
   }
-  value_used_.assign(g_.values.size(), false);
-  for (const auto& n : g_.nodes) {
-    for (const auto& a : n.args) {
-      if (a.kind == Arg::Kind::Tensor) value_used_[a.tensor] = true;
-      if (a.kind == Arg::Kind::TensorList)
-        for (auto v : a.ints)
-          if (v >= 0) value_used_[v] = true;
-    }
-  }
-  for (int v : g_.outputs) value_used_[v] = true;
-  for (const auto& m : g_.mutations) value_used_[m.value] = true;
+  find_readers();
   library_view_ = find_library_views();
   for (std::size_t i = 0; i < g_.nodes.size(); ++i) lower_node(static_cast<int>(i));
   return std::move(out_);

@@ -46,11 +46,6 @@ std::string CudaGraphReplay::status() const {
   return graph_ ? "graphed" : "warming up";
 }
 
-bool CudaGraphReplay::graphed() const {
-  std::lock_guard<std::mutex> lock(mutex_);
-  return graph_ != nullptr;
-}
-
 void CudaGraphReplay::disable(std::string why) {
   disabled_ = std::move(why);
   drop_graph();
@@ -91,8 +86,7 @@ bool CudaGraphReplay::inputs_in_place(const std::vector<at::Tensor>& inputs) {
   for (std::size_t i = 0; i < inputs.size(); ++i) {
     if (in_place_[i] == nullptr || inputs[i].data_ptr() == in_place_[i]) continue;
     if (!constant_[i]) moved_[i] = true;
-    drop_graph();
-    if (captures_ >= kMaxCaptures) disable("inputs the graph reads in place keep moving");
+    drop_graph();  // capture() stops after kMaxCaptures
     return false;
   }
   return true;

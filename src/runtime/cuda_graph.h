@@ -53,7 +53,6 @@ class CudaGraphReplay {
 
   // "graphed", "warming up", or "not graphed: <why>".
   std::string status() const;
-  bool graphed() const;
 
  private:
   bool capture(const std::vector<at::Tensor>& inputs, const Steps& steps);

@@ -4,14 +4,13 @@ inputs move, stay in place and change in place, while parameters change,
 with random ops, from several threads; and plans that cannot be graphed keep
 running step by step. Skipped without a GPU."""
 
-import threading
-
 import pytest
 import torch
 import torch.nn as nn
 
 import deepvisor
 from op_cases import assert_matches
+from test_capture import run_in_threads
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -108,22 +107,13 @@ def test_threads_replay_one_plan_at_once():
     m = block()
     g = deepvisor.compile(m)
     g(randn(8, 32))
-    errors = []
 
-    def worker(k):
-        try:
-            for i in range(20):
-                x = randn(8, 32, seed=100 * k + i)
-                assert_matches(g(x), m(x), TOL)
-        except Exception as e:  # reported below
-            errors.append(e)
+    def work(k):
+        for i in range(20):
+            x = randn(8, 32, seed=100 * k + i)
+            assert_matches(g(x), m(x), TOL)
 
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors[0]
+    run_in_threads(work)
 
 
 @torch.no_grad()

@@ -532,27 +532,37 @@ def test_rng_ops_give_fresh_numbers_on_every_replay():
     assert deepvisor.stats(g)["cache_hits"] == 2
 
 
-def test_threads_get_eager_results_and_capture_each_version_once():
-    m = on(Outer())
-    g = deepvisor.compile(m)
-    shapes = [(2, 6), (3, 6), (5, 6), (7, 6), (1, 6), (4, 6)]
+def run_in_threads(work, count=4):
+    """Runs work(k) for k in range(count) in threads at once; raises the first error."""
     errors = []
 
-    def work(seed):
+    def guarded(k):
         try:
             with torch.no_grad():
-                for i in range(30):
-                    x = randn(*shapes[(seed + i) % len(shapes)], seed=seed * 100 + i)
-                    assert_matches(g(x), m(x), tol)
+                work(k)
         except Exception as e:  # reported below
             errors.append(e)
 
-    threads = [threading.Thread(target=work, args=(s,)) for s in range(4)]
+    threads = [threading.Thread(target=guarded, args=(k,)) for k in range(count)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert not errors, errors[0]
+    if errors:
+        raise errors[0]
+
+
+def test_threads_get_eager_results_and_capture_each_version_once():
+    m = on(Outer())
+    g = deepvisor.compile(m)
+    shapes = [(2, 6), (3, 6), (5, 6), (7, 6), (1, 6), (4, 6)]
+
+    def work(seed):
+        for i in range(30):
+            x = randn(*shapes[(seed + i) % len(shapes)], seed=seed * 100 + i)
+            assert_matches(g(x), m(x), tol)
+
+    run_in_threads(work)
     assert deepvisor.stats(g)["captures"] == len(shapes)
 
 
