@@ -850,8 +850,11 @@ class Recorder(TorchDispatchMode):
             return None
         if family.input is None and (returned.get(id(family), 0) < 2 or family.base_offset != 0):
             return None
-        if family.input is not None and not alias.chain:
-            return None  # the constant itself: an output of its own, as before
+        if not alias.chain:
+            # The base itself (a constant, or a computed result returned with
+            # its views): an output of its own, so that the views returned
+            # beside it have it as their _base, as in eager.
+            return None
         if leaf.untyped_storage().data_ptr() != family.storage or leaf.dtype != _dtype_of(family.base_meta):
             return None
         base_value = family.input if family.input is not None else family.base_value

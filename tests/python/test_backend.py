@@ -414,15 +414,22 @@ def test_behaviour_5_a_returned_view_shares_memory_with_its_input():
     assert_compiled()
 
 
-@pytest.mark.xfail(strict=True, reason="deepvisor returns a result and its views as views of one hidden buffer: "
-                   "the views' _base is that buffer, not the result, and on a replay the result's own _base is the "
-                   "buffer (eager: None); the memory is shared as in eager (same with deepvisor.compile)")
-def test_behaviour_5_a_view_of_a_result_has_that_result_as_base():
-    """Behaviour 5: `y = x + 1; return y, y.view(-1), y[0]`: the views' _base is y, as in eager."""
-    c = torch.compile(return_a_result_and_its_view, backend="deepvisor")
-    for i in range(2):
-        y, flat, row = c(randn(3, 4, seed=i))
+@pytest.mark.parametrize("compiler", ["backend", "deepvisor.compile"])
+def test_behaviour_5_a_view_of_a_result_has_that_result_as_base(compiler):
+    """Behaviour 5: `y = x + 1; return y, y.view(-1), y[0]`: the views' _base is
+    y, as in eager, on the capture call and on replays; a write through a view
+    shows in y."""
+    if compiler == "backend":
+        c = torch.compile(return_a_result_and_its_view, backend="deepvisor")
+    else:
+        c = deepvisor.compile(return_a_result_and_its_view)
+    for i in range(3):
+        x = randn(3, 4, seed=i)
+        y, flat, row = c(x)
         assert y._base is None and flat._base is y and row._base is y
+        assert torch.equal(y, x + 1) and torch.equal(row, (x + 1)[0])
+        flat[1] = 50.0
+        assert y[0, 1] == 50.0 and row[1] == 50.0
 
 
 # -- behaviour 6: Python side effects --------------------------------------------------------
