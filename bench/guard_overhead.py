@@ -12,7 +12,10 @@ For a 12-layer BERT-like encoder (batch 1, sequence 128) and ResNet-50
   timed in C++ over N checks, median of 5 such rounds, with the number of
   checks it holds and the number of groups of checks on pre-existing objects;
 - replay: one compiled call (guards, the plan, rebuilding the result),
-  median over N/10 calls, next to eager's.
+  median over N/10 calls, next to eager's;
+- what a hit walks: pinned tensors, groups covered by dict/type watchers
+  (CPython 3.12), groups checked on every hit, and whether the program was
+  left dirty (a watched object changed since its last passing check).
 Inference under torch.no_grad(), float32.
 """
 
@@ -63,7 +66,8 @@ def measure(name, model, args, device, calls):
     guard_us = statistics.median(program.time_checks(args, {}, calls) for _ in range(5)) * 1e6
     hit_us = median_us(lambda: g(*args), max(1, calls // 10), device)
     return {"model": name, "eager_us": eager_us, "first_s": first_s, "guard_us": guard_us,
-            "checks": program.num_checks(), "groups": program.num_groups(), "hit_us": hit_us}
+            "checks": program.num_checks(), "groups": program.num_groups(), "hit_us": hit_us,
+            "profile": program.hit_profile()}
 
 
 def main():
@@ -88,6 +92,8 @@ def main():
         print(f"| {r['model']} | {r['eager_us'] / 1e3:.2f} ms | {r['first_s']:.2f} s "
               f"({r['first_s'] * 1e6 / r['eager_us']:.0f}x eager) | {r['guard_us']:.2f} us | "
               f"{r['checks']} ({r['groups']}) | {r['hit_us'] / 1e3:.2f} ms |")
+    for r in rows:
+        print(f"{r['model']}: a hit walks {r['profile']}")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
     python3 bench/models.py [--device cuda|cpu] [--size full|small] [--batch 1 16]
         [--models bert_base gpt2 resnet50 resnet101 densenet121]
         [--modes eager compile reduce-overhead deepvisor] [--iters N] [--warmup N]
-        [--autocast bf16] [--out results.json]
+        [--autocast bf16] [--out results.json] [--profile]
 
 For each model and batch size, in one process, with the same weights and inputs
 (random, no downloads; bench/models/ builds them), each mode in turn:
@@ -20,7 +20,9 @@ For each model and batch size, in one process, with the same weights and inputs
 - deepvisor's stats: graphs, extern and fallback ops, kernels, eager calls and
   their reasons, NVRTC compiles, CUDA graphs where the stats have them.
 Inference under torch.no_grad(), float32 with TF32 off (or --autocast bf16).
-Dynamo and deepvisor are reset after each mode. A mode that raises is recorded
+With --profile (CUDA), each mode's GPU kernel time per call, kernels per call
+and costliest kernels from torch.profiler. Dynamo and deepvisor are reset
+after each mode. A mode that raises is recorded
 as its error (traceback on stderr) and the run goes on. At the end: a markdown
 table, the geometric mean of deepvisor's speed against the better torch.compile
 mode, and with --out every figure as JSON.
@@ -95,6 +97,28 @@ def time_calls(fn, args, iters, device):
     return times, out
 
 
+def gpu_profile(fn, args, calls=5, top=12):
+    """GPU kernel time of one call (sum of its kernels' durations, from the
+    profiler over `calls` calls), the number of kernels a call launches, and
+    the kernels that take the most time: where the GPU time goes, beside the
+    latency (which also counts the gaps between kernels)."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            fn(*args)
+        torch.cuda.synchronize()
+    kernels = {}
+    for e in prof.events():
+        if e.device_type == torch.autograd.DeviceType.CUDA:
+            n, us = kernels.get(e.name, (0, 0.0))
+            kernels[e.name] = (n + 1, us + e.device_time)
+    total_us = sum(us for _, us in kernels.values()) / calls
+    launches = sum(n for n, _ in kernels.values()) / calls
+    ranked = sorted(kernels.items(), key=lambda kv: -kv[1][1])[:top]
+    return {"gpu_ms": total_us / 1e3, "kernels_per_call": launches,
+            "top": [[name[:90], n / calls, us / calls] for name, (n, us) in ranked]}
+
+
 def run_mode(mode, model, args, ref, a):
     fn = make_fn(mode, model)
     r = {}
@@ -117,6 +141,8 @@ def run_mode(mode, model, args, ref, a):
         r["peak_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
     got = output_tensor(out).detach().float()
     r["max_rel_err"] = ((got - ref).abs().max() / ref.abs().max().clamp_min(1e-30)).item()
+    if a.profile and a.device == "cuda":
+        r["profile"] = gpu_profile(fn, args)
     if mode == "deepvisor":
         s = deepvisor.stats(fn)
         r["stats"] = {k: s[k] for k in ("graphs", "versions", "kernels", "eager_calls", "eager_reasons",
@@ -196,6 +222,14 @@ def table(rows, a):
               "(>1: deepvisor faster)")
     for row in rows:
         for mode, r in row.get("modes", {}).items():
+            if "profile" in r:
+                p = r["profile"]
+                print(f"\n{row['model']} batch {row['batch']}, {mode}: GPU kernel time {p['gpu_ms']:.3f} ms of "
+                      f"{r['ms']:.3f} ms, {p['kernels_per_call']:.0f} kernels a call")
+                for name, n, us in p["top"]:
+                    print(f"    {us:9.1f} us  {n:5.1f}x  {name}")
+    for row in rows:
+        for mode, r in row.get("modes", {}).items():
             if "error" in r:
                 print(f"{row['model']} batch {row['batch']}, {mode}: {r['error']}")
         s = row.get("modes", {}).get("deepvisor", {}).get("stats")
@@ -215,6 +249,8 @@ def main():
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--autocast", choices=["bf16"], default=None)
     ap.add_argument("--out", default=None, help="write every figure here as JSON")
+    ap.add_argument("--profile", action="store_true",
+                    help="CUDA: also profile 5 calls of each mode (GPU kernel time, kernels, the costliest)")
     a = ap.parse_args()
     a.modes = ["eager"] + [m for m in a.modes if m != "eager"]  # eager is the reference for errors and memory
     torch.backends.cuda.matmul.allow_tf32 = False

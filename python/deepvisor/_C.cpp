@@ -124,7 +124,17 @@ void bind_capture(py::module_& m) {
       })
       .def("num_checks", &GuardProgram::num_checks)
       .def("num_inputs", &GuardProgram::num_inputs)
-      .def("num_groups", &GuardProgram::num_groups);
+      .def("num_groups", &GuardProgram::num_groups)
+      .def("hit_profile", [](const GuardProgram& g) {
+        auto p = g.hit_profile();
+        py::dict d;
+        d["pinned_tensors"] = p.pinned_tensors;
+        d["watched_groups"] = p.watched_groups;
+        d["unwatched_groups"] = p.unwatched_groups;
+        d["unversioned_groups"] = p.unversioned_groups;
+        d["dirty"] = p.dirty;
+        return d;
+      });
 
   py::class_<PlanCache>(m, "PlanCache")
       .def(py::init<>())

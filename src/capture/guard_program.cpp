@@ -487,6 +487,13 @@ void GuardProgram::remember_versions(Group& g, PyObject* object) {
   }
 }
 
+GuardProgram::HitProfile GuardProgram::hit_profile() const {
+  int watched = 0;
+  for (const Group& g : groups_) watched += g.watched ? 1 : 0;
+  return {static_cast<int>(pinned_tensors_.size()), watched, static_cast<int>(groups_.size()) - watched,
+          static_cast<int>(slow_groups_.size()), dirty_};
+}
+
 bool GuardProgram::check_pinned_tensors(std::vector<at::Tensor>& inputs, std::string* why) {
   const std::size_t n = pinned_tensors_.size();
   for (std::size_t i = 0; i < n; ++i) {

@@ -135,6 +135,14 @@ class GuardProgram {
   int num_checks() const { return static_cast<int>(checks_.size() + tensors_.size()); }
   int num_inputs() const { return num_inputs_; }
   int num_groups() const { return static_cast<int>(groups_.size()); }
+  // What a cache hit walks (for the guard benchmark): pinned tensors, groups
+  // a watcher covers, groups checked on every hit, and whether a watched
+  // object changed since the last passing check.
+  struct HitProfile {
+    int pinned_tensors, watched_groups, unwatched_groups, unversioned_groups;
+    bool dirty;
+  };
+  HitProfile hit_profile() const;
 
  private:
   struct Load {
