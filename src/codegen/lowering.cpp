@@ -348,18 +348,8 @@ bool is_allocation(const std::string& op) {
   return ops.count(op) > 0;
 }
 
-// ATen view ops that a step may run on a tensor in memory: the result
-// aliases its input, nothing is copied.
-bool is_view_op(const std::string& op) {
-  static const std::set<std::string> ops = {
-      "aten::view.default", "aten::_unsafe_view.default", "aten::_reshape_alias.default", "aten::t.default",
-      "aten::transpose.int", "aten::permute.default", "aten::expand.default", "aten::slice.Tensor",
-      "aten::select.int", "aten::unsqueeze.default", "aten::squeeze.dim", "aten::squeeze.dims",
-      "aten::squeeze.default", "aten::alias.default", "aten::detach.default"};
-  return ops.count(op) > 0;
-}
-
 }  // namespace
+
 
 bool Lowerer::is_unread_allocation(int index) const {
   const Node& n = g_.nodes[index];
@@ -1200,5 +1190,14 @@ const std::unordered_map<std::string, LowerFn>& lowerings() {
 LoweredGraph lower_graph(const ir::Graph& graph) { return Lowerer(graph).run(); }
 
 bool has_lowering(const std::string& op) { return lowerings().count(op) > 0; }
+
+bool is_view_op(const std::string& op) {
+  static const std::set<std::string> ops = {
+      "aten::view.default", "aten::_unsafe_view.default", "aten::_reshape_alias.default", "aten::t.default",
+      "aten::transpose.int", "aten::permute.default", "aten::expand.default", "aten::slice.Tensor",
+      "aten::select.int", "aten::unsqueeze.default", "aten::squeeze.dim", "aten::squeeze.dims",
+      "aten::squeeze.default", "aten::alias.default", "aten::detach.default"};
+  return ops.count(op) > 0;
+}
 
 }  // namespace dv::codegen

@@ -63,6 +63,9 @@ struct Program {
 struct CompileOptions {
   // Fuse pointwise work into reductions and reductions with their consumers.
   bool fuse = true;
+  // addmm whose product only kernels read: mm, the bias added by those
+  // kernels (codegen/matmul_bias.h).
+  bool unfuse_matmul_bias = true;
 };
 
 // Lowers, schedules and fuses a graph. Throws std::runtime_error only for a

@@ -14,6 +14,7 @@
 #include <stdexcept>
 #include <unordered_map>
 
+#include "codegen/matmul_bias.h"
 #include "codegen/program.h"
 #include "codegen/tensor_def.h"
 
@@ -446,7 +447,8 @@ Program Scheduler::assemble() {
 
 }  // namespace
 
-Program compile_graph(const ir::Graph& graph, const CompileOptions& options) {
+Program compile_graph(const ir::Graph& captured, const CompileOptions& options) {
+  const ir::Graph graph = options.unfuse_matmul_bias ? unfuse_matmul_bias(captured) : captured;
   return Scheduler(graph, lower_graph(graph), options).run();
 }
 

@@ -83,5 +83,8 @@ LoweredGraph lower_graph(const ir::Graph& graph);
 
 // True if `op` ("aten::name.overload") has a lowering.
 bool has_lowering(const std::string& op);
+// True if `op` is an ATen view op that a step may run on a tensor in memory
+// (the result aliases its input, nothing is copied).
+bool is_view_op(const std::string& op);
 
 }  // namespace dv::codegen

@@ -255,3 +255,66 @@ TEST_CASE("select_scatter and slice_scatter are kernels reading their source in 
     }
   }
 }
+
+namespace {
+
+// x[m,k] @ w[k,n] + bias[n], as F.linear records it: addmm(bias, x, t(w')).
+struct Linear {
+  GraphBuilder b;
+  int x, w, bias, out;
+  Linear(double beta = 1, double alpha = 1) {
+    x = b.input(DType::Float32, {5, 12});
+    w = b.input(DType::Float32, {12, 7});
+    bias = b.input(DType::Float32, {7});
+    out = b.op("aten::addmm.default", {T(bias), T(x), T(w), F(beta), F(alpha)}, DType::Float32, {5, 7});
+  }
+};
+
+std::vector<std::string> library_calls(const codegen::Program& p) { return p.fallback_ops; }
+
+}  // namespace
+
+TEST_CASE("a matmul's bias moves into the kernel that reads the product", "[fusion][matmul_bias]") {
+  Linear l(0.5);
+  int v = l.b.op("aten::view.default", {T(l.out), L({35})}, DType::Float32, {35});
+  int g = l.b.op("aten::gelu.default", {T(v), ir::Arg::of_string("none")}, DType::Float32, {35});
+  l.b.output(g);
+  auto p = codegen::compile_graph(l.b.g);
+  REQUIRE(library_calls(p) == std::vector<std::string>{"aten::mm.default"});
+  REQUIRE(count_kernel_steps(p) == 1);
+  // The product's value is new; the graph's outputs and inputs are the captured ones.
+  REQUIRE(p.graph.values.size() == l.b.g.values.size() + 1);
+  REQUIRE(p.graph.outputs == l.b.g.outputs);
+  REQUIRE(p.graph.inputs == l.b.g.inputs);
+  REQUIRE(p.graph.nodes[1].op == "aten::add.Tensor");
+  REQUIRE(p.graph.nodes[1].args[2].number() == 0.5);  // beta scales the bias
+}
+
+TEST_CASE("a matmul whose product leaves the graph or feeds a library call keeps its bias", "[fusion][matmul_bias]") {
+  SECTION("returned") {
+    Linear l;
+    l.b.output(l.out);
+    REQUIRE(library_calls(codegen::compile_graph(l.b.g)) == std::vector<std::string>{"aten::addmm.default"});
+  }
+  SECTION("read through a view by a library call") {
+    Linear l;
+    int v = l.b.op("aten::view.default", {T(l.out), L({1, 5, 7})}, DType::Float32, {1, 5, 7});
+    int y = l.b.op("aten::bmm.default", {T(v), T(v)}, DType::Float32, {1, 5, 5});  // shapes only matter to ATen
+    l.b.output(y);
+    auto p = codegen::compile_graph(l.b.g);
+    REQUIRE(p.fallback_ops.front() == "aten::addmm.default");
+  }
+  SECTION("read by a kernel and returned") {
+    Linear l;
+    int r = l.b.op("aten::relu.default", {T(l.out)}, DType::Float32, {5, 7});
+    l.b.output(r);
+    l.b.output(l.out);
+    REQUIRE(library_calls(codegen::compile_graph(l.b.g)) == std::vector<std::string>{"aten::addmm.default"});
+  }
+  SECTION("alpha other than 1") {
+    Linear l(1, 2);
+    int r = l.b.op("aten::relu.default", {T(l.out)}, DType::Float32, {5, 7});
+    l.b.output(r);
+    REQUIRE(library_calls(codegen::compile_graph(l.b.g)) == std::vector<std::string>{"aten::addmm.default"});
+  }
+}

@@ -169,7 +169,7 @@ def test_library_calls_read_views_of_their_operands_without_copies():
         assert_matches(out, fn(x), f32_tolerance)
         stats = deepvisor.stats(g)
         assert stats["kernels"] == 3 and stats["fallback_ops"] == {}, stats
-        assert stats["extern_ops"] == {"aten::addmm.default": 2}, stats
+        assert stats["extern_ops"] == {"aten::mm.default": 2}, stats  # the biases are in the epilogues
 
         def attention_scores(q, k):
             return torch.softmax(q.transpose(1, 2) @ k.transpose(1, 2).transpose(-1, -2), dim=-1)
@@ -180,6 +180,41 @@ def test_library_calls_read_views_of_their_operands_without_copies():
         for seed in (3, 4):
             q, k = randn(2, 5, 3, 4, seed=seed), randn(2, 5, 3, 4, seed=seed + 10)
             assert_matches(g(q, k), attention_scores(q, k), f32_tolerance)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_matmuls_bias_moves_into_the_kernel_that_reads_its_product(dtype):
+    """addmm read only by kernels runs as mm, its bias added by the kernel that
+    follows (GELU; residual add and layer norm; torch.addmm with beta); a
+    projection returned as it is, or read by attention, keeps addmm. Odd
+    sizes, a non-contiguous input, several calls with new values."""
+    torch.manual_seed(0)
+    up, down, q = nn.Linear(13, 29), nn.Linear(29, 13), nn.Linear(13, 13)
+    for m in (up, down, q):
+        m.to(dtype).eval()
+    bias = torch.randn(29, dtype=dtype)
+
+    def block(x):
+        h = F.gelu(up(x))
+        y = F.layer_norm(down(h) + x, (13,))
+        scaled = torch.relu(torch.addmm(bias, x.reshape(-1, 13), up.weight.t(), beta=0.5))
+        query = q(x).view(x.shape[0], x.shape[1], 1, 13).transpose(1, 2)
+        attn = F.scaled_dot_product_attention(query, query, query)
+        return y, scaled, q(x), attn
+
+    with torch.no_grad():
+        x = randn(3, 7, 13, dtype=dtype)
+        g, out = run_twice(block, x)
+        assert_matches(out, block(x), f32_tolerance)
+        stats = deepvisor.stats(g)
+        assert stats["fallback_ops"] == {}, stats
+        extern = stats["extern_ops"]
+        assert extern["aten::mm.default"] == 3 and extern["aten::addmm.default"] == 2, extern
+        # A non-contiguous input: F.linear takes another path (matmul, then add).
+        for seed in (1, 2):
+            x = randn(7, 3, 13, seed=seed, dtype=dtype).transpose(0, 1)
+            assert_matches(g(x), block(x), f32_tolerance)
+        assert deepvisor.stats(g)["captures"] == 2
 
 
 def data_dependent(x):

@@ -1,0 +1,81 @@
+#include "codegen/matmul_bias.h"
+
+#include <functional>
+
+#include "codegen/tensor_def.h"
+
+namespace dv::codegen {
+
+namespace {
+
+using ir::Arg;
+using ir::Graph;
+using ir::Node;
+
+struct Readers {
+  std::vector<std::vector<int>> of;  // per value: the nodes that read it
+  std::vector<bool> escapes;         // per value: a graph output or mutation
+};
+
+Readers find_readers(const Graph& g) {
+  Readers r{std::vector<std::vector<int>>(g.values.size()), std::vector<bool>(g.values.size(), false)};
+  for (std::size_t i = 0; i < g.nodes.size(); ++i)
+    for (const Arg& a : g.nodes[i].args) {
+      if (a.kind == Arg::Kind::Tensor) r.of[a.tensor].push_back(static_cast<int>(i));
+      if (a.kind == Arg::Kind::TensorList)
+        for (auto v : a.ints)
+          if (v >= 0) r.of[v].push_back(static_cast<int>(i));
+    }
+  for (int v : g.outputs) r.escapes[v] = true;
+  for (const auto& m : g.mutations) r.escapes[m.value] = true;
+  return r;
+}
+
+// Whether every use of `value` is a generated kernel: each reader has a
+// lowering, and readers that are views pass the value on to such uses only.
+bool only_kernels_read(const Graph& g, const Readers& r, int value) {
+  if (r.escapes[value] || r.of[value].empty()) return false;
+  for (int reader : r.of[value]) {
+    const Node& n = g.nodes[reader];
+    if (!has_lowering(n.op)) return false;
+    if (!is_view_op(n.op)) continue;
+    for (int out : n.outputs)
+      if (out < 0 || !only_kernels_read(g, r, out)) return false;
+  }
+  return true;
+}
+
+bool is_one(const Arg& a) { return a.is_number() && a.number() == 1.0; }
+
+// addmm(bias, a, b, beta, alpha) with alpha 1 whose product only kernels read.
+bool should_unfuse(const Graph& g, const Readers& r, const Node& n) {
+  if (n.op != "aten::addmm.default" || n.args.size() != 5 || n.outputs.size() != 1) return false;
+  if (n.args[0].kind != Arg::Kind::Tensor || !is_one(n.args[4]) || !n.args[3].is_number()) return false;
+  const ir::TensorMeta& out = g.meta(n.outputs[0]);
+  if (!ir::is_kernel_dtype(out.dtype) || g.meta(n.args[0].tensor).dtype != out.dtype) return false;
+  return only_kernels_read(g, r, n.outputs[0]);
+}
+
+}  // namespace
+
+Graph unfuse_matmul_bias(const Graph& graph) {
+  const Readers readers = find_readers(graph);
+  Graph g = graph;
+  g.nodes.clear();
+  for (const Node& n : graph.nodes) {
+    if (!should_unfuse(graph, readers, n)) {
+      g.nodes.push_back(n);
+      continue;
+    }
+    ir::TensorMeta product = graph.meta(n.outputs[0]);
+    product.strides = {product.sizes[1], 1};
+    product.aligned16 = true;
+    int p = g.add_value(product);
+    g.nodes.push_back(Node{"aten::mm.default", {n.args[1], n.args[2]}, {p}});
+    // add.Tensor(self, other, alpha) is self + alpha * other: the product plus beta * bias.
+    g.nodes.push_back(Node{"aten::add.Tensor", {Arg::of_tensor(p), n.args[0], n.args[3]}, n.outputs});
+  }
+  return g;
+}
+
+}  // namespace dv::codegen
