@@ -518,6 +518,21 @@ void lower_reduce(Lowerer& L, ReduceOp op, const Arg& dim_arg, bool keepdim) {
   bind_reduced(L, 0, r, dims, keepdim);
 }
 
+// all / any: the min / max of (x != 0) as int32 over the dims, then bool.
+void lower_all_any(Lowerer& L, ReduceOp op, const Arg& dim_arg, bool keepdim) {
+  int in = L.tensor_def(0);
+  auto dims = dim_arg.kind == Arg::Kind::Int ? std::vector<std::int64_t>{wrap_dim(dim_arg.i, L.def(in).sizes.size())}
+                                              : reduction_dims(dim_arg, L.def(in).sizes.size());
+  if (reduced_count(L.def(in).sizes, dims) == 0) throw Unsupported("all/any over no elements");
+  int r = L.reduction(in, dims, op, DType::Int32, [in](BodyContext& ctx, const Coords& c) {
+    return ctx.kb().cast(ctx.kb().cast(ctx.read(in, c), DType::Bool), DType::Int32);
+  });
+  int b = L.elementwise({Operand{r, L.def(r).sizes, 0}}, DType::Int32,
+                        [](KernelBuilder& kb, const std::vector<ValueId>& v) { return kb.cast(v[0], DType::Bool); },
+                        DType::Bool, L.def(r).sizes);
+  bind_reduced(L, 0, b, dims, keepdim);
+}
+
 // mean, var and std share these steps: a sum, then a pointwise divide.
 int mean_def(Lowerer& L, int in, const std::vector<std::int64_t>& dims, DType dtype) {
   double count = static_cast<double>(reduced_count(L.def(in).sizes, dims));
@@ -1083,6 +1098,12 @@ std::unordered_map<std::string, LowerFn> make_lowerings() {
   t["aten::amax.default"] = [](Lowerer& L) { lower_reduce(L, ReduceOp::Max, L.arg(1), L.bool_arg(2)); };
   t["aten::amin.default"] = [](Lowerer& L) { lower_reduce(L, ReduceOp::Min, L.arg(1), L.bool_arg(2)); };
   t["aten::max.default"] = [](Lowerer& L) { lower_reduce(L, ReduceOp::Max, Arg::none(), false); };
+  for (auto [name, op] : {std::pair{"all", ReduceOp::Min}, std::pair{"any", ReduceOp::Max}}) {
+    std::string n = std::string("aten::") + name;
+    t[n + ".default"] = [op](Lowerer& L) { lower_all_any(L, op, Arg::none(), false); };
+    t[n + ".dim"] = [op](Lowerer& L) { lower_all_any(L, op, L.arg(1), L.bool_arg(2)); };
+    t[n + ".dims"] = [op](Lowerer& L) { lower_all_any(L, op, L.arg(1), L.bool_arg(2)); };
+  }
   t["aten::min.default"] = [](Lowerer& L) { lower_reduce(L, ReduceOp::Min, Arg::none(), false); };
   auto mean = [](Lowerer& L, const Arg& dim_arg, bool keepdim) {
     int in = L.tensor_def(0);
@@ -1177,6 +1198,36 @@ std::unordered_map<std::string, LowerFn> make_lowerings() {
       return r;
     }));
   };
+  // split, split_with_sizes, chunk, narrow: consecutive slices along `dim`,
+  // one per output, their extents read from the outputs' sizes.
+  auto consecutive_slices = [](Lowerer& L) {
+    int in = L.tensor_def(0);
+    std::int64_t dim = wrap_dim(L.int_arg(L.op_name() == "aten::narrow.default" ? 1 : 2), L.def(in).sizes.size());
+    std::int64_t start = L.op_name() == "aten::narrow.default" ? L.int_arg(2) : 0;
+    if (start < 0) start += L.def(in).sizes[dim];
+    for (std::size_t i = 0; i < L.node().outputs.size(); ++i) {
+      L.bind(i, L.view(in, L.out_meta(i).sizes, [dim, start](const Coords& c) {
+        Coords r = c;
+        r[dim] = r[dim] + start;
+        return r;
+      }));
+      start += L.out_meta(i).sizes[dim];
+    }
+  };
+  for (const char* name : {"aten::split.Tensor", "aten::split_with_sizes.default", "aten::chunk.default",
+                           "aten::narrow.default"})
+    t[name] = consecutive_slices;
+  t["aten::unbind.int"] = [](Lowerer& L) {
+    int in = L.tensor_def(0);
+    std::int64_t dim = wrap_dim(L.int_arg(1), L.def(in).sizes.size());
+    for (std::size_t i = 0; i < L.node().outputs.size(); ++i) {
+      L.bind(i, L.view(in, L.out_meta(i).sizes, [dim, i](const Coords& c) {
+        Coords r = c;
+        r.insert(r.begin() + dim, IndexExpr(static_cast<std::int64_t>(i)));
+        return r;
+      }));
+    }
+  };
   return t;
 }
 
@@ -1196,7 +1247,8 @@ bool is_view_op(const std::string& op) {
       "aten::view.default", "aten::_unsafe_view.default", "aten::_reshape_alias.default", "aten::t.default",
       "aten::transpose.int", "aten::permute.default", "aten::expand.default", "aten::slice.Tensor",
       "aten::select.int", "aten::unsqueeze.default", "aten::squeeze.dim", "aten::squeeze.dims",
-      "aten::squeeze.default", "aten::alias.default", "aten::detach.default"};
+      "aten::squeeze.default", "aten::alias.default", "aten::detach.default", "aten::split.Tensor",
+      "aten::split_with_sizes.default", "aten::chunk.default", "aten::narrow.default", "aten::unbind.int"};
   return ops.count(op) > 0;
 }
 

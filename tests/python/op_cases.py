@@ -632,6 +632,17 @@ def _native_layer_norm(x, w, b):
 case("native_layer_norm[stats]", _native_layer_norm, _layer_norm_inputs(ODD, (129,), "contiguous", True, True),
      FLOATS, tolerance=_LN_TOL, why=_WHY_LN)
 
+# all / any: "small_int" values hold zeros in every dtype (bool: False); the
+# transposed case also reads NaN-free floats that are never zero.
+for _name, _fn in (("all", torch.all), ("any", torch.any)):
+    case(f"{_name}[default]", _fn, one(ODD, "small_int", "transposed"), ALL)
+    case(f"{_name}[nonzero]", _fn, one(SMALL3, "nonzero", "sliced"), ALL)
+    case(f"{_name}[dim]", lambda x, fn=_fn: fn(x, dim=1), one(ODD, "small_int"), ALL)
+    case(f"{_name}[dim_keepdim]", lambda x, fn=_fn: fn(x, -1, keepdim=True), one(SMALL3, "small_int", "sliced"), ALL)
+    case(f"{_name}[dims]", lambda x, fn=_fn: fn(x, dim=(0, 2)), one(SMALL3, "small_int"), ALL)
+    case(f"{_name}[masked]", lambda x, fn=_fn: torch.where(fn(x > 0, dim=0), x, -x), one(ODD, "small_int"), NUMERIC)
+
+
 # -- views --------------------------------------------------------------------------------
 
 # (name, fn(view input) -> view, shape, layout); every view is returned as is
@@ -661,16 +672,21 @@ VIEWS = [
     ("select_negative", lambda x: x[:, -2], ODD, "transposed"),
     ("select_last_dim", lambda x: x[..., 0], SMALL3, "sliced"),
     ("chain", lambda x: x.t()[1:, :5].reshape(-1), ODD, "contiguous"),
+    ("split", lambda x: x.split(40, dim=1)[1], ODD, "contiguous"),
+    ("split_last_short", lambda x: x.split(40, dim=-1)[3], ODD, "transposed"),
+    ("split_with_sizes", lambda x: x.split([1, 3, 1], dim=1)[1], SMALL3, "sliced"),
+    ("chunk", lambda x: x.chunk(4, 0)[3], ODD, "contiguous"),
+    ("unbind", lambda x: x.unbind(0)[1], SMALL3, "contiguous"),
+    ("unbind_sliced", lambda x: x.unbind(1)[2], SMALL3, "sliced"),
 ]
 for _name, _view, _shape, _layout in VIEWS:
     # Returned as a view of the argument (no kernel), as eager does; reshape_transposed copies.
     case(f"{_name}[returned]", _view, one(_shape, "normal", _layout), ALL, min_kernels=0)
     case(f"{_name}[pointwise]", lambda x, v=_view: v(x) * 2 + 1, one(_shape, "normal", _layout), NUMERIC)
-# unbind is not lowered: a fallback whose outputs are views.
-_UNBIND = frozenset({"aten::unbind.int"})
-case("unbind[returned]", lambda x: x.unbind(0)[1], one(SMALL3), ALL, allowed_fallbacks=_UNBIND, min_kernels=0)
-case("unbind[pointwise]", lambda x: x.unbind(1)[2] * 2 + 1, one(SMALL3, layout="sliced"), NUMERIC,
-     allowed_fallbacks=_UNBIND)
+# Every piece of a split read by one kernel (GPT-2 splits its fused QKV projection).
+case("split[all_pieces]", lambda x: (lambda a, b, c: a * b + c)(*x.split(43, dim=1)),
+     one(ODD, "normal", "transposed"), NUMERIC)
+case("unbind[all_pieces]", lambda x: (lambda a, b, c: a * b + c)(*x.unbind(0)), one(SMALL3, layout="sliced"), NUMERIC)
 case("view[of_reduction]", lambda x: x.sum(-1).view(3, 5) * 2, one(SMALL3), FLOATS,
      tolerance={F32: (1e-5, 2e-6)}, why=_WHY_SUM)
 case("view[pointwise_then_view]", lambda x: torch.exp(x).view(-1)[::7] + 1, one(ODD), FLOATS)

@@ -182,6 +182,27 @@ def test_library_calls_read_views_of_their_operands_without_copies():
             assert_matches(g(q, k), attention_scores(q, k), f32_tolerance)
 
 
+def test_a_split_read_by_attention_is_a_view_not_a_copy():
+    """GPT-2's fused QKV projection split into heads for attention: the split
+    and head views run as ATen views (no kernel, no fallback)."""
+    torch.manual_seed(0)
+    qkv = nn.Linear(12, 36).eval()
+
+    def attention(x):
+        q, k, v = qkv(x).split(12, dim=2)
+        heads = [t.view(2, 5, 3, 4).transpose(1, 2) for t in (q, k, v)]
+        return F.scaled_dot_product_attention(*heads, is_causal=True)
+
+    with torch.no_grad():
+        x = randn(2, 5, 12)
+        g, out = run_twice(attention, x)
+        assert_matches(out, attention(x), f32_tolerance)
+        stats = deepvisor.stats(g)
+        assert stats["fallback_ops"] == {} and stats["kernels"] == 0, stats
+        x = randn(2, 5, 12, seed=3)
+        assert_matches(g(x), attention(x), f32_tolerance)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_a_matmuls_bias_moves_into_the_kernel_that_reads_its_product(dtype):
     """addmm read only by kernels runs as mm, its bias added by the kernel that
@@ -532,7 +553,7 @@ def test_dump_dir_and_dvdump(tmp_path):
     out = result.stdout
     for section in ("op graph", "plan", "fusion groups", "loop IR", "CUDA C"):
         assert f"==== {section}" in out, f"missing section {section!r}:\n{out[:2000]}"
-    assert "__global__" in out and "kernel k0" in out
+    assert "__global__" in out and "kernel dv_" in out  # kernels are named by their content
 
 
 def test_dumps_of_same_named_functions_do_not_overwrite(tmp_path):
