@@ -72,6 +72,15 @@ struct Layout {
 
 std::string buffer_name(int def) { return "d" + std::to_string(def); }
 
+// Names that do not depend on the kernel's place in the graph: buffers by
+// position and role, the entry by content (ir::content_name), so that a
+// repeated layer's kernels are one source, compiled once.
+void name_by_content(ir::Kernel& k) {
+  for (std::size_t i = 0; i < k.buffers.size(); ++i)
+    k.buffers[i].name = (k.buffers[i].written ? "out" : "in") + std::to_string(i);
+  k.name = ir::content_name(k);
+}
+
 // Emits the members of one fusion group into a kernel.
 class GroupEmitter : public BodyContext {
  public:
@@ -191,6 +200,7 @@ class Scheduler {
 
  private:
   void find_realized();
+  void realize_shared_chains(const std::vector<bool>& live);
   std::set<int> realized_deps(int d) const;
   int position_of(int d) const;
   void assign(int d);
@@ -237,6 +247,26 @@ void Scheduler::find_realized() {
     const TensorDef& td = lg_.defs[d];
     if (!live[d] || td.kind == TensorDef::Kind::Buffer) continue;
     realized_[d] = td.kind == TensorDef::Kind::Reduction || td.rounded || roots_.count(static_cast<int>(d));
+  }
+  realize_shared_chains(live);
+}
+
+// A pointwise def read by several defs is inlined into each of them. That
+// is free while it reads little, but a chain of them (the residual stream of
+// a pre-norm transformer: x + a1 + m1 + a2 + m2 ...) would make every later
+// layer reload every earlier layer's buffers. Such a def is realized once it
+// reads kSharedChainLoads or more buffers (defs in dependency order, so its
+// own inputs are decided first).
+void Scheduler::realize_shared_chains(const std::vector<bool>& live) {
+  constexpr std::size_t kSharedChainLoads = 4;
+  std::vector<int> readers(lg_.defs.size(), 0);
+  for (std::size_t d = 0; d < lg_.defs.size(); ++d)
+    if (live[d])
+      for (int dep : std::set<int>(lg_.defs[d].deps.begin(), lg_.defs[d].deps.end())) ++readers[dep];
+  for (std::size_t d = 0; d < lg_.defs.size(); ++d) {
+    const TensorDef& td = lg_.defs[d];
+    if (!live[d] || realized_[d] || td.kind != TensorDef::Kind::Pointwise || readers[d] < 2) continue;
+    if (realized_deps(static_cast<int>(d)).size() >= kSharedChainLoads) realized_[d] = true;
   }
 }
 
@@ -401,6 +431,7 @@ Program Scheduler::assemble() {
       fg.kernel = step.kernel;
       for (int m : grp.members) fg.members.push_back("def" + std::to_string(m) + " " + lg_.defs[m].label);
       p.groups.push_back(std::move(fg));
+      name_by_content(b.kernel);
       p.kernels.push_back(std::move(b.kernel));
     } else {
       const ir::Node& n = g_.nodes[entry.fallback_node];

@@ -1,6 +1,7 @@
 #include "ir/loop_ir.h"
 
 #include <array>
+#include <cstdio>
 #include <cstring>
 #include <sstream>
 #include <stdexcept>
@@ -113,6 +114,16 @@ bool Kernel::has_reduce() const {
   for (const auto& i : body)
     if (i.op == PrimOp::Reduce) return true;
   return false;
+}
+
+std::string content_name(const Kernel& k) {
+  Kernel unnamed = k;
+  unnamed.name.clear();
+  std::uint64_t h = 1469598103934665603ull;  // FNV-1a: stable across processes (the disk cache keys on the source)
+  for (unsigned char c : to_string(unnamed)) h = (h ^ c) * 1099511628211ull;
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
+  return std::string("dv_") + hex;
 }
 
 std::string to_string(const Kernel& k) {

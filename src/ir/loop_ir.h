@@ -105,6 +105,11 @@ struct Kernel {
 // Readable listing of a kernel, one instruction a line.
 std::string to_string(const Kernel& k);
 
+// A name from the kernel's content ("dv_" and 16 hex digits of a hash of its
+// listing without the name): identical kernels (the same layer repeated)
+// get one name, so their generated source is identical and compiled once.
+std::string content_name(const Kernel& k);
+
 // Builds kernels in SSA form with value numbering: asking twice for the same
 // pure instruction returns the same ValueId. Tracks r-level-ness and buffer
 // read/write flags.

@@ -8,10 +8,13 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <limits>
 #include <optional>
 #include <stdexcept>
+#include <thread>
+#include <unordered_map>
 
 #include "codegen/cuda_emitter.h"
 #include "runtime/cuda_driver.h"
@@ -266,12 +269,43 @@ std::vector<std::string> Executor::cuda_sources(int arch) const {
   return out;
 }
 
+namespace {
+
+// The cubins of these kernels, compiled (or read from the caches) by up to
+// one thread a core; identical sources are compiled once (the compiler's
+// memory cache makes the others wait for the first).
+std::vector<std::string> compile_in_parallel(const std::vector<codegen::CudaKernel>& kernels, int arch) {
+  std::vector<std::string> cubins(kernels.size());
+  std::atomic<std::size_t> next{0};
+  std::exception_ptr failure;
+  std::mutex failure_mutex;
+  auto work = [&] {
+    for (std::size_t i; (i = next.fetch_add(1)) < kernels.size();) {
+      try {
+        cubins[i] = KernelCompiler::global().get_cubin(kernels[i].source, kernels[i].name, arch);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(failure_mutex);
+        if (!failure) failure = std::current_exception();
+      }
+    }
+  };
+  const std::size_t threads =
+      std::min<std::size_t>(kernels.size(), std::max(1u, std::thread::hardware_concurrency()));
+  std::vector<std::thread> pool;
+  for (std::size_t t = 1; t < threads; ++t) pool.emplace_back(work);
+  work();
+  for (auto& t : pool) t.join();
+  if (failure) std::rethrow_exception(failure);
+  return cubins;
+}
+
+}  // namespace
+
 void Executor::validate_cuda(int arch) {
   CompileCounter counter;
-  for (const auto& k : program_.kernels) {
-    auto emitted = codegen::emit_cuda(k, default_spec(arch));
-    KernelCompiler::global().get_cubin(emitted.source, emitted.name, arch);
-  }
+  std::vector<codegen::CudaKernel> emitted;
+  for (const auto& k : program_.kernels) emitted.push_back(codegen::emit_cuda(k, default_spec(arch)));
+  compile_in_parallel(emitted, arch);
   counter.add_to(stats_);
 }
 
@@ -292,12 +326,16 @@ void Executor::prepare_cuda(int device_index) {
   auto spec = spec_for(driver.device_info(device_index));
   CompileCounter counter;
   std::vector<codegen::CudaKernel> emitted;
+  for (const auto& k : program_.kernels) emitted.push_back(codegen::emit_cuda(k, spec));
+  std::vector<std::string> cubins = compile_in_parallel(emitted, spec.arch);
+  // Kernels are named by their content: a repeated layer's kernels share one
+  // source, one compile and one loaded module.
+  std::unordered_map<std::string, CUfunction> loaded;
   std::vector<CUfunction> functions;
-  for (const auto& k : program_.kernels) {
-    emitted.push_back(codegen::emit_cuda(k, spec));
-    const auto& e = emitted.back();
-    std::string cubin = KernelCompiler::global().get_cubin(e.source, e.name, spec.arch);
-    functions.push_back(driver.load_function(cubin, e.name));
+  for (std::size_t i = 0; i < emitted.size(); ++i) {
+    auto [it, fresh] = loaded.try_emplace(emitted[i].source, nullptr);
+    if (fresh) it->second = driver.load_function(cubins[i], emitted[i].name);
+    functions.push_back(it->second);
   }
   counter.add_to(stats_);
   cuda_->emitted = std::move(emitted);

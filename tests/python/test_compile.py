@@ -536,6 +536,33 @@ def test_no_fuse_gives_the_same_results():
 # -- dumps ---------------------------------------------------------------------------------------
 
 
+def test_identical_layers_share_their_kernels_compiles(monkeypatch):
+    """Kernels are named by their content: six identical layers (layer norm,
+    GELU, residual) compile each distinct kernel once. The residual stream is
+    realized every other layer (a pointwise chain read twice is cut once it
+    reads 4 buffers), so the layers' kernels repeat with period 2: at most 5
+    distinct kernels (2 layer norms, GELU, the first and last layers')."""
+    monkeypatch.setenv("DEEPVISOR_VALIDATE_CUDA", "1")  # NVRTC compiles every kernel for sm_90 (no GPU needed)
+    monkeypatch.setenv("DEEPVISOR_DISK_CACHE", "0")
+    torch.manual_seed(0)
+    layers = nn.ModuleList(nn.Sequential(nn.LayerNorm(23), nn.Linear(23, 31), nn.GELU(), nn.Linear(31, 23))
+                           for _ in range(6)).eval()
+
+    def encoder(x):
+        for layer in layers:
+            x = x + layer(x)
+        return x
+
+    with torch.no_grad():
+        x = randn(3, 23)
+        g, out = run_twice(encoder, x)
+        assert_matches(out, encoder(x), f32_tolerance)
+    stats = deepvisor.stats(g)
+    if stats["nvrtc_compiles"] == 0:
+        pytest.skip("NVRTC is not available")
+    assert stats["kernels"] >= 12 and stats["nvrtc_compiles"] <= 5, stats
+
+
 def test_dump_dir_and_dvdump(tmp_path):
     if not DVDUMP.exists():
         pytest.skip(f"{DVDUMP} is not built")
