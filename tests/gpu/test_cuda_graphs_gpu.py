@@ -53,6 +53,29 @@ def test_new_inputs_every_call_replay_one_graph_with_fresh_outputs():
 
 
 @torch.no_grad()
+def test_attention_and_a_decision_graph_every_segment():
+    """transformers' pattern: `if mask.all():` skips the mask, then attention.
+    Efficient attention returns its philox seed and offset as CPU tensors that
+    nothing reads: they do not keep the segment from being graphed."""
+    torch.manual_seed(0)
+    qkv = nn.Linear(32, 96).eval().cuda()
+
+    def attention(x, mask):
+        q, k, v = (t.view(2, 9, 4, 8).transpose(1, 2) for t in qkv(x).split(32, dim=2))
+        bias = None if mask.all() else (1 - mask[:, None, None, :].float()) * -1e4
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+
+    g = deepvisor.compile(attention)
+    mask = torch.ones(2, 9, device="cuda")
+    for seed in range(4):
+        x = randn(2, 9, 32, seed=seed)
+        assert_matches(g(x, mask), attention(x, mask), TOL)
+    s = deepvisor.stats(g)
+    assert s["cuda_graphs"] == 2 and s["captures"] == 1, s  # the segments before and after the decision
+    assert "not graphed" not in deepvisor.explain(g)
+
+
+@torch.no_grad()
 def test_an_input_changed_in_place_at_the_same_address():
     m = block()
     g = deepvisor.compile(m)
