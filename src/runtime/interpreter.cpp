@@ -1018,7 +1018,7 @@ void Evaluator::eval_gather_load(ValueId v) {
     if (in.indirect) {
       const std::int64_t o = offsets[i];
       if (o < 0 || o >= in.offset_extent)
-        throw std::out_of_range(where_in_kernel(v) + ": index " + std::to_string(o) + " is out of range [0, " +
+        throw IndexOutOfRange(where_in_kernel(v) + ": index " + std::to_string(o) + " is out of range [0, " +
                                 std::to_string(in.offset_extent) + ") reading buffer " + buf.name);
       e += o * in.offset_stride;
     }
