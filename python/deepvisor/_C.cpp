@@ -15,6 +15,7 @@
 #include "ir/op_graph.h"
 #include "runtime/cuda_driver.h"
 #include "runtime/executor.h"
+#include "runtime/interpreter.h"
 #include "runtime/kernel_compiler.h"
 #include "runtime/nvrtc.h"
 
@@ -170,6 +171,8 @@ void bind_capture(py::module_& m) {
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "deepvisor's C++ core";
+  // A kernel read an index out of range: the program's own error (an IndexError).
+  py::register_exception<dv::runtime::IndexOutOfRange>(m, "IndexOutOfRange", PyExc_IndexError);
 
   py::class_<Executor, std::shared_ptr<Executor>>(m, "Executor")
       .def("run", &Executor::run, py::call_guard<py::gil_scoped_release>(),

@@ -369,7 +369,11 @@ class CompiledFunction:
         self._eager_reasons[reason] = self._eager_reasons.get(reason, 0) + 1
 
     def _internal_failure(self, error, args, kwargs):
-        if _flag("DEEPVISOR_STRICT"):
+        # A kernel that finds an index out of range reports the program's own
+        # error on these inputs: eager raises it too, in its own words, so the
+        # call runs eagerly to raise that, even under DEEPVISOR_STRICT.
+        program_error = isinstance(error, _C.IndexOutOfRange)
+        if _flag("DEEPVISOR_STRICT") and not program_error:
             raise error
         reason = f"internal failure: {type(error).__name__}: {error}"
         with self._lock:
@@ -381,6 +385,8 @@ class CompiledFunction:
         # that version runs eagerly from now on.
         self._note_eager(reason)
         result = self.fn(*args, **kwargs)
+        if program_error and _flag("DEEPVISOR_STRICT"):
+            raise error  # eager accepted indices a kernel rejected: a bug
         with self._lock:
             if 0 <= index < len(self._entries):
                 self._plans.make_eager(index)

@@ -17,6 +17,11 @@
 // of a chunk is a multiple of W): Contiguous -> one W-wide vector access
 // (16 bytes for the widest type, through an aligned struct), Uniform -> one
 // scalar access broadcast to the W lanes, Other -> W scalar accesses.
+// A Load with an indirect offset or a mask (a gather) is never classified:
+// its address depends on a value, so every lane reads alone, as
+// `m ? p[index + dv_checked(o, extent) * stride] : other` -- a masked lane
+// touches no memory, and an offset out of range traps (the launch fails)
+// instead of reading another element.
 //
 // Pointwise kernels (rnumel <= 1). W = 16 bytes / widest accessed element,
 // one chunk per thread (G = 1), blocks of 128 threads (64 when the grid would
@@ -614,6 +619,13 @@ __device__ __forceinline__ int dv_min(int a, int b) { return a < b ? a : b; }
 __device__ __forceinline__ long long dv_max(long long a, long long b) { return a > b ? a : b; }
 __device__ __forceinline__ long long dv_min(long long a, long long b) { return a < b ? a : b; }
 
+// An indirect load's offset o, checked against its extent n: out of range
+// stops the kernel (the launch reports an error) rather than read elsewhere.
+__device__ __forceinline__ long long dv_checked(long long o, long long n) {
+  if ((unsigned long long)o >= (unsigned long long)n) __trap();
+  return o;
+}
+
 // Butterfly exchange within a warp (all 32 lanes take part).
 __device__ __forceinline__ float dv_shfl_xor(float v, int m) { return __shfl_xor_sync(0xffffffffu, v, m); }
 __device__ __forceinline__ double dv_shfl_xor(double v, int m) { return __shfl_xor_sync(0xffffffffu, v, m); }
@@ -665,6 +677,7 @@ class Emitter {
   bool is_constant_one(ValueId v) const;
   std::string cast_expr(DType from, DType to, const std::string& a) const;
   std::string load_conv(DType storage, const std::string& e) const;
+  std::string gather_expr(const Instr& in, const std::string& index, const std::string& k) const;
   std::string store_conv(DType value, DType storage, const std::string& e) const;
   std::string buf(int b) const { return cat("b", b, "_", c_identifier(k_.buffers[b].name)); }
   std::string scalar_index(const IndexExpr& e) const;
@@ -680,6 +693,7 @@ class Emitter {
   std::string row_load_call(ValueId id, const Segment& s, const std::string& ptr) const;
   void emit_elementwise_run(const std::vector<ValueId>& ids, const Segment& s);
   void emit_lane_load(ValueId id, const Segment& s);
+  void emit_lane_gather(ValueId id, const Segment& s);
   void emit_lane_store(ValueId id, const Segment& s);
   bool packs_halves(DType value, DType storage, int width) const;
   void emit_packed_half_store(const Instr& in, const Segment& s);
@@ -760,8 +774,11 @@ void Emitter::validate() const {
     const Instr& in = k_.body[i];
     for (ValueId a : in.args)
       if (a < 0 || static_cast<std::size_t>(a) >= i) fail(cat("instruction %", i, " uses %", a, " before it is defined"));
-    if (static_cast<int>(in.args.size()) != ir::prim_op_arity(in.op))
+    if (static_cast<int>(in.args.size()) != in.operand_count())
       fail(cat("instruction %", i, " has ", in.args.size(), " operands"));
+    if (in.indirect && k_.body[in.offset_arg()].dtype != DType::Int32 && k_.body[in.offset_arg()].dtype != DType::Int64)
+      fail(cat("instruction %", i, ": the offset is not an integer"));
+    if (in.masked && k_.body[in.mask_arg()].dtype != DType::Bool) fail(cat("instruction %", i, ": the mask is not Bool"));
     if ((in.op == PrimOp::Load || in.op == PrimOp::Store) &&
         (in.buffer < 0 || static_cast<std::size_t>(in.buffer) >= k_.buffers.size()))
       fail(cat("instruction %", i, " names buffer ", in.buffer));
@@ -1059,6 +1076,10 @@ void Emitter::emit_scalar(ValueId id, const std::string& store_guard) {
       return;
     case PrimOp::Load: {
       const auto& b = k_.buffers[in.buffer];
+      if (in.indirect || in.masked) {
+        w_.line(cat("const ", T, " ", v, " = ", gather_expr(in, scalar_index(in.index), "0"), ";"));
+        return;
+      }
       if (b.numel == 0) {  // nothing to read (only in empty iteration spaces)
         w_.line(cat("const ", T, " ", v, " = ", zero_of(in.dtype), ";"));
         return;
@@ -1152,8 +1173,49 @@ std::string Emitter::row_load_call(ValueId id, const Segment& s, const std::stri
   return "*" + ptr;
 }
 
+// A gather's value at lane element k, its symbolic index written as `index`:
+// the mask decides (C's ?: evaluates one side only) before any address is
+// formed, then the offset is checked.
+std::string Emitter::gather_expr(const Instr& in, const std::string& index, const std::string& k) const {
+  const auto& b = k_.buffers[in.buffer];
+  std::string address = index;
+  if (in.indirect)
+    address = cat(index, " + dv_checked((long long)", ref(in.offset_arg(), k), ", ", in.offset_extent, "LL) * ",
+                  in.offset_stride, "LL");
+  const std::string read = load_conv(b.dtype, cat(buf(in.buffer), "[", address, "]"));
+  if (!in.masked) return read;
+  const std::string other = is_float(in.dtype) ? float_literal(in.fvalue, in.dtype) : int_literal(in.ivalue, in.dtype);
+  return cat("(", ref(in.mask_arg(), k), " ? ", read, " : ", other, ")");
+}
+
+// Per-lane scalar reads: a gather's address depends on values, so it is
+// never a vector access nor one broadcast read.
+void Emitter::emit_lane_gather(ValueId id, const Segment& s) {
+  const Instr& in = k_.body[id];
+  const std::string v = name(id);
+  const std::string valid = chunk_valid(s);
+  raw_half_[id] = 0;
+  w_.line(cat(ctype(in.dtype), " ", v, "[", s.size(), "];  // gathered lane by lane"));
+  begin_chunk_loop(s);
+  if (!valid.empty()) w_.open("if (" + valid + ")");
+  w_.open_unrolled("v", 0, s.width);
+  const std::string k = cat("c * ", s.width, " + v");
+  w_.line(cat(v, "[", k, "] = ", gather_expr(in, lane_index(in.index, s, "(l0 + v)"), k), ";"));
+  w_.close();
+  if (!valid.empty()) {
+    w_.otherwise();
+    w_.line("// past the end of the row: defined but never used");
+    w_.open_unrolled("v", 0, s.width);
+    w_.line(cat(v, "[", k, "] = ", zero_of(in.dtype), ";"));
+    w_.close();
+    w_.close();
+  }
+  w_.close();
+}
+
 void Emitter::emit_lane_load(ValueId id, const Segment& s) {
   const Instr& in = k_.body[id];
+  if (in.indirect || in.masked) return emit_lane_gather(id, s);
   const auto& b = k_.buffers[in.buffer];
   const std::string v = name(id), T = ctype(in.dtype), ST = stype(b.dtype), p = buf(in.buffer);
   const LaneAccess kind = access_kind(in, s);
@@ -1436,6 +1498,7 @@ bool Emitter::has_row_start_value(ValueId id, int budget) const {
   if (!lanes_[id]) return true;
   const Instr& in = k_.body[id];
   if (budget <= 0 || in.op == PrimOp::Store || in.op == PrimOp::Reduce) return false;
+  if (in.op == PrimOp::Load && (in.indirect || in.masked)) return false;  // (row_start_value reads plain loads only)
   for (ValueId a : in.args)
     if (!has_row_start_value(a, budget - 1)) return false;
   return true;
@@ -1692,7 +1755,7 @@ bool Emitter::prefers_col_major() const {
   bool along_x = false;
   for (std::size_t i = 0; i < k_.body.size(); ++i) {
     const Instr& in = k_.body[i];
-    if (!live_[i] || !lanes_[i] || !(in.op == PrimOp::Load || in.op == PrimOp::Store)) continue;
+    if (!live_[i] || !lanes_[i] || !(in.op == PrimOp::Load || in.op == PrimOp::Store) || in.indirect) continue;
     const auto fr = lane_form(in.index, LaneContext{"r", 1});
     if (fr && fr->stride == 1) return false;
     const auto fx = lane_form(in.index, LaneContext{"x", 1});

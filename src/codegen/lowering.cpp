@@ -102,6 +102,12 @@ class Lowerer {
     return d;
   }
   const TensorDef& def(int d) const { return out_.defs.at(d); }
+  // The def of graph value v (a TensorList element).
+  int value_def(int v) const {
+    int d = out_.value_def.at(v);
+    if (d < 0) throw Unsupported("input value has no definition");
+    return d;
+  }
   Operand operand(std::size_t i) const {
     const Arg& a = arg(i);
     if (a.kind == Arg::Kind::Tensor) {
@@ -156,6 +162,10 @@ class Lowerer {
   int squeeze_dims(int d, const std::vector<std::int64_t>& dims);
   // A view: the element at out coords is `input` at map(out coords).
   int view(int input, std::vector<std::int64_t> sizes, std::function<Coords(const Coords&)> map);
+
+  // Def `d` reads the defs `sources` at data-dependent coordinates
+  // (BodyContext::read_indirect): they must be in memory.
+  void mark_gathered(int d, std::vector<int> sources) { out_.defs.at(d).gathered = std::move(sources); }
 
   void bind(std::size_t output, int d);
   // Readers of `d` see it rounded to its storage dtype if that is f16/bf16
@@ -907,6 +917,334 @@ void lower_arange(Lowerer& L, double start, double step) {
   L.bind(0, L.pointwise(L.out_meta().sizes, dtype, {}, std::move(body), L.op_name()));
 }
 
+// --- indexing, concatenation, padding and pooling ----------------------------
+//
+// These ops read an input where data says (embedding, index_select, gather:
+// BodyContext::read_indirect) or only where an output coordinate falls in
+// the input's range (cat, constant_pad_nd, pooling windows over padding:
+// BodyContext::read_masked). A masked read touches no memory outside its
+// mask, so no input is read out of its range.
+
+bool is_bool_constant(KernelBuilder& kb, ValueId v, bool value) {
+  const ir::Instr& i = kb.instr(v);
+  return i.op == PrimOp::Constant && kb.dtype(v) == DType::Bool && (i.ivalue != 0) == value;
+}
+
+// a && b for Bool values, folding constants (-1 stands for "no condition").
+ValueId and_mask(KernelBuilder& kb, ValueId a, ValueId b) {
+  if (a < 0 || is_bool_constant(kb, a, true) || is_bool_constant(kb, b, false)) return b;
+  if (b < 0 || is_bool_constant(kb, b, true) || is_bool_constant(kb, a, false)) return a;
+  return kb.binary(PrimOp::LogicalAnd, a, b);
+}
+
+// lo <= coord < hi as a Bool value; a constant where the static bounds of
+// coord decide it, so that reads that are always in range carry no mask.
+ValueId in_range(KernelBuilder& kb, const IndexExpr& coord, std::int64_t lo, std::int64_t hi) {
+  const std::int64_t min = coord.min_value(), max = coord.max_value();
+  if (hi <= lo || max < lo || min >= hi) return kb.int_constant(0, DType::Bool);
+  ValueId mask = kb.int_constant(1, DType::Bool);
+  if (min >= lo && max < hi) return mask;
+  const ValueId i = kb.index_value(coord);
+  if (min < lo) mask = and_mask(kb, mask, kb.binary(PrimOp::Ge, i, kb.int_constant(lo, DType::Int64)));
+  if (max >= hi) mask = and_mask(kb, mask, kb.binary(PrimOp::Lt, i, kb.int_constant(hi, DType::Int64)));
+  return mask;
+}
+
+// Def `d` (of storage dtype `dtype`) at c where `mask` holds, else `other`.
+ValueId masked_read(BodyContext& ctx, int d, DType dtype, const Coords& c, ValueId mask, double other) {
+  if (is_bool_constant(ctx.kb(), mask, true)) return ctx.read(d, c);
+  if (is_bool_constant(ctx.kb(), mask, false)) return ctx.kb().constant(other, ir::compute_dtype(dtype));
+  return ctx.read_masked(d, c, mask, other);
+}
+
+DType index_dtype(const Lowerer& L, int d) {
+  const DType t = L.def(d).dtype;
+  if (t != DType::Int32 && t != DType::Int64) throw Unsupported("indices of dtype " + std::string(ir::dtype_name(t)));
+  return t;
+}
+
+// A pointwise def that reads `table` where the values of `indices` say.
+int gather_def(Lowerer& L, int table, int indices, Body body) {
+  index_dtype(L, indices);
+  int d = L.pointwise(L.out_meta().sizes, L.out_meta().dtype, {table, indices}, std::move(body), L.op_name());
+  L.mark_gathered(d, {table});
+  return d;
+}
+
+// embedding(weight, indices, padding_idx, scale_grad_by_freq, sparse):
+// out[..., k] = weight[indices[...], k]. padding_idx only affects gradients.
+void lower_embedding(Lowerer& L) {
+  const int weight = L.tensor_def(0), indices = L.tensor_def(1);
+  if (L.def(weight).sizes.size() != 2) throw Unsupported("embedding of a weight that is not 2-d");
+  const std::size_t rank = L.def(indices).sizes.size();
+  L.bind(0, gather_def(L, weight, indices, [weight, indices, rank](BodyContext& ctx, const Coords& c) {
+    const ValueId row = ctx.read(indices, Coords(c.begin(), c.begin() + static_cast<std::ptrdiff_t>(rank)));
+    return ctx.read_indirect(weight, {IndexExpr(0), c[rank]}, 0, row);
+  }));
+}
+
+// index_select(self, dim, index): out = self with coordinate dim taken from index[c[dim]].
+void lower_index_select(Lowerer& L) {
+  const int self = L.tensor_def(0), index = L.tensor_def(2);
+  const std::size_t rank = L.def(self).sizes.size();
+  if (rank == 0) throw Unsupported("index_select of a zero-dim tensor");
+  const int dim = static_cast<int>(wrap_dim(L.int_arg(1), rank));
+  const bool vector = !L.def(index).sizes.empty();
+  L.bind(0, gather_def(L, self, index, [self, index, dim, vector](BodyContext& ctx, const Coords& c) {
+    const ValueId i = ctx.read(index, vector ? Coords{c[dim]} : Coords{});
+    return ctx.read_indirect(self, c, dim, i);
+  }));
+}
+
+// gather(self, dim, index, sparse_grad): out[c] = self[c with c[dim] = index[c]].
+void lower_gather(Lowerer& L) {
+  const int self = L.tensor_def(0), index = L.tensor_def(2);
+  const std::size_t rank = L.def(self).sizes.size();
+  if (rank == 0 || L.def(index).sizes.size() != rank) throw Unsupported("gather of zero-dim tensors");
+  const int dim = static_cast<int>(wrap_dim(L.int_arg(1), rank));
+  L.bind(0, gather_def(L, self, index, [self, index, dim](BodyContext& ctx, const Coords& c) {
+    return ctx.read_indirect(self, c, dim, ctx.read(index, c));
+  }));
+}
+
+// index.Tensor(self, indices) with one index tensor (x[:, idx]): the
+// result's dims are self's before it, the index's, then self's after it.
+// Negative indices count from the end, as ATen's advanced indexing does.
+void lower_index_tensor(Lowerer& L) {
+  const int self = L.tensor_def(0);
+  const Arg& list = L.arg(1);
+  if (list.kind != Arg::Kind::TensorList) throw Unsupported("indices that are not a tensor list");
+  int position = -1;
+  for (std::size_t k = 0; k < list.ints.size(); ++k) {
+    if (list.ints[k] < 0) continue;
+    if (position >= 0) throw Unsupported("advanced indexing with several index tensors");
+    position = static_cast<int>(k);
+  }
+  const auto self_sizes = L.def(self).sizes;
+  if (position < 0 || static_cast<std::size_t>(position) >= self_sizes.size()) throw Unsupported("no index tensor");
+  const int index = L.value_def(static_cast<int>(list.ints[position]));
+  const std::size_t index_rank = L.def(index).sizes.size();
+  const std::int64_t size = self_sizes[position];
+  L.bind(0, gather_def(L, self, index, [self, index, position, index_rank, size](BodyContext& ctx, const Coords& c) {
+    auto& kb = ctx.kb();
+    const auto first = c.begin() + position;
+    const Coords at_index(first, first + static_cast<std::ptrdiff_t>(index_rank));
+    const ValueId i = ctx.read(index, at_index);
+    const ValueId zero = kb.int_constant(0, kb.dtype(i)), wrapped = kb.binary(PrimOp::Add, i, kb.int_constant(size, kb.dtype(i)));
+    Coords at(c.begin(), first);
+    at.push_back(0);
+    at.insert(at.end(), first + static_cast<std::ptrdiff_t>(index_rank), c.end());
+    return ctx.read_indirect(self, at, position, kb.where(kb.binary(PrimOp::Lt, i, zero), wrapped, i));
+  }));
+}
+
+// cat(tensors, dim): one pointwise def; each output element reads the one
+// input whose range along dim holds it, every input under its own mask.
+// Inputs with no elements (size 0 along dim, or the legacy 1-d empty tensor
+// torch skips) contribute nothing.
+void lower_cat(Lowerer& L) {
+  const Arg& list = L.arg(0);
+  if (list.kind != Arg::Kind::TensorList) throw Unsupported("cat of something other than a tensor list");
+  const auto sizes = L.out_meta().sizes;
+  const DType out = L.out_meta().dtype, compute = ir::compute_dtype(out);
+  const int dim = static_cast<int>(wrap_dim(L.int_arg(1), sizes.size()));
+  if (sizes.empty()) throw Unsupported("cat into a zero-dim tensor");
+  struct Part {
+    int def;
+    DType dtype;
+    std::int64_t offset, size;
+  };
+  std::vector<Part> parts;
+  std::vector<int> deps;
+  std::int64_t offset = 0;
+  for (auto v : list.ints) {
+    if (v < 0) throw Unsupported("cat of an undefined tensor");
+    const int d = L.value_def(static_cast<int>(v));
+    const TensorDef& td = L.def(d);
+    if (td.numel() == 0) continue;
+    if (td.sizes.size() != sizes.size()) throw Unsupported("cat of tensors of another rank");
+    parts.push_back({d, td.dtype, offset, td.sizes[dim]});
+    deps.push_back(d);
+    offset += td.sizes[dim];
+  }
+  if (L.out_meta().numel() == 0) parts.clear();
+  else if (offset != sizes[dim]) throw Unsupported("cat's inputs do not add up to its output");
+  if (parts.empty()) {  // an empty output
+    L.bind(0, L.pointwise(sizes, out, {}, [compute](BodyContext& ctx, const Coords&) {
+      return ctx.kb().constant(0, compute);
+    }, L.op_name()));
+    return;
+  }
+  // From the last part to the first: where(in part i, part i, what follows).
+  // The last part's masked read is 0 outside it, and never selected there.
+  Body body = [parts, dim, compute](BodyContext& ctx, const Coords& c) {
+    auto& kb = ctx.kb();
+    ValueId value = -1;
+    for (auto p = parts.rbegin(); p != parts.rend(); ++p) {
+      const ValueId mask = in_range(kb, c[dim], p->offset, p->offset + p->size);
+      if (is_bool_constant(kb, mask, false)) continue;
+      Coords at = c;
+      at[dim] = c[dim] - p->offset;
+      const ValueId v = kb.cast(masked_read(ctx, p->def, p->dtype, at, mask, 0), compute);
+      value = value < 0 || is_bool_constant(kb, mask, true) ? v : kb.where(mask, v, value);
+    }
+    return value < 0 ? kb.constant(0, compute) : value;
+  };
+  L.bind(0, L.pointwise(sizes, out, deps, std::move(body), L.op_name()));
+}
+
+// constant_pad_nd(self, pad, value): pad holds (before, after) pairs from
+// the last dim backwards; negative amounts crop.
+void lower_constant_pad(Lowerer& L) {
+  const int in = L.tensor_def(0);
+  const auto in_sizes = L.def(in).sizes;
+  const DType dtype = L.def(in).dtype;
+  const auto& pad = L.arg(1).ints;
+  if (L.arg(1).kind != Arg::Kind::IntList || pad.size() % 2 != 0 || pad.size() / 2 > in_sizes.size())
+    throw Unsupported("bad padding");
+  const double value = L.arg(2).is_none() ? 0.0 : L.number_arg(2);
+  const std::size_t rank = in_sizes.size();
+  Body body = [in, in_sizes, dtype, pad, value, rank](BodyContext& ctx, const Coords& c) {
+    Coords at = c;
+    ValueId mask = ctx.kb().int_constant(1, DType::Bool);
+    for (std::size_t j = 0; j < pad.size() / 2; ++j) {
+      const std::size_t d = rank - 1 - j;
+      at[d] = c[d] - pad[2 * j];
+      mask = and_mask(ctx.kb(), mask, in_range(ctx.kb(), c[d], pad[2 * j], pad[2 * j] + in_sizes[d]));
+    }
+    return masked_read(ctx, in, dtype, at, mask, value);
+  };
+  L.bind(0, L.pointwise(L.out_meta().sizes, L.out_meta().dtype, {in}, std::move(body), L.op_name()));
+}
+
+// The window of a 2-d pooling op: kernel, stride, padding and dilation along
+// H and W (an int list of one element stands for both).
+struct Pool2d {
+  std::int64_t kernel[2], stride[2], padding[2], dilation[2] = {1, 1};
+};
+
+void pool_pair(const Arg& a, std::int64_t out[2], std::int64_t if_empty) {
+  if (a.kind == Arg::Kind::Int) {
+    out[0] = out[1] = a.i;
+  } else if (a.kind == Arg::Kind::IntList && a.ints.size() <= 2) {
+    if (a.ints.empty()) out[0] = out[1] = if_empty;
+    else out[0] = a.ints.front(), out[1] = a.ints.back();
+  } else {
+    throw Unsupported("a pooling argument that is not one or two ints: " + ir::to_string(a));
+  }
+}
+
+Pool2d pool_window(const Lowerer& L, bool dilation) {
+  Pool2d p;
+  pool_pair(L.arg(1), p.kernel, -1);
+  pool_pair(L.arg(2), p.stride, 0);
+  if (p.stride[0] == 0) p.stride[0] = p.kernel[0], p.stride[1] = p.kernel[1];  // stride=[]: the kernel size
+  pool_pair(L.arg(3), p.padding, 0);
+  if (dilation) pool_pair(L.arg(4), p.dilation, 1);
+  for (int i = 0; i < 2; ++i)
+    if (p.kernel[i] <= 0 || p.stride[i] <= 0 || p.padding[i] < 0 || p.dilation[i] <= 0) throw Unsupported("bad pooling window");
+  return p;
+}
+
+// Every window of a pooling op as a def of the output's sizes plus (kh, kw):
+// the input element under window point (i, j), `other` where that falls in
+// the padding or past the end (ceil_mode). Inlined into the reduction over
+// its last two dims.
+int pool_windows(Lowerer& L, int in, const Pool2d& p, double other) {
+  const auto in_sizes = L.def(in).sizes;
+  const std::size_t rank = in_sizes.size();
+  if (rank != 3 && rank != 4) throw Unsupported("pooling of a tensor that is not 3-d or 4-d");
+  const DType dtype = L.def(in).dtype;
+  auto sizes = L.out_meta(0).sizes;
+  sizes.push_back(p.kernel[0]);
+  sizes.push_back(p.kernel[1]);
+  Body body = [in, in_sizes, rank, dtype, p, other](BodyContext& ctx, const Coords& c) {
+    auto& kb = ctx.kb();
+    Coords at(c.begin(), c.begin() + static_cast<std::ptrdiff_t>(rank));
+    ValueId mask = kb.int_constant(1, DType::Bool);
+    for (int a = 0; a < 2; ++a) {  // H, then W
+      const std::size_t d = rank - 2 + a;
+      at[d] = c[d] * p.stride[a] - p.padding[a] + c[rank + a] * p.dilation[a];
+      mask = and_mask(kb, mask, in_range(kb, at[d], 0, in_sizes[d]));
+    }
+    return masked_read(ctx, in, dtype, at, mask, other);
+  };
+  return L.pointwise(sizes, dtype, {in}, std::move(body), L.op_name());
+}
+
+std::vector<std::int64_t> window_dims(const Lowerer& L) {
+  const auto rank = static_cast<std::int64_t>(L.out_meta(0).sizes.size());
+  return {rank, rank + 1};
+}
+
+// max_pool2d(self, kernel_size, stride, padding, dilation, ceil_mode) and
+// max_pool2d_with_indices (its indices output only when nothing reads it:
+// a program that reads the indices runs the op through ATen). Padding is
+// -inf and the maximum propagates NaN, as ATen's.
+void lower_max_pool2d(Lowerer& L) {
+  const int in = L.tensor_def(0);
+  if (!ir::is_floating(L.def(in).dtype)) throw Unsupported("max_pool2d of integers");
+  const int windows = pool_windows(L, in, pool_window(L, /*dilation=*/true), -INFINITY);
+  const auto dims = window_dims(L);
+  L.bind(0, L.squeeze_dims(L.reduction(windows, dims, ReduceOp::Max, L.out_meta(0).dtype), dims));
+  if (L.node().outputs.size() < 2) return;
+  if (L.output_used(1)) throw Unsupported("a program that reads max_pool2d's indices");
+  const auto& meta = L.out_meta(1);
+  L.bind(1, L.pointwise(meta.sizes, meta.dtype, {}, [](BodyContext& ctx, const Coords&) {
+    return ctx.kb().int_constant(0, DType::Int64);  // never computed: nothing reads it
+  }, L.op_name()));
+}
+
+// The divisor of avg_pool2d's window at output coordinate o along one axis
+// of input size n, as ATen computes it: the window clipped to the padded
+// input (pool extent), then to the input itself (the count of real elements).
+struct AxisCount {
+  ValueId padded, real;
+};
+
+AxisCount pool_axis_count(KernelBuilder& kb, const IndexExpr& o, const Pool2d& p, int a, std::int64_t n) {
+  auto i64 = [&](std::int64_t v) { return kb.int_constant(v, DType::Int64); };
+  const ValueId start = kb.index_value(o * p.stride[a] - p.padding[a]);
+  const ValueId end = kb.binary(PrimOp::Minimum, kb.binary(PrimOp::Add, start, i64(p.kernel[a])), i64(n + p.padding[a]));
+  const ValueId padded = kb.binary(PrimOp::Sub, end, start);
+  const ValueId real = kb.binary(PrimOp::Sub, kb.binary(PrimOp::Minimum, end, i64(n)), kb.binary(PrimOp::Maximum, start, i64(0)));
+  return {padded, real};
+}
+
+// avg_pool2d(self, kernel_size, stride, padding, ceil_mode, count_include_pad,
+// divisor_override): the window's sum (padding adds 0) divided as ATen does.
+void lower_avg_pool2d(Lowerer& L) {
+  const int in = L.tensor_def(0);
+  const DType out = L.out_meta(0).dtype;
+  if (!ir::is_floating(out)) throw Unsupported("avg_pool2d of integers");
+  const Pool2d p = pool_window(L, /*dilation=*/false);
+  const bool include_pad = L.arg(5).is_none() || L.bool_arg(5);
+  const std::int64_t divisor_override = L.int_arg_or(6, 0);
+  const DType acc = ir::compute_dtype(out) == DType::Float64 ? DType::Float64 : DType::Float32;
+  const int windows = pool_windows(L, in, p, 0.0);
+  const auto dims = window_dims(L);
+  const int sum = L.reduction(windows, dims, ReduceOp::Sum, acc);
+  const auto in_sizes = L.def(in).sizes;
+  const std::size_t rank = in_sizes.size();
+  Body body = [sum, p, in_sizes, rank, include_pad, divisor_override, acc](BodyContext& ctx, const Coords& c) {
+    auto& kb = ctx.kb();
+    Coords at = c;
+    at.push_back(0);
+    at.push_back(0);
+    const ValueId total = kb.cast(ctx.read(sum, at), acc);
+    ValueId divisor;
+    if (divisor_override != 0) {
+      divisor = kb.int_constant(divisor_override, DType::Int64);
+    } else {
+      const AxisCount h = pool_axis_count(kb, c[rank - 2], p, 0, in_sizes[rank - 2]);
+      const AxisCount w = pool_axis_count(kb, c[rank - 1], p, 1, in_sizes[rank - 1]);
+      divisor = include_pad ? kb.binary(PrimOp::Mul, h.padded, w.padded) : kb.binary(PrimOp::Mul, h.real, w.real);
+    }
+    return kb.binary(PrimOp::Div, total, kb.cast(divisor, acc));
+  };
+  L.bind(0, L.pointwise(L.out_meta(0).sizes, out, {sum}, std::move(body), L.op_name()));
+}
+
 // --- the table -------------------------------------------------------------
 
 void add_unary(std::unordered_map<std::string, LowerFn>& t, const std::string& name, Fn1 f) {
@@ -1079,6 +1417,17 @@ std::unordered_map<std::string, LowerFn> make_lowerings() {
   t["aten::zero.default"] = [](Lowerer& L) { lower_fill(L, 0); };
   t["aten::select_scatter.default"] = lower_select_scatter;
   t["aten::slice_scatter.default"] = lower_slice_scatter;
+
+  // Indexing by data, concatenation, padding, pooling.
+  t["aten::embedding.default"] = lower_embedding;
+  t["aten::index_select.default"] = lower_index_select;
+  t["aten::gather.default"] = lower_gather;
+  t["aten::index.Tensor"] = lower_index_tensor;
+  t["aten::cat.default"] = lower_cat;
+  t["aten::constant_pad_nd.default"] = lower_constant_pad;
+  t["aten::max_pool2d.default"] = lower_max_pool2d;
+  t["aten::max_pool2d_with_indices.default"] = lower_max_pool2d;
+  t["aten::avg_pool2d.default"] = lower_avg_pool2d;
 
   // Factories.
   t["aten::full.default"] = [](Lowerer& L) { lower_fill(L, L.number_arg(1)); };

@@ -12,6 +12,7 @@
 #include <set>
 #include <sstream>
 #include <stdexcept>
+#include <tuple>
 #include <unordered_map>
 
 #include "codegen/matmul_bias.h"
@@ -99,14 +100,38 @@ class GroupEmitter : public BodyContext {
         throw NotFusable(td.label + " is read at another point than where this kernel computes it");
       return it->second.second;
     }
-    bool in_memory = td.kind == TensorDef::Kind::Buffer || (group_of_[d] >= 0 && group_of_[d] != group_);
-    if (in_memory) return load(d, c);
+    if (in_memory(d)) return load(d, c);
     if (td.kind != TensorDef::Kind::Pointwise) throw std::logic_error("scheduler: unrealized reduction " + td.label);
-    auto key = std::make_pair(d, c);
+    auto key = std::make_tuple(d, c, mask_);
     if (auto it = inlined_.find(key); it != inlined_.end()) return it->second;
     ValueId v = td.body(*this, c);
     inlined_.emplace(std::move(key), v);
     return v;
+  }
+
+  // Under a mask every load is masked (with the masks around it): an inlined
+  // def's body is evaluated where it may be out of range, so nothing it
+  // loads may touch memory there; its value is then replaced by `other`.
+  ValueId read_masked(int d, const Coords& c, ValueId mask, double other) override {
+    const ValueId outer = mask_;
+    mask_ = outer < 0 ? mask : kb_.binary(ir::PrimOp::LogicalAnd, outer, mask);
+    ValueId v;
+    if (!computed_.count(d) && in_memory(d)) {
+      v = load(d, c, nullptr, other);  // a masked load yields `other` itself
+    } else {
+      v = read(d, c);
+      v = kb_.where(mask, v, kb_.constant(other, kb_.dtype(v)));
+    }
+    mask_ = outer;
+    return v;
+  }
+
+  ValueId read_indirect(int d, const Coords& c, int dim, ValueId index) override {
+    const TensorDef& td = lg_.defs[d];
+    if (computed_.count(d)) throw NotFusable(td.label + " is read at data-dependent points of this kernel");
+    if (!in_memory(d)) throw std::logic_error("scheduler: " + td.label + " is read indirectly but not realized");
+    const Indirect ind{dim, index};
+    return load(d, c, &ind, 0);
   }
 
   // Evaluates member `d` at its point; stores it if `store`.
@@ -145,7 +170,20 @@ class GroupEmitter : public BodyContext {
   ir::Kernel finish() && { return std::move(kb_).finish(); }
 
  private:
-  ValueId load(int d, const Coords& c) {
+  struct Indirect {
+    int dim;
+    ValueId index;
+  };
+
+  // A tensor in memory (an input, a fallback's output, or realized by another group).
+  bool in_memory(int d) const {
+    const TensorDef& td = lg_.defs[d];
+    return td.kind == TensorDef::Kind::Buffer || (group_of_[d] >= 0 && group_of_[d] != group_);
+  }
+
+  // Loads def d at c: coordinate ind->dim given by a value if `ind`, under
+  // the current mask (with `other` where it is false) if there is one.
+  ValueId load(int d, const Coords& c, const Indirect* ind = nullptr, double other = 0) {
     const TensorDef& td = lg_.defs[d];
     std::vector<std::int64_t> strides = td.kind == TensorDef::Kind::Buffer ? td.strides : ir::contiguous_strides(td.sizes);
     std::int64_t extent = td.numel();
@@ -158,7 +196,17 @@ class GroupEmitter : public BodyContext {
       loaded_.insert(d);
     }
     int b = buffer_for(d, td.dtype, extent, aligned);
-    return kb_.load(b, ir::linear_index(c, strides));
+    ir::LoadOptions options;
+    Coords at = c;
+    if (ind) {
+      at.at(ind->dim) = 0;
+      options.offset = ind->index;
+      options.offset_stride = strides.at(ind->dim);
+      options.offset_extent = td.sizes.at(ind->dim);
+    }
+    options.mask = mask_;
+    options.other = other;
+    return kb_.load(b, ir::linear_index(at, strides), options);
   }
 
   int buffer_for(int d, ir::DType dtype, std::int64_t numel, bool aligned) {
@@ -174,7 +222,8 @@ class GroupEmitter : public BodyContext {
   const std::vector<ir::TensorMeta>& values_;
   ir::KernelBuilder kb_;
   std::unordered_map<int, std::pair<IndexExpr, ValueId>> computed_;
-  std::map<std::pair<int, Coords>, ValueId> inlined_;
+  std::map<std::tuple<int, Coords, ValueId>, ValueId> inlined_;  // (def, coords, mask)
+  ValueId mask_ = -1;  // inside read_masked: the conjunction of the masks around the read
   std::set<int> loaded_;
   std::vector<int> buffer_defs_;
 };
@@ -242,11 +291,16 @@ void Scheduler::find_realized() {
     if (!live[d]) continue;
     for (int dep : lg_.defs[d].deps) live[dep] = true;
   }
+  // Defs read at data-dependent coordinates must be in memory.
+  std::vector<bool> gathered(lg_.defs.size(), false);
+  for (std::size_t d = 0; d < lg_.defs.size(); ++d)
+    if (live[d])
+      for (int g : lg_.defs[d].gathered) gathered[g] = true;
   realized_.assign(lg_.defs.size(), false);
   for (std::size_t d = 0; d < lg_.defs.size(); ++d) {
     const TensorDef& td = lg_.defs[d];
     if (!live[d] || td.kind == TensorDef::Kind::Buffer) continue;
-    realized_[d] = td.kind == TensorDef::Kind::Reduction || td.rounded || roots_.count(static_cast<int>(d));
+    realized_[d] = td.kind == TensorDef::Kind::Reduction || td.rounded || gathered[d] || roots_.count(static_cast<int>(d));
   }
   realize_shared_chains(live);
 }

@@ -26,6 +26,16 @@ class BodyContext {
   virtual ir::KernelBuilder& kb() = 0;
   // The element of def `def` at `coords`, as a value of its compute dtype.
   virtual ir::ValueId read(int def, const Coords& coords) = 0;
+  // The same where `mask` (a Bool value) is true; elsewhere `other` (in the
+  // def's compute dtype), reading nothing: `coords` need not be in range
+  // there. Everything the read computes from memory is loaded under the mask.
+  virtual ir::ValueId read_masked(int def, const Coords& coords, ir::ValueId mask, double other) = 0;
+  // The element of def `def` at `coords` with coordinate `dim` replaced by
+  // the value `index` (Int32 or Int64), which must lie in [0, sizes[dim]):
+  // another value is an error at run time, never a read elsewhere. The def
+  // is read from memory: it must be listed in TensorDef::gathered of the
+  // reading def, so that the scheduler realizes it.
+  virtual ir::ValueId read_indirect(int def, const Coords& coords, int dim, ir::ValueId index) = 0;
 };
 
 using Body = std::function<ir::ValueId(BodyContext&, const Coords&)>;
@@ -41,6 +51,7 @@ struct TensorDef {
   std::vector<std::int64_t> sizes;       // Reduction: keepdim sizes (1 at reduced dims)
   std::vector<std::int64_t> strides;     // Buffer only
   std::vector<int> deps;                 // defs the body reads
+  std::vector<int> gathered;             // those of deps it reads with read_indirect (realized)
   Body body;                             // Pointwise, Reduction
   // Pointwise only: readers must see the value rounded to its 16-bit float
   // storage dtype, as eager does (an explicit cast, or an intermediate that

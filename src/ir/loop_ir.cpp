@@ -3,6 +3,7 @@
 #include <array>
 #include <cstdio>
 #include <cstring>
+#include <limits>
 #include <sstream>
 #include <stdexcept>
 #include <unordered_map>
@@ -65,9 +66,13 @@ struct InstrKey {
   int buffer;
   IndexExpr index;
   ReduceOp reduce;  // else reduce(Sum, v) and reduce(Max, v) would be numbered alike
+  bool indirect, masked;  // a Load's operands: which is which
+  std::int64_t offset_stride, offset_extent;
   bool operator==(const InstrKey& o) const {
     return op == o.op && dtype == o.dtype && args == o.args && fbits == o.fbits &&
-           ivalue == o.ivalue && buffer == o.buffer && index == o.index && reduce == o.reduce;
+           ivalue == o.ivalue && buffer == o.buffer && index == o.index && reduce == o.reduce &&
+           indirect == o.indirect && masked == o.masked && offset_stride == o.offset_stride &&
+           offset_extent == o.offset_extent;
   }
 };
 
@@ -79,6 +84,8 @@ struct InstrKeyHash {
     h = h * 1000003u ^ std::hash<std::int64_t>()(k.ivalue);
     h = h * 1000003u ^ static_cast<std::size_t>(k.buffer + 1);
     h = h * 1000003u ^ static_cast<std::size_t>(k.reduce);
+    h = h * 1000003u ^ (static_cast<std::size_t>(k.indirect) * 2 + static_cast<std::size_t>(k.masked));
+    h = h * 1000003u ^ std::hash<std::int64_t>()(k.offset_stride * 31 + k.offset_extent);
     return h * 1000003u ^ k.index.hash();
   }
 };
@@ -90,7 +97,40 @@ std::string format_double(double v) {
   return os.str();
 }
 
+// A constant of `dtype` as the printer writes it (floats from fvalue, others from ivalue).
+std::string format_constant(const Instr& i) {
+  return is_floating(i.dtype) ? format_double(i.fvalue) : std::to_string(i.ivalue);
+}
+
+// "load buf[index]", "load buf[index + %o*stride (%o < extent)] if %m else 0".
+std::string format_load(const Kernel& k, const Instr& i) {
+  std::ostringstream os;
+  const bool plain_offset = i.indirect && i.index == IndexExpr(0);  // "[%o]", not "[0 + %o]"
+  os << "load " << k.buffers[i.buffer].name << "[" << (plain_offset ? "" : i.index.str());
+  if (i.indirect) {
+    os << (plain_offset ? "%" : " + %") << i.offset_arg();
+    if (i.offset_stride != 1) os << "*" << i.offset_stride;
+    os << " (%" << i.offset_arg() << " < " << i.offset_extent << ")";
+  }
+  os << "]";
+  if (i.masked) os << " if %" << i.mask_arg() << " else " << format_constant(i);
+  return os.str();
+}
+
+// A double as an int64: truncated, saturated, NaN as 0 (a mask's `other`).
+std::int64_t saturating_int(double v) {
+  if (v != v) return 0;
+  if (v >= 9.2233720368547758e18) return std::numeric_limits<std::int64_t>::max();
+  if (v <= -9.2233720368547758e18) return std::numeric_limits<std::int64_t>::min();
+  return static_cast<std::int64_t>(v);
+}
+
 }  // namespace
+
+int Instr::operand_count() const {
+  if (op == PrimOp::Load) return (indirect ? 1 : 0) + (masked ? 1 : 0);
+  return prim_op_arity(op);
+}
 
 std::string_view prim_op_name(PrimOp op) { return info(op).name; }
 int prim_op_arity(PrimOp op) { return info(op).arity; }
@@ -139,11 +179,9 @@ std::string to_string(const Kernel& k) {
     os << "  ";
     if (i.op != PrimOp::Store) os << "%" << v << " = ";
     switch (i.op) {
-      case PrimOp::Constant:
-        os << "const " << (is_floating(i.dtype) ? format_double(i.fvalue) : std::to_string(i.ivalue));
-        break;
+      case PrimOp::Constant: os << "const " << format_constant(i); break;
       case PrimOp::Index: os << "index " << i.index.str(); break;
-      case PrimOp::Load: os << "load " << k.buffers[i.buffer].name << "[" << i.index.str() << "]"; break;
+      case PrimOp::Load: os << format_load(k, i); break;
       case PrimOp::Store:
         os << "store " << k.buffers[i.buffer].name << "[" << i.index.str() << "] = %" << i.args[0];
         break;
@@ -192,7 +230,9 @@ ValueId KernelBuilder::add(Instr instr) {
   if (is_pure(instr.op)) {
     std::uint64_t fbits = 0;
     std::memcpy(&fbits, &instr.fvalue, sizeof fbits);
-    InstrKey key{instr.op, instr.dtype, instr.args, fbits, instr.ivalue, instr.buffer, instr.index, instr.reduce};
+    InstrKey key{instr.op,     instr.dtype,    instr.args,     fbits,
+                 instr.ivalue, instr.buffer,   instr.index,    instr.reduce,
+                 instr.indirect, instr.masked, instr.offset_stride, instr.offset_extent};
     auto [it, inserted] = impl_->numbering.try_emplace(key, static_cast<ValueId>(kernel_.body.size()));
     if (!inserted) return it->second;
   }
@@ -204,7 +244,8 @@ ValueId KernelBuilder::add(Instr instr) {
 
 ValueId KernelBuilder::constant(double value, DType dtype) {
   dtype = compute_dtype(dtype);
-  if (!is_floating(dtype)) return int_constant(static_cast<std::int64_t>(value), dtype);
+  if (dtype == DType::Bool) return int_constant(value != 0, dtype);  // as bool(value): 0.5 is true
+  if (!is_floating(dtype)) return int_constant(saturating_int(value), dtype);
   Instr i;
   i.op = PrimOp::Constant;
   i.dtype = dtype;
@@ -230,12 +271,32 @@ ValueId KernelBuilder::index_value(const IndexExpr& index, DType dtype) {
   return add(std::move(i));
 }
 
-ValueId KernelBuilder::load(int buffer, const IndexExpr& index) {
+ValueId KernelBuilder::load(int buffer, const IndexExpr& index, const LoadOptions& options) {
   Instr i;
   i.op = PrimOp::Load;
   i.dtype = compute_dtype(kernel_.buffers.at(buffer).dtype);
   i.buffer = buffer;
   i.index = index;
+  if (options.offset >= 0) {
+    const DType t = dtype(options.offset);
+    if (t != DType::Int32 && t != DType::Int64) throw std::logic_error("KernelBuilder::load: the offset must be Int32 or Int64");
+    if (options.offset_extent < 0) throw std::logic_error("KernelBuilder::load: negative offset extent");
+    i.indirect = true;
+    i.offset_stride = options.offset_stride;
+    i.offset_extent = options.offset_extent;
+    i.args.push_back(options.offset);
+  }
+  if (options.mask >= 0) {
+    if (dtype(options.mask) != DType::Bool) throw std::logic_error("KernelBuilder::load: the mask must be Bool");
+    const Instr& m = instr(options.mask);
+    if (m.op == PrimOp::Constant && m.ivalue == 0) return constant(options.other, i.dtype);  // never reads
+    if (m.op != PrimOp::Constant) {  // (a constant true mask is no mask)
+      i.masked = true;
+      if (is_floating(i.dtype)) i.fvalue = options.other;
+      else i.ivalue = i.dtype == DType::Bool ? options.other != 0 : saturating_int(options.other);
+      i.args.push_back(options.mask);
+    }
+  }
   return add(std::move(i));
 }
 

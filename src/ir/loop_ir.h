@@ -5,7 +5,8 @@
 // instructions evaluated, conceptually, at every point (x, r) of that space:
 //
 //   - an instruction is *r-level* if it depends on the reduction variable r
-//     (through a Load/Index whose index uses r, or through an r-level operand);
+//     (through a Load/Index whose index uses r, or through an r-level operand,
+//     which includes a Load's offset and mask operands);
 //     otherwise it is *x-level*: one value per row.
 //   - a Reduce instruction takes one r-level operand and yields an x-level
 //     value (the reduction of the operand over r = 0 .. rnumel-1 for the row).
@@ -33,7 +34,7 @@ enum class PrimOp : std::uint8_t {
   // Leaves.
   Constant,  // scalar constant of `dtype` (fvalue for floats, ivalue for ints and bools)
   Index,     // the value of `index` as `dtype` (Int64 or Int32): iota, arange
-  Load,      // buffers[buffer][index]
+  Load,      // buffers[buffer][index], optionally indirect and masked (see Instr)
   // Unary (args[0]); the result dtype equals the operand's unless noted.
   Neg, Abs, Exp, Exp2, Log, Log1p, Sqrt, Rsqrt, Sin, Cos, Tanh, Erf,
   Floor, Ceil, Round /* half to even */, Trunc,
@@ -61,21 +62,53 @@ enum class ReduceOp : std::uint8_t { Sum, Prod, Max, Min };  // Max/Min propagat
 
 std::string_view prim_op_name(PrimOp op);
 std::string_view reduce_op_name(ReduceOp op);
-int prim_op_arity(PrimOp op);  // number of SSA operands
+int prim_op_arity(PrimOp op);  // number of SSA operands (a Load's are optional: see Instr)
 bool is_comparison(PrimOp op);
 
 using ValueId = std::int32_t;  // index into Kernel::body
 
+// A Load reads buffers[buffer][index] in its plain form. Two optional value
+// operands (in args, in this order) extend it, as Triton's
+// tl.load(ptr + offs, mask=m, other=v) does:
+//   - an indirect offset (`indirect`): an Int32 or Int64 value o; the load
+//     reads element index + o * offset_stride. o must lie in
+//     [0, offset_extent): anything else is an error (the interpreter throws,
+//     CUDA traps), never a read elsewhere. This is how data selects the
+//     element (embedding, gather): o is a coordinate along one dimension.
+//   - a mask (`masked`): a Bool value m; where m is false the load touches no
+//     memory (its index need not be in range, its offset is not checked) and
+//     yields `other`, a constant of the load's dtype held like a Constant's
+//     (fvalue for floats, ivalue for ints and bools).
 struct Instr {
   PrimOp op = PrimOp::Constant;
   DType dtype = DType::Float32;  // result (compute) dtype; for Store: the stored value's
   std::vector<ValueId> args;
-  double fvalue = 0;       // Constant, float dtypes
-  std::int64_t ivalue = 0;  // Constant, int and bool dtypes
+  double fvalue = 0;       // Constant, float dtypes; a masked Load's `other`
+  std::int64_t ivalue = 0;  // Constant, int and bool dtypes; a masked Load's `other`
   int buffer = -1;          // Load, Store
   IndexExpr index;          // Index, Load, Store
   ReduceOp reduce = ReduceOp::Sum;  // Reduce
   bool r_level = false;     // set by KernelBuilder: varies with r
+  // Load only (see above).
+  bool indirect = false;
+  std::int64_t offset_stride = 1;
+  std::int64_t offset_extent = 0;
+  bool masked = false;
+
+  // A Load's operands (-1 when absent).
+  ValueId offset_arg() const { return indirect ? args.at(0) : -1; }
+  ValueId mask_arg() const { return masked ? args.at(indirect ? 1 : 0) : -1; }
+  // The number of SSA operands this instruction must have.
+  int operand_count() const;
+};
+
+// The optional parts of a Load (KernelBuilder::load).
+struct LoadOptions {
+  ValueId offset = -1;             // Int32/Int64 value: indirect offset
+  std::int64_t offset_stride = 1;  // elements per unit of the offset
+  std::int64_t offset_extent = 0;  // the offset must lie in [0, offset_extent)
+  ValueId mask = -1;               // Bool value: where false, no read, the value is `other`
+  double other = 0;                // converted to the load's compute dtype
 };
 
 struct KernelBuffer {
@@ -128,7 +161,7 @@ class KernelBuilder {
   ValueId constant(double value, DType dtype);
   ValueId int_constant(std::int64_t value, DType dtype);  // also Bool (0/1)
   ValueId index_value(const IndexExpr& index, DType dtype = DType::Int64);
-  ValueId load(int buffer, const IndexExpr& index);
+  ValueId load(int buffer, const IndexExpr& index, const LoadOptions& options = {});
   ValueId unary(PrimOp op, ValueId a);
   ValueId cast(ValueId a, DType to);  // no-op if already `to`
   ValueId binary(PrimOp op, ValueId a, ValueId b);  // operands must share a dtype

@@ -636,6 +636,8 @@ class Evaluator {
   void eval_constant(ValueId v);
   void eval_index(ValueId v);
   void eval_load(ValueId v);
+  void eval_gather_load(ValueId v);
+  Idx offset_values(ValueId a, bool at_r_level);
   void eval_store(ValueId v);
   void eval_unary(ValueId v);
   void eval_cast(ValueId v);
@@ -706,7 +708,7 @@ void Evaluator::validate() const {
     const auto v = static_cast<ValueId>(i);
     const Instr& in = body[i];
     auto fail = [&](const std::string& what) { throw std::invalid_argument(where_in_kernel(v) + ": " + what); };
-    if (static_cast<int>(in.args.size()) != ir::prim_op_arity(in.op)) fail("wrong operand count");
+    if (static_cast<int>(in.args.size()) != in.operand_count()) fail("wrong operand count");
     for (ValueId a : in.args)
       if (a < 0 || a >= v) fail("operand %" + std::to_string(a) + " is not defined before use");
     if (in.op != PrimOp::Store && (!ir::is_kernel_dtype(in.dtype) || in.dtype != ir::compute_dtype(in.dtype)))
@@ -717,11 +719,17 @@ void Evaluator::validate() const {
     }
     if (in.op == PrimOp::Load && in.dtype != ir::compute_dtype(kernel_.buffers[in.buffer].dtype))
       fail("load dtype differs from the buffer's compute dtype");
+    if (in.op == PrimOp::Load && in.indirect) {
+      const DType t = body[in.offset_arg()].dtype;
+      if (t != DType::Int32 && t != DType::Int64) fail("the load's offset is not Int32 or Int64");
+      if (in.offset_extent < 0) fail("negative offset extent");
+    }
+    if (in.op == PrimOp::Load && in.masked && body[in.mask_arg()].dtype != DType::Bool) fail("the load's mask is not Bool");
     if (in.op == PrimOp::Store && in.dtype != arg_dtype(0)) fail("store dtype differs from the value's");
     if (in.op == PrimOp::Reduce && in.dtype != arg_dtype(0)) fail("reduce dtype differs from its operand's");
     if (in.op == PrimOp::Where && (arg_dtype(0) != DType::Bool || arg_dtype(1) != in.dtype || arg_dtype(2) != in.dtype))
       fail("where needs a Bool condition and branches of the result dtype");
-    if (in.args.size() == 2 && arg_dtype(0) != arg_dtype(1)) fail("operand dtypes differ");
+    if (in.op != PrimOp::Load && in.args.size() == 2 && arg_dtype(0) != arg_dtype(1)) fail("operand dtypes differ");
   }
 }
 
@@ -962,6 +970,7 @@ void Evaluator::eval_index(ValueId v) {
 
 void Evaluator::eval_load(ValueId v) {
   const Instr& in = kernel_.body[v];
+  if (in.indirect || in.masked) return eval_gather_load(v);
   const Addresses where = addresses(v);
   check_access(where, v);
   with_storage_type(kernel_.buffers[in.buffer].dtype, [&](auto tag) {
@@ -980,6 +989,57 @@ void Evaluator::eval_load(ValueId v) {
       const std::int64_t* index = where.index.data();
       for (Eigen::Index i = 0; i < where.size; ++i) dst[i] = S::decode(base[index[i]]);
     }
+  });
+}
+
+// An indirect offset operand as int64 values at the load's level.
+Idx Evaluator::offset_values(ValueId a, bool at_r_level) {
+  return with_compute_type(kernel_.body[a].dtype, [&](auto tag) -> Idx {
+    using T = typename decltype(tag)::type;
+    if constexpr (kIsInt<T>) return operand<T>(a, at_r_level).template cast<std::int64_t>();
+    else throw std::invalid_argument(where_in_kernel(a) + ": an offset operand is not an integer");
+  });
+}
+
+// A Load with an indirect offset and/or a mask, point by point: a masked-off
+// point yields `other` and touches nothing (no bounds check either); an
+// active point checks its offset against the extent, then its address
+// against the buffer, and throws std::out_of_range for either.
+void Evaluator::eval_gather_load(ValueId v) {
+  const Instr& in = kernel_.body[v];
+  const auto& buf = kernel_.buffers[in.buffer];
+  const bool at_r = r_level_[v];
+  const Eigen::Index n = block_size(at_r);
+  const Idx index = index_array(v);
+  const Idx offsets = in.indirect ? offset_values(in.offset_arg(), at_r) : Idx();
+  const Arr<bool>* mask = in.masked ? &operand<bool>(in.mask_arg(), at_r) : nullptr;
+  auto address = [&](Eigen::Index i) {
+    std::int64_t e = index[i];
+    if (in.indirect) {
+      const std::int64_t o = offsets[i];
+      if (o < 0 || o >= in.offset_extent)
+        throw IndexOutOfRange(where_in_kernel(v) + ": index " + std::to_string(o) + " is out of range [0, " +
+                                std::to_string(in.offset_extent) + ") reading buffer " + buf.name);
+      e += o * in.offset_stride;
+    }
+    if (e < 0 || e >= buf.numel)
+      throw std::out_of_range(where_in_kernel(v) + ": element " + std::to_string(e) + " is outside buffer " + buf.name +
+                              " of " + std::to_string(buf.numel) + " elements");
+    if (buffers_[in.buffer] == nullptr)
+      throw std::invalid_argument(where_in_kernel(v) + ": null pointer for buffer " + buf.name);
+    return e;
+  };
+  with_storage_type(buf.dtype, [&](auto tag) {
+    using S = Storage<typename decltype(tag)::type>;
+    using Raw = typename S::Raw;
+    using C = typename S::Compute;
+    Arr<C>& out = result<C>(v);
+    const auto* base = static_cast<const Raw*>(buffers_[in.buffer]);
+    C other{};
+    if constexpr (kIsFloat<C>) other = static_cast<C>(in.fvalue);
+    else other = convert<C>(in.ivalue);
+    C* dst = out.data();
+    for (Eigen::Index i = 0; i < n; ++i) dst[i] = (mask && !(*mask)[i]) ? other : S::decode(base[address(i)]);
   });
 }
 

@@ -8,11 +8,19 @@
 #pragma once
 
 #include <cstdint>
+#include <stdexcept>
 #include <vector>
 
 #include "ir/loop_ir.h"
 
 namespace dv::runtime {
+
+// Thrown when an indirect load's offset leaves [0, offset_extent): the
+// program indexed out of range on these inputs (its own error, which eager
+// raises too), not a malformed kernel.
+struct IndexOutOfRange : std::out_of_range {
+  using std::out_of_range::out_of_range;
+};
 
 // Runs `kernel` over its whole iteration space. buffers[i] points to element 0
 // of kernel.buffers[i] in its storage dtype (b8 = 1 byte 0/1, i32, i64, f16 and
@@ -21,8 +29,9 @@ namespace dv::runtime {
 //
 // Throws std::invalid_argument for a malformed kernel (wrong buffer count, an
 // operand defined later, an op on a dtype it is not defined for, a null
-// pointer that is dereferenced) and std::out_of_range when an index leaves
-// [0, numel) of its buffer; buffers may then be partly written. Indices whose
+// pointer that is dereferenced), std::out_of_range when an index leaves
+// [0, numel) of its buffer and IndexOutOfRange (a std::out_of_range) when an
+// indirect offset leaves its extent; buffers may then be partly written. Indices whose
 // static bounds (IndexExpr::min_value/max_value) lie inside the buffer are not
 // checked point by point.
 //

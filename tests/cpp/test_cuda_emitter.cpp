@@ -270,6 +270,80 @@ inline Kernel degenerate_reduce(const std::string& name, ReduceOp op, std::int64
   return std::move(b).finish();
 }
 
+// --- masked and indirect loads ---
+
+// out[i, k] = table[idx[i], k]: an embedding of `rows` x `cols`, idx in dt (Int32 or Int64).
+inline Kernel embedding(const std::string& name, DType dt, DType table_dt, std::int64_t n, std::int64_t rows,
+                        std::int64_t cols) {
+  KernelBuilder b(name, n * cols, 1);
+  const int idx = b.buffer("idx", dt, n), table = b.buffer("table", table_dt, rows * cols),
+            out = b.buffer("out", table_dt, n * cols);
+  const ValueId row = b.load(idx, dv::ir::floordiv(b.x(), cols));
+  b.store(out, b.x(), b.load(table, dv::ir::mod(b.x(), cols), dv::ir::LoadOptions{row, cols, rows}));
+  return std::move(b).finish();
+}
+
+// Constant padding of a rows x cols f32 matrix by `pad` on each side of its
+// last dim: out[i, j] = in[i, j - pad] inside, `value` outside.
+inline Kernel pad_cols(const std::string& name, std::int64_t rows, std::int64_t cols, std::int64_t pad, double value) {
+  const std::int64_t wide = cols + 2 * pad;
+  KernelBuilder b(name, rows * wide, 1);
+  const int in = b.buffer("in", DType::Float32, rows * cols), out = b.buffer("out", DType::Float32, rows * wide);
+  const IndexExpr j = dv::ir::mod(b.x(), wide);
+  const ValueId jv = b.index_value(j);
+  const ValueId inside = b.binary(PrimOp::LogicalAnd, b.binary(PrimOp::Ge, jv, b.int_constant(pad, DType::Int64)),
+                                  b.binary(PrimOp::Lt, jv, b.int_constant(pad + cols, DType::Int64)));
+  dv::ir::LoadOptions masked;
+  masked.mask = inside;
+  masked.other = value;
+  b.store(out, b.x(), b.load(in, dv::ir::floordiv(b.x(), wide) * cols + j - pad, masked));
+  return std::move(b).finish();
+}
+
+// A 3x3 max pool, stride 2, padding 1, over planes of h x w (f32 or bf16):
+// a row kernel over the 9 window points, padding masked to -inf.
+inline Kernel max_pool(const std::string& name, DType dt, std::int64_t planes, std::int64_t h, std::int64_t w) {
+  const std::int64_t oh = (h + 1) / 2, ow = (w + 1) / 2;
+  KernelBuilder b(name, planes * oh * ow, 9);
+  const int in = b.buffer("in", dt, planes * h * w), out = b.buffer("out", dt, planes * oh * ow);
+  const IndexExpr x = b.x(), r = b.r();
+  const IndexExpr ih = dv::ir::mod(dv::ir::floordiv(x, ow), oh) * 2 - 1 + dv::ir::floordiv(r, 3);
+  const IndexExpr iw = dv::ir::mod(x, ow) * 2 - 1 + dv::ir::mod(r, 3);
+  auto inside = [&](const IndexExpr& e, std::int64_t n) {
+    const ValueId v = b.index_value(e);
+    return b.binary(PrimOp::LogicalAnd, b.binary(PrimOp::Ge, v, b.int_constant(0, DType::Int64)),
+                    b.binary(PrimOp::Lt, v, b.int_constant(n, DType::Int64)));
+  };
+  dv::ir::LoadOptions masked;
+  masked.mask = b.binary(PrimOp::LogicalAnd, inside(ih, h), inside(iw, w));
+  masked.other = -INFINITY;
+  const ValueId v = b.load(in, dv::ir::floordiv(x, oh * ow) * (h * w) + ih * w + iw, masked);
+  b.store(out, x, b.reduce(ReduceOp::Max, v));
+  return std::move(b).finish();
+}
+
+// out[x] = sum over r of table[idx[x, r]] where idx >= 0: an r-level offset under an r-level mask.
+inline Kernel bag_sum(const std::string& name, std::int64_t bags, std::int64_t per_bag, std::int64_t rows) {
+  KernelBuilder b(name, bags, per_bag);
+  const int idx = b.buffer("idx", DType::Int32, bags * per_bag), table = b.buffer("table", DType::Float32, rows),
+            out = b.buffer("out", DType::Float32, bags);
+  const ValueId o = b.load(idx, b.x() * per_bag + b.r());
+  const ValueId valid = b.binary(PrimOp::Ge, o, b.int_constant(0, DType::Int32));
+  b.store(out, b.x(), b.reduce(ReduceOp::Sum, b.load(table, IndexExpr(0), dv::ir::LoadOptions{o, 1, rows, valid, 0})));
+  return std::move(b).finish();
+}
+
+// out[x, r] = in[x, r] * scale[pick[x]]: an x-level (scalar) indirect load in a row kernel.
+inline Kernel picked_scale(const std::string& name, std::int64_t rows, std::int64_t r, std::int64_t scales) {
+  KernelBuilder b(name, rows, r);
+  const int in = b.buffer("in", DType::Float32, rows * r), pick = b.buffer("pick", DType::Int64, rows),
+            scale = b.buffer("scale", DType::Float32, scales), out = b.buffer("out", DType::Float32, rows * r);
+  const ValueId s = b.load(scale, IndexExpr(0), dv::ir::LoadOptions{b.load(pick, b.x()), 1, scales});
+  const IndexExpr i = b.x() * r + b.r();
+  b.store(out, i, b.binary(PrimOp::Mul, b.load(in, i), s));
+  return std::move(b).finish();
+}
+
 inline std::vector<TestKernel> emitter_test_kernels() {
   std::vector<TestKernel> ks;
   auto add = [&](Kernel k, double lo = -2, double hi = 2, bool gpu = true) {
@@ -334,6 +408,15 @@ inline std::vector<TestKernel> emitter_test_kernels() {
   add(degenerate_reduce("reduce_r1", ReduceOp::Sum, 1000, 1));
   add(degenerate_reduce("reduce_r0", ReduceOp::Max, 1000, 0));
   add(row_reduce("empty_x", ReduceOp::Sum, DType::Float32, 0, 100));
+  // Masked and indirect loads. Random inputs for the GPU check are drawn from
+  // [lo, hi] for every buffer: these ranges keep the offsets in range.
+  add(embedding("gather_embedding_i64", DType::Int64, DType::Float32, 1000, 50, 64), 0, 49);
+  add(embedding("gather_embedding_i32_bf16_odd", DType::Int32, DType::BFloat16, 333, 17, 7), 0, 16);
+  add(pad_cols("masked_pad", 100, 37, 3, 1.5));
+  add(max_pool("masked_max_pool_f32", DType::Float32, 64, 17, 16));
+  add(max_pool("masked_max_pool_bf16", DType::BFloat16, 64, 32, 32));
+  add(bag_sum("gather_bag_sum", 1000, 40, 64), -1, 63);
+  add(picked_scale("gather_row_scale", 300, 1000, 16), 0, 15);
   // 64-bit indexing (emitted and compiled, too large to run in the check).
   add(gelu_chain("pw_gelu_64bit", DType::Float32, (std::int64_t{1} << 31) + 16), -2, 2, false);
   add(row_reduce("red_sum_64bit", ReduceOp::Sum, DType::Float32, 70000, 40000), 0, 1, false);
@@ -640,6 +723,56 @@ TEST_CASE("row kernels: layout, persistence and reductions", "[cuda_emitter]") {
     const std::string r0 = body_of(emit(degenerate_reduce("r", ReduceOp::Max, 100, 0)));
     CHECK(contains(r0, "(-__int_as_float(0x7f800000))"));
     CHECK(!contains(r0, "b0_in["));
+  }
+}
+
+TEST_CASE("masked and indirect loads: per-lane reads, checked offsets, nothing read where masked", "[cuda_emitter][loads]") {
+  SECTION("an indirect load reads lane by lane at index + checked offset * stride, never as a vector") {
+    const CudaKernel k = emit(embedding("e", DType::Int64, DType::Float32, 1000, 50, 64));
+    const std::string body = body_of(k);
+    CHECK(contains(k.source, "__device__ __forceinline__ long long dv_checked(long long o, long long n) {"));
+    CHECK(contains(k.source, "if ((unsigned long long)o >= (unsigned long long)n) __trap();"));
+    CHECK(contains(body, "v1[c * 2 + v] = b1_table[((l0 + v) % 64) + dv_checked((long long)v0[c * 2 + v], 50LL) * 64LL];"));
+    CHECK(count(body, "reinterpret_cast<const dv_vec<float") == 0);  // the table: no vector loads
+    CHECK(count(body, "reinterpret_cast<dv_vec<float, 2>*>(b2_out") == 1);  // the output stays contiguous
+  }
+  SECTION("int32 offsets into a bf16 table: widened, checked, converted") {
+    const std::string body = body_of(emit(embedding("e", DType::Int32, DType::BFloat16, 333, 17, 7)));
+    CHECK(contains(body, "dv_bf16_to_f32(b1_table["));
+    CHECK(contains(body, "dv_checked((long long)v0["));
+    CHECK(contains(body, ", 17LL) * 7LL]"));
+  }
+  SECTION("a masked load decides before it forms an address: m ? p[...] : other") {
+    const std::string body = body_of(emit(pad_cols("p", 100, 37, 3, 1.5)));
+    CHECK(contains(body, "v6[c * 4 + v] = (v5[c * 4 + v] ? b0_in[(((l0 + v) / 43) * 37 + ((l0 + v) % 43) - 3)] : 1.5f);"));
+    CHECK(count(body, "reinterpret_cast<const dv_vec") == 0);
+    CHECK(!contains(body, "dv_checked("));
+  }
+  SECTION("a max pool's window: an r-level masked load with -inf outside, in a row kernel") {
+    const CudaKernel k = emit(max_pool("m", DType::Float32, 64, 17, 16));
+    CHECK(contains(k.source, "strategy: row kernel"));
+    CHECK(contains(body_of(k), " : (-__int_as_float(0x7f800000)));"));
+  }
+  SECTION("a masked indirect load: the mask is tested first, then the offset") {
+    const std::string body = body_of(emit(bag_sum("b", 1000, 40, 64)));
+    CHECK(contains(body, "(v2[c * 4 + v] ? b1_table[0 + dv_checked((long long)v0[c * 4 + v], 64LL) * 1LL] : 0.0f)"));
+  }
+  SECTION("an x-level indirect load in a row kernel is one scalar read per row") {
+    const std::string body = body_of(emit(picked_scale("s", 300, 1000, 16)));
+    CHECK(contains(body, "const long long v0 = b1_pick[x];"));
+    CHECK(contains(body, "const float v1 = b2_scale[0 + dv_checked((long long)v0, 16LL) * 1LL];"));
+  }
+  SECTION("a gather is not taken for the one-pass variance's pivot") {
+    // sum((x - mean)^2) over x = table[idx[r]]: the pivot would read the table at r = 0 without its offset.
+    KernelBuilder b("v", 64, 256);
+    const int idx = b.buffer("idx", DType::Int64, 256), table = b.buffer("table", DType::Float32, 100),
+              out = b.buffer("out", DType::Float32, 64);
+    const ValueId v = b.load(table, b.x(), dv::ir::LoadOptions{b.load(idx, b.r()), 1, 36});
+    const ValueId n = f32c(b, 256);
+    const ValueId mean = b.binary(PrimOp::Div, b.reduce(ReduceOp::Sum, v), n);
+    const ValueId d = b.binary(PrimOp::Sub, v, mean);
+    b.store(out, b.x(), b.reduce(ReduceOp::Sum, b.binary(PrimOp::Mul, d, d)));
+    CHECK(!contains(body_of(emit(std::move(b).finish())), "in one pass"));
   }
 }
 

@@ -1,4 +1,6 @@
 // Fusion decisions of the scheduler, on hand-built op graphs.
+#include <cmath>
+
 #include "catch.h"
 #include "codegen/program.h"
 #include "graph_builder.h"
@@ -317,4 +319,113 @@ TEST_CASE("a matmul whose product leaves the graph or feeds a library call keeps
     l.b.output(r);
     REQUIRE(library_calls(codegen::compile_graph(l.b.g)) == std::vector<std::string>{"aten::addmm.default"});
   }
+}
+
+// --- masked and indirect loads ---------------------------------------------------------------
+
+namespace {
+
+std::vector<const ir::Instr*> loads_of(const ir::Kernel& k) {
+  std::vector<const ir::Instr*> out;
+  for (const auto& i : k.body)
+    if (i.op == PrimOp::Load) out.push_back(&i);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("an embedding reads its table through an indirect load; a computed table is realized first",
+          "[fusion][loads]") {
+  GraphBuilder b;
+  int w = b.input(DType::Float32, {10, 4});
+  int idx = b.input(DType::Int64, {3, 5});
+  int w2 = b.op("aten::mul.Tensor", {T(w), F(2.0)}, DType::Float32, {10, 4});
+  int e = b.op("aten::embedding.default", {T(w), T(idx), I(-1), B(false), B(false)}, DType::Float32, {3, 5, 4});
+  int e2 = b.op("aten::embedding.default", {T(w2), T(idx), I(-1), B(false), B(false)}, DType::Float32, {3, 5, 4});
+  b.output(e);
+  b.output(e2);
+  auto p = codegen::compile_graph(b.g);
+  REQUIRE(p.fallback_ops.empty());
+  int indirect = 0;
+  for (const auto& k : p.kernels)
+    for (const ir::Instr* l : loads_of(k)) {
+      if (!l->indirect) continue;
+      ++indirect;
+      CHECK(l->offset_extent == 10);
+      CHECK(l->offset_stride == 4);
+      CHECK(k.body[l->offset_arg()].dtype == DType::Int64);
+    }
+  CHECK(indirect == 2);
+  // w * 2 is read at data-dependent rows: it is computed into memory by an
+  // earlier kernel; the two lookups share the second.
+  REQUIRE(count_kernel_steps(p) == 2);
+  CHECK(count_ops(p.kernels[0], PrimOp::Store) == 1);
+  CHECK(count_ops(p.kernels[0], PrimOp::Mul) == 1);
+  CHECK(count_ops(p.kernels[1], PrimOp::Mul) == 0);
+}
+
+TEST_CASE("gather from a value computed in the same group starts a new kernel", "[fusion][loads]") {
+  GraphBuilder b;
+  int x = b.input(DType::Float32, {6, 8});
+  int idx = b.input(DType::Int64, {6, 8});
+  int ex = b.op("aten::exp.default", {T(x)}, DType::Float32, {6, 8});
+  int g = b.op("aten::gather.default", {T(ex), I(1), T(idx), B(false)}, DType::Float32, {6, 8});
+  b.output(ex);
+  b.output(g);
+  auto p = codegen::compile_graph(b.g);
+  REQUIRE(p.fallback_ops.empty());
+  REQUIRE(count_kernel_steps(p) == 2);  // same shape as exp, but its points are data-dependent
+}
+
+TEST_CASE("cat reads every input under its own mask, producers inlined under it", "[fusion][loads]") {
+  GraphBuilder b;
+  int x = b.input(DType::Float32, {3, 2});
+  int y = b.input(DType::Float32, {3, 5});
+  int r = b.op("aten::relu.default", {T(y)}, DType::Float32, {3, 5});
+  int c = b.op("aten::cat.default", {ir::Arg::of_tensors({x, r}), I(-1)}, DType::Float32, {3, 7});
+  b.output(c);
+  auto p = codegen::compile_graph(b.g);
+  REQUIRE(p.fallback_ops.empty());
+  REQUIRE(p.kernels.size() == 1);
+  const auto& k = p.kernels[0];
+  const auto loads = loads_of(k);
+  REQUIRE(loads.size() == 2);
+  for (const ir::Instr* l : loads) {
+    CHECK(l->masked);
+    // Where its mask holds, each load's index is inside its buffer.
+    const auto& buf = k.buffers[l->buffer];
+    for (std::int64_t xi = 0; xi < 21; ++xi) {
+      const std::int64_t j = xi % 7;
+      const bool first = buf.numel == 6;
+      if (first != (j < 2)) continue;  // masked off
+      const std::int64_t at = l->index.eval([&](const std::string&) { return xi; });
+      CHECK(at >= 0);
+      CHECK(at < buf.numel);
+    }
+  }
+  CHECK(count_ops(k, PrimOp::Maximum) == 1);  // relu, inlined
+}
+
+TEST_CASE("max_pool2d with unread indices is one reduction; a program reading them runs it through ATen",
+          "[fusion][loads]") {
+  auto graph = [](bool read_indices) {
+    GraphBuilder b;
+    int x = b.input(DType::Float32, {2, 3, 9, 9});
+    auto outs = b.op_multi("aten::max_pool2d_with_indices.default",
+                           {T(x), L({3, 3}), L({2, 2}), L({1, 1}), L({1, 1}), B(false)},
+                           {meta(DType::Float32, {2, 3, 5, 5}), meta(DType::Int64, {2, 3, 5, 5})});
+    b.output(outs[0]);
+    if (read_indices) b.output(outs[1]);
+    return codegen::compile_graph(b.g);
+  };
+  auto p = graph(false);
+  REQUIRE(p.fallback_ops.empty());
+  REQUIRE(p.kernels.size() == 1);
+  CHECK(p.kernels[0].xnumel == 2 * 3 * 5 * 5);
+  CHECK(p.kernels[0].rnumel == 9);
+  CHECK(count_ops(p.kernels[0], PrimOp::Reduce) == 1);
+  REQUIRE(loads_of(p.kernels[0]).size() == 1);
+  CHECK(loads_of(p.kernels[0])[0]->masked);
+  CHECK(loads_of(p.kernels[0])[0]->fvalue == -INFINITY);
+  CHECK(graph(true).fallback_ops == std::vector<std::string>{"aten::max_pool2d_with_indices.default"});
 }

@@ -1035,3 +1035,131 @@ TEST_CASE("interpreter: concurrent runs are independent", "[interpreter]") {
     check_equal(outs[t], want);
   }
 }
+
+// ---------------------------------------------------------------------------
+// Masked and indirect loads (docs/loop-ir-semantics.md, Load).
+
+namespace {
+
+// out[i, k] = table[idx[i], k] for a table of `rows` x `cols` (an embedding).
+template <class Offset>
+std::vector<float> gather_rows(const std::vector<Offset>& idx, const std::vector<float>& table, std::int64_t cols) {
+  const auto n = static_cast<std::int64_t>(idx.size());
+  const auto rows = static_cast<std::int64_t>(table.size()) / cols;
+  KernelBuilder kb("gather_rows", n * cols, 1);
+  const int bi = kb.buffer("idx", dtype_of<Offset>(), n), bt = kb.buffer("table", DType::Float32, rows * cols),
+            bo = kb.buffer("out", DType::Float32, n * cols);
+  const ValueId row = kb.load(bi, dv::ir::floordiv(kb.x(), cols));
+  kb.store(bo, kb.x(), kb.load(bt, dv::ir::mod(kb.x(), cols), dv::ir::LoadOptions{row, cols, rows}));
+  std::vector<float> out(n * cols, poison<float>());
+  interpret(std::move(kb).finish(), {ptr(idx), ptr(table), out.data()});
+  return out;
+}
+
+}  // namespace
+
+TEMPLATE_TEST_CASE("interpreter: an indirect load reads the row its offset names", "[interpreter][loads]", std::int32_t,
+                   std::int64_t) {
+  const std::int64_t rows = 11, cols = 3;
+  std::vector<float> table(rows * cols);
+  for (std::size_t i = 0; i < table.size(); ++i) table[i] = static_cast<float>(i) * 0.5f - 3;
+  const std::vector<TestType> idx{0, 10, 3, 3, 7, 1, 10};
+  std::vector<float> want;
+  for (auto i : idx)
+    for (std::int64_t k = 0; k < cols; ++k) want.push_back(table[i * cols + k]);
+  check_equal(gather_rows(idx, table, cols), want);
+}
+
+TEST_CASE("interpreter: an indirect offset out of range throws, never reads elsewhere", "[interpreter][loads]") {
+  std::vector<float> table(12, 1.0f);  // 4 rows of 3: row 4 would still be inside a wider buffer
+  CHECK_THROWS_AS(gather_rows(std::vector<std::int64_t>{0, 4}, table, 3), std::out_of_range);
+  CHECK_THROWS_AS(gather_rows(std::vector<std::int64_t>{-1, 0}, table, 3), std::out_of_range);
+  CHECK_THROWS_AS(gather_rows(std::vector<std::int32_t>{2, 1, 5}, table, 3), std::out_of_range);
+  try {
+    gather_rows(std::vector<std::int64_t>{1, 9}, table, 3);
+  } catch (const std::out_of_range& e) {
+    CHECK(std::string(e.what()).find("index 9 is out of range [0, 4)") != std::string::npos);
+  }
+}
+
+TEST_CASE("interpreter: a masked load yields 'other' where its mask is false and reads nothing there",
+          "[interpreter][loads]") {
+  // out[x] = in[x - 2] for 2 <= x < 7, else -inf: the index leaves the buffer where masked.
+  KernelBuilder kb("pad", 9, 1);
+  const int bi = kb.buffer("in", DType::Float32, 5), bo = kb.buffer("out", DType::Float32, 9);
+  const ValueId i = kb.index_value(kb.x());
+  const ValueId inside = kb.binary(PrimOp::LogicalAnd, kb.binary(PrimOp::Ge, i, kb.int_constant(2, DType::Int64)),
+                                   kb.binary(PrimOp::Lt, i, kb.int_constant(7, DType::Int64)));
+  dv::ir::LoadOptions masked;
+  masked.mask = inside;
+  masked.other = -kInf;
+  kb.store(bo, kb.x(), kb.load(bi, kb.x() - 2, masked));
+  const auto k = std::move(kb).finish();
+  const std::vector<float> in{1, 2, 3, 4, 5};
+  std::vector<float> out(9, poison<float>());
+  interpret(k, {ptr(in), out.data()});
+  check_equal(out, std::vector<float>{-kInf, -kInf, 1, 2, 3, 4, 5, -kInf, -kInf});
+}
+
+TEST_CASE("interpreter: a mask from data guards an empty buffer and an out-of-range offset", "[interpreter][loads]") {
+  // out[x] = flag[x] ? table[idx[x]] : 7, integers; a point whose flag is false
+  // may hold any index, and an empty table (null pointer) is fine when no flag is set.
+  auto run = [](const std::vector<std::uint8_t>& flag, const std::vector<std::int64_t>& idx,
+                const std::vector<std::int32_t>& table) {
+    const auto n = static_cast<std::int64_t>(flag.size());
+    const auto rows = static_cast<std::int64_t>(table.size());
+    KernelBuilder kb("guarded", n, 1);
+    const int bf = kb.buffer("flag", DType::Bool, n), bi = kb.buffer("idx", DType::Int64, n),
+              bt = kb.buffer("table", DType::Int32, rows), bo = kb.buffer("out", DType::Int32, n);
+    const ValueId f = kb.load(bf, kb.x());
+    kb.store(bo, kb.x(), kb.load(bt, IndexExpr(0), dv::ir::LoadOptions{kb.load(bi, kb.x()), 1, rows, f, 7}));
+    std::vector<std::int32_t> out(n, poison<std::int32_t>());
+    interpret(std::move(kb).finish(), {ptr(flag), ptr(idx), table.empty() ? nullptr : ptr(table), out.data()});
+    return out;
+  };
+  check_equal(run({1, 0, 1, 0}, {2, 99, 0, -5}, {10, 20, 30}), std::vector<std::int32_t>{30, 7, 10, 7});
+  check_equal(run({0, 0}, {3, -1}, {}), std::vector<std::int32_t>{7, 7});
+  CHECK_THROWS_AS(run({1, 1}, {0, 3}, {10, 20, 30}), std::out_of_range);
+  CHECK_THROWS_AS(run({0, 1}, {0, 0}, {}), std::out_of_range);
+}
+
+TEST_CASE("interpreter: masked window loads in a row reduction (a 1-d max pool with padding)", "[interpreter][loads]") {
+  // out[x] = max over r < 3 of in[2x + r - 1], -inf outside [0, n): windows of
+  // 3, stride 2, padding 1, over n = 7 (4 outputs, as ceil_mode gives: the
+  // last window ends past the input).
+  const std::int64_t n = 7, outs = 4, window = 3;
+  KernelBuilder kb("maxpool1d", outs, window);
+  const int bi = kb.buffer("in", DType::Float32, n), bo = kb.buffer("out", DType::Float32, outs);
+  const IndexExpr at = kb.x() * 2 + kb.r() - 1;
+  const ValueId i = kb.index_value(at);
+  const ValueId inside = kb.binary(PrimOp::LogicalAnd, kb.binary(PrimOp::Ge, i, kb.int_constant(0, DType::Int64)),
+                                   kb.binary(PrimOp::Lt, i, kb.int_constant(n, DType::Int64)));
+  dv::ir::LoadOptions masked;
+  masked.mask = inside;
+  masked.other = -kInf;
+  const ValueId v = kb.load(bi, at, masked);
+  CHECK(kb.is_r_level(v));
+  kb.store(bo, kb.x(), kb.reduce(ReduceOp::Max, v));
+  const std::vector<float> in{-5, 3, kNaN, -1, -2, 8, 0};
+  std::vector<float> out(outs, poison<float>());
+  interpret(std::move(kb).finish(), {ptr(in), out.data()});
+  check_close(out, std::vector<float>{3, kNaN, 8, 8});  // windows {pad,-5,3} {3,nan,-1} {-1,-2,8} {8,0,pad}
+}
+
+TEST_CASE("interpreter: an r-level indirect offset with a mask (a bag of rows, summed)", "[interpreter][loads]") {
+  // out[x, k] = sum over r of table[idx[x, r], k] where idx >= 0 (-1 marks padding).
+  const std::int64_t bags = 3, per_bag = 4, rows = 5, cols = 2;
+  KernelBuilder kb("bag_sum", bags * cols, per_bag);
+  const int bi = kb.buffer("idx", DType::Int32, bags * per_bag), bt = kb.buffer("table", DType::Float64, rows * cols),
+            bo = kb.buffer("out", DType::Float64, bags * cols);
+  const ValueId o = kb.load(bi, dv::ir::floordiv(kb.x(), cols) * per_bag + kb.r());
+  const ValueId valid = kb.binary(PrimOp::Ge, o, kb.int_constant(0, DType::Int32));
+  const ValueId v = kb.load(bt, dv::ir::mod(kb.x(), cols), dv::ir::LoadOptions{o, cols, rows, valid, 0});
+  kb.store(bo, kb.x(), kb.reduce(ReduceOp::Sum, v));
+  const std::vector<std::int32_t> idx{0, 1, -1, -1, 4, 4, 4, 2, -1, -1, -1, -1};
+  std::vector<double> table(rows * cols);
+  for (std::size_t i = 0; i < table.size(); ++i) table[i] = static_cast<double>(i + 1);
+  std::vector<double> out(bags * cols, poison<double>());
+  interpret(std::move(kb).finish(), {ptr(idx), ptr(table), out.data()});
+  check_equal(out, std::vector<double>{1 + 3, 2 + 4, 9 * 3 + 5, 10 * 3 + 6, 0, 0});
+}

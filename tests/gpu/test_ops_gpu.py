@@ -98,6 +98,55 @@ def test_issue_example_on_gpu():
     assert deepvisor.stats(g)["kernels"] == 1
 
 
+# -- masked and indirect loads at model sizes -------------------------------------------------------
+
+def cuda_indices(*shape, high, seed=0, dtype=torch.int64):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, high, shape, generator=g).to("cuda", dtype)
+
+
+# Data movement is exact; avg_pool2d sums windows in another order (float tolerance).
+LOAD_WORKLOADS = [
+    # BERT's word embedding (30522 x 768) for 4 x 512 tokens, int64 and int32 ids, plus positions.
+    ("bert_embedding", lambda w, p, i: F.embedding(i, w) + p[: i.shape[1]],
+     lambda dt, s: (cuda_randn(30522, 768, seed=s, dtype=dt), cuda_randn(512, 768, seed=s + 1, dtype=dt),
+                    cuda_indices(4, 512, high=30522, seed=s))),
+    ("bert_embedding_i32", lambda w, i: F.embedding(i, w),
+     lambda dt, s: (cuda_randn(30522, 768, seed=s, dtype=dt), cuda_indices(4, 512, high=30522, seed=s, dtype=torch.int32))),
+    ("gather_rows", lambda x, i: torch.gather(x, 1, i),
+     lambda dt, s: (cuda_randn(4096, 1000, seed=s, dtype=dt), cuda_indices(4096, 5, high=1000, seed=s))),
+    ("index_select_cols", lambda x, i: x.index_select(1, i),
+     lambda dt, s: (cuda_randn(2048, 4096, seed=s, dtype=dt), cuda_indices(777, high=4096, seed=s))),
+    # DenseNet-style cat of feature maps along channels, then batch-norm-like scaling.
+    ("densenet_cat", lambda a, b, c: torch.cat([a, b, c], 1) * 0.5 + 1,
+     lambda dt, s: (cuda_randn(8, 64, 56, 56, seed=s, dtype=dt), cuda_randn(8, 32, 56, 56, seed=s + 1, dtype=dt),
+                    cuda_randn(8, 32, 56, 56, seed=s + 2, dtype=dt))),
+    ("pad_image", lambda x: F.pad(x, (1, 2, 3, 0), value=-1.0),
+     lambda dt, s: (cuda_randn(8, 64, 55, 57, seed=s, dtype=dt),)),
+    # ResNet's stem pooling after batch norm and ReLU, and GoogLeNet's ceil_mode pools.
+    ("resnet_maxpool", lambda x: F.max_pool2d(torch.relu(x), 3, 2, 1),
+     lambda dt, s: (cuda_randn(8, 64, 112, 112, seed=s, dtype=dt),)),
+    ("maxpool_ceil_mode", lambda x: F.max_pool2d(x, 3, 2, ceil_mode=True),
+     lambda dt, s: (cuda_randn(8, 192, 57, 57, seed=s, dtype=dt),)),
+    ("avgpool_exclude_pad", lambda x: F.avg_pool2d(x, 3, 1, 1, count_include_pad=False),
+     lambda dt, s: (cuda_randn(8, 256, 28, 28, seed=s, dtype=dt),)),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, BF16], ids=["f32", "bf16"])
+@pytest.mark.parametrize("name,fn,make", LOAD_WORKLOADS, ids=[w[0] for w in LOAD_WORKLOADS])
+def test_masked_and_indirect_load_workload(name, fn, make, dtype):
+    args = make(dtype, 0)
+    g = deepvisor.compile(fn)
+    g(*args)
+    tolerance = gpu_tolerance if name.startswith("avgpool") else (lambda dt: (0.0, 0.0))
+    assert_matches(g(*args), fn(*args), tolerance)
+    fresh = make(dtype, 10)
+    assert_matches(g(*fresh), fn(*fresh), tolerance)
+    stats = deepvisor.stats(g)
+    assert stats["fallback_ops"] == {} and stats["eager_calls"] == 0 and stats["cache_hits"] == 2, stats
+
+
 # -- alignment ------------------------------------------------------------------------------------
 
 

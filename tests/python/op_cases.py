@@ -82,6 +82,12 @@ class Inputs:
     def scalar_tensor(self, value, dtype):
         return torch.tensor(value, dtype=dtype, device=self.device)
 
+    def indices(self, shape, high, dtype=None, layout="contiguous", low=0):
+        """Indices in [low, high) (default dtype int64), in `layout` (see tensor())."""
+        shape = tuple(shape)
+        values = self._randint(low, high, _base_shape(shape, layout))
+        return _with_layout(values.to(self.device, dtype or I64), shape, layout)
+
     def _randn(self, shape):
         return torch.randn(shape, generator=self.gen)
 
@@ -158,6 +164,7 @@ class OpCase:
     allowed_fallbacks: frozenset = frozenset()  # ops that may run through ATen
     min_kernels: int = 1     # the compiled plan runs at least this many kernels
     skips: dict = dataclasses.field(default_factory=dict)  # (device type, dtype) -> why it is not compared there
+    exact: bool = False      # pure data movement: bit-identical to eager in every dtype
 
     def args(self, device, dtype, seed=0):
         """The case's arguments: an input builder (device, dtype) -> args."""
@@ -166,7 +173,7 @@ class OpCase:
     def tolerances(self, dtype, device="cpu"):
         """(rtol, atol) for an output of `dtype` (integer ops may return floats)."""
         kind = torch.device(device).type
-        if dtype in (B8, I32, I64):
+        if dtype in (B8, I32, I64) or self.exact:
             return 0.0, 0.0
         rtol, atol = DEFAULT_TOLERANCE[kind][dtype]
         if dtype in self.tolerance:
@@ -792,6 +799,139 @@ FUSED = [
 ]
 for _name, _fn, _build in FUSED:
     case(f"fused[{_name}]", _fn, _build, FLOATS, tolerance=_FUSED_TOLERANCE, why=_WHY_FUSED)
+
+
+# -- indexing by data: embedding, index_select, gather, x[idx] ---------------------------------
+
+# The table is read where the indices say (an indirect load): exact in every
+# dtype. Indices come in int64 and int32, contiguous and strided; an index out
+# of range is an error (tests/python/test_indexing.py).
+
+
+def _table_and_indices(table_shape, index_shape, high, index_dtype=I64, table_layout="contiguous",
+                       index_layout="contiguous", low=0):
+    return lambda inp: (inp.tensor(table_shape, "normal", table_layout),
+                        inp.indices(index_shape, high, index_dtype, index_layout, low))
+
+
+INDEXING = [
+    # name, fn(table, indices), build, dtypes
+    ("embedding[odd]", lambda w, i: F.embedding(i, w), _table_and_indices((37, 13), (5, 7), 37), NUMERIC_F16),
+    ("embedding[i32_sliced_table]", lambda w, i: F.embedding(i, w),
+     _table_and_indices((11, 9), (40,), 11, I32, "sliced"), NUMERIC),
+    ("embedding[transposed_indices]", lambda w, i: F.embedding(i, w),
+     _table_and_indices((17, 5), (6, 4), 17, I64, "contiguous", "transposed"), FLOATS),
+    ("embedding[padding_idx]", lambda w, i: F.embedding(i, w, padding_idx=0),
+     _table_and_indices((10, 6), (3, 8), 10), FLOATS),
+    ("embedding[then_pointwise]", lambda w, i: F.embedding(i, w) * 2 + 1,
+     _table_and_indices((23, 16), (2, 3, 4), 23, I32), FLOATS),
+    ("embedding[computed_table]", lambda w, i: F.embedding(i, torch.tanh(w)),
+     _table_and_indices((23, 16), (7,), 23), FLOATS),
+    ("embedding[scalar_index]", lambda w, i: F.embedding(i, w), _table_and_indices((9, 5), (), 9), FLOATS),
+    ("index_select[dim0]", lambda x, i: torch.index_select(x, 0, i), _table_and_indices(ODD, (50,), 37), ALL),
+    ("index_select[dim1_transposed]", lambda x, i: torch.index_select(x, 1, i),
+     _table_and_indices(ODD, (20,), 129, I32, "transposed"), NUMERIC),
+    ("index_select[neg_dim_rank3]", lambda x, i: x.index_select(-2, i) - 1,
+     _table_and_indices(SMALL3, (8,), 5, I64, "sliced"), NUMERIC),
+    ("index_select[scalar_index]", lambda x, i: torch.index_select(x, 1, i),
+     _table_and_indices(ODD, (), 129, I32), FLOATS),
+    ("gather[dim1]", lambda x, i: torch.gather(x, 1, i), _table_and_indices(ODD, (37, 60), 129), ALL),
+    ("gather[dim0_smaller_index]", lambda x, i: torch.gather(x, 0, i),
+     _table_and_indices(ODD, (20, 100), 37, I32), NUMERIC),
+    ("gather[neg_dim_rank3_sliced]", lambda x, i: torch.gather(x, -1, i) * x[:, :, :1],
+     _table_and_indices(SMALL3, (3, 5, 3), 7, I64, "sliced"), FLOATS),
+    ("gather[transposed_input_and_index]", lambda x, i: torch.gather(x, 0, i),
+     _table_and_indices(ODD, (37, 129), 37, I64, "transposed", "transposed"), FLOATS),
+    ("gather[of_softmax]", lambda x, i: torch.gather(torch.log_softmax(x, -1), 1, i),
+     _table_and_indices(ODD, (37, 1), 129), FLOATS),
+    # Advanced indexing with one index tensor: negative indices count from the end.
+    ("index_tensor[rows_negative]", lambda x, i: x[i], _table_and_indices(ODD, (45,), 37, I64, low=-37), ALL),
+    ("index_tensor[middle_dim]", lambda x, i: x[:, i] + 1,
+     _table_and_indices(SMALL3, (2, 3), 5, I32, "sliced", low=-5), NUMERIC),
+    ("index_tensor[last_dim_transposed]", lambda x, i: x[..., i],
+     _table_and_indices(ODD, (9,), 129, I64, "transposed", low=-129), FLOATS),
+]
+_COMPUTED = ("embedding[then_pointwise]", "embedding[computed_table]", "gather[neg_dim_rank3_sliced]",
+             "gather[of_softmax]", "index_select[neg_dim_rank3]", "index_tensor[middle_dim]")
+for _name, _fn, _build, _dtypes in INDEXING:
+    case(_name, _fn, _build, _dtypes, exact=_name not in _COMPUTED)
+
+# -- cat ------------------------------------------------------------------------------------
+
+# One kernel: each element reads the input whose range holds it, every input
+# under its own mask. Exact.
+CATS = [
+    ("last_dim", lambda a, b: torch.cat([a, b], -1), two((37, 5), (37, 11))),
+    ("dim0_three", lambda a, b, c: torch.cat([a, b, c], 0),
+     lambda inp: (inp.tensor((3, 129)), inp.tensor((37, 129), layout="transposed"), inp.tensor((1, 129), layout="sliced"))),
+    ("middle_dim_strided", lambda a, b: torch.cat((a, b), 1),
+     lambda inp: (inp.tensor((3, 2, 7), layout="sliced"), inp.tensor((3, 5, 7), layout="expanded"))),
+    # Size 0 along dim, and the legacy 1-d empty tensor torch skips whatever its rank.
+    ("empty_inputs", lambda a, b, e, legacy: torch.cat([e, a, a[:, :0], b, legacy], 1),
+     lambda inp: (inp.tensor((4, 3)), inp.tensor((4, 5)), inp.tensor((4, 0)), inp.tensor((0,)))),
+    ("of_pointwise", lambda a, b: torch.cat([torch.relu(a), b * 2, a - 1], -1) + 1, two((6, 7), (6, 4))),
+    ("then_reduce", lambda a, b: torch.cat([a, b], 0).sum(0), two((5, 33), (9, 33))),
+    ("single", lambda a: torch.cat([a], 1), one(ODD, layout="transposed")),
+    ("promote", lambda a, b: torch.cat([a, b], 1), two((3, 4), (3, 5), dtype_b=I32)),
+    # Inlined views of computed values read at shifted coordinates (negative
+    # where masked off: reshapes divide them).
+    ("of_views", lambda a, b: torch.cat([a, (b * 2).view(4, 3), (b - 1).view(3, 4).t(), b.view(2, 6)[:, 1::2]], 0),
+     two((4, 3), (12,))),
+]
+for _name, _fn, _build in CATS:
+    computed = _name in ("then_reduce", "of_pointwise", "of_views")
+    case(f"cat[{_name}]", _fn, _build, NUMERIC if computed else ALL,
+         tolerance={F32: (1e-5, 2e-6)} if _name == "then_reduce" else {}, why=_WHY_SUM, exact=not computed)
+
+# -- constant_pad_nd ----------------------------------------------------------------------------
+
+PADS = [
+    # name, pad, value, shape, layout
+    ("last_dim", (2, 3), 0.0, ODD, "contiguous"),
+    ("two_dims_value", (1, 2, 3, 0), 1.5, ODD, "transposed"),
+    ("crop", (-2, 1, 2, -3), -2.0, SMALL3, "sliced"),
+    ("all_dims", (1, 1, 0, 2, 3, 1), 7.0, SMALL3, "contiguous"),
+    ("expanded", (0, 4), -1.0, ODD, "expanded"),
+]
+for _name, _pad, _value, _shape, _layout in PADS:
+    case(f"constant_pad[{_name}]", lambda x, p=_pad, v=_value: F.pad(x, p, value=v), one(_shape, "normal", _layout),
+         ALL, exact=True)
+# The pad value is converted to the tensor's dtype: truncated for ints, rounded for bf16.
+case("constant_pad[fractional_value]", lambda x: F.pad(x, (1, 2), value=2.7), one(ODD), NUMERIC, exact=True)
+case("constant_pad[then_pointwise]", lambda x: torch.exp(F.pad(x, (1, 1, 1, 1), value=-1.0)) * 2, one(ODD), FLOATS)
+case("constant_pad[of_view]", lambda x: F.pad((x + 1).reshape(3, 35).t(), (2, 1, 1, 3), value=0.5),
+     one(SMALL3, layout="transposed"), NUMERIC)
+
+# -- 2-d pooling ------------------------------------------------------------------------------------
+
+# A reduction over each window, padding masked (-inf for max, 0 for avg).
+# max is exact; avg sums the window in another order than eager (float
+# tolerance) and divides as eager does.
+NCHW = (2, 3, 17, 15)
+POOLS = [
+    # name, fn, shape, layout
+    ("max_pool2d[resnet_3x3_s2_p1]", lambda x: F.max_pool2d(x, 3, 2, 1), NCHW, "contiguous"),
+    ("max_pool2d[module]", lambda x: torch.nn.MaxPool2d(3, 2, 1)(x), NCHW, "sliced"),
+    ("max_pool2d[ceil_mode]", lambda x: F.max_pool2d(x, 3, 2, 1, ceil_mode=True), NCHW, "contiguous"),
+    ("max_pool2d[dilation_rect]", lambda x: F.max_pool2d(x, (2, 3), (1, 2), (1, 0), dilation=(2, 1)), NCHW,
+     "transposed"),
+    ("max_pool2d[no_padding_3d]", lambda x: F.max_pool2d(x, 2), (3, 17, 15), "contiguous"),
+    ("max_pool2d[after_relu]", lambda x: F.max_pool2d(torch.relu(x * 2 - 1), 3, 2, 1), NCHW, "contiguous"),
+    ("max_pool2d[nan]", lambda x: F.max_pool2d(torch.log(x), 3, 2, 1), NCHW, "contiguous"),
+    ("avg_pool2d[3x3_s2_p1]", lambda x: F.avg_pool2d(x, 3, 2, 1), NCHW, "contiguous"),
+    ("avg_pool2d[count_exclude_pad]", lambda x: F.avg_pool2d(x, 3, 2, 1, count_include_pad=False), NCHW, "sliced"),
+    ("avg_pool2d[ceil_mode]", lambda x: F.avg_pool2d(x, 3, 2, 1, ceil_mode=True), NCHW, "transposed"),
+    ("avg_pool2d[ceil_mode_exclude_pad]", lambda x: F.avg_pool2d(x, (3, 2), (2, 3), (1, 1), ceil_mode=True,
+                                                                  count_include_pad=False), NCHW, "contiguous"),
+    ("avg_pool2d[divisor_override]", lambda x: F.avg_pool2d(x, 3, 2, 1, divisor_override=4), NCHW, "contiguous"),
+    ("avg_pool2d[global_3d]", lambda x: F.avg_pool2d(x, (17, 15)), (3, 17, 15), "contiguous"),
+    ("avg_pool2d[module_then_pointwise]", lambda x: torch.nn.AvgPool2d(2)(x) * 3, NCHW, "expanded"),
+]
+for _name, _fn, _shape, _layout in POOLS:
+    is_max = _name.startswith("max")
+    case(_name, _fn, one(_shape, "normal", _layout), FLOATS_F16 if is_max else FLOATS,
+         why="" if is_max else "avg_pool2d: the window is summed in another order",
+         exact=is_max and "after_relu" not in _name)
 
 
 def params(device, filter_dtype=None):
