@@ -25,7 +25,7 @@ struct DeviceSpec {
   // Row-kernel tile: about this many 16-byte chunks a thread, at most this
   // many threads a row (while the row fits that way). The defaults are what
   // measured fastest on the H100 (bench/NOTES.md); dvdump can override them
-  // to write variants for bench/kernel_lab.py.
+  // to write variants for kernel studies.
   int row_chunks_per_thread = 2;
   int row_max_threads = 512;
   bool row_force_looped = false;  // never hold the row in registers (row_chunks_per_thread a step)
