@@ -4,6 +4,7 @@
 #include <ATen/core/grad_mode.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 
@@ -32,6 +33,8 @@ namespace {
 std::shared_ptr<Executor> compile_graph_text(const std::string& text, bool fuse) {
   dv::codegen::CompileOptions options;
   options.fuse = fuse;
+  const char* cpu = std::getenv("DEEPVISOR_CPU");
+  options.cpu_plans_run_aten = cpu == nullptr || std::string(cpu) != "interpreter";
   return std::make_shared<Executor>(dv::codegen::compile_graph(dv::ir::parse_graph(text), options));
 }
 

@@ -4,17 +4,21 @@
 
 Runs on CUDA when a GPU is present (kernels compiled by NVRTC), else on the CPU
 (the same loop IR in the interpreter; the CUDA C is still generated and
-compiled by NVRTC for sm_90 when the toolkit is there, to show it).
+compiled by NVRTC for sm_90 when the toolkit is there, to show it). Plans on
+CPU tensors run through ATen by default; the demo asks for the interpreter
+(DEEPVISOR_CPU=interpreter) so that the kernels it shows are the ones it runs.
 """
 
 import argparse
+import os
 import statistics
 import time
 
 import torch
 
-import deepvisor
-from deepvisor import _C
+os.environ.setdefault("DEEPVISOR_CPU", "interpreter")
+import deepvisor  # noqa: E402
+from deepvisor import _C  # noqa: E402
 
 
 def model(x, w, b):

@@ -78,7 +78,9 @@ ValueId cst(KernelBuilder& kb, double v, ValueId like) { return scalar_constant(
 
 class Lowerer {
  public:
-  explicit Lowerer(const ir::Graph& g) : g_(g) { out_.value_def.assign(g.values.size(), -1); }
+  Lowerer(const ir::Graph& g, bool aten_only) : g_(g), aten_only_(aten_only) {
+    out_.value_def.assign(g.values.size(), -1);
+  }
 
   LoweredGraph run();
 
@@ -177,7 +179,8 @@ class Lowerer {
 
  private:
   void lower_node(int index);
-  void fallback(int index, const std::string& reason, bool library_view = false);
+  enum class Why : std::uint8_t { NoLowering, LibraryView, Choice };
+  void fallback(int index, const std::string& reason, Why why = Why::NoLowering);
   std::vector<bool> find_library_views() const;
   bool is_unread_allocation(int index) const;
   // A tensor that exists in memory with the layout the capture saw.
@@ -193,6 +196,7 @@ class Lowerer {
   }
 
   const ir::Graph& g_;
+  const bool aten_only_;  // nodes that lower run through ATen (lower_graph_to_aten)
   LoweredGraph out_;
   std::vector<bool> library_view_;  // per node: run as an ATen view (find_library_views)
   std::vector<std::vector<int>> readers_;  // per value: the nodes that read it
@@ -334,10 +338,12 @@ void Lowerer::bind(std::size_t output, int d) {
   out_.value_def[node_->outputs.at(output)] = d;
 }
 
-void Lowerer::fallback(int index, const std::string& reason, bool library_view) {
+void Lowerer::fallback(int index, const std::string& reason, Why why) {
   const Node& n = g_.nodes[index];
+  const bool library_view = why == Why::LibraryView;
   out_.fallback_nodes.push_back(index);
   if (library_view) out_.view_nodes.push_back(index);
+  else if (why == Why::Choice) out_.aten_nodes.push_back(index);
   else out_.notes.push_back(n.op + ": " + reason);
   for (int v : n.outputs) {
     if (v < 0) continue;  // an undefined output: nothing to define
@@ -416,7 +422,7 @@ void Lowerer::lower_node(int index) {
   node_ = &g_.nodes[index];
   node_index_ = index;
   if (library_view_[index]) {
-    fallback(index, "", /*library_view=*/true);
+    fallback(index, "", Why::LibraryView);
     return;
   }
   if (is_unread_allocation(index)) return;  // ATen's scratch (batch norm's empty reserve): nothing to run
@@ -468,6 +474,12 @@ void Lowerer::lower_node(int index) {
     out_.defs.resize(defs_before);
     for (int v : node_->outputs) out_.value_def[v] = -1;
     fallback(index, e.what());
+    return;
+  }
+  if (aten_only_) {  // it lowers, but runs through ATen
+    out_.defs.resize(defs_before);
+    for (int v : node_->outputs) out_.value_def[v] = -1;
+    fallback(index, "", Why::Choice);
   }
 }
 
@@ -1587,7 +1599,9 @@ const std::unordered_map<std::string, LowerFn>& lowerings() {
 
 }  // namespace
 
-LoweredGraph lower_graph(const ir::Graph& graph) { return Lowerer(graph).run(); }
+LoweredGraph lower_graph(const ir::Graph& graph) { return Lowerer(graph, false).run(); }
+
+LoweredGraph lower_graph_to_aten(const ir::Graph& graph) { return Lowerer(graph, true).run(); }
 
 bool has_lowering(const std::string& op) { return lowerings().count(op) > 0; }
 

@@ -27,8 +27,9 @@ struct Slot {
 struct Step {
   // Fallback: an ATen op through the dispatcher (a library call or an op
   // without a lowering). View: an ATen view op on a tensor in memory, for
-  // library calls to read through (no copy).
-  enum class Kind : std::uint8_t { Kernel, Fallback, View };
+  // library calls to read through (no copy). Aten: an op that lowers but
+  // runs through ATen by choice (CPU plans, CompileOptions::cpu_plans_run_aten).
+  enum class Kind : std::uint8_t { Kernel, Fallback, View, Aten };
   Kind kind = Kind::Kernel;
   int kernel = -1;                // Kernel: index into Program::kernels
   std::vector<int> buffer_slots;  // Kernel: slot of each kernel buffer, in order
@@ -66,6 +67,10 @@ struct CompileOptions {
   // addmm whose product only kernels read: mm, the bias added by those
   // kernels (codegen/matmul_bias.h).
   bool unfuse_matmul_bias = true;
+  // A plan on CPU tensors runs each node through ATen, as eager does, instead
+  // of interpreting the loop IR (a reference, several times slower than ATen's
+  // vectorized kernels): DEEPVISOR_CPU=interpreter turns it off.
+  bool cpu_plans_run_aten = false;
 };
 
 // Lowers, schedules and fuses a graph. Throws std::runtime_error only for a

@@ -490,7 +490,8 @@ Program Scheduler::assemble() {
     } else {
       const ir::Node& n = g_.nodes[entry.fallback_node];
       const bool view = std::find(lg_.view_nodes.begin(), lg_.view_nodes.end(), entry.fallback_node) != lg_.view_nodes.end();
-      step.kind = view ? Step::Kind::View : Step::Kind::Fallback;
+      const bool chosen = std::find(lg_.aten_nodes.begin(), lg_.aten_nodes.end(), entry.fallback_node) != lg_.aten_nodes.end();
+      step.kind = view ? Step::Kind::View : chosen ? Step::Kind::Aten : Step::Kind::Fallback;
       step.node = entry.fallback_node;
       for (const auto& a : n.args) {
         if (a.kind == ir::Arg::Kind::Tensor) step.fallback_values.push_back(a.tensor);
@@ -501,7 +502,7 @@ Program Scheduler::assemble() {
       step.num_fallback_inputs = static_cast<int>(step.fallback_values.size());
       step.fallback_values.insert(step.fallback_values.end(), n.outputs.begin(), n.outputs.end());
       for (int v : step.fallback_values) step.value_slots.push_back(v < 0 ? -1 : def_slot.at(lg_.value_def.at(v)));
-      if (!view) p.fallback_ops.push_back(n.op);
+      if (step.kind == Step::Kind::Fallback) p.fallback_ops.push_back(n.op);
     }
     p.steps.push_back(std::move(step));
   }
@@ -532,7 +533,17 @@ Program Scheduler::assemble() {
 
 }  // namespace
 
+// Where a graph's kernels would run: the first non-CPU value's device, else
+// the CPU (as the executor picks its device).
+static std::string graph_device(const ir::Graph& g) {
+  for (const auto& m : g.values)
+    if (m.device != "cpu") return m.device;
+  return "cpu";
+}
+
 Program compile_graph(const ir::Graph& captured, const CompileOptions& options) {
+  if (options.cpu_plans_run_aten && graph_device(captured) == "cpu")
+    return Scheduler(captured, lower_graph_to_aten(captured), options).run();  // addmm stays whole too
   const ir::Graph graph = options.unfuse_matmul_bias ? unfuse_matmul_bias(captured) : captured;
   return Scheduler(graph, lower_graph(graph), options).run();
 }
@@ -557,7 +568,7 @@ std::string describe(const Program& p) {
       for (std::size_t k = 0; k < s.buffer_slots.size(); ++k) os << (k ? ", " : "") << "s" << s.buffer_slots[k];
       os << ")";
     } else {
-      os << "  " << i << ": " << (s.kind == Step::Kind::View ? "view " : "fallback ") << p.graph.nodes[s.node].op << " (";
+      os << "  " << i << ": " << (s.kind == Step::Kind::View ? "view " : s.kind == Step::Kind::Aten ? "aten " : "fallback ") << p.graph.nodes[s.node].op << " (";
       for (std::size_t k = 0; k < s.value_slots.size(); ++k)
         os << (k ? ", " : "") << (static_cast<int>(k) == s.num_fallback_inputs ? "-> " : "")
            << (s.value_slots[k] < 0 ? std::string("none") : "s" + std::to_string(s.value_slots[k]));

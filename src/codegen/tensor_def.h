@@ -85,12 +85,17 @@ struct LoweredGraph {
   std::vector<int> value_def;    // graph value id -> def id (-1: never produced)
   std::vector<int> fallback_nodes;  // graph nodes run through the ATen dispatcher
   std::vector<int> view_nodes;      // those of them that are views read only by library calls
+  std::vector<int> aten_nodes;      // those of them that have a lowering but run through ATen by choice
   std::vector<std::string> notes;   // one per fallback: op and reason
 };
 
 // Lowers every node; a node without a lowering (or whose lowering rejects its
 // arguments) becomes a fallback node whose outputs are Buffer defs.
 LoweredGraph lower_graph(const ir::Graph& graph);
+// The same, except that every node a lowering would turn into kernels runs
+// through ATen instead (listed in aten_nodes): a CPU plan, where the loop
+// IR's only backend is the interpreter (codegen/program.h, CompileOptions).
+LoweredGraph lower_graph_to_aten(const ir::Graph& graph);
 
 // True if `op` ("aten::name.overload") has a lowering.
 bool has_lowering(const std::string& op);

@@ -9,6 +9,7 @@ import sys
 import tempfile
 
 os.environ.setdefault("DEEPVISOR_POISON", "1")
+os.environ.setdefault("DEEPVISOR_CPU", "interpreter")  # as tests/python/conftest.py
 if not os.environ.get("DEEPVISOR_CACHE_DIR"):
     _cache_dir = tempfile.mkdtemp(prefix="deepvisor-test-cache-")
     os.environ["DEEPVISOR_CACHE_DIR"] = _cache_dir

@@ -4,6 +4,10 @@ DEEPVISOR_POISON=1: kernel outputs start as NaN or a sentinel, so an element
 a kernel forgets to write fails the comparison with eager.
 DEEPVISOR_CACHE_DIR: a fresh kernel disk cache for the session (unless set),
 so the suites neither read nor fill the user's cache.
+DEEPVISOR_CPU=interpreter: plans on CPU tensors run their kernels in the loop
+IR's interpreter (what the lowering tests check against eager) instead of
+running every node through ATen, as they do by default; the tests of the
+ATen path set it themselves.
 """
 
 import atexit
@@ -13,6 +17,7 @@ import sys
 import tempfile
 
 os.environ.setdefault("DEEPVISOR_POISON", "1")
+os.environ.setdefault("DEEPVISOR_CPU", "interpreter")
 if not os.environ.get("DEEPVISOR_CACHE_DIR"):
     _cache_dir = tempfile.mkdtemp(prefix="deepvisor-test-cache-")
     os.environ["DEEPVISOR_CACHE_DIR"] = _cache_dir
