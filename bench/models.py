@@ -1,7 +1,8 @@
 """Whole models: eager, torch.compile, torch.compile(mode="reduce-overhead") and deepvisor.
 
     python3 bench/models.py [--device cuda|cpu] [--size full|small] [--batch 1 16]
-        [--models bert_base gpt2 resnet50 resnet101 densenet121]
+        [--models bert_base gpt2 resnet50 resnet101 densenet121 deberta_base monodepth quantized_resnet18
+                  tridentnet align]
         [--modes eager compile reduce-overhead deepvisor] [--iters N] [--warmup N]
         [--autocast bf16] [--out results.json] [--profile]
 
@@ -13,8 +14,9 @@ For each model and batch size, in one process, with the same weights and inputs
   time, each call synchronized on its own (CUDA events around it on CUDA,
   perf_counter on CPU), so host overhead counts as it does at batch 1;
 - max rel err: max |out - eager| / max |eager| over the compared output
-  (last_hidden_state for transformers, the logits for the vision models), from
-  the last timed call;
+  (last_hidden_state for transformers, the logits for the vision models, the
+  full-resolution disparity for monodepth, the image embedding for align),
+  from the last timed call;
 - peak memory (CUDA): torch.cuda.max_memory_allocated() over the timed calls
   after a reset of the peak, weights included, and its ratio to eager's;
 - deepvisor's stats: graphs, extern and fallback ops, kernels, eager calls and
@@ -49,7 +51,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import deepvisor  # noqa: E402
 import models as builders  # noqa: E402  (the package bench/models/, not this file)
 
-MODELS = ["bert_base", "gpt2", "resnet50", "resnet101", "densenet121"]
+MODELS = ["bert_base", "gpt2", "resnet50", "resnet101", "densenet121", "deberta_base", "monodepth",
+          "quantized_resnet18", "tridentnet", "align"]
 MODES = ["eager", "compile", "reduce-overhead", "deepvisor"]
 
 

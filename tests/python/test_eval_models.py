@@ -1,0 +1,81 @@
+"""The evaluation models of bench/models/ at their small size, on CPU, float32:
+each one capture, no eager call, equal to eager on the example inputs (twice)
+and on new random inputs of the same shapes, and exactly the expected ATen
+fallbacks. The small sizes run the full sizes' code (same layers, fewer and
+narrower), so a model that stops capturing or matching shows up here."""
+
+import os
+import sys
+
+import pytest
+import torch
+
+import deepvisor
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+import models as bench_models  # noqa: E402  (the package bench/models/)
+
+pytest.importorskip("torchvision")
+pytest.importorskip("transformers")
+
+# The ops that each model still runs through ATen for lack of a lowering
+# (deepvisor.stats' fallback_ops, {op: count}), as observed: these are the gaps
+# that the whole-models issue still has to close. A new fallback or a removed
+# one fails the test: update the dict with the change that made it.
+FALLBACKS = {
+    "bert_base": {},
+    "gpt2": {"aten::cumsum.default": 1},  # the causal mask's search for packed sequences in the position ids
+    "resnet50": {},
+    "resnet101": {},
+    "densenet121": {},
+    "deberta_base": {"aten::repeat.default": 1,  # the relative positions q - k
+                     "aten::masked_fill.Scalar": 2},  # the attention mask, once a layer
+    "monodepth": {"aten::elu.default": 10, "aten::reflection_pad2d.default": 14,
+                  "aten::upsample_nearest2d.default": 5},
+    "quantized_resnet18": {},
+    "tridentnet": {},
+    "align": {"aten::linalg_vector_norm.default": 2},  # the embeddings' L2 normalization
+}
+
+# The models whose first input is token ids (vocabulary 1000 at the small size);
+# their other integer input, the attention mask of ones, is kept as it is.
+TEXT = {"bert_base", "gpt2", "deberta_base", "align"}
+
+
+def tensors(out):
+    """The compared outputs: last_hidden_state for transformers' encoders, else every returned tensor."""
+    if hasattr(out, "last_hidden_state"):
+        return [out.last_hidden_state]
+    return list(out) if isinstance(out, (tuple, list)) else [out]
+
+
+def new_inputs(name, args):
+    ids = name in TEXT
+    return tuple(torch.randint(0, 1000, x.shape) if ids and i == 0 else
+                 torch.randn_like(x) if x.is_floating_point() else x for i, x in enumerate(args))
+
+
+def assert_equal_outputs(got, expected):
+    got, expected = tensors(got), tensors(expected)
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", list(FALLBACKS))
+def test_eval_model(name):
+    torch.manual_seed(0)
+    model, args = getattr(bench_models, name)("small", 1, "cpu")
+    with torch.no_grad():
+        expected = model(*args)
+        g = deepvisor.compile(model)
+        assert_equal_outputs(g(*args), expected)
+        assert_equal_outputs(g(*args), expected)
+        args2 = new_inputs(name, args)
+        assert_equal_outputs(g(*args2), model(*args2))
+    s = deepvisor.stats(g)
+    deepvisor.reset()
+    assert s["captures"] == 1, s
+    assert s["eager_calls"] == 0, s["eager_reasons"]
+    assert s["fallback_ops"] == FALLBACKS[name]
