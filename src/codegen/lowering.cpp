@@ -1168,8 +1168,14 @@ int pool_windows(Lowerer& L, int in, const Pool2d& p, double other) {
   if (rank != 3 && rank != 4) throw Unsupported("pooling of a tensor that is not 3-d or 4-d");
   const DType dtype = L.def(in).dtype;
   auto sizes = L.out_meta(0).sizes;
-  sizes.push_back(p.kernel[0]);
-  sizes.push_back(p.kernel[1]);
+  for (int a = 0; a < 2; ++a) {
+    // Window points j with j * dilation >= size + padding lie past the input
+    // for every window (a window starts at -padding or later): the window is
+    // cut there, so that a kernel larger than the input (ALIGN's 2560x2560
+    // average pool over 2x2 maps) does not loop over millions of masked points.
+    const std::int64_t n = in_sizes[rank - 2 + a];
+    sizes.push_back(std::min(p.kernel[a], (n + p.padding[a] + p.dilation[a] - 1) / p.dilation[a]));
+  }
   Body body = [in, in_sizes, rank, dtype, p, other](BodyContext& ctx, const Coords& c) {
     auto& kb = ctx.kb();
     Coords at(c.begin(), c.begin() + static_cast<std::ptrdiff_t>(rank));

@@ -926,6 +926,13 @@ POOLS = [
     ("avg_pool2d[divisor_override]", lambda x: F.avg_pool2d(x, 3, 2, 1, divisor_override=4), NCHW, "contiguous"),
     ("avg_pool2d[global_3d]", lambda x: F.avg_pool2d(x, (17, 15)), (3, 17, 15), "contiguous"),
     ("avg_pool2d[module_then_pointwise]", lambda x: torch.nn.AvgPool2d(2)(x) * 3, NCHW, "expanded"),
+    # A kernel larger than the input (ALIGN's final pool): the window is cut to the input.
+    ("avg_pool2d[kernel_past_input]", lambda x: F.avg_pool2d(x, 640, ceil_mode=True), (2, 3, 5, 7), "contiguous"),
+    ("avg_pool2d[kernel_past_input_exclude_pad]", lambda x: F.avg_pool2d(x, (9, 640), (4, 640), (4, 0), ceil_mode=True,
+                                                                       count_include_pad=False), (2, 3, 5, 7),
+     "sliced"),
+    ("max_pool2d[kernel_past_input]", lambda x: F.max_pool2d(x, (640, 3), (640, 2), (0, 1), ceil_mode=True),
+     (2, 3, 5, 7), "contiguous"),
 ]
 for _name, _fn, _shape, _layout in POOLS:
     is_max = _name.startswith("max")
