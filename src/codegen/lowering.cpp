@@ -176,6 +176,10 @@ class Lowerer {
     if (out_.defs.at(d).dtype == DType::Float16 || out_.defs.at(d).dtype == DType::BFloat16) out_.defs.at(d).rounded = true;
   }
   const std::string& op_name() const { return node_->op; }
+  // Marks the node's f16/bf16 pointwise operands, and those they are made
+  // from, rounded: what an op whose result jumps (floor, comparisons, casts
+  // to integers) must read to match eager.
+  void round_low_precision_operands();
 
  private:
   void lower_node(int index);
@@ -183,6 +187,7 @@ class Lowerer {
   void fallback(int index, const std::string& reason, Why why = Why::NoLowering);
   std::vector<bool> find_library_views() const;
   bool is_unread_allocation(int index) const;
+
   // A tensor that exists in memory with the layout the capture saw.
   TensorDef buffer_def(int value) const {
     const auto& m = g_.meta(value);
@@ -367,6 +372,37 @@ bool is_allocation(const std::string& op) {
 }  // namespace
 
 
+// Ops whose result jumps where the operand crosses a value (an integer, the
+// other operand): floor(x * 3) of a bf16 x is floor of the product rounded to
+// bf16 in eager, and computing the product in float32 instead would move it
+// across the jump (a whole unit of difference, not an ulp).
+bool is_discontinuous(const std::string& op) {
+  static const std::set<std::string> names = {"floor", "ceil", "round", "trunc", "frac", "eq", "ne", "lt", "le",
+                                              "gt", "ge", "remainder", "fmod", "floor_divide", "sign"};
+  const std::string base = op.substr(6, op.find('.') - 6);  // "aten::floor.default" -> "floor"
+  return op.rfind("aten::", 0) == 0 && names.count(base) > 0;
+}
+
+// Operands that are f16/bf16 results of fused pointwise work are read as
+// eager stores them: rounded to their dtype (TensorDef::rounded), and so are
+// the f16/bf16 pointwise results they are computed from (eager rounded each
+// of them, and one ulp anywhere upstream can move the operand across the
+// jump). Each rounded def is realized: the loop IR rounds through memory.
+void Lowerer::round_low_precision_operands() {
+  std::vector<int> stack;
+  for (const auto& a : node_->args)
+    if (a.kind == Arg::Kind::Tensor && out_.value_def.at(a.tensor) >= 0) stack.push_back(out_.value_def.at(a.tensor));
+  while (!stack.empty()) {
+    const int d = stack.back();
+    stack.pop_back();
+    const TensorDef& td = def(d);
+    const bool low = td.dtype == DType::Float16 || td.dtype == DType::BFloat16;
+    if (td.kind != TensorDef::Kind::Pointwise || !low || td.rounded) continue;
+    mark_rounded(d);
+    stack.insert(stack.end(), td.deps.begin(), td.deps.end());
+  }
+}
+
 bool Lowerer::is_unread_allocation(int index) const {
   const Node& n = g_.nodes[index];
   if (!is_allocation(n.op)) return false;
@@ -465,6 +501,7 @@ void Lowerer::lower_node(int index) {
       return;
     }
   }
+  if (is_discontinuous(node_->op)) round_low_precision_operands();
   std::size_t defs_before = out_.defs.size();
   try {
     it->second(*this);
@@ -837,6 +874,8 @@ void lower_copy_from(Lowerer& L, std::size_t src) {
                         [](KernelBuilder&, const std::vector<ValueId>& v) { return v[0]; });
   DType from = L.arg_meta(src).dtype;
   if (from != L.out_meta().dtype && from != DType::Bool) L.mark_rounded(d);  // an explicit cast to f16/bf16 rounds
+  // A cast of an f16/bf16 result to an integer truncates the value eager stored.
+  if (!ir::is_floating(L.out_meta().dtype)) L.round_low_precision_operands();
   L.bind(0, d);
 }
 

@@ -197,6 +197,23 @@ void collect_tensors(const c10::IValue& v, TensorPositions positions, std::vecto
 
 // Ops whose meaning depends on the strides and storage offset of their input
 // (not only its values): they must see the layout the capture saw.
+// A copy of `t` with the sizes and strides the capture saw. Dims that were
+// broadcast there (stride 0) hold one value along them: one slice is copied
+// and expanded, since no copy can write memory that several elements share.
+at::Tensor in_layout(const at::Tensor& t, const ir::TensorMeta& meta) {
+  std::vector<std::int64_t> sizes = meta.sizes;
+  at::Tensor src = t;
+  bool broadcast = false;
+  for (std::size_t d = 0; d < sizes.size(); ++d) {
+    if (meta.strides[d] != 0 || sizes[d] <= 1) continue;
+    sizes[d] = 1;
+    src = src.narrow(static_cast<std::int64_t>(d), 0, 1);
+    broadcast = true;
+  }
+  at::Tensor out = at::empty_strided(sizes, meta.strides, t.options()).copy_(src);
+  return broadcast ? out.expand(meta.sizes) : out;
+}
+
 bool layout_sensitive(const std::string& op) { return op.rfind("aten::as_strided", 0) == 0; }
 
 std::pair<std::string, std::string> split_op_name(const std::string& op) {
@@ -424,7 +441,7 @@ std::vector<at::Tensor> Executor::run_steps(const std::vector<at::Tensor>& input
     const ir::TensorMeta& meta = graph.meta(graph.outputs[v.output]);
     if (program_.slots[s].origin != Slot::Origin::GraphInput &&
         (base.strides().vec() != meta.strides || base.storage_offset() != 0))
-      base = at::empty_strided(meta.sizes, meta.strides, base.options()).copy_(base);
+      base = in_layout(base, meta);
   }
   std::vector<at::Tensor> outputs;
   outputs.reserve(program_.output_slots.size());
@@ -492,7 +509,7 @@ void Executor::run_fallback(const Step& step, std::vector<at::Tensor>& slots) {
     const ir::TensorMeta& meta = program_.graph.meta(step.fallback_values[i]);
     if (fix_layout && program_.slots[s].origin != Slot::Origin::GraphInput &&
         (t.strides().vec() != meta.strides || t.storage_offset() != 0)) {
-      inputs.push_back(at::empty_strided(meta.sizes, meta.strides, t.options()).copy_(t));
+      inputs.push_back(in_layout(t, meta));
     } else {
       inputs.push_back(t);
     }

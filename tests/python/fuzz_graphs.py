@@ -1,0 +1,448 @@
+"""Differential fuzzer: random programs of tensor ops, compiled by deepvisor and
+compared with eager.
+
+    python3 tests/python/fuzz_graphs.py [--graphs N] [--seed S] [--device cpu|cuda] [--save DIR]
+
+A program is Python source: inputs of random shapes (sizes 1 and odd sizes),
+dtypes and layouts (contiguous, transposed, sliced, expanded), constants
+drawn from a seeded generator, then 2 to 30 statements, each one op over
+earlier values: pointwise ops with broadcasting and scalars, reductions,
+softmax, layer norm, views, concatenation, padding, pooling, indexing
+(index_select, gather, embedding), matmuls with epilogues, and in-place
+updates of fresh tensors and of their slices. Each statement is run eagerly as
+it is generated, so every program is valid by construction. A program fails
+when the compiled function's results differ from eager's (dtype, shape, NaN
+positions, values relative to the output's magnitude), on the capture call,
+on a replay or on new input values; or when compiling raises. A failing
+program is shrunk (statements and outputs removed while it still fails) and,
+with --save, written as a regression case that tests/python/test_fuzz.py
+replays. Seeds make every program reproducible: program i of a run with seed
+S is `generate(S * 1_000_003 + i)`.
+"""
+
+import argparse
+import hashlib
+import math
+import os
+import random
+import sys
+import traceback
+
+import torch
+import torch.nn.functional as F
+
+# Kernels, not ATen, on CPU tensors: the lowerings are what is under test.
+os.environ.setdefault("DEEPVISOR_CPU", "interpreter")
+
+SIZES = (1, 2, 3, 5, 7, 8, 16, 33)
+LAYOUTS = ("contiguous", "contiguous", "transposed", "sliced", "expanded")
+TOLERANCE = {torch.float32: 2e-4, torch.bfloat16: 6e-2, torch.float16: 1e-2}
+
+
+# -- programs --------------------------------------------------------------------------------
+
+class Program:
+    """Inputs (shape, dtype, layout), constants (source expressions over a
+    generator `g`), statements (variable, expression source) and outputs."""
+
+    def __init__(self, seed):
+        self.seed = seed
+        self.inputs, self.consts, self.stmts, self.outputs = [], [], [], []
+
+    def source(self):
+        args = ", ".join(f"x{i}" for i in range(len(self.inputs)))
+        lines = ["def make(g, dev):"]
+        lines += [f"    c{i} = ({expr}).to(dev)" for i, expr in enumerate(self.consts)]
+        lines.append(f"    def program({args}):")
+        lines += [f"        {var} = {expr}" for var, expr in self.stmts]
+        lines.append(f"        return ({', '.join(self.outputs)},)")
+        lines.append("    return program")
+        return "\n".join(lines) + "\n"
+
+    def make(self, device="cpu"):
+        namespace = {"torch": torch, "F": F}
+        exec(compile(self.source(), f"<fuzz program {self.seed}>", "exec"), namespace)  # noqa: S102
+        return namespace["make"](torch.Generator().manual_seed(self.seed), device)
+
+    def example_inputs(self, device, seed):
+        g = torch.Generator().manual_seed(seed)
+        return tuple(_tensor(shape, dtype, layout, g).to(device) for shape, dtype, layout in self.inputs)
+
+
+def _tensor(shape, dtype, layout, g):
+    if layout == "transposed" and len(shape) >= 2:
+        t = torch.randn(shape[:-2] + (shape[-1], shape[-2]), generator=g).transpose(-1, -2)
+    elif layout == "sliced" and shape:
+        t = torch.randn(shape[:-1] + (2 * shape[-1] + 1,), generator=g)[..., 1::2]
+    elif layout == "expanded" and shape:
+        t = torch.randn((1,) + tuple(shape[1:]), generator=g).expand(shape)
+    else:
+        t = torch.randn(shape, generator=g)
+    return t.to(dtype)
+
+
+# -- the generator -----------------------------------------------------------------------------
+
+class Builder:
+    """Adds statements to a program, running each one eagerly on example
+    inputs to know the shapes and keep only valid programs."""
+
+    def __init__(self, seed):
+        self.rng = random.Random(seed)
+        self.p = Program(seed)
+        self.values = {}  # variable -> eager tensor
+        self.g = torch.Generator().manual_seed(seed)
+        self.cg = torch.Generator().manual_seed(seed)  # replays the constants' draws
+
+    def shape(self):
+        return tuple(self.rng.choice(SIZES) for _ in range(self.rng.randint(1, 4)))
+
+    def add_input(self):
+        shape, dtype = self.shape(), self.rng.choice([torch.float32] * 4 + [torch.bfloat16])
+        layout = self.rng.choice(LAYOUTS)
+        name = f"x{len(self.p.inputs)}"
+        self.p.inputs.append((shape, dtype, layout))
+        self.values[name] = _tensor(shape, dtype, layout, self.g)
+
+    def const(self, expr):
+        """A constant drawn from the program's generator; its variable name."""
+        self.p.consts.append(expr)
+        self.values[f"c{len(self.p.consts) - 1}"] = eval(expr, {"torch": torch, "g": self.cg})  # noqa: S307
+        return f"c{len(self.p.consts) - 1}"
+
+    def pick(self, pred=lambda t: True):
+        names = [n for n, t in self.values.items() if not n.startswith("c") and pred(t)]
+        return self.rng.choice(names) if names else None
+
+    def try_stmt(self, expr):
+        """Runs `expr` eagerly; on success adds it as a statement."""
+        try:
+            out = eval(expr, {"torch": torch, "F": F, **self.values})  # noqa: S307
+        except Exception:  # noqa: BLE001  (an invalid combination: try another)
+            return False
+        if not isinstance(out, torch.Tensor) or out.numel() > 1 << 16 or not out.is_floating_point():
+            return False
+        var = f"v{len(self.p.stmts)}"
+        self.p.stmts.append((var, expr))
+        self.values[var] = out
+        return True
+
+
+def _dims(rng, rank):
+    return sorted(rng.sample(range(rank), rng.randint(1, rank))) if rank else []
+
+
+UNARY = ["torch.tanh({a})", "torch.sigmoid({a})", "torch.relu({a})", "F.gelu({a})", "torch.abs({a})",
+         "-{a}", "torch.sin({a})", "torch.erf({a})", "torch.sqrt(torch.abs({a}))", "torch.log1p(torch.abs({a}))",
+         "torch.exp(torch.clamp({a}, -8, 8))", "F.silu({a})", "torch.clamp({a}, -0.5, 0.7)", "{a}.float()",
+         "{a}.to(torch.bfloat16)", "torch.floor({a} * 3)", "torch.rsqrt(torch.abs({a}) + 0.5)"]
+BINARY = ["{a} + {b}", "{a} - {b}", "{a} * {b}", "{a} / (torch.abs({b}) + 0.5)", "torch.maximum({a}, {b})",
+          "torch.minimum({a}, {b})", "torch.where({a} > {b}, {a}, {b})", "torch.where({a} > 0, {a}, 0.5 * {b})"]
+
+
+def op_pointwise(b):
+    a = b.pick()
+    if b.rng.random() < 0.5:
+        return b.try_stmt(b.rng.choice(UNARY).format(a=a))
+    if b.rng.random() < 0.3:
+        return b.try_stmt(b.rng.choice(BINARY[:4]).format(a=a, b=repr(round(b.rng.uniform(-2, 2), 3))))
+    shape = b.values[a].shape
+    other = b.pick(lambda t: _broadcasts(t.shape, shape))
+    return other is not None and b.try_stmt(b.rng.choice(BINARY).format(a=a, b=other))
+
+
+def _broadcasts(s, t):
+    try:
+        torch.broadcast_shapes(s, t)
+        return True
+    except RuntimeError:
+        return False
+
+
+def op_reduce(b):
+    a = b.pick(lambda t: t.dim() > 0)
+    if a is None:
+        return False
+    dims, keep = _dims(b.rng, b.values[a].dim()), b.rng.random() < 0.5
+    fn = b.rng.choice(["sum", "mean", "amax", "amin"])
+    return b.try_stmt(f"torch.{fn}({a}, dim={dims}, keepdim={keep})")
+
+
+def op_row(b):
+    a = b.pick(lambda t: t.dim() > 0)
+    if a is None:
+        return False
+    dim = b.rng.randrange(-b.values[a].dim(), b.values[a].dim())
+    choice = b.rng.randrange(3)
+    if choice == 0:
+        return b.try_stmt(f"torch.softmax({a}, dim={dim})")
+    if choice == 1:
+        return b.try_stmt(f"torch.log_softmax({a}.float(), dim={dim})")
+    n = b.values[a].shape[-1]
+    w = b.const(f"torch.randn({n}, generator=g)")
+    bias = b.const(f"torch.randn({n}, generator=g)")
+    return b.try_stmt(f"F.layer_norm({a}.float(), ({n},), {w}, {bias})")
+
+
+def op_view(b):
+    a = b.pick(lambda t: t.dim() > 0)
+    if a is None:
+        return False
+    t, r = b.values[a], b.rng
+    rank = t.dim()
+    options = [f"{a}.reshape(-1)", f"{a}.unsqueeze({r.randrange(rank + 1)})", f"{a}.contiguous()"]
+    if rank >= 2:
+        options += [f"{a}.transpose({r.randrange(rank)}, {r.randrange(rank)})",
+                    f"{a}.permute({r.sample(range(rank), rank)})", f"{a}.flatten({r.randrange(rank - 1)})"]
+    d = r.randrange(rank)
+    n = t.shape[d]
+    if n == 0:
+        return False
+    start = r.randrange(n)
+    options += [f"{a}.narrow({d}, {start}, {r.randint(1, n - start)})", f"{a}[{', '.join([':'] * d + ['::2'])}]",
+                f"{a}.select({d}, {r.randrange(-n, n)})"]
+    ones = [i for i, s in enumerate(t.shape) if s == 1]
+    if ones:
+        sizes = list(t.shape)
+        sizes[r.choice(ones)] = r.choice(SIZES[1:])
+        options.append(f"{a}.expand({sizes})")
+    return b.try_stmt(r.choice(options))
+
+
+def op_cat(b):
+    a = b.pick(lambda t: t.dim() > 0)
+    if a is None:
+        return False
+    shape, d = b.values[a].shape, b.rng.randrange(b.values[a].dim())
+    other = b.pick(lambda t: t.dim() == len(shape) and all(t.shape[i] == shape[i] for i in range(len(shape)) if i != d))
+    how = b.rng.randrange(3)
+    if how == 0:
+        return b.try_stmt(f"torch.cat([{a}, {other}], dim={d})")
+    if how == 1:
+        return b.try_stmt(f"torch.stack([{a}, {a} * 2], dim={d})")
+    pads = [b.rng.randint(-1, 2) for _ in range(2 * min(2, len(shape)))]
+    return b.try_stmt(f"F.pad({a}, {pads}, value={round(b.rng.uniform(-1, 1), 2)})")
+
+
+def op_index(b):
+    a = b.pick(lambda t: t.dim() > 0)
+    if a is None:
+        return False
+    t, r = b.values[a], b.rng
+    d = r.randrange(t.dim())
+    n = t.shape[d]
+    how = r.randrange(3)
+    if how == 0:
+        idx = b.const(f"torch.randint(0, {n}, ({r.choice(SIZES)},), generator=g)")
+        return b.try_stmt(f"torch.index_select({a}, {d}, {idx})")
+    if how == 1:
+        shape = list(t.shape)
+        shape[d] = r.choice(SIZES)
+        idx = b.const(f"torch.randint(0, {n}, {tuple(shape)}, generator=g)")
+        return b.try_stmt(f"torch.gather({a}, {d}, {idx})")
+    table = b.const(f"torch.randn({r.choice(SIZES[2:])}, {r.choice(SIZES)}, generator=g)")
+    ids = b.const(f"torch.randint(0, {b.values[table].shape[0]}, {b.shape()[:2]}, generator=g)")
+    return b.try_stmt(f"F.embedding({ids}, {table}) + 0")
+
+
+def op_pool(b):
+    a = b.pick(lambda t: t.dim() in (3, 4) and min(t.shape[-2:]) >= 2)
+    if a is None:
+        return False
+    k, s = b.rng.choice([2, 3]), b.rng.choice([1, 2])
+    p, ceil = b.rng.randint(0, k // 2), b.rng.random() < 0.3
+    fn = b.rng.choice(["max_pool2d", "avg_pool2d"])
+    return b.try_stmt(f"F.{fn}({a}, {k}, {s}, {p}, ceil_mode={ceil})")
+
+
+def op_matmul(b):
+    a = b.pick(lambda t: t.dim() in (2, 3) and t.dtype == torch.float32)
+    if a is None:
+        return False
+    k, n = b.values[a].shape[-1], b.rng.choice(SIZES[1:])
+    w = b.const(f"torch.randn({n}, {k}, generator=g) / {math.sqrt(k):.3f}")
+    bias = b.const(f"torch.randn({n}, generator=g)")
+    epilogue = b.rng.choice(["{y}", "torch.relu({y})", "F.gelu({y})", "{y} * 0.5 + 1"])
+    return b.try_stmt(epilogue.format(y=f"F.linear({a}, {w}, {bias})"))
+
+
+def op_in_place(b):
+    a = b.pick()
+    if a is None:
+        return False
+    r, t = b.rng, b.values[a]
+    how = r.randrange(3)
+    if how == 0:
+        return b.try_stmt(f"{a}.clone().mul_(2).add_(1)")
+    if how == 1 and t.dim() > 0:
+        return b.try_stmt(f"(lambda y: (y.narrow({r.randrange(t.dim())}, 0, 1).fill_(0.5), y)[1])({a}.clone())")
+    return b.try_stmt(f"(lambda y: (y.relu_(), y)[1])({a} + 0)")
+
+
+OPS = [(op_pointwise, 6), (op_reduce, 2), (op_row, 2), (op_view, 3), (op_cat, 1), (op_index, 1), (op_pool, 1),
+       (op_matmul, 1), (op_in_place, 1)]
+
+
+def generate(seed):
+    b = Builder(seed)
+    for _ in range(b.rng.randint(1, 3)):
+        b.add_input()
+    target = b.rng.randint(2, 30)
+    fns, weights = zip(*OPS)
+    for _ in range(target * 4):
+        if len(b.p.stmts) >= target:
+            break
+        b.rng.choices(fns, weights)[0](b)
+    if not b.p.stmts:
+        b.try_stmt("x0 * 1.5")
+    produced = [v for v, _ in b.p.stmts]
+    b.p.outputs = sorted(set([produced[-1]] + b.rng.sample(produced, min(len(produced), b.rng.randint(0, 2)))),
+                         key=produced.index)
+    return b.p
+
+
+# -- running and comparing ------------------------------------------------------------------------
+
+def _close(got, want, low_precision):
+    """Why `got` differs from `want` ("" if it does not). A program that
+    computes in bfloat16 anywhere is held to bfloat16's tolerance even where
+    its output is float32: eager rounds every bf16 intermediate, fused kernels
+    keep them in float32 (as Inductor does)."""
+    if got.dtype != want.dtype or got.shape != want.shape:
+        return f"dtype/shape {got.dtype}{tuple(got.shape)} != {want.dtype}{tuple(want.shape)}"
+    g, w = got.detach().double().cpu(), want.detach().double().cpu()
+    if not torch.equal(torch.isnan(g), torch.isnan(w)):
+        return "NaN positions differ"
+    finite = ~torch.isnan(w)
+    if not finite.any():
+        return ""
+    scale = max(w[finite].abs().max().item(), 1e-2)  # outputs near 0: compared absolutely
+    err = (g[finite] - w[finite]).abs().max().item() / scale
+    tolerance = TOLERANCE[torch.bfloat16] if low_precision else TOLERANCE.get(want.dtype, 0.0)
+    return "" if err <= tolerance else f"max error {err:.2e} of the output's magnitude"
+
+
+def check(program, device="cpu"):
+    """"" if deepvisor matches eager on `program`, else why not."""
+    import deepvisor
+    try:
+        fn = program.make(device)
+        g = deepvisor.compile(fn)
+        for call, seed in (("capture", 0), ("replay", 0), ("new inputs", 1)):
+            args = program.example_inputs(device, seed)
+            want = fn(*args)  # programs never write their inputs
+            got = g(*args)
+            low_precision = any(a.dtype == torch.bfloat16 for a in args) or "bfloat16" in program.source()
+            for i, (x, y) in enumerate(zip(got, want)):
+                why = _close(x, y, low_precision)
+                if why:
+                    return f"{call}: output {i}: {why}"
+        stats = deepvisor.stats(g)
+        if stats["eager_calls"]:
+            return f"eager calls: {stats['eager_reasons']}"
+    except Exception as e:  # noqa: BLE001  (any failure of the compiler is a finding)
+        return f"raised {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+    return ""
+
+
+def shrink(program, device="cpu"):
+    """A smaller program that still fails: statements (with what depends on
+    them) and outputs removed one at a time while the failure persists."""
+    current = program
+    changed = True
+    while changed:
+        changed = False
+        for var, _ in reversed(current.stmts):
+            candidate = _without(current, var)
+            if candidate is not None and check(candidate, device):
+                current, changed = candidate, True
+                break
+        if not changed and len(current.outputs) > 1:
+            for out in current.outputs:
+                candidate = _copy(current, outputs=[o for o in current.outputs if o != out])
+                if check(candidate, device):
+                    current, changed = candidate, True
+                    break
+    return current
+
+
+def _copy(p, **changes):
+    q = Program(p.seed)
+    q.inputs, q.consts, q.stmts, q.outputs = list(p.inputs), list(p.consts), list(p.stmts), list(p.outputs)
+    for k, v in changes.items():
+        setattr(q, k, v)
+    return q
+
+
+def _without(p, var):
+    """p without statement `var` and the statements and outputs that read it."""
+    removed, stmts = {var}, []
+    for v, expr in p.stmts:
+        reads = {tok for tok in _names(expr)}
+        if v in removed or reads & removed:
+            removed.add(v)
+        else:
+            stmts.append((v, expr))
+    outputs = [o for o in p.outputs if o not in removed]
+    if not stmts or not outputs:
+        return None
+    return _copy(p, stmts=stmts, outputs=outputs)
+
+
+def _names(expr):
+    import re
+    return set(re.findall(r"\b[vxc]\d+\b", expr))
+
+
+def regression_source(program, why):
+    """A regression case file for tests/python/fuzz_regressions/."""
+    return (f'"""Fuzzer finding (seed {program.seed}): {why}"""\n\n'
+            f"SEED = {program.seed}\nINPUTS = {program.inputs!r}\nSOURCE = '''\n{program.source()}'''\n")
+
+
+def program_from_case(namespace):
+    """The Program a regression case file describes."""
+    p = Program(namespace["SEED"])
+    p.inputs = [(tuple(s), dt, layout) for s, dt, layout in namespace["INPUTS"]]
+    p.source = lambda: namespace["SOURCE"].lstrip("\n")
+    return p
+
+
+def run(graphs, seed, device="cpu", save=None, log=print):
+    failures = []
+    for i in range(graphs):
+        p = generate(seed * 1_000_003 + i)
+        why = check(p, device)
+        if not why:
+            continue
+        small = shrink(p, device)
+        why = check(small, device) or why
+        failures.append((small, why))
+        log(f"program {p.seed} fails: {why}\n{small.source()}")
+        if save:
+            os.makedirs(save, exist_ok=True)
+            name = hashlib.sha1(small.source().encode()).hexdigest()[:10]
+            with open(os.path.join(save, f"case_{name}.py"), "w") as f:
+                f.write(regression_source(small, why))
+    return failures
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--graphs", type=int, default=500)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--save", default=None, help="write each shrunk failing program here as a regression case")
+    a = ap.parse_args()
+    torch.manual_seed(0)
+    try:
+        failures = run(a.graphs, a.seed, a.device, a.save)
+    except Exception:  # noqa: BLE001
+        traceback.print_exc()
+        return 2
+    print(f"{a.graphs} programs, seed {a.seed}, {a.device}: {len(failures)} failing")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
