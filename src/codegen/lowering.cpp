@@ -131,6 +131,7 @@ class Lowerer {
     if (!arg(i).is_number()) throw Unsupported("argument " + std::to_string(i) + " is not a number: " + ir::to_string(arg(i)));
     return arg(i).number();
   }
+  double number_arg_or(std::size_t i, double if_none) const { return arg(i).is_none() ? if_none : number_arg(i); }
   bool bool_arg(std::size_t i) const { return int_arg(i) != 0; }
   std::size_t rank_of(std::size_t i) const { return def(tensor_def(i)).sizes.size(); }
 
@@ -817,6 +818,117 @@ void lower_clamp(Lowerer& L) {
   }));
 }
 
+// --- activations --------------------------------------------------------------
+//
+// As eager's CPU kernels (ATen's Activation.cpp) write them, operation for
+// operation, so that float32 agrees to the rounding of the math functions;
+// f16/bf16 compute in float32 as eager does.
+
+// hardtanh(self, min_val, max_val) (and relu6, ReLU6): a clamp; on integer
+// tensors the limits are truncated first, as eager's toLong().
+void lower_hardtanh(Lowerer& L) {
+  const DType out = L.out_meta().dtype;
+  if (out == DType::Bool) throw Unsupported("hardtanh of bools");
+  double lo = L.number_arg_or(1, -1.0), hi = L.number_arg_or(2, 1.0);
+  if (!ir::is_floating(out)) lo = std::trunc(lo), hi = std::trunc(hi);
+  L.bind(0, L.unary([lo, hi](KernelBuilder& kb, ValueId x) {
+    return bin(kb, PrimOp::Minimum, bin(kb, PrimOp::Maximum, x, cst(kb, lo, x)), cst(kb, hi, x));
+  }));
+}
+
+// min(max(x + 3, 0), 6): hardsigmoid divides it by 6, hardswish multiplies x by it first.
+ValueId relu6_of_x_plus_3(KernelBuilder& kb, ValueId x) {
+  ValueId shifted = bin(kb, PrimOp::Add, x, cst(kb, 3, x));
+  return bin(kb, PrimOp::Minimum, bin(kb, PrimOp::Maximum, shifted, cst(kb, 0, x)), cst(kb, 6, x));
+}
+
+ValueId hardsigmoid(KernelBuilder& kb, ValueId x) { return bin(kb, PrimOp::Div, relu6_of_x_plus_3(kb, x), cst(kb, 6, x)); }
+
+ValueId hardswish(KernelBuilder& kb, ValueId x) {
+  return bin(kb, PrimOp::Div, bin(kb, PrimOp::Mul, x, relu6_of_x_plus_3(kb, x)), cst(kb, 6, x));
+}
+
+// exp(y) - 1 without the cancellation near 0 (eager's vectorized elu calls
+// expm1): Kahan's form (u - 1) * y / log(u), u = exp(y), exact where u
+// rounds to 1 and -1 where it underflows to 0.
+ValueId expm1(KernelBuilder& kb, ValueId y) {
+  ValueId u = kb.unary(PrimOp::Exp, y);
+  ValueId one = cst(kb, 1, y), u_minus_1 = bin(kb, PrimOp::Sub, u, one);
+  ValueId general = bin(kb, PrimOp::Div, bin(kb, PrimOp::Mul, u_minus_1, y), kb.unary(PrimOp::Log, u));
+  ValueId saturated = kb.where(bin(kb, PrimOp::Eq, u_minus_1, cst(kb, -1, y)), cst(kb, -1, y), general);
+  return kb.where(bin(kb, PrimOp::Eq, u, one), y, saturated);
+}
+
+// elu(self, alpha, scale, input_scale) (selu and celu too):
+// x <= 0 ? expm1(x * input_scale) * (alpha * scale) : x * scale, the
+// coefficient alpha * scale multiplied in the compute type as eager does.
+// NaN takes the positive branch (x * scale), as eager's scalar code; its
+// vector code gives NaN as well.
+ValueId elu(KernelBuilder& kb, ValueId x, double alpha, double scale, double input_scale) {
+  ValueId negcoef = bin(kb, PrimOp::Mul, cst(kb, alpha, x), cst(kb, scale, x));
+  ValueId negative = bin(kb, PrimOp::Mul, expm1(kb, bin(kb, PrimOp::Mul, x, cst(kb, input_scale, x))), negcoef);
+  return kb.where(bin(kb, PrimOp::Le, x, cst(kb, 0, x)), negative, bin(kb, PrimOp::Mul, x, cst(kb, scale, x)));
+}
+
+// softplus(self, beta, threshold): x * beta > threshold ? x : log1p(exp(x * beta)) / beta.
+ValueId softplus(KernelBuilder& kb, ValueId x, double beta, double threshold) {
+  ValueId scaled = bin(kb, PrimOp::Mul, x, cst(kb, beta, x));
+  ValueId soft = bin(kb, PrimOp::Div, kb.unary(PrimOp::Log1p, kb.unary(PrimOp::Exp, scaled)), cst(kb, beta, x));
+  return kb.where(bin(kb, PrimOp::Gt, scaled, cst(kb, threshold, x)), x, soft);
+}
+
+// mish(x) = x * tanh(log1p(exp(x))) (no threshold, as eager).
+ValueId mish(KernelBuilder& kb, ValueId x) {
+  return bin(kb, PrimOp::Mul, x, kb.unary(PrimOp::Tanh, kb.unary(PrimOp::Log1p, kb.unary(PrimOp::Exp, x))));
+}
+
+// The activations above are defined on floating tensors only (eager has no
+// integer kernel for them).
+void lower_float_activation(Lowerer& L, Fn1 f) {
+  if (!ir::is_floating(L.out_meta().dtype)) throw Unsupported(L.op_name() + " of a non-floating tensor");
+  L.bind(0, L.unary(std::move(f)));
+}
+
+// A number as eager stores it into a tensor of dtype t: through float and
+// rounded to nearest even for f16/bf16 (c10 converts double -> float ->
+// half type), nonzero-ness for bools; others unchanged (integer constants
+// truncate, float32 constants round, when they are built).
+double stored_scalar(double v, DType t) {
+  if (t == DType::Bool) return v != 0 ? 1.0 : 0.0;
+  if (t != DType::BFloat16 && t != DType::Float16) return v;
+  const double f = static_cast<float>(v);
+  if (!std::isfinite(f) || f == 0) return f;
+  const bool bf16 = t == DType::BFloat16;
+  const int mantissa_bits = bf16 ? 7 : 10, min_exponent = bf16 ? -126 : -14;
+  const double max_finite = bf16 ? 0x1.fep127 : 65504.0;
+  const double quantum = std::ldexp(1.0, std::max(std::ilogb(f), min_exponent) - mantissa_bits);
+  const double r = std::nearbyint(f / quantum) * quantum;  // division by a power of two: exact
+  return std::abs(r) > max_finite ? std::copysign(INFINITY, r) : r;
+}
+
+// masked_fill.Scalar / .Tensor (self, mask, value): value where the bool
+// mask holds, else self, broadcast to the output. A number value is stored
+// as eager converts it to self's dtype, so that fused readers see what
+// eager's tensor holds; a 0-dim tensor value is cast like eager's item().
+void lower_masked_fill(Lowerer& L) {
+  const DType out = L.out_meta().dtype, compute = ir::compute_dtype(out);
+  const Operand self = L.operand(0), mask = L.operand(1);
+  Operand value = L.operand(2);
+  if (mask.is_scalar() || L.def(mask.def).dtype != DType::Bool) throw Unsupported("masked_fill with a mask that is not bool");
+  if (value.is_scalar()) {
+    value.value = stored_scalar(value.value, out);
+  } else if (L.rank_of(2) != 0 || L.arg_meta(2).device != L.out_meta().device) {
+    throw Unsupported("masked_fill with a value that is not a 0-dim tensor on the output's device");
+  }
+  std::vector<int> deps{self.def, mask.def};
+  if (!value.is_scalar()) deps.push_back(value.def);
+  Body body = [self, mask, value, compute](BodyContext& ctx, const Coords& c) {
+    const ValueId m = read_operand(ctx, mask, c, DType::Bool);
+    return ctx.kb().where(m, read_operand(ctx, value, c, compute), read_operand(ctx, self, c, compute));
+  };
+  L.bind(0, L.pointwise(L.out_meta().sizes, out, deps, std::move(body), L.op_name()));
+}
+
 // The output holds argument `src` (broadcast to the output's sizes), cast to
 // the output's dtype: clone, _to_copy, and copy(self, src) (copy_ functionalized).
 void lower_copy_from(Lowerer& L, std::size_t src) {
@@ -1300,6 +1412,30 @@ std::unordered_map<std::string, LowerFn> make_lowerings() {
     bool tanh_approx = L.arg(1).kind == Arg::Kind::String && L.arg(1).s == "tanh";
     L.bind(0, L.unary([tanh_approx](KernelBuilder& kb, ValueId x) { return gelu(kb, x, tanh_approx); }));
   };
+  // Activations (the in-place forms are recorded functionalized).
+  t["aten::hardtanh.default"] = lower_hardtanh;
+  t["aten::hardsigmoid.default"] = [](Lowerer& L) { lower_float_activation(L, hardsigmoid); };
+  t["aten::hardswish.default"] = [](Lowerer& L) { lower_float_activation(L, hardswish); };
+  t["aten::mish.default"] = [](Lowerer& L) { lower_float_activation(L, mish); };
+  t["aten::leaky_relu.default"] = [](Lowerer& L) {
+    const double slope = L.number_arg_or(1, 0.01);
+    lower_float_activation(L, [slope](KernelBuilder& kb, ValueId x) {
+      return kb.where(bin(kb, PrimOp::Gt, x, cst(kb, 0, x)), x, bin(kb, PrimOp::Mul, x, cst(kb, slope, x)));
+    });
+  };
+  t["aten::elu.default"] = [](Lowerer& L) {
+    const double alpha = L.number_arg_or(1, 1.0), scale = L.number_arg_or(2, 1.0), input_scale = L.number_arg_or(3, 1.0);
+    lower_float_activation(L, [=](KernelBuilder& kb, ValueId x) { return elu(kb, x, alpha, scale, input_scale); });
+  };
+  t["aten::celu.default"] = [](Lowerer& L) {  // eager: elu(x, alpha, 1, 1 / alpha)
+    const double alpha = L.number_arg_or(1, 1.0);
+    if (alpha == 0) throw Unsupported("celu with alpha 0");
+    lower_float_activation(L, [alpha](KernelBuilder& kb, ValueId x) { return elu(kb, x, alpha, 1.0, 1.0 / alpha); });
+  };
+  t["aten::softplus.default"] = [](Lowerer& L) {
+    const double beta = L.number_arg_or(1, 1.0), threshold = L.number_arg_or(2, 20.0);
+    lower_float_activation(L, [=](KernelBuilder& kb, ValueId x) { return softplus(kb, x, beta, threshold); });
+  };
   t["aten::round.decimals"] = [](Lowerer& L) {
     // As eager: round(x * 10^d) / 10^d, and for d < 0 round(x / 10^-d) * 10^-d
     // (multiplying by 0.1 instead of dividing by 10 rounds differently).
@@ -1391,6 +1527,7 @@ std::unordered_map<std::string, LowerFn> make_lowerings() {
   add_comparison(t, "logical_xor", PrimOp::LogicalXor);
   for (const char* ov : {"self", "ScalarSelf", "ScalarOther", "Scalar"}) t[std::string("aten::where.") + ov] = lower_where;
   for (const char* name : {"aten::clamp.default", "aten::clamp.Tensor"}) t[name] = lower_clamp;
+  for (const char* ov : {".Scalar", ".Tensor"}) t[std::string("aten::masked_fill") + ov] = lower_masked_fill;
   for (const char* ov : {".default", ".Tensor"}) {
     t[std::string("aten::clamp_min") + ov] = [](Lowerer& L) {
       L.bind(0, L.elementwise({L.operand(0), L.operand(1)}, L.out_meta().dtype, binary_fn(PrimOp::Maximum)));
