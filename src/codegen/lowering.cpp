@@ -714,6 +714,118 @@ void lower_layer_norm(Lowerer& L) {
   L.bind(2, as_stat(rstd));
 }
 
+// native_group_norm(input, weight?, bias?, N, C, HxW, group, eps) ->
+// (out, mean, rstd) in inference. The statistics are layer norm's over a
+// (N, group, C / group * HxW) view of the input; the affine is eager's
+// per-channel form: y = x * scale + bias with scale = rstd * weight[c] and
+// bias = -scale * mean + bias[c]. mean and rstd, shaped (N, group), are
+// computed only where something reads them.
+void lower_group_norm(Lowerer& L) {
+  const int in = L.tensor_def(0);
+  const auto sizes = L.def(in).sizes;
+  const std::int64_t n = L.int_arg(3), channels = L.int_arg(4), hxw = L.int_arg(5), groups = L.int_arg(6);
+  if (sizes.size() < 2 || sizes[0] != n || sizes[1] != channels || groups <= 0 || channels % groups != 0 ||
+      L.def(in).numel() != n * channels * hxw || L.def(in).numel() == 0)
+    throw Unsupported("group norm arguments that do not describe the input");
+  const double eps = L.number_arg(7);
+  const std::int64_t per_group = channels / groups;
+  const DType out = L.out_meta(0).dtype, stat = L.out_meta(1).dtype;
+  const DType acc = ir::compute_dtype(out) == DType::Float64 ? DType::Float64 : DType::Float32;
+  const std::vector<std::int64_t> grouped_sizes{n, groups, per_group * hxw};
+  const int grouped = L.view(in, grouped_sizes, [sizes, grouped_sizes](const Coords& c) {
+    return reshape_coords(sizes, grouped_sizes, c);
+  });
+  const std::vector<std::int64_t> dims{2};
+  const int mean = mean_def(L, grouped, dims, acc);
+  const int var = variance_def(L, grouped, mean, dims, 0.0, acc);
+  const auto stat_sizes = L.def(var).sizes;  // (N, group, 1)
+  const int rstd = L.elementwise({Operand{var, stat_sizes, 0}}, acc,
+                                 [eps](KernelBuilder& kb, const std::vector<ValueId>& v) {
+                                   return kb.unary(PrimOp::Rsqrt, bin(kb, PrimOp::Add, v[0], cst(kb, eps, v[0])));
+                                 },
+                                 acc, stat_sizes);
+  auto optional_def = [&L](std::size_t pos) { return L.arg(pos).is_none() ? -1 : L.tensor_def(pos); };
+  const int w = optional_def(1), b = optional_def(2);
+  std::vector<int> deps{in, mean, rstd};
+  for (int d : {w, b})
+    if (d >= 0) deps.push_back(d);
+  Body body = [in, mean, rstd, w, b, per_group, acc](BodyContext& ctx, const Coords& c) {
+    auto& kb = ctx.kb();
+    const Coords group{c[0], ir::floordiv(c[1], per_group), 0}, channel{c[1]};
+    ValueId scale = ctx.read(rstd, group);
+    if (w >= 0) scale = kb.binary(PrimOp::Mul, scale, kb.cast(ctx.read(w, channel), acc));
+    ValueId shift = kb.binary(PrimOp::Mul, kb.unary(PrimOp::Neg, scale), ctx.read(mean, group));
+    if (b >= 0) shift = kb.binary(PrimOp::Add, shift, kb.cast(ctx.read(b, channel), acc));
+    return kb.binary(PrimOp::Add, kb.binary(PrimOp::Mul, kb.cast(ctx.read(in, c), acc), scale), shift);
+  };
+  L.bind(0, L.pointwise(sizes, out, deps, std::move(body), L.op_name()));
+  auto as_stat = [&](int d) {  // (N, group, 1) -> (N, group) in the statistics' dtype
+    const int cast = L.elementwise({Operand{d, stat_sizes, 0}}, acc,
+                                   [](KernelBuilder&, const std::vector<ValueId>& v) { return v[0]; }, stat, stat_sizes);
+    return L.squeeze_dims(cast, dims);
+  };
+  L.bind(1, as_stat(mean));
+  L.bind(2, as_stat(rstd));
+}
+
+// argmax / argmin (self, dim?, keepdim) and the indices of max.dim / min.dim:
+// the first index of the extremum, a NaN counting as the extremum of all
+// (eager's GreaterOrNan / LessOrNan: the first NaN wins). Two reductions:
+// the extremum m (Max / Min propagate NaN), then the smallest index where
+// the element equals m, or is NaN where m is. The index is the coordinate
+// along a single dim, the row-major offset when all dims are reduced.
+// Returns the keepdim-shaped (extremum, index) defs.
+std::pair<int, int> arg_extremum(Lowerer& L, ReduceOp op, const std::vector<std::int64_t>& dims) {
+  const int in = L.tensor_def(0);
+  const DType dtype = L.def(in).dtype;
+  const auto sizes = L.def(in).sizes;
+  if (dtype == DType::Bool) throw Unsupported("argmax/argmin of bools");
+  const std::int64_t count = reduced_count(sizes, dims);
+  if (count == 0) throw Unsupported("argmax/argmin over no elements");
+  const bool floating = ir::is_floating(dtype);
+  const int extremum = L.reduction(in, dims, op, dtype);  // a selection: exact in any dtype
+  const auto red_sizes = L.def(extremum).sizes;
+  // Row-major strides of the reduced sub-space.
+  std::vector<std::int64_t> strides(sizes.size(), 0);
+  std::int64_t stride = 1;
+  for (auto d = dims.rbegin(); d != dims.rend(); ++d) strides[*d] = stride, stride *= sizes[*d];
+  Body position = [in, extremum, red_sizes, strides, count, floating](BodyContext& ctx, const Coords& c) {
+    auto& kb = ctx.kb();
+    const ValueId x = ctx.read(in, c), m = ctx.read(extremum, broadcast_coords(red_sizes, c));
+    ValueId hit = kb.binary(PrimOp::Eq, x, m);
+    if (floating) hit = kb.binary(PrimOp::LogicalOr, hit, kb.binary(PrimOp::LogicalAnd, kb.unary(PrimOp::IsNan, x), kb.unary(PrimOp::IsNan, m)));
+    const ValueId index = kb.index_value(ir::linear_index(c, strides), DType::Int64);
+    return kb.where(hit, index, kb.int_constant(count, DType::Int64));
+  };
+  const int index = L.reduction(in, dims, ReduceOp::Min, DType::Int64, std::move(position), {extremum});
+  return {extremum, index};
+}
+
+void lower_argmax_argmin(Lowerer& L, ReduceOp op) {
+  const std::size_t rank = L.rank_of(0);
+  const bool keepdim = !L.arg(2).is_none() && L.bool_arg(2);
+  if (rank == 0) {  // the only element: index 0
+    L.bind(0, L.pointwise({}, DType::Int64, {}, [](BodyContext& ctx, const Coords&) {
+      return ctx.kb().int_constant(0, DType::Int64);
+    }, L.op_name()));
+    return;
+  }
+  const auto dims = L.arg(1).is_none() ? reduction_dims(Arg::none(), rank)
+                                       : std::vector<std::int64_t>{wrap_dim(L.int_arg(1), rank)};
+  bind_reduced(L, 0, arg_extremum(L, op, dims).second, dims, keepdim);
+}
+
+// max.dim / min.dim (self, dim, keepdim) -> (values, indices).
+void lower_extremum_dim(Lowerer& L, ReduceOp op) {
+  const std::size_t rank = L.rank_of(0);
+  if (rank == 0) throw Unsupported("max/min along a dim of a zero-dim tensor");
+  const std::vector<std::int64_t> dims{wrap_dim(L.int_arg(1), rank)};
+  const bool keepdim = L.bool_arg(2);
+  const auto [values, indices] = arg_extremum(L, op, dims);
+  bind_reduced(L, 0, values, dims, keepdim);
+  bind_reduced(L, 1, indices, dims, keepdim);
+}
+
 // --- pointwise op helpers ---------------------------------------------------
 
 ValueId sigmoid(KernelBuilder& kb, ValueId x) {
@@ -1996,6 +2108,10 @@ std::unordered_map<std::string, LowerFn> make_lowerings() {
     t[n + ".dims"] = [op](Lowerer& L) { lower_all_any(L, op, L.arg(1), L.bool_arg(2)); };
   }
   t["aten::min.default"] = [](Lowerer& L) { lower_reduce(L, ReduceOp::Min, Arg::none(), false); };
+  t["aten::argmax.default"] = [](Lowerer& L) { lower_argmax_argmin(L, ReduceOp::Max); };
+  t["aten::argmin.default"] = [](Lowerer& L) { lower_argmax_argmin(L, ReduceOp::Min); };
+  t["aten::max.dim"] = [](Lowerer& L) { lower_extremum_dim(L, ReduceOp::Max); };
+  t["aten::min.dim"] = [](Lowerer& L) { lower_extremum_dim(L, ReduceOp::Min); };
   auto mean = [](Lowerer& L, const Arg& dim_arg, bool keepdim) {
     int in = L.tensor_def(0);
     auto dims = reduction_dims(dim_arg, L.def(in).sizes.size());
@@ -2008,6 +2124,7 @@ std::unordered_map<std::string, LowerFn> make_lowerings() {
   t["aten::_softmax.default"] = [](Lowerer& L) { lower_softmax(L, false); };
   t["aten::_log_softmax.default"] = [](Lowerer& L) { lower_softmax(L, true); };
   t["aten::native_layer_norm.default"] = lower_layer_norm;
+  t["aten::native_group_norm.default"] = lower_group_norm;
   // (input, weight?, bias?, running_mean?, running_var?, training, momentum, eps)
   t["aten::native_batch_norm.default"] = [](Lowerer& L) { lower_batch_norm_inference(L, 1, 2, 3, 4, 5, 7); };
   // (input, weight?, bias?, running_mean, running_var, momentum, eps)
