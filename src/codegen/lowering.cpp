@@ -4,10 +4,13 @@
 // CPU interpreter and the CUDA emitter both consume the result. Type
 // promotion follows PyTorch; the result dtype of every node is taken from the
 // capture run and checked against what the lowering produces.
+#include <array>
 #include <cmath>
 #include <numeric>
+#include <optional>
 #include <set>
 #include <stdexcept>
+#include <tuple>
 #include <unordered_map>
 
 #include "codegen/tensor_def.h"
@@ -133,6 +136,7 @@ class Lowerer {
     if (!arg(i).is_number()) throw Unsupported("argument " + std::to_string(i) + " is not a number: " + ir::to_string(arg(i)));
     return arg(i).number();
   }
+  double number_arg_or(std::size_t i, double if_none) const { return arg(i).is_none() ? if_none : number_arg(i); }
   bool bool_arg(std::size_t i) const { return int_arg(i) != 0; }
   std::size_t rank_of(std::size_t i) const { return def(tensor_def(i)).sizes.size(); }
 
@@ -759,6 +763,118 @@ void lower_layer_norm(Lowerer& L) {
   L.bind(2, as_stat(rstd));
 }
 
+// native_group_norm(input, weight?, bias?, N, C, HxW, group, eps) ->
+// (out, mean, rstd) in inference. The statistics are layer norm's over a
+// (N, group, C / group * HxW) view of the input; the affine is eager's
+// per-channel form: y = x * scale + bias with scale = rstd * weight[c] and
+// bias = -scale * mean + bias[c]. mean and rstd, shaped (N, group), are
+// computed only where something reads them.
+void lower_group_norm(Lowerer& L) {
+  const int in = L.tensor_def(0);
+  const auto sizes = L.def(in).sizes;
+  const std::int64_t n = L.int_arg(3), channels = L.int_arg(4), hxw = L.int_arg(5), groups = L.int_arg(6);
+  if (sizes.size() < 2 || sizes[0] != n || sizes[1] != channels || groups <= 0 || channels % groups != 0 ||
+      L.def(in).numel() != n * channels * hxw || L.def(in).numel() == 0)
+    throw Unsupported("group norm arguments that do not describe the input");
+  const double eps = L.number_arg(7);
+  const std::int64_t per_group = channels / groups;
+  const DType out = L.out_meta(0).dtype, stat = L.out_meta(1).dtype;
+  const DType acc = ir::compute_dtype(out) == DType::Float64 ? DType::Float64 : DType::Float32;
+  const std::vector<std::int64_t> grouped_sizes{n, groups, per_group * hxw};
+  const int grouped = L.view(in, grouped_sizes, [sizes, grouped_sizes](const Coords& c) {
+    return reshape_coords(sizes, grouped_sizes, c);
+  });
+  const std::vector<std::int64_t> dims{2};
+  const int mean = mean_def(L, grouped, dims, acc);
+  const int var = variance_def(L, grouped, mean, dims, 0.0, acc);
+  const auto stat_sizes = L.def(var).sizes;  // (N, group, 1)
+  const int rstd = L.elementwise({Operand{var, stat_sizes, 0}}, acc,
+                                 [eps](KernelBuilder& kb, const std::vector<ValueId>& v) {
+                                   return kb.unary(PrimOp::Rsqrt, bin(kb, PrimOp::Add, v[0], cst(kb, eps, v[0])));
+                                 },
+                                 acc, stat_sizes);
+  auto optional_def = [&L](std::size_t pos) { return L.arg(pos).is_none() ? -1 : L.tensor_def(pos); };
+  const int w = optional_def(1), b = optional_def(2);
+  std::vector<int> deps{in, mean, rstd};
+  for (int d : {w, b})
+    if (d >= 0) deps.push_back(d);
+  Body body = [in, mean, rstd, w, b, per_group, acc](BodyContext& ctx, const Coords& c) {
+    auto& kb = ctx.kb();
+    const Coords group{c[0], ir::floordiv(c[1], per_group), 0}, channel{c[1]};
+    ValueId scale = ctx.read(rstd, group);
+    if (w >= 0) scale = kb.binary(PrimOp::Mul, scale, kb.cast(ctx.read(w, channel), acc));
+    ValueId shift = kb.binary(PrimOp::Mul, kb.unary(PrimOp::Neg, scale), ctx.read(mean, group));
+    if (b >= 0) shift = kb.binary(PrimOp::Add, shift, kb.cast(ctx.read(b, channel), acc));
+    return kb.binary(PrimOp::Add, kb.binary(PrimOp::Mul, kb.cast(ctx.read(in, c), acc), scale), shift);
+  };
+  L.bind(0, L.pointwise(sizes, out, deps, std::move(body), L.op_name()));
+  auto as_stat = [&](int d) {  // (N, group, 1) -> (N, group) in the statistics' dtype
+    const int cast = L.elementwise({Operand{d, stat_sizes, 0}}, acc,
+                                   [](KernelBuilder&, const std::vector<ValueId>& v) { return v[0]; }, stat, stat_sizes);
+    return L.squeeze_dims(cast, dims);
+  };
+  L.bind(1, as_stat(mean));
+  L.bind(2, as_stat(rstd));
+}
+
+// argmax / argmin (self, dim?, keepdim) and the indices of max.dim / min.dim:
+// the first index of the extremum, a NaN counting as the extremum of all
+// (eager's GreaterOrNan / LessOrNan: the first NaN wins). Two reductions:
+// the extremum m (Max / Min propagate NaN), then the smallest index where
+// the element equals m, or is NaN where m is. The index is the coordinate
+// along a single dim, the row-major offset when all dims are reduced.
+// Returns the keepdim-shaped (extremum, index) defs.
+std::pair<int, int> arg_extremum(Lowerer& L, ReduceOp op, const std::vector<std::int64_t>& dims) {
+  const int in = L.tensor_def(0);
+  const DType dtype = L.def(in).dtype;
+  const auto sizes = L.def(in).sizes;
+  if (dtype == DType::Bool) throw Unsupported("argmax/argmin of bools");
+  const std::int64_t count = reduced_count(sizes, dims);
+  if (count == 0) throw Unsupported("argmax/argmin over no elements");
+  const bool floating = ir::is_floating(dtype);
+  const int extremum = L.reduction(in, dims, op, dtype);  // a selection: exact in any dtype
+  const auto red_sizes = L.def(extremum).sizes;
+  // Row-major strides of the reduced sub-space.
+  std::vector<std::int64_t> strides(sizes.size(), 0);
+  std::int64_t stride = 1;
+  for (auto d = dims.rbegin(); d != dims.rend(); ++d) strides[*d] = stride, stride *= sizes[*d];
+  Body position = [in, extremum, red_sizes, strides, count, floating](BodyContext& ctx, const Coords& c) {
+    auto& kb = ctx.kb();
+    const ValueId x = ctx.read(in, c), m = ctx.read(extremum, broadcast_coords(red_sizes, c));
+    ValueId hit = kb.binary(PrimOp::Eq, x, m);
+    if (floating) hit = kb.binary(PrimOp::LogicalOr, hit, kb.binary(PrimOp::LogicalAnd, kb.unary(PrimOp::IsNan, x), kb.unary(PrimOp::IsNan, m)));
+    const ValueId index = kb.index_value(ir::linear_index(c, strides), DType::Int64);
+    return kb.where(hit, index, kb.int_constant(count, DType::Int64));
+  };
+  const int index = L.reduction(in, dims, ReduceOp::Min, DType::Int64, std::move(position), {extremum});
+  return {extremum, index};
+}
+
+void lower_argmax_argmin(Lowerer& L, ReduceOp op) {
+  const std::size_t rank = L.rank_of(0);
+  const bool keepdim = !L.arg(2).is_none() && L.bool_arg(2);
+  if (rank == 0) {  // the only element: index 0
+    L.bind(0, L.pointwise({}, DType::Int64, {}, [](BodyContext& ctx, const Coords&) {
+      return ctx.kb().int_constant(0, DType::Int64);
+    }, L.op_name()));
+    return;
+  }
+  const auto dims = L.arg(1).is_none() ? reduction_dims(Arg::none(), rank)
+                                       : std::vector<std::int64_t>{wrap_dim(L.int_arg(1), rank)};
+  bind_reduced(L, 0, arg_extremum(L, op, dims).second, dims, keepdim);
+}
+
+// max.dim / min.dim (self, dim, keepdim) -> (values, indices).
+void lower_extremum_dim(Lowerer& L, ReduceOp op) {
+  const std::size_t rank = L.rank_of(0);
+  if (rank == 0) throw Unsupported("max/min along a dim of a zero-dim tensor");
+  const std::vector<std::int64_t> dims{wrap_dim(L.int_arg(1), rank)};
+  const bool keepdim = L.bool_arg(2);
+  const auto [values, indices] = arg_extremum(L, op, dims);
+  bind_reduced(L, 0, values, dims, keepdim);
+  bind_reduced(L, 1, indices, dims, keepdim);
+}
+
 // --- pointwise op helpers ---------------------------------------------------
 
 ValueId sigmoid(KernelBuilder& kb, ValueId x) {
@@ -864,6 +980,117 @@ void lower_clamp(Lowerer& L) {
     if (has_max) y = bin(kb, PrimOp::Minimum, y, v[i++]);
     return y;
   }));
+}
+
+// --- activations --------------------------------------------------------------
+//
+// As eager's CPU kernels (ATen's Activation.cpp) write them, operation for
+// operation, so that float32 agrees to the rounding of the math functions;
+// f16/bf16 compute in float32 as eager does.
+
+// hardtanh(self, min_val, max_val) (and relu6, ReLU6): a clamp; on integer
+// tensors the limits are truncated first, as eager's toLong().
+void lower_hardtanh(Lowerer& L) {
+  const DType out = L.out_meta().dtype;
+  if (out == DType::Bool) throw Unsupported("hardtanh of bools");
+  double lo = L.number_arg_or(1, -1.0), hi = L.number_arg_or(2, 1.0);
+  if (!ir::is_floating(out)) lo = std::trunc(lo), hi = std::trunc(hi);
+  L.bind(0, L.unary([lo, hi](KernelBuilder& kb, ValueId x) {
+    return bin(kb, PrimOp::Minimum, bin(kb, PrimOp::Maximum, x, cst(kb, lo, x)), cst(kb, hi, x));
+  }));
+}
+
+// min(max(x + 3, 0), 6): hardsigmoid divides it by 6, hardswish multiplies x by it first.
+ValueId relu6_of_x_plus_3(KernelBuilder& kb, ValueId x) {
+  ValueId shifted = bin(kb, PrimOp::Add, x, cst(kb, 3, x));
+  return bin(kb, PrimOp::Minimum, bin(kb, PrimOp::Maximum, shifted, cst(kb, 0, x)), cst(kb, 6, x));
+}
+
+ValueId hardsigmoid(KernelBuilder& kb, ValueId x) { return bin(kb, PrimOp::Div, relu6_of_x_plus_3(kb, x), cst(kb, 6, x)); }
+
+ValueId hardswish(KernelBuilder& kb, ValueId x) {
+  return bin(kb, PrimOp::Div, bin(kb, PrimOp::Mul, x, relu6_of_x_plus_3(kb, x)), cst(kb, 6, x));
+}
+
+// exp(y) - 1 without the cancellation near 0 (eager's vectorized elu calls
+// expm1): Kahan's form (u - 1) * y / log(u), u = exp(y), exact where u
+// rounds to 1 and -1 where it underflows to 0.
+ValueId expm1(KernelBuilder& kb, ValueId y) {
+  ValueId u = kb.unary(PrimOp::Exp, y);
+  ValueId one = cst(kb, 1, y), u_minus_1 = bin(kb, PrimOp::Sub, u, one);
+  ValueId general = bin(kb, PrimOp::Div, bin(kb, PrimOp::Mul, u_minus_1, y), kb.unary(PrimOp::Log, u));
+  ValueId saturated = kb.where(bin(kb, PrimOp::Eq, u_minus_1, cst(kb, -1, y)), cst(kb, -1, y), general);
+  return kb.where(bin(kb, PrimOp::Eq, u, one), y, saturated);
+}
+
+// elu(self, alpha, scale, input_scale) (selu and celu too):
+// x <= 0 ? expm1(x * input_scale) * (alpha * scale) : x * scale, the
+// coefficient alpha * scale multiplied in the compute type as eager does.
+// NaN takes the positive branch (x * scale), as eager's scalar code; its
+// vector code gives NaN as well.
+ValueId elu(KernelBuilder& kb, ValueId x, double alpha, double scale, double input_scale) {
+  ValueId negcoef = bin(kb, PrimOp::Mul, cst(kb, alpha, x), cst(kb, scale, x));
+  ValueId negative = bin(kb, PrimOp::Mul, expm1(kb, bin(kb, PrimOp::Mul, x, cst(kb, input_scale, x))), negcoef);
+  return kb.where(bin(kb, PrimOp::Le, x, cst(kb, 0, x)), negative, bin(kb, PrimOp::Mul, x, cst(kb, scale, x)));
+}
+
+// softplus(self, beta, threshold): x * beta > threshold ? x : log1p(exp(x * beta)) / beta.
+ValueId softplus(KernelBuilder& kb, ValueId x, double beta, double threshold) {
+  ValueId scaled = bin(kb, PrimOp::Mul, x, cst(kb, beta, x));
+  ValueId soft = bin(kb, PrimOp::Div, kb.unary(PrimOp::Log1p, kb.unary(PrimOp::Exp, scaled)), cst(kb, beta, x));
+  return kb.where(bin(kb, PrimOp::Gt, scaled, cst(kb, threshold, x)), x, soft);
+}
+
+// mish(x) = x * tanh(log1p(exp(x))) (no threshold, as eager).
+ValueId mish(KernelBuilder& kb, ValueId x) {
+  return bin(kb, PrimOp::Mul, x, kb.unary(PrimOp::Tanh, kb.unary(PrimOp::Log1p, kb.unary(PrimOp::Exp, x))));
+}
+
+// The activations above are defined on floating tensors only (eager has no
+// integer kernel for them).
+void lower_float_activation(Lowerer& L, Fn1 f) {
+  if (!ir::is_floating(L.out_meta().dtype)) throw Unsupported(L.op_name() + " of a non-floating tensor");
+  L.bind(0, L.unary(std::move(f)));
+}
+
+// A number as eager stores it into a tensor of dtype t: through float and
+// rounded to nearest even for f16/bf16 (c10 converts double -> float ->
+// half type), nonzero-ness for bools; others unchanged (integer constants
+// truncate, float32 constants round, when they are built).
+double stored_scalar(double v, DType t) {
+  if (t == DType::Bool) return v != 0 ? 1.0 : 0.0;
+  if (t != DType::BFloat16 && t != DType::Float16) return v;
+  const double f = static_cast<float>(v);
+  if (!std::isfinite(f) || f == 0) return f;
+  const bool bf16 = t == DType::BFloat16;
+  const int mantissa_bits = bf16 ? 7 : 10, min_exponent = bf16 ? -126 : -14;
+  const double max_finite = bf16 ? 0x1.fep127 : 65504.0;
+  const double quantum = std::ldexp(1.0, std::max(std::ilogb(f), min_exponent) - mantissa_bits);
+  const double r = std::nearbyint(f / quantum) * quantum;  // division by a power of two: exact
+  return std::abs(r) > max_finite ? std::copysign(INFINITY, r) : r;
+}
+
+// masked_fill.Scalar / .Tensor (self, mask, value): value where the bool
+// mask holds, else self, broadcast to the output. A number value is stored
+// as eager converts it to self's dtype, so that fused readers see what
+// eager's tensor holds; a 0-dim tensor value is cast like eager's item().
+void lower_masked_fill(Lowerer& L) {
+  const DType out = L.out_meta().dtype, compute = ir::compute_dtype(out);
+  const Operand self = L.operand(0), mask = L.operand(1);
+  Operand value = L.operand(2);
+  if (mask.is_scalar() || L.def(mask.def).dtype != DType::Bool) throw Unsupported("masked_fill with a mask that is not bool");
+  if (value.is_scalar()) {
+    value.value = stored_scalar(value.value, out);
+  } else if (L.rank_of(2) != 0 || L.arg_meta(2).device != L.out_meta().device) {
+    throw Unsupported("masked_fill with a value that is not a 0-dim tensor on the output's device");
+  }
+  std::vector<int> deps{self.def, mask.def};
+  if (!value.is_scalar()) deps.push_back(value.def);
+  Body body = [self, mask, value, compute](BodyContext& ctx, const Coords& c) {
+    const ValueId m = read_operand(ctx, mask, c, DType::Bool);
+    return ctx.kb().where(m, read_operand(ctx, value, c, compute), read_operand(ctx, self, c, compute));
+  };
+  L.bind(0, L.pointwise(L.out_meta().sizes, out, deps, std::move(body), L.op_name()));
 }
 
 // The output holds argument `src` (broadcast to the output's sizes), cast to
@@ -1089,59 +1316,89 @@ void lower_index_tensor(Lowerer& L) {
   }));
 }
 
-// cat(tensors, dim): one pointwise def; each output element reads the one
-// input whose range along dim holds it, every input under its own mask.
-// Inputs with no elements (size 0 along dim, or the legacy 1-d empty tensor
-// torch skips) contribute nothing.
-void lower_cat(Lowerer& L) {
-  const Arg& list = L.arg(0);
-  if (list.kind != Arg::Kind::TensorList) throw Unsupported("cat of something other than a tensor list");
+// One input of cat or stack: its def and the range [offset, offset + size)
+// of the output along the joined dim that it fills.
+struct JoinedPart {
+  int def;
+  DType dtype;
+  std::int64_t offset, size;
+};
+
+// The def of cat's or stack's output: each element reads the one part whose
+// range along `dim` holds it, every part under its own mask (a masked read
+// touches no memory outside it). A part of cat is read at the coordinate
+// shifted by its offset; a part of stack at the coordinates without `dim`.
+int join_parts(Lowerer& L, const std::vector<JoinedPart>& parts, int dim, bool stacked) {
   const auto sizes = L.out_meta().sizes;
   const DType out = L.out_meta().dtype, compute = ir::compute_dtype(out);
-  const int dim = static_cast<int>(wrap_dim(L.int_arg(1), sizes.size()));
-  if (sizes.empty()) throw Unsupported("cat into a zero-dim tensor");
-  struct Part {
-    int def;
-    DType dtype;
-    std::int64_t offset, size;
-  };
-  std::vector<Part> parts;
   std::vector<int> deps;
-  std::int64_t offset = 0;
-  for (auto v : list.ints) {
-    if (v < 0) throw Unsupported("cat of an undefined tensor");
-    const int d = L.value_def(static_cast<int>(v));
-    const TensorDef& td = L.def(d);
-    if (td.numel() == 0) continue;
-    if (td.sizes.size() != sizes.size()) throw Unsupported("cat of tensors of another rank");
-    parts.push_back({d, td.dtype, offset, td.sizes[dim]});
-    deps.push_back(d);
-    offset += td.sizes[dim];
-  }
-  if (L.out_meta().numel() == 0) parts.clear();
-  else if (offset != sizes[dim]) throw Unsupported("cat's inputs do not add up to its output");
-  if (parts.empty()) {  // an empty output
-    L.bind(0, L.pointwise(sizes, out, {}, [compute](BodyContext& ctx, const Coords&) {
-      return ctx.kb().constant(0, compute);
-    }, L.op_name()));
-    return;
-  }
+  for (const auto& p : parts) deps.push_back(p.def);
   // From the last part to the first: where(in part i, part i, what follows).
   // The last part's masked read is 0 outside it, and never selected there.
-  Body body = [parts, dim, compute](BodyContext& ctx, const Coords& c) {
+  Body body = [parts, dim, stacked, compute](BodyContext& ctx, const Coords& c) {
     auto& kb = ctx.kb();
     ValueId value = -1;
     for (auto p = parts.rbegin(); p != parts.rend(); ++p) {
       const ValueId mask = in_range(kb, c[dim], p->offset, p->offset + p->size);
       if (is_bool_constant(kb, mask, false)) continue;
       Coords at = c;
-      at[dim] = c[dim] - p->offset;
+      if (stacked) at.erase(at.begin() + dim);
+      else at[dim] = c[dim] - p->offset;
       const ValueId v = kb.cast(masked_read(ctx, p->def, p->dtype, at, mask, 0), compute);
       value = value < 0 || is_bool_constant(kb, mask, true) ? v : kb.where(mask, v, value);
     }
     return value < 0 ? kb.constant(0, compute) : value;
   };
-  L.bind(0, L.pointwise(sizes, out, deps, std::move(body), L.op_name()));
+  return L.pointwise(sizes, out, deps, std::move(body), L.op_name());
+}
+
+// The defs of a tensor-list argument.
+std::vector<int> list_defs(const Lowerer& L, std::size_t i) {
+  const Arg& list = L.arg(i);
+  if (list.kind != Arg::Kind::TensorList) throw Unsupported("argument " + std::to_string(i) + " is not a tensor list");
+  std::vector<int> defs;
+  for (auto v : list.ints) {
+    if (v < 0) throw Unsupported("an undefined tensor in a tensor list");
+    defs.push_back(L.value_def(static_cast<int>(v)));
+  }
+  return defs;
+}
+
+// cat(tensors, dim). Inputs with no elements (size 0 along dim, or the
+// legacy 1-d empty tensor torch skips) contribute nothing.
+void lower_cat(Lowerer& L) {
+  const auto sizes = L.out_meta().sizes;
+  if (sizes.empty()) throw Unsupported("cat into a zero-dim tensor");
+  const int dim = static_cast<int>(wrap_dim(L.int_arg(1), sizes.size()));
+  std::vector<JoinedPart> parts;
+  std::int64_t offset = 0;
+  for (int d : list_defs(L, 0)) {
+    const TensorDef& td = L.def(d);
+    if (td.numel() == 0) continue;
+    if (td.sizes.size() != sizes.size()) throw Unsupported("cat of tensors of another rank");
+    parts.push_back({d, td.dtype, offset, td.sizes[dim]});
+    offset += td.sizes[dim];
+  }
+  if (L.out_meta().numel() == 0) return lower_fill(L, 0);  // an empty output
+  if (offset != sizes[dim]) throw Unsupported("cat's inputs do not add up to its output");
+  L.bind(0, join_parts(L, parts, dim, /*stacked=*/false));
+}
+
+// stack(tensors, dim): cat of the inputs unsqueezed at dim; input k fills
+// index k along the new dim.
+void lower_stack(Lowerer& L) {
+  const auto sizes = L.out_meta().sizes;
+  const int dim = static_cast<int>(wrap_dim(L.int_arg(1), sizes.size()));
+  const auto defs = list_defs(L, 0);
+  if (L.out_meta().numel() == 0) return lower_fill(L, 0);
+  std::vector<JoinedPart> parts;
+  for (std::size_t k = 0; k < defs.size(); ++k) {
+    const TensorDef& td = L.def(defs[k]);
+    if (td.sizes.size() + 1 != sizes.size()) throw Unsupported("stack of tensors of another rank");
+    parts.push_back({defs[k], td.dtype, static_cast<std::int64_t>(k), 1});
+  }
+  if (static_cast<std::int64_t>(parts.size()) != sizes[dim]) throw Unsupported("stack's inputs do not match its output");
+  L.bind(0, join_parts(L, parts, dim, /*stacked=*/true));
 }
 
 // constant_pad_nd(self, pad, value): pad holds (before, after) pairs from
@@ -1302,6 +1559,366 @@ void lower_avg_pool2d(Lowerer& L) {
   L.bind(0, L.pointwise(L.out_meta(0).sizes, out, {sum}, std::move(body), L.op_name()));
 }
 
+// --- index remapping: flip, roll, repeat, upsampling; adaptive pooling ----------
+//
+// Each output element reads its source through an index expression (a view
+// def: nothing is copied unless a reader needs it in memory). stack is with
+// cat above.
+
+// A Python-style remainder in [0, n) for n > 0.
+std::int64_t positive_mod(std::int64_t a, std::int64_t n) { return ((a % n) + n) % n; }
+
+// An int-list argument (an int stands for a list of one; None for none).
+std::vector<std::int64_t> int_list_arg(const Lowerer& L, std::size_t i) {
+  const Arg& a = L.arg(i);
+  if (a.kind == Arg::Kind::IntList) return a.ints;
+  if (a.is_none()) return {};
+  return {L.int_arg(i)};
+}
+
+// flip(self, dims): coordinate d read backwards along each flipped dim.
+void lower_flip(Lowerer& L) {
+  const int in = L.tensor_def(0);
+  const auto sizes = L.def(in).sizes;
+  std::vector<bool> flipped(sizes.size(), false);
+  for (auto d : int_list_arg(L, 1)) {
+    const auto dim = wrap_dim(d, sizes.size());
+    if (!sizes.empty()) flipped[dim] = true;
+  }
+  L.bind(0, L.view(in, sizes, [sizes, flipped](const Coords& c) {
+    Coords r = c;
+    for (std::size_t i = 0; i < c.size(); ++i)
+      if (flipped[i]) r[i] = IndexExpr(sizes[i] - 1) - c[i];
+    return r;
+  }));
+}
+
+// roll(self, shifts, dims): out[i] = in[(i - shift) mod size] along each
+// dim; with no dims, the same over the flattened tensor.
+void lower_roll(Lowerer& L) {
+  const int in = L.tensor_def(0);
+  const auto sizes = L.def(in).sizes;
+  const auto shifts = int_list_arg(L, 1), dims = int_list_arg(L, 2);
+  if (L.def(in).numel() == 0) return lower_fill(L, 0);  // nothing to move
+  if (dims.empty()) {
+    if (shifts.size() != 1) throw Unsupported("roll without dims takes one shift");
+    const std::int64_t n = L.def(in).numel(), lift = positive_mod(-shifts[0], n);
+    L.bind(0, L.view(in, sizes, [sizes, n, lift](const Coords& c) {
+      const IndexExpr flat = ir::linear_index(c, ir::contiguous_strides(sizes));
+      return ir::unflatten_index(ir::mod(flat + lift, n), sizes);
+    }));
+    return;
+  }
+  if (shifts.size() != dims.size()) throw Unsupported("roll with as many shifts as dims");
+  std::vector<std::int64_t> lift(sizes.size(), 0);  // per dim: what to add before the modulo
+  for (std::size_t k = 0; k < dims.size(); ++k) {
+    const auto d = wrap_dim(dims[k], sizes.size());
+    lift[d] = positive_mod(lift[d] - shifts[k], sizes[d]);  // a dim listed twice rolls twice
+  }
+  L.bind(0, L.view(in, sizes, [sizes, lift](const Coords& c) {
+    Coords r = c;
+    for (std::size_t i = 0; i < c.size(); ++i)
+      if (lift[i] != 0) r[i] = ir::mod(c[i] + lift[i], sizes[i]);
+    return r;
+  }));
+}
+
+// repeat(self, repeats): the input tiled; leading repeats add dims.
+void lower_repeat(Lowerer& L) {
+  const int in = L.tensor_def(0);
+  const auto in_sizes = L.def(in).sizes;
+  const auto sizes = L.out_meta().sizes;
+  if (sizes.size() < in_sizes.size()) throw Unsupported("repeat with fewer repeats than dims");
+  if (L.out_meta().numel() == 0) return lower_fill(L, 0);  // nothing to read (an input dim may be 0)
+  const std::size_t lead = sizes.size() - in_sizes.size();
+  L.bind(0, L.view(in, sizes, [in_sizes, lead](const Coords& c) {
+    Coords r;
+    for (std::size_t i = 0; i < in_sizes.size(); ++i) r.push_back(ir::mod(c[lead + i], in_sizes[i]));
+    return r;
+  }));
+}
+
+// --- upsampling ---
+//
+// Eager derives each output position's source along an axis with float
+// arithmetic (ATen's UpSample.h). Here the source indices are index
+// expressions floor((a * o + c) / b) with integer a, b, c, so that the op
+// stays a view-like def that fuses with its neighbours.
+
+// The scale of an axis as eager's compute_scales_value: 1 / scale where one
+// is given (> 0), else in / out, in the type T (float for nearest).
+template <typename T>
+T scale_value(std::int64_t in, std::int64_t out, std::optional<double> scale) {
+  if (scale && *scale > 0) return static_cast<T>(1.0 / *scale);
+  return static_cast<T>(in) / static_cast<T>(out);
+}
+
+// A positive float (or double) s as the exact fraction a / 2^k, if
+// a * limit stays far from overflow.
+std::optional<std::pair<std::int64_t, std::int64_t>> dyadic_fraction(double s, std::int64_t limit) {
+  if (!(s > 0) || !std::isfinite(s)) return std::nullopt;
+  int e = 0;
+  const double m = std::frexp(s, &e);  // s = m * 2^e, m in [0.5, 1)
+  std::int64_t a = static_cast<std::int64_t>(std::ldexp(m, 53)), k = 53 - e;
+  while (k > 0 && a % 2 == 0) a /= 2, --k;
+  if (k < 0 || k > 40 || a > (std::int64_t{1} << 60) / std::max<std::int64_t>(limit, 1)) return std::nullopt;
+  return std::pair{a, std::int64_t{1} << k};
+}
+
+// The scale factors of upsample_*2d: .default passes scales_h and scales_w
+// at `pos` and `pos + 1`; .vec a list scale_factors at `pos` (or None).
+std::array<std::optional<double>, 2> upsample_scales(const Lowerer& L, std::size_t pos, bool vec) {
+  std::array<std::optional<double>, 2> s;
+  if (vec) {
+    const Arg& a = L.arg(pos);
+    if (a.kind == Arg::Kind::DoubleList && a.doubles.size() == 2) s = {a.doubles[0], a.doubles[1]};
+    else if (!a.is_none()) throw Unsupported("scale_factors that are not two numbers");
+  } else {
+    for (std::size_t i = 0; i < 2; ++i)
+      if (!L.arg(pos + i).is_none()) s[i] = L.number_arg(pos + i);
+  }
+  return s;
+}
+
+// upsample_nearest2d along one axis: source = floor(o * a / b). Eager on CPU
+// (nearest_idx) copies where out == in, halves where out == 2 * in, and
+// otherwise, like eager on CUDA everywhere, takes
+// min(floorf(o * scale), in - 1) with a float scale. Where the two differ
+// (a scale factor that disagrees with the sizes) or no fraction reproduces
+// every source index, the op runs through ATen.
+std::optional<std::pair<std::int64_t, std::int64_t>> nearest_fraction(std::int64_t in, std::int64_t out,
+                                                                       std::optional<double> scale) {
+  const float s = scale_value<float>(in, out, scale);
+  std::vector<std::int64_t> source(out);
+  for (std::int64_t o = 0; o < out; ++o) {
+    const auto general = std::min(static_cast<std::int64_t>(std::floor(static_cast<float>(o) * s)), in - 1);
+    const auto cpu = out == in ? o : out == 2 * in ? o >> 1 : general;
+    if (cpu != general) return std::nullopt;
+    source[o] = general;
+  }
+  const std::int64_t g = std::gcd(in, out);
+  std::vector<std::pair<std::int64_t, std::int64_t>> candidates{{in / g, out / g}};
+  if (auto f = dyadic_fraction(s, out)) candidates.push_back(*f);
+  for (const auto& [a, b] : candidates) {
+    bool all = true;
+    for (std::int64_t o = 0; o < out && all; ++o) all = (o * a) / b == source[o];
+    if (all) return std::pair{a, b};
+  }
+  return std::nullopt;
+}
+
+// upsample_nearest2d.default (input, output_size, scales_h?, scales_w?) and
+// .vec (input, output_size?, scale_factors?): a view.
+void lower_upsample_nearest2d(Lowerer& L, bool vec) {
+  const int in = L.tensor_def(0);
+  const auto in_sizes = L.def(in).sizes;
+  const auto sizes = L.out_meta().sizes;
+  if (in_sizes.size() != 4 || sizes.size() != 4 || L.out_meta().numel() == 0) throw Unsupported("upsampling that is not 4-d");
+  const auto scales = upsample_scales(L, 2, vec);
+  std::array<std::pair<std::int64_t, std::int64_t>, 2> fraction;
+  for (int a = 0; a < 2; ++a) {
+    auto f = nearest_fraction(in_sizes[2 + a], sizes[2 + a], scales[a]);
+    if (!f) throw Unsupported("nearest source indices that no index expression reproduces");
+    fraction[a] = *f;
+  }
+  L.bind(0, L.view(in, sizes, [fraction](const Coords& c) {
+    Coords r = c;
+    for (int a = 0; a < 2; ++a) r[2 + a] = ir::floordiv(c[2 + a] * fraction[a].first, fraction[a].second);
+    return r;
+  }));
+}
+
+// One axis of upsample_bilinear2d, as eager's compute_source_index_and_lambda
+// (UpSample.h) computes it in the accumulation type (float; double for
+// double tensors):
+//   real = align_corners ? scale * o : max(scale * (o + 0.5) - 0.5, 0)
+//   i0 = min(floor(real), in - 1), i1 = i0 + (i0 < in - 1),
+//   l1 = min(max(real - i0, 0), 1), l0 = 1 - l1,
+// except that on CPU, where out == in, i0 = i1 = o and (l0, l1) = (1, 0).
+// The indices here are index expressions with the scale as an exact
+// fraction a / b; they equal eager's except where the float `real` rounds
+// across an integer, and there l1 (computed in float as eager does, against
+// this i0, then clamped) is within rounding of 0 or 1, so the interpolated
+// value agrees to rounding.
+struct LinearAxis {
+  std::int64_t in = 1, out = 1;
+  bool align_corners = false;
+  bool copy = false;          // out == in
+  double scale = 0;           // eager's, in the accumulation type
+  std::int64_t a = 0, b = 1;  // the scale as a fraction
+  // align_corners = false: g = floor(real) + 1 = (2a * o + a + b) // 2b >= 0,
+  // and i0 = g - 1, clamped at 0 where g == 0 (only in a first stretch of
+  // o when upsampling): i0 = g - (g + g_max - 1) // g_max.
+  bool clamp_low = false;
+  std::int64_t g_max = 1;
+  bool clamp_high = false;  // i1 = h - h // in, h = i0 + 1 (h reaches in at the last outputs)
+
+  IndexExpr i0(const IndexExpr& o) const {
+    if (copy) return o;
+    if (align_corners) return out > 1 ? ir::floordiv(o * a, b) : IndexExpr(0);
+    const IndexExpr g = ir::floordiv(o * (2 * a) + (a + b), 2 * b);
+    return clamp_low ? g - ir::floordiv(g + (g_max - 1), g_max) : g - 1;
+  }
+  IndexExpr i1(const IndexExpr& o) const {
+    if (copy) return o;
+    const IndexExpr h = i0(o) + 1;
+    return clamp_high ? h - ir::floordiv(h, in) : h;
+  }
+  // (l0, l1) at o, in `acc`.
+  std::pair<ValueId, ValueId> weights(KernelBuilder& kb, const IndexExpr& o, DType acc) const {
+    const ValueId zero = kb.constant(0, acc), one = kb.constant(1, acc);
+    if (copy) return {one, zero};
+    const ValueId of = kb.cast(kb.index_value(o), acc), s = kb.constant(scale, acc);
+    ValueId real;
+    if (align_corners) {
+      real = kb.binary(PrimOp::Mul, s, of);
+    } else {
+      const ValueId half = kb.constant(0.5, acc);
+      real = kb.binary(PrimOp::Sub, kb.binary(PrimOp::Mul, s, kb.binary(PrimOp::Add, of, half)), half);
+      real = kb.binary(PrimOp::Maximum, real, zero);
+    }
+    const ValueId fraction = kb.binary(PrimOp::Sub, real, kb.cast(kb.index_value(i0(o)), acc));
+    const ValueId l1 = kb.binary(PrimOp::Minimum, kb.binary(PrimOp::Maximum, fraction, zero), one);
+    return {kb.binary(PrimOp::Sub, one, l1), l1};
+  }
+};
+
+// Rounds like a value of the accumulation type.
+double in_acc(double v, DType acc) { return acc == DType::Float64 ? v : static_cast<float>(v); }
+
+LinearAxis linear_axis(std::int64_t in, std::int64_t out, bool align_corners, std::optional<double> scale, DType acc) {
+  LinearAxis x;
+  x.in = in, x.out = out, x.align_corners = align_corners;
+  if (align_corners) {
+    x.scale = out > 1 ? in_acc(in_acc(in - 1, acc) / in_acc(out - 1, acc), acc) : 0;
+    x.a = in - 1, x.b = std::max<std::int64_t>(out - 1, 1);
+  } else {
+    const double sizes_ratio = in_acc(in_acc(in, acc) / in_acc(out, acc), acc);
+    x.scale = scale && *scale > 0 ? in_acc(1.0 / *scale, acc) : sizes_ratio;
+    if (x.scale == sizes_ratio) {
+      const std::int64_t g = std::gcd(in, out);
+      x.a = in / g, x.b = out / g;
+    } else if (auto f = dyadic_fraction(x.scale, 2 * out + 1)) {
+      std::tie(x.a, x.b) = *f;
+    } else {
+      throw Unsupported("a bilinear scale that is no usable fraction");
+    }
+  }
+  if (out == in) {
+    // CPU copies; CUDA computes real = o exactly when the scale is 1 (and
+    // reads index 0 alone where in == 1).
+    if (x.scale != 1.0 && in != 1) throw Unsupported("bilinear scale other than 1 between equal sizes (eager's CPU and CUDA differ)");
+    x.copy = true;
+    return x;
+  }
+  if (!align_corners) {
+    auto g = [&](std::int64_t o) { return (2 * x.a * o + x.a + x.b) / (2 * x.b); };
+    if (g(out - 1) - 1 > in - 1) throw Unsupported("a bilinear source position past the input");
+    x.g_max = std::max<std::int64_t>(g(out - 1), 1);
+    x.clamp_low = g(0) == 0;
+  }
+  x.clamp_high = x.i0(IndexExpr(out - 1)).value() + 1 >= in;
+  return x;
+}
+
+// upsample_bilinear2d.default (input, output_size, align_corners, scales_h?,
+// scales_w?) and .vec (input, output_size?, align_corners, scale_factors?):
+// (x[i0, j0] * m0 + x[i0, j1] * m1) * l0 + (x[i1, j0] * m0 + x[i1, j1] * m1) * l1
+// with (l0, l1) the row weights and (m0, m1) the column weights, in eager's order.
+void lower_upsample_bilinear2d(Lowerer& L, bool vec) {
+  const int in = L.tensor_def(0);
+  const auto in_sizes = L.def(in).sizes;
+  const auto sizes = L.out_meta().sizes;
+  const DType out = L.out_meta().dtype;
+  if (in_sizes.size() != 4 || sizes.size() != 4 || L.out_meta().numel() == 0) throw Unsupported("upsampling that is not 4-d");
+  if (!ir::is_floating(out)) throw Unsupported("bilinear upsampling of integers");
+  const DType acc = ir::compute_dtype(out) == DType::Float64 ? DType::Float64 : DType::Float32;
+  const bool align_corners = L.bool_arg(2);
+  const auto scales = upsample_scales(L, 3, vec);
+  const LinearAxis rows = linear_axis(in_sizes[2], sizes[2], align_corners, scales[0], acc);
+  const LinearAxis cols = linear_axis(in_sizes[3], sizes[3], align_corners, scales[1], acc);
+  Body body = [in, rows, cols, acc](BodyContext& ctx, const Coords& c) {
+    auto& kb = ctx.kb();
+    auto x = [&](const IndexExpr& i, const IndexExpr& j) { return kb.cast(ctx.read(in, {c[0], c[1], i, j}), acc); };
+    const auto [l0, l1] = rows.weights(kb, c[2], acc);
+    const auto [m0, m1] = cols.weights(kb, c[3], acc);
+    const IndexExpr i0 = rows.i0(c[2]), i1 = rows.i1(c[2]), j0 = cols.i0(c[3]), j1 = cols.i1(c[3]);
+    auto row = [&](const IndexExpr& i) {
+      return kb.binary(PrimOp::Add, kb.binary(PrimOp::Mul, x(i, j0), m0), kb.binary(PrimOp::Mul, x(i, j1), m1));
+    };
+    return kb.binary(PrimOp::Add, kb.binary(PrimOp::Mul, row(i0), l0), kb.binary(PrimOp::Mul, row(i1), l1));
+  };
+  L.bind(0, L.pointwise(sizes, out, {in}, std::move(body), L.op_name()));
+}
+
+// _adaptive_avg_pool2d(self, output_size): output o along an axis of input
+// size n and output size m averages the input over
+// [floor(o * n / m), ceil((o + 1) * n / m)), eager's start and end indices.
+// Every window as a def of the output's sizes plus (kh, kw), the largest
+// window's; where windows differ in size, points past a window's end are
+// masked to 0. The sum is divided by the window's height, then its width,
+// as eager does.
+struct AdaptiveAxis {
+  std::int64_t in, out, kernel = 0;
+  bool uniform = true;  // every window has `kernel` elements
+  IndexExpr start(const IndexExpr& o) const { return ir::floordiv(o * in, out); }
+  IndexExpr end(const IndexExpr& o) const { return ir::floordiv(o * in + (in + out - 1), out); }
+};
+
+AdaptiveAxis adaptive_axis(std::int64_t in, std::int64_t out) {
+  AdaptiveAxis a{in, out};
+  for (std::int64_t o = 0; o < out; ++o) {
+    const std::int64_t size = ((o + 1) * in + out - 1) / out - o * in / out;
+    if (o > 0 && size != a.kernel) a.uniform = false;
+    a.kernel = std::max(a.kernel, size);
+  }
+  return a;
+}
+
+void lower_adaptive_avg_pool2d(Lowerer& L) {
+  const int in = L.tensor_def(0);
+  const auto in_sizes = L.def(in).sizes;
+  const auto sizes = L.out_meta().sizes;
+  const std::size_t rank = in_sizes.size();
+  const DType out = L.out_meta().dtype, dtype = L.def(in).dtype;
+  if ((rank != 3 && rank != 4) || sizes.size() != rank || L.out_meta().numel() == 0 || L.def(in).numel() == 0)
+    throw Unsupported("adaptive pooling of a tensor that is not 3-d or 4-d, or empty");
+  if (!ir::is_floating(out)) throw Unsupported("adaptive pooling of integers");
+  const std::array<AdaptiveAxis, 2> axes{adaptive_axis(in_sizes[rank - 2], sizes[rank - 2]),
+                                         adaptive_axis(in_sizes[rank - 1], sizes[rank - 1])};
+  auto window_sizes = sizes;
+  for (const auto& a : axes) window_sizes.push_back(a.kernel);
+  Body window = [in, dtype, axes, rank](BodyContext& ctx, const Coords& c) {
+    auto& kb = ctx.kb();
+    Coords at(c.begin(), c.begin() + static_cast<std::ptrdiff_t>(rank));
+    ValueId mask = kb.int_constant(1, DType::Bool);
+    for (int a = 0; a < 2; ++a) {
+      const IndexExpr o = c[rank - 2 + a];
+      at[rank - 2 + a] = axes[a].start(o) + c[rank + a];
+      if (!axes[a].uniform)
+        mask = and_mask(kb, mask, kb.binary(PrimOp::Lt, kb.index_value(at[rank - 2 + a]), kb.index_value(axes[a].end(o))));
+    }
+    return masked_read(ctx, in, dtype, at, mask, 0);
+  };
+  const int windows = L.pointwise(window_sizes, dtype, {in}, std::move(window), L.op_name());
+  const DType acc = ir::compute_dtype(out) == DType::Float64 ? DType::Float64 : DType::Float32;
+  const std::vector<std::int64_t> dims{static_cast<std::int64_t>(rank), static_cast<std::int64_t>(rank + 1)};
+  const int sum = L.reduction(windows, dims, ReduceOp::Sum, acc);
+  Body body = [sum, axes, rank, acc](BodyContext& ctx, const Coords& c) {
+    auto& kb = ctx.kb();
+    Coords at = c;
+    at.push_back(0);
+    at.push_back(0);
+    ValueId v = ctx.read(sum, at);
+    for (int a = 0; a < 2; ++a) {
+      const IndexExpr o = c[rank - 2 + a];
+      v = kb.binary(PrimOp::Div, v, kb.cast(kb.index_value(axes[a].end(o) - axes[a].start(o)), acc));
+    }
+    return v;
+  };
+  L.bind(0, L.pointwise(sizes, out, {sum}, std::move(body), L.op_name()));
+}
+
 // --- the table -------------------------------------------------------------
 
 void add_unary(std::unordered_map<std::string, LowerFn>& t, const std::string& name, Fn1 f) {
@@ -1356,6 +1973,30 @@ std::unordered_map<std::string, LowerFn> make_lowerings() {
   t["aten::gelu.default"] = [](Lowerer& L) {
     bool tanh_approx = L.arg(1).kind == Arg::Kind::String && L.arg(1).s == "tanh";
     L.bind(0, L.unary([tanh_approx](KernelBuilder& kb, ValueId x) { return gelu(kb, x, tanh_approx); }));
+  };
+  // Activations (the in-place forms are recorded functionalized).
+  t["aten::hardtanh.default"] = lower_hardtanh;
+  t["aten::hardsigmoid.default"] = [](Lowerer& L) { lower_float_activation(L, hardsigmoid); };
+  t["aten::hardswish.default"] = [](Lowerer& L) { lower_float_activation(L, hardswish); };
+  t["aten::mish.default"] = [](Lowerer& L) { lower_float_activation(L, mish); };
+  t["aten::leaky_relu.default"] = [](Lowerer& L) {
+    const double slope = L.number_arg_or(1, 0.01);
+    lower_float_activation(L, [slope](KernelBuilder& kb, ValueId x) {
+      return kb.where(bin(kb, PrimOp::Gt, x, cst(kb, 0, x)), x, bin(kb, PrimOp::Mul, x, cst(kb, slope, x)));
+    });
+  };
+  t["aten::elu.default"] = [](Lowerer& L) {
+    const double alpha = L.number_arg_or(1, 1.0), scale = L.number_arg_or(2, 1.0), input_scale = L.number_arg_or(3, 1.0);
+    lower_float_activation(L, [=](KernelBuilder& kb, ValueId x) { return elu(kb, x, alpha, scale, input_scale); });
+  };
+  t["aten::celu.default"] = [](Lowerer& L) {  // eager: elu(x, alpha, 1, 1 / alpha)
+    const double alpha = L.number_arg_or(1, 1.0);
+    if (alpha == 0) throw Unsupported("celu with alpha 0");
+    lower_float_activation(L, [alpha](KernelBuilder& kb, ValueId x) { return elu(kb, x, alpha, 1.0, 1.0 / alpha); });
+  };
+  t["aten::softplus.default"] = [](Lowerer& L) {
+    const double beta = L.number_arg_or(1, 1.0), threshold = L.number_arg_or(2, 20.0);
+    lower_float_activation(L, [=](KernelBuilder& kb, ValueId x) { return softplus(kb, x, beta, threshold); });
   };
   t["aten::round.decimals"] = [](Lowerer& L) {
     // As eager: round(x * 10^d) / 10^d, and for d < 0 round(x / 10^-d) * 10^-d
@@ -1448,6 +2089,7 @@ std::unordered_map<std::string, LowerFn> make_lowerings() {
   add_comparison(t, "logical_xor", PrimOp::LogicalXor);
   for (const char* ov : {"self", "ScalarSelf", "ScalarOther", "Scalar"}) t[std::string("aten::where.") + ov] = lower_where;
   for (const char* name : {"aten::clamp.default", "aten::clamp.Tensor"}) t[name] = lower_clamp;
+  for (const char* ov : {".Scalar", ".Tensor"}) t[std::string("aten::masked_fill") + ov] = lower_masked_fill;
   for (const char* ov : {".default", ".Tensor"}) {
     t[std::string("aten::clamp_min") + ov] = [](Lowerer& L) {
       L.bind(0, L.elementwise({L.operand(0), L.operand(1)}, L.out_meta().dtype, binary_fn(PrimOp::Maximum)));
@@ -1481,10 +2123,22 @@ std::unordered_map<std::string, LowerFn> make_lowerings() {
   t["aten::gather.default"] = lower_gather;
   t["aten::index.Tensor"] = lower_index_tensor;
   t["aten::cat.default"] = lower_cat;
+  t["aten::stack.default"] = lower_stack;
   t["aten::constant_pad_nd.default"] = lower_constant_pad;
   t["aten::max_pool2d.default"] = lower_max_pool2d;
   t["aten::max_pool2d_with_indices.default"] = lower_max_pool2d;
   t["aten::avg_pool2d.default"] = lower_avg_pool2d;
+  t["aten::_adaptive_avg_pool2d.default"] = lower_adaptive_avg_pool2d;
+  t["aten::adaptive_avg_pool2d.default"] = lower_adaptive_avg_pool2d;
+
+  // Index remapping: flips, rolls, tiles, upsampling (view-like defs).
+  t["aten::flip.default"] = lower_flip;
+  t["aten::roll.default"] = lower_roll;
+  t["aten::repeat.default"] = lower_repeat;
+  t["aten::upsample_nearest2d.default"] = [](Lowerer& L) { lower_upsample_nearest2d(L, false); };
+  t["aten::upsample_nearest2d.vec"] = [](Lowerer& L) { lower_upsample_nearest2d(L, true); };
+  t["aten::upsample_bilinear2d.default"] = [](Lowerer& L) { lower_upsample_bilinear2d(L, false); };
+  t["aten::upsample_bilinear2d.vec"] = [](Lowerer& L) { lower_upsample_bilinear2d(L, true); };
 
   // Factories.
   t["aten::full.default"] = [](Lowerer& L) { lower_fill(L, L.number_arg(1)); };
@@ -1511,6 +2165,10 @@ std::unordered_map<std::string, LowerFn> make_lowerings() {
     t[n + ".dims"] = [op](Lowerer& L) { lower_all_any(L, op, L.arg(1), L.bool_arg(2)); };
   }
   t["aten::min.default"] = [](Lowerer& L) { lower_reduce(L, ReduceOp::Min, Arg::none(), false); };
+  t["aten::argmax.default"] = [](Lowerer& L) { lower_argmax_argmin(L, ReduceOp::Max); };
+  t["aten::argmin.default"] = [](Lowerer& L) { lower_argmax_argmin(L, ReduceOp::Min); };
+  t["aten::max.dim"] = [](Lowerer& L) { lower_extremum_dim(L, ReduceOp::Max); };
+  t["aten::min.dim"] = [](Lowerer& L) { lower_extremum_dim(L, ReduceOp::Min); };
   auto mean = [](Lowerer& L, const Arg& dim_arg, bool keepdim) {
     int in = L.tensor_def(0);
     auto dims = reduction_dims(dim_arg, L.def(in).sizes.size());
@@ -1523,6 +2181,7 @@ std::unordered_map<std::string, LowerFn> make_lowerings() {
   t["aten::_softmax.default"] = [](Lowerer& L) { lower_softmax(L, false); };
   t["aten::_log_softmax.default"] = [](Lowerer& L) { lower_softmax(L, true); };
   t["aten::native_layer_norm.default"] = lower_layer_norm;
+  t["aten::native_group_norm.default"] = lower_group_norm;
   // (input, weight?, bias?, running_mean?, running_var?, training, momentum, eps)
   t["aten::native_batch_norm.default"] = [](Lowerer& L) { lower_batch_norm_inference(L, 1, 2, 3, 4, 5, 7); };
   // (input, weight?, bias?, running_mean, running_var, momentum, eps)

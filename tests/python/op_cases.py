@@ -941,6 +941,287 @@ for _name, _fn, _shape, _layout in POOLS:
          exact=is_max and "after_relu" not in _name)
 
 
+# -- activations ------------------------------------------------------------------------------
+
+# Lowered in the order of operations of eager's CPU kernels: hardtanh and
+# relu6 are clamps, hardswish and hardsigmoid divide by 6 as eager's CPU
+# code does (its CUDA code multiplies by 1/6: an ulp apart); elu, softplus
+# and mish differ by the math functions' ulps (elu's expm1 is Kahan's
+# form from exp and log, eager's is SLEEF's or the C library's).
+ACTIVATIONS = [
+    # name, fn, value kind, scale, dtypes
+    ("hardtanh", F.hardtanh, "normal", 2, NUMERIC),
+    ("relu6", F.relu6, "normal", 5, NUMERIC),
+    ("hardsigmoid", F.hardsigmoid, "normal", 4, FLOATS_F16),
+    ("hardswish", F.hardswish, "normal", 4, FLOATS_F16),
+    ("leaky_relu", F.leaky_relu, "normal", 2, FLOATS),
+    ("elu", F.elu, "normal", 3, FLOATS),
+    ("softplus", F.softplus, "normal", 8, FLOATS),
+    ("mish", F.mish, "normal", 4, FLOATS),
+]
+# Each op's arguments, on one shape.
+ACTIVATION_ARGS = [
+    # Integer tensors truncate the limits (to -2 and 0), as eager's hardtanh does.
+    ("hardtanh_limits", lambda x: F.hardtanh(x, -2.5, 0.75), "normal", 2, NUMERIC),
+    ("hardtanh_int_limits", lambda x: F.hardtanh(x, -1, 3), "normal", 3, NUMERIC),
+    ("leaky_relu_slope", lambda x: F.leaky_relu(x, 0.2), "normal", 2, FLOATS),
+    ("leaky_relu_negative_slope", lambda x: F.leaky_relu(x, -1.5), "normal", 2, FLOATS),
+    ("elu_alpha", lambda x: F.elu(x, alpha=0.5), "normal", 3, FLOATS),
+    ("elu_scale_input_scale", lambda x: torch.ops.aten.elu(x, 1.5, 2.0, 0.5), "normal", 3, FLOATS),
+    ("elu_near_zero", F.elu, "normal", 1e-3, FLOATS),  # expm1 near 0: no cancellation
+    ("selu", F.selu, "normal", 3, FLOATS),
+    ("celu", lambda x: F.celu(x, alpha=2.0), "normal", 3, FLOATS),
+    ("softplus_beta_threshold", lambda x: F.softplus(x, beta=2, threshold=3), "normal", 4, FLOATS),
+    ("softplus_fractional_beta", lambda x: F.softplus(x, beta=0.5, threshold=1.5), "normal", 4, FLOATS),
+]
+for _name, _fn, _kind, _scale, _dtypes in ACTIVATIONS:
+    for _variant, _shape, _layout in UNARY_SHAPES:
+        case(f"{_name}[{_variant}]", _fn, one(_shape, _kind, _layout, _scale), _dtypes)
+for _name, _fn, _kind, _scale, _dtypes in ACTIVATION_ARGS:
+    case(f"{_name}[transposed]", _fn, one(ODD, _kind, "transposed", _scale), _dtypes)
+for _name, _fn, _kind, _scale, _dtypes in ACTIVATIONS + ACTIVATION_ARGS:
+    case(f"{_name}[special_values]", _fn, _special((1,)), tuple(d for d in _dtypes if d.is_floating_point))
+
+
+def _write_slice_of_product(x):
+    y = x * 2
+    F.hardswish(y[1:, ::2], inplace=True)
+    return y
+
+
+# In-place forms (the capture records the functional op), in MobileNet's
+# patterns: an in-place ReLU6 module, hardswish after a product, and an
+# activation written into a slice of an intermediate.
+INPLACE_ACTIVATIONS = [
+    ("relu6", lambda x: F.relu6(x * 3, inplace=True), NUMERIC),
+    ("relu6_module", lambda x: torch.nn.ReLU6(inplace=True)(x + 1), NUMERIC),
+    ("hardtanh", lambda x: F.hardtanh(x - 1, -0.5, 2.0, inplace=True), FLOATS),
+    ("hardswish", lambda x: F.hardswish(x * 2, inplace=True), FLOATS),
+    ("hardsigmoid", lambda x: F.hardsigmoid(x * 2, inplace=True) * x, FLOATS),
+    ("leaky_relu", lambda x: F.leaky_relu(x - 0.5, 0.1, inplace=True), FLOATS),
+    ("elu", lambda x: F.elu(x + 0.5, inplace=True), FLOATS),
+    ("mish", lambda x: F.mish(x * 1.5, inplace=True), FLOATS),
+    ("hardswish_into_a_slice", _write_slice_of_product, FLOATS),
+]
+for _name, _fn, _dtypes in INPLACE_ACTIVATIONS:
+    case(f"inplace[{_name}]", _fn, one(ODD, "normal", "sliced", 3), _dtypes)
+case("activation[mobilenet_chain]", lambda x, s: F.hardswish(x * F.hardsigmoid(s) + 1) + F.relu6(x),
+     lambda inp: (inp.tensor((2, 6, 5, 7), scale=3), inp.tensor((2, 6, 1, 1), scale=3)), FLOATS)
+
+# -- masked_fill ---------------------------------------------------------------------------------
+
+# Exact: a selection. A number is stored as eager converts it to the
+# tensor's dtype (truncated for ints, rounded for bf16), also where a fused
+# op reads it; a 0-dim tensor value is converted like eager's item().
+
+
+def _masked(shape, mask_shape, layout="contiguous", mask_layout="contiguous", value=None):
+    def build(inp):
+        args = (inp.tensor(shape, "normal", layout), inp.tensor(mask_shape, "bool", mask_layout, dtype=B8))
+        return args if value is None else args + (inp.scalar_tensor(value[0], value[1] or inp.dtype),)
+    return build
+
+
+MASKED_FILL = [
+    # name, fn, build, dtypes, exact
+    ("same_shape", lambda x, m: x.masked_fill(m, -1.5), _masked(ODD, ODD), ALL, True),
+    ("row_mask", lambda x, m: x.masked_fill(m, 2.0), _masked(ODD, (1, 129)), ALL, True),
+    ("broadcast_self", lambda x, m: x.masked_fill(m, 3.0), _masked((37, 1), ODD), NUMERIC, True),
+    ("strided", lambda x, m: x.masked_fill(m, 0.0), _masked(ODD, ODD, "transposed", "sliced"), ALL, True),
+    ("expanded", lambda x, m: torch.masked_fill(x, m, -4.0), _masked(SMALL3, SMALL3, "sliced", "expanded"), ALL, True),
+    ("fractional_value", lambda x, m: x.masked_fill(m, 2.7), _masked(ODD, ODD), NUMERIC, True),
+    ("rounded_value_then_pointwise", lambda x, m: x.masked_fill(m, 0.1) * 3, _masked(ODD, (37, 1)), FLOATS, True),
+    ("tensor_value", lambda x, m, v: x.masked_fill(m, v), _masked(ODD, (1, 129), value=(1.25, None)), ALL, True),
+    ("f32_tensor_value", lambda x, m, v: x.masked_fill(m, v), _masked(SMALL3, SMALL3, "sliced", value=(-2.75, F32)),
+     NUMERIC, True),
+    ("inplace", lambda x, m: (x * 2).masked_fill_(m, 5.0), _masked(ODD, ODD, "transposed"), NUMERIC, False),
+    ("attention_mask", lambda x, m: torch.softmax(x.masked_fill(~m, float("-inf")), -1), _masked(ODD, (1, 129)),
+     FLOATS, False),
+]
+for _name, _fn, _build, _dtypes, _exact in MASKED_FILL:
+    _softmax = _name == "attention_mask"
+    case(f"masked_fill[{_name}]", _fn, _build, _dtypes, exact=_exact, tolerance={F32: (1e-5, 2e-6)} if _softmax else {},
+         why="a softmax: exp of shifted values, summed in a different order" if _softmax else "")
+
+# -- flip, roll, repeat, stack -------------------------------------------------------------------
+
+# Index remapping: exact in every dtype, as is stack (cat of unsqueezed
+# inputs, each read under its own mask).
+REMAPS = [
+    ("flip[dim0]", lambda x: x.flip(0), one(ODD)),
+    ("flip[neg_dims_transposed]", lambda x: x.flip(-1, -2), one(ODD, layout="transposed")),
+    ("flip[rank3_sliced]", lambda x: torch.flip(x, (1, 2)), one(SMALL3, layout="sliced")),
+    ("flip[expanded]", lambda x: x.flip(0, 1), one(ODD, layout="expanded")),
+    ("roll[flat]", lambda x: x.roll(5), one(ODD)),
+    ("roll[flat_negative_transposed]", lambda x: torch.roll(x, -40), one(ODD, layout="transposed")),
+    ("roll[dims]", lambda x: x.roll((1, -2), (0, 1)), one(ODD)),
+    ("roll[neg_dim_past_size_sliced]", lambda x: x.roll(17, -1), one(SMALL3, layout="sliced")),
+    ("roll[same_dim_twice]", lambda x: x.roll((2, 3), (1, 1)), one(SMALL3)),
+    ("roll[expanded]", lambda x: x.roll(-1, 0), one(ODD, layout="expanded")),
+    ("repeat[2d]", lambda x: x.repeat(2, 3), one((5, 7))),
+    ("repeat[new_dims_sliced]", lambda x: x.repeat(2, 1, 3, 1), one(SMALL3, layout="sliced")),
+    ("repeat[transposed]", lambda x: x.repeat(1, 2), one(ODD, layout="transposed")),
+    ("repeat[expanded]", lambda x: x.repeat(3, 1), one((4, 9), layout="expanded")),
+    ("stack[dim0]", lambda a, b: torch.stack([a, b]), two(ODD, ODD)),
+    ("stack[last_dim_strided]", lambda a, b: torch.stack((a, b), -1), two(ODD, ODD, layout_a="transposed", layout_b="sliced")),
+    ("stack[middle_three]", lambda a, b, c: torch.stack([a, b, c], 1),
+     lambda inp: (inp.tensor(SMALL3), inp.tensor(SMALL3, layout="sliced"), inp.tensor(SMALL3, layout="expanded"))),
+    ("stack[promote]", lambda a, b: torch.stack([a, b], 2), two((3, 4), (3, 4), dtype_b=I32)),
+    ("stack[single]", lambda a: torch.stack([a], 2), one(SMALL3)),
+]
+for _name, _fn, _build in REMAPS:
+    case(_name, _fn, _build, ALL, exact=True)
+# Read by other kernels' work: computed inputs are inlined at the remapped points.
+REMAPS_COMPOSED = [
+    ("flip[of_pointwise_then_sum]", lambda x: (x * 2 + 1).flip(1).sum(0), one(ODD)),
+    ("roll[then_pointwise]", lambda x: torch.roll(x - 1, 3, 0) * x, one(ODD, layout="transposed")),
+    ("repeat[of_pointwise]", lambda x: (x + 1).repeat(2, 2) * 3, one(SMALL3[1:])),
+    ("stack[of_pointwise]", lambda a, b: torch.stack([a.relu(), b * 2, a - b], 1) + 1, two((6, 7), (6, 7))),
+]
+for _name, _fn, _build in REMAPS_COMPOSED:
+    case(_name, _fn, _build, NUMERIC, tolerance={F32: (1e-5, 2e-6)}, why=_WHY_SUM)
+
+# -- upsampling, adaptive pooling ------------------------------------------------------------------
+
+# upsample_nearest2d: the source indices are eager's (floorf(o * scale),
+# with CPU's copy and halving shortcuts) written as index expressions:
+# exact. A scale that disagrees with the sizes makes eager's CPU and CUDA
+# kernels differ: that one runs through ATen.
+UPSAMPLE_NEAREST = [
+    ("scale2", lambda x: F.interpolate(x, scale_factor=2), "contiguous"),
+    ("size_mixed", lambda x: F.interpolate(x, size=(7, 40)), "sliced"),
+    ("module_scale", lambda x: torch.nn.Upsample(scale_factor=1.7)(x), "transposed"),
+    ("scale_pair", lambda x: F.interpolate(x, scale_factor=(0.5, 3)), "contiguous"),
+    ("scale_recomputed", lambda x: F.interpolate(x, scale_factor=2.3, recompute_scale_factor=True), "contiguous"),
+    ("same_size", lambda x: F.interpolate(x, size=(17, 15)), "expanded"),
+    ("scale3_odd", lambda x: F.interpolate(x, scale_factor=3), "sliced"),
+    ("size_down", lambda x: F.interpolate(x, size=(5, 4)), "contiguous"),
+]
+for _name, _fn, _layout in UPSAMPLE_NEAREST:
+    case(f"upsample_nearest2d[{_name}]", _fn, one(NCHW, "normal", _layout), FLOATS_F16, exact=True)
+case("upsample_nearest2d[then_pointwise]", lambda x: F.interpolate(torch.relu(x), scale_factor=2) + x.mean(),
+     one(NCHW), FLOATS, tolerance={F32: (1e-5, 2e-6)}, why=_WHY_SUM)
+case("upsample_nearest2d[scale_disagrees_with_size]", lambda x: F.interpolate(x, scale_factor=1.05), one(NCHW),
+     FLOATS, exact=True, min_kernels=0, allowed_fallbacks=frozenset({"aten::upsample_nearest2d.default"}))
+
+# upsample_bilinear2d: eager's source positions and weights, in float. The
+# neighbours' indices are index expressions with the scale as an exact
+# fraction; they differ from eager's float ones only where a position
+# rounds across an integer, where the weight is within rounding of 0 or 1.
+# Eager may contract the multiply-adds (FMA): a few ulps.
+_BILINEAR_TOL = {F32: (1e-5, 2e-6)}
+UPSAMPLE_BILINEAR = [
+    ("scale2", dict(scale_factor=2), "contiguous"),
+    ("scale2_align_corners", dict(scale_factor=2, align_corners=True), "sliced"),
+    ("size_align_corners", dict(size=(33, 29), align_corners=True), "contiguous"),
+    ("size_down", dict(size=(7, 5)), "transposed"),
+    ("size_down_align_corners", dict(size=(7, 5), align_corners=True), "contiguous"),
+    ("scale_factor_kept", dict(scale_factor=1.7), "contiguous"),
+    ("scale_pair", dict(scale_factor=(0.6, 2.5)), "expanded"),
+    ("scale_recomputed", dict(scale_factor=1.7, recompute_scale_factor=True), "contiguous"),
+    ("same_size", dict(size=(17, 15)), "contiguous"),
+    ("single_row_align_corners", dict(size=(1, 8), align_corners=True), "contiguous"),
+    ("single_output_row", dict(size=(1, 8)), "sliced"),
+]
+for _name, _kw, _layout in UPSAMPLE_BILINEAR:
+    case(f"upsample_bilinear2d[{_name}]", lambda x, kw=_kw: F.interpolate(x, mode="bilinear", **kw),
+         one(NCHW, "normal", _layout), FLOATS, tolerance=_BILINEAR_TOL, why="multiply-adds contracted or not")
+case("upsample_bilinear2d[single_input_row]", lambda x: F.interpolate(x, size=(4, 20), mode="bilinear"),
+     one((2, 3, 1, 15)), FLOATS, tolerance=_BILINEAR_TOL, why="multiply-adds contracted or not")
+case("upsample_bilinear2d[unet_decoder]",
+     lambda x, skip: torch.cat([F.interpolate(torch.relu(x), scale_factor=2, mode="bilinear", align_corners=True),
+                                skip], 1) * 0.5,
+     lambda inp: (inp.tensor((2, 4, 8, 6)), inp.tensor((2, 3, 16, 12), layout="sliced")), FLOATS,
+     tolerance=_BILINEAR_TOL, why="multiply-adds contracted or not")
+
+# adaptive_avg_pool2d: eager's windows [floor(o n / m), ceil((o + 1) n / m)),
+# unequal ones masked; the window is summed in another order than eager's.
+ADAPTIVE = [
+    ("not_dividing", (3, 4), NCHW, "contiguous"),
+    ("five", (5, 5), NCHW, "sliced"),
+    ("identity", (17, 15), NCHW, "transposed"),
+    ("row", (1, 7), NCHW, "contiguous"),
+    ("larger_than_input", (34, 30), NCHW, "expanded"),
+    ("keep_height", (None, 4), NCHW, "contiguous"),
+    ("dividing_3d", (17, 5), (3, 17, 15), "contiguous"),
+    ("3d", (4, 6), (3, 17, 15), "sliced"),
+]
+for _name, _size, _shape, _layout in ADAPTIVE:
+    case(f"adaptive_avg_pool2d[{_name}]", lambda x, s=_size: F.adaptive_avg_pool2d(x, s), one(_shape, "normal", _layout),
+         FLOATS, tolerance={F32: (1e-5, 2e-6)}, why="the window is summed in another order")
+case("adaptive_avg_pool2d[module_then_pointwise]", lambda x: torch.nn.AdaptiveAvgPool2d((7, 7))(x * 2) + 1,
+     one((2, 3, 10, 9)), FLOATS)
+
+# -- group norm -----------------------------------------------------------------------------------
+
+# Layer norm's two-pass statistics over each (batch, group), then eager's
+# per-channel affine x * scale + bias. Eager computes the moments by Welford.
+
+
+def _group_norm_inputs(shape, layout, weight=True, bias=True):
+    def build(inp):
+        args = [inp.tensor(shape, "normal", layout, scale=2, shift=0.5)]
+        if weight:
+            args.append(inp.tensor((shape[1],), "normal"))
+        if bias:
+            args.append(inp.tensor((shape[1],), "normal"))
+        return tuple(args)
+    return build
+
+
+GROUP_NORM = [
+    # name, groups, shape, layout, weight, bias
+    ("affine", 3, (2, 6, 5, 7), "contiguous", True, True),
+    ("one_group_sliced", 1, (2, 6, 5, 7), "sliced", True, True),
+    ("group_per_channel_transposed", 6, (2, 6, 5, 7), "transposed", True, True),
+    ("no_affine_3d", 4, (3, 8, 9), "contiguous", False, False),
+    ("weight_only_2d", 2, (5, 6), "contiguous", True, False),
+    ("5d", 2, (2, 4, 3, 3, 5), "contiguous", True, True),
+    ("expanded", 2, (3, 4, 5, 7), "expanded", True, True),
+]
+for _name, _groups, _shape, _layout, _w, _b in GROUP_NORM:
+    case(f"group_norm[{_name}]", lambda x, *p, g=_groups: F.group_norm(x, g, *p),
+         _group_norm_inputs(_shape, _layout, _w, _b), FLOATS_F16, tolerance=_LN_TOL, why=_WHY_LN)
+# float32 parameters on a bf16 input (a float32 module run on bf16 activations): eager's mixed-type group norm.
+case("group_norm[eps_float32_params]", lambda x, w, b: F.group_norm(x, 2, w, b, eps=0.1),
+     lambda inp: (inp.tensor((2, 4, 6, 5), "normal"), inp.tensor((4,), dtype=F32), inp.tensor((4,), dtype=F32)),
+     FLOATS, tolerance=_LN_TOL, why=_WHY_LN)
+case("group_norm[stats]", lambda x, w, b: torch.ops.aten.native_group_norm(x, w, b, 2, 6, 35, 3, 1e-5),
+     _group_norm_inputs((2, 6, 5, 7), "contiguous"), FLOATS, tolerance=_LN_TOL, why=_WHY_LN)
+case("group_norm[then_silu]", lambda x, w, b: F.silu(F.group_norm(x, 2, w, b)) + x,
+     _group_norm_inputs((2, 4, 9, 9), "contiguous"), FLOATS, tolerance=_LN_TOL, why=_WHY_LN)
+
+# -- argmax / argmin, max.dim / min.dim --------------------------------------------------------------
+
+# Two reductions: the extremum, then the first index holding it (NaN the
+# extremum of all, its first index). Exact. "small_int" values tie often.
+ARG_EXTREMA = [
+    ("argmax[dim1_ties]", lambda x: x.argmax(1), one(ODD, "small_int")),
+    ("argmax[dim0_keepdim_transposed]", lambda x: torch.argmax(x, 0, keepdim=True), one(ODD, "small_int", "transposed")),
+    ("argmax[all]", lambda x: x.argmax(), one(SMALL3, "normal", "sliced")),
+    ("argmax[all_keepdim_ties]", lambda x: torch.argmax(x, keepdim=True), one(SMALL3, "small_int")),
+    ("argmax[neg_dim_rank3]", lambda x: x.argmax(-2), one(SMALL3, "small_int", "sliced")),
+    ("argmax[expanded]", lambda x: x.argmax(0), one(ODD, "normal", "expanded")),
+    ("argmax[zero_dim]", lambda x: x[2, 3].argmax(), one(ODD)),
+    ("argmin[dim1_ties]", lambda x: x.argmin(1), one(ODD, "small_int", "transposed")),
+    ("argmin[all]", lambda x: torch.argmin(x), one(ODD, "small_int")),
+    ("argmin[neg_dim_keepdim]", lambda x: x.argmin(-1, keepdim=True), one(SMALL3, "normal", "sliced")),
+    ("max_dim[ties]", lambda x: tuple(torch.max(x, 1)), one(ODD, "small_int")),
+    ("max_dim[keepdim_transposed]", lambda x: tuple(x.max(0, keepdim=True)), one(ODD, "normal", "transposed")),
+    ("min_dim[neg_dim_sliced]", lambda x: tuple(torch.min(x, -1)), one(SMALL3, "small_int", "sliced")),
+]
+for _name, _fn, _build in ARG_EXTREMA:
+    case(_name, _fn, _build, NUMERIC, exact=True)
+# bf16 left out: eager rounds x * 2 - 1 to bf16 first (new ties), deepvisor keeps it in float32.
+case("argmax[of_pointwise]", lambda x: (x * 2 - 1).argmax(-1), one(ODD), (F32,) + INTS, exact=True)
+# NaN is the extremum of all: its first index.
+_WITH_NAN = lambda x: torch.where(x < -1.0, float("nan"), x)  # noqa: E731
+for _name, _fn in (("argmax", lambda x: _WITH_NAN(x).argmax(1)), ("argmin", lambda x: _WITH_NAN(x).argmin(0)),
+                   ("max_dim", lambda x: tuple(_WITH_NAN(x).max(1))), ("min_dim", lambda x: tuple(_WITH_NAN(x).min(1)))):
+    case(f"{_name}[nan]", _fn, one(ODD), FLOATS, exact=True)
+case("argmax[special_values]", lambda x, y: (x + y).argmax(1), _special((1, 1)), (F32,), exact=True)
+
+
 def params(device, filter_dtype=None):
     """(case, dtype) pairs for pytest.mark.parametrize, with readable ids."""
     import pytest

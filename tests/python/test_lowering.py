@@ -6,6 +6,7 @@ cast[float_chain_roundtrip]."""
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import deepvisor
 from deepvisor import _C
@@ -174,3 +175,66 @@ def test_plain_bf16_chain_is_one_kernel():
     out, stats = compiled_run(fn, x)
     assert_matches(out, fn(x), lambda dt: (1.6e-2, 1.6e-2))
     assert stats["kernels"] == 1, stats
+
+
+# -- index remapping and upsampling: view-like defs, the .vec overloads ---------------------------
+
+# The capture never records upsample_*2d.vec (a composite that dispatches to
+# .default); graphs that hold it (hand-written, or recorded by another
+# front end) lower it all the same.
+UPSAMPLE_VEC = [
+    ("aten::upsample_nearest2d.vec", "none fl:[2,3]", (10, 18),
+     lambda x: torch.ops.aten.upsample_nearest2d.vec(x, None, [2.0, 3.0])),
+    ("aten::upsample_nearest2d.vec", "il:[9,31] none", (9, 31),
+     lambda x: torch.ops.aten.upsample_nearest2d.vec(x, [9, 31], None)),
+    ("aten::upsample_bilinear2d.vec", "none b:0 fl:[1.5,2]", (7, 12),
+     lambda x: torch.ops.aten.upsample_bilinear2d.vec(x, None, False, [1.5, 2.0])),
+    ("aten::upsample_bilinear2d.vec", "il:[3,4] b:1 none", (3, 4),
+     lambda x: torch.ops.aten.upsample_bilinear2d.vec(x, [3, 4], True, None)),
+]
+
+
+@pytest.mark.parametrize("op,args,out_hw,eager", UPSAMPLE_VEC, ids=[f"{u[0][6:]}-{u[1]}" for u in UPSAMPLE_VEC])
+def test_upsample_vec_overloads(op, args, out_hw, eager):
+    x = torch.randn(2, 3, 5, 6, generator=torch.Generator().manual_seed(5))
+    text = graph_text({0: (torch.float32, [2, 3, 5, 6]), 1: (torch.float32, [2, 3, *out_hw])},
+                      [f"{op} %0 {args} -> %1"], [1])
+    (out,), stats = run_graph(text, x)
+    assert stats["fallback_ops"] == {}, stats
+    assert_matches(out, eager(x), lambda dt: (1e-6, 1e-6))
+
+
+# Between two pointwise ops, each remapping is read through its index
+# expressions: one kernel, no copy of the input.
+VIEW_LIKE = [
+    ("flip", lambda x: (x * 2).flip(1, 2) + 1),
+    ("roll", lambda x: torch.roll(x * 2, (1, -2), (1, 3)) + 1),
+    ("repeat", lambda x: (x * 2).repeat(1, 2, 1, 3) + 1),
+    ("stack", lambda x: torch.stack([x * 2, x - 1], 2) + 1),
+    ("upsample_nearest", lambda x: F.interpolate(x * 2, scale_factor=(2, 3)) + 1),
+    ("upsample_bilinear", lambda x: F.interpolate(x * 2, size=(9, 13), mode="bilinear") + 1),
+]
+
+
+@pytest.mark.parametrize("name,fn", VIEW_LIKE, ids=[v[0] for v in VIEW_LIKE])
+def test_index_remapping_fuses_with_its_neighbours(name, fn):
+    x = torch.randn(2, 3, 5, 7, generator=torch.Generator().manual_seed(6))
+    out, stats = compiled_run(fn, x)
+    assert_matches(out, fn(x), lambda dt: (1e-5, 1e-6))
+    assert stats["fallback_ops"] == {} and stats["kernels"] == 1, stats
+
+
+def test_group_norm_statistics_are_stored_only_when_read():
+    x = torch.randn(2, 6, 5, 7, generator=torch.Generator().manual_seed(7))
+    values = {0: (torch.float32, [2, 6, 5, 7]), 1: (torch.float32, [2, 6, 5, 7]), 2: (torch.float32, [2, 3]),
+              3: (torch.float32, [2, 3])}
+    node = "aten::native_group_norm.default %0 none none i:2 i:6 i:35 i:3 f:1e-05 -> %1 %2 %3"
+    stores = {}
+    for outputs in ([1], [1, 2, 3]):
+        executor = _C.compile_graph_text(graph_text(values, [node], outputs))
+        out = executor.run([x])
+        assert executor.stats()["fallback_ops"] == {}
+        expected = torch.ops.aten.native_group_norm(x, None, None, 2, 6, 35, 3, 1e-5)
+        assert_matches(tuple(out), tuple(expected[v - 1] for v in outputs), lambda dt: (1e-5, 1e-5))
+        stores[len(outputs)] = executor.loop_ir().count("store ")
+    assert stores[1] + 2 == stores[3], stores  # mean and rstd: one store each, only when they are outputs
