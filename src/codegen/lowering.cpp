@@ -1101,8 +1101,11 @@ void lower_copy_from(Lowerer& L, std::size_t src) {
                         [](KernelBuilder&, const std::vector<ValueId>& v) { return v[0]; });
   DType from = L.arg_meta(src).dtype;
   if (from != L.out_meta().dtype && from != DType::Bool) L.mark_rounded(d);  // an explicit cast to f16/bf16 rounds
-  // A cast of an f16/bf16 result to an integer truncates the value eager stored.
-  if (!ir::is_floating(L.out_meta().dtype)) L.round_low_precision_operands();
+  // A cast of an f16/bf16 result to an integer truncates the value eager
+  // stored, and one to a wider float (`h.float()` before a norm) shows it:
+  // both read it rounded, as eager computed it.
+  const bool low = from == DType::Float16 || from == DType::BFloat16;
+  if (low && L.out_meta().dtype != from) L.round_low_precision_operands();
   L.bind(0, d);
 }
 

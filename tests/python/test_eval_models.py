@@ -29,10 +29,8 @@ FALLBACKS = {
     "resnet50": {},
     "resnet101": {},
     "densenet121": {},
-    "deberta_base": {"aten::repeat.default": 1,  # the relative positions q - k
-                     "aten::masked_fill.Scalar": 2},  # the attention mask, once a layer
-    "monodepth": {"aten::elu.default": 10, "aten::reflection_pad2d.default": 14,
-                  "aten::upsample_nearest2d.default": 5},
+    "deberta_base": {},
+    "monodepth": {"aten::reflection_pad2d.default": 14},
     "quantized_resnet18": {},
     "tridentnet": {},
     "align": {"aten::linalg_vector_norm.default": 2},  # the embeddings' L2 normalization
