@@ -6,6 +6,7 @@
 // capture run and checked against what the lowering produces.
 #include <array>
 #include <cmath>
+#include <limits>
 #include <numeric>
 #include <optional>
 #include <set>
@@ -1428,6 +1429,109 @@ void lower_constant_pad(Lowerer& L) {
   L.bind(0, L.pointwise(L.out_meta().sizes, L.out_meta().dtype, {in}, std::move(body), L.op_name()));
 }
 
+// reflection_pad{1,2,3}d and replication_pad{1,2,3}d(self, padding): padding
+// holds (before, after) pairs from the last dim backwards. Along a padded dim
+// of size n, output o reads input k = o - before where 0 <= k < n; before the
+// input it reads the mirror image (-k, reflection) or the first element
+// (replication), after it 2(n-1) - k or the last. Each combination of the
+// three regions over the padded dims is one masked read; the masks are
+// disjoint, so a chain of selects picks the one that holds.
+void lower_edge_pad(Lowerer& L, bool reflect) {
+  const int in = L.tensor_def(0);
+  const auto in_sizes = L.def(in).sizes;
+  const DType dtype = L.def(in).dtype;
+  const auto& pad = L.arg(1).ints;
+  const std::size_t rank = in_sizes.size(), dims = pad.size() / 2;
+  if (L.arg(1).kind != Arg::Kind::IntList || pad.size() % 2 != 0 || dims > rank) throw Unsupported("bad padding");
+  for (std::size_t j = 0; j < dims; ++j)
+    if (pad[2 * j] < 0 || pad[2 * j + 1] < 0 || (reflect && (pad[2 * j] >= in_sizes[rank - 1 - j] ||
+                                                            pad[2 * j + 1] >= in_sizes[rank - 1 - j])))
+      throw Unsupported("padding that ATen rejects or crops");
+  Body body = [in, in_sizes, dtype, pad, rank, dims, reflect](BodyContext& ctx, const Coords& c) {
+    auto& kb = ctx.kb();
+    ValueId result = -1;
+    for (std::size_t combo = 0; combo < static_cast<std::size_t>(std::pow(3, dims)); ++combo) {
+      Coords at = c;
+      ValueId mask = kb.int_constant(1, DType::Bool);
+      std::size_t code = combo;
+      for (std::size_t j = 0; j < dims; ++j, code /= 3) {
+        const std::size_t d = rank - 1 - j;
+        const std::int64_t before = pad[2 * j], n = in_sizes[d];
+        const IndexExpr k = c[d] - IndexExpr(before);
+        const int region = static_cast<int>(code % 3);  // 0: before the input, 1: inside, 2: after
+        if (region == 0) at[d] = reflect ? IndexExpr(before) - c[d] : IndexExpr(0);
+        else if (region == 1) at[d] = k;
+        else at[d] = reflect ? IndexExpr(2 * (n - 1) + before) - c[d] : IndexExpr(n - 1);
+        const std::int64_t lo = region == 0 ? std::numeric_limits<std::int64_t>::min() / 4 : region == 1 ? before : before + n;
+        const std::int64_t hi = region == 0 ? before : region == 1 ? before + n : std::numeric_limits<std::int64_t>::max() / 4;
+        mask = and_mask(kb, mask, in_range(kb, c[d], lo, hi));
+      }
+      if (is_bool_constant(kb, mask, false)) continue;
+      const ValueId v = masked_read(ctx, in, dtype, at, mask, 0.0);
+      result = result < 0 ? v : kb.where(mask, v, result);
+    }
+    return result;
+  };
+  L.bind(0, L.pointwise(L.out_meta().sizes, L.out_meta().dtype, {in}, std::move(body), L.op_name()));
+}
+
+// cumsum(self, dim, dtype): out[..., i, ...] is the sum of the input over
+// positions j <= i along dim, as a reduction over a new last dim j of reads
+// masked by j <= i. Quadratic in the dim's size: longer scans run in ATen.
+void lower_cumsum(Lowerer& L) {
+  const int in = L.tensor_def(0);
+  const auto in_sizes = L.def(in).sizes;
+  if (in_sizes.empty()) throw Unsupported("cumsum of a 0-d tensor");
+  const std::int64_t dim = wrap_dim(L.int_arg(1), in_sizes.size());
+  const std::int64_t n = in_sizes[dim];
+  constexpr std::int64_t kLongestScan = 2048;
+  if (n > kLongestScan || n == 0) throw Unsupported("a scan of " + std::to_string(n) + " elements");
+  const DType in_dtype = L.def(in).dtype, out = L.out_meta().dtype;
+  auto sizes = in_sizes;
+  sizes.push_back(n);
+  const std::size_t rank = in_sizes.size();
+  Body terms = [in, in_dtype, dim, rank](BodyContext& ctx, const Coords& c) {
+    auto& kb = ctx.kb();
+    Coords at(c.begin(), c.begin() + static_cast<std::ptrdiff_t>(rank));
+    at[dim] = c[rank];
+    const ValueId mask = kb.binary(PrimOp::Le, kb.index_value(c[rank]), kb.index_value(c[dim]));
+    return masked_read(ctx, in, in_dtype, at, mask, 0.0);
+  };
+  const int w = L.pointwise(sizes, in_dtype, {in}, std::move(terms), L.op_name());
+  const std::vector<std::int64_t> reduced{static_cast<std::int64_t>(rank)};
+  L.bind(0, L.squeeze_dims(L.reduction(w, reduced, ReduceOp::Sum, out), reduced));
+}
+
+// linalg_vector_norm(self, ord, dim, keepdim, dtype) for ord 2, 1, inf and
+// -inf: sqrt(sum(x^2)), sum|x|, max|x|, min|x|.
+void lower_vector_norm(Lowerer& L) {
+  const int in = L.tensor_def(0);
+  const DType out = L.out_meta().dtype;
+  if (!ir::is_floating(out) || !ir::is_floating(L.def(in).dtype)) throw Unsupported("a norm of integers");
+  const double ord = L.number_arg(1);
+  const auto dims = reduction_dims(L.arg(2), L.def(in).sizes.size());
+  const bool keepdim = L.bool_arg(3);
+  const DType acc = ir::compute_dtype(out);
+  const bool squares = ord == 2.0;
+  ReduceOp op = ReduceOp::Sum;
+  if (std::isinf(ord)) op = ord > 0 ? ReduceOp::Max : ReduceOp::Min;
+  else if (ord != 1.0 && ord != 2.0) throw Unsupported("a vector norm of order " + std::to_string(ord));
+  Body element = [in, squares, acc](BodyContext& ctx, const Coords& c) {
+    auto& kb = ctx.kb();
+    const ValueId x = kb.cast(ctx.read(in, c), acc);
+    return squares ? kb.binary(PrimOp::Mul, x, x) : kb.unary(PrimOp::Abs, x);
+  };
+  int r = L.reduction(in, dims, op, acc, std::move(element));
+  if (squares)
+    r = L.elementwise({Operand{r, L.def(r).sizes, 0}}, acc,
+                      [](KernelBuilder& kb, const std::vector<ValueId>& v) { return kb.unary(PrimOp::Sqrt, v[0]); },
+                      acc, L.def(r).sizes);
+  if (acc != out)
+    r = L.elementwise({Operand{r, L.def(r).sizes, 0}}, acc,
+                      [](KernelBuilder&, const std::vector<ValueId>& v) { return v[0]; }, out, L.def(r).sizes);
+  bind_reduced(L, 0, r, dims, keepdim);
+}
+
 // The window of a 2-d pooling op: kernel, stride, padding and dilation along
 // H and W (an int list of one element stands for both).
 struct Pool2d {
@@ -2128,6 +2232,13 @@ std::unordered_map<std::string, LowerFn> make_lowerings() {
   t["aten::cat.default"] = lower_cat;
   t["aten::stack.default"] = lower_stack;
   t["aten::constant_pad_nd.default"] = lower_constant_pad;
+  for (const char* kind : {"reflection", "replication"})
+    for (const char* n : {"1d", "2d", "3d"}) {
+      const bool reflect = std::string(kind) == "reflection";
+      t[std::string("aten::") + kind + "_pad" + n + ".default"] = [reflect](Lowerer& L) { lower_edge_pad(L, reflect); };
+    }
+  t["aten::cumsum.default"] = lower_cumsum;
+  t["aten::linalg_vector_norm.default"] = lower_vector_norm;
   t["aten::max_pool2d.default"] = lower_max_pool2d;
   t["aten::max_pool2d_with_indices.default"] = lower_max_pool2d;
   t["aten::avg_pool2d.default"] = lower_avg_pool2d;

@@ -902,6 +902,37 @@ case("constant_pad[then_pointwise]", lambda x: torch.exp(F.pad(x, (1, 1, 1, 1), 
 case("constant_pad[of_view]", lambda x: F.pad((x + 1).reshape(3, 35).t(), (2, 1, 1, 3), value=0.5),
      one(SMALL3, layout="transposed"), NUMERIC)
 
+# -- scans, edge padding, vector norms ----------------------------------------------------------------
+
+# cumsum sums in another order than eager's sequential scan (float tolerance);
+# integers and bool (promoted to int64) are exact.
+case("cumsum[last]", lambda x: torch.cumsum(x, -1), one(ODD, "normal", "transposed"), NUMERIC,
+     why="cumsum: another summation order")
+case("cumsum[dim0_sliced]", lambda x: torch.cumsum(x, 0), one(SMALL3, "small_int", "sliced"), NUMERIC,
+     why="cumsum: another summation order")
+case("cumsum[bool_position_ids]", lambda x: (x > 0).cumsum(-1) - 1, one(ODD, "small_int"), NUMERIC)
+case("cumsum[dtype]", lambda x: torch.cumsum(x, 1, dtype=torch.float32) * 2, one(SMALL3, "small_int"), NUMERIC,
+     why="cumsum: another summation order")
+PADS = [
+    ("reflection_pad2d", lambda x: F.pad(x, (2, 3, 1, 4), mode="reflect"), (2, 3, 7, 6), "contiguous"),
+    ("reflection_pad2d[sliced]", lambda x: F.pad(x, (1, 1, 1, 1), mode="reflect") * 2, (2, 3, 5, 5), "sliced"),
+    ("reflection_pad1d", lambda x: F.pad(x, (3, 1), mode="reflect"), (2, 3, 9), "transposed"),
+    ("replication_pad2d", lambda x: F.pad(x, (2, 0, 3, 1), mode="replicate"), (2, 3, 4, 5), "contiguous"),
+    ("replication_pad1d", lambda x: F.pad(x, (4, 4), mode="replicate") + 1, (3, 2), "expanded"),
+]
+for _name, _fn, _shape, _layout in PADS:
+    case(_name, _fn, one(_shape, "normal", _layout), FLOATS, exact=True)
+NORMS = [
+    ("vector_norm[2_all]", lambda x: torch.linalg.vector_norm(x), ODD, "transposed"),
+    ("vector_norm[2_dim]", lambda x: torch.nn.functional.normalize(x, dim=-1), ODD, "contiguous"),
+    ("vector_norm[1_keepdim]", lambda x: torch.linalg.vector_norm(x, 1, dim=0, keepdim=True), SMALL3, "sliced"),
+    ("vector_norm[inf]", lambda x: torch.linalg.vector_norm(x, float("inf"), dim=(0, 2)), SMALL3, "contiguous"),
+    ("vector_norm[-inf]", lambda x: torch.linalg.vector_norm(x, float("-inf"), dim=1), ODD, "contiguous"),
+]
+for _name, _fn, _shape, _layout in NORMS:
+    case(_name, _fn, one(_shape, "normal", _layout), FLOATS, why="vector_norm: another summation order")
+
+
 # -- 2-d pooling ------------------------------------------------------------------------------------
 
 # A reduction over each window, padding masked (-inf for max, 0 for avg).
