@@ -95,7 +95,11 @@ class Builder:
         self.cg = torch.Generator().manual_seed(seed)  # replays the constants' draws
 
     def shape(self):
-        return tuple(self.rng.choice(SIZES) for _ in range(self.rng.randint(1, 4)))
+        """Up to 4 dims of SIZES, at most 2^16 elements (the limit on every value)."""
+        while True:
+            shape = tuple(self.rng.choice(SIZES) for _ in range(self.rng.randint(1, 4)))
+            if math.prod(shape) <= 1 << 16:
+                return shape
 
     def add_input(self):
         shape, dtype = self.shape(), self.rng.choice([torch.float32] * 4 + [torch.bfloat16])
@@ -294,7 +298,7 @@ def generate(seed):
             break
         b.rng.choices(fns, weights)[0](b)
     if not b.p.stmts:
-        b.try_stmt("x0 * 1.5")
+        b.try_stmt("x0.reshape(-1)[:64] * 1.5")
     produced = [v for v, _ in b.p.stmts]
     b.p.outputs = sorted(set([produced[-1]] + b.rng.sample(produced, min(len(produced), b.rng.randint(0, 2)))),
                          key=produced.index)
@@ -408,9 +412,11 @@ def program_from_case(namespace):
     return p
 
 
-def run(graphs, seed, device="cpu", save=None, log=print):
+def run(graphs, seed, device="cpu", save=None, log=print, progress=None):
     failures = []
     for i in range(graphs):
+        if progress and i and i % 1000 == 0:
+            progress(f"{i} programs, {len(failures)} failing")
         p = generate(seed * 1_000_003 + i)
         why = check(p, device)
         if not why:
@@ -436,7 +442,7 @@ def main():
     a = ap.parse_args()
     torch.manual_seed(0)
     try:
-        failures = run(a.graphs, a.seed, a.device, a.save)
+        failures = run(a.graphs, a.seed, a.device, a.save, progress=lambda m: print(m, file=sys.stderr, flush=True))
     except Exception:  # noqa: BLE001
         traceback.print_exc()
         return 2
