@@ -110,8 +110,9 @@ class Builder:
 
     def const(self, expr):
         """A constant drawn from the program's generator; its variable name."""
+        value = eval(expr, {"torch": torch, "g": self.cg})  # noqa: S307
         self.p.consts.append(expr)
-        self.values[f"c{len(self.p.consts) - 1}"] = eval(expr, {"torch": torch, "g": self.cg})  # noqa: S307
+        self.values[f"c{len(self.p.consts) - 1}"] = value
         return f"c{len(self.p.consts) - 1}"
 
     def pick(self, pred=lambda t: True):
@@ -235,6 +236,8 @@ def op_index(b):
     t, r = b.values[a], b.rng
     d = r.randrange(t.dim())
     n = t.shape[d]
+    if n == 0:
+        return False
     how = r.randrange(3)
     if how == 0:
         idx = b.const(f"torch.randint(0, {n}, ({r.choice(SIZES)},), generator=g)")
