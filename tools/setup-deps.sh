@@ -30,6 +30,7 @@ check ninja ninja
 check pytest pytest
 check numpy numpy
 check torchvision "torchvision==0.26.0"
+check transformers "transformers>=5"  # the evaluation models and the CPU benchmark
 if [ ${#missing_pips[@]} -gt 0 ]; then
   echo "setup: pip installing ${missing_pips[*]}"
   "$PY" -m pip install -q "${missing_pips[@]}"

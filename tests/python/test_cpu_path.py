@@ -52,7 +52,8 @@ def test_op_cases_replay_through_aten(case, monkeypatch):
 
 
 def test_a_small_bert_equals_eager_bit_for_bit(aten_cpu):
-    from transformers import BertConfig, BertModel
+    transformers = pytest.importorskip("transformers")
+    BertConfig, BertModel = transformers.BertConfig, transformers.BertModel
     torch.manual_seed(0)
     cfg = BertConfig(num_hidden_layers=2, hidden_size=64, num_attention_heads=2, intermediate_size=128,
                      vocab_size=1000)
