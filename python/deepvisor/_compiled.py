@@ -371,7 +371,9 @@ class CompiledFunction:
     def _internal_failure(self, error, args, kwargs):
         # A kernel that finds an index out of range reports the program's own
         # error on these inputs: eager raises it too, in its own words, so the
-        # call runs eagerly to raise that, even under DEEPVISOR_STRICT.
+        # call runs eagerly to raise that, even under DEEPVISOR_STRICT. (The
+        # interpreter raises IndexOutOfRange; a CUDA kernel traps instead, a
+        # sticky context error, as eager's device-side assert is.)
         program_error = isinstance(error, _C.IndexOutOfRange)
         if _flag("DEEPVISOR_STRICT") and not program_error:
             raise error

@@ -20,8 +20,9 @@
 // A Load with an indirect offset or a mask (a gather) is never classified:
 // its address depends on a value, so every lane reads alone, as
 // `m ? p[index + dv_checked(o, extent) * stride] : other` -- a masked lane
-// touches no memory, and an offset out of range traps (the launch fails)
-// instead of reading another element.
+// touches no memory, and an offset out of range traps instead of reading
+// another element: a sticky error of the CUDA context, as eager's device-side
+// assert is (it shows at the next synchronization).
 //
 // Pointwise kernels (rnumel <= 1). W = 16 bytes / widest accessed element,
 // one chunk per thread (G = 1), blocks of 128 threads (64 when the grid would

@@ -382,10 +382,14 @@ bool is_allocation(const std::string& op) {
 // bf16 in eager, and computing the product in float32 instead would move it
 // across the jump (a whole unit of difference, not an ulp).
 bool is_discontinuous(const std::string& op) {
+  // argmax/argmin/max.dim/min.dim pick an index (ties that rounding makes
+  // decide it); all/any test against zero (rounding can underflow to it).
   static const std::set<std::string> names = {"floor", "ceil", "round", "trunc", "frac", "eq", "ne", "lt", "le",
-                                              "gt", "ge", "remainder", "fmod", "floor_divide", "sign"};
+                                              "gt", "ge", "remainder", "fmod", "floor_divide", "sign", "argmax",
+                                              "argmin", "max", "min", "all", "any"};
+  if (op.rfind("aten::", 0) != 0) return false;
   const std::string base = op.substr(6, op.find('.') - 6);  // "aten::floor.default" -> "floor"
-  return op.rfind("aten::", 0) == 0 && names.count(base) > 0;
+  return names.count(base) > 0;
 }
 
 // Operands that are f16/bf16 results of fused pointwise work are read as
@@ -495,6 +499,16 @@ void Lowerer::lower_node(int index) {
   for (int v : node_->outputs) {
     if (value_used(v) && !kernel_dtype(v)) {  // an output nothing reads is never computed
       fallback(index, "dtype " + std::string(ir::dtype_name(g_.meta(v).dtype)) + " has no loop-IR support");
+      return;
+    }
+  }
+  // Kernels run on the plan's device and read its memory: a CPU tensor (not
+  // a 0-d scalar) read by work on the GPU (x_cuda[idx_cpu]) runs through ATen.
+  for (const auto& a : node_->args) {
+    if (a.kind != Arg::Kind::Tensor) continue;
+    const ir::TensorMeta& m = g_.meta(a.tensor);
+    if (m.device != device_ && !m.sizes.empty()) {
+      fallback(index, "reads a tensor on " + m.device + ", the plan's kernels run on " + device_);
       return;
     }
   }
@@ -1414,7 +1428,8 @@ void lower_constant_pad(Lowerer& L) {
   const auto& pad = L.arg(1).ints;
   if (L.arg(1).kind != Arg::Kind::IntList || pad.size() % 2 != 0 || pad.size() / 2 > in_sizes.size())
     throw Unsupported("bad padding");
-  const double value = L.arg(2).is_none() ? 0.0 : L.number_arg(2);
+  // The fill value as the padded tensor stores it (bf16(0.1), not 0.1).
+  const double value = stored_scalar(L.arg(2).is_none() ? 0.0 : L.number_arg(2), L.out_meta().dtype);
   const std::size_t rank = in_sizes.size();
   Body body = [in, in_sizes, dtype, pad, value, rank](BodyContext& ctx, const Coords& c) {
     Coords at = c;

@@ -47,10 +47,13 @@ bool only_kernels_read(const Graph& g, const Readers& r, int value) {
 
 bool is_one(const Arg& a) { return a.is_number() && a.number() == 1.0; }
 
-// addmm(bias, a, b, beta, alpha) with alpha 1 whose product only kernels read.
+// addmm(bias, a, b, beta, alpha) with alpha 1 whose product only kernels
+// read. With beta 0 addmm ignores the bias (a NaN in it does not show),
+// which mm + 0 * bias would not: that addmm stays.
 bool should_unfuse(const Graph& g, const Readers& r, const Node& n) {
   if (n.op != "aten::addmm.default" || n.args.size() != 5 || n.outputs.size() != 1) return false;
   if (n.args[0].kind != Arg::Kind::Tensor || !is_one(n.args[4]) || !n.args[3].is_number()) return false;
+  if (n.args[3].number() == 0.0) return false;
   const ir::TensorMeta& out = g.meta(n.outputs[0]);
   if (!ir::is_kernel_dtype(out.dtype) || g.meta(n.args[0].tensor).dtype != out.dtype) return false;
   return only_kernels_read(g, r, n.outputs[0]);

@@ -10,6 +10,8 @@
 // makes the same split (bench/NOTES.md, 2026-12-02 third session).
 // An addmm whose result leaves the graph, or is read by another library
 // call (attention after the Q/K/V projections), keeps its bias epilogue.
+// For f16/bf16 the product is rounded to its dtype before the bias is added
+// (two roundings where cuBLAS's epilogue makes one): within an ulp.
 #pragma once
 
 #include "ir/op_graph.h"

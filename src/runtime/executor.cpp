@@ -10,7 +10,9 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <exception>
 #include <limits>
+#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <thread>
@@ -195,8 +197,6 @@ void collect_tensors(const c10::IValue& v, TensorPositions positions, std::vecto
     for (const auto& e : v.toListRef()) one(e);
 }
 
-// Ops whose meaning depends on the strides and storage offset of their input
-// (not only its values): they must see the layout the capture saw.
 // A copy of `t` with the sizes and strides the capture saw. Dims that were
 // broadcast there (stride 0) hold one value along them: one slice is copied
 // and expanded, since no copy can write memory that several elements share.
@@ -214,6 +214,8 @@ at::Tensor in_layout(const at::Tensor& t, const ir::TensorMeta& meta) {
   return broadcast ? out.expand(meta.sizes) : out;
 }
 
+// Ops whose meaning depends on the strides and storage offset of their input
+// (not only its values): they must see the layout the capture saw.
 bool layout_sensitive(const std::string& op) { return op.rfind("aten::as_strided", 0) == 0; }
 
 std::pair<std::string, std::string> split_op_name(const std::string& op) {
@@ -230,9 +232,10 @@ at::Tensor with_layout(const at::Tensor& t, const Slot& slot) {
     return t;
   if (t.sizes().vec() != slot.sizes)
     throw std::runtime_error("fallback output has sizes unlike those seen at capture");
-  at::Tensor out = at::empty_strided(slot.sizes, slot.strides, t.options().dtype(to_scalar_type(slot.dtype)));
-  out.copy_(t);
-  return out;
+  ir::TensorMeta meta;
+  meta.sizes = slot.sizes;
+  meta.strides = slot.strides;
+  return in_layout(t.to(to_scalar_type(slot.dtype)), meta);
 }
 
 bool aligned16(const at::Tensor& t) { return reinterpret_cast<std::uintptr_t>(t.data_ptr()) % 16 == 0; }
@@ -306,12 +309,21 @@ std::vector<std::string> compile_in_parallel(const std::vector<codegen::CudaKern
       }
     }
   };
-  const std::size_t threads =
-      std::min<std::size_t>(kernels.size(), std::max(1u, std::thread::hardware_concurrency()));
+  // NVRTC holds hundreds of MB a compile: at most 16 at once, however many cores.
+  constexpr std::size_t kMaxCompileThreads = 16;
+  const std::size_t threads = std::min({kernels.size(), kMaxCompileThreads,
+                                        static_cast<std::size_t>(std::max(1u, std::thread::hardware_concurrency()))});
   std::vector<std::thread> pool;
+  struct JoinAll {
+    std::vector<std::thread>& pool;
+    ~JoinAll() {
+      for (auto& t : pool) t.join();
+    }
+  } join_all{pool};
   for (std::size_t t = 1; t < threads; ++t) pool.emplace_back(work);
   work();
   for (auto& t : pool) t.join();
+  pool.clear();
   if (failure) std::rethrow_exception(failure);
   return cubins;
 }

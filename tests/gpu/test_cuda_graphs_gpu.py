@@ -170,3 +170,19 @@ def test_graphs_can_be_turned_off(monkeypatch):
         x = randn(3, 32, seed=seed)
         assert_matches(g(x), m(x), TOL)
     assert deepvisor.stats(g)["cuda_graphs"] == 0
+
+
+@torch.no_grad()
+def test_a_cpu_index_into_a_cuda_tensor():
+    """x_cuda[idx_cpu] is legal in eager: that op runs through ATen (a kernel
+    cannot read CPU memory), the rest of the plan as kernels."""
+    def fn(x, idx):
+        return (x * 2)[idx] + 1
+
+    g = deepvisor.compile(fn)
+    idx = torch.tensor([2, 0, 1])
+    for seed in range(3):
+        x = randn(4, 5, seed=seed)
+        assert_matches(g(x, idx), fn(x, idx), TOL)
+    s = deepvisor.stats(g)
+    assert s["captures"] == 1 and s["eager_calls"] == 0, s

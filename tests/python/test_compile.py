@@ -642,3 +642,47 @@ def test_internal_failure_runs_eagerly_and_is_not_retried(monkeypatch):
     stats = deepvisor.stats(g)
     assert stats["eager_calls"] == 2
     assert any("simulated kernel failure" in r for r in stats["eager_reasons"])
+
+
+# -- review findings: rounding, NaN in an ignored bias, stored fill values ---------------------
+
+def test_low_precision_ties_and_underflow_decide_as_in_eager():
+    """argmax of a bf16 sum that eager rounds into a tie, and any() of an f16
+    product that eager rounds to zero: decided on the rounded values."""
+    bf16, f16 = torch.bfloat16, torch.float16
+
+    def argmax_of_sum(a, b):
+        return torch.argmax(a + b), torch.max(a + b, dim=0).indices
+
+    def any_of_product(a):
+        return torch.any(a * a), torch.all(a * a)
+
+    a, b = torch.ones(2, dtype=bf16), torch.tensor([0, 2 ** -8], dtype=bf16)
+    g, out = run_twice(argmax_of_sum, a, b)
+    assert_matches(out, argmax_of_sum(a, b), f32_tolerance)
+    assert out[0].item() == 0
+    tiny = torch.full((3,), 1e-4, dtype=f16)
+    g, out = run_twice(any_of_product, tiny)
+    assert_matches(out, any_of_product(tiny), f32_tolerance)
+
+
+def test_addmm_with_beta_zero_ignores_its_bias():
+    """addmm(nan_bias, a, b, beta=0) ignores the bias: the matmul-bias rewrite
+    must not turn it into mm + 0 * nan."""
+    def fn(bias, x, w):
+        return torch.addmm(bias, x, w, beta=0).relu()
+
+    bias, x, w = torch.full((4,), float("nan")), randn(3, 5), randn(5, 4, seed=1)
+    g, out = run_twice(fn, bias, x, w)
+    assert not torch.isnan(out).any()
+    assert_matches(out, fn(bias, x, w), f32_tolerance)
+
+
+def test_pad_value_is_stored_in_the_tensors_dtype():
+    """F.pad(bf16, value=0.1) holds bf16(0.1): a float32 reader sees that."""
+    def fn(x, y):
+        return F.pad(x, (1, 1), value=0.1) + y
+
+    x, y = randn(3, 4, dtype=torch.bfloat16), randn(3, 6, seed=1)
+    g, out = run_twice(fn, x, y)
+    assert torch.equal(out, fn(x, y))
