@@ -421,18 +421,9 @@ bool Lowerer::is_unread_allocation(int index) const {
 }
 
 void Lowerer::find_readers() {
-  readers_.assign(g_.values.size(), {});
-  for (std::size_t i = 0; i < g_.nodes.size(); ++i) {
-    for (const auto& a : g_.nodes[i].args) {
-      if (a.kind == Arg::Kind::Tensor) readers_[a.tensor].push_back(static_cast<int>(i));
-      if (a.kind == Arg::Kind::TensorList)
-        for (auto v : a.ints)
-          if (v >= 0) readers_[v].push_back(static_cast<int>(i));
-    }
-  }
-  escapes_.assign(g_.values.size(), false);
-  for (int v : g_.outputs) escapes_[v] = true;
-  for (const auto& m : g_.mutations) escapes_[m.value] = true;
+  ir::ValueUses uses = ir::value_uses(g_);
+  readers_ = std::move(uses.readers);
+  escapes_ = std::move(uses.escapes);
 }
 
 // Views whose every reader is a library call (a node without a lowering: a

@@ -12,30 +12,11 @@ using ir::Arg;
 using ir::Graph;
 using ir::Node;
 
-struct Readers {
-  std::vector<std::vector<int>> of;  // per value: the nodes that read it
-  std::vector<bool> escapes;         // per value: a graph output or mutation
-};
-
-Readers find_readers(const Graph& g) {
-  Readers r{std::vector<std::vector<int>>(g.values.size()), std::vector<bool>(g.values.size(), false)};
-  for (std::size_t i = 0; i < g.nodes.size(); ++i)
-    for (const Arg& a : g.nodes[i].args) {
-      if (a.kind == Arg::Kind::Tensor) r.of[a.tensor].push_back(static_cast<int>(i));
-      if (a.kind == Arg::Kind::TensorList)
-        for (auto v : a.ints)
-          if (v >= 0) r.of[v].push_back(static_cast<int>(i));
-    }
-  for (int v : g.outputs) r.escapes[v] = true;
-  for (const auto& m : g.mutations) r.escapes[m.value] = true;
-  return r;
-}
-
 // Whether every use of `value` is a generated kernel: each reader has a
 // lowering, and readers that are views pass the value on to such uses only.
-bool only_kernels_read(const Graph& g, const Readers& r, int value) {
-  if (r.escapes[value] || r.of[value].empty()) return false;
-  for (int reader : r.of[value]) {
+bool only_kernels_read(const Graph& g, const ir::ValueUses& r, int value) {
+  if (r.escapes[value] || r.readers[value].empty()) return false;
+  for (int reader : r.readers[value]) {
     const Node& n = g.nodes[reader];
     if (!has_lowering(n.op)) return false;
     if (!is_view_op(n.op)) continue;
@@ -50,7 +31,7 @@ bool is_one(const Arg& a) { return a.is_number() && a.number() == 1.0; }
 // addmm(bias, a, b, beta, alpha) with alpha 1 whose product only kernels
 // read. With beta 0 addmm ignores the bias (a NaN in it does not show),
 // which mm + 0 * bias would not: that addmm stays.
-bool should_unfuse(const Graph& g, const Readers& r, const Node& n) {
+bool should_unfuse(const Graph& g, const ir::ValueUses& r, const Node& n) {
   if (n.op != "aten::addmm.default" || n.args.size() != 5 || n.outputs.size() != 1) return false;
   if (n.args[0].kind != Arg::Kind::Tensor || !is_one(n.args[4]) || !n.args[3].is_number()) return false;
   if (n.args[3].number() == 0.0) return false;
@@ -62,7 +43,7 @@ bool should_unfuse(const Graph& g, const Readers& r, const Node& n) {
 }  // namespace
 
 Graph unfuse_matmul_bias(const Graph& graph) {
-  const Readers readers = find_readers(graph);
+  const ir::ValueUses readers = ir::value_uses(graph);
   Graph g = graph;
   g.nodes.clear();
   for (const Node& n : graph.nodes) {

@@ -52,6 +52,20 @@ int Graph::add_value(TensorMeta meta) {
   return static_cast<int>(values.size()) - 1;
 }
 
+ValueUses value_uses(const Graph& g) {
+  ValueUses u{std::vector<std::vector<int>>(g.values.size()), std::vector<bool>(g.values.size(), false)};
+  for (std::size_t i = 0; i < g.nodes.size(); ++i)
+    for (const Arg& a : g.nodes[i].args) {
+      if (a.kind == Arg::Kind::Tensor) u.readers[a.tensor].push_back(static_cast<int>(i));
+      if (a.kind == Arg::Kind::TensorList)
+        for (auto v : a.ints)
+          if (v >= 0) u.readers[v].push_back(static_cast<int>(i));
+    }
+  for (int v : g.outputs) u.escapes[v] = true;
+  for (const auto& m : g.mutations) u.escapes[m.value] = true;
+  return u;
+}
+
 namespace {
 
 std::string join_ints(const std::vector<std::int64_t>& v) {

@@ -124,6 +124,16 @@ struct Graph {
   bool operator==(const Graph& o) const = default;
 };
 
+// How each value of a graph is used: the nodes that read it (Tensor and
+// Tensor[] arguments, in node order) and whether it leaves the graph (an
+// output, or the final contents of a mutated input).
+struct ValueUses {
+  std::vector<std::vector<int>> readers;
+  std::vector<bool> escapes;
+  bool used(int v) const { return escapes[v] || !readers[v].empty(); }
+};
+ValueUses value_uses(const Graph& g);
+
 std::string to_text(const Graph& g);
 // Throws std::runtime_error with the line number on malformed input.
 Graph parse_graph(const std::string& text);

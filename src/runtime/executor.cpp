@@ -394,21 +394,15 @@ std::string Executor::why_not_graphable() const {
   if (!g.mutations.empty()) return "it writes its inputs in place";
   if (!g.restrides.empty()) return "it changes an input's strides";
   if (!g.output_views.empty()) return "it returns views of its results";
-  std::vector<bool> is_input(g.values.size(), false), used(g.values.size(), false);
+  std::vector<bool> is_input(g.values.size(), false);
   for (int v : g.inputs) is_input[v] = true;
-  for (int v : g.outputs) used[v] = true;
-  for (const auto& n : g.nodes)
-    for (const auto& a : n.args) {
-      if (a.kind == ir::Arg::Kind::Tensor) used[a.tensor] = true;
-      if (a.kind == ir::Arg::Kind::TensorList)
-        for (auto v : a.ints)
-          if (v >= 0) used[v] = true;
-    }
+  const ir::ValueUses uses = ir::value_uses(g);
   for (std::size_t v = 0; v < g.values.size(); ++v) {
     const auto& m = g.values[v];
     // CPU scalars may be inputs (copied to the device); CPU results nothing
     // reads (attention's philox seed and offset) are left behind.
-    if (m.device != "cpu" || (is_input[v] && m.sizes.empty()) || (!is_input[v] && !used[v])) continue;
+    const int id = static_cast<int>(v);
+    if (m.device != "cpu" || (is_input[v] && m.sizes.empty()) || (!is_input[v] && !uses.used(id))) continue;
     return "part of it computes on the CPU (%" + std::to_string(v) + ")";
   }
   return "";
