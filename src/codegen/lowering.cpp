@@ -605,8 +605,11 @@ void lower_all_any(Lowerer& L, ReduceOp op, const Arg& dim_arg, bool keepdim) {
 // mean, var and std share these steps: a sum, then a pointwise divide.
 int mean_def(Lowerer& L, int in, const std::vector<std::int64_t>& dims, DType dtype) {
   double count = static_cast<double>(reduced_count(L.def(in).sizes, dims));
-  int s = L.reduction(in, dims, ReduceOp::Sum, dtype);
-  return L.elementwise({Operand{s, L.def(s).sizes, 0}}, dtype,
+  // The sum keeps its accumulator's dtype (float32 for f16/bf16): eager
+  // divides the unrounded sum and rounds the mean once; a sum stored in bf16
+  // before the division would round on a grid as coarse as the sum.
+  int s = L.reduction(in, dims, ReduceOp::Sum, ir::compute_dtype(dtype));
+  return L.elementwise({Operand{s, L.def(s).sizes, 0}}, ir::compute_dtype(dtype),
                        [count](KernelBuilder& kb, const std::vector<ValueId>& v) {
                          return bin(kb, PrimOp::Div, v[0], cst(kb, count, v[0]));
                        },
@@ -627,9 +630,9 @@ int variance_def(Lowerer& L, int in, int mean, const std::vector<std::int64_t>& 
     ValueId diff = kb.binary(PrimOp::Sub, x, m);
     return kb.binary(PrimOp::Mul, diff, diff);
   };
-  int sq = L.reduction(in, dims, ReduceOp::Sum, dtype, std::move(squared_deviation), {mean});
+  int sq = L.reduction(in, dims, ReduceOp::Sum, compute, std::move(squared_deviation), {mean});  // as mean_def's sum
   double denom = std::max(0.0, count - correction);
-  return L.elementwise({Operand{sq, L.def(sq).sizes, 0}}, dtype,
+  return L.elementwise({Operand{sq, L.def(sq).sizes, 0}}, compute,
                        [denom](KernelBuilder& kb, const std::vector<ValueId>& v) {
                          return bin(kb, PrimOp::Div, v[0], cst(kb, denom, v[0]));
                        },
