@@ -278,13 +278,18 @@ def main():
                 traceback.print_exc()
                 rows.append({"model": name, "batch": batch, "skipped": f"{type(e).__name__}: {e}"[:300]})
             reset_all(a.device)
+            save(rows, a)  # after every row: a run cut short still leaves what it measured
     table(rows, a)
-    if a.out:
-        meta = {"device": torch.cuda.get_device_name() if a.device == "cuda" else "cpu", "size": a.size,
-                "autocast": a.autocast, "iters": a.iters, "warmup": a.warmup, "torch": torch.__version__,
-                "python": sys.version.split()[0]}
-        with open(a.out, "w") as f:
-            json.dump({"meta": meta, "rows": rows}, f, indent=1)
+
+
+def save(rows, a):
+    if not a.out:
+        return
+    meta = {"device": torch.cuda.get_device_name() if a.device == "cuda" else "cpu", "size": a.size,
+            "autocast": a.autocast, "iters": a.iters, "warmup": a.warmup, "torch": torch.__version__,
+            "python": sys.version.split()[0]}
+    with open(a.out, "w") as f:
+        json.dump({"meta": meta, "rows": rows}, f, indent=1)
 
 
 if __name__ == "__main__":

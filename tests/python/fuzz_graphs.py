@@ -27,6 +27,7 @@ import math
 import os
 import random
 import sys
+import time
 import traceback
 
 import torch
@@ -447,13 +448,21 @@ def program_from_case(namespace):
     return p
 
 
-def run(graphs, seed, device="cpu", save=None, log=print, progress=None):
+def run(graphs, seed, device="cpu", save=None, log=print, progress=None, seconds=None):
+    """Checks `graphs` programs, or as many as fit in `seconds` (then `run.checked`
+    says how many); returns the failures."""
     failures = []
+    run.checked = 0
+    start = time.monotonic()
     for i in range(graphs):
+        if seconds is not None and time.monotonic() - start > seconds:
+            log(f"time budget spent after {i} programs")
+            break
         if progress and i and i % 1000 == 0:
             progress(f"{i} programs, {len(failures)} failing")
         p = generate(seed * 1_000_003 + i)
         why = check(p, device)
+        run.checked = i + 1
         if not why:
             continue
         small = shrink(p, device)
@@ -474,14 +483,16 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--save", default=None, help="write each shrunk failing program here as a regression case")
+    ap.add_argument("--seconds", type=float, default=None, help="stop after this long (the count run is printed)")
     a = ap.parse_args()
     torch.manual_seed(0)
     try:
-        failures = run(a.graphs, a.seed, a.device, a.save, progress=lambda m: print(m, file=sys.stderr, flush=True))
+        failures = run(a.graphs, a.seed, a.device, a.save, progress=lambda m: print(m, file=sys.stderr, flush=True),
+                       seconds=a.seconds)
     except Exception:  # noqa: BLE001
         traceback.print_exc()
         return 2
-    print(f"{a.graphs} programs, seed {a.seed}, {a.device}: {len(failures)} failing")
+    print(f"{run.checked} programs, seed {a.seed}, {a.device}: {len(failures)} failing")
     return 1 if failures else 0
 
 
