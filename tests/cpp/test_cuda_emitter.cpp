@@ -6,6 +6,7 @@
 // emitter_test_kernels() is also the input of the GPU differential check
 // (compare with the CPU interpreter on random data), so every kernel here must
 // be valid IR with in-range indices.
+#include <cmath>
 #include <algorithm>
 #include <cstdint>
 #include <set>
