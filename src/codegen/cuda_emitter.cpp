@@ -1546,6 +1546,9 @@ void Emitter::emit_moments(ValueId sum, ValueId sq_sum, const Segment& s) {
   emit_thread_moments(x, "pivot", s);
   emit_moments_combine(sum, sq_sum);
   w_.close();
+  // The row-start scalars were declared inside that scope: a later pair
+  // (a second layer norm in the kernel) declares its own.
+  std::fill(row_start_.begin(), row_start_.end(), std::string());
 }
 
 // `T b` (the thread's sum of x - pivot), `own` (the same, kept) and `q` (its

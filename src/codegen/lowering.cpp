@@ -496,11 +496,16 @@ void Lowerer::lower_node(int index) {
   // Kernels run on the plan's device and read its memory: a CPU tensor (not
   // a 0-d scalar) read by work on the GPU (x_cuda[idx_cpu]) runs through ATen.
   for (const auto& a : node_->args) {
-    if (a.kind != Arg::Kind::Tensor) continue;
-    const ir::TensorMeta& m = g_.meta(a.tensor);
-    if (m.device != device_ && !m.sizes.empty()) {
-      fallback(index, "reads a tensor on " + m.device + ", the plan's kernels run on " + device_);
-      return;
+    std::vector<std::int64_t> read;  // a tensor, or a list's (x[idx_cpu] passes [idx_cpu])
+    if (a.kind == Arg::Kind::Tensor) read.push_back(a.tensor);
+    if (a.kind == Arg::Kind::TensorList) read = a.ints;
+    for (std::int64_t v : read) {
+      if (v < 0) continue;
+      const ir::TensorMeta& m = g_.meta(static_cast<int>(v));
+      if (m.device != device_ && !m.sizes.empty()) {
+        fallback(index, "reads a tensor on " + m.device + ", the plan's kernels run on " + device_);
+        return;
+      }
     }
   }
   // Kernels run on the plan's device: work on another one (a CUDA program

@@ -177,6 +177,19 @@ TEST_CASE("an op without a lowering becomes a fallback step with realized inputs
   REQUIRE(count_kernel_steps(p) == 2);
 }
 
+TEST_CASE("an index list on another device makes its op a fallback (a kernel cannot read it)", "[fusion][device]") {
+  GraphBuilder b;
+  int x = b.input(DType::Float32, {4, 5});
+  int idx = b.input(DType::Int64, {3});
+  for (int v : {x, idx}) b.g.values[v].device = v == x ? "cuda:0" : "cpu";
+  int y = b.op("aten::mul.Tensor", {T(x), F(2.0)}, DType::Float32, {4, 5});
+  int z = b.op("aten::index.Tensor", {T(y), ir::Arg::of_tensors({idx})}, DType::Float32, {3, 5});
+  for (int v : {y, z}) b.g.values[v].device = "cuda:0";
+  b.output(z);
+  auto p = codegen::compile_graph(b.g);
+  REQUIRE(p.fallback_ops == std::vector<std::string>{"aten::index.Tensor"});
+}
+
 TEST_CASE("views are index remapping, not copies", "[fusion]") {
   GraphBuilder b;
   int x = b.input(DType::Float32, {4, 6, 5});

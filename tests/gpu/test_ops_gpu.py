@@ -287,3 +287,13 @@ def test_layer_norm_large_mean(cols, offset):
     want = layer_norm_rows(x.double(), w.double(), b.double())
     # The float32 mean of values near 1000 is off by ~1e-4 (as eager's is).
     torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-5 + offset * 1e-6)
+
+
+def test_cumsum_bf16_keeps_float32_partial_sums():
+    # Eager CUDA rounds each bf16 partial sum (op_cases skips the comparison
+    # there); deepvisor scans in float32 and rounds once, as eager CPU does.
+    x = cuda_randn(37, 129, dtype=BF16)
+    g = deepvisor.compile(lambda t: torch.cumsum(t, -1))
+    want = torch.cumsum(x.float(), -1).to(BF16)
+    for _ in range(2):
+        assert_matches(g(x), want, lambda dt: (1.6e-2, 1.6e-2))

@@ -35,6 +35,8 @@ import torch.nn.functional as F
 
 # Kernels, not ATen, on CPU tensors: the lowerings are what is under test.
 os.environ.setdefault("DEEPVISOR_CPU", "interpreter")
+# Every kernel is also compiled for sm_90 by NVRTC (no GPU needed): the emitter is under test too.
+os.environ.setdefault("DEEPVISOR_VALIDATE_CUDA", "1")
 
 SIZES = (1, 2, 3, 5, 7, 8, 16, 33)
 LAYOUTS = ("contiguous", "contiguous", "transposed", "sliced", "expanded")

@@ -906,8 +906,12 @@ case("constant_pad[of_view]", lambda x: F.pad((x + 1).reshape(3, 35).t(), (2, 1,
 
 # cumsum sums in another order than eager's sequential scan (float tolerance);
 # integers and bool (promoted to int64) are exact.
+# Eager CUDA scans bf16 in bf16 (each partial sum rounded: 6 ulps off by the
+# 100th element); eager CPU and deepvisor keep float32 partial sums.
+# tests/gpu/test_ops_gpu.py compares the CUDA bf16 scan with float32's instead.
 case("cumsum[last]", lambda x: torch.cumsum(x, -1), one(ODD, "normal", "transposed"), NUMERIC,
-     why="cumsum: another summation order")
+     why="cumsum: another summation order",
+     skips={("cuda", BF16): "eager CUDA rounds every partial sum to bf16; deepvisor keeps float32 ones"})
 case("cumsum[dim0_sliced]", lambda x: torch.cumsum(x, 0), one(SMALL3, "small_int", "sliced"), NUMERIC,
      why="cumsum: another summation order")
 case("cumsum[bool_position_ids]", lambda x: (x > 0).cumsum(-1) - 1, one(ODD, "small_int"), NUMERIC)
@@ -1216,7 +1220,8 @@ for _name, _groups, _shape, _layout, _w, _b in GROUP_NORM:
 # float32 parameters on a bf16 input (a float32 module run on bf16 activations): eager's mixed-type group norm.
 case("group_norm[eps_float32_params]", lambda x, w, b: F.group_norm(x, 2, w, b, eps=0.1),
      lambda inp: (inp.tensor((2, 4, 6, 5), "normal"), inp.tensor((4,), dtype=F32), inp.tensor((4,), dtype=F32)),
-     FLOATS, tolerance=_LN_TOL, why=_WHY_LN)
+     FLOATS, tolerance=_LN_TOL, why=_WHY_LN,
+     skips={("cuda", BF16): "eager CUDA refuses float32 parameters on a bf16 input (so does the capture run)"})
 case("group_norm[stats]", lambda x, w, b: torch.ops.aten.native_group_norm(x, w, b, 2, 6, 35, 3, 1e-5),
      _group_norm_inputs((2, 6, 5, 7), "contiguous"), FLOATS, tolerance=_LN_TOL, why=_WHY_LN)
 case("group_norm[then_silu]", lambda x, w, b: F.silu(F.group_norm(x, 2, w, b)) + x,
