@@ -214,6 +214,17 @@ at::Tensor in_layout(const at::Tensor& t, const ir::TensorMeta& meta) {
   return broadcast ? out.expand(meta.sizes) : out;
 }
 
+// True when `t` lays its elements out as the capture saw: the same strides
+// wherever a dimension has more than one element. Guards check this for a
+// plan's arguments; a value handed from an earlier segment of the same
+// program (a view the kernels wrote contiguous) may differ.
+bool has_layout(const at::Tensor& t, const ir::TensorMeta& meta) {
+  if (t.dim() != static_cast<std::int64_t>(meta.sizes.size())) return false;
+  for (std::int64_t d = 0; d < t.dim(); ++d)
+    if (t.size(d) > 1 && t.stride(d) != meta.strides[d]) return false;
+  return true;
+}
+
 // Ops whose meaning depends on the strides and storage offset of their input
 // (not only its values): they must see the layout the capture saw.
 bool layout_sensitive(const std::string& op) { return op.rfind("aten::as_strided", 0) == 0; }
@@ -416,9 +427,18 @@ ExecutorStats Executor::stats() const {
 
 std::vector<at::Tensor> Executor::run_steps(const std::vector<at::Tensor>& inputs) {
   std::vector<at::Tensor> slots(program_.slots.size());
+  // Inputs in another layout than the capture's, read by the steps in the
+  // capture's: the originals stay for writes back, restrides and outputs.
+  std::vector<std::pair<std::size_t, at::Tensor>> relaid;
   for (std::size_t i = 0; i < program_.slots.size(); ++i) {
     const Slot& s = program_.slots[i];
-    if (s.origin == Slot::Origin::GraphInput) slots[i] = inputs.at(s.graph_input);
+    if (s.origin != Slot::Origin::GraphInput) continue;
+    slots[i] = inputs.at(s.graph_input);
+    const ir::TensorMeta& meta = program_.graph.meta(program_.graph.inputs.at(s.graph_input));
+    if (slots[i].defined() && !has_layout(slots[i], meta)) {
+      relaid.emplace_back(i, slots[i]);
+      slots[i] = in_layout(slots[i], meta);
+    }
   }
   const at::Device device = device_;
   std::optional<c10::cuda::CUDAGuard> guard;
@@ -432,6 +452,7 @@ std::vector<at::Tensor> Executor::run_steps(const std::vector<at::Tensor>& input
     else run_fallback(step, slots);
     for (int f : step.frees) slots[f].reset();
   }
+  for (auto& [slot, original] : relaid) slots[slot] = std::move(original);
   for (auto [in, value] : program_.mutation_slots) slots[in].copy_(slots[value]);
   const auto& graph = program_.graph;
   for (std::size_t i = 0; i < graph.restrides.size(); ++i) {

@@ -773,3 +773,27 @@ def test_objects_reached_through_cells_made_by_the_run_are_fresh():
         assert_matches(dict(out), dict(makes_an_output(x)), tol)
     s = deepvisor.stats(g)
     assert s["captures"] == 1 and s["cache_hits"] == 2
+
+
+def test_views_handed_to_the_next_segment_are_read_in_any_layout():
+    """DeBERTa's attention: the chunks of a permuted projection cross a
+    decision (a 0-d tensor used as a slice bound). Kernels write them
+    contiguous; the next segment was compiled for the strided layout eager
+    gave them, and read the wrong elements at batch > 1."""
+    torch.manual_seed(0)
+    w, table, p = torch.randn(64, 192), torch.randn(1024, 64), torch.randn(64, 64)
+
+    def fn(h):
+        q, k, _ = (h @ w).view(3, 5, 2, 96).permute(0, 2, 1, 3).chunk(3, dim=-1)
+        span = torch.tensor(5)
+        rel = table[512 - span: 512 + span].unsqueeze(0)
+        pos = (rel @ p).view(1, 10, 2, 32).permute(0, 2, 1, 3)
+        return torch.matmul(q, pos.transpose(-1, -2)), torch.matmul(k * 2, pos.transpose(-1, -2))
+
+    g = deepvisor.compile(fn)
+    for _ in range(3):
+        h = torch.randn(3, 5, 64)
+        for got, want in zip(g(h), fn(h)):
+            torch.testing.assert_close(got, want)
+    s = deepvisor.stats(g)
+    assert s["captures"] == 1 and s["eager_calls"] == 0, s

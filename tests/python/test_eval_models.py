@@ -61,10 +61,11 @@ def assert_equal_outputs(got, expected):
         torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("batch", [1, 3])
 @pytest.mark.parametrize("name", list(FALLBACKS))
-def test_eval_model(name):
+def test_eval_model(name, batch):
     torch.manual_seed(0)
-    model, args = getattr(bench_models, name)("small", 1, "cpu")
+    model, args = getattr(bench_models, name)("small", batch, "cpu")
     with torch.no_grad():
         expected = model(*args)
         g = deepvisor.compile(model)
