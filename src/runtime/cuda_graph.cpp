@@ -1,5 +1,6 @@
 #include "runtime/cuda_graph.h"
 
+#include <ATen/cuda/CUDAContext.h>
 #include <ATen/cuda/CUDAEvent.h>
 #include <ATen/cuda/CUDAGraph.h>
 #include <ATen/ops/empty.h>
@@ -9,6 +10,7 @@
 
 #include <cstdlib>
 #include <iostream>
+#include <map>
 
 #include "runtime/cuda_driver.h"
 
@@ -29,6 +31,33 @@ bool log_fallbacks() {
 at::Tensor own_copy(const at::Tensor& t) {
   if (!t.is_non_overlapping_and_dense()) return t.clone(at::MemoryFormat::Contiguous);
   return at::empty_strided(t.sizes(), t.strides(), t.options()).copy_(t, /*non_blocking=*/true);
+}
+
+// Every plan captures on one stream per device, one capture at a time. A
+// stream's first cuBLAS call makes torch allocate that stream's cuBLAS and
+// cuBLASLt workspaces (tens of MB on Hopper), kept for the life of the
+// process: pool streams taken in turn would each add theirs, and a workspace
+// first asked for inside a capture would come from (and pin) that graph's
+// private pool. They are made here, outside any capture.
+c10::cuda::CUDAStream capture_stream(c10::DeviceIndex device) {
+  static std::mutex mutex;
+  static std::map<c10::DeviceIndex, c10::cuda::CUDAStream> streams;
+  std::lock_guard<std::mutex> lock(mutex);
+  auto it = streams.find(device);
+  if (it != streams.end()) return it->second;
+  c10::cuda::CUDAStream stream = c10::cuda::getStreamFromPool(false, device);
+  {
+    c10::cuda::CUDAStreamGuard on_stream(stream);
+    at::cuda::getCurrentCUDABlasHandle();
+    at::cuda::getCurrentCUDABlasLtHandle();
+    at::cuda::getCUDABlasLtWorkspace();
+  }
+  return streams.emplace(device, stream).first->second;
+}
+
+std::mutex& capture_mutex() {
+  static std::mutex m;
+  return m;
 }
 
 }  // namespace
@@ -130,8 +159,9 @@ bool CudaGraphReplay::capture(const std::vector<at::Tensor>& inputs, const Steps
     }
   }
   c10::cuda::CUDAGuard guard(device->index());
+  std::lock_guard<std::mutex> one_capture_at_a_time(capture_mutex());
   auto current = c10::cuda::getCurrentCUDAStream(device->index());
-  auto side = c10::cuda::getStreamFromPool(false, device->index());
+  auto side = capture_stream(device->index());
   at::cuda::CUDAEvent ready;
   ready.record(current);
   ready.block(side);

@@ -186,3 +186,28 @@ def test_a_cpu_index_into_a_cuda_tensor():
         assert_matches(g(x, idx), fn(x, idx), TOL)
     s = deepvisor.stats(g)
     assert s["captures"] == 1 and s["eager_calls"] == 0, s
+
+
+def test_captures_share_one_stream_and_its_cublas_workspace():
+    """Each plan's CUDA graph is captured on the same stream, whose cuBLAS
+    workspaces are made once, outside any capture: new plans (one per shape
+    here) add their own buffers, not another workspace of tens of MB each."""
+    w = randn(256, 256)
+
+    def fn(x):
+        return torch.relu(x @ w) + 1
+
+    g = deepvisor.compile(fn)
+    for rows in (8, 16):  # the first plans: the capture stream and its workspaces
+        for _ in range(3):
+            g(randn(rows, 256))
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    for rows in (24, 32, 40, 48):
+        x = randn(rows, 256)
+        for _ in range(3):
+            assert_matches(g(x), fn(x), TOL)
+    torch.cuda.synchronize()
+    grown = torch.cuda.memory_allocated() - before
+    assert grown < 4 * 2**20, f"{grown / 2**20:.1f} MB more for four small plans"
+    assert deepvisor.stats(g)["cuda_graphs"] == 6
