@@ -169,11 +169,12 @@ class Lowerer {
   int squeeze_dims(int d, const std::vector<std::int64_t>& dims);
   // A view: the element at out coords is `input` at map(out coords).
   int view(int input, std::vector<std::int64_t> sizes, std::function<Coords(const Coords&)> map);
-  // The output: `self` (cast to the output's dtype) with `body`'s updates
-  // at every point of `update_sizes` written into it (added if `accumulate`);
-  // `deps` are the defs `body` reads (TensorDef::Kind::Scatter).
+  // The output's shape in `dtype` (default: the output's): `self` (cast)
+  // with `body`'s updates at every point of `update_sizes` written into it
+  // (added if `accumulate`); `deps` are the defs `body` reads
+  // (TensorDef::Kind::Scatter).
   int scatter(int self, std::vector<std::int64_t> update_sizes, std::vector<int> deps, ScatterBody body,
-              bool accumulate);
+              bool accumulate, std::optional<DType> dtype = std::nullopt);
 
   // Def `d` reads the defs `sources` at data-dependent coordinates
   // (BodyContext::read_indirect): they must be in memory.
@@ -343,8 +344,8 @@ int Lowerer::view(int input, std::vector<std::int64_t> sizes, std::function<Coor
 }
 
 int Lowerer::scatter(int self, std::vector<std::int64_t> update_sizes, std::vector<int> deps, ScatterBody body,
-                     bool accumulate) {
-  const DType out = out_meta().dtype;
+                     bool accumulate, std::optional<DType> dtype) {
+  const DType out = dtype.value_or(out_meta().dtype);
   if (accumulate && out == DType::Bool) throw Unsupported(op_name() + " adding into a bool tensor");
   if (def(self).sizes != out_meta().sizes) throw Unsupported(op_name() + " of a self shaped unlike its result");
   const int base = elementwise({Operand{self, def(self).sizes, 0}}, out,
@@ -1554,7 +1555,13 @@ void lower_scatter(Lowerer& L, bool accumulate) {
     p.value = src.is_scalar() ? scalar_constant(ctx.kb(), src.value, compute) : ctx.kb().cast(ctx.read(src.def, u), compute);
     return p;
   };
-  L.bind(0, L.scatter(self, index_sizes, deps, std::move(body), accumulate));
+  // Eager (on CPU) sums f16/bf16 scatters in float32 and rounds once:
+  // the sums are accumulated in a float32 tensor, then cast.
+  const bool widen = accumulate && (out == DType::Float16 || out == DType::BFloat16);
+  const int d = L.scatter(self, index_sizes, deps, std::move(body), accumulate, widen ? DType::Float32 : out);
+  if (!widen) return L.bind(0, d);
+  L.bind(0, L.elementwise({Operand{d, sizes, 0}}, out, [](KernelBuilder&, const std::vector<ValueId>& v) { return v[0]; },
+                          out, sizes));
 }
 
 void lower_scatter_reduce(Lowerer& L) {
