@@ -1564,10 +1564,14 @@ void lower_scatter(Lowerer& L, bool accumulate) {
                           out, sizes));
 }
 
-void lower_scatter_reduce(Lowerer& L) {
+// scatter_reduce.two (self, dim, index, src, reduce, include_self): the
+// sum that includes self is scatter_add; scatter.reduce / .value_reduce
+// (self, dim, index, src or value, reduce): "add" is scatter_add. Other
+// reductions (products, extrema, means) need atomics the loop IR lacks.
+void lower_scatter_reduce(Lowerer& L, const std::string& sum, bool include_self) {
   const Arg& reduce = L.arg(4);
-  if (reduce.kind != Arg::Kind::String || reduce.s != "sum" || !L.bool_arg(5))
-    throw Unsupported("scatter_reduce other than a sum that includes self");
+  if (reduce.kind != Arg::Kind::String || reduce.s != sum || !include_self)
+    throw Unsupported(L.op_name() + " other than a sum that includes self");
   lower_scatter(L, /*accumulate=*/true);
 }
 
@@ -2545,7 +2549,9 @@ std::unordered_map<std::string, LowerFn> make_lowerings() {
   t["aten::scatter.src"] = [](Lowerer& L) { lower_scatter(L, false); };
   t["aten::scatter.value"] = [](Lowerer& L) { lower_scatter(L, false); };
   t["aten::scatter_add.default"] = [](Lowerer& L) { lower_scatter(L, true); };
-  t["aten::scatter_reduce.two"] = lower_scatter_reduce;
+  t["aten::scatter_reduce.two"] = [](Lowerer& L) { lower_scatter_reduce(L, "sum", L.bool_arg(5)); };
+  t["aten::scatter.reduce"] = [](Lowerer& L) { lower_scatter_reduce(L, "add", true); };
+  t["aten::scatter.value_reduce"] = [](Lowerer& L) { lower_scatter_reduce(L, "add", true); };
   t["aten::index_add.default"] = [](Lowerer& L) { lower_index_add_copy(L, true); };
   t["aten::index_copy.default"] = [](Lowerer& L) { lower_index_add_copy(L, false); };
   t["aten::index_fill.int_Scalar"] = lower_index_fill;

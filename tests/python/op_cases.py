@@ -946,6 +946,11 @@ SCATTERS = [
     ("scatter_add[histogram]", _histogram, lambda inp: (inp.indices((300,), 11), inp.tensor((300,))), FLOATS + INTS, True),
     ("scatter_reduce[sum]", lambda x, i, s: x.scatter_reduce(0, i, s, "sum"),
      lambda inp: (inp.tensor((5, 8)), inp.indices((12, 8), 5), inp.tensor((12, 8))), FLOATS + INTS, True),
+    # The older spelling, scatter_(..., reduce="add"): scatter.reduce and scatter.value_reduce.
+    ("scatter[reduce_add]", lambda x, i, s: x.clone().scatter_(1, i, s, reduce="add"),
+     lambda inp: (inp.tensor((6, 9)), inp.indices((6, 20), 9), inp.tensor((6, 20))), FLOATS + INTS, True),
+    ("scatter[value_reduce_add]", lambda x, i: x.clone().scatter_(0, i, 0.3, reduce="add"),
+     lambda inp: (inp.tensor((6, 9)), inp.indices((20, 9), 6)), FLOATS, True),
     ("index_add[dim0_alpha_duplicates]", lambda x, i, s: x.index_add(0, i, s, alpha=2),
      lambda inp: (inp.tensor(ODD), inp.indices((50,), 37), inp.tensor((50, 129))), NUMERIC_F16, True),
     ("index_add[dim1_i32_transposed]", lambda x, i, s: torch.index_add(x, 1, i, s),
