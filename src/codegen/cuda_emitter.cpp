@@ -22,7 +22,10 @@
 // `m ? p[index + dv_checked(o, extent) * stride] : other` -- a masked lane
 // touches no memory, and an offset out of range traps instead of reading
 // another element: a sticky error of the CUDA context, as eager's device-side
-// assert is (it shows at the next synchronization).
+// assert is (it shows at the next synchronization). A Store with an indirect
+// offset or accumulation (a scatter) is never classified either: every lane
+// writes alone, `p[index + dv_checked(o, extent) * stride] = value`, or
+// `dv_atomic_add(&p[...], value)` when it accumulates.
 //
 // Pointwise kernels (rnumel <= 1). W = 16 bytes / widest accessed element,
 // one chunk per thread (G = 1), blocks of 128 threads (64 when the grid would
@@ -627,6 +630,32 @@ __device__ __forceinline__ long long dv_checked(long long o, long long n) {
   return o;
 }
 
+// An accumulating store: one atomic read-modify-write (integers wrap: the
+// 64-bit add runs in unsigned). f16 / bf16 have no atomicAdd of their own
+// before sm_90's vector forms: a compare-and-swap loop on the aligned 32-bit
+// word that holds the element adds in float and rounds, as the interpreter does.
+__device__ __forceinline__ void dv_atomic_add(float* p, float v) { atomicAdd(p, v); }
+__device__ __forceinline__ void dv_atomic_add(double* p, double v) { atomicAdd(p, v); }
+__device__ __forceinline__ void dv_atomic_add(int* p, int v) { atomicAdd(p, v); }
+__device__ __forceinline__ void dv_atomic_add(long long* p, long long v) {
+  atomicAdd(reinterpret_cast<unsigned long long*>(p), (unsigned long long)v);
+}
+template <bool kBf16> __device__ __forceinline__ void dv_atomic_add_half(unsigned short* p, float v) {
+  const unsigned long long at = reinterpret_cast<unsigned long long>(p);
+  unsigned* word = reinterpret_cast<unsigned*>(at & ~3ull);
+  const unsigned shift = (at & 2ull) ? 16u : 0u;
+  unsigned old = *word, assumed;
+  do {
+    assumed = old;
+    const unsigned short h = (unsigned short)(assumed >> shift);
+    const float sum = (kBf16 ? dv_bf16_to_f32(h) : dv_f16_to_f32(h)) + v;
+    const unsigned short r = kBf16 ? dv_f32_to_bf16(sum) : dv_f32_to_f16(sum);
+    old = atomicCAS(word, assumed, (assumed & ~(0xffffu << shift)) | ((unsigned)r << shift));
+  } while (old != assumed);
+}
+__device__ __forceinline__ void dv_atomic_add_f16(unsigned short* p, float v) { dv_atomic_add_half<false>(p, v); }
+__device__ __forceinline__ void dv_atomic_add_bf16(unsigned short* p, float v) { dv_atomic_add_half<true>(p, v); }
+
 // Butterfly exchange within a warp (all 32 lanes take part).
 __device__ __forceinline__ float dv_shfl_xor(float v, int m) { return __shfl_xor_sync(0xffffffffu, v, m); }
 __device__ __forceinline__ double dv_shfl_xor(double v, int m) { return __shfl_xor_sync(0xffffffffu, v, m); }
@@ -680,6 +709,7 @@ class Emitter {
   std::string load_conv(DType storage, const std::string& e) const;
   std::string gather_expr(const Instr& in, const std::string& index, const std::string& k) const;
   std::string store_conv(DType value, DType storage, const std::string& e) const;
+  std::string scatter_store(const Instr& in, const std::string& index, const std::string& k) const;
   std::string buf(int b) const { return cat("b", b, "_", c_identifier(k_.buffers[b].name)); }
   std::string scalar_index(const IndexExpr& e) const;
   std::string lane_index(const IndexExpr& e, const Segment& s, const std::string& lane_value) const;
@@ -696,6 +726,7 @@ class Emitter {
   void emit_lane_load(ValueId id, const Segment& s);
   void emit_lane_gather(ValueId id, const Segment& s);
   void emit_lane_store(ValueId id, const Segment& s);
+  void emit_lane_scatter(ValueId id, const Segment& s);
   bool packs_halves(DType value, DType storage, int width) const;
   void emit_packed_half_store(const Instr& in, const Segment& s);
   void emit_lane_index(ValueId id, const Segment& s);
@@ -784,6 +815,9 @@ void Emitter::validate() const {
         (in.buffer < 0 || static_cast<std::size_t>(in.buffer) >= k_.buffers.size()))
       fail(cat("instruction %", i, " names buffer ", in.buffer));
     if (in.op != PrimOp::Store) ctype(in.dtype);  // throws for storage-only dtypes
+    if (in.accumulate && (k_.buffers[in.buffer].dtype == DType::Bool || in.dtype != ir::compute_dtype(k_.buffers[in.buffer].dtype)))
+      fail(cat("instruction %", i, ": an accumulating store of ", ir::dtype_name(in.dtype), " into ",
+               ir::dtype_name(k_.buffers[in.buffer].dtype)));
   }
 }
 
@@ -1091,8 +1125,10 @@ void Emitter::emit_scalar(ValueId id, const std::string& store_guard) {
     }
     case PrimOp::Store: {
       const auto& b = k_.buffers[in.buffer];
-      const std::string st = cat(buf(in.buffer), "[", scalar_index(in.index), "] = ",
-                                 store_conv(in.dtype, b.dtype, ref(in.args[0], "0")), ";");
+      const std::string st = in.indirect || in.accumulate
+                                 ? scatter_store(in, scalar_index(in.index), "0")
+                                 : cat(buf(in.buffer), "[", scalar_index(in.index), "] = ",
+                                       store_conv(in.dtype, b.dtype, ref(in.args[0], "0")), ";");
       w_.line(store_guard.empty() ? st : cat("if (", store_guard, ") ", st));
       return;
     }
@@ -1264,8 +1300,39 @@ void Emitter::emit_lane_load(ValueId id, const Segment& s) {
   w_.close();
 }
 
+// A scatter's write at lane element k, its symbolic index written as
+// `index`: the offset is checked (as a gather's) before the address is formed;
+// an accumulating store adds atomically.
+std::string Emitter::scatter_store(const Instr& in, const std::string& index, const std::string& k) const {
+  const auto& b = k_.buffers[in.buffer];
+  std::string address = index;
+  if (in.indirect)
+    address = cat(index, " + dv_checked((long long)", ref(in.offset_arg(), k), ", ", in.offset_extent, "LL) * ",
+                  in.offset_stride, "LL");
+  const std::string element = cat(buf(in.buffer), "[", address, "]");
+  if (!in.accumulate) return cat(element, " = ", store_conv(in.dtype, b.dtype, ref(in.args[0], k)), ";");
+  const std::string add = b.dtype == DType::Float16 ? "dv_atomic_add_f16" : b.dtype == DType::BFloat16 ? "dv_atomic_add_bf16" : "dv_atomic_add";
+  return cat(add, "(&", element, ", ", ref(in.args[0], k), ");");
+}
+
+// Per-lane scalar writes: a scatter's address depends on values (or its
+// update must be atomic), so it is never a vector access.
+void Emitter::emit_lane_scatter(ValueId id, const Segment& s) {
+  const Instr& in = k_.body[id];
+  std::string guard = chunk_valid(s);
+  if (!s.store_guard.empty()) guard = guard.empty() ? s.store_guard : s.store_guard + " && (" + guard + ")";
+  begin_chunk_loop(s);
+  if (!guard.empty()) w_.open("if (" + guard + ")");
+  w_.open_unrolled("v", 0, s.width);
+  w_.line(scatter_store(in, lane_index(in.index, s, "(l0 + v)"), cat("c * ", s.width, " + v")));
+  w_.close();
+  if (!guard.empty()) w_.close();
+  w_.close();
+}
+
 void Emitter::emit_lane_store(ValueId id, const Segment& s) {
   const Instr& in = k_.body[id];
+  if (in.indirect || in.accumulate) return emit_lane_scatter(id, s);
   const auto& b = k_.buffers[in.buffer];
   const std::string ST = stype(b.dtype), p = buf(in.buffer);
   const LaneAccess kind = access_kind(in, s);

@@ -169,6 +169,12 @@ class Lowerer {
   int squeeze_dims(int d, const std::vector<std::int64_t>& dims);
   // A view: the element at out coords is `input` at map(out coords).
   int view(int input, std::vector<std::int64_t> sizes, std::function<Coords(const Coords&)> map);
+  // The output's shape in `dtype` (default: the output's): `self` (cast)
+  // with `body`'s updates at every point of `update_sizes` written into it
+  // (added if `accumulate`); `deps` are the defs `body` reads
+  // (TensorDef::Kind::Scatter).
+  int scatter(int self, std::vector<std::int64_t> update_sizes, std::vector<int> deps, ScatterBody body,
+              bool accumulate, std::optional<DType> dtype = std::nullopt);
 
   // Def `d` reads the defs `sources` at data-dependent coordinates
   // (BodyContext::read_indirect): they must be in memory.
@@ -335,6 +341,29 @@ int Lowerer::squeeze_dims(int d, const std::vector<std::int64_t>& dims) {
 int Lowerer::view(int input, std::vector<std::int64_t> sizes, std::function<Coords(const Coords&)> map) {
   Body body = [input, map](BodyContext& ctx, const Coords& c) { return ctx.read(input, map(c)); };
   return pointwise(std::move(sizes), def(input).dtype, {input}, std::move(body), op_name());
+}
+
+int Lowerer::scatter(int self, std::vector<std::int64_t> update_sizes, std::vector<int> deps, ScatterBody body,
+                     bool accumulate, std::optional<DType> dtype) {
+  const DType out = dtype.value_or(out_meta().dtype);
+  if (accumulate && out == DType::Bool) throw Unsupported(op_name() + " adding into a bool tensor");
+  if (def(self).sizes != out_meta().sizes) throw Unsupported(op_name() + " of a self shaped unlike its result");
+  const int base = elementwise({Operand{self, def(self).sizes, 0}}, out,
+                               [](KernelBuilder&, const std::vector<ValueId>& v) { return v[0]; }, out, out_meta().sizes);
+  std::int64_t updates = 1;
+  for (auto n : update_sizes) updates *= n;
+  if (updates == 0) return base;  // nothing to write: self
+  TensorDef d;
+  d.kind = TensorDef::Kind::Scatter;
+  d.dtype = out;
+  d.sizes = out_meta().sizes;
+  d.deps = {base};
+  d.deps.insert(d.deps.end(), deps.begin(), deps.end());
+  d.update_sizes = std::move(update_sizes);
+  d.scatter = std::move(body);
+  d.accumulate = accumulate;
+  d.label = op_name();
+  return add_def(std::move(d));
 }
 
 void Lowerer::bind(std::size_t output, int d) {
@@ -1302,6 +1331,14 @@ void lower_gather(Lowerer& L) {
   }));
 }
 
+// An index that counts from the end when negative (advanced indexing,
+// index_fill): i + size where i < 0.
+ValueId wrapped_index(KernelBuilder& kb, ValueId i, std::int64_t size) {
+  const DType t = kb.dtype(i);
+  const ValueId negative = kb.binary(PrimOp::Lt, i, kb.int_constant(0, t));
+  return kb.where(negative, kb.binary(PrimOp::Add, i, kb.int_constant(size, t)), i);
+}
+
 // index.Tensor(self, indices) with one index tensor (x[:, idx]): the
 // result's dims are self's before it, the index's, then self's after it.
 // Negative indices count from the end, as ATen's advanced indexing does.
@@ -1325,12 +1362,277 @@ void lower_index_tensor(Lowerer& L) {
     const auto first = c.begin() + position;
     const Coords at_index(first, first + static_cast<std::ptrdiff_t>(index_rank));
     const ValueId i = ctx.read(index, at_index);
-    const ValueId zero = kb.int_constant(0, kb.dtype(i)), wrapped = kb.binary(PrimOp::Add, i, kb.int_constant(size, kb.dtype(i)));
     Coords at(c.begin(), first);
     at.push_back(0);
     at.insert(at.end(), first + static_cast<std::ptrdiff_t>(index_rank), c.end());
-    return ctx.read_indirect(self, at, position, kb.where(kb.binary(PrimOp::Lt, i, zero), wrapped, i));
+    return ctx.read_indirect(self, at, position, wrapped_index(kb, i, size));
   }));
+}
+
+// --- scatters -------------------------------------------------------------------
+//
+// index_put, scatter, index_add, index_copy and index_fill: self with
+// elements replaced (or added to) where data says. Each is a Scatter def
+// (tensor_def.h): a copy of self, then a kernel over the updates that writes
+// into it. Negative indices count from the end where eager lets them
+// (index_put, index_fill); elsewhere they are out of range: an error, as in
+// eager. Where several updates hit one element, an accumulating form adds
+// them all and a replacing form leaves one of them (eager leaves that order
+// unspecified too).
+
+// Sizes broadcast together (numpy rules).
+std::vector<std::int64_t> broadcast_sizes(const std::vector<std::vector<std::int64_t>>& all) {
+  std::size_t rank = 0;
+  for (const auto& s : all) rank = std::max(rank, s.size());
+  std::vector<std::int64_t> out(rank, 1);
+  for (const auto& s : all) {
+    for (std::size_t i = 0; i < s.size(); ++i) {
+      std::int64_t& o = out[rank - s.size() + i];
+      if (s[i] != 1 && o != 1 && s[i] != o) throw Unsupported("index tensors that do not broadcast together");
+      if (s[i] != 1) o = s[i];
+    }
+  }
+  return out;
+}
+
+// Whether `sizes` broadcast to `to` (a values operand of index_put).
+bool broadcasts_to(const std::vector<std::int64_t>& sizes, const std::vector<std::int64_t>& to) {
+  if (sizes.size() > to.size()) return false;
+  for (std::size_t i = 0; i < sizes.size(); ++i)
+    if (sizes[i] != 1 && sizes[i] != to[to.size() - sizes.size() + i]) return false;
+  return true;
+}
+
+// Advanced indexing by integer tensors (x[i, :, j]): the indexed dims of
+// self and their index tensors; the result's dims are the index tensors'
+// broadcast shape, in place of the indexed dims when those are adjacent,
+// else in front, then self's other dims in order.
+struct AdvancedIndex {
+  std::vector<int> dims, defs;
+  std::vector<std::vector<std::int64_t>> index_sizes;  // of each index tensor
+  std::vector<std::int64_t> shape;  // the index tensors broadcast
+  std::size_t first = 0;            // where `shape` starts in the result
+  std::vector<std::int64_t> result_sizes;
+};
+
+AdvancedIndex advanced_index(const Lowerer& L, const std::vector<std::int64_t>& self_sizes, const Arg& list) {
+  AdvancedIndex a;
+  for (std::size_t k = 0; k < list.ints.size(); ++k) {
+    if (list.ints[k] < 0) continue;
+    if (k >= self_sizes.size()) throw Unsupported("more indices than dims");
+    a.dims.push_back(static_cast<int>(k));
+    a.defs.push_back(L.value_def(static_cast<int>(list.ints[k])));
+    index_dtype(L, a.defs.back());
+    a.index_sizes.push_back(L.def(a.defs.back()).sizes);
+  }
+  if (a.dims.empty()) throw Unsupported("no index tensor");
+  a.shape = broadcast_sizes(a.index_sizes);
+  const bool adjacent = a.dims.back() - a.dims.front() + 1 == static_cast<int>(a.dims.size());
+  a.first = adjacent ? static_cast<std::size_t>(a.dims.front()) : 0;
+  std::vector<std::int64_t> rest;
+  for (std::size_t d = 0; d < self_sizes.size(); ++d)
+    if (std::find(a.dims.begin(), a.dims.end(), static_cast<int>(d)) == a.dims.end()) rest.push_back(self_sizes[d]);
+  a.result_sizes.assign(rest.begin(), rest.begin() + static_cast<std::ptrdiff_t>(a.first));
+  a.result_sizes.insert(a.result_sizes.end(), a.shape.begin(), a.shape.end());
+  a.result_sizes.insert(a.result_sizes.end(), rest.begin() + static_cast<std::ptrdiff_t>(a.first), rest.end());
+  return a;
+}
+
+// The element of self that point u of the indexing result stands for: its
+// non-indexed coordinates from u, the indexed ones from the index tensors
+// (negative ones counted from the end).
+ScatterPoint advanced_index_point(BodyContext& ctx, const AdvancedIndex& a, const std::vector<std::int64_t>& self_sizes,
+                                  const Coords& u) {
+  auto& kb = ctx.kb();
+  const auto part = u.begin() + static_cast<std::ptrdiff_t>(a.first);
+  const Coords at_index(part, part + static_cast<std::ptrdiff_t>(a.shape.size()));
+  Coords rest(u.begin(), part);
+  rest.insert(rest.end(), part + static_cast<std::ptrdiff_t>(a.shape.size()), u.end());
+  ScatterPoint p;
+  std::size_t next = 0;
+  for (std::size_t d = 0; d < self_sizes.size(); ++d) {
+    const auto k = std::find(a.dims.begin(), a.dims.end(), static_cast<int>(d)) - a.dims.begin();
+    if (k == static_cast<std::ptrdiff_t>(a.dims.size())) {
+      p.at.push_back(rest.at(next++));
+      continue;
+    }
+    p.at.push_back(0);
+    const ValueId i = ctx.read(a.defs[k], broadcast_coords(a.index_sizes[k], at_index));
+    p.indexed.emplace_back(static_cast<int>(d), wrapped_index(kb, i, self_sizes[d]));
+  }
+  return p;
+}
+
+// index_put(self, indices, values, accumulate) with a bool mask and one
+// value (x[x < 0] = 0): a where, no scatter. Other masks select a
+// data-dependent number of elements.
+void lower_masked_index_put(Lowerer& L, int self, int mask, std::size_t position, const Operand& values, bool accumulate) {
+  const auto sizes = L.out_meta().sizes;
+  const auto mask_sizes = L.def(mask).sizes;
+  if (position + mask_sizes.size() > sizes.size() ||
+      !std::equal(mask_sizes.begin(), mask_sizes.end(), sizes.begin() + static_cast<std::ptrdiff_t>(position)))
+    throw Unsupported("a bool index shaped unlike the dims it selects");
+  if (L.def(values.def).numel() != 1) throw Unsupported("a bool index with several values (their places depend on data)");
+  if (accumulate && L.out_meta().dtype == DType::Bool) throw Unsupported("index_put adding into a bool tensor");
+  const DType out = L.out_meta().dtype, compute = ir::compute_dtype(out);
+  const std::size_t values_rank = values.sizes.size();
+  Body body = [self, mask, position, values, values_rank, compute, accumulate, m = mask_sizes.size()](BodyContext& ctx,
+                                                                                                     const Coords& c) {
+    auto& kb = ctx.kb();
+    const auto first = c.begin() + static_cast<std::ptrdiff_t>(position);
+    const ValueId selected = ctx.read(mask, Coords(first, first + static_cast<std::ptrdiff_t>(m)));
+    const ValueId old = kb.cast(ctx.read(self, c), compute);
+    ValueId v = kb.cast(ctx.read(values.def, Coords(values_rank, IndexExpr(0))), compute);
+    if (accumulate) v = kb.binary(PrimOp::Add, old, v);
+    return kb.where(selected, v, old);
+  };
+  L.bind(0, L.pointwise(sizes, out, {self, mask, values.def}, std::move(body), L.op_name()));
+}
+
+// index_put(self, indices, values, accumulate): self[indices] = values (or
+// += values), values broadcast to the indexing result.
+void lower_index_put(Lowerer& L) {
+  const int self = L.tensor_def(0);
+  const Arg& list = L.arg(1);
+  if (list.kind != Arg::Kind::TensorList) throw Unsupported("indices that are not a tensor list");
+  const Operand values = L.operand(2);
+  if (values.is_scalar()) throw Unsupported("index_put with a number for values");
+  const bool accumulate = L.bool_arg(3);
+  const auto self_sizes = L.def(self).sizes;
+  for (std::size_t k = 0; k < list.ints.size(); ++k) {
+    if (list.ints[k] < 0 || L.def(L.value_def(static_cast<int>(list.ints[k]))).dtype != DType::Bool) continue;
+    for (std::size_t j = 0; j < list.ints.size(); ++j)
+      if (j != k && list.ints[j] >= 0) throw Unsupported("a bool index with other index tensors");
+    return lower_masked_index_put(L, self, L.value_def(static_cast<int>(list.ints[k])), k, values, accumulate);
+  }
+  const AdvancedIndex a = advanced_index(L, self_sizes, list);
+  if (!broadcasts_to(values.sizes, a.result_sizes)) throw Unsupported("values that do not broadcast to the indexed shape");
+  const DType compute = ir::compute_dtype(L.out_meta().dtype);
+  std::vector<int> deps = a.defs;
+  deps.push_back(values.def);
+  ScatterBody body = [a, self_sizes, values, compute](BodyContext& ctx, const Coords& u) {
+    ScatterPoint p = advanced_index_point(ctx, a, self_sizes, u);
+    p.value = ctx.kb().cast(ctx.read(values.def, broadcast_coords(values.sizes, u)), compute);
+    return p;
+  };
+  L.bind(0, L.scatter(self, a.result_sizes, deps, std::move(body), accumulate));
+}
+
+// Index sizes of scatter and gather: at most self's (and src's) in every
+// dim but `dim`, at most src's in `dim` too.
+void check_scatter_sizes(const std::vector<std::int64_t>& index, const std::vector<std::int64_t>& self,
+                         const std::vector<std::int64_t>* src, int dim) {
+  for (std::size_t d = 0; d < index.size(); ++d) {
+    if (static_cast<int>(d) != dim && index[d] > self[d]) throw Unsupported("an index larger than self");
+    if (src && index[d] > (*src)[d]) throw Unsupported("an index larger than src");
+  }
+}
+
+// scatter.src / scatter.value / scatter_add / scatter_reduce.two(sum,
+// include_self) (self, dim, index, src or value): the element of self at u
+// with u[dim] replaced by index[u] takes (or adds) src[u] or the value.
+void lower_scatter(Lowerer& L, bool accumulate) {
+  const int self = L.tensor_def(0), index = L.tensor_def(2);
+  const auto sizes = L.out_meta().sizes;
+  const auto index_sizes = L.def(index).sizes;
+  if (sizes.empty() || index_sizes.size() != sizes.size()) throw Unsupported(L.op_name() + " of zero-dim tensors");
+  const int dim = static_cast<int>(wrap_dim(L.int_arg(1), sizes.size()));
+  index_dtype(L, index);
+  const DType out = L.out_meta().dtype, compute = ir::compute_dtype(out);
+  Operand src = L.operand(3);
+  std::vector<int> deps{index};
+  if (src.is_scalar()) {
+    src.value = stored_scalar(src.value, out);
+  } else {
+    if (src.sizes.size() != sizes.size()) throw Unsupported(L.op_name() + " with a src of another rank");
+    deps.push_back(src.def);
+  }
+  check_scatter_sizes(index_sizes, sizes, src.is_scalar() ? nullptr : &src.sizes, dim);
+  ScatterBody body = [index, src, dim, compute](BodyContext& ctx, const Coords& u) {
+    ScatterPoint p;
+    p.at = u;
+    p.indexed = {{dim, ctx.read(index, u)}};
+    p.value = src.is_scalar() ? scalar_constant(ctx.kb(), src.value, compute) : ctx.kb().cast(ctx.read(src.def, u), compute);
+    return p;
+  };
+  // Eager (on CPU) sums f16/bf16 scatters in float32 and rounds once:
+  // the sums are accumulated in a float32 tensor, then cast.
+  const bool widen = accumulate && (out == DType::Float16 || out == DType::BFloat16);
+  const int d = L.scatter(self, index_sizes, deps, std::move(body), accumulate, widen ? DType::Float32 : out);
+  if (!widen) return L.bind(0, d);
+  L.bind(0, L.elementwise({Operand{d, sizes, 0}}, out, [](KernelBuilder&, const std::vector<ValueId>& v) { return v[0]; },
+                          out, sizes));
+}
+
+// scatter_reduce.two (self, dim, index, src, reduce, include_self): the
+// sum that includes self is scatter_add; scatter.reduce / .value_reduce
+// (self, dim, index, src or value, reduce): "add" is scatter_add. Other
+// reductions (products, extrema, means) need atomics the loop IR lacks.
+void lower_scatter_reduce(Lowerer& L, const std::string& sum, bool include_self) {
+  const Arg& reduce = L.arg(4);
+  if (reduce.kind != Arg::Kind::String || reduce.s != sum || !include_self)
+    throw Unsupported(L.op_name() + " other than a sum that includes self");
+  lower_scatter(L, /*accumulate=*/true);
+}
+
+// index_add(self, dim, index, source, alpha) / index_copy(self, dim, index,
+// source): the slice index[k] of self along dim takes (or adds alpha times)
+// the slice k of source.
+void lower_index_add_copy(Lowerer& L, bool accumulate) {
+  const int self = L.tensor_def(0), index = L.tensor_def(2), source = L.tensor_def(3);
+  const auto sizes = L.out_meta().sizes;
+  const auto source_sizes = L.def(source).sizes;
+  if (sizes.empty() || source_sizes.size() != sizes.size()) throw Unsupported(L.op_name() + " of zero-dim tensors");
+  const int dim = static_cast<int>(wrap_dim(L.int_arg(1), sizes.size()));
+  index_dtype(L, index);
+  const bool vector = !L.def(index).sizes.empty();
+  if (L.def(index).sizes.size() > 1 || L.def(index).numel() != source_sizes[dim])
+    throw Unsupported(L.op_name() + " with an index that does not match its source");
+  for (std::size_t d = 0; d < sizes.size(); ++d)
+    if (static_cast<int>(d) != dim && source_sizes[d] != sizes[d]) throw Unsupported(L.op_name() + " with a source shaped unlike self");
+  const double alpha = accumulate ? L.number_arg_or(4, 1) : 1;
+  const DType compute = ir::compute_dtype(L.out_meta().dtype);
+  ScatterBody body = [index, source, dim, vector, alpha, compute](BodyContext& ctx, const Coords& u) {
+    auto& kb = ctx.kb();
+    ScatterPoint p;
+    p.at = u;
+    p.indexed = {{dim, ctx.read(index, vector ? Coords{u[dim]} : Coords{})}};
+    p.value = kb.cast(ctx.read(source, u), compute);
+    if (alpha != 1) p.value = kb.binary(PrimOp::Mul, p.value, scalar_constant(kb, alpha, compute));
+    return p;
+  };
+  L.bind(0, L.scatter(self, source_sizes, {index, source}, std::move(body), accumulate));
+}
+
+// index_fill.int_Scalar / .int_Tensor (self, dim, index, value): the slices
+// index[k] of self along dim (negative ones counted from the end) take the
+// value (a number, or a 0-dim tensor).
+void lower_index_fill(Lowerer& L) {
+  const int self = L.tensor_def(0), index = L.tensor_def(2);
+  const auto sizes = L.out_meta().sizes;
+  if (sizes.empty()) throw Unsupported("index_fill of a zero-dim tensor");
+  const int dim = static_cast<int>(wrap_dim(L.int_arg(1), sizes.size()));
+  index_dtype(L, index);
+  if (L.def(index).sizes.size() > 1) throw Unsupported("index_fill with an index of rank > 1");
+  const bool vector = !L.def(index).sizes.empty();
+  const DType out = L.out_meta().dtype, compute = ir::compute_dtype(out);
+  Operand value = L.operand(3);
+  std::vector<int> deps{index};
+  if (value.is_scalar()) value.value = stored_scalar(value.value, out);
+  else if (!value.sizes.empty()) throw Unsupported("index_fill with a value that is not a 0-dim tensor");
+  else deps.push_back(value.def);
+  auto update_sizes = sizes;
+  update_sizes[dim] = L.def(index).numel();
+  const std::int64_t size = sizes[dim];
+  ScatterBody body = [index, value, dim, vector, size, compute](BodyContext& ctx, const Coords& u) {
+    auto& kb = ctx.kb();
+    ScatterPoint p;
+    p.at = u;
+    p.indexed = {{dim, wrapped_index(kb, ctx.read(index, vector ? Coords{u[dim]} : Coords{}), size)}};
+    p.value = value.is_scalar() ? scalar_constant(kb, value.value, compute) : kb.cast(ctx.read(value.def, {}), compute);
+    return p;
+  };
+  L.bind(0, L.scatter(self, update_sizes, deps, std::move(body), /*accumulate=*/false));
 }
 
 // One input of cat or stack: its def and the range [offset, offset + size)
@@ -2243,6 +2545,17 @@ std::unordered_map<std::string, LowerFn> make_lowerings() {
   t["aten::index_select.default"] = lower_index_select;
   t["aten::gather.default"] = lower_gather;
   t["aten::index.Tensor"] = lower_index_tensor;
+  t["aten::index_put.default"] = lower_index_put;
+  t["aten::scatter.src"] = [](Lowerer& L) { lower_scatter(L, false); };
+  t["aten::scatter.value"] = [](Lowerer& L) { lower_scatter(L, false); };
+  t["aten::scatter_add.default"] = [](Lowerer& L) { lower_scatter(L, true); };
+  t["aten::scatter_reduce.two"] = [](Lowerer& L) { lower_scatter_reduce(L, "sum", L.bool_arg(5)); };
+  t["aten::scatter.reduce"] = [](Lowerer& L) { lower_scatter_reduce(L, "add", true); };
+  t["aten::scatter.value_reduce"] = [](Lowerer& L) { lower_scatter_reduce(L, "add", true); };
+  t["aten::index_add.default"] = [](Lowerer& L) { lower_index_add_copy(L, true); };
+  t["aten::index_copy.default"] = [](Lowerer& L) { lower_index_add_copy(L, false); };
+  t["aten::index_fill.int_Scalar"] = lower_index_fill;
+  t["aten::index_fill.int_Tensor"] = lower_index_fill;
   t["aten::cat.default"] = lower_cat;
   t["aten::stack.default"] = lower_stack;
   t["aten::constant_pad_nd.default"] = lower_constant_pad;

@@ -137,6 +137,7 @@ class GroupEmitter : public BodyContext {
   // Evaluates member `d` at its point; stores it if `store`.
   void emit_member(int d, bool store) {
     const TensorDef& td = lg_.defs[d];
+    if (td.kind == TensorDef::Kind::Scatter) return emit_scatter(td);
     IndexExpr x = kb_.x(), r = kb_.r();
     Coords coords;
     ValueId value;
@@ -163,6 +164,48 @@ class GroupEmitter : public BodyContext {
       int b = buffer_for(d, td.dtype, td.numel(), true);
       kb_.store(b, point, value);
     }
+  }
+
+  // A scatter's updates, at every point of its update space, written into
+  // its base's memory (which holds the scatter's result once they are done).
+  void emit_scatter(const TensorDef& td) {
+    if (layout_.rnumel != 1 || layout_.iter_sizes != td.update_sizes)
+      throw NotFusable(td.label + " scatters over another iteration space");
+    const ScatterPoint p = td.scatter(*this, ir::unflatten_index(kb_.x(), td.update_sizes));
+    const auto strides = ir::contiguous_strides(td.sizes);
+    Coords at = p.at;
+    for (const auto& [dim, index] : p.indexed) at.at(dim) = 0;
+    ir::StoreOptions options = scatter_offset(td, p.indexed, strides);
+    options.accumulate = td.accumulate;
+    const int b = buffer_for(td.deps.at(0), td.dtype, td.numel(), true);
+    kb_.store(b, ir::linear_index(at, strides), kb_.cast(p.value, ir::compute_dtype(td.dtype)), options);
+  }
+
+  // The data-dependent part of a scatter's element: one indexed dim is the
+  // store's offset along it; several are checked here and combined into one
+  // flat offset (-1, out of range, when any of them is).
+  ir::StoreOptions scatter_offset(const TensorDef& td, const std::vector<std::pair<int, ValueId>>& indexed,
+                                  const std::vector<std::int64_t>& strides) {
+    ir::StoreOptions o;
+    if (indexed.empty()) return o;
+    if (indexed.size() == 1) {
+      o.offset = indexed[0].second;
+      o.offset_stride = strides.at(indexed[0].first);
+      o.offset_extent = td.sizes.at(indexed[0].first);
+      return o;
+    }
+    const ir::DType i64 = ir::DType::Int64;
+    ValueId valid = -1, flat = kb_.int_constant(0, i64);
+    for (const auto& [dim, index] : indexed) {
+      const ValueId i = kb_.cast(index, i64);
+      const ValueId ok = kb_.binary(ir::PrimOp::LogicalAnd, kb_.binary(ir::PrimOp::Ge, i, kb_.int_constant(0, i64)),
+                                    kb_.binary(ir::PrimOp::Lt, i, kb_.int_constant(td.sizes.at(dim), i64)));
+      valid = valid < 0 ? ok : kb_.binary(ir::PrimOp::LogicalAnd, valid, ok);
+      flat = kb_.binary(ir::PrimOp::Add, flat, kb_.binary(ir::PrimOp::Mul, i, kb_.int_constant(strides.at(dim), i64)));
+    }
+    o.offset = kb_.where(valid, flat, kb_.int_constant(-1, i64));
+    o.offset_extent = std::max<std::int64_t>(1, td.numel());
+    return o;
   }
 
   const std::set<int>& loaded_defs() const { return loaded_; }
@@ -300,7 +343,13 @@ void Scheduler::find_realized() {
   for (std::size_t d = 0; d < lg_.defs.size(); ++d) {
     const TensorDef& td = lg_.defs[d];
     if (!live[d] || td.kind == TensorDef::Kind::Buffer) continue;
-    realized_[d] = td.kind == TensorDef::Kind::Reduction || td.rounded || gathered[d] || roots_.count(static_cast<int>(d));
+    realized_[d] = td.kind != TensorDef::Kind::Pointwise || td.rounded || gathered[d] || roots_.count(static_cast<int>(d));
+  }
+  // A scatter writes into its base's memory: the base is realized and stored.
+  for (std::size_t d = 0; d < lg_.defs.size(); ++d) {
+    if (!live[d] || lg_.defs[d].kind != TensorDef::Kind::Scatter) continue;
+    realized_[lg_.defs[d].deps.at(0)] = true;
+    roots_.insert(lg_.defs[d].deps.at(0));
   }
   realize_shared_chains(live);
 }
@@ -360,6 +409,9 @@ Scheduler::Built Scheduler::build(int group_id, const Layout& layout, const std:
 
 bool Scheduler::try_join(Group& group, int group_id, int d, const std::set<int>& deps) {
   if (group.members.size() >= kMaxGroupMembers) return false;
+  // A scatter's kernel is its updates alone: what follows must see them complete.
+  if (lg_.defs[d].kind == TensorDef::Kind::Scatter || lg_.defs[group.members.at(0)].kind == TensorDef::Kind::Scatter)
+    return false;
   for (int dep : deps) {  // everything read from outside must be ready before the group runs
     bool inside = !(lg_.defs[dep].kind == TensorDef::Kind::Buffer) && group_of_[dep] == group_id;
     if (!inside && position_of(dep) >= group.position) return false;
@@ -407,7 +459,9 @@ void Scheduler::assign(int d) {
   }
   const TensorDef& td = lg_.defs[d];
   Group g;
-  g.layout = td.kind == TensorDef::Kind::Reduction ? Layout::of_reduction(td) : Layout::pointwise(td.sizes);
+  g.layout = td.kind == TensorDef::Kind::Reduction ? Layout::of_reduction(td)
+             : td.kind == TensorDef::Kind::Scatter ? Layout::pointwise(td.update_sizes)
+                                                   : Layout::pointwise(td.sizes);
   g.members = {d};
   g.reads = deps;
   g.position = static_cast<int>(sequence_.size());
@@ -463,6 +517,8 @@ Program Scheduler::assemble() {
       s.graph_input = td.graph_input;
       s.strides = td.strides;
       add_slot(std::move(s), static_cast<int>(d));
+    } else if (td.kind == TensorDef::Kind::Scatter && realized_[d]) {
+      def_slot[static_cast<int>(d)] = def_slot.at(td.deps.at(0));  // its result is its base's memory, updated
     } else if (realized_[d] && stores.count(static_cast<int>(d))) {
       s.origin = Slot::Origin::Kernel;
       s.strides = ir::contiguous_strides(td.sizes);

@@ -40,11 +40,29 @@ class BodyContext {
 
 using Body = std::function<ir::ValueId(BodyContext&, const Coords&)>;
 
+// What a scatter writes at one point of its update space: `value` (in the
+// def's compute dtype) into the element at `at`, except that the
+// coordinates of the dims listed in `indexed` are values (Int32 or Int64)
+// that must lie in [0, sizes[dim]): another value is an error at run time,
+// never a write elsewhere.
+struct ScatterPoint {
+  Coords at;
+  std::vector<std::pair<int, ir::ValueId>> indexed;
+  ir::ValueId value = -1;
+};
+using ScatterBody = std::function<ScatterPoint(BodyContext&, const Coords&)>;
+
 struct TensorDef {
   enum class Kind : std::uint8_t {
     Buffer,     // a tensor that exists in memory: graph input or fallback output
     Pointwise,  // element at coords = body(coords)
     Reduction,  // element = reduce over the reduced dims of body(input coords)
+    // deps[0] (its base: a pointwise def that only this one reads), then,
+    // at every point of update_sizes, scatter(point) written into it (added
+    // if `accumulate`). The scheduler realizes the base in this def's memory
+    // and runs the updates as a kernel of their own after it: nothing fuses
+    // into that kernel, and readers load the result once it is complete.
+    Scatter,
   };
   Kind kind = Kind::Pointwise;
   ir::DType dtype = ir::DType::Float32;  // storage dtype of the tensor
@@ -65,6 +83,11 @@ struct TensorDef {
   ir::ReduceOp reduce_op = ir::ReduceOp::Sum;
   std::vector<std::int64_t> input_sizes;
   std::vector<bool> reduced;  // per input dim
+
+  // Scatter only.
+  std::vector<std::int64_t> update_sizes;
+  ScatterBody scatter;
+  bool accumulate = false;
 
   // Provenance.
   int value = -1;          // Buffer: the graph value it holds

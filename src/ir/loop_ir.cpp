@@ -102,19 +102,25 @@ std::string format_constant(const Instr& i) {
   return is_floating(i.dtype) ? format_double(i.fvalue) : std::to_string(i.ivalue);
 }
 
-// "load buf[index]", "load buf[index + %o*stride (%o < extent)] if %m else 0".
-std::string format_load(const Kernel& k, const Instr& i) {
+// "buf[index]", "buf[index + %o*stride (%o < extent)]": a Load's or Store's element.
+std::string format_access(const Kernel& k, const Instr& i) {
   std::ostringstream os;
   const bool plain_offset = i.indirect && i.index == IndexExpr(0);  // "[%o]", not "[0 + %o]"
-  os << "load " << k.buffers[i.buffer].name << "[" << (plain_offset ? "" : i.index.str());
+  os << k.buffers[i.buffer].name << "[" << (plain_offset ? "" : i.index.str());
   if (i.indirect) {
     os << (plain_offset ? "%" : " + %") << i.offset_arg();
     if (i.offset_stride != 1) os << "*" << i.offset_stride;
     os << " (%" << i.offset_arg() << " < " << i.offset_extent << ")";
   }
   os << "]";
-  if (i.masked) os << " if %" << i.mask_arg() << " else " << format_constant(i);
   return os.str();
+}
+
+// "load buf[...]", "load buf[...] if %m else 0".
+std::string format_load(const Kernel& k, const Instr& i) {
+  std::string s = "load " + format_access(k, i);
+  if (i.masked) s += " if %" + std::to_string(i.mask_arg()) + " else " + format_constant(i);
+  return s;
 }
 
 // A double as an int64: truncated, saturated, NaN as 0 (a mask's `other`).
@@ -129,6 +135,7 @@ std::int64_t saturating_int(double v) {
 
 int Instr::operand_count() const {
   if (op == PrimOp::Load) return (indirect ? 1 : 0) + (masked ? 1 : 0);
+  if (op == PrimOp::Store) return 1 + (indirect ? 1 : 0);
   return prim_op_arity(op);
 }
 
@@ -183,7 +190,7 @@ std::string to_string(const Kernel& k) {
       case PrimOp::Index: os << "index " << i.index.str(); break;
       case PrimOp::Load: os << format_load(k, i); break;
       case PrimOp::Store:
-        os << "store " << k.buffers[i.buffer].name << "[" << i.index.str() << "] = %" << i.args[0];
+        os << "store " << format_access(k, i) << (i.accumulate ? " += %" : " = %") << i.args[0];
         break;
       case PrimOp::Reduce: os << "reduce." << reduce_op_name(i.reduce) << " %" << i.args[0]; break;
       default:
@@ -236,7 +243,7 @@ ValueId KernelBuilder::add(Instr instr) {
     auto [it, inserted] = impl_->numbering.try_emplace(key, static_cast<ValueId>(kernel_.body.size()));
     if (!inserted) return it->second;
   }
-  if (instr.op == PrimOp::Load) kernel_.buffers.at(instr.buffer).read = true;
+  if (instr.op == PrimOp::Load || instr.accumulate) kernel_.buffers.at(instr.buffer).read = true;
   if (instr.op == PrimOp::Store) kernel_.buffers.at(instr.buffer).written = true;
   kernel_.body.push_back(std::move(instr));
   return static_cast<ValueId>(kernel_.body.size()) - 1;
@@ -359,13 +366,29 @@ ValueId KernelBuilder::reduce(ReduceOp op, ValueId a) {
   return add(std::move(i));
 }
 
-void KernelBuilder::store(int buffer, const IndexExpr& index, ValueId value) {
+void KernelBuilder::store(int buffer, const IndexExpr& index, ValueId value, const StoreOptions& options) {
   Instr i;
   i.op = PrimOp::Store;
   i.dtype = dtype(value);
   i.args = {value};
   i.buffer = buffer;
   i.index = index;
+  if (options.offset >= 0) {
+    const DType t = dtype(options.offset);
+    if (t != DType::Int32 && t != DType::Int64) throw std::logic_error("KernelBuilder::store: the offset must be Int32 or Int64");
+    if (options.offset_extent < 0) throw std::logic_error("KernelBuilder::store: negative offset extent");
+    i.indirect = true;
+    i.offset_stride = options.offset_stride;
+    i.offset_extent = options.offset_extent;
+    i.args.push_back(options.offset);
+  }
+  if (options.accumulate) {
+    const DType storage = kernel_.buffers.at(buffer).dtype;
+    if (storage == DType::Bool) throw std::logic_error("KernelBuilder::store: no accumulating store into b8");
+    if (dtype(value) != compute_dtype(storage))
+      throw std::logic_error("KernelBuilder::store: an accumulated value must have the buffer's compute dtype");
+    i.accumulate = true;
+  }
   add(std::move(i));
 }
 

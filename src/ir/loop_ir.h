@@ -54,7 +54,8 @@ enum class PrimOp : std::uint8_t {
   Where,
   // Reduction of args[0] (r-level) over r; result x-level, dtype = operand's.
   Reduce,
-  // Side effect: buffers[buffer][index] = args[0] (rounded to the buffer dtype).
+  // Side effect: buffers[buffer][index] = args[0] (rounded to the buffer dtype);
+  // optionally at a data-dependent element and/or as an atomic add (see Instr).
   Store,
 };
 
@@ -79,6 +80,18 @@ using ValueId = std::int32_t;  // index into Kernel::body
 //     memory (its index need not be in range, its offset is not checked) and
 //     yields `other`, a constant of the load's dtype held like a Constant's
 //     (fvalue for floats, ivalue for ints and bools).
+// A Store writes args[0] to buffers[buffer][index]. Its optional parts (a
+// scatter: data selects where to write):
+//   - an indirect offset (`indirect`, args[1]), as a Load's: the element
+//     written is index + o * offset_stride; o outside [0, offset_extent) is
+//     an error (the interpreter throws, CUDA traps), nothing is written for
+//     that point.
+//   - `accumulate`: the element becomes element + args[0] (computed in the
+//     buffer's compute dtype, then rounded), one indivisible update per point
+//     (atomicAdd in CUDA), so that points that hit one element all count.
+//     The value's dtype is the buffer's compute dtype; not for b8 buffers.
+//   Points of one plain Store that hit one element leave one of their
+//   values there; which one is unspecified.
 struct Instr {
   PrimOp op = PrimOp::Constant;
   DType dtype = DType::Float32;  // result (compute) dtype; for Store: the stored value's
@@ -89,14 +102,15 @@ struct Instr {
   IndexExpr index;          // Index, Load, Store
   ReduceOp reduce = ReduceOp::Sum;  // Reduce
   bool r_level = false;     // set by KernelBuilder: varies with r
-  // Load only (see above).
+  // Load and Store (see above).
   bool indirect = false;
   std::int64_t offset_stride = 1;
   std::int64_t offset_extent = 0;
-  bool masked = false;
+  bool masked = false;      // Load only
+  bool accumulate = false;  // Store only
 
-  // A Load's operands (-1 when absent).
-  ValueId offset_arg() const { return indirect ? args.at(0) : -1; }
+  // A Load's or Store's operands (-1 when absent).
+  ValueId offset_arg() const { return indirect ? args.at(op == PrimOp::Store ? 1 : 0) : -1; }
   ValueId mask_arg() const { return masked ? args.at(indirect ? 1 : 0) : -1; }
   // The number of SSA operands this instruction must have.
   int operand_count() const;
@@ -111,11 +125,19 @@ struct LoadOptions {
   double other = 0;                // converted to the load's compute dtype
 };
 
+// The optional parts of a Store (KernelBuilder::store).
+struct StoreOptions {
+  ValueId offset = -1;             // Int32/Int64 value: indirect offset
+  std::int64_t offset_stride = 1;  // elements per unit of the offset
+  std::int64_t offset_extent = 0;  // the offset must lie in [0, offset_extent)
+  bool accumulate = false;         // add to the element (atomically) instead of replacing it
+};
+
 struct KernelBuffer {
   std::string name;   // unique within the kernel, e.g. "in0", "out1"
   DType dtype = DType::Float32;
   bool written = false;   // some Store targets it
-  bool read = false;      // some Load reads it
+  bool read = false;      // some Load (or accumulating Store) reads it
   std::int64_t numel = 0; // elements addressable (max index + 1); for bounds checks
   // The data pointer is 16-byte aligned at run time (the plan guarantees it),
   // so the CUDA emitter may use 16-byte vector accesses when the index allows.
@@ -167,7 +189,7 @@ class KernelBuilder {
   ValueId binary(PrimOp op, ValueId a, ValueId b);  // operands must share a dtype
   ValueId where(ValueId cond, ValueId a, ValueId b);
   ValueId reduce(ReduceOp op, ValueId a);
-  void store(int buffer, const IndexExpr& index, ValueId value);
+  void store(int buffer, const IndexExpr& index, ValueId value, const StoreOptions& options = {});
 
   const Instr& instr(ValueId v) const { return kernel_.body[v]; }
   DType dtype(ValueId v) const { return kernel_.body[v].dtype; }

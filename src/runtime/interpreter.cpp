@@ -224,6 +224,13 @@ T wrapping_neg(T a) {
   return static_cast<T>(Unsigned<T>(0) - static_cast<Unsigned<T>>(a));
 }
 
+// a + b: IEEE for floats, wrapping for ints (an accumulating Store).
+template <class T>
+T wrapping_add(T a, T b) {
+  if constexpr (kIsInt<T>) return static_cast<T>(static_cast<Unsigned<T>>(a) + static_cast<Unsigned<T>>(b));
+  else return a + b;
+}
+
 // b == -1 is special-cased: MIN / -1 overflows (and traps on x86); its
 // wrapped result is MIN, which is -a wrapped.
 template <class T>
@@ -639,6 +646,8 @@ class Evaluator {
   void eval_gather_load(ValueId v);
   Idx offset_values(ValueId a, bool at_r_level);
   void eval_store(ValueId v);
+  void eval_scatter_store(ValueId v);
+  Idx scatter_addresses(ValueId v);
   void eval_unary(ValueId v);
   void eval_cast(ValueId v);
   void eval_binary(ValueId v);
@@ -719,17 +728,23 @@ void Evaluator::validate() const {
     }
     if (in.op == PrimOp::Load && in.dtype != ir::compute_dtype(kernel_.buffers[in.buffer].dtype))
       fail("load dtype differs from the buffer's compute dtype");
-    if (in.op == PrimOp::Load && in.indirect) {
+    if ((in.op == PrimOp::Load || in.op == PrimOp::Store) && in.indirect) {
       const DType t = body[in.offset_arg()].dtype;
-      if (t != DType::Int32 && t != DType::Int64) fail("the load's offset is not Int32 or Int64");
+      if (t != DType::Int32 && t != DType::Int64) fail("the offset is not Int32 or Int64");
       if (in.offset_extent < 0) fail("negative offset extent");
+    }
+    if (in.op == PrimOp::Store && in.accumulate) {
+      const DType storage = kernel_.buffers[in.buffer].dtype;
+      if (storage == DType::Bool || in.dtype != ir::compute_dtype(storage))
+        fail("an accumulating store's value must have its (non-b8) buffer's compute dtype");
     }
     if (in.op == PrimOp::Load && in.masked && body[in.mask_arg()].dtype != DType::Bool) fail("the load's mask is not Bool");
     if (in.op == PrimOp::Store && in.dtype != arg_dtype(0)) fail("store dtype differs from the value's");
     if (in.op == PrimOp::Reduce && in.dtype != arg_dtype(0)) fail("reduce dtype differs from its operand's");
     if (in.op == PrimOp::Where && (arg_dtype(0) != DType::Bool || arg_dtype(1) != in.dtype || arg_dtype(2) != in.dtype))
       fail("where needs a Bool condition and branches of the result dtype");
-    if (in.op != PrimOp::Load && in.args.size() == 2 && arg_dtype(0) != arg_dtype(1)) fail("operand dtypes differ");
+    if (in.op != PrimOp::Load && in.op != PrimOp::Store && in.args.size() == 2 && arg_dtype(0) != arg_dtype(1))
+      fail("operand dtypes differ");
   }
 }
 
@@ -1047,6 +1062,7 @@ void Evaluator::eval_gather_load(ValueId v) {
 // element the later one wins.
 void Evaluator::eval_store(ValueId v) {
   const Instr& in = kernel_.body[v];
+  if (in.indirect || in.accumulate) return eval_scatter_store(v);
   const bool at_r = r_level_[v];
   const Addresses where = addresses(v);
   check_access(where, v);
@@ -1067,6 +1083,63 @@ void Evaluator::eval_store(ValueId v) {
         const T* src = value.data();
         const std::int64_t* index = where.index.data();
         for (Eigen::Index i = 0; i < where.size; ++i) base[index[i]] = S::encode(convert<C>(src[i]));
+      }
+    });
+  });
+}
+
+// The element each point of a Store writes: its index plus the checked
+// indirect offset times its stride, within the buffer (std::out_of_range
+// otherwise; IndexOutOfRange for an offset outside its extent). All points
+// are checked before any is written.
+Idx Evaluator::scatter_addresses(ValueId v) {
+  const Instr& in = kernel_.body[v];
+  const auto& buf = kernel_.buffers[in.buffer];
+  const bool at_r = r_level_[v];
+  Idx address = index_array(v);
+  if (in.indirect) {
+    const Idx offsets = offset_values(in.offset_arg(), at_r);
+    for (Eigen::Index i = 0; i < address.size(); ++i) {
+      const std::int64_t o = offsets[i];
+      if (o < 0 || o >= in.offset_extent)
+        throw IndexOutOfRange(where_in_kernel(v) + ": index " + std::to_string(o) + " is out of range [0, " +
+                              std::to_string(in.offset_extent) + ") writing buffer " + buf.name);
+      address[i] += o * in.offset_stride;
+    }
+  }
+  if (address.size() == 0) return address;
+  if (buffers_[in.buffer] == nullptr)
+    throw std::invalid_argument(where_in_kernel(v) + ": null pointer for buffer " + buf.name);
+  if (address.minCoeff() < 0 || address.maxCoeff() >= buf.numel)
+    throw std::out_of_range(where_in_kernel(v) + ": a store reaches [" + std::to_string(address.minCoeff()) + ", " +
+                            std::to_string(address.maxCoeff()) + "] outside buffer " + buf.name + " of " +
+                            std::to_string(buf.numel) + " elements");
+  return address;
+}
+
+// A Store with an indirect offset and/or accumulation, point by point in
+// order: where points hit one element, an accumulating store adds every
+// value (rounding after each addition) and a plain one leaves the last.
+void Evaluator::eval_scatter_store(ValueId v) {
+  const Instr& in = kernel_.body[v];
+  const Idx address = scatter_addresses(v);
+  if (address.size() == 0) return;
+  with_compute_type(in.dtype, [&](auto vtag) {
+    using T = typename decltype(vtag)::type;
+    const Arr<T>& value = operand<T>(in.args[0], r_level_[v]);
+    with_storage_type(kernel_.buffers[in.buffer].dtype, [&](auto stag) {
+      using S = Storage<typename decltype(stag)::type>;
+      using C = typename S::Compute;
+      auto* base = static_cast<typename S::Raw*>(buffers_[in.buffer]);
+      for (Eigen::Index i = 0; i < address.size(); ++i) {
+        auto& element = base[address[i]];
+        if constexpr (std::is_same_v<T, C> && !std::is_same_v<C, bool>) {
+          if (in.accumulate) {
+            element = S::encode(wrapping_add(S::decode(element), value[i]));
+            continue;
+          }
+        }
+        element = S::encode(convert<C>(value[i]));
       }
     });
   });

@@ -15,9 +15,9 @@
 
 namespace dv::runtime {
 
-// Thrown when an indirect load's offset leaves [0, offset_extent): the
-// program indexed out of range on these inputs (its own error, which eager
-// raises too), not a malformed kernel.
+// Thrown when an indirect load's or store's offset leaves [0, offset_extent):
+// the program indexed out of range on these inputs (its own error, which
+// eager raises too), not a malformed kernel.
 struct IndexOutOfRange : std::out_of_range {
   using std::out_of_range::out_of_range;
 };

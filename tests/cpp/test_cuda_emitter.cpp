@@ -345,6 +345,18 @@ inline Kernel picked_scale(const std::string& name, std::int64_t rows, std::int6
   return std::move(b).finish();
 }
 
+// out[idx[x / cols], x % cols] = in[x] (or +=): rows written where their
+// indices say (index_copy, index_add), into out's n_out rows.
+inline Kernel scatter_rows(const std::string& name, DType idx_dt, DType dt, std::int64_t n, std::int64_t n_out,
+                           std::int64_t cols, bool accumulate) {
+  KernelBuilder b(name, n * cols, 1);
+  const int idx = b.buffer("idx", idx_dt, n), in = b.buffer("in", dt, n * cols), out = b.buffer("out", dt, n_out * cols);
+  const ValueId row = b.load(idx, dv::ir::floordiv(b.x(), cols));
+  dv::ir::StoreOptions options{row, cols, n_out, accumulate};
+  b.store(out, dv::ir::mod(b.x(), cols), b.load(in, b.x()), options);
+  return std::move(b).finish();
+}
+
 inline std::vector<TestKernel> emitter_test_kernels() {
   std::vector<TestKernel> ks;
   auto add = [&](Kernel k, double lo = -2, double hi = 2, bool gpu = true) {
@@ -418,6 +430,17 @@ inline std::vector<TestKernel> emitter_test_kernels() {
   add(max_pool("masked_max_pool_bf16", DType::BFloat16, 64, 32, 32));
   add(bag_sum("gather_bag_sum", 1000, 40, 64), -1, 63);
   add(picked_scale("gather_row_scale", 300, 1000, 16), 0, 15);
+  // Indirect and accumulating stores. Random indices repeat: an accumulating
+  // store sums them all (in any order); a replacing one keeps one of them,
+  // which differs between the GPU and the interpreter (not run in the check).
+  add(scatter_rows("scatter_add_f32_i64", DType::Int64, DType::Float32, 1000, 50, 64, true), 0, 49);
+  add(scatter_rows("scatter_add_i64_i32_odd", DType::Int32, DType::Int64, 333, 17, 7, true), 0, 16);
+  add(scatter_rows("scatter_add_i32", DType::Int64, DType::Int32, 300, 9, 5, true), 0, 8);
+  add(scatter_rows("scatter_add_f64", DType::Int64, DType::Float64, 300, 9, 5, true), 0, 8);
+  add(scatter_rows("scatter_add_bf16_odd", DType::Int64, DType::BFloat16, 301, 31, 3, true), 0, 30);
+  add(scatter_rows("scatter_add_f16", DType::Int32, DType::Float16, 256, 64, 8, true), 0, 63);
+  add(scatter_rows("scatter_copy_f32", DType::Int64, DType::Float32, 1000, 50, 64, false), 0, 49, false);
+  add(scatter_rows("scatter_copy_bf16_odd", DType::Int32, DType::BFloat16, 333, 17, 7, false), 0, 16, false);
   // 64-bit indexing (emitted and compiled, too large to run in the check).
   add(gelu_chain("pw_gelu_64bit", DType::Float32, (std::int64_t{1} << 31) + 16), -2, 2, false);
   add(row_reduce("red_sum_64bit", ReduceOp::Sum, DType::Float32, 70000, 40000), 0, 1, false);
@@ -774,6 +797,38 @@ TEST_CASE("masked and indirect loads: per-lane reads, checked offsets, nothing r
     const ValueId d = b.binary(PrimOp::Sub, v, mean);
     b.store(out, b.x(), b.reduce(ReduceOp::Sum, b.binary(PrimOp::Mul, d, d)));
     CHECK(!contains(body_of(emit(std::move(b).finish())), "in one pass"));
+  }
+}
+
+TEST_CASE("indirect and accumulating stores: per-lane writes at checked offsets, atomic adds", "[cuda_emitter][stores]") {
+  SECTION("a replacing indirect store writes lane by lane at index + checked offset * stride") {
+    const CudaKernel k = emit(scatter_rows("s", DType::Int64, DType::Float32, 1000, 50, 64, false));
+    const std::string body = body_of(k);
+    CHECK(contains(body, "b2_out[((l0 + v) % 64) + dv_checked((long long)v0[c * 2 + v], 50LL) * 64LL] = v1[c * 2 + v];"));
+    CHECK(count(body, "reinterpret_cast<dv_vec<float") == 0);  // no vector stores
+    CHECK(count(body, "reinterpret_cast<const dv_vec<float, 2>*>(b1_in") == 1);  // the source stays contiguous
+    CHECK(!contains(body, "atomic"));
+  }
+  SECTION("an accumulating store adds atomically, through the helper of its storage type") {
+    CHECK(contains(body_of(emit(scatter_rows("s", DType::Int64, DType::Float32, 100, 5, 4, true))),
+                   "dv_atomic_add(&b2_out["));
+    CHECK(contains(body_of(emit(scatter_rows("s", DType::Int32, DType::Int64, 100, 5, 4, true))),
+                   "dv_atomic_add(&b2_out["));
+    const std::string bf16 = body_of(emit(scatter_rows("s", DType::Int64, DType::BFloat16, 100, 5, 4, true)));
+    CHECK(contains(bf16, "dv_atomic_add_bf16(&b2_out["));
+    CHECK(contains(bf16, ", 5LL) * 4LL], v1["));  // the float value, converted by the helper
+    CHECK(contains(body_of(emit(scatter_rows("s", DType::Int64, DType::Float16, 100, 5, 4, true))),
+                   "dv_atomic_add_f16(&b2_out["));
+  }
+  SECTION("an accumulating store without an offset still adds atomically") {
+    KernelBuilder b("a", 64, 1);
+    const int in = b.buffer("in", DType::Float32, 64), out = b.buffer("out", DType::Float32, 8);
+    dv::ir::StoreOptions add;
+    add.accumulate = true;
+    b.store(out, dv::ir::mod(b.x(), 8), b.load(in, b.x()), add);
+    const std::string body = body_of(emit(std::move(b).finish()));
+    CHECK(contains(body, "dv_atomic_add(&b1_out[((l0 + v) % 8)], v0[c * 1 + v]);"));
+    CHECK(!contains(body, "dv_checked("));
   }
 }
 

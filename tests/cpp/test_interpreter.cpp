@@ -1163,3 +1163,74 @@ TEST_CASE("interpreter: an r-level indirect offset with a mask (a bag of rows, s
   interpret(std::move(kb).finish(), {ptr(idx), ptr(table), out.data()});
   check_equal(out, std::vector<double>{1 + 3, 2 + 4, 9 * 3 + 5, 10 * 3 + 6, 0, 0});
 }
+
+namespace {
+
+// out[idx[x / cols], x % cols] = in[x] (or += in[x]) over n rows of cols: a
+// scatter of rows (index_copy, index_add) into out's rows.
+template <class I, class T>
+void scatter_rows(const std::vector<I>& idx, const std::vector<T>& in, std::vector<T>& out, std::int64_t cols,
+                  bool accumulate, DType dt = dtype_of<T>()) {
+  const auto n = static_cast<std::int64_t>(idx.size()), rows = static_cast<std::int64_t>(out.size()) / cols;
+  KernelBuilder kb("scatter_rows", n * cols, 1);
+  const int bi = kb.buffer("idx", dtype_of<I>(), n), bs = kb.buffer("in", dt, n * cols),
+            bo = kb.buffer("out", dt, rows * cols);
+  const ValueId row = kb.load(bi, dv::ir::floordiv(kb.x(), cols));
+  kb.store(bo, dv::ir::mod(kb.x(), cols), kb.load(bs, kb.x()), dv::ir::StoreOptions{row, cols, rows, accumulate});
+  interpret(std::move(kb).finish(), {ptr(idx), ptr(in), out.data()});
+}
+
+}  // namespace
+
+TEMPLATE_TEST_CASE("interpreter: an indirect store writes the rows its offsets name", "[interpreter][stores]",
+                   std::int32_t, std::int64_t) {
+  const std::vector<TestType> idx{3, 0, 4};
+  const std::vector<float> in{1, 2, 3, 4, 5, 6};
+  std::vector<float> out(10, -1.0f);  // 5 rows of 2, the untouched ones keep their values
+  scatter_rows(idx, in, out, 2, false);
+  check_equal(out, std::vector<float>{3, 4, -1, -1, -1, -1, 1, 2, 5, 6});
+}
+
+TEST_CASE("interpreter: an accumulating store adds every point, duplicates too", "[interpreter][stores]") {
+  SECTION("floats") {
+    const std::vector<std::int64_t> idx{1, 1, 0, 1};
+    std::vector<double> out{10, 20, 30, 40};
+    scatter_rows(idx, std::vector<double>{1, 2, 3, 4, 5, 6, 7, 8}, out, 2, true);
+    check_equal(out, std::vector<double>{10 + 5, 20 + 6, 30 + 1 + 3 + 7, 40 + 2 + 4 + 8});
+  }
+  SECTION("integers wrap around") {
+    const std::int32_t max = std::numeric_limits<std::int32_t>::max();
+    std::vector<std::int32_t> out{max, 0};
+    scatter_rows(std::vector<std::int32_t>{0, 0, 1}, std::vector<std::int32_t>{1, 2, -3}, out, 1, true);
+    check_equal(out, std::vector<std::int32_t>{std::numeric_limits<std::int32_t>::min() + 2, -3});
+  }
+  SECTION("bf16 rounds after each addition, in point order") {
+    using dv::runtime::bf16_bits_to_f32;
+    using dv::runtime::f32_to_bf16_bits;
+    // 1 + 2^-8 is a tie that rounds to 1 each time; 2^-8 + 2^-8 first would not.
+    const std::uint16_t one = f32_to_bf16_bits(1.0f), tiny = f32_to_bf16_bits(0x1p-8f);
+    std::vector<std::uint16_t> out{one};
+    const std::vector<std::uint16_t> in{tiny, tiny};
+    const auto n = 2;
+    KernelBuilder kb("bf16_add", n, 1);
+    const int bs = kb.buffer("in", DType::BFloat16, n), bo = kb.buffer("out", DType::BFloat16, 1);
+    dv::ir::StoreOptions add;
+    add.accumulate = true;
+    kb.store(bo, IndexExpr(0), kb.load(bs, kb.x()), add);
+    interpret(std::move(kb).finish(), {ptr(in), out.data()});
+    CHECK(bf16_bits_to_f32(out[0]) == 1.0f);
+  }
+}
+
+TEST_CASE("interpreter: a store offset out of range throws IndexOutOfRange", "[interpreter][stores]") {
+  std::vector<float> out(6, 0.0f);  // 3 rows of 2: row 3 would be the next buffer's memory
+  const std::vector<float> in{1, 2, 3, 4};
+  CHECK_THROWS_AS(scatter_rows(std::vector<std::int64_t>{0, 3}, in, out, 2, false), dv::runtime::IndexOutOfRange);
+  CHECK_THROWS_AS(scatter_rows(std::vector<std::int64_t>{-1, 0}, in, out, 2, true), dv::runtime::IndexOutOfRange);
+  try {
+    scatter_rows(std::vector<std::int32_t>{2, 7}, in, out, 2, false);
+    FAIL("no exception");
+  } catch (const dv::runtime::IndexOutOfRange& e) {
+    CHECK(std::string(e.what()).find("index 7 is out of range [0, 3) writing buffer out") != std::string::npos);
+  }
+}

@@ -108,3 +108,37 @@ TEST_CASE("loop IR: bad load operands are rejected", "[loop_ir]") {
   float_mask.mask = f;
   CHECK_THROWS_AS(kb.load(b, kb.x(), float_mask), std::logic_error);
 }
+
+TEST_CASE("loop IR: a store may take an indirect offset and accumulate; both print", "[loop_ir]") {
+  KernelBuilder kb("scatter", 12, 1);
+  const int idx = kb.buffer("idx", DType::Int64, 3), src = kb.buffer("src", DType::Float32, 12),
+            out = kb.buffer("out", DType::BFloat16, 20);
+  const ValueId row = kb.load(idx, dv::ir::floordiv(kb.x(), 4));
+  const ValueId v = kb.load(src, kb.x());
+  kb.store(out, dv::ir::mod(kb.x(), 4), v, dv::ir::StoreOptions{row, 4, 5, true});
+  const auto& st = kb.kernel().body.back();
+  CHECK(st.op == PrimOp::Store);
+  CHECK(st.indirect);
+  CHECK(st.accumulate);
+  CHECK(st.args == std::vector<ValueId>{v, row});
+  CHECK(st.offset_arg() == row);
+  CHECK(st.operand_count() == 2);
+  CHECK(kb.kernel().buffers[out].read);  // an accumulating store reads its element
+  const std::string text = dv::ir::to_string(kb.kernel());
+  INFO(text);
+  CHECK(contains(text, "store out[x % 4 + %0*4 (%0 < 5)] += %1 : f32"));
+  kb.store(out, kb.x(), v);
+  CHECK(contains(dv::ir::to_string(kb.kernel()), "store out[x] = %1 : f32"));
+}
+
+TEST_CASE("loop IR: bad store options are rejected", "[loop_ir]") {
+  KernelBuilder kb("bad", 4, 1);
+  const int f = kb.buffer("f", DType::Float32, 4), b = kb.buffer("b", DType::Bool, 4), h = kb.buffer("h", DType::Float16, 4);
+  const ValueId x = kb.load(f, kb.x());
+  CHECK_THROWS_AS(kb.store(f, kb.x(), x, dv::ir::StoreOptions{x, 1, 4}), std::logic_error);  // a float offset
+  dv::ir::StoreOptions add;
+  add.accumulate = true;
+  CHECK_THROWS_AS(kb.store(b, kb.x(), kb.cast(x, DType::Bool), add), std::logic_error);  // no adds into b8
+  CHECK_THROWS_AS(kb.store(h, kb.x(), kb.cast(x, DType::Float64), add), std::logic_error);  // f16 adds take f32
+  CHECK_NOTHROW(kb.store(h, kb.x(), x, add));
+}

@@ -8,7 +8,8 @@ dtypes and layouts (contiguous, transposed, sliced, expanded), constants
 drawn from a seeded generator, then 2 to 30 statements, each one op over
 earlier values: pointwise ops with broadcasting and scalars, reductions,
 softmax, layer norm, views, concatenation, padding, pooling, indexing
-(index_select, gather, embedding), matmuls with epilogues, and in-place
+(index_select, gather, embedding), writes by data (index_put, scatter,
+scatter_add, index_add, index_copy, index_fill), matmuls with epilogues, and in-place
 updates of fresh tensors and of their slices. Each statement is run eagerly as
 it is generated, so every program is valid by construction. A program fails
 when the compiled function's results differ from eager's in dtype, shape or
@@ -273,6 +274,56 @@ def op_index(b):
     return b.try_stmt(f"F.embedding({ids}, {table}) + 0")
 
 
+def op_scatter(b):
+    """Writes by data: index_put (by rows, or x[..., idx] = v), scatter (of a
+    tensor or a number), scatter_add, index_add, index_copy, index_fill. The
+    replacing forms get distinct indices (which of two updates of one element
+    stays is unspecified); the accumulating ones duplicates."""
+    a = b.pick(lambda t: t.dim() > 0 and t.numel() > 0)
+    if a is None:
+        return False
+    t, r = b.values[a], b.rng
+    d = r.randrange(t.dim())
+    n, k = t.shape[d], r.choice(SIZES)
+    moved = tuple(t.shape[:d] + t.shape[d + 1:])
+    how = r.randrange(7)
+    if how == 0:
+        accumulate = r.random() < 0.5
+        idx = b.const(f"torch.randint({-n}, {n}, ({k},), generator=g)" if accumulate
+                      else f"torch.randperm({n}, generator=g)[:{min(k, n)}] - {r.choice([0, n])}")
+        rows = k if accumulate else min(k, n)
+        shape = moved if r.random() < 0.3 else (rows,) + moved
+        v = b.const(f"torch.randn({shape}, generator=g)")
+        return b.try_stmt(f"torch.index_put({a}.movedim({d}, 0), ({idx},), {v}.to({a}.dtype), "
+                          f"accumulate={accumulate}).movedim(0, {d})")
+    if how == 1:
+        idx = b.const(f"torch.randperm({n}, generator=g)[:{min(k, n)}]")
+        return b.try_stmt(f"(lambda y: (y.__setitem__((slice(None),) * {d} + ({idx},), "
+                          f"{round(r.uniform(-2, 2), 2)}), y)[1])({a}.clone())")
+    if how in (2, 3):  # scatter / scatter_add: an index no larger than self, src read where the index is
+        shape = tuple(r.randint(1, s) for s in t.shape)
+        if how == 2:
+            full = tuple(n if i == d else s for i, s in enumerate(shape))
+            idx = b.const(f"torch.rand({full}, generator=g).argsort({d}).narrow({d}, 0, {shape[d]})")
+        else:
+            idx = b.const(f"torch.randint(0, {n}, {shape}, generator=g)")
+        if how == 2 and r.random() < 0.3:
+            return b.try_stmt(f"torch.scatter({a}, {d}, {idx}, {round(r.uniform(-2, 2), 2)})")
+        src = b.pick(lambda s: s.dim() == t.dim() and all(x >= y for x, y in zip(s.shape, shape)) and s.dtype == t.dtype)
+        fn = "scatter" if how == 2 else "scatter_add"
+        return src is not None and b.try_stmt(f"torch.{fn}({a}, {d}, {idx}, {src})")
+    if how in (4, 5):  # index_add / index_copy of rows of `a` itself, scaled
+        m = r.randint(1, n)
+        idx = b.const(f"torch.randint(0, {n}, ({m},), generator=g)" if how == 4
+                      else f"torch.randperm({n}, generator=g)[:{m}]")
+        source = f"{a}.narrow({d}, {n - m}, {m}) * {round(r.uniform(-2, 2), 2)}"
+        if how == 4:
+            return b.try_stmt(f"{a}.index_add({d}, {idx}, {source}, alpha={r.choice([1, 2, -0.5])})")
+        return b.try_stmt(f"{a}.index_copy({d}, {idx}, {source})")
+    idx = b.const(f"torch.randint({-n}, {n}, ({k},), generator=g)")
+    return b.try_stmt(f"{a}.index_fill({d}, {idx}, {round(r.uniform(-2, 2), 2)})")
+
+
 def op_pool(b):
     a = b.pick(lambda t: t.dim() in (3, 4) and min(t.shape[-2:]) >= 2)
     if a is None:
@@ -308,7 +359,7 @@ def op_in_place(b):
 
 
 OPS = [(op_pointwise, 6), (op_reduce, 2), (op_row, 2), (op_view, 3), (op_cat, 1), (op_index, 1), (op_pool, 1),
-       (op_matmul, 1), (op_in_place, 1)]
+       (op_matmul, 1), (op_in_place, 1), (op_scatter, 1)]
 
 
 def generate(seed):

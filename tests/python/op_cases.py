@@ -856,6 +856,132 @@ _COMPUTED = ("embedding[then_pointwise]", "embedding[computed_table]", "gather[n
 for _name, _fn, _build, _dtypes in INDEXING:
     case(_name, _fn, _build, _dtypes, exact=_name not in _COMPUTED)
 
+# -- writing by data: index_put, scatter, index_add, index_copy, index_fill ----------------------
+
+# A copy of self, then a kernel that writes each update where its index
+# says (an indirect store). Replacing forms get distinct indices (where two
+# updates hit one element, which one stays is unspecified, in eager on CUDA
+# too) and are exact; accumulating forms get duplicates (atomic adds: the
+# order of the additions is unspecified). index_put and index_fill count
+# negative indices from the end; the others reject them (test_indexing.py).
+
+
+def _distinct(inp, n, k, dtype=I64, negative=False):
+    """k distinct indices in [0, n); with `negative`, every other one as its negative twin (i - n)."""
+    i = torch.randperm(n, generator=inp.gen)[:k]
+    if negative:
+        i = torch.where(torch.arange(k) % 2 == 1, i - n, i)
+    return i.to(inp.device, dtype)
+
+
+def _distinct_along(inp, self_shape, index_shape, dim, layout="contiguous"):
+    """A scatter index of index_shape whose entries are distinct along dim (per other coordinate);
+    transposed: the same values with transposed strides."""
+    full = list(index_shape)
+    full[dim] = self_shape[dim]
+    i = torch.rand(full, generator=inp.gen).argsort(dim).narrow(dim, 0, index_shape[dim])
+    if layout == "transposed":
+        i = i.transpose(-1, -2).contiguous().transpose(-1, -2)
+    return i.to(inp.device)
+
+
+def _distinct_pairs(inp, n, m, k):
+    """k distinct (row, column) pairs of an n x m grid, as two index tensors."""
+    flat = torch.randperm(n * m, generator=inp.gen)[:k]
+    return (flat // m).to(inp.device), (flat % m).to(inp.device)
+
+
+def _set(x, index, value):
+    """x[index] = value on a copy of x (the functional form the tracer records is index_put)."""
+    y = x.clone()
+    y[index] = value
+    return y
+
+
+def _set_where_negative(x):
+    x = x.clone()
+    x[x < 0] = 0
+    return x
+
+
+def _histogram(i, w):
+    return torch.zeros(11, dtype=w.dtype, device=w.device).scatter_add_(0, i, w)
+
+
+SCATTERS = [
+    # name, fn, build, dtypes, accumulates
+    ("index_put[rows_negative]", lambda x, i, v: torch.index_put(x, (i,), v),
+     lambda inp: (inp.tensor(ODD), _distinct(inp, 37, 20, negative=True), inp.tensor((20, 129))), ALL, False),
+    ("index_put[broadcast_row_i32_transposed_self]", lambda x, i, v: torch.index_put(x, (i,), v),
+     lambda inp: (inp.tensor(ODD, layout="transposed"), _distinct(inp, 37, 9, I32), inp.tensor((129,))), NUMERIC, False),
+    ("index_put[setitem_number_middle_dim]", lambda x, i: _set(x, (slice(None), i), 3),
+     lambda inp: (inp.tensor(SMALL3, layout="sliced"), _distinct(inp, 5, 3, negative=True)), ALL, False),
+    ("index_put[two_indices_adjacent]", lambda x, i, j, v: _set(x, (slice(None), i, j), v),
+     lambda inp: (inp.tensor(SMALL3), *_distinct_pairs(inp, 5, 7, 6), inp.tensor((3, 6))), NUMERIC, False),
+    ("index_put[two_indices_apart]", lambda x, i, j, v: _set(x, (i, slice(None), j), v),
+     lambda inp: (inp.tensor(SMALL3, layout="sliced"), *_distinct_pairs(inp, 3, 7, 4), inp.tensor((4, 5))),
+     NUMERIC, False),
+    ("index_put[bool_mask]", _set_where_negative, one(ODD, layout="transposed"), NUMERIC_F16, False),
+    ("index_put[of_computed_self_and_values]", lambda x, i, v: torch.index_put(x * 2, (i,), v + 1),
+     lambda inp: (inp.tensor(ODD), _distinct(inp, 37, 30), inp.tensor((30, 129), layout="sliced")), FLOATS, False),
+    ("index_put_accumulate[duplicates_negative]", lambda x, i, v: torch.index_put(x, (i,), v, accumulate=True),
+     lambda inp: (inp.tensor(ODD), inp.indices((60,), 37, low=-37), inp.tensor((60, 129))), NUMERIC_F16 + (F64,), True),
+    ("index_put_accumulate[broadcast_indices_and_values]",
+     lambda x, i, j, v: torch.index_put(x, (i, j), v, accumulate=True),
+     lambda inp: (inp.tensor((13, 6)), inp.indices((9, 1), 13), inp.indices((1, 4), 6, I32, low=-6), inp.tensor((4,))),
+     NUMERIC, True),
+    ("index_put_accumulate[bool_mask]", lambda x, v: torch.index_put(x, (x > 0,), v, accumulate=True),
+     lambda inp: (inp.tensor(SMALL3, layout="sliced"), inp.tensor(())), NUMERIC, True),
+    ("scatter[src_dim0_larger_src]", lambda x, i, s: torch.scatter(x, 0, i, s),
+     lambda inp: (inp.tensor(ODD), _distinct_along(inp, ODD, (20, 100), 0), inp.tensor((25, 110))), ALL, False),
+    ("scatter[value_neg_dim_sliced]", lambda x, i: torch.scatter(x, -1, i, 1.5),
+     lambda inp: (inp.tensor(SMALL3, layout="sliced"), inp.indices((3, 4, 5), 7)), ALL, False),
+    ("scatter[src_dim1_transposed_index]", lambda x, i, s: x.scatter(1, i, s) - 1,
+     lambda inp: (inp.tensor((9, 11)), _distinct_along(inp, (9, 11), (9, 6), 1, "transposed"),
+                  inp.tensor((9, 6), layout="transposed")), NUMERIC, False),
+    ("scatter_add[dim1_duplicates]", lambda x, i, s: torch.scatter_add(x, 1, i, s),
+     lambda inp: (inp.tensor(ODD), inp.indices((37, 200), 129), inp.tensor((37, 200))), NUMERIC_F16 + (F64,), True),
+    ("scatter_add[then_sum]", lambda x, i, s: torch.scatter_add(x, 0, i, s).sum(1) * 2,
+     lambda inp: (inp.tensor((7, 33)), inp.indices((20, 33), 7), inp.tensor((20, 33))), FLOATS + INTS, True),
+    ("scatter_add[histogram]", _histogram, lambda inp: (inp.indices((300,), 11), inp.tensor((300,))), FLOATS + INTS, True),
+    ("scatter_reduce[sum]", lambda x, i, s: x.scatter_reduce(0, i, s, "sum"),
+     lambda inp: (inp.tensor((5, 8)), inp.indices((12, 8), 5), inp.tensor((12, 8))), FLOATS + INTS, True),
+    # The older spelling, scatter_(..., reduce="add"): scatter.reduce and scatter.value_reduce.
+    ("scatter[reduce_add]", lambda x, i, s: x.clone().scatter_(1, i, s, reduce="add"),
+     lambda inp: (inp.tensor((6, 9)), inp.indices((6, 20), 9), inp.tensor((6, 20))), FLOATS + INTS, True),
+    ("scatter[value_reduce_add]", lambda x, i: x.clone().scatter_(0, i, 0.3, reduce="add"),
+     lambda inp: (inp.tensor((6, 9)), inp.indices((20, 9), 6)), FLOATS, True),
+    ("index_add[dim0_alpha_duplicates]", lambda x, i, s: x.index_add(0, i, s, alpha=2),
+     lambda inp: (inp.tensor(ODD), inp.indices((50,), 37), inp.tensor((50, 129))), NUMERIC_F16, True),
+    ("index_add[dim1_i32_transposed]", lambda x, i, s: torch.index_add(x, 1, i, s),
+     lambda inp: (inp.tensor(ODD, layout="transposed"), inp.indices((70,), 129, I32), inp.tensor((37, 70), layout="sliced")),
+     NUMERIC, True),
+    ("index_copy[dim1]", lambda x, i, s: x.index_copy(1, i, s),
+     lambda inp: (inp.tensor(ODD), _distinct(inp, 129, 40), inp.tensor((37, 40))), ALL, False),
+    ("index_copy[dim0_scalar_index]", lambda x, i, s: x.index_copy(0, i, s),
+     lambda inp: (inp.tensor((6, 10)), torch.tensor(4, device=inp.device), inp.tensor((1, 10))), NUMERIC, False),
+    ("index_fill[negative_duplicates]", lambda x, i: x.index_fill(1, i, -1.5),
+     lambda inp: (inp.tensor(ODD, layout="sliced"), inp.indices((30,), 129, low=-129)), ALL, False),
+    ("index_fill[tensor_value_dim0]", lambda x, i, v: torch.index_fill(x, 0, i, v) * 3,
+     lambda inp: (inp.tensor(SMALL3), inp.indices((2,), 3), inp.tensor(())), FLOATS + INTS, False),
+]
+# Accumulated floats: the additions run in another order than eager's (and
+# in bf16/f16 each one rounds), a few ulps of the sum.
+_SCATTER_TOLERANCE = {F32: (1e-5, 1e-5), F64: (1e-7, 1e-9)}
+# 16-bit sums follow eager on CPU: index_put and index_add round after every
+# addition, scatter_add and scatter_reduce add in float32 and round once.
+# Eager on CUDA differs per op (atomic adds that round each time, in any
+# order; index_put sums duplicates in float32 after sorting them): a sum of
+# many rounds apart by more than the 16-bit tolerance. tests/gpu/test_ops_gpu.py
+# checks those kernels against exact sums instead.
+_SCATTER_GPU_SKIPS = {("cuda", BF16): "eager CUDA rounds 16-bit sums in another way than eager CPU",
+                      ("cuda", F16): "eager CUDA rounds 16-bit sums in another way than eager CPU"}
+for _name, _fn, _build, _dtypes, _accumulates in SCATTERS:
+    case(_name, _fn, _build, _dtypes, exact=not _accumulates and "computed" not in _name,
+         tolerance=_SCATTER_TOLERANCE if _accumulates else {},
+         why="additions in another order" if _accumulates else "",
+         skips=_SCATTER_GPU_SKIPS if _accumulates else {})
+
 # -- cat ------------------------------------------------------------------------------------
 
 # One kernel: each element reads the input whose range holds it, every input

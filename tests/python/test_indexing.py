@@ -47,6 +47,25 @@ OUT_OF_RANGE = [
     ("index_tensor", lambda w, i: w[i] + 1, torch.tensor([-10, 9, 0]), [torch.tensor([10, 0, 0]), torch.tensor([-11, 0, 0])]),
     ("cat_of_embedding", lambda w, i: torch.cat([F.embedding(i, w), w[:2]], 0), torch.tensor([1, 2]),
      [torch.tensor([1, 20])]),
+    # Writes by data (an indirect store checks its offset as a load does). Only
+    # index_put and index_fill count negative indices from the end.
+    ("index_put", lambda w, i: torch.index_put(w, (i,), torch.ones(3, 6)), torch.tensor([-10, 9, 0]),
+     [torch.tensor([10, 0, 1]), torch.tensor([-11, 0, 1])]),
+    ("index_put_accumulate", lambda w, i: torch.index_put(w * 2, (i,), torch.ones(3, 6), accumulate=True),
+     torch.tensor([-1, 9, 9]), [torch.tensor([10, 0, 1]), torch.tensor([-11, 0, 1])]),
+    # Row 0 column 6 would be row 1 column 0 of the table's memory: each index is checked alone.
+    ("index_put_two_indices", lambda w, i: torch.index_put(w, (i, i), torch.ones(3)), torch.tensor([0, 5, -6]),
+     [torch.tensor([0, 6, 1])]),
+    ("scatter", lambda w, i: torch.scatter(w, 1, i, 1.0), torch.full((10, 2), 5),
+     [torch.full((10, 2), 6), torch.full((10, 2), -1)]),
+    ("scatter_add", lambda w, i: torch.scatter_add(w, 0, i, torch.ones(2, 6)), torch.full((2, 6), 9),
+     [torch.full((2, 6), 10), torch.full((2, 6), -1)]),
+    ("index_add", lambda w, i: w.index_add(0, i, torch.ones(2, 6)), torch.tensor([1, 1]),
+     [torch.tensor([1, 10]), torch.tensor([-1, 0])]),
+    ("index_copy", lambda w, i: w.index_copy(1, i, torch.ones(10, 2)), torch.tensor([5, 0]),
+     [torch.tensor([6, 0]), torch.tensor([-1, 0])]),
+    ("index_fill", lambda w, i: w.index_fill(1, i, 2.0), torch.tensor([-6, 5]),
+     [torch.tensor([6, 0]), torch.tensor([-7, 0])]),
 ]
 
 
