@@ -4,6 +4,7 @@
 // CPU interpreter and the CUDA emitter both consume the result. Type
 // promotion follows PyTorch; the result dtype of every node is taken from the
 // capture run and checked against what the lowering produces.
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <limits>
@@ -194,6 +195,7 @@ class Lowerer {
 
  private:
   void lower_node(int index);
+  bool device_scalar_copy(int value) const;
   enum class Why : std::uint8_t { NoLowering, LibraryView, Choice };
   void fallback(int index, const std::string& reason, Why why = Why::NoLowering);
   std::vector<bool> find_library_views() const;
@@ -540,7 +542,7 @@ void Lowerer::lower_node(int index) {
   // Kernels run on the plan's device: work on another one (a CUDA program
   // that computes on a copy it moved to the CPU) runs through ATen.
   for (int v : node_->outputs) {
-    if (g_.meta(v).device != device_) {
+    if (g_.meta(v).device != device_ && !device_scalar_copy(v)) {
       fallback(index, "computes on " + g_.meta(v).device + ", the plan's kernels on " + device_);
       return;
     }
@@ -562,6 +564,20 @@ void Lowerer::lower_node(int index) {
     for (int v : node_->outputs) out_.value_def[v] = -1;
     fallback(index, "", Why::Choice);
   }
+}
+
+// `x[:, i] = 3` in a CUDA program copies a CPU scalar (lift_fresh of
+// torch.tensor(3)) that only kernels read: the copy is a scalar of the
+// kernels that read it, wherever the capture kept it (the executor hands CPU
+// scalar inputs to kernels on the device). A result the caller gets keeps
+// its device: that copy runs through ATen.
+bool Lowerer::device_scalar_copy(int value) const {
+  static const std::set<std::string> copies = {"aten::lift_fresh.default", "aten::lift_fresh_copy.default",
+                                               "aten::clone.default", "aten::alias.default", "aten::detach.default"};
+  if (!g_.meta(value).sizes.empty() || copies.count(node_->op) == 0) return false;
+  if (std::find(g_.outputs.begin(), g_.outputs.end(), value) != g_.outputs.end()) return false;
+  const Arg& source = node_->args.at(0);
+  return source.kind == Arg::Kind::Tensor && g_.meta(source.tensor).sizes.empty();
 }
 
 LoweredGraph Lowerer::run() {

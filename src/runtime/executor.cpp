@@ -407,13 +407,20 @@ std::string Executor::why_not_graphable() const {
   if (!g.output_views.empty()) return "it returns views of its results";
   std::vector<bool> is_input(g.values.size(), false);
   for (int v : g.inputs) is_input[v] = true;
+  // Kernels compute on the plan's device, whatever device the capture saw
+  // (a CPU scalar copied for kernels to read); ATen steps compute where it was.
+  std::vector<bool> by_aten(g.values.size(), false);
+  for (const Step& step : program_.steps)
+    if (step.kind != Step::Kind::Kernel)
+      for (int v : g.nodes[step.node].outputs) by_aten[v] = true;
   const ir::ValueUses uses = ir::value_uses(g);
   for (std::size_t v = 0; v < g.values.size(); ++v) {
     const auto& m = g.values[v];
     // CPU scalars may be inputs (copied to the device); CPU results nothing
     // reads (attention's philox seed and offset) are left behind.
     const int id = static_cast<int>(v);
-    if (m.device != "cpu" || (is_input[v] && m.sizes.empty()) || (!is_input[v] && !uses.used(id))) continue;
+    if (m.device != "cpu" || (is_input[v] && m.sizes.empty())) continue;
+    if (!is_input[v] && (!uses.used(id) || !by_aten[v])) continue;
     return "part of it computes on the CPU (%" + std::to_string(v) + ")";
   }
   return "";

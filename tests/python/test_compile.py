@@ -686,3 +686,35 @@ def test_pad_value_is_stored_in_the_tensors_dtype():
     x, y = randn(3, 4, dtype=torch.bfloat16), randn(3, 6, seed=1)
     g, out = run_twice(fn, x, y)
     assert torch.equal(out, fn(x, y))
+
+
+_SCALAR_COPY_GRAPH = """deepvisor-graph 1
+value %0 f32 sizes=4,5 strides=5,1 device=cuda:0 aligned=1
+value %1 i64 sizes= strides= device=cpu aligned=1
+value %2 i64 sizes= strides= device=cpu aligned=1
+value %3 f32 sizes=4,5 strides=5,1 device=cuda:0 aligned=1
+input %0
+input %1
+node aten::lift_fresh.default %1 -> %2
+node aten::mul.Tensor %0 %2 -> %3
+output %3
+"""
+
+
+def test_a_cpu_scalar_copied_for_kernels_leaves_a_cuda_plan_graphable():
+    """x[:, i] = 3 on CUDA: the copy of torch.tensor(3) (a CPU scalar) is a
+    scalar of the kernel reading it, neither an ATen fallback nor CPU work
+    that keeps the plan from being one CUDA graph (checked without a GPU:
+    the plan is only built)."""
+    from deepvisor import _C
+    plan = _C.compile_graph_text(_SCALAR_COPY_GRAPH, True)
+    plan.enable_cuda_graph([False, True])
+    s = plan.stats()
+    assert s["fallback_ops"] == {} and s["kernels"] == 1, s
+    assert s["cuda_graph"] == "warming up", s
+    returned = _SCALAR_COPY_GRAPH.replace("output %3", "output %3 %2")
+    plan = _C.compile_graph_text(returned, True)
+    plan.enable_cuda_graph([False, True])
+    s = plan.stats()
+    assert s["fallback_ops"] == {"aten::lift_fresh.default": 1}, s
+    assert s["cuda_graph"].startswith("not graphed: part of it computes on the CPU"), s
