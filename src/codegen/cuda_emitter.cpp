@@ -96,6 +96,7 @@
 #include <cstdio>
 #include <functional>
 #include <limits>
+#include <map>
 #include <optional>
 #include <sstream>
 #include <stdexcept>
@@ -113,6 +114,48 @@ using ir::ReduceOp;
 using ir::ValueId;
 
 namespace {
+
+// Size arguments (DeviceSpec::size_arguments): where the size table's type
+// and the entry's name go once the text is complete.
+constexpr const char* kSizeTablePlaceholder = "@@dv_size_table@@";
+constexpr const char* kEntryPlaceholder = "dv_entry_placeholder";
+
+std::string replace_all(std::string text, const std::string& from, const std::string& to) {
+  for (std::size_t at = text.find(from); at != std::string::npos; at = text.find(from, at + to.size()))
+    text.replace(at, from.size(), to);
+  return text;
+}
+
+// The text without `//` comments (the generated source has no string
+// literal holding "//"); a macro line keeps its continuation backslash.
+std::string strip_line_comments(const std::string& text) {
+  std::istringstream in(text);
+  std::string out;
+  for (std::string line; std::getline(in, line);) {
+    const std::size_t at = line.find("//");
+    if (at != std::string::npos) {
+      const bool continued = !line.empty() && line.back() == '\\';
+      line.erase(at);
+      while (!line.empty() && line.back() == ' ') line.pop_back();
+      if (continued) line += " \\";
+    }
+    if (!line.empty()) out += line + "\n";
+  }
+  return out;
+}
+
+std::uint64_t fnv1a64(const std::string& text) {
+  std::uint64_t h = 1469598103934665603ULL;
+  for (unsigned char c : text) h = (h ^ c) * 1099511628211ULL;
+  return h;
+}
+
+std::string hex64(std::uint64_t v) {
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
 
 // ---------------------------------------------------------------------------
 // Small utilities
@@ -391,6 +434,9 @@ LaneAccess classify(const IndexExpr& e, const LaneContext& ctx) {
 // Index expressions as C
 
 using VarMap = std::function<std::string(const std::string& name)>;
+// How an index's integer constants are written: literals, or (size
+// arguments) references to the kernel's size table.
+using ConstMap = std::function<std::string(std::int64_t value)>;
 
 std::string idx_literal(std::int64_t v) {
   const bool big = v > std::numeric_limits<std::int32_t>::max() || v < std::numeric_limits<std::int32_t>::min();
@@ -398,10 +444,10 @@ std::string idx_literal(std::int64_t v) {
   return v < 0 ? "(" + s + ")" : s;
 }
 
-std::string index_c(const IndexExpr& e, const VarMap& vars);
+std::string index_c(const IndexExpr& e, const VarMap& vars, const ConstMap& consts);
 
 // A product; its constant factor (first operand, if any) multiplied by `sign`.
-std::string product_c(const IndexExpr& e, std::int64_t sign, const VarMap& vars) {
+std::string product_c(const IndexExpr& e, std::int64_t sign, const VarMap& vars, const ConstMap& consts) {
   std::string s;
   std::int64_t c = sign;
   for (const IndexExpr& op : e.operands()) {
@@ -410,18 +456,18 @@ std::string product_c(const IndexExpr& e, std::int64_t sign, const VarMap& vars)
       continue;
     }
     if (!s.empty()) s += " * ";
-    s += index_c(op, vars);
+    s += index_c(op, vars, consts);
   }
-  if (c != 1) s += " * " + idx_literal(c);
+  if (c != 1) s += " * " + consts(c);
   return s;
 }
 
-std::string index_c(const IndexExpr& e, const VarMap& vars) {
+std::string index_c(const IndexExpr& e, const VarMap& vars, const ConstMap& consts) {
   using K = IndexExpr::Kind;
   switch (e.kind()) {
-    case K::Const: return idx_literal(e.value());
+    case K::Const: return consts(e.value());
     case K::Var: return vars(e.name());
-    case K::Mul: return "(" + product_c(e, 1, vars) + ")";
+    case K::Mul: return "(" + product_c(e, 1, vars, consts) + ")";
     case K::Add: {
       std::string s;
       for (const IndexExpr& op : e.operands()) {
@@ -429,14 +475,14 @@ std::string index_c(const IndexExpr& e, const VarMap& vars) {
         std::string term;
         if (op.is_const()) {
           negative = op.value() < 0;
-          term = idx_literal(negative ? -op.value() : op.value());
+          term = consts(negative ? -op.value() : op.value());
         } else if (op.kind() == K::Mul && op.operands()[0].is_const() && op.operands()[0].value() < 0) {
           negative = true;
-          term = product_c(op, -1, vars);
+          term = product_c(op, -1, vars, consts);
         } else if (op.kind() == K::Mul) {
-          term = product_c(op, 1, vars);
+          term = product_c(op, 1, vars, consts);
         } else {
-          term = index_c(op, vars);
+          term = index_c(op, vars, consts);
         }
         if (s.empty()) {
           s = negative ? "-" + term : term;
@@ -451,8 +497,8 @@ std::string index_c(const IndexExpr& e, const VarMap& vars) {
       const IndexExpr& n = e.operands()[0];
       const std::int64_t c = e.operands()[1].value();
       const bool div = e.kind() == K::FloorDiv;
-      if (n.min_value() >= 0) return cat("(", index_c(n, vars), div ? " / " : " % ", idx_literal(c), ")");
-      return cat(div ? "dv_floordiv(" : "dv_mod(", index_c(n, vars), ", (idx_t)", idx_literal(c), ")");
+      if (n.min_value() >= 0) return cat("(", index_c(n, vars, consts), div ? " / " : " % ", consts(c), ")");
+      return cat(div ? "dv_floordiv(" : "dv_mod(", index_c(n, vars, consts), ", (idx_t)", consts(c), ")");
     }
   }
   fail("unknown index expression kind");
@@ -712,6 +758,11 @@ class Emitter {
   std::string scatter_store(const Instr& in, const std::string& index, const std::string& k) const;
   std::string buf(int b) const { return cat("b", b, "_", c_identifier(k_.buffers[b].name)); }
   std::string scalar_index(const IndexExpr& e) const;
+  std::int64_t layout_xnumel() const;
+  ConstMap size_text() const;
+  std::string size_ll(std::int64_t value) const;
+  void emit_size_constant(const std::string& name, std::int64_t value);
+  CudaKernel with_size_arguments(CudaKernel k) const;
   std::string lane_index(const IndexExpr& e, const Segment& s, const std::string& lane_value) const;
   LaneAccess access_kind(const Instr& in, const Segment& s) const;
   std::string chunk_valid(const Segment& s) const;
@@ -771,6 +822,10 @@ class Emitter {
   const DeviceSpec& dev_;
   Writer w_;
   std::string entry_;
+  // Size arguments (DeviceSpec::size_arguments): the table's values, and the
+  // entry of each value.
+  mutable std::vector<std::int64_t> size_args_;
+  mutable std::map<std::int64_t, int> size_slot_;
   LaunchConfig launch_;
   bool idx64_ = false;
 
@@ -1047,12 +1102,12 @@ std::string Emitter::op_expr(const Instr& in, const std::vector<std::string>& a)
 // An index where every variable is a thread-uniform scalar (x is the variable
 // "x"; r only occurs in row kernels' lane code).
 std::string Emitter::scalar_index(const IndexExpr& e) const {
-  return index_c(e, [](const std::string& v) { return v; });
+  return index_c(e, [](const std::string& v) { return v; }, size_text());
 }
 
 // An index in lane code: the lane variable is `lane_value`, x (in row kernels) is "x".
 std::string Emitter::lane_index(const IndexExpr& e, const Segment& s, const std::string& lane_value) const {
-  return index_c(e, [&](const std::string& v) { return v == s.lane_var ? lane_value : v; });
+  return index_c(e, [&](const std::string& v) { return v == s.lane_var ? lane_value : v; }, size_text());
 }
 
 LaneAccess Emitter::access_kind(const Instr& in, const Segment& s) const {
@@ -1217,8 +1272,8 @@ std::string Emitter::gather_expr(const Instr& in, const std::string& index, cons
   const auto& b = k_.buffers[in.buffer];
   std::string address = index;
   if (in.indirect)
-    address = cat(index, " + dv_checked((long long)", ref(in.offset_arg(), k), ", ", in.offset_extent, "LL) * ",
-                  in.offset_stride, "LL");
+    address = cat(index, " + dv_checked((long long)", ref(in.offset_arg(), k), ", ", size_ll(in.offset_extent), ") * ",
+                  size_ll(in.offset_stride));
   const std::string read = load_conv(b.dtype, cat(buf(in.buffer), "[", address, "]"));
   if (!in.masked) return read;
   const std::string other = is_float(in.dtype) ? float_literal(in.fvalue, in.dtype) : int_literal(in.ivalue, in.dtype);
@@ -1307,8 +1362,8 @@ std::string Emitter::scatter_store(const Instr& in, const std::string& index, co
   const auto& b = k_.buffers[in.buffer];
   std::string address = index;
   if (in.indirect)
-    address = cat(index, " + dv_checked((long long)", ref(in.offset_arg(), k), ", ", in.offset_extent, "LL) * ",
-                  in.offset_stride, "LL");
+    address = cat(index, " + dv_checked((long long)", ref(in.offset_arg(), k), ", ", size_ll(in.offset_extent), ") * ",
+                  size_ll(in.offset_stride));
   const std::string element = cat(buf(in.buffer), "[", address, "]");
   if (!in.accumulate) return cat(element, " = ", store_conv(in.dtype, b.dtype, ref(in.args[0], k)), ";");
   const std::string add = b.dtype == DType::Float16 ? "dv_atomic_add_f16" : b.dtype == DType::BFloat16 ? "dv_atomic_add_bf16" : "dv_atomic_add";
@@ -1720,8 +1775,31 @@ void Emitter::emit_prelude_and_constants(const std::string& strategy) {
   w_.line("");
   w_.line(kPrelude);
   w_.line(idx64_ ? "typedef long long idx_t;  // 64-bit index arithmetic" : "typedef int idx_t;  // 32-bit index arithmetic (every index < 2^31)");
-  w_.line(cat("constexpr idx_t kXnumel = ", idx_literal(k_.xnumel), ";"));
-  w_.line(cat("constexpr idx_t kRnumel = ", idx_literal(k_.rnumel), ";"));
+  if (dev_.size_arguments) w_.line(kSizeTablePlaceholder);
+  emit_size_constant("kXnumel", k_.xnumel);
+  emit_size_constant("kRnumel", k_.rnumel);
+}
+
+// A size of the iteration space: a constant of the source, or (size
+// arguments) a name for its entry in the size table.
+void Emitter::emit_size_constant(const std::string& name, std::int64_t value) {
+  if (dev_.size_arguments) w_.line(cat("#define ", name, " ((idx_t)", size_text()(value), ")"));
+  else w_.line(cat("constexpr idx_t ", name, " = ", idx_literal(value), ";"));
+}
+
+// How index constants are written: literals, or entries of the size table
+// (one entry per distinct value; the table's values travel with the launch).
+ConstMap Emitter::size_text() const {
+  if (!dev_.size_arguments) return idx_literal;
+  return [this](std::int64_t value) {
+    auto [it, fresh] = size_slot_.try_emplace(value, static_cast<int>(size_args_.size()));
+    if (fresh) size_args_.push_back(value);
+    return cat("dv_n.v[", it->second, "]");
+  };
+}
+
+std::string Emitter::size_ll(std::int64_t value) const {
+  return dev_.size_arguments ? cat("(long long)", size_text()(value)) : cat(value, "LL");
 }
 
 std::string Emitter::signature(int threads) const {
@@ -1731,6 +1809,7 @@ std::string Emitter::signature(int threads) const {
     if (i) s += ", ";
     s += cat(b.written ? "" : "const ", stype(b.dtype), "* __restrict__ ", buf(static_cast<int>(i)));
   }
+  if (dev_.size_arguments) s += cat(k_.buffers.empty() ? "" : ", ", "const DvSizes dv_n");
   return s + ")";
 }
 
@@ -1753,9 +1832,10 @@ void Emitter::emit_pointwise() {
   int threads = 128;
   auto tile = [&] { return static_cast<std::int64_t>(threads) * vec * groups; };
   const std::int64_t enough_blocks = 2LL * dev_.sm_count;
-  while (threads > 64 && ceil_div(k_.xnumel, tile()) < enough_blocks) threads /= 2;
+  while (threads > 64 && ceil_div(layout_xnumel(), tile()) < enough_blocks) threads /= 2;
   const std::int64_t full_tiles = k_.xnumel / tile();
-  const bool tail = k_.xnumel % tile() != 0;
+  // Size arguments: one text for every size (full tiles and a tail, either possibly none).
+  const bool tail = dev_.size_arguments || k_.xnumel % tile() != 0;
   const std::int64_t blocks = ceil_div(k_.xnumel, tile());
   if (blocks > std::numeric_limits<std::int32_t>::max()) fail("grid too large");
 
@@ -1764,7 +1844,7 @@ void Emitter::emit_pointwise() {
                                  tail ? "; the last block runs the tail one element per thread" : "; no tail"));
   w_.line(cat("constexpr int kThreads = ", threads, ";"));
   w_.line(cat("constexpr idx_t kTile = ", tile(), ";"));
-  w_.line(cat("constexpr idx_t kFullTiles = ", idx_literal(full_tiles), ";"));
+  emit_size_constant("kFullTiles", full_tiles);
   w_.line("");
   w_.open(signature(threads));
   // Scalars (values that do not depend on x) once, before the tile code.
@@ -1785,7 +1865,7 @@ void Emitter::emit_pointwise() {
   slow.base = "x";
   slow.lane_var = "x";
 
-  if (full_tiles > 0) {
+  if (full_tiles > 0 || dev_.size_arguments) {
     if (tail) w_.open("if ((idx_t)blockIdx.x < kFullTiles)");
     else w_.open("");
     w_.line("// a full tile: chunk c of this thread covers x = xbase + c*kThreads*W + [0, W)");
@@ -1808,6 +1888,13 @@ void Emitter::emit_pointwise() {
   w_.close();
   launch_.grid[0] = static_cast<unsigned>(blocks);
   launch_.block[0] = static_cast<unsigned>(threads);
+}
+
+// The row count that launch layouts are chosen for: the kernel's own, or
+// (size arguments) the power of two at or above it, so that one source
+// serves a class of sizes.
+std::int64_t Emitter::layout_xnumel() const {
+  return dev_.size_arguments ? next_pow2(k_.xnumel) : k_.xnumel;
 }
 
 // Which threads share a row, and how much of it each holds.
@@ -1892,10 +1979,10 @@ void Emitter::emit_rows() {
     // 64 rows (256 contiguous bytes of f32 per r) once there are enough for a
     // block an SM: mean(0) of 4096x16384 f32 103.9 -> 101.2 us against 32.
     const std::int64_t wide = std::clamp<std::int64_t>(dev_.col_rows_per_block / 32 * 32, 32, max_block);
-    L.rpb = k_.xnumel >= wide * dev_.sm_count ? wide : 32;
+    L.rpb = layout_xnumel() >= wide * dev_.sm_count ? wide : 32;
     L.tpr = 1;
     while (L.tpr < 32 && L.tpr < k_.rnumel && L.rpb * L.tpr * 2 <= max_block &&
-           (k_.xnumel * L.tpr < fill_threads || L.rpb * L.tpr < 128))
+           (layout_xnumel() * L.tpr < fill_threads || L.rpb * L.tpr < 128))
       L.tpr *= 2;
     L.threads = L.rpb * L.tpr;
     L.persistent = fits(ceil_div(k_.rnumel, L.tpr), 1, L.threads);
@@ -1913,12 +2000,12 @@ void Emitter::emit_rows() {
     const std::int64_t max_tpr = std::min<std::int64_t>(max_block, next_pow2(chunks));
     auto block_threads = [&](std::int64_t tpr) {
       if (tpr >= 256) return tpr;
-      return std::max<std::int64_t>(32, std::min<std::int64_t>(256, tpr * next_pow2(k_.xnumel)));
+      return std::max<std::int64_t>(32, std::min<std::int64_t>(256, tpr * next_pow2(layout_xnumel())));
     };
     // About target_chunks chunks per thread, more threads while the grid would not fill the GPU.
     auto choose_tpr = [&] {
       std::int64_t tpr = std::min({max_tpr, preferred_tpr, next_pow2(ceil_div(chunks, target_chunks))});
-      while (tpr < max_tpr && k_.xnumel * tpr < fill_threads) tpr *= 2;
+      while (tpr < max_tpr && layout_xnumel() * tpr < fill_threads) tpr *= 2;
       return tpr;
     };
     L.persistent = false;
@@ -1931,7 +2018,7 @@ void Emitter::emit_rows() {
     if (one_step) L.persistent = false;
     if (L.persistent)
       L.tpr = equal_share_tpr(L.tpr, chunks, [&](std::int64_t tpr) {
-        return k_.xnumel * tpr >= fill_threads && fits(chunks / tpr, L.vec, block_threads(tpr));
+        return layout_xnumel() * tpr >= fill_threads && fits(chunks / tpr, L.vec, block_threads(tpr));
       });
     else
       L.tpr = choose_tpr();
@@ -1966,7 +2053,7 @@ void Emitter::emit_rows_kernel(const RowLayout& L, Segment s, const std::vector<
   loads_once_ = !col_major_ && !writes_rows();
   const std::int64_t blocks = ceil_div(k_.xnumel, rpb_);
   if (blocks > std::numeric_limits<std::int32_t>::max()) fail("grid too large");
-  const bool row_mask = k_.xnumel % rpb_ != 0;
+  const bool row_mask = dev_.size_arguments || k_.xnumel % rpb_ != 0;
   s.store_guard = row_mask ? "row_ok" : "";
 
   find_moment_pairs(s, L.persistent, L.outer);
@@ -2172,7 +2259,7 @@ void Emitter::set_row_load_hints(const std::vector<std::vector<char>>& needs, in
 
 CudaKernel Emitter::run() {
   validate();
-  entry_ = c_identifier(k_.name.empty() ? "kernel" : k_.name);
+  entry_ = dev_.size_arguments ? kEntryPlaceholder : c_identifier(k_.name.empty() ? "kernel" : k_.name);
   analyze();
   idx64_ = needs_64bit();
   if (k_.xnumel == 0) {
@@ -2186,7 +2273,20 @@ CudaKernel Emitter::run() {
   out.name = entry_;
   out.source = w_.str();
   out.launch = launch_;
-  return out;
+  return dev_.size_arguments ? with_size_arguments(std::move(out)) : out;
+}
+
+// Size arguments: the source without comments (they name sizes), the size
+// table's type in place of its placeholder, and the entry named by a hash of
+// that text, so kernels that differ only in sizes are one source.
+CudaKernel Emitter::with_size_arguments(CudaKernel k) const {
+  std::string text = strip_line_comments(k.source);
+  text = replace_all(text, kSizeTablePlaceholder, cat("struct DvSizes { idx_t v[", std::max<std::size_t>(1, size_args_.size()), "]; };"));
+  k.name = cat("dv_s", hex64(fnv1a64(text)));
+  k.source = replace_all(text, kEntryPlaceholder, k.name);
+  k.size_args = size_args_.empty() ? std::vector<std::int64_t>{0} : size_args_;  // the entry always takes the table
+  k.size_args_64 = idx64_;
+  return k;
 }
 
 }  // namespace

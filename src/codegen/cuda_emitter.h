@@ -10,7 +10,9 @@
 // Pure C++: no CUDA, LibTorch or Python header.
 #pragma once
 
+#include <cstdint>
 #include <string>
+#include <vector>
 
 #include "ir/loop_ir.h"
 
@@ -35,6 +37,14 @@ struct DeviceSpec {
   bool row_loop_moments = true;  // looped rows of one step: a variance computed with its mean (one pass fewer)
   bool row_one_step_looped = true;  // f32 rows of (1, 2] x row_max_threads chunks that write rows: looped, one step
   int col_rows_per_block = 64;    // reductions over an outer dimension: rows (x) a block, when that leaves a block an SM
+  // Sizes as arguments (dynamic shapes): the index constants and the
+  // iteration space's sizes are read from a table passed at launch instead of
+  // being written into the source, so kernels that differ only in sizes have
+  // one source (one compile). Every choice the emitter makes from a size
+  // still shows in the text (vector widths, tails, tiles): two sizes share a
+  // source only where every such choice agrees, and each launch passes its
+  // own sizes, so sharing never changes a result.
+  bool size_arguments = false;
 };
 
 struct LaunchConfig {
@@ -47,6 +57,10 @@ struct CudaKernel {
   std::string name;    // the extern "C" entry point
   std::string source;  // CUDA C, compiled without include files
   LaunchConfig launch;
+  // Size arguments: the table's values, passed by value after the buffers as
+  // `struct { idx_t v[n]; }` (idx_t: 64-bit if size_args_64, else 32-bit).
+  std::vector<std::int64_t> size_args;
+  bool size_args_64 = false;
 };
 
 // Parameters of the entry, in order: one pointer per kernel.buffers[i], of its

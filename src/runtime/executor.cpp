@@ -2,6 +2,7 @@
 
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/ops/empty.h>
+#include <cstring>
 #include <ATen/ops/empty_strided.h>
 #include <ATen/ScalarOps.h>
 #include <ATen/ops/fill.h>
@@ -34,6 +35,7 @@ struct Executor::CudaKernels {
   int device = -1;
   std::vector<codegen::CudaKernel> emitted;
   std::vector<CUfunction> functions;
+  std::vector<std::vector<std::uint8_t>> size_tables;  // per kernel: its size arguments' bytes (may be empty)
   std::vector<std::optional<c10::OperatorHandle>> fallback_ops;  // per step
 };
 
@@ -66,11 +68,21 @@ void apply_row_experiment(codegen::DeviceSpec& spec) {
   spec.row_chunks_per_thread = chunks;
 }
 
+// DEEPVISOR_SIZE_ARGS=1: kernels read their sizes from a table passed at
+// launch (codegen::DeviceSpec::size_arguments), so a new shape reuses the
+// compiled kernels of an earlier one wherever the emitter made the same
+// choices. Off by default until measured on a GPU (issue 11).
+bool size_arguments_enabled() {
+  const char* v = std::getenv("DEEPVISOR_SIZE_ARGS");
+  return v != nullptr && std::string(v) == "1";
+}
+
 codegen::DeviceSpec spec_for(const CudaDriver::DeviceInfo& info) {
   codegen::DeviceSpec spec;
   spec.arch = info.arch;
   spec.sm_count = info.sm_count;
   spec.max_threads_per_block = info.max_threads_per_block;
+  spec.size_arguments = size_arguments_enabled();
   apply_row_experiment(spec);
   return spec;
 }
@@ -78,7 +90,26 @@ codegen::DeviceSpec spec_for(const CudaDriver::DeviceInfo& info) {
 codegen::DeviceSpec default_spec(int arch) {
   codegen::DeviceSpec spec;
   spec.arch = arch;
+  spec.size_arguments = size_arguments_enabled();
   return spec;
+}
+
+// A kernel's size table as the bytes of its by-value argument.
+std::vector<std::uint8_t> size_table_bytes(const codegen::CudaKernel& k) {
+  std::vector<std::uint8_t> bytes;
+  for (std::int64_t v : k.size_args) {
+    std::uint8_t raw[8];
+    std::size_t n = 8;
+    if (k.size_args_64) {
+      std::memcpy(raw, &v, 8);
+    } else {
+      const auto narrow = static_cast<std::int32_t>(v);
+      std::memcpy(raw, &narrow, 4);
+      n = 4;
+    }
+    bytes.insert(bytes.end(), raw, raw + n);
+  }
+  return bytes;
 }
 
 // What a schema type holds of tensors: one (Tensor, Tensor?), a list
@@ -378,6 +409,8 @@ void Executor::prepare_cuda(int device_index) {
     functions.push_back(it->second);
   }
   counter.add_to(stats_);
+  cuda_->size_tables.clear();
+  for (const auto& k : emitted) cuda_->size_tables.push_back(size_table_bytes(k));
   cuda_->emitted = std::move(emitted);
   cuda_->functions = std::move(functions);
   cuda_->device = device_index;
@@ -516,10 +549,12 @@ void Executor::run_kernel(const Step& step, std::vector<at::Tensor>& slots, cons
     interpret(k, pointers);
     return;
   }
-  const auto& launch = cuda_->emitted[step.kernel].launch;
+  const auto& emitted = cuda_->emitted[step.kernel];
+  const auto& launch = emitted.launch;
   std::vector<void*> args;
-  args.reserve(pointers.size());
+  args.reserve(pointers.size() + 1);
   for (auto& p : pointers) args.push_back(&p);
+  if (!emitted.size_args.empty()) args.push_back(const_cast<std::uint8_t*>(cuda_->size_tables[step.kernel].data()));
   void* stream = c10::cuda::getCurrentCUDAStream(device.index()).stream();
   CudaDriver::instance().launch(cuda_->functions[step.kernel], launch.grid[0], launch.grid[1], launch.grid[2],
                                 launch.block[0], launch.block[1], launch.block[2], launch.shared_bytes, stream,

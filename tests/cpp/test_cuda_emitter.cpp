@@ -851,4 +851,49 @@ TEST_CASE("every catalog kernel compiles with NVRTC for sm_90", "[cuda_emitter][
   }
 }
 
+TEST_CASE("size arguments: kernels that differ only in sizes share one source", "[cuda_emitter][sizes]") {
+  DeviceSpec spec;
+  spec.size_arguments = true;
+  SECTION("rows of a layer norm, and a broadcast pointwise kernel, at several row counts") {
+    // Launch layouts are chosen for the power of two at or above the row count.
+    const CudaKernel a = emit_cuda(layer_norm("a", DType::Float32, 2100, 768), spec);
+    const CudaKernel b = emit_cuda(layer_norm("b", DType::Float32, 4096, 768), spec);
+    CHECK(a.source == b.source);
+    CHECK(a.name == b.name);
+    CHECK(a.size_args != b.size_args);
+    const CudaKernel p = emit_cuda(bias_broadcast("p", 1000, 768), spec);
+    const CudaKernel q = emit_cuda(bias_broadcast("q", 3000, 768), spec);
+    CHECK(p.source == q.source);
+    CHECK(std::find(q.size_args.begin(), q.size_args.end(), 3000 * 768) != q.size_args.end());
+  }
+  SECTION("no size is written into the source, and the entry takes the table") {
+    const CudaKernel k = emit_cuda(bias_broadcast("p", 1000, 768), spec);
+    CHECK(!contains(k.source, "768000"));
+    CHECK(!contains(k.source, "//"));
+    CHECK(contains(k.source, "const DvSizes dv_n)"));
+    CHECK(contains(k.source, "#define kXnumel ((idx_t)dv_n.v["));
+  }
+  SECTION("a choice made from a size shows in the text: another layout is another source") {
+    // A tail or none: one text (the tail loop runs zero times).
+    CHECK(emit_cuda(bias_broadcast("p", 1001, 768), spec).source == emit_cuda(bias_broadcast("p", 1000, 768), spec).source);
+    // Longer rows, or another class of row counts: other tiles.
+    const std::string ln = emit_cuda(layer_norm("a", DType::Float32, 4096, 768), spec).source;
+    CHECK(emit_cuda(layer_norm("w", DType::Float32, 4096, 4096), spec).source != ln);
+    CHECK(emit_cuda(layer_norm("w", DType::Float32, 64, 768), spec).source != ln);
+  }
+  SECTION("every catalog kernel compiles with its sizes as arguments") {
+    auto& nvrtc = dv::runtime::Nvrtc::instance();
+    if (!nvrtc.available()) return;
+    for (const TestKernel& t : emitter_test_kernels()) {
+      INFO("kernel " << t.kernel.name);
+      const CudaKernel k = emit_cuda(t.kernel, spec);
+      try {
+        CHECK(nvrtc.compile_cubin(k.source, k.name, 90).size() > 0);
+      } catch (const dv::runtime::CompileError& e) {
+        FAIL(e.what() << "\n" << e.log());
+      }
+    }
+  }
+}
+
 #endif  // DV_EMITTER_CATALOG_ONLY

@@ -1,0 +1,185 @@
+"""Shapes that change from call to call (issue 11): eager, torch.compile,
+torch.compile(dynamic=True) and deepvisor over a sweep of shapes.
+
+    python3 bench/dynamic.py                        # BERT 4 layers, batch 8, seq 32..256
+    python3 bench/dynamic.py --model resnet50 --sweep batch
+    python3 bench/dynamic.py --device cpu --size small --modes eager deepvisor deepvisor-size-args
+
+Each mode runs in a fresh process (its own caches: the disk kernel cache of
+deepvisor is a new empty folder) and calls the model on every shape of the
+sweep `--repeat` times in a shuffled order (the same order for every mode).
+Reported per mode: the wall time of that whole sequence (compiles included),
+deepvisor's captures and NVRTC compiles, and then the steady-state latency
+of each shape (median of `--iters` calls once everything is compiled).
+`deepvisor-size-args` is deepvisor with DEEPVISOR_SIZE_ARGS=1 (kernels take
+their sizes as arguments, so a new shape mostly reuses compiled kernels).
+"""
+
+import argparse
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MODES = ["eager", "compile", "compile-dynamic", "deepvisor", "deepvisor-size-args"]
+
+
+def build(model, size, device):
+    import torch
+    sys.path.insert(0, HERE)
+    import models as bench_models
+    torch.manual_seed(0)
+    if model == "bert4":
+        from transformers import BertConfig, BertModel
+        cfg = (BertConfig(num_hidden_layers=4) if size == "full" else
+               BertConfig(num_hidden_layers=2, hidden_size=64, num_attention_heads=2, intermediate_size=128,
+                          vocab_size=1000))
+        cfg._attn_implementation = "sdpa"
+        m = BertModel(cfg).eval().to(device)
+        return m, lambda b, s: (torch.randint(0, cfg.vocab_size, (b, s), device=device),
+                                torch.ones(b, s, dtype=torch.long, device=device))
+    m, args = getattr(bench_models, model)(size, 1, device)
+    if model == "resnet50":
+        side = args[0].shape[-1]
+        return m, lambda b, s: (torch.randn(b, 3, side, side, device=device),)
+    vocab = 30522 if size == "full" else 1000
+    return m, lambda b, s: (torch.randint(0, vocab, (b, s), device=device),
+                            torch.ones(b, s, dtype=torch.long, device=device))
+
+
+def shapes(a):
+    if a.sweep == "seq":
+        return [(a.batch, s) for s in range(a.seq_from, a.seq_to + 1, a.seq_step)]
+    return [(b, a.seq) for b in range(a.batch_from, a.batch_to + 1)]
+
+
+def run_mode(a):
+    """In the child process: one mode over the sweep; prints one JSON line."""
+    import torch
+    import deepvisor
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    model, make = build(a.model, a.size, a.device)
+    if a.mode == "eager":
+        fn = model
+    elif a.mode == "compile":
+        fn = torch.compile(model)
+    elif a.mode == "compile-dynamic":
+        fn = torch.compile(model, dynamic=True)
+    else:
+        fn = deepvisor.compile(model)
+    sync = torch.cuda.synchronize if a.device == "cuda" else (lambda: None)
+    sweep = shapes(a)
+    order = [s for s in sweep for _ in range(a.repeat)]
+    random.Random(0).shuffle(order)
+    inputs = {s: make(*s) for s in sweep}
+    with torch.no_grad():
+        sync()
+        t0 = time.perf_counter()
+        for s in order:
+            fn(*inputs[s])
+        sync()
+        wall = time.perf_counter() - t0
+        steady = {}
+        for s in sweep:
+            times = []
+            for _ in range(a.iters):
+                t = time.perf_counter()
+                fn(*inputs[s])
+                sync()
+                times.append((time.perf_counter() - t) * 1e3)
+            steady[f"{s[0]}x{s[1]}"] = statistics.median(times)
+    row = {"mode": a.mode, "wall_s": wall, "steady_ms": steady}
+    if a.mode.startswith("deepvisor"):
+        st = deepvisor.stats(fn)
+        row.update(captures=st["captures"], nvrtc_compiles=st["nvrtc_compiles"], eager_calls=st["eager_calls"])
+    print("RESULT " + json.dumps(row), flush=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--device", default=None, choices=["cuda", "cpu"])
+    ap.add_argument("--model", default="bert4", choices=["bert4", "bert_base", "resnet50"])
+    ap.add_argument("--size", default="full", choices=["full", "small"])
+    ap.add_argument("--sweep", default="seq", choices=["seq", "batch"])
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--seq", type=int, default=128)
+    ap.add_argument("--seq-from", type=int, default=32)
+    ap.add_argument("--seq-to", type=int, default=256)
+    ap.add_argument("--seq-step", type=int, default=32)
+    ap.add_argument("--batch-from", type=int, default=2)
+    ap.add_argument("--batch-to", type=int, default=16)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--modes", nargs="+", default=MODES, choices=MODES)
+    ap.add_argument("--mode", help=argparse.SUPPRESS)  # the child process's one mode
+    ap.add_argument("--out", default=None, help="write the rows here as JSON")
+    a = ap.parse_args()
+    if a.device is None:
+        import torch
+        a.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if a.mode:
+        return run_mode(a)
+    rows = []
+    for mode in a.modes:
+        env = dict(os.environ, DEEPVISOR_CACHE_DIR=tempfile.mkdtemp(prefix="dv-dynamic-"))
+        if mode == "deepvisor-size-args":
+            env["DEEPVISOR_SIZE_ARGS"] = "1"
+        argv = _without_modes(sys.argv[1:])
+        p = subprocess.run([sys.executable, __file__, "--mode", mode] + argv, env=env, capture_output=True, text=True)
+        lines = [l for l in p.stdout.splitlines() if l.startswith("RESULT ")]
+        if p.returncode != 0 or not lines:
+            print(f"{mode}: failed\n{p.stderr[-2000:]}", file=sys.stderr)
+            rows.append({"mode": mode, "error": p.stderr[-500:]})
+            continue
+        rows.append(json.loads(lines[-1][len("RESULT "):]))
+        print(f"{mode}: {rows[-1]['wall_s']:.2f} s", file=sys.stderr, flush=True)
+    table(rows, a)
+    if a.out:
+        with open(a.out, "w") as f:
+            json.dump({"args": vars(a), "rows": rows}, f, indent=1)
+
+
+def _without_modes(argv):
+    """The arguments without `--modes m1 m2 ...` (the child gets `--mode m`)."""
+    out, skipping = [], False
+    for x in argv:
+        if x == "--modes":
+            skipping = True
+            continue
+        if skipping and not x.startswith("--"):
+            continue
+        skipping = False
+        out.append(x)
+    return out
+
+
+def table(rows, a):
+    sweep = [f"{b}x{s}" for b, s in shapes(a)]
+    print(f"\n{a.model} ({a.size}) on {a.device}, shapes (batch x seq) {sweep[0]}..{sweep[-1]}, "
+          f"each called {a.repeat} times in a shuffled order\n")
+    print("| mode | wall time of the sequence s | captures | NVRTC compiles | steady ms (min..max over shapes) |")
+    print("| --- | --- | --- | --- | --- |")
+    for r in rows:
+        if "error" in r:
+            print(f"| {r['mode']} | failed | | | |")
+            continue
+        st = list(r["steady_ms"].values())
+        print(f"| {r['mode']} | {r['wall_s']:.2f} | {r.get('captures', '')} | {r.get('nvrtc_compiles', '')} | "
+              f"{min(st):.3f}..{max(st):.3f} |")
+    ok = [r for r in rows if "steady_ms" in r]
+    if ok:
+        print("\nsteady-state ms per shape:\n")
+        print("| shape | " + " | ".join(r["mode"] for r in ok) + " |")
+        print("| --- |" + " --- |" * len(ok))
+        for s in sweep:
+            print(f"| {s} | " + " | ".join(f"{r['steady_ms'][s]:.3f}" for r in ok) + " |")
+
+
+if __name__ == "__main__":
+    main()
