@@ -195,7 +195,9 @@ class Lowerer {
 
  private:
   void lower_node(int index);
-  bool device_scalar_copy(int value) const;
+  bool device_scalar_node(int n) const;
+  bool runs_on_device(int n) const;
+  mutable std::vector<signed char> device_scalar_;  // device_scalar_node's memo: -1 unknown, 0, 1
   enum class Why : std::uint8_t { NoLowering, LibraryView, Choice };
   void fallback(int index, const std::string& reason, Why why = Why::NoLowering);
   std::vector<bool> find_library_views() const;
@@ -542,7 +544,7 @@ void Lowerer::lower_node(int index) {
   // Kernels run on the plan's device: work on another one (a CUDA program
   // that computes on a copy it moved to the CPU) runs through ATen.
   for (int v : node_->outputs) {
-    if (g_.meta(v).device != device_ && !device_scalar_copy(v)) {
+    if (g_.meta(v).device != device_ && !device_scalar_node(index)) {
       fallback(index, "computes on " + g_.meta(v).device + ", the plan's kernels on " + device_);
       return;
     }
@@ -566,18 +568,37 @@ void Lowerer::lower_node(int index) {
   }
 }
 
-// `x[:, i] = 3` in a CUDA program copies a CPU scalar (lift_fresh of
-// torch.tensor(3)) that only kernels read: the copy is a scalar of the
-// kernels that read it, wherever the capture kept it (the executor hands CPU
-// scalar inputs to kernels on the device). A result the caller gets keeps
-// its device: that copy runs through ATen.
-bool Lowerer::device_scalar_copy(int value) const {
-  static const std::set<std::string> copies = {"aten::lift_fresh.default", "aten::lift_fresh_copy.default",
-                                               "aten::clone.default", "aten::alias.default", "aten::detach.default"};
-  if (!g_.meta(value).sizes.empty() || copies.count(node_->op) == 0) return false;
-  if (std::find(g_.outputs.begin(), g_.outputs.end(), value) != g_.outputs.end()) return false;
-  const Arg& source = node_->args.at(0);
-  return source.kind == Arg::Kind::Tensor && g_.meta(source.tensor).sizes.empty();
+// Scalar work on the CPU inside a CUDA program (x[:, i] = 3 copies
+// torch.tensor(3); DeBERTa scales by sqrt(torch.tensor(d) * 3)) whose results
+// only work on the device reads: the results are scalars of the kernels that
+// read them, computed on the device (the executor hands CPU scalar inputs to
+// kernels there). A result the caller gets, a decision reads between
+// segments (a segment's output) or an op on the CPU reads keeps its device:
+// that node runs through ATen.
+bool Lowerer::device_scalar_node(int n) const {
+  if (device_scalar_.empty()) device_scalar_.assign(g_.nodes.size(), -1);
+  if (device_scalar_[n] >= 0) return device_scalar_[n] == 1;
+  const ir::Node& node = g_.nodes[n];
+  bool ok = true;
+  for (const auto& a : node.args) {
+    if (a.kind == Arg::Kind::Tensor) ok = ok && g_.meta(a.tensor).sizes.empty();
+    if (a.kind == Arg::Kind::TensorList)
+      for (std::int64_t v : a.ints) ok = ok && (v < 0 || g_.meta(static_cast<int>(v)).sizes.empty());
+  }
+  for (int v : node.outputs) {
+    ok = ok && g_.meta(v).sizes.empty() && !escapes_[v];
+    for (int r : ok ? readers_[v] : std::vector<int>{}) ok = ok && runs_on_device(r);
+  }
+  device_scalar_[n] = ok ? 1 : 0;
+  return ok;
+}
+
+// Node `n` computes on the plan's device: its results live there, or they
+// are CPU scalars it may compute there.
+bool Lowerer::runs_on_device(int n) const {
+  for (int v : g_.nodes[n].outputs)
+    if (g_.meta(v).device != device_) return device_scalar_node(n);
+  return true;
 }
 
 LoweredGraph Lowerer::run() {
@@ -1155,7 +1176,9 @@ void lower_masked_fill(Lowerer& L) {
 // The output holds argument `src` (broadcast to the output's sizes), cast to
 // the output's dtype: clone, _to_copy, and copy(self, src) (copy_ functionalized).
 void lower_copy_from(Lowerer& L, std::size_t src) {
-  if (L.out_meta().device != L.arg_meta(src).device) throw Unsupported("copy to another device");
+  // (A 0-d source is a scalar of the kernel on any device.)
+  if (L.out_meta().device != L.arg_meta(src).device && !L.arg_meta(src).sizes.empty())
+    throw Unsupported("copy to another device");
   int d = L.elementwise({L.operand(src)}, L.out_meta().dtype,
                         [](KernelBuilder&, const std::vector<ValueId>& v) { return v[0]; });
   DType from = L.arg_meta(src).dtype;

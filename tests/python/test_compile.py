@@ -701,6 +701,40 @@ output %3
 """
 
 
+_SCALAR_MATH_GRAPH = """deepvisor-graph 1
+value %0 f32 sizes=4,5 strides=5,1 device=cuda:0 aligned=1
+value %1 i64 sizes= strides= device=cpu aligned=1
+value %2 i64 sizes= strides= device=cpu aligned=1
+value %3 f32 sizes= strides= device=cpu aligned=1
+value %4 f32 sizes= strides= device=cpu aligned=1
+value %5 f32 sizes=4,5 strides=5,1 device=cuda:0 aligned=1
+input %0
+input %1
+node aten::lift_fresh.default %1 -> %2
+node aten::mul.Scalar %2 i:3 -> %3
+node aten::sqrt.default %3 -> %4
+node aten::div.Tensor %0 %4 -> %5
+output %5
+"""
+
+
+def test_scalar_math_on_the_cpu_in_a_cuda_plan_is_kernel_work():
+    """DeBERTa divides by sqrt(torch.tensor(d) * 3): CPU scalar ops that only
+    work on the device reads compute inside the kernel that divides (no ATen
+    call, still one CUDA graph); the ops of a scalar the caller gets stay ATen
+    calls on the CPU."""
+    from deepvisor import _C
+    plan = _C.compile_graph_text(_SCALAR_MATH_GRAPH, True)
+    plan.enable_cuda_graph([False, True])
+    s = plan.stats()
+    assert s["fallback_ops"] == {} and s["kernels"] == 1, s
+    assert s["cuda_graph"] == "warming up", s
+    # The caller gets the square root on the CPU: the chain computing it stays there.
+    plan = _C.compile_graph_text(_SCALAR_MATH_GRAPH.replace("output %5", "output %5 %4"), True)
+    assert plan.stats()["fallback_ops"] == {"aten::lift_fresh.default": 1, "aten::mul.Scalar": 1,
+                                            "aten::sqrt.default": 1}, plan.stats()
+
+
 def test_a_cpu_scalar_copied_for_kernels_leaves_a_cuda_plan_graphable():
     """x[:, i] = 3 on CUDA: the copy of torch.tensor(3) (a CPU scalar) is a
     scalar of the kernel reading it, neither an ATen fallback nor CPU work
