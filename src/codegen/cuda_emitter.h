@@ -3,8 +3,9 @@
 // emit_cuda turns one ir::Kernel into a self-contained CUDA C translation unit
 // (no #include: NVRTC compiles it as is) with one extern "C" entry point, plus
 // the launch configuration it was written for. Shapes are compile-time
-// constants of the source; the same Kernel and DeviceSpec always give the same
-// text, so the source can serve as a cache key. The strategies are described
+// constants of the source, or (DeviceSpec::size_arguments) read from a table
+// passed at launch; the same Kernel and DeviceSpec always give the same text,
+// so the source can serve as a cache key. The strategies are described
 // at the top of cuda_emitter.cpp.
 //
 // Pure C++: no CUDA, LibTorch or Python header.
