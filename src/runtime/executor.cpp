@@ -2,7 +2,6 @@
 
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/ops/empty.h>
-#include <cstring>
 #include <ATen/ops/empty_strided.h>
 #include <ATen/ScalarOps.h>
 #include <ATen/ops/fill.h>
@@ -11,6 +10,7 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <cstring>
 #include <exception>
 #include <limits>
 #include <mutex>
