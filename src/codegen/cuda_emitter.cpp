@@ -761,6 +761,7 @@ class Emitter {
   std::int64_t layout_xnumel() const;
   ConstMap size_text() const;
   std::string size_ll(std::int64_t value) const;
+  std::string checked_address(const Instr& in, const std::string& index, const std::string& k) const;
   void emit_size_constant(const std::string& name, std::int64_t value);
   CudaKernel with_size_arguments(CudaKernel k) const;
   std::string lane_index(const IndexExpr& e, const Segment& s, const std::string& lane_value) const;
@@ -1265,15 +1266,20 @@ std::string Emitter::row_load_call(ValueId id, const Segment& s, const std::stri
   return "*" + ptr;
 }
 
+// The element an indirect access reaches at lane element k: `index` plus its
+// offset, checked against the offset's extent first; a direct access, `index`.
+std::string Emitter::checked_address(const Instr& in, const std::string& index, const std::string& k) const {
+  if (!in.indirect) return index;
+  return cat(index, " + dv_checked((long long)", ref(in.offset_arg(), k), ", ", size_ll(in.offset_extent), ") * ",
+             size_ll(in.offset_stride));
+}
+
 // A gather's value at lane element k, its symbolic index written as `index`:
 // the mask decides (C's ?: evaluates one side only) before any address is
 // formed, then the offset is checked.
 std::string Emitter::gather_expr(const Instr& in, const std::string& index, const std::string& k) const {
   const auto& b = k_.buffers[in.buffer];
-  std::string address = index;
-  if (in.indirect)
-    address = cat(index, " + dv_checked((long long)", ref(in.offset_arg(), k), ", ", size_ll(in.offset_extent), ") * ",
-                  size_ll(in.offset_stride));
+  const std::string address = checked_address(in, index, k);
   const std::string read = load_conv(b.dtype, cat(buf(in.buffer), "[", address, "]"));
   if (!in.masked) return read;
   const std::string other = is_float(in.dtype) ? float_literal(in.fvalue, in.dtype) : int_literal(in.ivalue, in.dtype);
@@ -1360,10 +1366,7 @@ void Emitter::emit_lane_load(ValueId id, const Segment& s) {
 // an accumulating store adds atomically.
 std::string Emitter::scatter_store(const Instr& in, const std::string& index, const std::string& k) const {
   const auto& b = k_.buffers[in.buffer];
-  std::string address = index;
-  if (in.indirect)
-    address = cat(index, " + dv_checked((long long)", ref(in.offset_arg(), k), ", ", size_ll(in.offset_extent), ") * ",
-                  size_ll(in.offset_stride));
+  const std::string address = checked_address(in, index, k);
   const std::string element = cat(buf(in.buffer), "[", address, "]");
   if (!in.accumulate) return cat(element, " = ", store_conv(in.dtype, b.dtype, ref(in.args[0], k)), ";");
   const std::string add = b.dtype == DType::Float16 ? "dv_atomic_add_f16" : b.dtype == DType::BFloat16 ? "dv_atomic_add_bf16" : "dv_atomic_add";

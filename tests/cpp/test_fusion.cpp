@@ -443,8 +443,9 @@ TEST_CASE("max_pool2d with unread indices is one reduction; a program reading th
   CHECK(graph(true).fallback_ops == std::vector<std::string>{"aten::max_pool2d_with_indices.default"});
 }
 
-TEST_CASE("a CPU scalar copied for the kernels of a CUDA plan is one of their scalars", "[fusion][device]") {
-  // x[:, i] = 3 on CUDA: lift_fresh of torch.tensor(3), read by a kernel.
+// x[:, i] = 3 on CUDA: lift_fresh of torch.tensor(3) (a CPU scalar), read
+// by a kernel; the copy is also an output when `returned`.
+codegen::Program cpu_scalar_copy_in_cuda_plan(bool returned) {
   GraphBuilder b;
   int x = b.input(DType::Float32, {4, 5});
   int three = b.input(DType::Int64, {});
@@ -453,21 +454,17 @@ TEST_CASE("a CPU scalar copied for the kernels of a CUDA plan is one of their sc
   for (int v : {x, y}) b.g.values[v].device = "cuda:0";
   for (int v : {three, fresh}) b.g.values[v].device = "cpu";
   b.output(y);
-  auto p = codegen::compile_graph(b.g);
+  if (returned) b.output(fresh);
+  return codegen::compile_graph(b.g);
+}
+
+TEST_CASE("a CPU scalar copied for the kernels of a CUDA plan is one of their scalars", "[fusion][device]") {
+  auto p = cpu_scalar_copy_in_cuda_plan(false);
   REQUIRE(p.fallback_ops.empty());
   REQUIRE(count_kernel_steps(p) == 1);
 }
 
 TEST_CASE("a CPU scalar copy the caller gets keeps its device: ATen makes it", "[fusion][device]") {
-  GraphBuilder b;
-  int x = b.input(DType::Float32, {4, 5});
-  int three = b.input(DType::Int64, {});
-  int fresh = b.op("aten::lift_fresh.default", {T(three)}, DType::Int64, {});
-  int y = b.op("aten::mul.Tensor", {T(x), T(fresh)}, DType::Float32, {4, 5});
-  for (int v : {x, y}) b.g.values[v].device = "cuda:0";
-  for (int v : {three, fresh}) b.g.values[v].device = "cpu";
-  b.output(y);
-  b.output(fresh);
-  auto p = codegen::compile_graph(b.g);
+  auto p = cpu_scalar_copy_in_cuda_plan(true);
   REQUIRE(p.fallback_ops == std::vector<std::string>{"aten::lift_fresh.default"});
 }

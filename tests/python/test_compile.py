@@ -723,16 +723,21 @@ def test_scalar_math_on_the_cpu_in_a_cuda_plan_is_kernel_work():
     work on the device reads compute inside the kernel that divides (no ATen
     call, still one CUDA graph); the ops of a scalar the caller gets stay ATen
     calls on the CPU."""
-    from deepvisor import _C
-    plan = _C.compile_graph_text(_SCALAR_MATH_GRAPH, True)
-    plan.enable_cuda_graph([False, True])
-    s = plan.stats()
+    s = _cuda_plan_stats(_SCALAR_MATH_GRAPH)
     assert s["fallback_ops"] == {} and s["kernels"] == 1, s
     assert s["cuda_graph"] == "warming up", s
     # The caller gets the square root on the CPU: the chain computing it stays there.
-    plan = _C.compile_graph_text(_SCALAR_MATH_GRAPH.replace("output %5", "output %5 %4"), True)
-    assert plan.stats()["fallback_ops"] == {"aten::lift_fresh.default": 1, "aten::mul.Scalar": 1,
-                                            "aten::sqrt.default": 1}, plan.stats()
+    s = _cuda_plan_stats(_SCALAR_MATH_GRAPH.replace("output %5", "output %5 %4"))
+    assert s["fallback_ops"] == {"aten::lift_fresh.default": 1, "aten::mul.Scalar": 1, "aten::sqrt.default": 1}, s
+
+
+def _cuda_plan_stats(graph_text):
+    """The stats of a plan built (not run: no GPU needed) from a CUDA graph
+    whose second input is a constant, with CUDA graphs enabled."""
+    from deepvisor import _C
+    plan = _C.compile_graph_text(graph_text, True)
+    plan.enable_cuda_graph([False, True])
+    return plan.stats()
 
 
 def test_a_cpu_scalar_copied_for_kernels_leaves_a_cuda_plan_graphable():
@@ -740,15 +745,9 @@ def test_a_cpu_scalar_copied_for_kernels_leaves_a_cuda_plan_graphable():
     scalar of the kernel reading it, neither an ATen fallback nor CPU work
     that keeps the plan from being one CUDA graph (checked without a GPU:
     the plan is only built)."""
-    from deepvisor import _C
-    plan = _C.compile_graph_text(_SCALAR_COPY_GRAPH, True)
-    plan.enable_cuda_graph([False, True])
-    s = plan.stats()
+    s = _cuda_plan_stats(_SCALAR_COPY_GRAPH)
     assert s["fallback_ops"] == {} and s["kernels"] == 1, s
     assert s["cuda_graph"] == "warming up", s
-    returned = _SCALAR_COPY_GRAPH.replace("output %3", "output %3 %2")
-    plan = _C.compile_graph_text(returned, True)
-    plan.enable_cuda_graph([False, True])
-    s = plan.stats()
+    s = _cuda_plan_stats(_SCALAR_COPY_GRAPH.replace("output %3", "output %3 %2"))
     assert s["fallback_ops"] == {"aten::lift_fresh.default": 1}, s
     assert s["cuda_graph"].startswith("not graphed: part of it computes on the CPU"), s
