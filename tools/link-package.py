@@ -41,7 +41,14 @@ for d in candidates:
         os.makedirs(d, exist_ok=True)
         with open(os.path.join(d, "deepvisor-dev.pth"), "w") as f:
             f.write(pkg_dir + "\n")
-        write_metadata(d)
+        if os.path.exists(os.path.join(d, "deepvisor", "__init__.py")):
+            # A `pip install .` into this Python: its package comes first on
+            # sys.path and hides the source tree; its metadata (RECORD) stays,
+            # so that pip can still uninstall it.
+            print(f"link-package: warning: {d}/deepvisor (installed by pip) hides {pkg_dir}; "
+                  f"run `{sys.executable} -m pip uninstall deepvisor`, then make again", file=sys.stderr)
+        else:
+            write_metadata(d)
         print(f"link-package: deepvisor importable via {d}/deepvisor-dev.pth -> {pkg_dir}")
         break
     except OSError:

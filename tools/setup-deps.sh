@@ -27,6 +27,7 @@ check() { "$PY" -c "import $1" >/dev/null 2>&1 || missing_pips+=("$2"); }
 check torch "torch==2.11.0"
 check mesonbuild "meson>=1.1"
 check ninja ninja
+check mesonpy "meson-python>=0.15"  # pip install --no-build-isolation . (pyproject.toml) and its test
 check pytest pytest
 check numpy numpy
 check torchvision "torchvision==0.26.0"

@@ -24,3 +24,8 @@ if not os.environ.get("DEEPVISOR_CACHE_DIR"):
     atexit.register(shutil.rmtree, _cache_dir, True)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # op_cases
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "pip_install: builds the package with pip in a fresh venv "
+                            "(test_pip_install.py, minutes; deselect with -m 'not pip_install')")
