@@ -1,14 +1,15 @@
 """CPU tensors: eager vs deepvisor, one thread and all threads, one run.
 
-    python3 bench/cpu.py [--rounds N] [--interpreter] [--only NAME]
+    python3 bench/cpu.py [--rounds N] [--compiled] [--interpreter] [--only NAME]
 
 Workloads (issue 12): a 2-layer BERT (transformers BertModel, hidden 768,
 batch 1, sequence 128, random weights), gelu(1.5x+0.3)*sigmoid(x) on 1M
 float32, softmax of 1024x1024 float32 over the last dim, layer_norm of
 2048x1024 float32. deepvisor runs a CPU plan node by node through ATen (the
-default); --interpreter also times DEEPVISOR_CPU=interpreter, the loop-IR
-interpreter that the tests compare against (slow: a reference, not a
-backend). Each round times every mode in an order that rotates from round to
+default); --compiled also times DEEPVISOR_CPU=compiled (the plan's kernels as
+C++ from the host compiler, library ops through ATen); --interpreter also
+times DEEPVISOR_CPU=interpreter, the loop-IR interpreter that the tests
+compare against (slow: a reference, not a backend). Each round times every mode in an order that rotates from round to
 round (median of a few calls each, after a warm-up); the table shows the
 median over rounds and the ratio eager / deepvisor (>1: deepvisor faster),
 then the geometric mean per thread count. Inference under torch.no_grad().
@@ -68,7 +69,7 @@ def time_call(fn, args, calls):
 def measure(name, fn, args, modes, rounds):
     fns = {"eager": fn}
     for mode in modes[1:]:
-        fns[mode] = compiled(fn, "interpreter" if mode == "interpreter" else "aten")
+        fns[mode] = compiled(fn, mode if mode in ("interpreter", "compiled") else "aten")
     for f in fns.values():  # capture, compile, warm up
         for _ in range(2):
             f(*args)
@@ -84,14 +85,16 @@ def measure(name, fn, args, modes, rounds):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--compiled", action="store_true", help="also time the kernels compiled to C++")
     ap.add_argument("--interpreter", action="store_true", help="also time the loop-IR interpreter")
     ap.add_argument("--only", default=None)
     a = ap.parse_args()
-    modes = ["eager", "deepvisor"] + (["interpreter"] if a.interpreter else [])
+    modes = ["eager", "deepvisor"] + (["compiled"] if a.compiled else []) + (["interpreter"] if a.interpreter else [])
+    versus = [m for m in ("deepvisor", "compiled") if m in modes]
     all_threads = torch.get_num_threads()
     print(f"CPU: {os.cpu_count()} cores, torch {torch.__version__}, medians of {a.rounds} rounds (ms)\n")
-    print("| workload | threads | " + " | ".join(modes) + " | eager / deepvisor |")
-    print("| --- | --- | " + " | ".join("---" for _ in modes) + " | --- |")
+    print("| workload | threads | " + " | ".join(modes) + " | " + " | ".join(f"eager / {m}" for m in versus) + " |")
+    print("| --- | --- | " + " | ".join("---" for _ in modes + versus) + " |")
     ratios = {}
     with torch.no_grad():
         for threads in sorted({1, all_threads}):
@@ -100,14 +103,16 @@ def main():
                 if a.only and a.only != name:
                     continue
                 t = measure(name, fn, args, modes, a.rounds)
-                ratio = t["eager"] / t["deepvisor"]
-                ratios.setdefault(threads, []).append(ratio)
+                for m in versus:
+                    ratios.setdefault((threads, m), []).append(t["eager"] / t[m])
                 cells = " | ".join(f"{t[m]:.3f}" for m in modes)
-                print(f"| {name} | {threads} | {cells} | {ratio:.2f}x |", flush=True)
+                vs = " | ".join(f"{t['eager'] / t[m]:.2f}x" for m in versus)
+                print(f"| {name} | {threads} | {cells} | {vs} |", flush=True)
                 deepvisor.reset()
-    for threads, rs in ratios.items():
+    print()
+    for (threads, m), rs in ratios.items():
         geo = math.exp(sum(map(math.log, rs)) / len(rs))
-        print(f"\n{threads} thread(s): geometric mean eager / deepvisor {geo:.2f}x over {len(rs)} workloads")
+        print(f"{threads} thread(s): geometric mean eager / {m} {geo:.2f}x over {len(rs)} workloads")
 
 
 if __name__ == "__main__":

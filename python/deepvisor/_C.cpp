@@ -11,11 +11,13 @@
 #include "capture/guard_program.h"
 #include "capture/plan_cache.h"
 #include "capture/tracer.h"
+#include "codegen/cpp_emitter.h"
 #include "codegen/program.h"
 #include "codegen/tensor_def.h"
 #include "ir/op_graph.h"
 #include "runtime/cuda_driver.h"
 #include "runtime/executor.h"
+#include "runtime/host_compiler.h"
 #include "runtime/interpreter.h"
 #include "runtime/kernel_compiler.h"
 #include "runtime/nvrtc.h"
@@ -30,12 +32,19 @@ using dv::runtime::Executor;
 
 namespace {
 
+// DEEPVISOR_CPU chooses how plans on CPU tensors run: node by node through
+// ATen (the default, "aten"), as kernels in the loop-IR interpreter
+// ("interpreter"), or as kernels compiled to C++ by the host compiler
+// ("compiled"; the ATen path when there is no host compiler).
 std::shared_ptr<Executor> compile_graph_text(const std::string& text, bool fuse) {
   dv::codegen::CompileOptions options;
   options.fuse = fuse;
-  const char* cpu = std::getenv("DEEPVISOR_CPU");
-  options.cpu_plans_run_aten = cpu == nullptr || std::string(cpu) != "interpreter";
-  return std::make_shared<Executor>(dv::codegen::compile_graph(dv::ir::parse_graph(text), options));
+  const char* env = std::getenv("DEEPVISOR_CPU");
+  const std::string cpu = env == nullptr ? "" : env;
+  const bool compiled = cpu == "compiled" && dv::runtime::HostCompiler::global().available();
+  options.cpu_plans_run_aten = cpu != "interpreter" && !compiled;
+  return std::make_shared<Executor>(dv::codegen::compile_graph(dv::ir::parse_graph(text), options),
+                                    compiled ? dv::runtime::CpuKernels::Compiled : dv::runtime::CpuKernels::Interpreter);
 }
 
 py::dict executor_stats(const Executor& e) {
@@ -51,12 +60,28 @@ py::dict executor_stats(const Executor& e) {
   for (const auto& n : e.program().notes) notes.append(n);
   d["fallback_reasons"] = notes;
   d["cuda_graph"] = s.cuda_graph;
+  d["cpu_compiled_kernels"] = s.cpu_compiled_kernels;
+  d["cpu_interpreted_kernels"] = s.cpu_interpreted_kernels;
+  py::list interpreted;
+  for (const auto& r : s.cpu_interpreted_reasons) interpreted.append(r);
+  d["cpu_interpreted_reasons"] = interpreted;
+  d["host_compiles"] = s.host_compiles;
+  d["host_cache_hits"] = s.host_cache_hits;
   return d;
 }
 
 std::string loop_ir_text(const Executor& e) {
   std::string out;
   for (const auto& k : e.program().kernels) out += dv::ir::to_string(k) + "\n";
+  return out;
+}
+
+std::vector<std::string> cpp_sources(const Executor& e) {
+  std::vector<std::string> out;
+  for (const auto& k : e.program().kernels) {
+    auto r = dv::codegen::emit_cpp(k);
+    out.push_back(r.kernel ? r.kernel->source : "");
+  }
   return out;
 }
 
@@ -183,6 +208,8 @@ PYBIND11_MODULE(_C, m) {
       .def("validate_cuda", &Executor::validate_cuda, py::arg("arch") = 90, py::call_guard<py::gil_scoped_release>(),
            "Compiles every kernel's CUDA C with NVRTC (no GPU needed).")
       .def("cuda_sources", &Executor::cuda_sources, py::arg("arch") = 90)
+      .def("cpp_sources", &cpp_sources,
+           "The host C++ of every kernel (an empty string where the emitter does not support it).")
       .def("enable_cuda_graph", &Executor::enable_cuda_graph, py::arg("constant_inputs"),
            "Lets a GPU plan replay as one CUDA graph; constant_inputs[i]: input i is a constant of the plan.")
       .def("stats", &executor_stats)
@@ -205,4 +232,5 @@ PYBIND11_MODULE(_C, m) {
   });
   m.def("nvrtc_available", [] { return dv::runtime::Nvrtc::instance().available(); });
   m.def("cuda_driver_available", [] { return dv::runtime::CudaDriver::instance().available(); });
+  m.def("host_compiler_available", [] { return dv::runtime::HostCompiler::global().available(); });
 }

@@ -35,7 +35,10 @@ def compile(fn, *, dynamic=None, dump_dir=None, fuse=True):
 def stats(compiled):
     """A dict: captures, cache_hits, guard_misses, graphs (plans held),
     versions (plans and eager versions held), eager_calls, eager_reasons,
-    fallback_ops {op: count}, extern_ops, kernels, nvrtc_compiles, disk_cache_hits."""
+    fallback_ops {op: count}, extern_ops, kernels, nvrtc_compiles, disk_cache_hits;
+    with DEEPVISOR_CPU=compiled, once a plan ran: cpu_compiled_kernels (kernels
+    run as generated C++), cpu_interpreted_kernels and cpu_interpreted_reasons
+    (those the interpreter runs instead, and why), host_compiles, host_cache_hits."""
     if not isinstance(compiled, CompiledFunction):
         raise TypeError("deepvisor.stats expects the result of deepvisor.compile")
     return compiled.stats()

@@ -406,11 +406,15 @@ class CompiledFunction:
     def stats(self):
         s = dict(self._stats)
         s.update(kernels=0, nvrtc_compiles=0, disk_cache_hits=0, fallback_ops={}, extern_ops={})
+        s.update(cpu_compiled_kernels=0, cpu_interpreted_kernels=0, host_compiles=0, host_cache_hits=0)
+        s["cpu_interpreted_reasons"] = []
         s["cuda_graphs"] = 0
         for executor in self.executors():
             es = executor.stats()
-            for k in ("kernels", "nvrtc_compiles", "disk_cache_hits"):
+            for k in ("kernels", "nvrtc_compiles", "disk_cache_hits", "cpu_compiled_kernels",
+                      "cpu_interpreted_kernels", "host_compiles", "host_cache_hits"):
                 s[k] += es[k]
+            s["cpu_interpreted_reasons"] += es["cpu_interpreted_reasons"]
             for op, n in es["fallback_ops"].items():
                 key = "extern_ops" if is_extern(op) else "fallback_ops"
                 s[key][op] = s[key].get(op, 0) + n

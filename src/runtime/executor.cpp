@@ -22,6 +22,7 @@
 #include "codegen/cuda_emitter.h"
 #include "runtime/cuda_driver.h"
 #include "runtime/cuda_graph.h"
+#include "runtime/host_kernels.h"
 #include "runtime/interpreter.h"
 #include "runtime/kernel_compiler.h"
 #include "runtime/scalar_type.h"
@@ -37,6 +38,10 @@ struct Executor::CudaKernels {
   std::vector<CUfunction> functions;
   std::vector<std::vector<std::uint8_t>> size_tables;  // per kernel: its size arguments' bytes (may be empty)
   std::vector<std::optional<c10::OperatorHandle>> fallback_ops;  // per step
+};
+
+struct Executor::HostKernels {
+  std::vector<HostKernel> kernels;  // per Program::kernels
 };
 
 namespace {
@@ -309,8 +314,11 @@ at::Device program_device(const ir::Graph& graph) {
 }
 }  // namespace
 
-Executor::Executor(codegen::Program program)
-    : program_(std::move(program)), device_(program_device(program_.graph)), cuda_(std::make_unique<CudaKernels>()) {
+Executor::Executor(codegen::Program program, CpuKernels cpu_kernels)
+    : program_(std::move(program)),
+      device_(program_device(program_.graph)),
+      cuda_(std::make_unique<CudaKernels>()),
+      cpu_kernels_(cpu_kernels) {
   stats_.kernels = static_cast<std::int64_t>(program_.kernels.size());
   for (const auto& op : program_.fallback_ops) stats_.fallback_ops[op]++;
   cuda_->fallback_ops.resize(program_.steps.size());
@@ -417,6 +425,30 @@ void Executor::prepare_cuda(int device_index) {
   ready_device_.store(device_index, std::memory_order_release);
 }
 
+// The generated C++ of the kernels, compiled (or loaded) on the first run.
+void Executor::prepare_host() {
+  if (host_ready_.load(std::memory_order_acquire)) return;
+  std::lock_guard<std::mutex> lock(prepare_mutex_);
+  if (host_) return;
+  const HostCompiler::Stats before = HostCompiler::global().stats();
+  auto host = std::make_unique<HostKernels>();
+  host->kernels = prepare_host_kernels(program_.kernels);
+  const HostCompiler::Stats after = HostCompiler::global().stats();
+  stats_.host_compiles += after.compiles - before.compiles;
+  stats_.host_cache_hits += after.disk_cache_hits - before.disk_cache_hits;
+  for (std::size_t i = 0; i < host->kernels.size(); ++i) {
+    const HostKernel& h = host->kernels[i];
+    if (h.fn != nullptr) {
+      ++stats_.cpu_compiled_kernels;
+    } else {
+      ++stats_.cpu_interpreted_kernels;
+      stats_.cpu_interpreted_reasons.push_back(program_.kernels[i].name + ": " + h.why_not);
+    }
+  }
+  host_ = std::move(host);
+  host_ready_.store(true, std::memory_order_release);
+}
+
 std::vector<at::Tensor> Executor::run(const std::vector<at::Tensor>& inputs) {
   if (graph_) {
     auto out = graph_->run(inputs, [this](const std::vector<at::Tensor>& in) { return run_steps(in); });
@@ -485,6 +517,8 @@ std::vector<at::Tensor> Executor::run_steps(const std::vector<at::Tensor>& input
   if (device.is_cuda()) {
     guard.emplace(device.index());
     prepare_cuda(device.index());
+  } else if (cpu_kernels_ == CpuKernels::Compiled && !program_.kernels.empty()) {
+    prepare_host();
   }
   for (std::size_t i = 0; i < program_.steps.size(); ++i) {
     const Step& step = program_.steps[i];
@@ -546,7 +580,9 @@ void Executor::run_kernel(const Step& step, std::vector<at::Tensor>& slots, cons
   }
   if (k.xnumel == 0) return;
   if (!device.is_cuda()) {
-    interpret(k, pointers);
+    const HostKernel* host = host_ ? &host_->kernels[step.kernel] : nullptr;
+    if (host != nullptr && host->fn != nullptr) run_host_kernel(*host, k, pointers);
+    else interpret(k, pointers);
     return;
   }
   const auto& emitted = cuda_->emitted[step.kernel];

@@ -1,7 +1,8 @@
 // Runs a compiled Program on real tensors.
 //
-// Kernels run as CUDA C compiled by NVRTC (CUDA tensors) or through the CPU
-// interpreter (CPU tensors); fallback steps call the ATen op through the
+// Kernels run as CUDA C compiled by NVRTC (CUDA tensors), or on CPU tensors
+// through the loop-IR interpreter or as generated C++ (host_kernels.h, where
+// the emitter supports the kernel; the interpreter runs the others); fallback steps call the ATen op through the
 // dispatcher. Intermediates come from PyTorch's allocator and are released
 // after their last use.
 #pragma once
@@ -26,13 +27,22 @@ struct ExecutorStats {
   std::int64_t disk_cache_hits = 0;  // kernels it loaded from the disk cache
   std::map<std::string, std::int64_t> fallback_ops;  // op -> fallback steps in the program
   std::string cuda_graph;  // "" (CPU, or not asked for), "graphed", "warming up", "not graphed: <why>"
+  // CPU plans with CpuKernels::Compiled, once prepared (after the first run):
+  std::int64_t cpu_compiled_kernels = 0;     // kernels that run as generated C++
+  std::int64_t cpu_interpreted_kernels = 0;  // kernels the interpreter runs instead
+  std::vector<std::string> cpu_interpreted_reasons;  // "<kernel>: <why>", one per such kernel
+  std::int64_t host_compiles = 0;            // host compiler runs this executor caused
+  std::int64_t host_cache_hits = 0;          // libraries it loaded from the disk cache
 };
+
+// How the kernels of a plan on CPU tensors run.
+enum class CpuKernels { Interpreter, Compiled };
 
 class CudaGraphReplay;
 
 class Executor {
  public:
-  explicit Executor(codegen::Program program);
+  explicit Executor(codegen::Program program, CpuKernels cpu_kernels = CpuKernels::Interpreter);
   ~Executor();
 
   // inputs: the graph inputs, in order. Returns the graph outputs.
@@ -56,9 +66,11 @@ class Executor {
 
  private:
   struct CudaKernels;
+  struct HostKernels;
   void run_kernel(const codegen::Step& step, std::vector<at::Tensor>& slots, const at::Device& device);
   void run_fallback(const codegen::Step& step, std::vector<at::Tensor>& slots);
   void prepare_cuda(int device_index);
+  void prepare_host();
   std::vector<at::Tensor> run_steps(const std::vector<at::Tensor>& inputs);
   std::string why_not_graphable() const;
 
@@ -70,6 +82,9 @@ class Executor {
   std::atomic<int> ready_device_{-1};
   std::unique_ptr<CudaKernels> cuda_;
   std::unique_ptr<CudaGraphReplay> graph_;
+  CpuKernels cpu_kernels_;
+  std::atomic<bool> host_ready_{false};
+  std::unique_ptr<HostKernels> host_;
   ExecutorStats stats_;
 };
 

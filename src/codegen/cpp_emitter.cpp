@@ -1,0 +1,532 @@
+// The host C++ emitter: the structure of the generated code (cpp_emitter.h
+// describes the kernel forms). The expression of each value is cpp_ops.cpp's.
+//
+// Stages. In a row kernel (rnumel > 1) a value's stage is the number of
+// reduction loops that must finish before it can be computed: stage(v) is
+// the largest stage of its operands, and a Reduce whose operand has stage s
+// is accumulated in loop s and available from stage s + 1. An x-level value
+// of stage s is computed once per row, after loop s - 1; an r-level value of
+// stage s is computed inside each loop t >= s that needs it (a loop needs
+// the operands of its reductions and stores, transitively), or, when loop s
+// itself computes it and a later loop needs it again, kept in a row buffer.
+#include "codegen/cpp_emitter.h"
+
+#include <algorithm>
+#include <cmath>
+#include <sstream>
+#include <vector>
+
+#include "codegen/cpp_ops.h"
+#include "codegen/cpp_prelude.h"
+
+namespace dv::codegen {
+namespace {
+
+using cpp::CppUnsupported;
+using ir::DType;
+using ir::IndexExpr;
+using ir::Instr;
+using ir::Kernel;
+using ir::PrimOp;
+using ir::ReduceOp;
+using ir::ValueId;
+
+std::string v_name(ValueId v) { return "v" + std::to_string(v); }
+std::string buf_name(int b) { return "b" + std::to_string(b); }
+
+bool is_float(DType t) { return t == DType::Float32 || t == DType::Float64; }
+
+// Values worth keeping in a row buffer rather than recomputing: anything but
+// a re-read of memory or a constant.
+bool worth_caching(PrimOp op) { return op != PrimOp::Load && op != PrimOp::Constant && op != PrimOp::Index; }
+
+class Writer {
+ public:
+  Writer(const Kernel& k, const CppOptions& options) : k_(k), options_(options) {}
+  CppKernel write();
+
+ private:
+  void check() const;
+  void check_instr(ValueId v) const;
+  void mark_levels();
+  void assign_stages();
+  std::vector<bool> needs_of_loop(int loop) const;
+  void plan_row_cache();
+
+  void write_entry();
+  void write_pointwise();
+  void write_rows();
+  void write_x_stage(int stage);
+  void write_loop(int loop);
+  void write_value(ValueId v, bool in_loop);
+  void write_load(ValueId v);
+  void write_store(ValueId v);
+  std::string checked_element(const Instr& in, const std::string& element_var, const std::string& ok_var);
+  bool statically_in_bounds(const Instr& in) const;
+  bool vars_are_kernels(const IndexExpr& e) const;
+  void line(const std::string& text);
+
+  // Reductions: the accumulator's declaration, update and result.
+  std::string acc_name(ValueId v) const { return "acc" + std::to_string(v); }
+  std::string acc_init(ValueId v) const;
+  std::string acc_update(ValueId v) const;
+  std::string acc_result(ValueId v) const;
+  std::string acc_clause(ValueId v) const;
+
+  const Kernel& k_;
+  CppOptions options_;
+  std::vector<bool> r_level_;
+  std::vector<int> stage_;
+  int loops_ = 0;
+  std::vector<std::vector<bool>> needs_;  // per loop: the values it computes (or reads from the row buffer)
+  std::vector<bool> cached_;              // kept in a row buffer by the loop of its stage
+  std::vector<std::int64_t> cache_offset_;
+  std::int64_t cache_bytes_ = 0;
+  bool serial_ = false;
+  int loop_ = -1;  // the loop being written, -1 outside
+  std::ostringstream out_;
+  int indent_ = 0;
+};
+
+void Writer::line(const std::string& text) { out_ << std::string(2 * indent_, ' ') << text << "\n"; }
+
+// What the emitter relies on; anything else is reported unsupported (the
+// interpreter, which validates kernels fully, runs it and says what is wrong).
+void Writer::check() const {
+  if (k_.xnumel < 0 || k_.rnumel < 0) throw CppUnsupported("negative extent");
+  if (k_.rnumel == 0) throw CppUnsupported("rnumel == 0");
+  for (const auto& b : k_.buffers)
+    if (!ir::is_kernel_dtype(b.dtype)) throw CppUnsupported("buffer dtype " + std::string(ir::dtype_name(b.dtype)));
+  std::vector<bool> loaded(k_.buffers.size()), stored(k_.buffers.size());
+  for (std::size_t v = 0; v < k_.body.size(); ++v) {
+    check_instr(static_cast<ValueId>(v));
+    const Instr& in = k_.body[v];
+    if (in.op == PrimOp::Load) loaded[in.buffer] = true;
+    if (in.op == PrimOp::Store) stored[in.buffer] = true;
+  }
+  // Loops are reordered (stages, simd lanes): a buffer both read and written
+  // in one kernel would see writes at other times than the interpreter does.
+  for (std::size_t b = 0; b < k_.buffers.size(); ++b)
+    if (loaded[b] && stored[b]) throw CppUnsupported("buffer " + k_.buffers[b].name + " is both loaded and stored");
+}
+
+void Writer::check_instr(ValueId v) const {
+  const Instr& in = k_.body[v];
+  if (static_cast<int>(in.args.size()) != in.operand_count()) throw CppUnsupported("wrong operand count");
+  for (ValueId a : in.args)
+    if (a < 0 || a >= v) throw CppUnsupported("operand defined after use");
+  if (in.op != PrimOp::Store && (!ir::is_kernel_dtype(in.dtype) || in.dtype != ir::compute_dtype(in.dtype)))
+    throw CppUnsupported("result dtype is not a compute dtype");
+  if (in.op == PrimOp::Load || in.op == PrimOp::Store) {
+    if (in.buffer < 0 || in.buffer >= static_cast<int>(k_.buffers.size())) throw CppUnsupported("bad buffer");
+    const DType storage = k_.buffers[in.buffer].dtype;
+    if (in.op == PrimOp::Load && in.dtype != ir::compute_dtype(storage)) throw CppUnsupported("load dtype");
+    if (in.op == PrimOp::Store && in.accumulate && (storage == DType::Bool || in.dtype != ir::compute_dtype(storage)))
+      throw CppUnsupported("accumulating store dtype");
+    if (in.indirect) {
+      const DType t = k_.body[in.offset_arg()].dtype;
+      if (t != DType::Int32 && t != DType::Int64) throw CppUnsupported("offset dtype");
+    }
+    if (in.op == PrimOp::Load && in.masked && k_.body[in.mask_arg()].dtype != DType::Bool)
+      throw CppUnsupported("mask dtype");
+  }
+  if (in.op == PrimOp::Where && (k_.body[in.args[0]].dtype != DType::Bool || k_.body[in.args[1]].dtype != in.dtype ||
+                                 k_.body[in.args[2]].dtype != in.dtype))
+    throw CppUnsupported("where operand dtypes");
+  if ((in.op == PrimOp::Reduce || in.op == PrimOp::Store) && k_.body[in.args[0]].dtype != in.dtype)
+    throw CppUnsupported("operand dtype");
+  if (in.op != PrimOp::Load && in.op != PrimOp::Store && in.args.size() == 2 &&
+      k_.body[in.args[0]].dtype != k_.body[in.args[1]].dtype)
+    throw CppUnsupported("operand dtypes differ");
+}
+
+// As the interpreter's mark_levels (rnumel == 0 is not supported here).
+void Writer::mark_levels() {
+  r_level_.assign(k_.body.size(), false);
+  if (k_.rnumel == 1) return;
+  for (std::size_t v = 0; v < k_.body.size(); ++v) {
+    const Instr& in = k_.body[v];
+    if (in.op == PrimOp::Reduce) continue;
+    bool r = (in.op == PrimOp::Load || in.op == PrimOp::Store || in.op == PrimOp::Index) && in.index.uses_var("r");
+    for (ValueId a : in.args) r = r || r_level_[a];
+    r_level_[v] = r;
+  }
+}
+
+void Writer::assign_stages() {
+  stage_.assign(k_.body.size(), 0);
+  loops_ = 0;
+  for (std::size_t v = 0; v < k_.body.size(); ++v) {
+    const Instr& in = k_.body[v];
+    int s = 0;
+    for (ValueId a : in.args) s = std::max(s, stage_[a]);
+    if (in.op == PrimOp::Reduce) {
+      loops_ = std::max(loops_, s + 1);
+      ++s;
+    } else if (in.op == PrimOp::Store && r_level_[v]) {
+      loops_ = std::max(loops_, s + 1);
+    }
+    stage_[v] = s;
+  }
+  // Stores into one buffer must keep their body order: an x-level store of
+  // stage s runs before loop s, an r-level one inside it.
+  std::vector<int> last(k_.buffers.size(), -1);
+  for (std::size_t v = 0; v < k_.body.size(); ++v) {
+    const Instr& in = k_.body[v];
+    if (in.op != PrimOp::Store) continue;
+    const int at = 2 * stage_[v] + (r_level_[v] ? 1 : 0);
+    if (at < last[in.buffer]) throw CppUnsupported("stores into one buffer in another order than the stages'");
+    last[in.buffer] = at;
+  }
+}
+
+// The r-level values loop `loop` needs: the operands of the reductions it
+// accumulates and the r-level stores it runs, transitively, stopping at
+// values an earlier loop keeps in the row buffer.
+std::vector<bool> Writer::needs_of_loop(int loop) const {
+  std::vector<bool> need(k_.body.size(), false);
+  for (std::size_t i = k_.body.size(); i-- > 0;) {
+    const auto v = static_cast<ValueId>(i);
+    const Instr& in = k_.body[v];
+    const bool root = (in.op == PrimOp::Reduce && stage_[in.args[0]] == loop) ||
+                      (in.op == PrimOp::Store && r_level_[v] && stage_[v] == loop);
+    if (!root && !need[v]) continue;
+    if (in.op == PrimOp::Reduce) {
+      if (r_level_[in.args[0]]) need[in.args[0]] = true;
+      continue;
+    }
+    need[v] = true;
+    if (cached_[v] && stage_[v] < loop) continue;  // read from the row buffer
+    for (ValueId a : in.args)
+      if (r_level_[a]) need[a] = true;
+  }
+  return need;
+}
+
+// Keeps in a row buffer each value that the loop of its stage computes and a
+// later loop needs again, while one row of them fits options_.max_row_cache_bytes.
+// Users come later in the body than their operands: deciding from the last
+// value backwards, a value whose users are all kept is not needed again (the
+// softmax's exp is kept, not the difference it is the exp of).
+void Writer::plan_row_cache() {
+  cached_.assign(k_.body.size(), false);
+  cache_offset_.assign(k_.body.size(), -1);
+  std::vector<std::vector<bool>> computed(loops_);
+  for (int s = 0; s < loops_; ++s) computed[s] = needs_of_loop(s);
+  std::int64_t bytes = 0;
+  for (std::size_t i = k_.body.size(); i-- > 0;) {
+    const auto v = static_cast<ValueId>(i);
+    const int s = stage_[v];
+    const Instr& in = k_.body[v];
+    if (!r_level_[v] || !worth_caching(in.op) || in.op == PrimOp::Store || s >= loops_ || !computed[s][v]) continue;
+    bool later = false;
+    for (int t = s + 1; t < loops_ && !later; ++t) later = needs_of_loop(t)[v];
+    if (!later) continue;
+    const std::int64_t row = (k_.rnumel * ir::dtype_size(in.dtype) + 63) / 64 * 64;
+    if (bytes + row > options_.max_row_cache_bytes) continue;
+    cached_[v] = true;
+    cache_offset_[v] = bytes;
+    bytes += row;
+  }
+  cache_bytes_ = bytes;
+  needs_.assign(loops_, {});
+  for (int s = 0; s < loops_; ++s) needs_[s] = needs_of_loop(s);
+}
+
+bool Writer::vars_are_kernels(const IndexExpr& e) const {
+  if (e.is_var())
+    return (e.name() == "x" && e.extent() == k_.xnumel) || (e.name() == "r" && e.extent() == k_.rnumel);
+  if (e.is_const()) return true;
+  for (const auto& o : e.operands())
+    if (!vars_are_kernels(o)) return false;
+  return true;
+}
+
+// True when every element the access can touch lies in its buffer, by the
+// index's static bounds (and, for an indirect access, the offset's extent).
+bool Writer::statically_in_bounds(const Instr& in) const {
+  if (!vars_are_kernels(in.index)) return false;
+  std::int64_t lo = in.index.min_value(), hi = in.index.max_value();
+  if (in.indirect) {
+    if (in.offset_extent <= 0) return false;
+    const std::int64_t span = (in.offset_extent - 1) * in.offset_stride;
+    (span >= 0 ? hi : lo) += span;
+  }
+  return lo >= 0 && hi < k_.buffers[in.buffer].numel;
+}
+
+// Declares `element_var` (the element an access touches) and clears `ok_var`
+// (declared by the caller) where the access must not happen, recording why in
+// `err`. A masked-off point is cleared without an error.
+std::string Writer::checked_element(const Instr& in, const std::string& element_var, const std::string& ok_var) {
+  const bool bounds_hold = vars_are_kernels(in.index);
+  std::string code = "dv_i64 " + element_var + " = " + cpp::index(in.index, bounds_hold) + ";";
+  std::string active;
+  if (in.masked) active = v_name(in.mask_arg());
+  if (in.indirect) {
+    const std::string o = "(dv_i64)" + v_name(in.offset_arg());
+    code += " if (" + (active.empty() ? std::string("true") : active) + ") { if ((dv_u64)(" + o + ") >= (dv_u64)" +
+            cpp::int_literal(in.offset_extent) + ") { err |= 1; " + ok_var + " = false; } " + element_var +
+            " += " + o + " * " + cpp::int_literal(in.offset_stride) + "; }";
+  }
+  if (!statically_in_bounds(in)) {
+    code += " if (" + ok_var + (active.empty() ? "" : " && " + active) + " && (dv_u64)" + element_var +
+            " >= (dv_u64)" + cpp::int_literal(k_.buffers[in.buffer].numel) + ") { err |= 2; " + ok_var + " = false; }";
+  }
+  if (!active.empty()) code += " " + ok_var + " = " + ok_var + " && " + active + ";";
+  return code;
+}
+
+void Writer::write_load(ValueId v) {
+  const Instr& in = k_.body[v];
+  const DType storage = k_.buffers[in.buffer].dtype;
+  const std::string type = cpp::compute_type(in.dtype), name = v_name(v), buf = buf_name(in.buffer);
+  const bool plain = !in.indirect && !in.masked && statically_in_bounds(in);
+  if (plain) {
+    const std::string element = cpp::index(in.index, true);
+    line("const " + type + " " + name + " = " + cpp::decode(storage, buf + "[" + element + "]") + ";");
+    return;
+  }
+  const std::string other = is_float(in.dtype) ? cpp::float_literal(in.fvalue, in.dtype)
+                                                : cpp::cast(DType::Int64, in.dtype, cpp::int_literal(in.ivalue));
+  const std::string e = "e" + std::to_string(v), ok = "ok" + std::to_string(v);
+  line("bool " + ok + " = true; " + checked_element(in, e, ok));
+  line("const " + type + " " + name + " = " + ok + " ? " + cpp::decode(storage, buf + "[" + e + "]") + " : " + other +
+       ";");
+}
+
+void Writer::write_store(ValueId v) {
+  const Instr& in = k_.body[v];
+  const DType storage = k_.buffers[in.buffer].dtype;
+  const std::string value = v_name(in.args[0]), buf = buf_name(in.buffer);
+  const std::string e = "e" + std::to_string(v), ok = "ok" + std::to_string(v);
+  std::string element = cpp::index(in.index, true);
+  std::string guard;
+  if (in.indirect || !statically_in_bounds(in)) {
+    line("bool " + ok + " = true; " + checked_element(in, e, ok));
+    element = e;
+    guard = "if (" + ok + ") ";
+  }
+  const std::string target = buf + "[" + element + "]";
+  if (in.accumulate) {
+    // element + value in the compute dtype (wrapping for ints), then rounded.
+    const std::string sum = ir::is_integral(in.dtype) ? "dv_wadd(" + cpp::decode(storage, target) + ", " + value + ")"
+                                                      : "(" + cpp::decode(storage, target) + " + " + value + ")";
+    line(guard + target + " = " + cpp::encode(storage, in.dtype, sum) + ";");
+  } else {
+    line(guard + target + " = " + cpp::encode(storage, in.dtype, value) + ";");
+  }
+}
+
+void Writer::write_value(ValueId v, bool in_loop) {
+  const Instr& in = k_.body[v];
+  const std::string type = in.op == PrimOp::Store ? "" : cpp::compute_type(in.dtype);
+  auto define = [&](const std::string& expr) { line("const " + type + " " + v_name(v) + " = " + expr + ";"); };
+  auto arg = [&](int i) { return v_name(in.args[i]); };
+  auto arg_dtype = [&](int i) { return k_.body[in.args[i]].dtype; };
+  if (in_loop && cached_[v] && stage_[v] < loop_) {
+    define("c" + std::to_string(v) + "[r]");
+    return;
+  }
+  switch (in.op) {
+    case PrimOp::Constant: define(cpp::constant(in)); break;
+    case PrimOp::Index: define(cpp::cast(DType::Int64, in.dtype, cpp::index(in.index, vars_are_kernels(in.index)))); break;
+    case PrimOp::Load: write_load(v); break;
+    case PrimOp::Store: write_store(v); break;
+    case PrimOp::Cast: define(cpp::cast(arg_dtype(0), in.dtype, arg(0))); break;
+    case PrimOp::Where: define("(" + arg(0) + " ? " + arg(1) + " : " + arg(2) + ")"); break;
+    case PrimOp::Reduce:
+      if (k_.rnumel == 1) define(arg(0));  // one element: the value itself
+      else line(acc_update(v));
+      break;
+    default:
+      if (ir::prim_op_arity(in.op) == 1) define(cpp::unary(in.op, arg_dtype(0), arg(0)));
+      else define(cpp::binary(in.op, arg_dtype(0), in.dtype, arg(0), arg(1)));
+  }
+  if (in_loop && cached_[v]) line("c" + std::to_string(v) + "[r] = " + v_name(v) + ";");
+}
+
+// Accumulators. Integers add and multiply in the unsigned type (wrapping);
+// bools reduce as any (Sum, Max) or all (Prod, Min); float Max and Min
+// ignore NaN in the comparison and track it in a flag, so that the simd
+// reduction is a plain max and the result still propagates NaN.
+std::string Writer::acc_init(ValueId v) const {
+  const Instr& in = k_.body[v];
+  const std::string a = acc_name(v);
+  const DType t = in.dtype;
+  const bool max = in.reduce == ReduceOp::Max, sum = in.reduce == ReduceOp::Sum;
+  if (t == DType::Bool) return "int " + a + " = " + (sum || max ? "0" : "1") + ";";
+  if (ir::is_integral(t)) {
+    const std::string type = cpp::compute_type(t);
+    if (sum || in.reduce == ReduceOp::Prod)
+      return (t == DType::Int32 ? "dv_u32 " : "dv_u64 ") + a + " = " + (sum ? "0" : "1") + ";";
+    return type + " " + a + " = dv_int<" + type + ">::" + (max ? "min" : "max") + ";";
+  }
+  if (sum || in.reduce == ReduceOp::Prod) return cpp::compute_type(t) + " " + a + " = " + cpp::float_literal(sum ? 0 : 1, t) + ";";
+  return cpp::compute_type(t) + " " + a + " = " + cpp::float_literal(max ? -INFINITY : INFINITY, t) + "; int " + a +
+         "n = 0;";
+}
+
+std::string Writer::acc_update(ValueId v) const {
+  const Instr& in = k_.body[v];
+  const std::string a = acc_name(v), x = v_name(in.args[0]);
+  const DType t = in.dtype;
+  const bool bool_any = in.reduce == ReduceOp::Sum || in.reduce == ReduceOp::Max;
+  if (t == DType::Bool) return a + (bool_any ? " |= " : " &= ") + "(int)" + x + ";";
+  const bool max = in.reduce == ReduceOp::Max;
+  switch (in.reduce) {
+    case ReduceOp::Sum:
+      return ir::is_integral(t) ? a + " += (" + (t == DType::Int32 ? "dv_u32" : "dv_u64") + ")" + x + ";"
+                                : a + " += " + x + ";";
+    case ReduceOp::Prod:
+      return ir::is_integral(t) ? a + " *= (" + (t == DType::Int32 ? "dv_u32" : "dv_u64") + ")" + x + ";"
+                                : a + " *= " + x + ";";
+    case ReduceOp::Max:
+    case ReduceOp::Min: {
+      const std::string update = a + " = " + x + (max ? " > " : " < ") + a + " ? " + x + " : " + a + ";";
+      return is_float(t) ? update + " " + a + "n |= (" + x + " != " + x + ");" : update;
+    }
+  }
+  return "";
+}
+
+std::string Writer::acc_result(ValueId v) const {
+  const Instr& in = k_.body[v];
+  const std::string a = acc_name(v), type = cpp::compute_type(in.dtype);
+  if (in.dtype == DType::Bool) return "(" + a + " != 0)";
+  if (ir::is_integral(in.dtype)) return "((" + type + ")" + a + ")";
+  if (in.reduce == ReduceOp::Max || in.reduce == ReduceOp::Min)
+    return "(" + a + "n ? " + cpp::float_literal(NAN, in.dtype) + " : " + a + ")";
+  return a;
+}
+
+std::string Writer::acc_clause(ValueId v) const {
+  const Instr& in = k_.body[v];
+  const std::string a = acc_name(v);
+  if (in.dtype == DType::Bool)
+    return " reduction(" + std::string(in.reduce == ReduceOp::Sum || in.reduce == ReduceOp::Max ? "|" : "&") + ":" + a + ")";
+  switch (in.reduce) {
+    case ReduceOp::Sum: return " reduction(+:" + a + ")";
+    case ReduceOp::Prod: return " reduction(*:" + a + ")";
+    case ReduceOp::Max: return " reduction(max:" + a + ")" + (is_float(in.dtype) ? " reduction(|:" + a + "n)" : "");
+    case ReduceOp::Min: return " reduction(min:" + a + ")" + (is_float(in.dtype) ? " reduction(|:" + a + "n)" : "");
+  }
+  return "";
+}
+
+void Writer::write_pointwise() {
+  if (!serial_) line("#pragma omp simd reduction(|:err)");
+  line("for (dv_i64 x = x_begin; x < x_end; ++x) {");
+  ++indent_;
+  for (std::size_t v = 0; v < k_.body.size(); ++v) write_value(static_cast<ValueId>(v), false);
+  --indent_;
+  line("}");
+}
+
+// The x-level work of stage s: the results of the reductions of loop s - 1,
+// then the x-level values (and stores) of stage s.
+void Writer::write_x_stage(int stage) {
+  for (std::size_t i = 0; i < k_.body.size(); ++i) {
+    const auto v = static_cast<ValueId>(i);
+    const Instr& in = k_.body[v];
+    if (in.op == PrimOp::Reduce && stage_[v] == stage)
+      line("const " + cpp::compute_type(in.dtype) + " " + v_name(v) + " = " + acc_result(v) + ";");
+  }
+  for (std::size_t i = 0; i < k_.body.size(); ++i) {
+    const auto v = static_cast<ValueId>(i);
+    if (k_.body[v].op != PrimOp::Reduce && !r_level_[v] && stage_[v] == stage) write_value(v, false);
+  }
+}
+
+void Writer::write_loop(int loop) {
+  loop_ = loop;
+  std::string clauses = " reduction(|:err)";
+  for (std::size_t i = 0; i < k_.body.size(); ++i) {
+    const auto v = static_cast<ValueId>(i);
+    const Instr& in = k_.body[v];
+    if (in.op != PrimOp::Reduce || stage_[in.args[0]] != loop) continue;
+    line(acc_init(v));
+    clauses += acc_clause(v);
+  }
+  if (!serial_) line("#pragma omp simd" + clauses);
+  line("for (dv_i64 r = 0; r < " + cpp::int_literal(k_.rnumel) + "; ++r) {");
+  ++indent_;
+  for (std::size_t i = 0; i < k_.body.size(); ++i) {
+    const auto v = static_cast<ValueId>(i);
+    const Instr& in = k_.body[v];
+    if (in.op == PrimOp::Reduce) {
+      if (stage_[in.args[0]] == loop) line(acc_update(v));
+    } else if (needs_[loop][v]) {
+      write_value(v, true);
+    }
+  }
+  --indent_;
+  line("}");
+  loop_ = -1;
+}
+
+void Writer::write_rows() {
+  line("for (dv_i64 x = x_begin; x < x_end; ++x) {");
+  ++indent_;
+  for (int s = 0; s <= loops_; ++s) {
+    write_x_stage(s);
+    if (s < loops_) write_loop(s);
+  }
+  --indent_;
+  line("}");
+}
+
+void Writer::write_entry() {
+  line("extern \"C\" int " + k_.name + "(void* const* buffers, dv_i64 x_begin, dv_i64 x_end) {");
+  ++indent_;
+  for (std::size_t b = 0; b < k_.buffers.size(); ++b) {
+    const auto& buf = k_.buffers[b];
+    const std::string type = cpp::storage_type(buf.dtype) + (buf.written ? "" : " const");
+    line(type + "* __restrict__ " + buf_name(static_cast<int>(b)) + " = (" + type + "*)buffers[" + std::to_string(b) +
+         "];  // " + buf.name);
+  }
+  line("int err = 0;");
+  if (cache_bytes_ > 0) {
+    line("char* row_buffer = (char*)__builtin_malloc(" + std::to_string(cache_bytes_) + ");");
+    line("if (row_buffer == 0) return 3;");
+    for (std::size_t v = 0; v < k_.body.size(); ++v) {
+      if (!cached_[v]) continue;
+      const std::string type = cpp::compute_type(k_.body[v].dtype);
+      line(type + "* __restrict__ c" + std::to_string(v) + " = (" + type + "*)(row_buffer + " +
+           std::to_string(cache_offset_[v]) + ");");
+    }
+  }
+  if (k_.rnumel == 1) write_pointwise();
+  else write_rows();
+  if (cache_bytes_ > 0) line("__builtin_free(row_buffer);");
+  line("return err & 1 ? 1 : err;");  // an offset out of range is reported first
+  --indent_;
+  line("}");
+}
+
+CppKernel Writer::write() {
+  check();
+  for (const Instr& in : k_.body)
+    if (in.op == PrimOp::Store && (in.indirect || in.accumulate)) serial_ = true;
+  mark_levels();
+  assign_stages();
+  cached_.assign(k_.body.size(), false);
+  if (k_.rnumel > 1) plan_row_cache();
+  out_ << cpp_prelude(options_.vector_math);
+  write_entry();
+  return CppKernel{k_.name, out_.str(), !serial_};
+}
+
+}  // namespace
+
+CppEmitResult emit_cpp(const ir::Kernel& kernel, const CppOptions& options) {
+  CppEmitResult result;
+  try {
+    result.kernel = Writer(kernel, options).write();
+  } catch (const CppUnsupported& e) {
+    result.unsupported = e.what();
+  }
+  return result;
+}
+
+}  // namespace dv::codegen

@@ -1,0 +1,87 @@
+#include "runtime/host_kernels.h"
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <stdexcept>
+#include <thread>
+
+#include "codegen/cpp_emitter.h"
+#include "runtime/interpreter.h"
+
+namespace dv::runtime {
+namespace {
+
+bool vector_math_wanted() {
+  const char* v = std::getenv("DEEPVISOR_CPU_VECTOR_MATH");
+  return (v == nullptr || std::string(v) != "0") && HostCompiler::global().vector_math_available();
+}
+
+// Runs work(i) for i in [0, n) on up to one thread a core (compiles are
+// separate processes: the threads only wait on them).
+template <class F>
+void for_each_in_parallel(std::size_t n, F work) {
+  std::atomic<std::size_t> next{0};
+  auto worker = [&] {
+    for (std::size_t i; (i = next.fetch_add(1)) < n;) work(i);
+  };
+  const std::size_t threads = std::min<std::size_t>(n, std::max(1u, std::thread::hardware_concurrency()));
+  std::vector<std::thread> pool;
+  for (std::size_t t = 1; t < threads; ++t) pool.emplace_back(worker);
+  worker();
+  for (auto& t : pool) t.join();
+}
+
+// Points a thread should get at least, as ATen's own kernels use.
+constexpr std::int64_t kGrainPoints = 32768;  // at::internal::GRAIN_SIZE (TensorIterator.h)
+
+}  // namespace
+
+std::vector<HostKernel> prepare_host_kernels(const std::vector<ir::Kernel>& kernels) {
+  std::vector<HostKernel> out(kernels.size());
+  HostCompiler& compiler = HostCompiler::global();
+  if (!compiler.available()) {
+    for (auto& h : out) h.why_not = compiler.unavailable_reason();
+    return out;
+  }
+  codegen::CppOptions options;
+  options.vector_math = vector_math_wanted();
+  std::vector<codegen::CppKernel> emitted(kernels.size());
+  for (std::size_t i = 0; i < kernels.size(); ++i) {
+    codegen::CppEmitResult r = codegen::emit_cpp(kernels[i], options);
+    if (r.kernel) emitted[i] = std::move(*r.kernel);
+    else out[i].why_not = "not supported by the C++ emitter: " + r.unsupported;
+  }
+  for_each_in_parallel(kernels.size(), [&](std::size_t i) {
+    if (emitted[i].source.empty()) return;
+    try {
+      out[i].fn = compiler.get_function(emitted[i].source, emitted[i].name);
+      out[i].parallel = emitted[i].parallel;
+    } catch (const std::exception& e) {
+      out[i].why_not = e.what();
+    }
+  });
+  return out;
+}
+
+void run_host_kernel(const HostKernel& host, const ir::Kernel& kernel, const std::vector<void*>& buffers) {
+  std::atomic<int> status{0};
+  auto run = [&](std::int64_t begin, std::int64_t end) {
+    const int s = host.fn(buffers.data(), begin, end);
+    if (s != 0) status.fetch_or(s == 1 ? 1 : (s == 2 ? 2 : 4));
+  };
+  if (host.parallel) {
+    const std::int64_t grain = std::max<std::int64_t>(1, kGrainPoints / std::max<std::int64_t>(1, kernel.rnumel));
+    at::parallel_for(0, kernel.xnumel, grain, run);
+  } else {
+    run(0, kernel.xnumel);
+  }
+  const int s = status.load();
+  if (s & 1) throw IndexOutOfRange("kernel " + kernel.name + ": an index is out of range (an indirect offset left its extent)");
+  if (s & 2) throw std::out_of_range("kernel " + kernel.name + ": an element outside its buffer");
+  if (s & 4) throw std::runtime_error("kernel " + kernel.name + ": out of memory for its row buffer");
+}
+
+}  // namespace dv::runtime
