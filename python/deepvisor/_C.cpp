@@ -34,15 +34,17 @@ namespace {
 
 // DEEPVISOR_CPU chooses how plans on CPU tensors run: node by node through
 // ATen (the default, "aten"), as kernels in the loop-IR interpreter
-// ("interpreter"), or as kernels compiled to C++ by the host compiler
-// ("compiled"; the ATen path when there is no host compiler).
+// ("interpreter"), as kernels compiled to C++ by the host compiler
+// ("compiled"), or with pointwise work compiled to C++ and the rest through
+// ATen ("fused"); the last two are the ATen path when there is no host compiler.
 std::shared_ptr<Executor> compile_graph_text(const std::string& text, bool fuse) {
   dv::codegen::CompileOptions options;
   options.fuse = fuse;
   const char* env = std::getenv("DEEPVISOR_CPU");
   const std::string cpu = env == nullptr ? "" : env;
-  const bool compiled = cpu == "compiled" && dv::runtime::HostCompiler::global().available();
+  const bool compiled = (cpu == "compiled" || cpu == "fused") && dv::runtime::HostCompiler::global().available();
   options.cpu_plans_run_aten = cpu != "interpreter" && !compiled;
+  options.cpu_rows_run_aten = compiled && cpu == "fused";
   return std::make_shared<Executor>(dv::codegen::compile_graph(dv::ir::parse_graph(text), options),
                                     compiled ? dv::runtime::CpuKernels::Compiled : dv::runtime::CpuKernels::Interpreter);
 }

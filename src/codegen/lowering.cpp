@@ -83,7 +83,10 @@ ValueId cst(KernelBuilder& kb, double v, ValueId like) { return scalar_constant(
 
 class Lowerer {
  public:
-  Lowerer(const ir::Graph& g, bool aten_only) : g_(g), aten_only_(aten_only) {
+  // Which nodes that lower run through ATen instead: none, all of them
+  // (lower_graph_to_aten) or those that reduce or scatter (lower_graph_rows_to_aten).
+  enum class AtenPolicy : std::uint8_t { None, All, Rows };
+  Lowerer(const ir::Graph& g, AtenPolicy aten) : g_(g), aten_(aten) {
     out_.value_def.assign(g.values.size(), -1);
   }
 
@@ -196,6 +199,7 @@ class Lowerer {
  private:
   void lower_node(int index);
   bool device_scalar_node(int n) const;
+  bool runs_through_aten(std::size_t first_def) const;
   bool runs_on_device(int n) const;
   mutable std::vector<signed char> device_scalar_;  // device_scalar_node's memo: -1 unknown, 0, 1
   enum class Why : std::uint8_t { NoLowering, LibraryView, Choice };
@@ -216,7 +220,7 @@ class Lowerer {
   }
 
   const ir::Graph& g_;
-  const bool aten_only_;  // nodes that lower run through ATen (lower_graph_to_aten)
+  const AtenPolicy aten_;
   LoweredGraph out_;
   std::vector<bool> library_view_;  // per node: run as an ATen view (find_library_views)
   std::vector<std::vector<int>> readers_;  // per value: the nodes that read it
@@ -561,11 +565,23 @@ void Lowerer::lower_node(int index) {
     fallback(index, e.what());
     return;
   }
-  if (aten_only_) {  // it lowers, but runs through ATen
+  if (runs_through_aten(defs_before)) {  // it lowers, but runs through ATen
     out_.defs.resize(defs_before);
     for (int v : node_->outputs) out_.value_def[v] = -1;
     fallback(index, "", Why::Choice);
   }
+}
+
+// Whether the node just lowered (its defs from `first_def` on) runs through
+// ATen instead, by the policy.
+bool Lowerer::runs_through_aten(std::size_t first_def) const {
+  if (aten_ == AtenPolicy::All) return true;
+  if (aten_ == AtenPolicy::None) return false;
+  for (std::size_t d = first_def; d < out_.defs.size(); ++d) {
+    const auto kind = out_.defs[d].kind;
+    if (kind == TensorDef::Kind::Reduction || kind == TensorDef::Kind::Scatter) return true;
+  }
+  return false;
 }
 
 // Scalar work on the CPU inside a CUDA program (x[:, i] = 3 copies
@@ -2783,9 +2799,13 @@ const std::unordered_map<std::string, LowerFn>& lowerings() {
 
 }  // namespace
 
-LoweredGraph lower_graph(const ir::Graph& graph) { return Lowerer(graph, false).run(); }
+LoweredGraph lower_graph(const ir::Graph& graph) { return Lowerer(graph, Lowerer::AtenPolicy::None).run(); }
 
-LoweredGraph lower_graph_to_aten(const ir::Graph& graph) { return Lowerer(graph, true).run(); }
+LoweredGraph lower_graph_to_aten(const ir::Graph& graph) { return Lowerer(graph, Lowerer::AtenPolicy::All).run(); }
+
+LoweredGraph lower_graph_rows_to_aten(const ir::Graph& graph) {
+  return Lowerer(graph, Lowerer::AtenPolicy::Rows).run();
+}
 
 bool has_lowering(const std::string& op) { return lowerings().count(op) > 0; }
 

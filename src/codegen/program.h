@@ -71,6 +71,9 @@ struct CompileOptions {
   // of interpreting the loop IR (a reference, several times slower than ATen's
   // vectorized kernels): DEEPVISOR_CPU=interpreter turns it off.
   bool cpu_plans_run_aten = false;
+  // A CPU plan whose kernels are compiled to C++ (DEEPVISOR_CPU=fused): nodes
+  // that reduce or scatter run through ATen, pointwise work fuses into kernels.
+  bool cpu_rows_run_aten = false;
 };
 
 // Lowers, schedules and fuses a graph. Throws std::runtime_error only for a

@@ -179,3 +179,33 @@ def test_without_a_host_compiler_plans_run_through_aten(tmp_path):
     import subprocess
     result = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_fused_mode_compiles_pointwise_work_and_runs_rows_through_aten(monkeypatch):
+    """DEEPVISOR_CPU=fused: a pointwise chain is one compiled kernel; softmax
+    and layer_norm (reductions) run as ATen calls, whose CPU row kernels are
+    as fast; a small BERT mixes both and matches eager."""
+    monkeypatch.setenv("DEEPVISOR_CPU", "fused")
+    kernels = {}
+    for name, fn, args in _benchmark_workloads():
+        g = deepvisor.compile(fn)
+        for _ in range(2):
+            torch.testing.assert_close(g(*args), fn(*args), rtol=1e-5, atol=1e-5, msg=lambda m: f"{name}: {m}")
+        stats = deepvisor.stats(g)
+        assert stats["fallback_ops"] == {} and stats["eager_calls"] == 0, (name, stats)
+        kernels[name] = (stats["kernels"], stats["cpu_compiled_kernels"])
+    assert kernels == {"gelu_chain": (1, 1), "softmax": (0, 0), "layer_norm": (0, 0)}, kernels
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    cfg = transformers.BertConfig(num_hidden_layers=2, hidden_size=64, num_attention_heads=2, intermediate_size=128,
+                                  vocab_size=1000)
+    model = transformers.BertModel(cfg).eval()
+    ids, mask = torch.randint(0, 1000, (2, 16)), torch.ones(2, 16, dtype=torch.long)
+    with torch.no_grad():
+        g = deepvisor.compile(model)
+        for _ in range(2):
+            torch.testing.assert_close(g(ids, mask).last_hidden_state, model(ids, mask).last_hidden_state,
+                                       rtol=1e-4, atol=1e-5)
+    stats = deepvisor.stats(g)
+    assert stats["cpu_compiled_kernels"] > 0 and stats["cpu_interpreted_kernels"] == 0, stats
+    assert stats["fallback_ops"] == {} and stats["eager_calls"] == 0, stats
