@@ -122,13 +122,17 @@ def test_benchmark_workloads_run_as_compiled_kernels(threads):
         torch.set_num_threads(previous)
 
 
-def test_a_small_bert_matches_eager():
+def _small_bert():
+    """A 2-layer BertModel (hidden 64) and its inputs (batch 2, sequence 16)."""
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
     cfg = transformers.BertConfig(num_hidden_layers=2, hidden_size=64, num_attention_heads=2, intermediate_size=128,
                                   vocab_size=1000)
-    model = transformers.BertModel(cfg).eval()
-    ids, mask = torch.randint(0, 1000, (2, 16)), torch.ones(2, 16, dtype=torch.long)
+    return transformers.BertModel(cfg).eval(), torch.randint(0, 1000, (2, 16)), torch.ones(2, 16, dtype=torch.long)
+
+
+def test_a_small_bert_matches_eager():
+    model, ids, mask = _small_bert()
     with torch.no_grad():
         g = deepvisor.compile(model)
         for _ in range(2):
@@ -195,12 +199,7 @@ def test_fused_mode_compiles_pointwise_work_and_runs_rows_through_aten(monkeypat
         assert stats["fallback_ops"] == {} and stats["eager_calls"] == 0, (name, stats)
         kernels[name] = (stats["kernels"], stats["cpu_compiled_kernels"])
     assert kernels == {"gelu_chain": (1, 1), "softmax": (0, 0), "layer_norm": (0, 0)}, kernels
-    transformers = pytest.importorskip("transformers")
-    torch.manual_seed(0)
-    cfg = transformers.BertConfig(num_hidden_layers=2, hidden_size=64, num_attention_heads=2, intermediate_size=128,
-                                  vocab_size=1000)
-    model = transformers.BertModel(cfg).eval()
-    ids, mask = torch.randint(0, 1000, (2, 16)), torch.ones(2, 16, dtype=torch.long)
+    model, ids, mask = _small_bert()
     with torch.no_grad():
         g = deepvisor.compile(model)
         for _ in range(2):
