@@ -3,10 +3,11 @@
     python3 -m deepvisor.demo [--device cpu|cuda] [--rows N] [--cols N]
 
 Runs on CUDA when a GPU is present (kernels compiled by NVRTC), else on the CPU
-(the same loop IR in the interpreter; the CUDA C is still generated and
-compiled by NVRTC for sm_90 when the toolkit is there, to show it). Plans on
-CPU tensors run through ATen by default; the demo asks for the interpreter
-(DEEPVISOR_CPU=interpreter) so that the kernels it shows are the ones it runs.
+(the same loop IR compiled to C++ by the host compiler, or in the interpreter
+without one; the CUDA C is still generated and compiled by NVRTC for sm_90
+when the toolkit is there, to show it). Plans on CPU tensors run through ATen
+by default; the demo asks for its kernels (DEEPVISOR_CPU=compiled, else
+interpreter) so that the kernels it shows are the ones it runs.
 """
 
 import argparse
@@ -16,9 +17,11 @@ import time
 
 import torch
 
-os.environ.setdefault("DEEPVISOR_CPU", "interpreter")
-import deepvisor  # noqa: E402
-from deepvisor import _C  # noqa: E402
+import deepvisor
+from deepvisor import _C
+
+# Read when a plan is compiled (not at import).
+os.environ.setdefault("DEEPVISOR_CPU", "compiled" if _C.host_compiler_available() else "interpreter")
 
 
 def model(x, w, b):
