@@ -120,9 +120,10 @@ LoweredGraph lower_graph(const ir::Graph& graph);
 // IR's only backend is the interpreter (codegen/program.h, CompileOptions).
 LoweredGraph lower_graph_to_aten(const ir::Graph& graph);
 // The same for the nodes whose lowering reduces or scatters (softmax, norms,
-// sums, index_put): they run through ATen, whose CPU row kernels are as fast
-// as generated ones, while pointwise work and views still fuse into kernels
-// (a CPU plan whose kernels are compiled to C++: DEEPVISOR_CPU=fused).
+// sums, index_put) and for batch norm: they run through ATen, whose CPU
+// kernels for them are as fast as generated ones, while other pointwise work
+// and views still fuse into kernels (a CPU plan whose kernels are compiled to
+// C++: DEEPVISOR_CPU=fused).
 LoweredGraph lower_graph_rows_to_aten(const ir::Graph& graph);
 
 // True if `op` ("aten::name.overload") has a lowering.

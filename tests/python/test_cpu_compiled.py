@@ -208,3 +208,27 @@ def test_fused_mode_compiles_pointwise_work_and_runs_rows_through_aten(monkeypat
     stats = deepvisor.stats(g)
     assert stats["cpu_compiled_kernels"] > 0 and stats["cpu_interpreted_kernels"] == 0, stats
     assert stats["fallback_ops"] == {} and stats["eager_calls"] == 0, stats
+
+
+def test_fused_mode_runs_batch_norm_through_aten(monkeypatch):
+    """Inference batch norm is a per-channel map that ATen's CPU kernel runs
+    faster than a generated one: in fused mode it stays an ATen call, and the
+    ReLU and residual add after it fuse into one compiled kernel."""
+    monkeypatch.setenv("DEEPVISOR_CPU", "fused")
+    torch.manual_seed(0)
+    conv, bn = torch.nn.Conv2d(3, 8, 3, padding=1).eval(), torch.nn.BatchNorm2d(8).eval()
+    bn.running_mean.uniform_(-1, 1)
+    bn.running_var.uniform_(0.5, 2)
+
+    def block(x):
+        y = conv(x)
+        return torch.relu(bn(y)) + y
+
+    x = torch.randn(2, 3, 9, 11)
+    with torch.no_grad():
+        g = deepvisor.compile(block)
+        for _ in range(2):
+            torch.testing.assert_close(g(x), block(x), rtol=1e-5, atol=1e-5)
+    stats = deepvisor.stats(g)
+    assert stats["kernels"] == 1 and stats["cpu_compiled_kernels"] == 1, stats
+    assert stats["fallback_ops"] == {} and stats["eager_calls"] == 0, stats
