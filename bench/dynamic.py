@@ -130,8 +130,9 @@ def main():
         env = dict(os.environ, DEEPVISOR_CACHE_DIR=tempfile.mkdtemp(prefix="dv-dynamic-"))
         if mode == "deepvisor-size-args":
             env["DEEPVISOR_SIZE_ARGS"] = "1"
-        argv = _without_modes(sys.argv[1:])
-        p = subprocess.run([sys.executable, __file__, "--mode", mode] + argv, env=env, capture_output=True, text=True)
+        # The child reads --mode (given last) and ignores --modes.
+        p = subprocess.run([sys.executable, __file__] + sys.argv[1:] + ["--mode", mode], env=env, capture_output=True,
+                           text=True)
         lines = [l for l in p.stdout.splitlines() if l.startswith("RESULT ")]
         if p.returncode != 0 or not lines:
             print(f"{mode}: failed\n{p.stderr[-2000:]}", file=sys.stderr)
@@ -144,19 +145,6 @@ def main():
         with open(a.out, "w") as f:
             json.dump({"args": vars(a), "rows": rows}, f, indent=1)
 
-
-def _without_modes(argv):
-    """The arguments without `--modes m1 m2 ...` (the child gets `--mode m`)."""
-    out, skipping = [], False
-    for x in argv:
-        if x == "--modes":
-            skipping = True
-            continue
-        if skipping and not x.startswith("--"):
-            continue
-        skipping = False
-        out.append(x)
-    return out
 
 
 def table(rows, a):

@@ -888,7 +888,7 @@ CudaKernel Emitter::run() {
 CudaKernel Emitter::with_size_arguments(CudaKernel k) const {
   std::string text = strip_line_comments(k.source);
   text = replace_all(text, kSizeTablePlaceholder, cat("struct DvSizes { idx_t v[", std::max<std::size_t>(1, size_args_.size()), "]; };"));
-  k.name = cat("dv_s", hex64(fnv1a64(text)));
+  k.name = ir::hashed_name("dv_s", text);
   k.source = replace_all(text, kEntryPlaceholder, k.name);
   k.size_args = size_args_.empty() ? std::vector<std::int64_t>{0} : size_args_;  // the entry always takes the table
   k.size_args_64 = idx64_;

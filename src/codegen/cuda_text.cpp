@@ -41,18 +41,6 @@ std::string strip_line_comments(const std::string& text) {
   return out;
 }
 
-std::uint64_t fnv1a64(const std::string& text) {
-  std::uint64_t h = 1469598103934665603ULL;
-  for (unsigned char c : text) h = (h ^ c) * 1099511628211ULL;
-  return h;
-}
-
-std::string hex64(std::uint64_t v) {
-  char buf[17];
-  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
-  return buf;
-}
-
 
 // ---------------------------------------------------------------------------
 // Small utilities

@@ -125,7 +125,5 @@ extern const char* const kSizeTablePlaceholder;
 extern const char* const kEntryPlaceholder;
 std::string replace_all(std::string text, const std::string& from, const std::string& to);
 std::string strip_line_comments(const std::string& text);
-std::uint64_t fnv1a64(const std::string& text);
-std::string hex64(std::uint64_t v);
 
 }  // namespace dv::codegen::cuda

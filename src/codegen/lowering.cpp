@@ -608,9 +608,10 @@ bool Lowerer::device_scalar_node(int n) const {
     if (a.kind == Arg::Kind::TensorList)
       for (std::int64_t v : a.ints) ok = ok && (v < 0 || g_.meta(static_cast<int>(v)).sizes.empty());
   }
-  for (int v : node.outputs) {
-    ok = ok && g_.meta(v).sizes.empty() && !escapes_[v];
-    for (int r : ok ? readers_[v] : std::vector<int>{}) ok = ok && runs_on_device(r);
+  for (std::size_t i = 0; ok && i < node.outputs.size(); ++i) {
+    const int v = node.outputs[i];
+    ok = g_.meta(v).sizes.empty() && !escapes_[v];
+    for (std::size_t j = 0; ok && j < readers_[v].size(); ++j) ok = runs_on_device(readers_[v][j]);
   }
   device_scalar_[n] = ok ? 1 : 0;
   return ok;

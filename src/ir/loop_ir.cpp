@@ -166,11 +166,15 @@ bool Kernel::has_reduce() const {
 std::string content_name(const Kernel& k) {
   Kernel unnamed = k;
   unnamed.name.clear();
-  std::uint64_t h = 1469598103934665603ull;  // FNV-1a: stable across processes (the disk cache keys on the source)
-  for (unsigned char c : to_string(unnamed)) h = (h ^ c) * 1099511628211ull;
+  return hashed_name("dv_", to_string(unnamed));
+}
+
+std::string hashed_name(const std::string& prefix, const std::string& text) {
+  std::uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : text) h = (h ^ c) * 1099511628211ull;
   char hex[17];
   std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
-  return std::string("dv_") + hex;
+  return prefix + hex;
 }
 
 std::string to_string(const Kernel& k) {

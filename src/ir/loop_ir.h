@@ -164,6 +164,9 @@ std::string to_string(const Kernel& k);
 // listing without the name): identical kernels (the same layer repeated)
 // get one name, so their generated source is identical and compiled once.
 std::string content_name(const Kernel& k);
+// `prefix` and 16 hex digits of a hash of `text` (FNV-1a: stable across
+// processes, as names that disk caches key on must be).
+std::string hashed_name(const std::string& prefix, const std::string& text);
 
 // Builds kernels in SSA form with value numbering: asking twice for the same
 // pure instruction returns the same ValueId. Tracks r-level-ness and buffer
