@@ -255,9 +255,11 @@ at::Tensor in_layout(const at::Tensor& t, const ir::TensorMeta& meta) {
 // plan's arguments; a value handed from an earlier segment of the same
 // program (a view the kernels wrote contiguous) may differ.
 bool has_layout(const at::Tensor& t, const ir::TensorMeta& meta) {
-  if (t.dim() != static_cast<std::int64_t>(meta.sizes.size())) return false;
-  for (std::int64_t d = 0; d < t.dim(); ++d)
-    if (t.size(d) > 1 && t.stride(d) != meta.strides[d]) return false;
+  // Per call and per input (parameters included): raw arrays, no dim checks.
+  const auto sizes = t.sizes(), strides = t.strides();
+  if (sizes.size() != meta.sizes.size()) return false;
+  for (std::size_t d = 0; d < sizes.size(); ++d)
+    if (sizes[d] > 1 && strides[d] != meta.strides[d]) return false;
   return true;
 }
 
