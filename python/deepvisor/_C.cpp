@@ -122,11 +122,20 @@ void bind_capture(py::module_& m) {
         g.add_check(reg, static_cast<Accessor>(accessor), key.ptr(), static_cast<Expect>(expect), expected.ptr(), other,
                     std::move(description));
       })
-      .def("add_tensor", [](GuardProgram& g, int reg, int input, const at::Tensor& t, std::string description) {
-        auto guard = dv::capture::TensorGuard::of(t);
-        guard.check_requires_grad = at::GradMode::is_enabled();  // the global state guard pins grad mode
-        g.add_tensor(reg, input, std::move(guard), std::move(description));
-      })
+      .def(
+          "add_tensor",
+          [](GuardProgram& g, int reg, int input, const at::Tensor& t, std::string description,
+             std::vector<int> dynamic_sizes, std::vector<int> dynamic_strides) {
+            auto guard = dv::capture::TensorGuard::of(t);
+            guard.check_requires_grad = at::GradMode::is_enabled();  // the global state guard pins grad mode
+            // Symbolic sizes and the strides that follow them: any value here;
+            // the plan's shape guards check them.
+            for (int d : dynamic_sizes) guard.sizes.at(d) = dv::capture::TensorGuard::kAnyInt;
+            for (int d : dynamic_strides) guard.strides.at(d) = dv::capture::TensorGuard::kAnyInt;
+            g.add_tensor(reg, input, std::move(guard), std::move(description));
+          },
+          py::arg("reg"), py::arg("input"), py::arg("t"), py::arg("description"),
+          py::arg("dynamic_sizes") = std::vector<int>{}, py::arg("dynamic_strides") = std::vector<int>{})
       .def("add_distinct_inputs", &GuardProgram::add_distinct_inputs)
       .def("set_arguments", &GuardProgram::set_arguments)
       .def("capture_global_state", [](GuardProgram& g) { g.set_global_state(dv::capture::GlobalState::now()); })
@@ -172,15 +181,18 @@ void bind_capture(py::module_& m) {
       .def("add", &PlanCache::add)
       .def("make_eager", &PlanCache::make_eager)
       .def("failed_index", &PlanCache::failed_index)
-      .def("run", [](PlanCache& c, py::tuple args, py::dict kwargs) -> py::object {
-        auto hit = c.run(args.ptr(), kwargs.ptr());
+      .def(
+          "run",
+          [](PlanCache& c, py::tuple args, py::dict kwargs, std::size_t start) -> py::object {
+        auto hit = c.run(args.ptr(), kwargs.ptr(), start);
         if (!hit) return py::none();
         // The inputs go back only to versions that run from Python (trees and
         // eager versions); converting every parameter to a Python object would
         // cost microseconds.
         if (c.entries()[hit->index].executor != nullptr) return py::make_tuple(hit->index, hit->outputs, py::none());
         return py::make_tuple(hit->index, hit->outputs, hit->inputs);
-      })
+          },
+          py::arg("args"), py::arg("kwargs"), py::arg("start") = 0)
       .def("explain_miss", [](PlanCache& c, py::tuple args, py::dict kwargs) {
         return c.explain_miss(args.ptr(), kwargs.ptr());
       })
@@ -209,6 +221,8 @@ PYBIND11_MODULE(_C, m) {
            "Runs the program on the graph inputs; returns the outputs.")
       .def("validate_cuda", &Executor::validate_cuda, py::arg("arch") = 90, py::call_guard<py::gil_scoped_release>(),
            "Compiles every kernel's CUDA C with NVRTC (no GPU needed).")
+      .def("use_size_arguments", &Executor::use_size_arguments,
+           "Kernels take their sizes as launch arguments (a dynamic-shape plan's instances share them).")
       .def("cuda_sources", &Executor::cuda_sources, py::arg("arch") = 90)
       .def("cpp_sources", &cpp_sources,
            "The host C++ of every kernel (an empty string where the emitter does not support it).")

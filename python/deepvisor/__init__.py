@@ -18,18 +18,41 @@ from ._backend import deepvisor_backend, register_if_dynamo_is_loaded
 from ._compiled import CompiledFunction, compiled_functions
 from ._explain import explain
 
-__all__ = ["compile", "stats", "explain", "reset", "CompiledFunction", "compiled_functions", "deepvisor_backend"]
+__all__ = ["compile", "stats", "explain", "reset", "mark_dynamic", "mark_static", "CompiledFunction",
+           "compiled_functions", "deepvisor_backend"]
 __version__ = "0.1.0"
 
 def compile(fn, *, dynamic=None, dump_dir=None, fuse=True):
     """Compiles `fn` (a callable or nn.Module) on its first call.
 
-    dynamic: reserved for symbolic shapes (None: static shapes).
+    dynamic: None (the default): static on the first shape; a dimension of a
+    tensor argument that takes a second value is captured as a symbol, and
+    later sizes reuse that capture (no capture, kernels from the cache).
+    True: every dimension symbolic from the first call. False: static.
     dump_dir: write each captured op graph there (also DEEPVISOR_DUMP_DIR);
     the `dvdump` tool prints its plan, loop IR, fusion groups and CUDA C.
     fuse: set False to give every realized value its own kernel.
     """
     return CompiledFunction(fn, dynamic=dynamic, dump_dir=dump_dir, fuse=fuse)
+
+
+def mark_dynamic(t, dims):
+    """Dimension(s) `dims` of tensor `t` are symbolic from its first capture
+    (the same mark as torch._dynamo.mark_dynamic: either works)."""
+    _mark(t, "_dynamo_dynamic_indices", dims)
+
+
+def mark_static(t, dims):
+    """Dimension(s) `dims` of tensor `t` stay static even when they change
+    (as torch._dynamo.mark_static)."""
+    _mark(t, "_dynamo_static_indices", dims)
+
+
+def _mark(t, attribute, dims):
+    dims = [dims] if isinstance(dims, int) else list(dims)
+    marked = set(getattr(t, attribute, set()))
+    marked.update(d % t.dim() for d in dims)
+    setattr(t, attribute, marked)
 
 
 def stats(compiled):

@@ -35,6 +35,7 @@ caller runs the function eagerly.
 """
 
 import torch
+from torch._subclasses.fake_tensor import FakeTensor
 from torch.utils._python_dispatch import TorchDispatchMode
 
 # Every dtype torch has, by its name in the graph format (src/ir/dtype.h).
@@ -82,6 +83,11 @@ _METADATA_OPS = {
     "aten::swapaxes_.default": torch.ops.aten.transpose.int,
 }
 _NO_OPS = {"aten::detach_"}  # in-place, but no change a replay could see
+# Queries of a tensor's metadata that ATen's Python decompositions dispatch (the
+# shape shadow runs them, _shapes.py): they compute nothing a graph holds.
+_METADATA_QUERIES = {"prim::device", "prim::layout", "aten::sym_size", "aten::sym_stride", "aten::sym_numel",
+                     "aten::sym_storage_offset", "aten::is_contiguous", "aten::is_strides_like_format",
+                     "aten::is_non_overlapping_and_dense"}
 # View ops whose write-back is a reshape: they keep the row-major element order.
 _RESHAPES = {"aten::view.default", "aten::_reshape_alias.default",
              "aten::unsqueeze.default", "aten::squeeze.default", "aten::squeeze.dim", "aten::squeeze.dims",
@@ -117,8 +123,30 @@ def _format_float(value):
     return float(value).hex()
 
 
+def _int_text(v):
+    """An int in the graph format. A symbolic size (a SymInt of the shape
+    shadow, _shapes.py) reads `{expression}`; _shapes.Template fills it in."""
+    if isinstance(v, torch.SymInt):
+        constant = v.node.maybe_as_int()
+        return str(constant) if constant is not None else "{" + str(v.node.expr) + "}"
+    return str(int(v))
+
+
+def _is_int(v):
+    return isinstance(v, (int, torch.SymInt)) and not isinstance(v, bool)
+
+
 def _ints(values):
-    return ",".join(str(int(v)) for v in values)
+    return ",".join(_int_text(v) for v in values)
+
+
+def _storage_key(t):
+    """What tells memory apart: the data pointer of a tensor's storage; for a
+    fake tensor of the shape shadow (no data), the storage object."""
+    storage = t.untyped_storage()
+    if isinstance(t, FakeTensor):
+        return storage._cdata
+    return storage.data_ptr()
 
 
 def _contiguous_strides(sizes):
@@ -159,8 +187,10 @@ class _Meta:
             raise Unsupported("nested tensors are not supported")
         if t.layout != torch.strided:
             raise Unsupported(f"{t.layout} tensors are not supported (only strided dense ones)")
-        return _Meta(_dtype_name(t.dtype), tuple(t.shape), tuple(t.stride()), _device_name(t.device),
-                     1 if t.data_ptr() % 16 == 0 else 0)
+        # A fake tensor (the shape shadow's) has no address: the template takes
+        # the alignment from the real run's line.
+        aligned = 1 if isinstance(t, FakeTensor) else (1 if t.data_ptr() % 16 == 0 else 0)
+        return _Meta(_dtype_name(t.dtype), tuple(t.shape), tuple(t.stride()), _device_name(t.device), aligned)
 
     def line(self, v):
         return (f"value %{v} {self.dtype} sizes={_ints(self.sizes)} strides={_ints(self.strides)} "
@@ -315,7 +345,7 @@ class Recorder(TorchDispatchMode):
     def _new_family(self, t, value, meta, input=None, is_argument=False, shared=True):
         """A family whose base is `t`, holding `value`. shared=False: a replay
         gives it memory of its own, whatever `t` shares in this run."""
-        storage = t.untyped_storage().data_ptr() if t.numel() > 0 and shared else None
+        storage = _storage_key(t) if t.numel() > 0 and shared else None
         family = _Family(value, meta, t.storage_offset(), storage or None, input, is_argument)
         if family.storage is not None:
             self._families_by_storage.setdefault(family.storage, []).append(family)
@@ -329,7 +359,7 @@ class Recorder(TorchDispatchMode):
         if id(t) in self._input_of:  # the same tensor passed twice: one value
             return self._input_of[id(t)]
         meta = _Meta.of(t)
-        storage = t.untyped_storage().data_ptr() if t.numel() > 0 else None
+        storage = _storage_key(t) if t.numel() > 0 else None
         if storage and storage in self._argument_storages and id(t) not in self._alias:
             # A tensor on an argument's memory that no recorded op made (x.data,
             # a view made before the call): a replay would read the capture's tensor.
@@ -392,8 +422,8 @@ class Recorder(TorchDispatchMode):
                 return "tl:[" + ",".join("none" if x is None else f"%{self.value_of(x)}" for x in value) + "]"
             if all(isinstance(x, bool) for x in value) and "bool" in arg_type:
                 return "bl:[" + ",".join(str(int(x)) for x in value) + "]"
-            if all(isinstance(x, int) and not isinstance(x, bool) for x in value) and "float" not in arg_type:
-                return "il:[" + ",".join(str(x) for x in value) + "]"
+            if all(_is_int(x) for x in value) and "float" not in arg_type:
+                return "il:[" + _ints(value) + "]"
             if all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in value):
                 return "fl:[" + ",".join(_format_float(x) for x in value) + "]"
             raise Unsupported(f"list argument of type {arg_type}")
@@ -409,8 +439,8 @@ class Recorder(TorchDispatchMode):
             return f"mf:{_MEMORY_FORMATS[value]}"
         if isinstance(value, bool):
             return f"b:{int(value)}"
-        if isinstance(value, int):
-            return f"il:[{value}]" if "List[int]" in arg_type else f"i:{value}"
+        if _is_int(value):
+            return f"il:[{_int_text(value)}]" if "List[int]" in arg_type else f"i:{_int_text(value)}"
         if isinstance(value, float):
             return "f:" + _format_float(value)
         if isinstance(value, complex):
@@ -484,6 +514,8 @@ class Recorder(TorchDispatchMode):
 
     def _record(self, func, args, kwargs, out, before):
         info = _op_info(func)
+        if info.name in _METADATA_QUERIES:
+            return
         if info.name in _DATA_ESCAPES:
             self.add_decision(info.name, [a for a in args if isinstance(a, torch.Tensor)], out)
             return
@@ -501,6 +533,13 @@ class Recorder(TorchDispatchMode):
             raw = [v for _, v in bound]
             if info.name == "aten::as_strided":  # rewrites `encoded` to view the base
                 chain, in_meta = self._root_as_strided(encoded, raw, info.view_self, src_alias, source)
+        if info.name == "aten::slice" and isinstance(source, torch.Tensor) and _same_layout(outputs[0], source):
+            # A slice of everything: the same tensor. (ATen's indexing skips
+            # one where it knows the size; with a symbolic size the shape
+            # shadow's slices it: both recorders drop it.)
+            self._alias[id(outputs[0])] = _Alias(src_alias.family, src_alias.chain, src_alias.value, src_alias.version)
+            self._keep_alive(outputs[0])
+            return
         out_values = [None if m is None else self._new_value(m) for m in metas]
         self._add_node(info.op, encoded, out_values)
         if isinstance(source, torch.Tensor):
@@ -738,7 +777,7 @@ class Recorder(TorchDispatchMode):
             raise Unsupported("an input was resized (it would need new memory)")
         if numel != 0:
             raise Unsupported("a tensor with elements was resized")
-        if family.storage is not None and t.untyped_storage().data_ptr() == family.storage:
+        if family.storage is not None and _storage_key(t) == family.storage:
             raise Unsupported("an empty view was resized within memory it shares")
 
     def _add_node(self, op, encoded, out_values):
@@ -822,7 +861,7 @@ class Recorder(TorchDispatchMode):
             base_value, (sizes, strides, offset) = base_view
             values.append(base_value)
             view_lines.append(f"output_view {len(values) - 1} sizes={_ints(sizes)} strides={_ints(strides)} "
-                              f"offset={offset}")
+                              f"offset={_int_text(offset)}")
         return values, view_lines
 
     @property
@@ -838,7 +877,7 @@ class Recorder(TorchDispatchMode):
         for v, (t, sizes, strides, offset) in self._initial_layout.items():
             if (tuple(t.shape), tuple(t.stride()), t.storage_offset()) != (sizes, strides, offset):
                 lines.append(f"restride %{v} sizes={_ints(t.shape)} strides={_ints(t.stride())} "
-                             f"offset={t.storage_offset() - offset}")
+                             f"offset={_int_text(t.storage_offset() - offset)}")
         return lines
 
     def _view_of_base(self, leaf, alias, returned):
@@ -855,7 +894,7 @@ class Recorder(TorchDispatchMode):
             # its views): an output of its own, so that the views returned
             # beside it have it as their _base, as in eager.
             return None
-        if leaf.untyped_storage().data_ptr() != family.storage or leaf.dtype != _dtype_of(family.base_meta):
+        if _storage_key(leaf) != family.storage or leaf.dtype != _dtype_of(family.base_meta):
             return None
         base_value = family.input if family.input is not None else family.base_value
         meta = family.base_meta
@@ -864,6 +903,11 @@ class Recorder(TorchDispatchMode):
         if not (base_lo <= lo and hi <= base_hi):
             return None
         return base_value, (tuple(leaf.shape), tuple(leaf.stride()), leaf.storage_offset() - family.base_offset)
+
+
+def _same_layout(a, b):
+    return a.dtype == b.dtype and tuple(a.shape) == tuple(b.shape) and tuple(a.stride()) == tuple(b.stride()) \
+        and a.storage_offset() == b.storage_offset()
 
 
 def _user_site():
@@ -932,8 +976,8 @@ def view_of_argument(leaf, arguments):
     argument i is that argument's as_strided with these numbers."""
     if leaf.numel() == 0:
         return None
-    storage = leaf.untyped_storage().data_ptr()
-    sharing = [i for i, arg in enumerate(arguments) if arg.untyped_storage().data_ptr() == storage]
+    storage = _storage_key(leaf)
+    sharing = [i for i, arg in enumerate(arguments) if _storage_key(arg) == storage]
     if len(sharing) != 1:
         # None: a result of its own. Several: arguments that share storage (x
         # and x[1:]) cannot tell which one the view came from; a copy is right

@@ -17,6 +17,7 @@ version: calls that pass its guards run the function eagerly, with the reason
 logged and counted.
 """
 
+import contextlib
 import functools
 import inspect
 import itertools
@@ -38,12 +39,16 @@ from ._opaque import OpaqueMode
 from ._rebuild import Context, Output, RecipeBuilder, describe_side_effects
 from ._scalars import Scalars
 from ._segments import outcome_key, split
+from ._shapes import DynamicDims, ShapeShadow, SymbolicPlan, symbolic_capture
 
 # Root plans kept per compiled function; past this, calls that miss run
 # eagerly with a logged reason instead of capturing again.
 MAX_PLANS = int(os.environ.get("DEEPVISOR_MAX_PLANS", "16"))
 # Outcomes captured per decision site; past this, new outcomes there run eagerly.
 MAX_VERSIONS = int(os.environ.get("DEEPVISOR_MAX_VERSIONS", "8"))
+
+
+_MISS = object()  # no plan's guards pass
 
 
 def _flag(name):
@@ -65,6 +70,7 @@ class _Path:
         self.program = program            # the GuardProgram of this capture
         self.constant_values = constant_values  # input value ids that are not from the arguments (parameters...)
         self.lone_output = isinstance(result, Output) and result.k == 0
+        self.symbolic = None  # _Symbolic: the capture holds for other sizes of its symbolic dimensions
 
     def finish(self, outputs, inputs, args, kwargs):
         if self.lone_output and not self.side_effects:
@@ -95,9 +101,10 @@ class _Plan:
     """One entry of the plan cache: a single graph, a tree of versions, or an
     eager version."""
 
-    def __init__(self, path=None, executor=None, tree=None, eager_reason=None, descriptions=()):
+    def __init__(self, path=None, executor=None, tree=None, eager_reason=None, descriptions=(), symbolic=None):
         self.path = path
         self.executor = executor          # a whole-graph plan: the C++ cache runs it
+        self.symbolic = symbolic          # a dynamic-shape plan (SymbolicPlan): one executor per layout
         self.tree = tree                  # a plan with decisions: segments run from Python
         self.eager_reason = eager_reason  # set: calls that pass these guards run eagerly
         self.descriptions = list(descriptions) if path is None else path.descriptions
@@ -113,6 +120,8 @@ class _Plan:
     def executors(self):
         if self.executor is not None:
             yield self.executor
+        if self.symbolic is not None:
+            yield from self.symbolic.executors()
         if self.tree is not None:
             for node in self.tree.nodes():
                 yield node.executor
@@ -135,32 +144,24 @@ class CompiledFunction:
         self._stats = {"captures": 0, "cache_hits": 0, "guard_misses": 0, "eager_calls": 0}
         self._eager_reasons = {}
         self._arg_names = _argument_names(fn)
+        self._dims = DynamicDims(dynamic)
         functools.update_wrapper(self, fn, updated=())
         _registry.add(self)
 
     # -- calling ----------------------------------------------------------------
     def __call__(self, *args, **kwargs):
-        try:
-            hit = self._plans.run(args, kwargs)
-        except Exception as e:  # an internal failure: this call runs eagerly
-            return self._internal_failure(e, args, kwargs)
-        if hit is not None:
-            index, outputs, inputs = hit
-            plan = self._entries[index]
-            if plan.eager_reason is not None:
-                return self._eager(plan.eager_reason, args, kwargs)
-            if plan.tree is not None:
-                return self._run_tree(plan, inputs, args, kwargs)
-            self._stats["cache_hits"] += 1
-            return plan.path.finish(outputs, inputs, args, kwargs)
+        result = self._replay(args, kwargs)
+        if result is not _MISS:
+            return result
         if _under_tracing(args, kwargs):
             # Fake tensors (torch.compile propagating metadata through this
             # backend) or a tracing mode: run the function as is, cache nothing.
             return self.fn(*args, **kwargs)
         with self._lock:
             # Another thread may have captured this version meanwhile.
-            if len(self._plans) and self._plans.run(args, kwargs) is not None:
-                return self.__call__(*args, **kwargs)
+            result = self._replay(args, kwargs) if len(self._plans) else _MISS
+            if result is not _MISS:
+                return result
             if len(self._entries):
                 self._stats["guard_misses"] += 1
                 if len(self._entries) >= MAX_PLANS:
@@ -168,9 +169,41 @@ class CompiledFunction:
                                        kwargs)
                 why = "; ".join(self._plans.explain_miss(args, kwargs))
                 log_event("recompiles", f"{self._name()}: guard miss ({why}), capturing again")
-            result, path, program, reason = self._capture(args, kwargs)
+            result, path, program, reason = self._capture(args, kwargs, self._dims.for_call(args, kwargs))
             self._add_root(path, program, reason)
             return result
+
+    def _replay(self, args, kwargs):
+        """Runs the first plan whose guards pass; _MISS when none does."""
+        start = 0
+        while True:
+            try:
+                hit = self._plans.run(args, kwargs, start)
+            except Exception as e:  # an internal failure: this call runs eagerly
+                return self._internal_failure(e, args, kwargs)
+            if hit is None:
+                return _MISS
+            index, outputs, inputs = hit
+            plan = self._entries[index]
+            if plan.eager_reason is not None:
+                return self._eager(plan.eager_reason, args, kwargs)
+            if plan.tree is not None:
+                return self._run_tree(plan, inputs, args, kwargs)
+            if plan.symbolic is not None:
+                executor = self._instance(plan, inputs)
+                if executor is None:  # its shape guards reject these sizes: the next plan
+                    start = index + 1
+                    continue
+                try:
+                    outputs = executor.run(inputs)
+                except Exception as e:
+                    return self._internal_failure(e, args, kwargs, index)
+            self._stats["cache_hits"] += 1
+            return plan.path.finish(outputs, inputs, args, kwargs)
+
+    def _instance(self, plan, inputs):
+        with self._lock:
+            return plan.symbolic.executor_for(inputs)
 
     def _run_tree(self, plan, inputs, args, kwargs):
         env = dict(zip(plan.path.input_values, inputs))
@@ -248,9 +281,11 @@ class CompiledFunction:
         return first
 
     # -- capturing ---------------------------------------------------------------
-    def _capture(self, args, kwargs):
+    def _capture(self, args, kwargs, dynamic_dims=None):
         """Runs the function under the monitors. Returns (its result, the
-        path or None, the guard program or None, the eager reason or None)."""
+        path or None, the guard program or None, the eager reason or None).
+        dynamic_dims {k: dims} names symbolic dimensions of the k-th tensor
+        passed directly: a shape shadow follows the run (_shapes.py)."""
         monitor = StateMonitor(self.fn, args, kwargs, self._arg_names)
         # Tensors passed directly are inputs from the start (an in-place change
         # of their layout may be the first thing the run does with them).
@@ -258,8 +293,9 @@ class CompiledFunction:
         recorder = Recorder(direct, is_argument=lambda t: _is_argument(monitor, t))
         monitor.recorder = recorder
         monitor.scalars = Scalars(recorder)
+        shadow = ShapeShadow(direct, dynamic_dims, lambda t: _is_argument(monitor, t)) if dynamic_dims else None
         try:
-            with recorder, OpaqueMode(recorder):
+            with recorder, OpaqueMode(recorder), shadow or contextlib.nullcontext():
                 monitor.start()
                 try:
                     result = self.fn(*args, **kwargs)
@@ -270,7 +306,7 @@ class CompiledFunction:
             monitor.close()
         # A user exception propagates from the call above: nothing is cached.
         try:
-            path = self._build_path(monitor, recorder, result)
+            path = self._build_path(monitor, recorder, result, shadow, direct)
             return result, path, path.program, None
         except (StateUnsupported, TensorUnsupported) as e:
             reason = str(e)
@@ -287,7 +323,7 @@ class CompiledFunction:
             return result, None, None, None
         return result, _Path(None, [], descriptions, [], [], [], program), program, reason
 
-    def _build_path(self, monitor, recorder, result):
+    def _build_path(self, monitor, recorder, result, shadow=None, direct=()):
         if monitor.internal_error is not None and _flag("DEEPVISOR_STRICT"):
             raise monitor.internal_error
         reason = monitor.unsupported or recorder.unsupported
@@ -303,16 +339,22 @@ class CompiledFunction:
         monitor.scalars.finish()
         output_values, view_lines = recorder.output_values(builder.output_tensors)
         inputs = recorder.input_tensors()
-        with recorder.initial_layouts():  # guards: the layouts the call came with, not the run's (t_...)
-            program, descriptions, _ = compile_guards(monitor, inputs)
         segments = split(recorder.value_lines, recorder.input_values, recorder.node_lines, recorder.decisions,
                          output_values, list(recorder.mutations.items()), recorder.restride_lines() + view_lines)
+        symbolic = symbolic_capture(shadow, monitor, recorder, builder, segments, inputs, direct) \
+            if shadow is not None else None
+        with recorder.initial_layouts():  # guards: the layouts the call came with, not the run's (t_...)
+            program, descriptions, _ = compile_guards(monitor, inputs, symbolic.dims if symbolic else None)
         constant_values = frozenset(v for v, t in zip(recorder.input_values, inputs) if not _is_argument(monitor, t))
-        return _Path(result_recipe, side_effects, descriptions, [], list(recorder.input_values), segments, program,
+        path = _Path(result_recipe, side_effects, descriptions, [], list(recorder.input_values), segments, program,
                      constant_values)
+        path.symbolic = symbolic
+        return path
 
-    def _compile(self, segment, path):
-        executor = _C.compile_graph_text(segment.text, self.fuse)
+    def _compile(self, segment, path, text=None):
+        executor = _C.compile_graph_text(text or segment.text, self.fuse)
+        if path.symbolic is not None:
+            executor.use_size_arguments()
         if _flag("DEEPVISOR_VALIDATE_CUDA"):
             executor.validate_cuda(90)
         executor.enable_cuda_graph([v in path.constant_values for v in segment.inputs])
@@ -340,6 +382,14 @@ class CompiledFunction:
         self._after_capture(path)
 
     def _plan_of(self, path):
+        if path.symbolic is not None:
+            segment, sym = path.segments[0], path.symbolic
+            plan = SymbolicPlan(sym.template, sym.guard_code, sym.shape_env, sym.positions, sym.sources,
+                                lambda text: self._compile(segment, path, text))
+            executor = plan.executor_for(sym.inputs)  # this call's instance: the capture's own text
+            sym.inputs = None
+            path.fallbacks = list(_fallback_notes(executor))
+            return _Plan(path=path, symbolic=plan)
         if len(path.segments) == 1:
             executor = self._compile(path.segments[0], path)
             path.fallbacks = list(_fallback_notes(executor))
@@ -368,7 +418,7 @@ class CompiledFunction:
             log_event("fallbacks", f"{self._name()} runs eagerly: {reason}")
         self._eager_reasons[reason] = self._eager_reasons.get(reason, 0) + 1
 
-    def _internal_failure(self, error, args, kwargs):
+    def _internal_failure(self, error, args, kwargs, index=None):
         # A kernel that finds an index out of range reports the program's own
         # error on these inputs: eager raises it too, in its own words, so the
         # call runs eagerly to raise that, even under DEEPVISOR_STRICT. (The
@@ -379,7 +429,7 @@ class CompiledFunction:
             raise error
         reason = f"internal failure: {type(error).__name__}: {error}"
         with self._lock:
-            index = self._plans.failed_index()
+            index = self._plans.failed_index() if index is None else index
         # The call runs eagerly. If the program fails there too, the error was
         # the program's own on these inputs (an index out of range): it
         # propagates and the plan stays. Else the plan failed where eager does

@@ -29,6 +29,8 @@ def explain(compiled):
                 lines.append("  CUDA graph: " + "; ".join(graphs))
             if plan.side_effects:
                 lines.append(f"  side effects replayed: {len(plan.side_effects)}")
+            if plan.symbolic is not None:
+                lines.extend("  " + line for line in plan.symbolic.describe())
             if plan.tree is not None:
                 lines.append("  decisions:")
                 _tree_lines(plan.tree, lines, "    ")

@@ -85,10 +85,14 @@ def _versioned(node):
     return True
 
 
-def compile_guards(monitor, input_tensors):
+def compile_guards(monitor, input_tensors, dynamic_dims=None):
     """A GuardProgram for the nodes of `monitor`; input_tensors are the graph's
-    inputs in order. Returns (program, descriptions, input_sources) where
-    input_sources[k] is the node a graph input comes from (or None: pinned)."""
+    inputs in order; dynamic_dims {input position: (sizes, strides)} the
+    symbolic sizes and strides (any value here: the plan's shape guards
+    check them). Returns
+    (program, descriptions, input_sources) where input_sources[k] is the node
+    a graph input comes from (or None: pinned)."""
+    dynamic_dims = dynamic_dims or {}
     program = _C.GuardProgram()
     program.capture_global_state()
     program.set_arguments(monitor.num_args, list(monitor.kwarg_names))
@@ -170,9 +174,15 @@ def compile_guards(monitor, input_tensors):
             sources.append(node)
             if not node.pinned:
                 argument_inputs.append(k)
-        text = f"{name}: {t.dtype} {tuple(t.shape)} strides {tuple(t.stride())} on {t.device}" + \
-               (" requires grad" if t.requires_grad else "")
+        sizes, strides = dynamic_dims.get(k, ((), ()))
+        text = f"{name}: {t.dtype} {_layout_text(t.shape, sizes)} strides {_layout_text(t.stride(), strides)} " \
+               f"on {t.device}" + (" requires grad" if t.requires_grad else "")
         descriptions.append(text)
-        program.add_tensor(reg, k, t, text)
+        program.add_tensor(reg, k, t, text, list(sizes), list(strides))
     program.add_distinct_inputs(argument_inputs)
     return program, descriptions, sources
+
+
+def _layout_text(values, symbolic):
+    """(2, 6, 8), or (*, 6, 8) where the first is symbolic."""
+    return "(" + ", ".join("*" if d in symbolic else str(n) for d, n in enumerate(values)) + ")"

@@ -136,11 +136,13 @@ TensorGuard TensorGuard::of(const at::Tensor& t) {
 
 namespace {
 // Small int arrays compared inline (memcmp through the PLT cost more than the
-// comparison for the 1-4 sizes of most tensors).
+// comparison for the 1-4 sizes of most tensors). An expected kAnyInt matches
+// any value: a symbolic size (or a stride that depends on one), which the
+// plan's shape guards check instead.
 inline bool same_ints(c10::IntArrayRef a, const std::vector<std::int64_t>& b) {
   if (a.size() != b.size()) return false;
   for (std::size_t i = 0; i < b.size(); ++i)
-    if (a[i] != b[i]) return false;
+    if (a[i] != b[i] && b[i] != TensorGuard::kAnyInt) return false;
   return true;
 }
 }  // namespace
@@ -164,8 +166,8 @@ std::string TensorGuard::mismatch(const at::Tensor& t) const {
   if (!t.defined()) return "undefined tensor";
   if (t.scalar_type() != dtype) return std::string("dtype ") + c10::toString(t.scalar_type());
   if (t.device() != device) return "device " + t.device().str();
-  if (t.sizes() != c10::IntArrayRef(sizes)) return "sizes " + shape_text(t.sizes()) + " vs " + shape_text(sizes);
-  if (t.strides() != c10::IntArrayRef(strides))
+  if (!same_ints(t.sizes(), sizes)) return "sizes " + shape_text(t.sizes()) + " vs " + shape_text(sizes);
+  if (!same_ints(t.strides(), strides))
     return "strides " + shape_text(t.strides()) + " vs " + shape_text(strides);
   if (aligned16 && !is_aligned16(t)) return "data pointer not 16-byte aligned";
   if (check_requires_grad && t.requires_grad() != requires_grad) return "requires_grad";

@@ -34,6 +34,8 @@
 namespace dv::capture {
 
 struct TensorGuard {
+  // In sizes or strides: any value (a symbolic size of a dynamic-shape plan).
+  static constexpr std::int64_t kAnyInt = -1;
   c10::ScalarType dtype;
   c10::Device device;
   std::vector<std::int64_t> sizes;

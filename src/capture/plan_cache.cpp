@@ -10,10 +10,10 @@ void PlanCache::make_eager(int index) {
   if (index >= 0 && index < static_cast<int>(entries_.size())) entries_[index].executor = nullptr;
 }
 
-std::optional<PlanCache::Hit> PlanCache::run(PyObject* args, PyObject* kwargs) {
+std::optional<PlanCache::Hit> PlanCache::run(PyObject* args, PyObject* kwargs, std::size_t start) {
   failed_index_ = -1;
   std::vector<at::Tensor> local;
-  for (std::size_t i = 0; i < entries_.size(); ++i) {
+  for (std::size_t i = start; i < entries_.size(); ++i) {
     Entry& e = entries_[i];
     // Another thread running this plan without the GIL holds its inputs.
     std::shared_ptr<bool> busy = e.busy;

@@ -36,13 +36,14 @@ class PlanCache {
 
   // Checks the guards with the GIL held, then runs the first passing plan with
   // the GIL released: (its index, the outputs, the inputs it read), or nullopt
-  // on a miss.
+  // on a miss. Plans before `start` are skipped (the caller rejected an
+  // earlier hit on a check of its own: a dynamic-shape plan's shape guards).
   struct Hit {
     int index;
     std::vector<at::Tensor> outputs;
     std::vector<at::Tensor> inputs;
   };
-  std::optional<Hit> run(PyObject* args, PyObject* kwargs);
+  std::optional<Hit> run(PyObject* args, PyObject* kwargs, std::size_t start = 0);
 
   // For logging a miss: why each plan rejected this call.
   std::vector<std::string> explain_miss(PyObject* args, PyObject* kwargs);

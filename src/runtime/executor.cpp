@@ -82,20 +82,20 @@ bool size_arguments_enabled() {
   return v != nullptr && std::string(v) == "1";
 }
 
-codegen::DeviceSpec spec_for(const CudaDriver::DeviceInfo& info) {
+codegen::DeviceSpec spec_for(const CudaDriver::DeviceInfo& info, bool size_arguments) {
   codegen::DeviceSpec spec;
   spec.arch = info.arch;
   spec.sm_count = info.sm_count;
   spec.max_threads_per_block = info.max_threads_per_block;
-  spec.size_arguments = size_arguments_enabled();
+  spec.size_arguments = size_arguments;
   apply_row_experiment(spec);
   return spec;
 }
 
-codegen::DeviceSpec default_spec(int arch) {
+codegen::DeviceSpec default_spec(int arch, bool size_arguments) {
   codegen::DeviceSpec spec;
   spec.arch = arch;
-  spec.size_arguments = size_arguments_enabled();
+  spec.size_arguments = size_arguments;
   return spec;
 }
 
@@ -320,7 +320,8 @@ Executor::Executor(codegen::Program program, CpuKernels cpu_kernels)
     : program_(std::move(program)),
       device_(program_device(program_.graph)),
       cuda_(std::make_unique<CudaKernels>()),
-      cpu_kernels_(cpu_kernels) {
+      cpu_kernels_(cpu_kernels),
+      size_arguments_(size_arguments_enabled()) {
   stats_.kernels = static_cast<std::int64_t>(program_.kernels.size());
   for (const auto& op : program_.fallback_ops) stats_.fallback_ops[op]++;
   cuda_->fallback_ops.resize(program_.steps.size());
@@ -337,7 +338,7 @@ Executor::~Executor() = default;
 
 std::vector<std::string> Executor::cuda_sources(int arch) const {
   std::vector<std::string> out;
-  for (const auto& k : program_.kernels) out.push_back(codegen::emit_cuda(k, default_spec(arch)).source);
+  for (const auto& k : program_.kernels) out.push_back(codegen::emit_cuda(k, default_spec(arch, size_arguments_)).source);
   return out;
 }
 
@@ -385,7 +386,7 @@ std::vector<std::string> compile_in_parallel(const std::vector<codegen::CudaKern
 void Executor::validate_cuda(int arch) {
   CompileCounter counter;
   std::vector<codegen::CudaKernel> emitted;
-  for (const auto& k : program_.kernels) emitted.push_back(codegen::emit_cuda(k, default_spec(arch)));
+  for (const auto& k : program_.kernels) emitted.push_back(codegen::emit_cuda(k, default_spec(arch, size_arguments_)));
   compile_in_parallel(emitted, arch);
   counter.add_to(stats_);
 }
@@ -404,7 +405,7 @@ void Executor::prepare_cuda(int device_index) {
   }
   if (!driver.available()) throw std::runtime_error("CUDA driver unavailable: " + driver.unavailable_reason());
   driver.ensure_context(device_index);
-  auto spec = spec_for(driver.device_info(device_index));
+  auto spec = spec_for(driver.device_info(device_index), size_arguments_);
   CompileCounter counter;
   std::vector<codegen::CudaKernel> emitted;
   for (const auto& k : program_.kernels) emitted.push_back(codegen::emit_cuda(k, spec));

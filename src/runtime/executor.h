@@ -54,6 +54,11 @@ class Executor {
   // DEEPVISOR_CUDA_GRAPHS=0.
   void enable_cuda_graph(std::vector<bool> constant_inputs);
 
+  // Kernels take their sizes as launch arguments (codegen::DeviceSpec::
+  // size_arguments), so that an instance of a dynamic-shape plan for a new
+  // shape reuses the kernels compiled for another. Call before the first run.
+  void use_size_arguments() { size_arguments_ = true; }
+
   // Emits every kernel as CUDA C and compiles it with NVRTC for sm_<arch>,
   // without a GPU. Throws on the first kernel NVRTC rejects.
   void validate_cuda(int arch);
@@ -83,6 +88,7 @@ class Executor {
   std::unique_ptr<CudaKernels> cuda_;
   std::unique_ptr<CudaGraphReplay> graph_;
   CpuKernels cpu_kernels_;
+  bool size_arguments_;
   std::atomic<bool> host_ready_{false};
   std::unique_ptr<HostKernels> host_;
   ExecutorStats stats_;

@@ -621,11 +621,11 @@ def test_internal_failure_runs_eagerly_and_is_not_retried(monkeypatch):
         def __init__(self):
             self.failed = -1
 
-        def run(self, args, kwargs):
+        def run(self, args, kwargs, start=0):
             if self.failed < 0:
                 self.failed = 0
                 raise RuntimeError("simulated kernel failure")
-            return real.run(args, kwargs)
+            return real.run(args, kwargs, start)
 
         def failed_index(self):
             return 0

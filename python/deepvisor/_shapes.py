@@ -1,0 +1,405 @@
+"""Dynamic shapes: one capture serves every size of a symbolic dimension.
+
+Static on the first shape: a dimension of an argument that takes a second
+value (or every dimension, with compile(dynamic=True), or one marked with
+mark_dynamic) is captured as a symbol, and later sizes need no capture.
+
+The capture run stays real: the program sees real tensors only. Beside it a
+*shape shadow* (a TorchFunctionMode) repeats every torch function the program
+calls on fake tensors whose symbolic dimensions are SymInts of a ShapeEnv,
+and a second Recorder records what those calls run. Both recorders see the
+same ATen ops (ATen's decompositions run on the SymInts in the shadow, so an
+int a decomposition computes from a size, such as the rows of a flattened
+matmul operand, comes out as an expression), and they write the same graph,
+the shadow's with `{expression}` where the real one has a number. The two
+texts are zipped into a Template; every expression must give the real run's
+number at the capture's sizes, or the capture stays static. A new size then
+fills in the expressions and compiles the text (its kernels, which take
+their sizes as arguments, come from the cache: no NVRTC compile).
+
+The ShapeEnv collects what the program's ops assumed of the symbols (two
+inputs sharing a dimension, a broadcast of size 1, a dimension at least 2)
+as guards; a call whose sizes break them misses the plan and captures again.
+
+Not yet symbolic (the capture stays static, with the reason logged): Python
+that reads a symbolic size (x.size(1), x.shape, len(x)), tensor data that
+reaches Python (a decision), escaped numbers, ops recorded as one node.
+"""
+
+import re
+
+import torch
+import torch.utils._pytree as pytree
+from torch._dispatch.python import enable_python_dispatcher
+from torch._dynamo.source import LocalSource
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.fx.experimental.symbolic_shapes import DimDynamic, ShapeEnv, StatelessSymbolicContext
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import _disable_current_modes
+
+from ._log import log_event
+
+_T = torch.Tensor
+# Torch functions that hand sizes to Python: symbolic ones cannot be followed yet.
+_SIZE_READS = {_T.size, _T.shape.__get__, _T.numel, _T.nelement, _T.__len__, _T.stride, _T.storage_offset,
+               _T.is_contiguous, _T.__iter__, torch.numel}
+# Torch functions that hand tensor data to Python (the real recorder makes them decisions).
+_DATA_READS = {_T.__bool__, _T.item, _T.tolist, _T.__int__, _T.__float__, _T.__index__, _T.__complex__, _T.numpy,
+               _T.__array__, _T.__format__, _T.__repr__, _T.data_ptr, _T.is_nonzero, torch.equal, _T.equal}
+# Torch functions that read no size and run no op.
+_METADATA = {_T.dtype.__get__, _T.device.__get__, _T.dim, _T.ndim.__get__, _T.is_cuda.__get__,
+             _T.requires_grad.__get__, _T.layout.__get__, _T.ndimension, _T.is_floating_point, _T.is_complex,
+             _T.grad_fn.__get__, _T.is_leaf.__get__, _T.get_device, _T.__hash__}
+
+
+_SIZE, _STRIDE = 0, 1  # what a symbol stands for: a size or a stride of an argument
+
+
+class ShapeShadow(TorchFunctionMode):
+    """During a capture with symbolic dimensions: repeats each torch function
+    on fake tensors (see the module's docstring). `failed` says why the
+    capture cannot be symbolic, once something could not be followed."""
+
+    def __init__(self, arguments, dynamic_dims, is_argument):
+        super().__init__()
+        from ._capture import Recorder
+        self.failed = None
+        self.shape_env = ShapeEnv(duck_shape=False)
+        self.fake_mode = FakeTensorMode(shape_env=self.shape_env)
+        self._fakes = {}            # id(real tensor) -> (real tensor, its fake)
+        self._reals = {}            # id(fake) -> real tensor
+        self.symbol_sources = {}    # symbol name -> (position among `arguments`, dim, _SIZE or _STRIDE)
+        self.symbol_hints = {}      # symbol name -> its size in this run
+        self.dynamic = []           # (position among `arguments`, fake) of the arguments with symbolic dims
+        fakes = []
+        for k, t in enumerate(arguments):
+            dims = dynamic_dims.get(k, ())
+            fake = self._fake_argument(k, t, dims) if dims else self._static_fake(t)
+            self._pair(t, fake)
+            fakes.append(fake)
+        self.recorder = Recorder(fakes, is_argument=lambda f: is_argument(self._reals.get(id(f), f)))
+
+    def _fake_argument(self, k, t, dims):
+        sizes = [DimDynamic.DYNAMIC if d in dims else DimDynamic.STATIC for d in range(t.dim())]
+        context = StatelessSymbolicContext(dynamic_sizes=sizes)
+        fake = self.fake_mode.from_tensor(t, symbolic_context=context, source=LocalSource(f"arg{k}"))
+        # A symbol is a size, or a stride that is not a product of sizes (a view's).
+        for d in range(t.dim()):
+            for kind, value, hint in ((_SIZE, fake.shape[d], t.shape[d]), (_STRIDE, fake.stride()[d], t.stride()[d])):
+                if _symbolic(value) and value.node.expr.is_Symbol:
+                    self.symbol_sources.setdefault(str(value.node.expr), (k, d, kind))
+                    self.symbol_hints.setdefault(str(value.node.expr), hint)
+        if any(isinstance(s, torch.SymInt) for s in fake.shape):
+            self.dynamic.append((k, fake))
+        return fake
+
+    def _static_fake(self, t):
+        return self.fake_mode.from_tensor(t, static_shapes=True)
+
+    def _pair(self, real, fake):
+        self._fakes[id(real)] = (real, fake)
+        self._reals[id(fake)] = real
+
+    def fail(self, reason):
+        if self.failed is None:
+            self.failed = reason
+
+    # -- the shadow -------------------------------------------------------------------
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if self.failed is not None or func in _METADATA or func in _DATA_READS:
+            return func(*args, **kwargs)
+        out = func(*args, **kwargs)
+        try:
+            shadow = self._call_shadow(func, args, kwargs)
+        except Exception as e:  # never break the program: the capture stays static
+            self.fail(f"the shape shadow could not follow {_name(func)}: {type(e).__name__}: {e}")
+            return out
+        if func in _SIZE_READS:
+            if any(_symbolic(x) for x in pytree.tree_leaves(shadow)):
+                self.fail(f"Python reads a symbolic size ({_name(func)})")
+            return out
+        self._pair_outputs(func, out, shadow)
+        return out
+
+    def _call_shadow(self, func, args, kwargs):
+        sargs, skwargs = pytree.tree_map(self._shadow_of, (args, kwargs))
+        # The Python dispatcher runs ATen's SymInt-aware Python decompositions of
+        # composite ops (matmul...) where the C++ ones need concrete sizes.
+        with _disable_current_modes(), torch._C.DisableTorchFunction(), enable_python_dispatcher(), \
+                self.fake_mode, self.recorder:
+            return func(*sargs, **skwargs)
+
+    def _shadow_of(self, x):
+        if not isinstance(x, torch.Tensor):
+            return x
+        entry = self._fakes.get(id(x))
+        if entry is not None and entry[0] is x:
+            return entry[1]
+        fake = self._static_fake(x)  # a tensor from outside the ops seen: a parameter, a constant
+        self._pair(x, fake)
+        return fake
+
+    def _pair_outputs(self, func, out, shadow):
+        real_leaves, fake_leaves = pytree.tree_leaves(out), pytree.tree_leaves(shadow)
+        if len(real_leaves) != len(fake_leaves):
+            self.fail(f"{_name(func)} gave different results on fake tensors")
+            return
+        for r, f in zip(real_leaves, fake_leaves):
+            if isinstance(r, torch.Tensor) and isinstance(f, torch.Tensor):
+                self._pair(r, f)
+            elif isinstance(r, torch.Tensor) or isinstance(f, torch.Tensor) or _symbolic(f):
+                self.fail(f"{_name(func)} returned a symbolic size or a different result on fake tensors")
+                return
+
+    def fake_of(self, t):
+        entry = self._fakes.get(id(t))
+        return entry[1] if entry is not None and entry[0] is t else None
+
+    # -- after the run -----------------------------------------------------------------------
+    def template(self, real_text, shadow_text):
+        """The Template of the capture, or None (with `failed` set)."""
+        if self.failed is not None:
+            return None
+        try:
+            return Template(real_text, shadow_text, self.symbol_sources, self.symbol_hints)
+        except _Mismatch as e:
+            self.fail(str(e))
+            return None
+
+    def guard_code(self, placeholders):
+        """A Python expression over L['a0'], L['a1']... (the placeholders'
+        tensors) that holds where the capture's assumptions about the symbols do."""
+        return self.shape_env.produce_guards_expression(placeholders)
+
+
+def _symbolic(x):
+    return isinstance(x, (torch.SymInt, torch.SymFloat, torch.SymBool)) and x.node.maybe_as_int() is None \
+        if isinstance(x, torch.SymInt) else isinstance(x, (torch.SymFloat, torch.SymBool))
+
+
+def _name(func):
+    return getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or repr(func)
+
+
+class _Mismatch(Exception):
+    pass
+
+
+# Where ATen's Python decompositions (the shadow's) call another op than the
+# C++ ones (the real run's) for the same computation: (real op, shadow op).
+_SAME_COMPUTATION = {("aten::_unsafe_view.default", "aten::view.default"),
+                     ("aten::native_batch_norm.default", "aten::_native_batch_norm_legit_no_training.default")}
+
+
+def _as_real_decomposition(real, shadow):
+    """The shadow's node line as the real run wrote it, where the two ops are
+    the same computation: only the op (and its constant arguments) differ."""
+    if real == shadow or not real.startswith("node ") or not shadow.startswith("node "):
+        return shadow
+    real_op, shadow_op = real.split(" ", 2)[1], shadow.split(" ", 2)[1]
+    if (real_op, shadow_op) not in _SAME_COMPUTATION:
+        return shadow
+    if real_op.endswith("_unsafe_view.default"):
+        return shadow.replace(shadow_op, real_op, 1)
+    # batch norm: the same tensors in and out, no symbolic argument
+    same_values = _REFS.findall(real) == _REFS.findall(shadow)
+    return real if same_values and "{" not in shadow else shadow
+
+
+_REFS = re.compile(r"%\d+")
+_EXPR = re.compile(r"\{([^{}]*)\}")
+_ALIGNED = re.compile(r"aligned=\d")
+_SYMBOL = re.compile(r"\b[a-z]+\d+\b")
+# What the expressions of a ShapeEnv print as, evaluated on Python ints.
+_FUNCTIONS = {"Max": max, "Min": min, "Mod": lambda a, b: a % b, "PythonMod": lambda a, b: a % b,
+              "FloorDiv": lambda a, b: a // b, "CleanDiv": lambda a, b: a // b, "Abs": abs,
+              "CeilDiv": lambda a, b: -(-a // b), "floor": lambda a: a, "ceiling": lambda a: a}
+
+
+class Template:
+    """A graph text whose symbolic ints are expressions of the symbols; built
+    by zipping the real run's text with the shadow's, line by line."""
+
+    def __init__(self, real_text, shadow_text, symbol_sources, symbol_hints):
+        real_lines, shadow_lines = real_text.split("\n"), shadow_text.split("\n")
+        if len(real_lines) != len(shadow_lines):
+            raise _Mismatch("the shape shadow recorded a different graph (line counts differ)")
+        self.parts = []          # per line: [literal, expr index, literal, ...]
+        expressions = {}         # expression text -> index
+        hints = []
+        for real, shadow in zip(real_lines, shadow_lines):
+            aligned = _ALIGNED.search(real)
+            if aligned is not None:  # the shadow's fakes have no address: the real run says
+                shadow = _ALIGNED.sub(aligned.group(0), shadow)
+            shadow = _as_real_decomposition(real, shadow)
+            pieces = _EXPR.split(shadow)
+            if len(pieces) == 1:
+                if real != shadow:
+                    raise _Mismatch(f"the shape shadow recorded a different graph: {real!r} vs {shadow!r}")
+                self.parts.append([real])
+                continue
+            pattern = "".join(re.escape(p) if i % 2 == 0 else r"(-?\d+)" for i, p in enumerate(pieces))
+            match = re.fullmatch(pattern, real)
+            if match is None:
+                raise _Mismatch(f"the shape shadow recorded a different graph: {real!r} vs {shadow!r}")
+            line = []
+            for i, piece in enumerate(pieces):
+                if i % 2 == 0:
+                    line.append(piece)
+                    continue
+                if piece not in expressions:
+                    expressions[piece] = len(expressions)
+                    hints.append(int(match.group(i // 2 + 1)))
+                elif hints[expressions[piece]] != int(match.group(i // 2 + 1)):
+                    raise _Mismatch(f"{{{piece}}} stands for two numbers")
+                line.append(expressions[piece])
+            self.parts.append(line)
+        names = sorted({name for text in expressions for name in _SYMBOL.findall(text)} - set(_FUNCTIONS))
+        unknown = [n for n in names if n not in symbol_sources]
+        if unknown:
+            raise _Mismatch(f"sizes depend on symbols no argument gives ({', '.join(unknown)})")
+        self.symbols = names
+        self.sources = [symbol_sources[n] for n in names]
+        body = ", ".join(expressions) + ("," if len(expressions) == 1 else "")
+        self._evaluate = eval(f"lambda {', '.join(names)}: ({body})", dict(_FUNCTIONS))
+        self.num_expressions = len(expressions)
+        if self.num_expressions and tuple(self._evaluate(*[symbol_hints[n] for n in names])) != tuple(hints):
+            raise _Mismatch("an expression of the shape shadow does not give the real run's number")
+
+    def render(self, symbol_values):
+        """The graph text for these symbol values (in the order of `symbols`)."""
+        values = self._evaluate(*symbol_values) if self.num_expressions else ()
+        return "\n".join("".join(p if isinstance(p, str) else str(values[p]) for p in line) for line in self.parts)
+
+
+class SymbolicPlan:
+    """A plan over symbolic dimensions: the template, the shape guards, and
+    one executor per layout of the dynamic arguments seen so far."""
+
+    def __init__(self, template, guard_code, shape_env, positions, sources, compile_text):
+        self.template = template
+        self.guard_code = guard_code          # over L['a0']... = inputs[positions[0]]...
+        self.shape_env = shape_env
+        self.positions = positions            # graph input positions of the dynamic arguments
+        self.sources = sources                # per template symbol: (graph input position, dim, _SIZE or _STRIDE)
+        self.compile_text = compile_text      # text -> executor
+        self.instances = {}                   # layout key -> executor, or None where the guards fail
+
+    def executor_for(self, inputs):
+        """The executor for these inputs, compiling one for a new layout; None
+        when the shape guards reject them."""
+        tensors = [inputs[k] for k in self.positions]
+        key = tuple((tuple(t.shape), tuple(t.stride())) for t in tensors)
+        if key in self.instances:
+            return self.instances[key]
+        executor = None
+        if self.guard_code is None or self.shape_env.evaluate_guards_expression(self.guard_code, tensors):
+            values = [inputs[k].stride(d) if kind == _STRIDE else inputs[k].shape[d] for k, d, kind in self.sources]
+            executor = self.compile_text(self.template.render(values))
+            log_event("recompiles", f"dynamic shapes: a plan instance for {[tuple(t.shape) for t in tensors]} "
+                                    "(no capture)")
+        self.instances[key] = executor
+        return executor
+
+    def executors(self):
+        return [e for e in self.instances.values() if e is not None]
+
+    def describe(self):
+        """Readable lines: each symbol, the shape guards, the instances."""
+        kinds = {_SIZE: "size", _STRIDE: "stride"}
+        symbols = ", ".join(f"{name} = {kinds[kind]} {d} of graph input {k}"
+                            for name, (k, d, kind) in zip(self.template.symbols, self.sources))
+        return [f"dynamic shapes: {symbols}",
+                f"shape guards: {self.guard_code or 'none'}",
+                f"instances (one per layout, no capture): {len(self.executors())}"]
+
+
+class SymbolicCapture:
+    """What a capture with a successful shadow adds to its path."""
+
+    def __init__(self, template, guard_code, shape_env, positions, sources, dims, inputs):
+        self.template = template
+        self.guard_code = guard_code
+        self.shape_env = shape_env
+        self.positions = positions  # graph input positions of the dynamic arguments (the guards' L['a0']...)
+        self.sources = sources      # per template symbol: (graph input position, dim, _SIZE or _STRIDE)
+        self.dims = dims            # {graph input position: (symbolic sizes, symbolic strides)}: any value there
+        self.inputs = inputs        # the capture's graph inputs (its own instance is compiled from them)
+
+
+def symbolic_capture(shadow, monitor, recorder, builder, segments, inputs, direct):
+    """The SymbolicCapture of a run the shadow followed, or None (the reason
+    logged): the capture then holds for its own sizes only."""
+    from ._segments import split
+    if recorder.decisions:
+        shadow.fail("tensor data reaches Python (a decision)")
+    if monitor.scalars is not None and monitor.scalars.symbols:
+        shadow.fail("numbers read from tensors flow back into tensor ops")
+    shadow_recorder = shadow.recorder
+    if shadow_recorder.unsupported is not None:
+        shadow.fail(f"the shadow's recorder: {shadow_recorder.unsupported}")
+    fakes = [shadow.fake_of(t) for t in builder.output_tensors]
+    if any(f is None for f in fakes):
+        shadow.fail("an output the shadow did not follow")
+    template = None
+    if shadow.failed is None and len(segments) == 1:
+        try:
+            values, view_lines = shadow_recorder.output_values(fakes)
+            shadow_segments = split(shadow_recorder.value_lines, shadow_recorder.input_values,
+                                    shadow_recorder.node_lines, [], values, list(shadow_recorder.mutations.items()),
+                                    shadow_recorder.restride_lines() + view_lines)
+            template = shadow.template(segments[0].text, shadow_segments[0].text)
+        except Exception as e:
+            shadow.fail(f"the shadow's graph: {type(e).__name__}: {e}")
+    if template is None:
+        log_event("recompiles", f"dynamic shapes: this capture stays static: {shadow.failed}")
+        return None
+    if not template.symbols:
+        return None  # every symbolic dimension was specialized (a size of 1): a static plan
+    position = {id(t): k for k, t in enumerate(inputs)}
+    positions, placeholders, dims = [], [], {}
+    for k, fake in shadow.dynamic:
+        p = position[id(direct[k])]
+        sizes = [d for d, n in enumerate(fake.shape) if _symbolic(n)]
+        if sizes:
+            positions.append(p)
+            placeholders.append(fake)
+            dims[p] = (sizes, [d for d, n in enumerate(fake.stride()) if _symbolic(n)])
+    sources = [(position[id(direct[k])], d, kind) for k, d, kind in template.sources]
+    code = shadow.guard_code(placeholders) if placeholders else None
+    return SymbolicCapture(template, code, shadow.shape_env, positions, sources, dims, inputs)
+
+
+class DynamicDims:
+    """Which dimensions of the tensors passed directly a capture makes
+    symbolic. dynamic=None: a dimension that took a second value (or one
+    marked with mark_dynamic); True: every dimension; False: none."""
+
+    def __init__(self, dynamic):
+        self.dynamic = dynamic
+        self._last = {}      # k -> sizes of the k-th tensor passed directly, at the last capture
+        self._symbolic = {}  # k -> dims seen with two values
+
+    def for_call(self, args, kwargs):
+        direct = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
+        chosen = {}
+        for k, t in enumerate(direct):
+            dims = self._choose(k, t)
+            self._last[k] = tuple(t.shape)
+            if dims:
+                self._symbolic.setdefault(k, set()).update(dims)
+                chosen[k] = dims
+        return chosen
+
+    def _choose(self, k, t):
+        if self.dynamic is False:
+            return set()
+        if self.dynamic:
+            dims = set(range(t.dim()))
+        else:
+            dims = set(getattr(t, "_dynamo_dynamic_indices", ())) | self._symbolic.get(k, set())
+            last = self._last.get(k)
+            if last is not None and len(last) == t.dim():
+                dims |= {d for d in range(t.dim()) if last[d] != t.shape[d]}
+        return dims - set(getattr(t, "_dynamo_static_indices", ()))

@@ -1,0 +1,185 @@
+"""Dynamic shapes (issue 11, _shapes.py): a dimension that takes a second
+value is captured as a symbol, and later sizes run instances of that capture
+without capturing again; the shape guards (shared dimensions, size 1,
+strides) send what the capture did not cover to a new capture. Every result
+is compared with eager."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import deepvisor
+
+
+def _check(g, fn, *args):
+    got, want = g(*args), fn(*args)
+    for a, b in zip(pytest.importorskip("torch.utils._pytree").tree_leaves(got),
+                    pytest.importorskip("torch.utils._pytree").tree_leaves(want)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def _symbolic_plans(g):
+    return [p for p in g.plans() if p.symbolic is not None]
+
+
+@pytest.fixture(autouse=True)
+def strict(monkeypatch):
+    monkeypatch.setenv("DEEPVISOR_STRICT", "1")
+
+
+def block(x, w, b):
+    """A matmul whose C++ decomposition computes its rows from the sizes, a
+    row reduction over the symbolic dimension, a flatten."""
+    y = F.gelu(F.linear(x, w, b)) * 2
+    return torch.softmax(y.transpose(1, 2), -1).flatten(0, 1)
+
+
+def test_a_dimension_that_changes_becomes_a_symbol_after_its_second_value():
+    torch.manual_seed(0)
+    w, b = torch.randn(16, 8), torch.randn(16)
+    g = deepvisor.compile(block)
+    for n in (5, 7, 3, 12, 7, 33):
+        _check(g, block, torch.randn(2, n, 8), w, b)
+    s = deepvisor.stats(g)
+    assert s["captures"] == 2, s  # the first shape, then the symbolic capture at the second
+    assert s["cache_hits"] == 4
+    [plan] = _symbolic_plans(g)
+    assert len(plan.symbolic.executors()) == 4  # 7 (the capture's own), 3, 12, 33
+    assert "dynamic shapes" in deepvisor.explain(g)
+
+
+def test_dynamic_true_is_symbolic_from_the_first_call():
+    g = deepvisor.compile(lambda x: (x.exp() * 3).sum(-1), dynamic=True)
+    for shape in ((3, 7), (5, 9), (17, 2), (4, 4)):
+        x = torch.randn(shape)
+        torch.testing.assert_close(g(x), (x.exp() * 3).sum(-1))
+    assert deepvisor.stats(g)["captures"] == 1
+
+
+def test_dynamic_false_stays_static():
+    g = deepvisor.compile(lambda x: x + 1, dynamic=False)
+    for n in (3, 4, 5):
+        g(torch.randn(n))
+    assert deepvisor.stats(g)["captures"] == 3
+    assert not _symbolic_plans(g)
+
+
+def test_mark_dynamic_and_mark_static():
+    def fn(x):
+        return x.cos().sum(0)
+    g = deepvisor.compile(fn)
+    x = torch.randn(4, 6)
+    deepvisor.mark_dynamic(x, 0)
+    _check(g, fn, x)
+    for n in (5, 9):
+        _check(g, fn, torch.randn(n, 6))
+    assert deepvisor.stats(g)["captures"] == 1
+    h = deepvisor.compile(fn)
+    for n in (4, 5, 6):
+        y = torch.randn(n, 3)
+        deepvisor.mark_static(y, 0)
+        _check(h, fn, y)
+    assert deepvisor.stats(h)["captures"] == 3 and not _symbolic_plans(h)
+
+
+def test_shared_dimensions_are_guarded():
+    def add(a, b):
+        return (a + b).sum(0)
+    g = deepvisor.compile(add)
+    for n in (3, 4, 6, 9):
+        _check(g, add, torch.randn(n, 4), torch.randn(n, 4))
+    assert deepvisor.stats(g)["captures"] == 2
+    [plan] = _symbolic_plans(g)
+    assert "L['t1'].size()[0] == L['t0'].size()[0]" in plan.symbolic.guard_code
+    # A size of 1 broadcasts: the capture assumed equal sizes, so this captures again.
+    _check(g, add, torch.randn(5, 4), torch.randn(1, 4))
+    assert deepvisor.stats(g)["captures"] == 3
+    with pytest.raises(RuntimeError, match="must match"):  # what eager says
+        g(torch.randn(5, 4), torch.randn(6, 4))
+
+
+def test_a_size_of_one_is_not_an_instance():
+    def fn(x):
+        return x.softmax(0) * x.size(1)
+    g = deepvisor.compile(lambda x: x.softmax(0))
+    for n in (3, 5, 1, 7):
+        x = torch.randn(n, 4)
+        torch.testing.assert_close(g(x), x.softmax(0))
+    assert deepvisor.stats(g)["captures"] == 3  # 3, 5 (symbolic, n >= 2), 1 (static)
+
+
+def test_strides_are_guarded():
+    def fn(x):
+        return (x * 2).sum(-1)
+    g = deepvisor.compile(fn)
+    for s in (4, 6, 8):
+        _check(g, fn, torch.randn(3, s, 5))
+    assert deepvisor.stats(g)["captures"] == 2
+    # A view with the same sizes as a contiguous tensor but other strides.
+    _check(g, fn, torch.randn(3, 20, 5)[:, :7])
+    _check(g, fn, torch.randn(3, 9, 5).transpose(0, 1).contiguous().transpose(0, 1))
+    assert deepvisor.stats(g)["captures"] >= 3
+
+
+def test_python_that_reads_a_symbolic_size_stays_static_and_correct(monkeypatch):
+    """Not yet symbolic: a size read in Python (issue 11's next step); each
+    shape captures, as before, and results stay right on both sides of a
+    size decision."""
+    def fn(x):
+        if x.size(1) > 6:
+            return x.sum(1)
+        return x.view(x.size(0) * x.size(1)).exp()
+    g = deepvisor.compile(fn)
+    for n in (4, 5, 8, 9, 5):
+        _check(g, fn, torch.randn(2, n))
+    assert not _symbolic_plans(g)
+    assert deepvisor.stats(g)["captures"] == 4
+
+
+def test_an_in_place_update_of_an_argument_with_a_symbolic_size():
+    def fn(x, y):
+        x.mul_(2)
+        y[:, 0] = x.sum(1)
+        return x + 1
+    g = deepvisor.compile(fn)
+    for n in (3, 4, 7, 2):
+        a, b = torch.randn(n, 5), torch.zeros(n, 3)
+        a2, b2 = a.clone(), b.clone()
+        out = g(a, b)
+        want = fn(a2, b2)
+        torch.testing.assert_close(out, want)
+        torch.testing.assert_close(a, a2)
+        torch.testing.assert_close(b, b2)
+    assert deepvisor.stats(g)["captures"] == 2
+
+
+def test_instances_compile_no_kernel_twice(monkeypatch, tmp_path):
+    """With kernels that take their sizes as arguments, a new size of the
+    batch compiles nothing (rows keep their length: the same kernels)."""
+    monkeypatch.setenv("DEEPVISOR_CPU", "interpreter")
+    monkeypatch.setenv("DEEPVISOR_VALIDATE_CUDA", "1")
+    monkeypatch.setenv("DEEPVISOR_CACHE_DIR", str(tmp_path))
+    torch.manual_seed(0)
+    w, b, lw, lb = torch.randn(32, 16), torch.randn(32), torch.randn(32), torch.randn(32)
+
+    def fn(x):
+        return F.layer_norm(F.gelu(F.linear(x, w, b)) + 1, (32,), lw, lb).softmax(-1)
+    g = deepvisor.compile(fn)
+    compiles = []
+    for n in (2, 3, 5, 8, 13):
+        _check(g, fn, torch.randn(n, 7, 16))
+        compiles.append(deepvisor.stats(g)["nvrtc_compiles"])
+    assert deepvisor.stats(g)["captures"] == 2
+    assert compiles[2:] == [compiles[1]] * 3, compiles
+
+
+def test_a_model_over_batch_sizes():
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=10).eval()
+    g = deepvisor.compile(model)
+    with torch.no_grad():
+        for n in (2, 3, 5, 4):
+            x = torch.randn(n, 3, 32, 32)
+            torch.testing.assert_close(g(x), model(x), rtol=1e-4, atol=1e-4)
+    assert deepvisor.stats(g)["captures"] == 2
