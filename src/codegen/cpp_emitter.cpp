@@ -58,6 +58,11 @@ class Writer {
   void write_rows();
   void write_x_stage(int stage);
   void write_loop(int loop);
+  void write_loop_body(int loop);
+  void write_loop_form(int loop, const std::string& clauses, bool partial_sums);
+  void write_prefetch_next_row();
+  std::vector<ValueId> row_divisors(int loop) const;
+  bool partial_sums_fit(int loop) const;
   void write_value(ValueId v, bool in_loop);
   void write_load(ValueId v);
   void write_store(ValueId v);
@@ -84,6 +89,8 @@ class Writer {
   std::int64_t cache_bytes_ = 0;
   bool serial_ = false;
   int loop_ = -1;  // the loop being written, -1 outside
+  std::vector<bool> reciprocal_;  // x-level divisors read as their reciprocal (rcpN) in the loop being written
+  std::vector<bool> partial_;     // Sum reductions accumulated in partial sums (accNp[j]) in the loop being written
   std::ostringstream out_;
   int indent_ = 0;
 };
@@ -340,6 +347,10 @@ void Writer::write_value(ValueId v, bool in_loop) {
       else line(acc_update(v));
       break;
     default:
+      if (in.op == PrimOp::Div && in_loop && reciprocal_[in.args[1]]) {
+        define("(" + arg(0) + " * rcp" + std::to_string(in.args[1]) + ")");
+        break;
+      }
       if (ir::prim_op_arity(in.op) == 1) define(cpp::unary(in.op, arg_dtype(0), arg(0)));
       else define(cpp::binary(in.op, arg_dtype(0), in.dtype, arg(0), arg(1)));
   }
@@ -376,6 +387,7 @@ std::string Writer::acc_update(ValueId v) const {
   const bool max = in.reduce == ReduceOp::Max;
   switch (in.reduce) {
     case ReduceOp::Sum:
+      if (!partial_.empty() && partial_[v]) return a + "p[j] += " + x + ";";
       return ir::is_integral(t) ? a + " += (" + (t == DType::Int32 ? "dv_u32" : "dv_u64") + ")" + x + ";"
                                 : a + " += " + x + ";";
     case ReduceOp::Prod:
@@ -438,6 +450,113 @@ void Writer::write_x_stage(int stage) {
   }
 }
 
+// The float divisors of r-level divisions in loop `loop` that are x-level
+// values: the loop multiplies by their reciprocal, one division a row
+// instead of one an element, where dv_recip_ok says that is as exact.
+std::vector<ValueId> Writer::row_divisors(int loop) const {
+  std::vector<ValueId> out;
+  for (std::size_t i = 0; i < k_.body.size(); ++i) {
+    const Instr& in = k_.body[i];
+    if (in.op != PrimOp::Div || !needs_[loop][i] || !is_float(in.dtype) || r_level_[in.args[1]]) continue;
+    if (cached_[i] && stage_[i] < loop) continue;  // read from the row buffer
+    if (std::find(out.begin(), out.end(), in.args[1]) == out.end()) out.push_back(in.args[1]);
+  }
+  return out;
+}
+
+// Float sums accumulate in DV_SUM_LANES partial sums (four vectors): one
+// vector accumulator is a chain of dependent adds, one add's latency per
+// vector of the row. Only in loops whose reductions are all float sums.
+bool Writer::partial_sums_fit(int loop) const {
+  bool any = false;
+  for (std::size_t i = 0; i < k_.body.size(); ++i) {
+    const Instr& in = k_.body[i];
+    if (in.op != PrimOp::Reduce || stage_[in.args[0]] != loop) continue;
+    if (in.reduce != ReduceOp::Sum || !is_float(in.dtype)) return false;
+    any = true;
+  }
+  // The blocks' simd loop has no clause (a reduction clause there, even of
+  // `err`, keeps the partial sums in memory): its accesses must be unchecked.
+  for (std::size_t i = 0; i < k_.body.size() && any; ++i) {
+    const Instr& in = k_.body[i];
+    if ((in.op == PrimOp::Load || in.op == PrimOp::Store) && needs_[loop][i] &&
+        (in.indirect || in.masked || in.accumulate || !statically_in_bounds(in)))
+      return false;
+  }
+  return any && !serial_;
+}
+
+void Writer::write_loop_body(int loop) {
+  for (std::size_t i = 0; i < k_.body.size(); ++i) {
+    const auto v = static_cast<ValueId>(i);
+    const Instr& in = k_.body[v];
+    if (in.op == PrimOp::Reduce) {
+      if (stage_[in.args[0]] == loop) line(acc_update(v));
+    } else if (needs_[loop][v]) {
+      write_value(v, true);
+    }
+  }
+}
+
+// One loop over r: plain, or in blocks of DV_SUM_LANES with partial sums
+// then the rest of the row one accumulator a reduction.
+void Writer::write_loop_form(int loop, const std::string& clauses, bool partial_sums) {
+  const std::string rnumel = cpp::int_literal(k_.rnumel);
+  if (!partial_sums) {
+    if (!serial_) line("#pragma omp simd" + clauses);
+    line("for (dv_i64 r = 0; r < " + rnumel + "; ++r) {");
+    ++indent_;
+    write_loop_body(loop);
+    --indent_;
+    line("}");
+    return;
+  }
+  std::vector<ValueId> sums;
+  for (std::size_t i = 0; i < k_.body.size(); ++i) {
+    const Instr& in = k_.body[i];
+    if (in.op == PrimOp::Reduce && stage_[in.args[0]] == loop) sums.push_back(static_cast<ValueId>(i));
+  }
+  line("{");
+  ++indent_;
+  for (ValueId v : sums) {
+    const std::string type = cpp::compute_type(k_.body[v].dtype);
+    line(type + " " + acc_name(v) + "p[DV_SUM_LANES(" + type + ")];");
+    line("for (int j = 0; j < DV_SUM_LANES(" + type + "); ++j) " + acc_name(v) + "p[j] = 0;");
+  }
+  // One block width for the loop: the widest type's lanes are the fewest
+  // (a float's partial sums then use the first half of their array).
+  std::string width = "DV_SUM_LANES(" + cpp::compute_type(k_.body[sums[0]].dtype) + ")";
+  for (ValueId v : sums)
+    if (k_.body[v].dtype == DType::Float64) width = "DV_SUM_LANES(double)";
+  line("const dv_i64 rblocks = " + rnumel + " / " + width + " * " + width + ";");
+  line("for (dv_i64 r0 = 0; r0 < rblocks; r0 += " + width + ") {");
+  ++indent_;
+  line("#pragma omp simd");
+  line("for (dv_i64 j = 0; j < " + width + "; ++j) {");
+  ++indent_;
+  line("const dv_i64 r = r0 + j;");
+  partial_.assign(k_.body.size(), false);
+  for (ValueId v : sums) partial_[v] = true;
+  write_loop_body(loop);
+  partial_.clear();
+  --indent_;
+  line("}");
+  --indent_;
+  line("}");
+  for (ValueId v : sums) {
+    line("#pragma omp simd reduction(+:" + acc_name(v) + ")");
+    line("for (int j = 0; j < " + width + "; ++j) " + acc_name(v) + " += " + acc_name(v) + "p[j];");
+  }
+  if (!serial_) line("#pragma omp simd" + clauses);
+  line("for (dv_i64 r = rblocks; r < " + rnumel + "; ++r) {");
+  ++indent_;
+  write_loop_body(loop);
+  --indent_;
+  line("}");
+  --indent_;
+  line("}");
+}
+
 void Writer::write_loop(int loop) {
   loop_ = loop;
   std::string clauses = " reduction(|:err)";
@@ -448,26 +567,67 @@ void Writer::write_loop(int loop) {
     line(acc_init(v));
     clauses += acc_clause(v);
   }
-  if (!serial_) line("#pragma omp simd" + clauses);
-  line("for (dv_i64 r = 0; r < " + cpp::int_literal(k_.rnumel) + "; ++r) {");
-  ++indent_;
-  for (std::size_t i = 0; i < k_.body.size(); ++i) {
-    const auto v = static_cast<ValueId>(i);
-    const Instr& in = k_.body[v];
-    if (in.op == PrimOp::Reduce) {
-      if (stage_[in.args[0]] == loop) line(acc_update(v));
-    } else if (needs_[loop][v]) {
-      write_value(v, true);
+  const bool partial_sums = partial_sums_fit(loop);
+  const std::vector<ValueId> divisors = serial_ ? std::vector<ValueId>{} : row_divisors(loop);
+  reciprocal_.assign(k_.body.size(), false);
+  if (divisors.empty()) {
+    write_loop_form(loop, clauses, partial_sums);
+  } else {
+    std::string ok;
+    for (ValueId d : divisors) {
+      const std::string type = cpp::compute_type(k_.body[d].dtype);
+      line("const " + type + " rcp" + std::to_string(d) + " = " + cpp::float_literal(1, k_.body[d].dtype) + " / " +
+           v_name(d) + ";");
+      ok += (ok.empty() ? "" : " && ") + std::string("dv_recip_ok(") + v_name(d) + ")";
     }
+    line("if (" + ok + ") {");
+    ++indent_;
+    for (ValueId d : divisors) reciprocal_[d] = true;
+    write_loop_form(loop, clauses, partial_sums);
+    reciprocal_.assign(k_.body.size(), false);
+    --indent_;
+    line("} else {");
+    ++indent_;
+    write_loop_form(loop, clauses, partial_sums);
+    --indent_;
+    line("}");
   }
+  loop_ = -1;
+}
+
+// The plain loads of the next row, prefetched while this one is computed:
+// a row's loops run from the cache, and without this the next row's first
+// loop would wait for memory (a row is contiguous in r for these loads).
+void Writer::write_prefetch_next_row() {
+  std::vector<std::string> lines;
+  for (std::size_t i = 0; i < k_.body.size(); ++i) {
+    const Instr& in = k_.body[i];
+    if (in.op != PrimOp::Load || !r_level_[i] || in.indirect || in.masked || !in.index.uses_var("x") ||
+        !statically_in_bounds(in))
+      continue;
+    auto at = [&](std::int64_t x, std::int64_t r) {
+      return in.index.eval([&](const std::string& n) { return n == "x" ? x : n == "r" ? r : 0; });
+    };
+    if (at(0, 1) - at(0, 0) != 1 || at(0, k_.rnumel - 1) - at(0, 0) != k_.rnumel - 1) continue;
+    const std::int64_t step = std::max<std::int64_t>(1, 64 / ir::dtype_size(k_.buffers[in.buffer].dtype));
+    std::string l = "for (dv_i64 r = 0; r < " + cpp::int_literal(k_.rnumel) + "; r += " + std::to_string(step) +
+                    ") __builtin_prefetch(&" + buf_name(in.buffer) + "[" + cpp::index(in.index, true) + "]);";
+    if (std::find(lines.begin(), lines.end(), l) == lines.end()) lines.push_back(l);
+  }
+  if (lines.empty()) return;
+  line("if (x + 1 < x_end) {");
+  ++indent_;
+  line("const dv_i64 next = x + 1;");
+  line("const dv_i64 x = next;  // the loads' indices, one row on");
+  for (const auto& l : lines) line(l);
   --indent_;
   line("}");
-  loop_ = -1;
 }
 
 void Writer::write_rows() {
   line("for (dv_i64 x = x_begin; x < x_end; ++x) {");
   ++indent_;
+  if (!serial_) write_prefetch_next_row();
   for (int s = 0; s <= loops_; ++s) {
     write_x_stage(s);
     if (s < loops_) write_loop(s);
@@ -511,6 +671,7 @@ CppKernel Writer::write() {
   mark_levels();
   assign_stages();
   cached_.assign(k_.body.size(), false);
+  reciprocal_.assign(k_.body.size(), false);
   if (k_.rnumel > 1) plan_row_cache();
   out_ << cpp_prelude(options_.vector_math);
   write_entry();

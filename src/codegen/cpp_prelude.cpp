@@ -101,7 +101,21 @@ static inline dv_i64 dv_mod_c(dv_i64 a, dv_i64 d) { dv_i64 r = a % d; return r <
 // Float semantics: Python remainder, NaN-propagating max/min, and the
 // float -> int conversion that saturates and maps NaN to 0 (as the
 // interpreter and CUDA's cvt.rzi do).
-constexpr const char* kFloats = R"(template <class T> static inline T dv_fmodp(T a, T b) {
+constexpr const char* kFloats = R"(// The bytes of one vector register of the ISA the compiler targets (row
+// loops keep several vectors of partial sums: DV_SUM_LANES lanes of T).
+#if defined(__AVX512F__)
+#define DV_VEC_BYTES 64
+#elif defined(__AVX__)
+#define DV_VEC_BYTES 32
+#else
+#define DV_VEC_BYTES 16
+#endif
+#define DV_SUM_LANES(T) (4 * DV_VEC_BYTES / (int)sizeof(T))
+// a * (1 / b) is a / b within an ulp and a half, with the same special
+// values, where 1 / b is a normal number: b normal, not near overflow.
+static inline bool dv_recip_ok(float b) { const float m = b < 0 ? -b : b; return m >= 0x1p-126f && m <= 0x1p126f; }
+static inline bool dv_recip_ok(double b) { const double m = b < 0 ? -b : b; return m >= 0x1p-1022 && m <= 0x1p1022; }
+template <class T> static inline T dv_fmodp(T a, T b) {
   T r = dv_fmod_c(a, b);
   if (r != 0 && ((r < 0) != (b < 0))) r += b;
   return r;
