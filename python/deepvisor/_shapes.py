@@ -210,6 +210,7 @@ def _as_real_decomposition(real, shadow):
 _REFS = re.compile(r"%\d+")
 _EXPR = re.compile(r"\{([^{}]*)\}")
 _ALIGNED = re.compile(r"aligned=\d")
+_DEVICE = re.compile(r"device=\S+")
 _SYMBOL = re.compile(r"\b[a-z]+\d+\b")
 # What the expressions of a ShapeEnv print as, evaluated on Python ints.
 _FUNCTIONS = {"Max": max, "Min": min, "Mod": lambda a, b: a % b, "PythonMod": lambda a, b: a % b,
@@ -233,6 +234,10 @@ class Template:
             if aligned is not None:  # the shadow's fakes have no address: the real run says
                 shadow = _ALIGNED.sub(aligned.group(0), shadow)
             shadow = _as_real_decomposition(real, shadow)
+            if real.startswith("value ") and " sizes= " in real:
+                # A 0-d value (the random state a CUDA attention kernel returns
+                # lives on the CPU; a fake kernel puts it on the GPU).
+                shadow = _DEVICE.sub(_DEVICE.search(real).group(0), shadow)
             pieces = _EXPR.split(shadow)
             if len(pieces) == 1:
                 if real != shadow:
