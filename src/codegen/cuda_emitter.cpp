@@ -25,7 +25,10 @@
 // assert is (it shows at the next synchronization). A Store with an indirect
 // offset or accumulation (a scatter) is never classified either: every lane
 // writes alone, `p[index + dv_checked(o, extent) * stride] = value`, or
-// `dv_atomic_add(&p[...], value)` when it accumulates.
+// `dv_atomic_add(&p[...], value)` when it accumulates. An accumulating store
+// in a pointwise kernel is always lane code, even where nothing in it varies
+// with x: values that do not vary run in every thread (below), and an add must
+// happen once per point.
 //
 // Pointwise kernels (rnumel <= 1). W = 16 bytes / widest accessed element,
 // one chunk per thread (G = 1), blocks of 128 threads (64 when the grid would
@@ -153,6 +156,13 @@ void Emitter::analyze() {
     }
     bool varies = (in.op == PrimOp::Index || in.op == PrimOp::Load || in.op == PrimOp::Store) && in.index.uses_var(lane);
     for (ValueId a : in.args) varies = varies || lanes_[a];
+    // A pointwise kernel's scalars run in every thread of every block, before
+    // the tile code: harmless for a plain store (each thread writes the same
+    // value), but an accumulating store must add once per point x (a scatter
+    // of one point into a one-element index: an atomic add per thread gave
+    // 64 or 128 times the value). It is a lane value, written once per x.
+    // (Row kernels write x-level stores once per row already.)
+    if (!rows_ && in.op == PrimOp::Store && in.accumulate) varies = true;
     lanes_[i] = varies;
   }
 }

@@ -44,7 +44,8 @@ void Emitter::emit_pointwise() {
   emit_size_constant("kFullTiles", full_tiles);
   w_.line("");
   w_.open(signature(threads));
-  // Scalars (values that do not depend on x) once, before the tile code.
+  // Scalars (values that do not depend on x), in every thread before the tile code (never an
+  // accumulating store: analyze() makes it lane code, one add per x).
   for (std::size_t i = 0; i < k_.body.size(); ++i)
     if (live_[i] && !lanes_[i]) emit_scalar(static_cast<ValueId>(i), "");
 

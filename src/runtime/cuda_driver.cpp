@@ -37,7 +37,8 @@ namespace dv::runtime {
   X(cuMemcpyHtoD)              \
   X(cuMemcpyDtoH)              \
   X(cuStreamEndCapture)        \
-  X(cuGraphDestroy)
+  X(cuGraphDestroy)            \
+  X(cuGraphGetNodes)
 
 struct CudaDriver::Api {
 #define DV_CU_FIELD(name) decltype(&::name) name = nullptr;
@@ -305,6 +306,12 @@ void CudaDriver::abort_capture(void* stream) {
   CUgraph graph = nullptr;
   if (a.cuStreamEndCapture(static_cast<CUstream>(stream), &graph) == CUDA_SUCCESS && graph != nullptr)
     a.cuGraphDestroy(graph);
+}
+
+std::size_t CudaDriver::graph_nodes(void* graph) {
+  std::size_t n = 0;
+  check(api("graph_nodes").cuGraphGetNodes(static_cast<CUgraph>(graph), nullptr, &n), "cuGraphGetNodes", "");
+  return n;
 }
 
 void CudaDriver::synchronize() {

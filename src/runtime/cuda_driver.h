@@ -83,6 +83,9 @@ class CudaDriver {
   // Errors are ignored: the capture is over either way.
   void abort_capture(void* stream);
 
+  // The number of nodes of a captured graph (a CUgraph, which is a cudaGraph_t).
+  std::size_t graph_nodes(void* graph);
+
   // The dlsym'ed entry points (defined in cuda_driver.cpp; opaque elsewhere).
   struct Api;
 

@@ -165,14 +165,17 @@ bool CudaGraphReplay::capture(const std::vector<at::Tensor>& inputs, const Steps
   at::cuda::CUDAEvent ready;
   ready.record(current);
   ready.block(side);
-  graph_ = std::make_unique<at::cuda::CUDAGraph>();
+  // keep_graph: the captured graph stays readable until instantiated here,
+  // so that its nodes can be counted first.
+  graph_ = std::make_unique<at::cuda::CUDAGraph>(/*keep_graph=*/true);
   std::string failure;
+  std::int64_t launches = 0;
   {
     c10::cuda::CUDAStreamGuard on_side(side);
     // Thread-local: CUDA work of other threads (an eager model, another plan) does not break the capture.
     graph_->capture_begin({0, 0}, cudaStreamCaptureModeThreadLocal);
     try {
-      static_outputs_ = steps(static_inputs);
+      static_outputs_ = steps(static_inputs, launches);
       graph_->capture_end();
     } catch (const std::exception& e) {
       failure = e.what();
@@ -189,6 +192,22 @@ bool CudaGraphReplay::capture(const std::vector<at::Tensor>& inputs, const Steps
   if (!failure.empty()) {
     disable("capturing it failed (a host synchronization or CPU work inside?): " +
             failure.substr(0, failure.find('\n')));
+    return false;
+  }
+  // Every kernel the steps launched on the capture stream is one node (ATen's
+  // work adds more). Fewer nodes: work went elsewhere, and replays would
+  // leave outputs as the capture found them. None: nothing to replay.
+  try {
+    const std::size_t nodes = CudaDriver::instance().graph_nodes(graph_->raw_cuda_graph());
+    if (nodes == 0 || static_cast<std::int64_t>(nodes) < launches) {
+      disable("its capture recorded " + std::to_string(nodes) + " graph nodes for the " + std::to_string(launches) +
+              " kernels it launched");
+      return false;
+    }
+    graph_->instantiate();
+  } catch (const std::exception& e) {
+    const std::string what = e.what();
+    disable("instantiating its graph failed: " + what.substr(0, what.find('\n')));
     return false;
   }
   output_input_.assign(static_outputs_.size(), -1);

@@ -18,12 +18,16 @@
 // A plan the graph cannot replay (an op that synchronizes with the host or
 // reads CPU memory makes the capture fail; plans that write their inputs or
 // restride them are not tried) keeps running step by step, and status() says
-// why. Calls that find the graph busy (another thread replays it) run step by
-// step too.
+// why. So does a plan whose capture recorded fewer nodes than the kernels it
+// launched, or none at all: work that went to another stream, or was never
+// launched, would be missing from every replay (which then hands out stale
+// or uninitialized buffers), so such a graph is never replayed. Calls that
+// find the graph busy (another thread replays it) run step by step too.
 #pragma once
 
 #include <ATen/core/Tensor.h>
 
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -39,7 +43,9 @@ namespace dv::runtime {
 
 class CudaGraphReplay {
  public:
-  using Steps = std::function<std::vector<at::Tensor>(const std::vector<at::Tensor>&)>;
+  // Runs the plan on given inputs; adds to `kernel_launches` the kernels it
+  // launched (each one node of a graph that captures them).
+  using Steps = std::function<std::vector<at::Tensor>(const std::vector<at::Tensor>&, std::int64_t& kernel_launches)>;
 
   // constant[i]: graph input i is a constant of the plan. `unsupported`: why
   // the plan cannot be graphed at all ("" if it may be).

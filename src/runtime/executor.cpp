@@ -454,10 +454,13 @@ void Executor::prepare_host() {
 
 std::vector<at::Tensor> Executor::run(const std::vector<at::Tensor>& inputs) {
   if (graph_) {
-    auto out = graph_->run(inputs, [this](const std::vector<at::Tensor>& in) { return run_steps(in); });
+    auto out = graph_->run(inputs, [this](const std::vector<at::Tensor>& in, std::int64_t& launches) {
+      return run_steps(in, launches);
+    });
     if (out) return std::move(*out);
   }
-  return run_steps(inputs);
+  std::int64_t launches = 0;
+  return run_steps(inputs, launches);
 }
 
 void Executor::enable_cuda_graph(std::vector<bool> constant_inputs) {
@@ -466,11 +469,29 @@ void Executor::enable_cuda_graph(std::vector<bool> constant_inputs) {
   graph_ = std::make_unique<CudaGraphReplay>(std::move(constant_inputs), why_not_graphable());
 }
 
+namespace {
+
+// Whether running `p` does any work on the device: a kernel over a non-empty
+// space, or an ATen op that is not a view.
+bool launches_work(const codegen::Program& p) {
+  for (const Step& step : p.steps) {
+    if (step.kind == Step::Kind::Kernel ? p.kernels[step.kernel].xnumel > 0 : step.kind != Step::Kind::View)
+      return true;
+  }
+  return false;
+}
+
+}  // namespace
+
 // Plans a CUDA graph could not replay faithfully: the graph would not redo
 // CPU work, and writes into the caller's tensors would land in its copies.
 std::string Executor::why_not_graphable() const {
   const auto& g = program_.graph;
   if (!g.mutations.empty()) return "it writes its inputs in place";
+  // A plan of views alone (or of none: its outputs are its inputs, or views
+  // of them rebuilt outside) has nothing to replay; its capture would record
+  // an empty graph.
+  if (!launches_work(program_)) return "it launches no GPU work";
   if (!g.restrides.empty()) return "it changes an input's strides";
   if (!g.output_views.empty()) return "it returns views of its results";
   std::vector<bool> is_input(g.values.size(), false);
@@ -500,7 +521,7 @@ ExecutorStats Executor::stats() const {
   return s;
 }
 
-std::vector<at::Tensor> Executor::run_steps(const std::vector<at::Tensor>& inputs) {
+std::vector<at::Tensor> Executor::run_steps(const std::vector<at::Tensor>& inputs, std::int64_t& launches) {
   std::vector<at::Tensor> slots(program_.slots.size());
   // Inputs in another layout than the capture's, read by the steps in the
   // capture's: the originals stay for writes back, restrides and outputs.
@@ -525,7 +546,7 @@ std::vector<at::Tensor> Executor::run_steps(const std::vector<at::Tensor>& input
   }
   for (std::size_t i = 0; i < program_.steps.size(); ++i) {
     const Step& step = program_.steps[i];
-    if (step.kind == Step::Kind::Kernel) run_kernel(step, slots, device);
+    if (step.kind == Step::Kind::Kernel) run_kernel(step, slots, device, launches);
     else run_fallback(step, slots);
     for (int f : step.frees) slots[f].reset();
   }
@@ -557,7 +578,8 @@ std::vector<at::Tensor> Executor::run_steps(const std::vector<at::Tensor>& input
   return outputs;
 }
 
-void Executor::run_kernel(const Step& step, std::vector<at::Tensor>& slots, const at::Device& device) {
+void Executor::run_kernel(const Step& step, std::vector<at::Tensor>& slots, const at::Device& device,
+                          std::int64_t& launches) {
   const ir::Kernel& k = program_.kernels[step.kernel];
   std::vector<void*> pointers;
   pointers.reserve(step.buffer_slots.size());
@@ -598,6 +620,7 @@ void Executor::run_kernel(const Step& step, std::vector<at::Tensor>& slots, cons
   CudaDriver::instance().launch(cuda_->functions[step.kernel], launch.grid[0], launch.grid[1], launch.grid[2],
                                 launch.block[0], launch.block[1], launch.block[2], launch.shared_bytes, stream,
                                 args.data());
+  ++launches;
 }
 
 void Executor::run_fallback(const Step& step, std::vector<at::Tensor>& slots) {

@@ -72,11 +72,14 @@ class Executor {
  private:
   struct CudaKernels;
   struct HostKernels;
-  void run_kernel(const codegen::Step& step, std::vector<at::Tensor>& slots, const at::Device& device);
+  // Adds 1 to `launches` when it launches a CUDA kernel.
+  void run_kernel(const codegen::Step& step, std::vector<at::Tensor>& slots, const at::Device& device,
+                  std::int64_t& launches);
   void run_fallback(const codegen::Step& step, std::vector<at::Tensor>& slots);
   void prepare_cuda(int device_index);
   void prepare_host();
-  std::vector<at::Tensor> run_steps(const std::vector<at::Tensor>& inputs);
+  // `launches`: the CUDA kernels it launched are added to it.
+  std::vector<at::Tensor> run_steps(const std::vector<at::Tensor>& inputs, std::int64_t& launches);
   std::string why_not_graphable() const;
 
   codegen::Program program_;

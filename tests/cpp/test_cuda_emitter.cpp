@@ -357,6 +357,17 @@ inline Kernel scatter_rows(const std::string& name, DType idx_dt, DType dt, std:
   return std::move(b).finish();
 }
 
+// out[idx[0]] += in[0] at every x of [0, n): one point (nothing varies with
+// x), added n times, as a scatter_add of an expanded index and value does
+// (n = 1: a scatter of one point, the fuzzer's seed 21 on the H200).
+inline Kernel scatter_one_point(const std::string& name, DType dt, std::int64_t n, std::int64_t n_out) {
+  KernelBuilder b(name, n, 1);
+  const int idx = b.buffer("idx", DType::Int64, 1), in = b.buffer("in", dt, 1), out = b.buffer("out", dt, n_out);
+  const ValueId row = b.load(idx, IndexExpr(0));
+  b.store(out, IndexExpr(0), b.load(in, IndexExpr(0)), dv::ir::StoreOptions{row, 1, n_out, true});
+  return std::move(b).finish();
+}
+
 inline std::vector<TestKernel> emitter_test_kernels() {
   std::vector<TestKernel> ks;
   auto add = [&](Kernel k, double lo = -2, double hi = 2, bool gpu = true) {
@@ -439,6 +450,8 @@ inline std::vector<TestKernel> emitter_test_kernels() {
   add(scatter_rows("scatter_add_f64", DType::Int64, DType::Float64, 300, 9, 5, true), 0, 8);
   add(scatter_rows("scatter_add_bf16_odd", DType::Int64, DType::BFloat16, 301, 31, 3, true), 0, 30);
   add(scatter_rows("scatter_add_f16", DType::Int32, DType::Float16, 256, 64, 8, true), 0, 63);
+  add(scatter_one_point("scatter_add_one_point", DType::Float32, 1, 3), 0, 2);
+  add(scatter_one_point("scatter_add_one_point_bf16_x4099", DType::BFloat16, 4099, 5), 0, 4);
   add(scatter_rows("scatter_copy_f32", DType::Int64, DType::Float32, 1000, 50, 64, false), 0, 49, false);
   add(scatter_rows("scatter_copy_bf16_odd", DType::Int32, DType::BFloat16, 333, 17, 7, false), 0, 16, false);
   // 64-bit indexing (emitted and compiled, too large to run in the check).
@@ -469,6 +482,23 @@ std::size_t count(const std::string& s, const std::string& part) {
 
 // The source from the entry point on (the header comment repeats the IR).
 std::string body_of(const CudaKernel& k) { return k.source.substr(k.source.find("extern \"C\"")); }
+
+// The lines of the entry's body that contain `part` outside every loop and
+// branch (code that every thread of every block runs).
+std::vector<std::string> top_level_lines_with(const CudaKernel& k, const std::string& part) {
+  std::vector<std::string> out;
+  int depth = 0;
+  const std::string body = body_of(k);
+  for (std::size_t start = 0; start < body.size();) {
+    std::size_t end = body.find('\n', start);
+    if (end == std::string::npos) end = body.size();
+    const std::string line = body.substr(start, end - start);
+    if (depth == 1 && contains(line, part)) out.push_back(line);
+    depth += static_cast<int>(count(line, "{")) - static_cast<int>(count(line, "}"));
+    start = end + 1;
+  }
+  return out;
+}
 
 }  // namespace
 
@@ -829,6 +859,28 @@ TEST_CASE("indirect and accumulating stores: per-lane writes at checked offsets,
     const std::string body = body_of(emit(std::move(b).finish()));
     CHECK(contains(body, "dv_atomic_add(&b1_out[((l0 + v) % 8)], v0[c * 1 + v]);"));
     CHECK(!contains(body, "dv_checked("));
+  }
+}
+
+TEST_CASE("an accumulating store that does not vary with x adds once per x, inside the loop over x",
+          "[cuda_emitter][stores]") {
+  // Values that do not vary with x are written once before the tile code and
+  // run in every thread of every block: an atomic add there counted each point
+  // 64 or 128 times (the fuzzer's seed 21 on the H200).
+  for (std::int64_t n : {1, 5, 4099}) {
+    for (DType dt : {DType::Float32, DType::BFloat16}) {
+      INFO("xnumel " << n << ", " << dv::ir::dtype_name(dt));
+      const CudaKernel k = emit(scatter_one_point("p", dt, n, 3));
+      CHECK(count(body_of(k), "dv_atomic_add") >= 1);
+      CHECK(top_level_lines_with(k, "dv_atomic_add").empty());
+      CHECK(top_level_lines_with(k, "b0_idx[0]").size() == 1);  // the index is still loaded once, as a scalar
+    }
+  }
+  SECTION("a plain store of one value stays scalar code (every thread writes the same value)") {
+    KernelBuilder b("c", 5, 1);
+    const int in = b.buffer("in", DType::Float32, 1), out = b.buffer("out", DType::Float32, 1);
+    b.store(out, IndexExpr(0), b.load(in, IndexExpr(0)));
+    CHECK(top_level_lines_with(emit(std::move(b).finish()), "b1_out[0] = ").size() == 1);
   }
 }
 

@@ -751,3 +751,26 @@ def test_a_cpu_scalar_copied_for_kernels_leaves_a_cuda_plan_graphable():
     s = _cuda_plan_stats(_SCALAR_COPY_GRAPH.replace("output %3", "output %3 %2"))
     assert s["fallback_ops"] == {"aten::lift_fresh.default": 1}, s
     assert s["cuda_graph"].startswith("not graphed: part of it computes on the CPU"), s
+
+
+_VIEW_ONLY_GRAPH = """deepvisor-graph 1
+value %0 f32 sizes=8 strides=0 device=cuda:0 aligned=1
+value %1 f32 sizes=8 strides=0 device=cuda:0 aligned=1
+input %0
+input %1
+node aten::view.default %0 il:[-1] -> %1
+output
+"""
+
+
+def test_a_cuda_plan_that_launches_no_gpu_work_is_not_graphed():
+    """x.view(-1) of an expanded argument: the output is rebuilt as a view of
+    the argument, and the plan holds a view and nothing to run. Captured, it
+    made an empty CUDA graph (torch warned "The CUDA Graph is empty" on the
+    H200); such a plan runs its steps (none) instead. A plan with one kernel
+    may be graphed (checked without a GPU: the plan is only built)."""
+    s = _cuda_plan_stats(_VIEW_ONLY_GRAPH)
+    assert s["kernels"] == 0 and s["fallback_ops"] == {}, s
+    assert s["cuda_graph"] == "not graphed: it launches no GPU work", s
+    s = _cuda_plan_stats(_VIEW_ONLY_GRAPH.replace("output", "output %1"))  # a kernel writes the view's elements
+    assert s["kernels"] == 1 and s["cuda_graph"] == "warming up", s

@@ -25,6 +25,12 @@ def sums(dtype):
     return (1e-5, 1e-5) if dtype.is_floating_point else (0.0, 0.0)
 
 
+def sums_or_bf16(dtype):
+    """As sums, and bf16 results within an ulp or so: eager rounds every bf16
+    intermediate, a fused kernel keeps float32 until it stores."""
+    return (1.6e-2, 1e-2) if dtype == torch.bfloat16 else sums(dtype)
+
+
 def gen(seed=0):
     return torch.Generator().manual_seed(5000 + seed)
 
@@ -234,4 +240,79 @@ def test_cuda_source_of_accumulating_stores_in_every_dtype(dtype, call):
     assert_matches(c(x, i, v), fn(x, i, v), sums)
     executor = only_plan(c)
     assert any(call in s for s in executor.cuda_sources(90))
+    executor.validate_cuda(90)
+
+
+# -- scatters of one point (the fuzzer's seed 21 on the H200) ----------------------------------
+
+
+def atomic_adds_outside_loops(source):
+    """The lines of a kernel's CUDA C that add atomically directly in its
+    body, outside every loop and branch: code every thread of every block
+    runs, so that one point would add once per thread."""
+    body = source.split('extern "C"')[-1]
+    depth, found = 0, []
+    for line in body.splitlines():
+        if depth == 1 and "dv_atomic_add" in line:
+            found.append(line.strip())
+        depth += line.count("{") - line.count("}")
+    return found
+
+
+def one_point_scatters(device="cpu"):
+    """(fn, make_args) on `device`: scatters whose index and value are one
+    element, as the fuzzer found them failing on the GPU
+    (fuzz_regressions/case_*_of_one_*), and one point repeated (an expanded
+    index and value: 5 adds into one element)."""
+    c7 = torch.zeros(1, dtype=torch.long, device=device)
+    c2 = torch.zeros(1, 1, dtype=torch.long, device=device)
+    c0 = torch.tensor([1], device=device)
+    w = (torch.randn(3, 5, generator=gen(3)) / 2.236).to(device)
+    b = torch.randn(3, generator=gen(4)).to(device)
+
+    def randn(*shape, seed):
+        return torch.randn(shape, generator=gen(seed)).to(device)
+
+    def scatter_add_bf16(x0):
+        v0 = x0 * x0
+        v2 = v0.to(torch.bfloat16)
+        return (torch.scatter_add(v2 * v0.select(0, -1), 0, c7, v2),)
+
+    def index_add_softmax(x0):
+        v0 = -x0
+        return (torch.softmax(v0.index_add(0, c0, v0.narrow(0, 2, 1) * -1.9, alpha=-0.5), dim=0),)
+
+    def scatter_add_into_sum(x2):
+        v6 = torch.sum(F.linear(x2, w, b) * 0.5 + 1, dim=[0, 1], keepdim=True)
+        return (torch.scatter_add(v6, 0, c2, v6),)
+
+    def repeated_point(x, s):
+        return (torch.scatter_add(x * 1, 0, c7.expand(5), s.expand(5)),)
+
+    return [
+        (scatter_add_bf16, lambda seed: (randn(1, seed=seed),)),
+        (index_add_softmax, lambda seed: (randn(3, seed=seed),)),
+        (scatter_add_into_sum, lambda seed: (randn(33, 5, seed=seed),)),
+        (repeated_point, lambda seed: (randn(3, seed=seed), randn(1, seed=seed + 7))),
+    ]
+
+
+@pytest.mark.parametrize("case", range(4), ids=["scatter_add_bf16", "index_add_softmax", "scatter_add_into_sum",
+                                                 "repeated_point"])
+def test_a_scatter_of_one_point_adds_once_per_point_in_its_cuda_kernel(case):
+    """A Store whose index and value do not vary with x was CUDA C written
+    before the per-element loop (as every x-invariant value is): harmless for
+    a plain store, but an atomic add ran in every thread of the block (64x on
+    the H200). It is lane code now, inside the loop over x. The values on the
+    CPU (the interpreter) were always right; on a GPU: tests/gpu/test_scatter_gpu.py."""
+    fn, make_args = one_point_scatters()[case]
+    g = deepvisor.compile(fn)
+    for seed in range(3):
+        args = make_args(seed)
+        assert_matches(g(*args), fn(*args), sums_or_bf16)
+    executor = only_plan(g)
+    sources = [s for s in executor.cuda_sources(90) if "dv_atomic_add" in s.split('extern "C"')[-1]]
+    assert sources, executor.describe()
+    for s in sources:
+        assert not atomic_adds_outside_loops(s), s.split('extern "C"')[-1]
     executor.validate_cuda(90)
