@@ -816,6 +816,7 @@ class Recorder(TorchDispatchMode):
         values = [self.value_of(t) for t in tensors]
         decision = Decision(len(self.node_lines), op, values, outcome, _user_site())
         decision.source = tensors[0] if len(tensors) == 1 else None
+        decision.tensors = list(tensors)  # the shape shadow repeats the decision on its fakes
         self.decisions.append(decision)
 
     def _escaped_number(self, arg_type, value):

@@ -90,6 +90,7 @@ class _Node:
         self.path = path            # the capture this segment came from (its leaf finishes the call)
         self.guards = guards        # checked on entering this branch (grafted from another capture)
         self.children = {}          # outcome key -> _Node
+        self.later = set()          # outcome keys a later plan holds (a symbolic plan's new outcomes)
 
     def nodes(self):
         yield self
@@ -124,7 +125,8 @@ class _Plan:
             yield from self.symbolic.executors()
         if self.tree is not None:
             for node in self.tree.nodes():
-                yield node.executor
+                if node.executor is not None:
+                    yield node.executor
 
     def versions(self):
         if self.tree is None:
@@ -187,15 +189,21 @@ class CompiledFunction:
             plan = self._entries[index]
             if plan.eager_reason is not None:
                 return self._eager(plan.eager_reason, args, kwargs)
-            if plan.tree is not None:
-                return self._run_tree(plan, inputs, args, kwargs)
+            executors = None
             if plan.symbolic is not None:
-                executor = self._instance(plan, inputs)
-                if executor is None:  # its shape guards reject these sizes: the next plan
+                executors = self._instance(plan, inputs)
+                if executors is None:  # its shape guards reject these sizes: the next plan
                     start = index + 1
                     continue
+            if plan.tree is not None:
+                result = self._run_tree(plan, inputs, args, kwargs, executors)
+                if result is _MISS:  # an outcome the symbolic plan leaves to a later plan
+                    start = index + 1
+                    continue
+                return result
+            if executors is not None:
                 try:
-                    outputs = executor.run(inputs)
+                    outputs = executors[0].run(inputs)
                 except Exception as e:
                     return self._internal_failure(e, args, kwargs, index)
             self._stats["cache_hits"] += 1
@@ -203,15 +211,19 @@ class CompiledFunction:
 
     def _instance(self, plan, inputs):
         with self._lock:
-            return plan.symbolic.executor_for(inputs)
+            return plan.symbolic.executors_for(inputs)
 
-    def _run_tree(self, plan, inputs, args, kwargs):
+    def _run_tree(self, plan, inputs, args, kwargs, executors=None):
+        """Runs a plan's segments, choosing each branch by the decision's value.
+        A symbolic plan (one path: `executors`, one a segment) returns _MISS
+        at an outcome it does not hold: a later plan does."""
         env = dict(zip(plan.path.input_values, inputs))
         node = plan.tree
         depth = 0
         while True:
             segment = node.segment
-            outs = node.executor.run([env[v] for v in segment.inputs])
+            executor = executors[depth] if executors is not None else node.executor
+            outs = executor.run([env[v] for v in segment.inputs])
             decision = segment.decision
             if decision is None:
                 self._stats["cache_hits"] += 1
@@ -227,10 +239,27 @@ class CompiledFunction:
                 else:
                     env.update(zip(child.path.input_values, branch_inputs))
                     inputs = branch_inputs
+            if child is None and key in node.later:
+                return _MISS
+            if child is None and executors is not None:
+                return self._new_symbolic_outcome(plan, node, key, args, kwargs)
             if child is None:
                 return self._new_outcome(plan, node, depth, value, args, kwargs)
             node = child
             depth += 1
+
+    def _new_symbolic_outcome(self, plan, node, key, args, kwargs):
+        """A decision of a symbolic plan took a new value: this outcome goes to
+        the plans after it from now on, and this call captures one."""
+        with self._lock:
+            node.later.add(key)
+            result = self._replay(args, kwargs)
+            if result is not _MISS:
+                return result
+            self._stats["guard_misses"] += 1
+            result, path, program, reason = self._capture(args, kwargs, self._dims.for_call(args, kwargs))
+            self._add_root(path, program, reason)
+            return result
 
     def _new_outcome(self, plan, node, depth, value, args, kwargs):
         """A decision took a value no version holds: capture that version
@@ -267,11 +296,11 @@ class CompiledFunction:
         self._after_capture(path)
         return True
 
-    def _subtree(self, path, segments, guards=None):
+    def _subtree(self, path, segments, guards=None, compiled=True):
         first = None
         parent = None
         for segment in segments:
-            executor = self._compile(segment, path)
+            executor = self._compile(segment, path) if compiled else None
             node = _Node(segment, executor, path, guards if parent is None else None)
             if parent is None:
                 first = node
@@ -293,15 +322,23 @@ class CompiledFunction:
         recorder = Recorder(direct, is_argument=lambda t: _is_argument(monitor, t))
         monitor.recorder = recorder
         monitor.scalars = Scalars(recorder)
-        shadow = ShapeShadow(direct, dynamic_dims, lambda t: _is_argument(monitor, t)) if dynamic_dims else None
+        shadow = ShapeShadow(direct, dynamic_dims, lambda t: _is_argument(monitor, t), recorder) \
+            if dynamic_dims else None
+        if shadow is not None:
+            monitor.shapes = shadow
+            shadow.tracker = monitor.tracer.track
         try:
             with recorder, OpaqueMode(recorder), shadow or contextlib.nullcontext():
                 monitor.start()
                 try:
                     result = self.fn(*args, **kwargs)
+                    if shadow is not None:  # a size returned: the plan would return this value
+                        shadow.specialize_all(result)
                 finally:
                     monitor.stop()
                     monitor.scalars.close()
+                    if shadow is not None:
+                        shadow.live = False
         finally:
             monitor.close()
         # A user exception propagates from the call above: nothing is cached.
@@ -383,13 +420,14 @@ class CompiledFunction:
 
     def _plan_of(self, path):
         if path.symbolic is not None:
-            segment, sym = path.segments[0], path.symbolic
-            plan = SymbolicPlan(sym.template, sym.guard_code, sym.shape_env, sym.positions, sym.sources,
-                                lambda text: self._compile(segment, path, text))
-            executor = plan.executor_for(sym.inputs)  # this call's instance: the capture's own text
-            sym.inputs = None
-            path.fallbacks = list(_fallback_notes(executor))
-            return _Plan(path=path, symbolic=plan)
+            plan = SymbolicPlan(path.symbolic, lambda i, text: self._compile(path.segments[i], path, text))
+            executors = plan.executors_for(path.symbolic.inputs)  # this call's instance: the capture's own texts
+            path.symbolic.inputs = None
+            path.fallbacks = [note for e in executors for note in _fallback_notes(e)]
+            tree = None
+            if len(path.segments) > 1:  # one path of segments; their executors come per layout
+                tree = self._subtree(path, path.segments, compiled=False)
+            return _Plan(path=path, symbolic=plan, tree=tree)
         if len(path.segments) == 1:
             executor = self._compile(path.segments[0], path)
             path.fallbacks = list(_fallback_notes(executor))

@@ -184,6 +184,7 @@ class StateMonitor:
         self.recorder = None     # the tensor monitor of the same run (for decisions it cannot see)
         self.fresh_cells = {}    # id -> cell, for the closure cells made during the run
         self.scalars = None      # escaped numbers that may stay in the graph (_scalars.Scalars)
+        self.shapes = None       # the shape shadow of a capture with symbolic sizes (_shapes.ShapeShadow)
         self.num_args = len(args)
         self.kwarg_names = tuple(kwargs)
         self._pinned_root(fn, "fn" if not isinstance(fn, torch.nn.Module) else "self")
@@ -268,6 +269,8 @@ class StateMonitor:
         try:
             if self.scalars is not None and self.scalars.symbols:
                 _symbol_uses(self, kind, arg, operands, results, status)
+            if self.shapes is not None:
+                _size_uses(self, kind, arg, frame, operands)
             handler = _HANDLERS[kind]
             handler(self, arg, frame, operands, results, status)
         except Unsupported as e:
@@ -716,6 +719,53 @@ def _symbol_uses(m, kind, arg, operands, results, status):
             return
     for v in symbols:
         scalars.decide(v)
+
+
+# Builtins a size may pass through as it is (min/max compare: SizeInt guards).
+_SIZE_TRANSPARENT = {min, max, list, tuple, isinstance, len, print, id, type, getattr, hasattr}
+
+
+def _size_uses(m, kind, arg, frame, operands):
+    """Where the program uses a size it read (_shapes.SizeInt) in a way the
+    shape shadow cannot follow, the size is specialized (a guard that it
+    keeps this value). Arithmetic and comparisons follow through the
+    SizeInt's own methods, tensors through the shadow's torch function mode;
+    a tuple or a list that only holds sizes (torch.Size, `shape + (h, d)`)
+    uses none of them."""
+    from ._shapes import SizeInt, sizes_in
+    if kind in (B.TRUTH, B.CONTAINS, B.UNPACK, B.ITER) or (kind == B.USE and arg != "FORMAT_VALUE"):
+        return
+    if kind == B.ARITH:
+        if all(isinstance(v, (int, float, torch.Tensor)) for v in operands):
+            return
+        used = [v for v in operands if type(v) is SizeInt]  # `[0] * n`: n; `shape + (h, d)`: none
+    elif kind in (B.ITEM, B.SLICE):
+        if isinstance(operands[0], torch.Tensor):
+            return  # a tensor index: the torch function sees it
+        used = [n for v in operands[1:] for n in sizes_in(v)]
+    elif kind in (B.CALL, B.CALL_EX):
+        fn = operands[1] if kind == B.CALL_EX or operands[0] is NULL else operands[0]
+        if _is_torch_callable(fn) or fn in _SIZE_TRANSPARENT or _runs_python(fn):
+            return
+        used = [n for v in operands[1:] for n in sizes_in(v)]
+    else:
+        used = [n for v in operands for n in sizes_in(v)]
+    for n in used:
+        m.shapes.specialize(n, f"{B.KIND_NAMES.get(kind, kind)} {_describe_use(kind, operands)}")
+
+
+def _describe_use(kind, operands):
+    if kind in (B.CALL, B.CALL_EX):
+        fn = operands[1] if kind == B.CALL_EX or operands[0] is NULL else operands[0]
+        return getattr(fn, "__qualname__", None) or type(fn).__name__
+    return ", ".join(type(v).__name__ for v in operands)
+
+
+def _runs_python(fn):
+    """A Python function or method (the tracer steps into it: its uses are
+    seen one by one), or a class whose construction runs Python code."""
+    fn = getattr(fn, "__func__", fn)
+    return isinstance(fn, types.FunctionType) or (isinstance(fn, type) and not fn.__module__ == "builtins")
 
 
 def _on_super_attr(m, name, frame, operands, results, status):

@@ -33,14 +33,15 @@ import torch.utils._pytree as pytree
 from torch._dispatch.python import enable_python_dispatcher
 from torch._dynamo.source import LocalSource
 from torch._subclasses.fake_tensor import FakeTensorMode
-from torch.fx.experimental.symbolic_shapes import DimDynamic, ShapeEnv, StatelessSymbolicContext
+from torch.fx.experimental.symbolic_shapes import DimDynamic, ShapeEnv, StatelessSymbolicContext, guard_int
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import _disable_current_modes
 
 from ._log import log_event
 
 _T = torch.Tensor
-# Torch functions that hand sizes to Python: symbolic ones cannot be followed yet.
+# Torch functions that hand sizes to Python; those of _SIZES give SizeInts.
+_SIZES = {_T.size, _T.shape.__get__, _T.numel, _T.nelement, torch.numel}
 _SIZE_READS = {_T.size, _T.shape.__get__, _T.numel, _T.nelement, _T.__len__, _T.stride, _T.storage_offset,
                _T.is_contiguous, _T.__iter__, torch.numel}
 # Torch functions that hand tensor data to Python (the real recorder makes them decisions).
@@ -60,8 +61,9 @@ class ShapeShadow(TorchFunctionMode):
     on fake tensors (see the module's docstring). `failed` says why the
     capture cannot be symbolic, once something could not be followed."""
 
-    def __init__(self, arguments, dynamic_dims, is_argument):
+    def __init__(self, arguments, dynamic_dims, is_argument, real_recorder):
         super().__init__()
+        self.real_recorder = real_recorder
         from ._capture import Recorder
         self.failed = None
         self.shape_env = ShapeEnv(duck_shape=False)
@@ -78,6 +80,8 @@ class ShapeShadow(TorchFunctionMode):
             self._pair(t, fake)
             fakes.append(fake)
         self.recorder = Recorder(fakes, is_argument=lambda f: is_argument(self._reals.get(id(f), f)))
+        self.tracker = lambda n: None  # the state monitor's track(): it reports each use of a SizeInt
+        self.live = True               # False after the run: SizeInts left in the program's state are ints
 
     def _fake_argument(self, k, t, dims):
         sizes = [DimDynamic.DYNAMIC if d in dims else DimDynamic.STATIC for d in range(t.dim())]
@@ -107,23 +111,78 @@ class ShapeShadow(TorchFunctionMode):
     # -- the shadow -------------------------------------------------------------------
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if self.failed is not None or func in _METADATA or func in _DATA_READS:
+        if self.failed is not None or func in _METADATA:
             return func(*args, **kwargs)
+        decisions, nodes = len(self.real_recorder.decisions), len(self.real_recorder.node_lines)
         out = func(*args, **kwargs)
+        if isinstance(out, torch.Tensor) and len(self.real_recorder.node_lines) == nodes and \
+                any(out is a for a in args) and self.fake_of(out) is not None:
+            # The input handed back, nothing run (dropout in eval): ATen's Python
+            # decomposition would clone it, the C++ one does not.
+            return out
+        if func in _DATA_READS:
+            self._repeat_decisions(decisions)
+            return out
+        if len(self.real_recorder.decisions) != decisions:
+            self.fail(f"{_name(func)} read tensor data")
+            return out
         try:
             shadow = self._call_shadow(func, args, kwargs)
         except Exception as e:  # never break the program: the capture stays static
             self.fail(f"the shape shadow could not follow {_name(func)}: {type(e).__name__}: {e}")
             return out
         if func in _SIZE_READS:
-            if any(_symbolic(x) for x in pytree.tree_leaves(shadow)):
-                self.fail(f"Python reads a symbolic size ({_name(func)})")
-            return out
+            return self._size_read(func, out, shadow)
         self._pair_outputs(func, out, shadow)
         return out
 
+    def _size_read(self, func, out, shadow):
+        """Sizes the program reads: SizeInts where they are symbolic (only
+        .size()/.shape/.numel(): the rest are specialized, a guard each)."""
+        if func in _SIZES and isinstance(out, int) and _symbolic(shadow):
+            return self.size_int(out, shadow)
+        if func in _SIZES and isinstance(out, tuple) and len(out) == len(shadow):
+            return torch.Size(self.size_int(o, s) if _symbolic(s) else o for o, s in zip(out, shadow))
+        for value in pytree.tree_leaves(shadow):
+            if _symbolic(value):
+                if not isinstance(value, torch.SymInt):
+                    self.fail(f"Python reads a symbolic {_name(func)}")
+                    break
+                guard_int(value)  # len(x), x.stride(), iteration...: this size only
+                log_event("recompiles", f"dynamic shapes: {value.node.expr} kept static: {_name(func)}")
+        return out
+
+    def size_int(self, value, sym):
+        n = SizeInt(value)
+        n._sym, n._shadow = sym, self
+        self.tracker(n)
+        return n
+
+    def specialize(self, n, why):
+        """The program used a size in a way the shadow cannot follow (a C
+        function, a list index, state it keeps): the capture holds for this
+        value only."""
+        if type(n) is SizeInt and n._shadow is self and self.live and _symbolic(n._sym):
+            from ._capture import _user_site
+            log_event("recompiles", f"dynamic shapes: {n._sym.node.expr} = {int.__repr__(n)} kept static: {why} at "
+                                    f"{_user_site()}")
+            guard_int(n._sym)
+
+    def _repeat_decisions(self, start):
+        """Tensor data the program read (a decision of the real recorder):
+        the shadow's graph is cut at the same place."""
+        for d in self.real_recorder.decisions[start:]:
+            fakes = [self.fake_of(t) for t in d.tensors]
+            if any(f is None for f in fakes):
+                self.fail("a decision on a tensor the shadow did not follow")
+                return
+            self.recorder.add_decision(d.op, fakes, d.outcome)
+
+    def specialize_all(self, value):
+        _map_shadow(lambda v: self.specialize(v, "returned") if type(v) is SizeInt else None, value)
+
     def _call_shadow(self, func, args, kwargs):
-        sargs, skwargs = pytree.tree_map(self._shadow_of, (args, kwargs))
+        sargs, skwargs = _map_shadow(self._shadow_of, (args, kwargs))
         # The Python dispatcher runs ATen's SymInt-aware Python decompositions of
         # composite ops (matmul...) where the C++ ones need concrete sizes.
         with _disable_current_modes(), torch._C.DisableTorchFunction(), enable_python_dispatcher(), \
@@ -131,6 +190,8 @@ class ShapeShadow(TorchFunctionMode):
             return func(*sargs, **skwargs)
 
     def _shadow_of(self, x):
+        if type(x) is SizeInt and x._shadow is self:
+            return x._sym
         if not isinstance(x, torch.Tensor):
             return x
         entry = self._fakes.get(id(x))
@@ -182,6 +243,102 @@ def _name(func):
     return getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or repr(func)
 
 
+def _map_shadow(fn, value):
+    """fn over the leaves of `value`, into lists, tuples, dicts and slices
+    (`x[:, :n]` hands the shadow a slice holding a SizeInt)."""
+    if isinstance(value, slice):
+        return slice(_map_shadow(fn, value.start), _map_shadow(fn, value.stop), _map_shadow(fn, value.step))
+    if isinstance(value, torch.Size):
+        return tuple(_map_shadow(fn, v) for v in value)
+    if isinstance(value, (list, tuple)):
+        mapped = [_map_shadow(fn, v) for v in value]
+        return type(value)(mapped) if type(value) in (list, tuple) else type(value)(*mapped) \
+            if hasattr(value, "_fields") else type(value)(mapped)
+    if isinstance(value, dict):
+        return {k: _map_shadow(fn, v) for k, v in value.items()}
+    return fn(value)
+
+
+def _binary(op):
+    def method(self, other):
+        result = getattr(int, op)(self, other)
+        shadow = self._shadow
+        if result is NotImplemented or not shadow.live or not isinstance(result, int) or isinstance(result, bool):
+            if isinstance(result, float):
+                shadow.specialize(self, op)
+                if type(other) is SizeInt:
+                    shadow.specialize(other, op)
+            return result
+        if type(other) is SizeInt and other._shadow is not shadow:
+            return result
+        sym = getattr(self._sym, op)(other._sym if type(other) is SizeInt else other)
+        return shadow.size_int(result, sym) if _symbolic(sym) else result
+    return method
+
+
+def _comparison(op):
+    def method(self, other):
+        result = getattr(int, op)(self, other)
+        shadow = self._shadow
+        if result is NotImplemented or not shadow.live or not isinstance(other, int) or isinstance(other, bool):
+            return result
+        if type(other) is SizeInt and other._shadow is not shadow:
+            return result
+        decided = bool(getattr(self._sym, op)(other._sym if type(other) is SizeInt else other))  # a guard
+        if decided != result:
+            shadow.fail("a size comparison went another way on the shadow")
+        return result
+    return method
+
+
+def _specializing(op):
+    def method(self, *args):
+        self._shadow.specialize(self, op)
+        return getattr(int, op)(self, *args)
+    return method
+
+
+class SizeInt(int):
+    """A size the program read in Python during a capture with symbolic
+    dimensions: an int (its value in this run) that carries its SymInt.
+    Arithmetic gives SizeInts, comparisons give bools and guards on the
+    symbols, a torch function receives the SymInt in the shadow. What the
+    shadow cannot follow specializes it (a guard that it keeps this value):
+    __hash__, formatting, float(), and, through the state monitor, C
+    functions, list indices and stores into the program's state."""
+
+    for _op in ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__", "__floordiv__",
+                "__rfloordiv__", "__mod__", "__rmod__", "__truediv__", "__rtruediv__", "__pow__", "__rpow__"):
+        locals()[_op] = _binary(_op)
+    for _op in ("__lt__", "__le__", "__gt__", "__ge__", "__eq__", "__ne__"):
+        locals()[_op] = _comparison(_op)
+    for _op in ("__hash__", "__format__", "__float__", "__int__", "__index__", "__str__", "__repr__",
+                "__and__", "__or__", "__xor__", "__lshift__", "__rshift__", "__invert__", "__abs__"):
+        locals()[_op] = _specializing(_op)
+    del _op
+
+    def __neg__(self):
+        result = int.__neg__(self)
+        return self._shadow.size_int(result, -self._sym) if self._shadow.live else result
+
+    def __pos__(self):
+        return self
+
+    def __bool__(self):
+        return self != 0
+
+
+def sizes_in(value, depth=2):
+    """The SizeInts in an instruction's operand (also inside a slice or a tuple)."""
+    if type(value) is SizeInt:
+        return [value]
+    if depth and isinstance(value, slice):
+        return [n for v in (value.start, value.stop, value.step) for n in sizes_in(v, depth - 1)]
+    if depth and isinstance(value, tuple):
+        return [n for v in value for n in sizes_in(v, depth - 1)]
+    return []
+
+
 class _Mismatch(Exception):
     pass
 
@@ -208,6 +365,24 @@ def _as_real_decomposition(real, shadow):
 
 
 _REFS = re.compile(r"%\d+")
+_LAYOUT = re.compile(r"sizes=(\S*) strides=(\S*)")
+_ITEMS = re.compile(r"\{[^{}]*\}|[^,]+")
+
+
+def _unit_strides_as_real(real, shadow):
+    """A value line's strides of its size-1 dimensions as the real run wrote
+    them: they address nothing (ATen leaves them arbitrary, its kernels and
+    fake ones differently)."""
+    if not real.startswith("value "):
+        return shadow
+    r, f = _LAYOUT.search(real), _LAYOUT.search(shadow)
+    if r is None or f is None:
+        return shadow
+    sizes, real_strides, strides = (_ITEMS.findall(x) for x in (r.group(1), r.group(2), f.group(2)))
+    if not (len(sizes) == len(real_strides) == len(strides)) or "1" not in sizes:
+        return shadow
+    strides = [real_strides[d] if sizes[d] == "1" else strides[d] for d in range(len(sizes))]
+    return shadow[:f.start(2)] + ",".join(strides) + shadow[f.end(2):]
 _EXPR = re.compile(r"\{([^{}]*)\}")
 _ALIGNED = re.compile(r"aligned=\d")
 _DEVICE = re.compile(r"device=\S+")
@@ -234,6 +409,7 @@ class Template:
             if aligned is not None:  # the shadow's fakes have no address: the real run says
                 shadow = _ALIGNED.sub(aligned.group(0), shadow)
             shadow = _as_real_decomposition(real, shadow)
+            shadow = _unit_strides_as_real(real, shadow)
             if real.startswith("value ") and " sizes= " in real:
                 # A 0-d value (the random state a CUDA attention kernel returns
                 # lives on the CPU; a fake kernel puts it on the GPU).
@@ -279,56 +455,64 @@ class Template:
 
 
 class SymbolicPlan:
-    """A plan over symbolic dimensions: the template, the shape guards, and
-    one executor per layout of the dynamic arguments seen so far."""
+    """A plan over symbolic dimensions: the templates of its segments, the
+    shape guards, and per layout of the dynamic arguments seen so far the
+    executors of its segments."""
 
-    def __init__(self, template, guard_code, shape_env, positions, sources, compile_text):
-        self.template = template
-        self.guard_code = guard_code          # over L['a0']... = inputs[positions[0]]...
-        self.shape_env = shape_env
-        self.positions = positions            # graph input positions of the dynamic arguments
-        self.sources = sources                # per template symbol: (graph input position, dim, _SIZE or _STRIDE)
-        self.compile_text = compile_text      # text -> executor
-        self.instances = {}                   # layout key -> executor, or None where the guards fail
+    def __init__(self, capture, compile_text):
+        self.templates = capture.templates
+        self.guard_code = capture.guard_code  # over L['a0']... = inputs[positions[0]]...
+        self.shape_env = capture.shape_env
+        self.positions = capture.positions    # graph input positions of the dynamic arguments
+        self.sources = capture.sources        # per template, per symbol: (graph input position, dim, kind)
+        self.compile_text = compile_text      # (segment index, text) -> executor
+        self.instances = {}                   # layout key -> [executor per segment], or None: guards fail
 
-    def executor_for(self, inputs):
-        """The executor for these inputs, compiling one for a new layout; None
-        when the shape guards reject them."""
+    def executors_for(self, inputs):
+        """The executors for these inputs, compiling them for a new layout;
+        None when the shape guards reject them."""
         tensors = [inputs[k] for k in self.positions]
         key = tuple((tuple(t.shape), tuple(t.stride())) for t in tensors)
         if key in self.instances:
             return self.instances[key]
-        executor = None
+        executors = None
         if self.guard_code is None or self.shape_env.evaluate_guards_expression(self.guard_code, tensors):
-            values = [inputs[k].stride(d) if kind == _STRIDE else inputs[k].shape[d] for k, d, kind in self.sources]
-            executor = self.compile_text(self.template.render(values))
+            executors = [self.compile_text(i, template.render([_read(inputs, s) for s in sources]))
+                         for i, (template, sources) in enumerate(zip(self.templates, self.sources))]
             log_event("recompiles", f"dynamic shapes: a plan instance for {[tuple(t.shape) for t in tensors]} "
                                     "(no capture)")
-        self.instances[key] = executor
-        return executor
+        self.instances[key] = executors
+        return executors
 
     def executors(self):
-        return [e for e in self.instances.values() if e is not None]
+        return [e for executors in self.instances.values() if executors for e in executors]
 
     def describe(self):
         """Readable lines: each symbol, the shape guards, the instances."""
         kinds = {_SIZE: "size", _STRIDE: "stride"}
+        named = {name: source for t, sources in zip(self.templates, self.sources)
+                 for name, source in zip(t.symbols, sources)}
         symbols = ", ".join(f"{name} = {kinds[kind]} {d} of graph input {k}"
-                            for name, (k, d, kind) in zip(self.template.symbols, self.sources))
+                            for name, (k, d, kind) in sorted(named.items()))
         return [f"dynamic shapes: {symbols}",
                 f"shape guards: {self.guard_code or 'none'}",
-                f"instances (one per layout, no capture): {len(self.executors())}"]
+                f"instances (one per layout, no capture): {sum(1 for e in self.instances.values() if e)}"]
+
+
+def _read(inputs, source):
+    k, d, kind = source
+    return inputs[k].stride(d) if kind == _STRIDE else inputs[k].shape[d]
 
 
 class SymbolicCapture:
     """What a capture with a successful shadow adds to its path."""
 
-    def __init__(self, template, guard_code, shape_env, positions, sources, dims, inputs):
-        self.template = template
+    def __init__(self, templates, guard_code, shape_env, positions, sources, dims, inputs):
+        self.templates = templates  # one per segment of the capture
         self.guard_code = guard_code
         self.shape_env = shape_env
         self.positions = positions  # graph input positions of the dynamic arguments (the guards' L['a0']...)
-        self.sources = sources      # per template symbol: (graph input position, dim, _SIZE or _STRIDE)
+        self.sources = sources      # per template, per symbol: (graph input position, dim, _SIZE or _STRIDE)
         self.dims = dims            # {graph input position: (symbolic sizes, symbolic strides)}: any value there
         self.inputs = inputs        # the capture's graph inputs (its own instance is compiled from them)
 
@@ -337,8 +521,8 @@ def symbolic_capture(shadow, monitor, recorder, builder, segments, inputs, direc
     """The SymbolicCapture of a run the shadow followed, or None (the reason
     logged): the capture then holds for its own sizes only."""
     from ._segments import split
-    if recorder.decisions:
-        shadow.fail("tensor data reaches Python (a decision)")
+    if len(shadow.recorder.decisions) != len(recorder.decisions):
+        shadow.fail("the shadow saw other decisions")
     if monitor.scalars is not None and monitor.scalars.symbols:
         shadow.fail("numbers read from tensors flow back into tensor ops")
     shadow_recorder = shadow.recorder
@@ -347,20 +531,26 @@ def symbolic_capture(shadow, monitor, recorder, builder, segments, inputs, direc
     fakes = [shadow.fake_of(t) for t in builder.output_tensors]
     if any(f is None for f in fakes):
         shadow.fail("an output the shadow did not follow")
-    template = None
-    if shadow.failed is None and len(segments) == 1:
+    templates = None
+    if shadow.failed is None:
         try:
             values, view_lines = shadow_recorder.output_values(fakes)
             shadow_segments = split(shadow_recorder.value_lines, shadow_recorder.input_values,
-                                    shadow_recorder.node_lines, [], values, list(shadow_recorder.mutations.items()),
+                                    shadow_recorder.node_lines, shadow_recorder.decisions, values,
+                                    list(shadow_recorder.mutations.items()),
                                     shadow_recorder.restride_lines() + view_lines)
-            template = shadow.template(segments[0].text, shadow_segments[0].text)
+            if len(shadow_segments) != len(segments):
+                shadow.fail("the shadow's graph has other segments")
+            else:
+                templates = [shadow.template(a.text, b.text) for a, b in zip(segments, shadow_segments)]
+                if any(t is None for t in templates):
+                    templates = None
         except Exception as e:
             shadow.fail(f"the shadow's graph: {type(e).__name__}: {e}")
-    if template is None:
+    if templates is None:
         log_event("recompiles", f"dynamic shapes: this capture stays static: {shadow.failed}")
         return None
-    if not template.symbols:
+    if not any(t.symbols for t in templates):
         return None  # every symbolic dimension was specialized (a size of 1): a static plan
     position = {id(t): k for k, t in enumerate(inputs)}
     positions, placeholders, dims = [], [], {}
@@ -371,9 +561,9 @@ def symbolic_capture(shadow, monitor, recorder, builder, segments, inputs, direc
             positions.append(p)
             placeholders.append(fake)
             dims[p] = (sizes, [d for d, n in enumerate(fake.stride()) if _symbolic(n)])
-    sources = [(position[id(direct[k])], d, kind) for k, d, kind in template.sources]
+    sources = [[(position[id(direct[k])], d, kind) for k, d, kind in t.sources] for t in templates]
     code = shadow.guard_code(placeholders) if placeholders else None
-    return SymbolicCapture(template, code, shadow.shape_env, positions, sources, dims, inputs)
+    return SymbolicCapture(templates, code, shadow.shape_env, positions, sources, dims, inputs)
 
 
 class DynamicDims:

@@ -220,6 +220,22 @@ void Tracer::report_new_cells(FrameState& state) {
   }
 }
 
+bool Tracer::holds_tracked(PyObject* object, int depth) const {
+  if (is_tracked(object)) return true;
+  if (depth == 0) return false;
+  if (PySlice_Check(object)) {
+    auto* slice = reinterpret_cast<PySliceObject*>(object);
+    return holds_tracked(slice->start, depth - 1) || holds_tracked(slice->stop, depth - 1) ||
+           holds_tracked(slice->step, depth - 1);
+  }
+  if (PyTuple_Check(object)) {
+    const Py_ssize_t n = PyTuple_GET_SIZE(object);
+    for (Py_ssize_t i = 0; i < n; ++i)
+      if (holds_tracked(PyTuple_GET_ITEM(object, i), depth - 1)) return true;
+  }
+  return false;
+}
+
 void Tracer::begin(FrameState& state, const Instr& instr, int unit) {
   PyFrameObject* frame = state.frame;
   PyObject** slots = dv_frame_localsplus(frame);
@@ -233,7 +249,7 @@ void Tracer::begin(FrameState& state, const Instr& instr, int unit) {
   for (int i = instr.n_in; i > 0; --i) {
     PyObject* v = top[-i];
     if (v == nullptr) v = null_marker_;
-    tracked = tracked || is_tracked(v);
+    tracked = tracked || holds_tracked(v, 2);
     operands.push_back(v);
   }
   if (instr.flags & kCellOperand) {

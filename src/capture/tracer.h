@@ -61,6 +61,10 @@ class Tracer {
 
   void track(PyObject* object) { tracked_.insert(object); }
   bool is_tracked(PyObject* object) const { return tracked_.count(object) != 0; }
+  // Tracked, or a slice or tuple (to `depth` levels) holding a tracked object:
+  // a size the program read (_shapes.SizeInt) reaches `lst[:n]` or
+  // `f((b, n))` inside one.
+  bool holds_tracked(PyObject* object, int depth) const;
 
   // The first error the monitor raised (its callbacks must never break the
   // program, so errors are kept here), or "".

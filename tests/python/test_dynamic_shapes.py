@@ -121,21 +121,6 @@ def test_strides_are_guarded():
     assert deepvisor.stats(g)["captures"] >= 3
 
 
-def test_python_that_reads_a_symbolic_size_stays_static_and_correct(monkeypatch):
-    """Not yet symbolic: a size read in Python (issue 11's next step); each
-    shape captures, as before, and results stay right on both sides of a
-    size decision."""
-    def fn(x):
-        if x.size(1) > 6:
-            return x.sum(1)
-        return x.view(x.size(0) * x.size(1)).exp()
-    g = deepvisor.compile(fn)
-    for n in (4, 5, 8, 9, 5):
-        _check(g, fn, torch.randn(2, n))
-    assert not _symbolic_plans(g)
-    assert deepvisor.stats(g)["captures"] == 4
-
-
 def test_an_in_place_update_of_an_argument_with_a_symbolic_size():
     def fn(x, y):
         x.mul_(2)
@@ -183,3 +168,60 @@ def test_a_model_over_batch_sizes():
             x = torch.randn(n, 3, 32, 32)
             torch.testing.assert_close(g(x), model(x), rtol=1e-4, atol=1e-4)
     assert deepvisor.stats(g)["captures"] == 2
+
+
+def _bert(layers=2):
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.BertConfig(num_hidden_layers=layers, hidden_size=64, num_attention_heads=2,
+                                  intermediate_size=128, vocab_size=1000)
+    cfg._attn_implementation = "sdpa"
+    torch.manual_seed(0)
+    return transformers.BertModel(cfg).eval()
+
+
+def test_sizes_read_in_python_stay_symbolic():
+    """x.size() read in Python: arithmetic on it stays symbolic, a view takes
+    the expression, a comparison becomes a guard (both sides of it are
+    captured once each), a size used where the shadow cannot follow (a list
+    index) keeps that dimension static."""
+    def fn(x):
+        b, n = x.shape
+        y = x.view(b, n // 2, 2) if n % 2 == 0 else x.view(b, n, 1)
+        if n > 12:
+            return y.sum(-1) * n
+        return y.amax(-1) + b
+    g = deepvisor.compile(fn)
+    for n in (4, 6, 10, 8, 14, 20, 16, 7, 9):
+        _check(g, fn, torch.randn(3, n))
+    s = deepvisor.stats(g)
+    # 4 (static), 6 (symbolic: even, <= 12), 14 (even, > 12), 7 (odd): a plan each side of each decision
+    assert s["captures"] == 4, s
+
+    def listed(x):
+        return x * [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0][x.size(0)]
+    h = deepvisor.compile(listed)
+    for n in (2, 3, 4, 5):
+        _check(h, listed, torch.randn(n))
+    assert deepvisor.stats(h)["captures"] == 4  # the index keeps the size static: right for each
+
+
+def test_bert_over_batch_and_sequence_length(monkeypatch, tmp_path):
+    """Issue 11's CPU check: transformers' BertModel (2 layers) over batch
+    1..16 and sequence length 8..256, at most 2 captures per dimension (plus
+    batch 1, a static size), equal to eager, with padding in some rows."""
+    import random
+    monkeypatch.setenv("DEEPVISOR_CACHE_DIR", str(tmp_path))
+    model = _bert()
+    g = deepvisor.compile(model)
+    shapes = [(b, s) for b in (1, 2, 3, 5, 8, 16) for s in (8, 13, 32, 64, 100, 256)]
+    random.Random(0).shuffle(shapes)
+    with torch.no_grad():
+        for b, s in shapes:
+            ids = torch.randint(0, 1000, (b, s))
+            mask = torch.ones(b, s, dtype=torch.long)
+            mask[:, s - 2:] = b % 2 == 0  # padding in odd batches: the other outcome of `mask.all()`
+            torch.testing.assert_close(g(ids, mask).last_hidden_state, model(ids, mask).last_hidden_state,
+                                       rtol=1e-4, atol=1e-5)
+    s = deepvisor.stats(g)
+    assert s["captures"] <= 6, s
+    assert s["eager_calls"] == 0
