@@ -3,7 +3,7 @@ torch.compile(dynamic=True) and deepvisor over a sweep of shapes.
 
     python3 bench/dynamic.py                        # BERT 4 layers, batch 8, seq 32..256
     python3 bench/dynamic.py --model resnet50 --sweep batch
-    python3 bench/dynamic.py --device cpu --size small --modes eager deepvisor deepvisor-size-args
+    python3 bench/dynamic.py --device cpu --size small --modes eager deepvisor deepvisor-static
 
 Each mode runs in a fresh process (its own caches: the disk kernel cache of
 deepvisor is a new empty folder) and calls the model on every shape of the
@@ -11,8 +11,9 @@ sweep `--repeat` times in a shuffled order (the same order for every mode).
 Reported per mode: the wall time of that whole sequence (compiles included),
 deepvisor's captures and NVRTC compiles, and then the steady-state latency
 of each shape (median of `--iters` calls once everything is compiled).
-`deepvisor-size-args` is deepvisor with DEEPVISOR_SIZE_ARGS=1 (kernels take
-their sizes as arguments, so a new shape mostly reuses compiled kernels).
+`deepvisor` is the default policy (a dimension that changes becomes a
+symbol, _shapes.py); `deepvisor-static` captures and compiles every shape
+(dynamic=False), the static-shape plans the steady state is compared with.
 """
 
 import argparse
@@ -26,7 +27,7 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-MODES = ["eager", "compile", "compile-dynamic", "deepvisor", "deepvisor-size-args"]
+MODES = ["eager", "compile", "compile-dynamic", "deepvisor", "deepvisor-static"]
 
 
 def build(model, size, device):
@@ -71,8 +72,8 @@ def run_mode(a):
         fn = torch.compile(model)
     elif a.mode == "compile-dynamic":
         fn = torch.compile(model, dynamic=True)
-    else:
-        fn = deepvisor.compile(model)
+    else:  # deepvisor-static: a capture and plan per shape (the steady state dynamic plans are held to)
+        fn = deepvisor.compile(model, dynamic=False if a.mode == "deepvisor-static" else None)
     sync = torch.cuda.synchronize if a.device == "cuda" else (lambda: None)
     sweep = shapes(a)
     order = [s for s in sweep for _ in range(a.repeat)]
@@ -128,8 +129,6 @@ def main():
     rows = []
     for mode in a.modes:
         env = dict(os.environ, DEEPVISOR_CACHE_DIR=tempfile.mkdtemp(prefix="dv-dynamic-"))
-        if mode == "deepvisor-size-args":
-            env["DEEPVISOR_SIZE_ARGS"] = "1"
         # The child reads --mode (given last) and ignores --modes.
         p = subprocess.run([sys.executable, __file__] + sys.argv[1:] + ["--mode", mode], env=env, capture_output=True,
                            text=True)
