@@ -26,6 +26,7 @@ that reads a symbolic size (x.size(1), x.shape, len(x)), tensor data that
 reaches Python (a decision), escaped numbers, ops recorded as one node.
 """
 
+import contextlib
 import re
 
 import torch
@@ -40,6 +41,8 @@ from torch.utils._python_dispatch import _disable_current_modes
 from ._log import log_event
 
 _T = torch.Tensor
+# Composite torch functions the shadow runs through ATen's C++ decomposition.
+_CPP_DECOMPOSED = {torch.batch_norm, torch.nn.functional.batch_norm}
 # Torch functions that hand sizes to Python; those of _SIZES give SizeInts.
 _SIZES = {_T.size, _T.shape.__get__, _T.numel, _T.nelement, torch.numel}
 _SIZE_READS = {_T.size, _T.shape.__get__, _T.numel, _T.nelement, _T.__len__, _T.stride, _T.storage_offset,
@@ -184,9 +187,11 @@ class ShapeShadow(TorchFunctionMode):
     def _call_shadow(self, func, args, kwargs):
         sargs, skwargs = _map_shadow(self._shadow_of, (args, kwargs))
         # The Python dispatcher runs ATen's SymInt-aware Python decompositions of
-        # composite ops (matmul...) where the C++ ones need concrete sizes.
-        with _disable_current_modes(), torch._C.DisableTorchFunction(), enable_python_dispatcher(), \
-                self.fake_mode, self.recorder:
+        # composite ops (matmul...) where the C++ ones need concrete sizes; for
+        # batch norm the C++ one is fine and picks the op the real run picks
+        # (cuDNN's on a GPU).
+        dispatcher = contextlib.nullcontext() if func in _CPP_DECOMPOSED else enable_python_dispatcher()
+        with _disable_current_modes(), torch._C.DisableTorchFunction(), dispatcher, self.fake_mode, self.recorder:
             return func(*sargs, **skwargs)
 
     def _shadow_of(self, x):
