@@ -32,9 +32,7 @@ import re
 import torch
 import torch.utils._pytree as pytree
 from torch._dispatch.python import enable_python_dispatcher
-from torch._dynamo.source import LocalSource
 from torch._subclasses.fake_tensor import FakeTensorMode
-from torch.fx.experimental.symbolic_shapes import DimDynamic, ShapeEnv, StatelessSymbolicContext, guard_int
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import _disable_current_modes
 
@@ -69,6 +67,7 @@ class ShapeShadow(TorchFunctionMode):
         self.real_recorder = real_recorder
         from ._capture import Recorder
         self.failed = None
+        from torch.fx.experimental.symbolic_shapes import ShapeEnv  # (symbolic_shapes and Dynamo: 0.7 s to import)
         self.shape_env = ShapeEnv(duck_shape=False)
         self.fake_mode = FakeTensorMode(shape_env=self.shape_env)
         self._fakes = {}            # id(real tensor) -> (real tensor, its fake)
@@ -87,6 +86,8 @@ class ShapeShadow(TorchFunctionMode):
         self.live = True               # False after the run: SizeInts left in the program's state are ints
 
     def _fake_argument(self, k, t, dims):
+        from torch._dynamo.source import LocalSource
+        from torch.fx.experimental.symbolic_shapes import DimDynamic, StatelessSymbolicContext
         sizes = [DimDynamic.DYNAMIC if d in dims else DimDynamic.STATIC for d in range(t.dim())]
         context = StatelessSymbolicContext(dynamic_sizes=sizes)
         fake = self.fake_mode.from_tensor(t, symbolic_context=context, source=LocalSource(f"arg{k}"))
@@ -151,7 +152,7 @@ class ShapeShadow(TorchFunctionMode):
                 if not isinstance(value, torch.SymInt):
                     self.fail(f"Python reads a symbolic {_name(func)}")
                     break
-                guard_int(value)  # len(x), x.stride(), iteration...: this size only
+                _guard_int(value)  # len(x), x.stride(), iteration...: this size only
                 log_event("recompiles", f"dynamic shapes: {value.node.expr} kept static: {_name(func)}")
         return out
 
@@ -169,7 +170,7 @@ class ShapeShadow(TorchFunctionMode):
             from ._capture import _user_site
             log_event("recompiles", f"dynamic shapes: {n._sym.node.expr} = {int.__repr__(n)} kept static: {why} at "
                                     f"{_user_site()}")
-            guard_int(n._sym)
+            _guard_int(n._sym)
 
     def _repeat_decisions(self, start):
         """Tensor data the program read (a decision of the real recorder):
@@ -246,6 +247,11 @@ def _symbolic(x):
 
 def _name(func):
     return getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or repr(func)
+
+
+def _guard_int(sym):
+    from torch.fx.experimental.symbolic_shapes import guard_int
+    return guard_int(sym)
 
 
 def _map_shadow(fn, value):
