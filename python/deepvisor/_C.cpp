@@ -221,8 +221,9 @@ PYBIND11_MODULE(_C, m) {
            "Runs the program on the graph inputs; returns the outputs.")
       .def("validate_cuda", &Executor::validate_cuda, py::arg("arch") = 90, py::call_guard<py::gil_scoped_release>(),
            "Compiles every kernel's CUDA C with NVRTC (no GPU needed).")
-      .def("use_size_arguments", &Executor::use_size_arguments,
-           "Kernels take their sizes as launch arguments (a dynamic-shape plan's instances share them).")
+      .def("use_size_arguments", &Executor::use_size_arguments, py::arg("constant_sizes") = std::vector<std::int64_t>{},
+           "Kernels take their sizes as launch arguments (a dynamic-shape plan's instances share them), except "
+           "the index constants listed.")
       .def("cuda_sources", &Executor::cuda_sources, py::arg("arch") = 90)
       .def("cpp_sources", &cpp_sources,
            "The host C++ of every kernel (an empty string where the emitter does not support it).")

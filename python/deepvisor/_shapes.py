@@ -378,6 +378,8 @@ def _as_real_decomposition(real, shadow):
 _REFS = re.compile(r"%\d+")
 _LAYOUT = re.compile(r"sizes=(\S*) strides=(\S*)")
 _ITEMS = re.compile(r"\{[^{}]*\}|[^,]+")
+# The ints of a line's sizes=, strides=, offset=, il:[...] and i: fields (not value ids, dtypes or floats).
+_LITERAL_INTS = re.compile(r"(?:(?<=sizes=)|(?<=strides=)|(?<=offset=)|(?<=il:\[)|(?<=i:)|(?<=,))(-?\d+)(?=[,\] \n]|$)")
 
 
 def _unit_strides_as_real(real, shadow):
@@ -456,13 +458,23 @@ class Template:
         body = ", ".join(expressions) + ("," if len(expressions) == 1 else "")
         self._evaluate = eval(f"lambda {', '.join(names)}: ({body})", dict(_FUNCTIONS))
         self.num_expressions = len(expressions)
+        # Sizes, strides and int arguments written as numbers (the same in every
+        # instance), less those an expression also gave in the capture: the
+        # index constants kernels keep as literals. (One list for every
+        # instance: a list that followed each instance's values would give
+        # kernels that differ between instances wherever a static size equals
+        # a symbolic one there.)
+        literal = {int(n) for line in self.parts for p in line if isinstance(p, str) for n in _LITERAL_INTS.findall(p)}
+        self.constant_ints = sorted(literal - set(hints))
         if self.num_expressions and tuple(self._evaluate(*[symbol_hints[n] for n in names])) != tuple(hints):
             raise _Mismatch("an expression of the shape shadow does not give the real run's number")
 
     def render(self, symbol_values):
-        """The graph text for these symbol values (in the order of `symbols`)."""
+        """(the graph text for these symbol values (in the order of
+        `symbols`), the index constants its kernels keep as literals)."""
         values = self._evaluate(*symbol_values) if self.num_expressions else ()
-        return "\n".join("".join(p if isinstance(p, str) else str(values[p]) for p in line) for line in self.parts)
+        text = "\n".join("".join(p if isinstance(p, str) else str(values[p]) for p in line) for line in self.parts)
+        return text, self.constant_ints
 
 
 class SymbolicPlan:
@@ -476,7 +488,7 @@ class SymbolicPlan:
         self.shape_env = capture.shape_env
         self.positions = capture.positions    # graph input positions of the dynamic arguments
         self.sources = capture.sources        # per template, per symbol: (graph input position, dim, kind)
-        self.compile_text = compile_text      # (segment index, text) -> executor
+        self.compile_text = compile_text      # (segment index, text, constant sizes) -> executor
         self.instances = {}                   # layout key -> [executor per segment], or None: guards fail
 
     def executors_for(self, inputs):
@@ -488,7 +500,7 @@ class SymbolicPlan:
             return self.instances[key]
         executors = None
         if self.guard_code is None or self.shape_env.evaluate_guards_expression(self.guard_code, tensors):
-            executors = [self.compile_text(i, template.render([_read(inputs, s) for s in sources]))
+            executors = [self.compile_text(i, *template.render([_read(inputs, s) for s in sources]))
                          for i, (template, sources) in enumerate(zip(self.templates, self.sources))]
             log_event("recompiles", f"dynamic shapes: a plan instance for {[tuple(t.shape) for t in tensors]} "
                                     "(no capture)")

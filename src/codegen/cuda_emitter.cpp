@@ -832,21 +832,29 @@ void Emitter::emit_prelude_and_constants(const std::string& strategy) {
 }
 
 // A size of the iteration space: a constant of the source, or (size
-// arguments) a name for its entry in the size table.
+// arguments) a name for its entry in the size table, always: the iteration
+// space is where symbolic sizes show, and a static size equal to one of them
+// in another instance would make the two sources differ.
 void Emitter::emit_size_constant(const std::string& name, std::int64_t value) {
-  if (dev_.size_arguments) w_.line(cat("#define ", name, " ((idx_t)", size_text()(value), ")"));
+  if (dev_.size_arguments) w_.line(cat("#define ", name, " ((idx_t)", table_entry(value), ")"));
   else w_.line(cat("constexpr idx_t ", name, " = ", idx_literal(value), ";"));
 }
 
 // How index constants are written: literals, or entries of the size table
-// (one entry per distinct value; the table's values travel with the launch).
+// (one entry per distinct value; the table's values travel with the launch),
+// except the values of DeviceSpec::constant_sizes.
 ConstMap Emitter::size_text() const {
   if (!dev_.size_arguments) return idx_literal;
   return [this](std::int64_t value) {
-    auto [it, fresh] = size_slot_.try_emplace(value, static_cast<int>(size_args_.size()));
-    if (fresh) size_args_.push_back(value);
-    return cat("dv_n.v[", it->second, "]");
+    if (std::binary_search(dev_.constant_sizes.begin(), dev_.constant_sizes.end(), value)) return idx_literal(value);
+    return table_entry(value);
   };
+}
+
+std::string Emitter::table_entry(std::int64_t value) const {
+  auto [it, fresh] = size_slot_.try_emplace(value, static_cast<int>(size_args_.size()));
+  if (fresh) size_args_.push_back(value);
+  return cat("dv_n.v[", it->second, "]");
 }
 
 std::string Emitter::size_ll(std::int64_t value) const {

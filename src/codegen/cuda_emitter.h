@@ -46,6 +46,12 @@ struct DeviceSpec {
   // source only where every such choice agrees, and each launch passes its
   // own sizes, so sharing never changes a result.
   bool size_arguments = false;
+  // With size arguments: index constants that stay literals of the source
+  // (sorted): sizes every instance of a dynamic-shape plan shares (a static
+  // dimension, its strides), so that divisions by them keep compiling to
+  // multiplications. Any value may be listed: a kernel whose constants differ
+  // has another source, never another result.
+  std::vector<std::int64_t> constant_sizes;
 };
 
 struct LaunchConfig {

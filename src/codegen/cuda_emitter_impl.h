@@ -66,6 +66,7 @@ class Emitter {
   std::string scalar_index(const IndexExpr& e) const;
   std::int64_t layout_xnumel() const;
   ConstMap size_text() const;
+  std::string table_entry(std::int64_t value) const;
   std::string size_ll(std::int64_t value) const;
   std::string checked_address(const Instr& in, const std::string& index, const std::string& k) const;
   void emit_size_constant(const std::string& name, std::int64_t value);

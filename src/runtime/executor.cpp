@@ -82,20 +82,23 @@ bool size_arguments_enabled() {
   return v != nullptr && std::string(v) == "1";
 }
 
-codegen::DeviceSpec spec_for(const CudaDriver::DeviceInfo& info, bool size_arguments) {
+codegen::DeviceSpec spec_for(const CudaDriver::DeviceInfo& info, bool size_arguments,
+                             const std::vector<std::int64_t>& constant_sizes) {
   codegen::DeviceSpec spec;
   spec.arch = info.arch;
   spec.sm_count = info.sm_count;
   spec.max_threads_per_block = info.max_threads_per_block;
   spec.size_arguments = size_arguments;
+  spec.constant_sizes = constant_sizes;
   apply_row_experiment(spec);
   return spec;
 }
 
-codegen::DeviceSpec default_spec(int arch, bool size_arguments) {
+codegen::DeviceSpec default_spec(int arch, bool size_arguments, const std::vector<std::int64_t>& constant_sizes) {
   codegen::DeviceSpec spec;
   spec.arch = arch;
   spec.size_arguments = size_arguments;
+  spec.constant_sizes = constant_sizes;
   return spec;
 }
 
@@ -338,7 +341,7 @@ Executor::~Executor() = default;
 
 std::vector<std::string> Executor::cuda_sources(int arch) const {
   std::vector<std::string> out;
-  for (const auto& k : program_.kernels) out.push_back(codegen::emit_cuda(k, default_spec(arch, size_arguments_)).source);
+  for (const auto& k : program_.kernels) out.push_back(codegen::emit_cuda(k, default_spec(arch, size_arguments_, constant_sizes_)).source);
   return out;
 }
 
@@ -386,7 +389,7 @@ std::vector<std::string> compile_in_parallel(const std::vector<codegen::CudaKern
 void Executor::validate_cuda(int arch) {
   CompileCounter counter;
   std::vector<codegen::CudaKernel> emitted;
-  for (const auto& k : program_.kernels) emitted.push_back(codegen::emit_cuda(k, default_spec(arch, size_arguments_)));
+  for (const auto& k : program_.kernels) emitted.push_back(codegen::emit_cuda(k, default_spec(arch, size_arguments_, constant_sizes_)));
   compile_in_parallel(emitted, arch);
   counter.add_to(stats_);
 }
@@ -405,7 +408,7 @@ void Executor::prepare_cuda(int device_index) {
   }
   if (!driver.available()) throw std::runtime_error("CUDA driver unavailable: " + driver.unavailable_reason());
   driver.ensure_context(device_index);
-  auto spec = spec_for(driver.device_info(device_index), size_arguments_);
+  auto spec = spec_for(driver.device_info(device_index), size_arguments_, constant_sizes_);
   CompileCounter counter;
   std::vector<codegen::CudaKernel> emitted;
   for (const auto& k : program_.kernels) emitted.push_back(codegen::emit_cuda(k, spec));

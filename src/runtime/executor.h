@@ -9,6 +9,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <atomic>
 #include <map>
@@ -57,7 +58,13 @@ class Executor {
   // Kernels take their sizes as launch arguments (codegen::DeviceSpec::
   // size_arguments), so that an instance of a dynamic-shape plan for a new
   // shape reuses the kernels compiled for another. Call before the first run.
-  void use_size_arguments() { size_arguments_ = true; }
+  // constant_sizes: the index constants that stay literals (see
+  // codegen::DeviceSpec::constant_sizes).
+  void use_size_arguments(std::vector<std::int64_t> constant_sizes = {}) {
+    size_arguments_ = true;
+    constant_sizes_ = std::move(constant_sizes);
+    std::sort(constant_sizes_.begin(), constant_sizes_.end());
+  }
 
   // Emits every kernel as CUDA C and compiles it with NVRTC for sm_<arch>,
   // without a GPU. Throws on the first kernel NVRTC rejects.
@@ -92,6 +99,7 @@ class Executor {
   std::unique_ptr<CudaGraphReplay> graph_;
   CpuKernels cpu_kernels_;
   bool size_arguments_;
+  std::vector<std::int64_t> constant_sizes_;
   std::atomic<bool> host_ready_{false};
   std::unique_ptr<HostKernels> host_;
   ExecutorStats stats_;

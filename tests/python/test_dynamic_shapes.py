@@ -225,3 +225,27 @@ def test_bert_over_batch_and_sequence_length(monkeypatch, tmp_path):
     s = deepvisor.stats(g)
     assert s["captures"] <= 6, s
     assert s["eager_calls"] == 0
+
+
+def test_static_sizes_stay_literals_in_the_kernels_of_instances(monkeypatch, tmp_path):
+    """A batch sweep of a conv block: the kernels of instances take the batch
+    from the size table but keep static sizes (channels, H*W) as literals,
+    so their index math divides by constants; instances after the first
+    compile nothing."""
+    monkeypatch.setenv("DEEPVISOR_CPU", "interpreter")
+    monkeypatch.setenv("DEEPVISOR_VALIDATE_CUDA", "1")
+    monkeypatch.setenv("DEEPVISOR_CACHE_DIR", str(tmp_path))
+    torch.manual_seed(0)
+    block = torch.nn.Sequential(torch.nn.Conv2d(3, 24, 3, padding=1), torch.nn.BatchNorm2d(24), torch.nn.ReLU(), torch.nn.MaxPool2d(2)).eval()
+    g = deepvisor.compile(block)
+    compiles = []
+    with torch.no_grad():
+        for n in (2, 3, 5, 4, 7):
+            x = torch.randn(n, 3, 10, 10)
+            torch.testing.assert_close(g(x), block(x), rtol=1e-4, atol=1e-4)
+            compiles.append(deepvisor.stats(g)["nvrtc_compiles"])
+    assert deepvisor.stats(g)["captures"] == 2
+    assert compiles[2:] == [compiles[1]] * 3, compiles
+    [plan] = _symbolic_plans(g)
+    sources = "\n".join(source for e in plan.symbolic.executors() for source in e.cuda_sources(90))
+    assert "/ 25) % 24)" in sources  # the channel of an element of the pooled 5x5 maps: literal divisors
