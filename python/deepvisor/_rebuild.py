@@ -207,6 +207,7 @@ class RecipeBuilder:
     """Describes values at the end of a capture run."""
 
     def __init__(self, monitor, recorder, arguments_of_input):
+        self.argument_views = 0  # views of arguments rebuilt as_strided with this call's layout
         self.monitor = monitor
         self.recorder = recorder
         self.output_tensors = []   # tensors the recipes need as graph outputs
@@ -320,6 +321,7 @@ class RecipeBuilder:
         base = _view_of_argument(t, self._arguments_of_input)
         if base is not None:
             i, sizes, strides, offset = base
+            self.argument_views += 1  # its layout is this call's numbers (dynamic shapes: _shapes.py)
             return View(self.of(self._arguments_of_input[i]), sizes, strides, offset)
         if node is not None and node.pinned:
             return Const(t)

@@ -86,9 +86,15 @@ class Program:
         exec(compile(source, f"<fuzz reference {self.seed}>", "exec"), namespace)  # noqa: S102
         return namespace["make"](torch.Generator().manual_seed(self.seed), device)
 
-    def example_inputs(self, device, seed):
+    def example_inputs(self, device, seed, grow=0):
+        """Inputs of the program's shapes, or with the first dimension of
+        each `grow` larger (a dynamic-shape capture, then an instance of it)."""
         g = torch.Generator().manual_seed(seed)
-        return tuple(_tensor(shape, dtype, layout, g).to(device) for shape, dtype, layout in self.inputs)
+        return tuple(_tensor(_grown(shape, grow), dtype, layout, g).to(device) for shape, dtype, layout in self.inputs)
+
+
+def _grown(shape, grow):
+    return (shape[0] + grow,) + tuple(shape[1:]) if grow and shape else shape
 
 
 def _tensor(shape, dtype, layout, g):
@@ -421,8 +427,15 @@ def check(program, device="cpu"):
         low_precision = any(dt in (torch.bfloat16, torch.float16) for _, dt, _ in program.inputs) or \
             "bfloat16" in program.source() or "float16" in program.source()
         reference = program.make_reference(device)
-        for call, seed in (("capture", 0), ("replay", 0), ("new inputs", 1)):
-            args = program.example_inputs(device, seed)
+        calls = [("capture", 0, 0), ("replay", 0, 0), ("new inputs", 1, 0),
+                 ("new sizes (a symbolic capture)", 2, 2), ("new sizes (an instance)", 3, 5)]
+        for call, seed, grow in calls:
+            args = program.example_inputs(device, seed, grow)
+            if grow:
+                try:
+                    fn(*args)
+                except Exception:  # noqa: BLE001  (the program's constants fix that size)
+                    continue
             want = fn(*args)  # programs never write their inputs
             got = g(*args)
             refs = reference(*[a.double() if a.is_floating_point() else a for a in args])
