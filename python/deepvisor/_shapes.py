@@ -39,6 +39,9 @@ from torch.utils._python_dispatch import _disable_current_modes
 from ._log import log_event
 
 _T = torch.Tensor
+_F = torch.nn.functional
+_DROPOUTS = {_F.dropout, _F.dropout1d, _F.dropout2d, _F.dropout3d, _F.alpha_dropout, _F.feature_alpha_dropout,
+             torch.dropout, torch.alpha_dropout, torch.feature_dropout, torch.feature_alpha_dropout}
 # Composite torch functions the shadow runs through ATen's C++ decomposition.
 _CPP_DECOMPOSED = {torch.batch_norm, torch.nn.functional.batch_norm}
 # Torch functions that hand sizes to Python; those of _SIZES give SizeInts.
@@ -119,9 +122,9 @@ class ShapeShadow(TorchFunctionMode):
             return func(*args, **kwargs)
         decisions, nodes = len(self.real_recorder.decisions), len(self.real_recorder.node_lines)
         out = func(*args, **kwargs)
-        if isinstance(out, torch.Tensor) and len(self.real_recorder.node_lines) == nodes and \
+        if func in _DROPOUTS and len(self.real_recorder.node_lines) == nodes and \
                 any(out is a for a in args) and self.fake_of(out) is not None:
-            # The input handed back, nothing run (dropout in eval): ATen's Python
+            # Dropout in eval handed its input back, nothing run: ATen's Python
             # decomposition would clone it, the C++ one does not.
             return out
         if func in _DATA_READS:
