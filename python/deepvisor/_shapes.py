@@ -67,10 +67,11 @@ class ShapeShadow(TorchFunctionMode):
 
     def __init__(self, arguments, dynamic_dims, is_argument, real_recorder):
         super().__init__()
-        self.real_recorder = real_recorder
-        from ._capture import Recorder
-        self.failed = None
         from torch.fx.experimental.symbolic_shapes import ShapeEnv  # (symbolic_shapes and Dynamo: 0.7 s to import)
+
+        from ._capture import Recorder
+        self.real_recorder = real_recorder
+        self.failed = None
         self.shape_env = ShapeEnv(duck_shape=False)
         self.fake_mode = FakeTensorMode(shape_env=self.shape_env)
         self._fakes = {}            # id(real tensor) -> (real tensor, its fake)
@@ -244,8 +245,10 @@ class ShapeShadow(TorchFunctionMode):
 
 
 def _symbolic(x):
-    return isinstance(x, (torch.SymInt, torch.SymFloat, torch.SymBool)) and x.node.maybe_as_int() is None \
-        if isinstance(x, torch.SymInt) else isinstance(x, (torch.SymFloat, torch.SymBool))
+    """A SymInt that is not a constant, or any SymFloat or SymBool."""
+    if isinstance(x, torch.SymInt):
+        return x.node.maybe_as_int() is None
+    return isinstance(x, (torch.SymFloat, torch.SymBool))
 
 
 def _name(func):
