@@ -763,9 +763,19 @@ def _describe_use(kind, operands):
 
 def _runs_python(fn):
     """A Python function or method (the tracer steps into it: its uses are
-    seen one by one), or a class whose construction runs Python code."""
+    seen one by one), or a class whose construction hands its arguments to
+    Python code only (a C type such as collections.deque would use a size
+    where nothing sees it)."""
     fn = getattr(fn, "__func__", fn)
-    return isinstance(fn, types.FunctionType) or (isinstance(fn, type) and not fn.__module__ == "builtins")
+    if isinstance(fn, types.FunctionType):
+        return True
+    if not isinstance(fn, type):
+        return False
+    init, new = fn.__init__, fn.__new__
+    python_init = isinstance(init, types.FunctionType)
+    python_new = isinstance(new, types.FunctionType)
+    return (python_init or python_new) and (python_init or init is object.__init__) and \
+        (python_new or new is object.__new__)
 
 
 def _on_super_attr(m, name, frame, operands, results, status):
