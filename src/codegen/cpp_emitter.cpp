@@ -63,6 +63,8 @@ class Writer {
   void write_prefetch_next_row();
   std::vector<ValueId> row_divisors(int loop) const;
   bool partial_sums_fit(int loop) const;
+  bool loop_calls_function(int loop) const;
+  bool cheap_to_recompute(ValueId v) const;
   void write_value(ValueId v, bool in_loop);
   void write_load(ValueId v);
   void write_store(ValueId v);
@@ -226,6 +228,7 @@ void Writer::plan_row_cache() {
     const int s = stage_[v];
     const Instr& in = k_.body[v];
     if (!r_level_[v] || !worth_caching(in.op) || in.op == PrimOp::Store || s >= loops_ || !computed[s][v]) continue;
+    if (cheap_to_recompute(v)) continue;
     bool later = false;
     for (int t = s + 1; t < loops_ && !later; ++t) later = needs_of_loop(t)[v];
     if (!later) continue;
@@ -238,6 +241,31 @@ void Writer::plan_row_cache() {
   cache_bytes_ = bytes;
   needs_.assign(loops_, {});
   for (int s = 0; s < loops_; ++s) needs_[s] = needs_of_loop(s);
+}
+
+// A value one inline arithmetic operation away from one plain load (its other
+// operands x-level): a later loop recomputes it rather than reading it from the
+// row buffer, since the load (of a row just read, in cache) replaces the
+// buffer's load and the operation the buffer's store (layer_norm's x - mean).
+bool Writer::cheap_to_recompute(ValueId v) const {
+  const Instr& in = k_.body[v];
+  switch (in.op) {
+    case PrimOp::Add:
+    case PrimOp::Sub:
+    case PrimOp::Mul:
+    case PrimOp::Neg:
+    case PrimOp::Abs:
+    case PrimOp::Cast: break;
+    default: return false;
+  }
+  int loads = 0;
+  for (ValueId a : in.args) {
+    if (!r_level_[a]) continue;
+    const Instr& op = k_.body[a];
+    if (op.op != PrimOp::Load || op.indirect || op.masked || !statically_in_bounds(op)) return false;
+    ++loads;
+  }
+  return loads == 1;
 }
 
 bool Writer::vars_are_kernels(const IndexExpr& e) const {
@@ -466,7 +494,9 @@ std::vector<ValueId> Writer::row_divisors(int loop) const {
 
 // Float sums accumulate in DV_SUM_LANES partial sums (four vectors): one
 // vector accumulator is a chain of dependent adds, one add's latency per
-// vector of the row. Only in loops whose reductions are all float sums.
+// vector of the row. Only in loops whose reductions are all float sums and
+// that call no math function (loop_calls_function: there the chain is not
+// what limits the loop, and the blocks cost softmax's exp loop 2-3%).
 bool Writer::partial_sums_fit(int loop) const {
   bool any = false;
   for (std::size_t i = 0; i < k_.body.size(); ++i) {
@@ -483,7 +513,22 @@ bool Writer::partial_sums_fit(int loop) const {
         (in.indirect || in.masked || in.accumulate || !statically_in_bounds(in)))
       return false;
   }
-  return any && !serial_;
+  return any && !serial_ && !loop_calls_function(loop);
+}
+
+// Whether loop `loop` computes a value by calling a math function (libmvec's
+// vector variants): a call clobbers every vector register, so accumulators
+// are spilled around it anyway, and its latency, far above an add's, already
+// separates the dependent adds. Such a loop is compute bound.
+bool Writer::loop_calls_function(int loop) const {
+  for (std::size_t i = 0; i < k_.body.size(); ++i) {
+    const Instr& in = k_.body[i];
+    if (!needs_[loop][i] || (cached_[i] && stage_[i] < loop) || in.args.empty()) continue;
+    if (in.op != PrimOp::Load && in.op != PrimOp::Store && in.op != PrimOp::Reduce &&
+        cpp::calls_function(in.op, k_.body[in.args[0]].dtype))
+      return true;
+  }
+  return false;
 }
 
 void Writer::write_loop_body(int loop) {
@@ -627,7 +672,12 @@ void Writer::write_prefetch_next_row() {
 void Writer::write_rows() {
   line("for (dv_i64 x = x_begin; x < x_end; ++x) {");
   ++indent_;
-  if (!serial_) write_prefetch_next_row();
+  // Only in rows whose loops are memory bound: where a loop calls a math
+  // function the row's time is the calls' (softmax: the prefetches cost
+  // 2-3% and hid nothing, bench/NOTES.md).
+  bool prefetch = !serial_;
+  for (int s = 0; s < loops_ && prefetch; ++s) prefetch = !loop_calls_function(s);
+  if (prefetch) write_prefetch_next_row();
   for (int s = 0; s <= loops_; ++s) {
     write_x_stage(s);
     if (s < loops_) write_loop(s);
