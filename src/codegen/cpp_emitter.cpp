@@ -52,6 +52,9 @@ class Writer {
   void assign_stages();
   std::vector<bool> needs_of_loop(int loop) const;
   void plan_row_cache();
+  void keep_cache_in_outputs();
+  bool is_row_of_store(const Instr& store) const;
+  std::string cache_element(ValueId v) const;
 
   void write_entry();
   void write_pointwise();
@@ -88,6 +91,7 @@ class Writer {
   std::vector<std::vector<bool>> needs_;  // per loop: the values it computes (or reads from the row buffer)
   std::vector<bool> cached_;              // kept in a row buffer by the loop of its stage
   std::vector<std::int64_t> cache_offset_;
+  std::vector<ValueId> cache_store_;      // a cached value kept in the row of this store's output instead (-1: none)
   std::int64_t cache_bytes_ = 0;
   bool serial_ = false;
   int loop_ = -1;  // the loop being written, -1 outside
@@ -241,6 +245,69 @@ void Writer::plan_row_cache() {
   cache_bytes_ = bytes;
   needs_.assign(loops_, {});
   for (int s = 0; s < loops_; ++s) needs_[s] = needs_of_loop(s);
+  keep_cache_in_outputs();
+}
+
+// Whether a store writes element x * rnumel + r (each row its own run of
+// rnumel elements, in bounds).
+bool Writer::is_row_of_store(const Instr& store) const {
+  if (store.indirect || store.masked || store.accumulate || !statically_in_bounds(store)) return false;
+  for (std::int64_t x : {std::int64_t{0}, std::int64_t{1}, k_.xnumel - 1})
+    for (std::int64_t r : {std::int64_t{0}, std::int64_t{1}, k_.rnumel - 1}) {
+      const std::int64_t at = store.index.eval([&](const std::string& n) { return n == "x" ? x : n == "r" ? r : 0; });
+      if (at != x * k_.rnumel + r) return false;
+    }
+  return true;
+}
+
+// A cached value that a later loop reads only up to the loop that stores
+// the kernel's result row is kept in that row of the output instead of the
+// row buffer (as ATen's softmax keeps exp in its output and scales it in
+// place): the output's lines are then fetched while the earlier loop
+// computes, and the row's data take two rows of cache instead of three
+// (softmax 1024x1024, kernel alone: 0.548 -> 0.495 ms). The store must be
+// the buffer's only one, of the value's type unconverted, come after the
+// value in the body (so the last loop reads each element before it
+// overwrites it), and no loop after it may read the value.
+void Writer::keep_cache_in_outputs() {
+  cache_store_.assign(k_.body.size(), -1);
+  if (serial_) return;
+  std::vector<int> stores(k_.buffers.size(), 0);
+  for (const Instr& in : k_.body)
+    if (in.op == PrimOp::Store) ++stores[in.buffer];
+  std::vector<bool> taken(k_.buffers.size(), false);
+  bool moved = false;
+  for (std::size_t i = 0; i < k_.body.size(); ++i) {
+    const auto v = static_cast<ValueId>(i);
+    if (!cached_[v] || !is_float(k_.body[v].dtype)) continue;
+    for (std::size_t j = i + 1; j < k_.body.size(); ++j) {
+      const Instr& st = k_.body[j];
+      if (st.op != PrimOp::Store || !r_level_[j] || stores[st.buffer] != 1 || taken[st.buffer]) continue;
+      if (k_.buffers[st.buffer].dtype != k_.body[v].dtype || stage_[j] <= stage_[v] || !is_row_of_store(st)) continue;
+      bool read_after = false;
+      for (int t = stage_[j] + 1; t < loops_; ++t) read_after = read_after || needs_[t][v];
+      if (read_after) continue;
+      cache_store_[v] = static_cast<ValueId>(j);
+      taken[st.buffer] = true;
+      moved = true;
+      break;
+    }
+  }
+  if (!moved) return;
+  std::int64_t bytes = 0;  // the row buffer without them
+  for (std::size_t i = k_.body.size(); i-- > 0;) {
+    if (!cached_[i] || cache_store_[i] >= 0) continue;
+    cache_offset_[i] = bytes;
+    bytes += (k_.rnumel * ir::dtype_size(k_.body[i].dtype) + 63) / 64 * 64;
+  }
+  cache_bytes_ = bytes;
+}
+
+// The element of a cached value for row x, element r.
+std::string Writer::cache_element(ValueId v) const {
+  if (cache_store_[v] < 0) return "c" + std::to_string(v) + "[r]";
+  const Instr& st = k_.body[cache_store_[v]];
+  return buf_name(st.buffer) + "[" + cpp::index(st.index, true) + "]";
 }
 
 // A value one inline arithmetic operation away from one plain load (its other
@@ -360,7 +427,7 @@ void Writer::write_value(ValueId v, bool in_loop) {
   auto arg = [&](int i) { return v_name(in.args[i]); };
   auto arg_dtype = [&](int i) { return k_.body[in.args[i]].dtype; };
   if (in_loop && cached_[v] && stage_[v] < loop_) {
-    define("c" + std::to_string(v) + "[r]");
+    define(cache_element(v));
     return;
   }
   switch (in.op) {
@@ -382,7 +449,7 @@ void Writer::write_value(ValueId v, bool in_loop) {
       if (ir::prim_op_arity(in.op) == 1) define(cpp::unary(in.op, arg_dtype(0), arg(0)));
       else define(cpp::binary(in.op, arg_dtype(0), in.dtype, arg(0), arg(1)));
   }
-  if (in_loop && cached_[v]) line("c" + std::to_string(v) + "[r] = " + v_name(v) + ";");
+  if (in_loop && cached_[v]) line(cache_element(v) + " = " + v_name(v) + ";");
 }
 
 // Accumulators. Integers add and multiply in the unsigned type (wrapping);
@@ -703,7 +770,7 @@ void Writer::write_entry() {
     line("if (row_base == 0) return 3;");
     line("char* row_buffer = (char*)(((dv_u64)row_base + 63) & ~(dv_u64)63);");
     for (std::size_t v = 0; v < k_.body.size(); ++v) {
-      if (!cached_[v]) continue;
+      if (!cached_[v] || cache_store_[v] >= 0) continue;
       const std::string type = cpp::compute_type(k_.body[v].dtype);
       line(type + "* __restrict__ c" + std::to_string(v) + " = (" + type + "*)(row_buffer + " +
            std::to_string(cache_offset_[v]) + ");");
@@ -724,6 +791,7 @@ CppKernel Writer::write() {
   mark_levels();
   assign_stages();
   cached_.assign(k_.body.size(), false);
+  cache_store_.assign(k_.body.size(), -1);
   reciprocal_.assign(k_.body.size(), false);
   if (k_.rnumel > 1) plan_row_cache();
   out_ << cpp_prelude(options_.vector_math);
