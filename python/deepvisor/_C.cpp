@@ -1,8 +1,10 @@
 // deepvisor._C: the bindings between the Python front and the C++ compiler.
 #include <torch/csrc/utils/pybind.h>
 
+#include <ATen/Parallel.h>
 #include <ATen/core/grad_mode.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
@@ -45,6 +47,7 @@ std::shared_ptr<Executor> compile_graph_text(const std::string& text, bool fuse)
   const bool compiled = (cpu == "compiled" || cpu == "fused") && dv::runtime::HostCompiler::global().available();
   options.cpu_plans_run_aten = cpu != "interpreter" && !compiled;
   options.cpu_rows_run_aten = compiled && cpu == "fused";
+  options.cpu_min_rows = std::max(2, at::get_num_threads());
   return std::make_shared<Executor>(dv::codegen::compile_graph(dv::ir::parse_graph(text), options),
                                     compiled ? dv::runtime::CpuKernels::Compiled : dv::runtime::CpuKernels::Interpreter);
 }

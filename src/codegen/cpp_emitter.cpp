@@ -52,6 +52,9 @@ class Writer {
   void assign_stages();
   std::vector<bool> needs_of_loop(int loop) const;
   void plan_row_cache();
+  void keep_cache_in_outputs();
+  bool is_row_of_store(const Instr& store) const;
+  std::string cache_element(ValueId v) const;
 
   void write_entry();
   void write_pointwise();
@@ -63,6 +66,8 @@ class Writer {
   void write_prefetch_next_row();
   std::vector<ValueId> row_divisors(int loop) const;
   bool partial_sums_fit(int loop) const;
+  bool loop_calls_function(int loop) const;
+  bool cheap_to_recompute(ValueId v) const;
   void write_value(ValueId v, bool in_loop);
   void write_load(ValueId v);
   void write_store(ValueId v);
@@ -86,6 +91,7 @@ class Writer {
   std::vector<std::vector<bool>> needs_;  // per loop: the values it computes (or reads from the row buffer)
   std::vector<bool> cached_;              // kept in a row buffer by the loop of its stage
   std::vector<std::int64_t> cache_offset_;
+  std::vector<ValueId> cache_store_;      // a cached value kept in the row of this store's output instead (-1: none)
   std::int64_t cache_bytes_ = 0;
   bool serial_ = false;
   int loop_ = -1;  // the loop being written, -1 outside
@@ -226,6 +232,7 @@ void Writer::plan_row_cache() {
     const int s = stage_[v];
     const Instr& in = k_.body[v];
     if (!r_level_[v] || !worth_caching(in.op) || in.op == PrimOp::Store || s >= loops_ || !computed[s][v]) continue;
+    if (cheap_to_recompute(v)) continue;
     bool later = false;
     for (int t = s + 1; t < loops_ && !later; ++t) later = needs_of_loop(t)[v];
     if (!later) continue;
@@ -238,6 +245,94 @@ void Writer::plan_row_cache() {
   cache_bytes_ = bytes;
   needs_.assign(loops_, {});
   for (int s = 0; s < loops_; ++s) needs_[s] = needs_of_loop(s);
+  keep_cache_in_outputs();
+}
+
+// Whether a store writes element x * rnumel + r (each row its own run of
+// rnumel elements, in bounds).
+bool Writer::is_row_of_store(const Instr& store) const {
+  if (store.indirect || store.masked || store.accumulate || !statically_in_bounds(store)) return false;
+  for (std::int64_t x : {std::int64_t{0}, std::int64_t{1}, k_.xnumel - 1})
+    for (std::int64_t r : {std::int64_t{0}, std::int64_t{1}, k_.rnumel - 1}) {
+      const std::int64_t at = store.index.eval([&](const std::string& n) { return n == "x" ? x : n == "r" ? r : 0; });
+      if (at != x * k_.rnumel + r) return false;
+    }
+  return true;
+}
+
+// A cached value that a later loop reads only up to the loop that stores
+// the kernel's result row is kept in that row of the output instead of the
+// row buffer (as ATen's softmax keeps exp in its output and scales it in
+// place): the output's lines are then fetched while the earlier loop
+// computes, and the row's data take two rows of cache instead of three
+// (softmax 1024x1024, kernel alone: 0.548 -> 0.495 ms). The store must be
+// the buffer's only one, of the value's type unconverted, come after the
+// value in the body (so the last loop reads each element before it
+// overwrites it), and no loop after it may read the value.
+void Writer::keep_cache_in_outputs() {
+  cache_store_.assign(k_.body.size(), -1);
+  if (serial_) return;
+  std::vector<int> stores(k_.buffers.size(), 0);
+  for (const Instr& in : k_.body)
+    if (in.op == PrimOp::Store) ++stores[in.buffer];
+  std::vector<bool> taken(k_.buffers.size(), false);
+  bool moved = false;
+  for (std::size_t i = 0; i < k_.body.size(); ++i) {
+    const auto v = static_cast<ValueId>(i);
+    if (!cached_[v] || !is_float(k_.body[v].dtype)) continue;
+    for (std::size_t j = i + 1; j < k_.body.size(); ++j) {
+      const Instr& st = k_.body[j];
+      if (st.op != PrimOp::Store || !r_level_[j] || stores[st.buffer] != 1 || taken[st.buffer]) continue;
+      if (k_.buffers[st.buffer].dtype != k_.body[v].dtype || stage_[j] <= stage_[v] || !is_row_of_store(st)) continue;
+      bool read_after = false;
+      for (int t = stage_[j] + 1; t < loops_; ++t) read_after = read_after || needs_[t][v];
+      if (read_after) continue;
+      cache_store_[v] = static_cast<ValueId>(j);
+      taken[st.buffer] = true;
+      moved = true;
+      break;
+    }
+  }
+  if (!moved) return;
+  std::int64_t bytes = 0;  // the row buffer without them
+  for (std::size_t i = k_.body.size(); i-- > 0;) {
+    if (!cached_[i] || cache_store_[i] >= 0) continue;
+    cache_offset_[i] = bytes;
+    bytes += (k_.rnumel * ir::dtype_size(k_.body[i].dtype) + 63) / 64 * 64;
+  }
+  cache_bytes_ = bytes;
+}
+
+// The element of a cached value for row x, element r.
+std::string Writer::cache_element(ValueId v) const {
+  if (cache_store_[v] < 0) return "c" + std::to_string(v) + "[r]";
+  const Instr& st = k_.body[cache_store_[v]];
+  return buf_name(st.buffer) + "[" + cpp::index(st.index, true) + "]";
+}
+
+// A value one inline arithmetic operation away from one plain load (its other
+// operands x-level): a later loop recomputes it rather than reading it from the
+// row buffer, since the load (of a row just read, in cache) replaces the
+// buffer's load and the operation the buffer's store (layer_norm's x - mean).
+bool Writer::cheap_to_recompute(ValueId v) const {
+  const Instr& in = k_.body[v];
+  switch (in.op) {
+    case PrimOp::Add:
+    case PrimOp::Sub:
+    case PrimOp::Mul:
+    case PrimOp::Neg:
+    case PrimOp::Abs:
+    case PrimOp::Cast: break;
+    default: return false;
+  }
+  int loads = 0;
+  for (ValueId a : in.args) {
+    if (!r_level_[a]) continue;
+    const Instr& op = k_.body[a];
+    if (op.op != PrimOp::Load || op.indirect || op.masked || !statically_in_bounds(op)) return false;
+    ++loads;
+  }
+  return loads == 1;
 }
 
 bool Writer::vars_are_kernels(const IndexExpr& e) const {
@@ -332,7 +427,7 @@ void Writer::write_value(ValueId v, bool in_loop) {
   auto arg = [&](int i) { return v_name(in.args[i]); };
   auto arg_dtype = [&](int i) { return k_.body[in.args[i]].dtype; };
   if (in_loop && cached_[v] && stage_[v] < loop_) {
-    define("c" + std::to_string(v) + "[r]");
+    define(cache_element(v));
     return;
   }
   switch (in.op) {
@@ -354,7 +449,7 @@ void Writer::write_value(ValueId v, bool in_loop) {
       if (ir::prim_op_arity(in.op) == 1) define(cpp::unary(in.op, arg_dtype(0), arg(0)));
       else define(cpp::binary(in.op, arg_dtype(0), in.dtype, arg(0), arg(1)));
   }
-  if (in_loop && cached_[v]) line("c" + std::to_string(v) + "[r] = " + v_name(v) + ";");
+  if (in_loop && cached_[v]) line(cache_element(v) + " = " + v_name(v) + ";");
 }
 
 // Accumulators. Integers add and multiply in the unsigned type (wrapping);
@@ -466,7 +561,9 @@ std::vector<ValueId> Writer::row_divisors(int loop) const {
 
 // Float sums accumulate in DV_SUM_LANES partial sums (four vectors): one
 // vector accumulator is a chain of dependent adds, one add's latency per
-// vector of the row. Only in loops whose reductions are all float sums.
+// vector of the row. Only in loops whose reductions are all float sums and
+// that call no math function (loop_calls_function: there the chain is not
+// what limits the loop, and the blocks cost softmax's exp loop 2-3%).
 bool Writer::partial_sums_fit(int loop) const {
   bool any = false;
   for (std::size_t i = 0; i < k_.body.size(); ++i) {
@@ -483,7 +580,22 @@ bool Writer::partial_sums_fit(int loop) const {
         (in.indirect || in.masked || in.accumulate || !statically_in_bounds(in)))
       return false;
   }
-  return any && !serial_;
+  return any && !serial_ && !loop_calls_function(loop);
+}
+
+// Whether loop `loop` computes a value by calling a math function (libmvec's
+// vector variants): a call clobbers every vector register, so accumulators
+// are spilled around it anyway, and its latency, far above an add's, already
+// separates the dependent adds. Such a loop is compute bound.
+bool Writer::loop_calls_function(int loop) const {
+  for (std::size_t i = 0; i < k_.body.size(); ++i) {
+    const Instr& in = k_.body[i];
+    if (!needs_[loop][i] || (cached_[i] && stage_[i] < loop) || in.args.empty()) continue;
+    if (in.op != PrimOp::Load && in.op != PrimOp::Store && in.op != PrimOp::Reduce &&
+        cpp::calls_function(in.op, k_.body[in.args[0]].dtype))
+      return true;
+  }
+  return false;
 }
 
 void Writer::write_loop_body(int loop) {
@@ -627,7 +739,12 @@ void Writer::write_prefetch_next_row() {
 void Writer::write_rows() {
   line("for (dv_i64 x = x_begin; x < x_end; ++x) {");
   ++indent_;
-  if (!serial_) write_prefetch_next_row();
+  // Only in rows whose loops are memory bound: where a loop calls a math
+  // function the row's time is the calls' (softmax: the prefetches cost
+  // 2-3% and hid nothing, bench/NOTES.md).
+  bool prefetch = !serial_;
+  for (int s = 0; s < loops_ && prefetch; ++s) prefetch = !loop_calls_function(s);
+  if (prefetch) write_prefetch_next_row();
   for (int s = 0; s <= loops_; ++s) {
     write_x_stage(s);
     if (s < loops_) write_loop(s);
@@ -647,10 +764,13 @@ void Writer::write_entry() {
   }
   line("int err = 0;");
   if (cache_bytes_ > 0) {
-    line("char* row_buffer = (char*)__builtin_malloc(" + std::to_string(cache_bytes_) + ");");
-    line("if (row_buffer == 0) return 3;");
+    // On a cache line (malloc's 16 bytes split every vector access to it in
+    // two lines: softmax 1024x1024 0.62-0.67 -> 0.58-0.61 ms, bench/NOTES.md).
+    line("char* row_base = (char*)__builtin_malloc(" + std::to_string(cache_bytes_ + 64) + ");");
+    line("if (row_base == 0) return 3;");
+    line("char* row_buffer = (char*)(((dv_u64)row_base + 63) & ~(dv_u64)63);");
     for (std::size_t v = 0; v < k_.body.size(); ++v) {
-      if (!cached_[v]) continue;
+      if (!cached_[v] || cache_store_[v] >= 0) continue;
       const std::string type = cpp::compute_type(k_.body[v].dtype);
       line(type + "* __restrict__ c" + std::to_string(v) + " = (" + type + "*)(row_buffer + " +
            std::to_string(cache_offset_[v]) + ");");
@@ -658,7 +778,7 @@ void Writer::write_entry() {
   }
   if (k_.rnumel == 1) write_pointwise();
   else write_rows();
-  if (cache_bytes_ > 0) line("__builtin_free(row_buffer);");
+  if (cache_bytes_ > 0) line("__builtin_free(row_base);");
   line("return err & 1 ? 1 : err;");  // an offset out of range is reported first
   --indent_;
   line("}");
@@ -671,6 +791,7 @@ CppKernel Writer::write() {
   mark_levels();
   assign_stages();
   cached_.assign(k_.body.size(), false);
+  cache_store_.assign(k_.body.size(), -1);
   reciprocal_.assign(k_.body.size(), false);
   if (k_.rnumel > 1) plan_row_cache();
   out_ << cpp_prelude(options_.vector_math);

@@ -110,6 +110,23 @@ std::string int_binary(PrimOp op, DType t, const std::string& a, const std::stri
 
 }  // namespace
 
+bool calls_function(PrimOp op, DType operand) {
+  if (!is_float(operand)) return false;
+  switch (op) {
+    case PrimOp::Exp:
+    case PrimOp::Exp2:
+    case PrimOp::Log:
+    case PrimOp::Log1p:
+    case PrimOp::Sin:
+    case PrimOp::Cos:
+    case PrimOp::Tanh:
+    case PrimOp::Erf:
+    case PrimOp::Pow:
+    case PrimOp::Mod: return true;
+    default: return false;
+  }
+}
+
 std::string compute_type(DType t) {
   switch (t) {
     case DType::Bool: return "bool";

@@ -29,6 +29,12 @@ std::string cast(ir::DType from, ir::DType to, const std::string& a);
 std::string unary(ir::PrimOp op, ir::DType operand, const std::string& a);
 std::string binary(ir::PrimOp op, ir::DType operand, ir::DType result, const std::string& a, const std::string& b);
 
+// Whether the value's expression calls a function compiled elsewhere (libm,
+// or libmvec's vector variants): float exp, exp2, log, log1p, sin, cos, tanh,
+// erf, pow and fmod. Everything else is inline arithmetic or a builtin that
+// compiles to instructions.
+bool calls_function(ir::PrimOp op, ir::DType operand);
+
 // A storage element (an lvalue or value of storage_type) as its compute dtype, and back.
 std::string decode(ir::DType storage, const std::string& raw);
 std::string encode(ir::DType storage, ir::DType value, const std::string& v);

@@ -81,12 +81,16 @@ using FnN = std::function<ValueId(KernelBuilder&, const std::vector<ValueId>&)>;
 ValueId bin(KernelBuilder& kb, PrimOp op, ValueId a, ValueId b) { return kb.binary(op, a, b); }
 ValueId cst(KernelBuilder& kb, double v, ValueId like) { return scalar_constant(kb, v, kb.dtype(like)); }
 
+bool row_reduction(const TensorDef& def, std::int64_t min_rows);
+
 class Lowerer {
  public:
   // Which nodes that lower run through ATen instead: none, all of them
   // (lower_graph_to_aten) or those that reduce or scatter (lower_graph_rows_to_aten).
+  // Rows: scatters, batch norm, and reductions other than row reductions of
+  // at least min_rows rows (lower_graph_rows_to_aten).
   enum class AtenPolicy : std::uint8_t { None, All, Rows };
-  Lowerer(const ir::Graph& g, AtenPolicy aten) : g_(g), aten_(aten) {
+  Lowerer(const ir::Graph& g, AtenPolicy aten, std::int64_t min_rows = 1) : g_(g), aten_(aten), min_rows_(min_rows) {
     out_.value_def.assign(g.values.size(), -1);
   }
 
@@ -221,6 +225,7 @@ class Lowerer {
 
   const ir::Graph& g_;
   const AtenPolicy aten_;
+  const std::int64_t min_rows_;
   LoweredGraph out_;
   std::vector<bool> library_view_;  // per node: run as an ATen view (find_library_views)
   std::vector<std::vector<int>> readers_;  // per value: the nodes that read it
@@ -580,15 +585,42 @@ bool Lowerer::runs_through_aten(std::size_t first_def) const {
   // Inference batch norm is pointwise, but a per-channel map over NCHW: ATen's
   // CPU kernel runs it a channel at a time, vectorized, where a generated
   // kernel divides every index (ResNet-50 fused: 0.90x eager with it compiled,
-  // 1.08x through ATen; bench/NOTES.md).
+  // 1.08x through ATen; bench/NOTES.md). Group norm's rows compile well, but
+  // its normalization is the same per-channel map (8x64x32x32, 32 groups:
+  // 0.68 ms compiled against ATen's 0.17).
   static const std::set<std::string> per_channel = {"aten::native_batch_norm.default",
-                                                    "aten::_native_batch_norm_legit_no_training.default"};
+                                                    "aten::_native_batch_norm_legit_no_training.default",
+                                                    "aten::native_group_norm.default"};
   if (per_channel.count(node_->op) > 0) return true;
   for (std::size_t d = first_def; d < out_.defs.size(); ++d) {
-    const auto kind = out_.defs[d].kind;
-    if (kind == TensorDef::Kind::Reduction || kind == TensorDef::Kind::Scatter) return true;
+    const TensorDef& def = out_.defs[d];
+    if (def.kind == TensorDef::Kind::Scatter) return true;
+    if (def.kind == TensorDef::Kind::Reduction && !row_reduction(def, min_rows_)) return true;
   }
   return false;
+}
+
+// A reduction over the trailing dims of its input (dims of size 1 aside),
+// into at least `min_rows` results: the generated row kernel reads each row
+// contiguously (for an input in row-major order) and the executor splits the
+// rows across threads, as ATen would. A reduction over leading or middle dims
+// (strided rows) or into fewer rows than threads (ATen splits the reduction
+// itself) runs through ATen.
+bool row_reduction(const TensorDef& def, std::int64_t min_rows) {
+  bool reducing = false;
+  std::int64_t rows = 1, length = 1;
+  for (std::size_t i = 0; i < def.input_sizes.size(); ++i) {
+    const std::int64_t n = def.input_sizes[i];
+    if (n == 1) continue;
+    if (def.reduced[i]) {
+      reducing = true;
+      length *= n;
+    } else {
+      if (reducing) return false;  // a kept dim after a reduced one
+      rows *= n;
+    }
+  }
+  return length > 1 && rows >= std::max<std::int64_t>(min_rows, 2);
 }
 
 // Scalar work on the CPU inside a CUDA program (x[:, i] = 3 copies
@@ -2811,8 +2843,8 @@ LoweredGraph lower_graph(const ir::Graph& graph) { return Lowerer(graph, Lowerer
 
 LoweredGraph lower_graph_to_aten(const ir::Graph& graph) { return Lowerer(graph, Lowerer::AtenPolicy::All).run(); }
 
-LoweredGraph lower_graph_rows_to_aten(const ir::Graph& graph) {
-  return Lowerer(graph, Lowerer::AtenPolicy::Rows).run();
+LoweredGraph lower_graph_rows_to_aten(const ir::Graph& graph, std::int64_t min_rows) {
+  return Lowerer(graph, Lowerer::AtenPolicy::Rows, min_rows).run();
 }
 
 bool has_lowering(const std::string& op) { return lowerings().count(op) > 0; }

@@ -72,8 +72,12 @@ struct CompileOptions {
   // vectorized kernels): DEEPVISOR_CPU=interpreter turns it off.
   bool cpu_plans_run_aten = false;
   // A CPU plan whose kernels are compiled to C++ (DEEPVISOR_CPU=fused): nodes
-  // that reduce or scatter run through ATen, pointwise work fuses into kernels.
+  // that scatter, or reduce other than as rows (lower_graph_rows_to_aten), run
+  // through ATen; row reductions and pointwise work fuse into kernels.
   bool cpu_rows_run_aten = false;
+  // Fewer rows than this (the threads that will run the plan) and a row
+  // reduction runs through ATen too: the generated kernel splits rows only.
+  std::int64_t cpu_min_rows = 2;
 };
 
 // Lowers, schedules and fuses a graph. Throws std::runtime_error only for a

@@ -601,7 +601,7 @@ Program compile_graph(const ir::Graph& captured, const CompileOptions& options) 
   if (options.cpu_plans_run_aten && graph_device(captured) == "cpu")
     return Scheduler(captured, lower_graph_to_aten(captured), options).run();  // addmm stays whole too
   if (options.cpu_rows_run_aten && graph_device(captured) == "cpu")
-    return Scheduler(captured, lower_graph_rows_to_aten(captured), options).run();
+    return Scheduler(captured, lower_graph_rows_to_aten(captured, options.cpu_min_rows), options).run();
   const ir::Graph graph = options.unfuse_matmul_bias ? unfuse_matmul_bias(captured) : captured;
   return Scheduler(graph, lower_graph(graph), options).run();
 }

@@ -119,12 +119,14 @@ LoweredGraph lower_graph(const ir::Graph& graph);
 // through ATen instead (listed in aten_nodes): a CPU plan, where the loop
 // IR's only backend is the interpreter (codegen/program.h, CompileOptions).
 LoweredGraph lower_graph_to_aten(const ir::Graph& graph);
-// The same for the nodes whose lowering reduces or scatters (softmax, norms,
-// sums, index_put) and for batch norm: they run through ATen, whose CPU
-// kernels for them are as fast as generated ones, while other pointwise work
-// and views still fuse into kernels (a CPU plan whose kernels are compiled to
-// C++: DEEPVISOR_CPU=fused).
-LoweredGraph lower_graph_rows_to_aten(const ir::Graph& graph);
+// The same for the nodes whose lowering scatters (index_put), reduces other
+// than over the trailing dims into at least `min_rows` rows (sums over dim 0,
+// a whole tensor's sum), and for batch norm: they run through ATen, whose CPU
+// kernels for them are faster than generated ones, while row reductions
+// (softmax, layer_norm, sums over the last dim), other pointwise work and
+// views fuse into kernels (a CPU plan whose kernels are compiled to C++:
+// DEEPVISOR_CPU=fused).
+LoweredGraph lower_graph_rows_to_aten(const ir::Graph& graph, std::int64_t min_rows = 2);
 
 // True if `op` ("aten::name.overload") has a lowering.
 bool has_lowering(const std::string& op);

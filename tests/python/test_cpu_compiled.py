@@ -17,7 +17,7 @@ import torch
 
 import deepvisor
 from deepvisor import _C
-from op_cases import CASES, B8, BF16, F16, F32, I32, I64, check_compiled, SHORT
+from op_cases import CASES, B8, BF16, F16, F32, I32, I64, assert_matches, check_compiled, SHORT
 
 pytestmark = pytest.mark.skipif(not _C.host_compiler_available(), reason="no host C++ compiler ($CXX or g++)")
 
@@ -185,10 +185,10 @@ def test_without_a_host_compiler_plans_run_through_aten(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
 
 
-def test_fused_mode_compiles_pointwise_work_and_runs_rows_through_aten(monkeypatch):
-    """DEEPVISOR_CPU=fused: a pointwise chain is one compiled kernel; softmax
-    and layer_norm (reductions) run as ATen calls, whose CPU row kernels are
-    as fast; a small BERT mixes both and matches eager."""
+def test_fused_mode_compiles_pointwise_work_and_row_reductions(monkeypatch):
+    """DEEPVISOR_CPU=fused: a pointwise chain is one compiled kernel, and so
+    are softmax and layer_norm (reductions over the last dim, as rows); a
+    small BERT mixes compiled kernels and ATen calls and matches eager."""
     monkeypatch.setenv("DEEPVISOR_CPU", "fused")
     kernels = {}
     for name, fn, args in _benchmark_workloads():
@@ -198,7 +198,7 @@ def test_fused_mode_compiles_pointwise_work_and_runs_rows_through_aten(monkeypat
         stats = deepvisor.stats(g)
         assert stats["fallback_ops"] == {} and stats["eager_calls"] == 0, (name, stats)
         kernels[name] = (stats["kernels"], stats["cpu_compiled_kernels"])
-    assert kernels == {"gelu_chain": (1, 1), "softmax": (0, 0), "layer_norm": (0, 0)}, kernels
+    assert kernels == {"gelu_chain": (1, 1), "softmax": (1, 1), "layer_norm": (1, 1)}, kernels
     model, ids, mask = _small_bert()
     with torch.no_grad():
         g = deepvisor.compile(model)
@@ -232,3 +232,54 @@ def test_fused_mode_runs_batch_norm_through_aten(monkeypatch):
     stats = deepvisor.stats(g)
     assert stats["kernels"] == 1 and stats["cpu_compiled_kernels"] == 1, stats
     assert stats["fallback_ops"] == {} and stats["eager_calls"] == 0, stats
+
+
+def test_fused_mode_compiles_only_row_reductions(monkeypatch):
+    """In fused mode a reduction over the trailing dims into at least as many
+    rows as threads compiles (a row kernel); one over a leading dim, a whole
+    tensor's, and group norm (a per-channel map after its rows) run through
+    ATen. Results match eager either way."""
+    monkeypatch.setenv("DEEPVISOR_CPU", "fused")
+    x = torch.randn(64, 48, 40)
+    w, b = torch.randn(48), torch.randn(48)
+    cases = {
+        "sum_last": (lambda t: t.sum(-1) * 2, (x,), 1),
+        "mean_last_two": (lambda t: t.mean((1, 2)), (x,), 1),
+        "log_softmax": (lambda t: torch.log_softmax(t, -1), (x,), 1),
+        "sum_first": (lambda t: t.sum(0), (x,), 0),
+        "sum_middle": (lambda t: t.sum(1), (x,), 0),
+        "sum_all": (lambda t: t.sum(), (x,), 0),
+        "group_norm": (lambda t: torch.nn.functional.group_norm(t, 4, w, b), (x.view(64, 48, 5, 8),), 0),
+    }
+    for name, (fn, args, compiled) in cases.items():
+        g = deepvisor.compile(fn)
+        for _ in range(2):
+            torch.testing.assert_close(g(*args), fn(*args), rtol=1e-5, atol=1e-5, msg=lambda m: f"{name}: {m}")
+        stats = deepvisor.stats(g)
+        assert stats["cpu_compiled_kernels"] == compiled and stats["eager_calls"] == 0, (name, stats)
+
+
+# The reductions and normalizations of the catalogue in fused mode, where row
+# reductions compile and the others run through ATen, pointwise work around
+# them fused either way.
+FUSED_FAMILIES = ("sum[", "mean[", "amax[", "amin[", "prod[", "var[", "std[", "max[all]", "min[all]", "all[", "any[",
+                  "softmax[", "log_softmax[", "layer_norm[", "native_layer_norm[", "group_norm[", "vector_norm[",
+                  "fused[", "argmax[", "max_dim[", "cumsum[last]", "logsumexp[")
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.name) for c in CASES
+                                  if F32 in c.dtypes and not c.skips.get(("cpu", F32))
+                                  and any(c.name.startswith(f) for f in FUSED_FAMILIES)])
+def test_op_fused(case, monkeypatch):
+    monkeypatch.setenv("DEEPVISOR_CPU", "fused")
+    if case.name in LOOSER:
+        case = dataclasses.replace(case, tolerance=LOOSER[case.name])
+    tolerances = lambda dtype: case.tolerances(dtype, "cpu")  # noqa: E731
+    args = case.args("cpu", F32)
+    g = deepvisor.compile(case.fn)
+    for _ in range(2):
+        assert_matches(g(*args), case.fn(*args), tolerances, "fused")
+    fresh = case.args("cpu", F32, seed=1)
+    assert_matches(g(*fresh), case.fn(*fresh), tolerances, "fused, new inputs")
+    stats = deepvisor.stats(g)
+    assert stats["eager_calls"] == 0 and stats["cpu_interpreted_kernels"] == 0, stats
