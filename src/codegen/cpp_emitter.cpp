@@ -63,6 +63,7 @@ class Writer {
   void write_loop(int loop);
   void write_loop_body(int loop);
   void write_loop_form(int loop, const std::string& clauses, bool partial_sums);
+  void write_plain_loop(int loop, const std::string& clauses, const std::string& first);
   void write_prefetch_next_row();
   std::vector<ValueId> row_divisors(int loop) const;
   bool partial_sums_fit(int loop) const;
@@ -615,12 +616,7 @@ void Writer::write_loop_body(int loop) {
 void Writer::write_loop_form(int loop, const std::string& clauses, bool partial_sums) {
   const std::string rnumel = cpp::int_literal(k_.rnumel);
   if (!partial_sums) {
-    if (!serial_) line("#pragma omp simd" + clauses);
-    line("for (dv_i64 r = 0; r < " + rnumel + "; ++r) {");
-    ++indent_;
-    write_loop_body(loop);
-    --indent_;
-    line("}");
+    write_plain_loop(loop, clauses, "0");
     return;
   }
   std::vector<ValueId> sums;
@@ -659,12 +655,17 @@ void Writer::write_loop_form(int loop, const std::string& clauses, bool partial_
     line("#pragma omp simd reduction(+:" + acc_name(v) + ")");
     line("for (int j = 0; j < " + width + "; ++j) " + acc_name(v) + " += " + acc_name(v) + "p[j];");
   }
-  if (!serial_) line("#pragma omp simd" + clauses);
-  line("for (dv_i64 r = rblocks; r < " + rnumel + "; ++r) {");
-  ++indent_;
-  write_loop_body(loop);
+  write_plain_loop(loop, clauses, "rblocks");
   --indent_;
   line("}");
+}
+
+// The loop over r from `first` to the row's end, one element an iteration.
+void Writer::write_plain_loop(int loop, const std::string& clauses, const std::string& first) {
+  if (!serial_) line("#pragma omp simd" + clauses);
+  line("for (dv_i64 r = " + first + "; r < " + cpp::int_literal(k_.rnumel) + "; ++r) {");
+  ++indent_;
+  write_loop_body(loop);
   --indent_;
   line("}");
 }
