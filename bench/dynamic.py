@@ -96,10 +96,25 @@ def run_mode(a):
                 times.append((time.perf_counter() - t) * 1e3)
             steady[f"{s[0]}x{s[1]}"] = statistics.median(times)
     row = {"mode": a.mode, "wall_s": wall, "steady_ms": steady}
+    if a.profile and a.device == "cuda":
+        row["kernels"] = {f"{b}x{q}": kernel_time(fn, inputs[(b, q)], a.iters) for b, q in sweep}
     if a.mode.startswith("deepvisor"):
         st = deepvisor.stats(fn)
         row.update(captures=st["captures"], nvrtc_compiles=st["nvrtc_compiles"], eager_calls=st["eager_calls"])
     print("RESULT " + json.dumps(row), flush=True)
+
+
+def kernel_time(fn, args, iters):
+    """(GPU kernel time in us a call, kernels a call) over `iters` calls,
+    from torch.profiler: tells device time from host overhead."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+    with torch.no_grad(), profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(iters):
+            fn(*args)
+        torch.cuda.synchronize()
+    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    return sum(e.device_time for e in kernels) / iters, len(kernels) / iters
 
 
 def main():
@@ -120,6 +135,8 @@ def main():
     ap.add_argument("--modes", nargs="+", default=MODES, choices=MODES)
     ap.add_argument("--mode", help=argparse.SUPPRESS)  # the child process's one mode
     ap.add_argument("--out", default=None, help="write the rows here as JSON")
+    ap.add_argument("--profile", action="store_true",
+                    help="also the GPU kernel time and kernel count a call, per shape (torch.profiler)")
     a = ap.parse_args()
     if a.device is None:
         import torch
@@ -166,6 +183,13 @@ def table(rows, a):
         print("| --- |" + " --- |" * len(ok))
         for s in sweep:
             print(f"| {s} | " + " | ".join(f"{r['steady_ms'][s]:.3f}" for r in ok) + " |")
+    prof = [r for r in ok if "kernels" in r]
+    if prof:
+        print("\nGPU kernel time a call, us (kernels a call), torch.profiler:\n")
+        print("| shape | " + " | ".join(r["mode"] for r in prof) + " |")
+        print("| --- |" + " --- |" * len(prof))
+        for s in sweep:
+            print(f"| {s} | " + " | ".join("{:.1f} ({:.0f})".format(*r["kernels"][s]) for r in prof) + " |")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ reaches Python (a decision), escaped numbers, ops recorded as one node.
 """
 
 import contextlib
+import math
 import re
 
 import torch
@@ -385,6 +386,7 @@ _REFS = re.compile(r"%\d+")
 _LAYOUT = re.compile(r"sizes=(\S*) strides=(\S*)")
 _ITEMS = re.compile(r"\{[^{}]*\}|[^,]+")
 # The ints of a line's sizes=, strides=, offset=, il:[...] and i: fields (not value ids, dtypes or floats).
+_INT_LISTS = re.compile(r"il:\[(-?\d+(?:,-?\d+)+)\]")
 _LITERAL_INTS = re.compile(r"(?:(?<=sizes=)|(?<=strides=)|(?<=offset=)|(?<=il:\[)|(?<=i:)|(?<=,))(-?\d+)(?=[,\] \n]|$)")
 
 
@@ -471,6 +473,9 @@ class Template:
         # kernels that differ between instances wherever a static size equals
         # a symbolic one there.)
         literal = {int(n) for line in self.parts for p in line if isinstance(p, str) for n in _LITERAL_INTS.findall(p)}
+        # (and the products of int lists, a pooling window's kh*kw: a row length)
+        literal |= {math.prod(int(n) for n in ints.split(",")) for line in self.parts for p in line
+                    if isinstance(p, str) for ints in _INT_LISTS.findall(p)}
         self.constant_ints = sorted(literal - set(hints))
         if self.num_expressions and tuple(self._evaluate(*[symbol_hints[n] for n in names])) != tuple(hints):
             raise _Mismatch("an expression of the shape shadow does not give the real run's number")

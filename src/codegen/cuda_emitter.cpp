@@ -416,8 +416,7 @@ void Emitter::emit_scalar(ValueId id, const std::string& store_guard) {
   const std::string T = in.op == PrimOp::Store ? "" : ctype(in.dtype);
   switch (in.op) {
     case PrimOp::Constant:
-      w_.line(cat("const ", T, " ", v, " = ",
-                  is_float(in.dtype) ? float_literal(in.fvalue, in.dtype) : int_literal(in.ivalue, in.dtype), ";"));
+      w_.line(cat("const ", T, " ", v, " = ", constant_text(in), ";"));
       return;
     case PrimOp::Index:
       w_.line(cat("const ", T, " ", v, " = (", T, ")", scalar_index(in.index), ";"));
@@ -841,8 +840,8 @@ void Emitter::emit_size_constant(const std::string& name, std::int64_t value) {
 }
 
 // How index constants are written: literals, or entries of the size table
-// (one entry per distinct value; the table's values travel with the launch),
-// except the values of DeviceSpec::constant_sizes.
+// (the table's values travel with the launch), except the values of
+// DeviceSpec::constant_sizes.
 ConstMap Emitter::size_text() const {
   if (!dev_.size_arguments) return idx_literal;
   return [this](std::int64_t value) {
@@ -851,10 +850,25 @@ ConstMap Emitter::size_text() const {
   };
 }
 
+// A new entry of the size table for each use, never one shared by equal
+// values: which sizes happen to be equal differs between instances, and must
+// not change the source.
 std::string Emitter::table_entry(std::int64_t value) const {
-  auto [it, fresh] = size_slot_.try_emplace(value, static_cast<int>(size_args_.size()));
-  if (fresh) size_args_.push_back(value);
-  return cat("dv_n.v[", it->second, "]");
+  size_args_.push_back(value);
+  return cat("dv_n.v[", size_args_.size() - 1, "]");
+}
+
+// A constant's value: a literal, or (size arguments) a whole number that
+// may be a symbolic size (a mean's count) from the size table, so that the
+// source does not depend on it. (Int-to-float conversion rounds to nearest,
+// as the literal would.)
+std::string Emitter::constant_text(const Instr& in) const {
+  const bool fl = is_float(in.dtype);
+  const double v = fl ? in.fvalue : static_cast<double>(in.ivalue);
+  const bool whole = in.dtype != DType::Bool && v >= 2 && v < 2147483648.0 && v == std::floor(v);
+  if (whole && symbolic_size(static_cast<std::int64_t>(v)))
+    return cat("((", ctype(in.dtype), ")", table_entry(static_cast<std::int64_t>(v)), ")");
+  return fl ? float_literal(in.fvalue, in.dtype) : int_literal(in.ivalue, in.dtype);
 }
 
 std::string Emitter::size_ll(std::int64_t value) const {
@@ -873,11 +887,20 @@ std::string Emitter::signature(int threads) const {
 }
 
 
-// The row count that launch layouts are chosen for: the kernel's own, or
-// (size arguments) the power of two at or above it, so that one source
-// serves a class of sizes.
+// With size arguments, a size that is not one of DeviceSpec::constant_sizes:
+// it may take another value in the next instance, so no choice of the
+// source may depend on it.
+bool Emitter::symbolic_size(std::int64_t value) const {
+  return dev_.size_arguments && !std::binary_search(dev_.constant_sizes.begin(), dev_.constant_sizes.end(), value);
+}
+
+// The row count that launch layouts are chosen for: the kernel's own, or for
+// a symbolic count a fixed stand-in, as many as the device's resident
+// threads, so that one source serves every value (no compile per size class;
+// the layouts are those of a count that fills the device).
 std::int64_t Emitter::layout_xnumel() const {
-  return dev_.size_arguments ? next_pow2(k_.xnumel) : k_.xnumel;
+  if (!symbolic_size(k_.xnumel)) return k_.xnumel;
+  return std::max<std::int64_t>(1, std::int64_t{dev_.sm_count} * 2048);
 }
 
 
@@ -904,6 +927,8 @@ CudaKernel Emitter::run() {
 // table's type in place of its placeholder, and the entry named by a hash of
 // that text, so kernels that differ only in sizes are one source.
 CudaKernel Emitter::with_size_arguments(CudaKernel k) const {
+  // (Kernel parameters are limited to 4 KiB before sm_70 and CUDA 12.1.)
+  if (size_args_.size() * (idx64_ ? 8 : 4) + k_.buffers.size() * 8 > 4096) fail("size table too large");
   std::string text = strip_line_comments(k.source);
   text = replace_all(text, kSizeTablePlaceholder, cat("struct DvSizes { idx_t v[", std::max<std::size_t>(1, size_args_.size()), "]; };"));
   k.name = ir::hashed_name("dv_s", text);

@@ -64,9 +64,11 @@ class Emitter {
   std::string scatter_store(const Instr& in, const std::string& index, const std::string& k) const;
   std::string buf(int b) const { return cat("b", b, "_", c_identifier(k_.buffers[b].name)); }
   std::string scalar_index(const IndexExpr& e) const;
+  bool symbolic_size(std::int64_t value) const;
   std::int64_t layout_xnumel() const;
   ConstMap size_text() const;
   std::string table_entry(std::int64_t value) const;
+  std::string constant_text(const Instr& in) const;
   std::string size_ll(std::int64_t value) const;
   std::string checked_address(const Instr& in, const std::string& index, const std::string& k) const;
   void emit_size_constant(const std::string& name, std::int64_t value);
@@ -121,7 +123,7 @@ class Emitter {
   bool prefers_one_looped_step(std::int64_t chunks, int vec, std::int64_t widest_tpr) const;
   void emit_rows_kernel(const RowLayout& L, Segment s, const std::vector<int>& pass, int num_passes);
   void emit_rows_persistent(const Segment& s, const std::vector<int>& pass);
-  void emit_rows_looped(Segment s, std::int64_t outer, const std::vector<int>& pass,
+  void emit_rows_looped(Segment s, const std::string& outer, const std::vector<int>& pass,
                         const std::vector<std::vector<char>>& needs);
   std::vector<char> lanes_needed_by_pass(const std::vector<int>& pass, int p) const;
   void set_row_load_hints(const std::vector<std::vector<char>>& needs, int p);
@@ -133,7 +135,6 @@ class Emitter {
   // Size arguments (DeviceSpec::size_arguments): the table's values, and the
   // entry of each value.
   mutable std::vector<std::int64_t> size_args_;
-  mutable std::map<std::int64_t, int> size_slot_;
   LaunchConfig launch_;
   bool idx64_ = false;
 

@@ -232,8 +232,15 @@ struct RowLayout {
   std::int64_t tpr = 1, rpb = 1, threads = 32;
   bool persistent = true;
   int nchunk = 1;          // chunks per thread (persistent) or per iteration (looped)
-  std::int64_t outer = 1;  // iterations per pass (looped)
+  std::int64_t outer = 1;  // iterations per pass (looped; 0: counted at run time)
 };
+
+// The iterations of a looped pass: a literal, or (a symbolic row length,
+// L.outer == 0) the count from kRnumel at run time.
+std::string outer_text(const RowLayout& L) {
+  if (L.outer > 0) return cat(L.outer);
+  return cat("(kRnumel + ", L.tpr * L.nchunk * L.vec - 1, ") / ", L.tpr * L.nchunk * L.vec);
+}
 
 // True when the r-level accesses are contiguous along x and none along r (a
 // reduction over an outer dimension): then threads should follow x.
@@ -299,6 +306,10 @@ void Emitter::emit_rows() {
 
   RowLayout L;
   bool one_step = false;  // looped in one step of row_chunks_per_thread chunks (prefers_one_looped_step)
+  // A symbolic row length (size arguments): the looped form, scalar lanes,
+  // a run-time count of iterations and every chunk masked, so the source
+  // does not depend on the length.
+  const bool symbolic_r = symbolic_size(k_.rnumel);
   if (prefers_col_major()) {
     // Warps cover 32 consecutive rows (coalesced along x); up to 32 threads
     // split each row's r range, combined through shared memory.
@@ -309,11 +320,19 @@ void Emitter::emit_rows() {
     const std::int64_t wide = std::clamp<std::int64_t>(dev_.col_rows_per_block / 32 * 32, 32, max_block);
     L.rpb = layout_xnumel() >= wide * dev_.sm_count ? wide : 32;
     L.tpr = 1;
-    while (L.tpr < 32 && L.tpr < k_.rnumel && L.rpb * L.tpr * 2 <= max_block &&
+    while (L.tpr < 32 && (symbolic_r || L.tpr < k_.rnumel) && L.rpb * L.tpr * 2 <= max_block &&
            (layout_xnumel() * L.tpr < fill_threads || L.rpb * L.tpr < 128))
       L.tpr *= 2;
     L.threads = L.rpb * L.tpr;
-    L.persistent = fits(ceil_div(k_.rnumel, L.tpr), 1, L.threads);
+    L.persistent = !symbolic_r && fits(ceil_div(k_.rnumel, L.tpr), 1, L.threads);
+  } else if (symbolic_r) {
+    // A warp a row, more while the rows would not fill the device.
+    L.vec = 1;
+    L.persistent = false;
+    L.tpr = 32;
+    while (L.tpr < max_block && layout_xnumel() * L.tpr < fill_threads) L.tpr *= 2;
+    L.threads = std::max<std::int64_t>(L.tpr, 128);
+    L.rpb = L.threads / L.tpr;
   } else {
     // Vector width: 16 bytes of the widest r-level access, dividing rnumel.
     L.vec = std::max(1, 16 / std::max(1, max_lane_access_bytes()));
@@ -366,8 +385,8 @@ void Emitter::emit_rows() {
   } else {
     L.nchunk = dev_.row_force_looped || one_step ? std::max(1, dev_.row_chunks_per_thread)
                                                  : std::max(1, std::min(8, 32 / L.vec));
-    L.outer = ceil_div(chunks, L.tpr * L.nchunk);
-    s.mask = chunks % (L.tpr * L.nchunk) != 0 ? Segment::Mask::Every : Segment::Mask::None;
+    L.outer = symbolic_r ? 0 : ceil_div(chunks, L.tpr * L.nchunk);
+    s.mask = symbolic_r || chunks % (L.tpr * L.nchunk) != 0 ? Segment::Mask::Every : Segment::Mask::None;
   }
   s.nchunk = L.nchunk;
   emit_rows_kernel(L, s, pass, num_passes);
@@ -395,7 +414,7 @@ void Emitter::emit_rows_kernel(const RowLayout& L, Segment s, const std::vector<
       "strategy: row kernel, ", L.persistent ? "persistent (the row stays in registers)" : "looped", "; ",
       L.col_major ? "column-major threads (a warp covers 32 consecutive rows); " : "", tpr_, " threads per row, ", rpb_,
       " rows per block of ", threads_, " threads; each thread holds ", s.nchunk, " chunks x ", s.width, " lanes",
-      L.persistent ? "" : cat(" per iteration, ", L.outer, " iterations per pass, ", loops, " passes"));
+      L.persistent ? "" : cat(" per iteration, ", outer_text(L), " iterations per pass, ", loops, " passes"));
   emit_prelude_and_constants(strategy);
   w_.line(cat("constexpr int kTpr = ", tpr_, ";  // threads per row"));
   w_.line(cat("constexpr int kRpb = ", rpb_, ";  // rows per block"));
@@ -440,7 +459,7 @@ void Emitter::emit_rows_kernel(const RowLayout& L, Segment s, const std::vector<
     w_.line(cat("const idx_t rbase = (idx_t)t * ", s.width, ";  // chunk c covers r = rbase + c*kTpr*W + [0, W)"));
     emit_rows_persistent(s, pass);
   } else {
-    emit_rows_looped(s, L.outer, pass, needs);
+    emit_rows_looped(s, outer_text(L), pass, needs);
   }
   flush_reductions();  // (unused values: nothing pending remains in practice)
   w_.close();
@@ -515,7 +534,7 @@ std::vector<char> Emitter::lanes_needed_by_pass(const std::vector<int>& pass, in
   return need;
 }
 
-void Emitter::emit_rows_looped(Segment s, std::int64_t outer, const std::vector<int>& pass,
+void Emitter::emit_rows_looped(Segment s, const std::string& outer, const std::vector<int>& pass,
                                const std::vector<std::vector<char>>& needs) {
   const std::string xguard = store_guard_x(!s.store_guard.empty(), tpr_);
   const std::size_t n = k_.body.size();

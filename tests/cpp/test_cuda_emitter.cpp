@@ -907,7 +907,7 @@ TEST_CASE("size arguments: kernels that differ only in sizes share one source", 
   DeviceSpec spec;
   spec.size_arguments = true;
   SECTION("rows of a layer norm, and a broadcast pointwise kernel, at several row counts") {
-    // Launch layouts are chosen for the power of two at or above the row count.
+    // Launch layouts are chosen for a row count that fills the device.
     const CudaKernel a = emit_cuda(layer_norm("a", DType::Float32, 2100, 768), spec);
     const CudaKernel b = emit_cuda(layer_norm("b", DType::Float32, 4096, 768), spec);
     CHECK(a.source == b.source);
@@ -925,13 +925,21 @@ TEST_CASE("size arguments: kernels that differ only in sizes share one source", 
     CHECK(contains(k.source, "const DvSizes dv_n)"));
     CHECK(contains(k.source, "#define kXnumel ((idx_t)dv_n.v["));
   }
-  SECTION("a choice made from a size shows in the text: another layout is another source") {
+  SECTION("a symbolic row length: one looped source for every length and row count") {
     // A tail or none: one text (the tail loop runs zero times).
     CHECK(emit_cuda(bias_broadcast("p", 1001, 768), spec).source == emit_cuda(bias_broadcast("p", 1000, 768), spec).source);
-    // Longer rows, or another class of row counts: other tiles.
     const std::string ln = emit_cuda(layer_norm("a", DType::Float32, 4096, 768), spec).source;
-    CHECK(emit_cuda(layer_norm("w", DType::Float32, 4096, 4096), spec).source != ln);
-    CHECK(emit_cuda(layer_norm("w", DType::Float32, 64, 768), spec).source != ln);
+    CHECK(contains(ln, "it < (kRnumel + "));  // iterations counted at run time
+    CHECK(emit_cuda(layer_norm("w", DType::Float32, 4096, 4096), spec).source == ln);
+    CHECK(emit_cuda(layer_norm("w", DType::Float32, 64, 13), spec).source == ln);
+  }
+  SECTION("a static row length (a constant size): its own layout; row counts still share it") {
+    DeviceSpec fixed = spec;
+    fixed.constant_sizes = {768, 4096};
+    const std::string ln = emit_cuda(layer_norm("a", DType::Float32, 2048, 768), fixed).source;
+    CHECK(!contains(ln, "it < (kRnumel + "));
+    CHECK(emit_cuda(layer_norm("w", DType::Float32, 64, 768), fixed).source == ln);
+    CHECK(emit_cuda(layer_norm("w", DType::Float32, 2048, 4096), fixed).source != ln);
   }
   SECTION("every catalog kernel compiles with its sizes as arguments") {
     auto& nvrtc = dv::runtime::Nvrtc::instance();

@@ -227,6 +227,36 @@ def test_bert_over_batch_and_sequence_length(monkeypatch, tmp_path):
     assert s["eager_calls"] == 0
 
 
+def test_bert_compiles_nothing_after_the_second_value_of_each_dimension(monkeypatch, tmp_path):
+    """Issue 11's compile check: after the second value of batch and of
+    sequence length, no shape compiles a kernel (rows over a symbolic length
+    take a form whose source does not depend on it; launch layouts do not
+    depend on symbolic row counts). The model's static sizes (48, 24, 80, 300,
+    997) are kept apart from the swept ones and their products: a symbolic
+    size equal to a static one makes another source (one more compile, the
+    same result)."""
+    monkeypatch.setenv("DEEPVISOR_CPU", "interpreter")
+    monkeypatch.setenv("DEEPVISOR_VALIDATE_CUDA", "1")
+    monkeypatch.setenv("DEEPVISOR_CACHE_DIR", str(tmp_path))
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.BertConfig(num_hidden_layers=2, hidden_size=48, num_attention_heads=2, intermediate_size=80,
+                                  vocab_size=997, max_position_embeddings=300)
+    cfg._attn_implementation = "sdpa"
+    torch.manual_seed(0)
+    model = transformers.BertModel(cfg).eval()
+    g = deepvisor.compile(model)
+    compiles = []
+    with torch.no_grad():
+        for b, s in [(2, 8), (3, 13), (5, 32), (16, 256), (7, 100), (2, 200), (11, 17), (16, 8), (4, 250)]:
+            ids = torch.randint(0, 997, (b, s))
+            mask = torch.ones(b, s, dtype=torch.long)
+            torch.testing.assert_close(g(ids, mask).last_hidden_state, model(ids, mask).last_hidden_state,
+                                       rtol=1e-4, atol=1e-5)
+            compiles.append(deepvisor.stats(g)["nvrtc_compiles"])
+    assert deepvisor.stats(g)["captures"] == 2
+    assert compiles[2:] == [compiles[1]] * (len(compiles) - 2), compiles
+
+
 def test_static_sizes_stay_literals_in_the_kernels_of_instances(monkeypatch, tmp_path):
     """A batch sweep of a conv block: the kernels of instances take the batch
     from the size table but keep static sizes (channels, H*W) as literals,
