@@ -183,6 +183,8 @@ void bind_capture(py::module_& m) {
       .def(py::init<>())
       .def("add", &PlanCache::add)
       .def("make_eager", &PlanCache::make_eager)
+      .def("set_dynamic", &PlanCache::set_dynamic)
+      .def("add_instance", &PlanCache::add_instance)
       .def("failed_index", &PlanCache::failed_index)
       .def(
           "run",
@@ -192,7 +194,7 @@ void bind_capture(py::module_& m) {
         // The inputs go back only to versions that run from Python (trees and
         // eager versions); converting every parameter to a Python object would
         // cost microseconds.
-        if (c.entries()[hit->index].executor != nullptr) return py::make_tuple(hit->index, hit->outputs, py::none());
+        if (hit->ran) return py::make_tuple(hit->index, hit->outputs, py::none());
         return py::make_tuple(hit->index, hit->outputs, hit->inputs);
           },
           py::arg("args"), py::arg("kwargs"), py::arg("start") = 0)

@@ -190,8 +190,8 @@ class CompiledFunction:
             if plan.eager_reason is not None:
                 return self._eager(plan.eager_reason, args, kwargs)
             executors = None
-            if plan.symbolic is not None:
-                executors = self._instance(plan, inputs)
+            if plan.symbolic is not None and inputs is not None:  # (else C++ ran a known instance)
+                executors = self._instance(plan, inputs, index)
                 if executors is None:  # its shape guards reject these sizes: the next plan
                     start = index + 1
                     continue
@@ -209,9 +209,15 @@ class CompiledFunction:
             self._stats["cache_hits"] += 1
             return plan.path.finish(outputs, inputs, args, kwargs)
 
-    def _instance(self, plan, inputs):
+    def _instance(self, plan, inputs, index):
+        """The executors of the instance of a symbolic plan for these inputs;
+        a plan of one segment hands the instance to the C++ plan cache, which
+        runs it from then on without coming back here."""
         with self._lock:
-            return plan.symbolic.executors_for(inputs)
+            executors = plan.symbolic.executors_for(inputs)
+            if plan.tree is None:
+                self._plans.add_instance(index, inputs, executors[0] if executors else None)
+            return executors
 
     def _run_tree(self, plan, inputs, args, kwargs, executors=None):
         """Runs a plan's segments, choosing each branch by the decision's value.
@@ -414,6 +420,8 @@ class CompiledFunction:
             self._note_eager(reason)
             return
         self._plans.add(program, plan.executor)
+        if plan.symbolic is not None and plan.tree is None:
+            self._plans.set_dynamic(len(self._entries), list(plan.symbolic.positions))
         self._entries.append(plan)
         self._stats["captures"] += 1
         self._after_capture(path)

@@ -7,7 +7,34 @@ void PlanCache::add(std::shared_ptr<GuardProgram> guards, std::shared_ptr<runtim
 }
 
 void PlanCache::make_eager(int index) {
-  if (index >= 0 && index < static_cast<int>(entries_.size())) entries_[index].executor = nullptr;
+  if (index < 0 || index >= static_cast<int>(entries_.size())) return;
+  entries_[index].executor = nullptr;
+  entries_[index].dynamic_positions.clear();  // (the caller finds the plan's eager reason)
+  entries_[index].instances->clear();
+}
+
+void PlanCache::set_dynamic(int index, std::vector<int> positions) {
+  entries_.at(index).dynamic_positions = std::move(positions);
+}
+
+void PlanCache::add_instance(int index, const std::vector<at::Tensor>& inputs,
+                             std::shared_ptr<runtime::Executor> executor) {
+  Entry& e = entries_.at(index);
+  if (e.dynamic_positions.empty()) return;
+  (*e.instances)[layout_key(e.dynamic_positions, inputs)] = std::move(executor);
+}
+
+// Per dynamic input: its rank, sizes and strides.
+std::vector<std::int64_t> PlanCache::layout_key(const std::vector<int>& positions,
+                                                const std::vector<at::Tensor>& inputs) {
+  std::vector<std::int64_t> key;
+  for (int p : positions) {
+    const at::Tensor& t = inputs.at(p);
+    key.push_back(t.dim());
+    for (std::int64_t s : t.sizes()) key.push_back(s);
+    for (std::int64_t s : t.strides()) key.push_back(s);
+  }
+  return key;
 }
 
 std::optional<PlanCache::Hit> PlanCache::run(PyObject* args, PyObject* kwargs, std::size_t start) {
@@ -24,7 +51,15 @@ std::optional<PlanCache::Hit> PlanCache::run(PyObject* args, PyObject* kwargs, s
     // add a plan (and move `entries_`) meanwhile: never touch `e` after.
     std::shared_ptr<runtime::Executor> executor = e.executor;
     std::shared_ptr<GuardProgram> guards = e.guards;
-    if (executor == nullptr) {  // a version that runs from Python (a tree) or eagerly
+    if (executor == nullptr && !e.dynamic_positions.empty()) {
+      auto it = e.instances->find(layout_key(e.dynamic_positions, inputs));
+      if (it != e.instances->end() && it->second == nullptr) {  // its shape guards reject these sizes
+        e.guards->release_arguments(inputs);
+        continue;
+      }
+      if (it != e.instances->end()) executor = it->second;
+    }
+    if (executor == nullptr) {  // a version that runs from Python (a tree, a new instance) or eagerly
       Hit hit{static_cast<int>(i), {}, inputs};
       e.guards->release_arguments(inputs);
       return hit;
@@ -45,7 +80,7 @@ std::optional<PlanCache::Hit> PlanCache::run(PyObject* args, PyObject* kwargs, s
     PyEval_RestoreThread(saved);
     guards->release_arguments(inputs);
     if (own) *busy = false;
-    return Hit{static_cast<int>(i), std::move(outputs), {}};
+    return Hit{static_cast<int>(i), std::move(outputs), {}, true};
   }
   return std::nullopt;
 }

@@ -6,6 +6,8 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -26,11 +28,24 @@ class PlanCache {
     // the same tensors every call); `busy` while a run uses them without the GIL.
     std::shared_ptr<std::vector<at::Tensor>> inputs = std::make_shared<std::vector<at::Tensor>>();
     std::shared_ptr<bool> busy = std::make_shared<bool>(false);
+    // A dynamic-shape plan of one segment: the graph input positions of its
+    // dynamic arguments, and per layout of those (sizes and strides) the
+    // executor of that instance, or null where its shape guards reject the
+    // layout (the call goes on to the next plan). A layout not seen yet
+    // returns to Python, which compiles the instance and adds it.
+    std::vector<int> dynamic_positions;
+    std::shared_ptr<std::map<std::vector<std::int64_t>, std::shared_ptr<runtime::Executor>>> instances =
+        std::make_shared<std::map<std::vector<std::int64_t>, std::shared_ptr<runtime::Executor>>>();
   };
 
   void add(std::shared_ptr<GuardProgram> guards, std::shared_ptr<runtime::Executor> executor);
   // Plan `index` runs eagerly from now on (its executor failed).
   void make_eager(int index);
+  // Plan `index` (no executor of its own) is a dynamic-shape plan whose
+  // instances follow the layouts of the inputs at `positions`.
+  void set_dynamic(int index, std::vector<int> positions);
+  // The instance of plan `index` for the layout of these inputs (null: rejected).
+  void add_instance(int index, const std::vector<at::Tensor>& inputs, std::shared_ptr<runtime::Executor> executor);
   // The plan whose executor threw in the last run() that threw, or -1.
   int failed_index() const { return failed_index_; }
 
@@ -42,6 +57,7 @@ class PlanCache {
     int index;
     std::vector<at::Tensor> outputs;
     std::vector<at::Tensor> inputs;
+    bool ran = false;  // an executor ran (else the caller runs the plan from `inputs`)
   };
   std::optional<Hit> run(PyObject* args, PyObject* kwargs, std::size_t start = 0);
 
@@ -52,6 +68,7 @@ class PlanCache {
   const std::vector<Entry>& entries() const { return entries_; }
 
  private:
+  static std::vector<std::int64_t> layout_key(const std::vector<int>& positions, const std::vector<at::Tensor>& inputs);
   std::vector<Entry> entries_;
   int failed_index_ = -1;
 };

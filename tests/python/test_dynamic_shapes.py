@@ -158,6 +158,28 @@ def test_instances_compile_no_kernel_twice(monkeypatch, tmp_path):
     assert compiles[2:] == [compiles[1]] * 3, compiles
 
 
+def test_known_instances_run_from_the_cpp_plan_cache(monkeypatch):
+    """A plan of one segment hands each instance to the C++ plan cache: a
+    layout seen before runs without the Python instance lookup; a layout its
+    shape guards rejected goes on to the next plan there too."""
+    from deepvisor import _shapes
+    lookups = []
+    original = _shapes.SymbolicPlan.executors_for
+    monkeypatch.setattr(_shapes.SymbolicPlan, "executors_for",
+                        lambda self, inputs: lookups.append(1) or original(self, inputs))
+
+    def fn(x, y):
+        return (x * 2).sum(-1) + y
+    g = deepvisor.compile(fn)
+    for n in (2, 3, 4, 3, 4, 4):
+        _check(g, fn, torch.randn(n, 5), torch.randn(n))
+    assert deepvisor.stats(g)["captures"] == 2
+    assert len(lookups) == 3, lookups  # the capture's own layout (3), the first call at it, then 4 once
+    _check(g, fn, torch.randn(3, 5), torch.randn(1))  # a broadcast y: the shape guards reject it, a new capture
+    _check(g, fn, torch.randn(3, 5), torch.randn(1))
+    assert deepvisor.stats(g)["captures"] == 3
+
+
 def test_a_model_over_batch_sizes():
     torchvision = pytest.importorskip("torchvision")
     torch.manual_seed(0)
