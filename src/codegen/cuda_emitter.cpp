@@ -858,17 +858,17 @@ std::string Emitter::table_entry(std::int64_t value) const {
   return cat("dv_n.v[", size_args_.size() - 1, "]");
 }
 
-// A constant's value: a literal, or (size arguments) a whole number that
-// may be a symbolic size (a mean's count) from the size table, so that the
+// A constant's value: a literal, or (size arguments) a whole float that may
+// be a symbolic size (a mean's count) from the size table, so that the
 // source does not depend on it. (Int-to-float conversion rounds to nearest,
-// as the literal would.)
+// as the literal would. Int constants stay literals: integer division by
+// them must stay cheap.)
 std::string Emitter::constant_text(const Instr& in) const {
-  const bool fl = is_float(in.dtype);
-  const double v = fl ? in.fvalue : static_cast<double>(in.ivalue);
-  const bool whole = in.dtype != DType::Bool && v >= 2 && v < 2147483648.0 && v == std::floor(v);
-  if (whole && symbolic_size(static_cast<std::int64_t>(v)))
+  if (!is_float(in.dtype)) return int_literal(in.ivalue, in.dtype);
+  const double v = in.fvalue;
+  if (v >= 2 && v < 2147483648.0 && v == std::floor(v) && symbolic_size(static_cast<std::int64_t>(v)))
     return cat("((", ctype(in.dtype), ")", table_entry(static_cast<std::int64_t>(v)), ")");
-  return fl ? float_literal(in.fvalue, in.dtype) : int_literal(in.ivalue, in.dtype);
+  return float_literal(v, in.dtype);
 }
 
 std::string Emitter::size_ll(std::int64_t value) const {
