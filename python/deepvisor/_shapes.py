@@ -612,6 +612,13 @@ class DynamicDims:
         self._last = {}      # k -> sizes of the k-th tensor passed directly, at the last capture
         self._symbolic = {}  # k -> dims seen with two values
 
+    def mark_symbolic(self, dims):
+        """{k: dims} of the k-th tensor passed directly: symbolic from the
+        next capture on (what Dynamo already made symbolic)."""
+        for k, d in dims.items():
+            if d:
+                self._symbolic.setdefault(k, set()).update(d)
+
     def for_call(self, args, kwargs):
         direct = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
         chosen = {}

@@ -40,7 +40,7 @@ _EARLIER = weakref.WeakSet()  # the backend's compiled functions made before the
 def graph_modules():
     """The backend's compiled functions (one per Dynamo graph) made by the running test."""
     return [g for g in deepvisor.compiled_functions()
-            if type(g.fn).__name__.endswith("GraphModule") and g not in _EARLIER]
+            if type(getattr(g, "graph_module", g.fn)).__name__.endswith("GraphModule") and g not in _EARLIER]
 
 
 def backend_stats():
@@ -86,6 +86,24 @@ def test_modules_through_the_backend(make):
     for _ in range(2):
         assert_matches(c(x), m(x), tol)
     assert backend_stats()["eager_calls"] == 0
+
+
+@pytest.mark.parametrize("dynamic", [True, None])
+def test_dynamic_shapes_through_the_backend(dynamic):
+    """Dynamo passes symbolic sizes as int arguments beside the tensors; the
+    backend reads them from the tensors instead, so new sizes run instances
+    of one symbolic capture (dims Dynamo made symbolic are symbolic from
+    deepvisor's first capture) rather than a capture per size."""
+    def fn(x, y):
+        return (x * 2).view(x.size(0), -1).softmax(-1).sum(-1) + y
+    c = torch.compile(fn, backend="deepvisor", dynamic=dynamic)
+    for n in (3, 5, 7, 9, 4, 6):
+        x, y = randn(n, 4, 2), randn(n)
+        assert_matches(c(x, y), fn(x, y), tol)
+    s = backend_stats()
+    # dynamic=None: Dynamo's static graph for the first size, then its symbolic one
+    assert s["captures"] == (1 if dynamic else 2) and s["eager_calls"] == 0, s
+    assert s["cache_hits"] == 6 - s["captures"], s
 
 
 def test_data_decisions_and_python_features_through_the_backend():
