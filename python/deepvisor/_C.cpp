@@ -226,6 +226,7 @@ PYBIND11_MODULE(_C, m) {
            "Runs the program on the graph inputs; returns the outputs.")
       .def("validate_cuda", &Executor::validate_cuda, py::arg("arch") = 90, py::call_guard<py::gil_scoped_release>(),
            "Compiles every kernel's CUDA C with NVRTC (no GPU needed).")
+      .def("use_reference", &Executor::use_reference, py::arg("reference"))
       .def("use_size_arguments", &Executor::use_size_arguments, py::arg("constant_sizes") = std::vector<std::int64_t>{},
            "Kernels take their sizes as launch arguments (a dynamic-shape plan's instances share them), except "
            "the index constants listed.")

@@ -394,10 +394,15 @@ class CompiledFunction:
         path.symbolic = symbolic
         return path
 
-    def _compile(self, segment, path, text=None, constant_sizes=()):
+    def _compile(self, segment, path, text=None, constant_sizes=(), reference=None):
         executor = _C.compile_graph_text(text or segment.text, self.fuse)
         if path.symbolic is not None:
             executor.use_size_arguments(list(constant_sizes))
+            if reference is not None:
+                try:
+                    executor.use_reference(_C.compile_graph_text(reference, self.fuse))
+                except Exception as e:  # the sizes' origins stay guessed by value
+                    log_event("recompiles", f"dynamic shapes: no reference lowering ({type(e).__name__}: {e})")
         if _flag("DEEPVISOR_VALIDATE_CUDA"):
             executor.validate_cuda(90)
         executor.enable_cuda_graph([v in path.constant_values for v in segment.inputs])
@@ -429,7 +434,8 @@ class CompiledFunction:
     def _plan_of(self, path):
         if path.symbolic is not None:
             plan = SymbolicPlan(path.symbolic,
-                                lambda i, text, constants: self._compile(path.segments[i], path, text, constants))
+                                lambda i, text, constants, reference: self._compile(path.segments[i], path, text,
+                                                                                    constants, reference))
             executors = plan.executors_for(path.symbolic.inputs)  # this call's instance: the capture's own texts
             path.symbolic.inputs = None
             path.fallbacks = [note for e in executors for note in _fallback_notes(e)]

@@ -499,7 +499,7 @@ class SymbolicPlan:
         self.shape_env = capture.shape_env
         self.positions = capture.positions    # graph input positions of the dynamic arguments
         self.sources = capture.sources        # per template, per symbol: (graph input position, dim, kind)
-        self.compile_text = compile_text      # (segment index, text, constant sizes) -> executor
+        self.compile_text = compile_text      # (segment index, text, constant sizes, reference text) -> executor
         self.instances = {}                   # layout key -> [executor per segment], or None: guards fail
 
     def executors_for(self, inputs):
@@ -511,12 +511,20 @@ class SymbolicPlan:
             return self.instances[key]
         executors = None
         if self.guard_code is None or self.shape_env.evaluate_guards_expression(self.guard_code, tensors):
-            executors = [self.compile_text(i, *template.render([_read(inputs, s) for s in sources]))
+            executors = [self._compile_instance(i, template, [_read(inputs, s) for s in sources])
                          for i, (template, sources) in enumerate(zip(self.templates, self.sources))]
             log_event("recompiles", f"dynamic shapes: a plan instance for {[tuple(t.shape) for t in tensors]} "
                                     "(no capture)")
         self.instances[key] = executors
         return executors
+
+    def _compile_instance(self, i, template, values):
+        """Segment i's executor for these symbol values. The same template at
+        every symbol doubled (a reference the kernels are never run on) tells
+        which sizes of each kernel depend on the symbols."""
+        text, constants = template.render(values)
+        reference, _ = template.render([2 * v for v in values])
+        return self.compile_text(i, text, constants, reference)
 
     def executors(self):
         return [e for executors in self.instances.values() if executors for e in executors]

@@ -835,8 +835,12 @@ void Emitter::emit_prelude_and_constants(const std::string& strategy) {
 // space is where symbolic sizes show, and a static size equal to one of them
 // in another instance would make the two sources differ.
 void Emitter::emit_size_constant(const std::string& name, std::int64_t value) {
-  if (dev_.size_arguments) w_.line(cat("#define ", name, " ((idx_t)", table_entry(value), ")"));
-  else w_.line(cat("constexpr idx_t ", name, " = ", idx_literal(value), ";"));
+  if (dev_.size_arguments) {
+    ++size_uses_;
+    w_.line(cat("#define ", name, " ((idx_t)", table_entry(value), ")"));
+    return;
+  }
+  w_.line(cat("constexpr idx_t ", name, " = ", idx_literal(value), ";"));
 }
 
 // How index constants are written: literals, or entries of the size table
@@ -844,10 +848,16 @@ void Emitter::emit_size_constant(const std::string& name, std::int64_t value) {
 // DeviceSpec::constant_sizes.
 ConstMap Emitter::size_text() const {
   if (!dev_.size_arguments) return idx_literal;
-  return [this](std::int64_t value) {
-    if (std::binary_search(dev_.constant_sizes.begin(), dev_.constant_sizes.end(), value)) return idx_literal(value);
-    return table_entry(value);
-  };
+  return [this](std::int64_t value) { return size_use(value, idx_literal(value)); };
+}
+
+// One use of a size: `literal`, or an entry of the size table where the
+// size may be symbolic (by its origin where known, else by value).
+std::string Emitter::size_use(std::int64_t value, const std::string& literal) const {
+  const std::size_t use = size_uses_++;
+  const auto& o = dev_.origins;
+  const bool fixed = o.known ? use < o.static_uses.size() && o.static_uses[use] : !symbolic_size(value);
+  return fixed ? literal : table_entry(value);
 }
 
 // A new entry of the size table for each use, never one shared by equal
@@ -866,9 +876,10 @@ std::string Emitter::table_entry(std::int64_t value) const {
 std::string Emitter::constant_text(const Instr& in) const {
   if (!is_float(in.dtype)) return int_literal(in.ivalue, in.dtype);
   const double v = in.fvalue;
-  if (v >= 2 && v < 2147483648.0 && v == std::floor(v) && symbolic_size(static_cast<std::int64_t>(v)))
-    return cat("((", ctype(in.dtype), ")", table_entry(static_cast<std::int64_t>(v)), ")");
-  return float_literal(v, in.dtype);
+  const std::string literal = float_literal(v, in.dtype);
+  if (!dev_.size_arguments || v < 2 || v >= 2147483648.0 || v != std::floor(v)) return literal;
+  const std::string text = size_use(static_cast<std::int64_t>(v), literal);
+  return text == literal ? literal : cat("((", ctype(in.dtype), ")", text, ")");
 }
 
 std::string Emitter::size_ll(std::int64_t value) const {
@@ -898,8 +909,16 @@ bool Emitter::symbolic_size(std::int64_t value) const {
 // a symbolic count a fixed stand-in, as many as the device's resident
 // threads, so that one source serves every value (no compile per size class;
 // the layouts are those of a count that fills the device).
+bool Emitter::xnumel_symbolic() const {
+  return dev_.origins.known ? dev_.size_arguments && dev_.origins.xnumel_symbolic : symbolic_size(k_.xnumel);
+}
+
+bool Emitter::rnumel_symbolic() const {
+  return dev_.origins.known ? dev_.size_arguments && dev_.origins.rnumel_symbolic : symbolic_size(k_.rnumel);
+}
+
 std::int64_t Emitter::layout_xnumel() const {
-  if (!symbolic_size(k_.xnumel)) return k_.xnumel;
+  if (!xnumel_symbolic()) return k_.xnumel;
   return std::max<std::int64_t>(1, std::int64_t{dev_.sm_count} * 2048);
 }
 

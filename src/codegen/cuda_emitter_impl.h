@@ -65,6 +65,9 @@ class Emitter {
   std::string buf(int b) const { return cat("b", b, "_", c_identifier(k_.buffers[b].name)); }
   std::string scalar_index(const IndexExpr& e) const;
   bool symbolic_size(std::int64_t value) const;
+  bool xnumel_symbolic() const;
+  bool rnumel_symbolic() const;
+  std::string size_use(std::int64_t value, const std::string& literal) const;
   std::int64_t layout_xnumel() const;
   ConstMap size_text() const;
   std::string table_entry(std::int64_t value) const;
@@ -135,6 +138,7 @@ class Emitter {
   // Size arguments (DeviceSpec::size_arguments): the table's values, and the
   // entry of each value.
   mutable std::vector<std::int64_t> size_args_;
+  mutable std::size_t size_uses_ = 0;  // sizes written so far (DeviceSpec::SizeOrigins::static_uses)
   LaunchConfig launch_;
   bool idx64_ = false;
 

@@ -309,7 +309,7 @@ void Emitter::emit_rows() {
   // A symbolic row length (size arguments): the looped form, scalar lanes,
   // a run-time count of iterations and every chunk masked, so the source
   // does not depend on the length.
-  const bool symbolic_r = symbolic_size(k_.rnumel);
+  const bool symbolic_r = rnumel_symbolic();
   if (prefers_col_major()) {
     // Warps cover 32 consecutive rows (coalesced along x); up to 32 threads
     // split each row's r range, combined through shared memory.

@@ -341,8 +341,37 @@ Executor::~Executor() = default;
 
 std::vector<std::string> Executor::cuda_sources(int arch) const {
   std::vector<std::string> out;
-  for (const auto& k : program_.kernels) out.push_back(codegen::emit_cuda(k, default_spec(arch, size_arguments_, constant_sizes_)).source);
+  for (const auto& k : emit_kernels(default_spec(arch, size_arguments_, constant_sizes_))) out.push_back(k.source);
   return out;
+}
+
+std::vector<codegen::CudaKernel> Executor::emit_kernels(const codegen::DeviceSpec& spec) const {
+  std::vector<codegen::CudaKernel> out;
+  for (std::size_t i = 0; i < program_.kernels.size(); ++i) out.push_back(emit_kernel(i, spec));
+  return out;
+}
+
+// Kernel i; with a reference lowering (use_reference), its sizes' origins
+// first: the kernel and its counterpart emitted with every size from the
+// table must give one text, and then a use whose value is the same in both
+// tables is static (a literal).
+codegen::CudaKernel Executor::emit_kernel(std::size_t i, codegen::DeviceSpec spec) const {
+  const auto& k = program_.kernels[i];
+  if (!spec.size_arguments || reference_ == nullptr || reference_->kernels.size() != program_.kernels.size())
+    return codegen::emit_cuda(k, spec);
+  const auto& r = reference_->kernels[i];
+  spec.origins.known = true;
+  spec.origins.xnumel_symbolic = k.xnumel != r.xnumel;
+  spec.origins.rnumel_symbolic = k.rnumel != r.rnumel;
+  const codegen::CudaKernel mine = codegen::emit_cuda(k, spec);
+  const codegen::CudaKernel other = codegen::emit_cuda(r, spec);
+  if (mine.source != other.source || mine.size_args.size() != other.size_args.size()) {
+    spec.origins = {};
+    return codegen::emit_cuda(k, spec);
+  }
+  for (std::size_t u = 0; u < mine.size_args.size(); ++u)
+    spec.origins.static_uses.push_back(mine.size_args[u] == other.size_args[u]);
+  return codegen::emit_cuda(k, spec);
 }
 
 namespace {
@@ -388,8 +417,7 @@ std::vector<std::string> compile_in_parallel(const std::vector<codegen::CudaKern
 
 void Executor::validate_cuda(int arch) {
   CompileCounter counter;
-  std::vector<codegen::CudaKernel> emitted;
-  for (const auto& k : program_.kernels) emitted.push_back(codegen::emit_cuda(k, default_spec(arch, size_arguments_, constant_sizes_)));
+  std::vector<codegen::CudaKernel> emitted = emit_kernels(default_spec(arch, size_arguments_, constant_sizes_));
   compile_in_parallel(emitted, arch);
   counter.add_to(stats_);
 }
@@ -410,8 +438,7 @@ void Executor::prepare_cuda(int device_index) {
   driver.ensure_context(device_index);
   auto spec = spec_for(driver.device_info(device_index), size_arguments_, constant_sizes_);
   CompileCounter counter;
-  std::vector<codegen::CudaKernel> emitted;
-  for (const auto& k : program_.kernels) emitted.push_back(codegen::emit_cuda(k, spec));
+  std::vector<codegen::CudaKernel> emitted = emit_kernels(spec);
   std::vector<std::string> cubins = compile_in_parallel(emitted, spec.arch);
   // Kernels are named by their content: a repeated layer's kernels share one
   // source, one compile and one loaded module.

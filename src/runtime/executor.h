@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "codegen/cuda_emitter.h"
 #include "codegen/program.h"
 
 namespace dv::runtime {
@@ -66,6 +67,15 @@ class Executor {
     std::sort(constant_sizes_.begin(), constant_sizes_.end());
   }
 
+  // With size arguments: `reference` is the same graph lowered at other
+  // values of its symbols (each doubled), so that each kernel's sizes that
+  // depend on the symbols are known by origin, not guessed by value
+  // (codegen::DeviceSpec::SizeOrigins). Kernels whose two lowerings differ
+  // in form keep the guess.
+  void use_reference(const Executor& reference) {
+    reference_ = std::make_shared<const codegen::Program>(reference.program_);
+  }
+
   // Emits every kernel as CUDA C and compiles it with NVRTC for sm_<arch>,
   // without a GPU. Throws on the first kernel NVRTC rejects.
   void validate_cuda(int arch);
@@ -88,6 +98,8 @@ class Executor {
   // `launches`: the CUDA kernels it launched are added to it.
   std::vector<at::Tensor> run_steps(const std::vector<at::Tensor>& inputs, std::int64_t& launches);
   std::string why_not_graphable() const;
+  std::vector<codegen::CudaKernel> emit_kernels(const codegen::DeviceSpec& spec) const;
+  codegen::CudaKernel emit_kernel(std::size_t i, codegen::DeviceSpec spec) const;
 
   codegen::Program program_;
   at::Device device_;
@@ -100,6 +112,7 @@ class Executor {
   CpuKernels cpu_kernels_;
   bool size_arguments_;
   std::vector<std::int64_t> constant_sizes_;
+  std::shared_ptr<const codegen::Program> reference_;  // use_reference
   std::atomic<bool> host_ready_{false};
   std::unique_ptr<HostKernels> host_;
   ExecutorStats stats_;

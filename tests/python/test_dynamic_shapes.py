@@ -253,24 +253,19 @@ def test_bert_compiles_nothing_after_the_second_value_of_each_dimension(monkeypa
     """Issue 11's compile check: after the second value of batch and of
     sequence length, no shape compiles a kernel (rows over a symbolic length
     take a form whose source does not depend on it; launch layouts do not
-    depend on symbolic row counts). The model's static sizes (48, 24, 80, 300,
-    997) are kept apart from the swept ones and their products: a symbolic
-    size equal to a static one makes another source (one more compile, the
-    same result)."""
+    depend on symbolic row counts). Shapes where a symbolic size equals a
+    static one are included (8 x 64 = 512 positions, length 64 = the hidden
+    size, 4 x 250 = the vocabulary, length 32 = the head size): a second
+    lowering at doubled sizes tells which sizes are symbolic, not their value."""
     monkeypatch.setenv("DEEPVISOR_CPU", "interpreter")
     monkeypatch.setenv("DEEPVISOR_VALIDATE_CUDA", "1")
     monkeypatch.setenv("DEEPVISOR_CACHE_DIR", str(tmp_path))
-    transformers = pytest.importorskip("transformers")
-    cfg = transformers.BertConfig(num_hidden_layers=2, hidden_size=48, num_attention_heads=2, intermediate_size=80,
-                                  vocab_size=997, max_position_embeddings=300)
-    cfg._attn_implementation = "sdpa"
-    torch.manual_seed(0)
-    model = transformers.BertModel(cfg).eval()
+    model = _bert()
     g = deepvisor.compile(model)
     compiles = []
     with torch.no_grad():
-        for b, s in [(2, 8), (3, 13), (5, 32), (16, 256), (7, 100), (2, 200), (11, 17), (16, 8), (4, 250)]:
-            ids = torch.randint(0, 997, (b, s))
+        for b, s in [(2, 8), (3, 13), (5, 32), (16, 256), (8, 64), (2, 200), (4, 250), (11, 17), (16, 8), (7, 100)]:
+            ids = torch.randint(0, 1000, (b, s))
             mask = torch.ones(b, s, dtype=torch.long)
             torch.testing.assert_close(g(ids, mask).last_hidden_state, model(ids, mask).last_hidden_state,
                                        rtol=1e-4, atol=1e-5)
