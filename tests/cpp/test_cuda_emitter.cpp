@@ -941,6 +941,23 @@ TEST_CASE("size arguments: kernels that differ only in sizes share one source", 
     CHECK(emit_cuda(layer_norm("w", DType::Float32, 64, 768), fixed).source == ln);
     CHECK(emit_cuda(layer_norm("w", DType::Float32, 2048, 4096), fixed).source != ln);
   }
+  SECTION("sizes known by origin: symbolic where the origins say, whatever the values") {
+    DeviceSpec known = spec;
+    known.constant_sizes = {768};  // (ignored once the origins are known)
+    known.origins.known = true;
+    known.origins.xnumel_symbolic = true;
+    known.origins.rnumel_symbolic = true;
+    CHECK(contains(emit_cuda(layer_norm("a", DType::Float32, 2048, 768), known).source, "it < (kRnumel + "));
+    known.origins.rnumel_symbolic = false;
+    const CudaKernel all_table = emit_cuda(layer_norm("a", DType::Float32, 2048, 768), known);
+    CHECK(!contains(all_table.source, "it < (kRnumel + "));
+    // Every use static but the iteration space's: literals, and a table of kXnumel and kRnumel only.
+    known.origins.static_uses.assign(all_table.size_args.size(), true);
+    const CudaKernel literal = emit_cuda(layer_norm("a", DType::Float32, 2048, 768), known);
+    CHECK(literal.size_args.size() == 2);
+    CHECK(literal.source != all_table.source);
+    CHECK(emit_cuda(layer_norm("b", DType::Float32, 64, 768), known).source == literal.source);
+  }
   SECTION("every catalog kernel compiles with its sizes as arguments") {
     auto& nvrtc = dv::runtime::Nvrtc::instance();
     if (!nvrtc.available()) return;
