@@ -9,7 +9,7 @@ what=${1:-all}
 run gpu-tests env DEEPVISOR_STRICT=1 DEEPVISOR_POISON=1 python3 -m pytest -q -n 8 tests/gpu
 grep -h -E "^FAILED|^ERROR" "$OUT"/gpu-tests.log | head -20
 if [[ $what == seq || $what == all ]]; then
-  run dynamic-seq python3 bench/dynamic.py --out "$OUT/dynamic_seq.json"
+  run dynamic-seq python3 bench/dynamic.py --profile --out "$OUT/dynamic_seq.json"
   sed -n '/^bert4/,$p' "$OUT/dynamic-seq.log"
 fi
 if [[ $what == batch || $what == all ]]; then
