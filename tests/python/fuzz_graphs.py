@@ -86,15 +86,21 @@ class Program:
         exec(compile(source, f"<fuzz reference {self.seed}>", "exec"), namespace)  # noqa: S102
         return namespace["make"](torch.Generator().manual_seed(self.seed), device)
 
-    def example_inputs(self, device, seed, grow=0):
-        """Inputs of the program's shapes, or with the first dimension of
-        each `grow` larger (a dynamic-shape capture, then an instance of it)."""
+    def example_inputs(self, device, seed, grow=0, dim=0):
+        """Inputs of the program's shapes, or with dimension `dim` (0 or -1,
+        a row length) of each `grow` larger (a dynamic-shape capture, then an
+        instance of it)."""
         g = torch.Generator().manual_seed(seed)
-        return tuple(_tensor(_grown(shape, grow), dtype, layout, g).to(device) for shape, dtype, layout in self.inputs)
+        return tuple(_tensor(_grown(shape, grow, dim), dtype, layout, g).to(device)
+                     for shape, dtype, layout in self.inputs)
 
 
-def _grown(shape, grow):
-    return (shape[0] + grow,) + tuple(shape[1:]) if grow and shape else shape
+def _grown(shape, grow, dim=0):
+    if not grow or not shape:
+        return shape
+    grown = list(shape)
+    grown[dim] += grow
+    return tuple(grown)
 
 
 def _tensor(shape, dtype, layout, g):
@@ -427,10 +433,11 @@ def check(program, device="cpu"):
         low_precision = any(dt in (torch.bfloat16, torch.float16) for _, dt, _ in program.inputs) or \
             "bfloat16" in program.source() or "float16" in program.source()
         reference = program.make_reference(device)
-        calls = [("capture", 0, 0), ("replay", 0, 0), ("new inputs", 1, 0),
-                 ("new sizes (a symbolic capture)", 2, 2), ("new sizes (an instance)", 3, 5)]
-        for call, seed, grow in calls:
-            args = program.example_inputs(device, seed, grow)
+        calls = [("capture", 0, 0, 0), ("replay", 0, 0, 0), ("new inputs", 1, 0, 0),
+                 ("new sizes (a symbolic capture)", 2, 2, 0), ("new sizes (an instance)", 3, 5, 0),
+                 ("new row lengths (a symbolic capture)", 4, 3, -1), ("new row lengths (an instance)", 5, 6, -1)]
+        for call, seed, grow, dim in calls:
+            args = program.example_inputs(device, seed, grow, dim)
             if grow:
                 try:
                     fn(*args)
