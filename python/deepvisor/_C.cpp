@@ -95,7 +95,50 @@ py::object tensors_or_none(bool ok, std::vector<at::Tensor> inputs) {
   return py::cast(inputs);
 }
 
+// The values of one call of a plan with segments (a version tree): its graph
+// inputs, then each segment's outputs as it runs. They stay in C++, so that
+// segments hand each other tensors by slot, with no Python list of every
+// parameter; Python reads only decision values and the last outputs.
+struct CallValues {
+  std::vector<at::Tensor> values;
+
+  const at::Tensor& at(std::ptrdiff_t slot) const {
+    if (slot < 0) slot += static_cast<std::ptrdiff_t>(values.size());
+    if (slot < 0 || slot >= static_cast<std::ptrdiff_t>(values.size())) throw py::index_error("no such value");
+    return values[static_cast<std::size_t>(slot)];
+  }
+  std::vector<at::Tensor> take(const std::vector<std::ptrdiff_t>& slots) const {
+    std::vector<at::Tensor> out;
+    out.reserve(slots.size());
+    for (std::ptrdiff_t s : slots) out.push_back(at(s));
+    return out;
+  }
+};
+
+// Runs `e` on the values at `slots`; its outputs are appended to `v`, or
+// (keep false) returned.
+std::vector<at::Tensor> run_on_values(Executor& e, CallValues& v, const std::vector<std::ptrdiff_t>& slots, bool keep) {
+  std::vector<at::Tensor> in = v.take(slots);
+  std::vector<at::Tensor> out;
+  {
+    py::gil_scoped_release released;
+    out = e.run(in);
+  }
+  if (!keep) return out;
+  v.values.insert(v.values.end(), std::make_move_iterator(out.begin()), std::make_move_iterator(out.end()));
+  return {};
+}
+
 void bind_capture(py::module_& m) {
+  py::class_<CallValues, std::shared_ptr<CallValues>>(m, "CallValues")
+      .def("__len__", [](const CallValues& v) { return v.values.size(); })
+      .def("__getitem__", &CallValues::at)
+      .def("take", &CallValues::take)
+      .def("tensors", [](const CallValues& v) { return v.values; })
+      .def("extend", [](CallValues& v, const std::vector<at::Tensor>& more) {
+        v.values.insert(v.values.end(), more.begin(), more.end());
+      });
+
   py::class_<Tracer>(m, "Tracer")
       .def(py::init([](py::object monitor, py::object null_marker) {
         return std::make_unique<Tracer>(monitor.ptr(), null_marker.ptr());
@@ -184,7 +227,10 @@ void bind_capture(py::module_& m) {
       .def("add", &PlanCache::add)
       .def("make_eager", &PlanCache::make_eager)
       .def("set_dynamic", &PlanCache::set_dynamic)
-      .def("add_instance", &PlanCache::add_instance)
+      .def("add_instance",
+           [](PlanCache& c, int index, const CallValues& inputs, std::shared_ptr<Executor> executor) {
+             c.add_instance(index, inputs.values, std::move(executor));
+           })
       .def("failed_index", &PlanCache::failed_index)
       .def(
           "run",
@@ -195,7 +241,9 @@ void bind_capture(py::module_& m) {
         // eager versions); converting every parameter to a Python object would
         // cost microseconds.
         if (hit->ran) return py::make_tuple(hit->index, hit->outputs, py::none());
-        return py::make_tuple(hit->index, hit->outputs, hit->inputs);
+        auto inputs = std::make_shared<CallValues>();
+        inputs->values = std::move(hit->inputs);
+        return py::make_tuple(hit->index, hit->outputs, inputs);
           },
           py::arg("args"), py::arg("kwargs"), py::arg("start") = 0)
       .def("explain_miss", [](PlanCache& c, py::tuple args, py::dict kwargs) {
@@ -224,6 +272,14 @@ PYBIND11_MODULE(_C, m) {
   py::class_<Executor, std::shared_ptr<Executor>>(m, "Executor")
       .def("run", &Executor::run, py::call_guard<py::gil_scoped_release>(),
            "Runs the program on the graph inputs; returns the outputs.")
+      .def("run_into", [](Executor& e, CallValues& v, const std::vector<std::ptrdiff_t>& slots) {
+             run_on_values(e, v, slots, true);
+           },
+           "Runs the program on the call values at these slots and appends its outputs to them.")
+      .def("run_on", [](Executor& e, CallValues& v, const std::vector<std::ptrdiff_t>& slots) {
+             return run_on_values(e, v, slots, false);
+           },
+           "Runs the program on the call values at these slots; returns the outputs.")
       .def("validate_cuda", &Executor::validate_cuda, py::arg("arch") = 90, py::call_guard<py::gil_scoped_release>(),
            "Compiles every kernel's CUDA C with NVRTC (no GPU needed).")
       .def("use_reference", &Executor::use_reference, py::arg("reference"))

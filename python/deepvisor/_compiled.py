@@ -81,6 +81,27 @@ class _Path:
         return self.result.build(ctx)
 
 
+class _Slots:
+    """Where a node's values sit among a call's values (_C.CallValues): the
+    same on every call that reaches the node (one path from the root, each
+    segment appending its outputs, each grafted branch its inputs)."""
+
+    def __init__(self, segment, entry, size):
+        self.inputs = [entry[v] for v in segment.inputs]
+        self.after = dict(entry)  # value id -> slot once the segment ran
+        self.after.update((v, size + j) for j, v in enumerate(segment.outputs))
+        self.size = size + len(segment.outputs)
+        self.decision = [self.after[v] for v in segment.decision.values] if segment.decision is not None else []
+
+    def entry_of(self, child):
+        """(value id -> slot, count) on entering `child`."""
+        if child.guards is None:
+            return self.after, self.size
+        entry = dict(self.after)
+        entry.update((v, self.size + j) for j, v in enumerate(child.path.input_values))
+        return entry, self.size + len(child.path.input_values)
+
+
 class _Node:
     """A segment of a version tree, and the branches after its decision."""
 
@@ -91,6 +112,10 @@ class _Node:
         self.guards = guards        # checked on entering this branch (grafted from another capture)
         self.children = {}          # outcome key -> _Node
         self.later = set()          # outcome keys a later plan holds (a symbolic plan's new outcomes)
+        self.slots = None           # _Slots, set on the first call that reaches this node
+
+    def set_slots(self, entry, size):
+        self.slots = _Slots(self.segment, entry, size)
 
     def nodes(self):
         yield self
@@ -203,7 +228,7 @@ class CompiledFunction:
                 return result
             if executors is not None:
                 try:
-                    outputs = executors[0].run(inputs)
+                    outputs = executors[0].run(inputs.tensors())
                 except Exception as e:
                     return self._internal_failure(e, args, kwargs, index)
             self._stats["cache_hits"] += 1
@@ -219,23 +244,26 @@ class CompiledFunction:
                 self._plans.add_instance(index, inputs, executors[0] if executors else None)
             return executors
 
-    def _run_tree(self, plan, inputs, args, kwargs, executors=None):
+    def _run_tree(self, plan, values, args, kwargs, executors=None):
         """Runs a plan's segments, choosing each branch by the decision's value.
+        `values` (a _C.CallValues) holds the call's graph inputs and receives
+        each segment's outputs; segments read theirs by slot (_Node.slots).
         A symbolic plan (one path: `executors`, one a segment) returns _MISS
         at an outcome it does not hold: a later plan does."""
-        env = dict(zip(plan.path.input_values, inputs))
         node = plan.tree
+        if node.slots is None:
+            node.set_slots({v: i for i, v in enumerate(plan.path.input_values)}, len(plan.path.input_values))
         depth = 0
         while True:
             segment = node.segment
             executor = executors[depth] if executors is not None else node.executor
-            outs = executor.run([env[v] for v in segment.inputs])
             decision = segment.decision
             if decision is None:
+                outs = executor.run_on(values, node.slots.inputs)
                 self._stats["cache_hits"] += 1
-                return node.path.finish(outs, inputs, args, kwargs)
-            env.update(zip(segment.outputs, outs))
-            value = decision.evaluate([env[v] for v in decision.values])
+                return node.path.finish(outs, values, args, kwargs)
+            executor.run_into(values, node.slots.inputs)
+            value = decision.evaluate(values.take(node.slots.decision))
             key = outcome_key(value)
             child = node.children.get(key)
             if child is not None and child.guards is not None:
@@ -243,8 +271,9 @@ class CompiledFunction:
                 if branch_inputs is None:
                     child = None
                 else:
-                    env.update(zip(child.path.input_values, branch_inputs))
-                    inputs = branch_inputs
+                    values.extend(branch_inputs)
+            if child is not None and child.slots is None:
+                child.set_slots(*node.slots.entry_of(child))
             if child is None and key in node.later:
                 return _MISS
             if child is None and executors is not None:
