@@ -599,11 +599,14 @@ def symbolic_capture(shadow, monitor, recorder, builder, segments, inputs, direc
     position = {id(t): k for k, t in enumerate(inputs)}
     positions, placeholders, dims = [], [], {}
     for k, fake in shadow.dynamic:
+        # Every tensor given symbols is a placeholder of the shape guards, also
+        # one whose symbols were all specialized (`expand` to a literal size):
+        # the guards may still name its symbols.
         p = position[id(direct[k])]
+        positions.append(p)
+        placeholders.append(fake)
         sizes = [d for d, n in enumerate(fake.shape) if _symbolic(n)]
         if sizes:
-            positions.append(p)
-            placeholders.append(fake)
             dims[p] = (sizes, [d for d, n in enumerate(fake.stride()) if _symbolic(n)])
     sources = [[(position[id(direct[k])], d, kind) for k, d, kind in t.sources] for t in templates]
     code = shadow.guard_code(placeholders) if placeholders else None
