@@ -177,19 +177,20 @@ def table(rows, a):
         print(f"| {r['mode']} | {r['wall_s']:.2f} | {r.get('captures', '')} | {r.get('nvrtc_compiles', '')} | "
               f"{min(st):.3f}..{max(st):.3f} |")
     ok = [r for r in rows if "steady_ms" in r]
-    if ok:
-        print("\nsteady-state ms per shape:\n")
-        print("| shape | " + " | ".join(r["mode"] for r in ok) + " |")
-        print("| --- |" + " --- |" * len(ok))
-        for s in sweep:
-            print(f"| {s} | " + " | ".join(f"{r['steady_ms'][s]:.3f}" for r in ok) + " |")
-    prof = [r for r in ok if "kernels" in r]
-    if prof:
-        print("\nGPU kernel time a call, us (kernels a call), torch.profiler:\n")
-        print("| shape | " + " | ".join(r["mode"] for r in prof) + " |")
-        print("| --- |" + " --- |" * len(prof))
-        for s in sweep:
-            print(f"| {s} | " + " | ".join("{:.1f} ({:.0f})".format(*r["kernels"][s]) for r in prof) + " |")
+    per_shape_table("steady-state ms per shape", sweep, ok, lambda r, s: f"{r['steady_ms'][s]:.3f}")
+    per_shape_table("GPU kernel time a call, us (kernels a call), torch.profiler", sweep,
+                    [r for r in ok if "kernels" in r], lambda r, s: "{:.1f} ({:.0f})".format(*r["kernels"][s]))
+
+
+def per_shape_table(title, sweep, rows, cell):
+    """A table of one column per mode (row of `rows`), one line per shape."""
+    if not rows:
+        return
+    print(f"\n{title}:\n")
+    print("| shape | " + " | ".join(r["mode"] for r in rows) + " |")
+    print("| --- |" + " --- |" * len(rows))
+    for s in sweep:
+        print(f"| {s} | " + " | ".join(cell(r, s) for r in rows) + " |")
 
 
 if __name__ == "__main__":

@@ -29,8 +29,7 @@ def _sizes_from_tensors(gm):
     beside the tensors. {position of an int argument: (position of a tensor
     argument, dim)} for each that is a dimension of a tensor argument."""
     import torch
-    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
-    values = [n.meta.get("example_value", n.meta.get("val")) for n in placeholders]
+    values = _placeholder_values(gm)
     dims = {}
     for i, v in enumerate(values):
         if isinstance(v, torch.Tensor):
@@ -48,7 +47,7 @@ def _sizes_read_from_tensors(gm, sizes, options):
     size); the int arguments Dynamo passes (equal to those sizes, by Dynamo's
     guards) are dropped."""
     from ._compiled import CompiledFunction
-    kept = [i for i in range(len([n for n in gm.graph.nodes if n.op == "placeholder"])) if i not in sizes]
+    kept = [i for i in range(len(_placeholder_values(gm))) if i not in sizes]
     where = {i: k for k, i in enumerate(kept)}
     read = [(i, where[j], d) for i, (j, d) in sorted(sizes.items())]
 
@@ -76,9 +75,8 @@ def _symbolic_dims(gm, kept):
     """{k: dims} for the k-th tensor among the kept arguments: its dims that
     Dynamo made symbolic."""
     import torch
-    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
-    tensors = [placeholders[i].meta.get("example_value", placeholders[i].meta.get("val")) for i in kept]
-    tensors = [v for v in tensors if isinstance(v, torch.Tensor)]
+    values = _placeholder_values(gm)
+    tensors = [values[i] for i in kept if isinstance(values[i], torch.Tensor)]
     return {k: {d for d, size in enumerate(v.shape) if isinstance(size, torch.SymInt)} for k, v in enumerate(tensors)}
 
 
@@ -90,3 +88,8 @@ def register_if_dynamo_is_loaded():
     from torch._dynamo.backends.registry import _COMPILER_FNS, register_backend
     if "deepvisor" not in _COMPILER_FNS:
         register_backend(compiler_fn=deepvisor_backend, name="deepvisor")
+
+
+def _placeholder_values(gm):
+    """Dynamo's example value of each graph argument (fake tensors, SymInts)."""
+    return [n.meta.get("example_value", n.meta.get("val")) for n in gm.graph.nodes if n.op == "placeholder"]

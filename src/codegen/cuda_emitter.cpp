@@ -905,10 +905,8 @@ bool Emitter::symbolic_size(std::int64_t value) const {
   return dev_.size_arguments && !std::binary_search(dev_.constant_sizes.begin(), dev_.constant_sizes.end(), value);
 }
 
-// The row count that launch layouts are chosen for: the kernel's own, or for
-// a symbolic count a fixed stand-in, as many as the device's resident
-// threads, so that one source serves every value (no compile per size class;
-// the layouts are those of a count that fills the device).
+// Whether the row count / row length may differ in another instance: by
+// origin (DeviceSpec::SizeOrigins) where known, else by value.
 bool Emitter::xnumel_symbolic() const {
   return dev_.origins.known ? dev_.size_arguments && dev_.origins.xnumel_symbolic : symbolic_size(k_.xnumel);
 }
@@ -917,6 +915,10 @@ bool Emitter::rnumel_symbolic() const {
   return dev_.origins.known ? dev_.size_arguments && dev_.origins.rnumel_symbolic : symbolic_size(k_.rnumel);
 }
 
+// The row count that launch layouts are chosen for: the kernel's own, or for
+// a symbolic count a fixed stand-in, as many as the device's resident
+// threads, so that one source serves every value (no compile per size class;
+// the layouts are those of a count that fills the device).
 std::int64_t Emitter::layout_xnumel() const {
   if (!xnumel_symbolic()) return k_.xnumel;
   return std::max<std::int64_t>(1, std::int64_t{dev_.sm_count} * 2048);
