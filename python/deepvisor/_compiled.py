@@ -24,6 +24,7 @@ import itertools
 import os
 import re
 import threading
+import time
 import weakref
 
 import torch
@@ -169,6 +170,10 @@ class CompiledFunction:
         self._entries = []
         self._lock = threading.RLock()
         self._stats = {"captures": 0, "cache_hits": 0, "guard_misses": 0, "eager_calls": 0}
+        # Host seconds spent on first calls: running the function under the
+        # monitors (capture_s) and building plans and instances (compile_s,
+        # lowering, emission, NVRTC and module loads included).
+        self._seconds = {"capture_s": 0.0, "compile_s": 0.0}
         self._eager_reasons = {}
         self._arg_names = _argument_names(fn)
         self._dims = DynamicDims(dynamic)
@@ -196,9 +201,19 @@ class CompiledFunction:
                                        kwargs)
                 why = "; ".join(self._plans.explain_miss(args, kwargs))
                 log_event("recompiles", f"{self._name()}: guard miss ({why}), capturing again")
-            result, path, program, reason = self._capture(args, kwargs, self._dims.for_call(args, kwargs))
-            self._add_root(path, program, reason)
+            with self._timed("capture_s"):
+                result, path, program, reason = self._capture(args, kwargs, self._dims.for_call(args, kwargs))
+            with self._timed("compile_s"):
+                self._add_root(path, program, reason)
             return result
+
+    @contextlib.contextmanager
+    def _timed(self, key):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._seconds[key] += time.perf_counter() - t0
 
     def _replay(self, args, kwargs):
         """Runs the first plan whose guards pass; _MISS when none does."""
@@ -238,7 +253,7 @@ class CompiledFunction:
         """The executors of the instance of a symbolic plan for these inputs;
         a plan of one segment hands the instance to the C++ plan cache, which
         runs it from then on without coming back here."""
-        with self._lock:
+        with self._lock, self._timed("compile_s"):
             executors = plan.symbolic.executors_for(inputs)
             if plan.tree is None:
                 self._plans.add_instance(index, inputs, executors[0] if executors else None)
@@ -292,9 +307,19 @@ class CompiledFunction:
             if result is not _MISS:
                 return result
             self._stats["guard_misses"] += 1
-            result, path, program, reason = self._capture(args, kwargs, self._dims.for_call(args, kwargs))
-            self._add_root(path, program, reason)
+            with self._timed("capture_s"):
+                result, path, program, reason = self._capture(args, kwargs, self._dims.for_call(args, kwargs))
+            with self._timed("compile_s"):
+                self._add_root(path, program, reason)
             return result
+
+    @contextlib.contextmanager
+    def _timed(self, key):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._seconds[key] += time.perf_counter() - t0
 
     def _new_outcome(self, plan, node, depth, value, args, kwargs):
         """A decision took a value no version holds: capture that version
@@ -537,6 +562,7 @@ class CompiledFunction:
 
     def stats(self):
         s = dict(self._stats)
+        s.update(self._seconds)
         s.update(kernels=0, nvrtc_compiles=0, disk_cache_hits=0, fallback_ops={}, extern_ops={})
         s.update(cpu_compiled_kernels=0, cpu_interpreted_kernels=0, host_compiles=0, host_cache_hits=0)
         s["cpu_interpreted_reasons"] = []

@@ -58,6 +58,21 @@ _METADATA = {_T.dtype.__get__, _T.device.__get__, _T.dim, _T.ndim.__get__, _T.is
              _T.grad_fn.__get__, _T.is_leaf.__get__, _T.get_device, _T.__hash__}
 
 
+def _skip_source_locations(shape_env):
+    """Our ShapeEnv records no user source location per symbol and guard:
+    finding one walks the stack against a list of torch's own files, and
+    building that list imports Dynamo, Inductor and networkx (about 380
+    modules, 0.5 s with bytecode cached, 1.5 s without). The locations only
+    decorate ShapeEnv's messages; ours name the symbols' sources themselves."""
+    import traceback
+
+    from torch.fx.experimental.symbolic_shapes import SLoc
+    if not hasattr(shape_env, "_get_stack_summary"):  # another torch: keep its own
+        return
+    here = traceback.FrameSummary(__file__, 0, "deepvisor capture")
+    shape_env._get_stack_summary = lambda is_debug=False, framework_loc=None: (SLoc(framework_loc or here, None), "")
+
+
 _SIZE, _STRIDE = 0, 1  # what a symbol stands for: a size or a stride of an argument
 
 
@@ -74,6 +89,7 @@ class ShapeShadow(TorchFunctionMode):
         self.real_recorder = real_recorder
         self.failed = None
         self.shape_env = ShapeEnv(duck_shape=False)
+        _skip_source_locations(self.shape_env)
         self.fake_mode = FakeTensorMode(shape_env=self.shape_env)
         self._fakes = {}            # id(real tensor) -> (real tensor, its fake)
         self._reals = {}            # id(fake) -> real tensor

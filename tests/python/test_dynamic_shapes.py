@@ -46,6 +46,24 @@ def test_a_dimension_that_changes_becomes_a_symbol_after_its_second_value():
     [plan] = _symbolic_plans(g)
     assert len(plan.symbolic.executors()) == 4  # 7 (the capture's own), 3, 12, 33
     assert "dynamic shapes" in deepvisor.explain(g)
+    assert s["capture_s"] > 0 and s["compile_s"] > 0
+
+
+def test_a_symbolic_capture_imports_neither_inductor_nor_networkx():
+    """ShapeEnv looks for a user source location per symbol against a list
+    of torch's files that imports Dynamo, Inductor and networkx (0.5-1.5 s of
+    a symbolic capture); deepvisor's ShapeEnv skips it."""
+    import subprocess
+    import sys
+    code = ("import sys, torch, deepvisor\n"
+            "g = deepvisor.compile(lambda x: (x * 2).sum(-1))\n"
+            "for n in (3, 5, 7): g(torch.randn(n, 4))\n"
+            "assert deepvisor.stats(g)['captures'] == 2\n"
+            "print(sorted(m for m in ('networkx', 'torch._inductor.sizevars', 'torch.export._trace') "
+            "if m in sys.modules))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
 
 
 def test_dynamic_true_is_symbolic_from_the_first_call():
