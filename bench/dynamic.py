@@ -10,7 +10,9 @@ deepvisor is a new empty folder) and calls the model on every shape of the
 sweep `--repeat` times in a shuffled order (the same order for every mode).
 Reported per mode: the wall time of that whole sequence (compiles included),
 deepvisor's captures and NVRTC compiles, and then the steady-state latency
-of each shape (median of `--iters` calls once everything is compiled).
+of each shape (median of `--iters` calls once everything is compiled); on a
+GPU also the peak of allocated memory and what the allocator holds at the
+end (CUDA graphs and their memory pools included).
 `deepvisor` is the default policy (a dimension that changes becomes a
 symbol, _shapes.py); `deepvisor-static` captures and compiles every shape
 (dynamic=False), the static-shape plans the steady state is compared with.
@@ -96,6 +98,9 @@ def run_mode(a):
                 times.append((time.perf_counter() - t) * 1e3)
             steady[f"{s[0]}x{s[1]}"] = statistics.median(times)
     row = {"mode": a.mode, "wall_s": wall, "steady_ms": steady}
+    if a.device == "cuda":  # after every shape ran (CUDA graphs and their pools held)
+        row["peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
+        row["reserved_mib"] = torch.cuda.memory_reserved() / 2**20
     if a.profile and a.device == "cuda":
         row["kernels"] = {f"{b}x{q}": kernel_time(fn, inputs[(b, q)], a.iters) for b, q in sweep}
     if a.mode.startswith("deepvisor"):
@@ -167,15 +172,17 @@ def table(rows, a):
     sweep = [f"{b}x{s}" for b, s in shapes(a)]
     print(f"\n{a.model} ({a.size}) on {a.device}, shapes (batch x seq) {sweep[0]}..{sweep[-1]}, "
           f"each called {a.repeat} times in a shuffled order\n")
-    print("| mode | wall time of the sequence s | captures | NVRTC compiles | steady ms (min..max over shapes) |")
-    print("| --- | --- | --- | --- | --- |")
+    print("| mode | wall time of the sequence s | captures | NVRTC compiles | steady ms (min..max over shapes) "
+          "| GPU memory MiB: peak allocated / reserved at the end |")
+    print("| --- | --- | --- | --- | --- | --- |")
     for r in rows:
         if "error" in r:
-            print(f"| {r['mode']} | failed | | | |")
+            print(f"| {r['mode']} | failed | | | | |")
             continue
         st = list(r["steady_ms"].values())
+        memory = f"{r['peak_mib']:.0f} / {r['reserved_mib']:.0f}" if "peak_mib" in r else ""
         print(f"| {r['mode']} | {r['wall_s']:.2f} | {r.get('captures', '')} | {r.get('nvrtc_compiles', '')} | "
-              f"{min(st):.3f}..{max(st):.3f} |")
+              f"{min(st):.3f}..{max(st):.3f} | {memory} |")
     ok = [r for r in rows if "steady_ms" in r]
     per_shape_table("steady-state ms per shape", sweep, ok, lambda r, s: f"{r['steady_ms'][s]:.3f}")
     per_shape_table("GPU kernel time a call, us (kernels a call), torch.profiler", sweep,

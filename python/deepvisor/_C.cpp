@@ -18,6 +18,7 @@
 #include "codegen/tensor_def.h"
 #include "ir/op_graph.h"
 #include "runtime/cuda_driver.h"
+#include "runtime/cuda_graph.h"
 #include "runtime/executor.h"
 #include "runtime/host_compiler.h"
 #include "runtime/interpreter.h"
@@ -269,6 +270,10 @@ PYBIND11_MODULE(_C, m) {
   // A kernel read an index out of range: the program's own error (an IndexError).
   py::register_exception<dv::runtime::IndexOutOfRange>(m, "IndexOutOfRange", PyExc_IndexError);
 
+  py::class_<dv::runtime::GraphPool, std::shared_ptr<dv::runtime::GraphPool>>(
+      m, "GraphPool", "A memory pool the CUDA graphs of a dynamic-shape plan's instances share.")
+      .def(py::init<>());
+
   py::class_<Executor, std::shared_ptr<Executor>>(m, "Executor")
       .def("run", &Executor::run, py::call_guard<py::gil_scoped_release>(),
            "Runs the program on the graph inputs; returns the outputs.")
@@ -289,8 +294,9 @@ PYBIND11_MODULE(_C, m) {
       .def("cuda_sources", &Executor::cuda_sources, py::arg("arch") = 90)
       .def("cpp_sources", &cpp_sources,
            "The host C++ of every kernel (an empty string where the emitter does not support it).")
-      .def("enable_cuda_graph", &Executor::enable_cuda_graph, py::arg("constant_inputs"),
-           "Lets a GPU plan replay as one CUDA graph; constant_inputs[i]: input i is a constant of the plan.")
+      .def("enable_cuda_graph", &Executor::enable_cuda_graph, py::arg("constant_inputs"), py::arg("pool") = nullptr,
+           "Lets a GPU plan replay as one CUDA graph; constant_inputs[i]: input i is a constant of the plan; "
+           "pool: a GraphPool its graph shares with others (None: its own).")
       .def("stats", &executor_stats)
       .def("describe", [](const Executor& e) { return dv::codegen::describe(e.program()); })
       .def("loop_ir", &loop_ir_text)

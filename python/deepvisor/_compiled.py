@@ -448,7 +448,7 @@ class CompiledFunction:
         path.symbolic = symbolic
         return path
 
-    def _compile(self, segment, path, text=None, constant_sizes=(), reference=None):
+    def _compile(self, segment, path, text=None, constant_sizes=(), reference=None, graph_pool=None):
         executor = _C.compile_graph_text(text or segment.text, self.fuse)
         if path.symbolic is not None:
             executor.use_size_arguments(list(constant_sizes))
@@ -459,7 +459,7 @@ class CompiledFunction:
                     log_event("recompiles", f"dynamic shapes: no reference lowering ({type(e).__name__}: {e})")
         if _flag("DEEPVISOR_VALIDATE_CUDA"):
             executor.validate_cuda(90)
-        executor.enable_cuda_graph([v in path.constant_values for v in segment.inputs])
+        executor.enable_cuda_graph([v in path.constant_values for v in segment.inputs], graph_pool)
         return executor
 
     def _add_root(self, path, program, reason):
@@ -487,9 +487,11 @@ class CompiledFunction:
 
     def _plan_of(self, path):
         if path.symbolic is not None:
+            # The instances' CUDA graphs (one per shape) share one memory pool.
+            pool = _C.GraphPool()
             plan = SymbolicPlan(path.symbolic,
                                 lambda i, text, constants, reference: self._compile(path.segments[i], path, text,
-                                                                                    constants, reference))
+                                                                                    constants, reference, pool))
             executors = plan.executors_for(path.symbolic.inputs)  # this call's instance: the capture's own texts
             path.symbolic.inputs = None
             path.fallbacks = [note for e in executors for note in _fallback_notes(e)]

@@ -62,8 +62,15 @@ std::mutex& capture_mutex() {
 
 }  // namespace
 
-CudaGraphReplay::CudaGraphReplay(std::vector<bool> constant, std::string unsupported)
-    : constant_(std::move(constant)) {
+struct GraphPool::Done {
+  at::cuda::CUDAEvent event;
+};
+
+GraphPool::GraphPool() = default;
+GraphPool::~GraphPool() = default;
+
+CudaGraphReplay::CudaGraphReplay(std::vector<bool> constant, std::string unsupported, std::shared_ptr<GraphPool> pool)
+    : constant_(std::move(constant)), pool_(std::move(pool)) {
   if (!unsupported.empty()) disable(std::move(unsupported));
 }
 
@@ -102,7 +109,7 @@ std::optional<std::vector<at::Tensor>> CudaGraphReplay::run(const std::vector<at
   std::optional<std::vector<at::Tensor>> out;
   // The first call loads kernels and makes library handles, and shows where the inputs lie.
   if (calls_++ > 0 && (graph_ || capture(inputs, steps))) {
-    if (inputs_in_place(inputs)) out = replay(inputs);
+    if (inputs_in_place(inputs)) out = pool_ ? replay_in_pool(inputs) : replay(inputs);
   }
   last_ptrs_.resize(inputs.size());
   for (std::size_t i = 0; i < inputs.size(); ++i) last_ptrs_[i] = inputs[i].defined() ? inputs[i].data_ptr() : nullptr;
@@ -173,7 +180,13 @@ bool CudaGraphReplay::capture(const std::vector<at::Tensor>& inputs, const Steps
   {
     c10::cuda::CUDAStreamGuard on_side(side);
     // Thread-local: CUDA work of other threads (an eager model, another plan) does not break the capture.
-    graph_->capture_begin({0, 0}, cudaStreamCaptureModeThreadLocal);
+    at::cuda::MempoolId_t pool_id{0, 0};  // {0, 0}: a private pool
+    if (pool_) {
+      std::lock_guard<std::mutex> pool_lock(pool_->mutex_);
+      if (!pool_->id_) pool_->id_ = at::cuda::graph_pool_handle();
+      pool_id = *pool_->id_;
+    }
+    graph_->capture_begin(pool_id, cudaStreamCaptureModeThreadLocal);
     try {
       static_outputs_ = steps(static_inputs, launches);
       graph_->capture_end();
@@ -221,6 +234,21 @@ bool CudaGraphReplay::capture(const std::vector<at::Tensor>& inputs, const Steps
     if (output_input_[j] >= 0) static_outputs_[j] = at::Tensor();  // hold no input alive
   }
   return true;
+}
+
+// A replay of a graph whose pool other graphs share: none of them replays
+// meanwhile (a busy pool: the caller runs the steps instead), and the GPU
+// runs this one after the last one's copies out.
+std::optional<std::vector<at::Tensor>> CudaGraphReplay::replay_in_pool(const std::vector<at::Tensor>& inputs) {
+  std::unique_lock<std::mutex> lock(pool_->mutex_, std::try_to_lock);
+  if (!lock.owns_lock()) return std::nullopt;
+  auto stream = c10::cuda::getCurrentCUDAStream();
+  if (pool_->done_ && pool_->last_stream_ != static_cast<void*>(stream.stream())) pool_->done_->event.block(stream);
+  auto out = replay(inputs);
+  if (!pool_->done_) pool_->done_ = std::make_unique<GraphPool::Done>();
+  pool_->done_->event.record(stream);
+  pool_->last_stream_ = stream.stream();
+  return out;
 }
 
 std::optional<std::vector<at::Tensor>> CudaGraphReplay::replay(const std::vector<at::Tensor>& inputs) {

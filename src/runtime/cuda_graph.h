@@ -33,6 +33,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace at::cuda {
@@ -41,6 +42,28 @@ struct CUDAGraph;
 
 namespace dv::runtime {
 
+// One memory pool for the CUDA graphs of a dynamic-shape plan's instances
+// (a graph per shape): their intermediates take the memory of the largest
+// instance instead of the sum over the shapes seen. Sharing is safe here
+// because a replay reads nothing in the pool that it did not write itself
+// (arguments are copied into buffers outside the pool, outputs are copied
+// out right after the graph), so the one rule is that replays of graphs of
+// one pool never overlap: a replay holds the pool from its copies in to its
+// copies out, and one on another stream than the last waits for the last.
+class GraphPool {
+ public:
+  GraphPool();
+  ~GraphPool();
+
+ private:
+  friend class CudaGraphReplay;
+  struct Done;  // a CUDA event
+  std::mutex mutex_;
+  std::optional<std::pair<unsigned long long, unsigned long long>> id_;  // the allocator's pool, from the first capture
+  std::unique_ptr<Done> done_;  // recorded after the last replay's copies out
+  void* last_stream_ = nullptr;                // the cudaStream_t of the last replay
+};
+
 class CudaGraphReplay {
  public:
   // Runs the plan on given inputs; adds to `kernel_launches` the kernels it
@@ -48,8 +71,9 @@ class CudaGraphReplay {
   using Steps = std::function<std::vector<at::Tensor>(const std::vector<at::Tensor>&, std::int64_t& kernel_launches)>;
 
   // constant[i]: graph input i is a constant of the plan. `unsupported`: why
-  // the plan cannot be graphed at all ("" if it may be).
-  CudaGraphReplay(std::vector<bool> constant, std::string unsupported);
+  // the plan cannot be graphed at all ("" if it may be). `pool`: shared with
+  // other graphs (null: a private pool).
+  CudaGraphReplay(std::vector<bool> constant, std::string unsupported, std::shared_ptr<GraphPool> pool = nullptr);
   ~CudaGraphReplay();
 
   // This call's outputs through the graph; nullopt when the caller must run
@@ -64,10 +88,12 @@ class CudaGraphReplay {
   bool capture(const std::vector<at::Tensor>& inputs, const Steps& steps);
   bool inputs_in_place(const std::vector<at::Tensor>& inputs);
   std::optional<std::vector<at::Tensor>> replay(const std::vector<at::Tensor>& inputs);
+  std::optional<std::vector<at::Tensor>> replay_in_pool(const std::vector<at::Tensor>& inputs);
   void disable(std::string why);
   void drop_graph();
 
   std::vector<bool> constant_;
+  std::shared_ptr<GraphPool> pool_;
   mutable std::mutex mutex_;
   int calls_ = 0;
   int captures_ = 0;

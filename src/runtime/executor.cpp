@@ -493,10 +493,10 @@ std::vector<at::Tensor> Executor::run(const std::vector<at::Tensor>& inputs) {
   return run_steps(inputs, launches);
 }
 
-void Executor::enable_cuda_graph(std::vector<bool> constant_inputs) {
+void Executor::enable_cuda_graph(std::vector<bool> constant_inputs, std::shared_ptr<GraphPool> pool) {
   const char* env = std::getenv("DEEPVISOR_CUDA_GRAPHS");
   if (!device_.is_cuda() || (env != nullptr && std::string(env) == "0")) return;
-  graph_ = std::make_unique<CudaGraphReplay>(std::move(constant_inputs), why_not_graphable());
+  graph_ = std::make_unique<CudaGraphReplay>(std::move(constant_inputs), why_not_graphable(), std::move(pool));
 }
 
 namespace {

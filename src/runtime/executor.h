@@ -41,6 +41,7 @@ struct ExecutorStats {
 enum class CpuKernels { Interpreter, Compiled };
 
 class CudaGraphReplay;
+class GraphPool;
 
 class Executor {
  public:
@@ -53,8 +54,9 @@ class Executor {
   // Says which graph inputs are constants of the plan (parameters, buffers:
   // the same tensor at the same address on every call) and so lets a plan on
   // the GPU replay as one CUDA graph (cuda_graph.h), unless
-  // DEEPVISOR_CUDA_GRAPHS=0.
-  void enable_cuda_graph(std::vector<bool> constant_inputs);
+  // DEEPVISOR_CUDA_GRAPHS=0. `pool`: a memory pool shared with other plans'
+  // graphs (cuda_graph.h; a dynamic-shape plan's instances), else its own.
+  void enable_cuda_graph(std::vector<bool> constant_inputs, std::shared_ptr<GraphPool> pool = nullptr);
 
   // Kernels take their sizes as launch arguments (codegen::DeviceSpec::
   // size_arguments), so that an instance of a dynamic-shape plan for a new

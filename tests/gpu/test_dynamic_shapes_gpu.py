@@ -47,3 +47,45 @@ def test_resnet_over_batch_sizes():
     # Not yet symbolic on CUDA: the shadow's batch norm records other ops than
     # cuDNN's (the real run's), so each batch size captures (issue 11).
     assert deepvisor.stats(g)["captures"] <= 5
+
+
+def _graphs(g):
+    return sum(1 for e in g.executors() if e.stats()["cuda_graph"] == "graphed")
+
+
+def test_instances_share_one_graph_memory_pool():
+    """Each shape's instance replays its own CUDA graph; their intermediates
+    come from one pool, so shapes after the largest add (almost) nothing.
+    Replays of different shapes interleave, and outputs handed out earlier
+    stay as they were."""
+    torch.manual_seed(0)
+    w1, w2 = torch.randn(1024, 2048, device="cuda") / 32, torch.randn(2048, 1024, device="cuda") / 45
+
+    def fn(x):
+        h = torch.relu(x @ w1) * 1.5
+        return (torch.tanh(h @ w2) + 1).sum(-1)
+
+    g = deepvisor.compile(fn)
+    sizes = (256, 384, 4096, 512, 1536, 2048, 1024, 3072, 768)
+    inputs = {n: torch.randn(n, 1024, device="cuda") for n in sizes}
+    for n in sizes[:2]:  # the static capture, then the symbolic one
+        g(inputs[n])
+    for _ in range(3):  # the largest instance: first run, graph capture, replay
+        g(inputs[4096])
+    torch.cuda.synchronize()
+    reserved = torch.cuda.memory_reserved()
+    kept = {}
+    for _ in range(3):
+        for n in sizes[3:]:
+            kept[n] = g(inputs[n])
+    torch.cuda.synchronize()
+    # Intermediates of the instance at 4096 rows: 2 x 4096 x 2048 floats (64
+    # MiB); private pools would add about 140 MiB for the six smaller shapes.
+    growth = torch.cuda.memory_reserved() - reserved
+    assert _graphs(g) >= len(sizes) - 2
+    for n in sizes:
+        want = fn(inputs[n])
+        torch.testing.assert_close(g(inputs[n]), want, rtol=1e-4, atol=1e-3)
+        if n in kept:
+            torch.testing.assert_close(kept[n], want, rtol=1e-4, atol=1e-3)
+    assert growth < 32 * 2**20, growth / 2**20
