@@ -123,7 +123,12 @@ class ShapeShadow(TorchFunctionMode):
         return fake
 
     def _static_fake(self, t):
-        return self.fake_mode.from_tensor(t, static_shapes=True)
+        # With no mode on: making the fake of a view runs torch functions on
+        # the fake base (as_strided), which the capture's recorder (a
+        # dispatch mode) would record as ops of the real graph, on a fake
+        # input that the guards would then check.
+        with _disable_current_modes(), torch._C.DisableTorchFunction():
+            return self.fake_mode.from_tensor(t, static_shapes=True)
 
     def _pair(self, real, fake):
         self._fakes[id(real)] = (real, fake)

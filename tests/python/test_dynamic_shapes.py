@@ -314,3 +314,22 @@ def test_static_sizes_stay_literals_in_the_kernels_of_instances(monkeypatch, tmp
     [plan] = _symbolic_plans(g)
     sources = "\n".join(source for e in plan.symbolic.executors() for source in e.cuda_sources(90))
     assert "/ 25) % 24)" in sources  # the channel of an element of the pooled 5x5 maps: literal divisors
+
+
+def test_a_constant_view_adds_no_fake_input_to_the_plan():
+    """The shadow's fake of a constant that is a view (an index tensor sliced
+    from a permutation) is made with no mode on: the fake's as_strided was
+    recorded into the real graph, a pinned fake input the guards checked."""
+    idx = torch.randperm(9)[:7]
+
+    def fn(x):
+        y = x.clone()
+        y[:, idx] = -1.5
+        return y * 2
+
+    g = deepvisor.compile(fn)
+    for n in (3, 5, 6):
+        _check(g, fn, torch.randn(n, 9))
+    static, symbolic = g.plans()
+    assert symbolic.symbolic is not None
+    assert len(symbolic.path.descriptions) == len(static.path.descriptions), symbolic.path.descriptions
