@@ -225,14 +225,15 @@ void bind_capture(py::module_& m) {
 
   py::class_<PlanCache>(m, "PlanCache")
       .def(py::init<>())
-      .def("add", &PlanCache::add)
+      .def("add", &PlanCache::add, "Adds a plan (guards, executor or None); returns its id.")
+      .def("remove", &PlanCache::remove)
       .def("make_eager", &PlanCache::make_eager)
       .def("set_dynamic", &PlanCache::set_dynamic)
       .def("add_instance",
-           [](PlanCache& c, int index, const CallValues& inputs, std::shared_ptr<Executor> executor) {
-             c.add_instance(index, inputs.values, std::move(executor));
+           [](PlanCache& c, int id, const CallValues& inputs, std::shared_ptr<Executor> executor) {
+             c.add_instance(id, inputs.values, std::move(executor));
            })
-      .def("failed_index", &PlanCache::failed_index)
+      .def("failed_id", &PlanCache::failed_id)
       .def(
           "run",
           [](PlanCache& c, py::tuple args, py::dict kwargs, std::size_t start) -> py::object {
@@ -241,10 +242,10 @@ void bind_capture(py::module_& m) {
         // The inputs go back only to versions that run from Python (trees and
         // eager versions); converting every parameter to a Python object would
         // cost microseconds.
-        if (hit->ran) return py::make_tuple(hit->index, hit->outputs, py::none());
+        if (hit->ran) return py::make_tuple(hit->index, hit->id, hit->outputs, py::none());
         auto inputs = std::make_shared<CallValues>();
         inputs->values = std::move(hit->inputs);
-        return py::make_tuple(hit->index, hit->outputs, inputs);
+        return py::make_tuple(hit->index, hit->id, hit->outputs, inputs);
           },
           py::arg("args"), py::arg("kwargs"), py::arg("start") = 0)
       .def("explain_miss", [](PlanCache& c, py::tuple args, py::dict kwargs) {

@@ -17,6 +17,7 @@ version: calls that pass its guards run the function eagerly, with the reason
 logged and counted.
 """
 
+import collections
 import contextlib
 import functools
 import inspect
@@ -42,9 +43,12 @@ from ._scalars import Scalars
 from ._segments import outcome_key, split
 from ._shapes import DynamicDims, ShapeShadow, SymbolicPlan, symbolic_capture
 
-# Root plans kept per compiled function; past this, calls that miss run
-# eagerly with a logged reason instead of capturing again.
+# Root plans held per compiled function; past this, a miss evicts the least
+# recently used plan before capturing, unless MAX_PLANS were evicted within the
+# last THRASH_CALLS calls: versions then change faster than the plans held can
+# follow, and calls that miss run eagerly (logged) until evictions slow down.
 MAX_PLANS = int(os.environ.get("DEEPVISOR_MAX_PLANS", "16"))
+THRASH_CALLS = 4 * MAX_PLANS
 # Outcomes captured per decision site; past this, new outcomes there run eagerly.
 MAX_VERSIONS = int(os.environ.get("DEEPVISOR_MAX_VERSIONS", "8"))
 
@@ -135,6 +139,7 @@ class _Plan:
         self.tree = tree                  # a plan with decisions: segments run from Python
         self.eager_reason = eager_reason  # set: calls that pass these guards run eagerly
         self.descriptions = list(descriptions) if path is None else path.descriptions
+        self.last_call = 0                # the compiled function's call count when it last ran (eviction)
 
     @property
     def fallbacks(self):
@@ -167,9 +172,12 @@ class CompiledFunction:
         self.dump_dir = dump_dir or os.environ.get("DEEPVISOR_DUMP_DIR") or None
         self.fuse = fuse
         self._plans = _C.PlanCache()
-        self._entries = []
+        self._entries = {}   # plan id (the C++ plan cache's) -> _Plan, oldest first
+        self._evicted = {}   # the plans evicted last, for a call on another thread that hit one meanwhile
+        self._evictions = collections.deque()  # the call counts at which plans were evicted lately
+        self._calls = 0
         self._lock = threading.RLock()
-        self._stats = {"captures": 0, "cache_hits": 0, "guard_misses": 0, "eager_calls": 0}
+        self._stats = {"captures": 0, "cache_hits": 0, "guard_misses": 0, "eager_calls": 0, "evictions": 0}
         # Host seconds spent on first calls: running the function under the
         # monitors (capture_s) and building plans and instances (compile_s,
         # lowering, emission, NVRTC and module loads included).
@@ -182,6 +190,7 @@ class CompiledFunction:
 
     # -- calling ----------------------------------------------------------------
     def __call__(self, *args, **kwargs):
+        self._calls += 1
         result = self._replay(args, kwargs)
         if result is not _MISS:
             return result
@@ -197,8 +206,11 @@ class CompiledFunction:
             if len(self._entries):
                 self._stats["guard_misses"] += 1
                 if len(self._entries) >= MAX_PLANS:
-                    return self._eager(f"{len(self._entries)} plans already captured (DEEPVISOR_MAX_PLANS)", args,
-                                       kwargs)
+                    if self._thrashing():
+                        return self._eager(f"versions change faster than the {MAX_PLANS} plans held can follow: "
+                                           f"{MAX_PLANS} evicted within {THRASH_CALLS} calls (DEEPVISOR_MAX_PLANS)",
+                                           args, kwargs)
+                    self._evict_least_recently_used()
                 why = "; ".join(self._plans.explain_miss(args, kwargs))
                 log_event("recompiles", f"{self._name()}: guard miss ({why}), capturing again")
             with self._timed("capture_s"):
@@ -206,6 +218,23 @@ class CompiledFunction:
             with self._timed("compile_s"):
                 self._add_root(path, program, reason)
             return result
+
+    def _thrashing(self):
+        while self._evictions and self._calls - self._evictions[0] >= THRASH_CALLS:
+            self._evictions.popleft()
+        return len(self._evictions) >= MAX_PLANS
+
+    def _evict_least_recently_used(self):
+        victim = min(self._entries, key=lambda i: self._entries[i].last_call)
+        plan = self._entries.pop(victim)
+        self._plans.remove(victim)
+        self._evicted[victim] = plan
+        while len(self._evicted) > MAX_PLANS:
+            self._evicted.pop(next(iter(self._evicted)))
+        self._evictions.append(self._calls)
+        self._stats["evictions"] += 1
+        log_event("recompiles", f"{self._name()}: {MAX_PLANS} plans held (DEEPVISOR_MAX_PLANS): the least recently "
+                                f"used one (last run {self._calls - plan.last_call} calls ago) is evicted")
 
     @contextlib.contextmanager
     def _timed(self, key):
@@ -225,13 +254,16 @@ class CompiledFunction:
                 return self._internal_failure(e, args, kwargs)
             if hit is None:
                 return _MISS
-            index, outputs, inputs = hit
-            plan = self._entries[index]
+            index, plan_id, outputs, inputs = hit
+            plan = self._entries.get(plan_id, self._evicted.get(plan_id))
+            if plan is None:  # evicted by other threads meanwhile, many times over
+                return self._internal_failure(RuntimeError("the plan was evicted during the call"), args, kwargs)
+            plan.last_call = self._calls
             if plan.eager_reason is not None:
                 return self._eager(plan.eager_reason, args, kwargs)
             executors = None
             if plan.symbolic is not None and inputs is not None:  # (else C++ ran a known instance)
-                executors = self._instance(plan, inputs, index)
+                executors = self._instance(plan, inputs, plan_id)
                 if executors is None:  # its shape guards reject these sizes: the next plan
                     start = index + 1
                     continue
@@ -245,18 +277,18 @@ class CompiledFunction:
                 try:
                     outputs = executors[0].run(inputs.tensors())
                 except Exception as e:
-                    return self._internal_failure(e, args, kwargs, index)
+                    return self._internal_failure(e, args, kwargs, plan_id)
             self._stats["cache_hits"] += 1
             return plan.path.finish(outputs, inputs, args, kwargs)
 
-    def _instance(self, plan, inputs, index):
+    def _instance(self, plan, inputs, plan_id):
         """The executors of the instance of a symbolic plan for these inputs;
         a plan of one segment hands the instance to the C++ plan cache, which
         runs it from then on without coming back here."""
         with self._lock, self._timed("compile_s"):
             executors = plan.symbolic.executors_for(inputs)
             if plan.tree is None:
-                self._plans.add_instance(index, inputs, executors[0] if executors else None)
+                self._plans.add_instance(plan_id, inputs, executors[0] if executors else None)
             return executors
 
     def _run_tree(self, plan, values, args, kwargs, executors=None):
@@ -312,14 +344,6 @@ class CompiledFunction:
             with self._timed("compile_s"):
                 self._add_root(path, program, reason)
             return result
-
-    @contextlib.contextmanager
-    def _timed(self, key):
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            self._seconds[key] += time.perf_counter() - t0
 
     def _new_outcome(self, plan, node, depth, value, args, kwargs):
         """A decision took a value no version holds: capture that version
@@ -474,14 +498,15 @@ class CompiledFunction:
                 reason = f"compilation failed: {type(e).__name__}: {e}"
         if reason is not None:
             plan = _Plan(eager_reason=reason, descriptions=path.descriptions)
-            self._plans.add(program, None)
-            self._entries.append(plan)
+            plan.last_call = self._calls
+            self._entries[self._plans.add(program, None)] = plan
             self._note_eager(reason)
             return
-        self._plans.add(program, plan.executor)
+        plan_id = self._plans.add(program, plan.executor)
         if plan.symbolic is not None and plan.tree is None:
-            self._plans.set_dynamic(len(self._entries), list(plan.symbolic.positions))
-        self._entries.append(plan)
+            self._plans.set_dynamic(plan_id, list(plan.symbolic.positions))
+        plan.last_call = self._calls
+        self._entries[plan_id] = plan
         self._stats["captures"] += 1
         self._after_capture(path)
 
@@ -527,7 +552,7 @@ class CompiledFunction:
             log_event("fallbacks", f"{self._name()} runs eagerly: {reason}")
         self._eager_reasons[reason] = self._eager_reasons.get(reason, 0) + 1
 
-    def _internal_failure(self, error, args, kwargs, index=None):
+    def _internal_failure(self, error, args, kwargs, plan_id=None):
         # A kernel that finds an index out of range reports the program's own
         # error on these inputs: eager raises it too, in its own words, so the
         # call runs eagerly to raise that, even under DEEPVISOR_STRICT. (The
@@ -538,7 +563,7 @@ class CompiledFunction:
             raise error
         reason = f"internal failure: {type(error).__name__}: {error}"
         with self._lock:
-            index = self._plans.failed_index() if index is None else index
+            plan_id = self._plans.failed_id() if plan_id is None else plan_id
         # The call runs eagerly. If the program fails there too, the error was
         # the program's own on these inputs (an index out of range): it
         # propagates and the plan stays. Else the plan failed where eager does
@@ -549,18 +574,18 @@ class CompiledFunction:
         if program_error and _flag("DEEPVISOR_STRICT"):
             raise error  # eager accepted indices a kernel rejected: a bug
         with self._lock:
-            if 0 <= index < len(self._entries):
-                self._plans.make_eager(index)
-                self._entries[index].eager_reason = reason
+            if plan_id in self._entries:
+                self._plans.make_eager(plan_id)
+                self._entries[plan_id].eager_reason = reason
         return result
 
     # -- introspection --------------------------------------------------------------
     def executors(self):
-        for plan in self._entries:
+        for plan in self._entries.values():
             yield from plan.executors()
 
     def plans(self):
-        return list(self._entries)
+        return list(self._entries.values())
 
     def stats(self):
         s = dict(self._stats)
@@ -579,15 +604,15 @@ class CompiledFunction:
                 key = "extern_ops" if is_extern(op) else "fallback_ops"
                 s[key][op] = s[key].get(op, 0) + n
             s["cuda_graphs"] += es["cuda_graph"] == "graphed"
-        s["graphs"] = sum(1 for p in self._entries if p.eager_reason is None)
-        s["versions"] = sum(p.versions() for p in self._entries)
+        s["graphs"] = sum(1 for p in self._entries.values() if p.eager_reason is None)
+        s["versions"] = sum(p.versions() for p in self._entries.values())
         s["eager_reasons"] = dict(self._eager_reasons)
         return s
 
     def reset(self):
         with self._lock:
             self._plans = _C.PlanCache()
-            self._entries = []
+            self._entries = {}
 
     def _name(self):
         return getattr(self.fn, "__qualname__", None) or type(self.fn).__name__

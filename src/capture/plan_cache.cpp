@@ -1,27 +1,47 @@
 #include "capture/plan_cache.h"
 
+#include <algorithm>
+
 namespace dv::capture {
 
-void PlanCache::add(std::shared_ptr<GuardProgram> guards, std::shared_ptr<runtime::Executor> executor) {
-  entries_.push_back({std::move(guards), std::move(executor)});
+int PlanCache::add(std::shared_ptr<GuardProgram> guards, std::shared_ptr<runtime::Executor> executor) {
+  Entry e;
+  e.id = next_id_++;
+  e.guards = std::move(guards);
+  e.executor = std::move(executor);
+  entries_.push_back(std::move(e));
+  return entries_.back().id;
 }
 
-void PlanCache::make_eager(int index) {
-  if (index < 0 || index >= static_cast<int>(entries_.size())) return;
-  entries_[index].executor = nullptr;
-  entries_[index].dynamic_positions.clear();  // (the caller finds the plan's eager reason)
-  entries_[index].instances->clear();
+PlanCache::Entry* PlanCache::find(int id) {
+  for (Entry& e : entries_)
+    if (e.id == id) return &e;
+  return nullptr;
 }
 
-void PlanCache::set_dynamic(int index, std::vector<int> positions) {
-  entries_.at(index).dynamic_positions = std::move(positions);
+void PlanCache::remove(int id) {
+  // A run on another thread holds what it uses by shared_ptr (see run()).
+  entries_.erase(std::remove_if(entries_.begin(), entries_.end(), [id](const Entry& e) { return e.id == id; }),
+                 entries_.end());
 }
 
-void PlanCache::add_instance(int index, const std::vector<at::Tensor>& inputs,
+void PlanCache::make_eager(int id) {
+  Entry* e = find(id);
+  if (e == nullptr) return;
+  e->executor = nullptr;
+  e->dynamic_positions.clear();  // (the caller finds the plan's eager reason)
+  e->instances->clear();
+}
+
+void PlanCache::set_dynamic(int id, std::vector<int> positions) {
+  if (Entry* e = find(id)) e->dynamic_positions = std::move(positions);
+}
+
+void PlanCache::add_instance(int id, const std::vector<at::Tensor>& inputs,
                              std::shared_ptr<runtime::Executor> executor) {
-  Entry& e = entries_.at(index);
-  if (e.dynamic_positions.empty()) return;
-  (*e.instances)[layout_key(e.dynamic_positions, inputs)] = std::move(executor);
+  Entry* e = find(id);
+  if (e == nullptr || e->dynamic_positions.empty()) return;
+  (*e->instances)[layout_key(e->dynamic_positions, inputs)] = std::move(executor);
 }
 
 // Per dynamic input: its rank, sizes and strides.
@@ -38,7 +58,7 @@ std::vector<std::int64_t> PlanCache::layout_key(const std::vector<int>& position
 }
 
 std::optional<PlanCache::Hit> PlanCache::run(PyObject* args, PyObject* kwargs, std::size_t start) {
-  failed_index_ = -1;
+  failed_id_ = -1;
   std::vector<at::Tensor> local;
   for (std::size_t i = start; i < entries_.size(); ++i) {
     Entry& e = entries_[i];
@@ -51,6 +71,7 @@ std::optional<PlanCache::Hit> PlanCache::run(PyObject* args, PyObject* kwargs, s
     // add a plan (and move `entries_`) meanwhile: never touch `e` after.
     std::shared_ptr<runtime::Executor> executor = e.executor;
     std::shared_ptr<GuardProgram> guards = e.guards;
+    const int id = e.id;
     if (executor == nullptr && !e.dynamic_positions.empty()) {
       auto it = e.instances->find(layout_key(e.dynamic_positions, inputs));
       if (it != e.instances->end() && it->second == nullptr) {  // its shape guards reject these sizes
@@ -60,7 +81,7 @@ std::optional<PlanCache::Hit> PlanCache::run(PyObject* args, PyObject* kwargs, s
       if (it != e.instances->end()) executor = it->second;
     }
     if (executor == nullptr) {  // a version that runs from Python (a tree, a new instance) or eagerly
-      Hit hit{static_cast<int>(i), {}, inputs};
+      Hit hit{static_cast<int>(i), id, {}, inputs};
       e.guards->release_arguments(inputs);
       return hit;
     }
@@ -74,13 +95,13 @@ std::optional<PlanCache::Hit> PlanCache::run(PyObject* args, PyObject* kwargs, s
       PyEval_RestoreThread(saved);
       guards->release_arguments(inputs);
       if (own) *busy = false;
-      failed_index_ = static_cast<int>(i);
+      failed_id_ = id;
       throw;
     }
     PyEval_RestoreThread(saved);
     guards->release_arguments(inputs);
     if (own) *busy = false;
-    return Hit{static_cast<int>(i), std::move(outputs), {}, true};
+    return Hit{static_cast<int>(i), id, std::move(outputs), {}, true};
   }
   return std::nullopt;
 }

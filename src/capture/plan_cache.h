@@ -1,5 +1,7 @@
 // The compiled plans of one compiled function: each a guard program and an
-// executor. A call runs the first plan whose guards pass.
+// executor. A call runs the first plan whose guards pass. Plans are named by
+// ids that stay theirs while others are added or removed (a position would
+// name another plan once an earlier one is evicted).
 #pragma once
 
 #include <Python.h>
@@ -22,6 +24,7 @@ namespace dv::capture {
 class PlanCache {
  public:
   struct Entry {
+    int id = -1;
     std::shared_ptr<GuardProgram> guards;
     std::shared_ptr<runtime::Executor> executor;  // null: calls that pass these guards run eagerly
     // The inputs of the last call, reused by the next (most are parameters,
@@ -38,23 +41,27 @@ class PlanCache {
         std::make_shared<std::map<std::vector<std::int64_t>, std::shared_ptr<runtime::Executor>>>();
   };
 
-  void add(std::shared_ptr<GuardProgram> guards, std::shared_ptr<runtime::Executor> executor);
-  // Plan `index` runs eagerly from now on (its executor failed).
-  void make_eager(int index);
-  // Plan `index` (no executor of its own) is a dynamic-shape plan whose
+  // Adds a plan after the others; returns its id.
+  int add(std::shared_ptr<GuardProgram> guards, std::shared_ptr<runtime::Executor> executor);
+  // Drops plan `id` (evicted); an unknown id is ignored, here and below.
+  void remove(int id);
+  // Plan `id` runs eagerly from now on (its executor failed).
+  void make_eager(int id);
+  // Plan `id` (no executor of its own) is a dynamic-shape plan whose
   // instances follow the layouts of the inputs at `positions`.
-  void set_dynamic(int index, std::vector<int> positions);
-  // The instance of plan `index` for the layout of these inputs (null: rejected).
-  void add_instance(int index, const std::vector<at::Tensor>& inputs, std::shared_ptr<runtime::Executor> executor);
+  void set_dynamic(int id, std::vector<int> positions);
+  // The instance of plan `id` for the layout of these inputs (null: rejected).
+  void add_instance(int id, const std::vector<at::Tensor>& inputs, std::shared_ptr<runtime::Executor> executor);
   // The plan whose executor threw in the last run() that threw, or -1.
-  int failed_index() const { return failed_index_; }
+  int failed_id() const { return failed_id_; }
 
   // Checks the guards with the GIL held, then runs the first passing plan with
   // the GIL released: (its index, the outputs, the inputs it read), or nullopt
   // on a miss. Plans before `start` are skipped (the caller rejected an
   // earlier hit on a check of its own: a dynamic-shape plan's shape guards).
   struct Hit {
-    int index;
+    int index;  // its position (where to go on from), then its id
+    int id;
     std::vector<at::Tensor> outputs;
     std::vector<at::Tensor> inputs;
     bool ran = false;  // an executor ran (else the caller runs the plan from `inputs`)
@@ -69,8 +76,10 @@ class PlanCache {
 
  private:
   static std::vector<std::int64_t> layout_key(const std::vector<int>& positions, const std::vector<at::Tensor>& inputs);
+  Entry* find(int id);
   std::vector<Entry> entries_;
-  int failed_index_ = -1;
+  int next_id_ = 0;
+  int failed_id_ = -1;
 };
 
 }  // namespace dv::capture

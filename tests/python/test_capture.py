@@ -586,6 +586,57 @@ def test_reset_drops_plans():
     assert deepvisor.stats(g)["captures"] == 2
 
 
+class Scaled:
+    """A model whose scale (a float, guarded by value) the caller changes."""
+
+    def __init__(self):
+        self.scale = 1.0
+
+    def __call__(self, x):
+        return (x * self.scale).relu() + 1
+
+
+def test_plans_past_the_limit_evict_the_least_recently_used(monkeypatch):
+    """A working set that moves on (scales 0..5, then 6..11) is held by
+    evicting the plans no longer used; no call runs eagerly."""
+    import deepvisor._compiled as compiled
+    monkeypatch.setattr(compiled, "MAX_PLANS", 4)
+    monkeypatch.setattr(compiled, "THRASH_CALLS", 16)
+    m = Scaled()
+    g = deepvisor.compile(m)
+    x = randn(3, 5)
+    for phase in (range(0, 3), range(3, 6), range(6, 9)):
+        for _ in range(8):  # each phase's three scales, called over and over
+            for k in phase:
+                m.scale = float(k)
+                torch.testing.assert_close(g(x), m(x))
+    s = deepvisor.stats(g)
+    assert s["eager_calls"] == 0, s["eager_reasons"]
+    assert s["captures"] == 9 and s["graphs"] == 4
+    assert s["evictions"] == 5
+    assert s["cache_hits"] == 9 * 8 - 9
+
+
+def test_versions_that_change_faster_than_the_plans_held_run_eagerly(monkeypatch):
+    """Scales cycling over more values than the plans held: every call would
+    evict and capture; once as many plans were evicted within THRASH_CALLS
+    calls, misses run eagerly (hits still replay), and capturing resumes
+    when evictions have aged out."""
+    import deepvisor._compiled as compiled
+    monkeypatch.setattr(compiled, "MAX_PLANS", 3)
+    monkeypatch.setattr(compiled, "THRASH_CALLS", 12)
+    m = Scaled()
+    g = deepvisor.compile(m)
+    x = randn(3, 5)
+    for call in range(60):
+        m.scale = float(call % 5)
+        torch.testing.assert_close(g(x), m(x))
+    s = deepvisor.stats(g)
+    assert s["graphs"] == 3
+    assert s["eager_calls"] > 0 and any("change faster" in r for r in s["eager_reasons"])
+    assert s["evictions"] >= 3 and s["captures"] < 30  # never a capture per call
+
+
 def test_log_prints_recompiles(capsys, monkeypatch):
     monkeypatch.setenv("DEEPVISOR_LOG", "recompiles,guards")
     m = on(Issue())

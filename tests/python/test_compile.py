@@ -627,11 +627,11 @@ def test_internal_failure_runs_eagerly_and_is_not_retried(monkeypatch):
                 raise RuntimeError("simulated kernel failure")
             return real.run(args, kwargs, start)
 
-        def failed_index(self):
+        def failed_id(self):
             return 0
 
-        def make_eager(self, index):
-            real.make_eager(index)
+        def make_eager(self, plan_id):
+            real.make_eager(plan_id)
 
         def __len__(self):
             return len(real)
