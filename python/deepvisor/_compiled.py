@@ -173,7 +173,7 @@ class CompiledFunction:
         self.fuse = fuse
         self._plans = _C.PlanCache()
         self._entries = {}   # plan id (the C++ plan cache's) -> _Plan, oldest first
-        self._evicted = {}   # the plans evicted last, for a call on another thread that hit one meanwhile
+        self._evicted = {}   # the two plans evicted last, for a call on another thread that hit one meanwhile
         self._evictions = collections.deque()  # the call counts at which plans were evicted lately
         self._calls = 0
         self._lock = threading.RLock()
@@ -229,7 +229,7 @@ class CompiledFunction:
         plan = self._entries.pop(victim)
         self._plans.remove(victim)
         self._evicted[victim] = plan
-        while len(self._evicted) > MAX_PLANS:
+        while len(self._evicted) > 2:  # (a hit and its lookup are bytecodes apart; a capture is not)
             self._evicted.pop(next(iter(self._evicted)))
         self._evictions.append(self._calls)
         self._stats["evictions"] += 1
