@@ -57,6 +57,7 @@ def _mark(t, attribute, dims):
 
 def stats(compiled):
     """A dict: captures, cache_hits, guard_misses, graphs (plans held),
+    evictions (plans dropped past DEEPVISOR_MAX_PLANS, least recently used first),
     versions (plans and eager versions held), eager_calls, eager_reasons,
     fallback_ops {op: count}, extern_ops, kernels, nvrtc_compiles, disk_cache_hits;
     capture_s and compile_s (host seconds in captures and in building plans and

@@ -613,6 +613,8 @@ class CompiledFunction:
         with self._lock:
             self._plans = _C.PlanCache()
             self._entries = {}
+            self._evicted = {}
+            self._evictions.clear()
 
     def _name(self):
         return getattr(self.fn, "__qualname__", None) or type(self.fn).__name__
