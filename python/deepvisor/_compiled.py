@@ -205,19 +205,23 @@ class CompiledFunction:
                 return result
             if len(self._entries):
                 self._stats["guard_misses"] += 1
-                if len(self._entries) >= MAX_PLANS:
-                    if self._thrashing():
-                        return self._eager(f"versions change faster than the {MAX_PLANS} plans held can follow: "
-                                           f"{MAX_PLANS} evicted within {THRASH_CALLS} calls (DEEPVISOR_MAX_PLANS)",
-                                           args, kwargs)
-                    self._evict_least_recently_used()
                 why = "; ".join(self._plans.explain_miss(args, kwargs))
                 log_event("recompiles", f"{self._name()}: guard miss ({why}), capturing again")
-            with self._timed("capture_s"):
-                result, path, program, reason = self._capture(args, kwargs, self._dims.for_call(args, kwargs))
-            with self._timed("compile_s"):
-                self._add_root(path, program, reason)
-            return result
+            return self._capture_root(args, kwargs)
+
+    def _capture_root(self, args, kwargs):
+        """Captures this call as a new plan (the lock held), evicting the least
+        recently used one past MAX_PLANS."""
+        if len(self._entries) >= MAX_PLANS:
+            if self._thrashing():
+                return self._eager(f"versions change faster than the {MAX_PLANS} plans held can follow: "
+                                   f"{MAX_PLANS} evicted within {THRASH_CALLS} calls (DEEPVISOR_MAX_PLANS)", args, kwargs)
+            self._evict_least_recently_used()
+        with self._timed("capture_s"):
+            result, path, program, reason = self._capture(args, kwargs, self._dims.for_call(args, kwargs))
+        with self._timed("compile_s"):
+            self._add_root(path, program, reason)
+        return result
 
     def _thrashing(self):
         while self._evictions and self._calls - self._evictions[0] >= THRASH_CALLS:
@@ -339,11 +343,7 @@ class CompiledFunction:
             if result is not _MISS:
                 return result
             self._stats["guard_misses"] += 1
-            with self._timed("capture_s"):
-                result, path, program, reason = self._capture(args, kwargs, self._dims.for_call(args, kwargs))
-            with self._timed("compile_s"):
-                self._add_root(path, program, reason)
-            return result
+            return self._capture_root(args, kwargs)
 
     def _new_outcome(self, plan, node, depth, value, args, kwargs):
         """A decision took a value no version holds: capture that version
