@@ -245,6 +245,18 @@ def test_sizes_read_in_python_stay_symbolic():
     assert deepvisor.stats(h)["captures"] == 4  # the index keeps the size static: right for each
 
 
+def test_min_of_two_sizes_is_a_guard_on_the_symbols():
+    """min(a.size(0), b.size(0)) compares two symbols: a guard, each side of
+    it captured once; then any sizes run instances."""
+    def fn(a, b):
+        n = min(a.size(0), b.size(0))
+        return a[:n] * 2 + b[:n]
+    g = deepvisor.compile(fn)
+    for p, q in ((5, 7), (6, 8), (9, 11), (12, 10), (4, 3), (13, 20), (30, 2)):
+        _check(g, fn, torch.randn(p, 4), torch.randn(q, 4))
+    assert deepvisor.stats(g)["captures"] == 3  # (5, 7) static, then a < b and a > b symbolic
+
+
 def test_bert_over_batch_and_sequence_length(monkeypatch, tmp_path):
     """Issue 11's CPU check: transformers' BertModel (2 layers) over batch
     1..16 and sequence length 8..256, at most 2 captures per dimension (plus
