@@ -29,6 +29,7 @@ reaches Python (a decision), escaped numbers, ops recorded as one node.
 import contextlib
 import math
 import re
+import weakref
 
 import torch
 import torch.utils._pytree as pytree
@@ -91,8 +92,8 @@ class ShapeShadow(TorchFunctionMode):
         self.shape_env = ShapeEnv(duck_shape=False)
         _skip_source_locations(self.shape_env)
         self.fake_mode = FakeTensorMode(shape_env=self.shape_env)
-        self._fakes = {}            # id(real tensor) -> (real tensor, its fake)
-        self._reals = {}            # id(fake) -> real tensor
+        self._fakes = {}            # id(real tensor) -> (weak reference to it, its fake), while it lives
+        self._reals = {}            # id(fake) -> weak reference to the real tensor
         self.symbol_sources = {}    # symbol name -> (position among `arguments`, dim, _SIZE or _STRIDE)
         self.symbol_hints = {}      # symbol name -> its size in this run
         self.dynamic = []           # (position among `arguments`, fake) of the arguments with symbolic dims
@@ -102,7 +103,7 @@ class ShapeShadow(TorchFunctionMode):
             fake = self._fake_argument(k, t, dims) if dims else self._static_fake(t)
             self._pair(t, fake)
             fakes.append(fake)
-        self.recorder = Recorder(fakes, is_argument=lambda f: is_argument(self._reals.get(id(f), f)))
+        self.recorder = Recorder(fakes, is_argument=lambda f: is_argument(self._real_of(f)))
         self.tracker = lambda n: None  # the state monitor's track(): it reports each use of a SizeInt
         self.live = True               # False after the run: SizeInts left in the program's state are ints
 
@@ -131,8 +132,18 @@ class ShapeShadow(TorchFunctionMode):
             return self.fake_mode.from_tensor(t, static_shapes=True)
 
     def _pair(self, real, fake):
-        self._fakes[id(real)] = (real, fake)
-        self._reals[id(fake)] = real
+        # Weakly, as the capture's recorder does: the run's intermediates die
+        # when the program drops them (fakes hold no memory and stay).
+        key = id(real)
+        fakes = self._fakes
+        real_ref = weakref.ref(real, lambda _: fakes.pop(key, None))
+        self._fakes[key] = (real_ref, fake)
+        self._reals[id(fake)] = real_ref
+
+    def _real_of(self, f):
+        ref = self._reals.get(id(f))
+        real = ref() if ref is not None else None
+        return f if real is None else real
 
     def fail(self, reason):
         if self.failed is None:
@@ -227,7 +238,7 @@ class ShapeShadow(TorchFunctionMode):
         if not isinstance(x, torch.Tensor):
             return x
         entry = self._fakes.get(id(x))
-        if entry is not None and entry[0] is x:
+        if entry is not None and entry[0]() is x:
             return entry[1]
         fake = self._static_fake(x)  # a tensor from outside the ops seen: a parameter, a constant
         self._pair(x, fake)
@@ -247,7 +258,7 @@ class ShapeShadow(TorchFunctionMode):
 
     def fake_of(self, t):
         entry = self._fakes.get(id(t))
-        return entry[1] if entry is not None and entry[0] is t else None
+        return entry[1] if entry is not None and entry[0]() is t else None
 
     # -- after the run -----------------------------------------------------------------------
     def template(self, real_text, shadow_text):
