@@ -182,7 +182,10 @@ class StateMonitor:
         self.internal_error = None  # an exception of the monitor itself (DEEPVISOR_STRICT raises it)
         self.tracer = _C.Tracer(self, NULL)
         self.recorder = None     # the tensor monitor of the same run (for decisions it cannot see)
-        self.fresh_cells = {}    # id -> cell, for the closure cells made during the run
+        # ids of the closure cells made during the run. Only ids, so that a
+        # cell's contents (a layer's outputs) die with it: a dead cell's id
+        # can only come back as an object made during the run, fresh as well.
+        self.fresh_cells = set()
         self.scalars = None      # escaped numbers that may stay in the graph (_scalars.Scalars)
         self.shapes = None       # the shape shadow of a capture with symbolic sizes (_shapes.ShapeShadow)
         self.num_args = len(args)
@@ -547,7 +550,7 @@ def _on_global(m, name, frame, operands, results, status):
 
 
 def _on_new_cell(m, arg, frame, operands, results, status):
-    m.fresh_cells[id(results[0])] = results[0]
+    m.fresh_cells.add(id(results[0]))
 
 
 def _on_deref(m, name, frame, operands, results, status):
