@@ -60,8 +60,8 @@ def stats(compiled):
     evictions (plans dropped past DEEPVISOR_MAX_PLANS, least recently used first),
     versions (plans and eager versions held), eager_calls, eager_reasons,
     fallback_ops {op: count}, extern_ops, kernels, nvrtc_compiles, disk_cache_hits;
-    capture_s and compile_s (host seconds in captures and in building plans and
-    their instances, NVRTC included);
+    capture_s and compile_s (host seconds in captures and in building executors,
+    kernels compiled by NVRTC at their first run not included);
     with DEEPVISOR_CPU=compiled, once a plan ran: cpu_compiled_kernels (kernels
     run as generated C++), cpu_interpreted_kernels and cpu_interpreted_reasons
     (those the interpreter runs instead, and why), host_compiles, host_cache_hits."""

@@ -326,6 +326,7 @@ class Recorder(TorchDispatchMode):
         self._alias = {}        # id(tensor) -> _Alias
         self._watched = {}      # id(tensor) -> a weak reference that forgets the tensor when it dies (_keep_alive)
         self._live_on_storage = {}  # storage key -> tensors watched on it that are alive
+        self._forget_weakly = weakref.WeakMethod(self._forget)  # (no cycle through the callbacks)
         self._input_of = {}     # id(tensor) -> its graph input value id
         self._initial_layout = {}  # graph input value id -> (tensor, sizes, strides, storage offset)
         self._families_by_storage = {}  # data_ptr -> families on that memory
@@ -361,7 +362,7 @@ class Recorder(TorchDispatchMode):
         storage = _storage_key(t) if t.numel() > 0 else None
         if storage is not None:
             self._live_on_storage[storage] = self._live_on_storage.get(storage, 0) + 1
-        forget = weakref.WeakMethod(self._forget)
+        forget = self._forget_weakly
         self._watched[key] = weakref.ref(t, lambda _, key=key, storage=storage: (forget() or _ignore)(key, storage))
 
     def _forget(self, key, storage):

@@ -179,8 +179,9 @@ class CompiledFunction:
         self._lock = threading.RLock()
         self._stats = {"captures": 0, "cache_hits": 0, "guard_misses": 0, "eager_calls": 0, "evictions": 0}
         # Host seconds spent on first calls: running the function under the
-        # monitors (capture_s) and building plans and instances (compile_s,
-        # lowering, emission, NVRTC and module loads included).
+        # monitors (capture_s) and building executors (compile_s: parsing and
+        # lowering; on a GPU kernels compile on an executor's first run, not
+        # counted here).
         self._seconds = {"capture_s": 0.0, "compile_s": 0.0}
         self._eager_reasons = {}
         self._arg_names = _argument_names(fn)
@@ -219,8 +220,7 @@ class CompiledFunction:
             self._evict_least_recently_used()
         with self._timed("capture_s"):
             result, path, program, reason = self._capture(args, kwargs, self._dims.for_call(args, kwargs))
-        with self._timed("compile_s"):
-            self._add_root(path, program, reason)
+        self._add_root(path, program, reason)
         return result
 
     def _thrashing(self):
@@ -259,8 +259,10 @@ class CompiledFunction:
             if hit is None:
                 return _MISS
             index, plan_id, outputs, inputs = hit
-            plan = self._entries.get(plan_id, self._evicted.get(plan_id))
-            if plan is None:  # evicted by other threads meanwhile, many times over
+            plan = self._entries.get(plan_id)
+            if plan is None:  # evicted by another thread meanwhile
+                plan = self._evicted.get(plan_id)
+            if plan is None:  # ... many times over
                 return self._internal_failure(RuntimeError("the plan was evicted during the call"), args, kwargs)
             plan.last_call = self._calls
             if plan.eager_reason is not None:
@@ -289,7 +291,7 @@ class CompiledFunction:
         """The executors of the instance of a symbolic plan for these inputs;
         a plan of one segment hands the instance to the C++ plan cache, which
         runs it from then on without coming back here."""
-        with self._lock, self._timed("compile_s"):
+        with self._lock:
             executors = plan.symbolic.executors_for(inputs)
             if plan.tree is None:
                 self._plans.add_instance(plan_id, inputs, executors[0] if executors else None)
@@ -473,6 +475,10 @@ class CompiledFunction:
         return path
 
     def _compile(self, segment, path, text=None, constant_sizes=(), reference=None, graph_pool=None):
+        with self._timed("compile_s"):
+            return self._new_executor(segment, path, text, constant_sizes, reference, graph_pool)
+
+    def _new_executor(self, segment, path, text, constant_sizes, reference, graph_pool):
         executor = _C.compile_graph_text(text or segment.text, self.fuse)
         if path.symbolic is not None:
             executor.use_size_arguments(list(constant_sizes))

@@ -62,8 +62,8 @@ std::mutex& capture_mutex() {
 
 }  // namespace
 
-struct GraphPool::Done {
-  at::cuda::CUDAEvent event;
+struct GraphPool::LastStream {
+  c10::cuda::CUDAStream stream;
 };
 
 GraphPool::GraphPool() = default;
@@ -242,12 +242,15 @@ bool CudaGraphReplay::capture(const std::vector<at::Tensor>& inputs, const Steps
 std::optional<std::vector<at::Tensor>> CudaGraphReplay::replay_in_pool(const std::vector<at::Tensor>& inputs) {
   std::unique_lock<std::mutex> lock(pool_->mutex_, std::try_to_lock);
   if (!lock.owns_lock()) return std::nullopt;
-  auto stream = c10::cuda::getCurrentCUDAStream();
-  if (pool_->done_ && pool_->last_stream_ != static_cast<void*>(stream.stream())) pool_->done_->event.block(stream);
+  const c10::cuda::CUDAStream stream = c10::cuda::getCurrentCUDAStream();
+  if (pool_->last_ && pool_->last_->stream != stream) {
+    // Everything enqueued on the last replay's stream so far: that replay and its copies out.
+    at::cuda::CUDAEvent after_last;
+    after_last.record(pool_->last_->stream);
+    after_last.block(stream);
+  }
   auto out = replay(inputs);
-  if (!pool_->done_) pool_->done_ = std::make_unique<GraphPool::Done>();
-  pool_->done_->event.record(stream);
-  pool_->last_stream_ = stream.stream();
+  if (!pool_->last_ || pool_->last_->stream != stream) pool_->last_ = std::make_unique<GraphPool::LastStream>(GraphPool::LastStream{stream});
   return out;
 }
 

@@ -49,7 +49,9 @@ namespace dv::runtime {
 // (arguments are copied into buffers outside the pool, outputs are copied
 // out right after the graph), so the one rule is that replays of graphs of
 // one pool never overlap: a replay holds the pool from its copies in to its
-// copies out, and one on another stream than the last waits for the last.
+// copies out, and one on another stream than the last waits for the work
+// enqueued on that stream so far (an event recorded only at such a switch,
+// none on the replays themselves).
 class GraphPool {
  public:
   GraphPool();
@@ -57,11 +59,10 @@ class GraphPool {
 
  private:
   friend class CudaGraphReplay;
-  struct Done;  // a CUDA event
+  struct LastStream;  // a c10::cuda::CUDAStream
   std::mutex mutex_;
   std::optional<std::pair<unsigned long long, unsigned long long>> id_;  // the allocator's pool, from the first capture
-  std::unique_ptr<Done> done_;  // recorded after the last replay's copies out
-  void* last_stream_ = nullptr;                // the cudaStream_t of the last replay
+  std::unique_ptr<LastStream> last_;  // the stream of the last replay (null before the first)
 };
 
 class CudaGraphReplay {
