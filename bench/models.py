@@ -16,7 +16,10 @@ For each model and batch size, in one process, with the same weights and inputs
 - max rel err: max |out - eager| / max |eager| over the compared output
   (last_hidden_state for transformers, the logits for the vision models, the
   full-resolution disparity for monodepth, the image embedding for align),
-  from the last timed call;
+  from the last timed call; and beside it each mode's error against the
+  model computed in float64 (same weights and inputs): where eager's own error
+  is of that order (quantization steps flipped by a last bit), a difference
+  from eager says nothing about the compiler;
 - peak memory (CUDA): torch.cuda.max_memory_allocated() over the timed calls
   after a reset of the peak, weights included, and its ratio to eager's;
 - deepvisor's stats: graphs, extern and fallback ops, kernels, eager calls and
@@ -36,6 +39,7 @@ measured 50-250x slower with 2 threads).
 
 import argparse
 import contextlib
+import copy
 import gc
 import json
 import math
@@ -122,6 +126,24 @@ def gpu_profile(fn, args, calls=5, top=12):
             "top": [[name[:90], n / calls, us / calls] for name, (n, us) in ranked]}
 
 
+def float64_reference(model, args):
+    """The compared output of the model computed in float64 (weights and
+    floating inputs converted, autocast off), or None where the model does not
+    run in float64."""
+    try:
+        m64 = copy.deepcopy(model).double()
+        args64 = [x.double() if isinstance(x, torch.Tensor) and x.is_floating_point() else x for x in args]
+        with torch.autocast(args64[0].device.type, enabled=False):
+            return output_tensor(m64(*args64)).detach().double().clone()
+    except Exception as e:  # noqa: BLE001  (a model with float32-only code: no such column)
+        print(f"no float64 reference: {type(e).__name__}: {e}"[:200], file=sys.stderr)
+        return None
+
+
+def rel_err(got, ref):
+    return ((got.double() - ref.double()).abs().max() / ref.double().abs().max().clamp_min(1e-30)).item()
+
+
 def run_mode(mode, model, args, ref, a):
     fn = make_fn(mode, model)
     r = {}
@@ -143,7 +165,9 @@ def run_mode(mode, model, args, ref, a):
     if a.device == "cuda":
         r["peak_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
     got = output_tensor(out).detach().float()
-    r["max_rel_err"] = ((got - ref).abs().max() / ref.abs().max().clamp_min(1e-30)).item()
+    r["max_rel_err"] = rel_err(got, ref)
+    if a.ref64 is not None:
+        r["rel_err_f64"] = rel_err(got, a.ref64)
     if a.profile and a.device == "cuda":
         r["profile"] = gpu_profile(fn, args)
     if mode == "deepvisor":
@@ -165,6 +189,7 @@ def run_model(name, batch, a):
     model, args = getattr(builders, name)(a.size, batch, a.device)
     with a.ctx():
         ref = output_tensor(model(*args)).detach().float().clone()
+        a.ref64 = float64_reference(model, args)
         sync(a.device)
         row = {"model": name, "batch": batch, "modes": {}}
         for mode in a.modes:
@@ -199,11 +224,12 @@ def table(rows, a):
     print(f"\n{dev}, {a.size} size, {'bf16 autocast' if a.autocast else 'fp32'}, torch {torch.__version__}, "
           f"Python {sys.version.split()[0]}, median of {a.iters} calls\n")
     print("| model | batch | eager ms | compile ms | reduce-overhead ms | deepvisor ms | dv vs best compile | "
-          "graphs | extern / fallback ops | max rel err | peak mem vs eager | first call s (compile / dv) |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+          "graphs | extern / fallback ops | max rel err | rel err vs f64 (eager / dv) | peak mem vs eager | "
+          "first call s (compile / dv) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for row in rows:
         if "skipped" in row:
-            print(f"| {row['model']} | {row['batch']} | skipped: {row['skipped']} |" + " |" * 9)
+            print(f"| {row['model']} | {row['batch']} | skipped: {row['skipped']} |" + " |" * 10)
             continue
         m = row["modes"]
         dv = m.get("deepvisor")
@@ -216,7 +242,9 @@ def table(rows, a):
         print(f"| {row['model']} | {row['batch']} | {cell(m.get('eager'), 'ms', '{:.3f}')} | "
               f"{cell(m.get('compile'), 'ms', '{:.3f}')} | {cell(m.get('reduce-overhead'), 'ms', '{:.3f}')} | "
               f"{cell(dv, 'ms', '{:.3f}')} | {'-' if ratio is None else f'{ratio:.2f}x'} | {graphs} | {ops} | "
-              f"{cell(dv, 'max_rel_err', '{:.1e}')} | {cell(dv, 'peak_mem_vs_eager', '{:.2f}')} | "
+              f"{cell(dv, 'max_rel_err', '{:.1e}')} | "
+              f"{cell(m.get('eager'), 'rel_err_f64', '{:.1e}')} / {cell(dv, 'rel_err_f64', '{:.1e}')} | "
+              f"{cell(dv, 'peak_mem_vs_eager', '{:.2f}')} | "
               f"{cell(m.get('compile'), 'first_call_s', '{:.1f}')} / {cell(dv, 'first_call_s', '{:.1f}')} |")
     ratios = [r["deepvisor_speedup_vs_best_compile"] for r in rows if "deepvisor_speedup_vs_best_compile" in r]
     if ratios:
