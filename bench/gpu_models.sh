@@ -14,4 +14,4 @@ run warm-start python3 bench/models.py --out "$OUT/warm.json" "$@" --modes deepv
 grep -h -E "^FAILED|^ERROR" "$OUT"/gpu-tests.log "$OUT"/capture-cuda.log | head -20
 sed -n '/^| model/,$p' "$OUT/models.log"
 echo "warm start (disk cache filled by the run above):"
-grep -E '^\| [a-z]' "$OUT/warm-start.log" | awk -F'|' '{print $2, $3, "first call s (- / dv):", $13}'
+grep -E '^\| [a-z]' "$OUT/warm-start.log" | awk -F'|' '{print $2, $3, "first call s (- / - / dv):", $15}'

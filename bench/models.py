@@ -219,13 +219,13 @@ def cell(r, key, fmt):
     return fmt.format(r[key]) if r.get(key) is not None else "-"
 
 
-def table(rows, a):
-    dev = torch.cuda.get_device_name() if a.device == "cuda" else "cpu"
+def table(rows, a, dev=None):
+    dev = dev or (torch.cuda.get_device_name() if a.device == "cuda" else "cpu")
     print(f"\n{dev}, {a.size} size, {'bf16 autocast' if a.autocast else 'fp32'}, torch {torch.__version__}, "
           f"Python {sys.version.split()[0]}, median of {a.iters} calls\n")
     print("| model | batch | eager ms | compile ms | reduce-overhead ms | deepvisor ms | dv vs best compile | "
           "graphs | extern / fallback ops | max rel err | rel err vs f64 (eager / dv) | peak mem vs eager | "
-          "first call s (compile / dv) |")
+          "first call s (compile / reduce-overhead / dv) |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for row in rows:
         if "skipped" in row:
@@ -245,7 +245,8 @@ def table(rows, a):
               f"{cell(dv, 'max_rel_err', '{:.1e}')} | "
               f"{cell(m.get('eager'), 'rel_err_f64', '{:.1e}')} / {cell(dv, 'rel_err_f64', '{:.1e}')} | "
               f"{cell(dv, 'peak_mem_vs_eager', '{:.2f}')} | "
-              f"{cell(m.get('compile'), 'first_call_s', '{:.1f}')} / {cell(dv, 'first_call_s', '{:.1f}')} |")
+              f"{cell(m.get('compile'), 'first_call_s', '{:.1f}')} / "
+              f"{cell(m.get('reduce-overhead'), 'first_call_s', '{:.1f}')} / {cell(dv, 'first_call_s', '{:.1f}')} |")
     ratios = [r["deepvisor_speedup_vs_best_compile"] for r in rows if "deepvisor_speedup_vs_best_compile" in r]
     if ratios:
         geo = math.exp(sum(map(math.log, ratios)) / len(ratios))
@@ -282,7 +283,12 @@ def main():
     ap.add_argument("--out", default=None, help="write every figure here as JSON")
     ap.add_argument("--profile", action="store_true",
                     help="CUDA: also profile 5 calls of each mode (GPU kernel time, kernels, the costliest)")
+    ap.add_argument("--table", nargs="+", metavar="JSON",
+                    help="print one table of the rows of these --out files (runs cut in parts) and exit")
     a = ap.parse_args()
+    if a.table:
+        print_saved(a.table, a)
+        return
     a.modes = ["eager"] + [m for m in a.modes if m != "eager"]  # eager is the reference for errors and memory
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
@@ -308,6 +314,17 @@ def main():
             reset_all(a.device)
             save(rows, a)  # after every row: a run cut short still leaves what it measured
     table(rows, a)
+
+
+def print_saved(paths, a):
+    rows, meta = [], None
+    for path in paths:
+        with open(path) as f:
+            saved = json.load(f)
+        meta = meta or saved["meta"]
+        rows += saved["rows"]
+    a.size, a.autocast, a.iters = meta["size"], meta["autocast"], meta["iters"]
+    table(rows, a, dev=meta["device"])
 
 
 def save(rows, a):
