@@ -28,12 +28,24 @@ program updates tensors in place:
 - A graph input whose family was written gets a `mutation` line: its final
   contents are copied back after a replay.
 
+Constants are folded: a tensor made from Python data during the run
+(lift_fresh of torch.tensor(...)) is a *known* value, and so are a view of
+one and the results of a deterministic op that writes nothing and reads only
+known values. Where such a result is a small CPU tensor (DeBERTa's
+`torch.tensor(min(q, k, 512))` and the slice bounds and clamp limits it
+computes from it) the op is no node: the run computed it, and it becomes a
+constant input of the graph (a copy the plan holds), added only if the graph
+reads it. Tensor data of a known value reaching Python is no decision: every
+replay would compute the same number from the same constants (add_decision).
+A write makes a new value, which is not known.
+
 What cannot be replayed faithfully (tensor data escaping into Python, a write
 through a view op without a scatter form, memory shared in ways the monitor
 did not see made) makes the capture unsupported, with a reason, and the
 caller runs the function eagerly.
 """
 
+import re
 import weakref
 
 import torch
@@ -95,6 +107,11 @@ _RESHAPES = {"aten::view.default", "aten::_reshape_alias.default",
              "aten::unsqueeze.default", "aten::squeeze.default", "aten::squeeze.dim", "aten::squeeze.dims",
              "aten::view_copy.default", "aten::reshape.default"}
 _IDENTITY_VIEWS = {"aten::alias.default", "aten::detach.default", "aten::alias_copy.default"}
+# Folded results (a known value computed at capture time) are CPU tensors of
+# at most this many elements: scalars and small tables, not data a plan
+# should carry a copy of.
+_FOLD_NUMEL = 64
+_REF = re.compile(r"%(\d+)")
 
 
 class Unsupported(Exception):
@@ -334,6 +351,9 @@ class Recorder(TorchDispatchMode):
         self._argument_storages = set()
         self.unsupported = None
         self._opaque_depth = 0  # > 0 while an op recorded as one node runs (record_opaque)
+        self._known = set()     # value ids of known constants (folded, see the module's docstring)
+        self._folded = {}       # value id of a folded result no node read yet -> the copy the plan holds
+        self.last_escape = None  # the Decision of the last data escape; None when it read a known value
         self.num_arguments = len(arguments)
         try:
             for t in arguments:
@@ -558,6 +578,8 @@ class Recorder(TorchDispatchMode):
         if info.written:
             self._record_write(func, info, args, kwargs, out, before)
             return
+        if info.name in _FRESH and self._fold_fresh(args, out):
+            return
         bound = self._normalize(info.schema, args, kwargs)
         encoded = [self._encode(str(a.type), v) for a, v in bound]
         outputs = list(_outputs(info.schema, out))
@@ -576,8 +598,16 @@ class Recorder(TorchDispatchMode):
             self._alias[id(outputs[0])] = _Alias(src_alias.family, src_alias.chain, src_alias.value, src_alias.version)
             self._keep_alive(outputs[0])
             return
+        inputs = {id(x) for _, x in bound for x in _tensors_in(x)}
+        # A view of a known value, or a deterministic op of known values, is
+        # known; the latter is folded where its results are small CPU tensors.
+        known = self._reads_known(encoded) and (isinstance(source, torch.Tensor) or _deterministic(func, info))
+        if known and not isinstance(source, torch.Tensor) and self._fold(outputs, inputs):
+            return
         out_values = [None if m is None else self._new_value(m) for m in metas]
         self._add_node(info.op, encoded, out_values)
+        if known:
+            self._known.update(v for v in out_values if v is not None)
         if isinstance(source, torch.Tensor):
             # A view: its outputs join the family of the viewed tensor.
             for j, (t, v) in enumerate(zip(outputs, out_values)):
@@ -588,7 +618,6 @@ class Recorder(TorchDispatchMode):
                 self._alias[id(t)] = _Alias(family, chain + (step,), v, family.version)
                 self._keep_alive(t)
         else:
-            inputs = {id(x) for _, x in bound for x in _tensors_in(x)}
             for t, v, m in zip(outputs, out_values, metas):
                 if t is None:
                     continue
@@ -597,6 +626,62 @@ class Recorder(TorchDispatchMode):
                 if id(t) in inputs:  # lift_fresh: this tensor is the program's own from now on
                     self._detach_constant(t)
                 self._new_family(t, v, m, shared=not info.private)
+
+    def _reads_known(self, encoded):
+        """Whether the encoded arguments read tensors, only known values, and
+        no symbolic size (the shape shadow's `{s0}`: a result computed from
+        it would hold for one size only)."""
+        if not self._known:
+            return False
+        text = " ".join(encoded)
+        refs = _REF.findall(text)
+        return bool(refs) and "{" not in text and all(int(v) in self._known for v in refs)
+
+    def _fold(self, outputs, inputs):
+        """Constant folding: a deterministic op read only known values; when
+        its results are small CPU tensors (not its inputs handed back), they
+        are known values held by the plan, and the op is no node. True if
+        folded."""
+        tensors = [t for t in outputs if t is not None]
+        if not tensors or any(id(t) in inputs or t.device.type != "cpu" or not _small(t) for t in tensors):
+            return False
+        return self._known_values(tensors)
+
+    def _fold_fresh(self, args, out):
+        """lift_fresh of a tensor that torch.tensor(...) made from Python data
+        (nothing recorded made it): a known value, not a node. True if folded."""
+        if not args or not isinstance(args[0], torch.Tensor) or id(args[0]) in self._alias:
+            return False
+        return self._known_values([out])
+
+    def _known_values(self, tensors):
+        """The program's `tensors` hold known values from now on: each one's
+        value is a copy the plan holds (the program may write its tensor
+        later; a later run makes fresh ones). False, and nothing done, where
+        a copy would not have a tensor's layout."""
+        with torch._C.DisableTorchFunction():
+            copies = [t.clone() for t in tensors]
+        if not all(_same_layout(c, t) for c, t in zip(copies, tensors)):
+            return False
+        for t, c in zip(tensors, copies):
+            meta = _Meta.of(c)
+            v = self._new_value(meta)
+            self._known.add(v)
+            self._folded[v] = c  # an input once something reads it (_use_folded)
+            self._new_family(t, v, meta, shared=False)
+        return True
+
+    def _use_folded(self, values):
+        """Folded results among `values` (read by a node, a decision or the
+        outputs) become graph inputs, in the order first read (the same in
+        both recorders). One that nothing reads is no input: a slice bound
+        or a clamp limit only Python saw."""
+        for v in values:
+            c = self._folded.pop(v, None)
+            if c is not None:
+                self.input_values.append(v)
+                self.constants.append(c)
+                self._initial_layout[v] = (c, tuple(c.shape), tuple(c.stride()), c.storage_offset())
 
     def _detach_constant(self, t):
         """`t`, a constant input, is from now on a tensor the program made
@@ -818,6 +903,8 @@ class Recorder(TorchDispatchMode):
             raise Unsupported("an empty view was resized within memory it shares")
 
     def _add_node(self, op, encoded, out_values):
+        if self._folded:
+            self._use_folded([int(v) for v in _REF.findall(" ".join(encoded))])
         outs = " ".join("none" if v is None else f"%{v}" for v in out_values)
         self.node_lines.append(f"node {op} {' '.join(encoded)} -> {outs}".replace("  ", " "))
 
@@ -851,10 +938,21 @@ class Recorder(TorchDispatchMode):
         selects the version of what follows (see _segments.py)."""
         from ._segments import Decision
         values = [self.value_of(t) for t in tensors]
+        if values and all(v in self._known for v in values):
+            # A known value: the plan computes it from constants it holds, so
+            # every replay would read this outcome again. Which constants the
+            # run made is Python's doing, and the state monitor guards what
+            # Python read to make them (numbers by value, sizes by the shape
+            # guards, an escaped number by its own decision: torch.tensor(n)
+            # of one decides it, _scalars.py).
+            self.last_escape = None
+            return
+        self._use_folded(values)
         decision = Decision(len(self.node_lines), op, values, outcome, _user_site())
         decision.source = tensors[0] if len(tensors) == 1 else None
         decision.tensors = list(tensors)  # the shape shadow repeats the decision on its fakes
         self.decisions.append(decision)
+        self.last_escape = decision
 
     def _escaped_number(self, arg_type, value):
         """An escaped number (_scalars.py) passed where the dispatcher takes a
@@ -900,6 +998,7 @@ class Recorder(TorchDispatchMode):
             values.append(base_value)
             view_lines.append(f"output_view {len(values) - 1} sizes={_ints(sizes)} strides={_ints(strides)} "
                               f"offset={_int_text(offset)}")
+        self._use_folded(values)
         return values, view_lines
 
     @property
@@ -961,6 +1060,23 @@ def _user_site():
             return f"{name}:{f.f_lineno}"
         f = f.f_back
     return "?"
+
+
+def _deterministic(func, info):
+    """Whether the op's results are a function of its arguments: not random
+    numbers (a replay draws new ones), not uninitialized memory, not a sum
+    whose order of additions varies (atomics on a GPU)."""
+    tags = func.tags
+    return not (torch.Tag.nondeterministic_seeded in tags or torch.Tag.nondeterministic_bitwise in tags or
+                "empty" in info.name or any("Generator" in str(a.type) for a in info.schema.arguments))
+
+
+def _small(t):
+    """At most _FOLD_NUMEL elements (a fake tensor's count may be symbolic: not small)."""
+    n = t.numel()
+    if isinstance(n, torch.SymInt):
+        n = n.node.maybe_as_int()
+    return n is not None and n <= _FOLD_NUMEL
 
 
 def _dtype_of(meta):

@@ -71,10 +71,12 @@ class Scalars:
 
     def on_escape(self, obj, tracer):
         """`obj` came out of the decision just recorded (item(), float(t)...)."""
-        decisions = self.recorder.decisions
-        if not decisions or not can_be_symbol(obj) or bits(decisions[-1].outcome) != bits(obj):
+        # (The last escape's decision: none when it read a known constant,
+        # whose number is a constant of the plan; an earlier decision with
+        # an equal outcome is not this number's.)
+        decision = self.recorder.last_escape
+        if decision is None or not can_be_symbol(obj) or bits(decision.outcome) != bits(obj):
             return
-        decision = decisions[-1]
         if decision.op != "aten::_local_scalar_dense" or getattr(decision, "source", None) is None:
             return
         source = decision.source

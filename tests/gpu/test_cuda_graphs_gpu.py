@@ -211,3 +211,30 @@ def test_captures_share_one_stream_and_its_cublas_workspace():
     grown = torch.cuda.memory_allocated() - before
     assert grown < 4 * 2**20, f"{grown / 2**20:.1f} MB more for four small plans"
     assert deepvisor.stats(g)["cuda_graphs"] == 6
+
+
+@torch.no_grad()
+def test_deberta_is_one_graph_with_no_fallback():
+    """DeBERTa's attention span is CPU scalar arithmetic on torch.tensor(...):
+    slice bounds and clamp limits, folded at capture time. The CUDA plan has
+    no ATen fallback and no decision (it had 4 fallbacks and 4 decisions a
+    layer), and replays as one CUDA graph."""
+    deberta = pytest.importorskip("transformers.models.deberta.modeling_deberta")
+    if isinstance(deberta.compute_attention_span, torch.jit.ScriptFunction):
+        # (transformers before 5.20 or so: TorchScript makes the span's tensor,
+        # which no dispatched op shows, so the capture cannot tell it is a constant)
+        pytest.skip("this transformers makes DeBERTa's attention span in TorchScript")
+    import os
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                                    "bench"))
+    import models as bench_models
+    torch.manual_seed(0)
+    model, args = bench_models.deberta_base("small", 2, "cuda")
+    g = deepvisor.compile(model)
+    for _ in range(3):
+        out = g(*args)
+    torch.testing.assert_close(out.last_hidden_state, model(*args).last_hidden_state, rtol=1e-4, atol=1e-4)
+    s = deepvisor.stats(g)
+    assert s["captures"] == 1 and s["eager_calls"] == 0 and s["fallback_ops"] == {}, s
+    assert [len(p.path.segments) for p in g.plans()] == [1] and s["cuda_graphs"] == 1, s

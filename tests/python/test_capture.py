@@ -869,13 +869,15 @@ def test_views_handed_to_the_next_segment_are_read_in_any_layout():
     """DeBERTa's attention: the chunks of a permuted projection cross a
     decision (a 0-d tensor used as a slice bound). Kernels write them
     contiguous; the next segment was compiled for the strided layout eager
-    gave them, and read the wrong elements at batch > 1."""
+    gave them, and read the wrong elements at batch > 1. (DeBERTa's bound,
+    torch.tensor(5), is a constant now, folded: this one is computed from
+    the argument, so that it stays a decision.)"""
     torch.manual_seed(0)
     w, table, p = torch.randn(64, 192), torch.randn(1024, 64), torch.randn(64, 64)
 
     def fn(h):
         q, k, _ = (h @ w).view(3, 5, 2, 96).permute(0, 2, 1, 3).chunk(3, dim=-1)
-        span = torch.tensor(5)
+        span = torch.ones_like(h[0, 0, 0], dtype=torch.long) * 5
         rel = table[512 - span: 512 + span].unsqueeze(0)
         pos = (rel @ p).view(1, 10, 2, 32).permute(0, 2, 1, 3)
         return torch.matmul(q, pos.transpose(-1, -2)), torch.matmul(k * 2, pos.transpose(-1, -2))
@@ -887,3 +889,120 @@ def test_views_handed_to_the_next_segment_are_read_in_any_layout():
             torch.testing.assert_close(got, want)
     s = deepvisor.stats(g)
     assert s["captures"] == 1 and s["eager_calls"] == 0, s
+    assert len(g.plans()[0].path.segments) > 1  # the views did cross a decision
+
+
+# -- constant folding --------------------------------------------------------------------
+
+CENTRE, LIMIT = 8, 8
+
+
+def relative_span(x, idx, table):
+    """DeBERTa's attention span: a tensor made from Python numbers, used as
+    slice bounds (__index__ reads it) and as clamp limits (read as a Scalar)."""
+    span = torch.tensor(min(x.size(-2), LIMIT))
+    rel = table[CENTRE - span: CENTRE + span]
+    pos = torch.clamp(idx + span, 0, span * 2 - 1)
+    return rel * x.sum(), pos
+
+
+def segments(g):
+    return [len(p.path.segments) for p in g.plans()]
+
+
+def test_arithmetic_on_constants_is_folded_and_decides_nothing():
+    """torch.tensor(...) of Python numbers is a constant of the plan, and so
+    is arithmetic on it: reading it in Python cuts no segment. A change of
+    the Python state that made it is a guard miss: a new capture, not a
+    stale constant."""
+    global LIMIT
+    g = deepvisor.compile(relative_span)
+    table, idx = randn(16, 4, seed=1), torch.arange(10, device=DEVICE) - 5
+    try:
+        for limit in (8, 8, 3, 3, 8):
+            LIMIT = limit
+            same(g, relative_span, randn(10, 4, seed=limit), idx, table)
+    finally:
+        LIMIT = 8
+    s = deepvisor.stats(g)
+    assert s["captures"] == 2 and s["cache_hits"] == 3 and s["eager_calls"] == 0, s
+    assert segments(g) == [1, 1] and s["fallback_ops"] == {}, s
+
+
+def test_random_ops_on_constants_are_not_folded():
+    def noisy(x):
+        keep = tensor([0.5] * 32).bernoulli()
+        return x * keep, torch.rand_like(tensor([1.0, 2.0, 3.0, 4.0])) + x.sum()
+
+    g = deepvisor.compile(noisy)
+    x = randn(32)
+    outs = [g(x) for _ in range(3)]
+    for i in range(3):
+        for j in range(i):  # fresh numbers on every call, as eager draws them
+            assert not torch.equal(outs[i][0], outs[j][0]) and not torch.equal(outs[i][1], outs[j][1])
+    for keep_x, u in outs:
+        assert set((keep_x / x).cpu().tolist()) <= {0.0, 1.0}
+        assert ((u - x.sum() >= 0) & (u - x.sum() <= 1)).all()
+    s = deepvisor.stats(g)
+    assert s["captures"] == 1 and s["cache_hits"] == 2, s
+
+    def counted(x):  # random data read in Python: a decision each call, not a constant
+        return x * int(torch.tensor([0.5] * 32).bernoulli().sum())
+
+    torch.manual_seed(0)
+    g = deepvisor.compile(counted)
+    counts = {int(g(x)[0] / x[0]) for _ in range(5)}
+    assert len(counts) > 1, counts
+
+
+def test_a_constant_written_in_place_is_no_longer_known():
+    def through_a_view(x):
+        c = torch.tensor([1.0, 2.0, 3.0])
+        c[1:].add_(x.sum().cpu())  # an argument's data: what follows is no constant
+        return x * c.to(x.device), x * c.max().to(x.device)
+
+    def then_decide(x):
+        c = torch.tensor([1.0, 2.0])
+        c.mul_(x.sum().cpu())
+        return x * 2 if c.sum() > 0 else x * 3
+
+    def by_a_constant(x):
+        c = torch.tensor([1.0, 2.0])
+        c.add_(torch.tensor(3.0))  # written before it is read: the graph reads the new contents
+        return x * c.to(x.device)[int(c.argmax())]
+
+    for fn, captures in ((through_a_view, 1), (then_decide, 2), (by_a_constant, 1)):
+        g = deepvisor.compile(fn)
+        for v in (1.0, -1.0, 2.0, -3.0):
+            same(g, fn, full((3,) if fn is through_a_view else (2,), v))
+        s = deepvisor.stats(g)
+        assert s["captures"] == captures and s["eager_calls"] == 0, (fn.__name__, s)
+
+
+def test_a_constant_made_from_an_escaped_number():
+    """torch.tensor(x.sum().item()) keeps the decision on x.sum(): the
+    constant, and what is folded from it, belong to that outcome's version."""
+    def from_item(x):
+        t = torch.tensor(x.sum().item()) * 2
+        return x * t.to(x.device) + int(t > 0)
+
+    g = deepvisor.compile(from_item)
+    for v in (1.0, -1.0, 1.0, 2.0):
+        same(g, from_item, full((3,), v))
+    s = deepvisor.stats(g)
+    assert s["captures"] == 3 and s["cache_hits"] == 1, s
+
+
+def test_a_folded_number_is_not_taken_for_an_earlier_decision():
+    """b is read from a constant (no decision); a, read before with the same
+    value, is an escaped number that stays in the graph. b must stay the
+    constant it is, whatever x.sum() gives later."""
+    def fn(x):
+        a = x.sum().item()
+        b = (torch.tensor(3.0) * 1.5).item()
+        return x * a + b
+
+    g = deepvisor.compile(fn)
+    for v in (1.5, 1.0, -2.0):  # x.sum() == 4.5 == b at the capture
+        same(g, fn, full((3,), v))
+    assert deepvisor.stats(g)["captures"] == 1

@@ -731,12 +731,37 @@ def test_scalar_math_on_the_cpu_in_a_cuda_plan_is_kernel_work():
     assert s["fallback_ops"] == {"aten::lift_fresh.default": 1, "aten::mul.Scalar": 1, "aten::sqrt.default": 1}, s
 
 
+_FOLDED_SPAN_GRAPH = """deepvisor-graph 1
+value %0 i64 sizes=4,5 strides=5,1 device=cuda:0 aligned=1
+value %1 i64 sizes= strides= device=cpu aligned=1
+value %2 i64 sizes= strides= device=cpu aligned=1
+value %3 i64 sizes=4,5 strides=5,1 device=cuda:0 aligned=1
+value %4 i64 sizes=4,5 strides=5,1 device=cuda:0 aligned=1
+input %0
+input %1
+input %2
+node aten::add.Tensor %0 %1 i:1 -> %3
+node aten::clamp.Tensor %3 none %2 -> %4
+output %4
+"""
+
+
+def test_folded_cpu_scalars_read_by_cuda_kernels():
+    """DeBERTa's clamp(relative_pos + att_span, 0, att_span * 2 - 1) once its
+    CPU scalar arithmetic is folded at capture (test_capture.py): the span
+    and the limit are constant CPU scalars of the graph that the kernel reads
+    (copied to the device), no fallback, one CUDA graph."""
+    s = _cuda_plan_stats(_FOLDED_SPAN_GRAPH)
+    assert s["fallback_ops"] == {} and s["kernels"] == 1, s
+    assert s["cuda_graph"] == "warming up", s
+
+
 def _cuda_plan_stats(graph_text):
     """The stats of a plan built (not run: no GPU needed) from a CUDA graph
-    whose second input is a constant, with CUDA graphs enabled."""
+    whose inputs after the first are constants, with CUDA graphs enabled."""
     from deepvisor import _C
     plan = _C.compile_graph_text(graph_text, True)
-    plan.enable_cuda_graph([False, True])
+    plan.enable_cuda_graph([False] + [True] * (graph_text.count("\ninput ") - 1))
     return plan.stats()
 
 

@@ -78,3 +78,22 @@ def test_eval_model(name, batch):
     assert s["captures"] == 1, s
     assert s["eager_calls"] == 0, s["eager_reasons"]
     assert s["fallback_ops"] == FALLBACKS[name]
+
+
+def test_deberta_attention_span_is_folded():
+    """DeBERTa's att_span, torch.tensor(min(q, k, max_relative_positions)),
+    is a constant: the slice bounds and clamp limits computed from it are
+    folded at capture time and reach Python as constants, so the plan is one
+    segment (before, four decisions a layer cut it)."""
+    torch.manual_seed(0)
+    model, args = bench_models.deberta_base("small", 2, "cpu")
+    with torch.no_grad():
+        g = deepvisor.compile(model)
+        assert_equal_outputs(g(*args), model(*args))
+        args2 = new_inputs("deberta_base", args)
+        assert_equal_outputs(g(*args2), model(*args2))
+    s = deepvisor.stats(g)
+    plans = g.plans()
+    deepvisor.reset()
+    assert s["captures"] == 1 and s["cache_hits"] == 1 and s["fallback_ops"] == {}, s
+    assert [len(p.path.segments) for p in plans] == [1]
