@@ -10,7 +10,11 @@
 
 #include <cstdlib>
 #include <iostream>
+#include <array>
 #include <map>
+#include <shared_mutex>
+#include <tuple>
+#include <vector>
 
 #include "runtime/cuda_driver.h"
 
@@ -33,26 +37,63 @@ at::Tensor own_copy(const at::Tensor& t) {
   return at::empty_strided(t.sizes(), t.strides(), t.options()).copy_(t, /*non_blocking=*/true);
 }
 
+// A DataPtr to memory someone else owns: dropping it frees nothing.
+at::DataPtr borrowed(const at::DataPtr& owner) {
+  return at::DataPtr(owner.get(), owner.get(), [](void*) {}, owner.device());
+}
+
+// The cuBLAS and cuBLASLt workspaces of the capture stream, owned by
+// deepvisor for the life of the process. A graph that captured a matmul
+// keeps its workspace's address, while torch keeps the workspace in a map
+// that anyone may clear (torch.compile's reduce-overhead mode does, around
+// each recording of its own): cleared, the memory went back to the allocator
+// and a user's tensor could get it, which the next replay would overwrite.
+// So the map holds a borrowed pointer, deepvisor the memory, and a cleared
+// entry is put back before the next capture (outside it, so no workspace is
+// ever made inside a capture, in a graph's pool). Called with the capture
+// stream current.
+void own_blas_workspaces(cudaStream_t stream) {
+  using Key = std::tuple<void*, void*>;  // (handle, stream), torch's key
+  // Never destroyed (as torch's maps): at exit the allocator may be gone first.
+  static auto& owned = *new std::array<std::map<Key, at::DataPtr>, 2>;
+  static auto& replaced = *new std::vector<at::DataPtr>;  // owned once, then replaced by torch: still in some graph
+  at::cuda::WorkspaceMapWithMutex* maps[2] = {&at::cuda::cublas_handle_stream_to_workspace(),
+                                              &at::cuda::cublaslt_handle_stream_to_workspace()};
+  for (int m = 0; m < 2; ++m) {
+    std::unique_lock<std::shared_mutex> lock(maps[m]->mutex);
+    for (const auto& [key, memory] : owned[m])
+      if (std::get<1>(key) == stream && maps[m]->map.count(key) == 0) maps[m]->map.emplace(key, borrowed(memory));
+  }
+  at::cuda::getCurrentCUDABlasHandle();  // makes what is missing (this thread's handle)
+  at::cuda::getCurrentCUDABlasLtHandle();
+  at::cuda::getCUDABlasLtWorkspace();
+  for (int m = 0; m < 2; ++m) {
+    std::unique_lock<std::shared_mutex> lock(maps[m]->mutex);
+    for (auto& [key, entry] : maps[m]->map) {
+      if (std::get<1>(key) != stream) continue;
+      auto it = owned[m].find(key);
+      if (it != owned[m].end() && it->second.get() == entry.get()) continue;  // ours, borrowed
+      if (it != owned[m].end()) replaced.push_back(std::move(it->second));
+      at::DataPtr memory = std::move(entry);
+      entry = borrowed(memory);
+      owned[m][key] = std::move(memory);
+    }
+  }
+}
+
 // Every plan captures on one stream per device, one capture at a time. A
 // stream's first cuBLAS call makes torch allocate that stream's cuBLAS and
-// cuBLASLt workspaces (tens of MB on Hopper), kept for the life of the
-// process: pool streams taken in turn would each add theirs, and a workspace
-// first asked for inside a capture would come from (and pin) that graph's
-// private pool. They are made here, outside any capture.
+// cuBLASLt workspaces (tens of MB on Hopper): pool streams taken in turn
+// would each add theirs. Returns it with its workspaces in place.
 c10::cuda::CUDAStream capture_stream(c10::DeviceIndex device) {
   static std::mutex mutex;
   static std::map<c10::DeviceIndex, c10::cuda::CUDAStream> streams;
   std::lock_guard<std::mutex> lock(mutex);
   auto it = streams.find(device);
-  if (it != streams.end()) return it->second;
-  c10::cuda::CUDAStream stream = c10::cuda::getStreamFromPool(false, device);
-  {
-    c10::cuda::CUDAStreamGuard on_stream(stream);
-    at::cuda::getCurrentCUDABlasHandle();
-    at::cuda::getCurrentCUDABlasLtHandle();
-    at::cuda::getCUDABlasLtWorkspace();
-  }
-  return streams.emplace(device, stream).first->second;
+  if (it == streams.end()) it = streams.emplace(device, c10::cuda::getStreamFromPool(false, device)).first;
+  c10::cuda::CUDAStreamGuard on_stream(it->second);
+  own_blas_workspaces(it->second.stream());
+  return it->second;
 }
 
 std::mutex& capture_mutex() {

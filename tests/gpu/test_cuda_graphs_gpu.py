@@ -213,6 +213,40 @@ def test_captures_share_one_stream_and_its_cublas_workspace():
     assert deepvisor.stats(g)["cuda_graphs"] == 6
 
 
+def test_a_cleared_cublas_workspace_stays_the_graphs():
+    """torch.compile's reduce-overhead mode clears torch's cuBLAS workspaces
+    around its recordings (torch._C._cuda_clearCublasWorkspaces). A graph
+    that captured a matmul writes its workspace on every replay, so that
+    memory must stay deepvisor's: not handed to a tensor of the user's, and
+    not replaced by a new workspace inside the next capture."""
+    a, b = randn(64, 8192), randn(8192, 64, seed=1)  # long sums: split-K, which uses the workspace
+
+    def fn(x, y):
+        return torch.relu(x @ y) + 1
+
+    g = deepvisor.compile(fn)
+    for _ in range(3):
+        g(a, b)
+    torch.cuda.synchronize()
+    torch._C._cuda_clearCublasWorkspaces()
+    # What the allocator has free, filled with a known value: a workspace
+    # that went back to it would be among these.
+    fill = [torch.full((8 * 2**20,), 7.0, device="cuda") for _ in range(8)]  # 32 MiB each
+    for _ in range(3):
+        out = g(a, b)
+    assert_matches(out, fn(a, b), TOL)
+    torch.cuda.synchronize()
+    assert all(bool((t == 7).all()) for t in fill)
+    before = torch.cuda.memory_allocated()
+    h = deepvisor.compile(lambda x, y: torch.tanh(x @ y))  # a new capture after the clear
+    for _ in range(3):
+        h(a, b)
+    torch.cuda.synchronize()
+    grown = torch.cuda.memory_allocated() - before
+    assert grown < 4 * 2**20, f"{grown / 2**20:.1f} MB more: a new workspace was made"
+    assert deepvisor.stats(g)["cuda_graphs"] == 1 and deepvisor.stats(h)["cuda_graphs"] == 1
+
+
 @torch.no_grad()
 def test_deberta_is_one_graph_with_no_fallback():
     """DeBERTa's attention span is CPU scalar arithmetic on torch.tensor(...):
