@@ -9,8 +9,9 @@ drawn from a seeded generator, then 2 to 30 statements, each one op over
 earlier values: pointwise ops with broadcasting and scalars, reductions,
 softmax, layer norm, views, concatenation, padding, pooling, indexing
 (index_select, gather, embedding), writes by data (index_put, scatter,
-scatter_add, index_add, index_copy, index_fill), matmuls with epilogues, and in-place
-updates of fresh tensors and of their slices. Each statement is run eagerly as
+scatter_add, index_add, index_copy, index_fill), matmuls with epilogues, in-place
+updates of fresh tensors and of their slices, and tensors made from Python
+numbers (torch.tensor) with scalar arithmetic over them. Each statement is run eagerly as
 it is generated, so every program is valid by construction. A program fails
 when the compiled function's results differ from eager's in dtype, shape or
 NaN positions, or are further from the program computed in float64 than
@@ -370,8 +371,33 @@ def op_in_place(b):
     return b.try_stmt(f"(lambda y: (y.relu_(), y)[1])({a} + 0)")
 
 
+def op_python_constant(b):
+    """Tensors made from Python numbers inside the program and CPU scalar
+    arithmetic over them (constants folded at capture): as factors, as clamp
+    limits, as slice bounds read back by int(), written in place first, and
+    beside a random draw over one (never folded)."""
+    a = b.pick(lambda t: t.dim() > 0)
+    if a is None:
+        return False
+    t, r = b.values[a], b.rng
+    x = round(r.uniform(0.2, 2), 2)
+    how = r.randrange(5)
+    if how == 0:
+        return b.try_stmt(f"{a} * (torch.tensor({x}) * 2 - 1)")
+    if how == 1:
+        return b.try_stmt(f"torch.clamp({a}, -torch.tensor({x}), torch.tensor([{x}, 1.0]).sum() - 1)")
+    if how == 2:
+        d = r.randrange(t.dim())
+        n = t.shape[d]
+        m = r.randint(1, n)
+        return b.try_stmt(f"{a}.narrow({d}, int(torch.tensor({n + 3}) - {m + 3}), {m})")
+    if how == 3:
+        return b.try_stmt(f"(lambda s: {a} * s.mul_(2).add_(torch.tensor({x})))(torch.tensor({x}))")
+    return b.try_stmt(f"{a} * 0 + torch.tensor([{x}]).bernoulli().sum() * 0")
+
+
 OPS = [(op_pointwise, 6), (op_reduce, 2), (op_row, 2), (op_view, 3), (op_cat, 1), (op_index, 1), (op_pool, 1),
-       (op_matmul, 1), (op_in_place, 1), (op_scatter, 1)]
+       (op_matmul, 1), (op_in_place, 1), (op_scatter, 1), (op_python_constant, 1)]
 
 
 def generate(seed):
