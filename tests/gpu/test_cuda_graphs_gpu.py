@@ -258,11 +258,7 @@ def test_deberta_is_one_graph_with_no_fallback():
         # (transformers before 5.20 or so: TorchScript makes the span's tensor,
         # which no dispatched op shows, so the capture cannot tell it is a constant)
         pytest.skip("this transformers makes DeBERTa's attention span in TorchScript")
-    import os
-    import sys
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                                    "bench"))
-    import models as bench_models
+    from test_eval_models import bench_models
     torch.manual_seed(0)
     model, args = bench_models.deberta_base("small", 2, "cuda")
     g = deepvisor.compile(model)
