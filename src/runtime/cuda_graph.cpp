@@ -42,57 +42,69 @@ at::DataPtr borrowed(const at::DataPtr& owner) {
   return at::DataPtr(owner.get(), owner.get(), [](void*) {}, owner.device());
 }
 
-// The cuBLAS and cuBLASLt workspaces of the capture stream, owned by
-// deepvisor for the life of the process. A graph that captured a matmul
-// keeps its workspace's address, while torch keeps the workspace in a map
-// that anyone may clear (torch.compile's reduce-overhead mode does, around
-// each recording of its own): cleared, the memory went back to the allocator
-// and a user's tensor could get it, which the next replay would overwrite.
-// So the map holds a borrowed pointer, deepvisor the memory, and a cleared
-// entry is put back before the next capture (outside it, so no workspace is
-// ever made inside a capture, in a graph's pool). Called with the capture
-// stream current.
-void own_blas_workspaces(cudaStream_t stream) {
+// The cuBLAS and cuBLASLt workspaces a graph's matmuls use: those of the
+// stream the plan is called on, the same memory as the caller's eager
+// matmuls on that stream (a workspace is 32 MiB on Hopper: a second one for
+// the capture stream would put every compiled model that much above eager).
+// Sharing is safe because work on one stream runs in order and a replay on
+// another stream is ordered against the workspace's stream (see replay()).
+//
+// The memory is deepvisor's for the life of the process: a graph keeps its
+// workspace's address, while torch keeps the workspace in a map that anyone
+// may clear (torch.compile's reduce-overhead mode does, around each of its
+// recordings); cleared, the memory would go back to the allocator and a
+// user's tensor could get it, which the next replay would overwrite. So
+// torch's map holds borrowed pointers, deepvisor the memory; an entry someone
+// cleared is put back before the next capture (outside it, so no workspace
+// is ever made inside a capture, in a graph's pool), and a workspace torch
+// made since is taken over, the earlier one kept for the graphs that use it.
+// Called with the caller's stream `user` current, before capturing on `capture`.
+void share_blas_workspaces(cudaStream_t user, cudaStream_t capture) {
   using Key = std::tuple<void*, void*>;  // (handle, stream), torch's key
   // Never destroyed (as torch's maps): at exit the allocator may be gone first.
   static auto& owned = *new std::array<std::map<Key, at::DataPtr>, 2>;
-  static auto& replaced = *new std::vector<at::DataPtr>;  // owned once, then replaced by torch: still in some graph
+  static auto& replaced = *new std::vector<at::DataPtr>;  // taken over, then replaced: still in some graph
   at::cuda::WorkspaceMapWithMutex* maps[2] = {&at::cuda::cublas_handle_stream_to_workspace(),
                                               &at::cuda::cublaslt_handle_stream_to_workspace()};
+  const Key keys[2] = {Key(at::cuda::getCurrentCUDABlasHandle(), user),  // (the handles are this thread's)
+                       Key(at::cuda::getCurrentCUDABlasLtHandle(), user)};
   for (int m = 0; m < 2; ++m) {
     std::unique_lock<std::shared_mutex> lock(maps[m]->mutex);
-    for (const auto& [key, memory] : owned[m])
-      if (std::get<1>(key) == stream && maps[m]->map.count(key) == 0) maps[m]->map.emplace(key, borrowed(memory));
+    auto ours = owned[m].find(keys[m]);
+    if (ours != owned[m].end() && maps[m]->map.count(keys[m]) == 0) maps[m]->map.emplace(keys[m], borrowed(ours->second));
   }
-  at::cuda::getCurrentCUDABlasHandle();  // makes what is missing (this thread's handle)
-  at::cuda::getCurrentCUDABlasLtHandle();
+  // Makes what is still missing: the handle's cuBLAS workspace for `user`,
+  // and its cuBLASLt one (none where torch gives cuBLASLt the cuBLAS one).
+  at::cuda::getCurrentCUDABlasHandle();
   at::cuda::getCUDABlasLtWorkspace();
   for (int m = 0; m < 2; ++m) {
     std::unique_lock<std::shared_mutex> lock(maps[m]->mutex);
-    for (auto& [key, entry] : maps[m]->map) {
-      if (std::get<1>(key) != stream) continue;
-      auto it = owned[m].find(key);
-      if (it != owned[m].end() && it->second.get() == entry.get()) continue;  // ours, borrowed
-      if (it != owned[m].end()) replaced.push_back(std::move(it->second));
-      at::DataPtr memory = std::move(entry);
-      entry = borrowed(memory);
-      owned[m][key] = std::move(memory);
+    auto entry = maps[m]->map.find(keys[m]);
+    if (entry == maps[m]->map.end()) continue;
+    auto ours = owned[m].find(keys[m]);
+    if (ours == owned[m].end() || ours->second.get() != entry->second.get()) {
+      if (ours != owned[m].end()) replaced.push_back(std::move(ours->second));
+      at::DataPtr memory = std::move(entry->second);
+      entry->second = borrowed(memory);
+      owned[m][keys[m]] = std::move(memory);
     }
+    const Key on_capture(std::get<0>(keys[m]), capture);
+    auto old = maps[m]->map.find(on_capture);
+    if (old != maps[m]->map.end() && old->second.get() != entry->second.get()) {
+      // Torch's own (the stream is also a pool stream of torch's): never freed, work may still use it.
+      replaced.push_back(std::move(old->second));
+    }
+    maps[m]->map.insert_or_assign(on_capture, borrowed(entry->second));
   }
 }
 
-// Every plan captures on one stream per device, one capture at a time. A
-// stream's first cuBLAS call makes torch allocate that stream's cuBLAS and
-// cuBLASLt workspaces (tens of MB on Hopper): pool streams taken in turn
-// would each add theirs. Returns it with its workspaces in place.
+// Every plan captures on one stream per device, one capture at a time.
 c10::cuda::CUDAStream capture_stream(c10::DeviceIndex device) {
   static std::mutex mutex;
   static std::map<c10::DeviceIndex, c10::cuda::CUDAStream> streams;
   std::lock_guard<std::mutex> lock(mutex);
   auto it = streams.find(device);
   if (it == streams.end()) it = streams.emplace(device, c10::cuda::getStreamFromPool(false, device)).first;
-  c10::cuda::CUDAStreamGuard on_stream(it->second);
-  own_blas_workspaces(it->second.stream());
   return it->second;
 }
 
@@ -104,6 +116,10 @@ std::mutex& capture_mutex() {
 }  // namespace
 
 struct GraphPool::LastStream {
+  c10::cuda::CUDAStream stream;
+};
+
+struct CudaGraphReplay::StreamRef {
   c10::cuda::CUDAStream stream;
 };
 
@@ -210,6 +226,8 @@ bool CudaGraphReplay::capture(const std::vector<at::Tensor>& inputs, const Steps
   std::lock_guard<std::mutex> one_capture_at_a_time(capture_mutex());
   auto current = c10::cuda::getCurrentCUDAStream(device->index());
   auto side = capture_stream(device->index());
+  share_blas_workspaces(current.stream(), side.stream());
+  workspace_stream_ = std::make_unique<StreamRef>(StreamRef{current});
   at::cuda::CUDAEvent ready;
   ready.record(current);
   ready.block(side);
@@ -298,7 +316,22 @@ std::optional<std::vector<at::Tensor>> CudaGraphReplay::replay_in_pool(const std
 std::optional<std::vector<at::Tensor>> CudaGraphReplay::replay(const std::vector<at::Tensor>& inputs) {
   for (std::size_t i = 0; i < inputs.size(); ++i)
     if (copies_[i].defined() && inputs[i].data_ptr() != copies_[i].data_ptr()) copies_[i].copy_(inputs[i], /*non_blocking=*/true);
+  // The graph's matmuls use the workspace of the stream it was captured
+  // from: on another stream, the replay runs after the work enqueued there so
+  // far, and what is enqueued there later runs after the replay.
+  const c10::cuda::CUDAStream stream = c10::cuda::getCurrentCUDAStream();
+  const bool elsewhere = workspace_stream_->stream != stream;
+  if (elsewhere) {
+    at::cuda::CUDAEvent before;
+    before.record(workspace_stream_->stream);
+    before.block(stream);
+  }
   graph_->replay();
+  if (elsewhere) {
+    at::cuda::CUDAEvent after;
+    after.record(stream);
+    after.block(workspace_stream_->stream);
+  }
   std::vector<at::Tensor> out(static_outputs_.size());
   for (std::size_t j = 0; j < out.size(); ++j) {
     if (output_input_[j] >= 0) out[j] = inputs[output_input_[j]];

@@ -107,6 +107,8 @@ class CudaGraphReplay {
   std::vector<at::Tensor> static_outputs_;  // what the graph writes
   std::vector<int> output_input_;  // output j is input i as is (-1: no)
   std::vector<int> output_same_;   // output j is the same tensor as an earlier output k (-1: no)
+  struct StreamRef;  // a c10::cuda::CUDAStream
+  std::unique_ptr<StreamRef> workspace_stream_;  // whose cuBLAS workspaces the graph uses
 };
 
 }  // namespace dv::runtime

@@ -247,6 +247,43 @@ def test_a_cleared_cublas_workspace_stays_the_graphs():
     assert deepvisor.stats(g)["cuda_graphs"] == 1 and deepvisor.stats(h)["cuda_graphs"] == 1
 
 
+_WORKSPACE_PROBE = """
+import torch, deepvisor
+a = torch.randn(64, 8192, device="cuda")
+b = torch.randn(8192, 64, device="cuda")
+side = torch.cuda.Stream()
+fn = lambda x, y: torch.relu(x @ y) + 1
+with torch.cuda.stream(side):
+    for x in (a, b):
+        x.record_stream(side)
+    ref = fn(a, b)  # torch makes this stream's workspaces
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    g = deepvisor.compile(fn)
+    outs = [g(a, b) for _ in range(4)]
+    torch.cuda.synchronize()
+    grown = torch.cuda.memory_allocated() - before
+assert deepvisor.stats(g)["cuda_graphs"] == 1, deepvisor.stats(g)
+outs.append(g(a, b))  # replayed on the default stream: ordered against the side stream's matmuls
+torch.cuda.synchronize()
+assert all(torch.allclose(o, ref, rtol=1e-4, atol=1e-4) for o in outs)
+print(grown)
+"""
+
+
+def test_a_graph_uses_its_callers_cublas_workspace():
+    """A graph's matmuls use the cuBLAS workspaces of the stream the plan was
+    called on, as eager's matmuls there do: a compiled model holds no
+    workspace of its own (32 MiB on Hopper). A fresh process, so that no
+    earlier test made the capture stream's."""
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, "-c", _WORKSPACE_PROBE], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    grown = int(done.stdout.split()[-1])
+    assert grown < 4 * 2**20, f"{grown / 2**20:.1f} MB more than eager after a graphed matmul"
+
+
 @torch.no_grad()
 def test_deberta_is_one_graph_with_no_fallback():
     """DeBERTa's attention span is CPU scalar arithmetic on torch.tensor(...):
