@@ -1,15 +1,15 @@
 """CPU tensors: eager vs deepvisor, one thread and all threads, one run.
 
-    python3 bench/cpu.py [--rounds N] [--compiled] [--fused] [--interpreter] [--only NAME]
+    python3 bench/cpu.py [--rounds N] [--aten] [--compiled] [--interpreter] [--only NAME]
 
 Workloads (issue 12): a 2-layer BERT (transformers BertModel, hidden 768,
 batch 1, sequence 128, random weights), gelu(1.5x+0.3)*sigmoid(x) on 1M
 float32, softmax of 1024x1024 float32 over the last dim, layer_norm of
-2048x1024 float32. deepvisor runs a CPU plan node by node through ATen (the
-default); --compiled also times DEEPVISOR_CPU=compiled (the plan's kernels as
-C++ from the host compiler, library ops through ATen); --fused also times
-DEEPVISOR_CPU=fused (pointwise work compiled to C++, reductions and library
-ops through ATen); --interpreter also
+2048x1024 float32. deepvisor runs a CPU plan as it does by default (DEEPVISOR_CPU unset:
+fused, pointwise work and row reductions compiled to C++ by the host
+compiler, the rest through ATen); --aten also times DEEPVISOR_CPU=aten (every
+node through ATen); --compiled also times DEEPVISOR_CPU=compiled (every
+kernel as C++, library ops through ATen); --interpreter also
 times DEEPVISOR_CPU=interpreter, the loop-IR interpreter that the tests
 compare against (slow: a reference, not a backend). Each round times every mode in an order that rotates from round to
 round (median of a few calls each, after a warm-up); the table shows the
@@ -52,11 +52,15 @@ def workloads():
 
 def compiled(fn, cpu_mode):
     """deepvisor.compile(fn) whose plans are built under DEEPVISOR_CPU=cpu_mode
-    (the mode is read when a plan is compiled: on the first calls)."""
+    (None: unset, the default; the mode is read when a plan is compiled: on
+    the first calls)."""
     g = deepvisor.compile(fn)
 
     def call(*args):
-        os.environ["DEEPVISOR_CPU"] = cpu_mode
+        if cpu_mode is None:
+            os.environ.pop("DEEPVISOR_CPU", None)
+        else:
+            os.environ["DEEPVISOR_CPU"] = cpu_mode
         return g(*args)
     return call
 
@@ -71,7 +75,7 @@ def time_call(fn, args, calls):
 def measure(name, fn, args, modes, rounds):
     fns = {"eager": fn}
     for mode in modes[1:]:
-        fns[mode] = compiled(fn, mode if mode in ("interpreter", "compiled", "fused") else "aten")
+        fns[mode] = compiled(fn, None if mode == "deepvisor" else mode)
     for f in fns.values():  # capture, compile, warm up
         for _ in range(2):
             f(*args)
@@ -87,14 +91,14 @@ def measure(name, fn, args, modes, rounds):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--compiled", action="store_true", help="also time the kernels compiled to C++")
-    ap.add_argument("--fused", action="store_true", help="also time pointwise work compiled to C++, the rest ATen")
+    ap.add_argument("--aten", action="store_true", help="also time every node through ATen")
+    ap.add_argument("--compiled", action="store_true", help="also time every kernel compiled to C++")
     ap.add_argument("--interpreter", action="store_true", help="also time the loop-IR interpreter")
     ap.add_argument("--only", default=None)
     a = ap.parse_args()
-    modes = (["eager", "deepvisor"] + (["compiled"] if a.compiled else []) + (["fused"] if a.fused else []) +
+    modes = (["eager", "deepvisor"] + (["aten"] if a.aten else []) + (["compiled"] if a.compiled else []) +
              (["interpreter"] if a.interpreter else []))
-    versus = [m for m in ("deepvisor", "compiled", "fused") if m in modes]
+    versus = [m for m in ("deepvisor", "aten", "compiled") if m in modes]
     all_threads = torch.get_num_threads()
     print(f"CPU: {os.cpu_count()} cores, torch {torch.__version__}, medians of {a.rounds} rounds (ms)\n")
     print("| workload | threads | " + " | ".join(modes) + " | " + " | ".join(f"eager / {m}" for m in versus) + " |")

@@ -62,7 +62,7 @@ def stats(compiled):
     fallback_ops {op: count}, extern_ops, kernels, nvrtc_compiles, disk_cache_hits;
     capture_s and compile_s (host seconds in captures and in building executors,
     kernels compiled by NVRTC at their first run not included);
-    with DEEPVISOR_CPU=compiled, once a plan ran: cpu_compiled_kernels (kernels
+    for plans on CPU tensors, once a plan ran: cpu_compiled_kernels (kernels
     run as generated C++), cpu_interpreted_kernels and cpu_interpreted_reasons
     (those the interpreter runs instead, and why), host_compiles, host_cache_hits."""
     if not isinstance(compiled, CompiledFunction):

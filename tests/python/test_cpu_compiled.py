@@ -210,6 +210,22 @@ def test_fused_mode_compiles_pointwise_work_and_row_reductions(monkeypatch):
     assert stats["fallback_ops"] == {} and stats["eager_calls"] == 0, stats
 
 
+@pytest.mark.parametrize("setting", ["unset", "empty"])
+def test_fused_is_the_default(setting, monkeypatch):
+    """With DEEPVISOR_CPU unset (or empty), CPU plans run as in fused mode:
+    the benchmark workloads' kernels compiled, results equal to eager."""
+    if setting == "unset":
+        monkeypatch.delenv("DEEPVISOR_CPU", raising=False)
+    else:
+        monkeypatch.setenv("DEEPVISOR_CPU", "")
+    for name, fn, args in _benchmark_workloads():
+        g = deepvisor.compile(fn)
+        for _ in range(2):
+            torch.testing.assert_close(g(*args), fn(*args), rtol=1e-5, atol=1e-5, msg=lambda m: f"{name}: {m}")
+        stats = deepvisor.stats(g)
+        assert (stats["kernels"], stats["cpu_compiled_kernels"], stats["eager_calls"]) == (1, 1, 0), (name, stats)
+
+
 def test_fused_mode_runs_batch_norm_through_aten(monkeypatch):
     """Inference batch norm is a per-channel map that ATen's CPU kernel runs
     faster than a generated one: in fused mode it stays an ATen call, and the
