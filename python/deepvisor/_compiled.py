@@ -489,7 +489,10 @@ class CompiledFunction:
                     log_event("recompiles", f"dynamic shapes: no reference lowering ({type(e).__name__}: {e})")
         if _flag("DEEPVISOR_VALIDATE_CUDA"):
             executor.validate_cuda(90)
-        executor.enable_cuda_graph([v in path.constant_values for v in segment.inputs], graph_pool)
+        # Values an earlier segment made: a new tensor on every call.
+        inputs = set(path.input_values)
+        produced = [v not in inputs for v in segment.inputs]
+        executor.enable_cuda_graph([v in path.constant_values for v in segment.inputs], graph_pool, produced)
         return executor
 
     def _add_root(self, path, program, reason):

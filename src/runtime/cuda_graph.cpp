@@ -126,8 +126,10 @@ struct CudaGraphReplay::StreamRef {
 GraphPool::GraphPool() = default;
 GraphPool::~GraphPool() = default;
 
-CudaGraphReplay::CudaGraphReplay(std::vector<bool> constant, std::string unsupported, std::shared_ptr<GraphPool> pool)
-    : constant_(std::move(constant)), pool_(std::move(pool)) {
+CudaGraphReplay::CudaGraphReplay(std::vector<bool> constant, std::string unsupported, std::shared_ptr<GraphPool> pool,
+                                 std::vector<bool> produced)
+    : constant_(std::move(constant)), pool_(std::move(pool)), moved_(std::move(produced)) {
+  moved_.resize(constant_.size(), false);
   if (!unsupported.empty()) disable(std::move(unsupported));
 }
 
@@ -197,7 +199,6 @@ bool CudaGraphReplay::capture(const std::vector<at::Tensor>& inputs, const Steps
     disable("no input on the GPU");
     return false;
   }
-  moved_.resize(inputs.size(), false);
   in_place_.assign(inputs.size(), nullptr);
   copies_.assign(inputs.size(), at::Tensor());
   std::vector<at::Tensor> static_inputs(inputs.size());

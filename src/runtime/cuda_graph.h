@@ -73,8 +73,11 @@ class CudaGraphReplay {
 
   // constant[i]: graph input i is a constant of the plan. `unsupported`: why
   // the plan cannot be graphed at all ("" if it may be). `pool`: shared with
-  // other graphs (null: a private pool).
-  CudaGraphReplay(std::vector<bool> constant, std::string unsupported, std::shared_ptr<GraphPool> pool = nullptr);
+  // other graphs (null: a private pool). produced[i] (empty: all false):
+  // input i is made anew on each call (an earlier segment's result), so it is
+  // always copied in: its address on two calls says nothing of the next.
+  CudaGraphReplay(std::vector<bool> constant, std::string unsupported, std::shared_ptr<GraphPool> pool = nullptr,
+                  std::vector<bool> produced = {});
   ~CudaGraphReplay();
 
   // This call's outputs through the graph; nullopt when the caller must run
@@ -101,7 +104,7 @@ class CudaGraphReplay {
   std::string disabled_;  // why it is not graphed ("" while it may be)
   std::unique_ptr<at::cuda::CUDAGraph> graph_;
   std::vector<const void*> last_ptrs_;  // each input's address on the last call
-  std::vector<bool> moved_;             // an argument read in place was once found elsewhere
+  std::vector<bool> moved_;             // an argument read in place was once found elsewhere (or is produced)
   std::vector<const void*> in_place_;   // the address the graph reads input i at (null: a copy)
   std::vector<at::Tensor> copies_;      // the buffers arguments are copied into (undefined: read in place)
   std::vector<at::Tensor> static_outputs_;  // what the graph writes

@@ -493,10 +493,12 @@ std::vector<at::Tensor> Executor::run(const std::vector<at::Tensor>& inputs) {
   return run_steps(inputs, launches);
 }
 
-void Executor::enable_cuda_graph(std::vector<bool> constant_inputs, std::shared_ptr<GraphPool> pool) {
+void Executor::enable_cuda_graph(std::vector<bool> constant_inputs, std::shared_ptr<GraphPool> pool,
+                                 std::vector<bool> produced_inputs) {
   const char* env = std::getenv("DEEPVISOR_CUDA_GRAPHS");
   if (!device_.is_cuda() || (env != nullptr && std::string(env) == "0")) return;
-  graph_ = std::make_unique<CudaGraphReplay>(std::move(constant_inputs), why_not_graphable(), std::move(pool));
+  graph_ = std::make_unique<CudaGraphReplay>(std::move(constant_inputs), why_not_graphable(), std::move(pool),
+                                             std::move(produced_inputs));
 }
 
 namespace {

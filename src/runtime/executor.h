@@ -56,7 +56,10 @@ class Executor {
   // the GPU replay as one CUDA graph (cuda_graph.h), unless
   // DEEPVISOR_CUDA_GRAPHS=0. `pool`: a memory pool shared with other plans'
   // graphs (cuda_graph.h; a dynamic-shape plan's instances), else its own.
-  void enable_cuda_graph(std::vector<bool> constant_inputs, std::shared_ptr<GraphPool> pool = nullptr);
+  // `produced_inputs[i]`: input i is made anew on every call (an earlier
+  // segment's result), so the graph never reads it in place (empty: none).
+  void enable_cuda_graph(std::vector<bool> constant_inputs, std::shared_ptr<GraphPool> pool = nullptr,
+                         std::vector<bool> produced_inputs = {});
 
   // Kernels take their sizes as launch arguments (codegen::DeviceSpec::
   // size_arguments), so that an instance of a dynamic-shape plan for a new

@@ -247,6 +247,41 @@ def test_a_cleared_cublas_workspace_stays_the_graphs():
     assert deepvisor.stats(g)["cuda_graphs"] == 1 and deepvisor.stats(h)["cuda_graphs"] == 1
 
 
+def test_a_later_segment_copies_what_an_earlier_one_made():
+    """A decision cuts a plan in two segments; the second reads values the
+    first made, new tensors each call. Their addresses on two calls say
+    nothing of the next (here the caller keeps every other output), so the
+    second graph copies them in instead of reading them in place and being
+    captured again, with its intermediates, whenever one moves."""
+    x = randn(1024, 1024)
+
+    def fn(x):
+        y = torch.relu(x * 2 + 1)
+        if y.sum() > 0:  # a decision: two segments
+            z = torch.sin(y)
+            for _ in range(4):
+                z = torch.cos(z @ z / 1024) * y
+            return z
+        return y
+
+    g = deepvisor.compile(fn)
+    held = []
+    for i in range(6):
+        held = [g(x)] + held[:1]
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    for i in range(8):
+        out = g(x)
+        held = ([out] + held[:1]) if i % 2 else held + [out]
+        held = held[-2:]
+    torch.cuda.synchronize()
+    grown = torch.cuda.max_memory_allocated() - before
+    assert grown <= 3 * 4 * 2**20 + 2**20, f"{grown / 2**20:.1f} MB: a graph was captured again"
+    assert_matches(out, fn(x), TOL)
+    assert deepvisor.stats(g)["cuda_graphs"] == 2
+
+
 _WORKSPACE_PROBE = """
 import torch, deepvisor
 a = torch.randn(64, 8192, device="cuda")
