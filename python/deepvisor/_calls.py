@@ -13,7 +13,9 @@ call with a tracked argument is classified:
 - calls with hidden state (random, time, print, input, open) cannot be
   replayed: the capture is unsupported and the call runs eagerly;
 - any other C function is taken to be a pure function of its arguments, so
-  the builtin containers it is given are checked whole.
+  the builtin containers it is given are checked whole. A TorchScript
+  function is one unless it has its Python original, which a capture runs
+  instead (_script.py).
 """
 
 import builtins
@@ -96,7 +98,10 @@ def _impure_reason(fn):
 
 
 def on_call(m, fn, args, kwargs, results, status, frame):
-    if _is_python(fn):
+    if isinstance(fn, torch.jit.ScriptFunction):
+        if _scripted_original(m, fn):
+            return  # its Python original ran, stepped
+    elif _is_python(fn):
         return  # stepped
     if m.scalars is not None and not status & _C.FAILED and results and _reads_a_number(fn, args):
         m.scalars.on_escape(results[0], m.tracer)
@@ -120,6 +125,21 @@ def on_call(m, fn, args, kwargs, results, status, frame):
         handler(m, args, kwargs, results, failed)
         return
     _use_args(m, args, kwargs)
+
+
+def _scripted_original(m, fn):
+    """A scripted function's call ran its Python original (_script.py): true,
+    and where the scripted function is guarded (by identity), the original it
+    holds is guarded too, as a plain function would be (its code, defaults).
+    False: TorchScript ran, a C function of its arguments."""
+    from ._script import python_original
+    original = python_original(fn)
+    if original is None:
+        return False
+    node = m.subject(fn)
+    if node is not None:
+        m.record_read(node, ("attr", "_torchdynamo_inline"), original)
+    return True
 
 
 def _tensor_data(m, tensor, name, results, failed):

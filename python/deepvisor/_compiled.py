@@ -40,6 +40,7 @@ from ._monitor import Unsupported as StateUnsupported
 from ._opaque import OpaqueMode
 from ._rebuild import Context, Output, RecipeBuilder, describe_side_effects
 from ._scalars import Scalars
+from ._script import python_originals
 from ._segments import outcome_key, split
 from ._shapes import DynamicDims, ShapeShadow, SymbolicPlan, symbolic_capture
 
@@ -414,7 +415,8 @@ class CompiledFunction:
             monitor.shapes = shadow
             shadow.tracker = monitor.tracer.track
         try:
-            with recorder, OpaqueMode(recorder), shadow or contextlib.nullcontext():
+            # (python_originals: scripted functions run their Python originals, _script.py)
+            with recorder, OpaqueMode(recorder), shadow or contextlib.nullcontext(), python_originals():
                 monitor.start()
                 try:
                     result = self.fn(*args, **kwargs)

@@ -258,6 +258,9 @@ class StateMonitor:
             self.unsupported = f"internal error in the Python-state monitor: {self.tracer.error()}"
 
     def code_table(self, code):
+        if code in TRANSPARENT_CODES:
+            depths, _, _ = B.code_table(code)
+            return depths, [], []  # stepped, so that what it calls is; nothing of its own reported
         kind = code_kind(code.co_filename)
         if kind == "excluded":
             return None
@@ -418,6 +421,10 @@ class StateMonitor:
 
 
 _table_cache = {}
+# deepvisor's own code that the program's calls pass through (_script._call):
+# stepped, unlike the rest of deepvisor, so that the code it calls is
+# stepped too, but with no instruction of its own reported.
+TRANSPARENT_CODES = set()
 
 
 def _hashable(x):
@@ -690,6 +697,8 @@ def _on_arith(m, op, frame, operands, results, status):
 
 
 def _is_torch_callable(fn):
+    if isinstance(fn, torch.jit.ScriptFunction):
+        return False  # TorchScript calls no torch function: the modes would not see its uses
     if isinstance(fn, (types.BuiltinFunctionType, types.BuiltinMethodType, types.MethodDescriptorType,
                        types.WrapperDescriptorType, types.MethodWrapperType)):
         owner = getattr(fn, "__self__", None)
@@ -766,12 +775,16 @@ def _describe_use(kind, operands):
 
 def _runs_python(fn):
     """A Python function or method (the tracer steps into it: its uses are
-    seen one by one), or a class whose construction hands its arguments to
-    Python code only (a C type such as collections.deque would use a size
-    where nothing sees it)."""
+    seen one by one), a scripted function with its Python original (which a
+    capture runs instead, _script.py), or a class whose construction hands
+    its arguments to Python code only (a C type such as collections.deque
+    would use a size where nothing sees it)."""
     fn = getattr(fn, "__func__", fn)
     if isinstance(fn, types.FunctionType):
         return True
+    if isinstance(fn, torch.jit.ScriptFunction):
+        from ._script import python_original
+        return python_original(fn) is not None
     if not isinstance(fn, type):
         return False
     init, new = fn.__init__, fn.__new__

@@ -9,6 +9,7 @@ import collections
 import dataclasses
 import random
 import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -1006,3 +1007,159 @@ def test_a_folded_number_is_not_taken_for_an_earlier_decision():
     for v in (1.5, 1.0, -2.0):  # x.sum() == 4.5 == b at the capture
         same(g, fn, full((3,), v))
     assert deepvisor.stats(g)["captures"] == 1
+
+
+# -- TorchScript functions run as their Python originals (_script.py) ---------------------
+
+@torch.jit.script
+def scripted_longer(q: torch.Tensor, k: torch.Tensor) -> int:
+    return max(q.size(-2), k.size(-2))
+
+
+@torch.jit.script
+def scripted_span(q: torch.Tensor, k: torch.Tensor, limit: int):
+    """transformers 5.17's DeBERTa compute_attention_span (calling another
+    scripted function: in the original, a Python call of it)."""
+    return torch.tensor(min(scripted_longer(q, k), limit))
+
+
+@torch.jit.script
+def scripted_scale(x: torch.Tensor, factor: int):
+    """... and its scaled_size_sqrt."""
+    return torch.sqrt(torch.tensor(x.size(-1), dtype=torch.float) * factor)
+
+
+def scripted_attention(q, k, idx, table):
+    span = scripted_span(q, k, LIMIT)
+    rel = table[CENTRE - span: CENTRE + span]           # bounds read by __index__
+    pos = torch.clamp(idx + span, 0, span * 2 - 1)      # a clamp limit
+    scores = q @ k.transpose(-1, -2) / scripted_scale(q, 2).to(q.dtype)
+    return scores, rel[:int(span)] * q.sum(), pos      # int() of it
+
+
+def test_scripted_helpers_fold_as_python_does():
+    """A @torch.jit.script helper makes its torch.tensor(...) where no
+    dispatched op shows it: run as TorchScript, the span was an unknown
+    tensor, and the arithmetic on it fallbacks and decisions (DeBERTa with
+    transformers 5.17). A capture runs the Python original instead: folded,
+    one segment. Another sequence length gives its own span, never the
+    captured one (the original's reads of the sizes are seen, and guarded
+    or symbolic as in plain Python)."""
+    global LIMIT
+    g = deepvisor.compile(scripted_attention)
+    table, idx = randn(16, 4, seed=1), torch.arange(10, device=DEVICE) - 5
+    try:
+        for n, limit in ((5, 8), (5, 8), (12, 8), (3, 8), (12, 8), (3, 2), (7, 2)):
+            LIMIT = limit
+            same(g, scripted_attention, randn(2, n, 4, seed=n), randn(2, n, 4, seed=n + 1), idx, table)
+    finally:
+        LIMIT = 8
+    s = deepvisor.stats(g)
+    assert s["eager_calls"] == 0 and s["fallback_ops"] == {}, s
+    assert s["cache_hits"] >= 1 and set(segments(g)) == {1}, (s, segments(g))
+    assert torch.jit.ScriptFunction.__dict__["__call__"] is _TORCHSCRIPT_CALL  # outside captures: as it was
+
+
+_TORCHSCRIPT_CALL = torch.jit.ScriptFunction.__dict__["__call__"]
+
+
+@torch.jit.script
+def scripting_flag(x: torch.Tensor):
+    if torch.jit.is_scripting():
+        return x + 1
+    return x + 2  # only the Python original gets here
+
+
+INSIDE, RESUME = threading.Event(), threading.Event()
+
+
+def blocking_flag(x):
+    INSIDE.set()
+    RESUME.wait(30)
+    return scripting_flag(x)
+
+
+def test_only_captures_run_python_originals():
+    """The Python original runs in the capturing thread only: another thread
+    calling the same scripted function meanwhile runs TorchScript, and after
+    the capture (a replay, an eager call) nothing is patched. (This test
+    tells them apart by torch.jit.is_scripting(), the one thing a faithful
+    original does differently.)"""
+    x = randn(3)
+    other = []
+
+    def call_meanwhile():
+        INSIDE.wait(30)
+        other.append(scripting_flag(x))
+        RESUME.set()
+
+    INSIDE.clear(), RESUME.clear()
+    t = threading.Thread(target=call_meanwhile)
+    t.start()
+    g = deepvisor.compile(blocking_flag)
+    captured = g(x)
+    t.join()
+    torch.testing.assert_close(captured, x + 2)
+    torch.testing.assert_close(other[0], x + 1)
+    torch.testing.assert_close(g(x), x + 2)  # the replay of what the capture ran
+    torch.testing.assert_close(scripting_flag(x), x + 1)
+    assert torch.jit.ScriptFunction.__dict__["__call__"] is _TORCHSCRIPT_CALL
+    assert deepvisor.stats(g)["captures"] == 1 and deepvisor.stats(g)["cache_hits"] == 1
+
+
+def test_python_originals_are_restored_after_errors_and_nesting():
+    from deepvisor._script import python_originals
+
+    def fails(x):
+        y = scripting_flag(x)
+        raise ValueError("the program's own error")
+
+    with pytest.raises(ValueError):
+        deepvisor.compile(fails)(randn(3))
+    assert torch.jit.ScriptFunction.__dict__["__call__"] is _TORCHSCRIPT_CALL
+    x = randn(3)
+    with python_originals():
+        with python_originals():
+            torch.testing.assert_close(scripting_flag(x), x + 2)
+        torch.testing.assert_close(scripting_flag(x), x + 2)
+    torch.testing.assert_close(scripting_flag(x), x + 1)
+    assert torch.jit.ScriptFunction.__dict__["__call__"] is _TORCHSCRIPT_CALL
+
+
+@torch.jit.script
+def scripted_times(x: torch.Tensor, s: float):
+    return x * s
+
+
+def traced_double(x):
+    if x.sum() > 0:  # traced on a positive sum: the trace keeps this branch
+        return x * 2
+    return x * 3
+
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # (the trace's warning that it keeps one branch: the point here)
+    traced = torch.jit.trace(traced_double, torch.ones(3))
+
+
+def test_numbers_and_traces_passed_to_torchscript():
+    """An escaped number handed to a scripted function: its original's
+    arithmetic is seen (before, TorchScript baked the number in: the replay
+    of the second call gave the first call's result). A trace is not run as
+    its Python original (a trace is one path of it)."""
+    def scaled(x):
+        return scripted_times(x, x.sum().item() + 0.5)
+
+    g = deepvisor.compile(scaled)
+    for v in (1.0, 2.0, 3.0, 2.0):
+        same(g, scaled, full((3,), v))
+    assert deepvisor.stats(g)["eager_calls"] == 0
+
+    def through_a_trace(x):
+        return traced(x) + 1
+
+    g = deepvisor.compile(through_a_trace)
+    for v in (1.0, -1.0):
+        x = full((3,), v)
+        same(g, through_a_trace, x)
+        torch.testing.assert_close(g(x), x * 2 + 1)  # the trace's branch, as eager
