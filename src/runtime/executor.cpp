@@ -7,6 +7,7 @@
 #include <ATen/ops/fill.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
+#include <c10/cuda/CUDAGraphsC10Utils.h>
 
 #include <atomic>
 #include <cstdlib>
@@ -20,6 +21,8 @@
 #include <unordered_map>
 
 #include "codegen/cuda_emitter.h"
+#include "codegen/kernel_configs.h"
+#include "runtime/autotune.h"
 #include "runtime/cuda_driver.h"
 #include "runtime/cuda_graph.h"
 #include "runtime/host_kernels.h"
@@ -46,31 +49,37 @@ struct Executor::HostKernels {
 
 namespace {
 
-// Counts what KernelCompiler did between construction and destruction.
+// Counts what KernelCompiler and the Autotuner did between construction and add_to.
 class CompileCounter {
  public:
-  CompileCounter() : before_(KernelCompiler::global().stats()) {}
+  CompileCounter() : before_(KernelCompiler::global().stats()), tune_before_(Autotuner::global().stats()) {}
   void add_to(ExecutorStats& s) const {
     auto after = KernelCompiler::global().stats();
     s.nvrtc_compiles += after.nvrtc_compiles - before_.nvrtc_compiles;
     s.disk_cache_hits += after.disk_cache_hits - before_.disk_cache_hits;
+    auto tuned = Autotuner::global().stats();
+    s.kernels_autotuned += tuned.kernels_tuned - tune_before_.kernels_tuned;
+    s.autotune_seconds += tuned.seconds - tune_before_.seconds;
+    s.autotune_cache_hits += tuned.cache_hits - tune_before_.cache_hits;
   }
 
  private:
   KernelCompiler::CompileStats before_;
+  Autotuner::Stats tune_before_;
 };
 
 // DEEPVISOR_ROW_LOOPED_CHUNKS=N (experiments, bench/NOTES.md): every row
 // kernel takes the looped form, N chunks a thread a step, as dvdump
-// --row-looped --row-chunks N writes it. Kernels are cached by their source,
-// so the variants never mix.
-void apply_row_experiment(codegen::DeviceSpec& spec) {
+// --row-looped --row-chunks N writes it (and nothing is autotuned). Kernels
+// are cached by their source, so the variants never mix.
+bool row_experiment(codegen::KernelTuning& tuning) {
   const char* v = std::getenv("DEEPVISOR_ROW_LOOPED_CHUNKS");
-  if (v == nullptr || v[0] == '\0') return;
+  if (v == nullptr || v[0] == '\0') return false;
   const int chunks = std::atoi(v);
   if (chunks < 1 || chunks > 16) throw std::invalid_argument("DEEPVISOR_ROW_LOOPED_CHUNKS must be 1 to 16");
-  spec.row_force_looped = true;
-  spec.row_chunks_per_thread = chunks;
+  tuning.row_force_looped = true;
+  tuning.row_chunks_per_thread = chunks;
+  return true;
 }
 
 // DEEPVISOR_SIZE_ARGS=1: kernels read their sizes from a table passed at
@@ -90,7 +99,6 @@ codegen::DeviceSpec spec_for(const CudaDriver::DeviceInfo& info, bool size_argum
   spec.max_threads_per_block = info.max_threads_per_block;
   spec.size_arguments = size_arguments;
   spec.constant_sizes = constant_sizes;
-  apply_row_experiment(spec);
   return spec;
 }
 
@@ -355,23 +363,24 @@ std::vector<codegen::CudaKernel> Executor::emit_kernels(const codegen::DeviceSpe
 // first: the kernel and its counterpart emitted with every size from the
 // table must give one text, and then a use whose value is the same in both
 // tables is static (a literal).
-codegen::CudaKernel Executor::emit_kernel(std::size_t i, codegen::DeviceSpec spec) const {
+codegen::CudaKernel Executor::emit_kernel(std::size_t i, codegen::DeviceSpec spec,
+                                          const codegen::KernelTuning& tuning) const {
   const auto& k = program_.kernels[i];
   if (!spec.size_arguments || reference_ == nullptr || reference_->kernels.size() != program_.kernels.size())
-    return codegen::emit_cuda(k, spec);
+    return codegen::emit_cuda(k, spec, tuning);
   const auto& r = reference_->kernels[i];
   spec.origins.known = true;
   spec.origins.xnumel_symbolic = k.xnumel != r.xnumel;
   spec.origins.rnumel_symbolic = k.rnumel != r.rnumel;
-  const codegen::CudaKernel mine = codegen::emit_cuda(k, spec);
-  const codegen::CudaKernel other = codegen::emit_cuda(r, spec);
+  const codegen::CudaKernel mine = codegen::emit_cuda(k, spec, tuning);
+  const codegen::CudaKernel other = codegen::emit_cuda(r, spec, tuning);
   if (mine.source != other.source || mine.size_args.size() != other.size_args.size()) {
     spec.origins = {};
-    return codegen::emit_cuda(k, spec);
+    return codegen::emit_cuda(k, spec, tuning);
   }
   for (std::size_t u = 0; u < mine.size_args.size(); ++u)
     spec.origins.static_uses.push_back(mine.size_args[u] == other.size_args[u]);
-  return codegen::emit_cuda(k, spec);
+  return codegen::emit_cuda(k, spec, tuning);
 }
 
 namespace {
@@ -415,6 +424,83 @@ std::vector<std::string> compile_in_parallel(const std::vector<codegen::CudaKern
 
 }  // namespace
 
+void Executor::autotune(int device_index, const codegen::DeviceSpec& spec, std::vector<codegen::CudaKernel>& emitted) {
+  CudaDriver& driver = CudaDriver::instance();
+  const CudaDriver::DeviceInfo info = driver.device_info(device_index);
+  AutotuneDevice device;
+  device.name = info.name;
+  device.sm_count = info.sm_count;
+  device.arch = info.arch;
+  device.driver_version = driver.driver_version();
+  const auto nv = Nvrtc::instance().version();
+  device.nvrtc_version = std::to_string(nv.first) + "." + std::to_string(nv.second);
+  Autotuner& tuner = Autotuner::global();
+
+  // One decision per distinct default source (a repeated layer's kernels share it).
+  struct Pending {
+    std::vector<std::size_t> kernels;  // indices into emitted
+    std::vector<codegen::KernelCandidate> candidates;
+    std::string key;
+  };
+  std::unordered_map<std::string, std::size_t> by_source;
+  std::vector<Pending> pending;
+  for (std::size_t i = 0; i < emitted.size(); ++i) {
+    if (program_.kernels[i].xnumel == 0) continue;
+    auto [it, fresh] = by_source.try_emplace(emitted[i].source, pending.size());
+    if (!fresh) {
+      pending[it->second].kernels.push_back(i);
+      continue;
+    }
+    Pending p;
+    p.kernels.push_back(i);
+    p.candidates = codegen::candidates(program_.kernels[i],
+                                       [&](const codegen::KernelTuning& t) { return emit_kernel(i, spec, t); });
+    p.key = Autotuner::key(device, emitted[i].source);
+    pending.push_back(std::move(p));
+  }
+  // DEEPVISOR_AUTOTUNE_FORCE=i (tests: every candidate checked on a GPU):
+  // candidate i (the last where there are fewer), nothing timed or remembered.
+  if (const char* v = std::getenv("DEEPVISOR_AUTOTUNE_FORCE"); v != nullptr && v[0] != '\0') {
+    const auto want = static_cast<std::size_t>(std::max(0, std::atoi(v)));
+    for (Pending& q : pending)
+      for (std::size_t i : q.kernels) emitted[i] = q.candidates[std::min(want, q.candidates.size() - 1)].kernel;
+    return;
+  }
+  std::vector<codegen::CudaKernel> to_compile;
+  std::vector<std::size_t> to_measure;
+  for (std::size_t p = 0; p < pending.size(); ++p) {
+    Pending& q = pending[p];
+    if (q.candidates.size() <= 1) continue;
+    if (auto chosen = tuner.lookup(q.key, q.candidates)) {
+      for (std::size_t i : q.kernels) emitted[i] = q.candidates[*chosen].kernel;
+      continue;
+    }
+    to_measure.push_back(p);
+    for (const auto& c : q.candidates) to_compile.push_back(c.kernel);
+  }
+  if (to_measure.empty()) return;
+  // Every candidate of every kernel compiled at once, in parallel (and disk-cached).
+  const auto before = KernelCompiler::global().stats().nvrtc_compiles;
+  const std::vector<std::string> cubins = compile_in_parallel(to_compile, spec.arch);
+  stats_.autotune_compiles += KernelCompiler::global().stats().nvrtc_compiles - before;
+  void* stream = c10::cuda::getCurrentCUDAStream(device_index).stream();
+  const double budget = Autotuner::budget_ms();
+  std::size_t next_cubin = 0;
+  for (std::size_t p : to_measure) {
+    Pending& q = pending[p];
+    const std::size_t first = next_cubin;
+    next_cubin += q.candidates.size();
+    const ir::Kernel& kernel = program_.kernels[q.kernels.front()];
+    auto time = [&](std::size_t c) {
+      const codegen::CudaKernel& k = q.candidates[c].kernel;
+      CUfunction f = driver.load_function(cubins[first + c], k.name);
+      return time_on_device(f, kernel, k, size_table_bytes(k), stream);
+    };
+    const std::size_t chosen = tuner.select(q.key, q.candidates, time, budget);
+    for (std::size_t i : q.kernels) emitted[i] = q.candidates[chosen].kernel;
+  }
+}
+
 void Executor::validate_cuda(int arch) {
   CompileCounter counter;
   std::vector<codegen::CudaKernel> emitted = emit_kernels(default_spec(arch, size_arguments_, constant_sizes_));
@@ -438,7 +524,17 @@ void Executor::prepare_cuda(int device_index) {
   driver.ensure_context(device_index);
   auto spec = spec_for(driver.device_info(device_index), size_arguments_, constant_sizes_);
   CompileCounter counter;
-  std::vector<codegen::CudaKernel> emitted = emit_kernels(spec);
+  codegen::KernelTuning experiment;
+  std::vector<codegen::CudaKernel> emitted;
+  if (row_experiment(experiment)) {
+    for (std::size_t i = 0; i < program_.kernels.size(); ++i) emitted.push_back(emit_kernel(i, spec, experiment));
+  } else {
+    emitted = emit_kernels(spec);
+    // Kernels load on a plan's first call, which runs step by step: never
+    // inside a CUDA graph capture (then the heuristic's choice stands).
+    if (Autotuner::enabled() && c10::cuda::currentStreamCaptureStatusMayInitCtx() == c10::cuda::CaptureStatus::None)
+      autotune(device_index, spec, emitted);
+  }
   std::vector<std::string> cubins = compile_in_parallel(emitted, spec.arch);
   // Kernels are named by their content: a repeated layer's kernels share one
   // source, one compile and one loaded module.
