@@ -503,7 +503,16 @@ void Executor::autotune(int device_index, const codegen::DeviceSpec& spec, std::
 
 void Executor::validate_cuda(int arch) {
   CompileCounter counter;
-  std::vector<codegen::CudaKernel> emitted = emit_kernels(default_spec(arch, size_arguments_, constant_sizes_));
+  const codegen::DeviceSpec spec = default_spec(arch, size_arguments_, constant_sizes_);
+  std::vector<codegen::CudaKernel> emitted = emit_kernels(spec);
+  // DEEPVISOR_VALIDATE_CUDA=all: every autotuning candidate too.
+  if (const char* v = std::getenv("DEEPVISOR_VALIDATE_CUDA"); v != nullptr && std::string(v) == "all") {
+    for (std::size_t i = 0; i < program_.kernels.size(); ++i) {
+      auto candidates = codegen::candidates(program_.kernels[i],
+                                            [&](const codegen::KernelTuning& t) { return emit_kernel(i, spec, t); });
+      for (std::size_t c = 1; c < candidates.size(); ++c) emitted.push_back(std::move(candidates[c].kernel));
+    }
+  }
   compile_in_parallel(emitted, arch);
   counter.add_to(stats_);
 }

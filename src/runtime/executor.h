@@ -86,7 +86,8 @@ class Executor {
   }
 
   // Emits every kernel as CUDA C and compiles it with NVRTC for sm_<arch>,
-  // without a GPU. Throws on the first kernel NVRTC rejects.
+  // without a GPU. Throws on the first kernel NVRTC rejects. With
+  // DEEPVISOR_VALIDATE_CUDA=all, every autotuning candidate of each kernel too.
   void validate_cuda(int arch);
 
   // The CUDA C of every kernel (for dumps), for the given architecture.

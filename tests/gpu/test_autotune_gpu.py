@@ -44,7 +44,9 @@ def inputs(rows, cols, dtype):
 CASES = [
     (softmax, 1), (layer_norm, 3), (pointwise, 3), (column_sum, 1),
 ]
-SHAPES = [(4096, 4096), (2053, 1000), (8, 65536), (333, 77), (16384, 768)]
+# Long rows (one looped step in f32), odd rows, rows longer than a block
+# holds, many short rows; each large enough to have alternatives.
+SHAPES = [(4096, 4096), (2053, 1000), (8, 65536), (16384, 768)]
 
 
 def tolerance(dtype):
