@@ -33,6 +33,10 @@ def column_sum(x):
     return (x * 2).sum(0)
 
 
+def transposed(x):
+    return torch.sigmoid(x.t() * 1.5 + 1)
+
+
 def inputs(rows, cols, dtype):
     torch.manual_seed(0)
     x = torch.randn(rows, cols, device="cuda", dtype=dtype)
@@ -42,7 +46,7 @@ def inputs(rows, cols, dtype):
 
 
 CASES = [
-    (softmax, 1), (layer_norm, 3), (pointwise, 3), (column_sum, 1),
+    (softmax, 1), (layer_norm, 3), (pointwise, 3), (column_sum, 1), (transposed, 1),
 ]
 # Long rows (one looped step in f32), odd rows, rows longer than a block
 # holds, many short rows; each large enough to have alternatives.
@@ -66,6 +70,22 @@ def test_every_candidate_matches_eager(force, dtype, monkeypatch):
                 got = g(*args)
                 ref = fn(*args)
             torch.testing.assert_close(got.float(), ref.float(), **tolerance(dtype),
+                                       msg=lambda m: f"{fn.__name__} {rows}x{cols} candidate {force}: {m}")
+
+
+@pytest.mark.parametrize("force", range(8))
+def test_every_candidate_with_size_arguments(force, monkeypatch):
+    monkeypatch.setenv("DEEPVISOR_AUTOTUNE_FORCE", str(force))
+    monkeypatch.setenv("DEEPVISOR_SIZE_ARGS", "1")
+    for fn, nargs in CASES:
+        g = deepvisor.compile(fn)
+        for rows, cols in [(2053, 1000), (4096, 1000), (4095, 999)]:  # a second value makes the size symbolic
+            args = inputs(rows, cols, torch.float32)[:nargs]
+            with torch.no_grad():
+                got = g(*args)
+                got = g(*args)
+                ref = fn(*args)
+            torch.testing.assert_close(got, ref, **tolerance(torch.float32),
                                        msg=lambda m: f"{fn.__name__} {rows}x{cols} candidate {force}: {m}")
 
 
