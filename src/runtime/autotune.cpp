@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <limits>
+#include <sstream>
 #include <stdexcept>
 
 #include "ir/dtype.h"
@@ -19,9 +20,61 @@ bool disk_enabled() {
   return v == nullptr || std::string(v) != "0";
 }
 
-std::string source_key(const codegen::KernelCandidate& c) { return content_key({"source", c.kernel.source}); }
+std::string source_key(const std::string& source) { return content_key({"source", source}); }
+std::string source_key(const codegen::KernelCandidate& c) { return source_key(c.kernel.source); }
+
+// "v1 <source key> <measured> <the tuning's fields>"
+std::string serialize(const std::string& source, const codegen::KernelTuning& t, bool measured) {
+  std::ostringstream out;
+  out << "v1 " << source << ' ' << measured << ' ' << t.pointwise_threads << ' ' << t.pointwise_chunks << ' '
+      << t.row_chunks_per_thread << ' ' << t.row_max_threads << ' ' << t.row_force_looped << ' ' << t.row_loop_hints
+      << ' ' << t.row_loop_moments << ' ' << t.row_one_step_looped << ' ' << t.col_rows_per_block;
+  return out.str();
+}
 
 }  // namespace
+
+struct Autotuner::Choice {
+  std::string source;  // the chosen source's content key
+  bool measured = false;
+  codegen::KernelTuning tuning;
+};
+
+std::optional<Autotuner::Choice> Autotuner::find(const std::string& key) {
+  std::optional<std::string> text;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (auto it = memory_.find(key); it != memory_.end()) text = it->second;
+  }
+  if (!text && disk_) text = disk_->load(key);
+  if (!text) return std::nullopt;
+  std::istringstream in(*text);
+  std::string version;
+  Choice c;
+  codegen::KernelTuning& t = c.tuning;
+  in >> version >> c.source >> c.measured >> t.pointwise_threads >> t.pointwise_chunks >> t.row_chunks_per_thread >>
+      t.row_max_threads >> t.row_force_looped >> t.row_loop_hints >> t.row_loop_moments >> t.row_one_step_looped >>
+      t.col_rows_per_block;
+  if (!in || version != "v1") return std::nullopt;  // another format: measure again
+  std::lock_guard<std::mutex> lock(mu_);
+  memory_[key] = *text;
+  return c;
+}
+
+void Autotuner::remember(const std::string& key, const codegen::KernelCandidate& chosen, bool measured) {
+  const std::string text = serialize(source_key(chosen), chosen.tuning, measured);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    memory_[key] = text;
+  }
+  if (disk_) disk_->store(key, text);
+}
+
+void Autotuner::count_hit(const Choice& c) {
+  if (!c.measured) return;
+  std::lock_guard<std::mutex> lock(mu_);
+  ++stats_.cache_hits;
+}
 
 Autotuner::Autotuner(std::optional<std::filesystem::path> dir) {
   if (dir) disk_.emplace(*dir);
@@ -53,27 +106,37 @@ std::string Autotuner::key(const AutotuneDevice& d, const std::string& default_s
 
 std::optional<std::size_t> Autotuner::lookup(const std::string& key,
                                              const std::vector<codegen::KernelCandidate>& candidates) {
-  if (candidates.size() <= 1) return candidates.empty() ? std::nullopt : std::optional<std::size_t>(0);
-  std::optional<std::string> chosen;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (auto it = memory_.find(key); it != memory_.end()) chosen = it->second;
-  }
-  if (!chosen && disk_) chosen = disk_->load(key);
-  if (!chosen) return std::nullopt;
+  const std::optional<Choice> c = find(key);
+  if (!c) return std::nullopt;
   for (std::size_t i = 0; i < candidates.size(); ++i) {
-    if (source_key(candidates[i]) != *chosen) continue;
-    std::lock_guard<std::mutex> lock(mu_);
-    memory_[key] = *chosen;
-    ++stats_.cache_hits;
+    if (source_key(candidates[i]) != c->source) continue;
+    count_hit(*c);
     return i;
   }
   return std::nullopt;  // the candidates changed since (another emitter): measure again
 }
 
+std::optional<codegen::KernelCandidate> Autotuner::lookup(const std::string& key, const codegen::EmitFn& emit) {
+  const std::optional<Choice> c = find(key);
+  if (!c) return std::nullopt;
+  codegen::KernelCandidate k{c->tuning, {}};
+  try {
+    k.kernel = emit(c->tuning);
+  } catch (const std::invalid_argument&) {
+    return std::nullopt;
+  }
+  if (source_key(k.kernel.source) != c->source) return std::nullopt;
+  count_hit(*c);
+  return k;
+}
+
 std::size_t Autotuner::select(const std::string& key, const std::vector<codegen::KernelCandidate>& candidates,
                               const TimeFn& time, double budget_ms) {
-  if (candidates.size() <= 1) return 0;
+  if (candidates.empty()) return 0;
+  if (candidates.size() == 1) {
+    remember(key, candidates.front(), false);
+    return 0;
+  }
   const auto start = std::chrono::steady_clock::now();
   auto elapsed_ms = [&] {
     return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
@@ -92,13 +155,13 @@ std::size_t Autotuner::select(const std::string& key, const std::vector<codegen:
     // Ties keep the earlier candidate (the heuristic's, when it is among them).
     if (ms < best_ms) best = i, best_ms = ms;
   }
-  std::lock_guard<std::mutex> lock(mu_);
-  stats_.seconds += elapsed_ms() / 1000.0;
-  if (!best) return 0;
-  ++stats_.kernels_tuned;
-  const std::string chosen = source_key(candidates[*best]);
-  memory_[key] = chosen;
-  if (disk_) disk_->store(key, chosen);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stats_.seconds += elapsed_ms() / 1000.0;
+    if (!best) return 0;
+    ++stats_.kernels_tuned;
+  }
+  remember(key, candidates[*best], true);
   return *best;
 }
 

@@ -63,13 +63,20 @@ class Autotuner {
   static std::string key(const AutotuneDevice& device, const std::string& default_source);
 
   // The remembered choice for `key` among `candidates` (memory, then disk), or
-  // nullopt; a hit counts in stats. A choice naming no candidate is a miss.
+  // nullopt; a hit on a measured choice counts in stats. A choice naming no
+  // candidate is a miss.
   std::optional<std::size_t> lookup(const std::string& key, const std::vector<codegen::KernelCandidate>& candidates);
+
+  // The same without the candidates (a warm start emits one kernel, not
+  // every candidate): the remembered tuning emitted by `emit`, if its source
+  // is the one chosen (else nullopt: the emitter changed, measure again).
+  std::optional<codegen::KernelCandidate> lookup(const std::string& key, const codegen::EmitFn& emit);
 
   // Times the candidates in order (the first always; the others while the
   // budget lasts), keeps the fastest and remembers it under `key`. Candidates
   // whose timing throws are skipped; if all do, 0 (the default), not
-  // remembered.
+  // remembered. One candidate: nothing timed, remembered as unmeasured (so a
+  // warm start need not list the candidates again; no stats either way).
   std::size_t select(const std::string& key, const std::vector<codegen::KernelCandidate>& candidates,
                      const TimeFn& time, double budget_ms);
 
@@ -79,7 +86,12 @@ class Autotuner {
  private:
   std::optional<DiskCache> disk_;
   mutable std::mutex mu_;
-  std::unordered_map<std::string, std::string> memory_;  // key -> chosen source's content key
+  struct Choice;
+  std::optional<Choice> find(const std::string& key);
+  void remember(const std::string& key, const codegen::KernelCandidate& chosen, bool measured);
+  void count_hit(const Choice& c);
+
+  std::unordered_map<std::string, std::string> memory_;  // key -> the choice, serialized as on disk
   Stats stats_;
 };
 

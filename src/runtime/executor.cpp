@@ -436,68 +436,81 @@ void Executor::autotune(int device_index, const codegen::DeviceSpec& spec, std::
   device.nvrtc_version = std::to_string(nv.first) + "." + std::to_string(nv.second);
   Autotuner& tuner = Autotuner::global();
 
-  // One decision per distinct default source (a repeated layer's kernels share it).
+  // DEEPVISOR_AUTOTUNE_FORCE=i (tests: every candidate checked on a GPU):
+  // candidate i (the last where there are fewer), nothing timed or remembered.
+  std::optional<std::size_t> force;
+  if (const char* v = std::getenv("DEEPVISOR_AUTOTUNE_FORCE"); v != nullptr && v[0] != '\0')
+    force = static_cast<std::size_t>(std::max(0, std::atoi(v)));
+
+  // One decision per distinct default source (a repeated layer's kernels
+  // share it; with size arguments, kernels of other sizes may too, so each
+  // kernel is emitted for itself with the tuning chosen for the first).
   struct Pending {
-    std::vector<std::size_t> kernels;  // indices into emitted
+    std::size_t kernel;  // index into emitted
     std::vector<codegen::KernelCandidate> candidates;
     std::string key;
   };
-  std::unordered_map<std::string, std::size_t> by_source;
+  std::unordered_map<std::string, codegen::KernelTuning> tuning_of;  // default source -> the tuning chosen
+  std::vector<std::size_t> repeats;  // kernels whose default source an earlier kernel has
   std::vector<Pending> pending;
+  std::vector<codegen::CudaKernel> to_compile;
   for (std::size_t i = 0; i < emitted.size(); ++i) {
     if (program_.kernels[i].xnumel == 0) continue;
-    auto [it, fresh] = by_source.try_emplace(emitted[i].source, pending.size());
-    if (!fresh) {
-      pending[it->second].kernels.push_back(i);
+    const std::string& source = emitted[i].source;
+    if (tuning_of.count(source) != 0) {
+      repeats.push_back(i);
       continue;
     }
-    Pending p;
-    p.kernels.push_back(i);
-    p.candidates = codegen::candidates(program_.kernels[i],
-                                       [&](const codegen::KernelTuning& t) { return emit_kernel(i, spec, t); });
-    p.key = Autotuner::key(device, emitted[i].source);
-    pending.push_back(std::move(p));
-  }
-  // DEEPVISOR_AUTOTUNE_FORCE=i (tests: every candidate checked on a GPU):
-  // candidate i (the last where there are fewer), nothing timed or remembered.
-  if (const char* v = std::getenv("DEEPVISOR_AUTOTUNE_FORCE"); v != nullptr && v[0] != '\0') {
-    const auto want = static_cast<std::size_t>(std::max(0, std::atoi(v)));
-    for (Pending& q : pending)
-      for (std::size_t i : q.kernels) emitted[i] = q.candidates[std::min(want, q.candidates.size() - 1)].kernel;
-    return;
-  }
-  std::vector<codegen::CudaKernel> to_compile;
-  std::vector<std::size_t> to_measure;
-  for (std::size_t p = 0; p < pending.size(); ++p) {
-    Pending& q = pending[p];
-    if (q.candidates.size() <= 1) continue;
-    if (auto chosen = tuner.lookup(q.key, q.candidates)) {
-      for (std::size_t i : q.kernels) emitted[i] = q.candidates[*chosen].kernel;
+    tuning_of[source] = codegen::KernelTuning{};
+    auto emit = [&](const codegen::KernelTuning& t) { return emit_kernel(i, spec, t); };
+    const std::string key = Autotuner::key(device, source);
+    if (!force) {
+      // A warm start: the remembered choice, one kernel emitted, nothing timed.
+      if (auto chosen = tuner.lookup(key, emit)) {
+        tuning_of[source] = chosen->tuning;
+        emitted[i] = std::move(chosen->kernel);
+        continue;
+      }
+    }
+    std::vector<codegen::KernelCandidate> candidates = codegen::candidates(program_.kernels[i], emit);
+    if (force) {
+      codegen::KernelCandidate& c = candidates[std::min(*force, candidates.size() - 1)];
+      tuning_of[source] = c.tuning;
+      emitted[i] = std::move(c.kernel);
       continue;
     }
-    to_measure.push_back(p);
-    for (const auto& c : q.candidates) to_compile.push_back(c.kernel);
+    if (candidates.size() <= 1) {
+      tuner.select(key, candidates, nullptr, 0);  // remembered, so that a warm start lists no candidates
+      continue;
+    }
+    for (const auto& c : candidates) to_compile.push_back(c.kernel);
+    pending.push_back({i, std::move(candidates), key});
   }
-  if (to_measure.empty()) return;
-  // Every candidate of every kernel compiled at once, in parallel (and disk-cached).
-  const auto before = KernelCompiler::global().stats().nvrtc_compiles;
-  const std::vector<std::string> cubins = compile_in_parallel(to_compile, spec.arch);
-  stats_.autotune_compiles += KernelCompiler::global().stats().nvrtc_compiles - before;
-  void* stream = c10::cuda::getCurrentCUDAStream(device_index).stream();
-  const double budget = Autotuner::budget_ms();
-  std::size_t next_cubin = 0;
-  for (std::size_t p : to_measure) {
-    Pending& q = pending[p];
-    const std::size_t first = next_cubin;
-    next_cubin += q.candidates.size();
-    const ir::Kernel& kernel = program_.kernels[q.kernels.front()];
-    auto time = [&](std::size_t c) {
-      const codegen::CudaKernel& k = q.candidates[c].kernel;
-      CUfunction f = driver.load_function(cubins[first + c], k.name);
-      return time_on_device(f, kernel, k, size_table_bytes(k), stream);
-    };
-    const std::size_t chosen = tuner.select(q.key, q.candidates, time, budget);
-    for (std::size_t i : q.kernels) emitted[i] = q.candidates[chosen].kernel;
+  if (!pending.empty()) {
+    // Every candidate of every kernel compiled at once, in parallel (and disk-cached).
+    const auto before = KernelCompiler::global().stats().nvrtc_compiles;
+    const std::vector<std::string> cubins = compile_in_parallel(to_compile, spec.arch);
+    stats_.autotune_compiles += KernelCompiler::global().stats().nvrtc_compiles - before;
+    void* stream = c10::cuda::getCurrentCUDAStream(device_index).stream();
+    const double budget = Autotuner::budget_ms();
+    std::size_t next_cubin = 0;
+    for (Pending& q : pending) {
+      const std::size_t first = next_cubin;
+      next_cubin += q.candidates.size();
+      const ir::Kernel& kernel = program_.kernels[q.kernel];
+      auto time = [&](std::size_t c) {
+        const codegen::CudaKernel& k = q.candidates[c].kernel;
+        CUfunction f = driver.load_function(cubins[first + c], k.name);
+        return time_on_device(f, kernel, k, size_table_bytes(k), stream);
+      };
+      const std::size_t chosen = tuner.select(q.key, q.candidates, time, budget);
+      tuning_of[emitted[q.kernel].source] = q.candidates[chosen].tuning;
+      emitted[q.kernel] = std::move(q.candidates[chosen].kernel);
+    }
+  }
+  for (std::size_t i : repeats) {
+    const codegen::KernelTuning& t = tuning_of.at(emitted[i].source);
+    if (!(t == codegen::KernelTuning{})) emitted[i] = emit_kernel(i, spec, t);
   }
 }
 

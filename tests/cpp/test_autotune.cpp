@@ -121,6 +121,17 @@ TEST_CASE("autotune: the fastest candidate, remembered in memory and on disk", "
   Autotuner other(dir);
   CHECK_FALSE(other.lookup(key, fewer).has_value());
 
+  // A warm start that emits only the chosen tuning.
+  Autotuner emitting(dir);
+  auto emit = [&](const KernelTuning& t) { return emit_cuda(k, kSpec, t); };
+  auto hit = emitting.lookup(key, emit);
+  REQUIRE(hit.has_value());
+  CHECK(hit->tuning == c[2].tuning);
+  CHECK(hit->kernel.source == c[2].kernel.source);
+  CHECK(emitting.stats().cache_hits == 1);
+  // An emitter that writes another source for that tuning: a miss.
+  CHECK_FALSE(Autotuner(dir).lookup(key, [&](const KernelTuning&) { return c[0].kernel; }).has_value());
+
   // Without a disk tier nothing persists.
   Autotuner memory_only(std::nullopt);
   CHECK_FALSE(memory_only.lookup(key, c).has_value());
@@ -141,10 +152,18 @@ TEST_CASE("autotune: the budget bounds the timing; ties and failures keep the de
   // Every timing fails: the default, not remembered.
   CHECK(tuner.select("cc", c, [](std::size_t) -> double { throw std::runtime_error("no"); }, 1e9) == 0);
   CHECK_FALSE(tuner.lookup("cc", c).has_value());
-  // One candidate: nothing to time.
-  const auto one = dv::codegen::candidates(gelu_chain("tiny", DType::Float32, 7), kSpec);
+  // One candidate: nothing to time; remembered (a warm start need not list
+  // the candidates) but not counted as a measured choice.
+  const Kernel tiny = gelu_chain("tiny", DType::Float32, 7);
+  const auto one = dv::codegen::candidates(tiny, kSpec);
   REQUIRE(one.size() == 1);
   CHECK(tuner.select("dd", one, [](std::size_t) -> double { throw std::logic_error("timed"); }, 1e9) == 0);
+  const auto before = tuner.stats();
+  auto hit = tuner.lookup("dd", [&](const KernelTuning& t) { return emit_cuda(tiny, kSpec, t); });
+  REQUIRE(hit.has_value());
+  CHECK(hit->kernel.source == one[0].kernel.source);
+  CHECK(tuner.stats().cache_hits == before.cache_hits);
+  CHECK(tuner.stats().kernels_tuned == before.kernels_tuned);
 }
 
 TEST_CASE("candidates: counts (informative)", "[kernel_configs][.print]") {
