@@ -388,7 +388,7 @@ DV_HINTED_LOAD(dv_load_last, "L2::evict_first", ".L1::evict_first")
 DV_HINTED_LOAD(dv_load_keep_l2, "L2::evict_last", "")
 DV_HINTED_LOAD(dv_load_last_l2, "L2::evict_first", "")
 #undef DV_HINTED_LOAD
-// The L1 part alone (experiments: KernelTuning::row_loop_hints = 1).
+// The L1 part alone (experiments: DeviceSpec::row_loop_hints = 1).
 DV_L1_LOAD(dv_load_keep_l1, ".L1::evict_last")
 DV_L1_LOAD(dv_load_last_l1, ".L1::evict_first")
 #undef DV_L1_LOAD
