@@ -1,7 +1,7 @@
 // dvdump: prints the stages of compiling a dumped graph.
 //
 //   dvdump FILE [--stage graph|plan|loop|groups|cuda|all] [--arch N] [--no-fuse]
-//          [--row-chunks N] [--row-threads N] [--row-looped] [--no-loop-hints] [--loop-hints 0-3] [--no-loop-moments] [--no-one-step-looped] [--col-rows N]
+//          [--row-chunks N] [--row-threads N] [--row-looped] [--no-loop-hints] [--loop-hints 0-3] [--no-loop-moments] [--no-one-step-looped] [--col-rows N] [--pw-threads N] [--pw-chunks N]
 //
 // FILE is a graph in deepvisor's text format, as written by
 // deepvisor.compile(fn, dump_dir=DIR) or DEEPVISOR_DUMP_DIR.
@@ -19,7 +19,7 @@ namespace {
 int usage(const char* why) {
   std::cerr << "dvdump: " << why << "\n"
             << "usage: dvdump FILE [--stage graph|plan|loop|groups|cuda|all] [--arch N] [--no-fuse]\n"
-            << "              [--row-chunks N] [--row-threads N] [--row-looped] [--no-loop-hints] [--loop-hints 0-3] [--no-loop-moments] [--no-one-step-looped] [--col-rows N]   (row-kernel tiles, for experiments)\n";
+            << "              [--row-chunks N] [--row-threads N] [--row-looped] [--no-loop-hints] [--loop-hints 0-3] [--no-loop-moments] [--no-one-step-looped] [--col-rows N] [--pw-threads N] [--pw-chunks N]   (row-kernel tiles, for experiments)\n";
   return 2;
 }
 
@@ -39,19 +39,22 @@ void print_groups(const dv::codegen::Program& p) {
 int main(int argc, char** argv) {
   std::string file, stage = "all";
   dv::codegen::DeviceSpec spec;
+  dv::codegen::KernelTuning tuning;
   bool fuse = true;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--stage" && i + 1 < argc) stage = argv[++i];
     else if (a == "--arch" && i + 1 < argc) spec.arch = std::stoi(argv[++i]);
-    else if (a == "--row-chunks" && i + 1 < argc) spec.row_chunks_per_thread = std::stoi(argv[++i]);
-    else if (a == "--row-threads" && i + 1 < argc) spec.row_max_threads = std::stoi(argv[++i]);
-    else if (a == "--row-looped") spec.row_force_looped = true;
-    else if (a == "--no-loop-hints") spec.row_loop_hints = 0;
-    else if (a == "--no-loop-moments") spec.row_loop_moments = false;
-    else if (a == "--no-one-step-looped") spec.row_one_step_looped = false;
-    else if (a == "--loop-hints" && i + 1 < argc) spec.row_loop_hints = std::stoi(argv[++i]);
-    else if (a == "--col-rows" && i + 1 < argc) spec.col_rows_per_block = std::stoi(argv[++i]);
+    else if (a == "--row-chunks" && i + 1 < argc) tuning.row_chunks_per_thread = std::stoi(argv[++i]);
+    else if (a == "--row-threads" && i + 1 < argc) tuning.row_max_threads = std::stoi(argv[++i]);
+    else if (a == "--row-looped") tuning.row_force_looped = true;
+    else if (a == "--no-loop-hints") tuning.row_loop_hints = 0;
+    else if (a == "--no-loop-moments") tuning.row_loop_moments = false;
+    else if (a == "--no-one-step-looped") tuning.row_one_step_looped = false;
+    else if (a == "--loop-hints" && i + 1 < argc) tuning.row_loop_hints = std::stoi(argv[++i]);
+    else if (a == "--col-rows" && i + 1 < argc) tuning.col_rows_per_block = std::stoi(argv[++i]);
+    else if (a == "--pw-threads" && i + 1 < argc) tuning.pointwise_threads = std::stoi(argv[++i]);
+    else if (a == "--pw-chunks" && i + 1 < argc) tuning.pointwise_chunks = std::stoi(argv[++i]);
     else if (a == "--no-fuse") fuse = false;
     else if (a == "-h" || a == "--help") return usage("prints the op graph, plan, loop IR, fusion groups and CUDA C");
     else if (!a.empty() && a[0] == '-') return usage(("unknown option " + a).c_str());
@@ -89,7 +92,7 @@ int main(int argc, char** argv) {
     if (all || stage == "cuda") {
       section("CUDA C (sm_" + std::to_string(spec.arch) + ")");
       for (const auto& k : program.kernels) {
-        auto c = dv::codegen::emit_cuda(k, spec);
+        auto c = dv::codegen::emit_cuda(k, spec, tuning);
         std::cout << "// launch: grid (" << c.launch.grid[0] << "," << c.launch.grid[1] << "," << c.launch.grid[2]
                   << ") block (" << c.launch.block[0] << "," << c.launch.block[1] << "," << c.launch.block[2]
                   << ") shared " << c.launch.shared_bytes << "\n"

@@ -61,6 +61,10 @@ py::dict executor_stats(const Executor& e) {
   d["kernels"] = s.kernels;
   d["nvrtc_compiles"] = s.nvrtc_compiles;
   d["disk_cache_hits"] = s.disk_cache_hits;
+  d["kernels_autotuned"] = s.kernels_autotuned;
+  d["autotune_s"] = s.autotune_seconds;
+  d["autotune_cache_hits"] = s.autotune_cache_hits;
+  d["autotune_compiles"] = s.autotune_compiles;
   py::dict fallbacks;
   for (const auto& [op, n] : s.fallback_ops) fallbacks[py::str(op)] = n;
   d["fallback_ops"] = fallbacks;

@@ -60,6 +60,11 @@ def stats(compiled):
     evictions (plans dropped past DEEPVISOR_MAX_PLANS, least recently used first),
     versions (plans and eager versions held), eager_calls, eager_reasons,
     fallback_ops {op: count}, extern_ops, kernels, nvrtc_compiles, disk_cache_hits;
+    on a GPU, kernels_autotuned (kernels whose configurations were timed at
+    their first run, DEEPVISOR_AUTOTUNE=0 to skip), autotune_s (seconds timing
+    them), autotune_compiles (the candidates' NVRTC compiles, included in
+    nvrtc_compiles), autotune_cache_hits (configurations found chosen
+    already, in memory or on disk);
     capture_s and compile_s (host seconds in captures and in building executors,
     kernels compiled by NVRTC at their first run not included);
     for plans on CPU tensors, once a plan ran: cpu_compiled_kernels (kernels

@@ -515,7 +515,7 @@ std::string Emitter::row_load_call(ValueId id, const Segment& s, const std::stri
   if (!row_chunk) return "*" + ptr;
   const RowLoadHint hint = row_load_hint_.empty() ? RowLoadHint::None : row_load_hint_[id];
   if (hint != RowLoadHint::None) {
-    const char* suffix = dev_.row_loop_hints == 2 ? "_l2" : dev_.row_loop_hints == 1 ? "_l1" : "";
+    const char* suffix = tune_.row_loop_hints == 2 ? "_l2" : tune_.row_loop_hints == 1 ? "_l1" : "";
     return cat(hint == RowLoadHint::Keep ? "dv_load_keep" : "dv_load_last", suffix, "(", ptr, ")");
   }
   if (loads_once_) return "dv_load_once(" + ptr + ")";
@@ -967,6 +967,26 @@ LaneAccess classify_lane_access(const ir::IndexExpr& index, const std::string& l
   return cuda::classify(index, cuda::LaneContext{lane_var, std::max(1, vec)});
 }
 
-CudaKernel emit_cuda(const ir::Kernel& kernel, const DeviceSpec& device) { return cuda::Emitter(kernel, device).run(); }
+CudaKernel emit_cuda(const ir::Kernel& kernel, const DeviceSpec& device, const KernelTuning& tuning) {
+  return cuda::Emitter(kernel, device, tuning).run();
+}
+
+std::string to_string(const KernelTuning& t) {
+  const KernelTuning d;
+  std::string s;
+  auto field = [&](bool differs, const std::string& text) {
+    if (differs) s += (s.empty() ? "" : " ") + text;
+  };
+  field(t.pointwise_threads != d.pointwise_threads, "pw_threads=" + std::to_string(t.pointwise_threads));
+  field(t.pointwise_chunks != d.pointwise_chunks, "pw_chunks=" + std::to_string(t.pointwise_chunks));
+  field(t.row_chunks_per_thread != d.row_chunks_per_thread, "row_chunks=" + std::to_string(t.row_chunks_per_thread));
+  field(t.row_max_threads != d.row_max_threads, "row_threads=" + std::to_string(t.row_max_threads));
+  field(t.row_force_looped != d.row_force_looped, t.row_force_looped ? "row_looped" : "row_not_looped");
+  field(t.row_loop_hints != d.row_loop_hints, "loop_hints=" + std::to_string(t.row_loop_hints));
+  field(t.row_loop_moments != d.row_loop_moments, t.row_loop_moments ? "loop_moments" : "no_loop_moments");
+  field(t.row_one_step_looped != d.row_one_step_looped, t.row_one_step_looped ? "one_step_looped" : "no_one_step_looped");
+  field(t.col_rows_per_block != d.col_rows_per_block, "col_rows=" + std::to_string(t.col_rows_per_block));
+  return s.empty() ? "default" : s;
+}
 
 }  // namespace dv::codegen

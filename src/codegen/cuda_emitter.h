@@ -19,16 +19,19 @@
 
 namespace dv::codegen {
 
-// What the emitter needs to know about the target GPU.
-struct DeviceSpec {
-  int arch = 90;  // compute capability major*10 + minor
-  int sm_count = 132;
-  int max_threads_per_block = 1024;
-  int max_shared_per_block = 48 * 1024;  // bytes of static shared memory
+// How a kernel form is configured: the knobs the emitter exposes (tiles,
+// threads, chunks a thread, rows in registers or looped, cache hints). Not a
+// fact of the device: the defaults are the cold-start heuristic (what measured
+// fastest on the H100, bench/NOTES.md), and on a GPU runtime/autotune times a
+// few alternatives (codegen/kernel_configs.h) and keeps the fastest. dvdump
+// can override them to write variants for kernel studies.
+struct KernelTuning {
+  // Pointwise: at most this many threads a block (halved while the grid would
+  // leave an SM without two blocks), this many 16-byte chunks a thread.
+  int pointwise_threads = 128;
+  int pointwise_chunks = 1;
   // Row-kernel tile: about this many 16-byte chunks a thread, at most this
-  // many threads a row (while the row fits that way). The defaults are what
-  // measured fastest on the H100 (bench/NOTES.md); dvdump can override them
-  // to write variants for kernel studies.
+  // many threads a row (while the row fits that way).
   int row_chunks_per_thread = 2;
   int row_max_threads = 512;
   bool row_force_looped = false;  // never hold the row in registers (row_chunks_per_thread a step)
@@ -38,6 +41,19 @@ struct DeviceSpec {
   bool row_loop_moments = true;  // looped rows of one step: a variance computed with its mean (one pass fewer)
   bool row_one_step_looped = true;  // f32 rows of (1, 2] x row_max_threads chunks that write rows: looped, one step
   int col_rows_per_block = 64;    // reductions over an outer dimension: rows (x) a block, when that leaves a block an SM
+
+  bool operator==(const KernelTuning&) const = default;
+};
+
+// A short readable form: "default", or the fields that differ from it ("row_chunks=4 row_looped").
+std::string to_string(const KernelTuning& t);
+
+// What the emitter needs to know about the target GPU (facts, not tuning).
+struct DeviceSpec {
+  int arch = 90;  // compute capability major*10 + minor
+  int sm_count = 132;
+  int max_threads_per_block = 1024;
+  int max_shared_per_block = 48 * 1024;  // bytes of static shared memory
   // Sizes as arguments (dynamic shapes): the index constants and the
   // iteration space's sizes are read from a table passed at launch instead of
   // being written into the source, so kernels that differ only in sizes have
@@ -88,7 +104,7 @@ struct CudaKernel {
 // double), const for buffers the kernel does not write, all __restrict__.
 // Throws std::invalid_argument for a kernel it cannot emit (malformed IR, an
 // operation on a dtype the semantics do not define).
-CudaKernel emit_cuda(const ir::Kernel& kernel, const DeviceSpec& device);
+CudaKernel emit_cuda(const ir::Kernel& kernel, const DeviceSpec& device, const KernelTuning& tuning = {});
 
 // How an index varies over `vec` consecutive values of the variable `lane_var`
 // (the first of which is a multiple of `vec`), all other variables fixed:

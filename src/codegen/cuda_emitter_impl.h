@@ -39,7 +39,7 @@ struct RowLayout;  // how a row kernel's threads cover its rows (see emit_rows)
 
 class Emitter {
  public:
-  Emitter(const Kernel& k, const DeviceSpec& d) : k_(k), dev_(d) {}
+  Emitter(const Kernel& k, const DeviceSpec& d, const KernelTuning& t) : k_(k), dev_(d), tune_(t) {}
   CudaKernel run();
 
  private:
@@ -133,6 +133,7 @@ class Emitter {
 
   const Kernel& k_;
   const DeviceSpec& dev_;
+  const KernelTuning& tune_;
   Writer w_;
   std::string entry_;
   // Size arguments (DeviceSpec::size_arguments): the table's values, and the

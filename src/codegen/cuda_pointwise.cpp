@@ -19,16 +19,20 @@ void Emitter::emit_empty() {
 }
 
 void Emitter::emit_pointwise() {
-  // Vector width from the widest accessed element; one 16-byte chunk per
-  // thread in blocks of 128 threads. Measured on the H100 (bench/NOTES.md,
-  // 2026-11-25): fewer, larger tiles (4 chunks a thread, or 256-1024 threads)
-  // ran 1-5% slower on a 64M-element chain; the copy floor behaves the same.
+  // Vector width from the widest accessed element; KernelTuning's chunks a
+  // thread (default one 16-byte chunk) in blocks of its threads (default 128).
+  // Measured on the H100 (bench/NOTES.md, 2026-11-25): fewer, larger tiles (4
+  // chunks a thread, or 256-1024 threads) ran 1-5% slower on a 64M-element
+  // chain; the copy floor behaves the same. Other cards: runtime/autotune.
   const int bytes = std::max(1, max_lane_access_bytes());
   const int vec = std::max(1, 16 / bytes);
-  const int groups = 1;
-  int threads = 128;
+  int threads = std::clamp(tune_.pointwise_threads / 32 * 32, 64, dev_.max_threads_per_block);
+  int groups = 1;
   auto tile = [&] { return static_cast<std::int64_t>(threads) * vec * groups; };
   const std::int64_t enough_blocks = 2LL * dev_.sm_count;
+  // Larger tiles only while the grid still has enough blocks (chunks first, then threads).
+  groups = std::clamp(tune_.pointwise_chunks, 1, 8);
+  while (groups > 1 && ceil_div(layout_xnumel(), tile()) < enough_blocks) groups /= 2;
   while (threads > 64 && ceil_div(layout_xnumel(), tile()) < enough_blocks) threads /= 2;
   const std::int64_t full_tiles = k_.xnumel / tile();
   // Size arguments: one text for every size (full tiles and a tail, either possibly none).

@@ -66,7 +66,7 @@ void Emitter::find_moment_pairs(const Segment& s, bool persistent, std::int64_t 
   // arithmetic between a thread's loads cost more than the pass it saves
   // (layer_norm 2048x32768 f32: 224.2 us paired, 218.8 not; bench/NOTES.md).
   if (col_major_ || s.mask != Segment::Mask::None) return;
-  if (!persistent && (!dev_.row_loop_moments || steps != 1)) return;
+  if (!persistent && (!tune_.row_loop_moments || steps != 1)) return;
   for (std::size_t i = 0; i < k_.body.size(); ++i) {
     if (!live_[i]) continue;
     const ValueId sum = squared_deviation_source(static_cast<ValueId>(i));
@@ -273,8 +273,8 @@ bool Emitter::writes_rows() const {
 // bf16 (93.7 registers, 94.8 looped), of 768 f32 (72.2 / 81.0) or of two steps
 // (softmax 8192 f32, 183.1 / 184.9) stay in registers.
 bool Emitter::prefers_one_looped_step(std::int64_t chunks, int vec, std::int64_t widest_tpr) const {
-  return dev_.row_one_step_looped && writes_rows() && vec == 4 && max_lane_access_bytes() == 4 &&
-         dev_.row_chunks_per_thread == 2 && chunks > widest_tpr && chunks <= 2 * widest_tpr;
+  return tune_.row_one_step_looped && writes_rows() && vec == 4 && max_lane_access_bytes() == 4 &&
+         tune_.row_chunks_per_thread == 2 && chunks > widest_tpr && chunks <= 2 * widest_tpr;
 }
 
 // When `tpr` threads would hold unequal shares of a row's chunks (the last
@@ -317,7 +317,7 @@ void Emitter::emit_rows() {
     L.vec = 1;
     // 64 rows (256 contiguous bytes of f32 per r) once there are enough for a
     // block an SM: mean(0) of 4096x16384 f32 103.9 -> 101.2 us against 32.
-    const std::int64_t wide = std::clamp<std::int64_t>(dev_.col_rows_per_block / 32 * 32, 32, max_block);
+    const std::int64_t wide = std::clamp<std::int64_t>(tune_.col_rows_per_block / 32 * 32, 32, max_block);
     L.rpb = layout_xnumel() >= wide * dev_.sm_count ? wide : 32;
     L.tpr = 1;
     while (L.tpr < 32 && (symbolic_r || L.tpr < k_.rnumel) && L.rpb * L.tpr * 2 <= max_block &&
@@ -342,8 +342,8 @@ void Emitter::emit_rows() {
     // that way. Measured on the H100 (bench/NOTES.md, 2026-11-25): layer_norm
     // of 4096 ran fastest with 2 chunks (f32: 512 threads; bf16: 256) against
     // 1, 4 or 8; more chunks raise registers and cut the rows in flight.
-    const int target_chunks = std::max(1, dev_.row_chunks_per_thread);
-    const std::int64_t preferred_tpr = std::max(32, dev_.row_max_threads);
+    const int target_chunks = std::max(1, tune_.row_chunks_per_thread);
+    const std::int64_t preferred_tpr = std::max(32, tune_.row_max_threads);
     const std::int64_t max_tpr = std::min<std::int64_t>(max_block, next_pow2(chunks));
     auto block_threads = [&](std::int64_t tpr) {
       if (tpr >= 256) return tpr;
@@ -356,7 +356,7 @@ void Emitter::emit_rows() {
       return tpr;
     };
     L.persistent = false;
-    for (L.tpr = choose_tpr(); L.tpr <= max_tpr && !dev_.row_force_looped; L.tpr *= 2)
+    for (L.tpr = choose_tpr(); L.tpr <= max_tpr && !tune_.row_force_looped; L.tpr *= 2)
       if (fits(ceil_div(chunks, L.tpr), L.vec, block_threads(L.tpr))) {
         L.persistent = true;
         break;
@@ -383,7 +383,7 @@ void Emitter::emit_rows() {
     L.nchunk = static_cast<int>(ceil_div(chunks, L.tpr));
     s.mask = chunks % L.tpr != 0 ? Segment::Mask::LastChunk : Segment::Mask::None;
   } else {
-    L.nchunk = dev_.row_force_looped || one_step ? std::max(1, dev_.row_chunks_per_thread)
+    L.nchunk = tune_.row_force_looped || one_step ? std::max(1, tune_.row_chunks_per_thread)
                                                  : std::max(1, std::min(8, 32 / L.vec));
     L.outer = symbolic_r ? 0 : ceil_div(chunks, L.tpr * L.nchunk);
     s.mask = symbolic_r || chunks % (L.tpr * L.nchunk) != 0 ? Segment::Mask::Every : Segment::Mask::None;
@@ -592,7 +592,7 @@ void Emitter::emit_rows_looped(Segment s, const std::string& outer, const std::v
 // only, it takes no hint.
 void Emitter::set_row_load_hints(const std::vector<std::vector<char>>& needs, int p) {
   row_load_hint_.assign(k_.body.size(), RowLoadHint::None);
-  if (dev_.row_loop_hints == 0) return;
+  if (tune_.row_loop_hints == 0) return;
   for (std::size_t i = 0; i < k_.body.size(); ++i) {
     if (!needs[p][i] || k_.body[i].op != PrimOp::Load) continue;
     bool before = false, after = false;

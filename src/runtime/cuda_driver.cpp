@@ -38,7 +38,14 @@ namespace dv::runtime {
   X(cuMemcpyDtoH)              \
   X(cuStreamEndCapture)        \
   X(cuGraphDestroy)            \
-  X(cuGraphGetNodes)
+  X(cuGraphGetNodes)           \
+  X(cuDeviceGetName)           \
+  X(cuMemsetD8)                \
+  X(cuEventCreate)             \
+  X(cuEventRecord)             \
+  X(cuEventSynchronize)        \
+  X(cuEventElapsedTime)        \
+  X(cuEventDestroy)
 
 struct CudaDriver::Api {
 #define DV_CU_FIELD(name) decltype(&::name) name = nullptr;
@@ -216,6 +223,9 @@ CudaDriver::DeviceInfo CudaDriver::device_info(int device) {
   info.max_shared_per_block_optin = attribute(CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
                                               "(max shared memory opt-in)");
   info.l2_bytes = attribute(CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE, "(L2 size)");
+  char name[256] = {};
+  check(a.cuDeviceGetName(name, sizeof(name) - 1, dev), "cuDeviceGetName", where);
+  info.name = name;
 
   std::lock_guard<std::mutex> lock(mu_);
   device_infos_.emplace(device, info);
@@ -312,6 +322,34 @@ std::size_t CudaDriver::graph_nodes(void* graph) {
   std::size_t n = 0;
   check(api("graph_nodes").cuGraphGetNodes(static_cast<CUgraph>(graph), nullptr, &n), "cuGraphGetNodes", "");
   return n;
+}
+
+void CudaDriver::memset_zero(std::uint64_t ptr, std::size_t bytes) {
+  check(api("memset_zero").cuMemsetD8(static_cast<CUdeviceptr>(ptr), 0, bytes), "cuMemsetD8",
+        "of " + std::to_string(bytes) + " bytes");
+}
+
+void* CudaDriver::event_create() {
+  CUevent e = nullptr;
+  check(api("event_create").cuEventCreate(&e, CU_EVENT_DEFAULT), "cuEventCreate", "");
+  return e;
+}
+
+void CudaDriver::event_record(void* event, void* stream) {
+  check(api("event_record").cuEventRecord(static_cast<CUevent>(event), static_cast<CUstream>(stream)),
+        "cuEventRecord", "");
+}
+
+float CudaDriver::elapsed_ms(void* start, void* end) {
+  const Api& a = api("elapsed_ms");
+  check(a.cuEventSynchronize(static_cast<CUevent>(end)), "cuEventSynchronize", "");
+  float ms = 0;
+  check(a.cuEventElapsedTime(&ms, static_cast<CUevent>(start), static_cast<CUevent>(end)), "cuEventElapsedTime", "");
+  return ms;
+}
+
+void CudaDriver::event_destroy(void* event) {
+  if (event != nullptr) api("event_destroy").cuEventDestroy(static_cast<CUevent>(event));
 }
 
 void CudaDriver::synchronize() {

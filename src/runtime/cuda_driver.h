@@ -60,6 +60,7 @@ class CudaDriver {
     int max_threads_per_block = 0;
     int max_shared_per_block_optin = 0;  // bytes, with the dynamic opt-in
     int l2_bytes = 0;
+    std::string name;  // e.g. "NVIDIA H200"
   };
   DeviceInfo device_info(int device);
 
@@ -77,7 +78,14 @@ class CudaDriver {
   void mem_free(std::uint64_t ptr);
   void copy_to_device(std::uint64_t dst, const void* src, std::size_t bytes);
   void copy_to_host(void* dst, std::uint64_t src, std::size_t bytes);
+  void memset_zero(std::uint64_t ptr, std::size_t bytes);  // cuMemsetD8 (synchronous w.r.t. the host)
   void synchronize();  // cuCtxSynchronize: waits for the current context's work
+
+  // Events (CUevent as void*), for timing kernels (runtime/autotune).
+  void* event_create();
+  void event_record(void* event, void* stream);
+  float elapsed_ms(void* start, void* end);  // waits for `end`, then the time between the two
+  void event_destroy(void* event);
 
   // Ends a stream capture that failed halfway and drops what it captured.
   // Errors are ignored: the capture is over either way.

@@ -7,6 +7,7 @@
 #include <ATen/ops/fill.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
+#include <c10/cuda/CUDAGraphsC10Utils.h>
 
 #include <atomic>
 #include <cstdlib>
@@ -20,6 +21,8 @@
 #include <unordered_map>
 
 #include "codegen/cuda_emitter.h"
+#include "codegen/kernel_configs.h"
+#include "runtime/autotune.h"
 #include "runtime/cuda_driver.h"
 #include "runtime/cuda_graph.h"
 #include "runtime/host_kernels.h"
@@ -46,31 +49,37 @@ struct Executor::HostKernels {
 
 namespace {
 
-// Counts what KernelCompiler did between construction and destruction.
+// Counts what KernelCompiler and the Autotuner did between construction and add_to.
 class CompileCounter {
  public:
-  CompileCounter() : before_(KernelCompiler::global().stats()) {}
+  CompileCounter() : before_(KernelCompiler::global().stats()), tune_before_(Autotuner::global().stats()) {}
   void add_to(ExecutorStats& s) const {
     auto after = KernelCompiler::global().stats();
     s.nvrtc_compiles += after.nvrtc_compiles - before_.nvrtc_compiles;
     s.disk_cache_hits += after.disk_cache_hits - before_.disk_cache_hits;
+    auto tuned = Autotuner::global().stats();
+    s.kernels_autotuned += tuned.kernels_tuned - tune_before_.kernels_tuned;
+    s.autotune_seconds += tuned.seconds - tune_before_.seconds;
+    s.autotune_cache_hits += tuned.cache_hits - tune_before_.cache_hits;
   }
 
  private:
   KernelCompiler::CompileStats before_;
+  Autotuner::Stats tune_before_;
 };
 
 // DEEPVISOR_ROW_LOOPED_CHUNKS=N (experiments, bench/NOTES.md): every row
 // kernel takes the looped form, N chunks a thread a step, as dvdump
-// --row-looped --row-chunks N writes it. Kernels are cached by their source,
-// so the variants never mix.
-void apply_row_experiment(codegen::DeviceSpec& spec) {
+// --row-looped --row-chunks N writes it (and nothing is autotuned). Kernels
+// are cached by their source, so the variants never mix.
+bool row_experiment(codegen::KernelTuning& tuning) {
   const char* v = std::getenv("DEEPVISOR_ROW_LOOPED_CHUNKS");
-  if (v == nullptr || v[0] == '\0') return;
+  if (v == nullptr || v[0] == '\0') return false;
   const int chunks = std::atoi(v);
   if (chunks < 1 || chunks > 16) throw std::invalid_argument("DEEPVISOR_ROW_LOOPED_CHUNKS must be 1 to 16");
-  spec.row_force_looped = true;
-  spec.row_chunks_per_thread = chunks;
+  tuning.row_force_looped = true;
+  tuning.row_chunks_per_thread = chunks;
+  return true;
 }
 
 // DEEPVISOR_SIZE_ARGS=1: kernels read their sizes from a table passed at
@@ -90,7 +99,6 @@ codegen::DeviceSpec spec_for(const CudaDriver::DeviceInfo& info, bool size_argum
   spec.max_threads_per_block = info.max_threads_per_block;
   spec.size_arguments = size_arguments;
   spec.constant_sizes = constant_sizes;
-  apply_row_experiment(spec);
   return spec;
 }
 
@@ -355,23 +363,24 @@ std::vector<codegen::CudaKernel> Executor::emit_kernels(const codegen::DeviceSpe
 // first: the kernel and its counterpart emitted with every size from the
 // table must give one text, and then a use whose value is the same in both
 // tables is static (a literal).
-codegen::CudaKernel Executor::emit_kernel(std::size_t i, codegen::DeviceSpec spec) const {
+codegen::CudaKernel Executor::emit_kernel(std::size_t i, codegen::DeviceSpec spec,
+                                          const codegen::KernelTuning& tuning) const {
   const auto& k = program_.kernels[i];
   if (!spec.size_arguments || reference_ == nullptr || reference_->kernels.size() != program_.kernels.size())
-    return codegen::emit_cuda(k, spec);
+    return codegen::emit_cuda(k, spec, tuning);
   const auto& r = reference_->kernels[i];
   spec.origins.known = true;
   spec.origins.xnumel_symbolic = k.xnumel != r.xnumel;
   spec.origins.rnumel_symbolic = k.rnumel != r.rnumel;
-  const codegen::CudaKernel mine = codegen::emit_cuda(k, spec);
-  const codegen::CudaKernel other = codegen::emit_cuda(r, spec);
+  const codegen::CudaKernel mine = codegen::emit_cuda(k, spec, tuning);
+  const codegen::CudaKernel other = codegen::emit_cuda(r, spec, tuning);
   if (mine.source != other.source || mine.size_args.size() != other.size_args.size()) {
     spec.origins = {};
-    return codegen::emit_cuda(k, spec);
+    return codegen::emit_cuda(k, spec, tuning);
   }
   for (std::size_t u = 0; u < mine.size_args.size(); ++u)
     spec.origins.static_uses.push_back(mine.size_args[u] == other.size_args[u]);
-  return codegen::emit_cuda(k, spec);
+  return codegen::emit_cuda(k, spec, tuning);
 }
 
 namespace {
@@ -415,9 +424,108 @@ std::vector<std::string> compile_in_parallel(const std::vector<codegen::CudaKern
 
 }  // namespace
 
+void Executor::autotune(int device_index, const codegen::DeviceSpec& spec, std::vector<codegen::CudaKernel>& emitted) {
+  CudaDriver& driver = CudaDriver::instance();
+  const CudaDriver::DeviceInfo info = driver.device_info(device_index);
+  AutotuneDevice device;
+  device.name = info.name;
+  device.sm_count = info.sm_count;
+  device.arch = info.arch;
+  device.driver_version = driver.driver_version();
+  const auto nv = Nvrtc::instance().version();
+  device.nvrtc_version = std::to_string(nv.first) + "." + std::to_string(nv.second);
+  Autotuner& tuner = Autotuner::global();
+
+  // DEEPVISOR_AUTOTUNE_FORCE=i (tests: every candidate checked on a GPU):
+  // candidate i (the last where there are fewer), nothing timed or remembered.
+  std::optional<std::size_t> force;
+  if (const char* v = std::getenv("DEEPVISOR_AUTOTUNE_FORCE"); v != nullptr && v[0] != '\0')
+    force = static_cast<std::size_t>(std::max(0, std::atoi(v)));
+
+  // One decision per distinct default source (a repeated layer's kernels
+  // share it; with size arguments, kernels of other sizes may too, so each
+  // kernel is emitted for itself with the tuning chosen for the first).
+  struct Pending {
+    std::size_t kernel;  // index into emitted
+    std::vector<codegen::KernelCandidate> candidates;
+    std::string key;
+  };
+  std::unordered_map<std::string, codegen::KernelTuning> tuning_of;  // default source -> the tuning chosen
+  std::vector<std::size_t> repeats;  // kernels whose default source an earlier kernel has
+  std::vector<Pending> pending;
+  std::vector<codegen::CudaKernel> to_compile;
+  for (std::size_t i = 0; i < emitted.size(); ++i) {
+    if (program_.kernels[i].xnumel == 0) continue;
+    const std::string& source = emitted[i].source;
+    if (tuning_of.count(source) != 0) {
+      repeats.push_back(i);
+      continue;
+    }
+    tuning_of[source] = codegen::KernelTuning{};
+    auto emit = [&](const codegen::KernelTuning& t) { return emit_kernel(i, spec, t); };
+    const std::string key = Autotuner::key(device, source);
+    if (!force) {
+      // A warm start: the remembered choice, one kernel emitted, nothing timed.
+      if (auto chosen = tuner.lookup(key, emit)) {
+        tuning_of[source] = chosen->tuning;
+        emitted[i] = std::move(chosen->kernel);
+        continue;
+      }
+    }
+    std::vector<codegen::KernelCandidate> candidates = codegen::candidates(program_.kernels[i], emit);
+    if (force) {
+      codegen::KernelCandidate& c = candidates[std::min(*force, candidates.size() - 1)];
+      tuning_of[source] = c.tuning;
+      emitted[i] = std::move(c.kernel);
+      continue;
+    }
+    if (candidates.size() <= 1) {
+      tuner.select(key, candidates, nullptr, 0);  // remembered, so that a warm start lists no candidates
+      continue;
+    }
+    for (const auto& c : candidates) to_compile.push_back(c.kernel);
+    pending.push_back({i, std::move(candidates), key});
+  }
+  if (!pending.empty()) {
+    // Every candidate of every kernel compiled at once, in parallel (and disk-cached).
+    const auto before = KernelCompiler::global().stats().nvrtc_compiles;
+    const std::vector<std::string> cubins = compile_in_parallel(to_compile, spec.arch);
+    stats_.autotune_compiles += KernelCompiler::global().stats().nvrtc_compiles - before;
+    void* stream = c10::cuda::getCurrentCUDAStream(device_index).stream();
+    const double budget = Autotuner::budget_ms();
+    std::size_t next_cubin = 0;
+    for (Pending& q : pending) {
+      const std::size_t first = next_cubin;
+      next_cubin += q.candidates.size();
+      const ir::Kernel& kernel = program_.kernels[q.kernel];
+      auto time = [&](std::size_t c) {
+        const codegen::CudaKernel& k = q.candidates[c].kernel;
+        CUfunction f = driver.load_function(cubins[first + c], k.name);
+        return time_on_device(f, kernel, k, size_table_bytes(k), stream);
+      };
+      const std::size_t chosen = tuner.select(q.key, q.candidates, time, budget);
+      tuning_of[emitted[q.kernel].source] = q.candidates[chosen].tuning;
+      emitted[q.kernel] = std::move(q.candidates[chosen].kernel);
+    }
+  }
+  for (std::size_t i : repeats) {
+    const codegen::KernelTuning& t = tuning_of.at(emitted[i].source);
+    if (!(t == codegen::KernelTuning{})) emitted[i] = emit_kernel(i, spec, t);
+  }
+}
+
 void Executor::validate_cuda(int arch) {
   CompileCounter counter;
-  std::vector<codegen::CudaKernel> emitted = emit_kernels(default_spec(arch, size_arguments_, constant_sizes_));
+  const codegen::DeviceSpec spec = default_spec(arch, size_arguments_, constant_sizes_);
+  std::vector<codegen::CudaKernel> emitted = emit_kernels(spec);
+  // DEEPVISOR_VALIDATE_CUDA=all: every autotuning candidate too.
+  if (const char* v = std::getenv("DEEPVISOR_VALIDATE_CUDA"); v != nullptr && std::string(v) == "all") {
+    for (std::size_t i = 0; i < program_.kernels.size(); ++i) {
+      auto candidates = codegen::candidates(program_.kernels[i],
+                                            [&](const codegen::KernelTuning& t) { return emit_kernel(i, spec, t); });
+      for (std::size_t c = 1; c < candidates.size(); ++c) emitted.push_back(std::move(candidates[c].kernel));
+    }
+  }
   compile_in_parallel(emitted, arch);
   counter.add_to(stats_);
 }
@@ -438,7 +546,17 @@ void Executor::prepare_cuda(int device_index) {
   driver.ensure_context(device_index);
   auto spec = spec_for(driver.device_info(device_index), size_arguments_, constant_sizes_);
   CompileCounter counter;
-  std::vector<codegen::CudaKernel> emitted = emit_kernels(spec);
+  codegen::KernelTuning experiment;
+  std::vector<codegen::CudaKernel> emitted;
+  if (row_experiment(experiment)) {
+    for (std::size_t i = 0; i < program_.kernels.size(); ++i) emitted.push_back(emit_kernel(i, spec, experiment));
+  } else {
+    emitted = emit_kernels(spec);
+    // Kernels load on a plan's first call, which runs step by step: never
+    // inside a CUDA graph capture (then the heuristic's choice stands).
+    if (Autotuner::enabled() && c10::cuda::currentStreamCaptureStatusMayInitCtx() == c10::cuda::CaptureStatus::None)
+      autotune(device_index, spec, emitted);
+  }
   std::vector<std::string> cubins = compile_in_parallel(emitted, spec.arch);
   // Kernels are named by their content: a repeated layer's kernels share one
   // source, one compile and one loaded module.

@@ -27,6 +27,10 @@ struct ExecutorStats {
   std::int64_t kernels = 0;          // kernels in the program
   std::int64_t nvrtc_compiles = 0;   // kernels this executor compiled with NVRTC
   std::int64_t disk_cache_hits = 0;  // kernels it loaded from the disk cache
+  std::int64_t kernels_autotuned = 0;    // kernels whose configurations it timed on the GPU (runtime/autotune)
+  double autotune_seconds = 0;           // spent timing them (their compiles count as nvrtc_compiles)
+  std::int64_t autotune_cache_hits = 0;  // kernels whose configuration it found chosen already (memory or disk)
+  std::int64_t autotune_compiles = 0;    // of nvrtc_compiles, those of candidates compiled to be timed
   std::map<std::string, std::int64_t> fallback_ops;  // op -> fallback steps in the program
   std::string cuda_graph;  // "" (CPU, or not asked for), "graphed", "warming up", "not graphed: <why>"
   // CPU plans with CpuKernels::Compiled, once prepared (after the first run):
@@ -82,7 +86,8 @@ class Executor {
   }
 
   // Emits every kernel as CUDA C and compiles it with NVRTC for sm_<arch>,
-  // without a GPU. Throws on the first kernel NVRTC rejects.
+  // without a GPU. Throws on the first kernel NVRTC rejects. With
+  // DEEPVISOR_VALIDATE_CUDA=all, every autotuning candidate of each kernel too.
   void validate_cuda(int arch);
 
   // The CUDA C of every kernel (for dumps), for the given architecture.
@@ -104,7 +109,10 @@ class Executor {
   std::vector<at::Tensor> run_steps(const std::vector<at::Tensor>& inputs, std::int64_t& launches);
   std::string why_not_graphable() const;
   std::vector<codegen::CudaKernel> emit_kernels(const codegen::DeviceSpec& spec) const;
-  codegen::CudaKernel emit_kernel(std::size_t i, codegen::DeviceSpec spec) const;
+  codegen::CudaKernel emit_kernel(std::size_t i, codegen::DeviceSpec spec, const codegen::KernelTuning& tuning = {}) const;
+  // On a GPU, outside a stream capture: each kernel's configuration chosen by
+  // measurement (runtime/autotune), replacing emitted[i] where another won.
+  void autotune(int device_index, const codegen::DeviceSpec& spec, std::vector<codegen::CudaKernel>& emitted);
 
   codegen::Program program_;
   at::Device device_;

@@ -23,6 +23,7 @@ namespace emitter_test {
 using dv::codegen::CudaKernel;
 using dv::codegen::DeviceSpec;
 using dv::codegen::emit_cuda;
+using dv::codegen::KernelTuning;
 using dv::codegen::LaneAccess;
 using dv::ir::DType;
 using dv::ir::IndexExpr;
@@ -641,9 +642,9 @@ TEST_CASE("row kernels: layout, persistence and reductions", "[cuda_emitter]") {
     CHECK(count(body, "_pivoted[") == 5);  // declared, written, read back three times
     CHECK(contains(body, "q = (q + e * e / 8.0f)"));                 // 8 elements a thread
     // In registers (the choice before; dvdump --no-one-step-looped), the same one-pass variance.
-    DeviceSpec in_registers = kH100;
+    KernelTuning in_registers;
     in_registers.row_one_step_looped = false;
-    const CudaKernel p = emit_cuda(layer_norm("ln", DType::Float32, 16384, 4096), in_registers);
+    const CudaKernel p = emit_cuda(layer_norm("ln", DType::Float32, 16384, 4096), kH100, in_registers);
     CHECK(contains(p.source, "persistent"));
     CHECK(count(body_of(p), "__syncthreads()") == 1);
     CHECK(contains(body_of(p), "q = (q + e * e / 8.0f)"));
@@ -675,9 +676,9 @@ TEST_CASE("row kernels: layout, persistence and reductions", "[cuda_emitter]") {
     const CudaKernel bf16 = emit(layer_norm("ln", DType::BFloat16, 32768, 768));  // 96 chunks
     CHECK(contains(bf16.source, "32 threads per row, 8 rows per block of 256 threads; each thread holds 3 chunks"));
     CHECK(count(body_of(bf16), "__syncthreads()") == 0);  // a warp a row
-    DeviceSpec in_registers = kH100;  // 3072 f32 otherwise takes one looped step
+    KernelTuning in_registers;  // 3072 f32 otherwise takes one looped step
     in_registers.row_one_step_looped = false;
-    const CudaKernel wide = emit_cuda(layer_norm("ln", DType::Float32, 16384, 3072), in_registers);  // 768 chunks
+    const CudaKernel wide = emit_cuda(layer_norm("ln", DType::Float32, 16384, 3072), kH100, in_registers);  // 768 chunks
     CHECK(wide.launch.block[0] == 256);
     CHECK(contains(body_of(wide), "in one pass"));
   }
@@ -708,9 +709,9 @@ TEST_CASE("row kernels: layout, persistence and reductions", "[cuda_emitter]") {
     const std::string body = body_of(emit(sm));
     CHECK(count(body, "dv_load_keep(") == 2);  // the max and the sum of exponentials
     CHECK(count(body, "dv_load_last(") == 1);  // the normalised write
-    DeviceSpec plain = kH100;
+    KernelTuning plain;
     plain.row_loop_hints = 0;
-    const std::string unhinted = body_of(emit_cuda(sm, plain));
+    const std::string unhinted = body_of(emit_cuda(sm, kH100, plain));
     CHECK(!contains(unhinted, "dv_load_keep("));
     CHECK(!contains(unhinted, "dv_load_last("));
     // One pass over the row: nothing to keep; it only skips L1.
@@ -725,16 +726,16 @@ TEST_CASE("row kernels: layout, persistence and reductions", "[cuda_emitter]") {
     CHECK(contains(two_steps.source, "2 iterations per pass, 3 passes"));
     CHECK(!contains(body_of(two_steps), "mq_"));
     CHECK(count(body_of(two_steps), "dv_load_keep(") == 2);
-    DeviceSpec one_step = kH100;  // 8 chunks x 4 lanes x 1024 threads = 32768
+    KernelTuning one_step;  // 8 chunks x 4 lanes x 1024 threads = 32768
     one_step.row_force_looped = true;
     one_step.row_chunks_per_thread = 8;
-    const CudaKernel k = emit_cuda(layer_norm("ln", DType::Float32, 8, 32768), one_step);
+    const CudaKernel k = emit_cuda(layer_norm("ln", DType::Float32, 8, 32768), kH100, one_step);
     CHECK(contains(k.source, "1 iterations per pass, 2 passes"));
     CHECK(count(body_of(k), "// ---- pass") == 2);  // the moments, then the normalised write
     CHECK(contains(body_of(k), "mq_"));
     // 1000 columns in one step of 2 chunks x 4 lanes x 128 threads: masked, so the two-pass form stays.
     one_step.row_chunks_per_thread = 2;
-    const CudaKernel masked = emit_cuda(layer_norm("ln", DType::Float32, 8, 1000), one_step);
+    const CudaKernel masked = emit_cuda(layer_norm("ln", DType::Float32, 8, 1000), kH100, one_step);
     CHECK(contains(masked.source, "1 iterations per pass, 3 passes"));
     CHECK(!contains(body_of(masked), "mq_"));
   }

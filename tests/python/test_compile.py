@@ -560,7 +560,8 @@ def test_identical_layers_share_their_kernels_compiles(monkeypatch):
     stats = deepvisor.stats(g)
     if stats["nvrtc_compiles"] == 0:
         pytest.skip("NVRTC is not available")
-    assert stats["kernels"] >= 12 and stats["nvrtc_compiles"] <= 5, stats
+    # (On a GPU autotuning also compiles candidates: autotune_compiles.)
+    assert stats["kernels"] >= 12 and stats["nvrtc_compiles"] - stats["autotune_compiles"] <= 5, stats
 
 
 def test_dump_dir_and_dvdump(tmp_path):

@@ -1,0 +1,65 @@
+#include "codegen/kernel_configs.h"
+
+#include <stdexcept>
+#include <unordered_set>
+
+namespace dv::codegen {
+
+std::vector<KernelTuning> tuning_space(const ir::Kernel& kernel, const KernelTuning& base) {
+  std::vector<KernelTuning> out{base};
+  auto add = [&](auto change) {
+    KernelTuning t = base;
+    change(t);
+    out.push_back(t);
+  };
+  if (kernel.rnumel <= 1) {
+    // Pointwise (bench/NOTES.md, H100 2026-11-25: 128 threads x 1 chunk won
+    // by 1-5%; other cards may differ). Threads are halved for small grids,
+    // so small kernels collapse to fewer distinct sources.
+    add([](KernelTuning& t) { t.pointwise_threads = 256; });
+    add([](KernelTuning& t) { t.pointwise_threads = 512; });
+    add([](KernelTuning& t) { t.pointwise_chunks = 2; });
+    add([](KernelTuning& t) { t.pointwise_threads = 256, t.pointwise_chunks = 2; });
+    add([](KernelTuning& t) { t.pointwise_chunks = 4; });
+    return out;
+  }
+  // Reductions: the row form's tile and looped/register choice, then the
+  // column form's rows a block (the form the emitter picks ignores the others).
+  add([](KernelTuning& t) { t.row_max_threads = 1024; });
+  add([](KernelTuning& t) { t.row_max_threads = 256; });
+  add([](KernelTuning& t) { t.row_chunks_per_thread = 4; });
+  add([](KernelTuning& t) { t.row_one_step_looped = false; });
+  add([](KernelTuning& t) { t.row_force_looped = true, t.row_chunks_per_thread = 4; });
+  add([](KernelTuning& t) { t.row_loop_hints = 0; });
+  add([](KernelTuning& t) { t.col_rows_per_block = 32; });
+  add([](KernelTuning& t) { t.col_rows_per_block = 128; });
+  add([](KernelTuning& t) { t.col_rows_per_block = 256; });
+  return out;
+}
+
+std::vector<KernelCandidate> candidates(const ir::Kernel& kernel, const EmitFn& emit, const KernelTuning& base) {
+  std::vector<KernelCandidate> out;
+  std::unordered_set<std::string> seen;
+  const std::vector<KernelTuning> space = tuning_space(kernel, base);
+  for (std::size_t i = 0; i < space.size() && out.size() < kMaxCandidates; ++i) {
+    CudaKernel k;
+    if (i == 0) {
+      k = emit(space[i]);
+    } else {
+      try {
+        k = emit(space[i]);
+      } catch (const std::invalid_argument&) {
+        continue;  // a configuration this kernel cannot take
+      }
+    }
+    if (!seen.insert(k.source).second) continue;
+    out.push_back({space[i], std::move(k)});
+  }
+  return out;
+}
+
+std::vector<KernelCandidate> candidates(const ir::Kernel& kernel, const DeviceSpec& device, const KernelTuning& base) {
+  return candidates(kernel, [&](const KernelTuning& t) { return emit_cuda(kernel, device, t); }, base);
+}
+
+}  // namespace dv::codegen

@@ -1,0 +1,106 @@
+// Kernel configurations chosen by measurement (issue 12, item 1).
+//
+// For a kernel with more than one candidate (codegen/kernel_configs.h), the
+// first compile on a GPU times the candidates on scratch buffers (never the
+// user's tensors) within a time budget and keeps the fastest. The choice is
+// remembered in memory and on disk, keyed by the device (name, SM count,
+// architecture), the driver and NVRTC versions and the default candidate's
+// source (the kernel's shape class: every size the emitter sees is in it), so
+// a warm start measures nothing. DEEPVISOR_AUTOTUNE=0: the heuristic alone.
+//
+// The selection and the cache take the timing as a function, so they are
+// tested without a GPU; time_on_device is the real timer.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "codegen/kernel_configs.h"
+#include "runtime/disk_cache.h"
+
+typedef struct CUfunc_st* CUfunction;
+
+namespace dv::runtime {
+
+// What a tuning choice is valid for besides the kernel.
+struct AutotuneDevice {
+  std::string name;  // e.g. "NVIDIA H200"
+  int sm_count = 0;
+  int arch = 0;
+  int driver_version = 0;
+  std::string nvrtc_version;  // "13.0"
+};
+
+class Autotuner {
+ public:
+  struct Stats {
+    std::int64_t kernels_tuned = 0;  // kernels whose candidates were timed
+    double seconds = 0;              // spent timing them (compiles not included)
+    std::int64_t cache_hits = 0;     // choices found in memory or on disk
+  };
+  // Milliseconds a launch of candidate i; may throw (that candidate is then skipped).
+  using TimeFn = std::function<double(std::size_t)>;
+
+  // dir: where choices persist; nullopt keeps them in memory only.
+  explicit Autotuner(std::optional<std::filesystem::path> dir);
+
+  // Over <cache root>/autotune, next to the kernels (no disk tier when
+  // DEEPVISOR_DISK_CACHE=0).
+  static Autotuner& global();
+  // DEEPVISOR_AUTOTUNE is not "0".
+  static bool enabled();
+  // Timing budget a kernel: DEEPVISOR_AUTOTUNE_BUDGET_MS, default 150 ms.
+  static double budget_ms();
+
+  // The key of a kernel's choice on `device`: content_key of both.
+  static std::string key(const AutotuneDevice& device, const std::string& default_source);
+
+  // The remembered choice for `key` among `candidates` (memory, then disk), or
+  // nullopt; a hit on a measured choice counts in stats. A choice naming no
+  // candidate is a miss.
+  std::optional<std::size_t> lookup(const std::string& key, const std::vector<codegen::KernelCandidate>& candidates);
+
+  // The same without the candidates (a warm start emits one kernel, not
+  // every candidate): the remembered tuning emitted by `emit`, if its source
+  // is the one chosen (else nullopt: the emitter changed, measure again).
+  std::optional<codegen::KernelCandidate> lookup(const std::string& key, const codegen::EmitFn& emit);
+
+  // Times the candidates in order (the first always; the others while the
+  // budget lasts), keeps the fastest and remembers it under `key`. Candidates
+  // whose timing throws are skipped; if all do, 0 (the default), not
+  // remembered. One candidate: nothing timed, remembered as unmeasured (so a
+  // warm start need not list the candidates again; no stats either way).
+  std::size_t select(const std::string& key, const std::vector<codegen::KernelCandidate>& candidates,
+                     const TimeFn& time, double budget_ms);
+
+  Stats stats() const;
+  void clear_memory();  // forgets the in-memory choices (tests: a warm start from disk)
+
+ private:
+  std::optional<DiskCache> disk_;
+  mutable std::mutex mu_;
+  struct Choice;
+  std::optional<Choice> find(const std::string& key);
+  void remember(const std::string& key, const codegen::KernelCandidate& chosen, bool measured);
+  void count_hit(const Choice& c);
+
+  std::unordered_map<std::string, std::string> memory_;  // key -> the choice, serialized as on disk
+  Stats stats_;
+};
+
+// Milliseconds a launch of `f` (launch configuration and size table of
+// `kernel`) over zero-filled scratch buffers, one per kernel.buffers entry, on
+// `stream` (a CUstream) of the current context: one warm-up launch, then
+// enough launches for about a millisecond (3 to 100), timed with events.
+// The scratch is freed before it returns.
+double time_on_device(CUfunction f, const ir::Kernel& kernel, const codegen::CudaKernel& emitted,
+                      const std::vector<std::uint8_t>& size_table, void* stream);
+
+}  // namespace dv::runtime

@@ -1,0 +1,176 @@
+// Tests of the configuration space (codegen/kernel_configs.h) and of the
+// autotuner's selection and choice cache (runtime/autotune.h) with a fake
+// timer: no GPU needed. Every candidate of a set of representative kernels is
+// compiled by NVRTC for sm_90.
+#define DV_EMITTER_CATALOG_ONLY
+#include "test_cuda_emitter.cpp"
+#undef DV_EMITTER_CATALOG_ONLY
+
+#include <filesystem>
+#include <map>
+#include <unistd.h>
+
+#include "codegen/kernel_configs.h"
+#include "runtime/autotune.h"
+#include "runtime/nvrtc.h"
+
+using namespace emitter_test;
+using dv::codegen::KernelCandidate;
+using dv::runtime::Autotuner;
+
+namespace {
+
+const DeviceSpec kSpec{};
+
+std::filesystem::path fresh_dir(const std::string& name) {
+  auto dir = std::filesystem::temp_directory_path() /
+             ("dv_autotune_test_" + name + "_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  return dir;
+}
+
+}  // namespace
+
+TEST_CASE("candidates: bounded, distinct, the heuristic's first", "[kernel_configs]") {
+  for (const TestKernel& t : emitter_test_kernels()) {
+    INFO("kernel " << t.kernel.name);
+    const auto c = dv::codegen::candidates(t.kernel, kSpec);
+    REQUIRE(!c.empty());
+    CHECK(c.size() <= dv::codegen::kMaxCandidates);
+    CHECK(c.front().tuning == KernelTuning{});
+    CHECK(c.front().kernel.source == emit_cuda(t.kernel, kSpec).source);
+    std::set<std::string> sources;
+    for (const auto& k : c) sources.insert(k.kernel.source);
+    CHECK(sources.size() == c.size());
+  }
+}
+
+TEST_CASE("candidates: each form has alternatives where they matter", "[kernel_configs]") {
+  auto n = [](const Kernel& k) { return dv::codegen::candidates(k, kSpec).size(); };
+  CHECK(n(gelu_chain("pw", DType::Float32, 1 << 24)) >= 4);
+  CHECK(n(softmax("sm", DType::Float32, 8192, 8192)) >= 3);
+  CHECK(n(layer_norm("ln", DType::BFloat16, 16384, 4096)) >= 3);
+  CHECK(n(column_sum("cs", 1000, 512)) >= 2);
+  CHECK(n(gelu_chain("tiny", DType::Float32, 7)) == 1);  // one partial tile: nothing to vary
+}
+
+TEST_CASE("every candidate of representative kernels compiles with NVRTC for sm_90", "[kernel_configs][nvrtc]") {
+  auto& nvrtc = dv::runtime::Nvrtc::instance();
+  if (!nvrtc.available()) {
+    WARN("NVRTC unavailable, compile checks skipped: " << nvrtc.unavailable_reason());
+    return;
+  }
+  const Kernel kernels[] = {
+      gelu_chain("pw_f32", DType::Float32, (1 << 22) + 8),
+      half_chain("pw_bf16_odd", DType::BFloat16, 1000003),
+      softmax("softmax_f32", DType::Float32, 8192, 8192),
+      softmax("softmax_bf16_odd", DType::BFloat16, 4099, 1000),
+      layer_norm("ln_f32", DType::Float32, 16384, 4096),
+      layer_norm("ln_bf16", DType::BFloat16, 16384, 768),
+      layer_norm("ln_f32_long", DType::Float32, 3, 100000),
+      column_sum("column_sum", 1000, 512),
+  };
+  for (const Kernel& k : kernels) {
+    for (const KernelCandidate& c : dv::codegen::candidates(k, kSpec)) {
+      INFO("kernel " << k.name << " tuning " << dv::codegen::to_string(c.tuning));
+      try {
+        CHECK(nvrtc.compile_cubin(c.kernel.source, c.kernel.name, 90).size() > 0);
+      } catch (const dv::runtime::CompileError& e) {
+        FAIL(e.what() << "\n" << e.log());
+      }
+    }
+  }
+}
+
+TEST_CASE("autotune: the fastest candidate, remembered in memory and on disk", "[autotune]") {
+  const auto dir = fresh_dir("select");
+  const Kernel k = gelu_chain("pw", DType::Float32, 1 << 24);
+  const auto c = dv::codegen::candidates(k, kSpec);
+  REQUIRE(c.size() >= 3);
+  dv::runtime::AutotuneDevice device{"Fake GPU", 132, 90, 13000, "13.0"};
+  const std::string key = Autotuner::key(device, c.front().kernel.source);
+  {
+    dv::runtime::AutotuneDevice other = device;
+    other.sm_count = 114;
+    CHECK(Autotuner::key(other, c.front().kernel.source) != key);
+  }
+  std::vector<int> timed;
+  auto fake = [&](std::size_t i) {
+    timed.push_back(static_cast<int>(i));
+    if (i == 1) throw std::runtime_error("launch failed");  // skipped
+    return i == 2 ? 0.5 : 1.0;
+  };
+  Autotuner tuner(dir);
+  CHECK_FALSE(tuner.lookup(key, c).has_value());
+  CHECK(tuner.select(key, c, fake, 1e9) == 2);
+  CHECK(timed.size() == c.size());
+  CHECK(tuner.stats().kernels_tuned == 1);
+  CHECK(tuner.lookup(key, c) == std::optional<std::size_t>(2));
+  CHECK(tuner.stats().cache_hits == 1);
+
+  // A warm start (another process: a new tuner over the same directory) measures nothing.
+  Autotuner warm(dir);
+  CHECK(warm.lookup(key, c) == std::optional<std::size_t>(2));
+  CHECK(warm.stats().cache_hits == 1);
+  CHECK(warm.stats().kernels_tuned == 0);
+  warm.clear_memory();
+  CHECK(warm.lookup(key, c) == std::optional<std::size_t>(2));
+
+  // Candidates that no longer include the chosen source: a miss, measured again.
+  std::vector<KernelCandidate> fewer(c.begin(), c.begin() + 2);
+  Autotuner other(dir);
+  CHECK_FALSE(other.lookup(key, fewer).has_value());
+
+  // A warm start that emits only the chosen tuning.
+  Autotuner emitting(dir);
+  auto emit = [&](const KernelTuning& t) { return emit_cuda(k, kSpec, t); };
+  auto hit = emitting.lookup(key, emit);
+  REQUIRE(hit.has_value());
+  CHECK(hit->tuning == c[2].tuning);
+  CHECK(hit->kernel.source == c[2].kernel.source);
+  CHECK(emitting.stats().cache_hits == 1);
+  // An emitter that writes another source for that tuning: a miss.
+  CHECK_FALSE(Autotuner(dir).lookup(key, [&](const KernelTuning&) { return c[0].kernel; }).has_value());
+
+  // Without a disk tier nothing persists.
+  Autotuner memory_only(std::nullopt);
+  CHECK_FALSE(memory_only.lookup(key, c).has_value());
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("autotune: the budget bounds the timing; ties and failures keep the default", "[autotune]") {
+  const Kernel k = gelu_chain("pw", DType::Float32, 1 << 24);
+  const auto c = dv::codegen::candidates(k, kSpec);
+  REQUIRE(c.size() >= 3);
+  Autotuner tuner(std::nullopt);
+  int calls = 0;
+  // An exhausted budget: the first candidate only.
+  CHECK(tuner.select("aa", c, [&](std::size_t i) { ++calls; return i == 0 ? 1.0 : 0.1; }, -1.0) == 0);
+  CHECK(calls == 1);
+  // Equal times: the earlier (the heuristic's).
+  CHECK(tuner.select("bb", c, [](std::size_t) { return 1.0; }, 1e9) == 0);
+  // Every timing fails: the default, not remembered.
+  CHECK(tuner.select("cc", c, [](std::size_t) -> double { throw std::runtime_error("no"); }, 1e9) == 0);
+  CHECK_FALSE(tuner.lookup("cc", c).has_value());
+  // One candidate: nothing to time; remembered (a warm start need not list
+  // the candidates) but not counted as a measured choice.
+  const Kernel tiny = gelu_chain("tiny", DType::Float32, 7);
+  const auto one = dv::codegen::candidates(tiny, kSpec);
+  REQUIRE(one.size() == 1);
+  CHECK(tuner.select("dd", one, [](std::size_t) -> double { throw std::logic_error("timed"); }, 1e9) == 0);
+  const auto before = tuner.stats();
+  auto hit = tuner.lookup("dd", [&](const KernelTuning& t) { return emit_cuda(tiny, kSpec, t); });
+  REQUIRE(hit.has_value());
+  CHECK(hit->kernel.source == one[0].kernel.source);
+  CHECK(tuner.stats().cache_hits == before.cache_hits);
+  CHECK(tuner.stats().kernels_tuned == before.kernels_tuned);
+}
+
+TEST_CASE("candidates: counts (informative)", "[kernel_configs][.print]") {
+  for (const TestKernel& t : emitter_test_kernels()) {
+    const auto c = dv::codegen::candidates(t.kernel, kSpec);
+    std::string s;
+    for (const auto& k : c) s += "\n    " + dv::codegen::to_string(k.tuning);
+    WARN(t.kernel.name << ": " << c.size() << s);
+  }
+}

@@ -1,0 +1,159 @@
+"""Kernel configurations chosen by measurement (runtime/autotune) on a GPU:
+every candidate configuration of softmax, layer_norm, pointwise and column
+reductions (f32 and bf16, odd sizes) against eager; autotuning on by default
+with its stats; a warm start (another process over the same disk cache, or a
+new executor in this one) times nothing. Skipped without a GPU."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import deepvisor
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def softmax(x):
+    return torch.softmax(x * 1.5, -1)
+
+
+def layer_norm(x, w, b):
+    return torch.nn.functional.layer_norm(x, x.shape[-1:], w, b)
+
+
+def pointwise(x, w, b):
+    return torch.nn.functional.gelu(x * 1.5 + 0.3) * torch.sigmoid(x) + b
+
+
+def column_sum(x):
+    return (x * 2).sum(0)
+
+
+def transposed(x):
+    return torch.sigmoid(x.t() * 1.5 + 1)
+
+
+def inputs(rows, cols, dtype):
+    torch.manual_seed(0)
+    x = torch.randn(rows, cols, device="cuda", dtype=dtype)
+    w = torch.randn(cols, device="cuda", dtype=dtype)
+    b = torch.randn(cols, device="cuda", dtype=dtype)
+    return x, w, b
+
+
+CASES = [
+    (softmax, 1), (layer_norm, 3), (pointwise, 3), (column_sum, 1), (transposed, 1),
+]
+# Long rows (one looped step in f32), odd rows, rows longer than a block
+# holds, many short rows; each large enough to have alternatives.
+SHAPES = [(4096, 4096), (2053, 1000), (8, 65536), (16384, 768)]
+
+
+def tolerance(dtype):
+    return dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize("force", range(8))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
+def test_every_candidate_matches_eager(force, dtype, monkeypatch):
+    monkeypatch.setenv("DEEPVISOR_AUTOTUNE_FORCE", str(force))
+    for fn, nargs in CASES:
+        for rows, cols in SHAPES:
+            args = inputs(rows, cols, dtype)[:nargs]
+            g = deepvisor.compile(fn)
+            with torch.no_grad():
+                got = g(*args)
+                got = g(*args)
+                ref = fn(*args)
+            torch.testing.assert_close(got.float(), ref.float(), **tolerance(dtype),
+                                       msg=lambda m: f"{fn.__name__} {rows}x{cols} candidate {force}: {m}")
+
+
+@pytest.mark.parametrize("force", range(8))
+def test_every_candidate_with_size_arguments(force, monkeypatch):
+    monkeypatch.setenv("DEEPVISOR_AUTOTUNE_FORCE", str(force))
+    monkeypatch.setenv("DEEPVISOR_SIZE_ARGS", "1")
+    for fn, nargs in CASES:
+        g = deepvisor.compile(fn)
+        for rows, cols in [(2053, 1000), (4096, 1000), (4095, 999)]:  # a second value makes the size symbolic
+            args = inputs(rows, cols, torch.float32)[:nargs]
+            with torch.no_grad():
+                got = g(*args)
+                got = g(*args)
+                ref = fn(*args)
+            torch.testing.assert_close(got, ref, **tolerance(torch.float32),
+                                       msg=lambda m: f"{fn.__name__} {rows}x{cols} candidate {force}: {m}")
+
+
+def big_program(x, w, b):
+    y = torch.nn.functional.gelu(x * 1.5 + 0.3) * torch.sigmoid(x)
+    return torch.softmax(y, -1), torch.nn.functional.layer_norm(y, y.shape[-1:], w, b), (y * 2).sum(0)
+
+
+def test_autotuned_results_and_a_warm_start_in_process(monkeypatch):
+    monkeypatch.delenv("DEEPVISOR_AUTOTUNE", raising=False)
+    monkeypatch.delenv("DEEPVISOR_AUTOTUNE_FORCE", raising=False)
+    x, w, b = inputs(4096, 2048, torch.float32)
+    g = deepvisor.compile(big_program)
+    with torch.no_grad():
+        got = g(x, w, b)
+        got = g(x, w, b)
+    for o, r in zip(got, big_program(x, w, b)):
+        torch.testing.assert_close(o, r, rtol=1e-4, atol=1e-4)
+    s = deepvisor.stats(g)
+    assert s["kernels_autotuned"] + s["autotune_cache_hits"] > 0, s
+    # A new executor (same process): every choice from memory, nothing timed.
+    g2 = deepvisor.compile(big_program)
+    with torch.no_grad():
+        got2 = g2(x, w, b)
+    for o, r in zip(got2, got):
+        torch.testing.assert_close(o, r, rtol=1e-5, atol=1e-5)
+    s2 = deepvisor.stats(g2)
+    assert s2["kernels_autotuned"] == 0 and s2["autotune_cache_hits"] > 0, s2
+
+
+CHILD = r"""
+import json, sys, torch, deepvisor
+def f(x, w, b):
+    y = torch.nn.functional.gelu(x * 1.5 + 0.3) * torch.sigmoid(x)
+    return torch.softmax(y, -1), torch.nn.functional.layer_norm(y, y.shape[-1:], w, b), (y * 2).sum(0)
+torch.manual_seed(0)
+x, w, b = torch.randn(3000, 3000, device="cuda"), torch.randn(3000, device="cuda"), torch.randn(3000, device="cuda")
+g = deepvisor.compile(f)
+with torch.no_grad():
+    g(x, w, b)
+    out = g(x, w, b)
+ok = all(torch.allclose(o, r, rtol=1e-4, atol=1e-4) for o, r in zip(out, f(x, w, b)))
+s = deepvisor.stats(g)
+print(json.dumps(dict(ok=ok, **{k: s[k] for k in ("kernels", "nvrtc_compiles", "disk_cache_hits", "kernels_autotuned",
+                                                "autotune_s", "autotune_cache_hits", "autotune_compiles")})))
+"""
+
+
+def run_child(cache_dir, **env):
+    env = dict(os.environ, DEEPVISOR_CACHE_DIR=str(cache_dir), DEEPVISOR_STRICT="1", **env)
+    env.pop("DEEPVISOR_AUTOTUNE_FORCE", None)
+    out = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_a_second_process_measures_nothing(tmp_path):
+    first = run_child(tmp_path, DEEPVISOR_AUTOTUNE="1")
+    second = run_child(tmp_path, DEEPVISOR_AUTOTUNE="1")
+    print(f"cold: {first}\nwarm: {second}")
+    assert first["ok"] and second["ok"]
+    assert first["kernels_autotuned"] > 0 and first["autotune_compiles"] > 0, first
+    assert second["kernels_autotuned"] == 0 and second["autotune_s"] == 0, second
+    assert second["autotune_cache_hits"] == first["kernels_autotuned"], (first, second)
+    assert second["nvrtc_compiles"] == 0 and second["disk_cache_hits"] == second["kernels"], second
+
+
+def test_autotune_off_uses_the_heuristic(tmp_path):
+    s = run_child(tmp_path, DEEPVISOR_AUTOTUNE="0")
+    assert s["ok"] and s["kernels_autotuned"] == 0 and s["autotune_cache_hits"] == 0, s
+    assert s["autotune_compiles"] == 0 and 0 < s["nvrtc_compiles"] <= s["kernels"], s
