@@ -97,6 +97,17 @@ CHECK = textwrap.dedent("""
 """)
 
 
+def test_meson_build_lists_every_python_file():
+    """The quick half of the check below, without building: a new module that
+    python/deepvisor/meson.build does not list would be missing from a pip
+    install (and the package would fail to import there)."""
+    import re
+    with open(os.path.join(PACKAGE, "meson.build")) as f:
+        listed = set(re.findall(r"'([^']+\.py)'", f.read()))
+    sources = {f for f in os.listdir(PACKAGE) if f.endswith(".py")}
+    assert not sources - listed, f"add to python/deepvisor/meson.build: {sorted(sources - listed)}"
+
+
 def test_pip_install(tmp_path):
     if os.environ.get("DEEPVISOR_SKIP_PIP_TEST"):
         pytest.skip("DEEPVISOR_SKIP_PIP_TEST is set")
