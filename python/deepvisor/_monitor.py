@@ -232,6 +232,10 @@ class StateMonitor:
         node.snapshot = _snapshot(node.obj)
         if not isinstance(node.obj, torch.Tensor):
             self.tracer.track(node.obj)
+        if isinstance(node.obj, types.MethodType) and not node.pinned:
+            # Its object now, before a call: what the method reads of it is
+            # then checked as it is read (calls are seen after they ran).
+            self.record_read(node, ("attr", "__self__"), node.obj.__self__)
 
     def _pin_function(self, node):
         fn = node.obj
@@ -366,6 +370,37 @@ class StateMonitor:
             node.checks.append((accessor, ("type", type(value))))
         else:
             node.checks.append((accessor, ("tensor",)))
+
+    def called(self, fn):
+        """The program calls `fn`. Reached through an argument, a callable is
+        otherwise checked by its type alone, which does not say what a call
+        runs (torch.relu and torch.sigmoid share a type; so do two lambdas):
+        check what decides it. A plain Python function: its code and
+        defaults (its frame is stepped, so what it reads is checked as it
+        is read). A bound method: its function the same way, its object as
+        a tracked value. One with a closure, and anything that runs C code
+        (a builtin, a partial, a TorchScript function...): its identity.
+        Instances of Python classes (a module) are checked by type already,
+        and their __call__ is read through it."""
+        node = self.nodes.get(id(fn))
+        if node is None or node.pinned or ("called",) in node.checked:
+            return
+        node.checked.add(("called",))
+        if isinstance(fn, types.MethodType):  # its __self__ is tracked from the start (_register)
+            func = fn.__func__
+            if isinstance(func, types.FunctionType) and func.__closure__ is None:
+                node.checks.append((("attr", "__func__"), ("id", func)))
+                return
+        elif isinstance(fn, types.FunctionType) and fn.__closure__ is None:
+            node.checks.append((("attr", "__code__"), ("id", fn.__code__)))
+            for attr in ("__defaults__", "__kwdefaults__"):
+                value = getattr(fn, attr)
+                node.checks.append((("attr", attr), ("value", value) if is_value(value) else ("id", value)))
+            return
+        elif not isinstance(fn, (types.FunctionType, types.MethodType, type)) and \
+                isinstance(getattr(type(fn), "__call__", None), types.FunctionType):
+            return  # a Python class's instance: its type is checked, its __call__ read through it
+        node.checks.append((("self",), ("id", fn)))
 
     def use_all(self, node, why):
         """C code may read the whole object: check all of its shallow state as
@@ -811,6 +846,7 @@ def _on_call(m, kwnames, frame, operands, results, status):
     kwargs = dict(zip(kwnames, args[len(args) - nkw:])) if nkw else {}
     if nkw:
         args = args[:len(args) - nkw]
+    m.called(fn)
     _calls.on_call(m, fn, args, kwargs, results, status, frame)
 
 
@@ -823,6 +859,7 @@ def _on_call_ex(m, arg, frame, operands, results, status):
         node = m.node_of(container)
         if node is not None:
             m.use_all(node, "*args")
+    m.called(fn)
     _calls.on_call(m, fn, list(args) if isinstance(args, (tuple, list)) else [], dict(kwargs) if isinstance(kwargs, dict) else {},
                    results, status, frame)
 

@@ -1163,3 +1163,45 @@ def test_numbers_and_traces_passed_to_torchscript():
         x = full((3,), v)
         same(g, through_a_trace, x)
         torch.testing.assert_close(g(x), x * 2 + 1)  # the trace's branch, as eager
+
+
+def test_a_callable_argument_decides_what_runs():
+    """A function passed as an argument is checked by what it runs, not only
+    its type: builtins by identity, Python functions by code and defaults,
+    closures and bound methods so that their captured state counts."""
+    def f(x, act):
+        return act(x) + 1
+
+    class Scale:
+        def __init__(self, k):
+            self.k = k
+
+        def apply(self, t):
+            return t * self.k
+
+    def scaled(k):
+        return lambda t: t * k
+
+    def plain(t, k=2.0):
+        return t * k
+
+    def other(t, k=2.0):
+        return t - k
+
+    def plain3(t, k=3.0):
+        return t * k
+    plain3.__code__ = plain.__code__  # same code, other defaults
+
+    g = deepvisor.compile(f)
+    x = torch.randn(5)
+    acts = [torch.relu, torch.sigmoid, torch.relu, lambda t: t * 2, lambda t: t * 3, scaled(2.0), scaled(5.0),
+            Scale(2.0).apply, Scale(7.0).apply, plain, other, plain3, plain, torch.nn.ReLU(), torch.nn.Tanh()]
+    for act in acts:
+        assert torch.equal(g(x, act), f(x, act)), act
+    same = Scale(4.0)
+    for _ in range(2):
+        assert torch.equal(g(x, same.apply), f(x, same.apply))
+    same.k = 9.0
+    assert torch.equal(g(x, same.apply), f(x, same.apply))
+    s = deepvisor.stats(g)
+    assert s["eager_calls"] == 0 and s["cache_hits"] >= 2, s
