@@ -24,6 +24,7 @@
 #include "runtime/interpreter.h"
 #include "runtime/kernel_compiler.h"
 #include "runtime/nvrtc.h"
+#include "runtime/output_lender.h"
 
 namespace py = pybind11;
 using dv::capture::Accessor;
@@ -280,6 +281,18 @@ PYBIND11_MODULE(_C, m) {
   py::class_<dv::runtime::GraphPool, std::shared_ptr<dv::runtime::GraphPool>>(
       m, "GraphPool", "A memory pool the CUDA graphs of a dynamic-shape plan's instances share.")
       .def(py::init<>());
+
+  // What a CUDA graph uses to lend its outputs (runtime/output_lender.h),
+  // exposed so that tests drive its bookkeeping with CPU tensors.
+  py::class_<dv::runtime::OutputLender>(m, "OutputLender")
+      .def(py::init<>())
+      .def("choose", &dv::runtime::OutputLender::choose, py::arg("buffers"), py::arg("inputs"), py::arg("same_as"),
+           py::arg("enabled") = true)
+      .def("lends", &dv::runtime::OutputLender::lends)
+      .def("lend", &dv::runtime::OutputLender::lend)
+      .def("reclaim", &dv::runtime::OutputLender::reclaim)
+      .def("clear", &dv::runtime::OutputLender::clear)
+      .def_property_readonly("moved", &dv::runtime::OutputLender::moved);
 
   py::class_<Executor, std::shared_ptr<Executor>>(m, "Executor")
       .def("run", &Executor::run, py::call_guard<py::gil_scoped_release>(),

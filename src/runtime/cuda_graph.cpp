@@ -37,6 +37,12 @@ at::Tensor own_copy(const at::Tensor& t) {
   return at::empty_strided(t.sizes(), t.strides(), t.options()).copy_(t, /*non_blocking=*/true);
 }
 
+// DEEPVISOR_GRAPH_OUTPUTS=copy: graphs hand out copies of their outputs, never lend them.
+bool outputs_always_copied() {
+  const char* v = std::getenv("DEEPVISOR_GRAPH_OUTPUTS");
+  return v != nullptr && std::string(v) == "copy";
+}
+
 // A DataPtr to memory someone else owns: dropping it frees nothing.
 at::DataPtr borrowed(const at::DataPtr& owner) {
   return at::DataPtr(owner.get(), owner.get(), [](void*) {}, owner.device());
@@ -130,6 +136,7 @@ CudaGraphReplay::CudaGraphReplay(std::vector<bool> constant, std::string unsuppo
                                  std::vector<bool> produced)
     : constant_(std::move(constant)), pool_(std::move(pool)), moved_(std::move(produced)) {
   moved_.resize(constant_.size(), false);
+  lending_ = pool_ == nullptr && !outputs_always_copied();
   if (!unsupported.empty()) disable(std::move(unsupported));
 }
 
@@ -153,6 +160,7 @@ void CudaGraphReplay::drop_graph() {
   in_place_.clear();
   copies_.clear();
   static_outputs_.clear();
+  lender_.clear();
 }
 
 // Captures are bounded: inputs that keep moving make the plan step by step.
@@ -293,6 +301,7 @@ bool CudaGraphReplay::capture(const std::vector<at::Tensor>& inputs, const Steps
       if (static_outputs_[k].unsafeGetTensorImpl() == impl) output_same_[j] = static_cast<int>(k);
     if (output_input_[j] >= 0) static_outputs_[j] = at::Tensor();  // hold no input alive
   }
+  lender_.choose(static_outputs_, static_inputs, output_same_, lending_);
   return true;
 }
 
@@ -315,6 +324,14 @@ std::optional<std::vector<at::Tensor>> CudaGraphReplay::replay_in_pool(const std
 }
 
 std::optional<std::vector<at::Tensor>> CudaGraphReplay::replay(const std::vector<at::Tensor>& inputs) {
+  if (!lender_.reclaim(static_outputs_)) {
+    if (log_fallbacks())
+      std::cerr << "deepvisor[fallbacks]: a CUDA graph hands out copies of its outputs from now on: the caller "
+                   "keeps another tensor (a view?) over an output it lent" << std::endl;
+    lending_ = false;
+    drop_graph();  // the buffers are the caller's now; the next call captures again
+    return std::nullopt;
+  }
   for (std::size_t i = 0; i < inputs.size(); ++i)
     if (copies_[i].defined() && inputs[i].data_ptr() != copies_[i].data_ptr()) copies_[i].copy_(inputs[i], /*non_blocking=*/true);
   // The graph's matmuls use the workspace of the stream it was captured
@@ -337,6 +354,7 @@ std::optional<std::vector<at::Tensor>> CudaGraphReplay::replay(const std::vector
   for (std::size_t j = 0; j < out.size(); ++j) {
     if (output_input_[j] >= 0) out[j] = inputs[output_input_[j]];
     else if (output_same_[j] >= 0) out[j] = out[output_same_[j]];
+    else if (lender_.lends(j)) out[j] = lender_.lend(static_outputs_, j);
     else if (static_outputs_[j].defined()) out[j] = own_copy(static_outputs_[j]);
   }
   return out;

@@ -4,8 +4,20 @@
 // loaded, library handles made). On the next call the steps are captured
 // into a CUDA graph (at::cuda::CUDAGraph, with its own memory pool for the
 // intermediates) and from then on a call is: copy the arguments into the
-// graph's input buffers, launch the graph, hand out copies of its outputs
-// (the graph overwrites its buffers on the next launch).
+// graph's input buffers, launch the graph, hand out its outputs.
+//
+// Outputs are lent, not copied (a copy of a large output costs as much as
+// the kernel that made it): the caller gets tensors over the graph's own
+// output buffers, and the next replay, which overwrites those buffers, first
+// looks at who still holds them. Nobody (the usual case: a result used and
+// dropped): it replays. Only the tensors it lent: it copies each buffer once
+// into new memory and points those tensors there (same tensor objects, same
+// values), then replays. Anything else (a view of a lent output, another
+// tensor over its memory): it cannot move those, so it leaves the buffers to
+// them, drops the graph, runs that call step by step and hands out copies
+// from then on (logged). Graphs that share a pool with others (a dynamic-
+// shape plan's instances) always copy: another graph's replay may write
+// where their outputs lie. DEEPVISOR_GRAPH_OUTPUTS=copy: always copy.
 //
 // The graph reads an input where it lies when its address is stable: a
 // constant of the plan (a parameter, a buffer, a tensor the program made from
@@ -35,6 +47,8 @@
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "runtime/output_lender.h"
 
 namespace at::cuda {
 struct CUDAGraph;
@@ -110,6 +124,8 @@ class CudaGraphReplay {
   std::vector<at::Tensor> static_outputs_;  // what the graph writes
   std::vector<int> output_input_;  // output j is input i as is (-1: no)
   std::vector<int> output_same_;   // output j is the same tensor as an earlier output k (-1: no)
+  bool lending_ = true;   // outputs may be lent (see above)
+  OutputLender lender_;  // which outputs are lent, and what was
   struct StreamRef;  // a c10::cuda::CUDAStream
   std::unique_ptr<StreamRef> workspace_stream_;  // whose cuBLAS workspaces the graph uses
 };

@@ -338,3 +338,75 @@ def test_deberta_is_one_graph_with_no_fallback():
     s = deepvisor.stats(g)
     assert s["captures"] == 1 and s["eager_calls"] == 0 and s["fallback_ops"] == {}, s
     assert [len(p.path.segments) for p in g.plans()] == [1] and s["cuda_graphs"] == 1, s
+
+
+def pointwise(x):
+    return torch.nn.functional.gelu(x * 1.5 + 0.3) * torch.sigmoid(x)
+
+
+@torch.no_grad()
+def test_an_output_used_and_dropped_is_the_graphs_own_buffer():
+    # Lent, not copied (runtime/output_lender.h): the same address on every replay.
+    g = deepvisor.compile(pointwise)
+    ptrs = []
+    for seed in range(6):
+        x = randn(1000, 333, seed=seed)
+        out = g(x)
+        assert_matches(out, pointwise(x), TOL)
+        ptrs.append(out.data_ptr())
+        del out
+    assert len(set(ptrs[2:])) == 1, ptrs  # from the first replay on
+    assert deepvisor.stats(g)["cuda_graphs"] == 1
+
+
+@torch.no_grad()
+def test_kept_outputs_and_views_of_them_keep_their_values():
+    g = deepvisor.compile(pointwise)
+    xs = [randn(257, 129, seed=s) for s in range(8)]
+    kept, views = [], []
+    for i, x in enumerate(xs):
+        out = g(x)
+        if i % 2:
+            kept.append((x, out))  # the lent tensor itself: moved before the next replay
+        else:
+            views.append((x, out[1:].t()))  # a view: the graph leaves its buffer to it
+        del out
+    for x, y in kept:
+        assert_matches(y, pointwise(x), TOL)
+    for x, v in views:
+        assert_matches(v, pointwise(x)[1:].t(), TOL)
+    assert_matches(g(xs[0]), pointwise(xs[0]), TOL)
+
+
+@torch.no_grad()
+def test_an_output_fed_back_as_the_next_input():
+    m = block()
+    g = deepvisor.compile(m)
+    x = y = randn(5, 9, 32)
+    for _ in range(8):
+        x, y = g(x), m(y)
+        assert_matches(x, y, TOL)
+
+
+def test_outputs_of_a_graph_captured_in_inference_mode():
+    g = deepvisor.compile(pointwise)
+    x = randn(64, 65)
+    with torch.inference_mode():
+        for _ in range(3):
+            g(x)
+    with torch.no_grad():
+        out = g(x)
+    assert not out.is_inference()
+    out.add_(1)
+    assert_matches(out, pointwise(x) + 1, TOL)
+
+
+@torch.no_grad()
+def test_outputs_always_copied_when_asked(monkeypatch):
+    monkeypatch.setenv("DEEPVISOR_GRAPH_OUTPUTS", "copy")
+    g = deepvisor.compile(pointwise)
+    x = randn(100, 101)
+    kept = [g(x) for _ in range(4)]
+    assert len({o.data_ptr() for o in kept}) == 4
+    for o in kept:
+        assert_matches(o, pointwise(x), TOL)
