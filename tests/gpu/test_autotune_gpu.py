@@ -57,6 +57,14 @@ def tolerance(dtype):
     return dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-2)
 
 
+def reference(fn, args):
+    """Eager in float32 over the same inputs: a fused kernel computes in
+    float32 and rounds once, where eager bfloat16 rounds after every op (on
+    the 4096x4096 pointwise chain, 3 elements of 16M differ by 0.04 between
+    the two ways, more than the tolerance, with every candidate alike)."""
+    return fn(*[a.float() for a in args])
+
+
 @pytest.mark.parametrize("force", range(8))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
 def test_every_candidate_matches_eager(force, dtype, monkeypatch):
@@ -68,8 +76,8 @@ def test_every_candidate_matches_eager(force, dtype, monkeypatch):
             with torch.no_grad():
                 got = g(*args)
                 got = g(*args)
-                ref = fn(*args)
-            torch.testing.assert_close(got.float(), ref.float(), **tolerance(dtype),
+                ref = reference(fn, args)
+            torch.testing.assert_close(got.float(), ref, **tolerance(dtype),
                                        msg=lambda m: f"{fn.__name__} {rows}x{cols} candidate {force}: {m}")
 
 
@@ -113,7 +121,8 @@ def test_autotuned_results_and_a_warm_start_in_process(monkeypatch):
     for o, r in zip(got2, got):
         torch.testing.assert_close(o, r, rtol=1e-5, atol=1e-5)
     s2 = deepvisor.stats(g2)
-    assert s2["kernels_autotuned"] == 0 and s2["autotune_cache_hits"] > 0, s2
+    # (its kernels may come from the process's compiled kernels without a lookup)
+    assert s2["kernels_autotuned"] == 0 and s2["autotune_s"] == 0 and s2["nvrtc_compiles"] == 0, s2
 
 
 CHILD = r"""
@@ -150,7 +159,8 @@ def test_a_second_process_measures_nothing(tmp_path):
     assert first["kernels_autotuned"] > 0 and first["autotune_compiles"] > 0, first
     assert second["kernels_autotuned"] == 0 and second["autotune_s"] == 0, second
     assert second["autotune_cache_hits"] == first["kernels_autotuned"], (first, second)
-    assert second["nvrtc_compiles"] == 0 and second["disk_cache_hits"] == second["kernels"], second
+    # (a choice's kernel and its default form may both be read from the disk cache)
+    assert second["nvrtc_compiles"] == 0 and second["disk_cache_hits"] >= second["kernels"], second
 
 
 def test_autotune_off_uses_the_heuristic(tmp_path):
