@@ -26,6 +26,7 @@ with hidden state) make the capture unsupported instead of trusted.
 
 import dataclasses
 import enum
+import numbers
 import os
 import sys
 import sysconfig
@@ -780,9 +781,13 @@ def _size_uses(m, kind, arg, frame, operands):
     a tuple or a list that only holds sizes (torch.Size, `shape + (h, d)`)
     uses none of them."""
     from ._shapes import SizeInt, sizes_in
-    if kind in (B.TRUTH, B.CONTAINS, B.UNPACK, B.ITER) or (kind == B.USE and arg != "FORMAT_VALUE"):
+    if kind in (B.ARITH, B.USE) and _size_meets_float(operands, SizeInt):
+        # float's own operators take an int subclass as a plain int (`n * 0.5`,
+        # `0.5 < n`: no SizeInt method runs), so the result holds for this size only.
+        used = [v for v in operands if type(v) is SizeInt]
+    elif kind in (B.TRUTH, B.CONTAINS, B.UNPACK, B.ITER) or (kind == B.USE and arg != "FORMAT_VALUE"):
         return
-    if kind == B.ARITH:
+    elif kind == B.ARITH:
         if all(isinstance(v, (int, float, torch.Tensor)) for v in operands):
             return
         used = [v for v in operands if type(v) is SizeInt]  # `[0] * n`: n; `shape + (h, d)`: none
@@ -799,6 +804,13 @@ def _size_uses(m, kind, arg, frame, operands):
         used = [n for v in operands for n in sizes_in(v)]
     for n in used:
         m.shapes.specialize(n, f"{B.KIND_NAMES.get(kind, kind)} {_describe_use(kind, operands)}")
+
+
+def _size_meets_float(operands, size_type):
+    """A size and a number that is not an int (a float, a complex, a NumPy
+    float) side by side: an operator or a comparison between them."""
+    return len(operands) == 2 and any(type(v) is size_type for v in operands) and \
+        any(isinstance(v, numbers.Number) and not isinstance(v, int) for v in operands)
 
 
 def _describe_use(kind, operands):
