@@ -29,9 +29,11 @@ program updates tensors in place:
   contents are copied back after a replay.
 
 Constants are folded: a tensor made from Python data during the run
-(lift_fresh of torch.tensor(...)) is a *known* value, and so are a view of
-one and the results of a deterministic op that writes nothing and reads only
-known values. Where such a result is a small CPU tensor (DeBERTa's
+(lift_fresh of torch.tensor(...)) is a *known* value, and so are the result
+of a deterministic factory of constant arguments (arange, ones, full: not in
+a symbolic capture, where the run cannot tell a symbolic size from a
+constant), a view of a known value and the results of a deterministic op
+that writes nothing and reads only known values. Where such a result is a small CPU tensor (DeBERTa's
 `torch.tensor(min(q, k, 512))` and the slice bounds and clamp limits it
 computes from it) the op is no node: the run computed it, and it becomes a
 constant input of the graph (a copy the plan holds), added only if the graph
@@ -352,6 +354,7 @@ class Recorder(TorchDispatchMode):
         self.unsupported = None
         self._opaque_depth = 0  # > 0 while an op recorded as one node runs (record_opaque)
         self._known = set()     # value ids of known constants (folded, see the module's docstring)
+        self.factories_known = True  # a factory of constant arguments makes a known value (not in symbolic captures)
         self._folded = {}       # value id of a folded result no node read yet -> the copy the plan holds
         self.last_escape = None  # the Decision of the last data escape; None when it read a known value
         self.num_arguments = len(arguments)
@@ -601,7 +604,8 @@ class Recorder(TorchDispatchMode):
         inputs = {id(x) for _, x in bound for x in _tensors_in(x)}
         # A view of a known value, or a deterministic op of known values, is
         # known; the latter is folded where its results are small CPU tensors.
-        known = self._reads_known(encoded) and (isinstance(source, torch.Tensor) or _deterministic(func, info))
+        known = (self._reads_known(encoded) and (isinstance(source, torch.Tensor) or _deterministic(func, info))) or \
+            self._makes_known(func, info, bound, encoded, source)
         if known and not isinstance(source, torch.Tensor) and self._fold(outputs, inputs):
             return
         out_values = [None if m is None else self._new_value(m) for m in metas]
@@ -636,6 +640,29 @@ class Recorder(TorchDispatchMode):
         text = " ".join(encoded)
         refs = _REF.findall(text)
         return bool(refs) and "{" not in text and all(int(v) in self._known for v in refs)
+
+    def _makes_known(self, func, info, bound, encoded, source):
+        """A factory (an op that reads no tensor: arange, ones, full...) of
+        constant arguments makes a known value: its sizes, fill value, dtype
+        and device are constants of the graph, and the state monitor guards
+        the Python state they came from (an escaped number among them is a
+        decision or a symbol tensor, which a factory then reads). Not one of
+        a symbolic size (the shape shadow's `{s0}`): its values hold for one
+        size only."""
+        if not self.factories_known or isinstance(source, torch.Tensor) or \
+                any(True for _, v in bound for _ in _tensors_in(v)):
+            return False
+        text = " ".join(encoded)
+        return "{" not in text and _REF.search(text) is None and _deterministic(func, info)
+
+    def knows(self, t):
+        """Whether tensor `t` holds a known value (nothing recorded)."""
+        alias = self._alias.get(id(t))
+        if alias is None:
+            return False
+        if not alias.chain:
+            return alias.family.base_value in self._known
+        return alias.version == alias.family.version and alias.value in self._known
 
     def _fold(self, outputs, inputs):
         """Constant folding: a deterministic op read only known values; when

@@ -104,6 +104,9 @@ class ShapeShadow(TorchFunctionMode):
             self._pair(t, fake)
             fakes.append(fake)
         self.recorder = Recorder(fakes, is_argument=lambda f: is_argument(self._real_of(f)))
+        # Factories make no known values in a symbolic capture: the real run
+        # cannot tell `torch.arange(n)` of a symbolic n from one of a constant.
+        real_recorder.factories_known = self.recorder.factories_known = False
         self.tracker = lambda n: None  # the state monitor's track(): it reports each use of a SizeInt
         self.live = True               # False after the run: SizeInts left in the program's state are ints
 
@@ -162,6 +165,9 @@ class ShapeShadow(TorchFunctionMode):
             # decomposition would clone it, the C++ one does not.
             return out
         if func in _DATA_READS:
+            if len(self.real_recorder.decisions) == decisions and self._known_for_this_size_only(args):
+                self.fail(f"{_name(func)} read a value that holds for this size only")
+                return out
             self._repeat_decisions(decisions)
             return out
         if len(self.real_recorder.decisions) != decisions:
@@ -208,6 +214,18 @@ class ShapeShadow(TorchFunctionMode):
             log_event("recompiles", f"dynamic shapes: {n._sym.node.expr} = {int.__repr__(n)} kept static: {why} at "
                                     f"{_user_site()}")
             _guard_int(n._sym)
+
+    def _known_for_this_size_only(self, args):
+        """Whether the program reads a tensor the real recorder knows (so it
+        made no decision: every replay computes the same) whose shadow is no
+        known value (made from a symbolic size: `torch.arange(n)`), where
+        the outcome would hold for this size only."""
+        for t in pytree.tree_leaves(args):
+            if isinstance(t, torch.Tensor) and self.real_recorder.knows(t):
+                fake = self.fake_of(t)
+                if fake is None or not self.recorder.knows(fake):
+                    return True
+        return False
 
     def _repeat_decisions(self, start):
         """Tensor data the program read (a decision of the real recorder):

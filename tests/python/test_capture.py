@@ -994,6 +994,48 @@ def test_a_constant_made_from_an_escaped_number():
     assert s["captures"] == 3 and s["cache_hits"] == 1, s
 
 
+def packed_positions(x, start=0):
+    """transformers' packed-sequence check (masking_utils): positions from
+    an arange, their differences, a cumulative sum, read in Python."""
+    pos = torch.arange(start, start + x.shape[1], device=x.device).unsqueeze(0)
+    packed = (torch.diff(pos, prepend=pos[:, :1] - 1, dim=-1) != 1).cumsum(-1)
+    mask = torch.ones(x.shape[0], x.shape[1], dtype=torch.bool, device=x.device)
+    if (packed[:, -1] == 0).all() and mask.all():
+        return x * 2
+    return x * 3
+
+
+def test_factories_of_constants_decide_nothing():
+    """arange, ones, full... of constant arguments make known values: what
+    Python reads from them cuts no segment (GPT-2's one decision). Their
+    arguments are guarded where Python state made them, and a write makes
+    the tensor unknown again."""
+    g = deepvisor.compile(packed_positions)
+    for seed in range(3):
+        same(g, packed_positions, randn(2, 9, seed=seed))
+    s = deepvisor.stats(g)
+    assert s["captures"] == 1 and s["cache_hits"] == 2 and segments(g) == [1], (s, segments(g))
+
+    def filled(x, fill):
+        t = torch.full((4,), fill, device=x.device)
+        return x + 1 if (t > 1).all() else x - 1
+
+    g = deepvisor.compile(filled)
+    for fill in (2.0, 2.0, 0.5, 0.5, 2.0):
+        same(g, filled, randn(3, 4), fill)
+    assert deepvisor.stats(g)["captures"] == 2 and segments(g) == [1, 1]
+
+    def written(x):
+        t = torch.zeros(4, device=x.device)
+        t[1] = x.sum()
+        return x + 1 if (t > 0).any() else x - 1
+
+    g = deepvisor.compile(written)
+    for v in (1.0, -1.0, 1.0):
+        same(g, written, full((4,), v))
+    assert segments(g) == [2]
+
+
 def test_a_folded_number_is_not_taken_for_an_earlier_decision():
     """b is read from a constant (no decision); a, read before with the same
     value, is an escaped number that stays in the graph. b must stay the

@@ -345,3 +345,48 @@ def test_a_constant_view_adds_no_fake_input_to_the_plan():
     static, symbolic = g.plans()
     assert symbolic.symbolic is not None
     assert len(symbolic.path.descriptions) == len(static.path.descriptions), symbolic.path.descriptions
+
+
+def _sizes_with_floats():
+    def fill(x):
+        t = torch.full((3,), x.shape[0] * 1.0)
+        return x + 1 if (t > 5).all() else x - 1
+
+    def float_left(x):
+        return x + 1 if 5.5 < x.shape[0] else x - 1
+
+    def float_right(x):
+        return x + 1 if x.shape[0] > 5.5 else x - 1
+
+    def scaled(x):
+        return x * (0.5 * x.shape[0])
+
+    return [fill, float_left, float_right, scaled]
+
+
+@pytest.mark.parametrize("fn", _sizes_with_floats(), ids=lambda f: f.__name__)
+def test_a_size_meeting_a_float_holds_for_that_size_only(fn):
+    """float's operators take an int subclass as a plain int (`0.5 * n`,
+    `5.5 < n`, `n > 5.5` after int's NotImplemented): no SizeInt method runs,
+    so the state monitor specializes the size there (a number baked into
+    the plan for every size gave x + 1 at sizes 3 and 5, and the first
+    size's scale everywhere)."""
+    g = deepvisor.compile(fn)
+    for n in (16, 20, 16, 30, 3, 8, 5, 6, 40):
+        _check(g, fn, torch.randn(n, 4))
+
+
+def test_an_arange_of_a_symbolic_size_read_in_python():
+    """In a static capture arange(n) is a known value (no decision); in a
+    symbolic one it is not: the outcome read from it is a decision, taken
+    anew for each size."""
+    def f(x):
+        if (torch.arange(x.shape[1]) > 17).any():
+            return x * 2
+        return x * 3
+
+    g = deepvisor.compile(f)
+    for n in (16, 20, 16, 30, 12, 18, 17, 40, 3):
+        _check(g, f, torch.randn(2, n))
+    s = deepvisor.stats(g)
+    assert s["captures"] <= 3 and s["eager_calls"] == 0, s
