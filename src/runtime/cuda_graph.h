@@ -18,6 +18,11 @@
 // from then on (logged). Graphs that share a pool with others (a dynamic-
 // shape plan's instances) always copy: another graph's replay may write
 // where their outputs lie. DEEPVISOR_GRAPH_OUTPUTS=copy: always copy.
+// One difference from eager stays: the next replay's stream orders the
+// copy and the overwrite, so work that reads a lent output on another
+// stream must be finished (synchronized) before the plan is called again,
+// as with torch.compile's reduce-overhead graphs; tensor.record_stream()
+// does not hold a graph's buffer the way it holds the allocator's memory.
 //
 // The graph reads an input where it lies when its address is stable: a
 // constant of the plan (a parameter, a buffer, a tensor the program made from
