@@ -50,11 +50,19 @@ _SCALAR_TYPES = (type(None), bool, int, float, complex, str, bytes, type(Ellipsi
                  torch.dtype, torch.layout, torch.memory_format, torch.device, range)
 
 
+def _is_numpy_scalar(x):
+    """A numpy number or bool (np.float32(2.0)...): immutable, so compared by
+    value. Without this it was an opaque object checked by type alone, and a
+    torch op that read it baked its first value into the plan."""
+    np = sys.modules.get("numpy")
+    return np is not None and isinstance(x, (np.number, np.bool_))
+
+
 def is_value(x, depth=0):
     """Immutable data compared by value: numbers, strings, None, dtypes,
     devices, and tuples, slices and frozensets of those."""
     t = type(x)
-    if t in _SCALAR_TYPES or isinstance(x, enum.Enum):
+    if t in _SCALAR_TYPES or isinstance(x, enum.Enum) or _is_numpy_scalar(x):
         return True
     if depth > 4:
         return False

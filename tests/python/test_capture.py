@@ -1247,3 +1247,36 @@ def test_a_callable_argument_decides_what_runs():
     assert torch.equal(g(x, same.apply), f(x, same.apply))
     s = deepvisor.stats(g)
     assert s["eager_calls"] == 0 and s["cache_hits"] >= 2, s
+
+
+def test_numpy_scalars_are_checked_by_value():
+    """np.float32(2.0) then np.float32(5.0): a numpy scalar is immutable data,
+    compared by value wherever it is read (an argument, a module attribute, a
+    global, a branch on np.bool_). It was checked by type alone, and the first
+    value stayed in the plan."""
+    class Scaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.k = np.float32(2.0)
+
+        def forward(self, x, s, flag):
+            y = x * s * self.k + _NUMPY_OFFSET[0]
+            return y + 1 if flag else y - 1
+
+    m = Scaled()
+    g = deepvisor.compile(m)
+    x = torch.randn(6)
+    calls = [(np.float32(2.0), np.bool_(True)), (np.float32(5.0), np.bool_(True)), (np.float32(5.0), np.bool_(False)),
+             (np.int64(3), np.bool_(False)), (np.float64(0.5), np.bool_(True)), (np.float32(2.0), np.bool_(True))]
+    for k, (s, flag) in enumerate(calls):
+        if k == 3:
+            m.k = np.float32(-1.5)
+        if k == 4:
+            _NUMPY_OFFSET[0] = np.float32(10.0)
+        torch.testing.assert_close(g(x, s, flag), m(x, s, flag), msg=f"call {k}: {s!r} {flag!r}")
+    hits = deepvisor.stats(g)["cache_hits"]
+    torch.testing.assert_close(g(x, np.float32(2.0), np.bool_(True)), m(x, np.float32(2.0), np.bool_(True)))
+    assert deepvisor.stats(g)["cache_hits"] == hits + 1  # an equal value replays
+
+
+_NUMPY_OFFSET = [np.float32(0.0)]
