@@ -519,7 +519,14 @@ std::string Emitter::row_load_call(ValueId id, const Segment& s, const std::stri
     return cat(hint == RowLoadHint::Keep ? "dv_load_keep" : "dv_load_last", suffix, "(", ptr, ")");
   }
   if (loads_once_) return "dv_load_once(" + ptr + ")";
+  if (tune_.stream_hints) return "dv_load_stream(" + ptr + ")";
   return "*" + ptr;
+}
+
+// A vector `value` of `bytes` stored through ptr: streaming under stream_hints when 16 bytes.
+std::string Emitter::vector_store(const std::string& ptr, const std::string& value, int bytes) const {
+  if (tune_.stream_hints && bytes == 16) return cat("dv_store_stream(", ptr, ", ", value, ");");
+  return cat("*", ptr, " = ", value, ";");
 }
 
 // The element an indirect access reaches at lane element k: `index` plus its
@@ -666,8 +673,9 @@ void Emitter::emit_lane_store(ValueId id, const Segment& s) {
       w_.open_unrolled("v", 0, s.width);
       w_.line(cat("w.e[v] = ", value(k), ";"));
       w_.close();
-      w_.line(cat("*reinterpret_cast<dv_vec<", ST, ", ", s.width, ">*>(", p, " + ", lane_index(in.index, s, "l0"),
-                  ") = w;"));
+      w_.line(vector_store(cat("reinterpret_cast<dv_vec<", ST, ", ", s.width, ">*>(", p, " + ",
+                               lane_index(in.index, s, "l0"), ")"),
+                           "w", ir::dtype_size(b.dtype) * s.width));
       break;
     case LaneAccess::Uniform:  // width 1 only (see access_kind)
       w_.line(cat(p, "[", lane_index(in.index, s, "l0"), "] = ", value("c"), ";"));
@@ -697,7 +705,8 @@ void Emitter::emit_packed_half_store(const Instr& in, const Segment& s) {
   w_.line(cat("w.e[v] = ", pack, "(", f32(cat("c * ", s.width, " + 2 * v")), ", ", f32(cat("c * ", s.width, " + 2 * v + 1")),
               ");"));
   w_.close();
-  w_.line(cat("*reinterpret_cast<dv_vec<unsigned, ", pairs, ">*>(", p, " + ", lane_index(in.index, s, "l0"), ") = w;"));
+  w_.line(vector_store(cat("reinterpret_cast<dv_vec<unsigned, ", pairs, ">*>(", p, " + ", lane_index(in.index, s, "l0"), ")"),
+                       "w", 4 * pairs));
 }
 
 void Emitter::emit_lane_index(ValueId id, const Segment& s) {
@@ -986,6 +995,8 @@ std::string to_string(const KernelTuning& t) {
   field(t.row_loop_moments != d.row_loop_moments, t.row_loop_moments ? "loop_moments" : "no_loop_moments");
   field(t.row_one_step_looped != d.row_one_step_looped, t.row_one_step_looped ? "one_step_looped" : "no_one_step_looped");
   field(t.col_rows_per_block != d.col_rows_per_block, "col_rows=" + std::to_string(t.col_rows_per_block));
+  field(t.row_block_threads != d.row_block_threads, "row_block=" + std::to_string(t.row_block_threads));
+  field(t.stream_hints != d.stream_hints, t.stream_hints ? "stream" : "no_stream");
   return s.empty() ? "default" : s;
 }
 

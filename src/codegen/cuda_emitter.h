@@ -41,6 +41,11 @@ struct KernelTuning {
   bool row_loop_moments = true;  // looped rows of one step: a variance computed with its mean (one pass fewer)
   bool row_one_step_looped = true;  // f32 rows of (1, 2] x row_max_threads chunks that write rows: looped, one step
   int col_rows_per_block = 64;    // reductions over an outer dimension: rows (x) a block, when that leaves a block an SM
+  int row_block_threads = 256;    // rows of fewer threads than this share blocks of at most this many threads
+  // Streaming (.cs, evict-first) 16-byte loads and stores where the data is
+  // touched once: a pointwise kernel's loads and stores, a row kernel's stores
+  // and its loads that carry no other hint.
+  bool stream_hints = false;
 
   bool operator==(const KernelTuning&) const = default;
 };

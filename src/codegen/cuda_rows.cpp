@@ -345,9 +345,10 @@ void Emitter::emit_rows() {
     const int target_chunks = std::max(1, tune_.row_chunks_per_thread);
     const std::int64_t preferred_tpr = std::max(32, tune_.row_max_threads);
     const std::int64_t max_tpr = std::min<std::int64_t>(max_block, next_pow2(chunks));
+    const std::int64_t shared_block = std::clamp<std::int64_t>(next_pow2(tune_.row_block_threads), 32, max_block);
     auto block_threads = [&](std::int64_t tpr) {
-      if (tpr >= 256) return tpr;
-      return std::max<std::int64_t>(32, std::min<std::int64_t>(256, tpr * next_pow2(layout_xnumel())));
+      if (tpr >= shared_block) return tpr;
+      return std::max<std::int64_t>(32, std::min<std::int64_t>(shared_block, tpr * next_pow2(layout_xnumel())));
     };
     // About target_chunks chunks per thread, more threads while the grid would not fill the GPU.
     auto choose_tpr = [&] {

@@ -365,6 +365,15 @@ template <typename T, int N> struct alignas(sizeof(T) * N) dv_vec { T e[N]; };
     return v;                                                                           \
   }
 DV_L1_LOAD(dv_load_once, ".L1::no_allocate")
+// Data touched once (KernelTuning::stream_hints): streaming, evict first.
+DV_L1_LOAD(dv_load_stream, ".cs")
+template <typename V> __device__ __forceinline__ void dv_store_stream(V* p, const V& v) {
+  static_assert(sizeof(V) == 16, "16-byte vectors only");
+  unsigned u[4];
+  memcpy(u, &v, 16);
+  asm volatile("st.global.cs.v4.u32 [%0], {%1, %2, %3, %4};" :: "l"(p), "r"(u[0]), "r"(u[1]), "r"(u[2]), "r"(u[3])
+               : "memory");
+}
 
 // Looped rows read a row once per pass. A pass that a later pass follows
 // over the same row loads it with evict_last (L1 and L2), so that the re-read

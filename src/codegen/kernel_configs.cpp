@@ -21,6 +21,10 @@ std::vector<KernelTuning> tuning_space(const ir::Kernel& kernel, const KernelTun
     add([](KernelTuning& t) { t.pointwise_chunks = 2; });
     add([](KernelTuning& t) { t.pointwise_threads = 256, t.pointwise_chunks = 2; });
     add([](KernelTuning& t) { t.pointwise_chunks = 4; });
+    // Streaming loads and stores: data a pointwise kernel touches once.
+    add([](KernelTuning& t) { t.stream_hints = true; });
+    add([](KernelTuning& t) { t.stream_hints = true, t.pointwise_chunks = 2; });
+    add([](KernelTuning& t) { t.stream_hints = true, t.pointwise_threads = 256; });
     return out;
   }
   // Reductions: the row form's tile and looped/register choice, then the
@@ -31,6 +35,12 @@ std::vector<KernelTuning> tuning_space(const ir::Kernel& kernel, const KernelTun
   add([](KernelTuning& t) { t.row_one_step_looped = false; });
   add([](KernelTuning& t) { t.row_force_looped = true, t.row_chunks_per_thread = 4; });
   add([](KernelTuning& t) { t.row_loop_hints = 0; });
+  // Short rows: a chunk a thread (more threads a row), smaller or larger
+  // blocks of rows, streaming row stores.
+  add([](KernelTuning& t) { t.row_chunks_per_thread = 1; });
+  add([](KernelTuning& t) { t.row_block_threads = 128; });
+  add([](KernelTuning& t) { t.row_block_threads = 512; });
+  add([](KernelTuning& t) { t.stream_hints = true; });
   add([](KernelTuning& t) { t.col_rows_per_block = 32; });
   add([](KernelTuning& t) { t.col_rows_per_block = 128; });
   add([](KernelTuning& t) { t.col_rows_per_block = 256; });

@@ -19,13 +19,13 @@ struct KernelCandidate {
 };
 
 // At most this many candidates a kernel.
-inline constexpr std::size_t kMaxCandidates = 8;
+inline constexpr std::size_t kMaxCandidates = 12;
 
 // The tunings worth trying for `kernel`'s form, `base` (the heuristic
-// default) first: pointwise kernels vary threads a block and chunks a thread;
-// reductions vary the row tile (chunks a thread, threads a row), registers vs
-// looped rows, the looped rows' cache hints, and the column form's rows a
-// block. Not yet deduplicated: knobs a form ignores give identical sources.
+// default) first: pointwise kernels vary threads a block, chunks a thread and
+// streaming hints; reductions vary the row tile (chunks a thread, threads a
+// row, threads a block of short rows), registers vs looped rows, the looped
+// rows' cache hints, streaming hints, and the column form's rows a block. Not yet deduplicated: knobs a form ignores give identical sources.
 std::vector<KernelTuning> tuning_space(const ir::Kernel& kernel, const KernelTuning& base = {});
 
 // The distinct candidates of `kernel`: each tuning of tuning_space emitted by

@@ -23,12 +23,13 @@ bool disk_enabled() {
 std::string source_key(const std::string& source) { return content_key({"source", source}); }
 std::string source_key(const codegen::KernelCandidate& c) { return source_key(c.kernel.source); }
 
-// "v1 <source key> <measured> <the tuning's fields>"
+// "v2 <source key> <measured> <the tuning's fields>"
 std::string serialize(const std::string& source, const codegen::KernelTuning& t, bool measured) {
   std::ostringstream out;
-  out << "v1 " << source << ' ' << measured << ' ' << t.pointwise_threads << ' ' << t.pointwise_chunks << ' '
+  out << "v2 " << source << ' ' << measured << ' ' << t.pointwise_threads << ' ' << t.pointwise_chunks << ' '
       << t.row_chunks_per_thread << ' ' << t.row_max_threads << ' ' << t.row_force_looped << ' ' << t.row_loop_hints
-      << ' ' << t.row_loop_moments << ' ' << t.row_one_step_looped << ' ' << t.col_rows_per_block;
+      << ' ' << t.row_loop_moments << ' ' << t.row_one_step_looped << ' ' << t.col_rows_per_block << ' '
+      << t.row_block_threads << ' ' << t.stream_hints;
   return out.str();
 }
 
@@ -54,8 +55,8 @@ std::optional<Autotuner::Choice> Autotuner::find(const std::string& key) {
   codegen::KernelTuning& t = c.tuning;
   in >> version >> c.source >> c.measured >> t.pointwise_threads >> t.pointwise_chunks >> t.row_chunks_per_thread >>
       t.row_max_threads >> t.row_force_looped >> t.row_loop_hints >> t.row_loop_moments >> t.row_one_step_looped >>
-      t.col_rows_per_block;
-  if (!in || version != "v1") return std::nullopt;  // another format: measure again
+      t.col_rows_per_block >> t.row_block_threads >> t.stream_hints;
+  if (!in || version != "v2") return std::nullopt;  // another format: measure again
   std::lock_guard<std::mutex> lock(mu_);
   memory_[key] = *text;
   return c;

@@ -54,6 +54,29 @@ TEST_CASE("candidates: each form has alternatives where they matter", "[kernel_c
   CHECK(n(gelu_chain("tiny", DType::Float32, 7)) == 1);  // one partial tile: nothing to vary
 }
 
+TEST_CASE("candidates: streaming hints and blocks of short rows", "[kernel_configs]") {
+  auto find = [](const Kernel& k, auto pred) -> std::string {
+    for (const KernelCandidate& c : dv::codegen::candidates(k, kSpec))
+      if (pred(c.tuning)) return c.kernel.source;
+    return "";
+  };
+  // A pointwise chain: a streaming candidate loads and stores 16 bytes with .cs; the default does not.
+  const Kernel pw = gelu_chain("pw", DType::Float32, 1 << 24);
+  const std::string streamed = find(pw, [](const KernelTuning& t) { return t.stream_hints; });
+  CHECK(streamed.find("dv_load_stream(reinterpret_cast") != std::string::npos);
+  CHECK(streamed.find("dv_store_stream(reinterpret_cast") != std::string::npos);
+  const std::string plain = emit_cuda(pw, kSpec).source;
+  CHECK(plain.find("dv_load_stream(reinterpret_cast") == std::string::npos);
+  CHECK(plain.find("dv_store_stream(reinterpret_cast") == std::string::npos);
+  // Many short bf16 rows (attention's softmax over 512): blocks of 128 and 512 threads are candidates.
+  const Kernel rows = softmax("sm", DType::BFloat16, 98304, 512);
+  CHECK(find(rows, [](const KernelTuning& t) { return t.row_block_threads == 128; })
+            .find("__launch_bounds__(128)") != std::string::npos);
+  CHECK(find(rows, [](const KernelTuning& t) { return t.row_block_threads == 512; })
+            .find("__launch_bounds__(512)") != std::string::npos);
+  CHECK(!find(rows, [](const KernelTuning& t) { return t.row_chunks_per_thread == 1; }).empty());
+}
+
 TEST_CASE("every candidate of representative kernels compiles with NVRTC for sm_90", "[kernel_configs][nvrtc]") {
   auto& nvrtc = dv::runtime::Nvrtc::instance();
   if (!nvrtc.available()) {
@@ -65,6 +88,7 @@ TEST_CASE("every candidate of representative kernels compiles with NVRTC for sm_
       half_chain("pw_bf16_odd", DType::BFloat16, 1000003),
       softmax("softmax_f32", DType::Float32, 8192, 8192),
       softmax("softmax_bf16_odd", DType::BFloat16, 4099, 1000),
+      softmax("softmax_bf16_512", DType::BFloat16, 98304, 512),
       layer_norm("ln_f32", DType::Float32, 16384, 4096),
       layer_norm("ln_bf16", DType::BFloat16, 16384, 768),
       layer_norm("ln_f32_long", DType::Float32, 3, 100000),

@@ -65,7 +65,7 @@ def reference(fn, args):
     return fn(*[a.float() for a in args])
 
 
-@pytest.mark.parametrize("force", range(8))
+@pytest.mark.parametrize("force", range(12))  # kMaxCandidates
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
 def test_every_candidate_matches_eager(force, dtype, monkeypatch):
     monkeypatch.setenv("DEEPVISOR_AUTOTUNE_FORCE", str(force))
@@ -81,7 +81,7 @@ def test_every_candidate_matches_eager(force, dtype, monkeypatch):
                                        msg=lambda m: f"{fn.__name__} {rows}x{cols} candidate {force}: {m}")
 
 
-@pytest.mark.parametrize("force", range(8))
+@pytest.mark.parametrize("force", range(12))  # kMaxCandidates
 def test_every_candidate_with_size_arguments(force, monkeypatch):
     monkeypatch.setenv("DEEPVISOR_AUTOTUNE_FORCE", str(force))
     monkeypatch.setenv("DEEPVISOR_SIZE_ARGS", "1")
