@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <limits>
 #include <sstream>
@@ -131,6 +132,31 @@ std::optional<codegen::KernelCandidate> Autotuner::lookup(const std::string& key
   return k;
 }
 
+namespace {
+
+bool log_choices() {
+  const char* v = std::getenv("DEEPVISOR_LOG");
+  if (v == nullptr) return false;
+  const std::string s = std::string(",") + v + ",";
+  return s.find(",autotune,") != std::string::npos || s.find(",all,") != std::string::npos;
+}
+
+void log_choice(const std::vector<codegen::KernelCandidate>& candidates, const std::vector<double>& best_ms,
+                std::size_t chosen, int rounds) {
+  std::ostringstream out;
+  out << "deepvisor autotune: " << candidates[chosen].kernel.name << ": " << codegen::to_string(candidates[chosen].tuning)
+      << " (" << rounds << " rounds, best us:";
+  for (std::size_t i = 0; i < candidates.size(); ++i) {
+    out << ' ' << codegen::to_string(candidates[i].tuning) << '=';
+    if (std::isfinite(best_ms[i])) out << best_ms[i] * 1000.0;
+    else out << '-';
+  }
+  out << ")\n";
+  std::fputs(out.str().c_str(), stderr);
+}
+
+}  // namespace
+
 std::size_t Autotuner::select(const std::string& key, const std::vector<codegen::KernelCandidate>& candidates,
                               const TimeFn& time, double budget_ms) {
   if (candidates.empty()) return 0;
@@ -142,26 +168,41 @@ std::size_t Autotuner::select(const std::string& key, const std::vector<codegen:
   auto elapsed_ms = [&] {
     return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
   };
-  std::optional<std::size_t> best;
-  double best_ms = std::numeric_limits<double>::infinity();
-  for (std::size_t i = 0; i < candidates.size(); ++i) {
-    if (i > 0 && elapsed_ms() > budget_ms) break;
-    double ms = 0;
-    try {
-      ms = time(i);
-    } catch (const std::exception&) {
-      continue;
+  const double inf = std::numeric_limits<double>::infinity();
+  std::vector<double> best_ms(candidates.size(), inf);
+  std::vector<bool> dropped(candidates.size(), false);
+  int rounds = 0;
+  bool over_budget = false;
+  for (int round = 0; round < kRounds && !over_budget; ++round, ++rounds) {
+    for (std::size_t i = 0; i < candidates.size(); ++i) {
+      if (dropped[i]) continue;
+      if ((round > 0 || i > 0) && elapsed_ms() > budget_ms) {
+        over_budget = true;
+        break;
+      }
+      double ms = inf;
+      try {
+        ms = time(i);
+      } catch (const std::exception&) {
+        dropped[i] = true;
+        continue;
+      }
+      if (std::isfinite(ms)) best_ms[i] = std::min(best_ms[i], ms);
     }
-    if (!std::isfinite(ms)) continue;
-    // Ties keep the earlier candidate (the heuristic's, when it is among them).
-    if (ms < best_ms) best = i, best_ms = ms;
   }
+  // The fastest; ties keep the earlier candidate. Another than the first
+  // only if it beats the first by the margin.
+  std::optional<std::size_t> best;
+  for (std::size_t i = 0; i < candidates.size(); ++i)
+    if (std::isfinite(best_ms[i]) && (!best || best_ms[i] < best_ms[*best])) best = i;
+  if (best && *best != 0 && std::isfinite(best_ms[0]) && best_ms[*best] > best_ms[0] * (1.0 - kMargin)) best = 0;
   {
     std::lock_guard<std::mutex> lock(mu_);
     stats_.seconds += elapsed_ms() / 1000.0;
     if (!best) return 0;
     ++stats_.kernels_tuned;
   }
+  if (log_choices()) log_choice(candidates, best_ms, *best, rounds);
   remember(key, candidates[*best], true);
   return *best;
 }
@@ -176,26 +217,39 @@ void Autotuner::clear_memory() {
   memory_.clear();
 }
 
-double time_on_device(CUfunction f, const ir::Kernel& kernel, const codegen::CudaKernel& emitted,
-                      const std::vector<std::uint8_t>& size_table, void* stream) {
+TimingScratch::TimingScratch(const ir::Kernel& kernel) {
   CudaDriver& driver = CudaDriver::instance();
-  struct Scratch {
-    CudaDriver& driver;
-    std::vector<std::uint64_t> buffers;
-    std::vector<void*> events;
-    ~Scratch() {
-      for (void* e : events) driver.event_destroy(e);
-      for (std::uint64_t p : buffers) driver.mem_free(p);
+  try {
+    for (const ir::KernelBuffer& b : kernel.buffers) {
+      const std::size_t bytes =
+          (static_cast<std::size_t>(std::max<std::int64_t>(1, b.numel)) * ir::dtype_size(b.dtype) + 15) / 16 * 16;
+      buffers_.push_back(driver.mem_alloc(bytes));
+      driver.memset_zero(buffers_.back(), bytes);
+      pointers_.push_back(reinterpret_cast<void*>(buffers_.back()));
     }
-  } scratch{driver, {}, {}};
-  std::vector<void*> pointers;
-  for (const ir::KernelBuffer& b : kernel.buffers) {
-    const std::size_t bytes =
-        (static_cast<std::size_t>(std::max<std::int64_t>(1, b.numel)) * ir::dtype_size(b.dtype) + 15) / 16 * 16;
-    scratch.buffers.push_back(driver.mem_alloc(bytes));
-    driver.memset_zero(scratch.buffers.back(), bytes);  // zero indices stay in range
-    pointers.push_back(reinterpret_cast<void*>(scratch.buffers.back()));
+    start_ = driver.event_create();
+    stop_ = driver.event_create();
+  } catch (...) {
+    release();
+    throw;
   }
+}
+
+TimingScratch::~TimingScratch() { release(); }
+
+void TimingScratch::release() {
+  CudaDriver& driver = CudaDriver::instance();
+  if (start_ != nullptr) driver.event_destroy(start_);
+  if (stop_ != nullptr) driver.event_destroy(stop_);
+  start_ = stop_ = nullptr;
+  for (std::uint64_t p : buffers_) driver.mem_free(p);
+  buffers_.clear();
+}
+
+double TimingScratch::time(CUfunction f, const codegen::CudaKernel& emitted, const std::vector<std::uint8_t>& size_table,
+                           void* stream) {
+  CudaDriver& driver = CudaDriver::instance();
+  std::vector<void*> pointers = pointers_;
   std::vector<void*> args;
   for (auto& p : pointers) args.push_back(&p);
   if (!emitted.size_args.empty()) args.push_back(const_cast<std::uint8_t*>(size_table.data()));
@@ -204,21 +258,17 @@ double time_on_device(CUfunction f, const ir::Kernel& kernel, const codegen::Cud
     driver.launch(f, l.grid[0], l.grid[1], l.grid[2], l.block[0], l.block[1], l.block[2], l.shared_bytes, stream,
                   args.data());
   };
-  void* a = driver.event_create();
-  scratch.events.push_back(a);
-  void* b = driver.event_create();
-  scratch.events.push_back(b);
   // Warm-up (module load, caches), then one timed launch to size the run.
   launch();
-  driver.event_record(a, stream);
+  driver.event_record(start_, stream);
   launch();
-  driver.event_record(b, stream);
-  const double once = std::max(1e-3, static_cast<double>(driver.elapsed_ms(a, b)));
+  driver.event_record(stop_, stream);
+  const double once = std::max(1e-3, static_cast<double>(driver.elapsed_ms(start_, stop_)));
   const int reps = static_cast<int>(std::clamp(std::ceil(1.0 / once), 3.0, 100.0));
-  driver.event_record(a, stream);
+  driver.event_record(start_, stream);
   for (int i = 0; i < reps; ++i) launch();
-  driver.event_record(b, stream);
-  return driver.elapsed_ms(a, b) / reps;
+  driver.event_record(stop_, stream);
+  return driver.elapsed_ms(start_, stop_) / reps;
 }
 
 }  // namespace dv::runtime

@@ -72,11 +72,19 @@ class Autotuner {
   // is the one chosen (else nullopt: the emitter changed, measure again).
   std::optional<codegen::KernelCandidate> lookup(const std::string& key, const codegen::EmitFn& emit);
 
-  // Times the candidates in order (the first always; the others while the
-  // budget lasts), keeps the fastest and remembers it under `key`. Candidates
-  // whose timing throws are skipped; if all do, 0 (the default), not
-  // remembered. One candidate: nothing timed, remembered as unmeasured (so a
-  // warm start need not list the candidates again; no stats either way).
+  // Times the candidates in rounds, every candidate once a round (the first
+  // candidate's first timing always; the rest while the budget lasts, at most
+  // kRounds rounds), and keeps the candidate whose best time is lowest -- if
+  // it beats the first candidate's (the heuristic's) by more than kMargin;
+  // else the first. Interleaved rounds and the best of each keep a clock or
+  // a neighbour that slows one moment from deciding. The choice is
+  // remembered under `key`. A candidate whose timing throws is dropped; if
+  // all do, 0 (the default), not remembered. One candidate: nothing timed,
+  // remembered as unmeasured (so a warm start need not list the candidates
+  // again; no stats either way). DEEPVISOR_LOG=autotune (or all) prints each
+  // choice to stderr.
+  static constexpr int kRounds = 3;
+  static constexpr double kMargin = 0.01;
   std::size_t select(const std::string& key, const std::vector<codegen::KernelCandidate>& candidates,
                      const TimeFn& time, double budget_ms);
 
@@ -95,12 +103,29 @@ class Autotuner {
   Stats stats_;
 };
 
-// Milliseconds a launch of `f` (launch configuration and size table of
-// `kernel`) over zero-filled scratch buffers, one per kernel.buffers entry, on
-// `stream` (a CUstream) of the current context: one warm-up launch, then
-// enough launches for about a millisecond (3 to 100), timed with events.
-// The scratch is freed before it returns.
-double time_on_device(CUfunction f, const ir::Kernel& kernel, const codegen::CudaKernel& emitted,
-                      const std::vector<std::uint8_t>& size_table, void* stream);
+// Zero-filled device buffers, one per kernel.buffers entry (zero indices stay
+// in range): what the candidates of one kernel are timed on, freed with it.
+// Needs a current context.
+class TimingScratch {
+ public:
+  explicit TimingScratch(const ir::Kernel& kernel);
+  ~TimingScratch();
+  TimingScratch(const TimingScratch&) = delete;
+  TimingScratch& operator=(const TimingScratch&) = delete;
+
+  // Milliseconds a launch of `f` (launch configuration and size table of
+  // `emitted`) over the buffers on `stream` (a CUstream): one warm-up
+  // launch, then enough launches for about a millisecond (3 to 100), timed
+  // with events.
+  double time(CUfunction f, const codegen::CudaKernel& emitted, const std::vector<std::uint8_t>& size_table,
+              void* stream);
+
+ private:
+  void release();
+  std::vector<std::uint64_t> buffers_;
+  std::vector<void*> pointers_;
+  void* start_ = nullptr;
+  void* stop_ = nullptr;
+};
 
 }  // namespace dv::runtime

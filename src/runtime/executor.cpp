@@ -497,11 +497,12 @@ void Executor::autotune(int device_index, const codegen::DeviceSpec& spec, std::
     for (Pending& q : pending) {
       const std::size_t first = next_cubin;
       next_cubin += q.candidates.size();
-      const ir::Kernel& kernel = program_.kernels[q.kernel];
+      TimingScratch scratch(program_.kernels[q.kernel]);
+      std::vector<CUfunction> loaded(q.candidates.size(), nullptr);  // each module loaded once
       auto time = [&](std::size_t c) {
         const codegen::CudaKernel& k = q.candidates[c].kernel;
-        CUfunction f = driver.load_function(cubins[first + c], k.name);
-        return time_on_device(f, kernel, k, size_table_bytes(k), stream);
+        if (loaded[c] == nullptr) loaded[c] = driver.load_function(cubins[first + c], k.name);
+        return scratch.time(loaded[c], k, size_table_bytes(k), stream);
       };
       const std::size_t chosen = tuner.select(q.key, q.candidates, time, budget);
       tuning_of[emitted[q.kernel].source] = q.candidates[chosen].tuning;

@@ -127,7 +127,9 @@ TEST_CASE("autotune: the fastest candidate, remembered in memory and on disk", "
   Autotuner tuner(dir);
   CHECK_FALSE(tuner.lookup(key, c).has_value());
   CHECK(tuner.select(key, c, fake, 1e9) == 2);
-  CHECK(timed.size() == c.size());
+  // Every candidate once a round, kRounds rounds; the one that threw only once.
+  CHECK(timed.size() == c.size() * Autotuner::kRounds - (Autotuner::kRounds - 1));
+  CHECK(std::count(timed.begin(), timed.end(), 1) == 1);
   CHECK(tuner.stats().kernels_tuned == 1);
   CHECK(tuner.lookup(key, c) == std::optional<std::size_t>(2));
   CHECK(tuner.stats().cache_hits == 1);
@@ -173,6 +175,20 @@ TEST_CASE("autotune: the budget bounds the timing; ties and failures keep the de
   CHECK(calls == 1);
   // Equal times: the earlier (the heuristic's).
   CHECK(tuner.select("bb", c, [](std::size_t) { return 1.0; }, 1e9) == 0);
+  // Within the margin of the default: the default; beyond it: the faster.
+  const double close = 1.0 - Autotuner::kMargin / 2, far = 1.0 - Autotuner::kMargin * 2;
+  CHECK(tuner.select("b1", c, [&](std::size_t i) { return i == 2 ? close : 1.0; }, 1e9) == 0);
+  CHECK(tuner.select("b2", c, [&](std::size_t i) { return i == 2 ? far : 1.0; }, 1e9) == 2);
+  // Each candidate's best round counts: a slow moment (the first round's
+  // default, a later round's candidate 1) decides nothing.
+  std::map<std::size_t, int> seen;
+  auto noisy = [&](std::size_t i) {
+    const int round = seen[i]++;
+    if (i == 0) return round == 0 ? 2.0 : 1.0;
+    if (i == 1) return round == 0 ? 0.9 : 3.0;
+    return 1.5;
+  };
+  CHECK(tuner.select("b3", c, noisy, 1e9) == 1);
   // Every timing fails: the default, not remembered.
   CHECK(tuner.select("cc", c, [](std::size_t) -> double { throw std::runtime_error("no"); }, 1e9) == 0);
   CHECK_FALSE(tuner.lookup("cc", c).has_value());

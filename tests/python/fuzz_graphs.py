@@ -385,7 +385,9 @@ def op_python_constant(b):
     if how == 0:
         return b.try_stmt(f"{a} * (torch.tensor({x}) * 2 - 1)")
     if how == 1:
-        return b.try_stmt(f"torch.clamp({a}, -torch.tensor({x}), torch.tensor([{x}, 1.0]).sum() - 1)")
+        # Made on the operand's device: clamp's tensor limits, unlike a product's scalar, must share it.
+        dev = f"device={a}.device"
+        return b.try_stmt(f"torch.clamp({a}, -torch.tensor({x}, {dev}), torch.tensor([{x}, 1.0], {dev}).sum() - 1)")
     if how == 2:
         d = r.randrange(t.dim())
         n = t.shape[d]
