@@ -433,7 +433,24 @@ def _error(got, want):
     return (g[finite] - w[finite]).abs().max().item() / scale
 
 
-def _close(got, want, reference, low_precision):
+def _eager_noise(fn, reference, args):
+    """Eager's errors from float64 (one per output) on the inputs nudged by
+    one bfloat16 ulp: a second sample of the rounding noise of a low-precision
+    program. One sample can be lucky: a sum that cancels magnifies one-ulp
+    differences of its terms (fusion keeping a product in float32 moves them)
+    far past the error eager happened to make (fuzzer seed 4512013578: eager
+    1.2e-2, the fused plan 3.9e-2, eager on nudged inputs of that order).
+    None where the nudged program cannot run."""
+    nudged = [a * (1 + 2 ** -7) if a.is_floating_point() else a for a in args]
+    try:
+        want = fn(*nudged)
+        refs = reference(*[a.double() if a.is_floating_point() else a for a in nudged])
+    except Exception:  # noqa: BLE001  (an estimate only)
+        return None
+    return [_error(w, r) for w, r in zip(want, refs)]
+
+
+def _close(got, want, reference, low_precision, eager_noise=0.0):
     """Why `got` differs from eager's `want` ("" if it does not), judged
     against the program computed in float64 (`reference`): the compiled
     result may be as far from it as eager is, twice over, plus a tolerance (a
@@ -441,12 +458,13 @@ def _close(got, want, reference, low_precision):
     anywhere). A program can magnify one ulp (sin of a large sum, a norm over
     a near-zero spread) and the reference keeps that from counting; and eager
     rounds every bf16 intermediate (on CPU, Python scalars too) where fused
-    kernels keep float32, as Inductor does."""
+    kernels keep float32, as Inductor does. eager_noise: a second sample of
+    eager's error (_eager_noise), for low-precision programs."""
     if got.dtype != want.dtype or got.shape != want.shape:
         return f"dtype/shape {got.dtype}{tuple(got.shape)} != {want.dtype}{tuple(want.shape)}"
     if not low_precision and not torch.equal(torch.isnan(got.cpu()), torch.isnan(want.cpu())):
         return "NaN positions differ"
-    eager_err, err = _error(want, reference), _error(got, reference)
+    eager_err, err = max(_error(want, reference), eager_noise), _error(got, reference)
     if err <= 2 * eager_err + TOLERANCE[torch.bfloat16 if low_precision else torch.float32]:
         return ""
     return f"max error {err:.2e} from float64, eager's {eager_err:.2e}"
@@ -474,8 +492,12 @@ def check(program, device="cpu"):
             want = fn(*args)  # programs never write their inputs
             got = g(*args)
             refs = reference(*[a.double() if a.is_floating_point() else a for a in args])
+            noise = None
             for i, (x, y, r) in enumerate(zip(got, want, refs)):
                 why = _close(x, y, r, low_precision)
+                if why and low_precision:  # eager's error may have been lucky: a second sample
+                    noise = noise or _eager_noise(fn, reference, args)
+                    why = _close(x, y, r, low_precision, noise[i]) if noise else why
                 if why:
                     return f"{call}: output {i}: {why}"
         stats = deepvisor.stats(g)
