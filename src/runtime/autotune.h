@@ -58,6 +58,10 @@ class Autotuner {
   static bool enabled();
   // Timing budget a kernel: DEEPVISOR_AUTOTUNE_BUDGET_MS, default 150 ms.
   static double budget_ms();
+  // DEEPVISOR_AUTOTUNE_COLD_L2=1: each timed launch after the L2 is
+  // overwritten (TimingScratch), as bench/micro.py's timer does; default off
+  // until measured (bench/NOTES.md, twelfth session).
+  static bool cold_l2();
 
   // The key of a kernel's choice on `device`: content_key of both.
   static std::string key(const AutotuneDevice& device, const std::string& default_source);
@@ -108,21 +112,28 @@ class Autotuner {
 // Needs a current context.
 class TimingScratch {
  public:
-  explicit TimingScratch(const ir::Kernel& kernel);
+  // flush_bytes > 0: also a buffer of that many bytes, overwritten before
+  // each timed launch so that the launch starts with a cold L2 (about twice
+  // the L2's size).
+  explicit TimingScratch(const ir::Kernel& kernel, std::size_t flush_bytes = 0);
   ~TimingScratch();
   TimingScratch(const TimingScratch&) = delete;
   TimingScratch& operator=(const TimingScratch&) = delete;
 
   // Milliseconds a launch of `f` (launch configuration and size table of
   // `emitted`) over the buffers on `stream` (a CUstream): one warm-up
-  // launch, then enough launches for about a millisecond (3 to 100), timed
-  // with events.
+  // launch, then enough back-to-back launches for about a millisecond (3 to
+  // 100), timed with events; with a flush buffer, the median of 10 launches
+  // each timed alone after the flush.
   double time(CUfunction f, const codegen::CudaKernel& emitted, const std::vector<std::uint8_t>& size_table,
               void* stream);
 
  private:
   void release();
+  double time_cold(const std::function<void()>& launch, void* stream);
   std::vector<std::uint64_t> buffers_;
+  std::uint64_t flush_ = 0;
+  std::size_t flush_bytes_ = 0;
   std::vector<void*> pointers_;
   void* start_ = nullptr;
   void* stop_ = nullptr;

@@ -41,6 +41,7 @@ namespace dv::runtime {
   X(cuGraphGetNodes)           \
   X(cuDeviceGetName)           \
   X(cuMemsetD8)                \
+  X(cuMemsetD8Async)           \
   X(cuEventCreate)             \
   X(cuEventRecord)             \
   X(cuEventSynchronize)        \
@@ -327,6 +328,11 @@ std::size_t CudaDriver::graph_nodes(void* graph) {
 void CudaDriver::memset_zero(std::uint64_t ptr, std::size_t bytes) {
   check(api("memset_zero").cuMemsetD8(static_cast<CUdeviceptr>(ptr), 0, bytes), "cuMemsetD8",
         "of " + std::to_string(bytes) + " bytes");
+}
+
+void CudaDriver::memset_zero_async(std::uint64_t ptr, std::size_t bytes, void* stream) {
+  check(api("memset_zero_async").cuMemsetD8Async(static_cast<CUdeviceptr>(ptr), 0, bytes, static_cast<CUstream>(stream)),
+        "cuMemsetD8Async", "of " + std::to_string(bytes) + " bytes");
 }
 
 void* CudaDriver::event_create() {

@@ -79,6 +79,7 @@ class CudaDriver {
   void copy_to_device(std::uint64_t dst, const void* src, std::size_t bytes);
   void copy_to_host(void* dst, std::uint64_t src, std::size_t bytes);
   void memset_zero(std::uint64_t ptr, std::size_t bytes);  // cuMemsetD8 (synchronous w.r.t. the host)
+  void memset_zero_async(std::uint64_t ptr, std::size_t bytes, void* stream);  // cuMemsetD8Async on a CUstream
   void synchronize();  // cuCtxSynchronize: waits for the current context's work
 
   // Events (CUevent as void*), for timing kernels (runtime/autotune).

@@ -497,7 +497,8 @@ void Executor::autotune(int device_index, const codegen::DeviceSpec& spec, std::
     for (Pending& q : pending) {
       const std::size_t first = next_cubin;
       next_cubin += q.candidates.size();
-      TimingScratch scratch(program_.kernels[q.kernel]);
+      TimingScratch scratch(program_.kernels[q.kernel],
+                            Autotuner::cold_l2() ? 2 * static_cast<std::size_t>(info.l2_bytes) : 0);
       std::vector<CUfunction> loaded(q.candidates.size(), nullptr);  // each module loaded once
       auto time = [&](std::size_t c) {
         const codegen::CudaKernel& k = q.candidates[c].kernel;

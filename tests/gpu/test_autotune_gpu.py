@@ -167,3 +167,9 @@ def test_autotune_off_uses_the_heuristic(tmp_path):
     s = run_child(tmp_path, DEEPVISOR_AUTOTUNE="0")
     assert s["ok"] and s["kernels_autotuned"] == 0 and s["autotune_cache_hits"] == 0, s
     assert s["autotune_compiles"] == 0 and 0 < s["nvrtc_compiles"] <= s["kernels"], s
+
+
+def test_cold_l2_timing_chooses_and_matches(tmp_path):
+    # DEEPVISOR_AUTOTUNE_COLD_L2=1: each candidate launch timed alone after the L2 is overwritten.
+    s = run_child(tmp_path, DEEPVISOR_AUTOTUNE="1", DEEPVISOR_AUTOTUNE_COLD_L2="1")
+    assert s["ok"] and s["kernels_autotuned"] > 0 and s["autotune_compiles"] > 0, s
