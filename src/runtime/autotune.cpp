@@ -246,14 +246,24 @@ TimingScratch::TimingScratch(const ir::Kernel& kernel, std::size_t flush_bytes) 
 
 TimingScratch::~TimingScratch() { release(); }
 
-void TimingScratch::release() {
+void TimingScratch::release() noexcept {
+  // Never throws (it runs in the destructor): after a candidate faulted, the
+  // context's sticky error fails every free, and terminate would end the
+  // user's process.
   CudaDriver& driver = CudaDriver::instance();
-  if (start_ != nullptr) driver.event_destroy(start_);
-  if (stop_ != nullptr) driver.event_destroy(stop_);
+  auto quietly = [](auto&& f) {
+    try {
+      f();
+    } catch (...) {
+    }
+  };
+  if (start_ != nullptr) quietly([&] { driver.event_destroy(start_); });
+  if (stop_ != nullptr) quietly([&] { driver.event_destroy(stop_); });
   start_ = stop_ = nullptr;
-  for (std::uint64_t p : buffers_) driver.mem_free(p);
+  for (std::uint64_t p : buffers_) quietly([&] { driver.mem_free(p); });
   buffers_.clear();
-  if (flush_ != 0) driver.mem_free(flush_);
+  pointers_.clear();
+  if (flush_ != 0) quietly([&] { driver.mem_free(flush_); });
   flush_ = 0;
 }
 

@@ -129,7 +129,7 @@ class TimingScratch {
               void* stream);
 
  private:
-  void release();
+  void release() noexcept;
   double time_cold(const std::function<void()>& launch, void* stream);
   std::vector<std::uint64_t> buffers_;
   std::uint64_t flush_ = 0;
