@@ -35,9 +35,10 @@ std::vector<KernelTuning> tuning_space(const ir::Kernel& kernel, const KernelTun
   add([](KernelTuning& t) { t.row_one_step_looped = false; });
   add([](KernelTuning& t) { t.row_force_looped = true, t.row_chunks_per_thread = 4; });
   add([](KernelTuning& t) { t.row_loop_hints = 0; });
-  // Short rows: a chunk a thread (more threads a row), smaller or larger
+  // Short rows: one or eight chunks a thread (more or fewer threads a row), smaller or larger
   // blocks of rows, streaming row stores.
   add([](KernelTuning& t) { t.row_chunks_per_thread = 1; });
+  add([](KernelTuning& t) { t.row_chunks_per_thread = 8; });  // a quarter warp a 512-element bf16 row
   add([](KernelTuning& t) { t.row_block_threads = 128; });
   add([](KernelTuning& t) { t.row_block_threads = 512; });
   add([](KernelTuning& t) { t.stream_hints = true; });

@@ -75,6 +75,7 @@ TEST_CASE("candidates: streaming hints and blocks of short rows", "[kernel_confi
   CHECK(find(rows, [](const KernelTuning& t) { return t.row_block_threads == 512; })
             .find("__launch_bounds__(512)") != std::string::npos);
   CHECK(!find(rows, [](const KernelTuning& t) { return t.row_chunks_per_thread == 1; }).empty());
+  CHECK(!find(rows, [](const KernelTuning& t) { return t.row_chunks_per_thread == 8; }).empty());
 }
 
 TEST_CASE("every candidate of representative kernels compiles with NVRTC for sm_90", "[kernel_configs][nvrtc]") {
