@@ -25,7 +25,8 @@ inline constexpr std::size_t kMaxCandidates = 12;
 // default) first: pointwise kernels vary threads a block, chunks a thread and
 // streaming hints; reductions vary the row tile (chunks a thread, threads a
 // row, threads a block of short rows), registers vs looped rows, the looped
-// rows' cache hints, streaming hints, and the column form's rows a block. Not yet deduplicated: knobs a form ignores give identical sources.
+// rows' cache hints, streaming hints, and the column form's rows a block.
+// Not yet deduplicated: knobs a form ignores give identical sources.
 std::vector<KernelTuning> tuning_space(const ir::Kernel& kernel, const KernelTuning& base = {});
 
 // The distinct candidates of `kernel`: each tuning of tuning_space emitted by

@@ -497,13 +497,17 @@ void Executor::autotune(int device_index, const codegen::DeviceSpec& spec, std::
     for (Pending& q : pending) {
       const std::size_t first = next_cubin;
       next_cubin += q.candidates.size();
-      TimingScratch scratch(program_.kernels[q.kernel],
-                            Autotuner::cold_l2() ? 2 * static_cast<std::size_t>(info.l2_bytes) : 0);
+      // Made at the first timing, so that a failure to allocate it (out of
+      // memory) is a timing failure: the heuristic's default is kept.
+      std::optional<TimingScratch> scratch;
       std::vector<CUfunction> loaded(q.candidates.size(), nullptr);  // each module loaded once
       auto time = [&](std::size_t c) {
         const codegen::CudaKernel& k = q.candidates[c].kernel;
+        if (!scratch)
+          scratch.emplace(program_.kernels[q.kernel],
+                          Autotuner::cold_l2() ? 2 * static_cast<std::size_t>(info.l2_bytes) : 0);
         if (loaded[c] == nullptr) loaded[c] = driver.load_function(cubins[first + c], k.name);
-        return scratch.time(loaded[c], k, size_table_bytes(k), stream);
+        return scratch->time(loaded[c], k, size_table_bytes(k), stream);
       };
       const std::size_t chosen = tuner.select(q.key, q.candidates, time, budget);
       tuning_of[emitted[q.kernel].source] = q.candidates[chosen].tuning;
