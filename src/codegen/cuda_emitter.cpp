@@ -277,6 +277,18 @@ std::string Emitter::store_conv(DType value, DType storage, const std::string& e
   return cast_expr(value, storage, e);
 }
 
+// KernelTuning::fast_math, where it applies: every buffer the kernel writes is f16 or bf16.
+bool Emitter::fast_math() const {
+  if (!tune_.fast_math) return false;
+  bool any = false;
+  for (const auto& b : k_.buffers) {
+    if (!b.written) continue;
+    if (!is_half(b.dtype)) return false;
+    any = true;
+  }
+  return any;
+}
+
 bool Emitter::is_constant_one(ValueId v) const {
   const Instr& c = k_.body[v];
   return c.op == PrimOp::Constant && is_float(c.dtype) && c.fvalue == 1.0;
@@ -293,7 +305,7 @@ std::string Emitter::op_expr(const Instr& in, const std::vector<std::string>& a)
   switch (in.op) {
     case PrimOp::Neg: return f ? "(-" + a[0] + ")" : b ? a[0] : "dv_neg(" + a[0] + ")";
     case PrimOp::Abs: return f ? fn("fabsf", "fabs") : b ? a[0] : "dv_abs(" + a[0] + ")";
-    case PrimOp::Exp: return fn("expf", "exp");
+    case PrimOp::Exp: return f32 && fast_math() ? fn("__expf", "") : fn("expf", "exp");
     case PrimOp::Exp2: return fn("exp2f", "exp2");
     case PrimOp::Log: return fn("logf", "log");
     case PrimOp::Log1p: return fn("log1pf", "log1p");
@@ -321,6 +333,7 @@ std::string Emitter::op_expr(const Instr& in, const std::vector<std::string>& a)
       return f ? bin("*") : cat("dv_mul(", a[0], ", ", a[1], ")");
     case PrimOp::Div:
       if (b) fail("div on b8");
+      if (f32 && fast_math()) return cat("dv_div_full(", a[0], ", ", a[1], ")");
       // 1/x as a correctly rounded reciprocal: the same value as IEEE division,
       // in fewer instructions (sigmoid, reciprocal).
       if (f && is_constant_one(in.args[0])) return cat(f32 ? "__frcp_rn(" : "__drcp_rn(", a[1], ")");
@@ -997,6 +1010,7 @@ std::string to_string(const KernelTuning& t) {
   field(t.col_rows_per_block != d.col_rows_per_block, "col_rows=" + std::to_string(t.col_rows_per_block));
   field(t.row_block_threads != d.row_block_threads, "row_block=" + std::to_string(t.row_block_threads));
   field(t.stream_hints != d.stream_hints, t.stream_hints ? "stream" : "no_stream");
+  field(t.fast_math != d.fast_math, t.fast_math ? "fast_math" : "no_fast_math");
   return s.empty() ? "default" : s;
 }
 

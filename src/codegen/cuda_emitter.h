@@ -46,6 +46,10 @@ struct KernelTuning {
   // touched once: a pointwise kernel's loads and stores, a row kernel's stores
   // and its loads that carry no other hint.
   bool stream_hints = false;
+  // Kernels whose every output is f16/bf16: exp and float division by fast
+  // approximations (ex2.approx after a scale, div.full: a few f32 ulps,
+  // far below a half's rounding), as Triton's exp and division are.
+  bool fast_math = false;
 
   bool operator==(const KernelTuning&) const = default;
 };

@@ -87,6 +87,7 @@ class Emitter {
   void emit_lane_list(const std::vector<ValueId>& ids, const Segment& s);
   std::string row_load_call(ValueId id, const Segment& s, const std::string& ptr) const;
   std::string vector_store(const std::string& ptr, const std::string& value, int bytes) const;
+  bool fast_math() const;
   void emit_elementwise_run(const std::vector<ValueId>& ids, const Segment& s);
   void emit_lane_load(ValueId id, const Segment& s);
   void emit_lane_gather(ValueId id, const Segment& s);

@@ -402,6 +402,11 @@ DV_L1_LOAD(dv_load_keep_l1, ".L1::evict_last")
 DV_L1_LOAD(dv_load_last_l1, ".L1::evict_first")
 #undef DV_L1_LOAD
 
+// Full-range division within 2 ulps (KernelTuning::fast_math).
+__device__ __forceinline__ float dv_div_full(float a, float b) {
+  float d; asm("div.full.f32 %0, %1, %2;" : "=f"(d) : "f"(a), "f"(b)); return d;
+}
+
 // f16 / bf16 are stored as unsigned short and computed in float.
 __device__ __forceinline__ float dv_f16_to_f32(unsigned short h) {
   float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f;

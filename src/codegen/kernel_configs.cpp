@@ -21,6 +21,7 @@ std::vector<KernelTuning> tuning_space(const ir::Kernel& kernel, const KernelTun
     add([](KernelTuning& t) { t.pointwise_chunks = 2; });
     add([](KernelTuning& t) { t.pointwise_threads = 256, t.pointwise_chunks = 2; });
     add([](KernelTuning& t) { t.pointwise_chunks = 4; });
+    add([](KernelTuning& t) { t.fast_math = true; });  // half outputs only (else the same source)
     // Streaming loads and stores: data a pointwise kernel touches once.
     add([](KernelTuning& t) { t.stream_hints = true; });
     add([](KernelTuning& t) { t.stream_hints = true, t.pointwise_chunks = 2; });
@@ -29,6 +30,7 @@ std::vector<KernelTuning> tuning_space(const ir::Kernel& kernel, const KernelTun
   }
   // Reductions: the row form's tile and looped/register choice, then the
   // column form's rows a block (the form the emitter picks ignores the others).
+  add([](KernelTuning& t) { t.fast_math = true; });  // half outputs only (else the same source)
   add([](KernelTuning& t) { t.row_max_threads = 1024; });
   add([](KernelTuning& t) { t.row_max_threads = 256; });
   add([](KernelTuning& t) { t.row_chunks_per_thread = 4; });

@@ -76,6 +76,12 @@ TEST_CASE("candidates: streaming hints and blocks of short rows", "[kernel_confi
             .find("__launch_bounds__(512)") != std::string::npos);
   CHECK(!find(rows, [](const KernelTuning& t) { return t.row_chunks_per_thread == 1; }).empty());
   CHECK(!find(rows, [](const KernelTuning& t) { return t.row_chunks_per_thread == 8; }).empty());
+  // Fast exp and division: a candidate where every output is a half, never otherwise.
+  const std::string fast = find(rows, [](const KernelTuning& t) { return t.fast_math; });
+  CHECK(fast.find("__expf(") != std::string::npos);
+  CHECK(fast.find("dv_div_full(") != std::string::npos);
+  CHECK(emit_cuda(rows, kSpec).source.find("__expf(") == std::string::npos);
+  CHECK(find(softmax("sm32", DType::Float32, 98304, 512), [](const KernelTuning& t) { return t.fast_math; }).empty());
 }
 
 TEST_CASE("every candidate of representative kernels compiles with NVRTC for sm_90", "[kernel_configs][nvrtc]") {
