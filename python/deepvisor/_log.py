@@ -1,11 +1,13 @@
 """deepvisor's logging.
 
 Warnings (a function that runs eagerly) go to the `deepvisor` logger. With
-DEEPVISOR_LOG=recompiles,guards,fallbacks,decisions (or `all`), each event of
-those kinds is also printed to stderr, one line each with its reason:
+DEEPVISOR_LOG=recompiles,guards,fallbacks,decisions,autotune (or `all`), each
+event of those kinds is also printed to stderr, one line each with its reason:
 recompiles (a guard miss that captures again), guards (the guards of each new
 plan), fallbacks (ops that run through ATen inside a plan, calls that run
-eagerly), decisions (tensor data deciding Python control flow).
+eagerly), decisions (tensor data deciding Python control flow), autotune (each
+kernel configuration chosen by measurement, with every candidate's time;
+printed by the C++ runtime, src/runtime/log.h).
 """
 
 import logging
@@ -14,7 +16,7 @@ import sys
 
 log = logging.getLogger("deepvisor")
 
-KINDS = ("recompiles", "guards", "fallbacks", "decisions")
+KINDS = ("recompiles", "guards", "fallbacks", "decisions", "autotune")
 
 
 def _enabled():

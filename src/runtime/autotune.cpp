@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <cstdio>
 #include <cstdlib>
 #include <limits>
 #include <sstream>
@@ -11,6 +10,7 @@
 
 #include "ir/dtype.h"
 #include "runtime/cuda_driver.h"
+#include "runtime/log.h"
 
 namespace dv::runtime {
 
@@ -139,25 +139,19 @@ std::optional<codegen::KernelCandidate> Autotuner::lookup(const std::string& key
 
 namespace {
 
-bool log_choices() {
-  const char* v = std::getenv("DEEPVISOR_LOG");
-  if (v == nullptr) return false;
-  const std::string s = std::string(",") + v + ",";
-  return s.find(",autotune,") != std::string::npos || s.find(",all,") != std::string::npos;
-}
-
 void log_choice(const std::vector<codegen::KernelCandidate>& candidates, const std::vector<double>& best_ms,
                 std::size_t chosen, int rounds) {
+  if (!log_enabled("autotune")) return;
   std::ostringstream out;
-  out << "deepvisor autotune: " << candidates[chosen].kernel.name << ": " << codegen::to_string(candidates[chosen].tuning)
-      << " (" << rounds << " rounds, best us:";
+  out << candidates[chosen].kernel.name << ": " << codegen::to_string(candidates[chosen].tuning) << " (" << rounds
+      << " rounds, best us:";
   for (std::size_t i = 0; i < candidates.size(); ++i) {
     out << ' ' << codegen::to_string(candidates[i].tuning) << '=';
     if (std::isfinite(best_ms[i])) out << best_ms[i] * 1000.0;
     else out << '-';
   }
-  out << ")\n";
-  std::fputs(out.str().c_str(), stderr);
+  out << ")";
+  log_event("autotune", out.str());
 }
 
 }  // namespace
@@ -207,7 +201,7 @@ std::size_t Autotuner::select(const std::string& key, const std::vector<codegen:
     if (!best) return 0;
     ++stats_.kernels_tuned;
   }
-  if (log_choices()) log_choice(candidates, best_ms, *best, rounds);
+  log_choice(candidates, best_ms, *best, rounds);
   remember(key, candidates[*best], true);
   return *best;
 }

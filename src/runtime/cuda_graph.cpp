@@ -9,7 +9,6 @@
 #include <c10/cuda/CUDAStream.h>
 
 #include <cstdlib>
-#include <iostream>
 #include <array>
 #include <map>
 #include <shared_mutex>
@@ -17,19 +16,11 @@
 #include <vector>
 
 #include "runtime/cuda_driver.h"
+#include "runtime/log.h"
 
 namespace dv::runtime {
 
 namespace {
-
-// DEEPVISOR_LOG names "fallbacks" (or "all"): python/deepvisor/_log.py's
-// format, for the one line that says a plan is not graphed.
-bool log_fallbacks() {
-  const char* v = std::getenv("DEEPVISOR_LOG");
-  if (v == nullptr) return false;
-  std::string s = std::string(",") + v + ",";
-  return s.find(",fallbacks,") != std::string::npos || s.find(",all,") != std::string::npos;
-}
 
 // A copy the caller owns, with the same layout where the layout allows one.
 at::Tensor own_copy(const at::Tensor& t) {
@@ -151,8 +142,7 @@ std::string CudaGraphReplay::status() const {
 void CudaGraphReplay::disable(std::string why) {
   disabled_ = std::move(why);
   drop_graph();
-  if (log_fallbacks())
-    std::cerr << "deepvisor[fallbacks]: a plan replays step by step, not as a CUDA graph: " << disabled_ << std::endl;
+  log_event("fallbacks", "a plan replays step by step, not as a CUDA graph: " + disabled_);
 }
 
 void CudaGraphReplay::drop_graph() {
@@ -325,9 +315,9 @@ std::optional<std::vector<at::Tensor>> CudaGraphReplay::replay_in_pool(const std
 
 std::optional<std::vector<at::Tensor>> CudaGraphReplay::replay(const std::vector<at::Tensor>& inputs) {
   if (!lender_.reclaim(static_outputs_)) {
-    if (log_fallbacks())
-      std::cerr << "deepvisor[fallbacks]: a CUDA graph hands out copies of its outputs from now on: the caller "
-                   "keeps another tensor (a view?) over an output it lent" << std::endl;
+    log_event("fallbacks",
+              "a CUDA graph hands out copies of its outputs from now on: the caller keeps another tensor (a "
+              "view?) over an output it lent");
     lending_ = false;
     drop_graph();  // the buffers are the caller's now; the next call captures again
     return std::nullopt;

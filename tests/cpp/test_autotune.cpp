@@ -12,6 +12,7 @@
 
 #include "codegen/kernel_configs.h"
 #include "runtime/autotune.h"
+#include "runtime/log.h"
 #include "runtime/nvrtc.h"
 
 using namespace emitter_test;
@@ -220,4 +221,18 @@ TEST_CASE("candidates: counts (informative)", "[kernel_configs][.print]") {
     for (const auto& k : c) s += "\n    " + dv::codegen::to_string(k.tuning);
     WARN(t.kernel.name << ": " << c.size() << s);
   }
+}
+
+TEST_CASE("DEEPVISOR_LOG kinds, as the Python side reads them", "[autotune]") {
+  const char* saved = std::getenv("DEEPVISOR_LOG");
+  const std::string keep = saved != nullptr ? saved : "";
+  ::setenv("DEEPVISOR_LOG", " guards , autotune", 1);
+  CHECK(dv::runtime::log_enabled("autotune"));
+  CHECK(dv::runtime::log_enabled("guards"));
+  CHECK_FALSE(dv::runtime::log_enabled("fallbacks"));
+  ::setenv("DEEPVISOR_LOG", "all", 1);
+  CHECK(dv::runtime::log_enabled("fallbacks"));
+  ::unsetenv("DEEPVISOR_LOG");
+  CHECK_FALSE(dv::runtime::log_enabled("autotune"));
+  if (saved != nullptr) ::setenv("DEEPVISOR_LOG", keep.c_str(), 1);
 }
