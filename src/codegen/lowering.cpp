@@ -642,6 +642,7 @@ bool Lowerer::device_scalar_node(int n) const {
   }
   for (std::size_t i = 0; ok && i < node.outputs.size(); ++i) {
     const int v = node.outputs[i];
+    if (v < 0) continue;  // an undefined output
     ok = g_.meta(v).sizes.empty() && !escapes_[v];
     for (std::size_t j = 0; ok && j < readers_[v].size(); ++j) ok = runs_on_device(readers_[v][j]);
   }
@@ -653,7 +654,7 @@ bool Lowerer::device_scalar_node(int n) const {
 // are CPU scalars it may compute there.
 bool Lowerer::runs_on_device(int n) const {
   for (int v : g_.nodes[n].outputs)
-    if (g_.meta(v).device != device_) return device_scalar_node(n);
+    if (v >= 0 && g_.meta(v).device != device_) return device_scalar_node(n);
   return true;
 }
 

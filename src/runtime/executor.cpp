@@ -657,7 +657,8 @@ std::string Executor::why_not_graphable() const {
   std::vector<bool> by_aten(g.values.size(), false);
   for (const Step& step : program_.steps)
     if (step.kind != Step::Kind::Kernel)
-      for (int v : g.nodes[step.node].outputs) by_aten[v] = true;
+      for (int v : g.nodes[step.node].outputs)
+        if (v >= 0) by_aten[v] = true;  // (-1: an undefined output, flash attention's cum_seq_q...)
   const ir::ValueUses uses = ir::value_uses(g);
   for (std::size_t v = 0; v < g.values.size(); ++v) {
     const auto& m = g.values[v];

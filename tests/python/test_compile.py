@@ -800,3 +800,35 @@ def test_a_cuda_plan_that_launches_no_gpu_work_is_not_graphed():
     assert s["cuda_graph"] == "not graphed: it launches no GPU work", s
     s = _cuda_plan_stats(_VIEW_ONLY_GRAPH.replace("output", "output %1"))  # a kernel writes the view's elements
     assert s["kernels"] == 1 and s["cuda_graph"] == "warming up", s
+
+
+# What bf16 attention on CUDA records: the flash kernel, whose varlen and
+# debug outputs are undefined (none).
+_FLASH_ATTENTION_GRAPH = """deepvisor-graph 1
+value %0 bf16 sizes=1,2,8,16 strides=256,128,16,1 device=cuda:0 aligned=1
+value %1 bf16 sizes=1,2,8,16 strides=256,128,16,1 device=cuda:0 aligned=1
+value %2 bf16 sizes=1,2,8,16 strides=256,128,16,1 device=cuda:0 aligned=1
+value %3 bf16 sizes=1,2,8,16 strides=256,128,16,1 device=cuda:0 aligned=1
+value %4 f32 sizes=1,2,8 strides=16,8,1 device=cuda:0 aligned=1
+value %5 i64 sizes=2 strides=1 device=cuda:0 aligned=1
+value %6 i64 sizes=0 strides=1 device=cuda:0 aligned=1
+value %7 bf16 sizes=1,2,8,16 strides=256,128,16,1 device=cuda:0 aligned=1
+input %0
+input %1
+input %2
+node aten::_scaled_dot_product_flash_attention.default %0 %1 %2 f:0 b:0 b:0 none -> %3 %4 none none %5 %6 none
+node aten::mul.Tensor %3 %3 -> %7
+output %7
+"""
+
+
+def test_a_cuda_plan_with_undefined_extern_outputs_is_graphable():
+    """BERT and GPT-2 under bf16 autocast aborted on the H200 ("double free
+    or corruption"): deciding whether the plan could be a CUDA graph marked
+    the ATen step's outputs in a bit vector, the undefined ones (-1) too,
+    which wrote before the vector's memory. Built without a GPU: the plan is
+    only made; the process surviving its destruction is part of the test."""
+    for _ in range(3):
+        s = _cuda_plan_stats(_FLASH_ATTENTION_GRAPH)
+        assert s["fallback_ops"] == {"aten::_scaled_dot_product_flash_attention.default": 1}, s  # an ATen step
+        assert s["kernels"] == 1 and s["cuda_graph"] == "warming up", s
