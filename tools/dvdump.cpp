@@ -1,6 +1,6 @@
 // dvdump: prints the stages of compiling a dumped graph.
 //
-//   dvdump FILE [--stage graph|plan|loop|groups|cuda|all] [--arch N] [--no-fuse]
+//   dvdump FILE [--stage graph|plan|loop|groups|cuda|all] [--arch N] [--no-fuse] [--channels-last auto|always|never]
 //          [--row-chunks N] [--row-threads N] [--row-looped] [--no-loop-hints] [--loop-hints 0-3] [--no-loop-moments] [--no-one-step-looped] [--col-rows N] [--pw-threads N] [--pw-chunks N]
 //
 // FILE is a graph in deepvisor's text format, as written by
@@ -18,7 +18,7 @@ namespace {
 
 int usage(const char* why) {
   std::cerr << "dvdump: " << why << "\n"
-            << "usage: dvdump FILE [--stage graph|plan|loop|groups|cuda|all] [--arch N] [--no-fuse]\n"
+            << "usage: dvdump FILE [--stage graph|plan|loop|groups|cuda|all] [--arch N] [--no-fuse] [--channels-last auto|always|never]\n"
             << "              [--row-chunks N] [--row-threads N] [--row-looped] [--no-loop-hints] [--loop-hints 0-3] [--no-loop-moments] [--no-one-step-looped] [--col-rows N] [--pw-threads N] [--pw-chunks N]   (row-kernel tiles, for experiments)\n";
   return 2;
 }
@@ -41,6 +41,7 @@ int main(int argc, char** argv) {
   dv::codegen::DeviceSpec spec;
   dv::codegen::KernelTuning tuning;
   bool fuse = true;
+  auto channels_last = dv::codegen::ChannelsLast::Auto;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--stage" && i + 1 < argc) stage = argv[++i];
@@ -56,6 +57,12 @@ int main(int argc, char** argv) {
     else if (a == "--pw-threads" && i + 1 < argc) tuning.pointwise_threads = std::stoi(argv[++i]);
     else if (a == "--pw-chunks" && i + 1 < argc) tuning.pointwise_chunks = std::stoi(argv[++i]);
     else if (a == "--no-fuse") fuse = false;
+    else if (a == "--channels-last" && i + 1 < argc) {
+      const std::string m = argv[++i];
+      if (m != "auto" && m != "always" && m != "never") return usage(("unknown --channels-last " + m).c_str());
+      channels_last = m == "always" ? dv::codegen::ChannelsLast::Always
+                      : m == "never" ? dv::codegen::ChannelsLast::Never : dv::codegen::ChannelsLast::Auto;
+    }
     else if (a == "-h" || a == "--help") return usage("prints the op graph, plan, loop IR, fusion groups and CUDA C");
     else if (!a.empty() && a[0] == '-') return usage(("unknown option " + a).c_str());
     else file = a;
@@ -76,6 +83,7 @@ int main(int argc, char** argv) {
     }
     dv::codegen::CompileOptions options;
     options.fuse = fuse;
+    options.channels_last = channels_last;
     auto program = dv::codegen::compile_graph(graph, options);
     if (all || stage == "plan") {
       section("plan");

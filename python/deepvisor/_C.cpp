@@ -43,6 +43,17 @@ namespace {
 // the loop-IR interpreter ("interpreter"), or as kernels all compiled to C++
 // by the host compiler ("compiled"); the two compiled modes are the ATen path
 // when there is no host compiler.
+// DEEPVISOR_CHANNELS_LAST: "0" never lays activations out channels-last,
+// "1" does around every 2-d convolution (any device and dtype), unset the
+// default (GPU plans whose convolutions compute in f16/bf16).
+dv::codegen::ChannelsLast channels_last_mode() {
+  const char* env = std::getenv("DEEPVISOR_CHANNELS_LAST");
+  const std::string v = env == nullptr ? "" : env;
+  if (v == "0") return dv::codegen::ChannelsLast::Never;
+  if (v == "1") return dv::codegen::ChannelsLast::Always;
+  return dv::codegen::ChannelsLast::Auto;
+}
+
 std::shared_ptr<Executor> compile_graph_text(const std::string& text, bool fuse) {
   dv::codegen::CompileOptions options;
   options.fuse = fuse;
@@ -52,6 +63,11 @@ std::shared_ptr<Executor> compile_graph_text(const std::string& text, bool fuse)
   options.cpu_plans_run_aten = cpu != "interpreter" && !compiled;
   options.cpu_rows_run_aten = compiled && cpu == "fused";
   options.cpu_min_rows = std::max(2, at::get_num_threads());
+  options.channels_last = channels_last_mode();
+  // DEEPVISOR_WEIGHT_COPIES=0: no channels-last copy of parameters is held
+  // (cuDNN converts them on each call: slower, no memory beyond eager's).
+  const char* copies = std::getenv("DEEPVISOR_WEIGHT_COPIES");
+  options.channels_last_weight_copies = copies == nullptr || std::string(copies) != "0";
   return std::make_shared<Executor>(dv::codegen::compile_graph(dv::ir::parse_graph(text), options),
                                     compiled ? dv::runtime::CpuKernels::Compiled : dv::runtime::CpuKernels::Interpreter);
 }
@@ -73,6 +89,7 @@ py::dict executor_stats(const Executor& e) {
   for (const auto& n : e.program().notes) notes.append(n);
   d["fallback_reasons"] = notes;
   d["cuda_graph"] = s.cuda_graph;
+  d["inputs_prepared"] = s.inputs_prepared;
   d["cpu_compiled_kernels"] = s.cpu_compiled_kernels;
   d["cpu_interpreted_kernels"] = s.cpu_interpreted_kernels;
   py::list interpreted;

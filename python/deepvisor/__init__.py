@@ -65,6 +65,9 @@ def stats(compiled):
     them), autotune_compiles (the candidates' NVRTC compiles, included in
     nvrtc_compiles), autotune_cache_hits (configurations found chosen
     already, in memory or on disk);
+    inputs_prepared (parameters converted once to the layout a plan reads
+    them in: convolution weights laid out channels-last, see
+    DEEPVISOR_CHANNELS_LAST in the README);
     capture_s and compile_s (host seconds in captures and in building executors,
     kernels compiled by NVRTC at their first run not included);
     for plans on CPU tensors, once a plan ran: cpu_compiled_kernels (kernels

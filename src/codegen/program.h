@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "codegen/channels_last.h"
 #include "ir/loop_ir.h"
 #include "ir/op_graph.h"
 
@@ -78,6 +79,10 @@ struct CompileOptions {
   // Fewer rows than this (the threads that will run the plan) and a row
   // reduction runs through ATen too: the generated kernel splits rows only.
   std::int64_t cpu_min_rows = 2;
+  // 4-d activations around 2-d convolutions laid out channels-last
+  // (codegen/channels_last.h): by default on a GPU in f16/bf16.
+  ChannelsLast channels_last = ChannelsLast::Auto;
+  bool channels_last_weight_copies = true;  // parameters read channels-last: a copy held (else cuDNN converts per call)
 };
 
 // Lowers, schedules and fuses a graph. Throws std::runtime_error only for a

@@ -38,6 +38,19 @@ std::int64_t product(const std::vector<std::int64_t>& v) {
   return n;
 }
 
+// The coordinates of point `flat` of a space of `sizes` whose dims are
+// counted in `order` (outermost first; empty: row-major), so that
+// consecutive points are consecutive in a tensor stored in that order.
+Coords unflatten_in_order(const IndexExpr& flat, const std::vector<std::int64_t>& sizes, const std::vector<int>& order) {
+  if (order.empty()) return ir::unflatten_index(flat, sizes);
+  std::vector<std::int64_t> ordered_sizes;
+  for (int d : order) ordered_sizes.push_back(sizes.at(d));
+  const Coords ordered = ir::unflatten_index(flat, ordered_sizes);
+  Coords c(sizes.size(), IndexExpr(0));
+  for (std::size_t i = 0; i < order.size(); ++i) c[order[i]] = ordered[i];
+  return c;
+}
+
 struct Layout {
   std::vector<std::int64_t> iter_sizes;
   std::vector<bool> reduced;  // per iteration dim
@@ -51,27 +64,52 @@ struct Layout {
     l.xnumel = product(sizes);
     return l;
   }
+  std::vector<int> x_order;  // the kept dims (their places among them), outermost first; empty: in order
+
   static Layout of_reduction(const TensorDef& d) {
     Layout l;
     l.iter_sizes = d.input_sizes;
     l.reduced = d.reduced;
     l.xnumel = l.rnumel = 1;
     for (std::size_t i = 0; i < d.input_sizes.size(); ++i) (d.reduced[i] ? l.rnumel : l.xnumel) *= d.input_sizes[i];
+    // A reduction stored in an order (TensorDef::order) counts its points in it.
+    std::vector<int> place(d.input_sizes.size(), -1);
+    int kept = 0;
+    for (std::size_t i = 0; i < d.reduced.size(); ++i)
+      if (!d.reduced[i]) place[i] = kept++;
+    for (int dim : d.order)
+      if (!d.reduced.at(dim)) l.x_order.push_back(place[dim]);
     return l;
   }
   // Coordinates of the iteration shape at the point (x, r).
   Coords coords(const IndexExpr& x, const IndexExpr& r) const {
     std::vector<std::int64_t> kept, red;
     for (std::size_t i = 0; i < iter_sizes.size(); ++i) (reduced[i] ? red : kept).push_back(iter_sizes[i]);
-    Coords kc = ir::unflatten_index(x, kept), rc = ir::unflatten_index(r, red);
+    Coords kc = unflatten_in_order(x, kept, x_order), rc = ir::unflatten_index(r, red);
     Coords c;
     std::size_t ki = 0, ri = 0;
     for (std::size_t i = 0; i < iter_sizes.size(); ++i) c.push_back(reduced[i] ? rc[ri++] : kc[ki++]);
     return c;
   }
+
 };
 
 std::string buffer_name(int def) { return "d" + std::to_string(def); }
+
+// Where a def's elements lie: a buffer's strides, else row-major or in the
+// def's storage order (TensorDef::order).
+std::vector<std::int64_t> storage_strides(const TensorDef& td) {
+  if (td.kind == TensorDef::Kind::Buffer) return td.strides;
+  if (td.order.empty()) return ir::contiguous_strides(td.sizes);
+  std::vector<std::int64_t> strides(td.sizes.size());
+  std::int64_t stride = 1;
+  for (std::size_t i = td.order.size(); i-- > 0;) {
+    strides[td.order[i]] = stride;
+    stride *= std::max<std::int64_t>(td.sizes[td.order[i]], 1);
+  }
+  return strides;
+}
+
 
 // Names that do not depend on the kernel's place in the graph: buffers by
 // position and role, the entry by content (ir::content_name), so that a
@@ -96,7 +134,7 @@ class GroupEmitter : public BodyContext {
     const TensorDef& td = lg_.defs[d];
     if (auto it = computed_.find(d); it != computed_.end()) {
       if (td.rounded) throw NotFusable(td.label + " must be read rounded to " + std::string(ir::dtype_name(td.dtype)));
-      if (ir::linear_index(c, ir::contiguous_strides(td.sizes)) != it->second.first)
+      if (ir::linear_index(c, storage_strides(td)) != it->second.first)
         throw NotFusable(td.label + " is read at another point than where this kernel computes it");
       return it->second.second;
     }
@@ -151,13 +189,13 @@ class GroupEmitter : public BodyContext {
       Coords out = coords;
       for (std::size_t i = 0; i < out.size(); ++i)
         if (td.reduced[i]) out[i] = 0;
-      point = ir::linear_index(out, ir::contiguous_strides(td.sizes));
+      point = ir::linear_index(out, storage_strides(td));
     } else {
       if (layout_.rnumel > 1 && td.sizes == layout_.iter_sizes) coords = layout_.coords(x, r);
-      else if (td.numel() == layout_.xnumel) coords = ir::unflatten_index(x, td.sizes);
+      else if (td.numel() == layout_.xnumel) coords = unflatten_in_order(x, td.sizes, td.order);
       else throw NotFusable(td.label + " does not map onto the group's iteration space");
       value = td.body(*this, coords);
-      point = ir::linear_index(coords, ir::contiguous_strides(td.sizes));
+      point = ir::linear_index(coords, storage_strides(td));
     }
     computed_[d] = {point, value};
     if (store) {
@@ -228,7 +266,7 @@ class GroupEmitter : public BodyContext {
   // the current mask (with `other` where it is false) if there is one.
   ValueId load(int d, const Coords& c, const Indirect* ind = nullptr, double other = 0) {
     const TensorDef& td = lg_.defs[d];
-    std::vector<std::int64_t> strides = td.kind == TensorDef::Kind::Buffer ? td.strides : ir::contiguous_strides(td.sizes);
+    const std::vector<std::int64_t> strides = storage_strides(td);
     std::int64_t extent = td.numel();
     bool aligned = true;
     if (td.kind == TensorDef::Kind::Buffer) {
@@ -521,7 +559,7 @@ Program Scheduler::assemble() {
       def_slot[static_cast<int>(d)] = def_slot.at(td.deps.at(0));  // its result is its base's memory, updated
     } else if (realized_[d] && stores.count(static_cast<int>(d))) {
       s.origin = Slot::Origin::Kernel;
-      s.strides = ir::contiguous_strides(td.sizes);
+      s.strides = storage_strides(td);
       add_slot(std::move(s), static_cast<int>(d));
     }
   }
@@ -602,8 +640,11 @@ Program compile_graph(const ir::Graph& captured, const CompileOptions& options) 
     return Scheduler(captured, lower_graph_to_aten(captured), options).run();  // addmm stays whole too
   if (options.cpu_rows_run_aten && graph_device(captured) == "cpu")
     return Scheduler(captured, lower_graph_rows_to_aten(captured, options.cpu_min_rows), options).run();
-  const ir::Graph graph = options.unfuse_matmul_bias ? unfuse_matmul_bias(captured) : captured;
-  return Scheduler(graph, lower_graph(graph), options).run();
+  const ir::Graph unfused = options.unfuse_matmul_bias ? unfuse_matmul_bias(captured) : captured;
+  const ir::Graph graph = channels_last_activations(unfused, options.channels_last, options.channels_last_weight_copies);
+  LoweredGraph lowered = lower_graph(graph);
+  store_in_value_layout(graph, lowered);
+  return Scheduler(graph, std::move(lowered), options).run();
 }
 
 std::string describe(const Program& p) {
@@ -615,6 +656,10 @@ std::string describe(const Program& p) {
     os << "  s" << i << ": " << origin << " " << ir::dtype_name(s.dtype) << "[";
     for (std::size_t k = 0; k < s.sizes.size(); ++k) os << (k ? "," : "") << s.sizes[k];
     os << "]";
+    if (!s.strides.empty() && s.strides != ir::contiguous_strides(s.sizes)) {  // another layout than row-major
+      os << " strides=";
+      for (std::size_t k = 0; k < s.strides.size(); ++k) os << (k ? "," : "") << s.strides[k];
+    }
     if (s.value >= 0) os << " %" << s.value;
     os << "\n";
   }

@@ -68,6 +68,11 @@ struct TensorDef {
   ir::DType dtype = ir::DType::Float32;  // storage dtype of the tensor
   std::vector<std::int64_t> sizes;       // Reduction: keepdim sizes (1 at reduced dims)
   std::vector<std::int64_t> strides;     // Buffer only
+  // Pointwise and Reduction: the dims from outermost to innermost in memory
+  // where it is realized, the order in which its kernel also counts its
+  // points (empty: row-major). {0, 2, 3, 1} stores an NCHW tensor
+  // channels-last (codegen/channels_last.h).
+  std::vector<int> order;
   std::vector<int> deps;                 // defs the body reads
   std::vector<int> gathered;             // those of deps it reads with read_indirect (realized)
   Body body;                             // Pointwise, Reduction

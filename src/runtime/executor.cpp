@@ -617,8 +617,24 @@ std::vector<at::Tensor> Executor::run(const std::vector<at::Tensor>& inputs) {
   return run_steps(inputs, launches);
 }
 
+at::Tensor Executor::relaid_input(int graph_input, const at::Tensor& t, const ir::TensorMeta& meta) {
+  const bool constant = graph_input < static_cast<int>(constant_inputs_.size()) && constant_inputs_[graph_input];
+  if (!constant) return in_layout(t, meta);
+  std::lock_guard<std::mutex> lock(prepared_mutex_);
+  PreparedInput& p = prepared_[graph_input];
+  if (p.tensor.defined() && p.data == t.data_ptr() && p.version == static_cast<std::int64_t>(t._version())) return p.tensor;
+  // Inside a capture the copy would be the graph's, redone on each replay
+  // and held in its pool: it is made there, not kept.
+  if (t.is_cuda() && c10::cuda::currentStreamCaptureStatusMayInitCtx() != c10::cuda::CaptureStatus::None)
+    return in_layout(t, meta);
+  p = {t.data_ptr(), static_cast<std::int64_t>(t._version()), in_layout(t, meta)};
+  ++inputs_prepared_;
+  return p.tensor;
+}
+
 void Executor::enable_cuda_graph(std::vector<bool> constant_inputs, std::shared_ptr<GraphPool> pool,
                                  std::vector<bool> produced_inputs) {
+  constant_inputs_ = constant_inputs;  // also where no graph is made: prepared inputs (relaid_input)
   const char* env = std::getenv("DEEPVISOR_CUDA_GRAPHS");
   if (!device_.is_cuda() || (env != nullptr && std::string(env) == "0")) return;
   graph_ = std::make_unique<CudaGraphReplay>(std::move(constant_inputs), why_not_graphable(), std::move(pool),
@@ -675,6 +691,10 @@ std::string Executor::why_not_graphable() const {
 ExecutorStats Executor::stats() const {
   ExecutorStats s = stats_;
   if (graph_) s.cuda_graph = graph_->status();
+  {
+    std::lock_guard<std::mutex> lock(prepared_mutex_);
+    s.inputs_prepared = inputs_prepared_;
+  }
   return s;
 }
 
@@ -690,7 +710,7 @@ std::vector<at::Tensor> Executor::run_steps(const std::vector<at::Tensor>& input
     const ir::TensorMeta& meta = program_.graph.meta(program_.graph.inputs.at(s.graph_input));
     if (slots[i].defined() && !has_layout(slots[i], meta)) {
       relaid.emplace_back(i, slots[i]);
-      slots[i] = in_layout(slots[i], meta);
+      slots[i] = relaid_input(s.graph_input, slots[i], meta);
     }
   }
   const at::Device device = device_;
@@ -745,7 +765,7 @@ void Executor::run_kernel(const Step& step, std::vector<at::Tensor>& slots, cons
     at::Tensor& t = slots[s];
     const Slot& slot = program_.slots[s];
     if (!t.defined()) {
-      t = at::empty(slot.sizes, at::TensorOptions().dtype(to_scalar_type(slot.dtype)).device(device));
+      t = at::empty_strided(slot.sizes, slot.strides, at::TensorOptions().dtype(to_scalar_type(slot.dtype)).device(device));
       if (poison_outputs()) poison(t);
     } else if (device.is_cuda() && !t.is_cuda() && t.dim() == 0) {
       // A CPU scalar in a GPU program (ATen lets 0-d CPU tensors into CUDA

@@ -39,6 +39,9 @@ struct ExecutorStats {
   std::vector<std::string> cpu_interpreted_reasons;  // "<kernel>: <why>", one per such kernel
   std::int64_t host_compiles = 0;            // host compiler runs this executor caused
   std::int64_t host_cache_hits = 0;          // libraries it loaded from the disk cache
+  // Constant inputs it converted to the layout its steps read (conv weights
+  // channels-last), once each while the same tensor comes at the same version.
+  std::int64_t inputs_prepared = 0;
 };
 
 // How the kernels of a plan on CPU tensors run.
@@ -108,6 +111,8 @@ class Executor {
   // `launches`: the CUDA kernels it launched are added to it.
   std::vector<at::Tensor> run_steps(const std::vector<at::Tensor>& inputs, std::int64_t& launches);
   std::string why_not_graphable() const;
+  // Input `graph_input` (tensor `t`) in the layout the plan reads it in.
+  at::Tensor relaid_input(int graph_input, const at::Tensor& t, const ir::TensorMeta& meta);
   std::vector<codegen::CudaKernel> emit_kernels(const codegen::DeviceSpec& spec) const;
   codegen::CudaKernel emit_kernel(std::size_t i, codegen::DeviceSpec spec, const codegen::KernelTuning& tuning = {}) const;
   // On a GPU, outside a stream capture: each kernel's configuration chosen by
@@ -129,6 +134,20 @@ class Executor {
   std::atomic<bool> host_ready_{false};
   std::unique_ptr<HostKernels> host_;
   ExecutorStats stats_;
+  // Constant inputs (parameters: enable_cuda_graph's constant_inputs) the
+  // plan reads in another layout than the caller's, as conv weights laid out
+  // channels-last: converted once, outside any CUDA-graph capture, and kept
+  // while the same tensor comes at the same version (which guards tie the
+  // plan to anyway), by graph input.
+  struct PreparedInput {
+    const void* data = nullptr;
+    std::int64_t version = -1;
+    at::Tensor tensor;
+  };
+  std::vector<bool> constant_inputs_;
+  mutable std::mutex prepared_mutex_;
+  std::map<int, PreparedInput> prepared_;
+  std::int64_t inputs_prepared_ = 0;
 };
 
 }  // namespace dv::runtime

@@ -1,0 +1,64 @@
+"""Channels-last activations on the GPU (codegen/channels_last.h): bf16
+convolutions under autocast lay the activations between them out
+channels-last by default; results match eager, outputs keep eager's layout,
+the plan is one CUDA graph, and parameters read channels-last are converted
+once. Skipped without a GPU."""
+
+import os
+import sys
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "python"))
+from test_channels_last import ConvNet, FeatureMaps, channels_last_kernel_slots, model  # noqa: E402
+
+import deepvisor  # noqa: E402
+
+
+@pytest.mark.parametrize("same_region", [False, True])
+@pytest.mark.parametrize("cls", [ConvNet, FeatureMaps])
+def test_bf16_convolutions_run_channels_last_on_the_gpu(monkeypatch, cls, same_region):
+    """same_region: eager ran first in the autocast region the compiled
+    calls run in, so the capture reads its cached bf16 weights (plan inputs,
+    converted once) instead of recording the casts (kernels of the plan)."""
+    monkeypatch.delenv("DEEPVISOR_CHANNELS_LAST", raising=False)
+    m = model(cls).cuda()
+    x = torch.randn(2, 3, 37, 41, device="cuda")
+    g = deepvisor.compile(m)
+    with torch.no_grad():
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            want = m(x)
+            if same_region:
+                outs = [g(x).clone() for _ in range(4)]
+        if not same_region:
+            outs = []
+            for _ in range(4):
+                with torch.autocast("cuda", dtype=torch.bfloat16):
+                    outs.append(g(x).clone())
+    torch.cuda.synchronize()
+    stats = deepvisor.stats(g)
+    assert stats["graphs"] == 1 and stats["fallback_ops"] == {} and stats["eager_calls"] == 0, stats
+    assert stats["cuda_graphs"] == 1, stats
+    (executor,) = g._plans.executors()
+    assert channels_last_kernel_slots(executor), executor.describe()
+    assert stats["inputs_prepared"] == (4 if same_region else 0), stats
+    for got in outs:
+        assert got.stride() == want.stride()
+        torch.testing.assert_close(got.float(), want.float(), rtol=3e-2, atol=3e-2)
+
+
+def test_float32_convolutions_keep_nchw_by_default(monkeypatch):
+    monkeypatch.delenv("DEEPVISOR_CHANNELS_LAST", raising=False)
+    m = model(FeatureMaps).cuda()
+    x = torch.randn(2, 3, 21, 19, device="cuda")
+    g = deepvisor.compile(m)
+    with torch.no_grad():
+        for _ in range(3):
+            got = g(x)
+        want = m(x)
+    (executor,) = g._plans.executors()
+    assert not channels_last_kernel_slots(executor), executor.describe()
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
