@@ -47,6 +47,7 @@ did not see made) makes the capture unsupported, with a reason, and the
 caller runs the function eagerly.
 """
 
+import contextlib
 import re
 import weakref
 
@@ -318,6 +319,25 @@ def _functional_form(func, info):
         return None
     return functional
 
+
+
+@contextlib.contextmanager
+def casts_recorded():
+    """Autocast keeps the casts of parameters it made in its region (a
+    weight cast once a region) and hands later ops the cached tensor, which
+    no recorded op made: the capture would hold it as a constant of the
+    plan, valid only for the region it was cast in and blind to the
+    parameter's later updates (stale results after an optimizer step, when
+    eager ran in the region before the capture). During a capture the cache
+    is emptied and off, so the casts run and are recorded from the
+    parameters; emptying it costs eager only a cast again."""
+    enabled = torch.is_autocast_cache_enabled()
+    torch.clear_autocast_cache()
+    torch.set_autocast_cache_enabled(False)
+    try:
+        yield
+    finally:
+        torch.set_autocast_cache_enabled(enabled)
 
 class Recorder(TorchDispatchMode):
     """Records one run. Use as a context manager; then read the parts of its

@@ -31,7 +31,7 @@ import weakref
 import torch
 
 from . import _C
-from ._capture import Recorder
+from ._capture import Recorder, casts_recorded
 from ._capture import Unsupported as TensorUnsupported
 from ._guards import compile_guards
 from ._log import log, log_event
@@ -416,7 +416,8 @@ class CompiledFunction:
             shadow.tracker = monitor.tracer.track
         try:
             # (python_originals: scripted functions run their Python originals, _script.py)
-            with recorder, OpaqueMode(recorder), shadow or contextlib.nullcontext(), python_originals():
+            with recorder, OpaqueMode(recorder), shadow or contextlib.nullcontext(), python_originals(), \
+                    casts_recorded():
                 monitor.start()
                 try:
                     result = self.fn(*args, **kwargs)

@@ -237,9 +237,11 @@ def test_constant_weights_are_converted_once(monkeypatch, cpu):
         torch.testing.assert_close(got.float(), m(x).float(), rtol=2e-2, atol=2e-2)
 
 
-def test_weights_cast_before_the_capture_are_converted_once(monkeypatch):
-    """Eager run first in the same autocast region: the capture reads the
-    region's cached bf16 weights (inputs of the plan, not casts in it)."""
+def test_weights_cast_before_the_capture_are_cast_in_the_plan(monkeypatch):
+    """Eager run first in the same autocast region: the capture still records
+    the casts of the float32 parameters (not the region's cached bf16 weights,
+    test_capture.py), so the plan's cast kernels write them channels-last and
+    it holds no copy of its own."""
     monkeypatch.setenv("DEEPVISOR_CHANNELS_LAST", "1")
     monkeypatch.setenv("DEEPVISOR_CPU", "interpreter")
     m = model(FeatureMaps)
@@ -250,7 +252,9 @@ def test_weights_cast_before_the_capture_are_converted_once(monkeypatch):
         for _ in range(3):
             got = g(x)
     stats = deepvisor.stats(g)
-    assert stats["graphs"] == 1 and stats["inputs_prepared"] == 4, stats
+    assert stats["graphs"] == 1 and stats["inputs_prepared"] == 0, stats
+    (executor,) = g._plans.executors()
+    assert [s for s in channels_last_kernel_slots(executor) if s[0] in ("8", "10")], executor.describe()
     torch.testing.assert_close(got.float(), want.float(), rtol=3e-2, atol=3e-2)
 
 
