@@ -8,6 +8,7 @@ import types
 import torch
 
 from . import _C
+from ._log import log_event
 from ._monitor import describe_value
 
 # Mirrors of the C++ enums (guard_program.h).
@@ -165,8 +166,13 @@ def compile_guards(monitor, input_tensors, dynamic_dims=None):
     for k, t in enumerate(input_tensors):
         node = monitor.node_of(t)
         if node is None or id(node) not in regs:
+            # No Python state of the program led to it (a constant the capture
+            # folded, or a tensor a library made and kept): the plan holds
+            # this very tensor, guarded by its own metadata and version only.
             reg = program.load_pinned(t)
             name = f"<tensor {tuple(t.shape)} {t.dtype}>"
+            log_event("guards", f"input {k}, {name}: reached through no Python state of the program; "
+                                "the plan holds this tensor as it is")
             sources.append(None)
         else:
             reg = regs[id(node)]
