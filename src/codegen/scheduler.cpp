@@ -56,6 +56,7 @@ struct Layout {
   std::vector<bool> reduced;  // per iteration dim
   std::int64_t xnumel = 1;
   std::int64_t rnumel = 1;
+  std::vector<int> x_order;  // the kept dims (their places among them), outermost first; empty: in order
 
   static Layout pointwise(const std::vector<std::int64_t>& sizes) {
     Layout l;
@@ -64,8 +65,6 @@ struct Layout {
     l.xnumel = product(sizes);
     return l;
   }
-  std::vector<int> x_order;  // the kept dims (their places among them), outermost first; empty: in order
-
   static Layout of_reduction(const TensorDef& d) {
     Layout l;
     l.iter_sizes = d.input_sizes;
@@ -91,7 +90,6 @@ struct Layout {
     for (std::size_t i = 0; i < iter_sizes.size(); ++i) c.push_back(reduced[i] ? rc[ri++] : kc[ki++]);
     return c;
   }
-
 };
 
 std::string buffer_name(int def) { return "d" + std::to_string(def); }
@@ -109,7 +107,6 @@ std::vector<std::int64_t> storage_strides(const TensorDef& td) {
   }
   return strides;
 }
-
 
 // Names that do not depend on the kernel's place in the graph: buffers by
 // position and role, the entry by content (ir::content_name), so that a
