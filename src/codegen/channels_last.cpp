@@ -17,6 +17,15 @@ bool is_convolution(const std::string& op) {
          op.rfind("aten::cudnn_convolution.", 0) == 0;
 }
 
+// Ops whose result depends on where their input's elements lie, not only on
+// their values: views (their strides were computed from the capture's
+// layout; view.dtype needs a unit last stride) and as_strided, which
+// reinterprets memory.
+bool reads_the_layout(const std::string& op) {
+  return is_view_op(op) || op.rfind("aten::as_strided", 0) == 0 || op.rfind("aten::view", 0) == 0 ||
+         op.rfind("aten::unfold", 0) == 0;
+}
+
 bool is_half(ir::DType t) { return t == ir::DType::Float16 || t == ir::DType::BFloat16; }
 
 // Strides equal where the size is not 1 (where it is, any stride addresses the same elements).
@@ -46,7 +55,7 @@ class Chooser {
         choose(n.outputs.at(0));
         if (n.args.at(1).kind == Arg::Kind::Tensor && only_convolutions_weigh_with(n.args[1].tensor))
           choose(n.args[1].tensor, /*input_ok=*/copy_inputs_);
-      } else if (!is_view_op(n.op) && reads_chosen(n)) {
+      } else if (!reads_the_layout(n.op) && reads_chosen(n)) {
         for (int v : n.outputs) choose(v);
       }
     }
@@ -91,8 +100,7 @@ class Chooser {
   }
 
   // Lays `v` out channels-last where nothing outside the plan sees its
-  // layout and no view is taken of it (a view's strides were computed from
-  // the capture's layout). An input (a weight: `input_ok`) is then copied
+  // layout and no op that reads the layout reads it. An input (a weight: `input_ok`) is then copied
   // into that layout by the plan, once where it is a constant (a parameter;
   // runtime/executor.h, prepared inputs).
   void choose(int v, bool input_ok = false) {
@@ -100,7 +108,7 @@ class Chooser {
     const TensorMeta& m = g_.meta(v);
     if (!has_two_layouts(m) || !m.is_contiguous()) return;
     for (int r : uses_.readers[v])
-      if (is_view_op(g_.nodes[r].op)) return;
+      if (reads_the_layout(g_.nodes[r].op)) return;
     chosen_[v] = true;
   }
 

@@ -13,9 +13,10 @@
 // reading them compute (batch norm, activations, residual adds, pooling,
 // concatenation), so a chain of convolutions and the kernels between them
 // never transposes. Other graph inputs, outputs (and the bases of output
-// views) and values read by view ops keep the capture's layout. A layout is
-// only where a value lies in memory: every step reads values by their
-// strides, so the choice changes speed, never results.
+// views) and values read by ops whose result depends on the layout (views,
+// as_strided) keep the capture's layout. Otherwise a layout is only where a
+// value lies in memory: every step reads values by their strides, so the
+// choice changes speed, never results.
 //
 // store_in_value_layout then makes the kernels honour it: a pointwise def
 // whose every value is channels-last (chosen here, or by eager itself, as

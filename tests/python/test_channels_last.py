@@ -267,3 +267,23 @@ def test_weight_copies_can_be_left_to_cudnn(monkeypatch):
     g = bf16_model_calls(model(ConvNet).bfloat16(), torch.randn(2, 3, 15, 17, dtype=torch.bfloat16), 3)
     (executor,) = g._plans.executors()
     assert deepvisor.stats(g)["inputs_prepared"] == 0 and channels_last_kernel_slots(executor)
+
+
+def test_values_as_strided_reads_keep_the_capture_layout(monkeypatch):
+    """as_strided reinterprets memory: a convolution's result that it reads
+    stays NCHW (laid out channels-last, the plan returned other elements)."""
+    monkeypatch.setenv("DEEPVISOR_CHANNELS_LAST", "1")
+    monkeypatch.setenv("DEEPVISOR_CPU", "interpreter")
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 8, 3, padding=1).eval()
+
+    def f(x):
+        y = F.relu(conv(x))
+        return y.as_strided((2, 8, 4, 4), (8 * 9 * 11, 9 * 11, 11, 1), 3) * 2
+
+    x = torch.randn(2, 3, 9, 11)
+    g = deepvisor.compile(f)
+    with torch.no_grad():
+        for _ in range(2):
+            got = g(x)
+        torch.testing.assert_close(got, f(x), rtol=1e-5, atol=1e-5)
