@@ -9,7 +9,7 @@ drawn from a seeded generator, then 2 to 30 statements, each one op over
 earlier values: pointwise ops with broadcasting and scalars, reductions,
 softmax, layer norm, views, concatenation, padding, pooling, indexing
 (index_select, gather, embedding), writes by data (index_put, scatter,
-scatter_add, index_add, index_copy, index_fill), matmuls with epilogues, in-place
+scatter_add, index_add, index_copy, index_fill), matmuls and 2-d convolutions with epilogues, in-place
 updates of fresh tensors and of their slices, and tensors made from Python
 numbers (torch.tensor) with scalar arithmetic over them. Each statement is run eagerly as
 it is generated, so every program is valid by construction. A program fails
@@ -39,6 +39,9 @@ import torch.nn.functional as F
 os.environ.setdefault("DEEPVISOR_CPU", "interpreter")
 # Every kernel is also compiled for sm_90 by NVRTC (no GPU needed): the emitter is under test too.
 os.environ.setdefault("DEEPVISOR_VALIDATE_CUDA", "1")
+# Convolutions' activations laid out channels-last on every device and dtype
+# (by default only GPU plans in f16/bf16): the layout pass is under test too.
+os.environ.setdefault("DEEPVISOR_CHANNELS_LAST", "1")
 
 SIZES = (1, 2, 3, 5, 7, 8, 16, 33)
 LAYOUTS = ("contiguous", "contiguous", "transposed", "sliced", "expanded")
@@ -358,6 +361,25 @@ def op_matmul(b):
     return b.try_stmt(epilogue.format(y=f"F.linear({a}, {w}, {bias})"))
 
 
+def op_conv(b):
+    """A 2-d convolution (a library call) of a 4-d value: grouped, depthwise
+    or not, strided, padded, dilated, with an epilogue. Its activations go
+    channels-last where DEEPVISOR_CHANNELS_LAST asks (set below)."""
+    a = b.pick(lambda t: t.dim() == 4)
+    if a is None:
+        return False
+    t, r = b.values[a], b.rng
+    c = t.shape[1]
+    groups = r.choice([n for n in (1, 1, 2, c) if c % n == 0])
+    out, k = groups * r.choice([1, 2, 3]), r.choice([1, 3])
+    fan_in = c // groups * k * k
+    w = b.const(f"(torch.randn({out}, {c // groups}, {k}, {k}, generator=g) / {math.sqrt(fan_in):.3f}).to({t.dtype})")
+    bias = b.const(f"torch.randn({out}, generator=g).to({t.dtype})") if r.random() < 0.5 else "None"
+    stride, pad, dilation = r.choice([1, 2]), r.randint(0, k // 2), r.choice([1, 1, 2])
+    epilogue = r.choice(["{y}", "torch.relu({y})", "F.gelu({y})", "{y} * 0.5 + 1"])
+    return b.try_stmt(epilogue.format(y=f"F.conv2d({a}, {w}, {bias}, {stride}, {pad}, {dilation}, {groups})"))
+
+
 def op_in_place(b):
     a = b.pick()
     if a is None:
@@ -399,7 +421,7 @@ def op_python_constant(b):
 
 
 OPS = [(op_pointwise, 6), (op_reduce, 2), (op_row, 2), (op_view, 3), (op_cat, 1), (op_index, 1), (op_pool, 1),
-       (op_matmul, 1), (op_in_place, 1), (op_scatter, 1), (op_python_constant, 1)]
+       (op_matmul, 1), (op_conv, 1), (op_in_place, 1), (op_scatter, 1), (op_python_constant, 1)]
 
 
 def generate(seed):
