@@ -320,7 +320,6 @@ def _functional_form(func, info):
     return functional
 
 
-
 @contextlib.contextmanager
 def casts_recorded():
     """Autocast keeps the casts of parameters it made in its region (a
@@ -338,6 +337,7 @@ def casts_recorded():
         yield
     finally:
         torch.set_autocast_cache_enabled(enabled)
+
 
 class Recorder(TorchDispatchMode):
     """Records one run. Use as a context manager; then read the parts of its
