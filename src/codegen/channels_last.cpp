@@ -7,6 +7,8 @@ namespace dv::codegen {
 
 namespace {
 
+const std::vector<int> kChannelsLastOrder{0, 2, 3, 1};  // N, H, W, C: channels innermost
+
 using ir::Arg;
 using ir::Graph;
 using ir::Node;
@@ -139,13 +141,7 @@ void order_reduction_like(const TensorDef& reader, TensorDef& r) {
 }  // namespace
 
 std::vector<std::int64_t> channels_last_strides(const std::vector<std::int64_t>& sizes) {
-  // (N, C, H, W) stored as (N, H, W, C).
-  std::vector<std::int64_t> s(4);
-  s[1] = 1;
-  s[3] = sizes.at(1);
-  s[2] = s[3] * sizes.at(3);
-  s[0] = s[2] * sizes.at(2);
-  return s;
+  return ir::ordered_strides(sizes, kChannelsLastOrder);
 }
 
 Graph channels_last_activations(const Graph& graph, ChannelsLast mode, bool copy_inputs) {
@@ -168,7 +164,7 @@ void store_in_value_layout(const Graph& graph, LoweredGraph& lowered) {
   for (std::size_t d = 0; d < lowered.defs.size(); ++d) {
     TensorDef& td = lowered.defs[d];
     if (all[d] != 1 || td.kind != TensorDef::Kind::Pointwise) continue;
-    td.order = {0, 2, 3, 1};
+    td.order = kChannelsLastOrder;
     for (int dep : td.deps) order_reduction_like(td, lowered.defs[dep]);
   }
 }

@@ -97,15 +97,7 @@ std::string buffer_name(int def) { return "d" + std::to_string(def); }
 // Where a def's elements lie: a buffer's strides, else row-major or in the
 // def's storage order (TensorDef::order).
 std::vector<std::int64_t> storage_strides(const TensorDef& td) {
-  if (td.kind == TensorDef::Kind::Buffer) return td.strides;
-  if (td.order.empty()) return ir::contiguous_strides(td.sizes);
-  std::vector<std::int64_t> strides(td.sizes.size());
-  std::int64_t stride = 1;
-  for (std::size_t i = td.order.size(); i-- > 0;) {
-    strides[td.order[i]] = stride;
-    stride *= std::max<std::int64_t>(td.sizes[td.order[i]], 1);
-  }
-  return strides;
+  return td.kind == TensorDef::Kind::Buffer ? td.strides : ir::ordered_strides(td.sizes, td.order);
 }
 
 // Names that do not depend on the kernel's place in the graph: buffers by

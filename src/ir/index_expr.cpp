@@ -842,4 +842,15 @@ std::vector<std::int64_t> contiguous_strides(const std::vector<std::int64_t>& si
   return strides;
 }
 
+std::vector<std::int64_t> ordered_strides(const std::vector<std::int64_t>& sizes, const std::vector<int>& order) {
+  if (order.empty()) return contiguous_strides(sizes);
+  std::vector<std::int64_t> strides(sizes.size());
+  std::int64_t stride = 1;
+  for (std::size_t i = order.size(); i-- > 0;) {
+    strides[order[i]] = stride;
+    stride *= std::max<std::int64_t>(sizes[order[i]], 1);  // as contiguous_strides: a size-0 dim counts as 1
+  }
+  return strides;
+}
+
 }  // namespace dv::ir

@@ -110,5 +110,8 @@ std::vector<IndexExpr> unflatten_index(const IndexExpr& flat, const std::vector<
 
 // Row-major (contiguous) strides of `sizes`.
 std::vector<std::int64_t> contiguous_strides(const std::vector<std::int64_t>& sizes);
+// Dense strides of `sizes` stored with its dims in `order`, outermost first
+// ({0, 2, 3, 1}: NCHW stored channels-last); an empty order is row-major.
+std::vector<std::int64_t> ordered_strides(const std::vector<std::int64_t>& sizes, const std::vector<int>& order);
 
 }  // namespace dv::ir

@@ -542,3 +542,10 @@ TEST_CASE("index_expr: many expressions stay fast", "[index_expr]") {
   }
   REQUIRE(ok == 2000);
 }
+
+TEST_CASE("strides of a dense tensor stored in a dim order", "[index]") {
+  using dv::ir::ordered_strides;
+  REQUIRE(ordered_strides({2, 8, 9, 11}, {0, 2, 3, 1}) == std::vector<i64>{792, 1, 88, 8});  // channels-last, as ATen
+  REQUIRE(ordered_strides({2, 8, 9, 11}, {}) == contiguous_strides({2, 8, 9, 11}));
+  REQUIRE(ordered_strides({3, 0, 5}, {2, 0, 1}) == std::vector<i64>{1, 1, 3});  // a size-0 dim counts as 1
+}
