@@ -24,7 +24,9 @@ For each model and batch size, in one process, with the same weights and inputs
   after a reset of the peak, weights included, and its ratio to eager's;
 - deepvisor's stats: graphs, extern and fallback ops, kernels, eager calls and
   their reasons, NVRTC compiles, CUDA graphs where the stats have them.
-Inference under torch.no_grad(), float32 with TF32 off (or --autocast bf16).
+Inference under torch.no_grad(), float32 with TF32 off (or --autocast bf16:
+each call in its own autocast region, as a user writes it, so no mode reads
+casts that another mode left in autocast's weight cache).
 With --profile (CUDA), each mode's GPU kernel time per call, kernels per call
 and costliest kernels from torch.profiler. Dynamo and deepvisor are reset
 after each mode. A mode that raises is recorded
@@ -74,7 +76,7 @@ def output_tensor(out):
     return out
 
 
-def make_fn(mode, model):
+def compiled(mode, model):
     if mode == "eager":
         return model
     if mode == "compile":
@@ -84,6 +86,17 @@ def make_fn(mode, model):
     if mode == "deepvisor":
         return deepvisor.compile(model)
     raise ValueError(f"unknown mode {mode}")
+
+
+def make_fn(mode, model, region):
+    """The mode's callable; each call runs inside `region()` (autocast or nothing)."""
+    fn = compiled(mode, model)
+
+    def call(*args):
+        with region():
+            return fn(*args)
+    call.compiled = fn
+    return call
 
 
 def time_calls(fn, args, iters, device):
@@ -145,7 +158,7 @@ def rel_err(got, ref):
 
 
 def run_mode(mode, model, args, ref, a):
-    fn = make_fn(mode, model)
+    fn = make_fn(mode, model, a.region)
     r = {}
     t0 = time.perf_counter()
     for _ in range(2):
@@ -171,7 +184,7 @@ def run_mode(mode, model, args, ref, a):
     if a.profile and a.device == "cuda":
         r["profile"] = gpu_profile(fn, args)
     if mode == "deepvisor":
-        s = deepvisor.stats(fn)
+        s = deepvisor.stats(fn.compiled)
         r["stats"] = {k: s[k] for k in ("graphs", "versions", "kernels", "eager_calls", "eager_reasons",
                                         "extern_ops", "fallback_ops", "nvrtc_compiles", "cuda_graphs") if k in s}
     return r
@@ -188,7 +201,8 @@ def reset_all(device):
 def run_model(name, batch, a):
     model, args = getattr(builders, name)(a.size, batch, a.device)
     with a.ctx():
-        ref = output_tensor(model(*args)).detach().float().clone()
+        with a.region():
+            ref = output_tensor(model(*args)).detach().float().clone()
         a.ref64 = float64_reference(model, args)
         sync(a.device)
         row = {"model": name, "batch": batch, "modes": {}}
@@ -293,12 +307,10 @@ def main():
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
 
-    @contextlib.contextmanager
-    def ctx():
-        with torch.no_grad(), (torch.autocast(a.device, dtype=torch.bfloat16) if a.autocast
-                               else contextlib.nullcontext()):
-            yield
-    a.ctx = ctx
+    def region():
+        return (torch.autocast(a.device, dtype=torch.bfloat16) if a.autocast
+                else contextlib.nullcontext())
+    a.ctx, a.region = torch.no_grad, region
 
     rows = []
     for name in a.models:
