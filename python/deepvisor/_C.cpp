@@ -307,7 +307,15 @@ PYBIND11_MODULE(_C, m) {
            py::arg("enabled") = true)
       .def("lends", &dv::runtime::OutputLender::lends)
       .def("lend", &dv::runtime::OutputLender::lend)
-      .def("reclaim", &dv::runtime::OutputLender::reclaim)
+      .def("reclaim",
+           [](dv::runtime::OutputLender& l, const std::vector<at::Tensor>& buffers) -> std::string {
+             switch (l.reclaim(buffers)) {
+               case dv::runtime::Reclaim::kDone: return "done";
+               case dv::runtime::Reclaim::kHeldByOtherThread: return "held by another thread";
+               case dv::runtime::Reclaim::kHeld: return "held";
+             }
+             return "?";
+           })
       .def("clear", &dv::runtime::OutputLender::clear)
       .def_property_readonly("moved", &dv::runtime::OutputLender::moved);
 

@@ -314,7 +314,16 @@ std::optional<std::vector<at::Tensor>> CudaGraphReplay::replay_in_pool(const std
 }
 
 std::optional<std::vector<at::Tensor>> CudaGraphReplay::replay(const std::vector<at::Tensor>& inputs) {
-  if (!lender_.reclaim(static_outputs_)) {
+  const Reclaim reclaimed = lender_.reclaim(static_outputs_);
+  if (reclaimed == Reclaim::kHeldByOtherThread) {
+    // Another thread holds this replay's last outputs (and may be reading
+    // them): this call runs the steps into memory of its own.
+    if (!told_held_elsewhere_)
+      log_event("fallbacks", "a CUDA graph's call runs step by step while another thread holds its last outputs");
+    told_held_elsewhere_ = true;
+    return std::nullopt;
+  }
+  if (reclaimed == Reclaim::kHeld) {
     log_event("fallbacks",
               "a CUDA graph hands out copies of its outputs from now on: the caller keeps another tensor (a "
               "view?) over an output it lent");

@@ -130,6 +130,7 @@ class CudaGraphReplay {
   std::vector<int> output_input_;  // output j is input i as is (-1: no)
   std::vector<int> output_same_;   // output j is the same tensor as an earlier output k (-1: no)
   bool lending_ = true;   // outputs may be lent (see above)
+  bool told_held_elsewhere_ = false;  // the log line of Reclaim::kHeldByOtherThread was written
   OutputLender lender_;  // which outputs are lent, and what was
   struct StreamRef;  // a c10::cuda::CUDAStream
   std::unique_ptr<StreamRef> workspace_stream_;  // whose cuBLAS workspaces the graph uses

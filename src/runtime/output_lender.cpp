@@ -51,11 +51,17 @@ at::Tensor OutputLender::lend(const std::vector<at::Tensor>& buffers, std::size_
   // at::empty follows the caller's mode: a graph captured under
   // inference_mode hands out ordinary tensors to a caller outside it.
   at::Tensor view = at::empty({0}, t.options()).set_(t.storage(), t.storage_offset(), t.sizes(), t.strides());
-  lent_.at(j).emplace(view.getIntrusivePtr());
+  lent_.at(j).emplace(Lent{WeakTensor(view.getIntrusivePtr()), std::this_thread::get_id()});
   return view;
 }
 
-bool OutputLender::reclaim(const std::vector<at::Tensor>& buffers) {
+Reclaim OutputLender::reclaim(const std::vector<at::Tensor>& buffers) {
+  // Decide for every buffer before moving any, so that a refusal leaves all of them as they were.
+  struct Move {
+    const c10::Storage* storage;
+    std::vector<Impl> holders;  // the live tensors lent over it, once each
+  };
+  std::vector<Move> moves;
   std::vector<const c10::StorageImpl*> done;
   for (std::size_t j = 0; j < lend_.size(); ++j) {
     if (!lend_[j]) continue;
@@ -65,25 +71,33 @@ bool OutputLender::reclaim(const std::vector<at::Tensor>& buffers) {
     done.push_back(impl);
     const std::size_t own = own_references(buffers, impl);
     if (storage.use_count() == own) continue;  // nobody else: the usual case
-    std::vector<Impl> holders;  // the live tensors lent over this storage, once each
+    Move move{&storage, {}};
+    bool elsewhere = false;
     for (std::size_t k = 0; k < lend_.size(); ++k) {
       if (!lend_[k] || !lent_[k] || !over_storage(buffers[k], impl)) continue;
-      Impl held = lent_[k]->lock();  // holds the tensor, not its storage: the count stays
-      if (held.defined() && std::find(holders.begin(), holders.end(), held) == holders.end()) holders.push_back(held);
+      Impl held = lent_[k]->tensor.lock();  // holds the tensor, not its storage: the count stays
+      if (!held.defined() || std::find(move.holders.begin(), move.holders.end(), held) != move.holders.end()) continue;
+      elsewhere = elsewhere || lent_[k]->thread != std::this_thread::get_id();
+      move.holders.push_back(std::move(held));
     }
-    if (storage.use_count() != own + holders.size()) return false;
-    if (std::any_of(holders.begin(), holders.end(), [](const Impl& h) { return !h->allow_tensor_metadata_change(); }))
-      return false;
+    if (storage.use_count() != own + move.holders.size()) return Reclaim::kHeld;
+    if (std::any_of(move.holders.begin(), move.holders.end(),
+                    [](const Impl& h) { return !h->allow_tensor_metadata_change(); }))
+      return Reclaim::kHeld;
+    if (elsewhere) return Reclaim::kHeldByOtherThread;
+    moves.push_back(std::move(move));
+  }
+  for (const Move& m : moves) {
     // New memory with the buffer's bytes; each lent tensor keeps its offset, sizes and strides.
-    const auto nbytes = static_cast<std::int64_t>(storage.nbytes());
-    const auto bytes = at::TensorOptions().dtype(at::kByte).device(storage.device());
+    const auto nbytes = static_cast<std::int64_t>(m.storage->nbytes());
+    const auto bytes = at::TensorOptions().dtype(at::kByte).device(m.storage->device());
     at::Tensor fresh = at::empty({nbytes}, bytes);
-    if (nbytes > 0) fresh.copy_(at::empty({0}, bytes).set_(storage, 0, {nbytes}, {1}), /*non_blocking=*/true);
-    for (const auto& h : holders) h->set_storage_keep_dtype(fresh.storage());
+    if (nbytes > 0) fresh.copy_(at::empty({0}, bytes).set_(*m.storage, 0, {nbytes}, {1}), /*non_blocking=*/true);
+    for (const auto& h : m.holders) h->set_storage_keep_dtype(fresh.storage());
     ++moved_;
   }
   for (auto& l : lent_) l.reset();
-  return true;
+  return Reclaim::kDone;
 }
 
 }  // namespace dv::runtime

@@ -12,6 +12,10 @@
 //     replay may go on;
 //   - anything else (a view of a lent output, a detached alias, a Python
 //     storage object): those cannot be moved, so the replay must not happen.
+// Moving a tensor changes its storage under its holder, which is safe only
+// while the holder is not using it: a tensor lent to another thread (which
+// may be reading it right now, its GIL released inside an op) is never
+// moved; that replay waits for another call and the caller runs the steps.
 // Nothing here is specific to CUDA; tests drive it with CPU tensors.
 #pragma once
 
@@ -19,9 +23,17 @@
 
 #include <cstddef>
 #include <optional>
+#include <thread>
 #include <vector>
 
 namespace dv::runtime {
+
+// What a reclaim found.
+enum class Reclaim {
+  kDone,               // the buffers may be overwritten (live lent tensors moved)
+  kHeldByOtherThread,  // a tensor lent to another thread is alive: not now
+  kHeld,               // a tensor it did not lend holds a buffer: never
+};
 
 class OutputLender {
  public:
@@ -37,12 +49,11 @@ class OutputLender {
 
   bool lends(std::size_t j) const { return j < lend_.size() && lend_[j]; }
   // A tensor over buffer j, made in the caller's autograd mode; remembered
-  // until the next reclaim.
+  // (with the calling thread) until the next reclaim that returns kDone.
   at::Tensor lend(const std::vector<at::Tensor>& buffers, std::size_t j);
-  // Before the buffers are overwritten: moves the tensors lent earlier that
-  // are still alive to new memory. False (nothing overwritable) when a tensor
-  // it did not lend holds a buffer.
-  bool reclaim(const std::vector<at::Tensor>& buffers);
+  // Before the buffers are overwritten: moves the tensors lent earlier to
+  // this thread that are still alive to new memory (see Reclaim).
+  Reclaim reclaim(const std::vector<at::Tensor>& buffers);
   // Buffers copied because lent tensors were kept, over the lender's life.
   std::size_t moved() const { return moved_; }
 
@@ -50,7 +61,11 @@ class OutputLender {
   using Impl = c10::intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl>;
   using WeakTensor = c10::weak_intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl>;
   std::vector<bool> lend_;                      // buffer j is lent
-  std::vector<std::optional<WeakTensor>> lent_;  // what was lent over buffer j since the last reclaim
+  struct Lent {
+    WeakTensor tensor;
+    std::thread::id thread;  // the thread it was lent to
+  };
+  std::vector<std::optional<Lent>> lent_;  // what was lent over buffer j since the last reclaim
   std::size_t moved_ = 0;
 };
 

@@ -140,6 +140,39 @@ def test_threads_replay_one_plan_at_once():
 
 
 @torch.no_grad()
+def test_an_output_another_thread_holds_is_never_moved_or_overwritten():
+    """A replay moves a kept output (swaps its storage) before overwriting
+    the graph's buffer; under a tensor another thread holds (and may be
+    reading inside an op) that would race, so those calls run the steps."""
+    import threading
+    m = block()
+    g = deepvisor.compile(m)
+    for _ in range(3):
+        g(randn(8, 32))
+    assert deepvisor.stats(g)["cuda_graphs"] == 1
+    x = randn(8, 32, seed=7)
+    held, go, done = [], threading.Event(), threading.Event()
+
+    def holder():
+        held.append(g(x))
+        go.set()
+        done.wait()
+
+    t = threading.Thread(target=holder)
+    t.start()
+    go.wait()
+    y = held[0]
+    ptr, want = y.data_ptr(), m(x)
+    for i in range(4):
+        z = randn(8, 32, seed=20 + i)
+        assert_matches(g(z), m(z), TOL)
+    assert y.data_ptr() == ptr
+    assert_matches(y, want, TOL)
+    done.set()
+    t.join()
+
+
+@torch.no_grad()
 def test_plans_that_cannot_be_graphed_run_step_by_step():
     def to_host(x):
         return (x * 2).cpu() + 1

@@ -3,10 +3,11 @@ them (runtime/output_lender.h), driven with CPU tensors: `buffers` stand for
 the graph's output buffers and `replay` for what a replay does to them. A
 lent output is the buffer itself until the next replay; one the caller still
 holds then is moved to new memory first (the same tensor object, the same
-values); any other holder (a view, a detached alias, a storage object)
-stops the replay."""
+values), unless another thread holds it; any other holder (a view, a
+detached alias, a storage object) stops the replay."""
 
 import gc
+import threading
 
 import pytest
 import torch
@@ -41,7 +42,7 @@ def test_a_dropped_output_costs_no_copy():
     lender = lender_over(buffers)
     assert lender.lends(0)
     for value in range(3):
-        assert lender.reclaim(buffers)
+        assert lender.reclaim(buffers) == "done"
         replay(buffers, value)
         y = lender.lend(buffers, 0)
         assert y.data_ptr() == buffers[0].data_ptr() and bool((y == value).all())
@@ -55,10 +56,10 @@ def test_a_kept_output_moves_with_its_values():
     assert lender.lends(0)
     kept = []
     for value in range(4):
-        assert lender.reclaim(buffers)
+        assert lender.reclaim(buffers) == "done"
         replay(buffers, value)
         kept.append(lender.lend(buffers, 0))
-    assert lender.reclaim(buffers)
+    assert lender.reclaim(buffers) == "done"
     replay(buffers, 99)
     assert lender.moved == 4
     for value, y in enumerate(kept):
@@ -73,11 +74,11 @@ def test_outputs_over_one_buffer_move_together():
     del memory
     lender = lender_over(buffers)
     assert lender.lends(0) and lender.lends(1)
-    assert lender.reclaim(buffers)
+    assert lender.reclaim(buffers) == "done"
     buffers[0].fill_(1)
     buffers[1].fill_(2)
     a, b = lender.lend(buffers, 0), lender.lend(buffers, 1)
-    assert lender.reclaim(buffers)
+    assert lender.reclaim(buffers) == "done"
     replay(buffers, 7)
     assert lender.moved == 1  # one copy of the storage for both
     assert bool((a == 1).all()) and bool((b == 2).all())
@@ -85,9 +86,9 @@ def test_outputs_over_one_buffer_move_together():
     # Only one of them kept: the storage moves all the same.
     del a
     gc.collect()
-    assert lender.reclaim(buffers)
+    assert lender.reclaim(buffers) == "done"
     c = lender.lend(buffers, 1)
-    assert lender.reclaim(buffers)
+    assert lender.reclaim(buffers) == "done"
     replay(buffers, 8)
     assert bool((c == 7).all()) and bool((b == 2).all())
 
@@ -96,19 +97,19 @@ def test_outputs_over_one_buffer_move_together():
 def test_another_holder_stops_the_replay(holder):
     buffers = graph_output(16, 16)
     lender = lender_over(buffers)
-    assert lender.reclaim(buffers)
+    assert lender.reclaim(buffers) == "done"
     replay(buffers, 1)
     y = lender.lend(buffers, 0)
     other = {"view": lambda: y.view(-1), "slice": lambda: y[3:], "detach": lambda: y.detach(),
              "storage": lambda: y.untyped_storage(), "view_only": lambda: y.view(-1)}[holder]()
     if holder == "view_only":
         del y  # the lent tensor is gone, its view is not
-    assert not lender.reclaim(buffers)
+    assert lender.reclaim(buffers) == "held"
     del other
     gc.collect()
     # A Python storage object, once made, lives as long as its storage (torch
     # keeps it for the storage's sake): that buffer is never overwritten again.
-    assert lender.reclaim(buffers) == (holder != "storage")
+    assert (lender.reclaim(buffers) == "done") == (holder != "storage")
 
 
 def test_an_output_over_an_input_is_never_lent():
@@ -130,9 +131,9 @@ def test_an_output_repeated_is_lent_once_and_disabled_lends_nothing():
     del t
     lender = lender_over(buffers, same_as=[-1, 0])
     assert lender.lends(0) and not lender.lends(1)
-    assert lender.reclaim(buffers)
+    assert lender.reclaim(buffers) == "done"
     y = lender.lend(buffers, 0)
-    assert lender.reclaim(buffers) and lender.moved == 1
+    assert lender.reclaim(buffers) == "done" and lender.moved == 1
     del y
     off = _C.OutputLender()
     off.choose(graph_output(10), [], [-1], False)
@@ -148,3 +149,36 @@ def test_lent_in_the_callers_mode():
     y.add_(1)  # an ordinary tensor: writable outside inference_mode
     with torch.inference_mode():
         assert lender.lend(buffers, 0).is_inference()
+
+
+def test_an_output_lent_to_another_thread_is_not_moved_under_it():
+    """Moving swaps the storage under the holder: another thread may be reading
+    it inside an op (its GIL released), so the replay waits instead."""
+    buffers = graph_output(8, 8)
+    lender = lender_over(buffers)
+    assert lender.reclaim(buffers) == "done"
+    replay(buffers, 3)
+    lent, go, done = [], threading.Event(), threading.Event()
+
+    def other_thread():
+        lent.append(lender.lend(buffers, 0))
+        go.set()
+        done.wait()
+        lent.clear()
+
+    t = threading.Thread(target=other_thread)
+    t.start()
+    go.wait()
+    y = lent[0]
+    assert lender.reclaim(buffers) == "held by another thread"
+    assert y.data_ptr() == buffers[0].data_ptr() and lender.moved == 0
+    del y
+    done.set()
+    t.join()
+    gc.collect()
+    assert lender.reclaim(buffers) == "done" and lender.moved == 0
+    # Lent to this thread, kept, reclaimed here: moved as before.
+    z = lender.lend(buffers, 0)
+    assert lender.reclaim(buffers) == "done" and lender.moved == 1
+    replay(buffers, 4)
+    assert bool((z == 3).all())
