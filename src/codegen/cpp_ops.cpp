@@ -47,6 +47,8 @@ std::string float_unary(PrimOp op, DType t, const std::string& a) {
     case PrimOp::Ceil: return call(builtin("ceil", t), a);
     case PrimOp::Round: return call(builtin("rint", t), a);  // half to even, as nearbyint
     case PrimOp::Trunc: return call(builtin("trunc", t), a);
+    case PrimOp::RoundBf16: return call("dv_bf16_to_f32", call("dv_f32_to_bf16", a));
+    case PrimOp::RoundF16: return call("dv_f16_to_f32", call("dv_f32_to_f16", a));
     default: unsupported(op, t);
   }
 }

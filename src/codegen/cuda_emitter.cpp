@@ -319,6 +319,8 @@ std::string Emitter::op_expr(const Instr& in, const std::vector<std::string>& a)
     case PrimOp::Ceil: return f ? fn("ceilf", "ceil") : a[0];
     case PrimOp::Round: return f ? fn("rintf", "rint") : a[0];
     case PrimOp::Trunc: return f ? fn("truncf", "trunc") : a[0];
+    case PrimOp::RoundBf16: return cat("dv_bf16_to_f32(dv_f32_to_bf16(", a[0], "))");
+    case PrimOp::RoundF16: return cat("dv_f16_to_f32(dv_f32_to_f16(", a[0], "))");
     case PrimOp::LogicalNot: return b ? "(!" + a[0] + ")" : cat("(", a[0], " == ", zero_of(t), ")");
     case PrimOp::IsNan: return f ? cat("(", a[0], " != ", a[0], ")") : "false";
     case PrimOp::Cast: return cast_expr(t, in.dtype, a[0]);

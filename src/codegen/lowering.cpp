@@ -438,7 +438,7 @@ bool is_discontinuous(const std::string& op) {
 // eager stores them: rounded to their dtype (TensorDef::rounded), and so are
 // the f16/bf16 pointwise results they are computed from (eager rounded each
 // of them, and one ulp anywhere upstream can move the operand across the
-// jump). Each rounded def is realized: the loop IR rounds through memory.
+// jump). A reader rounds a rounded def in registers (PrimOp::RoundBf16 / RoundF16).
 void Lowerer::round_low_precision_operands() {
   std::vector<int> stack;
   for (const auto& a : node_->args)

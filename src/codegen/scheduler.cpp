@@ -122,18 +122,24 @@ class GroupEmitter : public BodyContext {
   ValueId read(int d, const Coords& c) override {
     const TensorDef& td = lg_.defs[d];
     if (auto it = computed_.find(d); it != computed_.end()) {
-      if (td.rounded) throw NotFusable(td.label + " must be read rounded to " + std::string(ir::dtype_name(td.dtype)));
       if (ir::linear_index(c, storage_strides(td)) != it->second.first)
         throw NotFusable(td.label + " is read at another point than where this kernel computes it");
-      return it->second.second;
+      return as_stored(td, it->second.second);
     }
     if (in_memory(d)) return load(d, c);
     if (td.kind != TensorDef::Kind::Pointwise) throw std::logic_error("scheduler: unrealized reduction " + td.label);
     auto key = std::make_tuple(d, c, mask_);
     if (auto it = inlined_.find(key); it != inlined_.end()) return it->second;
-    ValueId v = td.body(*this, c);
+    ValueId v = as_stored(td, td.body(*this, c));
     inlined_.emplace(std::move(key), v);
     return v;
+  }
+
+  // What readers of `td` see of its computed value `v`: a rounded def
+  // (TensorDef::rounded) as eager stores it, rounded to its 16-bit dtype.
+  ValueId as_stored(const TensorDef& td, ValueId v) {
+    if (!td.rounded || kb_.dtype(v) != ir::DType::Float32) return v;
+    return kb_.unary(td.dtype == ir::DType::BFloat16 ? ir::PrimOp::RoundBf16 : ir::PrimOp::RoundF16, v);
   }
 
   // Under a mask every load is masked (with the masks around it): an inlined
@@ -370,7 +376,7 @@ void Scheduler::find_realized() {
   for (std::size_t d = 0; d < lg_.defs.size(); ++d) {
     const TensorDef& td = lg_.defs[d];
     if (!live[d] || td.kind == TensorDef::Kind::Buffer) continue;
-    realized_[d] = td.kind != TensorDef::Kind::Pointwise || td.rounded || gathered[d] || roots_.count(static_cast<int>(d));
+    realized_[d] = td.kind != TensorDef::Kind::Pointwise || gathered[d] || roots_.count(static_cast<int>(d));
   }
   // A scatter writes into its base's memory: the base is realized and stored.
   for (std::size_t d = 0; d < lg_.defs.size(); ++d) {

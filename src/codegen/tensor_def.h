@@ -78,9 +78,8 @@ struct TensorDef {
   Body body;                             // Pointwise, Reduction
   // Pointwise only: readers must see the value rounded to its 16-bit float
   // storage dtype, as eager does (an explicit cast, or an intermediate that
-  // eager rounds). Fused chains otherwise stay in float32, and the loop IR
-  // has no in-register rounding to f16/bf16: the scheduler realizes such a
-  // def and its readers load the rounded value from memory.
+  // eager rounds). Fused chains otherwise stay in float32; a reader in the
+  // same kernel rounds it in registers (PrimOp::RoundBf16 / RoundF16).
   bool rounded = false;
 
   // Reduction only. The body yields values in compute_dtype(dtype); the

@@ -28,7 +28,8 @@ constexpr std::array kPrimOps{
     PrimOpInfo{PrimOp::Cos, "cos", 1},            PrimOpInfo{PrimOp::Tanh, "tanh", 1},
     PrimOpInfo{PrimOp::Erf, "erf", 1},            PrimOpInfo{PrimOp::Floor, "floor", 1},
     PrimOpInfo{PrimOp::Ceil, "ceil", 1},          PrimOpInfo{PrimOp::Round, "round", 1},
-    PrimOpInfo{PrimOp::Trunc, "trunc", 1},        PrimOpInfo{PrimOp::LogicalNot, "not", 1},
+    PrimOpInfo{PrimOp::Trunc, "trunc", 1},        PrimOpInfo{PrimOp::RoundBf16, "round_bf16", 1},
+    PrimOpInfo{PrimOp::RoundF16, "round_f16", 1}, PrimOpInfo{PrimOp::LogicalNot, "not", 1},
     PrimOpInfo{PrimOp::IsNan, "isnan", 1},        PrimOpInfo{PrimOp::Cast, "cast", 1},
     PrimOpInfo{PrimOp::Add, "add", 2},            PrimOpInfo{PrimOp::Sub, "sub", 2},
     PrimOpInfo{PrimOp::Mul, "mul", 2},            PrimOpInfo{PrimOp::Div, "div", 2},
@@ -314,6 +315,9 @@ ValueId KernelBuilder::load(int buffer, const IndexExpr& index, const LoadOption
 ValueId KernelBuilder::unary(PrimOp op, ValueId a) {
   if (prim_op_arity(op) != 1 || op == PrimOp::Reduce || op == PrimOp::Store || op == PrimOp::Cast)
     throw std::logic_error("KernelBuilder::unary: not a unary op: " + std::string(prim_op_name(op)));
+  if ((op == PrimOp::RoundBf16 || op == PrimOp::RoundF16) && dtype(a) != DType::Float32)
+    throw std::logic_error("KernelBuilder::unary: " + std::string(prim_op_name(op)) + " of a " +
+                           std::string(dtype_name(dtype(a))) + " value (Float32 only)");
   Instr i;
   i.op = op;
   i.dtype = is_bool_result(op) ? DType::Bool : dtype(a);

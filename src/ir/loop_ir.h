@@ -38,6 +38,10 @@ enum class PrimOp : std::uint8_t {
   // Unary (args[0]); the result dtype equals the operand's unless noted.
   Neg, Abs, Exp, Exp2, Log, Log1p, Sqrt, Rsqrt, Sin, Cos, Tanh, Erf,
   Floor, Ceil, Round /* half to even */, Trunc,
+  // Float32 only: the nearest bfloat16 / float16 value (half to even; NaN
+  // stays NaN, overflow gives infinity), still a Float32: what a store into
+  // such a buffer and a load back would give, without the memory.
+  RoundBf16, RoundF16,
   LogicalNot,  // -> Bool; operand of any dtype (nonzero is true)
   IsNan,       // -> Bool
   Cast,        // to `dtype`; float->int truncates toward zero; x->Bool is x != 0

@@ -330,8 +330,21 @@ void float_unary(PrimOp op, const Arr<T>& a, Arr<T>& out) {
     case PrimOp::Ceil: out = a.unaryExpr([](T v) { return std::ceil(v); }); return;
     case PrimOp::Round: out = a.unaryExpr([](T v) { return std::nearbyint(v); }); return;  // half to even
     case PrimOp::Trunc: out = a.unaryExpr([](T v) { return std::trunc(v); }); return;
-    default: unsupported(op, dtype_of<T>());
+    case PrimOp::RoundBf16:
+      if constexpr (std::is_same_v<T, float>) {
+        out = a.unaryExpr([](float v) { return Storage<BF16>::decode(Storage<BF16>::encode(v)); });
+        return;
+      }
+      break;
+    case PrimOp::RoundF16:
+      if constexpr (std::is_same_v<T, float>) {
+        out = a.unaryExpr([](float v) { return Storage<F16>::decode(Storage<F16>::encode(v)); });
+        return;
+      }
+      break;
+    default: break;
   }
+  unsupported(op, dtype_of<T>());
 }
 
 template <class T>

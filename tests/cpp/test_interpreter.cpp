@@ -734,6 +734,34 @@ TEST_CASE("interpreter: f16 and bf16 buffers", "[interpreter]") {
   check_equal(bits, std::vector<std::uint16_t>{0x3c00, 0x3c02, 0x7c00});
 }
 
+TEST_CASE("interpreter: RoundBf16 / RoundF16 give what a store into a half buffer and a load back give",
+          "[interpreter]") {
+  const std::vector<float> in = {1.0f, 1.0f + 0x1p-11f, 1.0f + 3 * 0x1p-11f, 65520.0f, 0x1p-25f, 3 * 0x1p-25f,
+                                 kNaN, -kInf, 1.0f + 0x1p-8f, 1.0f + 3 * 0x1p-8f, -0.3f, 3.4e38f, -0.0f};
+  const auto n = static_cast<std::int64_t>(in.size());
+  for (DType half : {DType::Float16, DType::BFloat16}) {
+    INFO(dv::ir::dtype_name(half));
+    KernelBuilder k("round_in_registers", n, 1);
+    const int a = k.buffer("a", DType::Float32, n), o = k.buffer("o", DType::Float32, n);
+    const ValueId r = k.unary(half == DType::Float16 ? PrimOp::RoundF16 : PrimOp::RoundBf16, k.load(a, k.x()));
+    CHECK(k.dtype(r) == DType::Float32);
+    k.store(o, k.x(), r);
+    std::vector<float> out(n, poison<float>());
+    interpret(std::move(k).finish(), {ptr(in), out.data()});
+    for (std::int64_t i = 0; i < n; ++i) {
+      const float f = in[i];
+      const float want = half == DType::Float16 ? dv::runtime::f16_bits_to_f32(dv::runtime::f32_to_f16_bits(f))
+                                                : dv::runtime::bf16_bits_to_f32(dv::runtime::f32_to_bf16_bits(f));
+      INFO(f);
+      if (std::isnan(want)) CHECK(std::isnan(out[i]));
+      else CHECK(std::bit_cast<std::uint32_t>(out[i]) == std::bit_cast<std::uint32_t>(want));
+    }
+  }
+  KernelBuilder bad("f64", 1, 1);
+  const ValueId d = bad.constant(1.0, DType::Float64);
+  CHECK_THROWS_AS(bad.unary(PrimOp::RoundBf16, d), std::logic_error);
+}
+
 // ---------------------------------------------------------------------------
 // Reductions.
 
