@@ -90,6 +90,8 @@ py::dict executor_stats(const Executor& e) {
   d["fallback_reasons"] = notes;
   d["cuda_graph"] = s.cuda_graph;
   d["inputs_prepared"] = s.inputs_prepared;
+  d["constant_kernels"] = s.constant_kernels;
+  d["constant_kernel_runs"] = s.constant_kernel_runs;
   d["cpu_compiled_kernels"] = s.cpu_compiled_kernels;
   d["cpu_interpreted_kernels"] = s.cpu_interpreted_kernels;
   py::list interpreted;

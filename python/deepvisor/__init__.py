@@ -67,7 +67,11 @@ def stats(compiled):
     already, in memory or on disk);
     inputs_prepared (parameters converted once to the layout a plan reads
     them in: convolution weights laid out channels-last, see
-    DEEPVISOR_CHANNELS_LAST in the README);
+    DEEPVISOR_CHANNELS_LAST in the README); constant_kernels (kernels that
+    read only parameters and buffers, such as a weight cast to bf16 under
+    autocast: run outside the calls, their results kept, run again after a
+    parameter changes in place) and constant_kernel_runs (how many times
+    they ran);
     capture_s and compile_s (host seconds in captures and in building executors,
     kernels compiled by NVRTC at their first run not included);
     for plans on CPU tensors, once a plan ran: cpu_compiled_kernels (kernels

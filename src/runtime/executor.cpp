@@ -607,6 +607,7 @@ void Executor::prepare_host() {
 }
 
 std::vector<at::Tensor> Executor::run(const std::vector<at::Tensor>& inputs) {
+  refresh_constants(inputs);
   if (graph_) {
     auto out = graph_->run(inputs, [this](const std::vector<at::Tensor>& in, std::int64_t& launches) {
       return run_steps(in, launches);
@@ -635,6 +636,11 @@ at::Tensor Executor::relaid_input(int graph_input, const at::Tensor& t, const ir
 void Executor::enable_cuda_graph(std::vector<bool> constant_inputs, std::shared_ptr<GraphPool> pool,
                                  std::vector<bool> produced_inputs) {
   constant_inputs_ = constant_inputs;  // also where no graph is made: prepared inputs (relaid_input)
+  const char* copies = std::getenv("DEEPVISOR_WEIGHT_COPIES");
+  if (copies == nullptr || std::string(copies) != "0") {
+    auto constants = std::make_unique<ConstantSteps>(program_, constant_inputs_);
+    if (!constants->empty()) constants_ = std::move(constants);
+  }
   const char* env = std::getenv("DEEPVISOR_CUDA_GRAPHS");
   if (!device_.is_cuda() || (env != nullptr && std::string(env) == "0")) return;
   graph_ = std::make_unique<CudaGraphReplay>(std::move(constant_inputs), why_not_graphable(), std::move(pool),
@@ -695,13 +701,15 @@ ExecutorStats Executor::stats() const {
     std::lock_guard<std::mutex> lock(prepared_mutex_);
     s.inputs_prepared = inputs_prepared_;
   }
+  s.constant_kernels = constants_ ? static_cast<std::int64_t>(constants_->steps()) : 0;
+  s.constant_kernel_runs = constant_kernel_runs_.load();
   return s;
 }
 
-std::vector<at::Tensor> Executor::run_steps(const std::vector<at::Tensor>& inputs, std::int64_t& launches) {
-  std::vector<at::Tensor> slots(program_.slots.size());
-  // Inputs in another layout than the capture's, read by the steps in the
-  // capture's: the originals stay for writes back, restrides and outputs.
+// Inputs in another layout than the capture's are read by the steps in the
+// capture's: the originals stay for writes back, restrides and outputs.
+std::vector<std::pair<std::size_t, at::Tensor>> Executor::bind_inputs(const std::vector<at::Tensor>& inputs,
+                                                                      std::vector<at::Tensor>& slots) {
   std::vector<std::pair<std::size_t, at::Tensor>> relaid;
   for (std::size_t i = 0; i < program_.slots.size(); ++i) {
     const Slot& s = program_.slots[i];
@@ -713,16 +721,50 @@ std::vector<at::Tensor> Executor::run_steps(const std::vector<at::Tensor>& input
       slots[i] = relaid_input(s.graph_input, slots[i], meta);
     }
   }
+  return relaid;
+}
+
+void Executor::prepare_kernels() {
+  if (device_.is_cuda()) prepare_cuda(device_.index());
+  else if (cpu_kernels_ == CpuKernels::Compiled && !program_.kernels.empty()) prepare_host();
+}
+
+void Executor::refresh_constants(const std::vector<at::Tensor>& inputs) {
+  if (!constants_) return;
+  std::lock_guard<std::mutex> lock(constants_->mutex());
+  if (!constants_->stale(inputs)) return;
+  std::vector<at::Tensor> slots(program_.slots.size());
+  bind_inputs(inputs, slots);
+  const std::vector<int>& kept_slots = constants_->slots();
+  std::vector<at::Tensor>& kept = constants_->kept();
+  for (std::size_t k = 0; k < kept_slots.size(); ++k) slots[kept_slots[k]] = kept[k];  // the same memory again
+  std::optional<c10::cuda::CUDAGuard> guard;
+  if (device_.is_cuda()) guard.emplace(device_.index());
+  prepare_kernels();
+  std::int64_t launches = 0;
+  for (std::size_t i = 0; i < program_.steps.size(); ++i)
+    if (constants_->is_constant(i)) run_kernel(program_.steps[i], slots, device_, launches);
+  for (std::size_t k = 0; k < kept_slots.size(); ++k) kept[k] = slots[kept_slots[k]];
+  constant_kernel_runs_ += static_cast<std::int64_t>(constants_->steps());
+}
+
+std::vector<at::Tensor> Executor::run_steps(const std::vector<at::Tensor>& inputs, std::int64_t& launches) {
+  std::vector<at::Tensor> slots(program_.slots.size());
+  std::vector<std::pair<std::size_t, at::Tensor>> relaid = bind_inputs(inputs, slots);
+  if (constants_) {
+    const std::vector<at::Tensor> kept = constants_->kept_copy();
+    for (std::size_t k = 0; k < kept.size(); ++k) slots[constants_->slots()[k]] = kept[k];
+  }
   const at::Device device = device_;
   std::optional<c10::cuda::CUDAGuard> guard;
-  if (device.is_cuda()) {
-    guard.emplace(device.index());
-    prepare_cuda(device.index());
-  } else if (cpu_kernels_ == CpuKernels::Compiled && !program_.kernels.empty()) {
-    prepare_host();
-  }
+  if (device.is_cuda()) guard.emplace(device.index());
+  prepare_kernels();
   for (std::size_t i = 0; i < program_.steps.size(); ++i) {
     const Step& step = program_.steps[i];
+    if (constants_ && constants_->is_constant(i)) {
+      for (int f : step.frees) slots[f].reset();
+      continue;  // its results are kept (refresh_constants)
+    }
     if (step.kind == Step::Kind::Kernel) run_kernel(step, slots, device, launches);
     else run_fallback(step, slots);
     for (int f : step.frees) slots[f].reset();

@@ -20,6 +20,7 @@
 
 #include "codegen/cuda_emitter.h"
 #include "codegen/program.h"
+#include "runtime/constant_steps.h"
 
 namespace dv::runtime {
 
@@ -42,6 +43,10 @@ struct ExecutorStats {
   // Constant inputs it converted to the layout its steps read (conv weights
   // channels-last), once each while the same tensor comes at the same version.
   std::int64_t inputs_prepared = 0;
+  // Kernels that read only constants (constant_steps.h), run outside the
+  // calls, and how many times they ran.
+  std::int64_t constant_kernels = 0;
+  std::int64_t constant_kernel_runs = 0;
 };
 
 // How the kernels of a plan on CPU tensors run.
@@ -65,6 +70,8 @@ class Executor {
   // graphs (cuda_graph.h; a dynamic-shape plan's instances), else its own.
   // `produced_inputs[i]`: input i is made anew on every call (an earlier
   // segment's result), so the graph never reads it in place (empty: none).
+  // Also chooses the kernels that read only constants, whose results are
+  // kept between calls (constant_steps.h; not with DEEPVISOR_WEIGHT_COPIES=0).
   void enable_cuda_graph(std::vector<bool> constant_inputs, std::shared_ptr<GraphPool> pool = nullptr,
                          std::vector<bool> produced_inputs = {});
 
@@ -110,6 +117,16 @@ class Executor {
   void prepare_host();
   // `launches`: the CUDA kernels it launched are added to it.
   std::vector<at::Tensor> run_steps(const std::vector<at::Tensor>& inputs, std::int64_t& launches);
+  // Outside any CUDA-graph capture, before the steps: the constant steps'
+  // results computed where they are missing or their constants changed.
+  void refresh_constants(const std::vector<at::Tensor>& inputs);
+  // Graph input slots bound to `inputs`, those read in another layout relaid
+  // (returned: the slot and the caller's tensor, restored after the steps).
+  std::vector<std::pair<std::size_t, at::Tensor>> bind_inputs(const std::vector<at::Tensor>& inputs,
+                                                              std::vector<at::Tensor>& slots);
+  // Loads (CUDA) or compiles (CPU) the kernels on their first run; on a GPU
+  // call with the device current.
+  void prepare_kernels();
   std::string why_not_graphable() const;
   // Input `graph_input` (tensor `t`) in the layout the plan reads it in.
   at::Tensor relaid_input(int graph_input, const at::Tensor& t, const ir::TensorMeta& meta);
@@ -148,6 +165,8 @@ class Executor {
   mutable std::mutex prepared_mutex_;
   std::map<int, PreparedInput> prepared_;
   std::int64_t inputs_prepared_ = 0;
+  std::unique_ptr<ConstantSteps> constants_;  // null until enable_cuda_graph, or none kept
+  std::atomic<std::int64_t> constant_kernel_runs_{0};
 };
 
 }  // namespace dv::runtime

@@ -76,3 +76,35 @@ def test_float32_convolutions_keep_nchw_by_default(monkeypatch):
     (executor,) = g._plans.executors()
     assert not channels_last_kernel_slots(executor), executor.describe()
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_weight_casts_are_kept_and_redone_after_an_update_on_the_gpu(monkeypatch):
+    """The bf16 channels-last weight casts read only parameters: they run
+    outside the CUDA graph, once, and again (into the same memory, so the
+    graph stays) after an in-place update (runtime/constant_steps.h)."""
+    monkeypatch.delenv("DEEPVISOR_CHANNELS_LAST", raising=False)
+    monkeypatch.delenv("DEEPVISOR_WEIGHT_COPIES", raising=False)
+    m = model(ConvNet).cuda()
+    x = torch.randn(2, 3, 37, 41, device="cuda")
+    g = deepvisor.compile(m)
+
+    def both():
+        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+            got = g(x).clone()
+        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+            return got, m(x)
+
+    for _ in range(4):
+        got, want = both()
+        torch.testing.assert_close(got.float(), want.float(), rtol=3e-2, atol=3e-2)
+    s = deepvisor.stats(g)
+    assert s["constant_kernels"] >= 5 and s["constant_kernel_runs"] == s["constant_kernels"], s
+    assert s["cuda_graphs"] == 1, s
+    for step in range(2):
+        with torch.no_grad():
+            for p in m.parameters():
+                p.mul_(-0.75 if step == 0 else 1.25)
+        got, want = both()
+        torch.testing.assert_close(got.float(), want.float(), rtol=3e-2, atol=3e-2)
+    s2 = deepvisor.stats(g)
+    assert s2["constant_kernel_runs"] == 3 * s["constant_kernels"] and s2["cuda_graphs"] == 1, s2

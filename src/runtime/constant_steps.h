@@ -1,0 +1,62 @@
+// Steps of a plan that read nothing but the plan's constants (parameters and
+// buffers: the same tensors on every call), such as a float32 weight cast to
+// bf16 under autocast and laid out channels-last for cuDNN. Their results do
+// not change while those constants keep their address and version, so they
+// run once and the results are kept; a constant updated in place (a training
+// step, load_state_dict) makes them run again before the next call reads
+// them, into the same memory, so that a CUDA graph reading it stays valid.
+//
+// A step qualifies when it is a kernel, every buffer it reads is a constant
+// graph input or a result of another such step, and every slot it writes is
+// an intermediate that no other step writes and that the plan neither
+// returns, writes back into an input nor restrides.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <mutex>
+#include <vector>
+
+#include "codegen/program.h"
+
+namespace dv::runtime {
+
+class ConstantSteps {
+ public:
+  ConstantSteps() = default;
+  ConstantSteps(const codegen::Program& program, const std::vector<bool>& constant_inputs);
+
+  bool empty() const { return slots_.empty(); }
+  std::size_t steps() const { return steps_; }
+  bool is_constant(std::size_t step) const { return step < constant_.size() && constant_[step]; }
+  // The slots the constant steps write, kept between calls.
+  const std::vector<int>& slots() const { return slots_; }
+
+  // Whether the kept results must be computed (again): none yet, or a
+  // constant they read has another address or version than when they were.
+  // Records the constants as they are now. Call with mutex() held.
+  bool stale(const std::vector<at::Tensor>& inputs);
+  // The kept results, by position in slots() (undefined before the first
+  // computation). Call with mutex() held, or take a copy with kept_copy().
+  std::vector<at::Tensor>& kept() { return kept_; }
+  std::vector<at::Tensor> kept_copy() const;
+  std::mutex& mutex() const { return mutex_; }
+
+ private:
+  struct Seen {
+    int graph_input;
+    const void* data = nullptr;
+    std::int64_t version = -1;
+  };
+  std::vector<bool> constant_;  // by step
+  std::size_t steps_ = 0;
+  std::vector<int> slots_;
+  std::vector<Seen> sources_;  // the graph inputs the steps read
+  std::vector<at::Tensor> kept_;
+  bool computed_ = false;
+  mutable std::mutex mutex_;
+};
+
+}  // namespace dv::runtime

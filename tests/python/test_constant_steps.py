@@ -1,0 +1,103 @@
+"""Kernels that read only a plan's constants (runtime/constant_steps.h): the
+weight casts autocast puts before each convolution and linear layer run
+outside the calls and their results are kept; a parameter changed in place
+makes them run again before the next call reads them. Checked against eager
+with each call in its own autocast region (as a user writes it; one region
+across calls would let eager itself read autocast's stale cached casts)."""
+
+import pytest
+import torch
+import torch.nn as nn
+
+import deepvisor
+
+
+def conv_net():
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                      nn.Conv2d(8, 6, 3, padding=1, bias=False), nn.BatchNorm2d(6), nn.ReLU(),
+                      nn.Flatten(), nn.Linear(6 * 9 * 11, 5)).eval()
+    with torch.no_grad():
+        for bn in (m[1], m[4]):
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.5, 2)
+    return m
+
+
+def in_region(fn, x):
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        return fn(x).float()
+
+
+X = torch.randn(2, 3, 9, 11, generator=torch.Generator().manual_seed(1))
+
+
+def test_weight_casts_run_once_and_again_after_an_update():
+    m = conv_net()
+    g = deepvisor.compile(m)
+    for _ in range(3):
+        torch.testing.assert_close(in_region(g, X), in_region(m, X), rtol=0, atol=0)
+    s = deepvisor.stats(g)
+    assert s["constant_kernels"] >= 3, s  # two conv weights and the linear's
+    assert s["constant_kernel_runs"] == s["constant_kernels"]  # once, over three calls
+    with torch.no_grad():
+        m[0].weight.mul_(-1.5)  # a training step's in-place update
+    torch.testing.assert_close(in_region(g, X), in_region(m, X), rtol=0, atol=0)
+    with torch.no_grad():
+        m.load_state_dict({k: v * 0.5 for k, v in conv_net().state_dict().items()})  # copies in place
+    torch.testing.assert_close(in_region(g, X), in_region(m, X), rtol=0, atol=0)
+    s2 = deepvisor.stats(g)
+    assert s2["constant_kernel_runs"] == 3 * s["constant_kernels"]
+    assert s2["graphs"] == 1
+
+
+def test_weight_copies_off_keeps_no_result(monkeypatch):
+    monkeypatch.setenv("DEEPVISOR_WEIGHT_COPIES", "0")
+    m = conv_net()
+    g = deepvisor.compile(m)
+    for _ in range(2):
+        torch.testing.assert_close(in_region(g, X), in_region(m, X), rtol=0, atol=0)
+    assert deepvisor.stats(g)["constant_kernels"] == 0
+
+
+def test_parameters_made_in_inference_mode_are_cast_on_every_call():
+    """An inference tensor counts no versions: its change would go unseen, so
+    kernels that read only such constants (where the plan has any) run before
+    every call."""
+    with torch.inference_mode():
+        m = conv_net()
+        g = deepvisor.compile(m)
+        for _ in range(2):
+            torch.testing.assert_close(in_region(g, X), in_region(m, X), rtol=0, atol=0)
+        m[3].weight.mul_(2)
+        torch.testing.assert_close(in_region(g, X), in_region(m, X), rtol=0, atol=0)
+    s = deepvisor.stats(g)
+    assert s["constant_kernel_runs"] == 3 * s["constant_kernels"]
+
+
+def test_a_constant_written_again_by_a_later_step_is_not_kept():
+    """A buffer filled from constants, then scattered into from the input:
+    computed on each call (kept, the scatter would change it for the next)."""
+    table = torch.arange(12.0).reshape(4, 3)
+
+    def fn(x, idx):
+        base = table * 2  # reads only a constant
+        return base.index_put((idx,), x, accumulate=True) + 1
+
+    g = deepvisor.compile(fn)
+    for seed in range(3):
+        gen = torch.Generator().manual_seed(seed)
+        x, idx = torch.randn(5, 3, generator=gen), torch.randint(0, 4, (5,), generator=gen)
+        torch.testing.assert_close(g(x, idx), fn(x, idx))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_plans_without_autocast_match(dtype):
+    m = conv_net().to(dtype)
+    g = deepvisor.compile(m)
+    x = X.to(dtype)
+    with torch.no_grad():
+        for _ in range(2):
+            torch.testing.assert_close(g(x), m(x))
+        m[3].weight.add_(0.25)
+        torch.testing.assert_close(g(x), m(x))
