@@ -65,9 +65,9 @@ struct Program {
 struct CompileOptions {
   // Fuse pointwise work into reductions and reductions with their consumers.
   bool fuse = true;
-  // addmm whose product only kernels read: mm, the bias added by those
-  // kernels (codegen/matmul_bias.h).
-  bool unfuse_matmul_bias = true;
+  // addmm and convolution whose result only kernels read: the library call
+  // without its bias, the bias added by those kernels (codegen/library_bias.h).
+  bool unfuse_library_bias = true;
   // A plan on CPU tensors runs each node through ATen, as eager does, instead
   // of interpreting the loop IR (a reference, several times slower than ATen's
   // vectorized kernels): DEEPVISOR_CPU=interpreter turns it off.

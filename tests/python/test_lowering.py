@@ -163,6 +163,25 @@ def test_a_rounded_result_and_its_reader_are_one_kernel(dtype):
     assert deepvisor.stats(g)["kernels"] == 1
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_convolution_bias_is_added_by_the_kernel_that_reads_the_result(dtype):
+    """codegen/library_bias.h: the first convolution runs without its bias,
+    which the ELU's kernel adds; the last one's result leaves the plan, so
+    it keeps its bias."""
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ELU(),
+                            torch.nn.Conv2d(8, 4, 3, groups=2)).eval().to(dtype)
+    x = torch.randn(2, 3, 9, 11).to(dtype)
+    g = deepvisor.compile(m)
+    with torch.no_grad():
+        tol = (1e-5, 1e-5) if dtype == torch.float32 else (1e-2, 1e-2)  # bf16: the sum is not rounded again
+        for _ in range(2):
+            assert_matches(g(x), m(x), lambda dt: tol)
+    (executor,) = g._plans.executors()
+    convs = [line for line in executor.describe().splitlines() if ": fallback aten::convolution" in line]
+    assert [line.split("(")[1].count(",") for line in convs] == [2, 3], convs  # (x, w, -> y) then (x, w, b, -> y)
+
+
 def test_upcast_still_fuses():
     x = torch.randn(8, 64, generator=torch.Generator().manual_seed(2)).to(BF16)
     text = graph_text({0: (BF16, [8, 64]), 1: (torch.float32, [8, 64]), 2: (torch.float32, [8, 64])},
