@@ -15,6 +15,7 @@
 #include <tuple>
 #include <unordered_map>
 
+#include "codegen/common_casts.h"
 #include "codegen/library_bias.h"
 #include "codegen/program.h"
 #include "codegen/tensor_def.h"
@@ -635,7 +636,8 @@ Program compile_graph(const ir::Graph& captured, const CompileOptions& options) 
     return Scheduler(captured, lower_graph_to_aten(captured), options).run();  // addmm stays whole too
   if (options.cpu_rows_run_aten && graph_device(captured) == "cpu")
     return Scheduler(captured, lower_graph_rows_to_aten(captured, options.cpu_min_rows), options).run();
-  const ir::Graph unfused = options.unfuse_library_bias ? unfuse_library_bias(captured) : captured;
+  const ir::Graph merged = merge_identical_casts(captured);
+  const ir::Graph unfused = options.unfuse_library_bias ? unfuse_library_bias(merged) : merged;
   const ir::Graph graph = channels_last_activations(unfused, options.channels_last, options.channels_last_weight_copies);
   LoweredGraph lowered = lower_graph(graph);
   store_in_value_layout(graph, lowered);
