@@ -131,3 +131,36 @@ def test_a_weight_read_three_times_is_cast_once():
     kernels = [line for line in executor.describe().splitlines() if " kernel dv_" in line]
     assert len(kernels) == 3, executor.describe()  # the weight's cast, the input's, and the sum of the branches
     assert deepvisor.stats(g)["constant_kernels"] == 1
+
+
+W = nn.Parameter(torch.randn(5, 7, generator=torch.Generator().manual_seed(5)))
+
+
+def scaled_then_shifted(x):
+    v = W * 2.0  # reads only a constant
+    v.add_(x.sum())  # then changed in place by a step that reads the input
+    return v * x
+
+
+def cast_then_scattered(x):
+    v = W.to(torch.bfloat16)
+    v.index_put_((torch.tensor([1, 3]),), x[:2].to(torch.bfloat16), accumulate=True)
+    return v.float() + x
+
+
+def transposed_then_row_scaled(x):
+    v = W.t().contiguous()
+    v[0].mul_(x[0, 0])
+    return v
+
+
+@pytest.mark.parametrize("cpu", ["interpreter", "fused"])
+@pytest.mark.parametrize("fn", [scaled_then_shifted, cast_then_scattered, transposed_then_row_scaled])
+def test_a_constant_changed_in_place_by_the_program_is_never_kept_changed(monkeypatch, cpu, fn):
+    monkeypatch.setenv("DEEPVISOR_CPU", cpu)
+    g = deepvisor.compile(fn)
+    with torch.no_grad():
+        for seed in range(4):
+            x = torch.randn(5, 7, generator=torch.Generator().manual_seed(seed))
+            torch.testing.assert_close(g(x), fn(x))
+    assert deepvisor.stats(g)["eager_calls"] == 0
