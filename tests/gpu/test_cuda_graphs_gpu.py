@@ -11,6 +11,7 @@ import torch.nn as nn
 import deepvisor
 from op_cases import assert_matches
 from test_capture import run_in_threads
+from test_output_lender import held_by_another_thread
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -144,32 +145,24 @@ def test_an_output_another_thread_holds_is_never_moved_or_overwritten():
     """A replay moves a kept output (swaps its storage) before overwriting
     the graph's buffer; under a tensor another thread holds (and may be
     reading inside an op) that would race, so those calls run the steps."""
-    import threading
     m = block()
     g = deepvisor.compile(m)
     for _ in range(3):
         g(randn(8, 32))
     assert deepvisor.stats(g)["cuda_graphs"] == 1
     x = randn(8, 32, seed=7)
-    held, go, done = [], threading.Event(), threading.Event()
 
-    def holder():
-        held.append(g(x))
-        go.set()
-        done.wait()
+    def call_without_grad():  # grad mode is per thread
+        with torch.no_grad():
+            return g(x)
 
-    t = threading.Thread(target=holder)
-    t.start()
-    go.wait()
-    y = held[0]
-    ptr, want = y.data_ptr(), m(x)
-    for i in range(4):
-        z = randn(8, 32, seed=20 + i)
-        assert_matches(g(z), m(z), TOL)
-    assert y.data_ptr() == ptr
-    assert_matches(y, want, TOL)
-    done.set()
-    t.join()
+    with held_by_another_thread(call_without_grad) as y:
+        ptr, want = y.data_ptr(), m(x)
+        for i in range(4):
+            z = randn(8, 32, seed=20 + i)
+            assert_matches(g(z), m(z), TOL)
+        assert y.data_ptr() == ptr
+        assert_matches(y, want, TOL)
 
 
 @torch.no_grad()

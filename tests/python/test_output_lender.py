@@ -6,6 +6,7 @@ holds then is moved to new memory first (the same tensor object, the same
 values), unless another thread holds it; any other holder (a view, a
 detached alias, a storage object) stops the replay."""
 
+import contextlib
 import gc
 import threading
 
@@ -151,6 +152,28 @@ def test_lent_in_the_callers_mode():
         assert lender.lend(buffers, 0).is_inference()
 
 
+@contextlib.contextmanager
+def held_by_another_thread(make):
+    """Calls make() in another thread, which holds the result until the block
+    ends; yields the result."""
+    held, ready, done = [], threading.Event(), threading.Event()
+
+    def holder():
+        held.append(make())
+        ready.set()
+        done.wait()
+        held.clear()
+
+    t = threading.Thread(target=holder)
+    t.start()
+    ready.wait()
+    try:
+        yield held[0]
+    finally:
+        done.set()
+        t.join()
+
+
 def test_an_output_lent_to_another_thread_is_not_moved_under_it():
     """Moving swaps the storage under the holder: another thread may be reading
     it inside an op (its GIL released), so the replay waits instead."""
@@ -158,23 +181,10 @@ def test_an_output_lent_to_another_thread_is_not_moved_under_it():
     lender = lender_over(buffers)
     assert lender.reclaim(buffers) == "done"
     replay(buffers, 3)
-    lent, go, done = [], threading.Event(), threading.Event()
-
-    def other_thread():
-        lent.append(lender.lend(buffers, 0))
-        go.set()
-        done.wait()
-        lent.clear()
-
-    t = threading.Thread(target=other_thread)
-    t.start()
-    go.wait()
-    y = lent[0]
-    assert lender.reclaim(buffers) == "held by another thread"
-    assert y.data_ptr() == buffers[0].data_ptr() and lender.moved == 0
-    del y
-    done.set()
-    t.join()
+    with held_by_another_thread(lambda: lender.lend(buffers, 0)) as y:
+        assert lender.reclaim(buffers) == "held by another thread"
+        assert y.data_ptr() == buffers[0].data_ptr() and lender.moved == 0
+        del y
     gc.collect()
     assert lender.reclaim(buffers) == "done" and lender.moved == 0
     # Lent to this thread, kept, reclaimed here: moved as before.
