@@ -38,6 +38,9 @@ class ConstantSteps {
   // constant they read has another address or version than when they were.
   // Records the constants as they are now. Call with mutex() held.
   bool stale(const std::vector<at::Tensor>& inputs);
+  // The kept results are not to be trusted (their computation failed). Call
+  // with mutex() held.
+  void forget() { computed_ = false; }
   // The kept results, by position in slots() (undefined before the first
   // computation). Call with mutex() held, or take a copy with kept_copy().
   std::vector<at::Tensor>& kept() { return kept_; }

@@ -742,8 +742,13 @@ void Executor::refresh_constants(const std::vector<at::Tensor>& inputs) {
   if (device_.is_cuda()) guard.emplace(device_.index());
   prepare_kernels();
   std::int64_t launches = 0;
-  for (std::size_t i = 0; i < program_.steps.size(); ++i)
-    if (constants_->is_constant(i)) run_kernel(program_.steps[i], slots, device_, launches);
+  try {
+    for (std::size_t i = 0; i < program_.steps.size(); ++i)
+      if (constants_->is_constant(i)) run_kernel(program_.steps[i], slots, device_, launches);
+  } catch (...) {
+    constants_->forget();  // half computed: the next call computes them again
+    throw;
+  }
   for (std::size_t k = 0; k < kept_slots.size(); ++k) kept[k] = slots[kept_slots[k]];
   constant_kernel_runs_ += static_cast<std::int64_t>(constants_->steps());
 }
