@@ -242,11 +242,15 @@ class ShapeShadow(TorchFunctionMode):
 
     def _call_shadow(self, func, args, kwargs):
         sargs, skwargs = _map_shadow(self._shadow_of, (args, kwargs))
+        direct = _upsample_as_real(func, sargs, skwargs)
+        if direct is not None:
+            func, sargs, skwargs = direct
         # The Python dispatcher runs ATen's SymInt-aware Python decompositions of
         # composite ops (matmul...) where the C++ ones need concrete sizes; for
         # batch norm the C++ one is fine and picks the op the real run picks
-        # (cuDNN's on a GPU).
-        dispatcher = contextlib.nullcontext() if func in _CPP_DECOMPOSED else enable_python_dispatcher()
+        # (cuDNN's on a GPU); a direct upsample would be decomposed.
+        cpp = func in _CPP_DECOMPOSED or direct is not None
+        dispatcher = contextlib.nullcontext() if cpp else enable_python_dispatcher()
         with _disable_current_modes(), torch._C.DisableTorchFunction(), dispatcher, self.fake_mode, self.recorder:
             return func(*sargs, **skwargs)
 
@@ -300,6 +304,36 @@ def _symbolic(x):
     if isinstance(x, torch.SymInt):
         return x.node.maybe_as_int() is None
     return isinstance(x, (torch.SymFloat, torch.SymBool))
+
+
+def _upsample_as_real(func, args, kwargs):
+    """F.interpolate(mode="nearest") of a 4-d tensor by whole scale factors,
+    as the op the real run records: (op, args, kwargs), else None.
+
+    The real run's ATen computes the output size from the scale factors in
+    C++ and records upsample_nearest2d.default; on fake tensors the Python
+    dispatcher decomposes the call into index arithmetic on SymFloats
+    instead (another graph), and the C++ path makes the sizes concrete.
+    Here the output sizes are the symbolic size times the factor (exact for
+    whole factors) and the op is called directly, with the factors as its
+    scales, as ATen's C++ calls it. (Bilinear's op has no SymInt-aware
+    kernel off the Python dispatcher: those captures stay static.)"""
+    if func is not _F.interpolate:
+        return None
+    names = ["input", "size", "scale_factor", "mode", "align_corners", "recompute_scale_factor", "antialias"]
+    bound = dict(zip(names, args))
+    bound.update(kwargs)
+    x, scale, mode = bound.get("input"), bound.get("scale_factor"), bound.get("mode", "nearest")
+    if not isinstance(x, torch.Tensor) or x.dim() != 4 or bound.get("size") is not None or scale is None:
+        return None
+    if mode != "nearest" or bound.get("recompute_scale_factor") or bound.get("antialias"):
+        return None
+    scales = list(scale) if isinstance(scale, (list, tuple)) else [scale, scale]
+    if len(scales) != 2 or not all(isinstance(s, (int, float)) and float(s) == int(s) and s >= 1 for s in scales):
+        return None
+    scales = [float(s) for s in scales]
+    out_size = [x.shape[2] * int(scales[0]), x.shape[3] * int(scales[1])]
+    return torch.ops.aten.upsample_nearest2d.default, (x, out_size, scales[0], scales[1]), {}
 
 
 def _name(func):

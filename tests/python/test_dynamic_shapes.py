@@ -49,6 +49,44 @@ def test_a_dimension_that_changes_becomes_a_symbol_after_its_second_value():
     assert s["capture_s"] > 0 and s["compile_s"] > 0
 
 
+class Decoder(torch.nn.Module):
+    """MonoDepth's decoder step: a convolution, nearest upsampling by whole
+    factors (scale_factor, as the model writes it), a skip connection."""
+
+    def __init__(self, factor):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.factor = factor
+
+    def forward(self, x, skip):
+        return F.interpolate(self.conv(x), scale_factor=self.factor, mode="nearest") + skip
+
+
+@pytest.mark.parametrize("factor", [2, (2, 3), 2.0])
+def test_nearest_upsampling_by_whole_factors_stays_symbolic(factor):
+    torch.manual_seed(0)
+    m = Decoder(factor).eval()
+    fh, fw = (factor, factor) if not isinstance(factor, tuple) else factor
+    g = deepvisor.compile(m)
+    with torch.no_grad():
+        for h, w in ((6, 7), (8, 9), (5, 11), (10, 4)):
+            x = torch.randn(1, 3, h, w)
+            _check(g, m, x, torch.randn(1, 4, int(h * fh), int(w * fw)))
+    s = deepvisor.stats(g)
+    assert s["captures"] == 2, s
+    assert len(_symbolic_plans(g)) == 1
+
+
+def test_upsampling_by_other_factors_stays_correct():
+    """A factor of 1.5 floors its product: those captures stay static."""
+    torch.manual_seed(0)
+    m = Decoder(1.5).eval()
+    g = deepvisor.compile(m)
+    with torch.no_grad():
+        for h, w in ((6, 7), (8, 9), (5, 11)):
+            _check(g, m, torch.randn(1, 3, h, w), torch.randn(1, 4, int(h * 1.5), int(w * 1.5)))
+
+
 def test_a_symbolic_capture_imports_neither_inductor_nor_networkx():
     """ShapeEnv looks for a user source location per symbol against a list
     of torch's files that imports Dynamo, Inductor and networkx (0.5-1.5 s of
