@@ -14,6 +14,7 @@ tensors the same loop IR runs in the CPU interpreter.
 import torch  # noqa: F401  (loads LibTorch before the extension)
 
 from . import _C  # noqa: F401
+from . import _data_watch
 from ._backend import deepvisor_backend, register_if_dynamo_is_loaded
 from ._compiled import CompiledFunction, compiled_functions
 from ._explain import explain
@@ -89,3 +90,4 @@ def reset():
 
 
 register_if_dynamo_is_loaded()
+_data_watch.install()

@@ -1,8 +1,16 @@
 #include "runtime/constant_steps.h"
 
 #include <algorithm>
+#include <atomic>
 
 namespace dv::runtime {
+
+namespace {
+std::atomic<std::uint64_t> g_data_accesses{0};
+}  // namespace
+
+void note_data_access() { g_data_accesses.fetch_add(1, std::memory_order_relaxed); }
+std::uint64_t data_accesses() { return g_data_accesses.load(std::memory_order_relaxed); }
 
 using codegen::Slot;
 using codegen::Step;
@@ -81,7 +89,9 @@ ConstantSteps::ConstantSteps(const codegen::Program& p, const std::vector<bool>&
 }
 
 bool ConstantSteps::stale(const std::vector<at::Tensor>& inputs) {
-  bool changed = !computed_;
+  const std::uint64_t accesses = data_accesses();
+  bool changed = !computed_ || accesses != seen_data_accesses_;
+  seen_data_accesses_ = accesses;
   for (Seen& seen : sources_) {
     const at::Tensor& t = inputs.at(seen.graph_input);
     // An inference tensor counts no versions: it may have changed unseen.

@@ -23,6 +23,13 @@
 
 namespace dv::runtime {
 
+// A write through `tensor.data` (p.data.mul_(2)) changes a parameter without
+// moving its version counter: `.data` is another tensor with a counter of
+// its own. Python counts every access to `.data` (deepvisor/_data_watch.py)
+// and kept results are computed again after any.
+void note_data_access();
+std::uint64_t data_accesses();
+
 class ConstantSteps {
  public:
   ConstantSteps() = default;
@@ -34,8 +41,9 @@ class ConstantSteps {
   // The slots the constant steps write, kept between calls.
   const std::vector<int>& slots() const { return slots_; }
 
-  // Whether the kept results must be computed (again): none yet, or a
-  // constant they read has another address or version than when they were.
+  // Whether the kept results must be computed (again): none yet, a constant
+  // they read has another address or version than when they were, or some
+  // tensor's `.data` was taken since (note_data_access).
   // Records the constants as they are now. Call with mutex() held.
   bool stale(const std::vector<at::Tensor>& inputs);
   // The kept results are not to be trusted (their computation failed). Call
@@ -57,6 +65,7 @@ class ConstantSteps {
   std::size_t steps_ = 0;
   std::vector<int> slots_;
   std::vector<Seen> sources_;  // the graph inputs the steps read
+  std::uint64_t seen_data_accesses_ = 0;
   std::vector<at::Tensor> kept_;
   bool computed_ = false;
   mutable std::mutex mutex_;

@@ -623,12 +623,15 @@ at::Tensor Executor::relaid_input(int graph_input, const at::Tensor& t, const ir
   if (!constant) return in_layout(t, meta);
   std::lock_guard<std::mutex> lock(prepared_mutex_);
   PreparedInput& p = prepared_[graph_input];
-  if (p.tensor.defined() && p.data == t.data_ptr() && p.version == static_cast<std::int64_t>(t._version())) return p.tensor;
+  const std::uint64_t accesses = data_accesses();  // a write through .data moves no version (constant_steps.h)
+  if (p.tensor.defined() && p.data == t.data_ptr() && p.version == static_cast<std::int64_t>(t._version()) &&
+      p.data_accesses == accesses)
+    return p.tensor;
   // Inside a capture the copy would be the graph's, redone on each replay
   // and held in its pool: it is made there, not kept.
   if (t.is_cuda() && c10::cuda::currentStreamCaptureStatusMayInitCtx() != c10::cuda::CaptureStatus::None)
     return in_layout(t, meta);
-  p = {t.data_ptr(), static_cast<std::int64_t>(t._version()), in_layout(t, meta)};
+  p = {t.data_ptr(), static_cast<std::int64_t>(t._version()), accesses, in_layout(t, meta)};
   ++inputs_prepared_;
   return p.tensor;
 }

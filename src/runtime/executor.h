@@ -159,6 +159,7 @@ class Executor {
   struct PreparedInput {
     const void* data = nullptr;
     std::int64_t version = -1;
+    std::uint64_t data_accesses = 0;  // runtime::data_accesses() when made
     at::Tensor tensor;
   };
   std::vector<bool> constant_inputs_;

@@ -164,3 +164,30 @@ def test_a_constant_changed_in_place_by_the_program_is_never_kept_changed(monkey
             x = torch.randn(5, 7, generator=torch.Generator().manual_seed(seed))
             torch.testing.assert_close(g(x), fn(x))
     assert deepvisor.stats(g)["eager_calls"] == 0
+
+
+def test_a_write_through_data_is_seen():
+    """p.data.mul_() moves no version counter of p: every access to .data
+    counts (deepvisor/_data_watch.py), and kept results are computed again."""
+    m = conv_net()
+    g = deepvisor.compile(m)
+    for _ in range(2):
+        in_region(g, X)
+    runs = deepvisor.stats(g)["constant_kernel_runs"]
+    m[0].weight.data.mul_(-2)
+    m[7].bias.data = m[7].bias.data + 3  # a new tensor behind the same parameter
+    torch.testing.assert_close(in_region(g, X), in_region(m, X), **BF16)
+    assert deepvisor.stats(g)["constant_kernel_runs"] == 2 * runs
+
+
+def test_data_keeps_its_meaning():
+    p = nn.Parameter(torch.ones(3))
+    p.data.mul_(2)
+    assert isinstance(p, nn.Parameter) and p.requires_grad and p.tolist() == [2, 2, 2]
+    p.data = torch.full((3,), 5.0)
+    assert p.tolist() == [5, 5, 5] and not p.data.requires_grad
+    x = torch.randn(3, requires_grad=True)
+    y = (x * 2).sum()
+    _ = x.data
+    y.backward()
+    assert x.grad.tolist() == [2, 2, 2]
