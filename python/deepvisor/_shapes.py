@@ -27,6 +27,7 @@ reaches Python (a decision), escaped numbers, ops recorded as one node.
 """
 
 import contextlib
+import inspect
 import math
 import re
 import weakref
@@ -320,10 +321,13 @@ def _upsample_as_real(func, args, kwargs):
     kernel off the Python dispatcher: those captures stay static.)"""
     if func is not _F.interpolate:
         return None
-    names = ["input", "size", "scale_factor", "mode", "align_corners", "recompute_scale_factor", "antialias"]
-    bound = dict(zip(names, args))
-    bound.update(kwargs)
-    x, scale, mode = bound.get("input"), bound.get("scale_factor"), bound.get("mode", "nearest")
+    try:
+        bound = inspect.signature(_F.interpolate).bind(*args, **kwargs)
+    except TypeError:
+        return None
+    bound.apply_defaults()
+    bound = bound.arguments
+    x, scale, mode = bound["input"], bound["scale_factor"], bound["mode"]
     if not isinstance(x, torch.Tensor) or x.dim() != 4 or bound.get("size") is not None or scale is None:
         return None
     if mode != "nearest" or bound.get("recompute_scale_factor") or bound.get("antialias"):

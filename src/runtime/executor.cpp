@@ -712,11 +712,14 @@ ExecutorStats Executor::stats() const {
 // Inputs in another layout than the capture's are read by the steps in the
 // capture's: the originals stay for writes back, restrides and outputs.
 std::vector<std::pair<std::size_t, at::Tensor>> Executor::bind_inputs(const std::vector<at::Tensor>& inputs,
-                                                                      std::vector<at::Tensor>& slots) {
+                                                                      std::vector<at::Tensor>& slots,
+                                                                      bool constants_only) {
   std::vector<std::pair<std::size_t, at::Tensor>> relaid;
   for (std::size_t i = 0; i < program_.slots.size(); ++i) {
     const Slot& s = program_.slots[i];
     if (s.origin != Slot::Origin::GraphInput) continue;
+    const auto gi = static_cast<std::size_t>(s.graph_input);
+    if (constants_only && !(gi < constant_inputs_.size() && constant_inputs_[gi])) continue;
     slots[i] = inputs.at(s.graph_input);
     const ir::TensorMeta& meta = program_.graph.meta(program_.graph.inputs.at(s.graph_input));
     if (slots[i].defined() && !has_layout(slots[i], meta)) {
@@ -737,7 +740,7 @@ void Executor::refresh_constants(const std::vector<at::Tensor>& inputs) {
   std::lock_guard<std::mutex> lock(constants_->mutex());
   if (!constants_->stale(inputs)) return;
   std::vector<at::Tensor> slots(program_.slots.size());
-  bind_inputs(inputs, slots);
+  bind_inputs(inputs, slots, /*constants_only=*/true);  // all the constant steps read
   const std::vector<int>& kept_slots = constants_->slots();
   std::vector<at::Tensor>& kept = constants_->kept();
   for (std::size_t k = 0; k < kept_slots.size(); ++k) slots[kept_slots[k]] = kept[k];  // the same memory again
@@ -769,12 +772,9 @@ std::vector<at::Tensor> Executor::run_steps(const std::vector<at::Tensor>& input
   prepare_kernels();
   for (std::size_t i = 0; i < program_.steps.size(); ++i) {
     const Step& step = program_.steps[i];
-    if (constants_ && constants_->is_constant(i)) {
-      for (int f : step.frees) slots[f].reset();
-      continue;  // its results are kept (refresh_constants)
-    }
-    if (step.kind == Step::Kind::Kernel) run_kernel(step, slots, device, launches);
-    else run_fallback(step, slots);
+    const bool kept = constants_ && constants_->is_constant(i);  // its results are kept (refresh_constants)
+    if (!kept && step.kind == Step::Kind::Kernel) run_kernel(step, slots, device, launches);
+    else if (!kept) run_fallback(step, slots);
     for (int f : step.frees) slots[f].reset();
   }
   for (auto& [slot, original] : relaid) slots[slot] = std::move(original);

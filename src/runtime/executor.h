@@ -120,10 +120,12 @@ class Executor {
   // Outside any CUDA-graph capture, before the steps: the constant steps'
   // results computed where they are missing or their constants changed.
   void refresh_constants(const std::vector<at::Tensor>& inputs);
-  // Graph input slots bound to `inputs`, those read in another layout relaid
-  // (returned: the slot and the caller's tensor, restored after the steps).
+  // Graph input slots bound to `inputs` (only the constant ones with
+  // `constants_only`), those read in another layout relaid (returned: the
+  // slot and the caller's tensor, restored after the steps).
   std::vector<std::pair<std::size_t, at::Tensor>> bind_inputs(const std::vector<at::Tensor>& inputs,
-                                                              std::vector<at::Tensor>& slots);
+                                                              std::vector<at::Tensor>& slots,
+                                                              bool constants_only = false);
   // Loads (CUDA) or compiles (CPU) the kernels on their first run; on a GPU
   // call with the device current.
   void prepare_kernels();
