@@ -186,7 +186,8 @@ def run_mode(mode, model, args, ref, a):
     if mode == "deepvisor":
         s = deepvisor.stats(fn.compiled)
         r["stats"] = {k: s[k] for k in ("graphs", "versions", "kernels", "eager_calls", "eager_reasons",
-                                        "extern_ops", "fallback_ops", "nvrtc_compiles", "cuda_graphs") if k in s}
+                                        "extern_ops", "fallback_ops", "nvrtc_compiles", "cuda_graphs", "constant_kernels",
+                                        "constant_kernels_not_kept") if k in s}
     return r
 
 

@@ -92,6 +92,7 @@ py::dict executor_stats(const Executor& e) {
   d["inputs_prepared"] = s.inputs_prepared;
   d["constant_kernels"] = s.constant_kernels;
   d["constant_kernel_runs"] = s.constant_kernel_runs;
+  d["constant_kernels_not_kept"] = s.constant_kernels_not_kept;
   d["cpu_compiled_kernels"] = s.cpu_compiled_kernels;
   d["cpu_interpreted_kernels"] = s.cpu_interpreted_kernels;
   py::list interpreted;

@@ -71,8 +71,10 @@ def stats(compiled):
     DEEPVISOR_CHANNELS_LAST in the README); constant_kernels (kernels that
     read only parameters and buffers, such as a weight cast to bf16 under
     autocast: run outside the calls, their results kept, run again after a
-    parameter changes in place) and constant_kernel_runs (how many times
-    they ran);
+    parameter changes in place), constant_kernel_runs (how many times
+    they ran) and constant_kernels_not_kept (such kernels run on every call
+    instead, where keeping their results would lift the plan's peak memory
+    above eager's; DEEPVISOR_WEIGHT_COPIES=all keeps every one);
     capture_s and compile_s (host seconds in captures and in building executors,
     kernels compiled by NVRTC at their first run not included);
     for plans on CPU tensors, once a plan ran: cpu_compiled_kernels (kernels

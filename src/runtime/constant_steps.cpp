@@ -2,6 +2,11 @@
 
 #include <algorithm>
 #include <atomic>
+#include <sstream>
+#include <string>
+
+#include "codegen/kept_constants.h"
+#include "runtime/log.h"
 
 namespace dv::runtime {
 
@@ -47,7 +52,9 @@ std::vector<int> writers_of_slots(const codegen::Program& p) {
 
 }  // namespace
 
-ConstantSteps::ConstantSteps(const codegen::Program& p, const std::vector<bool>& constant_inputs) {
+ConstantSteps::ConstantSteps(const codegen::Program& p, const std::vector<bool>& constant_inputs,
+                             bool within_eager_memory)
+    : program_(&p), within_eager_memory_(within_eager_memory) {
   const std::vector<bool> used_after = slots_used_after_the_steps(p);
   const std::vector<int> writers = writers_of_slots(p);
   std::vector<bool> constant_slot(p.slots.size(), false);
@@ -57,7 +64,6 @@ ConstantSteps::ConstantSteps(const codegen::Program& p, const std::vector<bool>&
     constant_slot[s] = slot.origin == Slot::Origin::GraphInput && gi < constant_inputs.size() && constant_inputs[gi];
   }
   constant_.assign(p.steps.size(), false);
-  std::vector<int> sources;
   for (std::size_t i = 0; i < p.steps.size(); ++i) {  // steps come in dependency order
     const Step& step = p.steps[i];
     if (step.kind != Step::Kind::Kernel) continue;
@@ -71,21 +77,87 @@ ConstantSteps::ConstantSteps(const codegen::Program& p, const std::vector<bool>&
     }
     if (!qualifies) continue;
     constant_[i] = true;
+    for (std::size_t b = 0; b < step.buffer_slots.size(); ++b)
+      if (k.buffers[b].written) constant_slot[step.buffer_slots[b]] = true;
+  }
+  adopt();
+}
+
+void ConstantSteps::adopt() {
+  const codegen::Program& p = *program_;
+  steps_ = 0;
+  slots_.clear();
+  sources_.clear();
+  std::vector<int> sources;
+  for (std::size_t i = 0; i < p.steps.size(); ++i) {
+    if (!constant_[i]) continue;
     ++steps_;
+    const Step& step = p.steps[i];
+    const ir::Kernel& k = p.kernels[step.kernel];
     for (std::size_t b = 0; b < step.buffer_slots.size(); ++b) {
       const int s = step.buffer_slots[b];
-      if (k.buffers[b].written) {
-        constant_slot[s] = true;
-        slots_.push_back(s);
-      } else if (p.slots[s].origin == Slot::Origin::GraphInput) {
-        sources.push_back(p.slots[s].graph_input);
-      }
+      if (k.buffers[b].written) slots_.push_back(s);
+      else if (p.slots[s].origin == Slot::Origin::GraphInput) sources.push_back(p.slots[s].graph_input);
     }
   }
   std::sort(sources.begin(), sources.end());
   sources.erase(std::unique(sources.begin(), sources.end()), sources.end());
   for (int gi : sources) sources_.push_back({gi});
-  kept_.resize(slots_.size());
+  kept_.assign(slots_.size(), at::Tensor());
+}
+
+namespace {
+
+bool is_float32_parameter(const at::Tensor& t) {
+  return t.defined() && t.scalar_type() == at::kFloat && t.requires_grad() && t.is_leaf() && !t.is_view();
+}
+
+// Whether eager holds step `i`'s result from its first use to the end of the
+// call: autocast's cache keeps the f16/bf16 cast of a float32 leaf that
+// requires grad until its region ends (the plan records the cast at each use,
+// with the cache off).
+bool eager_holds_to_end(const codegen::Program& p, const Step& step, const std::vector<at::Tensor>& inputs) {
+  const ir::Kernel& k = p.kernels[step.kernel];
+  bool reads_parameter = false;
+  for (std::size_t b = 0; b < step.buffer_slots.size(); ++b) {
+    const Slot& slot = p.slots[step.buffer_slots[b]];
+    if (k.buffers[b].written && slot.dtype != ir::DType::BFloat16 && slot.dtype != ir::DType::Float16) return false;
+    if (!k.buffers[b].read) continue;
+    if (slot.origin != Slot::Origin::GraphInput) return false;  // reads another constant step's result
+    const auto gi = static_cast<std::size_t>(slot.graph_input);
+    if (gi >= inputs.size() || !is_float32_parameter(inputs[gi])) return false;
+    reads_parameter = true;
+  }
+  return reads_parameter;
+}
+
+std::string megabytes(std::int64_t bytes) {
+  std::ostringstream os;
+  os.precision(1);
+  os << std::fixed << static_cast<double>(bytes) / (1 << 20) << " MB";
+  return os.str();
+}
+
+}  // namespace
+
+void ConstantSteps::choose(const std::vector<at::Tensor>& inputs) {
+  if (chosen_) return;
+  chosen_ = true;
+  if (!within_eager_memory_ || steps_ == 0) return;
+  const codegen::Program& p = *program_;
+  std::vector<bool> holds(p.steps.size(), false);
+  for (std::size_t i = 0; i < p.steps.size(); ++i)
+    if (constant_[i]) holds[i] = eager_holds_to_end(p, p.steps[i], inputs);
+  const codegen::KeptConstants choice = codegen::keep_within_eager_memory(p, constant_, holds);
+  const std::size_t before = steps_;
+  constant_ = choice.kept;
+  adopt();
+  not_kept_ = before - steps_;
+  if (not_kept_ > 0)
+    log_event("decisions", "constant kernels: " + std::to_string(not_kept_) + " of " + std::to_string(before) +
+                               " run on every call, their results not kept, to hold the plan's estimated peak at " +
+                               megabytes(choice.peak_bytes) + " (all kept: " + megabytes(choice.peak_bytes_all_kept) +
+                               ", eager: " + megabytes(choice.eager_peak_bytes) + ")");
 }
 
 bool ConstantSteps::stale(const std::vector<at::Tensor>& inputs) {

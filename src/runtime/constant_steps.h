@@ -9,7 +9,10 @@
 // A step qualifies when it is a kernel, every buffer it reads is a constant
 // graph input or a result of another such step, and every slot it writes is
 // an intermediate that no other step writes and that the plan neither
-// returns, writes back into an input nor restrides.
+// returns, writes back into an input nor restrides. Of those, the results
+// kept are the ones that keep the plan's peak memory at most eager's
+// (codegen/kept_constants.h), chosen on the first call, when the parameters'
+// properties are known; the others run on every call like any other step.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -33,10 +36,19 @@ std::uint64_t data_accesses();
 class ConstantSteps {
  public:
   ConstantSteps() = default;
-  ConstantSteps(const codegen::Program& program, const std::vector<bool>& constant_inputs);
+  // within_eager_memory false: keep every result (DEEPVISOR_WEIGHT_COPIES=all).
+  // `program` must outlive this.
+  ConstantSteps(const codegen::Program& program, const std::vector<bool>& constant_inputs,
+                bool within_eager_memory = true);
 
   bool empty() const { return slots_.empty(); }
+  // Kept steps, and those that qualified but run on every call (choose()).
   std::size_t steps() const { return steps_; }
+  std::size_t not_kept() const { return not_kept_; }
+  // Once, before the first computation: which results to keep, given the
+  // call's inputs (eager's memory depends on whether the parameters require
+  // grad). Call with mutex() held.
+  void choose(const std::vector<at::Tensor>& inputs);
   bool is_constant(std::size_t step) const { return step < constant_.size() && constant_[step]; }
   // The slots the constant steps write, kept between calls.
   const std::vector<int>& slots() const { return slots_; }
@@ -61,7 +73,14 @@ class ConstantSteps {
     const void* data = nullptr;
     std::int64_t version = -1;
   };
-  std::vector<bool> constant_;  // by step
+  // The kept steps' slots and sources from constant_.
+  void adopt();
+
+  const codegen::Program* program_ = nullptr;
+  bool within_eager_memory_ = true;
+  bool chosen_ = false;
+  std::size_t not_kept_ = 0;
+  std::vector<bool> constant_;  // by step: its results are kept
   std::size_t steps_ = 0;
   std::vector<int> slots_;
   std::vector<Seen> sources_;  // the graph inputs the steps read

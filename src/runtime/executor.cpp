@@ -641,7 +641,8 @@ void Executor::enable_cuda_graph(std::vector<bool> constant_inputs, std::shared_
   constant_inputs_ = constant_inputs;  // also where no graph is made: prepared inputs (relaid_input)
   const char* copies = std::getenv("DEEPVISOR_WEIGHT_COPIES");
   if (copies == nullptr || std::string(copies) != "0") {
-    auto constants = std::make_unique<ConstantSteps>(program_, constant_inputs_);
+    const bool all = copies != nullptr && std::string(copies) == "all";
+    auto constants = std::make_unique<ConstantSteps>(program_, constant_inputs_, /*within_eager_memory=*/!all);
     if (!constants->empty()) constants_ = std::move(constants);
   }
   const char* env = std::getenv("DEEPVISOR_CUDA_GRAPHS");
@@ -705,6 +706,7 @@ ExecutorStats Executor::stats() const {
     s.inputs_prepared = inputs_prepared_;
   }
   s.constant_kernels = constants_ ? static_cast<std::int64_t>(constants_->steps()) : 0;
+  s.constant_kernels_not_kept = constants_ ? static_cast<std::int64_t>(constants_->not_kept()) : 0;
   s.constant_kernel_runs = constant_kernel_runs_.load();
   return s;
 }
@@ -738,6 +740,7 @@ void Executor::prepare_kernels() {
 void Executor::refresh_constants(const std::vector<at::Tensor>& inputs) {
   if (!constants_) return;
   std::lock_guard<std::mutex> lock(constants_->mutex());
+  constants_->choose(inputs);
   if (!constants_->stale(inputs)) return;
   std::vector<at::Tensor> slots(program_.slots.size());
   bind_inputs(inputs, slots, /*constants_only=*/true);  // all the constant steps read

@@ -47,6 +47,9 @@ struct ExecutorStats {
   // calls, and how many times they ran.
   std::int64_t constant_kernels = 0;
   std::int64_t constant_kernel_runs = 0;
+  // Kernels that read only constants but run on every call, their results
+  // not kept, to hold the plan's peak memory at eager's (kept_constants.h).
+  std::int64_t constant_kernels_not_kept = 0;
 };
 
 // How the kernels of a plan on CPU tensors run.

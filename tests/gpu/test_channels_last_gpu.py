@@ -83,7 +83,7 @@ def test_weight_casts_are_kept_and_redone_after_an_update_on_the_gpu(monkeypatch
     outside the CUDA graph, once, and again (into the same memory, so the
     graph stays) after an in-place update (runtime/constant_steps.h)."""
     monkeypatch.delenv("DEEPVISOR_CHANNELS_LAST", raising=False)
-    monkeypatch.delenv("DEEPVISOR_WEIGHT_COPIES", raising=False)
+    monkeypatch.setenv("DEEPVISOR_WEIGHT_COPIES", "all")  # kept whatever eager's memory (kept_constants.h)
     m = model(ConvNet).cuda()
     x = torch.randn(2, 3, 37, 41, device="cuda")
     g = deepvisor.compile(m)
@@ -108,3 +108,41 @@ def test_weight_casts_are_kept_and_redone_after_an_update_on_the_gpu(monkeypatch
         torch.testing.assert_close(got.float(), want.float(), rtol=3e-2, atol=3e-2)
     s2 = deepvisor.stats(g)
     assert s2["constant_kernel_runs"] == 3 * s["constant_kernels"] and s2["cuda_graphs"] == 1, s2
+
+
+@pytest.mark.parametrize("requires_grad", [True, False])
+def test_kept_weight_casts_stay_within_eagers_peak_memory(monkeypatch, requires_grad):
+    """A 16 MB activation early and a 4096x4096 linear layer late: keeping its
+    32 MB bf16 cast would put the plan that much above eager where eager
+    casts it only while it is used (parameters that do not require grad);
+    the plan computes it on each call instead (codegen/kept_constants.h).
+    Measured: torch.cuda.max_memory_allocated over calls, eager's first."""
+    monkeypatch.delenv("DEEPVISOR_WEIGHT_COPIES", raising=False)
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Conv2d(3, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(4),
+                            torch.nn.Flatten(), torch.nn.Linear(512, 4096), torch.nn.ReLU(),
+                            torch.nn.Linear(4096, 4096)).cuda().eval().requires_grad_(requires_grad)
+    x = torch.randn(1, 3, 512, 512, device="cuda")
+
+    def peak(fn):
+        out = None
+        for _ in range(3):
+            with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+                out = fn(x)
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        for _ in range(3):
+            with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+                out = fn(x)
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated(), out
+
+    eager_peak, want = peak(m)
+    del want
+    g = deepvisor.compile(m)
+    dv_peak, got = peak(g)
+    s = deepvisor.stats(g)
+    assert s["cuda_graphs"] == 1 and s["constant_kernels_not_kept"] >= 1, s
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+        torch.testing.assert_close(got.float(), m(x).float(), rtol=3e-2, atol=3e-2)
+    assert dv_peak <= eager_peak + (1 << 20), (dv_peak / 2**20, eager_peak / 2**20, s)

@@ -63,6 +63,44 @@ def test_weight_copies_off_keeps_no_result(monkeypatch):
     assert deepvisor.stats(g)["constant_kernels"] == 0
 
 
+
+def late_weight_net():
+    """A large activation early, the large weights late, when it is gone."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(16, 256), nn.ReLU(), nn.Linear(256, 512)).eval()
+
+
+@pytest.mark.parametrize("requires_grad", [True, False])
+def test_results_that_would_pass_eagers_peak_are_computed_on_each_call(monkeypatch, requires_grad):
+    """Kept casts cost their bytes at all times; eager holds autocast's casts of
+    parameters that require grad from their first use on, and others only
+    while an op reads them. Casts whose keeping would lift the plan's peak
+    above eager's run on each call, more of them where eager caches none."""
+    m = late_weight_net().requires_grad_(requires_grad)
+    x = torch.randn(1, 3, 64, 64)
+    counts = {}
+    for copies in ("all", None):
+        if copies:
+            monkeypatch.setenv("DEEPVISOR_WEIGHT_COPIES", copies)
+        else:
+            monkeypatch.delenv("DEEPVISOR_WEIGHT_COPIES")
+        g = deepvisor.compile(m)
+        for _ in range(3):
+            torch.testing.assert_close(in_region(g, x), in_region(m, x), **BF16)
+        s = deepvisor.stats(g)
+        counts[copies] = (s["constant_kernels"], s["constant_kernels_not_kept"])
+        assert s["constant_kernel_runs"] == s["constant_kernels"], s  # the kept ones once over three calls
+    kept_all, not_kept_all = counts["all"]
+    kept, not_kept = counts[None]
+    assert not_kept_all == 0 and kept + not_kept == kept_all
+    assert not_kept >= 1  # the 256x512 weight, read after the 16x64x64 activation is gone
+    if not requires_grad:
+        assert kept == 0
+    with torch.no_grad():
+        m[6].weight.mul_(-1)  # the results computed on each call see it too
+    torch.testing.assert_close(in_region(g, x), in_region(m, x), **BF16)
+
 def test_parameters_made_in_inference_mode_are_cast_on_every_call():
     """An inference tensor counts no versions: its change would go unseen, so
     kernels that read only such constants (where the plan has any) run before

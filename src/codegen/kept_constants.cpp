@@ -1,0 +1,216 @@
+#include "codegen/kept_constants.h"
+
+#include <algorithm>
+#include <cstddef>
+
+#include "ir/dtype.h"
+
+namespace dv::codegen {
+
+std::int64_t slot_bytes(const Slot& slot) {
+  std::int64_t elements = 1;
+  if (slot.strides.size() == slot.sizes.size()) {
+    for (std::size_t d = 0; d < slot.sizes.size(); ++d) {
+      if (slot.sizes[d] == 0) return 0;
+      elements += (slot.sizes[d] - 1) * slot.strides[d];
+    }
+  } else {
+    for (std::int64_t n : slot.sizes) elements *= n;
+  }
+  const std::int64_t bytes = elements * ir::dtype_size(slot.dtype);
+  return (bytes + 511) / 512 * 512;
+}
+
+namespace {
+
+// The slots a step writes: a kernel's written buffers, an ATen step's outputs.
+std::vector<int> written_slots(const Program& p, const Step& step) {
+  std::vector<int> out;
+  if (step.kind == Step::Kind::Kernel) {
+    const ir::Kernel& k = p.kernels[step.kernel];
+    for (std::size_t b = 0; b < step.buffer_slots.size(); ++b)
+      if (k.buffers[b].written) out.push_back(step.buffer_slots[b]);
+    return out;
+  }
+  for (std::size_t v = static_cast<std::size_t>(step.num_fallback_inputs); v < step.value_slots.size(); ++v)
+    if (step.value_slots[v] >= 0) out.push_back(step.value_slots[v]);
+  return out;
+}
+
+std::vector<int> read_slots(const Program& p, const Step& step) {
+  std::vector<int> in;
+  if (step.kind == Step::Kind::Kernel) {
+    const ir::Kernel& k = p.kernels[step.kernel];
+    for (std::size_t b = 0; b < step.buffer_slots.size(); ++b)
+      if (k.buffers[b].read) in.push_back(step.buffer_slots[b]);
+    return in;
+  }
+  for (int v = 0; v < step.num_fallback_inputs && v < static_cast<int>(step.value_slots.size()); ++v)
+    if (step.value_slots[v] >= 0) in.push_back(step.value_slots[v]);
+  return in;
+}
+
+// One allocation the steps make (a slot and the views over it): alive from
+// `first` to `last`, steps inclusive.
+struct Storage {
+  int first = -1;
+  int last = -1;
+  std::int64_t bytes = 0;
+  int constant_step = -1;  // the constant step that writes it, or -1
+};
+
+struct Timeline {
+  std::vector<int> root;          // by slot: the slot whose storage it is (a view's base)
+  std::vector<Storage> storage;   // by root slot; first < 0 for graph inputs and unused slots
+};
+
+Timeline storage_timeline(const Program& p, const std::vector<bool>& constant_step) {
+  const int steps = static_cast<int>(p.steps.size());
+  Timeline tl;
+  tl.root.resize(p.slots.size());
+  for (std::size_t s = 0; s < p.slots.size(); ++s) tl.root[s] = static_cast<int>(s);
+  tl.storage.resize(p.slots.size());
+  std::vector<bool> freed(p.slots.size(), false);
+  for (int i = 0; i < steps; ++i) {
+    const Step& step = p.steps[i];
+    const std::vector<int> written = written_slots(p, step);
+    if (step.kind == Step::Kind::View) {
+      const int base = step.value_slots.empty() ? -1 : step.value_slots[0];
+      for (int s : written)
+        if (base >= 0) tl.root[s] = tl.root[base];
+    } else {
+      for (int s : written) {
+        const int r = tl.root[s];
+        if (p.slots[r].origin == Slot::Origin::GraphInput || tl.storage[r].first >= 0) continue;
+        tl.storage[r] = {i, i, slot_bytes(p.slots[r]), constant_step[i] ? i : -1};
+      }
+    }
+    for (int f : step.frees) {
+      Storage& st = tl.storage[tl.root[f]];
+      st.last = std::max(st.last, i);
+      freed[f] = true;
+    }
+  }
+  // A slot never freed (a returned value, one written back into an input)
+  // holds its storage to the end.
+  for (std::size_t s = 0; s < p.slots.size(); ++s) {
+    Storage& st = tl.storage[tl.root[s]];
+    const bool made_here = p.slots[s].origin != Slot::Origin::GraphInput;
+    if (st.first >= 0 && made_here && !freed[s]) st.last = steps - 1;
+  }
+  return tl;
+}
+
+// A constant step's results: their bytes and where the steps use them.
+struct ConstantResult {
+  int step = -1;
+  std::int64_t bytes = 0;
+  int first = 0;
+  int last = 0;
+  std::vector<int> reads;  // the constant steps whose results this step reads
+};
+
+std::int64_t max_of(const std::vector<std::int64_t>& v) {
+  return v.empty() ? 0 : *std::max_element(v.begin(), v.end());
+}
+
+void add_over(std::vector<std::int64_t>& at, int first, int last, std::int64_t bytes) {
+  for (int t = first; t <= last; ++t) at[t] += bytes;
+}
+
+}  // namespace
+
+KeptConstants keep_within_eager_memory(const Program& p, const std::vector<bool>& constant_step,
+                                       const std::vector<bool>& eager_holds_to_end) {
+  const int steps = static_cast<int>(p.steps.size());
+  const Timeline tl = storage_timeline(p, constant_step);
+  std::vector<int> result_of_step(steps, -1);
+  std::vector<ConstantResult> results;
+  std::vector<std::int64_t> live(steps, 0);  // bytes of storage alive at each step, constant results left out
+  for (std::size_t r = 0; r < tl.storage.size(); ++r) {
+    const Storage& st = tl.storage[r];
+    if (st.first < 0) continue;
+    if (st.constant_step < 0) {
+      add_over(live, st.first, st.last, st.bytes);
+      continue;
+    }
+    int& index = result_of_step[st.constant_step];
+    if (index < 0) {
+      index = static_cast<int>(results.size());
+      results.push_back({st.constant_step, 0, st.first, st.last, {}});
+    }
+    ConstantResult& c = results[index];
+    c.bytes += st.bytes;
+    c.first = std::min(c.first, st.first);
+    c.last = std::max(c.last, st.last);
+  }
+  for (ConstantResult& c : results)
+    for (int s : read_slots(p, p.steps[c.step])) {
+      const int writer = tl.storage[tl.root[s]].constant_step;
+      if (writer >= 0 && writer != c.step) c.reads.push_back(result_of_step[writer]);
+    }
+
+  KeptConstants out;
+  out.kept.assign(steps, false);
+  std::int64_t kept_bytes = 0;
+  for (const ConstantResult& c : results) {
+    out.kept[c.step] = true;
+    kept_bytes += c.bytes;
+  }
+  std::vector<std::int64_t> eager = live;
+  for (std::size_t i = 0; i < results.size(); ++i) {
+    const ConstantResult& c = results[i];
+    const bool to_end = static_cast<std::size_t>(c.step) < eager_holds_to_end.size() && eager_holds_to_end[c.step];
+    add_over(eager, c.first, to_end ? steps - 1 : c.last, c.bytes);
+  }
+  out.eager_peak_bytes = max_of(eager);
+  out.peak_bytes_all_kept = kept_bytes + max_of(live);
+  out.peak_bytes = out.peak_bytes_all_kept;
+
+  // Kept readers of each result: a result another kept step reads stays kept.
+  std::vector<int> kept_readers(results.size(), 0);
+  for (const ConstantResult& c : results)
+    for (int r : c.reads) ++kept_readers[r];
+  std::vector<std::int64_t> before(steps), after(steps);  // running maxima of `live` up to / from each step
+  while (out.peak_bytes > out.eager_peak_bytes) {
+    for (int t = 0; t < steps; ++t) before[t] = std::max(live[t], t > 0 ? before[t - 1] : 0);
+    for (int t = steps - 1; t >= 0; --t) after[t] = std::max(live[t], t + 1 < steps ? after[t + 1] : 0);
+    int best = -1;
+    std::int64_t best_peak = 0;
+    for (std::size_t i = 0; i < results.size(); ++i) {
+      const ConstantResult& c = results[i];
+      if (!out.kept[c.step] || kept_readers[i] > 0 || c.bytes == 0) continue;
+      std::int64_t inside = 0;
+      for (int t = c.first; t <= c.last; ++t) inside = std::max(inside, live[t] + c.bytes);
+      const std::int64_t outside = std::max(c.first > 0 ? before[c.first - 1] : 0,
+                                            c.last + 1 < steps ? after[c.last + 1] : 0);
+      const std::int64_t peak = kept_bytes - c.bytes + std::max(inside, outside);
+      if (peak >= out.peak_bytes) continue;
+      // Enough alone: the fewest bytes computed on each call. Else the
+      // largest fall of the peak for the bytes.
+      const auto better = [&](int other, std::int64_t other_peak) {
+        const ConstantResult& o = results[other];
+        const bool enough = peak <= out.eager_peak_bytes, other_enough = other_peak <= out.eager_peak_bytes;
+        if (enough != other_enough) return enough;
+        if (enough) return c.bytes < o.bytes;
+        const double gain = static_cast<double>(out.peak_bytes - peak) / static_cast<double>(c.bytes);
+        const double other_gain = static_cast<double>(out.peak_bytes - other_peak) / static_cast<double>(o.bytes);
+        return gain > other_gain || (gain == other_gain && peak < other_peak);
+      };
+      if (best < 0 || better(best, best_peak)) {
+        best = static_cast<int>(i);
+        best_peak = peak;
+      }
+    }
+    if (best < 0) break;
+    const ConstantResult& c = results[best];
+    out.kept[c.step] = false;
+    kept_bytes -= c.bytes;
+    add_over(live, c.first, c.last, c.bytes);
+    for (int r : c.reads) --kept_readers[r];
+    out.peak_bytes = best_peak;
+  }
+  return out;
+}
+
+}  // namespace dv::codegen

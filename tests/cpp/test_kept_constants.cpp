@@ -1,0 +1,156 @@
+// Which constant results a plan keeps between calls so that its peak memory
+// stays at most eager's (codegen/kept_constants.h), on plans built by hand.
+#include <cstdint>
+#include <vector>
+
+#include "catch.h"
+#include "codegen/kept_constants.h"
+
+using namespace dv;
+using codegen::Program;
+using codegen::Slot;
+using codegen::Step;
+using ir::DType;
+
+namespace {
+
+constexpr std::int64_t kMB = 1 << 20;
+
+// Builds a plan of kernels over 1-d float32 slots, sizes in bytes.
+struct PlanBuilder {
+  Program p;
+  std::vector<bool> constant;
+
+  int slot(Slot::Origin origin, std::int64_t bytes) {
+    Slot s;
+    s.origin = origin;
+    s.sizes = {bytes / 4};
+    s.strides = {1};
+    if (origin == Slot::Origin::GraphInput) s.graph_input = static_cast<int>(p.slots.size());
+    p.slots.push_back(s);
+    return static_cast<int>(p.slots.size()) - 1;
+  }
+  int input(std::int64_t bytes) { return slot(Slot::Origin::GraphInput, bytes); }
+
+  // A kernel reading `reads` and writing a new slot of `bytes`; returns that slot.
+  int kernel(const std::vector<int>& reads, std::int64_t bytes, bool is_constant = false) {
+    ir::Kernel k;
+    Step step;
+    step.kind = Step::Kind::Kernel;
+    step.kernel = static_cast<int>(p.kernels.size());
+    for (int r : reads) {
+      ir::KernelBuffer b;
+      b.read = true;
+      k.buffers.push_back(b);
+      step.buffer_slots.push_back(r);
+    }
+    const int out = slot(Slot::Origin::Kernel, bytes);
+    ir::KernelBuffer w;
+    w.written = true;
+    k.buffers.push_back(w);
+    step.buffer_slots.push_back(out);
+    p.kernels.push_back(k);
+    p.steps.push_back(step);
+    constant.push_back(is_constant);
+    return out;
+  }
+
+  // Frees each intermediate after its last use, as the scheduler does; `out` is returned.
+  void finish(int out) {
+    p.output_slots = {out};
+    std::vector<int> last_use(p.slots.size(), -1);
+    for (std::size_t i = 0; i < p.steps.size(); ++i)
+      for (int s : p.steps[i].buffer_slots) last_use[s] = static_cast<int>(i);
+    for (std::size_t s = 0; s < p.slots.size(); ++s)
+      if (p.slots[s].origin != Slot::Origin::GraphInput && static_cast<int>(s) != out && last_use[s] >= 0)
+        p.steps[last_use[s]].frees.push_back(static_cast<int>(s));
+  }
+};
+
+// x -> a (1 MB) -> b (1 MB) -> small -> out, a small cast w1 read with x
+// early, a 1 MB cast w2 read at the end, when the activations are gone.
+struct LateWeight {
+  PlanBuilder b;
+  int w1_step = 0, w2_step = 4;
+
+  LateWeight() {
+    const int x = b.input(4096), w1 = b.input(kMB / 4), w2 = b.input(2 * kMB);
+    const int w1c = b.kernel({w1}, kMB / 8, true);
+    const int a = b.kernel({x, w1c}, kMB);
+    const int act = b.kernel({a}, kMB);
+    const int small = b.kernel({act}, 4096);
+    const int w2c = b.kernel({w2}, kMB, true);
+    b.finish(b.kernel({small, w2c}, 4096));
+  }
+};
+
+}  // namespace
+
+TEST_CASE("a slot's bytes are its largest offset + 1 elements, rounded to 512", "[kept_constants]") {
+  Slot s;
+  s.dtype = DType::BFloat16;
+  s.sizes = {3, 5};
+  s.strides = {1, 3};  // column-major
+  CHECK(codegen::slot_bytes(s) == 512);
+  s.sizes = {1000, 3};
+  s.strides = {1, 1000};
+  CHECK(codegen::slot_bytes(s) == 6144);  // 6000 bytes
+  s.sizes = {0, 3};
+  CHECK(codegen::slot_bytes(s) == 0);
+}
+
+TEST_CASE("a late weight's cast runs on each call where keeping it would pass eager's peak", "[kept_constants]") {
+  LateWeight lw;
+  // Eager holds both casts from their first use on (autocast's cache): its
+  // peak is the two activations and w1's cast, 2.125 MB; keeping both casts
+  // would add 1.125 MB to the plan's 2 MB of activations.
+  const std::vector<bool> to_end(lw.b.p.steps.size(), true);
+  const codegen::KeptConstants k = codegen::keep_within_eager_memory(lw.b.p, lw.b.constant, to_end);
+  CHECK(k.eager_peak_bytes == 2 * kMB + kMB / 8);  // (graph inputs are not the plan's)
+  CHECK(k.peak_bytes_all_kept == 3 * kMB + kMB / 8);
+  CHECK(k.kept[lw.w1_step]);
+  CHECK_FALSE(k.kept[lw.w2_step]);
+  CHECK(k.peak_bytes <= k.eager_peak_bytes);
+}
+
+TEST_CASE("casts eager drops after their use are not kept where they lift the peak", "[kept_constants]") {
+  LateWeight lw;
+  // No cache (parameters that do not require grad): eager's peak is the two
+  // activations; both casts are computed on each call to stay at it.
+  const std::vector<bool> to_end(lw.b.p.steps.size(), false);
+  const codegen::KeptConstants k = codegen::keep_within_eager_memory(lw.b.p, lw.b.constant, to_end);
+  CHECK(k.eager_peak_bytes == 2 * kMB);
+  CHECK_FALSE(k.kept[lw.w1_step]);
+  CHECK_FALSE(k.kept[lw.w2_step]);
+  CHECK(k.peak_bytes <= k.eager_peak_bytes);
+}
+
+TEST_CASE("everything is kept where the peak stays at eager's", "[kept_constants]") {
+  PlanBuilder b;
+  const int x = b.input(kMB), w = b.input(kMB);
+  const int wc = b.kernel({w}, kMB / 2, true);
+  const int y = b.kernel({x, wc}, kMB / 4);
+  b.finish(b.kernel({y}, kMB / 4));
+  const std::vector<bool> to_end(b.p.steps.size(), true);
+  const codegen::KeptConstants k = codegen::keep_within_eager_memory(b.p, b.constant, to_end);
+  CHECK(k.kept[0]);
+  CHECK(k.peak_bytes == k.peak_bytes_all_kept);
+}
+
+TEST_CASE("a constant result that a kept constant step reads stays kept", "[kept_constants]") {
+  // w -> cast (constant) -> relayout (constant) -> read at the end, after a
+  // 4 MB activation; then a second chain. Dropping the relayout alone is not
+  // enough: the cast goes after it, never before it.
+  PlanBuilder b;
+  const int x = b.input(4096), w = b.input(4 * kMB);
+  const int act = b.kernel({x}, 4 * kMB);
+  const int small = b.kernel({act}, 4096);
+  const int cast = b.kernel({w}, 2 * kMB, true);
+  const int relaid = b.kernel({cast}, 2 * kMB, true);
+  b.finish(b.kernel({small, relaid}, 4096));
+  const std::vector<bool> none(b.p.steps.size(), false);
+  const codegen::KeptConstants k = codegen::keep_within_eager_memory(b.p, b.constant, none);
+  CHECK_FALSE(k.kept[3]);
+  CHECK_FALSE(k.kept[2]);
+  CHECK(k.peak_bytes <= k.eager_peak_bytes);
+}
