@@ -705,8 +705,11 @@ ExecutorStats Executor::stats() const {
     std::lock_guard<std::mutex> lock(prepared_mutex_);
     s.inputs_prepared = inputs_prepared_;
   }
-  s.constant_kernels = constants_ ? static_cast<std::int64_t>(constants_->steps()) : 0;
-  s.constant_kernels_not_kept = constants_ ? static_cast<std::int64_t>(constants_->not_kept()) : 0;
+  if (constants_) {
+    std::lock_guard<std::mutex> lock(constants_->mutex());  // the first call chooses what is kept
+    s.constant_kernels = static_cast<std::int64_t>(constants_->steps());
+    s.constant_kernels_not_kept = static_cast<std::int64_t>(constants_->not_kept());
+  }
   s.constant_kernel_runs = constant_kernel_runs_.load();
   return s;
 }
