@@ -1884,7 +1884,13 @@ void lower_edge_pad(Lowerer& L, bool reflect) {
     }
     return result;
   };
-  L.bind(0, L.pointwise(L.out_meta().sizes, L.out_meta().dtype, {in}, std::move(body), L.op_name()));
+  const int d = L.pointwise(L.out_meta().sizes, L.out_meta().dtype, {in}, std::move(body), L.op_name());
+  // Each region reads the input at other coordinates: inlined, the work
+  // that makes it would run once a region for every element (up to 9 times
+  // for a 2-d pad, the exp and log of an ELU among them; only the loads are
+  // masked). In memory, it is computed once and the regions only load it.
+  if (std::any_of(pad.begin(), pad.end(), [](std::int64_t p) { return p > 0; })) L.mark_gathered(d, {in});
+  L.bind(0, d);
 }
 
 // cumsum(self, dim, dtype): out[..., i, ...] is the sum of the input over

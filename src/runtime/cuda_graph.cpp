@@ -124,8 +124,8 @@ GraphPool::GraphPool() = default;
 GraphPool::~GraphPool() = default;
 
 CudaGraphReplay::CudaGraphReplay(std::vector<bool> constant, std::string unsupported, std::shared_ptr<GraphPool> pool,
-                                 std::vector<bool> produced)
-    : constant_(std::move(constant)), pool_(std::move(pool)), moved_(std::move(produced)) {
+                                 std::vector<bool> produced, bool blas)
+    : constant_(std::move(constant)), pool_(std::move(pool)), moved_(std::move(produced)), blas_(blas) {
   moved_.resize(constant_.size(), false);
   lending_ = pool_ == nullptr && !outputs_always_copied();
   if (!unsupported.empty()) disable(std::move(unsupported));
@@ -225,7 +225,7 @@ bool CudaGraphReplay::capture(const std::vector<at::Tensor>& inputs, const Steps
   std::lock_guard<std::mutex> one_capture_at_a_time(capture_mutex());
   auto current = c10::cuda::getCurrentCUDAStream(device->index());
   auto side = capture_stream(device->index());
-  share_blas_workspaces(current.stream(), side.stream());
+  if (blas_) share_blas_workspaces(current.stream(), side.stream());
   workspace_stream_ = std::make_unique<StreamRef>(StreamRef{current});
   at::cuda::CUDAEvent ready;
   ready.record(current);

@@ -95,8 +95,11 @@ class CudaGraphReplay {
   // other graphs (null: a private pool). produced[i] (empty: all false):
   // input i is made anew on each call (an earlier segment's result), so it is
   // always copied in: its address on two calls says nothing of the next.
+  // blas: the plan may call cuBLAS, so the capture first makes the caller's
+  // stream's cuBLAS workspaces (32 MiB on Hopper, which a plan of
+  // convolutions alone need not hold).
   CudaGraphReplay(std::vector<bool> constant, std::string unsupported, std::shared_ptr<GraphPool> pool = nullptr,
-                  std::vector<bool> produced = {});
+                  std::vector<bool> produced = {}, bool blas = true);
   ~CudaGraphReplay();
 
   // This call's outputs through the graph; nullopt when the caller must run
@@ -124,6 +127,7 @@ class CudaGraphReplay {
   std::unique_ptr<at::cuda::CUDAGraph> graph_;
   std::vector<const void*> last_ptrs_;  // each input's address on the last call
   std::vector<bool> moved_;             // an argument read in place was once found elsewhere (or is produced)
+  bool blas_ = true;                    // the plan may call cuBLAS: workspaces made before a capture
   std::vector<const void*> in_place_;   // the address the graph reads input i at (null: a copy)
   std::vector<at::Tensor> copies_;      // the buffers arguments are copied into (undefined: read in place)
   std::vector<at::Tensor> static_outputs_;  // what the graph writes

@@ -3,16 +3,19 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_strided.h>
+#include <ATen/Context.h>
 #include <ATen/ScalarOps.h>
 #include <ATen/ops/fill.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGraphsC10Utils.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <iterator>
 #include <limits>
 #include <mutex>
 #include <optional>
@@ -636,6 +639,29 @@ at::Tensor Executor::relaid_input(int graph_input, const at::Tensor& t, const ir
   return p.tensor;
 }
 
+namespace {
+
+// Whether an ATen step of `p` may call cuBLAS: any op but those known to run
+// without it (convolutions through cuDNN, pooling, attention's fused
+// kernels...). Kernels never do.
+bool may_call_blas(const codegen::Program& p) {
+  static const char* const kWithoutBlas[] = {
+      "aten::max_pool", "aten::avg_pool", "aten::adaptive_avg_pool", "aten::adaptive_max_pool", "aten::upsample_",
+      "aten::_scaled_dot_product_flash_attention", "aten::_scaled_dot_product_efficient_attention",
+      "aten::embedding", "aten::index", "aten::gather", "aten::scatter", "aten::cat"};
+  const bool cudnn = at::globalContext().userEnabledCuDNN();  // else convolutions may be cuBLAS GEMMs
+  for (const Step& step : p.steps) {
+    if (step.kind != Step::Kind::Fallback && step.kind != Step::Kind::Aten) continue;
+    const std::string& op = p.graph.nodes[step.node].op;
+    const auto is = [&](const char* prefix) { return op.rfind(prefix, 0) == 0; };
+    if (cudnn && is("aten::convolution")) continue;
+    if (std::none_of(std::begin(kWithoutBlas), std::end(kWithoutBlas), is)) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
 void Executor::enable_cuda_graph(std::vector<bool> constant_inputs, std::shared_ptr<GraphPool> pool,
                                  std::vector<bool> produced_inputs) {
   constant_inputs_ = constant_inputs;  // also where no graph is made: prepared inputs (relaid_input)
@@ -648,7 +674,7 @@ void Executor::enable_cuda_graph(std::vector<bool> constant_inputs, std::shared_
   const char* env = std::getenv("DEEPVISOR_CUDA_GRAPHS");
   if (!device_.is_cuda() || (env != nullptr && std::string(env) == "0")) return;
   graph_ = std::make_unique<CudaGraphReplay>(std::move(constant_inputs), why_not_graphable(), std::move(pool),
-                                             std::move(produced_inputs));
+                                             std::move(produced_inputs), may_call_blas(program_));
 }
 
 namespace {

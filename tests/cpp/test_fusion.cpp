@@ -468,3 +468,19 @@ TEST_CASE("a CPU scalar copy the caller gets keeps its device: ATen makes it", "
   auto p = cpu_scalar_copy_in_cuda_plan(true);
   REQUIRE(p.fallback_ops == std::vector<std::string>{"aten::lift_fresh.default"});
 }
+
+TEST_CASE("an edge pad reads a computed input from memory, computed once", "[fusion]") {
+  // exp(x) padded by reflection: inlined, each of the nine regions of a 2-d
+  // pad would compute the exp again for every element.
+  GraphBuilder b;
+  const std::vector<std::int64_t> s{2, 3, 7, 6}, padded{2, 3, 9, 8};
+  const int x = b.input(DType::Float32, s);
+  const int e = b.op("aten::exp.default", {T(x)}, DType::Float32, s);
+  const int p = b.op("aten::reflection_pad2d.default", {T(e), L({1, 1, 1, 1})}, DType::Float32, padded);
+  b.output(p);
+  const auto plan = codegen::compile_graph(b.g);
+  REQUIRE(count_kernel_steps(plan) == 2);
+  int exps = 0;
+  for (const auto& k : plan.kernels) exps += count_ops(k, PrimOp::Exp);
+  CHECK(exps == 1);
+}

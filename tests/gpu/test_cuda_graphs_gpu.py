@@ -346,6 +346,30 @@ def test_a_graph_uses_its_callers_cublas_workspace():
 
 
 @torch.no_grad()
+def test_a_plan_of_convolutions_makes_no_cublas_workspace():
+    """A plan whose ATen steps are cuDNN convolutions calls no cuBLAS: its
+    capture makes no workspace for the caller's stream (32 MiB on Hopper that
+    eager, running the same convolutions, never holds). A stream of its own,
+    which no earlier test gave a workspace."""
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 4, 3, padding=1)).eval().cuda()
+    x = randn(2, 3, 33, 35)
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        want = m(x)
+        torch.cuda.synchronize()
+        g = deepvisor.compile(m)
+        before = torch.cuda.memory_allocated()
+        for _ in range(3):
+            got = g(x)
+        torch.cuda.synchronize()
+        grown = torch.cuda.memory_allocated() - before
+    assert_matches(got, want, TOL)
+    assert deepvisor.stats(g)["cuda_graphs"] == 1
+    assert grown < 4 * 2**20, f"{grown / 2**20:.1f} MB more after a graphed plan of convolutions"
+
+
+@torch.no_grad()
 def test_deberta_is_one_graph_with_no_fallback():
     """DeBERTa's attention span is CPU scalar arithmetic on torch.tensor(...):
     slice bounds and clamp limits, folded at capture time. The CUDA plan has
