@@ -1845,13 +1845,14 @@ void lower_constant_pad(Lowerer& L) {
 // holds (before, after) pairs from the last dim backwards. Along a padded dim
 // of size n, output o reads input k = o - before where 0 <= k < n; before the
 // input it reads the mirror image (-k, reflection) or the first element
-// (replication), after it 2(n-1) - k or the last. Each combination of the
-// three regions over the padded dims is one masked read; the masks are
-// disjoint, so a chain of selects picks the one that holds.
+// (replication), after it 2(n-1) - k or the last. The input coordinate is
+// computed as a value (two selects a padded dim) and read once: one load an
+// element, where a masked read for each combination of regions (9 for a 2-d
+// pad, each with its own index arithmetic) made the kernel compute-bound.
+// The input is read from memory, so the work that makes it runs once.
 void lower_edge_pad(Lowerer& L, bool reflect) {
   const int in = L.tensor_def(0);
   const auto in_sizes = L.def(in).sizes;
-  const DType dtype = L.def(in).dtype;
   const auto& pad = L.arg(1).ints;
   const std::size_t rank = in_sizes.size(), dims = pad.size() / 2;
   if (L.arg(1).kind != Arg::Kind::IntList || pad.size() % 2 != 0 || dims > rank) throw Unsupported("bad padding");
@@ -1859,36 +1860,25 @@ void lower_edge_pad(Lowerer& L, bool reflect) {
     if (pad[2 * j] < 0 || pad[2 * j + 1] < 0 || (reflect && (pad[2 * j] >= in_sizes[rank - 1 - j] ||
                                                             pad[2 * j + 1] >= in_sizes[rank - 1 - j])))
       throw Unsupported("padding that ATen rejects or crops");
-  Body body = [in, in_sizes, dtype, pad, rank, dims, reflect](BodyContext& ctx, const Coords& c) {
+  Body body = [in, in_sizes, pad, rank, dims, reflect](BodyContext& ctx, const Coords& c) {
     auto& kb = ctx.kb();
-    ValueId result = -1;
-    for (std::size_t combo = 0; combo < static_cast<std::size_t>(std::pow(3, dims)); ++combo) {
-      Coords at = c;
-      ValueId mask = kb.int_constant(1, DType::Bool);
-      std::size_t code = combo;
-      for (std::size_t j = 0; j < dims; ++j, code /= 3) {
-        const std::size_t d = rank - 1 - j;
-        const std::int64_t before = pad[2 * j], n = in_sizes[d];
-        const IndexExpr k = c[d] - IndexExpr(before);
-        const int region = static_cast<int>(code % 3);  // 0: before the input, 1: inside, 2: after
-        if (region == 0) at[d] = reflect ? IndexExpr(before) - c[d] : IndexExpr(0);
-        else if (region == 1) at[d] = k;
-        else at[d] = reflect ? IndexExpr(2 * (n - 1) + before) - c[d] : IndexExpr(n - 1);
-        const std::int64_t lo = region == 0 ? std::numeric_limits<std::int64_t>::min() / 4 : region == 1 ? before : before + n;
-        const std::int64_t hi = region == 0 ? before : region == 1 ? before + n : std::numeric_limits<std::int64_t>::max() / 4;
-        mask = and_mask(kb, mask, in_range(kb, c[d], lo, hi));
-      }
-      if (is_bool_constant(kb, mask, false)) continue;
-      const ValueId v = masked_read(ctx, in, dtype, at, mask, 0.0);
-      result = result < 0 ? v : kb.where(mask, v, result);
+    std::vector<std::pair<int, ValueId>> indices;
+    for (std::size_t j = 0; j < dims; ++j) {
+      const std::size_t d = rank - 1 - j;
+      if (pad[2 * j] == 0 && pad[2 * j + 1] == 0) continue;  // the coordinate as it is
+      const std::int64_t n = in_sizes[d];
+      ValueId k = kb.index_value(c[d] - IndexExpr(pad[2 * j]));
+      const DType t = kb.dtype(k);
+      const ValueId below = kb.binary(PrimOp::Lt, k, kb.int_constant(0, t));
+      k = kb.where(below, reflect ? kb.binary(PrimOp::Sub, kb.int_constant(0, t), k) : kb.int_constant(0, t), k);
+      const ValueId above = kb.binary(PrimOp::Ge, k, kb.int_constant(n, t));
+      k = kb.where(above, reflect ? kb.binary(PrimOp::Sub, kb.int_constant(2 * (n - 1), t), k)
+                                  : kb.int_constant(n - 1, t), k);
+      indices.emplace_back(static_cast<int>(d), k);
     }
-    return result;
+    return indices.empty() ? ctx.read(in, c) : ctx.read_indirect(in, c, indices);
   };
   const int d = L.pointwise(L.out_meta().sizes, L.out_meta().dtype, {in}, std::move(body), L.op_name());
-  // Each region reads the input at other coordinates: inlined, the work
-  // that makes it would run once a region for every element (up to 9 times
-  // for a 2-d pad, the exp and log of an ELU among them; only the loads are
-  // masked). In memory, it is computed once and the regions only load it.
   if (std::any_of(pad.begin(), pad.end(), [](std::int64_t p) { return p > 0; })) L.mark_gathered(d, {in});
   L.bind(0, d);
 }

@@ -161,10 +161,25 @@ class GroupEmitter : public BodyContext {
   }
 
   ValueId read_indirect(int d, const Coords& c, int dim, ValueId index) override {
+    check_gathered(d);
+    const Indirect ind{{dim}, index, storage_strides(lg_.defs[d]).at(dim), lg_.defs[d].sizes.at(dim)};
+    return load(d, c, &ind, 0);
+  }
+
+  // One offset in elements, the sum of each index times its dim's stride.
+  ValueId read_indirect(int d, const Coords& c, const std::vector<std::pair<int, ValueId>>& indices) override {
+    if (indices.size() == 1) return read_indirect(d, c, indices[0].first, indices[0].second);
+    check_gathered(d);
     const TensorDef& td = lg_.defs[d];
-    if (computed_.count(d)) throw NotFusable(td.label + " is read at data-dependent points of this kernel");
-    if (!in_memory(d)) throw std::logic_error("scheduler: " + td.label + " is read indirectly but not realized");
-    const Indirect ind{dim, index};
+    const std::vector<std::int64_t> strides = storage_strides(td);
+    Indirect ind{{}, -1, 1, 1};
+    for (auto [dim, index] : indices) {
+      const ir::DType t = kb_.dtype(index);
+      const ValueId term = kb_.binary(ir::PrimOp::Mul, index, kb_.int_constant(strides.at(dim), t));
+      ind.offset = ind.offset < 0 ? term : kb_.binary(ir::PrimOp::Add, ind.offset, term);
+      ind.extent += (td.sizes.at(dim) - 1) * strides.at(dim);
+      ind.dims.push_back(dim);
+    }
     return load(d, c, &ind, 0);
   }
 
@@ -247,10 +262,20 @@ class GroupEmitter : public BodyContext {
   ir::Kernel finish() && { return std::move(kb_).finish(); }
 
  private:
+  // Coordinates `dims` of a load replaced by `offset` x `stride` elements,
+  // the offset in [0, extent).
   struct Indirect {
-    int dim;
-    ValueId index;
+    std::vector<int> dims;
+    ValueId offset;
+    std::int64_t stride;
+    std::int64_t extent;
   };
+
+  void check_gathered(int d) const {
+    const TensorDef& td = lg_.defs[d];
+    if (computed_.count(d)) throw NotFusable(td.label + " is read at data-dependent points of this kernel");
+    if (!in_memory(d)) throw std::logic_error("scheduler: " + td.label + " is read indirectly but not realized");
+  }
 
   // A tensor in memory (an input, a fallback's output, or realized by another group).
   bool in_memory(int d) const {
@@ -258,7 +283,7 @@ class GroupEmitter : public BodyContext {
     return td.kind == TensorDef::Kind::Buffer || (group_of_[d] >= 0 && group_of_[d] != group_);
   }
 
-  // Loads def d at c: coordinate ind->dim given by a value if `ind`, under
+  // Loads def d at c: coordinates ind->dims given by a value if `ind`, under
   // the current mask (with `other` where it is false) if there is one.
   ValueId load(int d, const Coords& c, const Indirect* ind = nullptr, double other = 0) {
     const TensorDef& td = lg_.defs[d];
@@ -276,10 +301,10 @@ class GroupEmitter : public BodyContext {
     ir::LoadOptions options;
     Coords at = c;
     if (ind) {
-      at.at(ind->dim) = 0;
-      options.offset = ind->index;
-      options.offset_stride = strides.at(ind->dim);
-      options.offset_extent = td.sizes.at(ind->dim);
+      for (int dim : ind->dims) at.at(dim) = 0;
+      options.offset = ind->offset;
+      options.offset_stride = ind->stride;
+      options.offset_extent = ind->extent;
     }
     options.mask = mask_;
     options.other = other;

@@ -36,6 +36,9 @@ class BodyContext {
   // is read from memory: it must be listed in TensorDef::gathered of the
   // reading def, so that the scheduler realizes it.
   virtual ir::ValueId read_indirect(int def, const Coords& coords, int dim, ir::ValueId index) = 0;
+  // The same with several coordinates given by values: (dim, index) pairs.
+  virtual ir::ValueId read_indirect(int def, const Coords& coords,
+                                    const std::vector<std::pair<int, ir::ValueId>>& indices) = 0;
 };
 
 using Body = std::function<ir::ValueId(BodyContext&, const Coords&)>;
