@@ -160,7 +160,10 @@ class Lowerer {
   }
   int pointwise(std::vector<std::int64_t> sizes, DType dtype, std::vector<int> deps, Body body, std::string label);
   // An elementwise op over operands broadcast to the output's sizes.
+  // `compute`: the op's common dtype (computed at f16/bf16's compute dtype).
   int elementwise(std::vector<Operand> ops, DType compute, FnN f, DType out_dtype, std::vector<std::int64_t> sizes);
+  // Which of an op's operands are rounded to its f16/bf16 common dtype first.
+  std::vector<bool> rounded_to_common(const std::vector<Operand>& ops, DType common) const;
   int elementwise(std::vector<Operand> ops, DType compute, FnN f) {
     return elementwise(std::move(ops), compute, std::move(f), out_meta().dtype, out_meta().sizes);
   }
@@ -285,16 +288,46 @@ int Lowerer::pointwise(std::vector<std::int64_t> sizes, DType dtype, std::vector
 
 int Lowerer::elementwise(std::vector<Operand> ops, DType compute, FnN f, DType out_dtype,
                          std::vector<std::int64_t> sizes) {
+  const std::vector<bool> rounded = rounded_to_common(ops, compute);
+  const PrimOp round = compute == DType::BFloat16 ? PrimOp::RoundBf16 : PrimOp::RoundF16;
   compute = ir::compute_dtype(compute);
   std::vector<int> deps;
   for (const auto& o : ops)
     if (!o.is_scalar()) deps.push_back(o.def);
-  Body body = [ops, compute, f](BodyContext& ctx, const Coords& c) {
+  Body body = [ops, compute, f, rounded, round](BodyContext& ctx, const Coords& c) {
     std::vector<ValueId> vals;
-    for (const auto& o : ops) vals.push_back(read_operand(ctx, o, c, compute));
+    for (std::size_t i = 0; i < ops.size(); ++i) {
+      const ValueId v = read_operand(ctx, ops[i], c, compute);
+      vals.push_back(rounded[i] ? ctx.kb().unary(round, v) : v);
+    }
     return f(ctx.kb(), vals);
   };
   return pointwise(std::move(sizes), out_dtype, std::move(deps), std::move(body), op_name());
+}
+
+// ATen casts the tensor operands of an op to its common dtype before
+// computing (TensorIterator): where that is f16 or bf16, a float32 0-d tensor
+// or an integer tensor among them is rounded to it first. Not rounded,
+// because ATen reads them at compute precision: a CPU scalar of a GPU op,
+// and on the CPU the 0-d second operand of mul and div (their scalar fast
+// path for reduced floating types). Python numbers never are.
+std::vector<bool> Lowerer::rounded_to_common(const std::vector<Operand>& ops, DType common) const {
+  std::vector<bool> rounded(ops.size(), false);
+  if ((common != DType::BFloat16 && common != DType::Float16) || ops.size() < 2) return rounded;
+  const bool cpu = device_ == "cpu";
+  const std::string& op = op_name();
+  const bool scalar_fast_path = cpu && (op.rfind("aten::mul", 0) == 0 || op.rfind("aten::div", 0) == 0);
+  for (std::size_t i = 0; i < ops.size(); ++i) {
+    if (ops[i].is_scalar() || def(ops[i].def).dtype == common) continue;
+    const bool zero_dim = def(ops[i].def).sizes.empty();
+    if (zero_dim && scalar_fast_path && i == 1) continue;
+    bool cpu_scalar = false;
+    for (std::size_t p = 0; p < node_->args.size(); ++p)
+      if (arg(p).kind == Arg::Kind::Tensor && out_.value_def.at(arg(p).tensor) == ops[i].def)
+        cpu_scalar = !cpu && zero_dim && g_.meta(arg(p).tensor).device == "cpu";
+    rounded[i] = !cpu_scalar;
+  }
+  return rounded;
 }
 
 // The value a reduction over no elements yields.

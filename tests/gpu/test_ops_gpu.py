@@ -399,3 +399,22 @@ def test_cumsum_bf16_keeps_float32_partial_sums():
     want = torch.cumsum(x.float(), -1).to(BF16)
     for _ in range(2):
         assert_matches(g(x), want, lambda dt: (1.6e-2, 1.6e-2))
+
+
+@pytest.mark.parametrize("name", ["add", "sub", "mul", "div", "atan2", "eq", "lt", "remainder", "maximum"])
+@pytest.mark.parametrize("operands", ["x,s", "s,x", "x,c", "c,x", "x,i", "i,x"])
+def test_operands_are_cast_to_a_bf16_common_dtype_as_aten_does_on_the_gpu(name, operands):
+    """On the GPU, ATen casts a float32 0-d CUDA tensor or an int64 tensor in a
+    bf16 op to bf16 before computing; a 0-d CPU tensor (a CPU scalar) it
+    reads at compute precision. (tests/python/test_lowering.py: the CPU's.)"""
+    values = {"x": torch.tensor([-2.171875, 1.0, 3.0, 7.5, -0.3], dtype=BF16, device="cuda"),
+              "s": torch.tensor(-2.1787893772125244, device="cuda"), "c": torch.tensor(-2.1787893772125244),
+              "i": torch.tensor([257, 513, 1025, -3, 4099], device="cuda")}
+    a, b = (values[k] for k in operands.split(","))
+    fn = getattr(torch, name)
+    g = deepvisor.compile(lambda u, v: fn(u, v))
+    want = fn(a, b)
+    for _ in range(3):
+        got = g(a, b)
+    assert got.dtype == want.dtype
+    assert torch.equal(got, want), (got, want)

@@ -7,7 +7,8 @@ A program is Python source: inputs of random shapes (sizes 1 and odd sizes),
 dtypes and layouts (contiguous, transposed, sliced, expanded), constants
 drawn from a seeded generator, then 2 to 30 statements, each one op over
 earlier values: pointwise ops with broadcasting and scalars, reductions,
-softmax, layer norm, views, concatenation, padding, pooling, indexing
+softmax, layer norm, views, concatenation, padding (constant, reflection,
+replication), pooling, indexing
 (index_select, gather, embedding), writes by data (index_put, scatter,
 scatter_add, index_add, index_copy, index_fill), matmuls and 2-d convolutions with epilogues, in-place
 updates of fresh tensors and of their slices, and tensors made from Python
@@ -258,11 +259,15 @@ def op_cat(b):
         return False
     shape, d = b.values[a].shape, b.rng.randrange(b.values[a].dim())
     other = b.pick(lambda t: t.dim() == len(shape) and all(t.shape[i] == shape[i] for i in range(len(shape)) if i != d))
-    how = b.rng.randrange(3)
+    how = b.rng.randrange(4)
     if how == 0:
         return b.try_stmt(f"torch.cat([{a}, {other}], dim={d})")
     if how == 1:
         return b.try_stmt(f"torch.stack([{a}, {a} * 2], dim={d})")
+    if how == 3:  # reflection or replication over the last one or two dims (a batch dim before them optional)
+        padded = b.rng.choice([k for k in (1, 2) if len(shape) in (k + 1, k + 2)] or [0])
+        pads = [b.rng.randint(0, 2) for _ in range(2 * padded)]
+        return padded > 0 and b.try_stmt(f"F.pad({a}, {pads}, mode='{b.rng.choice(['reflect', 'replicate'])}')")
     pads = [b.rng.randint(-1, 2) for _ in range(2 * min(2, len(shape)))]
     return b.try_stmt(f"F.pad({a}, {pads}, value={round(b.rng.uniform(-1, 1), 2)})")
 

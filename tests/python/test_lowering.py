@@ -272,3 +272,26 @@ def test_group_norm_statistics_are_stored_only_when_read():
         assert_matches(tuple(out), tuple(expected[v - 1] for v in outputs), lambda dt: (1e-5, 1e-5))
         stores[len(outputs)] = executor.loop_ir().count("store ")
     assert stores[1] + 2 == stores[3], stores  # mean and rstd: one store each, only when they are outputs
+
+
+_X_BF16 = torch.tensor([-2.171875, 1.0, 3.0, 7.5, -0.3], dtype=torch.bfloat16)
+_S_F32 = torch.tensor(-2.1787893772125244)  # 0-d; -2.171875 in bf16
+_I64 = torch.tensor([257, 513, 1025, -3, 4099])  # 256, 512, 1024, -3, 4096 in bf16
+
+
+@pytest.mark.parametrize("name", ["add", "sub", "mul", "div", "atan2", "eq", "lt", "remainder", "fmod", "maximum"])
+@pytest.mark.parametrize("operands", ["x,s", "s,x", "x,i", "i,x"])
+def test_operands_are_cast_to_a_bf16_common_dtype_as_aten_does(name, operands):
+    """A float32 0-d tensor or an int64 tensor in a bf16 op: ATen casts it to
+    bf16 before computing (x - s with s 0-d gave 0 in eager and -0.0069 in
+    the plan, which a floor then made -1), except on the CPU the 0-d second
+    operand of mul and div (their scalar fast path)."""
+    values = {"x": _X_BF16, "s": _S_F32, "i": _I64}
+    a, b = (values[k] for k in operands.split(","))
+    fn = getattr(torch, name)
+    g = deepvisor.compile(lambda u, v: fn(u, v))
+    want = fn(a, b)
+    for _ in range(2):
+        got = g(a, b)
+    assert got.dtype == want.dtype
+    assert torch.equal(got, want), (got, want)
