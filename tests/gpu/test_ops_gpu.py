@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import deepvisor
-from op_cases import assert_matches, check_compiled, params
+from op_cases import assert_binary_op_bit_exact, assert_matches, check_compiled, params
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -410,11 +410,4 @@ def test_operands_are_cast_to_a_bf16_common_dtype_as_aten_does_on_the_gpu(name, 
     values = {"x": torch.tensor([-2.171875, 1.0, 3.0, 7.5, -0.3], dtype=BF16, device="cuda"),
               "s": torch.tensor(-2.1787893772125244, device="cuda"), "c": torch.tensor(-2.1787893772125244),
               "i": torch.tensor([257, 513, 1025, -3, 4099], device="cuda")}
-    a, b = (values[k] for k in operands.split(","))
-    fn = getattr(torch, name)
-    g = deepvisor.compile(lambda u, v: fn(u, v))
-    want = fn(a, b)
-    for _ in range(3):
-        got = g(a, b)
-    assert got.dtype == want.dtype
-    assert torch.equal(got, want), (got, want)
+    assert_binary_op_bit_exact(name, *(values[k] for k in operands.split(",")), calls=3)

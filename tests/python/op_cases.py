@@ -1403,6 +1403,17 @@ def params(device, filter_dtype=None):
 # Comparison
 
 
+def assert_binary_op_bit_exact(name, a, b, calls=2):
+    """torch.<name>(a, b) compiled gives eager's dtype and bits."""
+    fn = getattr(torch, name)
+    g = deepvisor.compile(lambda u, v: fn(u, v))
+    want = fn(a, b)
+    for _ in range(calls):
+        got = g(a, b)
+    assert got.dtype == want.dtype
+    assert torch.equal(got, want), (got, want)
+
+
 def assert_matches(actual, expected, tolerances, what="output"):
     """Same structure, and tensors of the same dtype, shape and values (NaN
     at the same places). tolerances: dtype -> (rtol, atol)."""
