@@ -418,6 +418,8 @@ def op_python_constant(b):
     if how == 2:
         d = r.randrange(t.dim())
         n = t.shape[d]
+        if n == 0:  # an empty dim: nothing to narrow to
+            return False
         m = r.randint(1, n)
         return b.try_stmt(f"{a}.narrow({d}, int(torch.tensor({n + 3}) - {m + 3}), {m})")
     if how == 3:
