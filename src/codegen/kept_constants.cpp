@@ -23,33 +23,6 @@ std::int64_t slot_bytes(const Slot& slot) {
 
 namespace {
 
-// The slots a step writes: a kernel's written buffers, an ATen step's outputs.
-std::vector<int> written_slots(const Program& p, const Step& step) {
-  std::vector<int> out;
-  if (step.kind == Step::Kind::Kernel) {
-    const ir::Kernel& k = p.kernels[step.kernel];
-    for (std::size_t b = 0; b < step.buffer_slots.size(); ++b)
-      if (k.buffers[b].written) out.push_back(step.buffer_slots[b]);
-    return out;
-  }
-  for (std::size_t v = static_cast<std::size_t>(step.num_fallback_inputs); v < step.value_slots.size(); ++v)
-    if (step.value_slots[v] >= 0) out.push_back(step.value_slots[v]);
-  return out;
-}
-
-std::vector<int> read_slots(const Program& p, const Step& step) {
-  std::vector<int> in;
-  if (step.kind == Step::Kind::Kernel) {
-    const ir::Kernel& k = p.kernels[step.kernel];
-    for (std::size_t b = 0; b < step.buffer_slots.size(); ++b)
-      if (k.buffers[b].read) in.push_back(step.buffer_slots[b]);
-    return in;
-  }
-  for (int v = 0; v < step.num_fallback_inputs && v < static_cast<int>(step.value_slots.size()); ++v)
-    if (step.value_slots[v] >= 0) in.push_back(step.value_slots[v]);
-  return in;
-}
-
 // One allocation the steps make (a slot and the views over it): alive from
 // `first` to `last`, steps inclusive.
 struct Storage {
@@ -73,7 +46,7 @@ Timeline storage_timeline(const Program& p, const std::vector<bool>& constant_st
   std::vector<bool> freed(p.slots.size(), false);
   for (int i = 0; i < steps; ++i) {
     const Step& step = p.steps[i];
-    const std::vector<int> written = written_slots(p, step);
+    const std::vector<int> written = step_slots(p, step, /*written=*/true);
     if (step.kind == Step::Kind::View) {
       const int base = step.value_slots.empty() ? -1 : step.value_slots[0];
       for (int s : written)
@@ -145,7 +118,7 @@ KeptConstants keep_within_eager_memory(const Program& p, const std::vector<bool>
     c.last = std::max(c.last, st.last);
   }
   for (ConstantResult& c : results)
-    for (int s : read_slots(p, p.steps[c.step])) {
+    for (int s : step_slots(p, p.steps[c.step], /*written=*/false)) {
       const int writer = tl.storage[tl.root[s]].constant_step;
       if (writer >= 0 && writer != c.step) c.reads.push_back(result_of_step[writer]);
     }

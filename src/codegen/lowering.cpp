@@ -62,6 +62,7 @@ struct Operand {
   int def = -1;
   std::vector<std::int64_t> sizes;  // tensor operands
   double value = 0;                 // scalar operands
+  bool cpu_scalar = false;          // a 0-d CPU tensor argument of an op on the GPU
   bool is_scalar() const { return def < 0; }
 };
 
@@ -126,7 +127,8 @@ class Lowerer {
     const Arg& a = arg(i);
     if (a.kind == Arg::Kind::Tensor) {
       int d = tensor_def(i);
-      return Operand{d, def(d).sizes, 0};
+      const bool cpu_scalar = def(d).sizes.empty() && device_ != "cpu" && g_.meta(a.tensor).device == "cpu";
+      return Operand{d, def(d).sizes, 0, cpu_scalar};
     }
     if (a.is_number()) return Operand{-1, {}, a.number()};
     throw Unsupported("argument " + std::to_string(i) + " is neither a tensor nor a number");
@@ -320,12 +322,7 @@ std::vector<bool> Lowerer::rounded_to_common(const std::vector<Operand>& ops, DT
   for (std::size_t i = 0; i < ops.size(); ++i) {
     if (ops[i].is_scalar() || def(ops[i].def).dtype == common) continue;
     const bool zero_dim = def(ops[i].def).sizes.empty();
-    if (zero_dim && scalar_fast_path && i == 1) continue;
-    bool cpu_scalar = false;
-    for (std::size_t p = 0; p < node_->args.size(); ++p)
-      if (arg(p).kind == Arg::Kind::Tensor && out_.value_def.at(arg(p).tensor) == ops[i].def)
-        cpu_scalar = !cpu && zero_dim && g_.meta(arg(p).tensor).device == "cpu";
-    rounded[i] = !cpu_scalar;
+    rounded[i] = !ops[i].cpu_scalar && !(zero_dim && scalar_fast_path && i == 1);
   }
   return rounded;
 }

@@ -62,6 +62,23 @@ struct Program {
   std::vector<std::string> notes;         // why things fell back, etc.
 };
 
+// The slots a step writes (`written`: a kernel's written buffers, an ATen
+// step's outputs) or reads (a kernel's read buffers, an ATen step's inputs).
+// An in-place ATen step's output is one of its inputs' slots.
+inline std::vector<int> step_slots(const Program& p, const Step& step, bool written) {
+  std::vector<int> out;
+  if (step.kind == Step::Kind::Kernel) {
+    const ir::Kernel& k = p.kernels[step.kernel];
+    for (std::size_t b = 0; b < step.buffer_slots.size(); ++b)
+      if (written ? k.buffers[b].written : k.buffers[b].read) out.push_back(step.buffer_slots[b]);
+    return out;
+  }
+  for (std::size_t v = 0; v < step.value_slots.size(); ++v)
+    if (step.value_slots[v] >= 0 && (static_cast<int>(v) >= step.num_fallback_inputs) == written)
+      out.push_back(step.value_slots[v]);
+  return out;
+}
+
 struct CompileOptions {
   // Fuse pointwise work into reductions and reductions with their consumers.
   bool fuse = true;

@@ -33,20 +33,11 @@ std::vector<bool> slots_used_after_the_steps(const codegen::Program& p) {
   return used;
 }
 
-// How many steps write each slot. An ATen step whose output is one of its
-// inputs' slots (an in-place op) writes that slot.
+// How many steps write each slot.
 std::vector<int> writers_of_slots(const codegen::Program& p) {
   std::vector<int> writers(p.slots.size(), 0);
-  for (const Step& step : p.steps) {
-    if (step.kind == Step::Kind::Kernel) {
-      const ir::Kernel& k = p.kernels[step.kernel];
-      for (std::size_t b = 0; b < step.buffer_slots.size(); ++b)
-        if (k.buffers[b].written) ++writers[step.buffer_slots[b]];
-      continue;
-    }
-    for (std::size_t v = 0; v < step.value_slots.size(); ++v)
-      if (step.value_slots[v] >= 0 && static_cast<int>(v) >= step.num_fallback_inputs) ++writers[step.value_slots[v]];
-  }
+  for (const Step& step : p.steps)
+    for (int s : codegen::step_slots(p, step, /*written=*/true)) ++writers[s];
   return writers;
 }
 
