@@ -203,7 +203,7 @@ def run_mode(mode, model, args, ref, a):
     if a.ref64 is not None:
         r["rel_err_f64"] = rel_err(got, a.ref64)
     if a.profile and a.device == "cuda":
-        r["profile"] = gpu_profile(fn, args)
+        r["profile"] = gpu_profile(fn, args, top=a.profile_top)
     if mode == "deepvisor":
         s = deepvisor.stats(fn.compiled)
         r["stats"] = {k: s[k] for k in ("graphs", "versions", "kernels", "eager_calls", "eager_reasons",
@@ -319,6 +319,7 @@ def main():
     ap.add_argument("--out", default=None, help="write every figure here as JSON")
     ap.add_argument("--profile", action="store_true",
                     help="CUDA: also profile 5 calls of each mode (GPU kernel time, kernels, the costliest)")
+    ap.add_argument("--profile-top", type=int, default=12, help="kernels listed by --profile")
     ap.add_argument("--table", nargs="+", metavar="JSON",
                     help="print one table of the rows of these --out files (runs cut in parts) and exit")
     a = ap.parse_args()

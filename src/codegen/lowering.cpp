@@ -193,6 +193,14 @@ class Lowerer {
   // (BodyContext::read_indirect): they must be in memory.
   void mark_gathered(int d, std::vector<int> sources) { out_.defs.at(d).gathered = std::move(sources); }
 
+  // The cats lowered so far, by dim and parts (lower_cat).
+  struct LoweredCat {
+    int dim;
+    std::vector<int> parts;
+    int def;
+  };
+  std::vector<LoweredCat>& cats() { return cats_; }
+
   void bind(std::size_t output, int d);
   // Readers of `d` see it rounded to its storage dtype if that is f16/bf16
   // (see TensorDef::rounded).
@@ -240,6 +248,7 @@ class Lowerer {
   std::string device_;              // where the kernels run: the GPU's if any value lives there
   const Node* node_ = nullptr;
   int node_index_ = -1;
+  std::vector<LoweredCat> cats_;
 };
 
 using LowerFn = std::function<void(Lowerer&)>;
@@ -307,12 +316,24 @@ int Lowerer::elementwise(std::vector<Operand> ops, DType compute, FnN f, DType o
   return pointwise(std::move(sizes), out_dtype, std::move(deps), std::move(body), op_name());
 }
 
+// A CUDA kernel of ATen reads a CPU scalar operand as the type its functor
+// takes: the compute type (float) for add, sub and mul, and for a divisor
+// (div multiplies by its reciprocal); the tensor dtype, so rounded, for every
+// other op (comparisons, remainder, atan2, a dividend...). Probed on an H200
+// (tests/gpu/test_ops_gpu.py).
+bool reads_cpu_scalar_unrounded(const std::string& op, std::size_t position) {
+  auto named = [&op](const char* name) { return op.rfind(name, 0) == 0; };
+  if (named("aten::add.") || named("aten::sub.") || named("aten::rsub.") || named("aten::mul.")) return true;
+  return named("aten::div.") && position == 1;
+}
+
 // ATen casts the tensor operands of an op to its common dtype before
 // computing (TensorIterator): where that is f16 or bf16, a float32 0-d tensor
 // or an integer tensor among them is rounded to it first. Not rounded,
-// because ATen reads them at compute precision: a CPU scalar of a GPU op,
-// and on the CPU the 0-d second operand of mul and div (their scalar fast
-// path for reduced floating types). Python numbers never are.
+// because ATen reads them at compute precision: on the CPU, the 0-d second
+// operand of mul and div (their scalar fast path for reduced floating
+// types); on the GPU, a CPU scalar that the op's kernel takes as its compute
+// type (reads_cpu_scalar_unrounded). Python numbers never are.
 std::vector<bool> Lowerer::rounded_to_common(const std::vector<Operand>& ops, DType common) const {
   std::vector<bool> rounded(ops.size(), false);
   if ((common != DType::BFloat16 && common != DType::Float16) || ops.size() < 2) return rounded;
@@ -322,7 +343,7 @@ std::vector<bool> Lowerer::rounded_to_common(const std::vector<Operand>& ops, DT
   for (std::size_t i = 0; i < ops.size(); ++i) {
     if (ops[i].is_scalar() || def(ops[i].def).dtype == common) continue;
     const bool zero_dim = def(ops[i].def).sizes.empty();
-    rounded[i] = !ops[i].cpu_scalar && !(zero_dim && scalar_fast_path && i == 1);
+    rounded[i] = !(ops[i].cpu_scalar && reads_cpu_scalar_unrounded(op, i)) && !(zero_dim && scalar_fast_path && i == 1);
   }
   return rounded;
 }
@@ -1809,24 +1830,52 @@ std::vector<int> list_defs(const Lowerer& L, std::size_t i) {
   return defs;
 }
 
+// The longest cat lowered before, along `dim` and into `dtype`, whose parts
+// are a prefix of `parts` at least two long (-1: none), and that prefix's length.
+std::pair<int, std::size_t> earlier_cat_prefix(Lowerer& L, int dim, DType dtype, const std::vector<int>& parts) {
+  std::pair<int, std::size_t> best{-1, 1};
+  for (const auto& cat : L.cats()) {
+    const std::size_t n = cat.parts.size();
+    if (cat.dim != dim || L.def(cat.def).dtype != dtype || n <= best.second || n >= parts.size()) continue;
+    if (std::equal(cat.parts.begin(), cat.parts.end(), parts.begin())) best = {cat.def, n};
+  }
+  return best;
+}
+
 // cat(tensors, dim). Inputs with no elements (size 0 along dim, or the
-// legacy 1-d empty tensor torch skips) contribute nothing.
+// legacy 1-d empty tensor torch skips) contribute nothing. Each element
+// evaluates one masked read a part: over many parts that is compute-bound.
+// A cat that extends an earlier one (DenseNet's blocks: cat(x, f1, ..., fk)
+// after cat(x, f1, ..., fk-1)) reads that one, realized, as its first part
+// instead, so every cat of the chain reads two parts.
 void lower_cat(Lowerer& L) {
+  constexpr std::size_t kPartsReadDirectly = 3;
   const auto sizes = L.out_meta().sizes;
   if (sizes.empty()) throw Unsupported("cat into a zero-dim tensor");
   const int dim = static_cast<int>(wrap_dim(L.int_arg(1), sizes.size()));
-  std::vector<JoinedPart> parts;
-  std::int64_t offset = 0;
+  std::vector<int> defs;
   for (int d : list_defs(L, 0)) {
     const TensorDef& td = L.def(d);
     if (td.numel() == 0) continue;
     if (td.sizes.size() != sizes.size()) throw Unsupported("cat of tensors of another rank");
-    parts.push_back({d, td.dtype, offset, td.sizes[dim]});
-    offset += td.sizes[dim];
+    defs.push_back(d);
   }
   if (L.out_meta().numel() == 0) return lower_fill(L, 0);  // an empty output
+  const DType out = L.out_meta().dtype;
+  auto [earlier, reused] = defs.size() > kPartsReadDirectly ? earlier_cat_prefix(L, dim, out, defs)
+                                                            : std::pair<int, std::size_t>{-1, 0};
+  std::vector<JoinedPart> parts;
+  std::int64_t offset = 0;
+  for (std::size_t i = earlier >= 0 ? reused - 1 : 0; i < defs.size(); ++i) {
+    const int d = earlier >= 0 && i == reused - 1 ? earlier : defs[i];
+    parts.push_back({d, L.def(d).dtype, offset, L.def(d).sizes[dim]});
+    offset += L.def(d).sizes[dim];
+  }
   if (offset != sizes[dim]) throw Unsupported("cat's inputs do not add up to its output");
-  L.bind(0, join_parts(L, parts, dim, /*stacked=*/false));
+  const int joined = join_parts(L, parts, dim, /*stacked=*/false);
+  if (earlier >= 0) L.mark_gathered(joined, {earlier});  // read from memory
+  L.cats().push_back({dim, defs, joined});
+  L.bind(0, joined);
 }
 
 // stack(tensors, dim): cat of the inputs unsqueezed at dim; input k fills

@@ -419,6 +419,27 @@ TEST_CASE("cat reads every input under its own mask, producers inlined under it"
   CHECK(count_ops(k, PrimOp::Maximum) == 1);  // relu, inlined
 }
 
+TEST_CASE("a cat that extends an earlier cat reads it, realized, as one part", "[fusion][loads]") {
+  // DenseNet's blocks: cat(x, f1, ..., fk) after cat(x, f1, ..., fk-1). Read
+  // directly, the k-th cat would load k+1 parts under masks an element.
+  GraphBuilder b;
+  std::vector<std::int64_t> parts{b.input(DType::Float32, {2, 3, 5})};
+  std::vector<int> relus;
+  std::int64_t channels = 3;
+  for (int k = 0; k < 5; ++k) {
+    parts.push_back(b.input(DType::Float32, {2, 2, 5}));
+    channels += 2;
+    const int c = b.op("aten::cat.default", {ir::Arg::of_tensors(parts), I(1)}, DType::Float32, {2, channels, 5});
+    relus.push_back(b.op("aten::relu.default", {T(c)}, DType::Float32, {2, channels, 5}));
+  }
+  for (int r : relus) b.output(r);
+  const auto plan = codegen::compile_graph(b.g);
+  REQUIRE(plan.fallback_ops.empty());
+  std::size_t most_loads = 0;
+  for (const auto& k : plan.kernels) most_loads = std::max(most_loads, loads_of(k).size());
+  CHECK(most_loads == 3);  // the cat of three parts; each later cat reads the one before and its new part
+}
+
 TEST_CASE("max_pool2d with unread indices is one reduction; a program reading them runs it through ATen",
           "[fusion][loads]") {
   auto graph = [](bool read_indices) {

@@ -401,13 +401,36 @@ def test_cumsum_bf16_keeps_float32_partial_sums():
         assert_matches(g(x), want, lambda dt: (1.6e-2, 1.6e-2))
 
 
-@pytest.mark.parametrize("name", ["add", "sub", "mul", "div", "atan2", "eq", "lt", "remainder", "maximum"])
+@pytest.mark.parametrize("name", ["add", "sub", "mul", "div", "atan2", "eq", "ne", "lt", "ge", "remainder", "fmod",
+                                  "maximum", "minimum"])
 @pytest.mark.parametrize("operands", ["x,s", "s,x", "x,c", "c,x", "x,i", "i,x"])
 def test_operands_are_cast_to_a_bf16_common_dtype_as_aten_does_on_the_gpu(name, operands):
     """On the GPU, ATen casts a float32 0-d CUDA tensor or an int64 tensor in a
-    bf16 op to bf16 before computing; a 0-d CPU tensor (a CPU scalar) it
-    reads at compute precision. (tests/python/test_lowering.py: the CPU's.)"""
+    bf16 op to bf16 before computing. A 0-d CPU tensor (a CPU scalar) its
+    kernel reads as the type the op's functor takes: float for add, sub, mul
+    and a divisor, bf16 (rounded) for the rest. (tests/python/test_lowering.py:
+    the CPU's rules.)"""
     values = {"x": torch.tensor([-2.171875, 1.0, 3.0, 7.5, -0.3], dtype=BF16, device="cuda"),
               "s": torch.tensor(-2.1787893772125244, device="cuda"), "c": torch.tensor(-2.1787893772125244),
               "i": torch.tensor([257, 513, 1025, -3, 4099], device="cuda")}
     assert_binary_op_bit_exact(name, *(values[k] for k in operands.split(",")), calls=3)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, BF16])
+def test_densenet_block_of_cats_channels_last(dtype):
+    """DenseNet's cats (each extends the one before: lower_cat reads that one
+    as a part) over channels-last feature maps of odd sizes."""
+    def block(x, scales):
+        features = [x]
+        for k, s in enumerate(scales):
+            h = torch.relu(torch.cat(features, 1) * 0.75 - 0.1 * k)
+            features.append(torch.tanh(h[:, k:k + 5] * s))
+        return torch.cat(features, 1)
+
+    x = cuda_randn(3, 13, 9, 11, seed=7, dtype=dtype).to(memory_format=torch.channels_last)
+    scales = [cuda_randn(1, 5, 1, 1, seed=8 + k, dtype=dtype) for k in range(9)]
+    g = deepvisor.compile(block)
+    for _ in range(3):
+        got = g(x, scales)
+    assert_matches(got, block(x, scales), gpu_tolerance)
+    assert deepvisor.stats(g)["fallback_ops"] == {}

@@ -1049,6 +1049,9 @@ PADS = [
     ("reflection_pad1d", lambda x: F.pad(x, (3, 1), mode="reflect"), (2, 3, 9), "transposed"),
     ("replication_pad2d", lambda x: F.pad(x, (2, 0, 3, 1), mode="replicate"), (2, 3, 4, 5), "contiguous"),
     ("replication_pad1d", lambda x: F.pad(x, (4, 4), mode="replicate") + 1, (3, 2), "expanded"),
+    ("reflection_pad2d[widest]", lambda x: F.pad(x * 2, (4, 4, 2, 2), mode="reflect"), (2, 3, 3, 5), "contiguous"),
+    ("reflection_pad3d", lambda x: F.pad(x, (1, 1, 2, 0, 1, 1), mode="reflect") - 1, (1, 2, 3, 4, 5), "transposed"),
+    ("replication_pad3d", lambda x: F.pad(x.abs(), (1, 2, 0, 3, 2, 1), mode="replicate"), (2, 2, 1, 4, 3), "sliced"),
 ]
 for _name, _fn, _shape, _layout in PADS:
     case(_name, _fn, one(_shape, "normal", _layout), FLOATS, exact=True)

@@ -223,6 +223,35 @@ def test_padded_concat_of_a_sequence():
     assert deepvisor.stats(g)["fallback_ops"] == {}
 
 
+def dense_block(x, scales, dim=1):
+    """DenseNet's block: each layer reads the cat of every feature so far
+    (batch norm and relu as a scale, shift and clamp) and adds a feature."""
+    features, reads = [x], []
+    for k, s in enumerate(scales):
+        h = torch.relu(torch.cat(features, dim) * 0.75 - 0.1 * k)
+        reads.append(h.amax(dim))
+        features.append(torch.tanh(h.narrow(dim, k, 2) * s))
+    return torch.cat(features, dim), reads
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dim", [1, 3])
+def test_a_chain_of_cats_that_extend_each_other_matches_eager(dtype, dim):
+    # Each cat reads the one before it as a part (lower_cat): values, odd
+    # sizes, a non-contiguous first feature, the channel and the last dim.
+    x = torch.randn(3, 7, 9, 5, generator=gen(13)).to(dtype).transpose(1, 2)
+    scale_shape = [1, 1, 1, 1]
+    scale_shape[dim] = 2
+    scales = [torch.randn(scale_shape, generator=gen(14 + k)).to(dtype) for k in range(6)]
+    fn = lambda x, scales: dense_block(x, scales, dim)  # noqa: E731
+    g = deepvisor.compile(fn)
+    for _ in range(2):
+        got = g(x, scales)
+    tol = (lambda dt: (1e-5, 1e-6)) if dtype == torch.float32 else (lambda dt: (1e-2, 1e-2))
+    assert_matches(got, fn(x, scales), tol)
+    assert deepvisor.stats(g)["fallback_ops"] == {}
+
+
 # -- the CUDA C (written and compiled without a GPU) ----------------------------------------------
 
 
