@@ -7,72 +7,7 @@
 
 namespace dv::codegen {
 
-std::int64_t slot_bytes(const Slot& slot) {
-  std::int64_t elements = 1;
-  if (slot.strides.size() == slot.sizes.size()) {
-    for (std::size_t d = 0; d < slot.sizes.size(); ++d) {
-      if (slot.sizes[d] == 0) return 0;
-      elements += (slot.sizes[d] - 1) * slot.strides[d];
-    }
-  } else {
-    for (std::int64_t n : slot.sizes) elements *= n;
-  }
-  const std::int64_t bytes = elements * ir::dtype_size(slot.dtype);
-  return (bytes + 511) / 512 * 512;
-}
-
 namespace {
-
-// One allocation the steps make (a slot and the views over it): alive from
-// `first` to `last`, steps inclusive.
-struct Storage {
-  int first = -1;
-  int last = -1;
-  std::int64_t bytes = 0;
-  int constant_step = -1;  // the constant step that writes it, or -1
-};
-
-struct Timeline {
-  std::vector<int> root;          // by slot: the slot whose storage it is (a view's base)
-  std::vector<Storage> storage;   // by root slot; first < 0 for graph inputs and unused slots
-};
-
-Timeline storage_timeline(const Program& p, const std::vector<bool>& constant_step) {
-  const int steps = static_cast<int>(p.steps.size());
-  Timeline tl;
-  tl.root.resize(p.slots.size());
-  for (std::size_t s = 0; s < p.slots.size(); ++s) tl.root[s] = static_cast<int>(s);
-  tl.storage.resize(p.slots.size());
-  std::vector<bool> freed(p.slots.size(), false);
-  for (int i = 0; i < steps; ++i) {
-    const Step& step = p.steps[i];
-    const std::vector<int> written = step_slots(p, step, /*written=*/true);
-    if (step.kind == Step::Kind::View) {
-      const int base = step.value_slots.empty() ? -1 : step.value_slots[0];
-      for (int s : written)
-        if (base >= 0) tl.root[s] = tl.root[base];
-    } else {
-      for (int s : written) {
-        const int r = tl.root[s];
-        if (p.slots[r].origin == Slot::Origin::GraphInput || tl.storage[r].first >= 0) continue;
-        tl.storage[r] = {i, i, slot_bytes(p.slots[r]), constant_step[i] ? i : -1};
-      }
-    }
-    for (int f : step.frees) {
-      Storage& st = tl.storage[tl.root[f]];
-      st.last = std::max(st.last, i);
-      freed[f] = true;
-    }
-  }
-  // A slot never freed (a returned value, one written back into an input)
-  // holds its storage to the end.
-  for (std::size_t s = 0; s < p.slots.size(); ++s) {
-    Storage& st = tl.storage[tl.root[s]];
-    const bool made_here = p.slots[s].origin != Slot::Origin::GraphInput;
-    if (st.first >= 0 && made_here && !freed[s]) st.last = steps - 1;
-  }
-  return tl;
-}
 
 // A constant step's results: their bytes and where the steps use them.
 struct ConstantResult {
@@ -96,21 +31,21 @@ void add_over(std::vector<std::int64_t>& at, int first, int last, std::int64_t b
 KeptConstants keep_within_eager_memory(const Program& p, const std::vector<bool>& constant_step,
                                        const std::vector<bool>& eager_holds_to_end) {
   const int steps = static_cast<int>(p.steps.size());
-  const Timeline tl = storage_timeline(p, constant_step);
+  const StorageTimeline tl = storage_timeline(p);
   std::vector<int> result_of_step(steps, -1);
   std::vector<ConstantResult> results;
   std::vector<std::int64_t> live(steps, 0);  // bytes of storage alive at each step, constant results left out
   for (std::size_t r = 0; r < tl.storage.size(); ++r) {
     const Storage& st = tl.storage[r];
     if (st.first < 0) continue;
-    if (st.constant_step < 0) {
+    if (!constant_step[st.first]) {
       add_over(live, st.first, st.last, st.bytes);
       continue;
     }
-    int& index = result_of_step[st.constant_step];
+    int& index = result_of_step[st.first];
     if (index < 0) {
       index = static_cast<int>(results.size());
-      results.push_back({st.constant_step, 0, st.first, st.last, {}});
+      results.push_back({st.first, 0, st.first, st.last, {}});
     }
     ConstantResult& c = results[index];
     c.bytes += st.bytes;
@@ -119,8 +54,8 @@ KeptConstants keep_within_eager_memory(const Program& p, const std::vector<bool>
   }
   for (ConstantResult& c : results)
     for (int s : step_slots(p, p.steps[c.step], /*written=*/false)) {
-      const int writer = tl.storage[tl.root[s]].constant_step;
-      if (writer >= 0 && writer != c.step) c.reads.push_back(result_of_step[writer]);
+      const int writer = tl.storage[tl.root[s]].first;
+      if (writer >= 0 && constant_step[writer] && writer != c.step) c.reads.push_back(result_of_step[writer]);
     }
 
   KeptConstants out;

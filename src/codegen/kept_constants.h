@@ -25,12 +25,9 @@
 #include <vector>
 
 #include "codegen/program.h"
+#include "codegen/slot_lifetimes.h"
 
 namespace dv::codegen {
-
-// Bytes of a slot's storage as the allocator hands it out: its largest
-// element offset + 1, times the element size, rounded up to 512.
-std::int64_t slot_bytes(const Slot& slot);
 
 struct KeptConstants {
   std::vector<bool> kept;               // by step: a constant step whose results are kept

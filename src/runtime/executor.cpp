@@ -31,6 +31,7 @@
 #include "runtime/host_kernels.h"
 #include "runtime/interpreter.h"
 #include "runtime/kernel_compiler.h"
+#include "runtime/log.h"
 #include "runtime/scalar_type.h"
 
 namespace dv::runtime {
@@ -791,6 +792,47 @@ void Executor::refresh_constants(const std::vector<at::Tensor>& inputs) {
   constant_kernel_runs_ += static_cast<std::int64_t>(constants_->steps());
 }
 
+// Slots whose storage stays out of the arena besides the outputs: the kept
+// constants (made outside it, kept between calls), and the inputs of an ATen
+// op that may return a view of them (the view would outlive the storage's
+// planned lifetime).
+std::vector<bool> Executor::outside_arena() const {
+  std::vector<bool> out(program_.slots.size(), false);
+  if (constants_)
+    for (int s : constants_->slots()) out[s] = true;
+  for (std::size_t i = 0; i < program_.steps.size(); ++i) {
+    const Step& step = program_.steps[i];
+    if (step.kind == Step::Kind::Kernel || step.kind == Step::Kind::View) continue;  // views: storage_timeline
+    const auto& returns = cuda_->fallback_ops[i]->schema().returns();
+    if (std::none_of(returns.begin(), returns.end(), [](const c10::Argument& r) { return r.alias_info() != nullptr; }))
+      continue;
+    for (int v = 0; v < step.num_fallback_inputs; ++v) out[step.value_slots[v]] = true;
+  }
+  return out;
+}
+
+const codegen::ArenaPlan& Executor::arena_plan() {
+  std::call_once(arena_once_, [this] {
+    const char* env = std::getenv("DEEPVISOR_ARENA");
+    if (env != nullptr && std::string(env) == "0") return;
+    arena_ = codegen::plan_arena(program_, outside_arena());
+    log_event("decisions", "arena: " + std::to_string(arena_.bytes) + " bytes for intermediates whose peak is " +
+                               std::to_string(arena_.live_peak_bytes));
+  });
+  return arena_;
+}
+
+namespace {
+
+// Slot `slot`'s tensor at `offset` bytes into `block`.
+at::Tensor in_block(const at::Tensor& block, std::int64_t offset, const Slot& slot) {
+  at::Tensor t = at::empty({0}, block.options().dtype(to_scalar_type(slot.dtype)));
+  t.set_(block.storage(), offset / static_cast<std::int64_t>(t.element_size()), slot.sizes, slot.strides);
+  return t;
+}
+
+}  // namespace
+
 std::vector<at::Tensor> Executor::run_steps(const std::vector<at::Tensor>& inputs, std::int64_t& launches) {
   std::vector<at::Tensor> slots(program_.slots.size());
   std::vector<std::pair<std::size_t, at::Tensor>> relaid = bind_inputs(inputs, slots);
@@ -802,10 +844,13 @@ std::vector<at::Tensor> Executor::run_steps(const std::vector<at::Tensor>& input
   std::optional<c10::cuda::CUDAGuard> guard;
   if (device.is_cuda()) guard.emplace(device.index());
   prepare_kernels();
+  const codegen::ArenaPlan& arena = arena_plan();
+  const at::Tensor block =
+      arena.bytes > 0 ? at::empty({arena.bytes}, at::TensorOptions().dtype(at::kByte).device(device)) : at::Tensor();
   for (std::size_t i = 0; i < program_.steps.size(); ++i) {
     const Step& step = program_.steps[i];
     const bool kept = constants_ && constants_->is_constant(i);  // its results are kept (refresh_constants)
-    if (!kept && step.kind == Step::Kind::Kernel) run_kernel(step, slots, device, launches);
+    if (!kept && step.kind == Step::Kind::Kernel) run_kernel(step, slots, device, launches, block.defined() ? &block : nullptr);
     else if (!kept) run_fallback(step, slots);
     for (int f : step.frees) slots[f].reset();
   }
@@ -838,7 +883,7 @@ std::vector<at::Tensor> Executor::run_steps(const std::vector<at::Tensor>& input
 }
 
 void Executor::run_kernel(const Step& step, std::vector<at::Tensor>& slots, const at::Device& device,
-                          std::int64_t& launches) {
+                          std::int64_t& launches, const at::Tensor* block) {
   const ir::Kernel& k = program_.kernels[step.kernel];
   std::vector<void*> pointers;
   pointers.reserve(step.buffer_slots.size());
@@ -847,7 +892,10 @@ void Executor::run_kernel(const Step& step, std::vector<at::Tensor>& slots, cons
     at::Tensor& t = slots[s];
     const Slot& slot = program_.slots[s];
     if (!t.defined()) {
-      t = at::empty_strided(slot.sizes, slot.strides, at::TensorOptions().dtype(to_scalar_type(slot.dtype)).device(device));
+      const std::int64_t offset = block != nullptr ? arena_.offset[s] : -1;
+      t = offset >= 0 ? in_block(*block, offset, slot)
+                      : at::empty_strided(slot.sizes, slot.strides,
+                                          at::TensorOptions().dtype(to_scalar_type(slot.dtype)).device(device));
       if (poison_outputs()) poison(t);
     } else if (device.is_cuda() && !t.is_cuda() && t.dim() == 0) {
       // A CPU scalar in a GPU program (ATen lets 0-d CPU tensors into CUDA

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "codegen/arena_plan.h"
 #include "codegen/cuda_emitter.h"
 #include "codegen/program.h"
 #include "runtime/constant_steps.h"
@@ -113,8 +114,15 @@ class Executor {
   struct CudaKernels;
   struct HostKernels;
   // Adds 1 to `launches` when it launches a CUDA kernel.
+  // `block`: the call's block for the intermediates (arena_plan()), or null:
+  // each result its own allocation.
   void run_kernel(const codegen::Step& step, std::vector<at::Tensor>& slots, const at::Device& device,
-                  std::int64_t& launches);
+                  std::int64_t& launches, const at::Tensor* block = nullptr);
+  // Offsets of the intermediates in one block a call allocates
+  // (codegen/arena_plan.h), planned at the first call, once the kept
+  // constants are chosen. DEEPVISOR_ARENA=0: none.
+  const codegen::ArenaPlan& arena_plan();
+  std::vector<bool> outside_arena() const;
   void run_fallback(const codegen::Step& step, std::vector<at::Tensor>& slots);
   void prepare_cuda(int device_index);
   void prepare_host();
@@ -172,6 +180,8 @@ class Executor {
   std::map<int, PreparedInput> prepared_;
   std::int64_t inputs_prepared_ = 0;
   std::unique_ptr<ConstantSteps> constants_;  // null until enable_cuda_graph, or none kept
+  std::once_flag arena_once_;
+  codegen::ArenaPlan arena_;
   std::atomic<std::int64_t> constant_kernel_runs_{0};
 };
 

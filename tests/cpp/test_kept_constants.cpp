@@ -5,67 +5,17 @@
 
 #include "catch.h"
 #include "codegen/kept_constants.h"
+#include "plan_builder.h"
 
 using namespace dv;
+using dv::test::kMB;
+using dv::test::PlanBuilder;
 using codegen::Program;
 using codegen::Slot;
 using codegen::Step;
 using ir::DType;
 
 namespace {
-
-constexpr std::int64_t kMB = 1 << 20;
-
-// Builds a plan of kernels over 1-d float32 slots, sizes in bytes.
-struct PlanBuilder {
-  Program p;
-  std::vector<bool> constant;
-
-  int slot(Slot::Origin origin, std::int64_t bytes) {
-    Slot s;
-    s.origin = origin;
-    s.sizes = {bytes / 4};
-    s.strides = {1};
-    if (origin == Slot::Origin::GraphInput) s.graph_input = static_cast<int>(p.slots.size());
-    p.slots.push_back(s);
-    return static_cast<int>(p.slots.size()) - 1;
-  }
-  int input(std::int64_t bytes) { return slot(Slot::Origin::GraphInput, bytes); }
-
-  // A kernel reading `reads` and writing a new slot of `bytes`; returns that slot.
-  int kernel(const std::vector<int>& reads, std::int64_t bytes, bool is_constant = false) {
-    ir::Kernel k;
-    Step step;
-    step.kind = Step::Kind::Kernel;
-    step.kernel = static_cast<int>(p.kernels.size());
-    for (int r : reads) {
-      ir::KernelBuffer b;
-      b.read = true;
-      k.buffers.push_back(b);
-      step.buffer_slots.push_back(r);
-    }
-    const int out = slot(Slot::Origin::Kernel, bytes);
-    ir::KernelBuffer w;
-    w.written = true;
-    k.buffers.push_back(w);
-    step.buffer_slots.push_back(out);
-    p.kernels.push_back(k);
-    p.steps.push_back(step);
-    constant.push_back(is_constant);
-    return out;
-  }
-
-  // Frees each intermediate after its last use, as the scheduler does; `out` is returned.
-  void finish(int out) {
-    p.output_slots = {out};
-    std::vector<int> last_use(p.slots.size(), -1);
-    for (std::size_t i = 0; i < p.steps.size(); ++i)
-      for (int s : p.steps[i].buffer_slots) last_use[s] = static_cast<int>(i);
-    for (std::size_t s = 0; s < p.slots.size(); ++s)
-      if (p.slots[s].origin != Slot::Origin::GraphInput && static_cast<int>(s) != out && last_use[s] >= 0)
-        p.steps[last_use[s]].frees.push_back(static_cast<int>(s));
-  }
-};
 
 // x -> a (1 MB) -> b (1 MB) -> small -> out, a small cast w1 read with x
 // early, a 1 MB cast w2 read at the end, when the activations are gone.

@@ -1,0 +1,69 @@
+#include "codegen/arena_plan.h"
+
+#include <algorithm>
+
+#include "codegen/slot_lifetimes.h"
+
+namespace dv::codegen {
+
+namespace {
+
+struct Placed {
+  std::int64_t offset, bytes;
+  int first, last;
+};
+
+bool overlap_in_time(const Storage& s, const Placed& p) { return s.first <= p.last && p.first <= s.last; }
+
+// The lowest offset where `s` fits beside every placed storage alive with it.
+std::int64_t lowest_free_offset(const Storage& s, const std::vector<Placed>& placed) {
+  std::vector<std::pair<std::int64_t, std::int64_t>> taken;  // [begin, end) of those alive with s
+  for (const Placed& p : placed)
+    if (overlap_in_time(s, p)) taken.emplace_back(p.offset, p.offset + p.bytes);
+  std::sort(taken.begin(), taken.end());
+  std::int64_t at = 0;
+  for (const auto& [begin, end] : taken) {
+    if (begin >= at + s.bytes) break;
+    at = std::max(at, end);
+  }
+  return at;
+}
+
+}  // namespace
+
+ArenaPlan plan_arena(const Program& p, const std::vector<bool>& excluded) {
+  const StorageTimeline tl = storage_timeline(p);
+  std::vector<bool> out(p.slots.size(), false);  // by root: stays out of the block
+  for (std::size_t s = 0; s < p.slots.size(); ++s)
+    if (s < excluded.size() && excluded[s]) out[tl.root[s]] = true;
+  for (int s : p.output_slots) out[tl.root[s]] = true;  // they outlive the call
+  std::vector<int> roots;
+  for (std::size_t r = 0; r < p.slots.size(); ++r) {
+    const Storage& st = tl.storage[r];
+    if (out[r] || tl.root[r] != static_cast<int>(r) || st.first < 0 || st.bytes == 0) continue;
+    if (p.slots[r].origin != Slot::Origin::Kernel || p.steps[st.first].kind != Step::Kind::Kernel) continue;
+    roots.push_back(static_cast<int>(r));
+  }
+  // Largest first, then earliest: the big ones set the block's shape.
+  std::sort(roots.begin(), roots.end(), [&](int a, int b) {
+    const Storage &x = tl.storage[a], &y = tl.storage[b];
+    return x.bytes != y.bytes ? x.bytes > y.bytes : x.first < y.first;
+  });
+  ArenaPlan plan;
+  plan.offset.assign(p.slots.size(), -1);
+  std::vector<Placed> placed;
+  for (int r : roots) {
+    const Storage& st = tl.storage[r];
+    const std::int64_t at = lowest_free_offset(st, placed);
+    placed.push_back({at, st.bytes, st.first, st.last});
+    plan.offset[r] = at;
+    plan.bytes = std::max(plan.bytes, at + st.bytes);
+  }
+  std::vector<std::int64_t> live(p.steps.size(), 0);
+  for (const Placed& q : placed)
+    for (int t = q.first; t <= q.last; ++t) live[t] += q.bytes;
+  plan.live_peak_bytes = live.empty() ? 0 : *std::max_element(live.begin(), live.end());
+  return plan;
+}
+
+}  // namespace dv::codegen

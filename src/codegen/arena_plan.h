@@ -1,0 +1,38 @@
+// One block of memory for a plan's intermediates, each at an offset planned
+// from when it is alive.
+//
+// Each kernel result used to be its own allocation from the caching
+// allocator, freed at its last use. A plan's results grow and shrink in
+// ways the allocator cannot foresee (DenseNet's cats, each a few channels
+// wider than the last, never fit the hole the one before left), and inside
+// a CUDA graph's private pool the holes stay reserved: a pool held up to
+// twice eager's activations. With every size and lifetime known when the
+// plan is made, the offsets are packed once (largest first, each at the
+// lowest offset that no storage alive at the same time holds), and a call
+// allocates the block once.
+//
+// Only storage a kernel step writes first goes into the block: a library
+// call's results are the library's allocations. The caller excludes the
+// storage that must outlive the call or that another tensor may alias
+// (kept constants, inputs of an ATen op that returns a view of them); the
+// plan's outputs are never in it.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "codegen/program.h"
+
+namespace dv::codegen {
+
+struct ArenaPlan {
+  std::vector<std::int64_t> offset;  // by slot: byte offset in the block, or -1 (allocated on its own)
+  std::int64_t bytes = 0;            // the block's size
+  std::int64_t live_peak_bytes = 0;  // the most bytes of its storage alive at one step (bytes >= this)
+};
+
+// excluded: by slot, storage that stays out of the block (a view excluded
+// excludes its base).
+ArenaPlan plan_arena(const Program& p, const std::vector<bool>& excluded);
+
+}  // namespace dv::codegen
