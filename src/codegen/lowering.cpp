@@ -204,6 +204,17 @@ class Lowerer {
   void bind(std::size_t output, int d);
   // Readers of `d` see it rounded to its storage dtype if that is f16/bf16
   // (see TensorDef::rounded).
+  // The 16-bit float dtype that holds each value of `d` as eager computes
+  // it, if any (TensorDef::held_by); `mark_held_by` records one for a
+  // float32 def.
+  std::optional<DType> held_by(int d) const {
+    const TensorDef& td = def(d);
+    if (td.dtype == DType::BFloat16 || td.dtype == DType::Float16) return td.dtype;
+    return td.held_by;
+  }
+  void mark_held_by(int d, std::optional<DType> dtype) {
+    if (dtype && out_.defs.at(d).dtype == DType::Float32) out_.defs.at(d).held_by = dtype;
+  }
   void mark_rounded(int d) {
     if (out_.defs.at(d).dtype == DType::Float16 || out_.defs.at(d).dtype == DType::BFloat16) out_.defs.at(d).rounded = true;
   }
@@ -404,7 +415,9 @@ int Lowerer::squeeze_dims(int d, const std::vector<std::int64_t>& dims) {
 
 int Lowerer::view(int input, std::vector<std::int64_t> sizes, std::function<Coords(const Coords&)> map) {
   Body body = [input, map](BodyContext& ctx, const Coords& c) { return ctx.read(input, map(c)); };
-  return pointwise(std::move(sizes), def(input).dtype, {input}, std::move(body), op_name());
+  const int d = pointwise(std::move(sizes), def(input).dtype, {input}, std::move(body), op_name());
+  mark_held_by(d, def(input).held_by);
+  return d;
 }
 
 int Lowerer::scatter(int self, std::vector<std::int64_t> update_sizes, std::vector<int> deps, ScatterBody body,
@@ -1296,6 +1309,7 @@ void lower_copy_from(Lowerer& L, std::size_t src) {
   // both read it rounded, as eager computed it.
   const bool low = from == DType::Float16 || from == DType::BFloat16;
   if (low && L.out_meta().dtype != from) L.round_low_precision_operands();
+  if (low) L.mark_held_by(d, from);  // an upcast (read rounded, above)
   L.bind(0, d);
 }
 
@@ -1815,7 +1829,11 @@ int join_parts(Lowerer& L, const std::vector<JoinedPart>& parts, int dim, bool s
     }
     return value < 0 ? kb.constant(0, compute) : value;
   };
-  return L.pointwise(sizes, out, deps, std::move(body), L.op_name());
+  const int joined = L.pointwise(sizes, out, deps, std::move(body), L.op_name());
+  const std::optional<DType> held = parts.empty() ? std::nullopt : L.held_by(parts[0].def);
+  if (std::all_of(parts.begin(), parts.end(), [&](const JoinedPart& p) { return L.held_by(p.def) == held; }))
+    L.mark_held_by(joined, held);
+  return joined;
 }
 
 // The defs of a tensor-list argument.

@@ -411,6 +411,13 @@ void Scheduler::find_realized() {
     roots_.insert(lg_.defs[d].deps.at(0));
   }
   realize_shared_chains(live);
+  // Realized for kernels alone, a float32 def whose values a 16-bit dtype
+  // holds is stored in it (TensorDef::held_by).
+  for (std::size_t d = 0; d < lg_.defs.size(); ++d) {
+    TensorDef& td = lg_.defs[d];
+    if (realized_[d] && td.kind == TensorDef::Kind::Pointwise && td.held_by && !roots_.count(static_cast<int>(d)))
+      td.dtype = *td.held_by;
+  }
 }
 
 // A pointwise def read by several defs is inlined into each of them. That

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -84,6 +85,12 @@ struct TensorDef {
   // eager rounds). Fused chains otherwise stay in float32; a reader in the
   // same kernel rounds it in registers (PrimOp::RoundBf16 / RoundF16).
   bool rounded = false;
+  // Pointwise float32 defs only: a 16-bit float dtype that holds each of its
+  // values as eager computes them (an upcast of a bf16 tensor, moved by
+  // views or joined by cat: autocast runs upsampling in float32 on bf16
+  // activations). Where only kernels read it, the scheduler stores it in
+  // that dtype: half the bytes, the same values.
+  std::optional<ir::DType> held_by;
 
   // Reduction only. The body yields values in compute_dtype(dtype); the
   // reduction runs in that type.

@@ -505,3 +505,29 @@ TEST_CASE("an edge pad reads a computed input from memory, computed once", "[fus
   for (const auto& k : plan.kernels) exps += count_ops(k, PrimOp::Exp);
   CHECK(exps == 1);
 }
+
+TEST_CASE("a float32 cat of bf16 values that only kernels read is stored in bf16", "[fusion][dtype]") {
+  // Autocast upsamples in float32: bf16 activations cast up, joined by cat,
+  // then padded by reflection, which reads the cat from memory. Its values
+  // are bf16's, so it is stored in bf16; where a library call reads it (an
+  // output here), it stays float32.
+  for (const bool returned : {false, true}) {
+    GraphBuilder b;
+    const int x = b.input(DType::BFloat16, {2, 3, 5, 4}), skip = b.input(DType::BFloat16, {2, 2, 5, 4});
+    const int xf = b.op("aten::_to_copy.default", {T(x)}, DType::Float32, {2, 3, 5, 4});
+    const int sf = b.op("aten::_to_copy.default", {T(skip)}, DType::Float32, {2, 2, 5, 4});
+    const int c = b.op("aten::cat.default", {ir::Arg::of_tensors({xf, sf}), I(1)}, DType::Float32, {2, 5, 5, 4});
+    const int p = b.op("aten::reflection_pad2d.default", {T(c), L({1, 1, 1, 1})}, DType::Float32, {2, 5, 7, 6});
+    b.output(b.op("aten::_to_copy.default", {T(p)}, DType::BFloat16, {2, 5, 7, 6}));
+    if (returned) b.output(c);
+    const auto plan = codegen::compile_graph(b.g);
+    REQUIRE(plan.fallback_ops.empty());
+    int cat_slots = 0;
+    for (const auto& s : plan.slots) {
+      if (s.origin != codegen::Slot::Origin::Kernel || s.sizes != std::vector<std::int64_t>{2, 5, 5, 4}) continue;
+      ++cat_slots;
+      CHECK(s.dtype == (returned ? DType::Float32 : DType::BFloat16));
+    }
+    CHECK(cat_slots == 1);
+  }
+}

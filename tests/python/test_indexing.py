@@ -252,6 +252,24 @@ def test_a_chain_of_cats_that_extend_each_other_matches_eager(dtype, dim):
     assert deepvisor.stats(g)["fallback_ops"] == {}
 
 
+def test_a_float32_cat_of_bf16_values_read_by_a_pad_matches_eager_exactly():
+    # MonoDepth's decoder under autocast: bf16 activations upsampled in
+    # float32, joined with a bf16 skip, padded by reflection. The cat, read
+    # from memory by the pad, is stored in bf16 (its values are bf16's).
+    def decoder_step(x, skip):
+        u = F.interpolate(F.elu(x).float(), scale_factor=2, mode="nearest")
+        c = torch.cat([u, skip.float()], 1)
+        return F.pad(c, (1, 1, 1, 1), mode="reflect").to(torch.bfloat16) * 2, c.amax(1)
+
+    x = torch.randn(2, 3, 5, 4, generator=gen(30)).bfloat16()
+    skip = torch.randn(2, 2, 10, 8, generator=gen(31)).bfloat16().transpose(2, 3).contiguous().transpose(2, 3)
+    g = deepvisor.compile(decoder_step)
+    for _ in range(2):
+        got = g(x, skip)
+    assert_matches(got, decoder_step(x, skip), exact)
+    assert deepvisor.stats(g)["fallback_ops"] == {}
+
+
 # -- the CUDA C (written and compiled without a GPU) ----------------------------------------------
 
 
