@@ -59,10 +59,18 @@ ArenaPlan plan_arena(const Program& p, const std::vector<bool>& excluded) {
     plan.offset[r] = at;
     plan.bytes = std::max(plan.bytes, at + st.bytes);
   }
-  std::vector<std::int64_t> live(p.steps.size(), 0);
-  for (const Placed& q : placed)
-    for (int t = q.first; t <= q.last; ++t) live[t] += q.bytes;
-  plan.live_peak_bytes = live.empty() ? 0 : *std::max_element(live.begin(), live.end());
+  std::vector<std::int64_t> in_block(p.steps.size(), 0), others(p.steps.size(), 0);
+  for (std::size_t r = 0; r < p.slots.size(); ++r) {
+    const Storage& st = tl.storage[r];
+    if (tl.root[r] != static_cast<int>(r) || st.first < 0) continue;
+    auto& live = plan.offset[r] >= 0 ? in_block : others;
+    for (int t = st.first; t <= st.last; ++t) live[t] += st.bytes;
+  }
+  for (std::size_t t = 0; t < p.steps.size(); ++t) {
+    plan.live_peak_bytes = std::max(plan.live_peak_bytes, in_block[t]);
+    plan.others_peak_bytes = std::max(plan.others_peak_bytes, others[t]);
+    plan.together_peak_bytes = std::max(plan.together_peak_bytes, in_block[t] + others[t]);
+  }
   return plan;
 }
 

@@ -29,6 +29,14 @@ struct ArenaPlan {
   std::vector<std::int64_t> offset;  // by slot: byte offset in the block, or -1 (allocated on its own)
   std::int64_t bytes = 0;            // the block's size
   std::int64_t live_peak_bytes = 0;  // the most bytes of its storage alive at one step (bytes >= this)
+  // Peaks of the other storage the steps make (library results...), and of
+  // all of it, the block's included: the best any packing could do. The
+  // block holds its bytes for the whole call beside the other storage, so
+  // where library results peak apart from the kernels' (ResNet's
+  // convolutions) the two peaks add up; the allocator's holes are not
+  // modelled, so these say what the block costs at most, not whether it pays.
+  std::int64_t others_peak_bytes = 0;
+  std::int64_t together_peak_bytes = 0;
 };
 
 // excluded: by slot, storage that stays out of the block (a view excluded

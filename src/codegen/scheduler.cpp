@@ -17,6 +17,7 @@
 
 #include "codegen/common_casts.h"
 #include "codegen/library_bias.h"
+#include "codegen/arena_plan.h"
 #include "codegen/program.h"
 #include "codegen/tensor_def.h"
 
@@ -721,6 +722,10 @@ std::string describe(const Program& p) {
   os << "outputs:";
   for (int s : p.output_slots) os << " s" << s;
   os << "\n";
+  // (The runtime also leaves out kept constants and inputs of ATen views.)
+  const ArenaPlan arena = plan_arena(p, {});
+  os << "arena: " << arena.bytes << " bytes, beside " << arena.others_peak_bytes << " of other storage at its peak; "
+     << arena.together_peak_bytes << " together\n";
   for (const auto& n : p.notes) os << "fallback: " << n << "\n";
   return os.str();
 }

@@ -817,7 +817,9 @@ const codegen::ArenaPlan& Executor::arena_plan() {
     if (env != nullptr && std::string(env) == "0") return;
     arena_ = codegen::plan_arena(program_, outside_arena());
     log_event("decisions", "arena: " + std::to_string(arena_.bytes) + " bytes for intermediates whose peak is " +
-                               std::to_string(arena_.live_peak_bytes));
+                               std::to_string(arena_.live_peak_bytes) + ", beside " +
+                               std::to_string(arena_.others_peak_bytes) + " of other storage at its peak; " +
+                               std::to_string(arena_.together_peak_bytes) + " together");
   });
   return arena_;
 }

@@ -48,6 +48,8 @@ TEST_CASE("a chain of growing results packs into its live peak", "[arena]") {
   CHECK(plan.live_peak_bytes == (kMB + 7 * kMB / 4) + (kMB + 6 * kMB / 4));
   CHECK(plan.bytes == plan.live_peak_bytes);
   CHECK(plan.offset[out] < 0);  // returned: outlives the call
+  CHECK(plan.others_peak_bytes == 4096);  // the output, beside the last of the chain
+  CHECK(plan.together_peak_bytes == plan.live_peak_bytes);
   CHECK(plan.offset[0] < 0);    // a graph input
 }
 
