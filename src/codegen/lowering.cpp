@@ -202,8 +202,6 @@ class Lowerer {
   std::vector<LoweredCat>& cats() { return cats_; }
 
   void bind(std::size_t output, int d);
-  // Readers of `d` see it rounded to its storage dtype if that is f16/bf16
-  // (see TensorDef::rounded).
   // The 16-bit float dtype that holds each value of `d` as eager computes
   // it, if any (TensorDef::held_by); `mark_held_by` records one for a
   // float32 def.
@@ -215,6 +213,8 @@ class Lowerer {
   void mark_held_by(int d, std::optional<DType> dtype) {
     if (dtype && out_.defs.at(d).dtype == DType::Float32) out_.defs.at(d).held_by = dtype;
   }
+  // Readers of `d` see it rounded to its storage dtype if that is f16/bf16
+  // (see TensorDef::rounded).
   void mark_rounded(int d) {
     if (out_.defs.at(d).dtype == DType::Float16 || out_.defs.at(d).dtype == DType::BFloat16) out_.defs.at(d).rounded = true;
   }

@@ -15,9 +15,9 @@
 #include <tuple>
 #include <unordered_map>
 
+#include "codegen/arena_plan.h"
 #include "codegen/common_casts.h"
 #include "codegen/library_bias.h"
-#include "codegen/arena_plan.h"
 #include "codegen/program.h"
 #include "codegen/tensor_def.h"
 
