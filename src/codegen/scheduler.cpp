@@ -331,6 +331,48 @@ class GroupEmitter : public BodyContext {
   std::vector<int> buffer_defs_;
 };
 
+// The transcendental work (exp, log, tanh, erf, sin, cos, pow, sqrt and
+// divisions) of def `d`'s own body, counted in a scratch kernel where every
+// read is a constant.
+class WorkCounter final : public BodyContext {
+ public:
+  explicit WorkCounter(const LoweredGraph& lg) : lg_(lg), kb_("work", 1, 1) {}
+
+  int count(int d) {
+    const TensorDef& td = lg_.defs[d];
+    td.body(*this, ir::unflatten_index(kb_.x(), td.sizes));
+    int n = 0;
+    for (const ir::Instr& i : std::move(kb_).finish().body) n += expensive(i.op);
+    return n;
+  }
+
+  ir::KernelBuilder& kb() override { return kb_; }
+  ValueId read(int d, const Coords&) override {
+    const ir::DType t = ir::compute_dtype(lg_.defs[d].dtype);
+    return ir::is_floating(t) ? kb_.constant(1.0, t) : kb_.int_constant(1, t);
+  }
+  ValueId read_masked(int d, const Coords& c, ValueId, double) override { return read(d, c); }
+  ValueId read_indirect(int d, const Coords& c, int, ValueId) override { return read(d, c); }
+  ValueId read_indirect(int d, const Coords& c, const std::vector<std::pair<int, ValueId>>&) override {
+    return read(d, c);
+  }
+
+ private:
+  static bool expensive(ir::PrimOp op) {
+    switch (op) {
+      case ir::PrimOp::Exp: case ir::PrimOp::Exp2: case ir::PrimOp::Log: case ir::PrimOp::Log1p: case ir::PrimOp::Tanh:
+      case ir::PrimOp::Erf: case ir::PrimOp::Sin: case ir::PrimOp::Cos: case ir::PrimOp::Pow: case ir::PrimOp::Sqrt:
+      case ir::PrimOp::Rsqrt: case ir::PrimOp::Div:
+        return true;
+      default:
+        return false;
+    }
+  }
+
+  const LoweredGraph& lg_;
+  ir::KernelBuilder kb_;
+};
+
 struct Group {
   Layout layout;
   std::vector<int> members;
@@ -353,6 +395,7 @@ class Scheduler {
  private:
   void find_realized();
   void realize_shared_chains(const std::vector<bool>& live);
+  void realize_repeated_work();
   std::set<int> realized_deps(int d) const;
   int position_of(int d) const;
   void assign(int d);
@@ -412,6 +455,7 @@ void Scheduler::find_realized() {
     roots_.insert(lg_.defs[d].deps.at(0));
   }
   realize_shared_chains(live);
+  realize_repeated_work();
   // Realized for kernels alone, a float32 def whose values a 16-bit dtype
   // holds is stored in it (TensorDef::held_by).
   for (std::size_t d = 0; d < lg_.defs.size(); ++d) {
@@ -437,6 +481,37 @@ void Scheduler::realize_shared_chains(const std::vector<bool>& live) {
     const TensorDef& td = lg_.defs[d];
     if (!live[d] || realized_[d] || td.kind != TensorDef::Kind::Pointwise || readers[d] < 2) continue;
     if (realized_deps(static_cast<int>(d)).size() >= kSharedChainLoads) realized_[d] = true;
+  }
+}
+
+// An inlined def is computed once for each element of the kernel that
+// reads it: where that kernel has several times its elements (nearest
+// upsampling repeats each element, a cat computes every part's value for
+// each of its elements), its work repeats. MonoDepth's decoder computed its
+// ELU (exp, log, a division) twelve times an element so. A def whose own
+// body has transcendental work, read by a realized def with kRepeats times
+// its elements, is realized where it is large enough for a kernel of its
+// own to pay.
+void Scheduler::realize_repeated_work() {
+  constexpr std::int64_t kRepeats = 2, kMinElements = std::int64_t{1} << 16;
+  constexpr int kMinExpensiveOps = 2;
+  for (std::size_t r = lg_.defs.size(); r-- > 0;) {
+    const TensorDef& reader = lg_.defs[r];
+    if (!realized_[r] || reader.kind != TensorDef::Kind::Pointwise) continue;
+    std::set<int> seen;
+    std::vector<int> stack(reader.deps.begin(), reader.deps.end());
+    while (!stack.empty()) {
+      const int d = stack.back();
+      stack.pop_back();
+      const TensorDef& td = lg_.defs[d];
+      if (!seen.insert(d).second || realized_[d] || td.kind != TensorDef::Kind::Pointwise) continue;
+      if (td.numel() >= kMinElements && reader.numel() >= kRepeats * td.numel() &&
+          WorkCounter(lg_).count(d) >= kMinExpensiveOps) {
+        realized_[d] = true;
+        continue;
+      }
+      stack.insert(stack.end(), td.deps.begin(), td.deps.end());
+    }
   }
 }
 

@@ -531,3 +531,31 @@ TEST_CASE("a float32 cat of bf16 values that only kernels read is stored in bf16
     CHECK(cat_slots == 1);
   }
 }
+
+TEST_CASE("transcendental work that a larger kernel would repeat is computed once", "[fusion]") {
+  // MonoDepth's decoder: ELU, nearest upsampling, cat. Inlined, the ELU
+  // (exp, log, a division) runs for each element of the cat: 4 times per
+  // element through the upsampling, and again where the cat takes the skip.
+  for (const std::int64_t side : {64, 8}) {  // 8: too small for a kernel of its own to pay
+    GraphBuilder b;
+    const std::vector<std::int64_t> s{1, 16, side, side}, up{1, 16, 2 * side, 2 * side};
+    const int x = b.input(DType::Float32, s), skip = b.input(DType::Float32, {1, 8, 2 * side, 2 * side});
+    const int e = b.op("aten::elu.default", {T(x), F(1.0), F(1.0), F(1.0)}, DType::Float32, s);
+    const int u = b.op("aten::upsample_nearest2d.default", {T(e), L({2 * side, 2 * side}), F(2.0), F(2.0)},
+                       DType::Float32, up);
+    b.output(b.op("aten::cat.default", {ir::Arg::of_tensors({u, skip}), I(1)}, DType::Float32,
+                  {1, 24, 2 * side, 2 * side}));
+    const auto plan = codegen::compile_graph(b.g);
+    REQUIRE(plan.fallback_ops.empty());
+    int exps = 0;
+    for (const auto& k : plan.kernels) exps += count_ops(k, PrimOp::Exp);
+    CHECK(exps == 1);
+    if (side == 64) {
+      REQUIRE(plan.kernels.size() == 2);
+      CHECK(plan.kernels[0].xnumel == 16 * 64 * 64);  // the ELU, once an element
+      CHECK(count_ops(plan.kernels[1], PrimOp::Exp) == 0);
+    } else {
+      CHECK(plan.kernels.size() == 1);
+    }
+  }
+}
