@@ -336,10 +336,12 @@ class GroupEmitter : public BodyContext {
 // read is a constant.
 class WorkCounter final : public BodyContext {
  public:
-  explicit WorkCounter(const LoweredGraph& lg) : lg_(lg), kb_("work", 1, 1) {}
+  // `d`: the def to count; its points are the scratch kernel's.
+  WorkCounter(const LoweredGraph& lg, int d)
+      : lg_(lg), d_(d), kb_("work", std::max<std::int64_t>(lg.defs[d].numel(), 2), 1) {}
 
-  int count(int d) {
-    const TensorDef& td = lg_.defs[d];
+  int count() {
+    const TensorDef& td = lg_.defs[d_];
     td.body(*this, ir::unflatten_index(kb_.x(), td.sizes));
     int n = 0;
     for (const ir::Instr& i : std::move(kb_).finish().body) n += expensive(i.op);
@@ -370,6 +372,7 @@ class WorkCounter final : public BodyContext {
   }
 
   const LoweredGraph& lg_;
+  int d_;
   ir::KernelBuilder kb_;
 };
 
@@ -506,7 +509,7 @@ void Scheduler::realize_repeated_work() {
       const TensorDef& td = lg_.defs[d];
       if (!seen.insert(d).second || realized_[d] || td.kind != TensorDef::Kind::Pointwise) continue;
       if (td.numel() >= kMinElements && reader.numel() >= kRepeats * td.numel() &&
-          WorkCounter(lg_).count(d) >= kMinExpensiveOps) {
+          WorkCounter(lg_, d).count() >= kMinExpensiveOps) {
         realized_[d] = true;
         continue;
       }
