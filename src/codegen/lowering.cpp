@@ -1882,10 +1882,14 @@ void lower_cat(Lowerer& L) {
   const DType out = L.out_meta().dtype;
   auto [earlier, reused] = defs.size() > kPartsReadDirectly ? earlier_cat_prefix(L, dim, out, defs)
                                                             : std::pair<int, std::size_t>{-1, 0};
+  std::vector<int> read = defs;  // the earlier cat in place of the inputs it joined
+  if (earlier >= 0) {
+    read.erase(read.begin(), read.begin() + static_cast<std::ptrdiff_t>(reused));
+    read.insert(read.begin(), earlier);
+  }
   std::vector<JoinedPart> parts;
   std::int64_t offset = 0;
-  for (std::size_t i = earlier >= 0 ? reused - 1 : 0; i < defs.size(); ++i) {
-    const int d = earlier >= 0 && i == reused - 1 ? earlier : defs[i];
+  for (int d : read) {
     parts.push_back({d, L.def(d).dtype, offset, L.def(d).sizes[dim]});
     offset += L.def(d).sizes[dim];
   }
