@@ -173,6 +173,18 @@ def private_pools():
     return pools
 
 
+def pool_segments(pools_before):
+    """The segments of the graph pools made since `pools_before`: (reserved MB, allocated MB, sizes in MB of
+    the blocks allocated in it), largest first: what a pool holds beyond its plan's own storage."""
+    segs = []
+    for seg in torch.cuda.memory_snapshot():
+        pool = tuple(seg.get("segment_pool_id") or (0, 0))
+        if pool != (0, 0) and pool not in pools_before:
+            blocks = [round(b["size"] / 2**20, 2) for b in seg["blocks"] if b["state"] == "active_allocated"]
+            segs.append((round(seg["total_size"] / 2**20, 2), round(seg["allocated_size"] / 2**20, 2), blocks))
+    return sorted(segs, reverse=True)
+
+
 def run_mode(mode, model, args, ref, a):
     fn = make_fn(mode, model, a.region)
     r = {}
@@ -198,6 +210,7 @@ def run_mode(mode, model, args, ref, a):
                         if pool not in pools_before)
         r["graph_pool_free_mb"] = pool_free / 2**20
         r["peak_mem_mb"] = r["peak_mem_allocated_mb"] + r["graph_pool_free_mb"]
+        r["graph_pool_segments"] = pool_segments(pools_before)
     got = output_tensor(out).detach().float()
     r["max_rel_err"] = rel_err(got, ref)
     if a.ref64 is not None:
@@ -208,7 +221,8 @@ def run_mode(mode, model, args, ref, a):
         s = deepvisor.stats(fn.compiled)
         r["stats"] = {k: s[k] for k in ("graphs", "versions", "kernels", "eager_calls", "eager_reasons",
                                         "extern_ops", "fallback_ops", "nvrtc_compiles", "cuda_graphs", "constant_kernels",
-                                        "constant_kernels_not_kept") if k in s}
+                                        "constant_kernels_not_kept", "library_results_in_block",
+                                        "library_results_beside_block") if k in s}
     return r
 
 

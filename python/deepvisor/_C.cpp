@@ -93,6 +93,8 @@ py::dict executor_stats(const Executor& e) {
   d["constant_kernels"] = s.constant_kernels;
   d["constant_kernel_runs"] = s.constant_kernel_runs;
   d["constant_kernels_not_kept"] = s.constant_kernels_not_kept;
+  d["library_results_in_block"] = s.library_results_in_block;
+  d["library_results_beside_block"] = s.library_results_beside_block;
   d["cpu_compiled_kernels"] = s.cpu_compiled_kernels;
   d["cpu_interpreted_kernels"] = s.cpu_interpreted_kernels;
   py::list interpreted;

@@ -75,6 +75,10 @@ def stats(compiled):
     they ran) and constant_kernels_not_kept (such kernels run on every call
     instead, where keeping their results would lift the plan's peak memory
     above eager's; DEEPVISOR_WEIGHT_COPIES=all keeps every one);
+    library_results_in_block (runs of a convolution or matmul that wrote its
+    result into the call's one block of intermediates, at a planned offset)
+    and library_results_beside_block (runs planned there that allocated
+    their result instead: ATen chose another convolution backend or layout);
     capture_s and compile_s (host seconds in captures and in building executors,
     kernels compiled by NVRTC at their first run not included);
     for plans on CPU tensors, once a plan ran: cpu_compiled_kernels (kernels

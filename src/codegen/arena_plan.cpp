@@ -29,9 +29,43 @@ std::int64_t lowest_free_offset(const Storage& s, const std::vector<Placed>& pla
   return at;
 }
 
+// Whether the step that first writes root slot `r` can write into the block.
+bool written_into_block(const Program& p, int r, int first, const std::vector<LibraryInto>& writes_into) {
+  const Slot::Origin origin = p.slots[r].origin;
+  if (p.steps[first].kind == Step::Kind::Kernel) return origin == Slot::Origin::Kernel;
+  return origin == Slot::Origin::Fallback && static_cast<std::size_t>(first) < writes_into.size() &&
+         writes_into[first] != LibraryInto::None;
+}
+
+bool on_gpu(const Program& p) {
+  return std::any_of(p.graph.values.begin(), p.graph.values.end(),
+                     [](const ir::TensorMeta& v) { return v.device.rfind("cuda", 0) == 0; });
+}
+
 }  // namespace
 
-ArenaPlan plan_arena(const Program& p, const std::vector<bool>& excluded) {
+LibraryInto library_into(const std::string& op, bool gpu) {
+  const auto is = [&](const char* name) { return op == name || op == std::string(name) + ".default"; };
+  if (is("aten::mm")) return LibraryInto::Mm;
+  if (is("aten::addmm")) return LibraryInto::Addmm;
+  if (is("aten::bmm")) return LibraryInto::Bmm;
+  if (is("aten::convolution") && gpu) return LibraryInto::Convolution;
+  return LibraryInto::None;
+}
+
+std::vector<LibraryInto> library_steps_into(const Program& p) {
+  const bool gpu = on_gpu(p);
+  std::vector<LibraryInto> out(p.steps.size(), LibraryInto::None);
+  for (std::size_t i = 0; i < p.steps.size(); ++i) {
+    const Step& step = p.steps[i];
+    const bool one_result = step.value_slots.size() == static_cast<std::size_t>(step.num_fallback_inputs) + 1;
+    if ((step.kind == Step::Kind::Fallback || step.kind == Step::Kind::Aten) && one_result)
+      out[i] = library_into(p.graph.nodes[step.node].op, gpu);
+  }
+  return out;
+}
+
+ArenaPlan plan_arena(const Program& p, const std::vector<bool>& excluded, const std::vector<LibraryInto>& writes_into) {
   const StorageTimeline tl = storage_timeline(p);
   std::vector<bool> out(p.slots.size(), false);  // by root: stays out of the block
   for (std::size_t s = 0; s < p.slots.size(); ++s)
@@ -41,7 +75,7 @@ ArenaPlan plan_arena(const Program& p, const std::vector<bool>& excluded) {
   for (std::size_t r = 0; r < p.slots.size(); ++r) {
     const Storage& st = tl.storage[r];
     if (out[r] || tl.root[r] != static_cast<int>(r) || st.first < 0 || st.bytes == 0) continue;
-    if (p.slots[r].origin != Slot::Origin::Kernel || p.steps[st.first].kind != Step::Kind::Kernel) continue;
+    if (!written_into_block(p, static_cast<int>(r), st.first, writes_into)) continue;
     roots.push_back(static_cast<int>(r));
   }
   // Largest first, then earliest: the big ones set the block's shape.

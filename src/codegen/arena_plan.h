@@ -11,14 +11,17 @@
 // lowest offset that no storage alive at the same time holds), and a call
 // allocates the block once.
 //
-// Only storage a kernel step writes first goes into the block: a library
-// call's results are the library's allocations. The caller excludes the
+// Storage goes into the block where the step that writes it first is a
+// kernel, or a library call that writes into storage it is given (the
+// caller says which: runtime/library_into.h); other library calls' results
+// are the library's allocations. The caller excludes the
 // storage that must outlive the call or that another tensor may alias
 // (kept constants, inputs of an ATen op that returns a view of them); the
 // plan's outputs are never in it.
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "codegen/program.h"
@@ -39,8 +42,19 @@ struct ArenaPlan {
   std::int64_t together_peak_bytes = 0;
 };
 
+// Library calls whose out= variant runs the same code as the op (ATen's
+// generated out= wrappers, as convolution's, call the op and copy):
+// mm, addmm and bmm anywhere, a convolution on a GPU (cuDNN's). Whether a
+// given call does is decided when it runs (runtime/library_into.h).
+enum class LibraryInto : std::uint8_t { None, Mm, Addmm, Bmm, Convolution };
+LibraryInto library_into(const std::string& op, bool on_gpu);
+
+// By step: how each ATen step may write into the block (None for the rest).
+std::vector<LibraryInto> library_steps_into(const Program& p);
+
 // excluded: by slot, storage that stays out of the block (a view excluded
-// excludes its base).
-ArenaPlan plan_arena(const Program& p, const std::vector<bool>& excluded);
+// excludes its base). writes_into: by step, library_steps_into(p) or none.
+ArenaPlan plan_arena(const Program& p, const std::vector<bool>& excluded,
+                     const std::vector<LibraryInto>& writes_into = {});
 
 }  // namespace dv::codegen

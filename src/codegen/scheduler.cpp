@@ -801,7 +801,7 @@ std::string describe(const Program& p) {
   for (int s : p.output_slots) os << " s" << s;
   os << "\n";
   // (The runtime also leaves out kept constants and inputs of ATen views.)
-  const ArenaPlan arena = plan_arena(p, {});
+  const ArenaPlan arena = plan_arena(p, {}, library_steps_into(p));
   os << "arena: " << arena.bytes << " bytes, beside " << arena.others_peak_bytes << " of other storage at its peak; "
      << arena.together_peak_bytes << " together\n";
   for (const auto& n : p.notes) os << "fallback: " << n << "\n";

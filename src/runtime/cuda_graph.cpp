@@ -34,6 +34,21 @@ bool outputs_always_copied() {
   return v != nullptr && std::string(v) == "copy";
 }
 
+// A capture that fails leaves the device's default random generator in
+// capture mode: CUDAGraph::capture_end throws before the epilogue that ends
+// it, and every later random op outside a capture (the user's torch.randn)
+// throws "Offset increment outside graph capture encountered unexpectedly".
+// A capture that succeeds runs the epilogue; one of a single fill does, on
+// `stream`, the failed capture's stream (no longer capturing).
+void end_generator_capture(c10::cuda::CUDAStream stream) {
+  c10::cuda::CUDAStreamGuard on(stream);
+  at::Tensor scratch = at::empty({1}, at::TensorOptions().dtype(at::kFloat).device(stream.device()));
+  at::cuda::CUDAGraph graph;
+  graph.capture_begin({0, 0}, cudaStreamCaptureModeThreadLocal);
+  scratch.zero_();
+  graph.capture_end();
+}
+
 // A DataPtr to memory someone else owns: dropping it frees nothing.
 at::DataPtr borrowed(const at::DataPtr& owner) {
   return at::DataPtr(owner.get(), owner.get(), [](void*) {}, owner.device());
@@ -254,6 +269,11 @@ bool CudaGraphReplay::capture(const std::vector<at::Tensor>& inputs, const Steps
         graph_->capture_end();
       } catch (const std::exception&) {
         CudaDriver::instance().abort_capture(side.stream());
+        try {
+          end_generator_capture(side);
+        } catch (const std::exception& e) {
+          log_event("fallbacks", std::string("the random generator stays in capture mode: ") + e.what());
+        }
       }
     }
   }

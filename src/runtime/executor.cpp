@@ -31,6 +31,7 @@
 #include "runtime/host_kernels.h"
 #include "runtime/interpreter.h"
 #include "runtime/kernel_compiler.h"
+#include "runtime/library_into.h"
 #include "runtime/log.h"
 #include "runtime/scalar_type.h"
 
@@ -340,6 +341,7 @@ Executor::Executor(codegen::Program program, CpuKernels cpu_kernels)
   stats_.kernels = static_cast<std::int64_t>(program_.kernels.size());
   for (const auto& op : program_.fallback_ops) stats_.fallback_ops[op]++;
   cuda_->fallback_ops.resize(program_.steps.size());
+  into_ = codegen::library_steps_into(program_);
   for (std::size_t i = 0; i < program_.steps.size(); ++i) {
     const Step& step = program_.steps[i];
     if (step.kind == Step::Kind::Kernel) continue;
@@ -738,6 +740,8 @@ ExecutorStats Executor::stats() const {
     s.constant_kernels_not_kept = static_cast<std::int64_t>(constants_->not_kept());
   }
   s.constant_kernel_runs = constant_kernel_runs_.load();
+  s.library_results_in_block = library_results_in_block_.load();
+  s.library_results_beside_block = library_results_beside_block_.load();
   return s;
 }
 
@@ -815,7 +819,7 @@ const codegen::ArenaPlan& Executor::arena_plan() {
   std::call_once(arena_once_, [this] {
     const char* env = std::getenv("DEEPVISOR_ARENA");
     if (env != nullptr && std::string(env) == "0") return;
-    arena_ = codegen::plan_arena(program_, outside_arena());
+    arena_ = codegen::plan_arena(program_, outside_arena(), into_);
     log_event("decisions", "arena: " + std::to_string(arena_.bytes) + " bytes for intermediates whose peak is " +
                                std::to_string(arena_.live_peak_bytes) + ", beside " +
                                std::to_string(arena_.others_peak_bytes) + " of other storage at its peak; " +
@@ -853,7 +857,7 @@ std::vector<at::Tensor> Executor::run_steps(const std::vector<at::Tensor>& input
     const Step& step = program_.steps[i];
     const bool kept = constants_ && constants_->is_constant(i);  // its results are kept (refresh_constants)
     if (!kept && step.kind == Step::Kind::Kernel) run_kernel(step, slots, device, launches, block.defined() ? &block : nullptr);
-    else if (!kept) run_fallback(step, slots);
+    else if (!kept) run_fallback(step, slots, block.defined() ? &block : nullptr);
     for (int f : step.frees) slots[f].reset();
   }
   for (auto& [slot, original] : relaid) slots[slot] = std::move(original);
@@ -932,7 +936,7 @@ void Executor::run_kernel(const Step& step, std::vector<at::Tensor>& slots, cons
   ++launches;
 }
 
-void Executor::run_fallback(const Step& step, std::vector<at::Tensor>& slots) {
+void Executor::run_fallback(const Step& step, std::vector<at::Tensor>& slots, const at::Tensor* block) {
   const ir::Node& node = program_.graph.nodes[step.node];
   std::size_t step_index = &step - program_.steps.data();
   auto& handle = cuda_->fallback_ops[step_index];  // resolved in the constructor (replays may run in parallel)
@@ -958,6 +962,19 @@ void Executor::run_fallback(const Step& step, std::vector<at::Tensor>& slots) {
   std::size_t next_tensor = 0;
   for (std::size_t i = 0; i < node.args.size(); ++i)
     stack.push_back(to_ivalue(node.args[i], schema.arguments()[i], inputs, next_tensor));
+  if (block != nullptr && into_[step_index] != codegen::LibraryInto::None) {
+    const int s = step.value_slots.back();
+    if (s >= 0 && arena_.offset[s] >= 0) {
+      at::Tensor out = in_block(*block, arena_.offset[s], program_.slots[s]);
+      if (poison_outputs()) poison(out);
+      if (call_into(into_[step_index], stack, out)) {
+        slots[s] = std::move(out);
+        ++library_results_in_block_;
+        return;
+      }
+      ++library_results_beside_block_;
+    }
+  }
   // An op that writes arguments in place writes into copies: the node's
   // outputs are their new contents, and the graph stays functional.
   std::vector<c10::IValue> written;

@@ -51,6 +51,12 @@ struct ExecutorStats {
   // Kernels that read only constants but run on every call, their results
   // not kept, to hold the plan's peak memory at eager's (kept_constants.h).
   std::int64_t constant_kernels_not_kept = 0;
+  // Library calls (convolution, matmul) that wrote their result into the
+  // call's block of intermediates (library_into.h), and those planned there
+  // that allocated it instead (another convolution backend, another layout):
+  // their bytes in the block went unused.
+  std::int64_t library_results_in_block = 0;
+  std::int64_t library_results_beside_block = 0;
 };
 
 // How the kernels of a plan on CPU tensors run.
@@ -123,7 +129,9 @@ class Executor {
   // constants are chosen. DEEPVISOR_ARENA=0: none.
   const codegen::ArenaPlan& arena_plan();
   std::vector<bool> outside_arena() const;
-  void run_fallback(const codegen::Step& step, std::vector<at::Tensor>& slots);
+  // `block`: as run_kernel's; a library call that can write into it does
+  // (runtime/library_into.h).
+  void run_fallback(const codegen::Step& step, std::vector<at::Tensor>& slots, const at::Tensor* block = nullptr);
   void prepare_cuda(int device_index);
   void prepare_host();
   // `launches`: the CUDA kernels it launched are added to it.
@@ -180,9 +188,12 @@ class Executor {
   std::map<int, PreparedInput> prepared_;
   std::int64_t inputs_prepared_ = 0;
   std::unique_ptr<ConstantSteps> constants_;  // null until enable_cuda_graph, or none kept
+  std::vector<codegen::LibraryInto> into_;  // by step: how an ATen step may write into the block
   std::once_flag arena_once_;
   codegen::ArenaPlan arena_;
   std::atomic<std::int64_t> constant_kernel_runs_{0};
+  std::atomic<std::int64_t> library_results_in_block_{0};
+  std::atomic<std::int64_t> library_results_beside_block_{0};
 };
 
 }  // namespace dv::runtime

@@ -62,6 +62,20 @@ struct PlanBuilder {
     return out;
   }
 
+  // A library call (an ATen step) reading `reads` and returning a new slot of
+  // `bytes`; returns that slot.
+  int library(const std::vector<int>& reads, std::int64_t bytes) {
+    codegen::Step step;
+    step.kind = codegen::Step::Kind::Fallback;
+    const int out = slot(codegen::Slot::Origin::Fallback, bytes);
+    step.value_slots = reads;
+    step.value_slots.push_back(out);
+    step.num_fallback_inputs = static_cast<int>(reads.size());
+    p.steps.push_back(step);
+    constant.push_back(false);
+    return out;
+  }
+
   // Frees each intermediate after its last use, as the scheduler does; `out` is returned.
   void finish(int out) {
     p.output_slots = {out};

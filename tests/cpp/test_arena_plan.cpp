@@ -85,3 +85,43 @@ TEST_CASE("a view keeps its base's bytes from reuse while it is read", "[arena]"
   REQUIRE(plan.offset[c] >= 0);
   CHECK(plan.offset[a] != plan.offset[c]);
 }
+
+TEST_CASE("a library result goes into the block where its step writes into given storage", "[arena]") {
+  // The kernels' results peak first, the library's later (a stem of
+  // generated kernels, then convolutions). Apart, the block holds the
+  // kernels' peak for the whole call beside the library's; together the
+  // library's results reuse the kernels' bytes.
+  PlanBuilder b;
+  const int x = b.input(kMB);
+  const int k1 = b.kernel({x}, 4 * kMB);
+  const int k2 = b.kernel({k1}, 4 * kMB);
+  const int k3 = b.kernel({k2}, 4096);
+  const int l1 = b.library({k3}, 4 * kMB);
+  const int l2 = b.library({l1}, 4 * kMB);
+  b.finish(b.kernel({l2}, 4096));
+  const codegen::ArenaPlan apart = codegen::plan_arena(b.p, {});
+  CHECK(apart.offset[l1] < 0);
+  CHECK(apart.bytes == 8 * kMB);
+  CHECK(apart.others_peak_bytes == 8 * kMB);
+  std::vector<codegen::LibraryInto> writes_into(b.p.steps.size(), codegen::LibraryInto::None);
+  writes_into[3] = writes_into[4] = codegen::LibraryInto::Mm;  // the two library steps
+  const codegen::ArenaPlan together = codegen::plan_arena(b.p, {}, writes_into);
+  check_disjoint(b.p, together);
+  CHECK(together.offset[l1] >= 0);
+  CHECK(together.offset[l2] >= 0);
+  CHECK(together.offset[k1] >= 0);
+  CHECK(together.bytes == 8 * kMB + 4096);  // l1 and l2 where k1 and k2 were; k3 beside l1
+  CHECK(together.others_peak_bytes == 4096);  // the output
+}
+
+TEST_CASE("the library calls that write into given storage run the op's own code", "[arena]") {
+  using codegen::LibraryInto;
+  CHECK(codegen::library_into("aten::mm.default", false) == LibraryInto::Mm);
+  CHECK(codegen::library_into("aten::addmm", false) == LibraryInto::Addmm);
+  CHECK(codegen::library_into("aten::bmm.default", true) == LibraryInto::Bmm);
+  // convolution's out= is a generated wrapper that copies; cuDNN's is the kernel itself
+  CHECK(codegen::library_into("aten::convolution.default", true) == LibraryInto::Convolution);
+  CHECK(codegen::library_into("aten::convolution.default", false) == LibraryInto::None);
+  CHECK(codegen::library_into("aten::baddbmm.default", true) == LibraryInto::None);
+  CHECK(codegen::library_into("aten::mm.dtype", true) == LibraryInto::None);
+}

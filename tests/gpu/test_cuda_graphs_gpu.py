@@ -185,6 +185,10 @@ def test_plans_that_cannot_be_graphed_run_step_by_step():
     for _ in range(4):
         assert_matches(g(x), syncs(x), TOL)
     assert deepvisor.stats(g)["cuda_graphs"] == 0, deepvisor.explain(g)
+    # Its capture failed; the device's random generator left capture mode
+    # with it (the user's random ops outside a capture still run).
+    assert torch.randn(8, device="cuda").shape == (8,)
+    assert torch.rand_like(x).shape == x.shape
 
 
 @torch.no_grad()
@@ -367,6 +371,54 @@ def test_a_plan_of_convolutions_makes_no_cublas_workspace():
     assert_matches(got, want, TOL)
     assert deepvisor.stats(g)["cuda_graphs"] == 1
     assert grown < 4 * 2**20, f"{grown / 2**20:.1f} MB more after a graphed plan of convolutions"
+
+
+def _eager_and_compiled(m, x, bf16):
+    """Eager's output, four compiled calls' and the stats; float32 with
+    TF32 off (a BatchNorm folded into TF32 weights rounds differently
+    from eager's TF32 convolution followed by the BatchNorm)."""
+    g = deepvisor.compile(m)
+    with torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=False, allow_tf32=bf16):
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+            want = m(x)
+            outs = [g(x).clone() for _ in range(4)]
+    return want, outs, deepvisor.stats(g)
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+@torch.no_grad()
+def test_convolutions_write_their_results_into_the_block_of_intermediates(bf16):
+    """cuDNN convolutions write into the call's one block at planned offsets
+    (runtime/library_into.h), channels-last under autocast; poisoned, a
+    wrong offset or layout shows against eager."""
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3, stride=2, padding=1, bias=False),
+                      nn.BatchNorm2d(16), nn.ReLU(), nn.Conv2d(16, 8, 1), nn.ReLU(),
+                      nn.Conv2d(8, 8, 3, padding=2, dilation=2, groups=2), nn.Tanh()).eval().cuda()
+    x = randn(2, 3, 33, 35)
+    want, outs, s = _eager_and_compiled(m, x, bf16)
+    assert s["cuda_graphs"] == 1 and s["fallback_ops"] == {}, s
+    assert s["library_results_in_block"] >= 4 and s["library_results_beside_block"] == 0, s
+    tol = (3e-2, 3e-2) if bf16 else (1e-5, 1e-5)
+    for got in outs:
+        torch.testing.assert_close(got.float(), want.float(), rtol=tol[0], atol=tol[1])
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+@torch.no_grad()
+def test_a_network_of_many_convolution_kinds_matches_eager_with_library_results_in_the_block(bf16):
+    """Grouped, depthwise, 1x1 and strided convolutions, a linear head: where
+    ATen picks a backend other than cuDNN for one (a depthwise kernel of its
+    own), that call allocates its result, and the plan stays right."""
+    from test_channels_last import ConvNet, model
+    m = model(ConvNet).cuda()
+    x = randn(2, 3, 37, 41)
+    want, outs, s = _eager_and_compiled(m, x, bf16)
+    assert s["cuda_graphs"] == 1 and s["fallback_ops"] == {}, s
+    assert s["library_results_in_block"] > 0, s
+    tol = (3e-2, 3e-2) if bf16 else (1e-5, 1e-5)
+    for got in outs:
+        torch.testing.assert_close(got.float(), want.float(), rtol=tol[0], atol=tol[1])
 
 
 @torch.no_grad()

@@ -834,6 +834,31 @@ def test_a_cuda_plan_with_undefined_extern_outputs_is_graphable():
         assert s["kernels"] == 1 and s["cuda_graph"] == "warming up", s
 
 
+def test_matmuls_write_their_results_into_the_block_of_kernel_results(capfd, monkeypatch):
+    # mm, addmm and bmm run through their out= variants into the call's block
+    # (runtime/library_into.h): the only storage outside it is the output.
+    monkeypatch.setenv("DEEPVISOR_LOG", "decisions")
+
+    def f(x, w1, w2, w3, bias):
+        h = torch.mm(x.exp(), w1)
+        h = torch.addmm(bias, torch.relu(h) + 1, w2)
+        b = torch.bmm(h.view(4, 8, 128).sin(), w3)
+        return b.sum(-1)
+
+    args = [torch.randn(32, 24) * 0.3, torch.randn(24, 20) * 0.3, torch.randn(20, 128) * 0.3,
+            torch.randn(4, 128, 9) * 0.3, torch.randn(128)]
+    g = deepvisor.compile(f)
+    for _ in range(3):
+        got = g(*args)
+    torch.testing.assert_close(got, f(*args), rtol=1e-4, atol=1e-4)
+    s = deepvisor.stats(g)
+    assert {"aten::mm.default", "aten::bmm.default"} <= set(s["extern_ops"])
+    # The first call is the capture's; two runs of three library calls
+    assert s["library_results_in_block"] == 6 and s["library_results_beside_block"] == 0, s
+    (line,) = [l for l in capfd.readouterr().err.splitlines() if "arena:" in l]
+    assert "beside 512 of other storage" in line, line  # the output's 32 floats
+
+
 def test_a_view_an_aten_op_returns_keeps_its_base_out_of_the_block_of_kernel_results():
     # The kernel results of a call share one block at planned offsets
     # (codegen/arena_plan.h). unfold (no lowering) returns a view of y, read
