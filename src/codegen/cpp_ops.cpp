@@ -250,6 +250,7 @@ std::string index(const IndexExpr& e, bool bounds_hold) {
       if (bounds_hold && n.min_value() >= 0) return "(" + a + (div ? " / " : " % ") + b + ")";
       return call(div ? "dv_floordiv_c" : "dv_mod_c", a, b);
     }
+    case Kind::Abs: return "dv_abs_c(" + index(e.operands()[0], bounds_hold) + ")";
   }
   throw CppUnsupported("index expression kind");
 }

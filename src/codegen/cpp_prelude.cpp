@@ -96,6 +96,7 @@ template <class T> static inline T dv_imin(T a, T b) { return a < b ? a : b; }
 // Index arithmetic: floor division and remainder by a positive constant.
 static inline dv_i64 dv_floordiv_c(dv_i64 a, dv_i64 d) { dv_i64 q = a / d; return (a % d < 0) ? q - 1 : q; }
 static inline dv_i64 dv_mod_c(dv_i64 a, dv_i64 d) { dv_i64 r = a % d; return r < 0 ? r + d : r; }
+static inline dv_i64 dv_abs_c(dv_i64 a) { return a < 0 ? -a : a; }
 )";
 
 // Float semantics: Python remainder, NaN-propagating max/min, and the

@@ -589,8 +589,74 @@ void Emitter::emit_lane_gather(ValueId id, const Segment& s) {
   w_.close();
 }
 
+// Whether value `id` is the same on every lane of a chunk (lanes l0 + v,
+// l0 a multiple of the width): a constant, an index the lanes share, a
+// comparison the lanes cannot straddle, or logic over such values.
+bool Emitter::lane_uniform(ValueId id, const Segment& s) const {
+  const Instr& in = k_.body[resolve(id)];
+  switch (in.op) {
+    case PrimOp::Constant: return true;
+    case PrimOp::Index: return classify(in.index, LaneContext{s.lane_var, s.width}) == LaneAccess::Uniform;
+    case PrimOp::Lt: case PrimOp::Le: case PrimOp::Gt: case PrimOp::Ge: return uniform_comparison(in, s);
+    case PrimOp::LogicalNot: return lane_uniform(in.args[0], s);
+    case PrimOp::LogicalAnd: case PrimOp::LogicalOr: case PrimOp::LogicalXor:
+      return lane_uniform(in.args[0], s) && lane_uniform(in.args[1], s);
+    default: return false;
+  }
+}
+
+// An ordering of two lane-uniform values, or of an index running
+// contiguously over the lanes from a multiple of the width (a cat's channel
+// x % C, channels innermost) against a constant bound at such a multiple:
+// the W lanes lie on one side of it. (e < c and e >= c split at c; e <= c
+// and e > c at c + 1.)
+bool Emitter::uniform_comparison(const Instr& in, const Segment& s) const {
+  if (lane_uniform(in.args[0], s) && lane_uniform(in.args[1], s)) return true;
+  const Instr& a = k_.body[resolve(in.args[0])];
+  const Instr& b = k_.body[resolve(in.args[1])];
+  const bool index_left = a.op == PrimOp::Index && b.op == PrimOp::Constant;
+  if (!index_left && !(b.op == PrimOp::Index && a.op == PrimOp::Constant)) return false;
+  const Instr& index = index_left ? a : b;
+  if (classify(index.index, LaneContext{s.lane_var, s.width}) != LaneAccess::Contiguous) return false;
+  // With the index on the left: Lt and Ge split at c, Le and Gt at c + 1 (mirrored on the right).
+  const bool at_c = (in.op == PrimOp::Lt || in.op == PrimOp::Ge) == index_left;
+  const std::int64_t split = (index_left ? b : a).ivalue + (at_c ? 0 : 1);
+  return split % s.width == 0;
+}
+
+// A masked load that every lane of a chunk takes or none does, at lanes that
+// run contiguously: one vector load under the mask of the chunk's first
+// lane (a cat's part, where the part's channels are a multiple of the
+// width), instead of a read a lane.
+void Emitter::emit_lane_masked_vector(ValueId id, const Segment& s) {
+  const Instr& in = k_.body[id];
+  const auto& b = k_.buffers[in.buffer];
+  const std::string v = name(id), ST = stype(b.dtype), p = buf(in.buffer);
+  const std::string valid = chunk_valid(s);
+  const std::string other = is_float(in.dtype) ? float_literal(in.fvalue, in.dtype) : int_literal(in.ivalue, in.dtype);
+  raw_half_[id] = 0;
+  w_.line(cat(ctype(in.dtype), " ", v, "[", s.size(), "];  // one vector where the chunk's lanes take it"));
+  begin_chunk_loop(s);
+  const std::string taken = ref(in.mask_arg(), cat("c * ", s.width));
+  w_.open("if (" + (valid.empty() ? taken : valid + " && " + taken) + ")");
+  const std::string vec = cat("dv_vec<", ST, ", ", s.width, ">");
+  const std::string ptr = cat("reinterpret_cast<const ", vec, "*>(", p, " + ", lane_index(in.index, s, "l0"), ")");
+  w_.line(cat("const ", vec, " w = ", row_load_call(id, s, ptr), ";"));
+  w_.open_unrolled("v", 0, s.width);
+  w_.line(cat(v, "[c * ", s.width, " + v] = ", load_conv(b.dtype, "w.e[v]"), ";"));
+  w_.close();
+  w_.otherwise();
+  w_.open_unrolled("v", 0, s.width);
+  w_.line(cat(v, "[c * ", s.width, " + v] = ", other, ";"));
+  w_.close();
+  w_.close();
+  w_.close();
+}
+
 void Emitter::emit_lane_load(ValueId id, const Segment& s) {
   const Instr& in = k_.body[id];
+  if (!in.indirect && in.masked && access_kind(in, s) == LaneAccess::Contiguous && lane_uniform(in.mask_arg(), s))
+    return emit_lane_masked_vector(id, s);
   if (in.indirect || in.masked) return emit_lane_gather(id, s);
   const auto& b = k_.buffers[in.buffer];
   const std::string v = name(id), T = ctype(in.dtype), ST = stype(b.dtype), p = buf(in.buffer);

@@ -91,6 +91,9 @@ class Emitter {
   void emit_elementwise_run(const std::vector<ValueId>& ids, const Segment& s);
   void emit_lane_load(ValueId id, const Segment& s);
   void emit_lane_gather(ValueId id, const Segment& s);
+  bool lane_uniform(ValueId id, const Segment& s) const;
+  bool uniform_comparison(const Instr& in, const Segment& s) const;
+  void emit_lane_masked_vector(ValueId id, const Segment& s);
   void emit_lane_store(ValueId id, const Segment& s);
   void emit_lane_scatter(ValueId id, const Segment& s);
   bool packs_halves(DType value, DType storage, int width) const;

@@ -254,6 +254,11 @@ std::optional<LaneForm> lane_form(const IndexExpr& e, const LaneContext& ctx) {
       if (f->stride > 0 && f->stride * (ctx.width - 1) < g) return LaneForm{f->stride, div};
       return std::nullopt;
     }
+    case K::Abs: {  // the same on every lane where its operand is; |e| has e's divisors
+      const auto f = lane_form(e.operands()[0], ctx);
+      if (!f || f->stride != 0) return std::nullopt;
+      return LaneForm{0, f->div};
+    }
   }
   return std::nullopt;
 }
@@ -332,6 +337,7 @@ std::string index_c(const IndexExpr& e, const VarMap& vars, const ConstMap& cons
       if (n.min_value() >= 0) return cat("(", index_c(n, vars, consts), div ? " / " : " % ", consts(c), ")");
       return cat(div ? "dv_floordiv(" : "dv_mod(", index_c(n, vars, consts), ", (idx_t)", consts(c), ")");
     }
+    case K::Abs: return cat("dv_abs((idx_t)", index_c(e.operands()[0], vars, consts), ")");
   }
   fail("unknown index expression kind");
 }
@@ -340,7 +346,7 @@ std::string index_c(const IndexExpr& e, const VarMap& vars, const ConstMap& cons
 void for_each_subexpr(const IndexExpr& e, const std::function<void(const IndexExpr&)>& f) {
   f(e);
   using K = IndexExpr::Kind;
-  if (e.kind() == K::Add || e.kind() == K::Mul || e.kind() == K::FloorDiv || e.kind() == K::Mod)
+  if (e.kind() != K::Const && e.kind() != K::Var)
     for (const IndexExpr& op : e.operands()) for_each_subexpr(op, f);
 }
 

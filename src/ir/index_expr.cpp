@@ -15,12 +15,14 @@
 //   Add(terms..., [Const k])          >= 2 operands; terms are atoms or c*atom (Mul terms);
 //                                     atoms distinct and sorted; k != 0 and last if present.
 //   FloorDiv(n, Const c), Mod(n, Const c)   c >= 2, n canonical and not simplifiable further.
-// An "atom" is a Var, FloorDiv, Mod or a product. A product of non-constant
+//   Abs(n)                            n takes both signs (bounds lo < 0 < hi) and its
+//                                     first term's coefficient is positive.
+// An "atom" is a Var, FloorDiv, Mod, Abs or a product. A product of non-constant
 // expressions is fully distributed over sums (polynomial normal form), so
 // x*(y + 1) == x*y + x; products are rare in index math.
 //
 // The structural order (operator<) sorts by kind (Const < Var < Add < Mul <
-// FloorDiv < Mod), then constants by value, vars by (name, extent), and
+// FloorDiv < Mod < Abs), then constants by value, vars by (name, extent), and
 // composite nodes lexicographically by operands.
 //
 // Division rules, floordiv(n, c) with c >= 2 (mod(n, c) alongside):
@@ -144,6 +146,12 @@ void compute_bounds(Node& n) {
       const i64 c = n.ops[1].value();
       n.lo = 0;
       n.hi = n.ops[0].min_value() >= 0 ? std::min(n.ops[0].max_value(), c - 1) : c - 1;
+      return;
+    }
+    case Kind::Abs: {  // the operand takes both signs (see absolute())
+      const i64 lo = n.ops[0].min_value(), hi = n.ops[0].max_value();
+      n.lo = 0;
+      n.hi = std::max<i64>(hi, lo == LLONG_MIN ? LLONG_MAX : -lo);
       return;
     }
   }
@@ -651,6 +659,7 @@ std::string to_str(const IndexExpr& e) {
       return term_body(e, 1);
     case Kind::FloorDiv: return operand_str(ops[0]) + " // " + to_str(ops[1]);
     case Kind::Mod: return operand_str(ops[0]) + " % " + to_str(ops[1]);
+    case Kind::Abs: return "|" + to_str(ops[0]) + "|";
   }
   return "?";
 }
@@ -674,6 +683,10 @@ i64 eval_node(const IndexExpr& e, const std::function<i64(const std::string&)>& 
     }
     case Kind::FloorDiv: return floor_div(eval_node(ops[0], var_value), ops[1].value());
     case Kind::Mod: return floor_mod(eval_node(ops[0], var_value), ops[1].value());
+    case Kind::Abs: {
+      const i64 v = eval_node(ops[0], var_value);
+      return v < 0 ? -v : v;
+    }
   }
   return 0;
 }
@@ -689,6 +702,10 @@ IndexExpr substitute_node(const IndexExpr& e, const std::function<IndexExpr(cons
       if (&Node::of(n) == &Node::of(ops[0])) return e;
       const i64 c = ops[1].value();
       return e.kind() == Kind::FloorDiv ? simplify_floordiv(n, c) : simplify_mod(n, c);
+    }
+    case Kind::Abs: {
+      const IndexExpr n = substitute_node(ops[0], f);
+      return &Node::of(n) == &Node::of(ops[0]) ? e : absolute(n);
     }
     case Kind::Add:
     case Kind::Mul: {
@@ -784,6 +801,14 @@ IndexExpr operator*(const IndexExpr& a, const IndexExpr& b) {
 
 IndexExpr floordiv(const IndexExpr& a, const IndexExpr& b) { return simplify_floordiv(a, divisor_of(b)); }
 IndexExpr mod(const IndexExpr& a, const IndexExpr& b) { return simplify_mod(a, divisor_of(b)); }
+
+IndexExpr absolute(const IndexExpr& a) {
+  if (a.min_value() >= 0) return a;
+  if (a.max_value() <= 0) return scale(a, -1);
+  const Linear l = linear_of(a);
+  const bool negative_lead = !l.terms.empty() && l.terms[0].coef < 0;
+  return make_node(Kind::Abs, {negative_lead ? scale(a, -1) : a});
+}
 
 bool IndexExpr::operator==(const IndexExpr& other) const {
   return node_ == other.node_ || same(*this, other);

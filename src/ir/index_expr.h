@@ -25,6 +25,10 @@
 //     and in sums:  c*floordiv(e, c) + mod(e, c) = e,
 //                   c*mod(floordiv(e, c), b) + mod(e, c) = mod(e, b*c)
 //     (both also with a common factor q on the two terms).
+//   - absolute(e) is e where bounds() show e >= 0, -e where e <= 0, else an
+//     atom Abs(e) with e's leading coefficient positive (|-e| = |e|). It lets
+//     an index mirror at an edge (reflection padding: n-1 - |n-1 - |k||)
+//     without a select over computed values.
 #pragma once
 
 #include <cstdint>
@@ -37,7 +41,7 @@ namespace dv::ir {
 
 class IndexExpr {
  public:
-  enum class Kind : std::uint8_t { Const, Var, Add, Mul, FloorDiv, Mod };
+  enum class Kind : std::uint8_t { Const, Var, Add, Mul, FloorDiv, Mod, Abs };
 
   IndexExpr(std::int64_t constant = 0);  // NOLINT: implicit from integers on purpose
   // A variable ranging over [0, extent). Two vars are the same iff name and extent match.
@@ -54,6 +58,7 @@ class IndexExpr {
   //      constant term, if non-zero, is the last operand.
   // Mul: the factors, a constant factor (if any) first.
   // FloorDiv, Mod: {numerator, divisor}; the divisor is a positive Const.
+  // Abs: {operand}, which takes both signs.
   const std::vector<IndexExpr>& operands() const;
 
   friend IndexExpr operator+(const IndexExpr& a, const IndexExpr& b);
@@ -61,6 +66,7 @@ class IndexExpr {
   friend IndexExpr operator*(const IndexExpr& a, const IndexExpr& b);
   friend IndexExpr floordiv(const IndexExpr& a, const IndexExpr& b);  // b: positive constant
   friend IndexExpr mod(const IndexExpr& a, const IndexExpr& b);       // b: positive constant
+  friend IndexExpr absolute(const IndexExpr& a);
 
   // Structural equality of canonical forms.
   bool operator==(const IndexExpr& other) const;
@@ -95,6 +101,7 @@ class IndexExpr {
 // (floordiv(7, 2)) find them; in-class friends are only found by ADL.
 IndexExpr floordiv(const IndexExpr& a, const IndexExpr& b);
 IndexExpr mod(const IndexExpr& a, const IndexExpr& b);
+IndexExpr absolute(const IndexExpr& a);
 
 struct IndexExprHash {
   std::size_t operator()(const IndexExpr& e) const { return e.hash(); }

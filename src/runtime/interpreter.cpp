@@ -938,6 +938,12 @@ IndexValue Evaluator::eval_index_expr(const IndexExpr& e, bool at_r_level, bool 
       else floor_div_mod(n.values, d, div, bounds_hold, ops[0].min_value(), ops[0].max_value());
       return n;
     }
+    case Kind::Abs: {
+      IndexValue n = eval_index_expr(e.operands()[0], at_r_level, bounds_hold);
+      if (n.uniform) n.scalar = n.scalar < 0 ? -n.scalar : n.scalar;
+      else n.values = n.values.abs();
+      return n;
+    }
   }
   throw std::invalid_argument("interpret: unknown index expression kind");
 }

@@ -302,6 +302,26 @@ inline Kernel pad_cols(const std::string& name, std::int64_t rows, std::int64_t 
   return std::move(b).finish();
 }
 
+// A cat of two parts along the innermost dim (channels-last activations):
+// out[p, j] = j < a ? first[p, j] : second[p, j - a], C = a + b channels,
+// each part a masked load.
+inline Kernel cat_channels(const std::string& name, DType dt, std::int64_t pixels, std::int64_t a, std::int64_t c2) {
+  const std::int64_t c = a + c2;
+  KernelBuilder b(name, pixels * c, 1);
+  const int first = b.buffer("first", dt, pixels * a), second = b.buffer("second", dt, pixels * c2),
+            out = b.buffer("out", dt, pixels * c);
+  const IndexExpr j = dv::ir::mod(b.x(), c), p = dv::ir::floordiv(b.x(), c);
+  const ValueId jv = b.index_value(j);
+  const ValueId in_first = b.binary(PrimOp::Lt, jv, b.int_constant(a, DType::Int64));
+  dv::ir::LoadOptions from_first, from_second;
+  from_first.mask = in_first;
+  from_second.mask = b.binary(PrimOp::Ge, jv, b.int_constant(a, DType::Int64));
+  const ValueId x1 = b.load(first, p * a + j, from_first);
+  const ValueId x2 = b.load(second, p * c2 + j - a, from_second);
+  b.store(out, b.x(), b.where(in_first, x1, x2));
+  return std::move(b).finish();
+}
+
 // A 3x3 max pool, stride 2, padding 1, over planes of h x w (f32 or bf16):
 // a row kernel over the 9 window points, padding masked to -inf.
 inline Kernel max_pool(const std::string& name, DType dt, std::int64_t planes, std::int64_t h, std::int64_t w) {
@@ -438,6 +458,8 @@ inline std::vector<TestKernel> emitter_test_kernels() {
   add(embedding("gather_embedding_i64", DType::Int64, DType::Float32, 1000, 50, 64), 0, 49);
   add(embedding("gather_embedding_i32_bf16_odd", DType::Int32, DType::BFloat16, 333, 17, 7), 0, 16);
   add(pad_cols("masked_pad", 100, 37, 3, 1.5));
+  add(cat_channels("masked_cat_vector", DType::BFloat16, 50, 32, 64));
+  add(cat_channels("masked_cat_lanes", DType::BFloat16, 50, 12, 20));
   add(max_pool("masked_max_pool_f32", DType::Float32, 64, 17, 16));
   add(max_pool("masked_max_pool_bf16", DType::BFloat16, 64, 32, 32));
   add(bag_sum("gather_bag_sum", 1000, 40, 64), -1, 63);
@@ -802,6 +824,17 @@ TEST_CASE("masked and indirect loads: per-lane reads, checked offsets, nothing r
     CHECK(contains(body, "v6[c * 4 + v] = (v5[c * 4 + v] ? b0_in[(((l0 + v) / 43) * 37 + ((l0 + v) % 43) - 3)] : 1.5f);"));
     CHECK(count(body, "reinterpret_cast<const dv_vec") == 0);
     CHECK(!contains(body, "dv_checked("));
+  }
+  SECTION("a masked load all of a chunk's lanes take or none does is one vector load under the first lane's mask") {
+    // channels-last cat: parts of 32 and 64 bf16 channels, 8 lanes a chunk, no tail
+    const std::string body = body_of(emit(cat_channels("c", DType::BFloat16, 64, 32, 64)));
+    CHECK(count(body, "// one vector where the chunk's lanes take it") == 2);
+    CHECK(!contains(body, "gathered lane by lane"));
+    CHECK(contains(body, "if (v2[c * 8]) {"));
+    // a part of 12 channels: a chunk may straddle the boundary, so lane by lane
+    const std::string lanes = body_of(emit(cat_channels("d", DType::BFloat16, 64, 12, 20)));
+    CHECK(count(lanes, "gathered lane by lane") == 2);
+    CHECK(!contains(lanes, "one vector where"));
   }
   SECTION("a max pool's window: an r-level masked load with -inf outside, in a row kernel") {
     const CudaKernel k = emit(max_pool("m", DType::Float32, 64, 17, 16));

@@ -490,9 +490,10 @@ TEST_CASE("a CPU scalar copy the caller gets keeps its device: ATen makes it", "
   REQUIRE(p.fallback_ops == std::vector<std::string>{"aten::lift_fresh.default"});
 }
 
-TEST_CASE("an edge pad reads a computed input from memory, computed once", "[fusion]") {
-  // exp(x) padded by reflection: inlined, each of the nine regions of a 2-d
-  // pad would compute the exp again for every element.
+TEST_CASE("an edge pad reads its input through mirrored indices: the input inlines, one read an element", "[fusion]") {
+  // exp(x) padded by reflection: the mirrored coordinate is index
+  // arithmetic (absolute values), so the exp inlines into the pad's one
+  // kernel, evaluated once an output element (no region of its own).
   GraphBuilder b;
   const std::vector<std::int64_t> s{2, 3, 7, 6}, padded{2, 3, 9, 8};
   const int x = b.input(DType::Float32, s);
@@ -500,15 +501,19 @@ TEST_CASE("an edge pad reads a computed input from memory, computed once", "[fus
   const int p = b.op("aten::reflection_pad2d.default", {T(e), L({1, 1, 1, 1})}, DType::Float32, padded);
   b.output(p);
   const auto plan = codegen::compile_graph(b.g);
-  REQUIRE(count_kernel_steps(plan) == 2);
-  int exps = 0;
-  for (const auto& k : plan.kernels) exps += count_ops(k, PrimOp::Exp);
+  REQUIRE(count_kernel_steps(plan) == 1);
+  int exps = 0, loads = 0;
+  for (const auto& k : plan.kernels) {
+    exps += count_ops(k, PrimOp::Exp);
+    loads += count_ops(k, PrimOp::Load);
+  }
   CHECK(exps == 1);
+  CHECK(loads == 1);
 }
 
 TEST_CASE("a float32 cat of bf16 values that only kernels read is stored in bf16", "[fusion][dtype]") {
   // Autocast upsamples in float32: bf16 activations cast up, joined by cat,
-  // then padded by reflection, which reads the cat from memory. Its values
+  // then padded by reflection and gathered from, which reads the cat from memory. Its values
   // are bf16's, so it is stored in bf16; where a library call reads it (an
   // output here), it stays float32.
   for (const bool returned : {false, true}) {
@@ -519,6 +524,9 @@ TEST_CASE("a float32 cat of bf16 values that only kernels read is stored in bf16
     const int c = b.op("aten::cat.default", {ir::Arg::of_tensors({xf, sf}), I(1)}, DType::Float32, {2, 5, 5, 4});
     const int p = b.op("aten::reflection_pad2d.default", {T(c), L({1, 1, 1, 1})}, DType::Float32, {2, 5, 7, 6});
     b.output(b.op("aten::_to_copy.default", {T(p)}, DType::BFloat16, {2, 5, 7, 6}));
+    // A gather from it keeps the cat in memory (a pad alone now inlines it).
+    const int idx = b.input(DType::Int64, {3});
+    b.output(b.op("aten::index_select.default", {T(c), I(1), T(idx)}, DType::Float32, {2, 3, 5, 4}));
     if (returned) b.output(c);
     const auto plan = codegen::compile_graph(b.g);
     REQUIRE(plan.fallback_ops.empty());

@@ -70,6 +70,7 @@ IndexExpr rebuild(const IndexExpr& e) {
     }
     case IndexExpr::Kind::FloorDiv: return floordiv(rebuild(ops[0]), ops[1]);
     case IndexExpr::Kind::Mod: return mod(rebuild(ops[0]), ops[1]);
+    case IndexExpr::Kind::Abs: return absolute(rebuild(ops[0]));
   }
   return e;
 }
@@ -548,4 +549,33 @@ TEST_CASE("strides of a dense tensor stored in a dim order", "[index]") {
   REQUIRE(ordered_strides({2, 8, 9, 11}, {0, 2, 3, 1}) == std::vector<i64>{792, 1, 88, 8});  // channels-last, as ATen
   REQUIRE(ordered_strides({2, 8, 9, 11}, {}) == contiguous_strides({2, 8, 9, 11}));
   REQUIRE(ordered_strides({3, 0, 5}, {2, 0, 1}) == std::vector<i64>{1, 1, 3});  // a size-0 dim counts as 1
+}
+
+TEST_CASE("absolute values fold by bounds, are canonical up to sign, and evaluate exactly", "[index]") {
+  const IndexExpr x = IndexExpr::var("x", 20);
+  CHECK(absolute(x) == x);                  // non-negative: itself
+  CHECK(absolute(x - 25) == 25 - x);        // non-positive: negated
+  CHECK(absolute(IndexExpr(-7)) == IndexExpr(7));
+  const IndexExpr a = absolute(x - 9);
+  REQUIRE(a.kind() == IndexExpr::Kind::Abs);
+  CHECK(absolute(9 - x) == a);              // |-e| = |e|: one canonical form
+  CHECK(rebuild(a) == a);
+  CHECK(a.min_value() == 0);
+  CHECK(a.max_value() == 10);
+  // Reflection at both edges of a dim of 16 padded by 3: n-1 - |n-1 - |k||.
+  const IndexExpr o = IndexExpr::var("x", 22);
+  const IndexExpr k = o - 3;
+  const IndexExpr reflected = 15 - absolute(15 - absolute(k));
+  CHECK(reflected.min_value() >= -15);
+  for (i64 v = 0; v < 22; ++v) {
+    const i64 kk = v - 3;
+    const i64 want = kk < 0 ? -kk : (kk > 15 ? 30 - kk : kk);
+    CHECK(eval1(reflected, "x", v) == want);
+  }
+  // Replication: (|k| - |k - (n-1)| + n-1) / 2 clamps k to [0, n-1].
+  const IndexExpr clamped = floordiv(absolute(k) - absolute(k - 15) + 15, 2);
+  for (i64 v = 0; v < 22; ++v) CHECK(eval1(clamped, "x", v) == std::min<i64>(std::max<i64>(v - 3, 0), 15));
+  // Substitution re-canonicalizes: x -> x + 9 makes the operand non-negative.
+  CHECK(a.substitute([](const IndexExpr&) { return IndexExpr::var("x", 20) + 9; }) == IndexExpr::var("x", 20));
+  CHECK(a.str() == "|x - 9|");
 }
