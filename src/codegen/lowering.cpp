@@ -219,6 +219,7 @@ class Lowerer {
     if (out_.defs.at(d).dtype == DType::Float16 || out_.defs.at(d).dtype == DType::BFloat16) out_.defs.at(d).rounded = true;
   }
   const std::string& op_name() const { return node_->op; }
+  bool on_gpu() const { return device_ != "cpu"; }
   // Marks the node's f16/bf16 pointwise operands, and those they are made
   // from, rounded: what an op whose result jumps (floor, comparisons, casts
   // to integers) must read to match eager.
@@ -1117,6 +1118,13 @@ FnN binary_fn(PrimOp op) {
   return [op](KernelBuilder& kb, const std::vector<ValueId>& v) { return bin(kb, op, v[0], v[1]); };
 }
 
+// a * (1 / b), the reciprocal in the compute type: how ATen's CUDA kernel
+// divides by a CPU scalar or a Python number (div_true_kernel_cuda), which
+// can differ from a / b by an ulp. The GPU plan follows it to the bit.
+ValueId times_reciprocal(KernelBuilder& kb, const std::vector<ValueId>& v) {
+  return bin(kb, PrimOp::Mul, v[0], bin(kb, PrimOp::Div, cst(kb, 1.0, v[1]), v[1]));
+}
+
 // The loop IR has no arithmetic on Bool: bools add and multiply as integers
 // (torch: add is or, mul is and), and the result is cast back (x != 0).
 DType arithmetic_dtype(DType t) { return t == DType::Bool ? DType::Int32 : t; }
@@ -1942,6 +1950,17 @@ void lower_constant_pad(Lowerer& L) {
   L.bind(0, L.pointwise(L.out_meta().sizes, L.out_meta().dtype, {in}, std::move(body), L.op_name()));
 }
 
+// div(a, b) without a rounding mode. On the GPU, by a CPU scalar or a Python
+// number, as ATen's kernel computes it: times the reciprocal
+// (times_reciprocal). Integer division of integers truncates (C's /).
+void lower_true_division(Lowerer& L) {
+  const Operand divisor = L.operand(1);
+  const bool by_reciprocal =
+      L.on_gpu() && (divisor.is_scalar() || divisor.cpu_scalar) && ir::is_floating(L.out_meta().dtype);
+  L.bind(0, L.elementwise({L.operand(0), divisor}, L.out_meta().dtype,
+                          by_reciprocal ? FnN(times_reciprocal) : binary_fn(PrimOp::Div)));
+}
+
 // reflection_pad{1,2,3}d and replication_pad{1,2,3}d(self, padding): padding
 // holds (before, after) pairs from the last dim backwards. Along a padded dim
 // of size n, output o reads input k = o - before where 0 <= k < n; before the
@@ -2649,9 +2668,7 @@ std::unordered_map<std::string, LowerFn> make_lowerings() {
   add_binary(t, "minimum", PrimOp::Minimum);
   add_binary(t, "remainder", PrimOp::Mod);
   for (const char* ov : {".Tensor", ".Scalar"}) {
-    t[std::string("aten::div") + ov] = [](Lowerer& L) {
-      L.bind(0, L.elementwise({L.operand(0), L.operand(1)}, L.out_meta().dtype, binary_fn(PrimOp::Div)));
-    };
+    t[std::string("aten::div") + ov] = [](Lowerer& L) { lower_true_division(L); };
     t[std::string("aten::div") + ov + "_mode"] = [](Lowerer& L) {
       const Arg& mode = L.arg(2);
       DType out = L.out_meta().dtype;
@@ -2666,7 +2683,9 @@ std::unordered_map<std::string, LowerFn> make_lowerings() {
         L.mark_rounded(quotient);
         L.bind(0, L.elementwise({Operand{quotient, L.out_meta().sizes, 0}}, out,
                                 [](KernelBuilder& kb, const std::vector<ValueId>& v) { return kb.unary(PrimOp::Trunc, v[0]); }));
-      } else if (mode.kind == Arg::Kind::None || mode.kind == Arg::Kind::String) {
+      } else if (mode.kind == Arg::Kind::None) {
+        lower_true_division(L);
+      } else if (mode.kind == Arg::Kind::String) {
         L.bind(0, L.elementwise({L.operand(0), L.operand(1)}, out, binary_fn(PrimOp::Div)));  // ints: truncating
       } else {
         throw Unsupported("unknown rounding mode");

@@ -567,3 +567,35 @@ TEST_CASE("transcendental work that a larger kernel would repeat is computed onc
     }
   }
 }
+
+TEST_CASE("a GPU plan divides by a CPU scalar or a number as ATen's CUDA kernel does: times its reciprocal", "[fusion][device]") {
+  // div_true_kernel_cuda computes a * (1 / b) with the reciprocal in the
+  // compute type where b is a CPU scalar; a / b can differ by an ulp. The
+  // CPU kernel divides.
+  for (const bool gpu : {true, false}) {
+    for (const bool number : {true, false}) {
+      GraphBuilder b;
+      const int x = b.input(DType::BFloat16, {4, 5});
+      int y = -1;
+      if (number) {
+        y = b.op("aten::div.Tensor", {T(x), F(3.0)}, DType::BFloat16, {4, 5});
+      } else {
+        const int s = b.input(DType::Float32, {});
+        y = b.op("aten::div.Tensor", {T(x), T(s)}, DType::BFloat16, {4, 5});
+        b.g.values[s].device = "cpu";
+      }
+      if (gpu) b.g.values[x].device = b.g.values[y].device = "cuda:0";
+      b.output(y);
+      const auto plan = codegen::compile_graph(b.g);
+      REQUIRE(plan.fallback_ops.empty());
+      int divs = 0, muls = 0;
+      for (const auto& k : plan.kernels) {
+        divs += count_ops(k, PrimOp::Div);
+        muls += count_ops(k, PrimOp::Mul);
+      }
+      INFO("gpu " << gpu << ", number " << number);
+      CHECK(divs == 1);
+      CHECK(muls == (gpu ? 1 : 0));
+    }
+  }
+}

@@ -416,6 +416,27 @@ def test_operands_are_cast_to_a_bf16_common_dtype_as_aten_does_on_the_gpu(name, 
     assert_binary_op_bit_exact(name, *(values[k] for k in operands.split(",")), calls=3)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("divisor", ["number", "cpu_scalar"])
+def test_division_by_a_cpu_scalar_is_eagers_to_the_bit(dtype, divisor):
+    """ATen's CUDA kernel divides by a CPU scalar or a Python number as
+    a * (1 / b), the reciprocal in the compute type (div_true_kernel_cuda):
+    up to an ulp from a / b, for a good share of these quotients. The plan
+    computes the same."""
+    x = cuda_randn(4099, seed=11, dtype=dtype) * 100
+    if divisor == "number":
+        fn, args = (lambda t: t / 3.1), (x,)
+    else:
+        fn, args = (lambda t, d: t / d), (x, torch.tensor(0.7, dtype=dtype))
+    want = fn(*args)
+    assert not torch.equal(want, x / torch.full_like(x, 3.1 if divisor == "number" else 0.7))  # the test can tell
+    g = deepvisor.compile(fn)
+    for _ in range(3):
+        got = g(*args)
+    assert torch.equal(got, want)
+    assert deepvisor.stats(g)["fallback_ops"] == {}
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, BF16])
 def test_densenet_block_of_cats_channels_last(dtype):
     """DenseNet's cats (each extends the one before: lower_cat reads that one
