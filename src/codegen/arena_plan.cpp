@@ -37,11 +37,6 @@ bool written_into_block(const Program& p, int r, int first, const std::vector<Li
          writes_into[first] != LibraryInto::None;
 }
 
-bool on_gpu(const Program& p) {
-  return std::any_of(p.graph.values.begin(), p.graph.values.end(),
-                     [](const ir::TensorMeta& v) { return v.device.rfind("cuda", 0) == 0; });
-}
-
 }  // namespace
 
 LibraryInto library_into(const std::string& op, bool gpu) {
@@ -54,7 +49,7 @@ LibraryInto library_into(const std::string& op, bool gpu) {
 }
 
 std::vector<LibraryInto> library_steps_into(const Program& p) {
-  const bool gpu = on_gpu(p);
+  const bool gpu = ir::graph_device(p.graph) != "cpu";
   std::vector<LibraryInto> out(p.steps.size(), LibraryInto::None);
   for (std::size_t i = 0; i < p.steps.size(); ++i) {
     const Step& step = p.steps[i];

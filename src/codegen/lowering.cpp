@@ -732,13 +732,7 @@ LoweredGraph Lowerer::run() {
     out_.defs.push_back(std::move(d));
     out_.value_def[v] = static_cast<int>(out_.defs.size()) - 1;
   }
-  device_ = "cpu";
-  for (const auto& m : g_.values) {
-    if (m.device != "cpu") {
-      device_ = m.device;  // as the executor's program_device()
-      break;
-    }
-  }
+  device_ = ir::graph_device(g_);
   find_readers();
   library_view_ = find_library_views();
   for (std::size_t i = 0; i < g_.nodes.size(); ++i) lower_node(static_cast<int>(i));

@@ -498,6 +498,11 @@ void Scheduler::realize_shared_chains(const std::vector<bool>& live) {
 void Scheduler::realize_repeated_work() {
   constexpr std::int64_t kRepeats = 2, kMinElements = std::int64_t{1} << 16;
   constexpr int kMinExpensiveOps = 2;
+  std::vector<int> counted(lg_.defs.size(), -1);  // by def: several readers may ask
+  const auto work = [&](int d) {
+    if (counted[d] < 0) counted[d] = WorkCounter(lg_, d).count();
+    return counted[d];
+  };
   for (std::size_t r = lg_.defs.size(); r-- > 0;) {
     const TensorDef& reader = lg_.defs[r];
     if (!realized_[r] || reader.kind != TensorDef::Kind::Pointwise) continue;
@@ -509,7 +514,7 @@ void Scheduler::realize_repeated_work() {
       const TensorDef& td = lg_.defs[d];
       if (!seen.insert(d).second || realized_[d] || td.kind != TensorDef::Kind::Pointwise) continue;
       if (td.numel() >= kMinElements && reader.numel() >= kRepeats * td.numel() &&
-          WorkCounter(lg_, d).count() >= kMinExpensiveOps) {
+          work(d) >= kMinExpensiveOps) {
         realized_[d] = true;
         continue;
       }
@@ -734,18 +739,10 @@ Program Scheduler::assemble() {
 
 }  // namespace
 
-// Where a graph's kernels would run: the first non-CPU value's device, else
-// the CPU (as the executor picks its device).
-static std::string graph_device(const ir::Graph& g) {
-  for (const auto& m : g.values)
-    if (m.device != "cpu") return m.device;
-  return "cpu";
-}
-
 Program compile_graph(const ir::Graph& captured, const CompileOptions& options) {
-  if (options.cpu_plans_run_aten && graph_device(captured) == "cpu")
+  if (options.cpu_plans_run_aten && ir::graph_device(captured) == "cpu")
     return Scheduler(captured, lower_graph_to_aten(captured), options).run();  // addmm stays whole too
-  if (options.cpu_rows_run_aten && graph_device(captured) == "cpu")
+  if (options.cpu_rows_run_aten && ir::graph_device(captured) == "cpu")
     return Scheduler(captured, lower_graph_rows_to_aten(captured, options.cpu_min_rows), options).run();
   const ir::Graph merged = merge_identical_casts(captured);
   const ir::Graph unfused = options.unfuse_library_bias ? unfuse_library_bias(merged) : merged;

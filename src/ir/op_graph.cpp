@@ -52,6 +52,12 @@ int Graph::add_value(TensorMeta meta) {
   return static_cast<int>(values.size()) - 1;
 }
 
+std::string graph_device(const Graph& g) {
+  for (const auto& m : g.values)
+    if (m.device != "cpu") return m.device;
+  return "cpu";
+}
+
 ValueUses value_uses(const Graph& g) {
   ValueUses u{std::vector<std::vector<int>>(g.values.size()), std::vector<bool>(g.values.size(), false)};
   for (std::size_t i = 0; i < g.nodes.size(); ++i)

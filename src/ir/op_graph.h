@@ -134,6 +134,10 @@ struct ValueUses {
 };
 ValueUses value_uses(const Graph& g);
 
+// Where a graph's kernels run: the first non-CPU value's device ("cuda:0"),
+// else "cpu" (as the executor picks its device).
+std::string graph_device(const Graph& g);
+
 std::string to_text(const Graph& g);
 // Throws std::runtime_error with the line number on malformed input.
 Graph parse_graph(const std::string& text);

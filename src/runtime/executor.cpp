@@ -325,11 +325,7 @@ void poison(at::Tensor& t) {
 
 namespace {
 // The device the program runs on: CUDA if any value lives there, else the CPU.
-at::Device program_device(const ir::Graph& graph) {
-  for (const auto& v : graph.values)
-    if (v.device != "cpu") return at::Device(v.device);
-  return at::Device(at::kCPU);
-}
+at::Device program_device(const ir::Graph& graph) { return at::Device(ir::graph_device(graph)); }
 }  // namespace
 
 Executor::Executor(codegen::Program program, CpuKernels cpu_kernels)
