@@ -28,8 +28,13 @@ void add_over(std::vector<std::int64_t>& at, int first, int last, std::int64_t b
 
 }  // namespace
 
+std::int64_t PoolReservation::reserved(std::int64_t live_peak) const {
+  const std::int64_t large = live_peak > small_limit ? std::max(live_peak, least_large) : live_peak;
+  return large + small_segment;
+}
+
 KeptConstants keep_within_eager_memory(const Program& p, const std::vector<bool>& constant_step,
-                                       const std::vector<bool>& eager_holds_to_end) {
+                                       const std::vector<bool>& eager_holds_to_end, const PoolReservation& pool) {
   const int steps = static_cast<int>(p.steps.size());
   const StorageTimeline tl = storage_timeline(p);
   std::vector<int> result_of_step(steps, -1);
@@ -72,7 +77,7 @@ KeptConstants keep_within_eager_memory(const Program& p, const std::vector<bool>
     add_over(eager, c.first, to_end ? steps - 1 : c.last, c.bytes);
   }
   out.eager_peak_bytes = max_of(eager);
-  out.peak_bytes_all_kept = kept_bytes + max_of(live);
+  out.peak_bytes_all_kept = kept_bytes + pool.reserved(max_of(live));
   out.peak_bytes = out.peak_bytes_all_kept;
 
   // Kept readers of each result: a result another kept step reads stays kept.
@@ -92,7 +97,7 @@ KeptConstants keep_within_eager_memory(const Program& p, const std::vector<bool>
       for (int t = c.first; t <= c.last; ++t) inside = std::max(inside, live[t] + c.bytes);
       const std::int64_t outside = std::max(c.first > 0 ? before[c.first - 1] : 0,
                                             c.last + 1 < steps ? after[c.last + 1] : 0);
-      const std::int64_t peak = kept_bytes - c.bytes + std::max(inside, outside);
+      const std::int64_t peak = kept_bytes - c.bytes + pool.reserved(std::max(inside, outside));
       if (peak >= out.peak_bytes) continue;
       // Enough alone: the fewest bytes computed on each call. Else the
       // largest fall of the peak for the bytes.

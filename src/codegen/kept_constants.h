@@ -18,7 +18,8 @@
 // scheduler's `frees`; a view's base lives as long as the view). The same
 // timeline stands in for eager's activations: a plan's fused kernels make
 // fewer intermediates than eager's ops, so the estimate of eager is low
-// and the choice errs toward less memory. Library workspaces are not seen.
+// and the choice errs toward less memory. Library workspaces are not seen;
+// the rounding of a CUDA graph's pool is (PoolReservation).
 #pragma once
 
 #include <cstdint>
@@ -28,6 +29,19 @@
 #include "codegen/slot_lifetimes.h"
 
 namespace dv::codegen {
+
+// How a CUDA graph's memory pool holds the plan's intermediates
+// (runtime/pool_room.h): one segment of at least `least_large` bytes where
+// more than `small_limit` are alive at once, beside a segment of small blocks
+// of `small_segment` bytes, for the whole call. All zero: no pool (the
+// intermediates cost what is alive).
+struct PoolReservation {
+  std::int64_t small_limit = 0;
+  std::int64_t least_large = 0;
+  std::int64_t small_segment = 0;
+  // What a pool holds for intermediates whose peak is `live_peak` bytes.
+  std::int64_t reserved(std::int64_t live_peak) const;
+};
 
 struct KeptConstants {
   std::vector<bool> kept;               // by step: a constant step whose results are kept
@@ -42,8 +56,10 @@ struct KeptConstants {
 // call (see above). Keeps every constant step unless the estimated peak is
 // above eager's; then, one at a time, drops the result whose drop lowers the
 // peak most for its bytes (a step whose result another kept step reads stays
-// kept), until the peak is at most eager's or no drop lowers it.
+// kept), until the peak is at most eager's or no drop lowers it. `pool`:
+// where the plan runs as a CUDA graph, its intermediates cost what the pool
+// holds for them (at batch 1, a 10 MiB segment for a few MiB alive).
 KeptConstants keep_within_eager_memory(const Program& p, const std::vector<bool>& constant_step,
-                                       const std::vector<bool>& eager_holds_to_end);
+                                       const std::vector<bool>& eager_holds_to_end, const PoolReservation& pool = {});
 
 }  // namespace dv::codegen

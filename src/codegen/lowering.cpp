@@ -1946,13 +1946,20 @@ void lower_constant_pad(Lowerer& L) {
 
 // div(a, b) without a rounding mode. On the GPU, by a CPU scalar or a Python
 // number, as ATen's kernel computes it: times the reciprocal
-// (times_reciprocal). Integer division of integers truncates (C's /).
+// (times_reciprocal). A Python number's reciprocal is taken in double, then
+// rounded to the compute type (measured on the H200: x / 3.1 in float32 is
+// x * float(1 / 3.1), not x * (1 / float(3.1)), which differ by an ulp for
+// most x). Integer division of integers truncates (C's /).
 void lower_true_division(Lowerer& L) {
-  const Operand divisor = L.operand(1);
+  Operand divisor = L.operand(1);
   const bool by_reciprocal =
       L.on_gpu() && (divisor.is_scalar() || divisor.cpu_scalar) && ir::is_floating(L.out_meta().dtype);
-  L.bind(0, L.elementwise({L.operand(0), divisor}, L.out_meta().dtype,
-                          by_reciprocal ? FnN(times_reciprocal) : binary_fn(PrimOp::Div)));
+  FnN quotient = by_reciprocal ? FnN(times_reciprocal) : binary_fn(PrimOp::Div);
+  if (by_reciprocal && divisor.is_scalar()) {
+    divisor.value = 1.0 / divisor.value;
+    quotient = binary_fn(PrimOp::Mul);
+  }
+  L.bind(0, L.elementwise({L.operand(0), divisor}, L.out_meta().dtype, quotient));
 }
 
 // reflection_pad{1,2,3}d and replication_pad{1,2,3}d(self, padding): padding

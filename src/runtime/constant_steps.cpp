@@ -44,8 +44,8 @@ std::vector<int> writers_of_slots(const codegen::Program& p) {
 }  // namespace
 
 ConstantSteps::ConstantSteps(const codegen::Program& p, const std::vector<bool>& constant_inputs,
-                             bool within_eager_memory)
-    : program_(&p), within_eager_memory_(within_eager_memory) {
+                             bool within_eager_memory, codegen::PoolReservation pool)
+    : program_(&p), within_eager_memory_(within_eager_memory), pool_(pool) {
   const std::vector<bool> used_after = slots_used_after_the_steps(p);
   const std::vector<int> writers = writers_of_slots(p);
   std::vector<bool> constant_slot(p.slots.size(), false);
@@ -139,7 +139,7 @@ void ConstantSteps::choose(const std::vector<at::Tensor>& inputs) {
   std::vector<bool> holds(p.steps.size(), false);
   for (std::size_t i = 0; i < p.steps.size(); ++i)
     if (constant_[i]) holds[i] = eager_holds_to_end(p, p.steps[i], inputs);
-  const codegen::KeptConstants choice = codegen::keep_within_eager_memory(p, constant_, holds);
+  const codegen::KeptConstants choice = codegen::keep_within_eager_memory(p, constant_, holds, pool_);
   const std::size_t before = steps_;
   constant_ = choice.kept;
   adopt();

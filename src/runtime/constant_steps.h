@@ -22,6 +22,7 @@
 #include <mutex>
 #include <vector>
 
+#include "codegen/kept_constants.h"
 #include "codegen/program.h"
 
 namespace dv::runtime {
@@ -37,9 +38,10 @@ class ConstantSteps {
  public:
   ConstantSteps() = default;
   // within_eager_memory false: keep every result (DEEPVISOR_WEIGHT_COPIES=all).
-  // `program` must outlive this.
+  // `pool`: how a CUDA graph's pool holds the plan's intermediates (none
+  // where the plan is not graphed). `program` must outlive this.
   ConstantSteps(const codegen::Program& program, const std::vector<bool>& constant_inputs,
-                bool within_eager_memory = true);
+                bool within_eager_memory = true, codegen::PoolReservation pool = {});
 
   bool empty() const { return slots_.empty(); }
   // Kept steps, and those that qualified but run on every call (choose()).
@@ -78,6 +80,7 @@ class ConstantSteps {
 
   const codegen::Program* program_ = nullptr;
   bool within_eager_memory_ = true;
+  codegen::PoolReservation pool_;
   bool chosen_ = false;
   std::size_t not_kept_ = 0;
   std::vector<bool> constant_;  // by step: its results are kept

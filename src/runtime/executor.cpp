@@ -33,6 +33,7 @@
 #include "runtime/kernel_compiler.h"
 #include "runtime/library_into.h"
 #include "runtime/log.h"
+#include "runtime/pool_room.h"
 #include "runtime/scalar_type.h"
 
 namespace dv::runtime {
@@ -664,15 +665,21 @@ bool may_call_blas(const codegen::Program& p) {
 void Executor::enable_cuda_graph(std::vector<bool> constant_inputs, std::shared_ptr<GraphPool> pool,
                                  std::vector<bool> produced_inputs) {
   constant_inputs_ = constant_inputs;  // also where no graph is made: prepared inputs (relaid_input)
+  const char* env = std::getenv("DEEPVISOR_CUDA_GRAPHS");
+  const bool graphs = device_.is_cuda() && (env == nullptr || std::string(env) != "0");
+  const std::string not_graphable = graphs ? why_not_graphable() : "";
   const char* copies = std::getenv("DEEPVISOR_WEIGHT_COPIES");
   if (copies == nullptr || std::string(copies) != "0") {
     const bool all = copies != nullptr && std::string(copies) == "all";
-    auto constants = std::make_unique<ConstantSteps>(program_, constant_inputs_, /*within_eager_memory=*/!all);
+    // A graph's pool holds the intermediates in the allocator's segments (runtime/pool_room.h).
+    codegen::PoolReservation reservation;
+    if (graphs && not_graphable.empty())
+      reservation = {kAllocatorSmallSize, kAllocatorMinLargeAlloc, kAllocatorSmallBuffer};
+    auto constants = std::make_unique<ConstantSteps>(program_, constant_inputs_, /*within_eager_memory=*/!all, reservation);
     if (!constants->empty()) constants_ = std::move(constants);
   }
-  const char* env = std::getenv("DEEPVISOR_CUDA_GRAPHS");
-  if (!device_.is_cuda() || (env != nullptr && std::string(env) == "0")) return;
-  graph_ = std::make_unique<CudaGraphReplay>(std::move(constant_inputs), why_not_graphable(), std::move(pool),
+  if (!graphs) return;
+  graph_ = std::make_unique<CudaGraphReplay>(std::move(constant_inputs), not_graphable, std::move(pool),
                                              std::move(produced_inputs), may_call_blas(program_));
 }
 
@@ -738,6 +745,7 @@ ExecutorStats Executor::stats() const {
   s.constant_kernel_runs = constant_kernel_runs_.load();
   s.library_results_in_block = library_results_in_block_.load();
   s.library_results_beside_block = library_results_beside_block_.load();
+  s.graph_pool_room_bytes = pool_room_bytes_.load();
   return s;
 }
 
@@ -847,15 +855,27 @@ std::vector<at::Tensor> Executor::run_steps(const std::vector<at::Tensor>& input
   if (device.is_cuda()) guard.emplace(device.index());
   prepare_kernels();
   const codegen::ArenaPlan& arena = arena_plan();
+  const bool capturing =
+      device.is_cuda() && c10::cuda::currentStreamCaptureStatusMayInitCtx() != c10::cuda::CaptureStatus::None;
+  if (capturing) make_room_beside_block(device, arena.bytes);
   const at::Tensor block =
       arena.bytes > 0 ? at::empty({arena.bytes}, at::TensorOptions().dtype(at::kByte).device(device)) : at::Tensor();
+  const at::Tensor* in_block = block.defined() ? &block : nullptr;
+  // The first run of a plan that will be graphed measures what its capture
+  // will allocate beside the block (runtime/pool_room.h).
+  std::optional<BesideBlockProbe> probe;
+  if (graph_ && !capturing && !beside_block_measured_.exchange(true)) {
+    report_allocations_to_probes();
+    probe.emplace();
+  }
   for (std::size_t i = 0; i < program_.steps.size(); ++i) {
     const Step& step = program_.steps[i];
     const bool kept = constants_ && constants_->is_constant(i);  // its results are kept (refresh_constants)
-    if (!kept && step.kind == Step::Kind::Kernel) run_kernel(step, slots, device, launches, block.defined() ? &block : nullptr);
-    else if (!kept) run_fallback(step, slots, block.defined() ? &block : nullptr);
+    if (!kept && step.kind == Step::Kind::Kernel) run_kernel(step, slots, device, launches, in_block);
+    else if (!kept) run_fallback(step, slots, in_block);
     for (int f : step.frees) slots[f].reset();
   }
+  if (probe) beside_block_bytes_ = probe->peak_bytes();
   for (auto& [slot, original] : relaid) slots[slot] = std::move(original);
   for (auto [in, value] : program_.mutation_slots) slots[in].copy_(slots[value]);
   const auto& graph = program_.graph;
@@ -930,6 +950,16 @@ void Executor::run_kernel(const Step& step, std::vector<at::Tensor>& slots, cons
                                 launch.block[0], launch.block[1], launch.block[2], launch.shared_bytes, stream,
                                 args.data());
   ++launches;
+}
+
+void Executor::make_room_beside_block(const at::Device& device, std::int64_t block_bytes) {
+  const std::int64_t beside = beside_block_bytes_.load();
+  const std::int64_t room = pool_room_bytes(block_bytes, beside);
+  make_pool_room(room, device.index());
+  if (pool_room_bytes_.exchange(room) != room)
+    log_event("decisions", "graph pool: a segment of " + std::to_string(room) + " bytes made before the capture, for " +
+                               std::to_string(block_bytes) + " bytes of intermediates and at most " +
+                               std::to_string(beside) + " of requests beside them (measured on the first call)");
 }
 
 void Executor::run_fallback(const Step& step, std::vector<at::Tensor>& slots, const at::Tensor* block) {

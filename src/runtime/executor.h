@@ -57,6 +57,11 @@ struct ExecutorStats {
   // their bytes in the block went unused.
   std::int64_t library_results_in_block = 0;
   std::int64_t library_results_beside_block = 0;
+  // The segment made in the CUDA graph's pool before its last capture, for
+  // the block and what the steps allocate beside it: the library's
+  // workspaces, results not in the block, the outputs (runtime/pool_room.h);
+  // 0: none.
+  std::int64_t graph_pool_room_bytes = 0;
 };
 
 // How the kernels of a plan on CPU tensors run.
@@ -132,6 +137,8 @@ class Executor {
   // `block`: as run_kernel's; a library call that can write into it does
   // (runtime/library_into.h).
   void run_fallback(const codegen::Step& step, std::vector<at::Tensor>& slots, const at::Tensor* block = nullptr);
+  // In a capture: the room in the graph's pool for what the steps allocate beside the block.
+  void make_room_beside_block(const at::Device& device, std::int64_t block_bytes);
   void prepare_cuda(int device_index);
   void prepare_host();
   // `launches`: the CUDA kernels it launched are added to it.
@@ -194,6 +201,12 @@ class Executor {
   std::atomic<std::int64_t> constant_kernel_runs_{0};
   std::atomic<std::int64_t> library_results_in_block_{0};
   std::atomic<std::int64_t> library_results_beside_block_{0};
+  // The most bytes of the requests beside the block that the room in a
+  // graph's pool would hold (runtime/pool_room.h), measured on the first run;
+  // and the room made at the last capture.
+  std::atomic<bool> beside_block_measured_{false};
+  std::atomic<std::int64_t> beside_block_bytes_{0};
+  std::atomic<std::int64_t> pool_room_bytes_{0};
 };
 
 }  // namespace dv::runtime

@@ -104,3 +104,20 @@ TEST_CASE("a constant result that a kept constant step reads stays kept", "[kept
   CHECK_FALSE(k.kept[2]);
   CHECK(k.peak_bytes <= k.eager_peak_bytes);
 }
+
+TEST_CASE("a CUDA graph's pool counts at what it holds, not at what is alive", "[kept_constants]") {
+  // LateWeight keeps w1's cast where only its activations count. A pool
+  // that holds at least 4 MB for them (the allocator's 10 MiB at batch 1)
+  // leaves no room under eager's 2.125 MB: both casts run on each call.
+  LateWeight lw;
+  const std::vector<bool> to_end(lw.b.p.steps.size(), true);
+  const codegen::PoolReservation pool{kMB / 2, 4 * kMB, kMB / 4};
+  CHECK(pool.reserved(kMB / 4) == kMB / 2);  // a small block: only its segment
+  CHECK(pool.reserved(2 * kMB) == 4 * kMB + kMB / 4);
+  CHECK(pool.reserved(8 * kMB) == 8 * kMB + kMB / 4);
+  const codegen::KeptConstants k = codegen::keep_within_eager_memory(lw.b.p, lw.b.constant, to_end, pool);
+  CHECK(k.peak_bytes_all_kept == kMB + kMB / 8 + 4 * kMB + kMB / 4);
+  CHECK_FALSE(k.kept[lw.w1_step]);
+  CHECK_FALSE(k.kept[lw.w2_step]);
+  CHECK(k.peak_bytes == 4 * kMB + kMB / 4);
+}

@@ -19,6 +19,7 @@
 #include "runtime/disk_cache.h"
 #include "runtime/kernel_compiler.h"
 #include "runtime/nvrtc.h"
+#include "runtime/pool_room.h"
 #include "runtime/sha256.h"
 
 namespace fs = std::filesystem;
@@ -547,4 +548,39 @@ extern "C" __global__ void smem_sum(float* out, int n) {
                     CudaError);
   }
   driver.mem_free(buffer);
+}
+
+TEST_CASE("a graph pool's room holds what would get 20 MiB segments of its own", "[runtime][pool_room]") {
+  constexpr std::int64_t MiB = 1 << 20;
+  // Requests of 1 MiB or less come from small blocks: no room.
+  CHECK(room_for(MiB) == 0);
+  CHECK(room_for(14 * MiB) == 14 * MiB);
+  CHECK(room_for(MiB + 1) == MiB + 512);  // rounded as the allocator rounds
+  CHECK(room_for(3 * MiB) == 3 * MiB);
+  // ResNet-50's block with 3 MiB of workspace beside it: one segment for both.
+  CHECK(pool_room_bytes(77 * MiB, 3 * MiB) == 80 * MiB);
+  // A large block alone gets its own segment anyway: no room.
+  CHECK(pool_room_bytes(50 * MiB, 0) == 0);
+  // Small ones: 10 MiB, which the allocator does not round up to 20.
+  CHECK(pool_room_bytes(4 * MiB, 0) == 10 * MiB);
+  CHECK(pool_room_bytes(512 * 1024, 2 * MiB) == 10 * MiB);  // the block itself is a small block
+  CHECK(pool_room_bytes(0, 0) == 0);
+  CHECK(pool_room_bytes(512 * 1024, 0) == 0);
+}
+
+TEST_CASE("the room is the most bytes of roomable requests alive at once", "[runtime][pool_room]") {
+  constexpr std::int64_t MiB = 1 << 20;
+  BesideBlockProbe probe;
+  probe.allocated(0x1000, 3 * MiB);   // a workspace
+  probe.freed(0x1000);
+  probe.allocated(0x2000, 6 * MiB);   // a result beside the block
+  probe.allocated(0x1000, 2 * MiB);   // the next workspace, while the result lives
+  probe.allocated(0x7000, 4096);      // a small block: not counted
+  probe.freed(0x1000);
+  probe.freed(0x2000);
+  probe.allocated(0x3000, 5 * MiB);
+  probe.freed(0x4000);  // freed but not seen allocated: nothing
+  CHECK(probe.peak_bytes() == 8 * MiB);
+  probe.allocated(0x9000, 14 * MiB);  // with the 5 MiB one
+  CHECK(probe.peak_bytes() == 19 * MiB);
 }

@@ -421,6 +421,66 @@ def test_a_network_of_many_convolution_kinds_matches_eager_with_library_results_
         torch.testing.assert_close(got.float(), want.float(), rtol=tol[0], atol=tol[1])
 
 
+def _graph_pools():
+    return {tuple(seg.get("segment_pool_id") or (0, 0)) for seg in torch.cuda.memory_snapshot()} - {(0, 0)}
+
+
+def _large_segments_of_pools_since(pools_before):
+    """The large segments (not the 2 MiB ones of small blocks) of the CUDA
+    graph pools made since `pools_before`: (bytes, allocated bytes)."""
+    return [(seg["total_size"], seg["allocated_size"]) for seg in torch.cuda.memory_snapshot()
+            if tuple(seg.get("segment_pool_id") or (0, 0)) in _graph_pools() - pools_before
+            and seg["segment_type"] == "large"]
+
+
+def _one_segment_of_the_room(pools_before, stats):
+    """The graph's pool holds one large segment, the room made before its capture."""
+    segments = _large_segments_of_pools_since(pools_before)
+    room = stats["graph_pool_room_bytes"]
+    assert len(segments) == 1 and segments[0][0] == -(-room // 2**21) * 2**21, (room, segments)
+    return room
+
+
+@torch.no_grad()
+def test_an_output_beside_the_block_takes_room_in_its_segment_of_the_graph_pool():
+    """A graph's pool holds one large segment for the block of intermediates
+    (16 MiB here) and the 8 MiB output (runtime/pool_room.h); the output used
+    to get a 20 MiB segment of its own, 12 MiB of it never used."""
+    x, w = randn(2048, 1024), randn(1024, 1024, seed=1) / 32
+
+    def f(x, w):
+        h = torch.relu(x @ w)
+        return (h @ w) * 0.5 + 1
+
+    g = deepvisor.compile(f)
+    pools_before = _graph_pools()
+    outs = [g(x, w).clone() for _ in range(3)]
+    s = deepvisor.stats(g)
+    assert s["cuda_graphs"] == 1, s
+    assert _one_segment_of_the_room(pools_before, s) >= 24 * 2**20
+    for got in outs:
+        assert_matches(got, f(x, w), TOL)
+
+
+@torch.no_grad()
+def test_convolution_workspaces_take_the_room_beside_the_block():
+    """cuDNN's workspaces, allocated and freed inside each convolution during
+    the capture, and the 6 MiB output land in the free tail of the block's
+    segment (their sizes measured on the first call): the pool holds one
+    large segment, not one more of 20 MiB left empty between calls."""
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 128, 3, stride=2, padding=1),
+                      nn.ReLU(), nn.Conv2d(128, 64, 1), nn.ReLU(), nn.Conv2d(64, 64, 5, padding=2))
+    m = m.eval().cuda().to(memory_format=torch.channels_last)
+    x = randn(16, 64, 56, 56).to(memory_format=torch.channels_last)
+    pools_before = _graph_pools()
+    want, outs, s = _eager_and_compiled(m, x, bf16=True)
+    assert s["cuda_graphs"] == 1 and s["fallback_ops"] == {}, s
+    _one_segment_of_the_room(pools_before, s)
+    for got in outs:
+        torch.testing.assert_close(got.float(), want.float(), rtol=3e-2, atol=3e-2)
+
+
 @torch.no_grad()
 def test_deberta_is_one_graph_with_no_fallback():
     """DeBERTa's attention span is CPU scalar arithmetic on torch.tensor(...):

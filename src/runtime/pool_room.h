@@ -1,0 +1,90 @@
+// Room made in a CUDA graph's memory pool before its capture, so that the
+// capture's other large allocations need no segments of their own.
+//
+// During a capture every allocation comes from the graph's private pool, and
+// the caching allocator gives each request of 1 to 10 MiB a 20 MiB segment.
+// Besides the block of intermediates (codegen/arena_plan.h), requests land
+// there from the library (cuDNN's workspace, allocated and freed inside each
+// convolution), from results the block does not hold (a library call that
+// allocates its own) and from the plan's outputs (they outlive the call).
+// Their segments stay reserved by the pool for the replays, mostly empty:
+// ResNet-50's graph held a 20 MiB segment for workspaces of a few MiB, 20 MiB
+// above eager's peak.
+//
+// So the capture first allocates and frees one segment sized to the block
+// plus the room those requests need, then allocates the block from it: the
+// free tail that the split leaves takes them (the allocator picks the
+// smallest free block that fits). Only requests above 1 MiB count (smaller
+// ones go to the allocator's pool of small blocks); larger ones count too,
+// though each would get a segment of its own size: a transient one (a 14 MiB
+// workspace of ResNet-50's) leaves that segment empty between calls. Sizes
+// are rounded as the allocator rounds them, and the segment is at least
+// 10 MiB (which the allocator does not round up to 20). The room never
+// changes what the plan computes: a request it cannot hold gets a segment as
+// before.
+//
+// The room is measured, not predicted: on the first run of a plan step by
+// step (before its capture), the caching allocator's trace callback reports
+// each allocation and free the steps make (BesideBlockProbe), and the room is
+// the most bytes of such requests alive at once.
+#pragma once
+
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+namespace dv::runtime {
+
+// The caching allocator's sizes (c10/core/AllocatorConfig.h; checked where
+// LibTorch is included).
+constexpr std::int64_t kAllocatorMinBlock = 512;            // every size is rounded up to this
+constexpr std::int64_t kAllocatorSmallSize = 1 << 20;       // up to this: the pool of small blocks
+constexpr std::int64_t kAllocatorMinLargeAlloc = 10 << 20;  // below this: a 20 MiB segment
+constexpr std::int64_t kAllocatorSmallBuffer = 2 << 20;     // a segment of small blocks
+
+// A request's bytes as the room must hold them: rounded as the allocator
+// rounds them, or 0 for a small block (1 MiB or less).
+std::int64_t room_for(std::int64_t bytes);
+
+// The segment to make before a capture whose block of intermediates has
+// `block` bytes and whose other requests that the room takes hold at most
+// `beside` bytes at once; 0 where the allocator does as well without (a
+// block of 10 MiB or more and nothing beside it). A block of 1 to 10 MiB
+// alone gets a segment of 10 MiB, not 20.
+std::int64_t pool_room_bytes(std::int64_t block, std::int64_t beside);
+
+// While alive, records the GPU allocations and frees of the thread that made
+// it, as the caching allocator's trace callback reports them
+// (report_allocations_to_probes). Probes nest: the inner one records.
+class BesideBlockProbe {
+ public:
+  BesideBlockProbe();
+  ~BesideBlockProbe();
+  static BesideBlockProbe* recording_on_this_thread();
+  BesideBlockProbe(const BesideBlockProbe&) = delete;
+  BesideBlockProbe& operator=(const BesideBlockProbe&) = delete;
+
+  // The most bytes that the requests it saw which the room takes (room_for)
+  // held at once.
+  std::int64_t peak_bytes() const;
+
+  // From the callback: an allocation (`bytes` at `address`) or a free.
+  void allocated(std::uintptr_t address, std::int64_t bytes);
+  void freed(std::uintptr_t address);
+
+ private:
+  std::int64_t live_ = 0, peak_ = 0;
+  std::vector<std::pair<std::uintptr_t, std::int64_t>> live_requests_;  // (address, room_for bytes)
+  BesideBlockProbe* outer_;
+};
+
+// LibTorch side (pool_room_cuda.cpp).
+// Attaches the trace callback that reports this process's GPU allocations to
+// the probe recording on the thread that makes them (once: it cannot be
+// detached; without a probe it returns at once).
+void report_allocations_to_probes();
+// Allocates `bytes` on `device` and frees them at once: in a capture, the
+// graph's pool keeps the segment, free, for the requests that follow.
+void make_pool_room(std::int64_t bytes, int device);
+
+}  // namespace dv::runtime
