@@ -80,8 +80,9 @@ def stats(compiled):
     and library_results_beside_block (runs planned there that allocated
     their result instead: ATen chose another convolution backend or layout);
     graph_pool_room_bytes (the segment made in each CUDA graph's memory pool
-    before its capture for the library's workspaces and the outputs, summed
-    over the plans; 0 where none was needed);
+    before its capture, for the block of intermediates and what the capture
+    allocates beside it: library workspaces, results outside the block, the
+    outputs; summed over the plans, 0 where none was needed);
     capture_s and compile_s (host seconds in captures and in building executors,
     kernels compiled by NVRTC at their first run not included);
     for plans on CPU tensors, once a plan ran: cpu_compiled_kernels (kernels
