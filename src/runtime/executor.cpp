@@ -871,11 +871,12 @@ std::vector<at::Tensor> Executor::run_steps(const std::vector<at::Tensor>& input
   for (std::size_t i = 0; i < program_.steps.size(); ++i) {
     const Step& step = program_.steps[i];
     const bool kept = constants_ && constants_->is_constant(i);  // its results are kept (refresh_constants)
+    if (probe) probe->now_at(static_cast<int>(i));
     if (!kept && step.kind == Step::Kind::Kernel) run_kernel(step, slots, device, launches, in_block);
     else if (!kept) run_fallback(step, slots, in_block);
     for (int f : step.frees) slots[f].reset();
   }
-  if (probe) beside_block_bytes_ = probe->peak_bytes();
+  if (probe) note_beside_block(*probe);
   for (auto& [slot, original] : relaid) slots[slot] = std::move(original);
   for (auto [in, value] : program_.mutation_slots) slots[in].copy_(slots[value]);
   const auto& graph = program_.graph;
@@ -950,6 +951,20 @@ void Executor::run_kernel(const Step& step, std::vector<at::Tensor>& slots, cons
                                 launch.block[0], launch.block[1], launch.block[2], launch.shared_bytes, stream,
                                 args.data());
   ++launches;
+}
+
+void Executor::note_beside_block(const BesideBlockProbe& probe) {
+  beside_block_bytes_ = probe.peak_bytes();
+  if (probe.peak_bytes() == 0) return;
+  std::string largest;
+  for (const auto& [step, bytes] : probe.largest_requests(3)) {
+    if (step < 0) continue;
+    const Step& s = program_.steps.at(step);
+    const std::string what = s.kind == Step::Kind::Kernel ? program_.kernels[s.kernel].name : program_.graph.nodes[s.node].op;
+    largest += (largest.empty() ? "" : ", ") + what + " (step " + std::to_string(step) + ") " + std::to_string(bytes);
+  }
+  log_event("decisions", "graph pool: at most " + std::to_string(probe.peak_bytes()) +
+                             " bytes of requests beside the block at once; the largest: " + largest);
 }
 
 void Executor::make_room_beside_block(const at::Device& device, std::int64_t block_bytes) {

@@ -67,6 +67,7 @@ struct ExecutorStats {
 // How the kernels of a plan on CPU tensors run.
 enum class CpuKernels { Interpreter, Compiled };
 
+class BesideBlockProbe;
 class CudaGraphReplay;
 class GraphPool;
 
@@ -139,6 +140,8 @@ class Executor {
   void run_fallback(const codegen::Step& step, std::vector<at::Tensor>& slots, const at::Tensor* block = nullptr);
   // In a capture: the room in the graph's pool for what the steps allocate beside the block.
   void make_room_beside_block(const at::Device& device, std::int64_t block_bytes);
+  // What the first run's probe saw beside the block: kept, and logged (decisions).
+  void note_beside_block(const BesideBlockProbe& probe);
   void prepare_cuda(int device_index);
   void prepare_host();
   // `launches`: the CUDA kernels it launched are added to it.

@@ -40,6 +40,7 @@ void BesideBlockProbe::allocated(std::uintptr_t address, std::int64_t bytes) {
   const std::int64_t held = room_for(bytes);
   if (held == 0) return;
   live_requests_.emplace_back(address, held);
+  requests_.emplace_back(step_, held);
   live_ += held;
   peak_ = std::max(peak_, live_);
 }
@@ -54,5 +55,12 @@ void BesideBlockProbe::freed(std::uintptr_t address) {
 }
 
 std::int64_t BesideBlockProbe::peak_bytes() const { return peak_; }
+
+std::vector<std::pair<int, std::int64_t>> BesideBlockProbe::largest_requests(std::size_t n) const {
+  std::vector<std::pair<int, std::int64_t>> out = requests_;
+  std::stable_sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.second > b.second; });
+  if (out.size() > n) out.resize(n);
+  return out;
+}
 
 }  // namespace dv::runtime

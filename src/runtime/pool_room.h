@@ -68,12 +68,19 @@ class BesideBlockProbe {
   // held at once.
   std::int64_t peak_bytes() const;
 
+  // The requests that follow are made by step `step` (for largest_requests).
+  void now_at(int step) { step_ = step; }
+  // The `n` largest requests it saw, largest first: (step, bytes).
+  std::vector<std::pair<int, std::int64_t>> largest_requests(std::size_t n) const;
+
   // From the callback: an allocation (`bytes` at `address`) or a free.
   void allocated(std::uintptr_t address, std::int64_t bytes);
   void freed(std::uintptr_t address);
 
  private:
   std::int64_t live_ = 0, peak_ = 0;
+  int step_ = -1;
+  std::vector<std::pair<int, std::int64_t>> requests_;  // (step, room_for bytes) of each
   std::vector<std::pair<std::uintptr_t, std::int64_t>> live_requests_;  // (address, room_for bytes)
   BesideBlockProbe* outer_;
 };

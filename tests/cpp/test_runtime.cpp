@@ -581,6 +581,9 @@ TEST_CASE("the room is the most bytes of roomable requests alive at once", "[run
   probe.allocated(0x3000, 5 * MiB);
   probe.freed(0x4000);  // freed but not seen allocated: nothing
   CHECK(probe.peak_bytes() == 8 * MiB);
+  probe.now_at(7);
   probe.allocated(0x9000, 14 * MiB);  // with the 5 MiB one
   CHECK(probe.peak_bytes() == 19 * MiB);
+  using Request = std::pair<int, std::int64_t>;
+  CHECK(probe.largest_requests(2) == std::vector<Request>{{7, 14 * MiB}, {-1, 6 * MiB}});
 }
