@@ -139,8 +139,9 @@ GraphPool::GraphPool() = default;
 GraphPool::~GraphPool() = default;
 
 CudaGraphReplay::CudaGraphReplay(std::vector<bool> constant, std::string unsupported, std::shared_ptr<GraphPool> pool,
-                                 std::vector<bool> produced, bool blas)
-    : constant_(std::move(constant)), pool_(std::move(pool)), moved_(std::move(produced)), blas_(blas) {
+                                 std::vector<bool> produced, bool blas, int warmup_runs)
+    : constant_(std::move(constant)), pool_(std::move(pool)), warmup_runs_(warmup_runs),
+      moved_(std::move(produced)), blas_(blas) {
   moved_.resize(constant_.size(), false);
   lending_ = pool_ == nullptr && !outputs_always_copied();
   if (!unsupported.empty()) disable(std::move(unsupported));
@@ -180,7 +181,7 @@ std::optional<std::vector<at::Tensor>> CudaGraphReplay::run(const std::vector<at
   }
   std::optional<std::vector<at::Tensor>> out;
   // The first call loads kernels and makes library handles, and shows where the inputs lie.
-  if (calls_++ > 0 && (graph_ || capture(inputs, steps))) {
+  if (calls_++ >= warmup_runs_ && (graph_ || capture(inputs, steps))) {
     if (inputs_in_place(inputs)) out = pool_ ? replay_in_pool(inputs) : replay(inputs);
   }
   last_ptrs_.resize(inputs.size());

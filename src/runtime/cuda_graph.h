@@ -1,7 +1,8 @@
 // A compiled plan replayed as one CUDA graph.
 //
 // The executor runs a plan's steps one by one on its first call (kernels are
-// loaded, library handles made). On the next call the steps are captured
+// loaded, library handles made; with cuDNN benchmarking and convolutions in
+// the plan, on its first two). On the next call the steps are captured
 // into a CUDA graph (at::cuda::CUDAGraph, with its own memory pool for the
 // intermediates) and from then on a call is: copy the arguments into the
 // graph's input buffers, launch the graph, hand out its outputs.
@@ -97,9 +98,13 @@ class CudaGraphReplay {
   // always copied in: its address on two calls says nothing of the next.
   // blas: the plan may call cuBLAS, so the capture first makes the caller's
   // stream's cuBLAS workspaces (32 MiB on Hopper, which a plan of
-  // convolutions alone need not hold).
+  // convolutions alone need not hold). warmup_runs: the calls that run step
+  // by step before the capture (the first loads kernels and makes library
+  // handles; a second where the first one benchmarks cuDNN's algorithms, so
+  // that the run just before the capture allocates what the capture will:
+  // runtime/pool_room.h).
   CudaGraphReplay(std::vector<bool> constant, std::string unsupported, std::shared_ptr<GraphPool> pool = nullptr,
-                  std::vector<bool> produced = {}, bool blas = true);
+                  std::vector<bool> produced = {}, bool blas = true, int warmup_runs = 1);
   ~CudaGraphReplay();
 
   // This call's outputs through the graph; nullopt when the caller must run
@@ -122,6 +127,7 @@ class CudaGraphReplay {
   std::shared_ptr<GraphPool> pool_;
   mutable std::mutex mutex_;
   int calls_ = 0;
+  int warmup_runs_ = 1;
   int captures_ = 0;
   std::string disabled_;  // why it is not graphed ("" while it may be)
   std::unique_ptr<at::cuda::CUDAGraph> graph_;

@@ -660,6 +660,17 @@ bool may_call_blas(const codegen::Program& p) {
   return false;
 }
 
+// Whether the first run of `p` may benchmark cuDNN's algorithms
+// (torch.backends.cudnn.benchmark): its trials allocate workspaces that the
+// runs after it do not.
+bool benchmarks_convolutions(const codegen::Program& p) {
+  if (!at::globalContext().benchmarkCuDNN()) return false;
+  return std::any_of(p.steps.begin(), p.steps.end(), [&](const Step& step) {
+    return step.kind != Step::Kind::Kernel && step.kind != Step::Kind::View &&
+           p.graph.nodes[step.node].op.rfind("aten::convolution", 0) == 0;
+  });
+}
+
 }  // namespace
 
 void Executor::enable_cuda_graph(std::vector<bool> constant_inputs, std::shared_ptr<GraphPool> pool,
@@ -680,7 +691,8 @@ void Executor::enable_cuda_graph(std::vector<bool> constant_inputs, std::shared_
   }
   if (!graphs) return;
   graph_ = std::make_unique<CudaGraphReplay>(std::move(constant_inputs), not_graphable, std::move(pool),
-                                             std::move(produced_inputs), may_call_blas(program_));
+                                             std::move(produced_inputs), may_call_blas(program_),
+                                             benchmarks_convolutions(program_) ? 2 : 1);
 }
 
 namespace {
@@ -861,10 +873,12 @@ std::vector<at::Tensor> Executor::run_steps(const std::vector<at::Tensor>& input
   const at::Tensor block =
       arena.bytes > 0 ? at::empty({arena.bytes}, at::TensorOptions().dtype(at::kByte).device(device)) : at::Tensor();
   const at::Tensor* in_block = block.defined() ? &block : nullptr;
-  // The first run of a plan that will be graphed measures what its capture
-  // will allocate beside the block (runtime/pool_room.h).
+  // The runs of a plan that will be graphed, before its capture (one, or two
+  // where the first benchmarks cuDNN: enable_cuda_graph), measure what the
+  // capture will allocate beside the block (runtime/pool_room.h); the last
+  // one counts.
   std::optional<BesideBlockProbe> probe;
-  if (graph_ && !capturing && !beside_block_measured_.exchange(true)) {
+  if (graph_ && !capturing && probed_runs_.fetch_add(1) < 2) {
     report_allocations_to_probes();
     probe.emplace();
   }

@@ -205,9 +205,10 @@ class Executor {
   std::atomic<std::int64_t> library_results_in_block_{0};
   std::atomic<std::int64_t> library_results_beside_block_{0};
   // The most bytes of the requests beside the block that the room in a
-  // graph's pool would hold (runtime/pool_room.h), measured on the first run;
-  // and the room made at the last capture.
-  std::atomic<bool> beside_block_measured_{false};
+  // graph's pool would hold (runtime/pool_room.h), measured on the first two
+  // runs step by step (those before the capture); and the room made at the
+  // last capture.
+  std::atomic<int> probed_runs_{0};
   std::atomic<std::int64_t> beside_block_bytes_{0};
   std::atomic<std::int64_t> pool_room_bytes_{0};
 };

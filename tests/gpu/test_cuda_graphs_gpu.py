@@ -482,6 +482,29 @@ def test_convolution_workspaces_take_the_room_beside_the_block():
 
 
 @torch.no_grad()
+def test_with_cudnn_benchmarking_the_room_is_measured_after_the_benchmark():
+    """With torch.backends.cudnn.benchmark, a plan's first run may time
+    cuDNN's algorithms, whose trial workspaces the capture never allocates:
+    a second run step by step measures the room, and the third compiled
+    call captures. Results stay eager's throughout."""
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(32, 48, 3, padding=1), nn.ReLU(), nn.Conv2d(48, 32, 5, stride=2, padding=2))
+    m = m.eval().cuda().to(memory_format=torch.channels_last)
+    x = randn(8, 32, 61, 59).to(memory_format=torch.channels_last)
+    g = deepvisor.compile(m)
+    pools_before = _graph_pools()
+    with torch.backends.cudnn.flags(enabled=True, benchmark=True, deterministic=False, allow_tf32=False):
+        want = m(x)
+        graphed = []
+        for _ in range(5):
+            got = g(x)
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+            graphed.append(deepvisor.stats(g)["cuda_graphs"])
+    assert graphed == [0, 0, 0, 1, 1], graphed  # the capture run, two runs step by step, then the graph
+    _one_segment_of_the_room(pools_before, deepvisor.stats(g))
+
+
+@torch.no_grad()
 def test_deberta_is_one_graph_with_no_fallback():
     """DeBERTa's attention span is CPU scalar arithmetic on torch.tensor(...):
     slice bounds and clamp limits, folded at capture time. The CUDA plan has
