@@ -867,8 +867,9 @@ std::vector<at::Tensor> Executor::run_steps(const std::vector<at::Tensor>& input
   if (device.is_cuda()) guard.emplace(device.index());
   prepare_kernels();
   const codegen::ArenaPlan& arena = arena_plan();
+  // (Only a plan with a graph is ever captured: the others skip the query.)
   const bool capturing =
-      device.is_cuda() && c10::cuda::currentStreamCaptureStatusMayInitCtx() != c10::cuda::CaptureStatus::None;
+      graph_ && c10::cuda::currentStreamCaptureStatusMayInitCtx() != c10::cuda::CaptureStatus::None;
   if (capturing) make_room_beside_block(device, arena.bytes);
   const at::Tensor block =
       arena.bytes > 0 ? at::empty({arena.bytes}, at::TensorOptions().dtype(at::kByte).device(device)) : at::Tensor();

@@ -21,7 +21,7 @@ std::int64_t room_for(std::int64_t bytes) {
 }
 
 std::int64_t pool_room_bytes(std::int64_t block, std::int64_t beside) {
-  const std::int64_t others = beside > 0 ? rounded(beside) : 0;
+  const std::int64_t others = rounded(beside);
   // A small block comes from the pool of small blocks, not from this segment.
   const std::int64_t large_block = block > kAllocatorSmallSize ? rounded(block) : 0;
   // A block of 10 MiB or more alone gets a segment of its size anyway.

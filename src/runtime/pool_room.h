@@ -23,10 +23,10 @@
 // changes what the plan computes: a request it cannot hold gets a segment as
 // before.
 //
-// The room is measured, not predicted: on the first run of a plan step by
-// step (before its capture), the caching allocator's trace callback reports
-// each allocation and free the steps make (BesideBlockProbe), and the room is
-// the most bytes of such requests alive at once.
+// The room is measured, not predicted: on the runs of a plan step by step
+// before its capture, the caching allocator's trace callback reports each
+// allocation and free the steps make (BesideBlockProbe), and the room is the
+// most bytes of such requests alive at once on the last of them.
 #pragma once
 
 #include <cstdint>

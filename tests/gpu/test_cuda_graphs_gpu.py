@@ -421,16 +421,19 @@ def test_a_network_of_many_convolution_kinds_matches_eager_with_library_results_
         torch.testing.assert_close(got.float(), want.float(), rtol=tol[0], atol=tol[1])
 
 
+def _pool_of(segment):
+    return tuple(segment.get("segment_pool_id") or (0, 0))
+
+
 def _graph_pools():
-    return {tuple(seg.get("segment_pool_id") or (0, 0)) for seg in torch.cuda.memory_snapshot()} - {(0, 0)}
+    return {_pool_of(seg) for seg in torch.cuda.memory_snapshot()} - {(0, 0)}
 
 
 def _large_segments_of_pools_since(pools_before):
     """The large segments (not the 2 MiB ones of small blocks) of the CUDA
     graph pools made since `pools_before`: (bytes, allocated bytes)."""
     return [(seg["total_size"], seg["allocated_size"]) for seg in torch.cuda.memory_snapshot()
-            if tuple(seg.get("segment_pool_id") or (0, 0)) in _graph_pools() - pools_before
-            and seg["segment_type"] == "large"]
+            if _pool_of(seg) not in pools_before | {(0, 0)} and seg["segment_type"] == "large"]
 
 
 def _one_segment_of_the_room(pools_before, stats):
