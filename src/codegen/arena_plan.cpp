@@ -1,8 +1,10 @@
 #include "codegen/arena_plan.h"
 
 #include <algorithm>
+#include <numeric>
 
 #include "codegen/slot_lifetimes.h"
+#include "ir/dtype.h"
 
 namespace dv::codegen {
 
@@ -37,6 +39,47 @@ bool written_into_block(const Program& p, int r, int first, const std::vector<Li
          writes_into[first] != LibraryInto::None;
 }
 
+// Whether kernel `k` may write buffer `out` over buffer `in`'s memory: a
+// pointwise kernel whose one store writes element x of `out`, and whose every
+// read of `in` is of element x, of the same width. A point's stored value
+// depends on the loads that feed it, so each point reads in[x] before it
+// writes out[x] (a load that feeds nothing is dead), and no point reads an
+// element that another point writes.
+bool may_write_over(const ir::Kernel& k, int in, int out) {
+  const ir::KernelBuffer &i = k.buffers[in], &o = k.buffers[out];
+  if (k.is_reduction() || i.written || o.read || ir::dtype_size(i.dtype) != ir::dtype_size(o.dtype)) return false;
+  const ir::IndexExpr x = k.x_var();
+  int stores = 0;
+  for (const ir::Instr& instr : k.body) {
+    if (instr.op == ir::PrimOp::Store) {
+      if (instr.buffer != out || instr.indirect || instr.accumulate || instr.index != x) return false;
+      ++stores;
+    } else if (instr.op == ir::PrimOp::Load && instr.buffer == in &&
+               (instr.indirect || instr.masked || instr.index != x)) {
+      return false;
+    }
+  }
+  return stores == 1;
+}
+
+// The storage (a root slot) whose memory kernel step `t` may write its
+// result `out` over, or -1: a root in the block that the step frees, read
+// through one buffer of the kernel only, as may_write_over allows.
+int storage_to_take_over(const Program& p, const StorageTimeline& tl, const std::vector<bool>& in_block, int t,
+                         int out_buffer) {
+  const Step& step = p.steps[t];
+  const ir::Kernel& k = p.kernels[step.kernel];
+  for (std::size_t b = 0; b < step.buffer_slots.size(); ++b) {
+    const int in = step.buffer_slots[b];
+    if (!k.buffers[b].read || tl.root[in] != in || !in_block[in] || tl.storage[in].last != t) continue;
+    const bool freed_here = std::any_of(step.frees.begin(), step.frees.end(), [&](int f) { return tl.root[f] == in; });
+    const auto on_it = std::count_if(step.buffer_slots.begin(), step.buffer_slots.end(),
+                                     [&](int s) { return tl.root[s] == in; });
+    if (freed_here && on_it == 1 && may_write_over(k, static_cast<int>(b), out_buffer)) return in;
+  }
+  return -1;
+}
+
 }  // namespace
 
 LibraryInto library_into(const std::string& op, bool gpu) {
@@ -60,47 +103,106 @@ std::vector<LibraryInto> library_steps_into(const Program& p) {
   return out;
 }
 
-ArenaPlan plan_arena(const Program& p, const std::vector<bool>& excluded, const std::vector<LibraryInto>& writes_into) {
-  const StorageTimeline tl = storage_timeline(p);
+namespace {
+
+// By root slot: storage that goes into the block.
+std::vector<bool> block_storage(const Program& p, const StorageTimeline& tl, const std::vector<bool>& excluded,
+                                const std::vector<LibraryInto>& writes_into) {
   std::vector<bool> out(p.slots.size(), false);  // by root: stays out of the block
   for (std::size_t s = 0; s < p.slots.size(); ++s)
     if (s < excluded.size() && excluded[s]) out[tl.root[s]] = true;
   for (int s : p.output_slots) out[tl.root[s]] = true;  // they outlive the call
-  std::vector<int> roots;
+  std::vector<bool> in_block(p.slots.size(), false);
   for (std::size_t r = 0; r < p.slots.size(); ++r) {
     const Storage& st = tl.storage[r];
     if (out[r] || tl.root[r] != static_cast<int>(r) || st.first < 0 || st.bytes == 0) continue;
-    if (!written_into_block(p, static_cast<int>(r), st.first, writes_into)) continue;
-    roots.push_back(static_cast<int>(r));
+    in_block[r] = written_into_block(p, static_cast<int>(r), st.first, writes_into);
   }
+  return in_block;
+}
+
+// By slot: the storage each kernel result in the block may take over (see
+// ArenaPlan::takes_over), or -1.
+std::vector<int> storage_handed_over(const Program& p, const StorageTimeline& tl, const std::vector<bool>& in_block) {
+  std::vector<int> takes_over(p.slots.size(), -1);
+  for (std::size_t t = 0; t < p.steps.size(); ++t) {
+    const Step& step = p.steps[t];
+    if (step.kind != Step::Kind::Kernel) continue;
+    for (std::size_t b = 0; b < step.buffer_slots.size(); ++b) {
+      const int o = step.buffer_slots[b];
+      if (p.kernels[step.kernel].buffers[b].written && in_block[o] && tl.root[o] == o &&
+          tl.storage[o].first == static_cast<int>(t))
+        takes_over[o] = storage_to_take_over(p, tl, in_block, static_cast<int>(t), static_cast<int>(b));
+    }
+  }
+  return takes_over;
+}
+
+// Offsets for the storage in the block, where each result that takes over an
+// input's storage shares its offset: a chain of such storage is packed as one,
+// from its first step to its last, as large as its largest.
+ArenaPlan pack(const Program& p, const StorageTimeline& tl, const std::vector<bool>& in_block,
+               const std::vector<int>& takes_over) {
+  std::vector<int> head(p.slots.size());  // by root in the block: the first of its chain
+  std::iota(head.begin(), head.end(), 0);
+  std::vector<Storage> chain = tl.storage;  // by head
+  ArenaPlan plan;
+  plan.takes_over.assign(p.slots.size(), -1);
+  for (std::size_t t = 0; t < p.steps.size(); ++t) {
+    for (int o : step_slots(p, p.steps[t], /*written=*/true)) {
+      const int in = takes_over[o];
+      if (in < 0 || tl.storage[o].first != static_cast<int>(t) || tl.storage[o].bytes > chain[head[in]].bytes) continue;
+      head[o] = head[in];
+      chain[head[o]].last = std::max(chain[head[o]].last, tl.storage[o].last);
+      plan.takes_over[o] = in;
+    }
+  }
+  std::vector<int> heads;
+  for (std::size_t r = 0; r < p.slots.size(); ++r)
+    if (in_block[r] && head[r] == static_cast<int>(r)) heads.push_back(static_cast<int>(r));
   // Largest first, then earliest: the big ones set the block's shape.
-  std::sort(roots.begin(), roots.end(), [&](int a, int b) {
-    const Storage &x = tl.storage[a], &y = tl.storage[b];
+  std::sort(heads.begin(), heads.end(), [&](int a, int b) {
+    const Storage &x = chain[a], &y = chain[b];
     return x.bytes != y.bytes ? x.bytes > y.bytes : x.first < y.first;
   });
-  ArenaPlan plan;
   plan.offset.assign(p.slots.size(), -1);
   std::vector<Placed> placed;
-  for (int r : roots) {
-    const Storage& st = tl.storage[r];
+  for (int h : heads) {
+    const Storage& st = chain[h];
     const std::int64_t at = lowest_free_offset(st, placed);
     placed.push_back({at, st.bytes, st.first, st.last});
-    plan.offset[r] = at;
+    plan.offset[h] = at;
     plan.bytes = std::max(plan.bytes, at + st.bytes);
   }
-  std::vector<std::int64_t> in_block(p.steps.size(), 0), others(p.steps.size(), 0);
+  for (std::size_t r = 0; r < p.slots.size(); ++r)
+    if (in_block[r]) plan.offset[r] = plan.offset[head[r]];
+  std::vector<std::int64_t> block_live(p.steps.size(), 0), others(p.steps.size(), 0);
   for (std::size_t r = 0; r < p.slots.size(); ++r) {
-    const Storage& st = tl.storage[r];
-    if (tl.root[r] != static_cast<int>(r) || st.first < 0) continue;
-    auto& live = plan.offset[r] >= 0 ? in_block : others;
+    if (tl.root[r] != static_cast<int>(r) || tl.storage[r].first < 0) continue;
+    if (in_block[r] && head[r] != static_cast<int>(r)) continue;  // counted with its chain
+    const Storage& st = in_block[r] ? chain[r] : tl.storage[r];
+    auto& live = in_block[r] ? block_live : others;
     for (int t = st.first; t <= st.last; ++t) live[t] += st.bytes;
   }
   for (std::size_t t = 0; t < p.steps.size(); ++t) {
-    plan.live_peak_bytes = std::max(plan.live_peak_bytes, in_block[t]);
+    plan.live_peak_bytes = std::max(plan.live_peak_bytes, block_live[t]);
     plan.others_peak_bytes = std::max(plan.others_peak_bytes, others[t]);
-    plan.together_peak_bytes = std::max(plan.together_peak_bytes, in_block[t] + others[t]);
+    plan.together_peak_bytes = std::max(plan.together_peak_bytes, block_live[t] + others[t]);
   }
   return plan;
+}
+
+}  // namespace
+
+ArenaPlan plan_arena(const Program& p, const std::vector<bool>& excluded, const std::vector<LibraryInto>& writes_into) {
+  const StorageTimeline tl = storage_timeline(p);
+  const std::vector<bool> in_block = block_storage(p, tl, excluded, writes_into);
+  // Handing storage over shortens the live peak, but a chain holds its
+  // offset for longer than its parts would, and the greedy packing may then
+  // do worse (DenseNet's cats): the smaller block wins.
+  ArenaPlan handed = pack(p, tl, in_block, storage_handed_over(p, tl, in_block));
+  ArenaPlan apart = pack(p, tl, in_block, std::vector<int>(p.slots.size(), -1));
+  return handed.bytes <= apart.bytes ? handed : apart;
 }
 
 }  // namespace dv::codegen

@@ -18,6 +18,13 @@
 // storage that must outlive the call or that another tensor may alias
 // (kept constants, inputs of an ATen op that returns a view of them); the
 // plan's outputs are never in it.
+//
+// A pointwise kernel whose input dies at it may write its result over that
+// input (ResNet's residual add reads the block's output and the shortcut's,
+// both freed there: three results of the largest size alive at once become
+// two). Each point reads its element of the input before it writes the same
+// element of the result, so nothing is read after it is overwritten
+// (`takes_over`).
 #pragma once
 
 #include <cstdint>
@@ -40,6 +47,10 @@ struct ArenaPlan {
   // modelled, so these say what the block costs at most, not whether it pays.
   std::int64_t others_peak_bytes = 0;
   std::int64_t together_peak_bytes = 0;
+  // By slot: the slot whose storage it takes over at the step that writes it
+  // (an input that dies there), or -1. Such a result is not poisoned: its
+  // memory still holds what the step reads.
+  std::vector<int> takes_over;
 };
 
 // Library calls whose out= variant runs the same code as the op (ATen's

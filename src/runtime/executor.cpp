@@ -836,8 +836,10 @@ const codegen::ArenaPlan& Executor::arena_plan() {
     const char* env = std::getenv("DEEPVISOR_ARENA");
     if (env != nullptr && std::string(env) == "0") return;
     arena_ = codegen::plan_arena(program_, outside_arena(), into_);
+    const auto handed = std::count_if(arena_.takes_over.begin(), arena_.takes_over.end(), [](int s) { return s >= 0; });
     log_event("decisions", "arena: " + std::to_string(arena_.bytes) + " bytes for intermediates whose peak is " +
-                               std::to_string(arena_.live_peak_bytes) + ", beside " +
+                               std::to_string(arena_.live_peak_bytes) + " (" + std::to_string(handed) +
+                               " results written over an input that dies at them), beside " +
                                std::to_string(arena_.others_peak_bytes) + " of other storage at its peak; " +
                                std::to_string(arena_.together_peak_bytes) + " together");
   });
@@ -934,7 +936,8 @@ void Executor::run_kernel(const Step& step, std::vector<at::Tensor>& slots, cons
       t = offset >= 0 ? in_block(*block, offset, slot)
                       : at::empty_strided(slot.sizes, slot.strides,
                                           at::TensorOptions().dtype(to_scalar_type(slot.dtype)).device(device));
-      if (poison_outputs()) poison(t);
+      const bool over_an_input = offset >= 0 && arena_.takes_over[s] >= 0;  // still holds what the kernel reads
+      if (poison_outputs() && !over_an_input) poison(t);
     } else if (device.is_cuda() && !t.is_cuda() && t.dim() == 0) {
       // A CPU scalar in a GPU program (ATen lets 0-d CPU tensors into CUDA
       // ops; torch.compile passes Python floats so): the kernel reads a copy

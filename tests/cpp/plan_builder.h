@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "codegen/program.h"
@@ -47,6 +48,23 @@ struct PlanBuilder {
     p.kernels.push_back(k);
     p.steps.push_back(step);
     constant.push_back(is_constant);
+    return out;
+  }
+
+  // A pointwise kernel over `bytes / 4` points: loads each slot of `reads`
+  // at element x (or at `read_at[i]` where given), stores their sum at x into
+  // a new slot of `bytes`; returns that slot.
+  int pointwise(const std::vector<int>& reads, std::int64_t bytes, const std::vector<ir::IndexExpr>& read_at = {}) {
+    const int out = kernel(reads, bytes);
+    ir::KernelBuilder kb("pointwise", bytes / 4, 1);
+    ir::ValueId sum = -1;
+    for (std::size_t i = 0; i < reads.size(); ++i) {
+      const int buffer = kb.buffer("in" + std::to_string(i), ir::DType::Float32, bytes / 4);
+      const ir::ValueId v = kb.load(buffer, i < read_at.size() ? read_at[i] : kb.x());
+      sum = sum < 0 ? v : kb.binary(ir::PrimOp::Add, sum, v);
+    }
+    kb.store(kb.buffer("out", ir::DType::Float32, bytes / 4), kb.x(), sum);
+    p.kernels.back() = std::move(kb).finish();
     return out;
   }
 

@@ -14,7 +14,8 @@ using dv::test::PlanBuilder;
 
 namespace {
 
-// No two storages alive at one step share a byte, and each lies in the block.
+// No two storages alive at one step share a byte, and each lies in the block
+// (but where one hands its bytes over to the other).
 void check_disjoint(const codegen::Program& p, const codegen::ArenaPlan& plan) {
   const codegen::StorageTimeline tl = codegen::storage_timeline(p);
   for (std::size_t a = 0; a < p.slots.size(); ++a) {
@@ -25,7 +26,9 @@ void check_disjoint(const codegen::Program& p, const codegen::ArenaPlan& plan) {
     for (std::size_t b = a + 1; b < p.slots.size(); ++b) {
       if (plan.offset[b] < 0) continue;
       const codegen::Storage& y = tl.storage[b];
-      const bool together = x.first <= y.last && y.first <= x.last;
+      // A result that takes over an input's storage shares it at the step that hands it over.
+      const bool handed_over = plan.takes_over[b] == static_cast<int>(a) || plan.takes_over[a] == static_cast<int>(b);
+      const bool together = !handed_over && x.first <= y.last && y.first <= x.last;
       const bool apart = plan.offset[a] + x.bytes <= plan.offset[b] || plan.offset[b] + y.bytes <= plan.offset[a];
       CHECK((!together || apart));
     }
@@ -124,4 +127,76 @@ TEST_CASE("the library calls that write into given storage run the op's own code
   CHECK(codegen::library_into("aten::convolution.default", false) == LibraryInto::None);
   CHECK(codegen::library_into("aten::baddbmm.default", true) == LibraryInto::None);
   CHECK(codegen::library_into("aten::mm.dtype", true) == LibraryInto::None);
+}
+
+TEST_CASE("a pointwise result takes over an input that dies at it", "[arena]") {
+  // ResNet's residual add: the block's last result and the shortcut's die
+  // at the kernel that adds them. Three of the largest size alive at once
+  // become two.
+  PlanBuilder b;
+  const int x = b.input(kMB);
+  const int body = b.pointwise({x}, 4 * kMB);
+  const int shortcut = b.pointwise({x}, 4 * kMB);
+  const int sum = b.pointwise({body, shortcut}, 4 * kMB);
+  const int next = b.pointwise({sum}, 4 * kMB);
+  b.finish(b.kernel({next}, 4096));
+  const codegen::ArenaPlan plan = codegen::plan_arena(b.p, {});
+  check_disjoint(b.p, plan);
+  CHECK(plan.takes_over[sum] == body);
+  CHECK(plan.offset[sum] == plan.offset[body]);
+  CHECK(plan.takes_over[next] == sum);  // a chain: next writes over sum in turn
+  CHECK(plan.offset[next] == plan.offset[body]);
+  CHECK(plan.takes_over[body] == -1);
+  CHECK(plan.takes_over[shortcut] == -1);
+  CHECK(plan.live_peak_bytes == 8 * kMB);
+  CHECK(plan.bytes == 8 * kMB);
+}
+
+TEST_CASE("a result does not take over an input read elsewhere than at its own element", "[arena]") {
+  PlanBuilder b;
+  const int x = b.input(kMB);
+  const int a = b.pointwise({x}, 4 * kMB);
+  ir::KernelBuilder shape("shape", kMB, 1);  // only for its x
+  const ir::IndexExpr reversed = ir::IndexExpr(kMB - 1) - shape.x();
+  const int flipped = b.pointwise({a}, 4 * kMB, {reversed});  // point x reads a's element kMB-1-x
+  const int c = b.pointwise({x}, 4 * kMB);
+  const int broadcast = b.pointwise({c}, 4 * kMB, {ir::mod(shape.x(), 1024)});
+  b.finish(b.pointwise({flipped, broadcast}, 4096));
+  const codegen::ArenaPlan plan = codegen::plan_arena(b.p, {});
+  check_disjoint(b.p, plan);
+  CHECK(plan.takes_over[flipped] == -1);
+  CHECK(plan.takes_over[broadcast] == -1);
+  CHECK(plan.offset[flipped] != plan.offset[a]);
+}
+
+TEST_CASE("a result does not take over an input read after it, or of another width", "[arena]") {
+  PlanBuilder b;
+  const int x = b.input(kMB);
+  const int a = b.pointwise({x}, 4 * kMB);
+  const int kept = b.pointwise({a}, 4 * kMB);  // a is read again below
+  const int later = b.pointwise({a, kept}, 4 * kMB);
+  const int wide = b.pointwise({later}, 4 * kMB);
+  b.p.kernels[b.p.steps.back().kernel].buffers.back().dtype = ir::DType::Float64;  // elements of 8 bytes over 4
+  b.finish(b.kernel({wide}, 4096));
+  const codegen::ArenaPlan plan = codegen::plan_arena(b.p, {});
+  check_disjoint(b.p, plan);
+  CHECK(plan.takes_over[kept] == -1);
+  CHECK(plan.takes_over[later] == a);  // a dies here, read at x
+  CHECK(plan.takes_over[wide] == -1);
+}
+
+TEST_CASE("a result does not take over an input in a reduction or a kernel that stores twice", "[arena]") {
+  PlanBuilder b;
+  const int x = b.input(kMB);
+  const int a = b.pointwise({x}, 4 * kMB);
+  const int reduced = b.pointwise({a}, 4 * kMB);
+  b.p.kernels.back().rnumel = 2;  // a reduction's rows: a point may read what another wrote
+  const int c = b.pointwise({reduced}, 4 * kMB);
+  ir::Kernel& twice = b.p.kernels.back();
+  twice.body.push_back(twice.body.back());  // a second store to the result
+  b.finish(b.kernel({c}, 4096));
+  const codegen::ArenaPlan plan = codegen::plan_arena(b.p, {});
+  check_disjoint(b.p, plan);
+  CHECK(plan.takes_over[reduced] == -1);
+  CHECK(plan.takes_over[c] == -1);
 }

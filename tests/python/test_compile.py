@@ -860,6 +860,47 @@ def test_matmuls_write_their_results_into_the_block_of_kernel_results(capfd, mon
     assert "beside 512 of other storage" in line, line  # the output's 32 floats
 
 
+def _arena_line(capfd):
+    (line,) = [l for l in capfd.readouterr().err.splitlines() if "arena:" in l]
+    return line
+
+
+def test_a_kernel_writes_its_result_over_an_input_that_dies_at_it(capfd, monkeypatch):
+    # ResNet's residual add: the two matmul results die at the kernel that
+    # adds them, whose result then takes the first one's bytes in the block
+    # (codegen/arena_plan.h). New values each call: a result left from the
+    # call before cannot pass for a right one.
+    monkeypatch.setenv("DEEPVISOR_LOG", "decisions")
+
+    def f(x, w1, w2, w3):
+        a = torch.mm(x, w1)
+        s = torch.mm(x, w2)
+        return torch.mm(torch.relu(a + s) * 0.5, w3)
+
+    g = deepvisor.compile(f)
+    for i in range(4):
+        args = [torch.randn(33, 40) * (i + 1), torch.randn(40, 24), torch.randn(40, 24), torch.randn(24, 8)]
+        torch.testing.assert_close(g(*args), f(*args), rtol=1e-4, atol=1e-4)
+    assert deepvisor.stats(g)["library_results_in_block"] == 6  # a and s, three calls after the capture
+    assert "(1 results written over an input that dies at them)" in _arena_line(capfd)
+
+
+def test_a_kernel_does_not_write_over_an_input_it_reads_elsewhere(capfd, monkeypatch):
+    # a dies at the kernel, which reads it at its own element and transposed:
+    # writing the sum over it would change what other points read.
+    monkeypatch.setenv("DEEPVISOR_LOG", "decisions")
+
+    def f(x, w1, w3):
+        a = torch.mm(x, w1)
+        return torch.mm(a + a.t() * 2, w3)
+
+    g = deepvisor.compile(f)
+    for i in range(3):
+        args = [torch.randn(24, 40) * (i + 1), torch.randn(40, 24), torch.randn(24, 8)]
+        torch.testing.assert_close(g(*args), f(*args), rtol=1e-4, atol=1e-4)
+    assert "(0 results written over an input that dies at them)" in _arena_line(capfd)
+
+
 def test_a_view_an_aten_op_returns_keeps_its_base_out_of_the_block_of_kernel_results():
     # The kernel results of a call share one block at planned offsets
     # (codegen/arena_plan.h). unfold (no lowering) returns a view of y, read
