@@ -48,6 +48,10 @@ class Chooser {
       : g_(g), mode_(mode), copy_inputs_(copy_inputs), uses_(ir::value_uses(g)), chosen_(g.values.size()) {
     is_input_.assign(g.values.size(), false);
     for (int v : g.inputs) is_input_[v] = true;
+    producer_.assign(g.values.size(), -1);
+    for (std::size_t n = 0; n < g.nodes.size(); ++n)
+      for (int v : g.nodes[n].outputs)
+        if (v >= 0) producer_[v] = static_cast<int>(n);
   }
 
   Graph run() {
@@ -55,6 +59,11 @@ class Chooser {
       if (is_convolution(n.op)) {
         if (!converts(n)) continue;
         choose(n.outputs.at(0));
+        // Its input too, where the plan makes it (autocast's cast of the
+        // model's input): cuDNN would otherwise get a channels-last copy,
+        // made beside the plan's memory on every call.
+        const int in = n.args[0].tensor;
+        if (producer_[in] >= 0 && !reads_the_layout(g_.nodes[producer_[in]].op)) choose(in);
         if (n.args.at(1).kind == Arg::Kind::Tensor && only_convolutions_weigh_with(n.args[1].tensor))
           choose(n.args[1].tensor, /*input_ok=*/copy_inputs_);
       } else if (!reads_the_layout(n.op) && reads_chosen(n)) {
@@ -120,6 +129,7 @@ class Chooser {
   const ir::ValueUses uses_;
   std::vector<bool> chosen_;
   std::vector<bool> is_input_;
+  std::vector<int> producer_;  // by value: the node whose output it is, or -1
 };
 
 // A reduction whose kept dims are the space of `reader` (a pooling window's

@@ -12,9 +12,10 @@
 // then copies, once for parameters: runtime/executor.h), and what the nodes
 // reading them compute (batch norm, activations, residual adds, pooling,
 // concatenation), so a chain of convolutions and the kernels between them
-// never transposes. Other graph inputs, outputs (and the bases of output
-// views) and values read by ops whose result depends on the layout (views,
-// as_strided) keep the capture's layout. Otherwise a layout is only where a
+// never transposes; also a convolution's input that the plan makes (a cast
+// of the model's input), not one it receives. Other graph inputs, outputs
+// (and the bases of output views) and values read by ops whose result
+// depends on the layout (views, as_strided) keep the capture's layout. Otherwise a layout is only where a
 // value lies in memory: every step reads values by their strides, so the
 // choice changes speed, never results.
 //

@@ -104,3 +104,42 @@ TEST_CASE("kernels store channels-last values in that order and count their poin
   }
   CHECK(found);
 }
+
+TEST_CASE("a convolution's input that the plan makes goes channels-last, one it receives or views does not",
+          "[channels_last]") {
+  // autocast's cast of the model's f32 input feeds the first convolution:
+  // written channels-last, cuDNN needs no copy of it. A view's result keeps
+  // the strides its base gives it.
+  GraphBuilder b;
+  const int x32 = b.input(DType::Float32, kAct);
+  const int x = b.op("aten::_to_copy.default", {T(x32), Arg::of_dtype(DType::BFloat16), Arg::none(), Arg::none(),
+                                                Arg::none(), B(false), Arg::none()},
+                     DType::BFloat16, kAct);
+  const int w = b.input(DType::BFloat16, kWeight);
+  const int c = convolution(b, x, w, DType::BFloat16);
+  const int flat = b.op("aten::view.default", {T(x), L({2, 8 * 9 * 11})}, DType::BFloat16, {2, 8 * 9 * 11});
+  const int viewed = b.op("aten::view.default", {T(flat), L(kAct)}, DType::BFloat16, kAct);
+  const int c2 = convolution(b, viewed, w, DType::BFloat16);
+  const int raw = b.input(DType::BFloat16, kAct);
+  const int c3 = convolution(b, raw, w, DType::BFloat16);
+  for (int v : {c, c2, c3}) b.output(b.op("aten::sum.default", {T(v), Arg::none()}, DType::Float32, {}));
+  for (auto& m : b.g.values) m.device = "cuda:0";
+  const ir::Graph g = codegen::channels_last_activations(b.g, ChannelsLast::Auto);
+  CHECK_FALSE(is_channels_last(g, x));  // also read by a view
+  CHECK_FALSE(is_channels_last(g, viewed));
+  CHECK_FALSE(is_channels_last(g, raw));
+  CHECK(is_channels_last(g, c));
+
+  GraphBuilder alone;
+  const int y32 = alone.input(DType::Float32, kAct);
+  const int y = alone.op("aten::_to_copy.default", {T(y32), Arg::of_dtype(DType::BFloat16), Arg::none(), Arg::none(),
+                                                    Arg::none(), B(false), Arg::none()},
+                         DType::BFloat16, kAct);
+  const int w2 = alone.input(DType::BFloat16, kWeight);
+  alone.output(alone.op("aten::sum.default", {T(convolution(alone, y, w2, DType::BFloat16)), Arg::none()},
+                        DType::Float32, {}));
+  for (auto& m : alone.g.values) m.device = "cuda:0";
+  const ir::Graph g2 = codegen::channels_last_activations(alone.g, ChannelsLast::Auto);
+  CHECK(is_channels_last(g2, y));
+  CHECK_FALSE(is_channels_last(g2, y32));
+}
