@@ -21,6 +21,12 @@ int convolution(GraphBuilder& b, int x, int w, DType t) {
               {T(x), T(w), Arg::none(), L({1, 1}), L({1, 1}), L({1, 1}), B(false), L({0, 0}), I(1)}, t, kAct);
 }
 
+// autocast's cast of `v` to `t`.
+int cast(GraphBuilder& b, int v, DType t, const std::vector<std::int64_t>& sizes) {
+  return b.op("aten::_to_copy.default",
+              {T(v), Arg::of_dtype(t), Arg::none(), Arg::none(), Arg::none(), B(false), Arg::none()}, t, sizes);
+}
+
 // x -> conv(cast(w_f32)) -> relu -> conv(w2) -> view -> sum, and relu + 1 as an output.
 struct ConvGraph {
   GraphBuilder b;
@@ -29,9 +35,7 @@ struct ConvGraph {
   explicit ConvGraph(DType t, const std::string& device = "cuda:0") {
     x = b.input(t, kAct);
     w_f32 = b.input(DType::Float32, kWeight);
-    w = b.op("aten::_to_copy.default", {T(w_f32), Arg::of_dtype(t), Arg::none(), Arg::none(), Arg::none(), B(false),
-                                        Arg::none()},
-             t, kWeight);
+    w = cast(b, w_f32, t, kWeight);
     c = convolution(b, x, w, t);
     r = b.op("aten::relu.default", {T(c)}, t, kAct);
     w2 = b.input(t, kWeight);
@@ -112,9 +116,7 @@ TEST_CASE("a convolution's input that the plan makes goes channels-last, one it 
   // the strides its base gives it.
   GraphBuilder b;
   const int x32 = b.input(DType::Float32, kAct);
-  const int x = b.op("aten::_to_copy.default", {T(x32), Arg::of_dtype(DType::BFloat16), Arg::none(), Arg::none(),
-                                                Arg::none(), B(false), Arg::none()},
-                     DType::BFloat16, kAct);
+  const int x = cast(b, x32, DType::BFloat16, kAct);
   const int w = b.input(DType::BFloat16, kWeight);
   const int c = convolution(b, x, w, DType::BFloat16);
   const int flat = b.op("aten::view.default", {T(x), L({2, 8 * 9 * 11})}, DType::BFloat16, {2, 8 * 9 * 11});
@@ -132,9 +134,7 @@ TEST_CASE("a convolution's input that the plan makes goes channels-last, one it 
 
   GraphBuilder alone;
   const int y32 = alone.input(DType::Float32, kAct);
-  const int y = alone.op("aten::_to_copy.default", {T(y32), Arg::of_dtype(DType::BFloat16), Arg::none(), Arg::none(),
-                                                    Arg::none(), B(false), Arg::none()},
-                         DType::BFloat16, kAct);
+  const int y = cast(alone, y32, DType::BFloat16, kAct);
   const int w2 = alone.input(DType::BFloat16, kWeight);
   alone.output(alone.op("aten::sum.default", {T(convolution(alone, y, w2, DType::BFloat16)), Arg::none()},
                         DType::Float32, {}));
