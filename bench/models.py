@@ -222,7 +222,8 @@ def run_mode(mode, model, args, ref, a):
         r["stats"] = {k: s[k] for k in ("graphs", "versions", "kernels", "eager_calls", "eager_reasons",
                                         "extern_ops", "fallback_ops", "nvrtc_compiles", "cuda_graphs", "constant_kernels",
                                         "constant_kernels_not_kept", "library_results_in_block",
-                                        "library_results_beside_block", "graph_pool_room_bytes") if k in s}
+                                        "library_results_beside_block", "graph_pool_room_bytes",
+                                        "graph_block_window_bytes") if k in s}
     return r
 
 

@@ -83,6 +83,10 @@ def stats(compiled):
     before its capture, for the block of intermediates and what the capture
     allocates beside it: library workspaces, results outside the block, the
     outputs; summed over the plans, 0 where none was needed);
+    graph_block_window_bytes (the window at the start of each graph's block of
+    intermediates, freed during its capture for the steps that allocate and
+    free memory of their own, as cuDNN's workspaces, so that they need no
+    room beside it; summed over the plans, 0 where none);
     capture_s and compile_s (host seconds in captures and in building executors,
     kernels compiled by NVRTC at their first run not included);
     for plans on CPU tensors, once a plan ran: cpu_compiled_kernels (kernels

@@ -25,6 +25,12 @@
 // two). Each point reads its element of the input before it writes the same
 // element of the result, so nothing is read after it is overwritten
 // (`takes_over`).
+//
+// A window: the steps that allocate memory of their own and free it before
+// they end (cuDNN's workspace inside a convolution) can be given the block's
+// first bytes, where nothing is alive at those steps; a CUDA graph's capture
+// frees that part of the block for them (runtime/executor.h), so their
+// memory needs no room beside the block.
 #pragma once
 
 #include <cstdint>
@@ -51,6 +57,10 @@ struct ArenaPlan {
   // (an input that dies there), or -1. Such a result is not poisoned: its
   // memory still holds what the step reads.
   std::vector<int> takes_over;
+  // The window: the block's first `window_bytes` hold nothing alive at the
+  // steps where `window_at` (by step) is set.
+  std::int64_t window_bytes = 0;
+  std::vector<bool> window_at;
 };
 
 // Library calls whose out= variant runs the same code as the op (ATen's
@@ -65,7 +75,9 @@ std::vector<LibraryInto> library_steps_into(const Program& p);
 
 // excluded: by slot, storage that stays out of the block (a view excluded
 // excludes its base). writes_into: by step, library_steps_into(p) or none.
+// window: by step, the bytes of the step's own memory to hold in a window
+// (0: none; empty: no window).
 ArenaPlan plan_arena(const Program& p, const std::vector<bool>& excluded,
-                     const std::vector<LibraryInto>& writes_into = {});
+                     const std::vector<LibraryInto>& writes_into = {}, const std::vector<std::int64_t>& window = {});
 
 }  // namespace dv::codegen

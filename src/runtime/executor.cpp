@@ -26,6 +26,7 @@
 #include "codegen/cuda_emitter.h"
 #include "codegen/kernel_configs.h"
 #include "runtime/autotune.h"
+#include "runtime/block_window.h"
 #include "runtime/cuda_driver.h"
 #include "runtime/cuda_graph.h"
 #include "runtime/host_kernels.h"
@@ -690,6 +691,8 @@ void Executor::enable_cuda_graph(std::vector<bool> constant_inputs, std::shared_
     if (!constants->empty()) constants_ = std::move(constants);
   }
   if (!graphs) return;
+  const char* windows = std::getenv("DEEPVISOR_BLOCK_WINDOW");
+  windows_allowed_ = pool == nullptr && (windows == nullptr || std::string(windows) != "0");
   graph_ = std::make_unique<CudaGraphReplay>(std::move(constant_inputs), not_graphable, std::move(pool),
                                              std::move(produced_inputs), may_call_blas(program_),
                                              benchmarks_convolutions(program_) ? 2 : 1);
@@ -758,6 +761,7 @@ ExecutorStats Executor::stats() const {
   s.library_results_in_block = library_results_in_block_.load();
   s.library_results_beside_block = library_results_beside_block_.load();
   s.graph_pool_room_bytes = pool_room_bytes_.load();
+  s.graph_block_window_bytes = window_bytes_.load();
   return s;
 }
 
@@ -872,10 +876,27 @@ std::vector<at::Tensor> Executor::run_steps(const std::vector<at::Tensor>& input
   // (Only a plan with a graph is ever captured: the others skip the query.)
   const bool capturing =
       graph_ && c10::cuda::currentStreamCaptureStatusMayInitCtx() != c10::cuda::CaptureStatus::None;
-  if (capturing) make_room_beside_block(device, arena.bytes);
-  const at::Tensor block =
-      arena.bytes > 0 ? at::empty({arena.bytes}, at::TensorOptions().dtype(at::kByte).device(device)) : at::Tensor();
-  const at::Tensor* in_block = block.defined() ? &block : nullptr;
+  CallBlock block;
+  std::optional<WindowedBlock> windowed;
+  if (capturing) {
+    const codegen::ArenaPlan& planned = plan_capture(device);
+    if (planned.window_bytes > 0) {
+      windowed.emplace(planned.window_bytes, planned.bytes, device);
+      if (windowed->ok()) {
+        block = {&windowed->block(), &planned};
+      } else {
+        windowed.reset();
+        window_bytes_ = 0;
+        log_event("fallbacks", "graph pool: the block's window and the rest were not allocated side by side; "
+                               "the block has no window in this capture");
+      }
+    }
+  }
+  at::Tensor own_block;
+  if (block.tensor == nullptr && arena.bytes > 0) {
+    own_block = at::empty({arena.bytes}, at::TensorOptions().dtype(at::kByte).device(device));
+    block = {&own_block, &arena};
+  }
   // The runs of a plan that will be graphed, before its capture (one, or two
   // where the first benchmarks cuDNN: enable_cuda_graph), measure what the
   // capture will allocate beside the block (runtime/pool_room.h); the last
@@ -889,9 +910,12 @@ std::vector<at::Tensor> Executor::run_steps(const std::vector<at::Tensor>& input
     const Step& step = program_.steps[i];
     const bool kept = constants_ && constants_->is_constant(i);  // its results are kept (refresh_constants)
     if (probe) probe->now_at(static_cast<int>(i));
-    if (!kept && step.kind == Step::Kind::Kernel) run_kernel(step, slots, device, launches, in_block);
-    else if (!kept) run_fallback(step, slots, in_block);
-    for (int f : step.frees) slots[f].reset();
+    const bool window = windowed && !kept && block.plan->window_at[i];  // the step's own memory goes there
+    if (window) windowed->lend_window();
+    if (!kept && step.kind == Step::Kind::Kernel) run_kernel(step, slots, device, launches, block);
+    else if (!kept) run_fallback(step, slots, block);
+    for (int f : step.frees) slots[f].reset();  // (what the step made for itself is freed with them)
+    if (window) windowed->take_window_back();
   }
   if (probe) note_beside_block(*probe);
   for (auto& [slot, original] : relaid) slots[slot] = std::move(original);
@@ -923,7 +947,7 @@ std::vector<at::Tensor> Executor::run_steps(const std::vector<at::Tensor>& input
 }
 
 void Executor::run_kernel(const Step& step, std::vector<at::Tensor>& slots, const at::Device& device,
-                          std::int64_t& launches, const at::Tensor* block) {
+                          std::int64_t& launches, const CallBlock& block) {
   const ir::Kernel& k = program_.kernels[step.kernel];
   std::vector<void*> pointers;
   pointers.reserve(step.buffer_slots.size());
@@ -932,11 +956,11 @@ void Executor::run_kernel(const Step& step, std::vector<at::Tensor>& slots, cons
     at::Tensor& t = slots[s];
     const Slot& slot = program_.slots[s];
     if (!t.defined()) {
-      const std::int64_t offset = block != nullptr ? arena_.offset[s] : -1;
-      t = offset >= 0 ? in_block(*block, offset, slot)
+      const std::int64_t offset = block.offset(s);
+      t = offset >= 0 ? in_block(*block.tensor, offset, slot)
                       : at::empty_strided(slot.sizes, slot.strides,
                                           at::TensorOptions().dtype(to_scalar_type(slot.dtype)).device(device));
-      const bool over_an_input = offset >= 0 && arena_.takes_over[s] >= 0;  // still holds what the kernel reads
+      const bool over_an_input = offset >= 0 && block.plan->takes_over[s] >= 0;  // still holds what the kernel reads
       if (poison_outputs() && !over_an_input) poison(t);
     } else if (device.is_cuda() && !t.is_cuda() && t.dim() == 0) {
       // A CPU scalar in a GPU program (ATen lets 0-d CPU tensors into CUDA
@@ -972,7 +996,11 @@ void Executor::run_kernel(const Step& step, std::vector<at::Tensor>& slots, cons
 }
 
 void Executor::note_beside_block(const BesideBlockProbe& probe) {
-  beside_block_bytes_ = probe.peak_bytes();
+  {
+    std::lock_guard<std::mutex> lock(beside_mutex_);
+    beside_ = {probe.peak_bytes(), probe.lasting_peak_bytes(),
+               probe.transient_peaks(static_cast<int>(program_.steps.size()))};
+  }
   if (probe.peak_bytes() == 0) return;
   std::string largest;
   for (const auto& [step, bytes] : probe.largest_requests(3)) {
@@ -982,20 +1010,47 @@ void Executor::note_beside_block(const BesideBlockProbe& probe) {
     largest += (largest.empty() ? "" : ", ") + what + " (step " + std::to_string(step) + ") " + std::to_string(bytes);
   }
   log_event("decisions", "graph pool: at most " + std::to_string(probe.peak_bytes()) +
-                             " bytes of requests beside the block at once; the largest: " + largest);
+                             " bytes of requests beside the block at once, " +
+                             std::to_string(probe.lasting_peak_bytes()) +
+                             " of them outliving their step; the largest: " + largest);
 }
 
-void Executor::make_room_beside_block(const at::Device& device, std::int64_t block_bytes) {
-  const std::int64_t beside = beside_block_bytes_.load();
-  const std::int64_t room = pool_room_bytes(block_bytes, beside);
+const codegen::ArenaPlan& Executor::plan_capture(const at::Device& device) {
+  const codegen::ArenaPlan& plain = arena_plan();
+  Beside beside;
+  {
+    std::lock_guard<std::mutex> lock(beside_mutex_);
+    beside = beside_;
+  }
+  capture_arena_ = plain;
+  std::int64_t room = pool_room_bytes(plain.bytes, beside.all);
+  const bool transients =
+      std::any_of(beside.transient.begin(), beside.transient.end(), [](std::int64_t b) { return b > 0; });
+  if (windows_allowed_ && plain.bytes > 0 && transients) {
+    // The window where the pool then holds less.
+    codegen::ArenaPlan windowed = codegen::plan_arena(program_, outside_arena(), into_, beside.transient);
+    const std::int64_t held = WindowedBlock::held_bytes(windowed.window_bytes, windowed.bytes);
+    const std::int64_t windowed_room = windowed_pool_room_bytes(held, beside.lasting);
+    if (pool_bytes(held, windowed_room) < pool_bytes(plain.bytes, room)) {
+      capture_arena_ = std::move(windowed);
+      room = windowed_room;
+    }
+  }
   make_pool_room(room, device.index());
+  const std::int64_t window = capture_arena_.window_bytes;
+  window_bytes_ = window;
   if (pool_room_bytes_.exchange(room) != room)
     log_event("decisions", "graph pool: a segment of " + std::to_string(room) + " bytes made before the capture, for " +
-                               std::to_string(block_bytes) + " bytes of intermediates and at most " +
-                               std::to_string(beside) + " of requests beside them (measured on the first call)");
+                               std::to_string(capture_arena_.bytes) + " bytes of intermediates" +
+                               (window > 0 ? " (the first " + std::to_string(window) +
+                                                 " of them a window for the steps' own memory)"
+                                           : std::string()) +
+                               " and at most " + std::to_string(window > 0 ? beside.lasting : beside.all) +
+                               " of requests beside them (measured before the capture)");
+  return capture_arena_;
 }
 
-void Executor::run_fallback(const Step& step, std::vector<at::Tensor>& slots, const at::Tensor* block) {
+void Executor::run_fallback(const Step& step, std::vector<at::Tensor>& slots, const CallBlock& block) {
   const ir::Node& node = program_.graph.nodes[step.node];
   std::size_t step_index = &step - program_.steps.data();
   auto& handle = cuda_->fallback_ops[step_index];  // resolved in the constructor (replays may run in parallel)
@@ -1021,10 +1076,10 @@ void Executor::run_fallback(const Step& step, std::vector<at::Tensor>& slots, co
   std::size_t next_tensor = 0;
   for (std::size_t i = 0; i < node.args.size(); ++i)
     stack.push_back(to_ivalue(node.args[i], schema.arguments()[i], inputs, next_tensor));
-  if (block != nullptr && into_[step_index] != codegen::LibraryInto::None) {
+  if (block.tensor != nullptr && into_[step_index] != codegen::LibraryInto::None) {
     const int s = step.value_slots.back();
-    if (s >= 0 && arena_.offset[s] >= 0) {
-      at::Tensor out = in_block(*block, arena_.offset[s], program_.slots[s]);
+    if (s >= 0 && block.offset(s) >= 0) {
+      at::Tensor out = in_block(*block.tensor, block.offset(s), program_.slots[s]);
       if (poison_outputs()) poison(out);
       if (call_into(into_[step_index], stack, out)) {
         slots[s] = std::move(out);

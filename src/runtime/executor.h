@@ -62,12 +62,23 @@ struct ExecutorStats {
   // workspaces, results not in the block, the outputs (runtime/pool_room.h);
   // 0: none.
   std::int64_t graph_pool_room_bytes = 0;
+  // The window in the block of intermediates at the last capture
+  // (runtime/block_window.h): the bytes given to the steps that allocate and
+  // free memory of their own; 0: none.
+  std::int64_t graph_block_window_bytes = 0;
 };
 
 // How the kernels of a plan on CPU tensors run.
 enum class CpuKernels { Interpreter, Compiled };
 
 class BesideBlockProbe;
+
+// A call's block for the intermediates and the plan of its offsets.
+struct CallBlock {
+  const at::Tensor* tensor = nullptr;  // null: each result its own allocation
+  const codegen::ArenaPlan* plan = nullptr;
+  std::int64_t offset(int slot) const { return tensor != nullptr ? plan->offset[slot] : -1; }
+};
 class CudaGraphReplay;
 class GraphPool;
 
@@ -126,21 +137,20 @@ class Executor {
   struct CudaKernels;
   struct HostKernels;
   // Adds 1 to `launches` when it launches a CUDA kernel.
-  // `block`: the call's block for the intermediates (arena_plan()), or null:
-  // each result its own allocation.
   void run_kernel(const codegen::Step& step, std::vector<at::Tensor>& slots, const at::Device& device,
-                  std::int64_t& launches, const at::Tensor* block = nullptr);
+                  std::int64_t& launches, const CallBlock& block = {});
   // Offsets of the intermediates in one block a call allocates
   // (codegen/arena_plan.h), planned at the first call, once the kept
   // constants are chosen. DEEPVISOR_ARENA=0: none.
   const codegen::ArenaPlan& arena_plan();
   std::vector<bool> outside_arena() const;
-  // `block`: as run_kernel's; a library call that can write into it does
-  // (runtime/library_into.h).
-  void run_fallback(const codegen::Step& step, std::vector<at::Tensor>& slots, const at::Tensor* block = nullptr);
-  // In a capture: the room in the graph's pool for what the steps allocate beside the block.
-  void make_room_beside_block(const at::Device& device, std::int64_t block_bytes);
-  // What the first run's probe saw beside the block: kept, and logged (decisions).
+  // A library call that can write into the block does (runtime/library_into.h).
+  void run_fallback(const codegen::Step& step, std::vector<at::Tensor>& slots, const CallBlock& block = {});
+  // In a capture: the plan of the block (with a window where that makes the
+  // graph's pool smaller: runtime/block_window.h), after the room in the
+  // pool for it and what the steps allocate beside it is made.
+  const codegen::ArenaPlan& plan_capture(const at::Device& device);
+  // What the probe of a run before the capture saw beside the block: kept, and logged (decisions).
   void note_beside_block(const BesideBlockProbe& probe);
   void prepare_cuda(int device_index);
   void prepare_host();
@@ -209,8 +219,20 @@ class Executor {
   // runs step by step (those before the capture); and the room made at the
   // last capture.
   std::atomic<int> probed_runs_{0};
-  std::atomic<std::int64_t> beside_block_bytes_{0};
+  struct Beside {
+    std::int64_t all = 0;                 // the most bytes at once
+    std::int64_t lasting = 0;             // ... of those that outlive their step
+    std::vector<std::int64_t> transient;  // by step: the most bytes at once of those that do not
+  };
+  std::mutex beside_mutex_;
+  Beside beside_;
   std::atomic<std::int64_t> pool_room_bytes_{0};
+  // The last capture's plan of the block (plan_capture), and its window.
+  codegen::ArenaPlan capture_arena_;
+  std::atomic<std::int64_t> window_bytes_{0};
+  // Windows only in a pool of the plan's own (another graph's free memory
+  // in a shared one could take the window's place).
+  bool windows_allowed_ = false;
 };
 
 }  // namespace dv::runtime

@@ -30,6 +30,19 @@ std::int64_t pool_room_bytes(std::int64_t block, std::int64_t beside) {
   return room == 0 ? 0 : std::max(room, kAllocatorMinLargeAlloc);
 }
 
+std::int64_t windowed_pool_room_bytes(std::int64_t held, std::int64_t lasting) {
+  return std::max(pool_room_bytes(held, lasting), held);
+}
+
+std::int64_t pool_bytes(std::int64_t block, std::int64_t room) { return segment_bytes(room > 0 ? room : block); }
+
+std::int64_t segment_bytes(std::int64_t bytes) {
+  if (bytes <= 0) return 0;
+  if (bytes <= kAllocatorSmallSize) return kAllocatorSmallBuffer;
+  if (bytes < kAllocatorMinLargeAlloc) return 2 * kAllocatorMinLargeAlloc;
+  return (bytes + kAllocatorRoundLarge - 1) / kAllocatorRoundLarge * kAllocatorRoundLarge;
+}
+
 BesideBlockProbe::BesideBlockProbe() : outer_(recording) { recording = this; }
 
 BesideBlockProbe::~BesideBlockProbe() { recording = outer_; }
@@ -39,8 +52,9 @@ BesideBlockProbe* BesideBlockProbe::recording_on_this_thread() { return recordin
 void BesideBlockProbe::allocated(std::uintptr_t address, std::int64_t bytes) {
   const std::int64_t held = room_for(bytes);
   if (held == 0) return;
-  live_requests_.emplace_back(address, held);
-  requests_.emplace_back(step_, held);
+  live_requests_.emplace_back(address, requests_.size());
+  events_.emplace_back(requests_.size(), true);
+  requests_.push_back({step_, held});
   live_ += held;
   peak_ = std::max(peak_, live_);
 }
@@ -48,7 +62,10 @@ void BesideBlockProbe::allocated(std::uintptr_t address, std::int64_t bytes) {
 void BesideBlockProbe::freed(std::uintptr_t address) {
   for (auto it = live_requests_.begin(); it != live_requests_.end(); ++it) {
     if (it->first != address) continue;
-    live_ -= it->second;
+    Request& r = requests_[it->second];
+    r.freed_at = step_;
+    live_ -= r.bytes;
+    events_.emplace_back(it->second, false);
     live_requests_.erase(it);
     return;
   }
@@ -57,10 +74,51 @@ void BesideBlockProbe::freed(std::uintptr_t address) {
 std::int64_t BesideBlockProbe::peak_bytes() const { return peak_; }
 
 std::vector<std::pair<int, std::int64_t>> BesideBlockProbe::largest_requests(std::size_t n) const {
-  std::vector<std::pair<int, std::int64_t>> out = requests_;
+  std::vector<std::pair<int, std::int64_t>> out;
+  for (const Request& r : requests_) out.emplace_back(r.step, r.bytes);
   std::stable_sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.second > b.second; });
   if (out.size() > n) out.resize(n);
   return out;
+}
+
+std::vector<bool> BesideBlockProbe::windowable() const {
+  std::vector<bool> made_lasting;  // by step
+  for (const Request& r : requests_) {
+    if (r.step < 0 || r.transient()) continue;
+    if (made_lasting.size() <= static_cast<std::size_t>(r.step)) made_lasting.resize(r.step + 1, false);
+    made_lasting[r.step] = true;
+  }
+  std::vector<bool> out(requests_.size(), false);
+  for (std::size_t i = 0; i < requests_.size(); ++i) {
+    const Request& r = requests_[i];
+    out[i] = r.transient() && !(static_cast<std::size_t>(r.step) < made_lasting.size() && made_lasting[r.step]);
+  }
+  return out;
+}
+
+std::vector<std::int64_t> BesideBlockProbe::transient_peaks(int steps) const {
+  std::vector<std::int64_t> peaks(static_cast<std::size_t>(std::max(steps, 0)), 0);
+  const std::vector<bool> in_window = windowable();
+  std::int64_t live = 0;  // bytes alive of one step's windowable requests
+  for (const auto& [index, allocated] : events_) {
+    if (!in_window[index]) continue;
+    const Request& r = requests_[index];
+    live += allocated ? r.bytes : -r.bytes;
+    if (r.step < steps) peaks[r.step] = std::max(peaks[r.step], live);
+  }
+  return peaks;
+}
+
+std::int64_t BesideBlockProbe::lasting_peak_bytes() const {
+  const std::vector<bool> in_window = windowable();
+  std::int64_t live = 0, peak = 0;
+  for (const auto& [index, allocated] : events_) {
+    if (in_window[index]) continue;
+    const Request& r = requests_[index];
+    live += allocated ? r.bytes : -r.bytes;
+    peak = std::max(peak, live);
+  }
+  return peak;
 }
 
 }  // namespace dv::runtime

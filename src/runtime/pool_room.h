@@ -23,6 +23,10 @@
 // changes what the plan computes: a request it cannot hold gets a segment as
 // before.
 //
+// The requests that a step allocates and frees before it ends may instead
+// take a window in the block (runtime/block_window.h), where nothing is
+// alive at that step; the room then holds the others.
+//
 // The room is measured, not predicted: on the runs of a plan step by step
 // before its capture, the caching allocator's trace callback reports each
 // allocation and free the steps make (BesideBlockProbe), and the room is the
@@ -41,6 +45,7 @@ constexpr std::int64_t kAllocatorMinBlock = 512;            // every size is rou
 constexpr std::int64_t kAllocatorSmallSize = 1 << 20;       // up to this: the pool of small blocks
 constexpr std::int64_t kAllocatorMinLargeAlloc = 10 << 20;  // below this: a 20 MiB segment
 constexpr std::int64_t kAllocatorSmallBuffer = 2 << 20;     // a segment of small blocks
+constexpr std::int64_t kAllocatorRoundLarge = 2 << 20;      // larger segments: a multiple of this
 
 // A request's bytes as the room must hold them: rounded as the allocator
 // rounds them, or 0 for a small block (1 MiB or less).
@@ -52,6 +57,21 @@ std::int64_t room_for(std::int64_t bytes);
 // block of 10 MiB or more and nothing beside it). A block of 1 to 10 MiB
 // alone gets a segment of 10 MiB, not 20.
 std::int64_t pool_room_bytes(std::int64_t block, std::int64_t beside);
+
+// The segment to make before a capture whose block has a window for the
+// steps' transient requests (runtime/block_window.h): `held` bytes of block
+// (window and rest, which must lie side by side in it) and `lasting` bytes
+// of requests beside it at once. Never 0: the two parts need one segment.
+std::int64_t windowed_pool_room_bytes(std::int64_t held, std::int64_t lasting);
+
+// What a graph's pool holds for a block of `block` bytes with a segment of
+// `room` made before the capture (0: none, the block its own segment).
+std::int64_t pool_bytes(std::int64_t block, std::int64_t room);
+
+// The bytes of the segment the allocator makes for a request of `bytes` that
+// finds no free block: 2 MiB up to 1 MiB, 20 MiB below 10 MiB, else the
+// bytes rounded up to 2 MiB.
+std::int64_t segment_bytes(std::int64_t bytes);
 
 // While alive, records the GPU allocations and frees of the thread that made
 // it, as the caching allocator's trace callback reports them
@@ -73,15 +93,34 @@ class BesideBlockProbe {
   // The `n` largest requests it saw, largest first: (step, bytes).
   std::vector<std::pair<int, std::int64_t>> largest_requests(std::size_t n) const;
 
+  // A request freed by the step that made it is transient (a workspace, a
+  // copy inside a library call); the others last (results beside the
+  // block, outputs). A window in the block (codegen/arena_plan.h) can take
+  // the transient ones of a step that makes no lasting request (a lasting
+  // one could land in the window too, which the block could then not take
+  // back). By step (`steps` of them): the most bytes of those alive at once.
+  std::vector<std::int64_t> transient_peaks(int steps) const;
+  // The most bytes alive at once of the others: what the room beside a
+  // block with a window must hold.
+  std::int64_t lasting_peak_bytes() const;
+
   // From the callback: an allocation (`bytes` at `address`) or a free.
   void allocated(std::uintptr_t address, std::int64_t bytes);
   void freed(std::uintptr_t address);
 
  private:
+  struct Request {
+    int step;             // that made it
+    std::int64_t bytes;   // room_for
+    int freed_at = -2;    // the step that freed it (-2: not freed)
+    bool transient() const { return step >= 0 && freed_at == step; }
+  };
   std::int64_t live_ = 0, peak_ = 0;
   int step_ = -1;
-  std::vector<std::pair<int, std::int64_t>> requests_;  // (step, room_for bytes) of each
-  std::vector<std::pair<std::uintptr_t, std::int64_t>> live_requests_;  // (address, room_for bytes)
+  std::vector<Request> requests_;
+  std::vector<std::pair<std::size_t, bool>> events_;  // (request, allocated or freed), in order
+  std::vector<std::pair<std::uintptr_t, std::size_t>> live_requests_;  // (address, request)
+  std::vector<bool> windowable() const;  // by request: transient_peaks counts it
   BesideBlockProbe* outer_;
 };
 

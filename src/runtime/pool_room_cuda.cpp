@@ -14,6 +14,7 @@ static_assert(kAllocatorMinBlock == c10::CachingAllocator::kMinBlockSize);
 static_assert(kAllocatorSmallSize == c10::CachingAllocator::kSmallSize);
 static_assert(kAllocatorMinLargeAlloc == c10::CachingAllocator::kMinLargeAlloc);
 static_assert(kAllocatorSmallBuffer == c10::CachingAllocator::kSmallBuffer);
+static_assert(kAllocatorRoundLarge == c10::CachingAllocator::kRoundLarge);
 
 // The callback runs under the allocator's lock, on the thread that
 // allocates or frees: it only appends to that thread's probe, if any.

@@ -200,3 +200,30 @@ TEST_CASE("a result does not take over an input in a reduction or a kernel that 
   CHECK(plan.takes_over[reduced] == -1);
   CHECK(plan.takes_over[c] == -1);
 }
+
+TEST_CASE("a window at the block's start holds nothing alive at the steps given it", "[arena]") {
+  // A convolution's workspace early in the plan, while little is alive:
+  // the window takes bytes that the later, larger results use.
+  PlanBuilder b;
+  const int x = b.input(kMB);
+  const int a = b.pointwise({x}, 2 * kMB);
+  const int conv = b.library({a}, 2 * kMB);  // step 1: allocates and frees 3 MB of its own
+  const int c = b.pointwise({conv}, 4 * kMB);
+  const int d = b.pointwise({c}, 4 * kMB);
+  b.finish(b.kernel({d}, 4096));
+  std::vector<codegen::LibraryInto> into(b.p.steps.size(), codegen::LibraryInto::None);
+  into[1] = codegen::LibraryInto::Convolution;
+  const std::vector<std::int64_t> window{0, 3 * kMB, 0, 0, 0};
+  const codegen::ArenaPlan plan = codegen::plan_arena(b.p, {}, into, window);
+  check_disjoint(b.p, plan);
+  CHECK(plan.window_bytes == 3 * kMB);
+  CHECK(plan.window_at == std::vector<bool>{false, true, false, false, false});
+  CHECK(plan.offset[a] >= 3 * kMB);     // alive at step 1
+  CHECK(plan.offset[conv] >= 3 * kMB);  // written there
+  CHECK(plan.offset[c] == 0);           // later, over the window
+  // 7 MB: 1 MB more than without the window, where the 3 MB would need room beside the block.
+  CHECK(plan.bytes == 7 * kMB);
+  const codegen::ArenaPlan without = codegen::plan_arena(b.p, {}, into);
+  CHECK(without.bytes == 6 * kMB);
+  CHECK(without.window_bytes == 0);
+}

@@ -566,6 +566,19 @@ TEST_CASE("a graph pool's room holds what would get 20 MiB segments of its own",
   CHECK(pool_room_bytes(512 * 1024, 2 * MiB) == 10 * MiB);  // the block itself is a small block
   CHECK(pool_room_bytes(0, 0) == 0);
   CHECK(pool_room_bytes(512 * 1024, 0) == 0);
+  // The segments the allocator makes.
+  CHECK(segment_bytes(4096) == 2 * MiB);
+  CHECK(segment_bytes(3 * MiB) == 20 * MiB);
+  CHECK(segment_bytes(10 * MiB) == 10 * MiB);
+  CHECK(segment_bytes(12 * MiB + 1) == 14 * MiB);
+  CHECK(segment_bytes(0) == 0);
+  // ResNet-50 at batch 16: a 55 MiB block, 12.25 MiB of cuDNN workspace beside it, or in a window.
+  const std::int64_t room = pool_room_bytes(55 * MiB, 12 * MiB + MiB / 4);
+  CHECK(pool_bytes(55 * MiB, room) == 68 * MiB);
+  CHECK(windowed_pool_room_bytes(55 * MiB, 0) == 55 * MiB);  // one segment for the window and the rest
+  CHECK(pool_bytes(55 * MiB, windowed_pool_room_bytes(55 * MiB, 0)) == 56 * MiB);
+  CHECK(windowed_pool_room_bytes(4 * MiB, 0) == 10 * MiB);
+  CHECK(pool_bytes(50 * MiB, 0) == 50 * MiB);  // a block alone: its own segment
 }
 
 TEST_CASE("the room is the most bytes of roomable requests alive at once", "[runtime][pool_room]") {
@@ -586,4 +599,30 @@ TEST_CASE("the room is the most bytes of roomable requests alive at once", "[run
   CHECK(probe.peak_bytes() == 19 * MiB);
   using Request = std::pair<int, std::int64_t>;
   CHECK(probe.largest_requests(2) == std::vector<Request>{{7, 14 * MiB}, {-1, 6 * MiB}});
+}
+
+TEST_CASE("requests freed by the step that made them are transient, by step", "[runtime][pool_room]") {
+  constexpr std::int64_t MiB = 1 << 20;
+  BesideBlockProbe probe;
+  probe.now_at(0);
+  probe.allocated(0x1000, 3 * MiB);  // step 0: a workspace and a copy at once
+  probe.allocated(0x2000, 5 * MiB);
+  probe.freed(0x2000);
+  probe.freed(0x1000);
+  probe.now_at(1);
+  probe.allocated(0x3000, 6 * MiB);  // a result beside the block, freed at step 3
+  probe.allocated(0x1000, 2 * MiB);  // and a workspace of the same step
+  probe.freed(0x1000);
+  probe.now_at(2);
+  probe.allocated(0x1000, 4 * MiB);
+  probe.allocated(0x5000, 4096);     // a small block: not counted
+  probe.freed(0x1000);
+  probe.now_at(3);
+  probe.freed(0x3000);
+  probe.allocated(0x4000, 7 * MiB);  // an output: never freed
+  CHECK(probe.transient_peaks(5) == std::vector<std::int64_t>{8 * MiB, 0, 4 * MiB, 0, 0});
+  // Step 1's workspace is not the window's (its step makes a lasting result): beside, with that result.
+  CHECK(probe.lasting_peak_bytes() == 8 * MiB);
+  CHECK(probe.peak_bytes() == 10 * MiB);  // the result with step 2's workspace
+  CHECK(probe.transient_peaks(2) == std::vector<std::int64_t>{8 * MiB, 0});  // steps beyond are left out
 }

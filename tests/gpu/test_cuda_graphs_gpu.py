@@ -421,6 +421,45 @@ def test_a_network_of_many_convolution_kinds_matches_eager_with_library_results_
         torch.testing.assert_close(got.float(), want.float(), rtol=tol[0], atol=tol[1])
 
 
+class _Bottleneck(nn.Module):
+    def __init__(self, c, width, stride):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(c, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
+                                  nn.Conv2d(width, width, 3, stride, 1, bias=False), nn.BatchNorm2d(width),
+                                  nn.ReLU(), nn.Conv2d(width, 4 * width, 1, bias=False), nn.BatchNorm2d(4 * width))
+        self.shortcut = nn.Sequential(nn.Conv2d(c, 4 * width, 1, stride, bias=False), nn.BatchNorm2d(4 * width))
+
+    def forward(self, x):
+        return torch.relu(self.body(x) + self.shortcut(x))
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+@torch.no_grad()
+def test_a_residual_add_writes_over_a_convolution_result_that_dies_at_it(bf16, capfd, monkeypatch):
+    """ResNet's bottleneck: the body's and the shortcut's results die at the
+    kernel that adds them, which writes its sum over one of them
+    (codegen/arena_plan.h). New inputs on every call; poisoned (the GPU
+    suite's DEEPVISOR_POISON=1), a result read after it was overwritten
+    shows against eager."""
+    monkeypatch.setenv("DEEPVISOR_LOG", "decisions")
+    torch.manual_seed(0)
+    m = nn.Sequential(_Bottleneck(16, 8, 1), _Bottleneck(32, 8, 2), nn.Conv2d(32, 8, 1)).eval().cuda()
+    for bn in m.modules():
+        if isinstance(bn, nn.BatchNorm2d):
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.5, 2)
+    g = deepvisor.compile(m)
+    tol = (3e-2, 3e-2) if bf16 else (1e-4, 1e-5)
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+        for i in range(4):
+            x = randn(3, 16, 19, 23, seed=i)
+            torch.testing.assert_close(g(x).float(), m(x).float(), rtol=tol[0], atol=tol[1])
+    s = deepvisor.stats(g)
+    assert s["cuda_graphs"] == 1 and s["fallback_ops"] == {}, s
+    (line,) = [l for l in capfd.readouterr().err.splitlines() if "arena:" in l]
+    assert "(0 results written over" not in line, line
+
+
 def _pool_of(segment):
     return tuple(segment.get("segment_pool_id") or (0, 0))
 
@@ -465,6 +504,18 @@ def test_an_output_beside_the_block_takes_room_in_its_segment_of_the_graph_pool(
         assert_matches(got, f(x, w), TOL)
 
 
+def _one_graph_in_one_segment_under_bf16(m, x):
+    """m compiled and called under bf16 autocast: one graph, no fallback, one
+    large segment in its pool (the room), results close to eager's; its stats."""
+    pools_before = _graph_pools()
+    want, outs, s = _eager_and_compiled(m, x, bf16=True)
+    assert s["cuda_graphs"] == 1 and s["fallback_ops"] == {}, s
+    _one_segment_of_the_room(pools_before, s)
+    for got in outs:
+        torch.testing.assert_close(got.float(), want.float(), rtol=3e-2, atol=3e-2)
+    return s
+
+
 @torch.no_grad()
 def test_convolution_workspaces_take_the_room_beside_the_block():
     """cuDNN's workspaces, allocated and freed inside each convolution during
@@ -475,13 +526,28 @@ def test_convolution_workspaces_take_the_room_beside_the_block():
     m = nn.Sequential(nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 128, 3, stride=2, padding=1),
                       nn.ReLU(), nn.Conv2d(128, 64, 1), nn.ReLU(), nn.Conv2d(64, 64, 5, padding=2))
     m = m.eval().cuda().to(memory_format=torch.channels_last)
-    x = randn(16, 64, 56, 56).to(memory_format=torch.channels_last)
-    pools_before = _graph_pools()
-    want, outs, s = _eager_and_compiled(m, x, bf16=True)
-    assert s["cuda_graphs"] == 1 and s["fallback_ops"] == {}, s
-    _one_segment_of_the_room(pools_before, s)
-    for got in outs:
-        torch.testing.assert_close(got.float(), want.float(), rtol=3e-2, atol=3e-2)
+    _one_graph_in_one_segment_under_bf16(m, randn(16, 64, 56, 56).to(memory_format=torch.channels_last))
+
+
+@torch.no_grad()
+def test_a_convolution_workspace_takes_a_window_in_the_block(monkeypatch):
+    """A ResNet stem at batch 16 in bf16: cuDNN's workspace for the 7x7
+    convolution of 3 channels (12 MiB on the H200), allocated and freed inside
+    the step while little of the block is alive. The capture frees the
+    block's first bytes for it (runtime/block_window.h): the graph's pool is
+    one segment, smaller than the block with that room beside it
+    (DEEPVISOR_BLOCK_WINDOW=0), and the results stay eager's."""
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(3, 2, 1),
+                      nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 64, 1), nn.Tanh()).eval().cuda()
+    x = randn(16, 3, 224, 224)
+    stats = {}
+    for window in ("1", "0"):
+        monkeypatch.setenv("DEEPVISOR_BLOCK_WINDOW", window)
+        stats[window] = _one_graph_in_one_segment_under_bf16(m, x)
+    assert stats["1"]["graph_block_window_bytes"] > 0, stats
+    assert stats["0"]["graph_block_window_bytes"] == 0, stats
+    assert stats["1"]["graph_pool_room_bytes"] < stats["0"]["graph_pool_room_bytes"], stats
 
 
 @torch.no_grad()
