@@ -11,10 +11,10 @@
 // That the window comes back where it was is what the caching allocator
 // does in a graph's private pool (the smallest free block that fits, split
 // from its start, neighbours merged when freed), not what it promises: the
-// block checks the addresses and throws where they differ (the capture then
-// fails, and the plan runs step by step), and holds nothing where the two
-// allocations do not lie side by side (the caller then uses a block without
-// a window).
+// block checks the addresses. Where the window does not come back in place,
+// the capture is abandoned and the next call captures without a window;
+// where the two allocations do not lie side by side, the block holds
+// nothing and the caller uses a block without a window.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -34,8 +34,9 @@ class WindowedBlock {
   const at::Tensor& block() const { return block_; }
   // Frees the window's allocation, for the step about to run.
   void lend_window();
-  // Allocates the window again; throws std::runtime_error if it lands elsewhere.
-  void take_window_back();
+  // Allocates the window again; false where it landed elsewhere (the block
+  // is then unusable: its window's bytes are another allocation's).
+  bool take_window_back();
 
   // What the allocator must hold for a block of `bytes` with a window of
   // `window`: the rest is at least a large block (a small one would come

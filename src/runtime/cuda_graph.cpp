@@ -250,6 +250,7 @@ bool CudaGraphReplay::capture(const std::vector<at::Tensor>& inputs, const Steps
   // so that its nodes can be counted first.
   graph_ = std::make_unique<at::cuda::CUDAGraph>(/*keep_graph=*/true);
   std::string failure;
+  bool again = false;  // CaptureAgain
   std::int64_t launches = 0;
   {
     c10::cuda::CUDAStreamGuard on_side(side);
@@ -266,6 +267,7 @@ bool CudaGraphReplay::capture(const std::vector<at::Tensor>& inputs, const Steps
       graph_->capture_end();
     } catch (const std::exception& e) {
       failure = e.what();
+      again = dynamic_cast<const CaptureAgain*>(&e) != nullptr;
       try {
         graph_->capture_end();
       } catch (const std::exception&) {
@@ -281,6 +283,11 @@ bool CudaGraphReplay::capture(const std::vector<at::Tensor>& inputs, const Steps
   at::cuda::CUDAEvent done;
   done.record(side);
   done.block(current);
+  if (again) {
+    log_event("fallbacks", "CUDA graph: capture abandoned, the next call captures again: " + failure);
+    drop_graph();
+    return false;
+  }
   if (!failure.empty()) {
     disable("capturing it failed (a host synchronization or CPU work inside?): " +
             failure.substr(0, failure.find('\n')));

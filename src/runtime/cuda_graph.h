@@ -50,6 +50,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
@@ -83,6 +84,12 @@ class GraphPool {
   std::mutex mutex_;
   std::optional<std::pair<unsigned long long, unsigned long long>> id_;  // the allocator's pool, from the first capture
   std::unique_ptr<LastStream> last_;  // the stream of the last replay (null before the first)
+};
+
+// Thrown by a plan's steps in a capture that cannot finish as planned but
+// can on the next call (runtime/block_window.h): that call captures again.
+struct CaptureAgain : std::runtime_error {
+  using std::runtime_error::runtime_error;
 };
 
 class CudaGraphReplay {

@@ -915,7 +915,11 @@ std::vector<at::Tensor> Executor::run_steps(const std::vector<at::Tensor>& input
     if (!kept && step.kind == Step::Kind::Kernel) run_kernel(step, slots, device, launches, block);
     else if (!kept) run_fallback(step, slots, block);
     for (int f : step.frees) slots[f].reset();  // (what the step made for itself is freed with them)
-    if (window) windowed->take_window_back();
+    if (window && !windowed->take_window_back()) {
+      windows_allowed_ = false;
+      throw CaptureAgain("the window of the block of intermediates came back at another address after step " +
+                         std::to_string(i) + "; no window from now on");
+    }
   }
   if (probe) note_beside_block(*probe);
   for (auto& [slot, original] : relaid) slots[slot] = std::move(original);

@@ -232,7 +232,7 @@ class Executor {
   std::atomic<std::int64_t> window_bytes_{0};
   // Windows only in a pool of the plan's own (another graph's free memory
   // in a shared one could take the window's place).
-  bool windows_allowed_ = false;
+  std::atomic<bool> windows_allowed_{false};
 };
 
 }  // namespace dv::runtime
