@@ -142,7 +142,7 @@ std::vector<int> storage_handed_over(const Program& p, const StorageTimeline& tl
 // input's storage shares its offset: a chain of such storage is packed as one,
 // from its first step to its last, as large as its largest.
 ArenaPlan pack(const Program& p, const StorageTimeline& tl, const std::vector<bool>& in_block,
-               const std::vector<int>& takes_over, const std::vector<std::int64_t>& window) {
+               const std::vector<int>& takes_over) {
   std::vector<int> head(p.slots.size());  // by root in the block: the first of its chain
   std::iota(head.begin(), head.end(), 0);
   std::vector<Storage> chain = tl.storage;  // by head
@@ -167,15 +167,6 @@ ArenaPlan pack(const Program& p, const StorageTimeline& tl, const std::vector<bo
   });
   plan.offset.assign(p.slots.size(), -1);
   std::vector<Placed> placed;
-  plan.window_at.assign(p.steps.size(), false);
-  for (std::size_t t = 0; t < window.size() && t < p.steps.size(); ++t)
-    plan.window_bytes = std::max(plan.window_bytes, window[t]);
-  for (std::size_t t = 0; t < window.size() && t < p.steps.size() && plan.window_bytes > 0; ++t) {
-    if (window[t] <= 0) continue;
-    plan.window_at[t] = true;
-    placed.push_back({0, plan.window_bytes, static_cast<int>(t), static_cast<int>(t)});
-  }
-  plan.bytes = plan.window_bytes;
   for (int h : heads) {
     const Storage& st = chain[h];
     const std::int64_t at = lowest_free_offset(st, placed);
@@ -201,17 +192,53 @@ ArenaPlan pack(const Program& p, const StorageTimeline& tl, const std::vector<bo
   return plan;
 }
 
+// The window (ArenaPlan::window_*) in `plan`: `window[t]` bytes at step t, in
+// the lowest bytes of the block where nothing alive at any such step lies,
+// at 0 or at `least_offset` or above; the block grows where no such bytes
+// are free.
+void place_window(const Program& p, const StorageTimeline& tl, const std::vector<std::int64_t>& window,
+                  std::int64_t least_offset, ArenaPlan& plan) {
+  plan.window_at.assign(p.steps.size(), false);
+  for (std::size_t t = 0; t < window.size() && t < p.steps.size(); ++t) {
+    plan.window_at[t] = window[t] > 0;
+    plan.window_bytes = std::max(plan.window_bytes, window[t]);
+  }
+  if (plan.window_bytes <= 0) return;
+  std::vector<std::pair<std::int64_t, std::int64_t>> taken;  // [begin, end) alive at a window step
+  for (std::size_t r = 0; r < p.slots.size(); ++r) {
+    if (plan.offset[r] < 0 || tl.root[r] != static_cast<int>(r)) continue;
+    const Storage& st = tl.storage[r];
+    for (int t = st.first; t <= st.last; ++t)
+      if (plan.window_at[t]) {
+        taken.emplace_back(plan.offset[r], plan.offset[r] + st.bytes);
+        break;
+      }
+  }
+  std::sort(taken.begin(), taken.end());
+  std::int64_t at = 0;
+  for (const auto& [begin, end] : taken) {
+    if (at > 0 && at < least_offset) at = least_offset;
+    if (begin >= at + plan.window_bytes) break;
+    at = std::max(at, end);
+  }
+  if (at > 0 && at < least_offset) at = least_offset;
+  plan.window_offset = at;
+  plan.bytes = std::max(plan.bytes, at + plan.window_bytes);
+}
+
 }  // namespace
 
 ArenaPlan plan_arena(const Program& p, const std::vector<bool>& excluded, const std::vector<LibraryInto>& writes_into,
-                     const std::vector<std::int64_t>& window) {
+                     const std::vector<std::int64_t>& window, std::int64_t least_window_offset) {
   const StorageTimeline tl = storage_timeline(p);
   const std::vector<bool> in_block = block_storage(p, tl, excluded, writes_into);
   // Handing storage over shortens the live peak, but a chain holds its
   // offset for longer than its parts would, and the greedy packing may then
   // do worse (DenseNet's cats): the smaller block wins.
-  ArenaPlan handed = pack(p, tl, in_block, storage_handed_over(p, tl, in_block), window);
-  ArenaPlan apart = pack(p, tl, in_block, std::vector<int>(p.slots.size(), -1), window);
+  ArenaPlan handed = pack(p, tl, in_block, storage_handed_over(p, tl, in_block));
+  ArenaPlan apart = pack(p, tl, in_block, std::vector<int>(p.slots.size(), -1));
+  place_window(p, tl, window, least_window_offset, handed);
+  place_window(p, tl, window, least_window_offset, apart);
   return handed.bytes <= apart.bytes ? handed : apart;
 }
 

@@ -27,10 +27,11 @@
 // (`takes_over`).
 //
 // A window: the steps that allocate memory of their own and free it before
-// they end (cuDNN's workspace inside a convolution) can be given the block's
-// first bytes, where nothing is alive at those steps; a CUDA graph's capture
-// frees that part of the block for them (runtime/executor.h), so their
-// memory needs no room beside the block.
+// they end (cuDNN's workspace inside a convolution) can be given bytes of the
+// block where nothing is alive at any of those steps, placed after the
+// packing (which it never changes; the block grows where no such bytes are
+// free); a CUDA graph's capture frees that part of the block for them
+// (runtime/block_window.h), so their memory needs no room beside the block.
 #pragma once
 
 #include <cstdint>
@@ -57,8 +58,9 @@ struct ArenaPlan {
   // (an input that dies there), or -1. Such a result is not poisoned: its
   // memory still holds what the step reads.
   std::vector<int> takes_over;
-  // The window: the block's first `window_bytes` hold nothing alive at the
+  // The window: `window_bytes` at `window_offset` hold nothing alive at the
   // steps where `window_at` (by step) is set.
+  std::int64_t window_offset = 0;
   std::int64_t window_bytes = 0;
   std::vector<bool> window_at;
 };
@@ -76,8 +78,11 @@ std::vector<LibraryInto> library_steps_into(const Program& p);
 // excluded: by slot, storage that stays out of the block (a view excluded
 // excludes its base). writes_into: by step, library_steps_into(p) or none.
 // window: by step, the bytes of the step's own memory to hold in a window
-// (0: none; empty: no window).
+// (0: none; empty: no window); the window starts at 0 or at
+// `least_window_offset` or above (the bytes before it must make an
+// allocation of their own).
 ArenaPlan plan_arena(const Program& p, const std::vector<bool>& excluded,
-                     const std::vector<LibraryInto>& writes_into = {}, const std::vector<std::int64_t>& window = {});
+                     const std::vector<LibraryInto>& writes_into = {}, const std::vector<std::int64_t>& window = {},
+                     std::int64_t least_window_offset = 0);
 
 }  // namespace dv::codegen

@@ -10,24 +10,31 @@
 
 namespace dv::runtime {
 
-std::int64_t WindowedBlock::held_bytes(std::int64_t window, std::int64_t bytes) {
-  return window + std::max(bytes - window, kAllocatorSmallSize + kAllocatorMinBlock);
+std::int64_t WindowedBlock::least_offset() { return kAllocatorSmallSize + kAllocatorMinBlock; }
+
+std::int64_t WindowedBlock::held_bytes(std::int64_t offset, std::int64_t window, std::int64_t bytes) {
+  const std::int64_t after = bytes - offset - window;
+  return offset + window + (after > 0 ? std::max(after, least_offset()) : 0);
 }
 
-WindowedBlock::WindowedBlock(std::int64_t window, std::int64_t bytes, const at::Device& device)
+WindowedBlock::WindowedBlock(std::int64_t offset, std::int64_t window, std::int64_t bytes, const at::Device& device)
     : device_(device), window_bytes_(window) {
-  const std::int64_t held = held_bytes(window, bytes);
+  const std::int64_t held = held_bytes(offset, window, bytes);
+  if (offset > 0) before_ = allocate(offset);
   window_ = allocate(window);
-  rest_ = allocate(held - window);
+  if (held > offset + window) after_ = allocate(held - offset - window);
+  char* const start = static_cast<char*>(offset > 0 ? before_.data_ptr() : window_.data_ptr());
   window_address_ = window_.data_ptr();
-  if (static_cast<char*>(window_address_) + window != rest_.data_ptr()) {
+  const bool side_by_side = start + offset == window_address_ &&
+                            (!after_.defined() || start + offset + window == after_.data_ptr());
+  if (!side_by_side) {
+    before_.reset();
     window_.reset();
-    rest_.reset();
+    after_.reset();
     return;
   }
   // The allocations own the memory; the block only addresses it.
-  block_ = at::from_blob(window_address_, {held}, [](void*) {},
-                         at::TensorOptions().dtype(at::kByte).device(device));
+  block_ = at::from_blob(start, {held}, [](void*) {}, at::TensorOptions().dtype(at::kByte).device(device));
 }
 
 at::Tensor WindowedBlock::allocate(std::int64_t bytes) const {

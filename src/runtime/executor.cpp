@@ -881,7 +881,7 @@ std::vector<at::Tensor> Executor::run_steps(const std::vector<at::Tensor>& input
   if (capturing) {
     const codegen::ArenaPlan& planned = plan_capture(device);
     if (planned.window_bytes > 0) {
-      windowed.emplace(planned.window_bytes, planned.bytes, device);
+      windowed.emplace(planned.window_offset, planned.window_bytes, planned.bytes, device);
       if (windowed->ok()) {
         block = {&windowed->block(), &planned};
       } else {
@@ -1032,8 +1032,9 @@ const codegen::ArenaPlan& Executor::plan_capture(const at::Device& device) {
       std::any_of(beside.transient.begin(), beside.transient.end(), [](std::int64_t b) { return b > 0; });
   if (windows_allowed_ && plain.bytes > 0 && transients) {
     // The window where the pool then holds less.
-    codegen::ArenaPlan windowed = codegen::plan_arena(program_, outside_arena(), into_, beside.transient);
-    const std::int64_t held = WindowedBlock::held_bytes(windowed.window_bytes, windowed.bytes);
+    codegen::ArenaPlan windowed = codegen::plan_arena(program_, outside_arena(), into_, beside.transient,
+                                                      WindowedBlock::least_offset());
+    const std::int64_t held = WindowedBlock::held_bytes(windowed.window_offset, windowed.window_bytes, windowed.bytes);
     const std::int64_t windowed_room = windowed_pool_room_bytes(held, beside.lasting);
     if (pool_bytes(held, windowed_room) < pool_bytes(plain.bytes, room)) {
       capture_arena_ = std::move(windowed);
@@ -1046,8 +1047,9 @@ const codegen::ArenaPlan& Executor::plan_capture(const at::Device& device) {
   if (pool_room_bytes_.exchange(room) != room)
     log_event("decisions", "graph pool: a segment of " + std::to_string(room) + " bytes made before the capture, for " +
                                std::to_string(capture_arena_.bytes) + " bytes of intermediates" +
-                               (window > 0 ? " (the first " + std::to_string(window) +
-                                                 " of them a window for the steps' own memory)"
+                               (window > 0 ? " (" + std::to_string(window) + " of them at " +
+                                                 std::to_string(capture_arena_.window_offset) +
+                                                 " a window for the steps' own memory)"
                                            : std::string()) +
                                " and at most " + std::to_string(window > 0 ? beside.lasting : beside.all) +
                                " of requests beside them (measured before the capture)");

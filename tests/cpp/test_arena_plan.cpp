@@ -201,29 +201,54 @@ TEST_CASE("a result does not take over an input in a reduction or a kernel that 
   CHECK(plan.takes_over[c] == -1);
 }
 
-TEST_CASE("a window at the block's start holds nothing alive at the steps given it", "[arena]") {
-  // A convolution's workspace early in the plan, while little is alive:
-  // the window takes bytes that the later, larger results use.
+namespace {
+
+// Nothing alive at a step with the window lies in it.
+void check_window_free(const codegen::Program& p, const codegen::ArenaPlan& plan) {
+  const codegen::StorageTimeline tl = codegen::storage_timeline(p);
+  for (std::size_t r = 0; r < p.slots.size(); ++r) {
+    if (plan.offset[r] < 0 || tl.root[r] != static_cast<int>(r)) continue;
+    const codegen::Storage& st = tl.storage[r];
+    const bool apart = plan.offset[r] + st.bytes <= plan.window_offset ||
+                       plan.window_offset + plan.window_bytes <= plan.offset[r];
+    for (int t = st.first; t <= st.last; ++t) CHECK((!plan.window_at[t] || apart));
+  }
+  CHECK(plan.window_offset + plan.window_bytes <= plan.bytes);
+}
+
+}  // namespace
+
+TEST_CASE("a window takes bytes of the block that nothing alive at its steps holds", "[arena]") {
+  // A convolution's workspace early in the plan, while little is alive: the
+  // window lies where the later, larger results go, and the block keeps its size.
   PlanBuilder b;
   const int x = b.input(kMB);
-  const int a = b.pointwise({x}, 2 * kMB);
-  const int conv = b.library({a}, 2 * kMB);  // step 1: allocates and frees 3 MB of its own
-  const int c = b.pointwise({conv}, 4 * kMB);
-  const int d = b.pointwise({c}, 4 * kMB);
+  const int a = b.pointwise({x}, kMB);
+  const int conv = b.library({a}, kMB);  // step 1: allocates and frees 3 MB of its own
+  const int c = b.pointwise({conv}, 8 * kMB);
+  const int d = b.pointwise({c}, 8 * kMB);
   b.finish(b.kernel({d}, 4096));
   std::vector<codegen::LibraryInto> into(b.p.steps.size(), codegen::LibraryInto::None);
   into[1] = codegen::LibraryInto::Convolution;
   const std::vector<std::int64_t> window{0, 3 * kMB, 0, 0, 0};
+  const codegen::ArenaPlan without = codegen::plan_arena(b.p, {}, into);
+  CHECK(without.window_bytes == 0);
+  CHECK(without.bytes == 9 * kMB);  // c and d (one chain) at 0, conv above them
   const codegen::ArenaPlan plan = codegen::plan_arena(b.p, {}, into, window);
   check_disjoint(b.p, plan);
+  check_window_free(b.p, plan);
   CHECK(plan.window_bytes == 3 * kMB);
   CHECK(plan.window_at == std::vector<bool>{false, true, false, false, false});
-  CHECK(plan.offset[a] >= 3 * kMB);     // alive at step 1
-  CHECK(plan.offset[conv] >= 3 * kMB);  // written there
-  CHECK(plan.offset[c] == 0);           // later, over the window
-  // 7 MB: 1 MB more than without the window, where the 3 MB would need room beside the block.
-  CHECK(plan.bytes == 7 * kMB);
-  const codegen::ArenaPlan without = codegen::plan_arena(b.p, {}, into);
-  CHECK(without.bytes == 6 * kMB);
-  CHECK(without.window_bytes == 0);
+  CHECK(plan.offset == without.offset);  // the packing is the same
+  CHECK(plan.window_offset == kMB);      // above a, below conv
+  CHECK(plan.bytes == 9 * kMB);
+  // Not below a least offset (but at 0): the bytes before the window must be an allocation of their own.
+  const codegen::ArenaPlan above = codegen::plan_arena(b.p, {}, into, window, 2 * kMB);
+  check_window_free(b.p, above);
+  CHECK(above.window_offset == 2 * kMB);
+  // No room below conv from 7 MB on: after the block, which grows.
+  const codegen::ArenaPlan grown = codegen::plan_arena(b.p, {}, into, window, 7 * kMB);
+  check_window_free(b.p, grown);
+  CHECK(grown.window_offset == 9 * kMB);
+  CHECK(grown.bytes == 12 * kMB);
 }
