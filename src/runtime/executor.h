@@ -79,6 +79,7 @@ struct CallBlock {
   const codegen::ArenaPlan* plan = nullptr;
   std::int64_t offset(int slot) const { return tensor != nullptr ? plan->offset[slot] : -1; }
 };
+
 class CudaGraphReplay;
 class GraphPool;
 

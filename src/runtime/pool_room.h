@@ -60,8 +60,8 @@ std::int64_t pool_room_bytes(std::int64_t block, std::int64_t beside);
 
 // The segment to make before a capture whose block has a window for the
 // steps' transient requests (runtime/block_window.h): `held` bytes of block
-// (window and rest, which must lie side by side in it) and `lasting` bytes
-// of requests beside it at once. Never 0: the two parts need one segment.
+// (its parts, which must lie side by side in it) and `lasting` bytes of
+// requests beside it at once. Never 0: the parts need one segment.
 std::int64_t windowed_pool_room_bytes(std::int64_t held, std::int64_t lasting);
 
 // What a graph's pool holds for a block of `block` bytes with a segment of
