@@ -4,6 +4,8 @@ inputs move, stay in place and change in place, while parameters change,
 with random ops, from several threads; and plans that cannot be graphed keep
 running step by step. Skipped without a GPU."""
 
+import re
+
 import pytest
 import torch
 import torch.nn as nn
@@ -529,25 +531,49 @@ def test_convolution_workspaces_take_the_room_beside_the_block():
     _one_graph_in_one_segment_under_bf16(m, randn(16, 64, 56, 56).to(memory_format=torch.channels_last))
 
 
+class _WorkspaceNet(nn.Module):
+    """A ResNet stem, a 3x3 convolution over 16x128x56x56 (the two candidates
+    for ResNet-50's 12 MiB cuDNN workspace at batch 16), then a residual
+    whose two 25.7 MB operands are alive at once: the block's peak comes
+    after the convolutions, so their steps leave bytes of it free."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
+                                  nn.MaxPool2d(3, 2, 1))
+        self.body = nn.Sequential(nn.Conv2d(64, 128, 1), nn.ReLU(), nn.Conv2d(128, 128, 3, padding=1), nn.ReLU(),
+                                  nn.Conv2d(128, 256, 1), nn.ReLU())
+        self.wide = nn.Conv2d(256, 256, 1)
+
+    def forward(self, x):
+        h = self.body(self.stem(x))
+        return torch.tanh(self.wide(h) + h)
+
+
 @torch.no_grad()
-def test_a_convolution_workspace_takes_a_window_in_the_block(monkeypatch):
-    """A ResNet stem at batch 16 in bf16: cuDNN's workspace for the 7x7
-    convolution of 3 channels (12 MiB on the H200), allocated and freed inside
-    the step while little of the block is alive. The capture frees the
-    block's first bytes for it (runtime/block_window.h): the graph's pool is
-    one segment, smaller than the block with that room beside it
-    (DEEPVISOR_BLOCK_WINDOW=0), and the results stay eager's."""
+def test_a_convolution_workspace_takes_a_window_in_the_block(monkeypatch, capfd):
+    """cuDNN's workspaces, allocated and freed inside a step while little of
+    the block is alive there: the capture frees bytes of the block for them
+    (runtime/block_window.h), and the graph's pool is one segment, smaller
+    than the block with that room beside it (DEEPVISOR_BLOCK_WINDOW=0).
+    Results stay eager's. Where cuDNN allocates no workspace above 1 MiB for
+    these convolutions (the decisions log: nothing beside the block but what
+    outlives its step), there is nothing to place: skipped."""
+    monkeypatch.setenv("DEEPVISOR_LOG", "decisions")
     torch.manual_seed(0)
-    m = nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(3, 2, 1),
-                      nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 64, 1), nn.Tanh()).eval().cuda()
+    m = _WorkspaceNet().eval().cuda()
     x = randn(16, 3, 224, 224)
     stats = {}
     for window in ("1", "0"):
         monkeypatch.setenv("DEEPVISOR_BLOCK_WINDOW", window)
         stats[window] = _one_graph_in_one_segment_under_bf16(m, x)
-    assert stats["1"]["graph_block_window_bytes"] > 0, stats
+    beside = [l for l in capfd.readouterr().err.splitlines() if "bytes of requests beside the block at once" in l]
+    measured = [re.search(r"at most (\d+) bytes .*, (\d+) of them outliving", l).groups() for l in beside]
+    if all(everything == lasting for everything, lasting in measured):
+        pytest.skip(f"no workspace that a step frees itself: {beside}")
+    assert stats["1"]["graph_block_window_bytes"] > 0, (stats, beside)
     assert stats["0"]["graph_block_window_bytes"] == 0, stats
-    assert stats["1"]["graph_pool_room_bytes"] < stats["0"]["graph_pool_room_bytes"], stats
+    assert stats["1"]["graph_pool_room_bytes"] < stats["0"]["graph_pool_room_bytes"], (stats, beside)
 
 
 @torch.no_grad()
