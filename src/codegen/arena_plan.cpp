@@ -82,6 +82,10 @@ int storage_to_take_over(const Program& p, const StorageTimeline& tl, const std:
 
 }  // namespace
 
+std::int64_t ArenaPlan::results_over_inputs() const {
+  return std::count_if(takes_over.begin(), takes_over.end(), [](int s) { return s >= 0; });
+}
+
 LibraryInto library_into(const std::string& op, bool gpu) {
   const auto is = [&](const char* name) { return op == name || op == std::string(name) + ".default"; };
   if (is("aten::mm")) return LibraryInto::Mm;
@@ -151,7 +155,7 @@ ArenaPlan pack(const Program& p, const StorageTimeline& tl, const std::vector<bo
   for (std::size_t t = 0; t < p.steps.size(); ++t) {
     for (int o : step_slots(p, p.steps[t], /*written=*/true)) {
       const int in = takes_over[o];
-      if (in < 0 || tl.storage[o].first != static_cast<int>(t) || tl.storage[o].bytes > chain[head[in]].bytes) continue;
+      if (in < 0 || tl.storage[o].bytes > chain[head[in]].bytes) continue;
       head[o] = head[in];
       chain[head[o]].last = std::max(chain[head[o]].last, tl.storage[o].last);
       plan.takes_over[o] = in;

@@ -58,6 +58,7 @@ struct ArenaPlan {
   // (an input that dies there), or -1. Such a result is not poisoned: its
   // memory still holds what the step reads.
   std::vector<int> takes_over;
+  std::int64_t results_over_inputs() const;  // slots that take over an input's storage
   // The window: `window_bytes` at `window_offset` hold nothing alive at the
   // steps where `window_at` (by step) is set.
   std::int64_t window_offset = 0;

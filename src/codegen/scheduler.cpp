@@ -799,8 +799,7 @@ std::string describe(const Program& p) {
   os << "\n";
   // (The runtime also leaves out kept constants and inputs of ATen views.)
   const ArenaPlan arena = plan_arena(p, {}, library_steps_into(p));
-  const auto handed = std::count_if(arena.takes_over.begin(), arena.takes_over.end(), [](int s) { return s >= 0; });
-  os << "arena: " << arena.bytes << " bytes for a live peak of " << arena.live_peak_bytes << " (" << handed
+  os << "arena: " << arena.bytes << " bytes for a live peak of " << arena.live_peak_bytes << " (" << arena.results_over_inputs()
      << " results written over an input that dies at them), beside " << arena.others_peak_bytes << " of other storage at its peak; "
      << arena.together_peak_bytes << " together\n";
   for (const auto& n : p.notes) os << "fallback: " << n << "\n";

@@ -840,9 +840,8 @@ const codegen::ArenaPlan& Executor::arena_plan() {
     const char* env = std::getenv("DEEPVISOR_ARENA");
     if (env != nullptr && std::string(env) == "0") return;
     arena_ = codegen::plan_arena(program_, outside_arena(), into_);
-    const auto handed = std::count_if(arena_.takes_over.begin(), arena_.takes_over.end(), [](int s) { return s >= 0; });
     log_event("decisions", "arena: " + std::to_string(arena_.bytes) + " bytes for intermediates whose peak is " +
-                               std::to_string(arena_.live_peak_bytes) + " (" + std::to_string(handed) +
+                               std::to_string(arena_.live_peak_bytes) + " (" + std::to_string(arena_.results_over_inputs()) +
                                " results written over an input that dies at them), beside " +
                                std::to_string(arena_.others_peak_bytes) + " of other storage at its peak; " +
                                std::to_string(arena_.together_peak_bytes) + " together");
@@ -1000,12 +999,14 @@ void Executor::run_kernel(const Step& step, std::vector<at::Tensor>& slots, cons
 }
 
 void Executor::note_beside_block(const BesideBlockProbe& probe) {
+  Beside measured{probe.peak_bytes(), probe.lasting_peak_bytes(),
+                  probe.transient_peaks(static_cast<int>(program_.steps.size()))};
+  const std::int64_t all = measured.all, lasting = measured.lasting;
   {
     std::lock_guard<std::mutex> lock(beside_mutex_);
-    beside_ = {probe.peak_bytes(), probe.lasting_peak_bytes(),
-               probe.transient_peaks(static_cast<int>(program_.steps.size()))};
+    beside_ = std::move(measured);
   }
-  if (probe.peak_bytes() == 0) return;
+  if (all == 0) return;
   std::string largest;
   for (const auto& [step, bytes] : probe.largest_requests(3)) {
     if (step < 0) continue;
@@ -1013,9 +1014,8 @@ void Executor::note_beside_block(const BesideBlockProbe& probe) {
     const std::string what = s.kind == Step::Kind::Kernel ? program_.kernels[s.kernel].name : program_.graph.nodes[s.node].op;
     largest += (largest.empty() ? "" : ", ") + what + " (step " + std::to_string(step) + ") " + std::to_string(bytes);
   }
-  log_event("decisions", "graph pool: at most " + std::to_string(probe.peak_bytes()) +
-                             " bytes of requests beside the block at once, " +
-                             std::to_string(probe.lasting_peak_bytes()) +
+  log_event("decisions", "graph pool: at most " + std::to_string(all) +
+                             " bytes of requests beside the block at once, " + std::to_string(lasting) +
                              " of them outliving their step; the largest: " + largest);
 }
 
@@ -1026,7 +1026,7 @@ const codegen::ArenaPlan& Executor::plan_capture(const at::Device& device) {
     std::lock_guard<std::mutex> lock(beside_mutex_);
     beside = beside_;
   }
-  capture_arena_ = plain;
+  const codegen::ArenaPlan* planned = &plain;
   std::int64_t room = pool_room_bytes(plain.bytes, beside.all);
   const bool transients =
       std::any_of(beside.transient.begin(), beside.transient.end(), [](std::int64_t b) { return b > 0; });
@@ -1038,22 +1038,23 @@ const codegen::ArenaPlan& Executor::plan_capture(const at::Device& device) {
     const std::int64_t windowed_room = windowed_pool_room_bytes(held, beside.lasting);
     if (pool_bytes(held, windowed_room) < pool_bytes(plain.bytes, room)) {
       capture_arena_ = std::move(windowed);
+      planned = &capture_arena_;
       room = windowed_room;
     }
   }
   make_pool_room(room, device.index());
-  const std::int64_t window = capture_arena_.window_bytes;
+  const std::int64_t window = planned->window_bytes;
   window_bytes_ = window;
   if (pool_room_bytes_.exchange(room) != room)
     log_event("decisions", "graph pool: a segment of " + std::to_string(room) + " bytes made before the capture, for " +
-                               std::to_string(capture_arena_.bytes) + " bytes of intermediates" +
+                               std::to_string(planned->bytes) + " bytes of intermediates" +
                                (window > 0 ? " (" + std::to_string(window) + " of them at " +
-                                                 std::to_string(capture_arena_.window_offset) +
+                                                 std::to_string(planned->window_offset) +
                                                  " a window for the steps' own memory)"
                                            : std::string()) +
                                " and at most " + std::to_string(window > 0 ? beside.lasting : beside.all) +
                                " of requests beside them (measured before the capture)");
-  return capture_arena_;
+  return *planned;
 }
 
 void Executor::run_fallback(const Step& step, std::vector<at::Tensor>& slots, const CallBlock& block) {

@@ -228,7 +228,8 @@ class Executor {
   std::mutex beside_mutex_;
   Beside beside_;
   std::atomic<std::int64_t> pool_room_bytes_{0};
-  // The last capture's plan of the block (plan_capture), and its window.
+  // The plan of the block with a window, where the last capture took one
+  // (plan_capture), and that window's bytes.
   codegen::ArenaPlan capture_arena_;
   std::atomic<std::int64_t> window_bytes_{0};
   // Windows only in a pool of the plan's own (another graph's free memory

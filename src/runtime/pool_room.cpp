@@ -55,8 +55,6 @@ void BesideBlockProbe::allocated(std::uintptr_t address, std::int64_t bytes) {
   live_requests_.emplace_back(address, requests_.size());
   events_.emplace_back(requests_.size(), true);
   requests_.push_back({step_, held});
-  live_ += held;
-  peak_ = std::max(peak_, live_);
 }
 
 void BesideBlockProbe::freed(std::uintptr_t address) {
@@ -64,14 +62,23 @@ void BesideBlockProbe::freed(std::uintptr_t address) {
     if (it->first != address) continue;
     Request& r = requests_[it->second];
     r.freed_at = step_;
-    live_ -= r.bytes;
     events_.emplace_back(it->second, false);
     live_requests_.erase(it);
     return;
   }
 }
 
-std::int64_t BesideBlockProbe::peak_bytes() const { return peak_; }
+std::int64_t BesideBlockProbe::peak_of(const std::vector<bool>& counted) const {
+  std::int64_t live = 0, peak = 0;
+  for (const auto& [index, allocated] : events_) {
+    if (!counted[index]) continue;
+    live += allocated ? requests_[index].bytes : -requests_[index].bytes;
+    peak = std::max(peak, live);
+  }
+  return peak;
+}
+
+std::int64_t BesideBlockProbe::peak_bytes() const { return peak_of(std::vector<bool>(requests_.size(), true)); }
 
 std::vector<std::pair<int, std::int64_t>> BesideBlockProbe::largest_requests(std::size_t n) const {
   std::vector<std::pair<int, std::int64_t>> out;
@@ -110,15 +117,9 @@ std::vector<std::int64_t> BesideBlockProbe::transient_peaks(int steps) const {
 }
 
 std::int64_t BesideBlockProbe::lasting_peak_bytes() const {
-  const std::vector<bool> in_window = windowable();
-  std::int64_t live = 0, peak = 0;
-  for (const auto& [index, allocated] : events_) {
-    if (in_window[index]) continue;
-    const Request& r = requests_[index];
-    live += allocated ? r.bytes : -r.bytes;
-    peak = std::max(peak, live);
-  }
-  return peak;
+  std::vector<bool> lasting = windowable();
+  lasting.flip();
+  return peak_of(lasting);
 }
 
 }  // namespace dv::runtime

@@ -115,12 +115,13 @@ class BesideBlockProbe {
     int freed_at = -2;    // the step that freed it (-2: not freed)
     bool transient() const { return step >= 0 && freed_at == step; }
   };
-  std::int64_t live_ = 0, peak_ = 0;
   int step_ = -1;
   std::vector<Request> requests_;
   std::vector<std::pair<std::size_t, bool>> events_;  // (request, allocated or freed), in order
   std::vector<std::pair<std::uintptr_t, std::size_t>> live_requests_;  // (address, request)
   std::vector<bool> windowable() const;  // by request: transient_peaks counts it
+  // The most bytes alive at once of the requests `counted` (by request) holds.
+  std::int64_t peak_of(const std::vector<bool>& counted) const;
   BesideBlockProbe* outer_;
 };
 
