@@ -452,10 +452,12 @@ def test_a_residual_add_writes_over_a_convolution_result_that_dies_at_it(bf16, c
             bn.running_var.uniform_(0.5, 2)
     g = deepvisor.compile(m)
     tol = (3e-2, 3e-2) if bf16 else (1e-4, 1e-5)
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
-        for i in range(4):
-            x = randn(3, 16, 19, 23, seed=i)
-            torch.testing.assert_close(g(x).float(), m(x).float(), rtol=tol[0], atol=tol[1])
+    # TF32 off in float32: the folded BatchNorm rounds differently under it (_eager_and_compiled).
+    with torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=False, allow_tf32=bf16):
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+            for i in range(4):
+                x = randn(3, 16, 19, 23, seed=i)
+                torch.testing.assert_close(g(x).float(), m(x).float(), rtol=tol[0], atol=tol[1])
     s = deepvisor.stats(g)
     assert s["cuda_graphs"] == 1 and s["fallback_ops"] == {}, s
     (line,) = [l for l in capfd.readouterr().err.splitlines() if "arena:" in l]
