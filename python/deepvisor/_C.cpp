@@ -347,10 +347,13 @@ PYBIND11_MODULE(_C, m) {
       .def("cpp_sources", &cpp_sources,
            "The host C++ of every kernel (an empty string where the emitter does not support it).")
       .def("enable_cuda_graph", &Executor::enable_cuda_graph, py::arg("constant_inputs"), py::arg("pool") = nullptr,
-           py::arg("produced_inputs") = std::vector<bool>{},
+           py::arg("produced_inputs") = std::vector<bool>{}, py::arg("held_elsewhere") = 0,
            "Lets a GPU plan replay as one CUDA graph; constant_inputs[i]: input i is a constant of the plan; "
            "pool: a GraphPool its graph shares with others (None: its own); produced_inputs[i]: input i is "
-           "made anew on every call (an earlier segment's result), never read in place.")
+           "made anew on every call (an earlier segment's result), never read in place; held_elsewhere: "
+           "bytes the pools of earlier segments hold, counted when choosing the weight casts to keep.")
+      .def("estimated_pool_bytes", &Executor::estimated_pool_bytes,
+           "What the plan's own CUDA graph pool is estimated to hold (0: no graph of its own).")
       .def("stats", &executor_stats)
       .def("describe", [](const Executor& e) { return dv::codegen::describe(e.program()); })
       .def("loop_ir", &loop_ir_text)

@@ -111,9 +111,10 @@ class _Slots:
 class _Node:
     """A segment of a version tree, and the branches after its decision."""
 
-    def __init__(self, segment, executor, path, guards=None):
+    def __init__(self, segment, executor, path, guards=None, held_before=0):
         self.segment = segment
         self.executor = executor
+        self.held_before = held_before  # bytes the graph pools of the segments before it hold
         self.path = path            # the capture this segment came from (its leaf finishes the call)
         self.guards = guards        # checked on entering this branch (grafted from another capture)
         self.children = {}          # outcome key -> _Node
@@ -378,17 +379,22 @@ class CompiledFunction:
             return False
         if key in node.children:
             return False
-        node.children[key] = self._subtree(path, segments[depth + 1:], program)
+        held = node.held_before + (node.executor.estimated_pool_bytes() if node.executor is not None else 0)
+        node.children[key] = self._subtree(path, segments[depth + 1:], program, held=held)
         self._stats["captures"] += 1
         self._after_capture(path)
         return True
 
-    def _subtree(self, path, segments, guards=None, compiled=True):
+    def _subtree(self, path, segments, guards=None, compiled=True, held=0):
+        """The nodes of `segments`, one after the other. `held`: the bytes the
+        graph pools of the segments before them hold through the call."""
         first = None
         parent = None
         for segment in segments:
-            executor = self._compile(segment, path) if compiled else None
-            node = _Node(segment, executor, path, guards if parent is None else None)
+            executor = self._compile(segment, path, held_elsewhere=held) if compiled else None
+            node = _Node(segment, executor, path, guards if parent is None else None, held)
+            if executor is not None:
+                held += executor.estimated_pool_bytes()
             if parent is None:
                 first = node
             else:
@@ -477,11 +483,12 @@ class CompiledFunction:
         path.symbolic = symbolic
         return path
 
-    def _compile(self, segment, path, text=None, constant_sizes=(), reference=None, graph_pool=None):
+    def _compile(self, segment, path, text=None, constant_sizes=(), reference=None, graph_pool=None,
+                 held_elsewhere=0):
         with self._timed("compile_s"):
-            return self._new_executor(segment, path, text, constant_sizes, reference, graph_pool)
+            return self._new_executor(segment, path, text, constant_sizes, reference, graph_pool, held_elsewhere)
 
-    def _new_executor(self, segment, path, text, constant_sizes, reference, graph_pool):
+    def _new_executor(self, segment, path, text, constant_sizes, reference, graph_pool, held_elsewhere):
         executor = _C.compile_graph_text(text or segment.text, self.fuse)
         if path.symbolic is not None:
             executor.use_size_arguments(list(constant_sizes))
@@ -495,7 +502,8 @@ class CompiledFunction:
         # Values an earlier segment made: a new tensor on every call.
         inputs = set(path.input_values)
         produced = [v not in inputs for v in segment.inputs]
-        executor.enable_cuda_graph([v in path.constant_values for v in segment.inputs], graph_pool, produced)
+        executor.enable_cuda_graph([v in path.constant_values for v in segment.inputs], graph_pool, produced,
+                                   held_elsewhere)
         return executor
 
     def _add_root(self, path, program, reason):

@@ -28,9 +28,17 @@ void add_over(std::vector<std::int64_t>& at, int first, int last, std::int64_t b
 
 }  // namespace
 
-std::int64_t PoolReservation::reserved(std::int64_t live_peak) const {
+std::int64_t PoolReservation::own(std::int64_t live_peak) const {
   const std::int64_t large = live_peak > small_limit ? std::max(live_peak, least_large) : live_peak;
   return large + small_segment;
+}
+
+std::int64_t live_peak_bytes(const Program& p) {
+  const StorageTimeline tl = storage_timeline(p);
+  std::vector<std::int64_t> live(p.steps.size(), 0);
+  for (const Storage& st : tl.storage)
+    if (st.first >= 0) add_over(live, st.first, st.last, st.bytes);
+  return max_of(live);
 }
 
 KeptConstants keep_within_eager_memory(const Program& p, const std::vector<bool>& constant_step,

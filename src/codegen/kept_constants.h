@@ -19,7 +19,9 @@
 // timeline stands in for eager's activations: a plan's fused kernels make
 // fewer intermediates than eager's ops, so the estimate of eager is low
 // and the choice errs toward less memory. Library workspaces are not seen;
-// the rounding of a CUDA graph's pool is (PoolReservation).
+// the rounding of a CUDA graph's pool is (PoolReservation), and so are the
+// pools of the plan's earlier segments, which hold their memory through the
+// whole call.
 #pragma once
 
 #include <cstdint>
@@ -34,14 +36,24 @@ namespace dv::codegen {
 // (runtime/pool_room.h): one segment of at least `least_large` bytes where
 // more than `small_limit` are alive at once, beside a segment of small blocks
 // of `small_segment` bytes, for the whole call. All zero: no pool (the
-// intermediates cost what is alive).
+// intermediates cost what is alive). `held_elsewhere`: the bytes that the
+// pools of the segments before this plan hold (a plan cut by a decision: each
+// segment's graph has a pool), which eager does not spend.
 struct PoolReservation {
   std::int64_t small_limit = 0;
   std::int64_t least_large = 0;
   std::int64_t small_segment = 0;
-  // What a pool holds for intermediates whose peak is `live_peak` bytes.
-  std::int64_t reserved(std::int64_t live_peak) const;
+  std::int64_t held_elsewhere = 0;
+  // What this plan's pool holds for intermediates whose peak is `live_peak`
+  // bytes.
+  std::int64_t own(std::int64_t live_peak) const;
+  // The same, with what the earlier segments' pools hold.
+  std::int64_t reserved(std::int64_t live_peak) const { return own(live_peak) + held_elsewhere; }
 };
+
+// The bytes of storage that `p`'s steps make alive at once, at most (its
+// outputs included; its inputs not).
+std::int64_t live_peak_bytes(const Program& p);
 
 struct KeptConstants {
   std::vector<bool> kept;               // by step: a constant step whose results are kept

@@ -148,7 +148,10 @@ void ConstantSteps::choose(const std::vector<at::Tensor>& inputs) {
     log_event("decisions", "constant kernels: " + std::to_string(not_kept_) + " of " + std::to_string(before) +
                                " run on every call, their results not kept, to hold the plan's estimated peak at " +
                                megabytes(choice.peak_bytes) + " (all kept: " + megabytes(choice.peak_bytes_all_kept) +
-                               ", eager: " + megabytes(choice.eager_peak_bytes) + ")");
+                               ", eager: " + megabytes(choice.eager_peak_bytes) + ")" +
+                               (pool_.held_elsewhere > 0
+                                    ? "; " + megabytes(pool_.held_elsewhere) + " of it the pools of earlier segments"
+                                    : std::string()));
 }
 
 bool ConstantSteps::stale(const std::vector<at::Tensor>& inputs) {

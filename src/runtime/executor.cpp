@@ -675,18 +675,22 @@ bool benchmarks_convolutions(const codegen::Program& p) {
 }  // namespace
 
 void Executor::enable_cuda_graph(std::vector<bool> constant_inputs, std::shared_ptr<GraphPool> pool,
-                                 std::vector<bool> produced_inputs) {
+                                 std::vector<bool> produced_inputs, std::int64_t held_elsewhere) {
   constant_inputs_ = constant_inputs;  // also where no graph is made: prepared inputs (relaid_input)
   const char* env = std::getenv("DEEPVISOR_CUDA_GRAPHS");
   const bool graphs = device_.is_cuda() && (env == nullptr || std::string(env) != "0");
   const std::string not_graphable = graphs ? why_not_graphable() : "";
+  // A graph's pool holds the intermediates in the allocator's segments (runtime/pool_room.h).
+  codegen::PoolReservation reservation;
+  reservation.held_elsewhere = held_elsewhere;
+  if (graphs && not_graphable.empty()) {
+    reservation = {kAllocatorSmallSize, kAllocatorMinLargeAlloc, kAllocatorSmallBuffer, held_elsewhere};
+    // (A pool shared with other graphs is not this plan's alone.)
+    if (pool == nullptr) estimated_pool_bytes_ = reservation.own(codegen::live_peak_bytes(program_));
+  }
   const char* copies = std::getenv("DEEPVISOR_WEIGHT_COPIES");
   if (copies == nullptr || std::string(copies) != "0") {
     const bool all = copies != nullptr && std::string(copies) == "all";
-    // A graph's pool holds the intermediates in the allocator's segments (runtime/pool_room.h).
-    codegen::PoolReservation reservation;
-    if (graphs && not_graphable.empty())
-      reservation = {kAllocatorSmallSize, kAllocatorMinLargeAlloc, kAllocatorSmallBuffer};
     auto constants = std::make_unique<ConstantSteps>(program_, constant_inputs_, /*within_eager_memory=*/!all, reservation);
     if (!constants->empty()) constants_ = std::move(constants);
   }
@@ -893,7 +897,9 @@ std::vector<at::Tensor> Executor::run_steps(const std::vector<at::Tensor>& input
   }
   at::Tensor own_block;
   if (block.tensor == nullptr && arena.bytes > 0) {
-    own_block = at::empty({arena.bytes}, at::TensorOptions().dtype(at::kByte).device(device));
+    // In a capture, from the segment made before it (runtime/pool_room.h).
+    const std::int64_t bytes = capturing ? block_request_bytes(arena.bytes, pool_room_bytes_.load()) : arena.bytes;
+    own_block = at::empty({bytes}, at::TensorOptions().dtype(at::kByte).device(device));
     block = {&own_block, &arena};
   }
   // The runs of a plan that will be graphed, before its capture (one, or two

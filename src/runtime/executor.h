@@ -100,8 +100,14 @@ class Executor {
   // segment's result), so the graph never reads it in place (empty: none).
   // Also chooses the kernels that read only constants, whose results are
   // kept between calls (constant_steps.h; not with DEEPVISOR_WEIGHT_COPIES=0).
+  // `held_elsewhere`: the bytes the pools of the plan's earlier segments hold
+  // (their estimated_pool_bytes), which that choice counts beside its own.
   void enable_cuda_graph(std::vector<bool> constant_inputs, std::shared_ptr<GraphPool> pool = nullptr,
-                         std::vector<bool> produced_inputs = {});
+                         std::vector<bool> produced_inputs = {}, std::int64_t held_elsewhere = 0);
+
+  // What the graph's pool is estimated to hold through the call
+  // (codegen::PoolReservation; 0 without a graph of its own).
+  std::int64_t estimated_pool_bytes() const { return estimated_pool_bytes_; }
 
   // Kernels take their sizes as launch arguments (codegen::DeviceSpec::
   // size_arguments), so that an instance of a dynamic-shape plan for a new
@@ -228,6 +234,7 @@ class Executor {
   std::mutex beside_mutex_;
   Beside beside_;
   std::atomic<std::int64_t> pool_room_bytes_{0};
+  std::int64_t estimated_pool_bytes_ = 0;
   // The plan of the block with a window, where the last capture took one
   // (plan_capture), and that window's bytes.
   codegen::ArenaPlan capture_arena_;

@@ -22,12 +22,20 @@ std::int64_t room_for(std::int64_t bytes) {
 
 std::int64_t pool_room_bytes(std::int64_t block, std::int64_t beside) {
   const std::int64_t others = rounded(beside);
-  // A small block comes from the pool of small blocks, not from this segment.
-  const std::int64_t large_block = block > kAllocatorSmallSize ? rounded(block) : 0;
+  // Alone, a small block comes from the pool of small blocks (a 2 MiB
+  // segment, not 10); beside other requests, from this segment.
+  const std::int64_t large_block = block > 0 && others > 0 ? block_request_bytes(block, others)
+                                   : block > kAllocatorSmallSize ? rounded(block)
+                                                                 : 0;
   // A block of 10 MiB or more alone gets a segment of its size anyway.
   if (others == 0 && large_block >= kAllocatorMinLargeAlloc) return 0;
   const std::int64_t room = others + large_block;
   return room == 0 ? 0 : std::max(room, kAllocatorMinLargeAlloc);
+}
+
+std::int64_t block_request_bytes(std::int64_t block, std::int64_t room) {
+  if (room > 0 && block > 0 && block <= kAllocatorSmallSize) return kAllocatorSmallSize + kAllocatorMinBlock;
+  return rounded(block);
 }
 
 std::int64_t windowed_pool_room_bytes(std::int64_t held, std::int64_t lasting) {

@@ -55,8 +55,15 @@ std::int64_t room_for(std::int64_t bytes);
 // `block` bytes and whose other requests that the room takes hold at most
 // `beside` bytes at once; 0 where the allocator does as well without (a
 // block of 10 MiB or more and nothing beside it). A block of 1 to 10 MiB
-// alone gets a segment of 10 MiB, not 20.
+// alone gets a segment of 10 MiB, not 20. A block of 1 MiB or less beside
+// such requests is taken from the room too (block_request_bytes), not from
+// a 2 MiB segment of small blocks of its own.
 std::int64_t pool_room_bytes(std::int64_t block, std::int64_t beside);
+
+// The bytes to allocate for a block of `block` bytes in a capture whose pool
+// got a segment of `room` bytes first: a small block beside a room asks for
+// just more than the allocator's small size, so that the room holds it.
+std::int64_t block_request_bytes(std::int64_t block, std::int64_t room);
 
 // The segment to make before a capture whose block has a window for the
 // steps' transient requests (runtime/block_window.h): `held` bytes of block

@@ -121,3 +121,20 @@ TEST_CASE("a CUDA graph's pool counts at what it holds, not at what is alive", "
   CHECK_FALSE(k.kept[lw.w2_step]);
   CHECK(k.peak_bytes == 4 * kMB + kMB / 4);
 }
+
+TEST_CASE("the pools of a plan's earlier segments count beside its own", "[kept_constants]") {
+  // LateWeight keeps w1's cast within eager's 2.125 MB. An earlier segment's
+  // pool holding 1/8 MB through the call leaves no room for it.
+  LateWeight lw;
+  const std::vector<bool> to_end(lw.b.p.steps.size(), true);
+  codegen::PoolReservation elsewhere;
+  elsewhere.held_elsewhere = kMB / 8;
+  CHECK(elsewhere.own(2 * kMB) == 2 * kMB);
+  CHECK(elsewhere.reserved(2 * kMB) == 2 * kMB + kMB / 8);
+  const codegen::KeptConstants k = codegen::keep_within_eager_memory(lw.b.p, lw.b.constant, to_end, elsewhere);
+  CHECK(k.peak_bytes_all_kept == 3 * kMB + kMB / 4);
+  CHECK_FALSE(k.kept[lw.w1_step]);
+  CHECK_FALSE(k.kept[lw.w2_step]);
+  CHECK(k.peak_bytes == 2 * kMB + kMB / 8);
+  CHECK(codegen::live_peak_bytes(lw.b.p) == 2 * kMB);  // the two activations; w1's cast is dead by then
+}

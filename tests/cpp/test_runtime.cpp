@@ -563,7 +563,13 @@ TEST_CASE("a graph pool's room holds what would get 20 MiB segments of its own",
   CHECK(pool_room_bytes(50 * MiB, 0) == 0);
   // Small ones: 10 MiB, which the allocator does not round up to 20.
   CHECK(pool_room_bytes(4 * MiB, 0) == 10 * MiB);
-  CHECK(pool_room_bytes(512 * 1024, 2 * MiB) == 10 * MiB);  // the block itself is a small block
+  CHECK(pool_room_bytes(512 * 1024, 2 * MiB) == 10 * MiB);
+  // A small block beside other requests comes from the room, as a large request.
+  CHECK(block_request_bytes(4096, 10 * MiB) == MiB + 512);
+  CHECK(block_request_bytes(4096, 0) == 4096);  // alone: a small block
+  CHECK(block_request_bytes(3 * MiB + 1, 10 * MiB) == 3 * MiB + 512);
+  CHECK(pool_room_bytes(4096, 9 * MiB + MiB / 2) == 10 * MiB + MiB / 2 + 512);
+  CHECK(pool_room_bytes(4096, 12 * MiB) == 13 * MiB + 512);
   CHECK(pool_room_bytes(0, 0) == 0);
   CHECK(pool_room_bytes(512 * 1024, 0) == 0);
   // The segments the allocator makes.

@@ -508,6 +508,36 @@ def test_an_output_beside_the_block_takes_room_in_its_segment_of_the_graph_pool(
         assert_matches(got, f(x, w), TOL)
 
 
+def _segments_of_pools_since(pools_before):
+    """Every segment of the CUDA graph pools made since `pools_before`:
+    (type, bytes, allocated bytes)."""
+    return [(seg["segment_type"], seg["total_size"], seg["allocated_size"]) for seg in torch.cuda.memory_snapshot()
+            if _pool_of(seg) not in pools_before | {(0, 0)}]
+
+
+@torch.no_grad()
+def test_a_small_block_beside_an_output_takes_no_segment_of_small_blocks():
+    """A block of a few KiB (two row statistics) beside a 4 MiB output: the
+    block comes from the room made for the output (runtime/pool_room.h,
+    block_request_bytes), not from a 2 MiB segment of small blocks of its
+    own, which BERT's first segment held beside its room."""
+    x = randn(1024, 1024)
+
+    def f(x):
+        a = x.sum(1, keepdim=True)
+        return x * a / (a.abs().mean() + 1)
+
+    g = deepvisor.compile(f)
+    pools_before = _graph_pools()
+    outs = [g(x).clone() for _ in range(3)]
+    s = deepvisor.stats(g)
+    assert s["cuda_graphs"] == 1 and s["fallback_ops"] == {}, s
+    segments = _segments_of_pools_since(pools_before)
+    assert [kind for kind, _, _ in segments] == ["large"], segments
+    for got in outs:
+        assert_matches(got, f(x), TOL)
+
+
 def _one_graph_in_one_segment_under_bf16(m, x):
     """m compiled and called under bf16 autocast: one graph, no fallback, one
     large segment in its pool (the room), results close to eager's; its stats."""
