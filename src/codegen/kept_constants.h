@@ -38,7 +38,8 @@ namespace dv::codegen {
 // of `small_segment` bytes, for the whole call. All zero: no pool (the
 // intermediates cost what is alive). `held_elsewhere`: the bytes that the
 // pools of the segments before this plan hold (a plan cut by a decision: each
-// segment's graph has a pool), which eager does not spend.
+// segment's graph has a pool) and the graph's copies of their results,
+// which eager does not spend.
 struct PoolReservation {
   std::int64_t small_limit = 0;
   std::int64_t least_large = 0;

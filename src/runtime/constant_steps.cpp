@@ -150,7 +150,8 @@ void ConstantSteps::choose(const std::vector<at::Tensor>& inputs) {
                                megabytes(choice.peak_bytes) + " (all kept: " + megabytes(choice.peak_bytes_all_kept) +
                                ", eager: " + megabytes(choice.eager_peak_bytes) + ")" +
                                (pool_.held_elsewhere > 0
-                                    ? "; " + megabytes(pool_.held_elsewhere) + " of it the pools of earlier segments"
+                                    ? "; " + megabytes(pool_.held_elsewhere) +
+                                          " of it held beside the pool (earlier segments' pools, copies of their results)"
                                     : std::string()));
 }
 

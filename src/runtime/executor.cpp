@@ -25,6 +25,7 @@
 
 #include "codegen/cuda_emitter.h"
 #include "codegen/kernel_configs.h"
+#include "codegen/slot_lifetimes.h"
 #include "runtime/autotune.h"
 #include "runtime/block_window.h"
 #include "runtime/cuda_driver.h"
@@ -672,6 +673,19 @@ bool benchmarks_convolutions(const codegen::Program& p) {
   });
 }
 
+// The bytes of the inputs marked in `produced`: an earlier segment's
+// results, which the graph copies into buffers of its own that last between
+// calls (cuda_graph.h).
+std::int64_t produced_input_bytes(const codegen::Program& p, const std::vector<bool>& produced) {
+  std::int64_t bytes = 0;
+  for (const Slot& slot : p.slots) {
+    const auto gi = static_cast<std::size_t>(slot.graph_input);
+    if (slot.origin == Slot::Origin::GraphInput && gi < produced.size() && produced[gi])
+      bytes += codegen::slot_bytes(slot);
+  }
+  return bytes;
+}
+
 }  // namespace
 
 void Executor::enable_cuda_graph(std::vector<bool> constant_inputs, std::shared_ptr<GraphPool> pool,
@@ -684,7 +698,8 @@ void Executor::enable_cuda_graph(std::vector<bool> constant_inputs, std::shared_
   codegen::PoolReservation reservation;
   reservation.held_elsewhere = held_elsewhere;
   if (graphs && not_graphable.empty()) {
-    reservation = {kAllocatorSmallSize, kAllocatorMinLargeAlloc, kAllocatorSmallBuffer, held_elsewhere};
+    reservation = {kAllocatorSmallSize, kAllocatorMinLargeAlloc, kAllocatorSmallBuffer,
+                   held_elsewhere + produced_input_bytes(program_, produced_inputs)};
     // (A pool shared with other graphs is not this plan's alone.)
     if (pool == nullptr) estimated_pool_bytes_ = reservation.own(codegen::live_peak_bytes(program_));
   }

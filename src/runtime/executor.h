@@ -101,7 +101,8 @@ class Executor {
   // Also chooses the kernels that read only constants, whose results are
   // kept between calls (constant_steps.h; not with DEEPVISOR_WEIGHT_COPIES=0).
   // `held_elsewhere`: the bytes the pools of the plan's earlier segments hold
-  // (their estimated_pool_bytes), which that choice counts beside its own.
+  // (their estimated_pool_bytes), which that choice counts beside its own,
+  // as it counts the graph's copies of the produced inputs.
   void enable_cuda_graph(std::vector<bool> constant_inputs, std::shared_ptr<GraphPool> pool = nullptr,
                          std::vector<bool> produced_inputs = {}, std::int64_t held_elsewhere = 0);
 
