@@ -151,7 +151,8 @@ void ConstantSteps::choose(const std::vector<at::Tensor>& inputs) {
                                ", eager: " + megabytes(choice.eager_peak_bytes) + ")" +
                                (pool_.held_elsewhere > 0
                                     ? "; " + megabytes(pool_.held_elsewhere) +
-                                          " of it held beside the pool (earlier segments' pools, copies of their results)"
+                                          " of it held beside the pool (earlier segments' pools, their results' "
+                                          "copies)"
                                     : std::string()));
 }
 
