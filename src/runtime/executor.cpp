@@ -695,8 +695,7 @@ void Executor::enable_cuda_graph(std::vector<bool> constant_inputs, std::shared_
   const bool graphs = device_.is_cuda() && (env == nullptr || std::string(env) != "0");
   const std::string not_graphable = graphs ? why_not_graphable() : "";
   // A graph's pool holds the intermediates in the allocator's segments (runtime/pool_room.h).
-  codegen::PoolReservation reservation;
-  reservation.held_elsewhere = held_elsewhere;
+  codegen::PoolReservation reservation{0, 0, 0, held_elsewhere};  // (no pool: what is alive)
   if (graphs && not_graphable.empty()) {
     reservation = {kAllocatorSmallSize, kAllocatorMinLargeAlloc, kAllocatorSmallBuffer,
                    held_elsewhere + produced_input_bytes(program_, produced_inputs)};

@@ -24,9 +24,7 @@ std::int64_t pool_room_bytes(std::int64_t block, std::int64_t beside) {
   const std::int64_t others = rounded(beside);
   // Alone, a small block comes from the pool of small blocks (a 2 MiB
   // segment, not 10); beside other requests, from this segment.
-  const std::int64_t large_block = block > 0 && others > 0 ? block_request_bytes(block, others)
-                                   : block > kAllocatorSmallSize ? rounded(block)
-                                                                 : 0;
+  const std::int64_t large_block = room_for(block_request_bytes(block, others));
   // A block of 10 MiB or more alone gets a segment of its size anyway.
   if (others == 0 && large_block >= kAllocatorMinLargeAlloc) return 0;
   const std::int64_t room = others + large_block;
