@@ -4,7 +4,7 @@
         [--models bert_base gpt2 resnet50 resnet101 densenet121 deberta_base monodepth quantized_resnet18
                   tridentnet align]
         [--modes eager compile reduce-overhead deepvisor] [--iters N] [--warmup N]
-        [--autocast bf16] [--out results.json] [--profile]
+        [--autocast none bf16] [--jobs N] [--out results.json] [--profile]
 
 For each model and batch size, in one process, with the same weights and inputs
 (random, no downloads; bench/models/ builds them), each mode in turn:
@@ -39,6 +39,14 @@ as its error (traceback on stderr) and the run goes on. At the end: a markdown
 table, the geometric mean of deepvisor's speed against the better torch.compile
 mode, and with --out every figure as JSON.
 
+With several --autocast values, every row runs in each precision (none:
+float32). With --jobs N, the rows run as N processes at once, each row in its
+own process with empty Inductor and deepvisor disk caches: the compiles
+overlap, while the timed calls of every mode and deepvisor's first two calls
+(its autotuner times kernels on the GPU) take exclusive turns through a lock,
+on two cores that no job compiles on. The whole table then fits in one run;
+the first-call columns are measured while other rows compile beside them.
+
 On a CPU machine that other work keeps busy, run with OMP_NUM_THREADS=1: ATen's
 thread barriers wait on descheduled threads (a 2-core machine under a build
 measured 50-250x slower with 2 threads).
@@ -47,12 +55,16 @@ measured 50-250x slower with 2 threads).
 import argparse
 import contextlib
 import copy
+import fcntl
 import gc
 import json
 import math
 import os
+import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 import traceback
 
@@ -65,6 +77,7 @@ import models as builders  # noqa: E402  (the package bench/models/, not this fi
 MODELS = ["bert_base", "gpt2", "resnet50", "resnet101", "densenet121", "deberta_base", "monodepth",
           "quantized_resnet18", "tridentnet", "align"]
 MODES = ["eager", "compile", "reduce-overhead", "deepvisor"]
+PRECISIONS = ["none", "bf16"]
 
 
 def sync(device):
@@ -185,25 +198,63 @@ def pool_segments(pools_before):
     return sorted(segs, reverse=True)
 
 
+@contextlib.contextmanager
+def gpu_turn(a):
+    """In a job of a parallel run (--turn-lock): hold the run's lock, so that no other job times calls or
+    autotunes kernels on the GPU meanwhile. Alone: nothing to wait for."""
+    if not a.turn_lock:
+        yield
+        return
+    with open(a.turn_lock, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def timing_cores(a):
+    """In a job of a parallel run: the calling thread on the cores that no job compiles on (--timing-cpus), so
+    that host-bound modes are timed on an idle core."""
+    if not a.timing_cpus:
+        yield
+        return
+    mask = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, a.timing_cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, mask)
+
+
 def run_mode(mode, model, args, ref, a):
     fn = make_fn(mode, model, a.region)
     r = {}
     pools_before = set(private_pools()) if a.device == "cuda" else set()
-    t0 = time.perf_counter()
-    for _ in range(2):
-        fn(*args)
-    sync(a.device)
-    r["first_call_s"] = time.perf_counter() - t0
-    for _ in range(a.warmup):
-        fn(*args)
-    sync(a.device)
-    if a.device == "cuda":
-        gc.collect()
-        torch.cuda.reset_peak_memory_stats()
-        r["mem_before_mb"] = torch.cuda.memory_allocated() / 2**20
-    times, out = time_calls(fn, args, a.iters, a.device)
-    r["ms"] = statistics.median(times)
-    r["ms_min"] = min(times)
+    with contextlib.ExitStack() as turn:
+        if mode == "deepvisor":  # its first calls time autotuning candidates on the GPU
+            turn.enter_context(gpu_turn(a))
+        t0 = time.perf_counter()
+        for _ in range(2):
+            fn(*args)
+        sync(a.device)
+        r["first_call_s"] = time.perf_counter() - t0
+        if mode != "deepvisor":
+            turn.enter_context(gpu_turn(a))
+        turn.enter_context(timing_cores(a))
+        for _ in range(a.warmup):
+            fn(*args)
+        sync(a.device)
+        if a.device == "cuda":
+            gc.collect()
+            torch.cuda.reset_peak_memory_stats()
+            r["mem_before_mb"] = torch.cuda.memory_allocated() / 2**20
+        times, out = time_calls(fn, args, a.iters, a.device)
+        r["ms"] = statistics.median(times)
+        r["ms_min"] = min(times)
+        if a.profile and a.device == "cuda":
+            r["profile"] = gpu_profile(fn, args, top=a.profile_top)
     if a.device == "cuda":
         r["peak_mem_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
         pool_free = sum(reserved - allocated for pool, (reserved, allocated) in private_pools().items()
@@ -215,8 +266,6 @@ def run_mode(mode, model, args, ref, a):
     r["max_rel_err"] = rel_err(got, ref)
     if a.ref64 is not None:
         r["rel_err_f64"] = rel_err(got, a.ref64)
-    if a.profile and a.device == "cuda":
-        r["profile"] = gpu_profile(fn, args, top=a.profile_top)
     if mode == "deepvisor":
         s = deepvisor.stats(fn.compiled)
         r["stats"] = {k: s[k] for k in ("graphs", "versions", "kernels", "eager_calls", "eager_reasons",
@@ -242,7 +291,7 @@ def run_model(name, batch, a):
             ref = output_tensor(model(*args)).detach().float().clone()
         a.ref64 = float64_reference(model, args)
         sync(a.device)
-        row = {"model": name, "batch": batch, "modes": {}}
+        row = {"model": name, "batch": batch, "precision": a.precision, "modes": {}}
         for mode in a.modes:
             print(f"{name} batch {batch}: {mode}", file=sys.stderr, flush=True)
             try:
@@ -270,10 +319,11 @@ def cell(r, key, fmt):
     return fmt.format(r[key]) if r.get(key) is not None else "-"
 
 
-def table(rows, a, dev=None):
+def table(rows, a, precision, dev=None):
     dev = dev or (torch.cuda.get_device_name() if a.device == "cuda" else "cpu")
-    print(f"\n{dev}, {a.size} size, {'bf16 autocast' if a.autocast else 'fp32'}, torch {torch.__version__}, "
-          f"Python {sys.version.split()[0]}, median of {a.iters} calls\n")
+    overlap = f"; {a.jobs} rows at a time, first calls beside other rows' compiles" if a.jobs > 1 else ""
+    print(f"\n{dev}, {a.size} size, {'bf16 autocast' if precision == 'bf16' else 'fp32'}, torch {torch.__version__}, "
+          f"Python {sys.version.split()[0]}, median of {a.iters} calls{overlap}\n")
     print("| model | batch | eager ms | compile ms | reduce-overhead ms | deepvisor ms | dv vs best compile | "
           "graphs | extern / fallback ops | max rel err | rel err vs f64 (eager / dv) | peak mem vs eager | "
           "first call s (compile / reduce-overhead / dv) |")
@@ -330,40 +380,125 @@ def main():
     ap.add_argument("--modes", nargs="+", default=MODES, choices=MODES)
     ap.add_argument("--iters", type=int, default=100)
     ap.add_argument("--warmup", type=int, default=10)
-    ap.add_argument("--autocast", choices=["bf16"], default=None)
+    ap.add_argument("--autocast", nargs="+", choices=PRECISIONS, default=["none"],
+                    help="none: float32 (TF32 off); bf16: each call in a bf16 autocast region; several: each row in each")
+    ap.add_argument("--jobs", type=int, default=1, help="rows run as this many processes at once (see above)")
     ap.add_argument("--out", default=None, help="write every figure here as JSON")
     ap.add_argument("--profile", action="store_true",
                     help="CUDA: also profile 5 calls of each mode (GPU kernel time, kernels, the costliest)")
     ap.add_argument("--profile-top", type=int, default=12, help="kernels listed by --profile")
     ap.add_argument("--table", nargs="+", metavar="JSON",
                     help="print one table of the rows of these --out files (runs cut in parts) and exit")
+    ap.add_argument("--turn-lock", help=argparse.SUPPRESS)  # set by --jobs for the rows it runs
+    ap.add_argument("--timing-cpus", type=lambda v: {int(c) for c in v.split(",")}, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.table:
         print_saved(a.table, a)
         return
     a.modes = ["eager"] + [m for m in a.modes if m != "eager"]  # eager is the reference for errors and memory
+    rows = run_jobs(a) if a.jobs > 1 else run_rows(a)
+    for precision in a.autocast:
+        table([r for r in rows if r["precision"] == precision], a, precision)
+
+
+def run_rows(a):
+    """Every row in this process, in turn."""
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
-
-    def region():
-        return (torch.autocast(a.device, dtype=torch.bfloat16) if a.autocast
-                else contextlib.nullcontext())
-    a.ctx, a.region = torch.no_grad, region
-
+    a.ctx = torch.no_grad
     rows = []
-    for name in a.models:
-        for batch in a.batch:
-            try:
-                rows.append(run_model(name, batch, a))
-            except ImportError as e:
-                print(f"{name}: skipped ({e})", file=sys.stderr)
-                rows.append({"model": name, "batch": batch, "skipped": str(e)})
-            except Exception as e:  # noqa: BLE001  (building or the eager reference failed)
-                traceback.print_exc()
-                rows.append({"model": name, "batch": batch, "skipped": f"{type(e).__name__}: {e}"[:300]})
-            reset_all(a.device)
-            save(rows, a)  # after every row: a run cut short still leaves what it measured
-    table(rows, a)
+    for precision in a.autocast:
+        a.precision = precision
+        a.region = lambda: (torch.autocast(a.device, dtype=torch.bfloat16) if a.precision == "bf16"
+                            else contextlib.nullcontext())
+        for name in a.models:
+            for batch in a.batch:
+                try:
+                    rows.append(run_model(name, batch, a))
+                except ImportError as e:
+                    print(f"{name}: skipped ({e})", file=sys.stderr)
+                    rows.append({"model": name, "batch": batch, "precision": precision, "skipped": str(e)})
+                except Exception as e:  # noqa: BLE001  (building or the eager reference failed)
+                    traceback.print_exc()
+                    rows.append({"model": name, "batch": batch, "precision": precision,
+                                 "skipped": f"{type(e).__name__}: {e}"[:300]})
+                reset_all(a.device)
+                save(rows, a)  # after every row: a run cut short still leaves what it measured
+    return rows
+
+
+def split_cores():
+    """(cores kept for timed calls, cores the jobs compile on): two cores kept where there are enough."""
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 4:
+        return set(), set(cores)
+    return set(cores[:2]), set(cores[2:])
+
+
+def row_command(a, precision, name, batch, out, lock, timing):
+    cmd = [sys.executable, os.path.abspath(__file__), "--device", a.device, "--size", a.size,
+           "--batch", str(batch), "--models", name, "--modes", *a.modes, "--iters", str(a.iters),
+           "--warmup", str(a.warmup), "--autocast", precision, "--out", out, "--turn-lock", lock]
+    if timing:
+        cmd += ["--timing-cpus", ",".join(map(str, sorted(timing)))]
+    if a.profile:
+        cmd += ["--profile", "--profile-top", str(a.profile_top)]
+    return cmd
+
+
+def run_jobs(a):
+    """Each row in its own process, a.jobs at a time, with empty disk caches of its own; the rows' timed calls
+    take turns through a lock file. Returns the rows, in the order of the arguments."""
+    work = tempfile.mkdtemp(prefix="models-jobs-")
+    timing, compiling = split_cores()
+    lock = os.path.join(work, "gpu.lock")
+    tasks = [(p, m, b) for p in a.autocast for m in a.models for b in a.batch]
+    pending, running, results = list(enumerate(tasks)), {}, {}
+    started = time.perf_counter()
+    while pending or running:
+        while pending and len(running) < a.jobs:
+            i, (precision, name, batch) = pending.pop(0)
+            job = os.path.join(work, f"{i:03d}-{precision}-{name}-{batch}")
+            os.makedirs(job)
+            env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=os.path.join(job, "inductor"),
+                       DEEPVISOR_CACHE_DIR=os.path.join(job, "deepvisor"),
+                       TORCHINDUCTOR_COMPILE_THREADS=str(max(2, len(compiling) // a.jobs)))
+            with open(os.path.join(job, "log"), "w") as log:
+                proc = subprocess.Popen(row_command(a, precision, name, batch, os.path.join(job, "row.json"), lock,
+                                                    timing), stdout=log, stderr=subprocess.STDOUT, env=env,
+                                        preexec_fn=lambda: os.sched_setaffinity(0, compiling))
+            running[proc] = (i, precision, name, batch, job)
+        finished = wait_any(running)
+        i, precision, name, batch, job = running.pop(finished)
+        results[i] = job_rows(finished.returncode, job, precision, name, batch)
+        for cache in ("inductor", "deepvisor"):  # a run of 40 rows would otherwise keep gigabytes
+            shutil.rmtree(os.path.join(job, cache), ignore_errors=True)
+        print(f"[{time.perf_counter() - started:6.0f} s] {precision} {name} batch {batch}: rc={finished.returncode}"
+              f" ({len(results)} of {len(tasks)})", file=sys.stderr, flush=True)
+    rows = [row for i in sorted(results) for row in results[i]]
+    save(rows, a)
+    print(f"rows' logs under {work}", file=sys.stderr)
+    return rows
+
+
+def wait_any(running):
+    while True:
+        for proc in running:
+            if proc.poll() is not None:
+                return proc
+        time.sleep(0.2)
+
+
+def job_rows(returncode, job, precision, name, batch):
+    """The rows that a job saved, or one row that says why it has none (the end of its log)."""
+    try:
+        with open(os.path.join(job, "row.json")) as f:
+            return json.load(f)["rows"]
+    except (OSError, ValueError):
+        with open(os.path.join(job, "log")) as f:
+            tail = [line.strip() for line in f.read().splitlines() if line.strip()][-1:]
+        return [{"model": name, "batch": batch, "precision": precision,
+                 "skipped": f"job exited {returncode}: {' '.join(tail)}"[:300]}]
 
 
 def print_saved(paths, a):
@@ -373,16 +508,21 @@ def print_saved(paths, a):
             saved = json.load(f)
         meta = meta or saved["meta"]
         rows += saved["rows"]
-    a.size, a.autocast, a.iters = meta["size"], meta["autocast"], meta["iters"]
-    table(rows, a, dev=meta["device"])
+    a.size, a.iters, a.jobs = meta["size"], meta["iters"], meta.get("jobs", 1)
+    for row in rows:  # files of runs before --autocast took several values: one precision, in the meta
+        row.setdefault("precision", meta.get("autocast") or "none")
+    for precision in PRECISIONS:
+        of_precision = [r for r in rows if r["precision"] == precision]
+        if of_precision:
+            table(of_precision, a, precision, dev=meta["device"])
 
 
 def save(rows, a):
     if not a.out:
         return
     meta = {"device": torch.cuda.get_device_name() if a.device == "cuda" else "cpu", "size": a.size,
-            "autocast": a.autocast, "iters": a.iters, "warmup": a.warmup, "torch": torch.__version__,
-            "python": sys.version.split()[0]}
+            "autocast": a.autocast, "jobs": a.jobs, "iters": a.iters, "warmup": a.warmup,
+            "torch": torch.__version__, "python": sys.version.split()[0]}
     with open(a.out, "w") as f:
         json.dump({"meta": meta, "rows": rows}, f, indent=1)
 
