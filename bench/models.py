@@ -452,7 +452,8 @@ def run_jobs(a):
     work = tempfile.mkdtemp(prefix="models-jobs-")
     timing, compiling = split_cores()
     lock = os.path.join(work, "gpu.lock")
-    tasks = [(p, m, b) for p in a.autocast for m in a.models for b in a.batch]
+    # Model-major, in the order given: models that compile longest go first when listed first.
+    tasks = [(p, m, b) for m in a.models for p in a.autocast for b in a.batch]
     pending, running, results = list(enumerate(tasks)), {}, {}
     started = time.perf_counter()
     while pending or running:
@@ -460,9 +461,9 @@ def run_jobs(a):
             i, (precision, name, batch) = pending.pop(0)
             job = os.path.join(work, f"{i:03d}-{precision}-{name}-{batch}")
             os.makedirs(job)
+            # Inductor's compile workers take every compiling core (its default): the last rows, alone, use them all.
             env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=os.path.join(job, "inductor"),
-                       DEEPVISOR_CACHE_DIR=os.path.join(job, "deepvisor"),
-                       TORCHINDUCTOR_COMPILE_THREADS=str(max(2, len(compiling) // a.jobs)))
+                       DEEPVISOR_CACHE_DIR=os.path.join(job, "deepvisor"))
             with open(os.path.join(job, "log"), "w") as log:
                 proc = subprocess.Popen(row_command(a, precision, name, batch, os.path.join(job, "row.json"), lock,
                                                     timing), stdout=log, stderr=subprocess.STDOUT, env=env,
