@@ -396,7 +396,7 @@ def main():
         print_saved(a.table, a)
         return
     a.modes = ["eager"] + [m for m in a.modes if m != "eager"]  # eager is the reference for errors and memory
-    rows = run_jobs(a) if a.jobs > 1 else run_rows(a)
+    rows = run_jobs(a) if a.jobs > 1 and not a.turn_lock else run_rows(a)  # a job of a run is one row
     for precision in a.autocast:
         table([r for r in rows if r["precision"] == precision], a, precision)
 
@@ -417,11 +417,10 @@ def run_rows(a):
                     rows.append(run_model(name, batch, a))
                 except ImportError as e:
                     print(f"{name}: skipped ({e})", file=sys.stderr)
-                    rows.append({"model": name, "batch": batch, "precision": precision, "skipped": str(e)})
+                    rows.append(skipped_row(name, batch, precision, str(e)))
                 except Exception as e:  # noqa: BLE001  (building or the eager reference failed)
                     traceback.print_exc()
-                    rows.append({"model": name, "batch": batch, "precision": precision,
-                                 "skipped": f"{type(e).__name__}: {e}"[:300]})
+                    rows.append(skipped_row(name, batch, precision, f"{type(e).__name__}: {e}"))
                 reset_all(a.device)
                 save(rows, a)  # after every row: a run cut short still leaves what it measured
     return rows
@@ -438,7 +437,8 @@ def split_cores():
 def row_command(a, precision, name, batch, out, lock, timing):
     cmd = [sys.executable, os.path.abspath(__file__), "--device", a.device, "--size", a.size,
            "--batch", str(batch), "--models", name, "--modes", *a.modes, "--iters", str(a.iters),
-           "--warmup", str(a.warmup), "--autocast", precision, "--out", out, "--turn-lock", lock]
+           "--warmup", str(a.warmup), "--autocast", precision, "--out", out, "--turn-lock", lock,
+           "--jobs", str(a.jobs)]  # for its table's header; with --turn-lock it runs its row alone
     if timing:
         cmd += ["--timing-cpus", ",".join(map(str, sorted(timing)))]
     if a.profile:
@@ -498,8 +498,11 @@ def job_rows(returncode, job, precision, name, batch):
     except (OSError, ValueError):
         with open(os.path.join(job, "log")) as f:
             tail = [line.strip() for line in f.read().splitlines() if line.strip()][-1:]
-        return [{"model": name, "batch": batch, "precision": precision,
-                 "skipped": f"job exited {returncode}: {' '.join(tail)}"[:300]}]
+        return [skipped_row(name, batch, precision, f"job exited {returncode}: {' '.join(tail)}")]
+
+
+def skipped_row(name, batch, precision, why):
+    return {"model": name, "batch": batch, "precision": precision, "skipped": why[:300]}
 
 
 def print_saved(paths, a):
