@@ -111,8 +111,9 @@ class Emitter {
   ValueId squared_deviation_source(ValueId sq_sum) const;
   void find_moment_pairs(const Segment& s, bool persistent, std::int64_t steps);
   void emit_moments(ValueId sum, ValueId sq_sum, const Segment& s);
-  void emit_thread_moments(ValueId x, const std::string& pivot, const Segment& s);
-  void emit_moments_combine(ValueId sum, ValueId sq_sum);
+  bool sums_pivoted(ValueId sum) const;
+  void emit_thread_moments(ValueId x, const std::string& pivot, const Segment& s, const std::string& thread_sum);
+  void emit_moments_combine(ValueId sum, ValueId sq_sum, bool b_is_a);
   void emit_looped_moments_start(ValueId sum);
   void emit_looped_moments_step(ValueId sum, const Segment& s);
   void emit_looped_moments_finish(ValueId sum, int width);

@@ -32,9 +32,15 @@ namespace dv::codegen::cuda {
 // the variance stays within 5e-7 of float64, where the two-pass form inherits
 // the float32 mean's error (~1e-5, like eager's Welford); unpivoted partial
 // sums would give ~2e-6. R1 itself is computed exactly as before.
+// The variance family's lowering now pivots the row itself (its mean is
+// p + R1/N with R1 = sum(x - p), exact for a row of equal values): its lane
+// values x - p need no second pivot, and b is R1's own thread part.
 
-// R1 if `sq_sum` is reduce.sum((x - R1 / N) * (x - R1 / N)) with R1 = reduce.sum(x)
-// and N = rnumel, all in one float type; else -1.
+// R1 if `sq_sum` is reduce.sum(d * d) with d = x - mean, all in one float
+// type, and either mean = R1 / N with R1 = reduce.sum(x), or (the variance
+// family's pivoted mean) mean = p + R1 / N with R1 = reduce.sum(x - p) and p
+// one value a row; N = rnumel. Else -1. In the second form the pair's lane
+// values are x - p, whose squared deviations are x's.
 ValueId Emitter::squared_deviation_source(ValueId sq_sum) const {
   const Instr& q = k_.body[sq_sum];
   if (q.op != PrimOp::Reduce || q.reduce != ReduceOp::Sum || !is_float(q.dtype)) return -1;
@@ -43,14 +49,32 @@ ValueId Emitter::squared_deviation_source(ValueId sq_sum) const {
   const Instr& dev = k_.body[resolve(square.args[0])];
   if (dev.op != PrimOp::Sub || dev.dtype != q.dtype) return -1;
   const ValueId x = resolve(dev.args[0]);
-  const Instr& mean = k_.body[resolve(dev.args[1])];
-  if (!lanes_[x] || k_.body[x].dtype != q.dtype || mean.op != PrimOp::Div || mean.dtype != q.dtype) return -1;
-  const Instr& count = k_.body[resolve(mean.args[1])];
+  if (!lanes_[x] || k_.body[x].dtype != q.dtype) return -1;
+  ValueId mean = resolve(dev.args[1]), pivot = -1;
+  if (const Instr& m = k_.body[mean]; m.op == PrimOp::Add && m.dtype == q.dtype && !lanes_[resolve(m.args[0])]) {
+    pivot = resolve(m.args[0]);
+    mean = resolve(m.args[1]);
+  }
+  const Instr& m = k_.body[mean];
+  if (m.op != PrimOp::Div || m.dtype != q.dtype) return -1;
+  const Instr& count = k_.body[resolve(m.args[1])];
   if (count.op != PrimOp::Constant || count.fvalue != static_cast<double>(k_.rnumel)) return -1;
-  const ValueId sum = resolve(mean.args[0]);
+  const ValueId sum = resolve(m.args[0]);
   const Instr& s = k_.body[sum];
-  if (s.op != PrimOp::Reduce || s.reduce != ReduceOp::Sum || s.dtype != q.dtype || resolve(s.args[0]) != x) return -1;
-  return sum;
+  if (s.op != PrimOp::Reduce || s.reduce != ReduceOp::Sum || s.dtype != q.dtype) return -1;
+  const ValueId summed = resolve(s.args[0]);
+  if (pivot < 0) return summed == x ? sum : -1;
+  const Instr& shifted = k_.body[summed];
+  const bool pivoted = shifted.op == PrimOp::Sub && resolve(shifted.args[0]) == x && resolve(shifted.args[1]) == pivot;
+  return pivoted ? sum : -1;
+}
+
+// True when R1's lane values are x - p with p one value a row (the pivoted
+// mean's form): they need no pivot of their own, and the thread's sum of them
+// is R1's thread part.
+bool Emitter::sums_pivoted(ValueId sum) const {
+  const Instr& summed = k_.body[resolve(k_.body[sum].args[0])];
+  return summed.op == PrimOp::Sub && !lanes_[resolve(summed.args[1])];
 }
 
 // Pairs each eligible R2 with its R1: only for row-major rows whose threads
@@ -126,9 +150,14 @@ void Emitter::emit_moments(ValueId sum, ValueId sq_sum, const Segment& s) {
   emit_reduce_init(sum, "acc", s.width);
   emit_reduce_accumulate(sum, s, "acc");
   emit_fold_lanes(ReduceOp::Sum, t, "acc", s.width);
-  w_.line(cat("const ", T, " pivot = ", row_start_value(x), ";  // x at the row's first element"));
-  emit_thread_moments(x, "pivot", s);
-  emit_moments_combine(sum, sq_sum);
+  const bool pivoted = sums_pivoted(sum);
+  if (pivoted) {
+    emit_thread_moments(x, "", s, "a");
+  } else {
+    w_.line(cat("const ", T, " pivot = ", row_start_value(x), ";  // x at the row's first element"));
+    emit_thread_moments(x, "pivot", s, "");
+  }
+  emit_moments_combine(sum, sq_sum, pivoted);
   w_.close();
   // The row-start scalars were declared inside that scope: a later pair
   // (a second layer norm in the kernel) declares its own.
@@ -137,18 +166,25 @@ void Emitter::emit_moments(ValueId sum, ValueId sq_sum, const Segment& s) {
 
 // `T b` (the thread's sum of x - pivot), `own` (the same, kept) and `q` (its
 // squared deviations around its own mean) over the thread's K lane values.
-void Emitter::emit_thread_moments(ValueId x, const std::string& pivot, const Segment& s) {
+// An empty `pivot` takes x as it is; a `thread_sum` names b's value where the
+// thread has it already.
+void Emitter::emit_thread_moments(ValueId x, const std::string& pivot, const Segment& s, const std::string& thread_sum) {
   const DType t = k_.body[x].dtype;
   const std::string T = ctype(t), K = float_literal(moments_per_thread_, t);
   auto add = [&](const std::string& a, const std::string& b) { return reduce_combine(ReduceOp::Sum, t, a, b); };
-  w_.line(cat(T, " b = ", zero_of(t), ";  // the thread's sum of x - pivot"));
-  w_.open_unrolled("k", 0, s.size());
-  w_.line("b = " + add("b", cat("(", ref(x, "k"), " - ", pivot, ")")) + ";");
-  w_.close();
+  const std::string shifted = pivot.empty() ? ref(x, "k") : cat("(", ref(x, "k"), " - ", pivot, ")");
+  if (thread_sum.empty()) {
+    w_.line(cat(T, " b = ", zero_of(t), ";  // the thread's sum of x - pivot"));
+    w_.open_unrolled("k", 0, s.size());
+    w_.line("b = " + add("b", shifted) + ";");
+    w_.close();
+  } else {
+    w_.line(cat(T, " b = ", thread_sum, ";  // the thread's sum of x - pivot"));
+  }
   w_.line(cat("const ", T, " own = b, own_mean = b / ", K, ";"));
   w_.line(cat(T, " q = ", zero_of(t), ";"));
   w_.open_unrolled("k", 0, s.size());
-  w_.line(cat("const ", T, " d = (", ref(x, "k"), " - ", pivot, ") - own_mean;"));
+  w_.line(cat("const ", T, " d = ", shifted, " - own_mean;"));
   w_.line("q = " + add("q", "d * d") + ";");
   w_.close();
 }
@@ -156,13 +192,19 @@ void Emitter::emit_thread_moments(ValueId x, const std::string& pivot, const Seg
 // With the thread's `a` (its sum of x), `b` and `own` (its sum of x - pivot)
 // and `q` (its squared deviations around its own mean) in scope: combines the
 // row's threads into R1 and R2 (or their warps' parts in shared memory).
-void Emitter::emit_moments_combine(ValueId sum, ValueId sq_sum) {
+// Where R1 sums pivoted values (`b_is_a`), b is a: one butterfly for both.
+void Emitter::emit_moments_combine(ValueId sum, ValueId sq_sum, bool b_is_a) {
   const DType t = k_.body[sum].dtype;
   const std::string T = ctype(t), v1 = name(sum), v2 = name(sq_sum);
   const int group = std::min(tpr_, 32);  // lanes of a row that shuffle together
   const std::string K = float_literal(moments_per_thread_, t);
   auto add = [&](const std::string& a, const std::string& b) { return reduce_combine(ReduceOp::Sum, t, a, b); };
-  emit_butterfly(ReduceOp::Sum, t, {"a", "b"}, group);
+  if (b_is_a) {
+    emit_butterfly(ReduceOp::Sum, t, {"a"}, group);
+    w_.line("b = a;");
+  } else {
+    emit_butterfly(ReduceOp::Sum, t, {"a", "b"}, group);
+  }
   w_.line(cat("{ const ", T, " e = own - b * ", float_literal(1.0 / group, t), "; q = ", add("q", cat("e * e / ", K)), "; }"));
   emit_butterfly(ReduceOp::Sum, t, {"q"}, group);
   if (tpr_ > 32) {
@@ -183,15 +225,16 @@ void Emitter::emit_looped_moments_start(ValueId sum) {
   const ValueId sq = sq_sum_of_[sum];
   const std::string T = ctype(k_.body[sum].dtype), v2 = name(sq), zero = zero_of(k_.body[sum].dtype);
   w_.line(cat(T, " ", v2, ";  // reduce.sum of squared deviations from %", sum, "'s mean, with it in one pass"));
-  w_.line(cat("const ", T, " pivot_", v2, " = ", row_start_value(resolve(k_.body[sum].args[0])),
-              ";  // x at the row's first element"));
+  if (!sums_pivoted(sum))
+    w_.line(cat("const ", T, " pivot_", v2, " = ", row_start_value(resolve(k_.body[sum].args[0])),
+                ";  // x at the row's first element"));
   w_.line(cat(T, " mb_", v2, " = ", zero, ", mq_", v2, " = ", zero, ";  // the thread's sum of x - pivot; its squared deviations"));
 }
 
 void Emitter::emit_looped_moments_step(ValueId sum, const Segment& s) {
   const std::string v2 = name(sq_sum_of_[sum]);
   w_.open("");
-  emit_thread_moments(resolve(k_.body[sum].args[0]), "pivot_" + v2, s);
+  emit_thread_moments(resolve(k_.body[sum].args[0]), sums_pivoted(sum) ? "" : "pivot_" + v2, s, "");
   w_.line(cat("mb_", v2, " = b;"));
   w_.line(cat("mq_", v2, " = q;"));
   w_.close();
@@ -204,7 +247,7 @@ void Emitter::emit_looped_moments_finish(ValueId sum, int width) {
   w_.line(cat(T, " b = mb_", v2, ";"));
   w_.line(cat("const ", T, " own = b;"));
   w_.line(cat(T, " q = mq_", v2, ";"));
-  emit_moments_combine(sum, sq_sum_of_[sum]);
+  emit_moments_combine(sum, sq_sum_of_[sum], sums_pivoted(sum));
 }
 
 // After the barrier R2 sums the warps' parts; it gains the spread of the

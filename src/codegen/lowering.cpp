@@ -803,6 +803,34 @@ int mean_def(Lowerer& L, int in, const std::vector<std::int64_t>& dims, DType dt
                        dtype, L.def(s).sizes);
 }
 
+// The mean that the variance family (var, std, layer and group norm) starts
+// from: pivot + sum(x - pivot) / n, with the pivot x at the row's first
+// element. Eager takes these moments by Welford's method, which is exact for
+// a row of equal values; a plain sum / n is off by an ulp of the value there,
+// and layer norm's rsqrt(0 + eps) turns that ulp into an error of ~3e-4 of the
+// value (bench/NOTES.md, fuzzer seed 2105). The shifted sum also does not
+// cancel when the mean is large against the spread. Keepdim-shaped.
+int pivoted_mean_def(Lowerer& L, int in, const std::vector<std::int64_t>& dims, DType dtype) {
+  const DType compute = ir::compute_dtype(dtype);
+  const double count = static_cast<double>(reduced_count(L.def(in).sizes, dims));
+  auto row_sizes = L.def(in).sizes;
+  for (auto d : dims) row_sizes[static_cast<std::size_t>(d)] = 1;
+  // Coordinates of the row's first element; the same expression in both
+  // bodies, so that the kernel reads one pivot a row.
+  auto pivot = [in, row_sizes, compute](BodyContext& ctx, const Coords& c) {
+    return ctx.kb().cast(ctx.read(in, broadcast_coords(row_sizes, c)), compute);
+  };
+  int s = L.reduction(in, dims, ReduceOp::Sum, compute, [in, pivot, compute](BodyContext& ctx, const Coords& c) {
+    return ctx.kb().binary(PrimOp::Sub, ctx.kb().cast(ctx.read(in, c), compute), pivot(ctx, c));
+  });
+  Body mean = [s, pivot, count, compute](BodyContext& ctx, const Coords& c) {
+    auto& kb = ctx.kb();
+    ValueId shift = kb.binary(PrimOp::Div, ctx.read(s, c), scalar_constant(kb, count, compute));
+    return kb.binary(PrimOp::Add, pivot(ctx, c), shift);
+  };
+  return L.pointwise(L.def(s).sizes, dtype, {in, s}, std::move(mean), L.op_name());
+}
+
 // Two-pass variance: sum((x - mean)^2) / (n - correction), keepdim-shaped,
 // given the keepdim-shaped mean.
 int variance_def(Lowerer& L, int in, int mean, const std::vector<std::int64_t>& dims, double correction, DType dtype) {
@@ -832,7 +860,7 @@ void lower_var_std(Lowerer& L, bool take_sqrt) {
   int in = L.tensor_def(0);
   auto dims = reduction_dims(L.arg(1), L.def(in).sizes.size());
   DType dtype = L.out_meta().dtype;
-  int var = variance_def(L, in, mean_def(L, in, dims, dtype), dims, correction_arg(L, 2), dtype);
+  int var = variance_def(L, in, pivoted_mean_def(L, in, dims, dtype), dims, correction_arg(L, 2), dtype);
   if (take_sqrt) {
     var = L.elementwise({Operand{var, L.def(var).sizes, 0}}, dtype,
                         [](KernelBuilder& kb, const std::vector<ValueId>& v) { return kb.unary(PrimOp::Sqrt, v[0]); },
@@ -926,7 +954,7 @@ void lower_layer_norm(Lowerer& L) {
   DType stat = L.out_meta(1).dtype;
   DType acc = ir::compute_dtype(out) == DType::Float64 ? DType::Float64 : DType::Float32;
   double eps = L.number_arg(4);
-  int mean = mean_def(L, in, dims, acc);
+  int mean = pivoted_mean_def(L, in, dims, acc);
   int var = variance_def(L, in, mean, dims, 0.0, acc);
   auto red_sizes = L.def(var).sizes;
   int rstd = L.elementwise({Operand{var, red_sizes, 0}}, acc,
@@ -981,7 +1009,7 @@ void lower_group_norm(Lowerer& L) {
     return reshape_coords(sizes, grouped_sizes, c);
   });
   const std::vector<std::int64_t> dims{2};
-  const int mean = mean_def(L, grouped, dims, acc);
+  const int mean = pivoted_mean_def(L, grouped, dims, acc);
   const int var = variance_def(L, grouped, mean, dims, 0.0, acc);
   const auto stat_sizes = L.def(var).sizes;  // (N, group, 1)
   const int rstd = L.elementwise({Operand{var, stat_sizes, 0}}, acc,

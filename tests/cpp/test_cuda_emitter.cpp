@@ -196,7 +196,9 @@ inline Kernel softmax(const std::string& name, DType dt, std::int64_t rows, std:
 }
 
 // native_layer_norm: y = (x - mean) * rstd * w[r] + b[r], plus mean[x] and rstd[x].
-inline Kernel layer_norm(const std::string& name, DType dt, std::int64_t rows, std::int64_t r) {
+// With `pivoted`, the mean is the lowering's: p + sum(x - p) / N with p the
+// row's first element.
+inline Kernel layer_norm(const std::string& name, DType dt, std::int64_t rows, std::int64_t r, bool pivoted = false) {
   KernelBuilder b(name, rows, r);
   const int in = b.buffer("in", dt, rows * r), w = b.buffer("weight", dt, r), bias = b.buffer("bias", dt, r),
             out = b.buffer("out", dt, rows * r), om = b.buffer("mean", DType::Float32, rows),
@@ -204,7 +206,11 @@ inline Kernel layer_norm(const std::string& name, DType dt, std::int64_t rows, s
   const IndexExpr i = b.x() * r + b.r();
   const ValueId v = b.load(in, i);
   const ValueId n = f32c(b, static_cast<double>(r));
-  const ValueId mean = b.binary(PrimOp::Div, b.reduce(ReduceOp::Sum, v), n);
+  ValueId mean = b.binary(PrimOp::Div, b.reduce(ReduceOp::Sum, v), n);
+  if (pivoted) {
+    const ValueId p = b.load(in, b.x() * r);
+    mean = b.binary(PrimOp::Add, p, b.binary(PrimOp::Div, b.reduce(ReduceOp::Sum, b.binary(PrimOp::Sub, v, p)), n));
+  }
   const ValueId d = b.binary(PrimOp::Sub, v, mean);
   const ValueId var = b.binary(PrimOp::Div, b.reduce(ReduceOp::Sum, b.binary(PrimOp::Mul, d, d)), n);
   const ValueId rstd = b.unary(PrimOp::Rsqrt, b.binary(PrimOp::Add, var, f32c(b, 1e-5)));
@@ -684,6 +690,23 @@ TEST_CASE("row kernels: layout, persistence and reductions", "[cuda_emitter]") {
     CHECK(count(body, "__syncthreads()") == 0);
     CHECK(contains(body, "in one pass"));
     CHECK(!contains(body, "_pivoted"));
+  }
+  SECTION("the pivoted mean (the lowering's form): one pass, with the sum's own thread parts and no second pivot") {
+    auto check_pivoted = [](const CudaKernel& k) {
+      const std::string body = body_of(k);
+      CHECK(contains(body, "in one pass"));
+      CHECK(!contains(body, "pivot = "));
+      CHECK(!contains(body, "pivot_"));
+      CHECK(count(body, "dv_shfl_xor(b,") == 0);  // b is a: one butterfly for both
+    };
+    const CudaKernel persistent = emit(layer_norm("ln", DType::BFloat16, 16384, 4096, true));
+    CHECK(contains(persistent.source, "persistent"));
+    CHECK(contains(body_of(persistent), "float b = a;"));
+    check_pivoted(persistent);
+    const CudaKernel looped = emit(layer_norm("ln", DType::Float32, 16384, 4096, true));
+    CHECK(contains(looped.source, "looped; 512 threads per row"));
+    check_pivoted(looped);
+    check_pivoted(emit(layer_norm("ln", DType::Float32, 1000, 64, true)));  // rows within a warp
   }
   SECTION("masked chunks (threads hold different counts): the two-pass form stays") {
     const std::string body = body_of(emit(layer_norm("ln", DType::Float32, 300, 1000)));

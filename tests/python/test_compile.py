@@ -208,7 +208,8 @@ def test_a_matmuls_bias_moves_into_the_kernel_that_reads_its_product(dtype):
     """addmm read only by kernels runs as mm, its bias added by the kernel that
     follows (GELU; residual add and layer norm; torch.addmm with beta); a
     projection returned as it is, or read by attention, keeps addmm. Odd
-    sizes, a non-contiguous input, several calls with new values."""
+    sizes, a non-contiguous input, several calls with new values. A bf16
+    product on the CPU keeps its bias: ATen adds it there before rounding."""
     torch.manual_seed(0)
     up, down, q = nn.Linear(13, 29), nn.Linear(29, 13), nn.Linear(13, 13)
     for m in (up, down, q):
@@ -230,7 +231,8 @@ def test_a_matmuls_bias_moves_into_the_kernel_that_reads_its_product(dtype):
         stats = deepvisor.stats(g)
         assert stats["fallback_ops"] == {}, stats
         extern = stats["extern_ops"]
-        assert extern["aten::mm.default"] == 3 and extern["aten::addmm.default"] == 2, extern
+        split = 3 if dtype == torch.float32 else 0
+        assert extern.get("aten::mm.default", 0) == split and extern["aten::addmm.default"] == 5 - split, extern
         # A non-contiguous input: F.linear takes another path (matmul, then add).
         for seed in (1, 2):
             x = randn(7, 3, 13, seed=seed, dtype=dtype).transpose(0, 1)
