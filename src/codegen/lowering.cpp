@@ -813,6 +813,7 @@ int mean_def(Lowerer& L, int in, const std::vector<std::int64_t>& dims, DType dt
 int pivoted_mean_def(Lowerer& L, int in, const std::vector<std::int64_t>& dims, DType dtype) {
   const DType compute = ir::compute_dtype(dtype);
   const double count = static_cast<double>(reduced_count(L.def(in).sizes, dims));
+  if (count == 0) return mean_def(L, in, dims, dtype);  // empty rows have no first element (and a NaN mean)
   auto row_sizes = L.def(in).sizes;
   for (auto d : dims) row_sizes[static_cast<std::size_t>(d)] = 1;
   // Coordinates of the row's first element; the same expression in both

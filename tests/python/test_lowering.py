@@ -318,3 +318,12 @@ def test_layer_norm_of_rows_with_a_large_mean_is_as_accurate_as_eager(n):
     exact_result = F.layer_norm(y.double(), (n,))
     eager_error = (F.layer_norm(y, (n,)).double() - exact_result).abs().max()
     assert (out.double() - exact_result).abs().max() <= eager_error
+
+
+@pytest.mark.filterwarnings("ignore:.*degrees of freedom")
+def test_moments_of_empty_rows_are_eagers_nan():
+    """Empty rows have no first element to pivot on: the plain mean's NaN."""
+    x = torch.randn(4, 0)
+    for fn in (lambda t: t.var(1), lambda t: t.std(1, keepdim=True)):
+        out, _ = compiled_run(fn, x)
+        assert out.isnan().all() and out.shape == fn(x).shape
