@@ -789,7 +789,7 @@ void lower_all_any(Lowerer& L, ReduceOp op, const Arg& dim_arg, bool keepdim) {
   bind_reduced(L, 0, b, dims, keepdim);
 }
 
-// mean, var and std share these steps: a sum, then a pointwise divide.
+// mean's steps, eager's: a sum, then a pointwise divide.
 int mean_def(Lowerer& L, int in, const std::vector<std::int64_t>& dims, DType dtype) {
   double count = static_cast<double>(reduced_count(L.def(in).sizes, dims));
   // The sum keeps its accumulator's dtype (float32 for f16/bf16): eager
@@ -805,9 +805,9 @@ int mean_def(Lowerer& L, int in, const std::vector<std::int64_t>& dims, DType dt
 
 // The mean that the variance family (var, std, layer and group norm) starts
 // from: pivot + sum(x - pivot) / n, with the pivot x at the row's first
-// element. Eager takes these moments by Welford's method, which is exact for
-// a row of equal values; a plain sum / n is off by an ulp of the value there,
-// and layer norm's rsqrt(0 + eps) turns that ulp into an error of ~3e-4 of the
+// element. Eager's Welford moments were exact on the fuzzer's rows of equal
+// values; a plain sum / n is off by an ulp of the value there,
+// and layer norm's rsqrt(0 + eps) turns that ulp into an error of ~4e-5 of the
 // value (bench/NOTES.md, fuzzer seed 2105). The shifted sum also does not
 // cancel when the mean is large against the spread. Keepdim-shaped.
 int pivoted_mean_def(Lowerer& L, int in, const std::vector<std::int64_t>& dims, DType dtype) {
@@ -846,7 +846,7 @@ int variance_def(Lowerer& L, int in, int mean, const std::vector<std::int64_t>& 
     ValueId diff = kb.binary(PrimOp::Sub, x, m);
     return kb.binary(PrimOp::Mul, diff, diff);
   };
-  int sq = L.reduction(in, dims, ReduceOp::Sum, compute, std::move(squared_deviation), {mean});  // as mean_def's sum
+  int sq = L.reduction(in, dims, ReduceOp::Sum, compute, std::move(squared_deviation), {mean});  // in the sum's compute dtype
   double denom = std::max(0.0, count - correction);
   return L.elementwise({Operand{sq, L.def(sq).sizes, 0}}, compute,
                        [denom](KernelBuilder& kb, const std::vector<ValueId>& v) {
