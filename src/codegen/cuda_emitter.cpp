@@ -638,7 +638,8 @@ void Emitter::emit_lane_masked_vector(ValueId id, const Segment& s) {
   w_.line(cat(ctype(in.dtype), " ", v, "[", s.size(), "];  // one vector where the chunk's lanes take it"));
   begin_chunk_loop(s);
   const std::string taken = ref(in.mask_arg(), cat("c * ", s.width));
-  w_.open("if (" + (valid.empty() ? taken : valid + " && " + taken) + ")");
+  // (valid may be a disjunction: "c < N || l0 < L")
+  w_.open("if (" + (valid.empty() ? taken : "(" + valid + ") && " + taken) + ")");
   const std::string vec = cat("dv_vec<", ST, ", ", s.width, ">");
   const std::string ptr = cat("reinterpret_cast<const ", vec, "*>(", p, " + ", lane_index(in.index, s, "l0"), ")");
   w_.line(cat("const ", vec, " w = ", row_load_call(id, s, ptr), ";"));
