@@ -97,6 +97,8 @@ py::dict executor_stats(const Executor& e) {
   d["library_results_beside_block"] = s.library_results_beside_block;
   d["graph_pool_room_bytes"] = s.graph_pool_room_bytes;
   d["graph_block_window_bytes"] = s.graph_block_window_bytes;
+  d["block_bytes"] = s.block_bytes;
+  d["graph_beside_block_bytes"] = s.graph_beside_block_bytes;
   d["cpu_compiled_kernels"] = s.cpu_compiled_kernels;
   d["cpu_interpreted_kernels"] = s.cpu_interpreted_kernels;
   py::list interpreted;

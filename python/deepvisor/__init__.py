@@ -86,7 +86,12 @@ def stats(compiled):
     graph_block_window_bytes (the window at the start of each graph's block of
     intermediates, freed during its capture for the steps that allocate and
     free memory of their own, as cuDNN's workspaces, so that they need no
-    room beside it; summed over the plans, 0 where none);
+    room beside it; summed over the plans, 0 where none); block_bytes (the
+    block of intermediates each call of a plan allocates, summed over the
+    plans that ran) and graph_beside_block_bytes (on a GPU: the most bytes
+    the steps allocated beside the block at once on the runs before a
+    graph's capture, summed over the plans; what the room holds beside the
+    block unless a window takes it);
     capture_s and compile_s (host seconds in captures and in building executors,
     kernels compiled by NVRTC at their first run not included);
     for plans on CPU tensors, once a plan ran: cpu_compiled_kernels (kernels

@@ -780,6 +780,11 @@ ExecutorStats Executor::stats() const {
   s.library_results_beside_block = library_results_beside_block_.load();
   s.graph_pool_room_bytes = pool_room_bytes_.load();
   s.graph_block_window_bytes = window_bytes_.load();
+  s.block_bytes = block_bytes_.load();
+  {
+    std::lock_guard<std::mutex> lock(beside_mutex_);
+    s.graph_beside_block_bytes = beside_.all;
+  }
   return s;
 }
 
@@ -858,6 +863,7 @@ const codegen::ArenaPlan& Executor::arena_plan() {
     const char* env = std::getenv("DEEPVISOR_ARENA");
     if (env != nullptr && std::string(env) == "0") return;
     arena_ = codegen::plan_arena(program_, outside_arena(), into_);
+    block_bytes_.store(arena_.bytes);
     log_event("decisions", "arena: " + std::to_string(arena_.bytes) + " bytes for intermediates whose peak is " +
                                std::to_string(arena_.live_peak_bytes) + " (" + std::to_string(arena_.results_over_inputs()) +
                                " results written over an input that dies at them), beside " +

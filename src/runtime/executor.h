@@ -66,6 +66,13 @@ struct ExecutorStats {
   // (runtime/block_window.h): the bytes given to the steps that allocate and
   // free memory of their own; 0: none.
   std::int64_t graph_block_window_bytes = 0;
+  // The block of intermediates a call allocates (codegen/arena_plan.h; 0
+  // before the first run or without one), and, on a GPU, the most bytes the
+  // steps allocated beside it at once on the runs before the graph's capture
+  // (library workspaces, results outside the block, outputs), which the
+  // pool's room holds unless a window in the block takes them.
+  std::int64_t block_bytes = 0;
+  std::int64_t graph_beside_block_bytes = 0;
 };
 
 // How the kernels of a plan on CPU tensors run.
@@ -219,6 +226,7 @@ class Executor {
   std::vector<codegen::LibraryInto> into_;  // by step: how an ATen step may write into the block
   std::once_flag arena_once_;
   codegen::ArenaPlan arena_;
+  std::atomic<std::int64_t> block_bytes_{0};  // arena_.bytes, once planned (for stats)
   std::atomic<std::int64_t> constant_kernel_runs_{0};
   std::atomic<std::int64_t> library_results_in_block_{0};
   std::atomic<std::int64_t> library_results_beside_block_{0};
@@ -232,7 +240,7 @@ class Executor {
     std::int64_t lasting = 0;             // ... of those that outlive their step
     std::vector<std::int64_t> transient;  // by step: the most bytes at once of those that do not
   };
-  std::mutex beside_mutex_;
+  mutable std::mutex beside_mutex_;
   Beside beside_;
   std::atomic<std::int64_t> pool_room_bytes_{0};
   std::int64_t estimated_pool_bytes_ = 0;

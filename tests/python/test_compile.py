@@ -858,8 +858,11 @@ def test_matmuls_write_their_results_into_the_block_of_kernel_results(capfd, mon
     # The first call is the capture's; two runs of three library calls
     assert s["library_results_in_block"] == 6 and s["library_results_beside_block"] == 0, s
     assert s["graph_pool_room_bytes"] == s["graph_block_window_bytes"] == 0, s  # no CUDA graph on the CPU
+    assert s["graph_beside_block_bytes"] == 0, s
     (line,) = [l for l in capfd.readouterr().err.splitlines() if "arena:" in l]
     assert "beside 512 of other storage" in line, line  # the output's 32 floats
+    assert line.split("arena: ")[1].startswith(f"{s['block_bytes']} bytes for intermediates"), (line, s)
+    assert s["block_bytes"] > 0, s
 
 
 def _arena_line(capfd):
