@@ -803,50 +803,79 @@ int mean_def(Lowerer& L, int in, const std::vector<std::int64_t>& dims, DType dt
                        dtype, L.def(s).sizes);
 }
 
-// The mean that the variance family (var, std, layer and group norm) starts
-// from: pivot + sum(x - pivot) / n, with the pivot x at the row's first
-// element. Eager's Welford moments were exact on the fuzzer's rows of equal
-// values; a plain sum / n is off by an ulp of the value there,
-// and layer norm's rsqrt(0 + eps) turns that ulp into an error of ~4e-5 of the
-// value (bench/NOTES.md, fuzzer seed 2105). The shifted sum also does not
-// cancel when the mean is large against the spread. Keepdim-shaped.
-int pivoted_mean_def(Lowerer& L, int in, const std::vector<std::int64_t>& dims, DType dtype) {
-  const DType compute = ir::compute_dtype(dtype);
-  const double count = static_cast<double>(reduced_count(L.def(in).sizes, dims));
-  if (count == 0) return mean_def(L, in, dims, dtype);  // empty rows have no first element (and a NaN mean)
-  auto row_sizes = L.def(in).sizes;
-  for (auto d : dims) row_sizes[static_cast<std::size_t>(d)] = 1;
-  // Coordinates of the row's first element; the same expression in both
-  // bodies, so that the kernel reads one pivot a row.
-  auto pivot = [in, row_sizes, compute](BodyContext& ctx, const Coords& c) {
+// The center that the variance family (var, std, layer and group norm)
+// measures from: the row's first element (the pivot) and the mean's shift
+// from it, sum(x - pivot) / n, so that mean = pivot + shift. Eager's Welford
+// moments were exact on the fuzzer's rows of equal values; a plain sum / n
+// is off by an ulp of the value there, and layer norm's rsqrt(0 + eps) turns
+// that ulp into an error of ~4e-5 of the value (bench/NOTES.md, fuzzer seed
+// 2105). The shifted sum also does not cancel when the mean is large
+// against the spread.
+struct RowCenter {
+  int in = -1;
+  DType compute = DType::Float32;
+  std::vector<std::int64_t> row_sizes;  // the input's sizes with the reduced dims 1
+  int shift = -1;                       // keepdim-shaped sum(x - pivot) / n; -1 for empty rows
+  int mean = -1;                        // keepdim-shaped pivot + shift (empty rows: eager's sum / n)
+
+  // x at the row's first element; the same expression in every body, so
+  // that a kernel reads one pivot a row.
+  ValueId pivot(BodyContext& ctx, const Coords& c) const {
     return ctx.kb().cast(ctx.read(in, broadcast_coords(row_sizes, c)), compute);
-  };
-  int s = L.reduction(in, dims, ReduceOp::Sum, compute, [in, pivot, compute](BodyContext& ctx, const Coords& c) {
-    return ctx.kb().binary(PrimOp::Sub, ctx.kb().cast(ctx.read(in, c), compute), pivot(ctx, c));
-  });
-  Body mean = [s, pivot, count, compute](BodyContext& ctx, const Coords& c) {
+  }
+  // x - mean, as (x - pivot) - shift: the lanes' x - pivot is the sum's own
+  // value (one subtract, x itself dead after it, which a row kernel that
+  // holds its row in registers needs), and the mean is never rounded at the
+  // magnitude of the values.
+  ValueId centered(BodyContext& ctx, const Coords& c) const {
     auto& kb = ctx.kb();
-    ValueId shift = kb.binary(PrimOp::Div, ctx.read(s, c), scalar_constant(kb, count, compute));
-    return kb.binary(PrimOp::Add, pivot(ctx, c), shift);
+    const ValueId x = kb.cast(ctx.read(in, c), compute);
+    if (shift < 0) return kb.binary(PrimOp::Sub, x, ctx.read(mean, broadcast_coords(row_sizes, c)));
+    return kb.binary(PrimOp::Sub, kb.binary(PrimOp::Sub, x, pivot(ctx, c)),
+                     ctx.read(shift, broadcast_coords(row_sizes, c)));
+  }
+  std::vector<int> centered_deps() const { return {shift >= 0 ? shift : mean}; }
+};
+
+RowCenter row_center(Lowerer& L, int in, const std::vector<std::int64_t>& dims, DType dtype) {
+  RowCenter center;
+  center.in = in;
+  center.compute = ir::compute_dtype(dtype);
+  center.row_sizes = L.def(in).sizes;
+  for (auto d : dims) center.row_sizes[static_cast<std::size_t>(d)] = 1;
+  const double count = static_cast<double>(reduced_count(L.def(in).sizes, dims));
+  if (count == 0) {  // empty rows have no first element (and a NaN mean)
+    center.mean = mean_def(L, in, dims, dtype);
+    return center;
+  }
+  const DType compute = center.compute;
+  int s = L.reduction(in, dims, ReduceOp::Sum, compute, [center](BodyContext& ctx, const Coords& c) {
+    return ctx.kb().binary(PrimOp::Sub, ctx.kb().cast(ctx.read(center.in, c), center.compute), center.pivot(ctx, c));
+  });
+  center.shift = L.elementwise({Operand{s, L.def(s).sizes, 0}}, compute,
+                               [count](KernelBuilder& kb, const std::vector<ValueId>& v) {
+                                 return bin(kb, PrimOp::Div, v[0], cst(kb, count, v[0]));
+                               },
+                               compute, L.def(s).sizes);
+  const int shift = center.shift;
+  Body mean = [center, shift](BodyContext& ctx, const Coords& c) {
+    return ctx.kb().binary(PrimOp::Add, center.pivot(ctx, c), ctx.read(shift, c));
   };
-  return L.pointwise(L.def(s).sizes, dtype, {in, s}, std::move(mean), L.op_name());
+  center.mean = L.pointwise(L.def(s).sizes, dtype, {in, shift}, std::move(mean), L.op_name());
+  return center;
 }
 
-// Two-pass variance: sum((x - mean)^2) / (n - correction), keepdim-shaped,
-// given the keepdim-shaped mean.
-int variance_def(Lowerer& L, int in, int mean, const std::vector<std::int64_t>& dims, double correction, DType dtype) {
-  auto mean_sizes = L.def(mean).sizes;
+// Two-pass variance: sum((x - mean)^2) / (n - correction), keepdim-shaped.
+int variance_def(Lowerer& L, const RowCenter& center, const std::vector<std::int64_t>& dims, double correction,
+                 DType dtype) {
+  const int in = center.in;
   DType compute = ir::compute_dtype(dtype);
   double count = static_cast<double>(reduced_count(L.def(in).sizes, dims));
-  // Reduce (x - mean)^2; the element reads the mean at the row's coordinates.
-  Body squared_deviation = [in, mean, mean_sizes, compute](BodyContext& ctx, const Coords& c) {
-    auto& kb = ctx.kb();
-    ValueId x = kb.cast(ctx.read(in, c), compute);
-    ValueId m = kb.cast(ctx.read(mean, broadcast_coords(mean_sizes, c)), compute);
-    ValueId diff = kb.binary(PrimOp::Sub, x, m);
-    return kb.binary(PrimOp::Mul, diff, diff);
+  Body squared_deviation = [center](BodyContext& ctx, const Coords& c) {
+    const ValueId diff = center.centered(ctx, c);
+    return ctx.kb().binary(PrimOp::Mul, diff, diff);
   };
-  int sq = L.reduction(in, dims, ReduceOp::Sum, compute, std::move(squared_deviation), {mean});  // in the sum's compute dtype
+  int sq = L.reduction(in, dims, ReduceOp::Sum, compute, std::move(squared_deviation), center.centered_deps());
   double denom = std::max(0.0, count - correction);
   return L.elementwise({Operand{sq, L.def(sq).sizes, 0}}, compute,
                        [denom](KernelBuilder& kb, const std::vector<ValueId>& v) {
@@ -861,7 +890,7 @@ void lower_var_std(Lowerer& L, bool take_sqrt) {
   int in = L.tensor_def(0);
   auto dims = reduction_dims(L.arg(1), L.def(in).sizes.size());
   DType dtype = L.out_meta().dtype;
-  int var = variance_def(L, in, pivoted_mean_def(L, in, dims, dtype), dims, correction_arg(L, 2), dtype);
+  int var = variance_def(L, row_center(L, in, dims, dtype), dims, correction_arg(L, 2), dtype);
   if (take_sqrt) {
     var = L.elementwise({Operand{var, L.def(var).sizes, 0}}, dtype,
                         [](KernelBuilder& kb, const std::vector<ValueId>& v) { return kb.unary(PrimOp::Sqrt, v[0]); },
@@ -955,8 +984,9 @@ void lower_layer_norm(Lowerer& L) {
   DType stat = L.out_meta(1).dtype;
   DType acc = ir::compute_dtype(out) == DType::Float64 ? DType::Float64 : DType::Float32;
   double eps = L.number_arg(4);
-  int mean = pivoted_mean_def(L, in, dims, acc);
-  int var = variance_def(L, in, mean, dims, 0.0, acc);
+  const RowCenter center = row_center(L, in, dims, acc);
+  const int mean = center.mean;
+  int var = variance_def(L, center, dims, 0.0, acc);
   auto red_sizes = L.def(var).sizes;
   int rstd = L.elementwise({Operand{var, red_sizes, 0}}, acc,
                            [eps](KernelBuilder& kb, const std::vector<ValueId>& v) {
@@ -966,14 +996,13 @@ void lower_layer_norm(Lowerer& L) {
   std::optional<Operand> weight, bias;
   if (!L.arg(2).is_none()) weight = L.operand(2);
   if (!L.arg(3).is_none()) bias = L.operand(3);
-  std::vector<int> deps{in, mean, rstd};
+  std::vector<int> deps{in, rstd};
+  for (int d : center.centered_deps()) deps.push_back(d);
   if (weight) deps.push_back(weight->def);
   if (bias) deps.push_back(bias->def);
-  Body body = [in, mean, rstd, red_sizes, weight, bias, acc](BodyContext& ctx, const Coords& c) {
+  Body body = [center, rstd, red_sizes, weight, bias, acc](BodyContext& ctx, const Coords& c) {
     auto& kb = ctx.kb();
-    Coords row = broadcast_coords(red_sizes, c);
-    ValueId x = kb.cast(ctx.read(in, c), acc);
-    ValueId y = kb.binary(PrimOp::Mul, kb.binary(PrimOp::Sub, x, ctx.read(mean, row)), ctx.read(rstd, row));
+    ValueId y = kb.binary(PrimOp::Mul, center.centered(ctx, c), ctx.read(rstd, broadcast_coords(red_sizes, c)));
     if (weight) y = kb.binary(PrimOp::Mul, y, read_operand(ctx, *weight, c, acc));
     if (bias) y = kb.binary(PrimOp::Add, y, read_operand(ctx, *bias, c, acc));
     return y;
@@ -1010,8 +1039,9 @@ void lower_group_norm(Lowerer& L) {
     return reshape_coords(sizes, grouped_sizes, c);
   });
   const std::vector<std::int64_t> dims{2};
-  const int mean = pivoted_mean_def(L, grouped, dims, acc);
-  const int var = variance_def(L, grouped, mean, dims, 0.0, acc);
+  const RowCenter center = row_center(L, grouped, dims, acc);
+  const int mean = center.mean;
+  const int var = variance_def(L, center, dims, 0.0, acc);
   const auto stat_sizes = L.def(var).sizes;  // (N, group, 1)
   const int rstd = L.elementwise({Operand{var, stat_sizes, 0}}, acc,
                                  [eps](KernelBuilder& kb, const std::vector<ValueId>& v) {

@@ -210,9 +210,12 @@ inline Kernel softmax(const std::string& name, DType dt, std::int64_t rows, std:
 }
 
 // native_layer_norm: y = (x - mean) * rstd * w[r] + b[r], plus mean[x] and rstd[x].
-// With `pivoted`, the mean is the lowering's: p + sum(x - p) / N with p the
-// row's first element.
-inline Kernel layer_norm(const std::string& name, DType dt, std::int64_t rows, std::int64_t r, bool pivoted = false) {
+// How x - mean is formed (Center): eager's sum / N; p + sum(x - p) / N with p
+// the row's first element (session 22's lowering); or (x - p) - sum(x - p) / N
+// (the lowering's form now, codegen/lowering.cpp RowCenter).
+enum class Center { Plain, PivotedMean, Pivoted };
+inline Kernel layer_norm(const std::string& name, DType dt, std::int64_t rows, std::int64_t r,
+                         Center center = Center::Plain) {
   KernelBuilder b(name, rows, r);
   const int in = b.buffer("in", dt, rows * r), w = b.buffer("weight", dt, r), bias = b.buffer("bias", dt, r),
             out = b.buffer("out", dt, rows * r), om = b.buffer("mean", DType::Float32, rows),
@@ -221,11 +224,14 @@ inline Kernel layer_norm(const std::string& name, DType dt, std::int64_t rows, s
   const ValueId v = b.load(in, i);
   const ValueId n = f32c(b, static_cast<double>(r));
   ValueId mean = b.binary(PrimOp::Div, b.reduce(ReduceOp::Sum, v), n);
-  if (pivoted) {
+  ValueId d = b.binary(PrimOp::Sub, v, mean);
+  if (center != Center::Plain) {
     const ValueId p = b.load(in, b.x() * r);
-    mean = b.binary(PrimOp::Add, p, b.binary(PrimOp::Div, b.reduce(ReduceOp::Sum, b.binary(PrimOp::Sub, v, p)), n));
+    const ValueId shifted = b.binary(PrimOp::Sub, v, p);
+    const ValueId shift = b.binary(PrimOp::Div, b.reduce(ReduceOp::Sum, shifted), n);
+    mean = b.binary(PrimOp::Add, p, shift);
+    d = center == Center::Pivoted ? b.binary(PrimOp::Sub, shifted, shift) : b.binary(PrimOp::Sub, v, mean);
   }
-  const ValueId d = b.binary(PrimOp::Sub, v, mean);
   const ValueId var = b.binary(PrimOp::Div, b.reduce(ReduceOp::Sum, b.binary(PrimOp::Mul, d, d)), n);
   const ValueId rstd = b.unary(PrimOp::Rsqrt, b.binary(PrimOp::Add, var, f32c(b, 1e-5)));
   const ValueId y = b.binary(PrimOp::Add, b.binary(PrimOp::Mul, b.binary(PrimOp::Mul, d, rstd), b.load(w, b.r())),
@@ -705,7 +711,7 @@ TEST_CASE("row kernels: layout, persistence and reductions", "[cuda_emitter]") {
     CHECK(contains(body, "in one pass"));
     CHECK(!contains(body, "_pivoted"));
   }
-  SECTION("the pivoted mean (the lowering's form): one pass, with the sum's own thread parts and no second pivot") {
+  SECTION("pivoted rows (the lowering's forms): one pass, with the sum's own thread parts and no second pivot") {
     auto check_pivoted = [](const CudaKernel& k) {
       const std::string body = body_of(k);
       CHECK(contains(body, "in one pass"));
@@ -713,14 +719,21 @@ TEST_CASE("row kernels: layout, persistence and reductions", "[cuda_emitter]") {
       CHECK(!contains(body, "pivot_"));
       CHECK(count(body, "dv_shfl_xor(b,") == 0);  // b is a: one butterfly for both
     };
-    const CudaKernel persistent = emit(layer_norm("ln", DType::BFloat16, 16384, 4096, true));
-    CHECK(contains(persistent.source, "persistent"));
-    CHECK(contains(body_of(persistent), "float b = a;"));
-    check_pivoted(persistent);
-    const CudaKernel looped = emit(layer_norm("ln", DType::Float32, 16384, 4096, true));
-    CHECK(contains(looped.source, "looped; 512 threads per row"));
-    check_pivoted(looped);
-    check_pivoted(emit(layer_norm("ln", DType::Float32, 1000, 64, true)));  // rows within a warp
+    for (const Center center : {Center::Pivoted, Center::PivotedMean}) {
+      const CudaKernel persistent = emit(layer_norm("ln", DType::BFloat16, 16384, 4096, center));
+      CHECK(contains(persistent.source, "persistent"));
+      CHECK(contains(body_of(persistent), "float b = a;"));
+      check_pivoted(persistent);
+      const CudaKernel looped = emit(layer_norm("ln", DType::Float32, 16384, 4096, center));
+      CHECK(contains(looped.source, "looped; 512 threads per row"));
+      check_pivoted(looped);
+      check_pivoted(emit(layer_norm("ln", DType::Float32, 1000, 64, center)));  // rows within a warp
+    }
+    // (x - p) - shift: x itself is not read after x - p (a row in registers holds one copy)
+    const std::string centered = body_of(emit(layer_norm("ln", DType::Float32, 32768, 768, Center::Pivoted)));
+    CHECK(contains(centered, "in one pass"));
+    CHECK(count(centered, "float v0[12];") == 1);  // the row as loaded
+    CHECK(count(centered, "v0[") == 3);            // declared, loaded, read once: x - p
   }
   SECTION("masked chunks (threads hold different counts): the two-pass form stays") {
     const std::string body = body_of(emit(layer_norm("ln", DType::Float32, 300, 1000)));

@@ -312,12 +312,15 @@ def test_moments_of_rows_of_equal_values_are_exact():
 
 @pytest.mark.parametrize("n", [3, 7, 768, 1000])
 def test_layer_norm_of_rows_with_a_large_mean_is_as_accurate_as_eager(n):
-    """Rows of mean 100 and spread 0.01: the sums of x - pivot do not cancel."""
+    """Rows of mean 100 and spread 0.01: the sums of x - pivot do not cancel,
+    and x - mean is formed as (x - pivot) - shift, never rounding the mean at
+    the values' magnitude: measured 1.6e-7 to 5.4e-7 from float64 where
+    eager is 1e-3 to 1.7e-3 off."""
     y = torch.randn(64, n, generator=torch.Generator().manual_seed(n)) * 0.01 + 100.0
     out, _ = compiled_run(lambda y: F.layer_norm(y, (n,)), y)
     exact_result = F.layer_norm(y.double(), (n,))
     eager_error = (F.layer_norm(y, (n,)).double() - exact_result).abs().max()
-    assert (out.double() - exact_result).abs().max() <= eager_error
+    assert (out.double() - exact_result).abs().max() <= eager_error / 100
 
 
 @pytest.mark.filterwarnings("ignore:.*degrees of freedom")
