@@ -78,6 +78,8 @@ class Emitter {
   CudaKernel with_size_arguments(CudaKernel k) const;
   std::string lane_index(const IndexExpr& e, const Segment& s, const std::string& lane_value) const;
   LaneAccess access_kind(const Instr& in, const Segment& s) const;
+  // The chunk lies in the row: "" (always), "l0 < L", or the disjunction
+  // "c < N || l0 < L", which a caller joining it to another condition brackets.
   std::string chunk_valid(const Segment& s) const;
   void begin_chunk_loop(const Segment& s, bool need_l0 = true);
 

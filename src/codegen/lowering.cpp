@@ -823,16 +823,19 @@ struct RowCenter {
   ValueId pivot(BodyContext& ctx, const Coords& c) const {
     return ctx.kb().cast(ctx.read(in, broadcast_coords(row_sizes, c)), compute);
   }
+  ValueId x(BodyContext& ctx, const Coords& c) const { return ctx.kb().cast(ctx.read(in, c), compute); }
+  // x - pivot: what the shift sums.
+  ValueId shifted(BodyContext& ctx, const Coords& c) const {
+    return ctx.kb().binary(PrimOp::Sub, x(ctx, c), pivot(ctx, c));
+  }
   // x - mean, as (x - pivot) - shift: the lanes' x - pivot is the sum's own
   // value (one subtract, x itself dead after it, which a row kernel that
   // holds its row in registers needs), and the mean is never rounded at the
   // magnitude of the values.
   ValueId centered(BodyContext& ctx, const Coords& c) const {
-    auto& kb = ctx.kb();
-    const ValueId x = kb.cast(ctx.read(in, c), compute);
-    if (shift < 0) return kb.binary(PrimOp::Sub, x, ctx.read(mean, broadcast_coords(row_sizes, c)));
-    return kb.binary(PrimOp::Sub, kb.binary(PrimOp::Sub, x, pivot(ctx, c)),
-                     ctx.read(shift, broadcast_coords(row_sizes, c)));
+    const Coords row = broadcast_coords(row_sizes, c);
+    if (shift < 0) return ctx.kb().binary(PrimOp::Sub, x(ctx, c), ctx.read(mean, row));
+    return ctx.kb().binary(PrimOp::Sub, shifted(ctx, c), ctx.read(shift, row));
   }
   std::vector<int> centered_deps() const { return {shift >= 0 ? shift : mean}; }
 };
@@ -849,19 +852,17 @@ RowCenter row_center(Lowerer& L, int in, const std::vector<std::int64_t>& dims, 
     return center;
   }
   const DType compute = center.compute;
-  int s = L.reduction(in, dims, ReduceOp::Sum, compute, [center](BodyContext& ctx, const Coords& c) {
-    return ctx.kb().binary(PrimOp::Sub, ctx.kb().cast(ctx.read(center.in, c), center.compute), center.pivot(ctx, c));
-  });
+  int s = L.reduction(in, dims, ReduceOp::Sum, compute,
+                      [center](BodyContext& ctx, const Coords& c) { return center.shifted(ctx, c); });
   center.shift = L.elementwise({Operand{s, L.def(s).sizes, 0}}, compute,
                                [count](KernelBuilder& kb, const std::vector<ValueId>& v) {
                                  return bin(kb, PrimOp::Div, v[0], cst(kb, count, v[0]));
                                },
                                compute, L.def(s).sizes);
-  const int shift = center.shift;
-  Body mean = [center, shift](BodyContext& ctx, const Coords& c) {
-    return ctx.kb().binary(PrimOp::Add, center.pivot(ctx, c), ctx.read(shift, c));
+  Body mean = [center](BodyContext& ctx, const Coords& c) {
+    return ctx.kb().binary(PrimOp::Add, center.pivot(ctx, c), ctx.read(center.shift, c));
   };
-  center.mean = L.pointwise(L.def(s).sizes, dtype, {in, shift}, std::move(mean), L.op_name());
+  center.mean = L.pointwise(L.def(s).sizes, dtype, {in, center.shift}, std::move(mean), L.op_name());
   return center;
 }
 

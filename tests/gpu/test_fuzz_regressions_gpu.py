@@ -6,7 +6,6 @@ found on the CPU can hide a GPU bug: seed 2308's padded rows pass on CPU
 tensors, while on the GPU the kernel that takes its sizes as arguments
 loaded the pad's lanes. Skipped without a GPU."""
 
-import glob
 import os
 
 import pytest
@@ -16,14 +15,10 @@ import fuzz_graphs
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
-CASES = sorted(glob.glob(os.path.join(os.path.dirname(os.path.abspath(fuzz_graphs.__file__)), "fuzz_regressions",
-                                      "case_*.py")))
+CASES = fuzz_graphs.regression_cases()
 
 
 @pytest.mark.parametrize("path", CASES, ids=[os.path.basename(p)[5:-3] for p in CASES])
 def test_fuzz_case_on_the_gpu(path):
-    namespace = {"torch": torch}
-    with open(path) as f:
-        exec(f.read(), namespace)  # noqa: S102  (a case file: SEED, INPUTS, SOURCE)
-    why = fuzz_graphs.check(fuzz_graphs.program_from_case(namespace), "cuda")
+    why = fuzz_graphs.check(fuzz_graphs.program_from_file(path), "cuda")
     assert not why, why

@@ -7,7 +7,6 @@ thread of the kernel's block did the atomic add, 64 adds for one point.
 And a plan that launches no GPU work is not captured as an (empty) CUDA
 graph. Skipped without a GPU."""
 
-import glob
 import os
 
 import pytest
@@ -21,8 +20,7 @@ from test_scatter import one_point_scatters
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 CALLS = 6  # the first runs step by step, the second captures the graph, the rest replay it
-CASES = sorted(glob.glob(os.path.join(os.path.dirname(os.path.abspath(fuzz_graphs.__file__)), "fuzz_regressions",
-                                      "case_*_of_one_*.py")))
+CASES = fuzz_graphs.regression_cases("case_*_of_one_*.py")
 
 
 def tolerances(dtype):
@@ -51,10 +49,7 @@ def test_a_scatter_of_one_point_matches_eager_on_every_call(case):
 def test_fuzz_case_of_one_point_on_the_gpu(path):
     """The fuzzer's own check (capture, replay, new inputs), then more calls
     with new inputs, each judged as the fuzzer does (against float64)."""
-    namespace = {"torch": torch}
-    with open(path) as f:
-        exec(f.read(), namespace)  # noqa: S102  (a case file: SEED, INPUTS, SOURCE)
-    program = fuzz_graphs.program_from_case(namespace)
+    program = fuzz_graphs.program_from_file(path)
     why = fuzz_graphs.check(program, "cuda")
     assert not why, why
     fn, reference = program.make("cuda"), program.make_reference("cuda")

@@ -25,6 +25,7 @@ S is `generate(S * 1_000_003 + i)`.
 """
 
 import argparse
+import glob
 import hashlib
 import math
 import os
@@ -598,6 +599,19 @@ def program_from_case(namespace):
     p.inputs = [(tuple(s), dt, layout) for s, dt, layout in namespace["INPUTS"]]
     p.source = lambda: namespace["SOURCE"].lstrip("\n")
     return p
+
+
+def regression_cases(pattern="case_*.py"):
+    """The saved regression case files (fuzz_regressions/) whose names match `pattern`."""
+    return sorted(glob.glob(os.path.join(os.path.dirname(os.path.abspath(__file__)), "fuzz_regressions", pattern)))
+
+
+def program_from_file(path):
+    """The Program a regression case file at `path` describes."""
+    namespace = {"torch": torch}
+    with open(path) as f:
+        exec(f.read(), namespace)  # noqa: S102  (a case file: SEED, INPUTS, SOURCE)
+    return program_from_case(namespace)
 
 
 def run(graphs, seed, device="cpu", save=None, log=print, progress=None, seconds=None):
