@@ -273,7 +273,7 @@ def run_mode(mode, model, args, ref, a):
                                         "constant_kernels_not_kept", "library_results_in_block",
                                         "library_results_beside_block", "graph_pool_room_bytes",
                                         "graph_block_window_bytes", "block_bytes",
-                                        "graph_beside_block_bytes") if k in s}
+                                        "graph_beside_block_bytes", "graph_outside_pool_bytes") if k in s}
     return r
 
 

@@ -99,6 +99,7 @@ py::dict executor_stats(const Executor& e) {
   d["graph_block_window_bytes"] = s.graph_block_window_bytes;
   d["block_bytes"] = s.block_bytes;
   d["graph_beside_block_bytes"] = s.graph_beside_block_bytes;
+  d["graph_outside_pool_bytes"] = s.graph_outside_pool_bytes;
   d["cpu_compiled_kernels"] = s.cpu_compiled_kernels;
   d["cpu_interpreted_kernels"] = s.cpu_interpreted_kernels;
   py::list interpreted;

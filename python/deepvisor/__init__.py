@@ -91,7 +91,11 @@ def stats(compiled):
     plans that ran) and graph_beside_block_bytes (on a GPU: the most bytes
     the steps allocated beside the block at once on the runs before a
     graph's capture, summed over the plans; what the room holds beside the
-    block unless a window takes it);
+    block unless a window takes it); graph_outside_pool_bytes (what the last
+    capture of each graph took from memory made before it outside the
+    graph's pool, where the pool's segments would hold more: outputs of
+    1 MiB or less, and the block where nothing is allocated beside it;
+    summed over the plans);
     capture_s and compile_s (host seconds in captures and in building executors,
     kernels compiled by NVRTC at their first run not included);
     for plans on CPU tensors, once a plan ran: cpu_compiled_kernels (kernels

@@ -616,6 +616,7 @@ class CompiledFunction:
         s["inputs_prepared"] = s["constant_kernels"] = s["constant_kernel_runs"] = s["constant_kernels_not_kept"] = 0
         s["library_results_in_block"] = s["library_results_beside_block"] = s["graph_pool_room_bytes"] = 0
         s["graph_block_window_bytes"] = s["block_bytes"] = s["graph_beside_block_bytes"] = 0
+        s["graph_outside_pool_bytes"] = 0
         s["cpu_interpreted_reasons"] = []
         s["cuda_graphs"] = 0
         for executor in self.executors():
@@ -625,7 +626,8 @@ class CompiledFunction:
                       "cpu_interpreted_kernels", "host_compiles", "host_cache_hits", "inputs_prepared",
                       "constant_kernels", "constant_kernel_runs", "constant_kernels_not_kept",
                       "library_results_in_block", "library_results_beside_block", "graph_pool_room_bytes",
-                      "graph_block_window_bytes", "block_bytes", "graph_beside_block_bytes"):
+                      "graph_block_window_bytes", "block_bytes", "graph_beside_block_bytes",
+                      "graph_outside_pool_bytes"):
                 s[k] += es[k]
             s["cpu_interpreted_reasons"] += es["cpu_interpreted_reasons"]
             for op, n in es["fallback_ops"].items():

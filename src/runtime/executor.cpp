@@ -711,6 +711,8 @@ void Executor::enable_cuda_graph(std::vector<bool> constant_inputs, std::shared_
   if (!graphs) return;
   const char* windows = std::getenv("DEEPVISOR_BLOCK_WINDOW");
   windows_allowed_ = pool == nullptr && (windows == nullptr || std::string(windows) != "0");
+  const char* outside = std::getenv("DEEPVISOR_OUTSIDE_POOL");
+  private_pool_ = pool == nullptr && (outside == nullptr || std::string(outside) != "0");
   graph_ = std::make_unique<CudaGraphReplay>(std::move(constant_inputs), not_graphable, std::move(pool),
                                              std::move(produced_inputs), may_call_blas(program_),
                                              benchmarks_convolutions(program_) ? 2 : 1);
@@ -781,6 +783,7 @@ ExecutorStats Executor::stats() const {
   s.graph_pool_room_bytes = pool_room_bytes_.load();
   s.graph_block_window_bytes = window_bytes_.load();
   s.block_bytes = block_bytes_.load();
+  s.graph_outside_pool_bytes = outside_pool_bytes_.load();
   {
     std::lock_guard<std::mutex> lock(beside_mutex_);
     s.graph_beside_block_bytes = beside_.all;
@@ -916,11 +919,17 @@ std::vector<at::Tensor> Executor::run_steps(const std::vector<at::Tensor>& input
     }
   }
   at::Tensor own_block;
+  std::unique_lock<std::mutex> outside;
+  if (capturing) {
+    outside = std::unique_lock<std::mutex>(outside_mutex_);
+    if (!outside_outputs_.empty()) block.outside_outputs = &outside_outputs_;
+    if (block.tensor == nullptr && outside_block_.defined()) block = {&outside_block_, &arena, block.outside_outputs};
+  }
   if (block.tensor == nullptr && arena.bytes > 0) {
     // In a capture, from the segment made before it (runtime/pool_room.h).
     const std::int64_t bytes = capturing ? block_request_bytes(arena.bytes, pool_room_bytes_.load()) : arena.bytes;
     own_block = at::empty({bytes}, at::TensorOptions().dtype(at::kByte).device(device));
-    block = {&own_block, &arena};
+    block = {&own_block, &arena, block.outside_outputs};
   }
   // The runs of a plan that will be graphed, before its capture (one, or two
   // where the first benchmarks cuDNN: enable_cuda_graph), measure what the
@@ -946,6 +955,8 @@ std::vector<at::Tensor> Executor::run_steps(const std::vector<at::Tensor>& input
                          std::to_string(i) + "; no window from now on");
     }
   }
+  if (capturing) note_outside_pool_taken(block);
+  outside = {};
   if (probe) note_beside_block(*probe);
   for (auto& [slot, original] : relaid) slots[slot] = std::move(original);
   for (auto [in, value] : program_.mutation_slots) slots[in].copy_(slots[value]);
@@ -986,9 +997,10 @@ void Executor::run_kernel(const Step& step, std::vector<at::Tensor>& slots, cons
     const Slot& slot = program_.slots[s];
     if (!t.defined()) {
       const std::int64_t offset = block.offset(s);
-      t = offset >= 0 ? in_block(*block.tensor, offset, slot)
-                      : at::empty_strided(slot.sizes, slot.strides,
-                                          at::TensorOptions().dtype(to_scalar_type(slot.dtype)).device(device));
+      if (offset >= 0) t = in_block(*block.tensor, offset, slot);
+      else t = block.take_outside_output(s);
+      if (!t.defined())
+        t = at::empty_strided(slot.sizes, slot.strides, at::TensorOptions().dtype(to_scalar_type(slot.dtype)).device(device));
       const bool over_an_input = offset >= 0 && block.plan->takes_over[s] >= 0;  // still holds what the kernel reads
       if (poison_outputs() && !over_an_input) poison(t);
     } else if (device.is_cuda() && !t.is_cuda() && t.dim() == 0) {
@@ -1032,6 +1044,7 @@ void Executor::note_beside_block(const BesideBlockProbe& probe) {
     std::lock_guard<std::mutex> lock(beside_mutex_);
     beside_ = std::move(measured);
   }
+  prepare_outside_pool(all);
   if (all == 0) return;
   std::string largest;
   for (const auto& [step, bytes] : probe.largest_requests(3)) {
@@ -1045,6 +1058,80 @@ void Executor::note_beside_block(const BesideBlockProbe& probe) {
                              " of them outliving their step; the largest: " + largest);
 }
 
+at::Tensor CallBlock::take_outside_output(int slot) const {
+  if (outside_outputs == nullptr) return {};
+  auto it = outside_outputs->find(slot);
+  if (it == outside_outputs->end()) return {};
+  at::Tensor t = std::move(it->second);
+  outside_outputs->erase(it);
+  return t;
+}
+
+// The outputs a capture may take from memory made before it
+// (prepare_outside_pool): those of 1 MiB or less (a larger one is measured
+// beside the block, and the room holds it) that a kernel writes, or a
+// library call that can write into given memory (library_into.h).
+std::vector<int> Executor::outputs_made_outside_pool() {
+  const codegen::ArenaPlan& arena = arena_plan();
+  std::vector<bool> into(program_.slots.size(), false);
+  for (std::size_t i = 0; i < program_.steps.size(); ++i) {
+    const Step& step = program_.steps[i];
+    if (step.kind != Step::Kind::Kernel && into_[i] != codegen::LibraryInto::None && !step.value_slots.empty() &&
+        step.value_slots.back() >= 0)
+      into[step.value_slots.back()] = true;
+  }
+  std::vector<int> out;
+  for (int s : program_.output_slots) {
+    const Slot& slot = program_.slots[s];
+    const bool written = slot.origin == Slot::Origin::Kernel || (slot.origin == Slot::Origin::Fallback && into[s]);
+    const bool planned_in_block = !arena.offset.empty() && arena.offset[s] >= 0;
+    if (!written || planned_in_block || room_for(codegen::slot_bytes(slot)) > 0) continue;
+    if (std::find(out.begin(), out.end(), s) == out.end()) out.push_back(s);
+  }
+  return out;
+}
+
+void Executor::prepare_outside_pool(std::int64_t beside_all) {
+  if (!private_pool_) return;
+  const codegen::ArenaPlan& arena = arena_plan();
+  const at::TensorOptions options = at::TensorOptions().device(device_);
+  const std::vector<int> outputs = outputs_made_outside_pool();
+  std::lock_guard<std::mutex> lock(outside_mutex_);
+  if (beside_all == 0 && arena.bytes > 0) {
+    if (!outside_block_.defined() || outside_block_.numel() != arena.bytes)
+      outside_block_ = at::empty({arena.bytes}, options.dtype(at::kByte));
+  } else {
+    outside_block_ = at::Tensor();
+  }
+  outside_outputs_.clear();
+  outside_output_slots_ = outputs;
+  for (int s : outputs) {
+    const Slot& slot = program_.slots[s];
+    outside_outputs_.emplace(s, at::empty_strided(slot.sizes, slot.strides, options.dtype(to_scalar_type(slot.dtype))));
+  }
+}
+
+// After a capture: what it took from memory made outside the pool (the
+// outputs it did not take are freed: a capture after it allocates them in
+// the pool), kept for stats and logged.
+void Executor::note_outside_pool_taken(const CallBlock& block) {
+  std::int64_t outputs = 0, bytes = 0;
+  for (int s : outside_output_slots_) {
+    if (outside_outputs_.count(s) != 0) continue;
+    ++outputs;
+    bytes += codegen::slot_bytes(program_.slots[s]);
+  }
+  const bool block_outside = outside_block_.defined() && block.tensor == &outside_block_;
+  if (block_outside) bytes += outside_block_.numel();
+  outside_outputs_.clear();
+  outside_output_slots_.clear();
+  if (outside_pool_bytes_.exchange(bytes) != bytes && bytes > 0)
+    log_event("decisions", "graph pool: the capture took " + std::to_string(bytes) + " bytes made outside the pool (" +
+                               (block_outside ? "the block of intermediates, nothing being measured beside it, and "
+                                              : std::string()) +
+                               std::to_string(outputs) + " outputs of 1 MiB or less)");
+}
+
 const codegen::ArenaPlan& Executor::plan_capture(const at::Device& device) {
   const codegen::ArenaPlan& plain = arena_plan();
   Beside beside;
@@ -1052,11 +1139,16 @@ const codegen::ArenaPlan& Executor::plan_capture(const at::Device& device) {
     std::lock_guard<std::mutex> lock(beside_mutex_);
     beside = beside_;
   }
+  bool block_outside = false;
+  {
+    std::lock_guard<std::mutex> lock(outside_mutex_);
+    block_outside = outside_block_.defined();
+  }
   const codegen::ArenaPlan* planned = &plain;
-  std::int64_t room = pool_room_bytes(plain.bytes, beside.all);
+  std::int64_t room = pool_room_bytes(block_outside ? 0 : plain.bytes, beside.all);
   const bool transients =
       std::any_of(beside.transient.begin(), beside.transient.end(), [](std::int64_t b) { return b > 0; });
-  if (windows_allowed_ && plain.bytes > 0 && transients) {
+  if (windows_allowed_ && !block_outside && plain.bytes > 0 && transients) {
     // The window where the pool then holds less.
     codegen::ArenaPlan windowed = codegen::plan_arena(program_, outside_arena(), into_, beside.transient,
                                                       WindowedBlock::least_offset());
@@ -1092,14 +1184,19 @@ void Executor::run_fallback(const Step& step, std::vector<at::Tensor>& slots, co
     throw std::runtime_error("fallback " + node.op + " has " + std::to_string(node.args.size()) +
                              " arguments, its schema " + std::to_string(schema.arguments().size()));
   std::vector<at::Tensor> inputs;
-  // A view op gives the capture's layout only from the capture's layout of its input.
-  const bool fix_layout = step.kind == Step::Kind::View || layout_sensitive(node.op);
+  // A view op gives the capture's layout only from the capture's strides of
+  // its input; as_strided, whose storage offset is absolute, only from an
+  // input at the start of its storage. (Other views take offsets relative
+  // to their input's: one in the block of intermediates, at its offset
+  // there, needs no copy.)
+  const bool absolute_offset = layout_sensitive(node.op);
+  const bool fix_layout = step.kind == Step::Kind::View || absolute_offset;
   for (int i = 0; i < step.num_fallback_inputs; ++i) {
     int s = step.value_slots[i];
     const at::Tensor& t = slots[s];
     const ir::TensorMeta& meta = program_.graph.meta(step.fallback_values[i]);
     if (fix_layout && program_.slots[s].origin != Slot::Origin::GraphInput &&
-        (t.strides().vec() != meta.strides || t.storage_offset() != 0)) {
+        (t.strides().vec() != meta.strides || (absolute_offset && t.storage_offset() != 0))) {
       inputs.push_back(in_layout(t, meta));
     } else {
       inputs.push_back(t);
@@ -1109,17 +1206,19 @@ void Executor::run_fallback(const Step& step, std::vector<at::Tensor>& slots, co
   std::size_t next_tensor = 0;
   for (std::size_t i = 0; i < node.args.size(); ++i)
     stack.push_back(to_ivalue(node.args[i], schema.arguments()[i], inputs, next_tensor));
-  if (block.tensor != nullptr && into_[step_index] != codegen::LibraryInto::None) {
+  if (into_[step_index] != codegen::LibraryInto::None) {
     const int s = step.value_slots.back();
-    if (s >= 0 && block.offset(s) >= 0) {
-      at::Tensor out = in_block(*block.tensor, block.offset(s), program_.slots[s]);
+    const bool in_block_planned = s >= 0 && block.offset(s) >= 0;
+    at::Tensor out = in_block_planned ? in_block(*block.tensor, block.offset(s), program_.slots[s])
+                                      : (s >= 0 ? block.take_outside_output(s) : at::Tensor());
+    if (out.defined()) {
       if (poison_outputs()) poison(out);
       if (call_into(into_[step_index], stack, out)) {
         slots[s] = std::move(out);
-        ++library_results_in_block_;
+        if (in_block_planned) ++library_results_in_block_;
         return;
       }
-      ++library_results_beside_block_;
+      if (in_block_planned) ++library_results_beside_block_;
     }
   }
   // An op that writes arguments in place writes into copies: the node's

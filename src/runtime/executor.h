@@ -73,6 +73,10 @@ struct ExecutorStats {
   // pool's room holds unless a window in the block takes them.
   std::int64_t block_bytes = 0;
   std::int64_t graph_beside_block_bytes = 0;
+  // The bytes the last capture took from memory made outside the graph's
+  // pool before it (Executor::prepare_outside_pool): the block, where
+  // nothing was measured beside it, and the small outputs; 0: none.
+  std::int64_t graph_outside_pool_bytes = 0;
 };
 
 // How the kernels of a plan on CPU tensors run.
@@ -84,7 +88,12 @@ class BesideBlockProbe;
 struct CallBlock {
   const at::Tensor* tensor = nullptr;  // null: each result its own allocation
   const codegen::ArenaPlan* plan = nullptr;
+  // In a capture: outputs made before it outside the graph's pool, by slot;
+  // a step that writes one takes it (null: none).
+  std::map<int, at::Tensor>* outside_outputs = nullptr;
   std::int64_t offset(int slot) const { return tensor != nullptr ? plan->offset[slot] : -1; }
+  // Slot `slot`'s output made outside the pool, handed over (undefined: none).
+  at::Tensor take_outside_output(int slot) const;
 };
 
 class CudaGraphReplay;
@@ -167,6 +176,12 @@ class Executor {
   const codegen::ArenaPlan& plan_capture(const at::Device& device);
   // What the probe of a run before the capture saw beside the block: kept, and logged (decisions).
   void note_beside_block(const BesideBlockProbe& probe);
+  // Before a capture in a pool of the plan's own: the block (where nothing
+  // is measured beside it: `beside_all` 0) and the small outputs made
+  // outside the pool; after it, what it took (see outside_block_).
+  std::vector<int> outputs_made_outside_pool();
+  void prepare_outside_pool(std::int64_t beside_all);
+  void note_outside_pool_taken(const CallBlock& block);
   void prepare_cuda(int device_index);
   void prepare_host();
   // `launches`: the CUDA kernels it launched are added to it.
@@ -251,6 +266,22 @@ class Executor {
   // Windows only in a pool of the plan's own (another graph's free memory
   // in a shared one could take the window's place).
   std::atomic<bool> windows_allowed_{false};
+  // What the next capture takes from memory made outside the graph's pool
+  // (prepare_outside_pool): in a pool of the plan's own, the allocator's
+  // segments hold at least 2 MiB for outputs of 1 MiB or less and at least
+  // 10 MiB for a block of more, while memory allocated before the capture
+  // holds their bytes, and what is left of its segment stays the process's.
+  // So the small outputs are made outside the pool, and so is the block
+  // where nothing else is allocated beside it (the room is then not
+  // needed). An output is handed over to the capture that writes it (the
+  // graph then holds it alone, so that the output lender may lend it); the
+  // block is kept (the graph reads and writes it on every replay).
+  bool private_pool_ = false;
+  std::mutex outside_mutex_;
+  at::Tensor outside_block_;
+  std::map<int, at::Tensor> outside_outputs_;
+  std::vector<int> outside_output_slots_;  // those made (outside_outputs_ holds the ones not taken yet)
+  std::atomic<std::int64_t> outside_pool_bytes_{0};
 };
 
 }  // namespace dv::runtime

@@ -538,6 +538,37 @@ def test_a_small_block_beside_an_output_takes_no_segment_of_small_blocks():
         assert_matches(got, f(x), TOL)
 
 
+@torch.no_grad()
+@pytest.mark.parametrize("outside", ["1", "0"])
+def test_a_block_with_nothing_beside_it_and_small_outputs_leave_the_graph_pool_empty(outside, monkeypatch):
+    """Row statistics (the block, a few KiB) and a 4 KiB output, nothing else
+    allocated in the capture: both are made before it outside the graph's
+    pool (Executor::prepare_outside_pool), which then holds no segment; it
+    held a 2 MiB segment of small blocks for them (DEEPVISOR_OUTSIDE_POOL=0).
+    The outputs stay right while the caller keeps each one across the next
+    replays (the lender moves them out of the graph's buffer)."""
+    monkeypatch.setenv("DEEPVISOR_OUTSIDE_POOL", outside)
+
+    def f(x):
+        return torch.softmax(x, 1).sum(0) * 0.5
+
+    g = deepvisor.compile(f)
+    pools_before = _graph_pools()
+    xs = [randn(1024, 1000, seed=i) for i in range(4)]
+    outs = [g(x) for x in xs]
+    for got, x in zip(outs, xs):
+        assert_matches(got, f(x), TOL)
+    s = deepvisor.stats(g)
+    assert s["cuda_graphs"] == 1 and s["fallback_ops"] == {}, s
+    segments = _segments_of_pools_since(pools_before)
+    if outside == "1":
+        assert s["graph_outside_pool_bytes"] >= 4000 + s["block_bytes"] > 4000, s
+        assert segments == [], segments
+    else:
+        assert s["graph_outside_pool_bytes"] == 0, s
+        assert [kind for kind, _, _ in segments] == ["small"], segments
+
+
 def _one_graph_in_one_segment_under_bf16(m, x):
     """m compiled and called under bf16 autocast: one graph, no fallback, one
     large segment in its pool (the room), results close to eager's; its stats."""

@@ -865,6 +865,30 @@ def test_matmuls_write_their_results_into_the_block_of_kernel_results(capfd, mon
     assert s["block_bytes"] > 0, s
 
 
+def test_a_view_of_a_matmul_result_inside_the_block_is_read_where_it_lies():
+    # h lies in the block at an offset past a's (both alive): the view that
+    # bmm reads it through is taken there, not from a copy (which the view
+    # step used to make of any input off the start of its storage: 6 MiB
+    # beside the block at each of BERT-base's attention views at batch 16).
+    def f(x, w1, w2, w3):
+        a = torch.mm(x, w1)
+        h = torch.mm(x.sin(), w2)
+        b = torch.bmm(h.view(4, 8, 24), w3)
+        return b.sum(-1) + a.sum()
+
+    g = deepvisor.compile(f)
+    for i in range(3):
+        args = [torch.randn(32, 40) * (i + 1), torch.randn(40, 24), torch.randn(40, 24), torch.randn(4, 24, 6)]
+        torch.testing.assert_close(g(*args), f(*args), rtol=1e-4, atol=1e-4)
+    s = deepvisor.stats(g)
+    assert s["library_results_in_block"] >= 4 and s["fallback_ops"] == {}, s
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        got = g(*args)
+    torch.testing.assert_close(got, f(*args), rtol=1e-4, atol=1e-4)
+    copies = [e.key for e in prof.key_averages() if e.key in ("aten::copy_", "aten::clone", "aten::contiguous")]
+    assert copies == [], prof.key_averages().table(row_limit=20)
+
+
 def _arena_line(capfd):
     (line,) = [l for l in capfd.readouterr().err.splitlines() if "arena:" in l]
     return line
