@@ -10,6 +10,14 @@ path's later segments are grafted under the decision it took.
 
 Input mutations are copied back only by the last segment of a path, so a
 replay that stops at a new outcome has changed nothing the program can see.
+
+An op recorded before a decision that the decision's values do not depend on
+runs after it, in the next segment (the graph is functional: ops run in any
+order that respects their data; random ops keep their order among
+themselves). So a decision on an argument alone (BERT's `mask.all()` on the
+attention mask, before the embeddings) cuts off a segment of the few ops it
+reads, and the work recorded before it joins the rest of the plan: no
+activations handed from one segment (and one CUDA graph) to the next.
 """
 
 import re
@@ -66,6 +74,7 @@ def split(value_lines, input_values, node_lines, decisions, output_values, mutat
     """Segments of one capture: the ops cut at each decision. The last
     segment returns output_values, copies the mutations back and carries
     tail_lines (restride and output_view lines)."""
+    node_lines, decisions = _ops_after_decisions_that_need_them_not(node_lines, decisions)
     bounds = [d.position for d in decisions] + [len(node_lines)]
     parsed = [_parse(line) for line in node_lines]
     n = len(bounds)
@@ -98,6 +107,29 @@ def split(value_lines, input_values, node_lines, decisions, output_values, mutat
         text = _text(value_lines, inputs, lines, outputs, mutations if last else [], tail_lines if last else [])
         segments.append(Segment(text, inputs, outputs, decisions[i] if i < len(decisions) else None))
     return segments
+
+
+def _ops_after_decisions_that_need_them_not(node_lines, decisions):
+    """node_lines reordered so that before each decision come only the ops
+    its values depend on (see the module's docstring), and the decisions at
+    their new positions. Every other op keeps its order: it moves to just
+    after the decision, ahead of the ops recorded after it."""
+    parsed = [_parse(line) for line in node_lines]
+    order, moved, start, moved_decisions = [], [], 0, []
+    for d in decisions:
+        pending = moved + list(range(start, d.position))
+        needed, cone = set(d.values), set()
+        for k in reversed(pending):
+            uses, defines = parsed[k]
+            if needed.intersection(defines):
+                cone.add(k)
+                needed.update(uses)
+        order += [k for k in pending if k in cone]
+        moved = [k for k in pending if k not in cone]
+        moved_decisions.append(Decision(len(order), d.op, d.values, d.outcome, d.site))
+        start = d.position
+    order += moved + list(range(start, len(node_lines)))
+    return [node_lines[k] for k in order], moved_decisions
 
 
 def _segment_of(k, bounds):

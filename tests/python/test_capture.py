@@ -899,13 +899,14 @@ def test_views_handed_to_the_next_segment_are_read_in_any_layout():
     contiguous; the next segment was compiled for the strided layout eager
     gave them, and read the wrong elements at batch > 1. (DeBERTa's bound,
     torch.tensor(5), is a constant now, folded: this one is computed from
-    the argument, so that it stays a decision.)"""
+    the projection, so that it stays a decision and the chunks' ops run
+    before it.)"""
     torch.manual_seed(0)
     w, table, p = torch.randn(64, 192), torch.randn(1024, 64), torch.randn(64, 64)
 
     def fn(h):
         q, k, _ = (h @ w).view(3, 5, 2, 96).permute(0, 2, 1, 3).chunk(3, dim=-1)
-        span = torch.ones_like(h[0, 0, 0], dtype=torch.long) * 5
+        span = torch.ones_like(q[0, 0, 0, 0], dtype=torch.long) * 5  # (q's ops run before the decision)
         rel = table[512 - span: 512 + span].unsqueeze(0)
         pos = (rel @ p).view(1, 10, 2, 32).permute(0, 2, 1, 3)
         return torch.matmul(q, pos.transpose(-1, -2)), torch.matmul(k * 2, pos.transpose(-1, -2))
@@ -918,6 +919,40 @@ def test_views_handed_to_the_next_segment_are_read_in_any_layout():
     s = deepvisor.stats(g)
     assert s["captures"] == 1 and s["eager_calls"] == 0, s
     assert len(g.plans()[0].path.segments) > 1  # the views did cross a decision
+
+
+def test_ops_a_decision_does_not_read_run_after_it():
+    """BERT's attention mask: a decision on an argument alone, recorded
+    after the embeddings. Its segment holds just the ops it reads; the
+    embeddings run after it, in the segment of the rest (no activations
+    handed from one segment to the next). A second decision on a value made
+    after the first takes only its own ops too; the op that neither reads
+    runs last. Both outcomes of the first give eager's results."""
+    w = randn(8, 8, seed=3)
+
+    def fn(x, mask):
+        h = torch.tanh(x @ w)          # the embeddings: no decision reads them
+        late = torch.sigmoid(x) * 3    # read by neither decision
+        if mask.all():
+            h = h * 2
+        if (mask.sum() > 4).item():
+            h = h + 1
+        return h + late
+
+    g = deepvisor.compile(fn)
+    for trial in range(4):
+        x = randn(5, 8, seed=trial)
+        mask = torch.ones(5, 8, dtype=torch.bool, device=DEVICE)
+        if trial >= 2:
+            mask[0, trial] = False
+        torch.testing.assert_close(g(x, mask), fn(x, mask))
+    s = deepvisor.stats(g)
+    assert s["captures"] == 2 and s["eager_calls"] == 0, s
+    for plan in g.plans():
+        first, second, last = (seg.text for seg in plan.path.segments)
+        assert "aten::all" in first and not any(op in first for op in ("tanh", "sigmoid", "mm")), first
+        assert "aten::sum" in second and not any(op in second for op in ("tanh", "sigmoid", "mm")), second
+        assert all(op in last for op in ("tanh", "sigmoid", "mm")), last
 
 
 # -- constant folding --------------------------------------------------------------------
