@@ -955,6 +955,28 @@ def test_ops_a_decision_does_not_read_run_after_it():
         assert all(op in last for op in ("tanh", "sigmoid", "mm")), last
 
 
+def test_random_ops_moved_after_a_decision_draw_what_eager_draws():
+    """The draws recorded before a decision that does not read them run
+    after it, in their order: with the same seed, both outcomes give eager's
+    numbers."""
+    def fn(x):
+        a = torch.rand(4, device=x.device)
+        b = torch.randn(4, device=x.device)
+        if (x.sum() > 0).item():
+            return a + x + torch.rand(4, device=x.device), b
+        return a - x, b
+
+    g = deepvisor.compile(fn)
+    for trial in range(4):
+        x = randn(4, seed=trial) + (5 if trial % 2 else -5)
+        torch.manual_seed(trial)
+        want = fn(x)
+        torch.manual_seed(trial)
+        for got, w in zip(g(x), want):
+            assert torch.equal(got, w), (trial, got, w)
+    assert deepvisor.stats(g)["captures"] == 2
+
+
 # -- constant folding --------------------------------------------------------------------
 
 CENTRE, LIMIT = 8, 8
