@@ -157,6 +157,7 @@ std::string CudaGraphReplay::status() const {
 
 void CudaGraphReplay::disable(std::string why) {
   disabled_ = std::move(why);
+  given_up_.store(true, std::memory_order_relaxed);
   drop_graph();
   log_event("fallbacks", "a plan replays step by step, not as a CUDA graph: " + disabled_);
 }

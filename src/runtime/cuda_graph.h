@@ -45,6 +45,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -121,6 +122,9 @@ class CudaGraphReplay {
 
   // "graphed", "warming up", or "not graphed: <why>".
   std::string status() const;
+  // Whether it gave up graphing for good (status() "not graphed"); never
+  // waits for a replay in another thread.
+  bool given_up() const { return given_up_.load(std::memory_order_relaxed); }
 
  private:
   bool capture(const std::vector<at::Tensor>& inputs, const Steps& steps);
@@ -137,6 +141,7 @@ class CudaGraphReplay {
   int warmup_runs_ = 1;
   int captures_ = 0;
   std::string disabled_;  // why it is not graphed ("" while it may be)
+  std::atomic<bool> given_up_{false};  // disabled_ is set
   std::unique_ptr<at::cuda::CUDAGraph> graph_;
   std::vector<const void*> last_ptrs_;  // each input's address on the last call
   std::vector<bool> moved_;             // an argument read in place was once found elsewhere (or is produced)

@@ -618,6 +618,7 @@ std::vector<at::Tensor> Executor::run(const std::vector<at::Tensor>& inputs) {
       return run_steps(in, launches);
     });
     if (out) return std::move(*out);
+    release_outside_pool_unless_graphed();
   }
   std::int64_t launches = 0;
   return run_steps(inputs, launches);
@@ -1130,6 +1131,16 @@ void Executor::note_outside_pool_taken(const CallBlock& block) {
                                (block_outside ? "the block of intermediates, nothing being measured beside it, and "
                                               : std::string()) +
                                std::to_string(outputs) + " outputs of 1 MiB or less)");
+}
+
+// A plan that will never be replayed as a graph (its capture failed, or a
+// lent output's view made the graph give its buffers up) needs no block kept
+// for one.
+void Executor::release_outside_pool_unless_graphed() {
+  if (!graph_->given_up()) return;
+  std::lock_guard<std::mutex> lock(outside_mutex_);
+  outside_block_ = at::Tensor();
+  outside_outputs_.clear();
 }
 
 const codegen::ArenaPlan& Executor::plan_capture(const at::Device& device) {

@@ -182,6 +182,7 @@ class Executor {
   std::vector<int> outputs_made_outside_pool();
   void prepare_outside_pool(std::int64_t beside_all);
   void note_outside_pool_taken(const CallBlock& block);
+  void release_outside_pool_unless_graphed();
   void prepare_cuda(int device_index);
   void prepare_host();
   // `launches`: the CUDA kernels it launched are added to it.
