@@ -828,6 +828,7 @@ void Executor::refresh_constants(const std::vector<at::Tensor>& inputs) {
   const std::vector<int>& kept_slots = constants_->slots();
   std::vector<at::Tensor>& kept = constants_->kept();
   for (std::size_t k = 0; k < kept_slots.size(); ++k) slots[kept_slots[k]] = kept[k];  // the same memory again
+  if (!kept.empty() && !kept.front().defined()) pack_kept_results(slots);
   std::optional<c10::cuda::CUDAGuard> guard;
   if (device_.is_cuda()) guard.emplace(device_.index());
   prepare_kernels();
@@ -887,6 +888,25 @@ at::Tensor in_block(const at::Tensor& block, std::int64_t offset, const Slot& sl
 }
 
 }  // namespace
+
+// One allocation for all the kept results, each at an offset aligned as the
+// caching allocator aligns its blocks: allocated one by one, a result of
+// just over 1 MiB took a 2 MiB block (the allocator splits no free block
+// where less than 1 MiB would remain), 21 MB of BERT-base's 180 MB of bf16
+// casts under autocast.
+void Executor::pack_kept_results(std::vector<at::Tensor>& slots) {
+  const std::vector<int>& kept_slots = constants_->slots();
+  std::vector<std::int64_t> offsets;
+  std::int64_t bytes = 0;
+  for (int s : kept_slots) {
+    offsets.push_back(bytes);
+    bytes += (codegen::slot_bytes(program_.slots[s]) + kAllocatorMinBlock - 1) / kAllocatorMinBlock * kAllocatorMinBlock;
+  }
+  if (bytes == 0) return;
+  const at::Tensor storage = at::empty({bytes}, at::TensorOptions().dtype(at::kByte).device(device_));
+  for (std::size_t k = 0; k < kept_slots.size(); ++k)
+    slots[kept_slots[k]] = in_block(storage, offsets[k], program_.slots[kept_slots[k]]);
+}
 
 std::vector<at::Tensor> Executor::run_steps(const std::vector<at::Tensor>& inputs, std::int64_t& launches) {
   std::vector<at::Tensor> slots(program_.slots.size());

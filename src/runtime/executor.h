@@ -190,6 +190,9 @@ class Executor {
   // Outside any CUDA-graph capture, before the steps: the constant steps'
   // results computed where they are missing or their constants changed.
   void refresh_constants(const std::vector<at::Tensor>& inputs);
+  // Before the first computation of the kept results: their slots in `slots`
+  // made views of one allocation.
+  void pack_kept_results(std::vector<at::Tensor>& slots);
   // Graph input slots bound to `inputs` (only the constant ones with
   // `constants_only`), those read in another layout relaid (returned: the
   // slot and the caller's tensor, restored after the steps).
