@@ -941,16 +941,20 @@ std::vector<at::Tensor> Executor::run_steps(const std::vector<at::Tensor>& input
   }
   at::Tensor own_block;
   std::unique_lock<std::mutex> outside;
+  std::vector<at::Tensor> taken;  // the outside outputs this capture took (keep_outside_outputs_not_returned)
   if (capturing) {
     outside = std::unique_lock<std::mutex>(outside_mutex_);
-    if (!outside_outputs_.empty()) block.outside_outputs = &outside_outputs_;
-    if (block.tensor == nullptr && outside_block_.defined()) block = {&outside_block_, &arena, block.outside_outputs};
+    if (block.tensor == nullptr && outside_block_.defined()) block = {&outside_block_, &arena};
   }
   if (block.tensor == nullptr && arena.bytes > 0) {
     // In a capture, from the segment made before it (runtime/pool_room.h).
     const std::int64_t bytes = capturing ? block_request_bytes(arena.bytes, pool_room_bytes_.load()) : arena.bytes;
     own_block = at::empty({bytes}, at::TensorOptions().dtype(at::kByte).device(device));
-    block = {&own_block, &arena, block.outside_outputs};
+    block = {&own_block, &arena};
+  }
+  if (capturing && !outside_outputs_.empty()) {
+    block.outside_outputs = &outside_outputs_;
+    block.taken = &taken;
   }
   // The runs of a plan that will be graphed, before its capture (one, or two
   // where the first benchmarks cuDNN: enable_cuda_graph), measure what the
@@ -1004,6 +1008,7 @@ std::vector<at::Tensor> Executor::run_steps(const std::vector<at::Tensor>& input
     at::Tensor& out = outputs.at(v.output);
     out = out.as_strided(v.sizes, v.strides, out.storage_offset() + v.offset);
   }
+  if (!taken.empty()) keep_outside_outputs_not_returned(taken, outputs);
   return outputs;
 }
 
@@ -1085,7 +1090,25 @@ at::Tensor CallBlock::take_outside_output(int slot) const {
   if (it == outside_outputs->end()) return {};
   at::Tensor t = std::move(it->second);
   outside_outputs->erase(it);
+  if (taken != nullptr) taken->push_back(t);
   return t;
+}
+
+// The graph writes the outside outputs it took on every replay, while only
+// the graph's pool keeps memory that a capture freed from being handed out
+// again: one that the capture dropped (an output view's base laid out anew
+// after the kernel wrote it) is held by the executor from now on. The ones
+// returned are the graph's alone (the output lender counts their holders).
+void Executor::keep_outside_outputs_not_returned(std::vector<at::Tensor>& taken,
+                                                 const std::vector<at::Tensor>& outputs) {
+  std::lock_guard<std::mutex> lock(outside_mutex_);
+  for (at::Tensor& t : taken) {
+    const bool returned = std::any_of(outputs.begin(), outputs.end(), [&](const at::Tensor& o) {
+      return o.defined() && o.storage().unsafeGetStorageImpl() == t.storage().unsafeGetStorageImpl();
+    });
+    if (!returned) outside_held_.push_back(std::move(t));
+  }
+  taken.clear();
 }
 
 // The outputs a capture may take from memory made before it

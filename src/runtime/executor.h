@@ -91,6 +91,7 @@ struct CallBlock {
   // In a capture: outputs made before it outside the graph's pool, by slot;
   // a step that writes one takes it (null: none).
   std::map<int, at::Tensor>* outside_outputs = nullptr;
+  std::vector<at::Tensor>* taken = nullptr;  // where take_outside_output notes what it hands over
   std::int64_t offset(int slot) const { return tensor != nullptr ? plan->offset[slot] : -1; }
   // Slot `slot`'s output made outside the pool, handed over (undefined: none).
   at::Tensor take_outside_output(int slot) const;
@@ -183,6 +184,7 @@ class Executor {
   void prepare_outside_pool(std::int64_t beside_all);
   void note_outside_pool_taken(const CallBlock& block);
   void release_outside_pool_unless_graphed();
+  void keep_outside_outputs_not_returned(std::vector<at::Tensor>& taken, const std::vector<at::Tensor>& outputs);
   void prepare_cuda(int device_index);
   void prepare_host();
   // `launches`: the CUDA kernels it launched are added to it.
@@ -285,6 +287,7 @@ class Executor {
   at::Tensor outside_block_;
   std::map<int, at::Tensor> outside_outputs_;
   std::vector<int> outside_output_slots_;  // those made (outside_outputs_ holds the ones not taken yet)
+  std::vector<at::Tensor> outside_held_;    // taken by a capture that did not return them (the graph writes them)
   std::atomic<std::int64_t> outside_pool_bytes_{0};
 };
 

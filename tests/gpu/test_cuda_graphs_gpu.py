@@ -569,6 +569,28 @@ def test_a_block_with_nothing_beside_it_and_small_outputs_leave_the_graph_pool_e
         assert [kind for kind, _, _ in segments] == ["small"], segments
 
 
+@torch.no_grad()
+def test_an_output_views_base_laid_out_anew_keeps_the_memory_the_graph_writes():
+    """The kernel writes the base of the returned view into an output made
+    outside the pool (contiguous); the capture then lays the base out as
+    eager had it (transposed), a copy, and drops the kernel's tensor. The
+    graph still writes there on every replay, so the executor holds it:
+    tensors allocated between calls, which could take freed memory, keep
+    their values across the next replays."""
+    def f(x):
+        return (x.t() * 2)[1:]
+
+    g = deepvisor.compile(f)
+    held = []
+    for i in range(5):
+        x = randn(300, 200, seed=i)
+        assert_matches(g(x), f(x), TOL)
+        held += [torch.full((200, 300), float(i), device="cuda") for _ in range(4)]
+        for j, t in enumerate(held):
+            assert bool((t == float(j // 4)).all()), (i, j)
+    assert deepvisor.stats(g)["cuda_graphs"] == 1
+
+
 def _one_graph_in_one_segment_under_bf16(m, x):
     """m compiled and called under bf16 autocast: one graph, no fallback, one
     large segment in its pool (the room), results close to eager's; its stats."""
