@@ -74,9 +74,10 @@ def split(value_lines, input_values, node_lines, decisions, output_values, mutat
     """Segments of one capture: the ops cut at each decision. The last
     segment returns output_values, copies the mutations back and carries
     tail_lines (restride and output_view lines)."""
-    node_lines, decisions = _ops_after_decisions_that_need_them_not(node_lines, decisions)
-    bounds = [d.position for d in decisions] + [len(node_lines)]
     parsed = [_parse(line) for line in node_lines]
+    order, decisions = _ops_after_decisions_that_need_them_not(parsed, decisions)
+    node_lines, parsed = [node_lines[k] for k in order], [parsed[k] for k in order]
+    bounds = [d.position for d in decisions] + [len(node_lines)]
     n = len(bounds)
     needs = [set() for _ in range(n)]  # values each segment (with its decision) reads
     for k, (uses, _) in enumerate(parsed):
@@ -109,12 +110,12 @@ def split(value_lines, input_values, node_lines, decisions, output_values, mutat
     return segments
 
 
-def _ops_after_decisions_that_need_them_not(node_lines, decisions):
-    """node_lines reordered so that before each decision come only the ops
-    its values depend on (see the module's docstring), and the decisions at
-    their new positions. Every other op keeps its order: it moves to just
-    after the decision, ahead of the ops recorded after it."""
-    parsed = [_parse(line) for line in node_lines]
+def _ops_after_decisions_that_need_them_not(parsed, decisions):
+    """The order of the ops (by their (uses, defines) in `parsed`) in which
+    before each decision come only the ops its values depend on (see the
+    module's docstring), and the decisions at their new positions. Every
+    other op keeps its order: it moves to just after the decision, ahead of
+    the ops recorded after it."""
     order, moved, start, moved_decisions = [], [], 0, []
     for d in decisions:
         pending = moved + list(range(start, d.position))
@@ -128,8 +129,8 @@ def _ops_after_decisions_that_need_them_not(node_lines, decisions):
         moved = [k for k in pending if k not in cone]
         moved_decisions.append(Decision(len(order), d.op, d.values, d.outcome, d.site))
         start = d.position
-    order += moved + list(range(start, len(node_lines)))
-    return [node_lines[k] for k in order], moved_decisions
+    order += moved + list(range(start, len(parsed)))
+    return order, moved_decisions
 
 
 def _segment_of(k, bounds):

@@ -900,7 +900,7 @@ void Executor::pack_kept_results(std::vector<at::Tensor>& slots) {
   std::int64_t bytes = 0;
   for (int s : kept_slots) {
     offsets.push_back(bytes);
-    bytes += (codegen::slot_bytes(program_.slots[s]) + kAllocatorMinBlock - 1) / kAllocatorMinBlock * kAllocatorMinBlock;
+    bytes += codegen::slot_bytes(program_.slots[s]);  // (a multiple of 512)
   }
   if (bytes == 0) return;
   const at::Tensor storage = at::empty({bytes}, at::TensorOptions().dtype(at::kByte).device(device_));
@@ -941,7 +941,7 @@ std::vector<at::Tensor> Executor::run_steps(const std::vector<at::Tensor>& input
   }
   at::Tensor own_block;
   std::unique_lock<std::mutex> outside;
-  std::vector<at::Tensor> taken;  // the outside outputs this capture took (keep_outside_outputs_not_returned)
+  std::vector<at::Tensor> taken;  // the outside outputs this capture took (finish_outside_pool)
   if (capturing) {
     outside = std::unique_lock<std::mutex>(outside_mutex_);
     if (block.tensor == nullptr && outside_block_.defined()) block = {&outside_block_, &arena};
@@ -980,8 +980,6 @@ std::vector<at::Tensor> Executor::run_steps(const std::vector<at::Tensor>& input
                          std::to_string(i) + "; no window from now on");
     }
   }
-  if (capturing) note_outside_pool_taken(block);
-  outside = {};
   if (probe) note_beside_block(*probe);
   for (auto& [slot, original] : relaid) slots[slot] = std::move(original);
   for (auto [in, value] : program_.mutation_slots) slots[in].copy_(slots[value]);
@@ -1008,7 +1006,7 @@ std::vector<at::Tensor> Executor::run_steps(const std::vector<at::Tensor>& input
     at::Tensor& out = outputs.at(v.output);
     out = out.as_strided(v.sizes, v.strides, out.storage_offset() + v.offset);
   }
-  if (!taken.empty()) keep_outside_outputs_not_returned(taken, outputs);
+  if (capturing) finish_outside_pool(block, taken, outputs);
   return outputs;
 }
 
@@ -1094,23 +1092,6 @@ at::Tensor CallBlock::take_outside_output(int slot) const {
   return t;
 }
 
-// The graph writes the outside outputs it took on every replay, while only
-// the graph's pool keeps memory that a capture freed from being handed out
-// again: one that the capture dropped (an output view's base laid out anew
-// after the kernel wrote it) is held by the executor from now on. The ones
-// returned are the graph's alone (the output lender counts their holders).
-void Executor::keep_outside_outputs_not_returned(std::vector<at::Tensor>& taken,
-                                                 const std::vector<at::Tensor>& outputs) {
-  std::lock_guard<std::mutex> lock(outside_mutex_);
-  for (at::Tensor& t : taken) {
-    const bool returned = std::any_of(outputs.begin(), outputs.end(), [&](const at::Tensor& o) {
-      return o.defined() && o.storage().unsafeGetStorageImpl() == t.storage().unsafeGetStorageImpl();
-    });
-    if (!returned) outside_held_.push_back(std::move(t));
-  }
-  taken.clear();
-}
-
 // The outputs a capture may take from memory made before it
 // (prepare_outside_pool): those of 1 MiB or less (a larger one is measured
 // beside the block, and the room holds it) that a kernel writes, or a
@@ -1148,32 +1129,38 @@ void Executor::prepare_outside_pool(std::int64_t beside_all) {
     outside_block_ = at::Tensor();
   }
   outside_outputs_.clear();
-  outside_output_slots_ = outputs;
   for (int s : outputs) {
     const Slot& slot = program_.slots[s];
     outside_outputs_.emplace(s, at::empty_strided(slot.sizes, slot.strides, options.dtype(to_scalar_type(slot.dtype))));
   }
 }
 
-// After a capture: what it took from memory made outside the pool (the
-// outputs it did not take are freed: a capture after it allocates them in
-// the pool), kept for stats and logged.
-void Executor::note_outside_pool_taken(const CallBlock& block) {
-  std::int64_t outputs = 0, bytes = 0;
-  for (int s : outside_output_slots_) {
-    if (outside_outputs_.count(s) != 0) continue;
-    ++outputs;
-    bytes += codegen::slot_bytes(program_.slots[s]);
-  }
+// After a capture (the caller holds outside_mutex_): what it took from
+// memory made outside the pool, kept for stats and logged. The outputs it
+// did not take are freed (a capture after it allocates them in the pool).
+// The graph writes the ones it took on every replay, while only a graph's
+// own pool keeps memory that a capture freed from being handed out again:
+// one that the capture dropped (an output view's base laid out anew after
+// the kernel wrote it) is held by the executor from now on; the ones
+// returned are the graph's alone (the output lender counts their holders).
+void Executor::finish_outside_pool(const CallBlock& block, std::vector<at::Tensor>& taken,
+                                   const std::vector<at::Tensor>& outputs) {
   const bool block_outside = outside_block_.defined() && block.tensor == &outside_block_;
-  if (block_outside) bytes += outside_block_.numel();
+  std::int64_t bytes = block_outside ? outside_block_.numel() : 0;
+  for (at::Tensor& t : taken) {
+    bytes += static_cast<std::int64_t>(t.storage().nbytes());
+    const bool returned = std::any_of(outputs.begin(), outputs.end(), [&](const at::Tensor& o) {
+      return o.defined() && o.storage().unsafeGetStorageImpl() == t.storage().unsafeGetStorageImpl();
+    });
+    if (!returned) outside_held_.push_back(std::move(t));
+  }
   outside_outputs_.clear();
-  outside_output_slots_.clear();
   if (outside_pool_bytes_.exchange(bytes) != bytes && bytes > 0)
     log_event("decisions", "graph pool: the capture took " + std::to_string(bytes) + " bytes made outside the pool (" +
                                (block_outside ? "the block of intermediates, nothing being measured beside it, and "
                                               : std::string()) +
-                               std::to_string(outputs) + " outputs of 1 MiB or less)");
+                               std::to_string(taken.size()) + " outputs of 1 MiB or less)");
+  taken.clear();
 }
 
 // A plan that will never be replayed as a graph (its capture failed, or a

@@ -182,9 +182,9 @@ class Executor {
   // outside the pool; after it, what it took (see outside_block_).
   std::vector<int> outputs_made_outside_pool();
   void prepare_outside_pool(std::int64_t beside_all);
-  void note_outside_pool_taken(const CallBlock& block);
+  void finish_outside_pool(const CallBlock& block, std::vector<at::Tensor>& taken,
+                           const std::vector<at::Tensor>& outputs);
   void release_outside_pool_unless_graphed();
-  void keep_outside_outputs_not_returned(std::vector<at::Tensor>& taken, const std::vector<at::Tensor>& outputs);
   void prepare_cuda(int device_index);
   void prepare_host();
   // `launches`: the CUDA kernels it launched are added to it.
@@ -286,7 +286,6 @@ class Executor {
   std::mutex outside_mutex_;
   at::Tensor outside_block_;
   std::map<int, at::Tensor> outside_outputs_;
-  std::vector<int> outside_output_slots_;  // those made (outside_outputs_ holds the ones not taken yet)
   std::vector<at::Tensor> outside_held_;    // taken by a capture that did not return them (the graph writes them)
   std::atomic<std::int64_t> outside_pool_bytes_{0};
 };
