@@ -1061,8 +1061,7 @@ void Executor::run_kernel(const Step& step, std::vector<at::Tensor>& slots, cons
 }
 
 void Executor::note_beside_block(const BesideBlockProbe& probe) {
-  Beside measured{probe.peak_bytes(), probe.lasting_peak_bytes(),
-                  probe.transient_peaks(static_cast<int>(program_.steps.size()))};
+  BesideBlock measured = probe.measured(static_cast<int>(program_.steps.size()));
   const std::int64_t all = measured.all, lasting = measured.lasting;
   {
     std::lock_guard<std::mutex> lock(beside_mutex_);
@@ -1175,7 +1174,7 @@ void Executor::release_outside_pool_unless_graphed() {
 
 const codegen::ArenaPlan& Executor::plan_capture(const at::Device& device) {
   const codegen::ArenaPlan& plain = arena_plan();
-  Beside beside;
+  BesideBlock beside;
   {
     std::lock_guard<std::mutex> lock(beside_mutex_);
     beside = beside_;
@@ -1187,18 +1186,23 @@ const codegen::ArenaPlan& Executor::plan_capture(const at::Device& device) {
   }
   const codegen::ArenaPlan* planned = &plain;
   std::int64_t room = pool_room_bytes(block_outside ? 0 : plain.bytes, beside.all);
-  const bool transients =
-      std::any_of(beside.transient.begin(), beside.transient.end(), [](std::int64_t b) { return b > 0; });
-  if (windows_allowed_ && !block_outside && plain.bytes > 0 && transients) {
-    // The window where the pool then holds less.
-    codegen::ArenaPlan windowed = codegen::plan_arena(program_, outside_arena(), into_, beside.transient,
-                                                      WindowedBlock::least_offset());
-    const std::int64_t held = WindowedBlock::held_bytes(windowed.window_offset, windowed.window_bytes, windowed.bytes);
-    const std::int64_t windowed_room = windowed_pool_room_bytes(held, beside.lasting);
-    if (pool_bytes(held, windowed_room) < pool_bytes(plain.bytes, room)) {
+  std::int64_t beside_bytes = beside.all;  // what the room holds beside the block
+  if (windows_allowed_ && !block_outside && plain.bytes > 0) {
+    // The window where the pool then holds least (pool_room.h).
+    std::int64_t least = pool_bytes(plain.bytes, room);
+    for (const std::vector<std::int64_t>& window : window_step_choices(beside.transient)) {
+      codegen::ArenaPlan windowed =
+          codegen::plan_arena(program_, outside_arena(), into_, window, WindowedBlock::least_offset());
+      const std::int64_t held =
+          WindowedBlock::held_bytes(windowed.window_offset, windowed.window_bytes, windowed.bytes);
+      const std::int64_t beside_window = beside.beside_window(windowed.window_at);
+      const std::int64_t windowed_room = windowed_pool_room_bytes(held, beside_window);
+      if (pool_bytes(held, windowed_room) >= least) continue;
+      least = pool_bytes(held, windowed_room);
       capture_arena_ = std::move(windowed);
       planned = &capture_arena_;
       room = windowed_room;
+      beside_bytes = beside_window;
     }
   }
   make_pool_room(room, device.index());
@@ -1209,9 +1213,12 @@ const codegen::ArenaPlan& Executor::plan_capture(const at::Device& device) {
                                std::to_string(planned->bytes) + " bytes of intermediates" +
                                (window > 0 ? " (" + std::to_string(window) + " of them at " +
                                                  std::to_string(planned->window_offset) +
-                                                 " a window for the steps' own memory)"
+                                                 " a window for the own memory of " +
+                                                 std::to_string(std::count(planned->window_at.begin(),
+                                                                           planned->window_at.end(), true)) +
+                                                 " steps)"
                                            : std::string()) +
-                               " and at most " + std::to_string(window > 0 ? beside.lasting : beside.all) +
+                               " and at most " + std::to_string(beside_bytes) +
                                " of requests beside them (measured before the capture)");
   return *planned;
 }

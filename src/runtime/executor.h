@@ -22,6 +22,7 @@
 #include "codegen/cuda_emitter.h"
 #include "codegen/program.h"
 #include "runtime/constant_steps.h"
+#include "runtime/pool_room.h"
 
 namespace dv::runtime {
 
@@ -81,8 +82,6 @@ struct ExecutorStats {
 
 // How the kernels of a plan on CPU tensors run.
 enum class CpuKernels { Interpreter, Compiled };
-
-class BesideBlockProbe;
 
 // A call's block for the intermediates and the plan of its offsets.
 struct CallBlock {
@@ -256,13 +255,8 @@ class Executor {
   // runs step by step (those before the capture); and the room made at the
   // last capture.
   std::atomic<int> probed_runs_{0};
-  struct Beside {
-    std::int64_t all = 0;                 // the most bytes at once
-    std::int64_t lasting = 0;             // ... of those that outlive their step
-    std::vector<std::int64_t> transient;  // by step: the most bytes at once of those that do not
-  };
   mutable std::mutex beside_mutex_;
-  Beside beside_;
+  BesideBlock beside_;
   std::atomic<std::int64_t> pool_room_bytes_{0};
   std::int64_t estimated_pool_bytes_ = 0;
   // The plan of the block with a window, where the last capture took one

@@ -59,7 +59,7 @@ void BesideBlockProbe::allocated(std::uintptr_t address, std::int64_t bytes) {
   const std::int64_t held = room_for(bytes);
   if (held == 0) return;
   live_requests_.emplace_back(address, requests_.size());
-  events_.emplace_back(requests_.size(), true);
+  events_.push_back({requests_.size(), true, step_});
   requests_.push_back({step_, held});
 }
 
@@ -68,7 +68,7 @@ void BesideBlockProbe::freed(std::uintptr_t address) {
     if (it->first != address) continue;
     Request& r = requests_[it->second];
     r.freed_at = step_;
-    events_.emplace_back(it->second, false);
+    events_.push_back({it->second, false, step_});
     live_requests_.erase(it);
     return;
   }
@@ -76,9 +76,9 @@ void BesideBlockProbe::freed(std::uintptr_t address) {
 
 std::int64_t BesideBlockProbe::peak_of(const std::vector<bool>& counted) const {
   std::int64_t live = 0, peak = 0;
-  for (const auto& [index, allocated] : events_) {
-    if (!counted[index]) continue;
-    live += allocated ? requests_[index].bytes : -requests_[index].bytes;
+  for (const Event& e : events_) {
+    if (!counted[e.request]) continue;
+    live += e.allocated ? requests_[e.request].bytes : -requests_[e.request].bytes;
     peak = std::max(peak, live);
   }
   return peak;
@@ -113,10 +113,10 @@ std::vector<std::int64_t> BesideBlockProbe::transient_peaks(int steps) const {
   std::vector<std::int64_t> peaks(static_cast<std::size_t>(std::max(steps, 0)), 0);
   const std::vector<bool> in_window = windowable();
   std::int64_t live = 0;  // bytes alive of one step's windowable requests
-  for (const auto& [index, allocated] : events_) {
-    if (!in_window[index]) continue;
-    const Request& r = requests_[index];
-    live += allocated ? r.bytes : -r.bytes;
+  for (const Event& e : events_) {
+    if (!in_window[e.request]) continue;
+    const Request& r = requests_[e.request];
+    live += e.allocated ? r.bytes : -r.bytes;
     if (r.step < steps) peaks[r.step] = std::max(peaks[r.step], live);
   }
   return peaks;
@@ -126,6 +126,65 @@ std::int64_t BesideBlockProbe::lasting_peak_bytes() const {
   std::vector<bool> lasting = windowable();
   lasting.flip();
   return peak_of(lasting);
+}
+
+BesideBlock BesideBlockProbe::measured(int steps) const {
+  BesideBlock m;
+  m.all = peak_bytes();
+  m.lasting = lasting_peak_bytes();
+  m.transient = transient_peaks(steps);
+  m.all_at.assign(m.transient.size(), 0);
+  m.lasting_at.assign(m.transient.size(), 0);
+  const std::vector<bool> in_window = windowable();
+  std::int64_t all = 0, lasting = 0;  // alive
+  for (const Event& e : events_) {
+    const std::int64_t bytes = e.allocated ? requests_[e.request].bytes : -requests_[e.request].bytes;
+    all += bytes;
+    if (!in_window[e.request]) lasting += bytes;
+    if (e.step < 0 || e.step >= steps) {
+      m.between_steps = std::max(m.between_steps, all);
+      continue;
+    }
+    m.all_at[e.step] = std::max(m.all_at[e.step], all);
+    m.lasting_at[e.step] = std::max(m.lasting_at[e.step], lasting);
+  }
+  return m;
+}
+
+// A step's window-takeable requests are alive only while it runs, so where
+// the window serves it, only the lasting ones are beside the block then.
+std::int64_t BesideBlock::beside_window(const std::vector<bool>& window_at) const {
+  std::int64_t peak = between_steps;
+  for (std::size_t t = 0; t < all_at.size(); ++t)
+    peak = std::max(peak, t < window_at.size() && window_at[t] ? lasting_at[t] : all_at[t]);
+  return peak;
+}
+
+std::vector<std::vector<std::int64_t>> window_step_choices(const std::vector<std::int64_t>& transient) {
+  std::vector<std::int64_t> sizes;
+  for (std::int64_t b : transient)
+    if (b > 0) sizes.push_back(b);
+  std::sort(sizes.begin(), sizes.end());
+  sizes.erase(std::unique(sizes.begin(), sizes.end()), sizes.end());
+  std::vector<std::vector<std::int64_t>> choices;
+  if (sizes.empty()) return choices;
+  choices.push_back(transient);
+  auto add = [&](auto keeps) {
+    std::vector<std::int64_t> window(transient.size(), 0);
+    for (std::size_t t = 0; t < transient.size(); ++t)
+      if (transient[t] > 0 && keeps(transient[t])) window[t] = transient[t];
+    if (std::find(choices.begin(), choices.end(), window) == choices.end()) choices.push_back(std::move(window));
+  };
+  // A dozen sizes at most: each choice is a plan of the block.
+  constexpr std::size_t kMostSizes = 12;
+  const std::size_t stride = (sizes.size() + kMostSizes - 1) / kMostSizes;
+  for (std::size_t i = 0; i < sizes.size(); i += stride) {
+    // (The largest size is always one of them.)
+    const std::int64_t s = i + stride < sizes.size() ? sizes[i] : sizes.back();
+    add([s](std::int64_t b) { return b >= s; });
+    add([s](std::int64_t b) { return b <= s; });
+  }
+  return choices;
 }
 
 }  // namespace dv::runtime

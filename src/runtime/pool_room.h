@@ -31,6 +31,13 @@
 // before its capture, the caching allocator's trace callback reports each
 // allocation and free the steps make (BesideBlockProbe), and the room is the
 // most bytes of such requests alive at once on the last of them.
+//
+// One window at one offset must be free at every step it serves, so it does
+// not pay where a step with a large transient request runs while the block
+// is full (MonoDepth's decoder: 137 MiB of cuDNN workspace where all 227 MiB
+// of its block are alive, and 330 MiB at steps with a large hole). The
+// window may then serve only some of those steps, the room the others
+// (window_step_choices: the choice whose pool is smallest is taken).
 #pragma once
 
 #include <cstdint>
@@ -71,6 +78,27 @@ std::int64_t block_request_bytes(std::int64_t block, std::int64_t room);
 // requests beside it at once. Never 0: the parts need one segment.
 std::int64_t windowed_pool_room_bytes(std::int64_t held, std::int64_t lasting);
 
+// What the runs before a capture measured beside the block of intermediates
+// (BesideBlockProbe::measured): the most bytes at once, overall and by step.
+struct BesideBlock {
+  std::int64_t all = 0;                 // the most bytes at once
+  std::int64_t lasting = 0;             // ... of those that outlive their step
+  std::vector<std::int64_t> transient;  // by step: the most bytes at once of those a window may take
+  // By step: the most bytes at once while it runs, of all the requests and
+  // of the lasting ones (where the window takes the step's transient ones).
+  std::vector<std::int64_t> all_at, lasting_at;
+  std::int64_t between_steps = 0;  // ... while no step runs
+  // The most bytes at once beside a block whose window serves the steps
+  // `window_at` sets (the room must hold them).
+  std::int64_t beside_window(const std::vector<bool>& window_at) const;
+};
+
+// The windows worth planning for steps with `transient` bytes each (by
+// step, as BesideBlock::transient): by step, the bytes the window holds (0
+// where the room does). All of them, and for a few of their sizes s, those
+// of s or more and those of s or less.
+std::vector<std::vector<std::int64_t>> window_step_choices(const std::vector<std::int64_t>& transient);
+
 // What a graph's pool holds for a block of `block` bytes with a segment of
 // `room` made before the capture (0: none, the block its own segment).
 std::int64_t pool_bytes(std::int64_t block, std::int64_t room);
@@ -110,6 +138,8 @@ class BesideBlockProbe {
   // The most bytes alive at once of the others: what the room beside a
   // block with a window must hold.
   std::int64_t lasting_peak_bytes() const;
+  // All of the above, and the peaks by step, for `steps` steps.
+  BesideBlock measured(int steps) const;
 
   // From the callback: an allocation (`bytes` at `address`) or a free.
   void allocated(std::uintptr_t address, std::int64_t bytes);
@@ -124,7 +154,12 @@ class BesideBlockProbe {
   };
   int step_ = -1;
   std::vector<Request> requests_;
-  std::vector<std::pair<std::size_t, bool>> events_;  // (request, allocated or freed), in order
+  struct Event {
+    std::size_t request;
+    bool allocated;  // or freed
+    int step;        // running then
+  };
+  std::vector<Event> events_;  // in order
   std::vector<std::pair<std::uintptr_t, std::size_t>> live_requests_;  // (address, request)
   std::vector<bool> windowable() const;  // by request: transient_peaks counts it
   // The most bytes alive at once of the requests `counted` (by request) holds.

@@ -632,3 +632,46 @@ TEST_CASE("requests freed by the step that made them are transient, by step", "[
   CHECK(probe.peak_bytes() == 10 * MiB);  // the result with step 2's workspace
   CHECK(probe.transient_peaks(2) == std::vector<std::int64_t>{8 * MiB, 0});  // steps beyond are left out
 }
+
+TEST_CASE("beside a block whose window serves some steps, the others' transient requests count", "[runtime][pool_room]") {
+  constexpr std::int64_t MiB = 1 << 20;
+  BesideBlockProbe probe;
+  probe.allocated(0x9000, 2 * MiB);  // before the first step: a lasting request
+  probe.now_at(0);
+  probe.allocated(0x1000, 30 * MiB);  // step 0: a large workspace
+  probe.freed(0x1000);
+  probe.now_at(1);
+  probe.allocated(0x2000, 6 * MiB);  // step 1: a lasting result
+  probe.now_at(2);
+  probe.allocated(0x1000, 12 * MiB);  // step 2: a smaller workspace beside that result
+  probe.freed(0x1000);
+  const BesideBlock m = probe.measured(3);
+  CHECK(m.all == 32 * MiB);
+  CHECK(m.lasting == 8 * MiB);
+  CHECK(m.transient == std::vector<std::int64_t>{30 * MiB, 0, 12 * MiB});
+  CHECK(m.all_at == std::vector<std::int64_t>{32 * MiB, 8 * MiB, 20 * MiB});
+  CHECK(m.lasting_at == std::vector<std::int64_t>{2 * MiB, 8 * MiB, 8 * MiB});
+  CHECK(m.between_steps == 2 * MiB);
+  CHECK(m.beside_window({true, false, true}) == 8 * MiB);
+  CHECK(m.beside_window({true, false, false}) == 20 * MiB);  // step 2's workspace beside the result
+  CHECK(m.beside_window({false, false, true}) == 32 * MiB);
+  CHECK(m.beside_window({}) == m.all);
+}
+
+TEST_CASE("the windows worth planning serve all the steps, the larger or the smaller ones", "[runtime][pool_room]") {
+  using Windows = std::vector<std::vector<std::int64_t>>;
+  CHECK(window_step_choices({0, 0}).empty());
+  CHECK(window_step_choices({0, 5, 0}) == Windows{{0, 5, 0}});
+  CHECK(window_step_choices({7, 0, 3, 7}) == Windows{{7, 0, 3, 7}, {0, 0, 3, 0}, {7, 0, 0, 7}});
+  // Many sizes: a dozen of them, the largest included, each choice once.
+  std::vector<std::int64_t> transient;
+  for (std::int64_t b = 1; b <= 100; ++b) transient.push_back(b);
+  const Windows choices = window_step_choices(transient);
+  CHECK(choices.front() == transient);
+  CHECK(choices.size() <= 1 + 2 * 13);
+  std::vector<std::int64_t> largest_alone(100, 0);
+  largest_alone.back() = 100;
+  CHECK(std::find(choices.begin(), choices.end(), largest_alone) != choices.end());
+  for (std::size_t i = 0; i < choices.size(); ++i)
+    for (std::size_t j = 0; j < i; ++j) CHECK(choices[i] != choices[j]);
+}
