@@ -10,16 +10,9 @@
 
 namespace dv::runtime {
 
-std::int64_t WindowedBlock::least_offset() { return kAllocatorSmallSize + kAllocatorMinBlock; }
-
-std::int64_t WindowedBlock::held_bytes(std::int64_t offset, std::int64_t window, std::int64_t bytes) {
-  const std::int64_t after = bytes - offset - window;
-  return offset + window + (after > 0 ? std::max(after, least_offset()) : 0);
-}
-
 WindowedBlock::WindowedBlock(std::int64_t offset, std::int64_t window, std::int64_t bytes, const at::Device& device)
     : device_(device), window_bytes_(window) {
-  const std::int64_t held = held_bytes(offset, window, bytes);
+  const std::int64_t held = windowed_block_bytes(offset, window, bytes);
   if (offset > 0) before_ = allocate(offset);
   window_ = allocate(window);
   if (held > offset + window) after_ = allocate(held - offset - window);

@@ -26,8 +26,9 @@ namespace dv::runtime {
 
 class WindowedBlock {
  public:
-  // `bytes` in all, with `window` bytes at `offset` (0, or at least a large
-  // block's size: the bytes before it are an allocation of their own);
+  // `bytes` in all, with `window` bytes at `offset` (0, or at least
+  // least_window_offset(): the bytes before it are an allocation of their
+  // own); holding windowed_block_bytes (runtime/pool_room.h);
   // allocated on `device` (in a capture: from the graph's pool).
   WindowedBlock(std::int64_t offset, std::int64_t window, std::int64_t bytes, const at::Device& device);
   // The parts lie side by side: block() is usable.
@@ -39,13 +40,6 @@ class WindowedBlock {
   // Allocates the window again; false where it landed elsewhere (the block
   // is then unusable: its window's bytes are another allocation's).
   bool take_window_back();
-
-  // What the allocator must hold for such a block: the bytes after the
-  // window, where there are any, at least a large block (a small one would
-  // come from another segment).
-  static std::int64_t held_bytes(std::int64_t offset, std::int64_t window, std::int64_t bytes);
-  // The least offset of a window not at 0 (codegen::plan_arena's least_window_offset).
-  static std::int64_t least_offset();
 
  private:
   at::Tensor allocate(std::int64_t bytes) const;

@@ -1188,21 +1188,15 @@ const codegen::ArenaPlan& Executor::plan_capture(const at::Device& device) {
   std::int64_t room = pool_room_bytes(block_outside ? 0 : plain.bytes, beside.all);
   std::int64_t beside_bytes = beside.all;  // what the room holds beside the block
   if (windows_allowed_ && !block_outside && plain.bytes > 0) {
-    // The window where the pool then holds least (pool_room.h).
-    std::int64_t least = pool_bytes(plain.bytes, room);
-    for (const std::vector<std::int64_t>& window : window_step_choices(beside.transient)) {
-      codegen::ArenaPlan windowed =
-          codegen::plan_arena(program_, outside_arena(), into_, window, WindowedBlock::least_offset());
-      const std::int64_t held =
-          WindowedBlock::held_bytes(windowed.window_offset, windowed.window_bytes, windowed.bytes);
-      const std::int64_t beside_window = beside.beside_window(windowed.window_at);
-      const std::int64_t windowed_room = windowed_pool_room_bytes(held, beside_window);
-      if (pool_bytes(held, windowed_room) >= least) continue;
-      least = pool_bytes(held, windowed_room);
-      capture_arena_ = std::move(windowed);
+    std::optional<WindowChoice> windowed =
+        choose_window(pool_bytes(plain.bytes, room), beside, [&](const std::vector<std::int64_t>& window) {
+          return codegen::plan_arena(program_, outside_arena(), into_, window, least_window_offset());
+        });
+    if (windowed) {
+      capture_arena_ = std::move(windowed->plan);
       planned = &capture_arena_;
-      room = windowed_room;
-      beside_bytes = beside_window;
+      room = windowed->room;
+      beside_bytes = windowed->beside;
     }
   }
   make_pool_room(room, device.index());

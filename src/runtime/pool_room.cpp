@@ -40,6 +40,30 @@ std::int64_t windowed_pool_room_bytes(std::int64_t held, std::int64_t lasting) {
   return std::max(pool_room_bytes(held, lasting), held);
 }
 
+std::int64_t least_window_offset() { return kAllocatorSmallSize + kAllocatorMinBlock; }
+
+std::int64_t windowed_block_bytes(std::int64_t offset, std::int64_t window, std::int64_t bytes) {
+  const std::int64_t after = bytes - offset - window;
+  return offset + window + (after > 0 ? std::max(after, least_window_offset()) : 0);
+}
+
+std::optional<WindowChoice> choose_window(
+    std::int64_t plain_pool, const BesideBlock& beside,
+    const std::function<codegen::ArenaPlan(const std::vector<std::int64_t>&)>& plan) {
+  std::optional<WindowChoice> best;
+  std::int64_t least = plain_pool;
+  for (const std::vector<std::int64_t>& window : window_step_choices(beside.transient)) {
+    codegen::ArenaPlan windowed = plan(window);
+    const std::int64_t held = windowed_block_bytes(windowed.window_offset, windowed.window_bytes, windowed.bytes);
+    const std::int64_t beside_window = beside.beside_window(windowed.window_at);
+    const std::int64_t room = windowed_pool_room_bytes(held, beside_window);
+    if (pool_bytes(held, room) >= least) continue;
+    least = pool_bytes(held, room);
+    best = WindowChoice{std::move(windowed), room, beside_window};
+  }
+  return best;
+}
+
 std::int64_t pool_bytes(std::int64_t block, std::int64_t room) { return segment_bytes(room > 0 ? room : block); }
 
 std::int64_t segment_bytes(std::int64_t bytes) {

@@ -41,8 +41,12 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <optional>
 #include <utility>
 #include <vector>
+
+#include "codegen/arena_plan.h"
 
 namespace dv::runtime {
 
@@ -98,6 +102,31 @@ struct BesideBlock {
 // where the room does). All of them, and for a few of their sizes s, those
 // of s or more and those of s or less.
 std::vector<std::vector<std::int64_t>> window_step_choices(const std::vector<std::int64_t>& transient);
+
+// What the allocator must hold for a block of `bytes` with a window of
+// `window` bytes at `offset` (runtime/block_window.h): the bytes after the
+// window, where there are any, at least a large block's (a small one would
+// come from another segment).
+std::int64_t windowed_block_bytes(std::int64_t offset, std::int64_t window, std::int64_t bytes);
+// The least offset of a window not at 0: the bytes before it make an
+// allocation of their own, which must be a large block.
+std::int64_t least_window_offset();
+
+// A block with a window, as a capture takes it: its plan, the segment to
+// make before the capture, and what that room holds beside the block.
+struct WindowChoice {
+  codegen::ArenaPlan plan;
+  std::int64_t room = 0;
+  std::int64_t beside = 0;
+};
+
+// Of the windows window_step_choices offers for what was measured beside
+// the block, the one whose pool is smallest, where it is smaller than
+// `plain_pool` (the block without a window, the room beside it); `plan`
+// packs the block with a window (by step, the bytes it holds).
+std::optional<WindowChoice> choose_window(
+    std::int64_t plain_pool, const BesideBlock& beside,
+    const std::function<codegen::ArenaPlan(const std::vector<std::int64_t>&)>& plan);
 
 // What a graph's pool holds for a block of `block` bytes with a segment of
 // `room` made before the capture (0: none, the block its own segment).

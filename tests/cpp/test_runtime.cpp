@@ -15,6 +15,8 @@
 #include <vector>
 
 #include "catch.h"
+#include "plan_builder.h"
+#include "codegen/arena_plan.h"
 #include "runtime/cuda_driver.h"
 #include "runtime/disk_cache.h"
 #include "runtime/kernel_compiler.h"
@@ -674,4 +676,54 @@ TEST_CASE("the windows worth planning serve all the steps, the larger or the sma
   CHECK(std::find(choices.begin(), choices.end(), largest_alone) != choices.end());
   for (std::size_t i = 0; i < choices.size(); ++i)
     for (std::size_t j = 0; j < i; ++j) CHECK(choices[i] != choices[j]);
+}
+
+TEST_CASE("a window serves the steps with a hole for it, the room the steps where the block is full",
+          "[runtime][pool_room]") {
+  // MonoDepth's shape: a large workspace early, while little of the block is
+  // alive; a smaller one late, where all of it is. One window for both lies
+  // past the block's end and saves nothing; one for the early step alone
+  // leaves the late workspace to a small room.
+  using dv::test::kMB;
+  dv::test::PlanBuilder b;
+  const int x = b.input(kMB);
+  const int a = b.pointwise({x}, kMB);
+  const int early = b.library({a}, kMB);  // step 1: 30 MB of its own
+  const int c = b.pointwise({early}, 8 * kMB);
+  const int d = b.pointwise({c}, 8 * kMB);
+  const int late = b.library({d}, 8 * kMB);  // step 4: 5 MB of its own, c, d and its result alive
+  const int e = b.pointwise({late, c}, 8 * kMB);
+  b.finish(b.kernel({e}, 4096));
+  std::vector<dv::codegen::LibraryInto> into(b.p.steps.size(), dv::codegen::LibraryInto::None);
+  into[1] = into[4] = dv::codegen::LibraryInto::Convolution;
+  BesideBlock beside;
+  beside.all = 30 * kMB;
+  beside.transient = {0, 30 * kMB, 0, 0, 5 * kMB, 0, 0};
+  beside.all_at = beside.transient;
+  beside.lasting_at.assign(beside.transient.size(), 0);
+  const auto plan = [&](const std::vector<std::int64_t>& window) {
+    return dv::codegen::plan_arena(b.p, {}, into, window, least_window_offset());
+  };
+  const std::int64_t block = dv::codegen::plan_arena(b.p, {}, into).bytes;
+  const std::int64_t plain_pool = pool_bytes(block, pool_room_bytes(block, beside.all));
+  // Both steps in one window: past the block, no smaller than the block and the room.
+  const dv::codegen::ArenaPlan both = plan(beside.transient);
+  CHECK(both.window_offset >= block);
+  const std::int64_t both_held = windowed_block_bytes(both.window_offset, both.window_bytes, both.bytes);
+  CHECK(pool_bytes(both_held, windowed_pool_room_bytes(both_held, beside.beside_window(both.window_at))) >=
+        plain_pool);
+  const std::optional<WindowChoice> chosen = choose_window(plain_pool, beside, plan);
+  REQUIRE(chosen.has_value());
+  CHECK(chosen->plan.window_at == std::vector<bool>{false, true, false, false, false, false, false});
+  CHECK(chosen->plan.window_bytes == 30 * kMB);
+  CHECK(chosen->plan.window_offset < block);  // in the hole the early step leaves
+  CHECK(chosen->beside == 5 * kMB);
+  const std::int64_t held =
+      windowed_block_bytes(chosen->plan.window_offset, chosen->plan.window_bytes, chosen->plan.bytes);
+  CHECK(chosen->room == windowed_pool_room_bytes(held, 5 * kMB));
+  CHECK(pool_bytes(held, chosen->room) < plain_pool);
+  // Nothing measured that a window could take: no window.
+  BesideBlock lasting_only = beside;
+  lasting_only.transient.assign(beside.transient.size(), 0);
+  CHECK_FALSE(choose_window(plain_pool, lasting_only, plan).has_value());
 }
