@@ -232,18 +232,30 @@ void place_window(const Program& p, const StorageTimeline& tl, const std::vector
 
 }  // namespace
 
-ArenaPlan plan_arena(const Program& p, const std::vector<bool>& excluded, const std::vector<LibraryInto>& writes_into,
-                     const std::vector<std::int64_t>& window, std::int64_t least_window_offset) {
+std::vector<ArenaPlan> plan_arena_windows(const Program& p, const std::vector<bool>& excluded,
+                                          const std::vector<LibraryInto>& writes_into,
+                                          const std::vector<std::vector<std::int64_t>>& windows,
+                                          std::int64_t least_window_offset) {
   const StorageTimeline tl = storage_timeline(p);
   const std::vector<bool> in_block = block_storage(p, tl, excluded, writes_into);
   // Handing storage over shortens the live peak, but a chain holds its
   // offset for longer than its parts would, and the greedy packing may then
   // do worse (DenseNet's cats): the smaller block wins.
-  ArenaPlan handed = pack(p, tl, in_block, storage_handed_over(p, tl, in_block));
-  ArenaPlan apart = pack(p, tl, in_block, std::vector<int>(p.slots.size(), -1));
-  place_window(p, tl, window, least_window_offset, handed);
-  place_window(p, tl, window, least_window_offset, apart);
-  return handed.bytes <= apart.bytes ? handed : apart;
+  const ArenaPlan handed = pack(p, tl, in_block, storage_handed_over(p, tl, in_block));
+  const ArenaPlan apart = pack(p, tl, in_block, std::vector<int>(p.slots.size(), -1));
+  std::vector<ArenaPlan> plans;
+  for (const std::vector<std::int64_t>& window : windows) {
+    ArenaPlan h = handed, a = apart;
+    place_window(p, tl, window, least_window_offset, h);
+    place_window(p, tl, window, least_window_offset, a);
+    plans.push_back(h.bytes <= a.bytes ? std::move(h) : std::move(a));
+  }
+  return plans;
+}
+
+ArenaPlan plan_arena(const Program& p, const std::vector<bool>& excluded, const std::vector<LibraryInto>& writes_into,
+                     const std::vector<std::int64_t>& window, std::int64_t least_window_offset) {
+  return plan_arena_windows(p, excluded, writes_into, {window}, least_window_offset).front();
 }
 
 }  // namespace dv::codegen

@@ -86,4 +86,10 @@ ArenaPlan plan_arena(const Program& p, const std::vector<bool>& excluded,
                      const std::vector<LibraryInto>& writes_into = {}, const std::vector<std::int64_t>& window = {},
                      std::int64_t least_window_offset = 0);
 
+// plan_arena with each of `windows`, the block packed once.
+std::vector<ArenaPlan> plan_arena_windows(const Program& p, const std::vector<bool>& excluded,
+                                          const std::vector<LibraryInto>& writes_into,
+                                          const std::vector<std::vector<std::int64_t>>& windows,
+                                          std::int64_t least_window_offset);
+
 }  // namespace dv::codegen

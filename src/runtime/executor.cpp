@@ -1188,10 +1188,10 @@ const codegen::ArenaPlan& Executor::plan_capture(const at::Device& device) {
   std::int64_t room = pool_room_bytes(block_outside ? 0 : plain.bytes, beside.all);
   std::int64_t beside_bytes = beside.all;  // what the room holds beside the block
   if (windows_allowed_ && !block_outside && plain.bytes > 0) {
-    std::optional<WindowChoice> windowed =
-        choose_window(pool_bytes(plain.bytes, room), beside, [&](const std::vector<std::int64_t>& window) {
-          return codegen::plan_arena(program_, outside_arena(), into_, window, least_window_offset());
-        });
+    std::optional<WindowChoice> windowed = choose_window(
+        pool_bytes(plain.bytes, room), beside,
+        codegen::plan_arena_windows(program_, outside_arena(), into_, window_step_choices(beside.transient),
+                                    least_window_offset()));
     if (windowed) {
       capture_arena_ = std::move(windowed->plan);
       planned = &capture_arena_;

@@ -47,19 +47,17 @@ std::int64_t windowed_block_bytes(std::int64_t offset, std::int64_t window, std:
   return offset + window + (after > 0 ? std::max(after, least_window_offset()) : 0);
 }
 
-std::optional<WindowChoice> choose_window(
-    std::int64_t plain_pool, const BesideBlock& beside,
-    const std::function<codegen::ArenaPlan(const std::vector<std::int64_t>&)>& plan) {
+std::optional<WindowChoice> choose_window(std::int64_t plain_pool, const BesideBlock& beside,
+                                          std::vector<codegen::ArenaPlan> windowed) {
   std::optional<WindowChoice> best;
   std::int64_t least = plain_pool;
-  for (const std::vector<std::int64_t>& window : window_step_choices(beside.transient)) {
-    codegen::ArenaPlan windowed = plan(window);
-    const std::int64_t held = windowed_block_bytes(windowed.window_offset, windowed.window_bytes, windowed.bytes);
-    const std::int64_t beside_window = beside.beside_window(windowed.window_at);
+  for (codegen::ArenaPlan& plan : windowed) {
+    const std::int64_t held = windowed_block_bytes(plan.window_offset, plan.window_bytes, plan.bytes);
+    const std::int64_t beside_window = beside.beside_window(plan.window_at);
     const std::int64_t room = windowed_pool_room_bytes(held, beside_window);
     if (pool_bytes(held, room) >= least) continue;
     least = pool_bytes(held, room);
-    best = WindowChoice{std::move(windowed), room, beside_window};
+    best = WindowChoice{std::move(plan), room, beside_window};
   }
   return best;
 }

@@ -41,7 +41,6 @@
 #pragma once
 
 #include <cstdint>
-#include <functional>
 #include <optional>
 #include <utility>
 #include <vector>
@@ -120,13 +119,12 @@ struct WindowChoice {
   std::int64_t beside = 0;
 };
 
-// Of the windows window_step_choices offers for what was measured beside
-// the block, the one whose pool is smallest, where it is smaller than
-// `plain_pool` (the block without a window, the room beside it); `plan`
-// packs the block with a window (by step, the bytes it holds).
-std::optional<WindowChoice> choose_window(
-    std::int64_t plain_pool, const BesideBlock& beside,
-    const std::function<codegen::ArenaPlan(const std::vector<std::int64_t>&)>& plan);
+// Of `windowed` (the block packed with each of window_step_choices's windows
+// for what was measured beside it), the one whose pool is smallest, where it
+// is smaller than `plain_pool` (the block without a window, the room beside
+// it).
+std::optional<WindowChoice> choose_window(std::int64_t plain_pool, const BesideBlock& beside,
+                                          std::vector<codegen::ArenaPlan> windowed);
 
 // What a graph's pool holds for a block of `block` bytes with a segment of
 // `room` made before the capture (0: none, the block its own segment).

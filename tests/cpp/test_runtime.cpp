@@ -712,7 +712,9 @@ TEST_CASE("a window serves the steps with a hole for it, the room the steps wher
   const std::int64_t both_held = windowed_block_bytes(both.window_offset, both.window_bytes, both.bytes);
   CHECK(pool_bytes(both_held, windowed_pool_room_bytes(both_held, beside.beside_window(both.window_at))) >=
         plain_pool);
-  const std::optional<WindowChoice> chosen = choose_window(plain_pool, beside, plan);
+  const std::optional<WindowChoice> chosen = choose_window(
+      plain_pool, beside,
+      dv::codegen::plan_arena_windows(b.p, {}, into, window_step_choices(beside.transient), least_window_offset()));
   REQUIRE(chosen.has_value());
   CHECK(chosen->plan.window_at == std::vector<bool>{false, true, false, false, false, false, false});
   CHECK(chosen->plan.window_bytes == 30 * kMB);
@@ -725,5 +727,6 @@ TEST_CASE("a window serves the steps with a hole for it, the room the steps wher
   // Nothing measured that a window could take: no window.
   BesideBlock lasting_only = beside;
   lasting_only.transient.assign(beside.transient.size(), 0);
-  CHECK_FALSE(choose_window(plain_pool, lasting_only, plan).has_value());
+  CHECK(window_step_choices(lasting_only.transient).empty());
+  CHECK_FALSE(choose_window(plain_pool, lasting_only, {}).has_value());
 }
