@@ -230,26 +230,89 @@ void place_window(const Program& p, const StorageTimeline& tl, const std::vector
   plan.bytes = std::max(plan.bytes, at + plan.window_bytes);
 }
 
+std::int64_t round_up(std::int64_t bytes, std::int64_t grid) { return (bytes + grid - 1) / grid * grid; }
+
+// The windows of plan_arena_step_windows in `plan`.
+void place_step_windows(const Program& p, const StorageTimeline& tl, const std::vector<std::int64_t>& window,
+                        std::int64_t grid, ArenaPlan& plan) {
+  const std::size_t steps = p.steps.size();
+  plan.window_at.assign(steps, false);
+  plan.step_windows.assign(steps, {0, 0});
+  plan.window_grid = grid;
+  auto has_window = [&](int t) { return static_cast<std::size_t>(t) < window.size() && window[t] > 0; };
+  std::vector<std::vector<std::pair<std::int64_t, std::int64_t>>> taken(steps);  // by step: [begin, end) alive
+  for (std::size_t r = 0; r < p.slots.size(); ++r) {
+    if (plan.offset[r] < 0 || tl.root[r] != static_cast<int>(r)) continue;
+    const Storage& st = tl.storage[r];
+    for (int t = st.first; t <= st.last; ++t)
+      if (has_window(t)) taken[t].emplace_back(plan.offset[r], plan.offset[r] + st.bytes);
+  }
+  for (std::size_t t = 0; t < steps; ++t) {
+    if (!has_window(static_cast<int>(t))) continue;
+    const std::int64_t bytes = round_up(window[t], grid);
+    std::sort(taken[t].begin(), taken[t].end());
+    std::int64_t at = 0;
+    for (const auto& [begin, end] : taken[t]) {
+      if (begin >= at + bytes) break;
+      at = std::max(at, round_up(end, grid));
+    }
+    plan.window_at[t] = true;
+    plan.step_windows[t] = {at, at + bytes};
+    plan.window_bytes = std::max(plan.window_bytes, bytes);
+    plan.bytes = std::max(plan.bytes, at + bytes);
+  }
+}
+
+// The smaller of the packings with storage handed over and without (see
+// plan_arena), each with its windows placed by `place`.
+template <typename Place>
+ArenaPlan smaller_packing(const ArenaPlan& handed, const ArenaPlan& apart, const Place& place) {
+  ArenaPlan h = handed, a = apart;
+  place(h);
+  place(a);
+  return h.bytes <= a.bytes ? h : a;
+}
+
+struct Packings {
+  StorageTimeline tl;
+  ArenaPlan handed, apart;
+};
+
+Packings packings(const Program& p, const std::vector<bool>& excluded, const std::vector<LibraryInto>& writes_into) {
+  Packings k{storage_timeline(p), {}, {}};
+  const std::vector<bool> in_block = block_storage(p, k.tl, excluded, writes_into);
+  // Handing storage over shortens the live peak, but a chain holds its
+  // offset for longer than its parts would, and the greedy packing may then
+  // do worse (DenseNet's cats): the smaller block wins.
+  k.handed = pack(p, k.tl, in_block, storage_handed_over(p, k.tl, in_block));
+  k.apart = pack(p, k.tl, in_block, std::vector<int>(p.slots.size(), -1));
+  return k;
+}
+
 }  // namespace
+
+std::pair<std::int64_t, std::int64_t> ArenaPlan::window_of(int t) const {
+  if (!step_windows.empty()) return step_windows[t];
+  return {window_offset, window_offset + window_bytes};
+}
+
+ArenaPlan plan_arena_step_windows(const Program& p, const std::vector<bool>& excluded,
+                                  const std::vector<LibraryInto>& writes_into, const std::vector<std::int64_t>& window,
+                                  std::int64_t grid) {
+  const Packings k = packings(p, excluded, writes_into);
+  return smaller_packing(k.handed, k.apart, [&](ArenaPlan& plan) { place_step_windows(p, k.tl, window, grid, plan); });
+}
 
 std::vector<ArenaPlan> plan_arena_windows(const Program& p, const std::vector<bool>& excluded,
                                           const std::vector<LibraryInto>& writes_into,
                                           const std::vector<std::vector<std::int64_t>>& windows,
                                           std::int64_t least_window_offset) {
-  const StorageTimeline tl = storage_timeline(p);
-  const std::vector<bool> in_block = block_storage(p, tl, excluded, writes_into);
-  // Handing storage over shortens the live peak, but a chain holds its
-  // offset for longer than its parts would, and the greedy packing may then
-  // do worse (DenseNet's cats): the smaller block wins.
-  const ArenaPlan handed = pack(p, tl, in_block, storage_handed_over(p, tl, in_block));
-  const ArenaPlan apart = pack(p, tl, in_block, std::vector<int>(p.slots.size(), -1));
+  const Packings k = packings(p, excluded, writes_into);
   std::vector<ArenaPlan> plans;
-  for (const std::vector<std::int64_t>& window : windows) {
-    ArenaPlan h = handed, a = apart;
-    place_window(p, tl, window, least_window_offset, h);
-    place_window(p, tl, window, least_window_offset, a);
-    plans.push_back(h.bytes <= a.bytes ? std::move(h) : std::move(a));
-  }
+  for (const std::vector<std::int64_t>& window : windows)
+    plans.push_back(smaller_packing(k.handed, k.apart, [&](ArenaPlan& plan) {
+      place_window(p, k.tl, window, least_window_offset, plan);
+    }));
   return plans;
 }
 

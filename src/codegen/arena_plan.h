@@ -32,10 +32,15 @@
 // packing (which it never changes; the block grows where no such bytes are
 // free); a CUDA graph's capture frees that part of the block for them
 // (runtime/block_window.h), so their memory needs no room beside the block.
+// One window must be free at every step it serves; where the steps that
+// allocate much run while the block is full at some and mostly free at
+// others (MonoDepth's decoder and encoder), each step gets a window of its
+// own instead (plan_arena_step_windows).
 #pragma once
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "codegen/program.h"
@@ -64,6 +69,13 @@ struct ArenaPlan {
   std::int64_t window_offset = 0;
   std::int64_t window_bytes = 0;
   std::vector<bool> window_at;
+  // Or a window for each such step (plan_arena_step_windows; one window where
+  // empty): step t's in [step_windows[t].first, step_windows[t].second),
+  // every edge a multiple of `window_grid`; window_bytes is the largest.
+  std::vector<std::pair<std::int64_t, std::int64_t>> step_windows;
+  std::int64_t window_grid = 0;
+  // The bytes step t's own memory may take, [begin, end).
+  std::pair<std::int64_t, std::int64_t> window_of(int t) const;
 };
 
 // Library calls whose out= variant runs the same code as the op (ATen's
@@ -85,6 +97,15 @@ std::vector<LibraryInto> library_steps_into(const Program& p);
 ArenaPlan plan_arena(const Program& p, const std::vector<bool>& excluded,
                      const std::vector<LibraryInto>& writes_into = {}, const std::vector<std::int64_t>& window = {},
                      std::int64_t least_window_offset = 0);
+
+// plan_arena with a window of its own for each step t where window[t] > 0:
+// window[t] bytes rounded up to `grid`, at the lowest multiple of `grid`
+// where nothing alive at step t lies; the block grows where none is free.
+// (Each edge on the grid: the capture allocates the block in parts between
+// the windows' edges, each at least `grid` bytes: runtime/block_window.h.)
+ArenaPlan plan_arena_step_windows(const Program& p, const std::vector<bool>& excluded,
+                                  const std::vector<LibraryInto>& writes_into, const std::vector<std::int64_t>& window,
+                                  std::int64_t grid);
 
 // plan_arena with each of `windows`, the block packed once.
 std::vector<ArenaPlan> plan_arena_windows(const Program& p, const std::vector<bool>& excluded,

@@ -3,42 +3,43 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/from_blob.h>
 
-#include <algorithm>
 #include <cstdint>
-
-#include "runtime/pool_room.h"
+#include <utility>
 
 namespace dv::runtime {
 
-WindowedBlock::WindowedBlock(std::int64_t offset, std::int64_t window, std::int64_t bytes, const at::Device& device)
-    : device_(device), window_bytes_(window) {
-  const std::int64_t held = windowed_block_bytes(offset, window, bytes);
-  if (offset > 0) before_ = allocate(offset);
-  window_ = allocate(window);
-  if (held > offset + window) after_ = allocate(held - offset - window);
-  char* const start = static_cast<char*>(offset > 0 ? before_.data_ptr() : window_.data_ptr());
-  window_address_ = window_.data_ptr();
-  const bool side_by_side = start + offset == window_address_ &&
-                            (!after_.defined() || start + offset + window == after_.data_ptr());
-  if (!side_by_side) {
-    before_.reset();
-    window_.reset();
-    after_.reset();
+WindowedBlock::WindowedBlock(std::vector<std::int64_t> edges, const at::Device& device)
+    : device_(device), edges_(std::move(edges)) {
+  if (edges_.size() < 2) return;
+  for (std::size_t part = 0; part + 1 < edges_.size(); ++part) parts_.push_back(allocate(part));
+  start_ = static_cast<char*>(parts_.front().data_ptr());
+  for (std::size_t part = 1; part < parts_.size(); ++part) {
+    if (static_cast<char*>(parts_[part].data_ptr()) == start_ + edges_[part]) continue;
+    parts_.clear();  // not side by side
     return;
   }
-  // The allocations own the memory; the block only addresses it.
-  block_ = at::from_blob(start, {held}, [](void*) {}, at::TensorOptions().dtype(at::kByte).device(device));
+  // The parts own the memory; the block only addresses it.
+  block_ = at::from_blob(start_, {edges_.back()}, [](void*) {},
+                         at::TensorOptions().dtype(at::kByte).device(device));
 }
 
-at::Tensor WindowedBlock::allocate(std::int64_t bytes) const {
-  return at::empty({bytes}, at::TensorOptions().dtype(at::kByte).device(device_));
+at::Tensor WindowedBlock::allocate(std::size_t part) const {
+  return at::empty({edges_[part + 1] - edges_[part]}, at::TensorOptions().dtype(at::kByte).device(device_));
 }
 
-void WindowedBlock::lend_window() { window_.reset(); }
+void WindowedBlock::lend_window(std::int64_t begin, std::int64_t end) {
+  for (std::size_t part = 0; part < parts_.size(); ++part)
+    if (edges_[part] >= begin && edges_[part + 1] <= end) parts_[part].reset();
+}
 
-bool WindowedBlock::take_window_back() {
-  window_ = allocate(window_bytes_);
-  return window_.data_ptr() == window_address_;
+bool WindowedBlock::take_window_back(std::int64_t begin, std::int64_t end) {
+  bool in_place = true;
+  for (std::size_t part = 0; part < parts_.size(); ++part) {
+    if (edges_[part] < begin || edges_[part + 1] > end) continue;
+    parts_[part] = allocate(part);
+    in_place = in_place && static_cast<char*>(parts_[part].data_ptr()) == start_ + edges_[part];
+  }
+  return in_place;
 }
 
 }  // namespace dv::runtime

@@ -928,7 +928,7 @@ std::vector<at::Tensor> Executor::run_steps(const std::vector<at::Tensor>& input
   if (capturing) {
     const codegen::ArenaPlan& planned = plan_capture(device);
     if (planned.window_bytes > 0) {
-      windowed.emplace(planned.window_offset, planned.window_bytes, planned.bytes, device);
+      windowed.emplace(window_block_edges(planned), device);
       if (windowed->ok()) {
         block = {&windowed->block(), &planned};
       } else {
@@ -970,11 +970,12 @@ std::vector<at::Tensor> Executor::run_steps(const std::vector<at::Tensor>& input
     const bool kept = constants_ && constants_->is_constant(i);  // its results are kept (refresh_constants)
     if (probe) probe->now_at(static_cast<int>(i));
     const bool window = windowed && !kept && block.plan->window_at[i];  // the step's own memory goes there
-    if (window) windowed->lend_window();
+    const auto [window_begin, window_end] = window ? block.plan->window_of(static_cast<int>(i)) : std::pair{0L, 0L};
+    if (window) windowed->lend_window(window_begin, window_end);
     if (!kept && step.kind == Step::Kind::Kernel) run_kernel(step, slots, device, launches, block);
     else if (!kept) run_fallback(step, slots, block);
     for (int f : step.frees) slots[f].reset();  // (what the step made for itself is freed with them)
-    if (window && !windowed->take_window_back()) {
+    if (window && !windowed->take_window_back(window_begin, window_end)) {
       windows_allowed_ = false;
       throw CaptureAgain("the window of the block of intermediates came back at another address after step " +
                          std::to_string(i) + "; no window from now on");
@@ -1172,6 +1173,20 @@ void Executor::release_outside_pool_unless_graphed() {
   outside_outputs_.clear();
 }
 
+namespace {
+
+// For the decisions log: where the steps' own memory goes in the block.
+std::string windows_described(const codegen::ArenaPlan& plan) {
+  const std::string steps = std::to_string(std::count(plan.window_at.begin(), plan.window_at.end(), true)) + " steps";
+  if (plan.step_windows.empty())
+    return std::to_string(plan.window_bytes) + " of them at " + std::to_string(plan.window_offset) +
+           " a window for the own memory of " + steps;
+  return "a window for the own memory of each of " + steps + ", of at most " + std::to_string(plan.window_bytes) +
+         " bytes, on a grid of " + std::to_string(plan.window_grid);
+}
+
+}  // namespace
+
 const codegen::ArenaPlan& Executor::plan_capture(const at::Device& device) {
   const codegen::ArenaPlan& plain = arena_plan();
   BesideBlock beside;
@@ -1188,10 +1203,14 @@ const codegen::ArenaPlan& Executor::plan_capture(const at::Device& device) {
   std::int64_t room = pool_room_bytes(block_outside ? 0 : plain.bytes, beside.all);
   std::int64_t beside_bytes = beside.all;  // what the room holds beside the block
   if (windows_allowed_ && !block_outside && plain.bytes > 0) {
-    std::optional<WindowChoice> windowed = choose_window(
-        pool_bytes(plain.bytes, room), beside,
-        codegen::plan_arena_windows(program_, outside_arena(), into_, window_step_choices(beside.transient),
-                                    least_window_offset()));
+    std::vector<codegen::ArenaPlan> plans = codegen::plan_arena_windows(
+        program_, outside_arena(), into_, window_step_choices(beside.transient), least_window_offset());
+    if (!plans.empty()) {
+      const std::vector<bool> every(program_.steps.size(), true);  // (only steps with transient bytes get one)
+      plans.push_back(codegen::plan_arena_step_windows(program_, outside_arena(), into_, beside.transient,
+                                                       step_window_grid(beside.beside_window(every))));
+    }
+    std::optional<WindowChoice> windowed = choose_window(pool_bytes(plain.bytes, room), beside, std::move(plans));
     if (windowed) {
       capture_arena_ = std::move(windowed->plan);
       planned = &capture_arena_;
@@ -1205,13 +1224,7 @@ const codegen::ArenaPlan& Executor::plan_capture(const at::Device& device) {
   if (pool_room_bytes_.exchange(room) != room)
     log_event("decisions", "graph pool: a segment of " + std::to_string(room) + " bytes made before the capture, for " +
                                std::to_string(planned->bytes) + " bytes of intermediates" +
-                               (window > 0 ? " (" + std::to_string(window) + " of them at " +
-                                                 std::to_string(planned->window_offset) +
-                                                 " a window for the own memory of " +
-                                                 std::to_string(std::count(planned->window_at.begin(),
-                                                                           planned->window_at.end(), true)) +
-                                                 " steps)"
-                                           : std::string()) +
+                               (window > 0 ? " (" + windows_described(*planned) + ")" : std::string()) +
                                " and at most " + std::to_string(beside_bytes) +
                                " of requests beside them (measured before the capture)");
   return *planned;

@@ -47,12 +47,38 @@ std::int64_t windowed_block_bytes(std::int64_t offset, std::int64_t window, std:
   return offset + window + (after > 0 ? std::max(after, least_window_offset()) : 0);
 }
 
+std::vector<std::int64_t> window_block_edges(const codegen::ArenaPlan& plan) {
+  std::vector<std::int64_t> edges{0};
+  if (plan.step_windows.empty()) {
+    const std::int64_t at = plan.window_offset, bytes = plan.window_bytes;
+    edges.insert(edges.end(), {at, at + bytes, windowed_block_bytes(at, bytes, plan.bytes)});
+  } else {
+    const std::int64_t grid = plan.window_grid;
+    edges.push_back((plan.bytes + grid - 1) / grid * grid);
+    for (std::size_t t = 0; t < plan.step_windows.size(); ++t) {
+      if (!plan.window_at[t]) continue;
+      edges.push_back(plan.step_windows[t].first);
+      edges.push_back(plan.step_windows[t].second);
+    }
+  }
+  std::sort(edges.begin(), edges.end());
+  edges.erase(std::unique(edges.begin(), edges.end()), edges.end());
+  return edges;
+}
+
+std::int64_t step_window_grid(std::int64_t beside) {
+  const std::int64_t free_beside = std::max(rounded(beside), kAllocatorMinLargeAlloc);
+  const std::int64_t part = free_beside + kAllocatorMinBlock;
+  return (part + kAllocatorRoundLarge - 1) / kAllocatorRoundLarge * kAllocatorRoundLarge;
+}
+
 std::optional<WindowChoice> choose_window(std::int64_t plain_pool, const BesideBlock& beside,
                                           std::vector<codegen::ArenaPlan> windowed) {
   std::optional<WindowChoice> best;
   std::int64_t least = plain_pool;
   for (codegen::ArenaPlan& plan : windowed) {
-    const std::int64_t held = windowed_block_bytes(plan.window_offset, plan.window_bytes, plan.bytes);
+    if (plan.window_bytes <= 0) continue;
+    const std::int64_t held = window_block_edges(plan).back();
     const std::int64_t beside_window = beside.beside_window(plan.window_at);
     const std::int64_t room = windowed_pool_room_bytes(held, beside_window);
     if (pool_bytes(held, room) >= least) continue;

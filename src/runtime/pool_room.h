@@ -111,6 +111,19 @@ std::int64_t windowed_block_bytes(std::int64_t offset, std::int64_t window, std:
 // allocation of their own, which must be a large block.
 std::int64_t least_window_offset();
 
+// The edges of the parts a capture allocates a block with windows as
+// (runtime/block_window.h), from 0 to the bytes the allocator holds for it:
+// each window is the parts between two of them.
+std::vector<std::int64_t> window_block_edges(const codegen::ArenaPlan& plan);
+
+// The grid of windows of each step's own (codegen::plan_arena_step_windows)
+// for a block with `beside` bytes of requests beside it: every part is
+// larger than any free block that the pool holds beside the block (at most
+// the room beside it, or what the least segment leaves), so that the
+// allocator, which takes the smallest free block that fits, gives each part
+// back where it was.
+std::int64_t step_window_grid(std::int64_t beside);
+
 // A block with a window, as a capture takes it: its plan, the segment to
 // make before the capture, and what that room holds beside the block.
 struct WindowChoice {
@@ -120,9 +133,9 @@ struct WindowChoice {
 };
 
 // Of `windowed` (the block packed with each of window_step_choices's windows
-// for what was measured beside it), the one whose pool is smallest, where it
-// is smaller than `plain_pool` (the block without a window, the room beside
-// it).
+// for what was measured beside it, and with a window for each step), the
+// one whose pool is smallest, where it is smaller than `plain_pool` (the
+// block without a window, the room beside it).
 std::optional<WindowChoice> choose_window(std::int64_t plain_pool, const BesideBlock& beside,
                                           std::vector<codegen::ArenaPlan> windowed);
 

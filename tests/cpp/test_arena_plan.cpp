@@ -252,3 +252,66 @@ TEST_CASE("a window takes bytes of the block that nothing alive at its steps hol
   CHECK(grown.window_offset == 9 * kMB);
   CHECK(grown.bytes == 12 * kMB);
 }
+
+namespace {
+
+// Nothing alive at a step lies in its own window, whose edges are on the grid.
+void check_step_windows_free(const codegen::Program& p, const codegen::ArenaPlan& plan) {
+  const codegen::StorageTimeline tl = codegen::storage_timeline(p);
+  REQUIRE(plan.step_windows.size() == p.steps.size());
+  REQUIRE(plan.window_grid > 0);
+  for (std::size_t t = 0; t < p.steps.size(); ++t) {
+    if (!plan.window_at[t]) continue;
+    const auto [begin, end] = plan.window_of(static_cast<int>(t));
+    CHECK(begin % plan.window_grid == 0);
+    CHECK(end % plan.window_grid == 0);
+    CHECK(end <= plan.bytes);
+    for (std::size_t r = 0; r < p.slots.size(); ++r) {
+      if (plan.offset[r] < 0 || tl.root[r] != static_cast<int>(r)) continue;
+      const codegen::Storage& st = tl.storage[r];
+      if (st.first > static_cast<int>(t) || static_cast<int>(t) > st.last) continue;
+      CHECK((plan.offset[r] + st.bytes <= begin || end <= plan.offset[r]));
+    }
+  }
+}
+
+}  // namespace
+
+TEST_CASE("each step's own window lies where nothing alive at that step does", "[arena]") {
+  // A large workspace early, while little is alive, and a smaller one late,
+  // while the whole block is: one window for both must lie past the block;
+  // a window for each takes the early hole and grows the block less.
+  PlanBuilder b;
+  const int x = b.input(kMB);
+  const int a = b.pointwise({x}, kMB);
+  const int early = b.library({a}, kMB);  // step 1: 6 MB of its own
+  const int c = b.pointwise({early}, 8 * kMB);
+  const int d = b.pointwise({c}, 8 * kMB);
+  const int late = b.library({d}, 8 * kMB);  // step 4: 2 MB of its own while c, d and its result live
+  const int e = b.pointwise({late, c}, 8 * kMB);
+  b.finish(b.kernel({e}, 4096));
+  std::vector<codegen::LibraryInto> into(b.p.steps.size(), codegen::LibraryInto::None);
+  into[1] = into[4] = codegen::LibraryInto::Convolution;
+  const std::vector<std::int64_t> window{0, 6 * kMB, 0, 0, 2 * kMB, 0, 0};
+  const codegen::ArenaPlan plain = codegen::plan_arena(b.p, {}, into);
+  const codegen::ArenaPlan one = codegen::plan_arena(b.p, {}, into, window);
+  check_window_free(b.p, one);
+  CHECK(one.window_offset >= plain.bytes);  // the late step leaves no hole
+  const codegen::ArenaPlan each = codegen::plan_arena_step_windows(b.p, {}, into, window, kMB);
+  check_disjoint(b.p, each);
+  check_step_windows_free(b.p, each);
+  CHECK(each.offset == plain.offset);  // the packing is the same
+  CHECK(each.window_at == std::vector<bool>{false, true, false, false, true, false, false});
+  CHECK(each.window_bytes == 6 * kMB);
+  CHECK(each.window_of(1).second - each.window_of(1).first == 6 * kMB);
+  CHECK(each.window_of(4).second - each.window_of(4).first == 2 * kMB);
+  CHECK(each.window_of(1).first < plain.bytes);  // in the early hole
+  CHECK(each.window_of(4).first == plain.bytes);  // past the full block
+  CHECK(each.bytes == plain.bytes + 2 * kMB);
+  CHECK(each.bytes < one.bytes);
+  // On a coarser grid every edge is a multiple of it, sizes rounded up.
+  const codegen::ArenaPlan coarse = codegen::plan_arena_step_windows(b.p, {}, into, window, 4 * kMB);
+  check_step_windows_free(b.p, coarse);
+  CHECK(coarse.window_of(4).second - coarse.window_of(4).first == 4 * kMB);
+  CHECK(coarse.window_of(1).second - coarse.window_of(1).first == 8 * kMB);
+}

@@ -678,12 +678,13 @@ TEST_CASE("the windows worth planning serve all the steps, the larger or the sma
     for (std::size_t j = 0; j < i; ++j) CHECK(choices[i] != choices[j]);
 }
 
-TEST_CASE("a window serves the steps with a hole for it, the room the steps where the block is full",
+TEST_CASE("a window serves the steps with a hole for it, the room or windows of their own the others",
           "[runtime][pool_room]") {
   // MonoDepth's shape: a large workspace early, while little of the block is
   // alive; a smaller one late, where all of it is. One window for both lies
   // past the block's end and saves nothing; one for the early step alone
-  // leaves the late workspace to a small room.
+  // leaves the late workspace to a small room; a window for each grows the
+  // block by the late one's grid.
   using dv::test::kMB;
   dv::test::PlanBuilder b;
   const int x = b.input(kMB);
@@ -701,32 +702,56 @@ TEST_CASE("a window serves the steps with a hole for it, the room the steps wher
   beside.transient = {0, 30 * kMB, 0, 0, 5 * kMB, 0, 0};
   beside.all_at = beside.transient;
   beside.lasting_at.assign(beside.transient.size(), 0);
-  const auto plan = [&](const std::vector<std::int64_t>& window) {
-    return dv::codegen::plan_arena(b.p, {}, into, window, least_window_offset());
-  };
   const std::int64_t block = dv::codegen::plan_arena(b.p, {}, into).bytes;
   const std::int64_t plain_pool = pool_bytes(block, pool_room_bytes(block, beside.all));
+  auto pool_of = [&](const dv::codegen::ArenaPlan& plan) {
+    const std::int64_t held = window_block_edges(plan).back();
+    return pool_bytes(held, windowed_pool_room_bytes(held, beside.beside_window(plan.window_at)));
+  };
+  std::vector<dv::codegen::ArenaPlan> plans = dv::codegen::plan_arena_windows(
+      b.p, {}, into, window_step_choices(beside.transient), least_window_offset());
   // Both steps in one window: past the block, no smaller than the block and the room.
-  const dv::codegen::ArenaPlan both = plan(beside.transient);
-  CHECK(both.window_offset >= block);
-  const std::int64_t both_held = windowed_block_bytes(both.window_offset, both.window_bytes, both.bytes);
-  CHECK(pool_bytes(both_held, windowed_pool_room_bytes(both_held, beside.beside_window(both.window_at))) >=
-        plain_pool);
-  const std::optional<WindowChoice> chosen = choose_window(
-      plain_pool, beside,
-      dv::codegen::plan_arena_windows(b.p, {}, into, window_step_choices(beside.transient), least_window_offset()));
+  CHECK(plans.front().window_offset >= block);
+  CHECK(pool_of(plans.front()) >= plain_pool);
+  // The early step alone in one.
+  REQUIRE(plans.size() == 3);
+  CHECK(plans[1].window_at == std::vector<bool>{false, false, false, false, true, false, false});
+  CHECK(plans[2].window_at == std::vector<bool>{false, true, false, false, false, false, false});
+  CHECK(plans[2].window_offset < block);  // in the hole the early step leaves
+  CHECK(pool_of(plans[2]) < plain_pool);
+  const std::int64_t grid = step_window_grid(beside.beside_window({false, true, false, false, true, false, false}));
+  CHECK(grid == 12 * kMB);  // larger than the least segment's 10 MiB
+  plans.push_back(dv::codegen::plan_arena_step_windows(b.p, {}, into, beside.transient, grid));
+  std::int64_t least = plain_pool;
+  for (const auto& plan : plans) least = std::min(least, pool_of(plan));
+  const std::optional<WindowChoice> chosen = choose_window(plain_pool, beside, plans);
   REQUIRE(chosen.has_value());
-  CHECK(chosen->plan.window_at == std::vector<bool>{false, true, false, false, false, false, false});
-  CHECK(chosen->plan.window_bytes == 30 * kMB);
-  CHECK(chosen->plan.window_offset < block);  // in the hole the early step leaves
-  CHECK(chosen->beside == 5 * kMB);
-  const std::int64_t held =
-      windowed_block_bytes(chosen->plan.window_offset, chosen->plan.window_bytes, chosen->plan.bytes);
-  CHECK(chosen->room == windowed_pool_room_bytes(held, 5 * kMB));
-  CHECK(pool_bytes(held, chosen->room) < plain_pool);
+  CHECK(pool_of(chosen->plan) == least);
+  CHECK(chosen->room == windowed_pool_room_bytes(window_block_edges(chosen->plan).back(), chosen->beside));
+  CHECK(chosen->beside == beside.beside_window(chosen->plan.window_at));
   // Nothing measured that a window could take: no window.
-  BesideBlock lasting_only = beside;
-  lasting_only.transient.assign(beside.transient.size(), 0);
-  CHECK(window_step_choices(lasting_only.transient).empty());
-  CHECK_FALSE(choose_window(plain_pool, lasting_only, {}).has_value());
+  CHECK(window_step_choices(std::vector<std::int64_t>(7, 0)).empty());
+  CHECK_FALSE(choose_window(plain_pool, beside, {}).has_value());
+}
+
+TEST_CASE("a windowed block is allocated in parts between the windows' edges", "[runtime][pool_room]") {
+  using dv::test::kMB;
+  dv::codegen::ArenaPlan one;  // one window: before it, it, after it (at least a large block)
+  one.bytes = 40 * kMB;
+  one.window_offset = 2 * kMB;
+  one.window_bytes = 30 * kMB;
+  CHECK(window_block_edges(one) == std::vector<std::int64_t>{0, 2 * kMB, 32 * kMB, 40 * kMB});
+  one.window_offset = 0;
+  one.bytes = 30 * kMB + 4096;  // a few bytes after it: a large block of them
+  CHECK(window_block_edges(one) == std::vector<std::int64_t>{0, 30 * kMB, 30 * kMB + least_window_offset()});
+  dv::codegen::ArenaPlan each;  // a window for each step, edges shared
+  each.bytes = 50 * kMB;
+  each.window_grid = 12 * kMB;
+  each.window_at = {true, false, true, true};
+  each.step_windows = {{0, 36 * kMB}, {0, 0}, {48 * kMB, 60 * kMB}, {12 * kMB, 36 * kMB}};
+  CHECK(window_block_edges(each) == std::vector<std::int64_t>{0, 12 * kMB, 36 * kMB, 48 * kMB, 60 * kMB});
+  CHECK(each.window_of(2) == std::pair<std::int64_t, std::int64_t>{48 * kMB, 60 * kMB});
+  CHECK(step_window_grid(0) == 12 * kMB);
+  CHECK(step_window_grid(15 * kMB) == 16 * kMB);
+  CHECK(step_window_grid(16 * kMB) == 18 * kMB);  // each part larger than the room's free bytes
 }
