@@ -712,6 +712,7 @@ void Executor::enable_cuda_graph(std::vector<bool> constant_inputs, std::shared_
   if (!graphs) return;
   const char* windows = std::getenv("DEEPVISOR_BLOCK_WINDOW");
   windows_allowed_ = pool == nullptr && (windows == nullptr || std::string(windows) != "0");
+  each_window_forced_ = windows != nullptr && std::string(windows) == "each";
   const char* outside = std::getenv("DEEPVISOR_OUTSIDE_POOL");
   private_pool_ = pool == nullptr && (outside == nullptr || std::string(outside) != "0");
   graph_ = std::make_unique<CudaGraphReplay>(std::move(constant_inputs), not_graphable, std::move(pool),
@@ -1203,14 +1204,19 @@ const codegen::ArenaPlan& Executor::plan_capture(const at::Device& device) {
   std::int64_t room = pool_room_bytes(block_outside ? 0 : plain.bytes, beside.all);
   std::int64_t beside_bytes = beside.all;  // what the room holds beside the block
   if (windows_allowed_ && !block_outside && plain.bytes > 0) {
-    std::vector<codegen::ArenaPlan> plans = codegen::plan_arena_windows(
-        program_, outside_arena(), into_, window_step_choices(beside.transient), least_window_offset());
-    if (!plans.empty()) {
+    const std::vector<std::vector<std::int64_t>> choices = window_step_choices(beside.transient);
+    std::vector<codegen::ArenaPlan> plans;
+    if (!each_window_forced_)
+      plans = codegen::plan_arena_windows(program_, outside_arena(), into_, choices, least_window_offset());
+    if (!choices.empty()) {
       const std::vector<bool> every(program_.steps.size(), true);  // (only steps with transient bytes get one)
       plans.push_back(codegen::plan_arena_step_windows(program_, outside_arena(), into_, beside.transient,
                                                        step_window_grid(beside.beside_window(every))));
     }
-    std::optional<WindowChoice> windowed = choose_window(pool_bytes(plain.bytes, room), beside, std::move(plans));
+    // (DEEPVISOR_BLOCK_WINDOW=each, for tests: windows of each step's own, whatever the pool.)
+    const std::int64_t to_beat =
+        each_window_forced_ ? std::numeric_limits<std::int64_t>::max() : pool_bytes(plain.bytes, room);
+    std::optional<WindowChoice> windowed = choose_window(to_beat, beside, std::move(plans));
     if (windowed) {
       capture_arena_ = std::move(windowed->plan);
       planned = &capture_arena_;

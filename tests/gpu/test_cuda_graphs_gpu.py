@@ -665,6 +665,30 @@ def test_a_convolution_workspace_takes_a_window_in_the_block(monkeypatch, capfd)
 
 
 @torch.no_grad()
+def test_each_convolution_workspace_can_take_a_window_of_its_own(monkeypatch, capfd):
+    """With a window for each step's own memory (DEEPVISOR_BLOCK_WINDOW=each:
+    codegen::plan_arena_step_windows), the capture allocates the block in
+    parts between the windows' edges, frees a step's parts for its cuDNN
+    workspace and takes them back at their addresses: the pool is one
+    segment and results stay eager's on every replay (poisoned, a part given
+    back elsewhere or a window over live data shows). Skipped where cuDNN
+    allocates no workspace above 1 MiB for these convolutions."""
+    monkeypatch.setenv("DEEPVISOR_LOG", "decisions,fallbacks")
+    monkeypatch.setenv("DEEPVISOR_BLOCK_WINDOW", "each")
+    torch.manual_seed(0)
+    m = _WorkspaceNet().eval().cuda()
+    s = _one_graph_in_one_segment_under_bf16(m, randn(16, 3, 224, 224))
+    err = capfd.readouterr().err
+    beside = [l for l in err.splitlines() if "bytes of requests beside the block at once" in l]
+    measured = [re.search(r"at most (\d+) bytes .*, (\d+) of them outliving", l).groups() for l in beside]
+    if all(everything == lasting for everything, lasting in measured):
+        pytest.skip(f"no workspace that a step frees itself: {beside}")
+    assert "a window for the own memory of each of" in err, err
+    assert s["graph_block_window_bytes"] > 0, (s, beside)
+    assert "came back at another address" not in err, err
+
+
+@torch.no_grad()
 def test_with_cudnn_benchmarking_the_room_is_measured_after_the_benchmark():
     """With torch.backends.cudnn.benchmark, a plan's first run may time
     cuDNN's algorithms, whose trial workspaces the capture never allocates:
