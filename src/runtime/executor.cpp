@@ -971,7 +971,8 @@ std::vector<at::Tensor> Executor::run_steps(const std::vector<at::Tensor>& input
     const bool kept = constants_ && constants_->is_constant(i);  // its results are kept (refresh_constants)
     if (probe) probe->now_at(static_cast<int>(i));
     const bool window = windowed && !kept && block.plan->window_at[i];  // the step's own memory goes there
-    const auto [window_begin, window_end] = window ? block.plan->window_of(static_cast<int>(i)) : std::pair{0L, 0L};
+    const auto [window_begin, window_end] = window ? block.plan->window_of(static_cast<int>(i))
+                                                      : std::pair<std::int64_t, std::int64_t>{0, 0};
     if (window) windowed->lend_window(window_begin, window_end);
     if (!kept && step.kind == Step::Kind::Kernel) run_kernel(step, slots, device, launches, block);
     else if (!kept) run_fallback(step, slots, block);

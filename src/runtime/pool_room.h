@@ -37,7 +37,9 @@
 // is full (MonoDepth's decoder: 137 MiB of cuDNN workspace where all 227 MiB
 // of its block are alive, and 330 MiB at steps with a large hole). The
 // window may then serve only some of those steps, the room the others
-// (window_step_choices: the choice whose pool is smallest is taken).
+// (window_step_choices), or each step may get a window of its own, at its
+// own offset (codegen::plan_arena_step_windows): the choice whose pool is
+// smallest is taken (choose_window).
 #pragma once
 
 #include <cstdint>
