@@ -1217,6 +1217,11 @@ const codegen::ArenaPlan& Executor::plan_capture(const at::Device& device) {
     // (DEEPVISOR_BLOCK_WINDOW=each, for tests: windows of each step's own, whatever the pool.)
     const std::int64_t to_beat =
         each_window_forced_ ? std::numeric_limits<std::int64_t>::max() : pool_bytes(plain.bytes, room);
+    std::string considered = "plain " + std::to_string(pool_bytes(plain.bytes, room));
+    for (const codegen::ArenaPlan& plan : plans)
+      considered += ", " + windows_described(plan) + ": " + std::to_string(windowed_pool_bytes(plan, beside));
+    if (!plans.empty())
+      log_event("decisions", "graph pool: the pools of the blocks with windows considered: " + considered);
     std::optional<WindowChoice> windowed = choose_window(to_beat, beside, std::move(plans));
     if (windowed) {
       capture_arena_ = std::move(windowed->plan);

@@ -72,17 +72,20 @@ std::int64_t step_window_grid(std::int64_t beside) {
   return (part + kAllocatorRoundLarge - 1) / kAllocatorRoundLarge * kAllocatorRoundLarge;
 }
 
+std::int64_t windowed_pool_bytes(const codegen::ArenaPlan& plan, const BesideBlock& beside) {
+  const std::int64_t held = window_block_edges(plan).back();
+  return pool_bytes(held, windowed_pool_room_bytes(held, beside.beside_window(plan.window_at)));
+}
+
 std::optional<WindowChoice> choose_window(std::int64_t plain_pool, const BesideBlock& beside,
                                           std::vector<codegen::ArenaPlan> windowed) {
   std::optional<WindowChoice> best;
   std::int64_t least = plain_pool;
   for (codegen::ArenaPlan& plan : windowed) {
-    if (plan.window_bytes <= 0) continue;
-    const std::int64_t held = window_block_edges(plan).back();
+    if (plan.window_bytes <= 0 || windowed_pool_bytes(plan, beside) >= least) continue;
+    least = windowed_pool_bytes(plan, beside);
     const std::int64_t beside_window = beside.beside_window(plan.window_at);
-    const std::int64_t room = windowed_pool_room_bytes(held, beside_window);
-    if (pool_bytes(held, room) >= least) continue;
-    least = pool_bytes(held, room);
+    const std::int64_t room = windowed_pool_room_bytes(window_block_edges(plan).back(), beside_window);
     best = WindowChoice{std::move(plan), room, beside_window};
   }
   return best;

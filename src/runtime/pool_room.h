@@ -134,6 +134,10 @@ struct WindowChoice {
   std::int64_t beside = 0;
 };
 
+// What a graph's pool holds for a block with the windows of `plan` and the
+// room beside it for what the windows do not take.
+std::int64_t windowed_pool_bytes(const codegen::ArenaPlan& plan, const BesideBlock& beside);
+
 // Of `windowed` (the block packed with each of window_step_choices's windows
 // for what was measured beside it, and with a window for each step), the
 // one whose pool is smallest, where it is smaller than `plain_pool` (the
