@@ -17,18 +17,27 @@ struct Placed {
 
 bool overlap_in_time(const Storage& s, const Placed& p) { return s.first <= p.last && p.first <= s.last; }
 
+// The lowest offset where `bytes` fit beside the ranges `taken` ([begin,
+// end)), of those that `allowed` gives (the least allowed offset at or above
+// a given one).
+template <typename Allowed>
+std::int64_t lowest_gap(std::vector<std::pair<std::int64_t, std::int64_t>> taken, std::int64_t bytes,
+                        const Allowed& allowed) {
+  std::sort(taken.begin(), taken.end());
+  std::int64_t at = allowed(0);
+  for (const auto& [begin, end] : taken) {
+    if (begin >= at + bytes) break;
+    at = allowed(std::max(at, end));
+  }
+  return at;
+}
+
 // The lowest offset where `s` fits beside every placed storage alive with it.
 std::int64_t lowest_free_offset(const Storage& s, const std::vector<Placed>& placed) {
   std::vector<std::pair<std::int64_t, std::int64_t>> taken;  // [begin, end) of those alive with s
   for (const Placed& p : placed)
     if (overlap_in_time(s, p)) taken.emplace_back(p.offset, p.offset + p.bytes);
-  std::sort(taken.begin(), taken.end());
-  std::int64_t at = 0;
-  for (const auto& [begin, end] : taken) {
-    if (begin >= at + s.bytes) break;
-    at = std::max(at, end);
-  }
-  return at;
+  return lowest_gap(std::move(taken), s.bytes, [](std::int64_t x) { return x; });
 }
 
 // Whether the step that first writes root slot `r` can write into the block.
@@ -218,14 +227,9 @@ void place_window(const Program& p, const StorageTimeline& tl, const std::vector
         break;
       }
   }
-  std::sort(taken.begin(), taken.end());
-  std::int64_t at = 0;
-  for (const auto& [begin, end] : taken) {
-    if (at > 0 && at < least_offset) at = least_offset;
-    if (begin >= at + plan.window_bytes) break;
-    at = std::max(at, end);
-  }
-  if (at > 0 && at < least_offset) at = least_offset;
+  const std::int64_t at = lowest_gap(std::move(taken), plan.window_bytes, [&](std::int64_t x) {
+    return x > 0 && x < least_offset ? least_offset : x;
+  });
   plan.window_offset = at;
   plan.bytes = std::max(plan.bytes, at + plan.window_bytes);
 }
@@ -250,12 +254,7 @@ void place_step_windows(const Program& p, const StorageTimeline& tl, const std::
   for (std::size_t t = 0; t < steps; ++t) {
     if (!has_window(static_cast<int>(t))) continue;
     const std::int64_t bytes = round_up(window[t], grid);
-    std::sort(taken[t].begin(), taken[t].end());
-    std::int64_t at = 0;
-    for (const auto& [begin, end] : taken[t]) {
-      if (begin >= at + bytes) break;
-      at = std::max(at, round_up(end, grid));
-    }
+    const std::int64_t at = lowest_gap(std::move(taken[t]), bytes, [&](std::int64_t x) { return round_up(x, grid); });
     plan.window_at[t] = true;
     plan.step_windows[t] = {at, at + bytes};
     plan.window_bytes = std::max(plan.window_bytes, bytes);

@@ -1209,11 +1209,9 @@ const codegen::ArenaPlan& Executor::plan_capture(const at::Device& device) {
     std::vector<codegen::ArenaPlan> plans;
     if (!each_window_forced_)
       plans = codegen::plan_arena_windows(program_, outside_arena(), into_, choices, least_window_offset());
-    if (!choices.empty()) {
-      const std::vector<bool> every(program_.steps.size(), true);  // (only steps with transient bytes get one)
+    if (!choices.empty())  // (beside windows for every step with transient bytes: the lasting requests)
       plans.push_back(codegen::plan_arena_step_windows(program_, outside_arena(), into_, beside.transient,
-                                                       step_window_grid(beside.beside_window(every))));
-    }
+                                                       step_window_grid(beside.lasting)));
     // (DEEPVISOR_BLOCK_WINDOW=each, for tests: windows of each step's own, whatever the pool.)
     const std::int64_t to_beat =
         each_window_forced_ ? std::numeric_limits<std::int64_t>::max() : pool_bytes(plain.bytes, room);

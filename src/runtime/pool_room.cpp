@@ -42,10 +42,28 @@ std::int64_t windowed_pool_room_bytes(std::int64_t held, std::int64_t lasting) {
 
 std::int64_t least_window_offset() { return kAllocatorSmallSize + kAllocatorMinBlock; }
 
+namespace {
+
+// What the allocator must hold for a block of `bytes` with one window of
+// `window` bytes at `offset`: the bytes after the window, where there are
+// any, at least a large block's (a small one would come from another
+// segment).
 std::int64_t windowed_block_bytes(std::int64_t offset, std::int64_t window, std::int64_t bytes) {
   const std::int64_t after = bytes - offset - window;
   return offset + window + (after > 0 ? std::max(after, least_window_offset()) : 0);
 }
+
+// A block with the windows of `plan` (its plan left out) and the room
+// beside it for what they do not take.
+WindowChoice windowed_pool(const codegen::ArenaPlan& plan, const BesideBlock& beside) {
+  WindowChoice c;
+  c.held = window_block_edges(plan).back();
+  c.beside = beside.beside_window(plan.window_at);
+  c.room = windowed_pool_room_bytes(c.held, c.beside);
+  return c;
+}
+
+}  // namespace
 
 std::vector<std::int64_t> window_block_edges(const codegen::ArenaPlan& plan) {
   std::vector<std::int64_t> edges{0};
@@ -73,8 +91,8 @@ std::int64_t step_window_grid(std::int64_t beside) {
 }
 
 std::int64_t windowed_pool_bytes(const codegen::ArenaPlan& plan, const BesideBlock& beside) {
-  const std::int64_t held = window_block_edges(plan).back();
-  return pool_bytes(held, windowed_pool_room_bytes(held, beside.beside_window(plan.window_at)));
+  const WindowChoice c = windowed_pool(plan, beside);
+  return pool_bytes(c.held, c.room);
 }
 
 std::optional<WindowChoice> choose_window(std::int64_t plain_pool, const BesideBlock& beside,
@@ -82,11 +100,12 @@ std::optional<WindowChoice> choose_window(std::int64_t plain_pool, const BesideB
   std::optional<WindowChoice> best;
   std::int64_t least = plain_pool;
   for (codegen::ArenaPlan& plan : windowed) {
-    if (plan.window_bytes <= 0 || windowed_pool_bytes(plan, beside) >= least) continue;
-    least = windowed_pool_bytes(plan, beside);
-    const std::int64_t beside_window = beside.beside_window(plan.window_at);
-    const std::int64_t room = windowed_pool_room_bytes(window_block_edges(plan).back(), beside_window);
-    best = WindowChoice{std::move(plan), room, beside_window};
+    if (plan.window_bytes <= 0) continue;
+    WindowChoice c = windowed_pool(plan, beside);
+    if (pool_bytes(c.held, c.room) >= least) continue;
+    least = pool_bytes(c.held, c.room);
+    c.plan = std::move(plan);
+    best = std::move(c);
   }
   return best;
 }

@@ -104,18 +104,15 @@ struct BesideBlock {
 // of s or more and those of s or less.
 std::vector<std::vector<std::int64_t>> window_step_choices(const std::vector<std::int64_t>& transient);
 
-// What the allocator must hold for a block of `bytes` with a window of
-// `window` bytes at `offset` (runtime/block_window.h): the bytes after the
-// window, where there are any, at least a large block's (a small one would
-// come from another segment).
-std::int64_t windowed_block_bytes(std::int64_t offset, std::int64_t window, std::int64_t bytes);
 // The least offset of a window not at 0: the bytes before it make an
 // allocation of their own, which must be a large block.
 std::int64_t least_window_offset();
 
 // The edges of the parts a capture allocates a block with windows as
-// (runtime/block_window.h), from 0 to the bytes the allocator holds for it:
-// each window is the parts between two of them.
+// (runtime/block_window.h), from 0 to the bytes the allocator holds for it
+// (one window: the bytes after it, where there are any, at least a large
+// block's, since a small one would come from another segment): each window
+// is the parts between two of them.
 std::vector<std::int64_t> window_block_edges(const codegen::ArenaPlan& plan);
 
 // The grid of windows of each step's own (codegen::plan_arena_step_windows)
@@ -126,10 +123,12 @@ std::vector<std::int64_t> window_block_edges(const codegen::ArenaPlan& plan);
 // back where it was.
 std::int64_t step_window_grid(std::int64_t beside);
 
-// A block with a window, as a capture takes it: its plan, the segment to
-// make before the capture, and what that room holds beside the block.
+// A block with windows, as a capture takes it: its plan, the bytes the
+// allocator holds for it (window_block_edges), the segment to make before
+// the capture, and what that room holds beside the block.
 struct WindowChoice {
   codegen::ArenaPlan plan;
+  std::int64_t held = 0;
   std::int64_t room = 0;
   std::int64_t beside = 0;
 };
