@@ -202,6 +202,7 @@ ArenaPlan pack(const Program& p, const StorageTimeline& tl, const std::vector<bo
     plan.others_peak_bytes = std::max(plan.others_peak_bytes, others[t]);
     plan.together_peak_bytes = std::max(plan.together_peak_bytes, block_live[t] + others[t]);
   }
+  plan.live_at = std::move(block_live);
   return plan;
 }
 

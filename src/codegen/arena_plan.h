@@ -59,6 +59,7 @@ struct ArenaPlan {
   // modelled, so these say what the block costs at most, not whether it pays.
   std::int64_t others_peak_bytes = 0;
   std::int64_t together_peak_bytes = 0;
+  std::vector<std::int64_t> live_at;  // by step: the bytes of the block's storage alive (its peak: live_peak_bytes)
   // By slot: the slot whose storage it takes over at the step that writes it
   // (an input that dies there), or -1. Such a result is not poisoned: its
   // memory still holds what the step reads.

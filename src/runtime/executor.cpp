@@ -1218,8 +1218,14 @@ const codegen::ArenaPlan& Executor::plan_capture(const at::Device& device) {
     std::string considered = "plain " + std::to_string(pool_bytes(plain.bytes, room));
     for (const codegen::ArenaPlan& plan : plans)
       considered += ", " + windows_described(plan) + ": " + std::to_string(windowed_pool_bytes(plan, beside));
-    if (!plans.empty())
-      log_event("decisions", "graph pool: the pools of the blocks with windows considered: " + considered);
+    if (!plans.empty()) {
+      const LeastPool least = least_pool(plain.live_at, beside);
+      log_event("decisions", "graph pool: the pools of the blocks with windows considered: " + considered +
+                                 "; no layout could hold less than " + std::to_string(least.bytes) + " (step " +
+                                 std::to_string(least.step) + ": " +
+                                 std::to_string(least.step >= 0 ? plain.live_at[least.step] : 0) +
+                                 " alive in the block and the requests beside it)");
+    }
     std::optional<WindowChoice> windowed = choose_window(to_beat, beside, std::move(plans));
     if (windowed) {
       capture_arena_ = std::move(windowed->plan);

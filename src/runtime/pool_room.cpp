@@ -90,6 +90,15 @@ std::int64_t step_window_grid(std::int64_t beside) {
   return (part + kAllocatorRoundLarge - 1) / kAllocatorRoundLarge * kAllocatorRoundLarge;
 }
 
+LeastPool least_pool(const std::vector<std::int64_t>& live_at, const BesideBlock& beside) {
+  LeastPool least{beside.between_steps, -1};
+  for (std::size_t t = 0; t < live_at.size(); ++t) {
+    const std::int64_t bytes = live_at[t] + (t < beside.all_at.size() ? beside.all_at[t] : 0);
+    if (bytes > least.bytes) least = {bytes, static_cast<int>(t)};
+  }
+  return least;
+}
+
 std::int64_t windowed_pool_bytes(const codegen::ArenaPlan& plan, const BesideBlock& beside) {
   const WindowChoice c = windowed_pool(plan, beside);
   return pool_bytes(c.held, c.room);

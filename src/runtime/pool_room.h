@@ -133,6 +133,16 @@ struct WindowChoice {
   std::int64_t beside = 0;
 };
 
+// The least a graph's pool could hold for a plan whose block has `live_at`
+// bytes alive by step (ArenaPlan::live_at) beside what was measured: the
+// most, at one step, of the block's bytes alive and the requests beside it
+// (eager's peak counts the same bytes, without a layout to fit them in).
+struct LeastPool {
+  std::int64_t bytes = 0;
+  int step = -1;  // where (-1: between steps)
+};
+LeastPool least_pool(const std::vector<std::int64_t>& live_at, const BesideBlock& beside);
+
 // What a graph's pool holds for a block with the windows of `plan` and the
 // room beside it for what the windows do not take.
 std::int64_t windowed_pool_bytes(const codegen::ArenaPlan& plan, const BesideBlock& beside);

@@ -734,6 +734,23 @@ TEST_CASE("a window serves the steps with a hole for it, the room or windows of 
   CHECK_FALSE(choose_window(plain_pool, beside, {}).has_value());
 }
 
+TEST_CASE("no pool is smaller than the most, at one step, of the block alive and the requests beside it",
+          "[runtime][pool_room]") {
+  using dv::test::kMB;
+  BesideBlock beside;
+  beside.all_at = {0, 30 * kMB, 0, 5 * kMB};
+  beside.between_steps = 2 * kMB;
+  // The block's peak (step 2) and the largest request (step 1) apart: step 3 adds up to more than either.
+  LeastPool least = least_pool({kMB, 2 * kMB, 40 * kMB, 28 * kMB}, beside);
+  CHECK(least.bytes == 40 * kMB);
+  CHECK(least.step == 2);
+  least = least_pool({kMB, 2 * kMB, 20 * kMB, 28 * kMB}, beside);
+  CHECK(least.bytes == 33 * kMB);
+  CHECK(least.step == 3);
+  beside.between_steps = 50 * kMB;  // (a library result alive from one step to the next)
+  CHECK(least_pool({0, 0, 0, 0}, beside).step == -1);
+}
+
 TEST_CASE("a windowed block is allocated in parts between the windows' edges", "[runtime][pool_room]") {
   using dv::test::kMB;
   dv::codegen::ArenaPlan one;  // one window: before it, it, after it (at least a large block)
