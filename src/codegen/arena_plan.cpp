@@ -32,12 +32,15 @@ std::int64_t lowest_gap(std::vector<std::pair<std::int64_t, std::int64_t>> taken
   return at;
 }
 
-// The lowest offset where `s` fits beside every placed storage alive with it.
-std::int64_t lowest_free_offset(const Storage& s, const std::vector<Placed>& placed) {
+std::int64_t round_up(std::int64_t bytes, std::int64_t grid) { return (bytes + grid - 1) / grid * grid; }
+
+// The lowest multiple of `grid` where `s` fits beside every placed storage
+// alive with it.
+std::int64_t lowest_free_offset(const Storage& s, const std::vector<Placed>& placed, std::int64_t grid = 1) {
   std::vector<std::pair<std::int64_t, std::int64_t>> taken;  // [begin, end) of those alive with s
   for (const Placed& p : placed)
     if (overlap_in_time(s, p)) taken.emplace_back(p.offset, p.offset + p.bytes);
-  return lowest_gap(std::move(taken), s.bytes, [](std::int64_t x) { return x; });
+  return lowest_gap(std::move(taken), s.bytes, [&](std::int64_t x) { return round_up(x, grid); });
 }
 
 // Whether the step that first writes root slot `r` can write into the block.
@@ -155,7 +158,8 @@ std::vector<int> storage_handed_over(const Program& p, const StorageTimeline& tl
 // input's storage shares its offset: a chain of such storage is packed as one,
 // from its first step to its last, as large as its largest.
 ArenaPlan pack(const Program& p, const StorageTimeline& tl, const std::vector<bool>& in_block,
-               const std::vector<int>& takes_over) {
+               const std::vector<int>& takes_over, const std::vector<std::int64_t>& window = {},
+               std::int64_t grid = 0) {
   std::vector<int> head(p.slots.size());  // by root in the block: the first of its chain
   std::iota(head.begin(), head.end(), 0);
   std::vector<Storage> chain = tl.storage;  // by head
@@ -170,9 +174,26 @@ ArenaPlan pack(const Program& p, const StorageTimeline& tl, const std::vector<bo
       plan.takes_over[o] = in;
     }
   }
+  // The heads of the chains in the block, and after them the steps' windows
+  // (packed with them: storage alive at its step alone, on the grid).
   std::vector<int> heads;
   for (std::size_t r = 0; r < p.slots.size(); ++r)
     if (in_block[r] && head[r] == static_cast<int>(r)) heads.push_back(static_cast<int>(r));
+  const int storages = static_cast<int>(chain.size());
+  const bool windows = grid > 0;
+  if (windows) {
+    plan.window_at.assign(p.steps.size(), false);
+    plan.step_windows.assign(p.steps.size(), {0, 0});
+    plan.window_grid = grid;
+    plan.windows_packed = true;
+    for (std::size_t t = 0; t < window.size() && t < p.steps.size(); ++t)
+      if (window[t] > 0) {
+        heads.push_back(storages + static_cast<int>(t));
+        chain.push_back({static_cast<int>(t), static_cast<int>(t), round_up(window[t], grid)});
+      } else {
+        chain.push_back({});
+      }
+  }
   // Largest first, then earliest: the big ones set the block's shape.
   std::sort(heads.begin(), heads.end(), [&](int a, int b) {
     const Storage &x = chain[a], &y = chain[b];
@@ -182,10 +203,17 @@ ArenaPlan pack(const Program& p, const StorageTimeline& tl, const std::vector<bo
   std::vector<Placed> placed;
   for (int h : heads) {
     const Storage& st = chain[h];
-    const std::int64_t at = lowest_free_offset(st, placed);
+    const bool is_window = h >= storages;
+    const std::int64_t at = lowest_free_offset(st, placed, is_window ? grid : 1);
     placed.push_back({at, st.bytes, st.first, st.last});
-    plan.offset[h] = at;
     plan.bytes = std::max(plan.bytes, at + st.bytes);
+    if (!is_window) {
+      plan.offset[h] = at;
+      continue;
+    }
+    plan.window_at[st.first] = true;
+    plan.step_windows[st.first] = {at, at + st.bytes};
+    plan.window_bytes = std::max(plan.window_bytes, st.bytes);
   }
   for (std::size_t r = 0; r < p.slots.size(); ++r)
     if (in_block[r]) plan.offset[r] = plan.offset[head[r]];
@@ -234,8 +262,6 @@ void place_window(const Program& p, const StorageTimeline& tl, const std::vector
   plan.window_offset = at;
   plan.bytes = std::max(plan.bytes, at + plan.window_bytes);
 }
-
-std::int64_t round_up(std::int64_t bytes, std::int64_t grid) { return (bytes + grid - 1) / grid * grid; }
 
 // The windows of plan_arena_step_windows in `plan`.
 void place_step_windows(const Program& p, const StorageTimeline& tl, const std::vector<std::int64_t>& window,
@@ -301,6 +327,16 @@ ArenaPlan plan_arena_step_windows(const Program& p, const std::vector<bool>& exc
                                   std::int64_t grid) {
   const Packings k = packings(p, excluded, writes_into);
   return smaller_packing(k.handed, k.apart, [&](ArenaPlan& plan) { place_step_windows(p, k.tl, window, grid, plan); });
+}
+
+ArenaPlan plan_arena_packed_windows(const Program& p, const std::vector<bool>& excluded,
+                                    const std::vector<LibraryInto>& writes_into,
+                                    const std::vector<std::int64_t>& window, std::int64_t grid) {
+  const StorageTimeline tl = storage_timeline(p);
+  const std::vector<bool> in_block = block_storage(p, tl, excluded, writes_into);
+  const ArenaPlan handed = pack(p, tl, in_block, storage_handed_over(p, tl, in_block), window, grid);
+  const ArenaPlan apart = pack(p, tl, in_block, std::vector<int>(p.slots.size(), -1), window, grid);
+  return handed.bytes <= apart.bytes ? handed : apart;
 }
 
 std::vector<ArenaPlan> plan_arena_windows(const Program& p, const std::vector<bool>& excluded,

@@ -35,7 +35,8 @@
 // One window must be free at every step it serves; where the steps that
 // allocate much run while the block is full at some and mostly free at
 // others (MonoDepth's decoder and encoder), each step gets a window of its
-// own instead (plan_arena_step_windows).
+// own instead, placed after the packing (plan_arena_step_windows) or packed
+// with it (plan_arena_packed_windows), as memory alive at its step alone.
 #pragma once
 
 #include <cstdint>
@@ -75,6 +76,7 @@ struct ArenaPlan {
   // every edge a multiple of `window_grid`; window_bytes is the largest.
   std::vector<std::pair<std::int64_t, std::int64_t>> step_windows;
   std::int64_t window_grid = 0;
+  bool windows_packed = false;  // placed by the packing (plan_arena_packed_windows), not after it
   // The bytes step t's own memory may take, [begin, end).
   std::pair<std::int64_t, std::int64_t> window_of(int t) const;
 };
@@ -107,6 +109,14 @@ ArenaPlan plan_arena(const Program& p, const std::vector<bool>& excluded,
 ArenaPlan plan_arena_step_windows(const Program& p, const std::vector<bool>& excluded,
                                   const std::vector<LibraryInto>& writes_into, const std::vector<std::int64_t>& window,
                                   std::int64_t grid);
+
+// The same windows packed with the block's storage, each as storage alive
+// at its step alone (largest first, as the rest): where the steps that own
+// much memory run while the storage placed after the packing reaches the
+// block's end (MonoDepth's decoder), the packing leaves them room lower down.
+ArenaPlan plan_arena_packed_windows(const Program& p, const std::vector<bool>& excluded,
+                                    const std::vector<LibraryInto>& writes_into,
+                                    const std::vector<std::int64_t>& window, std::int64_t grid);
 
 // plan_arena with each of `windows`, the block packed once.
 std::vector<ArenaPlan> plan_arena_windows(const Program& p, const std::vector<bool>& excluded,

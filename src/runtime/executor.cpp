@@ -712,7 +712,8 @@ void Executor::enable_cuda_graph(std::vector<bool> constant_inputs, std::shared_
   if (!graphs) return;
   const char* windows = std::getenv("DEEPVISOR_BLOCK_WINDOW");
   windows_allowed_ = pool == nullptr && (windows == nullptr || std::string(windows) != "0");
-  each_window_forced_ = windows != nullptr && std::string(windows) == "each";
+  if (windows != nullptr && (std::string(windows) == "each" || std::string(windows) == "packed"))
+    forced_windows_ = windows;
   const char* outside = std::getenv("DEEPVISOR_OUTSIDE_POOL");
   private_pool_ = pool == nullptr && (outside == nullptr || std::string(outside) != "0");
   graph_ = std::make_unique<CudaGraphReplay>(std::move(constant_inputs), not_graphable, std::move(pool),
@@ -1184,7 +1185,8 @@ std::string windows_described(const codegen::ArenaPlan& plan) {
     return std::to_string(plan.window_bytes) + " of them at " + std::to_string(plan.window_offset) +
            " a window for the own memory of " + steps;
   return "a window for the own memory of each of " + steps + ", of at most " + std::to_string(plan.window_bytes) +
-         " bytes, on a grid of " + std::to_string(plan.window_grid);
+         " bytes, on a grid of " + std::to_string(plan.window_grid) +
+         (plan.windows_packed ? ", packed with the block" : ", placed after the packing");
 }
 
 }  // namespace
@@ -1207,21 +1209,24 @@ const codegen::ArenaPlan& Executor::plan_capture(const at::Device& device) {
   if (windows_allowed_ && !block_outside && plain.bytes > 0) {
     const std::vector<std::vector<std::int64_t>> choices = window_step_choices(beside.transient);
     std::vector<codegen::ArenaPlan> plans;
-    if (!each_window_forced_)
+    if (forced_windows_.empty())
       plans = codegen::plan_arena_windows(program_, outside_arena(), into_, choices, least_window_offset());
-    if (!choices.empty())  // (beside windows for every step with transient bytes: the lasting requests)
-      plans.push_back(codegen::plan_arena_step_windows(program_, outside_arena(), into_, beside.transient,
-                                                       step_window_grid(beside.lasting)));
-    // (DEEPVISOR_BLOCK_WINDOW=each, for tests: windows of each step's own, whatever the pool.)
+    if (!choices.empty()) {  // (beside windows for every step with transient bytes: the lasting requests)
+      const std::int64_t grid = step_window_grid(beside.lasting);
+      if (forced_windows_ != "packed")
+        plans.push_back(codegen::plan_arena_step_windows(program_, outside_arena(), into_, beside.transient, grid));
+      if (forced_windows_ != "each")
+        plans.push_back(codegen::plan_arena_packed_windows(program_, outside_arena(), into_, beside.transient, grid));
+    }
     const std::int64_t to_beat =
-        each_window_forced_ ? std::numeric_limits<std::int64_t>::max() : pool_bytes(plain.bytes, room);
+        forced_windows_.empty() ? pool_bytes(plain.bytes, room) : std::numeric_limits<std::int64_t>::max();
     std::string considered = "plain " + std::to_string(pool_bytes(plain.bytes, room));
     for (const codegen::ArenaPlan& plan : plans)
       considered += ", " + windows_described(plan) + ": " + std::to_string(windowed_pool_bytes(plan, beside));
     if (!plans.empty()) {
       const LeastPool least = least_pool(plain.live_at, beside);
       log_event("decisions", "graph pool: the pools of the blocks with windows considered: " + considered +
-                                 "; no layout could hold less than " + std::to_string(least.bytes) + " (step " +
+                                 "; no layout of the plain block's storage could hold less than " + std::to_string(least.bytes) + " (step " +
                                  std::to_string(least.step) + ": " +
                                  std::to_string(least.step >= 0 ? plain.live_at[least.step] : 0) +
                                  " alive in the block and the requests beside it)");

@@ -266,7 +266,10 @@ class Executor {
   // Windows only in a pool of the plan's own (another graph's free memory
   // in a shared one could take the window's place).
   std::atomic<bool> windows_allowed_{false};
-  bool each_window_forced_ = false;  // DEEPVISOR_BLOCK_WINDOW=each
+  // DEEPVISOR_BLOCK_WINDOW=each or =packed (for tests): windows of each
+  // step's own, placed after the packing or packed with the block, whatever
+  // the pool.
+  std::string forced_windows_;
   // What the next capture takes from memory made outside the graph's pool
   // (prepare_outside_pool): in a pool of the plan's own, the allocator's
   // segments hold at least 2 MiB for outputs of 1 MiB or less and at least

@@ -34,12 +34,14 @@
 //
 // One window at one offset must be free at every step it serves, so it does
 // not pay where a step with a large transient request runs while the block
-// is full (MonoDepth's decoder: 137 MiB of cuDNN workspace where all 227 MiB
-// of its block are alive, and 330 MiB at steps with a large hole). The
-// window may then serve only some of those steps, the room the others
-// (window_step_choices), or each step may get a window of its own, at its
-// own offset (codegen::plan_arena_step_windows): the choice whose pool is
-// smallest is taken (choose_window).
+// is full. The window may then serve only some of those steps, the room the
+// others (window_step_choices), or each step may get a window of its own, at
+// its own offset: placed after the packing (codegen::plan_arena_step_windows)
+// or packed with the block as memory alive at its step alone
+// (codegen::plan_arena_packed_windows). The choice whose pool is smallest is
+// taken (choose_window). MonoDepth's decoder (H100, fp32, batch 16) asks
+// cuDNN for 330 MiB at a step where the block's storage alive reaches its
+// 227 MiB end, so a window placed after the packing lies past it.
 #pragma once
 
 #include <cstdint>

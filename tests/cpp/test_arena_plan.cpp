@@ -315,3 +315,39 @@ TEST_CASE("each step's own window lies where nothing alive at that step does", "
   CHECK(coarse.window_of(4).second - coarse.window_of(4).first == 4 * kMB);
   CHECK(coarse.window_of(1).second - coarse.window_of(1).first == 8 * kMB);
 }
+
+TEST_CASE("windows packed with the block take the bytes that what is alive at their step leaves low", "[arena]") {
+  // A large value dies before a step with a large workspace, while small
+  // ones placed above it live on: placed after the packing, the window finds
+  // no hole below them; packed with the block, it takes the large value's
+  // bytes and the small ones go above it.
+  PlanBuilder b;
+  const int x = b.input(kMB);
+  const int big = b.pointwise({x}, 8 * kMB);        // step 0
+  const int small = b.pointwise({x}, kMB);          // step 1, alive to step 4
+  const int m = b.pointwise({big}, kMB);            // step 2: big dies
+  const int lib = b.library({m}, kMB);              // step 3: 8 MB of its own
+  const int e = b.pointwise({lib, small}, kMB);     // step 4
+  b.finish(b.kernel({e}, 4096));
+  std::vector<codegen::LibraryInto> into(b.p.steps.size(), codegen::LibraryInto::None);
+  into[3] = codegen::LibraryInto::Convolution;
+  std::vector<std::int64_t> window(b.p.steps.size(), 0);
+  window[3] = 8 * kMB;
+  const codegen::ArenaPlan after = codegen::plan_arena_step_windows(b.p, {}, into, window, kMB);
+  const codegen::ArenaPlan packed = codegen::plan_arena_packed_windows(b.p, {}, into, window, kMB);
+  check_disjoint(b.p, packed);
+  check_step_windows_free(b.p, packed);
+  CHECK(packed.windows_packed);
+  CHECK_FALSE(after.windows_packed);
+  CHECK(packed.window_at == after.window_at);
+  CHECK(packed.window_of(3) == std::make_pair<std::int64_t, std::int64_t>(0, 8 * kMB));  // over big's bytes
+  CHECK(after.window_of(3).first >= 8 * kMB);  // above the small values
+  CHECK(packed.bytes < after.bytes);
+  CHECK(packed.bytes >= packed.live_peak_bytes);
+  // Edges on the grid, sizes rounded up to it.
+  const codegen::ArenaPlan coarse = codegen::plan_arena_packed_windows(b.p, {}, into, window, 3 * kMB);
+  check_disjoint(b.p, coarse);
+  check_step_windows_free(b.p, coarse);
+  CHECK(coarse.window_of(3).first % (3 * kMB) == 0);
+  CHECK(coarse.window_of(3).second - coarse.window_of(3).first == 9 * kMB);
+}

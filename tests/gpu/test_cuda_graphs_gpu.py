@@ -665,16 +665,18 @@ def test_a_convolution_workspace_takes_a_window_in_the_block(monkeypatch, capfd)
 
 
 @torch.no_grad()
-def test_each_convolution_workspace_can_take_a_window_of_its_own(monkeypatch, capfd):
-    """With a window for each step's own memory (DEEPVISOR_BLOCK_WINDOW=each:
-    codegen::plan_arena_step_windows), the capture allocates the block in
+@pytest.mark.parametrize("windows", ["each", "packed"])
+def test_each_convolution_workspace_can_take_a_window_of_its_own(monkeypatch, capfd, windows):
+    """With a window for each step's own memory, placed after the packing
+    (DEEPVISOR_BLOCK_WINDOW=each: codegen::plan_arena_step_windows) or packed
+    with the block (=packed: plan_arena_packed_windows), the capture allocates the block in
     parts between the windows' edges, frees a step's parts for its cuDNN
     workspace and takes them back at their addresses: the pool is one
     segment and results stay eager's on every replay (poisoned, a part given
     back elsewhere or a window over live data shows). Skipped where cuDNN
     allocates no workspace above 1 MiB for these convolutions."""
     monkeypatch.setenv("DEEPVISOR_LOG", "decisions,fallbacks")
-    monkeypatch.setenv("DEEPVISOR_BLOCK_WINDOW", "each")
+    monkeypatch.setenv("DEEPVISOR_BLOCK_WINDOW", windows)
     torch.manual_seed(0)
     m = _WorkspaceNet().eval().cuda()
     s = _one_graph_in_one_segment_under_bf16(m, randn(16, 3, 224, 224))
@@ -683,7 +685,8 @@ def test_each_convolution_workspace_can_take_a_window_of_its_own(monkeypatch, ca
     measured = [re.search(r"at most (\d+) bytes .*, (\d+) of them outliving", l).groups() for l in beside]
     if all(everything == lasting for everything, lasting in measured):
         pytest.skip(f"no workspace that a step frees itself: {beside}")
-    assert "a window for the own memory of each of" in err, err
+    placed = "packed with the block" if windows == "packed" else "placed after the packing"
+    assert "a window for the own memory of each of" in err and placed in err, err
     assert s["graph_block_window_bytes"] > 0, (s, beside)
     assert "came back at another address" not in err, err
 
