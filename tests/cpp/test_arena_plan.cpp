@@ -1,6 +1,7 @@
 // Offsets of a plan's intermediates in one block (codegen/arena_plan.h), on
 // plans built by hand.
 #include <cstdint>
+#include <random>
 #include <vector>
 
 #include "catch.h"
@@ -350,4 +351,47 @@ TEST_CASE("windows packed with the block take the bytes that what is alive at th
   check_step_windows_free(b.p, coarse);
   CHECK(coarse.window_of(3).first % (3 * kMB) == 0);
   CHECK(coarse.window_of(3).second - coarse.window_of(3).first == 9 * kMB);
+}
+
+TEST_CASE("windows of each step's own lie where nothing alive at their step does, on random plans", "[arena]") {
+  // Random chains and joins of pointwise kernels and library calls (which
+  // write into the block), with memory of their own at random library steps;
+  // both placements of their windows, on grids of 1 and 3 MB.
+  std::mt19937 rng(20261205);
+  auto pick = [&](int n) { return static_cast<int>(rng() % static_cast<unsigned>(n)); };
+  for (int trial = 0; trial < 200; ++trial) {
+    PlanBuilder b;
+    std::vector<int> values{b.input(kMB)};
+    std::vector<std::int64_t> window;
+    const int steps = 4 + pick(20);
+    for (int s = 0; s < steps; ++s) {
+      const int a = values[values.size() - 1 - pick(std::min<int>(values.size(), 4))];
+      const std::int64_t bytes = (1 + pick(16)) * kMB / 2;
+      if (pick(3) == 0) {
+        values.push_back(b.library({a}, bytes));
+        window.push_back(pick(2) ? (1 + pick(24)) * kMB / 2 : 0);
+      } else {
+        const int c = values[values.size() - 1 - pick(std::min<int>(values.size(), 6))];
+        values.push_back(b.pointwise(a == c ? std::vector<int>{a} : std::vector<int>{a, c}, bytes));
+        window.push_back(0);
+      }
+    }
+    b.finish(b.kernel({values.back()}, 4096));
+    window.push_back(0);
+    std::vector<codegen::LibraryInto> into(b.p.steps.size(), codegen::LibraryInto::None);
+    for (std::size_t t = 0; t < b.p.steps.size(); ++t)
+      if (b.p.steps[t].kind != codegen::Step::Kind::Kernel) into[t] = codegen::LibraryInto::Convolution;
+    for (std::int64_t grid : {kMB, 3 * kMB}) {
+      const codegen::ArenaPlan after = codegen::plan_arena_step_windows(b.p, {}, into, window, grid);
+      const codegen::ArenaPlan packed = codegen::plan_arena_packed_windows(b.p, {}, into, window, grid);
+      for (const codegen::ArenaPlan* plan : {&after, &packed}) {
+        check_disjoint(b.p, *plan);
+        check_step_windows_free(b.p, *plan);
+        for (std::size_t t = 0; t < window.size(); ++t) {
+          CHECK(plan->window_at[t] == (window[t] > 0));
+          if (window[t] > 0) CHECK(plan->window_of(static_cast<int>(t)).second - plan->window_of(static_cast<int>(t)).first >= window[t]);
+        }
+      }
+    }
+  }
 }
