@@ -154,9 +154,28 @@ std::vector<int> storage_handed_over(const Program& p, const StorageTimeline& tl
   return takes_over;
 }
 
+// For windows packed with the block: step t's window as storage chain[n + t]
+// (n: chain's size before), alive at t alone, its bytes rounded up to the
+// grid, and a head where it has bytes; the plan's windows empty.
+void add_window_storage(const Program& p, const std::vector<std::int64_t>& window, std::int64_t grid,
+                        std::vector<Storage>& chain, std::vector<int>& heads, ArenaPlan& plan) {
+  plan.window_at.assign(p.steps.size(), false);
+  plan.step_windows.assign(p.steps.size(), {0, 0});
+  plan.window_grid = grid;
+  plan.windows_packed = true;
+  const int n = static_cast<int>(chain.size());
+  for (int t = 0; t < static_cast<int>(p.steps.size()); ++t) {
+    const std::int64_t bytes = t < static_cast<int>(window.size()) ? window[t] : 0;
+    chain.push_back(bytes > 0 ? Storage{t, t, round_up(bytes, grid)} : Storage{});
+    if (bytes > 0) heads.push_back(n + t);
+  }
+}
+
 // Offsets for the storage in the block, where each result that takes over an
 // input's storage shares its offset: a chain of such storage is packed as one,
-// from its first step to its last, as large as its largest.
+// from its first step to its last, as large as its largest. With `grid`, each
+// step's window (window[t] bytes) is packed with them (add_window_storage),
+// on the grid.
 ArenaPlan pack(const Program& p, const StorageTimeline& tl, const std::vector<bool>& in_block,
                const std::vector<int>& takes_over, const std::vector<std::int64_t>& window = {},
                std::int64_t grid = 0) {
@@ -174,26 +193,11 @@ ArenaPlan pack(const Program& p, const StorageTimeline& tl, const std::vector<bo
       plan.takes_over[o] = in;
     }
   }
-  // The heads of the chains in the block, and after them the steps' windows
-  // (packed with them: storage alive at its step alone, on the grid).
   std::vector<int> heads;
   for (std::size_t r = 0; r < p.slots.size(); ++r)
     if (in_block[r] && head[r] == static_cast<int>(r)) heads.push_back(static_cast<int>(r));
   const int storages = static_cast<int>(chain.size());
-  const bool windows = grid > 0;
-  if (windows) {
-    plan.window_at.assign(p.steps.size(), false);
-    plan.step_windows.assign(p.steps.size(), {0, 0});
-    plan.window_grid = grid;
-    plan.windows_packed = true;
-    for (std::size_t t = 0; t < window.size() && t < p.steps.size(); ++t)
-      if (window[t] > 0) {
-        heads.push_back(storages + static_cast<int>(t));
-        chain.push_back({static_cast<int>(t), static_cast<int>(t), round_up(window[t], grid)});
-      } else {
-        chain.push_back({});
-      }
-  }
+  if (grid > 0) add_window_storage(p, window, grid, chain, heads, plan);
   // Largest first, then earliest: the big ones set the block's shape.
   std::sort(heads.begin(), heads.end(), [&](int a, int b) {
     const Storage &x = chain[a], &y = chain[b];
@@ -304,14 +308,16 @@ struct Packings {
   ArenaPlan handed, apart;
 };
 
-Packings packings(const Program& p, const std::vector<bool>& excluded, const std::vector<LibraryInto>& writes_into) {
+// (With `grid`, each step's window packed with the storage: see pack.)
+Packings packings(const Program& p, const std::vector<bool>& excluded, const std::vector<LibraryInto>& writes_into,
+                  const std::vector<std::int64_t>& window = {}, std::int64_t grid = 0) {
   Packings k{storage_timeline(p), {}, {}};
   const std::vector<bool> in_block = block_storage(p, k.tl, excluded, writes_into);
   // Handing storage over shortens the live peak, but a chain holds its
   // offset for longer than its parts would, and the greedy packing may then
   // do worse (DenseNet's cats): the smaller block wins.
-  k.handed = pack(p, k.tl, in_block, storage_handed_over(p, k.tl, in_block));
-  k.apart = pack(p, k.tl, in_block, std::vector<int>(p.slots.size(), -1));
+  k.handed = pack(p, k.tl, in_block, storage_handed_over(p, k.tl, in_block), window, grid);
+  k.apart = pack(p, k.tl, in_block, std::vector<int>(p.slots.size(), -1), window, grid);
   return k;
 }
 
@@ -332,11 +338,8 @@ ArenaPlan plan_arena_step_windows(const Program& p, const std::vector<bool>& exc
 ArenaPlan plan_arena_packed_windows(const Program& p, const std::vector<bool>& excluded,
                                     const std::vector<LibraryInto>& writes_into,
                                     const std::vector<std::int64_t>& window, std::int64_t grid) {
-  const StorageTimeline tl = storage_timeline(p);
-  const std::vector<bool> in_block = block_storage(p, tl, excluded, writes_into);
-  const ArenaPlan handed = pack(p, tl, in_block, storage_handed_over(p, tl, in_block), window, grid);
-  const ArenaPlan apart = pack(p, tl, in_block, std::vector<int>(p.slots.size(), -1), window, grid);
-  return handed.bytes <= apart.bytes ? handed : apart;
+  const Packings k = packings(p, excluded, writes_into, window, grid);
+  return k.handed.bytes <= k.apart.bytes ? k.handed : k.apart;
 }
 
 std::vector<ArenaPlan> plan_arena_windows(const Program& p, const std::vector<bool>& excluded,

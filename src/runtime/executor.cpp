@@ -1225,11 +1225,11 @@ const codegen::ArenaPlan& Executor::plan_capture(const at::Device& device) {
       considered += ", " + windows_described(plan) + ": " + std::to_string(windowed_pool_bytes(plan, beside));
     if (!plans.empty()) {
       const LeastPool least = least_pool(plain.live_at, beside);
+      const std::int64_t alive = least.step >= 0 ? plain.live_at[least.step] : 0;
       log_event("decisions", "graph pool: the pools of the blocks with windows considered: " + considered +
-                                 "; no layout of the plain block's storage could hold less than " + std::to_string(least.bytes) + " (step " +
-                                 std::to_string(least.step) + ": " +
-                                 std::to_string(least.step >= 0 ? plain.live_at[least.step] : 0) +
-                                 " alive in the block and the requests beside it)");
+                                 "; no layout of the plain block's storage could hold less than " +
+                                 std::to_string(least.bytes) + " (step " + std::to_string(least.step) + ": " +
+                                 std::to_string(alive) + " alive in the block and the requests beside it)");
     }
     std::optional<WindowChoice> windowed = choose_window(to_beat, beside, std::move(plans));
     if (windowed) {
