@@ -345,7 +345,7 @@ bool reads_cpu_scalar_unrounded(const std::string& op, std::size_t position) {
 // because ATen reads them at compute precision: on the CPU, the 0-d second
 // operand of mul and div (their scalar fast path for reduced floating
 // types); on the GPU, a CPU scalar that the op's kernel takes as its compute
-// type (reads_cpu_scalar_unrounded). Python numbers never are.
+// type (reads_cpu_scalar_unrounded). Python numbers: number_as_read.
 std::vector<bool> Lowerer::rounded_to_common(const std::vector<Operand>& ops, DType common) const {
   std::vector<bool> rounded(ops.size(), false);
   if ((common != DType::BFloat16 && common != DType::Float16) || ops.size() < 2) return rounded;
@@ -1331,6 +1331,23 @@ double stored_scalar(double v, DType t) {
   const double quantum = std::ldexp(1.0, std::max(std::ilogb(f), min_exponent) - mantissa_bits);
   const double r = std::nearbyint(f / quantum) * quantum;  // division by a power of two: exact
   return std::abs(r) > max_finite ? std::copysign(INFINITY, r) : r;
+}
+
+// A number operand (or alpha) of a binary op as eager's kernel reads it:
+// converted to the op's common dtype `t` first where that is f16/bf16. ATen
+// wraps a Python number as a 0-d CPU tensor, so the rules are those of
+// rounded_to_common for a CPU scalar: on the CPU, add, sub, rsub (alpha too)
+// and remainder round it (x + 1.573 adds bf16(1.573) = 1.5703125), and so
+// does pow (its exponent or base), while mul and div read it in float; on
+// the GPU, comparisons and remainder round it (their functors take the
+// common dtype), add, sub, mul and div read it in float, and pow is left as
+// it was (not yet checked on a GPU).
+double number_as_read(double v, DType t) {
+  return t == DType::BFloat16 || t == DType::Float16 ? stored_scalar(v, t) : v;
+}
+Operand number_as_read(Operand o, DType t) {
+  if (o.is_scalar()) o.value = number_as_read(o.value, t);
+  return o;
 }
 
 // masked_fill.Scalar / .Tensor (self, mask, value): value where the bool
@@ -2619,10 +2636,16 @@ void add_unary_prim(std::unordered_map<std::string, LowerFn>& t, const std::stri
   add_unary(t, name, [op](KernelBuilder& kb, ValueId x) { return kb.unary(op, x); });
 }
 
-void add_binary(std::unordered_map<std::string, LowerFn>& t, const std::string& name, PrimOp op) {
+// `numbers_rounded`: a number operand is read in the common dtype
+// (number_as_read), on every device.
+void add_binary(std::unordered_map<std::string, LowerFn>& t, const std::string& name, PrimOp op,
+                bool numbers_rounded = false) {
   for (const char* ov : {".Tensor", ".Scalar", ".default"}) {
-    t["aten::" + name + ov] = [op](Lowerer& L) {
-      L.bind(0, L.elementwise({L.operand(0), L.operand(1)}, arithmetic_dtype(L.out_meta().dtype), binary_fn(op)));
+    t["aten::" + name + ov] = [op, numbers_rounded](Lowerer& L) {
+      const DType out = L.out_meta().dtype;
+      Operand a = L.operand(0), b = L.operand(1);
+      if (numbers_rounded) a = number_as_read(a, out), b = number_as_read(b, out);
+      L.bind(0, L.elementwise({a, b}, arithmetic_dtype(out), binary_fn(op)));
     };
   }
 }
@@ -2631,7 +2654,8 @@ void add_comparison(std::unordered_map<std::string, LowerFn>& t, const std::stri
   for (const char* ov : {".Tensor", ".Scalar", ".default"}) {
     t["aten::" + name + ov] = [op](Lowerer& L) {
       DType compute = L.result_type({0, 1});
-      L.bind(0, L.elementwise({L.operand(0), L.operand(1)}, compute, binary_fn(op)));
+      L.bind(0, L.elementwise({number_as_read(L.operand(0), compute), number_as_read(L.operand(1), compute)}, compute,
+                              binary_fn(op)));
     };
   }
 }
@@ -2718,16 +2742,21 @@ std::unordered_map<std::string, LowerFn> make_lowerings() {
     for (auto [name, op, rev] : {std::tuple{"add", PrimOp::Add, false}, std::tuple{"sub", PrimOp::Sub, false},
                                  std::tuple{"rsub", PrimOp::Sub, true}}) {
       t[std::string("aten::") + name + ov] = [op, rev](Lowerer& L) {
+        const DType out = L.out_meta().dtype;
         double alpha = L.arg(2).is_none() ? 1.0 : L.number_arg(2);
-        L.bind(0, L.elementwise({L.operand(0), L.operand(1)}, arithmetic_dtype(L.out_meta().dtype),
-                                add_with_alpha(op, alpha, rev)));
+        Operand a = L.operand(0), b = L.operand(1);
+        if (!L.on_gpu()) {  // (alpha too: x + 0.3 * y multiplies by bf16(0.3))
+          a = number_as_read(a, out), b = number_as_read(b, out);
+          alpha = number_as_read(alpha, out);
+        }
+        L.bind(0, L.elementwise({a, b}, arithmetic_dtype(out), add_with_alpha(op, alpha, rev)));
       };
     }
   }
   add_binary(t, "mul", PrimOp::Mul);
   add_binary(t, "maximum", PrimOp::Maximum);
   add_binary(t, "minimum", PrimOp::Minimum);
-  add_binary(t, "remainder", PrimOp::Mod);
+  add_binary(t, "remainder", PrimOp::Mod, /*numbers_rounded=*/true);
   for (const char* ov : {".Tensor", ".Scalar"}) {
     t[std::string("aten::div") + ov] = [](Lowerer& L) { lower_true_division(L); };
     t[std::string("aten::div") + ov + "_mode"] = [](Lowerer& L) {
@@ -2760,10 +2789,14 @@ std::unordered_map<std::string, LowerFn> make_lowerings() {
   };
   t["aten::pow.Tensor_Scalar"] = [](Lowerer& L) {
     double e = L.number_arg(1);
+    if (!L.on_gpu()) e = number_as_read(e, L.out_meta().dtype);
     L.bind(0, L.unary([e](KernelBuilder& kb, ValueId x) { return pow_scalar_exponent(kb, x, e); }));
   };
   t["aten::pow.Tensor_Tensor"] = [](Lowerer& L) {
-    L.bind(0, L.elementwise({L.operand(0), L.operand(1)}, L.out_meta().dtype, binary_fn(PrimOp::Pow)));
+    const DType out = L.out_meta().dtype;
+    Operand base = L.operand(0);
+    if (!L.on_gpu()) base = number_as_read(base, out);  // (pow.Scalar: a number's power)
+    L.bind(0, L.elementwise({base, L.operand(1)}, out, binary_fn(PrimOp::Pow)));
   };
   t["aten::pow.Scalar"] = t["aten::pow.Tensor_Tensor"];
 

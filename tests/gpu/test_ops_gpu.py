@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 import deepvisor
-from op_cases import assert_binary_op_bit_exact, assert_matches, check_compiled, params
+from op_cases import (NUMBER_OPERAND_CASES, assert_binary_op_bit_exact, assert_matches, assert_number_operand_bit_exact,
+                      check_compiled, params)
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -414,6 +415,15 @@ def test_operands_are_cast_to_a_bf16_common_dtype_as_aten_does_on_the_gpu(name, 
               "s": torch.tensor(-2.1787893772125244, device="cuda"), "c": torch.tensor(-2.1787893772125244),
               "i": torch.tensor([257, 513, 1025, -3, 4099], device="cuda")}
     assert_binary_op_bit_exact(name, *(values[k] for k in operands.split(",")), calls=3)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("name", sorted(NUMBER_OPERAND_CASES))
+def test_a_number_operand_is_read_as_eager_reads_it_on_the_gpu(name, dtype):
+    """A Python number (a CPU scalar to ATen) in a bf16/f16 op on the GPU:
+    comparisons and remainder round it to the dtype, add, sub, mul and div
+    read it in float (tests/python/test_lowering.py: the CPU's rules)."""
+    assert_number_operand_bit_exact(name, dtype, "cuda")
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -1417,6 +1417,34 @@ def assert_binary_op_bit_exact(name, a, b, calls=2):
     assert torch.equal(got, want), (got, want)
 
 
+# Binary ops with a Python number that is not a bf16/f16 value (1.573 is
+# 1.5703125 in bf16): eager reads it rounded to the tensor's dtype or in
+# float, by op and device (lowering.cpp, number_as_read); the plan must give
+# eager's bits either way.
+NUMBER_OPERAND_CASES = {
+    "add": lambda x: x + 1.573, "radd": lambda x: 1.573 + x, "sub": lambda x: x - -1.573, "rsub": lambda x: 1.573 - x,
+    "add_alpha": lambda x: torch.add(x, x, alpha=0.3), "sub_number_alpha": lambda x: torch.sub(x, 1.573, alpha=2.0),
+    "add_": lambda x: x.clone().add_(1.573), "mul": lambda x: x * 1.573, "div": lambda x: x / 1.573,
+    "remainder": lambda x: torch.remainder(x, 1.573), "pow_exponent": lambda x: x.abs().pow(1.573),
+    "pow_base": lambda x: torch.pow(1.573, x), "eq": lambda x: x == 0.573, "ne": lambda x: x != 0.573,
+    "lt": lambda x: x < 0.573, "ge": lambda x: x >= 0.573, "floor_after_sub": lambda x: torch.floor((x - -1.573) * 3),
+}
+
+
+def assert_number_operand_bit_exact(name, dtype, device):
+    """NUMBER_OPERAND_CASES[name] compiled gives eager's bits on random values
+    and on values equal to the number rounded to `dtype`."""
+    fn = NUMBER_OPERAND_CASES[name]
+    g = deepvisor.compile(fn)
+    gen = torch.Generator().manual_seed(0)
+    rounded = torch.tensor([0.573, 1.573, -1.573], dtype=dtype)
+    for _ in range(3):
+        x = torch.cat([torch.randn(61, generator=gen).to(dtype) * 4, rounded]).to(device)
+        want, got = fn(x), g(x)
+        assert got.dtype == want.dtype
+        assert torch.equal(got, want), (x[got != want][:4], got[got != want][:4], want[got != want][:4])
+
+
 def assert_matches(actual, expected, tolerances, what="output"):
     """Same structure, and tensors of the same dtype, shape and values (NaN
     at the same places). tolerances: dtype -> (rtol, atol)."""

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 import deepvisor
 from deepvisor import _C
-from op_cases import assert_binary_op_bit_exact, assert_matches
+from op_cases import NUMBER_OPERAND_CASES, assert_binary_op_bit_exact, assert_matches, assert_number_operand_bit_exact
 
 BF16 = torch.bfloat16
 
@@ -290,6 +290,16 @@ def test_operands_are_cast_to_a_bf16_common_dtype_as_aten_does(name, operands):
     operand of mul and div (their scalar fast path)."""
     values = {"x": _X_BF16, "s": _S_F32, "i": _I64}
     assert_binary_op_bit_exact(name, *(values[k] for k in operands.split(",")))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("name", sorted(NUMBER_OPERAND_CASES))
+def test_a_number_operand_is_read_as_eager_reads_it(name, dtype):
+    """A Python number in a bf16/f16 op: the CPU's add, sub, rsub, alpha,
+    remainder, pow and comparisons round it to the dtype first, mul and div
+    do not (x - -1.573 then floor(3 * ...) gave 8 where eager gives 7: the
+    CPU fuzzer, seed 2602)."""
+    assert_number_operand_bit_exact(name, dtype, "cpu")
 
 
 def test_moments_of_rows_of_equal_values_are_exact():
