@@ -712,8 +712,8 @@ void Executor::enable_cuda_graph(std::vector<bool> constant_inputs, std::shared_
   if (!graphs) return;
   const char* windows = std::getenv("DEEPVISOR_BLOCK_WINDOW");
   windows_allowed_ = pool == nullptr && (windows == nullptr || std::string(windows) != "0");
-  if (windows != nullptr && (std::string(windows) == "each" || std::string(windows) == "packed"))
-    forced_windows_ = windows;
+  if (windows != nullptr && std::string(windows) == "each") forced_windows_ = ForcedWindows::each;
+  if (windows != nullptr && std::string(windows) == "packed") forced_windows_ = ForcedWindows::packed;
   const char* outside = std::getenv("DEEPVISOR_OUTSIDE_POOL");
   private_pool_ = pool == nullptr && (outside == nullptr || std::string(outside) != "0");
   graph_ = std::make_unique<CudaGraphReplay>(std::move(constant_inputs), not_graphable, std::move(pool),
@@ -1209,17 +1209,17 @@ const codegen::ArenaPlan& Executor::plan_capture(const at::Device& device) {
   if (windows_allowed_ && !block_outside && plain.bytes > 0) {
     const std::vector<std::vector<std::int64_t>> choices = window_step_choices(beside.transient);
     std::vector<codegen::ArenaPlan> plans;
-    if (forced_windows_.empty())
+    if (forced_windows_ == ForcedWindows::none)
       plans = codegen::plan_arena_windows(program_, outside_arena(), into_, choices, least_window_offset());
     if (!choices.empty()) {  // (beside windows for every step with transient bytes: the lasting requests)
       const std::int64_t grid = step_window_grid(beside.lasting);
-      if (forced_windows_ != "packed")
+      if (forced_windows_ != ForcedWindows::packed)
         plans.push_back(codegen::plan_arena_step_windows(program_, outside_arena(), into_, beside.transient, grid));
-      if (forced_windows_ != "each")
+      if (forced_windows_ != ForcedWindows::each)
         plans.push_back(codegen::plan_arena_packed_windows(program_, outside_arena(), into_, beside.transient, grid));
     }
     const std::int64_t to_beat =
-        forced_windows_.empty() ? pool_bytes(plain.bytes, room) : std::numeric_limits<std::int64_t>::max();
+        forced_windows_ == ForcedWindows::none ? pool_bytes(plain.bytes, room) : std::numeric_limits<std::int64_t>::max();
     std::string considered = "plain " + std::to_string(pool_bytes(plain.bytes, room));
     for (const codegen::ArenaPlan& plan : plans)
       considered += ", " + windows_described(plan) + ": " + std::to_string(windowed_pool_bytes(plan, beside));

@@ -269,7 +269,8 @@ class Executor {
   // DEEPVISOR_BLOCK_WINDOW=each or =packed (for tests): windows of each
   // step's own, placed after the packing or packed with the block, whatever
   // the pool.
-  std::string forced_windows_;
+  enum class ForcedWindows { none, each, packed };
+  ForcedWindows forced_windows_ = ForcedWindows::none;
   // What the next capture takes from memory made outside the graph's pool
   // (prepare_outside_pool): in a pool of the plan's own, the allocator's
   // segments hold at least 2 MiB for outputs of 1 MiB or less and at least
