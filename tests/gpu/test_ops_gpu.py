@@ -421,8 +421,9 @@ def test_operands_are_cast_to_a_bf16_common_dtype_as_aten_does_on_the_gpu(name, 
 @pytest.mark.parametrize("name", sorted(NUMBER_OPERAND_CASES))
 def test_a_number_operand_is_read_as_eager_reads_it_on_the_gpu(name, dtype):
     """A Python number (a CPU scalar to ATen) in a bf16/f16 op on the GPU:
-    comparisons and remainder round it to the dtype, add, sub, mul and div
-    read it in float (tests/python/test_lowering.py: the CPU's rules)."""
+    comparisons, remainder and pow (its exponent or base) round it to the
+    dtype; add, sub, mul and div read it in float (tests/python/
+    test_lowering.py: the CPU's rules)."""
     assert_number_operand_bit_exact(name, dtype, "cuda")
 
 
