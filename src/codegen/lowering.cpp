@@ -1340,7 +1340,7 @@ double stored_scalar(double v, DType t) {
 // and remainder round it (x + 1.573 adds bf16(1.573) = 1.5703125), and so
 // does pow (its exponent or base), while mul and div read it in float; on
 // the GPU, comparisons, remainder and pow round it (their functors take the
-// common dtype; pow checked bit-exact on an H100), while add, sub, mul and
+// common dtype; pow checked bit-exact on an H200), while add, sub, mul and
 // div read it in float.
 double number_as_read(double v, DType t) {
   return t == DType::BFloat16 || t == DType::Float16 ? stored_scalar(v, t) : v;
