@@ -371,7 +371,7 @@ def op_conv(b):
     """A 2-d convolution (a library call) of a 4-d value: grouped, depthwise
     or not, strided, padded, dilated, with an epilogue. Its activations go
     channels-last where DEEPVISOR_CHANNELS_LAST asks (set below)."""
-    a = b.pick(lambda t: t.dim() == 4)
+    a = b.pick(lambda t: t.dim() == 4 and t.shape[1] > 0)  # (no convolution of zero channels)
     if a is None:
         return False
     t, r = b.values[a], b.rng
