@@ -476,7 +476,7 @@ def _eager_noise(fn, reference, args):
     from 2e-3 to 2.8e-2 on the four nudged ones; the plan, which keeps the
     product, the mean and the sums in float32, was off by 1.4e-2. None where
     the nudged program cannot run."""
-    worst = None
+    samples = []  # one list of errors (one per output) a nudge
     for ulps in (1, -1, 2, -2):
         nudged = [a * (1 + ulps * 2 ** -7) if a.is_floating_point() else a for a in args]
         try:
@@ -484,9 +484,8 @@ def _eager_noise(fn, reference, args):
             refs = reference(*[a.double() if a.is_floating_point() else a for a in nudged])
         except Exception:  # noqa: BLE001  (an estimate only)
             return None
-        errors = [_error(w, r) for w, r in zip(want, refs)]
-        worst = errors if worst is None else [max(a, b) for a, b in zip(worst, errors)]
-    return worst
+        samples.append([_error(w, r) for w, r in zip(want, refs)])
+    return [max(errors) for errors in zip(*samples)]
 
 
 def _close(got, want, reference, low_precision, eager_noise=0.0):
