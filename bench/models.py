@@ -44,8 +44,11 @@ float32). With --jobs N, the rows run as N processes at once, each row in its
 own process with empty Inductor and deepvisor disk caches: the compiles
 overlap, while the timed calls of every mode and deepvisor's first two calls
 (its autotuner times kernels on the GPU) take exclusive turns through a lock,
-on two cores that no job compiles on. The whole table then fits in one run;
-the first-call columns are measured while other rows compile beside them.
+on two cores that no job compiles on. While a job times its calls (warm-up
+included), the other jobs are paused (SIGSTOP, then SIGCONT), so that their
+compiles, autotuning and first calls put no work on the GPU meanwhile. The
+whole table then fits in one run; the first-call columns are measured while
+other rows compile beside them.
 
 On a CPU machine that other work keeps busy, run with OMP_NUM_THREADS=1: ATen's
 thread barriers wait on descheduled threads (a 2-core machine under a build
@@ -61,6 +64,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -213,6 +217,45 @@ def gpu_turn(a):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def sibling_jobs():
+    """The other jobs of this parallel run: the processes that the run's parent started, save this one."""
+    parent, me, pids = os.getppid(), os.getpid(), []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        if int(stat[stat.rindex(")") + 2:].split()[1]) == parent:  # the fields after "(comm)": state, ppid
+            pids.append(int(entry))
+    return pids
+
+
+def signal_all(pids, sig):
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+
+@contextlib.contextmanager
+def quiet_gpu(a):
+    """In a job of a parallel run, while it holds the turn: the other jobs paused, and the work they had
+    queued on the GPU given time to drain, so that the timed calls have the card to themselves. The parent
+    resumes every job when one exits, in case a job dies while it holds the others paused."""
+    if not a.turn_lock:
+        yield
+        return
+    paused = sibling_jobs()
+    signal_all(paused, signal.SIGSTOP)
+    try:
+        time.sleep(0.2)  # a paused job's queued kernels (a graph replay, an autotuning batch) finish meanwhile
+        yield
+    finally:
+        signal_all(paused, signal.SIGCONT)
+
+
 @contextlib.contextmanager
 def timing_cores(a):
     """In a job of a parallel run: the calling thread on the cores that no job compiles on (--timing-cpus), so
@@ -232,6 +275,8 @@ def run_mode(mode, model, args, ref, a):
     fn = make_fn(mode, model, a.region)
     r = {}
     pools_before = set(private_pools()) if a.device == "cuda" else set()
+    if a.device == "cuda":  # a parallel run's jobs share the card: what was free when this mode compiled
+        r["gpu_free_mb_at_first_call"] = torch.cuda.mem_get_info()[0] / 2**20
     with contextlib.ExitStack() as turn:
         if mode == "deepvisor":  # its first calls time autotuning candidates on the GPU
             turn.enter_context(gpu_turn(a))
@@ -243,6 +288,7 @@ def run_mode(mode, model, args, ref, a):
         if mode != "deepvisor":
             turn.enter_context(gpu_turn(a))
         turn.enter_context(timing_cores(a))
+        turn.enter_context(quiet_gpu(a))
         for _ in range(a.warmup):
             fn(*args)
         sync(a.device)
@@ -322,7 +368,8 @@ def cell(r, key, fmt):
 
 def table(rows, a, precision, dev=None):
     dev = dev or (torch.cuda.get_device_name() if a.device == "cuda" else "cpu")
-    overlap = f"; {a.jobs} rows at a time, first calls beside other rows' compiles" if a.jobs > 1 else ""
+    overlap = (f"; {a.jobs} rows at a time, first calls beside other rows' compiles, timed calls with the other "
+               "rows paused" if a.jobs > 1 else "")
     print(f"\n{dev}, {a.size} size, {'bf16 autocast' if precision == 'bf16' else 'fp32'}, torch {torch.__version__}, "
           f"Python {sys.version.split()[0]}, median of {a.iters} calls{overlap}\n")
     print("| model | batch | eager ms | compile ms | reduce-overhead ms | deepvisor ms | dv vs best compile | "
@@ -472,6 +519,7 @@ def run_jobs(a):
             running[proc] = (i, precision, name, batch, job)
         finished = wait_any(running)
         i, precision, name, batch, job = running.pop(finished)
+        signal_all([proc.pid for proc in running], signal.SIGCONT)  # it may have died with the others paused
         results[i] = job_rows(finished.returncode, job, precision, name, batch)
         for cache in ("inductor", "deepvisor"):  # a run of 40 rows would otherwise keep gigabytes
             shutil.rmtree(os.path.join(job, cache), ignore_errors=True)
