@@ -42,13 +42,16 @@ mode, and with --out every figure as JSON.
 With several --autocast values, every row runs in each precision (none:
 float32). With --jobs N, the rows run as N processes at once, each row in its
 own process with empty Inductor and deepvisor disk caches: the compiles
-overlap, while the timed calls of every mode and deepvisor's first two calls
-(its autotuner times kernels on the GPU) take exclusive turns through a lock,
-on two cores that no job compiles on. While a job times its calls (warm-up
-included), the other jobs are paused (SIGSTOP, then SIGCONT), so that their
-compiles, autotuning and first calls put no work on the GPU meanwhile. The
-whole table then fits in one run; the first-call columns are measured while
-other rows compile beside them.
+overlap, while the timed calls of every mode take exclusive turns through a
+lock, on two cores that no job compiles on, and deepvisor's autotuner takes
+the same lock while it times its candidates (DEEPVISOR_AUTOTUNE_LOCK). While
+a job times its calls (warm-up included), the other jobs are paused (SIGSTOP,
+then SIGCONT), so that their compiles and first calls put no work on the GPU
+meanwhile. A pause can stretch one of Inductor's autotuning measurements;
+Inductor keeps the fastest of many separately timed launches, so one
+stretched launch does not change its choice. The whole table then fits in one
+run; the first-call columns are measured while other rows compile beside
+them.
 
 On a CPU machine that other work keeps busy, run with OMP_NUM_THREADS=1: ATen's
 thread barriers wait on descheduled threads (a 2-core machine under a build
@@ -210,11 +213,11 @@ def gpu_turn(a):
         yield
         return
     with open(a.turn_lock, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+        fcntl.lockf(f, fcntl.LOCK_EX)  # a POSIX lock: the one deepvisor's autotuner takes (DEEPVISOR_AUTOTUNE_LOCK)
         try:
             yield
         finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+            fcntl.lockf(f, fcntl.LOCK_UN)
 
 
 def sibling_jobs():
@@ -277,16 +280,13 @@ def run_mode(mode, model, args, ref, a):
     pools_before = set(private_pools()) if a.device == "cuda" else set()
     if a.device == "cuda":  # a parallel run's jobs share the card: what was free when this mode compiled
         r["gpu_free_mb_at_first_call"] = torch.cuda.mem_get_info()[0] / 2**20
+    t0 = time.perf_counter()
+    for _ in range(2):
+        fn(*args)
+    sync(a.device)
+    r["first_call_s"] = time.perf_counter() - t0
     with contextlib.ExitStack() as turn:
-        if mode == "deepvisor":  # its first calls time autotuning candidates on the GPU
-            turn.enter_context(gpu_turn(a))
-        t0 = time.perf_counter()
-        for _ in range(2):
-            fn(*args)
-        sync(a.device)
-        r["first_call_s"] = time.perf_counter() - t0
-        if mode != "deepvisor":
-            turn.enter_context(gpu_turn(a))
+        turn.enter_context(gpu_turn(a))
         turn.enter_context(timing_cores(a))
         turn.enter_context(quiet_gpu(a))
         for _ in range(a.warmup):
@@ -366,12 +366,14 @@ def cell(r, key, fmt):
     return fmt.format(r[key]) if r.get(key) is not None else "-"
 
 
-def table(rows, a, precision, dev=None):
-    dev = dev or (torch.cuda.get_device_name() if a.device == "cuda" else "cpu")
+def table(rows, a, precision, meta=None):
+    """The markdown table of `rows`; `meta`: a saved run's (its card and versions), else this process's."""
+    meta = meta or {"device": torch.cuda.get_device_name() if a.device == "cuda" else "cpu",
+                    "torch": torch.__version__, "python": sys.version.split()[0]}
     overlap = (f"; {a.jobs} rows at a time, first calls beside other rows' compiles, timed calls with the other "
                "rows paused" if a.jobs > 1 else "")
-    print(f"\n{dev}, {a.size} size, {'bf16 autocast' if precision == 'bf16' else 'fp32'}, torch {torch.__version__}, "
-          f"Python {sys.version.split()[0]}, median of {a.iters} calls{overlap}\n")
+    print(f"\n{meta['device']}, {a.size} size, {'bf16 autocast' if precision == 'bf16' else 'fp32'}, "
+          f"torch {meta.get('torch', '?')}, Python {meta.get('python', '?')}, median of {a.iters} calls{overlap}\n")
     print("| model | batch | eager ms | compile ms | reduce-overhead ms | deepvisor ms | dv vs best compile | "
           "graphs | extern / fallback ops | max rel err | rel err vs f64 (eager / dv) | peak mem vs eager | "
           "first call s (compile / reduce-overhead / dv) |")
@@ -511,7 +513,7 @@ def run_jobs(a):
             os.makedirs(job)
             # Inductor's compile workers take every compiling core (its default): the last rows, alone, use them all.
             env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=os.path.join(job, "inductor"),
-                       DEEPVISOR_CACHE_DIR=os.path.join(job, "deepvisor"))
+                       DEEPVISOR_CACHE_DIR=os.path.join(job, "deepvisor"), DEEPVISOR_AUTOTUNE_LOCK=lock)
             with open(os.path.join(job, "log"), "w") as log:
                 proc = subprocess.Popen(row_command(a, precision, name, batch, os.path.join(job, "row.json"), lock,
                                                     timing), stdout=log, stderr=subprocess.STDOUT, env=env,
@@ -567,7 +569,7 @@ def print_saved(paths, a):
     for precision in PRECISIONS:
         of_precision = [r for r in rows if r["precision"] == precision]
         if of_precision:
-            table(of_precision, a, precision, dev=meta["device"])
+            table(of_precision, a, precision, meta=meta)
 
 
 def save(rows, a):

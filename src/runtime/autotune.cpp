@@ -1,9 +1,14 @@
 #include "runtime/autotune.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <sstream>
 #include <stdexcept>
@@ -214,6 +219,37 @@ Autotuner::Stats Autotuner::stats() const {
 void Autotuner::clear_memory() {
   std::lock_guard<std::mutex> lock(mu_);
   memory_.clear();
+}
+
+namespace {
+
+// F_SETLKW on the whole file; a signal that interrupts the wait waits again.
+bool lock_whole_file(int fd, short type) {
+  struct flock whole {};
+  whole.l_type = type;
+  whole.l_whence = SEEK_SET;
+  while (fcntl(fd, type == F_UNLCK ? F_SETLK : F_SETLKW, &whole) != 0)
+    if (errno != EINTR) return false;
+  return true;
+}
+
+}  // namespace
+
+AutotuneTurn::AutotuneTurn() {
+  const char* path = std::getenv("DEEPVISOR_AUTOTUNE_LOCK");
+  if (path == nullptr || path[0] == '\0') return;
+  fd_ = ::open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd_ >= 0 && lock_whole_file(fd_, F_WRLCK)) return;
+  log_event("autotune", std::string("DEEPVISOR_AUTOTUNE_LOCK=") + path + ": " + std::strerror(errno) +
+                            "; timing without the lock");
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
+}
+
+AutotuneTurn::~AutotuneTurn() {
+  if (fd_ < 0) return;
+  lock_whole_file(fd_, F_UNLCK);
+  ::close(fd_);
 }
 
 TimingScratch::TimingScratch(const ir::Kernel& kernel, std::size_t flush_bytes) {

@@ -107,6 +107,24 @@ class Autotuner {
   Stats stats_;
 };
 
+// Held while one plan's candidates are timed. DEEPVISOR_AUTOTUNE_LOCK=PATH:
+// an exclusive POSIX record lock on that file (created if missing), so that
+// processes sharing a GPU (workers warming up together, a parallel benchmark)
+// time their candidates one at a time and no measurement sees another
+// process's kernels. The lock belongs to the process: a process that already
+// holds it (say, from Python with fcntl.lockf) gets it at once. Unset, or a
+// file that cannot be opened (logged): nothing is held.
+class AutotuneTurn {
+ public:
+  AutotuneTurn();
+  ~AutotuneTurn();
+  AutotuneTurn(const AutotuneTurn&) = delete;
+  AutotuneTurn& operator=(const AutotuneTurn&) = delete;
+
+ private:
+  int fd_ = -1;
+};
+
 // Zero-filled device buffers, one per kernel.buffers entry (zero indices stay
 // in range): what the candidates of one kernel are timed on, freed with it.
 // Needs a current context.

@@ -498,6 +498,7 @@ void Executor::autotune(int device_index, const codegen::DeviceSpec& spec, std::
     stats_.autotune_compiles += KernelCompiler::global().stats().nvrtc_compiles - before;
     void* stream = c10::cuda::getCurrentCUDAStream(device_index).stream();
     const double budget = Autotuner::budget_ms();
+    const AutotuneTurn turn;  // compiled beside other processes; timed alone where they share the lock
     std::size_t next_cubin = 0;
     for (Pending& q : pending) {
       const std::size_t first = next_cubin;

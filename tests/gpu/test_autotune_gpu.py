@@ -2,12 +2,14 @@
 every candidate configuration of softmax, layer_norm, pointwise and column
 reductions (f32 and bf16, odd sizes) against eager; autotuning on by default
 with its stats; a warm start (another process over the same disk cache, or a
-new executor in this one) times nothing. Skipped without a GPU."""
+new executor in this one) times nothing; DEEPVISOR_AUTOTUNE_LOCK makes the
+timing wait for a lock that another process holds. Skipped without a GPU."""
 
 import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -173,3 +175,36 @@ def test_cold_l2_timing_chooses_and_matches(tmp_path):
     # DEEPVISOR_AUTOTUNE_COLD_L2=1: each candidate launch timed alone after the L2 is overwritten.
     s = run_child(tmp_path, DEEPVISOR_AUTOTUNE="1", DEEPVISOR_AUTOTUNE_COLD_L2="1")
     assert s["ok"] and s["kernels_autotuned"] > 0 and s["autotune_compiles"] > 0, s
+
+
+HOLDER = r"""
+import fcntl, sys, time
+with open(sys.argv[1], "a") as f:
+    fcntl.lockf(f, fcntl.LOCK_EX)
+    print("held", flush=True)
+    time.sleep(float(sys.argv[2]))
+"""
+
+
+def test_candidates_are_timed_only_while_the_lock_is_free(tmp_path):
+    # DEEPVISOR_AUTOTUNE_LOCK: another process holds the file's lock for 4 s; the child's first call compiles
+    # meanwhile but times its candidates only after the holder lets go, and then autotunes as usual.
+    lock = tmp_path / "turn.lock"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(lock), "4"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        t0 = time.perf_counter()
+        s = run_child(tmp_path / "cache", DEEPVISOR_AUTOTUNE="1", DEEPVISOR_AUTOTUNE_LOCK=str(lock))
+        waited = time.perf_counter() - t0
+    finally:
+        holder.wait()
+    assert s["ok"] and s["kernels_autotuned"] > 0, s
+    assert waited >= 3.5, waited
+    # Unset: nothing waits (the same child, a cold cache of its own).
+    free = run_child(tmp_path / "cache2", DEEPVISOR_AUTOTUNE="1")
+    assert free["ok"] and free["kernels_autotuned"] > 0, free
+
+
+def test_an_unusable_lock_path_times_without_it(tmp_path):
+    s = run_child(tmp_path, DEEPVISOR_AUTOTUNE="1", DEEPVISOR_AUTOTUNE_LOCK=str(tmp_path / "missing" / "turn.lock"))
+    assert s["ok"] and s["kernels_autotuned"] > 0, s
