@@ -51,7 +51,7 @@ meanwhile. A pause can stretch one of Inductor's autotuning measurements;
 Inductor keeps the fastest of many separately timed launches, so one
 stretched launch does not change its choice. The whole table then fits in one
 run; the first-call columns are measured while other rows compile beside
-them.
+them (deepvisor's includes any wait for the lock before its autotuning).
 
 On a CPU machine that other work keeps busy, run with OMP_NUM_THREADS=1: ATen's
 thread barriers wait on descheduled threads (a 2-core machine under a build

@@ -112,8 +112,10 @@ class Autotuner {
 // processes sharing a GPU (workers warming up together, a parallel benchmark)
 // time their candidates one at a time and no measurement sees another
 // process's kernels. The lock belongs to the process: a process that already
-// holds it (say, from Python with fcntl.lockf) gets it at once. Unset, or a
-// file that cannot be opened (logged): nothing is held.
+// holds it (say, from Python with fcntl.lockf) gets it at once instead of
+// waiting for itself, and the release here ends that hold too (POSIX locks
+// are per process, not per descriptor). Unset, or a file that cannot be
+// opened (logged): nothing is held.
 class AutotuneTurn {
  public:
   AutotuneTurn();
