@@ -221,8 +221,11 @@ def gpu_turn(a):
 
 
 def sibling_jobs():
-    """The other jobs of this parallel run: the processes that the run's parent started, save this one."""
+    """The other jobs of this parallel run: the processes that the run's parent started, save this one.
+    Found through /proc; without it (not Linux), none: the timed calls then run beside the others."""
     parent, me, pids = os.getppid(), os.getpid(), []
+    if not os.path.isdir("/proc"):
+        return pids
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == me:
             continue
