@@ -14,6 +14,7 @@
 #include <stdexcept>
 #include <tuple>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "codegen/arena_plan.h"
 #include "codegen/common_casts.h"
@@ -126,7 +127,7 @@ class GroupEmitter : public BodyContext {
     if (auto it = computed_.find(d); it != computed_.end()) {
       if (ir::linear_index(c, storage_strides(td)) != it->second.first)
         throw NotFusable(td.label + " is read at another point than where this kernel computes it");
-      return as_stored(td, it->second.second);
+      return as_stored(td, it->second.second, stored_.count(d) > 0);
     }
     if (in_memory(d)) return load(d, c);
     if (td.kind != TensorDef::Kind::Pointwise) throw std::logic_error("scheduler: unrealized reduction " + td.label);
@@ -139,8 +140,14 @@ class GroupEmitter : public BodyContext {
 
   // What readers of `td` see of its computed value `v`: a rounded def
   // (TensorDef::rounded) as eager stores it, rounded to its 16-bit dtype.
-  ValueId as_stored(const TensorDef& td, ValueId v) {
-    if (!td.rounded || kb_.dtype(v) != ir::DType::Float32) return v;
+  // So is a def that this kernel also stores (`stored`) in a 16-bit dtype:
+  // its readers here see what the kernels after it load, or a reduction over
+  // it here and a pointwise reader of it there would see two values (a
+  // softmax's sums taken over the float32 product, its numerators over the
+  // product rounded to bf16: columns summing to 1.03).
+  ValueId as_stored(const TensorDef& td, ValueId v, bool stored = false) {
+    const bool low = td.dtype == ir::DType::BFloat16 || td.dtype == ir::DType::Float16;
+    if (!(td.rounded || (stored && low)) || kb_.dtype(v) != ir::DType::Float32) return v;
     return kb_.unary(td.dtype == ir::DType::BFloat16 ? ir::PrimOp::RoundBf16 : ir::PrimOp::RoundF16, v);
   }
 
@@ -211,6 +218,7 @@ class GroupEmitter : public BodyContext {
     }
     computed_[d] = {point, value};
     if (store) {
+      stored_.insert(d);
       int b = buffer_for(d, td.dtype, td.numel(), true);
       kb_.store(b, point, value);
     }
@@ -325,6 +333,7 @@ class GroupEmitter : public BodyContext {
   const std::vector<ir::TensorMeta>& values_;
   ir::KernelBuilder kb_;
   std::unordered_map<int, std::pair<IndexExpr, ValueId>> computed_;
+  std::unordered_set<int> stored_;  // members of computed_ that this kernel stores
   std::map<std::tuple<int, Coords, ValueId>, ValueId> inlined_;  // (def, coords, mask)
   ValueId mask_ = -1;  // inside read_masked: the conjunction of the masks around the read
   std::set<int> loaded_;
