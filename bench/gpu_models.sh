@@ -9,9 +9,8 @@ run gpu-tests env DEEPVISOR_STRICT=1 DEEPVISOR_POISON=1 python3 -m pytest -q -n 
 run capture-cuda env DEEPVISOR_STRICT=1 DEEPVISOR_POISON=1 python3 -m pytest -q -n 4 -k cuda \
   tests/python/test_capture.py tests/python/test_backend.py tests/python/test_torchvision.py
 run models python3 bench/models.py --out "$OUT/models.json" "$@"
-# A new process with the disk cache the first run filled: deepvisor's warm start.
-run warm-start python3 bench/models.py --out "$OUT/warm.json" "$@" --modes deepvisor --iters 5 --warmup 1
+# Time to a ready plan, cold and warm (a new process on the filled disk caches), beside torch.compile's.
+run cold-start python3 bench/cold_start.py --out "$OUT/cold_start.json"
 grep -h -E "^FAILED|^ERROR" "$OUT"/gpu-tests.log "$OUT"/capture-cuda.log | head -20
 sed -n '/^| model/,$p' "$OUT/models.log"
-echo "warm start (disk cache filled by the run above):"
-grep -E '^\| [a-z]' "$OUT/warm-start.log" | awk -F'|' '{print $2, $3, "first call s (- / - / dv):", $15}'
+sed -n '/^| model/,$p' "$OUT/cold-start.log"
