@@ -8,6 +8,7 @@
 #include <torch/csrc/autograd/python_variable.h>
 
 #include <algorithm>
+#include <iterator>
 #include <cstring>
 #include <unordered_map>
 
@@ -174,6 +175,32 @@ std::string TensorGuard::mismatch(const at::Tensor& t) const {
   return "";
 }
 
+namespace {
+
+struct Fp32Setting {
+  at::Float32Backend backend;
+  at::Float32Op op;
+  const char* flag;  // what a user sets it with
+};
+
+// Every (backend, op) pair ATen keeps a float32 precision for.
+constexpr Fp32Setting kFp32Settings[] = {
+    {at::Float32Backend::GENERIC, at::Float32Op::ALL, "torch.backends.fp32_precision"},
+    {at::Float32Backend::CUDA, at::Float32Op::ALL, "torch.backends.cudnn.fp32_precision"},
+    {at::Float32Backend::CUDA, at::Float32Op::CONV, "torch.backends.cudnn.conv.fp32_precision (allow_tf32)"},
+    {at::Float32Backend::CUDA, at::Float32Op::RNN, "torch.backends.cudnn.rnn.fp32_precision (allow_tf32)"},
+    {at::Float32Backend::CUDA, at::Float32Op::MATMUL,
+     "torch.backends.cuda.matmul.fp32_precision (allow_tf32, set_float32_matmul_precision)"},
+    {at::Float32Backend::MKLDNN, at::Float32Op::ALL, "torch.backends.mkldnn.fp32_precision"},
+    {at::Float32Backend::MKLDNN, at::Float32Op::CONV, "torch.backends.mkldnn.conv.fp32_precision"},
+    {at::Float32Backend::MKLDNN, at::Float32Op::RNN, "torch.backends.mkldnn.rnn.fp32_precision"},
+    {at::Float32Backend::MKLDNN, at::Float32Op::MATMUL,
+     "torch.backends.mkldnn.matmul.fp32_precision (set_float32_matmul_precision)"},
+};
+static_assert(std::size(kFp32Settings) == std::tuple_size_v<decltype(GlobalState::fp32_precision)>);
+
+}  // namespace
+
 GlobalState GlobalState::now() {
   GlobalState s;
   s.grad_enabled = at::GradMode::is_enabled();
@@ -184,8 +211,14 @@ GlobalState GlobalState::now() {
   s.autocast_cuda = at::autocast::is_autocast_enabled(at::kCUDA);
   s.autocast_cpu_dtype = at::autocast::get_autocast_dtype(at::kCPU);
   s.autocast_cuda_dtype = at::autocast::get_autocast_dtype(at::kCUDA);
-  s.tf32_matmul = at::globalContext().allowTF32CuBLAS();
-  s.tf32_cudnn = at::globalContext().allowTF32CuDNN();
+  const at::Context& ctx = at::globalContext();
+  for (std::size_t i = 0; i < std::size(kFp32Settings); ++i)
+    s.fp32_precision[i] =
+        static_cast<std::uint8_t>(ctx.float32Precision(kFp32Settings[i].backend, kFp32Settings[i].op));
+  s.cublas_f16_reduction = static_cast<std::uint8_t>(ctx.allowFP16ReductionCuBLAS());
+  s.cublas_bf16_reduction = static_cast<std::uint8_t>(ctx.allowBF16ReductionCuBLAS());
+  s.cublas_f16_accumulation = ctx.allowFP16AccumulationCuBLAS();
+  s.cudnn_deterministic = ctx.deterministicCuDNN();
   return s;
 }
 
@@ -196,8 +229,14 @@ std::string GlobalState::difference(const GlobalState& o) const {
   if (deterministic != o.deterministic) return "torch.are_deterministic_algorithms_enabled()";
   if (autocast_cpu != o.autocast_cpu || autocast_cpu_dtype != o.autocast_cpu_dtype) return "autocast (cpu)";
   if (autocast_cuda != o.autocast_cuda || autocast_cuda_dtype != o.autocast_cuda_dtype) return "autocast (cuda)";
-  if (tf32_matmul != o.tf32_matmul) return "torch.backends.cuda.matmul.allow_tf32";
-  if (tf32_cudnn != o.tf32_cudnn) return "torch.backends.cudnn.allow_tf32";
+  for (std::size_t i = 0; i < std::size(kFp32Settings); ++i)
+    if (fp32_precision[i] != o.fp32_precision[i]) return kFp32Settings[i].flag;
+  if (cublas_f16_reduction != o.cublas_f16_reduction)
+    return "torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction";
+  if (cublas_bf16_reduction != o.cublas_bf16_reduction)
+    return "torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction";
+  if (cublas_f16_accumulation != o.cublas_f16_accumulation) return "torch.backends.cuda.matmul.allow_fp16_accumulation";
+  if (cudnn_deterministic != o.cudnn_deterministic) return "torch.backends.cudnn.deterministic";
   return "";
 }
 

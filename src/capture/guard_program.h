@@ -26,6 +26,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -88,8 +89,17 @@ struct GlobalState {
   bool autocast_cuda = false;
   c10::ScalarType autocast_cpu_dtype = c10::ScalarType::BFloat16;
   c10::ScalarType autocast_cuda_dtype = c10::ScalarType::Half;
-  bool tf32_matmul = false;
-  bool tf32_cudnn = false;
+  // ATen's float32 precision for each (backend, op) pair it keeps one for
+  // (torch.backends.*.fp32_precision; allow_tf32 and
+  // set_float32_matmul_precision set them too): whether cuBLAS, cuDNN and
+  // oneDNN may compute float32 in TF32 or bf16. Read per op, never through
+  // the legacy allow_tf32 getter, which raises once conv and rnn differ.
+  std::array<std::uint8_t, 9> fp32_precision{};
+  // cuBLAS's reduced-precision reductions (f16, bf16: CuBLASReductionOption)
+  // and f16 accumulation, which a captured GEMM keeps.
+  std::uint8_t cublas_f16_reduction = 0, cublas_bf16_reduction = 0;
+  bool cublas_f16_accumulation = false;
+  bool cudnn_deterministic = false;  // passed to the convolutions a plan runs
   static GlobalState now();
   bool operator==(const GlobalState& o) const = default;
   std::string difference(const GlobalState& o) const;

@@ -716,6 +716,74 @@ def test_log_prints_recompiles(capsys, monkeypatch):
     assert "deepvisor[guards]" in err
 
 
+# -- global state: ATen's precision settings ---------------------------------------
+
+def _set_backend_flag(path, value):
+    """Sets torch.backends.<path> (dotted) to `value`; returns its old value."""
+    *owner, name = path.split(".")
+    obj = torch.backends
+    for part in owner:
+        obj = getattr(obj, part)
+    old = getattr(obj, name)
+    setattr(obj, name, value)
+    return old
+
+
+@pytest.fixture
+def backend_flags():
+    """Sets torch.backends flags for a test and puts every one back after it."""
+    saved = []
+    yield lambda path, value: saved.append((path, _set_backend_flag(path, value)))
+    for path, old in reversed(saved):
+        _set_backend_flag(path, old)
+
+
+@pytest.mark.parametrize("path, value, reason", [
+    ("cudnn.conv.fp32_precision", "ieee", "cudnn.conv.fp32_precision"),
+    ("cudnn.allow_tf32", False, "cudnn.conv.fp32_precision"),
+    ("cuda.matmul.fp32_precision", "tf32", "cuda.matmul.fp32_precision"),
+    ("cuda.matmul.allow_tf32", True, "cuda.matmul.fp32_precision"),
+    ("mkldnn.matmul.fp32_precision", "bf16", "mkldnn.matmul.fp32_precision"),
+    ("cuda.matmul.allow_bf16_reduced_precision_reduction", False, "allow_bf16_reduced_precision_reduction"),
+    ("cuda.matmul.allow_fp16_reduced_precision_reduction", False, "allow_fp16_reduced_precision_reduction"),
+    ("cudnn.deterministic", True, "cudnn.deterministic"),
+])
+def test_a_precision_setting_changed_between_calls_is_a_new_plan(backend_flags, capsys, monkeypatch, path, value,
+                                                                 reason):
+    """A plan's library calls (cuBLAS, cuDNN, oneDNN) keep the precision they
+    were captured under, so a change of ATen's precision settings is a guard
+    miss, named in the log; set with the per-op API (fp32_precision) or the
+    legacy flags."""
+    monkeypatch.setenv("DEEPVISOR_LOG", "recompiles")
+    m = on(Issue())
+    x = randn(2, 8)
+    g = deepvisor.compile(m)
+    same(g, m, x)
+    same(g, m, x)
+    backend_flags(path, value)
+    same(g, m, x)
+    same(g, m, x)
+    s = deepvisor.stats(g)
+    assert s["captures"] == 2 and s["cache_hits"] == 2 and s["eager_calls"] == 0, s
+    assert reason in capsys.readouterr().err
+
+
+def test_conv_and_rnn_precisions_that_differ_still_compile(backend_flags):
+    """PyTorch's own legacy getter (cudnn.allow_tf32) raises once conv and rnn
+    precisions differ; the guards read each one, so the program still
+    compiles and stays one plan."""
+    backend_flags("cudnn.conv.fp32_precision", "ieee")
+    with pytest.raises(RuntimeError):
+        torch.backends.cudnn.allow_tf32  # noqa: B018  (what the guards must not call)
+    m = on(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()))
+    x = randn(2, 3, 9, 9)
+    g = deepvisor.compile(m)
+    same(g, m, x)
+    same(g, m, x)
+    s = deepvisor.stats(g)
+    assert s["captures"] == 1 and s["cache_hits"] == 1 and s["eager_calls"] == 0, s
+
+
 class _Cfg:
     pass
 
