@@ -57,7 +57,18 @@ def describe(name, accessor, expectation):
     return f"{what}: {kind}"
 
 
-def _versioned(node):
+def _data_descriptor(cls, name, seen):
+    """Whether `name` on class `cls` is a data descriptor (a slot, a getset):
+    its value lives outside the instance dict. `seen` memoizes the answer for
+    one compile (a model's many instances of one class ask the same)."""
+    key = (cls, name)
+    if key not in seen:
+        static = inspect.getattr_static(cls, name, None)
+        seen[key] = static is not None and (hasattr(type(static), "__set__") or hasattr(type(static), "__delete__"))
+    return seen[key]
+
+
+def _versioned(node, seen):
     """Whether every check on a pinned node reads state that the object's
     type version and instance-dict version (or, for a dict, its own version)
     cover, so that the group may be skipped while they are unchanged."""
@@ -80,9 +91,8 @@ def _versioned(node):
         name = accessor[1]
         if name == "__dict__":
             continue
-        static = inspect.getattr_static(type(obj), name, None)
-        if static is not None and (hasattr(type(static), "__set__") or hasattr(type(static), "__delete__")):
-            return False  # a data descriptor (slot, getset): its value lives outside the dict
+        if _data_descriptor(type(obj), name, seen):
+            return False
     return True
 
 
@@ -122,12 +132,14 @@ def compile_guards(monitor, input_tensors, dynamic_dims=None):
     # A pinned object's instance dict, when the monitor tracked it too, is
     # checked in the object's group: the group's versions cover the dict.
     pinned = [n for n in monitor.order if n.source[0] == "pinned"]
+    seen = {}
+    versioned = {id(node): _versioned(node, seen) for node in pinned}
     for node in pinned:
         regs[id(node)] = program.load_pinned(node.obj)
     owner_of = {}
     for node in pinned:
         d = getattr(node.obj, "__dict__", None) if not isinstance(node.obj, (dict, type)) else None
-        if type(d) is dict and id(d) in monitor.nodes and _versioned(node):
+        if type(d) is dict and id(d) in monitor.nodes and versioned[id(node)]:
             owner_of[id(monitor.nodes[id(d)])] = node
     merged = {}
     for node in pinned:
@@ -144,7 +156,7 @@ def compile_guards(monitor, input_tensors, dynamic_dims=None):
                 continue  # checked with its owner
             parts = [node] + merged.get(id(node), [])
             if any(n.checks for n in parts):
-                program.begin_group(regs[id(node)], _versioned(node))
+                program.begin_group(regs[id(node)], versioned[id(node)])
                 for part in parts:
                     for accessor, expectation in part.checks:
                         add(part, accessor, expectation, True)
