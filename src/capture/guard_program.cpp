@@ -8,8 +8,8 @@
 #include <torch/csrc/autograd/python_variable.h>
 
 #include <algorithm>
-#include <iterator>
 #include <cstring>
+#include <iterator>
 #include <unordered_map>
 
 #include "capture/frame.h"

@@ -523,12 +523,12 @@ def _fp32_convolutions(device):
     if device == "cpu":
         yield
         return
-    saved = torch.backends.cudnn.allow_tf32
-    torch.backends.cudnn.allow_tf32 = False
+    conv = torch.backends.cudnn.conv
+    saved, conv.fp32_precision = conv.fp32_precision, "ieee"
     try:
         yield
     finally:
-        torch.backends.cudnn.allow_tf32 = saved
+        conv.fp32_precision = saved
 
 
 def check(program, device="cpu"):
