@@ -201,6 +201,13 @@ class CompiledFunction:
             # Fake tensors (torch.compile propagating metadata through this
             # backend) or a tracing mode: run the function as is, cache nothing.
             return self.fn(*args, **kwargs)
+        modes = _user_function_modes()
+        if modes:
+            # No plan's guards pass while the mode is on (they count the
+            # modes), and none is captured: the capture's own torch calls
+            # would go through the mode too.
+            return self._eager(f"a torch function mode is active ({', '.join(modes)}): a plan would not call it "
+                               "on its replays", args, kwargs)
         with self._lock:
             # Another thread may have captured this version meanwhile.
             result = self._replay(args, kwargs) if len(self._plans) else _MISS
@@ -680,6 +687,15 @@ def _under_tracing(args, kwargs):
     if _get_current_dispatch_mode() is not None:
         return True
     return any(isinstance(a, FakeTensor) for a in (*args, *kwargs.values()))
+
+
+def _user_function_modes():
+    """The type names of the torch function modes on the stack, save the
+    default device's (torch.set_default_device, `with torch.device(...)`):
+    the device its factories ran on is in the plan, and the guards check it."""
+    from torch.utils._device import DeviceContext
+    modes = (torch._C._get_function_stack_at(i) for i in range(torch._C._len_torch_function_stack()))
+    return [type(m).__qualname__ for m in modes if not isinstance(m, DeviceContext)]
 
 
 def _is_argument(monitor, t):

@@ -1,10 +1,13 @@
 #include "capture/guard_program.h"
 
 #include <ATen/Context.h>
+#include <ATen/PythonTorchFunctionTLS.h>
 #include <ATen/autocast_mode.h>
 #include <ATen/core/grad_mode.h>
 #include <c10/core/DefaultDtype.h>
 #include <c10/core/InferenceMode.h>
+#include <torch/csrc/Device.h>
+#include <torch/csrc/PyInterpreter.h>
 #include <torch/csrc/autograd/python_variable.h>
 
 #include <algorithm>
@@ -199,6 +202,37 @@ constexpr Fp32Setting kFp32Settings[] = {
 };
 static_assert(std::size(kFp32Settings) == std::tuple_size_v<decltype(GlobalState::fp32_precision)>);
 
+// The device of the topmost DeviceContext among the `modes` torch function
+// modes on the stack (torch.set_default_device, `with torch.device(...)`),
+// if there is one. (torch.utils._device.CURRENT_DEVICE would not do: the
+// context manager of torch.device pushes its mode without setting it.)
+std::optional<c10::Device> default_device_of(std::int64_t modes) {
+  if (modes == 0) return std::nullopt;
+  static PyObject* device_context = nullptr;  // torch.utils._device.DeviceContext, held for the process
+  static PyObject* device_name = PyUnicode_InternFromString("device");
+  if (device_context == nullptr) {
+    PyObject* module = PyImport_ImportModule("torch.utils._device");
+    device_context = module != nullptr ? PyObject_GetAttrString(module, "DeviceContext") : nullptr;
+    Py_XDECREF(module);
+    if (device_context == nullptr || !PyType_Check(device_context)) {  // (torch always has it)
+      PyErr_Clear();
+      Py_CLEAR(device_context);
+      return std::nullopt;
+    }
+  }
+  for (std::int64_t i = modes - 1; i >= 0; --i) {
+    PyObject* mode = at::impl::PythonTorchFunctionTLS::get_stack_at(i)->ptr(getPyInterpreter());
+    if (!PyObject_TypeCheck(mode, reinterpret_cast<PyTypeObject*>(device_context))) continue;
+    PyObject* device = PyObject_GetAttr(mode, device_name);
+    std::optional<c10::Device> found;
+    if (device != nullptr && THPDevice_Check(device)) found = reinterpret_cast<THPDevice*>(device)->device;
+    if (device == nullptr) PyErr_Clear();
+    Py_XDECREF(device);
+    return found;
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
 GlobalState GlobalState::now() {
@@ -219,6 +253,8 @@ GlobalState GlobalState::now() {
   s.cublas_bf16_reduction = static_cast<std::uint8_t>(ctx.allowBF16ReductionCuBLAS());
   s.cublas_f16_accumulation = ctx.allowFP16AccumulationCuBLAS();
   s.cudnn_deterministic = ctx.deterministicCuDNN();
+  s.torch_function_modes = at::impl::PythonTorchFunctionTLS::stack_len();
+  s.default_device = default_device_of(s.torch_function_modes);
   return s;
 }
 
@@ -237,6 +273,8 @@ std::string GlobalState::difference(const GlobalState& o) const {
     return "torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction";
   if (cublas_f16_accumulation != o.cublas_f16_accumulation) return "torch.backends.cuda.matmul.allow_fp16_accumulation";
   if (cudnn_deterministic != o.cudnn_deterministic) return "torch.backends.cudnn.deterministic";
+  if (default_device != o.default_device) return "the default device (torch.set_default_device, torch.device(...))";
+  if (torch_function_modes != o.torch_function_modes) return "the torch function modes active";
   return "";
 }
 

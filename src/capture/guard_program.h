@@ -25,6 +25,7 @@
 #include <Python.h>
 
 #include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
 
 #include <array>
 #include <cstdint>
@@ -100,6 +101,13 @@ struct GlobalState {
   std::uint8_t cublas_f16_reduction = 0, cublas_bf16_reduction = 0;
   bool cublas_f16_accumulation = false;
   bool cudnn_deterministic = false;  // passed to the convolutions a plan runs
+  // Torch function modes on the stack, and the default device that
+  // factories without a device use (torch.set_default_device and
+  // `with torch.device(...)`: a DeviceContext mode). A plan holds the
+  // devices its factories ran on; any other mode makes the capture run
+  // eagerly.
+  std::int64_t torch_function_modes = 0;
+  std::optional<c10::Device> default_device;
   static GlobalState now();
   bool operator==(const GlobalState& o) const = default;
   std::string difference(const GlobalState& o) const;

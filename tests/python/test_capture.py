@@ -784,6 +784,71 @@ def test_conv_and_rnn_precisions_that_differ_still_compile(backend_flags):
     assert s["captures"] == 1 and s["cache_hits"] == 1 and s["eager_calls"] == 0, s
 
 
+def _factories(x):
+    return x + torch.ones(3), torch.arange(3)
+
+
+@pytest.fixture
+def default_device():
+    """Sets torch's default device for a test; none again after it."""
+    yield torch.set_default_device
+    torch.set_default_device(None)
+
+
+def test_the_default_device_is_guarded(default_device):
+    """Factories without a device run on the default device: a plan holds the
+    one they ran on, so a new default is a new version. On the meta device
+    (which plans do not support) the call runs eagerly and its factories'
+    results are on meta, as eager's are; they were on the CPU before. The
+    first default again, set for a region, is the first plan's state."""
+    x = randn(3)
+    g = deepvisor.compile(_factories)
+    default_device(DEVICE)
+    same(g, _factories, x)
+    same(g, _factories, x)
+    assert deepvisor.stats(g)["captures"] == 1
+    default_device("meta")
+    y = torch.empty(3, device="meta")
+    got, want = g(y), _factories(y)
+    assert [t.device for t in got] == [t.device for t in want] == [torch.device("meta")] * 2
+    default_device(None)
+    with torch.device(DEVICE):  # the same default, set for a region: a version of its own too
+        same(g, _factories, x)
+        same(g, _factories, x)
+    s = deepvisor.stats(g)
+    assert s["captures"] == 1 and s["cache_hits"] == 3 and s["eager_calls"] == 1, s
+
+
+class _CountingMode(torch.overrides.TorchFunctionMode):
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.calls += 1
+        return func(*args, **(kwargs or {}))
+
+
+def test_a_torch_function_mode_makes_the_call_eager():
+    """A user's torch function mode sees every torch call; a plan's replays
+    would call none, so the calls under it run eagerly (and the mode sees
+    each), while the calls outside it keep their plan."""
+    x = randn(3)
+    g = deepvisor.compile(_factories)
+    same(g, _factories, x)
+    same(g, _factories, x)
+    mode = _CountingMode()
+    with mode:
+        same(g, _factories, x)
+        seen = mode.calls  # g's call and the check's eager one: the mode saw the same calls in each
+        same(g, _factories, x)
+    assert seen > 0 and seen % 2 == 0 and mode.calls == 2 * seen
+    same(g, _factories, x)
+    s = deepvisor.stats(g)
+    assert s["captures"] == 1 and s["cache_hits"] == 2 and s["eager_calls"] == 2, s
+    assert any("torch function mode is active (_CountingMode)" in r for r in s["eager_reasons"]), s
+
+
 class _Cfg:
     pass
 
