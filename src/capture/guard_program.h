@@ -104,8 +104,8 @@ struct GlobalState {
   // Torch function modes on the stack, and the default device that
   // factories without a device use (torch.set_default_device and
   // `with torch.device(...)`: a DeviceContext mode). A plan holds the
-  // devices its factories ran on; any other mode makes the capture run
-  // eagerly.
+  // devices its factories ran on; under any other mode a call runs eagerly
+  // (CompiledFunction.__call__).
   std::int64_t torch_function_modes = 0;
   std::optional<c10::Device> default_device;
   static GlobalState now();
