@@ -716,7 +716,7 @@ def test_log_prints_recompiles(capsys, monkeypatch):
     assert "deepvisor[guards]" in err
 
 
-# -- global state: ATen's precision settings ---------------------------------------
+# -- global state: precision settings, the default device, torch function modes ----
 
 def _set_backend_flag(path, value):
     """Sets torch.backends.<path> (dotted) to `value`; returns its old value."""
@@ -753,7 +753,8 @@ def test_a_precision_setting_changed_between_calls_is_a_new_plan(backend_flags, 
     """A plan's library calls (cuBLAS, cuDNN, oneDNN) keep the precision they
     were captured under, so a change of ATen's precision settings is a guard
     miss, named in the log; set with the per-op API (fp32_precision) or the
-    legacy flags."""
+    legacy flags. (Under TF32 or bf16 the plan and eager may pick different
+    kernels: compared at that precision.)"""
     monkeypatch.setenv("DEEPVISOR_LOG", "recompiles")
     m = on(Issue())
     x = randn(2, 8)
@@ -761,8 +762,8 @@ def test_a_precision_setting_changed_between_calls_is_a_new_plan(backend_flags, 
     same(g, m, x)
     same(g, m, x)
     backend_flags(path, value)
-    same(g, m, x)
-    same(g, m, x)
+    for _ in range(2):
+        torch.testing.assert_close(g(x), m(x), rtol=1e-2, atol=1e-2)
     s = deepvisor.stats(g)
     assert s["captures"] == 2 and s["cache_hits"] == 2 and s["eager_calls"] == 0, s
     assert reason in capsys.readouterr().err
