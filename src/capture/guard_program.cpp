@@ -233,6 +233,18 @@ std::optional<c10::Device> default_device_of(std::int64_t modes) {
   return std::nullopt;
 }
 
+// The attention backends allowed, a bit each (GlobalState::sdp_backends).
+std::uint8_t sdp_backends_of(const at::Context& ctx) {
+  const bool allowed[] = {ctx.userEnabledMathSDP(),         ctx.userEnabledFlashSDP(),
+                          ctx.userEnabledFA3SDP(),          ctx.userEnabledMemEfficientSDP(),
+                          ctx.userEnabledCuDNNSDP(),        ctx.userEnabledOverrideableSDP(),
+                          ctx.allowFP16BF16ReductionMathSDP()};
+  std::uint8_t bits = 0;
+  for (std::size_t i = 0; i < std::size(allowed); ++i)
+    if (allowed[i]) bits |= static_cast<std::uint8_t>(1u << i);
+  return bits;
+}
+
 }  // namespace
 
 GlobalState GlobalState::now() {
@@ -245,7 +257,7 @@ GlobalState GlobalState::now() {
   s.autocast_cuda = at::autocast::is_autocast_enabled(at::kCUDA);
   s.autocast_cpu_dtype = at::autocast::get_autocast_dtype(at::kCPU);
   s.autocast_cuda_dtype = at::autocast::get_autocast_dtype(at::kCUDA);
-  const at::Context& ctx = at::globalContext();
+  at::Context& ctx = at::globalContext();
   for (std::size_t i = 0; i < std::size(kFp32Settings); ++i)
     s.fp32_precision[i] =
         static_cast<std::uint8_t>(ctx.float32Precision(kFp32Settings[i].backend, kFp32Settings[i].op));
@@ -253,6 +265,10 @@ GlobalState GlobalState::now() {
   s.cublas_bf16_reduction = static_cast<std::uint8_t>(ctx.allowBF16ReductionCuBLAS());
   s.cublas_f16_accumulation = ctx.allowFP16AccumulationCuBLAS();
   s.cudnn_deterministic = ctx.deterministicCuDNN();
+  s.sdp_backends = sdp_backends_of(ctx);
+  const auto order = ctx.sDPPriorityOrder();
+  static_assert(std::tuple_size_v<decltype(order)> == std::tuple_size_v<decltype(s.sdp_priority)>);
+  for (std::size_t i = 0; i < order.size(); ++i) s.sdp_priority[i] = static_cast<std::int8_t>(order[i]);
   s.torch_function_modes = at::impl::PythonTorchFunctionTLS::stack_len();
   s.default_device = default_device_of(s.torch_function_modes);
   return s;
@@ -273,6 +289,8 @@ std::string GlobalState::difference(const GlobalState& o) const {
     return "torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction";
   if (cublas_f16_accumulation != o.cublas_f16_accumulation) return "torch.backends.cuda.matmul.allow_fp16_accumulation";
   if (cudnn_deterministic != o.cudnn_deterministic) return "torch.backends.cudnn.deterministic";
+  if (sdp_backends != o.sdp_backends || sdp_priority != o.sdp_priority)
+    return "the scaled_dot_product_attention backends (torch.nn.attention.sdpa_kernel, torch.backends.cuda.enable_*_sdp)";
   if (default_device != o.default_device) return "the default device (torch.set_default_device, torch.device(...))";
   if (torch_function_modes != o.torch_function_modes) return "the torch function modes active";
   return "";

@@ -101,6 +101,12 @@ struct GlobalState {
   std::uint8_t cublas_f16_reduction = 0, cublas_bf16_reduction = 0;
   bool cublas_f16_accumulation = false;
   bool cudnn_deterministic = false;  // passed to the convolutions a plan runs
+  // The scaled_dot_product_attention backends allowed (a bit each, and
+  // the fp16/bf16 reduction of the math one) and their priority order: a
+  // capture records the kernel eager chose under them (flash, efficient...),
+  // which a plan then calls whatever they say (sdpa_kernel, enable_*_sdp).
+  std::uint8_t sdp_backends = 0;
+  std::array<std::int8_t, 5> sdp_priority{};
   // Torch function modes on the stack, and the default device that
   // factories without a device use (torch.set_default_device and
   // `with torch.device(...)`: a DeviceContext mode). A plan holds the

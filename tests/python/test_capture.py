@@ -769,6 +769,42 @@ def test_a_precision_setting_changed_between_calls_is_a_new_plan(backend_flags, 
     assert reason in capsys.readouterr().err
 
 
+def _attention(q, k, v):
+    return torch.nn.functional.scaled_dot_product_attention(q, k, v) * 2
+
+
+@pytest.mark.parametrize("backend", ["MATH", "EFFICIENT_ATTENTION"])
+def test_the_attention_backends_allowed_are_guarded(capsys, monkeypatch, backend):
+    """A capture records the attention kernel eager chose (flash, efficient,
+    math's ops) under the backends allowed; with others allowed the plan
+    would still call it. So a change is a new version: with the math backend
+    alone both compute the same; with one that cannot run these inputs (the
+    efficient kernel on the CPU) both raise the same error."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    monkeypatch.setenv("DEEPVISOR_LOG", "recompiles")
+    q, k, v = (randn(2, 3, 16, 8, seed=s) for s in range(3))
+    g = deepvisor.compile(_attention)
+    same(g, _attention, q, k, v)
+    same(g, _attention, q, k, v)
+    with sdpa_kernel(getattr(SDPBackend, backend)):
+        try:
+            want = _attention(q, k, v)
+        except RuntimeError as e:
+            assert "No viable backend" in str(e)
+            with pytest.raises(RuntimeError, match="No viable backend"):
+                g(q, k, v)
+            runs = False
+        else:
+            torch.testing.assert_close(g(q, k, v), want, rtol=1e-5, atol=1e-5)
+            runs = True
+    same(g, _attention, q, k, v)
+    s = deepvisor.stats(g)
+    # (a capture that raises, as eager does, leaves no plan)
+    assert s["guard_misses"] == 1 and s["captures"] == 1 + runs and s["cache_hits"] == 2, s
+    assert s["eager_calls"] == 0, s
+    assert "scaled_dot_product_attention backends" in capsys.readouterr().err
+
+
 def test_conv_and_rnn_precisions_that_differ_still_compile(backend_flags):
     """PyTorch's own legacy getter (cudnn.allow_tf32) raises once conv and rnn
     precisions differ; the guards read each one, so the program still
@@ -820,6 +856,10 @@ def test_the_default_device_is_guarded(default_device):
     assert s["captures"] == 1 and s["cache_hits"] == 3 and s["eager_calls"] == 1, s
 
 
+def _factories_on_the_input_device(x):
+    return x + torch.ones(3, device=x.device), torch.arange(3, device=x.device)
+
+
 class _CountingMode(torch.overrides.TorchFunctionMode):
     def __init__(self):
         super().__init__()
@@ -835,16 +875,16 @@ def test_a_torch_function_mode_makes_the_call_eager():
     would call none, so the calls under it run eagerly (and the mode sees
     each), while the calls outside it keep their plan."""
     x = randn(3)
-    g = deepvisor.compile(_factories)
-    same(g, _factories, x)
-    same(g, _factories, x)
+    g = deepvisor.compile(_factories_on_the_input_device)
+    same(g, _factories_on_the_input_device, x)
+    same(g, _factories_on_the_input_device, x)
     mode = _CountingMode()
     with mode:
-        same(g, _factories, x)
+        same(g, _factories_on_the_input_device, x)
         seen = mode.calls  # g's call and the check's eager one: the mode saw the same calls in each
-        same(g, _factories, x)
+        same(g, _factories_on_the_input_device, x)
     assert seen > 0 and seen % 2 == 0 and mode.calls == 2 * seen
-    same(g, _factories, x)
+    same(g, _factories_on_the_input_device, x)
     s = deepvisor.stats(g)
     assert s["captures"] == 1 and s["cache_hits"] == 2 and s["eager_calls"] == 2, s
     assert any("torch function mode is active (_CountingMode)" in r for r in s["eager_reasons"]), s
