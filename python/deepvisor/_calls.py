@@ -19,6 +19,7 @@ call with a tracked argument is classified:
 """
 
 import builtins
+import os
 import random
 import time
 import types
@@ -32,7 +33,9 @@ _MethodDescriptor = (types.MethodDescriptorType, types.WrapperDescriptorType, ty
 _BoundBuiltin = (types.BuiltinMethodType, types.MethodWrapperType)
 
 _IMPURE_MODULES = ("random", "time", "secrets", "uuid", "numpy.random", "datetime", "os", "socket", "subprocess")
-_IMPURE_BUILTINS = {builtins.print, builtins.input, builtins.open, builtins.breakpoint}
+# (os.putenv and os.unsetenv: a write to os.environ calls them; a replay
+# would write its dict alone, not the process's environment.)
+_IMPURE_BUILTINS = {builtins.print, builtins.input, builtins.open, builtins.breakpoint, os.putenv, os.unsetenv}
 _TYPE_READERS = {builtins.isinstance, builtins.issubclass, builtins.type, builtins.callable, builtins.id}
 _CONTAINER_TYPES = (list, tuple, dict, set, frozenset)
 

@@ -137,6 +137,24 @@ def is_library_module(m):
     return f is None or code_kind(f) == "library"
 
 
+def _reporting_every_attribute_read(table):
+    """A user code's table whose attribute reads and writes reach the monitor
+    whatever object they touch: a library module is not tracked until the
+    program reads state of it (_on_library_module_read)."""
+    depths, entries, cells = table
+    reads_and_writes = (B.ATTR, B.METHOD, B.STORE_ATTR, B.DELETE_ATTR)
+    entries = [(u, kind, n_in, n_out, flags | B.ALWAYS if kind in reads_and_writes else flags, aux, arg)
+               for u, kind, n_in, n_out, flags, aux, arg in entries]
+    return depths, entries, cells
+
+
+def _is_code_object(value):
+    """Callables (functions, classes, ufuncs, ATen ops...) and modules: what a
+    library module's attributes are trusted to keep being (a program that
+    rebinds them monkeypatches the library)."""
+    return callable(value) or isinstance(value, types.ModuleType)
+
+
 # -- nodes ----------------------------------------------------------------------
 
 @dataclasses.dataclass(eq=False)
@@ -152,6 +170,7 @@ class Node:
     view: object = None          # (kind, node) for a dict view: any use reads the whole dict
     opaque_use: bool = False     # C code may have read all of it: everything is checked
     written_all: bool = False    # C code changed it: later reads come from the run
+    library_module: bool = False  # a library module: only the state it holds is checked (_on_library_module_read)
 
     @property
     def pinned(self):
@@ -258,6 +277,9 @@ class StateMonitor:
         from ._calls import watched_callables
         for obj in watched_callables():
             self.tracer.track(obj)  # calls of these must be seen even with untracked arguments
+        # The environment is state, though a library module's global (os.environ
+        # is a mapping object, not a dict that _on_global would track).
+        self._add(os.environ, "os.environ", ("pinned",))
         B.set_opcode_events()
         self.tracer.start()
 
@@ -279,7 +301,10 @@ class StateMonitor:
             return None
         table = _table_cache.get(code)
         if table is None:
-            table = _table_cache[code] = B.code_table(code)
+            table = B.code_table(code)
+            if kind == "user":
+                table = _reporting_every_attribute_read(table)
+            _table_cache[code] = table
         return table
 
     def on_instruction(self, kind, arg, frame, operands, results, status):
@@ -518,9 +543,27 @@ def _where(frame):
 
 # -- instruction handlers ---------------------------------------------------------
 
+def _on_library_module_read(m, module, name, value):
+    """A library module's attribute: its callables and submodules are
+    trusted; the state it holds (numbers, strings, flags, containers,
+    config objects: os.environ, somelib.CONFIG['x'], somelib.FLAG) is
+    checked like any other, so the module becomes a pinned node."""
+    if _is_code_object(value) or value is NULL:
+        return
+    node = m.node_of(module) or m._add(module, module.__name__, ("pinned",))
+    node.library_module = True
+    m.record_read(node, ("attr", name), value)
+
+
+def _is_library_module_object(obj):
+    return isinstance(obj, types.ModuleType) and is_library_module(obj)
+
+
 def _on_attr(m, name, frame, operands, results, status):
     node = m.subject(operands[0])
-    if node is None:
+    if node is None or node.library_module:
+        if _is_library_module_object(operands[0]) and not status & (_C.FAILED | _C.PYTHON_RAN):
+            _on_library_module_read(m, operands[0], name, results[0])
         return
     if status & _C.PYTHON_RAN:
         # A Python __getattr__ or property ran: its reads were stepped. Name
@@ -543,7 +586,12 @@ def _read(m, node, accessor, results, status, error):
 
 def _on_method(m, name, frame, operands, results, status):
     node = m.subject(operands[0])
-    if node is None or status & _C.PYTHON_RAN or isinstance(node.obj, torch.Tensor):
+    if node is None or node.library_module:
+        if (_is_library_module_object(operands[0]) and not status & (_C.FAILED | _C.PYTHON_RAN)
+                and results[0] is NULL):
+            _on_library_module_read(m, operands[0], name, results[1])
+        return
+    if status & _C.PYTHON_RAN or isinstance(node.obj, torch.Tensor):
         return
     if status & _C.FAILED:
         m.record_read(node, ("attr", name), None, failed=AttributeError)
@@ -671,14 +719,24 @@ def _has_python_truth(obj):
     return False
 
 
+def _refuse_library_module_write(obj, name, frame):
+    """A program that sets a library module's attribute (somelib.FLAG = 1):
+    modules keep no snapshot to replay the write from, so the call runs
+    eagerly. (A library's own code writing its modules is its business.)"""
+    if _is_library_module_object(obj) and code_kind(frame.f_code.co_filename) == "user":
+        raise Unsupported(f"sets {obj.__name__}.{name}, an attribute of a library module")
+
+
 def _on_store_attr(m, name, frame, operands, results, status):
     value, obj = operands
+    _refuse_library_module_write(obj, name, frame)
     node = m.node_of(obj)
     if node is not None:
         m.record_write(node, name)
 
 
 def _on_delete_attr(m, name, frame, operands, results, status):
+    _refuse_library_module_write(operands[0], name, frame)
     node = m.node_of(operands[0])
     if node is not None:
         m.record_write(node, name)

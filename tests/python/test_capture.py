@@ -305,6 +305,107 @@ class Helper:
         return t * self.k
 
 
+@pytest.fixture
+def library_module(monkeypatch):
+    """A module that deepvisor takes for an installed library's (its file is
+    under site-packages), holding state a program may read."""
+    import os
+    import sys
+    import sysconfig
+    import types
+    mod = types.ModuleType("dv_test_installed_lib")
+    mod.__file__ = os.path.join(sysconfig.get_paths()["purelib"], "dv_test_installed_lib.py")
+    mod.CONFIG, mod.SCALES, mod.FLAG = {"scale": 2.0}, [2.0], 2.0
+    mod.OPTIONS = Batch(None, 2.0)
+    mod.helper = lambda x: x * 2
+    monkeypatch.setitem(sys.modules, mod.__name__, mod)
+    return mod
+
+
+@pytest.mark.parametrize("read, change", [
+    (lambda lib: lib.CONFIG["scale"], lambda lib: lib.CONFIG.__setitem__("scale", 3.0)),
+    (lambda lib: lib.SCALES[0], lambda lib: lib.SCALES.__setitem__(0, 3.0)),
+    (lambda lib: lib.FLAG, lambda lib: setattr(lib, "FLAG", 3.0)),
+    (lambda lib: lib.OPTIONS.scale, lambda lib: setattr(lib.OPTIONS, "scale", 3.0)),
+], ids=["dict item", "list item", "module attribute", "config object"])
+def test_state_of_an_installed_library_is_guarded(library_module, read, change):
+    """A library's functions and classes are trusted to stay what they are;
+    the numbers, flags, containers and config objects it holds are state
+    like any other (they were trusted too, and a change was missed)."""
+    def fn(x):
+        return library_module.helper(x) * read(library_module)
+    x = randn(3)
+    g = deepvisor.compile(fn)
+    same(g, fn, x)
+    same(g, fn, x)
+    change(library_module)
+    same(g, fn, x)
+    same(g, fn, x)
+    s = deepvisor.stats(g)
+    assert s["captures"] == 2 and s["cache_hits"] == 2 and s["eager_calls"] == 0, s
+
+
+def test_setting_a_library_modules_attribute_runs_eagerly(library_module):
+    """A module keeps no snapshot to replay a write from: the call runs
+    eagerly, so the write happens on every call, as in eager."""
+    def fn(x):
+        library_module.FLAG = 7.0
+        return x + 1
+    x = randn(3)
+    g = deepvisor.compile(fn)
+    for _ in range(2):
+        library_module.FLAG = 1.0
+        same(g, fn, x)
+        assert library_module.FLAG == 7.0
+    s = deepvisor.stats(g)
+    assert s["captures"] == 0 and s["eager_calls"] == 2, s
+    assert any("an attribute of a library module" in r for r in s["eager_reasons"]), s
+
+
+def _env_scaled(x):
+    import os
+    return x * (2 if os.environ.get("DV_TEST_FLAG") == "1" else 3)
+
+
+def _getenv_scaled(x):
+    import os
+    return x * (2 if os.getenv("DV_TEST_FLAG") == "1" else 3)
+
+
+def _env_writer(x):
+    import os
+    os.environ["DV_TEST_WRITTEN"] = "1"
+    return x + 1
+
+
+@pytest.mark.parametrize("fn", [_env_scaled, _getenv_scaled])
+def test_the_environment_a_program_reads_is_guarded(monkeypatch, fn):
+    """os.environ reads (directly or through os.getenv, in the standard
+    library's code) are checked; a write to it calls putenv, which a replay
+    would not: that call runs eagerly."""
+    monkeypatch.delenv("DV_TEST_FLAG", raising=False)
+    x = randn(3)
+    g = deepvisor.compile(fn)
+    same(g, fn, x)
+    same(g, fn, x)
+    monkeypatch.setenv("DV_TEST_FLAG", "1")
+    same(g, fn, x)
+    same(g, fn, x)
+    s = deepvisor.stats(g)
+    assert s["captures"] == 2 and s["cache_hits"] == 2, s
+
+
+def test_writing_the_environment_runs_eagerly(monkeypatch):
+    import os
+    monkeypatch.delenv("DV_TEST_WRITTEN", raising=False)
+    g = deepvisor.compile(_env_writer)
+    same(g, _env_writer, randn(3))
+    assert os.environ["DV_TEST_WRITTEN"] == "1"
+    s = deepvisor.stats(g)
+    assert s["captures"] == 0 and s["eager_calls"] == 1, s
+    assert any("putenv" in r for r in s["eager_reasons"]), s
+
+
 def python_features(x, *rest, pair, batch, weights=None, **options):
     helper = Helper(options.get("k", 2.0))
 
