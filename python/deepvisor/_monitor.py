@@ -629,9 +629,15 @@ def _on_global(m, name, frame, operands, results, status):
     value = results[0]
     if code_kind(frame.f_code.co_filename) == "library":
         # A library's own globals (functions, modules, classes) are trusted;
-        # its mutable containers (hook registries) are state.
+        # its mutable containers (hook registries) are state, and so are the
+        # flags and numbers it reads (a module-level switch set by a setter).
         if isinstance(value, (dict, list, set)):
             m._track_result(value, f"{frame.f_globals.get('__name__', '?')}.{name}", ("pinned",))
+        elif is_value(value) and name in frame.f_globals:
+            globals_dict = frame.f_globals
+            gnode = m.node_of(globals_dict) or m._add(globals_dict, f"{globals_dict.get('__name__', '?')}.__dict__",
+                                                      ("pinned",))
+            m.record_read(gnode, ("item", name), value)
         return
     globals_dict = frame.f_globals
     gnode = m.node_of(globals_dict)

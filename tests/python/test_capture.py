@@ -318,6 +318,10 @@ def library_module(monkeypatch):
     mod.CONFIG, mod.SCALES, mod.FLAG = {"scale": 2.0}, [2.0], 2.0
     mod.OPTIONS = Batch(None, 2.0)
     mod.helper = lambda x: x * 2
+    # Code of the library's own, reading a module-level switch that a setter changes.
+    source = "def scaled(x):\n    return x * _SWITCH\n\n\ndef set_switch(v):\n    global _SWITCH\n    _SWITCH = v\n"
+    exec(compile(source, mod.__file__, "exec"), mod.__dict__)
+    mod.set_switch(2.0)
     monkeypatch.setitem(sys.modules, mod.__name__, mod)
     return mod
 
@@ -327,7 +331,8 @@ def library_module(monkeypatch):
     (lambda lib: lib.SCALES[0], lambda lib: lib.SCALES.__setitem__(0, 3.0)),
     (lambda lib: lib.FLAG, lambda lib: setattr(lib, "FLAG", 3.0)),
     (lambda lib: lib.OPTIONS.scale, lambda lib: setattr(lib.OPTIONS, "scale", 3.0)),
-], ids=["dict item", "list item", "module attribute", "config object"])
+    (lambda lib: lib.scaled(1.0), lambda lib: lib.set_switch(3.0)),
+], ids=["dict item", "list item", "module attribute", "config object", "a global its own code reads"])
 def test_state_of_an_installed_library_is_guarded(library_module, read, change):
     """A library's functions and classes are trusted to stay what they are;
     the numbers, flags, containers and config objects it holds are state
