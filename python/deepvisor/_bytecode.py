@@ -38,6 +38,7 @@ STORE_SLICE = 22  # c[a:b] = v                    (v, c, a, b)                be
 SUPER_ATTR = 23   # super().name                  (super, class, self)        before
 NEW_CELL = 24     # a cell made for a local        ()                          (cell,)
 ARITH = 25        # a binary operator             (a, b)                      (result,); arg: the operator
+SUMMARY = 26      # a summarized function starts  ()                          None (its frame: _monitor.SUMMARIES)
 
 KIND_NAMES = {v: k for k, v in globals().items() if k.isupper() and isinstance(v, int)}
 

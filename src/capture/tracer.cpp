@@ -111,6 +111,9 @@ Tracer::CodeInfo* Tracer::code_info(PyCodeObject* code) {
   PyObject* table = PyObject_CallOneArg(code_table_, key);
   if (table == nullptr) {
     keep_error();
+  } else if (PyTuple_Check(table) && PyTuple_GET_SIZE(table) == 1) {
+    info.table = table;
+    info.summarized = true;
   } else if (table != Py_None) {
     info.table = table;
     info.traced = true;
@@ -158,6 +161,11 @@ void Tracer::on_call(PyFrameObject* frame) {
     if (info->traced) {
       state.code = info;
       ++calls_;
+    } else if (info->summarized) {
+      ++calls_;  // Python ran: the instruction that called it reports kPythonRan
+      Instr summary;
+      summary.kind = kSummaryKind;
+      report(summary, frame, {}, Py_None, 0);
     }
   }
   if (state.code == nullptr) ++suspended_;  // excluded code: nothing it calls is stepped either

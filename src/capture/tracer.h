@@ -43,6 +43,11 @@ enum InstructionFlags : int {
 // The kind reported, at a frame's first instruction, for each cell the frame
 // made for its own variables (python/deepvisor/_bytecode.py: NEW_CELL).
 constexpr int kNewCellKind = 24;
+// The kind reported when a frame of a summarized code starts (its code table
+// is the 1-tuple ("summarized",)): the monitor records what the function
+// reads from its arguments at once, and nothing of the frame is stepped
+// (python/deepvisor/_monitor.py: SUMMARIES).
+constexpr int kSummaryKind = 26;
 
 class Tracer {
  public:
@@ -84,6 +89,7 @@ class Tracer {
     PyObject* code = nullptr;  // strong
     PyObject* table = nullptr; // strong: keeps the args alive
     bool traced = false;
+    bool summarized = false;  // reported once at its start, never stepped
     std::vector<Instr> instrs;         // indexed by code unit
     std::vector<std::int16_t> depths;  // static stack depth at each unit
     std::vector<int> cell_slots;       // fast-locals slots of the cells the frame makes

@@ -367,6 +367,50 @@ def test_setting_a_library_modules_attribute_runs_eagerly(library_module):
     assert any("an attribute of a library module" in r for r in s["eager_reasons"]), s
 
 
+class _Lookups(nn.Module):
+    """Reaches parameters, buffers and submodules through nn.Module.__getattr__,
+    and an attribute that none of them holds."""
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+        self.scale = nn.Parameter(torch.ones(4))
+        self.register_buffer("shift", torch.zeros(4))
+
+    def forward(self, x):
+        y = self.lin(x) * self.scale + self.shift
+        extra = getattr(self, "extra", None)
+        return y if extra is None else y + extra
+
+
+def _guard_lines(g):
+    import re
+    return sorted(re.sub(r"0x[0-9a-f]+", "ID", line.strip())
+                  for line in deepvisor.explain(g).splitlines() if line.startswith("    "))
+
+
+def test_module_getattr_is_summarized_with_the_reads_stepping_makes(monkeypatch):
+    """nn.Module.__getattr__ is not stepped (it was a quarter of a capture's
+    instructions); the monitor records its reads at its start. The guards are
+    those that stepping it gave, and a parameter added under a name that was
+    missing is a guard miss."""
+    from deepvisor import _monitor
+    m = on(_Lookups())
+    x = randn(2, 4)
+    lines = {}
+    for summaries in (False, True):
+        monkeypatch.setattr(_monitor, "_summaries_on", summaries)
+        g = deepvisor.compile(m)
+        same(g, m, x)
+        lines[summaries] = _guard_lines(g)
+    assert lines[True] == lines[False]
+    assert any("'extra' in " in line and " is False" in line for line in lines[True]), lines[True]
+    same(g, m, x)
+    m.extra = nn.Parameter(torch.full((4,), 2.0, device=DEVICE))
+    same(g, m, x)
+    s = deepvisor.stats(g)
+    assert s["captures"] == 2 and s["cache_hits"] == 1, s
+
+
 _GC_SEEN = []
 
 
