@@ -7,8 +7,14 @@ plan counts (captures, cache hits) show that the compiled path was taken.
 
 import collections
 import dataclasses
+import gc
+import os
 import random
+import re
+import sys
+import sysconfig
 import threading
+import types
 import warnings
 
 import numpy as np
@@ -309,10 +315,6 @@ class Helper:
 def library_module(monkeypatch):
     """A module that deepvisor takes for an installed library's (its file is
     under site-packages), holding state a program may read."""
-    import os
-    import sys
-    import sysconfig
-    import types
     mod = types.ModuleType("dv_test_installed_lib")
     mod.__file__ = os.path.join(sysconfig.get_paths()["purelib"], "dv_test_installed_lib.py")
     mod.CONFIG, mod.SCALES, mod.FLAG = {"scale": 2.0}, [2.0], 2.0
@@ -383,7 +385,6 @@ class _Lookups(nn.Module):
 
 
 def _guard_lines(g):
-    import re
     return sorted(re.sub(r"0x[0-9a-f]+", "ID", line.strip())
                   for line in deepvisor.explain(g).splitlines() if line.startswith("    "))
 
@@ -415,13 +416,11 @@ _GC_SEEN = []
 
 
 def _notes_the_collector(x):
-    import gc
     _GC_SEEN.append(gc.isenabled())
     return x + 1
 
 
 def _raises_after_a_note(x):
-    import gc
     _GC_SEEN.append(gc.isenabled())
     raise ValueError("from the program")
 
@@ -430,7 +429,6 @@ def test_the_collector_is_paused_through_a_capture_and_restored():
     """A capture runs with Python's cyclic collector paused (a full
     collection in it walks the whole process) and leaves it as it was, also
     after a program that raises, and off when the program had it off."""
-    import gc
     _GC_SEEN.clear()
     deepvisor.compile(_notes_the_collector)(randn(3))
     assert _GC_SEEN[0] is False and gc.isenabled()
@@ -446,17 +444,14 @@ def test_the_collector_is_paused_through_a_capture_and_restored():
 
 
 def _env_scaled(x):
-    import os
     return x * (2 if os.environ.get("DV_TEST_FLAG") == "1" else 3)
 
 
 def _getenv_scaled(x):
-    import os
     return x * (2 if os.getenv("DV_TEST_FLAG") == "1" else 3)
 
 
 def _env_writer(x):
-    import os
     os.environ["DV_TEST_WRITTEN"] = "1"
     return x + 1
 
@@ -479,7 +474,6 @@ def test_the_environment_a_program_reads_is_guarded(monkeypatch, fn):
 
 
 def test_writing_the_environment_runs_eagerly(monkeypatch):
-    import os
     monkeypatch.delenv("DV_TEST_WRITTEN", raising=False)
     g = deepvisor.compile(_env_writer)
     same(g, _env_writer, randn(3))
@@ -825,7 +819,6 @@ def test_a_capture_lets_the_runs_intermediates_die(mode):
     tensors of an eager call's process, not with every intermediate held
     (4.6 GB more before)."""
     import subprocess
-    import sys
 
     def peak_mib(m):
         r = subprocess.run([sys.executable, "-c", _PEAK_MEMORY_SCRIPT, m], capture_output=True, text=True,
