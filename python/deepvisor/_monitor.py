@@ -205,6 +205,7 @@ class StateMonitor:
 
     def __init__(self, fn, args, kwargs, arg_names=None):
         self.nodes = {}          # id(obj) -> Node
+        self.library_globals_seen = set()  # (id(globals), name, id(value)) read by library code (_on_global)
         self.order = []          # nodes in creation order (parents first)
         self.unsupported = None
         self.internal_error = None  # an exception of the monitor itself (DEEPVISOR_STRICT raises it)
@@ -351,11 +352,12 @@ class StateMonitor:
         self.tracer.track(view)
 
     def _expect_pinned(self, value, name):
-        """The expectation for a value read from pinned state; pins and tracks it."""
+        """The expectation for a value read from pinned state; pins and tracks it.
+        `name`: a string, or a function giving it (_named)."""
         if is_value(value):
             return ("value", value)
         if isinstance(value, types.MethodType):
-            self._track_result(value.__self__, name + ".__self__", ("pinned",))
+            self._track_result(value.__self__, _named(name) + ".__self__", ("pinned",))
             return ("method", value.__func__, value.__self__)
         self._track_result(value, name, ("pinned",))
         return ("id", value)
@@ -369,7 +371,7 @@ class StateMonitor:
             return None
         if isinstance(value, type) and source[0] == "pinned" and is_library_module(sys.modules.get(value.__module__)):
             return None
-        node = Node(value, name, source)
+        node = Node(value, _named(name), source)
         self._register(node)
         if isinstance(value, types.FunctionType) and source[0] == "pinned":
             self._pin_function(node)
@@ -381,7 +383,9 @@ class StateMonitor:
         if mark in node.checked or node.written_all or _hashable(_key_of(accessor)) in node.written:
             return
         node.checked.add(mark)
-        name = _access_name(node.name, accessor)
+        # The name of what was read, made only if a node is made for it: most
+        # reads are of values or of objects tracked already.
+        name = lambda: _access_name(node.name, accessor)  # noqa: E731
         if accessor[0] == "type":
             node.checks.append((accessor, ("id", value)))
             return
@@ -576,6 +580,11 @@ def _access_name(base, accessor):
     return expression(base, accessor)
 
 
+def _named(name):
+    """A node's name: given, or made now by the function given (record_read)."""
+    return name() if callable(name) else name
+
+
 def _same_state(a, b):
     if a is None or b is None or a[0] != b[0]:
         return a is b
@@ -689,6 +698,12 @@ def _on_global(m, name, frame, operands, results, status):
         # A library's own globals (functions, modules, classes) are trusted;
         # its mutable containers (hook registries) are state, and so are the
         # flags and numbers it reads (a module-level switch set by a setter).
+        # The same global giving the same object again adds nothing (most of
+        # a model's reads: nn.Module's hook registries at every call).
+        seen = (id(frame.f_globals), name, id(value))
+        if seen in m.library_globals_seen:
+            return
+        m.library_globals_seen.add(seen)
         if isinstance(value, (dict, list, set)):
             m._track_result(value, f"{frame.f_globals.get('__name__', '?')}.{name}", ("pinned",))
         elif is_value(value) and name in frame.f_globals:
