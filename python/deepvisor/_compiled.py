@@ -172,9 +172,8 @@ class _Plan:
 def _gc_paused():
     """Python's cyclic collector paused through a capture: a capture makes
     many small objects (monitor nodes, guards), and a full collection that
-    they set off walks every object of a loaded model's process (measured:
-    captures of BERT-base on the GPU machine took 0.22 s, and 0.41 s in one
-    of three). The cycles it leaves are collected after it."""
+    they set off walks every object of a process that holds a model. The
+    cycles it leaves are collected after it."""
     enabled = gc.isenabled()
     gc.disable()
     try:
