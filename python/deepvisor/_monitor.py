@@ -365,7 +365,7 @@ class StateMonitor:
     def _track_result(self, value, name, source):
         if id(value) in self.nodes or is_value(value) or value is NULL:
             return self.nodes.get(id(value))
-        if isinstance(value, types.ModuleType) and is_library_module(value):
+        if _is_library_module_object(value):
             return None
         if isinstance(value, (types.BuiltinFunctionType, types.BuiltinMethodType)) and source[0] == "pinned":
             return None
@@ -513,8 +513,9 @@ TRANSPARENT_CODES = set()
 # stepping them would have, from the same pre-call state. Nothing they call is
 # stepped either, so a summarized function must call no Python code whose
 # reads matter. (Measured on the H100 machine, Python 3.12: captures of
-# BERT-base and ResNet-50 3-6% shorter; most of a capture's time there is the
-# interpreter's tracing itself, bench/NOTES.md.)
+# BERT-base and ResNet-50 3-6% shorter. The handlers' work on what a function
+# reads, not the stepping of its instructions, is most of a capture's time:
+# bench/NOTES.md, thirtieth session.)
 
 _SUMMARIZED = ("summarized",)
 _summaries_on = os.environ.get("DEEPVISOR_SUMMARIES", "1") != "0"
@@ -690,6 +691,12 @@ def _on_slice(m, arg, frame, operands, results, status):
     m.use_all(node, "slice")  # a slice reads a run of items (and the length)
 
 
+def _globals_node(m, globals_dict):
+    """The pinned node of a module's globals dict, made at its first use."""
+    return m.node_of(globals_dict) or m._add(globals_dict, f"{globals_dict.get('__name__', '?')}.__dict__",
+                                             ("pinned",))
+
+
 def _on_global(m, name, frame, operands, results, status):
     if status & _C.FAILED:
         return  # a NameError propagates; nothing is cached for a failing call
@@ -707,15 +714,10 @@ def _on_global(m, name, frame, operands, results, status):
         if isinstance(value, (dict, list, set)):
             m._track_result(value, f"{frame.f_globals.get('__name__', '?')}.{name}", ("pinned",))
         elif is_value(value) and name in frame.f_globals:
-            globals_dict = frame.f_globals
-            gnode = m.node_of(globals_dict) or m._add(globals_dict, f"{globals_dict.get('__name__', '?')}.__dict__",
-                                                      ("pinned",))
-            m.record_read(gnode, ("item", name), value)
+            m.record_read(_globals_node(m, frame.f_globals), ("item", name), value)
         return
     globals_dict = frame.f_globals
-    gnode = m.node_of(globals_dict)
-    if gnode is None:
-        gnode = m._add(globals_dict, f"{globals_dict.get('__name__', '?')}.__dict__", ("pinned",))
+    gnode = _globals_node(m, globals_dict)
     if name in globals_dict:
         m.record_read(gnode, ("item", name), value)
     else:
@@ -842,11 +844,7 @@ def _on_store_slice(m, arg, frame, operands, results, status):
 def _on_store_global(m, name, frame, operands, results, status):
     if code_kind(frame.f_code.co_filename) == "library":
         return
-    globals_dict = frame.f_globals
-    gnode = m.node_of(globals_dict)
-    if gnode is None:
-        gnode = m._add(globals_dict, f"{globals_dict.get('__name__', '?')}.__dict__", ("pinned",))
-    m.record_write(gnode, name)
+    m.record_write(_globals_node(m, frame.f_globals), name)
 
 
 def _on_store_deref(m, name, frame, operands, results, status):
