@@ -8,7 +8,9 @@
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
+#include <optional>
 #include <sstream>
+#include <string>
 
 #include "capture/guard_program.h"
 #include "capture/plan_cache.h"
@@ -19,6 +21,7 @@
 #include "ir/op_graph.h"
 #include "runtime/cuda_driver.h"
 #include "runtime/cuda_graph.h"
+#include "runtime/disk_cache.h"
 #include "runtime/executor.h"
 #include "runtime/host_compiler.h"
 #include "runtime/interpreter.h"
@@ -164,6 +167,29 @@ std::vector<at::Tensor> run_on_values(Executor& e, CallValues& v, const std::vec
   return {};
 }
 
+// The disk store for what Python keeps across processes (_table_store.py: the
+// tracer's code tables), in folders of the kernels' cache root.
+void bind_disk_cache(py::module_& m) {
+  using dv::runtime::DiskCache;
+  m.def("disk_cache_root", [] { return DiskCache::enabled() ? DiskCache::default_dir().parent_path().string() : ""; },
+        "The disk caches' root folder, or '' when DEEPVISOR_DISK_CACHE=0.");
+  m.def(
+      "disk_cache_load",
+      [](const std::string& dir, const std::string& extension, const std::string& key) -> py::object {
+        std::optional<std::string> data = DiskCache(dir, extension).load(key);
+        if (!data) return py::none();
+        return py::bytes(*data);
+      },
+      py::arg("dir"), py::arg("extension"), py::arg("key"), "The bytes stored under key (hex), or None.");
+  m.def(
+      "disk_cache_store",
+      [](const std::string& dir, const std::string& extension, const std::string& key, const py::bytes& data) {
+        DiskCache(dir, extension).store(key, std::string(data));
+      },
+      py::arg("dir"), py::arg("extension"), py::arg("key"), py::arg("data"),
+      "Stores data under key (hex), atomically; a failure is only a later miss.");
+}
+
 void bind_capture(py::module_& m) {
   py::class_<CallValues, std::shared_ptr<CallValues>>(m, "CallValues")
       .def("__len__", [](const CallValues& v) { return v.values.size(); })
@@ -182,8 +208,10 @@ void bind_capture(py::module_& m) {
       .def("stop", &Tracer::stop)
       .def("close", &Tracer::close)
       .def("track", [](Tracer& t, py::handle o) { t.track(o.ptr()); })
+      .def("is_tracked", [](const Tracer& t, py::handle o) { return t.is_tracked(o.ptr()); })
       .def("error", &Tracer::error)
       .def("reported", &Tracer::instructions_reported);
+  bind_disk_cache(m);
   m.attr("PYTHON_RAN") = static_cast<int>(dv::capture::kPythonRan);
   m.attr("FAILED") = static_cast<int>(dv::capture::kFailed);
   m.attr("BEFORE") = static_cast<int>(dv::capture::kBefore);

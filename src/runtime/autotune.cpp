@@ -21,11 +21,6 @@ namespace dv::runtime {
 
 namespace {
 
-bool disk_enabled() {
-  const char* v = std::getenv("DEEPVISOR_DISK_CACHE");
-  return v == nullptr || std::string(v) != "0";
-}
-
 std::string source_key(const std::string& source) { return content_key({"source", source}); }
 std::string source_key(const codegen::KernelCandidate& c) { return source_key(c.kernel.source); }
 
@@ -88,7 +83,7 @@ Autotuner::Autotuner(std::optional<std::filesystem::path> dir) {
 }
 
 Autotuner& Autotuner::global() {
-  static Autotuner tuner(disk_enabled()
+  static Autotuner tuner(DiskCache::enabled()
                              ? std::optional<std::filesystem::path>(DiskCache::default_dir().parent_path() / "autotune")
                              : std::nullopt);
   return tuner;

@@ -166,7 +166,12 @@ std::string content_key(std::initializer_list<std::string_view> parts) {
   return to_hex(d.data(), d.size());
 }
 
-DiskCache::DiskCache(fs::path dir) : dir_(std::move(dir)) {}
+DiskCache::DiskCache(fs::path dir, std::string extension) : dir_(std::move(dir)), extension_(std::move(extension)) {}
+
+bool DiskCache::enabled() {
+  const char* v = std::getenv("DEEPVISOR_DISK_CACHE");
+  return v == nullptr || std::string(v) != "0";
+}
 
 fs::path DiskCache::default_dir() {
   fs::path base;
@@ -191,7 +196,7 @@ bool DiskCache::valid_key(std::string_view key) {
   return true;
 }
 
-fs::path DiskCache::path_for(const std::string& key) const { return dir_ / (key + ".cubin"); }
+fs::path DiskCache::path_for(const std::string& key) const { return dir_ / (key + extension_); }
 
 std::optional<std::string> DiskCache::load(const std::string& key) const {
   if (!valid_key(key)) return std::nullopt;

@@ -1,6 +1,7 @@
-// A content-addressed on-disk store of compiled kernel binaries.
+// A content-addressed on-disk store: compiled kernels, autotuning choices,
+// host kernels, the tracer's code tables.
 //
-// One file per key: <dir>/<key>.cubin, holding a small header (magic, format
+// One file per key: <dir>/<key><extension>, holding a small header (magic, format
 // version, payload length, FNV-1a 64 checksum, the key) and the payload. Writers
 // publish with rename(), so concurrent processes never see a partial file; a
 // reader that finds a damaged file reports a miss and removes it.
@@ -16,11 +17,14 @@ namespace dv::runtime {
 
 class DiskCache {
  public:
-  explicit DiskCache(std::filesystem::path dir);
+  // extension: of the entries' file names (kernels keep ".cubin").
+  explicit DiskCache(std::filesystem::path dir, std::string extension = ".cubin");
 
   // $DEEPVISOR_CACHE_DIR, else $XDG_CACHE_HOME/deepvisor, else ~/.cache/deepvisor;
   // kernels live in its subfolder "kernels".
   static std::filesystem::path default_dir();
+  // Whether the disk tiers are on (DEEPVISOR_DISK_CACHE=0 turns them all off).
+  static bool enabled();
 
   const std::filesystem::path& dir() const { return dir_; }
 
@@ -40,6 +44,7 @@ class DiskCache {
 
  private:
   std::filesystem::path dir_;
+  std::string extension_;
 };
 
 // A collision-resistant lower-case hex digest (SHA-256) of the parts. Each part is

@@ -29,11 +29,6 @@ struct HostCompiler::Toolchain {
 
 namespace {
 
-bool disk_cache_enabled() {
-  const char* v = std::getenv("DEEPVISOR_DISK_CACHE");
-  return v == nullptr || std::string(v) != "0";
-}
-
 std::string find_on_path(const std::string& name) {
   if (name.find('/') != std::string::npos) return ::access(name.c_str(), X_OK) == 0 ? name : "";
   const char* path = std::getenv("PATH");
@@ -138,7 +133,7 @@ HostCompiler::HostCompiler(std::optional<fs::path> cache_dir)
 }
 
 HostCompiler& HostCompiler::global() {
-  static HostCompiler compiler(disk_cache_enabled()
+  static HostCompiler compiler(DiskCache::enabled()
                                    ? std::optional<fs::path>(DiskCache::default_dir().parent_path() / "host")
                                    : std::nullopt);
   return compiler;

@@ -18,11 +18,6 @@ std::string join(const std::vector<std::string>& parts, char separator) {
   return out;
 }
 
-bool disk_cache_enabled() {
-  const char* v = std::getenv("DEEPVISOR_DISK_CACHE");
-  return v == nullptr || std::string(v) != "0";
-}
-
 }  // namespace
 
 KernelCompiler::KernelCompiler(std::optional<std::filesystem::path> cache_dir, const Nvrtc& nvrtc)
@@ -36,7 +31,7 @@ KernelCompiler::KernelCompiler(std::optional<std::filesystem::path> cache_dir, c
 
 KernelCompiler& KernelCompiler::global() {
   static KernelCompiler compiler(
-      disk_cache_enabled() ? std::optional<std::filesystem::path>(DiskCache::default_dir())
+      DiskCache::enabled() ? std::optional<std::filesystem::path>(DiskCache::default_dir())
                            : std::nullopt);
   return compiler;
 }
