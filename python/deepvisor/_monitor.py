@@ -24,6 +24,7 @@ Python values the program reached without a guarded path (an opaque C call
 with hidden state) make the capture unsupported instead of trusted.
 """
 
+import collections
 import dataclasses
 import enum
 import numbers
@@ -36,6 +37,7 @@ import torch
 
 from . import _C
 from . import _bytecode as B
+from . import _table_store
 
 NULL = type("NULL", (), {"__repr__": lambda self: "NULL"})()
 
@@ -290,24 +292,24 @@ class StateMonitor:
 
     def stop(self):
         self.tracer.stop()
+        _table_store.store_made()
         if self.unsupported is None and self.tracer.error():
             self.unsupported = f"internal error in the Python-state monitor: {self.tracer.error()}"
 
     def code_table(self, code):
-        if code in TRANSPARENT_CODES:
-            depths, _, _ = B.code_table(code)
-            return depths, [], []  # stepped, so that what it calls is; nothing of its own reported
-        if code in SUMMARIES and _summaries_on:
-            return _SUMMARIZED
-        kind = code_kind(code.co_filename)
+        kind = "transparent" if code in TRANSPARENT_CODES else code_kind(code.co_filename)
         if kind == "excluded":
             return None
         table = _table_cache.get(code)
         if table is None:
-            table = B.code_table(code)
+            table = _table_store.table_of(code)
             if kind == "user":
                 table = _reporting_every_attribute_read(table)
+            elif kind == "transparent":
+                table = (table[0], [], [])  # stepped, so that what it calls is; nothing of its own reported
             _table_cache[code] = table
+        if code in SUMMARIES and _summaries_on:
+            return ("summarized", table)  # the table steps it where the summary declines
         return table
 
     def on_instruction(self, kind, arg, frame, operands, results, status):
@@ -318,8 +320,7 @@ class StateMonitor:
                 _symbol_uses(self, kind, arg, operands, results, status)
             if self.shapes is not None:
                 _size_uses(self, kind, arg, frame, operands)
-            handler = _HANDLERS[kind]
-            handler(self, arg, frame, operands, results, status)
+            return _HANDLERS[kind](self, arg, frame, operands, results, status)  # a summary's: whether it summarized
         except Unsupported as e:
             self.unsupported = f"{e} ({_where(frame)})"
         except Exception as e:  # never break the program over a monitoring problem
@@ -359,6 +360,11 @@ class StateMonitor:
         if isinstance(value, types.MethodType):
             self._track_result(value.__self__, _named(name) + ".__self__", ("pinned",))
             return ("method", value.__func__, value.__self__)
+        bound = _bound_object(value)
+        if bound is not None:
+            # A builtin method of an object (CFG.get): a call of it reads the
+            # object, which the tracer sees only if the object is tracked.
+            self._track_result(bound, _named(name) + ".__self__", ("pinned",))
         self._track_result(value, name, ("pinned",))
         return ("id", value)
 
@@ -507,17 +513,16 @@ TRANSPARENT_CODES = set()
 # -- summarized library functions --------------------------------------------------
 #
 # A few library functions run at nearly every step of a model
-# (nn.Module.__getattr__: 27% of the instructions BERT-base's forward runs, 30%
-# of the reads the tracer reports). Their frames are not stepped; at their
-# start the monitor records the reads they make of their arguments, as
-# stepping them would have, from the same pre-call state. Nothing they call is
-# stepped either, so a summarized function must call no Python code whose
-# reads matter. (Measured on the H100 machine, Python 3.12: captures of
-# BERT-base and ResNet-50 3-6% shorter. The handlers' work on what a function
-# reads, not the stepping of its instructions, is most of a capture's time:
-# bench/NOTES.md, thirtieth session.)
+# (nn.Module.__getattr__: 27% of the instructions BERT-base's forward runs;
+# nn.Module._call_impl: 44% of the reports left after that). Their frames are
+# not stepped; at their start the monitor records the reads they make, as
+# stepping them would have, from the same pre-call state, by calling the same
+# handlers. The frames they call are stepped. A summary returns False to
+# decline, where the function would take a path it does not model: the frame
+# is then stepped. (The handlers' work on what a function reads, not the
+# stepping of its instructions, is most of a capture's time: bench/NOTES.md,
+# thirtieth session.)
 
-_SUMMARIZED = ("summarized",)
 _summaries_on = os.environ.get("DEEPVISOR_SUMMARIES", "1") != "0"
 
 
@@ -548,15 +553,78 @@ def _module_getattr_reads(m, frame):
         if found:
             if tnode is not None:
                 m.record_read(tnode, ("item", name), table[name])
-            return
+            return True
     m.record_read(node, ("type",), type(obj))  # the AttributeError's message names it
+    return True
 
 
-SUMMARIES = {torch.nn.Module.__getattr__.__code__: _module_getattr_reads}
+_MODULE_HOOKS = ("_backward_hooks", "_backward_pre_hooks", "_forward_hooks", "_forward_pre_hooks")
+_GLOBAL_HOOKS = ("_global_backward_pre_hooks", "_global_backward_hooks", "_global_forward_hooks",
+                 "_global_forward_pre_hooks")
+_plain_module_types = {}  # type -> whether _plainly_called
+
+
+def _plainly_called(cls):
+    """Whether, on an instance of cls, `self.forward` is the type's function
+    and the hook registries come from the instance's dict, found without
+    running Python code."""
+    plain = _plain_module_types.get(cls)
+    if plain is None:
+        import inspect
+        plain = (cls.__getattribute__ is object.__getattribute__
+                 and isinstance(inspect.getattr_static(cls, "forward", None), types.FunctionType)
+                 and all(inspect.getattr_static(cls, name, NULL) is NULL for name in _MODULE_HOOKS))
+        _plain_module_types[cls] = plain
+    return plain
+
+
+def _empty_registry(value):
+    return type(value) in (dict, collections.OrderedDict) and not value
+
+
+def _module_call_reads(m, frame):
+    """nn.Module._call_impl(self, *args, **kwargs) on its common path: no
+    TorchScript trace runs and no hook is registered, so it reads
+    self.forward, then the module's four hook registries and the four global
+    ones (each empty: its truth), and calls forward. Declined otherwise, and
+    where the uses of symbolic sizes and numbers are watched (stepping finds
+    those in every instruction)."""
+    if m.shapes is not None or (m.scalars is not None and m.scalars.symbols):
+        return False
+    obj = frame.f_locals.get("self", NULL)
+    if obj is NULL or not _plainly_called(type(obj)):
+        return False
+    d = object.__getattribute__(obj, "__dict__")
+    if type(d) is not dict or "forward" in d or torch._C._get_tracing_state():
+        return False
+    hooks = [d.get(name, NULL) for name in _MODULE_HOOKS]
+    registries = [frame.f_globals.get(name, NULL) for name in _GLOBAL_HOOKS]
+    if not all(_empty_registry(h) for h in (*hooks, *registries)):
+        return False
+    # What the tracer would report: an instruction with a tracked operand (globals: always).
+    tracked = m.tracer.is_tracked
+    forward = object.__getattribute__(obj, "forward")
+    if tracked(obj):
+        _on_attr(m, "forward", frame, (obj,), (forward,), 0)
+    for name, value in zip(_MODULE_HOOKS, hooks):
+        if tracked(obj):
+            _on_attr(m, name, frame, (obj,), (value,), 0)
+        if tracked(value):
+            _on_truth(m, None, frame, (value,), None, _C.BEFORE)
+    for name, value in zip(_GLOBAL_HOOKS, registries):
+        _on_global(m, name, frame, (), (value,), 0)
+        if tracked(value):
+            _on_truth(m, None, frame, (value,), None, _C.BEFORE)
+    m.called(forward)  # forward_call(*args, **kwargs): its frame is stepped
+    return True
+
+
+SUMMARIES = {torch.nn.Module.__getattr__.__code__: _module_getattr_reads,
+             torch.nn.Module._call_impl.__code__: _module_call_reads}
 
 
 def _on_summary(m, arg, frame, operands, results, status):
-    SUMMARIES[frame.f_code](m, frame)
+    return SUMMARIES[frame.f_code](m, frame)
 
 
 def _hashable(x):
@@ -621,6 +689,14 @@ def _on_library_module_read(m, module, name, value):
     node = m.node_of(module) or m._add(module, module.__name__, ("pinned",))
     node.library_module = True
     m.record_read(node, ("attr", name), value)
+
+
+def _bound_object(value):
+    """The object a builtin method is bound to (d.get, lst.append, x.__getattribute__), or None."""
+    if not isinstance(value, (types.BuiltinMethodType, types.MethodWrapperType)):
+        return None
+    obj = getattr(value, "__self__", None)
+    return None if obj is None or isinstance(obj, types.ModuleType) else obj
 
 
 def _is_library_module_object(obj):

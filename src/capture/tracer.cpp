@@ -106,49 +106,55 @@ Tracer::CodeInfo* Tracer::code_info(PyCodeObject* code) {
   info.code = key;
   Py_INCREF(key);
   SavedError saved;
-  // code_table(code) -> None (excluded) or (depths: bytes of int16, entries:
-  // list of (unit, kind, n_in, n_out, flags, aux, arg)).
+  // code_table(code) -> None (excluded), a table (read_table) or
+  // ("summarized", a table).
   PyObject* table = PyObject_CallOneArg(code_table_, key);
   if (table == nullptr) {
     keep_error();
-  } else if (PyTuple_Check(table) && PyTuple_GET_SIZE(table) == 1) {
+  } else if (PyTuple_Check(table) && PyTuple_GET_SIZE(table) == 2 && PyUnicode_Check(PyTuple_GET_ITEM(table, 0))) {
+    // ("summarized", the table that steps it when the monitor declines the summary)
     info.table = table;
     info.summarized = true;
+    read_table(info, PyTuple_GET_ITEM(table, 1));
   } else if (table != Py_None) {
     info.table = table;
-    info.traced = true;
-    PyObject* depths = PyTuple_GetItem(table, 0);
-    PyObject* entries = PyTuple_GetItem(table, 1);
-    PyObject* cells = PyTuple_GetItem(table, 2);
-    if (cells != nullptr && PyList_Check(cells))
-      for (Py_ssize_t i = 0; i < PyList_GET_SIZE(cells); ++i)
-        info.cell_slots.push_back(static_cast<int>(PyLong_AsLong(PyList_GET_ITEM(cells, i))));
-    if (depths == nullptr || entries == nullptr || !PyBytes_Check(depths) || !PyList_Check(entries)) {
-      PyErr_Clear();
-      error_ = error_.empty() ? "code_table returned a malformed table" : error_;
-      info.traced = false;
-    } else {
-      const auto* d = reinterpret_cast<const std::int16_t*>(PyBytes_AS_STRING(depths));
-      std::size_t units = static_cast<std::size_t>(PyBytes_GET_SIZE(depths)) / sizeof(std::int16_t);
-      info.depths.assign(d, d + units);
-      info.instrs.resize(units);
-      for (Py_ssize_t i = 0; i < PyList_GET_SIZE(entries); ++i) {
-        PyObject* e = PyList_GET_ITEM(entries, i);
-        auto unit = static_cast<std::size_t>(as_long(e, 0));
-        if (unit >= units) continue;
-        Instr& in = info.instrs[unit];
-        in.kind = static_cast<std::uint8_t>(as_long(e, 1));
-        in.n_in = static_cast<std::uint8_t>(as_long(e, 2));
-        in.n_out = static_cast<std::uint8_t>(as_long(e, 3));
-        in.flags = static_cast<std::uint8_t>(as_long(e, 4));
-        in.aux = static_cast<int>(as_long(e, 5));
-        in.arg = PyTuple_GET_ITEM(e, 6);
-      }
-    }
+    read_table(info, table);
   } else {
     Py_DECREF(table);
   }
   return &codes_.emplace(key, std::move(info)).first->second;
+}
+
+void Tracer::read_table(CodeInfo& info, PyObject* table) {
+  // (depths: bytes of int16, entries: list of (unit, kind, n_in, n_out, flags, aux, arg), cell slots)
+  PyObject* depths = PyTuple_GetItem(table, 0);
+  PyObject* entries = PyTuple_GetItem(table, 1);
+  PyObject* cells = PyTuple_GetItem(table, 2);
+  if (cells != nullptr && PyList_Check(cells))
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(cells); ++i)
+      info.cell_slots.push_back(static_cast<int>(PyLong_AsLong(PyList_GET_ITEM(cells, i))));
+  if (depths == nullptr || entries == nullptr || !PyBytes_Check(depths) || !PyList_Check(entries)) {
+    PyErr_Clear();
+    error_ = error_.empty() ? "code_table returned a malformed table" : error_;
+    return;
+  }
+  info.traced = true;
+  const auto* d = reinterpret_cast<const std::int16_t*>(PyBytes_AS_STRING(depths));
+  std::size_t units = static_cast<std::size_t>(PyBytes_GET_SIZE(depths)) / sizeof(std::int16_t);
+  info.depths.assign(d, d + units);
+  info.instrs.resize(units);
+  for (Py_ssize_t i = 0; i < PyList_GET_SIZE(entries); ++i) {
+    PyObject* e = PyList_GET_ITEM(entries, i);
+    auto unit = static_cast<std::size_t>(as_long(e, 0));
+    if (unit >= units) continue;
+    Instr& in = info.instrs[unit];
+    in.kind = static_cast<std::uint8_t>(as_long(e, 1));
+    in.n_in = static_cast<std::uint8_t>(as_long(e, 2));
+    in.n_out = static_cast<std::uint8_t>(as_long(e, 3));
+    in.flags = static_cast<std::uint8_t>(as_long(e, 4));
+    in.aux = static_cast<int>(as_long(e, 5));
+    in.arg = PyTuple_GET_ITEM(e, 6);
+  }
 }
 
 void Tracer::on_call(PyFrameObject* frame) {
@@ -158,17 +164,18 @@ void Tracer::on_call(PyFrameObject* frame) {
     PyCodeObject* code = PyFrame_GetCode(frame);  // a new reference; the table keeps its own
     CodeInfo* info = code_info(code);
     Py_DECREF(code);
-    if (info->traced) {
+    if (info->summarized) {
+      ++calls_;  // Python ran: the instruction that called it reports kPythonRan
+      state.summarized = summarize(frame);
+      if (!state.summarized && info->traced) state.code = info;  // declined: stepped
+    } else if (info->traced) {
       state.code = info;
       ++calls_;
-    } else if (info->summarized) {
-      ++calls_;  // Python ran: the instruction that called it reports kPythonRan
-      Instr summary;
-      summary.kind = kSummaryKind;
-      report(summary, frame, {}, Py_None, 0);
     }
   }
-  if (state.code == nullptr) ++suspended_;  // excluded code: nothing it calls is stepped either
+  // Excluded code: nothing it calls is stepped either. A summarized frame's
+  // own instructions are not stepped; the frames it calls are.
+  if (state.code == nullptr && !state.summarized) ++suspended_;
   dv_frame_trace_instructions(frame, state.code != nullptr);
   frames_.push_back(std::move(state));
 }
@@ -177,7 +184,7 @@ void Tracer::on_return(PyFrameObject* frame) {
   while (!frames_.empty()) {
     FrameState& top = frames_.back();
     bool match = top.frame == frame;
-    if (top.code == nullptr) --suspended_;
+    if (top.code == nullptr && !top.summarized) --suspended_;
     clear_pending(top);
     frames_.pop_back();
     if (match) break;
@@ -228,8 +235,26 @@ void Tracer::report_new_cells(FrameState& state) {
   }
 }
 
+bool Tracer::binds_tracked(PyObject* object) const {
+  if (PyCFunction_Check(object)) {
+    PyObject* self = PyCFunction_GET_SELF(object);  // a module for a module's function
+    return self != nullptr && !PyModule_Check(self) && is_tracked(self);
+  }
+  if (Py_IS_TYPE(object, &_PyMethodWrapper_Type)) {  // a slot of a builtin type, bound: its struct is private
+    PyObject* self = PyObject_GetAttrString(object, "__self__");
+    if (self == nullptr) {
+      PyErr_Clear();
+      return false;
+    }
+    const bool tracked = is_tracked(self);
+    Py_DECREF(self);
+    return tracked;
+  }
+  return false;
+}
+
 bool Tracer::holds_tracked(PyObject* object, int depth) const {
-  if (is_tracked(object)) return true;
+  if (is_tracked(object) || binds_tracked(object)) return true;
   if (depth == 0) return false;
   if (PySlice_Check(object)) {
     auto* slice = reinterpret_cast<PySliceObject*>(object);
@@ -310,23 +335,38 @@ void Tracer::complete(FrameState& state, int unit) {
 
 void Tracer::report(const Instr& instr, PyFrameObject* frame, const std::vector<PyObject*>& operands,
                     PyObject* results, int status) {
+  Py_XDECREF(call_monitor(instr, frame, operands, results, status));
+}
+
+bool Tracer::summarize(PyFrameObject* frame) {
+  Instr summary;
+  summary.kind = kSummaryKind;
+  PyObject* r = call_monitor(summary, frame, {}, Py_None, 0);
+  const bool declined = r == Py_False;
+  Py_XDECREF(r);
+  return !declined;
+}
+
+PyObject* Tracer::call_monitor(const Instr& instr, PyFrameObject* frame, const std::vector<PyObject*>& operands,
+                               PyObject* results, int status) {
   SavedError saved;
   ++reported_;
   PyObject* ops = new_tuple(operands);
   PyObject* kind = PyLong_FromLong(instr.kind);
   PyObject* st = PyLong_FromLong(status);
   PyObject* arg = instr.arg != nullptr ? instr.arg : Py_None;
+  PyObject* r = nullptr;
   if (ops == nullptr || kind == nullptr || st == nullptr) {
     keep_error();
   } else {
     PyObject* args[] = {kind, arg, reinterpret_cast<PyObject*>(frame), ops, results, st};
-    PyObject* r = PyObject_Vectorcall(on_instruction_, args, 6, nullptr);
+    r = PyObject_Vectorcall(on_instruction_, args, 6, nullptr);
     if (r == nullptr) keep_error();
-    Py_XDECREF(r);
   }
   Py_XDECREF(ops);
   Py_XDECREF(kind);
   Py_XDECREF(st);
+  return r;
 }
 
 void Tracer::clear_pending(FrameState& state) {

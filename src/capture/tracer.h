@@ -44,9 +44,10 @@ enum InstructionFlags : int {
 // made for its own variables (python/deepvisor/_bytecode.py: NEW_CELL).
 constexpr int kNewCellKind = 24;
 // The kind reported when a frame of a summarized code starts (its code table
-// is the 1-tuple ("summarized",)): the monitor records what the function
-// reads from its arguments at once, and nothing of the frame is stepped
-// (python/deepvisor/_monitor.py: SUMMARIES).
+// is ("summarized", table)): the monitor records what the function reads at
+// once and the frame's own instructions are not stepped (the frames it calls
+// are), unless the monitor returns False: then the frame is stepped with the
+// table (python/deepvisor/_monitor.py: SUMMARIES).
 constexpr int kSummaryKind = 26;
 
 class Tracer {
@@ -70,6 +71,10 @@ class Tracer {
   // a size the program read (_shapes.SizeInt) reaches `lst[:n]` or
   // `f((b, n))` inside one.
   bool holds_tracked(PyObject* object, int depth) const;
+  // A builtin method bound to a tracked object (d.get, super().__getattribute__
+  // on Python 3.11): calling it reads or changes that object, though no
+  // operand of the call is the object itself.
+  bool binds_tracked(PyObject* object) const;
 
   // The first error the monitor raised (its callbacks must never break the
   // program, so errors are kept here), or "".
@@ -89,7 +94,7 @@ class Tracer {
     PyObject* code = nullptr;  // strong
     PyObject* table = nullptr; // strong: keeps the args alive
     bool traced = false;
-    bool summarized = false;  // reported once at its start, never stepped
+    bool summarized = false;  // reported once at its start; stepped only if the monitor declines
     std::vector<Instr> instrs;         // indexed by code unit
     std::vector<std::int16_t> depths;  // static stack depth at each unit
     std::vector<int> cell_slots;       // fast-locals slots of the cells the frame makes
@@ -107,6 +112,7 @@ class Tracer {
     Pending pending;
     bool has_pending = false;
     bool started = false;  // its first instruction event came (its own cells exist)
+    bool summarized = false;  // the monitor summarized it: not stepped, but what it calls is
   };
 
   static int trace(PyObject* self, PyFrameObject* frame, int what, PyObject* arg);
@@ -115,11 +121,17 @@ class Tracer {
   void on_exception(PyFrameObject* frame, PyObject* arg);
   void on_opcode(PyFrameObject* frame);
   CodeInfo* code_info(PyCodeObject* code);
+  void read_table(CodeInfo& info, PyObject* table);
   void complete(FrameState& state, int unit);
   void begin(FrameState& state, const Instr& instr, int unit);
   void report_new_cells(FrameState& state);
   void report(const Instr& instr, PyFrameObject* frame, const std::vector<PyObject*>& operands,
               PyObject* results, int status);
+  // Reports a summarized frame's start: false when the monitor declines (the frame is stepped).
+  bool summarize(PyFrameObject* frame);
+  // on_instruction's result (a new reference), or nullptr after an error (kept).
+  PyObject* call_monitor(const Instr& instr, PyFrameObject* frame, const std::vector<PyObject*>& operands,
+                         PyObject* results, int status);
   void clear_pending(FrameState& state);
   void keep_error();
 

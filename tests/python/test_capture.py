@@ -413,6 +413,188 @@ def test_module_getattr_is_summarized_with_the_reads_stepping_makes(monkeypatch)
     assert s["captures"] == 2 and s["cache_hits"] == 1, s
 
 
+class _TwoLayers(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(4, 4)
+        self.b = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.b(torch.relu(self.a(x)))
+
+
+class _RegistersInForward(_TwoLayers):
+    """Sets a hook on its first layer during its own forward."""
+    def forward(self, x):
+        if not self.a._forward_hooks:
+            self.a.register_forward_hook(lambda module, args, out: out * 2)
+        return self.b(self.a(x))
+
+
+class _OwnGetattribute(_TwoLayers):
+    def __getattribute__(self, name):
+        return super().__getattribute__(name)
+
+
+def test_module_calls_are_summarized_with_the_reads_stepping_makes(monkeypatch):
+    """nn.Module._call_impl is not stepped where no hook is set (it made 44%
+    of a capture's reports); the monitor records its reads at its start, and
+    the forward it calls is stepped. The guards are those that stepping gave,
+    the hook registries' emptiness among them."""
+    from deepvisor import _monitor
+    x = randn(3, 4)
+    for cls in (_TwoLayers, _OwnGetattribute):
+        m = on(cls())
+        lines = {}
+        for summaries in (False, True):
+            monkeypatch.setattr(_monitor, "_summaries_on", summaries)
+            g = deepvisor.compile(m)
+            same(g, m, x)
+            lines[summaries] = _guard_lines(g)
+        assert lines[True] == lines[False]
+        assert any("['weight']" in line for line in lines[True]), lines[True]  # read in Linear.forward, stepped
+        if cls is _TwoLayers:  # (a Python __getattribute__ declines the summary)
+            assert any("bool(self._forward_hooks) is False" in line for line in lines[True]), lines[True]
+
+
+@pytest.mark.parametrize("hook", ["forward", "forward pre", "global forward", "global forward pre",
+                                  "forward replaced"])
+def test_a_hook_set_between_calls_is_a_guard_miss(hook):
+    """A hook set on a module or on all modules after a capture is a guard
+    miss; the call with it is stepped, so the hook's own reads are guarded;
+    once it is removed, the first plan serves again."""
+    m = on(_TwoLayers())
+    x = randn(3, 4)
+    g = deepvisor.compile(m)
+    state = {"scale": 2.0}
+    handles = []
+
+    def scaled(module, args, out):
+        return out * state["scale"]
+
+    def shifted(module, args):
+        return (args[0] + 1,)
+
+    def set_hook():
+        if hook == "forward":
+            handles.append(m.a.register_forward_hook(scaled))
+        elif hook == "forward pre":
+            handles.append(m.b.register_forward_pre_hook(shifted))
+        elif hook == "global forward":
+            handles.append(torch.nn.modules.module.register_module_forward_hook(scaled))
+        elif hook == "global forward pre":
+            handles.append(torch.nn.modules.module.register_module_forward_pre_hook(shifted))
+        else:
+            m.a.forward = lambda inp: inp * 3
+
+    try:
+        same_around(set_hook, g, m, x)
+        same_around(lambda: state.update(scale=3.0), g, m, x)
+    finally:
+        for h in handles:
+            h.remove()
+    for _ in range(2):
+        same(g, m, x)
+    s = deepvisor.stats(g)
+    scaling = hook in ("forward", "global forward")
+    assert s["eager_calls"] == 0 and s["versions"] == (3 if scaling else 2), s
+
+
+def test_a_hook_set_during_the_call_is_seen():
+    """A forward that registers a hook on a layer before calling it: that
+    layer's call is stepped with its hook, and the registration is a change
+    a replay must see (the second call captures again, with the hook set)."""
+    m, twin = on(_RegistersInForward()), on(_RegistersInForward())
+    twin.load_state_dict(m.state_dict())
+    x = randn(3, 4)
+    g = deepvisor.compile(m)
+    for _ in range(3):
+        assert_matches(g(x), twin(x), tol)
+    assert len(m.a._forward_hooks) == 1
+    assert deepvisor.stats(g)["eager_calls"] == 0
+
+
+class _SuperGetattribute(nn.Module):
+    """Every attribute read runs a Python __getattribute__ that defers to the default."""
+    def __init__(self, via_super):
+        super().__init__()
+        self.via_super = via_super
+        self.lin = nn.Linear(4, 4)
+        self.scale = 2.0
+
+    def __getattribute__(self, name):
+        if object.__getattribute__(self, "__dict__").get("via_super", True):
+            return super().__getattribute__(name)
+        return object.__getattribute__(self, name)
+
+    def forward(self, x):
+        return self.lin(x) * self.scale
+
+
+@pytest.mark.parametrize("via_super", [True, False], ids=["super", "object"])
+@pytest.mark.parametrize("change", ["value", "submodule", "weight"])
+def test_attributes_read_through_a_python_getattribute_are_guarded(via_super, change):
+    """super().__getattribute__(name) on Python 3.11 is a builtin method bound
+    to the module: its call reads the module although no operand is the
+    module. Once stale: the plan kept scale 2.0 after it became 5.0."""
+    m = on(_SuperGetattribute(via_super))
+    x = randn(3, 4)
+    g = deepvisor.compile(m)
+
+    def change_it():
+        if change == "value":
+            m.scale = 5.0
+        elif change == "submodule":
+            m.lin = on(nn.Linear(4, 4))
+        else:
+            m.lin.weight = nn.Parameter(randn(4, 4, seed=3))
+
+    same_around(change_it, g, m, x)
+    assert deepvisor.stats(g)["captures"] == 2
+
+
+_HELD = {"s": 2.0}
+_held_get = _HELD.get
+_PUSHED = []
+_held_push = _PUSHED.append
+
+
+class _HoldsABoundGet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.cfg = {"s": 2.0}
+        self.lookup = self.cfg.get
+
+    def forward(self, x):
+        return x * self.lookup("s")
+
+
+def _reads_through_a_held_get(x):
+    return x * _held_get("s")
+
+
+def _appends_through_a_held_method(x):
+    _held_push(1)
+    return x * 2
+
+
+def test_a_builtin_method_held_in_state_reads_its_object():
+    """A bound builtin method kept in state (self.lookup = self.cfg.get, a
+    global CFG.get): a call of it reads its object, which is guarded; a held
+    list.append is a side effect that every call makes. Once stale or lost."""
+    x = randn(3)
+    m = _HoldsABoundGet()
+    g = deepvisor.compile(m)
+    same_around(lambda: m.cfg.update(s=5.0), g, m, x)
+    g = deepvisor.compile(_reads_through_a_held_get)
+    same_around(lambda: _HELD.update(s=7.0), g, _reads_through_a_held_get, x)
+    g = deepvisor.compile(_appends_through_a_held_method)
+    _PUSHED.clear()
+    for _ in range(3):
+        same(g, lambda v: v * 2, x)
+    assert _PUSHED == [1, 1, 1]
+
+
 _GC_SEEN = []
 
 
