@@ -39,6 +39,8 @@ SUPER_ATTR = 23   # super().name                  (super, class, self)        be
 NEW_CELL = 24     # a cell made for a local        ()                          (cell,)
 ARITH = 25        # a binary operator             (a, b)                      (result,); arg: the operator
 SUMMARY = 26      # a summarized function starts  ()                          None (its frame: _monitor.SUMMARIES)
+DEFAULTS = 27     # a frame starts whose function has defaults that are not plain constants
+                  #                               (function,)                 None
 
 KIND_NAMES = {v: k for k, v in globals().items() if k.isupper() and isinstance(v, int)}
 

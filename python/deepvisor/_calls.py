@@ -19,6 +19,7 @@ call with a tracked argument is classified:
 """
 
 import builtins
+import operator
 import os
 import random
 import time
@@ -122,6 +123,9 @@ def on_call(m, fn, args, kwargs, results, status, frame):
         if node is not None:
             _method_call(m, node, owner, name, rest, kwargs, results, failed)
         _use_args(m, rest, kwargs)
+        return
+    if type(fn) is operator.attrgetter:
+        _attrgetter(m, fn, args, kwargs, results, status)
         return
     handler = _FUNCTIONS.get(fn)
     if handler is not None:
@@ -253,6 +257,30 @@ def _getattr(m, args, kwargs, results, failed):
     m.record_read(node, ("attr", args[1]), results[0])
 
 
+def _vars(m, args, kwargs, results, failed):
+    """vars(obj) is obj.__dict__ (without an argument: the caller's locals)."""
+    node = m.subject(args[0]) if len(args) == 1 and not kwargs else None
+    if node is None or failed or isinstance(node.obj, torch.Tensor):
+        return _use_args(m, args, kwargs)
+    m.record_read(node, ("attr", "__dict__"), results[0])
+
+
+def _attrgetter(m, getter, args, kwargs, results, status):
+    """operator.attrgetter('a', 'b')(obj): obj.a and obj.b, read by C."""
+    node = m.subject(args[0]) if len(args) == 1 and not kwargs else None
+    if node is None or status & _C.FAILED or isinstance(node.obj, torch.Tensor):
+        return _use_args(m, args, kwargs)
+    names = getter.__reduce__()[1]
+    if any("." in name for name in names) or (status & _C.PYTHON_RAN and len(names) > 1):
+        # What obj.a.b or a property between plain attributes gave is not in the result.
+        raise Unsupported(f"operator.attrgetter{names} reads {node.name} through attributes a replay cannot check")
+    if status & _C.PYTHON_RAN:
+        return  # a Python __getattr__ or property ran: its reads were stepped
+    values = results[0] if len(names) > 1 else (results[0],)
+    for name, value in zip(names, values):
+        m.record_read(node, ("attr", name), value)
+
+
 def _hasattr(m, args, kwargs, results, failed):
     if len(args) != 2 or not isinstance(args[1], str) or failed:
         return _use_args(m, args, kwargs)
@@ -279,6 +307,9 @@ def _type_reader(m, args, kwargs, results, failed):
     node = m.subject(args[0]) if args else None
     if node is not None and not isinstance(node.obj, torch.Tensor):
         m.record_read(node, ("type",), type(node.obj))
+        if len(args) == 1 and not failed and results[0] is type(node.obj):
+            # type(obj): its class (checked by the line above) is state a later read may reach (type(obj).K).
+            m._track_result(results[0], f"type({node.name})", ("pinned",))
     for v in args[1:]:
         n = m.subject(v)
         if n is not None and isinstance(n.obj, _CONTAINER_TYPES):
@@ -286,6 +317,6 @@ def _type_reader(m, args, kwargs, results, failed):
 
 
 _FUNCTIONS = {builtins.getattr: _getattr, builtins.hasattr: _hasattr, builtins.setattr: _setattr,
-              builtins.delattr: _setattr, builtins.len: _len}
+              builtins.delattr: _setattr, builtins.len: _len, builtins.vars: _vars}
 for _f in _TYPE_READERS:
     _FUNCTIONS[_f] = _type_reader

@@ -208,6 +208,7 @@ class StateMonitor:
     def __init__(self, fn, args, kwargs, arg_names=None):
         self.nodes = {}          # id(obj) -> Node
         self.library_globals_seen = set()  # (id(globals), name, id(value)) read by library code (_on_global)
+        self.defaults_seen = {}  # id(function) -> (function, its defaults, its kwdefaults) tracked (_on_defaults)
         self.order = []          # nodes in creation order (parents first)
         self.unsupported = None
         self.internal_error = None  # an exception of the monitor itself (DEEPVISOR_STRICT raises it)
@@ -805,6 +806,25 @@ def _on_global(m, name, frame, operands, results, status):
         m.record_read(bnode, ("item", name), value)
 
 
+def _on_defaults(m, arg, frame, operands, results, status):
+    """The frame's function has defaults that are not plain constants. The
+    parameters left to them hold these objects though no instruction read
+    them, so they are tracked as pinned objects: what the run reads of them is
+    checked, what it writes is a side effect. (Their identity is the
+    function's: a pinned function's __defaults__ are checked by identity.)"""
+    fn = operands[0]
+    defaults, kwdefaults = fn.__defaults__, fn.__kwdefaults__
+    seen = m.defaults_seen.get(id(fn))
+    if seen is not None and seen[1] is defaults and seen[2] is kwdefaults:
+        return
+    m.defaults_seen[id(fn)] = (fn, defaults, kwdefaults)
+    name = getattr(fn, "__qualname__", "?")
+    for i, value in enumerate(defaults or ()):
+        m._track_result(value, f"{name}.__defaults__[{i}]", ("pinned",))
+    for key, value in (kwdefaults or {}).items():
+        m._track_result(value, f"{name}.__kwdefaults__[{key!r}]", ("pinned",))
+
+
 def _on_new_cell(m, arg, frame, operands, results, status):
     m.fresh_cells.add(id(results[0]))
 
@@ -1102,5 +1122,5 @@ _HANDLERS = {
     B.DELETE_ATTR: _on_delete_attr, B.STORE_ITEM: _on_store_item, B.DELETE_ITEM: _on_store_item,
     B.STORE_GLOBAL: _on_store_global, B.DELETE_GLOBAL: _on_store_global, B.STORE_DEREF: _on_store_deref,
     B.USE: _on_use, B.STORE_SLICE: _on_store_slice, B.SUPER_ATTR: _on_super_attr, B.NEW_CELL: _on_new_cell,
-    B.ARITH: _on_arith, B.SUMMARY: _on_summary,
+    B.ARITH: _on_arith, B.SUMMARY: _on_summary, B.DEFAULTS: _on_defaults,
 }

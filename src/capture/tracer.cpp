@@ -209,12 +209,47 @@ void Tracer::on_opcode(PyFrameObject* frame) {
   if (!state.started) {
     state.started = true;
     if (!state.code->cell_slots.empty()) report_new_cells(state);
+    report_defaults(state);
   }
   int unit = PyFrame_GetLasti(frame) / static_cast<int>(sizeof(_Py_CODEUNIT));
   if (unit < 0 || static_cast<std::size_t>(unit) >= state.code->instrs.size()) return;
   if (state.has_pending) complete(state, unit);
   const Instr& instr = state.code->instrs[static_cast<std::size_t>(unit)];
   if (instr.kind != 0) begin(state, instr, unit);
+}
+
+namespace {
+
+// None, a bool, a number or a string: a default no run can change.
+bool plain_constant(PyObject* v) {
+  return v == Py_None || PyBool_Check(v) || PyLong_CheckExact(v) || PyFloat_CheckExact(v) || PyUnicode_CheckExact(v) ||
+         PyBytes_CheckExact(v);
+}
+
+bool has_state_defaults(PyObject* fn) {
+  PyObject* defaults = PyFunction_GET_DEFAULTS(fn);
+  if (defaults != nullptr && PyTuple_Check(defaults))
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(defaults); ++i)
+      if (!plain_constant(PyTuple_GET_ITEM(defaults, i))) return true;
+  PyObject* kwdefaults = PyFunction_GET_KW_DEFAULTS(fn);
+  if (kwdefaults != nullptr && PyDict_Check(kwdefaults)) {
+    Py_ssize_t pos = 0;
+    PyObject* key = nullptr;
+    PyObject* value = nullptr;
+    while (PyDict_Next(kwdefaults, &pos, &key, &value))
+      if (!plain_constant(value)) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+void Tracer::report_defaults(FrameState& state) {
+  PyObject* fn = dv_frame_function(state.frame);
+  if (fn == nullptr || !PyFunction_Check(fn) || !has_state_defaults(fn)) return;
+  Instr instr;
+  instr.kind = kDefaultsKind;
+  report(instr, state.frame, {fn}, Py_None, 0);
 }
 
 void Tracer::report_new_cells(FrameState& state) {

@@ -49,6 +49,11 @@ constexpr int kNewCellKind = 24;
 // are), unless the monitor returns False: then the frame is stepped with the
 // table (python/deepvisor/_monitor.py: SUMMARIES).
 constexpr int kSummaryKind = 26;
+// The kind reported at a stepped frame's first instruction when its function
+// has defaults that are not plain constants (a dict, a list, an object): the
+// parameters left to them hold objects that no instruction read
+// (python/deepvisor/_bytecode.py: DEFAULTS).
+constexpr int kDefaultsKind = 27;
 
 class Tracer {
  public:
@@ -125,6 +130,7 @@ class Tracer {
   void complete(FrameState& state, int unit);
   void begin(FrameState& state, const Instr& instr, int unit);
   void report_new_cells(FrameState& state);
+  void report_defaults(FrameState& state);
   void report(const Instr& instr, PyFrameObject* frame, const std::vector<PyObject*>& operands,
               PyObject* results, int status);
   // Reports a summarized frame's start: false when the monitor declines (the frame is stepped).

@@ -8,6 +8,7 @@ plan counts (captures, cache hits) show that the compiled path was taken.
 import collections
 import dataclasses
 import gc
+import operator
 import os
 import random
 import re
@@ -593,6 +594,119 @@ def test_a_builtin_method_held_in_state_reads_its_object():
     for _ in range(3):
         same(g, lambda v: v * 2, x)
     assert _PUSHED == [1, 1, 1]
+
+
+_DEFAULTS = {"s": 2.0}
+_SEEN_BY_DEFAULT = []
+
+
+def _positional_default(x, cfg=_DEFAULTS):
+    return x * cfg["s"]
+
+
+def _keyword_default(x, *, cfg=_DEFAULTS):
+    return x * cfg["s"]
+
+
+def _calls_a_helper_with_a_default(x):
+    return _positional_default(x) + 1
+
+
+def _appends_to_its_default(x, seen=_SEEN_BY_DEFAULT):
+    seen.append(len(seen))
+    return x * 2
+
+
+class _MethodDefault(nn.Module):
+    def forward(self, x, cfg=_DEFAULTS):
+        return x * cfg["s"]
+
+
+@pytest.mark.parametrize("fn", [_positional_default, _keyword_default, _calls_a_helper_with_a_default,
+                                _MethodDefault()], ids=["positional", "keyword", "helper", "method"])
+def test_state_held_by_a_default_argument_is_guarded(fn):
+    """A parameter left to its default holds that object, though no
+    instruction read it: what the run reads of it is checked. Once stale:
+    the plan kept s = 2.0 after the dict changed."""
+    _DEFAULTS["s"] = 2.0
+    x = randn(3)
+    g = deepvisor.compile(fn)
+    try:
+        same_around(lambda: _DEFAULTS.update(s=5.0), g, fn, x)
+    finally:
+        _DEFAULTS["s"] = 2.0
+    assert deepvisor.stats(g)["captures"] == 2
+
+
+def test_a_default_argument_written_by_the_run_is_a_side_effect():
+    """def f(x, seen=[]): seen.append(...): every call appends, compiled or not."""
+    _SEEN_BY_DEFAULT.clear()
+    g = deepvisor.compile(_appends_to_its_default)
+    x = randn(3)
+    for _ in range(3):
+        same(g, lambda v: v * 2, x)
+    assert _SEEN_BY_DEFAULT == [0, 1, 2]
+
+
+class _Settings:
+    K = 2.0
+
+    def __init__(self):
+        self.scale = 2.0
+        self.shift = 1.0
+
+
+_SETTINGS = _Settings()
+
+
+def _through_vars(x):
+    return x * vars(_SETTINGS)["scale"]
+
+
+def _through_an_attrgetter(x):
+    scale, shift = operator.attrgetter("scale", "shift")(_SETTINGS)
+    return x * scale + shift
+
+
+def _through_the_type(x):
+    return x * type(_SETTINGS).K
+
+
+def _through_a_dotted_attrgetter(x):
+    return x * operator.attrgetter("inner.scale")(_HOLDER)
+
+
+@pytest.mark.parametrize("fn", [_through_vars, _through_an_attrgetter, _through_the_type],
+                         ids=["vars", "attrgetter", "type"])
+def test_state_read_by_c_functions_is_guarded(fn):
+    """vars(obj)[k], operator.attrgetter(...)(obj) and type(obj).K read the
+    object's state in C or through a result no instruction read from it.
+    Once stale: the plan kept 2.0 after the attribute became 5.0."""
+    x = randn(3)
+    g = deepvisor.compile(fn)
+
+    def change():
+        _SETTINGS.scale = _SETTINGS.shift = 5.0
+        _Settings.K = 5.0
+
+    try:
+        same_around(change, g, fn, x)
+    finally:
+        _SETTINGS.scale, _SETTINGS.shift, _Settings.K = 2.0, 1.0, 2.0
+    assert deepvisor.stats(g)["captures"] == 2
+
+
+_HOLDER = types.SimpleNamespace(inner=_SETTINGS)
+
+
+def test_a_dotted_attrgetter_on_state_runs_eagerly():
+    """operator.attrgetter('inner.scale'): what obj.inner gave is not in the
+    result, so the read cannot be checked: the call runs eagerly, with a reason."""
+    x = randn(3)
+    g = deepvisor.compile(_through_a_dotted_attrgetter)
+    same(g, _through_a_dotted_attrgetter, x)
+    s = deepvisor.stats(g)
+    assert s["eager_calls"] == 1 and any("attrgetter" in r for r in s["eager_reasons"]), s
 
 
 _GC_SEEN = []
