@@ -19,6 +19,7 @@ call with a tracked argument is classified:
 """
 
 import builtins
+import functools
 import operator
 import os
 import random
@@ -28,7 +29,7 @@ import types
 import torch
 
 from . import _C
-from ._monitor import NULL, Unsupported, is_value
+from ._monitor import NULL, Unsupported, is_value, refuse_taking_from
 
 _MethodDescriptor = (types.MethodDescriptorType, types.WrapperDescriptorType, types.ClassMethodDescriptorType)
 _BoundBuiltin = (types.BuiltinMethodType, types.MethodWrapperType)
@@ -102,6 +103,9 @@ def _impure_reason(fn):
 
 
 def on_call(m, fn, args, kwargs, results, status, frame):
+    if isinstance(fn, functools.partial):  # its arguments were tracked with it (track_partial_arguments)
+        # What its function receives (a Python function's frame is stepped).
+        return on_call(m, fn.func, [*fn.args, *args], {**fn.keywords, **kwargs}, results, status, frame)
     if isinstance(fn, torch.jit.ScriptFunction):
         if _scripted_original(m, fn):
             return  # its Python original ran, stepped
@@ -172,6 +176,7 @@ def _use_args(m, args, kwargs):
         node = m.subject(v)
         if node is None or isinstance(node.obj, torch.Tensor):
             continue
+        refuse_taking_from(node, "a C function (next, list, sum...)")
         if isinstance(node.obj, _CONTAINER_TYPES):
             m.use_all(node, "argument of a C function")
         else:
@@ -206,6 +211,9 @@ def _method_call(m, node, owner, name, rest, kwargs, results, failed):
             m.use_all(node, f"set.{name}")
     elif isinstance(obj, tuple):
         m.use_all(node, f"tuple.{name}")
+    elif name in ("__next__", "send", "throw", "close", "__setstate__"):
+        refuse_taking_from(node, f"{name}()")
+        m.record_read(node, ("type",), type(obj))
     elif name in ("__setattr__", "__delattr__") and rest and is_value(rest[0]):
         m.record_write(node, rest[0])
     elif name == "__getattribute__" and rest and is_value(rest[0]):
@@ -255,6 +263,20 @@ def _getattr(m, args, kwargs, results, failed):
         m.record_read(node, ("hasattr", args[1]), False)
         return
     m.record_read(node, ("attr", args[1]), results[0])
+
+
+def track_partial_arguments(m, node):
+    """A partial passes the arguments it holds to its function, though no
+    instruction reads them: they are tracked when the partial is, before any
+    call of it, as objects fixed by the partial's identity (checked where it is
+    called: StateMonitor.called; its args are a tuple). Its keywords dict is
+    read whole."""
+    fn = node.obj
+    for i, value in enumerate(fn.args):
+        m._track_result(value, f"{node.name}.args[{i}]", ("pinned",))
+    keywords = m._track_result(fn.keywords, f"{node.name}.keywords", ("pinned",))
+    if keywords is not None:
+        m.use_all(keywords, "functools.partial")
 
 
 def _vars(m, args, kwargs, results, failed):

@@ -27,6 +27,7 @@ with hidden state) make the capture unsupported instead of trusted.
 import collections
 import dataclasses
 import enum
+import functools
 import numbers
 import os
 import sys
@@ -268,6 +269,9 @@ class StateMonitor:
             # Its object now, before a call: what the method reads of it is
             # then checked as it is read (calls are seen after they ran).
             self.record_read(node, ("attr", "__self__"), node.obj.__self__)
+        elif isinstance(node.obj, functools.partial):
+            from ._calls import track_partial_arguments
+            track_partial_arguments(self, node)  # the same: before a call
 
     def _pin_function(self, node):
         fn = node.obj
@@ -841,11 +845,25 @@ def _on_deref(m, name, frame, operands, results, status):
     m.record_read(node, ("cell",), results[0])
 
 
+def is_c_iterator(obj):
+    """An iterator whose __next__ is C (a generator, iter(list), itertools.count()):
+    taking from it changes state that no instruction shows and a replay would
+    not change (a Python __next__ is stepped: its writes are seen)."""
+    step = getattr(type(obj), "__next__", None)
+    return step is not None and not isinstance(step, types.FunctionType)
+
+
+def refuse_taking_from(node, how):
+    if is_c_iterator(node.obj):
+        raise Unsupported(f"{how} takes from the iterator {node.name}, which a replay would not advance")
+
+
 def _on_contains(m, invert, frame, operands, results, status):
     key, container = operands
     node = m.subject(container)
     if node is None or status & (_C.PYTHON_RAN | _C.FAILED) or isinstance(node.obj, torch.Tensor):
         return
+    refuse_taking_from(node, "`in`")
     if not is_value(key):
         m.use_all(node, "membership of a non-constant key")
         return
@@ -857,6 +875,7 @@ def _on_iter(m, arg, frame, operands, results, status):
     node = m.subject(operands[0])
     if node is None or status & (_C.FAILED | _C.PYTHON_RAN) or isinstance(node.obj, torch.Tensor):
         return  # a Python __iter__ is stepped
+    refuse_taking_from(node, "a loop")
     # Iterating a container reads all of it; its items are registered by
     # use_all, so what the loop takes out keeps its provenance.
     m.use_all(node, "iteration")
@@ -868,6 +887,7 @@ def _on_unpack(m, n, frame, operands, results, status):
         return
     if status & _C.PYTHON_RAN:
         return
+    refuse_taking_from(node, "unpacking")
     if isinstance(node.obj, (list, tuple)):
         m.record_read(node, ("len",), len(node.obj))
         values = list(reversed(results))

@@ -7,7 +7,9 @@ plan counts (captures, cache hits) show that the compiled path was taken.
 
 import collections
 import dataclasses
+import functools
 import gc
+import itertools
 import operator
 import os
 import random
@@ -707,6 +709,82 @@ def test_a_dotted_attrgetter_on_state_runs_eagerly():
     same(g, _through_a_dotted_attrgetter, x)
     s = deepvisor.stats(g)
     assert s["eager_calls"] == 1 and any("attrgetter" in r for r in s["eager_reasons"]), s
+
+
+def _scaled_by(cfg, x, *, shift):
+    return x * cfg["s"] + shift["t"]
+
+
+_SHIFT = {"t": 1.0}
+_PARTIAL = functools.partial(_scaled_by, _DEFAULTS, shift=_SHIFT)
+
+
+def _through_a_partial(x):
+    return _PARTIAL(x)
+
+
+def test_state_held_by_a_partial_is_guarded():
+    """functools.partial(f, cfg, shift=...) passes what it holds to f, though
+    no instruction read it. Once stale."""
+    x = randn(3)
+    g = deepvisor.compile(_through_a_partial)
+
+    def change():
+        _DEFAULTS["s"], _SHIFT["t"] = 5.0, 3.0
+
+    try:
+        same_around(change, g, _through_a_partial, x)
+    finally:
+        _DEFAULTS["s"], _SHIFT["t"] = 2.0, 1.0
+    assert deepvisor.stats(g)["captures"] == 2
+
+
+def _counting():
+    n = 0
+    while True:
+        n += 1
+        yield float(n)
+
+
+_ITERATORS = {}
+
+
+def _takes_with_next(x):
+    return x * next(_ITERATORS["it"])
+
+
+def _takes_in_a_loop(x):
+    for v in _ITERATORS["it"]:
+        return x * v
+
+
+def _takes_by_unpacking(x):
+    a, b = _ITERATORS["pair"]
+    return x * a * b
+
+
+@pytest.mark.parametrize("make", [_counting, lambda: iter([1.0, 2.0, 3.0, 4.0]), lambda: itertools.count(1.0)],
+                         ids=["generator", "list iterator", "itertools.count"])
+@pytest.mark.parametrize("fn", [_takes_with_next, _takes_in_a_loop], ids=["next", "loop"])
+def test_taking_from_an_iterator_held_in_state_runs_eagerly(make, fn):
+    """An iterator held in state gives the next value at every call; a replay
+    would give the first one forever (it did). The call runs eagerly, with a reason."""
+    x = randn(3)
+    _ITERATORS["it"], twin = make(), make()
+    g = deepvisor.compile(fn)
+    for _ in range(3):
+        want = x * next(twin)
+        assert_matches(g(x), want, tol)
+    s = deepvisor.stats(g)
+    assert s["eager_calls"] == 3 and any("iterator" in r for r in s["eager_reasons"]), s
+
+
+def test_unpacking_an_iterator_held_in_state_runs_eagerly():
+    x = randn(3)
+    _ITERATORS["pair"] = iter([2.0, 3.0])
+    g = deepvisor.compile(_takes_by_unpacking)
+    assert_matches(g(x), x * 6.0, tol)
+    assert any("iterator" in r for r in deepvisor.stats(g)["eager_reasons"])
 
 
 _GC_SEEN = []
