@@ -41,6 +41,7 @@ ARITH = 25        # a binary operator             (a, b)                      (r
 SUMMARY = 26      # a summarized function starts  ()                          None (its frame: _monitor.SUMMARIES)
 DEFAULTS = 27     # a frame starts whose function has defaults that are not plain constants
                   #                               (function,)                 None
+IDENTITY = 28     # a is b / a is not b           (a, b)                      (bool,); arg: 1 for `is not`
 
 KIND_NAMES = {v: k for k, v in globals().items() if k.isupper() and isinstance(v, int)}
 
@@ -89,6 +90,8 @@ def describe_common(ins, code, kw_names, truth, use_one, use_two):
         return (kind, n_in, 0, flags, 0, ins.argval)
     if op == "CONTAINS_OP":
         return (CONTAINS, 2, 1, 0, 0, ins.arg)
+    if op == "IS_OP":
+        return (IDENTITY, 2, 1, 0, 0, ins.arg)
     if op == "UNPACK_SEQUENCE":
         return (UNPACK, 1, ins.arg, 0, 0, ins.arg)
     if op == "CALL":

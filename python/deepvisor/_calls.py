@@ -29,7 +29,7 @@ import types
 import torch
 
 from . import _C
-from ._monitor import NULL, Unsupported, is_value, refuse_taking_from
+from ._monitor import NULL, Unsupported, is_value, refuse_argument_identity, refuse_taking_from
 
 _MethodDescriptor = (types.MethodDescriptorType, types.WrapperDescriptorType, types.ClassMethodDescriptorType)
 _BoundBuiltin = (types.BuiltinMethodType, types.MethodWrapperType)
@@ -38,7 +38,7 @@ _IMPURE_MODULES = ("random", "time", "secrets", "uuid", "numpy.random", "datetim
 # (os.putenv and os.unsetenv: a write to os.environ calls them; a replay
 # would write its dict alone, not the process's environment.)
 _IMPURE_BUILTINS = {builtins.print, builtins.input, builtins.open, builtins.breakpoint, os.putenv, os.unsetenv}
-_TYPE_READERS = {builtins.isinstance, builtins.issubclass, builtins.type, builtins.callable, builtins.id}
+_TYPE_READERS = {builtins.isinstance, builtins.issubclass, builtins.type, builtins.callable}
 _CONTAINER_TYPES = (list, tuple, dict, set, frozenset)
 
 
@@ -223,6 +223,8 @@ def _method_call(m, node, owner, name, rest, kwargs, results, failed):
 
 
 def _dict_method(m, node, name, rest, results, failed):
+    if rest and not is_value(rest[0]):
+        refuse_argument_identity(m, rest[0], f"dict.{name}")
     if name in ("keys", "values", "items") and not failed:
         m.add_view(results[0], name, node)
     elif name in ("get", "__getitem__") and rest and is_value(rest[0]):
@@ -317,6 +319,21 @@ def _setattr(m, args, kwargs, results, failed):
         m.record_write(node, args[1])
 
 
+def _identity(m, args, kwargs, results, failed):
+    """id(obj): fixed for pinned state (its identity is checked); an argument's is
+    which object the caller passed."""
+    if len(args) == 1:
+        refuse_argument_identity(m, args[0], "id()")
+    _type_reader(m, args, kwargs, results, failed)
+
+
+def _hash(m, args, kwargs, results, failed):
+    """hash(obj) by identity (no __hash__ of its own in Python: a Python one is stepped)."""
+    if len(args) == 1 and not isinstance(getattr(type(args[0]), "__hash__", None), types.FunctionType):
+        refuse_argument_identity(m, args[0], "hash()")
+    _use_args(m, args, kwargs)
+
+
 def _len(m, args, kwargs, results, failed):
     node = m.subject(args[0]) if len(args) == 1 else None
     if node is None or failed or isinstance(node.obj, torch.Tensor):
@@ -339,6 +356,7 @@ def _type_reader(m, args, kwargs, results, failed):
 
 
 _FUNCTIONS = {builtins.getattr: _getattr, builtins.hasattr: _hasattr, builtins.setattr: _setattr,
-              builtins.delattr: _setattr, builtins.len: _len, builtins.vars: _vars}
+              builtins.delattr: _setattr, builtins.len: _len, builtins.vars: _vars, builtins.id: _identity,
+              builtins.hash: _hash}
 for _f in _TYPE_READERS:
     _FUNCTIONS[_f] = _type_reader

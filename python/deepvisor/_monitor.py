@@ -253,6 +253,8 @@ class StateMonitor:
         self._register(node)
         if not isinstance(obj, torch.Tensor):
             node.checks.append((("self",), ("type", type(obj))))
+        else:
+            self.tracer.track(obj)  # so that `x is ...` and id(x) are seen (_on_identity); other uses return early
 
     def _add(self, obj, name, source):
         node = Node(obj, name, source)
@@ -362,6 +364,13 @@ class StateMonitor:
         `name`: a string, or a function giving it (_named)."""
         if is_value(value):
             return ("value", value)
+        existing = self.nodes.get(id(value))
+        if existing is not None and rooted_in_an_argument(existing) and ("argument held",) not in existing.checked:
+            # State holds this call's argument (a model that keeps its last
+            # input): what the run did depends on that, so the plan serves
+            # only calls that pass this very object.
+            existing.checked.add(("argument held",))
+            existing.checks.append((("self",), ("id", value)))
         if isinstance(value, types.MethodType):
             self._track_result(value.__self__, _named(name) + ".__self__", ("pinned",))
             return ("method", value.__func__, value.__self__)
@@ -696,6 +705,39 @@ def _on_library_module_read(m, module, name, value):
     m.record_read(node, ("attr", name), value)
 
 
+def rooted_in_an_argument(node):
+    """Whether the node is an argument of the call or reached from one."""
+    while node.source[0] == "access":
+        node = node.source[1]
+    return node.source[0] in ("arg", "kwarg")
+
+
+def refuse_argument_identity(m, obj, how):
+    """`how` depends on which object the caller passed: a replay cannot check
+    that (it checks what an argument is like, not which one it is)."""
+    node = m.node_of(obj)
+    if node is not None and not is_value(obj) and rooted_in_an_argument(node):
+        raise Unsupported(f"{how} depends on which object {node.name} is")
+
+
+_SINGLETONS = (None, True, False, Ellipsis, NotImplemented)
+
+
+def _on_identity(m, invert, frame, operands, results, status):
+    """a is b. Against None (or another singleton) it asks what the object is,
+    which the checks on it hold. Between an argument and an object that the run
+    did not get from the arguments (state, a constant), it asks which object
+    the caller passed: refused. Objects made by the run compare the same way on
+    every call that takes this path."""
+    a, b = operands
+    if any(v is s for v in (a, b) for s in _SINGLETONS) or a is b:
+        return
+    for this, other in ((a, b), (b, a)):
+        node = m.node_of(other)
+        if node is not None and not rooted_in_an_argument(node):
+            refuse_argument_identity(m, this, "`is`")
+
+
 def _bound_object(value):
     """The object a builtin method is bound to (d.get, lst.append, x.__getattribute__), or None."""
     if not isinstance(value, (types.BuiltinMethodType, types.MethodWrapperType)):
@@ -865,6 +907,7 @@ def _on_contains(m, invert, frame, operands, results, status):
         return
     refuse_taking_from(node, "`in`")
     if not is_value(key):
+        refuse_argument_identity(m, key, "`in`")
         m.use_all(node, "membership of a non-constant key")
         return
     found = bool(results[0]) != bool(invert)
@@ -1142,5 +1185,5 @@ _HANDLERS = {
     B.DELETE_ATTR: _on_delete_attr, B.STORE_ITEM: _on_store_item, B.DELETE_ITEM: _on_store_item,
     B.STORE_GLOBAL: _on_store_global, B.DELETE_GLOBAL: _on_store_global, B.STORE_DEREF: _on_store_deref,
     B.USE: _on_use, B.STORE_SLICE: _on_store_slice, B.SUPER_ATTR: _on_super_attr, B.NEW_CELL: _on_new_cell,
-    B.ARITH: _on_arith, B.SUMMARY: _on_summary, B.DEFAULTS: _on_defaults,
+    B.ARITH: _on_arith, B.SUMMARY: _on_summary, B.DEFAULTS: _on_defaults, B.IDENTITY: _on_identity,
 }

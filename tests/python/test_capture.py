@@ -787,6 +787,65 @@ def test_unpacking_an_iterator_held_in_state_runs_eagerly():
     assert any("iterator" in r for r in deepvisor.stats(g)["eager_reasons"])
 
 
+_BY_ID = {}
+_LAST = [None]
+
+
+def _caches_by_id(x):
+    key = id(x)
+    if key in _BY_ID:
+        return x * _BY_ID[key]
+    _BY_ID[key] = 2.0
+    return x * 3
+
+
+def _caches_by_tensor(x):
+    hit = _BY_ID.get(x)
+    _BY_ID.setdefault(x, 2.0)
+    return x * (3 if hit is None else hit)
+
+
+def _compares_with_the_last_input(x):
+    again = x is _LAST[0]
+    _LAST[0] = x
+    return x * (2 if again else 3)
+
+
+@pytest.mark.parametrize("fn", [_caches_by_id, _caches_by_tensor, _compares_with_the_last_input],
+                         ids=["id", "dict key", "is"])
+def test_which_argument_object_was_passed_is_never_replayed(fn):
+    """id(x) as a cache key, x as a dict key, `x is LAST[0]`: the answer
+    depends on which tensor the caller passed, which guards do not check (they
+    check what it is like). Once wrong: a new tensor replayed the first
+    tensor's branch. Such calls run eagerly; the results follow eager's on a
+    sequence that repeats and changes tensors."""
+    xs = [randn(3, seed=s) for s in range(3)]
+    sequence = [xs[0], xs[0], xs[1], xs[1], xs[2], xs[0]]
+    g = deepvisor.compile(fn)
+    _BY_ID.clear()
+    _LAST[0] = None
+    got = [g(v) for v in sequence]
+    _BY_ID.clear()
+    _LAST[0] = None
+    for out, v in zip(got, sequence):
+        assert_matches(out, fn(v), tol)
+    assert any("depends on which object" in r for r in deepvisor.stats(g)["eager_reasons"])
+
+
+def test_arguments_compared_with_each_other_or_none_are_captured():
+    """`a is b` between two arguments (their aliasing is part of the call's key)
+    and `mask is None` stay captured."""
+    def fn(a, b, mask=None):
+        out = a * 2 if a is b else a * 3
+        return out if mask is None else out * mask
+
+    x, y = randn(3, seed=1), randn(3, seed=2)
+    g = deepvisor.compile(fn)
+    for args in ((x, y), (x, x), (x, y, y), (y, y)):
+        same(g, fn, *args)
+    assert deepvisor.stats(g)["eager_calls"] == 0
+
+
 _GC_SEEN = []
 
 
