@@ -29,7 +29,7 @@ import types
 import torch
 
 from . import _C
-from ._monitor import NULL, Unsupported, is_value, refuse_argument_identity, refuse_taking_from
+from ._monitor import NULL, Unsupported, is_value, one_of, refuse_argument_identity, refuse_taking_from
 
 _MethodDescriptor = (types.MethodDescriptorType, types.WrapperDescriptorType, types.ClassMethodDescriptorType)
 _BoundBuiltin = (types.BuiltinMethodType, types.MethodWrapperType)
@@ -131,7 +131,7 @@ def on_call(m, fn, args, kwargs, results, status, frame):
     if type(fn) is operator.attrgetter:
         _attrgetter(m, fn, args, kwargs, results, status)
         return
-    handler = _FUNCTIONS.get(fn)
+    handler = _FUNCTIONS[fn] if one_of(fn, _FUNCTIONS) else None
     if handler is not None:
         handler(m, args, kwargs, results, failed)
         return

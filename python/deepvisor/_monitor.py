@@ -705,6 +705,12 @@ def _on_library_module_read(m, module, name, value):
     m.record_read(node, ("attr", name), value)
 
 
+def one_of(fn, table):
+    """fn in a table of builtins and classes, without hashing any other
+    callable (a weakref hashes its referent, which may be unhashable)."""
+    return isinstance(fn, (types.BuiltinFunctionType, type)) and fn in table
+
+
 def rooted_in_an_argument(node):
     """Whether the node is an argument of the call or reached from one."""
     while node.source[0] == "access":
@@ -1099,7 +1105,7 @@ def _size_uses(m, kind, arg, frame, operands):
         used = [n for v in operands[1:] for n in sizes_in(v)]
     elif kind in (B.CALL, B.CALL_EX):
         fn = operands[1] if kind == B.CALL_EX or operands[0] is NULL else operands[0]
-        if _is_torch_callable(fn) or fn in _SIZE_TRANSPARENT or _runs_python(fn):
+        if _is_torch_callable(fn) or one_of(fn, _SIZE_TRANSPARENT) or _runs_python(fn):
             return
         used = [n for v in operands[1:] for n in sizes_in(v)]
     else:

@@ -19,6 +19,7 @@ import sysconfig
 import threading
 import types
 import warnings
+import weakref
 
 import numpy as np
 import pytest
@@ -844,6 +845,29 @@ def test_arguments_compared_with_each_other_or_none_are_captured():
     for args in ((x, y), (x, x), (x, y, y), (y, y)):
         same(g, fn, *args)
     assert deepvisor.stats(g)["eager_calls"] == 0
+
+
+class _UnhashableTarget(dict):
+    """A dict: its weakref cannot be hashed (a weakref hashes its referent)."""
+
+
+_WEAK_TARGET = _UnhashableTarget(s=2.0)
+
+
+def _calls_a_weakref_default(x, ref=weakref.ref(_WEAK_TARGET)):
+    return x * (2.0 if ref() is not None else 1.0)
+
+
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_a_tracked_weakref_is_called_like_any_callable(dynamic):
+    """A weakref held in state (a default here; CPython's WeakValueDictionary
+    callbacks hold one) is tracked, so its calls are reported: the monitor
+    must not hash it while classifying the call (it raised TypeError, and
+    every capture with symbolic sizes that a weakref callback ran in failed)."""
+    g = deepvisor.compile(_calls_a_weakref_default, dynamic=dynamic)
+    for n in (3, 5):
+        same(g, _calls_a_weakref_default, randn(n))
+    assert deepvisor.stats(g)["eager_calls"] == 0, deepvisor.stats(g)["eager_reasons"]
 
 
 _GC_SEEN = []
