@@ -568,7 +568,13 @@ def _module_getattr_reads(m, frame):
             if tnode is not None:
                 m.record_read(tnode, ("item", name), table[name])
             return True
-    m.record_read(node, ("type",), type(obj))  # the AttributeError's message names it
+    # The AttributeError's message: type(self).__name__ (a class the program
+    # defined is tracked by type(), so its name is read as stepping reads it).
+    cls = type(obj)
+    m.record_read(node, ("type",), cls)
+    cnode = m._track_result(cls, f"type({node.name})", ("pinned",))
+    if cnode is not None:
+        m.record_read(cnode, ("attr", "__name__"), cls.__name__)
     return True
 
 
