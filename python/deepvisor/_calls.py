@@ -10,8 +10,10 @@ call with a tracked argument is classified:
 - mutators of builtin containers (list.append, dict.update, setattr...) are
   writes: the container's prior state is checked and the change is a side
   effect;
-- calls with hidden state (random, time, print, input, open) cannot be
-  replayed: the capture is unsupported and the call runs eagerly;
+- calls with hidden state (random, time, print, input, open), calls that
+  take from an iterator held in state (next(it), list(gen)) and answers
+  that depend on which object an argument is (id(x), x as a dict key)
+  cannot be replayed: the capture is unsupported and the call runs eagerly;
 - any other C function is taken to be a pure function of its arguments, so
   the builtin containers it is given are checked whole. A TorchScript
   function is one unless it has its Python original, which a capture runs
@@ -222,9 +224,12 @@ def _method_call(m, node, owner, name, rest, kwargs, results, failed):
         m.record_read(node, ("type",), type(obj))
 
 
+_DICT_KEYED = {"get", "__getitem__", "__contains__", "pop", "setdefault", "__setitem__", "__delitem__"}
+
+
 def _dict_method(m, node, name, rest, results, failed):
-    if rest and not is_value(rest[0]):
-        refuse_argument_identity(m, rest[0], f"dict.{name}")
+    if name in _DICT_KEYED and rest and not is_value(rest[0]):
+        refuse_argument_identity(m, rest[0], f"dict.{name}")  # a key hashed by identity (a tensor)
     if name in ("keys", "values", "items") and not failed:
         m.add_view(results[0], name, node)
     elif name in ("get", "__getitem__") and rest and is_value(rest[0]):
