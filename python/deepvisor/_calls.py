@@ -20,8 +20,13 @@ call with a tracked argument is classified:
   instead (_script.py).
 """
 
+import array
+import bisect
 import builtins
+import collections
+import contextvars
 import functools
+import heapq
 import operator
 import os
 import random
@@ -42,6 +47,20 @@ _IMPURE_MODULES = ("random", "time", "secrets", "uuid", "numpy.random", "datetim
 _IMPURE_BUILTINS = {builtins.print, builtins.input, builtins.open, builtins.breakpoint, os.putenv, os.unsetenv}
 _TYPE_READERS = {builtins.isinstance, builtins.issubclass, builtins.type, builtins.callable}
 _CONTAINER_TYPES = (list, tuple, dict, set, frozenset)
+# C types whose methods read or change state no instruction shows and that
+# deepvisor does not model (a deque's append, a context variable's value):
+# a call that passes one or calls its methods runs eagerly.
+_UNMODELLED_STATE = (collections.deque, array.array, bytearray, memoryview, contextvars.ContextVar,
+                     contextvars.Context)
+# C functions that change the list they are given.
+_LIST_MUTATING_FUNCTIONS = {heapq.heappush, heapq.heappop, heapq.heapify, heapq.heapreplace, heapq.heappushpop,
+                            bisect.insort_left, bisect.insort_right}
+
+
+def _refuse_unmodelled_state(node, how):
+    if isinstance(node.obj, _UNMODELLED_STATE):
+        raise Unsupported(f"{how} uses {node.name}, a {type(node.obj).__qualname__} whose state deepvisor does not "
+                          "follow")
 
 
 def _normalize(fn, args):
@@ -179,6 +198,7 @@ def _use_args(m, args, kwargs):
         if node is None or isinstance(node.obj, torch.Tensor):
             continue
         refuse_taking_from(node, "a C function (next, list, sum...)")
+        _refuse_unmodelled_state(node, "a C function")
         if isinstance(node.obj, _CONTAINER_TYPES):
             m.use_all(node, "argument of a C function")
         else:
@@ -199,6 +219,7 @@ def _method_call(m, node, owner, name, rest, kwargs, results, failed):
     obj = node.obj
     if isinstance(obj, torch.Tensor):
         return
+    _refuse_unmodelled_state(node, f"{type(obj).__qualname__}.{name}()")
     if isinstance(obj, dict):
         _dict_method(m, node, name, rest, results, failed)
     elif isinstance(obj, list):
@@ -339,8 +360,18 @@ def _hash(m, args, kwargs, results, failed):
     _use_args(m, args, kwargs)
 
 
+def _mutates_its_list(m, args, kwargs, results, failed):
+    """heapq.heappush(lst, v), bisect.insort(lst, v): a change of lst."""
+    node = m.subject(args[0]) if args else None
+    if node is not None and isinstance(node.obj, list):
+        m.mutated_by_c(node, "heapq/bisect")
+    _use_args(m, args[1:], kwargs)
+
+
 def _len(m, args, kwargs, results, failed):
     node = m.subject(args[0]) if len(args) == 1 else None
+    if node is not None:
+        _refuse_unmodelled_state(node, "len()")
     if node is None or failed or isinstance(node.obj, torch.Tensor):
         return
     if isinstance(node.obj, _CONTAINER_TYPES):
@@ -365,3 +396,5 @@ _FUNCTIONS = {builtins.getattr: _getattr, builtins.hasattr: _hasattr, builtins.s
               builtins.hash: _hash}
 for _f in _TYPE_READERS:
     _FUNCTIONS[_f] = _type_reader
+for _f in _LIST_MUTATING_FUNCTIONS:
+    _FUNCTIONS[_f] = _mutates_its_list

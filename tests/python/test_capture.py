@@ -6,9 +6,11 @@ plan counts (captures, cache hits) show that the compiled path was taken.
 """
 
 import collections
+import contextvars
 import dataclasses
 import functools
 import gc
+import heapq
 import itertools
 import operator
 import os
@@ -868,6 +870,55 @@ def test_a_tracked_weakref_is_called_like_any_callable(dynamic):
     for n in (3, 5):
         same(g, _calls_a_weakref_default, randn(n))
     assert deepvisor.stats(g)["eager_calls"] == 0, deepvisor.stats(g)["eager_reasons"]
+
+
+_SCALE_VAR = contextvars.ContextVar("scale", default=2.0)
+_QUEUE = collections.deque()
+_HEAP = []
+
+
+def _reads_a_context_variable(x):
+    return x * _SCALE_VAR.get()
+
+
+def _appends_to_a_deque(x):
+    _QUEUE.append(1.0)
+    return x * len(_QUEUE)
+
+
+def _pushes_on_a_heap(x):
+    heapq.heappush(_HEAP, 1.0)
+    return x * len(_HEAP)
+
+
+def test_state_in_c_objects_deepvisor_does_not_follow_runs_eagerly():
+    """A context variable's value and a deque's contents change through C
+    methods that no instruction shows: once a replay kept the first value
+    (2.0 after set(5.0); a length of 1 at every call). Such calls run
+    eagerly, with a reason."""
+    x = randn(3)
+    g = deepvisor.compile(_reads_a_context_variable)
+    token = _SCALE_VAR.set(2.0)
+    try:
+        same_around(lambda: _SCALE_VAR.set(5.0), g, _reads_a_context_variable, x)
+    finally:
+        _SCALE_VAR.reset(token)
+    _QUEUE.clear()
+    g2 = deepvisor.compile(_appends_to_a_deque)
+    for n in range(1, 4):
+        assert_matches(g2(x), x * n, tol)
+    for fn in (g, g2):
+        assert any("does not follow" in r for r in deepvisor.stats(fn)["eager_reasons"])
+
+
+def test_a_c_function_that_changes_its_list_is_a_side_effect():
+    """heapq.heappush(HEAP, v) changes HEAP: every call pushes, compiled or not."""
+    _HEAP.clear()
+    x = randn(3)
+    g = deepvisor.compile(_pushes_on_a_heap)
+    for n in range(1, 4):
+        assert_matches(g(x), x * n, tol)
+    assert len(_HEAP) == 3
 
 
 _GC_SEEN = []
