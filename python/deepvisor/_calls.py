@@ -32,11 +32,12 @@ import os
 import random
 import time
 import types
+import weakref
 
 import torch
 
 from . import _C
-from ._monitor import NULL, Unsupported, is_value, one_of, refuse_argument_identity, refuse_taking_from
+from ._monitor import NULL, Unsupported, code_kind, is_value, one_of, refuse_argument_identity, refuse_taking_from
 
 _MethodDescriptor = (types.MethodDescriptorType, types.WrapperDescriptorType, types.ClassMethodDescriptorType)
 _BoundBuiltin = (types.BuiltinMethodType, types.MethodWrapperType)
@@ -151,6 +152,9 @@ def on_call(m, fn, args, kwargs, results, status, frame):
         return
     if type(fn) is operator.attrgetter:
         _attrgetter(m, fn, args, kwargs, results, status)
+        return
+    if isinstance(fn, weakref.ref):
+        _weak_referent(m, fn, args, results, status, frame)
         return
     handler = _FUNCTIONS[fn] if one_of(fn, _FUNCTIONS) else None
     if handler is not None:
@@ -305,6 +309,19 @@ def track_partial_arguments(m, node):
     keywords = m._track_result(fn.keywords, f"{node.name}.keywords", ("pinned",))
     if keywords is not None:
         m.use_all(keywords, "functools.partial")
+
+
+def _weak_referent(m, ref, args, results, status, frame):
+    """ref() in the program's code (self.parent_ref().cfg): the referent is
+    state its later reads reach, fixed by the weakref's identity (checked where
+    it is guarded or called), so it is tracked. The plan then holds it, as it
+    holds any pinned object. Library code's weakrefs (a WeakValueDictionary's
+    callbacks) are left as they were: their referents are its own caches."""
+    node = m.subject(ref)
+    if node is None or args or status & _C.FAILED or not results or results[0] is None:
+        return
+    if code_kind(frame.f_code.co_filename) == "user":
+        m._track_result(results[0], f"{node.name}()", ("pinned",))
 
 
 def _vars(m, args, kwargs, results, failed):

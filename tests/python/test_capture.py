@@ -921,6 +921,32 @@ def test_a_c_function_that_changes_its_list_is_a_side_effect():
     assert len(_HEAP) == 3
 
 
+class _Parent:
+    def __init__(self):
+        self.cfg = {"s": 2.0}
+
+
+class _Child(nn.Module):
+    """Reaches its parent through a weakref, as trees of objects do to avoid cycles."""
+    def __init__(self, parent):
+        super().__init__()
+        self.parent_ref = weakref.ref(parent)
+
+    def forward(self, x):
+        return x * self.parent_ref().cfg["s"]
+
+
+def test_state_reached_through_a_weakref_is_guarded():
+    """self.parent_ref().cfg['s']: the referent is tracked when the program
+    calls the weakref. Once stale."""
+    parent = _Parent()
+    m = _Child(parent)
+    x = randn(3)
+    g = deepvisor.compile(m)
+    same_around(lambda: parent.cfg.update(s=5.0), g, m, x)
+    assert deepvisor.stats(g)["captures"] == 2
+
+
 _GC_SEEN = []
 
 
