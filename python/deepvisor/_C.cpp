@@ -211,7 +211,6 @@ void bind_capture(py::module_& m) {
       .def("is_tracked", [](const Tracer& t, py::handle o) { return t.is_tracked(o.ptr()); })
       .def("error", &Tracer::error)
       .def("reported", &Tracer::instructions_reported);
-  bind_disk_cache(m);
   m.attr("PYTHON_RAN") = static_cast<int>(dv::capture::kPythonRan);
   m.attr("FAILED") = static_cast<int>(dv::capture::kFailed);
   m.attr("BEFORE") = static_cast<int>(dv::capture::kBefore);
@@ -391,6 +390,7 @@ PYBIND11_MODULE(_C, m) {
       .def("graph_text", [](const Executor& e) { return dv::ir::to_text(e.program().graph); });
 
   bind_capture(m);
+  bind_disk_cache(m);
 
   m.def("compile_graph_text", &compile_graph_text, py::arg("text"), py::arg("fuse") = true,
         py::call_guard<py::gil_scoped_release>(), "Parses, lowers, fuses and plans a graph in the text format.");

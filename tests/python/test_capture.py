@@ -396,20 +396,27 @@ def _guard_lines(g):
                   for line in deepvisor.explain(g).splitlines() if line.startswith("    "))
 
 
-def test_module_getattr_is_summarized_with_the_reads_stepping_makes(monkeypatch):
-    """nn.Module.__getattr__ is not stepped (it was a quarter of a capture's
-    instructions); the monitor records its reads at its start. The guards are
-    those that stepping it gave, and a parameter added under a name that was
-    missing is a guard miss."""
+def _guard_lines_stepped_and_summarized(monkeypatch, m, x):
+    """{summaries on: the guard lines of a compile of m called on x}, for off
+    and on; and the last compiled function."""
     from deepvisor import _monitor
-    m = on(_Lookups())
-    x = randn(2, 4)
     lines = {}
     for summaries in (False, True):
         monkeypatch.setattr(_monitor, "_summaries_on", summaries)
         g = deepvisor.compile(m)
         same(g, m, x)
         lines[summaries] = _guard_lines(g)
+    return lines, g
+
+
+def test_module_getattr_is_summarized_with_the_reads_stepping_makes(monkeypatch):
+    """nn.Module.__getattr__ is not stepped (it was a quarter of a capture's
+    instructions); the monitor records its reads at its start. The guards are
+    those that stepping it gave, and a parameter added under a name that was
+    missing is a guard miss."""
+    m = on(_Lookups())
+    x = randn(2, 4)
+    lines, g = _guard_lines_stepped_and_summarized(monkeypatch, m, x)
     assert lines[True] == lines[False]
     assert any("'extra' in " in line and " is False" in line for line in lines[True]), lines[True]
     same(g, m, x)
@@ -447,16 +454,9 @@ def test_module_calls_are_summarized_with_the_reads_stepping_makes(monkeypatch):
     of a capture's reports); the monitor records its reads at its start, and
     the forward it calls is stepped. The guards are those that stepping gave,
     the hook registries' emptiness among them."""
-    from deepvisor import _monitor
     x = randn(3, 4)
     for cls in (_TwoLayers, _OwnGetattribute):
-        m = on(cls())
-        lines = {}
-        for summaries in (False, True):
-            monkeypatch.setattr(_monitor, "_summaries_on", summaries)
-            g = deepvisor.compile(m)
-            same(g, m, x)
-            lines[summaries] = _guard_lines(g)
+        lines, _ = _guard_lines_stepped_and_summarized(monkeypatch, on(cls()), x)
         assert lines[True] == lines[False]
         assert any("['weight']" in line for line in lines[True]), lines[True]  # read in Linear.forward, stepped
         if cls is _TwoLayers:  # (a Python __getattribute__ declines the summary)
