@@ -85,6 +85,7 @@ py::dict executor_stats(const Executor& e) {
   d["autotune_s"] = s.autotune_seconds;
   d["autotune_cache_hits"] = s.autotune_cache_hits;
   d["autotune_compiles"] = s.autotune_compiles;
+  d["kernels_ready_s"] = s.kernels_ready_seconds;
   py::dict fallbacks;
   for (const auto& [op, n] : s.fallback_ops) fallbacks[py::str(op)] = n;
   d["fallback_ops"] = fallbacks;

@@ -65,7 +65,9 @@ def stats(compiled):
     their first run, DEEPVISOR_AUTOTUNE=0 to skip), autotune_s (seconds timing
     them), autotune_compiles (the candidates' NVRTC compiles, included in
     nvrtc_compiles), autotune_cache_hits (configurations found chosen
-    already, in memory or on disk);
+    already, in memory or on disk); kernels_ready_s (wall seconds making
+    the plans' kernels ready at their first run: NVRTC or host compiles,
+    loads from disk, autotuning);
     inputs_prepared (parameters converted once to the layout a plan reads
     them in: convolution weights laid out channels-last, see
     DEEPVISOR_CHANNELS_LAST in the README); constant_kernels (kernels that

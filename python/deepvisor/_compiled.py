@@ -638,7 +638,7 @@ class CompiledFunction:
         s = dict(self._stats)
         s.update(self._seconds)
         s.update(kernels=0, nvrtc_compiles=0, disk_cache_hits=0, fallback_ops={}, extern_ops={})
-        s.update(kernels_autotuned=0, autotune_s=0.0, autotune_cache_hits=0, autotune_compiles=0)
+        s.update(kernels_autotuned=0, autotune_s=0.0, autotune_cache_hits=0, autotune_compiles=0, kernels_ready_s=0.0)
         s.update(cpu_compiled_kernels=0, cpu_interpreted_kernels=0, host_compiles=0, host_cache_hits=0)
         s["inputs_prepared"] = s["constant_kernels"] = s["constant_kernel_runs"] = s["constant_kernels_not_kept"] = 0
         s["library_results_in_block"] = s["library_results_beside_block"] = s["graph_pool_room_bytes"] = 0
@@ -649,7 +649,7 @@ class CompiledFunction:
         for executor in self.executors():
             es = executor.stats()
             for k in ("kernels", "nvrtc_compiles", "disk_cache_hits", "kernels_autotuned", "autotune_s",
-                      "autotune_cache_hits", "autotune_compiles", "cpu_compiled_kernels",
+                      "kernels_ready_s", "autotune_cache_hits", "autotune_compiles", "cpu_compiled_kernels",
                       "cpu_interpreted_kernels", "host_compiles", "host_cache_hits", "inputs_prepared",
                       "constant_kernels", "constant_kernel_runs", "constant_kernels_not_kept",
                       "library_results_in_block", "library_results_beside_block", "graph_pool_room_bytes",

@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
@@ -74,6 +75,20 @@ class CompileCounter {
  private:
   KernelCompiler::CompileStats before_;
   Autotuner::Stats tune_before_;
+};
+
+// Adds the wall time of its scope (making a plan's kernels ready: compiles,
+// loads, autotuning) to the executor's stats, however the scope ends.
+class ReadyClock {
+ public:
+  explicit ReadyClock(ExecutorStats& s) : stats_(s), start_(std::chrono::steady_clock::now()) {}
+  ~ReadyClock() {
+    stats_.kernels_ready_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  }
+
+ private:
+  ExecutorStats& stats_;
+  std::chrono::steady_clock::time_point start_;
 };
 
 // DEEPVISOR_ROW_LOOPED_CHUNKS=N (experiments, bench/NOTES.md): every row
@@ -557,6 +572,7 @@ void Executor::prepare_cuda(int device_index) {
   if (!driver.available()) throw std::runtime_error("CUDA driver unavailable: " + driver.unavailable_reason());
   driver.ensure_context(device_index);
   auto spec = spec_for(driver.device_info(device_index), size_arguments_, constant_sizes_);
+  const ReadyClock clock(stats_);
   CompileCounter counter;
   codegen::KernelTuning experiment;
   std::vector<codegen::CudaKernel> emitted;
@@ -593,6 +609,7 @@ void Executor::prepare_host() {
   if (host_ready_.load(std::memory_order_acquire)) return;
   std::lock_guard<std::mutex> lock(prepare_mutex_);
   if (host_) return;
+  const ReadyClock clock(stats_);
   const HostCompiler::Stats before = HostCompiler::global().stats();
   auto host = std::make_unique<HostKernels>();
   host->kernels = prepare_host_kernels(program_.kernels);

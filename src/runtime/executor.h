@@ -34,6 +34,7 @@ struct ExecutorStats {
   double autotune_seconds = 0;           // spent timing them (their compiles count as nvrtc_compiles)
   std::int64_t autotune_cache_hits = 0;  // kernels whose configuration it found chosen already (memory or disk)
   std::int64_t autotune_compiles = 0;    // of nvrtc_compiles, those of candidates compiled to be timed
+  double kernels_ready_seconds = 0;      // wall time making its kernels ready: compiles, loads, autotuning
   std::map<std::string, std::int64_t> fallback_ops;  // op -> fallback steps in the program
   std::string cuda_graph;  // "" (CPU, or not asked for), "graphed", "warming up", "not graphed: <why>"
   // CPU plans with CpuKernels::Compiled, once prepared (after the first run):
