@@ -205,6 +205,7 @@ void bind_capture(py::module_& m) {
       .def(py::init([](py::object monitor, py::object null_marker) {
         return std::make_unique<Tracer>(monitor.ptr(), null_marker.ptr());
       }))
+      .def("start_monitoring", &Tracer::start_monitoring)
       .def("start", &Tracer::start)
       .def("stop", &Tracer::stop)
       .def("close", &Tracer::close)

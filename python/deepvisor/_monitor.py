@@ -290,8 +290,10 @@ class StateMonitor:
         # The environment is state, though a library module's global (os.environ
         # is a mapping object, not a dict that _on_global would track).
         self._add(os.environ, "os.environ", ("pinned",))
-        B.set_opcode_events()
-        self.tracer.start()
+        # sys.monitoring where the interpreter has it (3.12), else the legacy trace function.
+        if os.environ.get("DEEPVISOR_TRACER") == "settrace" or not self.tracer.start_monitoring():
+            B.set_opcode_events()
+            self.tracer.start()
 
     def close(self):
         """Breaks the reference cycle with the tracer (after stop())."""

@@ -60,8 +60,19 @@ Tracer::~Tracer() {
   Py_XDECREF(monitor_);
 }
 
+bool Tracer::start_monitoring() {
+  if (on_instruction_ == nullptr) throw std::runtime_error("Tracer: closed");
+  if (running_) return events_.running();
+  frames_.clear();
+  suspended_ = 0;
+  if (!events_.start()) return false;
+  running_ = true;
+  return true;
+}
+
 void Tracer::start() {
   if (on_instruction_ == nullptr) throw std::runtime_error("Tracer: closed");
+  if (running_) return;
   frames_.clear();
   suspended_ = 0;
   running_ = true;
@@ -69,7 +80,12 @@ void Tracer::start() {
 }
 
 void Tracer::stop() {
-  PyEval_SetTrace(nullptr, nullptr);
+  if (events_.running()) {
+    events_.stop();
+    for (auto& [code, info] : codes_) info.monitored = false;
+  } else {
+    PyEval_SetTrace(nullptr, nullptr);
+  }
   running_ = false;
   for (auto& f : frames_) clear_pending(f);
   frames_.clear();
@@ -89,10 +105,13 @@ int Tracer::trace(PyObject* self, PyFrameObject* frame, int what, PyObject* arg)
     return 0;
   }
   switch (what) {
-    case PyTrace_OPCODE: t->on_opcode(frame); break;
+    case PyTrace_OPCODE: t->on_opcode(frame, PyFrame_GetLasti(frame) / static_cast<int>(sizeof(_Py_CODEUNIT))); break;
     case PyTrace_CALL: t->on_call(frame); break;
     case PyTrace_RETURN: t->on_return(frame); break;
-    case PyTrace_EXCEPTION: t->on_exception(frame, arg); break;
+    case PyTrace_EXCEPTION:  // arg: (type, value, traceback)
+      t->on_exception(frame, arg != nullptr && PyTuple_Check(arg) && PyTuple_GET_SIZE(arg) > 0
+                                 ? PyTuple_GET_ITEM(arg, 0) : nullptr);
+      break;
     default: break;  // lines and C calls: nothing to do
   }
   return 0;
@@ -176,8 +195,18 @@ void Tracer::on_call(PyFrameObject* frame) {
   // Excluded code: nothing it calls is stepped either. A summarized frame's
   // own instructions are not stepped; the frames it calls are.
   if (state.code == nullptr && !state.summarized) ++suspended_;
-  dv_frame_trace_instructions(frame, state.code != nullptr);
+  if (events_.running()) {
+    if (state.code != nullptr) step_instructions(*state.code);
+  } else {
+    dv_frame_trace_instructions(frame, state.code != nullptr);
+  }
   frames_.push_back(std::move(state));
+}
+
+void Tracer::step_instructions(CodeInfo& info) {
+  if (info.monitored) return;
+  info.monitored = true;
+  events_.step(info.code);
 }
 
 void Tracer::on_return(PyFrameObject* frame) {
@@ -191,18 +220,16 @@ void Tracer::on_return(PyFrameObject* frame) {
   }
 }
 
-void Tracer::on_exception(PyFrameObject* frame, PyObject* arg) {
+void Tracer::on_exception(PyFrameObject* frame, PyObject* exception_type) {
   if (frames_.empty() || frames_.back().frame != frame) return;
   FrameState& state = frames_.back();
   if (!state.has_pending || state.pending.failed) return;
   state.pending.failed = true;
-  if (arg != nullptr && PyTuple_Check(arg) && PyTuple_GET_SIZE(arg) > 0) {
-    state.pending.exception = PyTuple_GET_ITEM(arg, 0);
-    Py_INCREF(state.pending.exception);
-  }
+  state.pending.exception = exception_type;
+  Py_XINCREF(exception_type);
 }
 
-void Tracer::on_opcode(PyFrameObject* frame) {
+void Tracer::on_opcode(PyFrameObject* frame, int unit) {
   if (frames_.empty() || frames_.back().frame != frame) return;
   FrameState& state = frames_.back();
   if (state.code == nullptr) return;
@@ -211,7 +238,6 @@ void Tracer::on_opcode(PyFrameObject* frame) {
     if (!state.code->cell_slots.empty()) report_new_cells(state);
     report_defaults(state);
   }
-  int unit = PyFrame_GetLasti(frame) / static_cast<int>(sizeof(_Py_CODEUNIT));
   if (unit < 0 || static_cast<std::size_t>(unit) >= state.code->instrs.size()) return;
   if (state.has_pending) complete(state, unit);
   const Instr& instr = state.code->instrs[static_cast<std::size_t>(unit)];

@@ -19,10 +19,13 @@
 #include <frameobject.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
+
+#include "capture/monitoring_events.h"
 
 namespace dv::capture {
 
@@ -55,17 +58,21 @@ constexpr int kSummaryKind = 26;
 // (python/deepvisor/_bytecode.py: DEFAULTS).
 constexpr int kDefaultsKind = 27;
 
-class Tracer {
+class Tracer : public EventSink {
  public:
   // monitor: has code_table(code) and on_instruction(kind, arg, frame,
   // operands, results, status); null_marker stands for a NULL stack slot.
   Tracer(PyObject* monitor, PyObject* null_marker);
-  ~Tracer();
+  ~Tracer() override;
   Tracer(const Tracer&) = delete;
   Tracer& operator=(const Tracer&) = delete;
 
-  // Installs the trace function on the calling thread / removes it.
+  // Starts delivering the calling thread's events through sys.monitoring
+  // (monitoring_events.h): false where it cannot (Python 3.11, no free tool
+  // id), and then start() installs the legacy trace function instead.
+  bool start_monitoring();
   void start();
+  // Stops either.
   void stop();
   // Drops the references to the monitor (they form a cycle with it).
   void close();
@@ -100,6 +107,7 @@ class Tracer {
     PyObject* table = nullptr; // strong: keeps the args alive
     bool traced = false;
     bool summarized = false;  // reported once at its start; stepped only if the monitor declines
+    bool monitored = false;   // its instruction events are on (sys.monitoring: per code, until stop())
     std::vector<Instr> instrs;         // indexed by code unit
     std::vector<std::int16_t> depths;  // static stack depth at each unit
     std::vector<int> cell_slots;       // fast-locals slots of the cells the frame makes
@@ -121,10 +129,12 @@ class Tracer {
   };
 
   static int trace(PyObject* self, PyFrameObject* frame, int what, PyObject* arg);
-  void on_call(PyFrameObject* frame);
-  void on_return(PyFrameObject* frame);
-  void on_exception(PyFrameObject* frame, PyObject* arg);
-  void on_opcode(PyFrameObject* frame);
+  void on_call(PyFrameObject* frame) override;
+  void on_return(PyFrameObject* frame) override;
+  void on_exception(PyFrameObject* frame, PyObject* exception_type) override;
+  void on_opcode(PyFrameObject* frame, int unit) override;
+  // Asks sys.monitoring for instruction events in a code the tracer steps.
+  void step_instructions(CodeInfo& info);
   CodeInfo* code_info(PyCodeObject* code);
   void read_table(CodeInfo& info, PyObject* table);
   void complete(FrameState& state, int unit);
@@ -154,6 +164,7 @@ class Tracer {
   std::int64_t reported_ = 0;
   std::string error_;
   bool running_ = false;
+  MonitoringEvents events_{*this};  // running while sys.monitoring delivers the events
 };
 
 }  // namespace dv::capture
