@@ -403,6 +403,7 @@ PYBIND11_MODULE(_C, m) {
     auto s = dv::runtime::KernelCompiler::global().stats();
     py::dict d;
     d["nvrtc_compiles"] = s.nvrtc_compiles;
+    d["nvrtc_programs"] = s.nvrtc_programs;
     d["disk_cache_hits"] = s.disk_cache_hits;
     d["memory_cache_hits"] = s.memory_cache_hits;
     return d;

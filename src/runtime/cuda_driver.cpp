@@ -246,15 +246,21 @@ CUfunction CudaDriver::load_function(const std::string& cubin, const std::string
   if (cubin.empty()) {
     throw CudaError("load_function " + where + ": empty cubin", CUDA_ERROR_INVALID_IMAGE);
   }
-  CUmodule module = nullptr;
-  check(a.cuModuleLoadData(&module, cubin.data()), "cuModuleLoadData", where);
-  CUfunction function = nullptr;
-  if (CUresult r = a.cuModuleGetFunction(&function, module, name.c_str()); r != CUDA_SUCCESS) {
-    a.cuModuleUnload(module);
-    check(r, "cuModuleGetFunction", where + " (is it extern \"C\" __global__?)");
-  }
+  std::string key(reinterpret_cast<const char*>(&current), sizeof current);
+  key += cubin;
   std::lock_guard<std::mutex> lock(mu_);
-  modules_.push_back(module);
+  auto [it, fresh] = modules_.try_emplace(std::move(key), nullptr);
+  if (fresh) {
+    CUmodule module = nullptr;
+    if (CUresult r = a.cuModuleLoadData(&module, cubin.data()); r != CUDA_SUCCESS) {
+      modules_.erase(it);
+      check(r, "cuModuleLoadData", where);
+    }
+    it->second = module;
+  }
+  CUfunction function = nullptr;
+  check(a.cuModuleGetFunction(&function, it->second, name.c_str()), "cuModuleGetFunction",
+        where + " (is it extern \"C\" __global__?)");
   function_names_[function] = name;
   return function;
 }

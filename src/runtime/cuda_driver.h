@@ -65,7 +65,9 @@ class CudaDriver {
   DeviceInfo device_info(int device);
 
   // Loads `cubin` into the current context and returns its kernel `name`. The
-  // module stays loaded for the life of the process. Needs a current context.
+  // module stays loaded for the life of the process, and is loaded once a
+  // context: a cubin of several kernels (nvrtc_batch.h) serves each of them.
+  // Needs a current context.
   CUfunction load_function(const std::string& cubin, const std::string& name);
 
   // Launches f on `stream` (a CUstream; nullptr is the legacy default stream).
@@ -111,7 +113,7 @@ class CudaDriver {
   mutable std::mutex mu_;  // guards everything below
   std::unordered_map<int, CUcontext> primary_contexts_;
   std::unordered_map<int, DeviceInfo> device_infos_;
-  std::vector<CUmodule> modules_;
+  std::unordered_map<std::string, CUmodule> modules_;  // by the context's address and the cubin
   std::unordered_map<CUfunction, std::string> function_names_;
   std::unordered_map<CUfunction, unsigned> shared_limit_;  // raised dynamic-smem limits
 };

@@ -405,41 +405,13 @@ codegen::CudaKernel Executor::emit_kernel(std::size_t i, codegen::DeviceSpec spe
 
 namespace {
 
-// The cubins of these kernels, compiled (or read from the caches) by up to
-// one thread a core; identical sources are compiled once (the compiler's
-// memory cache makes the others wait for the first).
+// The cubins of these kernels, from the caches or compiled (several to an
+// NVRTC program, on a few threads); identical sources are compiled once.
 std::vector<std::string> compile_in_parallel(const std::vector<codegen::CudaKernel>& kernels, int arch) {
-  std::vector<std::string> cubins(kernels.size());
-  std::atomic<std::size_t> next{0};
-  std::exception_ptr failure;
-  std::mutex failure_mutex;
-  auto work = [&] {
-    for (std::size_t i; (i = next.fetch_add(1)) < kernels.size();) {
-      try {
-        cubins[i] = KernelCompiler::global().get_cubin(kernels[i].source, kernels[i].name, arch);
-      } catch (...) {
-        std::lock_guard<std::mutex> lock(failure_mutex);
-        if (!failure) failure = std::current_exception();
-      }
-    }
-  };
-  // NVRTC holds hundreds of MB a compile: at most 16 at once, however many cores.
-  constexpr std::size_t kMaxCompileThreads = 16;
-  const std::size_t threads = std::min({kernels.size(), kMaxCompileThreads,
-                                        static_cast<std::size_t>(std::max(1u, std::thread::hardware_concurrency()))});
-  std::vector<std::thread> pool;
-  struct JoinAll {
-    std::vector<std::thread>& pool;
-    ~JoinAll() {
-      for (auto& t : pool) t.join();
-    }
-  } join_all{pool};
-  for (std::size_t t = 1; t < threads; ++t) pool.emplace_back(work);
-  work();
-  for (auto& t : pool) t.join();
-  pool.clear();
-  if (failure) std::rethrow_exception(failure);
-  return cubins;
+  std::vector<KernelCompiler::Request> requests;
+  requests.reserve(kernels.size());
+  for (const codegen::CudaKernel& k : kernels) requests.push_back({&k.source, &k.name});
+  return KernelCompiler::global().get_cubins(requests, arch);
 }
 
 }  // namespace

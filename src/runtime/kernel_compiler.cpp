@@ -1,7 +1,13 @@
 #include "runtime/kernel_compiler.h"
 
+#include <algorithm>
+#include <atomic>
 #include <cstdlib>
+#include <exception>
 #include <stdexcept>
+#include <thread>
+
+#include "runtime/nvrtc_batch.h"
 
 namespace dv::runtime {
 namespace {
@@ -95,9 +101,175 @@ std::string KernelCompiler::compile_or_load(const std::string& key, const std::s
   {
     std::lock_guard<std::mutex> lock(mu_);
     ++stats_.nvrtc_compiles;
+    ++stats_.nvrtc_programs;
   }
   if (disk_) disk_->store(key, cubin);
   return cubin;
+}
+
+std::size_t KernelCompiler::compile_threads() {
+  if (const char* v = std::getenv("DEEPVISOR_COMPILE_THREADS"); v != nullptr && std::atoi(v) > 0)
+    return static_cast<std::size_t>(std::atoi(v));
+  constexpr std::size_t kDefaultMax = 4;
+  return std::min<std::size_t>(kDefaultMax, std::max(1u, std::thread::hardware_concurrency()));
+}
+
+struct KernelCompiler::Claim {
+  const Request* request;
+  std::string key;
+  std::promise<std::string> promise;
+  std::string cubin;
+  std::exception_ptr failure;
+};
+
+namespace {
+
+// Kernels to an NVRTC program at most: past about 8, a bigger program saved
+// nothing more (bench/NOTES.md, session 32) and leaves threads idle.
+constexpr std::size_t kMaxBatch = 8;
+
+// Runs work(i) for i in [0, n) on up to `threads` threads (this one included).
+template <typename F>
+void run_on_threads(std::size_t n, std::size_t threads, F work) {
+  std::atomic<std::size_t> next{0};
+  auto loop = [&] {
+    for (std::size_t i; (i = next.fetch_add(1)) < n;) work(i);
+  };
+  std::vector<std::thread> pool;
+  for (std::size_t t = 1; t < std::min(n, threads); ++t) pool.emplace_back(loop);
+  loop();
+  for (auto& t : pool) t.join();
+}
+
+}  // namespace
+
+void KernelCompiler::count_compiled(std::int64_t kernels) {
+  std::lock_guard<std::mutex> lock(mu_);
+  stats_.nvrtc_compiles += kernels;
+  ++stats_.nvrtc_programs;
+}
+
+void KernelCompiler::compile_batch(std::vector<Claim*>& members, int arch) {
+  if (members.size() > 1) {
+    std::vector<const std::string*> sources;
+    for (const Claim* c : members) sources.push_back(c->request->source);
+    try {
+      const std::string cubin = nvrtc_.compile_cubin(
+          batch_source(sources), "batch of " + std::to_string(members.size()) + " kernels", arch, extra_options_);
+      count_compiled(static_cast<std::int64_t>(members.size()));
+      for (Claim* c : members) c->cubin = cubin;
+      return;
+    } catch (const CompileError&) {
+      // Compiled again one by one below, so that the error names its kernel.
+    }
+  }
+  for (Claim* c : members) {
+    try {
+      c->cubin = nvrtc_.compile_cubin(*c->request->source, *c->request->name, arch, extra_options_);
+      count_compiled(1);
+    } catch (...) {
+      c->failure = std::current_exception();
+    }
+  }
+}
+
+void KernelCompiler::load_or_compile_claims(std::vector<Claim>& claims, int arch) {
+  std::vector<Claim*> to_compile;
+  for (Claim& c : claims) {
+    std::optional<std::string> cubin = disk_ ? disk_->load(c.key) : std::nullopt;
+    if (!cubin) {
+      to_compile.push_back(&c);
+      continue;
+    }
+    c.cubin = std::move(*cubin);
+    std::lock_guard<std::mutex> lock(mu_);
+    ++stats_.disk_cache_hits;
+  }
+  std::vector<std::string> names;
+  std::vector<Claim*> batchable_claims;
+  for (Claim* c : to_compile) {
+    if (!batchable(*c->request->source)) continue;
+    names.push_back(*c->request->name);
+    batchable_claims.push_back(c);
+  }
+  const std::size_t threads = compile_threads();
+  std::vector<std::vector<Claim*>> programs;
+  for (const auto& group : plan_batches(names, threads, kMaxBatch)) {
+    programs.emplace_back();
+    for (std::size_t i : group) programs.back().push_back(batchable_claims[i]);
+  }
+  for (Claim* c : to_compile)
+    if (!batchable(*c->request->source)) programs.push_back({c});
+  run_on_threads(programs.size(), threads, [&](std::size_t p) { compile_batch(programs[p], arch); });
+  for (Claim* c : to_compile)
+    if (!c->failure && disk_) disk_->store(c->key, c->cubin);
+}
+
+std::vector<std::string> KernelCompiler::get_cubins(const std::vector<Request>& requests, int arch) {
+  if (!nvrtc_.available() && !requests.empty()) {
+    throw std::runtime_error("cannot compile kernel '" + *requests[0].name + "': " + nvrtc_.unavailable_reason());
+  }
+  // Each key is claimed by this call (compiled or loaded here), or was
+  // claimed before (another call's result, waited for), or repeats a key of
+  // this call (copied).
+  std::vector<Claim> claims;
+  claims.reserve(requests.size());
+  std::vector<std::pair<std::size_t, std::shared_future<std::string>>> earlier;
+  std::vector<std::pair<std::size_t, std::size_t>> repeats;  // (request, first request of its key)
+  std::vector<std::size_t> claim_of(requests.size(), requests.size());
+  {
+    std::unordered_map<std::string, std::size_t> first_with_key;
+    std::lock_guard<std::mutex> lock(mu_);
+    for (std::size_t i = 0; i < requests.size(); ++i) {
+      std::string key = cache_key(*requests[i].source, arch);
+      if (auto it = first_with_key.find(key); it != first_with_key.end()) {
+        ++stats_.memory_cache_hits;
+        repeats.emplace_back(i, it->second);
+        continue;
+      }
+      first_with_key.emplace(key, i);
+      if (auto it = memory_.find(key); it != memory_.end()) {
+        ++stats_.memory_cache_hits;
+        earlier.emplace_back(i, it->second);
+        continue;
+      }
+      claim_of[i] = claims.size();
+      claims.push_back(Claim{&requests[i], key, {}, {}, {}});
+      memory_.emplace(key, claims.back().promise.get_future().share());
+    }
+  }
+  try {
+    load_or_compile_claims(claims, arch);
+  } catch (...) {
+    for (Claim& c : claims)
+      if (c.cubin.empty() && !c.failure) c.failure = std::current_exception();
+  }
+  std::vector<std::string> out(requests.size());
+  std::exception_ptr first_failure;
+  for (Claim& c : claims) {
+    if (c.failure) {
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        memory_.erase(c.key);  // a later call tries again
+      }
+      c.promise.set_exception(c.failure);
+      if (!first_failure) first_failure = c.failure;
+    } else {
+      c.promise.set_value(c.cubin);
+    }
+  }
+  for (std::size_t i = 0; i < requests.size(); ++i)
+    if (claim_of[i] < claims.size()) out[i] = std::move(claims[claim_of[i]].cubin);
+  for (auto& [i, future] : earlier) {
+    try {
+      out[i] = future.get();
+    } catch (...) {
+      if (!first_failure) first_failure = std::current_exception();
+    }
+  }
+  for (auto [i, first] : repeats) out[i] = out[first];
+  if (first_failure) std::rethrow_exception(first_failure);
+  return out;
 }
 
 KernelCompiler::CompileStats KernelCompiler::stats() const {

@@ -19,7 +19,8 @@ namespace dv::runtime {
 class KernelCompiler {
  public:
   struct CompileStats {
-    std::int64_t nvrtc_compiles = 0;
+    std::int64_t nvrtc_compiles = 0;  // kernels NVRTC compiled
+    std::int64_t nvrtc_programs = 0;  // NVRTC programs that compiled them (several kernels to one)
     std::int64_t disk_cache_hits = 0;
     std::int64_t memory_cache_hits = 0;
   };
@@ -39,6 +40,22 @@ class KernelCompiler {
   // is unavailable. Concurrent calls for one key compile it once.
   std::string get_cubin(const std::string& source, const std::string& kernel_name, int arch);
 
+  // The cubins of many kernels, in order, as get_cubin gives each: those
+  // missing from both caches are compiled by compile_threads() threads,
+  // several to an NVRTC program (nvrtc_batch.h; a program that fails is
+  // compiled again kernel by kernel, so errors name their kernel). A kernel's
+  // cubin may then hold other kernels' entry points too. Throws the first
+  // failure once every kernel is done.
+  struct Request {
+    const std::string* source;
+    const std::string* name;
+  };
+  std::vector<std::string> get_cubins(const std::vector<Request>& requests, int arch);
+
+  // DEEPVISOR_COMPILE_THREADS, else up to 4 (one a core): NVRTC compiles did
+  // not run faster beyond 2 threads on the H100 machine (bench/NOTES.md).
+  static std::size_t compile_threads();
+
   // The content key of a compile: source, target, NVRTC version and options.
   std::string cache_key(const std::string& source, int arch) const;
 
@@ -50,6 +67,10 @@ class KernelCompiler {
  private:
   std::string compile_or_load(const std::string& key, const std::string& source,
                               const std::string& kernel_name, int arch);
+  struct Claim;  // a kernel of get_cubins that this call compiles or loads
+  void load_or_compile_claims(std::vector<Claim>& claims, int arch);
+  void compile_batch(std::vector<Claim*>& members, int arch);
+  void count_compiled(std::int64_t kernels);
 
   const Nvrtc& nvrtc_;
   std::optional<DiskCache> disk_;

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -21,6 +22,7 @@
 #include "runtime/disk_cache.h"
 #include "runtime/kernel_compiler.h"
 #include "runtime/nvrtc.h"
+#include "runtime/nvrtc_batch.h"
 #include "runtime/pool_room.h"
 #include "runtime/sha256.h"
 
@@ -443,6 +445,104 @@ TEST_CASE("kernel compiler without a disk tier", "[runtime][kernel_compiler]") {
   compiler.get_cubin(kAddOne, "add_one", 90);
   CHECK(compiler.stats().nvrtc_compiles == 1);
   CHECK(compiler.stats().memory_cache_hits == 1);
+}
+
+// ---------------------------------------------------------------- batched compiles
+
+namespace {
+
+// A kernel whose helper, constant and macro have the same names in every
+// instance (as the generated prelude's do), with another value each time.
+std::string scaled_kernel(const std::string& name, int scale) {
+  return "#define DV_SCALE " + std::to_string(scale) + "\n"
+         "constexpr int kScale = DV_SCALE;\n"
+         "__device__ float dv_helper(float v) { return v * kScale; }\n"
+         "extern \"C\" __global__ void " + name + "(float* x) { x[threadIdx.x] = dv_helper(x[threadIdx.x]); }\n";
+}
+
+}  // namespace
+
+TEST_CASE("plan_batches: each kernel once, no name twice in a program", "[runtime][nvrtc_batch]") {
+  const std::vector<std::string> names = {"a", "a", "a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k"};
+  for (std::size_t groups : {1u, 2u, 4u, 16u}) {
+    const auto plan = plan_batches(names, groups, 4);
+    std::vector<int> seen(names.size(), 0);
+    for (const auto& g : plan) {
+      CHECK(g.size() <= 4);
+      std::set<std::string> in;
+      for (std::size_t i : g) {
+        ++seen[i];
+        CHECK(in.insert(names[i]).second);
+      }
+    }
+    for (int n : seen) CHECK(n == 1);
+    CHECK(plan.size() >= std::min<std::size_t>(groups, names.size()));
+  }
+  CHECK(plan_batches({}, 4, 8).empty());
+}
+
+TEST_CASE("batch_source: kernels with the same helper names compile as one program", "[runtime][nvrtc_batch]") {
+  const std::string a = scaled_kernel("kernel_a", 2), b = scaled_kernel("kernel_b", 3);
+  CHECK(batchable(a));
+  CHECK_FALSE(batchable("#include <cuda_fp16.h>\n" + a));
+  const std::string program = batch_source({&a, &b});
+  CHECK(program.find("#undef DV_SCALE") != std::string::npos);
+  if (!nvrtc_or_warn()) return;
+  const std::string cubin = Nvrtc::instance().compile_cubin(program, "batch", 90);
+  CHECK(cubin.find("kernel_a") != std::string::npos);
+  CHECK(cubin.find("kernel_b") != std::string::npos);
+}
+
+TEST_CASE("kernel compiler: many kernels, few programs, each kernel cached", "[runtime][kernel_compiler]") {
+  if (!nvrtc_or_warn()) return;
+  TempDir tmp;
+  std::vector<std::string> sources, names;
+  for (int i = 0; i < 10; ++i) {
+    names.push_back("scaled_" + std::to_string(i));
+    sources.push_back(scaled_kernel(names.back(), i));
+  }
+  sources.push_back(sources[3]);  // a repeat is compiled once
+  names.push_back(names[3]);
+  std::vector<KernelCompiler::Request> requests;
+  for (std::size_t i = 0; i < sources.size(); ++i) requests.push_back({&sources[i], &names[i]});
+  std::vector<std::string> cubins;
+  {
+    KernelCompiler compiler(tmp.path());
+    cubins = compiler.get_cubins(requests, 90);
+    REQUIRE(cubins.size() == sources.size());
+    for (std::size_t i = 0; i < sources.size(); ++i) CHECK(cubins[i].find(names[i]) != std::string::npos);
+    const KernelCompiler::CompileStats s = compiler.stats();
+    CHECK(s.nvrtc_compiles == 10);
+    CHECK(s.nvrtc_programs < 10);
+    CHECK(s.memory_cache_hits == 1);
+    // Each kernel alone now comes from memory.
+    CHECK(compiler.get_cubin(sources[5], names[5], 90) == cubins[5]);
+    CHECK(compiler.stats().nvrtc_compiles == 10);
+  }
+  KernelCompiler fresh(tmp.path());
+  CHECK(fresh.get_cubins(requests, 90) == cubins);
+  CHECK(fresh.stats().nvrtc_compiles == 0);
+  CHECK(fresh.stats().disk_cache_hits == 10);
+}
+
+TEST_CASE("kernel compiler: a broken kernel in a program fails alone, by name", "[runtime][kernel_compiler]") {
+  if (!nvrtc_or_warn()) return;
+  TempDir tmp;
+  KernelCompiler compiler(tmp.path());
+  const std::string good1 = scaled_kernel("good_one", 1), good2 = scaled_kernel("good_two", 2);
+  const std::string bad = "extern \"C\" __global__ void broken_one() { undeclared_name; }\n";
+  const std::string n1 = "good_one", n2 = "good_two", nb = "broken_one";
+  try {
+    compiler.get_cubins({{&good1, &n1}, {&bad, &nb}, {&good2, &n2}}, 90);
+    FAIL("expected a CompileError");
+  } catch (const CompileError& e) {
+    CHECK(std::string(e.what()).find("broken_one") != std::string::npos);
+  }
+  CHECK(compiler.stats().nvrtc_compiles == 2);
+  // The good ones were kept; the broken one is tried again next time.
+  CHECK(compiler.get_cubin(good2, n2, 90).find("good_two") != std::string::npos);
+  CHECK(compiler.stats().nvrtc_compiles == 2);
+  CHECK_THROWS_AS(compiler.get_cubin(bad, nb, 90), CompileError);
 }
 
 // ---------------------------------------------------------------- CudaDriver
