@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
@@ -75,6 +76,24 @@ class CompileCounter {
  private:
   KernelCompiler::CompileStats before_;
   Autotuner::Stats tune_before_;
+};
+
+// Wall seconds between marks, for DEEPVISOR_LOG=compile: "emitted 0.01 s, compiled 0.52 s".
+class PhaseTimes {
+ public:
+  void mark(const char* phase) {
+    const auto now = std::chrono::steady_clock::now();
+    char buffer[64];
+    std::snprintf(buffer, sizeof buffer, "%s%s %.3f s", text_.empty() ? "" : ", ", phase,
+                  std::chrono::duration<double>(now - last_).count());
+    text_ += buffer;
+    last_ = now;
+  }
+  const std::string& text() const { return text_; }
+
+ private:
+  std::chrono::steady_clock::time_point last_ = std::chrono::steady_clock::now();
+  std::string text_;
 };
 
 // Adds the wall time of its scope (making a plan's kernels ready: compiles,
@@ -417,6 +436,7 @@ std::vector<std::string> compile_in_parallel(const std::vector<codegen::CudaKern
 }  // namespace
 
 void Executor::autotune(int device_index, const codegen::DeviceSpec& spec, std::vector<codegen::CudaKernel>& emitted) {
+  PhaseTimes times;
   CudaDriver& driver = CudaDriver::instance();
   const CudaDriver::DeviceInfo info = driver.device_info(device_index);
   AutotuneDevice device;
@@ -480,9 +500,11 @@ void Executor::autotune(int device_index, const codegen::DeviceSpec& spec, std::
   }
   if (!pending.empty()) {
     // Every candidate of every kernel compiled at once, in parallel (and disk-cached).
+    times.mark("candidates emitted");
     const auto before = KernelCompiler::global().stats().nvrtc_compiles;
     const std::vector<std::string> cubins = compile_in_parallel(to_compile, spec.arch);
     stats_.autotune_compiles += KernelCompiler::global().stats().nvrtc_compiles - before;
+    times.mark("compiled");
     void* stream = c10::cuda::getCurrentCUDAStream(device_index).stream();
     const double budget = Autotuner::budget_ms();
     const AutotuneTurn turn;  // compiled beside other processes; timed alone where they share the lock
@@ -506,6 +528,9 @@ void Executor::autotune(int device_index, const codegen::DeviceSpec& spec, std::
       tuning_of[emitted[q.kernel].source] = q.candidates[chosen].tuning;
       emitted[q.kernel] = std::move(q.candidates[chosen].kernel);
     }
+    times.mark("loaded and timed");
+    log_event("compile", "autotuning: " + std::to_string(to_compile.size()) + " candidates of " +
+                             std::to_string(pending.size()) + " kernels: " + times.text());
   }
   for (std::size_t i : repeats) {
     const codegen::KernelTuning& t = tuning_of.at(emitted[i].source);
@@ -548,16 +573,20 @@ void Executor::prepare_cuda(int device_index) {
   CompileCounter counter;
   codegen::KernelTuning experiment;
   std::vector<codegen::CudaKernel> emitted;
+  PhaseTimes times;
   if (row_experiment(experiment)) {
     for (std::size_t i = 0; i < program_.kernels.size(); ++i) emitted.push_back(emit_kernel(i, spec, experiment));
   } else {
     emitted = emit_kernels(spec);
+    times.mark("emitted");
     // Kernels load on a plan's first call, which runs step by step: never
     // inside a CUDA graph capture (then the heuristic's choice stands).
     if (Autotuner::enabled() && c10::cuda::currentStreamCaptureStatusMayInitCtx() == c10::cuda::CaptureStatus::None)
       autotune(device_index, spec, emitted);
+    times.mark("autotuned");
   }
   std::vector<std::string> cubins = compile_in_parallel(emitted, spec.arch);
+  times.mark("compiled");
   // Kernels are named by their content: a repeated layer's kernels share one
   // source, one compile and one loaded module.
   std::unordered_map<std::string, CUfunction> loaded;
@@ -567,6 +596,8 @@ void Executor::prepare_cuda(int device_index) {
     if (fresh) it->second = driver.load_function(cubins[i], emitted[i].name);
     functions.push_back(it->second);
   }
+  times.mark("loaded");
+  log_event("compile", std::to_string(emitted.size()) + " kernels ready: " + times.text());
   counter.add_to(stats_);
   cuda_->size_tables.clear();
   for (const auto& k : emitted) cuda_->size_tables.push_back(size_table_bytes(k));
