@@ -211,6 +211,12 @@ void bind_capture(py::module_& m) {
       .def("close", &Tracer::close)
       .def("track", [](Tracer& t, py::handle o) { t.track(o.ptr()); })
       .def("is_tracked", [](const Tracer& t, py::handle o) { return t.is_tracked(o.ptr()); })
+      .def("call_stepped",
+           [](Tracer& t, py::handle fn, py::tuple args, py::dict kwargs) {
+             PyObject* r = t.call_stepped(fn.ptr(), args.ptr(), kwargs.ptr());
+             if (r == nullptr) throw py::error_already_set();
+             return py::reinterpret_steal<py::object>(r);
+           })
       .def("error", &Tracer::error)
       .def("reported", &Tracer::instructions_reported);
   m.attr("PYTHON_RAN") = static_cast<int>(dv::capture::kPythonRan);

@@ -59,6 +59,8 @@ def _mark(t, attribute, dims):
 def stats(compiled):
     """A dict: captures, cache_hits, guard_misses, graphs (plans held),
     evictions (plans dropped past DEEPVISOR_MAX_PLANS, least recently used first),
+    inlined_calls (calls made by another compiled function while it was being
+    captured: they run as part of that capture, neither captured nor replayed),
     versions (plans and eager versions held), eager_calls, eager_reasons,
     fallback_ops {op: count}, extern_ops, kernels, nvrtc_compiles, disk_cache_hits;
     on a GPU, kernels_autotuned (kernels whose configurations were timed at

@@ -36,7 +36,7 @@ from ._capture import Recorder, casts_recorded
 from ._capture import Unsupported as TensorUnsupported
 from ._guards import compile_guards
 from ._log import log, log_event
-from ._monitor import StateMonitor
+from ._monitor import StateMonitor, running_monitor
 from ._monitor import Unsupported as StateUnsupported
 from ._opaque import OpaqueMode
 from ._rebuild import Context, Output, RecipeBuilder, describe_side_effects
@@ -195,7 +195,8 @@ class CompiledFunction:
         self._evictions = collections.deque()  # the call counts at which plans were evicted lately
         self._calls = 0
         self._lock = threading.RLock()
-        self._stats = {"captures": 0, "cache_hits": 0, "guard_misses": 0, "eager_calls": 0, "evictions": 0}
+        self._stats = {"captures": 0, "cache_hits": 0, "guard_misses": 0, "eager_calls": 0, "evictions": 0,
+                       "inlined_calls": 0}
         # Host seconds spent on first calls: running the function under the
         # monitors (capture_s) and building executors (compile_s: parsing and
         # lowering; on a GPU kernels compile on an executor's first run, not
@@ -210,6 +211,13 @@ class CompiledFunction:
     # -- calling ----------------------------------------------------------------
     def __call__(self, *args, **kwargs):
         self._calls += 1
+        outer = running_monitor()
+        if outer is not None:
+            # Called by a function being captured: its Python runs as part of
+            # that capture, which then sees the state it reads (a replay here
+            # would hide the reads from the outer plan's guards).
+            self._stats["inlined_calls"] += 1
+            return outer.call_inline(self.fn, args, kwargs)
         result = self._replay(args, kwargs)
         if result is not _MISS:
             return result

@@ -32,6 +32,7 @@ import numbers
 import os
 import sys
 import sysconfig
+import threading
 import types
 
 import torch
@@ -202,6 +203,14 @@ def _snapshot(obj):
     return None
 
 
+_running = threading.local()  # .monitor: the monitor capturing on this thread
+
+
+def running_monitor():
+    """The StateMonitor capturing on this thread, or None."""
+    return getattr(_running, "monitor", None)
+
+
 class StateMonitor:
     """Monitors the Python state of one capture run. Use start()/stop()
     around the call, then read nodes, side_effects() and unsupported."""
@@ -267,7 +276,11 @@ class StateMonitor:
         node.snapshot = _snapshot(node.obj)
         if not isinstance(node.obj, torch.Tensor):
             self.tracer.track(node.obj)
-        if isinstance(node.obj, types.MethodType) and not node.pinned:
+        if isinstance(node.obj, types.MethodType) and node.pinned:
+            # A pinned method's object is fixed with it (compile(obj.method)):
+            # what the method reads of it is state.
+            self._track_result(node.obj.__self__, f"{node.name}.__self__", ("pinned",))
+        elif isinstance(node.obj, types.MethodType):
             # Its object now, before a call: what the method reads of it is
             # then checked as it is read (calls are seen after they ran).
             self.record_read(node, ("attr", "__self__"), node.obj.__self__)
@@ -294,12 +307,24 @@ class StateMonitor:
         if os.environ.get("DEEPVISOR_TRACER") == "settrace" or not self.tracer.start_monitoring():
             B.set_opcode_events()
             self.tracer.start()
+        _running.monitor = self
+
+    def call_inline(self, fn, args, kwargs):
+        """fn(*args, **kwargs) run as part of this capture: its frames are
+        stepped, though deepvisor's own code calls it (a compiled function
+        called by the function being captured)."""
+        # What it reads of itself is state: the compiled object holds this
+        # function (or module, or bound method) for its life, so it is pinned.
+        name = f"{getattr(fn, '__qualname__', type(fn).__name__)} (compiled)"
+        self._track_result(fn, name, ("pinned",))
+        return self.tracer.call_stepped(fn, args, kwargs)
 
     def close(self):
         """Breaks the reference cycle with the tracer (after stop())."""
         self.tracer.close()
 
     def stop(self):
+        _running.monitor = None
         self.tracer.stop()
         _table_store.store_made()
         if self.unsupported is None and self.tracer.error():

@@ -209,6 +209,16 @@ void Tracer::step_instructions(CodeInfo& info) {
   events_.step(info.code);
 }
 
+PyObject* Tracer::call_stepped(PyObject* fn, PyObject* args, PyObject* kwargs) {
+  // The excluded frames below stay on the stack; the frames of this call
+  // (pushed and popped in pairs) are stepped as if user code had called it.
+  const int suspended = suspended_;
+  suspended_ = 0;
+  PyObject* result = PyObject_Call(fn, args, kwargs);
+  suspended_ = suspended;
+  return result;
+}
+
 void Tracer::on_return(PyFrameObject* frame) {
   while (!frames_.empty()) {
     FrameState& top = frames_.back();

@@ -88,6 +88,12 @@ class Tracer : public EventSink {
   // operand of the call is the object itself.
   bool binds_tracked(PyObject* object) const;
 
+  // fn(*args, **kwargs) with its frames stepped though its caller is
+  // excluded code (deepvisor's own: a compiled function called inside a
+  // capture runs its Python as part of the capture). A new reference, or
+  // nullptr with the error set.
+  PyObject* call_stepped(PyObject* fn, PyObject* args, PyObject* kwargs);
+
   // The first error the monitor raised (its callbacks must never break the
   // program, so errors are kept here), or "".
   const std::string& error() const { return error_; }

@@ -1307,6 +1307,125 @@ def test_threads_get_eager_results_and_capture_each_version_once():
     assert deepvisor.stats(g)["captures"] == len(shapes)
 
 
+# -- compiled functions that call compiled functions -------------------------------------
+
+NESTED = {"a": 2.0, "b": 3.0}
+
+
+def _nested_inner(x):
+    return x * NESTED["a"]
+
+
+def test_a_compiled_function_called_in_a_capture_is_part_of_it():
+    NESTED.update(a=2.0, b=3.0)
+    inner = deepvisor.compile(_nested_inner)
+
+    def outer(x):
+        return inner(x) + NESTED["b"]
+
+    def eager(x):
+        return _nested_inner(x) + NESTED["b"]
+
+    g = deepvisor.compile(outer)
+    x = randn(5)
+    same(g, eager, x)
+    same(g, eager, x)
+    NESTED["a"] = 5.0  # read by the inner function only
+    same(g, eager, x)
+    NESTED["b"] = -1.0
+    same(g, eager, x)
+    assert deepvisor.stats(g)["captures"] == 3
+    # The inner function captured nothing of its own: it ran in the outer captures.
+    assert deepvisor.stats(inner)["captures"] == 0
+    assert deepvisor.stats(inner)["inlined_calls"] == 3
+
+
+def test_a_compiled_function_with_plans_of_its_own_is_still_part_of_a_capture():
+    NESTED.update(a=2.0, b=3.0)
+    inner = deepvisor.compile(_nested_inner)
+    x = randn(5)
+    same(inner, _nested_inner, x)  # its own plan, replayed below only outside the capture
+
+    def outer(x):
+        return inner(x) * NESTED["b"]
+
+    g = deepvisor.compile(outer)
+    same(g, outer, x)
+    NESTED["a"] = -4.0
+    same(g, outer, x)
+    same(inner, _nested_inner, x)
+    assert deepvisor.stats(g)["captures"] == 2
+
+
+def test_a_compiled_module_called_by_a_compiled_function_follows_its_attributes():
+    class Scale(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.k = 2.0
+
+        def forward(self, x):
+            return x * self.k
+
+    m = on(Scale())
+    inner = deepvisor.compile(m)
+
+    def outer(x):
+        return inner(x).relu()
+
+    g = deepvisor.compile(outer)
+    x = randn(6)
+    same(g, outer, x)
+    m.k = -3.0
+    same(g, outer, x)
+    assert deepvisor.stats(g)["captures"] == 2
+
+    method = deepvisor.compile(m.forward)  # a bound method: what it reads of its object too
+
+    def outer_method(x):
+        return method(x) - 1
+
+    g2 = deepvisor.compile(outer_method)
+    same(g2, outer_method, x)
+    m.k = 0.5
+    same(g2, outer_method, x)
+    assert deepvisor.stats(g2)["captures"] == 2
+
+
+def test_a_compiled_bound_method_follows_its_object():
+    class Holder:
+        def __init__(self):
+            self.k = 2.0
+            self.table = {"shift": 1.0}
+
+        def apply(self, x):
+            return x * self.k + self.table["shift"]
+
+    h = Holder()
+    g = deepvisor.compile(h.apply)
+    x = randn(4)
+    same(g, h.apply, x)
+    h.k = -1.5
+    same(g, h.apply, x)
+    h.table["shift"] = 7.0
+    same(g, h.apply, x)
+    assert deepvisor.stats(g)["captures"] == 3
+
+
+def test_an_exception_in_an_inlined_compiled_function_reaches_the_caller():
+    inner = deepvisor.compile(lambda x: x.view(-1, 7))
+
+    def outer(x):
+        try:
+            return inner(x)
+        except RuntimeError:
+            return x + 1
+
+    g = deepvisor.compile(outer)
+    x = randn(5)
+    same(g, outer, x)
+    same(g, outer, x)
+
+
 # -- interface --------------------------------------------------------------------------
 
 def test_explain_lists_readable_guards():
