@@ -1,21 +1,11 @@
 #include "capture/monitoring_events.h"
 
+#include "capture/saved_error.h"
+
 #include <vector>
 
 namespace dv::capture {
 namespace {
-
-// Keeps the error indicator of the interrupted program across our calls into sys.monitoring.
-class SavedError {
- public:
-  SavedError() { PyErr_Fetch(&type_, &value_, &traceback_); }
-  ~SavedError() { PyErr_Restore(type_, value_, traceback_); }
-
- private:
-  PyObject* type_;
-  PyObject* value_;
-  PyObject* traceback_;
-};
 
 MonitoringEvents* from_capsule(PyObject* capsule) {
   return static_cast<MonitoringEvents*>(PyCapsule_GetPointer(capsule, "dv.MonitoringEvents"));
@@ -72,63 +62,54 @@ bool MonitoringEvents::call(const char* name, std::vector<PyObject*> args) {
   return true;
 }
 
+bool MonitoringEvents::claim_tool_id() {
+  for (int id : kToolIds) {
+    if (call("use_tool_id", {PyLong_FromLong(id), PyUnicode_FromString("deepvisor")})) {
+      tool_ = id;
+      return true;
+    }
+  }
+  return false;
+}
+
+long MonitoringEvents::register_callback(PyObject* events, const char* event, PyMethodDef* callback) {
+  PyObject* bit = PyObject_GetAttrString(events, event);
+  PyObject* fn = bit != nullptr ? PyCFunction_New(callback, capsule_) : nullptr;
+  if (fn == nullptr) {
+    Py_XDECREF(bit);
+    PyErr_Clear();
+    return 0;
+  }
+  const long value = PyLong_AsLong(bit);
+  callbacks_.push_back(fn);
+  Py_INCREF(fn);  // one reference held here, one given to the call
+  return call("register_callback", {PyLong_FromLong(tool_), bit, fn}) ? value : 0;
+}
+
 bool MonitoringEvents::start() {
   if (!supported() || running()) return false;
   SavedError saved;
   PyObject* sys = PyImport_ImportModule("sys");
   monitoring_ = sys != nullptr ? PyObject_GetAttrString(sys, "monitoring") : nullptr;
   Py_XDECREF(sys);
-  PyObject* events = monitoring_ != nullptr ? PyObject_GetAttrString(monitoring_, "events") : nullptr;
-  if (events == nullptr) {
+  if (monitoring_ == nullptr || !claim_tool_id()) {
     PyErr_Clear();
     Py_CLEAR(monitoring_);
     return false;
   }
-  for (int id : kToolIds) {
-    if (call("use_tool_id", {PyLong_FromLong(id), PyUnicode_FromString("deepvisor")})) {
-      tool_ = id;
-      break;
-    }
-  }
-  if (tool_ < 0) {
-    Py_DECREF(events);
-    Py_CLEAR(monitoring_);
-    return false;
-  }
-  capsule_ = PyCapsule_New(this, "dv.MonitoringEvents", nullptr);
-  long mask = 0;
-  bool ok = capsule_ != nullptr;
-  for (const Registration& r : kFrameEvents) {
-    if (!ok) break;
-    PyObject* bit = PyObject_GetAttrString(events, r.event);
-    PyObject* callback = PyCFunction_New(r.callback, capsule_);
-    ok = bit != nullptr && callback != nullptr;
-    if (ok) {
-      mask |= PyLong_AsLong(bit);
-      callbacks_.push_back(callback);
-      Py_INCREF(callback);
-      ok = call("register_callback", {PyLong_FromLong(tool_), bit, callback});
-    } else {
-      Py_XDECREF(bit);
-      Py_XDECREF(callback);
-    }
-  }
-  PyObject* instruction = ok ? PyObject_GetAttrString(events, "INSTRUCTION") : nullptr;
-  Py_DECREF(events);
-  if (instruction != nullptr) {
-    instruction_bit_ = PyLong_AsLong(instruction);
-    PyObject* callback = PyCFunction_New(&kInstruction, capsule_);
-    ok = callback != nullptr;
-    if (ok) {
-      callbacks_.push_back(callback);
-      Py_INCREF(callback);
-      ok = call("register_callback", {PyLong_FromLong(tool_), instruction, callback});
-    } else {
-      Py_DECREF(instruction);
-    }
-  }
   thread_ = PyThreadState_Get();
-  if (!ok || instruction == nullptr || !call("set_events", {PyLong_FromLong(tool_), PyLong_FromLong(mask)})) {
+  capsule_ = PyCapsule_New(this, "dv.MonitoringEvents", nullptr);
+  PyObject* events = capsule_ != nullptr ? PyObject_GetAttrString(monitoring_, "events") : nullptr;
+  bool ok = events != nullptr;
+  long mask = 0;
+  for (const Registration& r : kFrameEvents) {
+    const long bit = ok ? register_callback(events, r.event, r.callback) : 0;
+    ok = bit != 0;
+    mask |= bit;
+  }
+  instruction_bit_ = ok ? register_callback(events, "INSTRUCTION", &kInstruction) : 0;
+  Py_XDECREF(events);
+  if (instruction_bit_ == 0 || !call("set_events", {PyLong_FromLong(tool_), PyLong_FromLong(mask)})) {
     PyErr_Clear();
     stop();
     return false;

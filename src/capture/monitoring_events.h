@@ -63,8 +63,12 @@ class MonitoringEvents {
  private:
   // The frame of the current event, when it comes from the capturing thread.
   PyFrameObject* own_frame() const;
-  // sys.monitoring.<name>(args...): false on error (cleared).
+  // sys.monitoring.<name>(args...), each argument a new reference it
+  // consumes: false on error (cleared).
   bool call(const char* name, std::vector<PyObject*> args);
+  bool claim_tool_id();
+  // Registers `callback` for events.<event>: the event's bit, or 0 on failure.
+  long register_callback(PyObject* events, const char* event, PyMethodDef* callback);
   void unregister_callbacks();
 
   EventSink& sink_;

@@ -3,22 +3,11 @@
 #include <stdexcept>
 
 #include "capture/frame.h"
+#include "capture/saved_error.h"
 
 namespace dv::capture {
 
 namespace {
-
-// Keeps the error indicator of the interrupted program across our callbacks.
-class SavedError {
- public:
-  SavedError() { PyErr_Fetch(&type_, &value_, &traceback_); }
-  ~SavedError() { PyErr_Restore(type_, value_, traceback_); }
-
- private:
-  PyObject* type_;
-  PyObject* value_;
-  PyObject* traceback_;
-};
 
 Tracer* from_capsule(PyObject* capsule) { return static_cast<Tracer*>(PyCapsule_GetPointer(capsule, "dv.Tracer")); }
 

@@ -1,8 +1,10 @@
 // The instruction stepper of the Python-state monitor.
 //
-// During a capture run the Tracer is the thread's C-level trace function. It
-// steps every frame of the program (except excluded code: deepvisor's own
-// Python, logging...) instruction by instruction, and hands the instructions
+// During a capture run the Tracer receives the thread's execution events
+// (through sys.monitoring on Python 3.12, monitoring_events.h; else as its
+// C-level trace function). It steps every frame of the program (except
+// excluded code: deepvisor's own Python, logging...) instruction by
+// instruction, and hands the instructions
 // that read or write Python state to a Python monitor object, with the values
 // they took from the stack before they ran and the values they left on it
 // after. Which instructions matter, how many stack values they read and leave,
@@ -19,7 +21,6 @@
 #include <frameobject.h>
 
 #include <cstdint>
-#include <memory>
 #include <string>
 #include <unordered_map>
 #include <unordered_set>

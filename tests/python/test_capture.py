@@ -1307,6 +1307,36 @@ def test_threads_get_eager_results_and_capture_each_version_once():
     assert deepvisor.stats(g)["captures"] == len(shapes)
 
 
+# -- the tracer's events ------------------------------------------------------------------
+
+MONITORED = {"k": 2.0}
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="sys.monitoring came with Python 3.12")
+def test_a_capture_frees_its_monitoring_tool_and_falls_back_when_none_is_free():
+    def f(x):
+        return x * MONITORED["k"]
+
+    MONITORED["k"] = 2.0
+    tools = [sys.monitoring.get_tool(i) for i in range(6)]
+    g = deepvisor.compile(f)
+    x = randn(3)
+    same(g, f, x)
+    assert [sys.monitoring.get_tool(i) for i in range(6)] == tools
+    free = [i for i in range(6) if sys.monitoring.get_tool(i) is None]
+    for i in free:
+        sys.monitoring.use_tool_id(i, "test")
+    try:  # the legacy trace function instead
+        MONITORED["k"] = -1.0
+        same(g, f, x)
+        MONITORED["k"] = 4.0
+        same(g, f, x)
+    finally:
+        for i in free:
+            sys.monitoring.free_tool_id(i)
+    assert deepvisor.stats(g)["captures"] == 3
+
+
 # -- compiled functions that call compiled functions -------------------------------------
 
 NESTED = {"a": 2.0, "b": 3.0}
