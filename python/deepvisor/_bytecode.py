@@ -133,6 +133,11 @@ def stack_depths(code, instructions):
             if ins.opname in _TERMINAL:
                 break
             depth += dis.stack_effect(ins.opcode, arg, jump=False)
+            if ins.opname == "RETURN_GENERATOR":
+                # A generator's frame resumes here with the value sent in on the
+                # stack (None), which the next POP_TOP drops; dis says 0 for it,
+                # as the compiler adds this prologue after counting depths.
+                depth += 1
             k += 1
     return depths
 

@@ -1337,6 +1337,37 @@ def test_a_capture_frees_its_monitoring_tool_and_falls_back_when_none_is_free():
     assert deepvisor.stats(g)["captures"] == 3
 
 
+GENERATED = {"scales": [1.0, 2.0], "bias": 0.5}
+
+
+def _scaled(x):
+    for s in GENERATED["scales"]:
+        yield x * s + GENERATED["bias"]
+
+
+def test_state_read_inside_generators_is_guarded():
+    """A generator's frame starts with the value sent in on its stack (Python
+    3.12 reads stack values at the compiler's depths)."""
+    GENERATED.update(scales=[1.0, 2.0], bias=0.5)
+
+    def with_expression(x):
+        return sum(x * s + GENERATED["bias"] for s in GENERATED["scales"])
+
+    def with_function(x):
+        return sum(_scaled(x))
+
+    for f in (with_expression, with_function):
+        GENERATED["bias"] = 0.5
+        g = deepvisor.compile(f)
+        x = randn(4)
+        same(g, f, x)
+        same(g, f, x)
+        assert deepvisor.stats(g)["captures"] == 1  # its guards hold on the next call
+        GENERATED["bias"] = -2.0  # read inside the generator's frame only
+        same(g, f, x)
+        assert deepvisor.stats(g)["captures"] == 2
+
+
 # -- compiled functions that call compiled functions -------------------------------------
 
 NESTED = {"a": 2.0, "b": 3.0}
