@@ -37,7 +37,8 @@ import weakref
 import torch
 
 from . import _C
-from ._monitor import NULL, Unsupported, code_kind, is_value, one_of, refuse_argument_identity, refuse_taking_from
+from ._monitor import (NULL, Unsupported, code_kind, is_value, one_of, refuse_argument_identity, refuse_taking_from,
+                       tensor_metadata)
 
 _MethodDescriptor = (types.MethodDescriptorType, types.WrapperDescriptorType, types.ClassMethodDescriptorType)
 _BoundBuiltin = (types.BuiltinMethodType, types.MethodWrapperType)
@@ -289,7 +290,7 @@ def _getattr(m, args, kwargs, results, failed):
     if len(args) < 2 or not isinstance(args[1], str):
         return _use_args(m, args, kwargs)
     node = m.subject(args[0])
-    if node is None or isinstance(node.obj, torch.Tensor):
+    if node is None or tensor_metadata(node.obj, args[1]):
         return
     if failed or (len(args) == 3 and results[0] is args[2] and not hasattr(node.obj, args[1])):
         m.record_read(node, ("hasattr", args[1]), False)
@@ -352,7 +353,7 @@ def _hasattr(m, args, kwargs, results, failed):
     if len(args) != 2 or not isinstance(args[1], str) or failed:
         return _use_args(m, args, kwargs)
     node = m.subject(args[0])
-    if node is not None and not isinstance(node.obj, torch.Tensor):
+    if node is not None and not tensor_metadata(node.obj, args[1]):
         m.record_read(node, ("hasattr", args[1]), bool(results[0]))
 
 

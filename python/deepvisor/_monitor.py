@@ -192,7 +192,7 @@ def _snapshot(obj):
         return ("set", set(obj))
     if isinstance(obj, (types.FunctionType, type, types.ModuleType)):
         return None
-    d = getattr(obj, "__dict__", None) if not isinstance(obj, torch.Tensor) else None
+    d = getattr(obj, "__dict__", None)  # a tensor's: the Python attributes set on it
     if type(d) is dict:
         return ("attrs", list(d.items()))
     if t is types.CellType:
@@ -801,9 +801,16 @@ def _on_attr(m, name, frame, operands, results, status):
         if not status & _C.FAILED:
             m.rename(results[0], f"{node.name}.{name}")
         return
-    if isinstance(node.obj, torch.Tensor):
-        return  # tensor metadata is checked with the tensor
+    if tensor_metadata(node.obj, name):
+        return  # checked with the tensor
     _read(m, node, ("attr", name), results, status, AttributeError)
+
+
+def tensor_metadata(obj, name):
+    """Whether obj is a tensor and `name` is what its type defines (shape,
+    dtype, methods: the tensor's guards check them). A Python attribute set on
+    a tensor (t.scale = 2.0) is state like any object's."""
+    return isinstance(obj, torch.Tensor) and hasattr(type(obj), name)
 
 
 def _read(m, node, accessor, results, status, error):

@@ -101,6 +101,21 @@ class View(Recipe):
         return base.as_strided(self.sizes, self.strides, base.storage_offset() + self.offset)
 
 
+class Attributed(Recipe):
+    """A tensor the run made and gave Python attributes (y.meta = ...): the
+    plan's tensor, given them again on each replay."""
+
+    def __init__(self, tensor, attributes):
+        self.tensor, self.attributes = tensor, attributes
+
+    def make(self, ctx):
+        t = self.tensor.build(ctx)
+        d = t.__dict__
+        for name, r in self.attributes:
+            d[name] = r.build(ctx)
+        return t
+
+
 class Sequence(Recipe):
     shared = True
 
@@ -317,7 +332,15 @@ class RecipeBuilder:
 
     def _tensor(self, t, node):
         if node is not None and node.source[0] in ("arg", "kwarg", "access"):
-            return Fetch(node)
+            return Fetch(node)  # its attributes, if the run set any, are side effects
+        recipe = self._made_tensor(t, node)
+        attributes = list(t.__dict__.items())
+        if not attributes or isinstance(recipe, Const):  # pinned: the same object, with its attributes
+            return recipe
+        self._memo[id(t)] = recipe  # an attribute that holds the tensor itself
+        return Attributed(recipe, [(name, self.of(v)) for name, v in attributes])
+
+    def _made_tensor(self, t, node):
         base = _view_of_argument(t, self._arguments_of_input)
         if base is not None:
             i, sizes, strides, offset = base

@@ -1368,6 +1368,73 @@ def test_state_read_inside_generators_is_guarded():
         assert deepvisor.stats(g)["captures"] == 2
 
 
+# -- Python attributes set on tensors ----------------------------------------------------
+
+def test_python_attributes_read_from_tensors_are_guarded():
+    def direct(t):
+        return t * t.scale
+
+    def through_getattr(t):
+        return t * getattr(t, "scale", 1.0)
+
+    def through_hasattr(t):
+        return t * (t.scale if hasattr(t, "scale") else 1.0)
+
+    for f in (direct, through_getattr, through_hasattr):
+        g = deepvisor.compile(f)
+        t = randn(3)
+        t.scale = 2.0
+        same(g, f, t)
+        same(g, f, t)
+        t.scale = 5.0
+        same(g, f, t)
+        u = randn(3)
+        u.scale = -1.0
+        same(g, f, u)
+        if f is not direct:
+            same(g, f, randn(3))  # no attribute at all
+    w = torch.nn.Parameter(torch.ones(3, device=DEVICE))
+    w.factor = 2.0
+
+    def with_parameter(x):
+        return x * w * w.factor
+
+    g = deepvisor.compile(with_parameter)
+    x = randn(3)
+    same(g, with_parameter, x)
+    w.factor = 7.0
+    same(g, with_parameter, x)
+
+
+def test_python_attributes_set_on_tensors_are_replayed():
+    def count(t):
+        t.seen = getattr(t, "seen", 0) + 1
+        return t * 2
+
+    g = deepvisor.compile(count)
+    t = randn(3)
+    for _ in range(3):
+        g(t)
+    assert t.seen == 3
+    u = randn(3)
+    g(u)
+    assert u.seen == 1
+
+    def tag(x):
+        y = x * 2
+        y.meta = "made here"
+        y.mask = x > 0  # a tensor the plan computes
+        return y
+
+    g = deepvisor.compile(tag)
+    x = randn(5)
+    for _ in range(3):
+        out = g(x)
+        assert out.meta == "made here"
+        assert torch.equal(out.mask, x > 0)
+    assert deepvisor.stats(g)["captures"] == 1
+
+
 # -- compiled functions that call compiled functions -------------------------------------
 
 NESTED = {"a": 2.0, "b": 3.0}
