@@ -36,7 +36,7 @@ from ._capture import Recorder, casts_recorded
 from ._capture import Unsupported as TensorUnsupported
 from ._guards import compile_guards
 from ._log import log, log_event
-from ._monitor import StateMonitor, running_monitor
+from ._monitor import StateMonitor, qualname, running_monitor
 from ._monitor import Unsupported as StateUnsupported
 from ._opaque import OpaqueMode
 from ._rebuild import Context, Output, RecipeBuilder, describe_side_effects
@@ -682,7 +682,7 @@ class CompiledFunction:
             self._evictions.clear()
 
     def _name(self):
-        return getattr(self.fn, "__qualname__", None) or type(self.fn).__name__
+        return qualname(self.fn)
 
     def _dump(self, text):
         os.makedirs(self.dump_dir, exist_ok=True)

@@ -9,7 +9,7 @@ import torch
 
 from . import _C
 from ._log import log_event
-from ._monitor import describe_value
+from ._monitor import describe_value, qualname
 
 # Mirrors of the C++ enums (guard_program.h).
 _ACCESSORS = {"self": 0, "attr": 1, "item": 2, "cell": 3, "len": 4, "truth": 5, "contains": 6, "hasattr": 7,
@@ -39,7 +39,7 @@ def describe(name, accessor, expectation):
         return f"{what} == {describe_value(v)}"
     if kind == "id":
         o = expectation[1]
-        label = getattr(o, "__qualname__", None) or type(o).__name__
+        label = qualname(o)
         return f"id({what}) == {id(o):#x}  ({label})"
     if kind == "type":
         return f"type({what}) is {expectation[1].__qualname__}" if accessor[0] != "type" else \

@@ -203,6 +203,16 @@ def _snapshot(obj):
     return None
 
 
+def qualname(obj):
+    """obj's __qualname__, else its type's name (reading it may run a
+    __getattr__ of the program's, which may raise anything)."""
+    try:
+        name = getattr(obj, "__qualname__", None)
+    except Exception:
+        name = None
+    return name if isinstance(name, str) else type(obj).__name__
+
+
 _running = threading.local()  # .monitor: the monitor capturing on this thread
 
 
@@ -315,7 +325,7 @@ class StateMonitor:
         called by the function being captured)."""
         # What it reads of itself is state: the compiled object holds this
         # function (or module, or bound method) for its life, so it is pinned.
-        name = f"{getattr(fn, '__qualname__', type(fn).__name__)} (compiled)"
+        name = f"{qualname(fn)} (compiled)"
         self._track_result(fn, name, ("pinned",))
         return self.tracer.call_stepped(fn, args, kwargs)
 
@@ -1164,7 +1174,7 @@ def _size_meets_float(operands, size_type):
 def _describe_use(kind, operands):
     if kind in (B.CALL, B.CALL_EX):
         fn = operands[1] if kind == B.CALL_EX or operands[0] is NULL else operands[0]
-        return getattr(fn, "__qualname__", None) or type(fn).__name__
+        return qualname(fn)
     return ", ".join(type(v).__name__ for v in operands)
 
 

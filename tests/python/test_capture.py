@@ -1368,6 +1368,32 @@ def test_state_read_inside_generators_is_guarded():
         assert deepvisor.stats(g)["captures"] == 2
 
 
+class KeyedConfig:
+    """A config whose __getattr__ raises KeyError, not AttributeError, for a missing name."""
+
+    def __init__(self, **values):
+        self.__dict__["values"] = values
+
+    def __getattr__(self, name):
+        return self.__dict__["values"][name]
+
+
+def test_a_config_whose_getattr_raises_key_error_is_captured_and_guarded():
+    cfg = KeyedConfig(k=2.0)
+
+    def f(x):
+        return x * cfg.k
+
+    g = deepvisor.compile(f)
+    x = randn(4)
+    same(g, f, x)
+    same(g, f, x)
+    cfg.values["k"] = -3.0
+    same(g, f, x)
+    assert deepvisor.stats(g)["captures"] == 2
+    assert deepvisor.stats(g)["eager_calls"] == 0
+
+
 # -- Python attributes set on tensors ----------------------------------------------------
 
 def test_python_attributes_read_from_tensors_are_guarded():
