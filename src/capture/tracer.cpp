@@ -65,6 +65,12 @@ void Tracer::start() {
   frames_.clear();
   suspended_ = 0;
   running_ = true;
+  // The program's own trace function (a debugger, coverage) pauses for the
+  // capture and comes back at stop().
+  PyThreadState* thread = PyThreadState_Get();
+  replaced_trace_ = thread->c_tracefunc;
+  replaced_trace_arg_ = thread->c_traceobj;
+  Py_XINCREF(replaced_trace_arg_);
   PyEval_SetTrace(&Tracer::trace, capsule_);
 }
 
@@ -73,7 +79,9 @@ void Tracer::stop() {
     events_.stop();
     for (auto& [code, info] : codes_) info.monitored = false;
   } else {
-    PyEval_SetTrace(nullptr, nullptr);
+    PyEval_SetTrace(replaced_trace_, replaced_trace_arg_);
+    replaced_trace_ = nullptr;
+    Py_CLEAR(replaced_trace_arg_);
   }
   running_ = false;
   for (auto& f : frames_) clear_pending(f);

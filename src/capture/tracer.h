@@ -172,6 +172,8 @@ class Tracer : public EventSink {
   std::string error_;
   bool running_ = false;
   MonitoringEvents events_{*this};  // running while sys.monitoring delivers the events
+  Py_tracefunc replaced_trace_ = nullptr;  // the thread's trace function before start(), restored by stop()
+  PyObject* replaced_trace_arg_ = nullptr;  // strong
 };
 
 }  // namespace dv::capture

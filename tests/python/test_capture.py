@@ -1461,6 +1461,26 @@ def test_python_attributes_set_on_tensors_are_replayed():
     assert deepvisor.stats(g)["captures"] == 1
 
 
+def test_the_programs_own_trace_function_comes_back_after_a_capture():
+    events = []
+
+    def tracer(frame, event, arg):
+        events.append(event)
+
+    before = sys.gettrace()
+    sys.settrace(tracer)
+    try:
+        g = deepvisor.compile(lambda x: x * MONITORED["k"])
+        x = randn(3)
+        g(x)
+        assert sys.gettrace() is tracer
+        events.clear()
+        (lambda: None)()
+        assert "call" in events
+    finally:
+        sys.settrace(before)
+
+
 # -- compiled functions that call compiled functions -------------------------------------
 
 NESTED = {"a": 2.0, "b": 3.0}
