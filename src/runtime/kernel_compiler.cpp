@@ -217,11 +217,14 @@ std::vector<std::string> KernelCompiler::get_cubins(const std::vector<Request>& 
   std::vector<std::pair<std::size_t, std::shared_future<std::string>>> earlier;
   std::vector<std::pair<std::size_t, std::size_t>> repeats;  // (request, first request of its key)
   std::vector<std::size_t> claim_of(requests.size(), requests.size());
+  std::vector<std::string> keys;
+  keys.reserve(requests.size());
+  for (const Request& r : requests) keys.push_back(cache_key(*r.source, arch));
   {
     std::unordered_map<std::string, std::size_t> first_with_key;
     std::lock_guard<std::mutex> lock(mu_);
     for (std::size_t i = 0; i < requests.size(); ++i) {
-      std::string key = cache_key(*requests[i].source, arch);
+      const std::string& key = keys[i];
       if (auto it = first_with_key.find(key); it != first_with_key.end()) {
         ++stats_.memory_cache_hits;
         repeats.emplace_back(i, it->second);
