@@ -1,8 +1,8 @@
 #include "capture/monitoring_events.h"
 
-#include "capture/saved_error.h"
-
 #include <vector>
+
+#include "capture/saved_error.h"
 
 namespace dv::capture {
 namespace {
@@ -50,10 +50,12 @@ MonitoringEvents::~MonitoringEvents() {
 }
 
 bool MonitoringEvents::call(const char* name, std::vector<PyObject*> args) {
-  PyObject* fn = PyObject_GetAttrString(monitoring_, name);
+  bool complete = true;
+  for (PyObject* a : args) complete = complete && a != nullptr;
+  PyObject* fn = complete ? PyObject_GetAttrString(monitoring_, name) : nullptr;
   PyObject* r = fn != nullptr ? PyObject_Vectorcall(fn, args.data(), args.size(), nullptr) : nullptr;
   Py_XDECREF(fn);
-  for (PyObject* a : args) Py_DECREF(a);
+  for (PyObject* a : args) Py_XDECREF(a);
   if (r == nullptr) {
     PyErr_Clear();
     return false;
@@ -133,8 +135,10 @@ void MonitoringEvents::unregister_callbacks() {
     PyErr_Clear();
     return;
   }
-  for (const char* name : {"PY_START", "PY_RESUME", "PY_THROW", "PY_RETURN", "PY_YIELD", "PY_UNWIND", "RAISE",
-                           "STOP_ITERATION", "INSTRUCTION"}) {
+  std::vector<const char*> names;
+  for (const Registration& r : kFrameEvents) names.push_back(r.event);
+  names.push_back("INSTRUCTION");
+  for (const char* name : names) {
     PyObject* bit = PyObject_GetAttrString(events, name);
     if (bit == nullptr) {
       PyErr_Clear();
