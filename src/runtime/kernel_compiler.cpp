@@ -5,7 +5,9 @@
 #include <cstdlib>
 #include <exception>
 #include <stdexcept>
+#include <string_view>
 #include <thread>
+#include <unordered_set>
 
 #include "runtime/nvrtc_batch.h"
 
@@ -119,10 +121,19 @@ struct KernelCompiler::Claim {
   std::string key;
   std::promise<std::string> promise;
   std::string cubin;
+  std::string program_key;  // compiled with other kernels: the key of the program's disk entry
   std::exception_ptr failure;
 };
 
 namespace {
+
+// A kernel's disk entry when its cubin is a program's of several kernels:
+// this prefix and the key of the program's one entry, which holds the cubin.
+constexpr std::string_view kProgramReference = "dv-program:";
+
+std::string program_reference(const std::string& program_key) {
+  return std::string(kProgramReference) + program_key;
+}
 
 // Kernels to an NVRTC program at most: past about 8, a bigger program saved
 // nothing more (bench/NOTES.md, session 32) and leaves threads idle.
@@ -157,7 +168,11 @@ void KernelCompiler::compile_batch(std::vector<Claim*>& members, int arch) {
       const std::string cubin = nvrtc_.compile_cubin(
           batch_source(sources), "batch of " + std::to_string(members.size()) + " kernels", arch, extra_options_);
       count_compiled(static_cast<std::int64_t>(members.size()));
-      for (Claim* c : members) c->cubin = cubin;
+      const std::string program_key = content_key({"program", cubin});
+      for (Claim* c : members) {
+        c->cubin = cubin;
+        c->program_key = program_key;
+      }
       return;
     } catch (const CompileError&) {
       // Compiled again one by one below, so that the error names its kernel.
@@ -173,10 +188,22 @@ void KernelCompiler::compile_batch(std::vector<Claim*>& members, int arch) {
   }
 }
 
+std::optional<std::string> KernelCompiler::load_entry(const std::string& key,
+                                                      std::unordered_map<std::string, std::string>& programs) const {
+  std::optional<std::string> entry = disk_ ? disk_->load(key) : std::nullopt;
+  if (!entry || entry->compare(0, kProgramReference.size(), kProgramReference) != 0) return entry;
+  const std::string program_key = entry->substr(kProgramReference.size());
+  if (auto it = programs.find(program_key); it != programs.end()) return it->second;
+  std::optional<std::string> cubin = DiskCache::valid_key(program_key) ? disk_->load(program_key) : std::nullopt;
+  if (cubin) programs.emplace(program_key, *cubin);
+  return cubin;  // a lost program entry: the kernel is compiled again
+}
+
 void KernelCompiler::load_or_compile_claims(std::vector<Claim>& claims, int arch) {
   std::vector<Claim*> to_compile;
+  std::unordered_map<std::string, std::string> programs_read;  // program key -> cubin, read once here
   for (Claim& c : claims) {
-    std::optional<std::string> cubin = disk_ ? disk_->load(c.key) : std::nullopt;
+    std::optional<std::string> cubin = load_entry(c.key, programs_read);
     if (!cubin) {
       to_compile.push_back(&c);
       continue;
@@ -201,8 +228,21 @@ void KernelCompiler::load_or_compile_claims(std::vector<Claim>& claims, int arch
   for (Claim* c : to_compile)
     if (!batchable(*c->request->source)) programs.push_back({c});
   run_on_threads(programs.size(), threads, [&](std::size_t p) { compile_batch(programs[p], arch); });
-  for (Claim* c : to_compile)
-    if (!c->failure && disk_) disk_->store(c->key, c->cubin);
+  if (disk_) store_compiled(to_compile);
+}
+
+void KernelCompiler::store_compiled(const std::vector<Claim*>& compiled) const {
+  // A program's cubin is stored once, before the references to it.
+  std::unordered_set<std::string> programs_stored;
+  for (const Claim* c : compiled) {
+    if (c->failure) continue;
+    if (c->program_key.empty()) {
+      disk_->store(c->key, c->cubin);
+      continue;
+    }
+    if (programs_stored.insert(c->program_key).second) disk_->store(c->program_key, c->cubin);
+    disk_->store(c->key, program_reference(c->program_key));
+  }
 }
 
 std::vector<std::string> KernelCompiler::get_cubins(const std::vector<Request>& requests, int arch) {
@@ -237,7 +277,7 @@ std::vector<std::string> KernelCompiler::get_cubins(const std::vector<Request>& 
         continue;
       }
       claim_of[i] = claims.size();
-      claims.push_back(Claim{&requests[i], key, {}, {}, {}});
+      claims.push_back(Claim{&requests[i], key, {}, {}, {}, {}});
       memory_.emplace(key, claims.back().promise.get_future().share());
     }
   }

@@ -44,8 +44,9 @@ class KernelCompiler {
   // missing from both caches are compiled by compile_threads() threads,
   // several to an NVRTC program (nvrtc_batch.h; a program that fails is
   // compiled again kernel by kernel, so errors name their kernel). A kernel's
-  // cubin may then hold other kernels' entry points too. Throws the first
-  // failure once every kernel is done.
+  // cubin may then hold other kernels' entry points too; on disk the
+  // program's cubin is one entry and each kernel's entry refers to it.
+  // Throws the first failure once every kernel is done.
   struct Request {
     const std::string* source;
     const std::string* name;
@@ -69,6 +70,11 @@ class KernelCompiler {
                               const std::string& kernel_name, int arch);
   struct Claim;  // a kernel of get_cubins that this call compiles or loads
   void load_or_compile_claims(std::vector<Claim>& claims, int arch);
+  // A kernel's cubin from disk, following a reference to its program's entry
+  // (programs: those read so far).
+  std::optional<std::string> load_entry(const std::string& key,
+                                        std::unordered_map<std::string, std::string>& programs) const;
+  void store_compiled(const std::vector<Claim*>& compiled) const;
   void compile_batch(std::vector<Claim*>& members, int arch);
   void count_compiled(std::int64_t kernels);
 

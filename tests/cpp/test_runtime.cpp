@@ -523,6 +523,29 @@ TEST_CASE("kernel compiler: many kernels, few programs, each kernel cached", "[r
   CHECK(fresh.get_cubins(requests, 90) == cubins);
   CHECK(fresh.stats().nvrtc_compiles == 0);
   CHECK(fresh.stats().disk_cache_hits == 10);
+
+  // On disk, a program's cubin once, and a small reference a kernel.
+  std::int64_t programs = 0;
+  std::int64_t references = 0;
+  for (const auto& entry : fs::directory_iterator(tmp.path())) {
+    if (fs::file_size(entry.path()) < 512) ++references;
+    else ++programs;
+  }
+  CHECK(references + programs == static_cast<std::int64_t>(count_files(tmp.path())));
+  CHECK(programs < 10);
+  CHECK(references > 0);
+
+  // A program's entry lost: its kernels are compiled again.
+  for (const auto& entry : fs::directory_iterator(tmp.path()))
+    if (fs::file_size(entry.path()) >= 512) {
+      fs::remove(entry.path());
+      break;
+    }
+  KernelCompiler after_loss(tmp.path());
+  CHECK(after_loss.get_cubins(requests, 90).size() == sources.size());
+  CHECK(after_loss.stats().nvrtc_compiles > 0);
+  for (std::size_t i = 0; i < sources.size(); ++i)
+    CHECK(after_loss.get_cubin(sources[i], names[i], 90).find(names[i]) != std::string::npos);
 }
 
 TEST_CASE("kernel compiler: a broken kernel in a program fails alone, by name", "[runtime][kernel_compiler]") {
