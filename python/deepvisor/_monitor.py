@@ -141,6 +141,14 @@ def is_library_module(m):
     return f is None or code_kind(f) == "library"
 
 
+def _library_class(cls):
+    """A class of an installed library's module (its attributes are trusted to
+    stay). One whose module is not imported (defined by exec'd source with a
+    namespace of its own) is the program's."""
+    module = sys.modules.get(getattr(cls, "__module__", None))
+    return module is not None and is_library_module(module)
+
+
 def _reporting_every_attribute_read(table):
     """A user code's table whose attribute reads and writes reach the monitor
     whatever object they touch: a library module is not tracked until the
@@ -426,7 +434,7 @@ class StateMonitor:
             return None
         if isinstance(value, (types.BuiltinFunctionType, types.BuiltinMethodType)) and source[0] == "pinned":
             return None
-        if isinstance(value, type) and source[0] == "pinned" and is_library_module(sys.modules.get(value.__module__)):
+        if isinstance(value, type) and source[0] == "pinned" and _library_class(value):
             return None
         node = Node(value, _named(name), source)
         self._register(node)
@@ -846,8 +854,28 @@ def _on_method(m, name, frame, operands, results, status):
     if results[0] is NULL:
         m.record_read(node, ("attr", name), results[1])
     else:
-        # A method found on the type: the node's type decides it.
+        # A method found on the type: the node's type decides it, while the
+        # object's own dict does not hold the name (o.method = something else)
+        # and the program's class still holds this function (Cls.method = ...).
         m.record_read(node, ("type",), type(node.obj))
+        _record_not_in_instance_dict(m, node, name)
+        cls = type(node.obj)
+        cls_node = m.subject(cls) or m._track_result(cls, f"type({node.name})", ("pinned",))
+        if cls_node is not None:  # (None: a library's class, trusted to keep its methods)
+            m.record_read(cls_node, ("attr", name), results[0])
+
+
+def _record_not_in_instance_dict(m, node, name):
+    try:
+        d = object.__getattribute__(node.obj, "__dict__")
+    except AttributeError:
+        return  # no instance dict (__slots__, a builtin): nothing can shadow the type's
+    if type(d) is not dict:
+        return
+    m.record_read(node, ("attr", "__dict__"), d)
+    dnode = m.subject(d)
+    if dnode is not None:
+        m.record_read(dnode, ("contains", name), False)
 
 
 def _on_item(m, arg, frame, operands, results, status):

@@ -1394,6 +1394,44 @@ def test_a_config_whose_getattr_raises_key_error_is_captured_and_guarded():
     assert deepvisor.stats(g)["eager_calls"] == 0
 
 
+def test_methods_replaced_on_the_object_or_its_class_are_seen():
+    class Obj:
+        def __init__(self):
+            self.a = 1.25
+
+        def scaled(self):
+            return self.a * 2
+
+    o = Obj()
+
+    def f(x):
+        return x + o.scaled()
+
+    g = deepvisor.compile(f)
+    x = randn(3)
+    same(g, f, x)
+    same(g, f, x)
+    o.scaled = lambda: 3.0  # the instance's own attribute shadows the class's method
+    same(g, f, x)
+    del o.scaled
+    same(g, f, x)
+    Obj.scaled = lambda self: -1.0  # the class's method replaced
+    same(g, f, x)
+    assert deepvisor.stats(g)["captures"] == 3
+
+
+def test_a_class_defined_by_exec_in_a_namespace_of_its_own_is_state():
+    namespace = {"__name__": "not_an_imported_module"}
+    exec("class K:\n    c = 0.75\ndef f(x):\n    return x + K.c\n", namespace)
+    f = namespace["f"]
+    g = deepvisor.compile(f)
+    x = randn(3)
+    same(g, f, x)
+    namespace["K"].c = -2.0
+    same(g, f, x)
+    assert deepvisor.stats(g)["captures"] == 2
+
+
 # -- Python attributes set on tensors ----------------------------------------------------
 
 def test_python_attributes_read_from_tensors_are_guarded():

@@ -1,0 +1,172 @@
+"""A differential fuzzer of Python state: random small programs that read state
+of many kinds in many ways, compiled once and called again after random
+changes of that state, each result compared with eager's.
+
+    python3 tests/python/fuzz_state.py [--programs N] [--seed S]
+
+Each program is Python source over a fresh namespace: a dict, a list, an
+object with attributes and a method, a class attribute, a closure cell, a
+default argument, nested dicts, a property, a list of objects, a Python
+attribute on a tensor and on the argument, and a compiled helper. Its
+statements read that state directly, through getattr, in a generator
+expression, a comprehension, a generator function, a nested function, a
+method or a compiled function, and use what they read as a factor, a term or
+a branch condition. Between calls one piece of state changes; a compiled
+result that differs from eager's on the same state is a stale result.
+"""
+
+import argparse
+import random
+import sys
+import textwrap
+
+import torch
+
+import deepvisor
+
+PRELUDE = """
+import torch
+D = {"k0": 1.5, "k1": -0.5, "k2": 2.0}
+L = [0.5, 1.0]
+class Obj:
+    def __init__(self):
+        self.a = 1.25
+        self.b = -2.0
+    def scaled(self):
+        return self.a * 2
+O = Obj()
+class K:
+    c = 0.75
+W = torch.ones(3)
+W.scale = 1.5
+def _cell():
+    v = 0.5
+    def get():
+        return v
+    def set(n):
+        nonlocal v
+        v = n
+    return get, set
+cell_get, cell_set = _cell()
+def helper():
+    return D["k1"] * 2
+def gen_values():
+    for v in L:
+        yield v
+NESTED = {"cfg": {"s": 1.0}}
+class Prop:
+    def __init__(self):
+        self.base = 2.0
+    @property
+    def doubled(self):
+        return self.base * 2
+P = Prop()
+LO = [Obj(), Obj()]
+"""
+
+# Expressions that read state and give a number.
+READS = [
+    'D["k0"]', 'D.get("k1", 0.0)', 'L[0]', 'L[-1]', 'len(L)', 'O.a', 'getattr(O, "b")', 'K.c', 'cell_get()',
+    'W.scale', 'sum(v for v in L)', '[v * 2 for v in L][0]', 'max(D.values())', 'O.scaled()', 'helper()',
+    'sum(gen_values())', 'len([k for k in D if D[k] > 0])', 'fallback()', 'dflt()', 'NESTED["cfg"]["s"]',
+    'P.doubled', 'LO[0].a', 'LO[-1].scaled()', 'x.scale',
+]
+
+# Changes of the state, as statements run between calls.
+CHANGES = [
+    'D["k0"] = {v}', 'D["k1"] = {v}', 'D["k2"] = {v}', 'D["new"] = {v}', 'del D["k2"]', 'L[0] = {v}',
+    'L.append({v})', 'L.pop()', 'O.a = {v}', 'O.b = {v}', 'K.c = {v}', 'cell_set({v})', 'W.scale = {v}',
+    'DEFAULT[0] = {v}', 'O.scaled = lambda: {v}', 'NESTED["cfg"]["s"] = {v}', 'NESTED["cfg"] = {{"s": {v}}}',
+    'P.base = {v}', 'LO[0].a = {v}', 'LO.reverse()', 'helper = lambda: {v}', 'x.scale = {v}',
+    'Obj.scaled = lambda self: {v}',
+]
+
+
+def _read(rng):
+    return rng.choice(READS)
+
+
+def _statement(rng):
+    kind = rng.randrange(4)
+    if kind == 3:  # a compiled function, called while the program is captured
+        return "y = inner(y)"
+    if kind == 0:
+        return f"y = y * ({_read(rng)})"
+    if kind == 1:
+        return f"y = y + ({_read(rng)})"
+    return f"if ({_read(rng)}) > {rng.choice([-1.0, 0.0, 1.0, 2.0])}:\n    y = y.relu()\nelse:\n    y = y - 1"
+
+
+def make_program(rng):
+    """(source of the module, the names of the changes to apply)."""
+    body = "\n".join(_statement(rng) for _ in range(rng.randint(1, 4)))
+    source = PRELUDE + textwrap.dedent(f"""
+        DEFAULT = [0.25]
+        def dflt(box=DEFAULT):
+            return box[0]
+        import deepvisor
+        inner = deepvisor.compile(lambda t: t * O.a + L[0])
+        def fallback():
+            try:
+                return D["k2"]
+            except KeyError:
+                return -3.0
+        """) + "def program(x):\n    y = x * 1.0\n" + textwrap.indent(body, "    ") + "\n    return y\n"
+    changes = [rng.choice(CHANGES).format(v=rng.choice([-2.0, -0.5, 0.5, 3.0])) for _ in range(rng.randint(1, 4))]
+    return source, changes
+
+
+def check(source, changes):
+    """None, or why the compiled program differed from eager."""
+    namespace = {"__name__": "fuzz_state_program"}
+    exec(compile(source, "<fuzz_state>", "exec"), namespace)
+    fn = namespace["program"]
+    g = deepvisor.compile(fn)
+    x = torch.linspace(-1.0, 1.0, 5)
+    x.scale = 0.5
+    namespace["x"] = x  # the argument, for the changes that set its attributes
+    for step, change in enumerate(["pass", "pass"] + changes):
+        try:
+            exec(change, namespace)
+        except (IndexError, KeyError):
+            continue  # a change that does not apply to this state (an empty list, a missing key)
+        try:
+            want = fn(x)
+        except Exception as e:  # the program itself fails on this state: so must the compiled one
+            try:
+                g(x)
+            except type(e):
+                continue
+            return f"after {change!r}: eager raised {type(e).__name__}, compiled did not"
+        got = g(x)
+        if not torch.allclose(got, want, equal_nan=True):
+            return f"after {change!r} (step {step}): compiled {got.tolist()} != eager {want.tolist()}"
+    return None
+
+
+def run(programs, seed, log=print):
+    """Failing (source, changes, why) triples of `programs` random programs."""
+    rng = random.Random(seed)
+    failures = []
+    with torch.no_grad():
+        for i in range(programs):
+            source, changes = make_program(rng)
+            why = check(source, changes)
+            if why:
+                failures.append((source, changes, why))
+                log(f"program {i}: {why}\n{source.split('DEFAULT = [0.25]')[-1]}changes: {changes}")
+    return failures
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--programs", type=int, default=200)
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args()
+    failures = run(a.programs, a.seed)
+    print(f"{a.programs} programs, seed {a.seed}: {len(failures)} failing")
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()
