@@ -198,7 +198,9 @@ def _snapshot(obj):
         return ("list", list.copy(obj))
     if isinstance(obj, (set,)):
         return ("set", set(obj))
-    if isinstance(obj, (types.FunctionType, type, types.ModuleType)):
+    if isinstance(obj, type):  # the program's classes: their attributes (Cls.count += 1)
+        return None if _library_class(obj) else ("attrs", list(vars(obj).items()))
+    if isinstance(obj, (types.FunctionType, types.ModuleType)):
         return None
     d = getattr(obj, "__dict__", None)  # a tensor's: the Python attributes set on it
     if type(d) is dict:
@@ -444,8 +446,8 @@ class StateMonitor:
 
     def record_read(self, node, accessor, value, failed=None):
         """node's accessor gave `value` (or raised `failed`): check it on later calls."""
-        mark = _hashable(accessor)
-        if mark in node.checked or node.written_all or _hashable(_key_of(accessor)) in node.written:
+        mark = hashable_key(accessor)
+        if mark in node.checked or node.written_all or hashable_key(_key_of(accessor)) in node.written:
             return
         node.checked.add(mark)
         # The name of what was read, made only if a node is made for it: most
@@ -545,7 +547,7 @@ class StateMonitor:
         node.written_all = True
 
     def record_write(self, node, key):
-        node.written.add(_hashable(key))
+        node.written.add(hashable_key(key))
 
     # -- results -----------------------------------------------------------------------
     def side_effects(self):
@@ -555,7 +557,9 @@ class StateMonitor:
             if node.snapshot is None:
                 continue
             now = _snapshot(node.obj)
-            if not _same_state(node.snapshot, now):
+            # A write of the value already there changes nothing now, but a
+            # replay must still make it: the state may differ by then.
+            if node.written or not _same_state(node.snapshot, now):
                 out.append((node, now))
         return out
 
@@ -692,7 +696,7 @@ def _on_summary(m, arg, frame, operands, results, status):
     return SUMMARIES[frame.f_code](m, frame)
 
 
-def _hashable(x):
+def hashable_key(x):
     try:
         hash(x)
         return x

@@ -23,7 +23,7 @@ import types
 import torch
 from torch.utils import _pytree as pytree
 
-from ._monitor import Unsupported, is_value
+from ._monitor import Unsupported, hashable_key, is_value
 from ._capture import view_of_argument as _view_of_argument
 
 
@@ -375,7 +375,13 @@ class SideEffect:
     def apply(self, ctx):
         obj = self.target.build(ctx)
         kind = self.kind
-        if kind == "attrs":
+        if kind == "attrs" and isinstance(obj, type):  # a class's dict is read-only: through setattr
+            for k in self.removed:
+                if k in vars(obj):
+                    delattr(obj, k)
+            for k, r in self.changes:
+                setattr(obj, k, r.build(ctx))
+        elif kind == "attrs":
             d = obj.__dict__
             for k in self.removed:
                 d.pop(k, None)
@@ -407,7 +413,8 @@ def describe_side_effects(builder, monitor):
         if kind in ("attrs", "dict"):
             old = dict(before)
             new = dict(state)
-            changes = [(k, builder.of(v)) for k, v in new.items() if k not in old or old[k] is not v]
+            changes = [(k, builder.of(v)) for k, v in new.items()
+                       if k not in old or old[k] is not v or hashable_key(k) in node.written]
             removed = [k for k in old if k not in new]
             out.append(SideEffect(target, kind, changes, removed, None))
         elif kind in ("list", "set"):

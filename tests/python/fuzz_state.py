@@ -11,8 +11,10 @@ attribute on a tensor and on the argument, and a compiled helper. Its
 statements read that state directly, through getattr, in a generator
 expression, a comprehension, a generator function, a nested function, a
 method or a compiled function, and use what they read as a factor, a term or
-a branch condition. Between calls one piece of state changes; a compiled
-result that differs from eager's on the same state is a stale result.
+a branch condition; some statements change state too. Between calls one
+piece of state changes. The compiled program and eager run in twin
+namespaces changed alike: a result, an exception or a state left that
+differs is a stale result or a lost side effect.
 """
 
 import argparse
@@ -86,8 +88,18 @@ def _read(rng):
     return rng.choice(READS)
 
 
+# Statements that change state as they run (their effects must be replayed).
+WRITES = [
+    'D["n"] = D.get("n", 0.0) + 1.0', 'O.b = O.b + 1.0', 'x.seen = getattr(x, "seen", 0) + 1',
+    'K.c = K.c * 0.5', 'L.append(float(len(L)))', 'DEFAULT[0] = DEFAULT[0] + 0.25', 'cell_set(cell_get() * -1.0)',
+    'NESTED["cfg"]["s"] = NESTED["cfg"]["s"] + 1.0', 'LO[0].a = 0.5',
+]
+
+
 def _statement(rng):
-    kind = rng.randrange(4)
+    kind = rng.randrange(5)
+    if kind == 4:
+        return rng.choice(WRITES)
     if kind == 3:  # a compiled function, called while the program is captured
         return "y = inner(y)"
     if kind == 0:
@@ -116,31 +128,54 @@ def make_program(rng):
     return source, changes
 
 
-def check(source, changes):
-    """None, or why the compiled program differed from eager."""
+def _namespace(source):
     namespace = {"__name__": "fuzz_state_program"}
     exec(compile(source, "<fuzz_state>", "exec"), namespace)
-    fn = namespace["program"]
-    g = deepvisor.compile(fn)
     x = torch.linspace(-1.0, 1.0, 5)
     x.scale = 0.5
     namespace["x"] = x  # the argument, for the changes that set its attributes
+    return namespace
+
+
+def _state(ns):
+    """What a program may read or write, comparable between two namespaces."""
+    def attrs(o):
+        return sorted((k, v) for k, v in vars(o).items() if isinstance(v, (int, float, str)))
+
+    return (sorted(ns["D"].items()), list(ns["L"]), attrs(ns["O"]), ns["K"].c, ns["cell_get"](),
+            sorted(ns["NESTED"]["cfg"].items()), list(ns["DEFAULT"]), ns["P"].base,
+            [attrs(o) for o in ns["LO"]], attrs(ns["x"]))
+
+
+def _call(fn, x):
+    try:
+        return fn(x), None
+    except Exception as e:  # the program itself fails on this state: so must the compiled one
+        return None, type(e)
+
+
+def check(source, changes):
+    """None, or why the compiled program differed from eager: its result, an
+    exception, or the state it left. The compiled program and eager run in
+    twin namespaces, changed alike between calls."""
+    compiled_ns, eager_ns = _namespace(source), _namespace(source)
+    g = deepvisor.compile(compiled_ns["program"])
     for step, change in enumerate(["pass", "pass"] + changes):
         try:
-            exec(change, namespace)
+            exec(change, eager_ns)
         except (IndexError, KeyError):
             continue  # a change that does not apply to this state (an empty list, a missing key)
-        try:
-            want = fn(x)
-        except Exception as e:  # the program itself fails on this state: so must the compiled one
-            try:
-                g(x)
-            except type(e):
-                continue
-            return f"after {change!r}: eager raised {type(e).__name__}, compiled did not"
-        got = g(x)
-        if not torch.allclose(got, want, equal_nan=True):
-            return f"after {change!r} (step {step}): compiled {got.tolist()} != eager {want.tolist()}"
+        exec(change, compiled_ns)
+        want, eager_error = _call(eager_ns["program"], eager_ns["x"])
+        got, error = _call(g, compiled_ns["x"])
+        where = f"after {change!r} (step {step})"
+        if eager_error or error:
+            if eager_error is not error:
+                return f"{where}: eager raised {eager_error}, compiled {error}"
+        elif not torch.allclose(got, want, equal_nan=True):
+            return f"{where}: compiled {got.tolist()} != eager {want.tolist()}"
+        if _state(compiled_ns) != _state(eager_ns):
+            return f"{where}: state compiled {_state(compiled_ns)} != eager {_state(eager_ns)}"
     return None
 
 

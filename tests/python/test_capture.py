@@ -1432,6 +1432,45 @@ def test_a_class_defined_by_exec_in_a_namespace_of_its_own_is_state():
     assert deepvisor.stats(g)["captures"] == 2
 
 
+def test_writes_are_replayed_even_where_the_capture_wrote_the_value_already_there():
+    class Holder:
+        pass
+
+    h = Holder()
+    h.a = 0.5
+    table = {"k": 0.5}
+
+    def f(x):
+        h.a = 0.5  # written by every call, never read
+        table["k"] = 0.5
+        return x * 2
+
+    g = deepvisor.compile(f)
+    x = randn(3)
+    same(g, f, x)
+    h.a, table["k"] = -2.0, -2.0  # changed between calls: the next call writes them back
+    g(x)
+    assert h.a == 0.5 and table["k"] == 0.5
+
+
+def test_writes_to_the_programs_class_attributes_are_replayed():
+    class Counter:
+        halves = 1.0
+
+    def f(x):
+        Counter.halves = Counter.halves * 0.5
+        return x * 2
+
+    g = deepvisor.compile(f)
+    x = randn(3)
+    values = []
+    for start in (1.0, 1.0, 8.0, 1.0):  # the value comes back: a plan made for it replays its write
+        Counter.halves = start
+        g(x)
+        values.append(Counter.halves)
+    assert values == [0.5, 0.5, 4.0, 0.5]
+
+
 # -- Python attributes set on tensors ----------------------------------------------------
 
 def test_python_attributes_read_from_tensors_are_guarded():
