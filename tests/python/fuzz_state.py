@@ -98,21 +98,21 @@ WRITES = [
 
 def _statement(rng):
     kind = rng.randrange(5)
-    if kind == 4:
-        return rng.choice(WRITES)
-    if kind == 3:  # a compiled function, called while the program is captured
-        return "y = inner(y)"
     if kind == 0:
         return f"y = y * ({_read(rng)})"
     if kind == 1:
         return f"y = y + ({_read(rng)})"
-    return f"if ({_read(rng)}) > {rng.choice([-1.0, 0.0, 1.0, 2.0])}:\n    y = y.relu()\nelse:\n    y = y - 1"
+    if kind == 2:
+        return f"if ({_read(rng)}) > {rng.choice([-1.0, 0.0, 1.0, 2.0])}:\n    y = y.relu()\nelse:\n    y = y - 1"
+    if kind == 3:  # a compiled function, called while the program is captured
+        return "y = inner(y)"
+    return rng.choice(WRITES)
 
 
 def make_program(rng):
-    """(source of the module, the names of the changes to apply)."""
+    """(the program's module source, the changes to make between its calls)."""
     body = "\n".join(_statement(rng) for _ in range(rng.randint(1, 4)))
-    source = PRELUDE + textwrap.dedent(f"""
+    source = PRELUDE + textwrap.dedent("""
         DEFAULT = [0.25]
         def dflt(box=DEFAULT):
             return box[0]
