@@ -192,6 +192,8 @@ class Node:
 def _snapshot(obj):
     """The shallow state of a mutable object, or None for immutable ones."""
     t = type(obj)
+    if isinstance(obj, collections.OrderedDict):  # its own order, which move_to_end changes
+        return ("odict", list(obj.items()))
     if isinstance(obj, dict):
         return ("dict", list(dict.items(obj)))
     if isinstance(obj, list):

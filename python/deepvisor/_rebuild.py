@@ -395,12 +395,31 @@ class SideEffect:
                 setitem(obj, k, r.build(ctx))
         elif kind == "list":
             obj[:] = [r.build(ctx) for r in self.final]
+        elif kind == "odict":
+            for k in self.removed:
+                obj.pop(k, None)
+            for k, r in self.changes:
+                obj[k] = r.build(ctx)
+            for r in self.final or ():  # the order the run left
+                k = r.build(ctx)
+                if k in obj:
+                    obj.move_to_end(k)
         elif kind == "set":
             items = [r.build(ctx) for r in self.final]
             obj.clear()
             obj.update(items)
         elif kind == "cell":
             obj.cell_contents = self.final.build(ctx)
+
+
+def _reordered(before, after):
+    """Whether the keys of `after` are in another order than `before`'s keys
+    that remain followed by the new ones (what writes and deletions alone make)."""
+    after_keys = [k for k, _ in after]
+    kept = set(after_keys)
+    before_keys = [k for k, _ in before]
+    known = set(before_keys)
+    return [k for k in before_keys if k in kept] + [k for k in after_keys if k not in known] != after_keys
 
 
 def describe_side_effects(builder, monitor):
@@ -410,13 +429,19 @@ def describe_side_effects(builder, monitor):
         target = Const(node.obj) if node.pinned else Fetch(node)
         kind, state = now
         before = node.snapshot[1]
-        if kind in ("attrs", "dict"):
+        if kind in ("attrs", "dict", "odict"):
             old = dict(before)
             new = dict(state)
             changes = [(k, builder.of(v)) for k, v in new.items()
                        if k not in old or old[k] is not v or hashable_key(k) in node.written]
             removed = [k for k in old if k not in new]
-            out.append(SideEffect(target, kind, changes, removed, None))
+            order = None
+            if kind == "odict" and _reordered(before, state):
+                # move_to_end, popitem...: the final order is replayed, so only
+                # from the order this run started with.
+                monitor.use_all(node, "an OrderedDict the run reordered")
+                order = [builder.of(k) for k, _ in state]
+            out.append(SideEffect(target, kind, changes, removed, order))
         elif kind in ("list", "set"):
             out.append(SideEffect(target, kind, None, None, [builder.of(v) for v in state]))
         elif kind == "cell":

@@ -463,10 +463,13 @@ bool GuardProgram::run_check(const Check& c, const std::vector<PyObject*>& regs,
     case Accessor::Contains: value = as_bool(PySequence_Contains(v, c.key)); break;
     case Accessor::HasAttr: value = as_bool(PyObject_HasAttr(v, c.key)); break;
     case Accessor::Keys:
-      if (PyDict_Check(v)) {
+      if (PyDict_CheckExact(v)) {
         PyObject* keys = PyDict_Keys(v);
         value = keys ? PyList_AsTuple(keys) : nullptr;
         Py_XDECREF(keys);
+      } else if (PyDict_Check(v)) {
+        // A subclass's own order (an OrderedDict's move_to_end leaves the dict's storage order).
+        value = PySequence_Tuple(v);
       } else {
         PyErr_SetString(PyExc_TypeError, "not a dict");
       }

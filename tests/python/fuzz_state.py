@@ -6,7 +6,8 @@ changes of that state, each result compared with eager's.
 
 Each program is Python source over a fresh namespace: a dict, a list, an
 object with attributes and a method, a class attribute, a closure cell, a
-default argument, nested dicts, a property, a list of objects, a Python
+default argument, nested dicts, a property, a list of objects, an
+OrderedDict, a defaultdict, a tuple, an enum, a partial, a set, a Python
 attribute on a tensor and on the argument, and a compiled helper. Its
 statements read that state directly, through getattr, in a generator
 expression, a comprehension, a generator function, a nested function, a
@@ -64,6 +65,21 @@ class Prop:
         return self.base * 2
 P = Prop()
 LO = [Obj(), Obj()]
+import collections, enum, functools
+OD = collections.OrderedDict(a=1.0, b=2.0)
+DD = collections.defaultdict(float, a=0.5)
+T = (1.0, 2.0)
+MODE = ["relu"]
+class Color(enum.Enum):
+    RED = 1
+    BLUE = 2
+C = [Color.RED]
+PART = functools.partial(lambda a, b: a * b, 2.0)
+S = {"k0", "k1"}
+class Other:
+    a = -4.0
+    def scaled(self):
+        return 7.0
 """
 
 # Expressions that read state and give a number.
@@ -71,7 +87,11 @@ READS = [
     'D["k0"]', 'D.get("k1", 0.0)', 'L[0]', 'L[-1]', 'len(L)', 'O.a', 'getattr(O, "b")', 'K.c', 'cell_get()',
     'W.scale', 'sum(v for v in L)', '[v * 2 for v in L][0]', 'max(D.values())', 'O.scaled()', 'helper()',
     'sum(gen_values())', 'len([k for k in D if D[k] > 0])', 'fallback()', 'dflt()', 'NESTED["cfg"]["s"]',
-    'P.doubled', 'LO[0].a', 'LO[-1].scaled()', 'x.scale',
+    'P.doubled', 'LO[0].a', 'LO[-1].scaled()', 'x.scale', 'OD["a"]', 'list(OD.values())[0]', 'DD["a"]', 'DD["zz"]',
+    'T[1]', '(2.0 if MODE[0] == "relu" else -1.0)', '(1.0 if C[0] is Color.RED else 3.0)', 'PART(1.5)',
+    '(1.0 if "k0" in S else -1.0)', '(1.0 if isinstance(O, Obj) else 2.0)', 'len(type(O).__name__)',
+    'O.__dict__["a"]', 'vars(O)["b"]', 'getattr(O, "extra", 0.25)', '(1.0 if hasattr(O, "extra") else 0.0)',
+    'min(L)', 'sorted(D.values())[0]', 'next(iter(D))[-1] == "0" and 1.0 or 2.0',
 ]
 
 # Changes of the state, as statements run between calls.
@@ -80,7 +100,10 @@ CHANGES = [
     'L.append({v})', 'L.pop()', 'O.a = {v}', 'O.b = {v}', 'K.c = {v}', 'cell_set({v})', 'W.scale = {v}',
     'DEFAULT[0] = {v}', 'O.scaled = lambda: {v}', 'NESTED["cfg"]["s"] = {v}', 'NESTED["cfg"] = {{"s": {v}}}',
     'P.base = {v}', 'LO[0].a = {v}', 'LO.reverse()', 'helper = lambda: {v}', 'x.scale = {v}',
-    'Obj.scaled = lambda self: {v}',
+    'Obj.scaled = lambda self: {v}', 'OD["a"] = {v}', 'OD.move_to_end("a")', 'DD["zz"] = {v}', 'T = (1.0, {v})',
+    'MODE[0] = "tanh"', 'MODE[0] = "relu"', 'C[0] = Color.BLUE', 'PART = functools.partial(lambda a, b: a * b, {v})',
+    'S.discard("k0")', 'S.add("k0")', 'O = Other()', 'O = Obj()', 'O.__dict__["a"] = {v}', 'O.extra = {v}',
+    'del O.extra', 'L.sort()', 'D.clear()', 'D.update(k0={v}, k1={v}, k2={v})',
 ]
 
 
@@ -92,7 +115,8 @@ def _read(rng):
 WRITES = [
     'D["n"] = D.get("n", 0.0) + 1.0', 'O.b = O.b + 1.0', 'x.seen = getattr(x, "seen", 0) + 1',
     'K.c = K.c * 0.5', 'L.append(float(len(L)))', 'DEFAULT[0] = DEFAULT[0] + 0.25', 'cell_set(cell_get() * -1.0)',
-    'NESTED["cfg"]["s"] = NESTED["cfg"]["s"] + 1.0', 'LO[0].a = 0.5',
+    'NESTED["cfg"]["s"] = NESTED["cfg"]["s"] + 1.0', 'LO[0].a = 0.5', 'D.setdefault("m", 1.0)', 'L.sort()',
+    'setattr(O, "z", 1.0)', 'OD["c"] = 3.0', 'DD["hits"] += 1', 'S.add("seen")', 'OD.move_to_end(next(iter(OD)))',
 ]
 
 
@@ -144,7 +168,8 @@ def _state(ns):
 
     return (sorted(ns["D"].items()), list(ns["L"]), attrs(ns["O"]), ns["K"].c, ns["cell_get"](),
             sorted(ns["NESTED"]["cfg"].items()), list(ns["DEFAULT"]), ns["P"].base,
-            [attrs(o) for o in ns["LO"]], attrs(ns["x"]))
+            [attrs(o) for o in ns["LO"]], attrs(ns["x"]), list(ns["OD"].items()), sorted(ns["DD"].items()),
+            sorted(ns["S"]), type(ns["O"]).__name__)
 
 
 def _call(fn, x):
@@ -163,7 +188,7 @@ def check(source, changes):
     for step, change in enumerate(["pass", "pass"] + changes):
         try:
             exec(change, eager_ns)
-        except (IndexError, KeyError):
+        except (IndexError, KeyError, AttributeError):
             continue  # a change that does not apply to this state (an empty list, a missing key)
         exec(change, compiled_ns)
         want, eager_error = _call(eager_ns["program"], eager_ns["x"])

@@ -1471,6 +1471,32 @@ def test_writes_to_the_programs_class_attributes_are_replayed():
     assert values == [0.5, 0.5, 4.0, 0.5]
 
 
+def test_an_ordered_dicts_own_order_is_read_and_written():
+    order = collections.OrderedDict(a=1.0, b=2.0)
+
+    def reads(x):
+        return x.relu() if list(order.values())[0] > 1.0 else x - 1
+
+    g = deepvisor.compile(reads)
+    x = randn(5)
+    same(g, reads, x)
+    order.move_to_end("a")  # the dict's storage order stays; the OrderedDict's changes
+    same(g, reads, x)
+
+    order.move_to_end("b")  # a, b again
+
+    def rotates(x):
+        order.move_to_end(next(iter(order)))
+        return x * 2
+
+    g = deepvisor.compile(rotates)
+    seen = []
+    for _ in range(4):
+        g(x)
+        seen.append(list(order))
+    assert seen == [["b", "a"], ["a", "b"], ["b", "a"], ["a", "b"]]
+
+
 # -- Python attributes set on tensors ----------------------------------------------------
 
 def test_python_attributes_read_from_tensors_are_guarded():
