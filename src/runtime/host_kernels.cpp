@@ -10,6 +10,7 @@
 
 #include "codegen/cpp_emitter.h"
 #include "runtime/interpreter.h"
+#include "runtime/parallel_for.h"
 
 namespace dv::runtime {
 namespace {
@@ -17,21 +18,6 @@ namespace {
 bool vector_math_wanted() {
   const char* v = std::getenv("DEEPVISOR_CPU_VECTOR_MATH");
   return (v == nullptr || std::string(v) != "0") && HostCompiler::global().vector_math_available();
-}
-
-// Runs work(i) for i in [0, n) on up to one thread a core (compiles are
-// separate processes: the threads only wait on them).
-template <class F>
-void for_each_in_parallel(std::size_t n, F work) {
-  std::atomic<std::size_t> next{0};
-  auto worker = [&] {
-    for (std::size_t i; (i = next.fetch_add(1)) < n;) work(i);
-  };
-  const std::size_t threads = std::min<std::size_t>(n, std::max(1u, std::thread::hardware_concurrency()));
-  std::vector<std::thread> pool;
-  for (std::size_t t = 1; t < threads; ++t) pool.emplace_back(worker);
-  worker();
-  for (auto& t : pool) t.join();
 }
 
 // Points a thread should get at least, as ATen's own kernels use.
@@ -54,7 +40,9 @@ std::vector<HostKernel> prepare_host_kernels(const std::vector<ir::Kernel>& kern
     if (r.kernel) emitted[i] = std::move(*r.kernel);
     else out[i].why_not = "not supported by the C++ emitter: " + r.unsupported;
   }
-  for_each_in_parallel(kernels.size(), [&](std::size_t i) {
+  // One thread a core: the compiles are separate processes, the threads only wait on them.
+  const std::size_t threads = std::max(1u, std::thread::hardware_concurrency());
+  run_on_threads(kernels.size(), threads, [&](std::size_t i) {
     if (emitted[i].source.empty()) return;
     try {
       out[i].fn = compiler.get_function(emitted[i].source, emitted[i].name);

@@ -1,7 +1,6 @@
 #include "runtime/kernel_compiler.h"
 
 #include <algorithm>
-#include <atomic>
 #include <cstdlib>
 #include <exception>
 #include <stdexcept>
@@ -10,6 +9,7 @@
 #include <unordered_set>
 
 #include "runtime/nvrtc_batch.h"
+#include "runtime/parallel_for.h"
 
 namespace dv::runtime {
 namespace {
@@ -139,19 +139,6 @@ std::string program_reference(const std::string& program_key) {
 // nothing more (bench/NOTES.md, session 32) and leaves threads idle.
 constexpr std::size_t kMaxBatch = 8;
 
-// Runs work(i) for i in [0, n) on up to `threads` threads (this one included).
-template <typename F>
-void run_on_threads(std::size_t n, std::size_t threads, F work) {
-  std::atomic<std::size_t> next{0};
-  auto loop = [&] {
-    for (std::size_t i; (i = next.fetch_add(1)) < n;) work(i);
-  };
-  std::vector<std::thread> pool;
-  for (std::size_t t = 1; t < std::min(n, threads); ++t) pool.emplace_back(loop);
-  loop();
-  for (auto& t : pool) t.join();
-}
-
 }  // namespace
 
 void KernelCompiler::count_compiled(std::int64_t kernels) {
@@ -213,9 +200,12 @@ void KernelCompiler::load_or_compile_claims(std::vector<Claim>& claims, int arch
     ++stats_.disk_cache_hits;
   }
   std::vector<std::string> names;
-  std::vector<Claim*> batchable_claims;
+  std::vector<Claim*> batchable_claims, alone;
   for (Claim* c : to_compile) {
-    if (!batchable(*c->request->source)) continue;
+    if (!batchable(*c->request->source)) {
+      alone.push_back(c);
+      continue;
+    }
     names.push_back(*c->request->name);
     batchable_claims.push_back(c);
   }
@@ -225,8 +215,7 @@ void KernelCompiler::load_or_compile_claims(std::vector<Claim>& claims, int arch
     programs.emplace_back();
     for (std::size_t i : group) programs.back().push_back(batchable_claims[i]);
   }
-  for (Claim* c : to_compile)
-    if (!batchable(*c->request->source)) programs.push_back({c});
+  for (Claim* c : alone) programs.push_back({c});
   run_on_threads(programs.size(), threads, [&](std::size_t p) { compile_batch(programs[p], arch); });
   if (disk_) store_compiled(to_compile);
 }
