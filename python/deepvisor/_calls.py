@@ -242,8 +242,8 @@ def _method_call(m, node, owner, name, rest, kwargs, results, failed):
     elif name in ("__next__", "send", "throw", "close", "__setstate__"):
         refuse_taking_from(node, f"{name}()")
         m.record_read(node, ("type",), type(obj))
-    elif name in ("__setattr__", "__delattr__") and rest and is_value(rest[0]):
-        m.record_write(node, rest[0])
+    elif name in ("__setattr__", "__delattr__") and rest and isinstance(rest[0], str):
+        m.record_attribute_write(node, rest[0])
     elif name == "__getattribute__" and rest and is_value(rest[0]):
         _read_attr(m, node, rest[0], results, failed)
     else:
@@ -359,8 +359,8 @@ def _hasattr(m, args, kwargs, results, failed):
 
 def _setattr(m, args, kwargs, results, failed):
     node = m.subject(args[0]) if args else None
-    if node is not None and len(args) >= 2 and isinstance(args[1], str):
-        m.record_write(node, args[1])
+    if node is not None and not node.library_module and len(args) >= 2 and isinstance(args[1], str):
+        m.record_attribute_write(node, args[1])
 
 
 def _identity(m, args, kwargs, results, failed):

@@ -38,6 +38,7 @@ import types
 import torch
 
 from . import _C
+from . import _attributes
 from . import _bytecode as B
 from . import _table_store
 
@@ -200,13 +201,11 @@ def _snapshot(obj):
         return ("list", list.copy(obj))
     if isinstance(obj, (set,)):
         return ("set", set(obj))
-    if isinstance(obj, type):  # the program's classes: their attributes (Cls.count += 1)
-        return None if _library_class(obj) else ("attrs", list(vars(obj).items()))
-    if isinstance(obj, (types.FunctionType, types.ModuleType)):
-        return None
-    d = getattr(obj, "__dict__", None)  # a tensor's: the Python attributes set on it
-    if type(d) is dict:
-        return ("attrs", list(d.items()))
+    if isinstance(obj, types.ModuleType):  # the program's own modules (a library's are never written)
+        return None if is_library_module(obj) else ("attrs", list(vars(obj).items()))
+    items = _attributes.attribute_items(obj)  # instances (a tensor's Python attributes), classes, functions
+    if items is not None:
+        return ("attrs", items)
     if t is types.CellType:
         try:
             return ("cell", obj.cell_contents)
@@ -550,6 +549,13 @@ class StateMonitor:
 
     def record_write(self, node, key):
         node.written.add(hashable_key(key))
+
+    def record_attribute_write(self, node, name):
+        """node.name set or deleted: replayed from the attributes snapshot,
+        so a write that lands elsewhere (a C-level attribute) is refused."""
+        if node.snapshot is None or node.snapshot[0] != "attrs" or not _attributes.replayable(node.obj, name):
+            raise Unsupported(f"sets {node.name}.{name}, which a replay cannot repeat")
+        self.record_write(node, name)
 
     # -- results -----------------------------------------------------------------------
     def side_effects(self):
@@ -1061,15 +1067,15 @@ def _on_store_attr(m, name, frame, operands, results, status):
     value, obj = operands
     _refuse_library_module_write(obj, name, frame)
     node = m.node_of(obj)
-    if node is not None:
-        m.record_write(node, name)
+    if node is not None and not node.library_module:
+        m.record_attribute_write(node, name)
 
 
 def _on_delete_attr(m, name, frame, operands, results, status):
     _refuse_library_module_write(operands[0], name, frame)
     node = m.node_of(operands[0])
-    if node is not None:
-        m.record_write(node, name)
+    if node is not None and not node.library_module:
+        m.record_attribute_write(node, name)
 
 
 def _on_store_item(m, arg, frame, operands, results, status):

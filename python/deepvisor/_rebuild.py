@@ -23,6 +23,7 @@ import types
 import torch
 from torch.utils import _pytree as pytree
 
+from . import _attributes
 from ._monitor import Unsupported, hashable_key, is_value
 from ._capture import view_of_argument as _view_of_argument
 
@@ -375,18 +376,11 @@ class SideEffect:
     def apply(self, ctx):
         obj = self.target.build(ctx)
         kind = self.kind
-        if kind == "attrs" and isinstance(obj, type):  # a class's dict is read-only: through setattr
+        if kind == "attrs":
             for k in self.removed:
-                if k in vars(obj):
-                    delattr(obj, k)
+                _attributes.remove(obj, k)
             for k, r in self.changes:
-                setattr(obj, k, r.build(ctx))
-        elif kind == "attrs":
-            d = obj.__dict__
-            for k in self.removed:
-                d.pop(k, None)
-            for k, r in self.changes:
-                d[k] = r.build(ctx)
+                _attributes.put(obj, k, r.build(ctx))
         elif kind == "dict":
             setitem = dict.__setitem__ if type(obj) is dict else type(obj).__setitem__
             for k in self.removed:

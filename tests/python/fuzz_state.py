@@ -80,6 +80,41 @@ class Other:
     a = -4.0
     def scaled(self):
         return 7.0
+import dataclasses, sys, types
+class Base:
+    f = 1.0
+class Derived(Base):
+    pass
+DO = Derived()
+class Slotted:
+    __slots__ = ("p",)
+SL = Slotted()
+SL.p = 0.5
+class Cm:
+    k = 1.0
+    @classmethod
+    def get(cls):
+        return cls.k * 3
+    @staticmethod
+    def st():
+        return L[0] + 1.0
+def dfl2(a=1.0):
+    return a
+def kwd(*, s=2.0):
+    return s
+MOD = types.ModuleType(f"dv_fuzz_state_{id(D)}")  # a config module, as `import config` gives
+MOD.__file__ = f"/nonexistent/{MOD.__name__}.py"  # the user's own module, not a library's
+sys.modules[MOD.__name__] = MOD
+MOD.scale = 1.0
+@dataclasses.dataclass
+class DC:
+    s: float = 1.0
+DCI = DC()
+NT = collections.namedtuple("NT", "a b")(1.0, 2.0)
+W2 = torch.full((2,), 0.5)
+G = 1.0
+def code_fn():
+    return 1.0
 """
 
 # Expressions that read state and give a number.
@@ -92,6 +127,8 @@ READS = [
     '(1.0 if "k0" in S else -1.0)', '(1.0 if isinstance(O, Obj) else 2.0)', 'len(type(O).__name__)',
     'O.__dict__["a"]', 'vars(O)["b"]', 'getattr(O, "extra", 0.25)', '(1.0 if hasattr(O, "extra") else 0.0)',
     'min(L)', 'sorted(D.values())[0]', 'next(iter(D))[-1] == "0" and 1.0 or 2.0',
+    'DO.f', 'Derived.f', 'SL.p', 'Cm.get()', 'Cm.st()', 'dfl2()', 'kwd()', 'MOD.scale', 'DCI.s', 'NT.a', 'NT[1]',
+    'W2[0].item()', 'float(W2.sum())', 'len(W2)', 'G', 'code_fn()', 'abs(-1.5)', '(1.0 if type(O) is Obj else 2.0)',
 ]
 
 # Changes of the state, as statements run between calls.
@@ -104,6 +141,10 @@ CHANGES = [
     'MODE[0] = "tanh"', 'MODE[0] = "relu"', 'C[0] = Color.BLUE', 'PART = functools.partial(lambda a, b: a * b, {v})',
     'S.discard("k0")', 'S.add("k0")', 'O = Other()', 'O = Obj()', 'O.__dict__["a"] = {v}', 'O.extra = {v}',
     'del O.extra', 'L.sort()', 'D.clear()', 'D.update(k0={v}, k1={v}, k2={v})',
+    'Base.f = {v}', 'Derived.f = {v}', 'DO.f = {v}', 'SL.p = {v}', 'Cm.k = {v}', 'Cm.st = staticmethod(lambda: {v})',
+    'dfl2.__defaults__ = ({v},)', 'kwd.__kwdefaults__ = {{"s": {v}}}', 'MOD.scale = {v}', 'DCI.s = {v}',
+    'DCI = DC(s={v})', 'NT = NT._replace(a={v})', 'W2.add_({v})', 'W2 = torch.full((3,), {v})', 'G = {v}',
+    'code_fn.__code__ = (lambda: {v}).__code__', 'abs = lambda v: {v}', 'del abs', 'O.__class__ = Other',
 ]
 
 
@@ -117,6 +158,8 @@ WRITES = [
     'K.c = K.c * 0.5', 'L.append(float(len(L)))', 'DEFAULT[0] = DEFAULT[0] + 0.25', 'cell_set(cell_get() * -1.0)',
     'NESTED["cfg"]["s"] = NESTED["cfg"]["s"] + 1.0', 'LO[0].a = 0.5', 'D.setdefault("m", 1.0)', 'L.sort()',
     'setattr(O, "z", 1.0)', 'OD["c"] = 3.0', 'DD["hits"] += 1', 'S.add("seen")', 'OD.move_to_end(next(iter(OD)))',
+    'G = G + 1.0', 'MOD.scale = MOD.scale * 2.0', 'DCI.s += 1.0', 'SL.p = SL.p + 1.0', 'W2.mul_(2.0)',
+    'Cm.k = Cm.k + 1.0', 'Base.f = Base.f + 0.5',
 ]
 
 
@@ -147,7 +190,7 @@ def make_program(rng):
                 return D["k2"]
             except KeyError:
                 return -3.0
-        """) + "def program(x):\n    y = x * 1.0\n" + textwrap.indent(body, "    ") + "\n    return y\n"
+        """) + "def program(x):\n    global G\n    y = x * 1.0\n" + textwrap.indent(body, "    ") + "\n    return y\n"
     changes = [rng.choice(CHANGES).format(v=rng.choice([-2.0, -0.5, 0.5, 3.0])) for _ in range(rng.randint(1, 4))]
     return source, changes
 
@@ -169,7 +212,9 @@ def _state(ns):
     return (sorted(ns["D"].items()), list(ns["L"]), attrs(ns["O"]), ns["K"].c, ns["cell_get"](),
             sorted(ns["NESTED"]["cfg"].items()), list(ns["DEFAULT"]), ns["P"].base,
             [attrs(o) for o in ns["LO"]], attrs(ns["x"]), list(ns["OD"].items()), sorted(ns["DD"].items()),
-            sorted(ns["S"]), type(ns["O"]).__name__)
+            sorted(ns["S"]), type(ns["O"]).__name__, ns["Base"].f, vars(ns["Derived"]).get("f"), attrs(ns["DO"]),
+            ns["SL"].p, ns["Cm"].k, ns["dfl2"].__defaults__, ns["kwd"].__kwdefaults__, ns["MOD"].scale, ns["DCI"].s,
+            tuple(ns["NT"]), ns["W2"].tolist(), ns["G"])
 
 
 def _call(fn, x):
@@ -188,7 +233,7 @@ def check(source, changes):
     for step, change in enumerate(["pass", "pass"] + changes):
         try:
             exec(change, eager_ns)
-        except (IndexError, KeyError, AttributeError):
+        except (IndexError, KeyError, AttributeError, NameError):
             continue  # a change that does not apply to this state (an empty list, a missing key)
         exec(change, compiled_ns)
         want, eager_error = _call(eager_ns["program"], eager_ns["x"])
