@@ -1471,6 +1471,102 @@ def test_writes_to_the_programs_class_attributes_are_replayed():
     assert values == [0.5, 0.5, 4.0, 0.5]
 
 
+def _replayed_values(g, x, reset, read, starts=(1.0, 1.0, 8.0, 1.0)):
+    """read() after each call of g, with reset(start) before it: a plan made
+    for a value that comes back replays its writes."""
+    values = []
+    for start in starts:
+        reset(start)
+        g(x)
+        values.append(read())
+    return values
+
+
+def test_writes_to_slots_are_replayed():
+    class Slotted:
+        __slots__ = ("p",)
+
+    class Mixed:  # slots and a __dict__
+        __slots__ = ("p", "__dict__")
+
+    s, m = Slotted(), Mixed()
+
+    def f(x):
+        s.p = s.p * 0.5
+        m.p = m.p * 0.5
+        m.q = m.p + 1.0
+        return x * 2
+
+    def reset(v):
+        s.p = m.p = v
+
+    g = deepvisor.compile(f)
+    values = _replayed_values(g, randn(3), reset, lambda: (s.p, m.p, m.q))
+    assert values == [(0.5, 0.5, 1.5), (0.5, 0.5, 1.5), (4.0, 4.0, 5.0), (0.5, 0.5, 1.5)]
+
+
+def test_writes_to_a_functions_attributes_and_defaults_are_replayed():
+    def helper(a=1.0):
+        return a
+
+    helper.calls = 0.0
+
+    def f(x):
+        helper.calls = helper.calls + 1.0
+        helper.__defaults__ = (helper.calls,)
+        return x * 2
+
+    def reset(v):
+        helper.calls, helper.__defaults__ = v, (v,)
+
+    g = deepvisor.compile(f)
+    values = _replayed_values(g, randn(3), reset, lambda: (helper.calls, helper()))
+    assert values == [(2.0, 2.0), (2.0, 2.0), (9.0, 9.0), (2.0, 2.0)]
+
+
+def test_writes_to_the_programs_module_are_replayed():
+    config = types.ModuleType("dv_test_config")
+    config.__file__ = "/nonexistent/dv_test_config.py"  # the user's module, not a library's
+    config.scale = 1.0
+
+    def f(x):
+        config.scale = config.scale * 0.5
+        return x * config.scale
+
+    def reset(v):
+        config.scale = v
+
+    g = deepvisor.compile(f)
+    values = _replayed_values(g, randn(3), reset, lambda: config.scale)
+    assert values == [0.5, 0.5, 4.0, 0.5]
+
+
+def test_a_write_that_a_replay_cannot_repeat_runs_eagerly():
+    w = randn(3)
+
+    class A:
+        pass
+
+    class B:
+        pass
+
+    o = A()
+
+    def c_attribute(x):
+        w.requires_grad = False  # a tensor's C-level attribute, in no snapshot
+        return x + w
+
+    def changes_class(x):
+        o.__class__ = B
+        return x + 1
+
+    for fn in (c_attribute, changes_class):
+        g = deepvisor.compile(fn)
+        same(g, fn, w)
+        assert deepvisor.stats(g)["eager_calls"] == 1
+    assert type(o) is B
+
+
 def test_an_ordered_dicts_own_order_is_read_and_written():
     order = collections.OrderedDict(a=1.0, b=2.0)
 
