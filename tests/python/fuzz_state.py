@@ -8,7 +8,11 @@ Each program is Python source over a fresh namespace: a dict, a list, an
 object with attributes and a method, a class attribute, a closure cell, a
 default argument, nested dicts, a property, a list of objects, an
 OrderedDict, a defaultdict, a tuple, an enum, a partial, a set, a Python
-attribute on a tensor and on the argument, and a compiled helper. Its
+attribute on a tensor and on the argument, a compiled helper, inherited and
+slotted attributes, class and static methods, function defaults, the
+program's own module, a dataclass, a namedtuple, tensors read as numbers,
+globals that shadow builtins, non-string dict keys; the argument itself
+changes too (its values, size, dtype, strides). Its
 statements read that state directly, through getattr, in a generator
 expression, a comprehension, a generator function, a nested function, a
 method or a compiled function, and use what they read as a factor, a term or
@@ -115,6 +119,8 @@ W2 = torch.full((2,), 0.5)
 G = 1.0
 def code_fn():
     return 1.0
+D2 = {1: 0.5, (1, 2): 1.5}
+TL = [torch.ones(2)]
 """
 
 # Expressions that read state and give a number.
@@ -129,6 +135,8 @@ READS = [
     'min(L)', 'sorted(D.values())[0]', 'next(iter(D))[-1] == "0" and 1.0 or 2.0',
     'DO.f', 'Derived.f', 'SL.p', 'Cm.get()', 'Cm.st()', 'dfl2()', 'kwd()', 'MOD.scale', 'DCI.s', 'NT.a', 'NT[1]',
     'W2[0].item()', 'float(W2.sum())', 'len(W2)', 'G', 'code_fn()', 'abs(-1.5)', '(1.0 if type(O) is Obj else 2.0)',
+    'x.sum().item()', 'float(x[0])', 'len(x)', 'x.shape[0]', '(1.0 if x.dtype == torch.float64 else 2.0)',
+    '(1.0 if x.is_contiguous() else 2.0)', 'x.abs().max().item()', 'D2[1]', 'D2[(1, 2)]', 'TL[0].sum().item()',
 ]
 
 # Changes of the state, as statements run between calls.
@@ -145,6 +153,9 @@ CHANGES = [
     'dfl2.__defaults__ = ({v},)', 'kwd.__kwdefaults__ = {{"s": {v}}}', 'MOD.scale = {v}', 'DCI.s = {v}',
     'DCI = DC(s={v})', 'NT = NT._replace(a={v})', 'W2.add_({v})', 'W2 = torch.full((3,), {v})', 'G = {v}',
     'code_fn.__code__ = (lambda: {v}).__code__', 'abs = lambda v: {v}', 'del abs', 'O.__class__ = Other',
+    'x = torch.linspace(-2.0, 2.0, 7)', 'x = torch.linspace(-1.0, 1.0, 10)[::2]', 'x = x.double()', 'x = x * {v}',
+    'x.mul_({v})', 'x = x.clone()', 'D2[1] = {v}', 'D2[(1, 2)] = {v}', 'TL[0] = torch.full((2,), {v})',
+    'TL[0].mul_({v})', 'del helper',
 ]
 
 
@@ -159,7 +170,7 @@ WRITES = [
     'NESTED["cfg"]["s"] = NESTED["cfg"]["s"] + 1.0', 'LO[0].a = 0.5', 'D.setdefault("m", 1.0)', 'L.sort()',
     'setattr(O, "z", 1.0)', 'OD["c"] = 3.0', 'DD["hits"] += 1', 'S.add("seen")', 'OD.move_to_end(next(iter(OD)))',
     'G = G + 1.0', 'MOD.scale = MOD.scale * 2.0', 'DCI.s += 1.0', 'SL.p = SL.p + 1.0', 'W2.mul_(2.0)',
-    'Cm.k = Cm.k + 1.0', 'Base.f = Base.f + 0.5',
+    'Cm.k = Cm.k + 1.0', 'Base.f = Base.f + 0.5', 'x.add_(0.5)', 'TL[0].add_(1.0)', 'D2[1] = D2[1] * 2.0',
 ]
 
 
@@ -214,7 +225,8 @@ def _state(ns):
             [attrs(o) for o in ns["LO"]], attrs(ns["x"]), list(ns["OD"].items()), sorted(ns["DD"].items()),
             sorted(ns["S"]), type(ns["O"]).__name__, ns["Base"].f, vars(ns["Derived"]).get("f"), attrs(ns["DO"]),
             ns["SL"].p, ns["Cm"].k, ns["dfl2"].__defaults__, ns["kwd"].__kwdefaults__, ns["MOD"].scale, ns["DCI"].s,
-            tuple(ns["NT"]), ns["W2"].tolist(), ns["G"])
+            tuple(ns["NT"]), ns["W2"].tolist(), ns["G"], ns["x"].tolist(), ns["x"].dtype, sorted(ns["D2"].items(), key=str),
+            [t.tolist() for t in ns["TL"]])
 
 
 def _call(fn, x):
