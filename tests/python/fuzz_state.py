@@ -11,8 +11,11 @@ OrderedDict, a defaultdict, a tuple, an enum, a partial, a set, a Python
 attribute on a tensor and on the argument, a compiled helper, inherited and
 slotted attributes, class and static methods, function defaults, the
 program's own module, a dataclass, a namedtuple, tensors read as numbers,
-globals that shadow builtins, non-string dict keys; the argument itself
-changes too (its values, size, dtype, strides). Its
+globals that shadow builtins, non-string dict keys, a property with a
+setter, a __getattr__ config, a container class, tensors held in a dict
+and a list (graph inputs), an nn.Linear (its parameters changed in place,
+through .data or replaced; the module replaced; hooks added and removed);
+the argument itself changes too (its values, size, dtype, strides). Its
 statements read that state directly, through getattr, in a generator
 expression, a comprehension, a generator function, a nested function, a
 method or a compiled function, and use what they read as a factor, a term or
@@ -67,6 +70,9 @@ class Prop:
     @property
     def doubled(self):
         return self.base * 2
+    @doubled.setter
+    def doubled(self, v):
+        self.base = v / 2
 P = Prop()
 LO = [Obj(), Obj()]
 import collections, enum, functools
@@ -121,6 +127,28 @@ def code_fn():
     return 1.0
 D2 = {1: 0.5, (1, 2): 1.5}
 TL = [torch.ones(2)]
+class Cfg:
+    def __init__(self):
+        self._d = {"lr": 0.5}
+    def __getattr__(self, k):
+        return self._d[k]
+CFG = Cfg()
+class Box:
+    def __init__(self):
+        self.items = [1.0, 2.0]
+    def __getitem__(self, i):
+        return self.items[i]
+    def __len__(self):
+        return len(self.items)
+BX = Box()
+TD = {"w": torch.ones(2)}
+def make_linear(w):
+    m = torch.nn.Linear(1, 1)
+    m.weight.data.fill_(w)
+    m.bias.data.fill_(0.25)
+    return m
+M = make_linear(0.5)
+HOOKS = []
 """
 
 # Expressions that read state and give a number.
@@ -137,7 +165,11 @@ READS = [
     'W2[0].item()', 'float(W2.sum())', 'len(W2)', 'G', 'code_fn()', 'abs(-1.5)', '(1.0 if type(O) is Obj else 2.0)',
     'x.sum().item()', 'float(x[0])', 'len(x)', 'x.shape[0]', '(1.0 if x.dtype == torch.float64 else 2.0)',
     '(1.0 if x.is_contiguous() else 2.0)', 'x.abs().max().item()', 'D2[1]', 'D2[(1, 2)]', 'TL[0].sum().item()',
+    'CFG.lr', 'BX[0]', 'len(BX)', 'globals()["G"]', 'sum(v for k, v in D.items())',
 ]
+
+# Expressions that read tensors of the state and give a tensor (a graph input; a parameter).
+TENSOR_READS = ['TD["w"].sum()', 'TL[0].mean()', 'W2[0]', 'M(y.unsqueeze(-1)).squeeze(-1)']
 
 # Changes of the state, as statements run between calls.
 CHANGES = [
@@ -155,7 +187,12 @@ CHANGES = [
     'code_fn.__code__ = (lambda: {v}).__code__', 'abs = lambda v: {v}', 'del abs', 'O.__class__ = Other',
     'x = torch.linspace(-2.0, 2.0, 7)', 'x = torch.linspace(-1.0, 1.0, 10)[::2]', 'x = x.double()', 'x = x * {v}',
     'x.mul_({v})', 'x = x.clone()', 'D2[1] = {v}', 'D2[(1, 2)] = {v}', 'TL[0] = torch.full((2,), {v})',
-    'TL[0].mul_({v})', 'del helper',
+    'TL[0].mul_({v})', 'del helper', 'P.doubled = {v}', 'CFG._d["lr"] = {v}', 'BX.items[0] = {v}',
+    'BX.items.append({v})', 'TD["w"] = torch.full((2,), {v})', 'TD["w"].add_({v})', 'M.weight.mul_({v})',
+    'M.bias.fill_({v})', 'M.weight = torch.nn.Parameter(torch.full((1, 1), {v}))',
+    'M.bias.data = torch.full((1,), {v})', 'M.eval()', 'M.train()', 'M = make_linear({v})',
+    'HOOKS.append(M.register_forward_hook(lambda m, i, o: o * {v}))',
+    'HOOKS.append(M.register_forward_pre_hook(lambda m, i: (i[0] + {v},)))', 'HOOKS.pop().remove()',
 ]
 
 
@@ -171,11 +208,14 @@ WRITES = [
     'setattr(O, "z", 1.0)', 'OD["c"] = 3.0', 'DD["hits"] += 1', 'S.add("seen")', 'OD.move_to_end(next(iter(OD)))',
     'G = G + 1.0', 'MOD.scale = MOD.scale * 2.0', 'DCI.s += 1.0', 'SL.p = SL.p + 1.0', 'W2.mul_(2.0)',
     'Cm.k = Cm.k + 1.0', 'Base.f = Base.f + 0.5', 'x.add_(0.5)', 'TL[0].add_(1.0)', 'D2[1] = D2[1] * 2.0',
+    'P.doubled = P.doubled + 1.0', 'TD["w"].mul_(0.5)', 'CFG._d["lr"] = CFG.lr * 2.0',
 ]
 
 
 def _statement(rng):
-    kind = rng.randrange(5)
+    kind = rng.randrange(6)
+    if kind == 5:
+        return f"y = y + {rng.choice(TENSOR_READS)}" if rng.random() < 0.5 else f"y = y * {rng.choice(TENSOR_READS)}"
     if kind == 0:
         return f"y = y * ({_read(rng)})"
     if kind == 1:
@@ -226,7 +266,8 @@ def _state(ns):
             sorted(ns["S"]), type(ns["O"]).__name__, ns["Base"].f, vars(ns["Derived"]).get("f"), attrs(ns["DO"]),
             ns["SL"].p, ns["Cm"].k, ns["dfl2"].__defaults__, ns["kwd"].__kwdefaults__, ns["MOD"].scale, ns["DCI"].s,
             tuple(ns["NT"]), ns["W2"].tolist(), ns["G"], ns["x"].tolist(), ns["x"].dtype, sorted(ns["D2"].items(), key=str),
-            [t.tolist() for t in ns["TL"]])
+            [t.tolist() for t in ns["TL"]], dict(ns["CFG"]._d), list(ns["BX"].items), ns["TD"]["w"].tolist(),
+            ns["M"].weight.tolist(), ns["M"].bias.tolist(), ns["M"].training)
 
 
 def _call(fn, x):
