@@ -518,6 +518,12 @@ bool GuardProgram::run_check(const Check& c, const std::vector<PyObject*>& regs,
   return ok;
 }
 
+bool GuardProgram::watched_instances_unchanged() const {
+  for (const WatchedInstance& w : watched_instances_)
+    if (Py_TYPE(w.object) != w.type || *w.dict_slot != w.dict) return false;
+  return true;
+}
+
 bool GuardProgram::versions_unchanged() const {
   const std::size_t nd = fast_dicts_.size();
   for (std::size_t i = 0; i < nd; ++i) {
@@ -542,9 +548,13 @@ void GuardProgram::remember_fast_versions() {
   fast_dicts_.clear();
   fast_instances_.clear();
   slow_groups_.clear();
+  watched_instances_.clear();
   for (std::size_t i = 0; i < groups_.size(); ++i) {
     const Group& g = groups_[i];
     PyObject* object = pinned_[g.reg];
+    if (g.watched && !PyDict_Check(object)) {
+      if (PyObject** slot = _PyObject_GetDictPtr(object)) watched_instances_.push_back({object, g.type, slot, g.dict});
+    }
     if (!g.versioned || !g.validated) {
       slow_groups_.push_back(static_cast<int>(i));
     } else if (PyDict_Check(object)) {
@@ -701,6 +711,9 @@ bool GuardProgram::run(PyObject* args, PyObject* kwargs, std::vector<at::Tensor>
         if (why) *why = "the same tensor is passed where the capture had two";
         return false;
       }
+  // Assigning an object's __class__ or __dict__ changes no watched dict or
+  // type: the watched objects' own type and dict are compared each call.
+  if (!dirty_ && !watched_instances_unchanged()) dirty_ = true;
   const bool clean = !dirty_ && why == nullptr;
   if (clean && unwatched_valid_ && watching_available()) {
     // Nothing watched changed: only the groups no watcher covers.
@@ -744,7 +757,13 @@ bool GuardProgram::run(PyObject* args, PyObject* kwargs, std::vector<at::Tensor>
     for (int c = g.first_check; c < g.end_check; ++c)
       if (!run_check(checks_[c], regs, why)) return false;
     if (why == nullptr) {
+      const PyObject* old_dict = g.dict;
+      const PyTypeObject* old_type = g.type;
       remember_versions(g, object);
+      if (g.watched && (g.dict != old_dict || g.type != old_type)) {
+        g.watched = false;  // a new __dict__ or __class__: watch those instead
+        unwatched_valid_ = false;
+      }
       watch(g, object);
     }
   }

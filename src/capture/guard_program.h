@@ -252,6 +252,15 @@ class GuardProgram {
   };
   std::vector<DictVersion> fast_dicts_;
   std::vector<InstanceVersion> fast_instances_;
+  // The watched instances' type and dict, which no watcher covers (valid with fast_valid_).
+  struct WatchedInstance {
+    PyObject* object;
+    PyTypeObject* type;
+    PyObject** dict_slot;
+    PyObject* dict;
+  };
+  std::vector<WatchedInstance> watched_instances_;
+  bool watched_instances_unchanged() const;
   std::vector<int> slow_groups_;  // groups no version covers
   bool fast_valid_ = false;
   bool versions_unchanged() const;

@@ -1471,6 +1471,31 @@ def test_writes_to_the_programs_class_attributes_are_replayed():
     assert values == [0.5, 0.5, 4.0, 0.5]
 
 
+def test_an_objects_class_or_dict_reassigned_is_seen():
+    """Assigning __class__ or __dict__ changes no dict or type that 3.12's
+    watchers cover. Once stale there."""
+    class Obj:
+        a = 1.0
+
+    class Other:
+        a = 5.0
+
+    o = Obj()
+    o.b = 2.0
+
+    def f(x):
+        return x * (1.0 if isinstance(o, Obj) else 2.0) * o.a * o.b
+
+    g = deepvisor.compile(f)
+    x = randn(3)
+    changes = [lambda: None, lambda: setattr(o, "__class__", Other), lambda: setattr(o, "__dict__", {"b": 7.0}),
+               lambda: setattr(o, "b", 3.0), lambda: setattr(o, "__class__", Obj)]
+    for change in changes:
+        change()
+        same(g, f, x)
+        same(g, f, x)
+
+
 def _replayed_values(g, x, reset, read, starts=(1.0, 1.0, 8.0, 1.0)):
     """read() after each call of g, with reset(start) before it: a plan made
     for a value that comes back replays its writes."""
