@@ -15,7 +15,11 @@ globals that shadow builtins, non-string dict keys, a property with a
 setter, a __getattr__ config, a container class, tensors held in a dict
 and a list (graph inputs), an nn.Linear (its parameters changed in place,
 through .data or replaced; the module replaced; hooks added and removed);
-the argument itself changes too (its values, size, dtype, strides). Its
+the argument itself changes too (its values, size, dtype, strides). Two
+programs in five are an nn.Module's forward, compiled as the module, that
+also read and write their own attributes, config dict, buffer, training
+flag and submodules (a ModuleList grown, shrunk or replaced in part; a
+forward hook added). Its
 statements read that state directly, through getattr, in a generator
 expression, a comprehension, a generator function, a nested function, a
 method or a compiled function, and use what they read as a factor, a term or
@@ -149,6 +153,15 @@ def make_linear(w):
     return m
 M = make_linear(0.5)
 HOOKS = []
+class Prog(torch.nn.Module):  # the base of the programs that are modules
+    def __init__(self):
+        super().__init__()
+        self.scale = 1.5
+        self.cfg = {"k": 0.5}
+        self.use_relu = True
+        self.lin = make_linear(0.5)
+        self.layers = torch.nn.ModuleList([make_linear(0.25), make_linear(2.0)])
+        self.register_buffer("buf", torch.ones(1))
 """
 
 # Expressions that read state and give a number.
@@ -167,6 +180,12 @@ READS = [
     '(1.0 if x.is_contiguous() else 2.0)', 'x.abs().max().item()', 'D2[1]', 'D2[(1, 2)]', 'TL[0].sum().item()',
     'CFG.lr', 'BX[0]', 'len(BX)', 'globals()["G"]', 'sum(v for k, v in D.items())',
 ]
+
+# What a program that is a module reads of itself: numbers, then tensors.
+SELF_READS = ['self.scale', 'self.cfg["k"]', '(1.0 if self.use_relu else 2.0)', '(1.0 if self.training else 3.0)',
+              'len(self.layers)', 'self.buf.sum().item()', 'getattr(self, "calls", 0.5)']
+SELF_TENSOR_READS = ['self.lin(y.unsqueeze(-1)).squeeze(-1)', 'self.layers[-1](y.unsqueeze(-1)).squeeze(-1)',
+                     'self.buf', 'sum(layer.weight.sum() for layer in self.layers)']
 
 # Expressions that read tensors of the state and give a tensor (a graph input; a parameter).
 TENSOR_READS = ['TD["w"].sum()', 'TL[0].mean()', 'W2[0]', 'M(y.unsqueeze(-1)).squeeze(-1)']
@@ -195,6 +214,15 @@ CHANGES = [
     'HOOKS.append(M.register_forward_pre_hook(lambda m, i: (i[0] + {v},)))', 'HOOKS.pop().remove()',
 ]
 
+# Changes of a program that is a module (the others do not apply to a function: skipped).
+MODULE_CHANGES = [
+    'program.scale = {v}', 'program.cfg["k"] = {v}', 'program.use_relu = False', 'program.train()', 'program.eval()',
+    'program.layers.append(make_linear({v}))', 'program.layers[0] = make_linear({v})', 'del program.layers[0]',
+    'program.lin = make_linear({v})', 'program.buf.add_({v})', 'program.buf = torch.full((1,), {v})',
+    'program.lin.weight.mul_({v})', 'HOOKS.append(program.register_forward_hook(lambda m, i, o: o * {v}))',
+    'program.calls = {v}', 'del program.calls',
+]
+
 
 def _read(rng):
     return rng.choice(READS)
@@ -210,26 +238,34 @@ WRITES = [
     'Cm.k = Cm.k + 1.0', 'Base.f = Base.f + 0.5', 'x.add_(0.5)', 'TL[0].add_(1.0)', 'D2[1] = D2[1] * 2.0',
     'P.doubled = P.doubled + 1.0', 'TD["w"].mul_(0.5)', 'CFG._d["lr"] = CFG.lr * 2.0',
 ]
+SELF_WRITES = ['self.scale = self.scale * 0.5', 'self.cfg["k"] += 1.0', 'self.buf.add_(1.0)',
+               'self.calls = getattr(self, "calls", 0) + 1']
 
 
-def _statement(rng):
+def _statement(rng, module):
+    """One statement of the program; `module`: it is a module's forward (self is there)."""
+    def read():
+        return rng.choice(SELF_READS) if module and rng.random() < 0.4 else _read(rng)
+
     kind = rng.randrange(6)
     if kind == 5:
-        return f"y = y + {rng.choice(TENSOR_READS)}" if rng.random() < 0.5 else f"y = y * {rng.choice(TENSOR_READS)}"
+        tensors = TENSOR_READS + SELF_TENSOR_READS if module else TENSOR_READS
+        return f"y = y + {rng.choice(tensors)}" if rng.random() < 0.5 else f"y = y * {rng.choice(tensors)}"
     if kind == 0:
-        return f"y = y * ({_read(rng)})"
+        return f"y = y * ({read()})"
     if kind == 1:
-        return f"y = y + ({_read(rng)})"
+        return f"y = y + ({read()})"
     if kind == 2:
-        return f"if ({_read(rng)}) > {rng.choice([-1.0, 0.0, 1.0, 2.0])}:\n    y = y.relu()\nelse:\n    y = y - 1"
+        return f"if ({read()}) > {rng.choice([-1.0, 0.0, 1.0, 2.0])}:\n    y = y.relu()\nelse:\n    y = y - 1"
     if kind == 3:  # a compiled function, called while the program is captured
         return "y = inner(y)"
-    return rng.choice(WRITES)
+    return rng.choice(WRITES + SELF_WRITES if module else WRITES)
 
 
 def make_program(rng):
     """(the program's module source, the changes to make between its calls)."""
-    body = "\n".join(_statement(rng) for _ in range(rng.randint(1, 4)))
+    module = rng.random() < 0.4  # a module's forward, compiled as the module
+    body = "\n".join(_statement(rng, module) for _ in range(rng.randint(1, 4)))
     source = PRELUDE + textwrap.dedent("""
         DEFAULT = [0.25]
         def dflt(box=DEFAULT):
@@ -241,8 +277,14 @@ def make_program(rng):
                 return D["k2"]
             except KeyError:
                 return -3.0
-        """) + "def program(x):\n    global G\n    y = x * 1.0\n" + textwrap.indent(body, "    ") + "\n    return y\n"
-    changes = [rng.choice(CHANGES).format(v=rng.choice([-2.0, -0.5, 0.5, 3.0])) for _ in range(rng.randint(1, 4))]
+        """)
+    if module:
+        source += ("class Program(Prog):\n    def forward(self, x):\n        global G\n        y = x * 1.0\n" +
+                   textwrap.indent(body, "        ") + "\n        return y\nprogram = Program()\n")
+    else:
+        source += "def program(x):\n    global G\n    y = x * 1.0\n" + textwrap.indent(body, "    ") + "\n    return y\n"
+    pool = CHANGES + MODULE_CHANGES if module else CHANGES
+    changes = [rng.choice(pool).format(v=rng.choice([-2.0, -0.5, 0.5, 3.0])) for _ in range(rng.randint(1, 4))]
     return source, changes
 
 
@@ -267,7 +309,14 @@ def _state(ns):
             ns["SL"].p, ns["Cm"].k, ns["dfl2"].__defaults__, ns["kwd"].__kwdefaults__, ns["MOD"].scale, ns["DCI"].s,
             tuple(ns["NT"]), ns["W2"].tolist(), ns["G"], ns["x"].tolist(), ns["x"].dtype, sorted(ns["D2"].items(), key=str),
             [t.tolist() for t in ns["TL"]], dict(ns["CFG"]._d), list(ns["BX"].items), ns["TD"]["w"].tolist(),
-            ns["M"].weight.tolist(), ns["M"].bias.tolist(), ns["M"].training)
+            ns["M"].weight.tolist(), ns["M"].bias.tolist(), ns["M"].training, _module_state(ns["program"]))
+
+
+def _module_state(p):
+    if not isinstance(p, torch.nn.Module):
+        return None
+    return (p.scale, dict(p.cfg), p.use_relu, p.training, [m.weight.tolist() for m in p.layers], p.buf.tolist(),
+            p.lin.weight.tolist(), getattr(p, "calls", None))
 
 
 def _call(fn, x):
