@@ -19,7 +19,8 @@ the argument itself changes too (its values, size, dtype, strides). Two
 programs in five are an nn.Module's forward, compiled as the module, that
 also read and write their own attributes, config dict, buffer, training
 flag and submodules (a ModuleList grown, shrunk or replaced in part; a
-forward hook added). Its
+forward hook added). Every program takes a dict as its second argument,
+which it reads and writes, and which the changes edit or replace. Its
 statements read that state directly, through getattr, in a generator
 expression, a comprehension, a generator function, a nested function, a
 method or a compiled function, and use what they read as a factor, a term or
@@ -153,6 +154,7 @@ def make_linear(w):
     return m
 M = make_linear(0.5)
 HOOKS = []
+OPTS = {"s": 1.0, "n": 0}  # passed as the second argument
 class Prog(torch.nn.Module):  # the base of the programs that are modules
     def __init__(self):
         super().__init__()
@@ -178,7 +180,8 @@ READS = [
     'W2[0].item()', 'float(W2.sum())', 'len(W2)', 'G', 'code_fn()', 'abs(-1.5)', '(1.0 if type(O) is Obj else 2.0)',
     'x.sum().item()', 'float(x[0])', 'len(x)', 'x.shape[0]', '(1.0 if x.dtype == torch.float64 else 2.0)',
     '(1.0 if x.is_contiguous() else 2.0)', 'x.abs().max().item()', 'D2[1]', 'D2[(1, 2)]', 'TL[0].sum().item()',
-    'CFG.lr', 'BX[0]', 'len(BX)', 'globals()["G"]', 'sum(v for k, v in D.items())',
+    'CFG.lr', 'BX[0]', 'len(BX)', 'globals()["G"]', 'sum(v for k, v in D.items())', 'opts["s"]',
+    'opts.get("extra", 0.5)', 'len(opts)',
 ]
 
 # What a program that is a module reads of itself: numbers, then tensors.
@@ -212,6 +215,7 @@ CHANGES = [
     'M.bias.data = torch.full((1,), {v})', 'M.eval()', 'M.train()', 'M = make_linear({v})',
     'HOOKS.append(M.register_forward_hook(lambda m, i, o: o * {v}))',
     'HOOKS.append(M.register_forward_pre_hook(lambda m, i: (i[0] + {v},)))', 'HOOKS.pop().remove()',
+    'OPTS = {{"s": {v}, "n": 0}}', 'OPTS["s"] = {v}', 'OPTS["extra"] = {v}', 'OPTS = dict(OPTS)',
 ]
 
 # Changes of a program that is a module (the others do not apply to a function: skipped).
@@ -237,6 +241,7 @@ WRITES = [
     'G = G + 1.0', 'MOD.scale = MOD.scale * 2.0', 'DCI.s += 1.0', 'SL.p = SL.p + 1.0', 'W2.mul_(2.0)',
     'Cm.k = Cm.k + 1.0', 'Base.f = Base.f + 0.5', 'x.add_(0.5)', 'TL[0].add_(1.0)', 'D2[1] = D2[1] * 2.0',
     'P.doubled = P.doubled + 1.0', 'TD["w"].mul_(0.5)', 'CFG._d["lr"] = CFG.lr * 2.0',
+    'opts["n"] = opts["n"] + 1', 'opts.setdefault("seen", 1.0)',
 ]
 SELF_WRITES = ['self.scale = self.scale * 0.5', 'self.cfg["k"] += 1.0', 'self.buf.add_(1.0)',
                'self.calls = getattr(self, "calls", 0) + 1']
@@ -279,10 +284,10 @@ def make_program(rng):
                 return -3.0
         """)
     if module:
-        source += ("class Program(Prog):\n    def forward(self, x):\n        global G\n        y = x * 1.0\n" +
+        source += ("class Program(Prog):\n    def forward(self, x, opts):\n        global G\n        y = x * 1.0\n" +
                    textwrap.indent(body, "        ") + "\n        return y\nprogram = Program()\n")
     else:
-        source += "def program(x):\n    global G\n    y = x * 1.0\n" + textwrap.indent(body, "    ") + "\n    return y\n"
+        source += "def program(x, opts):\n    global G\n    y = x * 1.0\n" + textwrap.indent(body, "    ") + "\n    return y\n"
     pool = CHANGES + MODULE_CHANGES if module else CHANGES
     changes = [rng.choice(pool).format(v=rng.choice([-2.0, -0.5, 0.5, 3.0])) for _ in range(rng.randint(1, 4))]
     return source, changes
@@ -309,7 +314,8 @@ def _state(ns):
             ns["SL"].p, ns["Cm"].k, ns["dfl2"].__defaults__, ns["kwd"].__kwdefaults__, ns["MOD"].scale, ns["DCI"].s,
             tuple(ns["NT"]), ns["W2"].tolist(), ns["G"], ns["x"].tolist(), ns["x"].dtype, sorted(ns["D2"].items(), key=str),
             [t.tolist() for t in ns["TL"]], dict(ns["CFG"]._d), list(ns["BX"].items), ns["TD"]["w"].tolist(),
-            ns["M"].weight.tolist(), ns["M"].bias.tolist(), ns["M"].training, _module_state(ns["program"]))
+            ns["M"].weight.tolist(), ns["M"].bias.tolist(), ns["M"].training, _module_state(ns["program"]),
+            sorted(ns["OPTS"].items()))
 
 
 def _module_state(p):
@@ -319,9 +325,9 @@ def _module_state(p):
             p.lin.weight.tolist(), getattr(p, "calls", None))
 
 
-def _call(fn, x):
+def _call(fn, x, opts):
     try:
-        return fn(x), None
+        return fn(x, opts), None
     except Exception as e:  # the program itself fails on this state: so must the compiled one
         return None, type(e)
 
@@ -338,8 +344,8 @@ def check(source, changes):
         except (IndexError, KeyError, AttributeError, NameError):
             continue  # a change that does not apply to this state (an empty list, a missing key)
         exec(change, compiled_ns)
-        want, eager_error = _call(eager_ns["program"], eager_ns["x"])
-        got, error = _call(g, compiled_ns["x"])
+        want, eager_error = _call(eager_ns["program"], eager_ns["x"], eager_ns["OPTS"])
+        got, error = _call(g, compiled_ns["x"], compiled_ns["OPTS"])
         where = f"after {change!r} (step {step})"
         if eager_error or error:
             if eager_error is not error:
