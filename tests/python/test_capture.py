@@ -1453,6 +1453,17 @@ def test_writes_are_replayed_even_where_the_capture_wrote_the_value_already_ther
     assert h.a == 0.5 and table["k"] == 0.5
 
 
+def _replayed_values(g, x, reset, read, starts=(1.0, 1.0, 8.0, 1.0)):
+    """read() after each call of g, with reset(start) before it: a plan made
+    for a value that comes back replays its writes."""
+    values = []
+    for start in starts:
+        reset(start)
+        g(x)
+        values.append(read())
+    return values
+
+
 def test_writes_to_the_programs_class_attributes_are_replayed():
     class Counter:
         halves = 1.0
@@ -1461,13 +1472,11 @@ def test_writes_to_the_programs_class_attributes_are_replayed():
         Counter.halves = Counter.halves * 0.5
         return x * 2
 
+    def reset(v):
+        Counter.halves = v
+
     g = deepvisor.compile(f)
-    x = randn(3)
-    values = []
-    for start in (1.0, 1.0, 8.0, 1.0):  # the value comes back: a plan made for it replays its write
-        Counter.halves = start
-        g(x)
-        values.append(Counter.halves)
+    values = _replayed_values(g, randn(3), reset, lambda: Counter.halves)
     assert values == [0.5, 0.5, 4.0, 0.5]
 
 
@@ -1494,17 +1503,6 @@ def test_an_objects_class_or_dict_reassigned_is_seen():
         change()
         same(g, f, x)
         same(g, f, x)
-
-
-def _replayed_values(g, x, reset, read, starts=(1.0, 1.0, 8.0, 1.0)):
-    """read() after each call of g, with reset(start) before it: a plan made
-    for a value that comes back replays its writes."""
-    values = []
-    for start in starts:
-        reset(start)
-        g(x)
-        values.append(read())
-    return values
 
 
 def test_writes_to_slots_are_replayed():
