@@ -19,7 +19,7 @@ import weakref
 
 # A function's fields that a program may set and a replay sets again (through setattr).
 FUNCTION_FIELDS = ("__defaults__", "__kwdefaults__")
-_HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: a class defined in Python
+_HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: every Python class (and a few C types, as functools.partial)
 _slots_of_class = weakref.WeakKeyDictionary()
 
 
@@ -37,6 +37,11 @@ def slot_descriptors(cls):
             slots.update((name, d) for name, d in vars(klass).items() if isinstance(d, types.MemberDescriptorType))
     _slots_of_class[cls] = slots
     return slots
+
+
+def _slot(obj, name):
+    """The member descriptor of obj's slot `name`, or None."""
+    return slot_descriptors(type(obj)).get(name) if type(obj).__flags__ & _HEAPTYPE else None
 
 
 def _slot_items(obj):
@@ -76,7 +81,7 @@ def replayable(obj, name):
     runs Python code whose own writes are tracked: a property's setter)."""
     if isinstance(obj, types.FunctionType) and name in FUNCTION_FIELDS:
         return True
-    if type(obj).__flags__ & _HEAPTYPE and name in slot_descriptors(type(obj)):
+    if _slot(obj, name) is not None:
         return True
     descriptor = _class_attribute(type(obj), name)
     setter = getattr(type(descriptor), "__set__", None)
@@ -85,7 +90,7 @@ def replayable(obj, name):
 
 def put(obj, name, value):
     """Sets obj.name as the run left it, without running a __setattr__ of the program's."""
-    slot = slot_descriptors(type(obj)).get(name) if type(obj).__flags__ & _HEAPTYPE else None
+    slot = _slot(obj, name)
     if slot is not None:
         slot.__set__(obj, value)
     elif isinstance(obj, type) or isinstance(obj, types.FunctionType) and name in FUNCTION_FIELDS:
@@ -96,7 +101,7 @@ def put(obj, name, value):
 
 def remove(obj, name):
     """Deletes obj.name, as the run did."""
-    slot = slot_descriptors(type(obj)).get(name) if type(obj).__flags__ & _HEAPTYPE else None
+    slot = _slot(obj, name)
     if slot is not None:
         try:
             slot.__delete__(obj)

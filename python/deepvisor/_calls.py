@@ -359,7 +359,7 @@ def _hasattr(m, args, kwargs, results, failed):
 
 def _setattr(m, args, kwargs, results, failed):
     node = m.subject(args[0]) if args else None
-    if node is not None and not node.library_module and len(args) >= 2 and isinstance(args[1], str):
+    if node is not None and len(args) >= 2 and isinstance(args[1], str):
         m.record_attribute_write(node, args[1])
 
 

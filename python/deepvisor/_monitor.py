@@ -552,7 +552,11 @@ class StateMonitor:
 
     def record_attribute_write(self, node, name):
         """node.name set or deleted: replayed from the attributes snapshot,
-        so a write that lands elsewhere (a C-level attribute) is refused."""
+        so a write that lands elsewhere (a C-level attribute) is refused. A
+        library module's own code writing it is its business (the program's
+        writes to one are refused before: _refuse_library_module_write)."""
+        if node.library_module:
+            return
         if node.snapshot is None or node.snapshot[0] != "attrs" or not _attributes.replayable(node.obj, name):
             raise Unsupported(f"sets {node.name}.{name}, which a replay cannot repeat")
         self.record_write(node, name)
@@ -1067,14 +1071,14 @@ def _on_store_attr(m, name, frame, operands, results, status):
     value, obj = operands
     _refuse_library_module_write(obj, name, frame)
     node = m.node_of(obj)
-    if node is not None and not node.library_module:
+    if node is not None:
         m.record_attribute_write(node, name)
 
 
 def _on_delete_attr(m, name, frame, operands, results, status):
     _refuse_library_module_write(operands[0], name, frame)
     node = m.node_of(operands[0])
-    if node is not None and not node.library_module:
+    if node is not None:
         m.record_attribute_write(node, name)
 
 
