@@ -14,17 +14,18 @@ call with a tracked argument is classified:
   take from an iterator held in state (next(it), list(gen)) and answers
   that depend on which object an argument is (id(x), x as a dict key)
   cannot be replayed: the capture is unsupported and the call runs eagerly;
+- objects whose state lives in a C layout deepvisor does not follow (a numpy
+  array, a random generator, an lru_cache function, a StringIO): a C method
+  of theirs, a C function given one, or a call of one runs eagerly
+  (_c_state.py);
 - any other C function is taken to be a pure function of its arguments, so
   the builtin containers it is given are checked whole. A TorchScript
   function is one unless it has its Python original, which a capture runs
   instead (_script.py).
 """
 
-import array
 import bisect
 import builtins
-import collections
-import contextvars
 import functools
 import heapq
 import operator
@@ -37,8 +38,8 @@ import weakref
 import torch
 
 from . import _C
-from ._monitor import (NULL, Unsupported, code_kind, is_value, one_of, refuse_argument_identity, refuse_taking_from,
-                       tensor_metadata)
+from ._monitor import (NULL, Unsupported, code_kind, is_value, one_of, refuse_argument_identity, refuse_c_state,
+                       refuse_taking_from, tensor_metadata)
 
 _MethodDescriptor = (types.MethodDescriptorType, types.WrapperDescriptorType, types.ClassMethodDescriptorType)
 _BoundBuiltin = (types.BuiltinMethodType, types.MethodWrapperType)
@@ -49,20 +50,9 @@ _IMPURE_MODULES = ("random", "time", "secrets", "uuid", "numpy.random", "datetim
 _IMPURE_BUILTINS = {builtins.print, builtins.input, builtins.open, builtins.breakpoint, os.putenv, os.unsetenv}
 _TYPE_READERS = {builtins.isinstance, builtins.issubclass, builtins.type, builtins.callable}
 _CONTAINER_TYPES = (list, tuple, dict, set, frozenset)
-# C types whose methods read or change state no instruction shows and that
-# deepvisor does not model (a deque's append, a context variable's value):
-# a call that passes one or calls its methods runs eagerly.
-_UNMODELLED_STATE = (collections.deque, array.array, bytearray, memoryview, contextvars.ContextVar,
-                     contextvars.Context)
 # C functions that change the list they are given.
 _LIST_MUTATING_FUNCTIONS = {heapq.heappush, heapq.heappop, heapq.heapify, heapq.heapreplace, heapq.heappushpop,
                             bisect.insort_left, bisect.insort_right}
-
-
-def _refuse_unmodelled_state(node, how):
-    if isinstance(node.obj, _UNMODELLED_STATE):
-        raise Unsupported(f"{how} uses {node.name}, a {type(node.obj).__qualname__} whose state deepvisor does not "
-                          "follow")
 
 
 def _normalize(fn, args):
@@ -140,6 +130,9 @@ def on_call(m, fn, args, kwargs, results, status, frame):
     reason = _impure_reason(fn)
     if reason is not None:
         raise Unsupported(reason)
+    callee = m.subject(fn)
+    if callee is not None:  # a callable object of state (an lru_cache function: its entries)
+        refuse_c_state(callee, "a call")
     owner, name, self, rest = _normalize(fn, args)
     failed = bool(status & _C.FAILED)
     if isinstance(self, torch.Tensor) and name in _TENSOR_DATA_METHODS:
@@ -203,7 +196,7 @@ def _use_args(m, args, kwargs):
         if node is None or isinstance(node.obj, torch.Tensor):
             continue
         refuse_taking_from(node, "a C function (next, list, sum...)")
-        _refuse_unmodelled_state(node, "a C function")
+        refuse_c_state(node, "a C function")
         if isinstance(node.obj, _CONTAINER_TYPES):
             m.use_all(node, "argument of a C function")
         else:
@@ -224,7 +217,7 @@ def _method_call(m, node, owner, name, rest, kwargs, results, failed):
     obj = node.obj
     if isinstance(obj, torch.Tensor):
         return
-    _refuse_unmodelled_state(node, f"{type(obj).__qualname__}.{name}()")
+    refuse_c_state(node, f"{type(obj).__qualname__}.{name}()")
     if isinstance(obj, dict):
         _dict_method(m, node, name, rest, results, failed)
     elif isinstance(obj, list):
@@ -389,7 +382,7 @@ def _mutates_its_list(m, args, kwargs, results, failed):
 def _len(m, args, kwargs, results, failed):
     node = m.subject(args[0]) if len(args) == 1 else None
     if node is not None:
-        _refuse_unmodelled_state(node, "len()")
+        refuse_c_state(node, "len()")
     if node is None or failed or isinstance(node.obj, torch.Tensor):
         return
     if isinstance(node.obj, _CONTAINER_TYPES):

@@ -40,6 +40,7 @@ import torch
 from . import _C
 from . import _attributes
 from . import _bytecode as B
+from ._c_state import c_state_refusal
 from . import _table_store
 
 NULL = type("NULL", (), {"__repr__": lambda self: "NULL"})()
@@ -536,8 +537,11 @@ class StateMonitor:
             items = state if state is not None else set(obj)
             node.checks.append((("content",), ("value", frozenset(items)) if all(is_value(e) for e in items)
                                else ("ids", tuple(items))))
-        # Other objects: C code reads their attributes only through getattr-like
-        # calls, which are modelled, or through Python methods, which are stepped.
+        else:
+            # Other objects: C code reads their attributes only through getattr-like
+            # calls, which are modelled, or through Python methods, which are
+            # stepped; unless their state lives in a C layout.
+            refuse_c_state(node, why)
 
     def mutated_by_c(self, node, why):
         """C code changed the object (list.append, dict.update...): its whole
@@ -1000,6 +1004,14 @@ def refuse_taking_from(node, how):
         raise Unsupported(f"{how} takes from the iterator {node.name}, which a replay would not advance")
 
 
+def refuse_c_state(node, how):
+    """`how` would read or change state of the node's object that lives in a C
+    layout (a numpy array's data, a random generator...): _c_state.py."""
+    reason = c_state_refusal(node, how)
+    if reason is not None:
+        raise Unsupported(reason)
+
+
 def _on_contains(m, invert, frame, operands, results, status):
     key, container = operands
     node = m.subject(container)
@@ -1127,6 +1139,7 @@ def _on_use(m, opname, frame, operands, results, status):
         if isinstance(node.obj, (list, tuple, dict, set, frozenset)):
             m.use_all(node, opname)
         else:
+            refuse_c_state(node, opname)  # an operator of a numpy array, say
             m.record_read(node, ("type",), type(node.obj))
 
 

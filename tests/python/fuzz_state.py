@@ -14,7 +14,9 @@ program's own module, a dataclass, a namedtuple, tensors read as numbers,
 globals that shadow builtins, non-string dict keys, a property with a
 setter, a __getattr__ config, a container class, tensors held in a dict
 and a list (graph inputs), an nn.Linear (its parameters changed in place,
-through .data or replaced; the module replaced; hooks added and removed);
+through .data or replaced; the module replaced; hooks added and removed),
+state kept in C layouts (a numpy array, a random generator, a StringIO, an
+lru_cache function);
 the argument itself changes too (its values, size, dtype, strides). Two
 programs in five are an nn.Module's forward, compiled as the module, that
 also read and write their own attributes, config dict, buffer, training
@@ -155,6 +157,13 @@ def make_linear(w):
 M = make_linear(0.5)
 HOOKS = []
 OPTS = {"s": 1.0, "n": 0}  # passed as the second argument
+import io, numpy, random
+ARR = numpy.array([0.5, 1.5, -1.0])  # state kept in C layouts
+RNG = random.Random(0)
+TXT = io.StringIO()
+@functools.lru_cache(maxsize=None)
+def cached(k):
+    return D["k0"] * k
 class Prog(torch.nn.Module):  # the base of the programs that are modules
     def __init__(self):
         super().__init__()
@@ -181,7 +190,8 @@ READS = [
     'x.sum().item()', 'float(x[0])', 'len(x)', 'x.shape[0]', '(1.0 if x.dtype == torch.float64 else 2.0)',
     '(1.0 if x.is_contiguous() else 2.0)', 'x.abs().max().item()', 'D2[1]', 'D2[(1, 2)]', 'TL[0].sum().item()',
     'CFG.lr', 'BX[0]', 'len(BX)', 'globals()["G"]', 'sum(v for k, v in D.items())', 'opts["s"]',
-    'opts.get("extra", 0.5)', 'len(opts)',
+    'opts.get("extra", 0.5)', 'len(opts)', 'float(ARR.sum())', 'float(ARR[0])', 'float(numpy.max(ARR))',
+    'RNG.random()', 'len(TXT.getvalue())', 'cached(2.0)',
 ]
 
 # What a program that is a module reads of itself: numbers, then tensors.
@@ -216,6 +226,7 @@ CHANGES = [
     'HOOKS.append(M.register_forward_hook(lambda m, i, o: o * {v}))',
     'HOOKS.append(M.register_forward_pre_hook(lambda m, i: (i[0] + {v},)))', 'HOOKS.pop().remove()',
     'OPTS = {{"s": {v}, "n": 0}}', 'OPTS["s"] = {v}', 'OPTS["extra"] = {v}', 'OPTS = dict(OPTS)',
+    'ARR[0] = {v}', 'ARR = numpy.full(3, {v})', 'RNG.seed({v})', 'TXT.write("ab")', 'cached.cache_clear()',
 ]
 
 # Changes of a program that is a module (the others do not apply to a function: skipped).
@@ -241,7 +252,7 @@ WRITES = [
     'G = G + 1.0', 'MOD.scale = MOD.scale * 2.0', 'DCI.s += 1.0', 'SL.p = SL.p + 1.0', 'W2.mul_(2.0)',
     'Cm.k = Cm.k + 1.0', 'Base.f = Base.f + 0.5', 'x.add_(0.5)', 'TL[0].add_(1.0)', 'D2[1] = D2[1] * 2.0',
     'P.doubled = P.doubled + 1.0', 'TD["w"].mul_(0.5)', 'CFG._d["lr"] = CFG.lr * 2.0',
-    'opts["n"] = opts["n"] + 1', 'opts.setdefault("seen", 1.0)',
+    'opts["n"] = opts["n"] + 1', 'opts.setdefault("seen", 1.0)', 'ARR[1] += 1.0', 'TXT.write("c")',
 ]
 SELF_WRITES = ['self.scale = self.scale * 0.5', 'self.cfg["k"] += 1.0', 'self.buf.add_(1.0)',
                'self.calls = getattr(self, "calls", 0) + 1']
@@ -315,7 +326,7 @@ def _state(ns):
             tuple(ns["NT"]), ns["W2"].tolist(), ns["G"], ns["x"].tolist(), ns["x"].dtype, sorted(ns["D2"].items(), key=str),
             [t.tolist() for t in ns["TL"]], dict(ns["CFG"]._d), list(ns["BX"].items), ns["TD"]["w"].tolist(),
             ns["M"].weight.tolist(), ns["M"].bias.tolist(), ns["M"].training, _module_state(ns["program"]),
-            sorted(ns["OPTS"].items()))
+            sorted(ns["OPTS"].items()), ns["ARR"].tolist(), ns["RNG"].getstate(), ns["TXT"].getvalue())
 
 
 def _module_state(p):

@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import gc
 import heapq
+import io
 import itertools
 import operator
 import os
@@ -909,6 +910,84 @@ def test_state_in_c_objects_deepvisor_does_not_follow_runs_eagerly():
         assert_matches(g2(x), x * n, tol)
     for fn in (g, g2):
         assert any("does not follow" in r for r in deepvisor.stats(fn)["eager_reasons"])
+
+
+_ARRAY = np.ones(3)
+_RNG = random.Random(0)
+_TEXT = io.StringIO()
+_SCALE = {"v": 2.0}
+_NS, _NS_REF = types.SimpleNamespace(s=1.0), types.SimpleNamespace(s=1.0)
+
+
+@functools.lru_cache(maxsize=None)
+def _cached_scale(k):
+    return _SCALE["v"] * k
+
+
+@pytest.mark.parametrize("read", [
+    lambda x: x * _ARRAY.sum(),             # a C method of a numpy array
+    lambda x: x * float(np.max(_ARRAY)),    # a C function given one
+    lambda x: x * float((_ARRAY * 2).sum()),  # its operator
+    lambda x: x * sum(float(v) for v in _ARRAY),  # a loop over it
+    lambda x: x * _RNG.random(),            # a random generator of the program's
+    lambda x: x * len(_TEXT.getvalue()),    # a StringIO's text
+    lambda x: x * _cached_scale(1),         # an lru_cache function's entries
+    lambda x: x * (2.0 if _NS == _NS_REF else 3.0),  # a SimpleNamespace's == (its dict, read in C)
+], ids=["ndarray_method", "ndarray_argument", "ndarray_operator", "ndarray_loop", "random_instance", "stringio",
+        "lru_cache", "namespace_equality"])
+def test_state_kept_in_a_c_layout_runs_eagerly(read):
+    """Objects whose state lives in a C layout (a numpy array's data, a random
+    generator, a StringIO's text, an lru_cache's entries, what a
+    SimpleNamespace's == compares) change where no instruction shows it:
+    replays once kept the first call's value (the array's old sum, the same
+    "random" number, a cached value after cache_clear()). Such calls run
+    eagerly, with a reason."""
+    def reset():
+        _ARRAY[:] = 1.0
+        _TEXT.seek(0)
+        _TEXT.truncate()
+        _SCALE["v"] = 2.0
+        _cached_scale.cache_clear()
+        _RNG.seed(1)
+        _NS_REF.s = 1.0
+
+    def change():
+        _ARRAY[0] += 10.0
+        _TEXT.write("abc")
+        _SCALE["v"] += 1.0
+        _cached_scale.cache_clear()
+        _NS_REF.s = 5.0
+
+    def calls(fn):
+        reset()
+        out = [fn(x) for _ in range(2)]
+        change()
+        return out + [fn(x) for _ in range(2)]
+
+    x = randn(3)
+    g = deepvisor.compile(read)
+    for got, expected in zip(calls(g), calls(read)):
+        assert_matches(got, expected, tol)
+    assert any("does not follow" in r for r in deepvisor.stats(g)["eager_reasons"])
+
+
+def test_c_types_whose_state_is_followed_still_capture():
+    """Values and containers of C types (a struct sequence, an OrderedDict, a
+    SimpleNamespace's attribute, a dtype, a compiled pattern) are read through
+    modelled calls or cannot change: the program is one graph."""
+    od = collections.OrderedDict(a=1.0)
+    ns = types.SimpleNamespace(s=2.0)
+    pattern = re.compile("a+")
+
+    def fn(x):
+        m = torch.max(x, 0)
+        k = len(pattern.findall("aa-a")) + len(od.keys()) + ns.s
+        return x * m.values * k * (2.0 if x.dtype.is_floating_point else 1.0) + torch.finfo(x.dtype).eps
+
+    g = deepvisor.compile(fn)
+    x = randn(4)
+    same_around(lambda: od.update(b=2.0), g, fn, x)
+    assert deepvisor.stats(g)["eager_calls"] == 0, deepvisor.stats(g)["eager_reasons"]
 
 
 def test_a_c_function_that_changes_its_list_is_a_side_effect():
