@@ -49,6 +49,12 @@ _IMPURE_MODULES = ("random", "time", "secrets", "uuid", "numpy.random", "datetim
 # would write its dict alone, not the process's environment.)
 _IMPURE_BUILTINS = {builtins.print, builtins.input, builtins.open, builtins.breakpoint, os.putenv, os.unsetenv}
 _TYPE_READERS = {builtins.isinstance, builtins.issubclass, builtins.type, builtins.callable}
+# torch's global settings that guards do not check (GlobalState in
+# guard_program.h checks grad mode, the default dtype, autocast, precisions...):
+# a program that reads one runs eagerly rather than replay the value it read.
+_UNCHECKED_TORCH_GETTERS = {torch.get_num_threads, torch.get_num_interop_threads, torch.is_anomaly_enabled,
+                            torch.is_anomaly_check_nan_enabled, torch._C._get_warnAlways,
+                            torch._C._get_deterministic_algorithms_warn_only}
 _CONTAINER_TYPES = (list, tuple, dict, set, frozenset)
 # C functions that change the list they are given.
 _LIST_MUTATING_FUNCTIONS = {heapq.heappush, heapq.heappop, heapq.heapify, heapq.heapreplace, heapq.heappushpop,
@@ -81,7 +87,8 @@ def watched_callables():
     them (or of their methods), whatever the arguments."""
     global _WATCHED
     if _WATCHED is None:
-        watched = [*_IMPURE_BUILTINS, random._inst, torch._C.TensorBase.item, builtins.float, builtins.int]
+        watched = [*_IMPURE_BUILTINS, *_UNCHECKED_TORCH_GETTERS, random._inst, torch.default_generator,
+                   torch._C.TensorBase.item, builtins.float, builtins.int]
         watched += [getattr(torch._C.TensorBase, n) for n in _TENSOR_DATA_METHODS if hasattr(torch._C.TensorBase, n)]
         watched += [getattr(random, n) for n in dir(random) if isinstance(getattr(random, n), _BoundBuiltin)]
         watched += [getattr(time, n) for n in dir(time) if isinstance(getattr(time, n), types.BuiltinFunctionType)]
@@ -102,9 +109,13 @@ _WATCHED = None
 def _impure_reason(fn):
     if isinstance(fn, (types.BuiltinFunctionType, types.FunctionType)) and fn in _IMPURE_BUILTINS:
         return f"calls {fn.__name__}(), which a replay would not repeat"
+    if one_of(fn, _UNCHECKED_TORCH_GETTERS):
+        return f"reads {fn.__module__}.{fn.__name__}(), a global setting that guards do not check"
     owner = getattr(fn, "__self__", None)
     if isinstance(owner, random.Random):
         return f"calls random.{fn.__name__}(): Python's random state"
+    if isinstance(owner, torch.Generator):
+        return f"calls torch.Generator.{fn.__name__}(): the random number generator's state"
     module = getattr(fn, "__module__", None) or (owner.__name__ if isinstance(owner, types.ModuleType) else "")
     if module and any(module == m or module.startswith(m + ".") for m in _IMPURE_MODULES):
         if module.startswith("os") and getattr(fn, "__name__", "") in ("fspath", "getcwd", "sep"):

@@ -990,6 +990,35 @@ def test_c_types_whose_state_is_followed_still_capture():
     assert deepvisor.stats(g)["eager_calls"] == 0, deepvisor.stats(g)["eager_reasons"]
 
 
+def _READ_SEED():
+    return torch.initial_seed() % 7
+
+
+@pytest.mark.parametrize("read, set_to", [
+    (lambda: torch.get_num_threads(), lambda v: torch.set_num_threads(v)),
+    (lambda: torch.is_anomaly_enabled(), lambda v: torch.autograd.set_detect_anomaly(bool(v - 1))),
+    (lambda: torch.is_warn_always_enabled(), lambda v: torch.set_warn_always(bool(v - 1))),
+    (_READ_SEED, lambda v: torch.manual_seed(v)),
+], ids=["num_threads", "anomaly", "warn_always", "initial_seed"])
+def test_torch_settings_that_guards_do_not_check_run_eagerly(read, set_to):
+    """torch's settings outside the guards' global state (threads, anomaly
+    mode, warn-always, the seed): a replay once kept the value read first."""
+    before, rng = read(), torch.get_rng_state()
+    fn = lambda x: x * float(read())  # noqa: E731
+    g = deepvisor.compile(fn)
+    x = randn(3)
+    try:
+        set_to(1)
+        same(g, fn, x)
+        set_to(2)
+        same(g, fn, x)
+    finally:
+        if isinstance(before, bool) or read is not _READ_SEED:
+            set_to(int(before) + 1 if isinstance(before, bool) else before)
+        torch.set_rng_state(rng)
+    assert deepvisor.stats(g)["eager_reasons"]  # each read runs eagerly, with its reason
+
+
 def test_a_c_function_that_changes_its_list_is_a_side_effect():
     """heapq.heappush(HEAP, v) changes HEAP: every call pushes, compiled or not."""
     _HEAP.clear()
