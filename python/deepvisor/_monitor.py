@@ -847,8 +847,12 @@ def _on_attr(m, name, frame, operands, results, status):
 def tensor_metadata(obj, name):
     """Whether obj is a tensor and `name` is what its type defines (shape,
     dtype, methods: the tensor's guards check them). A Python attribute set on
-    a tensor (t.scale = 2.0) is state like any object's."""
-    return isinstance(obj, torch.Tensor) and hasattr(type(obj), name)
+    a tensor (t.scale = 2.0) is state like any object's, and so is its autograd
+    state, which no tensor guard checks (`if w.grad is None`)."""
+    return isinstance(obj, torch.Tensor) and name not in _AUTOGRAD_ATTRIBUTES and hasattr(type(obj), name)
+
+
+_AUTOGRAD_ATTRIBUTES = frozenset({"grad", "requires_grad", "is_leaf", "grad_fn", "retains_grad", "_version"})
 
 
 def _read(m, node, accessor, results, status, error):

@@ -265,6 +265,9 @@ GlobalState GlobalState::now() {
   s.cublas_bf16_reduction = static_cast<std::uint8_t>(ctx.allowBF16ReductionCuBLAS());
   s.cublas_f16_accumulation = ctx.allowFP16AccumulationCuBLAS();
   s.cudnn_deterministic = ctx.deterministicCuDNN();
+  s.cudnn_enabled = ctx.userEnabledCuDNN();
+  s.cudnn_benchmark = ctx.benchmarkCuDNN();
+  s.mkldnn_enabled = ctx.userEnabledMkldnn();
   s.sdp_backends = sdp_backends_of(ctx);
   const auto order = ctx.sDPPriorityOrder();
   static_assert(std::tuple_size_v<decltype(order)> == std::tuple_size_v<decltype(s.sdp_priority)>);
@@ -289,6 +292,9 @@ std::string GlobalState::difference(const GlobalState& o) const {
     return "torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction";
   if (cublas_f16_accumulation != o.cublas_f16_accumulation) return "torch.backends.cuda.matmul.allow_fp16_accumulation";
   if (cudnn_deterministic != o.cudnn_deterministic) return "torch.backends.cudnn.deterministic";
+  if (cudnn_enabled != o.cudnn_enabled) return "torch.backends.cudnn.enabled";
+  if (cudnn_benchmark != o.cudnn_benchmark) return "torch.backends.cudnn.benchmark";
+  if (mkldnn_enabled != o.mkldnn_enabled) return "torch.backends.mkldnn.enabled";
   if (sdp_backends != o.sdp_backends || sdp_priority != o.sdp_priority)
     return "the scaled_dot_product_attention backends (torch.nn.attention.sdpa_kernel, torch.backends.cuda.enable_*_sdp)";
   if (default_device != o.default_device) return "the default device (torch.set_default_device, torch.device(...))";

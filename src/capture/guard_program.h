@@ -101,6 +101,10 @@ struct GlobalState {
   std::uint8_t cublas_f16_reduction = 0, cublas_bf16_reduction = 0;
   bool cublas_f16_accumulation = false;
   bool cudnn_deterministic = false;  // passed to the convolutions a plan runs
+  // Whether cuDNN and oneDNN may run, and cuDNN's benchmark mode: the
+  // functional wrappers pass them to ATen as arguments (F.batch_norm's
+  // cudnn_enabled), which a capture records, and programs branch on them.
+  bool cudnn_enabled = true, cudnn_benchmark = false, mkldnn_enabled = true;
   // The scaled_dot_product_attention backends allowed (a bit each, and
   // the fp16/bf16 reduction of the math one) and their priority order: a
   // capture records the kernel eager chose under them (flash, efficient...),

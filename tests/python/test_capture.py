@@ -1019,6 +1019,29 @@ def test_torch_settings_that_guards_do_not_check_run_eagerly(read, set_to):
     assert deepvisor.stats(g)["eager_reasons"]  # each read runs eagerly, with its reason
 
 
+_PARAMETER = nn.Parameter(torch.ones(3))
+
+
+@pytest.mark.parametrize("change", [
+    lambda: setattr(_PARAMETER, "grad", torch.zeros(3)),
+    lambda: _PARAMETER.requires_grad_(False),
+], ids=["grad", "requires_grad"])
+def test_a_tensors_autograd_state_read_as_python_is_checked(change):
+    """`if w.grad is None`, `if w.requires_grad`: no tensor guard checks a
+    tensor's autograd state, so a replay once kept the first branch."""
+    def fn(x):
+        return x * (2.0 if _PARAMETER.grad is None else 3.0) * (5.0 if _PARAMETER.requires_grad else 7.0)
+
+    _PARAMETER.grad, _PARAMETER.requires_grad = None, True
+    g = deepvisor.compile(fn)
+    try:
+        with torch.no_grad():
+            same_around(change, g, fn, randn(3))
+    finally:
+        _PARAMETER.grad, _PARAMETER.requires_grad = None, True
+    assert deepvisor.stats(g)["eager_calls"] == 0
+
+
 def test_a_c_function_that_changes_its_list_is_a_side_effect():
     """heapq.heappush(HEAP, v) changes HEAP: every call pushes, compiled or not."""
     _HEAP.clear()
@@ -2082,6 +2105,9 @@ def backend_flags():
     ("cuda.matmul.allow_bf16_reduced_precision_reduction", False, "allow_bf16_reduced_precision_reduction"),
     ("cuda.matmul.allow_fp16_reduced_precision_reduction", False, "allow_fp16_reduced_precision_reduction"),
     ("cudnn.deterministic", True, "cudnn.deterministic"),
+    ("cudnn.enabled", False, "cudnn.enabled"),
+    ("cudnn.benchmark", True, "cudnn.benchmark"),
+    ("mkldnn.enabled", False, "mkldnn.enabled"),
 ])
 def test_a_precision_setting_changed_between_calls_is_a_new_plan(backend_flags, capsys, monkeypatch, path, value,
                                                                  reason):
