@@ -24,6 +24,7 @@ call with a tracked argument is classified:
   instead (_script.py).
 """
 
+import abc
 import bisect
 import builtins
 import functools
@@ -400,7 +401,28 @@ def _len(m, args, kwargs, results, failed):
         m.record_read(node, ("len",), results[0])
 
 
+class _AbcRegistrations:
+    """abc.get_cache_token() as an attribute. isinstance and issubclass
+    against an ABC answer from registrations (ABC.register, anywhere) that no
+    object of the program holds; every registration changes the token, so a
+    check on it (a property: checked on every call) guards such answers."""
+    @property
+    def token(self):
+        return abc.get_cache_token()
+
+
+_ABC_REGISTRATIONS = _AbcRegistrations()
+
+
+def _asks_an_abc(classes):
+    classes = classes if isinstance(classes, tuple) else (classes,)
+    return any(isinstance(c, abc.ABCMeta) or isinstance(c, tuple) and _asks_an_abc(c) for c in classes)
+
+
 def _type_reader(m, args, kwargs, results, failed):
+    if len(args) == 2 and _asks_an_abc(args[1]):
+        node = m.node_of(_ABC_REGISTRATIONS) or m._add(_ABC_REGISTRATIONS, "abc registrations", ("pinned",))
+        m.record_read(node, ("attr", "token"), abc.get_cache_token())
     node = m.subject(args[0]) if args else None
     if node is not None and not isinstance(node.obj, torch.Tensor):
         m.record_read(node, ("type",), type(node.obj))

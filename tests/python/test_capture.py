@@ -5,6 +5,7 @@ Every test changes Python state between calls and compares with eager; the
 plan counts (captures, cache hits) show that the compiled path was taken.
 """
 
+import abc
 import collections
 import contextvars
 import dataclasses
@@ -1040,6 +1041,33 @@ def test_a_tensors_autograd_state_read_as_python_is_checked(change):
     finally:
         _PARAMETER.grad, _PARAMETER.requires_grad = None, True
     assert deepvisor.stats(g)["eager_calls"] == 0
+
+
+class _Shape(abc.ABC):
+    pass
+
+
+class _Square:
+    pass
+
+
+_A_SQUARE = _Square()
+
+
+def _is_a_shape(x):
+    return x * (2.0 if isinstance(_A_SQUARE, _Shape) else 3.0) * (5.0 if issubclass(_Square, (_Shape,)) else 7.0)
+
+
+def test_an_abc_registration_changes_isinstance_answers():
+    """isinstance/issubclass against an ABC answer from its registrations,
+    which no object of the program holds: after _Shape.register(_Square) a
+    replay kept False. A guard on abc's cache token (which every register()
+    changes) makes it a new version."""
+    g = deepvisor.compile(_is_a_shape)
+    x = randn(3)
+    same_around(lambda: _Shape.register(_Square), g, _is_a_shape, x)
+    s = deepvisor.stats(g)
+    assert s["captures"] == 2 and s["eager_calls"] == 0, s
 
 
 def test_a_c_function_that_changes_its_list_is_a_side_effect():
