@@ -16,7 +16,8 @@ setter, a __getattr__ config, a container class, tensors held in a dict
 and a list (graph inputs), an nn.Linear (its parameters changed in place,
 through .data or replaced; the module replaced; hooks added and removed),
 state kept in C layouts (a numpy array, a random generator, a StringIO, an
-lru_cache function);
+lru_cache function), an ABC's registrations, a parameter's grad and
+requires_grad;
 the argument itself changes too (its values, size, dtype, strides). Two
 programs in five are an nn.Module's forward, compiled as the module, that
 also read and write their own attributes, config dict, buffer, training
@@ -164,6 +165,10 @@ TXT = io.StringIO()
 @functools.lru_cache(maxsize=None)
 def cached(k):
     return D["k0"] * k
+import abc
+class Shape(abc.ABC):  # isinstance answers that registrations change
+    pass
+WG = torch.nn.Parameter(torch.ones(1))  # autograd state read in Python
 class Prog(torch.nn.Module):  # the base of the programs that are modules
     def __init__(self):
         super().__init__()
@@ -191,7 +196,8 @@ READS = [
     '(1.0 if x.is_contiguous() else 2.0)', 'x.abs().max().item()', 'D2[1]', 'D2[(1, 2)]', 'TL[0].sum().item()',
     'CFG.lr', 'BX[0]', 'len(BX)', 'globals()["G"]', 'sum(v for k, v in D.items())', 'opts["s"]',
     'opts.get("extra", 0.5)', 'len(opts)', 'float(ARR.sum())', 'float(ARR[0])', 'float(numpy.max(ARR))',
-    'RNG.random()', 'len(TXT.getvalue())', 'cached(2.0)',
+    'RNG.random()', 'len(TXT.getvalue())', 'cached(2.0)', '(1.0 if isinstance(O, Shape) else 4.0)',
+    '(2.0 if WG.grad is None else 0.5)', '(1.0 if WG.requires_grad else -1.0)',
 ]
 
 # What a program that is a module reads of itself: numbers, then tensors.
@@ -227,6 +233,7 @@ CHANGES = [
     'HOOKS.append(M.register_forward_pre_hook(lambda m, i: (i[0] + {v},)))', 'HOOKS.pop().remove()',
     'OPTS = {{"s": {v}, "n": 0}}', 'OPTS["s"] = {v}', 'OPTS["extra"] = {v}', 'OPTS = dict(OPTS)',
     'ARR[0] = {v}', 'ARR = numpy.full(3, {v})', 'RNG.seed({v})', 'TXT.write("ab")', 'cached.cache_clear()',
+    'Shape.register(type(O))', 'WG.grad = torch.full((1,), {v})', 'WG.grad = None', 'WG.requires_grad_(False)',
 ]
 
 # Changes of a program that is a module (the others do not apply to a function: skipped).
@@ -326,7 +333,8 @@ def _state(ns):
             tuple(ns["NT"]), ns["W2"].tolist(), ns["G"], ns["x"].tolist(), ns["x"].dtype, sorted(ns["D2"].items(), key=str),
             [t.tolist() for t in ns["TL"]], dict(ns["CFG"]._d), list(ns["BX"].items), ns["TD"]["w"].tolist(),
             ns["M"].weight.tolist(), ns["M"].bias.tolist(), ns["M"].training, _module_state(ns["program"]),
-            sorted(ns["OPTS"].items()), ns["ARR"].tolist(), ns["RNG"].getstate(), ns["TXT"].getvalue())
+            sorted(ns["OPTS"].items()), ns["ARR"].tolist(), ns["RNG"].getstate(), ns["TXT"].getvalue(),
+            ns["WG"].requires_grad, None if ns["WG"].grad is None else ns["WG"].grad.tolist())
 
 
 def _module_state(p):
