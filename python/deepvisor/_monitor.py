@@ -40,8 +40,8 @@ import torch
 from . import _C
 from . import _attributes
 from . import _bytecode as B
-from ._c_state import c_state_refusal
 from . import _table_store
+from ._c_state import c_state_refusal
 
 NULL = type("NULL", (), {"__repr__": lambda self: "NULL"})()
 
