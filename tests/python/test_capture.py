@@ -1043,6 +1043,26 @@ def test_a_tensors_autograd_state_read_as_python_is_checked(change):
     assert deepvisor.stats(g)["eager_calls"] == 0
 
 
+def _seeds_then_draws(x):
+    torch.manual_seed(0)
+    return x + torch.randn(3)
+
+
+def test_a_program_that_seeds_the_generator_runs_eagerly():
+    """torch.manual_seed inside the program resets the default generator's
+    state, which a replay did not repeat: eager drew the same noise on every
+    call, the replay new noise each time."""
+    g = deepvisor.compile(_seeds_then_draws)
+    x = torch.zeros(3)
+    rng = torch.get_rng_state()
+    try:
+        for _ in range(3):
+            assert_matches(g(x), _seeds_then_draws(x), tol)
+    finally:
+        torch.set_rng_state(rng)
+    assert any("torch.Generator" in r for r in deepvisor.stats(g)["eager_reasons"])
+
+
 class _Shape(abc.ABC):
     pass
 
