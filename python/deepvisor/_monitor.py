@@ -320,6 +320,7 @@ class StateMonitor:
     # -- the tracer's interface -------------------------------------------------------
     def start(self):
         from ._calls import watched_callables
+        _step_through_dynamo_disable()
         for obj in watched_callables():
             self.tracer.track(obj)  # calls of these must be seen even with untracked arguments
         # The environment is state, though a library module's global (os.environ
@@ -587,6 +588,20 @@ _table_cache = {}
 # stepped, unlike the rest of deepvisor, so that the code it calls is
 # stepped too, but with no instruction of its own reported.
 TRANSPARENT_CODES = set()
+
+
+def _step_through_dynamo_disable():
+    """torch.compiler.disable's wrapper (and torch's own functions that
+    torch._disable_dynamo wraps on first call: manual_seed...) lives in
+    Dynamo's files, which are never stepped, nor anything they call: the
+    function it wraps ran unseen, its reads unchecked (a stale result). Once
+    Dynamo is loaded, the wrapper's code is transparent: what it calls is
+    stepped."""
+    eval_frame = sys.modules.get("torch._dynamo.eval_frame")
+    call = getattr(getattr(eval_frame, "DisableContext", None), "__call__", None)
+    for c in getattr(getattr(call, "__code__", None), "co_consts", ()):
+        if isinstance(c, types.CodeType) and c.co_name == "_fn":
+            TRANSPARENT_CODES.add(c)
 
 
 # -- summarized library functions --------------------------------------------------

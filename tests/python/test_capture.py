@@ -1063,6 +1063,28 @@ def test_a_program_that_seeds_the_generator_runs_eagerly():
     assert any("torch.Generator" in r for r in deepvisor.stats(g)["eager_reasons"])
 
 
+_DISABLED_SCALE = {"s": 2.0}
+
+
+@torch.compiler.disable
+def _hidden_from_dynamo(x):
+    return x * _DISABLED_SCALE["s"]
+
+
+def _calls_a_dynamo_disabled_function(x):
+    return _hidden_from_dynamo(x) + 1
+
+
+def test_a_function_under_torch_compiler_disable_is_stepped():
+    """torch.compiler.disable wraps a function in Dynamo's code, which the
+    monitor never stepped, nor what it called: the function's reads went
+    unseen and a replay kept the first scale."""
+    g = deepvisor.compile(_calls_a_dynamo_disabled_function)
+    same_around(lambda: _DISABLED_SCALE.update(s=5.0), g, _calls_a_dynamo_disabled_function, randn(3))
+    s = deepvisor.stats(g)
+    assert s["captures"] == 2 and s["eager_calls"] == 0, s
+
+
 class _Shape(abc.ABC):
     pass
 
