@@ -19,7 +19,7 @@ import weakref
 
 # A function's fields that a program may set and a replay sets again (through setattr).
 FUNCTION_FIELDS = ("__defaults__", "__kwdefaults__")
-_HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: every Python class (and a few C types, as functools.partial)
+HEAP_TYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: every Python class (and a few C types, as functools.partial)
 _slots_of_class = weakref.WeakKeyDictionary()
 
 
@@ -33,7 +33,7 @@ def slot_descriptors(cls):
     for klass in reversed(cls.__mro__):  # a subclass's slot of the same name wins, as lookup finds it
         # A Python class's member descriptors are its __slots__ (a C type's, as
         # functools.partial's, are its C fields, and it has no __slots__).
-        if klass.__flags__ & _HEAPTYPE and "__slots__" in vars(klass):
+        if klass.__flags__ & HEAP_TYPE and "__slots__" in vars(klass):
             slots.update((name, d) for name, d in vars(klass).items() if isinstance(d, types.MemberDescriptorType))
     _slots_of_class[cls] = slots
     return slots
@@ -41,7 +41,7 @@ def slot_descriptors(cls):
 
 def _slot(obj, name):
     """The member descriptor of obj's slot `name`, or None."""
-    return slot_descriptors(type(obj)).get(name) if type(obj).__flags__ & _HEAPTYPE else None
+    return slot_descriptors(type(obj)).get(name) if type(obj).__flags__ & HEAP_TYPE else None
 
 
 def _slot_items(obj):
@@ -63,7 +63,7 @@ def attribute_items(obj):
         return list(vars(obj).items()) + [(f, getattr(obj, f)) for f in FUNCTION_FIELDS]
     d = getattr(obj, "__dict__", None)
     items = list(d.items()) if type(d) is dict else None
-    if type(obj).__flags__ & _HEAPTYPE and slot_descriptors(type(obj)):
+    if type(obj).__flags__ & HEAP_TYPE and slot_descriptors(type(obj)):
         items = (items or []) + _slot_items(obj)
     return items
 

@@ -21,6 +21,8 @@ import weakref
 
 import torch
 
+from ._attributes import HEAP_TYPE
+
 _DESCRIPTORS = (types.MethodDescriptorType, types.WrapperDescriptorType, types.ClassMethodDescriptorType)
 
 # C types whose state deepvisor follows, or whose instances cannot change
@@ -37,7 +39,6 @@ _FOLLOWED_C_TYPES = frozenset({
 # Immutable bases: a C type deriving from one is a value (a struct sequence, an
 # exception); one deriving from type is a metaclass (a class's state is its dict).
 _IMMUTABLE_C_BASES = (tuple, frozenset, str, bytes, int, float, complex, BaseException, type)
-_HEAP_TYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE
 _found = {}
 
 
@@ -75,6 +76,6 @@ def _is_python_class(c):
     """Made by a class statement: a heap type with no C methods of its own (a
     C type's methods are method or slot descriptors of that type; a Python
     class may hold a base's, as torch.Tensor holds TensorBase's)."""
-    if not c.__flags__ & _HEAP_TYPE:
+    if not c.__flags__ & HEAP_TYPE:
         return False
     return not any(isinstance(v, _DESCRIPTORS) and v.__objclass__ is c for v in vars(c).values())

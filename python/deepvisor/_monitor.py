@@ -596,12 +596,21 @@ def _step_through_dynamo_disable():
     Dynamo's files, which are never stepped, nor anything they call: the
     function it wraps ran unseen, its reads unchecked (a stale result). Once
     Dynamo is loaded, the wrapper's code is transparent: what it calls is
-    stepped."""
+    stepped. (Looked up once, the first capture after Dynamo loads.)"""
+    global _dynamo_disable_seen
+    if _dynamo_disable_seen:
+        return
     eval_frame = sys.modules.get("torch._dynamo.eval_frame")
+    if eval_frame is None:
+        return
+    _dynamo_disable_seen = True
     call = getattr(getattr(eval_frame, "DisableContext", None), "__call__", None)
     for c in getattr(getattr(call, "__code__", None), "co_consts", ()):
         if isinstance(c, types.CodeType) and c.co_name == "_fn":
             TRANSPARENT_CODES.add(c)
+
+
+_dynamo_disable_seen = False
 
 
 # -- summarized library functions --------------------------------------------------
