@@ -11,7 +11,6 @@ monitor refuses such uses (the call runs eagerly, with the reason).
 """
 
 import collections
-import decimal
 import functools
 import operator
 import re
@@ -33,7 +32,7 @@ _FOLLOWED_C_TYPES = frozenset({
     types.MethodType, types.BuiltinFunctionType, types.ModuleType, types.CodeType, types.CellType,
     *_DESCRIPTORS, types.MethodWrapperType, types.GetSetDescriptorType,
     types.MemberDescriptorType, property, staticmethod, classmethod, functools.partial, weakref.ref,
-    operator.attrgetter, operator.itemgetter, operator.methodcaller, re.Pattern, decimal.Decimal, torch.dtype,
+    operator.attrgetter, operator.itemgetter, operator.methodcaller, re.Pattern, torch.dtype,
     torch.device, torch.layout, torch.memory_format, torch.finfo, torch.iinfo, torch.Size, torch._C.TensorBase,
     torch.Tensor})
 # Immutable bases: a C type deriving from one is a value (a struct sequence, an

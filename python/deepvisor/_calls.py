@@ -24,9 +24,11 @@ call with a tracked argument is classified:
   instead (_script.py).
 """
 
+import _thread
 import abc
 import bisect
 import builtins
+import decimal
 import functools
 import heapq
 import operator
@@ -45,7 +47,10 @@ from ._monitor import (NULL, Unsupported, code_kind, is_value, one_of, refuse_ar
 _MethodDescriptor = (types.MethodDescriptorType, types.WrapperDescriptorType, types.ClassMethodDescriptorType)
 _BoundBuiltin = (types.BuiltinMethodType, types.MethodWrapperType)
 
-_IMPURE_MODULES = ("random", "time", "secrets", "uuid", "numpy.random", "datetime", "os", "socket", "subprocess")
+# (_thread: get_ident() and its kin answer per thread; decimal: its arithmetic
+# rounds by the calling thread's context, which no guard checks.)
+_IMPURE_MODULES = ("random", "time", "secrets", "uuid", "numpy.random", "datetime", "os", "socket", "subprocess",
+                   "_thread", "decimal")
 # (os.putenv and os.unsetenv: a write to os.environ calls them; a replay
 # would write its dict alone, not the process's environment.)
 _IMPURE_BUILTINS = {builtins.print, builtins.input, builtins.open, builtins.breakpoint, os.putenv, os.unsetenv}
@@ -93,6 +98,8 @@ def watched_callables():
         watched += [getattr(torch._C.TensorBase, n) for n in _TENSOR_DATA_METHODS if hasattr(torch._C.TensorBase, n)]
         watched += [getattr(random, n) for n in dir(random) if isinstance(getattr(random, n), _BoundBuiltin)]
         watched += [getattr(time, n) for n in dir(time) if isinstance(getattr(time, n), types.BuiltinFunctionType)]
+        watched += [getattr(_thread, n) for n in dir(_thread) if isinstance(getattr(_thread, n), types.BuiltinFunctionType)]
+        watched += [decimal.Decimal, decimal.getcontext, decimal.setcontext, decimal.localcontext]
         try:
             import numpy.random as npr
             state = npr.mtrand._rand
@@ -118,6 +125,8 @@ def _impure_reason(fn):
     if isinstance(owner, torch.Generator):
         return f"calls torch.Generator.{fn.__name__}(): the random number generator's state"
     module = getattr(fn, "__module__", None) or (owner.__name__ if isinstance(owner, types.ModuleType) else "")
+    if module == "decimal":
+        return f"calls decimal.{getattr(fn, '__name__', fn)}(): decimal arithmetic rounds by the thread's context"
     if module and any(module == m or module.startswith(m + ".") for m in _IMPURE_MODULES):
         if module.startswith("os") and getattr(fn, "__name__", "") in ("fspath", "getcwd", "sep"):
             return None

@@ -9,6 +9,12 @@ is recorded twice, and its inner ops are not recorded at all.
 
 A TorchFunctionMode sees these calls with their Python arguments; it is on
 for the whole capture run and passes every other torch function straight on.
+
+It also stops the capture at the Tensor methods written in Python that hand a
+tensor's values to Python where neither monitor sees them: the mode runs them
+from deepvisor's own frame, which the Python-state monitor does not step, and
+torch formats a tensor as text with the dispatch modes switched off. A replay
+would keep the first values (np.asarray(x), str(x), f"{x}").
 """
 
 import types
@@ -54,6 +60,26 @@ def opaque_op(func, args, kwargs):
     return _overload(packet, args, kwargs) if packet is not None else None
 
 
+def _data_reading_methods():
+    """Tensor methods (Python) that read a tensor's values outside the dispatcher -> how."""
+    t = torch.Tensor
+    named = {"__repr__": "str()/repr()", "__format__": "format() or an f-string", "__array__": "numpy's __array__",
+             "__dlpack__": "__dlpack__", "__reduce_ex__": "pickling", "storage": "Tensor.storage()"}
+    return {getattr(t, name): how for name, how in named.items() if name in vars(t)}
+
+
+_DATA_READING_METHODS = _data_reading_methods()
+
+
+def _data_read_reason(func, args):
+    how = _DATA_READING_METHODS.get(func)
+    if how is None:
+        return None
+    if func is torch.Tensor.__format__ and args and isinstance(args[0], torch.Tensor) and args[0].dim() == 0:
+        return None  # formats .item(), which the recorder sees
+    return f"tensor data reaches Python through {how}, which a replay cannot follow"
+
+
 class OpaqueMode(TorchFunctionMode):
     """During a capture: records the functions of _OPAQUE as one node each."""
 
@@ -63,6 +89,9 @@ class OpaqueMode(TorchFunctionMode):
 
     def __torch_function__(self, func, types_, args=(), kwargs=None):
         kwargs = kwargs or {}
+        reason = _data_read_reason(func, args)
+        if reason is not None and self.recorder.unsupported is None:
+            self.recorder.unsupported = reason
         op = opaque_op(func, args, kwargs)
         if op is None:
             return func(*args, **kwargs)

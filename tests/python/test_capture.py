@@ -9,6 +9,7 @@ import abc
 import collections
 import contextvars
 import dataclasses
+import decimal
 import functools
 import gc
 import heapq
@@ -970,6 +971,68 @@ def test_state_kept_in_a_c_layout_runs_eagerly(read):
     for got, expected in zip(calls(g), calls(read)):
         assert_matches(got, expected, tol)
     assert any("does not follow" in r for r in deepvisor.stats(g)["eager_reasons"])
+
+
+@pytest.mark.parametrize("read", [
+    lambda x: x * float(np.asarray(x.cpu()).sum()),  # numpy's __array__ (Tensor.numpy() inside)
+    lambda x: x * len(str(x)),                  # torch formats with the dispatch modes off
+    lambda x: x * len(f"{x}"),
+    lambda x: x * len(repr(x[0])),
+], ids=["asarray", "str", "fstring", "repr_of_a_view"])
+def test_tensor_values_read_by_python_methods_run_eagerly(read):
+    """Tensor methods written in Python that hand its values to Python
+    outside the dispatcher (np.asarray(x), str(x), an f-string) ran unseen:
+    a replay kept the first call's text or sum. They run eagerly."""
+    g = deepvisor.compile(read)
+    for v in (1.5, 100.5, 1e10):
+        x = torch.full((2,), v, device=DEVICE)
+        assert_matches(g(x), read(x), tol)
+    assert any("tensor data reaches Python" in r for r in deepvisor.stats(g)["eager_reasons"])
+
+
+def test_a_tensor_formatted_as_a_number_is_a_decision():
+    """format() of a 0-dim tensor formats .item(), which the recorder sees."""
+    def fn(x):
+        return x * len(f"{x.sum():.1f}")
+
+    g = deepvisor.compile(fn)
+    for v in (1.5, 100.5, 1e10):
+        x = torch.full((2,), v, device=DEVICE)
+        assert_matches(g(x), fn(x), tol)
+    assert deepvisor.stats(g)["graphs"] == 1
+
+
+_THIRD = decimal.Decimal(1)
+
+
+def test_decimal_context_and_thread_identity_run_eagerly():
+    """Decimal arithmetic rounds by the thread's context, which no guard
+    checks; threading.get_ident() answers per thread. Replays kept the first
+    precision's quotient and the capturing thread's identity."""
+    def by_context(x):
+        return x * float(decimal.Decimal(2) / decimal.Decimal(3))
+
+    def by_a_program_decimal(x):
+        return x * float(_THIRD / 3)
+
+    def by_thread(x):
+        return x * (threading.get_ident() % 7 + 1)
+
+    x = randn(3)
+    for fn in (by_context, by_a_program_decimal):
+        g = deepvisor.compile(fn)
+        with decimal.localcontext() as ctx:
+            for prec in (28, 3, 28):
+                ctx.prec = prec
+                assert_matches(g(x), fn(x), tol)
+        assert deepvisor.stats(g)["eager_calls"] > 0
+    g = deepvisor.compile(by_thread)
+    other = []
+    thread = threading.Thread(target=lambda: other.append(g(x)))
+    thread.start()
+    thread.join()
+    assert_matches(other[0], x * (thread.ident % 7 + 1), tol)
+    assert_matches(g(x), by_thread(x), tol)
 
 
 def test_c_types_whose_state_is_followed_still_capture():
