@@ -61,6 +61,13 @@ _TYPE_READERS = {builtins.isinstance, builtins.issubclass, builtins.type, builti
 _UNCHECKED_TORCH_GETTERS = {torch.get_num_threads, torch.get_num_interop_threads, torch.is_anomaly_enabled,
                             torch.is_anomaly_check_nan_enabled, torch._C._get_warnAlways,
                             torch._C._get_deterministic_algorithms_warn_only}
+# ATen's other settable flags (each has a torch._C._set_ twin), read through
+# torch.backends.* (preferred_linalg_library(), quantized.engine...).
+_UNCHECKED_TORCH_GETTERS |= {getattr(torch._C, f"_get_{name}") for name in (
+    "blas_preferred_backend", "linalg_preferred_backend", "cpu_allow_fp16_reduced_precision_reduction",
+    "deterministic_fill_uninitialized_memory", "mkldnn_deterministic", "nnpack_enabled", "qengine",
+    "rocm_fa_preferred_backend", "sm_carveout_experimental", "miopen_immediate", "backcompat_broadcast_warn",
+    "backcompat_keepdim_warn") if hasattr(torch._C, f"_get_{name}")}
 _CONTAINER_TYPES = (list, tuple, dict, set, frozenset)
 # C functions that change the list they are given.
 _LIST_MUTATING_FUNCTIONS = {heapq.heappush, heapq.heappop, heapq.heapify, heapq.heapreplace, heapq.heappushpop,

@@ -1063,7 +1063,9 @@ def _READ_SEED():
     (lambda: torch.is_anomaly_enabled(), lambda v: torch.autograd.set_detect_anomaly(bool(v - 1))),
     (lambda: torch.is_warn_always_enabled(), lambda v: torch.set_warn_always(bool(v - 1))),
     (_READ_SEED, lambda v: torch.manual_seed(v)),
-], ids=["num_threads", "anomaly", "warn_always", "initial_seed"])
+    (lambda: 1 + (torch.backends.cuda.preferred_linalg_library() != torch._C._LinalgBackend.Default),
+     lambda v: torch.backends.cuda.preferred_linalg_library(["default", "cusolver"][v - 1])),
+], ids=["num_threads", "anomaly", "warn_always", "initial_seed", "linalg_library"])
 def test_torch_settings_that_guards_do_not_check_run_eagerly(read, set_to):
     """torch's settings outside the guards' global state (threads, anomaly
     mode, warn-always, the seed): a replay once kept the value read first."""
