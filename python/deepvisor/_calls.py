@@ -91,8 +91,10 @@ def _is_python(fn):
 
 
 # Tensor methods that hand tensor data to Python without an ATen op the
-# tensor monitor would see.
-_TENSOR_DATA_METHODS = ("tolist", "numpy", "data_ptr", "__array__", "__dlpack__", "untyped_storage", "storage")
+# tensor monitor would see (apply_, map_, map2_: a Python function of each
+# element, called from C and writing the tensor, unseen by both monitors).
+_TENSOR_DATA_METHODS = ("tolist", "numpy", "data_ptr", "__array__", "__dlpack__", "untyped_storage", "storage",
+                        "apply_", "map_", "map2_")
 
 
 def watched_callables():

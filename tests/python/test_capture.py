@@ -978,7 +978,8 @@ def test_state_kept_in_a_c_layout_runs_eagerly(read):
     lambda x: x * len(str(x)),                  # torch formats with the dispatch modes off
     lambda x: x * len(f"{x}"),
     lambda x: x * len(repr(x[0])),
-], ids=["asarray", "str", "fstring", "repr_of_a_view"])
+    lambda x: x.cpu().clone().apply_(lambda v: v + 1.0).to(x.device),  # a Python function called from C
+], ids=["asarray", "str", "fstring", "repr_of_a_view", "apply_"])
 def test_tensor_values_read_by_python_methods_run_eagerly(read):
     """Tensor methods written in Python that hand its values to Python
     outside the dispatcher (np.asarray(x), str(x), an f-string) ran unseen:
