@@ -106,8 +106,9 @@ _LIBRARY_DIRS = _library_dirs()
 _OWN_DIR = os.path.dirname(os.path.realpath(__file__)) + os.sep
 # Code that is never stepped (nor anything it calls): deepvisor itself, the
 # dispatch-mode machinery that calls the tensor monitor, the import system (a
-# module body runs once, on first import), logging and warnings (their effects
-# are not part of the computation).
+# module body runs once, on first import), warnings (shown once a place by
+# default). logging is stepped: a record it would emit makes the call eager (a
+# replay would drop it), and a disabled level is checked in its loggers' caches.
 _EXCLUDED_FILES = tuple(
     os.path.realpath(p) for p in (
         os.path.join(os.path.dirname(torch.__file__), "utils", "_python_dispatch.py"),
@@ -115,7 +116,6 @@ _EXCLUDED_FILES = tuple(
         # Dynamo's bookkeeping (generation tags of new modules, weakref
         # callbacks of its caches) runs inside the program once it is loaded.
         os.path.join(os.path.dirname(torch.__file__), "_dynamo"),
-        os.path.join(os.path.dirname(os.__file__), "logging"),
         os.path.join(os.path.dirname(os.__file__), "warnings.py"),
         os.path.join(os.path.dirname(os.__file__), "threading.py"),
     ))

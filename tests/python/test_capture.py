@@ -15,6 +15,7 @@ import gc
 import heapq
 import io
 import itertools
+import logging
 import operator
 import os
 import random
@@ -1034,6 +1035,36 @@ def test_decimal_context_and_thread_identity_run_eagerly():
     thread.join()
     assert_matches(other[0], x * (thread.ident % 7 + 1), tol)
     assert_matches(g(x), by_thread(x), tol)
+
+
+def test_logging_in_the_program_is_not_lost():
+    """logging's code was never stepped: a replay dropped the program's log
+    records, and a level changed later was not seen. A record that would be
+    emitted runs the call eagerly; a disabled one is checked, not replayed."""
+    logger = logging.getLogger("deepvisor.test.program")
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger.addHandler(handler)
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+
+    def fn(x):
+        logger.debug("scaled")
+        return x * 2
+
+    g = deepvisor.compile(fn)
+    x = randn(3)
+    try:
+        for _ in range(3):
+            assert_matches(g(x), x * 2, tol)
+        assert not records and deepvisor.stats(g)["eager_calls"] == 0
+        logger.setLevel(logging.DEBUG)
+        for _ in range(2):
+            assert_matches(g(x), x * 2, tol)
+        assert len(records) == 2  # one a call, as eager logs
+    finally:
+        logger.removeHandler(handler)
 
 
 def test_c_types_whose_state_is_followed_still_capture():
