@@ -17,7 +17,7 @@
 #include <unordered_set>
 
 #include "codegen/arena_plan.h"
-#include "codegen/common_casts.h"
+#include "codegen/common_nodes.h"
 #include "codegen/library_bias.h"
 #include "codegen/program.h"
 #include "codegen/tensor_def.h"
@@ -749,11 +749,11 @@ Program Scheduler::assemble() {
 }  // namespace
 
 Program compile_graph(const ir::Graph& captured, const CompileOptions& options) {
-  if (options.cpu_plans_run_aten && ir::graph_device(captured) == "cpu")
-    return Scheduler(captured, lower_graph_to_aten(captured), options).run();  // addmm stays whole too
-  if (options.cpu_rows_run_aten && ir::graph_device(captured) == "cpu")
-    return Scheduler(captured, lower_graph_rows_to_aten(captured, options.cpu_min_rows), options).run();
-  const ir::Graph merged = merge_identical_casts(captured);
+  const ir::Graph merged = merge_identical_nodes(captured);
+  if (options.cpu_plans_run_aten && ir::graph_device(merged) == "cpu")
+    return Scheduler(merged, lower_graph_to_aten(merged), options).run();  // addmm stays whole too
+  if (options.cpu_rows_run_aten && ir::graph_device(merged) == "cpu")
+    return Scheduler(merged, lower_graph_rows_to_aten(merged, options.cpu_min_rows), options).run();
   const ir::Graph unfused = options.unfuse_library_bias ? unfuse_library_bias(merged) : merged;
   const ir::Graph graph = channels_last_activations(unfused, options.channels_last, options.channels_last_weight_copies);
   LoweredGraph lowered = lower_graph(graph);

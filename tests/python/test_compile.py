@@ -157,11 +157,11 @@ def test_library_calls_read_views_of_their_operands_without_copies():
     layer norm read by two projections is written once (3 kernels: the norm,
     the two epilogues). Also through a non-contiguous input and a 4-d bmm."""
     torch.manual_seed(0)
-    lin, norm = nn.Linear(8, 16).eval(), nn.LayerNorm(8).eval()
+    lin, lin2, norm = nn.Linear(8, 16).eval(), nn.Linear(8, 16).eval(), nn.LayerNorm(8).eval()
 
     def fn(x):
         h = norm(x)
-        return torch.relu(lin(h)) + 1, lin(h) * 2
+        return torch.relu(lin(h)) + 1, lin2(h) * 2
 
     with torch.no_grad():
         x = randn(2, 3, 8)
@@ -180,6 +180,40 @@ def test_library_calls_read_views_of_their_operands_without_copies():
         for seed in (3, 4):
             q, k = randn(2, 5, 3, 4, seed=seed), randn(2, 5, 3, 4, seed=seed + 10)
             assert_matches(g(q, k), attention_scores(q, k), f32_tolerance)
+
+
+def test_work_repeated_on_the_same_values_runs_once():
+    """A node that repeats an earlier one (same op, operands and arguments:
+    a projection, a convolution run again on the same input) is computed
+    once (codegen/common_nodes.h); random draws are not merged, nor results
+    that leave the call (eager returns distinct tensors)."""
+    torch.manual_seed(0)
+    lin, conv = nn.Linear(8, 16).eval(), nn.Conv2d(3, 4, 3).eval()
+
+    def repeated(x, img):
+        h = torch.relu(lin(x)) + lin(x) * 2
+        return h, conv(img).sigmoid() + conv(img).tanh()
+
+    with torch.no_grad():
+        x, img = randn(2, 3, 8), randn(2, 3, 9, 7)
+        g, out = run_twice(repeated, x, img)
+        assert_matches(out, repeated(x, img), f32_tolerance)
+        extern = deepvisor.stats(g)["extern_ops"]
+        assert extern.get("aten::mm.default", 0) + extern.get("aten::addmm.default", 0) == 1, extern
+        assert sum(n for op, n in extern.items() if "convolution" in op) == 1, extern
+
+    def draws(x):
+        return torch.rand_like(x) - torch.rand_like(x), torch.dropout(x, 0.5, True) - torch.dropout(x, 0.5, True)
+
+    g, (a, b) = run_twice(draws, torch.ones(64))
+    assert (a != 0).any() and (b != 0).any()
+
+    def returned_twice(x):
+        return x.exp(), x.exp()
+
+    g, (p, q) = run_twice(returned_twice, randn(5))
+    p.zero_()
+    assert_matches(q, randn(5).exp(), f32_tolerance)
 
 
 def test_a_split_read_by_attention_is_a_view_not_a_copy():
@@ -232,7 +266,8 @@ def test_a_matmuls_bias_moves_into_the_kernel_that_reads_its_product(dtype):
         assert stats["fallback_ops"] == {}, stats
         extern = stats["extern_ops"]
         split = 3 if dtype == torch.float32 else 0
-        assert extern.get("aten::mm.default", 0) == split and extern["aten::addmm.default"] == 5 - split, extern
+        # Five projections, the two q(x) computed once (codegen/common_nodes.h).
+        assert extern.get("aten::mm.default", 0) == split and extern["aten::addmm.default"] == 4 - split, extern
         # A non-contiguous input: F.linear takes another path (matmul, then add).
         for seed in (1, 2):
             x = randn(7, 3, 13, seed=seed, dtype=dtype).transpose(0, 1)

@@ -156,7 +156,7 @@ class SharedWeights(nn.Module):
 
 
 def test_a_weight_read_three_times_is_cast_once():
-    """The capture records autocast's cast at each use (codegen/common_casts.h
+    """The capture records autocast's cast at each use (codegen/common_nodes.h
     merges them): one kept bf16 weight, as eager's cache keeps one."""
     torch.manual_seed(0)
     m = SharedWeights().eval()
