@@ -17,9 +17,9 @@ using ir::Node;
 // Ops whose result is not a function of their operands: random draws and
 // uninitialized memory (empty, empty_like, new_empty, empty_strided...).
 bool is_fresh_every_time(const std::string& op) {
-  static constexpr std::array<std::string_view, 13> kWords = {
-      "rand", "dropout", "bernoulli", "normal", "uniform", "exponential", "geometric",
-      "cauchy", "multinomial", "poisson", "rrelu", "empty", "_fused_dropout"};
+  static constexpr std::array<std::string_view, 15> kWords = {
+      "rand",    "dropout", "bernoulli", "normal", "uniform", "exponential", "geometric", "cauchy",
+      "multinomial", "poisson", "standard_gamma", "dirichlet", "binomial", "rrelu", "empty"};
   for (std::string_view w : kWords)
     if (op.find(w) != std::string::npos) return true;
   return false;
