@@ -2,6 +2,7 @@
 #include <cmath>
 
 #include "catch.h"
+#include "codegen/common_nodes.h"
 #include "codegen/program.h"
 #include "graph_builder.h"
 
@@ -599,4 +600,38 @@ TEST_CASE("a GPU plan divides by a CPU scalar or a number as ATen's CUDA kernel 
       CHECK(muls == (gpu ? 1 : 0));
     }
   }
+}
+
+TEST_CASE("a node repeating an earlier one is merged into it", "[fusion][cse]") {
+  GraphBuilder b;
+  const int x = b.input(DType::Float32, {4, 8});
+  const int w = b.input(DType::Float32, {8, 8});
+  const int m1 = b.op("aten::mm.default", {T(x), T(w)}, DType::Float32, {4, 8});
+  const int m2 = b.op("aten::mm.default", {T(x), T(w)}, DType::Float32, {4, 8});  // the same product
+  const int e1 = b.op("aten::exp.default", {T(m1)}, DType::Float32, {4, 8});
+  const int e2 = b.op("aten::exp.default", {T(m2)}, DType::Float32, {4, 8});  // the same once m2 is m1
+  const int r1 = b.op("aten::rand_like.default", {T(x)}, DType::Float32, {4, 8});
+  const int r2 = b.op("aten::rand_like.default", {T(x)}, DType::Float32, {4, 8});  // a new draw
+  const int s = b.op("aten::add.Tensor", {T(e1), T(e2), I(1)}, DType::Float32, {4, 8});
+  const int s2 = b.op("aten::add.Tensor", {T(r1), T(r2), I(1)}, DType::Float32, {4, 8});
+  const int out1 = b.op("aten::neg.default", {T(s)}, DType::Float32, {4, 8});
+  const int out2 = b.op("aten::neg.default", {T(s)}, DType::Float32, {4, 8});  // returned: stays
+  b.output(out1);
+  b.output(out2);
+  b.output(s2);
+  const ir::Graph merged = codegen::merge_identical_nodes(b.g);
+  auto count = [&](const std::string& op) {
+    int n = 0;
+    for (const auto& node : merged.nodes) n += node.op == op;
+    return n;
+  };
+  CHECK(count("aten::mm.default") == 1);
+  CHECK(count("aten::exp.default") == 1);
+  CHECK(count("aten::rand_like.default") == 2);
+  CHECK(count("aten::neg.default") == 2);
+  const auto& add = merged.nodes[4];  // mm, exp, two draws, then the sum
+  REQUIRE(add.op == "aten::add.Tensor");
+  CHECK(add.args[0].tensor == e1);
+  CHECK(add.args[1].tensor == e1);
+  CHECK(merged.outputs == std::vector<int>{out1, out2, s2});
 }
