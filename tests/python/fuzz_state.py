@@ -17,7 +17,8 @@ and a list (graph inputs), an nn.Linear (its parameters changed in place,
 through .data or replaced; the module replaced; hooks added and removed),
 state kept in C layouts (a numpy array, a random generator, a StringIO, an
 lru_cache function), an ABC's registrations, a parameter's grad and
-requires_grad;
+requires_grad, a tensor's text and numpy view, a logger (its records and
+level), a Decimal under a changed context precision;
 the argument itself changes too (its values, size, dtype, strides). Two
 programs in five are an nn.Module's forward, compiled as the module, that
 also read and write their own attributes, config dict, buffer, training
@@ -169,6 +170,16 @@ import abc
 class Shape(abc.ABC):  # isinstance answers that registrations change
     pass
 WG = torch.nn.Parameter(torch.ones(1))  # autograd state read in Python
+import logging, decimal
+LOGGED = []  # the records the program's logger emitted (a logger of this namespace's own)
+class _Kept(logging.Handler):
+    def emit(self, record):
+        LOGGED.append(record.getMessage())
+LOG = logging.getLogger(f"fuzz_state_program.{id(LOGGED)}")
+LOG.propagate = False
+LOG.addHandler(_Kept())
+LOG.setLevel(logging.INFO)
+DEC = decimal.Decimal(2)  # its arithmetic rounds by the thread's context
 class Prog(torch.nn.Module):  # the base of the programs that are modules
     def __init__(self):
         super().__init__()
@@ -198,6 +209,8 @@ READS = [
     'opts.get("extra", 0.5)', 'len(opts)', 'float(ARR.sum())', 'float(ARR[0])', 'float(numpy.max(ARR))',
     'RNG.random()', 'len(TXT.getvalue())', 'cached(2.0)', '(1.0 if isinstance(O, Shape) else 4.0)',
     '(2.0 if WG.grad is None else 0.5)', '(1.0 if WG.requires_grad else -1.0)',
+    'float(len(str(W2)))', 'float(numpy.asarray(W2).sum())', 'float(DEC / 3)',
+    '(1.0 if LOG.isEnabledFor(logging.DEBUG) else 2.0)',
 ]
 
 # What a program that is a module reads of itself: numbers, then tensors.
@@ -234,6 +247,8 @@ CHANGES = [
     'OPTS = {{"s": {v}, "n": 0}}', 'OPTS["s"] = {v}', 'OPTS["extra"] = {v}', 'OPTS = dict(OPTS)',
     'ARR[0] = {v}', 'ARR = numpy.full(3, {v})', 'RNG.seed({v})', 'TXT.write("ab")', 'cached.cache_clear()',
     'Shape.register(type(O))', 'WG.grad = torch.full((1,), {v})', 'WG.grad = None', 'WG.requires_grad_(False)',
+    'LOG.setLevel(logging.DEBUG)', 'LOG.setLevel(logging.WARNING)', 'LOG.disabled = True',
+    'decimal.getcontext().prec = 4', 'decimal.getcontext().prec = 28',
 ]
 
 # Changes of a program that is a module (the others do not apply to a function: skipped).
@@ -260,6 +275,7 @@ WRITES = [
     'Cm.k = Cm.k + 1.0', 'Base.f = Base.f + 0.5', 'x.add_(0.5)', 'TL[0].add_(1.0)', 'D2[1] = D2[1] * 2.0',
     'P.doubled = P.doubled + 1.0', 'TD["w"].mul_(0.5)', 'CFG._d["lr"] = CFG.lr * 2.0',
     'opts["n"] = opts["n"] + 1', 'opts.setdefault("seen", 1.0)', 'ARR[1] += 1.0', 'TXT.write("c")',
+    'LOG.debug("debug")', 'LOG.info("info")',
 ]
 SELF_WRITES = ['self.scale = self.scale * 0.5', 'self.cfg["k"] += 1.0', 'self.buf.add_(1.0)',
                'self.calls = getattr(self, "calls", 0) + 1']
@@ -334,7 +350,7 @@ def _state(ns):
             [t.tolist() for t in ns["TL"]], dict(ns["CFG"]._d), list(ns["BX"].items), ns["TD"]["w"].tolist(),
             ns["M"].weight.tolist(), ns["M"].bias.tolist(), ns["M"].training, _module_state(ns["program"]),
             sorted(ns["OPTS"].items()), ns["ARR"].tolist(), ns["RNG"].getstate(), ns["TXT"].getvalue(),
-            ns["WG"].requires_grad, None if ns["WG"].grad is None else ns["WG"].grad.tolist())
+            ns["WG"].requires_grad, None if ns["WG"].grad is None else ns["WG"].grad.tolist(), list(ns["LOGGED"]))
 
 
 def _module_state(p):
