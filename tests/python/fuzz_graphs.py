@@ -12,7 +12,8 @@ replication), pooling, indexing
 (index_select, gather, embedding), writes by data (index_put, scatter,
 scatter_add, index_add, index_copy, index_fill), matmuls and 2-d convolutions with epilogues, in-place
 updates of fresh tensors and of their slices, and tensors made from Python
-numbers (torch.tensor) with scalar arithmetic over them. Each statement is run eagerly as
+numbers (torch.tensor) with scalar arithmetic over them, and earlier statements
+repeated on the same values (merged work). Each statement is run eagerly as
 it is generated, so every program is valid by construction. A program fails
 when the compiled function's results differ from eager's in dtype, shape or
 NaN positions, or are further from the program computed in float64 than
@@ -429,8 +430,16 @@ def op_python_constant(b):
     return b.try_stmt(f"{a} * 0 + torch.tensor([{x}]).bernoulli().sum() * 0")
 
 
+def op_repeat(b):
+    """An earlier statement again, on the same values: work the plan computes
+    once (codegen/common_nodes.h) unless it draws random numbers."""
+    if not b.p.stmts:
+        return False
+    return b.try_stmt(b.rng.choice(b.p.stmts)[1])
+
+
 OPS = [(op_pointwise, 6), (op_reduce, 2), (op_row, 2), (op_view, 3), (op_cat, 1), (op_index, 1), (op_pool, 1),
-       (op_matmul, 1), (op_conv, 1), (op_in_place, 1), (op_scatter, 1), (op_python_constant, 1)]
+       (op_matmul, 1), (op_conv, 1), (op_in_place, 1), (op_scatter, 1), (op_python_constant, 1), (op_repeat, 1)]
 
 
 def generate(seed):
