@@ -106,8 +106,9 @@ def watched_callables():
                    torch._C.TensorBase.item, builtins.float, builtins.int]
         watched += [getattr(torch._C.TensorBase, n) for n in _TENSOR_DATA_METHODS if hasattr(torch._C.TensorBase, n)]
         watched += [getattr(random, n) for n in dir(random) if isinstance(getattr(random, n), _BoundBuiltin)]
-        watched += [getattr(time, n) for n in dir(time) if isinstance(getattr(time, n), types.BuiltinFunctionType)]
-        watched += [getattr(_thread, n) for n in dir(_thread) if isinstance(getattr(_thread, n), types.BuiltinFunctionType)]
+        for module in (time, _thread):
+            watched += [getattr(module, n) for n in dir(module)
+                        if isinstance(getattr(module, n), types.BuiltinFunctionType)]
         watched += [decimal.Decimal, decimal.getcontext, decimal.setcontext, decimal.localcontext]
         try:
             import numpy.random as npr
