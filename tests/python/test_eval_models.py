@@ -97,3 +97,19 @@ def test_deberta_attention_span_is_folded():
     deepvisor.reset()
     assert s["captures"] == 1 and s["cache_hits"] == 1 and s["fallback_ops"] == {}, s
     assert [len(p.path.segments) for p in plans] == [1]
+
+
+def test_tridentnet_runs_the_shared_branch_work_once():
+    """TridentNet's first trident block gets the same input on its three
+    branches: their 1x1 convolution and downsample (with batch norm and relu)
+    are computed once (codegen/common_nodes.h): 30 convolutions of the small
+    size's 34."""
+    torch.manual_seed(0)
+    model, args = bench_models.tridentnet("small", 2, "cpu")
+    with torch.no_grad():
+        g = deepvisor.compile(model)
+        assert_equal_outputs(g(*args), model(*args))
+        assert_equal_outputs(g(*args), model(*args))
+    s = deepvisor.stats(g)
+    deepvisor.reset()
+    assert s["extern_ops"] == {"aten::convolution.default": 30, "aten::addmm.default": 1}, s["extern_ops"]
