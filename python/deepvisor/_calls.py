@@ -47,10 +47,10 @@ from ._monitor import (NULL, Unsupported, code_kind, is_value, one_of, refuse_ar
 _MethodDescriptor = (types.MethodDescriptorType, types.WrapperDescriptorType, types.ClassMethodDescriptorType)
 _BoundBuiltin = (types.BuiltinMethodType, types.MethodWrapperType)
 
-# (_thread: get_ident() and its kin answer per thread; decimal: its arithmetic
-# rounds by the calling thread's context, which no guard checks.)
+# (_thread: get_ident() and its kin answer per thread. decimal is impure too:
+# _impure_reason.)
 _IMPURE_MODULES = ("random", "time", "secrets", "uuid", "numpy.random", "datetime", "os", "socket", "subprocess",
-                   "_thread", "decimal")
+                   "_thread")
 # (os.putenv and os.unsetenv: a write to os.environ calls them; a replay
 # would write its dict alone, not the process's environment.)
 _IMPURE_BUILTINS = {builtins.print, builtins.input, builtins.open, builtins.breakpoint, os.putenv, os.unsetenv}
@@ -90,11 +90,12 @@ def _is_python(fn):
         not isinstance(fn, type) and isinstance(getattr(type(fn), "__call__", None), types.FunctionType))
 
 
-# Tensor methods that hand tensor data to Python without an ATen op the
+# C methods of tensors that hand tensor data to Python without an ATen op the
 # tensor monitor would see (apply_, map_, map2_: a Python function of each
-# element, called from C and writing the tensor, unseen by both monitors).
-_TENSOR_DATA_METHODS = ("tolist", "numpy", "data_ptr", "__array__", "__dlpack__", "untyped_storage", "storage",
-                        "apply_", "map_", "map2_")
+# element, called from C and writing the tensor, unseen by both monitors). The
+# methods written in Python (__array__, __repr__, storage...) are stepped, not
+# reported here: the torch function mode stops at them (_opaque.py).
+_TENSOR_DATA_METHODS = ("tolist", "numpy", "data_ptr", "untyped_storage", "apply_", "map_", "map2_")
 
 
 def watched_callables():
@@ -104,7 +105,7 @@ def watched_callables():
     if _WATCHED is None:
         watched = [*_IMPURE_BUILTINS, *_UNCHECKED_TORCH_GETTERS, random._inst, torch.default_generator,
                    torch._C.TensorBase.item, builtins.float, builtins.int]
-        watched += [getattr(torch._C.TensorBase, n) for n in _TENSOR_DATA_METHODS if hasattr(torch._C.TensorBase, n)]
+        watched += [getattr(torch._C.TensorBase, n) for n in _TENSOR_DATA_METHODS]
         watched += [getattr(random, n) for n in dir(random) if isinstance(getattr(random, n), _BoundBuiltin)]
         for module in (time, _thread):
             watched += [getattr(module, n) for n in dir(module)
@@ -135,7 +136,7 @@ def _impure_reason(fn):
     if isinstance(owner, torch.Generator):
         return f"calls torch.Generator.{fn.__name__}(): the random number generator's state"
     module = getattr(fn, "__module__", None) or (owner.__name__ if isinstance(owner, types.ModuleType) else "")
-    if module == "decimal":
+    if module == "decimal":  # the thread's context, which no guard checks
         return f"calls decimal.{getattr(fn, '__name__', fn)}(): decimal arithmetic rounds by the thread's context"
     if module and any(module == m or module.startswith(m + ".") for m in _IMPURE_MODULES):
         if module.startswith("os") and getattr(fn, "__name__", "") in ("fspath", "getcwd", "sep"):
