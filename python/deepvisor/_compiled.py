@@ -25,6 +25,7 @@ import inspect
 import itertools
 import os
 import re
+import sys
 import threading
 import time
 import weakref
@@ -166,6 +167,29 @@ class _Plan:
         if self.tree is None:
             return 1
         return sum(1 for n in self.tree.nodes() if n.segment.decision is None)
+
+
+@contextlib.contextmanager
+def _dynamo_eager():
+    """torch.compile'd code that the program calls runs eagerly through a
+    capture (Dynamo's force_eager stance), so that the recorder sees its ATen
+    ops. Left alone, Dynamo meets the recorder (a dispatch mode it cannot
+    trace under) and marks every frame it then enters as never to be compiled,
+    for the rest of the process: the program's own compiled functions and
+    torch.cond's wrapper among them (a later torch.cond outside deepvisor
+    failed). Where Dynamo is not loaded yet, nothing of the program is
+    compiled; if the run loads it (torch.cond does), its caches are reset
+    afterwards so that what it marked during the capture is forgotten."""
+    eval_frame = sys.modules.get("torch._dynamo.eval_frame")
+    if eval_frame is None:
+        try:
+            yield
+        finally:
+            if "torch._dynamo" in sys.modules:
+                sys.modules["torch._dynamo"].reset()
+        return
+    with torch.compiler.set_stance("force_eager"):
+        yield
 
 
 @contextlib.contextmanager
@@ -439,7 +463,7 @@ class CompiledFunction:
         path or None, the guard program or None, the eager reason or None).
         dynamic_dims {k: dims} names symbolic dimensions of the k-th tensor
         passed directly: a shape shadow follows the run (_shapes.py)."""
-        with _gc_paused():
+        with _gc_paused(), _dynamo_eager():
             return self._capture_unpaused(args, kwargs, dynamic_dims)
 
     def _capture_unpaused(self, args, kwargs, dynamic_dims):

@@ -17,10 +17,12 @@ torch formats a tensor as text with the dispatch modes switched off. A replay
 would keep the first values (np.asarray(x), str(x), f"{x}").
 """
 
+import functools
 import types
 
 import torch
 from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import _disable_current_modes
 
 # Torch function name -> the ATen op packet whose overload is recorded.
 _OPAQUE = {name: getattr(torch.ops.aten, name) for name in ("lstm", "gru", "rnn_tanh", "rnn_relu")}
@@ -80,6 +82,19 @@ def _data_read_reason(func, args):
     return f"tensor data reaches Python through {how}, which a replay cannot follow"
 
 
+def _call(func, args, kwargs):
+    return func(*args, **kwargs)
+
+
+@functools.cache
+def _without_dynamo():
+    """_call with Dynamo's frame hook off: torch.cond reaches the modes from
+    inside torch.compile, whose hook would compile the operator's own Python
+    once the modes are off (and fail: it reads the mode stack)."""
+    import torch._dynamo
+    return torch._dynamo.disable(_call)
+
+
 class OpaqueMode(TorchFunctionMode):
     """During a capture: records the functions of _OPAQUE as one node each."""
 
@@ -89,6 +104,8 @@ class OpaqueMode(TorchFunctionMode):
 
     def __torch_function__(self, func, types_, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if isinstance(func, torch._ops.HigherOrderOperator):
+            return self._higher_order(func, args, kwargs)
         reason = _data_read_reason(func, args)
         if reason is not None and self.recorder.unsupported is None:
             self.recorder.unsupported = reason
@@ -96,3 +113,12 @@ class OpaqueMode(TorchFunctionMode):
         if op is None:
             return func(*args, **kwargs)
         return self.recorder.record_opaque(op, func, args, kwargs)
+
+    def _higher_order(self, func, args, kwargs):
+        """torch.cond, while_loop, map... reach the modes as one operator whose
+        functions run inside the dispatcher: the call runs eagerly, as torch
+        runs it without modes (its branches unrecorded, hence the reason)."""
+        if self.recorder.unsupported is None:
+            self.recorder.unsupported = f"calls the higher-order operator torch.ops.higher_order.{func.name()}"
+        with _disable_current_modes():
+            return _without_dynamo()(func, args, kwargs)

@@ -3066,3 +3066,56 @@ def test_numpy_scalars_are_checked_by_value():
 
 
 _NUMPY_OFFSET = [np.float32(0.0)]
+
+
+# -- torch.compile'd code and higher-order operators inside a capture ------------------
+
+_DYNAMO_SCRIPT = r'''
+import sys, torch, deepvisor
+case = sys.argv[1]
+SCALE = {"k": 2.0}
+
+def branches(x):
+    return torch.cond(x.sum() > 0, lambda v: v.sin() * SCALE["k"], lambda v: v.cos() - 1, (x,)) + 1
+
+if case == "compiled_before":  # Dynamo loaded, the program holds a torch.compile'd function
+    body = lambda v: (v * 3).tanh()
+    inner = torch.compile(body, backend="eager")
+    fn = lambda x: inner(x) * SCALE["k"] + branches(x)
+    ref = lambda x: body(x) * SCALE["k"] + branches(x)  # inner is first called by the capture
+else:  # Dynamo is first loaded by torch.cond, inside the capture
+    assert "torch._dynamo" not in sys.modules
+    fn = ref = branches
+g = deepvisor.compile(fn)
+x = torch.randn(16)
+for v in (x, -x.abs(), x.abs()):
+    assert torch.allclose(g(v), ref(v)), case
+SCALE["k"] = 5.0
+assert torch.allclose(g(x.abs()), ref(x.abs()))
+from torch._dynamo.utils import counters
+s = deepvisor.stats(g)
+assert s["eager_calls"] >= 1 and "higher-order operator" in str(s), s
+# Nothing Dynamo marked during the capture lasts: torch.cond and a new torch.compile'd function work after it.
+assert torch.allclose(torch.cond(x.sum() > 0, lambda v: v + 1, lambda v: v - 1, (x,)), x + (1 if x.sum() > 0 else -1))
+frames = counters["frames"]["ok"]
+later = torch.compile(lambda v: v * 7 + 1, backend="eager")
+assert torch.allclose(later(x), x * 7 + 1) and counters["frames"]["ok"] > frames, dict(counters["frames"])
+if case == "compiled_before":
+    ok, y = counters["frames"]["ok"], torch.randn(3, 5)  # a new shape: compiled again unless marked
+    assert torch.allclose(inner(y), body(y)) and counters["frames"]["ok"] > ok, "inner was left uncompilable"
+print("ok")
+'''
+
+
+@pytest.mark.parametrize("case", ["dynamo_loaded_by_cond", "compiled_before"])
+def test_torch_cond_and_compiled_functions_inside_a_capture(case):
+    """torch.cond inside a capture raised (its operator reached the recorder,
+    which has no rule for it), and Dynamo, meeting the recorder, marked the
+    frames it entered as never to compile: a later torch.cond outside
+    deepvisor failed, and a torch.compile'd function first called inside a
+    capture stayed eager for good. Now Dynamo runs eagerly through a capture,
+    torch.cond makes its call eager with the reason, and Dynamo is left as it
+    was (each case in a fresh process: whether Dynamo is loaded matters)."""
+    import subprocess
+    r = subprocess.run([sys.executable, "-c", _DYNAMO_SCRIPT, case], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-3000:]
