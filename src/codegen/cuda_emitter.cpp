@@ -1072,6 +1072,7 @@ std::string to_string(const KernelTuning& t) {
   field(t.pointwise_chunks != d.pointwise_chunks, "pw_chunks=" + std::to_string(t.pointwise_chunks));
   field(t.row_chunks_per_thread != d.row_chunks_per_thread, "row_chunks=" + std::to_string(t.row_chunks_per_thread));
   field(t.row_max_threads != d.row_max_threads, "row_threads=" + std::to_string(t.row_max_threads));
+  field(t.row_whole_warps != d.row_whole_warps, "row_whole_warps");
   field(t.row_force_looped != d.row_force_looped, t.row_force_looped ? "row_looped" : "row_not_looped");
   field(t.row_loop_hints != d.row_loop_hints, "loop_hints=" + std::to_string(t.row_loop_hints));
   field(t.row_loop_moments != d.row_loop_moments, t.row_loop_moments ? "loop_moments" : "no_loop_moments");

@@ -35,6 +35,10 @@ struct KernelTuning {
   int row_chunks_per_thread = 2;
   int row_max_threads = 512;
   bool row_force_looped = false;  // never hold the row in registers (row_chunks_per_thread a step)
+  // Rows in registers whose chunks split into whole warps of exactly
+  // row_chunks_per_thread chunks a thread: that many threads a row, though
+  // not a power of two (768 f32 = 192 chunks: 6 warps of one chunk).
+  bool row_whole_warps = false;
   // Looped rows: evict_last loads in passes that a later pass re-reads,
   // evict_first in the last; in L1 and L2 (3), L2 only (2), L1 only (1) or not (0).
   int row_loop_hints = 3;

@@ -132,6 +132,7 @@ class Emitter {
   bool prefers_col_major() const;
   bool writes_rows() const;  // some live r-level Store
   bool prefers_one_looped_step(std::int64_t chunks, int vec, std::int64_t widest_tpr) const;
+  std::int64_t whole_warps_threads(std::int64_t chunks, int target_chunks, std::int64_t max_block) const;
   void emit_rows_kernel(const RowLayout& L, Segment s, const std::vector<int>& pass, int num_passes);
   void emit_rows_persistent(const Segment& s, const std::vector<int>& pass);
   void emit_rows_looped(Segment s, const std::string& outer, const std::vector<int>& pass,

@@ -334,6 +334,16 @@ std::int64_t equal_share_tpr(std::int64_t tpr, std::int64_t chunks, Acceptable a
   return tpr;
 }
 
+// The tuning's whole-warp layout (KernelTuning::row_whole_warps): threads a
+// row that hold exactly `target_chunks` of its `chunks` each, in whole warps,
+// or 0 where the row does not split so. Not a power of two in general: the
+// warps' partial results combine through shared memory slot by slot.
+std::int64_t Emitter::whole_warps_threads(std::int64_t chunks, int target_chunks, std::int64_t max_block) const {
+  if (!tune_.row_whole_warps || tune_.row_force_looped || chunks % target_chunks != 0) return 0;
+  const std::int64_t tpr = chunks / target_chunks;
+  return tpr % 32 == 0 && tpr <= max_block ? tpr : 0;
+}
+
 void Emitter::emit_rows() {
   int num_passes = 1, carried = 0;
   const std::vector<int> pass = pass_of_values(&num_passes, &carried);
@@ -389,9 +399,10 @@ void Emitter::emit_rows() {
     const std::int64_t preferred_tpr = std::max(32, tune_.row_max_threads);
     const std::int64_t max_tpr = std::min<std::int64_t>(max_block, next_pow2(chunks));
     const std::int64_t shared_block = std::clamp<std::int64_t>(next_pow2(tune_.row_block_threads), 32, max_block);
+    // Rows of fewer threads than a shared block share one: as many whole rows as fit.
     auto block_threads = [&](std::int64_t tpr) {
       if (tpr >= shared_block) return tpr;
-      return std::max<std::int64_t>(32, std::min<std::int64_t>(shared_block, tpr * next_pow2(layout_xnumel())));
+      return std::max<std::int64_t>(32, tpr * std::min(shared_block / tpr, next_pow2(layout_xnumel())));
     };
     // About target_chunks chunks per thread, more threads while the grid would not fill the GPU.
     auto choose_tpr = [&] {
@@ -399,19 +410,25 @@ void Emitter::emit_rows() {
       while (tpr < max_tpr && layout_xnumel() * tpr < fill_threads) tpr *= 2;
       return tpr;
     };
+    const std::int64_t whole_warps_tpr = whole_warps_threads(chunks, target_chunks, max_block);
     L.persistent = false;
-    for (L.tpr = choose_tpr(); L.tpr <= max_tpr && !tune_.row_force_looped; L.tpr *= 2)
+    if (whole_warps_tpr > 0 && fits(target_chunks, L.vec, block_threads(whole_warps_tpr))) {
+      L.tpr = whole_warps_tpr;
+      L.persistent = true;
+    }
+    for (L.tpr = L.persistent ? L.tpr : choose_tpr(); !L.persistent && L.tpr <= max_tpr && !tune_.row_force_looped;
+         L.tpr *= 2)
       if (fits(ceil_div(chunks, L.tpr), L.vec, block_threads(L.tpr))) {
         L.persistent = true;
         break;
       }
-    one_step = L.persistent && prefers_one_looped_step(chunks, L.vec, preferred_tpr);
+    one_step = L.persistent && whole_warps_tpr == 0 && prefers_one_looped_step(chunks, L.vec, preferred_tpr);
     if (one_step) L.persistent = false;
-    if (L.persistent)
+    if (L.persistent && L.tpr != whole_warps_tpr)
       L.tpr = equal_share_tpr(L.tpr, chunks, [&](std::int64_t tpr) {
         return layout_xnumel() * tpr >= fill_threads && fits(chunks / tpr, L.vec, block_threads(tpr));
       });
-    else
+    else if (!L.persistent)
       L.tpr = choose_tpr();
     L.threads = block_threads(L.tpr);
     L.rpb = L.threads / L.tpr;

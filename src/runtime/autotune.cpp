@@ -24,13 +24,13 @@ namespace {
 std::string source_key(const std::string& source) { return content_key({"source", source}); }
 std::string source_key(const codegen::KernelCandidate& c) { return source_key(c.kernel.source); }
 
-// "v3 <source key> <measured> <the tuning's fields>"
+// "v4 <source key> <measured> <the tuning's fields>"
 std::string serialize(const std::string& source, const codegen::KernelTuning& t, bool measured) {
   std::ostringstream out;
-  out << "v3 " << source << ' ' << measured << ' ' << t.pointwise_threads << ' ' << t.pointwise_chunks << ' '
+  out << "v4 " << source << ' ' << measured << ' ' << t.pointwise_threads << ' ' << t.pointwise_chunks << ' '
       << t.row_chunks_per_thread << ' ' << t.row_max_threads << ' ' << t.row_force_looped << ' ' << t.row_loop_hints
       << ' ' << t.row_loop_moments << ' ' << t.row_one_step_looped << ' ' << t.col_rows_per_block << ' '
-      << t.row_block_threads << ' ' << t.stream_hints << ' ' << t.fast_math;
+      << t.row_block_threads << ' ' << t.stream_hints << ' ' << t.fast_math << ' ' << t.row_whole_warps;
   return out.str();
 }
 
@@ -56,8 +56,8 @@ std::optional<Autotuner::Choice> Autotuner::find(const std::string& key) {
   codegen::KernelTuning& t = c.tuning;
   in >> version >> c.source >> c.measured >> t.pointwise_threads >> t.pointwise_chunks >> t.row_chunks_per_thread >>
       t.row_max_threads >> t.row_force_looped >> t.row_loop_hints >> t.row_loop_moments >> t.row_one_step_looped >>
-      t.col_rows_per_block >> t.row_block_threads >> t.stream_hints >> t.fast_math;
-  if (!in || version != "v3") return std::nullopt;  // another format: measure again
+      t.col_rows_per_block >> t.row_block_threads >> t.stream_hints >> t.fast_math >> t.row_whole_warps;
+  if (!in || version != "v4") return std::nullopt;  // another format: measure again
   std::lock_guard<std::mutex> lock(mu_);
   memory_[key] = *text;
   return c;

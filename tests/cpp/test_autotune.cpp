@@ -83,6 +83,17 @@ TEST_CASE("candidates: streaming hints and blocks of short rows", "[kernel_confi
   CHECK(fast.find("dv_div_full(") != std::string::npos);
   CHECK(emit_cuda(rows, kSpec).source.find("__expf(") == std::string::npos);
   CHECK(find(softmax("sm32", DType::Float32, 98304, 512), [](const KernelTuning& t) { return t.fast_math; }).empty());
+  // Rows of 768 f32 (192 chunks): whole warps that are not a power of two, 6 x 1 chunk and 3 x 2.
+  const Kernel ln768 = layer_norm("ln768", DType::Float32, 32768, 768);
+  const std::string six = find(ln768, [](const KernelTuning& t) { return t.row_whole_warps && t.row_chunks_per_thread == 1; });
+  CHECK(six.find("192 threads per row") != std::string::npos);
+  CHECK(six.find("__launch_bounds__(192)") != std::string::npos);
+  CHECK(six.find("each thread holds 1 chunks") != std::string::npos);
+  const std::string three = find(ln768, [](const KernelTuning& t) { return t.row_whole_warps && t.row_chunks_per_thread == 2; });
+  CHECK(three.find("96 threads per row, 2 rows per block of 192 threads") != std::string::npos);
+  // A row that does not split into whole warps keeps the default layout.
+  const Kernel odd = layer_norm("ln1000", DType::Float32, 4096, 1000);
+  CHECK(find(odd, [](const KernelTuning& t) { return t.row_whole_warps && t.row_chunks_per_thread == 1; }).empty());
 }
 
 TEST_CASE("every candidate of representative kernels compiles with NVRTC for sm_90", "[kernel_configs][nvrtc]") {
@@ -99,6 +110,7 @@ TEST_CASE("every candidate of representative kernels compiles with NVRTC for sm_
       softmax("softmax_bf16_512", DType::BFloat16, 98304, 512),
       layer_norm("ln_f32", DType::Float32, 16384, 4096),
       layer_norm("ln_bf16", DType::BFloat16, 16384, 768),
+      layer_norm("ln_f32_768", DType::Float32, 32768, 768),
       layer_norm("ln_f32_long", DType::Float32, 3, 100000),
       column_sum("column_sum", 1000, 512),
   };
