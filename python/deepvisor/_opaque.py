@@ -15,6 +15,10 @@ tensor's values to Python where neither monitor sees them: the mode runs them
 from deepvisor's own frame, which the Python-state monitor does not step, and
 torch formats a tensor as text with the dispatch modes switched off. A replay
 would keep the first values (np.asarray(x), str(x), f"{x}").
+
+Higher-order operators (torch.cond, while_loop...) reach it too: cond is
+captured as an `if` of the program (a decision, then the branch, stepped and
+recorded); the others make the call eager.
 """
 
 import functools
@@ -23,6 +27,8 @@ import types
 import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import _disable_current_modes
+
+from ._monitor import running_monitor
 
 # Torch function name -> the ATen op packet whose overload is recorded.
 _OPAQUE = {name: getattr(torch.ops.aten, name) for name in ("lstm", "gru", "rnn_tanh", "rnn_relu")}
@@ -116,9 +122,24 @@ class OpaqueMode(TorchFunctionMode):
 
     def _higher_order(self, func, args, kwargs):
         """torch.cond, while_loop, map... reach the modes as one operator whose
-        functions run inside the dispatcher: the call runs eagerly, as torch
-        runs it without modes (its branches unrecorded, hence the reason)."""
+        functions run inside the dispatcher. cond is captured as the program's
+        own `if` would be (_captured_cond); the others run eagerly, as torch
+        runs them without modes (their functions unrecorded, hence the
+        reason)."""
+        monitor = running_monitor()
+        if func is torch.ops.higher_order.cond and len(args) == 4 and not kwargs and monitor is not None:
+            return _without_dynamo()(self._captured_cond, (monitor, *args), {})
         if self.recorder.unsupported is None:
             self.recorder.unsupported = f"calls the higher-order operator torch.ops.higher_order.{func.name()}"
         with _disable_current_modes():
             return _without_dynamo()(func, args, kwargs)
+
+    def _captured_cond(self, monitor, pred, true_fn, false_fn, operands):
+        """torch.cond(pred, true_fn, false_fn, operands) as eager runs it
+        (cond_op_dense): the branch that pred selects, called on the operands.
+        Reading pred is a decision of the recorder, so each outcome is a
+        version of the plan; the branch's frames are stepped (its reads of
+        Python state guarded) and its ops recorded, under this mode again."""
+        taken = true_fn if bool(pred) else false_fn
+        with self:
+            return monitor.tracer.call_stepped(taken, tuple(operands), {})

@@ -3088,14 +3088,26 @@ else:  # Dynamo is first loaded by torch.cond, inside the capture
     fn = ref = branches
 g = deepvisor.compile(fn)
 x = torch.randn(16)
-for v in (x, -x.abs(), x.abs()):
+for v in (x, -x.abs(), x.abs(), -2 * x.abs()):
     assert torch.allclose(g(v), ref(v)), case
-SCALE["k"] = 5.0
-assert torch.allclose(g(x.abs()), ref(x.abs()))
-from torch._dynamo.utils import counters
+SCALE["k"] = 5.0  # read inside a branch: guarded
+for v in (x.abs(), -x.abs()):
+    assert torch.allclose(g(v), ref(v)), case
 s = deepvisor.stats(g)
-assert s["eager_calls"] >= 1 and "higher-order operator" in str(s), s
-# Nothing Dynamo marked during the capture lasts: torch.cond and a new torch.compile'd function work after it.
+assert s["eager_calls"] == 0 and s["versions"] >= 2 and s["cache_hits"] >= 2, s
+
+# Other higher-order operators make the call eager, with the reason.
+from torch._higher_order_ops.while_loop import while_loop
+def halve(x):
+    return while_loop(lambda v: v.abs().sum() > 1, lambda v: (v / 2,), (x,))[0]
+h = deepvisor.compile(halve)
+for v in (x, x * 10):
+    assert torch.allclose(h(v), halve(v))
+s = deepvisor.stats(h)
+assert s["eager_calls"] >= 1 and "while_loop" in str(s["eager_reasons"]), s
+
+# Nothing Dynamo marked during the captures lasts: torch.cond and a new torch.compile'd function work after them.
+from torch._dynamo.utils import counters
 assert torch.allclose(torch.cond(x.sum() > 0, lambda v: v + 1, lambda v: v - 1, (x,)), x + (1 if x.sum() > 0 else -1))
 frames = counters["frames"]["ok"]
 later = torch.compile(lambda v: v * 7 + 1, backend="eager")
@@ -3114,8 +3126,10 @@ def test_torch_cond_and_compiled_functions_inside_a_capture(case):
     frames it entered as never to compile: a later torch.cond outside
     deepvisor failed, and a torch.compile'd function first called inside a
     capture stayed eager for good. Now Dynamo runs eagerly through a capture,
-    torch.cond makes its call eager with the reason, and Dynamo is left as it
-    was (each case in a fresh process: whether Dynamo is loaded matters)."""
+    torch.cond is captured as an `if` (one version a branch, the Python state
+    a branch reads guarded), while_loop makes its call eager with the reason,
+    and Dynamo is left as it was (each case in a fresh process: whether
+    Dynamo is loaded matters)."""
     import subprocess
     r = subprocess.run([sys.executable, "-c", _DYNAMO_SCRIPT, case], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-3000:]
