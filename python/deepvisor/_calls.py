@@ -36,13 +36,14 @@ import os
 import random
 import time
 import types
+import warnings
 import weakref
 
 import torch
 
 from . import _C
-from ._monitor import (NULL, Unsupported, code_kind, is_value, one_of, refuse_argument_identity, refuse_c_state,
-                       refuse_taking_from, tensor_metadata)
+from ._monitor import (NULL, Unsupported, _on_library_module_read, code_kind, is_value, one_of,
+                       refuse_argument_identity, refuse_c_state, refuse_taking_from, tensor_metadata)
 
 _MethodDescriptor = (types.MethodDescriptorType, types.WrapperDescriptorType, types.ClassMethodDescriptorType)
 _BoundBuiltin = (types.BuiltinMethodType, types.MethodWrapperType)
@@ -111,6 +112,7 @@ def watched_callables():
             watched += [getattr(module, n) for n in dir(module)
                         if isinstance(getattr(module, n), types.BuiltinFunctionType)]
         watched += [decimal.Decimal, decimal.getcontext, decimal.setcontext, decimal.localcontext]
+        watched += [warnings.warn, warnings.warn_explicit]
         try:
             import numpy.random as npr
             state = npr.mtrand._rand
@@ -455,10 +457,53 @@ def _type_reader(m, args, kwargs, results, failed):
             m.use_all(n, "isinstance")
 
 
+def _may_always_show(args, kwargs, filters):
+    """Whether the filter that handles this warning may be "always": the first
+    filter that matches its text and category, where a filter that also
+    names a module or a line (which depend on the caller's stack level) is
+    taken to match if it says "always", else passed over."""
+    message = args[0] if args else kwargs.get("message")
+    category = args[1] if len(args) > 1 else kwargs.get("category")
+    if isinstance(message, Warning):
+        category, message = type(message), str(message)
+    if not (isinstance(category, type) and issubclass(category, Warning)):
+        category = UserWarning
+    text = str(message)
+    for action, pattern, kind, module, line in filters:
+        if (pattern is not None and not pattern.match(text)) or not issubclass(category, kind):
+            continue
+        if module is None and line == 0:
+            return action in ("always", "all")
+        if action in ("always", "all"):
+            return True
+    return warnings.defaultaction in ("always", "all")
+
+
+def _warn(m, args, kwargs, results, failed):
+    """warnings.warn / warn_explicit: the capture run showed the warning (or
+    not) as eager does. Under the filters' other actions a replay shows
+    nothing more than eager would (once a place, a module, a process); under
+    "always" eager shows it on every call, so that call runs eagerly. The
+    filters are checked: changing them may show it again (and resets what
+    was shown)."""
+    filters = warnings.filters
+    # (Checked first: the eager plan of an "always" filter serves only calls under the same filters.)
+    _on_library_module_read(m, warnings, "defaultaction", warnings.defaultaction)
+    _on_library_module_read(m, warnings, "filters", filters)
+    node = m.node_of(filters)
+    if node is not None:
+        m.use_all(node, "warnings' filters")
+    if _may_always_show(args, kwargs, filters):
+        raise Unsupported("calls warnings.warn under an 'always' filter: a replay would not show the warning")
+    _use_args(m, args, kwargs)
+
+
 _FUNCTIONS = {builtins.getattr: _getattr, builtins.hasattr: _hasattr, builtins.setattr: _setattr,
               builtins.delattr: _setattr, builtins.len: _len, builtins.vars: _vars, builtins.id: _identity,
               builtins.hash: _hash}
 for _f in _TYPE_READERS:
     _FUNCTIONS[_f] = _type_reader
+for _f in (warnings.warn, warnings.warn_explicit):
+    _FUNCTIONS[_f] = _warn
 for _f in _LIST_MUTATING_FUNCTIONS:
     _FUNCTIONS[_f] = _mutates_its_list

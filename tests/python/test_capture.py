@@ -1067,6 +1067,34 @@ def test_logging_in_the_program_is_not_lost():
         logger.removeHandler(handler)
 
 
+def test_warnings_in_the_program_are_shown_as_eager_shows_them():
+    """warnings.warn is a C function taken to be pure: under an "always"
+    filter a replay showed the warning once where eager shows it on every
+    call. Now that call runs eagerly; under the other actions the replay
+    shows what eager shows (once), and the filters are checked, so changing
+    them reaches the warning again."""
+    def fn(x):
+        warnings.warn("careful")
+        return x * 2
+
+    def shown(f, x, action, calls=3):
+        warnings.simplefilter(action)
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter(action)  # (catch_warnings resets what was shown: every round starts afresh)
+            for _ in range(calls):
+                assert_matches(f(x), x * 2, tol)
+        return len(w)
+
+    g = deepvisor.compile(fn)
+    x = randn(3)
+    with warnings.catch_warnings():
+        for action in ("default", "always", "ignore", "always", "once"):
+            assert shown(g, x, action) == shown(fn, x, action), action
+    s = deepvisor.stats(g)
+    assert s["eager_calls"] == 6 and "'always' filter" in str(s["eager_reasons"]), s
+    assert s["cache_hits"] >= 4, s  # the other actions replay
+
+
 def test_c_types_whose_state_is_followed_still_capture():
     """Values and containers of C types (a struct sequence, an OrderedDict, a
     SimpleNamespace's attribute, a dtype, a compiled pattern) are read through
