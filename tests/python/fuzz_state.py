@@ -38,6 +38,7 @@ import argparse
 import random
 import sys
 import textwrap
+import types
 
 import torch
 
@@ -286,7 +287,9 @@ def _statement(rng, module):
     def read():
         return rng.choice(SELF_READS) if module and rng.random() < 0.4 else _read(rng)
 
-    kind = rng.randrange(6)
+    kind = rng.randrange(7)
+    if kind == 6:  # torch.cond: its branches read state too
+        return (f"y = torch.cond(y.sum() > ({read()}), lambda v: v * ({read()}), lambda v: v - ({read()}), (y,))")
     if kind == 5:
         tensors = TENSOR_READS + SELF_TENSOR_READS if module else TENSOR_READS
         return f"y = y + {rng.choice(tensors)}" if rng.random() < 0.5 else f"y = y * {rng.choice(tensors)}"
@@ -327,8 +330,13 @@ def make_program(rng):
     return source, changes
 
 
-def _namespace(source):
-    namespace = {"__name__": "fuzz_state_program"}
+def _namespace(source, name):
+    # An importable module of its own (torch.cond's eager path, Dynamo, imports
+    # the module of the code it traces), with a file that is not a library's.
+    module = types.ModuleType(name)
+    module.__file__ = "<fuzz_state>"
+    sys.modules[name] = module
+    namespace = module.__dict__
     exec(compile(source, "<fuzz_state>", "exec"), namespace)
     x = torch.linspace(-1.0, 1.0, 5)
     x.scale = 0.5
@@ -367,11 +375,23 @@ def _call(fn, x, opts):
         return None, type(e)
 
 
+_checks = 0
+
+
+def _refused_by_torch_cond(error_type):
+    """torch.cond traces its branches with Dynamo in eager, which refuses some
+    that deepvisor runs (a branch reading a number out of a tensor)."""
+    return error_type.__module__.startswith("torch._dynamo")
+
+
 def check(source, changes):
     """None, or why the compiled program differed from eager: its result, an
     exception, or the state it left. The compiled program and eager run in
     twin namespaces, changed alike between calls."""
-    compiled_ns, eager_ns = _namespace(source), _namespace(source)
+    global _checks
+    _checks += 1  # fresh module names: Dynamo's caches (torch.cond in eager) know the earlier modules by name
+    compiled_ns = _namespace(source, f"fuzz_state_compiled_{_checks}")
+    eager_ns = _namespace(source, f"fuzz_state_eager_{_checks}")
     g = deepvisor.compile(compiled_ns["program"])
     for step, change in enumerate(["pass", "pass"] + changes):
         try:
@@ -382,6 +402,8 @@ def check(source, changes):
         want, eager_error = _call(eager_ns["program"], eager_ns["x"], eager_ns["OPTS"])
         got, error = _call(g, compiled_ns["x"], compiled_ns["OPTS"])
         where = f"after {change!r} (step {step})"
+        if eager_error is not None and _refused_by_torch_cond(eager_error):
+            return None  # not a program torch.cond accepts (a branch that Dynamo cannot trace)
         if eager_error or error:
             if eager_error is not error:
                 return f"{where}: eager raised {eager_error}, compiled {error}"
