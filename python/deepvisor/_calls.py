@@ -54,6 +54,9 @@ _IMPURE_MODULES = ("random", "time", "secrets", "uuid", "numpy.random", "datetim
                    "_thread")
 # (os.putenv and os.unsetenv: a write to os.environ calls them; a replay
 # would write its dict alone, not the process's environment.)
+# _thread's functions that make a lock (library code guards its caches with
+# them: torch.vmap does): a new object, nothing of the thread's read.
+_THREAD_LOCK_MAKERS = ("allocate_lock", "allocate", "RLock", "_set_sentinel")
 _IMPURE_BUILTINS = {builtins.print, builtins.input, builtins.open, builtins.breakpoint, os.putenv, os.unsetenv}
 _TYPE_READERS = {builtins.isinstance, builtins.issubclass, builtins.type, builtins.callable}
 # torch's global settings that guards do not check (GlobalState in
@@ -143,6 +146,8 @@ def _impure_reason(fn):
     if module and any(module == m or module.startswith(m + ".") for m in _IMPURE_MODULES):
         if module.startswith("os") and getattr(fn, "__name__", "") in ("fspath", "getcwd", "sep"):
             return None
+        if module == "_thread" and getattr(fn, "__name__", "") in _THREAD_LOCK_MAKERS:
+            return None  # a new lock: no state of the thread's
         return f"calls {module}.{getattr(fn, '__name__', fn)}(), which has hidden state"
     if type(owner).__module__ == "numpy.random" or type(owner).__name__ in ("RandomState", "Generator"):
         return f"calls numpy random state ({getattr(fn, '__name__', fn)})"

@@ -5,6 +5,7 @@ Every test changes Python state between calls and compares with eager; the
 plan counts (captures, cache hits) show that the compiled path was taken.
 """
 
+import _thread
 import abc
 import collections
 import contextvars
@@ -1035,6 +1036,16 @@ def test_decimal_context_and_thread_identity_run_eagerly():
     thread.join()
     assert_matches(other[0], x * (thread.ident % 7 + 1), tol)
     assert_matches(g(x), by_thread(x), tol)
+
+    # A lock that the program (or a library: torch.vmap) makes reads nothing of the thread's: captured.
+    def makes_a_lock(x):
+        with _thread.allocate_lock():
+            return x * 2
+
+    g = deepvisor.compile(makes_a_lock)
+    for _ in range(3):
+        assert_matches(g(x), x * 2, tol)
+    assert deepvisor.stats(g)["eager_calls"] == 0, deepvisor.stats(g)["eager_reasons"]
 
 
 def test_logging_in_the_program_is_not_lost():
