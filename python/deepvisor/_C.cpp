@@ -339,6 +339,7 @@ PYBIND11_MODULE(_C, m) {
   m.doc() = "deepvisor's C++ core";
   // A kernel read an index out of range: the program's own error (an IndexError).
   py::register_exception<dv::runtime::IndexOutOfRange>(m, "IndexOutOfRange", PyExc_IndexError);
+  py::register_exception<dv::runtime::DataDependentSize>(m, "DataDependentSize", PyExc_RuntimeError);
 
   py::class_<dv::runtime::GraphPool, std::shared_ptr<dv::runtime::GraphPool>>(
       m, "GraphPool", "A memory pool the CUDA graphs of a dynamic-shape plan's instances share.")

@@ -638,9 +638,13 @@ class CompiledFunction:
         # interpreter raises IndexOutOfRange; a CUDA kernel traps instead, a
         # sticky context error, as eager's device-side assert is.)
         program_error = isinstance(error, _C.IndexOutOfRange)
-        if _flag("DEEPVISOR_STRICT") and not program_error:
+        # A size that depends on the data changed since the capture: a limit
+        # of the plan, not a failure (this version runs eagerly from now on).
+        data_dependent = isinstance(error, _C.DataDependentSize)
+        if _flag("DEEPVISOR_STRICT") and not program_error and not data_dependent:
             raise error
-        reason = f"internal failure: {type(error).__name__}: {error}"
+        reason = f"{error}: the plan was compiled for the capture's size" if data_dependent else \
+            f"internal failure: {type(error).__name__}: {error}"
         with self._lock:
             plan_id = self._plans.failed_id() if plan_id is None else plan_id
         # The call runs eagerly. If the program fails there too, the error was

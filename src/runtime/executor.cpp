@@ -327,13 +327,20 @@ std::pair<std::string, std::string> split_op_name(const std::string& op) {
   return {op.substr(0, dot), overload == "default" ? "" : overload};
 }
 
+std::string sizes_text(const std::vector<std::int64_t>& sizes) {
+  std::string text = "[";
+  for (std::size_t i = 0; i < sizes.size(); ++i) text += (i ? ", " : "") + std::to_string(sizes[i]);
+  return text + "]";
+}
+
 // A fallback's output must have the layout the kernels were compiled for.
-at::Tensor with_layout(const at::Tensor& t, const Slot& slot) {
+at::Tensor with_layout(const at::Tensor& t, const Slot& slot, const std::string& op) {
   if (t.sizes().vec() == slot.sizes && t.strides().vec() == slot.strides &&
       t.scalar_type() == to_scalar_type(slot.dtype))
     return t;
   if (t.sizes().vec() != slot.sizes)
-    throw std::runtime_error("fallback output has sizes unlike those seen at capture");
+    throw DataDependentSize("the output size of " + op + " depends on the data: " + sizes_text(t.sizes().vec()) +
+                            " where the capture saw " + sizes_text(slot.sizes));
   ir::TensorMeta meta;
   meta.sizes = slot.sizes;
   meta.strides = slot.strides;
@@ -1345,7 +1352,7 @@ void Executor::run_fallback(const Step& step, std::vector<at::Tensor>& slots, co
     if (!outputs[j])
       throw std::runtime_error("fallback " + node.op + " returned no tensor at output " + std::to_string(j) +
                                ", where the capture saw one");
-    slots[s] = with_layout(*outputs[j], program_.slots[s]);
+    slots[s] = with_layout(*outputs[j], program_.slots[s], node.op);
   }
 }
 

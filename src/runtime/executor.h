@@ -16,6 +16,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <stdexcept>
 #include <vector>
 
 #include "codegen/arena_plan.h"
@@ -25,6 +26,14 @@
 #include "runtime/pool_room.h"
 
 namespace dv::runtime {
+
+// Thrown when a library call (a fallback: nonzero, unique, boolean-mask
+// indexing) returns an output whose size depends on the data and differs
+// from the capture's: the plan was compiled for the capture's sizes, so this
+// call runs eagerly (a limit of the plan, not a malformed one).
+struct DataDependentSize : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
 
 struct ExecutorStats {
   std::int64_t kernels = 0;          // kernels in the program

@@ -151,6 +151,27 @@ def test_fallback_output_feeds_a_reduction_kernel():
     assert deepvisor.stats(g)["fallback_ops"] == {"aten::cumprod.default": 1}
 
 
+def test_an_output_size_that_depends_on_the_data_makes_that_version_eager():
+    """Boolean-mask indexing and unique return as many elements as the data
+    says: a replay whose count differs from the capture's ran into an
+    "internal failure" (raised under DEEPVISOR_STRICT). It is a limit of a
+    plan compiled for one size: that version runs eagerly, with the reason,
+    and results stay eager's."""
+    def masked(x):
+        return x[x > 0].sum() * x
+
+    def uniques(x):
+        return torch.unique(x.round()).sum() + x
+
+    for fn in (masked, uniques):
+        g = deepvisor.compile(fn)
+        for seed in range(4):
+            x = randn(5, 7, seed=seed)
+            assert_matches(g(x), fn(x), f32_tolerance)
+        reasons = " ".join(deepvisor.stats(g)["eager_reasons"])
+        assert "depends on the data" in reasons and "internal failure" not in reasons, reasons
+
+
 def test_library_calls_read_views_of_their_operands_without_copies():
     """nn.Linear's weight transpose and the reshapes around addmm are views
     the library call reads through its layout: no kernel copies them, and a
