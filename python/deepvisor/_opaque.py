@@ -16,9 +16,10 @@ from deepvisor's own frame, which the Python-state monitor does not step, and
 torch formats a tensor as text with the dispatch modes switched off. A replay
 would keep the first values (np.asarray(x), str(x), f"{x}").
 
-Higher-order operators (torch.cond, while_loop...) reach it too: cond is
-captured as an `if` of the program (a decision, then the branch, stepped and
-recorded); the others make the call eager.
+Higher-order operators (torch.cond, while_loop...) reach it too: cond and
+while_loop are captured as the program's own `if` and `while` would be
+(decisions, then the functions they select, stepped and recorded); the
+others make the call eager.
 """
 
 import functools
@@ -127,8 +128,10 @@ class OpaqueMode(TorchFunctionMode):
         runs them without modes (their functions unrecorded, hence the
         reason)."""
         monitor = running_monitor()
-        if func is torch.ops.higher_order.cond and len(args) == 4 and not kwargs and monitor is not None:
-            return _without_dynamo()(self._captured_cond, (monitor, *args), {})
+        captured = {torch.ops.higher_order.cond: self._captured_cond,
+                    torch.ops.higher_order.while_loop: self._captured_while_loop}.get(func)
+        if captured is not None and len(args) == 4 and not kwargs and monitor is not None:
+            return _without_dynamo()(captured, (monitor, *args), {})
         if self.recorder.unsupported is None:
             self.recorder.unsupported = f"calls the higher-order operator torch.ops.higher_order.{func.name()}"
         with _disable_current_modes():
@@ -143,3 +146,25 @@ class OpaqueMode(TorchFunctionMode):
         taken = true_fn if bool(pred) else false_fn
         with self:
             return monitor.tracer.call_stepped(taken, tuple(operands), {})
+
+    def _captured_while_loop(self, monitor, cond_fn, body_fn, carried, additional):
+        """while_loop(cond_fn, body_fn, carried_inputs) as eager runs it
+        (while_loop_dense): body_fn while cond_fn says so, each test a
+        decision (so each trip count is a version of the plan), the functions
+        stepped and recorded; no trip at all returns copies of the inputs."""
+        def call(fn, values):
+            with self:
+                return monitor.tracer.call_stepped(fn, (*values, *additional), {})
+
+        carried = tuple(carried)
+        if not bool(call(cond_fn, carried)):
+            with self:
+                return tuple(v.clone() if isinstance(v, torch.Tensor) else v for v in carried)
+        while True:
+            out = call(body_fn, carried)
+            if not isinstance(out, tuple) or len(out) != len(carried):
+                raise AssertionError("body_fn should return a tuple of as many elements as carried_inputs, "
+                                     f"got {type(out).__name__} of {len(out) if isinstance(out, tuple) else 1}")
+            carried = out
+            if not bool(call(cond_fn, carried)):
+                return carried

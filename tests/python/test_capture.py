@@ -3136,15 +3136,27 @@ for v in (x.abs(), -x.abs()):
 s = deepvisor.stats(g)
 assert s["eager_calls"] == 0 and s["versions"] >= 2 and s["cache_hits"] >= 2, s
 
-# Other higher-order operators make the call eager, with the reason.
+# while_loop: each test of its condition a decision, each trip count a version (none: copies of the inputs).
 from torch._higher_order_ops.while_loop import while_loop
 def halve(x):
-    return while_loop(lambda v: v.abs().sum() > 1, lambda v: (v / 2,), (x,))[0]
+    return while_loop(lambda v: v.abs().sum() > 1, lambda v: (v / SCALE["k"],), (x,))[0] + 1
 h = deepvisor.compile(halve)
-for v in (x, x * 10):
+for v in (x * 10, x, x * 10, x * 0.001, x * 100, x):
     assert torch.allclose(h(v), halve(v))
+SCALE["k"] = 3.0  # read in the body: guarded
+assert torch.allclose(h(x * 10), halve(x * 10))
 s = deepvisor.stats(h)
-assert s["eager_calls"] >= 1 and "while_loop" in str(s["eager_reasons"]), s
+assert s["eager_calls"] == 0 and s["versions"] >= 4, s
+
+# Other higher-order operators make the call eager, with the reason.
+from torch._higher_order_ops.map import map as map_rows
+def rows(x):
+    return map_rows(lambda r: r.sin() * 2, x.view(4, 4)) + 1
+m = deepvisor.compile(rows)
+for v in (x, x * 2):
+    assert torch.allclose(m(v), rows(v))
+s = deepvisor.stats(m)
+assert s["eager_calls"] >= 1 and "higher_order.map" in str(s["eager_reasons"]), s
 
 # Nothing Dynamo marked during the captures lasts: torch.cond and a new torch.compile'd function work after them.
 from torch._dynamo.utils import counters
@@ -3166,8 +3178,9 @@ def test_torch_cond_and_compiled_functions_inside_a_capture(case):
     frames it entered as never to compile: a later torch.cond outside
     deepvisor failed, and a torch.compile'd function first called inside a
     capture stayed eager for good. Now Dynamo runs eagerly through a capture,
-    torch.cond is captured as an `if` (one version a branch, the Python state
-    a branch reads guarded), while_loop makes its call eager with the reason,
+    torch.cond and while_loop are captured as an `if` and a `while` (a version
+    a branch or a trip count, the Python state their functions read guarded),
+    other higher-order operators (map) make the call eager with the reason,
     and Dynamo is left as it was (each case in a fresh process: whether
     Dynamo is loaded matters)."""
     import subprocess
