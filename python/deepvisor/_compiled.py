@@ -179,7 +179,9 @@ def _dynamo_eager():
     torch.cond's wrapper among them (a later torch.cond outside deepvisor
     failed). Where Dynamo is not loaded yet, nothing of the program is
     compiled; if the run loads it (torch.cond does), its caches are reset
-    afterwards so that what it marked during the capture is forgotten."""
+    afterwards so that what it marked during the capture is forgotten. (The
+    stance is the process's: another thread's compiled functions run eagerly
+    while a capture lasts.)"""
     eval_frame = sys.modules.get("torch._dynamo.eval_frame")
     if eval_frame is None:
         try:

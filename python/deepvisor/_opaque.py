@@ -123,10 +123,10 @@ class OpaqueMode(TorchFunctionMode):
 
     def _higher_order(self, func, args, kwargs):
         """torch.cond, while_loop, map... reach the modes as one operator whose
-        functions run inside the dispatcher. cond is captured as the program's
-        own `if` would be (_captured_cond); the others run eagerly, as torch
-        runs them without modes (their functions unrecorded, hence the
-        reason)."""
+        functions run inside the dispatcher. cond and while_loop are captured
+        as the program's own `if` and `while` would be; the others run
+        eagerly, as torch runs them without modes (their functions
+        unrecorded, hence the reason)."""
         monitor = running_monitor()
         captured = {torch.ops.higher_order.cond: self._captured_cond,
                     torch.ops.higher_order.while_loop: self._captured_while_loop}.get(func)

@@ -287,7 +287,10 @@ def _statement(rng, module):
     def read():
         return rng.choice(SELF_READS) if module and rng.random() < 0.4 else _read(rng)
 
-    kind = rng.randrange(7)
+    kind = rng.randrange(8)
+    if kind == 7:  # while_loop: its condition and body read state (at most half as much each trip: it ends)
+        return (f"y = while_loop(lambda v: v.abs().sum() > abs({read()}) + 1.0, "
+                f"lambda v: (v * (0.5 if ({read()}) > 0 else 0.25),), (y,))[0]")
     if kind == 6:  # torch.cond: its branches read state too
         return (f"y = torch.cond(y.sum() > ({read()}), lambda v: v * ({read()}), lambda v: v - ({read()}), (y,))")
     if kind == 5:
@@ -313,6 +316,7 @@ def make_program(rng):
         def dflt(box=DEFAULT):
             return box[0]
         import deepvisor
+        from torch._higher_order_ops.while_loop import while_loop
         inner = deepvisor.compile(lambda t: t * O.a + L[0])
         def fallback():
             try:
