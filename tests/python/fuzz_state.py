@@ -282,17 +282,28 @@ SELF_WRITES = ['self.scale = self.scale * 0.5', 'self.cfg["k"] += 1.0', 'self.bu
                'self.calls = getattr(self, "calls", 0) + 1']
 
 
+# State whose reads Dynamo's tracing (torch.cond and while_loop in eager) does
+# not answer as Python does: an lru_cache function is traced through, not
+# looked up; C-layout objects and loggers it refuses or treats apart.
+_DYNAMO_DIFFERS = ("cached(", "RNG", "TXT", "ARR", "DEC", "LOG", "numpy", "str(", "WG", "Shape")
+
+
 def _statement(rng, module):
     """One statement of the program; `module`: it is a module's forward (self is there)."""
     def read():
         return rng.choice(SELF_READS) if module and rng.random() < 0.4 else _read(rng)
 
+    def traced_read():  # a read inside torch.cond's and while_loop's functions, which eager traces with Dynamo
+        r = read()
+        return r if not any(c in r for c in _DYNAMO_DIFFERS) else "L[0]"
+
     kind = rng.randrange(8)
     if kind == 7:  # while_loop: its condition and body read state (at most half as much each trip: it ends)
-        return (f"y = while_loop(lambda v: v.abs().sum() > abs({read()}) + 1.0, "
-                f"lambda v: (v * (0.5 if ({read()}) > 0 else 0.25),), (y,))[0]")
+        return (f"y = while_loop(lambda v: v.abs().sum() > abs({traced_read()}) + 1.0, "
+                f"lambda v: (v * (0.5 if ({traced_read()}) > 0 else 0.25),), (y,))[0]")
     if kind == 6:  # torch.cond: its branches read state too
-        return (f"y = torch.cond(y.sum() > ({read()}), lambda v: v * ({read()}), lambda v: v - ({read()}), (y,))")
+        return (f"y = torch.cond(y.sum() > ({traced_read()}), lambda v: v * ({traced_read()}), "
+                f"lambda v: v - ({traced_read()}), (y,))")
     if kind == 5:
         tensors = TENSOR_READS + SELF_TENSOR_READS if module else TENSOR_READS
         return f"y = y + {rng.choice(tensors)}" if rng.random() < 0.5 else f"y = y * {rng.choice(tensors)}"
