@@ -284,8 +284,10 @@ SELF_WRITES = ['self.scale = self.scale * 0.5', 'self.cfg["k"] += 1.0', 'self.bu
 
 # State whose reads Dynamo's tracing (torch.cond and while_loop in eager) does
 # not answer as Python does: an lru_cache function is traced through, not
-# looked up; C-layout objects and loggers it refuses or treats apart.
-_DYNAMO_DIFFERS = ("cached(", "RNG", "TXT", "ARR", "DEC", "LOG", "numpy", "str(", "WG", "Shape")
+# looked up; a global that shadows a builtin later (abs = ...) is not seen
+# (eager keeps the builtin: torch's own stale result); C-layout objects and
+# loggers it refuses or treats apart.
+_DYNAMO_DIFFERS = ("cached(", "abs(", "RNG", "TXT", "ARR", "DEC", "LOG", "numpy", "str(", "WG", "Shape")
 
 
 def _statement(rng, module):
@@ -299,7 +301,7 @@ def _statement(rng, module):
 
     kind = rng.randrange(8)
     if kind == 7:  # while_loop: its condition and body read state (at most half as much each trip: it ends)
-        return (f"y = while_loop(lambda v: v.abs().sum() > abs({traced_read()}) + 1.0, "
+        return (f"y = while_loop(lambda v: v.abs().sum() > ({traced_read()}) ** 2 + 1.0, "
                 f"lambda v: (v * (0.5 if ({traced_read()}) > 0 else 0.25),), (y,))[0]")
     if kind == 6:  # torch.cond: its branches read state too
         return (f"y = torch.cond(y.sum() > ({traced_read()}), lambda v: v * ({traced_read()}), "

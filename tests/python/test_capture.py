@@ -1222,29 +1222,32 @@ def test_a_function_under_torch_compiler_disable_is_stepped():
     assert s["captures"] == 2 and s["eager_calls"] == 0, s
 
 
-class _Shape(abc.ABC):
-    pass
+def _shapes():
+    """A fresh ABC, a class, an instance and a program that asks about them
+    (fresh on each device's run: a registration lasts for the process)."""
+    class Shape(abc.ABC):
+        pass
 
+    class Square:
+        pass
 
-class _Square:
-    pass
+    square = Square()
 
+    def is_a_shape(x):
+        return x * (2.0 if isinstance(square, Shape) else 3.0) * (5.0 if issubclass(Square, (Shape,)) else 7.0)
 
-_A_SQUARE = _Square()
-
-
-def _is_a_shape(x):
-    return x * (2.0 if isinstance(_A_SQUARE, _Shape) else 3.0) * (5.0 if issubclass(_Square, (_Shape,)) else 7.0)
+    return Shape, Square, is_a_shape
 
 
 def test_an_abc_registration_changes_isinstance_answers():
     """isinstance/issubclass against an ABC answer from its registrations,
-    which no object of the program holds: after _Shape.register(_Square) a
+    which no object of the program holds: after Shape.register(Square) a
     replay kept False. A guard on abc's cache token (which every register()
     changes) makes it a new version."""
-    g = deepvisor.compile(_is_a_shape)
+    shape, square, is_a_shape = _shapes()
+    g = deepvisor.compile(is_a_shape)
     x = randn(3)
-    same_around(lambda: _Shape.register(_Square), g, _is_a_shape, x)
+    same_around(lambda: shape.register(square), g, is_a_shape, x)
     s = deepvisor.stats(g)
     assert s["captures"] == 2 and s["eager_calls"] == 0, s
 
