@@ -52,11 +52,11 @@ _BoundBuiltin = (types.BuiltinMethodType, types.MethodWrapperType)
 # _impure_reason.)
 _IMPURE_MODULES = ("random", "time", "secrets", "uuid", "numpy.random", "datetime", "os", "socket", "subprocess",
                    "_thread")
-# (os.putenv and os.unsetenv: a write to os.environ calls them; a replay
-# would write its dict alone, not the process's environment.)
 # _thread's functions that make a lock (library code guards its caches with
 # them: torch.vmap does): a new object, nothing of the thread's read.
 _THREAD_LOCK_MAKERS = ("allocate_lock", "allocate", "RLock", "_set_sentinel")
+# (os.putenv and os.unsetenv: a write to os.environ calls them; a replay
+# would write its dict alone, not the process's environment.)
 _IMPURE_BUILTINS = {builtins.print, builtins.input, builtins.open, builtins.breakpoint, os.putenv, os.unsetenv}
 _TYPE_READERS = {builtins.isinstance, builtins.issubclass, builtins.type, builtins.callable}
 # torch's global settings that guards do not check (GlobalState in

@@ -411,20 +411,18 @@ void Emitter::emit_rows() {
       return tpr;
     };
     const std::int64_t whole_warps_tpr = whole_warps_threads(chunks, target_chunks, max_block);
-    L.persistent = false;
-    if (whole_warps_tpr > 0 && fits(target_chunks, L.vec, block_threads(whole_warps_tpr))) {
-      L.tpr = whole_warps_tpr;
-      L.persistent = true;
-    }
-    for (L.tpr = L.persistent ? L.tpr : choose_tpr(); !L.persistent && L.tpr <= max_tpr && !tune_.row_force_looped;
-         L.tpr *= 2)
-      if (fits(ceil_div(chunks, L.tpr), L.vec, block_threads(L.tpr))) {
+    const bool whole_warps = whole_warps_tpr > 0 && fits(target_chunks, L.vec, block_threads(whole_warps_tpr));
+    L.persistent = whole_warps;
+    L.tpr = whole_warps_tpr;
+    for (std::int64_t tpr = choose_tpr(); !whole_warps && tpr <= max_tpr && !tune_.row_force_looped; tpr *= 2)
+      if (fits(ceil_div(chunks, tpr), L.vec, block_threads(tpr))) {
+        L.tpr = tpr;
         L.persistent = true;
         break;
       }
-    one_step = L.persistent && whole_warps_tpr == 0 && prefers_one_looped_step(chunks, L.vec, preferred_tpr);
+    one_step = L.persistent && !whole_warps && prefers_one_looped_step(chunks, L.vec, preferred_tpr);
     if (one_step) L.persistent = false;
-    if (L.persistent && L.tpr != whole_warps_tpr)
+    if (L.persistent && !whole_warps)
       L.tpr = equal_share_tpr(L.tpr, chunks, [&](std::int64_t tpr) {
         return layout_xnumel() * tpr >= fill_threads && fits(chunks / tpr, L.vec, block_threads(tpr));
       });

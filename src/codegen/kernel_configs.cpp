@@ -42,8 +42,9 @@ std::vector<KernelTuning> tuning_space(const ir::Kernel& kernel, const KernelTun
   add([](KernelTuning& t) { t.row_chunks_per_thread = 1; });
   add([](KernelTuning& t) { t.row_chunks_per_thread = 8; });  // a quarter warp a 512-element bf16 row
   // Rows that split into whole warps of one or two chunks a thread, not a
-  // power of two (768 f32: 6 warps x 1 chunk, 3 x 2): the H100's layer_norm
-  // 32768x768 f32 was 2.4% behind Inductor's 1024-wide masked block.
+  // power of two (768 f32: 6 warps x 1 chunk, 3 x 2). On the H100 (bench/NOTES.md,
+  // session 36) layer_norm 32768x768 f32 ran within 1.5% of the other layouts
+  // this way; another card may differ.
   add([](KernelTuning& t) { t.row_whole_warps = true, t.row_chunks_per_thread = 1; });
   add([](KernelTuning& t) { t.row_whole_warps = true; });
   add([](KernelTuning& t) { t.row_block_threads = 128; });
