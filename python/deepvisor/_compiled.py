@@ -190,8 +190,40 @@ def _dynamo_eager():
             if "torch._dynamo" in sys.modules:
                 sys.modules["torch._dynamo"].reset()
         return
-    with torch.compiler.set_stance("force_eager"):
+    _eager_stance.enter()
+    try:
         yield
+    finally:
+        _eager_stance.exit()
+
+
+class _EagerStance:
+    """Dynamo's force_eager stance while any capture runs, on any thread: the
+    first capture in sets it, the last one out restores the stance it found
+    (nested set_stance contexts exited out of order across threads would
+    leave force_eager on for good)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._captures = 0
+        self._context = None
+
+    def enter(self):
+        with self._lock:
+            if self._captures == 0:
+                self._context = torch.compiler.set_stance("force_eager")
+                self._context.__enter__()
+            self._captures += 1
+
+    def exit(self):
+        with self._lock:
+            self._captures -= 1
+            if self._captures == 0:
+                self._context.__exit__(None, None, None)
+                self._context = None
+
+
+_eager_stance = _EagerStance()
 
 
 @contextlib.contextmanager

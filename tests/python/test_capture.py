@@ -24,6 +24,7 @@ import re
 import sys
 import sysconfig
 import threading
+import time
 import types
 import warnings
 import weakref
@@ -3172,6 +3173,34 @@ if case == "compiled_before":
     assert torch.allclose(inner(y), body(y)) and counters["frames"]["ok"] > ok, "inner was left uncompilable"
 print("ok")
 '''
+
+
+def test_captures_on_two_threads_leave_dynamo_as_they_found_it():
+    """Each capture set Dynamo's force_eager stance as a context of its own:
+    two captures on two threads that ended in the order they began left
+    force_eager on, so every torch.compile'd function of the process ran
+    eagerly from then on. The stance is now held while any capture runs."""
+    import torch._dynamo.eval_frame as eval_frame
+    inner = torch.compile(lambda v: v * 2, backend="eager")
+
+    def first(x):
+        time.sleep(0.2)
+        return inner(x) + 1
+
+    def second(x):
+        time.sleep(0.4)
+        return inner(x) - 1
+
+    x = randn(4)
+    g1, g2 = deepvisor.compile(first), deepvisor.compile(second)
+    results = []
+    thread = threading.Thread(target=lambda: results.append(g1(x)))
+    thread.start()
+    time.sleep(0.05)
+    assert_matches(g2(x), x * 2 - 1, tol)
+    thread.join()
+    assert_matches(results[0], x * 2 + 1, tol)
+    assert eval_frame._stance.stance == "default"
 
 
 @pytest.mark.parametrize("case", ["dynamo_loaded_by_cond", "compiled_before"])
