@@ -107,8 +107,11 @@ _OWN_DIR = os.path.dirname(os.path.realpath(__file__)) + os.sep
 # Code that is never stepped (nor anything it calls): deepvisor itself, the
 # dispatch-mode machinery that calls the tensor monitor, the import system (a
 # module body runs once, on first import), warnings (shown once a place by
-# default). logging is stepped: a record it would emit makes the call eager (a
-# replay would drop it), and a disabled level is checked in its loggers' caches.
+# default), linecache (source lines for a traceback, read from their files
+# once: torch.library's first use extracts a stack, and its open() made the
+# first call of torch.vmap eager). logging is stepped: a record it would emit
+# makes the call eager (a replay would drop it), and a disabled level is
+# checked in its loggers' caches.
 _EXCLUDED_FILES = tuple(
     os.path.realpath(p) for p in (
         os.path.join(os.path.dirname(torch.__file__), "utils", "_python_dispatch.py"),
@@ -118,6 +121,7 @@ _EXCLUDED_FILES = tuple(
         os.path.join(os.path.dirname(torch.__file__), "_dynamo"),
         os.path.join(os.path.dirname(os.__file__), "warnings.py"),
         os.path.join(os.path.dirname(os.__file__), "threading.py"),
+        os.path.join(os.path.dirname(os.__file__), "linecache.py"),
     ))
 _path_kinds = {}
 

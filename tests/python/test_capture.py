@@ -3175,6 +3175,29 @@ print("ok")
 '''
 
 
+_VMAP_SCRIPT = r'''
+import torch, deepvisor
+fn = lambda x: torch.vmap(lambda r: r.sin() * r.sum())(x)
+g = deepvisor.compile(fn)
+x = torch.randn(3, 4)
+for v in (x, x * 2, x):
+    assert torch.allclose(g(v), fn(v))
+s = deepvisor.stats(g)
+assert s["eager_calls"] == 0, s["eager_reasons"]
+print("ok")
+'''
+
+
+def test_torch_vmap_is_captured_from_its_first_call():
+    """torch.vmap's first use in a process loads decompositions through
+    torch.library, which takes a lock (_thread: impure since session 35) and
+    extracts a stack (linecache open()s the source files): the first call
+    ran eagerly. In a fresh process, where that first use happens."""
+    import subprocess
+    r = subprocess.run([sys.executable, "-c", _VMAP_SCRIPT], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-3000:]
+
+
 def test_captures_on_two_threads_leave_dynamo_as_they_found_it():
     """Each capture set Dynamo's force_eager stance as a context of its own:
     two captures on two threads that ended in the order they began left
