@@ -35,9 +35,11 @@ differs is a stale result or a lost side effect.
 """
 
 import argparse
+import os
 import random
 import sys
 import textwrap
+import traceback
 import types
 
 import torch
@@ -282,12 +284,31 @@ SELF_WRITES = ['self.scale = self.scale * 0.5', 'self.cfg["k"] += 1.0', 'self.bu
                'self.calls = getattr(self, "calls", 0) + 1']
 
 
-# State whose reads Dynamo's tracing (torch.cond and while_loop in eager) does
-# not answer as Python does: an lru_cache function is traced through, not
-# looked up; a global that shadows a builtin later (abs = ...) is not seen
-# (eager keeps the builtin: torch's own stale result); C-layout objects and
-# loggers it refuses or treats apart.
-_DYNAMO_DIFFERS = ("cached(", "abs(", "RNG", "TXT", "ARR", "DEC", "LOG", "numpy", "str(", "WG", "Shape")
+# torch.cond and while_loop (COND, WHILE_LOOP in the programs): the compiled
+# program calls torch's, which a capture records; the eager twin calls these,
+# their meaning in Python (torch's dense implementations). Eager torch traces
+# the functions with Dynamo, which keeps values that changed since it traced
+# them where Python does not (a class attribute, a method replaced on the
+# class, an lru_cache function traced through, a global shadowing a builtin
+# later): torch's own stale results, not the reference deepvisor is held to.
+def python_cond(pred, true_fn, false_fn, operands):
+    return true_fn(*operands) if pred else false_fn(*operands)
+
+
+def python_while_loop(cond_fn, body_fn, carried):
+    carried = tuple(carried)
+    if not cond_fn(*carried):
+        return tuple(v.clone() for v in carried)
+    while cond_fn(*carried):
+        carried = body_fn(*carried)
+    return carried
+
+
+# The reads those functions make: where a capture's version of the program ran
+# eagerly, torch's own path ran, so only state Dynamo follows as Python does.
+_TRACED_READS = ['D["k0"]', 'D.get("k1", 0.0)', 'L[0]', 'L[-1]', 'len(L)', 'O.a', 'K.c', 'W.scale',
+                 'NESTED["cfg"]["s"]', 'opts["s"]', 'G', 'T[1]']
+_TRACED_SELF_READS = ['self.scale', 'self.cfg["k"]']
 
 
 def _statement(rng, module):
@@ -296,15 +317,14 @@ def _statement(rng, module):
         return rng.choice(SELF_READS) if module and rng.random() < 0.4 else _read(rng)
 
     def traced_read():  # a read inside torch.cond's and while_loop's functions, which eager traces with Dynamo
-        r = read()
-        return r if not any(c in r for c in _DYNAMO_DIFFERS) else "L[0]"
+        return rng.choice(_TRACED_READS + _TRACED_SELF_READS if module else _TRACED_READS)
 
     kind = rng.randrange(8)
     if kind == 7:  # while_loop: its condition and body read state (at most half as much each trip: it ends)
-        return (f"y = while_loop(lambda v: v.abs().sum() > ({traced_read()}) ** 2 + 1.0, "
+        return (f"y = WHILE_LOOP(lambda v: v.abs().sum() > ({traced_read()}) ** 2 + 1.0, "
                 f"lambda v: (v * (0.5 if ({traced_read()}) > 0 else 0.25),), (y,))[0]")
     if kind == 6:  # torch.cond: its branches read state too
-        return (f"y = torch.cond(y.sum() > ({traced_read()}), lambda v: v * ({traced_read()}), "
+        return (f"y = COND(y.sum() > ({traced_read()}), lambda v: v * ({traced_read()}), "
                 f"lambda v: v - ({traced_read()}), (y,))")
     if kind == 5:
         tensors = TENSOR_READS + SELF_TENSOR_READS if module else TENSOR_READS
@@ -329,7 +349,6 @@ def make_program(rng):
         def dflt(box=DEFAULT):
             return box[0]
         import deepvisor
-        from torch._higher_order_ops.while_loop import while_loop
         inner = deepvisor.compile(lambda t: t * O.a + L[0])
         def fallback():
             try:
@@ -347,13 +366,16 @@ def make_program(rng):
     return source, changes
 
 
-def _namespace(source, name):
+def _namespace(source, name, compiled):
     # An importable module of its own (torch.cond's eager path, Dynamo, imports
     # the module of the code it traces), with a file that is not a library's.
     module = types.ModuleType(name)
     module.__file__ = "<fuzz_state>"
     sys.modules[name] = module
     namespace = module.__dict__
+    from torch._higher_order_ops.while_loop import while_loop
+    namespace["COND"], namespace["WHILE_LOOP"] = (torch.cond, while_loop) if compiled else \
+        (python_cond, python_while_loop)
     exec(compile(source, "<fuzz_state>", "exec"), namespace)
     x = torch.linspace(-1.0, 1.0, 5)
     x.scale = 0.5
@@ -385,20 +407,24 @@ def _module_state(p):
             p.lin.weight.tolist(), getattr(p, "calls", None))
 
 
+class _RefusedByDynamo(Exception):
+    """torch.cond and while_loop trace their functions with Dynamo in eager,
+    which refuses some that deepvisor runs (a branch reading a number out of
+    a tensor) or fails inside (an assertion of its own on a recompile): not a
+    program torch accepts, so not one to compare."""
+
+
 def _call(fn, x, opts):
     try:
         return fn(x, opts), None
     except Exception as e:  # the program itself fails on this state: so must the compiled one
+        frames = traceback.extract_tb(e.__traceback__)
+        if any(f"torch{os.sep}_dynamo" in f.filename for f in frames):
+            return None, _RefusedByDynamo
         return None, type(e)
 
 
 _checks = 0
-
-
-def _refused_by_torch_cond(error_type):
-    """torch.cond traces its branches with Dynamo in eager, which refuses some
-    that deepvisor runs (a branch reading a number out of a tensor)."""
-    return error_type.__module__.startswith("torch._dynamo")
 
 
 def check(source, changes):
@@ -407,8 +433,8 @@ def check(source, changes):
     twin namespaces, changed alike between calls."""
     global _checks
     _checks += 1  # fresh module names: Dynamo's caches (torch.cond in eager) know the earlier modules by name
-    compiled_ns = _namespace(source, f"fuzz_state_compiled_{_checks}")
-    eager_ns = _namespace(source, f"fuzz_state_eager_{_checks}")
+    compiled_ns = _namespace(source, f"fuzz_state_compiled_{_checks}", compiled=True)
+    eager_ns = _namespace(source, f"fuzz_state_eager_{_checks}", compiled=False)
     g = deepvisor.compile(compiled_ns["program"])
     for step, change in enumerate(["pass", "pass"] + changes):
         try:
@@ -417,10 +443,13 @@ def check(source, changes):
             continue  # a change that does not apply to this state (an empty list, a missing key)
         exec(change, compiled_ns)
         want, eager_error = _call(eager_ns["program"], eager_ns["x"], eager_ns["OPTS"])
+        eager_before = deepvisor.stats(g)["eager_calls"]
         got, error = _call(g, compiled_ns["x"], compiled_ns["OPTS"])
+        if deepvisor.stats(g)["eager_calls"] > eager_before and ("COND(" in source or "WHILE_LOOP(" in source):
+            return None  # the call ran torch's own torch.cond or while_loop (see python_cond)
         where = f"after {change!r} (step {step})"
-        if eager_error is not None and _refused_by_torch_cond(eager_error):
-            return None  # not a program torch.cond accepts (a branch that Dynamo cannot trace)
+        if _RefusedByDynamo in (eager_error, error):
+            return None
         if eager_error or error:
             if eager_error is not error:
                 return f"{where}: eager raised {eager_error}, compiled {error}"
