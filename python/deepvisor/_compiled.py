@@ -182,19 +182,15 @@ def _dynamo_eager():
     afterwards so that what it marked during the capture is forgotten. (The
     stance is the process's: another thread's compiled functions run eagerly
     while a capture lasts.)"""
-    eval_frame = sys.modules.get("torch._dynamo.eval_frame")
-    if eval_frame is None:
-        try:
+    if "torch._dynamo.eval_frame" in sys.modules:
+        with _eager_stance:
             yield
-        finally:
-            if "torch._dynamo" in sys.modules:
-                sys.modules["torch._dynamo"].reset()
         return
-    _eager_stance.enter()
     try:
         yield
     finally:
-        _eager_stance.exit()
+        if "torch._dynamo" in sys.modules:
+            sys.modules["torch._dynamo"].reset()
 
 
 class _EagerStance:
@@ -208,14 +204,14 @@ class _EagerStance:
         self._captures = 0
         self._context = None
 
-    def enter(self):
+    def __enter__(self):
         with self._lock:
             if self._captures == 0:
                 self._context = torch.compiler.set_stance("force_eager")
                 self._context.__enter__()
             self._captures += 1
 
-    def exit(self):
+    def __exit__(self, *exc):
         with self._lock:
             self._captures -= 1
             if self._captures == 0:

@@ -7,6 +7,7 @@
 #include <ATen/ScalarOps.h>
 #include <ATen/ops/fill.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/util/StringUtil.h>
 #include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGraphsC10Utils.h>
 
@@ -327,20 +328,14 @@ std::pair<std::string, std::string> split_op_name(const std::string& op) {
   return {op.substr(0, dot), overload == "default" ? "" : overload};
 }
 
-std::string sizes_text(const std::vector<std::int64_t>& sizes) {
-  std::string text = "[";
-  for (std::size_t i = 0; i < sizes.size(); ++i) text += (i ? ", " : "") + std::to_string(sizes[i]);
-  return text + "]";
-}
-
 // A fallback's output must have the layout the kernels were compiled for.
 at::Tensor with_layout(const at::Tensor& t, const Slot& slot, const std::string& op) {
   if (t.sizes().vec() == slot.sizes && t.strides().vec() == slot.strides &&
       t.scalar_type() == to_scalar_type(slot.dtype))
     return t;
   if (t.sizes().vec() != slot.sizes)
-    throw DataDependentSize("the output size of " + op + " depends on the data: " + sizes_text(t.sizes().vec()) +
-                            " where the capture saw " + sizes_text(slot.sizes));
+    throw DataDependentSize(c10::str("the output size of ", op, " depends on the data: ", t.sizes(),
+                                     " where the capture saw ", at::IntArrayRef(slot.sizes)));
   ir::TensorMeta meta;
   meta.sizes = slot.sizes;
   meta.strides = slot.strides;
