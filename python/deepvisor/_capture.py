@@ -282,6 +282,8 @@ class _OpInfo:
                         any(r.alias_info is not None for r in schema.returns))
         # Outputs that get memory of their own in a replay, whatever they share here.
         self.private = self.name in _FRESH or self.name in _UNSAFE_VIEWS
+        # Result sizes that depend on the data (nonzero, unique...; index.Tensor with a boolean index only).
+        self.sized_by_data = torch.Tag.dynamic_output_shape in func.tags
         self.view_self = 0
         if self.is_view:
             for i, a in enumerate(schema.arguments):
@@ -650,6 +652,8 @@ class Recorder(TorchDispatchMode):
                 if id(t) in inputs:  # lift_fresh: this tensor is the program's own from now on
                     self._detach_constant(t)
                 self._new_family(t, v, m, shared=not info.private)
+        if info.sized_by_data and not known and _sizes_depend_on_data(info, bound):
+            self._decide_sizes(outputs)
 
     def _reads_known(self, encoded):
         """Whether the encoded arguments read tensors, only known values, and
@@ -1001,6 +1005,19 @@ class Recorder(TorchDispatchMode):
         self.decisions.append(decision)
         self.last_escape = decision
 
+    def _decide_sizes(self, tensors):
+        """An op whose result sizes depend on the data (nonzero, boolean-mask
+        indexing, unique...): the graph is cut after it, and the sizes it gave
+        choose the version of what follows, as a value Python reads does
+        (_segments.py). A replay whose op gives other sizes runs (or
+        captures) the version for those."""
+        from ._segments import Decision
+        tensors = [t for t in tensors if t is not None]
+        sizes = tuple(tuple(t.shape) for t in tensors)
+        decision = Decision(len(self.node_lines), "sizes", [self.value_of(t) for t in tensors], sizes, _user_site())
+        decision.source, decision.tensors = None, tensors
+        self.decisions.append(decision)
+
     def _escaped_number(self, arg_type, value):
         """An escaped number (_scalars.py) passed where the dispatcher takes a
         tensor: the encoded symbol tensor. Elsewhere its value is used as a
@@ -1116,6 +1133,15 @@ def _deterministic(func, info):
     tags = func.tags
     return not (torch.Tag.nondeterministic_seeded in tags or torch.Tag.nondeterministic_bitwise in tags or
                 "empty" in info.name or any("Generator" in str(a.type) for a in info.schema.arguments))
+
+
+def _sizes_depend_on_data(info, bound):
+    """Whether an op tagged dynamic_output_shape gives sizes that depend on
+    the data in this call: index.Tensor only with a boolean index (x[mask])."""
+    if info.name != "aten::index":
+        return True
+    indices = bound[1][1]
+    return any(t.dtype in (torch.bool, torch.uint8) for t in _tensors_in(indices))
 
 
 def _small(t):

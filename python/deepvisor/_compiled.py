@@ -442,7 +442,7 @@ class CompiledFunction:
         log_event("decisions", f"{self._name()}: {decision.describe()} gave {value!r}: a new version")
         with self._lock:
             if len(node.children) >= MAX_VERSIONS:
-                return self._eager(f"the decision at {decision.site} took more than {MAX_VERSIONS} values "
+                return self._eager(f"{decision.describe()} took more than {MAX_VERSIONS} values "
                                    "(DEEPVISOR_MAX_VERSIONS)", args, kwargs)
             result, path, program, reason = self._capture(args, kwargs)
             if reason is not None or not self._graft(plan, node, depth, outcome_key(value), path, program):
@@ -458,7 +458,7 @@ class CompiledFunction:
         if len(segments) <= depth + 1:
             return False
         mine, theirs = node.segment, segments[depth]
-        if (theirs.text != mine.text or theirs.inputs != mine.inputs or theirs.outputs != mine.outputs
+        if (theirs.key != mine.key or theirs.inputs != mine.inputs or theirs.outputs != mine.outputs
                 or theirs.decision is None or theirs.decision.op != mine.decision.op
                 or theirs.decision.values != mine.decision.values):
             return False

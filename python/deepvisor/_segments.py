@@ -1,9 +1,11 @@
 """Decisions: tensor data that decides Python control flow.
 
 When the capture run reads tensor data into Python (`bool(t)`, `t.item()`,
-`int(t)`, `float(t)`, `t.tolist()`, `torch.equal`), the recorded op graph is
-cut there: segment 0 runs the ops before the first decision, then the host
-reads the decision's value and picks the version captured for that outcome;
+`int(t)`, `float(t)`, `t.tolist()`, `torch.equal`), or runs an op whose
+result sizes depend on the data (`nonzero`, `x[mask]`, `unique`: the sizes
+are the value read), the recorded op graph is cut there: segment 0 runs the
+ops before the first decision, then the host reads the decision's value and
+picks the version captured for that outcome;
 the next segment continues from the values the earlier ones produced. A path
 through the tree is one capture; a new outcome captures again and the new
 path's later segments are grafted under the decision it took.
@@ -26,6 +28,7 @@ import struct
 import torch
 
 _REF = re.compile(r"%(\d+)")
+_LAYOUT = re.compile(r"sizes=\S* strides=\S*")
 
 
 class Decision:
@@ -39,6 +42,8 @@ class Decision:
         self.site = site          # "file:line" of the user code that read it
 
     def evaluate(self, tensors):
+        if self.op == "sizes":
+            return tuple(tuple(t.shape) for t in tensors)
         if self.op == "aten::equal":
             return torch.equal(*tensors)
         if self.op == "tolist":
@@ -46,7 +51,8 @@ class Decision:
         return tensors[0].item()
 
     def describe(self):
-        what = {"aten::equal": "torch.equal", "tolist": ".tolist()"}.get(self.op, ".item()/bool()/int()/float()")
+        what = {"aten::equal": "torch.equal", "tolist": ".tolist()", "sizes": "the sizes of a result that depends on "
+                "the data"}.get(self.op, ".item()/bool()/int()/float()")
         return f"{what} at {self.site}"
 
 
@@ -63,8 +69,12 @@ def outcome_key(value):
 class Segment:
     """The ops between two decisions, as a graph of their own."""
 
-    def __init__(self, text, inputs, outputs, decision):
+    def __init__(self, text, inputs, outputs, decision, key=None):
         self.text = text          # graph text (values renumbered densely)
+        # What another capture's segment must match to share this one (a
+        # graft, _compiled.py): the text, less the sizes of values sized by
+        # the data (those of its decision, when that reads sizes).
+        self.key = text if key is None else key
         self.inputs = inputs      # value ids (of the whole capture) fed in, in order
         self.outputs = outputs    # value ids it hands on, in order
         self.decision = decision  # the Decision that ends it, or None for the last
@@ -105,8 +115,11 @@ def split(value_lines, input_values, node_lines, decisions, output_values, mutat
             # No decision: the plan runs from the C++ cache, which passes every
             # graph input in the guards' order.
             inputs = list(input_values)
-        text = _text(value_lines, inputs, lines, outputs, mutations if last else [], tail_lines if last else [])
-        segments.append(Segment(text, inputs, outputs, decisions[i] if i < len(decisions) else None))
+        sized = [] if last else _sized_by_data(decisions[i])
+        tail = tail_lines if last else [f"sized_by_data %{v}" for v in sized]
+        text = _text(value_lines, inputs, lines, outputs, mutations if last else [], tail)
+        key = _text(_any_sizes(value_lines, sized), inputs, lines, outputs, [], tail) if sized else None
+        segments.append(Segment(text, inputs, outputs, decisions[i] if i < len(decisions) else None, key))
     return segments
 
 
@@ -131,6 +144,20 @@ def _ops_after_decisions_that_need_them_not(parsed, decisions):
         start = d.position
     order += moved + list(range(start, len(parsed)))
     return order, moved_decisions
+
+
+def _sized_by_data(decision):
+    """The values whose sizes a decision reads: its segment hands them on at
+    the sizes the replay's op gives (ir::Graph::sized_by_data)."""
+    return decision.values if decision.op == "sizes" else []
+
+
+def _any_sizes(value_lines, values):
+    """value_lines with the sizes and strides of `values` left out."""
+    lines = list(value_lines)
+    for v in values:
+        lines[v] = _LAYOUT.sub("sizes=? strides=?", lines[v])
+    return lines
 
 
 def _segment_of(k, bounds):

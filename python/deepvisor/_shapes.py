@@ -172,7 +172,8 @@ class ShapeShadow(TorchFunctionMode):
             self._repeat_decisions(decisions)
             return out
         if len(self.real_recorder.decisions) != decisions:
-            self.fail(f"{_name(func)} read tensor data")
+            sized = self.real_recorder.decisions[-1].op == "sizes"
+            self.fail(f"{_name(func)} " + ("gave sizes that depend on the data" if sized else "read tensor data"))
             return out
         try:
             shadow = self._call_shadow(func, args, kwargs)

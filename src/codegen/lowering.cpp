@@ -580,6 +580,10 @@ void Lowerer::lower_node(int index) {
       fallback(index, "an output is undefined (None)");
       return;
     }
+    if (std::find(g_.sized_by_data.begin(), g_.sized_by_data.end(), v) != g_.sized_by_data.end()) {
+      fallback(index, "its result's size depends on the data");
+      return;
+    }
   }
   // The loop IR computes with kernel dtypes only: an op that reads or writes
   // any other dtype (uint8, complex, float8...) runs through ATen.

@@ -1,5 +1,6 @@
 #include "ir/op_graph.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <sstream>
@@ -266,6 +267,7 @@ std::string to_text(const Graph& g) {
   for (const auto& v : g.output_views)
     os << "output_view " << v.output << " sizes=" << join_ints(v.sizes) << " strides=" << join_ints(v.strides)
        << " offset=" << v.offset << "\n";
+  for (int v : g.sized_by_data) os << "sized_by_data " << value_ref(v) << "\n";
   return os.str();
 }
 
@@ -357,6 +359,11 @@ Graph parse_graph(const std::string& text) {
         if (v.output < 0 || v.output >= static_cast<int>(g.outputs.size()))
           throw std::runtime_error("output_view of output " + std::to_string(v.output) + ", which does not exist");
         g.output_views.push_back(std::move(v));
+      } else if (kw == "sized_by_data") {
+        const int v = parse_value_ref(t.at(1));
+        if (std::find(g.outputs.begin(), g.outputs.end(), v) == g.outputs.end())
+          throw std::runtime_error("sized_by_data of a value that is not an output");
+        g.sized_by_data.push_back(v);
       } else {
         throw std::runtime_error("unknown line kind '" + kw + "'");
       }

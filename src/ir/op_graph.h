@@ -118,6 +118,11 @@ struct Graph {
   std::vector<Mutation> mutations;
   std::vector<Restride> restrides;
   std::vector<OutputView> output_views;
+  // Outputs whose sizes depend on the data (nonzero, boolean-mask indexing,
+  // unique): the graph was cut after the op that makes them, and the host
+  // reads their sizes to choose what runs next, so a replay hands them on at
+  // whatever size the op gives (every other value keeps the capture's).
+  std::vector<int> sized_by_data;
 
   int add_value(TensorMeta meta);
   const TensorMeta& meta(int value) const { return values.at(value); }

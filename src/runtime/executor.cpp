@@ -715,6 +715,7 @@ std::int64_t produced_input_bytes(const codegen::Program& p, const std::vector<b
 void Executor::enable_cuda_graph(std::vector<bool> constant_inputs, std::shared_ptr<GraphPool> pool,
                                  std::vector<bool> produced_inputs, std::int64_t held_elsewhere) {
   constant_inputs_ = constant_inputs;  // also where no graph is made: prepared inputs (relaid_input)
+  produced_inputs_ = produced_inputs;  // also where no graph is made: the bases of returned views
   const char* env = std::getenv("DEEPVISOR_CUDA_GRAPHS");
   const bool graphs = device_.is_cuda() && (env == nullptr || std::string(env) != "0");
   const std::string not_graphable = graphs ? why_not_graphable() : "";
@@ -769,6 +770,7 @@ std::string Executor::why_not_graphable() const {
   if (!launches_work(program_)) return "it launches no GPU work";
   if (!g.restrides.empty()) return "it changes an input's strides";
   if (!g.output_views.empty()) return "it returns views of its results";
+  if (!g.sized_by_data.empty()) return "the host reads the size of a result that depends on the data";
   std::vector<bool> is_input(g.values.size(), false);
   for (int v : g.inputs) is_input[v] = true;
   // Kernels compute on the plan's device, whatever device the capture saw
@@ -1017,13 +1019,14 @@ std::vector<at::Tensor> Executor::run_steps(const std::vector<at::Tensor>& input
     t.as_strided_(r.sizes, r.strides, t.storage_offset() + r.offset);
   }
   // The bases of returned views take the layout the capture saw (kernels
-  // write contiguous buffers) so that the views select the same elements.
+  // write contiguous buffers) so that the views select the same elements;
+  // so does an earlier segment's result, which comes as its kernel wrote it.
+  // The user's inputs stay as they are: their views alias them, as in eager.
   for (const auto& v : graph.output_views) {
     int s = program_.output_slots.at(v.output);
     at::Tensor& base = slots[s];
     const ir::TensorMeta& meta = graph.meta(graph.outputs[v.output]);
-    if (program_.slots[s].origin != Slot::Origin::GraphInput &&
-        (base.strides().vec() != meta.strides || base.storage_offset() != 0))
+    if (!users_input(program_.slots[s]) && (base.strides().vec() != meta.strides || base.storage_offset() != 0))
       base = in_layout(base, meta);
   }
   std::vector<at::Tensor> outputs;
@@ -1294,7 +1297,7 @@ void Executor::run_fallback(const Step& step, std::vector<at::Tensor>& slots, co
     int s = step.value_slots[i];
     const at::Tensor& t = slots[s];
     const ir::TensorMeta& meta = program_.graph.meta(step.fallback_values[i]);
-    if (fix_layout && program_.slots[s].origin != Slot::Origin::GraphInput &&
+    if (fix_layout && !users_input(program_.slots[s]) &&
         (t.strides().vec() != meta.strides || (absolute_offset && t.storage_offset() != 0))) {
       inputs.push_back(in_layout(t, meta));
     } else {
@@ -1347,8 +1350,22 @@ void Executor::run_fallback(const Step& step, std::vector<at::Tensor>& slots, co
     if (!outputs[j])
       throw std::runtime_error("fallback " + node.op + " returned no tensor at output " + std::to_string(j) +
                                ", where the capture saw one");
-    slots[s] = with_layout(*outputs[j], program_.slots[s], node.op);
+    const at::Tensor& out = *outputs[j];
+    // A result sized by the data leaves the plan as the op made it: the host
+    // reads its size to choose what runs next (ir::Graph::sized_by_data).
+    const bool as_made = out.sizes().vec() != program_.slots[s].sizes && sized_by_data(program_.slots[s].value);
+    slots[s] = as_made ? out : with_layout(out, program_.slots[s], node.op);
   }
+}
+
+bool Executor::users_input(const Slot& slot) const {
+  const auto gi = static_cast<std::size_t>(slot.graph_input);
+  return slot.origin == Slot::Origin::GraphInput && !(gi < produced_inputs_.size() && produced_inputs_[gi]);
+}
+
+bool Executor::sized_by_data(int value) const {
+  const auto& marked = program_.graph.sized_by_data;
+  return value >= 0 && std::find(marked.begin(), marked.end(), value) != marked.end();
 }
 
 }  // namespace dv::runtime

@@ -180,6 +180,10 @@ class Executor {
   std::vector<bool> outside_arena() const;
   // A library call that can write into the block does (runtime/library_into.h).
   void run_fallback(const codegen::Step& step, std::vector<at::Tensor>& slots, const CallBlock& block = {});
+  bool sized_by_data(int value) const;  // a graph value marked sized_by_data
+  // A graph input the caller passed (guarded: the capture's layout), not an
+  // earlier segment's result (in the layout its kernel wrote).
+  bool users_input(const codegen::Slot& slot) const;
   // In a capture: the plan of the block (with a window where that makes the
   // graph's pool smaller: runtime/block_window.h), after the room in the
   // pool for it and what the steps allocate beside it is made.
@@ -249,6 +253,7 @@ class Executor {
     at::Tensor tensor;
   };
   std::vector<bool> constant_inputs_;
+  std::vector<bool> produced_inputs_;  // graph inputs an earlier segment made (enable_cuda_graph)
   mutable std::mutex prepared_mutex_;
   std::map<int, PreparedInput> prepared_;
   std::int64_t inputs_prepared_ = 0;

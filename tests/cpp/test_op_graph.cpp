@@ -109,6 +109,7 @@ TEST_CASE("undefined outputs, optional tensor lists, new argument kinds, restrid
   b.output(x);
   b.g.restrides.push_back({x, {8, 4}, {1, 8}, 0});
   b.g.output_views.push_back({0, {2, 2}, {2, 1}, 3});
+  b.g.sized_by_data.push_back(y);
   std::string text = ir::to_text(b.g);
   REQUIRE(text.find("-> %2 none") != std::string::npos);
   REQUIRE(text.find("tl:[none,%1]") != std::string::npos);
@@ -117,4 +118,8 @@ TEST_CASE("undefined outputs, optional tensor lists, new argument kinds, restrid
   REQUIRE(ir::to_text(back) == text);
   REQUIRE_THROWS(ir::parse_graph("deepvisor-graph 1\nvalue %0 f32 sizes=2 strides=1 device=cpu aligned=1\n"
                                  "input %0\noutput %0\noutput_view 3 sizes=1 strides=1 offset=0\n"));
+  // Only an output can be sized by the data: the host reads its sizes after the graph.
+  REQUIRE_THROWS(ir::parse_graph("deepvisor-graph 1\nvalue %0 f32 sizes=2 strides=1 device=cpu aligned=1\n"
+                                 "value %1 f32 sizes=2 strides=1 device=cpu aligned=1\n"
+                                 "input %0\noutput %0\nsized_by_data %1\n"));
 }

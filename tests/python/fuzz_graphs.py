@@ -12,7 +12,8 @@ replication), pooling, indexing
 (index_select, gather, embedding), writes by data (index_put, scatter,
 scatter_add, index_add, index_copy, index_fill), matmuls and 2-d convolutions with epilogues, in-place
 updates of fresh tensors and of their slices, and tensors made from Python
-numbers (torch.tensor) with scalar arithmetic over them, and earlier statements
+numbers (torch.tensor) with scalar arithmetic over them, results as large as
+the data says (boolean masks, nonzero, unique), and earlier statements
 repeated on the same values (merged work). Each statement is run eagerly as
 it is generated, so every program is valid by construction. A program fails
 when the compiled function's results differ from eager's in dtype, shape or
@@ -430,6 +431,25 @@ def op_python_constant(b):
     return b.try_stmt(f"{a} * 0 + torch.tensor([{x}]).bernoulli().sum() * 0")
 
 
+def op_by_data(b):
+    """Results as large as the data says (boolean-mask indexing, nonzero,
+    unique): the plan is cut after them and their sizes choose what runs
+    next. One element is put first where the selection could be empty, so
+    that later ops see a value on every call."""
+    a = b.pick(lambda t: t.dim() > 0 and t.numel() > 0)
+    if a is None:
+        return False
+    how = b.rng.randrange(4)
+    if how == 0:
+        return b.try_stmt(f"torch.cat([{a}.reshape(-1)[:1], {a}[{a} > 0.3]])")
+    if how == 1:
+        return b.try_stmt(f"{a}[({a}.reshape({a}.shape[0], -1).sum(-1) > 0) | "
+                          f"(torch.arange({a}.shape[0], device={a}.device) == 0)]")
+    if how == 2:
+        return b.try_stmt(f"torch.nonzero({a} > 0).to({a}.dtype)")
+    return b.try_stmt(f"torch.unique(({a} * 2).round())")
+
+
 def op_repeat(b):
     """An earlier statement again, on the same values: work the plan computes
     once (codegen/common_nodes.h) unless it draws random numbers."""
@@ -439,7 +459,7 @@ def op_repeat(b):
 
 
 OPS = [(op_pointwise, 6), (op_reduce, 2), (op_row, 2), (op_view, 3), (op_cat, 1), (op_index, 1), (op_pool, 1),
-       (op_matmul, 1), (op_conv, 1), (op_in_place, 1), (op_scatter, 1), (op_python_constant, 1), (op_repeat, 1)]
+       (op_matmul, 1), (op_conv, 1), (op_in_place, 1), (op_scatter, 1), (op_python_constant, 1), (op_repeat, 1), (op_by_data, 1)]
 
 
 def generate(seed):
@@ -494,7 +514,7 @@ def _eager_noise(fn, reference, args):
             refs = reference(*[a.double() if a.is_floating_point() else a for a in nudged])
         except Exception:  # noqa: BLE001  (an estimate only)
             return None
-        samples.append([_error(w, r) for w, r in zip(want, refs)])
+        samples.append([_error(w, r) if w.shape == r.shape else 0.0 for w, r in zip(want, refs)])
     return [max(errors) for errors in zip(*samples)]
 
 
@@ -512,6 +532,8 @@ def _close(got, want, reference, low_precision, eager_noise=0.0):
         return f"dtype/shape {got.dtype}{tuple(got.shape)} != {want.dtype}{tuple(want.shape)}"
     if not low_precision and not torch.equal(torch.isnan(got.cpu()), torch.isnan(want.cpu())):
         return "NaN positions differ"
+    if reference.shape != want.shape:  # float64 selected other elements (a mask by the data): eager is the reference
+        reference, eager_noise = want, 0.0
     eager_err, err = max(_error(want, reference), eager_noise), _error(got, reference)
     if err <= 2 * eager_err + TOLERANCE[torch.bfloat16 if low_precision else torch.float32]:
         return ""
@@ -564,7 +586,10 @@ def _check(program, device):
                     fn(*args)
                 except Exception:  # noqa: BLE001  (the program's constants fix that size)
                     continue
-            want = fn(*args)  # programs never write their inputs
+            try:
+                want = fn(*args)  # programs never write their inputs
+            except Exception:  # noqa: BLE001  (a selection by the data took a size the program's constants
+                continue       # or a later op cannot take: nothing to compare)
             got = g(*args)
             refs = reference(*[a.double() if a.is_floating_point() else a for a in args])
             noise = None

@@ -2555,6 +2555,27 @@ def test_tolist_and_equal_are_decisions():
     assert s["captures"] == 3 and s["cache_hits"] == 1 and s["eager_calls"] == 0
 
 
+def test_returned_views_of_a_value_made_before_a_decision_select_what_eager_does():
+    """The last segment returns views of a value an earlier segment made
+    (x.t() * 2 keeps the transposed layout in eager). The runtime gave the
+    bases of returned views the capture's layout only where they were not
+    graph inputs, as the user's inputs are guarded; an earlier segment's
+    result came in the layout its kernel wrote (row-major), and the view
+    picked other elements: a replay returned wrong values. (Found by the op
+    fuzzer's nonzero statements.)"""
+    def f(x):
+        v = x.t() * 2
+        if v.sum() > -100:
+            return v.select(1, 0), v, v.as_strided((2, 2), (1, 2), 1)
+        return v, v, v
+
+    g = deepvisor.compile(f)
+    x = torch.randn(2, 5, generator=torch.Generator().manual_seed(0))
+    for _ in range(3):
+        same(g, f, x)
+    assert deepvisor.stats(g)["cache_hits"] == 2
+
+
 def test_versions_per_decision_site_are_bounded(monkeypatch):
     from deepvisor import _compiled
     monkeypatch.setattr(_compiled, "MAX_VERSIONS", 3)

@@ -151,25 +151,68 @@ def test_fallback_output_feeds_a_reduction_kernel():
     assert deepvisor.stats(g)["fallback_ops"] == {"aten::cumprod.default": 1}
 
 
-def test_an_output_size_that_depends_on_the_data_makes_that_version_eager():
-    """Boolean-mask indexing and unique return as many elements as the data
-    says: a replay whose count differs from the capture's ran into an
-    "internal failure" (raised under DEEPVISOR_STRICT). It is a limit of a
-    plan compiled for one size: that version runs eagerly, with the reason,
-    and results stay eager's."""
-    def masked(x):
-        return x[x > 0].sum() * x
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
-    def uniques(x):
-        return torch.unique(x.round()).sum() + x
 
-    for fn in (masked, uniques):
-        g = deepvisor.compile(fn)
-        for seed in range(4):
-            x = randn(5, 7, seed=seed)
-            assert_matches(g(x), fn(x), f32_tolerance)
-        reasons = " ".join(deepvisor.stats(g)["eager_reasons"])
-        assert "depends on the data" in reasons and "internal failure" not in reasons, reasons
+def _masked(x):
+    y = torch.sin(x) * 2  # work the cut does not need: it runs after it, with the rest
+    picked = x[x > 0]
+    return picked.sum() * y + picked.numel()  # Python reads the count too
+
+
+def _uniques(x):
+    return torch.unique(x.round()).sum() + x
+
+
+def _nonzero_then_gather(x):
+    rows = torch.nonzero(x[:, 0] > 0).flatten()
+    return torch.cos(x[rows]).sum(0) + torch.bincount(rows, minlength=1).float().mean()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("fn", [_masked, _uniques, _nonzero_then_gather], ids=lambda f: f.__name__.strip("_"))
+def test_sizes_that_depend_on_the_data_choose_the_version(fn, device):
+    """Boolean-mask indexing, unique, nonzero and bincount return as many
+    elements as the data says. The graph is cut after such an op and the
+    sizes it gave choose the version of what follows, as a value Python
+    reads does: a count seen before replays, a new one captures once. (Before,
+    a new count made the version eager for good.)"""
+    g = deepvisor.compile(fn)
+    inputs = [randn(9, 7, seed=seed).to(device) for seed in (0, 1, 2)]
+    for x in inputs + inputs:
+        assert_matches(g(x), fn(x), f32_tolerance)
+    stats = deepvisor.stats(g)
+    assert stats["eager_calls"] == 0, stats["eager_reasons"]
+    assert stats["captures"] <= 3 and stats["cache_hits"] >= 3, stats
+
+
+def test_past_max_versions_new_data_dependent_sizes_run_eagerly(monkeypatch):
+    from deepvisor import _compiled
+    monkeypatch.setattr(_compiled, "MAX_VERSIONS", 2)
+    g = deepvisor.compile(_masked)
+    for seed in range(4):
+        x = randn(9, 7, seed=seed)
+        assert_matches(g(x), _masked(x), f32_tolerance)
+    stats = deepvisor.stats(g)
+    assert stats["captures"] == 2 and stats["eager_calls"] == 2, stats
+    assert any("sizes of a result that depends on the data" in r and "took more than 2 values" in r
+               for r in stats["eager_reasons"]), stats["eager_reasons"]
+
+
+def test_an_out_variant_whose_size_depends_on_the_data_makes_that_version_eager():
+    """nonzero(out=): the written buffer's new size is no decision yet: a
+    replay with another count runs eagerly, with the reason, never stale."""
+    def fn(x):
+        buf = torch.empty(0, 2, dtype=torch.long)
+        torch.nonzero(x > 0, out=buf)
+        return buf.sum() + x
+
+    g = deepvisor.compile(fn)
+    for seed in range(4):
+        x = randn(5, 7, seed=seed)
+        assert_matches(g(x), fn(x), f32_tolerance)
+    reasons = " ".join(deepvisor.stats(g)["eager_reasons"])
+    assert "depends on the data" in reasons and "internal failure" not in reasons, reasons
 
 
 def test_library_calls_read_views_of_their_operands_without_copies():
