@@ -179,18 +179,28 @@ def test_plans_that_cannot_be_graphed_run_step_by_step():
     assert deepvisor.stats(g)["cuda_graphs"] == 0
     assert "part of it computes on the CPU" in deepvisor.explain(g)
 
-    def syncs(x):
-        return torch.nonzero(x > 0).sum() + x.sum()
+    def syncs(x):  # histc without limits reads the data's min and max to the host
+        return torch.histc(x, bins=8).sum() + x.sum()
 
     g = deepvisor.compile(syncs)
     x = randn(64)
     for _ in range(4):
         assert_matches(g(x), syncs(x), TOL)
     assert deepvisor.stats(g)["cuda_graphs"] == 0, deepvisor.explain(g)
+    assert "capturing it failed" in deepvisor.explain(g)
     # Its capture failed; the device's random generator left capture mode
     # with it (the user's random ops outside a capture still run).
     assert torch.randn(8, device="cuda").shape == (8,)
     assert torch.rand_like(x).shape == x.shape
+
+    def data_sized(x):  # the segment that runs nonzero is not graphed; the one after it is
+        return torch.nonzero(x > 0).sum() + x.sum()
+
+    g = deepvisor.compile(data_sized)
+    for _ in range(4):
+        assert_matches(g(x), data_sized(x), TOL)
+    assert deepvisor.stats(g)["cuda_graphs"] == 1, deepvisor.explain(g)
+    assert "the host reads the size of a result that depends on the data" in deepvisor.explain(g)
 
 
 @torch.no_grad()

@@ -7,13 +7,15 @@ A program is Python source: inputs of random shapes (sizes 1 and odd sizes),
 dtypes and layouts (contiguous, transposed, sliced, expanded), constants
 drawn from a seeded generator, then 2 to 30 statements, each one op over
 earlier values: pointwise ops with broadcasting and scalars, reductions,
-softmax, layer norm, views, concatenation, padding (constant, reflection,
-replication), pooling, indexing
+softmax, layer norm, group norm, views, concatenation, padding (constant,
+reflection, replication), pooling, upsampling, scans, arg-reductions, sorts,
+flips and rolls, indexing
 (index_select, gather, embedding), writes by data (index_put, scatter,
 scatter_add, index_add, index_copy, index_fill), matmuls and 2-d convolutions with epilogues, in-place
 updates of fresh tensors and of their slices, and tensors made from Python
 numbers (torch.tensor) with scalar arithmetic over them, results as large as
-the data says (boolean masks, nonzero, unique), and earlier statements
+the data says (boolean masks, nonzero, unique), branches on tensor data and
+numbers read from it (.item()), and earlier statements
 repeated on the same values (merged work). Each statement is run eagerly as
 it is generated, so every program is valid by construction. A program fails
 when the compiled function's results differ from eager's in dtype, shape or
@@ -136,6 +138,10 @@ class Builder:
         self.values = {}  # variable -> eager tensor
         self.g = torch.Generator().manual_seed(seed)
         self.cg = torch.Generator().manual_seed(seed)  # replays the constants' draws
+        # Values whose sizes depend on the data (op_by_data, and values made
+        # from them): constants the builder shapes after them (indices)
+        # would fall out of range on other data, where a GPU asserts.
+        self.varying = set()
 
     def shape(self):
         """Up to 4 dims of SIZES, at most 2^16 elements (the limit on every value)."""
@@ -158,12 +164,15 @@ class Builder:
         self.values[f"c{len(self.p.consts) - 1}"] = value
         return f"c{len(self.p.consts) - 1}"
 
-    def pick(self, pred=lambda t: True):
-        names = [n for n, t in self.values.items() if not n.startswith("c") and pred(t)]
+    def pick(self, pred=lambda t: True, sized_by_data=True):
+        names = [n for n, t in self.values.items()
+                 if not n.startswith("c") and pred(t) and (sized_by_data or n not in self.varying)]
         return self.rng.choice(names) if names else None
 
-    def try_stmt(self, expr):
-        """Runs `expr` eagerly; on success adds it as a statement."""
+    def try_stmt(self, expr, sized_by_data=False):
+        """Runs `expr` eagerly; on success adds it as a statement.
+        sized_by_data: its sizes depend on the data (as do those of a
+        statement over such a value)."""
         try:
             out = eval(expr, {"torch": torch, "F": F, **self.values})  # noqa: S307
         except Exception:  # noqa: BLE001  (an invalid combination: try another)
@@ -173,6 +182,8 @@ class Builder:
         var = f"v{len(self.p.stmts)}"
         self.p.stmts.append((var, expr))
         self.values[var] = out
+        if sized_by_data or _names(expr) & self.varying:
+            self.varying.add(var)
         return True
 
 
@@ -183,7 +194,9 @@ def _dims(rng, rank):
 UNARY = ["torch.tanh({a})", "torch.sigmoid({a})", "torch.relu({a})", "F.gelu({a})", "torch.abs({a})",
          "-{a}", "torch.sin({a})", "torch.erf({a})", "torch.sqrt(torch.abs({a}))", "torch.log1p(torch.abs({a}))",
          "torch.exp(torch.clamp({a}, -8, 8))", "F.silu({a})", "torch.clamp({a}, -0.5, 0.7)", "{a}.float()",
-         "{a}.to(torch.bfloat16)", "torch.floor({a} * 3)", "torch.rsqrt(torch.abs({a}) + 0.5)"]
+         "{a}.to(torch.bfloat16)", "torch.floor({a} * 3)", "torch.rsqrt(torch.abs({a}) + 0.5)",
+         "F.hardswish({a})", "F.hardsigmoid({a})", "F.leaky_relu({a}, 0.1)", "F.elu({a})", "F.softplus({a})",
+         "F.mish({a})", "{a}.masked_fill({a} < -0.5, 0.25)"]
 BINARY = ["{a} + {b}", "{a} - {b}", "{a} * {b}", "{a} / (torch.abs({b}) + 0.5)", "torch.maximum({a}, {b})",
           "torch.minimum({a}, {b})", "torch.where({a} > {b}, {a}, {b})", "torch.where({a} > 0, {a}, 0.5 * {b})"]
 
@@ -277,7 +290,7 @@ def op_cat(b):
 
 
 def op_index(b):
-    a = b.pick(lambda t: t.dim() > 0)
+    a = b.pick(lambda t: t.dim() > 0, sized_by_data=False)
     if a is None:
         return False
     t, r = b.values[a], b.rng
@@ -304,7 +317,7 @@ def op_scatter(b):
     tensor or a number), scatter_add, index_add, index_copy, index_fill. The
     replacing forms get distinct indices (which of two updates of one element
     stays is unspecified); the accumulating ones duplicates."""
-    a = b.pick(lambda t: t.dim() > 0 and t.numel() > 0)
+    a = b.pick(lambda t: t.dim() > 0 and t.numel() > 0, sized_by_data=False)
     if a is None:
         return False
     t, r = b.values[a], b.rng
@@ -334,7 +347,8 @@ def op_scatter(b):
             idx = b.const(f"torch.randint(0, {n}, {shape}, generator=g)")
         if how == 2 and r.random() < 0.3:
             return b.try_stmt(f"torch.scatter({a}, {d}, {idx}, {round(r.uniform(-2, 2), 2)})")
-        src = b.pick(lambda s: s.dim() == t.dim() and all(x >= y for x, y in zip(s.shape, shape)) and s.dtype == t.dtype)
+        src = b.pick(lambda s: s.dim() == t.dim() and all(x >= y for x, y in zip(s.shape, shape)) and s.dtype == t.dtype,
+                     sized_by_data=False)
         fn = "scatter" if how == 2 else "scatter_add"
         return src is not None and b.try_stmt(f"torch.{fn}({a}, {d}, {idx}, {src})")
     if how in (4, 5):  # index_add / index_copy of rows of `a` itself, scaled
@@ -441,13 +455,58 @@ def op_by_data(b):
         return False
     how = b.rng.randrange(4)
     if how == 0:
-        return b.try_stmt(f"torch.cat([{a}.reshape(-1)[:1], {a}[{a} > 0.3]])")
+        return b.try_stmt(f"torch.cat([{a}.reshape(-1)[:1], {a}[{a} > 0.3]])", sized_by_data=True)
     if how == 1:
         return b.try_stmt(f"{a}[({a}.reshape({a}.shape[0], -1).sum(-1) > 0) | "
-                          f"(torch.arange({a}.shape[0], device={a}.device) == 0)]")
+                          f"(torch.arange({a}.shape[0], device={a}.device) == 0)]", sized_by_data=True)
     if how == 2:
-        return b.try_stmt(f"torch.nonzero({a} > 0).to({a}.dtype)")
-    return b.try_stmt(f"torch.unique(({a} * 2).round())")
+        return b.try_stmt(f"torch.nonzero({a} > 0).to({a}.dtype)", sized_by_data=True)
+    return b.try_stmt(f"torch.unique(({a} * 2).round())", sized_by_data=True)
+
+
+def op_decision(b):
+    """Tensor data read by Python: a branch on it (the plan is cut there, and
+    values made before the cut, in whatever layout, flow into the next
+    segment), or a number used in arithmetic."""
+    a = b.pick()
+    if a is None:
+        return False
+    if b.rng.randrange(2):
+        return b.try_stmt(f"({a} * 1.5 if float({a}.float().mean()) > 0 else {a} - 0.5)")
+    return b.try_stmt(f"{a} * ({a}.float().abs().max().item() + 1)")
+
+
+def op_order(b):
+    """Scans, arg-reductions, sorts and reorderings along a dimension."""
+    a = b.pick(lambda t: t.dim() > 0 and t.numel() > 0)
+    if a is None:
+        return False
+    t, r = b.values[a], b.rng
+    d = r.randrange(t.dim())
+    n = t.shape[d]
+    options = [f"torch.cumsum({a}, {d})", f"torch.argmax({a}, {d}).float()", f"torch.argmin({a}, {d}, keepdim=True).float()",
+               f"torch.sort({a}, {d}, descending={r.random() < 0.5})[0]", f"torch.topk({a}, {r.randint(1, n)}, {d})[0]",
+               f"torch.flip({a}, [{d}])", f"torch.roll({a}, {r.randint(-n, n)}, {d})"]
+    return b.try_stmt(r.choice(options))
+
+
+def op_image(b):
+    """Upsampling and group norm of 4-d values."""
+    a = b.pick(lambda t: t.dim() == 4 and t.numel() > 0 and t.numel() <= 1 << 14)
+    if a is None:
+        return False
+    t, r = b.values[a], b.rng
+    how = r.randrange(3)
+    if how == 0:
+        return b.try_stmt(f"F.interpolate({a}, scale_factor={r.choice([2, 3])}, mode='nearest')")
+    if how == 1:
+        corners = r.random() < 0.5
+        return b.try_stmt(f"F.interpolate({a}.float(), scale_factor=2, mode='bilinear', align_corners={corners})")
+    c = t.shape[1]
+    groups = r.choice([k for k in (1, 2, c) if c % k == 0])
+    w = b.const(f"torch.randn({c}, generator=g)")
+    bias = b.const(f"torch.randn({c}, generator=g)")
+    return b.try_stmt(f"F.group_norm({a}.float(), {groups}, {w}, {bias})")
 
 
 def op_repeat(b):
@@ -459,7 +518,8 @@ def op_repeat(b):
 
 
 OPS = [(op_pointwise, 6), (op_reduce, 2), (op_row, 2), (op_view, 3), (op_cat, 1), (op_index, 1), (op_pool, 1),
-       (op_matmul, 1), (op_conv, 1), (op_in_place, 1), (op_scatter, 1), (op_python_constant, 1), (op_repeat, 1), (op_by_data, 1)]
+       (op_matmul, 1), (op_conv, 1), (op_in_place, 1), (op_scatter, 1), (op_python_constant, 1), (op_repeat, 1), (op_by_data, 1),
+       (op_decision, 1), (op_order, 1), (op_image, 1)]
 
 
 def generate(seed):
