@@ -24,6 +24,7 @@
 #include <algorithm>
 #include <bit>
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <stdexcept>
 #include <string>
@@ -457,6 +458,30 @@ T reduce_identity(ReduceOp op) {
   return T(0);
 }
 
+// The sum (or product) of n values in an order fixed by n alone: eight
+// running results by position mod 8, then combined pairwise. Eigen's
+// vectorized reduction peels elements up to an aligned address first, so
+// equal columns at different addresses (rows in different blocks) could
+// round differently, and an argmax over them broke a tie eager does not see.
+template <class T, class Op>
+T fixed_order(const T* p, Eigen::Index n, T identity, Op op) {
+  T lanes[8];
+  for (T& lane : lanes) lane = identity;
+  Eigen::Index i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int k = 0; k < 8; ++k) lanes[k] = op(lanes[k], p[i + k]);
+  for (int k = 0; i < n; ++i, ++k) lanes[k] = op(lanes[k], p[i]);
+  for (int width = 4; width >= 1; width /= 2)
+    for (int k = 0; k < width; ++k) lanes[k] = op(lanes[k], lanes[k + width]);
+  return lanes[0];
+}
+
+template <class T, class Op>
+void columns_in_fixed_order(const Eigen::Map<const Mat<T>>& m, Arr<T>& out, T identity, Op op) {
+  out.resize(m.cols());
+  for (Eigen::Index c = 0; c < m.cols(); ++c) out[c] = fixed_order(m.data() + c * m.rows(), m.rows(), identity, op);
+}
+
 // Reduces each column of the r x rows matrix `m` (one column per row of the block).
 template <class T>
 void reduce_columns(ReduceOp op, const Eigen::Map<const Mat<T>>& m, Arr<T>& out) {
@@ -478,8 +503,8 @@ void reduce_columns(ReduceOp op, const Eigen::Map<const Mat<T>>& m, Arr<T>& out)
     }
   } else {
     switch (op) {
-      case ReduceOp::Sum: out = m.colwise().sum().transpose(); return;
-      case ReduceOp::Prod: out = m.colwise().prod().transpose(); return;
+      case ReduceOp::Sum: columns_in_fixed_order(m, out, T(0), std::plus<T>()); return;
+      case ReduceOp::Prod: columns_in_fixed_order(m, out, T(1), std::multiplies<T>()); return;
       case ReduceOp::Max:
       case ReduceOp::Min: {
         // Eigen's maxCoeff/minCoeff leave NaN handling unspecified: patch
