@@ -102,6 +102,8 @@ def describe_common(ins, code, kw_names, truth, use_one, use_two):
         return (ARITH, 2, 1, 0, 0, ins.arg)
     if op in truth:
         return (TRUTH, 1, 0, BEFORE, 0, None)
+    if op == "COMPARE_OP":  # the operator rides along: an escaped number's comparison is decided (_scalars.py)
+        return (USE, 2, 0, BEFORE, 0, f"{op} {ins.argval}")
     if op in use_two:
         return (USE, 2, 0, BEFORE, 0, op)
     if op in use_one:

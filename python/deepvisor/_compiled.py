@@ -445,7 +445,11 @@ class CompiledFunction:
                 return self._eager(f"{decision.describe()} took more than {MAX_VERSIONS} values "
                                    "(DEEPVISOR_MAX_VERSIONS)", args, kwargs)
             result, path, program, reason = self._capture(args, kwargs)
-            if reason is not None or not self._graft(plan, node, depth, outcome_key(value), path, program):
+            key = outcome_key(value)
+            if reason is not None or not self._graft(plan, node, depth, key, path, program):
+                # The new version is a plan of its own: this tree hands the
+                # outcome on to it (else each such call would capture again).
+                node.later.add(key)
                 self._add_root(path, program, reason)
             return result
 
@@ -458,7 +462,8 @@ class CompiledFunction:
         if len(segments) <= depth + 1:
             return False
         mine, theirs = node.segment, segments[depth]
-        if (theirs.key != mine.key or theirs.inputs != mine.inputs or theirs.outputs != mine.outputs
+        # (Their later segments may read fewer of its values: a path that needs no more shares it.)
+        if (theirs.key != mine.key or theirs.inputs != mine.inputs or not set(theirs.outputs) <= set(mine.outputs)
                 or theirs.decision is None or theirs.decision.op != mine.decision.op
                 or theirs.decision.values != mine.decision.values):
             return False

@@ -54,8 +54,15 @@ def _tree_lines(node, lines, indent):
 
 def child_outcome(node, key):
     """The outcome value a child was captured for (its key holds it)."""
+    return _value_of(key)
+
+
+def _value_of(key):
+    """The value an outcome key was made from (_segments.outcome_key)."""
     kind, value = key
     if kind is float:
         import struct
         return struct.unpack("<d", value)[0]
+    if kind in (list, tuple):
+        return kind(_value_of(k) for k in value)
     return value

@@ -1206,6 +1206,8 @@ def _symbol_uses(m, kind, arg, operands, results, status):
             return  # a tensor operator: the torch function sees the number
         scalars.arithmetic(arg, a, b, results[0], m.tracer)
         return
+    if kind == B.USE and arg.startswith("COMPARE_OP ") and scalars.compare(arg.split()[1], *operands):
+        return
     if kind in (B.CALL, B.CALL_EX):
         fn = operands[1] if operands[0] is NULL else operands[0]
         if kind == B.CALL_EX:

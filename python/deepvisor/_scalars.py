@@ -17,8 +17,11 @@ The state monitor reports every instruction that uses it:
   still has the Python object) gets the symbol's tensor, cast to the dtype
   the number would have taken, in the Tensor-typed argument where the
   dispatcher passes the number;
-- anything else (a comparison, `if`, formatting, a size, a C function, the
-  function's result) decides: the decision stays and the value is a version.
+- a comparison with a number or another symbol (`if loss.item() > 0.5:`)
+  is decided on its bool: the comparison of the symbols' tensors is the
+  decision, and a new number on the same side replays that version;
+- anything else (`if s:`, formatting, a size, a C function, the function's
+  result) decides: the decision stays and the value is a version.
 """
 
 import struct
@@ -29,6 +32,10 @@ from torch.overrides import TorchFunctionMode
 # Python arithmetic a symbol may take part in: BINARY_OP argument -> torch op.
 _ARITH = {0: torch.add, 13: torch.add, 5: torch.mul, 18: torch.mul, 10: torch.sub, 23: torch.sub,
           11: "truediv", 24: "truediv"}
+
+
+_COMPARISONS = {"<": torch.lt, "<=": torch.le, "==": torch.eq, "!=": torch.ne, ">": torch.gt, ">=": torch.ge}
+_MIRRORED = {"<": ">", "<=": ">=", "==": "==", "!=": "!=", ">": "<", ">=": "<="}
 
 
 def bits(value):
@@ -124,6 +131,34 @@ class Scalars:
             # Two decisions feed one number: deciding it keeps both.
             _root_of(sb).root = root
         self._add(Symbol(result, tensor, root), tracer)
+
+    def compare(self, op, a, b):
+        """`a <op> b` in Python (op: "<", "==", ...) with a symbol among the
+        operands: what the program does next depends on the bool alone, so
+        the bool is the decision (the symbols' tensors compared in the
+        graph), not the number: a new number on the same side replays. False
+        where the comparison is not one the graph computes exactly as Python
+        does (then the number itself is decided)."""
+        sa, sb = self.symbol(a), self.symbol(b)
+        kinds = {type(v) for v in (a, b)}
+        if op not in _COMPARISONS or not kinds <= {int, float} or (sa is None and sb is None):
+            return False
+        floats = float in kinds
+        if floats and any(type(v) is int and (s is not None or abs(v) > 2 ** 53) for v, s in ((a, sa), (b, sb))):
+            return False  # an int compared with a float: Python compares exactly, float64 might not
+        if any(type(v) is int and not -2 ** 63 <= v < 2 ** 63 for v in (a, b)):
+            return False  # no int64
+        outcome = {"<": a < b, "<=": a <= b, "==": a == b, "!=": a != b, ">": a > b, ">=": a >= b}[op]
+        if sa is None:  # the number on the left: `0.5 < s` is `s > 0.5`
+            a, b, sa, sb, op = b, a, sb, sa, _MIRRORED[op]
+        dtype = torch.float64 if floats else torch.int64
+        # (A plain number stays a Python scalar: a constant of the node, not a tensor the plan would hold.)
+        other = sb.tensor.to(dtype) if sb is not None else b
+        recorder = self.recorder
+        last = recorder.last_escape
+        recorder.add_decision("aten::_local_scalar_dense", [_COMPARISONS[op](sa.tensor.to(dtype), other)], outcome)
+        recorder.last_escape = last  # (a bool is no escaped number)
+        return True
 
     # -- torch functions ---------------------------------------------------------------
     def _enter_mode(self):

@@ -29,6 +29,7 @@ import torch
 
 _REF = re.compile(r"%(\d+)")
 _LAYOUT = re.compile(r"sizes=\S* strides=\S*")
+_OUTPUT_LINE = re.compile(r"^output( %\d+)*$", re.MULTILINE)
 
 
 class Decision:
@@ -72,9 +73,10 @@ class Segment:
     def __init__(self, text, inputs, outputs, decision, key=None):
         self.text = text          # graph text (values renumbered densely)
         # What another capture's segment must match to share this one (a
-        # graft, _compiled.py): the text, less the sizes of values sized by
-        # the data (those of its decision, when that reads sizes).
-        self.key = text if key is None else key
+        # graft, _compiled.py): the text less its outputs (compared apart)
+        # and less the sizes of values sized by the data (those of its
+        # decision, when that reads sizes).
+        self.key = _OUTPUT_LINE.sub("", text if key is None else key)
         self.inputs = inputs      # value ids (of the whole capture) fed in, in order
         self.outputs = outputs    # value ids it hands on, in order
         self.decision = decision  # the Decision that ends it, or None for the last

@@ -2621,6 +2621,40 @@ def test_an_escaped_number_that_decides_is_a_version():
     assert s["captures"] == 2 and s["cache_hits"] == 2
 
 
+def test_a_comparison_of_an_escaped_number_decides_on_its_bool():
+    """`if loss.item() > 0.5:` needs which side the number is on, not the
+    number: the comparison (of the numbers' tensors, in the graph) is the
+    decision, so new numbers on a side seen before replay. Before, every new
+    number was a version, and past DEEPVISOR_MAX_VERSIONS the call ran
+    eagerly. Chained comparisons, two escaped numbers, ints, Python
+    arithmetic before the comparison, and a number also used as a value."""
+    def one_side(x):
+        if x.sum().item() > 0:
+            return x * 2
+        return x - 1
+
+    def chained(x):
+        s = x.sum().item() * 2 + 1
+        return x * 3 if 0.5 < s <= 3 else x - 1
+
+    def two_numbers(x):
+        return x + 1 if float(x.max()) >= float(x.min()) * -1.5 else x - 1
+
+    def ints(x):  # (ints from -5 to 256 are shared objects, never escaped numbers: always versions)
+        return x * 2 if int((x.abs() * 1000).long().sum()) + 100000 > 107000 else x
+
+    def also_a_value(x):
+        s = x.mean().item()
+        return x * s if s > 0 else x - s
+
+    for fn, versions in ((one_side, 2), (chained, 3), (two_numbers, 2), (ints, 2), (also_a_value, 2)):
+        g = deepvisor.compile(fn)
+        for seed in range(12):
+            same(g, fn, randn(9, seed=seed))
+        s = deepvisor.stats(g)
+        assert s["eager_calls"] == 0 and s["captures"] <= versions, (fn.__name__, s)
+
+
 def test_max_of_a_tensor_and_a_number():
     def f(x):
         return x / max(x.abs().sum(), 1e-8)
@@ -3152,12 +3186,12 @@ else:  # Dynamo is first loaded by torch.cond, inside the capture
     assert "torch._dynamo" not in sys.modules
     fn = ref = branches
 g = deepvisor.compile(fn)
-x = torch.randn(16)
+x = torch.randn(16, generator=torch.Generator().manual_seed(0))
 for v in (x, -x.abs(), x.abs(), -2 * x.abs()):
-    assert torch.allclose(g(v), ref(v)), case
+    assert torch.allclose(g(v), ref(v), atol=1e-5), case
 SCALE["k"] = 5.0  # read inside a branch: guarded
 for v in (x.abs(), -x.abs()):
-    assert torch.allclose(g(v), ref(v)), case
+    assert torch.allclose(g(v), ref(v), atol=1e-5), case
 s = deepvisor.stats(g)
 assert s["eager_calls"] == 0 and s["versions"] >= 2 and s["cache_hits"] >= 2, s
 
