@@ -54,6 +54,10 @@ MAX_PLANS = int(os.environ.get("DEEPVISOR_MAX_PLANS", "16"))
 THRASH_CALLS = 4 * MAX_PLANS
 # Outcomes captured per decision site; past this, new outcomes there run eagerly.
 MAX_VERSIONS = int(os.environ.get("DEEPVISOR_MAX_VERSIONS", "8"))
+# The same for the sizes of a result sized by the data (nonzero, x[mask]...),
+# lower: a count that changes on every call (a mixture of experts' routing)
+# would otherwise cost that many captures, and compiles, before running eagerly.
+MAX_SIZE_VERSIONS = int(os.environ.get("DEEPVISOR_MAX_SIZE_VERSIONS", "4"))
 
 
 _MISS = object()  # no plan's guards pass
@@ -441,9 +445,10 @@ class CompiledFunction:
         decision = node.segment.decision
         log_event("decisions", f"{self._name()}: {decision.describe()} gave {value!r}: a new version")
         with self._lock:
-            if len(node.children) >= MAX_VERSIONS:
-                return self._eager(f"{decision.describe()} took more than {MAX_VERSIONS} values "
-                                   "(DEEPVISOR_MAX_VERSIONS)", args, kwargs)
+            limit, name = (MAX_SIZE_VERSIONS, "DEEPVISOR_MAX_SIZE_VERSIONS") if decision.op == "sizes" else \
+                (MAX_VERSIONS, "DEEPVISOR_MAX_VERSIONS")
+            if len(node.children) >= limit:
+                return self._eager(f"{decision.describe()} took more than {limit} values ({name})", args, kwargs)
             result, path, program, reason = self._capture(args, kwargs)
             key = outcome_key(value)
             if reason is not None or not self._graft(plan, node, depth, key, path, program):

@@ -188,7 +188,7 @@ def test_sizes_that_depend_on_the_data_choose_the_version(fn, device):
 
 def test_past_max_versions_new_data_dependent_sizes_run_eagerly(monkeypatch):
     from deepvisor import _compiled
-    monkeypatch.setattr(_compiled, "MAX_VERSIONS", 2)
+    monkeypatch.setattr(_compiled, "MAX_SIZE_VERSIONS", 2)
     g = deepvisor.compile(_masked)
     for seed in range(4):
         x = randn(9, 7, seed=seed)
