@@ -653,7 +653,10 @@ class Recorder(TorchDispatchMode):
                     self._detach_constant(t)
                 self._new_family(t, v, m, shared=not info.private)
         if info.sized_by_data and not known and _sizes_depend_on_data(info, bound):
-            self._decide_sizes(outputs)
+            # The graph is cut after it, and the sizes it gave choose the
+            # version of what follows, as a value Python reads does.
+            results = [t for t in outputs if t is not None]
+            self.add_decision("sizes", results, tuple(tuple(t.shape) for t in results), escapes=False)
 
     def _reads_known(self, encoded):
         """Whether the encoded arguments read tensors, only known values, and
@@ -984,9 +987,11 @@ class Recorder(TorchDispatchMode):
         return _Context()
 
     # -- decisions ---------------------------------------------------------------
-    def add_decision(self, op, tensors, outcome):
+    def add_decision(self, op, tensors, outcome, escapes=True):
         """Tensor data reaches Python here: the graph is cut, and the value read
-        selects the version of what follows (see _segments.py)."""
+        selects the version of what follows (see _segments.py). escapes:
+        the value reaches the program as a number (the last escape,
+        _scalars.py); not the sizes of a result or a comparison's bool."""
         from ._segments import Decision
         values = [self.value_of(t) for t in tensors]
         if values and all(v in self._known for v in values):
@@ -996,27 +1001,16 @@ class Recorder(TorchDispatchMode):
             # Python read to make them (numbers by value, sizes by the shape
             # guards, an escaped number by its own decision: torch.tensor(n)
             # of one decides it, _scalars.py).
-            self.last_escape = None
+            if escapes:
+                self.last_escape = None
             return
         self._use_folded(values)
         decision = Decision(len(self.node_lines), op, values, outcome, _user_site())
         decision.source = tensors[0] if len(tensors) == 1 else None
         decision.tensors = list(tensors)  # the shape shadow repeats the decision on its fakes
         self.decisions.append(decision)
-        self.last_escape = decision
-
-    def _decide_sizes(self, tensors):
-        """An op whose result sizes depend on the data (nonzero, boolean-mask
-        indexing, unique...): the graph is cut after it, and the sizes it gave
-        choose the version of what follows, as a value Python reads does
-        (_segments.py). A replay whose op gives other sizes runs (or
-        captures) the version for those."""
-        from ._segments import Decision
-        tensors = [t for t in tensors if t is not None]
-        sizes = tuple(tuple(t.shape) for t in tensors)
-        decision = Decision(len(self.node_lines), "sizes", [self.value_of(t) for t in tensors], sizes, _user_site())
-        decision.source, decision.tensors = None, tensors
-        self.decisions.append(decision)
+        if escapes:
+            self.last_escape = decision
 
     def _escaped_number(self, arg_type, value):
         """An escaped number (_scalars.py) passed where the dispatcher takes a

@@ -47,18 +47,13 @@ def _tree_lines(node, lines, indent):
     if decision is None:
         return
     for key, child in node.children.items():
-        outcome = child_outcome(node, key)
+        outcome = _value_of(key)
         lines.append(f"{indent}{decision.describe()} == {outcome!r}")
         _tree_lines(child, lines, indent + "  ")
 
 
-def child_outcome(node, key):
-    """The outcome value a child was captured for (its key holds it)."""
-    return _value_of(key)
-
-
 def _value_of(key):
-    """The value an outcome key was made from (_segments.outcome_key)."""
+    """The outcome value an outcome key was made from (_segments.outcome_key)."""
     kind, value = key
     if kind is float:
         import struct

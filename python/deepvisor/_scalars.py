@@ -154,10 +154,8 @@ class Scalars:
         dtype = torch.float64 if floats else torch.int64
         # (A plain number stays a Python scalar: a constant of the node, not a tensor the plan would hold.)
         other = sb.tensor.to(dtype) if sb is not None else b
-        recorder = self.recorder
-        last = recorder.last_escape
-        recorder.add_decision("aten::_local_scalar_dense", [_COMPARISONS[op](sa.tensor.to(dtype), other)], outcome)
-        recorder.last_escape = last  # (a bool is no escaped number)
+        self.recorder.add_decision("aten::_local_scalar_dense", [_COMPARISONS[op](sa.tensor.to(dtype), other)], outcome,
+                                   escapes=False)
         return True
 
     # -- torch functions ---------------------------------------------------------------
