@@ -404,7 +404,7 @@ class Recorder(TorchDispatchMode):
         watched = self._watched.get(key)
         if watched is not None and watched() is t:
             return
-        storage = _storage_key(t) if t.numel() > 0 else None
+        storage = _storage_key(t) if _nonempty(t) else None
         if storage is not None:
             self._live_on_storage[storage] = self._live_on_storage.get(storage, 0) + 1
         forget = self._forget_weakly
@@ -426,7 +426,7 @@ class Recorder(TorchDispatchMode):
     def _new_family(self, t, value, meta, input=None, is_argument=False, shared=True):
         """A family whose base is `t`, holding `value`. shared=False: a replay
         gives it memory of its own, whatever `t` shares in this run."""
-        storage = _storage_key(t) if t.numel() > 0 and shared else None
+        storage = _storage_key(t) if _nonempty(t) and shared else None
         family = _Family(value, meta, t.storage_offset(), storage or None, input, is_argument)
         if family.storage is not None:
             self._families_by_storage.setdefault(family.storage, []).append(family)
@@ -440,7 +440,7 @@ class Recorder(TorchDispatchMode):
         if id(t) in self._input_of:  # the same tensor passed twice: one value
             return self._input_of[id(t)]
         meta = _Meta.of(t)
-        storage = _storage_key(t) if t.numel() > 0 else None
+        storage = _storage_key(t) if _nonempty(t) else None
         if storage and storage in self._argument_storages and id(t) not in self._alias:
             # A tensor on an argument's memory that no recorded op made (x.data,
             # a view made before the call): a replay would read the capture's tensor.
@@ -1080,7 +1080,7 @@ class Recorder(TorchDispatchMode):
         as a view of its family's base: it is a view of a constant, or several
         returned tensors share its (computed) memory. None otherwise."""
         family = alias.family
-        if family.is_argument or family.storage is None or leaf.numel() == 0:
+        if family.is_argument or family.storage is None or not _nonempty(leaf):
             return None
         if family.input is None and (returned.get(id(family), 0) < 2 or family.base_offset != 0):
             return None
@@ -1127,6 +1127,17 @@ def _deterministic(func, info):
     tags = func.tags
     return not (torch.Tag.nondeterministic_seeded in tags or torch.Tag.nondeterministic_bitwise in tags or
                 "empty" in info.name or any("Generator" in str(a.type) for a in info.schema.arguments))
+
+
+def _nonempty(t):
+    """t.numel() > 0; a fake tensor of the shape shadow sized by the data
+    (a count, _shapes.py) is taken to be non-empty: a plan only takes
+    counts of at least 2."""
+    n = t.numel()
+    if type(n) is int:
+        return n > 0
+    from torch.fx.experimental.symbolic_shapes import guard_or_true
+    return guard_or_true(n > 0)
 
 
 def _sizes_depend_on_data(info, bound):
@@ -1195,7 +1206,7 @@ def view_of_argument(leaf, arguments):
     argument i: the same storage and dtype, within the argument's span. Guards
     pin the arguments' sizes and strides, so the same view of a later call's
     argument i is that argument's as_strided with these numbers."""
-    if leaf.numel() == 0:
+    if not _nonempty(leaf):
         return None
     storage = _storage_key(leaf)
     sharing = [i for i, arg in enumerate(arguments) if _storage_key(arg) == storage]
@@ -1206,7 +1217,7 @@ def view_of_argument(leaf, arguments):
         return None
     i = sharing[0]
     arg = arguments[i]
-    if arg.numel() == 0 or arg.dtype != leaf.dtype:
+    if not _nonempty(arg) or arg.dtype != leaf.dtype:
         return None
     lo, hi = _span_of(leaf.storage_offset(), leaf.shape, leaf.stride())
     arg_lo, arg_hi = _span_of(arg.storage_offset(), arg.shape, arg.stride())

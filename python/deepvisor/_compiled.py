@@ -125,6 +125,7 @@ class _Node:
         self.guards = guards        # checked on entering this branch (grafted from another capture)
         self.children = {}          # outcome key -> _Node
         self.later = set()          # outcome keys a later plan holds (a symbolic plan's new outcomes)
+        self.counts_later = False   # a decision on sizes: a later plan takes every count not held here
         self.slots = None           # _Slots, set on the first call that reaches this node
 
     def set_slots(self, entry, size):
@@ -398,9 +399,10 @@ class CompiledFunction:
         if node.slots is None:
             node.set_slots({v: i for i, v in enumerate(plan.path.input_values)}, len(plan.path.input_values))
         depth = 0
+        counts = {}  # a symbolic plan's counts: the sizes of results sized by the data, per symbol
         while True:
             segment = node.segment
-            executor = executors[depth] if executors is not None else node.executor
+            executor = executors.at(depth, counts) if executors is not None else node.executor
             decision = segment.decision
             if decision is None:
                 outs = executor.run_on(values, node.slots.inputs)
@@ -409,6 +411,11 @@ class CompiledFunction:
             executor.run_into(values, node.slots.inputs)
             value = decision.evaluate(values.take(node.slots.decision))
             key = outcome_key(value)
+            if executors is not None and decision.op == "sizes":
+                taken = plan.symbolic.counts_of(depth, value, decision.outcome)
+                if taken is not None:  # what follows is compiled for these counts: the capture's branch
+                    counts.update(taken)
+                    key = outcome_key(decision.outcome)
             child = node.children.get(key)
             if child is not None and child.guards is not None:
                 branch_inputs = child.guards.check(args, kwargs)
@@ -418,7 +425,7 @@ class CompiledFunction:
                     values.extend(branch_inputs)
             if child is not None and child.slots is None:
                 child.set_slots(*node.slots.entry_of(child))
-            if child is None and key in node.later:
+            if child is None and (key in node.later or node.counts_later):
                 return _MISS
             if child is None and executors is not None:
                 return self._new_symbolic_outcome(plan, node, key, args, kwargs)
@@ -445,12 +452,20 @@ class CompiledFunction:
         decision = node.segment.decision
         log_event("decisions", f"{self._name()}: {decision.describe()} gave {value!r}: a new version")
         with self._lock:
-            limit, name = (MAX_SIZE_VERSIONS, "DEEPVISOR_MAX_SIZE_VERSIONS") if decision.op == "sizes" else \
+            sizes = decision.op == "sizes"
+            limit, name = (MAX_SIZE_VERSIONS, "DEEPVISOR_MAX_SIZE_VERSIONS") if sizes else \
                 (MAX_VERSIONS, "DEEPVISOR_MAX_VERSIONS")
             if len(node.children) >= limit:
                 return self._eager(f"{decision.describe()} took more than {limit} values ({name})", args, kwargs)
-            result, path, program, reason = self._capture(args, kwargs)
+            # A second count: captured with the counts symbolic (_shapes.py),
+            # a plan that takes every count at least MIN_COUNT from now on.
+            result, path, program, reason = self._capture(args, kwargs, counts=sizes)
             key = outcome_key(value)
+            if reason is None and path.symbolic is not None and path.symbolic.counts:
+                log_event("recompiles", f"{self._name()}: {decision.describe()}: counts symbolic from now on")
+                node.counts_later = True
+                self._add_root(path, program, reason)
+                return result
             if reason is not None or not self._graft(plan, node, depth, key, path, program):
                 # The new version is a plan of its own: this tree hands the
                 # outcome on to it (else each such call would capture again).
@@ -498,15 +513,17 @@ class CompiledFunction:
         return first
 
     # -- capturing ---------------------------------------------------------------
-    def _capture(self, args, kwargs, dynamic_dims=None):
+    def _capture(self, args, kwargs, dynamic_dims=None, counts=False):
         """Runs the function under the monitors. Returns (its result, the
         path or None, the guard program or None, the eager reason or None).
         dynamic_dims {k: dims} names symbolic dimensions of the k-th tensor
-        passed directly: a shape shadow follows the run (_shapes.py)."""
+        passed directly: a shape shadow follows the run (_shapes.py), which
+        also makes the sizes of results sized by the data symbolic (counts);
+        counts=True: a shadow for those alone."""
         with _gc_paused(), _dynamo_eager():
-            return self._capture_unpaused(args, kwargs, dynamic_dims)
+            return self._capture_unpaused(args, kwargs, dynamic_dims, counts)
 
-    def _capture_unpaused(self, args, kwargs, dynamic_dims):
+    def _capture_unpaused(self, args, kwargs, dynamic_dims, counts):
         monitor = StateMonitor(self.fn, args, kwargs, self._arg_names)
         # Tensors passed directly are inputs from the start (an in-place change
         # of their layout may be the first thing the run does with them).
@@ -514,8 +531,8 @@ class CompiledFunction:
         recorder = Recorder(direct, is_argument=lambda t: _is_argument(monitor, t))
         monitor.recorder = recorder
         monitor.scalars = Scalars(recorder)
-        shadow = ShapeShadow(direct, dynamic_dims, lambda t: _is_argument(monitor, t), recorder) \
-            if dynamic_dims else None
+        shadow = ShapeShadow(direct, dynamic_dims or {}, lambda t: _is_argument(monitor, t), recorder) \
+            if dynamic_dims or counts else None
         if shadow is not None:
             monitor.shapes = shadow
             shadow.tracker = monitor.tracer.track
@@ -636,8 +653,9 @@ class CompiledFunction:
             plan = SymbolicPlan(path.symbolic,
                                 lambda i, text, constants, reference: self._compile(path.segments[i], path, text,
                                                                                     constants, reference, pool))
-            executors = plan.executors_for(path.symbolic.inputs)  # this call's instance: the capture's own texts
+            instance = plan.executors_for(path.symbolic.inputs)  # this call's instance: the capture's own texts
             path.symbolic.inputs = None
+            executors = [instance.at(i, plan.counts) for i in range(len(path.segments))]
             path.fallbacks = [note for e in executors for note in _fallback_notes(e)]
             tree = None
             if len(path.segments) > 1:  # one path of segments; their executors come per layout

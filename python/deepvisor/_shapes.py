@@ -21,11 +21,19 @@ The ShapeEnv collects what the program's ops assumed of the symbols (two
 inputs sharing a dimension, a broadcast of size 1, a dimension at least 2)
 as guards; a call whose sizes break them misses the plan and captures again.
 
+The sizes of a result sized by the data (nonzero, x[mask]: a decision on
+sizes, _capture.py) are counts: the shadow's op gives a fresh unbacked symbol
+(u0), whose value a replay takes from the decision's outcome; the segments
+after it are compiled per count (_Instance). The capture stays static where
+an op assumed a count's value (a replacement or a runtime assertion of the
+ShapeEnv), where Python reads a count, and at a count below MIN_COUNT.
+
 Not yet symbolic (the capture stays static, with the reason logged): Python
 that reads a symbolic size (x.size(1), x.shape, len(x)), tensor data that
 reaches Python (a decision), escaped numbers, ops recorded as one node.
 """
 
+import collections
 import contextlib
 import inspect
 import math
@@ -75,7 +83,13 @@ def _skip_source_locations(shape_env):
     shape_env._get_stack_summary = lambda is_debug=False, framework_loc=None: (SLoc(framework_loc or here, None), "")
 
 
-_SIZE, _STRIDE = 0, 1  # what a symbol stands for: a size or a stride of an argument
+# What a symbol stands for: a size or a stride of an argument, or a count:
+# a size of a result sized by the data (nonzero, a boolean mask's selection...).
+_SIZE, _STRIDE, _COUNT = 0, 1, 2
+# The least count a symbolic plan takes: 0 and 1 may take other paths in
+# ATen's decompositions (and fake tensors assume neither), as with Dynamo's
+# sizes; those counts stay versions of their own.
+MIN_COUNT = 2
 
 
 class ShapeShadow(TorchFunctionMode):
@@ -95,7 +109,10 @@ class ShapeShadow(TorchFunctionMode):
         self.fake_mode = FakeTensorMode(shape_env=self.shape_env)
         self._fakes = {}            # id(real tensor) -> (weak reference to it, its fake), while it lives
         self._reals = {}            # id(fake) -> weak reference to the real tensor
-        self.symbol_sources = {}    # symbol name -> (position among `arguments`, dim, _SIZE or _STRIDE)
+        # symbol name -> (position among `arguments`, dim, _SIZE or _STRIDE),
+        # or for a count (decision index, (result, dim), _COUNT)
+        self.symbol_sources = {}
+        self.count_dims = {}        # decision index -> [(result, dim, count symbol or None)] (a decision on sizes)
         self.symbol_hints = {}      # symbol name -> its size in this run
         self.dynamic = []           # (position among `arguments`, fake) of the arguments with symbolic dims
         fakes = []
@@ -107,7 +124,10 @@ class ShapeShadow(TorchFunctionMode):
         self.recorder = Recorder(fakes, is_argument=lambda f: is_argument(self._real_of(f)))
         # Factories make no known values in a symbolic capture: the real run
         # cannot tell `torch.arange(n)` of a symbolic n from one of a constant.
-        real_recorder.factories_known = self.recorder.factories_known = False
+        # (With counts symbolic alone, Python never holds a symbolic n: reading
+        # a count keeps the capture static.)
+        if self.dynamic:
+            real_recorder.factories_known = self.recorder.factories_known = False
         self.tracker = lambda n: None  # the state monitor's track(): it reports each use of a SizeInt
         self.live = True               # False after the run: SizeInts left in the program's state are ints
 
@@ -151,7 +171,7 @@ class ShapeShadow(TorchFunctionMode):
 
     def fail(self, reason):
         if self.failed is None:
-            self.failed = reason
+            self.failed = reason.split("\n")[0]  # (torch's data-dependent errors go on for lines)
 
     # -- the shadow -------------------------------------------------------------------
     def __torch_function__(self, func, types, args=(), kwargs=None):
@@ -171,10 +191,11 @@ class ShapeShadow(TorchFunctionMode):
                 return out
             self._repeat_decisions(decisions)
             return out
-        if len(self.real_recorder.decisions) != decisions:
-            sized = self.real_recorder.decisions[-1].op == "sizes"
-            self.fail(f"{_name(func)} " + ("gave sizes that depend on the data" if sized else "read tensor data"))
+        made = self.real_recorder.decisions[decisions:]
+        if any(d.op != "sizes" for d in made):
+            self.fail(f"{_name(func)} read tensor data")
             return out
+        shadow_decisions = len(self.recorder.decisions)
         try:
             shadow = self._call_shadow(func, args, kwargs)
         except Exception as e:  # never break the program: the capture stays static
@@ -183,11 +204,58 @@ class ShapeShadow(TorchFunctionMode):
         if func in _SIZE_READS:
             return self._size_read(func, out, shadow)
         self._pair_outputs(func, out, shadow)
+        if made:
+            self._counts(func, decisions, made, self.recorder.decisions[shadow_decisions:])
         return out
+
+    def _counts(self, func, first, real, fake):
+        """Decisions on the sizes of results sized by the data: each size the
+        shadow's op gave as a fresh unbacked symbol is a count, a symbol whose
+        value a replay takes from the decision."""
+        from torch.fx.experimental.symbolic_shapes import free_unbacked_symbols
+        if len(real) != len(fake):
+            self.fail(f"{_name(func)} made other decisions on fake tensors")
+            return
+        for i, (r, f) in enumerate(zip(real, fake), first):
+            dims = []
+            if len(r.outcome) != len(f.outcome) or any(len(a) != len(b) for a, b in zip(r.outcome, f.outcome)):
+                self.fail(f"{_name(func)} gave results of other ranks on fake tensors")
+                return
+            for k, (sizes, syms) in enumerate(zip(r.outcome, f.outcome)):
+                for d, (n, sym) in enumerate(zip(sizes, syms)):
+                    if not _symbolic(sym) or not free_unbacked_symbols(sym.node.expr):
+                        dims.append((k, d, None))
+                        continue
+                    name = str(sym.node.expr)
+                    if not sym.node.expr.is_Symbol or n < MIN_COUNT or self.symbol_hints.get(name, n) != n:
+                        self.fail(f"{_name(func)} gave a count of {n} ({name}): this count only")
+                        return
+                    self.symbol_sources.setdefault(name, (i, (k, d), _COUNT))
+                    self.symbol_hints[name] = n
+                    dims.append((k, d, name))
+            self.count_dims[i] = dims
+
+    def assumed_counts(self):
+        """What ops assumed of the counts (a count replaced by a number, as an
+        add with a tensor of 7 rows makes u0 = 7; a runtime assertion): a
+        reason the plan may not take other counts, or None."""
+        counts = {n for n, (_, _, kind) in self.symbol_sources.items() if kind == _COUNT}
+        if not counts:
+            return None
+        replaced = sorted(str(s) for s in self.shape_env.replacements if str(s) in counts)
+        asserted = sorted(str(s) for s, a in self.shape_env.deferred_runtime_asserts.items()
+                          if a and (s is None or str(s) in counts))
+        if replaced or asserted:
+            return f"ops assumed values of counts ({', '.join(replaced + asserted)})"
+        return None
 
     def _size_read(self, func, out, shadow):
         """Sizes the program reads: SizeInts where they are symbolic (only
         .size()/.shape/.numel(): the rest are specialized, a guard each)."""
+        from torch.fx.experimental.symbolic_shapes import free_unbacked_symbols
+        if any(_symbolic(v) and free_unbacked_symbols(v.node.expr) for v in pytree.tree_leaves(shadow)):
+            self.fail(f"Python reads a size that depends on the data ({_name(func)})")
+            return out
         if func in _SIZES and isinstance(out, int) and _symbolic(shadow):
             return self.size_int(out, shadow)
         if func in _SIZES and isinstance(out, tuple) and len(out) == len(shadow):
@@ -579,33 +647,54 @@ class Template:
 
 class SymbolicPlan:
     """A plan over symbolic dimensions: the templates of its segments, the
-    shape guards, and per layout of the dynamic arguments seen so far the
-    executors of its segments."""
+    shape guards, and per layout of the dynamic arguments seen so far an
+    _Instance, the executors of its segments."""
 
     def __init__(self, capture, compile_text):
         self.templates = capture.templates
         self.guard_code = capture.guard_code  # over L['a0']... = inputs[positions[0]]...
         self.shape_env = capture.shape_env
         self.positions = capture.positions    # graph input positions of the dynamic arguments
-        self.sources = capture.sources        # per template, per symbol: (graph input position, dim, kind)
+        self.sources = capture.sources        # per template, per symbol (SymbolicCapture.sources)
+        self.count_dims = capture.count_dims  # decision index -> [(result, dim, count symbol or None)]
+        self.counts = capture.counts          # count symbol -> its value in the capture
         self.compile_text = compile_text      # (segment index, text, constant sizes, reference text) -> executor
-        self.instances = {}                   # layout key -> [executor per segment], or None: guards fail
+        self.instances = {}                   # layout key -> _Instance, or None: guards fail
 
     def executors_for(self, inputs):
-        """The executors for these inputs, compiling them for a new layout;
-        None when the shape guards reject them."""
+        """The _Instance for these inputs, made for a new layout; None when the
+        shape guards reject them."""
         tensors = [inputs[k] for k in self.positions]
         key = tuple((tuple(t.shape), tuple(t.stride())) for t in tensors)
         if key in self.instances:
             return self.instances[key]
-        executors = None
+        instance = None
         if self.guard_code is None or self.shape_env.evaluate_guards_expression(self.guard_code, tensors):
-            executors = [self._compile_instance(i, template, [_read(inputs, s) for s in sources])
-                         for i, (template, sources) in enumerate(zip(self.templates, self.sources))]
-            log_event("recompiles", f"dynamic shapes: a plan instance for {[tuple(t.shape) for t in tensors]} "
-                                    "(no capture)")
-        self.instances[key] = executors
-        return executors
+            instance = _Instance(self, inputs)
+            if self.instances or not self.counts:  # (the capture's own: nothing new to say)
+                log_event("recompiles", f"dynamic shapes: a plan instance for {[tuple(t.shape) for t in tensors]} "
+                                        "(no capture)")
+        self.instances[key] = instance
+        return instance
+
+    def counts_of(self, index, sizes, captured):
+        """{count symbol: value} of decision `index` (on sizes) given these
+        sizes, where the plan takes them; None where it does not (no count
+        there, one below MIN_COUNT, a fixed size that differs)."""
+        dims = self.count_dims.get(index)
+        if dims is None or len(sizes) != len(captured) or any(len(a) != len(b) for a, b in zip(sizes, captured)):
+            return None
+        counts = {}
+        for k, d, name in dims:
+            n = sizes[k][d]
+            if name is None:
+                # (With symbolic arguments a fixed size may follow them: the
+                # columns of x[mask]; the shape guards hold those.)
+                if n != captured[k][d] and not self.positions:
+                    return None
+            elif n < MIN_COUNT or counts.setdefault(name, n) != n:
+                return None
+        return counts
 
     def _compile_instance(self, i, template, values):
         """Segment i's executor for these symbol values. The same template at
@@ -616,18 +705,66 @@ class SymbolicPlan:
         return self.compile_text(i, text, constants, reference)
 
     def executors(self):
-        return [e for executors in self.instances.values() if executors for e in executors]
+        return [e for instance in self.instances.values() if instance for e in instance.executors()]
 
     def describe(self):
         """Readable lines: each symbol, the shape guards, the instances."""
         kinds = {_SIZE: "size", _STRIDE: "stride"}
         named = {name: source for t, sources in zip(self.templates, self.sources)
                  for name, source in zip(t.symbols, sources)}
-        symbols = ", ".join(f"{name} = {kinds[kind]} {d} of graph input {k}"
+        symbols = ", ".join(f"{name} = count: size {d[1]} of result {d[0]} of decision {k}" if kind == _COUNT else
+                            f"{name} = {kinds[kind]} {d} of graph input {k}"
                             for name, (k, d, kind) in sorted(named.items()))
+        instances = [i for i in self.instances.values() if i]
         return [f"dynamic shapes: {symbols}",
                 f"shape guards: {self.guard_code or 'none'}",
-                f"instances (one per layout, no capture): {sum(1 for e in self.instances.values() if e)}"]
+                f"instances (one per layout, no capture): {len(instances)}"] + \
+            ([f"count instances (one per count, no capture): {sum(i.count_instances() for i in instances)}"]
+             if self.counts else [])
+
+
+class _Instance:
+    """The executors of a symbolic plan for one layout of its dynamic
+    arguments: one per segment, and for a segment after a decision on sizes
+    one per count it reads (its template filled in with them; the kernels,
+    which take their sizes as arguments, come from the cache)."""
+
+    MAX_COUNTS = 32  # executors per segment kept for counts, the least recently used dropped
+
+    def __init__(self, plan, inputs):
+        self.plan = plan
+        self.sizes = [[None if kind == _COUNT else _read(inputs, (k, d, kind)) for k, d, kind in sources]
+                      for sources in plan.sources]
+        self._by_counts = [collections.OrderedDict() for _ in plan.templates]
+
+    def at(self, i, counts):
+        """Segment i's executor for `counts` ({count symbol: value} of the
+        decisions before it; its own decision's counts stay the capture's:
+        its executor hands on whatever size the op gives)."""
+        template, sources = self.plan.templates[i], self.plan.sources[i]
+        values = list(self.sizes[i])
+        for j, (name, (k, _, kind)) in enumerate(zip(template.symbols, sources)):
+            if kind == _COUNT:
+                values[j] = counts[name] if k < i else self.plan.counts[name]
+        key = tuple(v for v, (_, _, kind) in zip(values, sources) if kind == _COUNT)
+        cache = self._by_counts[i]
+        executor = cache.get(key)
+        if executor is None:
+            executor = cache[key] = self.plan._compile_instance(i, template, values)
+            if len(cache) > self.MAX_COUNTS:
+                cache.popitem(last=False)
+        else:
+            cache.move_to_end(key)
+        return executor
+
+    def __getitem__(self, i):  # a segment that reads no count
+        return self.at(i, {})
+
+    def executors(self):
+        return [e for cache in self._by_counts for e in cache.values()]
+
+    def count_instances(self):
+        return sum(max(0, len(cache) - 1) for cache in self._by_counts)
 
 
 def _read(inputs, source):
@@ -638,14 +775,18 @@ def _read(inputs, source):
 class SymbolicCapture:
     """What a capture with a successful shadow adds to its path."""
 
-    def __init__(self, templates, guard_code, shape_env, positions, sources, dims, inputs):
+    def __init__(self, templates, guard_code, shape_env, positions, sources, dims, inputs, count_dims, counts):
         self.templates = templates  # one per segment of the capture
         self.guard_code = guard_code
         self.shape_env = shape_env
         self.positions = positions  # graph input positions of the dynamic arguments (the guards' L['a0']...)
-        self.sources = sources      # per template, per symbol: (graph input position, dim, _SIZE or _STRIDE)
+        # per template, per symbol: (graph input position, dim, _SIZE or _STRIDE),
+        # or (decision index, (result, dim), _COUNT)
+        self.sources = sources
         self.dims = dims            # {graph input position: (symbolic sizes, symbolic strides)}: any value there
         self.inputs = inputs        # the capture's graph inputs (its own instance is compiled from them)
+        self.count_dims = count_dims  # decision index -> [(result, dim, count symbol or None)]
+        self.counts = counts          # count symbol -> its value in the capture
 
 
 def symbolic_capture(shadow, monitor, recorder, builder, segments, inputs, direct):
@@ -661,6 +802,9 @@ def symbolic_capture(shadow, monitor, recorder, builder, segments, inputs, direc
         shadow.fail(f"the shadow's recorder: {shadow_recorder.unsupported}")
     if builder.argument_views:
         shadow.fail("the call returns or stores a view of an argument (rebuilt with this call's layout)")
+    assumed = shadow.assumed_counts()
+    if assumed is not None:
+        shadow.fail(assumed)
     fakes = [shadow.fake_of(t) for t in builder.output_tensors]
     if any(f is None for f in fakes):
         shadow.fail("an output the shadow did not follow")
@@ -697,9 +841,13 @@ def symbolic_capture(shadow, monitor, recorder, builder, segments, inputs, direc
         sizes = [d for d, n in enumerate(fake.shape) if _symbolic(n)]
         if sizes:
             dims[p] = (sizes, [d for d, n in enumerate(fake.stride()) if _symbolic(n)])
-    sources = [[(position[id(direct[k])], d, kind) for k, d, kind in t.sources] for t in templates]
+    sources = [[(k, d, kind) if kind == _COUNT else (position[id(direct[k])], d, kind) for k, d, kind in t.sources]
+               for t in templates]
     code = shadow.guard_code(placeholders) if placeholders else None
-    return SymbolicCapture(templates, code, shadow.shape_env, positions, sources, dims, inputs)
+    counts = {name: shadow.symbol_hints[name] for name, (_, _, kind) in shadow.symbol_sources.items()
+              if kind == _COUNT}
+    return SymbolicCapture(templates, code, shadow.shape_env, positions, sources, dims, inputs,
+                           shadow.count_dims, counts)
 
 
 class DynamicDims:

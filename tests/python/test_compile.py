@@ -186,6 +186,73 @@ def test_sizes_that_depend_on_the_data_choose_the_version(fn, device):
     assert stats["captures"] <= 3 and stats["cache_hits"] >= 3, stats
 
 
+def _rows_where(x, w):
+    picked = x[x[:, 0] > 0]                       # u0 rows
+    h = torch.softmax(picked @ w, dim=1) * 2      # work on the u0 rows, compiled per count
+    return h.sum(0), h
+
+
+def _two_counts(x, w):
+    picked = x[x[:, 0] > 0]
+    rows = torch.nonzero(picked[:, 1] > -1e9).flatten()  # u1 of the u0 rows (all of them)
+    h = torch.tanh(picked[rows] @ w)
+    return h.sum(0) + torch.bincount(rows).float().sum(), picked * 3
+
+
+def _then_a_decision(x, w):
+    h = torch.relu(x[x[:, 0] > 0] @ w)
+    if h.sum() > 1:  # a decision after the count, on the rows sized by the data
+        return h * 2
+    return h - 1
+
+
+def _count_rows(n, seed, cols=5, rows=11):
+    """x of `rows` rows of which exactly n have a positive first column."""
+    x = randn(rows, cols, seed=seed)
+    x[:, 0] = -x[:, 0].abs() - 0.1
+    x[:n, 0] = x[:n, 0].abs()
+    return x[torch.randperm(rows, generator=torch.Generator().manual_seed(seed))]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("fn", [_rows_where, _two_counts, _then_a_decision],
+                         ids=lambda f: f.__name__.strip("_"))
+def test_counts_that_change_on_every_call_need_no_capture_each(fn, device):
+    """A second count captures once more with the counts symbolic (as a
+    dimension that takes a second value does): from then on every count of
+    at least 2 replays, what follows the cut compiled per count from the
+    capture's template (no capture; kernels from the cache). 0 and 1 stay
+    versions of their own. Every call matches eager, poisoned outputs."""
+    g = deepvisor.compile(fn)
+    w = randn(5, 4, seed=9).to(device)
+    for seed, n in enumerate([3, 5, 2, 7, 11, 4, 6, 8, 9, 10, 0, 1, 5, 0, 1, 3]):
+        x = _count_rows(n, seed).to(device)
+        assert_matches(g(x, w), fn(x, w), f32_tolerance)
+    stats = deepvisor.stats(g)
+    assert stats["eager_calls"] == 0, stats["eager_reasons"]
+    # 3 (the first count), 5 (counts symbolic), 0 and 1 (and for the decision
+    # after the count, 1 with its other outcome): at most 5 captures in 16 calls
+    assert stats["captures"] <= 5 and stats["cache_hits"] >= 11, stats
+    assert "count instances" in deepvisor.explain(g)
+
+
+def test_an_op_that_assumes_a_count_keeps_it_a_version():
+    """picked + w needs as many rows as w has: the shadow's add makes u0 = 7,
+    so the capture stays static, and another count raises as eager does."""
+    w = randn(7, 5, seed=3)
+
+    def fn(x):
+        return x[x[:, 0] > 0] + w
+
+    g = deepvisor.compile(fn)
+    for seed in range(3):
+        x = _count_rows(7, seed)
+        assert_matches(g(x), fn(x), f32_tolerance)
+    with pytest.raises(RuntimeError, match="size of tensor"):
+        g(_count_rows(4, 5))
+    assert deepvisor.stats(g)["eager_calls"] == 0
+
+
 def test_past_max_versions_new_data_dependent_sizes_run_eagerly(monkeypatch):
     from deepvisor import _compiled
     monkeypatch.setattr(_compiled, "MAX_SIZE_VERSIONS", 2)
