@@ -38,6 +38,7 @@ import contextlib
 import inspect
 import math
 import re
+import threading
 import weakref
 
 import torch
@@ -736,6 +737,7 @@ class _Instance:
         self.sizes = [[None if kind == _COUNT else _read(inputs, (k, d, kind)) for k, d, kind in sources]
                       for sources in plan.sources]
         self._by_counts = [collections.OrderedDict() for _ in plan.templates]
+        self._lock = threading.Lock()  # (replays on several threads)
 
     def at(self, i, counts):
         """Segment i's executor for `counts` ({count symbol: value} of the
@@ -748,14 +750,15 @@ class _Instance:
                 values[j] = counts[name] if k < i else self.plan.counts[name]
         key = tuple(v for v, (_, _, kind) in zip(values, sources) if kind == _COUNT)
         cache = self._by_counts[i]
-        executor = cache.get(key)
-        if executor is None:
-            executor = cache[key] = self.plan._compile_instance(i, template, values)
-            if len(cache) > self.MAX_COUNTS:
-                cache.popitem(last=False)
-        else:
-            cache.move_to_end(key)
-        return executor
+        with self._lock:
+            executor = cache.get(key)
+            if executor is None:
+                executor = cache[key] = self.plan._compile_instance(i, template, values)
+                if len(cache) > self.MAX_COUNTS:
+                    cache.popitem(last=False)
+            else:
+                cache.move_to_end(key)
+            return executor
 
     def __getitem__(self, i):  # a segment that reads no count
         return self.at(i, {})
