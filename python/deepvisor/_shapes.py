@@ -35,7 +35,9 @@ reaches Python (a decision), escaped numbers, ops recorded as one node.
 
 import collections
 import contextlib
+import functools
 import inspect
+import logging
 import math
 import re
 import threading
@@ -312,6 +314,14 @@ class ShapeShadow(TorchFunctionMode):
         _map_shadow(lambda v: self.specialize(v, "returned") if type(v) is SizeInt else None, value)
 
     def _call_shadow(self, func, args, kwargs):
+        _quiet_fake_kernels()
+        _in_shadow.depth = getattr(_in_shadow, "depth", 0) + 1
+        try:
+            return self._call_shadow_quietly(func, args, kwargs)
+        finally:
+            _in_shadow.depth -= 1
+
+    def _call_shadow_quietly(self, func, args, kwargs):
         sargs, skwargs = _map_shadow(self._shadow_of, (args, kwargs))
         direct = _upsample_as_real(func, sargs, skwargs)
         if direct is not None:
@@ -368,6 +378,23 @@ class ShapeShadow(TorchFunctionMode):
         """A Python expression over L['a0'], L['a1']... (the placeholders'
         tensors) that holds where the capture's assumptions about the symbols do."""
         return self.shape_env.produce_guards_expression(placeholders)
+
+
+_in_shadow = threading.local()  # depth: the shadow's calls on this thread
+
+
+class _ShadowFailures(logging.Filter):
+    """Drops FakeTensorMode's error log of a fake kernel that failed inside
+    the shadow (a guard on a count, say): the shadow catches the error and
+    keeps the capture static, with its own reason logged."""
+
+    def filter(self, record):
+        return not getattr(_in_shadow, "depth", 0)
+
+
+@functools.lru_cache(maxsize=None)
+def _quiet_fake_kernels():
+    logging.getLogger("torch._subclasses.fake_tensor").addFilter(_ShadowFailures())
 
 
 def _symbolic(x):
