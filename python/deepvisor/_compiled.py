@@ -461,11 +461,13 @@ class CompiledFunction:
             # a plan that takes every count at least MIN_COUNT from now on.
             result, path, program, reason = self._capture(args, kwargs, counts=sizes)
             key = outcome_key(value)
-            if reason is None and path.symbolic is not None and path.symbolic.counts:
-                log_event("recompiles", f"{self._name()}: {decision.describe()}: counts symbolic from now on")
-                node.counts_later = True
-                self._add_root(path, program, reason)
-                return result
+            if reason is None and path.symbolic is not None:
+                if any(name for _, _, name in path.symbolic.count_dims.get(depth, ())):
+                    log_event("recompiles", f"{self._name()}: {decision.describe()}: counts symbolic from now on")
+                    node.counts_later = True
+                    self._add_root(path, program, reason)
+                    return result
+                path.symbolic = None  # (counts symbolic elsewhere only: grafted as the static capture it also is)
             if reason is not None or not self._graft(plan, node, depth, key, path, program):
                 # The new version is a plan of its own: this tree hands the
                 # outcome on to it (else each such call would capture again).
