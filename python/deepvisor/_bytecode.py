@@ -37,7 +37,7 @@ USE = 21          # any other use of a value: operators, comparisons, f-strings,
 STORE_SLICE = 22  # c[a:b] = v                    (v, c, a, b)                before
 SUPER_ATTR = 23   # super().name                  (super, class, self)        before
 NEW_CELL = 24     # a cell made for a local        ()                          (cell,)
-ARITH = 25        # a binary operator             (a, b)                      (result,); arg: the operator
+ARITH = 25        # an operator                   (a, b) or (a,)              (result,); arg: the operator
 SUMMARY = 26      # a summarized function starts  ()                          None (its frame: _monitor.SUMMARIES)
 DEFAULTS = 27     # a frame starts whose function has defaults that are not plain constants
                   #                               (function,)                 None
@@ -104,6 +104,8 @@ def describe_common(ins, code, kw_names, truth, use_one, use_two):
         return (TRUTH, 1, 0, BEFORE, 0, None)
     if op == "COMPARE_OP":  # the operator rides along: an escaped number's comparison is decided (_scalars.py)
         return (USE, 2, 0, BEFORE, 0, f"{op} {ins.argval}")
+    if op == "UNARY_NEGATIVE":  # an operator with one operand: an escaped number's `-s` stays symbolic
+        return (ARITH, 1, 1, 0, 0, "neg")
     if op in use_two:
         return (USE, 2, 0, BEFORE, 0, op)
     if op in use_one:

@@ -1200,6 +1200,9 @@ def _symbol_uses(m, kind, arg, operands, results, status):
     symbols = [v for v in operands if scalars.symbol(v) is not None]
     if not symbols:
         return
+    if kind == B.ARITH and not status & _C.FAILED and len(operands) == 1:
+        scalars.negate(operands[0], results[0], m.tracer)
+        return
     if kind == B.ARITH and not status & _C.FAILED:
         a, b = operands
         if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):

@@ -132,6 +132,14 @@ class Scalars:
             _root_of(sb).root = root
         self._add(Symbol(result, tensor, root), tracer)
 
+    def negate(self, a, result, tracer):
+        """`result = -a` in Python, `a` a symbol."""
+        s = self.symbol(a)
+        if not can_be_symbol(result):
+            _root_of(s).decided = True
+            return
+        self._add(Symbol(result, torch.neg(s.tensor), _root_of(s)), tracer)
+
     def compare(self, op, a, b):
         """`a <op> b` in Python (op: "<", "==", ...) with a symbol among the
         operands: what the program does next depends on the bool alone, so

@@ -2647,7 +2647,15 @@ def test_a_comparison_of_an_escaped_number_decides_on_its_bool():
         s = x.mean().item()
         return x * s if s > 0 else x - s
 
-    for fn, versions in ((one_side, 2), (chained, 3), (two_numbers, 2), (ints, 2), (also_a_value, 2)):
+    def negated(x):  # -s stays symbolic too: as a value, and compared
+        s = -x.sum().item()
+        return x * -float(x.max()) if s < -0.5 else x - 1
+
+    def negated_int(x):
+        return x * 2 if -int((x.abs() * 1000).long().sum()) + 100000 < 93000 else x
+
+    for fn, versions in ((one_side, 2), (chained, 3), (two_numbers, 2), (ints, 2), (also_a_value, 2), (negated, 2),
+                         (negated_int, 2)):
         g = deepvisor.compile(fn)
         for seed in range(12):
             same(g, fn, randn(9, seed=seed))
