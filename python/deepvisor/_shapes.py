@@ -127,10 +127,9 @@ class ShapeShadow(TorchFunctionMode):
         self.recorder = Recorder(fakes, is_argument=lambda f: is_argument(self._real_of(f)))
         # Factories make no known values in a symbolic capture: the real run
         # cannot tell `torch.arange(n)` of a symbolic n from one of a constant.
-        # (With counts symbolic alone, Python never holds a symbolic n: reading
-        # a count keeps the capture static.)
-        if self.dynamic:
-            real_recorder.factories_known = self.recorder.factories_known = False
+        # (Also with counts symbolic alone: the shadow does not know the
+        # constants a factory makes, so both recorders record their ops.)
+        real_recorder.factories_known = self.recorder.factories_known = False
         self.tracker = lambda n: None  # the state monitor's track(): it reports each use of a SizeInt
         self.live = True               # False after the run: SizeInts left in the program's state are ints
 
@@ -215,7 +214,7 @@ class ShapeShadow(TorchFunctionMode):
         """Decisions on the sizes of results sized by the data: each size the
         shadow's op gave as a fresh unbacked symbol is a count, a symbol whose
         value a replay takes from the decision."""
-        from torch.fx.experimental.symbolic_shapes import free_unbacked_symbols
+        from torch.fx.experimental.symbolic_shapes import _constrain_range_for_size, free_unbacked_symbols
         if len(real) != len(fake):
             self.fail(f"{_name(func)} made other decisions on fake tensors")
             return
@@ -233,7 +232,12 @@ class ShapeShadow(TorchFunctionMode):
                     if not sym.node.expr.is_Symbol or n < MIN_COUNT or self.symbol_hints.get(name, n) != n:
                         self.fail(f"{_name(func)} gave a count of {n} ({name}): this count only")
                         return
-                    self.symbol_sources.setdefault(name, (i, (k, d), _COUNT))
+                    if name not in self.symbol_sources:
+                        self.symbol_sources[name] = (i, (k, d), _COUNT)
+                        # The plan takes counts of at least MIN_COUNT: what the
+                        # ShapeEnv may assume (a span, a slice: no guard).
+                        upper = self.shape_env.var_to_range[sym.node.expr].upper
+                        _constrain_range_for_size(sym, min=MIN_COUNT, max=upper)
                     self.symbol_hints[name] = n
                     dims.append((k, d, name))
             self.count_dims[i] = dims
