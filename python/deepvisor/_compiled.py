@@ -407,6 +407,8 @@ class CompiledFunction:
             if decision is None:
                 outs = executor.run_on(values, node.slots.inputs)
                 self._stats["cache_hits"] += 1
+                if executors is not None:
+                    self._stop_if_counts_thrash(plan)
                 return node.path.finish(outs, values, args, kwargs)
             executor.run_into(values, node.slots.inputs)
             value = decision.evaluate(values.take(node.slots.decision))
@@ -433,6 +435,13 @@ class CompiledFunction:
                 return self._new_outcome(plan, node, depth, value, args, kwargs)
             node = child
             depth += 1
+
+    def _stop_if_counts_thrash(self, plan):
+        """A symbolic plan that compiles an executor for new counts on nearly
+        every call runs eagerly from then on (logged, in eager_reasons)."""
+        reason = plan.symbolic.counts_thrash()
+        if reason is not None:  # (the next call warns and counts it)
+            plan.eager_reason = reason
 
     def _new_symbolic_outcome(self, plan, node, key, args, kwargs):
         """A decision of a symbolic plan took a new value: this outcome goes to
@@ -759,6 +768,8 @@ class CompiledFunction:
             s["cuda_graphs"] += es["cuda_graph"] == "graphed"
         s["graphs"] = sum(1 for p in self._entries.values() if p.eager_reason is None)
         s["versions"] = sum(p.versions() for p in self._entries.values())
+        s["count_instances"] = sum(p.symbolic.count_instances() for p in self._entries.values()
+                                   if p.symbolic is not None)
         s["eager_reasons"] = dict(self._eager_reasons)
         return s
 

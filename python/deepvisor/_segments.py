@@ -132,12 +132,13 @@ def _ops_after_decisions_that_need_them_not(parsed, decisions):
     other op keeps its order: it moves to just after the decision, ahead of
     the ops recorded after it."""
     order, moved, start, moved_decisions = [], [], 0, []
+    counted = _reads_counted_values(parsed, decisions)
     for d in decisions:
         pending = moved + list(range(start, d.position))
         needed, cone = set(d.values), set()
         for k in reversed(pending):
             uses, defines = parsed[k]
-            if needed.intersection(defines):
+            if needed.intersection(defines) or k in counted:
                 cone.add(k)
                 needed.update(uses)
         order += [k for k in pending if k in cone]
@@ -146,6 +147,25 @@ def _ops_after_decisions_that_need_them_not(parsed, decisions):
         start = d.position
     order += moved + list(range(start, len(parsed)))
     return order, moved_decisions
+
+
+def _reads_counted_values(parsed, decisions):
+    """The ops that read a value sized by the data (a decision on sizes),
+    or a value computed from one: they stay ahead of the next decision, in
+    the segment right after their count's, which then depends on that count
+    alone. (Moved past later decisions, the work of every expert of a
+    routing would meet in the last segment, whose sizes then depend on every
+    count: a compile for each combination.)"""
+    sized = sorted((d.position, d.values) for d in decisions if d.op == "sizes")
+    counted_values, ops, i = set(), set(), 0
+    for k, (uses, defines) in enumerate(parsed):
+        while i < len(sized) and sized[i][0] <= k:
+            counted_values.update(sized[i][1])
+            i += 1
+        if counted_values.intersection(uses):
+            ops.add(k)
+            counted_values.update(defines)
+    return ops
 
 
 def _sized_by_data(decision):

@@ -692,6 +692,10 @@ class SymbolicPlan:
         self.counts = capture.counts          # count symbol -> its value in the capture
         self.compile_text = compile_text      # (segment index, text, constant sizes, reference text) -> executor
         self.instances = {}                   # layout key -> _Instance, or None: guards fail
+        # Whether each of the last COUNT_WINDOW executors for a count was held
+        # or compiled into a cache with room (True), or compiled in place of
+        # another (False).
+        self.count_lookups = collections.deque(maxlen=self.COUNT_WINDOW)
 
     def executors_for(self, inputs):
         """The _Instance for these inputs, made for a new layout; None when the
@@ -708,6 +712,21 @@ class SymbolicPlan:
                                         "(no capture)")
         self.instances[key] = instance
         return instance
+
+    COUNT_WINDOW = 64
+    # Of the last COUNT_WINDOW: a compile for a count costs several calls'
+    # worth of eager time (on a CPU, about 5 of a small model's), so a
+    # quarter of them makes the plan slower than eager.
+    COUNT_EVICTIONS = 16
+
+    def counts_thrash(self):
+        """A reason to run eagerly when counts change faster than the
+        executors held per segment can follow, or None."""
+        lookups = self.count_lookups
+        if len(lookups) < self.COUNT_WINDOW or lookups.count(False) < self.COUNT_EVICTIONS:
+            return None
+        return (f"counts change faster than the {_Instance.MAX_COUNTS} executors held per segment can follow: "
+                f"{lookups.count(False)} of the last {len(lookups)} replaced one")
 
     def counts_of(self, index, sizes, captured):
         """{count symbol: value} of decision `index` (on sizes) given these
@@ -751,8 +770,11 @@ class SymbolicPlan:
         return [f"dynamic shapes: {symbols}",
                 f"shape guards: {self.guard_code or 'none'}",
                 f"instances (one per layout, no capture): {len(instances)}"] + \
-            ([f"count instances (one per count, no capture): {sum(i.count_instances() for i in instances)}"]
-             if self.counts else [])
+            ([f"count instances (one per count, no capture): {self.count_instances()}"] if self.counts else [])
+
+    def count_instances(self):
+        """Executors compiled for counts other than the capture's (held now)."""
+        return sum(i.count_instances() for i in self.instances.values() if i)
 
 
 class _Instance:
@@ -783,6 +805,10 @@ class _Instance:
         cache = self._by_counts[i]
         with self._lock:
             executor = cache.get(key)
+            if any(k < i for k, _, kind in sources if kind == _COUNT):
+                # (A miss while the cache fills is the warm-up; one that
+                # evicts an executor says the counts outrun the cache.)
+                self.plan.count_lookups.append(executor is not None or len(cache) < self.MAX_COUNTS)
             if executor is None:
                 executor = cache[key] = self.plan._compile_instance(i, template, values)
                 if len(cache) > self.MAX_COUNTS:

@@ -262,6 +262,27 @@ def test_a_mixture_of_experts_routing_replays_every_call(device):
     assert stats["eager_calls"] == 0 and stats["captures"] <= 6 and stats["cache_hits"] >= 24, stats
 
 
+def test_counts_that_outrun_the_executors_held_make_the_plan_eager(monkeypatch):
+    """Each count compiles an executor for the segment after it, the last
+    MAX_COUNTS kept. Where most compiles replace a held one (the counts
+    spread wider than the cache), compiling costs more than eager: the plan
+    runs eagerly from then on, with the reason. Counts that fit keep it."""
+    from deepvisor import _shapes
+    monkeypatch.setattr(_shapes._Instance, "MAX_COUNTS", 2)
+    w = randn(5, 4, seed=9)
+    g = deepvisor.compile(_rows_where)
+    for seed in range(90):
+        x = _count_rows(2 + seed % 9, seed)
+        assert_matches(g(x, w), _rows_where(x, w), f32_tolerance)
+    stats = deepvisor.stats(g)
+    assert any("counts change faster" in r for r in stats["eager_reasons"]), stats["eager_reasons"]
+    g = deepvisor.compile(_rows_where)
+    for seed in range(90):
+        x = _count_rows(2 + seed % 2, seed)
+        assert_matches(g(x, w), _rows_where(x, w), f32_tolerance)
+    assert deepvisor.stats(g)["eager_calls"] == 0
+
+
 def test_an_op_that_assumes_a_count_keeps_it_a_version():
     """picked + w needs as many rows as w has: the shadow's add makes u0 = 7,
     so the capture stays static, and another count raises as eager does."""
