@@ -514,7 +514,8 @@ def op_repeat(b):
     once (codegen/common_nodes.h) unless it draws random numbers."""
     if not b.p.stmts:
         return False
-    return b.try_stmt(b.rng.choice(b.p.stmts)[1])
+    var, expr = b.rng.choice(b.p.stmts)
+    return b.try_stmt(expr, sized_by_data=var in b.varying)  # (sized by the data as the first was)
 
 
 OPS = [(op_pointwise, 6), (op_reduce, 2), (op_row, 2), (op_view, 3), (op_cat, 1), (op_index, 1), (op_pool, 1),
