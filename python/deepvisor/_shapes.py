@@ -39,6 +39,7 @@ import functools
 import inspect
 import logging
 import math
+import os
 import re
 import threading
 import weakref
@@ -783,7 +784,8 @@ class _Instance:
     one per count it reads (its template filled in with them; the kernels,
     which take their sizes as arguments, come from the cache)."""
 
-    MAX_COUNTS = 32  # executors per segment kept for counts, the least recently used dropped
+    # Executors per segment kept for counts, the least recently used dropped.
+    MAX_COUNTS = int(os.environ.get("DEEPVISOR_MAX_COUNT_EXECUTORS", "32"))
 
     def __init__(self, plan, inputs):
         self.plan = plan
