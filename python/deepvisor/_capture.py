@@ -48,6 +48,7 @@ caller runs the function eagerly.
 """
 
 import contextlib
+import functools
 import re
 import weakref
 
@@ -362,6 +363,7 @@ class Recorder(TorchDispatchMode):
         self.scalar_subs = {}   # during a torch function given escaped numbers: bits -> [symbol, tensor, used]
         self.value_lines = []
         self.node_lines = []
+        self.random_nodes = set()  # positions in node_lines of ops that draw random numbers
         self.input_values = []  # graph inputs: arguments, then constants
         self.constants = []     # tensors behind the constant inputs
         self._alias = {}        # id(tensor) -> _Alias
@@ -960,6 +962,8 @@ class Recorder(TorchDispatchMode):
         if self._folded:
             self._use_folded([int(v) for v in _REF.findall(" ".join(encoded))])
         outs = " ".join("none" if v is None else f"%{v}" for v in out_values)
+        if _draws_random_numbers(op):
+            self.random_nodes.add(len(self.node_lines))
         self.node_lines.append(f"node {op} {' '.join(encoded)} -> {outs}".replace("  ", " "))
 
     def initial_layouts(self):
@@ -1136,6 +1140,18 @@ def _deterministic(func, info):
     tags = func.tags
     return not (torch.Tag.nondeterministic_seeded in tags or torch.Tag.nondeterministic_bitwise in tags or
                 "empty" in info.name or any("Generator" in str(a.type) for a in info.schema.arguments))
+
+
+@functools.lru_cache(maxsize=None)
+def _draws_random_numbers(op):
+    """Whether ATen op `op` ("aten::rand.default") draws from a generator."""
+    namespace, _, name = op.partition("::")
+    packet, _, overload = name.partition(".")
+    try:
+        func = getattr(getattr(getattr(torch.ops, namespace), packet), overload or "default")
+    except (AttributeError, RuntimeError):
+        return False
+    return torch.Tag.nondeterministic_seeded in func.tags
 
 
 def _nonempty(t):

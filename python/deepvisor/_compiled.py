@@ -147,6 +147,10 @@ class _Plan:
         self.symbolic = symbolic          # a dynamic-shape plan (SymbolicPlan): one executor per layout
         self.tree = tree                  # a plan with decisions: segments run from Python
         self.eager_reason = eager_reason  # set: calls that pass these guards run eagerly
+        # A segment before a decision draws random numbers (in any branch):
+        # a call saves the generators' state, to put it back if the program
+        # runs again (_run_tree).
+        self.draws_early = tree is not None and any(n.segment.draws for n in tree.nodes() if n.segment.decision)
         self.descriptions = list(descriptions) if path is None else path.descriptions
         self.last_call = 0                # the compiled function's call count when it last ran (eviction)
 
@@ -172,6 +176,22 @@ class _Plan:
         if self.tree is None:
             return 1
         return sum(1 for n in self.tree.nodes() if n.segment.decision is None)
+
+
+def _generator_states():
+    """The default generators' states: the CPU's, and each GPU's once CUDA is
+    up."""
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    return torch.get_rng_state(), cuda
+
+
+def _restore_generators(states):
+    if states is None:
+        return
+    cpu, cuda = states
+    torch.set_rng_state(cpu)
+    if cuda is not None:
+        torch.cuda.set_rng_state_all(cuda)
 
 
 @contextlib.contextmanager
@@ -366,7 +386,7 @@ class CompiledFunction:
                     start = index + 1
                     continue
             if plan.tree is not None:
-                result = self._run_tree(plan, inputs, args, kwargs, executors)
+                result = self._run_tree(plan, plan_id, inputs, args, kwargs, executors)
                 if result is _MISS:  # an outcome the symbolic plan leaves to a later plan
                     start = index + 1
                     continue
@@ -389,12 +409,37 @@ class CompiledFunction:
                 self._plans.add_instance(plan_id, inputs, executors[0] if executors else None)
             return executors
 
-    def _run_tree(self, plan, values, args, kwargs, executors=None):
-        """Runs a plan's segments, choosing each branch by the decision's value.
-        `values` (a _C.CallValues) holds the call's graph inputs and receives
-        each segment's outputs; segments read theirs by slot (_Node.slots).
-        A symbolic plan (one path: `executors`, one a segment) returns _MISS
-        at an outcome it does not hold: a later plan does."""
+    def _run_tree(self, plan, plan_id, values, args, kwargs, executors=None):
+        """Runs a plan's segments, choosing each branch by the decision's value
+        (_walk_tree); at an outcome no branch holds, captures it. A symbolic
+        plan returns _MISS at an outcome it does not hold: a later plan does.
+        Where the segments before a decision draw random numbers, the
+        generators are put back before anything runs the program again (a
+        capture, a later plan, eager), so that it draws what eager draws."""
+        generators = _generator_states() if plan.draws_early else None
+        try:
+            end = self._walk_tree(plan, values, args, kwargs, executors)
+        except Exception as e:  # an internal failure: this call runs eagerly
+            _restore_generators(generators)
+            return self._internal_failure(e, args, kwargs, plan_id)
+        if end is _MISS:
+            _restore_generators(generators)
+            return _MISS
+        node, depth, value, key, outs = end
+        if outs is not None:
+            return node.path.finish(outs, values, args, kwargs)
+        _restore_generators(generators)
+        if executors is not None:
+            return self._new_symbolic_outcome(plan, node, key, args, kwargs)
+        return self._new_outcome(plan, node, depth, value, args, kwargs)
+
+    def _walk_tree(self, plan, values, args, kwargs, executors):
+        """Runs segments from the root: (the leaf, its depth, None, None, its
+        outputs) at a leaf; (the node, its depth, the decision's value, its
+        key, None) at an outcome no branch holds; _MISS where a later plan
+        holds it. `values` (a _C.CallValues) holds the call's graph inputs and
+        receives each segment's outputs; segments read theirs by slot
+        (_Node.slots). `executors`: a symbolic plan's _Instance."""
         node = plan.tree
         if node.slots is None:
             node.set_slots({v: i for i, v in enumerate(plan.path.input_values)}, len(plan.path.input_values))
@@ -409,7 +454,7 @@ class CompiledFunction:
                 self._stats["cache_hits"] += 1
                 if executors is not None:
                     self._stop_if_counts_thrash(plan)
-                return node.path.finish(outs, values, args, kwargs)
+                return node, depth, None, None, outs
             executor.run_into(values, node.slots.inputs)
             value = decision.evaluate(values.take(node.slots.decision))
             key = outcome_key(value)
@@ -429,10 +474,8 @@ class CompiledFunction:
                 child.set_slots(*node.slots.entry_of(child))
             if child is None and (key in node.later or node.counts_later):
                 return _MISS
-            if child is None and executors is not None:
-                return self._new_symbolic_outcome(plan, node, key, args, kwargs)
             if child is None:
-                return self._new_outcome(plan, node, depth, value, args, kwargs)
+                return node, depth, value, key, None
             node = child
             depth += 1
 
@@ -500,8 +543,13 @@ class CompiledFunction:
             return False
         if key in node.children:
             return False
+        if key != outcome_key(theirs.decision.outcome) and not isinstance(theirs.decision.outcome, float):
+            # The capture run took another branch than the replay computed
+            # (only a float may round otherwise): its path is not this key's.
+            return False
         held = node.held_before + (node.executor.estimated_pool_bytes() if node.executor is not None else 0)
         node.children[key] = self._subtree(path, segments[depth + 1:], program, held=held)
+        plan.draws_early = plan.draws_early or any(s.draws for s in segments[depth + 1:-1])
         self._stats["captures"] += 1
         self._after_capture(path)
         return True
@@ -599,7 +647,8 @@ class CompiledFunction:
         output_values, view_lines = recorder.output_values(builder.output_tensors)
         inputs = recorder.input_tensors()
         segments = split(recorder.value_lines, recorder.input_values, recorder.node_lines, recorder.decisions,
-                         output_values, list(recorder.mutations.items()), recorder.restride_lines() + view_lines)
+                         output_values, list(recorder.mutations.items()), recorder.restride_lines() + view_lines,
+                         recorder.random_nodes)
         symbolic = symbolic_capture(shadow, monitor, recorder, builder, segments, inputs, direct) \
             if shadow is not None else None
         with recorder.initial_layouts():  # guards: the layouts the call came with, not the run's (t_...)

@@ -11,15 +11,18 @@ through the tree is one capture; a new outcome captures again and the new
 path's later segments are grafted under the decision it took.
 
 Input mutations are copied back only by the last segment of a path, so a
-replay that stops at a new outcome has changed nothing the program can see.
+replay that stops at a new outcome has changed nothing the program can see
+(where its segments drew random numbers, the generators' state is put back:
+_compiled.py).
 
 An op recorded before a decision that the decision's values do not depend on
 runs after it, in the next segment (the graph is functional: ops run in any
-order that respects their data; random ops keep their order among
-themselves). So a decision on an argument alone (BERT's `mask.all()` on the
-attention mask, before the embeddings) cuts off a segment of the few ops it
-reads, and the work recorded before it joins the rest of the plan: no
-activations handed from one segment (and one CUDA graph) to the next.
+order that respects their data; random draws keep their order: where a
+decision depends on one, every draw recorded before it stays ahead of it).
+So a decision on an argument alone (BERT's `mask.all()` on the attention
+mask, before the embeddings) cuts off a segment of the few ops it reads, and
+the work recorded before it joins the rest of the plan: no activations
+handed from one segment (and one CUDA graph) to the next.
 """
 
 import re
@@ -80,15 +83,19 @@ class Segment:
         self.inputs = inputs      # value ids (of the whole capture) fed in, in order
         self.outputs = outputs    # value ids it hands on, in order
         self.decision = decision  # the Decision that ends it, or None for the last
+        self.draws = False        # it runs an op that draws random numbers
 
 
-def split(value_lines, input_values, node_lines, decisions, output_values, mutations, tail_lines=()):
+def split(value_lines, input_values, node_lines, decisions, output_values, mutations, tail_lines=(),
+          random_nodes=frozenset()):
     """Segments of one capture: the ops cut at each decision. The last
     segment returns output_values, copies the mutations back and carries
-    tail_lines (restride and output_view lines)."""
+    tail_lines (restride and output_view lines). random_nodes: the positions
+    of the ops that draw random numbers."""
     parsed = [_parse(line) for line in node_lines]
-    order, decisions = _ops_after_decisions_that_need_them_not(parsed, decisions)
+    order, decisions = _ops_after_decisions_that_need_them_not(parsed, decisions, random_nodes)
     node_lines, parsed = [node_lines[k] for k in order], [parsed[k] for k in order]
+    random_nodes = {i for i, k in enumerate(order) if k in random_nodes}
     bounds = [d.position for d in decisions] + [len(node_lines)]
     n = len(bounds)
     needs = [set() for _ in range(n)]  # values each segment (with its decision) reads
@@ -121,32 +128,44 @@ def split(value_lines, input_values, node_lines, decisions, output_values, mutat
         tail = tail_lines if last else [f"sized_by_data %{v}" for v in sized]
         text = _text(value_lines, inputs, lines, outputs, mutations if last else [], tail)
         key = _text(_any_sizes(value_lines, sized), inputs, lines, outputs, [], tail) if sized else None
-        segments.append(Segment(text, inputs, outputs, decisions[i] if i < len(decisions) else None, key))
+        segment = Segment(text, inputs, outputs, decisions[i] if i < len(decisions) else None, key)
+        segment.draws = any(k in random_nodes for k in range(first, bounds[i]))
+        segments.append(segment)
     return segments
 
 
-def _ops_after_decisions_that_need_them_not(parsed, decisions):
+def _ops_after_decisions_that_need_them_not(parsed, decisions, random_nodes=frozenset()):
     """The order of the ops (by their (uses, defines) in `parsed`) in which
     before each decision come only the ops its values depend on (see the
     module's docstring), and the decisions at their new positions. Every
     other op keeps its order: it moves to just after the decision, ahead of
-    the ops recorded after it."""
+    the ops recorded after it. Where the decision depends on a random draw,
+    every draw pending stays ahead of it too: the draws keep eager's order."""
     order, moved, start, moved_decisions = [], [], 0, []
     counted = _reads_counted_values(parsed, decisions)
     for d in decisions:
         pending = moved + list(range(start, d.position))
-        needed, cone = set(d.values), set()
-        for k in reversed(pending):
-            uses, defines = parsed[k]
-            if needed.intersection(defines) or k in counted:
-                cone.add(k)
-                needed.update(uses)
+        cone = _cone(parsed, pending, d.values, counted)
+        if cone & random_nodes:
+            cone = _cone(parsed, pending, d.values, counted | random_nodes)
         order += [k for k in pending if k in cone]
         moved = [k for k in pending if k not in cone]
         moved_decisions.append(Decision(len(order), d.op, d.values, d.outcome, d.site))
         start = d.position
     order += moved + list(range(start, len(parsed)))
     return order, moved_decisions
+
+
+def _cone(parsed, pending, values, kept):
+    """The ops of `pending` that `values` depend on, with those in `kept` and
+    what they depend on."""
+    needed, cone = set(values), set()
+    for k in reversed(pending):
+        uses, defines = parsed[k]
+        if needed.intersection(defines) or k in kept:
+            cone.add(k)
+            needed.update(uses)
+    return cone
 
 
 def _reads_counted_values(parsed, decisions):

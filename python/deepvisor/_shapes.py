@@ -208,7 +208,10 @@ class ShapeShadow(TorchFunctionMode):
             return self._size_read(func, out, shadow)
         self._pair_outputs(func, out, shadow)
         if made:
-            self._counts(func, decisions, made, self.recorder.decisions[shadow_decisions:])
+            try:
+                self._counts(func, decisions, made, self.recorder.decisions[shadow_decisions:])
+            except Exception as e:  # never break the program: the capture stays static
+                self.fail(f"the shape shadow could not make counts of {_name(func)}: {type(e).__name__}: {e}")
         return out
 
     def _counts(self, func, first, real, fake):
@@ -877,7 +880,7 @@ def symbolic_capture(shadow, monitor, recorder, builder, segments, inputs, direc
             shadow_segments = split(shadow_recorder.value_lines, shadow_recorder.input_values,
                                     shadow_recorder.node_lines, shadow_recorder.decisions, values,
                                     list(shadow_recorder.mutations.items()),
-                                    shadow_recorder.restride_lines() + view_lines)
+                                    shadow_recorder.restride_lines() + view_lines, shadow_recorder.random_nodes)
             if len(shadow_segments) != len(segments):
                 shadow.fail("the shadow's graph has other segments")
             else:

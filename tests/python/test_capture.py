@@ -2786,6 +2786,42 @@ def test_random_ops_moved_after_a_decision_draw_what_eager_draws():
     assert deepvisor.stats(g)["captures"] == 2
 
 
+def _draws_then_masks(x):
+    a = torch.rand(5, device=x.device)                       # a draw the decision does not need
+    picked = x[torch.rand(x.shape[0], device=x.device) > 0.5]  # a decision on a draw (its sizes)
+    return a, picked * 2, torch.rand(3, device=x.device), torch.rand_like(picked)
+
+
+def _samples(x):
+    noise = torch.randn(4, device=x.device)
+    token = torch.multinomial(torch.softmax(x, -1), 1)       # sampling, then Python reads the token
+    if token.item() == 0:
+        return x + noise, torch.rand(2, device=x.device)
+    return x - noise, token
+
+
+@pytest.mark.parametrize("fn", [_draws_then_masks, _samples], ids=lambda f: f.__name__.strip("_"))
+def test_a_decision_on_random_draws_replays_what_eager_draws(fn):
+    """A decision that depends on a draw keeps every earlier draw ahead of
+    it (eager's order), and where a replay goes on to run the program again
+    (a capture of a new outcome, a later plan) the generators are put back
+    first: the capture draws what the replay drew, and its path is the
+    replay's outcome's. Before, a hit drew in another order, and a capture
+    that drew another count was grafted under the replay's (a plan compiled
+    for 3 rows given 5)."""
+    g = deepvisor.compile(fn)
+    x = randn(9, 4, seed=0) if fn is _draws_then_masks else randn(4, seed=0)
+    for trial in range(12):
+        torch.manual_seed(trial)
+        want = fn(x)
+        torch.manual_seed(trial)
+        got = g(x)
+        for w, o in zip(want, got):
+            assert w.shape == o.shape and torch.equal(w, o), (trial, w, o)
+    s = deepvisor.stats(g)
+    assert s["eager_calls"] == 0 and s["cache_hits"] >= 6, s
+
+
 # -- constant folding --------------------------------------------------------------------
 
 CENTRE, LIMIT = 8, 8
