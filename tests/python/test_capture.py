@@ -2822,6 +2822,36 @@ def test_a_decision_on_random_draws_replays_what_eager_draws(fn):
     assert s["eager_calls"] == 0 and s["cache_hits"] >= 6, s
 
 
+class _FailingSegment:
+    """Stands in for a segment's executor that fails (a kernel NVRTC rejects, say)."""
+
+    def run_into(self, values, slots):
+        raise RuntimeError("a segment failed")
+
+    run_on = run_into
+
+
+def test_a_segment_that_fails_runs_the_call_eagerly(monkeypatch):
+    """An internal failure in a plan with decisions runs that call eagerly,
+    logged, and that version from then on; it never reaches the program."""
+    monkeypatch.delenv("DEEPVISOR_STRICT", raising=False)
+
+    def fn(x):
+        return x * 2 if x.sum() > 0 else x - 1
+
+    g = deepvisor.compile(fn)
+    x = randn(6, seed=1).abs()
+    same(g, fn, x)
+    same(g, fn, x)
+    tree = g.plans()[0].tree
+    real, tree.executor = tree.executor, _FailingSegment()
+    same(g, fn, x)
+    same(g, fn, x)
+    tree.executor = real  # (for stats)
+    s = deepvisor.stats(g)
+    assert s["eager_calls"] == 2 and any("a segment failed" in r for r in s["eager_reasons"]), s
+
+
 # -- constant folding --------------------------------------------------------------------
 
 CENTRE, LIMIT = 8, 8
