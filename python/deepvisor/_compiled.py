@@ -543,9 +543,12 @@ class CompiledFunction:
             return False
         if key in node.children:
             return False
-        if key != outcome_key(theirs.decision.outcome) and not isinstance(theirs.decision.outcome, float):
-            # The capture run took another branch than the replay computed
-            # (only a float may round otherwise): its path is not this key's.
+        if mine.decision.op == "sizes" and key != outcome_key(theirs.decision.outcome):
+            # The capture run's op gave other sizes than the replay's (a mask
+            # of values the compiled plan rounded otherwise): its path holds
+            # for its own sizes only. (Other values stay keyed by the replay's
+            # value: a float, or a comparison of floats, may round otherwise,
+            # and the eager branch is the capture's on those inputs.)
             return False
         held = node.held_before + (node.executor.estimated_pool_bytes() if node.executor is not None else 0)
         node.children[key] = self._subtree(path, segments[depth + 1:], program, held=held)
