@@ -57,11 +57,11 @@ dv::codegen::ChannelsLast channels_last_mode() {
   return dv::codegen::ChannelsLast::Auto;
 }
 
-std::shared_ptr<Executor> compile_graph_text(const std::string& text, bool fuse) {
+std::shared_ptr<Executor> compile_graph_text(const std::string& text, bool fuse, const std::string& cpu_mode) {
   dv::codegen::CompileOptions options;
   options.fuse = fuse;
   const char* env = std::getenv("DEEPVISOR_CPU");
-  const std::string cpu = env == nullptr || env[0] == '\0' ? "fused" : env;
+  const std::string cpu = !cpu_mode.empty() ? cpu_mode : env == nullptr || env[0] == '\0' ? "fused" : env;
   const bool compiled = (cpu == "compiled" || cpu == "fused") && dv::runtime::HostCompiler::global().available();
   options.cpu_plans_run_aten = cpu != "interpreter" && !compiled;
   options.cpu_rows_run_aten = compiled && cpu == "fused";
@@ -401,8 +401,10 @@ PYBIND11_MODULE(_C, m) {
   bind_capture(m);
   bind_disk_cache(m);
 
-  m.def("compile_graph_text", &compile_graph_text, py::arg("text"), py::arg("fuse") = true,
-        py::call_guard<py::gil_scoped_release>(), "Parses, lowers, fuses and plans a graph in the text format.");
+  m.def("compile_graph_text", &compile_graph_text, py::arg("text"), py::arg("fuse") = true, py::arg("cpu") = "",
+        py::call_guard<py::gil_scoped_release>(),
+        "Parses, lowers, fuses and plans a graph in the text format. cpu: how a CPU plan runs "
+        "(DEEPVISOR_CPU's values; empty: DEEPVISOR_CPU's).");
   m.def("has_lowering", &dv::codegen::has_lowering);
   m.def("note_data_access", &dv::runtime::note_data_access,
         "Counts an access to a tensor's .data (runtime/constant_steps.h: kept results are computed again).");
