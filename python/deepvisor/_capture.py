@@ -1105,11 +1105,9 @@ class Recorder(TorchDispatchMode):
 
 
 def _same_layout(a, b):
-    if a.dtype != b.dtype:
+    if a.dtype != b.dtype or a.dim() != b.dim():
         return False
     pairs = list(zip((*a.shape, *a.stride(), a.storage_offset()), (*b.shape, *b.stride(), b.storage_offset())))
-    if a.dim() != b.dim():
-        return False
     if all(type(x) is int and type(y) is int for x, y in pairs):
         return all(x == y for x, y in pairs)
     # The shape shadow's fakes: equal where the ShapeEnv knows it (a count

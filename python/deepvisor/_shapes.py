@@ -728,10 +728,13 @@ class SymbolicPlan:
         """A reason to run eagerly when counts change faster than the
         executors held per segment can follow, or None."""
         lookups = self.count_lookups
-        if len(lookups) < self.COUNT_WINDOW or lookups.count(False) < self.COUNT_EVICTIONS:
+        if len(lookups) < self.COUNT_WINDOW:
+            return None
+        evictions = lookups.count(False)
+        if evictions < self.COUNT_EVICTIONS:
             return None
         return (f"counts change faster than the {_Instance.MAX_COUNTS} executors held per segment can follow: "
-                f"{lookups.count(False)} of the last {len(lookups)} replaced one")
+                f"{evictions} of the last {len(lookups)} replaced one")
 
     def counts_of(self, index, sizes, captured):
         """{count symbol: value} of decision `index` (on sizes) given these
@@ -802,31 +805,39 @@ class _Instance:
 
     def __init__(self, plan, inputs):
         self.plan = plan
-        self.sizes = [[None if kind == _COUNT else _read(inputs, (k, d, kind)) for k, d, kind in sources]
-                      for sources in plan.sources]
+        # Per segment: its symbols' values (a count of its own decision at the
+        # capture's value: its executor hands on whatever size the op gives),
+        # and where the counts of earlier decisions go, [(position, symbol)].
+        self.sizes, self._reads = [], []
+        for i, (template, sources) in enumerate(zip(plan.templates, plan.sources)):
+            self.sizes.append([plan.counts[name] if kind == _COUNT else _read(inputs, (k, d, kind))
+                               for name, (k, d, kind) in zip(template.symbols, sources)])
+            self._reads.append([(j, name) for j, (name, (k, _, kind)) in enumerate(zip(template.symbols, sources))
+                                if kind == _COUNT and k < i])
         self._by_counts = [collections.OrderedDict() for _ in plan.templates]
         self._lock = threading.Lock()  # (replays on several threads)
 
     def at(self, i, counts):
         """Segment i's executor for `counts` ({count symbol: value} of the
-        decisions before it; its own decision's counts stay the capture's:
-        its executor hands on whatever size the op gives)."""
-        template, sources = self.plan.templates[i], self.plan.sources[i]
+        decisions before it)."""
+        reads, cache = self._reads[i], self._by_counts[i]
+        if not reads:  # the usual segment: one executor
+            executor = cache.get(())
+            if executor is not None:
+                return executor
         values = list(self.sizes[i])
-        for j, (name, (k, _, kind)) in enumerate(zip(template.symbols, sources)):
-            if kind == _COUNT:
-                values[j] = counts[name] if k < i else self.plan.counts[name]
-        key = tuple(v for v, (_, _, kind) in zip(values, sources) if kind == _COUNT)
-        cache = self._by_counts[i]
+        for j, name in reads:
+            values[j] = counts[name]
+        key = tuple(values[j] for j, _ in reads)
         with self._lock:
             executor = cache.get(key)
-            if any(k < i for k, _, kind in sources if kind == _COUNT):
+            if reads:
                 # (A miss while the cache fills is the warm-up; one that
                 # evicts an executor says the counts outrun the cache.)
                 self.plan.count_lookups.append(executor is not None or len(cache) < self.MAX_COUNTS)
             if executor is None:
                 cpu = _count_cpu_mode() if cache else ""  # (the first: the capture's counts, or a layout's)
-                executor = cache[key] = self.plan._compile_instance(i, template, values, cpu)
+                executor = cache[key] = self.plan._compile_instance(i, self.plan.templates[i], values, cpu)
                 if len(cache) > self.MAX_COUNTS:
                     cache.popitem(last=False)
             else:
