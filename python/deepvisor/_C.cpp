@@ -57,11 +57,11 @@ dv::codegen::ChannelsLast channels_last_mode() {
   return dv::codegen::ChannelsLast::Auto;
 }
 
-std::shared_ptr<Executor> compile_graph_text(const std::string& text, bool fuse, const std::string& cpu_mode) {
+std::shared_ptr<Executor> compile_graph_text(const std::string& text, bool fuse) {
   dv::codegen::CompileOptions options;
   options.fuse = fuse;
   const char* env = std::getenv("DEEPVISOR_CPU");
-  const std::string cpu = !cpu_mode.empty() ? cpu_mode : env == nullptr || env[0] == '\0' ? "fused" : env;
+  const std::string cpu = env == nullptr || env[0] == '\0' ? "fused" : env;
   const bool compiled = (cpu == "compiled" || cpu == "fused") && dv::runtime::HostCompiler::global().available();
   options.cpu_plans_run_aten = cpu != "interpreter" && !compiled;
   options.cpu_rows_run_aten = compiled && cpu == "fused";
@@ -117,15 +117,6 @@ py::dict executor_stats(const Executor& e) {
 std::string loop_ir_text(const Executor& e) {
   std::string out;
   for (const auto& k : e.program().kernels) out += dv::ir::to_string(k) + "\n";
-  return out;
-}
-
-std::vector<std::string> cpp_sources(const Executor& e) {
-  std::vector<std::string> out;
-  for (const auto& k : e.program().kernels) {
-    auto r = dv::codegen::emit_cpp(k);
-    out.push_back(r.kernel ? r.kernel->source : "");
-  }
   return out;
 }
 
@@ -383,7 +374,7 @@ PYBIND11_MODULE(_C, m) {
            "Kernels take their sizes as launch arguments (a dynamic-shape plan's instances share them), except "
            "the index constants listed.")
       .def("cuda_sources", &Executor::cuda_sources, py::arg("arch") = 90)
-      .def("cpp_sources", &cpp_sources,
+      .def("cpp_sources", &Executor::cpp_sources,
            "The host C++ of every kernel (an empty string where the emitter does not support it).")
       .def("enable_cuda_graph", &Executor::enable_cuda_graph, py::arg("constant_inputs"), py::arg("pool") = nullptr,
            py::arg("produced_inputs") = std::vector<bool>{}, py::arg("held_elsewhere") = 0,
@@ -401,10 +392,8 @@ PYBIND11_MODULE(_C, m) {
   bind_capture(m);
   bind_disk_cache(m);
 
-  m.def("compile_graph_text", &compile_graph_text, py::arg("text"), py::arg("fuse") = true, py::arg("cpu") = "",
-        py::call_guard<py::gil_scoped_release>(),
-        "Parses, lowers, fuses and plans a graph in the text format. cpu: how a CPU plan runs "
-        "(DEEPVISOR_CPU's values; empty: DEEPVISOR_CPU's).");
+  m.def("compile_graph_text", &compile_graph_text, py::arg("text"), py::arg("fuse") = true,
+        py::call_guard<py::gil_scoped_release>(), "Parses, lowers, fuses and plans a graph in the text format.");
   m.def("has_lowering", &dv::codegen::has_lowering);
   m.def("note_data_access", &dv::runtime::note_data_access,
         "Counts an access to a tensor's .data (runtime/constant_steps.h: kept results are computed again).");

@@ -663,17 +663,17 @@ class CompiledFunction:
         return path
 
     def _compile(self, segment, path, text=None, constant_sizes=(), reference=None, graph_pool=None,
-                 held_elsewhere=0, cpu=""):
+                 held_elsewhere=0):
         with self._timed("compile_s"):
-            return self._new_executor(segment, path, text, constant_sizes, reference, graph_pool, held_elsewhere, cpu)
+            return self._new_executor(segment, path, text, constant_sizes, reference, graph_pool, held_elsewhere)
 
-    def _new_executor(self, segment, path, text, constant_sizes, reference, graph_pool, held_elsewhere, cpu=""):
-        executor = _C.compile_graph_text(text or segment.text, self.fuse, cpu)
+    def _new_executor(self, segment, path, text, constant_sizes, reference, graph_pool, held_elsewhere):
+        executor = _C.compile_graph_text(text or segment.text, self.fuse)
         if path.symbolic is not None:
             executor.use_size_arguments(list(constant_sizes))
             if reference is not None:
                 try:
-                    executor.use_reference(_C.compile_graph_text(reference, self.fuse, cpu))
+                    executor.use_reference(_C.compile_graph_text(reference, self.fuse))
                 except Exception as e:  # the sizes' origins stay guessed by value
                     log_event("recompiles", f"dynamic shapes: no reference lowering ({type(e).__name__}: {e})")
         if _flag("DEEPVISOR_VALIDATE_CUDA"):
@@ -714,8 +714,8 @@ class CompiledFunction:
             # The instances' CUDA graphs (one per shape) share one memory pool.
             pool = _C.GraphPool()
             plan = SymbolicPlan(path.symbolic,
-                                lambda i, text, constants, reference, cpu="": self._compile(
-                                    path.segments[i], path, text, constants, reference, pool, cpu=cpu))
+                                lambda i, text, constants, reference: self._compile(
+                                    path.segments[i], path, text, constants, reference, pool))
             instance = plan.executors_for(path.symbolic.inputs)  # this call's instance: the capture's own texts
             path.symbolic.inputs = None
             executors = [instance.at(i, plan.counts) for i in range(len(path.segments))]

@@ -694,7 +694,7 @@ class SymbolicPlan:
         self.sources = capture.sources        # per template, per symbol (SymbolicCapture.sources)
         self.count_dims = capture.count_dims  # decision index -> [(result, dim, count symbol or None)]
         self.counts = capture.counts          # count symbol -> its value in the capture
-        # (segment index, text, constant sizes, reference text, cpu mode) -> executor
+        # (segment index, text, constant sizes, reference text) -> executor
         self.compile_text = compile_text
         self.instances = {}                   # layout key -> _Instance, or None: guards fail
         # Whether each of the last COUNT_WINDOW executors for a count was held
@@ -755,13 +755,13 @@ class SymbolicPlan:
                 return None
         return counts
 
-    def _compile_instance(self, i, template, values, cpu=""):
+    def _compile_instance(self, i, template, values):
         """Segment i's executor for these symbol values. The same template at
         every symbol doubled (a reference the kernels are never run on) tells
         which sizes of each kernel depend on the symbols."""
         text, constants = template.render(values)
         reference, _ = template.render([2 * v for v in values])
-        return self.compile_text(i, text, constants, reference, cpu)
+        return self.compile_text(i, text, constants, reference)
 
     def executors(self):
         return [e for instance in self.instances.values() if instance for e in instance.executors()]
@@ -783,15 +783,6 @@ class SymbolicPlan:
     def count_instances(self):
         """Executors compiled for counts other than the capture's (held now)."""
         return sum(i.count_instances() for i in self.instances.values() if i)
-
-
-def _count_cpu_mode():
-    """How a CPU segment compiled for another count runs: node by node through
-    ATen under the default DEEPVISOR_CPU (fused): the generated C++ takes its
-    sizes as constants, so each count would compile its kernels with the host
-    compiler (tens of ms each: a routing's stream spent 17 s in them).
-    Another DEEPVISOR_CPU is kept (the tests' interpreter, `compiled`)."""
-    return "aten" if (os.environ.get("DEEPVISOR_CPU") or "fused") == "fused" else ""
 
 
 class _Instance:
@@ -836,8 +827,7 @@ class _Instance:
                 # evicts an executor says the counts outrun the cache.)
                 self.plan.count_lookups.append(executor is not None or len(cache) < self.MAX_COUNTS)
             if executor is None:
-                cpu = _count_cpu_mode() if cache else ""  # (the first: the capture's counts, or a layout's)
-                executor = cache[key] = self.plan._compile_instance(i, self.plan.templates[i], values, cpu)
+                executor = cache[key] = self.plan._compile_instance(i, self.plan.templates[i], values)
                 if len(cache) > self.MAX_COUNTS:
                     cache.popitem(last=False)
             else:

@@ -32,9 +32,21 @@ using ir::ReduceOp;
 using ir::ValueId;
 
 std::string v_name(ValueId v) { return "v" + std::to_string(v); }
+// Entry i of the size table, loaded into a local at the entry's start.
+std::string size_name(std::size_t i) { return "dv_n" + std::to_string(i); }
 std::string buf_name(int b) { return "b" + std::to_string(b); }
 
 bool is_float(DType t) { return t == DType::Float32 || t == DType::Float64; }
+
+// Where the entry's name and the loads of its size table go (size
+// arguments: both are known once the body is written).
+const char* const kEntryPlaceholder = "@@dv_entry@@";
+const char* const kSizeTablePlaceholder = "@@dv_size_table@@";
+
+std::string replace_first(std::string text, const std::string& from, const std::string& to) {
+  const std::size_t at = text.find(from);
+  return at == std::string::npos ? text : text.replace(at, from.size(), to);
+}
 
 // Values worth keeping in a row buffer rather than recomputing: anything but
 // a re-read of memory or a constant.
@@ -42,7 +54,8 @@ bool worth_caching(PrimOp op) { return op != PrimOp::Load && op != PrimOp::Const
 
 class Writer {
  public:
-  Writer(const Kernel& k, const CppOptions& options) : k_(k), options_(options) {}
+  Writer(const Kernel& k, const CppOptions& options)
+      : k_(k), options_(options), table_(options_.size_arguments, options_.constant_sizes, options_.origins, &size_name) {}
   CppKernel write();
 
  private:
@@ -54,7 +67,7 @@ class Writer {
   void plan_row_cache();
   void keep_cache_in_outputs();
   bool is_row_of_store(const Instr& store) const;
-  std::string cache_element(ValueId v) const;
+  std::string cache_element(ValueId v);
 
   void write_entry();
   void write_pointwise();
@@ -76,6 +89,11 @@ class Writer {
   bool statically_in_bounds(const Instr& in) const;
   bool vars_are_kernels(const IndexExpr& e) const;
   void line(const std::string& text);
+  std::string index_text(const IndexExpr& e, bool bounds_hold);
+  std::string size_text(std::int64_t value);
+  std::string constant_text(const Instr& in);
+  std::string row_bytes_text(std::size_t upto) const;
+  CppKernel with_size_arguments(CppKernel k) const;
 
   // Reductions: the accumulator's declaration, update and result.
   std::string acc_name(ValueId v) const { return "acc" + std::to_string(v); }
@@ -86,12 +104,14 @@ class Writer {
 
   const Kernel& k_;
   CppOptions options_;
+  SizeTable table_;  // (after options_, which it reads)
   std::vector<bool> r_level_;
   std::vector<int> stage_;
   int loops_ = 0;
   std::vector<std::vector<bool>> needs_;  // per loop: the values it computes (or reads from the row buffer)
   std::vector<bool> cached_;              // kept in a row buffer by the loop of its stage
   std::vector<std::int64_t> cache_offset_;
+  std::vector<ValueId> cache_order_;      // the values in the row buffer, in the order of their offsets
   std::vector<ValueId> cache_store_;      // a cached value kept in the row of this store's output instead (-1: none)
   std::int64_t cache_bytes_ = 0;
   bool serial_ = false;
@@ -103,6 +123,37 @@ class Writer {
 };
 
 void Writer::line(const std::string& text) { out_ << std::string(2 * indent_, ' ') << text << "\n"; }
+
+// Sizes in the text: literals, or with size arguments entries of the size
+// table (codegen/size_table.h).
+std::string Writer::index_text(const IndexExpr& e, bool bounds_hold) {
+  return cpp::index(e, bounds_hold, [this](std::int64_t v) { return size_text(v); });
+}
+
+std::string Writer::size_text(std::int64_t value) { return table_.use(value, cpp::int_literal(value)); }
+
+// A Constant's value. With size arguments a whole float from 2 up (a mean's
+// count) is a use of a size, so that the source does not depend on it
+// (int-to-float conversion rounds to nearest, as the literal would); int
+// constants stay literals.
+std::string Writer::constant_text(const Instr& in) {
+  const std::string literal = cpp::constant(in);
+  const double v = in.fvalue;
+  if (!is_float(in.dtype) || !table_.enabled() || v < 2 || v >= 2147483648.0 || v != std::floor(v)) return literal;
+  const std::string text = table_.use(static_cast<std::int64_t>(v), literal);
+  return text == literal ? literal : "((" + cpp::compute_type(in.dtype) + ")" + text + ")";
+}
+
+// The bytes of the row buffer's first `upto` values (cache_order_), each row
+// on whole cache lines, as an expression of kRnumel (a size, not a number of
+// the source).
+std::string Writer::row_bytes_text(std::size_t upto) const {
+  std::string sum;
+  for (std::size_t i = 0; i < upto; ++i)
+    sum += (i ? " + " : "") + std::string("(kRnumel * ") + std::to_string(ir::dtype_size(k_.body[cache_order_[i]].dtype)) +
+           " + 63) / 64 * 64";
+  return sum.empty() ? "0" : "(" + sum + ")";
+}
 
 // What the emitter relies on; anything else is reported unsupported (the
 // interpreter, which validates kernels fully, runs it and says what is wrong).
@@ -225,6 +276,7 @@ std::vector<bool> Writer::needs_of_loop(int loop) const {
 void Writer::plan_row_cache() {
   cached_.assign(k_.body.size(), false);
   cache_offset_.assign(k_.body.size(), -1);
+  cache_order_.clear();
   std::vector<std::vector<bool>> computed(loops_);
   for (int s = 0; s < loops_; ++s) computed[s] = needs_of_loop(s);
   std::int64_t bytes = 0;
@@ -241,6 +293,7 @@ void Writer::plan_row_cache() {
     if (bytes + row > options_.max_row_cache_bytes) continue;
     cached_[v] = true;
     cache_offset_[v] = bytes;
+    cache_order_.push_back(v);
     bytes += row;
   }
   cache_bytes_ = bytes;
@@ -296,19 +349,21 @@ void Writer::keep_cache_in_outputs() {
   }
   if (!moved) return;
   std::int64_t bytes = 0;  // the row buffer without them
+  cache_order_.clear();
   for (std::size_t i = k_.body.size(); i-- > 0;) {
     if (!cached_[i] || cache_store_[i] >= 0) continue;
     cache_offset_[i] = bytes;
+    cache_order_.push_back(static_cast<ValueId>(i));
     bytes += (k_.rnumel * ir::dtype_size(k_.body[i].dtype) + 63) / 64 * 64;
   }
   cache_bytes_ = bytes;
 }
 
 // The element of a cached value for row x, element r.
-std::string Writer::cache_element(ValueId v) const {
+std::string Writer::cache_element(ValueId v) {
   if (cache_store_[v] < 0) return "c" + std::to_string(v) + "[r]";
   const Instr& st = k_.body[cache_store_[v]];
-  return buf_name(st.buffer) + "[" + cpp::index(st.index, true) + "]";
+  return buf_name(st.buffer) + "[" + index_text(st.index, true) + "]";
 }
 
 // A value one inline arithmetic operation away from one plain load (its other
@@ -363,18 +418,18 @@ bool Writer::statically_in_bounds(const Instr& in) const {
 // `err`. A masked-off point is cleared without an error.
 std::string Writer::checked_element(const Instr& in, const std::string& element_var, const std::string& ok_var) {
   const bool bounds_hold = vars_are_kernels(in.index);
-  std::string code = "dv_i64 " + element_var + " = " + cpp::index(in.index, bounds_hold) + ";";
+  std::string code = "dv_i64 " + element_var + " = " + index_text(in.index, bounds_hold) + ";";
   std::string active;
   if (in.masked) active = v_name(in.mask_arg());
   if (in.indirect) {
     const std::string o = "(dv_i64)" + v_name(in.offset_arg());
     code += " if (" + (active.empty() ? std::string("true") : active) + ") { if ((dv_u64)(" + o + ") >= (dv_u64)" +
-            cpp::int_literal(in.offset_extent) + ") { err |= 1; " + ok_var + " = false; } " + element_var +
-            " += " + o + " * " + cpp::int_literal(in.offset_stride) + "; }";
+            size_text(in.offset_extent) + ") { err |= 1; " + ok_var + " = false; } " + element_var + " += " + o +
+            " * " + size_text(in.offset_stride) + "; }";
   }
   if (!statically_in_bounds(in)) {
     code += " if (" + ok_var + (active.empty() ? "" : " && " + active) + " && (dv_u64)" + element_var +
-            " >= (dv_u64)" + cpp::int_literal(k_.buffers[in.buffer].numel) + ") { err |= 2; " + ok_var + " = false; }";
+            " >= (dv_u64)" + size_text(k_.buffers[in.buffer].numel) + ") { err |= 2; " + ok_var + " = false; }";
   }
   if (!active.empty()) code += " " + ok_var + " = " + ok_var + " && " + active + ";";
   return code;
@@ -386,7 +441,7 @@ void Writer::write_load(ValueId v) {
   const std::string type = cpp::compute_type(in.dtype), name = v_name(v), buf = buf_name(in.buffer);
   const bool plain = !in.indirect && !in.masked && statically_in_bounds(in);
   if (plain) {
-    const std::string element = cpp::index(in.index, true);
+    const std::string element = index_text(in.index, true);
     line("const " + type + " " + name + " = " + cpp::decode(storage, buf + "[" + element + "]") + ";");
     return;
   }
@@ -403,7 +458,7 @@ void Writer::write_store(ValueId v) {
   const DType storage = k_.buffers[in.buffer].dtype;
   const std::string value = v_name(in.args[0]), buf = buf_name(in.buffer);
   const std::string e = "e" + std::to_string(v), ok = "ok" + std::to_string(v);
-  std::string element = cpp::index(in.index, true);
+  std::string element = index_text(in.index, true);
   std::string guard;
   if (in.indirect || !statically_in_bounds(in)) {
     line("bool " + ok + " = true; " + checked_element(in, e, ok));
@@ -432,8 +487,8 @@ void Writer::write_value(ValueId v, bool in_loop) {
     return;
   }
   switch (in.op) {
-    case PrimOp::Constant: define(cpp::constant(in)); break;
-    case PrimOp::Index: define(cpp::cast(DType::Int64, in.dtype, cpp::index(in.index, vars_are_kernels(in.index)))); break;
+    case PrimOp::Constant: define(constant_text(in)); break;
+    case PrimOp::Index: define(cpp::cast(DType::Int64, in.dtype, index_text(in.index, vars_are_kernels(in.index)))); break;
     case PrimOp::Load: write_load(v); break;
     case PrimOp::Store: write_store(v); break;
     case PrimOp::Cast: define(cpp::cast(arg_dtype(0), in.dtype, arg(0))); break;
@@ -614,7 +669,7 @@ void Writer::write_loop_body(int loop) {
 // One loop over r: plain, or in blocks of DV_SUM_LANES with partial sums
 // then the rest of the row one accumulator a reduction.
 void Writer::write_loop_form(int loop, const std::string& clauses, bool partial_sums) {
-  const std::string rnumel = cpp::int_literal(k_.rnumel);
+  const std::string rnumel = "kRnumel";
   if (!partial_sums) {
     write_plain_loop(loop, clauses, "0");
     return;
@@ -663,7 +718,7 @@ void Writer::write_loop_form(int loop, const std::string& clauses, bool partial_
 // The loop over r from `first` to the row's end, one element an iteration.
 void Writer::write_plain_loop(int loop, const std::string& clauses, const std::string& first) {
   if (!serial_) line("#pragma omp simd" + clauses);
-  line("for (dv_i64 r = " + first + "; r < " + cpp::int_literal(k_.rnumel) + "; ++r) {");
+  line("for (dv_i64 r = " + first + "; r < kRnumel; ++r) {");
   ++indent_;
   write_loop_body(loop);
   --indent_;
@@ -712,7 +767,7 @@ void Writer::write_loop(int loop) {
 // a row's loops run from the cache, and without this the next row's first
 // loop would wait for memory (a row is contiguous in r for these loads).
 void Writer::write_prefetch_next_row() {
-  std::vector<std::string> lines;
+  std::vector<std::string> lines, keys;
   for (std::size_t i = 0; i < k_.body.size(); ++i) {
     const Instr& in = k_.body[i];
     if (in.op != PrimOp::Load || !r_level_[i] || in.indirect || in.masked || !in.index.uses_var("x") ||
@@ -723,9 +778,13 @@ void Writer::write_prefetch_next_row() {
     };
     if (at(0, 1) - at(0, 0) != 1 || at(0, k_.rnumel - 1) - at(0, 0) != k_.rnumel - 1) continue;
     const std::int64_t step = std::max<std::int64_t>(1, 64 / ir::dtype_size(k_.buffers[in.buffer].dtype));
-    std::string l = "for (dv_i64 r = 0; r < " + cpp::int_literal(k_.rnumel) + "; r += " + std::to_string(step) +
-                    ") __builtin_prefetch(&" + buf_name(in.buffer) + "[" + cpp::index(in.index, true) + "]);";
-    if (std::find(lines.begin(), lines.end(), l) == lines.end()) lines.push_back(l);
+    const std::string loop = "for (dv_i64 r = 0; r < kRnumel; r += " + std::to_string(step) + ") __builtin_prefetch(&" +
+                             buf_name(in.buffer) + "[";
+    // (One line a row read: compared as literals, before sizes become table entries.)
+    const std::string key = loop + cpp::index(in.index, true) + "]);";
+    if (std::find(keys.begin(), keys.end(), key) != keys.end()) continue;
+    keys.push_back(key);
+    lines.push_back(loop + index_text(in.index, true) + "]);");
   }
   if (lines.empty()) return;
   line("if (x + 1 < x_end) {");
@@ -755,26 +814,31 @@ void Writer::write_rows() {
 }
 
 void Writer::write_entry() {
-  line("extern \"C\" int " + k_.name + "(void* const* buffers, dv_i64 x_begin, dv_i64 x_end) {");
+  const std::string name = table_.enabled() ? kEntryPlaceholder : k_.name;
+  line("extern \"C\" int " + name + "(void* const* buffers, dv_i64 x_begin, dv_i64 x_end, const dv_i64* dv_n) {");
   ++indent_;
   for (std::size_t b = 0; b < k_.buffers.size(); ++b) {
     const auto& buf = k_.buffers[b];
     const std::string type = cpp::storage_type(buf.dtype) + (buf.written ? "" : " const");
+    // (A buffer's name tells its place in the plan: not in a source that instances share.)
     line(type + "* __restrict__ " + buf_name(static_cast<int>(b)) + " = (" + type + "*)buffers[" + std::to_string(b) +
-         "];  // " + buf.name);
+         "];" + (table_.enabled() ? "" : "  // " + buf.name));
   }
+  if (table_.enabled()) line(kSizeTablePlaceholder);
+  if (k_.rnumel > 1)  // (a literal a constant expression: the compiler sees the number)
+    line("const dv_i64 kRnumel = " +
+         (table_.rnumel_symbolic(k_.rnumel) ? table_.entry(k_.rnumel) : cpp::int_literal(k_.rnumel)) + ";");
   line("int err = 0;");
   if (cache_bytes_ > 0) {
     // On a cache line (malloc's 16 bytes split every vector access to it in
     // two lines: softmax 1024x1024 0.62-0.67 -> 0.58-0.61 ms, bench/NOTES.md).
-    line("char* row_base = (char*)__builtin_malloc(" + std::to_string(cache_bytes_ + 64) + ");");
+    line("char* row_base = (char*)__builtin_malloc(" + row_bytes_text(cache_order_.size()) + " + 64);");
     line("if (row_base == 0) return 3;");
     line("char* row_buffer = (char*)(((dv_u64)row_base + 63) & ~(dv_u64)63);");
-    for (std::size_t v = 0; v < k_.body.size(); ++v) {
-      if (!cached_[v] || cache_store_[v] >= 0) continue;
+    for (std::size_t i = 0; i < cache_order_.size(); ++i) {
+      const ValueId v = cache_order_[i];
       const std::string type = cpp::compute_type(k_.body[v].dtype);
-      line(type + "* __restrict__ c" + std::to_string(v) + " = (" + type + "*)(row_buffer + " +
-           std::to_string(cache_offset_[v]) + ");");
+      line(type + "* __restrict__ c" + std::to_string(v) + " = (" + type + "*)(row_buffer + " + row_bytes_text(i) + ");");
     }
   }
   if (k_.rnumel == 1) write_pointwise();
@@ -797,7 +861,25 @@ CppKernel Writer::write() {
   if (k_.rnumel > 1) plan_row_cache();
   out_ << cpp_prelude(options_.vector_math);
   write_entry();
-  return CppKernel{k_.name, out_.str(), !serial_};
+  CppKernel kernel{k_.name, out_.str(), !serial_, {}};
+  return table_.enabled() ? with_size_arguments(std::move(kernel)) : kernel;
+}
+
+// Size arguments: the loads of the table in place of its placeholder, and
+// the entry named by a hash of the text, so that kernels that differ only in
+// sizes are one source (one compile).
+CppKernel Writer::with_size_arguments(CppKernel k) const {
+  const std::vector<std::int64_t>& values = table_.values();
+  std::string loads;
+  for (std::size_t i = 0; i < values.size(); ++i)
+    loads += (i ? ", " : "const dv_i64 ") + size_name(i) + " = dv_n[" + std::to_string(i) + "]";
+  // (the placeholder's line, indent and all, goes where the table is empty)
+  k.source = loads.empty() ? replace_first(k.source, std::string("  ") + kSizeTablePlaceholder + "\n", "")
+                           : replace_first(k.source, kSizeTablePlaceholder, loads + ";");
+  k.name = ir::hashed_name("dv_c", k.source);
+  k.source = replace_first(k.source, kEntryPlaceholder, k.name);
+  k.size_args = values;
+  return k;
 }
 
 }  // namespace

@@ -3,10 +3,11 @@
 // emit_cpp turns one ir::Kernel into a self-contained C++17 translation unit
 // (no #include; the prelude is cpp_prelude.h) with one extern "C" entry:
 //
-//   int NAME(void* const* buffers, long long x_begin, long long x_end)
+//   int NAME(void* const* buffers, long long x_begin, long long x_end, const long long* sizes)
 //
 // which runs the rows x_begin <= x < x_end of the kernel's iteration space and
-// returns a CppStatus. buffers[i] points to element 0 of kernel.buffers[i] in
+// returns a CppStatus. `sizes` is the size table (CppKernel::size_args; read
+// only with size arguments). buffers[i] points to element 0 of kernel.buffers[i] in
 // its storage type (as interpret() takes them). The caller splits [0, xnumel)
 // across threads (at::parallel_for) when CppKernel::parallel says it may; the
 // entry itself runs on the calling thread, vectorized by the compiler.
@@ -34,7 +35,9 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
+#include "codegen/size_table.h"
 #include "ir/loop_ir.h"
 
 namespace dv::codegen {
@@ -45,12 +48,20 @@ struct CppOptions {
   // of one row take at most this many bytes (they stay in the L2 cache);
   // longer rows recompute those values.
   std::int64_t max_row_cache_bytes = 256 * 1024;
+  // Sizes as arguments (dynamic shapes; codegen/size_table.h): the entry
+  // reads its sizes from the table it is passed, except the constant sizes
+  // (sorted) or, where the origins are known, the static uses; its name is a
+  // hash of its text.
+  bool size_arguments = false;
+  std::vector<std::int64_t> constant_sizes;
+  SizeOrigins origins;
 };
 
 struct CppKernel {
   std::string name;      // the extern "C" entry point
   std::string source;    // C++17, compiled without include files
   bool parallel = true;  // disjoint x ranges may run concurrently; else one call over [0, xnumel)
+  std::vector<std::int64_t> size_args;  // the size table the entry takes (empty without size arguments)
 };
 
 // What the entry returns.

@@ -226,10 +226,10 @@ std::string encode(DType storage, DType value, const std::string& v) {
   }
 }
 
-std::string index(const IndexExpr& e, bool bounds_hold) {
+std::string index(const IndexExpr& e, bool bounds_hold, const ConstText& consts) {
   using Kind = IndexExpr::Kind;
   switch (e.kind()) {
-    case Kind::Const: return int_literal(e.value());
+    case Kind::Const: return consts(e.value());
     case Kind::Var:
       if (e.name() != "x" && e.name() != "r") throw CppUnsupported("index variable " + e.name());
       return e.name();
@@ -237,7 +237,7 @@ std::string index(const IndexExpr& e, bool bounds_hold) {
     case Kind::Mul: {
       std::string out = "(";
       const char* op = e.kind() == Kind::Add ? " + " : " * ";
-      for (std::size_t i = 0; i < e.operands().size(); ++i) out += (i ? op : "") + index(e.operands()[i], bounds_hold);
+      for (std::size_t i = 0; i < e.operands().size(); ++i) out += (i ? op : "") + index(e.operands()[i], bounds_hold, consts);
       return out + ")";
     }
     case Kind::FloorDiv:
@@ -246,11 +246,11 @@ std::string index(const IndexExpr& e, bool bounds_hold) {
       const IndexExpr& d = e.operands()[1];
       if (!d.is_const() || d.value() <= 0) throw CppUnsupported("index divisor " + d.str());
       const bool div = e.kind() == Kind::FloorDiv;
-      const std::string a = index(n, bounds_hold), b = int_literal(d.value());
+      const std::string a = index(n, bounds_hold, consts), b = consts(d.value());
       if (bounds_hold && n.min_value() >= 0) return "(" + a + (div ? " / " : " % ") + b + ")";
       return call(div ? "dv_floordiv_c" : "dv_mod_c", a, b);
     }
-    case Kind::Abs: return "dv_abs_c(" + index(e.operands()[0], bounds_hold) + ")";
+    case Kind::Abs: return "dv_abs_c(" + index(e.operands()[0], bounds_hold, consts) + ")";
   }
   throw CppUnsupported("index expression kind");
 }

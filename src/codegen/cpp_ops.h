@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <stdexcept>
 #include <string>
 
@@ -42,7 +43,9 @@ std::string encode(ir::DType storage, ir::DType value, const std::string& v);
 // An index expression as a dv_i64 expression of `x` and `r`. `bounds_hold`:
 // the variables are the kernel's (x < xnumel, r < rnumel), so the static
 // bounds of every sub-expression hold and a floordiv or mod of a numerator
-// that is never negative is C's / or %.
-std::string index(const ir::IndexExpr& e, bool bounds_hold);
+// that is never negative is C's / or %. `consts` writes each constant (a
+// literal, or an entry of the size table; codegen/size_table.h).
+using ConstText = std::function<std::string(std::int64_t)>;
+std::string index(const ir::IndexExpr& e, bool bounds_hold, const ConstText& consts = int_literal);
 
 }  // namespace dv::codegen::cpp

@@ -927,8 +927,7 @@ void Emitter::emit_prelude_and_constants(const std::string& strategy) {
 // in another instance would make the two sources differ.
 void Emitter::emit_size_constant(const std::string& name, std::int64_t value) {
   if (dev_.size_arguments) {
-    ++size_uses_;
-    w_.line(cat("#define ", name, " ((idx_t)", table_entry(value), ")"));
+    w_.line(cat("#define ", name, " ((idx_t)", table_.entry(value), ")"));
     return;
   }
   w_.line(cat("constexpr idx_t ", name, " = ", idx_literal(value), ";"));
@@ -942,22 +941,12 @@ ConstMap Emitter::size_text() const {
   return [this](std::int64_t value) { return size_use(value, idx_literal(value)); };
 }
 
-// One use of a size: `literal`, or an entry of the size table where the
-// size may be symbolic (by its origin where known, else by value).
+// One use of a size (SizeTable::use).
 std::string Emitter::size_use(std::int64_t value, const std::string& literal) const {
-  const std::size_t use = size_uses_++;
-  const auto& o = dev_.origins;
-  const bool fixed = o.known ? use < o.static_uses.size() && o.static_uses[use] : !symbolic_size(value);
-  return fixed ? literal : table_entry(value);
+  return table_.use(value, literal);
 }
 
-// A new entry of the size table for each use, never one shared by equal
-// values: which sizes happen to be equal differs between instances, and must
-// not change the source.
-std::string Emitter::table_entry(std::int64_t value) const {
-  size_args_.push_back(value);
-  return cat("dv_n.v[", size_args_.size() - 1, "]");
-}
+std::string Emitter::table_entry_name(std::size_t i) { return cat("dv_n.v[", i, "]"); }
 
 // A constant's value: a literal, or (size arguments) a whole float that may
 // be a symbolic size (a mean's count) from the size table, so that the
@@ -992,19 +981,12 @@ std::string Emitter::signature(int threads) const {
 // With size arguments, a size that is not one of DeviceSpec::constant_sizes:
 // it may take another value in the next instance, so no choice of the
 // source may depend on it.
-bool Emitter::symbolic_size(std::int64_t value) const {
-  return dev_.size_arguments && !std::binary_search(dev_.constant_sizes.begin(), dev_.constant_sizes.end(), value);
-}
+bool Emitter::symbolic_size(std::int64_t value) const { return table_.symbolic(value); }
 
-// Whether the row count / row length may differ in another instance: by
-// origin (DeviceSpec::SizeOrigins) where known, else by value.
-bool Emitter::xnumel_symbolic() const {
-  return dev_.origins.known ? dev_.size_arguments && dev_.origins.xnumel_symbolic : symbolic_size(k_.xnumel);
-}
+// Whether the row count / row length may differ in another instance.
+bool Emitter::xnumel_symbolic() const { return table_.xnumel_symbolic(k_.xnumel); }
 
-bool Emitter::rnumel_symbolic() const {
-  return dev_.origins.known ? dev_.size_arguments && dev_.origins.rnumel_symbolic : symbolic_size(k_.rnumel);
-}
+bool Emitter::rnumel_symbolic() const { return table_.rnumel_symbolic(k_.rnumel); }
 
 // The row count that launch layouts are chosen for: the kernel's own, or for
 // a symbolic count a fixed stand-in, as many as the device's resident
@@ -1040,12 +1022,13 @@ CudaKernel Emitter::run() {
 // that text, so kernels that differ only in sizes are one source.
 CudaKernel Emitter::with_size_arguments(CudaKernel k) const {
   // (Kernel parameters are limited to 4 KiB before sm_70 and CUDA 12.1.)
-  if (size_args_.size() * (idx64_ ? 8 : 4) + k_.buffers.size() * 8 > 4096) fail("size table too large");
+  const std::vector<std::int64_t>& size_args = table_.values();
+  if (size_args.size() * (idx64_ ? 8 : 4) + k_.buffers.size() * 8 > 4096) fail("size table too large");
   std::string text = strip_line_comments(k.source);
-  text = replace_all(text, kSizeTablePlaceholder, cat("struct DvSizes { idx_t v[", std::max<std::size_t>(1, size_args_.size()), "]; };"));
+  text = replace_all(text, kSizeTablePlaceholder, cat("struct DvSizes { idx_t v[", std::max<std::size_t>(1, size_args.size()), "]; };"));
   k.name = ir::hashed_name("dv_s", text);
   k.source = replace_all(text, kEntryPlaceholder, k.name);
-  k.size_args = size_args_.empty() ? std::vector<std::int64_t>{0} : size_args_;  // the entry always takes the table
+  k.size_args = size_args.empty() ? std::vector<std::int64_t>{0} : size_args;  // the entry always takes the table
   k.size_args_64 = idx64_;
   return k;
 }

@@ -15,6 +15,8 @@
 #include <string>
 #include <vector>
 
+#include "codegen/size_table.h"
+
 #include "ir/loop_ir.h"
 
 namespace dv::codegen {
@@ -81,18 +83,9 @@ struct DeviceSpec {
   // multiplications. Any value may be listed: a kernel whose constants differ
   // has another source, never another result.
   std::vector<std::int64_t> constant_sizes;
-  // With size arguments, what a second lowering of the same graph at other
-  // values of its symbols showed (runtime::Executor::use_reference): which of
-  // the kernel's sizes depend on the symbols. When known, it replaces the
-  // guess by value (constant_sizes), which takes a symbolic size that happens
-  // to equal a static one for static.
-  struct SizeOrigins {
-    bool known = false;
-    bool xnumel_symbolic = false, rnumel_symbolic = false;
-    // Per use of a size in the source, in the order the emitter writes them
-    // (every use a table entry when this is empty): a literal.
-    std::vector<bool> static_uses;
-  };
+  // With size arguments, which of the kernel's sizes depend on the symbols,
+  // when known (codegen::SizeOrigins).
+  using SizeOrigins = codegen::SizeOrigins;
   SizeOrigins origins;
 };
 

@@ -39,7 +39,8 @@ struct RowLayout;  // how a row kernel's threads cover its rows (see emit_rows)
 
 class Emitter {
  public:
-  Emitter(const Kernel& k, const DeviceSpec& d, const KernelTuning& t) : k_(k), dev_(d), tune_(t) {}
+  Emitter(const Kernel& k, const DeviceSpec& d, const KernelTuning& t)
+      : k_(k), dev_(d), tune_(t), table_(d.size_arguments, d.constant_sizes, d.origins, &table_entry_name) {}
   CudaKernel run();
 
  private:
@@ -70,7 +71,7 @@ class Emitter {
   std::string size_use(std::int64_t value, const std::string& literal) const;
   std::int64_t layout_xnumel() const;
   ConstMap size_text() const;
-  std::string table_entry(std::int64_t value) const;
+  static std::string table_entry_name(std::size_t i);
   std::string constant_text(const Instr& in) const;
   std::string size_ll(std::int64_t value) const;
   std::string checked_address(const Instr& in, const std::string& index, const std::string& k) const;
@@ -145,10 +146,8 @@ class Emitter {
   const KernelTuning& tune_;
   Writer w_;
   std::string entry_;
-  // Size arguments (DeviceSpec::size_arguments): the table's values, and the
-  // entry of each value.
-  mutable std::vector<std::int64_t> size_args_;
-  mutable std::size_t size_uses_ = 0;  // sizes written so far (DeviceSpec::SizeOrigins::static_uses)
+  // Size arguments (DeviceSpec::size_arguments): the table's values, written as uses come.
+  mutable SizeTable table_;
   LaunchConfig launch_;
   bool idx64_ = false;
 

@@ -401,27 +401,14 @@ std::vector<codegen::CudaKernel> Executor::emit_kernels(const codegen::DeviceSpe
 }
 
 // Kernel i; with a reference lowering (use_reference), its sizes' origins
-// first: the kernel and its counterpart emitted with every size from the
-// table must give one text, and then a use whose value is the same in both
-// tables is static (a literal).
+// first (codegen::emit_with_origins).
 codegen::CudaKernel Executor::emit_kernel(std::size_t i, codegen::DeviceSpec spec,
                                           const codegen::KernelTuning& tuning) const {
-  const auto& k = program_.kernels[i];
-  if (!spec.size_arguments || reference_ == nullptr || reference_->kernels.size() != program_.kernels.size())
-    return codegen::emit_cuda(k, spec, tuning);
-  const auto& r = reference_->kernels[i];
-  spec.origins.known = true;
-  spec.origins.xnumel_symbolic = k.xnumel != r.xnumel;
-  spec.origins.rnumel_symbolic = k.rnumel != r.rnumel;
-  const codegen::CudaKernel mine = codegen::emit_cuda(k, spec, tuning);
-  const codegen::CudaKernel other = codegen::emit_cuda(r, spec, tuning);
-  if (mine.source != other.source || mine.size_args.size() != other.size_args.size()) {
-    spec.origins = {};
-    return codegen::emit_cuda(k, spec, tuning);
-  }
-  for (std::size_t u = 0; u < mine.size_args.size(); ++u)
-    spec.origins.static_uses.push_back(mine.size_args[u] == other.size_args[u]);
-  return codegen::emit_cuda(k, spec, tuning);
+  const bool paired = reference_ != nullptr && reference_->kernels.size() == program_.kernels.size();
+  return codegen::emit_with_origins(program_.kernels[i], paired ? &reference_->kernels[i] : nullptr, std::move(spec),
+                                    [&](const ir::Kernel& k, const codegen::DeviceSpec& s) {
+                                      return codegen::emit_cuda(k, s, tuning);
+                                    });
 }
 
 namespace {
@@ -609,6 +596,23 @@ void Executor::prepare_cuda(int device_index) {
   ready_device_.store(device_index, std::memory_order_release);
 }
 
+// How the host kernels take their sizes: as a dynamic-shape plan's instance
+// shares them (use_size_arguments), or written into their sources.
+HostSizeArguments Executor::host_size_arguments() const {
+  HostSizeArguments sizes;
+  sizes.enabled = size_arguments_;
+  sizes.constant_sizes = constant_sizes_;
+  sizes.reference = reference_ != nullptr ? &reference_->kernels : nullptr;
+  return sizes;
+}
+
+std::vector<std::string> Executor::cpp_sources() const {
+  std::vector<std::string> out;
+  for (const auto& r : emit_host_kernels(program_.kernels, host_size_arguments()))
+    out.push_back(r.kernel ? r.kernel->source : "");
+  return out;
+}
+
 // The generated C++ of the kernels, compiled (or loaded) on the first run.
 void Executor::prepare_host() {
   if (host_ready_.load(std::memory_order_acquire)) return;
@@ -617,7 +621,7 @@ void Executor::prepare_host() {
   const ReadyClock clock(stats_);
   const HostCompiler::Stats before = HostCompiler::global().stats();
   auto host = std::make_unique<HostKernels>();
-  host->kernels = prepare_host_kernels(program_.kernels);
+  host->kernels = prepare_host_kernels(program_.kernels, host_size_arguments());
   const HostCompiler::Stats after = HostCompiler::global().stats();
   stats_.host_compiles += after.compiles - before.compiles;
   stats_.host_cache_hits += after.disk_cache_hits - before.disk_cache_hits;

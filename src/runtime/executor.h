@@ -23,6 +23,7 @@
 #include "codegen/cuda_emitter.h"
 #include "codegen/program.h"
 #include "runtime/constant_steps.h"
+#include "runtime/host_kernels.h"
 #include "runtime/pool_room.h"
 
 namespace dv::runtime {
@@ -163,6 +164,9 @@ class Executor {
 
   // The CUDA C of every kernel (for dumps), for the given architecture.
   std::vector<std::string> cuda_sources(int arch) const;
+  // The host C++ of every kernel (for dumps; empty where the C++ emitter
+  // does not support it), as the CPU runs it.
+  std::vector<std::string> cpp_sources() const;
 
   const codegen::Program& program() const { return program_; }
   ExecutorStats stats() const;
@@ -221,6 +225,7 @@ class Executor {
   // Input `graph_input` (tensor `t`) in the layout the plan reads it in.
   at::Tensor relaid_input(int graph_input, const at::Tensor& t, const ir::TensorMeta& meta);
   std::vector<codegen::CudaKernel> emit_kernels(const codegen::DeviceSpec& spec) const;
+  HostSizeArguments host_size_arguments() const;
   codegen::CudaKernel emit_kernel(std::size_t i, codegen::DeviceSpec spec, const codegen::KernelTuning& tuning = {}) const;
   // On a GPU, outside a stream capture: each kernel's configuration chosen by
   // measurement (runtime/autotune), replacing emitted[i] where another won.

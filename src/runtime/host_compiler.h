@@ -37,8 +37,8 @@ struct HostCompileError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// The entry of a generated kernel (cpp_emitter.h).
-using HostKernelFn = int (*)(void* const* buffers, std::int64_t x_begin, std::int64_t x_end);
+// The entry of a generated kernel (cpp_emitter.h); `sizes`: its size table.
+using HostKernelFn = int (*)(void* const* buffers, std::int64_t x_begin, std::int64_t x_end, const std::int64_t* sizes);
 
 class HostCompiler {
  public:

@@ -25,20 +25,38 @@ constexpr std::int64_t kGrainPoints = 32768;  // at::internal::GRAIN_SIZE (Tenso
 
 }  // namespace
 
-std::vector<HostKernel> prepare_host_kernels(const std::vector<ir::Kernel>& kernels) {
+std::vector<codegen::CppEmitResult> emit_host_kernels(const std::vector<ir::Kernel>& kernels,
+                                                      const HostSizeArguments& sizes) {
+  codegen::CppOptions options;
+  options.vector_math = vector_math_wanted();
+  options.size_arguments = sizes.enabled;
+  options.constant_sizes = sizes.constant_sizes;
+  const bool paired = sizes.reference != nullptr && sizes.reference->size() == kernels.size();
+  std::vector<codegen::CppEmitResult> out(kernels.size());
+  for (std::size_t i = 0; i < kernels.size(); ++i) {
+    codegen::CppKernel k = codegen::emit_with_origins(kernels[i], paired ? &(*sizes.reference)[i] : nullptr, options,
+                                                      [&](const ir::Kernel& kernel, const codegen::CppOptions& o) {
+                                                        codegen::CppEmitResult r = codegen::emit_cpp(kernel, o);
+                                                        out[i].unsupported = r.unsupported;
+                                                        return r.kernel ? std::move(*r.kernel) : codegen::CppKernel{};
+                                                      });
+    if (!k.source.empty()) out[i].kernel = std::move(k);
+  }
+  return out;
+}
+
+std::vector<HostKernel> prepare_host_kernels(const std::vector<ir::Kernel>& kernels, const HostSizeArguments& sizes) {
   std::vector<HostKernel> out(kernels.size());
   HostCompiler& compiler = HostCompiler::global();
   if (!compiler.available()) {
     for (auto& h : out) h.why_not = compiler.unavailable_reason();
     return out;
   }
-  codegen::CppOptions options;
-  options.vector_math = vector_math_wanted();
   std::vector<codegen::CppKernel> emitted(kernels.size());
+  const std::vector<codegen::CppEmitResult> results = emit_host_kernels(kernels, sizes);
   for (std::size_t i = 0; i < kernels.size(); ++i) {
-    codegen::CppEmitResult r = codegen::emit_cpp(kernels[i], options);
-    if (r.kernel) emitted[i] = std::move(*r.kernel);
-    else out[i].why_not = "not supported by the C++ emitter: " + r.unsupported;
+    if (results[i].kernel) emitted[i] = *results[i].kernel;
+    else out[i].why_not = "not supported by the C++ emitter: " + results[i].unsupported;
   }
   // One thread a core: the compiles are separate processes, the threads only wait on them.
   const std::size_t threads = std::max(1u, std::thread::hardware_concurrency());
@@ -47,6 +65,7 @@ std::vector<HostKernel> prepare_host_kernels(const std::vector<ir::Kernel>& kern
     try {
       out[i].fn = compiler.get_function(emitted[i].source, emitted[i].name);
       out[i].parallel = emitted[i].parallel;
+      out[i].size_args = emitted[i].size_args;
     } catch (const std::exception& e) {
       out[i].why_not = e.what();
     }
@@ -57,7 +76,7 @@ std::vector<HostKernel> prepare_host_kernels(const std::vector<ir::Kernel>& kern
 void run_host_kernel(const HostKernel& host, const ir::Kernel& kernel, const std::vector<void*>& buffers) {
   std::atomic<int> status{0};
   auto run = [&](std::int64_t begin, std::int64_t end) {
-    const int s = host.fn(buffers.data(), begin, end);
+    const int s = host.fn(buffers.data(), begin, end, host.size_args.data());
     if (s != 0) status.fetch_or(s == 1 ? 1 : (s == 2 ? 2 : 4));
   };
   if (host.parallel) {

@@ -76,8 +76,14 @@ def _selected():
     return out
 
 
+@pytest.mark.parametrize("sizes", ["literal", "arguments"])
 @pytest.mark.parametrize("case,dtype", _selected())
-def test_op_compiled(case, dtype, monkeypatch):
+def test_op_compiled(case, dtype, sizes, monkeypatch):
+    """`arguments`: every size the kernel's C++ uses comes from its size
+    table (DEEPVISOR_SIZE_ARGS=1, no size kept literal), as dynamic-shape
+    instances take theirs (codegen/size_table.h)."""
+    if sizes == "arguments":
+        monkeypatch.setenv("DEEPVISOR_SIZE_ARGS", "1")
     made = []
     original = deepvisor.compile
 

@@ -366,6 +366,78 @@ def test_static_sizes_stay_literals_in_the_kernels_of_instances(monkeypatch, tmp
     assert "/ 25) % 24)" in sources  # the channel of an element of the pooled 5x5 maps: literal divisors
 
 
+def _host_compiler(monkeypatch, tmp_path, mode):
+    from deepvisor import _C
+    if not _C.host_compiler_available():
+        pytest.skip("no host C++ compiler")
+    monkeypatch.setenv("DEEPVISOR_CPU", mode)
+    monkeypatch.setenv("DEEPVISOR_CACHE_DIR", str(tmp_path))  # every compile counted
+
+
+def test_cpu_instances_compile_no_host_kernel_twice(monkeypatch, tmp_path):
+    """On the CPU the generated C++ takes its sizes as arguments too: after
+    the second value of the batch and of a row length, an instance compiles
+    nothing with the host compiler (its kernels' sources are an earlier
+    instance's), and every result is eager's."""
+    _host_compiler(monkeypatch, tmp_path, "fused")
+    torch.manual_seed(0)
+    lw, lb = torch.randn(32), torch.randn(32)
+
+    def fn(x, y):
+        h = F.layer_norm(F.gelu(x) * 2 + 1, (32,), lw, lb)
+        return h.softmax(-1), torch.softmax(y * 0.5, -1).sum(0)  # rows of y: a symbolic length
+
+    g = deepvisor.compile(fn)
+    compiles = []
+    for n, m in [(2, 5), (3, 9), (5, 17), (8, 3), (13, 33), (7, 64), (4, 32)]:
+        _check(g, fn, torch.randn(n, 7, 32), torch.randn(n, m))
+        compiles.append(deepvisor.stats(g)["host_compiles"])
+    stats = deepvisor.stats(g)
+    assert stats["captures"] == 2 and stats["eager_calls"] == 0, stats
+    assert stats["cpu_interpreted_kernels"] == 0, stats["cpu_interpreted_reasons"]
+    # (the capture runs eagerly; the third call's instance compiles its kernels on its first run)
+    assert compiles[2] > 0 and compiles[3:] == [compiles[2]] * 4, compiles
+
+
+def test_bert_compiles_no_host_kernel_after_the_second_value_of_each_dimension(monkeypatch, tmp_path):
+    """The CPU counterpart of the NVRTC check above, in the default mode
+    (fused): shapes where a symbolic size equals a static one included."""
+    _host_compiler(monkeypatch, tmp_path, "fused")
+    model = _bert()
+    g = deepvisor.compile(model)
+    compiles = []
+    with torch.no_grad():
+        for b, s in [(2, 8), (3, 13), (5, 32), (16, 256), (8, 64), (4, 250), (11, 17), (7, 100)]:
+            ids = torch.randint(0, 1000, (b, s))
+            mask = torch.ones(b, s, dtype=torch.long)
+            torch.testing.assert_close(g(ids, mask).last_hidden_state, model(ids, mask).last_hidden_state,
+                                       rtol=1e-4, atol=1e-5)
+            compiles.append(deepvisor.stats(g)["host_compiles"])
+    assert deepvisor.stats(g)["captures"] == 2
+    assert compiles[2] > 0 and compiles[3:] == [compiles[2]] * (len(compiles) - 3), compiles
+
+
+def test_static_sizes_stay_literals_in_the_cpp_of_instances(monkeypatch, tmp_path):
+    """The host C++ of instances keeps static sizes (channels, H*W) as
+    literals (index math divides by constants); instances after the first
+    compile nothing."""
+    _host_compiler(monkeypatch, tmp_path, "compiled")
+    torch.manual_seed(0)
+    block = torch.nn.Sequential(torch.nn.Conv2d(3, 24, 3, padding=1), torch.nn.BatchNorm2d(24), torch.nn.ReLU(),
+                                torch.nn.MaxPool2d(2)).eval()
+    g = deepvisor.compile(block)
+    compiles = []
+    with torch.no_grad():
+        for n in (2, 3, 5, 4, 7):
+            x = torch.randn(n, 3, 10, 10)
+            torch.testing.assert_close(g(x), block(x), rtol=1e-4, atol=1e-4)
+            compiles.append(deepvisor.stats(g)["host_compiles"])
+    assert compiles[2] > 0 and compiles[3:] == [compiles[2]] * 2, compiles
+    [plan] = _symbolic_plans(g)
+    sources = "\n".join(source for e in plan.symbolic.executors() for source in e.cpp_sources())
+    assert "/ (25LL)) % (24LL))" in sources, sources[-3000:]
+
+
 def test_a_constant_view_adds_no_fake_input_to_the_plan():
     """The shadow's fake of a constant that is a view (an index tensor sliced
     from a permutation) is made with no mode on: the fake's as_strided was
