@@ -293,6 +293,7 @@ void bind_capture(py::module_& m) {
            [](PlanCache& c, int id, const CallValues& inputs, std::shared_ptr<Executor> executor) {
              c.add_instance(id, inputs.values, std::move(executor));
            })
+      .def("forget_instances", &PlanCache::forget_instances)
       .def("failed_id", &PlanCache::failed_id)
       .def(
           "run",

@@ -104,7 +104,12 @@ def stats(compiled):
     kernels compiled by NVRTC at their first run not included);
     for plans on CPU tensors, once a plan ran: cpu_compiled_kernels (kernels
     run as generated C++), cpu_interpreted_kernels and cpu_interpreted_reasons
-    (those the interpreter runs instead, and why), host_compiles, host_cache_hits."""
+    (those the interpreter runs instead, and why), host_compiles, host_cache_hits;
+    for dynamic-shape plans: instances (the layouts of their symbolic
+    arguments they hold executors for, the last DEEPVISOR_MAX_INSTANCES of
+    each plan), instances_evicted (dropped past that, least recently used
+    first) and count_instances (executors compiled for counts of results
+    sized by the data other than the capture's)."""
     if not isinstance(compiled, CompiledFunction):
         raise TypeError("deepvisor.stats expects the result of deepvisor.compile")
     return compiled.stats()

@@ -404,8 +404,13 @@ class CompiledFunction:
         a plan of one segment hands the instance to the C++ plan cache, which
         runs it from then on without coming back here."""
         with self._lock:
+            evicted = plan.symbolic.instances_evicted
             executors = plan.symbolic.executors_for(inputs)
             if plan.tree is None:
+                if plan.symbolic.instances_evicted != evicted:
+                    # (The C++ cache may hold the dropped one: it forgets them all, and
+                    # the layouts held come back here once each.)
+                    self._plans.forget_instances(plan_id)
                 self._plans.add_instance(plan_id, inputs, executors[0] if executors else None)
             return executors
 
@@ -820,8 +825,10 @@ class CompiledFunction:
             s["cuda_graphs"] += es["cuda_graph"] == "graphed"
         s["graphs"] = sum(1 for p in self._entries.values() if p.eager_reason is None)
         s["versions"] = sum(p.versions() for p in self._entries.values())
-        s["count_instances"] = sum(p.symbolic.count_instances() for p in self._entries.values()
-                                   if p.symbolic is not None)
+        symbolic = [p.symbolic for p in self._entries.values() if p.symbolic is not None]
+        s["count_instances"] = sum(p.count_instances() for p in symbolic)
+        s["instances"] = sum(1 for p in symbolic for i in p.instances.values() if i)
+        s["instances_evicted"] = sum(p.instances_evicted for p in symbolic)
         s["eager_reasons"] = dict(self._eager_reasons)
         return s
 

@@ -686,6 +686,8 @@ class SymbolicPlan:
     shape guards, and per layout of the dynamic arguments seen so far an
     _Instance, the executors of its segments."""
 
+    MAX_INSTANCES = int(os.environ.get("DEEPVISOR_MAX_INSTANCES", "32"))
+
     def __init__(self, capture, compile_text):
         self.templates = capture.templates
         self.guard_code = capture.guard_code  # over L['a0']... = inputs[positions[0]]...
@@ -696,7 +698,11 @@ class SymbolicPlan:
         self.counts = capture.counts          # count symbol -> its value in the capture
         # (segment index, text, constant sizes, reference text) -> executor
         self.compile_text = compile_text
-        self.instances = {}                   # layout key -> _Instance, or None: guards fail
+        # layout key -> _Instance, or None: guards fail; the last MAX_INSTANCES
+        # kept (each holds executors, and on a GPU their graphs' outputs and kept
+        # constants: a stream of new shapes must not hold memory without end)
+        self.instances = collections.OrderedDict()
+        self.instances_evicted = 0
         # Whether each of the last COUNT_WINDOW executors for a count was held
         # or compiled into a cache with room (True), or compiled in place of
         # another (False).
@@ -708,6 +714,7 @@ class SymbolicPlan:
         tensors = [inputs[k] for k in self.positions]
         key = tuple((tuple(t.shape), tuple(t.stride())) for t in tensors)
         if key in self.instances:
+            self.instances.move_to_end(key)
             return self.instances[key]
         instance = None
         if self.guard_code is None or self.shape_env.evaluate_guards_expression(self.guard_code, tensors):
@@ -716,6 +723,11 @@ class SymbolicPlan:
                 log_event("recompiles", f"dynamic shapes: a plan instance for {[tuple(t.shape) for t in tensors]} "
                                         "(no capture)")
         self.instances[key] = instance
+        if len(self.instances) > self.MAX_INSTANCES:
+            evicted, _ = self.instances.popitem(last=False)
+            self.instances_evicted += 1
+            log_event("recompiles", f"dynamic shapes: the instance for {[s for s, _ in evicted]} dropped (the least "
+                                    f"recently used of {self.MAX_INSTANCES}, DEEPVISOR_MAX_INSTANCES)")
         return instance
 
     COUNT_WINDOW = 64

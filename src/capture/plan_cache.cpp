@@ -44,6 +44,10 @@ void PlanCache::add_instance(int id, const std::vector<at::Tensor>& inputs,
   (*e->instances)[layout_key(e->dynamic_positions, inputs)] = std::move(executor);
 }
 
+void PlanCache::forget_instances(int id) {
+  if (Entry* e = find(id)) e->instances->clear();
+}
+
 // Per dynamic input: its rank, sizes and strides.
 std::vector<std::int64_t> PlanCache::layout_key(const std::vector<int>& positions,
                                                 const std::vector<at::Tensor>& inputs) {

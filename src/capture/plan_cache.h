@@ -52,6 +52,9 @@ class PlanCache {
   void set_dynamic(int id, std::vector<int> positions);
   // The instance of plan `id` for the layout of these inputs (null: rejected).
   void add_instance(int id, const std::vector<at::Tensor>& inputs, std::shared_ptr<runtime::Executor> executor);
+  // Forgets plan `id`'s instances (Python dropped one: the layouts it still
+  // holds come back to it once each and are added again).
+  void forget_instances(int id);
   // The plan whose executor threw in the last run() that threw, or -1.
   int failed_id() const { return failed_id_; }
 

@@ -438,6 +438,35 @@ def test_static_sizes_stay_literals_in_the_cpp_of_instances(monkeypatch, tmp_pat
     assert "/ (25LL)) % (24LL))" in sources, sources[-3000:]
 
 
+@pytest.mark.parametrize("segments", [1, 2], ids=["one_segment", "with_a_decision"])
+def test_a_stream_of_new_shapes_holds_the_last_instances_only(segments, monkeypatch):
+    """Each shape's instance holds executors (on a GPU, graph outputs and
+    kept constants): past DEEPVISOR_MAX_INSTANCES the least recently used
+    goes, from the C++ plan cache too, and a shape that comes back is
+    compiled again; results stay eager's throughout."""
+    from deepvisor import _shapes
+    monkeypatch.setattr(_shapes.SymbolicPlan, "MAX_INSTANCES", 3)
+    w = torch.randn(8, 8)
+
+    def fn(x):
+        y = torch.tanh(x @ w) * 2
+        if segments == 2 and bool(y.sum() > 1e9):  # a decision: the plan is a tree of two segments
+            return y
+        return y.softmax(-1)
+
+    g = deepvisor.compile(fn)
+    # (2: the static first capture; 3: the symbolic one's own instance; 3
+    # comes back after it was dropped)
+    for n in [2, 3, 4, 5, 6, 7, 5, 6, 7, 2, 9, 10, 11, 2, 3]:
+        _check(g, fn, torch.randn(n, 8))
+    stats = deepvisor.stats(g)
+    assert stats["captures"] == 2 and stats["eager_calls"] == 0, stats
+    assert stats["instances"] == 3 and stats["instances_evicted"] == 6, stats
+    for n in (11, 2, 3, 10):  # the ones held: from the caches, nothing dropped
+        _check(g, fn, torch.randn(n, 8))
+    assert deepvisor.stats(g)["instances_evicted"] == 6
+
+
 def test_a_constant_view_adds_no_fake_input_to_the_plan():
     """The shadow's fake of a constant that is a view (an index tensor sliced
     from a permutation) is made with no mode on: the fake's as_strided was
