@@ -336,6 +336,9 @@ PYBIND11_MODULE(_C, m) {
   py::class_<dv::runtime::GraphPool, std::shared_ptr<dv::runtime::GraphPool>>(
       m, "GraphPool", "A memory pool the CUDA graphs of a dynamic-shape plan's instances share.")
       .def(py::init<>());
+  py::class_<dv::runtime::SharedConstants, std::shared_ptr<dv::runtime::SharedConstants>>(
+      m, "SharedConstants", "Kept results of constant steps that a dynamic-shape plan's instances share.")
+      .def(py::init<>());
 
   // What a CUDA graph uses to lend its outputs (runtime/output_lender.h),
   // exposed so that tests drive its bookkeeping with CPU tensors.
@@ -371,6 +374,9 @@ PYBIND11_MODULE(_C, m) {
       .def("validate_cuda", &Executor::validate_cuda, py::arg("arch") = 90, py::call_guard<py::gil_scoped_release>(),
            "Compiles every kernel's CUDA C with NVRTC (no GPU needed).")
       .def("use_reference", &Executor::use_reference, py::arg("reference"))
+      .def("share_constants", &Executor::share_constants, py::arg("shared"),
+           "Shares the kept results of constant steps with the other executors given `shared` (a dynamic-shape "
+           "plan's instances).")
       .def("use_size_arguments", &Executor::use_size_arguments, py::arg("constant_sizes") = std::vector<std::int64_t>{},
            "Kernels take their sizes as launch arguments (a dynamic-shape plan's instances share them), except "
            "the index constants listed.")

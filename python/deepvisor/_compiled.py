@@ -668,12 +668,16 @@ class CompiledFunction:
         return path
 
     def _compile(self, segment, path, text=None, constant_sizes=(), reference=None, graph_pool=None,
-                 held_elsewhere=0):
+                 held_elsewhere=0, shared=None):
         with self._timed("compile_s"):
-            return self._new_executor(segment, path, text, constant_sizes, reference, graph_pool, held_elsewhere)
+            return self._new_executor(segment, path, text, constant_sizes, reference, graph_pool, held_elsewhere,
+                                      shared)
 
-    def _new_executor(self, segment, path, text, constant_sizes, reference, graph_pool, held_elsewhere):
+    def _new_executor(self, segment, path, text, constant_sizes, reference, graph_pool, held_elsewhere,
+                      shared=None):
         executor = _C.compile_graph_text(text or segment.text, self.fuse)
+        if shared is not None:
+            executor.share_constants(shared)
         if path.symbolic is not None:
             executor.use_size_arguments(list(constant_sizes))
             if reference is not None:
@@ -716,11 +720,13 @@ class CompiledFunction:
 
     def _plan_of(self, path):
         if path.symbolic is not None:
-            # The instances' CUDA graphs (one per shape) share one memory pool.
+            # The instances' CUDA graphs (one per shape) share one memory pool, and
+            # each segment's instances the results of its constant steps.
             pool = _C.GraphPool()
+            shared = [_C.SharedConstants() for _ in path.segments]
             plan = SymbolicPlan(path.symbolic,
                                 lambda i, text, constants, reference: self._compile(
-                                    path.segments[i], path, text, constants, reference, pool))
+                                    path.segments[i], path, text, constants, reference, pool, shared=shared[i]))
             instance = plan.executors_for(path.symbolic.inputs)  # this call's instance: the capture's own texts
             path.symbolic.inputs = None
             executors = [instance.at(i, plan.counts) for i in range(len(path.segments))]

@@ -174,6 +174,71 @@ bool ConstantSteps::stale(const std::vector<at::Tensor>& inputs) {
   return changed;
 }
 
+// Each kept step's kernel (its text: loop IR with its sizes), where each of
+// its buffers comes from (a graph input, or a kept result by position), then
+// each kept result's dtype and layout.
+std::string ConstantSteps::description() const {
+  const codegen::Program& p = *program_;
+  std::ostringstream out;
+  for (std::size_t i = 0; i < p.steps.size(); ++i) {
+    if (!constant_[i]) continue;
+    const Step& step = p.steps[i];
+    out << ir::to_string(p.kernels[step.kernel]) << "buffers:";
+    for (int s : step.buffer_slots) {
+      const auto kept = std::find(slots_.begin(), slots_.end(), s);
+      if (kept != slots_.end()) out << " k" << (kept - slots_.begin());
+      else out << " i" << p.slots[s].graph_input;
+    }
+    out << "\n";
+  }
+  for (int s : slots_) {
+    const Slot& slot = p.slots[s];
+    out << "kept " << ir::dtype_name(slot.dtype);
+    for (auto n : slot.sizes) out << " " << n;
+    out << " /";
+    for (auto n : slot.strides) out << " " << n;
+    out << "\n";
+  }
+  return out.str();
+}
+
+SharedConstants::Sources ConstantSteps::sources_now() const {
+  SharedConstants::Sources out;
+  for (const Seen& seen : sources_) out.emplace_back(seen.data, seen.version);
+  return out;
+}
+
+// (An inference tensor counts no versions: results from it are never shared.)
+bool ConstantSteps::adopt_from(SharedConstants& shared) {
+  if (description_.empty()) description_ = description();
+  const SharedConstants::Sources now = sources_now();
+  if (std::any_of(now.begin(), now.end(), [](const auto& s) { return s.second < 0; })) return false;
+  return shared.adopt(description_, now, seen_data_accesses_, kept_);
+}
+
+void ConstantSteps::offer_to(SharedConstants& shared) const {
+  const SharedConstants::Sources now = sources_now();
+  if (description_.empty() || std::any_of(now.begin(), now.end(), [](const auto& s) { return s.second < 0; })) return;
+  shared.offer(description_, now, seen_data_accesses_, kept_);
+}
+
+bool SharedConstants::adopt(const std::string& key, const Sources& now, std::uint64_t data_accesses,
+                            std::vector<at::Tensor>& kept) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  const auto it = entries_.find(key);
+  if (it == entries_.end() || it->second.sources != now || it->second.data_accesses != data_accesses ||
+      it->second.kept.size() != kept.size())
+    return false;
+  kept = it->second.kept;
+  return true;
+}
+
+void SharedConstants::offer(const std::string& key, Sources now, std::uint64_t data_accesses,
+                            const std::vector<at::Tensor>& kept) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  entries_[key] = Entry{std::move(now), data_accesses, kept};
+}
+
 std::vector<at::Tensor> ConstantSteps::kept_copy() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return kept_;

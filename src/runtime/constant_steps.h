@@ -19,7 +19,10 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <mutex>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "codegen/kept_constants.h"
@@ -33,6 +36,32 @@ namespace dv::runtime {
 // and kept results are computed again after any.
 void note_data_access();
 std::uint64_t data_accesses();
+
+// Kept results that the instances of one dynamic-shape plan share. Their
+// constant steps read the same parameters and, where the steps' kernels and
+// the results' layouts are the same (they do not depend on the symbolic
+// sizes), compute the same results: the first instance to compute them
+// offers them here, and the others adopt them (the same memory) while the
+// parameters are as they were, instead of each holding a copy (BERT-base's
+// bf16 weights under autocast: ~150 MB an instance). An instance that sees a
+// parameter change computes them again into that same memory, as before.
+class SharedConstants {
+ public:
+  using Sources = std::vector<std::pair<const void*, std::int64_t>>;  // (data, version) of each constant read
+  // The results offered under `key` computed from constants as `now`, into
+  // `kept`; false if there are none.
+  bool adopt(const std::string& key, const Sources& now, std::uint64_t data_accesses, std::vector<at::Tensor>& kept);
+  void offer(const std::string& key, Sources now, std::uint64_t data_accesses, const std::vector<at::Tensor>& kept);
+
+ private:
+  struct Entry {
+    Sources sources;
+    std::uint64_t data_accesses = 0;
+    std::vector<at::Tensor> kept;
+  };
+  std::mutex mutex_;
+  std::map<std::string, Entry> entries_;
+};
 
 class ConstantSteps {
  public:
@@ -69,6 +98,13 @@ class ConstantSteps {
   std::vector<at::Tensor> kept_copy() const;
   std::mutex& mutex() const { return mutex_; }
 
+  // After stale() said the results must be computed: takes them from
+  // another instance of the plan instead, where it computed the same steps
+  // from the constants as they are now (true). Call with mutex() held.
+  bool adopt_from(SharedConstants& shared);
+  // After computing them: offers them to the other instances.
+  void offer_to(SharedConstants& shared) const;
+
  private:
   struct Seen {
     int graph_input;
@@ -77,6 +113,10 @@ class ConstantSteps {
   };
   // The kept steps' slots and sources from constant_.
   void adopt();
+  // What the kept steps compute, independent of slot numbers: equal for two
+  // programs whose kept results are equal given the same constants.
+  std::string description() const;
+  SharedConstants::Sources sources_now() const;
 
   const codegen::Program* program_ = nullptr;
   bool within_eager_memory_ = true;
@@ -90,6 +130,7 @@ class ConstantSteps {
   std::uint64_t seen_data_accesses_ = 0;
   std::vector<at::Tensor> kept_;
   bool computed_ = false;
+  std::string description_;  // (made at the first adopt_from)
   mutable std::mutex mutex_;
 };
 

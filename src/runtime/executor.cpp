@@ -854,6 +854,7 @@ void Executor::refresh_constants(const std::vector<at::Tensor>& inputs) {
   std::lock_guard<std::mutex> lock(constants_->mutex());
   constants_->choose(inputs);
   if (!constants_->stale(inputs)) return;
+  if (shared_constants_ != nullptr && constants_->adopt_from(*shared_constants_)) return;  // another instance's
   std::vector<at::Tensor> slots(program_.slots.size());
   bind_inputs(inputs, slots, /*constants_only=*/true);  // all the constant steps read
   const std::vector<int>& kept_slots = constants_->slots();
@@ -873,6 +874,7 @@ void Executor::refresh_constants(const std::vector<at::Tensor>& inputs) {
   }
   for (std::size_t k = 0; k < kept_slots.size(); ++k) kept[k] = slots[kept_slots[k]];
   constant_kernel_runs_ += static_cast<std::int64_t>(constants_->steps());
+  if (shared_constants_ != nullptr) constants_->offer_to(*shared_constants_);
 }
 
 // Slots whose storage stays out of the arena besides the outputs: the kept

@@ -133,6 +133,11 @@ class Executor {
   void enable_cuda_graph(std::vector<bool> constant_inputs, std::shared_ptr<GraphPool> pool = nullptr,
                          std::vector<bool> produced_inputs = {}, std::int64_t held_elsewhere = 0);
 
+  // The kept results of constant steps (enable_cuda_graph) are shared with
+  // the other executors given `shared` (a dynamic-shape plan's instances of
+  // one segment; constant_steps.h). Call before the first run.
+  void share_constants(std::shared_ptr<SharedConstants> shared) { shared_constants_ = std::move(shared); }
+
   // What the graph's pool is estimated to hold through the call
   // (codegen::PoolReservation; 0 without a graph of its own).
   std::int64_t estimated_pool_bytes() const { return estimated_pool_bytes_; }
@@ -243,6 +248,7 @@ class Executor {
   bool size_arguments_;
   std::vector<std::int64_t> constant_sizes_;
   std::shared_ptr<const codegen::Program> reference_;  // use_reference
+  std::shared_ptr<SharedConstants> shared_constants_;   // share_constants
   std::atomic<bool> host_ready_{false};
   std::unique_ptr<HostKernels> host_;
   ExecutorStats stats_;

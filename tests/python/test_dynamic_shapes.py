@@ -467,6 +467,40 @@ def test_a_stream_of_new_shapes_holds_the_last_instances_only(segments, monkeypa
     assert deepvisor.stats(g)["instances_evicted"] == 6
 
 
+@pytest.mark.parametrize("cpu", ["interpreter", "fused"])
+def test_instances_share_the_results_of_constant_steps(cpu, monkeypatch):
+    """Constant steps (here w * 2 + 1 and b.exp(), kept by
+    DEEPVISOR_WEIGHT_COPIES=all also on the CPU) compute the same results in
+    every instance: the first computes them, the others use its results
+    (one copy, not one an instance); a parameter updated in place is seen by
+    every instance."""
+    monkeypatch.setenv("DEEPVISOR_WEIGHT_COPIES", "all")
+    monkeypatch.setenv("DEEPVISOR_CPU", cpu)
+
+    class M(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w, self.b = torch.nn.Parameter(torch.randn(16, 16)), torch.nn.Parameter(torch.randn(16))
+
+        def forward(self, x):
+            return torch.tanh(F.linear(x, self.w * 2 + 1, self.b.exp()))
+
+    m = M()
+    g = deepvisor.compile(m)
+    with torch.no_grad():
+        for n in (2, 3, 4, 5, 6, 7, 3):
+            _check(g, m, torch.randn(n, 16))
+        stats = deepvisor.stats(g)
+        each = stats["constant_kernels"] // 6  # in each of 6 executors: the static plan's, 5 instances'
+        assert stats["instances"] == 5 and each > 0 and stats["constant_kernels"] == 6 * each, stats
+        assert stats["constant_kernel_runs"] == each, stats  # once, in the symbolic capture's own instance
+        m.w.add_(0.5)
+        for n in (4, 5, 6, 7, 2, 3):
+            _check(g, m, torch.randn(n, 16))
+        # once more in the instances, once in the static plan (its first run)
+        assert deepvisor.stats(g)["constant_kernel_runs"] == 3 * each
+
+
 def test_a_constant_view_adds_no_fake_input_to_the_plan():
     """The shadow's fake of a constant that is a view (an index tensor sliced
     from a permutation) is made with no mode on: the fake's as_strided was
