@@ -110,7 +110,6 @@ class Writer {
   int loops_ = 0;
   std::vector<std::vector<bool>> needs_;  // per loop: the values it computes (or reads from the row buffer)
   std::vector<bool> cached_;              // kept in a row buffer by the loop of its stage
-  std::vector<std::int64_t> cache_offset_;
   std::vector<ValueId> cache_order_;      // the values in the row buffer, in the order of their offsets
   std::vector<ValueId> cache_store_;      // a cached value kept in the row of this store's output instead (-1: none)
   std::int64_t cache_bytes_ = 0;
@@ -275,7 +274,6 @@ std::vector<bool> Writer::needs_of_loop(int loop) const {
 // softmax's exp is kept, not the difference it is the exp of).
 void Writer::plan_row_cache() {
   cached_.assign(k_.body.size(), false);
-  cache_offset_.assign(k_.body.size(), -1);
   cache_order_.clear();
   std::vector<std::vector<bool>> computed(loops_);
   for (int s = 0; s < loops_; ++s) computed[s] = needs_of_loop(s);
@@ -292,7 +290,6 @@ void Writer::plan_row_cache() {
     const std::int64_t row = (k_.rnumel * ir::dtype_size(in.dtype) + 63) / 64 * 64;
     if (bytes + row > options_.max_row_cache_bytes) continue;
     cached_[v] = true;
-    cache_offset_[v] = bytes;
     cache_order_.push_back(v);
     bytes += row;
   }
@@ -352,7 +349,6 @@ void Writer::keep_cache_in_outputs() {
   cache_order_.clear();
   for (std::size_t i = k_.body.size(); i-- > 0;) {
     if (!cached_[i] || cache_store_[i] >= 0) continue;
-    cache_offset_[i] = bytes;
     cache_order_.push_back(static_cast<ValueId>(i));
     bytes += (k_.rnumel * ir::dtype_size(k_.body[i].dtype) + 63) / 64 * 64;
   }
@@ -669,7 +665,6 @@ void Writer::write_loop_body(int loop) {
 // One loop over r: plain, or in blocks of DV_SUM_LANES with partial sums
 // then the rest of the row one accumulator a reduction.
 void Writer::write_loop_form(int loop, const std::string& clauses, bool partial_sums) {
-  const std::string rnumel = "kRnumel";
   if (!partial_sums) {
     write_plain_loop(loop, clauses, "0");
     return;
@@ -691,7 +686,7 @@ void Writer::write_loop_form(int loop, const std::string& clauses, bool partial_
   std::string width = "DV_SUM_LANES(" + cpp::compute_type(k_.body[sums[0]].dtype) + ")";
   for (ValueId v : sums)
     if (k_.body[v].dtype == DType::Float64) width = "DV_SUM_LANES(double)";
-  line("const dv_i64 rblocks = " + rnumel + " / " + width + " * " + width + ";");
+  line("const dv_i64 rblocks = kRnumel / " + width + " * " + width + ";");
   line("for (dv_i64 r0 = 0; r0 < rblocks; r0 += " + width + ") {");
   ++indent_;
   line("#pragma omp simd");
