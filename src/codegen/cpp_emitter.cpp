@@ -131,16 +131,11 @@ std::string Writer::index_text(const IndexExpr& e, bool bounds_hold) {
 
 std::string Writer::size_text(std::int64_t value) { return table_.use(value, cpp::int_literal(value)); }
 
-// A Constant's value. With size arguments a whole float from 2 up (a mean's
-// count) is a use of a size, so that the source does not depend on it
-// (int-to-float conversion rounds to nearest, as the literal would); int
-// constants stay literals.
+// A Constant's value: a literal, or (size arguments) a whole float that may
+// be a symbolic size (SizeTable::float_use).
 std::string Writer::constant_text(const Instr& in) {
-  const std::string literal = cpp::constant(in);
-  const double v = in.fvalue;
-  if (!is_float(in.dtype) || !table_.enabled() || v < 2 || v >= 2147483648.0 || v != std::floor(v)) return literal;
-  const std::string text = table_.use(static_cast<std::int64_t>(v), literal);
-  return text == literal ? literal : "((" + cpp::compute_type(in.dtype) + ")" + text + ")";
+  if (!is_float(in.dtype)) return cpp::constant(in);
+  return table_.float_use(in.fvalue, cpp::constant(in), cpp::compute_type(in.dtype));
 }
 
 // The bytes of the row buffer's first `upto` values (cache_order_), each row

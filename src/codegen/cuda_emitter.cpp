@@ -949,17 +949,10 @@ std::string Emitter::size_use(std::int64_t value, const std::string& literal) co
 std::string Emitter::table_entry_name(std::size_t i) { return cat("dv_n.v[", i, "]"); }
 
 // A constant's value: a literal, or (size arguments) a whole float that may
-// be a symbolic size (a mean's count) from the size table, so that the
-// source does not depend on it. (Int-to-float conversion rounds to nearest,
-// as the literal would. Int constants stay literals: integer division by
-// them must stay cheap.)
+// be a symbolic size (SizeTable::float_use).
 std::string Emitter::constant_text(const Instr& in) const {
   if (!is_float(in.dtype)) return int_literal(in.ivalue, in.dtype);
-  const double v = in.fvalue;
-  const std::string literal = float_literal(v, in.dtype);
-  if (!dev_.size_arguments || v < 2 || v >= 2147483648.0 || v != std::floor(v)) return literal;
-  const std::string text = size_use(static_cast<std::int64_t>(v), literal);
-  return text == literal ? literal : cat("((", ctype(in.dtype), ")", text, ")");
+  return table_.float_use(in.fvalue, float_literal(in.fvalue, in.dtype), ctype(in.dtype));
 }
 
 std::string Emitter::size_ll(std::int64_t value) const {

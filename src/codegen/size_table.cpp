@@ -1,6 +1,7 @@
 #include "codegen/size_table.h"
 
 #include <algorithm>
+#include <cmath>
 
 namespace dv::codegen {
 
@@ -23,6 +24,12 @@ std::string SizeTable::use(std::int64_t value, const std::string& literal) {
   if (fixed) return literal;
   values_.push_back(value);
   return entry_name_(values_.size() - 1);
+}
+
+std::string SizeTable::float_use(double value, const std::string& literal, const std::string& type) {
+  if (!enabled_ || value < 2 || value >= 2147483648.0 || value != std::floor(value)) return literal;
+  const std::string text = use(static_cast<std::int64_t>(value), literal);
+  return text == literal ? literal : "((" + type + ")" + text + ")";
 }
 
 std::string SizeTable::entry(std::int64_t value) {

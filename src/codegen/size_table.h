@@ -61,6 +61,13 @@ class SizeTable {
   // One use that is an entry whatever its origin (an extent of the
   // iteration space, where symbolic sizes show).
   std::string entry(std::int64_t value);
+  // A float constant of `type` (the source's name for it): `literal`, or
+  // where it is a whole number from 2 up that may be a symbolic size (a
+  // mean's count), a use of that size converted to `type` (int-to-float
+  // conversion rounds to nearest, as the literal would), so that the source
+  // does not depend on it. Int constants stay literals: integer division by
+  // them must stay cheap.
+  std::string float_use(double value, const std::string& literal, const std::string& type);
   // The table's values, in entry order.
   const std::vector<std::int64_t>& values() const { return values_; }
 

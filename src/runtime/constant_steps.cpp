@@ -208,18 +208,24 @@ SharedConstants::Sources ConstantSteps::sources_now() const {
   return out;
 }
 
-// (An inference tensor counts no versions: results from it are never shared.)
+namespace {
+
+// An inference tensor counts no versions (-1): results from it are never shared.
+bool versions_counted(const SharedConstants::Sources& sources) {
+  return std::none_of(sources.begin(), sources.end(), [](const auto& s) { return s.second < 0; });
+}
+
+}  // namespace
+
 bool ConstantSteps::adopt_from(SharedConstants& shared) {
   if (description_.empty()) description_ = description();
   const SharedConstants::Sources now = sources_now();
-  if (std::any_of(now.begin(), now.end(), [](const auto& s) { return s.second < 0; })) return false;
-  return shared.adopt(description_, now, seen_data_accesses_, kept_);
+  return versions_counted(now) && shared.adopt(description_, now, seen_data_accesses_, kept_);
 }
 
 void ConstantSteps::offer_to(SharedConstants& shared) const {
   const SharedConstants::Sources now = sources_now();
-  if (description_.empty() || std::any_of(now.begin(), now.end(), [](const auto& s) { return s.second < 0; })) return;
-  shared.offer(description_, now, seen_data_accesses_, kept_);
+  if (!description_.empty() && versions_counted(now)) shared.offer(description_, now, seen_data_accesses_, kept_);
 }
 
 bool SharedConstants::adopt(const std::string& key, const Sources& now, std::uint64_t data_accesses,

@@ -52,20 +52,18 @@ std::vector<HostKernel> prepare_host_kernels(const std::vector<ir::Kernel>& kern
     for (auto& h : out) h.why_not = compiler.unavailable_reason();
     return out;
   }
-  std::vector<codegen::CppKernel> emitted(kernels.size());
-  const std::vector<codegen::CppEmitResult> results = emit_host_kernels(kernels, sizes);
-  for (std::size_t i = 0; i < kernels.size(); ++i) {
-    if (results[i].kernel) emitted[i] = *results[i].kernel;
-    else out[i].why_not = "not supported by the C++ emitter: " + results[i].unsupported;
-  }
+  const std::vector<codegen::CppEmitResult> emitted = emit_host_kernels(kernels, sizes);
+  for (std::size_t i = 0; i < kernels.size(); ++i)
+    if (!emitted[i].kernel) out[i].why_not = "not supported by the C++ emitter: " + emitted[i].unsupported;
   // One thread a core: the compiles are separate processes, the threads only wait on them.
   const std::size_t threads = std::max(1u, std::thread::hardware_concurrency());
   run_on_threads(kernels.size(), threads, [&](std::size_t i) {
-    if (emitted[i].source.empty()) return;
+    if (!emitted[i].kernel) return;
+    const codegen::CppKernel& k = *emitted[i].kernel;
     try {
-      out[i].fn = compiler.get_function(emitted[i].source, emitted[i].name);
-      out[i].parallel = emitted[i].parallel;
-      out[i].size_args = emitted[i].size_args;
+      out[i].fn = compiler.get_function(k.source, k.name);
+      out[i].parallel = k.parallel;
+      out[i].size_args = k.size_args;
     } catch (const std::exception& e) {
       out[i].why_not = e.what();
     }

@@ -342,6 +342,23 @@ def test_bert_compiles_nothing_after_the_second_value_of_each_dimension(monkeypa
     assert compiles[2:] == [compiles[1]] * (len(compiles) - 2), compiles
 
 
+def _conv_block_over_batch_sizes(compiles_stat):
+    """A conv block compiled and called over 5 batch sizes, each result
+    against eager: (the compiled block, the stat `compiles_stat` after each
+    call)."""
+    torch.manual_seed(0)
+    block = torch.nn.Sequential(torch.nn.Conv2d(3, 24, 3, padding=1), torch.nn.BatchNorm2d(24), torch.nn.ReLU(),
+                                torch.nn.MaxPool2d(2)).eval()
+    g = deepvisor.compile(block)
+    compiles = []
+    with torch.no_grad():
+        for n in (2, 3, 5, 4, 7):
+            x = torch.randn(n, 3, 10, 10)
+            torch.testing.assert_close(g(x), block(x), rtol=1e-4, atol=1e-4)
+            compiles.append(deepvisor.stats(g)[compiles_stat])
+    return g, compiles
+
+
 def test_static_sizes_stay_literals_in_the_kernels_of_instances(monkeypatch, tmp_path):
     """A batch sweep of a conv block: the kernels of instances take the batch
     from the size table but keep static sizes (channels, H*W) as literals,
@@ -350,15 +367,7 @@ def test_static_sizes_stay_literals_in_the_kernels_of_instances(monkeypatch, tmp
     monkeypatch.setenv("DEEPVISOR_CPU", "interpreter")
     monkeypatch.setenv("DEEPVISOR_VALIDATE_CUDA", "1")
     monkeypatch.setenv("DEEPVISOR_CACHE_DIR", str(tmp_path))
-    torch.manual_seed(0)
-    block = torch.nn.Sequential(torch.nn.Conv2d(3, 24, 3, padding=1), torch.nn.BatchNorm2d(24), torch.nn.ReLU(), torch.nn.MaxPool2d(2)).eval()
-    g = deepvisor.compile(block)
-    compiles = []
-    with torch.no_grad():
-        for n in (2, 3, 5, 4, 7):
-            x = torch.randn(n, 3, 10, 10)
-            torch.testing.assert_close(g(x), block(x), rtol=1e-4, atol=1e-4)
-            compiles.append(deepvisor.stats(g)["nvrtc_compiles"])
+    g, compiles = _conv_block_over_batch_sizes("nvrtc_compiles")
     assert deepvisor.stats(g)["captures"] == 2
     assert compiles[2:] == [compiles[1]] * 3, compiles
     [plan] = _symbolic_plans(g)
@@ -422,16 +431,7 @@ def test_static_sizes_stay_literals_in_the_cpp_of_instances(monkeypatch, tmp_pat
     literals (index math divides by constants); instances after the first
     compile nothing."""
     _host_compiler(monkeypatch, tmp_path, "compiled")
-    torch.manual_seed(0)
-    block = torch.nn.Sequential(torch.nn.Conv2d(3, 24, 3, padding=1), torch.nn.BatchNorm2d(24), torch.nn.ReLU(),
-                                torch.nn.MaxPool2d(2)).eval()
-    g = deepvisor.compile(block)
-    compiles = []
-    with torch.no_grad():
-        for n in (2, 3, 5, 4, 7):
-            x = torch.randn(n, 3, 10, 10)
-            torch.testing.assert_close(g(x), block(x), rtol=1e-4, atol=1e-4)
-            compiles.append(deepvisor.stats(g)["host_compiles"])
+    g, compiles = _conv_block_over_batch_sizes("host_compiles")
     assert compiles[2] > 0 and compiles[3:] == [compiles[2]] * 2, compiles
     [plan] = _symbolic_plans(g)
     sources = "\n".join(source for e in plan.symbolic.executors() for source in e.cpp_sources())
