@@ -220,29 +220,30 @@ bool versions_counted(const SharedConstants::Sources& sources) {
 bool ConstantSteps::adopt_from(SharedConstants& shared) {
   if (description_.empty()) description_ = description();
   const SharedConstants::Sources now = sources_now();
-  return versions_counted(now) && shared.adopt(description_, now, seen_data_accesses_, kept_);
+  return versions_counted(now) && shared.adopt(description_, now, seen_data_accesses_, kept_, written_);
 }
 
 void ConstantSteps::offer_to(SharedConstants& shared) const {
   const SharedConstants::Sources now = sources_now();
-  if (!description_.empty() && versions_counted(now)) shared.offer(description_, now, seen_data_accesses_, kept_);
+  if (!description_.empty() && versions_counted(now)) shared.offer(description_, now, seen_data_accesses_, kept_, written_);
 }
 
 bool SharedConstants::adopt(const std::string& key, const Sources& now, std::uint64_t data_accesses,
-                            std::vector<at::Tensor>& kept) {
+                            std::vector<at::Tensor>& kept, WrittenOnStream& written) {
   std::lock_guard<std::mutex> lock(mutex_);
   const auto it = entries_.find(key);
   if (it == entries_.end() || it->second.sources != now || it->second.data_accesses != data_accesses ||
       it->second.kept.size() != kept.size())
     return false;
   kept = it->second.kept;
+  written = it->second.written;
   return true;
 }
 
 void SharedConstants::offer(const std::string& key, Sources now, std::uint64_t data_accesses,
-                            const std::vector<at::Tensor>& kept) {
+                            const std::vector<at::Tensor>& kept, const WrittenOnStream& written) {
   std::lock_guard<std::mutex> lock(mutex_);
-  entries_[key] = Entry{std::move(now), data_accesses, kept};
+  entries_[key] = Entry{std::move(now), data_accesses, kept, written};
 }
 
 std::vector<at::Tensor> ConstantSteps::kept_copy() const {

@@ -27,6 +27,7 @@
 
 #include "codegen/kept_constants.h"
 #include "codegen/program.h"
+#include "runtime/stream_order.h"
 
 namespace dv::runtime {
 
@@ -50,14 +51,18 @@ class SharedConstants {
   using Sources = std::vector<std::pair<const void*, std::int64_t>>;  // (data, version) of each constant read
   // The results offered under `key` computed from constants as `now`, into
   // `kept`; false if there are none.
-  bool adopt(const std::string& key, const Sources& now, std::uint64_t data_accesses, std::vector<at::Tensor>& kept);
-  void offer(const std::string& key, Sources now, std::uint64_t data_accesses, const std::vector<at::Tensor>& kept);
+  // `written`: the stream they were computed on, for readers on others.
+  bool adopt(const std::string& key, const Sources& now, std::uint64_t data_accesses, std::vector<at::Tensor>& kept,
+             WrittenOnStream& written);
+  void offer(const std::string& key, Sources now, std::uint64_t data_accesses, const std::vector<at::Tensor>& kept,
+             const WrittenOnStream& written);
 
  private:
   struct Entry {
     Sources sources;
     std::uint64_t data_accesses = 0;
     std::vector<at::Tensor> kept;
+    WrittenOnStream written;
   };
   std::mutex mutex_;
   std::map<std::string, Entry> entries_;
@@ -104,6 +109,10 @@ class ConstantSteps {
   bool adopt_from(SharedConstants& shared);
   // After computing them: offers them to the other instances.
   void offer_to(SharedConstants& shared) const;
+  // After computing them on `device`: a call on another stream waits for
+  // them (order_reader, before each call reads them). Call with mutex() held.
+  void written_on_current_stream(const c10::Device& device) { written_.record(device); }
+  void order_reader(const c10::Device& device) { written_.order_reader(device); }
 
  private:
   struct Seen {
@@ -129,6 +138,7 @@ class ConstantSteps {
   std::vector<Seen> sources_;  // the graph inputs the steps read
   std::uint64_t seen_data_accesses_ = 0;
   std::vector<at::Tensor> kept_;
+  WrittenOnStream written_;
   bool computed_ = false;
   std::string description_;  // (made at the first adopt_from)
   mutable std::mutex mutex_;

@@ -853,8 +853,17 @@ void Executor::refresh_constants(const std::vector<at::Tensor>& inputs) {
   if (!constants_) return;
   std::lock_guard<std::mutex> lock(constants_->mutex());
   constants_->choose(inputs);
-  if (!constants_->stale(inputs)) return;
-  if (shared_constants_ != nullptr && constants_->adopt_from(*shared_constants_)) return;  // another instance's
+  auto adopted = [&] {  // another instance's
+    return shared_constants_ != nullptr && constants_->adopt_from(*shared_constants_);
+  };
+  if (constants_->stale(inputs) && !adopted()) compute_kept_results(inputs);
+  constants_->order_reader(device_);  // computed on another stream (another call's, or another instance's)
+}
+
+// Runs the constant steps into the kept results (the same memory as before,
+// where there were any) and offers them to the other instances. Called with
+// the constants' mutex held.
+void Executor::compute_kept_results(const std::vector<at::Tensor>& inputs) {
   std::vector<at::Tensor> slots(program_.slots.size());
   bind_inputs(inputs, slots, /*constants_only=*/true);  // all the constant steps read
   const std::vector<int>& kept_slots = constants_->slots();
@@ -874,6 +883,7 @@ void Executor::refresh_constants(const std::vector<at::Tensor>& inputs) {
   }
   for (std::size_t k = 0; k < kept_slots.size(); ++k) kept[k] = slots[kept_slots[k]];
   constant_kernel_runs_ += static_cast<std::int64_t>(constants_->steps());
+  constants_->written_on_current_stream(device_);
   if (shared_constants_ != nullptr) constants_->offer_to(*shared_constants_);
 }
 

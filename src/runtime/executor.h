@@ -212,8 +212,10 @@ class Executor {
   // `launches`: the CUDA kernels it launched are added to it.
   std::vector<at::Tensor> run_steps(const std::vector<at::Tensor>& inputs, std::int64_t& launches);
   // Outside any CUDA-graph capture, before the steps: the constant steps'
-  // results computed where they are missing or their constants changed.
+  // results computed where they are missing or their constants changed, and
+  // the current stream ordered after them.
   void refresh_constants(const std::vector<at::Tensor>& inputs);
+  void compute_kept_results(const std::vector<at::Tensor>& inputs);
   // Before the first computation of the kept results: their slots in `slots`
   // made views of one allocation.
   void pack_kept_results(std::vector<at::Tensor>& slots);

@@ -116,3 +116,41 @@ def test_instances_share_their_kept_weight_casts():
     weights_bf16 = 4 * 1024 * 1024 * 2
     assert deepvisor.stats(g)["constant_kernels"] > 0
     assert torch.cuda.memory_allocated() - held < 2 * weights_bf16, (torch.cuda.memory_allocated() - held)
+
+
+def _bf16_linear_stack(seed=0):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(*[torch.nn.Linear(1024, 1024) for _ in range(4)]).cuda().eval()
+
+
+@pytest.mark.parametrize("graphs", ["graphs", "steps"])
+@pytest.mark.parametrize("reader", ["same_instance", "another_instance"])
+def test_a_call_on_another_stream_waits_for_the_kept_casts(graphs, reader, monkeypatch):
+    """The weights' bf16 casts (kept between calls) are computed again on
+    stream s1 after the weights change, queued behind a long sleep; a call on
+    s2 enqueued meanwhile (the same shape, or another shape whose instance
+    adopts the casts) must wait for them, not read the old casts. The user
+    can order neither: the casts are deepvisor's tensors."""
+    if graphs == "steps":
+        monkeypatch.setenv("DEEPVISOR_CUDA_GRAPHS", "0")
+    layers = _bf16_linear_stack()
+    g = deepvisor.compile(layers)
+    x8, x16, x24 = (torch.randn(2, seq, 1024, device="cuda") for seq in (8, 16, 24))
+    with torch.no_grad(), torch.autocast("cuda", torch.bfloat16):
+        for x in (x8, x16, x24, x16, x24, x24):  # a symbolic capture; instances for 16 and 24, replayed
+            g(x)
+        torch.cuda.synchronize()
+        for p in layers.parameters():
+            p.mul_(-0.5)  # the kept casts are stale now
+        torch.cuda.synchronize()
+        s1, s2 = torch.cuda.Stream(), torch.cuda.Stream()
+        with torch.cuda.stream(s1):
+            torch.cuda._sleep(1_000_000_000)  # about half a second
+            g(x16)  # computes the casts again, on s1 behind the sleep
+        x = x16 if reader == "same_instance" else x24
+        with torch.cuda.stream(s2):
+            got = g(x)
+        assert not s1.query(), "the sleep ended before the second call was enqueued: no race was tested"
+        torch.cuda.synchronize()
+        want = layers(x)
+    torch.testing.assert_close(got.float(), want.float(), rtol=2e-2, atol=2e-2)
