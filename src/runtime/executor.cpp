@@ -640,6 +640,7 @@ void Executor::prepare_host() {
 
 std::vector<at::Tensor> Executor::run(const std::vector<at::Tensor>& inputs) {
   refresh_constants(inputs);
+  order_after_prepared_inputs();
   if (graph_) {
     auto out = graph_->run(inputs, [this](const std::vector<at::Tensor>& in, std::int64_t& launches) {
       return run_steps(in, launches);
@@ -664,9 +665,16 @@ at::Tensor Executor::relaid_input(int graph_input, const at::Tensor& t, const ir
   // and held in its pool: it is made there, not kept.
   if (t.is_cuda() && c10::cuda::currentStreamCaptureStatusMayInitCtx() != c10::cuda::CaptureStatus::None)
     return in_layout(t, meta);
-  p = {t.data_ptr(), static_cast<std::int64_t>(t._version()), accesses, in_layout(t, meta)};
+  p = {t.data_ptr(), static_cast<std::int64_t>(t._version()), accesses, in_layout(t, meta), {}};
+  p.written.record(device_);
   ++inputs_prepared_;
   return p.tensor;
+}
+
+void Executor::order_after_prepared_inputs() {
+  if (!device_.is_cuda()) return;
+  std::lock_guard<std::mutex> lock(prepared_mutex_);
+  for (auto& [input, prepared] : prepared_) prepared.written.order_reader(device_);
 }
 
 namespace {

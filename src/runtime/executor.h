@@ -25,6 +25,7 @@
 #include "runtime/constant_steps.h"
 #include "runtime/host_kernels.h"
 #include "runtime/pool_room.h"
+#include "runtime/stream_order.h"
 
 namespace dv::runtime {
 
@@ -216,6 +217,9 @@ class Executor {
   // the current stream ordered after them.
   void refresh_constants(const std::vector<at::Tensor>& inputs);
   void compute_kept_results(const std::vector<at::Tensor>& inputs);
+  // Before a call reads the prepared inputs (a graph's replay reads them
+  // too): the current stream ordered after their copies.
+  void order_after_prepared_inputs();
   // Before the first computation of the kept results: their slots in `slots`
   // made views of one allocation.
   void pack_kept_results(std::vector<at::Tensor>& slots);
@@ -264,6 +268,7 @@ class Executor {
     std::int64_t version = -1;
     std::uint64_t data_accesses = 0;  // runtime::data_accesses() when made
     at::Tensor tensor;
+    WrittenOnStream written;  // the copy's stream
   };
   std::vector<bool> constant_inputs_;
   std::vector<bool> produced_inputs_;  // graph inputs an earlier segment made (enable_cuda_graph)

@@ -64,6 +64,39 @@ def test_bf16_parameters_are_converted_once_on_the_gpu(monkeypatch):
         torch.testing.assert_close(got.float(), want.float(), rtol=3e-2, atol=3e-2)
 
 
+@pytest.mark.parametrize("graphs", ["graphs", "steps"])
+def test_a_call_on_another_stream_waits_for_the_converted_parameters(monkeypatch, graphs):
+    """A bf16 model's parameters are converted to channels-last once and
+    kept; after they change in place, the conversion runs again on stream s1,
+    queued behind a long sleep. A call on s2 enqueued meanwhile must wait for
+    it, not read the old copies (they are deepvisor's, so the user cannot
+    order s2 after them)."""
+    monkeypatch.delenv("DEEPVISOR_CHANNELS_LAST", raising=False)
+    if graphs == "steps":
+        monkeypatch.setenv("DEEPVISOR_CUDA_GRAPHS", "0")
+    m = model(ConvNet).cuda().bfloat16()
+    x = torch.randn(2, 3, 29, 31, device="cuda", dtype=torch.bfloat16)
+    g = deepvisor.compile(m)
+    with torch.no_grad():
+        for _ in range(3):
+            g(x)
+        torch.cuda.synchronize()
+        for p in m.parameters():
+            p.mul_(-0.5)
+        torch.cuda.synchronize()
+        s1, s2 = torch.cuda.Stream(), torch.cuda.Stream()
+        with torch.cuda.stream(s1):
+            torch.cuda._sleep(1_000_000_000)  # about half a second
+            g(x)  # converts the parameters again, on s1 behind the sleep
+        with torch.cuda.stream(s2):
+            got = g(x)
+        assert not s1.query(), "the sleep ended before the second call was enqueued: no race was tested"
+        torch.cuda.synchronize()
+        want = m(x)
+    assert deepvisor.stats(g)["inputs_prepared"] >= 8, deepvisor.stats(g)
+    torch.testing.assert_close(got.float(), want.float(), rtol=3e-2, atol=3e-2)
+
+
 def test_float32_convolutions_keep_nchw_by_default(monkeypatch):
     monkeypatch.delenv("DEEPVISOR_CHANNELS_LAST", raising=False)
     m = model(FeatureMaps).cuda()
