@@ -1,6 +1,6 @@
 // dvdump: prints the stages of compiling a dumped graph.
 //
-//   dvdump FILE [--stage graph|plan|loop|groups|cuda|all] [--arch N] [--no-fuse] [--channels-last auto|always|never]
+//   dvdump FILE [--stage graph|plan|loop|groups|cuda|candidates|all] [--arch N] [--no-fuse] [--channels-last auto|always|never]
 //          [--row-chunks N] [--row-threads N] [--row-looped] [--no-loop-hints] [--loop-hints 0-3] [--no-loop-moments] [--no-one-step-looped] [--col-rows N] [--pw-threads N] [--pw-chunks N]
 //
 // FILE is a graph in deepvisor's text format, as written by
@@ -11,6 +11,7 @@
 #include <string>
 
 #include "codegen/cuda_emitter.h"
+#include "codegen/kernel_configs.h"
 #include "codegen/program.h"
 #include "ir/op_graph.h"
 
@@ -18,12 +19,34 @@ namespace {
 
 int usage(const char* why) {
   std::cerr << "dvdump: " << why << "\n"
-            << "usage: dvdump FILE [--stage graph|plan|loop|groups|cuda|all] [--arch N] [--no-fuse] [--channels-last auto|always|never]\n"
+            << "usage: dvdump FILE [--stage graph|plan|loop|groups|cuda|candidates|all] [--arch N] [--no-fuse] [--channels-last auto|always|never]\n"
             << "              [--row-chunks N] [--row-threads N] [--row-looped] [--no-loop-hints] [--loop-hints 0-3] [--no-loop-moments] [--no-one-step-looped] [--col-rows N] [--pw-threads N] [--pw-chunks N]   (row-kernel tiles, for experiments)\n";
   return 2;
 }
 
 void section(const std::string& title) { std::cout << "==== " << title << " ====\n"; }
+
+// The line of an emitted kernel's header that names its strategy.
+std::string strategy_line(const std::string& source) {
+  const auto at = source.find("// strategy: ");
+  if (at == std::string::npos) return "";
+  return source.substr(at + 13, source.find('\n', at) - at - 13);
+}
+
+// What autotuning would time for each kernel (codegen/kernel_configs.h):
+// the candidates in order, the first being the heuristic's.
+void print_candidates(const dv::codegen::Program& p, const dv::codegen::DeviceSpec& spec,
+                      const dv::codegen::KernelTuning& base) {
+  for (const auto& k : p.kernels) {
+    std::cout << k.name << " (xnumel=" << k.xnumel << ", rnumel=" << k.rnumel << "):\n";
+    const auto candidates = dv::codegen::candidates(k, spec, base);
+    for (std::size_t i = 0; i < candidates.size(); ++i) {
+      const auto& c = candidates[i];
+      std::cout << "  #" << i << " " << dv::codegen::to_string(c.tuning) << ": grid " << c.kernel.launch.grid[0]
+                << " block " << c.kernel.launch.block[0] << "; " << strategy_line(c.kernel.source) << "\n";
+    }
+  }
+}
 
 void print_groups(const dv::codegen::Program& p) {
   for (const auto& g : p.groups) {
@@ -69,7 +92,8 @@ int main(int argc, char** argv) {
   }
   if (file.empty()) return usage("no graph file given");
   const bool all = stage == "all";
-  if (!all && stage != "graph" && stage != "plan" && stage != "loop" && stage != "groups" && stage != "cuda")
+  if (!all && stage != "graph" && stage != "plan" && stage != "loop" && stage != "groups" && stage != "cuda" &&
+      stage != "candidates")
     return usage(("unknown stage " + stage).c_str());
   std::ifstream in(file);
   if (!in) return usage(("cannot read " + file).c_str());
@@ -106,6 +130,10 @@ int main(int argc, char** argv) {
                   << ") shared " << c.launch.shared_bytes << "\n"
                   << c.source << "\n";
       }
+    }
+    if (stage == "candidates") {
+      section("autotune candidates (sm_" + std::to_string(spec.arch) + ")");
+      print_candidates(program, spec, tuning);
     }
   } catch (const std::exception& e) {
     std::cerr << "dvdump: " << file << ": " << e.what() << "\n";
