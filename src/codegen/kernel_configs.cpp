@@ -49,6 +49,12 @@ std::vector<KernelTuning> tuning_space(const ir::Kernel& kernel, const KernelTun
   add([](KernelTuning& t) { t.row_whole_warps = true; });
   add([](KernelTuning& t) { t.row_block_threads = 128; });
   add([](KernelTuning& t) { t.row_block_threads = 512; });
+  // A warp a row and a block a row, as Inductor lays out rows of 256-1024
+  // (one warp, no shared memory): the block size may matter where a block's
+  // rows wait for each other to retire.
+  add([](KernelTuning& t) { t.row_chunks_per_thread = 8, t.row_block_threads = 32; });
+  add([](KernelTuning& t) { t.row_chunks_per_thread = 4, t.row_block_threads = 32; });
+  add([](KernelTuning& t) { t.row_block_threads = 64; });
   add([](KernelTuning& t) { t.stream_hints = true; });
   add([](KernelTuning& t) { t.col_rows_per_block = 32; });
   add([](KernelTuning& t) { t.col_rows_per_block = 128; });

@@ -93,8 +93,9 @@ def test_a_call_on_another_stream_waits_for_the_converted_parameters(monkeypatch
         assert not s1.query(), "the sleep ended before the second call was enqueued: no race was tested"
         torch.cuda.synchronize()
         want = m(x)
-    assert deepvisor.stats(g)["inputs_prepared"] >= 8, deepvisor.stats(g)
     torch.testing.assert_close(got.float(), want.float(), rtol=3e-2, atol=3e-2)
+    if graphs == "steps":  # (a graphed plan converts them inside its graph after the change)
+        assert deepvisor.stats(g)["inputs_prepared"] >= 8, deepvisor.stats(g)
 
 
 def test_float32_convolutions_keep_nchw_by_default(monkeypatch):
