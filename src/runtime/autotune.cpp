@@ -101,13 +101,15 @@ double Autotuner::budget_ms() {
   return ms > 0 ? ms : 150.0;
 }
 
-bool Autotuner::cold_l2() {
+bool Autotuner::cold_l2(std::size_t kernel_bytes, std::size_t l2_bytes) {
   const char* v = std::getenv("DEEPVISOR_AUTOTUNE_COLD_L2");
-  return v != nullptr && std::string(v) == "1";
+  if (v != nullptr && std::string(v) == "1") return true;
+  if (v != nullptr && std::string(v) == "0") return false;
+  return l2_bytes > 0 && kernel_bytes > l2_bytes / 2;
 }
 
 std::string Autotuner::key(const AutotuneDevice& d, const std::string& default_source) {
-  return content_key({"autotune-v1", d.name, std::to_string(d.sm_count), std::to_string(d.arch),
+  return content_key({"autotune-v2", d.name, std::to_string(d.sm_count), std::to_string(d.arch),
                       std::to_string(d.driver_version), d.nvrtc_version, default_source});
 }
 
@@ -247,6 +249,20 @@ AutotuneTurn::~AutotuneTurn() {
   ::close(fd_);
 }
 
+namespace {
+
+std::size_t scratch_bytes(const ir::KernelBuffer& b) {
+  return (static_cast<std::size_t>(std::max<std::int64_t>(1, b.numel)) * ir::dtype_size(b.dtype) + 15) / 16 * 16;
+}
+
+}  // namespace
+
+std::size_t TimingScratch::bytes_of(const ir::Kernel& kernel) {
+  std::size_t bytes = 0;
+  for (const ir::KernelBuffer& b : kernel.buffers) bytes += scratch_bytes(b);
+  return bytes;
+}
+
 TimingScratch::TimingScratch(const ir::Kernel& kernel, std::size_t flush_bytes) {
   CudaDriver& driver = CudaDriver::instance();
   try {
@@ -255,8 +271,7 @@ TimingScratch::TimingScratch(const ir::Kernel& kernel, std::size_t flush_bytes) 
       flush_bytes_ = flush_bytes;
     }
     for (const ir::KernelBuffer& b : kernel.buffers) {
-      const std::size_t bytes =
-          (static_cast<std::size_t>(std::max<std::int64_t>(1, b.numel)) * ir::dtype_size(b.dtype) + 15) / 16 * 16;
+      const std::size_t bytes = scratch_bytes(b);
       buffers_.push_back(driver.mem_alloc(bytes));
       driver.memset_zero(buffers_.back(), bytes);
       pointers_.push_back(reinterpret_cast<void*>(buffers_.back()));

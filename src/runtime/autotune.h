@@ -58,10 +58,18 @@ class Autotuner {
   static bool enabled();
   // Timing budget a kernel: DEEPVISOR_AUTOTUNE_BUDGET_MS, default 150 ms.
   static double budget_ms();
-  // DEEPVISOR_AUTOTUNE_COLD_L2=1: each timed launch after the L2 is
-  // overwritten (TimingScratch), as bench/micro.py's timer does; default off
-  // until measured (bench/NOTES.md, twelfth session).
-  static bool cold_l2();
+  // Whether a kernel whose buffers hold `kernel_bytes` is timed with a cold
+  // L2 (each launch alone after the L2 is overwritten: TimingScratch), on a
+  // device of `l2_bytes` of L2. By default, where its buffers exceed half the
+  // L2: back-to-back launches of such a kernel re-read what the last launch
+  // left in the L2, which favours the candidates that leave the most there
+  // (streaming stores) over the ones that are faster from memory, where that
+  // data would be in a real run too (bench/NOTES.md, fortieth session: on
+  // an H100, layer_norm 32768x768 f32 chose streaming stores warm, 1.4%
+  // slower than the default with the L2 flushed). Smaller kernels are timed
+  // warm, as a model's kernels find what the kernel before them wrote.
+  // DEEPVISOR_AUTOTUNE_COLD_L2=1: always cold; =0: always warm.
+  static bool cold_l2(std::size_t kernel_bytes, std::size_t l2_bytes);
 
   // The key of a kernel's choice on `device`: content_key of both.
   static std::string key(const AutotuneDevice& device, const std::string& default_source);
@@ -136,6 +144,8 @@ class TimingScratch {
   // each timed launch so that the launch starts with a cold L2 (about twice
   // the L2's size).
   explicit TimingScratch(const ir::Kernel& kernel, std::size_t flush_bytes = 0);
+  // The bytes of the buffers made for `kernel`.
+  static std::size_t bytes_of(const ir::Kernel& kernel);
   ~TimingScratch();
   TimingScratch(const TimingScratch&) = delete;
   TimingScratch& operator=(const TimingScratch&) = delete;

@@ -507,9 +507,11 @@ void Executor::autotune(int device_index, const codegen::DeviceSpec& spec, std::
       std::vector<CUfunction> loaded(q.candidates.size(), nullptr);  // each module loaded once
       auto time = [&](std::size_t c) {
         const codegen::CudaKernel& k = q.candidates[c].kernel;
-        if (!scratch)
-          scratch.emplace(program_.kernels[q.kernel],
-                          Autotuner::cold_l2() ? 2 * static_cast<std::size_t>(info.l2_bytes) : 0);
+        if (!scratch) {
+          const ir::Kernel& kernel = program_.kernels[q.kernel];
+          const auto l2 = static_cast<std::size_t>(info.l2_bytes);
+          scratch.emplace(kernel, Autotuner::cold_l2(TimingScratch::bytes_of(kernel), l2) ? 2 * l2 : 0);
+        }
         if (loaded[c] == nullptr) loaded[c] = driver.load_function(cubins[first + c], k.name);
         return scratch->time(loaded[c], k, size_table_bytes(k), stream);
       };

@@ -248,3 +248,21 @@ TEST_CASE("DEEPVISOR_LOG kinds, as the Python side reads them", "[autotune]") {
   CHECK_FALSE(dv::runtime::log_enabled("autotune"));
   if (saved != nullptr) ::setenv("DEEPVISOR_LOG", keep.c_str(), 1);
 }
+
+TEST_CASE("Cold-L2 timing: kernels over half the L2 by default, DEEPVISOR_AUTOTUNE_COLD_L2 forces either", "[autotune]") {
+  using dv::runtime::Autotuner;
+  const char* saved = std::getenv("DEEPVISOR_AUTOTUNE_COLD_L2");
+  const std::string keep = saved != nullptr ? saved : "";
+  const std::size_t l2 = 50u << 20;
+  ::unsetenv("DEEPVISOR_AUTOTUNE_COLD_L2");
+  CHECK(Autotuner::cold_l2(64u << 20, l2));  // layer_norm 16384x1024 bf16: 32 MB in, 32 MB out
+  CHECK_FALSE(Autotuner::cold_l2(8u << 20, l2));
+  CHECK_FALSE(Autotuner::cold_l2(l2 / 2, l2));
+  CHECK_FALSE(Autotuner::cold_l2(64u << 20, 0));  // L2 size unknown: warm, as before
+  ::setenv("DEEPVISOR_AUTOTUNE_COLD_L2", "1", 1);
+  CHECK(Autotuner::cold_l2(8u << 20, l2));
+  ::setenv("DEEPVISOR_AUTOTUNE_COLD_L2", "0", 1);
+  CHECK_FALSE(Autotuner::cold_l2(64u << 20, l2));
+  ::unsetenv("DEEPVISOR_AUTOTUNE_COLD_L2");
+  if (saved != nullptr) ::setenv("DEEPVISOR_AUTOTUNE_COLD_L2", keep.c_str(), 1);
+}
