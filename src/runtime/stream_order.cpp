@@ -22,8 +22,7 @@ void WrittenOnStream::record(const c10::Device& device) {
   if (capturing(stream)) return;
   done_ = std::make_shared<c10::cuda::CUDAEvent>();
   done_->record(stream);
-  written_on_ = stream.id();
-  ordered_.assign(1, written_on_);
+  ordered_.assign(1, stream.id());
 }
 
 void WrittenOnStream::order_reader(const c10::Device& device) {

@@ -30,8 +30,7 @@ class WrittenOnStream {
 
  private:
   std::shared_ptr<c10::cuda::CUDAEvent> done_;  // shared by copies (instances adopting the results)
-  c10::StreamId written_on_ = 0;
-  std::vector<c10::StreamId> ordered_;  // streams that waited for done_
+  std::vector<c10::StreamId> ordered_;  // the stream that wrote, and those that waited for done_
 };
 
 }  // namespace dv::runtime
