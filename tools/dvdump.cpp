@@ -28,9 +28,11 @@ void section(const std::string& title) { std::cout << "==== " << title << " ====
 
 // The line of an emitted kernel's header that names its strategy.
 std::string strategy_line(const std::string& source) {
-  const auto at = source.find("// strategy: ");
+  const std::string tag = "// strategy: ";
+  const auto at = source.find(tag);
   if (at == std::string::npos) return "";
-  return source.substr(at + 13, source.find('\n', at) - at - 13);
+  const auto begin = at + tag.size();
+  return source.substr(begin, source.find('\n', begin) - begin);
 }
 
 // What autotuning would time for each kernel (codegen/kernel_configs.h):

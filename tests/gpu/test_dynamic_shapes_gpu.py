@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import deepvisor
+from stream_race import call_while_another_stream_recomputes
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -91,13 +92,19 @@ def test_instances_share_one_graph_memory_pool():
     assert growth < 32 * 2**20, growth / 2**20
 
 
+def _bf16_linear_stack(seed=0):
+    """Four 1024-wide linear layers: under bf16 autocast, the plan keeps their
+    weights' casts between calls."""
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(*[torch.nn.Linear(1024, 1024) for _ in range(4)]).cuda().eval()
+
+
 def test_instances_share_their_kept_weight_casts():
     """Under bf16 autocast the plan keeps each linear weight's bf16 cast
     between calls (a constant step); a dynamic-shape plan's instances keep
     one copy between them, not one each: 6 more sequence lengths hold about
     no more memory than the first instance does."""
-    torch.manual_seed(0)
-    layers = torch.nn.Sequential(*[torch.nn.Linear(1024, 1024) for _ in range(4)]).cuda().eval()
+    layers = _bf16_linear_stack()
     g = deepvisor.compile(layers)
 
     def run(seq):
@@ -118,11 +125,6 @@ def test_instances_share_their_kept_weight_casts():
     assert torch.cuda.memory_allocated() - held < 2 * weights_bf16, (torch.cuda.memory_allocated() - held)
 
 
-def _bf16_linear_stack(seed=0):
-    torch.manual_seed(seed)
-    return torch.nn.Sequential(*[torch.nn.Linear(1024, 1024) for _ in range(4)]).cuda().eval()
-
-
 @pytest.mark.parametrize("graphs", ["graphs", "steps"])
 @pytest.mark.parametrize("reader", ["same_instance", "another_instance"])
 def test_a_call_on_another_stream_waits_for_the_kept_casts(graphs, reader, monkeypatch):
@@ -139,18 +141,7 @@ def test_a_call_on_another_stream_waits_for_the_kept_casts(graphs, reader, monke
     with torch.no_grad(), torch.autocast("cuda", torch.bfloat16):
         for x in (x8, x16, x24, x16, x24, x24):  # a symbolic capture; instances for 16 and 24, replayed
             g(x)
-        torch.cuda.synchronize()
-        for p in layers.parameters():
-            p.mul_(-0.5)  # the kept casts are stale now
-        torch.cuda.synchronize()
-        s1, s2 = torch.cuda.Stream(), torch.cuda.Stream()
-        with torch.cuda.stream(s1):
-            torch.cuda._sleep(1_000_000_000)  # about half a second
-            g(x16)  # computes the casts again, on s1 behind the sleep
         x = x16 if reader == "same_instance" else x24
-        with torch.cuda.stream(s2):
-            got = g(x)
-        assert not s1.query(), "the sleep ended before the second call was enqueued: no race was tested"
-        torch.cuda.synchronize()
+        got = call_while_another_stream_recomputes(g, layers, (x16,), (x,))  # the casts again on s1, for 16
         want = layers(x)
     torch.testing.assert_close(got.float(), want.float(), rtol=2e-2, atol=2e-2)
