@@ -1040,6 +1040,14 @@ class Recorder(TorchDispatchMode):
         """Whether `t` is a value of the graph (made by a recorded op or an input)."""
         return id(t) in self._alias
 
+    def note_metadata_read(self, t):
+        """The program read a tensor's sizes, dtype, device...: one reached
+        from the arguments that no op has used yet becomes an input, so that
+        the guards check what was read (else a later call with other sizes
+        would replay the sizes of this one)."""
+        if id(t) not in self._alias and self._is_argument(t):
+            self._add_input(t, is_argument=True)
+
     def output_values(self, tensors):
         """(value ids, output_view lines) for these tensors as the graph's
         outputs: several of them on one computed tensor's memory, or views of

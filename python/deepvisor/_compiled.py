@@ -331,7 +331,8 @@ class CompiledFunction:
                                    f"{MAX_PLANS} evicted within {THRASH_CALLS} calls (DEEPVISOR_MAX_PLANS)", args, kwargs)
             self._evict_least_recently_used()
         with self._timed("capture_s"):
-            result, path, program, reason = self._capture(args, kwargs, self._dims.for_call(args, kwargs))
+            result, path, program, reason = self._capture(args, kwargs, self._dims.for_call(args, kwargs),
+                                                          reached=self._dims)
         self._add_root(path, program, reason)
         return result
 
@@ -580,17 +581,19 @@ class CompiledFunction:
         return first
 
     # -- capturing ---------------------------------------------------------------
-    def _capture(self, args, kwargs, dynamic_dims=None, counts=False):
+    def _capture(self, args, kwargs, dynamic_dims=None, counts=False, reached=None):
         """Runs the function under the monitors. Returns (its result, the
         path or None, the guard program or None, the eager reason or None).
         dynamic_dims {k: dims} names symbolic dimensions of the k-th tensor
         passed directly: a shape shadow follows the run (_shapes.py), which
         also makes the sizes of results sized by the data symbolic (counts);
-        counts=True: a shadow for those alone."""
+        counts=True: a shadow for those alone. reached (the DynamicDims):
+        tensors reached from the arguments (cache.k) whose sizes changed
+        since the last capture are symbolic too."""
         with _gc_paused(), _dynamo_eager():
-            return self._capture_unpaused(args, kwargs, dynamic_dims, counts)
+            return self._capture_unpaused(args, kwargs, dynamic_dims, counts, reached)
 
-    def _capture_unpaused(self, args, kwargs, dynamic_dims, counts):
+    def _capture_unpaused(self, args, kwargs, dynamic_dims, counts, reached):
         monitor = StateMonitor(self.fn, args, kwargs, self._arg_names)
         # Tensors passed directly are inputs from the start (an in-place change
         # of their layout may be the first thing the run does with them).
@@ -598,8 +601,10 @@ class CompiledFunction:
         recorder = Recorder(direct, is_argument=lambda t: _is_argument(monitor, t))
         monitor.recorder = recorder
         monitor.scalars = Scalars(recorder)
-        shadow = ShapeShadow(direct, dynamic_dims or {}, lambda t: _is_argument(monitor, t), recorder) \
-            if dynamic_dims or counts else None
+        watch_reached = reached is not None and reached.watches_reached()
+        shadow = ShapeShadow(direct, dynamic_dims or {}, lambda t: _is_argument(monitor, t), recorder,
+                             reached if watch_reached else None, lambda t: _name_of(monitor, t)) \
+            if dynamic_dims or counts or watch_reached else None
         if shadow is not None:
             monitor.shapes = shadow
             shadow.tracker = monitor.tracer.track
@@ -621,7 +626,9 @@ class CompiledFunction:
             monitor.close()
         # A user exception propagates from the call above: nothing is cached.
         try:
-            path = self._build_path(monitor, recorder, result, shadow, direct)
+            path = self._build_path(monitor, recorder, result, shadow)
+            if reached is not None:
+                _note_reached_sizes(reached, monitor, recorder, direct)
             return result, path, path.program, None
         except (StateUnsupported, TensorUnsupported) as e:
             reason = str(e)
@@ -638,7 +645,7 @@ class CompiledFunction:
             return result, None, None, None
         return result, _Path(None, [], descriptions, [], [], [], program), program, reason
 
-    def _build_path(self, monitor, recorder, result, shadow=None, direct=()):
+    def _build_path(self, monitor, recorder, result, shadow=None):
         if monitor.internal_error is not None and _flag("DEEPVISOR_STRICT"):
             raise monitor.internal_error
         reason = monitor.unsupported or recorder.unsupported
@@ -657,7 +664,7 @@ class CompiledFunction:
         segments = split(recorder.value_lines, recorder.input_values, recorder.node_lines, recorder.decisions,
                          output_values, list(recorder.mutations.items()), recorder.restride_lines() + view_lines,
                          recorder.random_nodes)
-        symbolic = symbolic_capture(shadow, monitor, recorder, builder, segments, inputs, direct) \
+        symbolic = symbolic_capture(shadow, monitor, recorder, builder, segments, inputs) \
             if shadow is not None else None
         with recorder.initial_layouts():  # guards: the layouts the call came with, not the run's (t_...)
             program, descriptions, _ = compile_guards(monitor, inputs, symbolic.dims if symbolic else None)
@@ -893,6 +900,21 @@ def _user_function_modes():
 def _is_argument(monitor, t):
     node = monitor.node_of(t)
     return node is not None and not node.pinned
+
+
+def _name_of(monitor, t):
+    node = monitor.node_of(t)
+    return None if node is None else node.name
+
+
+def _note_reached_sizes(reached, monitor, recorder, direct):
+    """Tells `reached` (DynamicDims) the sizes of the graph inputs this
+    capture reached from the arguments, so that the next capture makes a
+    dimension that changed symbolic."""
+    passed = {id(t) for t in direct}
+    for t in recorder.input_tensors():
+        if id(t) not in passed and _is_argument(monitor, t):
+            reached.saw_reached(_name_of(monitor, t), t)
 
 
 def _argument_names(fn):

@@ -30,6 +30,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import _disable_current_modes
 
 from ._monitor import running_monitor
+from ._shapes import METADATA_READS
 
 # Torch function name -> the ATen op packet whose overload is recorded.
 _OPAQUE = {name: getattr(torch.ops.aten, name) for name in ("lstm", "gru", "rnn_tanh", "rnn_relu")}
@@ -113,6 +114,8 @@ class OpaqueMode(TorchFunctionMode):
         kwargs = kwargs or {}
         if isinstance(func, torch._ops.HigherOrderOperator):
             return self._higher_order(func, args, kwargs)
+        if func in METADATA_READS and args and isinstance(args[0], torch.Tensor):
+            self.recorder.note_metadata_read(args[0])
         reason = _data_read_reason(func, args)
         if reason is not None and self.recorder.unsupported is None:
             self.recorder.unsupported = reason

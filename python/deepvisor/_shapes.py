@@ -71,6 +71,11 @@ _METADATA = {_T.dtype.__get__, _T.device.__get__, _T.dim, _T.ndim.__get__, _T.is
              _T.requires_grad.__get__, _T.layout.__get__, _T.ndimension, _T.is_floating_point, _T.is_complex,
              _T.grad_fn.__get__, _T.is_leaf.__get__, _T.get_device, _T.__hash__}
 
+# Torch functions that tell Python a tensor's metadata (a tensor's hash is its
+# identity): a tensor reached from the arguments that the program reads this
+# way is an input of the capture (Recorder.note_metadata_read), in both recorders.
+METADATA_READS = (_SIZE_READS | _METADATA) - {_T.__hash__}
+
 
 def _skip_source_locations(shape_env):
     """Our ShapeEnv records no user source location per symbol and guard:
@@ -101,7 +106,7 @@ class ShapeShadow(TorchFunctionMode):
     on fake tensors (see the module's docstring). `failed` says why the
     capture cannot be symbolic, once something could not be followed."""
 
-    def __init__(self, arguments, dynamic_dims, is_argument, real_recorder):
+    def __init__(self, arguments, dynamic_dims, is_argument, real_recorder, reached=None, name_of=None):
         super().__init__()
         from torch.fx.experimental.symbolic_shapes import ShapeEnv  # (symbolic_shapes and Dynamo: 0.7 s to import)
 
@@ -119,6 +124,13 @@ class ShapeShadow(TorchFunctionMode):
         self.count_dims = {}        # decision index -> [(result, dim, count symbol or None)] (a decision on sizes)
         self.symbol_hints = {}      # symbol name -> its size in this run
         self.dynamic = []           # (position among `arguments`, fake) of the arguments with symbolic dims
+        # The tensors passed directly, then those reached from the arguments
+        # (cache.k: an attribute of an argument) that the run gave symbols,
+        # in the order it first used them.
+        self.arguments = list(arguments)
+        self._is_argument = is_argument
+        self._reached = reached      # DynamicDims: which dims of a reached tensor are symbolic (None: none)
+        self._name_of = name_of      # a reached tensor -> the expression that reaches it (cache.k)
         fakes = []
         for k, t in enumerate(arguments):
             dims = dynamic_dims.get(k, ())
@@ -179,6 +191,8 @@ class ShapeShadow(TorchFunctionMode):
     # -- the shadow -------------------------------------------------------------------
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if self.failed is None and func in METADATA_READS and args and isinstance(args[0], torch.Tensor):
+            self.recorder.note_metadata_read(self._shadow_of(args[0]))  # as the real recorder will
         if self.failed is not None or func in _METADATA:
             return func(*args, **kwargs)
         decisions, nodes = len(self.real_recorder.decisions), len(self.real_recorder.node_lines)
@@ -351,9 +365,29 @@ class ShapeShadow(TorchFunctionMode):
         entry = self._fakes.get(id(x))
         if entry is not None and entry[0]() is x:
             return entry[1]
-        fake = self._static_fake(x)  # a tensor from outside the ops seen: a parameter, a constant
+        # A tensor from outside the ops seen: one reached from the arguments
+        # (symbolic where its sizes changed), a parameter, a constant.
+        fake = self._reached_fake(x)
+        if fake is None:
+            fake = self._static_fake(x)
         self._pair(x, fake)
         return fake
+
+    def _reached_fake(self, t):
+        """A fake with symbols for a tensor reached from the arguments (an
+        attribute of one, an item of a list passed in: a growing KV cache)
+        whose dimensions changed between captures, else None."""
+        if self._reached is None or not self._is_argument(t):
+            return None
+        name = self._name_of(t)
+        dims = self._reached.reached_dims(name, t) if name is not None else set()
+        if not dims:
+            return None
+        k = len(self.arguments)
+        self.arguments.append(t)
+        # No mode on (see _static_fake): we are inside the run's torch function.
+        with _disable_current_modes(), torch._C.DisableTorchFunction():
+            return self._fake_argument(k, t, dims)
 
     def _pair_outputs(self, func, out, shadow):
         real_leaves, fake_leaves = pytree.tree_leaves(out), pytree.tree_leaves(shadow)
@@ -878,7 +912,7 @@ class SymbolicCapture:
         self.counts = counts          # count symbol -> its value in the capture
 
 
-def symbolic_capture(shadow, monitor, recorder, builder, segments, inputs, direct):
+def symbolic_capture(shadow, monitor, recorder, builder, segments, inputs):
     """The SymbolicCapture of a run the shadow followed, or None (the reason
     logged): the capture then holds for its own sizes only."""
     from ._segments import split
@@ -919,18 +953,23 @@ def symbolic_capture(shadow, monitor, recorder, builder, segments, inputs, direc
     if not any(t.symbols for t in templates):
         return None  # every symbolic dimension was specialized (a size of 1): a static plan
     position = {id(t): k for k, t in enumerate(inputs)}
+    arguments = shadow.arguments  # those passed directly, then the reached ones given symbols
+    if any(id(arguments[k]) not in position for k, _ in shadow.dynamic):
+        log_event("recompiles", "dynamic shapes: this capture stays static: a tensor with symbolic sizes "
+                                "that no op read")
+        return None
     positions, placeholders, dims = [], [], {}
     for k, fake in shadow.dynamic:
         # Every tensor given symbols is a placeholder of the shape guards, also
         # one whose symbols were all specialized (`expand` to a literal size):
         # the guards may still name its symbols.
-        p = position[id(direct[k])]
+        p = position[id(arguments[k])]
         positions.append(p)
         placeholders.append(fake)
         sizes = [d for d, n in enumerate(fake.shape) if _symbolic(n)]
         if sizes:
             dims[p] = (sizes, [d for d, n in enumerate(fake.stride()) if _symbolic(n)])
-    sources = [[(k, d, kind) if kind == _COUNT else (position[id(direct[k])], d, kind) for k, d, kind in t.sources]
+    sources = [[(k, d, kind) if kind == _COUNT else (position[id(arguments[k])], d, kind) for k, d, kind in t.sources]
                for t in templates]
     code = shadow.guard_code(placeholders) if placeholders else None
     counts = {name: shadow.symbol_hints[name] for name, (_, _, kind) in shadow.symbol_sources.items()
@@ -948,6 +987,10 @@ class DynamicDims:
         self.dynamic = dynamic
         self._last = {}      # k -> sizes of the k-th tensor passed directly, at the last capture
         self._symbolic = {}  # k -> dims seen with two values
+        # The same for tensors reached from the arguments, by the expression
+        # that reaches them (cache.k): the shadow asks when the run uses one.
+        self._last_reached = {}
+        self._symbolic_reached = {}
 
     def mark_symbolic(self, dims):
         """{k: dims} of the k-th tensor passed directly: symbolic from the
@@ -968,13 +1011,30 @@ class DynamicDims:
         return chosen
 
     def _choose(self, k, t):
+        return self._dims_of(t, self._symbolic.get(k, set()), self._last.get(k))
+
+    def _dims_of(self, t, symbolic, last):
         if self.dynamic is False:
             return set()
         if self.dynamic:
             dims = set(range(t.dim()))
         else:
-            dims = set(getattr(t, "_dynamo_dynamic_indices", ())) | self._symbolic.get(k, set())
-            last = self._last.get(k)
+            dims = set(getattr(t, "_dynamo_dynamic_indices", ())) | symbolic
             if last is not None and len(last) == t.dim():
                 dims |= {d for d in range(t.dim()) if last[d] != t.shape[d]}
         return dims - set(getattr(t, "_dynamo_static_indices", ()))
+
+    def saw_reached(self, name, t):
+        """After a capture: the sizes of a tensor it reached from the arguments."""
+        self._last_reached[name] = tuple(t.shape)
+
+    def watches_reached(self):
+        """Whether a capture needs a shape shadow for the tensors it reaches
+        from the arguments (some were seen before, and may have changed)."""
+        return self.dynamic is not False and bool(self._last_reached)
+
+    def reached_dims(self, name, t):
+        dims = self._dims_of(t, self._symbolic_reached.get(name, set()), self._last_reached.get(name))
+        if dims:
+            self._symbolic_reached.setdefault(name, set()).update(dims)
+        return dims

@@ -54,6 +54,26 @@ def _graphs(g):
     return sum(1 for e in g.executors() if e.stats()["cuda_graph"] == "graphed")
 
 
+def test_a_decoder_generates_with_its_kv_cache_on_the_gpu():
+    """GPT-2's generate() with a DynamicCache on CUDA tensors: the cache's
+    keys and values are reached from an argument and grow a position a
+    call; after the second length every token runs an instance (its own CUDA
+    graph) of one symbolic capture. The tokens are eager's."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(n_layer=2, n_embd=128, n_head=4, vocab_size=1000, bos_token_id=0, eos_token_id=0)
+    model = transformers.GPT2LMHeadModel(cfg).eval().cuda()
+    ids = torch.randint(1, 1000, (2, 7), device="cuda")
+    with torch.no_grad():
+        want = model.generate(ids, max_new_tokens=24, do_sample=False, pad_token_id=0)
+        model.forward = deepvisor.compile(model.forward)
+        for _ in range(3):  # captures and instances, then every instance again (graph replays)
+            got = model.generate(ids, max_new_tokens=24, do_sample=False, pad_token_id=0)
+            torch.testing.assert_close(got, want)
+    s = deepvisor.stats(model.forward)
+    assert s["captures"] == 3 and s["eager_calls"] == 0, s
+
+
 def test_instances_share_one_graph_memory_pool():
     """Each shape's instance replays its own CUDA graph; their intermediates
     come from one pool, so shapes after the largest add (almost) nothing.

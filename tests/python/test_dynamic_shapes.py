@@ -563,3 +563,111 @@ def test_an_arange_of_a_symbolic_size_read_in_python():
         _check(g, f, torch.randn(2, n))
     s = deepvisor.stats(g)
     assert s["captures"] <= 3 and s["eager_calls"] == 0, s
+
+
+class _KVCache:
+    def __init__(self, k, v):
+        self.k, self.v = k, v
+
+
+def _attend_and_grow_attribute(x, cache):
+    cache.k = torch.cat([cache.k, x], dim=1)
+    cache.v = torch.cat([cache.v, x * 2], dim=1)
+    return torch.softmax(x @ cache.k.transpose(1, 2), -1) @ cache.v
+
+
+def _attend_and_grow_list_item(x, kv):
+    kv[0] = torch.cat([kv[0], x], dim=1)
+    return torch.softmax(x @ kv[0].transpose(1, 2), -1) @ kv[0]
+
+
+def _grow_dict_item_and_read_its_length(x, state):
+    state["k"] = torch.cat([state["k"], x], dim=1)
+    return state["k"].sum(1) * state["k"].shape[1]
+
+
+def _holders():
+    """(function, holder of a (2, n, 8) tensor, its tensors): a decoder's
+    growing KV cache, reached through an argument's attribute, a list item,
+    a dict item."""
+    return [
+        (_attend_and_grow_attribute, lambda k: _KVCache(k, k.clone()), lambda c: [c.k, c.v]),
+        (_attend_and_grow_list_item, lambda k: [k], list),
+        (_grow_dict_item_and_read_its_length, lambda k: {"k": k}, lambda d: [d["k"]]),
+    ]
+
+
+@pytest.mark.parametrize("fn,make,tensors", _holders(), ids=lambda v: getattr(v, "__name__", ""))
+def test_a_tensor_reached_from_an_argument_becomes_symbolic_after_its_second_size(fn, make, tensors):
+    """A KV cache grows by one position a call: its tensors are reached from
+    an argument, not passed directly. The first size is static, the second
+    captures the changed dimension as a symbol, and every later length runs
+    an instance of that capture (before, a capture per call until the plans
+    thrashed and the calls ran eagerly). The cache's new tensors are the
+    same as eager's after every call."""
+    torch.manual_seed(0)
+    g = deepvisor.compile(fn)
+    start = torch.randn(2, 5, 8)
+    mine, theirs = make(start.clone()), make(start.clone())
+    for _ in range(7):
+        x = torch.randn(2, 1, 8)
+        torch.testing.assert_close(g(x, mine), fn(x, theirs))
+        for a, b in zip(tensors(mine), tensors(theirs)):
+            torch.testing.assert_close(a, b)
+    s = deepvisor.stats(g)
+    assert s["captures"] == 2 and s["eager_calls"] == 0 and s["cache_hits"] == 5, s
+    [plan] = _symbolic_plans(g)
+    assert len(plan.symbolic.executors()) == 6
+
+
+def _scale_by_a_length(x, box):
+    return x * box[0].shape[1]
+
+
+def _cast_to_a_dtype(x, box):
+    return x.to(box[0].dtype) * 2
+
+
+def _scale_by_a_rank(x, box):
+    return x * box[0].dim()
+
+
+@pytest.mark.parametrize("fn,tensors", [
+    (_scale_by_a_length, [torch.zeros(2, n) for n in (3, 4, 7, 4, 9)]),
+    (_cast_to_a_dtype, [torch.zeros(2, dtype=d) for d in (torch.float32, torch.float64, torch.float16, torch.float64)]),
+    (_scale_by_a_rank, [torch.zeros((2,) * n) for n in (1, 2, 3, 2)]),
+], ids=["size", "dtype", "rank"])
+def test_the_metadata_of_a_tensor_no_op_uses_is_guarded(fn, tensors):
+    """A tensor reached from an argument whose size, dtype or rank the
+    program reads, but which no op uses: before, no guard checked it, and
+    every later call replayed the first call's size (or dtype: a float32
+    result where eager gives float64). It is an input now, guarded; its
+    size becomes symbolic at the second value."""
+    g = deepvisor.compile(fn)
+    for t in tensors:
+        x = torch.randn(2, 3)
+        got, want = g(x, [t]), fn(x, [t])
+        assert got.dtype == want.dtype
+        torch.testing.assert_close(got, want)
+    s = deepvisor.stats(g)
+    assert s["eager_calls"] == 0, s
+    if fn is _scale_by_a_length:
+        assert s["captures"] == 2, s
+
+
+def test_a_decoder_generates_with_its_kv_cache_without_a_capture_per_token():
+    """GPT-2's generate() calls forward once a token with a DynamicCache
+    whose keys and values grow: three captures (the prompt, the first token
+    static, the second symbolic), then instances; the tokens are eager's."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=500, bos_token_id=0, eos_token_id=0)
+    model = transformers.GPT2LMHeadModel(cfg).eval()
+    ids = torch.randint(1, 500, (1, 6))
+    with torch.no_grad():
+        want = model.generate(ids, max_new_tokens=12, do_sample=False, pad_token_id=0)
+        model.forward = deepvisor.compile(model.forward)
+        for _ in range(2):
+            torch.testing.assert_close(model.generate(ids, max_new_tokens=12, do_sample=False, pad_token_id=0), want)
+    s = deepvisor.stats(model.forward)
+    assert s["captures"] == 3 and s["eager_calls"] == 0, s
