@@ -74,7 +74,8 @@ _METADATA = {_T.dtype.__get__, _T.device.__get__, _T.dim, _T.ndim.__get__, _T.is
 # Torch functions that tell Python a tensor's metadata (a tensor's hash is its
 # identity): a tensor reached from the arguments that the program reads this
 # way is an input of the capture (Recorder.note_metadata_read), in both recorders.
-METADATA_READS = (_SIZE_READS | _METADATA) - {_T.__hash__}
+METADATA_READS = (_SIZE_READS | _METADATA | {_T.element_size, _T.nbytes.__get__, _T.itemsize.__get__,
+                                               _T.is_sparse.__get__, _T.is_quantized.__get__}) - {_T.__hash__}
 
 
 def _skip_source_locations(shape_env):

@@ -632,11 +632,16 @@ def _scale_by_a_rank(x, box):
     return x * box[0].dim()
 
 
+def _add_a_byte_count(x, box):
+    return x * box[0].element_size() + box[0].nbytes
+
+
 @pytest.mark.parametrize("fn,tensors", [
     (_scale_by_a_length, [torch.zeros(2, n) for n in (3, 4, 7, 4, 9)]),
     (_cast_to_a_dtype, [torch.zeros(2, dtype=d) for d in (torch.float32, torch.float64, torch.float16, torch.float64)]),
     (_scale_by_a_rank, [torch.zeros((2,) * n) for n in (1, 2, 3, 2)]),
-], ids=["size", "dtype", "rank"])
+    (_add_a_byte_count, [torch.zeros(n, dtype=d) for n, d in ((3, torch.float32), (3, torch.float16), (5, torch.float16))]),
+], ids=["size", "dtype", "rank", "bytes"])
 def test_the_metadata_of_a_tensor_no_op_uses_is_guarded(fn, tensors):
     """A tensor reached from an argument whose size, dtype or rank the
     program reads, but which no op uses: before, no guard checked it, and
