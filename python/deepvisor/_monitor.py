@@ -1277,9 +1277,12 @@ def _runs_python(fn):
     seen one by one), a scripted function with its Python original (which a
     capture runs instead, _script.py), or a class whose construction hands
     its arguments to Python code only (a C type such as collections.deque
-    would use a size where nothing sees it)."""
+    would use a size where nothing sees it), or an instance whose class
+    defines __call__ in Python (a module: its forward gets the size)."""
     fn = getattr(fn, "__func__", fn)
     if isinstance(fn, types.FunctionType):
+        return True
+    if not isinstance(fn, type) and isinstance(getattr(type(fn), "__call__", None), types.FunctionType):
         return True
     if isinstance(fn, torch.jit.ScriptFunction):
         from ._script import python_original

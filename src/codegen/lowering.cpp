@@ -2664,6 +2664,18 @@ void add_comparison(std::unordered_map<std::string, LowerFn>& t, const std::stri
   }
 }
 
+// bitwise_and/or/xor of bools are the logical ops (a mask combined with `&`);
+// of integers they have no lowering yet.
+void add_bool_bitwise(std::unordered_map<std::string, LowerFn>& t, const std::string& name, PrimOp op) {
+  for (const char* ov : {".Tensor", ".Scalar"}) {
+    t["aten::bitwise_" + name + ov] = [op, name](Lowerer& L) {
+      if (L.out_meta().dtype != DType::Bool) throw Unsupported("bitwise_" + name + " of integers");
+      L.bind(0, L.elementwise({number_as_read(L.operand(0), DType::Bool), number_as_read(L.operand(1), DType::Bool)},
+                              DType::Bool, binary_fn(op)));
+    };
+  }
+}
+
 std::unordered_map<std::string, LowerFn> make_lowerings() {
   std::unordered_map<std::string, LowerFn> t;
   // Unary math.
@@ -2814,6 +2826,9 @@ std::unordered_map<std::string, LowerFn> make_lowerings() {
   add_comparison(t, "logical_and", PrimOp::LogicalAnd);
   add_comparison(t, "logical_or", PrimOp::LogicalOr);
   add_comparison(t, "logical_xor", PrimOp::LogicalXor);
+  add_bool_bitwise(t, "and", PrimOp::LogicalAnd);
+  add_bool_bitwise(t, "or", PrimOp::LogicalOr);
+  add_bool_bitwise(t, "xor", PrimOp::LogicalXor);
   for (const char* ov : {"self", "ScalarSelf", "ScalarOther", "Scalar"}) t[std::string("aten::where.") + ov] = lower_where;
   for (const char* name : {"aten::clamp.default", "aten::clamp.Tensor"}) t[name] = lower_clamp;
   for (const char* ov : {".Scalar", ".Tensor"}) t[std::string("aten::masked_fill") + ov] = lower_masked_fill;
@@ -2891,6 +2906,9 @@ std::unordered_map<std::string, LowerFn> make_lowerings() {
   t["aten::scalar_tensor.default"] = [](Lowerer& L) { lower_fill(L, L.number_arg(0)); };
   for (const char* name : {"aten::zeros.default", "aten::zeros_like.default"}) t[name] = [](Lowerer& L) { lower_fill(L, 0); };
   for (const char* name : {"aten::ones.default", "aten::ones_like.default"}) t[name] = [](Lowerer& L) { lower_fill(L, 1); };
+  t["aten::new_zeros.default"] = [](Lowerer& L) { lower_fill(L, 0); };
+  t["aten::new_ones.default"] = [](Lowerer& L) { lower_fill(L, 1); };
+  t["aten::new_full.default"] = [](Lowerer& L) { lower_fill(L, L.number_arg(2)); };
   t["aten::arange.default"] = [](Lowerer& L) { lower_arange(L, 0, 1); };
   t["aten::arange.start"] = [](Lowerer& L) { lower_arange(L, L.number_arg(0), 1); };
   t["aten::arange.start_step"] = [](Lowerer& L) { lower_arange(L, L.number_arg(0), L.number_arg(2)); };

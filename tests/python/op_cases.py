@@ -422,6 +422,13 @@ for _name in ("logical_and", "logical_or", "logical_xor"):
 for _variant, _shape, _layout in UNARY_SHAPES:
     case(f"logical_not[{_variant}]", torch.logical_not, one(_shape, "small_int", _layout), ALL)
 case("bitwise_not_bool[odd]", lambda x: ~x, one(ODD, "bool"), (B8,))
+for _name in ("and", "or", "xor"):  # masks combined with &, |, ^ (sliding-window attention)
+    case(f"bitwise_{_name}_bool[broadcast]", lambda a, b, name=_name: getattr(torch, f"bitwise_{name}")(a > 0, b > 0),
+         two(ODD, (129,), "normal", "normal", "transposed", "contiguous"), (F32,))
+    case(f"bitwise_{_name}_bool[scalar]", lambda a, name=_name: getattr(torch, f"bitwise_{name}")(a > 0, True),
+         one(ODD, "normal", "sliced"), (F32,))
+case("new_ones_zeros_full[odd]", lambda x: x.new_ones(x.shape) * x + x.new_zeros(x.shape[0], 1) + x.new_full((x.shape[-1],), 2.5),
+     one(ODD, "normal"), FLOATS)
 case("isnan[odd]", lambda x: torch.isnan(torch.log(x)), one(ODD, "normal"), FLOATS)
 
 # -- where and clamp ----------------------------------------------------------------

@@ -676,3 +676,30 @@ def test_a_decoder_generates_with_its_kv_cache_without_a_capture_per_token():
             torch.testing.assert_close(model.generate(ids, max_new_tokens=12, do_sample=False, pad_token_id=0), want)
     s = deepvisor.stats(model.forward)
     assert s["captures"] == 3 and s["eager_calls"] == 0, s
+
+
+class _Positions(torch.nn.Module):
+    """OPT's learned positions: the module gets the cache length as an int."""
+
+    def __init__(self):
+        super().__init__()
+        self.table = torch.nn.Embedding(64, 8)
+
+    def forward(self, mask, past):
+        return self.table(torch.cumsum(mask, 1)[:, past:])
+
+
+def test_a_size_passed_to_a_module_call_stays_symbolic():
+    """A module's __call__ is Python (its forward gets the size and uses it
+    where the shadow sees it): passing a size to it no longer keeps the
+    size static (OPT's generate() captured once a token)."""
+    positions = _Positions()
+
+    def fn(x, mask):
+        return x + positions(mask, mask.shape[1] - 1)
+
+    g = deepvisor.compile(fn)
+    with torch.no_grad():
+        for n in (5, 6, 9, 7, 12):
+            _check(g, fn, torch.randn(2, 1, 8), torch.ones(2, n, dtype=torch.long))
+    assert deepvisor.stats(g)["captures"] == 2
