@@ -192,6 +192,9 @@ class ShapeShadow(TorchFunctionMode):
     # -- the shadow -------------------------------------------------------------------
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if func is _T.__contains__ and self.failed is None and len(args) == 2 and not kwargs and \
+                isinstance(args[1], (torch.Tensor, int, float, bool)):
+            return self._contains(*args)
         if self.failed is None and func in METADATA_READS and args and isinstance(args[0], torch.Tensor):
             self.recorder.note_metadata_read(self._shadow_of(args[0]))  # as the real recorder will
         if self.failed is not None or func in _METADATA:
@@ -228,6 +231,14 @@ class ShapeShadow(TorchFunctionMode):
             except Exception as e:  # never break the program: the capture stays static
                 self.fail(f"the shape shadow could not make counts of {_name(func)}: {type(e).__name__}: {e}")
         return out
+
+    def _contains(self, t, element):
+        """`element in t` as the steps torch takes, run under this mode again:
+        Tensor.__contains__ runs them inside one torch function, where the
+        shadow sees neither the comparison nor the decision on its outcome
+        (`pad_token_id in input_ids`, a check in transformers' forward)."""
+        with self:
+            return bool((element == t).any())
 
     def _counts(self, func, first, real, fake):
         """Decisions on the sizes of results sized by the data: each size the

@@ -660,22 +660,42 @@ def test_the_metadata_of_a_tensor_no_op_uses_is_guarded(fn, tensors):
         assert s["captures"] == 2, s
 
 
-def test_a_decoder_generates_with_its_kv_cache_without_a_capture_per_token():
-    """GPT-2's generate() calls forward once a token with a DynamicCache
-    whose keys and values grow: three captures (the prompt, the first token
-    static, the second symbolic), then instances; the tokens are eager's."""
-    transformers = pytest.importorskip("transformers")
+def _decoder(name):
+    """A 2-layer random-weight model of the family (transformers), vocabulary 500."""
+    import transformers as T
+    common = dict(vocab_size=500, bos_token_id=0, eos_token_id=0, pad_token_id=1)
+    small = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4)
+    if name == "gpt2":
+        return T.GPT2LMHeadModel(T.GPT2Config(n_layer=2, n_embd=64, n_head=4, **common))
+    if name == "llama":  # rotary positions, grouped-query attention
+        return T.LlamaForCausalLM(T.LlamaConfig(num_key_value_heads=2, **small, **common))
+    if name == "opt":  # learned positions from the mask and the cache length
+        return T.OPTForCausalLM(T.OPTConfig(hidden_size=64, ffn_dim=128, num_hidden_layers=2, num_attention_heads=4,
+                                            **common))
+    if name == "bart":  # an encoder-decoder: the decoder's self-attention cache grows
+        return T.BartForConditionalGeneration(T.BartConfig(
+            d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4,
+            encoder_ffn_dim=128, decoder_ffn_dim=128, decoder_start_token_id=2, forced_eos_token_id=None, **common))
+    raise ValueError(name)
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama", "opt", "bart"])
+def test_a_decoder_generates_with_its_kv_cache_without_a_capture_per_token(name):
+    """generate() calls forward once a token with a DynamicCache whose keys
+    and values grow: three captures (the prompt, the first token static,
+    the second symbolic), then instances (before: a capture per token). The
+    tokens are eager's."""
+    pytest.importorskip("transformers")
     torch.manual_seed(0)
-    cfg = transformers.GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=500, bos_token_id=0, eos_token_id=0)
-    model = transformers.GPT2LMHeadModel(cfg).eval()
-    ids = torch.randint(1, 500, (1, 6))
+    model = _decoder(name).eval()
+    ids = torch.randint(2, 500, (2, 6))
     with torch.no_grad():
-        want = model.generate(ids, max_new_tokens=12, do_sample=False, pad_token_id=0)
+        want = model.generate(ids, max_new_tokens=12, do_sample=False)
         model.forward = deepvisor.compile(model.forward)
         for _ in range(2):
-            torch.testing.assert_close(model.generate(ids, max_new_tokens=12, do_sample=False, pad_token_id=0), want)
+            torch.testing.assert_close(model.generate(ids, max_new_tokens=12, do_sample=False), want)
     s = deepvisor.stats(model.forward)
-    assert s["captures"] == 3 and s["eager_calls"] == 0, s
+    assert s["captures"] == 3 and s["eager_calls"] == 0 and not s["fallback_ops"], s
 
 
 class _Positions(torch.nn.Module):
@@ -703,3 +723,19 @@ def test_a_size_passed_to_a_module_call_stays_symbolic():
         for n in (5, 6, 9, 7, 12):
             _check(g, fn, torch.randn(2, 1, 8), torch.ones(2, n, dtype=torch.long))
     assert deepvisor.stats(g)["captures"] == 2
+
+
+def test_a_value_in_a_tensor_of_a_symbolic_size():
+    """`v in t` (Tensor.__contains__) compares and reads the outcome inside
+    one torch function; the shadow follows its steps, so the capture stays
+    symbolic and each outcome is a decision (before: static, a capture per
+    size)."""
+    def fn(ids, x):
+        return x * 2 if 7 in ids else x - 1
+
+    g = deepvisor.compile(fn)
+    for n in (5, 6, 9, 7, 12, 8):
+        ids = torch.arange(n) + (0 if n % 2 else 10)  # 7 in it for odd n
+        _check(g, fn, ids, torch.randn(n))
+    s = deepvisor.stats(g)
+    assert s["captures"] <= 3 and s["eager_calls"] == 0, s
