@@ -2,7 +2,10 @@
 
 Static on the first shape: a dimension of an argument that takes a second
 value (or every dimension, with compile(dynamic=True), or one marked with
-mark_dynamic) is captured as a symbol, and later sizes need no capture.
+mark_dynamic) is captured as a symbol, and later sizes need no capture. So is
+one of a tensor reached from an argument (a KV cache's keys, an attribute of
+an argument; an item of a list passed in), told apart by the expression that
+reaches it: the shadow gives it symbols when the run first uses it.
 
 The capture run stays real: the program sees real tensors only. Beside it a
 *shape shadow* (a TorchFunctionMode) repeats every torch function the program
@@ -991,9 +994,10 @@ def symbolic_capture(shadow, monitor, recorder, builder, segments, inputs):
 
 
 class DynamicDims:
-    """Which dimensions of the tensors passed directly a capture makes
-    symbolic. dynamic=None: a dimension that took a second value (or one
-    marked with mark_dynamic); True: every dimension; False: none."""
+    """Which dimensions of the tensors passed directly, and of those reached
+    from the arguments, a capture makes symbolic. dynamic=None: a dimension
+    that took a second value (or one marked with mark_dynamic); True: every
+    dimension; False: none."""
 
     def __init__(self, dynamic):
         self.dynamic = dynamic
