@@ -1583,36 +1583,6 @@ ValueId wrapped_index(KernelBuilder& kb, ValueId i, std::int64_t size) {
   return kb.where(negative, kb.binary(PrimOp::Add, i, kb.int_constant(size, t)), i);
 }
 
-// index.Tensor(self, indices) with one index tensor (x[:, idx]): the
-// result's dims are self's before it, the index's, then self's after it.
-// Negative indices count from the end, as ATen's advanced indexing does.
-void lower_index_tensor(Lowerer& L) {
-  const int self = L.tensor_def(0);
-  const Arg& list = L.arg(1);
-  if (list.kind != Arg::Kind::TensorList) throw Unsupported("indices that are not a tensor list");
-  int position = -1;
-  for (std::size_t k = 0; k < list.ints.size(); ++k) {
-    if (list.ints[k] < 0) continue;
-    if (position >= 0) throw Unsupported("advanced indexing with several index tensors");
-    position = static_cast<int>(k);
-  }
-  const auto self_sizes = L.def(self).sizes;
-  if (position < 0 || static_cast<std::size_t>(position) >= self_sizes.size()) throw Unsupported("no index tensor");
-  const int index = L.value_def(static_cast<int>(list.ints[position]));
-  const std::size_t index_rank = L.def(index).sizes.size();
-  const std::int64_t size = self_sizes[position];
-  L.bind(0, gather_def(L, self, index, [self, index, position, index_rank, size](BodyContext& ctx, const Coords& c) {
-    auto& kb = ctx.kb();
-    const auto first = c.begin() + position;
-    const Coords at_index(first, first + static_cast<std::ptrdiff_t>(index_rank));
-    const ValueId i = ctx.read(index, at_index);
-    Coords at(c.begin(), first);
-    at.push_back(0);
-    at.insert(at.end(), first + static_cast<std::ptrdiff_t>(index_rank), c.end());
-    return ctx.read_indirect(self, at, position, wrapped_index(kb, i, size));
-  }));
-}
-
 // --- scatters -------------------------------------------------------------------
 //
 // index_put, scatter, index_add, index_copy and index_fill: self with
@@ -1705,6 +1675,28 @@ ScatterPoint advanced_index_point(BodyContext& ctx, const AdvancedIndex& a, cons
     p.indexed.emplace_back(static_cast<int>(d), wrapped_index(kb, i, self_sizes[d]));
   }
   return p;
+}
+
+// index.Tensor(self, indices): x[:, idx], or several index tensors
+// (x[rows, cols]: a padded batch's last positions), broadcast together; the
+// result's dims as AdvancedIndex lays them out. Negative indices count from
+// the end, as ATen's advanced indexing does.
+void lower_index_tensor(Lowerer& L) {
+  const int self = L.tensor_def(0);
+  const Arg& list = L.arg(1);
+  if (list.kind != Arg::Kind::TensorList) throw Unsupported("indices that are not a tensor list");
+  const auto self_sizes = L.def(self).sizes;
+  const AdvancedIndex a = advanced_index(L, self_sizes, list);
+  if (a.result_sizes != L.out_meta().sizes) throw Unsupported("advanced indexing of an unexpected result shape");
+  std::vector<int> deps{self};
+  deps.insert(deps.end(), a.defs.begin(), a.defs.end());
+  Body body = [self, a, self_sizes](BodyContext& ctx, const Coords& c) {
+    const ScatterPoint p = advanced_index_point(ctx, a, self_sizes, c);
+    return ctx.read_indirect(self, p.at, p.indexed);
+  };
+  const int d = L.pointwise(L.out_meta().sizes, L.out_meta().dtype, deps, std::move(body), L.op_name());
+  L.mark_gathered(d, {self});
+  L.bind(0, d);
 }
 
 // index_put(self, indices, values, accumulate) with a bool mask and one

@@ -174,17 +174,16 @@ class GroupEmitter : public BodyContext {
     return load(d, c, &ind, 0);
   }
 
-  // One offset in elements, the sum of each index times its dim's stride.
+  // One offset in elements, the sum of each index times its dim's stride;
+  // each index is checked against its own dim (an index past one dim must
+  // not land on another row).
   ValueId read_indirect(int d, const Coords& c, const std::vector<std::pair<int, ValueId>>& indices) override {
     if (indices.size() == 1) return read_indirect(d, c, indices[0].first, indices[0].second);
     check_gathered(d);
     const TensorDef& td = lg_.defs[d];
     const std::vector<std::int64_t> strides = storage_strides(td);
-    Indirect ind{{}, -1, 1, 1};
+    Indirect ind{{}, checked_flat_offset(td, indices, strides), 1, 1};
     for (auto [dim, index] : indices) {
-      const ir::DType t = kb_.dtype(index);
-      const ValueId term = kb_.binary(ir::PrimOp::Mul, index, kb_.int_constant(strides.at(dim), t));
-      ind.offset = ind.offset < 0 ? term : kb_.binary(ir::PrimOp::Add, ind.offset, term);
       ind.extent += (td.sizes.at(dim) - 1) * strides.at(dim);
       ind.dims.push_back(dim);
     }
@@ -252,6 +251,15 @@ class GroupEmitter : public BodyContext {
       o.offset_extent = td.sizes.at(indexed[0].first);
       return o;
     }
+    o.offset = checked_flat_offset(td, indexed, strides);
+    o.offset_extent = std::max<std::int64_t>(1, td.numel());
+    return o;
+  }
+
+  // Several indexed dims as one Int64 offset in elements; -1 (out of range
+  // of any extent) when an index lies outside its own dim.
+  ValueId checked_flat_offset(const TensorDef& td, const std::vector<std::pair<int, ValueId>>& indexed,
+                              const std::vector<std::int64_t>& strides) {
     const ir::DType i64 = ir::DType::Int64;
     ValueId valid = -1, flat = kb_.int_constant(0, i64);
     for (const auto& [dim, index] : indexed) {
@@ -261,9 +269,7 @@ class GroupEmitter : public BodyContext {
       valid = valid < 0 ? ok : kb_.binary(ir::PrimOp::LogicalAnd, valid, ok);
       flat = kb_.binary(ir::PrimOp::Add, flat, kb_.binary(ir::PrimOp::Mul, i, kb_.int_constant(strides.at(dim), i64)));
     }
-    o.offset = kb_.where(valid, flat, kb_.int_constant(-1, i64));
-    o.offset_extent = std::max<std::int64_t>(1, td.numel());
-    return o;
+    return kb_.where(valid, flat, kb_.int_constant(-1, i64));
   }
 
   const std::set<int>& loaded_defs() const { return loaded_; }

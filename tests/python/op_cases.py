@@ -857,6 +857,15 @@ INDEXING = [
      _table_and_indices(SMALL3, (2, 3), 5, I32, "sliced", low=-5), NUMERIC),
     ("index_tensor[last_dim_transposed]", lambda x, i: x[..., i],
      _table_and_indices(ODD, (9,), 129, I64, "transposed", low=-129), FLOATS),
+    # Several index tensors: adjacent dims, broadcast against each other, apart (the result's
+    # indexed dims go first), a batch's own position (x[arange(B), idx]).
+    ("index_tensor[two_dims]", lambda x, i: x[i, (i * 7) % 129], _table_and_indices(ODD, (45,), 37, low=-37), ALL),
+    ("index_tensor[broadcast]", lambda x, i: x[i[:, None], i[None, :3] + 5],
+     _table_and_indices(ODD, (20,), 37, I32, "contiguous", "sliced"), NUMERIC),
+    ("index_tensor[apart]", lambda x, i: x[i, :, (i + 1) % 4],
+     _table_and_indices(SMALL3, (6,), 3, I64, "sliced"), FLOATS),
+    ("index_tensor[batch_positions]", lambda x, i: x[torch.arange(x.shape[0]), i[: x.shape[0]]],
+     _table_and_indices(ODD, (40,), 129), FLOATS),
 ]
 _COMPUTED = ("embedding[then_pointwise]", "embedding[computed_table]", "gather[neg_dim_rank3_sliced]",
              "gather[of_softmax]", "index_select[neg_dim_rank3]", "index_tensor[middle_dim]")

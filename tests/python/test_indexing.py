@@ -45,6 +45,8 @@ OUT_OF_RANGE = [
     ("gather", lambda w, i: torch.gather(w, 1, i), torch.zeros(10, 2, dtype=torch.long),
      [torch.full((10, 2), 6), torch.full((10, 2), -1)]),
     ("index_tensor", lambda w, i: w[i] + 1, torch.tensor([-10, 9, 0]), [torch.tensor([10, 0, 0]), torch.tensor([-11, 0, 0])]),
+    # Row 0 column 6 would be row 1 column 0 of the table's memory: each index is checked alone.
+    ("index_tensor_two_indices", lambda w, i: w[i, i] * 2, torch.tensor([0, 5, -6]), [torch.tensor([0, 6, 1])]),
     ("cat_of_embedding", lambda w, i: torch.cat([F.embedding(i, w), w[:2]], 0), torch.tensor([1, 2]),
      [torch.tensor([1, 20])]),
     # Writes by data (an indirect store checks its offset as a load does). Only
