@@ -739,3 +739,24 @@ def test_a_value_in_a_tensor_of_a_symbolic_size():
         _check(g, fn, ids, torch.randn(n))
     s = deepvisor.stats(g)
     assert s["captures"] <= 3 and s["eager_calls"] == 0, s
+
+
+def test_a_left_padded_batch_generates_as_eager_does():
+    """A batch of prompts of other lengths, padded on the left with an
+    attention mask: transformers picks each row's positions with two index
+    tensors (x[rows, cols]), a kernel now; three captures, eager's tokens."""
+    pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    model = _decoder("llama").eval()
+    ids = torch.randint(2, 500, (3, 8))
+    mask = torch.ones_like(ids)
+    mask[0, :3] = mask[1, :1] = 0
+    ids[mask == 0] = 1
+    with torch.no_grad():
+        want = model.generate(ids, attention_mask=mask, max_new_tokens=10, do_sample=False)
+        model.forward = deepvisor.compile(model.forward)
+        for _ in range(2):
+            got = model.generate(ids, attention_mask=mask, max_new_tokens=10, do_sample=False)
+            torch.testing.assert_close(got, want)
+    s = deepvisor.stats(model.forward)
+    assert s["captures"] == 3 and s["eager_calls"] == 0 and not s["fallback_ops"], s
