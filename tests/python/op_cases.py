@@ -864,7 +864,7 @@ INDEXING = [
      _table_and_indices(ODD, (20,), 37, I32, "contiguous", "sliced"), NUMERIC),
     ("index_tensor[apart]", lambda x, i: x[i, :, (i + 1) % 4],
      _table_and_indices(SMALL3, (6,), 3, I64, "sliced"), FLOATS),
-    ("index_tensor[batch_positions]", lambda x, i: x[torch.arange(x.shape[0]), i[: x.shape[0]]],
+    ("index_tensor[batch_positions]", lambda x, i: x[torch.arange(x.shape[0], device=x.device), i[: x.shape[0]]],
      _table_and_indices(ODD, (40,), 129), FLOATS),
 ]
 _COMPUTED = ("embedding[then_pointwise]", "embedding[computed_table]", "gather[neg_dim_rank3_sliced]",
