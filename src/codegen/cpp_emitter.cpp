@@ -131,10 +131,11 @@ std::string Writer::index_text(const IndexExpr& e, bool bounds_hold) {
 
 std::string Writer::size_text(std::int64_t value) { return table_.use(value, cpp::int_literal(value)); }
 
-// A Constant's value: a literal, or (size arguments) a whole float that may
-// be a symbolic size (SizeTable::float_use).
+// A Constant's value: a literal, or (size arguments) a whole number that may
+// be a symbolic size (SizeTable::float_use, int_use).
 std::string Writer::constant_text(const Instr& in) {
-  if (!is_float(in.dtype)) return cpp::constant(in);
+  if (in.dtype == DType::Bool) return cpp::constant(in);
+  if (!is_float(in.dtype)) return table_.int_use(in.ivalue, cpp::constant(in), cpp::compute_type(in.dtype));
   return table_.float_use(in.fvalue, cpp::constant(in), cpp::compute_type(in.dtype));
 }
 

@@ -32,6 +32,12 @@ std::string SizeTable::float_use(double value, const std::string& literal, const
   return text == literal ? literal : "((" + type + ")" + text + ")";
 }
 
+std::string SizeTable::int_use(std::int64_t value, const std::string& literal, const std::string& type) {
+  if (!enabled_ || value < 2 || value >= 2147483648LL) return literal;
+  const std::string text = use(value, literal);
+  return text == literal ? literal : "((" + type + ")" + text + ")";
+}
+
 std::string SizeTable::entry(std::int64_t value) {
   ++uses_;
   values_.push_back(value);

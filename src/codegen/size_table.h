@@ -65,9 +65,13 @@ class SizeTable {
   // where it is a whole number from 2 up that may be a symbolic size (a
   // mean's count), a use of that size converted to `type` (int-to-float
   // conversion rounds to nearest, as the literal would), so that the source
-  // does not depend on it. Int constants stay literals: integer division by
-  // them must stay cheap.
+  // does not depend on it.
   std::string float_use(double value, const std::string& literal, const std::string& type);
+  // An int constant of `type` in the kernel's body: the same, for a whole
+  // number from 2 up that may be a symbolic size (where a cat's second part
+  // starts: the length of a KV cache). Index constants, where divisions
+  // happen, go through `use` instead.
+  std::string int_use(std::int64_t value, const std::string& literal, const std::string& type);
   // The table's values, in entry order.
   const std::vector<std::int64_t>& values() const { return values_; }
 
