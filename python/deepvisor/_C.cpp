@@ -293,7 +293,8 @@ void bind_capture(py::module_& m) {
            [](PlanCache& c, int id, const CallValues& inputs, std::shared_ptr<Executor> executor) {
              c.add_instance(id, inputs.values, std::move(executor));
            })
-      .def("forget_instances", &PlanCache::forget_instances)
+      .def("forget_instance", &PlanCache::forget_instance, py::arg("id"), py::arg("layout"),
+           "Forgets the instance of plan `id` for a layout, ((sizes, strides) per dynamic input).")
       .def("failed_id", &PlanCache::failed_id)
       .def(
           "run",

@@ -108,7 +108,8 @@ def stats(compiled):
     for dynamic-shape plans: instances (the layouts of their symbolic
     arguments they hold executors for, the last DEEPVISOR_MAX_INSTANCES of
     each plan), instances_evicted (dropped past that, least recently used
-    first) and count_instances (executors compiled for counts of results
+    first), instances_declined (new layouts run eagerly instead, while
+    layouts outrun that bound) and count_instances (executors compiled for counts of results
     sized by the data other than the capture's)."""
     if not isinstance(compiled, CompiledFunction):
         raise TypeError("deepvisor.stats expects the result of deepvisor.compile")

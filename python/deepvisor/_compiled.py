@@ -44,7 +44,7 @@ from ._rebuild import Context, Output, RecipeBuilder, describe_side_effects
 from ._scalars import Scalars
 from ._script import python_originals
 from ._segments import outcome_key, split
-from ._shapes import DynamicDims, ShapeShadow, SymbolicPlan, symbolic_capture
+from ._shapes import DECLINED, DynamicDims, ShapeShadow, SymbolicPlan, symbolic_capture
 
 # Root plans held per compiled function; past this, a miss evicts the least
 # recently used plan before capturing, unless MAX_PLANS were evicted within the
@@ -383,6 +383,8 @@ class CompiledFunction:
             executors = None
             if plan.symbolic is not None and inputs is not None:  # (else C++ ran a known instance)
                 executors = self._instance(plan, inputs, plan_id)
+                if executors is DECLINED:
+                    return self._eager(plan.symbolic.declined_reason, args, kwargs)
                 if executors is None:  # its shape guards reject these sizes: the next plan
                     start = index + 1
                     continue
@@ -405,13 +407,13 @@ class CompiledFunction:
         a plan of one segment hands the instance to the C++ plan cache, which
         runs it from then on without coming back here."""
         with self._lock:
-            evicted = plan.symbolic.instances_evicted
-            executors = plan.symbolic.executors_for(inputs)
+            executors = plan.symbolic.executors_for(inputs, may_decline=True)
+            dropped, plan.symbolic.dropped = plan.symbolic.dropped, []
+            if executors is DECLINED:
+                return executors
             if plan.tree is None:
-                if plan.symbolic.instances_evicted != evicted:
-                    # (The C++ cache may hold the dropped one: it forgets them all, and
-                    # the layouts held come back here once each.)
-                    self._plans.forget_instances(plan_id)
+                for layout in dropped:  # (the C++ cache may hold it)
+                    self._plans.forget_instance(plan_id, list(layout))
                 self._plans.add_instance(plan_id, inputs, executors[0] if executors else None)
             return executors
 
@@ -842,6 +844,7 @@ class CompiledFunction:
         s["count_instances"] = sum(p.count_instances() for p in symbolic)
         s["instances"] = sum(1 for p in symbolic for i in p.instances.values() if i)
         s["instances_evicted"] = sum(p.instances_evicted for p in symbolic)
+        s["instances_declined"] = sum(p.instances_declined for p in symbolic)
         s["eager_reasons"] = dict(self._eager_reasons)
         return s
 

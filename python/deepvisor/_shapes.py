@@ -730,12 +730,27 @@ class Template:
         return text, self.constant_ints
 
 
+DECLINED = object()  # SymbolicPlan.executors_for: this call runs eagerly
+
+
 class SymbolicPlan:
     """A plan over symbolic dimensions: the templates of its segments, the
     shape guards, and per layout of the dynamic arguments seen so far an
     _Instance, the executors of its segments."""
 
-    MAX_INSTANCES = int(os.environ.get("DEEPVISOR_MAX_INSTANCES", "32"))
+    # Each instance holds its executors (on a CPU about 130 KB of host memory
+    # a transformer layer; on a GPU its CUDA graph, its memory in the plan's
+    # shared pool): a decoder's growing KV cache makes one a token, so the
+    # bound is that of a long generate(), not of a few batch sizes.
+    MAX_INSTANCES = int(os.environ.get("DEEPVISOR_MAX_INSTANCES", "128"))
+    # Of the last INSTANCE_WINDOW layouts no instance held: when at least
+    # INSTANCE_EVICTIONS were built in place of another, the layouts outrun
+    # the bound (a cycle longer than it misses on every call under LRU) and
+    # an instance, which costs several eager calls to build, would be dropped
+    # before it is used again: such layouts run eagerly instead, while the
+    # instances held keep replaying.
+    INSTANCE_WINDOW = 64
+    INSTANCE_EVICTIONS = 8
 
     def __init__(self, capture, compile_text):
         self.templates = capture.templates
@@ -752,19 +767,35 @@ class SymbolicPlan:
         # constants: a stream of new shapes must not hold memory without end)
         self.instances = collections.OrderedDict()
         self.instances_evicted = 0
+        self.instances_declined = 0  # layouts run eagerly while the instances thrash
+        self.declined_reason = None  # why the last one was
+        self.dropped = []  # layout keys evicted, for the caller to forget elsewhere
+        # Per layout no instance held, of the last INSTANCE_WINDOW: whether it
+        # was built in place of another (False) or not (built into room, or
+        # declined: True).
+        self.instance_misses = collections.deque(maxlen=self.INSTANCE_WINDOW)
         # Whether each of the last COUNT_WINDOW executors for a count was held
         # or compiled into a cache with room (True), or compiled in place of
         # another (False).
         self.count_lookups = collections.deque(maxlen=self.COUNT_WINDOW)
 
-    def executors_for(self, inputs):
+    def executors_for(self, inputs, may_decline=False):
         """The _Instance for these inputs, made for a new layout; None when the
-        shape guards reject them."""
+        shape guards reject them; DECLINED (may_decline: not the capture's
+        own call) when instances thrash, for this call to run eagerly."""
         tensors = [inputs[k] for k in self.positions]
         key = tuple((tuple(t.shape), tuple(t.stride())) for t in tensors)
         if key in self.instances:
             self.instances.move_to_end(key)
             return self.instances[key]
+        if may_decline:
+            reason = self.instances_thrash()
+            if reason is not None:
+                self.declined_reason = reason
+                self.instance_misses.append(True)
+                self.instances_declined += 1
+                return DECLINED
+        self.instance_misses.append(len(self.instances) < self.MAX_INSTANCES)
         instance = None
         if self.guard_code is None or self.shape_env.evaluate_guards_expression(self.guard_code, tensors):
             instance = _Instance(self, inputs)
@@ -774,10 +805,21 @@ class SymbolicPlan:
         self.instances[key] = instance
         if len(self.instances) > self.MAX_INSTANCES:
             evicted, _ = self.instances.popitem(last=False)
+            self.dropped.append(evicted)
             self.instances_evicted += 1
             log_event("recompiles", f"dynamic shapes: the instance for {[s for s, _ in evicted]} dropped (the least "
                                     f"recently used of {self.MAX_INSTANCES}, DEEPVISOR_MAX_INSTANCES)")
         return instance
+
+    def instances_thrash(self):
+        """Why a new layout runs eagerly instead of building an instance, or
+        None (INSTANCE_EVICTIONS)."""
+        evictions = self.instance_misses.count(False)
+        if evictions < self.INSTANCE_EVICTIONS:
+            return None
+        return (f"dynamic shapes: layouts outrun the {self.MAX_INSTANCES} instances held "
+                f"(DEEPVISOR_MAX_INSTANCES): {evictions} of the last {len(self.instance_misses)} new ones replaced "
+                "one; a new one runs eagerly")
 
     COUNT_WINDOW = 64
     # Of the last COUNT_WINDOW: a compile for a count costs several calls'

@@ -44,8 +44,16 @@ void PlanCache::add_instance(int id, const std::vector<at::Tensor>& inputs,
   (*e->instances)[layout_key(e->dynamic_positions, inputs)] = std::move(executor);
 }
 
-void PlanCache::forget_instances(int id) {
-  if (Entry* e = find(id)) e->instances->clear();
+void PlanCache::forget_instance(int id, const Layout& layout) {
+  Entry* e = find(id);
+  if (e == nullptr) return;
+  std::vector<std::int64_t> key;  // (as layout_key writes it)
+  for (const auto& [sizes, strides] : layout) {
+    key.push_back(static_cast<std::int64_t>(sizes.size()));
+    key.insert(key.end(), sizes.begin(), sizes.end());
+    key.insert(key.end(), strides.begin(), strides.end());
+  }
+  e->instances->erase(key);
 }
 
 // Per dynamic input: its rank, sizes and strides.

@@ -52,9 +52,10 @@ class PlanCache {
   void set_dynamic(int id, std::vector<int> positions);
   // The instance of plan `id` for the layout of these inputs (null: rejected).
   void add_instance(int id, const std::vector<at::Tensor>& inputs, std::shared_ptr<runtime::Executor> executor);
-  // Forgets plan `id`'s instances (Python dropped one: the layouts it still
-  // holds come back to it once each and are added again).
-  void forget_instances(int id);
+  // Per dynamic input: its sizes and strides.
+  using Layout = std::vector<std::pair<std::vector<std::int64_t>, std::vector<std::int64_t>>>;
+  // Forgets plan `id`'s instance for this layout (Python dropped it).
+  void forget_instance(int id, const Layout& layout);
   // The plan whose executor threw in the last run() that threw, or -1.
   int failed_id() const { return failed_id_; }
 
