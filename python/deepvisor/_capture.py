@@ -101,6 +101,18 @@ _METADATA_OPS = {
     "aten::swapaxes_.default": torch.ops.aten.transpose.int,
 }
 _NO_OPS = {"aten::detach_"}  # in-place, but no change a replay could see
+# Returns of attention's fused kernels that hold no result of the call: the
+# random state of its dropout (which only the backward reads), a placeholder,
+# the debug mask not asked for. ATen's CUDA kernels and their fake versions
+# lay them out differently (flash attention's rng_state is int64 [2] on the
+# GPU and uint64 fake, its debug mask undefined and a [0] tensor fake), so
+# the shape shadow's graph never matched the real run's and bf16 decoding on
+# a GPU captured once a token. Both recorders write them as undefined; a
+# program that reads one gets no plan.
+_PLACEHOLDER_RETURNS = {"rng_state", "unused", "debug_attn_mask", "philox_seed", "philox_offset"}
+_FUSED_ATTENTION = {"aten::_scaled_dot_product_flash_attention", "aten::_scaled_dot_product_efficient_attention",
+                    "aten::_scaled_dot_product_cudnn_attention", "aten::_flash_attention_forward",
+                    "aten::_efficient_attention_forward"}
 # Queries of a tensor's metadata that ATen's Python decompositions dispatch (the
 # shape shadow runs them, _shapes.py): they compute nothing a graph holds.
 _METADATA_QUERIES = {"prim::device", "prim::layout", "aten::sym_size", "aten::sym_stride", "aten::sym_numel",
@@ -368,6 +380,7 @@ class Recorder(TorchDispatchMode):
         self.constants = []     # tensors behind the constant inputs
         self._alias = {}        # id(tensor) -> _Alias
         self._watched = {}      # id(tensor) -> a weak reference that forgets the tensor when it dies (_keep_alive)
+        self._placeholders = {}  # id(tensor) -> (weak reference, what it is): returns left undefined (_outputs)
         self._live_on_storage = {}  # storage key -> tensors watched on it that are alive
         self._forget_weakly = weakref.WeakMethod(self._forget)  # (no cycle through the callbacks)
         self._input_of = {}     # id(tensor) -> its graph input value id
@@ -458,10 +471,21 @@ class Recorder(TorchDispatchMode):
         self._new_family(t, v, meta, input=v, is_argument=is_argument)
         return v
 
+    def _note_placeholders(self, schema, out):
+        """Remembers the returns `_outputs` left undefined (_PLACEHOLDER_RETURNS)."""
+        if schema.name not in _FUSED_ATTENTION:
+            return
+        for r, value in zip(schema.returns, out):
+            if r.name in _PLACEHOLDER_RETURNS and isinstance(value, torch.Tensor):
+                self._placeholders[id(value)] = (weakref.ref(value), f"{r.name} of {schema.name}")
+
     def value_of(self, t):
         """The value id of a tensor's current contents; unknown tensors become constant inputs."""
         alias = self._alias.get(id(t))
         if alias is None:
+            placeholder = self._placeholders.get(id(t))
+            if placeholder is not None and placeholder[0]() is t:
+                raise Unsupported(f"the program reads {placeholder[1]}, which the graph leaves undefined")
             v = self._add_input(t, is_argument=self._is_argument(t))
             self.constants.append(t)
             return v
@@ -610,6 +634,7 @@ class Recorder(TorchDispatchMode):
         bound = self._normalize(info.schema, args, kwargs)
         encoded = [self._encode(str(a.type), v) for a, v in bound]
         outputs = list(_outputs(info.schema, out))
+        self._note_placeholders(info.schema, out)
         metas = [None if t is None else _Meta.of(t) for t in outputs]
         source = bound[info.view_self][1] if info.is_view else None
         if isinstance(source, torch.Tensor):
@@ -1211,8 +1236,12 @@ def _outputs(schema, out, skip_written=False):
     values = out if len(returns) != 1 else (out,)
     if len(returns) == 0:
         values = ()
+    placeholders = _PLACEHOLDER_RETURNS if schema.name in _FUSED_ATTENTION else ()
     for r, value in zip(returns, values):
         if skip_written and _is_written(r):
+            continue
+        if r.name in placeholders:
+            yield None
             continue
         positions = _tensor_positions(str(r.type))
         if positions == "one":

@@ -222,7 +222,7 @@ def test_known_instances_run_from_the_cpp_plan_cache(monkeypatch):
     lookups = []
     original = _shapes.SymbolicPlan.executors_for
     monkeypatch.setattr(_shapes.SymbolicPlan, "executors_for",
-                        lambda self, inputs: lookups.append(1) or original(self, inputs))
+                        lambda self, inputs, **kw: lookups.append(1) or original(self, inputs, **kw))
 
     def fn(x, y):
         return (x * 2).sum(-1) + y
@@ -426,6 +426,43 @@ def test_bert_compiles_no_host_kernel_after_the_second_value_of_each_dimension(m
     assert compiles[2] > 0 and compiles[3:] == [compiles[2]] * (len(compiles) - 3), compiles
 
 
+def _growing_cache_step(cache, new, q):
+    """One decoding step: the cache grows by `new` along its length (a cat
+    whose second part starts at the symbolic length), then attention-like
+    work over it."""
+    kv = torch.cat([cache, new * 2], dim=2)
+    return (q @ kv.transpose(-1, -2)).softmax(-1) @ kv, kv
+
+
+@pytest.mark.parametrize("stat", ["nvrtc_compiles", "host_compiles"])
+def test_a_cat_at_a_symbolic_offset_compiles_nothing_per_length(stat, monkeypatch, tmp_path):
+    """Where cat's second part starts (the cache's length) is a constant of
+    the kernel's body, compared with the element's position: with size
+    arguments it comes from the size table like any size, so that a cache
+    growing by one a call compiles no kernel per length (on a GPU each
+    length cost an NVRTC compile, about 0.4 s for GPT-2)."""
+    if stat == "host_compiles":
+        _host_compiler(monkeypatch, tmp_path, "fused")
+    else:
+        monkeypatch.setenv("DEEPVISOR_CPU", "interpreter")
+        monkeypatch.setenv("DEEPVISOR_VALIDATE_CUDA", "1")  # (compiles every kernel with NVRTC, as a GPU would)
+        monkeypatch.setenv("DEEPVISOR_CACHE_DIR", str(tmp_path))
+    g = deepvisor.compile(_growing_cache_step)
+    q = torch.randn(2, 3, 1, 16)
+    compiles = []
+    for length in range(5, 12):
+        _check(g, _growing_cache_step, torch.randn(2, 3, length, 16), torch.randn(2, 3, 1, 16), q)
+        compiles.append(deepvisor.stats(g)[stat])
+    stats = deepvisor.stats(g)
+    assert stats["captures"] == 2 and stats["eager_calls"] == 0, stats
+    assert compiles[3:] == [compiles[2]] * (len(compiles) - 3), compiles
+    [plan] = _symbolic_plans(g)
+    sources = [s for e in plan.symbolic.executors() for s in (e.cpp_sources() if stat == "host_compiles" else
+                                                                  e.cuda_sources(90))]
+    assert len(set(sources)) == len(sources) // len([i for i in plan.symbolic.instances.values() if i]), \
+        "the instances' kernels differ"
+
+
 def test_static_sizes_stay_literals_in_the_cpp_of_instances(monkeypatch, tmp_path):
     """The host C++ of instances keeps static sizes (channels, H*W) as
     literals (index math divides by constants); instances after the first
@@ -465,6 +502,49 @@ def test_a_stream_of_new_shapes_holds_the_last_instances_only(segments, monkeypa
     for n in (11, 2, 3, 10):  # the ones held: from the caches, nothing dropped
         _check(g, fn, torch.randn(n, 8))
     assert deepvisor.stats(g)["instances_evicted"] == 6
+
+
+@pytest.mark.parametrize("segments", [1, 2], ids=["one_segment", "with_a_decision"])
+def test_layouts_that_outrun_the_instances_held_run_eagerly(segments, monkeypatch):
+    """A cycle of shapes longer than DEEPVISOR_MAX_INSTANCES (a generate()
+    past that many tokens) misses on every call under LRU, each miss a
+    build: once INSTANCE_EVICTIONS of the recent new layouts replaced an
+    instance, a new layout runs eagerly instead (counted, with its reason),
+    and the instances held keep replaying."""
+    from deepvisor import _shapes
+    monkeypatch.setattr(_shapes.SymbolicPlan, "MAX_INSTANCES", 3)
+    monkeypatch.setattr(_shapes.SymbolicPlan, "INSTANCE_WINDOW", 8)
+    monkeypatch.setattr(_shapes.SymbolicPlan, "INSTANCE_EVICTIONS", 2)
+    w = torch.randn(8, 8)
+
+    def fn(x):
+        y = torch.tanh(x @ w) * 2
+        if segments == 2 and bool(y.sum() > 1e9):
+            return y
+        return y.softmax(-1)
+
+    g = deepvisor.compile(fn)
+    for _ in range(4):
+        for n in range(2, 9):
+            _check(g, fn, torch.randn(n, 8))
+    stats = deepvisor.stats(g)
+    assert stats["captures"] == 2, stats
+    assert stats["instances_declined"] > 0 and stats["eager_calls"] == stats["instances_declined"], stats
+    assert any("outrun" in r for r in stats["eager_reasons"]), stats["eager_reasons"]
+    # (each turn of the cycle builds no more than the window lets through)
+    assert stats["instances_evicted"] < 4 * 7 - 3, stats
+    held = [n for n in range(2, 9) if any(key[0][0][0] == n for key, i in
+                                         _held_instances(g).items() if i)]
+    assert held, "no instance held"
+    eager_before = deepvisor.stats(g)["eager_calls"]
+    for n in held:  # held ones replay
+        _check(g, fn, torch.randn(n, 8))
+    assert deepvisor.stats(g)["eager_calls"] == eager_before
+
+
+def _held_instances(g):
+    (plan,) = [p for p in g.plans() if p.symbolic is not None]
+    return plan.symbolic.instances
 
 
 @pytest.mark.parametrize("cpu", ["interpreter", "fused"])
@@ -707,6 +787,26 @@ class _Positions(torch.nn.Module):
 
     def forward(self, mask, past):
         return self.table(torch.cumsum(mask, 1)[:, past:])
+
+
+@pytest.mark.parametrize("op", ["_scaled_dot_product_flash_attention", "_scaled_dot_product_efficient_attention"])
+def test_the_placeholder_returns_of_fused_attention_are_undefined_in_the_graph(op):
+    """A fused attention kernel's random state, placeholder and debug mask
+    hold no result, and its fake (the shape shadow's) lays them out
+    otherwise than the CUDA kernel: flash attention's rng_state is uint64
+    fake and int64 real, its debug mask a [0] tensor fake and undefined
+    real. Recorded as values, the shadow's graph never matched the real
+    run's, and bf16 GPT-2 on a GPU captured once a token; both recorders
+    write them as undefined. (Fake CUDA tensors: no GPU needed.)"""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from deepvisor._capture import _outputs
+    func = getattr(torch.ops.aten, op).default
+    with FakeTensorMode():
+        q = torch.empty(1, 2, 1, 16, dtype=torch.bfloat16, device="cuda")
+        k = torch.empty(1, 2, 9, 16, dtype=torch.bfloat16, device="cuda")
+        out = func(q, k, k, None, False) if "efficient" in op else func(q, k, k)
+    defined = [t is not None for t in _outputs(func._schema, out)]
+    assert defined[:2] == [True, True] and not any(defined[2:]), defined
 
 
 def test_a_size_passed_to_a_module_call_stays_symbolic():
