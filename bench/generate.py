@@ -42,6 +42,10 @@ def sync(device):
         torch.cuda.synchronize()
 
 
+# deepvisor's stats() reported per run (declined: lengths run eagerly past DEEPVISOR_MAX_INSTANCES)
+_COUNTS = ("captures", "instances", "instances_evicted", "instances_declined", "eager_calls")
+
+
 def run_mode(mode, args):
     model, vocab = build(args.size, args.device, getattr(torch, args.dtype))
     ids = torch.randint(1, vocab, (args.batch, args.prompt), generator=torch.Generator().manual_seed(1)).to(args.device)
@@ -65,7 +69,7 @@ def run_mode(mode, args):
     r = {"mode": mode, "first_s": first, "steady_s": statistics.median(times), "tokens": tokens.cpu()}
     if mode == "deepvisor":
         s = deepvisor.stats(model.forward)
-        r.update({k: s[k] for k in ("captures", "instances", "instances_evicted", "eager_calls")})
+        r.update({k: s[k] for k in _COUNTS})
     return r
 
 
@@ -88,13 +92,12 @@ def main():
     results = [run_mode(m, args) for m in args.modes]
     eager = next((r for r in results if r["mode"] == "eager"), None)
     print("| mode | first generate s | steady generate ms | tokens/s | vs eager | same tokens as eager | "
-          "captures / instances / evicted / eager calls |")
+          "captures / instances / evicted / declined / eager calls |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for r in results:
         same = "" if eager is None else str(torch.equal(r["tokens"], eager["tokens"]))
         ratio = "" if eager is None else f"{eager['steady_s'] / r['steady_s']:.2f}x"
-        counts = " / ".join(str(r[k]) for k in ("captures", "instances", "instances_evicted", "eager_calls")) \
-            if "captures" in r else ""
+        counts = " / ".join(str(r[k]) for k in _COUNTS) if "captures" in r else ""
         print(f"| {r['mode']} | {r['first_s']:.2f} | {r['steady_s'] * 1e3:.1f} | "
               f"{args.batch * args.new_tokens / r['steady_s']:.0f} | {ratio} | {same} | {counts} |")
 

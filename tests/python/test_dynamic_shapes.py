@@ -809,6 +809,50 @@ def test_the_placeholder_returns_of_fused_attention_are_undefined_in_the_graph(o
     assert defined[:2] == [True, True] and not any(defined[2:]), defined
 
 
+@pytest.fixture
+def cuda_like_flash_attention():
+    """flash attention's CUDA op, given a CPU kernel that returns what the
+    CUDA one does (int64 random state and placeholder, no debug mask), and
+    `dvtest_flash::attn`, a composite op that calls it as
+    F.scaled_dot_product_attention does on a GPU in bf16: the shape shadow
+    sees only the composite, the recorders the flash op with fake (meta)
+    returns in the shadow. Both registrations go at the end."""
+    def flash(q, k, v, dropout_p=0.0, is_causal=False, return_debug_mask=False, scale=None):
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=is_causal, scale=scale)
+        logsumexp = torch.zeros(q.shape[:3], dtype=torch.float32)
+        return (out, logsumexp, None, None, q.shape[2], k.shape[2], torch.zeros(2, dtype=torch.int64),
+                torch.empty(0, dtype=torch.int64), None)
+    aten = torch.library.Library("aten", "IMPL")
+    aten.impl("_scaled_dot_product_flash_attention", flash, "CPU")
+    ops = torch.library.Library("dvtest_flash", "DEF")
+    ops.define("attn(Tensor q, Tensor k, Tensor v) -> Tensor")
+    ops.impl("attn", lambda q, k, v: torch.ops.aten._scaled_dot_product_flash_attention(q, k, v)[0],
+             "CompositeImplicitAutograd")
+    yield torch.ops.dvtest_flash.attn
+    ops._destroy()
+    aten._destroy()
+
+
+def test_a_growing_cache_through_flash_attention_is_one_symbolic_capture(cuda_like_flash_attention):
+    """bf16 decoding on a GPU (flash attention) with the real op's returns
+    emulated on the CPU: before its placeholder returns were left undefined,
+    the shadow's graph had a line more (the fake's debug mask) and every
+    length was a capture of its own."""
+    attn = cuda_like_flash_attention
+
+    def step(cache, new, q):
+        kv = torch.cat([cache, new], dim=2)
+        return attn(q, kv, kv) * 2, kv
+
+    g = deepvisor.compile(step)
+    q = torch.randn(1, 2, 1, 16, dtype=torch.bfloat16)
+    for length in range(5, 10):
+        _check(g, step, torch.randn(1, 2, length, 16, dtype=torch.bfloat16),
+               torch.randn(1, 2, 1, 16, dtype=torch.bfloat16), q)
+    stats = deepvisor.stats(g)
+    assert stats["captures"] == 2 and stats["instances"] == 4 and stats["eager_calls"] == 0, stats
+
+
 def test_a_size_passed_to_a_module_call_stays_symbolic():
     """A module's __call__ is Python (its forward gets the size and uses it
     where the shadow sees it): passing a size to it no longer keeps the
