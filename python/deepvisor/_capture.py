@@ -585,7 +585,7 @@ class Recorder(TorchDispatchMode):
                     before = self._layouts_of_written(info, args, kwargs)
             except Exception as e:  # never break the user's program over a recording problem
                 self.unsupported = f"{func}: recording failed: {type(e).__name__}: {e}"
-        out = func(*args, **kwargs)
+        out = _run_op(func, args, kwargs)
         self._record_guarded(func, args, kwargs, out, before)
         return out
 
@@ -1218,6 +1218,38 @@ def _dtype_of(meta):
         if name == meta.dtype:
             return dtype
     return None
+
+
+def _run_op(func, args, kwargs):
+    """func(*args, **kwargs); on fake tensors (the shape shadow's) whose fake
+    kernel rejects what the real one takes, the result of _FAKE_RULES."""
+    try:
+        return func(*args, **kwargs)
+    except RuntimeError:
+        rule = _FAKE_RULES.get(func)
+        if rule is None or not any(isinstance(a, FakeTensor) for a in args):
+            raise
+        return rule(func, args, kwargs)
+
+
+def _bf16_like(x):
+    if isinstance(x, torch.Tensor) and x.is_floating_point():
+        return torch.empty_strided(x.shape, x.stride(), dtype=torch.bfloat16, device=x.device)
+    return x
+
+
+def _grouped_mm_fake(func, args, kwargs):
+    """torch._grouped_mm's meta function takes bf16 only; its CPU kernel also
+    takes float32 (the experts of a mixture of experts in transformers): the
+    meta's result for bf16 inputs of the same layouts, in the real dtype."""
+    made = func(*[_bf16_like(a) for a in args], **{k: _bf16_like(v) for k, v in kwargs.items()})
+    out_dtype = kwargs.get("out_dtype", args[4] if len(args) > 4 else None)
+    return torch.empty_strided(made.shape, made.stride(), dtype=out_dtype or args[0].dtype, device=made.device)
+
+
+# Ops whose fake kernel rejects inputs their real kernels take: op -> the
+# fake result from the fake inputs (_run_op).
+_FAKE_RULES = {torch.ops.aten._grouped_mm.default: _grouped_mm_fake} if hasattr(torch.ops.aten, "_grouped_mm") else {}
 
 
 def _tensors_in(value):

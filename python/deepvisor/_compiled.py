@@ -935,7 +935,7 @@ _EXTERN_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::m
                "aten::addmv", "aten::mv", "aten::dot", "aten::convolution", "aten::_convolution",
                "aten::cudnn_convolution", "aten::mkldnn_convolution", "aten::_scaled_dot_product",
                "aten::scaled_dot_product_attention", "aten::_native_multi_head_attention", "aten::_flash_attention",
-               "aten::_efficient_attention")
+               "aten::_efficient_attention", "aten::_grouped_mm")
 
 
 def is_extern(op):

@@ -756,15 +756,24 @@ def _decoder(name):
         return T.BartForConditionalGeneration(T.BartConfig(
             d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4,
             encoder_ffn_dim=128, decoder_ffn_dim=128, decoder_start_token_id=2, forced_eos_token_id=None, **common))
+    if name == "mixtral":  # a mixture of experts: routing, then torch._grouped_mm over the experts
+        return T.MixtralForCausalLM(T.MixtralConfig(num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2,
+                                                    sliding_window=None, **small, **common))
     raise ValueError(name)
 
 
-@pytest.mark.parametrize("name", ["gpt2", "llama", "opt", "bart"])
+# The ops of a mixture of experts' routing that run through ATen inside the plan.
+_ROUTING_FALLBACKS = {"aten::topk.default", "aten::sort.default", "aten::histc.default", "aten::empty_like.default"}
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama", "opt", "bart", "mixtral"])
 def test_a_decoder_generates_with_its_kv_cache_without_a_capture_per_token(name):
     """generate() calls forward once a token with a DynamicCache whose keys
     and values grow: three captures (the prompt, the first token static,
     the second symbolic), then instances (before: a capture per token). The
-    tokens are eager's."""
+    tokens are eager's. (Mixtral: torch._grouped_mm's fake kernel takes
+    bf16 only, its CPU kernel float32 too: the shadow follows it through
+    _FAKE_RULES; before, a capture per token.)"""
     pytest.importorskip("transformers")
     torch.manual_seed(0)
     model = _decoder(name).eval()
@@ -775,7 +784,8 @@ def test_a_decoder_generates_with_its_kv_cache_without_a_capture_per_token(name)
         for _ in range(2):
             torch.testing.assert_close(model.generate(ids, max_new_tokens=12, do_sample=False), want)
     s = deepvisor.stats(model.forward)
-    assert s["captures"] == 3 and s["eager_calls"] == 0 and not s["fallback_ops"], s
+    assert s["captures"] == 3 and s["eager_calls"] == 0, s
+    assert set(s["fallback_ops"]) <= (_ROUTING_FALLBACKS if name == "mixtral" else set()), s["fallback_ops"]
 
 
 class _Positions(torch.nn.Module):
