@@ -84,8 +84,8 @@ class Fetch(Recipe):
         for accessor in self.path:
             if accessor[0] == "attr":
                 value = getattr(value, accessor[1])
-            elif accessor[0] == "item":
-                value = value[accessor[1]]
+            elif accessor[0] == "item":  # (the item stored in a dict, as the guards read it)
+                value = dict.__getitem__(value, accessor[1]) if isinstance(value, dict) else value[accessor[1]]
             else:
                 value = value.cell_contents
         return value

@@ -53,6 +53,23 @@ bool values_equal(PyObject* a, PyObject* b) {
   return r == 1;
 }
 
+// The item stored under `key` (a new reference, or null with an error set).
+// In a dict, whatever its type, the stored one: a subclass's __getitem__ may
+// run Python that makes a new object each time (transformers' ACT2FN makes
+// the activation module it names), and the monitor records the items the
+// program read without running Python, so a guard that ran it would never
+// hold (and would run the program's code on every call).
+PyObject* stored_item(PyObject* from, PyObject* key) {
+  if (!PyDict_Check(from)) return PyObject_GetItem(from, key);
+  PyObject* v = PyDict_GetItemWithError(from, key);
+  if (v == nullptr) {
+    if (!PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, key);
+    return nullptr;
+  }
+  Py_INCREF(v);
+  return v;
+}
+
 PyObject* as_bool(int r) {
   if (r < 0) return nullptr;
   PyObject* b = r ? Py_True : Py_False;
@@ -428,7 +445,7 @@ bool GuardProgram::load(int index, PyObject* args, PyObject* kwargs, std::vector
       PyObject* from = regs[l.from];
       if (from == nullptr) return false;
       if (l.accessor == Accessor::Attr) v = PyObject_GetAttr(from, l.key);
-      else if (l.accessor == Accessor::Item) v = PyObject_GetItem(from, l.key);
+      else if (l.accessor == Accessor::Item) v = stored_item(from, l.key);
       else if (l.accessor == Accessor::Cell) {
         v = PyCell_Check(from) ? PyCell_GET(from) : nullptr;
         Py_XINCREF(v);
@@ -454,7 +471,7 @@ bool GuardProgram::run_check(const Check& c, const std::vector<PyObject*>& regs,
     case Accessor::Self: value = v; owned = false; break;
     case Accessor::Type: value = reinterpret_cast<PyObject*>(Py_TYPE(v)); owned = false; break;
     case Accessor::Attr: value = PyObject_GetAttr(v, c.key); break;
-    case Accessor::Item: value = PyObject_GetItem(v, c.key); break;
+    case Accessor::Item: value = stored_item(v, c.key); break;
     case Accessor::Cell:
       value = PyCell_Check(v) ? PyCell_GET(v) : nullptr;
       owned = false;

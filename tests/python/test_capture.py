@@ -236,6 +236,41 @@ def test_a_global_is_guarded():
     assert deepvisor.stats(g)["captures"] == 2
 
 
+class _Instantier(collections.OrderedDict):
+    """transformers' ClassInstantier (ACT2FN): each item read makes a new
+    instance of the class stored under the key."""
+
+    def __getitem__(self, key):
+        return super().__getitem__(key)()
+
+
+ACTIVATIONS = _Instantier(act=torch.nn.Tanh)
+
+
+def uses_instantier(x):
+    return ACTIVATIONS["act"](x) * 2
+
+
+def test_a_dict_whose_items_are_made_on_each_read_is_guarded_on_what_it_stores():
+    """The program reads the stored class (super().__getitem__) and calls a
+    new instance. The guard read the item through the subclass's
+    __getitem__, which made another instance every call: a guard that
+    never held, a capture a call (Mamba in transformers: 20 captures for
+    20 calls). It reads the stored item, and a change of it is still seen."""
+    g = deepvisor.compile(uses_instantier)
+    x = randn(5)
+    for _ in range(3):
+        same(g, uses_instantier, x)
+    assert deepvisor.stats(g)["captures"] == 1
+    try:
+        ACTIVATIONS["act"] = torch.nn.ReLU
+        same(g, uses_instantier, x)
+        same(g, uses_instantier, x)
+    finally:
+        ACTIVATIONS["act"] = torch.nn.Tanh
+    assert deepvisor.stats(g)["captures"] == 2
+
+
 def test_a_closure_variable_is_guarded():
     k = 3.0
 
