@@ -44,28 +44,29 @@ void PlanCache::add_instance(int id, const std::vector<at::Tensor>& inputs,
   (*e->instances)[layout_key(e->dynamic_positions, inputs)] = std::move(executor);
 }
 
+namespace {
+
+// One dynamic input's part of a layout key: its rank, sizes and strides.
+void append_layout(std::vector<std::int64_t>& key, c10::IntArrayRef sizes, c10::IntArrayRef strides) {
+  key.push_back(static_cast<std::int64_t>(sizes.size()));
+  key.insert(key.end(), sizes.begin(), sizes.end());
+  key.insert(key.end(), strides.begin(), strides.end());
+}
+
+}  // namespace
+
 void PlanCache::forget_instance(int id, const Layout& layout) {
   Entry* e = find(id);
   if (e == nullptr) return;
-  std::vector<std::int64_t> key;  // (as layout_key writes it)
-  for (const auto& [sizes, strides] : layout) {
-    key.push_back(static_cast<std::int64_t>(sizes.size()));
-    key.insert(key.end(), sizes.begin(), sizes.end());
-    key.insert(key.end(), strides.begin(), strides.end());
-  }
+  std::vector<std::int64_t> key;
+  for (const auto& [sizes, strides] : layout) append_layout(key, sizes, strides);
   e->instances->erase(key);
 }
 
-// Per dynamic input: its rank, sizes and strides.
 std::vector<std::int64_t> PlanCache::layout_key(const std::vector<int>& positions,
                                                 const std::vector<at::Tensor>& inputs) {
   std::vector<std::int64_t> key;
-  for (int p : positions) {
-    const at::Tensor& t = inputs.at(p);
-    key.push_back(t.dim());
-    for (std::int64_t s : t.sizes()) key.push_back(s);
-    for (std::int64_t s : t.strides()) key.push_back(s);
-  }
+  for (int p : positions) append_layout(key, inputs.at(p).sizes(), inputs.at(p).strides());
   return key;
 }
 

@@ -134,7 +134,6 @@ std::string Writer::size_text(std::int64_t value) { return table_.use(value, cpp
 // A Constant's value: a literal, or (size arguments) a whole number that may
 // be a symbolic size (SizeTable::float_use, int_use).
 std::string Writer::constant_text(const Instr& in) {
-  if (in.dtype == DType::Bool) return cpp::constant(in);
   if (!is_float(in.dtype)) return table_.int_use(in.ivalue, cpp::constant(in), cpp::compute_type(in.dtype));
   return table_.float_use(in.fvalue, cpp::constant(in), cpp::compute_type(in.dtype));
 }

@@ -951,7 +951,6 @@ std::string Emitter::table_entry_name(std::size_t i) { return cat("dv_n.v[", i, 
 // A constant's value: a literal, or (size arguments) a whole number that may
 // be a symbolic size (SizeTable::float_use, int_use).
 std::string Emitter::constant_text(const Instr& in) const {
-  if (in.dtype == DType::Bool) return int_literal(in.ivalue, in.dtype);
   if (!is_float(in.dtype)) return table_.int_use(in.ivalue, int_literal(in.ivalue, in.dtype), ctype(in.dtype));
   return table_.float_use(in.fvalue, float_literal(in.fvalue, in.dtype), ctype(in.dtype));
 }

@@ -27,9 +27,8 @@ std::string SizeTable::use(std::int64_t value, const std::string& literal) {
 }
 
 std::string SizeTable::float_use(double value, const std::string& literal, const std::string& type) {
-  if (!enabled_ || value < 2 || value >= 2147483648.0 || value != std::floor(value)) return literal;
-  const std::string text = use(static_cast<std::int64_t>(value), literal);
-  return text == literal ? literal : "((" + type + ")" + text + ")";
+  if (value < 2 || value >= 2147483648.0 || value != std::floor(value)) return literal;  // (before the cast)
+  return int_use(static_cast<std::int64_t>(value), literal, type);
 }
 
 std::string SizeTable::int_use(std::int64_t value, const std::string& literal, const std::string& type) {
