@@ -1354,6 +1354,24 @@ Operand number_as_read(Operand o, DType t) {
   return o;
 }
 
+// tril(self, diagonal) / triu: self where column - row <= diagonal (tril)
+// or >= diagonal (triu) over the last two dims, else 0.
+void lower_triangle(Lowerer& L, bool upper) {
+  const DType out = L.out_meta().dtype, compute = ir::compute_dtype(out);
+  const int in = L.tensor_def(0);
+  const auto sizes = L.out_meta().sizes;
+  const std::size_t rank = sizes.size();
+  if (rank < 2) throw Unsupported("tril/triu of a tensor of fewer than 2 dims");
+  const std::int64_t diagonal = L.int_arg_or(1, 0);
+  Body body = [in, rank, diagonal, upper, compute](BodyContext& ctx, const Coords& c) {
+    auto& kb = ctx.kb();
+    const ValueId offset = kb.index_value(c[rank - 1] - c[rank - 2]);
+    const ValueId keep = kb.binary(upper ? PrimOp::Ge : PrimOp::Le, offset, kb.int_constant(diagonal, DType::Int64));
+    return kb.where(keep, kb.cast(ctx.read(in, c), compute), scalar_constant(kb, 0, compute));
+  };
+  L.bind(0, L.pointwise(sizes, out, {in}, std::move(body), L.op_name()));
+}
+
 // masked_fill.Scalar / .Tensor (self, mask, value): value where the bool
 // mask holds, else self, broadcast to the output. A number value is stored
 // as eager converts it to self's dtype, so that fused readers see what
@@ -2296,6 +2314,34 @@ void lower_flip(Lowerer& L) {
   }));
 }
 
+// as_strided(self, size, stride, storage_offset): the elements of self's
+// memory at storage_offset + sum(c_i * stride_i) (Longformer's overlapping
+// chunks). The recorder applies it to a value whose memory starts at its
+// first element, the offset made explicit (_root_as_strided). Lowered where
+// self's layout at the capture was contiguous, so that a position is a flat
+// index into self, and every position read lies within self's elements: a
+// view def that reads self at that flat index (nothing copied).
+void lower_as_strided(Lowerer& L) {
+  const int in = L.tensor_def(0);
+  const ir::TensorMeta& self = L.arg_meta(0);
+  if (!self.is_contiguous()) throw Unsupported("as_strided of a tensor whose layout is not contiguous");
+  const auto sizes = int_list_arg(L, 1), strides = int_list_arg(L, 2);
+  if (sizes.size() != strides.size() || sizes != L.out_meta().sizes) throw Unsupported("as_strided: sizes and strides disagree");
+  const std::int64_t offset = L.int_arg_or(3, 0);
+  if (offset < 0) throw Unsupported("as_strided with a negative storage offset");
+  std::int64_t last = offset;  // the farthest position read
+  for (std::size_t i = 0; i < sizes.size(); ++i) {
+    if (strides[i] < 0) throw Unsupported("as_strided with a negative stride");
+    if (sizes[i] == 0) return lower_fill(L, 0);  // nothing to read
+    last += (sizes[i] - 1) * strides[i];
+  }
+  if (last >= self.numel()) throw Unsupported("as_strided reads past the tensor's elements");
+  const auto in_sizes = L.def(in).sizes;
+  L.bind(0, L.view(in, sizes, [in_sizes, strides, offset](const Coords& c) {
+    return ir::unflatten_index(ir::linear_index(c, strides) + offset, in_sizes);
+  }));
+}
+
 // roll(self, shifts, dims): out[i] = in[(i - shift) mod size] along each
 // dim; with no dims, the same over the flattened tensor.
 void lower_roll(Lowerer& L) {
@@ -2886,6 +2932,9 @@ std::unordered_map<std::string, LowerFn> make_lowerings() {
   // Index remapping: flips, rolls, tiles, upsampling (view-like defs).
   t["aten::flip.default"] = lower_flip;
   t["aten::roll.default"] = lower_roll;
+  t["aten::as_strided.default"] = lower_as_strided;
+  t["aten::tril.default"] = [](Lowerer& L) { lower_triangle(L, false); };
+  t["aten::triu.default"] = [](Lowerer& L) { lower_triangle(L, true); };
   t["aten::repeat.default"] = lower_repeat;
   t["aten::upsample_nearest2d.default"] = [](Lowerer& L) { lower_upsample_nearest2d(L, false); };
   t["aten::upsample_nearest2d.vec"] = [](Lowerer& L) { lower_upsample_nearest2d(L, true); };

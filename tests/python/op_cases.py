@@ -1248,15 +1248,29 @@ REMAPS = [
      lambda inp: (inp.tensor(SMALL3), inp.tensor(SMALL3, layout="sliced"), inp.tensor(SMALL3, layout="expanded"))),
     ("stack[promote]", lambda a, b: torch.stack([a, b], 2), two((3, 4), (3, 4), dtype_b=I32)),
     ("stack[single]", lambda a: torch.stack([a], 2), one(SMALL3)),
+    ("tril[odd]", lambda x: x.tril(), one(ODD)),
+    ("triu[diagonal_1_transposed]", lambda x: torch.triu(x, 1), one(ODD, layout="transposed")),
+    ("tril[negative_diagonal_batched_sliced]", lambda x: x.tril(-2), one(SMALL3, layout="sliced")),
+    ("triu[past_the_columns_expanded]", lambda x: x.triu(200), one(ODD, layout="expanded")),
+    # as_strided of a contiguous tensor: overlapping windows (Longformer's chunks)
+    ("as_strided[overlapping_rows]", lambda x: (x * 2).as_strided((8, 2, 8), (8, 8, 1)), one((9, 8))),
+    ("as_strided[of_an_argument]", lambda x: x.as_strided((6, 3), (5, 1)) * 2, one(ODD)),
+    ("as_strided[of_a_slice]", lambda x: x[2:].as_strided((4, 3), (7, 2), 5) * 2, one(ODD)),
 ]
 for _name, _fn, _build in REMAPS:
     case(_name, _fn, _build, ALL, exact=True)
+# A transposed tensor's storage is not in the order of its elements: ATen's view.
+case("as_strided[of_a_transposed_argument]", lambda x: x.as_strided((5, 5), (1, 5)) + 1, one(ODD, layout="transposed"),
+     ALL, exact=True, allowed_fallbacks=frozenset({"aten::as_strided.default"}))
 # Read by other kernels' work: computed inputs are inlined at the remapped points.
 REMAPS_COMPOSED = [
     ("flip[of_pointwise_then_sum]", lambda x: (x * 2 + 1).flip(1).sum(0), one(ODD)),
     ("roll[then_pointwise]", lambda x: torch.roll(x - 1, 3, 0) * x, one(ODD, layout="transposed")),
     ("repeat[of_pointwise]", lambda x: (x + 1).repeat(2, 2) * 3, one(SMALL3[1:])),
     ("stack[of_pointwise]", lambda a, b: torch.stack([a.relu(), b * 2, a - b], 1) + 1, two((6, 7), (6, 7))),
+    ("tril[of_pointwise]", lambda x: (x * 3).tril(4) + x, one(ODD)),
+    ("as_strided[windows_of_pointwise_then_sum]", lambda x: (x + 1).as_strided((36, 2, 129), (129, 129, 1)).sum(1),
+     one(ODD)),
 ]
 for _name, _fn, _build in REMAPS_COMPOSED:
     case(_name, _fn, _build, NUMERIC, tolerance={F32: (1e-5, 2e-6)}, why=_WHY_SUM)
