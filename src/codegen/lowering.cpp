@@ -2146,6 +2146,38 @@ void lower_vector_norm(Lowerer& L) {
   bind_reduced(L, 0, r, dims, keepdim);
 }
 
+// _weight_norm_interface(v, g, dim): (v * (g / norm), norm), where norm is
+// the 2-norm of v over every dim but `dim`, keepdim-shaped as g is, and in
+// float for f16/bf16 weights as eager's kernel keeps it (nn.utils' weight
+// norm: wav2vec2's positional convolution, vocoders).
+void lower_weight_norm(Lowerer& L) {
+  const int v = L.tensor_def(0);
+  const auto sizes = L.def(v).sizes;
+  const std::int64_t rank = static_cast<std::int64_t>(sizes.size()), dim = L.int_arg(2);
+  if (dim < 0 || dim >= rank) throw Unsupported("weight norm over every dim");
+  std::vector<std::int64_t> dims;
+  for (std::int64_t d = 0; d < rank; ++d)
+    if (d != dim) dims.push_back(d);
+  const DType acc = ir::compute_dtype(L.out_meta(0).dtype);
+  const int squares = L.reduction(v, dims, ReduceOp::Sum, acc, [v, acc](BodyContext& ctx, const Coords& c) {
+    auto& kb = ctx.kb();
+    const ValueId x = kb.cast(ctx.read(v, c), acc);
+    return kb.binary(PrimOp::Mul, x, x);
+  });
+  const auto kept = L.def(squares).sizes;
+  if (L.def(L.tensor_def(1)).sizes != kept) throw Unsupported("weight norm with g not shaped as the norm");
+  const int norm = L.elementwise({Operand{squares, kept, 0}}, acc,
+                                 [](KernelBuilder& kb, const std::vector<ValueId>& x) { return kb.unary(PrimOp::Sqrt, x[0]); },
+                                 L.out_meta(1).dtype, kept);
+  const int w = L.elementwise({L.operand(0), L.operand(1), Operand{norm, kept, 0}}, acc,
+                              [](KernelBuilder& kb, const std::vector<ValueId>& x) {
+                                return kb.binary(PrimOp::Mul, x[0], kb.binary(PrimOp::Div, x[1], x[2]));
+                              },
+                              L.out_meta(0).dtype, sizes);
+  L.bind(0, w);
+  L.bind(1, norm);
+}
+
 // The window of a 2-d pooling op: kernel, stride, padding and dilation along
 // H and W (an int list of one element stands for both).
 struct Pool2d {
@@ -2205,6 +2237,48 @@ int pool_windows(Lowerer& L, int in, const Pool2d& p, double other) {
     return masked_read(ctx, in, dtype, at, mask, other);
   };
   return L.pointwise(sizes, dtype, {in}, std::move(body), L.op_name());
+}
+
+// im2col(self, kernel_size, dilation, padding, stride) (nn.Unfold; ConvBERT's
+// span convolution): out[n, (c*kh + i)*kw + j, y*ow + x] = self[n, c,
+// y*sh - ph + i*dh, x*sw - pw + j*dw], 0 in the padding.
+void lower_im2col(Lowerer& L) {
+  const int in = L.tensor_def(0);
+  const auto in_sizes = L.def(in).sizes;
+  const std::size_t rank = in_sizes.size();
+  if (rank != 3 && rank != 4) throw Unsupported("im2col of a tensor that is not 3-d or 4-d");
+  Pool2d p;
+  pool_pair(L.arg(1), p.kernel, -1);
+  pool_pair(L.arg(2), p.dilation, 1);
+  pool_pair(L.arg(3), p.padding, 0);
+  pool_pair(L.arg(4), p.stride, 1);
+  std::int64_t out_w = 0;
+  for (int a = 0; a < 2; ++a) {
+    if (p.kernel[a] <= 0 || p.stride[a] <= 0 || p.padding[a] < 0 || p.dilation[a] <= 0) throw Unsupported("bad im2col window");
+    const std::int64_t n = (in_sizes[rank - 2 + a] + 2 * p.padding[a] - p.dilation[a] * (p.kernel[a] - 1) - 1) / p.stride[a] + 1;
+    if (n <= 0) throw Unsupported("im2col with no window");
+    out_w = n;  // (the last: W)
+  }
+  const DType dtype = L.def(in).dtype;
+  Body body = [in, in_sizes, rank, dtype, p, out_w](BodyContext& ctx, const Coords& c) {
+    auto& kb = ctx.kb();
+    const std::size_t lead = rank - 3;  // 1 with a batch dim
+    const IndexExpr& row = c[lead];
+    const IndexExpr& col = c[lead + 1];
+    const IndexExpr window[2] = {ir::mod(ir::floordiv(row, p.kernel[1]), p.kernel[0]), ir::mod(row, p.kernel[1])};
+    const IndexExpr place[2] = {ir::floordiv(col, out_w), ir::mod(col, out_w)};
+    Coords at(rank);
+    if (lead) at[0] = c[0];
+    at[lead] = ir::floordiv(row, p.kernel[0] * p.kernel[1]);
+    ValueId mask = kb.int_constant(1, DType::Bool);
+    for (int a = 0; a < 2; ++a) {  // H, then W
+      const std::size_t d = rank - 2 + a;
+      at[d] = place[a] * p.stride[a] - p.padding[a] + window[a] * p.dilation[a];
+      mask = and_mask(kb, mask, in_range(kb, at[d], 0, in_sizes[d]));
+    }
+    return masked_read(ctx, in, dtype, at, mask, 0);
+  };
+  L.bind(0, L.pointwise(L.out_meta().sizes, dtype, {in}, std::move(body), L.op_name()));
 }
 
 std::vector<std::int64_t> window_dims(const Lowerer& L) {
@@ -2923,9 +2997,11 @@ std::unordered_map<std::string, LowerFn> make_lowerings() {
     }
   t["aten::cumsum.default"] = lower_cumsum;
   t["aten::linalg_vector_norm.default"] = lower_vector_norm;
+  t["aten::_weight_norm_interface.default"] = lower_weight_norm;
   t["aten::max_pool2d.default"] = lower_max_pool2d;
   t["aten::max_pool2d_with_indices.default"] = lower_max_pool2d;
   t["aten::avg_pool2d.default"] = lower_avg_pool2d;
+  t["aten::im2col.default"] = lower_im2col;
   t["aten::_adaptive_avg_pool2d.default"] = lower_adaptive_avg_pool2d;
   t["aten::adaptive_avg_pool2d.default"] = lower_adaptive_avg_pool2d;
 

@@ -1080,7 +1080,29 @@ NORMS = [
 ]
 for _name, _fn, _shape, _layout in NORMS:
     case(_name, _fn, one(_shape, "normal", _layout), FLOATS, why="vector_norm: another summation order")
+# _weight_norm_interface(v, g, dim): the weight and its norm over every dim
+# but dim (first or last: ATen's fused kernels; its CPU kernel reads v as if
+# contiguous, so a transposed v goes through torch._weight_norm, which makes
+# it contiguous first, as nn.utils' weight norm does).
+WEIGHT_NORMS = [
+    ("weight_norm[dim0]", lambda v, g: torch._weight_norm_interface(v, g, 0), two((6, 4, 5), (6, 1, 1))),
+    ("weight_norm[last_dim]", lambda v, g: torch._weight_norm_interface(v, g, 1), two(ODD, (1, 129))),
+    ("weight_norm[last_dim_transposed_then_used]", lambda v, g: torch._weight_norm(v, g, 2) * 2,
+     two(SMALL3, (1, 1, 7), layout_a="transposed")),
+]
+for _name, _fn, _build in WEIGHT_NORMS:
+    case(_name, _fn, _build, FLOATS, why="a norm: another summation order")
 
+
+# im2col (F.unfold): every window as a column, 0 in the padding; exact.
+UNFOLDS = [
+    ("unfold[3x3_padded]", lambda x: F.unfold(x, 3, padding=1), (2, 3, 7, 6), "contiguous"),
+    ("unfold[strided_dilated_sliced]", lambda x: F.unfold(x, (2, 3), dilation=(2, 1), padding=(1, 2), stride=(2, 3)),
+     (2, 3, 9, 11), "sliced"),
+    ("unfold[unbatched_transposed]", lambda x: F.unfold(x, (3, 1), padding=(4, 0)) * 2, (3, 9, 1), "transposed"),
+]
+for _name, _fn, _shape, _layout in UNFOLDS:
+    case(_name, _fn, one(_shape, "normal", _layout), FLOATS, exact=True)
 
 # -- 2-d pooling ------------------------------------------------------------------------------------
 
