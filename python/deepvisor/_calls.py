@@ -174,6 +174,11 @@ def on_call(m, fn, args, kwargs, results, status, frame):
         refuse_c_state(callee, "a call")
     owner, name, self, rest = _normalize(fn, args)
     failed = bool(status & _C.FAILED)
+    if status & _C.PYTHON_RAN:
+        read = _attribute_read(fn, owner, name, self, rest)
+        if read is not None:
+            _attribute_made_by_python(m, *read, results, failed)
+            return
     if isinstance(self, torch.Tensor) and name in _TENSOR_DATA_METHODS:
         _tensor_data(m, self, name, results, failed)
         return
@@ -278,8 +283,33 @@ def _method_call(m, node, owner, name, rest, kwargs, results, failed):
         m.record_attribute_write(node, rest[0])
     elif name == "__getattribute__" and rest and is_value(rest[0]):
         _read_attr(m, node, rest[0], results, failed)
+    elif name in _STATE_READERS:
+        _instance_state_read(m, node, name)
     else:
         m.record_read(node, ("type",), type(obj))
+
+
+# object's C methods that read an instance's whole state, its __dict__
+# (copy.deepcopy and pickle call __reduce_ex__, which hands on the dict).
+_STATE_READERS = {"__reduce_ex__", "__reduce__", "__getstate__", "__dir__"}
+
+
+def _instance_state_read(m, node, name):
+    """C code read the object's instance dict: every item of it is checked,
+    as it was before the run changed it (and an object whose state lives
+    elsewhere, in slots or a C layout, is refused)."""
+    m.record_read(node, ("type",), type(node.obj))
+    try:
+        d = object.__getattribute__(node.obj, "__dict__")
+    except AttributeError:
+        d = None
+    if type(d) is not dict or getattr(type(node.obj), "__slots__", None):
+        raise Unsupported(f"{node.name}.{name}() reads state that is not in an instance dict")
+    m.record_read(node, ("attr", "__dict__"), d)
+    dnode = m.subject(d)
+    if dnode is None:
+        raise Unsupported(f"{node.name}.{name}() reads an instance dict deepvisor does not track")
+    m.use_all(dnode, f"{name}()")
 
 
 _DICT_KEYED = {"get", "__getitem__", "__contains__", "pop", "setdefault", "__setitem__", "__delitem__"}
@@ -307,6 +337,26 @@ def _dict_method(m, node, name, rest, results, failed):
         m.mutated_by_c(node, f"dict.{name}")
     else:
         m.use_all(node, f"dict.{name}")
+
+
+def _attribute_read(fn, owner, name, self, rest):
+    """(obj, attribute name) of getattr(obj, "name") or
+    obj.__getattribute__("name") (super()'s too); else None."""
+    if owner is not None:
+        return (self, rest[0]) if name == "__getattribute__" and rest and isinstance(rest[0], str) else None
+    if fn is builtins.getattr and len(rest) >= 2 and isinstance(rest[1], str):
+        return rest[0], rest[1]
+    return None
+
+
+def _attribute_made_by_python(m, obj, name, results, failed):
+    """A C getattr that ran Python (a property, a __getattr__): its reads were
+    stepped and checked, and its result is what that code made (a property
+    that returns a new object on each read: checked by identity, it would
+    never hold). As for `obj.name` (_on_attr): only named after the attribute."""
+    node = m.subject(obj)
+    if node is not None and not failed:
+        m.rename(results[0], f"{node.name}.{name}")
 
 
 def _read_attr(m, node, name, results, failed):

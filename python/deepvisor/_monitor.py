@@ -433,6 +433,10 @@ class StateMonitor:
             # A builtin method of an object (CFG.get): a call of it reads the
             # object, which the tracer sees only if the object is tracked.
             self._track_result(bound, _named(name) + ".__self__", ("pinned",))
+            if isinstance(value, types.BuiltinMethodType):
+                # A new object on every read (copy.deepcopy reads cfg.__reduce_ex__):
+                # checked as the same C function bound to the same object.
+                return ("method", value, bound)
         self._track_result(value, name, ("pinned",))
         return ("id", value)
 

@@ -29,6 +29,16 @@ std::string shape_text(c10::IntArrayRef v) {
   return s + "]";
 }
 
+// `value` is a method bound to `self`: a Python method of function `func`, or
+// a builtin method (obj.__reduce_ex__: a new object on every read) of the
+// same C function as `func`, a builtin method read at the capture.
+bool is_bound_method(PyObject* value, PyObject* func, PyObject* self) {
+  if (PyMethod_Check(value)) return PyMethod_GET_FUNCTION(value) == func && PyMethod_GET_SELF(value) == self;
+  return PyCFunction_Check(value) && PyCFunction_Check(func) && PyCFunction_GET_SELF(value) == self &&
+         PyCFunction_GET_FUNCTION(value) == PyCFunction_GET_FUNCTION(func) &&
+         PyCFunction_GET_FLAGS(value) == PyCFunction_GET_FLAGS(func);
+}
+
 // Equal values of exactly the same type; floats compared bit for bit (so NaN
 // equals NaN and -0.0 differs from 0.0), tuples item by item.
 bool values_equal(PyObject* a, PyObject* b) {
@@ -511,10 +521,7 @@ bool GuardProgram::run_check(const Check& c, const std::vector<PyObject*>& regs,
     case Expect::Id: ok = value == c.expected; break;
     case Expect::Type: ok = reinterpret_cast<PyObject*>(Py_TYPE(value)) == c.expected; break;
     case Expect::Raises: ok = false; break;
-    case Expect::Method:
-      ok = PyMethod_Check(value) && PyMethod_GET_FUNCTION(value) == PyTuple_GET_ITEM(c.expected, 0) &&
-           PyMethod_GET_SELF(value) == PyTuple_GET_ITEM(c.expected, 1);
-      break;
+    case Expect::Method: ok = is_bound_method(value, PyTuple_GET_ITEM(c.expected, 0), PyTuple_GET_ITEM(c.expected, 1)); break;
     case Expect::Ids: {
       PyObject* seq = PySequence_Fast(value, "");
       if (seq == nullptr) {

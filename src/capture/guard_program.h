@@ -75,7 +75,7 @@ enum class Expect : std::uint8_t {
   Id,      // the same object
   Type,    // an object of exactly this type
   Raises,  // the read raises an instance of this exception type
-  Method,  // a bound method of this function and this self (expected: (func, self))
+  Method,  // a bound method of this function and this self (expected: (func, self); a builtin method: func is one)
   Ids,     // a tuple whose items are these objects, in order
   Tensor,  // a tensor (its own node checks it)
   Same,    // the same object as register `other`

@@ -9,6 +9,7 @@ import _thread
 import abc
 import collections
 import contextvars
+import copy
 import dataclasses
 import decimal
 import functools
@@ -269,6 +270,112 @@ def test_a_dict_whose_items_are_made_on_each_read_is_guarded_on_what_it_stores()
     finally:
         ACTIVATIONS["act"] = torch.nn.Tanh
     assert deepvisor.stats(g)["captures"] == 2
+
+
+class _LayerView:
+    """A view over a config that a property makes on every read."""
+
+    def __init__(self, config):
+        self._config = config
+
+    def scale(self):
+        return self._config.scale
+
+
+class _ViewingConfig:
+    """transformers' PreTrainedConfig: a Python __getattribute__ that reads
+    through super(), and `per_layer_config`, a property that returns a new
+    view on every read."""
+
+    def __init__(self, scale):
+        self.scale = scale
+
+    def __getattribute__(self, key):
+        return super().__getattribute__(key)
+
+    @property
+    def per_layer_config(self):
+        return _LayerView(self)
+
+
+VIEWING_CONFIG = _ViewingConfig(2.0)
+
+
+def reads_a_view_through_getattribute(x):
+    return x * VIEWING_CONFIG.per_layer_config.scale()
+
+
+def reads_a_view_through_getattr(x):
+    return x * getattr(VIEWING_CONFIG, "per_layer_config").scale()
+
+
+@pytest.mark.parametrize("fn", [reads_a_view_through_getattribute, reads_a_view_through_getattr])
+def test_an_attribute_a_property_makes_on_each_read_is_not_guarded_by_identity(fn):
+    """A property that ran Python under a C getattr (super().__getattribute__,
+    getattr) made its result: the guard checked that result's identity, a
+    new object every call, so it never held (Bloom, Falcon, Pegasus, Marian
+    and XGLM in transformers captured on every call: their forward makes a
+    DynamicCache, which reads config.per_layer_config). The property's own
+    reads are checked, so a change of what it reads is still seen."""
+    g = deepvisor.compile(fn)
+    x = randn(5)
+    for _ in range(3):
+        same(g, fn, x)
+    assert deepvisor.stats(g)["captures"] == 1
+    try:
+        VIEWING_CONFIG.scale = 3.0
+        same(g, fn, x)
+        same(g, fn, x)
+    finally:
+        VIEWING_CONFIG.scale = 2.0
+    assert deepvisor.stats(g)["captures"] == 2
+
+
+class _PlainSettings:
+    def __init__(self):
+        self.scale = 2.0
+        self.extra = {"shift": 1.0}
+
+
+class _ReadThroughSettings(_PlainSettings):
+    def __getattribute__(self, key):  # (transformers' configs)
+        return super().__getattribute__(key)
+
+
+SETTINGS = {"plain": _PlainSettings(), "read_through": _ReadThroughSettings()}
+
+
+@pytest.mark.parametrize("kind", ["plain", "read_through"])
+def test_a_deep_copy_of_state_is_guarded_on_all_it_copies(kind):
+    """copy.deepcopy reads obj.__reduce_ex__, a builtin method made anew on
+    every read (checked by identity, a guard that never held: Pegasus and
+    Marian captured on every call), and calls it: C code that hands on the
+    whole instance dict. The method is checked as the same C function of
+    the same object, and its call checks every item of the dict, so a
+    change of any attribute, or of what one holds, is seen."""
+    settings = SETTINGS[kind]
+
+    def fn(x):
+        copied = copy.deepcopy(settings)
+        return x * copied.scale + copied.extra["shift"]
+
+    g = deepvisor.compile(fn)
+    x = randn(5)
+    for _ in range(4):
+        same(g, fn, x)
+    captures = deepvisor.stats(g)["captures"]
+    assert captures <= 2  # (the first deepcopy of a class also caches its __slotnames__: that run is eager)
+    try:
+        settings.scale = 3.0
+        same(g, fn, x)
+        same(g, fn, x)
+        settings.extra["shift"] = -4.0
+        same(g, fn, x)
+        settings.extra = {"shift": 0.5}
+        same(g, fn, x)
+    finally:
+        settings.scale, settings.extra = 2.0, {"shift": 1.0}
+    assert deepvisor.stats(g)["captures"] == captures + 3
 
 
 def test_a_closure_variable_is_guarded():
