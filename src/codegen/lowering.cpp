@@ -905,7 +905,9 @@ void lower_var_std(Lowerer& L, bool take_sqrt) {
 }
 
 // softmax and log_softmax: max, exp(x - max), sum, then divide (or subtract the log).
-void lower_softmax(Lowerer& L, bool log) {
+// `safe` (_safe_softmax, scaled_dot_product_attention's with a mask): 0
+// where the whole row is -inf (every key masked), where softmax gives NaN.
+void lower_softmax(Lowerer& L, bool log, bool safe = false) {
   int in = L.tensor_def(0);
   const auto sizes = L.def(in).sizes;
   std::vector<std::int64_t> dims{wrap_dim(L.int_arg(1), sizes.size())};
@@ -923,12 +925,15 @@ void lower_softmax(Lowerer& L, bool log) {
   int sum = L.reduction(in, dims, ReduceOp::Sum, acc, [shifted](BodyContext& ctx, const Coords& c) {
     return ctx.kb().unary(PrimOp::Exp, shifted(ctx, c));
   }, {mx});
-  Body body = [shifted, sum, red_sizes, log](BodyContext& ctx, const Coords& c) {
+  Body body = [shifted, sum, mx, red_sizes, log, safe, acc](BodyContext& ctx, const Coords& c) {
     auto& kb = ctx.kb();
     ValueId z = shifted(ctx, c);
     ValueId s = ctx.read(sum, broadcast_coords(red_sizes, c));
     if (log) return kb.binary(PrimOp::Sub, z, kb.unary(PrimOp::Log, s));
-    return kb.binary(PrimOp::Div, kb.unary(PrimOp::Exp, z), s);
+    const ValueId p = kb.binary(PrimOp::Div, kb.unary(PrimOp::Exp, z), s);
+    if (!safe) return p;
+    const ValueId all_masked = kb.binary(PrimOp::Eq, ctx.read(mx, broadcast_coords(red_sizes, c)), kb.constant(-INFINITY, acc));
+    return kb.where(all_masked, kb.constant(0, acc), p);
   };
   L.bind(0, L.pointwise(sizes, out, {in, mx, sum}, std::move(body), L.op_name()));
 }
@@ -1022,6 +1027,46 @@ void lower_layer_norm(Lowerer& L) {
   L.bind(2, as_stat(rstd));
 }
 
+// 1 / sqrt(var + eps), in `acc`.
+int rstd_def(Lowerer& L, int var, double eps, DType acc) {
+  return L.elementwise({Operand{var, L.def(var).sizes, 0}}, acc,
+                       [eps](KernelBuilder& kb, const std::vector<ValueId>& v) {
+                         return kb.unary(PrimOp::Rsqrt, bin(kb, PrimOp::Add, v[0], cst(kb, eps, v[0])));
+                       },
+                       acc, L.def(var).sizes);
+}
+
+// Group and batch norm's output, in ATen's form: x * scale + shift per
+// channel (dim 1), scale = weight * rstd and shift = bias - mean * scale,
+// the statistics read at stat_at(c). Weight and bias are arguments 1 and 2.
+int normalized_def(Lowerer& L, int in, int mean, int rstd, DType acc, std::function<Coords(const Coords&)> stat_at) {
+  auto optional_def = [&L](std::size_t pos) { return L.arg(pos).is_none() ? -1 : L.tensor_def(pos); };
+  const int w = optional_def(1), b = optional_def(2);
+  std::vector<int> deps{in, mean, rstd};
+  for (int d : {w, b})
+    if (d >= 0) deps.push_back(d);
+  Body body = [in, mean, rstd, w, b, acc, stat_at](BodyContext& ctx, const Coords& c) {
+    auto& kb = ctx.kb();
+    const Coords at = stat_at(c), channel{c[1]};
+    ValueId scale = ctx.read(rstd, at);
+    if (w >= 0) scale = kb.binary(PrimOp::Mul, scale, kb.cast(ctx.read(w, channel), acc));
+    ValueId shift = kb.binary(PrimOp::Mul, kb.unary(PrimOp::Neg, scale), ctx.read(mean, at));
+    if (b >= 0) shift = kb.binary(PrimOp::Add, shift, kb.cast(ctx.read(b, channel), acc));
+    return kb.binary(PrimOp::Add, kb.binary(PrimOp::Mul, kb.cast(ctx.read(in, c), acc), scale), shift);
+  };
+  return L.pointwise(L.def(in).sizes, L.out_meta(0).dtype, deps, std::move(body), L.op_name());
+}
+
+// A keepdim-shaped statistic of a norm as its saved output: in the output's
+// dtype, the reduced dims dropped.
+int statistic_output(Lowerer& L, int d, const std::vector<std::int64_t>& dims, DType acc) {
+  const auto sizes = L.def(d).sizes;
+  const int cast = L.elementwise({Operand{d, sizes, 0}}, acc,
+                                 [](KernelBuilder&, const std::vector<ValueId>& v) { return v[0]; }, L.out_meta(1).dtype,
+                                 sizes);
+  return L.squeeze_dims(cast, dims);
+}
+
 // native_group_norm(input, weight?, bias?, N, C, HxW, group, eps) ->
 // (out, mean, rstd) in inference. The statistics are layer norm's over a
 // (N, group, C / group * HxW) view of the input; the affine is eager's
@@ -1037,7 +1082,7 @@ void lower_group_norm(Lowerer& L) {
     throw Unsupported("group norm arguments that do not describe the input");
   const double eps = L.number_arg(7);
   const std::int64_t per_group = channels / groups;
-  const DType out = L.out_meta(0).dtype, stat = L.out_meta(1).dtype;
+  const DType out = L.out_meta(0).dtype;
   const DType acc = ir::compute_dtype(out) == DType::Float64 ? DType::Float64 : DType::Float32;
   const std::vector<std::int64_t> grouped_sizes{n, groups, per_group * hxw};
   const int grouped = L.view(in, grouped_sizes, [sizes, grouped_sizes](const Coords& c) {
@@ -1048,33 +1093,39 @@ void lower_group_norm(Lowerer& L) {
   const int mean = center.mean;
   const int var = variance_def(L, center, dims, 0.0, acc);
   const auto stat_sizes = L.def(var).sizes;  // (N, group, 1)
-  const int rstd = L.elementwise({Operand{var, stat_sizes, 0}}, acc,
-                                 [eps](KernelBuilder& kb, const std::vector<ValueId>& v) {
-                                   return kb.unary(PrimOp::Rsqrt, bin(kb, PrimOp::Add, v[0], cst(kb, eps, v[0])));
-                                 },
-                                 acc, stat_sizes);
-  auto optional_def = [&L](std::size_t pos) { return L.arg(pos).is_none() ? -1 : L.tensor_def(pos); };
-  const int w = optional_def(1), b = optional_def(2);
-  std::vector<int> deps{in, mean, rstd};
-  for (int d : {w, b})
-    if (d >= 0) deps.push_back(d);
-  Body body = [in, mean, rstd, w, b, per_group, acc](BodyContext& ctx, const Coords& c) {
-    auto& kb = ctx.kb();
-    const Coords group{c[0], ir::floordiv(c[1], per_group), 0}, channel{c[1]};
-    ValueId scale = ctx.read(rstd, group);
-    if (w >= 0) scale = kb.binary(PrimOp::Mul, scale, kb.cast(ctx.read(w, channel), acc));
-    ValueId shift = kb.binary(PrimOp::Mul, kb.unary(PrimOp::Neg, scale), ctx.read(mean, group));
-    if (b >= 0) shift = kb.binary(PrimOp::Add, shift, kb.cast(ctx.read(b, channel), acc));
-    return kb.binary(PrimOp::Add, kb.binary(PrimOp::Mul, kb.cast(ctx.read(in, c), acc), scale), shift);
-  };
-  L.bind(0, L.pointwise(sizes, out, deps, std::move(body), L.op_name()));
-  auto as_stat = [&](int d) {  // (N, group, 1) -> (N, group) in the statistics' dtype
-    const int cast = L.elementwise({Operand{d, stat_sizes, 0}}, acc,
-                                   [](KernelBuilder&, const std::vector<ValueId>& v) { return v[0]; }, stat, stat_sizes);
-    return L.squeeze_dims(cast, dims);
-  };
-  L.bind(1, as_stat(mean));
-  L.bind(2, as_stat(rstd));
+  const int rstd = rstd_def(L, var, eps, acc);
+  L.bind(0, normalized_def(L, in, mean, rstd, acc, [per_group](const Coords& c) {
+    return Coords{c[0], ir::floordiv(c[1], per_group), 0};
+  }));
+  L.bind(1, statistic_output(L, mean, dims, acc));  // (N, group)
+  L.bind(2, statistic_output(L, rstd, dims, acc));
+}
+
+// native_batch_norm(input, weight?, bias?, None, None, training=True,
+// momentum, eps): normalized by the batch's own statistics, with no running
+// statistics to update (NFNet's weight standardization of its convolution
+// weights): per channel (dim 1) the mean and biased variance over every
+// other dim, x * scale + shift with scale = weight * rstd, as group norm;
+// the saved mean and rstd are outputs 1 and 2.
+void lower_batch_norm_batch_statistics(Lowerer& L) {
+  if (!L.arg(3).is_none() || !L.arg(4).is_none()) throw Unsupported("batch norm in training that updates running statistics");
+  const int in = L.tensor_def(0);
+  const auto sizes = L.def(in).sizes;
+  if (sizes.size() < 2 || L.def(in).numel() == 0) throw Unsupported("batch norm of an empty input or one without channels");
+  std::vector<std::int64_t> dims;
+  for (std::int64_t d = 0; d < static_cast<std::int64_t>(sizes.size()); ++d)
+    if (d != 1) dims.push_back(d);
+  const double eps = L.number_arg(7);
+  const DType out = L.out_meta(0).dtype;
+  const DType acc = ir::compute_dtype(out) == DType::Float64 ? DType::Float64 : DType::Float32;
+  const RowCenter center = row_center(L, in, dims, acc);
+  const int mean = center.mean;
+  const int var = variance_def(L, center, dims, 0.0, acc);
+  const auto stat_sizes = L.def(var).sizes;  // (1, C, 1, ...)
+  const int rstd = rstd_def(L, var, eps, acc);
+  L.bind(0, normalized_def(L, in, mean, rstd, acc, [stat_sizes](const Coords& c) { return broadcast_coords(stat_sizes, c); }));
+  L.bind(1, statistic_output(L, mean, dims, acc));  // (C)
+  L.bind(2, statistic_output(L, rstd, dims, acc));
 }
 
 // argmax / argmin (self, dim?, keepdim) and the indices of max.dim / min.dim:
@@ -1233,6 +1284,17 @@ void lower_where(Lowerer& L) {
     return ctx.kb().where(cv, read_operand(ctx, ops[0], c, compute), read_operand(ctx, ops[1], c, compute));
   };
   L.bind(0, L.pointwise(L.out_meta().sizes, L.out_meta().dtype, deps, std::move(body), L.op_name()));
+}
+
+// addcmul(self, t1, t2, value) = self + value * t1 * t2 and addcdiv(...) =
+// self + value * t1 / t2, in ATen's order (ResMLP's affine layers).
+void lower_addc(Lowerer& L, PrimOp op) {
+  const double value = L.number_arg_or(3, 1);
+  L.bind(0, L.elementwise({L.operand(0), L.operand(1), L.operand(2)}, L.out_meta().dtype,
+                          [op, value](KernelBuilder& kb, const std::vector<ValueId>& v) {
+                            const ValueId scaled = bin(kb, PrimOp::Mul, cst(kb, value, v[1]), v[1]);
+                            return bin(kb, PrimOp::Add, v[0], bin(kb, op, scaled, v[2]));
+                          }));
 }
 
 void lower_clamp(Lowerer& L) {
@@ -3060,10 +3122,16 @@ std::unordered_map<std::string, LowerFn> make_lowerings() {
   t["aten::std.correction"] = [](Lowerer& L) { lower_var_std(L, true); };
   t["aten::_softmax.default"] = [](Lowerer& L) { lower_softmax(L, false); };
   t["aten::_log_softmax.default"] = [](Lowerer& L) { lower_softmax(L, true); };
+  t["aten::addcmul.default"] = [](Lowerer& L) { lower_addc(L, PrimOp::Mul); };
+  t["aten::addcdiv.default"] = [](Lowerer& L) { lower_addc(L, PrimOp::Div); };
+  t["aten::_safe_softmax.default"] = [](Lowerer& L) { lower_softmax(L, false, /*safe=*/true); };
   t["aten::native_layer_norm.default"] = lower_layer_norm;
   t["aten::native_group_norm.default"] = lower_group_norm;
   // (input, weight?, bias?, running_mean?, running_var?, training, momentum, eps)
-  t["aten::native_batch_norm.default"] = [](Lowerer& L) { lower_batch_norm_inference(L, 1, 2, 3, 4, 5, 7); };
+  t["aten::native_batch_norm.default"] = [](Lowerer& L) {
+    if (L.bool_arg(5)) return lower_batch_norm_batch_statistics(L);
+    lower_batch_norm_inference(L, 1, 2, 3, 4, 5, 7);
+  };
   // (input, weight?, bias?, running_mean, running_var, momentum, eps)
   t["aten::_native_batch_norm_legit_no_training.default"] = [](Lowerer& L) {
     lower_batch_norm_inference(L, 1, 2, 3, 4, -1, 6);

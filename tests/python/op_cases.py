@@ -580,6 +580,14 @@ for _name in ("var", "std"):
     case(f"{_name}[default]", lambda x, fn=_fn: fn(x), one(ODD, layout="transposed"), FLOATS,
          tolerance={F32: (2e-5, 1e-5)}, why="Welford (eager) against two passes (deepvisor)")
 
+# addcmul / addcdiv: self + value * t1 (* or /) t2, broadcast.
+case("addcmul[broadcast_transposed]", lambda a, b, c: torch.addcmul(a, b, c, value=0.75),
+     lambda inp: (inp.tensor((1, 129)), inp.tensor(ODD, layout="transposed"), inp.tensor((37, 1))), NUMERIC_F16)
+case("addcmul[default_value_sliced]", lambda a, b, c: torch.addcmul(a, b, c),
+     lambda inp: (inp.tensor(SMALL3, layout="sliced"), inp.tensor(SMALL3), inp.tensor((7,))), NUMERIC)
+case("addcdiv[broadcast]", lambda a, b, c: torch.addcdiv(a, b, c, value=-2),
+     lambda inp: (inp.tensor(ODD), inp.tensor((1, 129)), inp.tensor(ODD, "positive")), FLOATS_F16)
+
 # -- softmax, log_softmax, layer_norm -----------------------------------------------------
 
 SOFTMAX_SHAPES = (
@@ -599,6 +607,16 @@ for _name, _fn in (("softmax", torch.softmax), ("log_softmax", torch.log_softmax
     case(f"{_name}[dtype_float32]", lambda x, fn=_fn: fn(x, -1, dtype=torch.float32), one(ODD, scale=4),
          FLOATS_F16)
 case("softmax[functional_large]", lambda x: F.softmax(x, dim=-1), one(ODD, scale=30), FLOATS)
+# _safe_softmax (scaled_dot_product_attention's math path with a mask): 0 in
+# rows where every element is -inf; here rows masked whole and in part.
+_NEG_INF = float("-inf")
+case("safe_softmax[rows_masked]",
+     lambda x: torch.ops.aten._safe_softmax(torch.where((x > 1.2) | (x[:, :1] > 0.6), _NEG_INF, x), -1),
+     one(ODD, scale=2), FLOATS_F16, tolerance={F32: (1e-5, 2e-6)}, why="exp of shifted values, summed in a different order")
+case("safe_softmax[dim0_float32_transposed]",
+     lambda x: torch.ops.aten._safe_softmax(x.masked_fill(x[:1] > 0.5, _NEG_INF), 0, torch.float32),
+     one(ODD, layout="transposed", scale=2), FLOATS, tolerance={F32: (1e-5, 2e-6)},
+     why="exp of shifted values, summed in a different order")
 
 # layer_norm: eager computes the moments with a vectorized Welford pass;
 # deepvisor with two passes. rstd is accurate to a few ulps either way, and
@@ -1407,6 +1425,17 @@ case("group_norm[stats]", lambda x, w, b: torch.ops.aten.native_group_norm(x, w,
      _group_norm_inputs((2, 6, 5, 7), "contiguous"), FLOATS, tolerance=_LN_TOL, why=_WHY_LN)
 case("group_norm[then_silu]", lambda x, w, b: F.silu(F.group_norm(x, 2, w, b)) + x,
      _group_norm_inputs((2, 4, 9, 9), "contiguous"), FLOATS, tolerance=_LN_TOL, why=_WHY_LN)
+
+# Batch norm by the batch's own statistics, no running statistics (NFNet's
+# weight standardization): mean and variance over every dim but the channels.
+case("batch_norm[batch_statistics]", lambda x, w, b: F.batch_norm(x, None, None, w, b, training=True, eps=1e-4),
+     _group_norm_inputs((2, 6, 5, 7), "sliced"), FLOATS, tolerance=_LN_TOL, why=_WHY_LN)
+case("batch_norm[weight_standardization]",
+     lambda x, g: F.batch_norm(x.reshape(1, 8, -1), None, None, weight=g, training=True, momentum=0.0).reshape_as(x),
+     lambda inp: (inp.tensor((8, 3, 3, 3), "normal"), inp.tensor((8,), "normal")), FLOATS, tolerance=_LN_TOL, why=_WHY_LN)
+case("batch_norm[batch_statistics_saved]",
+     lambda x: torch.ops.aten.native_batch_norm(x, None, None, None, None, True, 0.1, 1e-5),
+     one((3, 4, 9), layout="transposed"), FLOATS, tolerance=_LN_TOL, why=_WHY_LN)
 
 # -- argmax / argmin, max.dim / min.dim --------------------------------------------------------------
 
