@@ -40,7 +40,7 @@ from ._log import log, log_event
 from ._monitor import StateMonitor, qualname, running_monitor
 from ._monitor import Unsupported as StateUnsupported
 from ._opaque import OpaqueMode
-from ._rebuild import Context, Output, RecipeBuilder, describe_side_effects
+from ._rebuild import Context, Output, RecipeBuilder, describe_side_effects, plain_sizes_in_state
 from ._scalars import Scalars
 from ._script import python_originals
 from ._segments import outcome_key, split
@@ -83,6 +83,7 @@ class _Path:
         self.constant_values = constant_values  # input value ids that are not from the arguments (parameters...)
         self.lone_output = isinstance(result, Output) and result.k == 0
         self.symbolic = None  # _Symbolic: the capture holds for other sizes of its symbolic dimensions
+        self.rebuilds_sizes = False  # its result or side effects hold sizes of the call (_rebuild.Size)
 
     def finish(self, outputs, inputs, args, kwargs):
         if self.lone_output and not self.side_effects:
@@ -411,7 +412,7 @@ class CompiledFunction:
             dropped, plan.symbolic.dropped = plan.symbolic.dropped, []
             if executors is DECLINED:
                 return executors
-            if plan.tree is None:
+            if plan.tree is None and not plan.path.rebuilds_sizes:  # (Size recipes read this call's inputs)
                 for layout in dropped:  # (the C++ cache may hold it)
                     self._plans.forget_instance(plan_id, list(layout))
                 self._plans.add_instance(plan_id, inputs, executors[0] if executors else None)
@@ -660,6 +661,8 @@ class CompiledFunction:
         builder = RecipeBuilder(monitor, recorder, argument_tensors)
         result_recipe = builder.of(result)
         side_effects = describe_side_effects(builder, monitor)
+        if builder.sizes:
+            plain_sizes_in_state(monitor)
         monitor.scalars.finish()
         output_values, view_lines = recorder.output_values(builder.output_tensors)
         inputs = recorder.input_tensors()
@@ -674,6 +677,7 @@ class CompiledFunction:
         path = _Path(result_recipe, side_effects, descriptions, [], list(recorder.input_values), segments, program,
                      constant_values)
         path.symbolic = symbolic
+        path.rebuilds_sizes = symbolic is not None and bool(builder.sizes)
         return path
 
     def _compile(self, segment, path, text=None, constant_sizes=(), reference=None, graph_pool=None,

@@ -1253,13 +1253,30 @@ def _size_uses(m, kind, arg, frame, operands):
         used = [n for v in operands[1:] for n in sizes_in(v)]
     elif kind in (B.CALL, B.CALL_EX):
         fn = operands[1] if kind == B.CALL_EX or operands[0] is NULL else operands[0]
-        if _is_torch_callable(fn) or one_of(fn, _SIZE_TRANSPARENT) or _runs_python(fn):
+        if _is_torch_callable(fn) or one_of(fn, _SIZE_TRANSPARENT) or _runs_python(fn) or _passes_sizes_through(fn):
             return
         used = [n for v in operands[1:] for n in sizes_in(v)]
+    elif kind in _STORES:
+        # The value stored: the state's new value, rebuilt from each call's
+        # sizes (_rebuild.Size); a key or a slice's bounds are used here.
+        if kind == B.STORE_ITEM and isinstance(operands[1], torch.Tensor):
+            return  # a tensor's item: the torch function sees it
+        used = [n for v in operands[2:] for n in sizes_in(v)] if kind in (B.STORE_ITEM, B.STORE_SLICE) else []
     else:
         used = [n for v in operands for n in sizes_in(v)]
     for n in used:
         m.shapes.specialize(n, f"{B.KIND_NAMES.get(kind, kind)} {_describe_use(kind, operands)}")
+
+
+_STORES = (B.STORE_ATTR, B.STORE_ITEM, B.STORE_SLICE, B.STORE_GLOBAL, B.STORE_DEREF)
+
+
+def _passes_sizes_through(fn):
+    """A C function that computes nothing from a size's value: setattr,
+    object.__setattr__ or a bound __setattr__ (nn.Module's __setattr__ calls
+    super().__setattr__), a store whose value the side effects rebuild; and
+    a type's __instancecheck__ (Parameter's, in the same __setattr__)."""
+    return fn is setattr or getattr(fn, "__name__", None) in ("__setattr__", "__instancecheck__")
 
 
 def _size_meets_float(operands, size_type):

@@ -26,6 +26,7 @@ from torch.utils import _pytree as pytree
 from . import _attributes
 from ._monitor import Unsupported, hashable_key, is_value
 from ._capture import view_of_argument as _view_of_argument
+from ._shapes import SizeInt
 
 
 class Context:
@@ -65,6 +66,22 @@ class Output(Recipe):
 
     def make(self, ctx):
         return ctx.outputs[self.k]
+
+
+class Size(Recipe):
+    """A size the run read as a SizeInt (_shapes.py) and the call stores or
+    returns (`self.seq_len = x.size(1)`): where the capture is symbolic, its
+    expression of the symbols evaluated on this call's inputs
+    (symbolic_capture binds it); elsewhere the capture's number, which the
+    static guards hold."""
+
+    def __init__(self, n):
+        self.value = int(n)
+        self.sym = n._sym
+        self.evaluate = None  # inputs (the call's graph inputs) -> the size
+
+    def make(self, ctx):
+        return self.value if self.evaluate is None else self.evaluate(ctx.inputs)
 
 
 class Fetch(Recipe):
@@ -230,8 +247,13 @@ class RecipeBuilder:
         self._output_index = {}
         self._memo = {}
         self._arguments_of_input = arguments_of_input  # [(input k, tensor)] for argument tensors
+        self.sizes = []  # the Size recipes made
 
     def of(self, value):
+        if type(value) is SizeInt and value._shadow is self.monitor.shapes:
+            recipe = Size(value)
+            self.sizes.append(recipe)
+            return recipe
         scalars = self.monitor.scalars
         if scalars is not None and scalars.symbol(value) is not None:
             scalars.decide(value)  # the number itself leaves the function: its value is a version
@@ -441,3 +463,35 @@ def describe_side_effects(builder, monitor):
         elif kind == "cell":
             out.append(SideEffect(target, kind, None, None, builder.of(state)))
     return out
+
+
+def _plain(v):
+    """A SizeInt (or a tuple holding some) as plain ints."""
+    if type(v) is SizeInt:
+        return int(v)
+    if type(v) is tuple and any(type(e) is SizeInt for e in v):
+        return tuple(int(e) if type(e) is SizeInt else e for e in v)
+    return v
+
+
+def plain_sizes_in_state(monitor):
+    """Puts plain ints where the capture run stored SizeInts in the program's
+    state: a SizeInt holds the capture's shape environment, and is no int to
+    code that checks `type(n) is int` (or pickles the object)."""
+    for node, (kind, state) in monitor.side_effects():
+        obj = node.obj
+        if kind in ("attrs", "dict", "odict"):
+            for k, v in state:
+                plain = _plain(v)
+                if plain is not v:
+                    if kind == "attrs":
+                        _attributes.put(obj, k, plain)
+                    else:
+                        (dict.__setitem__ if type(obj) is dict else type(obj).__setitem__)(obj, k, plain)
+        elif kind == "list":
+            for i, v in enumerate(state):
+                plain = _plain(v)
+                if plain is not v:
+                    obj[i] = plain
+        elif kind == "cell" and _plain(state) is not state:
+            obj.cell_contents = _plain(state)

@@ -1015,6 +1015,10 @@ def symbolic_capture(shadow, monitor, recorder, builder, segments, inputs):
         log_event("recompiles", "dynamic shapes: this capture stays static: a tensor with symbolic sizes "
                                 "that no op read")
         return None
+    unbound = _bind_sizes(builder.sizes, shadow, position)
+    if unbound is not None:
+        log_event("recompiles", f"dynamic shapes: this capture stays static: {unbound}")
+        return None
     positions, placeholders, dims = [], [], {}
     for k, fake in shadow.dynamic:
         # Every tensor given symbols is a placeholder of the shape guards, also
@@ -1033,6 +1037,33 @@ def symbolic_capture(shadow, monitor, recorder, builder, segments, inputs):
               if kind == _COUNT}
     return SymbolicCapture(templates, code, shadow.shape_env, positions, sources, dims, inputs,
                            shadow.count_dims, counts)
+
+
+def _bind_sizes(recipes, shadow, position):
+    """Gives each Size recipe (_rebuild.py: a size the call stores or
+    returns) its expression of the symbols, read from the call's graph
+    inputs (`position`: id of an argument -> its input position); returns
+    why one cannot have it, or None."""
+    for recipe in recipes:
+        expr = recipe.sym.node.expr
+        names = sorted(str(s) for s in expr.free_symbols)
+        sources = []
+        for name in names:
+            k, d, kind = shadow.symbol_sources.get(name, (None, None, _COUNT))
+            if kind == _COUNT or id(shadow.arguments[k]) not in position:
+                return f"a size the call stores or returns ({expr}) depends on {name}, which no input gives"
+            sources.append((position[id(shadow.arguments[k])], d, kind))
+        try:
+            fn = eval(f"lambda {', '.join(names)}: ({expr})", dict(_FUNCTIONS))
+            exact = fn(*[shadow.symbol_hints[n] for n in names]) == recipe.value
+        except Exception as e:
+            return f"a size the call stores or returns ({expr}) is no expression deepvisor evaluates ({e})"
+        if not exact:
+            return f"a size the call stores or returns ({expr}) does not give its number ({recipe.value})"
+        recipe.evaluate = lambda inputs, fn=fn, sources=sources: int(fn(*[_read(inputs, s) for s in sources]))
+    for recipe in recipes:
+        recipe.sym = None  # (the shape environment stays with the plan, not with its recipes)
+    return None
 
 
 class DynamicDims:

@@ -914,3 +914,33 @@ def test_a_left_padded_batch_generates_as_eager_does():
             torch.testing.assert_close(got, want)
     s = deepvisor.stats(model.forward)
     assert s["captures"] == 3 and s["eager_calls"] == 0 and not s["fallback_ops"], s
+
+
+class _KeepsItsLength(torch.nn.Module):
+    """Keeps the length it saw (nn.Module.__setattr__ stores it through
+    super().__setattr__) and a pair of sizes, then reads them back."""
+
+    def __init__(self):
+        super().__init__()
+        self.length, self.pair = None, None
+
+    def forward(self, x):
+        self.length = x.size(1)
+        self.pair = (x.size(0), x.size(1) * 2 + 1)
+        return x.sum(1) * self.length
+
+
+def test_a_size_the_call_stores_in_state_is_this_calls_size():
+    """A size read in Python and stored in the program's state (Funnel keeps
+    `self.seq_len`) no longer keeps the capture static: the stored value is
+    rebuilt from each call's sizes, so the state after a replay is what
+    eager leaves (before: a capture per length)."""
+    kept, reference = _KeepsItsLength(), _KeepsItsLength()
+    g = deepvisor.compile(kept)
+    for n in (5, 6, 9, 7, 12, 6, 9, 9, 5):  # (repeated: instances the plan holds)
+        x = torch.randn(3, n)
+        torch.testing.assert_close(g(x), reference(x))
+        assert (kept.length, kept.pair) == (reference.length, reference.pair) == (n, (3, 2 * n + 1))
+        assert type(kept.length) is int and all(type(v) is int for v in kept.pair)  # (not the capture's SizeInts)
+    s = deepvisor.stats(g)
+    assert s["captures"] == 2 and s["eager_calls"] == 0, s
