@@ -59,9 +59,18 @@ def c_state_refusal(node, how):
     if node.view is not None:
         return None  # a dict's keys, values or items: read through the dict
     obj = node.obj
-    if native_state_type(type(obj)) is None:
+    if native_state_type(type(obj)) is None or _is_typing_memo(obj):
         return None
     return f"{how} uses {node.name}, a {type(obj).__qualname__} whose state deepvisor does not follow"
+
+
+def _is_typing_memo(obj):
+    """typing's _tp_cache: an lru_cache over the making of generic aliases
+    (`List[Tensor]`, in timm's torch.jit.annotate calls). Its entries are
+    the aliases of their arguments, made again the same on a miss: no state
+    that changes what the program computes."""
+    return isinstance(obj, functools._lru_cache_wrapper) and \
+        getattr(getattr(obj, "__wrapped__", None), "__module__", None) == "typing"
 
 
 def _followed(c):

@@ -27,6 +27,7 @@ import sysconfig
 import threading
 import time
 import types
+import typing
 import warnings
 import weakref
 
@@ -376,6 +377,24 @@ def test_a_deep_copy_of_state_is_guarded_on_all_it_copies(kind):
     finally:
         settings.scale, settings.extra = 2.0, {"shift": 1.0}
     assert deepvisor.stats(g)["captures"] == captures + 3
+
+
+def annotates_a_list(x):
+    outs = torch.jit.annotate(typing.List[torch.Tensor], [])  # (timm's CrossViT)
+    outs.append(x * 2)
+    return outs[0] + 1
+
+
+def test_a_generic_alias_made_in_the_call_is_no_state():
+    """List[Tensor] goes through typing's lru_cache (_tp_cache), a C object
+    whose entries deepvisor does not follow: the call ran eagerly. Its
+    entries are the aliases of their arguments: captured now."""
+    g = deepvisor.compile(annotates_a_list)
+    x = randn(5)
+    for _ in range(3):
+        same(g, annotates_a_list, x)
+    s = deepvisor.stats(g)
+    assert s["captures"] == 1 and s["eager_calls"] == 0, s
 
 
 def test_a_closure_variable_is_guarded():
