@@ -939,6 +939,9 @@ def _on_item(m, arg, frame, operands, results, status):
     node = m.subject(container)
     if node is None or status & _C.PYTHON_RAN or isinstance(node.obj, torch.Tensor):
         return
+    if type(key) is slice:  # lst[:8] before 3.12: a new container of the items, as _on_slice
+        m.use_all(node, "slice")
+        return
     if not is_value(key):
         if isinstance(key, torch.Tensor):
             raise Unsupported(f"indexing {node.name} with a tensor")

@@ -397,6 +397,31 @@ def test_a_generic_alias_made_in_the_call_is_no_state():
     assert s["captures"] == 1 and s["eager_calls"] == 0, s
 
 
+PRIMES = [31, 43, 59, 61]
+
+
+def scales_by_a_slice(x):
+    return x * sum(PRIMES[:2])  # (CANINE's hash buckets: _PRIMES[:num_hashes])
+
+
+def test_a_slice_of_state_is_guarded_on_its_items():
+    """On Python 3.11 `lst[:2]` is an item read with a slice key: the guard
+    checked the identity of the new list it made, which never held, a
+    capture a call (CANINE in transformers). It checks the list's items."""
+    g = deepvisor.compile(scales_by_a_slice)
+    x = randn(5)
+    for _ in range(3):
+        same(g, scales_by_a_slice, x)
+    assert deepvisor.stats(g)["captures"] == 1
+    try:
+        PRIMES[1] = 47
+        same(g, scales_by_a_slice, x)
+    finally:
+        PRIMES[1] = 43
+    same(g, scales_by_a_slice, x)
+    assert deepvisor.stats(g)["captures"] == 2
+
+
 def test_a_closure_variable_is_guarded():
     k = 3.0
 
