@@ -2478,6 +2478,25 @@ void lower_as_strided(Lowerer& L) {
   }));
 }
 
+// unfold(self, dim, size, step) (Tensor.unfold: sliding windows, PatchTST's
+// patches): dim holds the window starts, a new last dim the size elements of
+// each window: out[..., i, ..., j] = self[..., i * step + j, ...].
+void lower_unfold(Lowerer& L) {
+  const int in = L.tensor_def(0);
+  const auto in_sizes = L.def(in).sizes;
+  const std::size_t rank = in_sizes.size();
+  const auto sizes = L.out_meta().sizes;
+  const std::int64_t size = L.int_arg(2), step = L.int_arg(3);
+  if (rank == 0 || sizes.size() != rank + 1 || step <= 0) throw Unsupported("unfold of a 0-d tensor");
+  const std::size_t dim = static_cast<std::size_t>(wrap_dim(L.int_arg(1), rank));
+  if (L.out_meta().numel() == 0) return lower_fill(L, 0);
+  L.bind(0, L.view(in, sizes, [dim, step, rank](const Coords& c) {
+    Coords r(c.begin(), c.begin() + static_cast<std::ptrdiff_t>(rank));
+    r[dim] = c[dim] * step + c[rank];
+    return r;
+  }));
+}
+
 // roll(self, shifts, dims): out[i] = in[(i - shift) mod size] along each
 // dim; with no dims, the same over the flattened tensor.
 void lower_roll(Lowerer& L) {
@@ -2732,6 +2751,32 @@ void lower_upsample_bilinear2d(Lowerer& L, bool vec) {
       return kb.binary(PrimOp::Add, kb.binary(PrimOp::Mul, x(i, j0), m0), kb.binary(PrimOp::Mul, x(i, j1), m1));
     };
     return kb.binary(PrimOp::Add, kb.binary(PrimOp::Mul, row(i0), l0), kb.binary(PrimOp::Mul, row(i1), l1));
+  };
+  L.bind(0, L.pointwise(sizes, out, {in}, std::move(body), L.op_name()));
+}
+
+// upsample_linear1d(self, output_size, align_corners, scales) and .vec:
+// bilinear's interpolation along the one axis of a 3-d input (SAM resizes
+// its relative position tables so).
+void lower_upsample_linear1d(Lowerer& L, bool vec) {
+  const int in = L.tensor_def(0);
+  const auto in_sizes = L.def(in).sizes;
+  const auto sizes = L.out_meta().sizes;
+  const DType out = L.out_meta().dtype;
+  if (in_sizes.size() != 3 || sizes.size() != 3 || L.out_meta().numel() == 0) throw Unsupported("upsampling that is not 3-d");
+  if (!ir::is_floating(out)) throw Unsupported("linear upsampling of integers");
+  const DType acc = ir::compute_dtype(out) == DType::Float64 ? DType::Float64 : DType::Float32;
+  std::optional<double> scale;
+  const Arg& scales = L.arg(3);
+  if (vec && scales.kind == Arg::Kind::DoubleList && scales.doubles.size() == 1) scale = scales.doubles[0];
+  else if (vec && !scales.is_none()) throw Unsupported("scale_factors that are not one number");
+  else if (!vec && !scales.is_none()) scale = L.number_arg(3);
+  const LinearAxis cols = linear_axis(in_sizes[2], sizes[2], L.bool_arg(2), scale, acc);
+  Body body = [in, cols, acc](BodyContext& ctx, const Coords& c) {
+    auto& kb = ctx.kb();
+    auto x = [&](const IndexExpr& j) { return kb.cast(ctx.read(in, {c[0], c[1], j}), acc); };
+    const auto [m0, m1] = cols.weights(kb, c[2], acc);
+    return kb.binary(PrimOp::Add, kb.binary(PrimOp::Mul, x(cols.i0(c[2])), m0), kb.binary(PrimOp::Mul, x(cols.i1(c[2])), m1));
   };
   L.bind(0, L.pointwise(sizes, out, {in}, std::move(body), L.op_name()));
 }
@@ -3070,6 +3115,7 @@ std::unordered_map<std::string, LowerFn> make_lowerings() {
   // Index remapping: flips, rolls, tiles, upsampling (view-like defs).
   t["aten::flip.default"] = lower_flip;
   t["aten::roll.default"] = lower_roll;
+  t["aten::unfold.default"] = lower_unfold;
   t["aten::as_strided.default"] = lower_as_strided;
   t["aten::tril.default"] = [](Lowerer& L) { lower_triangle(L, false); };
   t["aten::triu.default"] = [](Lowerer& L) { lower_triangle(L, true); };
@@ -3078,6 +3124,8 @@ std::unordered_map<std::string, LowerFn> make_lowerings() {
   t["aten::upsample_nearest2d.vec"] = [](Lowerer& L) { lower_upsample_nearest2d(L, true); };
   t["aten::upsample_bilinear2d.default"] = [](Lowerer& L) { lower_upsample_bilinear2d(L, false); };
   t["aten::upsample_bilinear2d.vec"] = [](Lowerer& L) { lower_upsample_bilinear2d(L, true); };
+  t["aten::upsample_linear1d.default"] = [](Lowerer& L) { lower_upsample_linear1d(L, false); };
+  t["aten::upsample_linear1d.vec"] = [](Lowerer& L) { lower_upsample_linear1d(L, true); };
 
   // Factories.
   t["aten::full.default"] = [](Lowerer& L) { lower_fill(L, L.number_arg(1)); };

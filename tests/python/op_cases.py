@@ -1293,6 +1293,9 @@ REMAPS = [
     ("tril[negative_diagonal_batched_sliced]", lambda x: x.tril(-2), one(SMALL3, layout="sliced")),
     ("triu[past_the_columns_expanded]", lambda x: x.triu(200), one(ODD, layout="expanded")),
     # as_strided of a contiguous tensor: overlapping windows (Longformer's chunks)
+    ("unfold[windows_last_dim]", lambda x: x.unfold(-1, 8, 4) * 2, one(ODD)),
+    ("unfold[overlapping_dim0_transposed]", lambda x: x.unfold(0, 5, 3) * 2, one(ODD, layout="transposed")),
+    ("unfold[step_past_size_sliced]", lambda x: x.unfold(1, 2, 3) * 2, one(SMALL3, layout="sliced")),
     ("as_strided[overlapping_rows]", lambda x: (x * 2).as_strided((8, 2, 8), (8, 8, 1)), one((9, 8))),
     ("as_strided[of_an_argument]", lambda x: x.as_strided((6, 3), (5, 1)) * 2, one(ODD)),
     ("as_strided[of_a_slice]", lambda x: x[2:].as_strided((4, 3), (7, 2), 5) * 2, one(ODD)),
@@ -1360,6 +1363,15 @@ UPSAMPLE_BILINEAR = [
 for _name, _kw, _layout in UPSAMPLE_BILINEAR:
     case(f"upsample_bilinear2d[{_name}]", lambda x, kw=_kw: F.interpolate(x, mode="bilinear", **kw),
          one(NCHW, "normal", _layout), FLOATS, tolerance=_BILINEAR_TOL, why="multiply-adds contracted or not")
+UPSAMPLE_LINEAR = [
+    ("size_up", dict(size=40), "contiguous"),
+    ("size_down_align_corners", dict(size=9, align_corners=True), "transposed"),
+    ("scale_factor", dict(scale_factor=1.7), "sliced"),
+    ("same_size", dict(size=15), "contiguous"),
+]
+for _name, _kw, _layout in UPSAMPLE_LINEAR:
+    case(f"upsample_linear1d[{_name}]", lambda x, kw=_kw: F.interpolate(x, mode="linear", **kw),
+         one((2, 3, 15), "normal", _layout), FLOATS, tolerance=_BILINEAR_TOL, why="multiply-adds contracted or not")
 case("upsample_bilinear2d[single_input_row]", lambda x: F.interpolate(x, size=(4, 20), mode="bilinear"),
      one((2, 3, 1, 15)), FLOATS, tolerance=_BILINEAR_TOL, why="multiply-adds contracted or not")
 case("upsample_bilinear2d[unet_decoder]",
