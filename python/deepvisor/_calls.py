@@ -31,6 +31,7 @@ import builtins
 import decimal
 import functools
 import heapq
+import inspect
 import operator
 import os
 import random
@@ -176,7 +177,7 @@ def on_call(m, fn, args, kwargs, results, status, frame):
     failed = bool(status & _C.FAILED)
     if status & _C.PYTHON_RAN:
         read = _attribute_read(fn, owner, name, self, rest)
-        if read is not None:
+        if read is not None and _python_property(*read):
             _attribute_made_by_python(m, *read, results, failed)
             return
     if isinstance(self, torch.Tensor) and name in _TENSOR_DATA_METHODS:
@@ -349,8 +350,17 @@ def _attribute_read(fn, owner, name, self, rest):
     return None
 
 
+def _python_property(obj, name):
+    """Whether `name` is a property of obj's type: a data descriptor, found
+    before the instance dict, whose getter is Python. (Where Python ran for
+    another reason, a __getattr__ after the lookup failed, that failure is a
+    read to check: `getattr(module, "calls", 0)` until the run sets it.)"""
+    found = inspect.getattr_static(type(obj), name, None)
+    return type(found) is property and isinstance(found.fget, types.FunctionType)
+
+
 def _attribute_made_by_python(m, obj, name, results, failed):
-    """A C getattr that ran Python (a property, a __getattr__): its reads were
+    """A C getattr that ran a property's Python getter: its reads were
     stepped and checked, and its result is what that code made (a property
     that returns a new object on each read: checked by identity, it would
     never hold). As for `obj.name` (_on_attr): only named after the attribute."""

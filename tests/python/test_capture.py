@@ -332,6 +332,24 @@ def test_an_attribute_a_property_makes_on_each_read_is_not_guarded_by_identity(f
     assert deepvisor.stats(g)["captures"] == 2
 
 
+class _CountsItsCalls(torch.nn.Module):
+    def forward(self, x):
+        self.calls = getattr(self, "calls", 0) + 1  # nn.Module.__getattr__ (Python) until the attribute is set
+        return x * self.calls
+
+
+def test_a_getattr_default_after_a_python_getattr_checks_the_attribute_is_absent():
+    """getattr(module, "calls", 0) runs nn.Module.__getattr__ (Python) after
+    the lookup fails: unlike a property's getter, that failed lookup is a
+    read to check, or the first call's plan replays on every call."""
+    counter, reference = _CountsItsCalls(), _CountsItsCalls()
+    g = deepvisor.compile(counter)
+    x = randn(3)
+    for n in range(1, 5):
+        torch.testing.assert_close(g(x), reference(x))
+        assert counter.calls == reference.calls == n
+
+
 class _PlainSettings:
     def __init__(self):
         self.scale = 2.0
