@@ -647,6 +647,28 @@ def _unit_strides_as_real(real, shadow):
     strides = [real_strides[d] if sizes[d] == "1" else strides[d] for d in range(len(sizes))]
     return shadow[:f.start(2)] + ",".join(strides) + shadow[f.end(2):]
 _EXPR = re.compile(r"\{([^{}]*)\}")
+_ALIAS = re.compile(r"node aten::alias\.default (%\d+) -> (%\d+)")
+_FULL_SLICE = re.compile(r"node aten::slice\.Tensor (%\d+) i:-?\d+ i:0 i:\{([^{}]*)\} i:1 -> (%\d+)")
+
+
+def _full_slice_as_shadow(real, shadow, hints):
+    """A slice whose end reaches its dim's size at this capture is no op to
+    the real run (ATen's indexing hands back an alias); on the shadow's
+    symbols the end is an expression, not known to be the size (SEW's
+    pooled length), so it records the slice. The real line as that slice
+    at this capture's numbers: a replay at other sizes slices."""
+    a, f = _ALIAS.fullmatch(real), _FULL_SLICE.fullmatch(shadow)
+    if a is None or f is None or (a.group(1), a.group(2)) != (f.group(1), f.group(3)):
+        return real
+    expr = f.group(2)
+    names = set(_SYMBOL.findall(expr)) - set(_FUNCTIONS)
+    if not names <= set(hints):
+        return real
+    try:
+        value = int(eval(expr, dict(_FUNCTIONS), {n: hints[n] for n in names}))
+    except Exception:
+        return real
+    return shadow.replace("{" + expr + "}", str(value))
 _ALIGNED = re.compile(r"aligned=\d")
 _DEVICE = re.compile(r"device=\S+")
 _SYMBOL = re.compile(r"\b[a-z]+\d+\b")
@@ -668,6 +690,7 @@ class Template:
         expressions = {}         # expression text -> index
         hints = []
         for real, shadow in zip(real_lines, shadow_lines):
+            real = _full_slice_as_shadow(real, shadow, symbol_hints)
             aligned = _ALIGNED.search(real)
             if aligned is not None:  # the shadow's fakes have no address: the real run says
                 shadow = _ALIGNED.sub(aligned.group(0), shadow)

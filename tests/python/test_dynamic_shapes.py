@@ -944,3 +944,22 @@ def test_a_size_the_call_stores_in_state_is_this_calls_size():
         assert type(kept.length) is int and all(type(v) is int for v in kept.pair)  # (not the capture's SizeInts)
     s = deepvisor.stats(g)
     assert s["captures"] == 2 and s["eager_calls"] == 0, s
+
+
+def _halves(x):
+    y = x[:, ::2] * 2  # (n + 1) // 2 columns
+    return y[:, : x.size(1) // 2] + 1  # all of them for an even n: ATen's indexing hands back an alias
+
+
+def test_a_slice_that_reaches_the_end_at_one_size_stays_symbolic():
+    """At an even length the slice covers every column: the real run
+    records an alias, the shadow (whose end, n // 2, is not known to equal
+    (n + 1) // 2) a slice; the capture stayed static (SEW in transformers:
+    a capture per length). The real line is taken as the slice, which odd
+    lengths need. (The plan of the even lengths keeps what its slice
+    assumed of the parity: the first odd length is a symbolic capture too.)"""
+    g = deepvisor.compile(_halves)
+    for n in (6, 8, 7, 10, 9, 12, 11):
+        _check(g, _halves, torch.randn(3, n))
+    s = deepvisor.stats(g)
+    assert s["captures"] == 3 and s["eager_calls"] == 0, s
