@@ -2487,7 +2487,7 @@ void lower_unfold(Lowerer& L) {
   const std::size_t rank = in_sizes.size();
   const auto sizes = L.out_meta().sizes;
   const std::int64_t size = L.int_arg(2), step = L.int_arg(3);
-  if (rank == 0 || sizes.size() != rank + 1 || step <= 0) throw Unsupported("unfold of a 0-d tensor");
+  if (rank == 0 || sizes.size() != rank + 1 || sizes[rank] != size || step <= 0) throw Unsupported("unfold of a 0-d tensor");
   const std::size_t dim = static_cast<std::size_t>(wrap_dim(L.int_arg(1), rank));
   if (L.out_meta().numel() == 0) return lower_fill(L, 0);
   L.bind(0, L.view(in, sizes, [dim, step, rank](const Coords& c) {
@@ -2725,6 +2725,15 @@ LinearAxis linear_axis(std::int64_t in, std::int64_t out, bool align_corners, st
   return x;
 }
 
+// Linear upsampling of a `rank`-d floating input to a non-empty output:
+// its accumulation dtype (float; double for double tensors).
+DType linear_upsampling_acc(const Lowerer& L, std::size_t rank) {
+  if (L.arg_meta(0).sizes.size() != rank || L.out_meta().sizes.size() != rank || L.out_meta().numel() == 0)
+    throw Unsupported("upsampling that is not " + std::to_string(rank) + "-d");
+  if (!ir::is_floating(L.out_meta().dtype)) throw Unsupported("linear upsampling of integers");
+  return ir::compute_dtype(L.out_meta().dtype) == DType::Float64 ? DType::Float64 : DType::Float32;
+}
+
 // upsample_bilinear2d.default (input, output_size, align_corners, scales_h?,
 // scales_w?) and .vec (input, output_size?, align_corners, scale_factors?):
 // (x[i0, j0] * m0 + x[i0, j1] * m1) * l0 + (x[i1, j0] * m0 + x[i1, j1] * m1) * l1
@@ -2733,10 +2742,7 @@ void lower_upsample_bilinear2d(Lowerer& L, bool vec) {
   const int in = L.tensor_def(0);
   const auto in_sizes = L.def(in).sizes;
   const auto sizes = L.out_meta().sizes;
-  const DType out = L.out_meta().dtype;
-  if (in_sizes.size() != 4 || sizes.size() != 4 || L.out_meta().numel() == 0) throw Unsupported("upsampling that is not 4-d");
-  if (!ir::is_floating(out)) throw Unsupported("bilinear upsampling of integers");
-  const DType acc = ir::compute_dtype(out) == DType::Float64 ? DType::Float64 : DType::Float32;
+  const DType out = L.out_meta().dtype, acc = linear_upsampling_acc(L, 4);
   const bool align_corners = L.bool_arg(2);
   const auto scales = upsample_scales(L, 3, vec);
   const LinearAxis rows = linear_axis(in_sizes[2], sizes[2], align_corners, scales[0], acc);
@@ -2762,10 +2768,7 @@ void lower_upsample_linear1d(Lowerer& L, bool vec) {
   const int in = L.tensor_def(0);
   const auto in_sizes = L.def(in).sizes;
   const auto sizes = L.out_meta().sizes;
-  const DType out = L.out_meta().dtype;
-  if (in_sizes.size() != 3 || sizes.size() != 3 || L.out_meta().numel() == 0) throw Unsupported("upsampling that is not 3-d");
-  if (!ir::is_floating(out)) throw Unsupported("linear upsampling of integers");
-  const DType acc = ir::compute_dtype(out) == DType::Float64 ? DType::Float64 : DType::Float32;
+  const DType out = L.out_meta().dtype, acc = linear_upsampling_acc(L, 3);
   std::optional<double> scale;
   const Arg& scales = L.arg(3);
   if (vec && scales.kind == Arg::Kind::DoubleList && scales.doubles.size() == 1) scale = scales.doubles[0];
