@@ -238,6 +238,23 @@ def test_a_global_is_guarded():
     assert deepvisor.stats(g)["captures"] == 2
 
 
+def _one_capture_then_a_change_seen(fn, change, undo):
+    """Three calls replay one capture; after `change` to the state the next
+    two calls see it (each test asserts how); then `undo`."""
+    g = deepvisor.compile(fn)
+    x = randn(5)
+    for _ in range(3):
+        same(g, fn, x)
+    assert deepvisor.stats(g)["captures"] == 1
+    try:
+        change()
+        same(g, fn, x)
+        same(g, fn, x)
+    finally:
+        undo()
+    return g
+
+
 class _Instantier(collections.OrderedDict):
     """transformers' ClassInstantier (ACT2FN): each item read makes a new
     instance of the class stored under the key."""
@@ -259,17 +276,8 @@ def test_a_dict_whose_items_are_made_on_each_read_is_guarded_on_what_it_stores()
     __getitem__, which made another instance every call: a guard that
     never held, a capture a call (Mamba in transformers: 20 captures for
     20 calls). It reads the stored item, and a change of it is still seen."""
-    g = deepvisor.compile(uses_instantier)
-    x = randn(5)
-    for _ in range(3):
-        same(g, uses_instantier, x)
-    assert deepvisor.stats(g)["captures"] == 1
-    try:
-        ACTIVATIONS["act"] = torch.nn.ReLU
-        same(g, uses_instantier, x)
-        same(g, uses_instantier, x)
-    finally:
-        ACTIVATIONS["act"] = torch.nn.Tanh
+    g = _one_capture_then_a_change_seen(uses_instantier, lambda: ACTIVATIONS.__setitem__("act", torch.nn.ReLU),
+                                        lambda: ACTIVATIONS.__setitem__("act", torch.nn.Tanh))
     assert deepvisor.stats(g)["captures"] == 2
 
 
@@ -318,17 +326,8 @@ def test_an_attribute_a_property_makes_on_each_read_is_not_guarded_by_identity(f
     and XGLM in transformers captured on every call: their forward makes a
     DynamicCache, which reads config.per_layer_config). The property's own
     reads are checked, so a change of what it reads is still seen."""
-    g = deepvisor.compile(fn)
-    x = randn(5)
-    for _ in range(3):
-        same(g, fn, x)
-    assert deepvisor.stats(g)["captures"] == 1
-    try:
-        VIEWING_CONFIG.scale = 3.0
-        same(g, fn, x)
-        same(g, fn, x)
-    finally:
-        VIEWING_CONFIG.scale = 2.0
+    g = _one_capture_then_a_change_seen(fn, lambda: setattr(VIEWING_CONFIG, "scale", 3.0),
+                                        lambda: setattr(VIEWING_CONFIG, "scale", 2.0))
     assert deepvisor.stats(g)["captures"] == 2
 
 
@@ -426,17 +425,9 @@ def test_a_slice_of_state_is_guarded_on_its_items():
     """On Python 3.11 `lst[:2]` is an item read with a slice key: the guard
     checked the identity of the new list it made, which never held, a
     capture a call (CANINE in transformers). It checks the list's items."""
-    g = deepvisor.compile(scales_by_a_slice)
-    x = randn(5)
-    for _ in range(3):
-        same(g, scales_by_a_slice, x)
-    assert deepvisor.stats(g)["captures"] == 1
-    try:
-        PRIMES[1] = 47
-        same(g, scales_by_a_slice, x)
-    finally:
-        PRIMES[1] = 43
-    same(g, scales_by_a_slice, x)
+    g = _one_capture_then_a_change_seen(scales_by_a_slice, lambda: PRIMES.__setitem__(1, 47),
+                                        lambda: PRIMES.__setitem__(1, 43))
+    same(g, scales_by_a_slice, randn(5))  # (the first capture's state again)
     assert deepvisor.stats(g)["captures"] == 2
 
 
