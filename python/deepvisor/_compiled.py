@@ -678,6 +678,8 @@ class CompiledFunction:
                      constant_values)
         path.symbolic = symbolic
         path.rebuilds_sizes = symbolic is not None and bool(builder.sizes)
+        for recipe in builder.sizes:
+            recipe.sym = None  # (the shape environment stays with the plan, if any, not with its recipes)
         return path
 
     def _compile(self, segment, path, text=None, constant_sizes=(), reference=None, graph_pool=None,

@@ -41,7 +41,7 @@ from . import _C
 from . import _attributes
 from . import _bytecode as B
 from . import _table_store
-from ._c_state import c_state_refusal
+from ._c_state import c_state_refusal, native_state_type
 
 NULL = type("NULL", (), {"__repr__": lambda self: "NULL"})()
 
@@ -1260,11 +1260,16 @@ def _size_uses(m, kind, arg, frame, operands):
             return
         used = [n for v in operands[1:] for n in sizes_in(v)]
     elif kind in _STORES:
-        # The value stored: the state's new value, rebuilt from each call's
-        # sizes (_rebuild.Size); a key or a slice's bounds are used here.
-        if kind == B.STORE_ITEM and isinstance(operands[1], torch.Tensor):
+        # The value stored in Python state: its new value, rebuilt from each
+        # call's sizes (_rebuild.Size); a key or a slice's bounds are used
+        # here. Stored in an object of a C layout (a numpy array's shape), it is.
+        if kind in (B.STORE_ITEM, B.STORE_SLICE) and isinstance(operands[1], torch.Tensor):
             return  # a tensor's item: the torch function sees it
-        used = [n for v in operands[2:] for n in sizes_in(v)] if kind in (B.STORE_ITEM, B.STORE_SLICE) else []
+        target = operands[1] if kind in (B.STORE_ATTR, B.STORE_ITEM, B.STORE_SLICE) else None
+        if target is not None and native_state_type(type(target)) is not None:
+            used = [n for v in operands for n in sizes_in(v)]
+        else:
+            used = [n for v in operands[2:] for n in sizes_in(v)] if kind in (B.STORE_ITEM, B.STORE_SLICE) else []
     else:
         used = [n for v in operands for n in sizes_in(v)]
     for n in used:
@@ -1275,11 +1280,16 @@ _STORES = (B.STORE_ATTR, B.STORE_ITEM, B.STORE_SLICE, B.STORE_GLOBAL, B.STORE_DE
 
 
 def _passes_sizes_through(fn):
-    """A C function that computes nothing from a size's value: setattr,
-    object.__setattr__ or a bound __setattr__ (nn.Module's __setattr__ calls
-    super().__setattr__), a store whose value the side effects rebuild; and
-    a type's __instancecheck__ (Parameter's, in the same __setattr__)."""
-    return fn is setattr or getattr(fn, "__name__", None) in ("__setattr__", "__instancecheck__")
+    """A C function that computes nothing from a size's value: object's
+    __setattr__ bound to an object of Python state (nn.Module's __setattr__
+    calls super().__setattr__), a store whose value the side effects
+    rebuild; and a type's __instancecheck__ (Parameter's, in the same
+    __setattr__)."""
+    name = getattr(fn, "__name__", None)
+    if name == "__instancecheck__":
+        return True
+    owner = getattr(fn, "__self__", None)
+    return name == "__setattr__" and owner is not None and native_state_type(type(owner)) is None
 
 
 def _size_meets_float(operands, size_type):

@@ -647,6 +647,15 @@ def _unit_strides_as_real(real, shadow):
     strides = [real_strides[d] if sizes[d] == "1" else strides[d] for d in range(len(sizes))]
     return shadow[:f.start(2)] + ",".join(strides) + shadow[f.end(2):]
 _EXPR = re.compile(r"\{([^{}]*)\}")
+_ALIGNED = re.compile(r"aligned=\d")
+_DEVICE = re.compile(r"device=\S+")
+_SYMBOL = re.compile(r"\b[a-z]+\d+\b")
+# What the expressions of a ShapeEnv print as, evaluated on Python ints.
+_FUNCTIONS = {"Max": max, "Min": min, "Mod": lambda a, b: a % b, "PythonMod": lambda a, b: a % b,
+              "FloorDiv": lambda a, b: a // b, "CleanDiv": lambda a, b: a // b, "Abs": abs,
+              "CeilDiv": lambda a, b: -(-a // b), "floor": lambda a: a, "ceiling": lambda a: a}
+
+
 _ALIAS = re.compile(r"node aten::alias\.default (%\d+) -> (%\d+)")
 _FULL_SLICE = re.compile(r"node aten::slice\.Tensor (%\d+) i:-?\d+ i:0 i:\{([^{}]*)\} i:1 -> (%\d+)")
 
@@ -669,13 +678,6 @@ def _full_slice_as_shadow(real, shadow, hints):
     except Exception:
         return real
     return shadow.replace("{" + expr + "}", str(value))
-_ALIGNED = re.compile(r"aligned=\d")
-_DEVICE = re.compile(r"device=\S+")
-_SYMBOL = re.compile(r"\b[a-z]+\d+\b")
-# What the expressions of a ShapeEnv print as, evaluated on Python ints.
-_FUNCTIONS = {"Max": max, "Min": min, "Mod": lambda a, b: a % b, "PythonMod": lambda a, b: a % b,
-              "FloorDiv": lambda a, b: a // b, "CleanDiv": lambda a, b: a // b, "Abs": abs,
-              "CeilDiv": lambda a, b: -(-a // b), "floor": lambda a: a, "ceiling": lambda a: a}
 
 
 class Template:
@@ -1084,8 +1086,6 @@ def _bind_sizes(recipes, shadow, position):
         if not exact:
             return f"a size the call stores or returns ({expr}) does not give its number ({recipe.value})"
         recipe.evaluate = lambda inputs, fn=fn, sources=sources: int(fn(*[_read(inputs, s) for s in sources]))
-    for recipe in recipes:
-        recipe.sym = None  # (the shape environment stays with the plan, not with its recipes)
     return None
 
 
