@@ -403,6 +403,7 @@ PYBIND11_MODULE(_C, m) {
   m.def("compile_graph_text", &compile_graph_text, py::arg("text"), py::arg("fuse") = true,
         py::call_guard<py::gil_scoped_release>(), "Parses, lowers, fuses and plans a graph in the text format.");
   m.def("has_lowering", &dv::codegen::has_lowering);
+  m.def("is_view_op", &dv::codegen::is_view_op);
   m.def("note_data_access", &dv::runtime::note_data_access,
         "Counts an access to a tensor's .data (runtime/constant_steps.h: kept results are computed again).");
   m.def("kernel_compiler_stats", [] {

@@ -25,10 +25,13 @@ the work recorded before it joins the rest of the plan: no activations
 handed from one segment (and one CUDA graph) to the next.
 """
 
+import itertools
 import re
 import struct
 
 import torch
+
+from . import _C
 
 _REF = re.compile(r"%(\d+)")
 _LAYOUT = re.compile(r"sizes=\S* strides=\S*")
@@ -93,6 +96,9 @@ def split(value_lines, input_values, node_lines, decisions, output_values, mutat
     tail_lines (restride and output_view lines). random_nodes: the positions
     of the ops that draw random numbers."""
     parsed = [_parse(line) for line in node_lines]
+    live = set(output_values) | {v for pair in mutations for v in pair} | \
+        {int(v) for line in tail_lines for v in _REF.findall(line)}
+    node_lines, parsed, decisions, random_nodes = _without_dead_views(node_lines, parsed, decisions, random_nodes, live)
     order, decisions = _ops_after_decisions_that_need_them_not(parsed, decisions, random_nodes)
     node_lines, parsed = [node_lines[k] for k in order], [parsed[k] for k in order]
     random_nodes = {i for i, k in enumerate(order) if k in random_nodes}
@@ -132,6 +138,36 @@ def split(value_lines, input_values, node_lines, decisions, output_values, mutat
         segment.draws = any(k in random_nodes for k in range(first, bounds[i]))
         segments.append(segment)
     return segments
+
+
+def _without_dead_views(node_lines, parsed, decisions, random_nodes, live):
+    """The ops less the views whose results nothing reads (F.max_pool1d
+    squeezes the indices of max_pool2d_with_indices and drops them): moved
+    past a decision, such a view made the op's indices an output of its
+    segment, which keeps the op on ATen. Returns (node_lines, parsed,
+    decisions, random_nodes) renumbered. (`live`: the values the graph hands
+    on: outputs, mutations, restrides.)"""
+    live = set(live).union(*(d.values for d in decisions))
+    keep = [True] * len(parsed)
+    for k in range(len(parsed) - 1, -1, -1):
+        uses, defines = parsed[k]
+        if defines and live.isdisjoint(defines) and _C.is_view_op(_op_of(node_lines[k])):
+            keep[k] = False
+        else:
+            live.update(uses)
+    if all(keep):
+        return node_lines, parsed, decisions, random_nodes
+    index = list(itertools.accumulate(keep, initial=0))  # k -> its position among the kept
+    decisions = [Decision(index[d.position], d.op, d.values, d.outcome, d.site) for d in decisions]
+    random_nodes = {index[k] for k in random_nodes if keep[k]}
+    return ([line for line, kept in zip(node_lines, keep) if kept], [p for p, kept in zip(parsed, keep) if kept],
+            decisions, random_nodes)
+
+
+def _op_of(line):
+    """The op of a node line (`node aten::squeeze.dim %6 i:-2 -> %8`)."""
+    parts = line.split(" ", 2)
+    return parts[1] if len(parts) > 1 else ""
 
 
 def _ops_after_decisions_that_need_them_not(parsed, decisions, random_nodes=frozenset()):

@@ -253,10 +253,12 @@ class Lowerer {
   const std::int64_t min_rows_;
   LoweredGraph out_;
   std::vector<bool> library_view_;  // per node: run as an ATen view (find_library_views)
+  std::vector<bool> dead_view_;     // per node: a view nothing reads (forget_dead_views)
   std::vector<std::vector<int>> readers_;  // per value: the nodes that read it
   std::vector<bool> escapes_;              // per value: an output or mutation of the graph
   bool value_used(int v) const { return escapes_[v] || !readers_[v].empty(); }
   void find_readers();
+  void forget_dead_views();
   std::string device_;              // where the kernels run: the GPU's if any value lives there
   const Node* node_ = nullptr;
   int node_index_ = -1;
@@ -531,6 +533,27 @@ void Lowerer::find_readers() {
   ir::ValueUses uses = ir::value_uses(g_);
   readers_ = std::move(uses.readers);
   escapes_ = std::move(uses.escapes);
+  forget_dead_views();
+}
+
+// A view whose results nothing reads is not run, and reads nothing: an
+// output that only it read is unused (F.max_pool1d squeezes the indices of
+// max_pool2d_with_indices and drops them; read, they would keep the op on ATen).
+void Lowerer::forget_dead_views() {
+  dead_view_.assign(g_.nodes.size(), false);
+  for (std::size_t i = g_.nodes.size(); i-- > 0;) {
+    const Node& node = g_.nodes[i];
+    if (!is_view_op(node.op) || node.outputs.empty()) continue;
+    const bool dead = std::none_of(node.outputs.begin(), node.outputs.end(),
+                                   [this](int v) { return v >= 0 && value_used(v); });
+    if (!dead) continue;
+    dead_view_[i] = true;
+    for (const Arg& a : node.args) {
+      if (a.kind != Arg::Kind::Tensor) continue;
+      auto& r = readers_[static_cast<std::size_t>(a.tensor)];
+      r.erase(std::remove(r.begin(), r.end(), static_cast<int>(i)), r.end());
+    }
+  }
 }
 
 // Views whose every reader is a library call (a node without a lowering: a
@@ -564,6 +587,7 @@ std::vector<bool> Lowerer::find_library_views() const {
 void Lowerer::lower_node(int index) {
   node_ = &g_.nodes[index];
   node_index_ = index;
+  if (dead_view_[index]) return;  // nothing reads it
   if (library_view_[index]) {
     fallback(index, "", Why::LibraryView);
     return;

@@ -1178,3 +1178,26 @@ def test_a_view_an_aten_op_returns_keeps_its_base_out_of_the_block_of_kernel_res
         got = g(x)
     torch.testing.assert_close(got, f(x))
     assert set(deepvisor.stats(g)["fallback_ops"]) == {"aten::sort.default", "aten::diagonal.default"}
+
+
+def _pools(x):
+    return F.max_pool1d(x, 2) * 2
+
+
+def _pools_then_decides(x):
+    y = F.max_pool1d(x, 2)  # its indices, squeezed and dropped, move past the decision
+    return y * 2 if x.sum() > 0 else y - 1
+
+
+@pytest.mark.parametrize("fn", [_pools, _pools_then_decides])
+def test_indices_a_pooling_drops_leave_it_in_the_kernels(fn):
+    """F.max_pool1d runs max_pool2d_with_indices and squeezes both results;
+    the squeeze of the indices, which nothing reads, counted as a reader
+    and kept the op on ATen (CANINE). Views nothing reads are dropped, in a
+    graph and across a decision."""
+    g = deepvisor.compile(fn)
+    for x in (torch.randn(2, 3, 8), -torch.rand(2, 3, 8), torch.rand(2, 3, 8)):
+        torch.testing.assert_close(g(x), fn(x))
+    s = deepvisor.stats(g)
+    assert s["fallback_ops"] == {} and s["eager_calls"] == 0, s
+
